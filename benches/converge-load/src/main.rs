@@ -1,0 +1,308 @@
+//! `converge-load`: drives events over HTTP into a converge daemon and
+//! reports what a user of the daemon would ask about: acknowledged events per
+//! second, acknowledgement latency, event-to-action latency, and the daemon's
+//! peak memory.
+//!
+//! By default it starts everything itself: a sink server standing in for a
+//! webhook receiver, and `converge run` on a temporary config with the
+//! example rules of `rules/` and one `webhook-out` action per event. Each
+//! event is a `task.handoff` with its required fields present, so the
+//! example rules make exactly one `notify` decision for it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Parser, Debug)]
+#[command(about = "Load test a converge daemon over HTTP")]
+struct Args {
+    /// Events to send.
+    #[arg(long, short, default_value_t = 100_000)]
+    events: usize,
+    /// Concurrent HTTP connections.
+    #[arg(long, short, default_value_t = 64)]
+    concurrency: usize,
+    /// Events per request (1 = application/cloudevents+json, more = a batch).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Target rate in events/s (open loop); unset = as fast as acknowledged.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Only acknowledge: run the rules but route no decision to a plugin.
+    #[arg(long)]
+    no_actions: bool,
+    /// "full" or "normal" (see storage.durability).
+    #[arg(long, default_value = "full")]
+    durability: String,
+    /// The converge binary (default: target/release/converge).
+    #[arg(long)]
+    converge: Option<PathBuf>,
+}
+
+/// Send and arrival times by event id.
+#[derive(Default)]
+struct Timings {
+    sent: HashMap<u64, Instant>,
+    acted: HashMap<u64, Instant>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
+    let converge = args.converge.clone().unwrap_or_else(|| root.join("target/release/converge"));
+    if !converge.is_file() {
+        bail!("{} not found: build it with `cargo build --release -p converge`", converge.display());
+    }
+    let plugin = root.join("target/wasm32-wasip2/release/webhook_out.wasm");
+    if !plugin.is_file() {
+        bail!("{} not found: build it with `cargo build --release --target wasm32-wasip2 -p webhook-out`", plugin.display());
+    }
+
+    let timings = Arc::new(Mutex::new(Timings::default()));
+    let sink = start_sink(timings.clone()).await?;
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path(), &root, &plugin, sink, &args)?;
+    let mut daemon = Daemon::start(&converge, &config)?;
+    let url = format!("{}/hooks/load", daemon.url);
+    println!(
+        "converge-load: {} events, concurrency {}, batch {}, rate {}, actions {}, durability {}",
+        args.events,
+        args.concurrency,
+        args.batch,
+        args.rate.map_or("max".to_string(), |r| format!("{r}/s")),
+        !args.no_actions,
+        args.durability
+    );
+
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(args.concurrency)
+        .build_http();
+    let requests = args.events.div_ceil(args.batch);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, url, next, timings) = (client.clone(), url.clone(), next.clone(), timings.clone());
+        let (batch, events, rate) = (args.batch, args.events, args.rate);
+        workers.push(tokio::spawn(async move {
+            let mut ack_latencies = Vec::new();
+            loop {
+                let request = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if request >= requests {
+                    return Ok::<_, anyhow::Error>(ack_latencies);
+                }
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64((request * batch) as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let ids: Vec<u64> = (request * batch..((request + 1) * batch).min(events)).map(|i| i as u64).collect();
+                let (content_type, body) = body(&ids);
+                let sent = Instant::now();
+                {
+                    let mut t = timings.lock().unwrap();
+                    for id in &ids {
+                        t.sent.insert(*id, sent);
+                    }
+                }
+                let req = hyper::Request::post(&url)
+                    .header("content-type", content_type)
+                    .body(Full::new(Bytes::from(body)))?;
+                let response = client.request(req).await.context("POST to converge")?;
+                let status = response.status();
+                let answer = response.into_body().collect().await?.to_bytes();
+                if status != 202 {
+                    bail!("converge answered {status}: {}", String::from_utf8_lossy(&answer));
+                }
+                ack_latencies.push(sent.elapsed());
+            }
+        }));
+    }
+    let mut ack = Vec::new();
+    for worker in workers {
+        ack.extend(worker.await??);
+    }
+    let ack_elapsed = started.elapsed();
+
+    let mut actions = Vec::new();
+    if !args.no_actions {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let done = timings.lock().unwrap().acted.len();
+            if done >= args.events || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t = timings.lock().unwrap();
+        for (id, acted) in &t.acted {
+            if let Some(sent) = t.sent.get(id) {
+                actions.push(acted.saturating_duration_since(*sent));
+            }
+        }
+    }
+    let all_elapsed = started.elapsed();
+    let peak_rss = daemon.peak_rss_kib();
+    daemon.stop();
+
+    println!("acknowledged: {} events in {:.2}s = {:.0} events/s", args.events, ack_elapsed.as_secs_f64(), args.events as f64 / ack_elapsed.as_secs_f64());
+    println!("ack latency (per request): p50 {} p99 {} max {}", pct(&mut ack, 0.50), pct(&mut ack, 0.99), pct(&mut ack, 1.0));
+    if !args.no_actions {
+        println!(
+            "actions: {} of {} arrived in {:.2}s = {:.0} events/s end to end",
+            actions.len(),
+            args.events,
+            all_elapsed.as_secs_f64(),
+            actions.len() as f64 / all_elapsed.as_secs_f64()
+        );
+        println!("event-to-action latency: p50 {} p99 {} max {}", pct(&mut actions, 0.50), pct(&mut actions, 0.99), pct(&mut actions, 1.0));
+    }
+    match peak_rss {
+        Some(kib) => println!("daemon peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("daemon peak RSS: unknown (no /proc)"),
+    }
+    Ok(())
+}
+
+fn pct(samples: &mut [Duration], p: f64) -> String {
+    if samples.is_empty() {
+        return "-".into();
+    }
+    samples.sort_unstable();
+    let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+    format!("{:.2}ms", samples[i].as_secs_f64() * 1000.0)
+}
+
+fn event(id: u64) -> serde_json::Value {
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": format!("load-{id}"),
+        "source": "/converge-load",
+        "type": "task.handoff",
+        "subject": format!("task/LOAD-{}", id % 5000),
+        "datacontenttype": "application/json",
+        "data": {"owner": format!("reviewer-{}", id % 50), "stage": "review", "brief": "b", "deadline": "2026-12-01"},
+    })
+}
+
+fn body(ids: &[u64]) -> (&'static str, String) {
+    if ids.len() == 1 {
+        ("application/cloudevents+json", event(ids[0]).to_string())
+    } else {
+        let events: Vec<_> = ids.iter().map(|id| event(*id)).collect();
+        ("application/cloudevents-batch+json", serde_json::Value::Array(events).to_string())
+    }
+}
+
+/// Records when each event's action arrives.
+async fn start_sink(timings: Arc<Mutex<Timings>>) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let timings = timings.clone();
+        async move {
+            let at = Instant::now();
+            let id = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["event"]["id"].as_str().and_then(|s| s.strip_prefix("load-")).and_then(|n| n.parse::<u64>().ok()));
+            if let Some(id) = id {
+                timings.lock().unwrap().acted.entry(id).or_insert(at);
+            }
+            "ok"
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+fn write_config(dir: &Path, root: &Path, plugin: &Path, sink: std::net::SocketAddr, args: &Args) -> anyhow::Result<PathBuf> {
+    let rules = ["required_fields", "stalled_handoff", "channel_approval"]
+        .map(|r| format!("{:?}", root.join(format!("rules/{r}.rhai")).display().to_string()))
+        .join(", ");
+    let routes = if args.no_actions {
+        String::new()
+    } else {
+        format!("[[routes]]\ndecision = \"notify\"\nplugin = \"webhook-out\"\nconfig = {{ url = \"http://{sink}/hook\" }}\n")
+    };
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_events_in_flight = 100000
+
+[storage]
+data_dir = "data"
+durability = {durability:?}
+plugin_cache_dir = {cache:?}
+
+[rules]
+files = [{rules}]
+
+[plugins.webhook-out]
+component = {plugin:?}
+http_hosts = ["{sink}"]
+allow_plain_http = true
+
+{routes}
+
+[dispatch]
+concurrency = 128
+"#,
+        durability = args.durability,
+        cache = root.join("target/converge-load-plugin-cache").display().to_string(),
+        plugin = plugin.display().to_string(),
+    );
+    let path = dir.join("converge.toml");
+    std::fs::write(&path, config)?;
+    Ok(path)
+}
+
+struct Daemon {
+    child: Child,
+    url: String,
+}
+
+impl Daemon {
+    fn start(converge: &Path, config: &Path) -> anyhow::Result<Daemon> {
+        let mut child = Command::new(converge)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", converge.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        for line in BufReader::new(stdout).lines() {
+            if let Some(url) = line?.strip_prefix("converge: listening on ") {
+                return Ok(Daemon { child, url: url.to_string() });
+            }
+        }
+        bail!("converge exited before listening")
+    }
+
+    /// VmHWM: the most resident memory the daemon ever had.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,198 @@
+//! Canonical events: CloudEvents 1.0 in the JSON format, validated once at intake.
+
+use chrono::{DateTime, Utc};
+use cloudevents::AttributesReader;
+use serde_json::Value;
+
+use crate::entity::EntityKey;
+
+/// A validated CloudEvent as converge journals it.
+///
+/// `json` is the event re-serialised in the CloudEvents JSON format: it is what
+/// the journal stores and what replay reads back, so nothing the sender put in
+/// the event (extensions, `dataschema`, ...) is lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub source: String,
+    pub ty: String,
+    pub subject: Option<String>,
+    pub time: Option<DateTime<Utc>>,
+    /// The `data` member when it is JSON; `Null` when absent or binary.
+    pub data: Value,
+    pub json: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    #[error("not a valid CloudEvent: {0}")]
+    Invalid(String),
+    #[error("a batch must be a JSON array of CloudEvents")]
+    NotABatch,
+    #[error("event {index} of the batch: {error}")]
+    InBatch { index: usize, error: Box<EventError> },
+}
+
+impl Event {
+    /// Parses one event in structured JSON mode (`application/cloudevents+json`).
+    pub fn from_json(body: &[u8]) -> Result<Event, EventError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
+        Event::from_value(value)
+    }
+
+    /// Parses a batch (`application/cloudevents-batch+json`): a JSON array of events.
+    /// One invalid event rejects the whole batch, so a batch is journaled all or nothing.
+    pub fn batch_from_json(body: &[u8]) -> Result<Vec<Event>, EventError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
+        let Value::Array(items) = value else {
+            return Err(EventError::NotABatch);
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                Event::from_value(item).map_err(|error| EventError::InBatch {
+                    index,
+                    error: Box::new(error),
+                })
+            })
+            .collect()
+    }
+
+    pub fn from_value(value: Value) -> Result<Event, EventError> {
+        if !value.is_object() {
+            return Err(EventError::Invalid("an event must be a JSON object".into()));
+        }
+        check_required_attributes(&value)?;
+        let event: cloudevents::Event =
+            serde_json::from_value(value).map_err(|e| EventError::Invalid(e.to_string()))?;
+        Event::from_cloudevent(event)
+    }
+
+    fn from_cloudevent(event: cloudevents::Event) -> Result<Event, EventError> {
+        let id = event.id().to_string();
+        if id.is_empty() {
+            return Err(EventError::Invalid("attribute `id` must not be empty".into()));
+        }
+        let source = event.source().to_string();
+        if source.is_empty() {
+            return Err(EventError::Invalid(
+                "attribute `source` must not be empty".into(),
+            ));
+        }
+        let ty = event.ty().to_string();
+        if ty.is_empty() {
+            return Err(EventError::Invalid("attribute `type` must not be empty".into()));
+        }
+        let data = match event.data() {
+            Some(cloudevents::Data::Json(v)) => v.clone(),
+            Some(cloudevents::Data::String(s)) => Value::String(s.clone()),
+            Some(cloudevents::Data::Binary(_)) | None => Value::Null,
+        };
+        let json = serde_json::to_string(&event).map_err(|e| EventError::Invalid(e.to_string()))?;
+        Ok(Event {
+            id,
+            source,
+            ty,
+            subject: event.subject().map(str::to_string),
+            time: event.time().copied(),
+            data,
+            json,
+        })
+    }
+
+    /// Reads back an event the journal stored.
+    pub fn from_journal(json: &str) -> Result<Event, EventError> {
+        Event::from_json(json.as_bytes())
+    }
+
+    /// The entity this event is about, when its `subject` names one.
+    pub fn entity_key(&self) -> Option<EntityKey> {
+        self.subject.as_deref().and_then(EntityKey::parse)
+    }
+}
+
+/// The cloudevents crate reports a missing attribute as a generic serde error;
+/// checking first gives the sender an error that names the attribute.
+fn check_required_attributes(value: &Value) -> Result<(), EventError> {
+    for name in ["specversion", "id", "source", "type"] {
+        match value.get(name) {
+            None => {
+                return Err(EventError::Invalid(format!(
+                    "required attribute `{name}` is missing"
+                )));
+            }
+            Some(Value::String(_)) => {}
+            Some(_) => {
+                return Err(EventError::Invalid(format!(
+                    "attribute `{name}` must be a string"
+                )));
+            }
+        }
+    }
+    match value.get("specversion").and_then(Value::as_str) {
+        Some("1.0") => Ok(()),
+        Some(other) => Err(EventError::Invalid(format!(
+            "unsupported specversion `{other}`: converge accepts CloudEvents 1.0"
+        ))),
+        None => unreachable!("checked above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> Result<Event, EventError> {
+        Event::from_json(json.as_bytes())
+    }
+
+    #[test]
+    fn parses_a_structured_event_and_keeps_extensions() {
+        let e = event(
+            r#"{"specversion":"1.0","id":"e-1","source":"/jira","type":"task.updated",
+                "subject":"task/JIRA-7","time":"2026-11-23T10:00:00Z",
+                "datacontenttype":"application/json","data":{"stage":"review"},"tenant":"acme"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id, "e-1");
+        assert_eq!(e.ty, "task.updated");
+        assert_eq!(e.data["stage"], "review");
+        assert_eq!(e.entity_key().unwrap().to_string(), "task/JIRA-7");
+        let back = Event::from_journal(&e.json).unwrap();
+        assert_eq!(back, e);
+        assert!(e.json.contains("\"tenant\":\"acme\""));
+    }
+
+    #[test]
+    fn names_the_missing_attribute() {
+        let err = event(r#"{"specversion":"1.0","source":"/x","type":"t"}"#).unwrap_err();
+        assert_eq!(err.to_string(), "not a valid CloudEvent: required attribute `id` is missing");
+    }
+
+    #[test]
+    fn rejects_other_spec_versions_and_empty_ids() {
+        assert!(matches!(
+            event(r#"{"specversion":"0.3","id":"1","source":"/x","type":"t"}"#),
+            Err(EventError::Invalid(_))
+        ));
+        assert!(matches!(
+            event(r#"{"specversion":"1.0","id":"","source":"/x","type":"t"}"#),
+            Err(EventError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_batch_is_rejected_whole_and_names_the_bad_event() {
+        let err = Event::batch_from_json(
+            br#"[{"specversion":"1.0","id":"1","source":"/x","type":"t"},{"specversion":"1.0","id":"2","source":"/x"}]"#,
+        )
+        .unwrap_err();
+        assert!(matches!(err, EventError::InBatch { index: 1, .. }), "{err}");
+        assert_eq!(Event::batch_from_json(b"{}"), Err(EventError::NotABatch));
+    }
+}

@@ -1,0 +1,11 @@
+//! The vocabulary every converge layer shares: canonical events, the entities
+//! they are about and the state converge keeps for them, and the decisions rules
+//! make. Nothing here does I/O.
+
+pub mod decision;
+pub mod entity;
+pub mod event;
+
+pub use decision::{Decision, DecisionKind};
+pub use entity::{EntityKey, EntityState};
+pub use event::{Event, EventError};

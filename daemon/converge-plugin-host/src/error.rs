@@ -1,0 +1,104 @@
+//! The two ways a plugin lets its caller down: it cannot be loaded, or one
+//! action failed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why [`PluginHost::load`](crate::PluginHost::load) refused a plugin. Every
+/// variant names the plugin and its file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin {plugin}: cannot read {}: {source}", path.display())]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin {plugin}: {} is not a valid WebAssembly component: {reason}", path.display())]
+    Compile {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "plugin {plugin}: {} does not fit the converge:plugin action-plugin world: {reason}",
+        path.display()
+    )]
+    Incompatible {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("plugin {plugin}: describe() in {} failed: {source}", path.display())]
+    Describe {
+        plugin: String,
+        path: PathBuf,
+        source: ActionFailure,
+    },
+    #[error(
+        "plugin {plugin}: {} was built for plugin API {found}; this host supports {supported}",
+        path.display()
+    )]
+    UnsupportedApi {
+        plugin: String,
+        path: PathBuf,
+        found: String,
+        supported: String,
+    },
+    #[error("plugin {plugin}: precompiled cache for {}: {reason}", path.display())]
+    Cache {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// Why one action failed. The first five are what the plugin itself
+/// returned; the rest are what the host observed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionFailure {
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("rate limited{}", match .0 { Some(d) => format!(" (retry after {d:?})"), None => String::new() })]
+    RateLimited(Option<Duration>),
+    #[error("transient failure: {0}")]
+    Transient(String),
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+    /// The guest trapped (a panic, `unreachable`, an out-of-bounds access).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The call used up its CPU budget in pure compute.
+    #[error("plugin exceeded its CPU time budget")]
+    CpuLimit,
+    /// The guest tried to grow a memory past its limit.
+    #[error("plugin exceeded its memory limit")]
+    MemoryLimit,
+    /// The whole call took longer than its wall-time limit.
+    #[error("plugin call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The host could not run the call (instantiation failed, ...).
+    #[error("plugin host error: {0}")]
+    Host(String),
+}
+
+impl ActionFailure {
+    /// Whether retrying the same action later may succeed. A guest that
+    /// trapped or ran out of CPU or memory would do the same again.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ActionFailure::RateLimited(_)
+            | ActionFailure::Transient(_)
+            | ActionFailure::Timeout(_)
+            | ActionFailure::Host(_) => true,
+            ActionFailure::InvalidInput(_)
+            | ActionFailure::Unauthorized(_)
+            | ActionFailure::Permanent(_)
+            | ActionFailure::Trap(_)
+            | ActionFailure::CpuLimit
+            | ActionFailure::MemoryLimit => false,
+        }
+    }
+}

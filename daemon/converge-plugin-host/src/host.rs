@@ -1,0 +1,280 @@
+//! The engine, the linker and the epoch ticker shared by every plugin, and
+//! loading a component into a checked, ready-to-instantiate [`Plugin`].
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::bindings::{ActionPlugin, ActionPluginPre};
+use crate::config::{PluginHostConfig, PluginSpec};
+use crate::error::LoadError;
+use crate::plugin::{Plugin, Sandbox};
+use crate::state::HostState;
+
+/// `major.minor` versions of the plugin API this host runs.
+pub const SUPPORTED_API_VERSIONS: &[&str] = &["0.1"];
+
+/// Loads plugins. Cheap to keep for the daemon's lifetime; the plugins it
+/// returns keep what they need alive on their own.
+pub struct PluginHost {
+    shared: Arc<Shared>,
+}
+
+/// What every plugin of one host shares.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    /// WASI p2 and the converge imports, type-checked against each
+    /// component once at load.
+    linker: Linker<HostState>,
+    /// One client for every plugin: connection pooling, rustls, no redirects.
+    pub(crate) http: reqwest::Client,
+    pub(crate) epoch_tick: Duration,
+    cache_dir: Option<PathBuf>,
+    /// Part of every cache key, so a wasmtime upgrade or a config change
+    /// never loads an incompatible artifact.
+    engine_hash: u64,
+    /// Kept alive as long as any plugin is: without ticks a guest in an
+    /// endless loop would never be interrupted.
+    _ticker: EpochTicker,
+}
+
+impl PluginHost {
+    pub fn new(config: PluginHostConfig) -> anyhow::Result<PluginHost> {
+        anyhow::ensure!(
+            !config.epoch_tick.is_zero(),
+            "plugin host: epoch_tick must be greater than zero"
+        );
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            // No component-model-async: keeps the call path cheap (see the
+            // research notes, §2.5) and turns off APIs we do not use.
+            .concurrency_support(false);
+        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .context("plugin host: linking WASI")?;
+        ActionPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .context("plugin host: linking the converge imports")?;
+
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .use_rustls_tls()
+            .user_agent(concat!("converge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("plugin host: building the HTTP client")?;
+
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = hasher.finish();
+
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
+        Ok(PluginHost {
+            shared: Arc::new(Shared {
+                engine,
+                linker,
+                http,
+                epoch_tick: config.epoch_tick,
+                cache_dir: config.cache_dir,
+                engine_hash,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// Compiles (or loads from the cache), type-checks against the WIT world,
+    /// calls `describe()` once in a sandbox, and checks that the plugin's API
+    /// `major.minor` is supported. Errors name the plugin and the file.
+    pub async fn load(&self, spec: PluginSpec) -> Result<Plugin, LoadError> {
+        let shared = self.shared.clone();
+        let (name, path) = (spec.name.clone(), spec.component.clone());
+        // Compiling takes from milliseconds to seconds of CPU.
+        let component = tokio::task::spawn_blocking(move || shared.component(&name, &path))
+            .await
+            .map_err(|e| LoadError::Compile {
+                plugin: spec.name.clone(),
+                path: spec.component.clone(),
+                reason: format!("compilation task failed: {e}"),
+            })??;
+
+        let incompatible = |e: wasmtime::Error| LoadError::Incompatible {
+            plugin: spec.name.clone(),
+            path: spec.component.clone(),
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self
+            .shared
+            .linker
+            .instantiate_pre(&component)
+            .map_err(incompatible)?;
+        let pre = ActionPluginPre::new(instance_pre).map_err(incompatible)?;
+
+        let sandbox = Sandbox {
+            name: spec.name.as_str().into(),
+            pre,
+            grants: Arc::new(spec.grants),
+            limits: spec.limits,
+            shared: self.shared.clone(),
+        };
+        let info = sandbox
+            .describe()
+            .await
+            .map_err(|source| LoadError::Describe {
+                plugin: spec.name.clone(),
+                path: spec.component.clone(),
+                source,
+            })?;
+        let found = api_major_minor(&info.api_version);
+        if !SUPPORTED_API_VERSIONS.contains(&found.as_deref().unwrap_or("")) {
+            return Err(LoadError::UnsupportedApi {
+                plugin: spec.name,
+                path: spec.component,
+                found: info.api_version,
+                supported: SUPPORTED_API_VERSIONS.join(", "),
+            });
+        }
+        tracing::info!(
+            plugin = spec.name,
+            path = %spec.component.display(),
+            plugin_name = info.name,
+            plugin_version = info.version,
+            api_version = info.api_version,
+            "plugin loaded"
+        );
+        Ok(Plugin::new(sandbox, info, spec.component))
+    }
+}
+
+impl Shared {
+    /// The compiled component, from the cache when a compatible artifact of
+    /// the same bytes is there, compiled (and cached) otherwise.
+    fn component(&self, plugin: &str, path: &Path) -> Result<Component, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            plugin: plugin.into(),
+            path: path.into(),
+            source,
+        })?;
+        let compile_error = |e: wasmtime::Error| LoadError::Compile {
+            plugin: plugin.into(),
+            path: path.into(),
+            reason: format!("{e:#}"),
+        };
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, &bytes).map_err(compile_error);
+        };
+
+        let key = format!(
+            "{}-{:016x}.cwasm",
+            hex::encode(Sha256::digest(&bytes)),
+            self.engine_hash
+        );
+        let cached = dir.join(&key);
+        if cached.is_file() {
+            // SAFETY: the cache directory holds only artifacts this host wrote
+            // with `precompile_component` (it must be writable by converge
+            // alone), and wasmtime rejects artifacts from another version or
+            // config with an error rather than loading them.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(
+                    plugin,
+                    cache = %cached.display(),
+                    error = format!("{e:#}"),
+                    "precompiled plugin rejected; compiling again"
+                ),
+            }
+        }
+
+        let artifact = self
+            .engine
+            .precompile_component(&bytes)
+            .map_err(compile_error)?;
+        if let Err(e) = write_atomically(dir, &key, &artifact) {
+            // The cache only saves time; a read-only directory must not stop
+            // the plugin from loading.
+            tracing::warn!(plugin, cache = %dir.display(), error = %e, "cannot cache precompiled plugin");
+        }
+        // SAFETY: `artifact` was produced by `precompile_component` on this
+        // very engine just above.
+        unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(compile_error)
+    }
+}
+
+/// Writes to a temporary name and renames, so a concurrent load or a crash
+/// never leaves a half-written artifact under the final name.
+fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, dir.join(name)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// `"0.1.3"` -> `"0.1"`; `None` when it is not `major.minor[.patch]`.
+fn api_major_minor(version: &str) -> Option<String> {
+    let mut parts = version.trim().split('.');
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    Some(format!("{major}.{minor}"))
+}
+
+/// Advances the engine epoch every tick on a dedicated thread, until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> anyhow::Result<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("converge-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Acquire) {
+                    std::thread::park_timeout(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .context("plugin host: starting the epoch ticker thread")?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_compare_on_major_minor() {
+        assert_eq!(api_major_minor("0.1.0").as_deref(), Some("0.1"));
+        assert_eq!(api_major_minor("0.1").as_deref(), Some("0.1"));
+        assert_eq!(api_major_minor("1.x"), None);
+        assert_eq!(api_major_minor(""), None);
+    }
+}

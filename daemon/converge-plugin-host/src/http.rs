@@ -1,0 +1,390 @@
+//! The `http.send` import: the only way out of the sandbox. Every request is
+//! checked against the plugin's grants and limits before the host sends it.
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+
+use crate::bindings::converge::plugin::http::{self, HttpError, Method, Request, Response};
+use crate::config::Grants;
+use crate::state::{CallContext, HostState};
+
+/// Headers a plugin may not set: they would let it steer the connection
+/// (Host selects a virtual host behind a granted address) or desynchronise
+/// framing. The host's HTTP client sets them itself.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+impl http::Host for HostState {
+    async fn send(&mut self, req: Request) -> Result<Response, HttpError> {
+        send(&mut self.call, req).await
+    }
+}
+
+async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpError> {
+    if call.http_requests >= call.limits.max_http_requests {
+        return Err(HttpError::Denied(format!(
+            "request limit reached: {} per call",
+            call.limits.max_http_requests
+        )));
+    }
+    call.http_requests += 1;
+
+    let prepared = prepare(&call.grants, call.limits.max_request_bytes, req)?;
+    let method = prepared.method.clone();
+    let host = prepared.url.host_str().unwrap_or_default().to_string();
+    let max_response = call.limits.max_response_bytes;
+    let request = call
+        .http
+        .request(prepared.method, prepared.url)
+        .headers(prepared.headers)
+        .body(prepared.body)
+        .build()
+        .map_err(|e| HttpError::Denied(format!("invalid request: {}", error_chain(&e))))?;
+
+    let exchange = async {
+        let response = call.http.execute(request).await.map_err(transport_error)?;
+        read_response(response, max_response).await
+    };
+    let result = match tokio::time::timeout(call.limits.http_timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(HttpError::Timeout),
+    };
+    match &result {
+        Ok(response) => tracing::debug!(
+            plugin = &*call.plugin,
+            action_id = call.action_id,
+            %method,
+            host,
+            status = response.status,
+            "plugin http request"
+        ),
+        Err(error) => tracing::debug!(
+            plugin = &*call.plugin,
+            action_id = call.action_id,
+            %method,
+            host,
+            ?error,
+            "plugin http request failed"
+        ),
+    }
+    result
+}
+
+/// A request that passed every check, ready to send.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) method: reqwest::Method,
+    pub(crate) url: Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Checks a guest request against the grants and builds what will be sent.
+/// Pure, so the policy is testable without a network.
+pub(crate) fn prepare(
+    grants: &Grants,
+    max_request_bytes: usize,
+    req: Request,
+) -> Result<Prepared, HttpError> {
+    let url = Url::parse(&req.url)
+        .map_err(|e| HttpError::Denied(format!("invalid url {:?}: {e}", req.url)))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if grants.allow_plain_http => {}
+        "http" => {
+            return Err(HttpError::Denied(
+                "plain http is not granted to this plugin; use https".into(),
+            ));
+        }
+        other => return Err(HttpError::Denied(format!("scheme {other:?} is not allowed"))),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(HttpError::Denied(
+            "credentials in the url are not allowed; name a granted credential".into(),
+        ));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| HttpError::Denied("url has no host".into()))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| HttpError::Denied("url has no port".into()))?;
+    let default_port = url.port().is_none();
+    if !host_granted(&grants.http_hosts, host, port, default_port) {
+        return Err(HttpError::Denied(format!(
+            "host {host}:{port} is not granted to this plugin"
+        )));
+    }
+
+    let body = req.body.unwrap_or_default();
+    if body.len() > max_request_bytes {
+        return Err(HttpError::TooLarge);
+    }
+
+    let mut headers = HeaderMap::new();
+    for (name, value) in req.headers {
+        let name = HeaderName::try_from(name.as_str())
+            .map_err(|_| HttpError::Denied(format!("invalid header name {name:?}")))?;
+        if FORBIDDEN_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("proxy-") {
+            return Err(HttpError::Denied(format!("header {name} may not be set")));
+        }
+        let value = HeaderValue::try_from(value)
+            .map_err(|_| HttpError::Denied(format!("invalid value for header {name}")))?;
+        headers.append(name, value);
+    }
+    if let Some(credential_name) = req.credential {
+        let credential = grants.credentials.get(&credential_name).ok_or_else(|| {
+            HttpError::Denied(format!(
+                "credential {credential_name:?} is not granted to this plugin"
+            ))
+        })?;
+        // The messages below name the credential, never its value.
+        let name = HeaderName::try_from(credential.header.as_str()).map_err(|_| {
+            HttpError::Denied(format!(
+                "credential {credential_name:?} has an invalid header name"
+            ))
+        })?;
+        let mut value = HeaderValue::try_from(credential.value.as_str()).map_err(|_| {
+            HttpError::Denied(format!(
+                "credential {credential_name:?} has an invalid header value"
+            ))
+        })?;
+        value.set_sensitive(true);
+        // `insert` replaces whatever the guest put under the same name.
+        headers.insert(name, value);
+    }
+
+    Ok(Prepared {
+        method: match req.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+        },
+        url,
+        headers,
+        body,
+    })
+}
+
+/// Whether `host:port` matches one of the granted patterns. A pattern
+/// without a port matches only the scheme's default port; `*.example.com`
+/// matches any name with one or more labels before `.example.com`.
+pub(crate) fn host_granted(patterns: &[String], host: &str, port: u16, default_port: bool) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    patterns.iter().any(|pattern| {
+        let pattern = pattern.trim().to_ascii_lowercase();
+        let (pattern_host, pattern_port) = split_host_port(&pattern);
+        let port_ok = match pattern_port {
+            Some(p) => p == port,
+            None => default_port,
+        };
+        port_ok
+            && match pattern_host.strip_prefix("*.") {
+                Some(suffix) => host
+                    .strip_suffix(suffix)
+                    .and_then(|rest| rest.strip_suffix('.'))
+                    .is_some_and(|labels| !labels.is_empty()),
+                None => host == pattern_host,
+            }
+    })
+}
+
+/// Splits `host:port`, `[v6]:port`, `host` or `[v6]`. A pattern whose port
+/// does not parse keeps it in the host, so it matches nothing.
+fn split_host_port(pattern: &str) -> (&str, Option<u16>) {
+    if pattern.starts_with('[') {
+        if let Some((host, port)) = pattern.rsplit_once("]:") {
+            if let Ok(port) = port.parse() {
+                return (&pattern[..host.len() + 1], Some(port));
+            }
+        }
+        return (pattern, None);
+    }
+    match pattern.rsplit_once(':') {
+        Some((host, port)) => match port.parse() {
+            Ok(port) => (host, Some(port)),
+            Err(_) => (pattern, None),
+        },
+        None => (pattern, None),
+    }
+}
+
+async fn read_response(
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Response, HttpError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > max_bytes as u64)
+    {
+        return Err(HttpError::TooLarge);
+    }
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(HttpError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn transport_error(error: reqwest::Error) -> HttpError {
+    if error.is_timeout() {
+        HttpError::Timeout
+    } else {
+        HttpError::Transport(error_chain(&error))
+    }
+}
+
+/// reqwest's `Display` hides the cause ("error sending request"); the chain
+/// says what actually went wrong (connection refused, TLS, DNS).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Credential;
+
+    fn patterns(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn exact_host_matches_default_port_only() {
+        let g = patterns(&["api.slack.com"]);
+        assert!(host_granted(&g, "api.slack.com", 443, true));
+        assert!(host_granted(&g, "API.Slack.com.", 443, true));
+        assert!(!host_granted(&g, "api.slack.com", 8443, false));
+        assert!(!host_granted(&g, "slack.com", 443, true));
+        assert!(!host_granted(&g, "evil-api.slack.com", 443, true));
+    }
+
+    #[test]
+    fn host_with_port_matches_that_port() {
+        let g = patterns(&["hooks.example.com:8443", "127.0.0.1:3000", "[::1]:8080"]);
+        assert!(host_granted(&g, "hooks.example.com", 8443, false));
+        assert!(!host_granted(&g, "hooks.example.com", 443, true));
+        assert!(host_granted(&g, "127.0.0.1", 3000, false));
+        assert!(!host_granted(&g, "127.0.0.1", 3001, false));
+        assert!(host_granted(&g, "[::1]", 8080, false));
+    }
+
+    #[test]
+    fn wildcard_matches_one_or_more_labels_but_not_the_apex() {
+        let g = patterns(&["*.example.com"]);
+        assert!(host_granted(&g, "a.example.com", 443, true));
+        assert!(host_granted(&g, "a.b.example.com", 443, true));
+        assert!(!host_granted(&g, "example.com", 443, true));
+        assert!(!host_granted(&g, "badexample.com", 443, true));
+        assert!(!host_granted(&g, ".example.com", 443, true));
+        assert!(!host_granted(&g, "a.example.com.evil.net", 443, true));
+    }
+
+    fn request(url: &str) -> Request {
+        Request {
+            method: Method::Post,
+            url: url.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(b"{}".to_vec()),
+            credential: None,
+        }
+    }
+
+    fn grants() -> Grants {
+        Grants {
+            http_hosts: patterns(&["hooks.example.com"]),
+            allow_plain_http: false,
+            credentials: [(
+                "token".to_string(),
+                Credential {
+                    header: "authorization".into(),
+                    value: "Bearer s3cret".into(),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    fn denied(result: Result<Prepared, HttpError>) -> String {
+        match result {
+            Err(HttpError::Denied(message)) => message,
+            other => panic!("expected denied, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_http_needs_a_grant() {
+        let message = denied(prepare(&grants(), 1024, request("http://hooks.example.com/")));
+        assert!(message.contains("plain http"), "{message}");
+        let mut g = grants();
+        g.allow_plain_http = true;
+        assert!(prepare(&g, 1024, request("http://hooks.example.com/")).is_ok());
+        let message = denied(prepare(&g, 1024, request("ftp://hooks.example.com/")));
+        assert!(message.contains("scheme"), "{message}");
+    }
+
+    #[test]
+    fn credentials_are_injected_only_when_granted_and_never_echoed() {
+        let mut req = request("https://hooks.example.com/x");
+        req.credential = Some("token".into());
+        req.headers.push(("Authorization".into(), "forged".into()));
+        let prepared = prepare(&grants(), 1024, req).unwrap();
+        let values: Vec<_> = prepared.headers.get_all("authorization").iter().collect();
+        assert_eq!(values, ["Bearer s3cret"]);
+
+        let mut req = request("https://hooks.example.com/x");
+        req.credential = Some("other".into());
+        let message = denied(prepare(&grants(), 1024, req));
+        assert!(message.contains("\"other\" is not granted"), "{message}");
+        assert!(!message.contains("s3cret"));
+    }
+
+    #[test]
+    fn userinfo_host_header_and_large_bodies_are_refused() {
+        denied(prepare(&grants(), 1024, request("https://u:p@hooks.example.com/")));
+        let mut req = request("https://hooks.example.com/");
+        req.headers.push(("Host".into(), "internal".into()));
+        denied(prepare(&grants(), 1024, req));
+        assert!(matches!(
+            prepare(&grants(), 1, request("https://hooks.example.com/")),
+            Err(HttpError::TooLarge)
+        ));
+    }
+}

@@ -1,0 +1,357 @@
+//! A loaded plugin and the one place that builds its stores: every call gets
+//! a fresh, limited store and instance, and every way a call can go wrong
+//! becomes an [`ActionFailure`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use crate::bindings::ActionPluginPre;
+use crate::bindings::converge::plugin::types::{self, PluginError};
+use crate::config::{Grants, PluginLimits};
+use crate::error::ActionFailure;
+use crate::host::Shared;
+use crate::state::{CallContext, CapturedOutput, HostState, Limiter};
+
+/// Bytes of stdout and of stderr kept per call.
+const CAPTURE_BYTES: usize = 64 * 1024;
+/// Bytes of stderr quoted in a trap message (a Rust panic message lands there).
+const TRAP_STDERR_BYTES: usize = 1024;
+/// Backtrace lines quoted in a trap message.
+const TRAP_BACKTRACE_LINES: usize = 8;
+
+/// A loaded, checked plugin. Cheap to clone; calls may run concurrently,
+/// each in its own instance.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    sandbox: Sandbox,
+    info: PluginInfo,
+    /// The component file, for messages.
+    path: PathBuf,
+}
+
+/// What the plugin says about itself in `describe()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    /// The WIT package version the plugin was built against.
+    pub api_version: String,
+}
+
+/// One action to perform, as the WIT `action` record.
+#[derive(Debug, Clone, Default)]
+pub struct ActionInput {
+    /// Idempotency key: the same on every retry of this action.
+    pub id: String,
+    pub kind: String,
+    pub rule: String,
+    pub decision_json: String,
+    pub event_json: String,
+    pub entity_json: String,
+}
+
+/// What a successful action did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionDone {
+    pub external_id: Option<String>,
+    pub summary: String,
+}
+
+impl Plugin {
+    pub(crate) fn new(sandbox: Sandbox, info: PluginInfo, path: PathBuf) -> Plugin {
+        Plugin {
+            inner: Arc::new(PluginInner {
+                sandbox,
+                info,
+                path,
+            }),
+        }
+    }
+
+    /// The operator's name for this plugin.
+    pub fn name(&self) -> &str {
+        &self.inner.sandbox.name
+    }
+
+    pub fn info(&self) -> &PluginInfo {
+        &self.inner.info
+    }
+
+    /// The component file the plugin was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs one action in a fresh store and instance (no state leaks between
+    /// actions). `config_json` is what the plugin's `host.config-json`
+    /// returns during this call.
+    pub async fn execute(
+        &self,
+        action: ActionInput,
+        config_json: &str,
+    ) -> Result<ActionDone, ActionFailure> {
+        let action_id = action.id.clone();
+        let action = types::Action {
+            id: action.id,
+            kind: action.kind,
+            rule: action.rule,
+            decision_json: action.decision_json,
+            event_json: action.event_json,
+            entity_json: action.entity_json,
+        };
+        let sandbox = &self.inner.sandbox;
+        let outcome = sandbox
+            .run(&action_id, config_json, Call::Execute(action))
+            .await?;
+        let Output::Executed(result) = outcome else {
+            unreachable!("an execute call returns an execute output")
+        };
+        match result {
+            Ok(outcome) => Ok(ActionDone {
+                external_id: outcome.external_id,
+                summary: outcome.summary,
+            }),
+            Err(error) => Err(match error {
+                PluginError::InvalidInput(m) => ActionFailure::InvalidInput(m),
+                PluginError::Unauthorized(m) => ActionFailure::Unauthorized(m),
+                PluginError::RateLimited(ms) => {
+                    ActionFailure::RateLimited(ms.map(|ms| Duration::from_millis(ms.into())))
+                }
+                PluginError::Transient(m) => ActionFailure::Transient(m),
+                PluginError::Permanent(m) => ActionFailure::Permanent(m),
+            }),
+        }
+    }
+}
+
+/// Everything needed to run calls of one plugin.
+pub(crate) struct Sandbox {
+    /// The operator's name for the plugin; tags logs.
+    pub(crate) name: Arc<str>,
+    /// Imports resolved and types checked once, at load.
+    pub(crate) pre: ActionPluginPre<HostState>,
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) limits: PluginLimits,
+    pub(crate) shared: Arc<Shared>,
+}
+
+enum Call {
+    Describe,
+    Execute(types::Action),
+}
+
+enum Output {
+    Described(types::PluginInfo),
+    Executed(Result<types::ActionOutcome, PluginError>),
+}
+
+/// Where a call failed, which decides how its error is reported.
+enum Failed {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+}
+
+impl Sandbox {
+    pub(crate) async fn describe(&self) -> Result<PluginInfo, ActionFailure> {
+        let Output::Described(info) = self.run("describe", "{}", Call::Describe).await? else {
+            unreachable!("a describe call returns a describe output")
+        };
+        Ok(PluginInfo {
+            name: info.name,
+            version: info.version,
+            api_version: info.api_version,
+        })
+    }
+
+    /// The one place a plugin store is built: memory limits, CPU budget,
+    /// empty WASI, captured stdio.
+    fn new_store(
+        &self,
+        action_id: &str,
+        config_json: &str,
+        stdout: &CapturedOutput,
+        stderr: &CapturedOutput,
+    ) -> Store<HostState> {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .table_elements(20_000)
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build();
+        let tick = self.shared.epoch_tick.as_nanos().max(1);
+        let cpu_ticks = self.limits.cpu_time.as_nanos().div_ceil(tick).max(1);
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                inner: limits,
+                memory_denied: false,
+            },
+            cpu_ticks_left: u64::try_from(cpu_ticks).unwrap_or(u64::MAX),
+            cpu_exhausted: false,
+            call: CallContext {
+                plugin: self.name.clone(),
+                action_id: action_id.to_string(),
+                config_json: config_json.to_string(),
+                grants: self.grants.clone(),
+                limits: self.limits.clone(),
+                http: self.shared.http.clone(),
+                http_requests: 0,
+                log_lines: 0,
+                log_lines_dropped: 0,
+            },
+        };
+        let mut store = Store::new(&self.shared.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        // Each tick of guest compute yields to tokio, so a busy guest does not
+        // starve other tasks and the wall-clock timeout can fire; once the
+        // budget is spent the guest traps.
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if state.cpu_ticks_left == 0 {
+                state.cpu_exhausted = true;
+                return Err(wasmtime::Error::msg("cpu time budget exceeded"));
+            }
+            state.cpu_ticks_left -= 1;
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
+        store
+    }
+
+    async fn run(
+        &self,
+        action_id: &str,
+        config_json: &str,
+        call: Call,
+    ) -> Result<Output, ActionFailure> {
+        let stdout = CapturedOutput::new(CAPTURE_BYTES);
+        let stderr = CapturedOutput::new(CAPTURE_BYTES);
+        let mut store = self.new_store(action_id, config_json, &stdout, &stderr);
+
+        let wall_time = self.limits.wall_time;
+        let running = async {
+            let instance = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(Failed::Instantiate)?;
+            let action = instance.converge_plugin_action();
+            match call {
+                Call::Describe => action
+                    .call_describe(&mut store)
+                    .await
+                    .map(Output::Described),
+                Call::Execute(a) => action
+                    .call_execute(&mut store, &a)
+                    .await
+                    .map(Output::Executed),
+            }
+            .map_err(Failed::Call)
+        };
+        // Dropping the future on timeout abandons the guest mid-call; the
+        // store is dropped below and never used for another call.
+        let result = match tokio::time::timeout(wall_time, running).await {
+            Err(_) => Err(ActionFailure::Timeout(wall_time)),
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(failed)) => Err(self.classify(store.data(), failed, &stderr)),
+        };
+
+        let state = store.data();
+        if state.call.log_lines_dropped > 0 {
+            tracing::warn!(
+                plugin = &*self.name,
+                action_id,
+                dropped = state.call.log_lines_dropped,
+                limit = self.limits.max_log_lines,
+                "plugin log lines over the per-call limit were dropped"
+            );
+        }
+        drop(store);
+        for (stream, output) in [("stdout", &stdout), ("stderr", &stderr)] {
+            let (text, dropped) = output.contents();
+            if !text.is_empty() {
+                tracing::debug!(
+                    plugin = &*self.name,
+                    action_id,
+                    stream,
+                    dropped_bytes = dropped,
+                    output = %text.escape_debug(),
+                    "plugin output"
+                );
+            }
+        }
+        result
+    }
+
+    fn classify(&self, state: &HostState, failed: Failed, stderr: &CapturedOutput) -> ActionFailure {
+        if state.cpu_exhausted {
+            return ActionFailure::CpuLimit;
+        }
+        if state.limiter.memory_denied {
+            return ActionFailure::MemoryLimit;
+        }
+        match failed {
+            Failed::Instantiate(e) => ActionFailure::Host(format!("instantiation failed: {e:#}")),
+            Failed::Call(e) => ActionFailure::Trap(trap_summary(&e, stderr)),
+        }
+    }
+}
+
+/// One paragraph saying why the guest stopped: the trap, the innermost wasm
+/// frames, and the end of stderr (where a Rust panic message is printed).
+fn trap_summary(error: &wasmtime::Error, stderr: &CapturedOutput) -> String {
+    let mut summary = if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        format!("plugin exited with status {}", exit.0)
+    } else if let Some(trap) = error.downcast_ref::<Trap>() {
+        trap.to_string()
+    } else {
+        error.root_cause().to_string()
+    };
+    if let Some(backtrace) = error.downcast_ref::<WasmBacktrace>() {
+        let frames: Vec<String> = backtrace
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with("error while executing"))
+            .take(TRAP_BACKTRACE_LINES)
+            .map(String::from)
+            .collect();
+        if !frames.is_empty() {
+            summary.push_str("; wasm backtrace: ");
+            summary.push_str(&frames.join(" | "));
+        }
+    }
+    let (text, _) = stderr.contents();
+    let text = text.trim();
+    if !text.is_empty() {
+        let mut start = text.len().saturating_sub(TRAP_STDERR_BYTES);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        summary.push_str("; stderr: ");
+        summary.push_str(&text[start..].escape_debug().to_string());
+    }
+    summary
+}

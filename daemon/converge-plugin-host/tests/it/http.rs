@@ -1,0 +1,155 @@
+//! What plugins can and cannot reach over `http.send`.
+
+use converge_plugin_host::{ActionFailure, Grants, PluginLimits};
+use serde_json::{Value, json};
+
+use crate::support::{Sink, action, credential, grants_for, host, load, spec};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_out_posts_the_action_with_its_idempotency_key() {
+    let sink = Sink::start().await;
+    let host = host();
+    let plugin = load(&host, spec("webhook_out", grants_for(&sink), PluginLimits::default())).await;
+    assert_eq!(plugin.info().name, "webhook-out");
+    assert!(plugin.info().api_version.starts_with("0.1"));
+
+    let config = json!({"url": sink.url("/hook")}).to_string();
+    let done = plugin.execute(action("act-1"), &config).await.unwrap();
+    assert!(done.summary.contains("200"), "{done:?}");
+
+    let seen = sink.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path, "/hook");
+    assert_eq!(seen[0].headers["idempotency-key"], "act-1");
+    assert_eq!(seen[0].headers["content-type"], "application/json");
+    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "action_id": "act-1",
+            "kind": "escalate",
+            "rule": "stalled",
+            "decision": {"kind": "escalate", "to": "owner", "reason": "late", "level": 1},
+            "event": {"id": "e1", "subject": "PR-7"},
+            "entity": null,
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slack_token_reaches_slack_but_never_the_plugin() {
+    let sink = Sink::start().await;
+    let mut grants = grants_for(&sink);
+    grants
+        .credentials
+        .insert("bot_token".into(), credential("Bearer xoxb-test"));
+    let host = host();
+    let plugin = load(&host, spec("slack", grants, PluginLimits::default())).await;
+
+    // The config only names the credential; the value lives in the host.
+    let config = json!({"channel": "#mops", "base_url": sink.url("/api")}).to_string();
+    let done = plugin.execute(action("act-2"), &config).await.unwrap();
+    assert_eq!(done.external_id.as_deref(), Some("1700000000.000100"));
+
+    let seen = sink.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/api/chat.postMessage");
+    assert_eq!(seen[0].headers["authorization"], "Bearer xoxb-test");
+    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(body["channel"], "#mops");
+    assert!(!String::from_utf8_lossy(&seen[0].body).contains("xoxb"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slack_invalid_auth_is_unauthorized() {
+    let sink = Sink::start().await;
+    let mut grants = grants_for(&sink);
+    grants
+        .credentials
+        .insert("bot_token".into(), credential("Bearer xoxb-revoked"));
+    let host = host();
+    let plugin = load(&host, spec("slack", grants, PluginLimits::default())).await;
+
+    let config = json!({"channel": "#mops", "base_url": sink.url("/api")}).to_string();
+    let failure = plugin.execute(action("act-3"), &config).await.unwrap_err();
+    assert!(
+        matches!(&failure, ActionFailure::Unauthorized(m) if m.contains("invalid_auth")),
+        "{failure:?}"
+    );
+    assert!(!failure.retryable());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_not_granted_is_denied_before_sending() {
+    let sink = Sink::start().await;
+    let host = host();
+    let plugin = load(&host, spec("slack", grants_for(&sink), PluginLimits::default())).await;
+
+    let config = json!({"channel": "#mops", "base_url": sink.url("/api")}).to_string();
+    let failure = plugin.execute(action("act-4"), &config).await.unwrap_err();
+    assert!(
+        matches!(&failure, ActionFailure::Permanent(m) if m.contains("\"bot_token\" is not granted")),
+        "{failure:?}"
+    );
+    assert!(sink.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_not_granted_is_denied_and_nothing_is_sent() {
+    let sink = Sink::start().await;
+    let grants = Grants {
+        http_hosts: vec!["hooks.example.com".into(), "127.0.0.1:1".into()],
+        allow_plain_http: true,
+        ..Grants::default()
+    };
+    let host = host();
+    let plugin = load(&host, spec("webhook_out", grants, PluginLimits::default())).await;
+
+    let config = json!({"url": sink.url("/hook")}).to_string();
+    let failure = plugin.execute(action("act-5"), &config).await.unwrap_err();
+    assert!(
+        matches!(&failure, ActionFailure::Permanent(m) if m.contains("denied") && m.contains("not granted")),
+        "{failure:?}"
+    );
+    assert!(sink.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_is_refused_unless_allowed() {
+    let sink = Sink::start().await;
+    let host = host();
+    let config = json!({"url": sink.url("/hook")}).to_string();
+
+    let mut grants = grants_for(&sink);
+    grants.allow_plain_http = false;
+    let plugin = load(&host, spec("webhook_out", grants, PluginLimits::default())).await;
+    let failure = plugin.execute(action("act-6"), &config).await.unwrap_err();
+    assert!(
+        matches!(&failure, ActionFailure::Permanent(m) if m.contains("plain http")),
+        "{failure:?}"
+    );
+    assert!(sink.seen().is_empty());
+
+    let plugin = load(&host, spec("webhook_out", grants_for(&sink), PluginLimits::default())).await;
+    plugin.execute(action("act-6"), &config).await.unwrap();
+    assert_eq!(sink.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_count_is_limited_per_call() {
+    let sink = Sink::start().await;
+    let host = host();
+    let limits = PluginLimits {
+        max_http_requests: 0,
+        ..PluginLimits::default()
+    };
+    let plugin = load(&host, spec("webhook_out", grants_for(&sink), limits)).await;
+    let config = json!({"url": sink.url("/hook")}).to_string();
+    let failure = plugin.execute(action("act-7"), &config).await.unwrap_err();
+    assert!(
+        matches!(&failure, ActionFailure::Permanent(m) if m.contains("request limit")),
+        "{failure:?}"
+    );
+    assert!(sink.seen().is_empty());
+}

@@ -1,0 +1,203 @@
+//! Helpers: the guest plugins built once per test run, a host per test, and
+//! a local HTTP sink that records what reaches it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use converge_plugin_host::{
+    ActionInput, Credential, Grants, Plugin, PluginHost, PluginHostConfig, PluginLimits,
+    PluginSpec,
+};
+
+/// The workspace root (this crate lives in `daemon/converge-plugin-host`).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crate is two levels below the workspace root")
+        .to_path_buf()
+}
+
+/// Builds the guest plugins for `wasm32-wasip2` once per test run and returns
+/// the directory holding the `.wasm` files.
+pub fn wasm_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "webhook-out",
+                "-p",
+                "slack",
+                "-p",
+                "misbehaving",
+            ])
+            .status()
+            .expect("run cargo to build the test plugins");
+        assert!(status.success(), "building the test plugins failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("wasm32-wasip2/release")
+    })
+}
+
+pub fn wasm(file: &str) -> PathBuf {
+    wasm_dir().join(format!("{file}.wasm"))
+}
+
+/// Shared by every test so each plugin is compiled by the debug-built
+/// Cranelift once, not once per test.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+}
+
+pub fn host() -> PluginHost {
+    PluginHost::new(PluginHostConfig {
+        cache_dir: Some(cache_dir()),
+        ..PluginHostConfig::default()
+    })
+    .expect("plugin host")
+}
+
+/// Loads one at a time, so concurrent tests find the plugin in the cache
+/// instead of all compiling it at once.
+pub async fn load(host: &PluginHost, spec: PluginSpec) -> Plugin {
+    static LOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = LOADING.lock().await;
+    let name = spec.name.clone();
+    host.load(spec)
+        .await
+        .unwrap_or_else(|e| panic!("load {name}: {e}"))
+}
+
+pub fn spec(file: &str, grants: Grants, limits: PluginLimits) -> PluginSpec {
+    PluginSpec {
+        name: file.replace('_', "-"),
+        component: wasm(file),
+        grants,
+        limits,
+    }
+}
+
+/// Grants plain http to the sink's `127.0.0.1:port`.
+pub fn grants_for(sink: &Sink) -> Grants {
+    Grants {
+        http_hosts: vec![sink.authority()],
+        allow_plain_http: true,
+        credentials: BTreeMap::new(),
+    }
+}
+
+pub fn credential(value: &str) -> Credential {
+    Credential {
+        header: "authorization".into(),
+        value: value.into(),
+    }
+}
+
+pub fn action(id: &str) -> ActionInput {
+    ActionInput {
+        id: id.into(),
+        kind: "escalate".into(),
+        rule: "stalled".into(),
+        decision_json: r#"{"kind":"escalate","to":"owner","reason":"late","level":1}"#.into(),
+        event_json: r#"{"id":"e1","subject":"PR-7"}"#.into(),
+        entity_json: "null".into(),
+    }
+}
+
+/// One request as the sink saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A local HTTP server standing in for webhooks and Slack:
+/// - `/api/chat.postMessage`: Slack; `ok` only with `Bearer xoxb-test`;
+/// - `/never`: accepts the request and never answers;
+/// - anything else: 200 `ok`.
+pub struct Sink {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sink");
+        let addr = listener.local_addr().expect("sink address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Sink { addr, seen }
+    }
+
+    pub fn authority(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn record(
+    State(seen): State<Arc<Mutex<Vec<Seen>>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    seen.lock().unwrap().push(Seen {
+        method,
+        path: path.clone(),
+        headers: headers.clone(),
+        body,
+    });
+    match path.as_str() {
+        "/never" => std::future::pending().await,
+        "/api/chat.postMessage" => {
+            let authorized = headers
+                .get("authorization")
+                .is_some_and(|v| v == "Bearer xoxb-test");
+            let body = if authorized {
+                r#"{"ok":true,"channel":"C1","ts":"1700000000.000100"}"#
+            } else {
+                r#"{"ok":false,"error":"invalid_auth"}"#
+            };
+            (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                body,
+            )
+                .into_response()
+        }
+        _ => (StatusCode::OK, "ok").into_response(),
+    }
+}

@@ -1,0 +1,307 @@
+//! The rules in the repository's `rules/` directory, which the example config
+//! and the daemon's integration tests use, run together in file-name order as
+//! the example config loads them.
+
+use std::path::PathBuf;
+
+use converge_model::{Decision, DecisionKind, EntityState, Event};
+use converge_rules::{RuleLimits, RuleSet, RuleSource};
+use serde_json::{Value, json};
+
+use crate::{entity_after, event, now};
+
+fn example_rules() -> RuleSet {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../rules");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("rules directory")
+        .map(|entry| entry.expect("rules directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rhai"))
+        .collect();
+    paths.sort();
+    let sources = paths
+        .into_iter()
+        .map(|path| RuleSource {
+            name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+            source: std::fs::read_to_string(&path).expect("rule file"),
+            path,
+        })
+        .collect();
+    match RuleSet::compile(sources, &RuleLimits::default()) {
+        Ok(set) => set,
+        Err(errors) => panic!("example rules do not compile: {errors:#?}"),
+    }
+}
+
+/// `(rule, kind)`: the hash is checked separately, once.
+fn run(set: &RuleSet, e: &Event, state: Option<&mut EntityState>) -> Vec<(String, DecisionKind)> {
+    let eval = set.evaluate(e, state, now());
+    assert_eq!(eval.failures, vec![], "for {}", e.ty);
+    assert_eq!(eval.notes, vec![]);
+    for Decision {
+        rule, rule_hash, ..
+    } in &eval.decisions
+    {
+        let compiled = set.rules().iter().find(|r| r.name == *rule).unwrap();
+        assert_eq!(*rule_hash, compiled.hash);
+    }
+    eval.decisions
+        .into_iter()
+        .map(|d| (d.rule, d.kind))
+        .collect()
+}
+
+fn escalate(rule: &str, to: &str, reason: &str, level: u32) -> (String, DecisionKind) {
+    (
+        rule.into(),
+        DecisionKind::Escalate {
+            to: to.into(),
+            reason: reason.into(),
+            level,
+        },
+    )
+}
+
+fn notify(rule: &str, to: &str, message: &str) -> (String, DecisionKind) {
+    (
+        rule.into(),
+        DecisionKind::Notify {
+            to: to.into(),
+            message: message.into(),
+        },
+    )
+}
+
+fn set_field(rule: &str, field: &str, value: Value) -> (String, DecisionKind) {
+    (
+        rule.into(),
+        DecisionKind::SetField {
+            field: field.into(),
+            value,
+        },
+    )
+}
+
+/// An entity that already has everything `required_fields` asks for.
+fn complete(subject: &str, owner: &str) -> EntityState {
+    let kind = subject.split('/').next().unwrap();
+    let e = event(
+        &format!("{kind}.created"),
+        Some(subject),
+        json!({"stage": "draft", "owner": owner, "brief": "Fall launch brief", "deadline": "2026-12-01"}),
+    );
+    entity_after(&e, None)
+}
+
+#[test]
+fn the_example_rules_compile_in_order() {
+    let set = example_rules();
+    let names: Vec<&str> = set.rules().iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["channel_approval", "required_fields", "stalled_handoff"]
+    );
+}
+
+#[test]
+fn required_fields_escalates_what_is_missing() {
+    let set = example_rules();
+
+    let e = event("task.updated", Some("task/T-1"), json!({"stage": "draft"}));
+    let mut state = entity_after(&e, None);
+    assert_eq!(
+        run(&set, &e, Some(&mut state)),
+        vec![escalate(
+            "required_fields",
+            "ops_exceptions",
+            "task/T-1 is missing required fields: brief, deadline, owner",
+            1
+        )]
+    );
+
+    let e = event(
+        "campaign.updated",
+        Some("campaign/c-7"),
+        json!({"owner": "mia", "brief": "   ", "deadline": "2026-12-01"}),
+    );
+    let mut state = entity_after(&e, None);
+    assert_eq!(
+        run(&set, &e, Some(&mut state)),
+        vec![escalate(
+            "required_fields",
+            "mia",
+            "campaign/c-7 is missing required fields: brief",
+            1
+        )]
+    );
+
+    let e = event(
+        "task.updated",
+        Some("task/T-2"),
+        json!({"priority": "high"}),
+    );
+    let mut state = entity_after(&e, Some(complete("task/T-2", "ana")));
+    assert_eq!(run(&set, &e, Some(&mut state)), vec![]);
+
+    let e = event(
+        "asset.updated",
+        Some("asset/A-1"),
+        json!({"stage": "draft"}),
+    );
+    let mut state = entity_after(&e, None);
+    assert_eq!(
+        run(&set, &e, Some(&mut state)),
+        vec![],
+        "assets have no required fields"
+    );
+
+    let e = event("ping", None, json!({}));
+    assert_eq!(run(&set, &e, None), vec![]);
+}
+
+#[test]
+fn stalled_handoff_notifies_the_reviewer_and_escalates_blocked_tasks() {
+    let set = example_rules();
+
+    let e = event("task.handoff", Some("task/T-3"), json!({"owner": "rui"}));
+    let mut state = entity_after(&e, Some(complete("task/T-3", "ana")));
+    assert_eq!(
+        run(&set, &e, Some(&mut state)),
+        vec![notify(
+            "stalled_handoff",
+            "rui",
+            "task/T-3 was handed to you for review"
+        )]
+    );
+
+    let e = event(
+        "task.updated",
+        Some("task/T-3"),
+        json!({"stage": "blocked"}),
+    );
+    let mut state = entity_after(&e, Some(state));
+    assert_eq!(
+        run(&set, &e, Some(&mut state)),
+        vec![escalate(
+            "stalled_handoff",
+            "review_owner",
+            "task/T-3 is blocked (owner: rui)",
+            2
+        )]
+    );
+
+    let e = event("task.updated", Some("task/T-3"), json!({"stage": "review"}));
+    let mut state = entity_after(&e, Some(state));
+    assert_eq!(run(&set, &e, Some(&mut state)), vec![]);
+
+    // A handoff to nobody on a task with no brief: only the missing fields speak.
+    let e = event(
+        "task.handoff",
+        Some("task/T-4"),
+        json!({"stage": "blocked"}),
+    );
+    let mut state = entity_after(&e, None);
+    assert_eq!(
+        run(&set, &e, Some(&mut state)),
+        vec![
+            escalate(
+                "required_fields",
+                "ops_exceptions",
+                "task/T-4 is missing required fields: brief, deadline, owner",
+                1
+            ),
+            escalate(
+                "stalled_handoff",
+                "review_owner",
+                "task/T-4 is blocked (owner: nobody)",
+                2
+            ),
+        ]
+    );
+}
+
+#[test]
+fn channel_approval_sends_rejected_channels_back_for_rework() {
+    let set = example_rules();
+
+    let e = event(
+        "campaign.channel.updated",
+        Some("campaign/c-42"),
+        json!({"channel": "email", "stage": "rejected", "owner": "eve"}),
+    );
+    let mut state = entity_after(&e, Some(complete("campaign/c-42", "mia")));
+    assert_eq!(
+        run(&set, &e, Some(&mut state)),
+        vec![
+            set_field("channel_approval", "needs_rework", json!(true)),
+            notify(
+                "channel_approval",
+                "eve",
+                "campaign/c-42: the email channel was rejected and needs rework"
+            ),
+        ]
+    );
+    assert_eq!(state.fields["needs_rework"], json!(true));
+
+    let e = event(
+        "campaign.channel.updated",
+        Some("campaign/c-42"),
+        json!({"channel": "paid", "stage": "rejected"}),
+    );
+    let mut state = entity_after(&e, Some(state));
+    assert_eq!(
+        run(&set, &e, Some(&mut state)),
+        vec![
+            set_field("channel_approval", "needs_rework", json!(true)),
+            notify(
+                "channel_approval",
+                "mia",
+                "campaign/c-42: the paid channel was rejected and needs rework"
+            ),
+        ]
+    );
+
+    let e = event(
+        "campaign.channel.updated",
+        Some("campaign/c-42"),
+        json!({"channel": "social", "stage": "approved", "owner": "sam"}),
+    );
+    let mut state = entity_after(&e, Some(state));
+    assert_eq!(run(&set, &e, Some(&mut state)), vec![]);
+}
+
+/// Every `rhai` example in the rule authors' guide compiles, so the page cannot
+/// drift from what the engine accepts.
+#[test]
+fn the_examples_in_docs_rules_md_compile() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/rules.md");
+    let page = std::fs::read_to_string(&path).expect("docs/rules.md");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in page.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```rhai") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), text) => {
+                block.push_str(text);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(blocks.len() >= 10, "found {} examples", blocks.len());
+    let sources = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, text)| RuleSource {
+            name: format!("example_{i}"),
+            path: path.clone(),
+            source: text.clone(),
+        })
+        .collect();
+    if let Err(errors) = RuleSet::compile(sources, &RuleLimits::default()) {
+        panic!("docs/rules.md examples do not compile: {errors:#?}");
+    }
+}

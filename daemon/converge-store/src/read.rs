@@ -1,0 +1,260 @@
+//! Queries. They read the last committed snapshot, so readers on other
+//! connections never see half a batch and never block the writer.
+
+use converge_model::{Decision, EntityKey, EntityState};
+use rusqlite::{OptionalExtension, Row, params};
+
+use crate::records::{
+    ActionRecord, Counts, DecisionRecord, EventTrail, JournaledEvent, PendingAction, RuleFailure,
+};
+use crate::schema::{ACTIONS_DONE, ACTIONS_FAILED, PROCESSED_CURSOR};
+use crate::{Store, StoreError};
+
+/// A `limit` as SQLite takes it; anything past `i64::MAX` is no limit anyway.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// The highest journal `seq` whose processing is committed; 0 before any.
+    /// Processing resumes with [`Store::events_after`] this cursor.
+    pub fn processed_cursor(&self) -> Result<i64, StoreError> {
+        self.meta(PROCESSED_CURSOR)
+    }
+
+    /// The highest `seq` in the journal; 0 when it is empty. Events up to it
+    /// were journaled before this call; later ones get higher numbers.
+    pub fn journal_head(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?
+            .query_row([], |row| row.get(0))?)
+    }
+
+    fn meta(&self, key: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row(params![key], |row| row.get(0))?)
+    }
+
+    /// Up to `limit` journaled events with a `seq` greater than `seq`, in `seq`
+    /// order.
+    pub fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, json, received_at_ms FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let events = stmt
+            .query_map(params![seq, sql_limit(limit)], |row| {
+                Ok(JournaledEvent {
+                    seq: row.get(0)?,
+                    json: row.get(1)?,
+                    received_at_ms: row.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(events)
+    }
+
+    /// The entity's last committed state, if any event was about it.
+    pub fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
+        let state: Option<String> = self
+            .conn
+            .prepare_cached("SELECT state FROM entities WHERE key = ?1")?
+            .query_row(params![key.to_string()], |row| row.get(0))
+            .optional()?;
+        Ok(state.map(|s| serde_json::from_str(&s)).transpose()?)
+    }
+
+    /// Up to `limit` entities whose key (`kind/id`) sorts after `after`, in
+    /// key order: walks every entity a page at a time, e.g. for rules that
+    /// fire on time rather than on events.
+    pub fn entities_after(
+        &self,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<EntityState>, StoreError> {
+        let after = after.map(EntityKey::to_string).unwrap_or_default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state FROM entities WHERE key > ?1 ORDER BY key LIMIT ?2")?;
+        let states = stmt
+            .query_map(params![after, sql_limit(limit)], |row| {
+                row.get::<_, String>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(states
+            .iter()
+            .map(|s| serde_json::from_str(s))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` pending actions, in id order (the order they were
+    /// decided), whether or not their next attempt is due.
+    pub fn pending_actions(&self, limit: usize) -> Result<Vec<PendingAction>, StoreError> {
+        self.pending_actions_after(0, limit)
+    }
+
+    /// Like [`Store::pending_actions`], from the action after `after_id`: pages
+    /// through a backlog larger than one `limit`.
+    pub fn pending_actions_after(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingAction>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, event_seq, decision_id, route, plugin, payload, attempts,
+                    next_attempt_at_ms
+             FROM actions INDEXED BY actions_pending
+             WHERE status = 'pending' AND id > ?1
+             ORDER BY id LIMIT ?2",
+        )?;
+        let actions = stmt
+            .query_map(params![after_id, sql_limit(limit)], |row| {
+                Ok(PendingAction {
+                    id: row.get(0)?,
+                    event_seq: row.get(1)?,
+                    decision_id: row.get(2)?,
+                    route: row.get(3)?,
+                    plugin: row.get(4)?,
+                    payload_json: row.get(5)?,
+                    attempts: row.get(6)?,
+                    next_attempt_at_ms: row.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(actions)
+    }
+
+    /// The event with this `(source, id)` and everything processing made of
+    /// it, or `None` if it was never journaled.
+    pub fn event_trail(&self, source: &str, id: &str) -> Result<Option<EventTrail>, StoreError> {
+        // One read transaction, so the trail is one consistent snapshot.
+        let snapshot = self.conn.unchecked_transaction()?;
+        let head = snapshot
+            .prepare_cached(
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                 FROM events WHERE id = ?1 AND source = ?2",
+            )?
+            .query_row(params![id, source], trail_head)
+            .optional()?;
+        let trail = head.map(|trail| self.complete_trail(trail)).transpose()?;
+        snapshot.finish()?;
+        Ok(trail)
+    }
+
+    /// The trails of every event with this `id`, from any source, in `seq`
+    /// order: ids are usually unique enough for `converge explain <id>`.
+    pub fn find_event_trail(&self, id: &str) -> Result<Vec<EventTrail>, StoreError> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let heads = snapshot
+            .prepare_cached(
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                 FROM events WHERE id = ?1 ORDER BY seq",
+            )?
+            .query_map(params![id], trail_head)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let trails = heads
+            .into_iter()
+            .map(|trail| self.complete_trail(trail))
+            .collect::<Result<_, _>>()?;
+        snapshot.finish()?;
+        Ok(trails)
+    }
+
+    /// Adds the decisions, actions and rule failures of the event to its head.
+    fn complete_trail(&self, mut trail: EventTrail) -> Result<EventTrail, StoreError> {
+        let decisions = self
+            .conn
+            .prepare_cached("SELECT id, body FROM decisions WHERE event_seq = ?1 ORDER BY id")?
+            .query_map(params![trail.seq], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut actions_of = self.conn.prepare_cached(
+            "SELECT id, route, plugin, status, attempts, detail, external_id,
+                    next_attempt_at_ms, finished_at_ms
+             FROM actions WHERE decision_id = ?1 ORDER BY id",
+        )?;
+        for (id, body) in decisions {
+            let decision: Decision = serde_json::from_str(&body)?;
+            let actions = actions_of
+                .query_map(params![id], |row| {
+                    Ok(ActionRecord {
+                        id: row.get(0)?,
+                        route: row.get(1)?,
+                        plugin: row.get(2)?,
+                        status: row.get(3)?,
+                        attempts: row.get(4)?,
+                        detail: row.get(5)?,
+                        external_id: row.get(6)?,
+                        next_attempt_at_ms: row.get(7)?,
+                        finished_at_ms: row.get(8)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            trail.decisions.push(DecisionRecord {
+                id,
+                decision,
+                actions,
+            });
+        }
+        trail.rule_failures = self
+            .conn
+            .prepare_cached(
+                "SELECT rule, rule_hash, message FROM rule_failures
+                 WHERE event_seq = ?1 ORDER BY id",
+            )?
+            .query_map(params![trail.seq], |row| {
+                Ok(RuleFailure {
+                    rule: row.get(0)?,
+                    rule_hash: row.get(1)?,
+                    message: row.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(trail)
+    }
+
+    /// Sizes of the store, cheap enough to read every few seconds: every
+    /// number comes from a primary key's maximum, a counter, or a range as
+    /// small as the backlog (events after the cursor, pending actions).
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let cursor = self.processed_cursor()?;
+        let one = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<i64, StoreError> {
+            Ok(self
+                .conn
+                .prepare_cached(sql)?
+                .query_row(params, |row| row.get(0))?)
+        };
+        let counts = Counts {
+            // Rows are never deleted, so the largest seq or id is the count.
+            events: one("SELECT coalesce(max(seq), 0) FROM events", &[])?,
+            unprocessed_events: one("SELECT count(*) FROM events WHERE seq > ?1", &[&cursor])?,
+            decisions: one("SELECT coalesce(max(id), 0) FROM decisions", &[])?,
+            actions_pending: one(
+                "SELECT count(*) FROM actions INDEXED BY actions_pending WHERE status = 'pending'",
+                &[],
+            )?,
+            actions_done: self.meta(ACTIONS_DONE)?,
+            actions_failed: self.meta(ACTIONS_FAILED)?,
+        };
+        snapshot.finish()?;
+        Ok(counts)
+    }
+}
+
+fn trail_head(row: &Row<'_>) -> rusqlite::Result<EventTrail> {
+    Ok(EventTrail {
+        seq: row.get(0)?,
+        source: row.get(1)?,
+        id: row.get(2)?,
+        ty: row.get(3)?,
+        subject: row.get(4)?,
+        received_at_ms: row.get(5)?,
+        processed_at_ms: row.get(6)?,
+        decisions: Vec::new(),
+        rule_failures: Vec::new(),
+    })
+}

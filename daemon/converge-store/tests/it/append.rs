@@ -1,0 +1,86 @@
+use converge_store::{Appended, WriteBatch};
+
+use crate::helpers::{TestDb, appends, event};
+
+#[test]
+fn append_numbers_events_and_dedups_on_source_and_id() {
+    let db = TestDb::new();
+    let mut store = db.open();
+
+    let first = store
+        .write(&appends(vec![event("/jira", "e-1"), event("/jira", "e-2")]))
+        .unwrap();
+    assert_eq!(
+        first.appended,
+        vec![Appended::New { seq: 1 }, Appended::New { seq: 2 }]
+    );
+
+    let second = store
+        .write(&appends(vec![
+            event("/jira", "e-3"),
+            event("/jira", "e-2"),
+            event("/jira", "e-3"),
+            event("/asana", "e-2"),
+        ]))
+        .unwrap();
+    assert_eq!(
+        second.appended,
+        vec![
+            Appended::New { seq: 3 },
+            Appended::Duplicate { seq: 2 },
+            Appended::Duplicate { seq: 3 },
+            Appended::New { seq: 4 },
+        ],
+        "duplicates across batches and within one; another source is another event"
+    );
+    assert!(second.actions.is_empty());
+
+    let journal = store.events_after(0, 100).unwrap();
+    assert_eq!(
+        journal.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(journal[3].json, event("/asana", "e-2").json);
+    assert_eq!(journal[0].received_at_ms, 1_000);
+}
+
+#[test]
+fn a_duplicate_keeps_the_first_event() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store.write(&appends(vec![event("/jira", "e-1")])).unwrap();
+    let mut again = event("/jira", "e-1");
+    again.json = "{}".into();
+    again.received_at_ms = 9_999;
+    store.write(&appends(vec![again])).unwrap();
+
+    let journal = store.events_after(0, 10).unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].json, event("/jira", "e-1").json);
+    assert_eq!(journal[0].received_at_ms, 1_000);
+}
+
+#[test]
+fn events_after_pages_in_seq_order() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let events = (0..10).map(|i| event("/x", &format!("e-{i}"))).collect();
+    store.write(&appends(events)).unwrap();
+
+    let page = store.events_after(3, 4).unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7]
+    );
+    assert!(store.events_after(10, 4).unwrap().is_empty());
+    assert!(store.events_after(0, 0).unwrap().is_empty());
+}
+
+#[test]
+fn an_empty_batch_commits_nothing() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let result = store.write(&WriteBatch::default()).unwrap();
+    assert!(result.appended.is_empty() && result.actions.is_empty());
+    assert_eq!(store.processed_cursor().unwrap(), 0);
+}

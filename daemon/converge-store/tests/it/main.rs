@@ -1,0 +1,10 @@
+//! The store's tests: real SQLite files in temporary directories, through the
+//! public API only.
+
+mod append;
+mod durability;
+mod helpers;
+mod outcomes;
+mod processing;
+mod schema;
+mod trail;

@@ -1,0 +1,168 @@
+use converge_store::{ActionOutcome, OutcomeKind, WriteBatch};
+
+use crate::helpers::{TestDb, event, processed_with_actions};
+
+fn outcome(action_id: i64, result: OutcomeKind, attempts: u32, detail: &str) -> ActionOutcome {
+    ActionOutcome {
+        action_id,
+        result,
+        attempts,
+        detail: detail.into(),
+        finished_at_ms: 5_000,
+    }
+}
+
+fn outcomes(outcomes: Vec<ActionOutcome>) -> WriteBatch {
+    WriteBatch {
+        outcomes,
+        ..WriteBatch::default()
+    }
+}
+
+/// Two events, each with two pending actions: ids 1, 2 (event 1) and 3, 4.
+fn store_with_four_actions(db: &TestDb) -> converge_store::Store {
+    let mut store = db.open();
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1"), event("/jira", "T-2")],
+            processed: vec![
+                processed_with_actions(1, "T-1", "ana"),
+                processed_with_actions(2, "T-2", "bo"),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    store
+}
+
+#[test]
+fn done_and_failed_leave_the_outbox_and_retry_stays() {
+    let db = TestDb::new();
+    let mut store = store_with_four_actions(&db);
+    store
+        .write(&outcomes(vec![
+            outcome(
+                1,
+                OutcomeKind::Done {
+                    external_id: Some("msg-9".into()),
+                },
+                1,
+                "200",
+            ),
+            outcome(2, OutcomeKind::Failed, 5, "gave up after 5 attempts"),
+            outcome(
+                3,
+                OutcomeKind::Retry {
+                    next_attempt_at_ms: 60_000,
+                },
+                2,
+                "503",
+            ),
+        ]))
+        .unwrap();
+
+    let pending = store.pending_actions(10).unwrap();
+    assert_eq!(pending.iter().map(|a| a.id).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        (pending[0].attempts, pending[0].next_attempt_at_ms),
+        (2, Some(60_000))
+    );
+    assert_eq!(
+        (pending[1].attempts, pending[1].next_attempt_at_ms),
+        (0, None)
+    );
+
+    let trail = store.event_trail("/jira", "T-1").unwrap().unwrap();
+    let actions = &trail.decisions[0].actions;
+    assert_eq!(actions[0].status, "done");
+    assert_eq!(actions[0].external_id.as_deref(), Some("msg-9"));
+    assert_eq!(actions[0].detail.as_deref(), Some("200"));
+    assert_eq!(actions[0].finished_at_ms, Some(5_000));
+    assert_eq!(
+        (actions[1].status.as_str(), actions[1].attempts),
+        ("failed", 5)
+    );
+
+    let trail = store.event_trail("/jira", "T-2").unwrap().unwrap();
+    let retried = &trail.decisions[0].actions[0];
+    assert_eq!(retried.status, "pending");
+    assert_eq!(retried.detail.as_deref(), Some("503"));
+    assert_eq!(retried.next_attempt_at_ms, Some(60_000));
+    assert_eq!(retried.finished_at_ms, None);
+}
+
+#[test]
+fn a_retried_action_can_finish_later() {
+    let db = TestDb::new();
+    let mut store = store_with_four_actions(&db);
+    store
+        .write(&outcomes(vec![outcome(
+            4,
+            OutcomeKind::Retry {
+                next_attempt_at_ms: 60_000,
+            },
+            1,
+            "timeout",
+        )]))
+        .unwrap();
+    store
+        .write(&outcomes(vec![outcome(
+            4,
+            OutcomeKind::Done { external_id: None },
+            2,
+            "",
+        )]))
+        .unwrap();
+    let action = &store
+        .event_trail("/jira", "T-2")
+        .unwrap()
+        .unwrap()
+        .decisions[0]
+        .actions[1];
+    assert_eq!(action.status, "done");
+    assert_eq!(action.attempts, 2);
+    assert_eq!(action.detail, None, "an empty detail is no detail");
+    assert_eq!(action.next_attempt_at_ms, None);
+}
+
+#[test]
+fn a_late_outcome_does_not_reopen_a_finished_action() {
+    let db = TestDb::new();
+    let mut store = store_with_four_actions(&db);
+    store
+        .write(&outcomes(vec![outcome(
+            1,
+            OutcomeKind::Done { external_id: None },
+            1,
+            "ok",
+        )]))
+        .unwrap();
+    store
+        .write(&outcomes(vec![
+            outcome(
+                1,
+                OutcomeKind::Retry {
+                    next_attempt_at_ms: 1,
+                },
+                2,
+                "late",
+            ),
+            outcome(1, OutcomeKind::Failed, 3, "late"),
+        ]))
+        .unwrap();
+    let action = &store
+        .event_trail("/jira", "T-1")
+        .unwrap()
+        .unwrap()
+        .decisions[0]
+        .actions[0];
+    assert_eq!(
+        (
+            action.status.as_str(),
+            action.attempts,
+            action.detail.as_deref()
+        ),
+        ("done", 1, Some("ok"))
+    );
+    assert!(!store.pending_actions(10).unwrap().iter().any(|a| a.id == 1));
+}

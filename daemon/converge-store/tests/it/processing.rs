@@ -1,0 +1,323 @@
+use converge_model::EntityKey;
+use converge_store::{
+    ActionOutcome, Counts, NewDecision, OutcomeKind, PendingAction, StoreError, WriteBatch,
+};
+
+use crate::helpers::{
+    TestDb, action, appends, entity, event, notify, processed_plain, processed_with_actions,
+};
+
+#[test]
+fn processing_stores_state_decisions_and_actions_and_advances_the_cursor() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store
+        .write(&appends(vec![event("/jira", "T-1"), event("/jira", "T-2")]))
+        .unwrap();
+    assert_eq!(store.processed_cursor().unwrap(), 0);
+
+    let result = store
+        .write(&WriteBatch {
+            processed: vec![processed_with_actions(1, "T-1", "ana")],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(
+        result.actions,
+        vec![
+            PendingAction {
+                id: 1,
+                event_seq: 1,
+                decision_id: 1,
+                route: "slack".into(),
+                plugin: "webhook-out".into(),
+                payload_json: r#"{"route":"slack"}"#.into(),
+                attempts: 0,
+                next_attempt_at_ms: None,
+            },
+            PendingAction {
+                id: 2,
+                event_seq: 1,
+                decision_id: 1,
+                route: "mail".into(),
+                plugin: "webhook-out".into(),
+                payload_json: r#"{"route":"mail"}"#.into(),
+                attempts: 0,
+                next_attempt_at_ms: None,
+            },
+        ]
+    );
+    assert_eq!(store.pending_actions(10).unwrap(), result.actions);
+    assert_eq!(store.processed_cursor().unwrap(), 1);
+    assert_eq!(
+        store
+            .events_after(store.processed_cursor().unwrap(), 10)
+            .unwrap()[0]
+            .seq,
+        2,
+        "the processed event is behind the cursor"
+    );
+
+    let key = EntityKey::parse("task/T-1").unwrap();
+    assert_eq!(store.entity(&key).unwrap(), Some(entity("T-1", "review")));
+    assert_eq!(
+        store
+            .entity(&EntityKey::parse("task/T-2").unwrap())
+            .unwrap(),
+        None
+    );
+
+    // A later event replaces the state.
+    let mut later = processed_plain(2);
+    later.entity = Some(entity("T-1", "approved"));
+    store
+        .write(&WriteBatch {
+            processed: vec![later],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(store.entity(&key).unwrap(), Some(entity("T-1", "approved")));
+    assert_eq!(store.processed_cursor().unwrap(), 2);
+}
+
+#[test]
+fn one_batch_can_append_process_and_finish_actions() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let result = store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1")],
+            processed: vec![processed_with_actions(1, "T-1", "ana")],
+            outcomes: vec![ActionOutcome {
+                action_id: 1,
+                result: OutcomeKind::Failed,
+                attempts: 1,
+                detail: "404".into(),
+                finished_at_ms: 3_000,
+            }],
+        })
+        .unwrap();
+    assert_eq!(result.actions.len(), 2);
+    let pending = store.pending_actions(10).unwrap();
+    assert_eq!(pending.iter().map(|a| a.id).collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn the_cursor_never_moves_back() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let events = (1..=3).map(|i| event("/x", &format!("e-{i}"))).collect();
+    store.write(&appends(events)).unwrap();
+    store
+        .write(&WriteBatch {
+            processed: vec![processed_plain(3), processed_plain(1)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(store.processed_cursor().unwrap(), 3);
+    store
+        .write(&WriteBatch {
+            processed: vec![processed_plain(2)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(store.processed_cursor().unwrap(), 3);
+}
+
+#[test]
+fn a_failing_write_rolls_back_the_whole_batch() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store.write(&appends(vec![event("/jira", "T-1")])).unwrap();
+
+    let err = store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-2"), event("/jira", "T-3")],
+            processed: vec![processed_with_actions(1, "T-1", "ana"), processed_plain(42)],
+            ..WriteBatch::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownEvent { seq: 42 }), "{err}");
+
+    assert_eq!(
+        store.events_after(0, 10).unwrap().len(),
+        1,
+        "appends rolled back"
+    );
+    assert_eq!(store.processed_cursor().unwrap(), 0);
+    assert!(store.pending_actions(10).unwrap().is_empty());
+    assert_eq!(
+        store
+            .entity(&EntityKey::parse("task/T-1").unwrap())
+            .unwrap(),
+        None
+    );
+    let trail = store.event_trail("/jira", "T-1").unwrap().unwrap();
+    assert_eq!((trail.processed_at_ms, trail.decisions.len()), (None, 0));
+
+    // The store is usable afterwards, and seqs were not burnt.
+    let result = store.write(&appends(vec![event("/jira", "T-2")])).unwrap();
+    assert_eq!(result.appended[0].seq(), 2);
+}
+
+#[test]
+fn processing_an_event_twice_is_refused() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store.write(&appends(vec![event("/jira", "T-1")])).unwrap();
+    let batch = WriteBatch {
+        processed: vec![processed_with_actions(1, "T-1", "ana")],
+        ..WriteBatch::default()
+    };
+    store.write(&batch).unwrap();
+    let err = store.write(&batch).unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyProcessed { seq: 1 }),
+        "{err}"
+    );
+    assert_eq!(
+        store.pending_actions(10).unwrap().len(),
+        2,
+        "no duplicate actions"
+    );
+}
+
+#[test]
+fn an_outcome_for_an_unknown_action_rolls_back_the_batch() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let err = store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1")],
+            outcomes: vec![ActionOutcome {
+                action_id: 7,
+                result: OutcomeKind::Done { external_id: None },
+                attempts: 1,
+                detail: String::new(),
+                finished_at_ms: 3_000,
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownAction { id: 7 }), "{err}");
+    assert!(store.events_after(0, 10).unwrap().is_empty());
+}
+
+#[test]
+fn pending_actions_page_by_id() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let decisions = (0..5)
+        .map(|i| NewDecision {
+            decision: notify("r", &format!("p{i}")),
+            actions: vec![action("slack")],
+        })
+        .collect();
+    let mut processed = processed_plain(1);
+    processed.decisions = decisions;
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/x", "e")],
+            processed: vec![processed],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let first = store.pending_actions(2).unwrap();
+    assert_eq!(first.iter().map(|a| a.id).collect::<Vec<_>>(), vec![1, 2]);
+    let next = store.pending_actions_after(2, 10).unwrap();
+    assert_eq!(next.iter().map(|a| a.id).collect::<Vec<_>>(), vec![3, 4, 5]);
+    assert_eq!(
+        next.iter().map(|a| a.decision_id).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+}
+
+#[test]
+fn entities_are_listed_in_key_order_a_page_at_a_time() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let ids = ["T-3", "T-1", "T-2"];
+    let events = ids.iter().map(|id| event("/jira", id)).collect();
+    let processed = ids
+        .iter()
+        .zip(1..)
+        .map(|(id, seq)| {
+            let mut p = processed_plain(seq);
+            p.entity = Some(entity(id, "review"));
+            p
+        })
+        .collect();
+    store
+        .write(&WriteBatch {
+            appends: events,
+            processed,
+            ..WriteBatch::default()
+        })
+        .unwrap();
+
+    let first = store.entities_after(None, 2).unwrap();
+    assert_eq!(
+        first.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["T-1", "T-2"]
+    );
+    let rest = store.entities_after(Some(&first[1].key()), 2).unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["T-3"]
+    );
+}
+
+#[test]
+fn counts_follow_the_journal_and_the_outbox() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    assert_eq!(store.counts().unwrap(), Counts::default());
+
+    let events = (1..=4).map(|i| event("/x", &format!("e-{i}"))).collect();
+    store.write(&appends(events)).unwrap();
+    store
+        .write(&WriteBatch {
+            processed: vec![
+                processed_with_actions(1, "e-1", "ana"),
+                processed_with_actions(2, "e-2", "bo"),
+            ],
+            outcomes: vec![],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let finish = |action_id, result| ActionOutcome {
+        action_id,
+        result,
+        attempts: 1,
+        detail: String::new(),
+        finished_at_ms: 3_000,
+    };
+    store
+        .write(&WriteBatch {
+            outcomes: vec![
+                finish(1, OutcomeKind::Done { external_id: None }),
+                finish(2, OutcomeKind::Failed),
+                finish(
+                    3,
+                    OutcomeKind::Retry {
+                        next_attempt_at_ms: 9_000,
+                    },
+                ),
+                // A late duplicate is not counted twice.
+                finish(1, OutcomeKind::Done { external_id: None }),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+
+    let expected = Counts {
+        events: 4,
+        unprocessed_events: 2,
+        decisions: 2,
+        actions_pending: 2,
+        actions_done: 1,
+        actions_failed: 1,
+    };
+    assert_eq!(store.counts().unwrap(), expected);
+    assert_eq!(db.reader().counts().unwrap(), expected);
+}

@@ -1,0 +1,111 @@
+use converge_store::{ActionOutcome, NewDecision, OutcomeKind, ProcessedEvent, WriteBatch};
+
+use crate::helpers::{TestDb, action, event, failure, notify};
+
+#[test]
+fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1")],
+            processed: vec![ProcessedEvent {
+                seq: 1,
+                entity: None,
+                decisions: vec![
+                    NewDecision {
+                        decision: notify("stalled", "ana"),
+                        actions: vec![action("slack"), action("mail")],
+                    },
+                    NewDecision {
+                        decision: notify("unrouted", "bo"),
+                        actions: vec![],
+                    },
+                ],
+                rule_failures: vec![failure("slow"), failure("broken")],
+                processed_at_ms: 2_000,
+            }],
+            outcomes: vec![ActionOutcome {
+                action_id: 2,
+                result: OutcomeKind::Failed,
+                attempts: 3,
+                detail: "mail server said no".into(),
+                finished_at_ms: 3_000,
+            }],
+        })
+        .unwrap();
+
+    let trail = db.reader().event_trail("/jira", "T-1").unwrap().unwrap();
+    assert_eq!(
+        (trail.seq, trail.ty.as_str(), trail.subject.as_deref()),
+        (1, "task.updated", Some("task/T-1"))
+    );
+    assert_eq!(
+        (trail.received_at_ms, trail.processed_at_ms),
+        (1_000, Some(2_000))
+    );
+    assert_eq!(trail.decisions.len(), 2);
+    assert_eq!(trail.decisions[0].decision, notify("stalled", "ana"));
+    assert_eq!(trail.decisions[1].decision, notify("unrouted", "bo"));
+    assert!(trail.decisions[1].actions.is_empty());
+    let statuses: Vec<_> = trail.decisions[0]
+        .actions
+        .iter()
+        .map(|a| (a.id, a.route.as_str(), a.status.as_str(), a.attempts))
+        .collect();
+    assert_eq!(
+        statuses,
+        [(1, "slack", "pending", 0), (2, "mail", "failed", 3)]
+    );
+    assert_eq!(
+        trail.rule_failures,
+        vec![failure("slow"), failure("broken")]
+    );
+
+    // What the CLI prints.
+    let json = serde_json::to_value(&trail).unwrap();
+    assert_eq!(json["decisions"][0]["decision"]["kind"], "notify");
+    assert_eq!(json["decisions"][0]["actions"][1]["status"], "failed");
+}
+
+#[test]
+fn an_unprocessed_event_has_a_bare_trail_and_unknown_events_none() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1")],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let trail = store.event_trail("/jira", "T-1").unwrap().unwrap();
+    assert_eq!(trail.processed_at_ms, None);
+    assert!(trail.decisions.is_empty() && trail.rule_failures.is_empty());
+    assert_eq!(store.event_trail("/asana", "T-1").unwrap(), None);
+    assert_eq!(store.event_trail("/jira", "T-2").unwrap(), None);
+}
+
+#[test]
+fn find_event_trail_matches_the_id_from_any_source() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store
+        .write(&WriteBatch {
+            appends: vec![
+                event("/jira", "e-1"),
+                event("/jira", "e-2"),
+                event("/asana", "e-1"),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let trails = store.find_event_trail("e-1").unwrap();
+    assert_eq!(
+        trails
+            .iter()
+            .map(|t| (t.seq, t.source.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "/jira"), (3, "/asana")]
+    );
+    assert!(store.find_event_trail("e-9").unwrap().is_empty());
+}

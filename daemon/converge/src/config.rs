@@ -1,0 +1,694 @@
+//! The daemon's configuration, in two stages: `raw` mirrors the TOML file
+//! (unknown keys are errors, defaults are explicit), and [`Config`] is what
+//! the rest of the daemon uses: paths resolved against the config file's
+//! directory, durations parsed, secrets read from the environment. Validation
+//! reports every problem at once, each with its key path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use converge_model::DecisionKind;
+use converge_plugin_host::{Credential, Grants, PluginLimits};
+use converge_rules::RuleLimits;
+use converge_store::Durability;
+
+mod raw {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        #[serde(default)]
+        pub server: Server,
+        #[serde(default)]
+        pub storage: Storage,
+        #[serde(default)]
+        pub rules: Rules,
+        #[serde(default)]
+        pub plugins: BTreeMap<String, Plugin>,
+        #[serde(default)]
+        pub routes: Vec<Route>,
+        #[serde(default)]
+        pub dispatch: Dispatch,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Server {
+        pub listen: String,
+        pub max_body_bytes: u64,
+        pub max_events_in_flight: u64,
+    }
+
+    impl Default for Server {
+        fn default() -> Self {
+            Server {
+                listen: "127.0.0.1:8420".into(),
+                max_body_bytes: 1024 * 1024,
+                max_events_in_flight: 50_000,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Storage {
+        pub data_dir: String,
+        pub durability: String,
+        pub max_batch: u64,
+        pub plugin_cache_dir: Option<String>,
+    }
+
+    impl Default for Storage {
+        fn default() -> Self {
+            Storage {
+                data_dir: "data".into(),
+                durability: "full".into(),
+                max_batch: 1024,
+                plugin_cache_dir: None,
+            }
+        }
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Rules {
+        pub files: Vec<String>,
+        pub limits: RuleLimits,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RuleLimits {
+        pub max_operations: Option<u64>,
+        pub max_call_levels: Option<u64>,
+        pub max_expr_depth: Option<u64>,
+        pub max_string_size: Option<u64>,
+        pub max_array_size: Option<u64>,
+        pub max_map_size: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Plugin {
+        pub component: String,
+        #[serde(default)]
+        pub http_hosts: Vec<String>,
+        #[serde(default)]
+        pub allow_plain_http: bool,
+        #[serde(default)]
+        pub credentials: BTreeMap<String, Credential>,
+        #[serde(default)]
+        pub limits: PluginLimits,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Credential {
+        pub env: String,
+        #[serde(default = "authorization")]
+        pub header: String,
+        #[serde(default = "bearer")]
+        pub scheme: String,
+    }
+
+    fn authorization() -> String {
+        "authorization".into()
+    }
+
+    fn bearer() -> String {
+        "Bearer".into()
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct PluginLimits {
+        pub memory_mib: Option<u64>,
+        pub cpu_time: Option<String>,
+        pub wall_time: Option<String>,
+        pub http_requests: Option<u64>,
+        pub http_timeout: Option<String>,
+        pub response_bytes: Option<u64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Route {
+        pub decision: String,
+        pub plugin: String,
+        pub name: Option<String>,
+        #[serde(default = "empty_table")]
+        pub config: toml::Value,
+    }
+
+    fn empty_table() -> toml::Value {
+        toml::Value::Table(Default::default())
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Dispatch {
+        pub concurrency: u64,
+        pub max_attempts: u64,
+        pub initial_backoff: String,
+        pub max_backoff: String,
+        pub shutdown_grace: String,
+    }
+
+    impl Default for Dispatch {
+        fn default() -> Self {
+            Dispatch {
+                concurrency: 64,
+                max_attempts: 8,
+                initial_backoff: "1s".into(),
+                max_backoff: "10m".into(),
+                shutdown_grace: "10s".into(),
+            }
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: Server,
+    pub storage: Storage,
+    pub rules: Rules,
+    pub plugins: BTreeMap<String, PluginConfig>,
+    pub routes: Vec<Route>,
+    pub dispatch: Dispatch,
+    /// Problems that do not stop the daemon (a missing secret fails only the
+    /// actions that need it); `run` logs them and `check` lists them.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    /// Events acknowledged but not yet through the rules; intake waits when
+    /// this many are pending, which bounds memory under overload.
+    pub max_events_in_flight: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    /// Most requests one group commit gathers.
+    pub max_batch: usize,
+    /// Where compiled plugins are kept between starts.
+    pub plugin_cache_dir: PathBuf,
+}
+
+impl Storage {
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join("converge.db")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub files: Vec<PathBuf>,
+    pub limits: RuleLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub component: PathBuf,
+    pub grants: Grants,
+    pub limits: PluginLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub decision: String,
+    pub plugin: String,
+    /// The route's `config` table as JSON: what the plugin reads with `config-json`.
+    pub config_json: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub path: PathBuf,
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "{}: {n} error{}",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates a config file, reading secrets with `env`.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let fail = |errors: Vec<String>| ConfigErrors {
+            path: path.to_path_buf(),
+            errors,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+        Config::parse(path, &text, env).map_err(fail)
+    }
+
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<String>> {
+        let raw: raw::File = toml::from_str(text).map_err(|e| vec![describe_toml_error(&e)])?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut v = Validator::default();
+        let config = Config {
+            path: path.to_path_buf(),
+            server: v.server(&raw.server),
+            storage: v.storage(&raw.storage, base),
+            rules: v.rules(&raw.rules, base),
+            plugins: raw
+                .plugins
+                .iter()
+                .map(|(name, p)| (name.clone(), v.plugin(name, p, base, env)))
+                .collect(),
+            routes: v.routes(&raw.routes, &raw.plugins),
+            dispatch: v.dispatch(&raw.dispatch),
+            warnings: Vec::new(),
+        };
+        if v.errors.is_empty() {
+            Ok(Config {
+                warnings: v.warnings,
+                ..config
+            })
+        } else {
+            Err(v.errors)
+        }
+    }
+}
+
+fn describe_toml_error(e: &toml::de::Error) -> String {
+    // toml's message spans several lines with a source excerpt; keep it, one level in.
+    e.to_string().trim_end().replace('\n', "\n    ")
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Validator {
+    fn error(&mut self, key: &str, message: impl fmt::Display) {
+        self.errors.push(format!("{key}: {message}"));
+    }
+
+    fn duration(&mut self, key: &str, text: &str, min: Duration) -> Duration {
+        match humantime::parse_duration(text) {
+            Ok(d) if d >= min => d,
+            Ok(_) => {
+                self.error(key, format!("must be at least {}", humantime::format_duration(min)));
+                min
+            }
+            Err(e) => {
+                self.error(key, format!("`{text}` is not a duration like \"500ms\", \"10s\" or \"2h\": {e}"));
+                min
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> usize {
+        if !range.contains(&value) {
+            self.error(key, format!("must be between {} and {}", range.start(), range.end()));
+        }
+        usize::try_from(value).unwrap_or(usize::MAX)
+    }
+
+    fn server(&mut self, raw: &raw::Server) -> Server {
+        let listen = raw.listen.parse().unwrap_or_else(|_| {
+            self.error(
+                "server.listen",
+                format!("`{}` is not an address like \"127.0.0.1:8420\"", raw.listen),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        Server {
+            listen,
+            max_body_bytes: self.count("server.max_body_bytes", raw.max_body_bytes, 1024..=(64 << 20)),
+            max_events_in_flight: self.count(
+                "server.max_events_in_flight",
+                raw.max_events_in_flight,
+                1..=10_000_000,
+            ),
+        }
+    }
+
+    fn storage(&mut self, raw: &raw::Storage, base: &Path) -> Storage {
+        let durability = match raw.durability.as_str() {
+            "full" => Durability::Full,
+            "normal" => Durability::Normal,
+            other => {
+                self.error(
+                    "storage.durability",
+                    format!("`{other}` is not one of \"full\", \"normal\""),
+                );
+                Durability::Full
+            }
+        };
+        let data_dir = base.join(&raw.data_dir);
+        Storage {
+            plugin_cache_dir: raw
+                .plugin_cache_dir
+                .as_ref()
+                .map_or_else(|| data_dir.join("plugin-cache"), |dir| base.join(dir)),
+            data_dir,
+            durability,
+            max_batch: self.count("storage.max_batch", raw.max_batch, 1..=100_000),
+        }
+    }
+
+    fn rules(&mut self, raw: &raw::Rules, base: &Path) -> Rules {
+        let defaults = RuleLimits::default();
+        let mut limit = |key: &str, value: Option<u64>, default: usize| match value {
+            None => default,
+            Some(v) => self.count(&format!("rules.limits.{key}"), v, 1..=100_000_000),
+        };
+        let limits = RuleLimits {
+            max_operations: raw.limits.max_operations.map_or(defaults.max_operations, |v| {
+                limit("max_operations", Some(v), 0) as u64
+            }),
+            max_call_levels: limit("max_call_levels", raw.limits.max_call_levels, defaults.max_call_levels),
+            max_expr_depth: limit("max_expr_depth", raw.limits.max_expr_depth, defaults.max_expr_depth),
+            max_string_size: limit("max_string_size", raw.limits.max_string_size, defaults.max_string_size),
+            max_array_size: limit("max_array_size", raw.limits.max_array_size, defaults.max_array_size),
+            max_map_size: limit("max_map_size", raw.limits.max_map_size, defaults.max_map_size),
+            ..defaults
+        };
+        let mut files = Vec::new();
+        for (i, file) in raw.files.iter().enumerate() {
+            let path = base.join(file);
+            if !path.is_file() {
+                self.error(&format!("rules.files[{i}]"), format!("`{}` is not a file", path.display()));
+            }
+            files.push(path);
+        }
+        Rules { files, limits }
+    }
+
+    fn plugin(
+        &mut self,
+        name: &str,
+        raw: &raw::Plugin,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> PluginConfig {
+        let key = format!("plugins.{name}");
+        let component = base.join(&raw.component);
+        if !component.is_file() {
+            self.error(
+                &format!("{key}.component"),
+                format!(
+                    "`{}` is not a file (build the plugins with `cargo build --release --target wasm32-wasip2 -p {name}`)",
+                    component.display()
+                ),
+            );
+        }
+        for (i, host) in raw.http_hosts.iter().enumerate() {
+            if !valid_host_pattern(host) {
+                self.error(
+                    &format!("{key}.http_hosts[{i}]"),
+                    format!("`{host}` is not a host, host:port or *.domain"),
+                );
+            }
+        }
+        let mut credentials = BTreeMap::new();
+        for (cred_name, cred) in &raw.credentials {
+            let cred_key = format!("{key}.credentials.{cred_name}");
+            if cred.env.is_empty() {
+                self.error(&format!("{cred_key}.env"), "must name an environment variable");
+                continue;
+            }
+            match env(&cred.env) {
+                Some(secret) if !secret.is_empty() => {
+                    let value = if cred.scheme.is_empty() {
+                        secret
+                    } else {
+                        format!("{} {secret}", cred.scheme)
+                    };
+                    credentials.insert(
+                        cred_name.clone(),
+                        Credential {
+                            header: cred.header.to_ascii_lowercase(),
+                            value,
+                        },
+                    );
+                }
+                _ => self.warnings.push(format!(
+                    "{cred_key}: environment variable {} is not set; actions of plugin `{name}` that use this credential will fail",
+                    cred.env
+                )),
+            }
+        }
+        let defaults = PluginLimits::default();
+        let l = &raw.limits;
+        let limits = PluginLimits {
+            memory_bytes: l.memory_mib.map_or(defaults.memory_bytes, |m| {
+                self.count(&format!("{key}.limits.memory_mib"), m, 1..=4096) << 20
+            }),
+            cpu_time: l.cpu_time.as_deref().map_or(defaults.cpu_time, |t| {
+                self.duration(&format!("{key}.limits.cpu_time"), t, Duration::from_millis(10))
+            }),
+            wall_time: l.wall_time.as_deref().map_or(defaults.wall_time, |t| {
+                self.duration(&format!("{key}.limits.wall_time"), t, Duration::from_millis(10))
+            }),
+            max_http_requests: l.http_requests.map_or(defaults.max_http_requests, |n| {
+                self.count(&format!("{key}.limits.http_requests"), n, 0..=1000) as u32
+            }),
+            http_timeout: l.http_timeout.as_deref().map_or(defaults.http_timeout, |t| {
+                self.duration(&format!("{key}.limits.http_timeout"), t, Duration::from_millis(10))
+            }),
+            max_response_bytes: l.response_bytes.map_or(defaults.max_response_bytes, |n| {
+                self.count(&format!("{key}.limits.response_bytes"), n, 1..=(256 << 20))
+            }),
+            ..defaults
+        };
+        PluginConfig {
+            component,
+            grants: Grants {
+                http_hosts: raw.http_hosts.clone(),
+                allow_plain_http: raw.allow_plain_http,
+                credentials,
+            },
+            limits,
+        }
+    }
+
+    fn routes(&mut self, raw: &[raw::Route], plugins: &BTreeMap<String, raw::Plugin>) -> Vec<Route> {
+        let mut names = std::collections::HashSet::new();
+        raw.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let key = format!("routes[{i}]");
+                if !DecisionKind::NAMES.contains(&r.decision.as_str()) {
+                    self.error(
+                        &format!("{key}.decision"),
+                        format!(
+                            "`{}` is not a decision kind; known kinds: {}",
+                            r.decision,
+                            DecisionKind::NAMES.join(", ")
+                        ),
+                    );
+                }
+                if !plugins.contains_key(&r.plugin) {
+                    self.error(
+                        &format!("{key}.plugin"),
+                        format!("no plugin `{}` is configured under [plugins]", r.plugin),
+                    );
+                }
+                let name = r
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-to-{}", r.decision, r.plugin));
+                if !names.insert(name.clone()) {
+                    self.error(
+                        &format!("{key}.name"),
+                        format!("route name `{name}` is used twice; give one route a `name`"),
+                    );
+                }
+                let config_json = match &r.config {
+                    toml::Value::Table(_) => serde_json::to_string(&r.config)
+                        .expect("a TOML table always converts to JSON"),
+                    _ => {
+                        self.error(&format!("{key}.config"), "must be a table");
+                        "{}".into()
+                    }
+                };
+                Route {
+                    name,
+                    decision: r.decision.clone(),
+                    plugin: r.plugin.clone(),
+                    config_json,
+                }
+            })
+            .collect()
+    }
+
+    fn dispatch(&mut self, raw: &raw::Dispatch) -> Dispatch {
+        let initial_backoff =
+            self.duration("dispatch.initial_backoff", &raw.initial_backoff, Duration::from_millis(10));
+        let max_backoff = self.duration("dispatch.max_backoff", &raw.max_backoff, Duration::from_millis(10));
+        if max_backoff < initial_backoff {
+            self.error("dispatch.max_backoff", "must not be shorter than dispatch.initial_backoff");
+        }
+        Dispatch {
+            concurrency: self.count("dispatch.concurrency", raw.concurrency, 1..=4096),
+            max_attempts: self.count("dispatch.max_attempts", raw.max_attempts, 1..=1000) as u32,
+            initial_backoff,
+            max_backoff,
+            shutdown_grace: self.duration("dispatch.shutdown_grace", &raw.shutdown_grace, Duration::ZERO),
+        }
+    }
+}
+
+fn valid_host_pattern(host: &str) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    let name_ok = !name.is_empty()
+        && name
+            .split('.')
+            .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        Config::parse(Path::new("/etc/converge/converge.toml"), text, &no_env)
+    }
+
+    #[test]
+    fn an_empty_file_gets_working_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8420");
+        assert_eq!(c.storage.data_dir, Path::new("/etc/converge/data"));
+        assert_eq!(c.storage.durability, Durability::Full);
+        assert!(c.routes.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let errors = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("unknown field `lisen`"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_key_path() {
+        let errors = parse(
+            r#"
+            [server]
+            listen = "localhost"
+            [storage]
+            durability = "sometimes"
+            [dispatch]
+            initial_backoff = "soon"
+            [[routes]]
+            decision = "explode"
+            plugin = "nowhere"
+            "#,
+        )
+        .unwrap_err();
+        let expected = [
+            "server.listen: `localhost` is not an address",
+            "storage.durability: `sometimes` is not one of",
+            "dispatch.initial_backoff: `soon` is not a duration",
+            "routes[0].decision: `explode` is not a decision kind",
+            "routes[0].plugin: no plugin `nowhere` is configured",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (e, prefix) in errors.iter().zip(expected) {
+            assert!(e.starts_with(prefix), "{e:?} should start with {prefix:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_a_missing_one_is_a_warning() {
+        let text = r#"
+            [plugins.slack]
+            component = "/dev/null"
+            http_hosts = ["slack.com"]
+            [plugins.slack.credentials.bot_token]
+            env = "TEST_SLACK_TOKEN"
+        "#;
+        let with = Config::parse(Path::new("c.toml"), text, &|name| {
+            (name == "TEST_SLACK_TOKEN").then(|| "xoxb-1".to_string())
+        });
+        // /dev/null is not a regular file: that error is expected; the secret is not.
+        let errors = with.unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("plugins.slack.component"));
+
+        let text = text.replace("/dev/null", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+        let config = Config::parse(Path::new("Cargo.toml"), &text, &|name| {
+            (name == "TEST_SLACK_TOKEN").then(|| "xoxb-1".to_string())
+        })
+        .unwrap();
+        let cred = &config.plugins["slack"].grants.credentials["bot_token"];
+        assert_eq!((cred.header.as_str(), cred.value.as_str()), ("authorization", "Bearer xoxb-1"));
+        assert!(config.warnings.is_empty());
+
+        let without = Config::parse(Path::new("Cargo.toml"), &text, &no_env).unwrap();
+        assert!(without.plugins["slack"].grants.credentials.is_empty());
+        assert_eq!(without.warnings.len(), 1);
+        assert!(without.warnings[0].contains("TEST_SLACK_TOKEN is not set"));
+    }
+
+    #[test]
+    fn host_patterns() {
+        for ok in ["slack.com", "127.0.0.1:9000", "*.example.com", "localhost"] {
+            assert!(valid_host_pattern(ok), "{ok}");
+        }
+        for bad in ["", "https://slack.com", "a..b", "host:port", "*."] {
+            assert!(!valid_host_pattern(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! `converge run`: builds every stage from the config, starts them in order,
+//! and stops them in order.
+//!
+//! Start: compile rules, open the store, load plugins, start the journal
+//! writer, the processor (which first catches up on events journaled before
+//! this start), the dispatcher (which first reads pending actions), and last
+//! the HTTP listener.
+//!
+//! Stop (SIGINT, SIGTERM, or a fatal storage error): the listener stops
+//! accepting and finishes the requests it has; the processor finishes its
+//! batch; the dispatcher waits up to `dispatch.shutdown_grace` for running
+//! actions; the journal commits what it was handed. Whatever was not done is
+//! durable and resumes at the next start.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use converge_plugin_host::{Plugin, PluginHost, PluginHostConfig, PluginSpec};
+use converge_rules::{RuleSet, RuleSource};
+use converge_store::Store;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Route};
+use crate::dispatcher::Dispatcher;
+use crate::journal::{Downstream, Journal};
+use crate::processor::Processor;
+use crate::telemetry::Metrics;
+use crate::web::{self, AppState};
+
+/// How many committed actions wait in memory for the dispatcher; beyond it
+/// they are read back from the outbox.
+const DISPATCH_QUEUE: usize = 10_000;
+
+/// Compiles every configured rule; the error lists every problem with file:line:column.
+pub fn compile_rules(config: &Config) -> anyhow::Result<RuleSet> {
+    let mut sources = Vec::new();
+    for path in &config.rules.files {
+        let source = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read rule {}", path.display()))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        sources.push(RuleSource {
+            name,
+            path: path.clone(),
+            source,
+        });
+    }
+    RuleSet::compile(sources, &config.rules.limits).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{} rule error(s):\n  {}", list.len(), list.join("\n  "))
+    })
+}
+
+pub fn plugin_host(config: &Config) -> anyhow::Result<PluginHost> {
+    PluginHost::new(PluginHostConfig {
+        cache_dir: Some(config.storage.plugin_cache_dir.clone()),
+        ..PluginHostConfig::default()
+    })
+}
+
+/// Loads every configured plugin; the error lists every plugin that failed.
+pub async fn load_plugins(host: &PluginHost, config: &Config) -> anyhow::Result<HashMap<String, Plugin>> {
+    let mut plugins = HashMap::new();
+    let mut errors = Vec::new();
+    for (name, plugin) in &config.plugins {
+        let spec = PluginSpec {
+            name: name.clone(),
+            component: plugin.component.clone(),
+            grants: plugin.grants.clone(),
+            limits: plugin.limits.clone(),
+        };
+        match host.load(spec).await {
+            Ok(loaded) => {
+                plugins.insert(name.clone(), loaded);
+            }
+            Err(e) => errors.push(format!("plugins.{name}: {e:#}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(plugins)
+    } else {
+        bail!("{} plugin error(s):\n  {}", errors.len(), errors.join("\n  "))
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let rules = Arc::new(compile_rules(&config)?);
+    tracing::info!(rules = rules.rules().len(), "rules compiled");
+
+    std::fs::create_dir_all(&config.storage.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.storage.data_dir.display()))?;
+    let database = config.storage.database();
+    let store = Store::open(&database, config.storage.durability)
+        .with_context(|| format!("cannot open the database {}", database.display()))?;
+    let reader = || Store::open_reader(&database).with_context(|| format!("cannot open {}", database.display()));
+    let cursor = store.processed_cursor()?;
+    let head = store.journal_head()?;
+
+    let host = plugin_host(&config)?;
+    let plugins = load_plugins(&host, &config).await?;
+    tracing::info!(plugins = plugins.len(), "plugins loaded");
+
+    let metrics = Metrics::new();
+    metrics.journal_events.set(head);
+    let fatal = CancellationToken::new();
+    let (processor_tx, processor_rx) = mpsc::unbounded_channel();
+    let (dispatcher_tx, dispatcher_rx) = mpsc::channel(DISPATCH_QUEUE);
+    let overflow = Arc::new(AtomicBool::new(true));
+    let (journal, writer) = Journal::start(
+        store,
+        config.storage.max_batch,
+        Downstream {
+            processor: processor_tx,
+            dispatcher: dispatcher_tx,
+            dispatcher_overflow: overflow.clone(),
+        },
+        metrics.clone(),
+        fatal.clone(),
+    );
+
+    let mut routes_by_kind: HashMap<String, Vec<Route>> = HashMap::new();
+    for route in &config.routes {
+        routes_by_kind.entry(route.decision.clone()).or_default().push(route.clone());
+    }
+    let stop_processor = CancellationToken::new();
+    let processor = Processor {
+        rules,
+        routes: routes_by_kind,
+        reader: reader()?,
+        journal: journal.clone(),
+        metrics: metrics.clone(),
+        cache: HashMap::new(),
+    };
+    let processor_thread = {
+        let runtime = tokio::runtime::Handle::current();
+        let (stop, fatal) = (stop_processor.clone(), fatal.clone());
+        std::thread::Builder::new()
+            .name("converge-processor".into())
+            .spawn(move || processor.run(runtime, cursor, head, processor_rx, stop, fatal))
+            .context("cannot start the processor thread")?
+    };
+
+    let stop_dispatcher = CancellationToken::new();
+    let dispatcher = Dispatcher {
+        plugins,
+        routes: config.routes.iter().map(|r| (r.name.clone(), r.clone())).collect(),
+        settings: config.dispatch.clone(),
+        journal: journal.clone(),
+        reader: reader()?,
+        metrics: metrics.clone(),
+        overflow,
+    };
+    let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_rx, stop_dispatcher.clone()));
+
+    let state = AppState {
+        journal,
+        metrics,
+        max_body_bytes: config.server.max_body_bytes,
+        in_flight: Arc::new(Semaphore::new(config.server.max_events_in_flight)),
+        reader: Arc::new(Mutex::new(reader()?)),
+    };
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "converge is ready");
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("converge: listening on http://{address}");
+
+    let shutdown = CancellationToken::new();
+    let server = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, web::router(state))
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        })
+    };
+
+    let failed = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+            false
+        }
+        () = fatal.cancelled() => {
+            tracing::error!("shutting down after a storage failure");
+            true
+        }
+    };
+    shutdown.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+        Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+    }
+    stop_processor.cancel();
+    let _ = tokio::task::spawn_blocking(move || processor_thread.join()).await;
+    stop_dispatcher.cancel();
+    let _ = dispatcher_task.await;
+    wait_for_writer(writer).await;
+    if failed {
+        bail!("stopped after a storage failure; see the log above");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The writer ends once every journal handle is gone; a plugin call abandoned
+/// after the shutdown grace may still hold one, so do not wait forever.
+async fn wait_for_writer(writer: std::thread::JoinHandle<()>) {
+    for _ in 0..50 {
+        if writer.is_finished() {
+            let _ = writer.join();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("journal writer still busy at exit; anything it had not committed is replayed at the next start");
+}
+
+async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => "SIGINT",
+        () = terminate => "SIGTERM",
+    }
+}
+
+/// `converge check`: every problem of a config, its rules and its plugins.
+pub async fn check(config_path: &Path) -> Result<Vec<String>, Vec<String>> {
+    let config = Config::load(config_path, &|name| std::env::var(name).ok())
+        .map_err(|e| vec![e.to_string()])?;
+    let mut errors = Vec::new();
+    let mut report = config.warnings.iter().map(|w| format!("warning: {w}")).collect::<Vec<_>>();
+    match compile_rules(&config) {
+        Ok(rules) => report.push(format!("{} rule(s) compiled", rules.rules().len())),
+        Err(e) => errors.push(format!("{e:#}")),
+    }
+    match plugin_host(&config) {
+        Ok(host) => match load_plugins(&host, &config).await {
+            Ok(plugins) => {
+                let mut names: Vec<_> = plugins.values().map(|p| {
+                    let info = p.info();
+                    format!("{} {} (plugin API {})", info.name, info.version, info.api_version)
+                }).collect();
+                names.sort();
+                report.push(format!("{} plugin(s) loaded: {}", names.len(), names.join(", ")));
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        },
+        Err(e) => errors.push(format!("{e:#}")),
+    }
+    report.push(format!("{} route(s)", config.routes.len()));
+    if errors.is_empty() { Ok(report) } else { Err(errors) }
+}

@@ -1,0 +1,258 @@
+//! The dispatcher: runs each outbox action in its plugin, records the
+//! outcome, and retries what failed for a reason that may pass.
+//!
+//! Actions arrive from the journal right after the commit that created them.
+//! The outbox table is the source of truth: at start, and whenever the
+//! in-memory queue overflowed, pending actions are read back from it. An
+//! action is removed from the in-flight set only once its outcome is
+//! committed, so an action is never run twice by one daemon; after a crash,
+//! an action whose outcome was not committed runs again (at least once, with
+//! the same idempotency key).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use converge_plugin_host::{ActionFailure, ActionInput, Plugin};
+use converge_store::{ActionOutcome, OutcomeKind, PendingAction, Store};
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::{Dispatch, Route};
+use crate::journal::{Journal, QueuedAction};
+use crate::telemetry::{ActionOutcomeLabel, Metrics};
+
+/// How many pending actions one read of the outbox returns.
+const RELOAD_PAGE: usize = 10_000;
+
+pub struct Dispatcher {
+    pub plugins: HashMap<String, Plugin>,
+    pub routes: HashMap<String, Route>,
+    pub settings: Dispatch,
+    pub journal: Journal,
+    pub reader: Store,
+    pub metrics: Metrics,
+    pub overflow: Arc<AtomicBool>,
+}
+
+/// What every action task shares.
+struct Shared {
+    plugins: HashMap<String, Plugin>,
+    routes: HashMap<String, Route>,
+    settings: Dispatch,
+    journal: Journal,
+    metrics: Metrics,
+    /// Bounds concurrent plugin calls.
+    permits: Semaphore,
+    /// Actions with a task, from queueing until their outcome is committed.
+    in_flight: Mutex<HashSet<i64>>,
+    stop: CancellationToken,
+}
+
+impl Dispatcher {
+    /// Runs until `stop` fires, then waits up to the configured grace for the
+    /// actions already running; those still running after it stay pending in
+    /// the outbox and run again at the next start.
+    pub async fn run(self, mut rx: mpsc::Receiver<QueuedAction>, stop: CancellationToken) {
+        let Dispatcher {
+            plugins,
+            routes,
+            settings,
+            journal,
+            mut reader,
+            metrics,
+            overflow,
+        } = self;
+        let grace = settings.shutdown_grace;
+        let shared = Arc::new(Shared {
+            permits: Semaphore::new(settings.concurrency),
+            plugins,
+            routes,
+            settings,
+            journal,
+            metrics,
+            in_flight: Mutex::new(HashSet::new()),
+            stop: stop.clone(),
+        });
+        let tracker = TaskTracker::new();
+        // Read the outbox once at start: actions left pending by the last run.
+        overflow.store(true, Ordering::Release);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                item = rx.recv() => match item {
+                    Some(queued) => spawn_action(&shared, &tracker, queued.action, queued.acked_at),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    shared.metrics.set_queue_depth("dispatcher", rx.len());
+                    let quiet = shared.in_flight.lock().expect("in-flight set").len() < RELOAD_PAGE / 2;
+                    if quiet && overflow.swap(false, Ordering::AcqRel) {
+                        let reloaded = tokio::task::block_in_place(|| reader.pending_actions(RELOAD_PAGE));
+                        match reloaded {
+                            Ok(actions) => {
+                                if actions.len() == RELOAD_PAGE {
+                                    overflow.store(true, Ordering::Release);
+                                }
+                                for action in actions {
+                                    spawn_action(&shared, &tracker, action, None);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot read pending actions; will try again");
+                                overflow.store(true, Ordering::Release);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            let left: Vec<i64> = shared.in_flight.lock().expect("in-flight set").iter().copied().collect();
+            tracing::warn!(
+                actions = ?left,
+                "shutdown grace elapsed with actions still running; they stay pending and run again at the next start"
+            );
+        }
+        // Drop our handle to the journal only after the tasks are done with theirs.
+        drop(reader);
+    }
+}
+
+fn spawn_action(shared: &Arc<Shared>, tracker: &TaskTracker, action: PendingAction, acked_at: Option<Instant>) {
+    if !shared.in_flight.lock().expect("in-flight set").insert(action.id) {
+        return;
+    }
+    let span = tracing::info_span!("action", action_id = action.id, plugin = %action.plugin, route = %action.route);
+    let shared = shared.clone();
+    tracker.spawn(
+        async move {
+            let id = action.id;
+            run_action(&shared, action, acked_at).await;
+            shared.in_flight.lock().expect("in-flight set").remove(&id);
+        }
+        .instrument(span),
+    );
+}
+
+async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option<Instant>) {
+    let mut attempts = action.attempts;
+    if let Some(due) = action.next_attempt_at_ms {
+        let wait = due - chrono::Utc::now().timestamp_millis();
+        if wait > 0 && !sleep_or_stop(shared, Duration::from_millis(wait as u64)).await {
+            return;
+        }
+    }
+    loop {
+        let permit = tokio::select! {
+            permit = shared.permits.acquire() => permit.expect("the semaphore is never closed"),
+            () = shared.stop.cancelled() => return,
+        };
+        attempts += 1;
+        let started = Instant::now();
+        let result = attempt(shared, &action).await;
+        drop(permit);
+        let took = started.elapsed();
+        if let Some(at) = acked_at.take() {
+            shared.metrics.event_to_action_latency.observe(at.elapsed().as_secs_f64());
+        }
+        let finished_at_ms = chrono::Utc::now().timestamp_millis();
+        let (kind, detail, retry_in) = match result {
+            Ok(done) => {
+                shared.metrics.action_attempt(&action.plugin, ActionOutcomeLabel::Ok, took);
+                tracing::info!(summary = %done.summary, attempts, "action done");
+                (OutcomeKind::Done { external_id: done.external_id }, done.summary, None)
+            }
+            Err(failure) => {
+                let detail = failure.to_string();
+                let retry_in = (failure.retryable() && attempts < shared.settings.max_attempts)
+                    .then(|| retry_delay(&shared.settings, attempts, &failure));
+                match retry_in {
+                    Some(delay) => {
+                        shared.metrics.action_attempt(&action.plugin, ActionOutcomeLabel::Retried, took);
+                        tracing::warn!(error = %detail, attempts, retry_in = ?delay, "action failed; will retry");
+                        let next = finished_at_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                        (OutcomeKind::Retry { next_attempt_at_ms: next }, detail, Some(delay))
+                    }
+                    None => {
+                        shared.metrics.action_attempt(&action.plugin, ActionOutcomeLabel::Failed, took);
+                        tracing::error!(error = %detail, attempts, "action failed");
+                        (OutcomeKind::Failed, detail, None)
+                    }
+                }
+            }
+        };
+        let outcome = ActionOutcome {
+            action_id: action.id,
+            result: kind,
+            attempts,
+            detail,
+            finished_at_ms,
+        };
+        if let Err(e) = shared.journal.outcomes(vec![outcome]).await {
+            tracing::error!(error = %e, "cannot record the action's outcome; it runs again at the next start");
+            return;
+        }
+        match retry_in {
+            Some(delay) if sleep_or_stop(shared, delay).await => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn attempt(shared: &Shared, action: &PendingAction) -> Result<converge_plugin_host::ActionDone, ActionFailure> {
+    let route = shared.routes.get(&action.route).ok_or_else(|| {
+        ActionFailure::Permanent(format!("route `{}` is no longer configured", action.route))
+    })?;
+    let plugin = shared.plugins.get(&route.plugin).ok_or_else(|| {
+        ActionFailure::Permanent(format!("plugin `{}` is not loaded", route.plugin))
+    })?;
+    let payload: Value = serde_json::from_str(&action.payload_json)
+        .map_err(|e| ActionFailure::Permanent(format!("the outbox payload is not JSON: {e}")))?;
+    let text = |key: &str| match &payload[key] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let input = ActionInput {
+        id: format!("converge-action-{}", action.id),
+        kind: text("kind"),
+        rule: text("rule"),
+        decision_json: payload["decision"].to_string(),
+        event_json: payload["event"].to_string(),
+        entity_json: payload["entity"].to_string(),
+    };
+    plugin.execute(input, &route.config_json).await
+}
+
+/// Exponential backoff with jitter from the configured bounds; a plugin's
+/// rate-limit hint wins when it asks for longer.
+fn retry_delay(settings: &Dispatch, attempts: u32, failure: &ActionFailure) -> Duration {
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(settings.initial_backoff)
+        .with_max_delay(settings.max_backoff)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempts.saturating_sub(1) as usize)
+        .unwrap_or(settings.max_backoff);
+    match failure {
+        ActionFailure::RateLimited(Some(hint)) => backoff.max(*hint).min(settings.max_backoff.max(*hint)),
+        _ => backoff,
+    }
+}
+
+/// Sleeps unless the dispatcher stops first; returns whether it slept fully.
+async fn sleep_or_stop(shared: &Shared, delay: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = shared.stop.cancelled() => false,
+    }
+}

@@ -1,0 +1,319 @@
+//! The journal writer: one thread owns the database's write connection and
+//! turns everything that must be durable (new events, the results of rules,
+//! action outcomes) into group commits. Requests that arrive while a commit
+//! is being fsynced wait for the next one and share it, so one fsync
+//! acknowledges many events: this is what lets `synchronous=FULL` durability
+//! run at tens of thousands of events per second.
+//!
+//! After a commit the writer hands its results on: newly journaled events to
+//! the processor, newly created actions to the dispatcher.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use converge_model::Event;
+use converge_store::{
+    ActionOutcome, Appended, NewEvent, PendingAction, ProcessedEvent, Store, WriteBatch,
+};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::Metrics;
+
+/// An event the journal committed, on its way to the rules.
+#[derive(Debug)]
+pub struct Journaled {
+    pub seq: i64,
+    pub event: Event,
+    pub received_at_ms: i64,
+    /// When it was acknowledged, for the event-to-action latency; `None` for
+    /// events recovered from the journal at start.
+    pub acked_at: Option<Instant>,
+    /// Holds the event's place in the in-flight budget until its processing commits.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// An action the dispatcher should run.
+#[derive(Debug)]
+pub struct QueuedAction {
+    pub action: PendingAction,
+    pub acked_at: Option<Instant>,
+}
+
+/// The processing of one event, ready to commit.
+#[derive(Debug)]
+pub struct Processed {
+    pub result: ProcessedEvent,
+    pub acked_at: Option<Instant>,
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+enum Request {
+    Append {
+        events: Vec<Event>,
+        received_at_ms: i64,
+        permit: OwnedSemaphorePermit,
+        reply: oneshot::Sender<Result<Vec<Appended>, String>>,
+    },
+    Processed(Vec<Processed>),
+    Outcomes {
+        outcomes: Vec<ActionOutcome>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+}
+
+impl Request {
+    fn size(&self) -> usize {
+        match self {
+            Request::Append { events, .. } => events.len(),
+            Request::Processed(p) => p.len(),
+            Request::Outcomes { outcomes, .. } => outcomes.len(),
+        }
+    }
+}
+
+/// The handle every stage uses to write. The writer thread stops when every
+/// handle is dropped, after committing what it was given.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Request>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("the journal is shut down")]
+    Closed,
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+/// Where the writer sends what it committed.
+pub struct Downstream {
+    pub processor: mpsc::UnboundedSender<Journaled>,
+    pub dispatcher: mpsc::Sender<QueuedAction>,
+    /// Set when the dispatcher's queue was full and actions must be re-read
+    /// from the outbox.
+    pub dispatcher_overflow: Arc<AtomicBool>,
+}
+
+impl Journal {
+    /// Starts the writer thread on `store`.
+    pub fn start(
+        store: Store,
+        max_batch: usize,
+        downstream: Downstream,
+        metrics: Metrics,
+        fatal: CancellationToken,
+    ) -> (Journal, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(4096);
+        let handle = std::thread::Builder::new()
+            .name("converge-journal".into())
+            .spawn(move || {
+                Writer {
+                    store,
+                    max_batch,
+                    downstream,
+                    metrics,
+                    fatal,
+                }
+                .run(rx)
+            })
+            .expect("spawning the journal thread");
+        (Journal { tx }, handle)
+    }
+
+    /// Journals `events` durably, deduplicating on (source, id). Returns when
+    /// the commit is on disk; `permit` then travels with the new events.
+    pub async fn append(
+        &self,
+        events: Vec<Event>,
+        received_at_ms: i64,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Vec<Appended>, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Append {
+                events,
+                received_at_ms,
+                permit,
+                reply,
+            })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await
+            .map_err(|_| JournalError::Closed)?
+            .map_err(JournalError::Storage)
+    }
+
+    /// Commits the results of rules. Called from the processor's thread.
+    pub fn processed_blocking(&self, processed: Vec<Processed>) -> Result<(), JournalError> {
+        self.tx
+            .blocking_send(Request::Processed(processed))
+            .map_err(|_| JournalError::Closed)
+    }
+
+    /// Records action outcomes and waits for the commit.
+    pub async fn outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Outcomes {
+                outcomes,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await
+            .map_err(|_| JournalError::Closed)?
+            .map_err(JournalError::Storage)
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+struct Writer {
+    store: Store,
+    max_batch: usize,
+    downstream: Downstream,
+    metrics: Metrics,
+    /// Cancelled when processing results cannot be committed: continuing would
+    /// leave the rules' view of entities ahead of what is on disk.
+    fatal: CancellationToken,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut pending = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut size = first.size();
+            pending.push(first);
+            while size < self.max_batch {
+                match rx.try_recv() {
+                    Ok(request) => {
+                        size += request.size();
+                        pending.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(std::mem::take(&mut pending));
+        }
+        tracing::debug!("journal writer stopped");
+    }
+
+    fn commit(&mut self, requests: Vec<Request>) {
+        let mut batch = WriteBatch::default();
+        for request in &requests {
+            match request {
+                Request::Append {
+                    events,
+                    received_at_ms,
+                    ..
+                } => batch.appends.extend(events.iter().map(|e| NewEvent {
+                    source: e.source.clone(),
+                    id: e.id.clone(),
+                    ty: e.ty.clone(),
+                    subject: e.subject.clone(),
+                    json: e.json.clone(),
+                    received_at_ms: *received_at_ms,
+                })),
+                Request::Processed(processed) => batch
+                    .processed
+                    .extend(processed.iter().map(|p| p.result.clone())),
+                Request::Outcomes { outcomes, .. } => batch.outcomes.extend(outcomes.iter().cloned()),
+            }
+        }
+        let started = Instant::now();
+        let result = self.store.write(&batch);
+        self.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics.commit_batch_size.observe(requests.len() as f64);
+
+        let written = match result {
+            Ok(written) => written,
+            Err(e) => {
+                let message = e.to_string();
+                self.metrics.storage_errors.inc();
+                tracing::error!(error = %message, "journal commit failed");
+                for request in requests {
+                    match request {
+                        Request::Append { reply, .. } => {
+                            let _ = reply.send(Err(message.clone()));
+                        }
+                        Request::Outcomes { reply, .. } => {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Err(message.clone()));
+                            }
+                        }
+                        Request::Processed(_) => {
+                            tracing::error!("cannot record the results of rules; stopping");
+                            self.fatal.cancel();
+                        }
+                    }
+                }
+                return;
+            }
+        };
+
+        let mut appended = written.appended.into_iter();
+        let mut acked_at_by_seq = HashMap::new();
+        let now = Instant::now();
+        for request in requests {
+            match request {
+                Request::Append {
+                    events,
+                    received_at_ms,
+                    mut permit,
+                    reply,
+                } => {
+                    let outcomes: Vec<Appended> = appended.by_ref().take(events.len()).collect();
+                    for (event, outcome) in events.into_iter().zip(&outcomes) {
+                        match outcome {
+                            Appended::New { seq } => {
+                                self.metrics.events_accepted.inc();
+                                self.metrics.journal_events.inc();
+                                let _ = self.downstream.processor.send(Journaled {
+                                    seq: *seq,
+                                    event,
+                                    received_at_ms,
+                                    acked_at: Some(now),
+                                    permit: permit.split(1),
+                                });
+                            }
+                            Appended::Duplicate { .. } => self.metrics.events_duplicate.inc(),
+                        }
+                    }
+                    let _ = reply.send(Ok(outcomes));
+                }
+                Request::Processed(processed) => {
+                    for p in processed {
+                        if let Some(at) = p.acked_at {
+                            acked_at_by_seq.insert(p.result.seq, at);
+                        }
+                        self.metrics.events_processed.inc();
+                        drop(p.permit);
+                    }
+                }
+                Request::Outcomes { reply, .. } => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+        }
+        for action in written.actions {
+            let acked_at = acked_at_by_seq.get(&action.event_seq).copied();
+            if self
+                .downstream
+                .dispatcher
+                .try_send(QueuedAction { action, acked_at })
+                .is_err()
+            {
+                self.downstream.dispatcher_overflow.store(true, Ordering::Release);
+            }
+        }
+    }
+}

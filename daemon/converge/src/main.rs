@@ -1,0 +1,161 @@
+//! `converge`: the automation rules daemon for marketing operations, and the
+//! commands that go with it. See ARCHITECTURE.md for the map of the code.
+
+mod config;
+mod daemon;
+mod dispatcher;
+mod journal;
+mod processor;
+mod sink;
+mod telemetry;
+mod web;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use converge_store::Store;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "converge", version, about = "Automation rules daemon for marketing operations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, short, default_value = "config/converge.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config, compile the rules and load the plugins, listing every problem.
+    Check {
+        #[arg(long, short, default_value = "config/converge.toml")]
+        config: PathBuf,
+    },
+    /// Show what converge did with an event: decisions, actions and their outcomes.
+    Explain {
+        /// The event's CloudEvents `id`.
+        event_id: String,
+        #[arg(long, short, default_value = "config/converge.toml")]
+        config: PathBuf,
+    },
+    /// A local HTTP server that prints every request it receives: a stand-in
+    /// for Slack or any webhook receiver while trying converge out.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// The process exit codes.
+#[repr(u8)]
+enum Exit {
+    Ok = 0,
+    /// The daemon or a command failed while running.
+    Failure = 1,
+    /// The config, a rule or a plugin is wrong: nothing was started.
+    Invalid = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => {
+                let config = match Config::load(&config, &|name| std::env::var(name).ok()) {
+                    Ok(config) => config,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Exit::Invalid.into();
+                    }
+                };
+                match daemon::run(config).await {
+                    Ok(()) => Exit::Ok.into(),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        Exit::Failure.into()
+                    }
+                }
+            }
+            Command::Check { config } => match daemon::check(&config).await {
+                Ok(report) => {
+                    for line in report {
+                        println!("{line}");
+                    }
+                    println!("ok: {}", config.display());
+                    Exit::Ok.into()
+                }
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("error: {e}");
+                    }
+                    Exit::Invalid.into()
+                }
+            },
+            Command::Explain { event_id, config } => explain(&event_id, &config),
+            Command::Sink { listen } => match sink::run(listen).await {
+                Ok(()) => Exit::Ok.into(),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Exit::Failure.into()
+                }
+            },
+        }
+    })
+}
+
+fn explain(event_id: &str, config_path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(config_path, &|_| None) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Invalid.into();
+        }
+    };
+    let database = config.storage.database();
+    let trails = Store::open_reader(&database).and_then(|store| store.find_event_trail(event_id));
+    match trails {
+        Ok(trails) if trails.is_empty() => {
+            eprintln!("error: no event with id `{event_id}` in {}", database.display());
+            Exit::Failure.into()
+        }
+        Ok(trails) => {
+            let json = serde_json::to_string_pretty(&trails).expect("trails serialize");
+            println!("{json}");
+            Exit::Ok.into()
+        }
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", database.display());
+            Exit::Failure.into()
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` picks the level (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,166 @@
+//! Metrics and the occurrences that feed them. Each occurrence is one method
+//! that both counts and logs, so the log and `/metrics` never disagree.
+//! Metric names follow `converge_<noun>_<unit>_total`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: RejectReason,
+}
+
+/// Why intake refused a request; the label of `converge_events_rejected_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum RejectReason {
+    ContentType,
+    TooLarge,
+    MalformedJson,
+    InvalidEvent,
+    BadSource,
+    Unavailable,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub plugin: String,
+    pub outcome: ActionOutcomeLabel,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ActionOutcomeLabel {
+    Ok,
+    Failed,
+    Retried,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: &'static str,
+}
+
+/// Every metric the daemon exports. Cheap to clone (all handles are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub events_accepted: Counter,
+    pub events_duplicate: Counter,
+    pub events_rejected: Family<ReasonLabel, Counter>,
+    pub events_processed: Counter,
+    pub decisions: Family<KindLabel, Counter>,
+    pub rule_failures: Counter,
+    pub actions: Family<ActionLabels, Counter>,
+    pub queue_depth: Family<QueueLabel, Gauge<i64, AtomicI64>>,
+    pub ack_latency: Histogram,
+    pub event_to_action_latency: Histogram,
+    pub action_duration: Histogram,
+    pub commit_duration: Histogram,
+    pub commit_batch_size: Histogram,
+    pub journal_events: Gauge<i64, AtomicI64>,
+    pub storage_errors: Counter<u64, AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("converge");
+        // 50 µs .. ~26 s, doubling: covers a group commit and a slow plugin alike.
+        let latency = || Histogram::new(exponential_buckets(0.00005, 2.0, 20));
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            events_accepted: Counter::default(),
+            events_duplicate: Counter::default(),
+            events_rejected: Family::default(),
+            events_processed: Counter::default(),
+            decisions: Family::default(),
+            rule_failures: Counter::default(),
+            actions: Family::default(),
+            queue_depth: Family::default(),
+            ack_latency: latency(),
+            event_to_action_latency: latency(),
+            action_duration: latency(),
+            commit_duration: latency(),
+            commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            journal_events: Gauge::default(),
+            storage_errors: Counter::default(),
+        };
+        registry.register("events_accepted", "Events journaled and acknowledged", m.events_accepted.clone());
+        registry.register(
+            "events_duplicate",
+            "Events acknowledged without journaling because their (source, id) was seen before",
+            m.events_duplicate.clone(),
+        );
+        registry.register("events_rejected", "Requests or events refused at intake, by reason", m.events_rejected.clone());
+        registry.register("events_processed", "Journaled events run through the rules", m.events_processed.clone());
+        registry.register("decisions", "Decisions recorded, by kind", m.decisions.clone());
+        registry.register("rule_failures", "Rule evaluations that failed at run time", m.rule_failures.clone());
+        registry.register("actions", "Plugin action attempts, by plugin and outcome", m.actions.clone());
+        registry.register("queue_depth", "Items waiting in each internal queue", m.queue_depth.clone());
+        registry.register(
+            "ack_latency_seconds",
+            "From a request's arrival to its acknowledgement (journal commit included)",
+            m.ack_latency.clone(),
+        );
+        registry.register(
+            "event_to_action_latency_seconds",
+            "From an event's acknowledgement to the end of the first attempt of an action it caused",
+            m.event_to_action_latency.clone(),
+        );
+        registry.register("action_duration_seconds", "Time one plugin action attempt took", m.action_duration.clone());
+        registry.register("commit_duration_seconds", "Time one group commit took, fsync included", m.commit_duration.clone());
+        registry.register("commit_batch_size", "Requests gathered into one group commit", m.commit_batch_size.clone());
+        registry.register("journal_events", "Events in the journal", m.journal_events.clone());
+        registry.register("storage_errors", "Failed storage writes", m.storage_errors.clone());
+        Metrics {
+            registry: Arc::new(registry),
+            ..m
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn rejected(&self, reason: RejectReason, detail: &str) {
+        tracing::debug!(?reason, detail, "event rejected");
+        self.events_rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn set_queue_depth(&self, queue: &'static str, depth: usize) {
+        self.queue_depth
+            .get_or_create(&QueueLabel { queue })
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    pub fn action_attempt(&self, plugin: &str, outcome: ActionOutcomeLabel, took: Duration) {
+        self.actions
+            .get_or_create(&ActionLabels {
+                plugin: plugin.to_string(),
+                outcome,
+            })
+            .inc();
+        self.action_duration.observe(took.as_secs_f64());
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

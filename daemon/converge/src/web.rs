@@ -1,0 +1,208 @@
+//! The HTTP layer: webhook intake, metrics, health and the event trail. The
+//! only module that knows HTTP wire types. Every error goes through
+//! [`ApiError`]: a status, a stable code and a message.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use converge_model::{Event, EventError};
+use converge_store::{Appended, Store};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::journal::Journal;
+use crate::telemetry::{Metrics, RejectReason};
+
+/// How long intake waits for room in the in-flight budget before answering 503.
+const BACKPRESSURE_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub journal: Journal,
+    pub metrics: Metrics,
+    pub max_body_bytes: usize,
+    /// Events acknowledged but not yet processed.
+    pub in_flight: Arc<Semaphore>,
+    pub reader: Arc<Mutex<Store>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/hooks/{source}", post(intake))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/events/{id}", get(event_trail))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn rejected(reason: RejectReason, metrics: &Metrics, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        metrics.rejected(reason, &message);
+        let (status, code) = match reason {
+            RejectReason::ContentType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_content_type"),
+            RejectReason::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            RejectReason::MalformedJson => (StatusCode::BAD_REQUEST, "malformed_json"),
+            RejectReason::InvalidEvent => (StatusCode::BAD_REQUEST, "invalid_event"),
+            RejectReason::BadSource => (StatusCode::NOT_FOUND, "unknown_hook"),
+            RejectReason::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+enum Mode {
+    Single,
+    Batch,
+}
+
+fn mode(headers: &HeaderMap) -> Option<Mode> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = content_type.split(';').next()?.trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/cloudevents+json" => Some(Mode::Single),
+        "application/cloudevents-batch+json" => Some(Mode::Batch),
+        _ => None,
+    }
+}
+
+/// `POST /hooks/{source}`: validate, journal durably, then acknowledge.
+async fn intake(
+    State(state): State<AppState>,
+    Path(hook): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let metrics = &state.metrics;
+    if hook.is_empty()
+        || hook.len() > 64
+        || !hook.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::rejected(
+            RejectReason::BadSource,
+            metrics,
+            "a hook name is 1 to 64 letters, digits, '-' or '_'",
+        ));
+    }
+    let Some(mode) = mode(request.headers()) else {
+        return Err(ApiError::rejected(
+            RejectReason::ContentType,
+            metrics,
+            "send CloudEvents in structured JSON mode: content-type application/cloudevents+json, or application/cloudevents-batch+json for a batch",
+        ));
+    };
+    let limit = state.max_body_bytes;
+    let body = to_bytes(request.into_body(), limit).await.map_err(|_| {
+        ApiError::rejected(
+            RejectReason::TooLarge,
+            metrics,
+            format!("the body is over the limit of {limit} bytes (server.max_body_bytes)"),
+        )
+    })?;
+    let parsed = match mode {
+        Mode::Single => Event::from_json(&body).map(|e| vec![e]),
+        Mode::Batch => Event::batch_from_json(&body),
+    };
+    let events = parsed.map_err(|e| {
+        let reason = match &e {
+            EventError::Json(_) => RejectReason::MalformedJson,
+            _ => RejectReason::InvalidEvent,
+        };
+        ApiError::rejected(reason, metrics, e.to_string())
+    })?;
+    if events.is_empty() {
+        return Ok((StatusCode::OK, Json(json!({"events": []}))).into_response());
+    }
+    let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    let permit = tokio::time::timeout(BACKPRESSURE_WAIT, state.in_flight.clone().acquire_many_owned(count))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::rejected(
+                RejectReason::Unavailable,
+                metrics,
+                "too many events are waiting for the rules; try again shortly",
+            )
+        })?;
+    let ids: Vec<(String, String)> = events.iter().map(|e| (e.source.clone(), e.id.clone())).collect();
+    let received_at_ms = chrono::Utc::now().timestamp_millis();
+    let appended = state
+        .journal
+        .append(events, received_at_ms, permit)
+        .await
+        .map_err(|e| ApiError::rejected(RejectReason::Unavailable, metrics, format!("not journaled: {e}")))?;
+    metrics.ack_latency.observe(arrived.elapsed().as_secs_f64());
+    let results: Vec<_> = ids
+        .into_iter()
+        .zip(appended)
+        .map(|((source, id), outcome)| {
+            let (status, seq) = match outcome {
+                Appended::New { seq } => ("accepted", seq),
+                Appended::Duplicate { seq } => ("duplicate", seq),
+            };
+            tracing::debug!(hook = %hook, event_id = %id, %source, status, seq, "event acknowledged");
+            json!({"source": source, "id": id, "status": status, "seq": seq})
+        })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({"events": results}))).into_response())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.set_queue_depth("journal", state.journal.queue_depth());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        Body::from(state.metrics.render()),
+    )
+        .into_response()
+}
+
+/// `GET /v1/events/{id}`: what converge did with an event: its decisions, their
+/// actions and outcomes, and the rules that failed on it.
+async fn event_trail(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let reader = state.reader.clone();
+    let trails = tokio::task::spawn_blocking(move || reader.lock().expect("reader").find_event_trail(&id))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
+    if trails.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "event_not_found", "no event with this id was journaled"));
+    }
+    Ok(Json(json!({"events": trails})).into_response())
+}

@@ -1,0 +1,9 @@
+//! Integration tests: each starts the real `converge` binary on a temporary
+//! config and talks to it over HTTP and the file system.
+
+mod cli;
+mod intake;
+mod pipeline;
+mod restart;
+mod sandbox;
+mod support;

@@ -1,0 +1,406 @@
+//! What the integration tests share: building the plugins, a temporary
+//! daemon started from the real binary, a local sink server standing in for
+//! Slack and webhook receivers, and a small HTTP client.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::IntoResponse;
+use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { repo_root().join(p) })
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// Builds the plugins once per test run and returns the directory of the `.wasm` files.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(repo_root())
+            .args([
+                "build", "--release", "--target", "wasm32-wasip2", "-p", "webhook-out", "-p", "slack",
+                "-p", "misbehaving",
+            ])
+            .status()
+            .expect("running cargo to build the plugins");
+        assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed?)");
+        target_dir().join("wasm32-wasip2/release")
+    })
+}
+
+/// Compiled plugins are shared by every daemon the tests start.
+fn plugin_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+}
+
+/// Quick retries, so tests of retries finish fast.
+const DEFAULT_DISPATCH: &str = r#"
+[dispatch]
+initial_backoff = "50ms"
+max_backoff = "200ms"
+max_attempts = 3
+shutdown_grace = "2s"
+"#;
+
+/// A temporary directory with a config, rules and a data dir.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// `extra` is appended to a config that listens on a free port and keeps
+    /// its data in the workspace; `rules` are written as rule files.
+    pub fn new(rules: &[(&str, &str)], extra: &str) -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for (name, source) in rules {
+            let path = dir.path().join(format!("{name}.rhai"));
+            std::fs::write(&path, source).unwrap();
+            files.push(format!("{:?}", path.display().to_string()));
+        }
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 65536
+
+[storage]
+data_dir = "data"
+plugin_cache_dir = {cache:?}
+
+[rules]
+files = [{files}]
+
+{dispatch}
+{extra}
+"#,
+            dispatch = if extra.contains("[dispatch]") { "" } else { DEFAULT_DISPATCH },
+            cache = plugin_cache_dir().display().to_string(),
+            files = files.join(", "),
+        );
+        std::fs::write(dir.path().join("converge.toml"), config).unwrap();
+        Workspace { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("converge.toml")
+    }
+
+    pub fn start(&self) -> Daemon {
+        self.start_with_env(&[])
+    }
+
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start(&self.config(), env)
+    }
+
+    pub fn converge(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_converge"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .unwrap()
+    }
+}
+
+/// A plugin section granting the plugins access to the local sink.
+pub fn plugins_toml(sink: &Sink) -> String {
+    let dir = plugin_dir();
+    format!(
+        r#"
+[plugins.webhook-out]
+component = {webhook:?}
+http_hosts = ["{host}"]
+allow_plain_http = true
+
+[plugins.slack]
+component = {slack:?}
+http_hosts = ["{host}"]
+allow_plain_http = true
+[plugins.slack.credentials.bot_token]
+env = "CONVERGE_TEST_SLACK_TOKEN"
+
+[plugins.misbehaving]
+component = {misbehaving:?}
+http_hosts = ["{host}"]
+allow_plain_http = true
+[plugins.misbehaving.limits]
+memory_mib = 16
+cpu_time = "300ms"
+wall_time = "1s"
+"#,
+        webhook = dir.join("webhook_out.wasm").display().to_string(),
+        slack = dir.join("slack.wasm").display().to_string(),
+        misbehaving = dir.join("misbehaving.wasm").display().to_string(),
+        host = sink.host(),
+    )
+}
+
+/// A running `converge run`, killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub url: String,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("starting converge");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let stderr = stderr.clone();
+            let pipe = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut all = stderr.lock().unwrap();
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            });
+        }
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("converge: listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => Daemon { child, url, stderr },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("converge did not start; its log:\n{}", stderr.lock().unwrap());
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "converge did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<String>) -> (u16, Value) {
+        let response = client()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn send_event(&self, event: &Value) -> (u16, Value) {
+        self.post("/hooks/test", "application/cloudevents+json", event.to_string()).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = client().get(format!("{}{path}", self.url)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// The trail of an event, once `done` says it is complete.
+    pub async fn wait_for_trail(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let (status, body) = self.get(&format!("/v1/events/{id}")).await;
+            if status == 200 {
+                last = serde_json::from_str(&body).unwrap();
+                if done(&last["events"][0]) {
+                    return last["events"][0].clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the trail of {id} never completed; last: {last:#}\nlog:\n{}", self.log());
+    }
+
+    /// The value of a metric line, e.g. `converge_events_accepted_total`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new).clone()
+}
+
+/// Whether every action of every decision of a trail reached a final status.
+pub fn actions_settled(trail: &Value) -> bool {
+    let decisions = trail["decisions"].as_array();
+    decisions.is_some_and(|ds| {
+        !ds.is_empty()
+            && ds.iter().all(|d| {
+                d["actions"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|a| a["status"] != "pending"))
+            })
+    })
+}
+
+/// One request the sink received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// A local HTTP server that records requests; answers are scripted per
+/// request (default 200 with a Slack-like `{"ok": true}` body).
+#[derive(Clone)]
+pub struct Sink {
+    pub addr: std::net::SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<StatusCode>>>,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        Sink::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: std::net::SocketAddr) -> Sink {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let sink = Sink {
+            addr: listener.local_addr().unwrap(),
+            received: Arc::default(),
+            script: Arc::default(),
+        };
+        let state = sink.clone();
+        let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = state.clone();
+            async move {
+                let body = serde_json::from_slice(&body)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+                state.received.lock().unwrap().push(Received {
+                    path: uri.path().to_string(),
+                    headers,
+                    body,
+                });
+                let status = state.script.lock().unwrap().pop_front().unwrap_or(StatusCode::OK);
+                (status, axum::Json(serde_json::json!({"ok": true, "ts": "1700000000.000100"}))).into_response()
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        sink
+    }
+
+    /// A sink that is not running yet, for configs that name its address.
+    pub fn placeholder(addr: std::net::SocketAddr) -> Sink {
+        Sink {
+            addr,
+            received: Arc::default(),
+            script: Arc::default(),
+        }
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The next answers, in order; then 200 again.
+    pub fn answer_next(&self, statuses: &[StatusCode]) {
+        self.script.lock().unwrap().extend(statuses.iter().copied());
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let received = self.received();
+            if received.len() >= n {
+                return received;
+            }
+            assert!(Instant::now() < deadline, "the sink got {} of {n} requests", received.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A CloudEvent with the given id, type, subject and data.
+pub fn event(id: &str, ty: &str, subject: &str, data: Value) -> Value {
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/tests",
+        "type": ty,
+        "subject": subject,
+        "time": "2026-11-23T10:00:00Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    })
+}
