@@ -7,16 +7,32 @@ use crate::support::{Workspace, event, repo_root};
 #[test]
 fn check_lists_every_problem_and_fails() {
     let ws = Workspace::new(
-        &[("broken", "if event.type == \"x\" {\n    notify(\"a\", \"b\"\n}\n"), ("typo", "let x = evnt.id;\n")],
+        &[
+            (
+                "broken",
+                "if event.type == \"x\" {\n    notify(\"a\", \"b\"\n}\n",
+            ),
+            ("typo", "let x = evnt.id;\n"),
+        ],
         "[[routes]]\ndecision = \"notify\"\nplugin = \"nowhere\"\n",
     );
     let out = ws.converge(&["check"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("routes[0].plugin: no plugin `nowhere`"), "{stderr}");
+    assert!(
+        stderr.contains("routes[0].plugin: no plugin `nowhere`"),
+        "{stderr}"
+    );
 
     // With the config fixed, the rule errors show, each with file:line:column.
-    std::fs::write(ws.config(), std::fs::read_to_string(ws.config()).unwrap().replace("[[routes]]\ndecision = \"notify\"\nplugin = \"nowhere\"\n", "")).unwrap();
+    std::fs::write(
+        ws.config(),
+        std::fs::read_to_string(ws.config()).unwrap().replace(
+            "[[routes]]\ndecision = \"notify\"\nplugin = \"nowhere\"\n",
+            "",
+        ),
+    )
+    .unwrap();
     let out = ws.converge(&["check"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -39,7 +55,11 @@ fn the_bundled_config_checks_clean() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("plugin(s) loaded: slack"), "{stdout}");
     assert!(!stdout.contains("warning"), "{stdout}");
 }
@@ -48,12 +68,23 @@ fn the_bundled_config_checks_clean() {
 async fn explain_shows_the_decisions_of_an_event() {
     let ws = Workspace::new(&[("say", r#"notify("ops", `saw ${event.type}`);"#)], "");
     let daemon = ws.start();
-    daemon.send_event(&event("x-1", "task.created", "task/T-1", json!({}))).await;
-    daemon.wait_for_trail("x-1", |t| t["processed_at_ms"].is_i64()).await;
+    daemon
+        .send_event(&event("x-1", "task.created", "task/T-1", json!({})))
+        .await;
+    daemon
+        .wait_for_trail("x-1", |t| t["processed_at_ms"].is_i64())
+        .await;
     let out = ws.converge(&["explain", "x-1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let trails: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(trails[0]["decisions"][0]["decision"]["message"], "saw task.created");
+    assert_eq!(
+        trails[0]["decisions"][0]["decision"]["message"],
+        "saw task.created"
+    );
     // A decision with no route has no action.
     assert_eq!(trails[0]["decisions"][0]["actions"], json!([]));
     let out = ws.converge(&["explain", "nope"]);

@@ -39,26 +39,48 @@ config = {{ url = "{hook}" }}
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_becomes_a_decision_and_a_plugin_call() {
     let sink = Sink::start().await;
-    let ws = Workspace::new(&[("ops", RULES)], &format!("{}{}", plugins_toml(&sink), routes(&sink)));
+    let ws = Workspace::new(
+        &[("ops", RULES)],
+        &format!("{}{}", plugins_toml(&sink), routes(&sink)),
+    );
     let daemon = ws.start_with_env(&[("CONVERGE_TEST_SLACK_TOKEN", "xoxb-test-token")]);
 
-    let handoff = event("h-1", "task.handoff", "task/JIRA-7", json!({"owner": "ana", "stage": "review"}));
+    let handoff = event(
+        "h-1",
+        "task.handoff",
+        "task/JIRA-7",
+        json!({"owner": "ana", "stage": "review"}),
+    );
     let (status, _) = daemon.send_event(&handoff).await;
     assert_eq!(status, 202);
     let stalled = event("s-1", "task.stalled", "task/JIRA-7", json!({}));
     assert_eq!(daemon.send_event(&stalled).await.0, 202);
 
     let received = sink.wait_for(2).await;
-    let hook = received.iter().find(|r| r.path == "/hook").expect("webhook-out call");
+    let hook = received
+        .iter()
+        .find(|r| r.path == "/hook")
+        .expect("webhook-out call");
     assert_eq!(hook.body["kind"], "notify");
     assert_eq!(hook.body["rule"], "ops");
     assert_eq!(hook.body["decision"]["to"], "ana");
-    assert_eq!(hook.body["decision"]["message"], "you now own JIRA-7 (stage review)");
+    assert_eq!(
+        hook.body["decision"]["message"],
+        "you now own JIRA-7 (stage review)"
+    );
     assert_eq!(hook.body["event"]["id"], "h-1");
     assert_eq!(hook.body["entity"]["owner"], "ana");
-    assert!(hook.headers["idempotency-key"].to_str().unwrap().starts_with("converge-action-"));
+    assert!(
+        hook.headers["idempotency-key"]
+            .to_str()
+            .unwrap()
+            .starts_with("converge-action-")
+    );
 
-    let slack = received.iter().find(|r| r.path == "/slack/api/chat.postMessage").expect("slack call");
+    let slack = received
+        .iter()
+        .find(|r| r.path == "/slack/api/chat.postMessage")
+        .expect("slack call");
     assert_eq!(slack.body["channel"], "#mops-escalations");
     assert_eq!(
         slack.body["text"],
@@ -70,7 +92,10 @@ async fn an_event_becomes_a_decision_and_a_plugin_call() {
     let decision = &trail["decisions"][0];
     assert_eq!(decision["decision"]["kind"], "escalate");
     assert_eq!(decision["decision"]["rule"], "ops");
-    assert_eq!(decision["decision"]["rule_hash"].as_str().unwrap().len(), 16);
+    assert_eq!(
+        decision["decision"]["rule_hash"].as_str().unwrap().len(),
+        16
+    );
     assert_eq!(decision["actions"][0]["status"], "done");
     assert_eq!(decision["actions"][0]["external_id"], "1700000000.000100");
 
@@ -98,40 +123,79 @@ async fn a_failing_rule_is_recorded_and_the_others_still_run() {
         &format!("{}{}", plugins_toml(&sink), routes(&sink)),
     );
     let daemon = ws.start();
-    assert_eq!(daemon.send_event(&event("b-1", "boom", "task/T-9", json!({}))).await.0, 202);
+    assert_eq!(
+        daemon
+            .send_event(&event("b-1", "boom", "task/T-9", json!({})))
+            .await
+            .0,
+        202
+    );
     let trail = daemon.wait_for_trail("b-1", actions_settled).await;
     let failure = &trail["rule_failures"][0];
     assert_eq!(failure["rule"], "ops");
-    assert!(failure["message"].as_str().unwrap().contains("this rule fails on purpose"), "{failure}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("this rule fails on purpose"),
+        "{failure}"
+    );
     assert_eq!(trail["decisions"][0]["decision"]["rule"], "watch");
-    assert_eq!(sink.wait_for(1).await[0].body["decision"]["message"], "boom seen");
+    assert_eq!(
+        sink.wait_for(1).await[0].body["decision"]["message"],
+        "boom seen"
+    );
     assert_eq!(daemon.metric("converge_rule_failures_total").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transient_failure_is_retried_and_a_missing_secret_fails_clearly() {
     let sink = Sink::start().await;
-    let ws = Workspace::new(&[("ops", RULES)], &format!("{}{}", plugins_toml(&sink), routes(&sink)));
+    let ws = Workspace::new(
+        &[("ops", RULES)],
+        &format!("{}{}", plugins_toml(&sink), routes(&sink)),
+    );
     // No CONVERGE_TEST_SLACK_TOKEN: escalations cannot be posted.
     let daemon = ws.start();
-    assert!(daemon.log().contains("CONVERGE_TEST_SLACK_TOKEN is not set"), "{}", daemon.log());
+    assert!(
+        daemon
+            .log()
+            .contains("CONVERGE_TEST_SLACK_TOKEN is not set"),
+        "{}",
+        daemon.log()
+    );
 
     sink.answer_next(&[StatusCode::SERVICE_UNAVAILABLE, StatusCode::BAD_GATEWAY]);
     daemon
-        .send_event(&event("h-2", "task.handoff", "task/T-3", json!({"owner": "bo", "stage": "draft"})))
+        .send_event(&event(
+            "h-2",
+            "task.handoff",
+            "task/T-3",
+            json!({"owner": "bo", "stage": "draft"}),
+        ))
         .await;
     let trail = daemon.wait_for_trail("h-2", actions_settled).await;
     let action = &trail["decisions"][0]["actions"][0];
     assert_eq!(action["status"], "done", "{trail:#}");
     assert_eq!(action["attempts"], 3);
     assert_eq!(sink.received().len(), 3);
-    assert_eq!(daemon.metric("converge_actions_total{plugin=\"webhook-out\",outcome=\"Retried\"}").await, 2.0);
+    assert_eq!(
+        daemon
+            .metric("converge_actions_total{plugin=\"webhook-out\",outcome=\"Retried\"}")
+            .await,
+        2.0
+    );
 
-    daemon.send_event(&event("s-2", "task.stalled", "task/T-3", json!({}))).await;
+    daemon
+        .send_event(&event("s-2", "task.stalled", "task/T-3", json!({})))
+        .await;
     let trail = daemon.wait_for_trail("s-2", actions_settled).await;
     let action = &trail["decisions"][0]["actions"][0];
     assert_eq!(action["status"], "failed");
     assert_eq!(action["attempts"], 1, "not retried: {action}");
-    assert!(action["detail"].as_str().unwrap().contains("bot_token"), "{action}");
+    assert!(
+        action["detail"].as_str().unwrap().contains("bot_token"),
+        "{action}"
+    );
     assert_eq!(sink.received().len(), 3, "nothing reached the sink for it");
 }

@@ -11,7 +11,10 @@ const RULE: &str = r#"notify("ops", `event ${event.id}`);"#;
 
 /// A port nothing listens on yet, so actions fail and stay pending until the sink starts.
 fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn workspace(sink_addr: std::net::SocketAddr) -> Workspace {
@@ -40,7 +43,14 @@ shutdown_grace = "1s"
 fn batch(from: usize, to: usize) -> String {
     Value::Array(
         (from..to)
-            .map(|i| event(&format!("r-{i}"), "task.updated", &format!("task/T-{}", i % 7), json!({"n": i})))
+            .map(|i| {
+                event(
+                    &format!("r-{i}"),
+                    "task.updated",
+                    &format!("task/T-{}", i % 7),
+                    json!({"n": i}),
+                )
+            })
             .collect(),
     )
     .to_string()
@@ -60,13 +70,21 @@ async fn nothing_acknowledged_is_lost_across_kill_9() {
     let daemon = ws.start();
     for chunk in 0..4 {
         let (status, answer) = daemon
-            .post("/hooks/test", "application/cloudevents-batch+json", batch(chunk * 100, chunk * 100 + 100))
+            .post(
+                "/hooks/test",
+                "application/cloudevents-batch+json",
+                batch(chunk * 100, chunk * 100 + 100),
+            )
             .await;
         assert_eq!(status, 202, "{answer}");
     }
     // Some actions have been tried (and failed: nothing listens yet)...
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while daemon.metric("converge_actions_total{plugin=\"webhook-out\",outcome=\"Retried\"}").await < 1.0 {
+    while daemon
+        .metric("converge_actions_total{plugin=\"webhook-out\",outcome=\"Retried\"}")
+        .await
+        < 1.0
+    {
         assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -87,7 +105,9 @@ async fn nothing_acknowledged_is_lost_across_kill_9() {
     }
     // Every event is in the journal exactly once, with its action done.
     for i in [0, 199, 399] {
-        let trail = daemon.wait_for_trail(&format!("r-{i}"), actions_settled).await;
+        let trail = daemon
+            .wait_for_trail(&format!("r-{i}"), actions_settled)
+            .await;
         assert_eq!(trail["decisions"].as_array().unwrap().len(), 1, "{trail}");
         assert_eq!(trail["decisions"][0]["actions"][0]["status"], "done");
     }
@@ -106,7 +126,11 @@ async fn sigterm_stops_cleanly_and_pending_work_resumes() {
     let ws = workspace(sink_addr);
     let daemon = ws.start();
     let (status, _) = daemon
-        .post("/hooks/test", "application/cloudevents-batch+json", batch(0, 50))
+        .post(
+            "/hooks/test",
+            "application/cloudevents-batch+json",
+            batch(0, 50),
+        )
         .await;
     assert_eq!(status, 202);
     let status = daemon.terminate();

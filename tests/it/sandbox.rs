@@ -40,9 +40,18 @@ config = {{ url = "{hook}" }}
 "#,
         hook = sink.url("/hook")
     );
-    let ws = Workspace::new(&[("misbehave", RULE)], &format!("{}{routes}", plugins_toml(&sink)));
+    let ws = Workspace::new(
+        &[("misbehave", RULE)],
+        &format!("{}{routes}", plugins_toml(&sink)),
+    );
     let daemon = ws.start();
-    assert_eq!(daemon.send_event(&event("m-1", "misbehave", "task/T-1", json!({}))).await.0, 202);
+    assert_eq!(
+        daemon
+            .send_event(&event("m-1", "misbehave", "task/T-1", json!({})))
+            .await
+            .0,
+        202
+    );
     let trail = daemon.wait_for_trail("m-1", actions_settled).await;
 
     let mut outcomes = Vec::new();
@@ -57,7 +66,12 @@ config = {{ url = "{hook}" }}
     }
     outcomes.sort();
     assert_eq!(outcomes.len(), 4, "{outcomes:#?}");
-    let find = |route: &str| outcomes.iter().find(|o| o.0 == route).unwrap_or_else(|| panic!("{route}: {outcomes:#?}"));
+    let find = |route: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.0 == route)
+            .unwrap_or_else(|| panic!("{route}: {outcomes:#?}"))
+    };
     let (_, status, detail) = find("escalate-to-misbehaving");
     assert_eq!(status, "failed");
     assert!(detail.contains("trap"), "{detail}");
@@ -72,8 +86,15 @@ config = {{ url = "{hook}" }}
 
     // Still serving, and still acting.
     assert_eq!(daemon.get("/healthz").await.0, 200);
-    daemon.send_event(&event("m-2", "misbehave", "task/T-2", json!({}))).await;
+    daemon
+        .send_event(&event("m-2", "misbehave", "task/T-2", json!({})))
+        .await;
     daemon.wait_for_trail("m-2", actions_settled).await;
     assert_eq!(sink.wait_for(2).await.len(), 2);
-    assert_eq!(daemon.metric("converge_actions_total{plugin=\"misbehaving\",outcome=\"Failed\"}").await, 6.0);
+    assert_eq!(
+        daemon
+            .metric("converge_actions_total{plugin=\"misbehaving\",outcome=\"Failed\"}")
+            .await,
+        6.0
+    );
 }

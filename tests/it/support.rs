@@ -16,13 +16,22 @@ use axum::response::IntoResponse;
 use serde_json::Value;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { repo_root().join(p) })
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                repo_root().join(p)
+            }
+        })
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
@@ -34,13 +43,25 @@ pub fn plugin_dir() -> &'static Path {
         let status = Command::new(cargo)
             .current_dir(repo_root())
             .args([
-                "build", "--release", "--target", "wasm32-wasip2", "-p", "webhook-out", "-p", "slack",
-                "-p", "misbehaving",
+                "build",
+                "--profile",
+                "wasm",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "webhook-out",
+                "-p",
+                "slack",
+                "-p",
+                "misbehaving",
             ])
             .status()
             .expect("running cargo to build the plugins");
-        assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed?)");
-        target_dir().join("wasm32-wasip2/release")
+        assert!(
+            status.success(),
+            "building the plugins failed (is the wasm32-wasip2 target installed?)"
+        );
+        target_dir().join("wasm32-wasip2/wasm")
     })
 }
 
@@ -90,7 +111,11 @@ files = [{files}]
 {dispatch}
 {extra}
 "#,
-            dispatch = if extra.contains("[dispatch]") { "" } else { DEFAULT_DISPATCH },
+            dispatch = if extra.contains("[dispatch]") {
+                ""
+            } else {
+                DEFAULT_DISPATCH
+            },
             cache = plugin_cache_dir().display().to_string(),
             files = files.join(", "),
         );
@@ -200,7 +225,10 @@ impl Daemon {
                 let _ = child.kill();
                 let _ = child.wait();
                 std::thread::sleep(Duration::from_millis(100));
-                panic!("converge did not start; its log:\n{}", stderr.lock().unwrap());
+                panic!(
+                    "converge did not start; its log:\n{}",
+                    stderr.lock().unwrap()
+                );
             }
         }
     }
@@ -224,12 +252,21 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "converge did not stop on SIGTERM:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "converge did not stop on SIGTERM:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<String>) -> (u16, Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<String>,
+    ) -> (u16, Value) {
         let response = client()
             .post(format!("{}{path}", self.url))
             .header("content-type", content_type)
@@ -239,15 +276,27 @@ impl Daemon {
             .unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn send_event(&self, event: &Value) -> (u16, Value) {
-        self.post("/hooks/test", "application/cloudevents+json", event.to_string()).await
+        self.post(
+            "/hooks/test",
+            "application/cloudevents+json",
+            event.to_string(),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let response = client().get(format!("{}{path}", self.url)).send().await.unwrap();
+        let response = client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
@@ -265,14 +314,20 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the trail of {id} never completed; last: {last:#}\nlog:\n{}", self.log());
+        panic!(
+            "the trail of {id} never completed; last: {last:#}\nlog:\n{}",
+            self.log()
+        );
     }
 
     /// The value of a metric line, e.g. `converge_events_accepted_total`.
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, text) = self.get("/metrics").await;
         text.lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .map(|v| v.trim().parse().unwrap())
             .unwrap_or(0.0)
     }
@@ -343,8 +398,17 @@ impl Sink {
                     headers,
                     body,
                 });
-                let status = state.script.lock().unwrap().pop_front().unwrap_or(StatusCode::OK);
-                (status, axum::Json(serde_json::json!({"ok": true, "ts": "1700000000.000100"}))).into_response()
+                let status = state
+                    .script
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or(StatusCode::OK);
+                (
+                    status,
+                    axum::Json(serde_json::json!({"ok": true, "ts": "1700000000.000100"})),
+                )
+                    .into_response()
             }
         });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -385,7 +449,11 @@ impl Sink {
             if received.len() >= n {
                 return received;
             }
-            assert!(Instant::now() < deadline, "the sink got {} of {n} requests", received.len());
+            assert!(
+                Instant::now() < deadline,
+                "the sink got {} of {n} requests",
+                received.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

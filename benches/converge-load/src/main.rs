@@ -60,14 +60,25 @@ struct Timings {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
-    let converge = args.converge.clone().unwrap_or_else(|| root.join("target/release/converge"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()?;
+    let converge = args
+        .converge
+        .clone()
+        .unwrap_or_else(|| root.join("target/release/converge"));
     if !converge.is_file() {
-        bail!("{} not found: build it with `cargo build --release -p converge`", converge.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p converge`",
+            converge.display()
+        );
     }
-    let plugin = root.join("target/wasm32-wasip2/release/webhook_out.wasm");
+    let plugin = root.join("target/wasm32-wasip2/wasm/webhook_out.wasm");
     if !plugin.is_file() {
-        bail!("{} not found: build it with `cargo build --release --target wasm32-wasip2 -p webhook-out`", plugin.display());
+        bail!(
+            "{} not found: build it with `cargo build --profile wasm --target wasm32-wasip2 -p webhook-out`",
+            plugin.display()
+        );
     }
 
     let timings = Arc::new(Mutex::new(Timings::default()));
@@ -94,7 +105,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, url, next, timings) = (client.clone(), url.clone(), next.clone(), timings.clone());
+        let (client, url, next, timings) =
+            (client.clone(), url.clone(), next.clone(), timings.clone());
         let (batch, events, rate) = (args.batch, args.events, args.rate);
         workers.push(tokio::spawn(async move {
             let mut ack_latencies = Vec::new();
@@ -107,7 +119,9 @@ async fn main() -> anyhow::Result<()> {
                     let due = started + Duration::from_secs_f64((request * batch) as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let ids: Vec<u64> = (request * batch..((request + 1) * batch).min(events)).map(|i| i as u64).collect();
+                let ids: Vec<u64> = (request * batch..((request + 1) * batch).min(events))
+                    .map(|i| i as u64)
+                    .collect();
                 let (content_type, body) = body(&ids);
                 let sent = Instant::now();
                 {
@@ -123,7 +137,10 @@ async fn main() -> anyhow::Result<()> {
                 let status = response.status();
                 let answer = response.into_body().collect().await?.to_bytes();
                 if status != 202 {
-                    bail!("converge answered {status}: {}", String::from_utf8_lossy(&answer));
+                    bail!(
+                        "converge answered {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
                 }
                 ack_latencies.push(sent.elapsed());
             }
@@ -156,8 +173,18 @@ async fn main() -> anyhow::Result<()> {
     let peak_rss = daemon.peak_rss_kib();
     daemon.stop();
 
-    println!("acknowledged: {} events in {:.2}s = {:.0} events/s", args.events, ack_elapsed.as_secs_f64(), args.events as f64 / ack_elapsed.as_secs_f64());
-    println!("ack latency (per request): p50 {} p99 {} max {}", pct(&mut ack, 0.50), pct(&mut ack, 0.99), pct(&mut ack, 1.0));
+    println!(
+        "acknowledged: {} events in {:.2}s = {:.0} events/s",
+        args.events,
+        ack_elapsed.as_secs_f64(),
+        args.events as f64 / ack_elapsed.as_secs_f64()
+    );
+    println!(
+        "ack latency (per request): p50 {} p99 {} max {}",
+        pct(&mut ack, 0.50),
+        pct(&mut ack, 0.99),
+        pct(&mut ack, 1.0)
+    );
     if !args.no_actions {
         println!(
             "actions: {} of {} arrived in {:.2}s = {:.0} events/s end to end",
@@ -166,7 +193,12 @@ async fn main() -> anyhow::Result<()> {
             all_elapsed.as_secs_f64(),
             actions.len() as f64 / all_elapsed.as_secs_f64()
         );
-        println!("event-to-action latency: p50 {} p99 {} max {}", pct(&mut actions, 0.50), pct(&mut actions, 0.99), pct(&mut actions, 1.0));
+        println!(
+            "event-to-action latency: p50 {} p99 {} max {}",
+            pct(&mut actions, 0.50),
+            pct(&mut actions, 0.99),
+            pct(&mut actions, 1.0)
+        );
     }
     match peak_rss {
         Some(kib) => println!("daemon peak RSS: {:.1} MiB", kib as f64 / 1024.0),
@@ -201,7 +233,10 @@ fn body(ids: &[u64]) -> (&'static str, String) {
         ("application/cloudevents+json", event(ids[0]).to_string())
     } else {
         let events: Vec<_> = ids.iter().map(|id| event(*id)).collect();
-        ("application/cloudevents-batch+json", serde_json::Value::Array(events).to_string())
+        (
+            "application/cloudevents-batch+json",
+            serde_json::Value::Array(events).to_string(),
+        )
     }
 }
 
@@ -215,7 +250,12 @@ async fn start_sink(timings: Arc<Mutex<Timings>>) -> anyhow::Result<std::net::So
             let at = Instant::now();
             let id = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
-                .and_then(|v| v["event"]["id"].as_str().and_then(|s| s.strip_prefix("load-")).and_then(|n| n.parse::<u64>().ok()));
+                .and_then(|v| {
+                    v["event"]["id"]
+                        .as_str()
+                        .and_then(|s| s.strip_prefix("load-"))
+                        .and_then(|n| n.parse::<u64>().ok())
+                });
             if let Some(id) = id {
                 timings.lock().unwrap().acted.entry(id).or_insert(at);
             }
@@ -226,14 +266,27 @@ async fn start_sink(timings: Arc<Mutex<Timings>>) -> anyhow::Result<std::net::So
     Ok(addr)
 }
 
-fn write_config(dir: &Path, root: &Path, plugin: &Path, sink: std::net::SocketAddr, args: &Args) -> anyhow::Result<PathBuf> {
+fn write_config(
+    dir: &Path,
+    root: &Path,
+    plugin: &Path,
+    sink: std::net::SocketAddr,
+    args: &Args,
+) -> anyhow::Result<PathBuf> {
     let rules = ["required_fields", "stalled_handoff", "channel_approval"]
-        .map(|r| format!("{:?}", root.join(format!("rules/{r}.rhai")).display().to_string()))
+        .map(|r| {
+            format!(
+                "{:?}",
+                root.join(format!("rules/{r}.rhai")).display().to_string()
+            )
+        })
         .join(", ");
     let routes = if args.no_actions {
         String::new()
     } else {
-        format!("[[routes]]\ndecision = \"notify\"\nplugin = \"webhook-out\"\nconfig = {{ url = \"http://{sink}/hook\" }}\n")
+        format!(
+            "[[routes]]\ndecision = \"notify\"\nplugin = \"webhook-out\"\nconfig = {{ url = \"http://{sink}/hook\" }}\n"
+        )
     };
     let config = format!(
         r#"
@@ -260,7 +313,10 @@ allow_plain_http = true
 concurrency = 128
 "#,
         durability = args.durability,
-        cache = root.join("target/converge-load-plugin-cache").display().to_string(),
+        cache = root
+            .join("target/converge-load-plugin-cache")
+            .display()
+            .to_string(),
         plugin = plugin.display().to_string(),
     );
     let path = dir.join("converge.toml");
@@ -286,7 +342,10 @@ impl Daemon {
         let stdout = child.stdout.take().expect("piped stdout");
         for line in BufReader::new(stdout).lines() {
             if let Some(url) = line?.strip_prefix("converge: listening on ") {
-                return Ok(Daemon { child, url: url.to_string() });
+                return Ok(Daemon {
+                    child,
+                    url: url.to_string(),
+                });
             }
         }
         bail!("converge exited before listening")
@@ -302,7 +361,9 @@ impl Daemon {
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }

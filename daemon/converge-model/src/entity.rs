@@ -204,8 +204,18 @@ mod tests {
     fn subjects_that_name_entities() {
         let key = EntityKey::parse("campaign/c-42").unwrap();
         assert_eq!((key.kind.as_str(), key.id.as_str()), ("campaign", "c-42"));
-        assert_eq!(EntityKey::parse("task/JIRA-7/sub").unwrap().id, "JIRA-7/sub");
-        for bad in ["campaign", "/c-42", "campaign/", "Campaign/c", "task/a b", "9x/a"] {
+        assert_eq!(
+            EntityKey::parse("task/JIRA-7/sub").unwrap().id,
+            "JIRA-7/sub"
+        );
+        for bad in [
+            "campaign",
+            "/c-42",
+            "campaign/",
+            "Campaign/c",
+            "task/a b",
+            "9x/a",
+        ] {
             assert_eq!(EntityKey::parse(bad), None, "{bad}");
         }
     }

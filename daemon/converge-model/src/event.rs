@@ -32,7 +32,10 @@ pub enum EventError {
     #[error("a batch must be a JSON array of CloudEvents")]
     NotABatch,
     #[error("event {index} of the batch: {error}")]
-    InBatch { index: usize, error: Box<EventError> },
+    InBatch {
+        index: usize,
+        error: Box<EventError>,
+    },
 }
 
 impl Event {
@@ -76,7 +79,9 @@ impl Event {
     fn from_cloudevent(event: cloudevents::Event) -> Result<Event, EventError> {
         let id = event.id().to_string();
         if id.is_empty() {
-            return Err(EventError::Invalid("attribute `id` must not be empty".into()));
+            return Err(EventError::Invalid(
+                "attribute `id` must not be empty".into(),
+            ));
         }
         let source = event.source().to_string();
         if source.is_empty() {
@@ -86,7 +91,9 @@ impl Event {
         }
         let ty = event.ty().to_string();
         if ty.is_empty() {
-            return Err(EventError::Invalid("attribute `type` must not be empty".into()));
+            return Err(EventError::Invalid(
+                "attribute `type` must not be empty".into(),
+            ));
         }
         let data = match event.data() {
             Some(cloudevents::Data::Json(v)) => v.clone(),
@@ -171,7 +178,10 @@ mod tests {
     #[test]
     fn names_the_missing_attribute() {
         let err = event(r#"{"specversion":"1.0","source":"/x","type":"t"}"#).unwrap_err();
-        assert_eq!(err.to_string(), "not a valid CloudEvent: required attribute `id` is missing");
+        assert_eq!(
+            err.to_string(),
+            "not a valid CloudEvent: required attribute `id` is missing"
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ impl http::Host for HostState {
     }
 }
 
+/// Checks, sends, and reads the response within the limits. Every attempt
+/// counts toward the per-call request limit, denied ones included, so a
+/// plugin retrying a denied request in a loop is still bounded.
 async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpError> {
     if call.http_requests >= call.limits.max_http_requests {
         return Err(HttpError::Denied(format!(
@@ -43,11 +46,14 @@ async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpErro
     let method = prepared.method.clone();
     let host = prepared.url.host_str().unwrap_or_default().to_string();
     let max_response = call.limits.max_response_bytes;
-    let request = call
+    let mut request = call
         .http
         .request(prepared.method, prepared.url)
-        .headers(prepared.headers)
-        .body(prepared.body)
+        .headers(prepared.headers);
+    if let Some(body) = prepared.body {
+        request = request.body(body);
+    }
+    let request = request
         .build()
         .map_err(|e| HttpError::Denied(format!("invalid request: {}", error_chain(&e))))?;
 
@@ -86,7 +92,7 @@ pub(crate) struct Prepared {
     pub(crate) method: reqwest::Method,
     pub(crate) url: Url,
     pub(crate) headers: HeaderMap,
-    pub(crate) body: Vec<u8>,
+    pub(crate) body: Option<Vec<u8>>,
 }
 
 /// Checks a guest request against the grants and builds what will be sent.
@@ -106,7 +112,11 @@ pub(crate) fn prepare(
                 "plain http is not granted to this plugin; use https".into(),
             ));
         }
-        other => return Err(HttpError::Denied(format!("scheme {other:?} is not allowed"))),
+        other => {
+            return Err(HttpError::Denied(format!(
+                "scheme {other:?} is not allowed"
+            )));
+        }
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(HttpError::Denied(
@@ -126,8 +136,8 @@ pub(crate) fn prepare(
         )));
     }
 
-    let body = req.body.unwrap_or_default();
-    if body.len() > max_request_bytes {
+    let body = req.body;
+    if body.as_ref().is_some_and(|b| b.len() > max_request_bytes) {
         return Err(HttpError::TooLarge);
     }
 
@@ -205,10 +215,10 @@ pub(crate) fn host_granted(patterns: &[String], host: &str, port: u16, default_p
 /// does not parse keeps it in the host, so it matches nothing.
 fn split_host_port(pattern: &str) -> (&str, Option<u16>) {
     if pattern.starts_with('[') {
-        if let Some((host, port)) = pattern.rsplit_once("]:") {
-            if let Ok(port) = port.parse() {
-                return (&pattern[..host.len() + 1], Some(port));
-            }
+        if let Some((host, port)) = pattern.rsplit_once("]:")
+            && let Ok(port) = port.parse()
+        {
+            return (&pattern[..host.len() + 1], Some(port));
         }
         return (pattern, None);
     }
@@ -351,7 +361,11 @@ mod tests {
 
     #[test]
     fn plain_http_needs_a_grant() {
-        let message = denied(prepare(&grants(), 1024, request("http://hooks.example.com/")));
+        let message = denied(prepare(
+            &grants(),
+            1024,
+            request("http://hooks.example.com/"),
+        ));
         assert!(message.contains("plain http"), "{message}");
         let mut g = grants();
         g.allow_plain_http = true;
@@ -378,7 +392,11 @@ mod tests {
 
     #[test]
     fn userinfo_host_header_and_large_bodies_are_refused() {
-        denied(prepare(&grants(), 1024, request("https://u:p@hooks.example.com/")));
+        denied(prepare(
+            &grants(),
+            1024,
+            request("https://u:p@hooks.example.com/"),
+        ));
         let mut req = request("https://hooks.example.com/");
         req.headers.push(("Host".into(), "internal".into()));
         denied(prepare(&grants(), 1024, req));

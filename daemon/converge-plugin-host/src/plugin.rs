@@ -305,7 +305,12 @@ impl Sandbox {
         result
     }
 
-    fn classify(&self, state: &HostState, failed: Failed, stderr: &CapturedOutput) -> ActionFailure {
+    fn classify(
+        &self,
+        state: &HostState,
+        failed: Failed,
+        stderr: &CapturedOutput,
+    ) -> ActionFailure {
         if state.cpu_exhausted {
             return ActionFailure::CpuLimit;
         }

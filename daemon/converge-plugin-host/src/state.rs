@@ -188,7 +188,10 @@ impl CapturedOutput {
     /// What was captured, lossily decoded, and how many bytes were dropped.
     pub(crate) fn contents(&self) -> (String, usize) {
         let buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        (String::from_utf8_lossy(&buf.bytes).into_owned(), buf.dropped)
+        (
+            String::from_utf8_lossy(&buf.bytes).into_owned(),
+            buf.dropped,
+        )
     }
 }
 

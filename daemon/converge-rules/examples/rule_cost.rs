@@ -123,7 +123,11 @@ fn event(i: usize) -> Event {
         ),
         2 | 3 => {
             let channel = ["email", "social", "paid"][i % 3];
-            let stage = if i % 4 == 0 { "rejected" } else { "approved" };
+            let stage = if i.is_multiple_of(4) {
+                "rejected"
+            } else {
+                "approved"
+            };
             (
                 format!("campaign/c-{n}"),
                 "campaign.channel.updated",

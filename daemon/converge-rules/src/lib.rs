@@ -4,6 +4,9 @@
 //! plugins; it gets an event, the entity's state and a clock, and returns
 //! decisions and failures, which is what makes replay trustworthy.
 //!
+//! The guide for rule authors, with an example for every variable and
+//! function, is `docs/rules.md`; this header is the summary.
+//!
 //! # What a rule sees
 //!
 //! Every rule is a Rhai script run top to bottom once per event. In scope
@@ -139,7 +142,7 @@ pub struct CompileError {
 }
 
 /// One compiled rule.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Rule {
     pub name: String,
     pub path: PathBuf,
@@ -159,6 +162,16 @@ pub struct RuleSet {
     /// In the order they run.
     rules: Vec<Rule>,
     limits: RuleLimits,
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for RuleSet {

@@ -176,7 +176,6 @@ mod raw {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub path: PathBuf,
     pub server: Server,
     pub storage: Storage,
     pub rules: Rules,
@@ -293,7 +292,6 @@ impl Config {
             .unwrap_or(Path::new("."));
         let mut v = Validator::default();
         let config = Config {
-            path: path.to_path_buf(),
             server: v.server(&raw.server),
             storage: v.storage(&raw.storage, base),
             rules: v.rules(&raw.rules, base),
@@ -337,11 +335,17 @@ impl Validator {
         match humantime::parse_duration(text) {
             Ok(d) if d >= min => d,
             Ok(_) => {
-                self.error(key, format!("must be at least {}", humantime::format_duration(min)));
+                self.error(
+                    key,
+                    format!("must be at least {}", humantime::format_duration(min)),
+                );
                 min
             }
             Err(e) => {
-                self.error(key, format!("`{text}` is not a duration like \"500ms\", \"10s\" or \"2h\": {e}"));
+                self.error(
+                    key,
+                    format!("`{text}` is not a duration like \"500ms\", \"10s\" or \"2h\": {e}"),
+                );
                 min
             }
         }
@@ -349,7 +353,10 @@ impl Validator {
 
     fn count(&mut self, key: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> usize {
         if !range.contains(&value) {
-            self.error(key, format!("must be between {} and {}", range.start(), range.end()));
+            self.error(
+                key,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
         }
         usize::try_from(value).unwrap_or(usize::MAX)
     }
@@ -364,7 +371,11 @@ impl Validator {
         });
         Server {
             listen,
-            max_body_bytes: self.count("server.max_body_bytes", raw.max_body_bytes, 1024..=(64 << 20)),
+            max_body_bytes: self.count(
+                "server.max_body_bytes",
+                raw.max_body_bytes,
+                1024..=(64 << 20),
+            ),
             max_events_in_flight: self.count(
                 "server.max_events_in_flight",
                 raw.max_events_in_flight,
@@ -404,21 +415,47 @@ impl Validator {
             Some(v) => self.count(&format!("rules.limits.{key}"), v, 1..=100_000_000),
         };
         let limits = RuleLimits {
-            max_operations: raw.limits.max_operations.map_or(defaults.max_operations, |v| {
-                limit("max_operations", Some(v), 0) as u64
-            }),
-            max_call_levels: limit("max_call_levels", raw.limits.max_call_levels, defaults.max_call_levels),
-            max_expr_depth: limit("max_expr_depth", raw.limits.max_expr_depth, defaults.max_expr_depth),
-            max_string_size: limit("max_string_size", raw.limits.max_string_size, defaults.max_string_size),
-            max_array_size: limit("max_array_size", raw.limits.max_array_size, defaults.max_array_size),
-            max_map_size: limit("max_map_size", raw.limits.max_map_size, defaults.max_map_size),
+            max_operations: raw
+                .limits
+                .max_operations
+                .map_or(defaults.max_operations, |v| {
+                    limit("max_operations", Some(v), 0) as u64
+                }),
+            max_call_levels: limit(
+                "max_call_levels",
+                raw.limits.max_call_levels,
+                defaults.max_call_levels,
+            ),
+            max_expr_depth: limit(
+                "max_expr_depth",
+                raw.limits.max_expr_depth,
+                defaults.max_expr_depth,
+            ),
+            max_string_size: limit(
+                "max_string_size",
+                raw.limits.max_string_size,
+                defaults.max_string_size,
+            ),
+            max_array_size: limit(
+                "max_array_size",
+                raw.limits.max_array_size,
+                defaults.max_array_size,
+            ),
+            max_map_size: limit(
+                "max_map_size",
+                raw.limits.max_map_size,
+                defaults.max_map_size,
+            ),
             ..defaults
         };
         let mut files = Vec::new();
         for (i, file) in raw.files.iter().enumerate() {
             let path = base.join(file);
             if !path.is_file() {
-                self.error(&format!("rules.files[{i}]"), format!("`{}` is not a file", path.display()));
+                self.error(
+                    &format!("rules.files[{i}]"),
+                    format!("`{}` is not a file", path.display()),
+                );
             }
             files.push(path);
         }
@@ -438,7 +475,7 @@ impl Validator {
             self.error(
                 &format!("{key}.component"),
                 format!(
-                    "`{}` is not a file (build the plugins with `cargo build --release --target wasm32-wasip2 -p {name}`)",
+                    "`{}` is not a file (build the plugins with `cargo build --profile wasm --target wasm32-wasip2 -p {name}`)",
                     component.display()
                 ),
             );
@@ -455,7 +492,10 @@ impl Validator {
         for (cred_name, cred) in &raw.credentials {
             let cred_key = format!("{key}.credentials.{cred_name}");
             if cred.env.is_empty() {
-                self.error(&format!("{cred_key}.env"), "must name an environment variable");
+                self.error(
+                    &format!("{cred_key}.env"),
+                    "must name an environment variable",
+                );
                 continue;
             }
             match env(&cred.env) {
@@ -486,17 +526,32 @@ impl Validator {
                 self.count(&format!("{key}.limits.memory_mib"), m, 1..=4096) << 20
             }),
             cpu_time: l.cpu_time.as_deref().map_or(defaults.cpu_time, |t| {
-                self.duration(&format!("{key}.limits.cpu_time"), t, Duration::from_millis(10))
+                self.duration(
+                    &format!("{key}.limits.cpu_time"),
+                    t,
+                    Duration::from_millis(10),
+                )
             }),
             wall_time: l.wall_time.as_deref().map_or(defaults.wall_time, |t| {
-                self.duration(&format!("{key}.limits.wall_time"), t, Duration::from_millis(10))
+                self.duration(
+                    &format!("{key}.limits.wall_time"),
+                    t,
+                    Duration::from_millis(10),
+                )
             }),
             max_http_requests: l.http_requests.map_or(defaults.max_http_requests, |n| {
                 self.count(&format!("{key}.limits.http_requests"), n, 0..=1000) as u32
             }),
-            http_timeout: l.http_timeout.as_deref().map_or(defaults.http_timeout, |t| {
-                self.duration(&format!("{key}.limits.http_timeout"), t, Duration::from_millis(10))
-            }),
+            http_timeout: l
+                .http_timeout
+                .as_deref()
+                .map_or(defaults.http_timeout, |t| {
+                    self.duration(
+                        &format!("{key}.limits.http_timeout"),
+                        t,
+                        Duration::from_millis(10),
+                    )
+                }),
             max_response_bytes: l.response_bytes.map_or(defaults.max_response_bytes, |n| {
                 self.count(&format!("{key}.limits.response_bytes"), n, 1..=(256 << 20))
             }),
@@ -513,7 +568,11 @@ impl Validator {
         }
     }
 
-    fn routes(&mut self, raw: &[raw::Route], plugins: &BTreeMap<String, raw::Plugin>) -> Vec<Route> {
+    fn routes(
+        &mut self,
+        raw: &[raw::Route],
+        plugins: &BTreeMap<String, raw::Plugin>,
+    ) -> Vec<Route> {
         let mut names = std::collections::HashSet::new();
         raw.iter()
             .enumerate()
@@ -564,18 +623,32 @@ impl Validator {
     }
 
     fn dispatch(&mut self, raw: &raw::Dispatch) -> Dispatch {
-        let initial_backoff =
-            self.duration("dispatch.initial_backoff", &raw.initial_backoff, Duration::from_millis(10));
-        let max_backoff = self.duration("dispatch.max_backoff", &raw.max_backoff, Duration::from_millis(10));
+        let initial_backoff = self.duration(
+            "dispatch.initial_backoff",
+            &raw.initial_backoff,
+            Duration::from_millis(10),
+        );
+        let max_backoff = self.duration(
+            "dispatch.max_backoff",
+            &raw.max_backoff,
+            Duration::from_millis(10),
+        );
         if max_backoff < initial_backoff {
-            self.error("dispatch.max_backoff", "must not be shorter than dispatch.initial_backoff");
+            self.error(
+                "dispatch.max_backoff",
+                "must not be shorter than dispatch.initial_backoff",
+            );
         }
         Dispatch {
             concurrency: self.count("dispatch.concurrency", raw.concurrency, 1..=4096),
             max_attempts: self.count("dispatch.max_attempts", raw.max_attempts, 1..=1000) as u32,
             initial_backoff,
             max_backoff,
-            shutdown_grace: self.duration("dispatch.shutdown_grace", &raw.shutdown_grace, Duration::ZERO),
+            shutdown_grace: self.duration(
+                "dispatch.shutdown_grace",
+                &raw.shutdown_grace,
+                Duration::ZERO,
+            ),
         }
     }
 }
@@ -587,9 +660,9 @@ fn valid_host_pattern(host: &str) -> bool {
     };
     let name = name.strip_prefix("*.").unwrap_or(name);
     let name_ok = !name.is_empty()
-        && name
-            .split('.')
-            .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        && name.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
     name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
@@ -640,9 +713,9 @@ mod tests {
         let expected = [
             "server.listen: `localhost` is not an address",
             "storage.durability: `sometimes` is not one of",
-            "dispatch.initial_backoff: `soon` is not a duration",
             "routes[0].decision: `explode` is not a decision kind",
             "routes[0].plugin: no plugin `nowhere` is configured",
+            "dispatch.initial_backoff: `soon` is not a duration",
         ];
         assert_eq!(errors.len(), expected.len(), "{errors:#?}");
         for (e, prefix) in errors.iter().zip(expected) {
@@ -667,13 +740,19 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("plugins.slack.component"));
 
-        let text = text.replace("/dev/null", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+        let text = text.replace(
+            "/dev/null",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+        );
         let config = Config::parse(Path::new("Cargo.toml"), &text, &|name| {
             (name == "TEST_SLACK_TOKEN").then(|| "xoxb-1".to_string())
         })
         .unwrap();
         let cred = &config.plugins["slack"].grants.credentials["bot_token"];
-        assert_eq!((cred.header.as_str(), cred.value.as_str()), ("authorization", "Bearer xoxb-1"));
+        assert_eq!(
+            (cred.header.as_str(), cred.value.as_str()),
+            ("authorization", "Bearer xoxb-1")
+        );
         assert!(config.warnings.is_empty());
 
         let without = Config::parse(Path::new("Cargo.toml"), &text, &no_env).unwrap();

@@ -66,7 +66,10 @@ pub fn plugin_host(config: &Config) -> anyhow::Result<PluginHost> {
 }
 
 /// Loads every configured plugin; the error lists every plugin that failed.
-pub async fn load_plugins(host: &PluginHost, config: &Config) -> anyhow::Result<HashMap<String, Plugin>> {
+pub async fn load_plugins(
+    host: &PluginHost,
+    config: &Config,
+) -> anyhow::Result<HashMap<String, Plugin>> {
     let mut plugins = HashMap::new();
     let mut errors = Vec::new();
     for (name, plugin) in &config.plugins {
@@ -86,7 +89,11 @@ pub async fn load_plugins(host: &PluginHost, config: &Config) -> anyhow::Result<
     if errors.is_empty() {
         Ok(plugins)
     } else {
-        bail!("{} plugin error(s):\n  {}", errors.len(), errors.join("\n  "))
+        bail!(
+            "{} plugin error(s):\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        )
     }
 }
 
@@ -97,12 +104,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let rules = Arc::new(compile_rules(&config)?);
     tracing::info!(rules = rules.rules().len(), "rules compiled");
 
-    std::fs::create_dir_all(&config.storage.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.storage.data_dir.display()))?;
+    std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.storage.data_dir.display()
+        )
+    })?;
     let database = config.storage.database();
     let store = Store::open(&database, config.storage.durability)
         .with_context(|| format!("cannot open the database {}", database.display()))?;
-    let reader = || Store::open_reader(&database).with_context(|| format!("cannot open {}", database.display()));
+    let reader = || {
+        Store::open_reader(&database).with_context(|| format!("cannot open {}", database.display()))
+    };
     let cursor = store.processed_cursor()?;
     let head = store.journal_head()?;
 
@@ -130,7 +143,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut routes_by_kind: HashMap<String, Vec<Route>> = HashMap::new();
     for route in &config.routes {
-        routes_by_kind.entry(route.decision.clone()).or_default().push(route.clone());
+        routes_by_kind
+            .entry(route.decision.clone())
+            .or_default()
+            .push(route.clone());
     }
     let stop_processor = CancellationToken::new();
     let processor = Processor {
@@ -153,7 +169,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stop_dispatcher = CancellationToken::new();
     let dispatcher = Dispatcher {
         plugins,
-        routes: config.routes.iter().map(|r| (r.name.clone(), r.clone())).collect(),
+        routes: config
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect(),
         settings: config.dispatch.clone(),
         journal: journal.clone(),
         reader: reader()?,
@@ -225,7 +245,9 @@ async fn wait_for_writer(writer: std::thread::JoinHandle<()>) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tracing::warn!("journal writer still busy at exit; anything it had not committed is replayed at the next start");
+    tracing::warn!(
+        "journal writer still busy at exit; anything it had not committed is replayed at the next start"
+    );
 }
 
 async fn shutdown_signal() -> &'static str {
@@ -254,7 +276,11 @@ pub async fn check(config_path: &Path) -> Result<Vec<String>, Vec<String>> {
     let config = Config::load(config_path, &|name| std::env::var(name).ok())
         .map_err(|e| vec![e.to_string()])?;
     let mut errors = Vec::new();
-    let mut report = config.warnings.iter().map(|w| format!("warning: {w}")).collect::<Vec<_>>();
+    let mut report = config
+        .warnings
+        .iter()
+        .map(|w| format!("warning: {w}"))
+        .collect::<Vec<_>>();
     match compile_rules(&config) {
         Ok(rules) => report.push(format!("{} rule(s) compiled", rules.rules().len())),
         Err(e) => errors.push(format!("{e:#}")),
@@ -262,17 +288,31 @@ pub async fn check(config_path: &Path) -> Result<Vec<String>, Vec<String>> {
     match plugin_host(&config) {
         Ok(host) => match load_plugins(&host, &config).await {
             Ok(plugins) => {
-                let mut names: Vec<_> = plugins.values().map(|p| {
-                    let info = p.info();
-                    format!("{} {} (plugin API {})", info.name, info.version, info.api_version)
-                }).collect();
+                let mut names: Vec<_> = plugins
+                    .values()
+                    .map(|p| {
+                        let info = p.info();
+                        format!(
+                            "{} {} (plugin API {})",
+                            info.name, info.version, info.api_version
+                        )
+                    })
+                    .collect();
                 names.sort();
-                report.push(format!("{} plugin(s) loaded: {}", names.len(), names.join(", ")));
+                report.push(format!(
+                    "{} plugin(s) loaded: {}",
+                    names.len(),
+                    names.join(", ")
+                ));
             }
             Err(e) => errors.push(format!("{e:#}")),
         },
         Err(e) => errors.push(format!("{e:#}")),
     }
     report.push(format!("{} route(s)", config.routes.len()));
-    if errors.is_empty() { Ok(report) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(report)
+    } else {
+        Err(errors)
+    }
 }

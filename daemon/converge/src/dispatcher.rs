@@ -64,7 +64,7 @@ impl Dispatcher {
             routes,
             settings,
             journal,
-            mut reader,
+            reader,
             metrics,
             overflow,
         } = self;
@@ -115,7 +115,13 @@ impl Dispatcher {
         }
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            let left: Vec<i64> = shared.in_flight.lock().expect("in-flight set").iter().copied().collect();
+            let left: Vec<i64> = shared
+                .in_flight
+                .lock()
+                .expect("in-flight set")
+                .iter()
+                .copied()
+                .collect();
             tracing::warn!(
                 actions = ?left,
                 "shutdown grace elapsed with actions still running; they stay pending and run again at the next start"
@@ -126,8 +132,18 @@ impl Dispatcher {
     }
 }
 
-fn spawn_action(shared: &Arc<Shared>, tracker: &TaskTracker, action: PendingAction, acked_at: Option<Instant>) {
-    if !shared.in_flight.lock().expect("in-flight set").insert(action.id) {
+fn spawn_action(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    action: PendingAction,
+    acked_at: Option<Instant>,
+) {
+    if !shared
+        .in_flight
+        .lock()
+        .expect("in-flight set")
+        .insert(action.id)
+    {
         return;
     }
     let span = tracing::info_span!("action", action_id = action.id, plugin = %action.plugin, route = %action.route);
@@ -161,14 +177,25 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
         drop(permit);
         let took = started.elapsed();
         if let Some(at) = acked_at.take() {
-            shared.metrics.event_to_action_latency.observe(at.elapsed().as_secs_f64());
+            shared
+                .metrics
+                .event_to_action_latency
+                .observe(at.elapsed().as_secs_f64());
         }
         let finished_at_ms = chrono::Utc::now().timestamp_millis();
         let (kind, detail, retry_in) = match result {
             Ok(done) => {
-                shared.metrics.action_attempt(&action.plugin, ActionOutcomeLabel::Ok, took);
+                shared
+                    .metrics
+                    .action_attempt(&action.plugin, ActionOutcomeLabel::Ok, took);
                 tracing::info!(summary = %done.summary, attempts, "action done");
-                (OutcomeKind::Done { external_id: done.external_id }, done.summary, None)
+                (
+                    OutcomeKind::Done {
+                        external_id: done.external_id,
+                    },
+                    done.summary,
+                    None,
+                )
             }
             Err(failure) => {
                 let detail = failure.to_string();
@@ -176,13 +203,28 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
                     .then(|| retry_delay(&shared.settings, attempts, &failure));
                 match retry_in {
                     Some(delay) => {
-                        shared.metrics.action_attempt(&action.plugin, ActionOutcomeLabel::Retried, took);
+                        shared.metrics.action_attempt(
+                            &action.plugin,
+                            ActionOutcomeLabel::Retried,
+                            took,
+                        );
                         tracing::warn!(error = %detail, attempts, retry_in = ?delay, "action failed; will retry");
-                        let next = finished_at_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                        (OutcomeKind::Retry { next_attempt_at_ms: next }, detail, Some(delay))
+                        let next =
+                            finished_at_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                        (
+                            OutcomeKind::Retry {
+                                next_attempt_at_ms: next,
+                            },
+                            detail,
+                            Some(delay),
+                        )
                     }
                     None => {
-                        shared.metrics.action_attempt(&action.plugin, ActionOutcomeLabel::Failed, took);
+                        shared.metrics.action_attempt(
+                            &action.plugin,
+                            ActionOutcomeLabel::Failed,
+                            took,
+                        );
                         tracing::error!(error = %detail, attempts, "action failed");
                         (OutcomeKind::Failed, detail, None)
                     }
@@ -207,7 +249,10 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
     }
 }
 
-async fn attempt(shared: &Shared, action: &PendingAction) -> Result<converge_plugin_host::ActionDone, ActionFailure> {
+async fn attempt(
+    shared: &Shared,
+    action: &PendingAction,
+) -> Result<converge_plugin_host::ActionDone, ActionFailure> {
     let route = shared.routes.get(&action.route).ok_or_else(|| {
         ActionFailure::Permanent(format!("route `{}` is no longer configured", action.route))
     })?;
@@ -244,7 +289,9 @@ fn retry_delay(settings: &Dispatch, attempts: u32, failure: &ActionFailure) -> D
         .nth(attempts.saturating_sub(1) as usize)
         .unwrap_or(settings.max_backoff);
     match failure {
-        ActionFailure::RateLimited(Some(hint)) => backoff.max(*hint).min(settings.max_backoff.max(*hint)),
+        ActionFailure::RateLimited(Some(hint)) => {
+            backoff.max(*hint).min(settings.max_backoff.max(*hint))
+        }
         _ => backoff,
     }
 }

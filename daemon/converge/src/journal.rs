@@ -224,13 +224,19 @@ impl Writer {
                 Request::Processed(processed) => batch
                     .processed
                     .extend(processed.iter().map(|p| p.result.clone())),
-                Request::Outcomes { outcomes, .. } => batch.outcomes.extend(outcomes.iter().cloned()),
+                Request::Outcomes { outcomes, .. } => {
+                    batch.outcomes.extend(outcomes.iter().cloned())
+                }
             }
         }
         let started = Instant::now();
         let result = self.store.write(&batch);
-        self.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
-        self.metrics.commit_batch_size.observe(requests.len() as f64);
+        self.metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .commit_batch_size
+            .observe(requests.len() as f64);
 
         let written = match result {
             Ok(written) => written,
@@ -283,7 +289,9 @@ impl Writer {
                                     permit: permit.split(1),
                                 });
                             }
-                            Appended::Duplicate { .. } => self.metrics.events_duplicate.inc(),
+                            Appended::Duplicate { .. } => {
+                                self.metrics.events_duplicate.inc();
+                            }
                         }
                     }
                     let _ = reply.send(Ok(outcomes));
@@ -312,7 +320,9 @@ impl Writer {
                 .try_send(QueuedAction { action, acked_at })
                 .is_err()
             {
-                self.downstream.dispatcher_overflow.store(true, Ordering::Release);
+                self.downstream
+                    .dispatcher_overflow
+                    .store(true, Ordering::Release);
             }
         }
     }

@@ -19,7 +19,11 @@ use converge_store::Store;
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "converge", version, about = "Automation rules daemon for marketing operations")]
+#[command(
+    name = "converge",
+    version,
+    about = "Automation rules daemon for marketing operations"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,7 +75,10 @@ impl From<Exit> for ExitCode {
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -135,7 +142,10 @@ fn explain(event_id: &str, config_path: &std::path::Path) -> ExitCode {
     let trails = Store::open_reader(&database).and_then(|store| store.find_event_trail(event_id));
     match trails {
         Ok(trails) if trails.is_empty() => {
-            eprintln!("error: no event with id `{event_id}` in {}", database.display());
+            eprintln!(
+                "error: no event with id `{event_id}` in {}",
+                database.display()
+            );
             Exit::Failure.into()
         }
         Ok(trails) => {

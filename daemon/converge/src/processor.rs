@@ -76,9 +76,13 @@ impl Processor {
                 }
             }
             self.metrics.set_queue_depth("processor", rx.len());
-            let processed: Result<Vec<_>, _> = batch.drain(..).map(|item| self.process(item)).collect();
+            let processed: Result<Vec<_>, _> =
+                batch.drain(..).map(|item| self.process(item)).collect();
             let sent = match processed {
-                Ok(processed) => self.journal.processed_blocking(processed).map_err(|e| e.to_string()),
+                Ok(processed) => self
+                    .journal
+                    .processed_blocking(processed)
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
             if let Err(e) = sent {
@@ -90,11 +94,20 @@ impl Processor {
         tracing::debug!("processor stopped");
     }
 
-    fn catch_up(&mut self, mut after: i64, head: i64, stop: &CancellationToken) -> Result<(), String> {
+    fn catch_up(
+        &mut self,
+        mut after: i64,
+        head: i64,
+        stop: &CancellationToken,
+    ) -> Result<(), String> {
         if after >= head {
             return Ok(());
         }
-        tracing::info!(from = after + 1, to = head, "processing events journaled before this start");
+        tracing::info!(
+            from = after + 1,
+            to = head,
+            "processing events journaled before this start"
+        );
         while after < head && !stop.is_cancelled() {
             let page = self
                 .reader
@@ -111,7 +124,9 @@ impl Processor {
                         acked_at: None,
                         permit: None,
                     })?),
-                    Err(e) => tracing::error!(seq = journaled.seq, error = %e, "journaled event no longer parses; skipped"),
+                    Err(e) => {
+                        tracing::error!(seq = journaled.seq, error = %e, "journaled event no longer parses; skipped")
+                    }
                 }
             }
             if processed.is_empty() {
@@ -129,7 +144,9 @@ impl Processor {
         let span = tracing::info_span!("process", event_id = %event.id, seq = item.seq);
         let _enter = span.enter();
         let now = Utc::now();
-        let at = event.time.unwrap_or_else(|| millis_to_time(item.received_at_ms));
+        let at = event
+            .time
+            .unwrap_or_else(|| millis_to_time(item.received_at_ms));
 
         let mut entity = match event.entity_key() {
             Some(key) => Some(self.entity(key, at)?),
@@ -141,8 +158,7 @@ impl Processor {
         let evaluation = self.rules.evaluate(event, entity.as_mut(), now);
 
         let entity_json = serde_json::to_value(&entity).unwrap_or_default();
-        let event_json: serde_json::Value =
-            serde_json::from_str(&event.json).unwrap_or_default();
+        let event_json: serde_json::Value = serde_json::from_str(&event.json).unwrap_or_default();
         let decisions = evaluation
             .decisions
             .into_iter()
@@ -150,7 +166,9 @@ impl Processor {
                 let kind = decision.kind.name();
                 self.metrics
                     .decisions
-                    .get_or_create(&crate::telemetry::KindLabel { kind: kind.to_string() })
+                    .get_or_create(&crate::telemetry::KindLabel {
+                        kind: kind.to_string(),
+                    })
                     .inc();
                 tracing::info!(rule = %decision.rule, kind, "decision");
                 let payload = json!({
@@ -219,6 +237,7 @@ impl Processor {
 }
 
 fn millis_to_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_else(Utc::now)
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_else(Utc::now)
 }
-

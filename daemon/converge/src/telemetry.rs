@@ -96,18 +96,46 @@ impl Metrics {
             journal_events: Gauge::default(),
             storage_errors: Counter::default(),
         };
-        registry.register("events_accepted", "Events journaled and acknowledged", m.events_accepted.clone());
+        registry.register(
+            "events_accepted",
+            "Events journaled and acknowledged",
+            m.events_accepted.clone(),
+        );
         registry.register(
             "events_duplicate",
             "Events acknowledged without journaling because their (source, id) was seen before",
             m.events_duplicate.clone(),
         );
-        registry.register("events_rejected", "Requests or events refused at intake, by reason", m.events_rejected.clone());
-        registry.register("events_processed", "Journaled events run through the rules", m.events_processed.clone());
-        registry.register("decisions", "Decisions recorded, by kind", m.decisions.clone());
-        registry.register("rule_failures", "Rule evaluations that failed at run time", m.rule_failures.clone());
-        registry.register("actions", "Plugin action attempts, by plugin and outcome", m.actions.clone());
-        registry.register("queue_depth", "Items waiting in each internal queue", m.queue_depth.clone());
+        registry.register(
+            "events_rejected",
+            "Requests or events refused at intake, by reason",
+            m.events_rejected.clone(),
+        );
+        registry.register(
+            "events_processed",
+            "Journaled events run through the rules",
+            m.events_processed.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Decisions recorded, by kind",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "rule_failures",
+            "Rule evaluations that failed at run time",
+            m.rule_failures.clone(),
+        );
+        registry.register(
+            "actions",
+            "Plugin action attempts, by plugin and outcome",
+            m.actions.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Items waiting in each internal queue",
+            m.queue_depth.clone(),
+        );
         registry.register(
             "ack_latency_seconds",
             "From a request's arrival to its acknowledgement (journal commit included)",
@@ -118,11 +146,31 @@ impl Metrics {
             "From an event's acknowledgement to the end of the first attempt of an action it caused",
             m.event_to_action_latency.clone(),
         );
-        registry.register("action_duration_seconds", "Time one plugin action attempt took", m.action_duration.clone());
-        registry.register("commit_duration_seconds", "Time one group commit took, fsync included", m.commit_duration.clone());
-        registry.register("commit_batch_size", "Requests gathered into one group commit", m.commit_batch_size.clone());
-        registry.register("journal_events", "Events in the journal", m.journal_events.clone());
-        registry.register("storage_errors", "Failed storage writes", m.storage_errors.clone());
+        registry.register(
+            "action_duration_seconds",
+            "Time one plugin action attempt took",
+            m.action_duration.clone(),
+        );
+        registry.register(
+            "commit_duration_seconds",
+            "Time one group commit took, fsync included",
+            m.commit_duration.clone(),
+        );
+        registry.register(
+            "commit_batch_size",
+            "Requests gathered into one group commit",
+            m.commit_batch_size.clone(),
+        );
+        registry.register(
+            "journal_events",
+            "Events in the journal",
+            m.journal_events.clone(),
+        );
+        registry.register(
+            "storage_errors",
+            "Failed storage writes",
+            m.storage_errors.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             ..m
@@ -139,7 +187,9 @@ impl Metrics {
 
     pub fn rejected(&self, reason: RejectReason, detail: &str) {
         tracing::debug!(?reason, detail, "event rejected");
-        self.events_rejected.get_or_create(&ReasonLabel { reason }).inc();
+        self.events_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn set_queue_depth(&self, queue: &'static str, depth: usize) {

@@ -63,7 +63,10 @@ impl ApiError {
         let message = message.into();
         metrics.rejected(reason, &message);
         let (status, code) = match reason {
-            RejectReason::ContentType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_content_type"),
+            RejectReason::ContentType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_type",
+            ),
             RejectReason::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             RejectReason::MalformedJson => (StatusCode::BAD_REQUEST, "malformed_json"),
             RejectReason::InvalidEvent => (StatusCode::BAD_REQUEST, "invalid_event"),
@@ -112,7 +115,9 @@ async fn intake(
     let metrics = &state.metrics;
     if hook.is_empty()
         || hook.len() > 64
-        || !hook.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !hook
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(ApiError::rejected(
             RejectReason::BadSource,
@@ -150,24 +155,36 @@ async fn intake(
         return Ok((StatusCode::OK, Json(json!({"events": []}))).into_response());
     }
     let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
-    let permit = tokio::time::timeout(BACKPRESSURE_WAIT, state.in_flight.clone().acquire_many_owned(count))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            ApiError::rejected(
-                RejectReason::Unavailable,
-                metrics,
-                "too many events are waiting for the rules; try again shortly",
-            )
-        })?;
-    let ids: Vec<(String, String)> = events.iter().map(|e| (e.source.clone(), e.id.clone())).collect();
+    let permit = tokio::time::timeout(
+        BACKPRESSURE_WAIT,
+        state.in_flight.clone().acquire_many_owned(count),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .ok_or_else(|| {
+        ApiError::rejected(
+            RejectReason::Unavailable,
+            metrics,
+            "too many events are waiting for the rules; try again shortly",
+        )
+    })?;
+    let ids: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.source.clone(), e.id.clone()))
+        .collect();
     let received_at_ms = chrono::Utc::now().timestamp_millis();
     let appended = state
         .journal
         .append(events, received_at_ms, permit)
         .await
-        .map_err(|e| ApiError::rejected(RejectReason::Unavailable, metrics, format!("not journaled: {e}")))?;
+        .map_err(|e| {
+            ApiError::rejected(
+                RejectReason::Unavailable,
+                metrics,
+                format!("not journaled: {e}"),
+            )
+        })?;
     metrics.ack_latency.observe(arrived.elapsed().as_secs_f64());
     let results: Vec<_> = ids
         .into_iter()
@@ -185,9 +202,14 @@ async fn intake(
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    state.metrics.set_queue_depth("journal", state.journal.queue_depth());
+    state
+        .metrics
+        .set_queue_depth("journal", state.journal.queue_depth());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         Body::from(state.metrics.render()),
     )
         .into_response()
@@ -195,14 +217,26 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// `GET /v1/events/{id}`: what converge did with an event: its decisions, their
 /// actions and outcomes, and the rules that failed on it.
-async fn event_trail(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn event_trail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let reader = state.reader.clone();
-    let trails = tokio::task::spawn_blocking(move || reader.lock().expect("reader").find_event_trail(&id))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
+    let trails =
+        tokio::task::spawn_blocking(move || reader.lock().expect("reader").find_event_trail(&id))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+            })?;
     if trails.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "event_not_found", "no event with this id was journaled"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "event_not_found",
+            "no event with this id was journaled",
+        ));
     }
     Ok(Json(json!({"events": trails})).into_response())
 }

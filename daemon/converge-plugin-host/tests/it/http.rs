@@ -9,7 +9,11 @@ use crate::support::{Sink, action, credential, grants_for, host, load, spec};
 async fn webhook_out_posts_the_action_with_its_idempotency_key() {
     let sink = Sink::start().await;
     let host = host();
-    let plugin = load(&host, spec("webhook_out", grants_for(&sink), PluginLimits::default())).await;
+    let plugin = load(
+        &host,
+        spec("webhook_out", grants_for(&sink), PluginLimits::default()),
+    )
+    .await;
     assert_eq!(plugin.info().name, "webhook-out");
     assert!(plugin.info().api_version.starts_with("0.1"));
 
@@ -84,7 +88,11 @@ async fn slack_invalid_auth_is_unauthorized() {
 async fn a_credential_not_granted_is_denied_before_sending() {
     let sink = Sink::start().await;
     let host = host();
-    let plugin = load(&host, spec("slack", grants_for(&sink), PluginLimits::default())).await;
+    let plugin = load(
+        &host,
+        spec("slack", grants_for(&sink), PluginLimits::default()),
+    )
+    .await;
 
     let config = json!({"channel": "#mops", "base_url": sink.url("/api")}).to_string();
     let failure = plugin.execute(action("act-4"), &config).await.unwrap_err();
@@ -131,7 +139,11 @@ async fn plain_http_is_refused_unless_allowed() {
     );
     assert!(sink.seen().is_empty());
 
-    let plugin = load(&host, spec("webhook_out", grants_for(&sink), PluginLimits::default())).await;
+    let plugin = load(
+        &host,
+        spec("webhook_out", grants_for(&sink), PluginLimits::default()),
+    )
+    .await;
     plugin.execute(action("act-6"), &config).await.unwrap();
     assert_eq!(sink.seen().len(), 1);
 }

@@ -45,7 +45,11 @@ async fn an_endless_loop_hits_the_cpu_limit() {
     let started = Instant::now();
     let failure = run(&plugin, json!({"mode": "loop"})).await.unwrap_err();
     assert_eq!(failure, ActionFailure::CpuLimit);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     still_works(&plugin).await;
 }
 
@@ -70,12 +74,19 @@ async fn a_server_that_never_answers_hits_the_wall_time_limit() {
     };
     let plugin = misbehaving(grants_for(&sink), limits).await;
     let started = Instant::now();
-    let failure = run(&plugin, json!({"mode": "slow_http", "url": sink.url("/never")}))
-        .await
-        .unwrap_err();
+    let failure = run(
+        &plugin,
+        json!({"mode": "slow_http", "url": sink.url("/never")}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(failure, ActionFailure::Timeout(Duration::from_millis(500)));
     assert!(failure.retryable());
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(sink.seen().len(), 1);
     still_works(&plugin).await;
 }
@@ -88,9 +99,12 @@ async fn the_http_timeout_is_reported_to_the_plugin() {
         ..PluginLimits::default()
     };
     let plugin = misbehaving(grants_for(&sink), limits).await;
-    let failure = run(&plugin, json!({"mode": "slow_http", "url": sink.url("/never")}))
-        .await
-        .unwrap_err();
+    let failure = run(
+        &plugin,
+        json!({"mode": "slow_http", "url": sink.url("/never")}),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&failure, ActionFailure::Transient(m) if m.contains("timed out")),
         "{failure:?}"

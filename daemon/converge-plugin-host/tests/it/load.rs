@@ -55,7 +55,11 @@ async fn a_component_without_the_action_export_is_refused() {
     // The empty component: preamble only, no imports, no exports.
     let path = dir.path().join("empty-component.wasm");
     std::fs::write(&path, b"\0asm\x0d\0\x01\0").unwrap();
-    let error = host().load(spec_for(&path)).await.err().expect("load fails");
+    let error = host()
+        .load(spec_for(&path))
+        .await
+        .err()
+        .expect("load fails");
     assert!(matches!(error, LoadError::Incompatible { .. }), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("empty-component.wasm"), "{message}");
@@ -72,7 +76,12 @@ async fn precompiled_artifacts_are_reused_and_rebuilt_when_unusable() {
     let shared: Vec<_> = std::fs::read_dir(crate::support::cache_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&digest))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&digest)
+        })
         .collect();
     assert_eq!(shared.len(), 1, "{shared:?}");
     let cache = tempfile::tempdir().unwrap();
@@ -95,7 +104,10 @@ async fn precompiled_artifacts_are_reused_and_rebuilt_when_unusable() {
     std::fs::write(&artifact, b"corrupted").unwrap();
     let plugin = host.load(plugin_spec()).await.unwrap();
     assert_eq!(plugin.info().name, "misbehaving");
-    assert!(std::fs::metadata(&artifact).unwrap().len() > 1000, "rewritten");
+    assert!(
+        std::fs::metadata(&artifact).unwrap().len() > 1000,
+        "rewritten"
+    );
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
 }
 

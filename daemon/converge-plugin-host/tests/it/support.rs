@@ -12,8 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use converge_plugin_host::{
-    ActionInput, Credential, Grants, Plugin, PluginHost, PluginHostConfig, PluginLimits,
-    PluginSpec,
+    ActionInput, Credential, Grants, Plugin, PluginHost, PluginHostConfig, PluginLimits, PluginSpec,
 };
 
 /// The workspace root (this crate lives in `daemon/converge-plugin-host`).
@@ -191,12 +190,7 @@ async fn record(
             } else {
                 r#"{"ok":false,"error":"invalid_auth"}"#
             };
-            (
-                StatusCode::OK,
-                [("content-type", "application/json")],
-                body,
-            )
-                .into_response()
+            (StatusCode::OK, [("content-type", "application/json")], body).into_response()
         }
         _ => (StatusCode::OK, "ok").into_response(),
     }
