@@ -66,8 +66,19 @@ mod tests {
                    "to": "review_owner", "reason": "no progress for 48h", "level": 2})
         );
         assert_eq!(serde_json::from_value::<Decision>(v).unwrap(), d);
-        for name in DecisionKind::NAMES {
-            assert!(!name.is_empty());
+    }
+
+    #[test]
+    fn names_list_every_kind_as_serialized() {
+        let kinds = [
+            DecisionKind::Escalate { to: "a".into(), reason: "b".into(), level: 1 },
+            DecisionKind::Notify { to: "a".into(), message: "b".into() },
+            DecisionKind::SetField { field: "a".into(), value: json!(1) },
+        ];
+        let names: Vec<&str> = kinds.iter().map(DecisionKind::name).collect();
+        assert_eq!(names, DecisionKind::NAMES);
+        for kind in &kinds {
+            assert_eq!(serde_json::to_value(kind).unwrap()["kind"], kind.name());
         }
     }
 }

@@ -21,8 +21,8 @@ use crate::state::{CallContext, CapturedOutput, HostState, Limiter};
 const CAPTURE_BYTES: usize = 64 * 1024;
 /// Bytes of stderr quoted in a trap message (a Rust panic message lands there).
 const TRAP_STDERR_BYTES: usize = 1024;
-/// Backtrace lines quoted in a trap message.
-const TRAP_BACKTRACE_LINES: usize = 8;
+/// Backtrace frames quoted in a trap message.
+const TRAP_BACKTRACE_FRAMES: usize = 4;
 
 /// A loaded, checked plugin. Cheap to clone; calls may run concurrently,
 /// each in its own instance.
@@ -324,39 +324,117 @@ impl Sandbox {
     }
 }
 
-/// One paragraph saying why the guest stopped: the trap, the innermost wasm
-/// frames, and the end of stderr (where a Rust panic message is printed).
+/// One line saying why the guest stopped: the panic message (a Rust guest
+/// prints it to stderr before aborting), the trap, and the innermost frames
+/// of the plugin's own code.
 fn trap_summary(error: &wasmtime::Error, stderr: &CapturedOutput) -> String {
-    let mut summary = if let Some(exit) = error.downcast_ref::<I32Exit>() {
+    let cause = if let Some(exit) = error.downcast_ref::<I32Exit>() {
         format!("plugin exited with status {}", exit.0)
     } else if let Some(trap) = error.downcast_ref::<Trap>() {
         trap.to_string()
     } else {
         error.root_cause().to_string()
     };
-    if let Some(backtrace) = error.downcast_ref::<WasmBacktrace>() {
-        let frames: Vec<String> = backtrace
-            .to_string()
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with("error while executing"))
-            .take(TRAP_BACKTRACE_LINES)
-            .map(String::from)
-            .collect();
-        if !frames.is_empty() {
-            summary.push_str("; wasm backtrace: ");
-            summary.push_str(&frames.join(" | "));
-        }
+    let mut summary = panic_message(stderr);
+    if summary.is_empty() {
+        summary = cause;
+    } else {
+        summary = format!("{summary} ({cause})");
     }
-    let (text, _) = stderr.contents();
-    let text = text.trim();
-    if !text.is_empty() {
-        let mut start = text.len().saturating_sub(TRAP_STDERR_BYTES);
-        while !text.is_char_boundary(start) {
-            start += 1;
+    if let Some(backtrace) = error.downcast_ref::<WasmBacktrace>() {
+        let frames = plugin_frames(backtrace);
+        if !frames.is_empty() {
+            summary.push_str(" at ");
+            summary.push_str(&frames.join(" <- "));
         }
-        summary.push_str("; stderr: ");
-        summary.push_str(&text[start..].escape_debug().to_string());
     }
     summary
+}
+
+/// The end of stderr on one line, without the standard library's hint
+/// about `RUST_BACKTRACE` (the host already reports the backtrace).
+fn panic_message(stderr: &CapturedOutput) -> String {
+    let (text, _) = stderr.contents();
+    let text: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE"))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let text = text.join(" ");
+    let mut start = text.len().saturating_sub(TRAP_STDERR_BYTES);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].chars().filter(|c| !c.is_control()).collect()
+}
+
+/// Function names of the innermost frames, skipping the standard library's
+/// panic and abort machinery, which every panicking guest shares.
+fn plugin_frames(backtrace: &WasmBacktrace) -> Vec<String> {
+    // Each line reads `  3:  0xcd19 - module.wasm!function`, possibly
+    // followed by indented `at file:line` lines, which are skipped.
+    backtrace
+        .to_string()
+        .lines()
+        .filter_map(|line| line.split_once(" - ").map(|(_, frame)| frame))
+        .map(|frame| frame.split_once('!').map_or(frame, |(_, name)| name).trim())
+        .map(without_crate_hashes)
+        .filter(|name| {
+            name != "abort"
+                && !["std::", "core::", "alloc::", "__rustc::", "<wasm function"]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+        })
+        .take(TRAP_BACKTRACE_FRAMES)
+        .collect()
+}
+
+/// `std[d123b7a1a2ed1472]::process::abort` -> `std::process::abort` and
+/// `f::hfb0c02d13bd4517b` -> `f`: symbol hashes (v0 crate disambiguators,
+/// legacy suffixes) only add noise to a message.
+fn without_crate_hashes(name: &str) -> String {
+    let name = match name.rsplit_once("::h") {
+        Some((path, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            path
+        }
+        _ => name,
+    };
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(open) = rest.find('[') {
+        let (before, after) = rest.split_at(open);
+        out.push_str(before);
+        match after[1..].find(']') {
+            Some(close) if after[1..=close].chars().all(|c| c.is_ascii_hexdigit()) => {
+                rest = &after[close + 2..];
+            }
+            _ => {
+                out.push('[');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crate_hashes_are_dropped_from_frame_names() {
+        assert_eq!(
+            without_crate_hashes("std[d123b7a1a2ed1472]::process::abort"),
+            "std::process::abort"
+        );
+        assert_eq!(
+            without_crate_hashes("<misbehaving[0ab]::Misbehaving as x[1]::Y>::execute"),
+            "<misbehaving::Misbehaving as x::Y>::execute"
+        );
+        assert_eq!(without_crate_hashes("a::b::hfb0c02d13bd4517b"), "a::b");
+        assert_eq!(without_crate_hashes("a::hello"), "a::hello");
+        assert_eq!(without_crate_hashes("f[not hex]"), "f[not hex]");
+        assert_eq!(without_crate_hashes("unclosed[ab"), "unclosed[ab");
+    }
 }

@@ -146,7 +146,13 @@ fn spawn_action(
     {
         return;
     }
-    let span = tracing::info_span!("action", action_id = action.id, plugin = %action.plugin, route = %action.route);
+    let span = tracing::info_span!(
+        "action",
+        action_id = action.id,
+        event_id = tracing::field::Empty,
+        plugin = %action.plugin,
+        route = %action.route
+    );
     let shared = shared.clone();
     tracker.spawn(
         async move {
@@ -261,6 +267,9 @@ async fn attempt(
     })?;
     let payload: Value = serde_json::from_str(&action.payload_json)
         .map_err(|e| ActionFailure::Permanent(format!("the outbox payload is not JSON: {e}")))?;
+    if let Some(event_id) = payload["event"]["id"].as_str() {
+        tracing::Span::current().record("event_id", event_id);
+    }
     let text = |key: &str| match &payload[key] {
         Value::String(s) => s.clone(),
         other => other.to_string(),

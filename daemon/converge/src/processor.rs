@@ -156,6 +156,9 @@ impl Processor {
             state.apply_event(&event.ty, &event.data, at);
         }
         let evaluation = self.rules.evaluate(event, entity.as_mut(), now);
+        for note in &evaluation.notes {
+            tracing::debug!(rule = %note.rule, "{}", note.message);
+        }
 
         let entity_json = serde_json::to_value(&entity).unwrap_or_default();
         let event_json: serde_json::Value = serde_json::from_str(&event.json).unwrap_or_default();

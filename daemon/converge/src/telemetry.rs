@@ -75,105 +75,68 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("converge");
         // 50 µs .. ~26 s, doubling: covers a group commit and a slow plugin alike.
         let latency = || Histogram::new(exponential_buckets(0.00005, 2.0, 20));
-        let m = Metrics {
-            registry: Arc::new(Registry::default()),
-            events_accepted: Counter::default(),
-            events_duplicate: Counter::default(),
-            events_rejected: Family::default(),
-            events_processed: Counter::default(),
-            decisions: Family::default(),
-            rule_failures: Counter::default(),
-            actions: Family::default(),
-            queue_depth: Family::default(),
-            ack_latency: latency(),
-            event_to_action_latency: latency(),
-            action_duration: latency(),
-            commit_duration: latency(),
-            commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
-            journal_events: Gauge::default(),
-            storage_errors: Counter::default(),
-        };
-        registry.register(
-            "events_accepted",
-            "Events journaled and acknowledged",
-            m.events_accepted.clone(),
-        );
+        let mut registry = Registry::with_prefix("converge");
+        let events_accepted = Counter::default();
+        registry.register("events_accepted", "Events journaled and acknowledged", events_accepted.clone());
+        let events_duplicate = Counter::default();
         registry.register(
             "events_duplicate",
             "Events acknowledged without journaling because their (source, id) was seen before",
-            m.events_duplicate.clone(),
+            events_duplicate.clone(),
         );
-        registry.register(
-            "events_rejected",
-            "Requests or events refused at intake, by reason",
-            m.events_rejected.clone(),
-        );
-        registry.register(
-            "events_processed",
-            "Journaled events run through the rules",
-            m.events_processed.clone(),
-        );
-        registry.register(
-            "decisions",
-            "Decisions recorded, by kind",
-            m.decisions.clone(),
-        );
-        registry.register(
-            "rule_failures",
-            "Rule evaluations that failed at run time",
-            m.rule_failures.clone(),
-        );
-        registry.register(
-            "actions",
-            "Plugin action attempts, by plugin and outcome",
-            m.actions.clone(),
-        );
-        registry.register(
-            "queue_depth",
-            "Items waiting in each internal queue",
-            m.queue_depth.clone(),
-        );
+        let events_rejected = Family::default();
+        registry.register("events_rejected", "Requests or events refused at intake, by reason", events_rejected.clone());
+        let events_processed = Counter::default();
+        registry.register("events_processed", "Journaled events run through the rules", events_processed.clone());
+        let decisions = Family::default();
+        registry.register("decisions", "Decisions recorded, by kind", decisions.clone());
+        let rule_failures = Counter::default();
+        registry.register("rule_failures", "Rule evaluations that failed at run time", rule_failures.clone());
+        let actions = Family::default();
+        registry.register("actions", "Plugin action attempts, by plugin and outcome", actions.clone());
+        let queue_depth = Family::default();
+        registry.register("queue_depth", "Items waiting in each internal queue", queue_depth.clone());
+        let ack_latency = latency();
         registry.register(
             "ack_latency_seconds",
             "From a request's arrival to its acknowledgement (journal commit included)",
-            m.ack_latency.clone(),
+            ack_latency.clone(),
         );
+        let event_to_action_latency = latency();
         registry.register(
             "event_to_action_latency_seconds",
             "From an event's acknowledgement to the end of the first attempt of an action it caused",
-            m.event_to_action_latency.clone(),
+            event_to_action_latency.clone(),
         );
-        registry.register(
-            "action_duration_seconds",
-            "Time one plugin action attempt took",
-            m.action_duration.clone(),
-        );
-        registry.register(
-            "commit_duration_seconds",
-            "Time one group commit took, fsync included",
-            m.commit_duration.clone(),
-        );
-        registry.register(
-            "commit_batch_size",
-            "Requests gathered into one group commit",
-            m.commit_batch_size.clone(),
-        );
-        registry.register(
-            "journal_events",
-            "Events in the journal",
-            m.journal_events.clone(),
-        );
-        registry.register(
-            "storage_errors",
-            "Failed storage writes",
-            m.storage_errors.clone(),
-        );
+        let action_duration = latency();
+        registry.register("action_duration_seconds", "Time one plugin action attempt took", action_duration.clone());
+        let commit_duration = latency();
+        registry.register("commit_duration_seconds", "Time one group commit took, fsync included", commit_duration.clone());
+        let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        registry.register("commit_batch_size", "Requests gathered into one group commit", commit_batch_size.clone());
+        let journal_events = Gauge::default();
+        registry.register("journal_events", "Events in the journal", journal_events.clone());
+        let storage_errors = Counter::default();
+        registry.register("storage_errors", "Failed storage writes", storage_errors.clone());
         Metrics {
             registry: Arc::new(registry),
-            ..m
+            events_accepted,
+            events_duplicate,
+            events_rejected,
+            events_processed,
+            decisions,
+            rule_failures,
+            actions,
+            queue_depth,
+            ack_latency,
+            event_to_action_latency,
+            action_duration,
+            commit_duration,
+            commit_batch_size,
+            journal_events,
+            storage_errors,
         }
     }
 

@@ -16,6 +16,7 @@ use converge_model::{Event, EventError};
 use converge_store::{Appended, Store};
 use serde_json::json;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::journal::Journal;
 use crate::telemetry::{Metrics, RejectReason};
@@ -173,10 +174,15 @@ async fn intake(
         .iter()
         .map(|e| (e.source.clone(), e.id.clone()))
         .collect();
+    let span = match ids.as_slice() {
+        [(_, id)] => tracing::info_span!("intake", hook = %hook, event_id = %id),
+        _ => tracing::info_span!("intake", hook = %hook, events = ids.len()),
+    };
     let received_at_ms = chrono::Utc::now().timestamp_millis();
     let appended = state
         .journal
         .append(events, received_at_ms, permit)
+        .instrument(span.clone())
         .await
         .map_err(|e| {
             ApiError::rejected(
@@ -194,7 +200,7 @@ async fn intake(
                 Appended::New { seq } => ("accepted", seq),
                 Appended::Duplicate { seq } => ("duplicate", seq),
             };
-            tracing::debug!(hook = %hook, event_id = %id, %source, status, seq, "event acknowledged");
+            span.in_scope(|| tracing::debug!(event_id = %id, %source, status, seq, "event acknowledged"));
             json!({"source": source, "id": id, "status": status, "seq": seq})
         })
         .collect();
