@@ -71,9 +71,19 @@ mod tests {
     #[test]
     fn names_list_every_kind_as_serialized() {
         let kinds = [
-            DecisionKind::Escalate { to: "a".into(), reason: "b".into(), level: 1 },
-            DecisionKind::Notify { to: "a".into(), message: "b".into() },
-            DecisionKind::SetField { field: "a".into(), value: json!(1) },
+            DecisionKind::Escalate {
+                to: "a".into(),
+                reason: "b".into(),
+                level: 1,
+            },
+            DecisionKind::Notify {
+                to: "a".into(),
+                message: "b".into(),
+            },
+            DecisionKind::SetField {
+                field: "a".into(),
+                value: json!(1),
+            },
         ];
         let names: Vec<&str> = kinds.iter().map(DecisionKind::name).collect();
         assert_eq!(names, DecisionKind::NAMES);

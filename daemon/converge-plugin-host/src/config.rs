@@ -19,6 +19,13 @@ pub struct PluginHostConfig {
     /// every load. Must be writable only by converge: its files are loaded as
     /// trusted native code.
     pub cache_dir: Option<PathBuf>,
+    /// Plugin instances that may exist at once, across all plugins: the size
+    /// of the instance pool. An action that finds the pool full fails with a
+    /// retryable error.
+    pub max_instances: u32,
+    /// The most linear memory any one instance may have; per-plugin limits
+    /// above it are capped to it.
+    pub max_memory_bytes: usize,
 }
 
 impl Default for PluginHostConfig {
@@ -26,6 +33,8 @@ impl Default for PluginHostConfig {
         PluginHostConfig {
             epoch_tick: Duration::from_millis(10),
             cache_dir: None,
+            max_instances: 256,
+            max_memory_bytes: 512 << 20,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::{ActionPlugin, ActionPluginPre};
 use crate::config::{PluginHostConfig, PluginSpec};
@@ -46,6 +46,21 @@ pub(crate) struct Shared {
     _ticker: EpochTicker,
 }
 
+/// The instance pool: room for `max_instances` plugin instances at once.
+fn pooling(config: &PluginHostConfig) -> InstanceAllocationStrategy {
+    let n = config.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    // A Rust `wasm32-wasip2` component holds several core instances (the
+    // program, WASI shims and fix-ups), a few tables, and one memory.
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_tables(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_stacks(n)
+        .max_memory_size(config.max_memory_bytes);
+    InstanceAllocationStrategy::Pooling(pool)
+}
+
 impl PluginHost {
     pub fn new(config: PluginHostConfig) -> anyhow::Result<PluginHost> {
         anyhow::ensure!(
@@ -58,7 +73,17 @@ impl PluginHost {
             // No component-model-async: keeps the call path cheap (see the
             // research notes, §2.5) and turns off APIs we do not use.
             .concurrency_support(false);
-        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        // The pooling allocator reuses reserved memory, tables and fiber
+        // stacks instead of an mmap/munmap (and the TLB shootdowns that come
+        // with it) for each instance and each async call. Where the address
+        // space cannot hold the pool, fall back to allocating on demand.
+        let engine = match Engine::new(wasm.clone().allocation_strategy(pooling(&config))) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!(error = %e, "plugin host: pooling allocator unavailable; allocating instances on demand");
+                Engine::new(&wasm).map_err(|e| anyhow::anyhow!("{e:#}"))?
+            }
+        };
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -126,6 +151,7 @@ impl PluginHost {
             grants: Arc::new(spec.grants),
             limits: spec.limits,
             shared: self.shared.clone(),
+            warm: Default::default(),
         };
         let info = sandbox
             .describe()

@@ -1,17 +1,25 @@
-//! A loaded plugin and the one place that builds its stores: every call gets
-//! a fresh, limited store and instance, and every way a call can go wrong
-//! becomes an [`ActionFailure`].
+//! A loaded plugin and the one place that builds its stores, and every way a
+//! call can go wrong becomes an [`ActionFailure`].
+//!
+//! An instance that finished a call normally is kept warm for the next call
+//! of the same plugin (up to [`MAX_WARM`] per plugin, each for at most
+//! [`MAX_CALLS_PER_INSTANCE`] calls): building and resetting an instance per
+//! action cost more than everything else in a dispatch, and the memory
+//! reset behind it forces TLB shootdowns across cores. An instance that
+//! trapped, ran out of time, CPU or memory is always thrown away. Instances
+//! are never shared between plugins, so what one plugin keeps in memory
+//! stays with that plugin; plugins must not rely on state between calls.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
-use crate::bindings::ActionPluginPre;
 use crate::bindings::converge::plugin::types::{self, PluginError};
+use crate::bindings::{ActionPlugin, ActionPluginPre};
 use crate::config::{Grants, PluginLimits};
 use crate::error::ActionFailure;
 use crate::host::Shared;
@@ -23,6 +31,20 @@ const CAPTURE_BYTES: usize = 64 * 1024;
 const TRAP_STDERR_BYTES: usize = 1024;
 /// Backtrace frames quoted in a trap message.
 const TRAP_BACKTRACE_FRAMES: usize = 4;
+/// Idle instances kept per plugin.
+pub(crate) const MAX_WARM: usize = 32;
+/// Calls one instance serves before it is replaced, which bounds what a
+/// plugin's heap can accumulate.
+pub(crate) const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
+
+/// An instance between two calls, with everything that is reset per call.
+pub(crate) struct Warm {
+    store: Store<HostState>,
+    instance: ActionPlugin,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+    calls: u32,
+}
 
 /// A loaded, checked plugin. Cheap to clone; calls may run concurrently,
 /// each in its own instance.
@@ -142,6 +164,8 @@ pub(crate) struct Sandbox {
     pub(crate) grants: Arc<Grants>,
     pub(crate) limits: PluginLimits,
     pub(crate) shared: Arc<Shared>,
+    /// Instances ready for the next call.
+    pub(crate) warm: Mutex<Vec<Warm>>,
 }
 
 enum Call {
@@ -240,25 +264,61 @@ impl Sandbox {
         store
     }
 
+    /// Resets what a call may have changed in a warm instance's state.
+    fn prepare(&self, state: &mut HostState, action_id: &str, config_json: &str) {
+        let tick = self.shared.epoch_tick.as_nanos().max(1);
+        let cpu_ticks = self.limits.cpu_time.as_nanos().div_ceil(tick).max(1);
+        state.cpu_ticks_left = u64::try_from(cpu_ticks).unwrap_or(u64::MAX);
+        state.cpu_exhausted = false;
+        state.limiter.memory_denied = false;
+        state.call.action_id = action_id.to_string();
+        state.call.config_json = config_json.to_string();
+        state.call.http_requests = 0;
+        state.call.log_lines = 0;
+        state.call.log_lines_dropped = 0;
+    }
+
     async fn run(
         &self,
         action_id: &str,
         config_json: &str,
         call: Call,
     ) -> Result<Output, ActionFailure> {
-        let stdout = CapturedOutput::new(CAPTURE_BYTES);
-        let stderr = CapturedOutput::new(CAPTURE_BYTES);
-        let mut store = self.new_store(action_id, config_json, &stdout, &stderr);
+        let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let (mut store, instance, stdout, stderr, calls) = match warm {
+            Some(mut warm) => {
+                self.prepare(warm.store.data_mut(), action_id, config_json);
+                warm.store.set_epoch_deadline(1);
+                warm.stdout.clear();
+                warm.stderr.clear();
+                (
+                    warm.store,
+                    Some(warm.instance),
+                    warm.stdout,
+                    warm.stderr,
+                    warm.calls,
+                )
+            }
+            None => {
+                let stdout = CapturedOutput::new(CAPTURE_BYTES);
+                let stderr = CapturedOutput::new(CAPTURE_BYTES);
+                let store = self.new_store(action_id, config_json, &stdout, &stderr);
+                (store, None, stdout, stderr, 0)
+            }
+        };
 
         let wall_time = self.limits.wall_time;
         let running = async {
-            let instance = self
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(Failed::Instantiate)?;
+            let instance = match instance {
+                Some(instance) => instance,
+                None => self
+                    .pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(Failed::Instantiate)?,
+            };
             let action = instance.converge_plugin_action();
-            match call {
+            let output = match call {
                 Call::Describe => action
                     .call_describe(&mut store)
                     .await
@@ -268,14 +328,15 @@ impl Sandbox {
                     .await
                     .map(Output::Executed),
             }
-            .map_err(Failed::Call)
+            .map_err(Failed::Call)?;
+            Ok((instance, output))
         };
         // Dropping the future on timeout abandons the guest mid-call; the
         // store is dropped below and never used for another call.
-        let result = match tokio::time::timeout(wall_time, running).await {
-            Err(_) => Err(ActionFailure::Timeout(wall_time)),
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(failed)) => Err(self.classify(store.data(), failed, &stderr)),
+        let (result, instance) = match tokio::time::timeout(wall_time, running).await {
+            Err(_) => (Err(ActionFailure::Timeout(wall_time)), None),
+            Ok(Ok((instance, output))) => (Ok(output), Some(instance)),
+            Ok(Err(failed)) => (Err(self.classify(store.data(), failed, &stderr)), None),
         };
 
         let state = store.data();
@@ -288,7 +349,6 @@ impl Sandbox {
                 "plugin log lines over the per-call limit were dropped"
             );
         }
-        drop(store);
         for (stream, output) in [("stdout", &stdout), ("stderr", &stderr)] {
             let (text, dropped) = output.contents();
             if !text.is_empty() {
@@ -300,6 +360,18 @@ impl Sandbox {
                     output = %text.escape_debug(),
                     "plugin output"
                 );
+            }
+        }
+        if let Some(instance) = instance.filter(|_| calls + 1 < MAX_CALLS_PER_INSTANCE) {
+            let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+            if warm.len() < MAX_WARM {
+                warm.push(Warm {
+                    store,
+                    instance,
+                    stdout,
+                    stderr,
+                    calls: calls + 1,
+                });
             }
         }
         result

@@ -185,6 +185,13 @@ impl CapturedOutput {
         buf.dropped += data.len() - kept;
     }
 
+    /// Empties the buffer, for an instance's next call.
+    pub(crate) fn clear(&self) {
+        let mut buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        buf.bytes.clear();
+        buf.dropped = 0;
+    }
+
     /// What was captured, lossily decoded, and how many bytes were dropped.
     pub(crate) fn contents(&self) -> (String, usize) {
         let buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());

@@ -59,8 +59,18 @@ pub fn compile_rules(config: &Config) -> anyhow::Result<RuleSet> {
 }
 
 pub fn plugin_host(config: &Config) -> anyhow::Result<PluginHost> {
+    let max_memory_bytes = config
+        .plugins
+        .values()
+        .map(|p| p.limits.memory_bytes)
+        .max()
+        .unwrap_or(64 << 20);
     PluginHost::new(PluginHostConfig {
         cache_dir: Some(config.storage.plugin_cache_dir.clone()),
+        // Every running action holds one instance; loading and describing
+        // plugins takes a few more.
+        max_instances: u32::try_from(config.dispatch.concurrency + 16).unwrap_or(u32::MAX),
+        max_memory_bytes,
         ..PluginHostConfig::default()
     })
 }

@@ -79,7 +79,11 @@ impl Metrics {
         let latency = || Histogram::new(exponential_buckets(0.00005, 2.0, 20));
         let mut registry = Registry::with_prefix("converge");
         let events_accepted = Counter::default();
-        registry.register("events_accepted", "Events journaled and acknowledged", events_accepted.clone());
+        registry.register(
+            "events_accepted",
+            "Events journaled and acknowledged",
+            events_accepted.clone(),
+        );
         let events_duplicate = Counter::default();
         registry.register(
             "events_duplicate",
@@ -87,17 +91,41 @@ impl Metrics {
             events_duplicate.clone(),
         );
         let events_rejected = Family::default();
-        registry.register("events_rejected", "Requests or events refused at intake, by reason", events_rejected.clone());
+        registry.register(
+            "events_rejected",
+            "Requests or events refused at intake, by reason",
+            events_rejected.clone(),
+        );
         let events_processed = Counter::default();
-        registry.register("events_processed", "Journaled events run through the rules", events_processed.clone());
+        registry.register(
+            "events_processed",
+            "Journaled events run through the rules",
+            events_processed.clone(),
+        );
         let decisions = Family::default();
-        registry.register("decisions", "Decisions recorded, by kind", decisions.clone());
+        registry.register(
+            "decisions",
+            "Decisions recorded, by kind",
+            decisions.clone(),
+        );
         let rule_failures = Counter::default();
-        registry.register("rule_failures", "Rule evaluations that failed at run time", rule_failures.clone());
+        registry.register(
+            "rule_failures",
+            "Rule evaluations that failed at run time",
+            rule_failures.clone(),
+        );
         let actions = Family::default();
-        registry.register("actions", "Plugin action attempts, by plugin and outcome", actions.clone());
+        registry.register(
+            "actions",
+            "Plugin action attempts, by plugin and outcome",
+            actions.clone(),
+        );
         let queue_depth = Family::default();
-        registry.register("queue_depth", "Items waiting in each internal queue", queue_depth.clone());
+        registry.register(
+            "queue_depth",
+            "Items waiting in each internal queue",
+            queue_depth.clone(),
+        );
         let ack_latency = latency();
         registry.register(
             "ack_latency_seconds",
@@ -111,15 +139,35 @@ impl Metrics {
             event_to_action_latency.clone(),
         );
         let action_duration = latency();
-        registry.register("action_duration_seconds", "Time one plugin action attempt took", action_duration.clone());
+        registry.register(
+            "action_duration_seconds",
+            "Time one plugin action attempt took",
+            action_duration.clone(),
+        );
         let commit_duration = latency();
-        registry.register("commit_duration_seconds", "Time one group commit took, fsync included", commit_duration.clone());
+        registry.register(
+            "commit_duration_seconds",
+            "Time one group commit took, fsync included",
+            commit_duration.clone(),
+        );
         let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 16));
-        registry.register("commit_batch_size", "Requests gathered into one group commit", commit_batch_size.clone());
+        registry.register(
+            "commit_batch_size",
+            "Requests gathered into one group commit",
+            commit_batch_size.clone(),
+        );
         let journal_events = Gauge::default();
-        registry.register("journal_events", "Events in the journal", journal_events.clone());
+        registry.register(
+            "journal_events",
+            "Events in the journal",
+            journal_events.clone(),
+        );
         let storage_errors = Counter::default();
-        registry.register("storage_errors", "Failed storage writes", storage_errors.clone());
+        registry.register(
+            "storage_errors",
+            "Failed storage writes",
+            storage_errors.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             events_accepted,

@@ -200,7 +200,9 @@ async fn intake(
                 Appended::New { seq } => ("accepted", seq),
                 Appended::Duplicate { seq } => ("duplicate", seq),
             };
-            span.in_scope(|| tracing::debug!(event_id = %id, %source, status, seq, "event acknowledged"));
+            span.in_scope(
+                || tracing::debug!(event_id = %id, %source, status, seq, "event acknowledged"),
+            );
             json!({"source": source, "id": id, "status": status, "seq": seq})
         })
         .collect();

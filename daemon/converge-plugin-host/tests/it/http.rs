@@ -165,3 +165,28 @@ async fn the_request_count_is_limited_per_call() {
     );
     assert!(sink.seen().is_empty());
 }
+
+/// Instances are reused between calls: what a call counts against its limits
+/// must start from zero on the next call of the same instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_call_limits_start_over_on_a_reused_instance() {
+    let sink = Sink::start().await;
+    let host = host();
+    let limits = PluginLimits {
+        max_http_requests: 1,
+        ..PluginLimits::default()
+    };
+    let plugin = load(&host, spec("webhook_out", grants_for(&sink), limits)).await;
+    for i in 0..5 {
+        let config = json!({"url": sink.url(&format!("/hook/{i}"))}).to_string();
+        plugin
+            .execute(action(&format!("act-{i}")), &config)
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+    }
+    let paths: Vec<String> = sink.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths,
+        ["/hook/0", "/hook/1", "/hook/2", "/hook/3", "/hook/4"]
+    );
+}

@@ -35,7 +35,8 @@ pub fn wasm_dir() -> &'static Path {
             .current_dir(&root)
             .args([
                 "build",
-                "--release",
+                "--profile",
+                "wasm",
                 "--target",
                 "wasm32-wasip2",
                 "-p",
@@ -51,7 +52,7 @@ pub fn wasm_dir() -> &'static Path {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
-        target.join("wasm32-wasip2/release")
+        target.join("wasm32-wasip2/wasm")
     })
 }
 
