@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use converge_plugin_host::{ActionFailure, ActionInput, Plugin};
 use converge_store::{ActionOutcome, OutcomeKind, PendingAction, Store};
-use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +24,7 @@ use tracing::Instrument;
 
 use crate::config::{Dispatch, Route};
 use crate::journal::{Journal, QueuedAction};
+use crate::outbox::ActionPayload;
 use crate::telemetry::{ActionOutcomeLabel, Metrics};
 
 /// How many pending actions one read of the outbox returns.
@@ -265,22 +265,19 @@ async fn attempt(
     let plugin = shared.plugins.get(&route.plugin).ok_or_else(|| {
         ActionFailure::Permanent(format!("plugin `{}` is not loaded", route.plugin))
     })?;
-    let payload: Value = serde_json::from_str(&action.payload_json)
-        .map_err(|e| ActionFailure::Permanent(format!("the outbox payload is not JSON: {e}")))?;
-    if let Some(event_id) = payload["event"]["id"].as_str() {
+    let payload = ActionPayload::parse(&action.payload_json).map_err(|e| {
+        ActionFailure::Permanent(format!("the outbox payload is not readable: {e}"))
+    })?;
+    if let Some(event_id) = payload.event_id() {
         tracing::Span::current().record("event_id", event_id);
     }
-    let text = |key: &str| match &payload[key] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     let input = ActionInput {
         id: format!("converge-action-{}", action.id),
-        kind: text("kind"),
-        rule: text("rule"),
-        decision_json: payload["decision"].to_string(),
-        event_json: payload["event"].to_string(),
-        entity_json: payload["entity"].to_string(),
+        kind: payload.kind.to_string(),
+        rule: payload.rule.to_string(),
+        decision_json: payload.decision.get().to_string(),
+        event_json: payload.event.get().to_string(),
+        entity_json: payload.entity.get().to_string(),
     };
     plugin.execute(input, &route.config_json).await
 }

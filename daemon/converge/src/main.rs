@@ -5,6 +5,7 @@ mod config;
 mod daemon;
 mod dispatcher;
 mod journal;
+mod outbox;
 mod processor;
 mod sink;
 mod telemetry;

@@ -13,12 +13,13 @@ use chrono::{DateTime, TimeZone, Utc};
 use converge_model::{EntityKey, EntityState, Event};
 use converge_rules::RuleSet;
 use converge_store::{NewAction, NewDecision, ProcessedEvent, RuleFailure, Store};
-use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Route;
 use crate::journal::{Journal, Journaled, Processed};
+use crate::outbox::ActionPayload;
 use crate::telemetry::Metrics;
 
 /// How many entities' states stay in memory; past this the cache starts over
@@ -160,42 +161,43 @@ impl Processor {
             tracing::debug!(rule = %note.rule, "{}", note.message);
         }
 
-        let entity_json = serde_json::to_value(&entity).unwrap_or_default();
-        let event_json: serde_json::Value = serde_json::from_str(&event.json).unwrap_or_default();
-        let decisions = evaluation
-            .decisions
-            .into_iter()
-            .map(|decision| {
-                let kind = decision.kind.name();
-                self.metrics
-                    .decisions
-                    .get_or_create(&crate::telemetry::KindLabel {
-                        kind: kind.to_string(),
-                    })
-                    .inc();
-                tracing::info!(rule = %decision.rule, kind, "decision");
-                let payload = json!({
-                    "kind": kind,
-                    "rule": decision.rule,
-                    "decision": decision,
-                    "event": event_json,
-                    "entity": entity_json,
+        let entity_json = serde_json::value::to_raw_value(&entity).map_err(|e| e.to_string())?;
+        let event_json: &RawValue = serde_json::from_str(&event.json).map_err(|e| e.to_string())?;
+        let mut decisions = Vec::with_capacity(evaluation.decisions.len());
+        for decision in evaluation.decisions {
+            let kind = decision.kind.name();
+            self.metrics
+                .decisions
+                .get_or_create(&crate::telemetry::KindLabel {
+                    kind: kind.to_string(),
                 })
-                .to_string();
-                let actions = self
-                    .routes
-                    .get(kind)
-                    .into_iter()
-                    .flatten()
+                .inc();
+            tracing::info!(rule = %decision.rule, kind, "decision");
+            let routes = self.routes.get(kind).map(Vec::as_slice).unwrap_or_default();
+            let actions = if routes.is_empty() {
+                Vec::new()
+            } else {
+                let decision_json =
+                    serde_json::value::to_raw_value(&decision).map_err(|e| e.to_string())?;
+                let payload = serde_json::to_string(&ActionPayload {
+                    kind,
+                    rule: &decision.rule,
+                    decision: &decision_json,
+                    event: event_json,
+                    entity: &entity_json,
+                })
+                .map_err(|e| e.to_string())?;
+                routes
+                    .iter()
                     .map(|route| NewAction {
                         route: route.name.clone(),
                         plugin: route.plugin.clone(),
                         payload_json: payload.clone(),
                     })
-                    .collect();
-                NewDecision { decision, actions }
-            })
-            .collect();
+                    .collect()
+            };
+            decisions.push(NewDecision { decision, actions });
+        }
         let rule_failures = evaluation
             .failures
             .into_iter()

@@ -224,7 +224,7 @@ pub mod http {
     pub fn json_request(
         method: Method,
         url: &str,
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
         credential: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Request {
@@ -239,7 +239,9 @@ pub mod http {
             method,
             url: url.to_owned(),
             headers: all_headers,
-            body: Some(body.to_string().into_bytes()),
+            body: Some(
+                serde_json::to_vec(body).expect("JSON values and plain structs always serialize"),
+            ),
             credential: credential.map(str::to_owned),
         }
     }

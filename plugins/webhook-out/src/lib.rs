@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use converge_plugin_sdk::{Action, ActionOutcome, ActionPlugin, PluginError, PluginInfo, http};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Headers the plugin sets itself, or that would carry a secret in plain
 /// config (credentials are named with `credential` and injected by the host).
@@ -52,16 +52,32 @@ impl Config {
     }
 }
 
-/// The document POSTed for one action.
-fn payload(action: &Action) -> Result<Value, PluginError> {
-    Ok(json!({
-        "action_id": action.id,
-        "kind": action.kind,
-        "rule": action.rule,
-        "decision": action.decision()?,
-        "event": action.event()?,
-        "entity": action.entity()?,
-    }))
+/// The document POSTed for one action. The decision, event and entity are
+/// passed through as the host wrote them: checked to be JSON, not rebuilt.
+#[derive(Serialize)]
+struct Payload<'a> {
+    action_id: &'a str,
+    kind: &'a str,
+    rule: &'a str,
+    decision: &'a RawValue,
+    event: &'a RawValue,
+    entity: &'a RawValue,
+}
+
+fn raw<'a>(member: &str, json: &'a str) -> Result<&'a RawValue, PluginError> {
+    serde_json::from_str(json)
+        .map_err(|e| PluginError::InvalidInput(format!("action {member}: not JSON: {e}")))
+}
+
+fn payload(action: &Action) -> Result<Payload<'_>, PluginError> {
+    Ok(Payload {
+        action_id: &action.id,
+        kind: &action.kind,
+        rule: &action.rule,
+        decision: raw("decision", &action.decision_json)?,
+        event: raw("event", &action.event_json)?,
+        entity: raw("entity", &action.entity_json)?,
+    })
 }
 
 fn request(config: &Config, action: &Action) -> Result<http::Request, PluginError> {
@@ -100,6 +116,8 @@ converge_plugin_sdk::export_action_plugin!(WebhookOut);
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
     fn action() -> Action {
