@@ -57,7 +57,11 @@ fn pooling(config: &PluginHostConfig) -> InstanceAllocationStrategy {
         .total_tables(n.saturating_mul(8))
         .total_memories(n.saturating_mul(2))
         .total_stacks(n)
-        .max_memory_size(config.max_memory_bytes);
+        .max_memory_size(config.max_memory_bytes)
+        // Every async call runs on a pooled fiber stack; keep the part a call
+        // uses resident rather than returning it to the kernel after each
+        // call (an madvise, and a TLB shootdown, per action otherwise).
+        .async_stack_keep_resident(256 << 10);
     InstanceAllocationStrategy::Pooling(pool)
 }
 
