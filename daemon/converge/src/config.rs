@@ -91,6 +91,7 @@ mod raw {
         pub max_string_size: Option<u64>,
         pub max_array_size: Option<u64>,
         pub max_map_size: Option<u64>,
+        pub max_decisions_per_rule: Option<u64>,
     }
 
     #[derive(Debug, Deserialize)]

@@ -29,6 +29,9 @@ use crate::telemetry::{ActionOutcomeLabel, Metrics};
 
 /// How many pending actions one read of the outbox returns.
 const RELOAD_PAGE: usize = 10_000;
+/// The finished set is forgotten past this size while no read of the outbox
+/// is near: it only guards against copies that such a read made.
+const FINISHED_LIMIT: usize = 100_000;
 
 pub struct Dispatcher {
     pub plugins: HashMap<String, Plugin>,
@@ -49,8 +52,9 @@ struct Shared {
     metrics: Metrics,
     /// Bounds concurrent plugin calls.
     permits: Semaphore,
-    /// Actions with a task, from queueing until their outcome is committed.
-    in_flight: Mutex<HashSet<i64>>,
+    /// Actions with a task, from queueing until their outcome is committed,
+    /// and actions finished since the last read of the outbox began.
+    tracked: Mutex<Tracked>,
     stop: CancellationToken,
 }
 
@@ -76,7 +80,7 @@ impl Dispatcher {
             settings,
             journal,
             metrics,
-            in_flight: Mutex::new(HashSet::new()),
+            tracked: Mutex::new(Tracked::default()),
             stop: stop.clone(),
         });
         let tracker = TaskTracker::new();
@@ -92,8 +96,13 @@ impl Dispatcher {
                 },
                 _ = tick.tick() => {
                     shared.metrics.set_queue_depth("dispatcher", rx.len());
-                    let quiet = shared.in_flight.lock().expect("in-flight set").len() < RELOAD_PAGE / 2;
+                    let quiet = rx.is_empty() && shared.tracked().in_flight.len() < RELOAD_PAGE / 2;
+                    if !quiet || !overflow.load(Ordering::Acquire) {
+                        shared.tracked().forget_finished_past(FINISHED_LIMIT);
+                    }
                     if quiet && overflow.swap(false, Ordering::AcqRel) {
+                        // Anything finished before this read began is no longer pending in it.
+                        shared.tracked().finished.clear();
                         let reloaded = tokio::task::block_in_place(|| reader.pending_actions(RELOAD_PAGE));
                         match reloaded {
                             Ok(actions) => {
@@ -115,13 +124,7 @@ impl Dispatcher {
         }
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            let left: Vec<i64> = shared
-                .in_flight
-                .lock()
-                .expect("in-flight set")
-                .iter()
-                .copied()
-                .collect();
+            let left: Vec<i64> = shared.tracked().in_flight.iter().copied().collect();
             tracing::warn!(
                 actions = ?left,
                 "shutdown grace elapsed with actions still running; they stay pending and run again at the next start"
@@ -132,18 +135,46 @@ impl Dispatcher {
     }
 }
 
+/// Which actions this dispatcher is running or has just finished.
+#[derive(Default)]
+struct Tracked {
+    in_flight: HashSet<i64>,
+    finished: HashSet<i64>,
+}
+
+impl Tracked {
+    /// Whether a task should start for this action.
+    fn start(&mut self, id: i64) -> bool {
+        !self.finished.contains(&id) && self.in_flight.insert(id)
+    }
+
+    fn stop(&mut self, id: i64, finished: bool) {
+        self.in_flight.remove(&id);
+        if finished {
+            self.finished.insert(id);
+        }
+    }
+
+    fn forget_finished_past(&mut self, limit: usize) {
+        if self.finished.len() > limit {
+            self.finished.clear();
+        }
+    }
+}
+
+impl Shared {
+    fn tracked(&self) -> std::sync::MutexGuard<'_, Tracked> {
+        self.tracked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 fn spawn_action(
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
     action: PendingAction,
     acked_at: Option<Instant>,
 ) {
-    if !shared
-        .in_flight
-        .lock()
-        .expect("in-flight set")
-        .insert(action.id)
-    {
+    if !shared.tracked().start(action.id) {
         return;
     }
     let span = tracing::info_span!(
@@ -157,25 +188,27 @@ fn spawn_action(
     tracker.spawn(
         async move {
             let id = action.id;
-            run_action(&shared, action, acked_at).await;
-            shared.in_flight.lock().expect("in-flight set").remove(&id);
+            let finished = run_action(&shared, action, acked_at).await;
+            shared.tracked().stop(id, finished);
         }
         .instrument(span),
     );
 }
 
-async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option<Instant>) {
+/// Runs an action until it is done, failed for good, or the dispatcher stops.
+/// Returns whether its final outcome was committed.
+async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option<Instant>) -> bool {
     let mut attempts = action.attempts;
     if let Some(due) = action.next_attempt_at_ms {
         let wait = due - chrono::Utc::now().timestamp_millis();
         if wait > 0 && !sleep_or_stop(shared, Duration::from_millis(wait as u64)).await {
-            return;
+            return false;
         }
     }
     loop {
         let permit = tokio::select! {
             permit = shared.permits.acquire() => permit.expect("the semaphore is never closed"),
-            () = shared.stop.cancelled() => return,
+            () = shared.stop.cancelled() => return false,
         };
         attempts += 1;
         let started = Instant::now();
@@ -246,11 +279,12 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
         };
         if let Err(e) = shared.journal.outcomes(vec![outcome]).await {
             tracing::error!(error = %e, "cannot record the action's outcome; it runs again at the next start");
-            return;
+            return false;
         }
         match retry_in {
+            None => return true,
             Some(delay) if sleep_or_stop(shared, delay).await => continue,
-            _ => return,
+            Some(_) => return false,
         }
     }
 }
@@ -307,5 +341,61 @@ async fn sleep_or_stop(shared: &Shared, delay: Duration) -> bool {
     tokio::select! {
         () = tokio::time::sleep(delay) => true,
         () = shared.stop.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_action_runs_once_however_often_it_is_queued() {
+        let mut tracked = Tracked::default();
+        assert!(tracked.start(7));
+        assert!(!tracked.start(7), "already running");
+        tracked.stop(7, true);
+        assert!(!tracked.start(7), "a stale copy of a finished action");
+        // A read of the outbox that begins after the outcome's commit cannot return it.
+        tracked.finished.clear();
+        assert!(tracked.start(8));
+        tracked.stop(8, false);
+        assert!(
+            tracked.start(8),
+            "an action stopped before its outcome runs again"
+        );
+    }
+
+    #[test]
+    fn the_finished_set_is_bounded() {
+        let mut tracked = Tracked::default();
+        for id in 0..10 {
+            tracked.start(id);
+            tracked.stop(id, true);
+        }
+        tracked.forget_finished_past(20);
+        assert_eq!(tracked.finished.len(), 10);
+        tracked.forget_finished_past(5);
+        assert!(tracked.finished.is_empty());
+    }
+
+    #[test]
+    fn retries_back_off_within_bounds_and_honour_rate_limits() {
+        let settings = Dispatch {
+            concurrency: 1,
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            shutdown_grace: Duration::ZERO,
+        };
+        let transient = ActionFailure::Transient("503".into());
+        for attempts in 1..10 {
+            let delay = retry_delay(&settings, attempts, &transient);
+            assert!(delay >= Duration::from_millis(100), "{attempts}: {delay:?}");
+            assert!(delay <= Duration::from_secs(10), "{attempts}: {delay:?}");
+        }
+        let first = retry_delay(&settings, 1, &transient);
+        assert!(first < Duration::from_millis(400), "{first:?}");
+        let limited = ActionFailure::RateLimited(Some(Duration::from_secs(30)));
+        assert_eq!(retry_delay(&settings, 1, &limited), Duration::from_secs(30));
     }
 }

@@ -39,7 +39,7 @@
 //! # fn main() {}
 //! ```
 //!
-//! Build with `cargo build --release --target wasm32-wasip2 -p <name>`; the
+//! Build with `cargo build --profile wasm --target wasm32-wasip2 -p <name>`; the
 //! crate must be a `cdylib`.
 //!
 //! On a non-wasm target the bindings compile but every host import panics, so
