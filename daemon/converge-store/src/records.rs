@@ -171,6 +171,8 @@ pub struct EventTrail {
     pub seq: i64,
     pub source: String,
     pub id: String,
+    /// The CloudEvents `type`.
+    #[serde(rename = "type")]
     pub ty: String,
     pub subject: Option<String>,
     pub received_at_ms: i64,
