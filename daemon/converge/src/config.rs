@@ -286,7 +286,7 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Vec<String>> {
-        let raw: raw::File = toml::from_str(text).map_err(|e| vec![describe_toml_error(&e)])?;
+        let raw: raw::File = parse_raw(text)?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -314,6 +314,22 @@ impl Config {
             Err(v.errors)
         }
     }
+}
+
+/// Deserializes the file, naming the key of the first problem
+/// (`server.lisen: unknown field ...`) before toml's excerpt of the line.
+fn parse_raw(text: &str) -> Result<raw::File, Vec<String>> {
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| vec![describe_toml_error(&e)])?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let message = describe_toml_error(e.inner());
+        vec![if path == "." {
+            message
+        } else {
+            format!("{path}: {message}")
+        }]
+    })
 }
 
 fn describe_toml_error(e: &toml::de::Error) -> String {
@@ -692,7 +708,14 @@ mod tests {
     fn unknown_keys_are_errors_naming_the_key() {
         let errors = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
         assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("server.lisen: "), "{}", errors[0]);
         assert!(errors[0].contains("unknown field `lisen`"), "{}", errors[0]);
+        let errors = parse("[storage]\nmax_batch = \"lots\"\n").unwrap_err();
+        assert!(
+            errors[0].starts_with("storage.max_batch: "),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]
