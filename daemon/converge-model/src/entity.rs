@@ -156,6 +156,31 @@ impl EntityState {
         }
         changed
     }
+
+    /// Sets one member of a channel (`stage`, `owner` or a field; `null`
+    /// removes it), creating the channel when a value is set on one that does
+    /// not exist yet. Rules use it to pause and resume channels. Returns
+    /// whether the state changed; the channel's and the entity's `updated_at`
+    /// move to `at` only then.
+    pub fn set_channel(
+        &mut self,
+        channel: &str,
+        name: &str,
+        value: Value,
+        at: DateTime<Utc>,
+    ) -> bool {
+        let channel_state = match self.channels.get_mut(channel) {
+            Some(state) => state,
+            None if value.is_null() => return false,
+            None => self.channels.entry(channel.to_string()).or_default(),
+        };
+        let changed = channel_state.set(name, value);
+        if changed {
+            channel_state.updated_at = Some(at);
+            self.updated_at = at;
+        }
+        changed
+    }
 }
 
 impl ChannelState {
@@ -261,5 +286,30 @@ mod tests {
         assert_eq!(email.stage.as_deref(), Some("approved"));
         assert_eq!(email.fields["offer_code"], "FALL25");
         assert_eq!(email.updated_at, Some(t));
+    }
+
+    #[test]
+    fn set_channel_changes_one_channel_member() {
+        let key = EntityKey::parse("campaign/c-42").unwrap();
+        let t0 = at("2026-11-01T00:00:00Z");
+        let t1 = at("2026-11-02T00:00:00Z");
+        let mut s = EntityState::new(&key, t0);
+        assert!(!s.set_channel("email", "paused_reason", Value::Null, t1));
+        assert!(
+            s.channels.is_empty(),
+            "removing from no channel creates none"
+        );
+        assert!(s.set_channel("email", "paused", json!(true), t1));
+        assert_eq!(s.channels["email"].fields["paused"], json!(true));
+        assert_eq!(
+            (s.updated_at, s.channels["email"].updated_at),
+            (t1, Some(t1))
+        );
+        let t2 = at("2026-11-03T00:00:00Z");
+        assert!(!s.set_channel("email", "paused", json!(true), t2));
+        assert_eq!(s.updated_at, t1, "nothing changed");
+        assert!(s.set_channel("email", "stage", json!("approved"), t2));
+        assert_eq!(s.channels["email"].stage.as_deref(), Some("approved"));
+        assert_eq!(s.stage, None);
     }
 }

@@ -12,15 +12,19 @@
 use std::cell::RefCell;
 
 use chrono::{DateTime, Utc};
-use converge_model::DecisionKind;
+use converge_model::{CatchUp, DecisionKind};
 use rhai::packages::{
     BasicArrayPackage, BasicBlobPackage, BasicMapPackage, BasicMathPackage, BitFieldPackage,
     CorePackage, LogicPackage, MoreStringPackage, Package,
 };
-use rhai::{Dynamic, Engine, EvalAltResult, INT, ImmutableString, OptimizationLevel, Position};
+use rhai::{
+    Array, Dynamic, Engine, EvalAltResult, FLOAT, INT, ImmutableString, Map, OptimizationLevel,
+    Position,
+};
 
 use crate::RuleLimits;
 use crate::convert::{dynamic_to_json, positive_u32};
+use crate::measures::{self, parse_time, positive_duration_ms};
 
 /// Print/debug lines kept per rule run; the rest are counted, not stored, so a
 /// printing loop cannot grow the evaluation without bound.
@@ -29,8 +33,13 @@ pub(crate) const MAX_NOTES_PER_RULE: usize = 32;
 /// What one rule run has recorded so far.
 #[derive(Debug, Default)]
 pub(crate) struct RunState {
-    /// Whether the event names an entity: `set_field` needs one.
+    /// Whether the event names an entity: every decision about the entity
+    /// (all but `escalate` and `notify`) needs one.
     pub has_entity: bool,
+    /// The run's clock, for `hours_since`.
+    pub now: DateTime<Utc>,
+    /// The rule's catch-up policy, carried by its `schedule` and `expect`.
+    pub catch_up: CatchUp,
     pub max_decisions: usize,
     pub decisions: Vec<DecisionKind>,
     pub notes: Vec<String>,
@@ -132,33 +141,190 @@ fn notify(to: ImmutableString, message: ImmutableString) -> Result<(), Box<EvalA
     })
 }
 
-fn set_field(field: ImmutableString, value: Dynamic) -> Result<(), Box<EvalAltResult>> {
-    let field = non_empty("set_field", "field", field)?;
-    let value = dynamic_to_json(&value).map_err(|e| format!("set_field: {e}"))?;
+/// Fails the rule unless the event names an entity; `call` is how the
+/// message shows the call, e.g. `set_stage("review")`.
+fn require_entity(call: impl FnOnce() -> String) -> Result<(), Box<EvalAltResult>> {
     with_run(|state| {
         if state.has_entity {
             Ok(())
         } else {
             Err(format!(
-                "set_field(\"{field}\", ..): this event names no entity (check `entity != ()` first)"
+                "{}: this event names no entity (check `entity != ()` first)",
+                call()
             ))
         }
-    })?;
+    })
+}
+
+fn set_field(field: ImmutableString, value: Dynamic) -> Result<(), Box<EvalAltResult>> {
+    let field = non_empty("set_field", "field", field)?;
+    let value = dynamic_to_json(&value).map_err(|e| format!("set_field: {e}"))?;
+    require_entity(|| format!("set_field(\"{field}\", ..)"))?;
     record(DecisionKind::SetField { field, value })
 }
 
-fn parse_time(what: &str, text: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("seconds_between: {what} `{text}` is not an RFC 3339 time: {e}"))
+fn set_stage(stage: ImmutableString) -> Result<(), Box<EvalAltResult>> {
+    let stage = non_empty("set_stage", "stage", stage)?;
+    require_entity(|| format!("set_stage(\"{stage}\")"))?;
+    record(DecisionKind::SetStage { stage })
+}
+
+fn assign_owner(owner: ImmutableString) -> Result<(), Box<EvalAltResult>> {
+    let owner = non_empty("assign_owner", "person", owner)?;
+    require_entity(|| format!("assign_owner(\"{owner}\")"))?;
+    record(DecisionKind::AssignOwner { owner })
+}
+
+/// The four channel decisions share their arguments and checks.
+fn channel_decision(
+    function: &'static str,
+    channel: ImmutableString,
+    reason: ImmutableString,
+    kind: fn(String, String) -> DecisionKind,
+) -> Result<(), Box<EvalAltResult>> {
+    let channel = non_empty(function, "channel", channel)?;
+    require_entity(|| format!("{function}(\"{channel}\", ..)"))?;
+    record(kind(channel, reason.to_string()))
+}
+
+/// An event type a rule asks converge to journal: not empty, no whitespace.
+fn checked_event_type(
+    function: &str,
+    argument: &str,
+    value: ImmutableString,
+) -> Result<String, String> {
+    let value = non_empty(function, argument, value)?;
+    if value.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{function}: `{argument}` must be an event type without spaces, got \"{value}\""
+        ));
+    }
+    Ok(value)
+}
+
+/// The data of an emitted or scheduled event: a map, as JSON.
+fn event_data(function: &str, data: Map) -> Result<serde_json::Value, String> {
+    dynamic_to_json(&Dynamic::from_map(data)).map_err(|e| format!("{function}: `data`: {e}"))
+}
+
+fn emit(ty: ImmutableString, data: Map) -> Result<(), Box<EvalAltResult>> {
+    let event_type = checked_event_type("emit", "event_type", ty)?;
+    let data = event_data("emit", data)?;
+    require_entity(|| format!("emit(\"{event_type}\")"))?;
+    record(DecisionKind::Emit { event_type, data })
+}
+
+fn schedule(after: Dynamic, ty: ImmutableString, data: Map) -> Result<(), Box<EvalAltResult>> {
+    let after_ms = positive_duration_ms("schedule: `after`", &after)?;
+    let event_type = checked_event_type("schedule", "event_type", ty)?;
+    let data = event_data("schedule", data)?;
+    require_entity(|| format!("schedule({after}, \"{event_type}\")"))?;
+    let catch_up = with_run(|state| Ok(state.catch_up))?;
+    record(DecisionKind::Schedule {
+        after_ms,
+        event_type,
+        data,
+        catch_up,
+    })
+}
+
+fn expect(
+    ty: ImmutableString,
+    within: Dynamic,
+    otherwise: ImmutableString,
+) -> Result<(), Box<EvalAltResult>> {
+    let event_type = checked_event_type("expect", "event_type", ty)?;
+    let within_ms = positive_duration_ms("expect: `within`", &within)?;
+    let otherwise = checked_event_type("expect", "otherwise", otherwise)?;
+    require_entity(|| format!("expect(\"{event_type}\", ..)"))?;
+    let catch_up = with_run(|state| Ok(state.catch_up))?;
+    record(DecisionKind::Expect {
+        event_type,
+        within_ms,
+        otherwise,
+        catch_up,
+    })
+}
+
+fn time_arg(function: &str, what: &str, text: &str) -> Result<DateTime<Utc>, String> {
+    parse_time(&format!("{function}: {what}"), text)
 }
 
 /// Time arithmetic without a clock: rules get `now` as text and compare it
 /// with the entity's timestamps.
 fn seconds_between(from: ImmutableString, to: ImmutableString) -> Result<INT, Box<EvalAltResult>> {
-    let from = parse_time("from", &from)?;
-    let to = parse_time("to", &to)?;
+    let from = time_arg("seconds_between", "from", &from)?;
+    let to = time_arg("seconds_between", "to", &to)?;
     Ok((to - from).num_seconds())
+}
+
+/// Hours from `time` to the run's `now`, with the fraction (90 minutes is 1.5).
+fn hours_since(time: Dynamic) -> Result<FLOAT, Box<EvalAltResult>> {
+    let Ok(text) = time.clone().into_string() else {
+        return Err(format!(
+            "hours_since: `time` must be an RFC 3339 string, got {} (a `()` time, e.g. `entity.stage_since`, has to be checked first)",
+            if time.is_unit() { "()".to_string() } else { format!("a value of type `{}`", time.type_name()) }
+        )
+        .into());
+    };
+    let time = time_arg("hours_since", "time", &text)?;
+    let now = with_run(|state| Ok(state.now))?;
+    Ok((now - time).num_seconds() as FLOAT / 3600.0)
+}
+
+fn duration(value: Dynamic) -> Result<INT, Box<EvalAltResult>> {
+    let duration = measures::parse_duration("duration", &value)?;
+    Ok(INT::try_from(duration.as_secs()).map_err(|_| format!("duration: {value} is too long"))?)
+}
+
+fn registered_measures(engine: &mut Engine) {
+    engine.register_fn("duration", duration);
+    engine.register_fn("hours_since", hours_since);
+    engine.register_fn("missing", |entity: Dynamic, names: Array| {
+        measures::missing(&entity, &names).map_err(Box::<EvalAltResult>::from)
+    });
+    engine.register_fn("agreement", |entity: Dynamic, field: ImmutableString| {
+        measures::agreement_with_outliers(&entity, &field)
+            .map(|(share, _)| share)
+            .map_err(Box::<EvalAltResult>::from)
+    });
+    engine.register_fn(
+        "text_similarity",
+        |a: ImmutableString, b: ImmutableString| measures::text_similarity(&a, &b),
+    );
+    engine.register_fn(
+        "message_consistency",
+        |entity: Dynamic, field: ImmutableString| {
+            measures::message_consistency(&entity, &field).map_err(Box::<EvalAltResult>::from)
+        },
+    );
+    engine.register_fn(
+        "launch_spread_hours",
+        |entity: Dynamic, field: ImmutableString| {
+            measures::launch_spread_seconds(&entity, &field)
+                .map(|s| s as FLOAT / 3600.0)
+                .map_err(Box::<EvalAltResult>::from)
+        },
+    );
+    engine.register_fn(
+        "launch_within",
+        |entity: Dynamic, field: ImmutableString, window: Dynamic| {
+            let window = measures::parse_duration("launch_within: `window`", &window)?;
+            let spread = measures::launch_spread_seconds(&entity, &field)?;
+            Ok::<_, Box<EvalAltResult>>(
+                spread <= i64::try_from(window.as_secs()).unwrap_or(i64::MAX),
+            )
+        },
+    );
+    engine.register_fn(
+        "audience_overlap",
+        |entity: Dynamic, field: ImmutableString| {
+            measures::audience_overlap(&entity, &field).map_err(Box::<EvalAltResult>::from)
+        },
+    );
+    engine.register_fn("consistency", |entity: Dynamic, spec: Map| {
+        measures::consistency(&entity, &spec).map_err(Box::<EvalAltResult>::from)
+    });
 }
 
 /// Builds the engine as research §5.3 describes, with two differences: the
@@ -198,7 +364,35 @@ pub(crate) fn build(limits: &RuleLimits) -> Engine {
     engine.register_fn("escalate", escalate);
     engine.register_fn("notify", notify);
     engine.register_fn("set_field", set_field);
+    engine.register_fn("set_stage", set_stage);
+    engine.register_fn("assign_owner", assign_owner);
+    engine.register_fn("pause_channel", |channel, reason| {
+        channel_decision("pause_channel", channel, reason, |channel, reason| {
+            DecisionKind::PauseChannel { channel, reason }
+        })
+    });
+    engine.register_fn("resume_channel", |channel, reason| {
+        channel_decision("resume_channel", channel, reason, |channel, reason| {
+            DecisionKind::ResumeChannel { channel, reason }
+        })
+    });
+    engine.register_fn("hold_send", |channel, reason| {
+        channel_decision("hold_send", channel, reason, |channel, reason| {
+            DecisionKind::HoldSend { channel, reason }
+        })
+    });
+    engine.register_fn("release_send", |channel, reason| {
+        channel_decision("release_send", channel, reason, |channel, reason| {
+            DecisionKind::ReleaseSend { channel, reason }
+        })
+    });
+    engine.register_fn("emit", |ty| emit(ty, Map::new()));
+    engine.register_fn("emit", emit);
+    engine.register_fn("schedule", |after, ty| schedule(after, ty, Map::new()));
+    engine.register_fn("schedule", schedule);
+    engine.register_fn("expect", expect);
     engine.register_fn("seconds_between", seconds_between);
+    registered_measures(&mut engine);
     engine
 }
 

@@ -9,8 +9,9 @@
 //!
 //! # What a rule sees
 //!
-//! Every rule is a Rhai script run top to bottom once per event. In scope
-//! (all three are constants: a rule changes state only through `set_field`):
+//! Every rule is a Rhai script run top to bottom once per event it handles.
+//! In scope (all three are constants: a rule changes state only through its
+//! state-changing decisions):
 //!
 //! - `event`: a map with `id`, `source`, `type`, `subject` (string or `()`),
 //!   `time` (RFC 3339 string or `()`) and `data` (the event's JSON data as Rhai
@@ -37,22 +38,39 @@
 //! - `notify(to, message)`: tell someone something.
 //! - `set_field(field, value)`: change `stage`, `owner` or a field of the
 //!   entity; `value` is any Rhai value that JSON can hold, `()` removes it.
-//!   Only when the event names an entity.
-//! - `seconds_between(from, to)`: seconds from one RFC 3339 time to another,
-//!   e.g. `seconds_between(entity.stage_since, now)`.
+//! - `set_stage(stage)`, `assign_owner(person)`.
+//! - `pause_channel(channel, reason)`, `resume_channel(channel, reason)`:
+//!   set the channel field `paused` (and `paused_reason`).
+//! - `hold_send(channel, reason)`, `release_send(channel, reason)`.
+//! - `emit(event_type[, data])`, `schedule(after, event_type[, data])`,
+//!   `expect(event_type, within, otherwise)`: events now, later, or unless
+//!   another arrives; `after`/`within` are `"48h"`-style durations or
+//!   seconds; the timers carry the rule's `catch_up`.
 //! - `print(..)` and `debug(..)`: lines returned with the evaluation as
 //!   [`RuleNote`]s (the first 32 per rule), never written to stdout.
+//!
+//! Every decision but `escalate` and `notify` needs the event to name an
+//! entity. Helpers (pure; module `measures`): `seconds_between(from, to)`,
+//! `hours_since(time)`, `duration(text)`, `missing(entity, names)`, and the
+//! convergence measures `agreement`, `text_similarity` (Jaccard of word
+//! sets), `message_consistency`, `launch_spread_hours`, `launch_within`,
+//! `audience_overlap` and `consistency` (weighted mean of the parts).
 //!
 //! Each decision is recorded with the rule's name and the hash of its source.
 //!
 //! # How rules affect each other
 //!
-//! Rules run in the order given to [`RuleSet::compile`]. A rule is all or
+//! A rule file may start with a `//! key: value` header (module `metadata`):
+//! `name`, `description`, `events` (the event types it runs for, `*` globs),
+//! `order` (default [`DEFAULT_ORDER`]) and `catch_up`. Rules run by `order`,
+//! then in the order given to [`RuleSet::compile`], and only for the events
+//! they handle. A rule is all or
 //! nothing: if it fails at run time (too many operations, a type error, an
 //! unknown function, `throw`), the decisions it made before failing are
 //! discarded, a [`RuleFailure`] with the file, line and column is returned,
-//! and the next rule runs as usual. When a rule succeeds, its `set_field`
-//! decisions are applied to the entity state right away, so the `entity` map
+//! and the next rule runs as usual. When a rule succeeds, its state-changing
+//! decisions (`set_field`, `set_stage`, `assign_owner`, `pause_channel`,
+//! `resume_channel`) are applied to the entity state right away, so the `entity` map
 //! the next rules see already has them (the rule that made them keeps seeing
 //! the state it started with).
 //!
@@ -66,18 +84,22 @@
 
 mod convert;
 mod engine;
+mod measures;
+mod metadata;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use converge_model::{Decision, DecisionKind, EntityState, Event};
+use converge_model::{CatchUp, Decision, DecisionKind, EntityState, Event};
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Position, Scope};
 use sha2::{Digest, Sha256};
 
 use crate::convert::{entity_to_dynamic, event_to_dynamic, rfc3339};
 use crate::engine::{RunGuard, RunState};
+
+pub use crate::metadata::DEFAULT_ORDER;
 
 /// One rule file as it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,12 +166,35 @@ pub struct CompileError {
 /// One compiled rule.
 #[derive(Clone)]
 pub struct Rule {
+    /// The header's `name`, else [`RuleSource::name`]: what decisions carry.
     pub name: String,
     pub path: PathBuf,
     /// First 16 hex characters of the SHA-256 of the source: the rule version
     /// every decision names.
     pub hash: String,
+    /// The header's `description`, for `converge rules check` and people.
+    pub description: Option<String>,
+    /// The header's `events`: the event types (with `*` globs) the rule runs
+    /// for; `None` runs it for every event.
+    pub events: Option<Vec<String>>,
+    /// The header's `order` ([`DEFAULT_ORDER`] without one): rules run by
+    /// ascending order, then in the order given to [`RuleSet::compile`].
+    pub order: i64,
+    /// The header's `catch_up`, carried by the rule's `schedule` and `expect`
+    /// decisions.
+    pub catch_up: CatchUp,
     ast: Arc<AST>,
+}
+
+impl Rule {
+    /// Whether the rule runs for events of this type (its `events` header).
+    pub fn handles(&self, event_type: &str) -> bool {
+        self.events.as_ref().is_none_or(|patterns| {
+            patterns
+                .iter()
+                .any(|pattern| metadata::matches(pattern, event_type))
+        })
+    }
 }
 
 /// Every rule, compiled once, and the engine that runs them. Shared between
@@ -170,6 +215,10 @@ impl fmt::Debug for Rule {
             .field("name", &self.name)
             .field("path", &self.path)
             .field("hash", &self.hash)
+            .field("description", &self.description)
+            .field("events", &self.events)
+            .field("order", &self.order)
+            .field("catch_up", &self.catch_up)
             .finish_non_exhaustive()
     }
 }
@@ -213,24 +262,59 @@ pub struct RuleNote {
 
 impl RuleSet {
     /// Compiles every rule; returns all compile errors (not just the first),
-    /// each with file:line:column. Rhai stops at the first error in a file,
-    /// so there is at most one error per rule.
+    /// each with file:line:column: every problem in a rule's header, or else
+    /// the first Rhai error in its script (Rhai stops at the first), and two
+    /// rules with the same name. The rules are then sorted by `order`, ties
+    /// kept in the order given.
     pub fn compile(
         sources: Vec<RuleSource>,
         limits: &RuleLimits,
     ) -> Result<RuleSet, Vec<CompileError>> {
         let engine = engine::build(limits);
         let scope = declared_inputs();
-        let mut rules = Vec::with_capacity(sources.len());
+        let mut rules: Vec<Rule> = Vec::with_capacity(sources.len());
         let mut errors = Vec::new();
         for RuleSource { name, path, source } in sources {
+            let header = match metadata::parse(&source) {
+                Ok(header) => header,
+                Err(header_errors) => {
+                    errors.extend(header_errors.into_iter().map(|e| CompileError {
+                        rule: name.clone(),
+                        path: path.clone(),
+                        line: e.line,
+                        column: e.column,
+                        message: e.message,
+                    }));
+                    continue;
+                }
+            };
+            let name = header.name.unwrap_or(name);
             match engine.compile_with_scope(&scope, &source) {
-                Ok(ast) => rules.push(Rule {
-                    hash: source_hash(&source),
-                    name,
-                    path,
-                    ast: Arc::new(ast),
-                }),
+                Ok(ast) => {
+                    if let Some(first) = rules.iter().find(|r| r.name == name) {
+                        errors.push(CompileError {
+                            message: format!(
+                                "a rule named `{name}` already exists ({}); rule names must be unique",
+                                first.path.display()
+                            ),
+                            rule: name,
+                            path,
+                            line: 1,
+                            column: 1,
+                        });
+                        continue;
+                    }
+                    rules.push(Rule {
+                        hash: source_hash(&source),
+                        name,
+                        path,
+                        description: header.description,
+                        events: header.events,
+                        order: header.order,
+                        catch_up: header.catch_up,
+                        ast: Arc::new(ast),
+                    });
+                }
                 Err(err) => {
                     let (line, column) = line_column(err.position());
                     errors.push(CompileError {
@@ -244,6 +328,8 @@ impl RuleSet {
             }
         }
         if errors.is_empty() {
+            // Stable: equal orders keep the order they were given in.
+            rules.sort_by_key(|rule| rule.order);
             Ok(RuleSet {
                 engine: Arc::new(engine),
                 rules,
@@ -259,11 +345,14 @@ impl RuleSet {
         &self.rules
     }
 
-    /// Runs every rule, in the order given to `compile`, for one event.
+    /// Runs every rule that handles the event's type ([`Rule::handles`]), in
+    /// the order of [`RuleSet::rules`], for one event.
     ///
     /// `entity` is the state of the entity the event names, with the event
-    /// already applied; it is updated in place by the `set_field` decisions of
-    /// rules that succeed, so callers must not apply those decisions again.
+    /// already applied; it is updated in place by the state-changing
+    /// decisions (`set_field`, `set_stage`, `assign_owner`, `pause_channel`,
+    /// `resume_channel`) of rules that succeed, so callers must not apply
+    /// those decisions again.
     pub fn evaluate(
         &self,
         event: &Event,
@@ -276,7 +365,7 @@ impl RuleSet {
         let mut evaluation = Evaluation::default();
         let mut scope = Scope::new();
 
-        for rule in &self.rules {
+        for rule in self.rules.iter().filter(|rule| rule.handles(&event.ty)) {
             scope.clear();
             scope.push_constant_dynamic("event", event_value.clone());
             scope.push_constant_dynamic("entity", entity_value.clone());
@@ -284,6 +373,8 @@ impl RuleSet {
 
             let guard = RunGuard::start(RunState {
                 has_entity: entity.is_some(),
+                now,
+                catch_up: rule.catch_up,
                 max_decisions: self.limits.max_decisions_per_rule,
                 ..RunState::default()
             });
@@ -314,10 +405,8 @@ impl RuleSet {
 
             let mut changed = false;
             for kind in run.decisions {
-                if let (DecisionKind::SetField { field, value }, Some(state)) =
-                    (&kind, entity.as_deref_mut())
-                {
-                    changed |= state.set(field, value.clone(), now);
+                if let Some(state) = entity.as_deref_mut() {
+                    changed |= apply(state, &kind, now);
                 }
                 evaluation.decisions.push(Decision {
                     rule: rule.name.clone(),
@@ -330,6 +419,30 @@ impl RuleSet {
             }
         }
         evaluation
+    }
+}
+
+/// Applies a state-changing decision to the entity; the others change
+/// nothing here. Returns whether the state changed.
+fn apply(state: &mut EntityState, kind: &DecisionKind, now: DateTime<Utc>) -> bool {
+    use serde_json::Value;
+    match kind {
+        DecisionKind::SetField { field, value } => state.set(field, value.clone(), now),
+        DecisionKind::SetStage { stage } => state.set("stage", Value::from(stage.as_str()), now),
+        DecisionKind::AssignOwner { owner } => state.set("owner", Value::from(owner.as_str()), now),
+        DecisionKind::PauseChannel { channel, reason } => {
+            let paused = state.set_channel(channel, "paused", Value::Bool(true), now);
+            let reason =
+                state.set_channel(channel, "paused_reason", Value::from(reason.as_str()), now);
+            paused | reason
+        }
+        // Resuming a channel the entity does not have creates none.
+        DecisionKind::ResumeChannel { channel, .. } if state.channels.contains_key(channel) => {
+            let paused = state.set_channel(channel, "paused", Value::Bool(false), now);
+            let reason = state.set_channel(channel, "paused_reason", Value::Null, now);
+            paused | reason
+        }
+        _ => false,
     }
 }
 

@@ -98,7 +98,13 @@ fn the_example_rules_compile_in_order() {
     let names: Vec<&str> = set.rules().iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
-        ["channel_approval", "required_fields", "stalled_handoff"]
+        [
+            "channel_approval",
+            "low_consistency_pause",
+            "required_fields",
+            "rework_counting",
+            "stalled_handoff"
+        ]
     );
 }
 
@@ -267,6 +273,111 @@ fn channel_approval_sends_rejected_channels_back_for_rework() {
     );
     let mut state = entity_after(&e, Some(state));
     assert_eq!(run(&set, &e, Some(&mut state)), vec![]);
+}
+
+#[test]
+fn rework_counting_counts_returns_from_review_and_tells_the_owner_the_third_time() {
+    let set = example_rules();
+    let step = |stage: &str, state: Option<EntityState>| {
+        let e = event(
+            "asset.updated",
+            Some("asset/A-9"),
+            json!({"stage": stage, "owner": "lea"}),
+        );
+        let mut state = entity_after(&e, state);
+        let decisions = run(&set, &e, Some(&mut state));
+        (decisions, state)
+    };
+    let (d, state) = step("draft", None);
+    assert_eq!(d, vec![], "a new draft is not rework");
+    let mut state = Some(state);
+    for round in 1..=3 {
+        let (d, s) = step("review", state.take());
+        assert_eq!(
+            d,
+            vec![set_field("rework_counting", "in_review", json!(true))]
+        );
+        let (d, s) = step("draft", Some(s));
+        let mut expected = vec![
+            set_field("rework_counting", "in_review", Value::Null),
+            set_field("rework_counting", "rework_count", json!(round)),
+        ];
+        if round == 3 {
+            expected.push(notify(
+                "rework_counting",
+                "lea",
+                "asset/A-9 went back to draft for the 3rd time: check its brief",
+            ));
+        }
+        assert_eq!(d, expected, "round {round}");
+        assert_eq!(s.fields["rework_count"], json!(round));
+        state = Some(s);
+    }
+    // Approved after review, then back to draft: not a return from review.
+    let (_, s) = step("review", state);
+    let (d, s) = step("approved", Some(s));
+    assert_eq!(
+        d,
+        vec![set_field("rework_counting", "in_review", Value::Null)]
+    );
+    let (d, s) = step("draft", Some(s));
+    assert_eq!(d, vec![]);
+    assert_eq!(s.fields["rework_count"], json!(3));
+}
+
+#[test]
+fn low_consistency_pause_pauses_the_channels_that_disagree() {
+    let set = example_rules();
+    let channel = |name: &str, offer: &str, state: Option<EntityState>| {
+        let e = event(
+            "campaign.channel.updated",
+            Some("campaign/c-9"),
+            json!({"channel": name, "offer_code": offer, "landing_url": "https://x.test/fall",
+                   "key_message": "Save 25% on fall gear", "launch_at": "2026-11-24T09:00:00Z",
+                   "segments": ["loyal", "new"]}),
+        );
+        let mut state = entity_after(&e, state);
+        let decisions = run(&set, &e, Some(&mut state));
+        (decisions, state)
+    };
+    let (d, s) = channel("email", "FALL25", Some(complete("campaign/c-9", "mia")));
+    assert_eq!(d, vec![]);
+    let (d, s) = channel("social", "FALL25", Some(s));
+    assert_eq!(d, vec![]);
+    // Offer agreement 2/3, everything else 1: score 0.4 * 2/3 + 0.6 = 0.8667.
+    let (d, s) = channel("paid", "FALL20", Some(s));
+    assert_eq!(d, vec![]);
+    // A fourth channel with a third offer code: agreement 2/4, score
+    // 0.4 * 0.5 + 0.6 = 0.8, not below the threshold.
+    let (d, s) = channel("events", "FALL15", Some(s));
+    assert_eq!(d, vec![]);
+    // social moves to a fourth code: every channel differs, agreement 1/4,
+    // score 0.4 * 0.25 + 0.6 = 0.7.
+    let (d, s) = channel("social", "SPRING", Some(s));
+    let reason = "consistency 70% is below 80% (failing: agreement)";
+    assert_eq!(
+        d,
+        ["email", "events", "paid", "social"]
+            .iter()
+            .map(|c| pause(c, reason))
+            .collect::<Vec<_>>(),
+        "every offer code differs: no value is agreed, every channel is paused"
+    );
+    assert_eq!(s.channels["paid"].fields["paused"], json!(true));
+    assert_eq!(s.channels["paid"].fields["paused_reason"], json!(reason));
+    // Already paused channels are not paused again.
+    let (d, _) = channel("email", "OTHER", Some(s));
+    assert_eq!(d, vec![]);
+}
+
+fn pause(channel: &str, reason: &str) -> (String, DecisionKind) {
+    (
+        "low_consistency_pause".into(),
+        DecisionKind::PauseChannel {
+            channel: channel.into(),
+            reason: reason.into(),
+        },
+    )
 }
 
 /// Every `rhai` example in the rule authors' guide compiles, so the page cannot

@@ -1,8 +1,11 @@
 //! Behaviour of the rules crate through its public API, one binary for all.
 
 mod compile;
+mod decisions;
 mod evaluate;
 mod example_rules;
+mod measures;
+mod metadata;
 
 use chrono::{DateTime, Utc};
 use converge_model::{EntityState, Event};

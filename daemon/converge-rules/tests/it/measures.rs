@@ -1,0 +1,225 @@
+//! The helpers: durations, missing data and the convergence measures, with
+//! the exact values `docs/rules.md` gives.
+
+use converge_model::{DecisionKind, EntityState};
+use serde_json::{Value, json};
+
+use crate::{compile, entity_after, event, now};
+
+/// A campaign whose channels have the given fields.
+fn campaign(channels: Value) -> EntityState {
+    let mut state: Option<EntityState> = None;
+    for (name, fields) in channels.as_object().unwrap() {
+        let mut data = fields.clone();
+        data["channel"] = json!(name);
+        let e = event("campaign.channel.updated", Some("campaign/c-1"), data);
+        state = Some(entity_after(&e, state));
+    }
+    state.unwrap()
+}
+
+/// What `expr` evaluates to in a rule run on `state`, as JSON.
+fn value(expr: &str, mut state: EntityState) -> Value {
+    let set = compile(&[("r", &format!("set_field(\"out\", {expr});"))]);
+    let e = event(
+        "x.y",
+        Some(&format!("{}/{}", state.kind, state.id)),
+        json!({}),
+    );
+    let eval = set.evaluate(&e, Some(&mut state), now());
+    assert_eq!(eval.failures, vec![], "{expr}");
+    match &eval.decisions[0].kind {
+        DecisionKind::SetField { value, .. } => value.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn fails(expr: &str, mut state: EntityState) -> String {
+    let set = compile(&[("r", &format!("set_field(\"out\", {expr});"))]);
+    let e = event("x.y", Some("campaign/c-1"), json!({}));
+    let eval = set.evaluate(&e, Some(&mut state), now());
+    eval.failures[0].message.clone()
+}
+
+fn fall_campaign() -> EntityState {
+    campaign(json!({
+        "email": {"offer_code": "FALL25", "landing_url": "https://x.test/fall",
+                  "key_message": "Save 25% on fall gear", "launch_at": "2026-11-24T09:00:00Z",
+                  "segments": ["loyal", "new"]},
+        "social": {"offer_code": "FALL25", "landing_url": "https://x.test/fall",
+                   "key_message": "Fall gear is 25% off", "launch_at": "2026-11-25T09:00:00Z",
+                   "segments": ["loyal", "new"]},
+        "paid": {"offer_code": "FALL20", "landing_url": "https://x.test/fall",
+                 "key_message": "Save 25% on fall gear today", "launch_at": "2026-11-28T09:00:00Z",
+                 "segments": ["new", "lapsed"]},
+    }))
+}
+
+#[test]
+fn durations_and_hours() {
+    let state = fall_campaign();
+    assert_eq!(value(r#"duration("48h")"#, state.clone()), json!(172_800));
+    assert_eq!(value(r#"duration("1d12h")"#, state.clone()), json!(129_600));
+    assert_eq!(value("duration(90)", state.clone()), json!(90));
+    // now is 2026-11-23T10:00:00Z
+    assert_eq!(
+        value(r#"hours_since("2026-11-21T08:30:00Z")"#, state.clone()),
+        json!(49.5)
+    );
+    assert_eq!(
+        value(r#"hours_since("2026-11-21T08:30:00Z") > 48"#, state.clone()),
+        json!(true)
+    );
+    assert_eq!(
+        fails(r#"duration("2 fortnights")"#, state.clone()),
+        "rules/r.rhai:1:18: Runtime error: duration must be a duration such as \"48h\", \"2d\", \"1d12h\", \"90m\" or a number of seconds, got \"2 fortnights\" (unknown time unit \"fortnights\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations))"
+    );
+    assert_eq!(
+        fails("hours_since(entity.stage_since)", state),
+        "rules/r.rhai:1:18: Runtime error: hours_since: `time` must be an RFC 3339 string, got () (a `()` time, e.g. `entity.stage_since`, has to be checked first)"
+    );
+}
+
+#[test]
+fn missing_lists_blank_and_absent_names_in_order() {
+    let e = event(
+        "task.updated",
+        Some("task/T-1"),
+        json!({"stage": "draft", "owner": "  ", "brief": "", "deadline": "2026-12-01", "budget": 0}),
+    );
+    let state = entity_after(&e, None);
+    assert_eq!(
+        value(
+            r#"missing(entity, ["owner", "stage", "deadline", "brief", "approvals", "budget"])"#,
+            state.clone()
+        ),
+        json!(["owner", "brief", "approvals"])
+    );
+    assert_eq!(
+        fails(r#"missing((), ["owner"])"#, state),
+        "rules/r.rhai:1:18: Runtime error: missing: the entity is () (check `entity != ()` first)"
+    );
+}
+
+#[test]
+fn agreement_is_the_share_holding_the_most_common_value() {
+    let state = fall_campaign();
+    assert_eq!(
+        value(r#"agreement(entity, "offer_code")"#, state.clone()),
+        json!(2.0 / 3.0)
+    );
+    assert_eq!(
+        value(r#"agreement(entity, "landing_url")"#, state.clone()),
+        json!(1.0)
+    );
+    assert_eq!(
+        value(r#"agreement(entity, "nobody_has_this")"#, state),
+        json!(1.0)
+    );
+    let split =
+        campaign(json!({"email": {"offer_code": "A"}, "social": {"offer_code": "B"}, "paid": {}}));
+    assert_eq!(
+        value(r#"agreement(entity, "offer_code")"#, split),
+        json!(0.5)
+    );
+}
+
+#[test]
+fn message_consistency_is_the_lowest_pairwise_word_jaccard() {
+    let state = fall_campaign();
+    assert_eq!(
+        value(
+            r#"text_similarity("Save 25% on fall gear", "Fall gear is 25% off")"#,
+            state.clone()
+        ),
+        json!(3.0 / 7.0)
+    );
+    assert_eq!(
+        value(
+            r#"text_similarity("Save 25% this fall", "this FALL: save 25%!")"#,
+            state.clone()
+        ),
+        json!(1.0)
+    );
+    // email~paid 5/6, email~social 3/7, social~paid 3/8: the lowest is 3/8.
+    assert_eq!(
+        value(r#"message_consistency(entity, "key_message")"#, state),
+        json!(0.375)
+    );
+}
+
+#[test]
+fn launch_spread_and_window() {
+    let state = fall_campaign();
+    assert_eq!(
+        value(r#"launch_spread_hours(entity, "launch_at")"#, state.clone()),
+        json!(96.0)
+    );
+    assert_eq!(
+        value(r#"launch_within(entity, "launch_at", "4d")"#, state.clone()),
+        json!(true)
+    );
+    assert_eq!(
+        value(
+            r#"launch_within(entity, "launch_at", "48h")"#,
+            state.clone()
+        ),
+        json!(false)
+    );
+    let bad = campaign(
+        json!({"email": {"launch_at": "tomorrow"}, "paid": {"launch_at": "2026-11-28T09:00:00Z"}}),
+    );
+    assert_eq!(
+        fails(r#"launch_spread_hours(entity, "launch_at")"#, bad),
+        "rules/r.rhai:1:18: Runtime error: launch_spread_hours: channels.email.fields.launch_at `tomorrow` is not an RFC 3339 time: premature end of input"
+    );
+}
+
+#[test]
+fn audience_overlap_is_the_lowest_pairwise_jaccard() {
+    // email~social 1, email~paid and social~paid 1/3.
+    assert_eq!(
+        value(r#"audience_overlap(entity, "segments")"#, fall_campaign()),
+        json!(1.0 / 3.0)
+    );
+}
+
+#[test]
+fn consistency_combines_the_parts_it_is_asked_for() {
+    let spec = r#"#{ fields: ["offer_code", "landing_url"], message: "key_message", launch: "launch_at", window: "48h", audience: "segments" }"#;
+    let got = value(&format!("consistency(entity, {spec})"), fall_campaign());
+    // agreement 2/3, message 3/8, timing 48/96 = 0.5, audience 1/3:
+    // 0.4 * 2/3 + 0.2 * 0.375 + 0.2 * 0.5 + 0.2 * 1/3 = 0.5083...
+    let score = 0.4 * (2.0 / 3.0) + 0.2 * 0.375 + 0.2 * 0.5 + 0.2 * (1.0 / 3.0);
+    assert_eq!(
+        got,
+        json!({
+            "score": score,
+            "parts": {"agreement": 2.0 / 3.0, "message": 0.375, "timing": 0.5, "audience": 1.0 / 3.0},
+            "failing": ["agreement", "message", "timing", "audience"],
+            "outliers": ["paid"],
+        })
+    );
+
+    // Only agreement and timing, with a threshold: weights renormalise to 2/3 and 1/3.
+    let got = value(
+        r#"consistency(entity, #{ fields: ["landing_url"], launch: "launch_at", window: "4d", threshold: 0.8 })"#,
+        fall_campaign(),
+    );
+    assert_eq!(
+        got,
+        json!({"score": 1.0, "parts": {"agreement": 1.0, "timing": 1.0}, "failing": [], "outliers": []})
+    );
+
+    assert_eq!(
+        fails(r#"consistency(entity, #{ feilds: [] })"#, fall_campaign()),
+        "rules/r.rhai:1:18: Runtime error: consistency: unknown key `feilds` (known: fields, message, launch, window, audience, threshold)"
+    );
+    assert_eq!(
+        fails(
+            r#"consistency(entity, #{ launch: "launch_at" })"#,
+            fall_campaign()
+        ),
+        "rules/r.rhai:1:18: Runtime error: consistency: `launch` needs a `window`, e.g. window: \"48h\""
+    );
+}
