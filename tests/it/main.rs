@@ -5,5 +5,7 @@ mod cli;
 mod intake;
 mod pipeline;
 mod restart;
+mod rules_cli;
 mod sandbox;
 mod support;
+mod timers;

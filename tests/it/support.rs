@@ -127,6 +127,14 @@ files = [{files}]
         self.dir.path().join("converge.toml")
     }
 
+    /// Replaces `from` (which must be there) with `to` in the config, e.g.
+    /// to restart on a manual clock that starts later.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        assert!(text.contains(from), "the config has no `{from}`:\n{text}");
+        std::fs::write(self.config(), text.replace(from, to)).unwrap();
+    }
+
     pub fn start(&self) -> Daemon {
         self.start_with_env(&[])
     }
@@ -318,6 +326,44 @@ impl Daemon {
             "the trail of {id} never completed; last: {last:#}\nlog:\n{}",
             self.log()
         );
+    }
+
+    /// Moves the daemon's manual clock forward (`clock.mode = "manual"`).
+    pub async fn advance_clock(&self, by: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/v1/clock",
+                "application/json",
+                serde_json::json!({ "advance": by }).to_string(),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}\n{}", self.log());
+        body
+    }
+
+    /// Every timer of an entity (`kind/id`), newest first.
+    pub async fn timers(&self, entity: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/entities/{entity}/timers")).await;
+        assert_eq!(status, 200, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        body["timers"].as_array().unwrap().clone()
+    }
+
+    /// Waits until a metric reaches `value`.
+    pub async fn wait_for_metric(&self, name: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = self.metric(name).await;
+            if now == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {now}, not {value}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The value of a metric line, e.g. `converge_events_accepted_total`.

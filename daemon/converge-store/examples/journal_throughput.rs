@@ -124,6 +124,7 @@ fn batches_processing(
                 decisions,
                 rule_failures: Vec::new(),
                 processed_at_ms: event.received_at_ms + 1,
+                ..ProcessedEvent::default()
             });
         }
         processing.push(WriteBatch {

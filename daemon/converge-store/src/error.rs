@@ -41,6 +41,11 @@ pub enum StoreError {
     #[error("action {id} does not exist")]
     UnknownAction { id: i64 },
 
+    /// A [`FiredTimer`](crate::FiredTimer) named a timer that does not exist.
+    /// The whole batch was rolled back.
+    #[error("timer {id} does not exist")]
+    UnknownTimer { id: i64 },
+
     /// Entity state or a decision could not be turned into JSON or read back.
     #[error("stored JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -8,12 +8,21 @@
 //! - **entity state**, keyed by `kind/id`;
 //! - **decisions** the rules made for each event, and **rule failures**;
 //! - the **outbox**: one action per routed decision, `pending` until its
-//!   outcome is recorded as `done` or `failed`.
+//!   outcome is recorded as `done` or `failed`;
+//! - **timers** (`schedule` and `expect` decisions), `pending` until they are
+//!   `fired`, `cancelled` (an expect whose event arrived) or `skipped` (due
+//!   while the daemon was down, with the `skip` catch-up policy).
 //!
 //! Processing an event (entity state, decisions, actions, rule failures, the
 //! cursor) is one [`ProcessedEvent`] in a [`WriteBatch`], so it lands
 //! atomically: after a crash an event is either fully processed or not at all,
-//! and processing resumes from [`Store::processed_cursor`].
+//! and processing resumes from [`Store::processed_cursor`]. The timers an
+//! event's decisions create, the expects it cancels and the events its rules
+//! emit are part of the same [`ProcessedEvent`].
+//!
+//! Firing a timer is one [`FiredTimer`]: its event is journaled and the timer
+//! marked `fired` in one transaction, and only if the timer was still
+//! `pending`, so a timer fires exactly once, whatever crashes around it.
 //!
 //! # Durability
 //! - The database is always in WAL mode: a commit appends to the write-ahead
@@ -52,9 +61,10 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use error::StoreError;
 pub use records::{
-    ActionOutcome, ActionRecord, Appended, Counts, DecisionRecord, EventTrail, JournaledEvent,
-    NewAction, NewDecision, NewEvent, OutcomeKind, PendingAction, ProcessedEvent, RuleFailure,
-    WriteBatch, WriteResult,
+    ActionOutcome, ActionRecord, Appended, Counts, DecisionRecord, EventTrail, ExpectedArrival,
+    FiredTimer, JournaledEvent, NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind,
+    PendingAction, ProcessedEvent, RuleFailure, SkippedTimer, TimerKind, TimerRecord, WriteBatch,
+    WriteResult,
 };
 
 /// How long a connection waits for another one's lock before giving up with

@@ -1,11 +1,12 @@
 //! Queries. They read the last committed snapshot, so readers on other
 //! connections never see half a batch and never block the writer.
 
-use converge_model::{Decision, EntityKey, EntityState};
+use converge_model::{CatchUp, Decision, EntityKey, EntityState};
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::records::{
     ActionRecord, Counts, DecisionRecord, EventTrail, JournaledEvent, PendingAction, RuleFailure,
+    TimerRecord,
 };
 use crate::schema::{ACTIONS_DONE, ACTIONS_FAILED, PROCESSED_CURSOR};
 use crate::{Store, StoreError};
@@ -216,6 +217,64 @@ impl Store {
         Ok(trail)
     }
 
+    /// Up to `limit` pending timers due at or before `now_ms`, in due order
+    /// (then creation order).
+    pub fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {TIMER_COLUMNS} FROM timers INDEXED BY timers_due
+                 WHERE status = 'pending' AND due_at_ms <= ?1
+                 ORDER BY due_at_ms, id LIMIT ?2"
+            ))?
+            .query_map(params![now_ms, sql_limit(limit)], timer_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(TimerRow::into_record).collect()
+    }
+
+    /// When the earliest pending timer is due; `None` when none is pending.
+    pub fn next_timer_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT min(due_at_ms) FROM timers INDEXED BY timers_due WHERE status = 'pending'",
+            )?
+            .query_row([], |row| row.get(0))?)
+    }
+
+    /// How many timers are waiting to fire.
+    pub fn pending_timer_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM timers INDEXED BY timers_due WHERE status = 'pending'",
+            )?
+            .query_row([], |row| row.get(0))?)
+    }
+
+    /// The timers of one entity (`kind/id`), newest first, up to `limit`;
+    /// only the pending ones when `pending_only`.
+    pub fn entity_timers(
+        &self,
+        entity: &EntityKey,
+        pending_only: bool,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {TIMER_COLUMNS} FROM timers
+                 WHERE entity = ?1 AND (?2 = 0 OR status = 'pending')
+                 ORDER BY id DESC LIMIT ?3"
+            ))?
+            .query_map(
+                params![entity.to_string(), pending_only, sql_limit(limit)],
+                timer_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(TimerRow::into_record).collect()
+    }
+
     /// Sizes of the store, cheap enough to read every few seconds: every
     /// number comes from a primary key's maximum, a counter, or a range as
     /// small as the backlog (events after the cursor, pending actions).
@@ -256,5 +315,52 @@ fn trail_head(row: &Row<'_>) -> rusqlite::Result<EventTrail> {
         processed_at_ms: row.get(6)?,
         decisions: Vec::new(),
         rule_failures: Vec::new(),
+    })
+}
+
+const TIMER_COLUMNS: &str = "id, entity, kind, event_type, data, expect_type, due_at_ms, \
+     catch_up, rule, rule_hash, created_by_seq, status, fired_seq, closed_at_ms";
+
+/// A timer row before its JSON columns are parsed (rusqlite's row mapping
+/// cannot return a JSON error).
+struct TimerRow {
+    record: TimerRecord,
+    data: String,
+    catch_up: String,
+}
+
+impl TimerRow {
+    fn into_record(self) -> Result<TimerRecord, StoreError> {
+        let TimerRow {
+            mut record,
+            data,
+            catch_up,
+        } = self;
+        record.data = serde_json::from_str(&data)?;
+        record.catch_up = serde_json::from_value(serde_json::Value::String(catch_up))?;
+        Ok(record)
+    }
+}
+
+fn timer_row(row: &Row<'_>) -> rusqlite::Result<TimerRow> {
+    Ok(TimerRow {
+        record: TimerRecord {
+            id: row.get(0)?,
+            entity: row.get(1)?,
+            kind: row.get(2)?,
+            event_type: row.get(3)?,
+            data: serde_json::Value::Null,
+            expect_type: row.get(5)?,
+            due_at_ms: row.get(6)?,
+            catch_up: CatchUp::default(),
+            rule: row.get(8)?,
+            rule_hash: row.get(9)?,
+            created_by_seq: row.get(10)?,
+            status: row.get(11)?,
+            fired_seq: row.get(12)?,
+            closed_at_ms: row.get(13)?,
+        },
+        data: row.get(4)?,
+        catch_up: row.get(7)?,
     })
 }

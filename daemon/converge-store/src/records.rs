@@ -1,24 +1,34 @@
 //! What goes into the store and what comes out of it.
 
-use converge_model::{Decision, EntityState, Event};
+use converge_model::{CatchUp, Decision, EntityState, Event};
 use serde::Serialize;
+use serde_json::Value;
 
 // ---- writes ----
 
 /// Everything one [`Store::write`](crate::Store::write) commits, in one
-/// transaction, in this order: `appends`, then `processed`, then `outcomes`.
-/// So a batch may process events it appends and record outcomes of actions it
-/// creates.
+/// transaction, in this order: `appends`, then `processed` (with the events
+/// it emits), then `fired_timers` and `skipped_timers`, then `outcomes`. So a
+/// batch may process events it appends and record outcomes of actions it
+/// creates; an expect cancelled by `processed` does not fire in the same
+/// batch; and journal `seq`s follow that order: appended events, then
+/// emitted events, then fired timers' events.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     pub appends: Vec<NewEvent>,
+    pub fired_timers: Vec<FiredTimer>,
+    pub skipped_timers: Vec<SkippedTimer>,
     pub processed: Vec<ProcessedEvent>,
     pub outcomes: Vec<ActionOutcome>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.appends.is_empty() && self.processed.is_empty() && self.outcomes.is_empty()
+        self.appends.is_empty()
+            && self.fired_timers.is_empty()
+            && self.skipped_timers.is_empty()
+            && self.processed.is_empty()
+            && self.outcomes.is_empty()
     }
 }
 
@@ -52,7 +62,13 @@ impl NewEvent {
 /// Written atomically with the processed cursor: the entity state is upserted,
 /// decisions and their actions inserted, rule failures recorded, the event
 /// marked processed and the cursor advanced to at least `seq`.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Timers: first every pending `expect` timer that `cancel_expects` matches
+/// is cancelled, then `timers` are created (so an event never cancels the
+/// timers its own processing created). `emits` are journaled like appends,
+/// deduplicated on `(source, id)`, with `seq`s after every event before them
+/// in the batch.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcessedEvent {
     pub seq: i64,
     /// The entity's state after the event, when the event is about an entity.
@@ -60,6 +76,65 @@ pub struct ProcessedEvent {
     pub decisions: Vec<NewDecision>,
     pub rule_failures: Vec<RuleFailure>,
     pub processed_at_ms: i64,
+    /// Durable timers the decisions asked for; `created_by_seq` is `seq`.
+    pub timers: Vec<NewTimer>,
+    /// The arrival this event is, for the `expect` timers waiting for it.
+    pub cancel_expects: Option<ExpectedArrival>,
+    /// Events the rules emitted, journaled in the same transaction.
+    pub emits: Vec<NewEvent>,
+}
+
+/// A durable timer to create: at `due_at_ms` it journals an event of
+/// `event_type` about `entity`, unless it is an `expect` cancelled first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTimer {
+    /// The entity key (`kind/id`): the fired event's subject.
+    pub entity: String,
+    pub kind: TimerKind,
+    /// The type of the event journaled when the timer fires.
+    pub event_type: String,
+    /// A JSON object, the fired event's data (with `timer` added).
+    pub data: Value,
+    pub due_at_ms: i64,
+    pub catch_up: CatchUp,
+    /// The rule and rule version that asked for the timer.
+    pub rule: String,
+    pub rule_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerKind {
+    /// Fires at its due time.
+    Schedule,
+    /// Cancelled if an event of `expect_type` about the entity is processed
+    /// before its due time; fires otherwise.
+    Expect { expect_type: String },
+}
+
+/// An event of `event_type` about `entity`: cancels the `expect` timers of
+/// `entity` waiting for that type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedArrival {
+    pub entity: String,
+    pub event_type: String,
+}
+
+/// Fire a pending timer: journal `event` and mark the timer `fired`, in one
+/// transaction. Nothing happens if the timer is no longer pending (fired,
+/// cancelled or skipped in an earlier commit or earlier in this batch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FiredTimer {
+    pub timer_id: i64,
+    /// The event the timer journals; its `(source, id)` is unique to the timer.
+    pub event: NewEvent,
+    pub fired_at_ms: i64,
+}
+
+/// Close a pending timer without firing it (its catch-up policy is `skip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SkippedTimer {
+    pub timer_id: i64,
+    pub skipped_at_ms: i64,
 }
 
 /// A decision and the actions its routes asked for.
@@ -117,6 +192,16 @@ pub enum OutcomeKind {
 pub struct WriteResult {
     /// One per [`WriteBatch::appends`], in the same order.
     pub appended: Vec<Appended>,
+    /// One per [`WriteBatch::fired_timers`], in the same order: `None` when
+    /// the timer was no longer pending and nothing was journaled.
+    pub fired: Vec<Option<Appended>>,
+    /// One per emitted event of every [`ProcessedEvent::emits`], in order.
+    pub emitted: Vec<Appended>,
+    /// Timers created, cancelled and skipped by this batch: when any, the
+    /// next due time may have changed.
+    pub timers_created: usize,
+    pub timers_cancelled: usize,
+    pub timers_skipped: usize,
     /// Every action the batch's `processed` created, in order, with its id:
     /// what the outbox should run next.
     pub actions: Vec<PendingAction>,
@@ -204,6 +289,30 @@ pub struct ActionRecord {
     pub next_attempt_at_ms: Option<i64>,
     /// When it became `done` or `failed`.
     pub finished_at_ms: Option<i64>,
+}
+
+/// A timer, as `/v1/entities/{kind}/{id}/timers` and the scheduler read it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimerRecord {
+    pub id: i64,
+    pub entity: String,
+    /// `schedule` or `expect`.
+    pub kind: String,
+    pub event_type: String,
+    pub data: Value,
+    /// For an `expect`: the event type that cancels it.
+    pub expect_type: Option<String>,
+    pub due_at_ms: i64,
+    pub catch_up: CatchUp,
+    pub rule: String,
+    pub rule_hash: String,
+    pub created_by_seq: i64,
+    /// `pending`, `fired`, `cancelled` or `skipped`.
+    pub status: String,
+    /// The journal `seq` of the event it fired.
+    pub fired_seq: Option<i64>,
+    /// When it fired, was cancelled or was skipped.
+    pub closed_at_ms: Option<i64>,
 }
 
 /// Sizes of the store, for metrics.

@@ -86,6 +86,35 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO meta (key, value) VALUES
         ('processed_cursor', 0), ('actions_done', 0), ('actions_failed', 0);
     ",
+    // 2: durable timers (`schedule` and `expect` decisions).
+    //
+    // `timers_due` holds only pending timers, in due order: the scheduler's
+    // next-due and due-now reads, and the pending count, stay as small as the
+    // backlog. `timers_by_entity` serves the listing of an entity's timers and
+    // the cancellation of its expects (entity, 'pending', expect_type) on every
+    // event about it.
+    "
+    CREATE TABLE timers (
+        id             INTEGER PRIMARY KEY,
+        entity         TEXT NOT NULL,
+        kind           TEXT NOT NULL CHECK (kind IN ('schedule', 'expect')),
+        event_type     TEXT NOT NULL,
+        data           TEXT NOT NULL,
+        expect_type    TEXT,
+        due_at_ms      INTEGER NOT NULL,
+        catch_up       TEXT NOT NULL CHECK (catch_up IN ('fire_late', 'skip')),
+        rule           TEXT NOT NULL,
+        rule_hash      TEXT NOT NULL,
+        created_by_seq INTEGER NOT NULL REFERENCES events (seq),
+        status         TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (status IN ('pending', 'fired', 'cancelled', 'skipped')),
+        fired_seq      INTEGER REFERENCES events (seq),
+        closed_at_ms   INTEGER,
+        CHECK ((kind = 'expect') = (expect_type IS NOT NULL))
+    );
+    CREATE INDEX timers_due ON timers (due_at_ms, id) WHERE status = 'pending';
+    CREATE INDEX timers_by_entity ON timers (entity, status, expect_type);
+    ",
 ];
 
 /// The schema version this build reads and writes.
@@ -128,4 +157,84 @@ pub(crate) fn check_current(conn: &Connection) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+
+    use super::*;
+
+    /// A database as version 1 left it, with an event, a decision, an
+    /// action and a moved cursor.
+    fn version_1(conn: &Connection) {
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO events (source, id, type, subject, json, received_at_ms, processed_at_ms)
+             VALUES ('/jira', 'e-1', 'task.updated', 'task/T-1', '{}', 1000, 2000)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms)
+             VALUES (1, 'r', 'h', 'notify', '{}', 2000)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO actions (decision_id, event_seq, route, plugin, payload, created_at_ms)
+             VALUES (1, 1, 'route', 'webhook-out', '{}', 2000)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE meta SET value = 1 WHERE key = ?1",
+            params![PROCESSED_CURSOR],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn version_1_upgrades_in_place_to_timers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converge.db");
+        let mut conn = Connection::open(&path).unwrap();
+        version_1(&conn);
+        assert_eq!(version(&conn).unwrap(), 1);
+        assert!(check_current(&conn).is_err(), "a reader refuses version 1");
+
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
+        assert_eq!(CURRENT_VERSION, 2);
+        check_current(&conn).unwrap();
+        // What version 1 held is untouched.
+        let kept: (i64, i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM actions),
+                        (SELECT value FROM meta WHERE key = 'processed_cursor')",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (1, 1, 1));
+        // The timers table exists, with its constraints.
+        conn.execute(
+            "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                                 catch_up, rule, rule_hash, created_by_seq)
+             VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip', 'r', 'h', 1)",
+            [],
+        )
+        .unwrap();
+        let bad_kind = conn.execute(
+            "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                                 catch_up, rule, rule_hash, created_by_seq)
+             VALUES ('task/T-1', 'expect', 'task.late', '{}', NULL, 5000, 'skip', 'r', 'h', 1)",
+            [],
+        );
+        assert!(bad_kind.is_err(), "an expect needs its expect_type");
+        // Migrating again is a no-op.
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
+    }
 }

@@ -1,17 +1,19 @@
 //! [`Store::write`]: one batch, one transaction, one fsync.
 
+use converge_model::CatchUp;
 use rusqlite::{Transaction, TransactionBehavior, params};
 
 use crate::records::{
-    ActionOutcome, Appended, NewEvent, OutcomeKind, PendingAction, ProcessedEvent, WriteBatch,
-    WriteResult,
+    ActionOutcome, Appended, FiredTimer, NewEvent, NewTimer, OutcomeKind, PendingAction,
+    ProcessedEvent, SkippedTimer, TimerKind, WriteBatch, WriteResult,
 };
 use crate::schema::{ACTIONS_DONE, ACTIONS_FAILED, PROCESSED_CURSOR};
 use crate::{Store, StoreError};
 
 impl Store {
     /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
-    /// `COMMIT`): appends, then processed events, then action outcomes.
+    /// `COMMIT`): appends, then processed events (with their timers and
+    /// emitted events), then fired and skipped timers, then action outcomes.
     ///
     /// All or nothing: on any error the whole batch is rolled back, appends
     /// included, and the store is as it was.
@@ -24,19 +26,26 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut result = WriteResult {
             appended: Vec::with_capacity(batch.appends.len()),
-            actions: Vec::new(),
+            fired: Vec::with_capacity(batch.fired_timers.len()),
+            ..WriteResult::default()
         };
         for event in &batch.appends {
             result.appended.push(append(&tx, event)?);
         }
         let mut cursor = None;
         for processed in &batch.processed {
-            record_processed(&tx, processed, &mut result.actions)?;
+            record_processed(&tx, processed, &mut result)?;
             cursor = cursor.max(Some(processed.seq));
         }
         if let Some(seq) = cursor {
             tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = ?2")?
                 .execute(params![seq, PROCESSED_CURSOR])?;
+        }
+        for fired in &batch.fired_timers {
+            result.fired.push(fire_timer(&tx, fired)?);
+        }
+        for skipped in &batch.skipped_timers {
+            result.timers_skipped += skip_timer(&tx, skipped)?;
         }
         record_outcomes(&tx, &batch.outcomes)?;
         tx.commit()?;
@@ -72,11 +81,75 @@ fn append(tx: &Transaction<'_>, event: &NewEvent) -> Result<Appended, StoreError
     Ok(Appended::Duplicate { seq })
 }
 
+/// Marks the timer fired and journals its event, or does nothing (`None`) if
+/// the timer is no longer pending: the status check and the event's unique
+/// `(source, id)` are what make a timer fire once.
+fn fire_timer(tx: &Transaction<'_>, fired: &FiredTimer) -> Result<Option<Appended>, StoreError> {
+    let claimed = tx
+        .prepare_cached(
+            "UPDATE timers SET status = 'fired', closed_at_ms = ?1
+             WHERE id = ?2 AND status = 'pending'",
+        )?
+        .execute(params![fired.fired_at_ms, fired.timer_id])?;
+    if claimed == 0 {
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM timers WHERE id = ?1")?
+            .exists(params![fired.timer_id])?;
+        if !exists {
+            return Err(StoreError::UnknownTimer { id: fired.timer_id });
+        }
+        return Ok(None);
+    }
+    let appended = append(tx, &fired.event)?;
+    tx.prepare_cached("UPDATE timers SET fired_seq = ?1 WHERE id = ?2")?
+        .execute(params![appended.seq(), fired.timer_id])?;
+    Ok(Some(appended))
+}
+
+fn skip_timer(tx: &Transaction<'_>, skipped: &SkippedTimer) -> Result<usize, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE timers SET status = 'skipped', closed_at_ms = ?1
+             WHERE id = ?2 AND status = 'pending'",
+        )?
+        .execute(params![skipped.skipped_at_ms, skipped.timer_id])?)
+}
+
+fn insert_timer(tx: &Transaction<'_>, seq: i64, timer: &NewTimer) -> Result<(), StoreError> {
+    let (kind, expect_type) = match &timer.kind {
+        TimerKind::Schedule => ("schedule", None),
+        TimerKind::Expect { expect_type } => ("expect", Some(expect_type.as_str())),
+    };
+    let catch_up = match timer.catch_up {
+        CatchUp::FireLate => "fire_late",
+        CatchUp::Skip => "skip",
+    };
+    tx.prepare_cached(
+        "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                             catch_up, rule, rule_hash, created_by_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        timer.entity,
+        kind,
+        timer.event_type,
+        serde_json::to_string(&timer.data)?,
+        expect_type,
+        timer.due_at_ms,
+        catch_up,
+        timer.rule,
+        timer.rule_hash,
+        seq
+    ])?;
+    Ok(())
+}
+
 fn record_processed(
     tx: &Transaction<'_>,
     processed: &ProcessedEvent,
-    actions: &mut Vec<PendingAction>,
+    result: &mut WriteResult,
 ) -> Result<(), StoreError> {
+    let actions = &mut result.actions;
     let seq = processed.seq;
     let marked = tx
         .prepare_cached(
@@ -162,6 +235,27 @@ fn record_processed(
             failure.rule_hash,
             failure.message
         ])?;
+    }
+
+    if let Some(arrival) = &processed.cancel_expects {
+        result.timers_cancelled += tx
+            .prepare_cached(
+                "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1
+                 WHERE entity = ?2 AND status = 'pending' AND expect_type = ?3",
+            )?
+            .execute(params![
+                processed.processed_at_ms,
+                arrival.entity,
+                arrival.event_type
+            ])?;
+    }
+    for timer in &processed.timers {
+        insert_timer(tx, seq, timer)?;
+    }
+    result.timers_created += processed.timers.len();
+    for event in &processed.emits {
+        let appended = append(tx, event)?;
+        result.emitted.push(appended);
     }
     Ok(())
 }

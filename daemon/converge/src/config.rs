@@ -35,6 +35,24 @@ mod raw {
         pub routes: Vec<Route>,
         #[serde(default)]
         pub dispatch: Dispatch,
+        #[serde(default)]
+        pub clock: Clock,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Clock {
+        pub mode: String,
+        pub start: Option<String>,
+    }
+
+    impl Default for Clock {
+        fn default() -> Self {
+            Clock {
+                mode: "system".into(),
+                start: None,
+            }
+        }
     }
 
     #[derive(Debug, Deserialize)]
@@ -75,11 +93,22 @@ mod raw {
         }
     }
 
-    #[derive(Debug, Default, Deserialize)]
+    #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     pub struct Rules {
         pub files: Vec<String>,
         pub limits: RuleLimits,
+        pub max_emit_depth: u64,
+    }
+
+    impl Default for Rules {
+        fn default() -> Self {
+            Rules {
+                files: Vec::new(),
+                limits: RuleLimits::default(),
+                max_emit_depth: 8,
+            }
+        }
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -183,6 +212,7 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     pub routes: Vec<Route>,
     pub dispatch: Dispatch,
+    pub clock: ClockConfig,
     /// Problems that do not stop the daemon (a missing secret fails only the
     /// actions that need it); `run` logs them and `check` lists them.
     pub warnings: Vec<String>,
@@ -217,6 +247,20 @@ impl Storage {
 pub struct Rules {
     pub files: Vec<PathBuf>,
     pub limits: RuleLimits,
+    /// How many events deep a chain of `emit`s may go (an event a webhook
+    /// or a timer journaled is depth 0); a deeper emit is a rule failure.
+    pub max_emit_depth: u32,
+}
+
+/// Which clock the daemon runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClockConfig {
+    System,
+    /// A testing aid: stands still at `start` (default: the system time at
+    /// start) until `POST /v1/clock` moves it.
+    Manual {
+        start: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -303,6 +347,7 @@ impl Config {
                 .collect(),
             routes: v.routes(&raw.routes, &raw.plugins),
             dispatch: v.dispatch(&raw.dispatch),
+            clock: v.clock(&raw.clock),
             warnings: Vec::new(),
         };
         if v.errors.is_empty() {
@@ -476,7 +521,45 @@ impl Validator {
             }
             files.push(path);
         }
-        Rules { files, limits }
+        let max_emit_depth =
+            self.count("rules.max_emit_depth", raw.max_emit_depth, 0..=1000) as u32;
+        Rules {
+            files,
+            limits,
+            max_emit_depth,
+        }
+    }
+
+    fn clock(&mut self, raw: &raw::Clock) -> ClockConfig {
+        let start = raw.start.as_deref().and_then(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| {
+                    self.error(
+                        "clock.start",
+                        format!(
+                            "`{text}` is not an RFC 3339 time like \"2026-11-23T10:00:00Z\": {e}"
+                        ),
+                    )
+                })
+                .ok()
+        });
+        match raw.mode.as_str() {
+            "system" => {
+                if raw.start.is_some() {
+                    self.error("clock.start", "only a manual clock has a start time");
+                }
+                ClockConfig::System
+            }
+            "manual" => ClockConfig::Manual { start },
+            other => {
+                self.error(
+                    "clock.mode",
+                    format!("`{other}` is not one of \"system\", \"manual\""),
+                );
+                ClockConfig::System
+            }
+        }
     }
 
     fn plugin(
@@ -702,6 +785,51 @@ mod tests {
         assert_eq!(c.storage.data_dir, Path::new("/etc/converge/data"));
         assert_eq!(c.storage.durability, Durability::Full);
         assert!(c.routes.is_empty());
+        assert_eq!(c.clock, ClockConfig::System);
+        assert_eq!(c.rules.max_emit_depth, 8);
+    }
+
+    #[test]
+    fn the_clock_is_system_or_manual_with_an_optional_start() {
+        let c = parse("[clock]\nmode = \"manual\"\nstart = \"2026-11-23T10:00:00Z\"\n").unwrap();
+        assert_eq!(
+            c.clock,
+            ClockConfig::Manual {
+                start: Some("2026-11-23T10:00:00Z".parse().unwrap())
+            }
+        );
+        let errors = parse("[clock]\nmode = \"sundial\"\nstart = \"tomorrow\"\n").unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("clock.start: `tomorrow`"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].starts_with("clock.mode: `sundial`"),
+            "{}",
+            errors[1]
+        );
+        let errors = parse("[clock]\nstart = \"2026-11-23T10:00:00Z\"\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["clock.start: only a manual clock has a start time"]
+        );
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/converge.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Its rule and plugin files may not be built; only the keys and values matter here.
+        let errors = Config::parse(&path, &text, &no_env)
+            .err()
+            .unwrap_or_default();
+        let unexpected: Vec<_> = errors
+            .iter()
+            .filter(|e| !e.contains(".component:") && !e.starts_with("rules.files"))
+            .collect();
+        assert!(unexpected.is_empty(), "{unexpected:#?}");
     }
 
     #[test]

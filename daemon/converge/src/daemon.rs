@@ -3,14 +3,16 @@
 //!
 //! Start: compile rules, open the store, load plugins, start the journal
 //! writer, the processor (which first catches up on events journaled before
-//! this start), the dispatcher (which first reads pending actions), and last
-//! the HTTP listener.
+//! this start), the timer scheduler (which waits for that catch-up, then
+//! applies the catch-up policy of timers that fell due while converge was
+//! down), the dispatcher (which first reads pending actions), and last the
+//! HTTP listener.
 //!
 //! Stop (SIGINT, SIGTERM, or a fatal storage error): the listener stops
-//! accepting and finishes the requests it has; the processor finishes its
-//! batch; the dispatcher waits up to `dispatch.shutdown_grace` for running
-//! actions; the journal commits what it was handed. Whatever was not done is
-//! durable and resumes at the next start.
+//! accepting and finishes the requests it has; the scheduler stops firing;
+//! the processor finishes its batch; the dispatcher waits up to
+//! `dispatch.shutdown_grace` for running actions; the journal commits what it
+//! was handed. Whatever was not done is durable and resumes at the next start.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,14 +24,16 @@ use anyhow::{Context, bail};
 use converge_plugin_host::{Plugin, PluginHost, PluginHostConfig, PluginSpec};
 use converge_rules::{RuleSet, RuleSource};
 use converge_store::Store;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Route};
+use crate::clock::Clock;
+use crate::config::{ClockConfig, Config, Route};
 use crate::dispatcher::Dispatcher;
 use crate::journal::{Downstream, Journal};
 use crate::processor::Processor;
 use crate::telemetry::Metrics;
+use crate::timers::Scheduler;
 use crate::web::{self, AppState};
 
 /// How many committed actions wait in memory for the dispatcher; beyond it
@@ -133,8 +137,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let plugins = load_plugins(&host, &config).await?;
     tracing::info!(plugins = plugins.len(), "plugins loaded");
 
+    let clock = match config.clock {
+        ClockConfig::System => Clock::System,
+        ClockConfig::Manual { start } => {
+            let start = start.unwrap_or_else(chrono::Utc::now);
+            tracing::warn!(%start, "running on a manual clock (clock.mode = \"manual\"): time moves only through POST /v1/clock");
+            Clock::manual(start)
+        }
+    };
     let metrics = Metrics::new();
     metrics.journal_events.set(head);
+    let timers_changed = Arc::new(Notify::new());
     let fatal = CancellationToken::new();
     let (processor_tx, processor_rx) = mpsc::unbounded_channel();
     let (dispatcher_tx, dispatcher_rx) = mpsc::channel(DISPATCH_QUEUE);
@@ -146,6 +159,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             processor: processor_tx,
             dispatcher: dispatcher_tx,
             dispatcher_overflow: overflow.clone(),
+            timers_changed: timers_changed.clone(),
         },
         metrics.clone(),
         fatal.clone(),
@@ -159,6 +173,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .push(route.clone());
     }
     let stop_processor = CancellationToken::new();
+    let caught_up = CancellationToken::new();
     let processor = Processor {
         rules,
         routes: routes_by_kind,
@@ -166,6 +181,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         journal: journal.clone(),
         metrics: metrics.clone(),
         cache: HashMap::new(),
+        clock: clock.clone(),
+        max_emit_depth: config.rules.max_emit_depth,
+        caught_up: caught_up.clone(),
     };
     let processor_thread = {
         let runtime = tokio::runtime::Handle::current();
@@ -175,6 +193,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .spawn(move || processor.run(runtime, cursor, head, processor_rx, stop, fatal))
             .context("cannot start the processor thread")?
     };
+
+    let stop_scheduler = CancellationToken::new();
+    let scheduler = Scheduler {
+        reader: reader()?,
+        journal: journal.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        timers_changed,
+    };
+    let scheduler_task = tokio::spawn(scheduler.run(caught_up, stop_scheduler.clone()));
 
     let stop_dispatcher = CancellationToken::new();
     let dispatcher = Dispatcher {
@@ -198,6 +226,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.server.max_body_bytes,
         in_flight: Arc::new(Semaphore::new(config.server.max_events_in_flight)),
         reader: Arc::new(Mutex::new(reader()?)),
+        clock,
     };
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -233,6 +262,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
         Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
     }
+    stop_scheduler.cancel();
+    let _ = scheduler_task.await;
     stop_processor.cancel();
     let _ = tokio::task::spawn_blocking(move || processor_thread.join()).await;
     stop_dispatcher.cancel();

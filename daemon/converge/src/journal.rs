@@ -5,8 +5,10 @@
 //! acknowledges many events: this is what lets `synchronous=FULL` durability
 //! run at tens of thousands of events per second.
 //!
-//! After a commit the writer hands its results on: newly journaled events to
-//! the processor, newly created actions to the dispatcher.
+//! After a commit the writer hands its results on: newly journaled events
+//! (from webhooks, fired timers and `emit` decisions, in journal order) to
+//! the processor, newly created actions to the dispatcher, and a wake-up to
+//! the timer scheduler when timers changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,9 +18,10 @@ use std::time::Instant;
 
 use converge_model::Event;
 use converge_store::{
-    ActionOutcome, Appended, NewEvent, PendingAction, ProcessedEvent, Store, WriteBatch,
+    ActionOutcome, Appended, FiredTimer, NewEvent, PendingAction, ProcessedEvent, SkippedTimer,
+    Store, WriteBatch,
 };
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::Metrics;
@@ -47,6 +50,9 @@ pub struct QueuedAction {
 #[derive(Debug)]
 pub struct Processed {
     pub result: ProcessedEvent,
+    /// The events of `result.emits`, in the same order, for the processor
+    /// once they are journaled.
+    pub emitted: Vec<Event>,
     pub acked_at: Option<Instant>,
     pub permit: Option<OwnedSemaphorePermit>,
 }
@@ -59,6 +65,11 @@ enum Request {
         reply: oneshot::Sender<Result<Vec<Appended>, String>>,
     },
     Processed(Vec<Processed>),
+    Timers {
+        fire: Vec<TimerFiring>,
+        skip: Vec<SkippedTimer>,
+        reply: oneshot::Sender<Result<Vec<bool>, String>>,
+    },
     Outcomes {
         outcomes: Vec<ActionOutcome>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
@@ -70,9 +81,18 @@ impl Request {
         match self {
             Request::Append { events, .. } => events.len(),
             Request::Processed(p) => p.len(),
+            Request::Timers { fire, skip, .. } => fire.len() + skip.len(),
             Request::Outcomes { outcomes, .. } => outcomes.len(),
         }
     }
+}
+
+/// A due timer's event, to journal if the timer is still pending.
+#[derive(Debug)]
+pub struct TimerFiring {
+    pub timer_id: i64,
+    pub event: Event,
+    pub fired_at_ms: i64,
 }
 
 /// The handle every stage uses to write. The writer thread stops when every
@@ -97,6 +117,9 @@ pub struct Downstream {
     /// Set when the dispatcher's queue was full and actions must be re-read
     /// from the outbox.
     pub dispatcher_overflow: Arc<AtomicBool>,
+    /// Woken after a commit that created, cancelled or skipped timers: the
+    /// next due time may have changed.
+    pub timers_changed: Arc<Notify>,
 }
 
 impl Journal {
@@ -153,6 +176,24 @@ impl Journal {
         self.tx
             .blocking_send(Request::Processed(processed))
             .map_err(|_| JournalError::Closed)
+    }
+
+    /// Fires timers (journals their events) and skips others, in one group
+    /// commit. Returns, per firing, whether its event was journaled now
+    /// (false: the timer was no longer pending).
+    pub async fn timers(
+        &self,
+        fire: Vec<TimerFiring>,
+        skip: Vec<SkippedTimer>,
+    ) -> Result<Vec<bool>, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Timers { fire, skip, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await
+            .map_err(|_| JournalError::Closed)?
+            .map_err(JournalError::Storage)
     }
 
     /// Records action outcomes and waits for the commit.
@@ -213,14 +254,19 @@ impl Writer {
                     events,
                     received_at_ms,
                     ..
-                } => batch.appends.extend(events.iter().map(|e| NewEvent {
-                    source: e.source.clone(),
-                    id: e.id.clone(),
-                    ty: e.ty.clone(),
-                    subject: e.subject.clone(),
-                    json: e.json.clone(),
-                    received_at_ms: *received_at_ms,
-                })),
+                } => batch.appends.extend(
+                    events
+                        .iter()
+                        .map(|e| NewEvent::from_event(e, *received_at_ms)),
+                ),
+                Request::Timers { fire, skip, .. } => {
+                    batch.fired_timers.extend(fire.iter().map(|f| FiredTimer {
+                        timer_id: f.timer_id,
+                        event: NewEvent::from_event(&f.event, f.fired_at_ms),
+                        fired_at_ms: f.fired_at_ms,
+                    }));
+                    batch.skipped_timers.extend(skip.iter().copied());
+                }
                 Request::Processed(processed) => batch
                     .processed
                     .extend(processed.iter().map(|p| p.result.clone())),
@@ -249,6 +295,9 @@ impl Writer {
                         Request::Append { reply, .. } => {
                             let _ = reply.send(Err(message.clone()));
                         }
+                        Request::Timers { reply, .. } => {
+                            let _ = reply.send(Err(message.clone()));
+                        }
                         Request::Outcomes { reply, .. } => {
                             if let Some(reply) = reply {
                                 let _ = reply.send(Err(message.clone()));
@@ -263,54 +312,107 @@ impl Writer {
                 return;
             }
         };
+        if written.timers_created + written.timers_cancelled + written.timers_skipped > 0 {
+            self.downstream.timers_changed.notify_one();
+        }
 
-        let mut appended = written.appended.into_iter();
-        let mut acked_at_by_seq = HashMap::new();
-        let now = Instant::now();
+        // New events go to the processor in journal order, which is the
+        // store's order: appends, then emitted events, then fired timers.
+        let mut appends = Vec::new();
+        let mut timers = Vec::new();
+        let mut processed = Vec::new();
         for request in requests {
             match request {
-                Request::Append {
-                    events,
-                    received_at_ms,
-                    mut permit,
-                    reply,
-                } => {
-                    let outcomes: Vec<Appended> = appended.by_ref().take(events.len()).collect();
-                    for (event, outcome) in events.into_iter().zip(&outcomes) {
-                        match outcome {
-                            Appended::New { seq } => {
-                                self.metrics.events_accepted.inc();
-                                self.metrics.journal_events.inc();
-                                let _ = self.downstream.processor.send(Journaled {
-                                    seq: *seq,
-                                    event,
-                                    received_at_ms,
-                                    acked_at: Some(now),
-                                    permit: permit.split(1),
-                                });
-                            }
-                            Appended::Duplicate { .. } => {
-                                self.metrics.events_duplicate.inc();
-                            }
-                        }
-                    }
-                    let _ = reply.send(Ok(outcomes));
-                }
-                Request::Processed(processed) => {
-                    for p in processed {
-                        if let Some(at) = p.acked_at {
-                            acked_at_by_seq.insert(p.result.seq, at);
-                        }
-                        self.metrics.events_processed.inc();
-                        drop(p.permit);
-                    }
-                }
+                Request::Append { .. } => appends.push(request),
+                Request::Timers { .. } => timers.push(request),
+                Request::Processed(p) => processed.push(p),
                 Request::Outcomes { reply, .. } => {
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(()));
                     }
                 }
             }
+        }
+        let now = Instant::now();
+        let mut appended = written.appended.into_iter();
+        for request in appends {
+            let Request::Append {
+                events,
+                received_at_ms,
+                mut permit,
+                reply,
+            } = request
+            else {
+                continue;
+            };
+            let outcomes: Vec<Appended> = appended.by_ref().take(events.len()).collect();
+            for (event, outcome) in events.into_iter().zip(&outcomes) {
+                match outcome {
+                    Appended::New { seq } => {
+                        self.metrics.events_accepted.inc();
+                        self.metrics.journal_events.inc();
+                        let _ = self.downstream.processor.send(Journaled {
+                            seq: *seq,
+                            event,
+                            received_at_ms,
+                            acked_at: Some(now),
+                            permit: permit.split(1),
+                        });
+                    }
+                    Appended::Duplicate { .. } => {
+                        self.metrics.events_duplicate.inc();
+                    }
+                }
+            }
+            let _ = reply.send(Ok(outcomes));
+        }
+        let mut emitted = written.emitted.into_iter();
+        let mut acked_at_by_seq = HashMap::new();
+        for p in processed.into_iter().flatten() {
+            if let Some(at) = p.acked_at {
+                acked_at_by_seq.insert(p.result.seq, at);
+            }
+            self.metrics.events_processed.inc();
+            drop(p.permit);
+            for (event, outcome) in p.emitted.into_iter().zip(emitted.by_ref()) {
+                if let Appended::New { seq } = outcome {
+                    self.metrics.events_emitted.inc();
+                    self.metrics.journal_events.inc();
+                    let _ = self.downstream.processor.send(Journaled {
+                        seq,
+                        received_at_ms: p.result.processed_at_ms,
+                        event,
+                        acked_at: None,
+                        permit: None,
+                    });
+                }
+            }
+        }
+        let mut fired = written.fired.into_iter();
+        for request in timers {
+            let Request::Timers { fire, reply, .. } = request else {
+                continue;
+            };
+            let mut results = Vec::with_capacity(fire.len());
+            for (firing, outcome) in fire.into_iter().zip(fired.by_ref()) {
+                let journaled = match outcome {
+                    Some(Appended::New { seq }) => {
+                        self.metrics.journal_events.inc();
+                        let _ = self.downstream.processor.send(Journaled {
+                            seq,
+                            event: firing.event,
+                            received_at_ms: firing.fired_at_ms,
+                            acked_at: None,
+                            permit: None,
+                        });
+                        true
+                    }
+                    // Journaled before under the timer's id: not a new event.
+                    Some(Appended::Duplicate { .. }) | None => false,
+                };
+                results.push(journaled);
+            }
+            let _ = reply.send(Ok(results));
         }
         for action in written.actions {
             let acked_at = acked_at_by_seq.get(&action.event_seq).copied();

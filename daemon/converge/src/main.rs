@@ -1,14 +1,17 @@
 //! `converge`: the automation rules daemon for marketing operations, and the
 //! commands that go with it. See ARCHITECTURE.md for the map of the code.
 
+mod clock;
 mod config;
 mod daemon;
 mod dispatcher;
 mod journal;
 mod outbox;
 mod processor;
+mod rules_cli;
 mod sink;
 mod telemetry;
+mod timers;
 mod web;
 
 use std::path::PathBuf;
@@ -54,6 +57,11 @@ enum Command {
         event_id: String,
         #[arg(long, short, default_value = "config/converge.toml")]
         config: PathBuf,
+    },
+    /// Tools for rule authors: `check` lints the rules, `test` runs their tests.
+    Rules {
+        #[command(subcommand)]
+        command: rules_cli::RulesCommand,
     },
     /// A local HTTP server that prints every request it receives: a stand-in
     /// for Slack or any webhook receiver while trying converge out.
@@ -126,6 +134,7 @@ fn main() -> ExitCode {
                 }
             },
             Command::Explain { event_id, config } => explain(&event_id, &config),
+            Command::Rules { command } => rules_cli::run(command),
             Command::Sink { listen } => match sink::run(listen).await {
                 Ok(()) => Exit::Ok.into(),
                 Err(e) => {

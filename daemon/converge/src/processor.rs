@@ -10,13 +10,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
-use converge_model::{EntityKey, EntityState, Event};
+use converge_model::{Decision, DecisionKind, EntityKey, EntityState, Event};
 use converge_rules::RuleSet;
-use converge_store::{NewAction, NewDecision, ProcessedEvent, RuleFailure, Store};
+use converge_store::{
+    ExpectedArrival, NewAction, NewDecision, NewEvent, NewTimer, ProcessedEvent, RuleFailure,
+    Store, TimerKind,
+};
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::Route;
 use crate::journal::{Journal, Journaled, Processed};
 use crate::outbox::ActionPayload;
@@ -27,6 +32,10 @@ use crate::telemetry::Metrics;
 const ENTITY_CACHE_LIMIT: usize = 100_000;
 /// Most events processed before their results are handed to the journal.
 const BATCH: usize = 512;
+/// The source of the events `emit` decisions journal.
+pub const EMIT_SOURCE: &str = "converge/rules";
+/// The CloudEvents extension that counts how many emits deep an event is.
+pub const DEPTH_EXTENSION: &str = "convergedepth";
 
 pub struct Processor {
     pub rules: Arc<RuleSet>,
@@ -39,6 +48,23 @@ pub struct Processor {
     /// The states this processor last wrote, which may be ahead of the store
     /// by the batches the journal has not committed yet.
     pub cache: HashMap<EntityKey, EntityState>,
+    /// The rules' `now`, the base of timers' due times, and processing times.
+    pub clock: Clock,
+    /// Deepest chain of `emit`s allowed (`rules.max_emit_depth`).
+    pub max_emit_depth: u32,
+    /// Cancelled once the events journaled before this start are processed
+    /// (their results handed to the journal): the timer scheduler waits for
+    /// it, so an expected event that arrived before a crash cancels its
+    /// expect before the expect can fire.
+    pub caught_up: CancellationToken,
+}
+
+/// What the decisions of one event ask the store to do besides recording them.
+#[derive(Default)]
+struct Effects {
+    timers: Vec<NewTimer>,
+    emits: Vec<NewEvent>,
+    emitted: Vec<Event>,
 }
 
 impl Processor {
@@ -60,6 +86,7 @@ impl Processor {
             fatal.cancel();
             return;
         }
+        self.caught_up.cancel();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let first = runtime.block_on(async {
@@ -144,7 +171,7 @@ impl Processor {
         let event = &item.event;
         let span = tracing::info_span!("process", event_id = %event.id, seq = item.seq);
         let _enter = span.enter();
-        let now = Utc::now();
+        let now = self.clock.now();
         let at = event
             .time
             .unwrap_or_else(|| millis_to_time(item.received_at_ms));
@@ -164,7 +191,19 @@ impl Processor {
         let entity_json = serde_json::value::to_raw_value(&entity).map_err(|e| e.to_string())?;
         let event_json: &RawValue = serde_json::from_str(&event.json).map_err(|e| e.to_string())?;
         let mut decisions = Vec::with_capacity(evaluation.decisions.len());
+        let mut rule_failures = Vec::new();
+        let mut effects = Effects::default();
+        let depth = emit_depth(event);
         for decision in evaluation.decisions {
+            if let Err(message) = self.effect(item.seq, event, depth, &decision, now, &mut effects)
+            {
+                rule_failures.push(converge_rules::RuleFailure {
+                    rule: decision.rule,
+                    rule_hash: decision.rule_hash,
+                    message,
+                });
+                continue;
+            }
             let kind = decision.kind.name();
             self.metrics
                 .decisions
@@ -201,6 +240,7 @@ impl Processor {
         let rule_failures = evaluation
             .failures
             .into_iter()
+            .chain(rule_failures)
             .map(|f| {
                 self.metrics.rule_failures.inc();
                 tracing::warn!(rule = %f.rule, error = %f.message, "rule failed");
@@ -224,10 +264,114 @@ impl Processor {
                 decisions,
                 rule_failures,
                 processed_at_ms: now.timestamp_millis(),
+                timers: effects.timers,
+                cancel_expects: event.entity_key().map(|key| ExpectedArrival {
+                    entity: key.to_string(),
+                    event_type: event.ty.clone(),
+                }),
+                emits: effects.emits,
             },
+            emitted: effects.emitted,
             acked_at: item.acked_at,
             permit: item.permit,
         })
+    }
+
+    /// Turns a `schedule` or `expect` decision into a timer and an `emit`
+    /// into an event to journal; other decisions have no effect here. An
+    /// `Err` is why the decision cannot take effect: it is recorded as a
+    /// failure of its rule instead of as a decision.
+    fn effect(
+        &self,
+        seq: i64,
+        event: &Event,
+        depth: u32,
+        decision: &Decision,
+        now: DateTime<Utc>,
+        effects: &mut Effects,
+    ) -> Result<(), String> {
+        let kind = decision.kind.name();
+        let entity = || {
+            event.entity_key().map(|k| k.to_string()).ok_or_else(|| {
+                format!("`{kind}` needs an event about an entity (a subject like `task/T-1`)")
+            })
+        };
+        let due = |after_ms: u64| {
+            i64::try_from(after_ms)
+                .ok()
+                .and_then(|after| now.timestamp_millis().checked_add(after))
+                .ok_or_else(|| format!("`{kind}`: {after_ms} ms is too far in the future"))
+        };
+        let timer = |kind, event_type: &str, data: Value, after_ms: u64, catch_up| {
+            Ok::<_, String>(NewTimer {
+                entity: entity()?,
+                kind,
+                event_type: event_type.to_string(),
+                data,
+                due_at_ms: due(after_ms)?,
+                catch_up,
+                rule: decision.rule.clone(),
+                rule_hash: decision.rule_hash.clone(),
+            })
+        };
+        match &decision.kind {
+            DecisionKind::Schedule {
+                after_ms,
+                event_type,
+                data,
+                catch_up,
+            } => effects.timers.push(timer(
+                TimerKind::Schedule,
+                event_type,
+                data_object(data),
+                *after_ms,
+                *catch_up,
+            )?),
+            DecisionKind::Expect {
+                event_type,
+                within_ms,
+                otherwise,
+                catch_up,
+            } => effects.timers.push(timer(
+                TimerKind::Expect {
+                    expect_type: event_type.clone(),
+                },
+                otherwise,
+                json!({}),
+                *within_ms,
+                *catch_up,
+            )?),
+            DecisionKind::Emit { event_type, data } => {
+                let depth = depth + 1;
+                if depth > self.max_emit_depth {
+                    return Err(format!(
+                        "emit of `{event_type}` refused: it would be {depth} emits deep, past rules.max_emit_depth ({}); is a rule emitting in a loop?",
+                        self.max_emit_depth
+                    ));
+                }
+                let mut emitted = json!({
+                    "specversion": "1.0",
+                    "id": format!("emit-{seq}-{}", effects.emits.len() + 1),
+                    "source": EMIT_SOURCE,
+                    "type": event_type,
+                    "time": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "datacontenttype": "application/json",
+                    "data": data_object(data),
+                    DEPTH_EXTENSION: depth,
+                });
+                if let Some(subject) = &event.subject {
+                    emitted["subject"] = Value::String(subject.clone());
+                }
+                let emitted = Event::from_value(emitted)
+                    .map_err(|e| format!("emit of `{event_type}`: {e}"))?;
+                effects
+                    .emits
+                    .push(NewEvent::from_event(&emitted, now.timestamp_millis()));
+                effects.emitted.push(emitted);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn entity(&mut self, key: EntityKey, at: DateTime<Utc>) -> Result<EntityState, String> {
@@ -238,6 +382,32 @@ impl Processor {
             Ok(state) => Ok(state.unwrap_or_else(|| EntityState::new(&key, at))),
             Err(e) => Err(format!("cannot read the state of {key}: {e}")),
         }
+    }
+}
+
+/// How many emits deep an event is: its `convergedepth` extension, 0 for
+/// events from outside.
+fn emit_depth(event: &Event) -> u32 {
+    if event.source != EMIT_SOURCE {
+        return 0;
+    }
+    serde_json::from_str::<Value>(&event.json)
+        .ok()
+        .and_then(|json| match json.get(DEPTH_EXTENSION)? {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        })
+        .map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX))
+}
+
+/// A decision's data as an event's data object: `null` is `{}`, and any
+/// other non-object is kept under `value`.
+pub fn data_object(data: &Value) -> Value {
+    match data {
+        Value::Object(_) => data.clone(),
+        Value::Null => json!({}),
+        other => json!({ "value": other }),
     }
 }
 

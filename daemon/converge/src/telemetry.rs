@@ -71,6 +71,10 @@ pub struct Metrics {
     pub commit_batch_size: Histogram,
     pub journal_events: Gauge<i64, AtomicI64>,
     pub storage_errors: Counter<u64, AtomicU64>,
+    pub timers_fired: Counter,
+    pub timers_skipped: Counter,
+    pub timers_pending: Gauge<i64, AtomicI64>,
+    pub events_emitted: Counter,
 }
 
 impl Metrics {
@@ -168,6 +172,30 @@ impl Metrics {
             "Failed storage writes",
             storage_errors.clone(),
         );
+        let timers_fired = Counter::default();
+        registry.register(
+            "timers_fired",
+            "Timers that fired and journaled their event",
+            timers_fired.clone(),
+        );
+        let timers_skipped = Counter::default();
+        registry.register(
+            "timers_skipped",
+            "Timers that fell due while the daemon was down and were skipped by their catch-up policy",
+            timers_skipped.clone(),
+        );
+        let timers_pending = Gauge::default();
+        registry.register(
+            "timers_pending",
+            "Timers waiting to fire",
+            timers_pending.clone(),
+        );
+        let events_emitted = Counter::default();
+        registry.register(
+            "events_emitted",
+            "Events journaled by the emit decisions of rules",
+            events_emitted.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             events_accepted,
@@ -185,6 +213,10 @@ impl Metrics {
             commit_batch_size,
             journal_events,
             storage_errors,
+            timers_fired,
+            timers_skipped,
+            timers_pending,
+            events_emitted,
         }
     }
 
@@ -201,6 +233,21 @@ impl Metrics {
         self.events_rejected
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    pub fn timer_fired(&self, timer_id: i64, event_type: &str, entity: &str, late: bool) {
+        tracing::info!(timer_id, event_type, entity, late, "timer fired");
+        self.timers_fired.inc();
+    }
+
+    pub fn timer_skipped(&self, timer_id: i64, event_type: &str, entity: &str) {
+        tracing::info!(
+            timer_id,
+            event_type,
+            entity,
+            "timer fell due while converge was down; skipped by its catch-up policy"
+        );
+        self.timers_skipped.inc();
     }
 
     pub fn set_queue_depth(&self, queue: &'static str, depth: usize) {

@@ -1,4 +1,5 @@
-//! The HTTP layer: webhook intake, metrics, health and the event trail. The
+//! The HTTP layer: webhook intake, metrics, health, the event trail, an
+//! entity's timers and (in manual clock mode) the clock. The
 //! only module that knows HTTP wire types. Every error goes through
 //! [`ApiError`]: a status, a stable code and a message.
 
@@ -12,17 +13,25 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use converge_model::{Event, EventError};
+use converge_model::{EntityKey, Event, EventError};
 use converge_store::{Appended, Store};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::clock::{Clock, ClockError};
 use crate::journal::Journal;
 use crate::telemetry::{Metrics, RejectReason};
 
 /// How long intake waits for room in the in-flight budget before answering 503.
 const BACKPRESSURE_WAIT: Duration = Duration::from_secs(5);
+/// Event sources converge journals itself (`converge/timers`,
+/// `converge/rules`); intake refuses them so no sender can forge a timer's
+/// or an emit's event.
+const RESERVED_SOURCE_PREFIX: &str = "converge/";
+/// Most timers `/v1/entities/{kind}/{id}/timers` lists.
+const TIMERS_LISTED: usize = 1000;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -32,6 +41,8 @@ pub struct AppState {
     /// Events acknowledged but not yet processed.
     pub in_flight: Arc<Semaphore>,
     pub reader: Arc<Mutex<Store>>,
+    /// `POST /v1/clock` moves it when it is manual.
+    pub clock: Clock,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,6 +51,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/events/{id}", get(event_trail))
+        .route("/v1/entities/{kind}/{id}/timers", get(entity_timers))
+        .route("/v1/clock", get(clock_now).post(move_clock))
         .with_state(state)
 }
 
@@ -152,6 +165,19 @@ async fn intake(
         };
         ApiError::rejected(reason, metrics, e.to_string())
     })?;
+    if let Some(event) = events
+        .iter()
+        .find(|e| e.source.starts_with(RESERVED_SOURCE_PREFIX))
+    {
+        return Err(ApiError::rejected(
+            RejectReason::InvalidEvent,
+            metrics,
+            format!(
+                "source `{}` is reserved for events converge journals itself",
+                event.source
+            ),
+        ));
+    }
     if events.is_empty() {
         return Ok((StatusCode::OK, Json(json!({"events": []}))).into_response());
     }
@@ -247,4 +273,105 @@ async fn event_trail(
         ));
     }
     Ok(Json(json!({"events": trails})).into_response())
+}
+
+/// `GET /v1/entities/{kind}/{id}/timers`: the entity's timers, newest first;
+/// `?pending=true` for the waiting ones only.
+async fn entity_timers(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<TimersQuery>,
+) -> Result<Response, ApiError> {
+    let Some(key) = EntityKey::parse(&format!("{kind}/{id}")) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_entity",
+            "an entity is <kind>/<id>, with a lowercase kind",
+        ));
+    };
+    let reader = state.reader.clone();
+    let timers = tokio::task::spawn_blocking(move || {
+        reader
+            .lock()
+            .expect("reader")
+            .entity_timers(&key, query.pending, TIMERS_LISTED)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
+    Ok(Json(json!({"timers": timers})).into_response())
+}
+
+#[derive(Deserialize)]
+struct TimersQuery {
+    #[serde(default)]
+    pending: bool,
+}
+
+/// `{"advance": "48h"}` or `{"set": "2026-11-25T10:00:00Z"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum ClockMove {
+    Advance(String),
+    Set(String),
+}
+
+fn clock_body(clock: &Clock) -> Response {
+    let now = clock.now();
+    Json(json!({
+        "now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "mode": if clock.as_manual().is_some() { "manual" } else { "system" },
+    }))
+    .into_response()
+}
+
+/// `GET /v1/clock`: the daemon's time.
+async fn clock_now(State(state): State<AppState>) -> Response {
+    clock_body(&state.clock)
+}
+
+/// `POST /v1/clock`: moves a manual clock forward (a testing aid); 404 when
+/// the daemon runs on the system clock. Due timers fire right after.
+async fn move_clock(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Some(manual) = state.clock.as_manual() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "clock_not_manual",
+            "the clock can be moved only when clock.mode is \"manual\"",
+        ));
+    };
+    let bad =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_clock_move", message);
+    let request: ClockMove = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "expected {{\"advance\": \"48h\"}} or {{\"set\": \"<RFC 3339 time>\"}}: {e}"
+        ))
+    })?;
+    let moved = match request {
+        ClockMove::Advance(text) => {
+            let by = humantime::parse_duration(&text)
+                .map_err(|e| bad(format!("`{text}` is not a duration like \"48h\": {e}")))?;
+            manual.advance(by)
+        }
+        ClockMove::Set(text) => {
+            let to = chrono::DateTime::parse_from_rfc3339(&text)
+                .map_err(|e| bad(format!("`{text}` is not an RFC 3339 time: {e}")))?;
+            manual.set(to.with_timezone(&chrono::Utc))
+        }
+    };
+    match moved {
+        Ok(now) => {
+            tracing::info!(now = %now, "manual clock moved");
+            Ok(clock_body(&state.clock))
+        }
+        Err(e @ ClockError::Backwards { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "clock_backwards",
+            e.to_string(),
+        )),
+        Err(e @ ClockError::OutOfRange) => Err(bad(e.to_string())),
+    }
 }

@@ -94,6 +94,7 @@ pub fn processed_with_actions(seq: i64, id: &str, to: &str) -> ProcessedEvent {
         }],
         rule_failures: vec![],
         processed_at_ms: 2_000,
+        ..ProcessedEvent::default()
     }
 }
 
@@ -105,6 +106,7 @@ pub fn processed_plain(seq: i64) -> ProcessedEvent {
         decisions: vec![],
         rule_failures: vec![],
         processed_at_ms: 2_000,
+        ..ProcessedEvent::default()
     }
 }
 

@@ -7,4 +7,5 @@ mod helpers;
 mod outcomes;
 mod processing;
 mod schema;
+mod timers;
 mod trail;

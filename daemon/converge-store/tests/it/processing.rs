@@ -95,6 +95,7 @@ fn one_batch_can_append_process_and_finish_actions() {
                 detail: "404".into(),
                 finished_at_ms: 3_000,
             }],
+            ..WriteBatch::default()
         })
         .unwrap();
     assert_eq!(result.actions.len(), 2);

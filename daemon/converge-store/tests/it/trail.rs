@@ -24,6 +24,7 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
                 ],
                 rule_failures: vec![failure("slow"), failure("broken")],
                 processed_at_ms: 2_000,
+                ..ProcessedEvent::default()
             }],
             outcomes: vec![ActionOutcome {
                 action_id: 2,
@@ -32,6 +33,7 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
                 detail: "mail server said no".into(),
                 finished_at_ms: 3_000,
             }],
+            ..WriteBatch::default()
         })
         .unwrap();
 

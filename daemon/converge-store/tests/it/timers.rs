@@ -1,0 +1,272 @@
+use converge_model::{CatchUp, EntityKey};
+use converge_store::{
+    Appended, ExpectedArrival, FiredTimer, NewEvent, NewTimer, ProcessedEvent, SkippedTimer,
+    StoreError, TimerKind, WriteBatch,
+};
+use serde_json::json;
+
+use crate::helpers::{TestDb, appends, event, processed_plain};
+
+fn timer(entity: &str, kind: TimerKind, event_type: &str, due_at_ms: i64) -> NewTimer {
+    NewTimer {
+        entity: entity.into(),
+        kind,
+        event_type: event_type.into(),
+        data: json!({"step": 1}),
+        due_at_ms,
+        catch_up: CatchUp::FireLate,
+        rule: "stalled".into(),
+        rule_hash: "stalled-hash".into(),
+    }
+}
+
+fn expect(entity: &str, expect_type: &str, otherwise: &str, due_at_ms: i64) -> NewTimer {
+    timer(
+        entity,
+        TimerKind::Expect {
+            expect_type: expect_type.into(),
+        },
+        otherwise,
+        due_at_ms,
+    )
+}
+
+fn timer_event(timer_id: i64) -> NewEvent {
+    NewEvent {
+        source: "converge/timers".into(),
+        id: format!("timer-{timer_id}"),
+        ty: "task.reminder".into(),
+        subject: Some("task/T-1".into()),
+        json: format!(
+            r#"{{"specversion":"1.0","id":"timer-{timer_id}","source":"converge/timers","type":"task.reminder","subject":"task/T-1"}}"#
+        ),
+        received_at_ms: 5_000,
+    }
+}
+
+fn fire(timer_id: i64) -> FiredTimer {
+    FiredTimer {
+        timer_id,
+        event: timer_event(timer_id),
+        fired_at_ms: 5_000,
+    }
+}
+
+fn fires(timer_ids: &[i64]) -> WriteBatch {
+    WriteBatch {
+        fired_timers: timer_ids.iter().map(|&id| fire(id)).collect(),
+        ..WriteBatch::default()
+    }
+}
+
+fn processed_with(seq: i64, timers: Vec<NewTimer>) -> ProcessedEvent {
+    ProcessedEvent {
+        timers,
+        ..processed_plain(seq)
+    }
+}
+
+/// One journaled event that created `timers`.
+fn store_with_timers(db: &TestDb, timers: Vec<NewTimer>) -> converge_store::Store {
+    let mut store = db.open();
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1")],
+            processed: vec![processed_with(1, timers)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    store
+}
+
+#[test]
+fn timers_are_created_with_the_processing_and_read_in_due_order() {
+    let db = TestDb::new();
+    let store = store_with_timers(
+        &db,
+        vec![
+            timer("task/T-1", TimerKind::Schedule, "task.late", 3_000),
+            expect("task/T-1", "task.approved", "task.unapproved", 2_000),
+        ],
+    );
+    assert_eq!(store.next_timer_due().unwrap(), Some(2_000));
+    assert_eq!(store.pending_timer_count().unwrap(), 2);
+    assert!(store.due_timers(1_999, 10).unwrap().is_empty());
+    let due = store.due_timers(3_000, 10).unwrap();
+    assert_eq!(due.iter().map(|t| t.id).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(due[0].kind, "expect");
+    assert_eq!(due[0].expect_type.as_deref(), Some("task.approved"));
+    assert_eq!(due[1].data, json!({"step": 1}));
+    assert_eq!(due[1].created_by_seq, 1);
+    assert_eq!(due[1].status, "pending");
+
+    let key = EntityKey::parse("task/T-1").unwrap();
+    assert_eq!(store.entity_timers(&key, true, 10).unwrap().len(), 2);
+    let other = EntityKey::parse("task/T-2").unwrap();
+    assert!(store.entity_timers(&other, false, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_timer_fires_exactly_once() {
+    let db = TestDb::new();
+    let mut store = store_with_timers(
+        &db,
+        vec![timer("task/T-1", TimerKind::Schedule, "task.late", 3_000)],
+    );
+    // Twice in one batch, then once more in a later one: one event.
+    let result = store.write(&fires(&[1, 1])).unwrap();
+    assert_eq!(result.fired, vec![Some(Appended::New { seq: 2 }), None]);
+    let result = store.write(&fires(&[1])).unwrap();
+    assert_eq!(result.fired, vec![None]);
+    drop(store);
+
+    let store = db.open();
+    let journal = store.events_after(0, 10).unwrap();
+    assert_eq!(journal.len(), 2, "{journal:?}");
+    let key = EntityKey::parse("task/T-1").unwrap();
+    let timers = store.entity_timers(&key, false, 10).unwrap();
+    assert_eq!(timers[0].status, "fired");
+    assert_eq!(timers[0].fired_seq, Some(2));
+    assert_eq!(timers[0].closed_at_ms, Some(5_000));
+    assert_eq!(store.next_timer_due().unwrap(), None);
+    assert_eq!(store.pending_timer_count().unwrap(), 0);
+}
+
+#[test]
+fn firing_an_unknown_timer_rolls_back_the_batch() {
+    let db = TestDb::new();
+    let mut store = store_with_timers(
+        &db,
+        vec![timer("task/T-1", TimerKind::Schedule, "task.late", 3_000)],
+    );
+    let err = store.write(&fires(&[1, 7])).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownTimer { id: 7 }), "{err}");
+    assert_eq!(store.pending_timer_count().unwrap(), 1);
+    assert_eq!(store.journal_head().unwrap(), 1);
+}
+
+#[test]
+fn a_skipped_timer_never_fires() {
+    let db = TestDb::new();
+    let mut store = store_with_timers(
+        &db,
+        vec![timer("task/T-1", TimerKind::Schedule, "task.late", 3_000)],
+    );
+    let result = store
+        .write(&WriteBatch {
+            skipped_timers: vec![SkippedTimer {
+                timer_id: 1,
+                skipped_at_ms: 4_000,
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(result.timers_skipped, 1);
+    assert_eq!(store.write(&fires(&[1])).unwrap().fired, vec![None]);
+    let key = EntityKey::parse("task/T-1").unwrap();
+    let timers = store.entity_timers(&key, false, 10).unwrap();
+    assert_eq!(timers[0].status, "skipped");
+    assert_eq!(store.journal_head().unwrap(), 1);
+}
+
+#[test]
+fn the_expected_event_cancels_only_the_expects_waiting_for_it() {
+    let db = TestDb::new();
+    let mut store = store_with_timers(
+        &db,
+        vec![
+            expect("task/T-1", "task.approved", "task.unapproved", 3_000),
+            expect("task/T-1", "task.assigned", "task.unassigned", 3_000),
+            expect("task/T-2", "task.approved", "task.unapproved", 3_000),
+            timer("task/T-1", TimerKind::Schedule, "task.approved", 3_000),
+        ],
+    );
+    store.write(&appends(vec![event("/jira", "T-1b")])).unwrap();
+    let result = store
+        .write(&WriteBatch {
+            processed: vec![ProcessedEvent {
+                cancel_expects: Some(ExpectedArrival {
+                    entity: "task/T-1".into(),
+                    event_type: "task.approved".into(),
+                }),
+                // A new expect made by the very event that cancels: kept.
+                timers: vec![expect("task/T-1", "task.approved", "x", 9_000)],
+                ..processed_plain(2)
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!((result.timers_cancelled, result.timers_created), (1, 1));
+    let key = EntityKey::parse("task/T-1").unwrap();
+    let statuses: Vec<(i64, String)> = store
+        .entity_timers(&key, false, 10)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (5, "pending".into()),
+            (4, "pending".into()),
+            (2, "pending".into()),
+            (1, "cancelled".into()),
+        ]
+    );
+    // A cancelled expect does not fire.
+    assert_eq!(store.write(&fires(&[1])).unwrap().fired, vec![None]);
+}
+
+#[test]
+fn emitted_events_are_journaled_with_the_processing() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    let mut emitted = event("converge/rules", "emit-1-1");
+    emitted.ty = "task.checked".into();
+    let result = store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1"), event("/jira", "T-2")],
+            processed: vec![ProcessedEvent {
+                emits: vec![emitted.clone()],
+                ..processed_plain(1)
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(result.emitted, vec![Appended::New { seq: 3 }]);
+    assert_eq!(store.journal_head().unwrap(), 3);
+    // Deduplicated like any append.
+    store.write(&appends(vec![emitted])).unwrap();
+    assert_eq!(store.journal_head().unwrap(), 3);
+}
+
+#[test]
+fn an_expect_cancelled_in_a_batch_does_not_fire_in_the_same_batch() {
+    let db = TestDb::new();
+    let mut store = store_with_timers(
+        &db,
+        vec![expect(
+            "task/T-1",
+            "task.approved",
+            "task.unapproved",
+            3_000,
+        )],
+    );
+    let result = store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1-approved")],
+            processed: vec![ProcessedEvent {
+                cancel_expects: Some(ExpectedArrival {
+                    entity: "task/T-1".into(),
+                    event_type: "task.approved".into(),
+                }),
+                ..processed_plain(2)
+            }],
+            fired_timers: vec![fire(1)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(result.fired, vec![None]);
+    assert_eq!(result.timers_cancelled, 1);
+    assert_eq!(store.journal_head().unwrap(), 2);
+}

@@ -1,0 +1,126 @@
+//! The daemon's clock: what rules see as `now`, what timers are due against,
+//! and what processing times are recorded with.
+//!
+//! [`Clock::System`] is the wall clock. [`Clock::Manual`] stands still until
+//! it is moved (`POST /v1/clock`): a testing aid that makes "48 hours later"
+//! instant. Moving it wakes the timer scheduler.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+#[derive(Clone, Debug)]
+pub enum Clock {
+    System,
+    Manual(Arc<ManualClock>),
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<DateTime<Utc>>,
+    /// Woken on every move, so the scheduler re-reads what is due.
+    moved: Notify,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClockError {
+    /// Timers and decisions are ordered by time; going back would reorder them.
+    #[error("the manual clock only moves forward: it is {now}, not moving to {to}")]
+    Backwards { now: String, to: String },
+    #[error("moving the clock by this much leaves the representable time range")]
+    OutOfRange,
+}
+
+impl Clock {
+    /// A manual clock that starts at `start`.
+    pub fn manual(start: DateTime<Utc>) -> Clock {
+        Clock::Manual(Arc::new(ManualClock {
+            now: Mutex::new(start),
+            moved: Notify::new(),
+        }))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Manual(manual) => *manual.now.lock().expect("clock lock"),
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.now().timestamp_millis()
+    }
+
+    /// The manual clock, when this is one.
+    pub fn as_manual(&self) -> Option<&ManualClock> {
+        match self {
+            Clock::System => None,
+            Clock::Manual(manual) => Some(manual),
+        }
+    }
+
+    /// Resolves when a manual clock moves; never for the system clock.
+    pub async fn moved(&self) {
+        match self {
+            Clock::System => std::future::pending().await,
+            Clock::Manual(manual) => manual.moved.notified().await,
+        }
+    }
+}
+
+impl ManualClock {
+    /// Moves the clock forward by `by`; returns the new time.
+    pub fn advance(&self, by: std::time::Duration) -> Result<DateTime<Utc>, ClockError> {
+        let by = chrono::Duration::from_std(by).map_err(|_| ClockError::OutOfRange)?;
+        let mut now = self.now.lock().expect("clock lock");
+        *now = now.checked_add_signed(by).ok_or(ClockError::OutOfRange)?;
+        let moved = *now;
+        drop(now);
+        self.moved.notify_one();
+        Ok(moved)
+    }
+
+    /// Sets the clock to `to`, which must not be earlier than now.
+    pub fn set(&self, to: DateTime<Utc>) -> Result<DateTime<Utc>, ClockError> {
+        let mut now = self.now.lock().expect("clock lock");
+        if to < *now {
+            return Err(ClockError::Backwards {
+                now: now.to_rfc3339(),
+                to: to.to_rfc3339(),
+            });
+        }
+        *now = to;
+        drop(now);
+        self.moved.notify_one();
+        Ok(to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_forward_and_only_when_told() {
+        let start: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
+        let clock = Clock::manual(start);
+        assert_eq!(clock.now(), start);
+        let manual = clock.as_manual().unwrap();
+        let later = manual
+            .advance(std::time::Duration::from_secs(48 * 3600))
+            .unwrap();
+        assert_eq!(
+            later,
+            "2026-11-25T10:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(clock.now(), later);
+        assert!(matches!(
+            manual.set(start),
+            Err(ClockError::Backwards { .. })
+        ));
+        assert_eq!(clock.now(), later);
+        assert!(Clock::System.as_manual().is_none());
+    }
+}

@@ -1,0 +1,256 @@
+//! The timer scheduler: fires the durable timers that `schedule` and `expect`
+//! decisions created, when they fall due on the daemon's [`Clock`].
+//!
+//! One task sleeps until the next due timer, or until it is woken: by the
+//! journal after a commit that created, cancelled or skipped timers, or by
+//! the manual clock moving. It then hands every due timer to the journal
+//! writer (one request, one group commit), which journals the timer's event
+//! and marks the timer `fired` in one transaction, only if it is still
+//! pending: a timer fires once, whatever crashes around it. The fired event
+//! goes to the processor like any other event.
+//!
+//! At start the scheduler waits for the processor to take in the events
+//! journaled before this start (one of them may cancel an expect), then
+//! applies each timer's catch-up policy to the timers that fell due before
+//! this start: `fire_late` fires them with `"late": true`, `skip` marks them
+//! `skipped`.
+//!
+//! A timer is data: it keeps the rule name and rule hash that created it and
+//! fires whether that rule has since changed or been removed; the event it
+//! journals is run through the rules loaded when it fires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, TimeZone, Utc};
+use converge_model::{CatchUp, Event};
+use converge_store::{SkippedTimer, Store, TimerRecord};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::journal::{Journal, JournalError, TimerFiring};
+use crate::processor::data_object;
+use crate::telemetry::Metrics;
+
+/// The source of the events timers journal.
+pub const TIMER_SOURCE: &str = "converge/timers";
+/// Most timers fired in one journal request.
+const FIRE_BATCH: usize = 256;
+/// The longest the scheduler sleeps on the system clock without looking
+/// again, so a wall-clock jump is noticed within this time.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// How long to wait before reading again after a storage error.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
+
+pub struct Scheduler {
+    /// Its own read connection: due timers and the next due time.
+    pub reader: Store,
+    pub journal: Journal,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    /// Woken by the journal when timers were created, cancelled or skipped.
+    pub timers_changed: Arc<Notify>,
+}
+
+impl Scheduler {
+    /// Runs until `stop`; starts firing once `caught_up`.
+    pub async fn run(mut self, caught_up: CancellationToken, stop: CancellationToken) {
+        tokio::select! {
+            () = caught_up.cancelled() => {}
+            () = stop.cancelled() => return,
+        }
+        let started_at_ms = self.clock.now_ms();
+        loop {
+            let wait = match self.fire_due(started_at_ms).await {
+                Ok(true) => continue,
+                Ok(false) => self.until_next_due(),
+                Err(Stop) => break,
+            };
+            tokio::select! {
+                () = sleep(wait) => {}
+                () = self.timers_changed.notified() => {}
+                () = self.clock.moved() => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        tracing::debug!("timer scheduler stopped");
+    }
+
+    /// Fires (or skips) one page of due timers. `Ok(true)`: there may be more.
+    async fn fire_due(&mut self, started_at_ms: i64) -> Result<bool, Stop> {
+        let now_ms = self.clock.now_ms();
+        let due = match tokio::task::block_in_place(|| self.reader.due_timers(now_ms, FIRE_BATCH)) {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read due timers; retrying");
+                tokio::time::sleep(RETRY_AFTER_ERROR).await;
+                return Ok(true);
+            }
+        };
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let full_page = due.len() == FIRE_BATCH;
+        let mut fire = Vec::new();
+        let mut fired_timers = Vec::new();
+        let mut skip = Vec::new();
+        let mut skipped_timers = Vec::new();
+        for timer in due {
+            let late = timer.due_at_ms <= started_at_ms;
+            if late && timer.catch_up == CatchUp::Skip {
+                skip.push(SkippedTimer {
+                    timer_id: timer.id,
+                    skipped_at_ms: now_ms,
+                });
+                skipped_timers.push(timer);
+                continue;
+            }
+            match timer_event(&timer, late) {
+                Ok(event) => {
+                    fire.push(TimerFiring {
+                        timer_id: timer.id,
+                        event,
+                        fired_at_ms: now_ms,
+                    });
+                    fired_timers.push((timer, late));
+                }
+                Err(e) => {
+                    // Cannot happen for timers this daemon wrote; skipping
+                    // keeps one bad row from blocking every later timer.
+                    tracing::error!(timer_id = timer.id, error = %e, "timer cannot make a valid event; skipped");
+                    skip.push(SkippedTimer {
+                        timer_id: timer.id,
+                        skipped_at_ms: now_ms,
+                    });
+                }
+            }
+        }
+        match self.journal.timers(fire, skip).await {
+            Ok(journaled) => {
+                for ((timer, late), journaled) in fired_timers.iter().zip(journaled) {
+                    if journaled {
+                        self.metrics
+                            .timer_fired(timer.id, &timer.event_type, &timer.entity, *late);
+                    }
+                }
+                for timer in &skipped_timers {
+                    self.metrics
+                        .timer_skipped(timer.id, &timer.event_type, &timer.entity);
+                }
+                Ok(full_page)
+            }
+            Err(JournalError::Closed) => Err(Stop),
+            Err(JournalError::Storage(e)) => {
+                tracing::error!(error = %e, "cannot fire timers; retrying");
+                tokio::time::sleep(RETRY_AFTER_ERROR).await;
+                Ok(true)
+            }
+        }
+    }
+
+    /// How long to sleep before the next timer is due; also refreshes the
+    /// pending gauge. `None`: sleep until woken.
+    fn until_next_due(&mut self) -> Option<Duration> {
+        let read = tokio::task::block_in_place(|| {
+            Ok::<_, converge_store::StoreError>((
+                self.reader.next_timer_due()?,
+                self.reader.pending_timer_count()?,
+            ))
+        });
+        let (next, pending) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the next timer; retrying");
+                return Some(RETRY_AFTER_ERROR);
+            }
+        };
+        self.metrics.timers_pending.set(pending);
+        match (&self.clock, next) {
+            // A manual clock moves only when told, and telling wakes us.
+            (Clock::Manual(_), _) => None,
+            (Clock::System, None) => Some(MAX_SLEEP),
+            (Clock::System, Some(due)) => {
+                let wait = u64::try_from(due - self.clock.now_ms()).unwrap_or(0);
+                Some(Duration::from_millis(wait).min(MAX_SLEEP))
+            }
+        }
+    }
+}
+
+/// The journal is closed: the daemon is stopping.
+struct Stop;
+
+async fn sleep(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The CloudEvent a timer journals: id `timer-<id>`, source
+/// `converge/timers`, the timer's type and entity, the due time as `time`,
+/// and its data with a `timer` member (`id`, `rule`, `scheduled_for`, `late`).
+pub fn timer_event(timer: &TimerRecord, late: bool) -> Result<Event, String> {
+    let due = Utc
+        .timestamp_millis_opt(timer.due_at_ms)
+        .single()
+        .ok_or_else(|| format!("due time {} ms is out of range", timer.due_at_ms))?
+        .to_rfc3339_opts(SecondsFormat::Millis, true);
+    let mut data = data_object(&timer.data);
+    if let Value::Object(members) = &mut data {
+        members.insert(
+            "timer".into(),
+            json!({"id": timer.id, "rule": timer.rule, "scheduled_for": due, "late": late}),
+        );
+    }
+    Event::from_value(json!({
+        "specversion": "1.0",
+        "id": format!("timer-{}", timer.id),
+        "source": TIMER_SOURCE,
+        "type": timer.event_type,
+        "subject": timer.entity,
+        "time": due,
+        "datacontenttype": "application/json",
+        "data": data,
+    }))
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timer_event_carries_its_data_and_the_timer() {
+        let timer = TimerRecord {
+            id: 7,
+            entity: "task/T-1".into(),
+            kind: "schedule".into(),
+            event_type: "task.reminder".into(),
+            data: json!({"level": 2}),
+            expect_type: None,
+            due_at_ms: 1_764_000_000_000,
+            catch_up: CatchUp::FireLate,
+            rule: "stalled".into(),
+            rule_hash: "h".into(),
+            created_by_seq: 3,
+            status: "pending".into(),
+            fired_seq: None,
+            closed_at_ms: None,
+        };
+        let event = timer_event(&timer, true).unwrap();
+        assert_eq!(
+            (event.id.as_str(), event.source.as_str(), event.ty.as_str()),
+            ("timer-7", TIMER_SOURCE, "task.reminder")
+        );
+        assert_eq!(event.subject.as_deref(), Some("task/T-1"));
+        assert_eq!(event.time.unwrap().timestamp_millis(), timer.due_at_ms);
+        assert_eq!(
+            event.data,
+            json!({"level": 2, "timer": {"id": 7, "rule": "stalled",
+                   "scheduled_for": "2025-11-24T16:00:00.000Z", "late": true}})
+        );
+    }
+}

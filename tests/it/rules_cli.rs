@@ -1,0 +1,211 @@
+//! `converge rules test` and `converge rules check`: the repository's rule
+//! tests pass, a failing test shows a diff and fails the run, and each lint
+//! reports with its exact message.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::repo_root;
+
+fn converge(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_converge"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The run time is the one thing that differs between runs.
+fn without_time(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.split_once("; finished in ") {
+            Some((before, _)) => format!("{before}; finished in [time]"),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_rule_tests_in_the_repository_pass() {
+    // The example config names the plugins; loading it needs them built.
+    crate::support::plugin_dir();
+    let out = converge(
+        &repo_root(),
+        &["rules", "test", "--config", "config/converge.toml"],
+    );
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "required_fields.test.toml",
+        "stalled_handoff.test.toml",
+        "channel_approval.test.toml",
+    ] {
+        assert!(text.contains(&format!("test {file} :: ")), "{text}");
+    }
+    assert!(text.contains("\ntest result: ok. "), "{text}");
+    assert!(!text.contains("FAILED"), "{text}");
+}
+
+#[test]
+fn a_failing_rule_test_shows_the_diff_and_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("handoff.rhai"),
+        "if event.type == \"task.handoff\" {\n    notify(entity.owner, `${event.subject} is yours`);\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("handoff.test.toml"),
+        r#"
+[[case]]
+name = "the new owner hears of it"
+[[case.step]]
+event = { type = "task.handoff", subject = "task/JIRA-7", data = { owner = "ana" } }
+expect = [{ kind = "notify", to = "ana", message = "task/JIRA-7 is yours" }]
+
+[[case]]
+name = "the wrong person hears of it"
+now = "2026-11-23T10:00:00Z"
+entity = { kind = "task", id = "JIRA-7", owner = "ana" }
+[[case.step]]
+event = { type = "task.viewed", subject = "task/JIRA-7" }
+expect = []
+[[case.step]]
+advance = "48h"
+event = { type = "task.handoff", subject = "task/JIRA-7", data = { owner = "bo" } }
+expect = [{ kind = "notify", to = "ana", message = "task/JIRA-7 is yours", rule = "handoff" }]
+"#,
+    )
+    .unwrap();
+
+    let out = converge(dir.path(), &["rules", "test", "."]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        without_time(&stdout(&out)),
+        r#"running 2 tests from 1 file
+test handoff.test.toml :: the new owner hears of it ... ok
+test handoff.test.toml :: the wrong person hears of it ... FAILED
+
+failures:
+
+---- handoff.test.toml :: the wrong person hears of it ----
+step 2 (task.handoff at 2026-11-25T10:00:00Z):
+  the decisions differ (- expected, + actual):
+      [
+        {
+          "kind": "notify",
+          "message": "task/JIRA-7 is yours",
+          "rule": "handoff",
+    -     "to": "ana"
+    +     "to": "bo"
+        }
+      ]
+
+test result: FAILED. 1 passed; 1 failed; finished in [time]"#
+    );
+}
+
+#[test]
+fn a_malformed_test_file_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.rhai"), "notify(\"a\", \"b\");\n").unwrap();
+    std::fs::write(
+        dir.path().join("x.test.toml"),
+        "[[case]]\nname = \"x\"\n[[case.step]]\nevent = { typ = \"t\" }\n",
+    )
+    .unwrap();
+    let out = converge(dir.path(), &["rules", "test", "x.test.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("test x.test.toml ... ERROR"), "{text}");
+    assert!(text.contains("unknown field `typ`"), "{text}");
+    assert!(text.contains("1 invalid file"), "{text}");
+}
+
+/// A config in `dir` listing `files`, with `extra` appended.
+fn write_config(dir: &Path, files: &[&str], extra: &str) {
+    let files: Vec<String> = files.iter().map(|f| format!("{f:?}")).collect();
+    std::fs::write(
+        dir.join("converge.toml"),
+        format!(
+            "[storage]\ndata_dir = \"data\"\n\n[rules]\nfiles = [{}]\n{extra}",
+            files.join(", ")
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn rules_check_reports_unrouted_decisions_and_unused_or_doubled_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("late.rhai"),
+        "// escalate(\"x\") in a comment is not a decision\nif entity != () {\n    set_field(\"late\", true);\n    escalate(\"ops\", \"late\");\n}\n",
+    )
+    .unwrap();
+    std::fs::write(rules.join("old.rhai"), "notify(\"a\", \"b\");\n").unwrap();
+    write_config(dir.path(), &["rules/late.rhai", "rules/late.rhai"], "");
+
+    let out = converge(dir.path(), &["rules", "check", "--config", "converge.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        r#"rules/late.rhai:4:5: warning: decision `escalate` is never routed to an action
+  hint: add a [[routes]] entry with decision = "escalate" to converge.toml; until then the decision is only recorded
+rules/late.rhai:1:1: error: rule file is listed twice in rules.files (rules.files[0] and rules.files[1])
+  hint: rule names must be unique; remove one entry
+rules/old.rhai:1:1: warning: unused rule: rules.files does not list this file
+  hint: add it to rules.files in converge.toml to run it, or delete it
+converge.toml: 1 of 2 rule(s) compiled, 1 error(s), 2 warning(s)
+"#
+    );
+}
+
+#[test]
+fn rules_check_reports_every_compile_error_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.rhai"),
+        "if true {\n    notify(\"a\", \"b\"\n}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("typo.rhai"), "let x = evnt.id;\n").unwrap();
+    write_config(dir.path(), &["broken.rhai", "typo.rhai"], "");
+
+    let out = converge(dir.path(), &["rules", "check", "--config", "converge.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("broken.rhai:3:1: error: "), "{text}");
+    assert!(
+        text.contains("typo.rhai:1:9: error: Undefined variable: evnt"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("converge.toml: 0 of 2 rule(s) compiled, 2 error(s), 1 warning(s)\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_bundled_rules_compile_and_every_decision_is_routed() {
+    crate::support::plugin_dir();
+    let out = converge(
+        &repo_root(),
+        &["rules", "check", "--config", "config/converge.toml"],
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(", 0 error(s), "), "{text}");
+    assert!(!text.contains("is never routed"), "{text}");
+}

@@ -1,0 +1,338 @@
+//! Durable timers and emitted events, end to end on a manual clock: "48
+//! hours later" is one `POST /v1/clock`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Workspace, event};
+
+const START: &str = "2026-11-23T10:00:00Z";
+
+/// Reminds after 48h; expects approval within 24h. The reminder and the
+/// missing approval are ordinary events the same rule then acts on.
+const TIMERS_RULE: &str = r#"
+if event.type == "task.created" {
+    schedule("48h", "task.reminder", #{ level: 1 });
+    expect("task.approved", "24h", "task.approval_missing");
+}
+if event.type == "task.reminder" {
+    let timer = event.data.timer;
+    notify("owner", `reminder level ${event.data.level} from ${timer.rule} late=${timer.late}`);
+}
+if event.type == "task.approval_missing" {
+    escalate("review_owner", "no approval within 24h");
+}
+"#;
+
+fn manual_clock(start: &str) -> String {
+    format!("[clock]\nmode = \"manual\"\nstart = \"{start}\"\n")
+}
+
+fn workspace(rule: &str) -> Workspace {
+    Workspace::new(&[("timers", rule)], &manual_clock(START))
+}
+
+fn processed(trail: &Value) -> bool {
+    !trail["processed_at_ms"].is_null()
+}
+
+fn kinds(trail: &Value) -> Vec<String> {
+    trail["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["decision"]["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn statuses(timers: &[Value]) -> Vec<(i64, String)> {
+    let mut statuses: Vec<(i64, String)> = timers
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_i64().unwrap(),
+                t["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    statuses
+}
+
+async fn create_task(daemon: &crate::support::Daemon, id: &str) {
+    let (status, body) = daemon
+        .send_event(&event(
+            id,
+            "task.created",
+            "task/T-1",
+            json!({"title": "brief"}),
+        ))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let trail = daemon.wait_for_trail(id, processed).await;
+    assert_eq!(kinds(&trail), ["schedule", "expect"], "{trail}");
+}
+
+async fn not_journaled(daemon: &crate::support::Daemon, id: &str) {
+    let (status, _) = daemon.get(&format!("/v1/events/{id}")).await;
+    assert_eq!(
+        status,
+        404,
+        "{id} should not be journaled\n{}",
+        daemon.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_fires_once_when_the_clock_passes_its_due_time() {
+    let ws = workspace(TIMERS_RULE);
+    let daemon = ws.start();
+    create_task(&daemon, "c-1").await;
+    assert_eq!(
+        statuses(&daemon.timers("task/T-1").await),
+        [(1, "pending".into()), (2, "pending".into())]
+    );
+    daemon.wait_for_metric("converge_timers_pending", 2.0).await;
+
+    // 25h later only the expect (due at 24h) has fired.
+    daemon.advance_clock("25h").await;
+    let missing = daemon.wait_for_trail("timer-2", processed).await;
+    assert_eq!(missing["source"], "converge/timers");
+    assert_eq!(missing["type"], "task.approval_missing");
+    assert_eq!(kinds(&missing), ["escalate"], "{missing}");
+    not_journaled(&daemon, "timer-1").await;
+
+    // 48h: the reminder fires, on time, and the rules act on it.
+    daemon.advance_clock("23h").await;
+    let reminder = daemon.wait_for_trail("timer-1", processed).await;
+    assert_eq!(reminder["subject"], "task/T-1");
+    assert_eq!(
+        reminder["decisions"][0]["decision"]["message"], "reminder level 1 from timers late=false",
+        "{reminder}"
+    );
+    daemon
+        .wait_for_metric("converge_timers_fired_total", 2.0)
+        .await;
+    daemon.wait_for_metric("converge_timers_pending", 0.0).await;
+
+    // Once: more time changes nothing.
+    daemon.advance_clock("30d").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(daemon.metric("converge_timers_fired_total").await, 2.0);
+    let timers = daemon.timers("task/T-1").await;
+    assert_eq!(
+        statuses(&timers),
+        [(1, "fired".into()), (2, "fired".into())]
+    );
+    assert!(timers.iter().all(|t| t["fired_seq"].is_i64()), "{timers:?}");
+    let (_, trails) = daemon.get("/v1/events/timer-1").await;
+    let trails: Value = serde_json::from_str(&trails).unwrap();
+    assert_eq!(trails["events"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expect_is_cancelled_by_the_expected_event_and_fires_otherwise() {
+    let ws = workspace(TIMERS_RULE);
+    let daemon = ws.start();
+    create_task(&daemon, "c-1").await;
+    let (status, _) = daemon
+        .send_event(&event("a-1", "task.approved", "task/T-1", json!({})))
+        .await;
+    assert_eq!(status, 202);
+    daemon.wait_for_trail("a-1", processed).await;
+    assert_eq!(
+        statuses(&daemon.timers("task/T-1").await),
+        [(1, "pending".into()), (2, "cancelled".into())]
+    );
+    // The approval of another task cancels nothing of this one; without
+    // an approval, T-2's expect fires.
+    let (status, _) = daemon
+        .send_event(&event("c-2", "task.created", "task/T-2", json!({})))
+        .await;
+    assert_eq!(status, 202);
+    daemon.wait_for_trail("c-2", processed).await;
+
+    daemon.advance_clock("49h").await;
+    daemon.wait_for_trail("timer-1", processed).await;
+    let missing = daemon.wait_for_trail("timer-4", processed).await;
+    assert_eq!(missing["subject"], "task/T-2");
+    assert_eq!(kinds(&missing), ["escalate"]);
+    daemon.wait_for_trail("timer-3", processed).await;
+    not_journaled(&daemon, "timer-2").await;
+    assert_eq!(daemon.metric("converge_timers_fired_total").await, 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timer_due_while_converge_was_down_fires_late_after_kill_9() {
+    let ws = workspace(TIMERS_RULE);
+    let daemon = ws.start();
+    create_task(&daemon, "c-1").await;
+    daemon.kill9();
+
+    ws.edit_config(START, "2026-11-26T10:00:00Z");
+    let daemon = ws.start();
+    let reminder = daemon.wait_for_trail("timer-1", processed).await;
+    assert_eq!(
+        reminder["decisions"][0]["decision"]["message"], "reminder level 1 from timers late=true",
+        "{reminder}"
+    );
+    let missing = daemon.wait_for_trail("timer-2", processed).await;
+    assert_eq!(kinds(&missing), ["escalate"]);
+    assert_eq!(
+        statuses(&daemon.timers("task/T-1").await),
+        [(1, "fired".into()), (2, "fired".into())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timer_due_while_converge_was_down_is_skipped_when_its_rule_says_so() {
+    let ws = workspace(&format!("//! catch_up: skip\n{TIMERS_RULE}"));
+    let daemon = ws.start();
+    create_task(&daemon, "c-1").await;
+    daemon.kill9();
+
+    ws.edit_config(START, "2026-11-26T10:00:00Z");
+    let daemon = ws.start();
+    daemon
+        .wait_for_metric("converge_timers_skipped_total", 2.0)
+        .await;
+    assert_eq!(
+        statuses(&daemon.timers("task/T-1").await),
+        [(1, "skipped".into()), (2, "skipped".into())]
+    );
+    not_journaled(&daemon, "timer-1").await;
+    not_journaled(&daemon, "timer-2").await;
+    // Skipping applies to what fell due while down; new timers fire.
+    create_task(&daemon, "c-2").await;
+    daemon.advance_clock("49h").await;
+    daemon.wait_for_trail("timer-3", processed).await;
+    daemon.wait_for_trail("timer-4", processed).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timer_fires_exactly_once_across_a_restart_right_after_firing() {
+    let ws = workspace(TIMERS_RULE);
+    let daemon = ws.start();
+    create_task(&daemon, "c-1").await;
+    daemon.advance_clock("49h").await;
+    // Killed as soon as the firing is committed, maybe before its event
+    // is processed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while statuses(&daemon.timers("task/T-1").await) != [(1, "fired".into()), (2, "fired".into())] {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    daemon.kill9();
+
+    ws.edit_config(START, "2026-12-01T10:00:00Z");
+    let daemon = ws.start();
+    let reminder = daemon.wait_for_trail("timer-1", processed).await;
+    assert_eq!(
+        reminder["decisions"][0]["decision"]["message"],
+        "reminder level 1 from timers late=false"
+    );
+    daemon.wait_for_trail("timer-2", processed).await;
+    // An event after the restart, processed: whatever the scheduler would
+    // have fired at start has been by now.
+    let (status, _) = daemon
+        .send_event(&event("u-1", "task.updated", "task/T-1", json!({})))
+        .await;
+    assert_eq!(status, 202);
+    daemon.wait_for_trail("u-1", processed).await;
+    daemon.wait_for_metric("converge_timers_pending", 0.0).await;
+    assert_eq!(daemon.metric("converge_timers_fired_total").await, 0.0);
+    for id in ["timer-1", "timer-2"] {
+        let (_, trails) = daemon.get(&format!("/v1/events/{id}")).await;
+        let trails: Value = serde_json::from_str(&trails).unwrap();
+        assert_eq!(trails["events"].as_array().unwrap().len(), 1, "{trails}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emitted_event_is_journaled_and_processed() {
+    let rule = r#"
+        if event.type == "task.created" {
+            emit("task.checked", #{ by: "emit" });
+        }
+        if event.type == "task.checked" {
+            notify("ops", `checked by ${event.data.by}`);
+        }
+    "#;
+    let ws = Workspace::new(&[("checks", rule)], "");
+    let daemon = ws.start();
+    let (status, _) = daemon
+        .send_event(&event("c-1", "task.created", "task/T-1", json!({})))
+        .await;
+    assert_eq!(status, 202);
+    let created = daemon.wait_for_trail("c-1", processed).await;
+    assert_eq!(kinds(&created), ["emit"]);
+    let checked = daemon.wait_for_trail("emit-1-1", processed).await;
+    assert_eq!(checked["source"], "converge/rules");
+    assert_eq!(checked["subject"], "task/T-1");
+    assert_eq!(checked["type"], "task.checked");
+    assert_eq!(
+        checked["decisions"][0]["decision"]["message"],
+        "checked by emit"
+    );
+    daemon
+        .wait_for_metric("converge_events_emitted_total", 1.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emit_loop_stops_at_the_max_emit_depth() {
+    let rule = r#"if event.type == "ping" { emit("ping"); }"#;
+    let ws = Workspace::new(&[("loop", rule)], "");
+    ws.edit_config("[rules]\n", "[rules]\nmax_emit_depth = 3\n");
+    let daemon = ws.start();
+    let (status, _) = daemon
+        .send_event(&event("p-1", "ping", "task/T-1", json!({})))
+        .await;
+    assert_eq!(status, 202);
+    // p-1 (seq 1) -> emit-1-1 (depth 1) -> emit-2-1 (2) -> emit-3-1 (3) -> refused.
+    let last = daemon.wait_for_trail("emit-3-1", processed).await;
+    assert!(last["decisions"].as_array().unwrap().is_empty(), "{last}");
+    let failure = last["rule_failures"][0]["message"].as_str().unwrap();
+    assert!(failure.contains("max_emit_depth (3)"), "{failure}");
+    not_journaled(&daemon, "emit-4-1").await;
+    assert_eq!(daemon.metric("converge_events_emitted_total").await, 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_manual_clock_moves_and_converge_sources_are_reserved() {
+    let ws = Workspace::new(&[], "");
+    let daemon = ws.start();
+    let (status, body) = daemon
+        .post("/v1/clock", "application/json", r#"{"advance": "1h"}"#)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "clock_not_manual");
+    let mut forged = event("timer-1", "task.reminder", "task/T-1", json!({}));
+    forged["source"] = json!("converge/timers");
+    let (status, body) = daemon.send_event(&forged).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reserved")
+    );
+
+    let ws = Workspace::new(&[], &manual_clock(START));
+    let daemon = ws.start();
+    let moved = daemon.advance_clock("48h").await;
+    assert_eq!(moved["now"], "2026-11-25T10:00:00.000Z");
+    let (status, body) = daemon
+        .post(
+            "/v1/clock",
+            "application/json",
+            json!({"set": START}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = daemon
+        .post("/v1/clock", "application/json", r#"{"advance": "soon"}"#)
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
