@@ -181,7 +181,7 @@ impl Processor {
             None => None,
         };
         if let Some(state) = entity.as_mut() {
-            state.apply_event(&event.ty, &event.data, at);
+            state.apply_event(&event.ty, &entity_data(event), at);
         }
         let evaluation = self.rules.evaluate(event, entity.as_mut(), now);
         for note in &evaluation.notes {
@@ -411,8 +411,44 @@ pub fn data_object(data: &Value) -> Value {
     }
 }
 
+/// What of an event's data merges into its entity's state: everything, but
+/// for a fired timer's own `timer` member (its id, rule and lateness), which
+/// rules read from the event and which is not a fact about the entity.
+fn entity_data(event: &Event) -> std::borrow::Cow<'_, serde_json::Value> {
+    match &event.data {
+        serde_json::Value::Object(members)
+            if event.source == crate::timers::TIMER_SOURCE && members.contains_key("timer") =>
+        {
+            let mut members = members.clone();
+            members.remove("timer");
+            std::borrow::Cow::Owned(serde_json::Value::Object(members))
+        }
+        data => std::borrow::Cow::Borrowed(data),
+    }
+}
+
 fn millis_to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .unwrap_or_else(Utc::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fired_timers_metadata_stays_out_of_the_entity() {
+        let timer = Event::from_json(
+            br#"{"specversion":"1.0","id":"timer-1","source":"converge/timers","type":"task.remind",
+                "subject":"task/T-1","data":{"step":2,"timer":{"id":1,"late":false}}}"#,
+        )
+        .unwrap();
+        assert_eq!(*entity_data(&timer), serde_json::json!({"step": 2}));
+        let other = Event::from_json(
+            br#"{"specversion":"1.0","id":"e-1","source":"/jira","type":"t","data":{"timer":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(*entity_data(&other), serde_json::json!({"timer": 3}));
+    }
 }
