@@ -48,6 +48,10 @@ fn the_rule_tests_in_the_repository_pass() {
         "required_fields.test.toml",
         "stalled_handoff.test.toml",
         "channel_approval.test.toml",
+        "rework_counting.test.toml",
+        "low_consistency_pause.test.toml",
+        "launch_readiness.test.toml",
+        "convergence_gate.test.toml",
     ] {
         assert!(text.contains(&format!("test {file} :: ")), "{text}");
     }
@@ -109,6 +113,79 @@ step 2 (task.handoff at 2026-11-25T10:00:00Z):
     +     "to": "bo"
         }
       ]
+
+test result: FAILED. 1 passed; 1 failed; finished in [time]"#
+    );
+}
+
+#[test]
+fn timers_fire_when_a_step_advances_the_clock_and_expects_are_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("review.rhai"),
+        r#"//! events: task.*
+if event.type == "task.handoff" {
+    expect("task.reviewed", "48h", "task.review.overdue");
+    schedule("24h", "task.review.nudge", #{ owner: event.data.owner });
+} else if event.type == "task.review.nudge" {
+    notify(event.data.owner, `${event.subject}: ${event.id} from ${event.data.timer.rule}`);
+} else if event.type == "task.review.overdue" {
+    escalate("review_owner", `${event.subject} was not reviewed within 48h`, 2);
+    emit("task.flagged", #{ reason: "overdue" });
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("review.test.toml"),
+        r#"
+[[case]]
+name = "an unreviewed task is nudged at 24h and escalated at 48h"
+now = "2026-11-23T10:00:00Z"
+[[case.step]]
+event = { type = "task.handoff", subject = "task/JIRA-7", data = { owner = "bo" } }
+[[case.step]]
+advance = "2d"
+fired = [
+    { type = "task.review.nudge", time = "2026-11-24T10:00:00Z", data = { owner = "bo" }, expect = [
+        { kind = "notify", to = "bo", message = "task/JIRA-7: timer-2 from review" },
+    ] },
+    { type = "task.review.overdue", time = "2026-11-25T10:00:00Z", expect = [
+        { kind = "escalate", to = "review_owner", reason = "task/JIRA-7 was not reviewed within 48h", level = 2 },
+        { kind = "emit", event_type = "task.flagged", data = { reason = "overdue" } },
+    ] },
+]
+emitted = [{ type = "task.flagged", data = { reason = "overdue" }, expect = [] }]
+
+[[case]]
+name = "a review in time cancels the escalation"
+[[case.step]]
+event = { type = "task.handoff", subject = "task/JIRA-7", data = { owner = "bo" } }
+[[case.step]]
+advance = "30h"
+event = { type = "task.reviewed", subject = "task/JIRA-7" }
+fired = [{ type = "task.review.nudge" }]
+[[case.step]]
+advance = "30d"
+fired = [{ type = "task.review.overdue" }]
+"#,
+    )
+    .unwrap();
+
+    let out = converge(dir.path(), &["rules", "test", "."]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        without_time(&stdout(&out)),
+        r#"running 2 tests from 1 file
+test review.test.toml :: an unreviewed task is nudged at 24h and escalated at 48h ... ok
+test review.test.toml :: a review in time cancels the escalation ... FAILED
+
+failures:
+
+---- review.test.toml :: a review in time cancels the escalation ----
+step 3 (advance 30d to 2026-02-01T06:00:00Z):
+  the fired timers differ (- expected, + actual):
+    - task.review.overdue
 
 test result: FAILED. 1 passed; 1 failed; finished in [time]"#
     );

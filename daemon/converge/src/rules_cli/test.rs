@@ -5,29 +5,41 @@
 //! `docs/rule-tests.md`; `cargo test` runs the repository's test files
 //! through this same runner (`tests/it/rules_cli.rs`).
 //!
-//! A step runs exactly as the processor runs an event: the event is applied
-//! to its entity's state, then the rules are evaluated on it with the clock's
-//! `now`; the state carries over to the next step.
+//! A case simulates the daemon: a step runs its event exactly as the
+//! processor does (the event applied to its entity's state, then the rules
+//! evaluated on it with the clock's `now`), and the state carries over to the
+//! next step. `schedule` and `expect` decisions become pending timers, which
+//! fire, as the scheduler fires them, when a step's `advance` moves the clock
+//! past their due time; an event of an `expect`'s type cancels it; `emit`
+//! decisions journal events processed right after the one that emitted them.
+//! A step's expectations cover its event, the timers it fired and the events
+//! emitted in it.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use converge_model::entity::ChannelState;
-use converge_model::{EntityKey, EntityState, Event};
-use converge_rules::{Evaluation, RuleLimits, RuleSet, RuleSource};
-use serde_json::{Map, Value};
+use converge_model::{CatchUp, Decision, DecisionKind, EntityKey, EntityState, Event};
+use converge_rules::{Evaluation, RuleFailure, RuleLimits, RuleSet, RuleSource};
+use converge_store::TimerRecord;
+use serde_json::{Map, Value, json};
 
 use super::diff;
 use crate::Exit;
+use crate::processor::{DEPTH_EXTENSION, EMIT_SOURCE, data_object};
+use crate::timers::TIMER_SOURCE;
 
 /// The clock of a case that does not set `now`: fixed, so tests never depend
 /// on the day they run.
 const DEFAULT_NOW: &str = "2026-01-01T00:00:00Z";
 const TEST_SUFFIX: &str = ".test.toml";
+/// `rules.max_emit_depth` when no config is given: the config's default.
+const DEFAULT_MAX_EMIT_DEPTH: u32 = 8;
 
 mod raw {
     use std::collections::BTreeMap;
@@ -79,8 +91,25 @@ mod raw {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Step {
-        pub event: Event,
+        pub event: Option<Event>,
         pub advance: Option<String>,
+        pub expect: Option<Vec<toml::Table>>,
+        #[serde(default)]
+        pub expect_failures: Vec<String>,
+        pub fired: Option<Vec<Follower>>,
+        pub emitted: Option<Vec<Follower>>,
+    }
+
+    /// An event converge journals itself during a step: a fired timer's or
+    /// an emitted one.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Follower {
+        #[serde(rename = "type")]
+        pub ty: String,
+        pub subject: Option<String>,
+        pub time: Option<toml::Value>,
+        pub data: Option<toml::Value>,
         pub expect: Option<Vec<toml::Table>>,
         #[serde(default)]
         pub expect_failures: Vec<String>,
@@ -111,8 +140,12 @@ struct Totals {
 
 pub fn run(config_path: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
     let started = Instant::now();
-    let (limits, roots) = match (config_path, paths.is_empty()) {
-        (None, false) => (RuleLimits::default(), paths.to_vec()),
+    let (limits, max_emit_depth, roots) = match (config_path, paths.is_empty()) {
+        (None, false) => (
+            RuleLimits::default(),
+            DEFAULT_MAX_EMIT_DEPTH,
+            paths.to_vec(),
+        ),
         (config_path, _) => {
             let config_path = config_path.unwrap_or(Path::new("config/converge.toml"));
             let config = match super::load_config(config_path) {
@@ -124,7 +157,7 @@ pub fn run(config_path: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
             } else {
                 paths.to_vec()
             };
-            (config.rules.limits, roots)
+            (config.rules.limits, config.rules.max_emit_depth, roots)
         }
     };
     let files = match find_test_files(&roots) {
@@ -165,7 +198,7 @@ pub fn run(config_path: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
         };
         for case in &test_file.cases {
             let title = format!("{display} :: {}", case.name);
-            match run_case(&test_file.rules, case) {
+            match run_case(&test_file.rules, max_emit_depth, case) {
                 Ok(()) => {
                     println!("test {title} ... ok");
                     totals.passed += 1;
@@ -273,6 +306,16 @@ impl TestFile {
                     case.name
                 ));
             }
+            for (i, step) in case.steps.iter().enumerate() {
+                step_shape(step).map_err(|e| {
+                    format!(
+                        "{}: case `{}`, step {}: {e}",
+                        path.display(),
+                        case.name,
+                        i + 1
+                    )
+                })?;
+            }
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         let rule_files = match &file.rules {
@@ -312,72 +355,501 @@ impl TestFile {
     }
 }
 
+/// A step has an event, or only advances the clock (to fire timers); the
+/// expectations about the step's own event need one.
+fn step_shape(step: &raw::Step) -> Result<(), String> {
+    if step.event.is_some() {
+        return Ok(());
+    }
+    if step.advance.is_none() {
+        return Err("a step needs an `event`, an `advance`, or both".into());
+    }
+    if step.expect.is_some() || !step.expect_failures.is_empty() {
+        return Err("`expect` and `expect_failures` are about the step's `event`, and it has none (expectations for fired timers go in `fired`)".into());
+    }
+    Ok(())
+}
+
+/// Most timers one step may fire: past this a rule is rescheduling itself in
+/// a loop faster than the step advances, and the case stops with an error.
+const MAX_FIRINGS_PER_STEP: usize = 10_000;
+
 /// Runs the steps of one case in order; the error is the failure report.
-fn run_case(rules: &RuleSet, case: &raw::Case) -> Result<(), String> {
-    let mut now = match &case.now {
+fn run_case(rules: &RuleSet, max_emit_depth: u32, case: &raw::Case) -> Result<(), String> {
+    let now = match &case.now {
         Some(value) => time("now", value)?,
         None => DEFAULT_NOW.parse().expect("a valid constant time"),
     };
-    let mut entities = BTreeMap::new();
+    let mut sim = Simulation {
+        rules,
+        max_emit_depth,
+        now,
+        entities: BTreeMap::new(),
+        timers: Vec::new(),
+        timers_created: 0,
+        processed: 0,
+    };
     if let Some(spec) = &case.entity {
         let state = starting_state(spec, now)?;
-        entities.insert(state.key(), state);
+        sim.entities.insert(state.key(), state);
     }
     for (i, step) in case.steps.iter().enumerate() {
         let number = i + 1;
+        let mut until = sim.now;
         if let Some(advance) = &step.advance {
             let by = humantime::parse_duration(advance).map_err(|e| {
                 format!("step {number}: advance: `{advance}` is not a duration like \"30m\" or \"48h\": {e}")
             })?;
             let by = chrono::Duration::from_std(by)
                 .map_err(|e| format!("step {number}: advance: {e}"))?;
-            now += by;
+            until += by;
         }
-        let event = step_event(&step.event, number, now)
-            .map_err(|e| format!("step {number}: event: {e}"))?;
-        let evaluation = process(rules, &event, &mut entities, now);
-        check_step(step, &evaluation).map_err(|problems| {
-            format!(
-                "step {number} ({} at {}):\n{problems}",
-                event.ty,
-                now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-            )
-        })?;
+        let mut ran = StepRun::default();
+        sim.advance_to(until, &mut ran)
+            .map_err(|e| format!("step {number}: {e}"))?;
+        let heading = match &step.event {
+            Some(spec) => {
+                let event = step_event(spec, number, sim.now)
+                    .map_err(|e| format!("step {number}: event: {e}"))?;
+                let heading = format!("{} at {}", event.ty, rfc3339(sim.now));
+                sim.run_chain(vec![event], Origin::Step, &mut ran);
+                heading
+            }
+            None => format!(
+                "advance {} to {}",
+                step.advance.as_deref().unwrap_or_default(),
+                rfc3339(sim.now)
+            ),
+        };
+        check_step(step, &ran)
+            .map_err(|problems| format!("step {number} ({heading}):\n{problems}"))?;
     }
     Ok(())
 }
 
-/// What the processor does with one event (`processor.rs`): the event's time
-/// (or the clock, standing in for the time it was received) is when the
-/// state changed; the state is created on first sight, the event applied,
-/// then the rules run on it with the clock's `now`.
-fn process(
-    rules: &RuleSet,
-    event: &Event,
-    entities: &mut BTreeMap<EntityKey, EntityState>,
-    now: DateTime<Utc>,
-) -> Evaluation {
-    let at = event.time.unwrap_or(now);
-    let mut entity = event.entity_key().map(|key| {
-        entities
-            .remove(&key)
-            .unwrap_or_else(|| EntityState::new(&key, at))
-    });
-    if let Some(state) = entity.as_mut() {
-        state.apply_event(&event.ty, &event.data, at);
-    }
-    let evaluation = rules.evaluate(event, entity.as_mut(), now);
-    if let Some(state) = entity {
-        entities.insert(state.key(), state);
-    }
-    evaluation
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-/// Compares one step's result with its expectations; the error lists every
-/// difference.
-fn check_step(step: &raw::Step, evaluation: &Evaluation) -> Result<(), String> {
+/// The daemon, as far as rules can tell: entity states, pending timers and
+/// the clock, moved by the steps of one case. Each piece mirrors the
+/// processor (`processor.rs`), the scheduler (`timers.rs`) and the store's
+/// timer rules, so a case passes here when the daemon would decide the same.
+struct Simulation<'a> {
+    rules: &'a RuleSet,
+    /// `rules.max_emit_depth`: a deeper `emit` is a failure of its rule.
+    max_emit_depth: u32,
+    /// The clock: the rules' `now` and the base of new timers' due times.
+    now: DateTime<Utc>,
+    entities: BTreeMap<EntityKey, EntityState>,
+    /// Pending timers, in creation order; fired and cancelled ones are removed.
+    timers: Vec<PendingTimer>,
+    /// Timers created so far in the case: the next one's id is this plus one,
+    /// as the store numbers them.
+    timers_created: i64,
+    /// Events processed so far in the case: the journal `seq` that emitted
+    /// events' ids (`emit-<seq>-<n>`) are built from.
+    processed: i64,
+}
+
+/// A `schedule` or `expect` timer waiting to fire.
+struct PendingTimer {
+    id: i64,
+    /// `kind/id`, the fired event's subject.
+    entity: String,
+    event_type: String,
+    data: Value,
+    /// For an `expect`: the event type that cancels it.
+    expect_type: Option<String>,
+    due: DateTime<Utc>,
+    catch_up: CatchUp,
+    rule: String,
+    rule_hash: String,
+}
+
+/// Where an event in a step came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The step's `event`.
+    Step,
+    /// A timer that fell due while the step advanced the clock.
+    Timer,
+    /// An `emit` decision of an event processed in the step.
+    Emit,
+}
+
+/// One event processed, and what the rules made of it.
+struct Ran {
+    event: Event,
+    evaluation: Evaluation,
+}
+
+/// Everything one step processed, by origin, each in processing order.
+#[derive(Default)]
+struct StepRun {
+    fired: Vec<Ran>,
+    event: Option<Ran>,
+    emitted: Vec<Ran>,
+}
+
+impl StepRun {
+    fn push(&mut self, origin: Origin, ran: Ran) {
+        match origin {
+            Origin::Step => self.event = Some(ran),
+            Origin::Timer => self.fired.push(ran),
+            Origin::Emit => self.emitted.push(ran),
+        }
+    }
+}
+
+impl Simulation<'_> {
+    /// Moves the clock to `until`, firing every timer due by then in due
+    /// order (equal due times in creation order), as a running daemon does:
+    /// the clock stands at a timer's due time while its event (and the events
+    /// it emits) are processed, so timers those create fire too when they
+    /// fall due by `until`. Timers due at the same time fire together, as
+    /// the scheduler fires them in one commit: none of them can cancel
+    /// another.
+    fn advance_to(&mut self, until: DateTime<Utc>, ran: &mut StepRun) -> Result<(), String> {
+        let mut fired = 0;
+        while let Some(due) = self.next_due(until) {
+            let (firing, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.timers)
+                .into_iter()
+                .partition(|t| t.due == due);
+            self.timers = waiting;
+            fired += firing.len();
+            if fired > MAX_FIRINGS_PER_STEP {
+                return Err(format!(
+                    "more than {MAX_FIRINGS_PER_STEP} timers fired while advancing to {}; is a rule scheduling in a loop?",
+                    rfc3339(until)
+                ));
+            }
+            self.now = self.now.max(due);
+            let events = firing
+                .iter()
+                .map(|timer| crate::timers::timer_event(&timer.record(), false))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("a timer cannot make a valid event: {e}"))?;
+            self.run_chain(events, Origin::Timer, ran);
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    /// The earliest due time of a pending timer, if one is due by `until`.
+    fn next_due(&self, until: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.timers
+            .iter()
+            .map(|t| t.due)
+            .filter(|due| *due <= until)
+            .min()
+    }
+
+    /// Processes `first` in order, then the events they emit, then the
+    /// events those emit, ...: the journal order, since an event's emits are
+    /// journaled when its processing commits.
+    fn run_chain(&mut self, first: Vec<Event>, origin: Origin, ran: &mut StepRun) {
+        let mut queue: VecDeque<(Event, u32, Origin)> =
+            first.into_iter().map(|e| (e, 0, origin)).collect();
+        while let Some((event, depth, origin)) = queue.pop_front() {
+            let (evaluation, emitted) = self.process(&event, depth);
+            queue.extend(emitted.into_iter().map(|e| (e, depth + 1, Origin::Emit)));
+            ran.push(origin, Ran { event, evaluation });
+        }
+    }
+
+    /// What the processor does with one event (`processor.rs`): the event's
+    /// time (or the clock, standing in for the time it was received) is when
+    /// the state changed; the state is created on first sight, the event's
+    /// data applied (a fired timer's `timer` member left out), the rules run
+    /// with the clock's `now`. Then, as the store commits it, the entity's
+    /// `expect` timers waiting for this event's type are cancelled before
+    /// the timers its decisions ask for are created. Returns the evaluation,
+    /// with decisions that cannot take effect turned into failures of their
+    /// rule, and the events it emits.
+    fn process(&mut self, event: &Event, depth: u32) -> (Evaluation, Vec<Event>) {
+        self.processed += 1;
+        let now = self.now;
+        let at = event.time.unwrap_or(now);
+        let key = event.entity_key();
+        let mut entity = key.as_ref().map(|key| {
+            self.entities
+                .remove(key)
+                .unwrap_or_else(|| EntityState::new(key, at))
+        });
+        if let Some(state) = entity.as_mut() {
+            state.apply_event(&event.ty, &entity_data(event), at);
+        }
+        let mut evaluation = self.rules.evaluate(event, entity.as_mut(), now);
+        if let Some(state) = entity {
+            self.entities.insert(state.key(), state);
+        }
+
+        if let Some(key) = &key {
+            let key = key.to_string();
+            self.timers.retain(|t| {
+                !(t.entity == key && t.expect_type.as_deref() == Some(event.ty.as_str()))
+            });
+        }
+        let mut emitted = Vec::new();
+        let decisions = std::mem::take(&mut evaluation.decisions);
+        for decision in decisions {
+            match self.effect(event, depth, &decision, &mut emitted) {
+                Ok(()) => evaluation.decisions.push(decision),
+                Err(message) => evaluation.failures.push(RuleFailure {
+                    rule: decision.rule,
+                    rule_hash: decision.rule_hash,
+                    message,
+                }),
+            }
+        }
+        (evaluation, emitted)
+    }
+
+    /// The processor's `effect`: a `schedule` or `expect` becomes a pending
+    /// timer, an `emit` an event; the `Err` is why the decision cannot take
+    /// effect, in the processor's words.
+    fn effect(
+        &mut self,
+        event: &Event,
+        depth: u32,
+        decision: &Decision,
+        emitted: &mut Vec<Event>,
+    ) -> Result<(), String> {
+        let kind = decision.kind.name();
+        let (event_type, data, after_ms, expect_type, catch_up) = match &decision.kind {
+            DecisionKind::Schedule {
+                after_ms,
+                event_type,
+                data,
+                catch_up,
+            } => (event_type, data_object(data), *after_ms, None, *catch_up),
+            DecisionKind::Expect {
+                event_type,
+                within_ms,
+                otherwise,
+                catch_up,
+            } => (
+                otherwise,
+                json!({}),
+                *within_ms,
+                Some(event_type.clone()),
+                *catch_up,
+            ),
+            DecisionKind::Emit { event_type, data } => {
+                let depth = depth + 1;
+                if depth > self.max_emit_depth {
+                    return Err(format!(
+                        "emit of `{event_type}` refused: it would be {depth} emits deep, past rules.max_emit_depth ({}); is a rule emitting in a loop?",
+                        self.max_emit_depth
+                    ));
+                }
+                let mut json = json!({
+                    "specversion": "1.0",
+                    "id": format!("emit-{}-{}", self.processed, emitted.len() + 1),
+                    "source": EMIT_SOURCE,
+                    "type": event_type,
+                    "time": self.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "datacontenttype": "application/json",
+                    "data": data_object(data),
+                    DEPTH_EXTENSION: depth,
+                });
+                if let Some(subject) = &event.subject {
+                    json["subject"] = Value::String(subject.clone());
+                }
+                let new =
+                    Event::from_value(json).map_err(|e| format!("emit of `{event_type}`: {e}"))?;
+                emitted.push(new);
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        let entity = event.entity_key().map(|k| k.to_string()).ok_or_else(|| {
+            format!("`{kind}` needs an event about an entity (a subject like `task/T-1`)")
+        })?;
+        let due = i64::try_from(after_ms)
+            .ok()
+            .and_then(|after| self.now.timestamp_millis().checked_add(after))
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .ok_or_else(|| format!("`{kind}`: {after_ms} ms is too far in the future"))?;
+        self.timers_created += 1;
+        self.timers.push(PendingTimer {
+            id: self.timers_created,
+            entity,
+            event_type: event_type.clone(),
+            data,
+            expect_type,
+            due,
+            catch_up,
+            rule: decision.rule.clone(),
+            rule_hash: decision.rule_hash.clone(),
+        });
+        Ok(())
+    }
+}
+
+impl PendingTimer {
+    /// The timer as the store would read it back when it falls due.
+    fn record(&self) -> TimerRecord {
+        TimerRecord {
+            id: self.id,
+            entity: self.entity.clone(),
+            kind: if self.expect_type.is_some() {
+                "expect"
+            } else {
+                "schedule"
+            }
+            .into(),
+            event_type: self.event_type.clone(),
+            data: self.data.clone(),
+            expect_type: self.expect_type.clone(),
+            due_at_ms: self.due.timestamp_millis(),
+            catch_up: self.catch_up,
+            rule: self.rule.clone(),
+            rule_hash: self.rule_hash.clone(),
+            created_by_seq: 0,
+            status: "pending".into(),
+            fired_seq: None,
+            closed_at_ms: None,
+        }
+    }
+}
+
+/// What of an event's data merges into its entity's state: the processor's
+/// `entity_data`. A fired timer's `timer` member (its id, rule and lateness)
+/// is for rules to read from the event, not a fact about the entity.
+fn entity_data(event: &Event) -> Cow<'_, Value> {
+    match &event.data {
+        Value::Object(members) if event.source == TIMER_SOURCE && members.contains_key("timer") => {
+            let mut members = members.clone();
+            members.remove("timer");
+            Cow::Owned(Value::Object(members))
+        }
+        data => Cow::Borrowed(data),
+    }
+}
+
+/// Compares everything one step processed with its expectations; the error
+/// lists every difference.
+fn check_step(step: &raw::Step, ran: &StepRun) -> Result<(), String> {
     let mut problems = String::new();
-    if let Some(expect) = &step.expect {
+    if let Some(event) = &ran.event {
+        problems.push_str(&check_decisions(
+            step.expect.as_deref(),
+            &step.expect_failures,
+            &event.evaluation,
+        ));
+    }
+    problems.push_str(&check_followers(
+        "fired timer",
+        step.fired.as_deref(),
+        &ran.fired,
+    ));
+    problems.push_str(&check_followers(
+        "emitted event",
+        step.emitted.as_deref(),
+        &ran.emitted,
+    ));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Checks the events converge journaled itself during a step (fired timers
+/// or emitted events) against their list in the step. Without a list, only
+/// their rule failures are problems, as for a step without `expect`.
+fn check_followers(what: &str, expected: Option<&[raw::Follower]>, actual: &[Ran]) -> String {
+    let mut problems = String::new();
+    let section = |problems: &mut String, i: usize, ran: &Ran, found: &str| {
+        if found.is_empty() {
+            return;
+        }
+        let at = ran.event.time.map(rfc3339).unwrap_or_default();
+        let _ = writeln!(problems, "  {what} {} ({} at {at}):", i + 1, ran.event.ty);
+        for line in found.lines() {
+            let _ = writeln!(problems, "  {line}");
+        }
+    };
+    let Some(expected) = expected else {
+        for (i, ran) in actual.iter().enumerate() {
+            section(
+                &mut problems,
+                i,
+                ran,
+                &check_decisions(None, &[], &ran.evaluation),
+            );
+        }
+        return problems;
+    };
+    let expected_types: Vec<&str> = expected.iter().map(|f| f.ty.as_str()).collect();
+    let actual_types: Vec<&str> = actual.iter().map(|r| r.event.ty.as_str()).collect();
+    if expected_types != actual_types {
+        let _ = writeln!(problems, "  the {what}s differ (- expected, + actual):");
+        let lines = |types: &[&str]| types.iter().map(|t| format!("{t}\n")).collect::<String>();
+        for line in diff::lines(&lines(&expected_types), &lines(&actual_types)) {
+            let _ = writeln!(problems, "    {line}");
+        }
+        return problems;
+    }
+    for (i, (want, ran)) in expected.iter().zip(actual).enumerate() {
+        let mut found = String::new();
+        if let Some(subject) = &want.subject
+            && ran.event.subject.as_deref() != Some(subject.as_str())
+        {
+            let _ = writeln!(
+                found,
+                "  the subject is {:?}, expected {subject:?}",
+                ran.event.subject.as_deref().unwrap_or_default()
+            );
+        }
+        if let Some(at) = &want.time {
+            match time("time", at) {
+                Ok(at) if ran.event.time == Some(at) => {}
+                Ok(at) => {
+                    let _ = writeln!(
+                        found,
+                        "  the time is {}, expected {}",
+                        ran.event.time.map(rfc3339).unwrap_or_default(),
+                        rfc3339(at)
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(found, "  {e}");
+                }
+            }
+        }
+        if let Some(data) = &want.data {
+            let expected = toml_to_json(data.clone());
+            let actual = without_nulls(entity_data(&ran.event).into_owned());
+            if expected != actual {
+                let pretty = |v: &Value| serde_json::to_string_pretty(v).expect("JSON prints");
+                let _ = writeln!(found, "  the data differs (- expected, + actual):");
+                for line in diff::lines(&pretty(&expected), &pretty(&actual)) {
+                    let _ = writeln!(found, "    {line}");
+                }
+            }
+        }
+        found.push_str(&check_decisions(
+            want.expect.as_deref(),
+            &want.expect_failures,
+            &ran.evaluation,
+        ));
+        section(&mut problems, i, ran, &found);
+    }
+    problems
+}
+
+/// Compares one event's decisions and failures with their expectations; the
+/// result is the problems, two spaces in, or nothing.
+fn check_decisions(
+    expect: Option<&[toml::Table]>,
+    expect_failures: &[String],
+    evaluation: &Evaluation,
+) -> String {
+    let mut problems = String::new();
+    if let Some(expect) = expect {
         let expected: Vec<Value> = expect
             .iter()
             .map(|e| toml_to_json(toml::Value::Table(e.clone())))
@@ -387,7 +859,8 @@ fn check_step(step: &raw::Step, evaluation: &Evaluation) -> Result<(), String> {
             .iter()
             .enumerate()
             .map(|(i, decision)| {
-                let mut value = serde_json::to_value(decision).expect("decisions serialize");
+                let mut value =
+                    without_nulls(serde_json::to_value(decision).expect("decisions serialize"));
                 if let Value::Object(members) = &mut value {
                     members.remove("rule_hash");
                     let rule_expected = expected.get(i).is_some_and(|e| e.get("rule").is_some());
@@ -407,7 +880,7 @@ fn check_step(step: &raw::Step, evaluation: &Evaluation) -> Result<(), String> {
         }
     }
 
-    let mut unmatched: Vec<&str> = step.expect_failures.iter().map(String::as_str).collect();
+    let mut unmatched: Vec<&str> = expect_failures.iter().map(String::as_str).collect();
     for failure in &evaluation.failures {
         match unmatched
             .iter()
@@ -428,16 +901,13 @@ fn check_step(step: &raw::Step, evaluation: &Evaluation) -> Result<(), String> {
         );
     }
 
-    if problems.is_empty() {
-        return Ok(());
-    }
-    if !evaluation.notes.is_empty() {
+    if !problems.is_empty() && !evaluation.notes.is_empty() {
         let _ = writeln!(problems, "  rule output (print/debug):");
         for note in &evaluation.notes {
             let _ = writeln!(problems, "    {}: {}", note.rule, note.message);
         }
     }
-    Err(problems)
+    problems
 }
 
 /// The event of a step, with `id`, `source` and `time` defaulted.
@@ -540,6 +1010,23 @@ fn table_to_map(table: &toml::Table) -> Map<String, Value> {
         .collect()
 }
 
+/// `value` without the object members that are `null`, at any depth: TOML
+/// has no null, so an expectation writes a null member (a removed field,
+/// an absent stage) by leaving it out.
+fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
 /// TOML to JSON, date-times as their RFC 3339 text (serde would turn them
 /// into toml's private marker map).
 fn toml_to_json(value: toml::Value) -> Value {
@@ -605,7 +1092,7 @@ mod tests {
             expect = [{ kind = "notify", to = "ana", message = "b 48h", rule = "r" }]
             "#,
         );
-        run_case(&rules, &case).unwrap();
+        run_case(&rules, DEFAULT_MAX_EMIT_DEPTH, &case).unwrap();
     }
 
     #[test]
@@ -620,7 +1107,7 @@ mod tests {
             expect = [{ kind = "notify", to = "bo", message = "hi" }]
             "#,
         );
-        let report = run_case(&rules, &case).unwrap_err();
+        let report = run_case(&rules, DEFAULT_MAX_EMIT_DEPTH, &case).unwrap_err();
         assert_eq!(
             report,
             "step 1 (t at 2026-01-01T00:00:00Z):
@@ -651,6 +1138,299 @@ mod tests {
             expect_failures = ["boom"]
             "#,
         );
-        run_case(&rules, &case).unwrap();
+        run_case(&rules, DEFAULT_MAX_EMIT_DEPTH, &case).unwrap();
+    }
+
+    fn run(rules_source: &str, case_text: &str) -> Result<(), String> {
+        run_case(
+            &rules(rules_source),
+            DEFAULT_MAX_EMIT_DEPTH,
+            &case(case_text),
+        )
+    }
+
+    #[test]
+    fn timers_fire_in_due_order_as_the_daemon_journals_them() {
+        let result = run(
+            r#"
+            if event.type == "task.handoff" {
+                schedule("48h", "task.escalate", #{ level: 2 });
+                schedule("24h", "task.remind", #{ level: 1 });
+            } else if event.source == "converge/timers" {
+                let t = event.data.timer;
+                notify(entity.owner, `${event.id} ${event.type} level ${event.data.level} timer ${t.id} ${t.rule} ${t.scheduled_for} late=${t.late} now=${now} level field: ${entity.fields.get("level")} timer field: ${entity.fields.get("timer")}`);
+            }
+            "#,
+            r#"
+            [[case]]
+            name = "x"
+            now = 2026-11-23T10:00:00Z
+            entity = { kind = "task", id = "T-1", owner = "ana" }
+            [[case.step]]
+            event = { type = "task.handoff", subject = "task/T-1" }
+            expect = [
+                { kind = "schedule", after_ms = 172800000, event_type = "task.escalate", data = { level = 2 }, catch_up = "fire_late" },
+                { kind = "schedule", after_ms = 86400000, event_type = "task.remind", data = { level = 1 }, catch_up = "fire_late" },
+            ]
+            fired = []
+            [[case.step]]
+            advance = "23h"
+            fired = []
+            [[case.step]]
+            advance = "2d"
+            fired = [
+                { type = "task.remind", subject = "task/T-1", time = 2026-11-24T10:00:00Z, data = { level = 1 }, expect = [
+                    { kind = "notify", to = "ana", message = "timer-2 task.remind level 1 timer 2 r 2026-11-24T10:00:00.000Z late=false now=2026-11-24T10:00:00Z level field: 1 timer field: " },
+                ] },
+                { type = "task.escalate", time = 2026-11-25T10:00:00Z, expect = [
+                    { kind = "notify", to = "ana", message = "timer-1 task.escalate level 2 timer 1 r 2026-11-25T10:00:00.000Z late=false now=2026-11-25T10:00:00Z level field: 2 timer field: " },
+                ] },
+            ]
+            [[case.step]]
+            advance = "30d"
+            event = { type = "task.viewed", subject = "task/T-1" }
+            expect = []
+            fired = []
+            "#,
+        );
+        result.unwrap();
+    }
+
+    #[test]
+    fn an_event_of_the_expected_type_cancels_the_expect() {
+        let rules = r#"
+            if event.type == "task.handoff" {
+                expect("task.updated", "48h", "task.stalled");
+            } else if event.type == "task.stalled" {
+                escalate("review_owner", `${event.subject} stalled`, 2);
+            }
+        "#;
+        let cancelled = r#"
+            [[case]]
+            name = "x"
+            [[case.step]]
+            event = { type = "task.handoff", subject = "task/T-1" }
+            [[case.step]]
+            advance = "47h"
+            event = { type = "task.commented", subject = "task/T-1" }
+            fired = []
+            [[case.step]]
+            event = { type = "task.updated", subject = "task/T-2" }
+            [[case.step]]
+            event = { type = "task.updated", subject = "task/T-1" }
+            [[case.step]]
+            advance = "10d"
+            fired = []
+        "#;
+        run(rules, cancelled).unwrap();
+        let fires = r#"
+            [[case]]
+            name = "x"
+            [[case.step]]
+            event = { type = "task.handoff", subject = "task/T-1" }
+            [[case.step]]
+            advance = "48h"
+            event = { type = "task.updated", subject = "task/T-1" }
+            fired = [
+                { type = "task.stalled", time = 2026-01-03T00:00:00Z, data = {}, expect = [
+                    { kind = "escalate", to = "review_owner", reason = "task/T-1 stalled", level = 2 },
+                ] },
+            ]
+        "#;
+        run(rules, fires).unwrap();
+    }
+
+    #[test]
+    fn emitted_events_follow_the_event_that_emitted_them() {
+        let result = run(
+            r#"
+            if event.type == "a" {
+                emit("b", #{ n: 1 });
+                emit("c");
+                notify("x", "a");
+            } else if event.type == "b" {
+                emit("d");
+                notify("x", `b ${event.id} ${event.data.n} ${entity.fields.n}`);
+            } else if event.type == "loop" {
+                emit("loop");
+            }
+            "#,
+            r#"
+            [[case]]
+            name = "x"
+            [[case.step]]
+            event = { type = "a", subject = "task/T-1" }
+            expect = [
+                { kind = "emit", event_type = "b", data = { n = 1 } },
+                { kind = "emit", event_type = "c", data = {} },
+                { kind = "notify", to = "x", message = "a" },
+            ]
+            emitted = [
+                { type = "b", subject = "task/T-1", data = { n = 1 }, expect = [
+                    { kind = "emit", event_type = "d", data = {} },
+                    { kind = "notify", to = "x", message = "b emit-1-1 1 1" },
+                ] },
+                { type = "c", expect = [] },
+                { type = "d", expect = [] },
+            ]
+            [[case.step]]
+            event = { type = "loop", subject = "task/T-1" }
+            expect = [{ kind = "emit", event_type = "loop", data = {} }]
+            emitted = [
+                { type = "loop" }, { type = "loop" }, { type = "loop" }, { type = "loop" },
+                { type = "loop" }, { type = "loop" }, { type = "loop" },
+                { type = "loop", expect = [], expect_failures = ["emit of `loop` refused: it would be 9 emits deep"] },
+            ]
+            "#,
+        );
+        result.unwrap();
+    }
+
+    #[test]
+    fn timers_created_while_advancing_fire_in_the_same_advance() {
+        let result = run(
+            r#"
+            if event.type == "start" || event.type == "tick" && event.data.n < 3 {
+                let n = if event.type == "tick" { event.data.n + 1 } else { 1 };
+                schedule("1h", "tick", #{ n: n });
+            }
+            "#,
+            r#"
+            [[case]]
+            name = "x"
+            [[case.step]]
+            event = { type = "start", subject = "task/T-1" }
+            [[case.step]]
+            advance = "1d"
+            fired = [
+                { type = "tick", time = 2026-01-01T01:00:00Z, data = { n = 1 } },
+                { type = "tick", time = 2026-01-01T02:00:00Z, data = { n = 2 } },
+                { type = "tick", time = 2026-01-01T03:00:00Z, data = { n = 3 }, expect = [] },
+            ]
+            "#,
+        );
+        result.unwrap();
+    }
+
+    #[test]
+    fn fired_timers_that_differ_are_reported() {
+        let rules = r#"
+            if event.type == "start" {
+                schedule("1h", "tick");
+                schedule("2h", "tock");
+            } else if event.type == "tock" {
+                notify("ana", "tock");
+            } else if event.type == "tick" {
+                throw "boom";
+            }
+        "#;
+        let report = run(
+            rules,
+            r#"
+            [[case]]
+            name = "x"
+            [[case.step]]
+            event = { type = "start", subject = "task/T-1" }
+            [[case.step]]
+            advance = "3h"
+            fired = [{ type = "tock" }]
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            report,
+            "step 2 (advance 3h to 2026-01-01T03:00:00Z):
+  the fired timers differ (- expected, + actual):
+    + tick
+      tock
+"
+        );
+        let report = run(
+            rules,
+            r#"
+            [[case]]
+            name = "x"
+            [[case.step]]
+            event = { type = "start", subject = "task/T-1" }
+            [[case.step]]
+            advance = "3h"
+            fired = [
+                { type = "tick", expect_failures = ["boom"] },
+                { type = "tock", time = 2026-01-01T03:00:00Z, expect = [] },
+            ]
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            report,
+            "step 2 (advance 3h to 2026-01-01T03:00:00Z):
+  fired timer 2 (tock at 2026-01-01T02:00:00Z):
+    the time is 2026-01-01T02:00:00Z, expected 2026-01-01T03:00:00Z
+    the decisions differ (- expected, + actual):
+      - []
+      + [
+      +   {
+      +     \"kind\": \"notify\",
+      +     \"message\": \"tock\",
+      +     \"to\": \"ana\"
+      +   }
+      + ]
+"
+        );
+        // Without a `fired` list, a fired timer's rule failure still fails the case.
+        let report = run(
+            rules,
+            r#"
+            [[case]]
+            name = "x"
+            [[case.step]]
+            event = { type = "start", subject = "task/T-1" }
+            [[case.step]]
+            advance = "3h"
+            "#,
+        )
+        .unwrap_err();
+        assert!(
+            report.contains("  fired timer 1 (tick at 2026-01-01T01:00:00Z):\n    unexpected rule failure: rules/r.rhai:"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn timers_due_together_fire_together() {
+        // The second timer is an expect for the first one's type; fired in
+        // the same commit, the first cannot cancel it.
+        run(
+            r#"
+            if event.type == "start" {
+                schedule("1h", "ping");
+                expect("ping", "1h", "no.ping");
+            }
+            "#,
+            r#"
+            [[case]]
+            name = "x"
+            [[case.step]]
+            event = { type = "start", subject = "task/T-1" }
+            [[case.step]]
+            advance = "1h"
+            fired = [{ type = "ping" }, { type = "no.ping" }]
+            "#,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_step_without_an_event_only_advances() {
+        let shape = |text: &str| step_shape(&case(text).steps[0]);
+        let no_event = "[[case]]\nname = \"x\"\n[[case.step]]\n";
+        assert!(shape(no_event).unwrap_err().contains("needs an `event`"));
+        let expect_without_event = format!("{no_event}advance = \"1h\"\nexpect = []\n");
+        assert!(
+            shape(&expect_without_event)
+                .unwrap_err()
+                .contains("go in `fired`")
+        );
+        assert_eq!(shape(&format!("{no_event}advance = \"1h\"\n")), Ok(()));
     }
 }
