@@ -4,6 +4,8 @@
 mod cli;
 mod intake;
 mod pipeline;
+mod reload;
+mod replay;
 mod restart;
 mod rules_cli;
 mod sandbox;

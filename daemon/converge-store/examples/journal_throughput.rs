@@ -108,6 +108,7 @@ fn batches_processing(
                             message: "no progress for 48h".into(),
                         },
                     },
+                    shadow: false,
                     actions: vec![NewAction {
                         route: "slack".into(),
                         plugin: "slack".into(),

@@ -167,9 +167,15 @@ impl Store {
     fn complete_trail(&self, mut trail: EventTrail) -> Result<EventTrail, StoreError> {
         let decisions = self
             .conn
-            .prepare_cached("SELECT id, body FROM decisions WHERE event_seq = ?1 ORDER BY id")?
+            .prepare_cached(
+                "SELECT id, body, shadow FROM decisions WHERE event_seq = ?1 ORDER BY id",
+            )?
             .query_map(params![trail.seq], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, bool>(2)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut actions_of = self.conn.prepare_cached(
@@ -177,7 +183,7 @@ impl Store {
                     next_attempt_at_ms, finished_at_ms
              FROM actions WHERE decision_id = ?1 ORDER BY id",
         )?;
-        for (id, body) in decisions {
+        for (id, body, shadow) in decisions {
             let decision: Decision = serde_json::from_str(&body)?;
             let actions = actions_of
                 .query_map(params![id], |row| {
@@ -197,6 +203,7 @@ impl Store {
             trail.decisions.push(DecisionRecord {
                 id,
                 decision,
+                shadow,
                 actions,
             });
         }

@@ -141,6 +141,9 @@ pub struct SkippedTimer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewDecision {
     pub decision: Decision,
+    /// Made by a rule running in shadow: recorded for the trail, and the
+    /// processor gives it no actions, timers, emits or state changes.
+    pub shadow: bool,
     pub actions: Vec<NewAction>,
 }
 
@@ -271,6 +274,9 @@ pub struct EventTrail {
 pub struct DecisionRecord {
     pub id: i64,
     pub decision: Decision,
+    /// Made by a rule running in shadow (never acted on); omitted when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
     pub actions: Vec<ActionRecord>,
 }
 

@@ -115,6 +115,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX timers_due ON timers (due_at_ms, id) WHERE status = 'pending';
     CREATE INDEX timers_by_entity ON timers (entity, status, expect_type);
     ",
+    // 3: shadow decisions: recorded for the trail, never acted on.
+    "
+    ALTER TABLE decisions ADD COLUMN shadow INTEGER NOT NULL DEFAULT 0 CHECK (shadow IN (0, 1));
+    ",
 ];
 
 /// The schema version this build reads and writes.
@@ -206,7 +210,7 @@ mod tests {
 
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
-        assert_eq!(CURRENT_VERSION, 2);
+        assert_eq!(CURRENT_VERSION, 3);
         check_current(&conn).unwrap();
         // What version 1 held is untouched.
         let kept: (i64, i64, i64) = conn

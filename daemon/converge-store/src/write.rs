@@ -185,8 +185,8 @@ fn record_processed(
         let decision = &new.decision;
         let decision_id = tx
             .prepare_cached(
-                "INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms, shadow)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .insert(params![
                 seq,
@@ -194,7 +194,8 @@ fn record_processed(
                 decision.rule_hash,
                 decision.kind.name(),
                 serde_json::to_string(decision)?,
-                processed.processed_at_ms
+                processed.processed_at_ms,
+                new.shadow
             ])?;
         for action in &new.actions {
             let id = tx

@@ -97,6 +97,8 @@ mod raw {
     #[serde(deny_unknown_fields, default)]
     pub struct Rules {
         pub files: Vec<String>,
+        pub shadow: Vec<String>,
+        pub watch: bool,
         pub limits: RuleLimits,
         pub max_emit_depth: u64,
     }
@@ -105,6 +107,8 @@ mod raw {
         fn default() -> Self {
             Rules {
                 files: Vec::new(),
+                shadow: Vec::new(),
+                watch: true,
                 limits: RuleLimits::default(),
                 max_emit_depth: 8,
             }
@@ -246,6 +250,11 @@ impl Storage {
 #[derive(Debug, Clone)]
 pub struct Rules {
     pub files: Vec<PathBuf>,
+    /// The files of `files` whose rules run in shadow: their decisions are
+    /// recorded, marked `shadow`, and never acted on.
+    pub shadow: Vec<PathBuf>,
+    /// Reload the rules when a rule file changes (SIGHUP reloads them either way).
+    pub watch: bool,
     pub limits: RuleLimits,
     /// How many events deep a chain of `emit`s may go (an event a webhook
     /// or a timer journaled is depth 0); a deeper emit is a rule failure.
@@ -521,10 +530,23 @@ impl Validator {
             }
             files.push(path);
         }
+        let mut shadow = Vec::new();
+        for (i, file) in raw.shadow.iter().enumerate() {
+            let path = base.join(file);
+            if !files.contains(&path) {
+                self.error(
+                    &format!("rules.shadow[{i}]"),
+                    format!("`{file}` is not one of rules.files (write it as it is written there)"),
+                );
+            }
+            shadow.push(path);
+        }
         let max_emit_depth =
             self.count("rules.max_emit_depth", raw.max_emit_depth, 0..=1000) as u32;
         Rules {
             files,
+            shadow,
+            watch: raw.watch,
             limits,
             max_emit_depth,
         }
@@ -911,6 +933,19 @@ mod tests {
         assert!(without.plugins["slack"].grants.credentials.is_empty());
         assert_eq!(without.warnings.len(), 1);
         assert!(without.warnings[0].contains("TEST_SLACK_TOKEN is not set"));
+    }
+
+    #[test]
+    fn shadow_rules_must_be_among_the_rule_files() {
+        let c = parse("[rules]\nwatch = false\n").unwrap();
+        assert!(!c.rules.watch && c.rules.shadow.is_empty());
+        let errors = parse("[rules]\nshadow = [\"rules/new.rhai\"]\n").unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("rules.shadow[0]: `rules/new.rhai` is not one of rules.files"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `converge run`: builds every stage from the config, starts them in order,
 //! and stops them in order.
 //!
-//! Start: compile rules, open the store, load plugins, start the journal
+//! Start: compile rules (and start watching them for hot reload), open the store, load plugins, start the journal
 //! writer, the processor (which first catches up on events journaled before
 //! this start), the timer scheduler (which waits for that catch-up, then
 //! applies the catch-up policy of timers that fell due while converge was
@@ -9,13 +9,14 @@
 //! HTTP listener.
 //!
 //! Stop (SIGINT, SIGTERM, or a fatal storage error): the listener stops
-//! accepting and finishes the requests it has; the scheduler stops firing;
+//! accepting and finishes the requests it has; rule reloads stop; the
+//! scheduler stops firing;
 //! the processor finishes its batch; the dispatcher waits up to
 //! `dispatch.shutdown_grace` for running actions; the journal commits what it
 //! was handed. Whatever was not done is durable and resumes at the next start.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +33,7 @@ use crate::config::{ClockConfig, Config, Route};
 use crate::dispatcher::Dispatcher;
 use crate::journal::{Downstream, Journal};
 use crate::processor::Processor;
+use crate::reload::{LoadedRules, Reloader, RulesHandle};
 use crate::telemetry::Metrics;
 use crate::timers::Scheduler;
 use crate::web::{self, AppState};
@@ -40,22 +42,30 @@ use crate::web::{self, AppState};
 /// they are read back from the outbox.
 const DISPATCH_QUEUE: usize = 10_000;
 
+/// Reads every rule file, named as decisions name them: by file stem
+/// unless the rule's header names it.
+pub fn rule_sources(files: &[PathBuf]) -> anyhow::Result<Vec<RuleSource>> {
+    files
+        .iter()
+        .map(|path| {
+            let source = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read rule {}", path.display()))?;
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string());
+            Ok(RuleSource {
+                name,
+                path: path.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
 /// Compiles every configured rule; the error lists every problem with file:line:column.
 pub fn compile_rules(config: &Config) -> anyhow::Result<RuleSet> {
-    let mut sources = Vec::new();
-    for path in &config.rules.files {
-        let source = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read rule {}", path.display()))?;
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        sources.push(RuleSource {
-            name,
-            path: path.clone(),
-            source,
-        });
-    }
+    let sources = rule_sources(&config.rules.files)?;
     RuleSet::compile(sources, &config.rules.limits).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("{} rule error(s):\n  {}", list.len(), list.join("\n  "))
@@ -115,8 +125,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let rules = Arc::new(compile_rules(&config)?);
-    tracing::info!(rules = rules.rules().len(), "rules compiled");
+    let started_at = chrono::Utc::now();
+    let rules = LoadedRules::compile(&config.rules).map_err(|errors| {
+        anyhow::anyhow!("{} rule error(s):\n  {}", errors.len(), errors.join("\n  "))
+    })?;
+    tracing::info!(
+        rules = rules.live.rules().len(),
+        shadow = rules.shadow.rules().len(),
+        versions = %rules.versions().join(", "),
+        "rules compiled"
+    );
+    let rules = RulesHandle::new(rules);
 
     std::fs::create_dir_all(&config.storage.data_dir).with_context(|| {
         format!(
@@ -175,7 +194,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stop_processor = CancellationToken::new();
     let caught_up = CancellationToken::new();
     let processor = Processor {
-        rules,
+        rules: rules.subscribe(),
         routes: routes_by_kind,
         reader: reader()?,
         journal: journal.clone(),
@@ -204,6 +223,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let scheduler_task = tokio::spawn(scheduler.run(caught_up, stop_scheduler.clone()));
 
+    let stop_reloader = CancellationToken::new();
+    let reloader = Reloader {
+        rules: rules.clone(),
+        config: config.rules.clone(),
+        metrics: metrics.clone(),
+    };
+    let reloader_task = reloader.start(stop_reloader.clone());
+
     let stop_dispatcher = CancellationToken::new();
     let dispatcher = Dispatcher {
         plugins,
@@ -227,6 +254,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         in_flight: Arc::new(Semaphore::new(config.server.max_events_in_flight)),
         reader: Arc::new(Mutex::new(reader()?)),
         clock,
+        rules,
+        started_at,
     };
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -262,6 +291,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
         Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
     }
+    stop_reloader.cancel();
+    let _ = reloader_task.await;
     stop_scheduler.cancel();
     let _ = scheduler_task.await;
     stop_processor.cancel();
@@ -323,7 +354,11 @@ pub async fn check(config_path: &Path) -> Result<Vec<String>, Vec<String>> {
         .map(|w| format!("warning: {w}"))
         .collect::<Vec<_>>();
     match compile_rules(&config) {
-        Ok(rules) => report.push(format!("{} rule(s) compiled", rules.rules().len())),
+        Ok(rules) => report.push(format!(
+            "{} rule(s) compiled, {} in shadow",
+            rules.rules().len(),
+            config.rules.shadow.len()
+        )),
         Err(e) => errors.push(format!("{e:#}")),
     }
     match plugin_host(&config) {

@@ -8,8 +8,11 @@ mod dispatcher;
 mod journal;
 mod outbox;
 mod processor;
+mod reload;
+mod replay;
 mod rules_cli;
 mod sink;
+mod status;
 mod telemetry;
 mod timers;
 mod web;
@@ -58,11 +61,23 @@ enum Command {
         #[arg(long, short, default_value = "config/converge.toml")]
         config: PathBuf,
     },
+    /// Ask the running daemon (at the config's `server.listen`) for its status:
+    /// rules in use and their hashes, the last reload and its error, backlogs.
+    Status {
+        #[arg(long, short, default_value = "config/converge.toml")]
+        config: PathBuf,
+        /// Print the status as JSON, as `GET /v1/status` returns it.
+        #[arg(long)]
+        json: bool,
+    },
     /// Tools for rule authors: `check` lints the rules, `test` runs their tests.
     Rules {
         #[command(subcommand)]
         command: rules_cli::RulesCommand,
     },
+    /// Run rules over recorded events (the journal, or an NDJSON file) on a
+    /// virtual clock, executing nothing; `--diff` compares two rule sets.
+    Replay(replay::ReplayArgs),
     /// A local HTTP server that prints every request it receives: a stand-in
     /// for Slack or any webhook receiver while trying converge out.
     Sink {
@@ -134,7 +149,19 @@ fn main() -> ExitCode {
                 }
             },
             Command::Explain { event_id, config } => explain(&event_id, &config),
+            Command::Status { config, json } => match status::run(&config, json).await {
+                Ok(()) => Exit::Ok.into(),
+                Err(status::StatusError::Invalid(e)) => {
+                    eprintln!("error: {e}");
+                    Exit::Invalid.into()
+                }
+                Err(status::StatusError::Failed(e)) => {
+                    eprintln!("error: {e:#}");
+                    Exit::Failure.into()
+                }
+            },
             Command::Rules { command } => rules_cli::run(command),
+            Command::Replay(args) => replay::run(args),
             Command::Sink { listen } => match sink::run(listen).await {
                 Ok(()) => Exit::Ok.into(),
                 Err(e) => {

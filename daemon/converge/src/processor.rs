@@ -5,26 +5,32 @@
 //! It is one thread, taking events in journal order, which is what keeps the
 //! events of one entity in order. Rhai evaluation is synchronous CPU work, so
 //! it stays off the async runtime.
+//!
+//! The rules come from a `watch` channel the reloader updates; the processor
+//! reads the current version before each batch, so a reload takes effect
+//! between events. Shadow rules run after the live rules on a scratch copy
+//! of the entity state; their decisions are recorded with the `shadow`
+//! mark and given no actions, timers, emits or state changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use converge_model::{Decision, DecisionKind, EntityKey, EntityState, Event};
-use converge_rules::RuleSet;
 use converge_store::{
     ExpectedArrival, NewAction, NewDecision, NewEvent, NewTimer, ProcessedEvent, RuleFailure,
     Store, TimerKind,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Route;
 use crate::journal::{Journal, Journaled, Processed};
 use crate::outbox::ActionPayload;
+use crate::reload::LoadedRules;
 use crate::telemetry::Metrics;
 
 /// How many entities' states stay in memory; past this the cache starts over
@@ -38,7 +44,8 @@ pub const EMIT_SOURCE: &str = "converge/rules";
 pub const DEPTH_EXTENSION: &str = "convergedepth";
 
 pub struct Processor {
-    pub rules: Arc<RuleSet>,
+    /// The current rules; a hot reload replaces them.
+    pub rules: watch::Receiver<Arc<LoadedRules>>,
     /// Routes by decision kind.
     pub routes: HashMap<String, Vec<Route>>,
     /// A read connection for entity states not in the cache and for the backlog.
@@ -104,8 +111,11 @@ impl Processor {
                 }
             }
             self.metrics.set_queue_depth("processor", rx.len());
-            let processed: Result<Vec<_>, _> =
-                batch.drain(..).map(|item| self.process(item)).collect();
+            let rules = self.rules.borrow_and_update().clone();
+            let processed: Result<Vec<_>, _> = batch
+                .drain(..)
+                .map(|item| self.process(item, &rules))
+                .collect();
             let sent = match processed {
                 Ok(processed) => self
                     .journal
@@ -142,16 +152,20 @@ impl Processor {
                 .events_after(after, BATCH)
                 .map_err(|e| e.to_string())?;
             let mut processed = Vec::with_capacity(page.len());
+            let rules = self.rules.borrow_and_update().clone();
             for journaled in page.into_iter().take_while(|j| j.seq <= head) {
                 after = journaled.seq;
                 match Event::from_journal(&journaled.json) {
-                    Ok(event) => processed.push(self.process(Journaled {
-                        seq: journaled.seq,
-                        event,
-                        received_at_ms: journaled.received_at_ms,
-                        acked_at: None,
-                        permit: None,
-                    })?),
+                    Ok(event) => processed.push(self.process(
+                        Journaled {
+                            seq: journaled.seq,
+                            event,
+                            received_at_ms: journaled.received_at_ms,
+                            acked_at: None,
+                            permit: None,
+                        },
+                        &rules,
+                    )?),
                     Err(e) => {
                         tracing::error!(seq = journaled.seq, error = %e, "journaled event no longer parses; skipped")
                     }
@@ -167,7 +181,7 @@ impl Processor {
         Ok(())
     }
 
-    fn process(&mut self, item: Journaled) -> Result<Processed, String> {
+    fn process(&mut self, item: Journaled, rules: &LoadedRules) -> Result<Processed, String> {
         let event = &item.event;
         let span = tracing::info_span!("process", event_id = %event.id, seq = item.seq);
         let _enter = span.enter();
@@ -183,8 +197,15 @@ impl Processor {
         if let Some(state) = entity.as_mut() {
             state.apply_event(&event.ty, &entity_data(event), at);
         }
-        let evaluation = self.rules.evaluate(event, entity.as_mut(), now);
-        for note in &evaluation.notes {
+        let evaluation = rules.live.evaluate(event, entity.as_mut(), now);
+        // Shadow rules change only a copy of the state, which is dropped.
+        let shadow = if rules.shadow.rules().is_empty() {
+            converge_rules::Evaluation::default()
+        } else {
+            let mut scratch = entity.clone();
+            rules.shadow.evaluate(event, scratch.as_mut(), now)
+        };
+        for note in evaluation.notes.iter().chain(&shadow.notes) {
             tracing::debug!(rule = %note.rule, "{}", note.message);
         }
 
@@ -235,11 +256,31 @@ impl Processor {
                     })
                     .collect()
             };
-            decisions.push(NewDecision { decision, actions });
+            decisions.push(NewDecision {
+                decision,
+                shadow: false,
+                actions,
+            });
+        }
+        for decision in shadow.decisions {
+            let kind = decision.kind.name();
+            self.metrics
+                .shadow_decisions
+                .get_or_create(&crate::telemetry::KindLabel {
+                    kind: kind.to_string(),
+                })
+                .inc();
+            tracing::info!(rule = %decision.rule, kind, "shadow decision (not acted on)");
+            decisions.push(NewDecision {
+                decision,
+                shadow: true,
+                actions: Vec::new(),
+            });
         }
         let rule_failures = evaluation
             .failures
             .into_iter()
+            .chain(shadow.failures)
             .chain(rule_failures)
             .map(|f| {
                 self.metrics.rule_failures.inc();

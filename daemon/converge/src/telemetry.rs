@@ -48,6 +48,18 @@ pub enum ActionOutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabel {
+    pub outcome: ReloadOutcome,
+}
+
+/// How a reload of the rules went; the label of `converge_rule_reloads_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ReloadOutcome {
+    Ok,
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabel {
     pub queue: &'static str,
 }
@@ -61,6 +73,8 @@ pub struct Metrics {
     pub events_rejected: Family<ReasonLabel, Counter>,
     pub events_processed: Counter,
     pub decisions: Family<KindLabel, Counter>,
+    pub shadow_decisions: Family<KindLabel, Counter>,
+    pub rule_reloads: Family<ReloadLabel, Counter>,
     pub rule_failures: Counter,
     pub actions: Family<ActionLabels, Counter>,
     pub queue_depth: Family<QueueLabel, Gauge<i64, AtomicI64>>,
@@ -111,6 +125,18 @@ impl Metrics {
             "decisions",
             "Decisions recorded, by kind",
             decisions.clone(),
+        );
+        let shadow_decisions = Family::default();
+        registry.register(
+            "shadow_decisions",
+            "Decisions of rules running in shadow (recorded, never acted on), by kind",
+            shadow_decisions.clone(),
+        );
+        let rule_reloads = Family::default();
+        registry.register(
+            "rule_reloads",
+            "Reloads of the rule files after a change or SIGHUP, by outcome",
+            rule_reloads.clone(),
         );
         let rule_failures = Counter::default();
         registry.register(
@@ -203,6 +229,8 @@ impl Metrics {
             events_rejected,
             events_processed,
             decisions,
+            shadow_decisions,
+            rule_reloads,
             rule_failures,
             actions,
             queue_depth,
@@ -248,6 +276,31 @@ impl Metrics {
             "timer fell due while converge was down; skipped by its catch-up policy"
         );
         self.timers_skipped.inc();
+    }
+
+    /// A new rule set is in place; `rules` is `name@hash` of each rule.
+    pub fn rules_reloaded(&self, cause: &str, rules: &[String]) {
+        tracing::info!(cause, rules = %rules.join(", "), "rules reloaded");
+        self.rule_reloads
+            .get_or_create(&ReloadLabel {
+                outcome: ReloadOutcome::Ok,
+            })
+            .inc();
+    }
+
+    /// A reload failed and the rules loaded before keep running; every
+    /// error is `file:line:column: message`.
+    pub fn rules_reload_failed(&self, cause: &str, errors: &[String]) {
+        tracing::error!(
+            cause,
+            "rules not reloaded; the rules loaded before keep running:\n  {}",
+            errors.join("\n  ")
+        );
+        self.rule_reloads
+            .get_or_create(&ReloadLabel {
+                outcome: ReloadOutcome::Failed,
+            })
+            .inc();
     }
 
     pub fn set_queue_depth(&self, queue: &'static str, depth: usize) {

@@ -1,5 +1,5 @@
-//! The HTTP layer: webhook intake, metrics, health, the event trail, an
-//! entity's timers and (in manual clock mode) the clock. The
+//! The HTTP layer: webhook intake, metrics, health, the daemon's status, the
+//! event trail, an entity's timers and (in manual clock mode) the clock. The
 //! only module that knows HTTP wire types. Every error goes through
 //! [`ApiError`]: a status, a stable code and a message.
 
@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::clock::{Clock, ClockError};
 use crate::journal::Journal;
+use crate::reload::RulesHandle;
 use crate::telemetry::{Metrics, RejectReason};
 
 /// How long intake waits for room in the in-flight budget before answering 503.
@@ -43,6 +44,9 @@ pub struct AppState {
     pub reader: Arc<Mutex<Store>>,
     /// `POST /v1/clock` moves it when it is manual.
     pub clock: Clock,
+    /// The rules in use and how their last reload went, for `/v1/status`.
+    pub rules: RulesHandle,
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -50,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks/{source}", post(intake))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/status", get(status))
         .route("/v1/events/{id}", get(event_trail))
         .route("/v1/entities/{kind}/{id}/timers", get(entity_timers))
         .route("/v1/clock", get(clock_now).post(move_clock))
@@ -247,6 +252,74 @@ async fn metrics(State(state): State<AppState>) -> Response {
         Body::from(state.metrics.render()),
     )
         .into_response()
+}
+
+fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `GET /v1/status`: version, uptime, the rules in use, the last reload and
+/// its error, and where the journal, the outbox and the timers stand.
+async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let reader = state.reader.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        let reader = reader.lock().expect("reader");
+        Ok::<_, converge_store::StoreError>((
+            reader.journal_head()?,
+            reader.processed_cursor()?,
+            reader.counts()?.actions_pending,
+            reader.pending_timer_count()?,
+        ))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
+    let (head, processed, actions_pending, timers_pending) = store;
+    let rules = state.rules.current();
+    let history = state.rules.history();
+    let describe = |shadow: bool| {
+        move |(position, rule): (usize, &converge_rules::Rule)| {
+            json!({
+                "name": rule.name,
+                "file": rule.path.display().to_string(),
+                "hash": rule.hash,
+                "order": rule.order,
+                // Where it runs among the live (or the shadow) rules, from 1.
+                "position": position + 1,
+                "events": rule.events,
+                "shadow": shadow,
+            })
+        }
+    };
+    let listed: Vec<_> = rules
+        .live
+        .rules()
+        .iter()
+        .enumerate()
+        .map(describe(false))
+        .chain(rules.shadow.rules().iter().enumerate().map(describe(true)))
+        .collect();
+    let now = chrono::Utc::now();
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": rfc3339(state.started_at),
+        "uptime_seconds": (now - state.started_at).num_seconds(),
+        "clock": rfc3339(state.clock.now()),
+        "rules": listed,
+        "rules_loaded_at": rfc3339(rules.loaded_at),
+        "last_reload": history.last.map(|(at, ok)| json!({
+            "at": rfc3339(at),
+            "outcome": if ok { "ok" } else { "failed" },
+        })),
+        "last_reload_error": history.error.map(|(at, errors)| json!({
+            "at": rfc3339(at),
+            "errors": errors,
+        })),
+        "journal": {"head": head, "processed": processed},
+        "actions_pending": actions_pending,
+        "timers_pending": timers_pending,
+    }))
+    .into_response())
 }
 
 /// `GET /v1/events/{id}`: what converge did with an event: its decisions, their

@@ -90,6 +90,7 @@ pub fn processed_with_actions(seq: i64, id: &str, to: &str) -> ProcessedEvent {
         entity: Some(entity(id, "review")),
         decisions: vec![NewDecision {
             decision: notify("stalled", to),
+            shadow: false,
             actions: vec![action("slack"), action("mail")],
         }],
         rule_failures: vec![],

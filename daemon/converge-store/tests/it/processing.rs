@@ -211,6 +211,7 @@ fn pending_actions_page_by_id() {
     let decisions = (0..5)
         .map(|i| NewDecision {
             decision: notify("r", &format!("p{i}")),
+            shadow: false,
             actions: vec![action("slack")],
         })
         .collect();

@@ -15,10 +15,12 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
                 decisions: vec![
                     NewDecision {
                         decision: notify("stalled", "ana"),
+                        shadow: false,
                         actions: vec![action("slack"), action("mail")],
                     },
                     NewDecision {
                         decision: notify("unrouted", "bo"),
+                        shadow: true,
                         actions: vec![],
                     },
                 ],
@@ -50,6 +52,11 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
     assert_eq!(trail.decisions[0].decision, notify("stalled", "ana"));
     assert_eq!(trail.decisions[1].decision, notify("unrouted", "bo"));
     assert!(trail.decisions[1].actions.is_empty());
+    assert_eq!(
+        (trail.decisions[0].shadow, trail.decisions[1].shadow),
+        (false, true),
+        "the shadow mark is kept"
+    );
     let statuses: Vec<_> = trail.decisions[0]
         .actions
         .iter()
@@ -68,6 +75,11 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
     let json = serde_json::to_value(&trail).unwrap();
     assert_eq!(json["decisions"][0]["decision"]["kind"], "notify");
     assert_eq!(json["decisions"][0]["actions"][1]["status"], "failed");
+    assert!(
+        json["decisions"][0].get("shadow").is_none(),
+        "omitted when false"
+    );
+    assert_eq!(json["decisions"][1]["shadow"], true);
 }
 
 #[test]

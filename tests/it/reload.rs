@@ -1,0 +1,300 @@
+//! Hot reload, `/v1/status` and `converge status`, and shadow rules, on the
+//! real binary: rule files are edited while the daemon runs.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, Sink, Workspace, actions_settled, event, plugins_toml};
+
+fn version(tag: &str) -> String {
+    format!("if event.type == \"task.updated\" {{ notify(\"ops\", \"{tag}\"); }}\n")
+}
+
+async fn status(daemon: &Daemon) -> Value {
+    let (code, body) = daemon.get("/v1/status").await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `/v1/status` until `done` holds.
+async fn wait_for_status(daemon: &Daemon, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = status(daemon).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the status never got there; last: {status:#}\nlog:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the daemon's log (read by another thread) has `text`.
+async fn wait_for_log(daemon: &Daemon, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "the log never showed {text}:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends a `task.updated` and returns its one decision.
+async fn decide(daemon: &Daemon, id: &str) -> Value {
+    let (code, body) = daemon
+        .send_event(&event(id, "task.updated", "task/T-1", json!({})))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let trail = daemon
+        .wait_for_trail(id, |t| !t["processed_at_ms"].is_null())
+        .await;
+    assert_eq!(trail["decisions"].as_array().unwrap().len(), 1, "{trail}");
+    trail["decisions"][0]["decision"].clone()
+}
+
+fn rule_hash(status: &Value) -> String {
+    status["rules"][0]["hash"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_rule_decides_the_next_event_and_a_broken_edit_leaves_the_old_one_running() {
+    let ws = Workspace::new(&[("greet", &version("v1"))], "");
+    let file = ws.dir.path().join("greet.rhai");
+    let daemon = ws.start();
+
+    let first = status(&daemon).await;
+    assert_eq!(first["rules"][0]["name"], "greet");
+    assert_eq!(first["rules"][0]["shadow"], false);
+    assert!(first["last_reload"].is_null() && first["last_reload_error"].is_null());
+    let v1 = rule_hash(&first);
+    let decision = decide(&daemon, "e-1").await;
+    assert_eq!(
+        (decision["rule_hash"].as_str(), decision["message"].as_str()),
+        (Some(v1.as_str()), Some("v1"))
+    );
+
+    // An edit takes effect for the next event.
+    std::fs::write(&file, version("v2")).unwrap();
+    let second = wait_for_status(&daemon, |s| rule_hash(s) != v1).await;
+    assert_eq!(second["last_reload"]["outcome"], "ok");
+    let v2 = rule_hash(&second);
+    let decision = decide(&daemon, "e-2").await;
+    assert_eq!(
+        (decision["rule_hash"].as_str(), decision["message"].as_str()),
+        (Some(v2.as_str()), Some("v2"))
+    );
+
+    // A broken edit is refused: v2 keeps deciding, the error is visible.
+    std::fs::write(
+        &file,
+        "if event.type == \"task.updated\" {\n    notify(\"ops\", \"v3\";\n}\n",
+    )
+    .unwrap();
+    let broken = wait_for_status(&daemon, |s| !s["last_reload_error"].is_null()).await;
+    assert_eq!(broken["last_reload"]["outcome"], "failed");
+    assert_eq!(rule_hash(&broken), v2);
+    let error = broken["last_reload_error"]["errors"][0].as_str().unwrap();
+    let location = format!("{}:2:", file.display());
+    assert!(
+        error.starts_with(&location),
+        "{error} should start with {location}"
+    );
+    wait_for_log(&daemon, &location).await;
+    let decision = decide(&daemon, "e-3").await;
+    assert_eq!(
+        (decision["rule_hash"].as_str(), decision["message"].as_str()),
+        (Some(v2.as_str()), Some("v2"))
+    );
+
+    // The fix reloads and clears the error.
+    std::fs::write(&file, version("v4")).unwrap();
+    let fixed = wait_for_status(&daemon, |s| s["last_reload_error"].is_null()).await;
+    assert_eq!(fixed["last_reload"]["outcome"], "ok");
+    let v4 = rule_hash(&fixed);
+    assert_ne!(v4, v2);
+    let decision = decide(&daemon, "e-4").await;
+    assert_eq!(
+        (decision["rule_hash"].as_str(), decision["message"].as_str()),
+        (Some(v4.as_str()), Some("v4"))
+    );
+
+    assert_eq!(
+        daemon
+            .metric("converge_rule_reloads_total{outcome=\"Failed\"}")
+            .await,
+        1.0
+    );
+    assert!(
+        daemon
+            .metric("converge_rule_reloads_total{outcome=\"Ok\"}")
+            .await
+            >= 2.0
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_when_watching_is_off() {
+    let ws = Workspace::new(&[("greet", &version("v1"))], "");
+    ws.edit_config("[rules]\n", "[rules]\nwatch = false\n");
+    let daemon = ws.start();
+    let v1 = rule_hash(&status(&daemon).await);
+    std::fs::write(ws.dir.path().join("greet.rhai"), version("v2")).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rule_hash(&status(&daemon).await), v1, "not watched");
+
+    let pid = daemon.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    wait_for_status(&daemon, |s| rule_hash(s) != v1).await;
+    assert_eq!(decide(&daemon, "e-1").await["message"], "v2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_rules_decisions_are_recorded_but_never_acted_on() {
+    let sink = Sink::start().await;
+    let live = r#"
+if event.type == "task.created" { notify("ops", "live"); }
+if event.type == "task.checked" { notify("ops", `stage=${entity.stage}`); }
+"#;
+    let trial = r#"
+if event.type == "task.created" {
+    notify("ops", "shadow");
+    set_stage("trialled");
+    schedule("1h", "task.later");
+}
+"#;
+    let routes = format!(
+        "[[routes]]\ndecision = \"notify\"\nplugin = \"webhook-out\"\nconfig = {{ url = {:?} }}\n",
+        sink.url("/hook")
+    );
+    let ws = Workspace::new(
+        &[("announce", live), ("trial", trial)],
+        &format!("{}{routes}", plugins_toml(&sink)),
+    );
+    let trial_path = ws.dir.path().join("trial.rhai").display().to_string();
+    ws.edit_config(
+        "[rules]\n",
+        &format!("[rules]\nshadow = [{trial_path:?}]\n"),
+    );
+    let daemon = ws.start();
+
+    let rules = status(&daemon).await["rules"].clone();
+    let shadow: Vec<_> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["shadow"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(shadow, [("announce", false), ("trial", true)]);
+
+    let created = event("c-1", "task.created", "task/T-1", json!({}));
+    assert_eq!(daemon.send_event(&created).await.0, 202);
+    let trail = daemon
+        .wait_for_trail("c-1", |t| {
+            t["decisions"].as_array().is_some_and(|d| d.len() == 4) && actions_settled(t)
+        })
+        .await;
+    let decisions = trail["decisions"].as_array().unwrap();
+    let summary: Vec<_> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["decision"]["rule"].as_str().unwrap(),
+                d["decision"]["kind"].as_str().unwrap(),
+                d["shadow"] == true,
+                d["actions"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("announce", "notify", false, 1),
+            ("trial", "notify", true, 0),
+            ("trial", "set_stage", true, 0),
+            ("trial", "schedule", true, 0),
+        ]
+    );
+
+    // No timer, no state change: the next event sees the stage untouched.
+    assert!(daemon.timers("task/T-1").await.is_empty());
+    let checked = event("k-1", "task.checked", "task/T-1", json!({}));
+    assert_eq!(daemon.send_event(&checked).await.0, 202);
+    let trail = daemon.wait_for_trail("k-1", actions_settled).await;
+    let message = trail["decisions"][0]["decision"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(!message.contains("trialled"), "{message}");
+
+    // Only the live decisions reached the sink.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = sink.received();
+    let messages: Vec<_> = received
+        .iter()
+        .map(|r| {
+            r.body["decision"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages.iter().all(|m| !m.contains("shadow")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        daemon
+            .metric("converge_shadow_decisions_total{kind=\"notify\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn converge_status_reads_the_daemon_at_the_configured_address() {
+    let ws = Workspace::new(&[("greet", &version("v1"))], "");
+    let output = ws.converge(&["status"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("fixed port"), "{stderr}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    ws.edit_config("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let daemon = ws.start();
+    let hash = rule_hash(&status(&daemon).await);
+    let output = ws.converge(&["status"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("greet") && stdout.contains(&hash),
+        "{stdout}"
+    );
+    assert!(stdout.contains("last reload: none since start"), "{stdout}");
+
+    let output = ws.converge(&["status", "--json"]);
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["rules"][0]["hash"], hash.as_str());
+    drop(daemon);
+}
