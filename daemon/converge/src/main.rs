@@ -5,6 +5,7 @@ mod clock;
 mod config;
 mod daemon;
 mod dispatcher;
+mod effects;
 mod journal;
 mod outbox;
 mod processor;

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Route;
+use crate::effects::{data_object, emitted_event, entity_data};
 use crate::journal::{Journal, Journaled, Processed};
 use crate::outbox::ActionPayload;
 use crate::reload::LoadedRules;
@@ -38,10 +39,6 @@ use crate::telemetry::Metrics;
 const ENTITY_CACHE_LIMIT: usize = 100_000;
 /// Most events processed before their results are handed to the journal.
 const BATCH: usize = 512;
-/// The source of the events `emit` decisions journal.
-pub const EMIT_SOURCE: &str = "converge/rules";
-/// The CloudEvents extension that counts how many emits deep an event is.
-pub const DEPTH_EXTENSION: &str = "convergedepth";
 
 pub struct Processor {
     /// The current rules; a hot reload replaces them.
@@ -214,10 +211,8 @@ impl Processor {
         let mut decisions = Vec::with_capacity(evaluation.decisions.len());
         let mut rule_failures = Vec::new();
         let mut effects = Effects::default();
-        let depth = emit_depth(event);
         for decision in evaluation.decisions {
-            if let Err(message) = self.effect(item.seq, event, depth, &decision, now, &mut effects)
-            {
+            if let Err(message) = self.effect(item.seq, event, &decision, now, &mut effects) {
                 rule_failures.push(converge_rules::RuleFailure {
                     rule: decision.rule,
                     rule_hash: decision.rule_hash,
@@ -326,7 +321,6 @@ impl Processor {
         &self,
         seq: i64,
         event: &Event,
-        depth: u32,
         decision: &Decision,
         now: DateTime<Utc>,
         effects: &mut Effects,
@@ -383,28 +377,8 @@ impl Processor {
                 *catch_up,
             )?),
             DecisionKind::Emit { event_type, data } => {
-                let depth = depth + 1;
-                if depth > self.max_emit_depth {
-                    return Err(format!(
-                        "emit of `{event_type}` refused: it would be {depth} emits deep, past rules.max_emit_depth ({}); is a rule emitting in a loop?",
-                        self.max_emit_depth
-                    ));
-                }
-                let mut emitted = json!({
-                    "specversion": "1.0",
-                    "id": format!("emit-{seq}-{}", effects.emits.len() + 1),
-                    "source": EMIT_SOURCE,
-                    "type": event_type,
-                    "time": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    "datacontenttype": "application/json",
-                    "data": data_object(data),
-                    DEPTH_EXTENSION: depth,
-                });
-                if let Some(subject) = &event.subject {
-                    emitted["subject"] = Value::String(subject.clone());
-                }
-                let emitted = Event::from_value(emitted)
-                    .map_err(|e| format!("emit of `{event_type}`: {e}"))?;
+                let id = format!("emit-{seq}-{}", effects.emits.len() + 1);
+                let emitted = emitted_event(event, id, event_type, data, now, self.max_emit_depth)?;
                 effects
                     .emits
                     .push(NewEvent::from_event(&emitted, now.timestamp_millis()));
@@ -426,70 +400,8 @@ impl Processor {
     }
 }
 
-/// How many emits deep an event is: its `convergedepth` extension, 0 for
-/// events from outside.
-fn emit_depth(event: &Event) -> u32 {
-    if event.source != EMIT_SOURCE {
-        return 0;
-    }
-    serde_json::from_str::<Value>(&event.json)
-        .ok()
-        .and_then(|json| match json.get(DEPTH_EXTENSION)? {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
-        })
-        .map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX))
-}
-
-/// A decision's data as an event's data object: `null` is `{}`, and any
-/// other non-object is kept under `value`.
-pub fn data_object(data: &Value) -> Value {
-    match data {
-        Value::Object(_) => data.clone(),
-        Value::Null => json!({}),
-        other => json!({ "value": other }),
-    }
-}
-
-/// What of an event's data merges into its entity's state: everything, but
-/// for a fired timer's own `timer` member (its id, rule and lateness), which
-/// rules read from the event and which is not a fact about the entity.
-fn entity_data(event: &Event) -> std::borrow::Cow<'_, serde_json::Value> {
-    match &event.data {
-        serde_json::Value::Object(members)
-            if event.source == crate::timers::TIMER_SOURCE && members.contains_key("timer") =>
-        {
-            let mut members = members.clone();
-            members.remove("timer");
-            std::borrow::Cow::Owned(serde_json::Value::Object(members))
-        }
-        data => std::borrow::Cow::Borrowed(data),
-    }
-}
-
 fn millis_to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .unwrap_or_else(Utc::now)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_fired_timers_metadata_stays_out_of_the_entity() {
-        let timer = Event::from_json(
-            br#"{"specversion":"1.0","id":"timer-1","source":"converge/timers","type":"task.remind",
-                "subject":"task/T-1","data":{"step":2,"timer":{"id":1,"late":false}}}"#,
-        )
-        .unwrap();
-        assert_eq!(*entity_data(&timer), serde_json::json!({"step": 2}));
-        let other = Event::from_json(
-            br#"{"specversion":"1.0","id":"e-1","source":"/jira","type":"t","data":{"timer":3}}"#,
-        )
-        .unwrap();
-        assert_eq!(*entity_data(&other), serde_json::json!({"timer": 3}));
-    }
 }

@@ -42,8 +42,7 @@ use serde_json::{Value, json};
 
 use crate::Exit;
 use crate::config::Config;
-use crate::processor::{DEPTH_EXTENSION, EMIT_SOURCE};
-use crate::timers::TIMER_SOURCE;
+use crate::effects::{emitted_event, entity_data};
 
 /// Journal events read per query.
 const PAGE: usize = 4096;
@@ -493,7 +492,6 @@ impl Replayer {
         if let Some(state) = entity {
             self.entities.insert(state.key(), state);
         }
-        let depth = emit_depth(event);
         let mut outcome = Outcome {
             decisions: Vec::with_capacity(evaluation.decisions.len()),
             failures: evaluation.failures,
@@ -501,7 +499,7 @@ impl Replayer {
         let mut emits = 0;
         let mut refused = Vec::new();
         for decision in evaluation.decisions {
-            match self.check_effect(event, seq, depth, &decision, now, &mut emits) {
+            match self.check_effect(event, seq, &decision, now, &mut emits) {
                 Ok(()) => outcome.decisions.push(decision),
                 Err(message) => refused.push(RuleFailure {
                     rule: decision.rule,
@@ -520,7 +518,6 @@ impl Replayer {
         &self,
         event: &Event,
         seq: Option<i64>,
-        depth: u32,
         decision: &Decision,
         now: DateTime<Utc>,
         emits: &mut usize,
@@ -542,61 +539,12 @@ impl Replayer {
             DecisionKind::Schedule { after_ms, .. } => timer(*after_ms),
             DecisionKind::Expect { within_ms, .. } => timer(*within_ms),
             DecisionKind::Emit { event_type, data } => {
-                let depth = depth + 1;
-                if depth > self.max_emit_depth {
-                    return Err(format!(
-                        "emit of `{event_type}` refused: it would be {depth} emits deep, past rules.max_emit_depth ({}); is a rule emitting in a loop?",
-                        self.max_emit_depth
-                    ));
-                }
                 *emits += 1;
-                let mut emitted = json!({
-                    "specversion": "1.0",
-                    "id": format!("emit-{}-{emits}", seq.unwrap_or(0)),
-                    "source": EMIT_SOURCE,
-                    "type": event_type,
-                    "time": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    "datacontenttype": "application/json",
-                    "data": crate::processor::data_object(data),
-                    DEPTH_EXTENSION: depth,
-                });
-                if let Some(subject) = &event.subject {
-                    emitted["subject"] = Value::String(subject.clone());
-                }
-                Event::from_value(emitted)
-                    .map(drop)
-                    .map_err(|e| format!("emit of `{event_type}`: {e}"))
+                let id = format!("emit-{}-{emits}", seq.unwrap_or(0));
+                emitted_event(event, id, event_type, data, now, self.max_emit_depth).map(drop)
             }
             _ => Ok(()),
         }
-    }
-}
-
-/// How many emits deep an event is (as `processor::emit_depth`).
-fn emit_depth(event: &Event) -> u32 {
-    if event.source != EMIT_SOURCE {
-        return 0;
-    }
-    serde_json::from_str::<Value>(&event.json)
-        .ok()
-        .and_then(|json| match json.get(DEPTH_EXTENSION)? {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
-        })
-        .map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX))
-}
-
-/// What of an event's data merges into its entity's state (as
-/// `processor::entity_data`): all of it but a fired timer's own `timer` member.
-fn entity_data(event: &Event) -> std::borrow::Cow<'_, Value> {
-    match &event.data {
-        Value::Object(members) if event.source == TIMER_SOURCE && members.contains_key("timer") => {
-            let mut members = members.clone();
-            members.remove("timer");
-            std::borrow::Cow::Owned(Value::Object(members))
-        }
-        data => std::borrow::Cow::Borrowed(data),
     }
 }
 

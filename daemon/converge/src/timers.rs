@@ -30,8 +30,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::effects::data_object;
 use crate::journal::{Journal, JournalError, TimerFiring};
-use crate::processor::data_object;
 use crate::telemetry::Metrics;
 
 /// The source of the events timers journal.

@@ -15,7 +15,6 @@
 //! A step's expectations cover its event, the timers it fired and the events
 //! emitted in it.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,8 +30,7 @@ use serde_json::{Map, Value, json};
 
 use super::diff;
 use crate::Exit;
-use crate::processor::{DEPTH_EXTENSION, EMIT_SOURCE, data_object};
-use crate::timers::TIMER_SOURCE;
+use crate::effects::{data_object, emitted_event, entity_data};
 
 /// The clock of a case that does not set `now`: fixed, so tests never depend
 /// on the day they run.
@@ -549,11 +547,11 @@ impl Simulation<'_> {
     /// events those emit, ...: the journal order, since an event's emits are
     /// journaled when its processing commits.
     fn run_chain(&mut self, first: Vec<Event>, origin: Origin, ran: &mut StepRun) {
-        let mut queue: VecDeque<(Event, u32, Origin)> =
-            first.into_iter().map(|e| (e, 0, origin)).collect();
-        while let Some((event, depth, origin)) = queue.pop_front() {
-            let (evaluation, emitted) = self.process(&event, depth);
-            queue.extend(emitted.into_iter().map(|e| (e, depth + 1, Origin::Emit)));
+        // An emitted event carries its depth (`convergedepth`) itself.
+        let mut queue: VecDeque<(Event, Origin)> = first.into_iter().map(|e| (e, origin)).collect();
+        while let Some((event, origin)) = queue.pop_front() {
+            let (evaluation, emitted) = self.process(&event);
+            queue.extend(emitted.into_iter().map(|e| (e, Origin::Emit)));
             ran.push(origin, Ran { event, evaluation });
         }
     }
@@ -567,7 +565,7 @@ impl Simulation<'_> {
     /// the timers its decisions ask for are created. Returns the evaluation,
     /// with decisions that cannot take effect turned into failures of their
     /// rule, and the events it emits.
-    fn process(&mut self, event: &Event, depth: u32) -> (Evaluation, Vec<Event>) {
+    fn process(&mut self, event: &Event) -> (Evaluation, Vec<Event>) {
         self.processed += 1;
         let now = self.now;
         let at = event.time.unwrap_or(now);
@@ -594,7 +592,7 @@ impl Simulation<'_> {
         let mut emitted = Vec::new();
         let decisions = std::mem::take(&mut evaluation.decisions);
         for decision in decisions {
-            match self.effect(event, depth, &decision, &mut emitted) {
+            match self.effect(event, &decision, &mut emitted) {
                 Ok(()) => evaluation.decisions.push(decision),
                 Err(message) => evaluation.failures.push(RuleFailure {
                     rule: decision.rule,
@@ -612,7 +610,6 @@ impl Simulation<'_> {
     fn effect(
         &mut self,
         event: &Event,
-        depth: u32,
         decision: &Decision,
         emitted: &mut Vec<Event>,
     ) -> Result<(), String> {
@@ -637,29 +634,15 @@ impl Simulation<'_> {
                 *catch_up,
             ),
             DecisionKind::Emit { event_type, data } => {
-                let depth = depth + 1;
-                if depth > self.max_emit_depth {
-                    return Err(format!(
-                        "emit of `{event_type}` refused: it would be {depth} emits deep, past rules.max_emit_depth ({}); is a rule emitting in a loop?",
-                        self.max_emit_depth
-                    ));
-                }
-                let mut json = json!({
-                    "specversion": "1.0",
-                    "id": format!("emit-{}-{}", self.processed, emitted.len() + 1),
-                    "source": EMIT_SOURCE,
-                    "type": event_type,
-                    "time": self.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    "datacontenttype": "application/json",
-                    "data": data_object(data),
-                    DEPTH_EXTENSION: depth,
-                });
-                if let Some(subject) = &event.subject {
-                    json["subject"] = Value::String(subject.clone());
-                }
-                let new =
-                    Event::from_value(json).map_err(|e| format!("emit of `{event_type}`: {e}"))?;
-                emitted.push(new);
+                let id = format!("emit-{}-{}", self.processed, emitted.len() + 1);
+                emitted.push(emitted_event(
+                    event,
+                    id,
+                    event_type,
+                    data,
+                    self.now,
+                    self.max_emit_depth,
+                )?);
                 return Ok(());
             }
             _ => return Ok(()),
@@ -712,20 +695,6 @@ impl PendingTimer {
             fired_seq: None,
             closed_at_ms: None,
         }
-    }
-}
-
-/// What of an event's data merges into its entity's state: the processor's
-/// `entity_data`. A fired timer's `timer` member (its id, rule and lateness)
-/// is for rules to read from the event, not a fact about the entity.
-fn entity_data(event: &Event) -> Cow<'_, Value> {
-    match &event.data {
-        Value::Object(members) if event.source == TIMER_SOURCE && members.contains_key("timer") => {
-            let mut members = members.clone();
-            members.remove("timer");
-            Cow::Owned(Value::Object(members))
-        }
-        data => Cow::Borrowed(data),
     }
 }
 
