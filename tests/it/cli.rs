@@ -74,7 +74,7 @@ async fn explain_shows_the_decisions_of_an_event() {
     daemon
         .wait_for_trail("x-1", |t| t["processed_at_ms"].is_i64())
         .await;
-    let out = ws.converge(&["explain", "x-1"]);
+    let out = ws.converge(&["explain", "x-1", "--json"]);
     assert!(
         out.status.success(),
         "{}",

@@ -2,6 +2,8 @@
 //! config and talks to it over HTTP and the file system.
 
 mod cli;
+mod explain;
+mod gates;
 mod intake;
 mod pipeline;
 mod reload;

@@ -6,8 +6,9 @@
 //! By default it starts everything itself: a sink server standing in for a
 //! webhook receiver, and `converge run` on a temporary config with the
 //! example rules of `rules/` and one `webhook-out` action per event. Each
-//! event is a `task.handoff` with its required fields present, so the
-//! example rules make exactly one `notify` decision for it.
+//! event is a `task.handoff` with its required fields present: the example
+//! rules notify the new owner (routed to `webhook-out`), remember the
+//! handoff and schedule the three rungs of its escalation ladder.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -279,14 +280,14 @@ fn write_config(
     sink: std::net::SocketAddr,
     args: &Args,
 ) -> anyhow::Result<PathBuf> {
-    let rules = ["required_fields", "stalled_handoff", "channel_approval"]
-        .map(|r| {
-            format!(
-                "{:?}",
-                root.join(format!("rules/{r}.rhai")).display().to_string()
-            )
-        })
-        .join(", ");
+    // Every example rule, as the bundled config runs them.
+    let mut rules: Vec<String> = std::fs::read_dir(root.join("rules"))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rhai"))
+        .map(|path| format!("{:?}", path.display().to_string()))
+        .collect();
+    rules.sort();
+    let rules = rules.join(", ");
     let routes = if args.no_actions {
         String::new()
     } else {

@@ -1,7 +1,11 @@
 //! Decisions: what a rule concluded, as data. Rules never act; the daemon
 //! records each decision and routes it to actions by its kind.
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 /// One decision, with the rule that made it.
@@ -12,6 +16,92 @@ pub struct Decision {
     pub rule_hash: String,
     #[serde(flatten)]
     pub kind: DecisionKind,
+    /// Why the decision was made: where in the rule, from which inputs, on
+    /// which condition terms. The rules crate fills it for every decision;
+    /// `None` in decisions recorded before traces existed, and in the
+    /// hand-made decisions of tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<DecisionTrace>,
+}
+
+/// The decision trace: what `converge explain` shows under each decision.
+///
+/// As JSON: `{"at": "rules/gate.rhai:42:5", "inputs": {"stage": "review",
+/// "owner": "ana", "updated_at": "2026-11-23T09:59:00Z", "events": 4},
+/// "terms": {"approved": true, "consistency": 0.72}}`; `inputs` is absent
+/// when the event names no entity, `terms` when the rule gave none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionTrace {
+    /// The call of the decision function in the rule's source.
+    pub at: DecisionSite,
+    /// The entity as the rule saw it (before its own state changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<DecisionInputs>,
+    /// The condition terms the rule gave with `because(#{ .. })`, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub terms: BTreeMap<String, Value>,
+}
+
+/// A position in a rule file, written `file:line:column` (1-based), the
+/// form compile and run-time errors use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionSite {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for DecisionSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+impl std::str::FromStr for DecisionSite {
+    type Err = String;
+
+    /// Splits from the right, so a file name may itself contain `:`.
+    fn from_str(text: &str) -> Result<DecisionSite, String> {
+        let mut parts = text.rsplitn(3, ':');
+        let (Some(column), Some(line), Some(file)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("`{text}` is not file:line:column"));
+        };
+        let number = |part: &str| {
+            part.parse::<u32>()
+                .map_err(|_| format!("`{text}` is not file:line:column"))
+        };
+        Ok(DecisionSite {
+            file: file.to_string(),
+            line: number(line)?,
+            column: number(column)?,
+        })
+    }
+}
+
+impl Serialize for DecisionSite {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DecisionSite {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DecisionSite, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the rule knew of the entity when it decided: enough to tell, months
+/// later, which state a decision was made on, without copying the state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionInputs {
+    pub stage: Option<String>,
+    pub owner: Option<String>,
+    /// The entity's last change, as the rule saw it.
+    pub updated_at: DateTime<Utc>,
+    /// Events applied to the entity so far, this one included: its version.
+    pub events: u64,
 }
 
 /// The closed set of decisions rules can make.
@@ -126,6 +216,7 @@ mod tests {
                 reason: "no progress for 48h".into(),
                 level: 2,
             },
+            trace: None,
         };
         let v = serde_json::to_value(&d).unwrap();
         assert_eq!(
@@ -201,5 +292,33 @@ mod tests {
         for kind in &kinds {
             assert_eq!(serde_json::to_value(kind).unwrap()["kind"], kind.name());
         }
+    }
+
+    #[test]
+    fn a_trace_rides_along_and_old_decisions_have_none() {
+        let v = json!({"rule": "gate", "rule_hash": "ab12", "kind": "hold_send",
+            "channel": "email", "reason": "not approved",
+            "trace": {"at": "rules/a:b.rhai:12:5",
+                      "inputs": {"stage": "review", "owner": null,
+                                 "updated_at": "2026-11-23T09:59:00Z", "events": 3},
+                      "terms": {"approved": false, "consistency": 0.72}}});
+        let d: Decision = serde_json::from_value(v.clone()).unwrap();
+        let trace = d.trace.as_ref().unwrap();
+        assert_eq!(
+            trace.at,
+            DecisionSite {
+                file: "rules/a:b.rhai".into(),
+                line: 12,
+                column: 5
+            }
+        );
+        assert_eq!(trace.terms["approved"], json!(false));
+        assert_eq!(serde_json::to_value(&d).unwrap(), v);
+
+        let old: Decision = serde_json::from_value(json!({"rule": "r", "rule_hash": "h",
+            "kind": "notify", "to": "a", "message": "m"}))
+        .unwrap();
+        assert_eq!(old.trace, None);
+        assert!("rules/x.rhai:3".parse::<DecisionSite>().is_err());
     }
 }

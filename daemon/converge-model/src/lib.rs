@@ -6,6 +6,6 @@ pub mod decision;
 pub mod entity;
 pub mod event;
 
-pub use decision::{CatchUp, Decision, DecisionKind};
+pub use decision::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 pub use entity::{EntityKey, EntityState};
 pub use event::{Event, EventError};

@@ -10,6 +10,8 @@
 //! run that is calling, even when several threads evaluate at once.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use converge_model::{CatchUp, DecisionKind};
@@ -18,8 +20,8 @@ use rhai::packages::{
     CorePackage, LogicPackage, MoreStringPackage, Package,
 };
 use rhai::{
-    Array, Dynamic, Engine, EvalAltResult, FLOAT, INT, ImmutableString, Map, OptimizationLevel,
-    Position,
+    Array, Dynamic, Engine, EvalAltResult, FLOAT, INT, ImmutableString, Map, NativeCallContext,
+    OptimizationLevel, Position,
 };
 
 use crate::RuleLimits;
@@ -29,6 +31,25 @@ use crate::measures::{self, parse_time, positive_duration_ms};
 /// Print/debug lines kept per rule run; the rest are counted, not stored, so a
 /// printing loop cannot grow the evaluation without bound.
 pub(crate) const MAX_NOTES_PER_RULE: usize = 32;
+
+/// Condition terms one `because` may give: a trace is for people, and a
+/// decision's stored body should stay small.
+pub(crate) const MAX_TERMS: usize = 32;
+
+/// The condition terms of `because`, shared by every decision they apply to.
+pub(crate) type Terms = Arc<BTreeMap<String, serde_json::Value>>;
+
+/// A decision as a rule run records it, with where it was made.
+#[derive(Debug)]
+pub(crate) struct Recorded {
+    pub kind: DecisionKind,
+    /// Of the decision function's call in the rule's source (1-based; 0 when
+    /// Rhai gives none).
+    pub line: u32,
+    pub column: u32,
+    /// The terms of the last `because` before the call, if any.
+    pub terms: Option<Terms>,
+}
 
 /// What one rule run has recorded so far.
 #[derive(Debug, Default)]
@@ -41,7 +62,10 @@ pub(crate) struct RunState {
     /// The rule's catch-up policy, carried by its `schedule` and `expect`.
     pub catch_up: CatchUp,
     pub max_decisions: usize,
-    pub decisions: Vec<DecisionKind>,
+    pub decisions: Vec<Recorded>,
+    /// What the last `because` gave: attached to every later decision of
+    /// the run, until the next `because`.
+    pub terms: Option<Terms>,
     pub notes: Vec<String>,
     pub notes_dropped: usize,
 }
@@ -85,7 +109,7 @@ fn with_run<T>(
     })
 }
 
-fn record(kind: DecisionKind) -> Result<(), Box<EvalAltResult>> {
+fn record(at: Position, kind: DecisionKind) -> Result<(), Box<EvalAltResult>> {
     with_run(|state| {
         if state.decisions.len() >= state.max_decisions {
             return Err(format!(
@@ -93,7 +117,34 @@ fn record(kind: DecisionKind) -> Result<(), Box<EvalAltResult>> {
                 state.max_decisions
             ));
         }
-        state.decisions.push(kind);
+        let number = |n: Option<usize>| n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+        state.decisions.push(Recorded {
+            kind,
+            line: number(at.line()),
+            column: number(at.position()),
+            terms: state.terms.clone(),
+        });
+        Ok(())
+    })
+}
+
+/// `because(#{ approved: true, consistency: 0.72 })`: the condition terms
+/// the rule's next decisions rest on. Replaces the terms of an earlier
+/// `because`; `because(#{})` clears them.
+fn because(terms: Map) -> Result<(), Box<EvalAltResult>> {
+    if terms.len() > MAX_TERMS {
+        return Err(format!("because: at most {MAX_TERMS} terms, got {}", terms.len()).into());
+    }
+    let terms = terms
+        .into_iter()
+        .map(|(name, value)| {
+            dynamic_to_json(&value)
+                .map(|value| (name.to_string(), value))
+                .map_err(|e| format!("because: `{name}`: {e}"))
+        })
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    with_run(|state| {
+        state.terms = (!terms.is_empty()).then(|| Arc::new(terms));
         Ok(())
     })
 }
@@ -119,6 +170,7 @@ fn non_empty(function: &str, argument: &str, value: ImmutableString) -> Result<S
 }
 
 fn escalate(
+    at: Position,
     to: ImmutableString,
     reason: ImmutableString,
     level: INT,
@@ -126,19 +178,29 @@ fn escalate(
     let to = non_empty("escalate", "to", to)?;
     let level = positive_u32(level)
         .ok_or_else(|| format!("escalate: level must be 1 or more, got {level}"))?;
-    record(DecisionKind::Escalate {
-        to,
-        reason: reason.to_string(),
-        level,
-    })
+    record(
+        at,
+        DecisionKind::Escalate {
+            to,
+            reason: reason.to_string(),
+            level,
+        },
+    )
 }
 
-fn notify(to: ImmutableString, message: ImmutableString) -> Result<(), Box<EvalAltResult>> {
+fn notify(
+    at: Position,
+    to: ImmutableString,
+    message: ImmutableString,
+) -> Result<(), Box<EvalAltResult>> {
     let to = non_empty("notify", "to", to)?;
-    record(DecisionKind::Notify {
-        to,
-        message: message.to_string(),
-    })
+    record(
+        at,
+        DecisionKind::Notify {
+            to,
+            message: message.to_string(),
+        },
+    )
 }
 
 /// Fails the rule unless the event names an entity; `call` is how the
@@ -156,27 +218,32 @@ fn require_entity(call: impl FnOnce() -> String) -> Result<(), Box<EvalAltResult
     })
 }
 
-fn set_field(field: ImmutableString, value: Dynamic) -> Result<(), Box<EvalAltResult>> {
+fn set_field(
+    at: Position,
+    field: ImmutableString,
+    value: Dynamic,
+) -> Result<(), Box<EvalAltResult>> {
     let field = non_empty("set_field", "field", field)?;
     let value = dynamic_to_json(&value).map_err(|e| format!("set_field: {e}"))?;
     require_entity(|| format!("set_field(\"{field}\", ..)"))?;
-    record(DecisionKind::SetField { field, value })
+    record(at, DecisionKind::SetField { field, value })
 }
 
-fn set_stage(stage: ImmutableString) -> Result<(), Box<EvalAltResult>> {
+fn set_stage(at: Position, stage: ImmutableString) -> Result<(), Box<EvalAltResult>> {
     let stage = non_empty("set_stage", "stage", stage)?;
     require_entity(|| format!("set_stage(\"{stage}\")"))?;
-    record(DecisionKind::SetStage { stage })
+    record(at, DecisionKind::SetStage { stage })
 }
 
-fn assign_owner(owner: ImmutableString) -> Result<(), Box<EvalAltResult>> {
+fn assign_owner(at: Position, owner: ImmutableString) -> Result<(), Box<EvalAltResult>> {
     let owner = non_empty("assign_owner", "person", owner)?;
     require_entity(|| format!("assign_owner(\"{owner}\")"))?;
-    record(DecisionKind::AssignOwner { owner })
+    record(at, DecisionKind::AssignOwner { owner })
 }
 
 /// The four channel decisions share their arguments and checks.
 fn channel_decision(
+    at: Position,
     function: &'static str,
     channel: ImmutableString,
     reason: ImmutableString,
@@ -184,7 +251,7 @@ fn channel_decision(
 ) -> Result<(), Box<EvalAltResult>> {
     let channel = non_empty(function, "channel", channel)?;
     require_entity(|| format!("{function}(\"{channel}\", ..)"))?;
-    record(kind(channel, reason.to_string()))
+    record(at, kind(channel, reason.to_string()))
 }
 
 /// An event type a rule asks converge to journal: not empty, no whitespace.
@@ -207,28 +274,37 @@ fn event_data(function: &str, data: Map) -> Result<serde_json::Value, String> {
     dynamic_to_json(&Dynamic::from_map(data)).map_err(|e| format!("{function}: `data`: {e}"))
 }
 
-fn emit(ty: ImmutableString, data: Map) -> Result<(), Box<EvalAltResult>> {
+fn emit(at: Position, ty: ImmutableString, data: Map) -> Result<(), Box<EvalAltResult>> {
     let event_type = checked_event_type("emit", "event_type", ty)?;
     let data = event_data("emit", data)?;
     require_entity(|| format!("emit(\"{event_type}\")"))?;
-    record(DecisionKind::Emit { event_type, data })
+    record(at, DecisionKind::Emit { event_type, data })
 }
 
-fn schedule(after: Dynamic, ty: ImmutableString, data: Map) -> Result<(), Box<EvalAltResult>> {
+fn schedule(
+    at: Position,
+    after: Dynamic,
+    ty: ImmutableString,
+    data: Map,
+) -> Result<(), Box<EvalAltResult>> {
     let after_ms = positive_duration_ms("schedule: `after`", &after)?;
     let event_type = checked_event_type("schedule", "event_type", ty)?;
     let data = event_data("schedule", data)?;
     require_entity(|| format!("schedule({after}, \"{event_type}\")"))?;
     let catch_up = with_run(|state| Ok(state.catch_up))?;
-    record(DecisionKind::Schedule {
-        after_ms,
-        event_type,
-        data,
-        catch_up,
-    })
+    record(
+        at,
+        DecisionKind::Schedule {
+            after_ms,
+            event_type,
+            data,
+            catch_up,
+        },
+    )
 }
 
 fn expect(
+    at: Position,
     ty: ImmutableString,
     within: Dynamic,
     otherwise: ImmutableString,
@@ -238,12 +314,15 @@ fn expect(
     let otherwise = checked_event_type("expect", "otherwise", otherwise)?;
     require_entity(|| format!("expect(\"{event_type}\", ..)"))?;
     let catch_up = with_run(|state| Ok(state.catch_up))?;
-    record(DecisionKind::Expect {
-        event_type,
-        within_ms,
-        otherwise,
-        catch_up,
-    })
+    record(
+        at,
+        DecisionKind::Expect {
+            event_type,
+            within_ms,
+            otherwise,
+            catch_up,
+        },
+    )
 }
 
 fn time_arg(function: &str, what: &str, text: &str) -> Result<DateTime<Utc>, String> {
@@ -360,37 +439,117 @@ pub(crate) fn build(limits: &RuleLimits) -> Engine {
     engine.on_print(|text| note(text.to_string()));
     engine.on_debug(|text, _source, pos| note(with_position(text, pos)));
 
-    engine.register_fn("escalate", |to, reason| escalate(to, reason, 1));
-    engine.register_fn("escalate", escalate);
-    engine.register_fn("notify", notify);
-    engine.register_fn("set_field", set_field);
-    engine.register_fn("set_stage", set_stage);
-    engine.register_fn("assign_owner", assign_owner);
-    engine.register_fn("pause_channel", |channel, reason| {
-        channel_decision("pause_channel", channel, reason, |channel, reason| {
-            DecisionKind::PauseChannel { channel, reason }
-        })
+    // Decision functions take the call's context for its position: the
+    // `at` of the decision's trace.
+    engine.register_fn(
+        "escalate",
+        |ctx: NativeCallContext, to: ImmutableString, reason: ImmutableString| {
+            escalate(ctx.call_position(), to, reason, 1)
+        },
+    );
+    engine.register_fn(
+        "escalate",
+        |ctx: NativeCallContext, to: ImmutableString, reason: ImmutableString, level: INT| {
+            escalate(ctx.call_position(), to, reason, level)
+        },
+    );
+    engine.register_fn(
+        "notify",
+        |ctx: NativeCallContext, to: ImmutableString, message: ImmutableString| {
+            notify(ctx.call_position(), to, message)
+        },
+    );
+    engine.register_fn(
+        "set_field",
+        |ctx: NativeCallContext, field: ImmutableString, value: Dynamic| {
+            set_field(ctx.call_position(), field, value)
+        },
+    );
+    engine.register_fn(
+        "set_stage",
+        |ctx: NativeCallContext, stage: ImmutableString| set_stage(ctx.call_position(), stage),
+    );
+    engine.register_fn(
+        "assign_owner",
+        |ctx: NativeCallContext, owner: ImmutableString| assign_owner(ctx.call_position(), owner),
+    );
+    engine.register_fn(
+        "pause_channel",
+        |ctx: NativeCallContext, channel: ImmutableString, reason: ImmutableString| {
+            channel_decision(
+                ctx.call_position(),
+                "pause_channel",
+                channel,
+                reason,
+                |channel, reason| DecisionKind::PauseChannel { channel, reason },
+            )
+        },
+    );
+    engine.register_fn(
+        "resume_channel",
+        |ctx: NativeCallContext, channel: ImmutableString, reason: ImmutableString| {
+            channel_decision(
+                ctx.call_position(),
+                "resume_channel",
+                channel,
+                reason,
+                |channel, reason| DecisionKind::ResumeChannel { channel, reason },
+            )
+        },
+    );
+    engine.register_fn(
+        "hold_send",
+        |ctx: NativeCallContext, channel: ImmutableString, reason: ImmutableString| {
+            channel_decision(
+                ctx.call_position(),
+                "hold_send",
+                channel,
+                reason,
+                |channel, reason| DecisionKind::HoldSend { channel, reason },
+            )
+        },
+    );
+    engine.register_fn(
+        "release_send",
+        |ctx: NativeCallContext, channel: ImmutableString, reason: ImmutableString| {
+            channel_decision(
+                ctx.call_position(),
+                "release_send",
+                channel,
+                reason,
+                |channel, reason| DecisionKind::ReleaseSend { channel, reason },
+            )
+        },
+    );
+    engine.register_fn("emit", |ctx: NativeCallContext, ty: ImmutableString| {
+        emit(ctx.call_position(), ty, Map::new())
     });
-    engine.register_fn("resume_channel", |channel, reason| {
-        channel_decision("resume_channel", channel, reason, |channel, reason| {
-            DecisionKind::ResumeChannel { channel, reason }
-        })
-    });
-    engine.register_fn("hold_send", |channel, reason| {
-        channel_decision("hold_send", channel, reason, |channel, reason| {
-            DecisionKind::HoldSend { channel, reason }
-        })
-    });
-    engine.register_fn("release_send", |channel, reason| {
-        channel_decision("release_send", channel, reason, |channel, reason| {
-            DecisionKind::ReleaseSend { channel, reason }
-        })
-    });
-    engine.register_fn("emit", |ty| emit(ty, Map::new()));
-    engine.register_fn("emit", emit);
-    engine.register_fn("schedule", |after, ty| schedule(after, ty, Map::new()));
-    engine.register_fn("schedule", schedule);
-    engine.register_fn("expect", expect);
+    engine.register_fn(
+        "emit",
+        |ctx: NativeCallContext, ty: ImmutableString, data: Map| {
+            emit(ctx.call_position(), ty, data)
+        },
+    );
+    engine.register_fn(
+        "schedule",
+        |ctx: NativeCallContext, after: Dynamic, ty: ImmutableString| {
+            schedule(ctx.call_position(), after, ty, Map::new())
+        },
+    );
+    engine.register_fn(
+        "schedule",
+        |ctx: NativeCallContext, after: Dynamic, ty: ImmutableString, data: Map| {
+            schedule(ctx.call_position(), after, ty, data)
+        },
+    );
+    engine.register_fn(
+        "expect",
+        |ctx: NativeCallContext,
+         ty: ImmutableString,
+         within: Dynamic,
+         otherwise: ImmutableString| { expect(ctx.call_position(), ty, within, otherwise) },
+    );
+    engine.register_fn("because", because);
     engine.register_fn("seconds_between", seconds_between);
     registered_measures(&mut engine);
     engine

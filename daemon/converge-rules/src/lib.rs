@@ -46,6 +46,8 @@
 //!   `expect(event_type, within, otherwise)`: events now, later, or unless
 //!   another arrives; `after`/`within` are `"48h"`-style durations or
 //!   seconds; the timers carry the rule's `catch_up`.
+//! - `because(#{ name: value, .. })`: the condition terms of the rule's
+//!   later decisions (their trace), until the next `because`.
 //! - `print(..)` and `debug(..)`: lines returned with the evaluation as
 //!   [`RuleNote`]s (the first 32 per rule), never written to stdout.
 //!
@@ -56,7 +58,12 @@
 //! sets), `message_consistency`, `launch_spread_hours`, `launch_within`,
 //! `audience_overlap` and `consistency` (weighted mean of the parts).
 //!
-//! Each decision is recorded with the rule's name and the hash of its source.
+//! Each decision is recorded with the rule's name and the hash of its source,
+//! and a [`DecisionTrace`]: the `file:line:column` of the call that made it,
+//! the entity's `stage`, `owner`, `updated_at` and `events` as the rule saw
+//! them, and the condition terms of the rule's last `because(#{ .. })` call
+//! before it (`because` gives the terms of every later decision of the run,
+//! until the next `because`).
 //!
 //! # How rules affect each other
 //!
@@ -92,7 +99,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use converge_model::{CatchUp, Decision, DecisionKind, EntityState, Event};
+use converge_model::{
+    CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace, EntityState,
+    Event,
+};
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Position, Scope};
 use sha2::{Digest, Sha256};
 
@@ -403,15 +413,35 @@ impl RuleSet {
                 continue;
             }
 
+            // Read before this rule's own changes are applied: the state it saw.
+            let inputs = entity.as_deref().map(|state| DecisionInputs {
+                stage: state.stage.clone(),
+                owner: state.owner.clone(),
+                updated_at: state.updated_at,
+                events: state.events,
+            });
+            let file = rule.path.display().to_string();
             let mut changed = false;
-            for kind in run.decisions {
+            for recorded in run.decisions {
                 if let Some(state) = entity.as_deref_mut() {
-                    changed |= apply(state, &kind, now);
+                    changed |= apply(state, &recorded.kind, now);
                 }
                 evaluation.decisions.push(Decision {
                     rule: rule.name.clone(),
                     rule_hash: rule.hash.clone(),
-                    kind,
+                    kind: recorded.kind,
+                    trace: Some(DecisionTrace {
+                        at: DecisionSite {
+                            file: file.clone(),
+                            line: recorded.line,
+                            column: recorded.column,
+                        },
+                        inputs: inputs.clone(),
+                        terms: recorded
+                            .terms
+                            .map(|terms| (*terms).clone())
+                            .unwrap_or_default(),
+                    }),
                 });
             }
             if changed {

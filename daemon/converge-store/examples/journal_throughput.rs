@@ -107,6 +107,7 @@ fn batches_processing(
                             to: "review_owner".into(),
                             message: "no progress for 48h".into(),
                         },
+                        trace: None,
                     },
                     shadow: false,
                     actions: vec![NewAction {

@@ -11,7 +11,10 @@
 //!   outcome is recorded as `done` or `failed`;
 //! - **timers** (`schedule` and `expect` decisions), `pending` until they are
 //!   `fired`, `cancelled` (an expect whose event arrived) or `skipped` (due
-//!   while the daemon was down, with the `skip` catch-up policy).
+//!   while the daemon was down, with the `skip` catch-up policy);
+//! - **convergence gates**: sends `held` by `hold_send` decisions until they
+//!   are `released` (by a rule's `release_send` or a person's override), and
+//!   the overrides, written with the processing of the event that caused them.
 //!
 //! Processing an event (entity state, decisions, actions, rule failures, the
 //! cursor) is one [`ProcessedEvent`] in a [`WriteBatch`], so it lands
@@ -62,9 +65,9 @@ use rusqlite::{Connection, OpenFlags};
 pub use error::StoreError;
 pub use records::{
     ActionOutcome, ActionRecord, Appended, Counts, DecisionRecord, EventTrail, ExpectedArrival,
-    FiredTimer, JournaledEvent, NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind,
-    PendingAction, ProcessedEvent, RuleFailure, SkippedTimer, TimerKind, TimerRecord, WriteBatch,
-    WriteResult,
+    FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
+    NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind, PendingAction, ProcessedEvent,
+    RuleFailure, SkippedTimer, TimerKind, TimerRecord, WriteBatch, WriteResult,
 };
 
 /// How long a connection waits for another one's lock before giving up with

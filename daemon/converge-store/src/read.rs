@@ -5,8 +5,8 @@ use converge_model::{CatchUp, Decision, EntityKey, EntityState};
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::records::{
-    ActionRecord, Counts, DecisionRecord, EventTrail, JournaledEvent, PendingAction, RuleFailure,
-    TimerRecord,
+    ActionRecord, Counts, DecisionRecord, EventTrail, GateOverrideRecord, GateRecord,
+    HeldSendRecord, JournaledEvent, PendingAction, RuleFailure, TimerRecord,
 };
 use crate::schema::{ACTIONS_DONE, ACTIONS_FAILED, PROCESSED_CURSOR};
 use crate::{Store, StoreError};
@@ -163,6 +163,33 @@ impl Store {
         Ok(trails)
     }
 
+    /// The trails of up to `limit` events whose `subject` is `subject` (an
+    /// entity key, `campaign/c-42`), journaled after `after_seq`, in `seq`
+    /// order: an entity's audit trail, a page at a time (the next page starts
+    /// after the last `seq`). Without an index on `events(subject)` this
+    /// scans the journal from `after_seq`.
+    pub fn subject_trails(
+        &self,
+        subject: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<EventTrail>, StoreError> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let heads = snapshot
+            .prepare_cached(
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                 FROM events WHERE subject = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(params![subject, after_seq, sql_limit(limit)], trail_head)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let trails = heads
+            .into_iter()
+            .map(|trail| self.complete_trail(trail))
+            .collect::<Result<_, _>>()?;
+        snapshot.finish()?;
+        Ok(trails)
+    }
+
     /// Adds the decisions, actions and rule failures of the event to its head.
     fn complete_trail(&self, mut trail: EventTrail) -> Result<EventTrail, StoreError> {
         let decisions = self
@@ -282,6 +309,71 @@ impl Store {
         rows.into_iter().map(TimerRow::into_record).collect()
     }
 
+    /// Every send still held by a gate, in the order they were held. Held
+    /// sends are few (they wait for people), so this is read whole: by the
+    /// processor at start, and by `GET /v1/gates`.
+    pub fn open_held_sends(&self) -> Result<Vec<HeldSendRecord>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {HELD_COLUMNS} FROM held_sends h INDEXED BY held_sends_open
+                 JOIN events e ON e.seq = h.event_seq
+                 WHERE h.status = 'held' ORDER BY h.id"
+            ))?
+            .query_map([], held_send_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// One campaign's gate (`campaign` is its entity key): its held sends,
+    /// released ones included, and its overrides, newest first, up to
+    /// `limit` of each.
+    pub fn gate(&self, campaign: &EntityKey, limit: usize) -> Result<GateRecord, StoreError> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let campaign = campaign.to_string();
+        let held_sends = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {HELD_COLUMNS} FROM held_sends h INDEXED BY held_sends_by_campaign
+                 JOIN events e ON e.seq = h.event_seq
+                 WHERE h.campaign = ?1 ORDER BY h.id DESC LIMIT ?2"
+            ))?
+            .query_map(params![campaign, sql_limit(limit)], held_send_row)?
+            .collect::<Result<_, _>>()?;
+        let overrides = self.gate_overrides(&campaign, limit)?;
+        snapshot.finish()?;
+        Ok(GateRecord {
+            held_sends,
+            overrides,
+        })
+    }
+
+    /// The overrides of a campaign's gate, newest first, up to `limit`.
+    pub fn gate_overrides(
+        &self,
+        campaign: &str,
+        limit: usize,
+    ) -> Result<Vec<GateOverrideRecord>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT id, campaign, channel, by, reason, event_seq, released, at_ms
+                 FROM gate_overrides WHERE campaign = ?1 ORDER BY id DESC LIMIT ?2",
+            )?
+            .query_map(params![campaign, sql_limit(limit)], |row| {
+                Ok(GateOverrideRecord {
+                    id: row.get(0)?,
+                    campaign: row.get(1)?,
+                    channel: row.get(2)?,
+                    by: row.get(3)?,
+                    reason: row.get(4)?,
+                    event_seq: row.get(5)?,
+                    released: row.get(6)?,
+                    at_ms: row.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+    }
+
     /// Sizes of the store, cheap enough to read every few seconds: every
     /// number comes from a primary key's maximum, a counter, or a range as
     /// small as the backlog (events after the cursor, pending actions).
@@ -322,6 +414,27 @@ fn trail_head(row: &Row<'_>) -> rusqlite::Result<EventTrail> {
         processed_at_ms: row.get(6)?,
         decisions: Vec::new(),
         rule_failures: Vec::new(),
+    })
+}
+
+const HELD_COLUMNS: &str = "h.id, h.campaign, h.channel, h.event_seq, e.id, e.json, h.rule, \
+     h.reason, h.held_at_ms, h.status, h.released_seq, h.released_at_ms, h.released_by";
+
+fn held_send_row(row: &Row<'_>) -> rusqlite::Result<HeldSendRecord> {
+    Ok(HeldSendRecord {
+        id: row.get(0)?,
+        campaign: row.get(1)?,
+        channel: row.get(2)?,
+        event_seq: row.get(3)?,
+        event_id: row.get(4)?,
+        event_json: row.get(5)?,
+        rule: row.get(6)?,
+        reason: row.get(7)?,
+        held_at_ms: row.get(8)?,
+        status: row.get(9)?,
+        released_seq: row.get(10)?,
+        released_at_ms: row.get(11)?,
+        released_by: row.get(12)?,
     })
 }
 

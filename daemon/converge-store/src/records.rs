@@ -82,6 +82,39 @@ pub struct ProcessedEvent {
     pub cancel_expects: Option<ExpectedArrival>,
     /// Events the rules emitted, journaled in the same transaction.
     pub emits: Vec<NewEvent>,
+    /// What the event did to convergence gates, applied in this order after
+    /// the decisions are recorded.
+    pub gate_changes: Vec<GateChange>,
+}
+
+/// A change to a campaign's convergence gate, part of a [`ProcessedEvent`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateChange {
+    /// Hold the send this event requested on `channel` (the event's `seq` is
+    /// the held send's `event_seq`). Holding the same event's channel twice
+    /// is a no-op.
+    Hold {
+        campaign: String,
+        channel: String,
+        rule: String,
+        reason: String,
+    },
+    /// Release every send of `campaign` held on `channel`; `by` says who
+    /// (`rule <name>` or `override by <person>`).
+    Release {
+        campaign: String,
+        channel: String,
+        by: String,
+    },
+    /// A person overrode the gate (of one channel, or all when `None`),
+    /// releasing `released` held sends; recorded for the gate's history.
+    Override {
+        campaign: String,
+        channel: Option<String>,
+        by: String,
+        reason: String,
+        released: usize,
+    },
 }
 
 /// A durable timer to create: at `due_at_ms` it journals an event of
@@ -319,6 +352,58 @@ pub struct TimerRecord {
     pub fired_seq: Option<i64>,
     /// When it fired, was cancelled or was skipped.
     pub closed_at_ms: Option<i64>,
+}
+
+/// A send held by a convergence gate, as the processor and `GET /v1/gates`
+/// read it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeldSendRecord {
+    pub id: i64,
+    /// The campaign's entity key (`campaign/<id>`).
+    pub campaign: String,
+    pub channel: String,
+    /// The `send.requested` event that asked to send.
+    pub event_seq: i64,
+    pub event_id: String,
+    /// That event in the CloudEvents JSON format: what a release hands the
+    /// channel's action plugin.
+    #[serde(skip)]
+    pub event_json: String,
+    /// The rule that held it and why.
+    pub rule: String,
+    pub reason: String,
+    pub held_at_ms: i64,
+    /// `held` or `released`.
+    pub status: String,
+    /// The event whose processing released it, when, and who (`rule <name>`
+    /// or `override by <person>`).
+    pub released_seq: Option<i64>,
+    pub released_at_ms: Option<i64>,
+    pub released_by: Option<String>,
+}
+
+/// A person's override of a gate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateOverrideRecord {
+    pub id: i64,
+    pub campaign: String,
+    /// The channel overridden; `None`: every channel.
+    pub channel: Option<String>,
+    pub by: String,
+    pub reason: String,
+    /// The `gate.override` event that carried it.
+    pub event_seq: i64,
+    /// How many held sends it released.
+    pub released: i64,
+    pub at_ms: i64,
+}
+
+/// One campaign's gate: its held sends (newest first, released ones
+/// included) and its overrides (newest first).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GateRecord {
+    pub held_sends: Vec<HeldSendRecord>,
+    pub overrides: Vec<GateOverrideRecord>,
 }
 
 /// Sizes of the store, for metrics.

@@ -119,6 +119,42 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE decisions ADD COLUMN shadow INTEGER NOT NULL DEFAULT 0 CHECK (shadow IN (0, 1));
     ",
+    // 4: convergence gates: sends held by `hold_send` decisions until a
+    // `release_send` or an override lets them go, and the overrides.
+    //
+    // A held send is the `send.requested` event that asked (`event_seq`) and
+    // the channel held; `held_sends_open` holds only the held ones, which is
+    // what the processor loads at start and `GET /v1/gates` lists.
+    "
+    CREATE TABLE held_sends (
+        id             INTEGER PRIMARY KEY,
+        campaign       TEXT NOT NULL,
+        channel        TEXT NOT NULL,
+        event_seq      INTEGER NOT NULL REFERENCES events (seq),
+        rule           TEXT NOT NULL,
+        reason         TEXT NOT NULL,
+        held_at_ms     INTEGER NOT NULL,
+        status         TEXT NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'released')),
+        released_seq   INTEGER REFERENCES events (seq),
+        released_at_ms INTEGER,
+        released_by    TEXT,
+        UNIQUE (event_seq, channel)
+    );
+    CREATE INDEX held_sends_open ON held_sends (campaign, channel, id) WHERE status = 'held';
+    CREATE INDEX held_sends_by_campaign ON held_sends (campaign, id);
+
+    CREATE TABLE gate_overrides (
+        id        INTEGER PRIMARY KEY,
+        campaign  TEXT NOT NULL,
+        channel   TEXT,
+        by        TEXT NOT NULL,
+        reason    TEXT NOT NULL,
+        event_seq INTEGER NOT NULL REFERENCES events (seq),
+        released  INTEGER NOT NULL,
+        at_ms     INTEGER NOT NULL
+    );
+    CREATE INDEX gate_overrides_by_campaign ON gate_overrides (campaign, id);
+    ",
 ];
 
 /// The schema version this build reads and writes.
@@ -210,7 +246,7 @@ mod tests {
 
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
-        assert_eq!(CURRENT_VERSION, 3);
+        assert_eq!(CURRENT_VERSION, 4);
         check_current(&conn).unwrap();
         // What version 1 held is untouched.
         let kept: (i64, i64, i64) = conn

@@ -4,8 +4,8 @@ use converge_model::CatchUp;
 use rusqlite::{Transaction, TransactionBehavior, params};
 
 use crate::records::{
-    ActionOutcome, Appended, FiredTimer, NewEvent, NewTimer, OutcomeKind, PendingAction,
-    ProcessedEvent, SkippedTimer, TimerKind, WriteBatch, WriteResult,
+    ActionOutcome, Appended, FiredTimer, GateChange, NewEvent, NewTimer, OutcomeKind,
+    PendingAction, ProcessedEvent, SkippedTimer, TimerKind, WriteBatch, WriteResult,
 };
 use crate::schema::{ACTIONS_DONE, ACTIONS_FAILED, PROCESSED_CURSOR};
 use crate::{Store, StoreError};
@@ -257,6 +257,66 @@ fn record_processed(
     for event in &processed.emits {
         let appended = append(tx, event)?;
         result.emitted.push(appended);
+    }
+    for change in &processed.gate_changes {
+        record_gate_change(tx, seq, processed.processed_at_ms, change)?;
+    }
+    Ok(())
+}
+
+fn record_gate_change(
+    tx: &Transaction<'_>,
+    seq: i64,
+    at_ms: i64,
+    change: &GateChange,
+) -> Result<(), StoreError> {
+    match change {
+        GateChange::Hold {
+            campaign,
+            channel,
+            rule,
+            reason,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO held_sends (campaign, channel, event_seq, rule, reason, held_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (event_seq, channel) DO NOTHING",
+            )?
+            .execute(params![campaign, channel, seq, rule, reason, at_ms])?;
+        }
+        GateChange::Release {
+            campaign,
+            channel,
+            by,
+        } => {
+            tx.prepare_cached(
+                "UPDATE held_sends
+                 SET status = 'released', released_seq = ?1, released_at_ms = ?2, released_by = ?3
+                 WHERE campaign = ?4 AND channel = ?5 AND status = 'held'",
+            )?
+            .execute(params![seq, at_ms, by, campaign, channel])?;
+        }
+        GateChange::Override {
+            campaign,
+            channel,
+            by,
+            reason,
+            released,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO gate_overrides (campaign, channel, by, reason, event_seq, released, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                campaign,
+                channel,
+                by,
+                reason,
+                seq,
+                i64::try_from(*released).unwrap_or(i64::MAX),
+                at_ms
+            ])?;
+        }
     }
     Ok(())
 }

@@ -61,6 +61,7 @@ mod raw {
         pub listen: String,
         pub max_body_bytes: u64,
         pub max_events_in_flight: u64,
+        pub admin_token_env: String,
     }
 
     impl Default for Server {
@@ -69,6 +70,7 @@ mod raw {
                 listen: "127.0.0.1:8420".into(),
                 max_body_bytes: 1024 * 1024,
                 max_events_in_flight: 50_000,
+                admin_token_env: "CONVERGE_ADMIN_TOKEN".into(),
             }
         }
     }
@@ -229,7 +231,25 @@ pub struct Server {
     /// Events acknowledged but not yet through the rules; intake waits when
     /// this many are pending, which bounds memory under overload.
     pub max_events_in_flight: usize,
+    /// The environment variable holding the admin token (gate overrides).
+    pub admin_token_env: String,
+    /// Its value, if set and not empty; `None` disables the admin API.
+    pub admin_token: Option<AdminToken>,
 }
+
+/// The token that authorizes the admin API (`Authorization: Bearer ...`).
+/// Never printed: its `Debug` shows only that it is set.
+#[derive(Clone)]
+pub struct AdminToken(pub String);
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<set>)")
+    }
+}
+
+/// Shorter admin tokens are accepted with a warning.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -346,7 +366,7 @@ impl Config {
             .unwrap_or(Path::new("."));
         let mut v = Validator::default();
         let config = Config {
-            server: v.server(&raw.server),
+            server: v.server(&raw.server, env),
             storage: v.storage(&raw.storage, base),
             rules: v.rules(&raw.rules, base),
             plugins: raw
@@ -432,7 +452,25 @@ impl Validator {
         usize::try_from(value).unwrap_or(usize::MAX)
     }
 
-    fn server(&mut self, raw: &raw::Server) -> Server {
+    fn server(&mut self, raw: &raw::Server, env: &dyn Fn(&str) -> Option<String>) -> Server {
+        let admin_token_env = raw.admin_token_env.trim().to_string();
+        if admin_token_env.is_empty() {
+            self.error(
+                "server.admin_token_env",
+                "must name an environment variable",
+            );
+        }
+        let admin_token = env(&admin_token_env)
+            .filter(|t| !t.is_empty())
+            .map(AdminToken);
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.0.len() < MIN_ADMIN_TOKEN_LEN)
+        {
+            self.warnings.push(format!(
+                "server.admin_token_env: the token in {admin_token_env} is shorter than {MIN_ADMIN_TOKEN_LEN} characters"
+            ));
+        }
         let listen = raw.listen.parse().unwrap_or_else(|_| {
             self.error(
                 "server.listen",
@@ -452,6 +490,8 @@ impl Validator {
                 raw.max_events_in_flight,
                 1..=10_000_000,
             ),
+            admin_token_env,
+            admin_token,
         }
     }
 

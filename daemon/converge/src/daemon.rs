@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::{ClockConfig, Config, Route};
 use crate::dispatcher::Dispatcher;
+use crate::gates::Gates;
 use crate::journal::{Downstream, Journal};
 use crate::processor::Processor;
 use crate::reload::{LoadedRules, Reloader, RulesHandle};
@@ -151,6 +152,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let cursor = store.processed_cursor()?;
     let head = store.journal_head()?;
+    // Held sends are written with the processed cursor, so these are the
+    // ones held as of `cursor`: where the processor starts.
+    let gates = Gates::load(
+        store
+            .open_held_sends()
+            .context("cannot read the held sends")?,
+    );
 
     let host = plugin_host(&config)?;
     let plugins = load_plugins(&host, &config).await?;
@@ -166,6 +174,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let metrics = Metrics::new();
     metrics.journal_events.set(head);
+    metrics.held_sends.set(gates.held() as i64);
+    if config.server.admin_token.is_none() {
+        tracing::info!(
+            variable = %config.server.admin_token_env,
+            "gate overrides are disabled: the admin token variable is not set"
+        );
+    }
     let timers_changed = Arc::new(Notify::new());
     let fatal = CancellationToken::new();
     let (processor_tx, processor_rx) = mpsc::unbounded_channel();
@@ -203,6 +218,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock: clock.clone(),
         max_emit_depth: config.rules.max_emit_depth,
         caught_up: caught_up.clone(),
+        gates,
     };
     let processor_thread = {
         let runtime = tokio::runtime::Handle::current();
@@ -256,6 +272,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock,
         rules,
         started_at,
+        admin_token: config.server.admin_token.clone(),
+        admin_token_env: config.server.admin_token_env.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await

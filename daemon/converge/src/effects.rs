@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use converge_model::Event;
 use serde_json::{Value, json};
 
+use crate::gates::ADMIN_SOURCE;
 use crate::timers::TIMER_SOURCE;
 
 /// The source of events journaled by `emit` decisions.
@@ -43,8 +44,13 @@ pub fn data_object(data: &Value) -> Value {
 
 /// What of an event's data merges into its entity's state: everything, but
 /// for a fired timer's own `timer` member (its id, rule and lateness), which
-/// rules read from the event and which is not a fact about the entity.
+/// rules read from the event and which is not a fact about the entity, and
+/// for the events of converge's admin API (a gate override's who and why
+/// are the gate's history, not fields of the campaign).
 pub fn entity_data(event: &Event) -> Cow<'_, Value> {
+    if event.source == ADMIN_SOURCE {
+        return Cow::Owned(json!({}));
+    }
     match &event.data {
         Value::Object(members) if event.source == TIMER_SOURCE && members.contains_key("timer") => {
             let mut members = members.clone();
@@ -107,6 +113,11 @@ mod tests {
             r#"{"specversion":"1.0","id":"e-1","source":"/jira","type":"t","data":{"timer":3}}"#,
         );
         assert_eq!(*entity_data(&other), json!({"timer": 3}));
+        let over = event(
+            r#"{"specversion":"1.0","id":"o-1","source":"converge/admin","type":"gate.override",
+                "subject":"campaign/c","data":{"by":"mia","reason":"ok"}}"#,
+        );
+        assert_eq!(*entity_data(&over), json!({}));
     }
 
     #[test]

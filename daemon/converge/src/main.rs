@@ -6,6 +6,8 @@ mod config;
 mod daemon;
 mod dispatcher;
 mod effects;
+mod explain;
+mod gates;
 mod journal;
 mod outbox;
 mod processor;
@@ -22,7 +24,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use converge_store::Store;
 
 use crate::config::Config;
 
@@ -55,13 +56,10 @@ enum Command {
         #[arg(long, short, default_value = "config/converge.toml")]
         config: PathBuf,
     },
-    /// Show what converge did with an event: decisions, actions and their outcomes.
-    Explain {
-        /// The event's CloudEvents `id`.
-        event_id: String,
-        #[arg(long, short, default_value = "config/converge.toml")]
-        config: PathBuf,
-    },
+    /// Show why converge did what it did with an event (or, with `--entity`,
+    /// with every event about an entity): decisions, the rule lines and
+    /// inputs behind them, actions and their outcomes.
+    Explain(explain::ExplainArgs),
     /// Ask the running daemon (at the config's `server.listen`) for its status:
     /// rules in use and their hashes, the last reload and its error, backlogs.
     Status {
@@ -79,6 +77,9 @@ enum Command {
     /// Run rules over recorded events (the journal, or an NDJSON file) on a
     /// virtual clock, executing nothing; `--diff` compares two rule sets.
     Replay(replay::ReplayArgs),
+    /// The open convergence gates (campaigns with held sends): channels,
+    /// reasons, held sends, overrides; `gates override` releases a gate.
+    Gates(gates::GatesArgs),
     /// A local HTTP server that prints every request it receives: a stand-in
     /// for Slack or any webhook receiver while trying converge out.
     Sink {
@@ -149,7 +150,7 @@ fn main() -> ExitCode {
                     Exit::Invalid.into()
                 }
             },
-            Command::Explain { event_id, config } => explain(&event_id, &config),
+            Command::Explain(args) => explain::run(&args),
             Command::Status { config, json } => match status::run(&config, json).await {
                 Ok(()) => Exit::Ok.into(),
                 Err(status::StatusError::Invalid(e)) => {
@@ -163,6 +164,7 @@ fn main() -> ExitCode {
             },
             Command::Rules { command } => rules_cli::run(command),
             Command::Replay(args) => replay::run(args),
+            Command::Gates(args) => gates::run(args).await,
             Command::Sink { listen } => match sink::run(listen).await {
                 Ok(()) => Exit::Ok.into(),
                 Err(e) => {
@@ -172,36 +174,6 @@ fn main() -> ExitCode {
             },
         }
     })
-}
-
-fn explain(event_id: &str, config_path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(config_path, &|_| None) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Invalid.into();
-        }
-    };
-    let database = config.storage.database();
-    let trails = Store::open_reader(&database).and_then(|store| store.find_event_trail(event_id));
-    match trails {
-        Ok(trails) if trails.is_empty() => {
-            eprintln!(
-                "error: no event with id `{event_id}` in {}",
-                database.display()
-            );
-            Exit::Failure.into()
-        }
-        Ok(trails) => {
-            let json = serde_json::to_string_pretty(&trails).expect("trails serialize");
-            println!("{json}");
-            Exit::Ok.into()
-        }
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", database.display());
-            Exit::Failure.into()
-        }
-    }
 }
 
 /// Logs go to stderr; `RUST_LOG` picks the level (default `info`).

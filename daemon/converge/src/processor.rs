@@ -11,6 +11,14 @@
 //! between events. Shadow rules run after the live rules on a scratch copy
 //! of the entity state; their decisions are recorded with the `shadow`
 //! mark and given no actions, timers, emits or state changes.
+//!
+//! Convergence gates: a `hold_send` for a `send.requested` event holds that
+//! send ([`Gates`]); a `release_send` releases every held send of its
+//! channel (and the current send when the event requested it on that
+//! channel), each becoming an action of the `release_send` routes with the
+//! original send event; a `gate.override` event from converge's admin API
+//! releases a campaign's held sends on a person's word. The changes are
+//! committed with the event's processing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +26,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use converge_model::{Decision, DecisionKind, EntityKey, EntityState, Event};
 use converge_store::{
-    ExpectedArrival, NewAction, NewDecision, NewEvent, NewTimer, ProcessedEvent, RuleFailure,
-    Store, TimerKind,
+    ExpectedArrival, GateChange, NewAction, NewDecision, NewEvent, NewTimer, ProcessedEvent,
+    RuleFailure, Store, TimerKind,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -29,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Route;
 use crate::effects::{data_object, emitted_event, entity_data};
+use crate::gates::{Gates, HeldSend, OVERRIDE_RULE, Override, requested_channel};
 use crate::journal::{Journal, Journaled, Processed};
 use crate::outbox::ActionPayload;
 use crate::reload::LoadedRules;
@@ -61,6 +70,8 @@ pub struct Processor {
     /// it, so an expected event that arrived before a crash cancels its
     /// expect before the expect can fire.
     pub caught_up: CancellationToken,
+    /// Every held send, ahead of the store like `cache`; loaded at start.
+    pub gates: Gates,
 }
 
 /// What the decisions of one event ask the store to do besides recording them.
@@ -69,6 +80,7 @@ struct Effects {
     timers: Vec<NewTimer>,
     emits: Vec<NewEvent>,
     emitted: Vec<Event>,
+    gate_changes: Vec<GateChange>,
 }
 
 impl Processor {
@@ -228,28 +240,28 @@ impl Processor {
                 })
                 .inc();
             tracing::info!(rule = %decision.rule, kind, "decision");
-            let routes = self.routes.get(kind).map(Vec::as_slice).unwrap_or_default();
-            let actions = if routes.is_empty() {
-                Vec::new()
-            } else {
-                let decision_json =
-                    serde_json::value::to_raw_value(&decision).map_err(|e| e.to_string())?;
-                let payload = serde_json::to_string(&ActionPayload {
-                    kind,
-                    rule: &decision.rule,
-                    decision: &decision_json,
-                    event: event_json,
-                    entity: &entity_json,
-                })
-                .map_err(|e| e.to_string())?;
-                routes
-                    .iter()
-                    .map(|route| NewAction {
-                        route: route.name.clone(),
-                        plugin: route.plugin.clone(),
-                        payload_json: payload.clone(),
-                    })
-                    .collect()
+            let actions = match &decision.kind {
+                DecisionKind::HoldSend { channel, reason } => {
+                    self.hold(
+                        item.seq,
+                        event,
+                        &decision.rule,
+                        channel,
+                        reason,
+                        &mut effects,
+                    );
+                    self.route(&decision, event_json, &entity_json)?
+                }
+                DecisionKind::ReleaseSend { channel, .. } => self.release(
+                    item.seq,
+                    event,
+                    &decision,
+                    channel,
+                    &format!("rule {}", decision.rule),
+                    &entity_json,
+                    &mut effects,
+                )?,
+                _ => self.route(&decision, event_json, &entity_json)?,
             };
             decisions.push(NewDecision {
                 decision,
@@ -257,6 +269,22 @@ impl Processor {
                 actions,
             });
         }
+        match Override::of(event) {
+            Some(Ok(request)) => decisions.extend(self.apply_override(
+                item.seq,
+                event,
+                &request,
+                &entity_json,
+                &mut effects,
+            )?),
+            Some(Err(message)) => rule_failures.push(converge_rules::RuleFailure {
+                rule: OVERRIDE_RULE.into(),
+                rule_hash: String::new(),
+                message,
+            }),
+            None => {}
+        }
+        self.metrics.held_sends.set(self.gates.held() as i64);
         for decision in shadow.decisions {
             let kind = decision.kind.name();
             self.metrics
@@ -306,11 +334,174 @@ impl Processor {
                     event_type: event.ty.clone(),
                 }),
                 emits: effects.emits,
+                gate_changes: effects.gate_changes,
             },
             emitted: effects.emitted,
             acked_at: item.acked_at,
             permit: item.permit,
         })
+    }
+
+    /// The actions of a decision's routes, each with the decision, this
+    /// event and the entity.
+    fn route(
+        &self,
+        decision: &Decision,
+        event_json: &RawValue,
+        entity_json: &RawValue,
+    ) -> Result<Vec<NewAction>, String> {
+        let kind = decision.kind.name();
+        let routes = self.routes.get(kind).map(Vec::as_slice).unwrap_or_default();
+        if routes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let decision_json = serde_json::value::to_raw_value(decision).map_err(|e| e.to_string())?;
+        let payload = serde_json::to_string(&ActionPayload {
+            kind,
+            rule: &decision.rule,
+            decision: &decision_json,
+            event: event_json,
+            entity: entity_json,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(routes
+            .iter()
+            .map(|route| NewAction {
+                route: route.name.clone(),
+                plugin: route.plugin.clone(),
+                payload_json: payload.clone(),
+            })
+            .collect())
+    }
+
+    /// A `hold_send` of the channel a `send.requested` event asked for
+    /// holds that send; on other events it only stays a decision.
+    fn hold(
+        &mut self,
+        seq: i64,
+        event: &Event,
+        rule: &str,
+        channel: &str,
+        reason: &str,
+        effects: &mut Effects,
+    ) {
+        let (Some(key), Some(_)) = (event.entity_key(), requested_channel(event)) else {
+            return;
+        };
+        let campaign = key.to_string();
+        let send = HeldSend {
+            event_seq: seq,
+            channel: channel.to_string(),
+            event_json: event.json.clone(),
+        };
+        if self.gates.hold(&campaign, send) {
+            self.metrics
+                .send_held(&campaign, channel, &event.id, reason);
+            effects.gate_changes.push(GateChange::Hold {
+                campaign,
+                channel: channel.to_string(),
+                rule: rule.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Releases the sends of `channel` held for the event's campaign, and
+    /// the event's own send when it requested one on `channel` (and was not
+    /// held by an earlier rule of this event, in which case it is among the
+    /// held ones): one action per send and `release_send` route, carrying
+    /// the send's own event.
+    #[allow(clippy::too_many_arguments)]
+    fn release(
+        &mut self,
+        seq: i64,
+        event: &Event,
+        decision: &Decision,
+        channel: &str,
+        by: &str,
+        entity_json: &RawValue,
+        effects: &mut Effects,
+    ) -> Result<Vec<NewAction>, String> {
+        let Some(key) = event.entity_key() else {
+            return Ok(Vec::new());
+        };
+        let campaign = key.to_string();
+        let released = self.gates.release(&campaign, channel);
+        let mut sends: Vec<&str> = released.iter().map(|h| h.event_json.as_str()).collect();
+        let current_held = released.iter().any(|h| h.event_seq == seq);
+        if requested_channel(event) == Some(channel) && !current_held {
+            sends.push(&event.json);
+        }
+        if !released.is_empty() {
+            self.metrics
+                .sends_released(&campaign, channel, released.len(), by);
+            effects.gate_changes.push(GateChange::Release {
+                campaign,
+                channel: channel.to_string(),
+                by: by.to_string(),
+            });
+        }
+        let mut actions = Vec::new();
+        for send in sends {
+            let send: &RawValue = serde_json::from_str(send).map_err(|e| e.to_string())?;
+            actions.extend(self.route(decision, send, entity_json)?);
+        }
+        Ok(actions)
+    }
+
+    /// A person's override: releases the held sends of its channel (or of
+    /// every held channel), each channel's release recorded as a
+    /// `release_send` decision of [`OVERRIDE_RULE`] with who and why, then
+    /// the override itself for the gate's history.
+    fn apply_override(
+        &mut self,
+        seq: i64,
+        event: &Event,
+        request: &Override,
+        entity_json: &RawValue,
+        effects: &mut Effects,
+    ) -> Result<Vec<NewDecision>, String> {
+        let Some(key) = event.entity_key() else {
+            return Ok(Vec::new());
+        };
+        let campaign = key.to_string();
+        let channels = match &request.channel {
+            Some(channel) => vec![channel.clone()],
+            None => self.gates.held_channels(&campaign),
+        };
+        let by = format!("override by {}", request.by);
+        let mut decisions = Vec::new();
+        let mut released = 0;
+        for channel in channels {
+            let before = self.gates.held();
+            let decision = Decision {
+                rule: OVERRIDE_RULE.into(),
+                rule_hash: String::new(),
+                trace: None,
+                kind: DecisionKind::ReleaseSend {
+                    channel: channel.clone(),
+                    reason: format!("{by}: {}", request.reason),
+                },
+            };
+            let actions =
+                self.release(seq, event, &decision, &channel, &by, entity_json, effects)?;
+            released += before - self.gates.held();
+            decisions.push(NewDecision {
+                decision,
+                shadow: false,
+                actions,
+            });
+        }
+        self.metrics
+            .gate_overridden(&campaign, request.channel.as_deref(), &request.by, released);
+        effects.gate_changes.push(GateChange::Override {
+            campaign,
+            channel: request.channel.clone(),
+            by: request.by.clone(),
+            reason: request.reason.clone(),
+            released,
+        });
+        Ok(decisions)
     }
 
     /// Turns a `schedule` or `expect` decision into a timer and an `emit`

@@ -1003,6 +1003,7 @@ mod tests {
                 to: to.into(),
                 message: "m".into(),
             },
+            trace: None,
         };
         let a = Outcome {
             decisions: vec![decision("ana"), decision("ana"), decision("bo")],

@@ -89,6 +89,10 @@ pub struct Metrics {
     pub timers_skipped: Counter,
     pub timers_pending: Gauge<i64, AtomicI64>,
     pub events_emitted: Counter,
+    pub sends_held: Counter,
+    pub sends_released: Counter,
+    pub gate_overrides: Counter,
+    pub held_sends: Gauge<i64, AtomicI64>,
 }
 
 impl Metrics {
@@ -222,6 +226,30 @@ impl Metrics {
             "Events journaled by the emit decisions of rules",
             events_emitted.clone(),
         );
+        let sends_held = Counter::default();
+        registry.register(
+            "sends_held",
+            "Sends held by a convergence gate (hold_send on a send.requested event)",
+            sends_held.clone(),
+        );
+        let sends_released = Counter::default();
+        registry.register(
+            "sends_released",
+            "Held sends released, by a rule's release_send or an override",
+            sends_released.clone(),
+        );
+        let gate_overrides = Counter::default();
+        registry.register(
+            "gate_overrides",
+            "Convergence gates overridden by a person",
+            gate_overrides.clone(),
+        );
+        let held_sends = Gauge::default();
+        registry.register(
+            "held_sends",
+            "Sends held by convergence gates now",
+            held_sends.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             events_accepted,
@@ -245,6 +273,10 @@ impl Metrics {
             timers_skipped,
             timers_pending,
             events_emitted,
+            sends_held,
+            sends_released,
+            gate_overrides,
+            held_sends,
         }
     }
 
@@ -301,6 +333,33 @@ impl Metrics {
                 outcome: ReloadOutcome::Failed,
             })
             .inc();
+    }
+
+    pub fn send_held(&self, campaign: &str, channel: &str, event_id: &str, reason: &str) {
+        tracing::info!(campaign, channel, event_id, reason, "send held by the gate");
+        self.sends_held.inc();
+    }
+
+    pub fn sends_released(&self, campaign: &str, channel: &str, count: usize, by: &str) {
+        tracing::info!(campaign, channel, count, by, "held sends released");
+        self.sends_released.inc_by(count as u64);
+    }
+
+    pub fn gate_overridden(
+        &self,
+        campaign: &str,
+        channel: Option<&str>,
+        by: &str,
+        released: usize,
+    ) {
+        tracing::warn!(
+            campaign,
+            channel = channel.unwrap_or("*"),
+            by,
+            released,
+            "gate overridden"
+        );
+        self.gate_overrides.inc();
     }
 
     pub fn set_queue_depth(&self, queue: &'static str, depth: usize) {

@@ -1,5 +1,6 @@
 //! The HTTP layer: webhook intake, metrics, health, the daemon's status, the
-//! event trail, an entity's timers and (in manual clock mode) the clock. The
+//! event trail, an entity's timers, convergence gates and their overrides,
+//! and (in manual clock mode) the clock. The
 //! only module that knows HTTP wire types. Every error goes through
 //! [`ApiError`]: a status, a stable code and a message.
 
@@ -21,6 +22,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::clock::{Clock, ClockError};
+use crate::config::AdminToken;
+use crate::gates::{Override, gate_view};
 use crate::journal::Journal;
 use crate::reload::RulesHandle;
 use crate::telemetry::{Metrics, RejectReason};
@@ -47,6 +50,10 @@ pub struct AppState {
     /// The rules in use and how their last reload went, for `/v1/status`.
     pub rules: RulesHandle,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// The admin API's token (gate overrides); `None` disables it.
+    pub admin_token: Option<AdminToken>,
+    /// The variable it comes from, to say what to set when it is missing.
+    pub admin_token_env: String,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -57,6 +64,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/events/{id}", get(event_trail))
         .route("/v1/entities/{kind}/{id}/timers", get(entity_timers))
+        .route("/v1/gates", get(open_gates))
+        .route("/v1/gates/{kind}/{id}", get(one_gate))
+        .route("/v1/gates/{kind}/{id}/override", post(override_gate))
         .route("/v1/clock", get(clock_now).post(move_clock))
         .with_state(state)
 }
@@ -373,6 +383,221 @@ async fn entity_timers(
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
     Ok(Json(json!({"timers": timers})).into_response())
+}
+
+/// Most held sends and overrides one gate lists.
+const GATE_HISTORY: usize = 200;
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+fn storage(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+}
+
+fn entity_key(kind: &str, id: &str) -> Result<EntityKey, ApiError> {
+    EntityKey::parse(&format!("{kind}/{id}")).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_entity",
+            "an entity is <kind>/<id>, with a lowercase kind",
+        )
+    })
+}
+
+/// `GET /v1/gates`: every open gate (a campaign with held sends), oldest
+/// held first.
+async fn open_gates(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let reader = state.reader.clone();
+    let gates = tokio::task::spawn_blocking(move || {
+        let reader = reader.lock().expect("reader");
+        let held = reader.open_held_sends()?;
+        let mut campaigns: Vec<String> = Vec::new();
+        for h in &held {
+            if !campaigns.contains(&h.campaign) {
+                campaigns.push(h.campaign.clone());
+            }
+        }
+        campaigns
+            .iter()
+            .map(|campaign| {
+                let entity = EntityKey::parse(campaign)
+                    .map(|key| reader.entity(&key))
+                    .transpose()?
+                    .flatten();
+                let sends: Vec<_> = held
+                    .iter()
+                    .filter(|h| &h.campaign == campaign)
+                    .cloned()
+                    .collect();
+                let overrides = reader.gate_overrides(campaign, GATE_HISTORY)?;
+                Ok(gate_view(campaign, entity.as_ref(), &sends, &overrides))
+            })
+            .collect::<Result<Vec<_>, converge_store::StoreError>>()
+    })
+    .await
+    .map_err(internal)?
+    .map_err(storage)?;
+    Ok(Json(json!({"gates": gates})).into_response())
+}
+
+/// `GET /v1/gates/{kind}/{id}`: one campaign's gate, open or not, with its
+/// history: held and released sends, and overrides.
+async fn one_gate(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let key = entity_key(&kind, &id)?;
+    let reader = state.reader.clone();
+    let (entity, gate) = tokio::task::spawn_blocking(move || {
+        let reader = reader.lock().expect("reader");
+        Ok::<_, converge_store::StoreError>((
+            reader.entity(&key)?,
+            reader.gate(&key, GATE_HISTORY)?,
+        ))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(storage)?;
+    let campaign = format!("{kind}/{id}");
+    Ok(Json(gate_view(
+        &campaign,
+        entity.as_ref(),
+        &gate.held_sends,
+        &gate.overrides,
+    ))
+    .into_response())
+}
+
+/// Whether the request carries the admin token. Both sides are hashed
+/// first, so the comparison takes the same time whatever the token's
+/// length, and compared in constant time.
+fn authorized(headers: &HeaderMap, token: &AdminToken) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let given = Sha256::digest(given.trim().as_bytes());
+    let expected = Sha256::digest(token.0.as_bytes());
+    given.ct_eq(&expected).into()
+}
+
+/// `POST /v1/gates/{kind}/{id}/override` with `{"by", "reason", "channel"?}`
+/// and `Authorization: Bearer <admin token>`: journals a `gate.override`
+/// event (source `converge/admin`), whose processing releases the
+/// campaign's held sends (of `channel`, or all) and records who and why.
+/// 202 once journaled.
+async fn override_gate(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Some(token) = &state.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overrides_disabled",
+            format!(
+                "overrides are disabled: set {} in the daemon's environment (server.admin_token_env) and restart it",
+                state.admin_token_env
+            ),
+        ));
+    };
+    if !authorized(&headers, token) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the admin token as `Authorization: Bearer <token>`",
+        ));
+    }
+    let key = entity_key(&kind, &id)?;
+    let request: Override = serde_json::from_slice(&body)
+        .map_err(|e| e.to_string())
+        .and_then(Override::validate)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_override",
+                format!("expected {{\"by\": \"<who>\", \"reason\": \"<why>\", \"channel\": \"<optional>\"}}: {e}"),
+            )
+        })?;
+    let campaign = key.to_string();
+    let reader = state.reader.clone();
+    let (lookup, channel) = (campaign.clone(), request.channel.clone());
+    let held = tokio::task::spawn_blocking(move || {
+        reader
+            .lock()
+            .expect("reader")
+            .open_held_sends()
+            .map(|held| {
+                held.iter()
+                    .filter(|h| h.campaign == lookup)
+                    .filter(|h| channel.as_ref().is_none_or(|c| &h.channel == c))
+                    .count()
+            })
+    })
+    .await
+    .map_err(internal)?
+    .map_err(storage)?;
+    if held == 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "nothing_held",
+            match &request.channel {
+                Some(channel) => format!("{campaign} has no send held on {channel}"),
+                None => format!("{campaign} has no held send"),
+            },
+        ));
+    }
+    let now = state.clock.now();
+    let id = format!(
+        "override-{}-{}",
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        std::process::id()
+    );
+    let event = request
+        .event(id.clone(), &campaign, now)
+        .map_err(internal)?;
+    let permit = tokio::time::timeout(BACKPRESSURE_WAIT, state.in_flight.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "too many events are waiting for the rules; try again shortly",
+            )
+        })?;
+    let appended = state
+        .journal
+        .append(vec![event], chrono::Utc::now().timestamp_millis(), permit)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("not journaled: {e}"),
+            )
+        })?;
+    let seq = appended.first().map(|a| a.seq());
+    tracing::info!(campaign = %campaign, by = %request.by, event_id = %id, "gate override journaled");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "campaign": campaign,
+            "channel": request.channel,
+            "held": held,
+            "event": {"id": id, "seq": seq},
+        })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

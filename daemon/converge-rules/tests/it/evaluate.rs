@@ -46,7 +46,19 @@ fn decision(set: &RuleSet, index: usize, kind: DecisionKind) -> Decision {
         rule: rule.name.clone(),
         rule_hash: rule.hash.clone(),
         kind,
+        trace: None,
     }
+}
+
+/// The decisions without their traces (the trace tests check those).
+fn untraced(decisions: Vec<Decision>) -> Vec<Decision> {
+    decisions
+        .into_iter()
+        .map(|decision| Decision {
+            trace: None,
+            ..decision
+        })
+        .collect()
 }
 
 fn failure(set: &RuleSet, index: usize, message: &str) -> RuleFailure {
@@ -89,7 +101,7 @@ fn decisions_carry_the_rule_name_and_hash() {
     let eval = set.evaluate(&e, Some(&mut state), now());
     assert_eq!(eval.failures, vec![]);
     assert_eq!(
-        eval.decisions,
+        untraced(eval.decisions),
         vec![
             escalate(&set, 0, "review_owner", "stalled", 1),
             escalate(&set, 1, "ana", "task T-1", 3),
@@ -126,7 +138,7 @@ fn the_event_map_has_every_attribute() {
     );
     let eval = set.evaluate(&e, None, now());
     assert_eq!(
-        eval.decisions,
+        untraced(eval.decisions),
         vec![notify(
             &set,
             0,
@@ -161,7 +173,7 @@ fn the_entity_map_mirrors_the_entity_state() {
     let eval = set.evaluate(&e, Some(&mut state), now());
     assert_eq!(eval.failures, vec![]);
     assert_eq!(
-        eval.decisions,
+        untraced(eval.decisions),
         vec![
             notify(
                 &set,
@@ -194,7 +206,7 @@ fn set_field_is_applied_and_seen_by_the_next_rule_only() {
     let eval = set.evaluate(&e, Some(&mut state), now());
     assert_eq!(eval.failures, vec![]);
     assert_eq!(
-        eval.decisions,
+        untraced(eval.decisions),
         vec![
             set_field(&set, 0, "escalation_tier", json!(2)),
             set_field(&set, 0, "stage", json!("triage")),
@@ -223,7 +235,7 @@ fn a_failing_rule_does_not_stop_the_others() {
     let (e, mut state) = task_event();
     let eval = set.evaluate(&e, Some(&mut state), now());
     assert_eq!(
-        eval.decisions,
+        untraced(eval.decisions),
         vec![escalate(&set, 3, "review_owner", "still here", 2)]
     );
     assert_eq!(
@@ -267,7 +279,7 @@ fn a_failing_rule_keeps_none_of_its_decisions() {
     let before = state.clone();
     let eval = set.evaluate(&e, Some(&mut state), now());
     assert_eq!(
-        eval.decisions,
+        untraced(eval.decisions),
         vec![notify(&set, 1, "log", "stage is review")]
     );
     assert_eq!(
@@ -342,7 +354,7 @@ fn an_event_without_an_entity_gives_unit() {
     let e = event("ping", None, json!(null));
     let eval = set.evaluate(&e, None, now());
     assert_eq!(
-        eval.decisions,
+        untraced(eval.decisions),
         vec![notify(&set, 0, "ops", "no entity for ")]
     );
     assert_eq!(
@@ -399,7 +411,7 @@ fn inputs_are_read_only() {
     let mut state = entity_after(&e, None);
     let eval = set.evaluate(&e, Some(&mut state), now());
     assert_eq!(
-        eval.decisions,
+        untraced(eval.decisions),
         vec![notify(
             &set,
             attempts.len(),
@@ -440,7 +452,7 @@ fn seconds_between_measures_from_entity_times_to_now() {
     state.stage_since = Some(at("2026-11-21T10:00:00Z"));
     let eval = set.evaluate(&e, Some(&mut state), now());
     assert_eq!(
-        eval.decisions,
+        untraced(eval.decisions),
         vec![notify(&set, 0, "ops", "in review for 48h")]
     );
 }

@@ -6,6 +6,7 @@ mod evaluate;
 mod example_rules;
 mod measures;
 mod metadata;
+mod trace;
 
 use chrono::{DateTime, Utc};
 use converge_model::{EntityState, Event};

@@ -72,6 +72,7 @@ pub fn notify(rule: &str, to: &str) -> Decision {
             to: to.into(),
             message: format!("hello {to}"),
         },
+        trace: None,
     }
 }
 

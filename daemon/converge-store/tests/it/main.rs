@@ -3,6 +3,7 @@
 
 mod append;
 mod durability;
+mod gates;
 mod helpers;
 mod outcomes;
 mod processing;

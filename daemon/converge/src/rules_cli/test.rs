@@ -836,6 +836,22 @@ fn check_decisions(
                     if !rule_expected {
                         members.remove("rule");
                     }
+                    // The trace is compared only when the expectation gives
+                    // one, and then only the members it gives (`at`,
+                    // `inputs`, `terms`): a test should not break because a
+                    // line moved.
+                    match (
+                        expected.get(i).and_then(|e| e.get("trace")),
+                        members.get_mut("trace"),
+                    ) {
+                        (Some(Value::Object(wanted)), Some(Value::Object(trace))) => {
+                            trace.retain(|key, _| wanted.contains_key(key));
+                        }
+                        (Some(_), _) => {}
+                        (None, _) => {
+                            members.remove("trace");
+                        }
+                    }
                 }
                 value
             })

@@ -1,0 +1,436 @@
+//! `converge explain`: why converge did what it did. For one event (by its
+//! CloudEvents `id`) or for every event about one entity (`--entity
+//! campaign/c-42`, the audit trail a compliance review asks for): the event,
+//! each decision with the rule and the line that made it, the state the rule
+//! saw and the condition terms it gave, the actions and how they ended, and
+//! the rules that failed. A report for people by default; `--json` prints the
+//! store's trails as they are.
+//!
+//! It reads the database directly (read-only), so it works with the daemon
+//! running or stopped.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use converge_model::{Decision, EntityKey};
+use converge_store::{ActionRecord, EventTrail, Store};
+use serde_json::Value;
+
+use crate::Exit;
+use crate::config::Config;
+
+/// Trails read per query in `--entity` mode: a long history is printed a
+/// page at a time instead of being held in memory whole.
+const ENTITY_PAGE: usize = 100;
+
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// The event's CloudEvents `id`.
+    #[arg(required_unless_present = "entity", conflicts_with = "entity")]
+    event_id: Option<String>,
+    /// Every event about this entity (`kind/id`, e.g. `campaign/c-42`), in
+    /// journal order, each with its decisions.
+    #[arg(long)]
+    entity: Option<String>,
+    #[arg(long, short, default_value = "config/converge.toml")]
+    config: PathBuf,
+    /// Print the trails as JSON (an array), as the store records them.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &ExplainArgs) -> ExitCode {
+    let config = match Config::load(&args.config, &|_| None) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Invalid.into();
+        }
+    };
+    let database = config.storage.database();
+    let store = match Store::open_reader(&database) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", database.display());
+            return Exit::Failure.into();
+        }
+    };
+    let result = match (&args.event_id, &args.entity) {
+        (_, Some(entity)) => explain_entity(&store, entity, args.json),
+        (Some(id), None) => explain_event(&store, id, args.json),
+        (None, None) => Err("give an event id or --entity kind/id".to_string()),
+    };
+    match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => {
+            eprintln!("error: {e} ({})", database.display());
+            Exit::Failure.into()
+        }
+    }
+}
+
+fn explain_event(store: &Store, id: &str, json: bool) -> Result<(), String> {
+    let trails = store
+        .find_event_trail(id)
+        .map_err(|e| format!("cannot read the trail of `{id}`: {e}"))?;
+    if trails.is_empty() {
+        return Err(format!("no event with id `{id}`"));
+    }
+    let mut out = Output::new(json);
+    for trail in &trails {
+        out.trail(store, trail)?;
+    }
+    out.finish()
+}
+
+fn explain_entity(store: &Store, entity: &str, json: bool) -> Result<(), String> {
+    let key = EntityKey::parse(entity).ok_or_else(|| {
+        format!("`{entity}` is not an entity: expected kind/id, e.g. campaign/c-42")
+    })?;
+    let subject = key.to_string();
+    let mut out = Output::new(json);
+    if !json {
+        out.line(&format!("entity {subject}"))?;
+    }
+    let mut after_seq = 0;
+    let mut events = 0usize;
+    loop {
+        let page = store
+            .subject_trails(&subject, after_seq, ENTITY_PAGE)
+            .map_err(|e| format!("cannot read the trail of {subject}: {e}"))?;
+        let Some(last) = page.last() else { break };
+        after_seq = last.seq;
+        for trail in &page {
+            if !json {
+                out.line("")?;
+            }
+            out.trail(store, trail)?;
+        }
+        events += page.len();
+        if page.len() < ENTITY_PAGE {
+            break;
+        }
+    }
+    if events == 0 {
+        return Err(format!("no event about {subject}"));
+    }
+    out.finish()
+}
+
+/// Writes trails as the report or as one JSON array, as they come.
+struct Output {
+    json: bool,
+    /// JSON items written so far.
+    written: usize,
+    stdout: std::io::StdoutLock<'static>,
+}
+
+impl Output {
+    fn new(json: bool) -> Output {
+        Output {
+            json,
+            written: 0,
+            stdout: std::io::stdout().lock(),
+        }
+    }
+
+    fn line(&mut self, text: &str) -> Result<(), String> {
+        writeln!(self.stdout, "{text}").map_err(|e| format!("cannot write the output: {e}"))
+    }
+
+    fn trail(&mut self, store: &Store, trail: &EventTrail) -> Result<(), String> {
+        if self.json {
+            let item = serde_json::to_string_pretty(trail).expect("trails serialize");
+            let separator = if self.written == 0 { "[" } else { "," };
+            self.written += 1;
+            self.line(&format!("{separator}\n{item}"))
+        } else {
+            let time = event_time(store, trail.seq);
+            let text = report(trail, time.as_deref());
+            write!(self.stdout, "{text}").map_err(|e| format!("cannot write the output: {e}"))
+        }
+    }
+
+    fn finish(mut self) -> Result<(), String> {
+        if self.json {
+            self.line(if self.written == 0 { "[]" } else { "]" })?;
+        }
+        Ok(())
+    }
+}
+
+/// The event's own `time` attribute, from its journaled JSON (the trail has
+/// only converge's times); `None` when absent or unreadable.
+fn event_time(store: &Store, seq: i64) -> Option<String> {
+    let event = store.events_after(seq - 1, 1).ok()?.into_iter().next()?;
+    let value: Value = serde_json::from_str(&event.json).ok()?;
+    value.get("time")?.as_str().map(str::to_string)
+}
+
+/// One event's trail as text, e.g.:
+///
+/// ```text
+/// event s-1 (send.requested) from /shop
+///   subject    campaign/c-42
+///   time       2026-11-23T10:00:00Z
+///   received   2026-11-23T10:00:00Z
+///   processed  2026-11-23T10:00:00Z
+///   seq        1
+///   1. hold_send  channel: "email", reason: "consistency 72%"
+///      by rule gate at rules/gate.rhai:12:5 (version 5f1c0a3b9d2e4f60)
+///      saw stage "review", owner "ana", updated 2026-11-23T10:00:00Z, 3 events
+///      because
+///        ✓ approved
+///        ✗ within_window
+///          consistency: 0.72
+///      action 1 (route hold, plugin webhook-out): done after 1 attempt
+///   rule failed: late (version 00aa..): rules/late.rhai:2:1: Too many operations
+/// ```
+pub fn report(trail: &EventTrail, time: Option<&str>) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "event {} ({}) from {}",
+        trail.id, trail.ty, trail.source
+    );
+    let _ = writeln!(
+        text,
+        "  subject    {}",
+        trail.subject.as_deref().unwrap_or("none")
+    );
+    let _ = writeln!(text, "  time       {}", time.unwrap_or("none"));
+    let _ = writeln!(text, "  received   {}", millis(trail.received_at_ms));
+    let _ = writeln!(
+        text,
+        "  processed  {}",
+        trail.processed_at_ms.map_or("not yet".to_string(), millis)
+    );
+    let _ = writeln!(text, "  seq        {}", trail.seq);
+    if trail.decisions.is_empty() && trail.processed_at_ms.is_some() {
+        let _ = writeln!(text, "  no decisions");
+    }
+    for (n, record) in trail.decisions.iter().enumerate() {
+        decision(&mut text, n + 1, &record.decision, record.shadow);
+        if record.shadow {
+            let _ = writeln!(text, "     shadow: recorded, never acted on");
+        } else if record.actions.is_empty() {
+            let _ = writeln!(text, "     no action (no route)");
+        }
+        for a in &record.actions {
+            let _ = writeln!(text, "     {}", action(a));
+        }
+    }
+    for failure in &trail.rule_failures {
+        let _ = writeln!(
+            text,
+            "  rule failed: {} (version {}): {}",
+            failure.rule, failure.rule_hash, failure.message
+        );
+    }
+    text
+}
+
+fn decision(text: &mut String, n: usize, decision: &Decision, shadow: bool) {
+    let mut arguments = Vec::new();
+    if let Ok(Value::Object(members)) = serde_json::to_value(&decision.kind) {
+        for (name, value) in members {
+            if name != "kind" {
+                arguments.push(format!("{name}: {value}"));
+            }
+        }
+    }
+    let _ = writeln!(
+        text,
+        "  {n}. {}{}  {}",
+        decision.kind.name(),
+        if shadow { " (shadow)" } else { "" },
+        arguments.join(", ")
+    );
+    let at = decision
+        .trace
+        .as_ref()
+        .map(|trace| format!(" at {}", trace.at))
+        .unwrap_or_default();
+    let _ = writeln!(
+        text,
+        "     by rule {}{at} (version {})",
+        decision.rule, decision.rule_hash
+    );
+    let Some(trace) = &decision.trace else {
+        return;
+    };
+    if let Some(inputs) = &trace.inputs {
+        let quoted =
+            |v: &Option<String>| v.as_ref().map_or("none".to_string(), |s| format!("{s:?}"));
+        let _ = writeln!(
+            text,
+            "     saw stage {}, owner {}, updated {}, {} event{}",
+            quoted(&inputs.stage),
+            quoted(&inputs.owner),
+            inputs
+                .updated_at
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            inputs.events,
+            if inputs.events == 1 { "" } else { "s" }
+        );
+    }
+    if !trace.terms.is_empty() {
+        let _ = writeln!(text, "     because");
+        for (name, value) in &trace.terms {
+            let _ = match value {
+                Value::Bool(true) => writeln!(text, "       ✓ {name}"),
+                Value::Bool(false) => writeln!(text, "       ✗ {name}"),
+                other => writeln!(text, "         {name}: {other}"),
+            };
+        }
+    }
+}
+
+fn action(a: &ActionRecord) -> String {
+    let mut text = format!(
+        "action {} (route {}, plugin {}): {}",
+        a.id, a.route, a.plugin, a.status
+    );
+    if a.attempts > 0 {
+        let _ = write!(
+            text,
+            " after {} attempt{}",
+            a.attempts,
+            if a.attempts == 1 { "" } else { "s" }
+        );
+    }
+    if let Some(at) = a.finished_at_ms {
+        let _ = write!(text, " at {}", millis(at));
+    } else if let Some(next) = a.next_attempt_at_ms {
+        let _ = write!(text, ", next attempt at {}", millis(next));
+    }
+    if let Some(id) = &a.external_id {
+        let _ = write!(text, ", external id {id}");
+    }
+    if let Some(detail) = a.detail.as_deref().filter(|d| !d.is_empty()) {
+        let _ = write!(text, ": {detail}");
+    }
+    text
+}
+
+fn millis(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use converge_model::{DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
+    use converge_store::{DecisionRecord, RuleFailure};
+    use serde_json::json;
+
+    fn trail() -> EventTrail {
+        let at = "2026-11-23T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let ms = at.timestamp_millis();
+        EventTrail {
+            seq: 7,
+            source: "/shop".into(),
+            id: "s-1".into(),
+            ty: "send.requested".into(),
+            subject: Some("campaign/c-42".into()),
+            received_at_ms: ms,
+            processed_at_ms: Some(ms + 250),
+            decisions: vec![
+                DecisionRecord {
+                    id: 1,
+                    decision: Decision {
+                        rule: "gate".into(),
+                        rule_hash: "5f1c0a3b9d2e4f60".into(),
+                        kind: DecisionKind::HoldSend {
+                            channel: "email".into(),
+                            reason: "consistency 72%".into(),
+                        },
+                        trace: Some(DecisionTrace {
+                            at: DecisionSite {
+                                file: "rules/gate.rhai".into(),
+                                line: 12,
+                                column: 5,
+                            },
+                            inputs: Some(DecisionInputs {
+                                stage: Some("review".into()),
+                                owner: None,
+                                updated_at: at,
+                                events: 3,
+                            }),
+                            terms: [
+                                ("approved".to_string(), json!(true)),
+                                ("consistency".to_string(), json!(0.72)),
+                                ("within_window".to_string(), json!(false)),
+                            ]
+                            .into(),
+                        }),
+                    },
+                    shadow: false,
+                    actions: vec![ActionRecord {
+                        id: 3,
+                        route: "hold".into(),
+                        plugin: "webhook-out".into(),
+                        status: "done".into(),
+                        attempts: 2,
+                        detail: Some("HTTP 200".into()),
+                        external_id: None,
+                        next_attempt_at_ms: None,
+                        finished_at_ms: Some(ms + 1500),
+                    }],
+                },
+                DecisionRecord {
+                    id: 2,
+                    decision: Decision {
+                        rule: "old".into(),
+                        rule_hash: "00aa".into(),
+                        kind: DecisionKind::Notify {
+                            to: "ops".into(),
+                            message: "held".into(),
+                        },
+                        trace: None,
+                    },
+                    shadow: true,
+                    actions: vec![],
+                },
+            ],
+            rule_failures: vec![RuleFailure {
+                rule: "late".into(),
+                rule_hash: "77bb".into(),
+                message: "rules/late.rhai:2:1: Too many operations".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_report_reads_top_down() {
+        assert_eq!(
+            report(&trail(), Some("2026-11-23T09:59:00Z")),
+            "\
+event s-1 (send.requested) from /shop
+  subject    campaign/c-42
+  time       2026-11-23T09:59:00Z
+  received   2026-11-23T10:00:00Z
+  processed  2026-11-23T10:00:00.250Z
+  seq        7
+  1. hold_send  channel: \"email\", reason: \"consistency 72%\"
+     by rule gate at rules/gate.rhai:12:5 (version 5f1c0a3b9d2e4f60)
+     saw stage \"review\", owner none, updated 2026-11-23T10:00:00Z, 3 events
+     because
+       ✓ approved
+         consistency: 0.72
+       ✗ within_window
+     action 3 (route hold, plugin webhook-out): done after 2 attempts at 2026-11-23T10:00:01.500Z: HTTP 200
+  2. notify (shadow)  message: \"held\", to: \"ops\"
+     by rule old (version 00aa)
+     shadow: recorded, never acted on
+  rule failed: late (version 77bb): rules/late.rhai:2:1: Too many operations
+"
+        );
+    }
+}

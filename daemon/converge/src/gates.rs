@@ -1,0 +1,683 @@
+//! Convergence gates: the sends a campaign's rules hold until its channels
+//! converge, and the people who override them.
+//!
+//! Rules decide (`hold_send` / `release_send` on `send.requested` events);
+//! this module keeps what those decisions mean over time:
+//! - [`Gates`], the processor's view of every held send, loaded from the
+//!   store at start and kept ahead of it by the batches not yet committed
+//!   (the store is written with each event's processing, through
+//!   `GateChange`s);
+//! - [`Override`], what a `gate.override` event (journaled by
+//!   `POST /v1/gates/{kind}/{id}/override`) asks for;
+//! - [`gate_view`], the JSON of one gate for `GET /v1/gates` and
+//!   `converge gates`;
+//! - `converge gates` and `converge gates override`, which ask the daemon.
+//!
+//! See docs/gates.md.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{TimeZone, Utc};
+use clap::{Args, Subcommand};
+use converge_model::{EntityState, Event};
+use converge_store::{GateOverrideRecord, HeldSendRecord};
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::Config;
+
+/// The source of the events converge journals for people acting through
+/// its admin API (overrides). Intake refuses it from outside.
+pub const ADMIN_SOURCE: &str = "converge/admin";
+/// The type of an override's event.
+pub const OVERRIDE_TYPE: &str = "gate.override";
+/// The type of the events that ask for a send, which a gate may hold.
+pub const SEND_REQUESTED: &str = "send.requested";
+/// The rule name the decisions of an override are recorded under.
+pub const OVERRIDE_RULE: &str = "converge/admin";
+
+/// A send held by a gate, as the processor keeps it.
+#[derive(Debug, Clone)]
+pub struct HeldSend {
+    /// The journal `seq` of the `send.requested` event.
+    pub event_seq: i64,
+    pub channel: String,
+    /// That event's JSON: what its release hands the channel's plugin.
+    pub event_json: String,
+}
+
+/// Every held send, by campaign (entity key). What the store holds as
+/// `held`, plus the changes of the batches the journal has not committed:
+/// the processor reads only this, never the store, once started.
+#[derive(Debug, Default)]
+pub struct Gates {
+    open: HashMap<String, Vec<HeldSend>>,
+}
+
+impl Gates {
+    pub fn load(records: Vec<HeldSendRecord>) -> Gates {
+        let mut gates = Gates::default();
+        for record in records {
+            gates
+                .open
+                .entry(record.campaign)
+                .or_default()
+                .push(HeldSend {
+                    event_seq: record.event_seq,
+                    channel: record.channel,
+                    event_json: record.event_json,
+                });
+        }
+        gates
+    }
+
+    /// How many sends are held, in every campaign.
+    pub fn held(&self) -> usize {
+        self.open.values().map(Vec::len).sum()
+    }
+
+    /// Holds a send; false if this event's send on this channel is already held.
+    pub fn hold(&mut self, campaign: &str, send: HeldSend) -> bool {
+        let held = self.open.entry(campaign.to_string()).or_default();
+        if held
+            .iter()
+            .any(|h| h.event_seq == send.event_seq && h.channel == send.channel)
+        {
+            return false;
+        }
+        held.push(send);
+        true
+    }
+
+    /// Takes every send of the campaign held on `channel`, oldest first.
+    pub fn release(&mut self, campaign: &str, channel: &str) -> Vec<HeldSend> {
+        let Some(held) = self.open.get_mut(campaign) else {
+            return Vec::new();
+        };
+        let (released, kept) = held.drain(..).partition(|h| h.channel == channel);
+        *held = kept;
+        if held.is_empty() {
+            self.open.remove(campaign);
+        }
+        released
+    }
+
+    /// The channels of the campaign with held sends, in the order first held.
+    pub fn held_channels(&self, campaign: &str) -> Vec<String> {
+        let mut channels: Vec<String> = Vec::new();
+        for held in self.open.get(campaign).into_iter().flatten() {
+            if !channels.contains(&held.channel) {
+                channels.push(held.channel.clone());
+            }
+        }
+        channels
+    }
+}
+
+/// What a `gate.override` event asks: release the held sends of `channel`
+/// (every channel when `None`), on `by`'s word, for `reason`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub by: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// Longest `by` and `reason` an override may carry.
+const MAX_BY: usize = 200;
+const MAX_REASON: usize = 2000;
+
+impl Override {
+    /// Checks what a person sent; the error says what is wrong.
+    pub fn validate(self) -> Result<Override, String> {
+        let by = self.by.trim().to_string();
+        let reason = self.reason.trim().to_string();
+        if by.is_empty() || by.len() > MAX_BY {
+            return Err(format!(
+                "`by` names who overrides: 1 to {MAX_BY} characters"
+            ));
+        }
+        if reason.is_empty() || reason.len() > MAX_REASON {
+            return Err(format!("`reason` says why: 1 to {MAX_REASON} characters"));
+        }
+        let channel = match self.channel.map(|c| c.trim().to_string()) {
+            Some(c) if c.is_empty() => {
+                return Err("`channel`, when given, names a channel".into());
+            }
+            other => other,
+        };
+        Ok(Override {
+            by,
+            reason,
+            channel,
+        })
+    }
+
+    /// The override an event of converge's admin API carries, if it is one.
+    pub fn of(event: &Event) -> Option<Result<Override, String>> {
+        if event.source != ADMIN_SOURCE || event.ty != OVERRIDE_TYPE {
+            return None;
+        }
+        Some(
+            serde_json::from_value::<Override>(event.data.clone())
+                .map_err(|e| format!("the override event's data is not an override: {e}"))
+                .and_then(Override::validate),
+        )
+    }
+
+    /// The event that journals this override of `campaign` (an entity key).
+    pub fn event(
+        &self,
+        id: String,
+        campaign: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Event, String> {
+        Event::from_value(json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": ADMIN_SOURCE,
+            "type": OVERRIDE_TYPE,
+            "subject": campaign,
+            "time": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "datacontenttype": "application/json",
+            "data": self,
+        }))
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The channel a `send.requested` event asks to send on.
+pub fn requested_channel(event: &Event) -> Option<&str> {
+    if event.ty != SEND_REQUESTED {
+        return None;
+    }
+    event.data.get("channel").and_then(Value::as_str)
+}
+
+fn time(ms: i64) -> Value {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map_or(Value::Null, |t| {
+            Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        })
+}
+
+/// One gate as `GET /v1/gates` shows it: its channels (stage, approval,
+/// pause, held sends), its held sends, the reasons of the last hold (one
+/// per failed condition), the terms of the rule's `fields.gate` when it
+/// sets them, and the overrides. `held` are the campaign's sends, held or
+/// released; `open` is whether any is still held.
+pub fn gate_view(
+    campaign: &str,
+    entity: Option<&EntityState>,
+    held: &[HeldSendRecord],
+    overrides: &[GateOverrideRecord],
+) -> Value {
+    let still_held: Vec<&HeldSendRecord> = held.iter().filter(|h| h.status == "held").collect();
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    };
+    if let Some(entity) = entity {
+        for name in entity
+            .fields
+            .get("channels")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            add(name);
+        }
+        for name in entity.channels.keys() {
+            add(name);
+        }
+    }
+    for h in &still_held {
+        add(&h.channel);
+    }
+    let channels: Vec<Value> = names
+        .iter()
+        .map(|name| {
+            let state = entity.and_then(|e| e.channels.get(name));
+            let stage = state.and_then(|s| s.stage.clone());
+            let paused = state
+                .and_then(|s| s.fields.get("paused"))
+                .is_some_and(|p| p == &Value::Bool(true));
+            json!({
+                "channel": name,
+                "stage": stage,
+                "approved": stage.as_deref() == Some("approved"),
+                "paused": paused,
+                "held": still_held.iter().filter(|h| &h.channel == name).count(),
+            })
+        })
+        .collect();
+    let last_hold = held.iter().max_by_key(|h| (h.held_at_ms, h.id)).map(|h| {
+        json!({
+            "channel": h.channel,
+            "at": time(h.held_at_ms),
+            "rule": h.rule,
+            "reasons": h.reason.split("; ").collect::<Vec<_>>(),
+        })
+    });
+    let terms = entity
+        .and_then(|e| e.fields.get("gate"))
+        .and_then(Value::as_object)
+        .map(gate_terms);
+    let sends: Vec<Value> = held
+        .iter()
+        .map(|h| {
+            json!({
+                "channel": h.channel,
+                "event_id": h.event_id,
+                "event_seq": h.event_seq,
+                "rule": h.rule,
+                "reason": h.reason,
+                "held_at": time(h.held_at_ms),
+                "status": h.status,
+                "released_at": h.released_at_ms.map_or(Value::Null, time),
+                "released_by": h.released_by,
+            })
+        })
+        .collect();
+    let overrides: Vec<Value> = overrides
+        .iter()
+        .map(|o| {
+            json!({
+                "by": o.by,
+                "reason": o.reason,
+                "channel": o.channel,
+                "at": time(o.at_ms),
+                "released": o.released,
+                "event_seq": o.event_seq,
+            })
+        })
+        .collect();
+    json!({
+        "campaign": campaign,
+        "open": !still_held.is_empty(),
+        "held_since": still_held.iter().map(|h| h.held_at_ms).min().map_or(Value::Null, time),
+        "channels": channels,
+        "held_sends": sends,
+        "last_hold": last_hold,
+        "terms": terms,
+        "overrides": overrides,
+    })
+}
+
+/// The terms of `fields.gate`: a boolean is a condition (pass or fail),
+/// anything else a value shown as is.
+fn gate_terms(gate: &Map<String, Value>) -> Value {
+    let terms: Vec<Value> = gate
+        .iter()
+        .map(|(name, value)| match value {
+            Value::Bool(pass) => json!({"term": name, "pass": pass}),
+            other => json!({"term": name, "value": other}),
+        })
+        .collect();
+    Value::Array(terms)
+}
+
+// ---- the command line ----
+
+#[derive(Args)]
+pub struct GatesArgs {
+    #[command(subcommand)]
+    command: Option<GatesCommand>,
+    #[arg(long, short, global = true, default_value = "config/converge.toml")]
+    config: PathBuf,
+    /// Print the gates as JSON, as `GET /v1/gates` returns them.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum GatesCommand {
+    /// Release a campaign's held sends on a person's word, recorded with who
+    /// and why. The admin token comes from the environment variable named
+    /// by `server.admin_token_env` (default CONVERGE_ADMIN_TOKEN).
+    Override {
+        /// The campaign: `campaign/<id>` or `<id>`.
+        campaign: String,
+        /// Who overrides.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Release only this channel's sends (default: every channel's).
+        #[arg(long)]
+        channel: Option<String>,
+    },
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `converge gates`: 0 when it could ask, 1 when the daemon failed or
+/// refused, 2 when the config is wrong.
+pub async fn run(args: GatesArgs) -> ExitCode {
+    let config = match Config::load(&args.config, &|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listen = config.server.listen;
+    if listen.port() == 0 {
+        eprintln!(
+            "error: server.listen is {listen}: the daemon picks a free port at each start, so `converge gates` cannot find it; set a fixed port in {}",
+            args.config.display()
+        );
+        return ExitCode::from(2);
+    }
+    let address = reachable(listen);
+    let done = match args.command {
+        None => list(address, args.json).await,
+        Some(GatesCommand::Override {
+            campaign,
+            by,
+            reason,
+            channel,
+        }) => {
+            let token = std::env::var(&config.server.admin_token_env).ok();
+            override_gate(
+                address,
+                &campaign,
+                Override {
+                    by,
+                    reason,
+                    channel,
+                },
+                token.as_deref(),
+                &config.server.admin_token_env,
+            )
+            .await
+        }
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn list(address: SocketAddr, as_json: bool) -> anyhow::Result<()> {
+    let (status, body) = request(address, "GET", "/v1/gates", None, None).await?;
+    if status != 200 {
+        bail!("converge at {address} answered {status}: {body}");
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        print!("{}", describe(&body));
+    }
+    Ok(())
+}
+
+async fn override_gate(
+    address: SocketAddr,
+    campaign: &str,
+    request_body: Override,
+    token: Option<&str>,
+    token_env: &str,
+) -> anyhow::Result<()> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        bail!("set {token_env} to the daemon's admin token (server.admin_token_env)");
+    };
+    let campaign = if campaign.contains('/') {
+        campaign.to_string()
+    } else {
+        format!("campaign/{campaign}")
+    };
+    let body = serde_json::to_string(&request_body)?;
+    let (status, answer) = request(
+        address,
+        "POST",
+        &format!("/v1/gates/{campaign}/override"),
+        Some(token),
+        Some(&body),
+    )
+    .await?;
+    if status != 202 {
+        let message = answer["error"]["message"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_string);
+        bail!("override refused ({status}): {message}");
+    }
+    println!(
+        "override of {campaign} journaled as event {} (seq {}); its releases show in `converge gates`",
+        answer["event"]["id"].as_str().unwrap_or("?"),
+        answer["event"]["seq"]
+    );
+    Ok(())
+}
+
+/// A daemon listening on every interface is reached on loopback.
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    match listen {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, a.port()).into(),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, a.port()).into(),
+        other => other,
+    }
+}
+
+/// One HTTP/1.0 request; the answer ends when the daemon closes the
+/// connection. Returns the status and the JSON body.
+async fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .with_context(|| format!("cannot reach converge at {address} (is it running?)"))?;
+        let mut head =
+            format!("{method} {path} HTTP/1.0\r\nHost: {address}\r\nAccept: application/json\r\n");
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        if let Some(body) = body {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        head.push_str(body.unwrap_or_default());
+        stream.write_all(head.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        anyhow::Ok(answer)
+    };
+    let answer = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("converge at {address} did not answer within {TIMEOUT:?}"))??;
+    let text = String::from_utf8_lossy(&answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("converge at {address} sent a malformed answer");
+    };
+    let status = head
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("converge at {address} sent a malformed answer"))?;
+    let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
+    Ok((status, body))
+}
+
+/// The open gates for people.
+fn describe(answer: &Value) -> String {
+    use std::fmt::Write;
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let gates = answer["gates"].as_array().cloned().unwrap_or_default();
+    if gates.is_empty() {
+        return "no open gates: no send is held\n".into();
+    }
+    let mut out = String::new();
+    for gate in &gates {
+        let _ = writeln!(
+            out,
+            "{}: held since {}",
+            text(&gate["campaign"]),
+            text(&gate["held_since"])
+        );
+        out.push_str("  channels:\n");
+        for channel in gate["channels"].as_array().into_iter().flatten() {
+            let held = channel["held"].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "    {:<12} {:<12} {}{}{}",
+                text(&channel["channel"]),
+                text(&channel["stage"]),
+                if channel["approved"] == true {
+                    "approved"
+                } else {
+                    "not approved"
+                },
+                if channel["paused"] == true {
+                    ", paused"
+                } else {
+                    ""
+                },
+                if held > 0 {
+                    format!(", {held} send(s) held")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if let Some(last) = gate["last_hold"].as_object() {
+            let _ = writeln!(
+                out,
+                "  last hold ({} at {}, by {}), failing:",
+                last.get("channel").map(text).unwrap_or_default(),
+                last.get("at").map(text).unwrap_or_default(),
+                last.get("rule").map(text).unwrap_or_default()
+            );
+            for reason in last
+                .get("reasons")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let _ = writeln!(out, "    - {}", text(reason));
+            }
+        }
+        if let Some(terms) = gate["terms"].as_array() {
+            let terms: Vec<String> = terms
+                .iter()
+                .map(|t| match &t["pass"] {
+                    Value::Bool(pass) => format!(
+                        "{} {}",
+                        text(&t["term"]),
+                        if *pass { "pass" } else { "FAIL" }
+                    ),
+                    _ => format!("{} {}", text(&t["term"]), text(&t["value"])),
+                })
+                .collect();
+            let _ = writeln!(out, "  gate terms: {}", terms.join(", "));
+        }
+        out.push_str("  held sends:\n");
+        for send in gate["held_sends"].as_array().into_iter().flatten() {
+            if send["status"] != "held" {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "    {} event {} since {}: {}",
+                text(&send["channel"]),
+                text(&send["event_id"]),
+                text(&send["held_at"]),
+                text(&send["reason"])
+            );
+        }
+        let overrides = gate["overrides"].as_array().cloned().unwrap_or_default();
+        if !overrides.is_empty() {
+            out.push_str("  overrides:\n");
+            for o in &overrides {
+                let _ = writeln!(
+                    out,
+                    "    {} by {} ({}): {}; released {}",
+                    text(&o["at"]),
+                    text(&o["by"]),
+                    o["channel"].as_str().unwrap_or("every channel"),
+                    text(&o["reason"]),
+                    text(&o["released"])
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(seq: i64, channel: &str) -> HeldSend {
+        HeldSend {
+            event_seq: seq,
+            channel: channel.into(),
+            event_json: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn releases_take_one_channel_and_close_an_empty_gate() {
+        let mut gates = Gates::default();
+        assert!(gates.hold("campaign/c", held(1, "email")));
+        assert!(!gates.hold("campaign/c", held(1, "email")), "held once");
+        assert!(gates.hold("campaign/c", held(2, "social")));
+        assert!(gates.hold("campaign/c", held(3, "email")));
+        assert_eq!(gates.held(), 3);
+        assert_eq!(gates.held_channels("campaign/c"), ["email", "social"]);
+        let released: Vec<i64> = gates
+            .release("campaign/c", "email")
+            .iter()
+            .map(|h| h.event_seq)
+            .collect();
+        assert_eq!(released, [1, 3]);
+        assert_eq!(gates.release("campaign/c", "social").len(), 1);
+        assert_eq!(gates.held(), 0);
+        assert!(gates.open.is_empty());
+    }
+
+    #[test]
+    fn an_override_needs_who_and_why() {
+        let bad = Override {
+            by: " ".into(),
+            reason: "launch now".into(),
+            channel: None,
+        };
+        assert!(bad.validate().unwrap_err().contains("`by`"));
+        let ok = Override {
+            by: " mia ".into(),
+            reason: "legal approved by phone".into(),
+            channel: Some("email".into()),
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(ok.by, "mia");
+    }
+}

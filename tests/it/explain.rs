@@ -1,0 +1,172 @@
+//! `converge explain`: the decision trace of an event, and the audit trail
+//! of an entity, as a report and as JSON.
+
+use serde_json::{Value, json};
+
+use crate::support::{Workspace, event};
+
+/// The gate gives its condition terms with `because`; `say` has none.
+const GATE: &str = r#"if event.type != "send.requested" { return; }
+let approved = entity.stage == "approved";
+because(#{ approved: approved, consistency: 0.72 });
+if approved {
+    release_send(event.data.channel, "approved");
+} else {
+    hold_send(event.data.channel, "not approved yet");
+}
+"#;
+
+const SAY: &str = r#"notify("ops", `saw ${event.type}`);"#;
+
+/// The report with what changes from run to run replaced: the workspace's
+/// path, rule versions, and converge's own times.
+fn redacted(out: &std::process::Output, ws: &Workspace, hashes: &[(String, &str)]) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut text = String::from_utf8(out.stdout.clone()).unwrap();
+    text = text.replace(&ws.dir.path().display().to_string(), "<ws>");
+    for (hash, name) in hashes {
+        text = text.replace(hash.as_str(), name);
+    }
+    text.lines()
+        .map(|line| {
+            for label in ["  received   ", "  processed  "] {
+                if let Some(rest) = line.strip_prefix(label) {
+                    assert!(rest.ends_with('Z'), "{line}");
+                    return format!("{label}<time>");
+                }
+            }
+            line.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn hash(trail: &Value, rule: &str) -> String {
+    trail["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["decision"]["rule"] == rule)
+        .map(|d| d["decision"]["rule_hash"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_shows_where_each_decision_was_made_and_why() {
+    let ws = Workspace::new(&[("gate", GATE), ("say", SAY)], "");
+    let daemon = ws.start();
+    let send = event(
+        "s-1",
+        "send.requested",
+        "campaign/c-42",
+        json!({"channel": "email"}),
+    );
+    daemon
+        .send_event(&event(
+            "c-1",
+            "campaign.updated",
+            "campaign/c-42",
+            json!({"stage": "review", "owner": "ana"}),
+        ))
+        .await;
+    daemon.send_event(&send).await;
+    daemon
+        .send_event(&event("o-1", "task.created", "task/T-9", json!({})))
+        .await;
+    let trail = daemon
+        .wait_for_trail("s-1", |t| t["processed_at_ms"].is_i64())
+        .await;
+    daemon
+        .wait_for_trail("o-1", |t| t["processed_at_ms"].is_i64())
+        .await;
+    let hashes = [
+        (hash(&trail, "gate"), "<gate>"),
+        (hash(&trail, "say"), "<say>"),
+    ];
+
+    let out = ws.converge(&["explain", "s-1"]);
+    assert_eq!(
+        redacted(&out, &ws, &hashes),
+        r#"event s-1 (send.requested) from /tests
+  subject    campaign/c-42
+  time       2026-11-23T10:00:00Z
+  received   <time>
+  processed  <time>
+  seq        2
+  1. hold_send  channel: "email", reason: "not approved yet"
+     by rule gate at <ws>/gate.rhai:7:5 (version <gate>)
+     saw stage "review", owner "ana", updated 2026-11-23T10:00:00Z, 2 events
+     because
+       ✗ approved
+         consistency: 0.72
+     no action (no route)
+  2. notify  message: "saw send.requested", to: "ops"
+     by rule say at <ws>/say.rhai:1:1 (version <say>)
+     saw stage "review", owner "ana", updated 2026-11-23T10:00:00Z, 2 events
+     no action (no route)"#
+    );
+
+    // The JSON keeps the trace with the decision.
+    let out = ws.converge(&["explain", "s-1", "--json"]);
+    let trails: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let decision = &trails[0]["decisions"][0]["decision"];
+    assert_eq!(
+        decision["trace"]["at"],
+        format!("{}/gate.rhai:7:5", ws.dir.path().display())
+    );
+    assert_eq!(
+        decision["trace"]["terms"],
+        json!({"approved": false, "consistency": 0.72})
+    );
+    assert_eq!(
+        decision["trace"]["inputs"],
+        json!({"stage": "review", "owner": "ana", "updated_at": "2026-11-23T10:00:00Z", "events": 2})
+    );
+
+    // The entity's trail: every event about it, in order, and nothing else.
+    let out = ws.converge(&["explain", "--entity", "campaign/c-42"]);
+    let report = redacted(&out, &ws, &hashes);
+    assert!(
+        report.starts_with(
+            r#"entity campaign/c-42
+
+event c-1 (campaign.updated) from /tests
+  subject    campaign/c-42
+  time       2026-11-23T10:00:00Z
+  received   <time>
+  processed  <time>
+  seq        1
+  1. notify  message: "saw campaign.updated", to: "ops"
+     by rule say at <ws>/say.rhai:1:1 (version <say>)
+     saw stage "review", owner "ana", updated 2026-11-23T10:00:00Z, 1 event
+     no action (no route)
+
+event s-1 (send.requested) from /tests
+"#
+        ),
+        "{report}"
+    );
+    assert!(!report.contains("task/T-9"), "{report}");
+    let out = ws.converge(&["explain", "--entity", "campaign/c-42", "--json"]);
+    let trails: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = trails
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["c-1", "s-1"]);
+
+    for args in [
+        &["explain", "nope"][..],
+        &["explain", "--entity", "campaign/none"],
+        &["explain", "--entity", "not an entity"],
+    ] {
+        let out = ws.converge(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    }
+}

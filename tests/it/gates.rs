@@ -1,0 +1,272 @@
+//! Convergence gates end to end: the example `convergence_gate` rule holds
+//! a send while the channels disagree, releases it (and the held ones) to
+//! the channel's plugin once they agree, and a person can override it with
+//! the admin token.
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, Sink, Workspace, event, plugins_toml, repo_root};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A free port, so `converge gates` can find the daemon.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn workspace(sink: &Sink) -> Workspace {
+    let rule = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();
+    let ws = Workspace::new(
+        &[("convergence_gate", &rule)],
+        &format!(
+            r#"{plugins}
+[[routes]]
+decision = "release_send"
+plugin = "webhook-out"
+config = {{ url = "{url}" }}
+"#,
+            plugins = plugins_toml(sink),
+            url = sink.url("/send"),
+        ),
+    );
+    ws.edit_config(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{}\"", free_port()),
+    );
+    ws
+}
+
+/// A channel that agrees with the others; `stage` decides approval.
+fn channel(id: &str, campaign: &str, name: &str, stage: &str) -> Value {
+    event(
+        id,
+        "campaign.channel.updated",
+        &format!("campaign/{campaign}"),
+        json!({
+            "channel": name,
+            "stage": stage,
+            "offer_code": "FALL25",
+            "landing_url": "https://shop.test/fall",
+            "key_message": "Save 25% on fall gear",
+            "launch_at": "2026-11-24T09:00:00Z",
+            "segments": ["loyal", "new"],
+        }),
+    )
+}
+
+fn send(id: &str, campaign: &str, name: &str) -> Value {
+    event(
+        id,
+        "send.requested",
+        &format!("campaign/{campaign}"),
+        json!({"channel": name, "requested_by": "eve"}),
+    )
+}
+
+async fn accept(daemon: &Daemon, event: &Value) {
+    let (status, body) = daemon.send_event(event).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+async fn processed(daemon: &Daemon, id: &str) -> Value {
+    daemon
+        .wait_for_trail(id, |t| !t["processed_at_ms"].is_null())
+        .await
+}
+
+async fn gates(daemon: &Daemon) -> Vec<Value> {
+    let (status, body) = daemon.get("/v1/gates").await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["gates"].as_array().unwrap().clone()
+}
+
+async fn override_gate(daemon: &Daemon, campaign: &str, token: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/gates/campaign/{campaign}/override",
+            daemon.url
+        ))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_is_held_until_the_channels_agree_then_released_with_the_held_ones() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
+
+    accept(&daemon, &channel("c-1", "fall-26", "email", "approved")).await;
+    accept(&daemon, &channel("c-2", "fall-26", "social", "review")).await;
+    accept(&daemon, &send("s-1", "fall-26", "email")).await;
+    let trail = processed(&daemon, "s-1").await;
+    assert_eq!(trail["decisions"][0]["decision"]["kind"], "hold_send");
+    assert_eq!(trail["decisions"][0]["actions"], json!([]));
+
+    let open = gates(&daemon).await;
+    assert_eq!(open.len(), 1, "{open:#?}");
+    let gate = &open[0];
+    assert_eq!(gate["campaign"], "campaign/fall-26");
+    assert_eq!(
+        gate["channels"],
+        json!([
+            {"channel": "email", "stage": "approved", "approved": true, "paused": false, "held": 1},
+            {"channel": "social", "stage": "review", "approved": false, "paused": false, "held": 0},
+        ])
+    );
+    assert_eq!(
+        gate["last_hold"]["reasons"],
+        json!(["not approved: social (review)"])
+    );
+    assert_eq!(gate["held_sends"][0]["event_id"], "s-1");
+    assert_eq!(gate["held_sends"][0]["status"], "held");
+    assert_eq!(daemon.metric("converge_sends_held_total").await, 1.0);
+    assert_eq!(daemon.metric("converge_held_sends").await, 1.0);
+
+    let out = ws.converge(&["gates"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("campaign/fall-26: held since"), "{text}");
+    assert!(text.contains("- not approved: social (review)"), "{text}");
+    assert!(text.contains("email event s-1 since"), "{text}");
+
+    // The channels converge; the next email send goes out with the held one.
+    accept(&daemon, &channel("c-3", "fall-26", "social", "approved")).await;
+    accept(&daemon, &send("s-2", "fall-26", "email")).await;
+    let received = sink.wait_for(2).await;
+    assert_eq!(received.len(), 2);
+    let mut sent: Vec<&Value> = received.iter().map(|r| &r.body).collect();
+    sent.sort_by_key(|b| b["event"]["id"].as_str().unwrap().to_string());
+    for (body, id) in sent.iter().zip(["s-1", "s-2"]) {
+        assert_eq!(body["kind"], "release_send");
+        assert_eq!(body["rule"], "convergence_gate");
+        assert_eq!(body["decision"]["channel"], "email");
+        assert_eq!(
+            body["decision"]["reason"],
+            "every channel is approved, consistency 100%, launches within 48h"
+        );
+        assert_eq!(body["event"]["id"], id);
+        assert_eq!(body["event"]["type"], "send.requested");
+        assert_eq!(
+            body["event"]["data"],
+            json!({"channel": "email", "requested_by": "eve"})
+        );
+        assert_eq!(body["entity"]["channels"]["social"]["stage"], "approved");
+    }
+    assert!(received.iter().all(|r| r.path == "/send"));
+    daemon.wait_for_metric("converge_held_sends", 0.0).await;
+    assert_eq!(daemon.metric("converge_sends_released_total").await, 1.0);
+    assert!(gates(&daemon).await.is_empty());
+    let (_, history) = daemon.get("/v1/gates/campaign/fall-26").await;
+    let history: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history["open"], false);
+    assert_eq!(
+        history["held_sends"][0]["released_by"],
+        "rule convergence_gate"
+    );
+    let out = ws.converge(&["gates"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no open gates"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_override_with_the_admin_token_releases_and_is_recorded() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
+
+    accept(&daemon, &channel("c-1", "spring", "email", "approved")).await;
+    accept(&daemon, &channel("c-2", "spring", "paid", "draft")).await;
+    accept(&daemon, &send("s-1", "spring", "email")).await;
+    processed(&daemon, "s-1").await;
+    assert_eq!(gates(&daemon).await.len(), 1);
+
+    let request = json!({"by": "mia", "reason": "paid launches next week; legal approved email"});
+    let (status, body) = override_gate(&daemon, "spring", "wrong-token", request.clone()).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(gates(&daemon).await[0]["held_sends"][0]["status"], "held");
+    assert_eq!(daemon.metric("converge_gate_overrides_total").await, 0.0);
+
+    // Through the CLI, with the token from the environment.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["gates", "override", "spring", "--by", "mia", "--reason"])
+        .arg(request["reason"].as_str().unwrap())
+        .arg("--config")
+        .arg(ws.config())
+        .env("CONVERGE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let received = sink.wait_for(1).await;
+    assert_eq!(received[0].body["kind"], "release_send");
+    assert_eq!(received[0].body["rule"], "converge/admin");
+    assert_eq!(
+        received[0].body["decision"]["reason"],
+        "override by mia: paid launches next week; legal approved email"
+    );
+    assert_eq!(received[0].body["event"]["id"], "s-1");
+    daemon
+        .wait_for_metric("converge_gate_overrides_total", 1.0)
+        .await;
+    assert!(gates(&daemon).await.is_empty());
+    let (_, history) = daemon.get("/v1/gates/campaign/spring").await;
+    let history: Value = serde_json::from_str(&history).unwrap();
+    let recorded = &history["overrides"][0];
+    assert_eq!(
+        (&recorded["by"], &recorded["reason"], &recorded["released"]),
+        (&json!("mia"), &request["reason"], &json!(1))
+    );
+    assert!(recorded["at"].is_string());
+    assert_eq!(history["held_sends"][0]["released_by"], "override by mia");
+
+    // Nothing left to override.
+    let (status, body) = override_gate(&daemon, "spring", TOKEN, request).await;
+    assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overrides_are_disabled_without_a_token() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start();
+    let (status, body) = override_gate(
+        &daemon,
+        "spring",
+        TOKEN,
+        json!({"by": "mia", "reason": "x"}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("overrides are disabled: set CONVERGE_ADMIN_TOKEN"),
+        "{body}"
+    );
+}
