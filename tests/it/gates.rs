@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, Sink, Workspace, event, plugins_toml, repo_root};
+use crate::support::{Daemon, Sink, Workspace, actions_settled, event, plugins_toml, repo_root};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -185,6 +185,78 @@ async fn a_send_is_held_until_the_channels_agree_then_released_with_the_held_one
     );
     let out = ws.converge(&["gates"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no open gates"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_send_survives_kill_9_and_is_released_once_after_restart() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
+    accept(&daemon, &channel("c-1", "fall-26", "email", "approved")).await;
+    accept(&daemon, &channel("c-2", "fall-26", "social", "review")).await;
+    accept(&daemon, &send("s-1", "fall-26", "email")).await;
+    let trail = processed(&daemon, "s-1").await;
+    assert_eq!(trail["decisions"][0]["decision"]["kind"], "hold_send");
+    assert_eq!(gates(&daemon).await.len(), 1);
+    daemon.kill9();
+
+    // The same config, so the same port and database.
+    let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
+    let open = gates(&daemon).await;
+    assert_eq!(open.len(), 1, "{open:#?}");
+    assert_eq!(open[0]["campaign"], "campaign/fall-26");
+    let held = open[0]["held_sends"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "{held:#?}");
+    assert_eq!(
+        (
+            &held[0]["event_id"],
+            &held[0]["channel"],
+            &held[0]["status"]
+        ),
+        (&json!("s-1"), &json!("email"), &json!("held"))
+    );
+    assert_eq!(daemon.metric("converge_held_sends").await, 1.0);
+    assert!(sink.received().is_empty(), "nothing was sent while held");
+
+    accept(&daemon, &channel("c-3", "fall-26", "social", "approved")).await;
+    accept(&daemon, &send("s-2", "fall-26", "email")).await;
+    let releases = daemon.wait_for_trail("s-2", actions_settled).await;
+    let actions: Vec<&Value> = releases["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["actions"].as_array().unwrap())
+        .collect();
+    assert_eq!(actions.len(), 2, "the held send and s-2: {releases:#}");
+    assert!(
+        actions.iter().all(|a| a["status"] == "done"),
+        "{releases:#}"
+    );
+    daemon.wait_for_metric("converge_held_sends", 0.0).await;
+    assert!(gates(&daemon).await.is_empty());
+
+    // Every action is done, so nothing more is coming: the held send went
+    // out once, under one idempotency key, and s-2 under another.
+    let received = sink.received();
+    let of = |id: &str| -> Vec<String> {
+        received
+            .iter()
+            .filter(|r| r.body["event"]["id"] == id)
+            .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_string())
+            .collect()
+    };
+    let (held_keys, s2_keys) = (of("s-1"), of("s-2"));
+    assert_eq!(received.len(), 2, "{received:#?}");
+    assert_eq!(held_keys.len(), 1, "{received:#?}");
+    assert_eq!(s2_keys.len(), 1, "{received:#?}");
+    assert_ne!(held_keys[0], s2_keys[0]);
+    let action_keys: Vec<String> = actions
+        .iter()
+        .map(|a| format!("converge-action-{}", a["id"]))
+        .collect();
+    assert!(action_keys.contains(&held_keys[0]), "{action_keys:?}");
+    let sent = received.iter().find(|r| r.body["event"]["id"] == "s-1");
+    assert_eq!(sent.unwrap().body["kind"], "release_send");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -166,8 +166,8 @@ impl Store {
     /// The trails of up to `limit` events whose `subject` is `subject` (an
     /// entity key, `campaign/c-42`), journaled after `after_seq`, in `seq`
     /// order: an entity's audit trail, a page at a time (the next page starts
-    /// after the last `seq`). Without an index on `events(subject)` this
-    /// scans the journal from `after_seq`.
+    /// after the last `seq`). Each page is a range of the
+    /// `events_by_subject` index (schema version 5), however long the journal.
     pub fn subject_trails(
         &self,
         subject: &str,
@@ -176,10 +176,7 @@ impl Store {
     ) -> Result<Vec<EventTrail>, StoreError> {
         let snapshot = self.conn.unchecked_transaction()?;
         let heads = snapshot
-            .prepare_cached(
-                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
-                 FROM events WHERE subject = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?
+            .prepare_cached(SUBJECT_TRAIL_HEADS)?
             .query_map(params![subject, after_seq, sql_limit(limit)], trail_head)?
             .collect::<Result<Vec<_>, _>>()?;
         let trails = heads
@@ -402,6 +399,13 @@ impl Store {
         Ok(counts)
     }
 }
+
+/// The heads of a page of a subject's trail: `?1` subject, `?2` the `seq`
+/// the page starts after, `?3` the page size. The schema's tests check that
+/// it reads the `events_by_subject` index.
+pub(crate) const SUBJECT_TRAIL_HEADS: &str =
+    "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+     FROM events WHERE subject = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
 
 fn trail_head(row: &Row<'_>) -> rusqlite::Result<EventTrail> {
     Ok(EventTrail {

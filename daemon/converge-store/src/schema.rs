@@ -155,6 +155,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX gate_overrides_by_campaign ON gate_overrides (campaign, id);
     ",
+    // 5: an entity's trail (`converge explain --entity`) reads the events of
+    // one subject in `seq` order, a page at a time; without this index every
+    // page scans the journal from where the last one ended.
+    "
+    CREATE INDEX events_by_subject ON events (subject, seq);
+    ",
 ];
 
 /// The schema version this build reads and writes.
@@ -204,6 +210,7 @@ mod tests {
     use rusqlite::params;
 
     use super::*;
+    use crate::read::SUBJECT_TRAIL_HEADS;
 
     /// A database as version 1 left it, with an event, a decision, an
     /// action and a moved cursor.
@@ -246,7 +253,7 @@ mod tests {
 
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
-        assert_eq!(CURRENT_VERSION, 4);
+        assert_eq!(CURRENT_VERSION, 5);
         check_current(&conn).unwrap();
         // What version 1 held is untouched.
         let kept: (i64, i64, i64) = conn
@@ -276,5 +283,77 @@ mod tests {
         // Migrating again is a no-op.
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
+    }
+
+    /// How SQLite would run an entity trail page, one line per plan step.
+    fn subject_trail_plan(conn: &Connection) -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {SUBJECT_TRAIL_HEADS}"))
+            .unwrap();
+        let steps = stmt
+            .query_map(params!["campaign/c-42", 0, 50], |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        steps.join("\n")
+    }
+
+    #[test]
+    fn version_4_upgrades_in_place_to_the_subject_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converge.db");
+        let mut conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        for (id, subject) in [
+            ("e-1", Some("campaign/c-42")),
+            ("e-2", Some("campaign/c-7")),
+            ("e-3", None),
+            ("e-4", Some("campaign/c-42")),
+        ] {
+            conn.execute(
+                "INSERT INTO events (source, id, type, subject, json, received_at_ms)
+                 VALUES ('/tests', ?1, 'campaign.updated', ?2, '{}', 1000)",
+                params![id, subject],
+            )
+            .unwrap();
+        }
+        assert!(check_current(&conn).is_err(), "a reader refuses version 4");
+        let before = subject_trail_plan(&conn);
+        assert!(!before.contains("events_by_subject"), "{before}");
+
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), 5);
+        check_current(&conn).unwrap();
+        let plan = subject_trail_plan(&conn);
+        assert!(
+            plan.contains("USING INDEX events_by_subject"),
+            "an entity trail page reads the index: {plan}"
+        );
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "the index gives the seq order: {plan}"
+        );
+        // The journal is untouched, and the index finds what it held.
+        let seqs = conn
+            .prepare(SUBJECT_TRAIL_HEADS)
+            .unwrap()
+            .query_map(params!["campaign/c-42", 0, 50], |row| row.get::<_, i64>(0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!(seqs, [1, 4]);
+        let events: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(events, 4);
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
     }
 }

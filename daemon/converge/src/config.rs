@@ -103,6 +103,7 @@ mod raw {
         pub watch: bool,
         pub limits: RuleLimits,
         pub max_emit_depth: u64,
+        pub event_types: Vec<String>,
     }
 
     impl Default for Rules {
@@ -113,6 +114,7 @@ mod raw {
                 watch: true,
                 limits: RuleLimits::default(),
                 max_emit_depth: 8,
+                event_types: Vec::new(),
             }
         }
     }
@@ -279,6 +281,10 @@ pub struct Rules {
     /// How many events deep a chain of `emit`s may go (an event a webhook
     /// or a timer journaled is depth 0); a deeper emit is a rule failure.
     pub max_emit_depth: u32,
+    /// Event types that only come from outside (webhooks, connectors), so
+    /// `converge rules check` knows them when no rule or rule test names
+    /// them; only the lint reads it.
+    pub event_types: Vec<String>,
 }
 
 /// Which clock the daemon runs on.
@@ -583,12 +589,23 @@ impl Validator {
         }
         let max_emit_depth =
             self.count("rules.max_emit_depth", raw.max_emit_depth, 0..=1000) as u32;
+        for (i, event_type) in raw.event_types.iter().enumerate() {
+            if event_type.is_empty() || event_type.chars().any(char::is_whitespace) {
+                self.error(
+                    &format!("rules.event_types[{i}]"),
+                    format!(
+                        "must be an event type, not empty and without spaces, got {event_type:?}"
+                    ),
+                );
+            }
+        }
         Rules {
             files,
             shadow,
             watch: raw.watch,
             limits,
             max_emit_depth,
+            event_types: raw.event_types.clone(),
         }
     }
 
@@ -973,6 +990,20 @@ mod tests {
         assert!(without.plugins["slack"].grants.credentials.is_empty());
         assert_eq!(without.warnings.len(), 1);
         assert!(without.warnings[0].contains("TEST_SLACK_TOKEN is not set"));
+    }
+
+    #[test]
+    fn rule_event_types_must_be_event_types() {
+        let c = parse("[rules]\nevent_types = [\"task.updated\"]\n").unwrap();
+        assert_eq!(c.rules.event_types, ["task.updated"]);
+        let errors = parse("[rules]\nevent_types = [\"a\", \"\", \"task updated\"]\n").unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "rules.event_types[1]: must be an event type, not empty and without spaces, got \"\"",
+                "rules.event_types[2]: must be an event type, not empty and without spaces, got \"task updated\"",
+            ]
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-use converge_store::{ActionOutcome, NewDecision, OutcomeKind, ProcessedEvent, WriteBatch};
+use converge_store::{
+    ActionOutcome, NewDecision, NewEvent, OutcomeKind, ProcessedEvent, WriteBatch,
+};
 
 use crate::helpers::{TestDb, action, event, failure, notify};
 
@@ -122,4 +124,66 @@ fn find_event_trail_matches_the_id_from_any_source() {
         [(1, "/jira"), (3, "/asana")]
     );
     assert!(store.find_event_trail("e-9").unwrap().is_empty());
+}
+
+/// An event about `subject` (or about nothing).
+fn about(id: &str, subject: Option<&str>) -> NewEvent {
+    NewEvent {
+        subject: subject.map(str::to_string),
+        ..event("/tests", id)
+    }
+}
+
+#[test]
+fn subject_trails_page_through_one_subject_in_seq_order() {
+    let db = TestDb::new();
+    let mut store = db.open();
+    store
+        .write(&WriteBatch {
+            appends: vec![
+                about("e-1", Some("campaign/c-42")),
+                about("e-2", Some("campaign/c-7")),
+                about("e-3", Some("campaign/c-42")),
+                about("e-4", None),
+                about("e-5", Some("campaign/c-4")),
+                about("e-6", Some("campaign/c-42")),
+                about("e-7", Some("campaign/c-420")),
+            ],
+            processed: vec![ProcessedEvent {
+                seq: 3,
+                decisions: vec![NewDecision {
+                    decision: notify("stalled", "ana"),
+                    shadow: false,
+                    actions: vec![action("slack")],
+                }],
+                processed_at_ms: 2_000,
+                ..ProcessedEvent::default()
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let reader = db.reader();
+    let page = |after| {
+        reader
+            .subject_trails("campaign/c-42", after, 2)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.seq, t.id, t.decisions.len()))
+            .collect::<Vec<_>>()
+    };
+
+    let first = page(0);
+    assert_eq!(first, [(1, "e-1".into(), 0), (3, "e-3".into(), 1)]);
+    let second = page(first.last().unwrap().0);
+    assert_eq!(second, [(6, "e-6".into(), 0)]);
+    assert!(page(6).is_empty());
+    // Each trail is complete, as `converge explain --entity` prints it.
+    let trails = reader.subject_trails("campaign/c-42", 1, 1).unwrap();
+    assert_eq!(trails[0].decisions[0].actions[0].route, "slack");
+    assert!(
+        reader
+            .subject_trails("campaign/c-", 0, 10)
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -11,13 +11,16 @@
 //!   start a timer inside converge, routed or not;
 //! - a `.rhai` file in a rules directory that `rules.files` does not list;
 //! - a rule file listed twice in `rules.files` (an error: converge would
-//!   refuse to start, rule names must be unique).
+//!   refuse to start, rule names must be unique);
+//! - a pattern in a rule's `//! events:` header that matches no known event
+//!   type ([`KnownEventTypes`]), most often a typo that keeps the rule from
+//!   ever running.
 //!
-//! Finding the decisions a rule can make is a scan of its source for calls
-//! `name(` of a decision function, outside comments and strings. It does not
-//! evaluate anything, so: calls inside `${...}` of a backtick string are not
-//! seen; method-call syntax (`"ana".notify(..)`) is not seen; and a call in a
-//! branch that can never run is reported anyway.
+//! Finding the decisions a rule can make, and the event types it names, is
+//! a scan of its source ([`tokens`]) outside comments, not an evaluation,
+//! so: calls inside `${...}` of a backtick string are not seen; method-call
+//! syntax (`"ana".notify(..)`) is not seen; an event type built at run time
+//! is not seen; and a call in a branch that can never run counts anyway.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,7 @@ use converge_rules::{RuleSet, RuleSource};
 
 use crate::Exit;
 use crate::config::Config;
+use crate::gates::OVERRIDE_TYPE;
 
 /// Decision kinds that do nothing unless a route sends them to a plugin.
 const ROUTED_ONLY: &[&str] = &["escalate", "notify"];
@@ -112,10 +116,12 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
             }),
         }
     }
+    let mut broken = BTreeSet::new();
     let compiled = match RuleSet::compile(sources.clone(), &config.rules.limits) {
         Ok(rules) => rules.rules().len(),
         Err(errors) => {
             let compiled = sources.len() - errors.len();
+            broken.extend(errors.iter().map(|e| e.path.clone()));
             problems.extend(errors.into_iter().map(|e| Problem {
                 path: e.path,
                 line: e.line,
@@ -149,6 +155,38 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
                     )),
                 });
             }
+        }
+    }
+
+    // A rule that does not compile has its error already; its header may
+    // be what is wrong.
+    let known = KnownEventTypes::gather(config, &sources);
+    for source in sources.iter().filter(|s| !broken.contains(&s.path)) {
+        for pattern in header_event_patterns(&source.source) {
+            if known.matched_by(&pattern.text) {
+                continue;
+            }
+            let hint = match known.closest_to(&pattern.text) {
+                Some(near) => format!(
+                    "did you mean `{near}`? If not, and events of this type come from outside, add it to [rules] event_types in {}",
+                    config_path.display()
+                ),
+                None => format!(
+                    "no rule compares event.type with it, emits, schedules or expects it, and no rule test sends it; if events of this type come from outside, add it to [rules] event_types in {}",
+                    config_path.display()
+                ),
+            };
+            problems.push(Problem {
+                path: source.path.clone(),
+                line: pattern.line,
+                column: pattern.column,
+                error: false,
+                message: format!(
+                    "`events` pattern `{}` matches no known event type",
+                    pattern.text
+                ),
+                hint: Some(hint),
+            });
         }
     }
 
@@ -199,17 +237,314 @@ struct Call {
 }
 
 /// The calls `name(` of decision functions (named like their decision kind)
-/// in Rhai source, skipping comments, strings, character literals, method
-/// calls (`.name(`) and function definitions (`fn name(`).
+/// in Rhai source, skipping comments, strings, method calls (`.name(`) and
+/// function definitions (`fn name(`).
 fn decision_calls(source: &str) -> Vec<Call> {
-    let chars: Vec<char> = source.chars().collect();
+    let tokens = tokens(source);
     let mut calls = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let Some(name) = token
+            .word()
+            .and_then(|w| DecisionKind::NAMES.iter().find(|n| **n == w))
+        else {
+            continue;
+        };
+        if is_call(&tokens, i) {
+            calls.push(Call {
+                name,
+                line: token.line,
+                column: token.column,
+            });
+        }
+    }
+    calls
+}
+
+/// Whether the word at `i` is called as a function: `name(`, not `.name(`
+/// or `fn name(`.
+fn is_call(tokens: &[Token], i: usize) -> bool {
+    let before = i.checked_sub(1).map(|j| &tokens[j].kind);
+    tokens.get(i + 1).is_some_and(|t| t.is('('))
+        && !matches!(before, Some(Kind::Punct('.')))
+        && !matches!(before, Some(Kind::Word(w)) if w == "fn")
+}
+
+/// The event types converge knows of, which the patterns of rule headers
+/// should match:
+/// - the string literals rules compare `event.type` with (`==`, `!=`, either
+///   side) or list as `switch event.type` cases;
+/// - the event types rules journal: `emit("t", ..)`, `schedule(after, "t")`
+///   and `expect(.., .., "otherwise")` with a string literal;
+/// - the `type` of every event in the rule test files beside the rules
+///   (steps, fired timers, emitted events);
+/// - the types converge journals itself (`gate.override`);
+/// - the config's `rules.event_types`, for types that only come from outside.
+#[derive(Debug, Default)]
+struct KnownEventTypes(BTreeSet<String>);
+
+impl KnownEventTypes {
+    fn gather(config: &Config, sources: &[RuleSource]) -> KnownEventTypes {
+        let mut known = KnownEventTypes::default();
+        for source in sources {
+            known.0.extend(event_types_named(&source.source));
+        }
+        known
+            .0
+            .extend(super::test::event_types_in_tests(&super::rule_dirs(config)));
+        known.0.insert(OVERRIDE_TYPE.to_string());
+        known.0.extend(config.rules.event_types.iter().cloned());
+        known
+    }
+
+    /// Whether some known type matches `pattern`. A pattern of nothing but
+    /// `*` matches every type, known or not.
+    fn matched_by(&self, pattern: &str) -> bool {
+        pattern.chars().all(|c| c == '*') || self.0.iter().any(|t| glob_matches(pattern, t))
+    }
+
+    /// The known type nearest a pattern without `*`, when it is near
+    /// enough to be a typo of it (at most a quarter of its characters off).
+    fn closest_to(&self, pattern: &str) -> Option<&str> {
+        if pattern.contains('*') {
+            return None;
+        }
+        let most = (pattern.chars().count() / 4).max(1);
+        self.0
+            .iter()
+            .map(|t| (edit_distance(pattern, t), t))
+            .filter(|(d, _)| *d <= most)
+            .min()
+            .map(|(_, t)| t.as_str())
+    }
+}
+
+/// Whether `event_type` matches `pattern`, where `*` matches any run of
+/// characters (also none, also dots): the semantics of the rules crate's
+/// `Rule::handles`, which the tests below hold this to.
+fn glob_matches(pattern: &str, event_type: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = event_type.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The event types a rule's source names as string literals; see
+/// [`KnownEventTypes`].
+fn event_types_named(source: &str) -> Vec<String> {
+    let tokens = tokens(source);
+    let mut types = Vec::new();
+    let is_event_type = |at: usize| {
+        matches!(tokens.get(at..at + 3), Some([e, dot, ty])
+            if e.word() == Some("event") && dot.is('.') && ty.word() == Some("type"))
+            && (at == 0 || !tokens[at - 1].is('.'))
+    };
+    let is_comparison = |at: usize| matches!(tokens.get(at..at + 2), Some([a, b]) if (a.is('=') || a.is('!')) && b.is('='));
+    for i in 0..tokens.len() {
+        // event.type == "t", event.type != "t"
+        if is_event_type(i)
+            && is_comparison(i + 3)
+            && let Some(text) = tokens.get(i + 5).and_then(Token::string)
+        {
+            types.push(text.to_string());
+        }
+        // "t" == event.type
+        if let Some(text) = tokens[i].string()
+            && is_comparison(i + 1)
+            && is_event_type(i + 3)
+        {
+            types.push(text.to_string());
+        }
+        // switch event.type { "a" => .., "b" | "c" => .. }
+        if tokens[i].word() == Some("switch")
+            && is_event_type(i + 1)
+            && tokens.get(i + 4).is_some_and(|t| t.is('{'))
+        {
+            let mut depth = 0;
+            for (j, token) in tokens.iter().enumerate().skip(i + 4) {
+                match token.kind {
+                    Kind::Punct('{' | '(' | '[') => depth += 1,
+                    Kind::Punct('}' | ')' | ']') => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    break;
+                }
+                let case_label = matches!(tokens.get(j + 1..j + 3), Some([a, b]) if a.is('=') && b.is('>'))
+                    || tokens.get(j + 1).is_some_and(|t| t.is('|'));
+                if let Some(text) = token.string()
+                    && depth == 1
+                    && case_label
+                {
+                    types.push(text.to_string());
+                }
+            }
+        }
+        // emit("t"), schedule(after, "t"), expect(t, within, "otherwise")
+        let argument = match tokens[i].word() {
+            Some("emit") => 0,
+            Some("schedule") => 1,
+            Some("expect") => 2,
+            _ => continue,
+        };
+        if is_call(&tokens, i)
+            && let Some(text) = literal_argument(&tokens, i + 1, argument)
+        {
+            types.push(text.to_string());
+        }
+    }
+    types
+}
+
+/// The `n`th (0-based) argument of the call whose `(` is at `open`, when it
+/// is a string literal and nothing else.
+fn literal_argument(tokens: &[Token], open: usize, n: usize) -> Option<&str> {
+    let mut depth = 0;
+    let mut argument = 0;
+    let mut i = open + 1;
+    while let Some(token) = tokens.get(i) {
+        match token.kind {
+            Kind::Punct('(' | '[' | '{') => depth += 1,
+            Kind::Punct(')' | ']' | '}') if depth == 0 => return None,
+            Kind::Punct(')' | ']' | '}') => depth -= 1,
+            Kind::Punct(',') if depth == 0 => argument += 1,
+            _ => {}
+        }
+        let starts_argument = i == open + 1 || tokens[i - 1].is(',');
+        if depth == 0 && argument == n && starts_argument && !token.is(',') {
+            let ends = tokens.get(i + 1).is_some_and(|t| t.is(',') || t.is(')'));
+            return token.string().filter(|_| ends);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// One event type pattern of a rule header's `events`, where it stands.
+#[derive(Debug, PartialEq, Eq)]
+struct HeaderPattern {
+    text: String,
+    /// 1-based.
+    line: usize,
+    /// 1-based, in characters.
+    column: usize,
+}
+
+/// The patterns of the `events` line of a rule's header (the run of `//!`
+/// lines the file starts with, blank lines before it allowed: as the rules
+/// crate reads it), with their positions.
+fn header_event_patterns(source: &str) -> Vec<HeaderPattern> {
+    let mut patterns = Vec::new();
+    let mut in_header = false;
+    for (index, line) in source.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let Some(rest) = trimmed.strip_prefix("//!") else {
+            if trimmed.is_empty() && !in_header {
+                continue;
+            }
+            break;
+        };
+        in_header = true;
+        let Some((key, value)) = rest.split_once(':') else {
+            continue;
+        };
+        if key.trim() != "events" {
+            continue;
+        }
+        // Byte offset of `value` in `line`.
+        let mut offset = line.len() - value.len();
+        for part in value.split(',') {
+            let text = part.trim();
+            if !text.is_empty() {
+                let at = offset + (part.len() - part.trim_start().len());
+                patterns.push(HeaderPattern {
+                    text: text.to_string(),
+                    line: index + 1,
+                    column: line[..at].chars().count() + 1,
+                });
+            }
+            offset += part.len() + 1;
+        }
+    }
+    patterns
+}
+
+/// A token of Rhai source, as far as the lints need one.
+#[derive(Debug, PartialEq)]
+struct Token {
+    kind: Kind,
+    /// 1-based.
+    line: usize,
+    /// 1-based, in characters.
+    column: usize,
+}
+
+#[derive(Debug, PartialEq)]
+enum Kind {
+    /// An identifier or keyword.
+    Word(String),
+    /// A string literal's text: a `"..."` string, or a backtick string
+    /// without `${`.
+    Str(String),
+    /// A backtick string with `${`, a character literal, or a number.
+    Other,
+    /// One character of punctuation: `==` is two.
+    Punct(char),
+}
+
+impl Token {
+    fn word(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Word(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    fn string(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn is(&self, c: char) -> bool {
+        self.kind == Kind::Punct(c)
+    }
+}
+
+/// The tokens of Rhai source, without comments (which nest, in Rhai).
+fn tokens(source: &str) -> Vec<Token> {
+    let chars: Vec<char> = source.chars().collect();
+    let mut tokens = Vec::new();
     let (mut line, mut column) = (1, 1);
     let mut i = 0;
-    // The last identifier or punctuation seen outside comments, to tell
-    // `fn name(` and `.name(` from calls.
-    let mut previous_word = String::new();
-    let mut previous_char = ' ';
 
     let advance = |i: &mut usize, line: &mut usize, column: &mut usize, n: usize| {
         for _ in 0..n {
@@ -229,12 +564,13 @@ fn decision_calls(source: &str) -> Vec<Call> {
     while i < chars.len() {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
-        if c == '/' && next == Some('/') {
+        let (start_line, start_column) = (line, column);
+        let kind = if c == '/' && next == Some('/') {
             while i < chars.len() && chars[i] != '\n' {
                 advance(&mut i, &mut line, &mut column, 1);
             }
+            continue;
         } else if c == '/' && next == Some('*') {
-            // Rhai block comments nest.
             let mut depth = 0;
             while i < chars.len() {
                 if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
@@ -250,50 +586,51 @@ fn decision_calls(source: &str) -> Vec<Call> {
                     advance(&mut i, &mut line, &mut column, 1);
                 }
             }
+            continue;
         } else if c == '"' || c == '`' || c == '\'' {
             advance(&mut i, &mut line, &mut column, 1);
+            let mut text = String::new();
             while i < chars.len() && chars[i] != c {
-                let n = if chars[i] == '\\' { 2 } else { 1 };
-                advance(&mut i, &mut line, &mut column, n);
+                if chars[i] == '\\' {
+                    advance(&mut i, &mut line, &mut column, 1);
+                }
+                if let Some(&ch) = chars.get(i) {
+                    text.push(ch);
+                }
+                advance(&mut i, &mut line, &mut column, 1);
             }
             advance(&mut i, &mut line, &mut column, 1);
-            previous_char = c;
-            previous_word.clear();
+            match c {
+                '"' => Kind::Str(text),
+                '`' if !text.contains("${") => Kind::Str(text),
+                _ => Kind::Other,
+            }
         } else if c.is_alphabetic() || c == '_' {
-            let (start_line, start_column) = (line, column);
             let mut word = String::new();
             while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
                 word.push(chars[i]);
                 advance(&mut i, &mut line, &mut column, 1);
             }
-            let mut j = i;
-            while j < chars.len() && chars[j].is_whitespace() {
-                j += 1;
+            Kind::Word(word)
+        } else if c.is_ascii_digit() {
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                advance(&mut i, &mut line, &mut column, 1);
             }
-            let called = chars.get(j) == Some(&'(');
-            let name = DecisionKind::NAMES.iter().find(|n| **n == word);
-            if let Some(name) = name
-                && called
-                && previous_char != '.'
-                && previous_word != "fn"
-            {
-                calls.push(Call {
-                    name,
-                    line: start_line,
-                    column: start_column,
-                });
-            }
-            previous_char = 'a';
-            previous_word = word;
+            Kind::Other
         } else {
-            if !c.is_whitespace() {
-                previous_char = c;
-                previous_word.clear();
-            }
             advance(&mut i, &mut line, &mut column, 1);
-        }
+            if c.is_whitespace() {
+                continue;
+            }
+            Kind::Punct(c)
+        };
+        tokens.push(Token {
+            kind,
+            line: start_line,
+            column: start_column,
+        });
     }
-    calls
+    tokens
 }
 
 #[cfg(test)]
@@ -321,5 +658,108 @@ notify("a", s); set_field("x", 1);
             calls,
             [("escalate", 8, 5), ("notify", 10, 1), ("set_field", 10, 17)]
         );
+    }
+
+    #[test]
+    fn globs_match_as_the_rules_crate_matches() {
+        let table = [
+            ("task.updated", "task.updated", true),
+            ("task.updated", "task.updated2", false),
+            ("task.*", "task.updated", true),
+            ("task.*", "task.due.changed", true),
+            ("task.*", "task", false),
+            ("task.*", "tasks.updated", false),
+            ("*", "anything", true),
+            ("*.updated", "campaign.channel.updated", true),
+            ("*.updated", "campaign.created", false),
+            ("campaign.*.updated", "campaign.channel.updated", true),
+            ("campaign.*.updated", "campaign.updated", false),
+            ("a*a", "a", false),
+            ("a*a", "aa", true),
+            ("*a*b*", "xaxbx", true),
+            ("*a*b*", "xbxax", false),
+        ];
+        for (pattern, ty, expected) in table {
+            assert_eq!(glob_matches(pattern, ty), expected, "{pattern} ~ {ty}");
+            // The same answer as the rule a header with this pattern makes.
+            let rules = RuleSet::compile(
+                vec![RuleSource {
+                    name: "r".into(),
+                    path: "r.rhai".into(),
+                    source: format!("//! events: {pattern}\n"),
+                }],
+                &Default::default(),
+            )
+            .unwrap();
+            assert_eq!(rules.rules()[0].handles(ty), expected, "{pattern} ~ {ty}");
+        }
+    }
+
+    #[test]
+    fn finds_the_event_types_a_rule_names() {
+        let source = r#"//! events: task.*
+if event.type == "task.handoff" || "task.viewed" != event.type { return; }
+// event.type == "in.a.comment"
+let note = "event.type == \"in.a.string\"";
+x.event.type == "not.the.event";
+switch event.type {
+    "task.remind" => 1,
+    "task.a" | "task.b" => #{ x: "not.a.case" },
+    _ => 0,
+};
+emit("task.flagged", #{ reason: "late" });
+emit(`task.templated.${x}`);
+schedule("24h", "task.nudge");
+schedule(`24h`, `task.backticked`, #{});
+schedule("24h", "task." + kind);
+expect(t(1, 2), "48h", "task.stalled");
+expect("task.reviewed", "48h");
+x.emit("not.a.call");
+"#;
+        assert_eq!(
+            event_types_named(source),
+            [
+                "task.handoff",
+                "task.viewed",
+                "task.remind",
+                "task.a",
+                "task.b",
+                "task.flagged",
+                "task.nudge",
+                "task.backticked",
+                "task.stalled",
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_the_header_patterns_where_they_stand() {
+        let source = "\n//! name: x\n  //! events:  task.*,asset.créé , *.done\n//! order: 1\nlet events = 1;\n//! events: not.the.header\n";
+        let found: Vec<_> = header_event_patterns(source)
+            .into_iter()
+            .map(|p| (p.text, p.line, p.column))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("task.*".to_string(), 3, 16),
+                ("asset.créé".to_string(), 3, 23),
+                ("*.done".to_string(), 3, 36),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_near_known_type_is_suggested() {
+        let known = KnownEventTypes(
+            ["task.updated", "task.handoff", "asset.created"]
+                .map(String::from)
+                .into(),
+        );
+        assert!(known.matched_by("task.*") && known.matched_by("*") && !known.matched_by("tsk.*"));
+        assert_eq!(known.closest_to("task.updatd"), Some("task.updated"));
+        assert_eq!(known.closest_to("task.deleted"), None);
+        assert_eq!(known.closest_to("tsk.*"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

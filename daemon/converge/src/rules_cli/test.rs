@@ -15,7 +15,7 @@
 //! A step's expectations cover its event, the timers it fired and the events
 //! emitted in it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -274,6 +274,30 @@ fn find_test_files(roots: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     }
     files.dedup();
     Ok(files)
+}
+
+/// The type of every event the test files in `dirs` name (their steps'
+/// events, fired timers and emitted events), for `converge rules check`,
+/// which counts them as known event types. A file that cannot be read or
+/// parsed names none: `converge rules test` is where that is reported.
+pub(super) fn event_types_in_tests(dirs: &[PathBuf]) -> BTreeSet<String> {
+    let mut types = BTreeSet::new();
+    for dir in dirs {
+        for path in super::files_ending_with(dir, TEST_SUFFIX).unwrap_or_default() {
+            let Some(file) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| toml::from_str::<raw::File>(&text).ok())
+            else {
+                continue;
+            };
+            for step in file.cases.iter().flat_map(|c| &c.steps) {
+                types.extend(step.event.iter().map(|e| e.ty.clone()));
+                let followers = step.fired.iter().chain(&step.emitted).flatten();
+                types.extend(followers.map(|f| f.ty.clone()));
+            }
+        }
+    }
+    types
 }
 
 /// A test file, its rules compiled.
