@@ -174,6 +174,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let metrics = Metrics::new();
     metrics.journal_events.set(head);
+    // Counted once here; the journal keeps the gauge up to date from then on.
+    metrics.timers_pending.set(store.pending_timer_count()?);
     metrics.held_sends.set(gates.held() as i64);
     if config.server.admin_token.is_none() {
         tracing::info!(

@@ -315,6 +315,20 @@ impl Writer {
         if written.timers_created + written.timers_cancelled + written.timers_skipped > 0 {
             self.downstream.timers_changed.notify_one();
         }
+        // The pending-timers gauge follows each commit instead of counting
+        // the table, which holds a row per waiting timer.
+        let fired = written
+            .fired
+            .iter()
+            .filter(|outcome| outcome.is_some())
+            .count();
+        let closed = fired + written.timers_cancelled + written.timers_skipped;
+        self.metrics
+            .timers_pending
+            .inc_by(i64::try_from(written.timers_created).unwrap_or(i64::MAX));
+        self.metrics
+            .timers_pending
+            .dec_by(i64::try_from(closed).unwrap_or(i64::MAX));
 
         // New events go to the processor in journal order, which is the
         // store's order: appends, then emitted events, then fired timers.

@@ -150,23 +150,16 @@ impl Scheduler {
         }
     }
 
-    /// How long to sleep before the next timer is due; also refreshes the
-    /// pending gauge. `None`: sleep until woken.
+    /// How long to sleep before the next timer is due. `None`: sleep until
+    /// woken.
     fn until_next_due(&mut self) -> Option<Duration> {
-        let read = tokio::task::block_in_place(|| {
-            Ok::<_, converge_store::StoreError>((
-                self.reader.next_timer_due()?,
-                self.reader.pending_timer_count()?,
-            ))
-        });
-        let (next, pending) = match read {
-            Ok(read) => read,
+        let next = match tokio::task::block_in_place(|| self.reader.next_timer_due()) {
+            Ok(next) => next,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the next timer; retrying");
                 return Some(RETRY_AFTER_ERROR);
             }
         };
-        self.metrics.timers_pending.set(pending);
         match (&self.clock, next) {
             // A manual clock moves only when told, and telling wakes us.
             (Clock::Manual(_), _) => None,
