@@ -109,7 +109,7 @@ use sha2::{Digest, Sha256};
 use crate::convert::{entity_to_dynamic, event_to_dynamic, rfc3339};
 use crate::engine::{RunGuard, RunState};
 
-pub use crate::metadata::DEFAULT_ORDER;
+pub use crate::metadata::{DEFAULT_ORDER, matches as event_type_matches};
 
 /// One rule file as it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]

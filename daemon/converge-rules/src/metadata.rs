@@ -193,7 +193,7 @@ fn parse_events(value: &str) -> Result<Vec<String>, String> {
 /// Whether `event_type` matches `pattern`, where `*` matches any run of
 /// characters (also none, also dots): `task.*` matches `task.updated` and
 /// `task.due.changed`, not `task`.
-pub(crate) fn matches(pattern: &str, event_type: &str) -> bool {
+pub fn matches(pattern: &str, event_type: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or("");
     let Some(mut rest) = event_type.strip_prefix(first) else {

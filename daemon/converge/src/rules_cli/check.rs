@@ -299,7 +299,11 @@ impl KnownEventTypes {
     /// Whether some known type matches `pattern`. A pattern of nothing but
     /// `*` matches every type, known or not.
     fn matched_by(&self, pattern: &str) -> bool {
-        pattern.chars().all(|c| c == '*') || self.0.iter().any(|t| glob_matches(pattern, t))
+        pattern.chars().all(|c| c == '*')
+            || self
+                .0
+                .iter()
+                .any(|t| converge_rules::event_type_matches(pattern, t))
     }
 
     /// The known type nearest a pattern without `*`, when it is near
@@ -316,28 +320,6 @@ impl KnownEventTypes {
             .min()
             .map(|(_, t)| t.as_str())
     }
-}
-
-/// Whether `event_type` matches `pattern`, where `*` matches any run of
-/// characters (also none, also dots): the semantics of the rules crate's
-/// `Rule::handles`, which the tests below hold this to.
-fn glob_matches(pattern: &str, event_type: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
-    let Some(mut rest) = event_type.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// Levenshtein distance in characters.
@@ -680,7 +662,11 @@ notify("a", s); set_field("x", 1);
             ("*a*b*", "xbxax", false),
         ];
         for (pattern, ty, expected) in table {
-            assert_eq!(glob_matches(pattern, ty), expected, "{pattern} ~ {ty}");
+            assert_eq!(
+                converge_rules::event_type_matches(pattern, ty),
+                expected,
+                "{pattern} ~ {ty}"
+            );
             // The same answer as the rule a header with this pattern makes.
             let rules = RuleSet::compile(
                 vec![RuleSource {
