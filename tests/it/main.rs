@@ -11,5 +11,6 @@ mod replay;
 mod restart;
 mod rules_cli;
 mod sandbox;
+mod schedules;
 mod support;
 mod timers;

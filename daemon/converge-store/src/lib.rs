@@ -55,6 +55,7 @@ mod error;
 mod read;
 mod records;
 mod schema;
+mod sources;
 mod write;
 
 use std::path::Path;

@@ -3,12 +3,13 @@
 //!
 //! [`Clock::System`] is the wall clock. [`Clock::Manual`] stands still until
 //! it is moved (`POST /v1/clock`): a testing aid that makes "48 hours later"
-//! instant. Moving it wakes the timer scheduler.
+//! instant. Moving it wakes every [`ClockWatch`]: the timer scheduler and the
+//! schedule source each hold one.
 
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 #[derive(Clone, Debug)]
 pub enum Clock {
@@ -20,8 +21,9 @@ pub enum Clock {
 #[derive(Debug)]
 pub struct ManualClock {
     now: Mutex<DateTime<Utc>>,
-    /// Woken on every move, so the scheduler re-reads what is due.
-    moved: Notify,
+    /// Bumped on every move; each waiter holds its own receiver, so no
+    /// waiter misses a move another one saw.
+    moved: watch::Sender<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,7 +40,7 @@ impl Clock {
     pub fn manual(start: DateTime<Utc>) -> Clock {
         Clock::Manual(Arc::new(ManualClock {
             now: Mutex::new(start),
-            moved: Notify::new(),
+            moved: watch::Sender::new(0),
         }))
     }
 
@@ -61,12 +63,29 @@ impl Clock {
         }
     }
 
-    /// Resolves when a manual clock moves; never for the system clock.
-    pub async fn moved(&self) {
-        match self {
-            Clock::System => std::future::pending().await,
-            Clock::Manual(manual) => manual.moved.notified().await,
+    /// What a task waiting on this clock holds to learn that it moved.
+    pub fn watch(&self) -> ClockWatch {
+        ClockWatch(match self {
+            Clock::System => None,
+            Clock::Manual(manual) => Some(manual.moved.subscribe()),
+        })
+    }
+}
+
+/// One waiter's view of the manual clock's moves.
+#[derive(Debug)]
+pub struct ClockWatch(Option<watch::Receiver<u64>>);
+
+impl ClockWatch {
+    /// Resolves when a manual clock moved since the last call (or since
+    /// this watch was made); never for the system clock.
+    pub async fn moved(&mut self) {
+        if let Some(rx) = &mut self.0
+            && rx.changed().await.is_ok()
+        {
+            return;
         }
+        std::future::pending().await
     }
 }
 
@@ -78,7 +97,7 @@ impl ManualClock {
         *now = now.checked_add_signed(by).ok_or(ClockError::OutOfRange)?;
         let moved = *now;
         drop(now);
-        self.moved.notify_one();
+        self.moved.send_modify(|n| *n += 1);
         Ok(moved)
     }
 
@@ -93,7 +112,7 @@ impl ManualClock {
         }
         *now = to;
         drop(now);
-        self.moved.notify_one();
+        self.moved.send_modify(|n| *n += 1);
         Ok(to)
     }
 }

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use converge_model::DecisionKind;
+use converge_model::{CatchUp, DecisionKind};
+
+use crate::schedules::Schedule;
 use converge_plugin_host::{Credential, Grants, PluginLimits};
 use converge_rules::RuleLimits;
 use converge_store::Durability;
@@ -37,6 +39,32 @@ mod raw {
         pub dispatch: Dispatch,
         #[serde(default)]
         pub clock: Clock,
+        #[serde(default)]
+        pub schedules: Vec<Schedule>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Schedule {
+        pub name: String,
+        pub cron: String,
+        #[serde(default = "utc")]
+        pub timezone: String,
+        #[serde(rename = "type")]
+        pub event_type: String,
+        pub subject: Option<String>,
+        #[serde(default = "empty_table")]
+        pub data: toml::Value,
+        #[serde(default = "fire_late")]
+        pub catch_up: String,
+    }
+
+    fn utc() -> String {
+        "UTC".into()
+    }
+
+    fn fire_late() -> String {
+        "fire_late".into()
     }
 
     #[derive(Debug, Deserialize)]
@@ -221,6 +249,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub dispatch: Dispatch,
     pub clock: ClockConfig,
+    pub schedules: Vec<Schedule>,
     /// Problems that do not stop the daemon (a missing secret fails only the
     /// actions that need it); `run` logs them and `check` lists them.
     pub warnings: Vec<String>,
@@ -383,6 +412,7 @@ impl Config {
             routes: v.routes(&raw.routes, &raw.plugins),
             dispatch: v.dispatch(&raw.dispatch),
             clock: v.clock(&raw.clock),
+            schedules: v.schedules(&raw.schedules),
             warnings: Vec::new(),
         };
         if v.errors.is_empty() {
@@ -799,6 +829,48 @@ impl Validator {
                 }
             })
             .collect()
+    }
+
+    fn schedules(&mut self, raw: &[raw::Schedule]) -> Vec<Schedule> {
+        let mut schedules: Vec<Schedule> = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            let key = format!("schedules[{i}]");
+            if schedules.iter().any(|other| other.name == s.name) {
+                self.error(
+                    &format!("{key}.name"),
+                    format!("`{}` is used by an earlier schedule", s.name),
+                );
+            }
+            let catch_up = match s.catch_up.as_str() {
+                "fire_late" => CatchUp::FireLate,
+                "skip" => CatchUp::Skip,
+                other => {
+                    self.error(
+                        &format!("{key}.catch_up"),
+                        format!("`{other}` is not one of \"fire_late\", \"skip\""),
+                    );
+                    CatchUp::Skip
+                }
+            };
+            let data = serde_json::to_value(&s.data).unwrap_or(serde_json::Value::Null);
+            match Schedule::new(
+                &s.name,
+                &s.cron,
+                &s.timezone,
+                &s.event_type,
+                s.subject.clone(),
+                data,
+                catch_up,
+            ) {
+                Ok(schedule) => schedules.push(schedule),
+                Err(errors) => {
+                    for e in errors {
+                        self.errors.push(format!("{key}.{e}"));
+                    }
+                }
+            }
+        }
+        schedules
     }
 
     fn dispatch(&mut self, raw: &raw::Dispatch) -> Dispatch {

@@ -35,6 +35,7 @@ use crate::gates::Gates;
 use crate::journal::{Downstream, Journal};
 use crate::processor::Processor;
 use crate::reload::{LoadedRules, Reloader, RulesHandle};
+use crate::schedules::ScheduleSource;
 use crate::telemetry::Metrics;
 use crate::timers::Scheduler;
 use crate::web::{self, AppState};
@@ -265,11 +266,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_rx, stop_dispatcher.clone()));
 
+    let in_flight = Arc::new(Semaphore::new(config.server.max_events_in_flight));
+    let stop_sources = CancellationToken::new();
+    let schedule_task = tokio::spawn(
+        ScheduleSource {
+            schedules: config.schedules.clone(),
+            reader: Mutex::new(reader()?),
+            journal: journal.clone(),
+            in_flight: in_flight.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+        }
+        .run(stop_sources.clone()),
+    );
+
     let state = AppState {
         journal,
         metrics,
         max_body_bytes: config.server.max_body_bytes,
-        in_flight: Arc::new(Semaphore::new(config.server.max_events_in_flight)),
+        in_flight,
         reader: Arc::new(Mutex::new(reader()?)),
         clock,
         rules,
@@ -311,6 +326,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
         Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
     }
+    stop_sources.cancel();
+    let _ = schedule_task.await;
     stop_reloader.cancel();
     let _ = reloader_task.await;
     stop_scheduler.cancel();

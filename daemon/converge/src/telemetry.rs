@@ -87,6 +87,8 @@ pub struct Metrics {
     pub storage_errors: Counter<u64, AtomicU64>,
     pub timers_fired: Counter,
     pub timers_skipped: Counter,
+    pub schedules_fired: Counter,
+    pub schedules_skipped: Counter,
     pub timers_pending: Gauge<i64, AtomicI64>,
     pub events_emitted: Counter,
     pub sends_held: Counter,
@@ -214,6 +216,18 @@ impl Metrics {
             "Timers that fell due while the daemon was down and were skipped by their catch-up policy",
             timers_skipped.clone(),
         );
+        let schedules_fired = Counter::default();
+        registry.register(
+            "schedules_fired",
+            "Schedule occurrences journaled, late ones included",
+            schedules_fired.clone(),
+        );
+        let schedules_skipped = Counter::default();
+        registry.register(
+            "schedules_skipped",
+            "Schedule occurrences that fell due while the daemon was down and were skipped by their catch-up policy",
+            schedules_skipped.clone(),
+        );
         let timers_pending = Gauge::default();
         registry.register(
             "timers_pending",
@@ -271,6 +285,8 @@ impl Metrics {
             storage_errors,
             timers_fired,
             timers_skipped,
+            schedules_fired,
+            schedules_skipped,
             timers_pending,
             events_emitted,
             sends_held,

@@ -62,6 +62,7 @@ impl Scheduler {
             () = stop.cancelled() => return,
         }
         let started_at_ms = self.clock.now_ms();
+        let mut clock_moved = self.clock.watch();
         loop {
             let wait = match self.fire_due(started_at_ms).await {
                 Ok(true) => continue,
@@ -71,7 +72,7 @@ impl Scheduler {
             tokio::select! {
                 () = sleep(wait) => {}
                 () = self.timers_changed.notified() => {}
-                () = self.clock.moved() => {}
+                () = clock_moved.moved() => {}
                 () = stop.cancelled() => break,
             }
         }

@@ -107,7 +107,8 @@ fn the_example_rules_compile_in_order() {
             "low_consistency_pause",
             "required_fields",
             "rework_counting",
-            "stalled_handoff"
+            "stalled_handoff",
+            "weekly_review"
         ]
     );
 }

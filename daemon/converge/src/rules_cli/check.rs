@@ -277,7 +277,8 @@ fn is_call(tokens: &[Token], i: usize) -> bool {
 ///   and `expect(.., .., "otherwise")` with a string literal;
 /// - the `type` of every event in the rule test files beside the rules
 ///   (steps, fired timers, emitted events);
-/// - the types converge journals itself (`gate.override`);
+/// - the types converge journals itself (`gate.override`) and the types of
+///   the config's schedules;
 /// - the config's `rules.event_types`, for types that only come from outside.
 #[derive(Debug, Default)]
 struct KnownEventTypes(BTreeSet<String>);
@@ -292,6 +293,9 @@ impl KnownEventTypes {
             .0
             .extend(super::test::event_types_in_tests(&super::rule_dirs(config)));
         known.0.insert(OVERRIDE_TYPE.to_string());
+        known
+            .0
+            .extend(config.schedules.iter().map(|s| s.event_type.clone()));
         known.0.extend(config.rules.event_types.iter().cloned());
         known
     }
