@@ -52,6 +52,10 @@ fn the_bundled_config_checks_clean() {
         .current_dir(repo_root())
         .args(["check", "--config", "config/converge.toml"])
         .env("SLACK_BOT_TOKEN", "xoxb-check")
+        .env(
+            "PARTNER_WEBHOOK_SECRET",
+            "whsec_c2VjcmV0LWZvci10aGUtY2hlY2s=",
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

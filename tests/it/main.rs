@@ -4,6 +4,7 @@
 mod cli;
 mod explain;
 mod gates;
+mod hooks;
 mod intake;
 mod pipeline;
 mod reload;

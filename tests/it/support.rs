@@ -290,6 +290,32 @@ impl Daemon {
         )
     }
 
+    /// Any request, with its headers; answers the status, the response's
+    /// headers and its body (JSON when it parses).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = client()
+            .request(method, format!("{}{path}", self.url))
+            .body(body.into());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     pub async fn send_event(&self, event: &Value) -> (u16, Value) {
         self.post(
             "/hooks/test",

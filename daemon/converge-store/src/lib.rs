@@ -68,7 +68,7 @@ pub use records::{
     ActionOutcome, ActionRecord, Appended, Counts, DecisionRecord, EventTrail, ExpectedArrival,
     FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
     NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind, PendingAction, ProcessedEvent,
-    RuleFailure, SkippedTimer, TimerKind, TimerRecord, WriteBatch, WriteResult,
+    RuleFailure, SkippedTimer, SourceState, TimerKind, TimerRecord, WriteBatch, WriteResult,
 };
 
 /// How long a connection waits for another one's lock before giving up with

@@ -20,16 +20,28 @@ pub struct WriteBatch {
     pub skipped_timers: Vec<SkippedTimer>,
     pub processed: Vec<ProcessedEvent>,
     pub outcomes: Vec<ActionOutcome>,
+    /// Written after everything else, last value of a key wins.
+    pub source_state: Vec<SourceState>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.appends.is_empty()
+        self.source_state.is_empty()
+            && self.appends.is_empty()
             && self.fired_timers.is_empty()
             && self.skipped_timers.is_empty()
             && self.processed.is_empty()
             && self.outcomes.is_empty()
     }
+}
+
+/// A value an event source keeps between starts (a poll cursor, a hook's
+/// handshake secret), under a key the source chooses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceState {
+    pub key: String,
+    pub value: String,
+    pub updated_at_ms: i64,
 }
 
 /// An event to journal. Deduplicated on `(source, id)`.

@@ -161,6 +161,15 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE INDEX events_by_subject ON events (subject, seq);
     ",
+    // 6: what event sources keep between starts, by key: a connector's poll
+    // cursor, the secret an Asana hook received in its handshake.
+    "
+    CREATE TABLE source_state (
+        key           TEXT PRIMARY KEY,
+        value         TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build reads and writes.
@@ -253,7 +262,6 @@ mod tests {
 
         migrate(&mut conn).unwrap();
         assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
-        assert_eq!(CURRENT_VERSION, 5);
         check_current(&conn).unwrap();
         // What version 1 held is untouched.
         let kept: (i64, i64, i64) = conn
@@ -327,7 +335,7 @@ mod tests {
         assert!(!before.contains("events_by_subject"), "{before}");
 
         migrate(&mut conn).unwrap();
-        assert_eq!(version(&conn).unwrap(), 5);
+        assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
         check_current(&conn).unwrap();
         let plan = subject_trail_plan(&conn);
         assert!(

@@ -48,6 +48,14 @@ impl Store {
             result.timers_skipped += skip_timer(&tx, skipped)?;
         }
         record_outcomes(&tx, &batch.outcomes)?;
+        for state in &batch.source_state {
+            tx.prepare_cached(
+                "INSERT INTO source_state (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+                                                 updated_at_ms = excluded.updated_at_ms",
+            )?
+            .execute(params![state.key, state.value, state.updated_at_ms])?;
+        }
         tx.commit()?;
         Ok(result)
     }

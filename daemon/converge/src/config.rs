@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use converge_model::{CatchUp, DecisionKind};
 
+use crate::hooks::{HookConfig, RawHook};
 use crate::schedules::Schedule;
 use converge_plugin_host::{Credential, Grants, PluginLimits};
 use converge_rules::RuleLimits;
@@ -41,6 +42,48 @@ mod raw {
         pub clock: Clock,
         #[serde(default)]
         pub schedules: Vec<Schedule>,
+        #[serde(default)]
+        pub hooks: BTreeMap<String, Hook>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Hook {
+        #[serde(default = "no_verification")]
+        pub verify: String,
+        #[serde(default)]
+        pub secret_env: OneOrMany,
+        pub url: Option<String>,
+        pub tolerance: Option<String>,
+        #[serde(default)]
+        pub allow_legacy_sha1: bool,
+        pub header: Option<String>,
+        pub prefix: Option<String>,
+        pub encoding: Option<String>,
+    }
+
+    fn no_verification() -> String {
+        "none".into()
+    }
+
+    /// A variable name, or a list of them (secret rotation).
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(untagged, expecting = "a variable name or a list of variable names")]
+    pub enum OneOrMany {
+        #[default]
+        None,
+        One(String),
+        Many(Vec<String>),
+    }
+
+    impl OneOrMany {
+        pub fn to_vec(&self) -> Vec<String> {
+            match self {
+                OneOrMany::None => Vec::new(),
+                OneOrMany::One(one) => vec![one.clone()],
+                OneOrMany::Many(many) => many.clone(),
+            }
+        }
     }
 
     #[derive(Debug, Deserialize)]
@@ -90,6 +133,7 @@ mod raw {
         pub max_body_bytes: u64,
         pub max_events_in_flight: u64,
         pub admin_token_env: String,
+        pub unlisted_hooks: String,
     }
 
     impl Default for Server {
@@ -99,6 +143,7 @@ mod raw {
                 max_body_bytes: 1024 * 1024,
                 max_events_in_flight: 50_000,
                 admin_token_env: "CONVERGE_ADMIN_TOKEN".into(),
+                unlisted_hooks: "accept".into(),
             }
         }
     }
@@ -250,6 +295,7 @@ pub struct Config {
     pub dispatch: Dispatch,
     pub clock: ClockConfig,
     pub schedules: Vec<Schedule>,
+    pub hooks: BTreeMap<String, HookConfig>,
     /// Problems that do not stop the daemon (a missing secret fails only the
     /// actions that need it); `run` logs them and `check` lists them.
     pub warnings: Vec<String>,
@@ -266,6 +312,9 @@ pub struct Server {
     pub admin_token_env: String,
     /// Its value, if set and not empty; `None` disables the admin API.
     pub admin_token: Option<AdminToken>,
+    /// Whether `/hooks/<name>` for a name not in `[hooks]` takes unsigned
+    /// CloudEvents (`server.unlisted_hooks = "accept"`).
+    pub accept_unlisted_hooks: bool,
 }
 
 /// The token that authorizes the admin API (`Authorization: Bearer ...`).
@@ -413,6 +462,7 @@ impl Config {
             dispatch: v.dispatch(&raw.dispatch),
             clock: v.clock(&raw.clock),
             schedules: v.schedules(&raw.schedules),
+            hooks: v.hooks(&raw.hooks, env),
             warnings: Vec::new(),
         };
         if v.errors.is_empty() {
@@ -528,6 +578,17 @@ impl Validator {
             ),
             admin_token_env,
             admin_token,
+            accept_unlisted_hooks: match raw.unlisted_hooks.as_str() {
+                "accept" => true,
+                "reject" => false,
+                other => {
+                    self.error(
+                        "server.unlisted_hooks",
+                        format!("`{other}` is not one of \"accept\", \"reject\""),
+                    );
+                    false
+                }
+            },
         }
     }
 
@@ -829,6 +890,48 @@ impl Validator {
                 }
             })
             .collect()
+    }
+
+    fn hooks(
+        &mut self,
+        raw: &BTreeMap<String, raw::Hook>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> BTreeMap<String, HookConfig> {
+        let mut hooks = BTreeMap::new();
+        for (name, h) in raw {
+            let key = format!("hooks.{name}");
+            let tolerance = h
+                .tolerance
+                .as_deref()
+                .map(|t| self.duration(&format!("{key}.tolerance"), t, Duration::from_secs(1)));
+            let secret_env = h.secret_env.to_vec();
+            let fields = RawHook {
+                verify: &h.verify,
+                secret_env: &secret_env,
+                url: h.url.as_deref(),
+                tolerance,
+                allow_legacy_sha1: h.allow_legacy_sha1,
+                header: h.header.as_deref(),
+                prefix: h.prefix.as_deref(),
+                encoding: h.encoding.as_deref(),
+            };
+            match HookConfig::new(name, &fields, env) {
+                Ok((hook, warnings)) => {
+                    self.warnings.extend(warnings);
+                    hooks.insert(name.clone(), hook);
+                }
+                Err(errors) => {
+                    for e in errors {
+                        self.errors.push(if e.starts_with('`') {
+                            format!("hooks.{name}: {e}")
+                        } else {
+                            format!("{key}.{e}")
+                        });
+                    }
+                }
+            }
+        }
+        hooks
     }
 
     fn schedules(&mut self, raw: &[raw::Schedule]) -> Vec<Schedule> {

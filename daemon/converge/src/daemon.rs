@@ -32,6 +32,7 @@ use crate::clock::Clock;
 use crate::config::{ClockConfig, Config, Route};
 use crate::dispatcher::Dispatcher;
 use crate::gates::Gates;
+use crate::hooks::Hooks;
 use crate::journal::{Downstream, Journal};
 use crate::processor::Processor;
 use crate::reload::{LoadedRules, Reloader, RulesHandle};
@@ -291,6 +292,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started_at,
         admin_token: config.server.admin_token.clone(),
         admin_token_env: config.server.admin_token_env.clone(),
+        hooks: Hooks::new(config.hooks.clone(), config.server.accept_unlisted_hooks),
     };
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await

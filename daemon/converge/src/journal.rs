@@ -19,7 +19,7 @@ use std::time::Instant;
 use converge_model::Event;
 use converge_store::{
     ActionOutcome, Appended, FiredTimer, NewEvent, PendingAction, ProcessedEvent, SkippedTimer,
-    Store, WriteBatch,
+    SourceState, Store, WriteBatch,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,9 @@ enum Request {
     Append {
         events: Vec<Event>,
         received_at_ms: i64,
+        /// Committed with the events: a source's cursor moves only with
+        /// the events it read.
+        state: Vec<SourceState>,
         permit: OwnedSemaphorePermit,
         reply: oneshot::Sender<Result<Vec<Appended>, String>>,
     },
@@ -79,7 +82,7 @@ enum Request {
 impl Request {
     fn size(&self) -> usize {
         match self {
-            Request::Append { events, .. } => events.len(),
+            Request::Append { events, state, .. } => events.len() + state.len(),
             Request::Processed(p) => p.len(),
             Request::Timers { fire, skip, .. } => fire.len() + skip.len(),
             Request::Outcomes { outcomes, .. } => outcomes.len(),
@@ -156,11 +159,25 @@ impl Journal {
         received_at_ms: i64,
         permit: OwnedSemaphorePermit,
     ) -> Result<Vec<Appended>, JournalError> {
+        self.append_with_state(events, received_at_ms, Vec::new(), permit)
+            .await
+    }
+
+    /// [`Journal::append`], also keeping `state` (a poll cursor, a hook's
+    /// secret) in the same transaction.
+    pub async fn append_with_state(
+        &self,
+        events: Vec<Event>,
+        received_at_ms: i64,
+        state: Vec<SourceState>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Vec<Appended>, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Append {
                 events,
                 received_at_ms,
+                state,
                 permit,
                 reply,
             })
@@ -253,12 +270,16 @@ impl Writer {
                 Request::Append {
                     events,
                     received_at_ms,
+                    state,
                     ..
-                } => batch.appends.extend(
-                    events
-                        .iter()
-                        .map(|e| NewEvent::from_event(e, *received_at_ms)),
-                ),
+                } => {
+                    batch.appends.extend(
+                        events
+                            .iter()
+                            .map(|e| NewEvent::from_event(e, *received_at_ms)),
+                    );
+                    batch.source_state.extend(state.iter().cloned());
+                }
                 Request::Timers { fire, skip, .. } => {
                     batch.fired_timers.extend(fire.iter().map(|f| FiredTimer {
                         timer_id: f.timer_id,
@@ -355,6 +376,7 @@ impl Writer {
                 received_at_ms,
                 mut permit,
                 reply,
+                ..
             } = request
             else {
                 continue;

@@ -8,6 +8,7 @@ mod dispatcher;
 mod effects;
 mod explain;
 mod gates;
+mod hooks;
 mod journal;
 mod outbox;
 mod processor;

@@ -27,6 +27,8 @@ pub enum RejectReason {
     InvalidEvent,
     BadSource,
     Unavailable,
+    /// A listed hook's signature check failed (or it has no secret to check with).
+    Signature,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

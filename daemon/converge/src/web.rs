@@ -15,7 +15,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use converge_model::{EntityKey, Event, EventError};
-use converge_store::{Appended, Store};
+use converge_signatures::{Inbound, Scheme, asana_handshake};
+use converge_store::{Appended, SourceState, Store};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -24,6 +25,7 @@ use tracing::Instrument;
 use crate::clock::{Clock, ClockError};
 use crate::config::AdminToken;
 use crate::gates::{Override, gate_view};
+use crate::hooks::{self, HookConfig, Hooks, valid_hook_name};
 use crate::journal::Journal;
 use crate::reload::RulesHandle;
 use crate::telemetry::{Metrics, RejectReason};
@@ -54,11 +56,13 @@ pub struct AppState {
     pub admin_token: Option<AdminToken>,
     /// The variable it comes from, to say what to set when it is missing.
     pub admin_token_env: String,
+    /// The `[hooks]` of the config and what they learned since start.
+    pub hooks: Hooks,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/hooks/{source}", post(intake))
+        .route("/hooks/{source}", post(intake).head(hook_exists))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
@@ -101,6 +105,7 @@ impl ApiError {
             RejectReason::InvalidEvent => (StatusCode::BAD_REQUEST, "invalid_event"),
             RejectReason::BadSource => (StatusCode::NOT_FOUND, "unknown_hook"),
             RejectReason::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            RejectReason::Signature => (StatusCode::UNAUTHORIZED, "bad_signature"),
         };
         ApiError::new(status, code, message)
     }
@@ -134,7 +139,106 @@ fn mode(headers: &HeaderMap) -> Option<Mode> {
     }
 }
 
-/// `POST /hooks/{source}`: validate, journal durably, then acknowledge.
+/// `HEAD /hooks/{source}`: 200 when the hook takes requests. Trello checks
+/// its callback URL this way before it creates a webhook.
+async fn hook_exists(State(state): State<AppState>, Path(hook): Path<String>) -> StatusCode {
+    if state.hooks.exists(&hook) {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+/// The handshake secret an Asana hook keeps in the store, if any.
+fn stored_hook_secret(state: &AppState, hook: &str) -> Option<String> {
+    let key = hooks::secret_key(hook);
+    tokio::task::block_in_place(|| {
+        state
+            .reader
+            .lock()
+            .expect("reader")
+            .source_state(&key)
+            .map_err(|e| tracing::error!(hook, error = %e, "cannot read the hook's secret"))
+            .ok()
+            .flatten()
+    })
+}
+
+/// Asana's handshake: the first request carries the hook's secret in
+/// `X-Hook-Secret`; converge keeps it (durably, before answering) and echoes
+/// it. Only a hook without a secret takes one, so a stranger cannot replace it.
+async fn asana_handshake_answer(
+    state: &AppState,
+    hook: &HookConfig,
+    secret: &str,
+) -> Result<Response, ApiError> {
+    let stored = stored_hook_secret(state, &hook.name);
+    if !state.hooks.awaits_handshake(hook, stored) {
+        return Err(ApiError::rejected(
+            RejectReason::Signature,
+            &state.metrics,
+            format!(
+                "hook `{}` already has a secret; a new handshake is refused",
+                hook.name
+            ),
+        ));
+    }
+    let permit = state
+        .in_flight
+        .clone()
+        .acquire_many_owned(0)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let kept = SourceState {
+        key: hooks::secret_key(&hook.name),
+        value: secret.to_string(),
+        updated_at_ms: now_ms,
+    };
+    state
+        .journal
+        .append_with_state(Vec::new(), now_ms, vec![kept], permit)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the hook's secret was not kept: {e}"),
+            )
+        })?;
+    state.hooks.learn(hook, secret.to_string());
+    tracing::info!(hook = %hook.name, "Asana handshake: the hook's secret is kept");
+    let echo = header::HeaderValue::from_str(secret).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_handshake",
+            "X-Hook-Secret is not a valid header value",
+        )
+    })?;
+    Ok((StatusCode::OK, [("x-hook-secret", echo)]).into_response())
+}
+
+/// The `challenge` of a Slack Events API `url_verification` request.
+fn slack_challenge(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct UrlVerification {
+        #[serde(rename = "type")]
+        ty: String,
+        challenge: String,
+    }
+    serde_json::from_slice::<UrlVerification>(body)
+        .ok()
+        .filter(|v| v.ty == "url_verification")
+        .map(|v| v.challenge)
+}
+
+/// `POST /hooks/{source}`: verify, validate, journal durably, then acknowledge.
 async fn intake(
     State(state): State<AppState>,
     Path(hook): Path<String>,
@@ -142,33 +246,59 @@ async fn intake(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let metrics = &state.metrics;
-    if hook.is_empty()
-        || hook.len() > 64
-        || !hook
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    let listed = state.hooks.listed.get(&hook);
+    if listed.is_none() && !state.hooks.exists(&hook) {
+        let message = if valid_hook_name(&hook) {
+            format!(
+                "no hook `{hook}`: hooks not listed under [hooks] are refused (server.unlisted_hooks = \"reject\")"
+            )
+        } else {
+            "a hook name is 1 to 64 letters, digits, '-' or '_'".to_string()
+        };
         return Err(ApiError::rejected(
             RejectReason::BadSource,
             metrics,
-            "a hook name is 1 to 64 letters, digits, '-' or '_'",
+            message,
         ));
     }
-    let Some(mode) = mode(request.headers()) else {
-        return Err(ApiError::rejected(
-            RejectReason::ContentType,
-            metrics,
-            "send CloudEvents in structured JSON mode: content-type application/cloudevents+json, or application/cloudevents-batch+json for a batch",
-        ));
-    };
+    let (parts, body) = request.into_parts();
     let limit = state.max_body_bytes;
-    let body = to_bytes(request.into_body(), limit).await.map_err(|_| {
+    let body = to_bytes(body, limit).await.map_err(|_| {
         ApiError::rejected(
             RejectReason::TooLarge,
             metrics,
             format!("the body is over the limit of {limit} bytes (server.max_body_bytes)"),
         )
     })?;
+    if let Some(listed) = listed {
+        let inbound = Inbound {
+            method: parts.method.as_str(),
+            headers: &parts.headers,
+            body: &body,
+        };
+        if listed.scheme == Scheme::Asana
+            && let Some(secret) = asana_handshake(&inbound)
+        {
+            return asana_handshake_answer(&state, listed, secret).await;
+        }
+        let stored = || stored_hook_secret(&state, &listed.name);
+        state
+            .hooks
+            .verify(listed, &inbound, chrono::Utc::now().timestamp(), stored)
+            .map_err(|e| ApiError::rejected(RejectReason::Signature, metrics, e.to_string()))?;
+        if listed.scheme == Scheme::Slack
+            && let Some(challenge) = slack_challenge(&body)
+        {
+            return Ok(Json(json!({ "challenge": challenge })).into_response());
+        }
+    }
+    let Some(mode) = mode(&parts.headers) else {
+        return Err(ApiError::rejected(
+            RejectReason::ContentType,
+            metrics,
+            "send CloudEvents in structured JSON mode: content-type application/cloudevents+json, or application/cloudevents-batch+json for a batch",
+        ));
+    };
     let parsed = match mode {
         Mode::Single => Event::from_json(&body).map(|e| vec![e]),
         Mode::Batch => Event::batch_from_json(&body),

@@ -1,0 +1,395 @@
+//! Webhook endpoints (`[hooks.<name>]` in the config): who may post to
+//! `/hooks/<name>` and how their requests are verified before anything is
+//! journaled.
+//!
+//! A listed hook verifies every request with its signature scheme
+//! (`converge-signatures`); a request that fails gets 401 and is journaled
+//! nowhere. Hooks not listed accept unsigned CloudEvents unless
+//! `server.unlisted_hooks = "reject"`. Secrets come from environment
+//! variables; a hook whose variable is unset refuses every request (it
+//! fails closed) and says which variable to set.
+//!
+//! Asana hands its secret over in a handshake (`X-Hook-Secret`): converge
+//! keeps it in the `source_state` table under `hook-secret/<name>` and
+//! accepts a handshake only while the hook has no secret, so nobody can
+//! replace it later.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use converge_signatures::{
+    ConfigError, Encoding, GenericHmac, Inbound, Scheme, Secret, Settings, Verified, Verifier,
+    VerifyError,
+};
+
+/// One `[hooks.<name>]` entry, validated.
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    pub name: String,
+    pub scheme: Scheme,
+    /// `None` when the scheme needs a secret its variables do not hold
+    /// (the hook then refuses every request), and for Asana until its
+    /// handshake.
+    pub verifier: Option<Verifier>,
+    /// The settings without secrets, to build Asana's verifier once its
+    /// handshake secret is known.
+    pub settings: Settings,
+    /// The variables the secrets come from, to say what to set.
+    pub secret_env: Vec<String>,
+}
+
+/// The raw fields of a hook, as the config file has them.
+pub struct RawHook<'a> {
+    pub verify: &'a str,
+    pub secret_env: &'a [String],
+    pub url: Option<&'a str>,
+    pub tolerance: Option<Duration>,
+    pub allow_legacy_sha1: bool,
+    pub header: Option<&'a str>,
+    pub prefix: Option<&'a str>,
+    pub encoding: Option<&'a str>,
+}
+
+impl HookConfig {
+    /// Validates one hook. Errors start with the field they are about
+    /// (`verify: ...`); a secret variable that is not set is a warning.
+    pub fn new(
+        name: &str,
+        raw: &RawHook<'_>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(HookConfig, Vec<String>), Vec<String>> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        if !valid_hook_name(name) {
+            errors.push(format!(
+                "`{name}`: a hook name is 1 to 64 letters, digits, '-' or '_'"
+            ));
+        }
+        let scheme = raw
+            .verify
+            .parse::<Scheme>()
+            .map_err(|e| errors.push(format!("verify: {e}")));
+        let generic = match (raw.header, raw.encoding) {
+            (None, None) if raw.prefix.is_none() => None,
+            (Some(header), encoding) => {
+                let header = header
+                    .parse::<axum::http::HeaderName>()
+                    .map_err(|_| errors.push(format!("header: `{header}` is not a header name")));
+                let encoding = encoding
+                    .unwrap_or("hex")
+                    .parse::<Encoding>()
+                    .map_err(|e| errors.push(format!("encoding: {e}")));
+                match (header, encoding) {
+                    (Ok(header), Ok(encoding)) => Some(GenericHmac {
+                        header,
+                        prefix: raw.prefix.unwrap_or_default().to_string(),
+                        encoding,
+                    }),
+                    _ => None,
+                }
+            }
+            (None, _) => {
+                errors.push("header: the header that carries the signature is required with `prefix` or `encoding`".into());
+                None
+            }
+        };
+        let mut secrets = Vec::new();
+        for var in raw.secret_env {
+            match env(var).filter(|v| !v.is_empty()) {
+                Some(value) => secrets.push(Secret::from(value)),
+                None => warnings.push(format!(
+                    "hooks.{name}.secret_env: {var} is not set; the hook refuses every request until it is"
+                )),
+            }
+        }
+        let Ok(scheme) = scheme else {
+            return Err(errors);
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let settings = Settings {
+            secrets: Vec::new(),
+            tolerance: raw.tolerance,
+            url: raw.url.map(str::to_string),
+            allow_legacy_sha1: raw.allow_legacy_sha1,
+            generic,
+        };
+        let needs_secret = !matches!(scheme, Scheme::None | Scheme::Asana);
+        if needs_secret && raw.secret_env.is_empty() {
+            return Err(vec![format!(
+                "secret_env: `{scheme}` needs the environment variable(s) holding the secret"
+            )]);
+        }
+        if scheme == Scheme::None && !raw.secret_env.is_empty() {
+            return Err(vec![
+                "secret_env: `none` verifies nothing; set `verify` to the sender's scheme".into(),
+            ]);
+        }
+        // Checked with a stand-in secret so that a wrong setting is reported
+        // at start even when the variable is not set yet.
+        let check_secrets = if secrets.is_empty() && needs_secret {
+            vec![stand_in_secret(scheme)]
+        } else {
+            secrets.clone()
+        };
+        if let Err(e) = Verifier::new(
+            scheme,
+            Settings {
+                secrets: check_secrets,
+                ..settings.clone()
+            },
+        ) {
+            return Err(vec![describe_config_error(&e)]);
+        }
+        let verifier = if secrets.is_empty() && scheme != Scheme::None {
+            None
+        } else {
+            Verifier::new(
+                scheme,
+                Settings {
+                    secrets,
+                    ..settings.clone()
+                },
+            )
+            .ok()
+        };
+        Ok((
+            HookConfig {
+                name: name.into(),
+                scheme,
+                verifier,
+                settings,
+                secret_env: raw.secret_env.to_vec(),
+            },
+            warnings,
+        ))
+    }
+}
+
+/// A well-formed secret of the scheme's kind, only to check the other settings.
+fn stand_in_secret(scheme: Scheme) -> Secret {
+    match scheme {
+        Scheme::StandardWebhooks => Secret::from("whsec_c3RhbmQtaW4="),
+        // A valid P-256 public key (base64 DER), any will do.
+        Scheme::Sendgrid => Secret::from(
+            "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwHM/GSb8FQ==",
+        ),
+        _ => Secret::from("stand-in"),
+    }
+}
+
+fn describe_config_error(e: &ConfigError) -> String {
+    let field = match e {
+        ConfigError::Missing { setting, .. } | ConfigError::NotApplicable { setting, .. } => {
+            if setting.contains("URL") {
+                "url"
+            } else if setting.contains("tolerance") {
+                "tolerance"
+            } else if setting.contains("SHA-1") {
+                "allow_legacy_sha1"
+            } else if setting.contains("header") {
+                "header"
+            } else if setting.contains("secret") {
+                "secret_env"
+            } else {
+                "verify"
+            }
+        }
+        ConfigError::InvalidSecret { .. } | ConfigError::EmptySecret { .. } => "secret_env",
+    };
+    format!("{field}: {e}")
+}
+
+pub fn valid_hook_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The key of a hook's handshake secret in `source_state`.
+pub fn secret_key(hook: &str) -> String {
+    format!("hook-secret/{hook}")
+}
+
+/// Why a request to a hook is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("the signature does not verify: {0}")]
+    Signature(#[from] VerifyError),
+    #[error("hook `{hook}` has no secret: set {vars}")]
+    NoSecret { hook: String, vars: String },
+    #[error(
+        "hook `{0}` has no secret yet: Asana sends it in the handshake when the webhook is created"
+    )]
+    AwaitingHandshake(String),
+}
+
+/// The hooks of the config, with what they learned since start (Asana
+/// handshake secrets).
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub listed: Arc<BTreeMap<String, HookConfig>>,
+    /// `server.unlisted_hooks = "accept"`: other names take unsigned CloudEvents.
+    pub accept_unlisted: bool,
+    /// Verifiers built from handshake secrets, by hook name.
+    learned: Arc<Mutex<BTreeMap<String, Verifier>>>,
+}
+
+impl Hooks {
+    pub fn new(listed: BTreeMap<String, HookConfig>, accept_unlisted: bool) -> Hooks {
+        Hooks {
+            listed: Arc::new(listed),
+            accept_unlisted,
+            learned: Arc::default(),
+        }
+    }
+
+    /// Whether `/hooks/<name>` takes requests at all.
+    pub fn exists(&self, name: &str) -> bool {
+        self.listed.contains_key(name) || (self.accept_unlisted && valid_hook_name(name))
+    }
+
+    /// Verifies a request to a listed hook. `stored_secret` reads the
+    /// hook's handshake secret from the store, for Asana hooks that have
+    /// not learned it since start.
+    pub fn verify(
+        &self,
+        hook: &HookConfig,
+        request: &Inbound<'_>,
+        now_unix_secs: i64,
+        stored_secret: impl FnOnce() -> Option<String>,
+    ) -> Result<Verified, Refused> {
+        if let Some(verifier) = &hook.verifier {
+            return Ok(verifier.verify(request, now_unix_secs)?);
+        }
+        if hook.scheme != Scheme::Asana {
+            return Err(Refused::NoSecret {
+                hook: hook.name.clone(),
+                vars: hook.secret_env.join(" or "),
+            });
+        }
+        let learned = self
+            .learned
+            .lock()
+            .expect("hooks lock")
+            .get(&hook.name)
+            .cloned();
+        let verifier = match learned {
+            Some(verifier) => verifier,
+            None => {
+                let secret =
+                    stored_secret().ok_or_else(|| Refused::AwaitingHandshake(hook.name.clone()))?;
+                self.learn(hook, secret)
+                    .ok_or_else(|| Refused::AwaitingHandshake(hook.name.clone()))?
+            }
+        };
+        Ok(verifier.verify(request, now_unix_secs)?)
+    }
+
+    /// Whether an Asana hook may take a handshake now: it has no secret
+    /// from the environment, none learned, none stored.
+    pub fn awaits_handshake(&self, hook: &HookConfig, stored_secret: Option<String>) -> bool {
+        hook.scheme == Scheme::Asana
+            && hook.verifier.is_none()
+            && stored_secret.is_none()
+            && !self
+                .learned
+                .lock()
+                .expect("hooks lock")
+                .contains_key(&hook.name)
+    }
+
+    /// Keeps a handshake secret (already stored durably) for later requests.
+    pub fn learn(&self, hook: &HookConfig, secret: String) -> Option<Verifier> {
+        let verifier = Verifier::new(
+            hook.scheme,
+            Settings {
+                secrets: vec![Secret::from(secret)],
+                ..hook.settings.clone()
+            },
+        )
+        .ok()?;
+        self.learned
+            .lock()
+            .expect("hooks lock")
+            .insert(hook.name.clone(), verifier.clone());
+        Some(verifier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw<'a>(verify: &'a str, secret_env: &'a [String]) -> RawHook<'a> {
+        RawHook {
+            verify,
+            secret_env,
+            url: None,
+            tolerance: None,
+            allow_legacy_sha1: false,
+            header: None,
+            prefix: None,
+            encoding: None,
+        }
+    }
+
+    #[test]
+    fn a_hook_whose_secret_is_unset_warns_and_fails_closed() {
+        let vars = vec!["GITHUB_SECRET".to_string()];
+        let (hook, warnings) = HookConfig::new("github", &raw("github", &vars), &|_| None).unwrap();
+        assert!(hook.verifier.is_none());
+        assert_eq!(
+            warnings,
+            [
+                "hooks.github.secret_env: GITHUB_SECRET is not set; the hook refuses every request until it is"
+            ]
+        );
+        let headers = axum::http::HeaderMap::new();
+        let request = Inbound {
+            method: "POST",
+            headers: &headers,
+            body: b"{}",
+        };
+        let refused = Hooks::default()
+            .verify(&hook, &request, 0, || None)
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "hook `github` has no secret: set GITHUB_SECRET"
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        let vars = vec!["S".to_string()];
+        let env = |_: &str| Some("secret".to_string());
+        let error = |raw: RawHook<'_>| HookConfig::new("h", &raw, &env).unwrap_err();
+        assert!(error(raw("gitlab", &vars))[0].starts_with("verify: "));
+        assert!(error(raw("github", &[]))[0].starts_with("secret_env: "));
+        assert!(
+            error(raw("trello", &vars))[0].starts_with("url: "),
+            "{:?}",
+            error(raw("trello", &vars))
+        );
+        assert!(
+            error(RawHook {
+                encoding: Some("base32"),
+                header: Some("x-sig"),
+                ..raw("hmac-sha256", &vars)
+            })[0]
+                .starts_with("encoding: ")
+        );
+        assert!(
+            error(RawHook {
+                prefix: Some("sha256="),
+                ..raw("hmac-sha256", &vars)
+            })[0]
+                .starts_with("header: ")
+        );
+    }
+}
