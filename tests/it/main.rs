@@ -3,6 +3,7 @@
 
 mod cli;
 mod explain;
+mod filedrops;
 mod gates;
 mod hooks;
 mod intake;

@@ -44,6 +44,8 @@ mod raw {
         pub schedules: Vec<Schedule>,
         #[serde(default)]
         pub hooks: BTreeMap<String, Hook>,
+        #[serde(default)]
+        pub file_drops: Vec<converge_filedrop::RawDrop>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -296,6 +298,7 @@ pub struct Config {
     pub clock: ClockConfig,
     pub schedules: Vec<Schedule>,
     pub hooks: BTreeMap<String, HookConfig>,
+    pub file_drops: Vec<converge_filedrop::DropConfig>,
     /// Problems that do not stop the daemon (a missing secret fails only the
     /// actions that need it); `run` logs them and `check` lists them.
     pub warnings: Vec<String>,
@@ -463,8 +466,29 @@ impl Config {
             clock: v.clock(&raw.clock),
             schedules: v.schedules(&raw.schedules),
             hooks: v.hooks(&raw.hooks, env),
+            file_drops: converge_filedrop::validate_drops(
+                raw.file_drops.clone(),
+                "file_drops",
+                base,
+            )
+            .unwrap_or_else(|errors| {
+                v.errors.extend(errors);
+                Vec::new()
+            }),
             warnings: Vec::new(),
         };
+        for (i, drop) in config.file_drops.iter().enumerate() {
+            // A chunk waits for room for all its rows in the in-flight budget.
+            if drop.chunk_rows > config.server.max_events_in_flight {
+                v.error(
+                    &format!("file_drops[{i}].chunk_rows"),
+                    format!(
+                        "must not exceed server.max_events_in_flight ({})",
+                        config.server.max_events_in_flight
+                    ),
+                );
+            }
+        }
         if v.errors.is_empty() {
             Ok(Config {
                 warnings: v.warnings,

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::{ClockConfig, Config, Route};
 use crate::dispatcher::Dispatcher;
+use crate::filedrops;
 use crate::gates::Gates;
 use crate::hooks::Hooks;
 use crate::journal::{Downstream, Journal};
@@ -281,6 +282,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .run(stop_sources.clone()),
     );
 
+    let drop_tasks = filedrops::start(&config.file_drops, &journal, &in_flight, &stop_sources);
+
     let state = AppState {
         journal,
         metrics,
@@ -330,6 +333,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     stop_sources.cancel();
     let _ = schedule_task.await;
+    for task in drop_tasks {
+        let _ = task.await;
+    }
     stop_reloader.cancel();
     let _ = reloader_task.await;
     stop_scheduler.cancel();

@@ -7,6 +7,7 @@ mod daemon;
 mod dispatcher;
 mod effects;
 mod explain;
+mod filedrops;
 mod gates;
 mod hooks;
 mod journal;
