@@ -3,6 +3,7 @@
 
 mod github;
 mod http;
+mod jira;
 mod limits;
 mod load;
 mod support;

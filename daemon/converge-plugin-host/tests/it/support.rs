@@ -47,6 +47,8 @@ pub fn wasm_dir() -> &'static Path {
                 "misbehaving",
                 "-p",
                 "github",
+                "-p",
+                "jira",
             ])
             .status()
             .expect("run cargo to build the test plugins");
@@ -188,6 +190,8 @@ impl Reply {
 }
 
 type Responder = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
+/// What the fake API's handler shares: the requests so far and the responder.
+type FakeState = (Arc<Mutex<Vec<Seen>>>, Arc<Responder>);
 
 /// A local stand-in for a tool's REST API: every request is recorded and
 /// answered by the test's responder, which also gets how many requests came
@@ -238,7 +242,7 @@ impl FakeApi {
 }
 
 async fn answer(
-    State((seen, responder)): State<(Arc<Mutex<Vec<Seen>>>, Arc<Responder>)>,
+    State((seen, responder)): State<FakeState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
