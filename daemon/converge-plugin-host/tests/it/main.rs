@@ -7,3 +7,4 @@ mod jira;
 mod limits;
 mod load;
 mod support;
+mod trello;

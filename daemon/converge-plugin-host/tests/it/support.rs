@@ -49,6 +49,8 @@ pub fn wasm_dir() -> &'static Path {
                 "github",
                 "-p",
                 "jira",
+                "-p",
+                "trello",
             ])
             .status()
             .expect("run cargo to build the test plugins");
