@@ -1,6 +1,7 @@
 //! Integration tests: real guest plugins (built for `wasm32-wasip2` by the
 //! first test that needs them) run in the host against a local HTTP sink.
 
+mod asana;
 mod github;
 mod http;
 mod jira;

@@ -51,6 +51,8 @@ pub fn wasm_dir() -> &'static Path {
                 "jira",
                 "-p",
                 "trello",
+                "-p",
+                "asana",
             ])
             .status()
             .expect("run cargo to build the test plugins");
