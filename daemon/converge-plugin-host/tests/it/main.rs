@@ -2,6 +2,7 @@
 //! first test that needs them) run in the host against a local HTTP sink.
 
 mod asana;
+mod decoders;
 mod github;
 mod http;
 mod jira;

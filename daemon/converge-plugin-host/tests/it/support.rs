@@ -53,6 +53,10 @@ pub fn wasm_dir() -> &'static Path {
                 "trello",
                 "-p",
                 "asana",
+                "-p",
+                "hubspot",
+                "-p",
+                "sendgrid",
             ])
             .status()
             .expect("run cargo to build the test plugins");
