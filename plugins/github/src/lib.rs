@@ -295,10 +295,9 @@ fn decode(config: &Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginE
             if let Some(label) = body.pointer("/label/name") {
                 data.insert("label".into(), label.clone());
             }
-            if let Some(login) = body
-                .pointer("/assignee/login")
-                .filter(|_| event_name != "pull_request" || action.contains("assign"))
-            {
+            // Only (un)assignment deliveries carry a top-level assignee: who
+            // was (un)assigned, as opposed to the item's assignees.
+            if let Some(login) = body.pointer("/assignee/login") {
                 data.insert("assigned".into(), login.clone());
             }
             if let Some(reviewer) = body
