@@ -21,7 +21,7 @@ pub enum LoadError {
         reason: String,
     },
     #[error(
-        "plugin {plugin}: {} does not fit the converge:plugin action-plugin world: {reason}",
+        "plugin {plugin}: {} fits neither the converge:plugin action-plugin nor the connector-plugin world: {reason}",
         path.display()
     )]
     Incompatible {
@@ -53,8 +53,9 @@ pub enum LoadError {
     },
 }
 
-/// Why one action failed. The first five are what the plugin itself
-/// returned; the rest are what the host observed.
+/// Why one plugin call failed: an action, a decode or a poll. The first
+/// five are what the plugin itself returned; the rest are what the host
+/// observed. The retry policy is the same for every kind of call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionFailure {
     #[error("invalid input: {0}")]

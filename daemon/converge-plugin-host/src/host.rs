@@ -13,10 +13,11 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::bindings::connector::ConnectorPluginPre;
 use crate::bindings::{ActionPlugin, ActionPluginPre};
 use crate::config::{PluginHostConfig, PluginSpec};
 use crate::error::LoadError;
-use crate::plugin::{Plugin, Sandbox};
+use crate::plugin::{Plugin, Pre, Sandbox};
 use crate::state::HostState;
 
 /// `major.minor` versions of the plugin API this host runs.
@@ -147,7 +148,13 @@ impl PluginHost {
             .linker
             .instantiate_pre(&component)
             .map_err(incompatible)?;
-        let pre = ActionPluginPre::new(instance_pre).map_err(incompatible)?;
+        // A component is a connector plugin when it fits the connector
+        // world (which also exports `action`), else it must fit the action
+        // world; the error names what the action world misses.
+        let pre = match ConnectorPluginPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::Connector(pre),
+            Err(_) => Pre::Action(ActionPluginPre::new(instance_pre).map_err(incompatible)?),
+        };
 
         let sandbox = Sandbox {
             name: spec.name.as_str().into(),
@@ -165,6 +172,15 @@ impl PluginHost {
                 path: spec.component.clone(),
                 source,
             })?;
+        let connector =
+            sandbox
+                .describe_connector()
+                .await
+                .map_err(|source| LoadError::Describe {
+                    plugin: spec.name.clone(),
+                    path: spec.component.clone(),
+                    source,
+                })?;
         let found = api_major_minor(&info.api_version);
         if !SUPPORTED_API_VERSIONS.contains(&found.as_deref().unwrap_or("")) {
             return Err(LoadError::UnsupportedApi {
@@ -180,9 +196,10 @@ impl PluginHost {
             plugin_name = info.name,
             plugin_version = info.version,
             api_version = info.api_version,
+            connector = connector.is_some(),
             "plugin loaded"
         );
-        Ok(Plugin::new(sandbox, info, spec.component))
+        Ok(Plugin::new(sandbox, info, connector, spec.component))
     }
 }
 

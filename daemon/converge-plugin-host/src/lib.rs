@@ -1,16 +1,25 @@
-//! Runs action plugins as sandboxed WebAssembly components.
+//! Runs plugins as sandboxed WebAssembly components.
 //!
-//! A plugin is a component of the `converge:plugin@0.1.0` `action-plugin`
-//! world (`plugins/wit/converge-plugin.wit`). [`PluginHost::load`] compiles it
-//! (or loads it precompiled), checks it against the world and its API
-//! version, and returns a [`Plugin`]; [`Plugin::execute`] runs one action in
-//! a fresh instance and returns what happened as an [`ActionDone`] or an
+//! A plugin is a component of one of the two worlds of the
+//! `converge:plugin@0.1.0` package (`plugins/wit/converge-plugin.wit`):
+//! `action-plugin` (exports `action`) or `connector-plugin` (exports
+//! `connector` and `action`). [`PluginHost::load`] compiles it (or loads it
+//! precompiled), finds which world it fits from its exports, checks its API
+//! version, and returns a [`Plugin`]:
+//! - [`Plugin::execute`] runs one action and returns an [`ActionDone`];
+//! - for connector plugins ([`Plugin::connector`] is `Some`),
+//!   [`Plugin::decode`] turns one webhook delivery into CloudEvent JSON
+//!   strings and [`Plugin::poll`] reads one page of a tool's API after a
+//!   cursor, returning a [`PollOutput`].
+//!
+//! Every call runs in the same sandbox, whatever its kind, and fails with an
 //! [`ActionFailure`] the caller can route to its retry policy.
 //!
 //! # What a plugin gets
 //! - `host.log`: lines go to `tracing` tagged with `plugin` and `action_id`,
 //!   escaped, at most [`PluginLimits::max_log_lines`] per call, 4 KiB each.
-//! - `host.config-json`: the route's non-secret config passed to `execute`.
+//! - `host.config-json`: the non-secret config passed to the call (a
+//!   route's for `execute`, a connector's for `decode` and `poll`).
 //! - `http.send`: requests to the hosts in [`Grants::http_hosts`], over
 //!   https (plain http only with [`Grants::allow_plain_http`]), no
 //!   redirects followed, bounded in count, size and time. A request may
@@ -22,8 +31,9 @@
 //! # What a plugin does not get
 //! - Credential values, environment variables, arguments, files (no
 //!   preopens), stdin, sockets or DNS (denied in WASI), the daemon's stdout.
-//! - Any state from an earlier call: each call gets a new `Store` and
-//!   instance from a cached `InstancePre`, dropped afterwards.
+//! - Any state it can rely on from an earlier call: an instance that
+//!   finished a call normally may serve the next call of the same plugin
+//!   (see `plugin.rs`), one that failed is dropped.
 //! - Unbounded resources: memory is capped per instance, guest compute by an
 //!   epoch budget, the whole call by a wall-clock timeout. A trap, running
 //!   out of memory or time fails that call only; the next call starts fresh.
@@ -38,7 +48,9 @@ mod state;
 pub use config::{Credential, Grants, PluginHostConfig, PluginLimits, PluginSpec};
 pub use error::{ActionFailure, LoadError};
 pub use host::{PluginHost, SUPPORTED_API_VERSIONS};
-pub use plugin::{ActionDone, ActionInput, Plugin, PluginInfo};
+pub use plugin::{
+    ActionDone, ActionInput, ConnectorInfo, DecodeInput, Plugin, PluginInfo, PollInput, PollOutput,
+};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -51,4 +63,21 @@ mod bindings {
             default: async,
         },
     });
+
+    /// The connector world imports the same interfaces as the action world,
+    /// so it reuses their bindings: one linker serves both worlds.
+    pub(crate) mod connector {
+        wasmtime::component::bindgen!({
+            path: "../../plugins/wit",
+            world: "connector-plugin",
+            exports: {
+                default: async,
+            },
+            with: {
+                "converge:plugin/types": crate::bindings::converge::plugin::types,
+                "converge:plugin/host": crate::bindings::converge::plugin::host,
+                "converge:plugin/http": crate::bindings::converge::plugin::http,
+            },
+        });
+    }
 }

@@ -18,6 +18,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
+use crate::bindings::connector::exports::converge::plugin::connector as wit_connector;
+use crate::bindings::connector::{ConnectorPlugin, ConnectorPluginPre};
 use crate::bindings::converge::plugin::types::{self, PluginError};
 use crate::bindings::{ActionPlugin, ActionPluginPre};
 use crate::config::{Grants, PluginLimits};
@@ -40,7 +42,7 @@ pub(crate) const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
 /// An instance between two calls, with everything that is reset per call.
 pub(crate) struct Warm {
     store: Store<HostState>,
-    instance: ActionPlugin,
+    instance: Instance,
     stdout: CapturedOutput,
     stderr: CapturedOutput,
     calls: u32,
@@ -56,6 +58,9 @@ pub struct Plugin {
 struct PluginInner {
     sandbox: Sandbox,
     info: PluginInfo,
+    /// What the plugin's `connector` export says it does; `None` for an
+    /// action plugin.
+    connector: Option<ConnectorInfo>,
     /// The component file, for messages.
     path: PathBuf,
 }
@@ -67,6 +72,54 @@ pub struct PluginInfo {
     pub version: String,
     /// The WIT package version the plugin was built against.
     pub api_version: String,
+}
+
+/// What a connector plugin says it does in `connector.describe()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorInfo {
+    /// [`Plugin::decode`] accepts the tool's webhook deliveries.
+    pub decodes: bool,
+    /// [`Plugin::poll`] reads the tool's API.
+    pub polls: bool,
+    /// The event types the plugin produces, e.g. `jira.issue.updated`.
+    pub event_types: Vec<String>,
+    /// The actions [`Plugin::execute`] performs, e.g. `create_task`.
+    pub actions: Vec<String>,
+}
+
+/// One webhook delivery for [`Plugin::decode`], as the WIT `inbound` record.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeInput {
+    /// The daemon's name for the hook the delivery arrived on.
+    pub hook: String,
+    /// The HTTP method, upper case.
+    pub method: String,
+    /// Request headers in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+/// One call of [`Plugin::poll`].
+#[derive(Debug, Clone, Default)]
+pub struct PollInput {
+    /// The cursor the previous successful poll returned; `None` on the first.
+    pub cursor: Option<String>,
+}
+
+/// One page of a poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollOutput {
+    /// CloudEvent JSON objects, in the order they should be journaled; not
+    /// validated here.
+    pub events: Vec<String>,
+    /// The cursor to store with these events and pass to the next poll;
+    /// `None` keeps the stored one.
+    pub cursor: Option<String>,
+    /// Another page is ready now: poll again without waiting.
+    pub more: bool,
+    /// The tool asked for a pause before the next poll.
+    pub retry_after: Option<Duration>,
 }
 
 /// One action to perform, as the WIT `action` record.
@@ -89,11 +142,17 @@ pub struct ActionDone {
 }
 
 impl Plugin {
-    pub(crate) fn new(sandbox: Sandbox, info: PluginInfo, path: PathBuf) -> Plugin {
+    pub(crate) fn new(
+        sandbox: Sandbox,
+        info: PluginInfo,
+        connector: Option<ConnectorInfo>,
+        path: PathBuf,
+    ) -> Plugin {
         Plugin {
             inner: Arc::new(PluginInner {
                 sandbox,
                 info,
+                connector,
                 path,
             }),
         }
@@ -106,6 +165,13 @@ impl Plugin {
 
     pub fn info(&self) -> &PluginInfo {
         &self.inner.info
+    }
+
+    /// What the plugin decodes, polls and acts on, when it is a connector
+    /// plugin (a component of the `connector-plugin` world); `None` for an
+    /// action plugin, which can only [`execute`](Plugin::execute).
+    pub fn connector(&self) -> Option<&ConnectorInfo> {
+        self.inner.connector.as_ref()
     }
 
     /// The component file the plugin was loaded from.
@@ -142,16 +208,99 @@ impl Plugin {
                 external_id: outcome.external_id,
                 summary: outcome.summary,
             }),
-            Err(error) => Err(match error {
-                PluginError::InvalidInput(m) => ActionFailure::InvalidInput(m),
-                PluginError::Unauthorized(m) => ActionFailure::Unauthorized(m),
-                PluginError::RateLimited(ms) => {
-                    ActionFailure::RateLimited(ms.map(|ms| Duration::from_millis(ms.into())))
-                }
-                PluginError::Transient(m) => ActionFailure::Transient(m),
-                PluginError::Permanent(m) => ActionFailure::Permanent(m),
-            }),
+            Err(error) => Err(failure(error)),
         }
+    }
+
+    /// Decodes one webhook delivery into CloudEvent JSON strings, in a
+    /// sandbox with the same limits, grants and credentials as
+    /// [`execute`](Plugin::execute). `config_json` is what the plugin's
+    /// `host.config-json` returns during this call. An empty list is a
+    /// delivery that carries no event (a handshake, a heartbeat).
+    pub async fn decode(
+        &self,
+        input: DecodeInput,
+        config_json: &str,
+    ) -> Result<Vec<String>, ActionFailure> {
+        self.require_connector("decode", |c| c.decodes)?;
+        let call_id = format!("decode:{}", input.hook);
+        let inbound = wit_connector::Inbound {
+            hook: input.hook,
+            method: input.method,
+            headers: input.headers,
+            body: input.body,
+        };
+        let output = self
+            .inner
+            .sandbox
+            .run(&call_id, config_json, Call::Decode(inbound))
+            .await?;
+        let Output::Decoded(result) = output else {
+            unreachable!("a decode call returns a decode output")
+        };
+        result.map_err(failure)
+    }
+
+    /// Reads one page of the tool's changes after `input.cursor`, in the
+    /// same sandbox as [`execute`](Plugin::execute). The caller journals the
+    /// events and stores the returned cursor together; on an error the
+    /// stored cursor stays as it was.
+    pub async fn poll(
+        &self,
+        input: PollInput,
+        config_json: &str,
+    ) -> Result<PollOutput, ActionFailure> {
+        self.require_connector("poll", |c| c.polls)?;
+        let output = self
+            .inner
+            .sandbox
+            .run("poll", config_json, Call::Poll(input.cursor))
+            .await?;
+        let Output::Polled(result) = output else {
+            unreachable!("a poll call returns a poll output")
+        };
+        let page = result.map_err(failure)?;
+        Ok(PollOutput {
+            events: page.events,
+            cursor: page.cursor,
+            more: page.more,
+            retry_after: page
+                .retry_after_ms
+                .map(|ms| Duration::from_millis(ms.into())),
+        })
+    }
+
+    /// Refuses, before any instance is built, a call the plugin said at
+    /// load it does not support: a configuration mistake, never retried.
+    fn require_connector(
+        &self,
+        call: &str,
+        supported: impl Fn(&ConnectorInfo) -> bool,
+    ) -> Result<(), ActionFailure> {
+        match &self.inner.connector {
+            Some(info) if supported(info) => Ok(()),
+            Some(_) => Err(ActionFailure::InvalidInput(format!(
+                "plugin {} does not support {call}",
+                self.name()
+            ))),
+            None => Err(ActionFailure::InvalidInput(format!(
+                "plugin {} is an action plugin: it has no {call}",
+                self.name()
+            ))),
+        }
+    }
+}
+
+/// What the plugin returned as an error, as the host reports it.
+fn failure(error: PluginError) -> ActionFailure {
+    match error {
+        PluginError::InvalidInput(m) => ActionFailure::InvalidInput(m),
+        PluginError::Unauthorized(m) => ActionFailure::Unauthorized(m),
+        PluginError::RateLimited(ms) => {
+            ActionFailure::RateLimited(ms.map(|ms| Duration::from_millis(ms.into())))
+        }
+        PluginError::Transient(m) => ActionFailure::Transient(m),
+        PluginError::Permanent(m) => ActionFailure::Permanent(m),
     }
 }
 
@@ -160,7 +309,7 @@ pub(crate) struct Sandbox {
     /// The operator's name for the plugin; tags logs.
     pub(crate) name: Arc<str>,
     /// Imports resolved and types checked once, at load.
-    pub(crate) pre: ActionPluginPre<HostState>,
+    pub(crate) pre: Pre,
     pub(crate) grants: Arc<Grants>,
     pub(crate) limits: PluginLimits,
     pub(crate) shared: Arc<Shared>,
@@ -168,14 +317,32 @@ pub(crate) struct Sandbox {
     pub(crate) warm: Mutex<Vec<Warm>>,
 }
 
+/// A plugin's component, checked against the world it was found to fit.
+pub(crate) enum Pre {
+    Action(ActionPluginPre<HostState>),
+    Connector(ConnectorPluginPre<HostState>),
+}
+
+/// A live instance of either world.
+pub(crate) enum Instance {
+    Action(ActionPlugin),
+    Connector(ConnectorPlugin),
+}
+
 enum Call {
     Describe,
+    DescribeConnector,
     Execute(types::Action),
+    Decode(wit_connector::Inbound),
+    Poll(Option<String>),
 }
 
 enum Output {
     Described(types::PluginInfo),
+    ConnectorDescribed(wit_connector::ConnectorInfo),
     Executed(Result<types::ActionOutcome, PluginError>),
+    Decoded(Result<Vec<String>, PluginError>),
+    Polled(Result<wit_connector::PollResult, PluginError>),
 }
 
 /// Where a call failed, which decides how its error is reported.
@@ -194,6 +361,23 @@ impl Sandbox {
             version: info.version,
             api_version: info.api_version,
         })
+    }
+
+    /// What a connector plugin offers; `None` for an action plugin.
+    pub(crate) async fn describe_connector(&self) -> Result<Option<ConnectorInfo>, ActionFailure> {
+        if matches!(self.pre, Pre::Action(_)) {
+            return Ok(None);
+        }
+        let output = self.run("describe", "{}", Call::DescribeConnector).await?;
+        let Output::ConnectorDescribed(info) = output else {
+            unreachable!("a connector describe call returns a connector describe output")
+        };
+        Ok(Some(ConnectorInfo {
+            decodes: info.decodes,
+            polls: info.polls,
+            event_types: info.event_types,
+            actions: info.actions,
+        }))
     }
 
     /// The one place a plugin store is built: memory limits, CPU budget,
@@ -311,24 +495,21 @@ impl Sandbox {
         let running = async {
             let instance = match instance {
                 Some(instance) => instance,
-                None => self
-                    .pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(Failed::Instantiate)?,
+                None => match &self.pre {
+                    Pre::Action(pre) => pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map(Instance::Action),
+                    Pre::Connector(pre) => pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map(Instance::Connector),
+                }
+                .map_err(Failed::Instantiate)?,
             };
-            let action = instance.converge_plugin_action();
-            let output = match call {
-                Call::Describe => action
-                    .call_describe(&mut store)
-                    .await
-                    .map(Output::Described),
-                Call::Execute(a) => action
-                    .call_execute(&mut store, &a)
-                    .await
-                    .map(Output::Executed),
-            }
-            .map_err(Failed::Call)?;
+            let output = call_instance(&instance, &mut store, call)
+                .await
+                .map_err(Failed::Call)?;
             Ok((instance, output))
         };
         // Dropping the future on timeout abandons the guest mid-call; the
@@ -393,6 +574,56 @@ impl Sandbox {
             Failed::Instantiate(e) => ActionFailure::Host(format!("instantiation failed: {e:#}")),
             Failed::Call(e) => ActionFailure::Trap(trap_summary(&e, stderr)),
         }
+    }
+}
+
+/// Makes one call on an instance of either world. The `action` interface
+/// has the same bindings in both; a connector call on an action instance
+/// cannot happen, because [`Plugin`] checks what the plugin is first.
+async fn call_instance(
+    instance: &Instance,
+    store: &mut Store<HostState>,
+    call: Call,
+) -> wasmtime::Result<Output> {
+    match (instance, call) {
+        (Instance::Action(i), Call::Describe) => i
+            .converge_plugin_action()
+            .call_describe(store)
+            .await
+            .map(Output::Described),
+        (Instance::Connector(i), Call::Describe) => i
+            .converge_plugin_action()
+            .call_describe(store)
+            .await
+            .map(Output::Described),
+        (Instance::Action(i), Call::Execute(a)) => i
+            .converge_plugin_action()
+            .call_execute(store, &a)
+            .await
+            .map(Output::Executed),
+        (Instance::Connector(i), Call::Execute(a)) => i
+            .converge_plugin_action()
+            .call_execute(store, &a)
+            .await
+            .map(Output::Executed),
+        (Instance::Connector(i), Call::DescribeConnector) => i
+            .converge_plugin_connector()
+            .call_describe(store)
+            .await
+            .map(Output::ConnectorDescribed),
+        (Instance::Connector(i), Call::Decode(inbound)) => i
+            .converge_plugin_connector()
+            .call_decode(store, &inbound)
+            .await
+            .map(Output::Decoded),
+        (Instance::Connector(i), Call::Poll(cursor)) => i
+            .converge_plugin_connector()
+            .call_poll(store, cursor.as_deref())
+            .await
+            .map(Output::Polled),
+        (Instance::Action(_), Call::DescribeConnector | Call::Decode(_) | Call::Poll(_)) => Err(
+            wasmtime::Error::msg("an action plugin has no connector interface"),
+        ),
     }
 }
 

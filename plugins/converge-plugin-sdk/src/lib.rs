@@ -1,6 +1,8 @@
 //! What a converge plugin author builds on: the bindings for the
-//! `converge:plugin` WIT package (world `action-plugin`) and small helpers
-//! around them, so a plugin is a type, a config struct and one `execute`.
+//! `converge:plugin` WIT package and small helpers around them, so an
+//! action plugin is a type, a config struct and one `execute`, and a
+//! connector plugin (world `connector-plugin`, see [`connector`]) is a type
+//! implementing [`Connector`] with the help of [`event`] and [`http`].
 //!
 //! A plugin has no ambient authority. It reads the operator's configuration
 //! with [`config`], logs through [`log`], and reaches the network only through
@@ -47,6 +49,13 @@
 //! plain functions a plugin can unit-test natively.
 
 use serde::de::DeserializeOwned;
+
+pub mod connector;
+pub mod event;
+pub mod task;
+
+pub use connector::{Connector, ConnectorInfo, Inbound, PollResult};
+pub use event::CloudEvent;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -167,6 +176,14 @@ pub fn parse_config<T: DeserializeOwned>(json: &str) -> Result<T, PluginError> {
     Ok(config)
 }
 
+/// The first header with this name, compared case-insensitively.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// Messages to the daemon's log, tagged by the host with the plugin and the
 /// action being executed. Plugins have no stdout worth relying on.
 pub mod log {
@@ -254,7 +271,7 @@ pub mod http {
 
         /// The first header with this name, compared case-insensitively.
         pub fn header(&self, name: &str) -> Option<&str> {
-            header(&self.headers, name)
+            crate::header(&self.headers, name)
         }
 
         /// The body parsed as JSON; an unparsable body is `permanent`, since
@@ -280,9 +297,9 @@ pub mod http {
     /// `permanent`. Messages carry the status and the start of the body.
     pub fn error_for_status(status: u16, headers: &[(String, String)], body: &[u8]) -> PluginError {
         match status {
-            429 => {
-                PluginError::RateLimited(header(headers, "retry-after").and_then(retry_after_ms))
-            }
+            429 => PluginError::RateLimited(
+                crate::header(headers, "retry-after").and_then(retry_after_ms),
+            ),
             401 | 403 => PluginError::Unauthorized(status_message(status, body)),
             408 | 500..=599 => PluginError::Transient(status_message(status, body)),
             _ => PluginError::Permanent(status_message(status, body)),
@@ -296,11 +313,76 @@ pub mod http {
         Some(seconds.saturating_mul(1000))
     }
 
-    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    /// A GET with `accept: application/json` and the named credential.
+    pub fn get_request(url: &str, credential: Option<&str>) -> Request {
+        Request {
+            method: Method::Get,
+            url: url.to_owned(),
+            headers: vec![("accept".to_owned(), "application/json".to_owned())],
+            body: None,
+            credential: credential.map(str::to_owned),
+        }
+    }
+
+    /// Sends through the host and fails on any non-2xx status with the
+    /// error whose retry policy fits it ([`error_for_status`]): a 429 is
+    /// `rate-limited` with its `Retry-After`, a 5xx `transient`.
+    pub fn send_checked(request: &Request) -> Result<Response, PluginError> {
+        let response = send(request)?;
+        if !response.is_success() {
+            return Err(response.error());
+        }
+        Ok(response)
+    }
+
+    /// GETs `url` and parses the 2xx body as JSON; see [`send_checked`].
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        url: &str,
+        credential: Option<&str>,
+    ) -> Result<T, PluginError> {
+        send_checked(&get_request(url, credential))?.json()
+    }
+
+    /// Sends `body` as JSON with `method` and returns the checked response;
+    /// see [`send_checked`].
+    pub fn send_json(
+        method: Method,
+        url: &str,
+        body: &impl serde::Serialize,
+        credential: Option<&str>,
+    ) -> Result<Response, PluginError> {
+        send_checked(&json_request(method, url, body, credential, &[]))
+    }
+
+    /// `base` followed by `?name=value&...`, each name and value
+    /// percent-encoded (JQL, dates and ids are safe to pass as they are).
+    pub fn url_with_query(base: &str, query: &[(&str, &str)]) -> String {
+        let mut url = base.to_owned();
+        for (i, (name, value)) in query.iter().enumerate() {
+            url.push(if i == 0 && !base.contains('?') {
+                '?'
+            } else {
+                '&'
+            });
+            url.push_str(&percent_encode(name));
+            url.push('=');
+            url.push_str(&percent_encode(value));
+        }
+        url
+    }
+
+    /// Percent-encodes everything but RFC 3986's unreserved characters, so
+    /// the result is safe in a path segment or a query value.
+    pub fn percent_encode(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                out.push(char::from(byte));
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        out
     }
 
     fn status_message(status: u16, body: &[u8]) -> String {
@@ -337,7 +419,9 @@ pub mod http {
 
 #[cfg(test)]
 mod tests {
-    use super::http::{HttpError, Method, error_for_status, json_request, retry_after_ms};
+    use super::http::{
+        HttpError, Method, error_for_status, json_request, retry_after_ms, url_with_query,
+    };
     use super::*;
     use serde::Deserialize;
     use serde_json::json;
@@ -525,6 +609,31 @@ mod tests {
         );
         assert_eq!(request.body.as_deref(), Some(br#"{"a":1}"#.as_slice()));
         assert_eq!(request.credential.as_deref(), Some("token"));
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            url_with_query(
+                "https://x.atlassian.net/rest/api/3/search",
+                &[
+                    ("jql", "updated >= \"2024/01/02 10:00\" ORDER BY updated"),
+                    ("startAt", "0")
+                ]
+            ),
+            "https://x.atlassian.net/rest/api/3/search?jql=updated%20%3E%3D%20%222024%2F01%2F02%2010%3A00%22%20ORDER%20BY%20updated&startAt=0"
+        );
+        assert_eq!(
+            url_with_query("https://x/y?a=1", &[("b", "é")]),
+            "https://x/y?a=1&b=%C3%A9"
+        );
+    }
+
+    #[test]
+    fn headers_are_found_case_insensitively() {
+        let headers = headers(&[("X-GitHub-Event", "issues")]);
+        assert_eq!(header(&headers, "x-github-event"), Some("issues"));
+        assert_eq!(header(&headers, "x-github-delivery"), None);
     }
 
     #[test]

@@ -45,6 +45,18 @@ pub fn wasm_dir() -> &'static Path {
                 "slack",
                 "-p",
                 "misbehaving",
+                "-p",
+                "github",
+                "-p",
+                "jira",
+                "-p",
+                "trello",
+                "-p",
+                "asana",
+                "-p",
+                "hubspot",
+                "-p",
+                "sendgrid",
             ])
             .status()
             .expect("run cargo to build the test plugins");
@@ -121,13 +133,153 @@ pub fn action(id: &str) -> ActionInput {
     }
 }
 
+/// A webhook fixture from the shared fixtures (`../shared/fixtures` from
+/// the workspace root).
+pub fn fixture(tool: &str, file: &str) -> Vec<u8> {
+    let path = workspace_root()
+        .join("../shared/fixtures/webhooks")
+        .join(tool)
+        .join(file);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// One request as the sink saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: Method,
     pub path: String,
+    /// The raw query string, empty when there is none.
+    pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+impl Seen {
+    /// A query parameter, percent-decoded.
+    pub fn param(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query.as_bytes())
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON request body")
+    }
+}
+
+/// What a [`FakeApi`] answers: status, headers and a body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(body: serde_json::Value) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: body.to_string(),
+        }
+    }
+
+    pub fn status(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+type Responder = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
+/// What the fake API's handler shares: the requests so far and the responder.
+type FakeState = (Arc<Mutex<Vec<Seen>>>, Arc<Responder>);
+
+/// A local stand-in for a tool's REST API: every request is recorded and
+/// answered by the test's responder, which also gets how many requests came
+/// before (to answer 429 or 5xx once, then succeed).
+pub struct FakeApi {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FakeApi {
+    pub async fn start(
+        responder: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> FakeApi {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let state = (seen.clone(), Arc::new(responder) as Arc<Responder>);
+        let app = axum::Router::new().fallback(answer).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake api");
+        let addr = listener.local_addr().expect("fake api address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeApi { addr, seen }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Plain http to this server, and one credential under `name`.
+    pub fn grants(&self, name: &str, header: &str, value: &str) -> Grants {
+        Grants {
+            http_hosts: vec![self.addr.to_string()],
+            allow_plain_http: true,
+            credentials: [(
+                name.to_string(),
+                Credential {
+                    header: header.into(),
+                    value: value.into(),
+                },
+            )]
+            .into(),
+        }
+    }
+}
+
+async fn answer(
+    State((seen, responder)): State<FakeState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = Seen {
+        method,
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or_default().to_string(),
+        headers,
+        body,
+    };
+    let before = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(request.clone());
+        seen.len() - 1
+    };
+    let reply = responder(&request, before);
+    let mut response = (
+        StatusCode::from_u16(reply.status).expect("a valid status"),
+        reply.body,
+    )
+        .into_response();
+    for (name, value) in reply.headers {
+        response
+            .headers_mut()
+            .insert(name, value.parse().expect("a valid header value"));
+    }
+    response
 }
 
 /// A local HTTP server standing in for webhooks and Slack:
@@ -177,6 +329,7 @@ async fn record(
     seen.lock().unwrap().push(Seen {
         method,
         path: path.clone(),
+        query: uri.query().unwrap_or_default().to_string(),
         headers: headers.clone(),
         body,
     });
