@@ -56,6 +56,8 @@ fn the_bundled_config_checks_clean() {
             "PARTNER_WEBHOOK_SECRET",
             "whsec_c2VjcmV0LWZvci10aGUtY2hlY2s=",
         )
+        .env("GITHUB_WEBHOOK_SECRET", "a-secret-for-the-check")
+        .env("GITHUB_TOKEN", "ghp_check")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -64,7 +66,7 @@ fn the_bundled_config_checks_clean() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("plugin(s) loaded: slack"), "{stdout}");
+    assert!(stdout.contains("plugin(s) loaded: github"), "{stdout}");
     assert!(!stdout.contains("warning"), "{stdout}");
 }
 

@@ -54,6 +54,8 @@ pub fn plugin_dir() -> &'static Path {
                 "slack",
                 "-p",
                 "misbehaving",
+                "-p",
+                "github",
             ])
             .status()
             .expect("running cargo to build the plugins");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use converge_model::{CatchUp, DecisionKind};
 
-use crate::hooks::{HookConfig, RawHook};
+use crate::hooks::{Decode, HookConfig, RawHook};
 use crate::schedules::Schedule;
 use converge_plugin_host::{Credential, Grants, PluginLimits};
 use converge_rules::RuleLimits;
@@ -46,6 +46,8 @@ mod raw {
         pub hooks: BTreeMap<String, Hook>,
         #[serde(default)]
         pub file_drops: Vec<converge_filedrop::RawDrop>,
+        #[serde(default)]
+        pub polls: Vec<Poll>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -62,6 +64,24 @@ mod raw {
         pub header: Option<String>,
         pub prefix: Option<String>,
         pub encoding: Option<String>,
+        pub decode: Option<String>,
+        #[serde(default = "empty_table")]
+        pub config: toml::Value,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Poll {
+        pub name: String,
+        pub plugin: String,
+        #[serde(default = "one_minute")]
+        pub interval: String,
+        #[serde(default = "empty_table")]
+        pub config: toml::Value,
+    }
+
+    fn one_minute() -> String {
+        "1m".into()
     }
 
     fn no_verification() -> String {
@@ -299,6 +319,7 @@ pub struct Config {
     pub schedules: Vec<Schedule>,
     pub hooks: BTreeMap<String, HookConfig>,
     pub file_drops: Vec<converge_filedrop::DropConfig>,
+    pub polls: Vec<PollConfig>,
     /// Problems that do not stop the daemon (a missing secret fails only the
     /// actions that need it); `run` logs them and `check` lists them.
     pub warnings: Vec<String>,
@@ -395,6 +416,25 @@ pub struct Route {
     pub config_json: String,
 }
 
+/// One `[[polls]]` entry: a connector plugin polled for new items.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Unique among polls; its cursor is kept under `poll-cursor/<name>`.
+    pub name: String,
+    pub plugin: String,
+    /// How long to wait after a poll that found no further page.
+    pub interval: Duration,
+    /// The `config` table as JSON: what the plugin reads with `config-json`.
+    pub config_json: String,
+}
+
+fn valid_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 #[derive(Debug, Clone)]
 pub struct Dispatch {
     pub concurrency: usize,
@@ -465,7 +505,8 @@ impl Config {
             dispatch: v.dispatch(&raw.dispatch),
             clock: v.clock(&raw.clock),
             schedules: v.schedules(&raw.schedules),
-            hooks: v.hooks(&raw.hooks, env),
+            hooks: v.hooks(&raw.hooks, &raw.plugins, env),
+            polls: v.polls(&raw.polls, &raw.plugins),
             file_drops: converge_filedrop::validate_drops(
                 raw.file_drops.clone(),
                 "file_drops",
@@ -919,6 +960,7 @@ impl Validator {
     fn hooks(
         &mut self,
         raw: &BTreeMap<String, raw::Hook>,
+        plugins: &BTreeMap<String, raw::Plugin>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> BTreeMap<String, HookConfig> {
         let mut hooks = BTreeMap::new();
@@ -928,6 +970,24 @@ impl Validator {
                 .tolerance
                 .as_deref()
                 .map(|t| self.duration(&format!("{key}.tolerance"), t, Duration::from_secs(1)));
+            let decode = h.decode.as_ref().map(|plugin| {
+                if !plugins.contains_key(plugin) {
+                    self.error(
+                        &format!("{key}.decode"),
+                        format!("no plugin `{plugin}` in [plugins]"),
+                    );
+                }
+                Decode {
+                    plugin: plugin.clone(),
+                    config_json: self.table_json(&format!("{key}.config"), &h.config),
+                }
+            });
+            if decode.is_none() && h.config.as_table().is_some_and(|t| !t.is_empty()) {
+                self.error(
+                    &format!("{key}.config"),
+                    "is for the `decode` plugin; this hook takes CloudEvents",
+                );
+            }
             let secret_env = h.secret_env.to_vec();
             let fields = RawHook {
                 verify: &h.verify,
@@ -940,7 +1000,8 @@ impl Validator {
                 encoding: h.encoding.as_deref(),
             };
             match HookConfig::new(name, &fields, env) {
-                Ok((hook, warnings)) => {
+                Ok((mut hook, warnings)) => {
+                    hook.decode = decode;
                     self.warnings.extend(warnings);
                     hooks.insert(name.clone(), hook);
                 }
@@ -956,6 +1017,58 @@ impl Validator {
             }
         }
         hooks
+    }
+
+    /// A `config` table as the JSON a plugin reads with `config-json`.
+    fn table_json(&mut self, key: &str, value: &toml::Value) -> String {
+        match value {
+            toml::Value::Table(_) => {
+                serde_json::to_string(value).expect("a TOML table always converts to JSON")
+            }
+            _ => {
+                self.error(key, "must be a table");
+                "{}".into()
+            }
+        }
+    }
+
+    fn polls(
+        &mut self,
+        raw: &[raw::Poll],
+        plugins: &BTreeMap<String, raw::Plugin>,
+    ) -> Vec<PollConfig> {
+        let mut polls: Vec<PollConfig> = Vec::new();
+        for (i, p) in raw.iter().enumerate() {
+            let key = format!("polls[{i}]");
+            if !valid_source_name(&p.name) {
+                self.error(
+                    &format!("{key}.name"),
+                    format!("`{}` must be letters, digits, '-' or '_'", p.name),
+                );
+            } else if polls.iter().any(|other| other.name == p.name) {
+                self.error(
+                    &format!("{key}.name"),
+                    format!("`{}` is used by an earlier poll", p.name),
+                );
+            }
+            if !plugins.contains_key(&p.plugin) {
+                self.error(
+                    &format!("{key}.plugin"),
+                    format!("no plugin `{}` in [plugins]", p.plugin),
+                );
+            }
+            polls.push(PollConfig {
+                name: p.name.clone(),
+                plugin: p.plugin.clone(),
+                interval: self.duration(
+                    &format!("{key}.interval"),
+                    &p.interval,
+                    Duration::from_secs(5),
+                ),
+                config_json: self.table_json(&format!("{key}.config"), &p.config),
+            });
+        }
+        polls
     }
 
     fn schedules(&mut self, raw: &[raw::Schedule]) -> Vec<Schedule> {

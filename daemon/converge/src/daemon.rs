@@ -35,6 +35,7 @@ use crate::filedrops;
 use crate::gates::Gates;
 use crate::hooks::Hooks;
 use crate::journal::{Downstream, Journal};
+use crate::polls::Poller;
 use crate::processor::Processor;
 use crate::reload::{LoadedRules, Reloader, RulesHandle};
 use crate::schedules::ScheduleSource;
@@ -112,6 +113,27 @@ pub async fn load_plugins(
                 plugins.insert(name.clone(), loaded);
             }
             Err(e) => errors.push(format!("plugins.{name}: {e:#}")),
+        }
+    }
+    // Hooks that decode and polls need connector plugins that do so.
+    let connector = |name: &str| plugins.get(name).and_then(|p: &Plugin| p.connector());
+    for (hook, h) in &config.hooks {
+        if let Some(decode) = &h.decode
+            && plugins.contains_key(&decode.plugin)
+            && !connector(&decode.plugin).is_some_and(|c| c.decodes)
+        {
+            errors.push(format!(
+                "hooks.{hook}.decode: plugin `{}` does not decode payloads (it is not a connector plugin that decodes)",
+                decode.plugin
+            ));
+        }
+    }
+    for (i, poll) in config.polls.iter().enumerate() {
+        if plugins.contains_key(&poll.plugin) && !connector(&poll.plugin).is_some_and(|c| c.polls) {
+            errors.push(format!(
+                "polls[{i}].plugin: plugin `{}` does not poll (it is not a connector plugin that polls)",
+                poll.plugin
+            ));
         }
     }
     if errors.is_empty() {
@@ -252,6 +274,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let reloader_task = reloader.start(stop_reloader.clone());
 
+    let plugins_for_web = Arc::new(plugins.clone());
     let stop_dispatcher = CancellationToken::new();
     let dispatcher = Dispatcher {
         plugins,
@@ -283,19 +306,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let drop_tasks = filedrops::start(&config.file_drops, &journal, &in_flight, &stop_sources);
+    let web_reader = Arc::new(Mutex::new(reader()?));
+    let poll_tasks: Vec<_> = config
+        .polls
+        .iter()
+        .filter_map(|poll| {
+            let plugin = plugins_for_web.get(&poll.plugin)?.clone();
+            Some(tokio::spawn(
+                Poller {
+                    poll: poll.clone(),
+                    plugin,
+                    reader: web_reader.clone(),
+                    journal: journal.clone(),
+                    in_flight: in_flight.clone(),
+                    metrics: metrics.clone(),
+                }
+                .run(stop_sources.clone()),
+            ))
+        })
+        .collect();
 
     let state = AppState {
         journal,
         metrics,
         max_body_bytes: config.server.max_body_bytes,
         in_flight,
-        reader: Arc::new(Mutex::new(reader()?)),
+        reader: web_reader,
         clock,
         rules,
         started_at,
         admin_token: config.server.admin_token.clone(),
         admin_token_env: config.server.admin_token_env.clone(),
         hooks: Hooks::new(config.hooks.clone(), config.server.accept_unlisted_hooks),
+        plugins: plugins_for_web,
     };
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -333,7 +376,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     stop_sources.cancel();
     let _ = schedule_task.await;
-    for task in drop_tasks {
+    for task in drop_tasks.into_iter().chain(poll_tasks) {
         let _ = task.await;
     }
     stop_reloader.cancel();

@@ -37,6 +37,16 @@ pub struct HookConfig {
     pub settings: Settings,
     /// The variables the secrets come from, to say what to set.
     pub secret_env: Vec<String>,
+    /// The connector plugin that turns the tool's payloads into events;
+    /// `None`: the body is CloudEvents.
+    pub decode: Option<Decode>,
+}
+
+/// A hook's decoder: a connector plugin and the `config` it reads.
+#[derive(Debug, Clone)]
+pub struct Decode {
+    pub plugin: String,
+    pub config_json: String,
 }
 
 /// The raw fields of a hook, as the config file has them.
@@ -162,6 +172,7 @@ impl HookConfig {
                 verifier,
                 settings,
                 secret_env: raw.secret_env.to_vec(),
+                decode: None,
             },
             warnings,
         ))

@@ -12,6 +12,7 @@ mod gates;
 mod hooks;
 mod journal;
 mod outbox;
+mod polls;
 mod processor;
 mod reload;
 mod replay;

@@ -29,6 +29,8 @@ pub enum RejectReason {
     Unavailable,
     /// A listed hook's signature check failed (or it has no secret to check with).
     Signature,
+    /// A hook's decoder plugin failed or made an invalid event.
+    DecoderFailed,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +93,8 @@ pub struct Metrics {
     pub timers_skipped: Counter,
     pub schedules_fired: Counter,
     pub schedules_skipped: Counter,
+    pub poll_pages: Counter,
+    pub poll_failures: Counter,
     pub timers_pending: Gauge<i64, AtomicI64>,
     pub events_emitted: Counter,
     pub sends_held: Counter,
@@ -230,6 +234,18 @@ impl Metrics {
             "Schedule occurrences that fell due while the daemon was down and were skipped by their catch-up policy",
             schedules_skipped.clone(),
         );
+        let poll_pages = Counter::default();
+        registry.register(
+            "poll_pages",
+            "Pages of polled items journaled with their cursor",
+            poll_pages.clone(),
+        );
+        let poll_failures = Counter::default();
+        registry.register(
+            "poll_failures",
+            "Polls that failed (retried with backoff, or after the poll's interval)",
+            poll_failures.clone(),
+        );
         let timers_pending = Gauge::default();
         registry.register(
             "timers_pending",
@@ -289,6 +305,8 @@ impl Metrics {
             timers_skipped,
             schedules_fired,
             schedules_skipped,
+            poll_pages,
+            poll_failures,
             timers_pending,
             events_emitted,
             sends_held,

@@ -4,6 +4,7 @@
 //! only module that knows HTTP wire types. Every error goes through
 //! [`ApiError`]: a status, a stable code and a message.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use converge_model::{EntityKey, Event, EventError};
+use converge_plugin_host::{ActionFailure, DecodeInput, Plugin};
 use converge_signatures::{Inbound, Scheme, asana_handshake};
 use converge_store::{Appended, SourceState, Store};
 use serde::Deserialize;
@@ -25,7 +27,7 @@ use tracing::Instrument;
 use crate::clock::{Clock, ClockError};
 use crate::config::AdminToken;
 use crate::gates::{Override, gate_view};
-use crate::hooks::{self, HookConfig, Hooks, valid_hook_name};
+use crate::hooks::{self, Decode, HookConfig, Hooks, valid_hook_name};
 use crate::journal::Journal;
 use crate::reload::RulesHandle;
 use crate::telemetry::{Metrics, RejectReason};
@@ -58,6 +60,8 @@ pub struct AppState {
     pub admin_token_env: String,
     /// The `[hooks]` of the config and what they learned since start.
     pub hooks: Hooks,
+    /// The loaded plugins, for the hooks that decode with one.
+    pub plugins: Arc<HashMap<String, Plugin>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -106,6 +110,7 @@ impl ApiError {
             RejectReason::BadSource => (StatusCode::NOT_FOUND, "unknown_hook"),
             RejectReason::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             RejectReason::Signature => (StatusCode::UNAUTHORIZED, "bad_signature"),
+            RejectReason::DecoderFailed => (StatusCode::BAD_GATEWAY, "decoder_failed"),
         };
         ApiError::new(status, code, message)
     }
@@ -137,6 +142,97 @@ fn mode(headers: &HeaderMap) -> Option<Mode> {
         "application/cloudevents-batch+json" => Some(Mode::Batch),
         _ => None,
     }
+}
+
+/// The events of a CloudEvents body, single or batch by content type.
+fn cloudevents(
+    headers: &HeaderMap,
+    body: &[u8],
+    metrics: &Metrics,
+) -> Result<Vec<Event>, ApiError> {
+    let Some(mode) = mode(headers) else {
+        return Err(ApiError::rejected(
+            RejectReason::ContentType,
+            metrics,
+            "send CloudEvents in structured JSON mode: content-type application/cloudevents+json, or application/cloudevents-batch+json for a batch",
+        ));
+    };
+    let parsed = match mode {
+        Mode::Single => Event::from_json(body).map(|e| vec![e]),
+        Mode::Batch => Event::batch_from_json(body),
+    };
+    parsed.map_err(|e| {
+        let reason = match &e {
+            EventError::Json(_) => RejectReason::MalformedJson,
+            _ => RejectReason::InvalidEvent,
+        };
+        ApiError::rejected(reason, metrics, e.to_string())
+    })
+}
+
+/// The events a connector plugin decodes from a tool's payload. A payload
+/// the plugin does not understand is the sender's problem (400); a plugin
+/// that fails or returns something that is not a CloudEvent is converge's
+/// (502, so the sender retries later, or 503 when the plugin says so).
+async fn decoded_events(
+    state: &AppState,
+    hook: &str,
+    decode: &Decode,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Result<Vec<Event>, ApiError> {
+    let metrics = &state.metrics;
+    let plugin = state.plugins.get(&decode.plugin).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("plugin `{}` is not loaded", decode.plugin),
+        )
+    })?;
+    let input = DecodeInput {
+        hook: hook.to_string(),
+        method: parts.method.as_str().to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    let decoded = plugin
+        .decode(input, &decode.config_json)
+        .await
+        .map_err(|e| match e {
+            ActionFailure::InvalidInput(m) | ActionFailure::Permanent(m) => ApiError::rejected(
+                RejectReason::InvalidEvent,
+                metrics,
+                format!("{} cannot decode this payload: {m}", decode.plugin),
+            ),
+            ActionFailure::Transient(_) | ActionFailure::RateLimited(_) => ApiError::rejected(
+                RejectReason::Unavailable,
+                metrics,
+                format!("{} cannot decode now: {e}", decode.plugin),
+            ),
+            other => ApiError::rejected(
+                RejectReason::DecoderFailed,
+                metrics,
+                format!("{} failed: {other}", decode.plugin),
+            ),
+        })?;
+    decoded
+        .iter()
+        .map(|json| {
+            Event::from_json(json.as_bytes()).map_err(|e| {
+                ApiError::rejected(
+                    RejectReason::DecoderFailed,
+                    metrics,
+                    format!("{} made an event that is not valid: {e}", decode.plugin),
+                )
+            })
+        })
+        .collect()
 }
 
 /// `HEAD /hooks/{source}`: 200 when the hook takes requests. Trello checks
@@ -292,24 +388,10 @@ async fn intake(
             return Ok(Json(json!({ "challenge": challenge })).into_response());
         }
     }
-    let Some(mode) = mode(&parts.headers) else {
-        return Err(ApiError::rejected(
-            RejectReason::ContentType,
-            metrics,
-            "send CloudEvents in structured JSON mode: content-type application/cloudevents+json, or application/cloudevents-batch+json for a batch",
-        ));
+    let events = match listed.and_then(|l| l.decode.as_ref()) {
+        Some(decode) => decoded_events(&state, &hook, decode, &parts, &body).await?,
+        None => cloudevents(&parts.headers, &body, metrics)?,
     };
-    let parsed = match mode {
-        Mode::Single => Event::from_json(&body).map(|e| vec![e]),
-        Mode::Batch => Event::batch_from_json(&body),
-    };
-    let events = parsed.map_err(|e| {
-        let reason = match &e {
-            EventError::Json(_) => RejectReason::MalformedJson,
-            _ => RejectReason::InvalidEvent,
-        };
-        ApiError::rejected(reason, metrics, e.to_string())
-    })?;
     if let Some(event) = events
         .iter()
         .find(|e| e.source.starts_with(RESERVED_SOURCE_PREFIX))
