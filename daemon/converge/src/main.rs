@@ -14,6 +14,7 @@ mod processor;
 mod reload;
 mod replay;
 mod rules_cli;
+mod simulate;
 mod sink;
 mod status;
 mod telemetry;
