@@ -5,7 +5,8 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use converge_model::Event;
+use converge_model::{Decision, DecisionKind, Event};
+use converge_store::{NewTimer, TimerKind};
 use serde_json::{Value, json};
 
 use crate::gates::ADMIN_SOURCE;
@@ -92,6 +93,63 @@ pub fn emitted_event(
         json["subject"] = Value::String(subject.clone());
     }
     Event::from_value(json).map_err(|e| format!("emit of `{event_type}`: {e}"))
+}
+
+/// The durable timer a `schedule` or `expect` decision asks for, due at
+/// `now` plus its delay; `None` for the other decisions. The `Err` is why
+/// the decision cannot take effect: it is recorded as a failure of its rule.
+pub fn new_timer(
+    event: &Event,
+    decision: &Decision,
+    now: DateTime<Utc>,
+) -> Result<Option<NewTimer>, String> {
+    let (kind, event_type, data, after_ms, catch_up) = match &decision.kind {
+        DecisionKind::Schedule {
+            after_ms,
+            event_type,
+            data,
+            catch_up,
+        } => (
+            TimerKind::Schedule,
+            event_type,
+            data_object(data),
+            *after_ms,
+            *catch_up,
+        ),
+        DecisionKind::Expect {
+            event_type,
+            within_ms,
+            otherwise,
+            catch_up,
+        } => (
+            TimerKind::Expect {
+                expect_type: event_type.clone(),
+            },
+            otherwise,
+            json!({}),
+            *within_ms,
+            *catch_up,
+        ),
+        _ => return Ok(None),
+    };
+    let name = decision.kind.name();
+    let entity = event.entity_key().ok_or_else(|| {
+        format!("`{name}` needs an event about an entity (a subject like `task/T-1`)")
+    })?;
+    let due_at_ms = i64::try_from(after_ms)
+        .ok()
+        .and_then(|after| now.timestamp_millis().checked_add(after))
+        .ok_or_else(|| format!("`{name}`: {after_ms} ms is too far in the future"))?;
+    Ok(Some(NewTimer {
+        entity: entity.to_string(),
+        kind,
+        event_type: event_type.clone(),
+        data,
+        due_at_ms,
+        catch_up,
+        rule: decision.rule.clone(),
+        rule_hash: decision.rule_hash.clone(),
+    }))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod reload;
 mod replay;
 mod rules_cli;
 mod schedules;
+mod simulate;
 mod sink;
 mod status;
 mod telemetry;

@@ -27,16 +27,15 @@ use chrono::{DateTime, TimeZone, Utc};
 use converge_model::{Decision, DecisionKind, EntityKey, EntityState, Event};
 use converge_store::{
     ExpectedArrival, GateChange, NewAction, NewDecision, NewEvent, NewTimer, ProcessedEvent,
-    RuleFailure, Store, TimerKind,
+    RuleFailure, Store,
 };
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Route;
-use crate::effects::{data_object, emitted_event, entity_data};
+use crate::effects::{emitted_event, entity_data, new_timer};
 use crate::gates::{Gates, HeldSend, OVERRIDE_RULE, Override, requested_channel};
 use crate::journal::{Journal, Journaled, Processed};
 use crate::outbox::ActionPayload;
@@ -516,66 +515,15 @@ impl Processor {
         now: DateTime<Utc>,
         effects: &mut Effects,
     ) -> Result<(), String> {
-        let kind = decision.kind.name();
-        let entity = || {
-            event.entity_key().map(|k| k.to_string()).ok_or_else(|| {
-                format!("`{kind}` needs an event about an entity (a subject like `task/T-1`)")
-            })
-        };
-        let due = |after_ms: u64| {
-            i64::try_from(after_ms)
-                .ok()
-                .and_then(|after| now.timestamp_millis().checked_add(after))
-                .ok_or_else(|| format!("`{kind}`: {after_ms} ms is too far in the future"))
-        };
-        let timer = |kind, event_type: &str, data: Value, after_ms: u64, catch_up| {
-            Ok::<_, String>(NewTimer {
-                entity: entity()?,
-                kind,
-                event_type: event_type.to_string(),
-                data,
-                due_at_ms: due(after_ms)?,
-                catch_up,
-                rule: decision.rule.clone(),
-                rule_hash: decision.rule_hash.clone(),
-            })
-        };
-        match &decision.kind {
-            DecisionKind::Schedule {
-                after_ms,
-                event_type,
-                data,
-                catch_up,
-            } => effects.timers.push(timer(
-                TimerKind::Schedule,
-                event_type,
-                data_object(data),
-                *after_ms,
-                *catch_up,
-            )?),
-            DecisionKind::Expect {
-                event_type,
-                within_ms,
-                otherwise,
-                catch_up,
-            } => effects.timers.push(timer(
-                TimerKind::Expect {
-                    expect_type: event_type.clone(),
-                },
-                otherwise,
-                json!({}),
-                *within_ms,
-                *catch_up,
-            )?),
-            DecisionKind::Emit { event_type, data } => {
-                let id = format!("emit-{seq}-{}", effects.emits.len() + 1);
-                let emitted = emitted_event(event, id, event_type, data, now, self.max_emit_depth)?;
-                effects
-                    .emits
-                    .push(NewEvent::from_event(&emitted, now.timestamp_millis()));
-                effects.emitted.push(emitted);
-            }
-            _ => {}
+        if let DecisionKind::Emit { event_type, data } = &decision.kind {
+            let id = format!("emit-{seq}-{}", effects.emits.len() + 1);
+            let emitted = emitted_event(event, id, event_type, data, now, self.max_emit_depth)?;
+            effects
+                .emits
+                .push(NewEvent::from_event(&emitted, now.timestamp_millis()));
+            effects.emitted.push(emitted);
+        } else if let Some(timer) = new_timer(event, decision, now)? {
+            effects.timers.push(timer);
         }
         Ok(())
     }

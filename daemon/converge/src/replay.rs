@@ -1,31 +1,34 @@
 //! `converge replay`: runs a rule set over recorded events (the journal of
 //! the config's database, or an NDJSON file of CloudEvents) on a virtual
-//! clock, and prints what the rules would decide. It executes no action,
-//! starts no timer and writes nothing; `--diff` runs a second rule set over
-//! the same events and prints which decisions would change.
+//! clock, and prints what the rules would decide. It executes no action and
+//! writes nothing; `--diff` runs a second rule set over the same events and
+//! prints which decisions would change.
 //!
-//! Each event is run the way the processor runs it (`processor.rs`): the
+//! Each rule set runs in its own [`Simulation`] (`simulate.rs`, shared with
+//! `converge rules test`), which does the processor's work in memory: the
 //! event's data is applied to its entity's state, the rules are evaluated,
-//! and the decisions the processor would refuse (an `emit` past
-//! `rules.max_emit_depth`, a timer for an event about no entity) become
-//! failures of their rule. The differences are deliberate:
+//! the decisions the processor would refuse become failures of their rule,
+//! `schedule` and `expect` decisions become timers that fire on the virtual
+//! clock, and `emit` decisions become events processed after the one that
+//! emitted them. The differences from the daemon are deliberate:
 //!
 //! - `now` is the event's `time`, else the time the journal received it,
 //!   else (an NDJSON event without `time`) the previous event's `now`: never
-//!   the wall clock, so a replay gives the same decisions every time;
+//!   the wall clock, so a replay gives the same decisions every time. Before
+//!   each recorded event, the simulated timers due by its `now` fire;
 //! - entity state starts empty and lives in memory, built from the replayed
 //!   events alone: decisions depend on history, so a faithful replay starts
 //!   at the beginning of the entities' history;
-//! - `emit`, `schedule` and `expect` decisions are reported, not carried out:
-//!   no event is emitted and no timer fires. Events that emits and timers
-//!   journaled during the live run are in the journal, and are replayed like
-//!   any other.
+//! - the events converge journaled itself in the live run (fired timers from
+//!   `converge/timers`, emits from `converge/rules`) are skipped, since the
+//!   simulation makes its own; `--no-simulate` replays them as recorded and
+//!   simulates no timer and no emit instead.
 //!
 //! The user guide is `docs/replay.md`.
 
 mod generate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
@@ -34,15 +37,17 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeZone, Utc};
-use converge_model::{Decision, DecisionKind, EntityKey, EntityState, Event};
-use converge_rules::{RuleFailure, RuleLimits, RuleSet, RuleSource};
+use converge_model::{Decision, DecisionKind, Event};
+use converge_rules::{Evaluation, RuleFailure, RuleLimits, RuleSet, RuleSource};
 use converge_store::Store;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::Exit;
 use crate::config::Config;
-use crate::effects::{emitted_event, entity_data};
+use crate::effects::{EMIT_SOURCE, entity_data};
+use crate::simulate::{Origin, Processed, Simulation};
+use crate::timers::TIMER_SOURCE;
 
 /// Journal events read per query.
 const PAGE: usize = 4096;
@@ -73,10 +78,18 @@ pub struct ReplayArgs {
     /// build entity state.
     #[arg(long, value_parser = parse_time, value_name = "RFC3339")]
     since: Option<DateTime<Utc>>,
-    /// Stop replaying events after this time (RFC 3339).
+    /// Leave out events after this time (RFC 3339), and after the last
+    /// event fire the simulated timers due by then. Without it, no timer
+    /// fires after the last event.
     #[arg(long, value_parser = parse_time, value_name = "RFC3339")]
     until: Option<DateTime<Utc>>,
-    /// One JSON object per line: each decision (or difference), then the summary.
+    /// Do not simulate timers and emits: replay the events converge
+    /// journaled for them (sources `converge/timers`, `converge/rules`) as
+    /// recorded instead.
+    #[arg(long)]
+    no_simulate: bool,
+    /// One JSON object per line: each decision (or difference) with its
+    /// trace, then the summary.
     #[arg(long)]
     json: bool,
     /// No progress bar.
@@ -148,56 +161,80 @@ pub fn run(args: ReplayArgs) -> ExitCode {
     } else {
         source.progress_bar()
     };
-    let max_emit_depth = config.rules.max_emit_depth;
-    let stdout = std::io::stdout().lock();
-    let mut out = Output {
-        writer: BufWriter::new(stdout),
-        json: args.json,
+    let simulate = !args.no_simulate;
+    let simulation = |rules| {
+        // Starts before every event; the first event sets the clock.
+        let sim = Simulation::new(rules, config.rules.max_emit_depth, DateTime::<Utc>::MIN_UTC);
+        if simulate {
+            sim
+        } else {
+            sim.without_timers_and_emits()
+        }
     };
     let mut run = Run {
         window: (args.since, args.until),
+        simulate,
         progress,
         started: Instant::now(),
-        totals: Totals::default(),
+        input: InputCounts::default(),
     };
-    let result = match second {
+    let mut report = Reporter {
+        out: Output {
+            writer: BufWriter::new(std::io::stdout().lock()),
+            json: args.json,
+        },
+        totals: Totals::default(),
+        since: args.since,
+        error: None,
+    };
+    let result = match &second {
         None => {
-            let mut replayer = Replayer::new(first, max_emit_depth);
-            run.events(&mut source, |recorded, totals| {
-                let outcome = replayer.process(&recorded.event, recorded.seq, recorded.now);
-                totals.count(&outcome, Side::Only);
-                out.decisions(recorded, &outcome)
+            let mut sim = simulation(&first);
+            run.events(&mut source, |recorded| {
+                replay_event(&mut sim, recorded, &mut |p, seq| report.single(p, seq))?;
+                report.written()
             })
-            .and_then(|()| out.summary(&run.totals, run.started))
+            .and_then(|()| match args.until {
+                Some(until) if simulate => sim
+                    .advance_to(until, None, &mut |p| report.single(p, None))
+                    .map(drop),
+                _ => Ok(()),
+            })
+            .and_then(|()| report.written())
+            .and_then(|()| {
+                report.totals.a.finish(&sim, simulate);
+                report.summary(&run)
+            })
         }
         Some(second) => {
-            let mut a = Replayer::new(first, max_emit_depth);
-            let mut b = Replayer::new(second, max_emit_depth);
-            run.events(&mut source, |recorded, totals| {
-                let (event, seq, now) = (&recorded.event, recorded.seq, recorded.now);
-                let outcome_a = a.process(event, seq, now);
-                let outcome_b = b.process(event, seq, now);
-                totals.count(&outcome_a, Side::A);
-                totals.count(&outcome_b, Side::B);
-                let (only_a, only_b) = differences(&outcome_a, &outcome_b);
-                if !only_a.is_empty() || !only_b.is_empty() {
-                    totals.diff.changed_events += 1;
-                    totals.diff.only_a += only_a.len();
-                    totals.diff.only_b += only_b.len();
-                    for item in only_a.iter().chain(&only_b) {
-                        if let Item::Decision(d) = item {
-                            totals.diff.changed_kinds.insert(d.kind.name());
-                        }
-                    }
-                    out.difference(recorded, &only_a, &only_b)?;
-                }
-                Ok(())
+            let (mut a, mut b) = (simulation(&first), simulation(second));
+            run.events(&mut source, |recorded| {
+                let seen_a = step(&mut a, recorded)?;
+                let seen_b = step(&mut b, recorded)?;
+                report.compare(seen_a, seen_b)
             })
-            .and_then(|()| out.diff_summary(&run.totals, run.started))
+            .and_then(|()| match args.until {
+                Some(until) if simulate => {
+                    let (seen_a, seen_b) = (until_end(&mut a, until)?, until_end(&mut b, until)?);
+                    report.compare(seen_a, seen_b)
+                }
+                _ => Ok(()),
+            })
+            .and_then(|()| {
+                report.totals.a.finish(&a, simulate);
+                report.totals.b.finish(&b, simulate);
+                report.diff_summary(&run)
+            })
         }
     };
     run.progress.finish_and_clear();
-    let flushed = result.and_then(|()| out.writer.flush().map_err(|e| e.to_string()));
+    let flushed = result.and_then(|()| {
+        report
+            .out
+            .writer
+            .flush()
+            .map_err(|e| format!("cannot write the output: {e}"))
+    });
     match flushed {
         Ok(()) => Exit::Ok.into(),
         Err(e) => {
@@ -205,6 +242,45 @@ pub fn run(args: ReplayArgs) -> ExitCode {
             Exit::Failure.into()
         }
     }
+}
+
+/// Runs one recorded event in `sim`: first the timers due by its `now`,
+/// then the event and what it emits, at its own `now` even when an earlier
+/// event's was later (the rules see the event's time). `each` gets every
+/// event processed, and the journal `seq` of the recorded one.
+fn replay_event(
+    sim: &mut Simulation<'_>,
+    recorded: &Recorded,
+    each: &mut impl FnMut(Processed<'_>, Option<i64>),
+) -> Result<(), String> {
+    sim.advance_to(recorded.now, None, &mut |p| each(p, None))?;
+    sim.now = recorded.now;
+    sim.run(&recorded.event, Origin::Input, &mut |p| {
+        let seq = recorded.seq.filter(|_| p.origin == Origin::Input);
+        each(p, seq);
+    });
+    Ok(())
+}
+
+/// What one simulation processed for one recorded event.
+fn step(sim: &mut Simulation<'_>, recorded: &Recorded) -> Result<Vec<Seen>, String> {
+    let mut seen = Vec::new();
+    replay_event(sim, recorded, &mut |p, seq| seen.push(Seen::of(p, seq)))?;
+    Ok(seen)
+}
+
+/// What one simulation processed after the last event, firing the timers
+/// due by `until`.
+fn until_end(sim: &mut Simulation<'_>, until: DateTime<Utc>) -> Result<Vec<Seen>, String> {
+    let mut seen = Vec::new();
+    sim.advance_to(until, None, &mut |p| seen.push(Seen::of(p, None)))?;
+    Ok(seen)
+}
+
+/// Events converge journals itself for decisions: a fired timer's and an
+/// emitted one. A replay that simulates timers and emits makes its own.
+fn journaled_by_converge(event: &Event) -> bool {
+    event.source == TIMER_SOURCE || event.source == EMIT_SOURCE
 }
 
 /// The files named on the command line, directories expanded to their
@@ -450,15 +526,6 @@ fn millis_to_time(ms: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
-/// One rule set and the entity states it built: the processor's work on an
-/// event, with the state in memory and the effects only checked.
-struct Replayer {
-    rules: RuleSet,
-    entities: HashMap<EntityKey, EntityState>,
-    /// `rules.max_emit_depth`: an `emit` deeper than this is a rule failure.
-    max_emit_depth: u32,
-}
-
 /// What one rule set concluded for one event.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -466,86 +533,108 @@ struct Outcome {
     failures: Vec<RuleFailure>,
 }
 
-impl Replayer {
-    fn new(rules: RuleSet, max_emit_depth: u32) -> Replayer {
-        Replayer {
-            rules,
-            entities: HashMap::new(),
-            max_emit_depth,
-        }
-    }
-
-    /// `Processor::process` without the store: the state changes at `now`
-    /// (which is the event's time, or when it was received, as the
-    /// processor's `at`), the event is applied, the rules run, and
-    /// decisions that could not take effect become failures.
-    fn process(&mut self, event: &Event, seq: Option<i64>, now: DateTime<Utc>) -> Outcome {
-        let mut entity = event.entity_key().map(|key| {
-            self.entities
-                .remove(&key)
-                .unwrap_or_else(|| EntityState::new(&key, now))
-        });
-        if let Some(state) = entity.as_mut() {
-            state.apply_event(&event.ty, &entity_data(event), now);
-        }
-        let evaluation = self.rules.evaluate(event, entity.as_mut(), now);
-        if let Some(state) = entity {
-            self.entities.insert(state.key(), state);
-        }
-        let mut outcome = Outcome {
-            decisions: Vec::with_capacity(evaluation.decisions.len()),
+impl From<Evaluation> for Outcome {
+    fn from(evaluation: Evaluation) -> Outcome {
+        Outcome {
+            decisions: evaluation.decisions,
             failures: evaluation.failures,
-        };
-        let mut emits = 0;
-        let mut refused = Vec::new();
-        for decision in evaluation.decisions {
-            match self.check_effect(event, seq, &decision, now, &mut emits) {
-                Ok(()) => outcome.decisions.push(decision),
-                Err(message) => refused.push(RuleFailure {
-                    rule: decision.rule,
-                    rule_hash: decision.rule_hash,
-                    message,
-                }),
-            }
         }
-        outcome.failures.extend(refused);
-        outcome
+    }
+}
+
+/// The event a decision was made for, as the output names it.
+struct About<'a> {
+    id: &'a str,
+    /// Its journal `seq`: recorded events from the journal only.
+    seq: Option<i64>,
+    origin: Origin,
+    ty: &'a str,
+    subject: Option<&'a str>,
+    now: DateTime<Utc>,
+}
+
+impl About<'_> {
+    fn origin(&self) -> &'static str {
+        match self.origin {
+            Origin::Input => "recorded",
+            Origin::Timer => "timer",
+            Origin::Emit => "emit",
+        }
+    }
+}
+
+/// One event a simulation processed, kept to compare with the other rule
+/// set's.
+struct Seen {
+    id: String,
+    seq: Option<i64>,
+    origin: Origin,
+    ty: String,
+    subject: Option<String>,
+    now: DateTime<Utc>,
+    /// What makes a simulated event the same in both rule sets, whose ids
+    /// differ when they created timers or emitted events in another order:
+    /// its type, subject, time and data (a timer's `timer` member aside).
+    identity: String,
+    outcome: Outcome,
+}
+
+impl Seen {
+    fn of(processed: Processed<'_>, seq: Option<i64>) -> Seen {
+        let event = processed.event;
+        let identity = match processed.origin {
+            // The same recorded event is replayed on both sides.
+            Origin::Input => String::new(),
+            Origin::Timer | Origin::Emit => format!(
+                "{}\n{}\n{:?}\n{}",
+                event.ty,
+                event.subject.as_deref().unwrap_or_default(),
+                event.time,
+                entity_data(event)
+            ),
+        };
+        Seen {
+            id: event.id.clone(),
+            seq,
+            origin: processed.origin,
+            ty: event.ty.clone(),
+            subject: event.subject.clone(),
+            now: processed.now,
+            identity,
+            outcome: processed.evaluation.into(),
+        }
     }
 
-    /// `Processor::effect`'s checks, with its messages, without keeping the
-    /// timer or the emitted event.
-    fn check_effect(
-        &self,
-        event: &Event,
-        seq: Option<i64>,
-        decision: &Decision,
-        now: DateTime<Utc>,
-        emits: &mut usize,
-    ) -> Result<(), String> {
-        let kind = decision.kind.name();
-        let timer = |after_ms: u64| {
-            if event.entity_key().is_none() {
-                return Err(format!(
-                    "`{kind}` needs an event about an entity (a subject like `task/T-1`)"
-                ));
-            }
-            i64::try_from(after_ms)
-                .ok()
-                .and_then(|after| now.timestamp_millis().checked_add(after))
-                .map(drop)
-                .ok_or_else(|| format!("`{kind}`: {after_ms} ms is too far in the future"))
-        };
-        match &decision.kind {
-            DecisionKind::Schedule { after_ms, .. } => timer(*after_ms),
-            DecisionKind::Expect { within_ms, .. } => timer(*within_ms),
-            DecisionKind::Emit { event_type, data } => {
-                *emits += 1;
-                let id = format!("emit-{}-{emits}", seq.unwrap_or(0));
-                emitted_event(event, id, event_type, data, now, self.max_emit_depth).map(drop)
-            }
-            _ => Ok(()),
+    fn about(&self) -> About<'_> {
+        About {
+            id: &self.id,
+            seq: self.seq,
+            origin: self.origin,
+            ty: &self.ty,
+            subject: self.subject.as_deref(),
+            now: self.now,
         }
     }
+}
+
+/// Pairs what two simulations processed for one recorded event: the same
+/// event on both sides, or one side's alone; in time order.
+fn pair(a: Vec<Seen>, b: Vec<Seen>) -> Vec<(Option<Seen>, Option<Seen>)> {
+    let mut b: Vec<Option<Seen>> = b.into_iter().map(Some).collect();
+    let mut pairs: Vec<(Option<Seen>, Option<Seen>)> = a
+        .into_iter()
+        .map(|a| {
+            let same = b.iter().position(|b| {
+                b.as_ref()
+                    .is_some_and(|b| b.origin == a.origin && b.identity == a.identity)
+            });
+            let b = same.and_then(|i| b[i].take());
+            (Some(a), b)
+        })
+        .collect();
+    pairs.extend(b.into_iter().flatten().map(|b| (None, Some(b))));
+    pairs.sort_by_key(|(a, b)| a.as_ref().or(b.as_ref()).map(|seen| seen.now));
+    pairs
 }
 
 /// A decision or a failure, as compared between two rule sets: the rule's
@@ -591,79 +680,20 @@ fn differences<'a>(a: &'a Outcome, b: &'a Outcome) -> (Vec<Item<'a>>, Vec<Item<'
     (only_a, b.into_iter().flatten().collect())
 }
 
-/// The replay loop's state: the time window, the bar, the counts.
+/// The replay loop's state: the time window, the bar, the counts of
+/// recorded events.
 struct Run {
     window: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    /// Whether timers and emits are simulated (not `--no-simulate`).
+    simulate: bool,
     progress: ProgressBar,
     started: Instant,
-    totals: Totals,
+    input: InputCounts,
 }
 
-impl Run {
-    /// Feeds every event of the window to `each`; events before `--since`
-    /// only build state (their decisions are neither printed nor counted).
-    fn events(
-        &mut self,
-        source: &mut Source,
-        mut each: impl FnMut(&Recorded, &mut Totals) -> Result<(), String>,
-    ) -> Result<(), String> {
-        let (since, until) = self.window;
-        let mut warm_up = Totals::default();
-        loop {
-            let recorded = match source.next()? {
-                Next::End => break,
-                Next::Skipped(message) => {
-                    self.progress
-                        .suspend(|| eprintln!("warning: skipped {message}"));
-                    self.totals.skipped += 1;
-                    continue;
-                }
-                Next::Event(recorded) => recorded,
-            };
-            if until.is_some_and(|until| recorded.now > until) {
-                self.totals.after_window += 1;
-                continue;
-            }
-            if since.is_some_and(|since| recorded.now < since) {
-                each(&recorded, &mut warm_up)?;
-                self.totals.warm_up += 1;
-            } else {
-                each(&recorded, &mut self.totals)?;
-                self.totals.events += 1;
-            }
-            if self.totals.replayed().is_multiple_of(PROGRESS_EVERY) {
-                self.progress.set_position(source.position());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Which rule set a count is for.
-#[derive(Clone, Copy)]
-enum Side {
-    Only,
-    A,
-    B,
-}
-
+/// What became of the recorded events.
 #[derive(Debug, Default)]
-struct Counts {
-    decisions: BTreeMap<&'static str, u64>,
-    failures: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Default)]
-struct DiffCounts {
-    changed_events: u64,
-    only_a: usize,
-    only_b: usize,
-    /// Kinds with a difference, even when their totals are equal.
-    changed_kinds: std::collections::BTreeSet<&'static str>,
-}
-
-#[derive(Debug, Default)]
-struct Totals {
+struct InputCounts {
     /// Events replayed and reported.
     events: u64,
     /// Events before `--since`, replayed only to build state.
@@ -672,27 +702,295 @@ struct Totals {
     after_window: u64,
     /// Lines or journal entries that are not events.
     skipped: u64,
+    /// Fired timers' and emitted events converge journaled, skipped because
+    /// the replay simulates its own.
+    by_converge: u64,
+}
+
+impl InputCounts {
+    fn replayed(&self) -> u64 {
+        self.events + self.warm_up
+    }
+}
+
+impl Run {
+    /// Feeds every recorded event of the window to `each`.
+    fn events(
+        &mut self,
+        source: &mut Source,
+        mut each: impl FnMut(&Recorded) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let (since, until) = self.window;
+        loop {
+            let recorded = match source.next()? {
+                Next::End => break,
+                Next::Skipped(message) => {
+                    self.progress
+                        .suspend(|| eprintln!("warning: skipped {message}"));
+                    self.input.skipped += 1;
+                    continue;
+                }
+                Next::Event(recorded) => recorded,
+            };
+            if self.simulate && journaled_by_converge(&recorded.event) {
+                self.input.by_converge += 1;
+                continue;
+            }
+            if until.is_some_and(|until| recorded.now > until) {
+                self.input.after_window += 1;
+                continue;
+            }
+            each(&recorded)?;
+            if since.is_some_and(|since| recorded.now < since) {
+                self.input.warm_up += 1;
+            } else {
+                self.input.events += 1;
+            }
+            if self.input.replayed().is_multiple_of(PROGRESS_EVERY) {
+                self.progress.set_position(source.position());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    decisions: BTreeMap<&'static str, u64>,
+    failures: BTreeMap<String, u64>,
+    /// Simulated events reported: fired timers' and emitted ones.
+    timers_fired: u64,
+    events_emitted: u64,
+    /// When the replay simulates: the timers not due when it ended, and
+    /// its clock then.
+    pending: Option<(usize, DateTime<Utc>)>,
+}
+
+impl Counts {
+    fn count(&mut self, origin: Origin, outcome: &Outcome) {
+        for d in &outcome.decisions {
+            *self.decisions.entry(d.kind.name()).or_default() += 1;
+        }
+        for f in &outcome.failures {
+            *self.failures.entry(f.rule.clone()).or_default() += 1;
+        }
+        match origin {
+            Origin::Input => {}
+            Origin::Timer => self.timers_fired += 1,
+            Origin::Emit => self.events_emitted += 1,
+        }
+    }
+
+    fn finish(&mut self, sim: &Simulation<'_>, simulate: bool) {
+        if simulate {
+            self.pending = Some((sim.pending_timers(), sim.now));
+        }
+    }
+
+    /// `3 timers fired, 1 event emitted; 2 timers not yet due at <clock>`.
+    fn simulated_line(&self) -> Option<String> {
+        let (pending, clock) = self.pending?;
+        let mut line = format!(
+            "{} {} fired, {} {} emitted",
+            self.timers_fired,
+            plural(self.timers_fired, "timer", "timers"),
+            self.events_emitted,
+            plural(self.events_emitted, "event", "events"),
+        );
+        if pending > 0 {
+            let _ = write!(
+                line,
+                "; {pending} {} not yet due at {}",
+                plural(pending as u64, "timer", "timers"),
+                rfc3339(clock)
+            );
+        }
+        Some(line)
+    }
+
+    fn simulated_json(&self) -> Option<Value> {
+        let (pending, clock) = self.pending?;
+        Some(json!({
+            "timers_fired": self.timers_fired,
+            "events_emitted": self.events_emitted,
+            "timers_pending": pending,
+            "clock": rfc3339(clock),
+        }))
+    }
+
+    fn json(&self) -> Value {
+        let mut value = json!({"decisions": self.decisions, "rule_failures": self.failures});
+        if let Some(simulated) = self.simulated_json() {
+            value["simulated"] = simulated;
+        }
+        value
+    }
+}
+
+fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+#[derive(Debug, Default)]
+struct DiffCounts {
+    /// Events compared: the recorded ones reported, and the simulated ones
+    /// either rule set processed (once when both did).
+    compared: u64,
+    changed_events: u64,
+    only_a: usize,
+    only_b: usize,
+    /// Kinds with a difference, even when their totals are equal.
+    changed_kinds: BTreeSet<&'static str>,
+}
+
+#[derive(Debug, Default)]
+struct Totals {
     a: Counts,
     b: Counts,
     diff: DiffCounts,
 }
 
-impl Totals {
-    fn count(&mut self, outcome: &Outcome, side: Side) {
-        let counts = match side {
-            Side::Only | Side::A => &mut self.a,
-            Side::B => &mut self.b,
-        };
-        for d in &outcome.decisions {
-            *counts.decisions.entry(d.kind.name()).or_default() += 1;
+/// Reports what the simulations processed: counts it, and prints the
+/// decisions (or the differences) of the events from `--since` on.
+struct Reporter<W: Write> {
+    out: Output<W>,
+    totals: Totals,
+    since: Option<DateTime<Utc>>,
+    /// The first failure to write; nothing is written after it.
+    error: Option<String>,
+}
+
+impl<W: Write> Reporter<W> {
+    fn reported(&self, now: DateTime<Utc>) -> bool {
+        self.since.is_none_or(|since| now >= since)
+    }
+
+    fn single(&mut self, processed: Processed<'_>, seq: Option<i64>) {
+        if !self.reported(processed.now) {
+            return;
         }
-        for f in &outcome.failures {
-            *counts.failures.entry(f.rule.clone()).or_default() += 1;
+        let event = processed.event;
+        let about = About {
+            id: &event.id,
+            seq,
+            origin: processed.origin,
+            ty: &event.ty,
+            subject: event.subject.as_deref(),
+            now: processed.now,
+        };
+        let outcome = Outcome::from(processed.evaluation);
+        self.totals.a.count(about.origin, &outcome);
+        if self.error.is_none()
+            && let Err(e) = self.out.decisions(&about, &outcome)
+        {
+            self.error = Some(e);
         }
     }
 
-    fn replayed(&self) -> u64 {
-        self.events + self.warm_up
+    /// The output error, if writing failed.
+    fn written(&mut self) -> Result<(), String> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+
+    fn compare(&mut self, a: Vec<Seen>, b: Vec<Seen>) -> Result<(), String> {
+        let empty = Outcome::default();
+        for (a, b) in pair(a, b) {
+            let Some(seen) = a.as_ref().or(b.as_ref()) else {
+                continue;
+            };
+            if !self.reported(seen.now) {
+                continue;
+            }
+            let (outcome_a, outcome_b) = (
+                a.as_ref().map_or(&empty, |a| &a.outcome),
+                b.as_ref().map_or(&empty, |b| &b.outcome),
+            );
+            let totals = &mut self.totals;
+            if let Some(a) = &a {
+                totals.a.count(a.origin, outcome_a);
+            }
+            if let Some(b) = &b {
+                totals.b.count(b.origin, outcome_b);
+            }
+            totals.diff.compared += 1;
+            let (only_a, only_b) = differences(outcome_a, outcome_b);
+            if only_a.is_empty() && only_b.is_empty() {
+                continue;
+            }
+            totals.diff.changed_events += 1;
+            totals.diff.only_a += only_a.len();
+            totals.diff.only_b += only_b.len();
+            for item in only_a.iter().chain(&only_b) {
+                if let Item::Decision(d) = item {
+                    totals.diff.changed_kinds.insert(d.kind.name());
+                }
+            }
+            self.out.difference(&seen.about(), &only_a, &only_b)?;
+        }
+        Ok(())
+    }
+
+    fn summary(&mut self, run: &Run) -> Result<(), String> {
+        let (seconds, rate) = speed(&run.input, run.started);
+        let counts = &self.totals.a;
+        if self.out.json {
+            let mut summary = events_json(&run.input, seconds, rate);
+            summary["decisions"] = json!(counts.decisions);
+            summary["rule_failures"] = json!(counts.failures);
+            if let Some(simulated) = counts.simulated_json() {
+                summary["simulated"] = simulated;
+            }
+            return self.out.line(&json!({ "summary": summary }).to_string());
+        }
+        let mut lines = vec![String::new(), events_line(&run.input, seconds, rate)];
+        lines.extend(counts.simulated_line().map(|s| format!("simulated: {s}")));
+        lines.push(format!("decisions: {}", counts_line(&counts.decisions)));
+        lines.push(format!("rule failures: {}", counts_line(&counts.failures)));
+        lines.iter().try_for_each(|line| self.out.line(line))
+    }
+
+    fn diff_summary(&mut self, run: &Run) -> Result<(), String> {
+        let (seconds, rate) = speed(&run.input, run.started);
+        let totals = &self.totals;
+        let wording = diff_wording(&totals.a.decisions, &totals.b.decisions, &totals.diff);
+        if self.out.json {
+            let mut summary = events_json(&run.input, seconds, rate);
+            summary["a"] = totals.a.json();
+            summary["b"] = totals.b.json();
+            summary["compared_events"] = json!(totals.diff.compared);
+            summary["changed_events"] = json!(totals.diff.changed_events);
+            summary["only_in_a"] = json!(totals.diff.only_a);
+            summary["only_in_b"] = json!(totals.diff.only_b);
+            summary["change"] = json!(wording);
+            return self.out.line(&json!({ "summary": summary }).to_string());
+        }
+        let mut lines = vec![String::new(), events_line(&run.input, seconds, rate)];
+        for (name, counts) in [("a", &totals.a), ("b", &totals.b)] {
+            let mut line = format!(
+                "{name}: decisions: {}; rule failures: {}",
+                counts_line(&counts.decisions),
+                counts_line(&counts.failures)
+            );
+            if let Some(simulated) = counts.simulated_line() {
+                let _ = write!(line, "; simulated: {simulated}");
+            }
+            lines.push(line);
+        }
+        let simulated = totals.diff.compared.saturating_sub(run.input.events);
+        let of = if simulated > 0 {
+            format!(
+                "{} events ({} replayed, {simulated} simulated)",
+                totals.diff.compared, run.input.events
+            )
+        } else {
+            format!("{} events", totals.diff.compared)
+        };
+        lines.push(format!(
+            "{} of {of} decide differently: {} only in a (-), {} only in b (+)",
+            totals.diff.changed_events, totals.diff.only_a, totals.diff.only_b
+        ));
+        lines.push(wording);
+        lines.iter().try_for_each(|line| self.out.line(line))
     }
 }
 
@@ -707,36 +1005,50 @@ impl<W: Write> Output<W> {
         writeln!(self.writer, "{text}").map_err(|e| format!("cannot write the output: {e}"))
     }
 
-    fn decisions(&mut self, recorded: &Recorded, outcome: &Outcome) -> Result<(), String> {
+    /// The members every JSON line about an event has.
+    fn event_json(about: &About<'_>) -> Value {
+        json!({
+            "event": about.id,
+            "seq": about.seq,
+            "origin": about.origin(),
+            "type": about.ty,
+            "subject": about.subject,
+            "now": rfc3339(about.now),
+        })
+    }
+
+    /// A decision's members in a JSON line: as the store records it, the
+    /// trace included.
+    fn decision_json(line: &mut Value, d: &Decision) {
+        line["rule"] = json!(d.rule);
+        line["rule_hash"] = json!(d.rule_hash);
+        line["decision"] = json!(d.kind);
+        if let Some(trace) = &d.trace {
+            line["trace"] = json!(trace);
+        }
+    }
+
+    fn decisions(&mut self, about: &About<'_>, outcome: &Outcome) -> Result<(), String> {
+        let now = rfc3339(about.now);
         for d in &outcome.decisions {
             let line = if self.json {
-                json!({
-                    "event": recorded.event.id,
-                    "seq": recorded.seq,
-                    "now": rfc3339(recorded.now),
-                    "rule": d.rule,
-                    "rule_hash": d.rule_hash,
-                    "decision": d.kind,
-                })
-                .to_string()
+                let mut line = Self::event_json(about);
+                Self::decision_json(&mut line, d);
+                line.to_string()
             } else {
-                format!("{}  {}  {}", recorded.event.id, d.rule, kind_json(&d.kind))
+                format!("{now}  {}  {}  {}", about.id, d.rule, kind_json(&d.kind))
             };
             self.line(&line)?;
         }
         for f in &outcome.failures {
             let line = if self.json {
-                json!({
-                    "event": recorded.event.id,
-                    "seq": recorded.seq,
-                    "now": rfc3339(recorded.now),
-                    "rule": f.rule,
-                    "rule_hash": f.rule_hash,
-                    "failure": f.message,
-                })
-                .to_string()
+                let mut line = Self::event_json(about);
+                line["rule"] = json!(f.rule);
+                line["rule_hash"] = json!(f.rule_hash);
+                line["failure"] = json!(f.message);
+                line.to_string()
             } else {
-                format!("{}  {}  FAILED: {}", recorded.event.id, f.rule, f.message)
+                format!("{now}  {}  {}  FAILED: {}", about.id, f.rule, f.message)
             };
             self.line(&line)?;
         }
@@ -745,18 +1057,17 @@ impl<W: Write> Output<W> {
 
     fn difference(
         &mut self,
-        recorded: &Recorded,
+        about: &About<'_>,
         only_a: &[Item<'_>],
         only_b: &[Item<'_>],
     ) -> Result<(), String> {
-        let event = &recorded.event;
         if !self.json {
-            let subject = event.subject.as_deref().unwrap_or("-");
             let line = format!(
-                "{} ({} {subject} at {})",
-                event.id,
-                event.ty,
-                rfc3339(recorded.now)
+                "{} ({} {} at {})",
+                about.id,
+                about.ty,
+                about.subject.unwrap_or("-"),
+                rfc3339(about.now)
             );
             self.line(&line)?;
         }
@@ -768,105 +1079,69 @@ impl<W: Write> Output<W> {
             let line = match (self.json, item) {
                 (false, Item::Decision(d)) => format!("{mark} {}  {}", d.rule, kind_json(&d.kind)),
                 (false, Item::Failure(f)) => format!("{mark} {}  FAILED: {}", f.rule, f.message),
-                (true, Item::Decision(d)) => json!({
-                    "event": event.id, "seq": recorded.seq, "now": rfc3339(recorded.now),
-                    "only_in": side, "rule": d.rule, "decision": d.kind,
-                })
-                .to_string(),
-                (true, Item::Failure(f)) => json!({
-                    "event": event.id, "seq": recorded.seq, "now": rfc3339(recorded.now),
-                    "only_in": side, "rule": f.rule, "failure": f.message,
-                })
-                .to_string(),
+                (true, Item::Decision(d)) => {
+                    let mut line = Self::event_json(about);
+                    line["only_in"] = json!(side);
+                    Self::decision_json(&mut line, d);
+                    line.to_string()
+                }
+                (true, Item::Failure(f)) => {
+                    let mut line = Self::event_json(about);
+                    line["only_in"] = json!(side);
+                    line["rule"] = json!(f.rule);
+                    line["failure"] = json!(f.message);
+                    line.to_string()
+                }
             };
             self.line(&line)?;
         }
         Ok(())
     }
-
-    fn summary(&mut self, totals: &Totals, started: Instant) -> Result<(), String> {
-        let (seconds, rate) = speed(totals, started);
-        if self.json {
-            let mut summary = events_json(totals, seconds, rate);
-            summary["decisions"] = json!(totals.a.decisions);
-            summary["rule_failures"] = json!(totals.a.failures);
-            return self.line(&json!({ "summary": summary }).to_string());
-        }
-        self.line("")?;
-        self.line(&events_line(totals, seconds, rate))?;
-        self.line(&format!("decisions: {}", counts_line(&totals.a.decisions)))?;
-        self.line(&format!(
-            "rule failures: {}",
-            counts_line(&totals.a.failures)
-        ))
-    }
-
-    fn diff_summary(&mut self, totals: &Totals, started: Instant) -> Result<(), String> {
-        let (seconds, rate) = speed(totals, started);
-        let wording = diff_wording(&totals.a.decisions, &totals.b.decisions, &totals.diff);
-        if self.json {
-            let mut summary = events_json(totals, seconds, rate);
-            summary["a"] =
-                json!({"decisions": totals.a.decisions, "rule_failures": totals.a.failures});
-            summary["b"] =
-                json!({"decisions": totals.b.decisions, "rule_failures": totals.b.failures});
-            summary["changed_events"] = json!(totals.diff.changed_events);
-            summary["only_in_a"] = json!(totals.diff.only_a);
-            summary["only_in_b"] = json!(totals.diff.only_b);
-            summary["change"] = json!(wording);
-            return self.line(&json!({ "summary": summary }).to_string());
-        }
-        self.line("")?;
-        self.line(&events_line(totals, seconds, rate))?;
-        for (name, counts) in [("a", &totals.a), ("b", &totals.b)] {
-            self.line(&format!(
-                "{name}: decisions: {}; rule failures: {}",
-                counts_line(&counts.decisions),
-                counts_line(&counts.failures)
-            ))?;
-        }
-        self.line(&format!(
-            "{} of {} events decide differently: {} only in a (-), {} only in b (+)",
-            totals.diff.changed_events, totals.events, totals.diff.only_a, totals.diff.only_b
-        ))?;
-        self.line(&wording)
-    }
 }
 
-fn speed(totals: &Totals, started: Instant) -> (f64, f64) {
+fn speed(input: &InputCounts, started: Instant) -> (f64, f64) {
     let seconds = started.elapsed().as_secs_f64();
     let rate = if seconds > 0.0 {
-        totals.replayed() as f64 / seconds
+        input.replayed() as f64 / seconds
     } else {
         0.0
     };
     (seconds, rate)
 }
 
-fn events_json(totals: &Totals, seconds: f64, rate: f64) -> Value {
+fn events_json(input: &InputCounts, seconds: f64, rate: f64) -> Value {
     json!({
-        "events": totals.events,
-        "warm_up_events": totals.warm_up,
-        "events_after_until": totals.after_window,
-        "skipped": totals.skipped,
+        "events": input.events,
+        "warm_up_events": input.warm_up,
+        "events_after_until": input.after_window,
+        "skipped": input.skipped,
+        "journaled_by_converge": input.by_converge,
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "events_per_second": rate.round(),
     })
 }
 
-fn events_line(totals: &Totals, seconds: f64, rate: f64) -> String {
+fn events_line(input: &InputCounts, seconds: f64, rate: f64) -> String {
     let mut line = format!(
         "replayed {} events in {seconds:.2}s ({rate:.0} events/s)",
-        totals.replayed()
+        input.replayed()
     );
-    if totals.warm_up > 0 {
-        let _ = write!(line, "; {} before --since only built state", totals.warm_up);
+    if input.warm_up > 0 {
+        let _ = write!(line, "; {} before --since only built state", input.warm_up);
     }
-    if totals.after_window > 0 {
-        let _ = write!(line, "; {} after --until left out", totals.after_window);
+    if input.after_window > 0 {
+        let _ = write!(line, "; {} after --until left out", input.after_window);
     }
-    if totals.skipped > 0 {
-        let _ = write!(line, "; {} skipped (not events)", totals.skipped);
+    if input.skipped > 0 {
+        let _ = write!(line, "; {} skipped (not events)", input.skipped);
+    }
+    if input.by_converge > 0 {
+        let _ = write!(
+            line,
+            "; {} timer or emit {} journaled by converge left out (simulated instead)",
+            input.by_converge,
+            plural(input.by_converge, "event", "events")
+        );
     }
     line
 }
@@ -979,6 +1254,7 @@ mod tests {
             only_a: 3,
             only_b: 4,
             changed_kinds: ["escalate", "pause_channel", "notify"].into(),
+            ..DiffCounts::default()
         };
         assert_eq!(
             diff_wording(&a, &b, &diff),

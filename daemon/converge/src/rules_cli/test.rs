@@ -12,25 +12,26 @@
 //! fire, as the scheduler fires them, when a step's `advance` moves the clock
 //! past their due time; an event of an `expect`'s type cancels it; `emit`
 //! decisions journal events processed right after the one that emitted them.
+//! That simulation is `simulate.rs`, shared with `converge replay`.
 //! A step's expectations cover its event, the timers it fired and the events
 //! emitted in it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use converge_model::entity::ChannelState;
-use converge_model::{CatchUp, Decision, DecisionKind, EntityKey, EntityState, Event};
-use converge_rules::{Evaluation, RuleFailure, RuleLimits, RuleSet, RuleSource};
-use converge_store::TimerRecord;
-use serde_json::{Map, Value, json};
+use converge_model::{EntityKey, EntityState, Event};
+use converge_rules::{Evaluation, RuleLimits, RuleSet, RuleSource};
+use serde_json::{Map, Value};
 
 use super::diff;
 use crate::Exit;
-use crate::effects::{data_object, emitted_event, entity_data};
+use crate::effects::entity_data;
+use crate::simulate::{Origin, Processed, Simulation};
 
 /// The clock of a case that does not set `now`: fixed, so tests never depend
 /// on the day they run.
@@ -402,18 +403,9 @@ fn run_case(rules: &RuleSet, max_emit_depth: u32, case: &raw::Case) -> Result<()
         Some(value) => time("now", value)?,
         None => DEFAULT_NOW.parse().expect("a valid constant time"),
     };
-    let mut sim = Simulation {
-        rules,
-        max_emit_depth,
-        now,
-        entities: BTreeMap::new(),
-        timers: Vec::new(),
-        timers_created: 0,
-        processed: 0,
-    };
+    let mut sim = Simulation::new(rules, max_emit_depth, now);
     if let Some(spec) = &case.entity {
-        let state = starting_state(spec, now)?;
-        sim.entities.insert(state.key(), state);
+        sim.insert_entity(starting_state(spec, now)?);
     }
     for (i, step) in case.steps.iter().enumerate() {
         let number = i + 1;
@@ -427,14 +419,14 @@ fn run_case(rules: &RuleSet, max_emit_depth: u32, case: &raw::Case) -> Result<()
             until += by;
         }
         let mut ran = StepRun::default();
-        sim.advance_to(until, &mut ran)
+        sim.advance_to(until, Some(MAX_FIRINGS_PER_STEP), &mut |p| ran.push(p))
             .map_err(|e| format!("step {number}: {e}"))?;
         let heading = match &step.event {
             Some(spec) => {
                 let event = step_event(spec, number, sim.now)
                     .map_err(|e| format!("step {number}: event: {e}"))?;
                 let heading = format!("{} at {}", event.ty, rfc3339(sim.now));
-                sim.run_chain(vec![event], Origin::Step, &mut ran);
+                sim.run(&event, Origin::Input, &mut |p| ran.push(p));
                 heading
             }
             None => format!(
@@ -453,53 +445,6 @@ fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-/// The daemon, as far as rules can tell: entity states, pending timers and
-/// the clock, moved by the steps of one case. Each piece mirrors the
-/// processor (`processor.rs`), the scheduler (`timers.rs`) and the store's
-/// timer rules, so a case passes here when the daemon would decide the same.
-struct Simulation<'a> {
-    rules: &'a RuleSet,
-    /// `rules.max_emit_depth`: a deeper `emit` is a failure of its rule.
-    max_emit_depth: u32,
-    /// The clock: the rules' `now` and the base of new timers' due times.
-    now: DateTime<Utc>,
-    entities: BTreeMap<EntityKey, EntityState>,
-    /// Pending timers, in creation order; fired and cancelled ones are removed.
-    timers: Vec<PendingTimer>,
-    /// Timers created so far in the case: the next one's id is this plus one,
-    /// as the store numbers them.
-    timers_created: i64,
-    /// Events processed so far in the case: the journal `seq` that emitted
-    /// events' ids (`emit-<seq>-<n>`) are built from.
-    processed: i64,
-}
-
-/// A `schedule` or `expect` timer waiting to fire.
-struct PendingTimer {
-    id: i64,
-    /// `kind/id`, the fired event's subject.
-    entity: String,
-    event_type: String,
-    data: Value,
-    /// For an `expect`: the event type that cancels it.
-    expect_type: Option<String>,
-    due: DateTime<Utc>,
-    catch_up: CatchUp,
-    rule: String,
-    rule_hash: String,
-}
-
-/// Where an event in a step came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// The step's `event`.
-    Step,
-    /// A timer that fell due while the step advanced the clock.
-    Timer,
-    /// An `emit` decision of an event processed in the step.
-    Emit,
-}
-
 /// One event processed, and what the rules made of it.
 struct Ran {
     event: Event,
@@ -509,215 +454,24 @@ struct Ran {
 /// Everything one step processed, by origin, each in processing order.
 #[derive(Default)]
 struct StepRun {
+    /// Timers that fell due while the step advanced the clock.
     fired: Vec<Ran>,
+    /// The step's `event`.
     event: Option<Ran>,
+    /// Events emitted by the events processed in the step.
     emitted: Vec<Ran>,
 }
 
 impl StepRun {
-    fn push(&mut self, origin: Origin, ran: Ran) {
-        match origin {
-            Origin::Step => self.event = Some(ran),
+    fn push(&mut self, processed: Processed<'_>) {
+        let ran = Ran {
+            event: processed.event.clone(),
+            evaluation: processed.evaluation,
+        };
+        match processed.origin {
+            Origin::Input => self.event = Some(ran),
             Origin::Timer => self.fired.push(ran),
             Origin::Emit => self.emitted.push(ran),
-        }
-    }
-}
-
-impl Simulation<'_> {
-    /// Moves the clock to `until`, firing every timer due by then in due
-    /// order (equal due times in creation order), as a running daemon does:
-    /// the clock stands at a timer's due time while its event (and the events
-    /// it emits) are processed, so timers those create fire too when they
-    /// fall due by `until`. Timers due at the same time fire together, as
-    /// the scheduler fires them in one commit: none of them can cancel
-    /// another.
-    fn advance_to(&mut self, until: DateTime<Utc>, ran: &mut StepRun) -> Result<(), String> {
-        let mut fired = 0;
-        while let Some(due) = self.next_due(until) {
-            let (firing, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.timers)
-                .into_iter()
-                .partition(|t| t.due == due);
-            self.timers = waiting;
-            fired += firing.len();
-            if fired > MAX_FIRINGS_PER_STEP {
-                return Err(format!(
-                    "more than {MAX_FIRINGS_PER_STEP} timers fired while advancing to {}; is a rule scheduling in a loop?",
-                    rfc3339(until)
-                ));
-            }
-            self.now = self.now.max(due);
-            let events = firing
-                .iter()
-                .map(|timer| crate::timers::timer_event(&timer.record(), false))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("a timer cannot make a valid event: {e}"))?;
-            self.run_chain(events, Origin::Timer, ran);
-        }
-        self.now = self.now.max(until);
-        Ok(())
-    }
-
-    /// The earliest due time of a pending timer, if one is due by `until`.
-    fn next_due(&self, until: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.timers
-            .iter()
-            .map(|t| t.due)
-            .filter(|due| *due <= until)
-            .min()
-    }
-
-    /// Processes `first` in order, then the events they emit, then the
-    /// events those emit, ...: the journal order, since an event's emits are
-    /// journaled when its processing commits.
-    fn run_chain(&mut self, first: Vec<Event>, origin: Origin, ran: &mut StepRun) {
-        // An emitted event carries its depth (`convergedepth`) itself.
-        let mut queue: VecDeque<(Event, Origin)> = first.into_iter().map(|e| (e, origin)).collect();
-        while let Some((event, origin)) = queue.pop_front() {
-            let (evaluation, emitted) = self.process(&event);
-            queue.extend(emitted.into_iter().map(|e| (e, Origin::Emit)));
-            ran.push(origin, Ran { event, evaluation });
-        }
-    }
-
-    /// What the processor does with one event (`processor.rs`): the event's
-    /// time (or the clock, standing in for the time it was received) is when
-    /// the state changed; the state is created on first sight, the event's
-    /// data applied (a fired timer's `timer` member left out), the rules run
-    /// with the clock's `now`. Then, as the store commits it, the entity's
-    /// `expect` timers waiting for this event's type are cancelled before
-    /// the timers its decisions ask for are created. Returns the evaluation,
-    /// with decisions that cannot take effect turned into failures of their
-    /// rule, and the events it emits.
-    fn process(&mut self, event: &Event) -> (Evaluation, Vec<Event>) {
-        self.processed += 1;
-        let now = self.now;
-        let at = event.time.unwrap_or(now);
-        let key = event.entity_key();
-        let mut entity = key.as_ref().map(|key| {
-            self.entities
-                .remove(key)
-                .unwrap_or_else(|| EntityState::new(key, at))
-        });
-        if let Some(state) = entity.as_mut() {
-            state.apply_event(&event.ty, &entity_data(event), at);
-        }
-        let mut evaluation = self.rules.evaluate(event, entity.as_mut(), now);
-        if let Some(state) = entity {
-            self.entities.insert(state.key(), state);
-        }
-
-        if let Some(key) = &key {
-            let key = key.to_string();
-            self.timers.retain(|t| {
-                !(t.entity == key && t.expect_type.as_deref() == Some(event.ty.as_str()))
-            });
-        }
-        let mut emitted = Vec::new();
-        let decisions = std::mem::take(&mut evaluation.decisions);
-        for decision in decisions {
-            match self.effect(event, &decision, &mut emitted) {
-                Ok(()) => evaluation.decisions.push(decision),
-                Err(message) => evaluation.failures.push(RuleFailure {
-                    rule: decision.rule,
-                    rule_hash: decision.rule_hash,
-                    message,
-                }),
-            }
-        }
-        (evaluation, emitted)
-    }
-
-    /// The processor's `effect`: a `schedule` or `expect` becomes a pending
-    /// timer, an `emit` an event; the `Err` is why the decision cannot take
-    /// effect, in the processor's words.
-    fn effect(
-        &mut self,
-        event: &Event,
-        decision: &Decision,
-        emitted: &mut Vec<Event>,
-    ) -> Result<(), String> {
-        let kind = decision.kind.name();
-        let (event_type, data, after_ms, expect_type, catch_up) = match &decision.kind {
-            DecisionKind::Schedule {
-                after_ms,
-                event_type,
-                data,
-                catch_up,
-            } => (event_type, data_object(data), *after_ms, None, *catch_up),
-            DecisionKind::Expect {
-                event_type,
-                within_ms,
-                otherwise,
-                catch_up,
-            } => (
-                otherwise,
-                json!({}),
-                *within_ms,
-                Some(event_type.clone()),
-                *catch_up,
-            ),
-            DecisionKind::Emit { event_type, data } => {
-                let id = format!("emit-{}-{}", self.processed, emitted.len() + 1);
-                emitted.push(emitted_event(
-                    event,
-                    id,
-                    event_type,
-                    data,
-                    self.now,
-                    self.max_emit_depth,
-                )?);
-                return Ok(());
-            }
-            _ => return Ok(()),
-        };
-        let entity = event.entity_key().map(|k| k.to_string()).ok_or_else(|| {
-            format!("`{kind}` needs an event about an entity (a subject like `task/T-1`)")
-        })?;
-        let due = i64::try_from(after_ms)
-            .ok()
-            .and_then(|after| self.now.timestamp_millis().checked_add(after))
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-            .ok_or_else(|| format!("`{kind}`: {after_ms} ms is too far in the future"))?;
-        self.timers_created += 1;
-        self.timers.push(PendingTimer {
-            id: self.timers_created,
-            entity,
-            event_type: event_type.clone(),
-            data,
-            expect_type,
-            due,
-            catch_up,
-            rule: decision.rule.clone(),
-            rule_hash: decision.rule_hash.clone(),
-        });
-        Ok(())
-    }
-}
-
-impl PendingTimer {
-    /// The timer as the store would read it back when it falls due.
-    fn record(&self) -> TimerRecord {
-        TimerRecord {
-            id: self.id,
-            entity: self.entity.clone(),
-            kind: if self.expect_type.is_some() {
-                "expect"
-            } else {
-                "schedule"
-            }
-            .into(),
-            event_type: self.event_type.clone(),
-            data: self.data.clone(),
-            expect_type: self.expect_type.clone(),
-            due_at_ms: self.due.timestamp_millis(),
-            catch_up: self.catch_up,
-            rule: self.rule.clone(),
-            rule_hash: self.rule_hash.clone(),
-            created_by_seq: 0,
-            status: "pending".into(),
-            fired_seq: None,
-            closed_at_ms: None,
         }
     }
 }

@@ -1,0 +1,541 @@
+//! The daemon as far as rules can tell, in memory: entity states, pending
+//! timers and emitted events, on a clock the caller moves. `converge rules
+//! test` moves it by the steps of a test case, `converge replay` by the
+//! times of recorded events; both run events through here, so both decide
+//! as the processor (`processor.rs`), the scheduler (`timers.rs`) and the
+//! store's timer rules do.
+//!
+//! - An event is applied to its entity's state (created on first sight at
+//!   the event's time), the rules run with the clock's `now`, and the
+//!   decisions that cannot take effect become failures of their rule, with
+//!   the processor's messages (`effects.rs`).
+//! - The entity's `expect` timers waiting for the event's type are
+//!   cancelled before the event's own decisions create timers, as the store
+//!   commits them.
+//! - Emitted events are processed after the event that emitted them, in
+//!   journal order: every emit of one event before the emits of those emits.
+//! - Moving the clock fires the timers due on the way, in due order; timers
+//!   due at the same time fire together (the scheduler journals them in one
+//!   commit), so none of them cancels another. The clock stands at a timer's
+//!   due time while its event and the events it emits are processed, and
+//!   timers those create fire too when they fall due on the way.
+//!
+//! Catch-up policies never apply: the simulated daemon is never down.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Utc};
+use converge_model::{DecisionKind, EntityKey, EntityState, Event};
+use converge_rules::{Evaluation, RuleFailure, RuleSet};
+use converge_store::{NewTimer, TimerKind, TimerRecord};
+
+use crate::effects::{emitted_event, entity_data, new_timer};
+use crate::timers::timer_event;
+
+/// Where an event the simulation processed came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// From outside the simulation: a test step's event, a recorded event.
+    Input,
+    /// A timer that fell due while the clock moved.
+    Timer,
+    /// An `emit` decision of an event processed before it.
+    Emit,
+}
+
+/// One event processed, and what the rules made of it.
+pub struct Processed<'e> {
+    pub event: &'e Event,
+    pub origin: Origin,
+    /// The rules' `now` for it.
+    pub now: DateTime<Utc>,
+    /// The decisions that take effect, and the failures (including the
+    /// decisions that could not take effect).
+    pub evaluation: Evaluation,
+}
+
+pub struct Simulation<'r> {
+    rules: &'r RuleSet,
+    /// `rules.max_emit_depth`: a deeper `emit` is a failure of its rule.
+    max_emit_depth: u32,
+    /// The clock: the rules' `now` and the base of new timers' due times.
+    pub now: DateTime<Utc>,
+    entities: HashMap<EntityKey, EntityState>,
+    timers: TimerQueue,
+    /// Events processed so far: stands in for the journal `seq` that the
+    /// ids of emitted events (`emit-<seq>-<n>`) are built from.
+    processed: i64,
+    /// Whether timers are kept and emitted events processed. Without, the
+    /// decisions asking for them are only checked, as the processor checks
+    /// them (`converge replay --no-simulate`).
+    carry_out: bool,
+}
+
+impl<'r> Simulation<'r> {
+    pub fn new(rules: &'r RuleSet, max_emit_depth: u32, now: DateTime<Utc>) -> Simulation<'r> {
+        Simulation {
+            rules,
+            max_emit_depth,
+            now,
+            entities: HashMap::new(),
+            timers: TimerQueue::default(),
+            processed: 0,
+            carry_out: true,
+        }
+    }
+
+    /// Timers and emits are checked, never kept or processed.
+    pub fn without_timers_and_emits(mut self) -> Simulation<'r> {
+        self.carry_out = false;
+        self
+    }
+
+    /// An entity's state before the first event.
+    pub fn insert_entity(&mut self, state: EntityState) {
+        self.entities.insert(state.key(), state);
+    }
+
+    /// Timers created and neither fired nor cancelled.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.pending()
+    }
+
+    /// Moves the clock to `until` (never back), firing every timer due by
+    /// then as the scheduler would, and handing each event processed on the
+    /// way to `each`. Returns how many timers fired; more than
+    /// `max_firings` (a rule rescheduling itself in a loop) stops it with an
+    /// error.
+    pub fn advance_to(
+        &mut self,
+        until: DateTime<Utc>,
+        max_firings: Option<usize>,
+        each: &mut impl FnMut(Processed<'_>),
+    ) -> Result<usize, String> {
+        let until_ms = until.timestamp_millis();
+        let mut fired = 0;
+        while let Some(due_ms) = self.timers.next_due(until_ms) {
+            let firing = self.timers.pop_due(due_ms);
+            fired += firing.len();
+            if max_firings.is_some_and(|max| fired > max) {
+                return Err(format!(
+                    "more than {} timers fired while advancing to {}; is a rule scheduling in a loop?",
+                    max_firings.unwrap_or_default(),
+                    until.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                ));
+            }
+            let events = firing
+                .iter()
+                .map(|record| timer_event(record, false))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("a timer cannot make a valid event: {e}"))?;
+            if let Some(due) = events.first().and_then(|e| e.time) {
+                self.now = self.now.max(due);
+            }
+            let mut queue = VecDeque::new();
+            for event in &events {
+                self.process(event, Origin::Timer, &mut queue, each);
+            }
+            self.drain(queue, each);
+        }
+        self.now = self.now.max(until);
+        Ok(fired)
+    }
+
+    /// Processes `event` at the clock's time, then the events it emits,
+    /// then the events those emit, ...
+    pub fn run(&mut self, event: &Event, origin: Origin, each: &mut impl FnMut(Processed<'_>)) {
+        let mut queue = VecDeque::new();
+        self.process(event, origin, &mut queue, each);
+        self.drain(queue, each);
+    }
+
+    fn drain(&mut self, mut queue: VecDeque<Event>, each: &mut impl FnMut(Processed<'_>)) {
+        while let Some(event) = queue.pop_front() {
+            self.process(&event, Origin::Emit, &mut queue, each);
+        }
+    }
+
+    /// What the processor does with one event: the event's time (or the
+    /// clock, standing in for the time it was received) is when the state
+    /// changed; the rules run with the clock's `now`. The events its
+    /// decisions emit go to the back of `queue`.
+    fn process(
+        &mut self,
+        event: &Event,
+        origin: Origin,
+        queue: &mut VecDeque<Event>,
+        each: &mut impl FnMut(Processed<'_>),
+    ) {
+        self.processed += 1;
+        let now = self.now;
+        let at = event.time.unwrap_or(now);
+        let key = event.entity_key();
+        let mut entity = key.map(|key| {
+            self.timers.cancel_expects(&key, &event.ty);
+            let state = self
+                .entities
+                .remove(&key)
+                .unwrap_or_else(|| EntityState::new(&key, at));
+            (key, state)
+        });
+        if let Some((_, state)) = entity.as_mut() {
+            state.apply_event(&event.ty, &entity_data(event), at);
+        }
+        let mut evaluation =
+            self.rules
+                .evaluate(event, entity.as_mut().map(|(_, state)| state), now);
+        if let Some((key, state)) = entity {
+            self.entities.insert(key, state);
+        }
+
+        let decisions = std::mem::take(&mut evaluation.decisions);
+        evaluation.decisions.reserve(decisions.len());
+        let mut emits = 0;
+        for decision in decisions {
+            let effect = if let DecisionKind::Emit { event_type, data } = &decision.kind {
+                emits += 1;
+                let id = format!("emit-{}-{emits}", self.processed);
+                emitted_event(event, id, event_type, data, now, self.max_emit_depth).map(|e| {
+                    if self.carry_out {
+                        queue.push_back(e);
+                    }
+                })
+            } else {
+                new_timer(event, &decision, now).map(|timer| {
+                    if let Some(timer) = timer.filter(|_| self.carry_out) {
+                        self.timers.push(timer);
+                    }
+                })
+            };
+            match effect {
+                Ok(()) => evaluation.decisions.push(decision),
+                Err(message) => evaluation.failures.push(RuleFailure {
+                    rule: decision.rule,
+                    rule_hash: decision.rule_hash,
+                    message,
+                }),
+            }
+        }
+        each(Processed {
+            event,
+            origin,
+            now,
+            evaluation,
+        });
+    }
+}
+
+/// The pending timers: a heap by due time for firing, and the `expect`
+/// timers by entity for cancelling, so neither costs a scan of every timer.
+#[derive(Default)]
+struct TimerQueue {
+    /// Soonest first; equal due times in creation order. Cancelled timers
+    /// stay until they reach the top.
+    heap: BinaryHeap<Reverse<Pending>>,
+    /// Pending `expect` timers by entity: id and the type that cancels it.
+    expects: HashMap<String, Vec<(i64, String)>>,
+    /// Ids of cancelled timers still in `heap`.
+    cancelled: HashSet<i64>,
+    /// Timers created so far: the next one's id is this plus one, as the
+    /// store numbers them.
+    created: i64,
+}
+
+struct Pending {
+    id: i64,
+    timer: NewTimer,
+}
+
+impl Pending {
+    fn order(&self) -> (i64, i64) {
+        (self.timer.due_at_ms, self.id)
+    }
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Pending) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Pending) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Pending) -> Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+impl TimerQueue {
+    fn push(&mut self, timer: NewTimer) {
+        self.created += 1;
+        let id = self.created;
+        if let TimerKind::Expect { expect_type } = &timer.kind {
+            self.expects
+                .entry(timer.entity.clone())
+                .or_default()
+                .push((id, expect_type.clone()));
+        }
+        self.heap.push(Reverse(Pending { id, timer }));
+    }
+
+    fn pending(&self) -> usize {
+        self.heap.len() - self.cancelled.len()
+    }
+
+    /// An event of `event_type` about `entity` arrived.
+    fn cancel_expects(&mut self, entity: &EntityKey, event_type: &str) {
+        if self.expects.is_empty() {
+            return;
+        }
+        let entity = entity.to_string();
+        let Some(waiting) = self.expects.get_mut(&entity) else {
+            return;
+        };
+        waiting.retain(|(id, expected)| {
+            let arrived = expected == event_type;
+            if arrived {
+                self.cancelled.insert(*id);
+            }
+            !arrived
+        });
+        if waiting.is_empty() {
+            self.expects.remove(&entity);
+        }
+    }
+
+    /// The due time of the next timer, if it is due by `until_ms`.
+    fn next_due(&mut self, until_ms: i64) -> Option<i64> {
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if !self.cancelled.remove(&top.id) {
+                return Some(top.timer.due_at_ms).filter(|due| *due <= until_ms);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Takes every pending timer due at `due_ms`, in creation order, as the
+    /// store would read them back.
+    fn pop_due(&mut self, due_ms: i64) -> Vec<TimerRecord> {
+        let mut due = Vec::new();
+        while self
+            .heap
+            .peek()
+            .is_some_and(|Reverse(top)| top.timer.due_at_ms == due_ms)
+        {
+            let Some(Reverse(Pending { id, timer })) = self.heap.pop() else {
+                break;
+            };
+            if self.cancelled.remove(&id) {
+                continue;
+            }
+            if matches!(timer.kind, TimerKind::Expect { .. })
+                && let Some(waiting) = self.expects.get_mut(&timer.entity)
+            {
+                waiting.retain(|(other, _)| *other != id);
+                if waiting.is_empty() {
+                    self.expects.remove(&timer.entity);
+                }
+            }
+            due.push(record(id, timer));
+        }
+        due
+    }
+}
+
+/// A timer as the store reads it back when it falls due.
+fn record(id: i64, timer: NewTimer) -> TimerRecord {
+    let (kind, expect_type) = match timer.kind {
+        TimerKind::Schedule => ("schedule", None),
+        TimerKind::Expect { expect_type } => ("expect", Some(expect_type)),
+    };
+    TimerRecord {
+        id,
+        entity: timer.entity,
+        kind: kind.into(),
+        event_type: timer.event_type,
+        data: timer.data,
+        expect_type,
+        due_at_ms: timer.due_at_ms,
+        catch_up: timer.catch_up,
+        rule: timer.rule,
+        rule_hash: timer.rule_hash,
+        created_by_seq: 0,
+        status: "pending".into(),
+        fired_seq: None,
+        closed_at_ms: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use converge_rules::{RuleLimits, RuleSource};
+    use serde_json::json;
+
+    use super::*;
+
+    fn rules(source: &str) -> RuleSet {
+        RuleSet::compile(
+            vec![RuleSource {
+                name: "r".into(),
+                path: "rules/r.rhai".into(),
+                source: source.into(),
+            }],
+            &RuleLimits::default(),
+        )
+        .unwrap()
+    }
+
+    fn event(id: &str, ty: &str, time: &str) -> Event {
+        Event::from_value(
+            json!({"specversion": "1.0", "id": id, "source": "/t", "type": ty,
+            "subject": "task/T-1", "time": time}),
+        )
+        .unwrap()
+    }
+
+    fn at(time: &str) -> DateTime<Utc> {
+        time.parse().unwrap()
+    }
+
+    /// Every event processed, as `origin id type now: decision kinds`.
+    fn log(trail: &mut Vec<String>) -> impl FnMut(Processed<'_>) + '_ {
+        |p| {
+            let kinds: Vec<&str> = p
+                .evaluation
+                .decisions
+                .iter()
+                .map(|d| d.kind.name())
+                .collect();
+            let failures: Vec<&str> = p
+                .evaluation
+                .failures
+                .iter()
+                .map(|f| f.message.as_str())
+                .collect();
+            trail.push(format!(
+                "{:?} {} {} {}: {kinds:?} {failures:?}",
+                p.origin,
+                p.event.id,
+                p.event.ty,
+                p.now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ));
+        }
+    }
+
+    #[test]
+    fn timers_fire_in_due_order_and_together_when_due_together() {
+        let rules = rules(
+            r#"
+            if event.type == "start" {
+                schedule("2h", "late");
+                schedule("1h", "ping");
+                expect("ping", "1h", "no.ping");
+            } else if event.type == "ping" {
+                emit("pinged");
+            }
+            "#,
+        );
+        let mut sim = Simulation::new(&rules, 8, at("2026-01-01T00:00:00Z"));
+        let mut trail = Vec::new();
+        sim.run(
+            &event("e1", "start", "2026-01-01T00:00:00Z"),
+            Origin::Input,
+            &mut log(&mut trail),
+        );
+        assert_eq!(sim.pending_timers(), 3);
+        let fired = sim
+            .advance_to(at("2026-01-01T01:30:00Z"), None, &mut log(&mut trail))
+            .unwrap();
+        assert_eq!(fired, 2);
+        assert_eq!(sim.now, at("2026-01-01T01:30:00Z"));
+        assert_eq!(sim.pending_timers(), 1);
+        assert_eq!(
+            trail,
+            [
+                r#"Input e1 start 2026-01-01T00:00:00Z: ["schedule", "schedule", "expect"] []"#,
+                // Due together, in creation order: the ping cannot cancel
+                // the expect fired in the same commit.
+                r#"Timer timer-2 ping 2026-01-01T01:00:00Z: ["emit"] []"#,
+                r#"Timer timer-3 no.ping 2026-01-01T01:00:00Z: [] []"#,
+                r#"Emit emit-2-1 pinged 2026-01-01T01:00:00Z: [] []"#,
+            ]
+        );
+        let err = sim
+            .advance_to(at("2026-01-02T00:00:00Z"), Some(0), &mut |_| {})
+            .unwrap_err();
+        assert!(err.contains("more than 0 timers fired"), "{err}");
+    }
+
+    #[test]
+    fn an_event_of_the_expected_type_cancels_only_its_entitys_expects() {
+        let rules = rules(
+            r#"
+            if event.type == "task.handoff" {
+                expect("task.updated", "48h", "task.stalled");
+                expect("task.viewed", "48h", "task.unseen");
+            }
+            "#,
+        );
+        let mut sim = Simulation::new(&rules, 8, at("2026-01-01T00:00:00Z"));
+        let mut trail = Vec::new();
+        sim.run(
+            &event("h", "task.handoff", "2026-01-01T00:00:00Z"),
+            Origin::Input,
+            &mut |_| {},
+        );
+        let mut other = event("u2", "task.updated", "2026-01-01T01:00:00Z");
+        other.subject = Some("task/T-2".into());
+        sim.run(&other, Origin::Input, &mut |_| {});
+        assert_eq!(sim.pending_timers(), 2);
+        sim.run(
+            &event("u1", "task.updated", "2026-01-01T02:00:00Z"),
+            Origin::Input,
+            &mut |_| {},
+        );
+        assert_eq!(sim.pending_timers(), 1);
+        sim.advance_to(at("2026-01-10T00:00:00Z"), None, &mut log(&mut trail))
+            .unwrap();
+        assert_eq!(
+            trail,
+            [r#"Timer timer-2 task.unseen 2026-01-03T00:00:00Z: [] []"#]
+        );
+        assert_eq!(sim.pending_timers(), 0);
+        assert!(sim.timers.expects.is_empty());
+    }
+
+    #[test]
+    fn without_timers_and_emits_the_decisions_are_only_checked() {
+        let rules = rules(
+            r#"
+            schedule("1h", "later");
+            emit("again");
+            "#,
+        );
+        let mut sim =
+            Simulation::new(&rules, 0, at("2026-01-01T00:00:00Z")).without_timers_and_emits();
+        let mut trail = Vec::new();
+        sim.run(
+            &event("e1", "start", "2026-01-01T00:00:00Z"),
+            Origin::Input,
+            &mut log(&mut trail),
+        );
+        sim.advance_to(at("2026-01-02T00:00:00Z"), None, &mut log(&mut trail))
+            .unwrap();
+        assert_eq!(
+            trail,
+            [
+                "Input e1 start 2026-01-01T00:00:00Z: [\"schedule\"] [\"emit of `again` refused: it would be 1 emits deep, past rules.max_emit_depth (0); is a rule emitting in a loop?\"]"
+            ]
+        );
+        assert_eq!(sim.pending_timers(), 0);
+    }
+}
