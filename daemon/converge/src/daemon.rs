@@ -177,6 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Counted once here; the journal keeps the gauge up to date from then on.
     metrics.timers_pending.set(store.pending_timer_count()?);
     metrics.held_sends.set(gates.held() as i64);
+    metrics.dead_letters.set(store.dead_letter_count()?);
     if config.server.admin_token.is_none() {
         tracing::info!(
             variable = %config.server.admin_token_env,
