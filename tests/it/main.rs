@@ -2,6 +2,7 @@
 //! config and talks to it over HTTP and the file system.
 
 mod cli;
+mod crash;
 mod dlq;
 mod explain;
 mod gates;
