@@ -13,5 +13,6 @@ mod replay;
 mod restart;
 mod rules_cli;
 mod sandbox;
+mod slow_clients;
 mod support;
 mod timers;

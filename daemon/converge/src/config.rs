@@ -62,6 +62,8 @@ mod raw {
         pub max_body_bytes: u64,
         pub max_events_in_flight: u64,
         pub admin_token_env: String,
+        pub header_read_timeout: String,
+        pub body_read_timeout: String,
     }
 
     impl Default for Server {
@@ -71,6 +73,8 @@ mod raw {
                 max_body_bytes: 1024 * 1024,
                 max_events_in_flight: 50_000,
                 admin_token_env: "CONVERGE_ADMIN_TOKEN".into(),
+                header_read_timeout: "10s".into(),
+                body_read_timeout: "30s".into(),
             }
         }
     }
@@ -237,6 +241,12 @@ pub struct Server {
     pub admin_token_env: String,
     /// Its value, if set and not empty; `None` disables the admin API.
     pub admin_token: Option<AdminToken>,
+    /// A connection that has not sent a whole request head this long after
+    /// it started one is closed, so slow clients cannot hold connections.
+    pub header_read_timeout: Duration,
+    /// A request whose body has not fully arrived this long after its head
+    /// is answered 408 and its connection closed.
+    pub body_read_timeout: Duration,
 }
 
 /// The token that authorizes the admin API (`Authorization: Bearer ...`).
@@ -498,6 +508,16 @@ impl Validator {
             ),
             admin_token_env,
             admin_token,
+            header_read_timeout: self.duration(
+                "server.header_read_timeout",
+                &raw.header_read_timeout,
+                Duration::from_millis(100),
+            ),
+            body_read_timeout: self.duration(
+                "server.body_read_timeout",
+                &raw.body_read_timeout,
+                Duration::from_millis(100),
+            ),
         }
     }
 

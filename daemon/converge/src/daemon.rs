@@ -289,10 +289,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let server = {
         let shutdown = shutdown.clone();
+        let timeouts = web::Timeouts {
+            header_read: config.server.header_read_timeout,
+            body_read: config.server.body_read_timeout,
+        };
+        let metrics = state.metrics.clone();
         tokio::spawn(async move {
-            axum::serve(listener, web::router(state))
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            web::serve(listener, web::router(state), timeouts, metrics, shutdown).await;
         })
     };
 
@@ -307,10 +310,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     shutdown.cancel();
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
-        Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "HTTP server task failed");
     }
     stop_reloader.cancel();
     let _ = reloader_task.await;

@@ -27,6 +27,8 @@ pub enum RejectReason {
     InvalidEvent,
     BadSource,
     Unavailable,
+    /// Its head or body did not arrive within the server's read timeouts.
+    SlowRequest,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -29,6 +29,9 @@ use crate::reload::RulesHandle;
 use crate::telemetry::{Metrics, RejectReason};
 
 mod dlq;
+mod serve;
+
+pub use serve::{Timeouts, serve};
 
 /// How long intake waits for room in the in-flight budget before answering 503.
 const BACKPRESSURE_WAIT: Duration = Duration::from_secs(5);
@@ -107,6 +110,7 @@ impl ApiError {
             RejectReason::InvalidEvent => (StatusCode::BAD_REQUEST, "invalid_event"),
             RejectReason::BadSource => (StatusCode::NOT_FOUND, "unknown_hook"),
             RejectReason::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            RejectReason::SlowRequest => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
         };
         ApiError::new(status, code, message)
     }
@@ -130,6 +134,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a stalled body is not worth waiting for.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
         }
         response
     }
@@ -178,7 +189,10 @@ async fn intake(
         ));
     };
     let limit = state.max_body_bytes;
-    let body = to_bytes(request.into_body(), limit).await.map_err(|_| {
+    let body = to_bytes(request.into_body(), limit).await.map_err(|e| {
+        if serve::timed_out(&e) {
+            return ApiError::rejected(RejectReason::SlowRequest, metrics, e.to_string());
+        }
         ApiError::rejected(
             RejectReason::TooLarge,
             metrics,
