@@ -13,6 +13,7 @@ mod replay;
 mod restart;
 mod rules_cli;
 mod sandbox;
+mod secrets;
 mod slow_clients;
 mod support;
 mod timers;
