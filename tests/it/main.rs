@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real `converge` binary on a temporary
 //! config and talks to it over HTTP and the file system.
 
+mod backpressure;
 mod cli;
 mod crash;
 mod dlq;
