@@ -27,7 +27,7 @@ pub enum RejectReason {
     InvalidEvent,
     BadSource,
     Unavailable,
-    /// Its head or body did not arrive within the server's read timeouts.
+    /// Its body did not arrive within `server.body_read_timeout`.
     SlowRequest,
 }
 
@@ -99,6 +99,7 @@ pub struct Metrics {
     pub dead_letters: Gauge<i64, AtomicI64>,
     pub dead_letters_retried: Counter,
     pub dead_letters_dropped: Counter,
+    pub connections_timed_out: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -285,6 +286,12 @@ impl Metrics {
             "Dead letters a person dropped",
             dead_letters_dropped.clone(),
         );
+        let connections_timed_out = Counter::default();
+        registry.register(
+            "connections_timed_out",
+            "Connections closed because no whole request head arrived within server.header_read_timeout (idle keep-alive connections included)",
+            connections_timed_out.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             events_accepted,
@@ -316,6 +323,7 @@ impl Metrics {
             dead_letters,
             dead_letters_retried,
             dead_letters_dropped,
+            connections_timed_out,
         }
     }
 

@@ -3,7 +3,8 @@
 //! cannot hold a connection (and its task and buffers) for long:
 //! - `server.header_read_timeout`: a request head (request line and
 //!   headers) must arrive whole within it, or the connection is closed;
-//!   hyper applies it to every head, the first and each keep-alive one;
+//!   hyper applies it to every head, the first and each keep-alive one, so
+//!   it is also how long an idle keep-alive connection stays open;
 //! - `server.body_read_timeout`: a body must arrive whole within it after
 //!   its head; reading it later fails, and intake answers 408 and closes.
 //!
@@ -30,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::telemetry::{Metrics, RejectReason};
+use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -80,15 +81,14 @@ pub async fn serve(
                     connection.await
                 }
             };
-            if let Err(e) = result {
-                if e.is_timeout() {
-                    metrics.rejected(
-                        RejectReason::SlowRequest,
-                        "no whole request head within server.header_read_timeout",
-                    );
-                } else {
-                    tracing::debug!(error = %e, "connection ended with an error");
+            match result {
+                // A slow head, or an idle keep-alive connection: hyper
+                // does not tell them apart.
+                Err(e) if e.is_timeout() => {
+                    metrics.connections_timed_out.inc();
                 }
+                Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+                Ok(()) => {}
             }
         });
     }
