@@ -382,8 +382,10 @@ concurrency = 128
 "#,
         durability = args.durability,
         max_in_flight = args.max_in_flight,
-        cache = root
-            .join("target/converge-load-plugin-cache")
+        cache = plugin
+            .parent()
+            .unwrap_or(root)
+            .join("converge-load-plugin-cache")
             .display()
             .to_string(),
         plugin = plugin.display().to_string(),
