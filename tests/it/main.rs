@@ -1,8 +1,11 @@
 //! Integration tests: each starts the real `converge` binary on a temporary
 //! config and talks to it over HTTP and the file system.
 
+mod backpressure;
 mod cli;
 mod connectors;
+mod crash;
+mod dlq;
 mod explain;
 mod filedrops;
 mod gates;
@@ -15,5 +18,7 @@ mod restart;
 mod rules_cli;
 mod sandbox;
 mod schedules;
+mod secrets;
+mod slow_clients;
 mod support;
 mod timers;

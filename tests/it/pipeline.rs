@@ -191,7 +191,7 @@ async fn a_transient_failure_is_retried_and_a_missing_secret_fails_clearly() {
         .await;
     let trail = daemon.wait_for_trail("s-2", actions_settled).await;
     let action = &trail["decisions"][0]["actions"][0];
-    assert_eq!(action["status"], "failed");
+    assert_eq!(action["status"], "dead_letter");
     assert_eq!(action["attempts"], 1, "not retried: {action}");
     assert!(
         action["detail"].as_str().unwrap().contains("bot_token"),

@@ -73,13 +73,13 @@ config = {{ url = "{hook}" }}
             .unwrap_or_else(|| panic!("{route}: {outcomes:#?}"))
     };
     let (_, status, detail) = find("escalate-to-misbehaving");
-    assert_eq!(status, "failed");
+    assert_eq!(status, "dead_letter");
     assert!(detail.contains("trap"), "{detail}");
     let (_, status, detail) = find("notify-to-misbehaving");
-    assert_eq!(status, "failed");
+    assert_eq!(status, "dead_letter");
     assert!(detail.contains("cpu"), "{detail}");
     let (_, status, detail) = find("set_field-to-misbehaving");
-    assert_eq!(status, "failed");
+    assert_eq!(status, "dead_letter");
     assert!(detail.contains("memory"), "{detail}");
     let (_, status, _) = find("notify-to-webhook-out");
     assert_eq!(status, "done");

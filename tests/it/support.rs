@@ -137,6 +137,21 @@ files = [{files}]
         std::fs::write(self.config(), text.replace(from, to)).unwrap();
     }
 
+    /// Listens on a fixed free port instead of port 0, so the commands that
+    /// find the daemon through the config (`converge status`, `gates`,
+    /// `dlq`) can reach it.
+    pub fn listen_on_free_port(&self) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        self.edit_config(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+    }
+
     pub fn start(&self) -> Daemon {
         self.start_with_env(&[])
     }
@@ -314,6 +329,24 @@ impl Daemon {
         (
             status,
             headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// POSTs JSON with `Authorization: Bearer <token>` when a token is given.
+    pub async fn post_admin(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut request = client()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }

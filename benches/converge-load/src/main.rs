@@ -9,6 +9,14 @@
 //! event is a `task.handoff` with its required fields present: the example
 //! rules notify the new owner (routed to `webhook-out`), remember the
 //! handoff and schedule the three rungs of its escalation ladder.
+//!
+//! With `--max-in-flight` set low it floods the daemon past its in-flight
+//! budget: refused requests (503 with Retry-After) are counted and sent
+//! again after the delay, and the peak RSS shows the memory bound.
+//!
+//! `converge-load soak` is the crash test for minutes: see `soak.rs`.
+
+mod soak;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -27,6 +35,22 @@ use hyper_util::rt::TokioExecutor;
 
 #[derive(Parser, Debug)]
 #[command(about = "Load test a converge daemon over HTTP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Mode>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Mode {
+    /// Send events for minutes while killing the daemon with SIGKILL and
+    /// restarting it; check that nothing acknowledged is lost and nothing
+    /// is applied twice, and print the counts.
+    Soak(soak::SoakArgs),
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Events to send.
     #[arg(long, short, default_value_t = 100_000)]
@@ -46,8 +70,12 @@ struct Args {
     /// "full" or "normal" (see storage.durability).
     #[arg(long, default_value = "full")]
     durability: String,
-    /// The converge binary (default: target/release/converge).
-    #[arg(long)]
+    /// server.max_events_in_flight: events acknowledged but not yet
+    /// through the rules. Set it low to measure backpressure.
+    #[arg(long, default_value_t = 100_000)]
+    max_in_flight: usize,
+    /// The converge binary (default: <target dir>/release/converge).
+    #[arg(long, global = true)]
     converge: Option<PathBuf>,
 }
 
@@ -60,26 +88,32 @@ struct Timings {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let Cli { command, args } = Cli::parse();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
     let converge = args
         .converge
         .clone()
-        .unwrap_or_else(|| root.join("target/release/converge"));
+        .unwrap_or_else(|| target.join("release/converge"));
     if !converge.is_file() {
         bail!(
             "{} not found: build it with `cargo build --release -p converge`",
             converge.display()
         );
     }
-    let plugin = root.join("target/wasm32-wasip2/wasm/webhook_out.wasm");
+    let plugin = target.join("wasm32-wasip2/wasm/webhook_out.wasm");
     if !plugin.is_file() {
         bail!(
             "{} not found: build it with `cargo build --profile wasm --target wasm32-wasip2 -p webhook-out`",
             plugin.display()
         );
+    }
+    if let Some(Mode::Soak(soak)) = command {
+        return soak::run(soak, &converge, &plugin).await;
     }
 
     let timings = Arc::new(Mutex::new(Timings::default()));
@@ -103,11 +137,17 @@ async fn main() -> anyhow::Result<()> {
         .build_http();
     let requests = args.events.div_ceil(args.batch);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, url, next, timings) =
-            (client.clone(), url.clone(), next.clone(), timings.clone());
+        let (client, url, next, timings, refused) = (
+            client.clone(),
+            url.clone(),
+            next.clone(),
+            timings.clone(),
+            refused.clone(),
+        );
         let (batch, events, rate) = (args.batch, args.events, args.rate);
         workers.push(tokio::spawn(async move {
             let mut ack_latencies = Vec::new();
@@ -131,17 +171,31 @@ async fn main() -> anyhow::Result<()> {
                         t.sent.insert(*id, sent);
                     }
                 }
-                let req = hyper::Request::post(&url)
-                    .header("content-type", content_type)
-                    .body(Full::new(Bytes::from(body)))?;
-                let response = client.request(req).await.context("POST to converge")?;
-                let status = response.status();
-                let answer = response.into_body().collect().await?.to_bytes();
-                if status != 202 {
-                    bail!(
-                        "converge answered {status}: {}",
-                        String::from_utf8_lossy(&answer)
-                    );
+                let body = Bytes::from(body);
+                loop {
+                    let req = hyper::Request::post(&url)
+                        .header("content-type", content_type)
+                        .body(Full::new(body.clone()))?;
+                    let response = client.request(req).await.context("POST to converge")?;
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    let answer = response.into_body().collect().await?.to_bytes();
+                    match (status.as_u16(), retry_after) {
+                        (202, _) => break,
+                        // Backpressure: what a well-behaved sender does.
+                        (503, Some(secs)) => {
+                            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_secs(secs)).await;
+                        }
+                        _ => bail!(
+                            "converge answered {status}: {}",
+                            String::from_utf8_lossy(&answer)
+                        ),
+                    }
                 }
                 ack_latencies.push(sent.elapsed());
             }
@@ -180,8 +234,15 @@ async fn main() -> anyhow::Result<()> {
         ack_elapsed.as_secs_f64(),
         args.events as f64 / ack_elapsed.as_secs_f64()
     );
+    let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    if refused > 0 {
+        println!(
+            "refused with 503 + Retry-After (in-flight budget {} full): {refused} requests, sent again",
+            args.max_in_flight
+        );
+    }
     println!(
-        "ack latency (per request): p50 {} p99 {} max {}",
+        "ack latency (per request, retries included): p50 {} p99 {} max {}",
         pct(&mut ack, 0.50),
         pct(&mut ack, 0.99),
         pct(&mut ack, 1.0)
@@ -299,7 +360,7 @@ fn write_config(
         r#"
 [server]
 listen = "127.0.0.1:0"
-max_events_in_flight = 100000
+max_events_in_flight = {max_in_flight}
 
 [storage]
 data_dir = "data"
@@ -320,8 +381,11 @@ allow_plain_http = true
 concurrency = 128
 "#,
         durability = args.durability,
-        cache = root
-            .join("target/converge-load-plugin-cache")
+        max_in_flight = args.max_in_flight,
+        cache = plugin
+            .parent()
+            .unwrap_or(root)
+            .join("converge-load-plugin-cache")
             .display()
             .to_string(),
         plugin = plugin.display().to_string(),
@@ -365,6 +429,12 @@ impl Daemon {
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn stop(&mut self) {

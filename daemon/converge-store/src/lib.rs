@@ -8,7 +8,10 @@
 //! - **entity state**, keyed by `kind/id`;
 //! - **decisions** the rules made for each event, and **rule failures**;
 //! - the **outbox**: one action per routed decision, `pending` until its
-//!   outcome is recorded as `done` or `failed`;
+//!   outcome is recorded as `done` or `dead_letter` (failed for good); a
+//!   person then retries a dead letter (`pending` again, same id) or drops
+//!   it (`dropped`). Each action's failed attempts, dead-lettering, retries
+//!   and drops are kept in its **history**;
 //! - **timers** (`schedule` and `expect` decisions), `pending` until they are
 //!   `fired`, `cancelled` (an expect whose event arrived) or `skipped` (due
 //!   while the daemon was down, with the `skip` catch-up policy);
@@ -65,7 +68,8 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use error::StoreError;
 pub use records::{
-    ActionOutcome, ActionRecord, Appended, Counts, DecisionRecord, EventTrail, ExpectedArrival,
+    ActionDetail, ActionHistoryRecord, ActionOutcome, ActionRecord, Appended, Counts,
+    DeadLetterChange, DeadLetterOp, DeadLetterOutcome, DecisionRecord, EventTrail, ExpectedArrival,
     FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
     NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind, PendingAction, ProcessedEvent,
     RuleFailure, SkippedTimer, SourceState, TimerKind, TimerRecord, WriteBatch, WriteResult,

@@ -5,10 +5,11 @@ use converge_model::{CatchUp, Decision, EntityKey, EntityState};
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::records::{
-    ActionRecord, Counts, DecisionRecord, EventTrail, GateOverrideRecord, GateRecord,
-    HeldSendRecord, JournaledEvent, PendingAction, RuleFailure, TimerRecord,
+    ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
+    GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction, RuleFailure,
+    TimerRecord,
 };
-use crate::schema::{ACTIONS_DONE, ACTIONS_FAILED, PROCESSED_CURSOR};
+use crate::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
 use crate::{Store, StoreError};
 
 /// A `limit` as SQLite takes it; anything past `i64::MAX` is no limit anyway.
@@ -202,28 +203,17 @@ impl Store {
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut actions_of = self.conn.prepare_cached(
-            "SELECT id, route, plugin, status, attempts, detail, external_id,
-                    next_attempt_at_ms, finished_at_ms
-             FROM actions WHERE decision_id = ?1 ORDER BY id",
-        )?;
+        let mut actions_of = self.conn.prepare_cached(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions a WHERE a.decision_id = ?1 ORDER BY a.id"
+        ))?;
         for (id, body, shadow) in decisions {
             let decision: Decision = serde_json::from_str(&body)?;
-            let actions = actions_of
-                .query_map(params![id], |row| {
-                    Ok(ActionRecord {
-                        id: row.get(0)?,
-                        route: row.get(1)?,
-                        plugin: row.get(2)?,
-                        status: row.get(3)?,
-                        attempts: row.get(4)?,
-                        detail: row.get(5)?,
-                        external_id: row.get(6)?,
-                        next_attempt_at_ms: row.get(7)?,
-                        finished_at_ms: row.get(8)?,
-                    })
-                })?
+            let mut actions: Vec<ActionRecord> = actions_of
+                .query_map(params![id], action_row)?
                 .collect::<Result<_, _>>()?;
+            for action in &mut actions {
+                action.history = self.action_history(action.id)?;
+            }
             trail.decisions.push(DecisionRecord {
                 id,
                 decision,
@@ -393,11 +383,130 @@ impl Store {
                 &[],
             )?,
             actions_done: self.meta(ACTIONS_DONE)?,
-            actions_failed: self.meta(ACTIONS_FAILED)?,
+            actions_dead_lettered: self.meta(ACTIONS_DEAD_LETTERED)?,
+            dead_letters: self.dead_letter_count()?,
         };
         snapshot.finish()?;
         Ok(counts)
     }
+}
+
+impl Store {
+    /// Up to `limit` dead letters with an id greater than `after_id`, in id
+    /// order (the order they were decided), each with its event and
+    /// decision; their histories are left empty (see [`Store::action`]).
+    pub fn dead_letters(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<ActionDetail>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ACTION_COLUMNS}, {ACTION_ORIGIN_COLUMNS}
+                 FROM actions a INDEXED BY actions_dead_letter
+                 JOIN events e ON e.seq = a.event_seq
+                 JOIN decisions d ON d.id = a.decision_id
+                 WHERE a.status = 'dead_letter' AND a.id > ?1
+                 ORDER BY a.id LIMIT ?2"
+            ))?
+            .query_map(params![after_id, sql_limit(limit)], action_detail_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// How many actions are dead letters now.
+    pub fn dead_letter_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM actions INDEXED BY actions_dead_letter
+                 WHERE status = 'dead_letter'",
+            )?
+            .query_row([], |row| row.get(0))?)
+    }
+
+    /// One action, whatever its status, with its event, decision and
+    /// history; `None` if no action has this id.
+    pub fn action(&self, id: i64) -> Result<Option<ActionDetail>, StoreError> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let detail = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ACTION_COLUMNS}, {ACTION_ORIGIN_COLUMNS}
+                 FROM actions a
+                 JOIN events e ON e.seq = a.event_seq
+                 JOIN decisions d ON d.id = a.decision_id
+                 WHERE a.id = ?1"
+            ))?
+            .query_row(params![id], action_detail_row)
+            .optional()?;
+        let detail = match detail {
+            Some(mut detail) => {
+                detail.action.history = self.action_history(id)?;
+                Some(detail)
+            }
+            None => None,
+        };
+        snapshot.finish()?;
+        Ok(detail)
+    }
+
+    /// An action's history, oldest first.
+    fn action_history(&self, action_id: i64) -> Result<Vec<ActionHistoryRecord>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT at_ms, kind, attempts, detail, by, reason FROM action_history
+                 WHERE action_id = ?1 ORDER BY id",
+            )?
+            .query_map(params![action_id], |row| {
+                Ok(ActionHistoryRecord {
+                    at_ms: row.get(0)?,
+                    kind: row.get(1)?,
+                    attempts: row.get(2)?,
+                    detail: row.get(3)?,
+                    by: row.get(4)?,
+                    reason: row.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+const ACTION_COLUMNS: &str = "a.id, a.route, a.plugin, a.status, a.attempts, a.detail, \
+     a.external_id, a.next_attempt_at_ms, a.finished_at_ms";
+
+fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
+    Ok(ActionRecord {
+        id: row.get(0)?,
+        route: row.get(1)?,
+        plugin: row.get(2)?,
+        status: row.get(3)?,
+        attempts: row.get(4)?,
+        detail: row.get(5)?,
+        external_id: row.get(6)?,
+        next_attempt_at_ms: row.get(7)?,
+        finished_at_ms: row.get(8)?,
+        history: Vec::new(),
+    })
+}
+
+/// After [`ACTION_COLUMNS`]: where the action came from.
+const ACTION_ORIGIN_COLUMNS: &str =
+    "a.event_seq, e.id, e.source, e.type, e.subject, a.decision_id, d.kind, d.rule";
+
+fn action_detail_row(row: &Row<'_>) -> rusqlite::Result<ActionDetail> {
+    Ok(ActionDetail {
+        action: action_row(row)?,
+        event_seq: row.get(9)?,
+        event_id: row.get(10)?,
+        event_source: row.get(11)?,
+        event_type: row.get(12)?,
+        subject: row.get(13)?,
+        decision_id: row.get(14)?,
+        decision_kind: row.get(15)?,
+        rule: row.get(16)?,
+    })
 }
 
 /// The heads of a page of a subject's trail: `?1` subject, `?2` the `seq`

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 /// Everything one [`Store::write`](crate::Store::write) commits, in one
 /// transaction, in this order: `appends`, then `processed` (with the events
-/// it emits), then `fired_timers` and `skipped_timers`, then `outcomes`. So a
+/// it emits), then `fired_timers` and `skipped_timers`, then `outcomes`, then
+/// `dead_letters`. So a
 /// batch may process events it appends and record outcomes of actions it
 /// creates; an expect cancelled by `processed` does not fire in the same
 /// batch; and journal `seq`s follow that order: appended events, then
@@ -22,6 +23,8 @@ pub struct WriteBatch {
     pub outcomes: Vec<ActionOutcome>,
     /// Written after everything else, last value of a key wins.
     pub source_state: Vec<SourceState>,
+    /// What people asked of dead letters (retry, drop).
+    pub dead_letters: Vec<DeadLetterChange>,
 }
 
 impl WriteBatch {
@@ -32,6 +35,7 @@ impl WriteBatch {
             && self.skipped_timers.is_empty()
             && self.processed.is_empty()
             && self.outcomes.is_empty()
+            && self.dead_letters.is_empty()
     }
 }
 
@@ -211,7 +215,7 @@ pub struct RuleFailure {
 
 /// What happened when the outbox ran an action.
 ///
-/// An outcome for an action that is already `done` or `failed` is ignored (and
+/// An outcome for an action that is no longer `pending` is ignored (and
 /// logged): delivery is at least once, so a late duplicate must not undo a
 /// final status.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,10 +233,48 @@ pub struct ActionOutcome {
 pub enum OutcomeKind {
     /// The action succeeded: its status becomes `done`.
     Done { external_id: Option<String> },
-    /// The action failed for good, no more retries: its status becomes `failed`.
-    Failed,
-    /// The attempt failed; the action stays `pending` until `next_attempt_at_ms`.
+    /// The action failed for good (a permanent failure, or its attempts are
+    /// used up): its status becomes `dead_letter` until a person retries or
+    /// drops it. Recorded in its history with the detail.
+    DeadLetter,
+    /// The attempt failed; the action stays `pending` until
+    /// `next_attempt_at_ms`. Recorded in its history with the detail.
     Retry { next_attempt_at_ms: i64 },
+}
+
+/// A person's decision about a dead letter, recorded in the action's
+/// history with who, when and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterChange {
+    pub action_id: i64,
+    pub op: DeadLetterOp,
+    pub by: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterOp {
+    /// Back to `pending` with its attempt count at zero (a fresh budget);
+    /// same id, so the same idempotency key.
+    Retry,
+    /// To `dropped`: never run again.
+    Drop,
+}
+
+/// What a [`DeadLetterChange`] did. Refusals are answers, not errors: one
+/// person's stale request must not roll back the rest of a group commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeadLetterOutcome {
+    /// Pending again: what the outbox should run next.
+    Retried(PendingAction),
+    Dropped,
+    /// The action is not a dead letter (any more): its status now.
+    NotDeadLetter {
+        status: String,
+    },
+    /// No action has this id.
+    Unknown,
 }
 
 /// What a [`Store::write`](crate::Store::write) did.
@@ -253,6 +295,12 @@ pub struct WriteResult {
     /// Every action the batch's `processed` created, in order, with its id:
     /// what the outbox should run next.
     pub actions: Vec<PendingAction>,
+    /// One per [`WriteBatch::dead_letters`], in the same order.
+    pub dead_letters: Vec<DeadLetterOutcome>,
+    /// Actions this batch moved to `dead_letter` (outcomes that were not
+    /// ignored): with the retried and dropped ones, what the dead-letter
+    /// gauge follows.
+    pub dead_lettered: usize,
 }
 
 /// Where an appended event is in the journal.
@@ -330,16 +378,57 @@ pub struct ActionRecord {
     pub id: i64,
     pub route: String,
     pub plugin: String,
-    /// `pending`, `done` or `failed`.
+    /// `pending`, `done`, `dead_letter` (failed for good, waiting for a
+    /// person) or `dropped` (a dead letter a person dropped).
     pub status: String,
+    /// Attempts since it was decided or last retried from the dead letters.
     pub attempts: u32,
     /// The last outcome's detail.
     pub detail: Option<String>,
     pub external_id: Option<String>,
     /// When a pending action is tried again.
     pub next_attempt_at_ms: Option<i64>,
-    /// When it became `done` or `failed`.
+    /// When it became `done`, `dead_letter` or `dropped`.
     pub finished_at_ms: Option<i64>,
+    /// Its failed attempts, dead-lettering, retries and drops, oldest first;
+    /// omitted when empty (an action that succeeded at once).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ActionHistoryRecord>,
+}
+
+/// One entry of an action's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionHistoryRecord {
+    pub at_ms: i64,
+    /// `attempt_failed`, `dead_lettered`, `retried` or `dropped`.
+    pub kind: String,
+    /// The attempt count at that point: the failed attempt's number, or the
+    /// attempts made before a retry or drop.
+    pub attempts: u32,
+    /// The plugin's error, for a failed attempt or the dead-lettering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Who retried or dropped it, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An action with the event and decision it came from: a dead letter in
+/// `GET /v1/dlq`, or any action in `GET /v1/dlq/{id}` (with its history).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionDetail {
+    #[serde(flatten)]
+    pub action: ActionRecord,
+    pub event_seq: i64,
+    pub event_id: String,
+    pub event_source: String,
+    pub event_type: String,
+    pub subject: Option<String>,
+    pub decision_id: i64,
+    pub decision_kind: String,
+    pub rule: String,
 }
 
 /// A timer, as `/v1/entities/{kind}/{id}/timers` and the scheduler read it.
@@ -427,5 +516,9 @@ pub struct Counts {
     pub decisions: i64,
     pub actions_pending: i64,
     pub actions_done: i64,
-    pub actions_failed: i64,
+    /// Actions that ever went to the dead letters (a retried one counts
+    /// again if it fails again for good).
+    pub actions_dead_lettered: i64,
+    /// Dead letters now: waiting for a person to retry or drop them.
+    pub dead_letters: i64,
 }

@@ -11,7 +11,9 @@ use crate::StoreError;
 pub(crate) const PROCESSED_CURSOR: &str = "processed_cursor";
 /// Kept as counters because counting finished actions would scan them all.
 pub(crate) const ACTIONS_DONE: &str = "actions_done";
-pub(crate) const ACTIONS_FAILED: &str = "actions_failed";
+/// Actions that ever went to the dead-letter state (the key was
+/// `actions_failed` before version 6).
+pub(crate) const ACTIONS_DEAD_LETTERED: &str = "actions_dead_lettered";
 
 const MIGRATIONS: &[&str] = &[
     // 1: journal, entities, decisions, outbox.
@@ -169,6 +171,61 @@ const MIGRATIONS: &[&str] = &[
         value         TEXT NOT NULL,
         updated_at_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
+    ",
+    // 7: dead letters. An action that failed for good (`failed` until now)
+    // is `dead_letter`: it waits for a person to retry it (back to
+    // `pending`, same id, so the same idempotency key) or drop it
+    // (`dropped`). SQLite cannot change a CHECK constraint in place, so the
+    // table is rebuilt; nothing references `actions`, and its indexes are
+    // created again. `actions_dead_letter` holds only the dead letters: the
+    // list people read and the gauge count stay as small as that backlog.
+    //
+    // `action_history` keeps what the `actions` row overwrites: every
+    // failed attempt with its error, the dead-lettering, and each retry or
+    // drop with who and why. Successful attempts add no row.
+    "
+    CREATE TABLE actions_v7 (
+        id                 INTEGER PRIMARY KEY,
+        decision_id        INTEGER NOT NULL REFERENCES decisions (id),
+        event_seq          INTEGER NOT NULL REFERENCES events (seq),
+        route              TEXT NOT NULL,
+        plugin             TEXT NOT NULL,
+        payload            TEXT NOT NULL,
+        status             TEXT NOT NULL DEFAULT 'pending'
+                           CHECK (status IN ('pending', 'done', 'dead_letter', 'dropped')),
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at_ms INTEGER,
+        detail             TEXT,
+        external_id        TEXT,
+        created_at_ms      INTEGER NOT NULL,
+        finished_at_ms     INTEGER
+    );
+    INSERT INTO actions_v7 (id, decision_id, event_seq, route, plugin, payload, status,
+                            attempts, next_attempt_at_ms, detail, external_id,
+                            created_at_ms, finished_at_ms)
+    SELECT id, decision_id, event_seq, route, plugin, payload,
+           CASE status WHEN 'failed' THEN 'dead_letter' ELSE status END,
+           attempts, next_attempt_at_ms, detail, external_id, created_at_ms, finished_at_ms
+    FROM actions;
+    DROP TABLE actions;
+    ALTER TABLE actions_v7 RENAME TO actions;
+    CREATE INDEX actions_by_decision ON actions (decision_id);
+    CREATE INDEX actions_pending ON actions (id) WHERE status = 'pending';
+    CREATE INDEX actions_dead_letter ON actions (id) WHERE status = 'dead_letter';
+    UPDATE meta SET key = 'actions_dead_lettered' WHERE key = 'actions_failed';
+
+    CREATE TABLE action_history (
+        id        INTEGER PRIMARY KEY,
+        action_id INTEGER NOT NULL REFERENCES actions (id),
+        at_ms     INTEGER NOT NULL,
+        kind      TEXT NOT NULL
+                  CHECK (kind IN ('attempt_failed', 'dead_lettered', 'retried', 'dropped')),
+        attempts  INTEGER NOT NULL,
+        detail    TEXT,
+        by        TEXT,
+        reason    TEXT
+    );
+    CREATE INDEX action_history_by_action ON action_history (action_id, id);
     ",
 ];
 
@@ -363,5 +420,94 @@ mod tests {
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))
             .unwrap();
         assert_eq!(integrity, "ok");
+    }
+
+    #[test]
+    fn version_6_upgrades_in_place_to_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converge.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        version_1(&conn);
+        for sql in &MIGRATIONS[1..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        // Action 1 is pending (from version_1); 2 failed for good, 3 is done.
+        for (status, detail) in [("failed", "HTTP 401"), ("done", "HTTP 200")] {
+            conn.execute(
+                "INSERT INTO actions (decision_id, event_seq, route, plugin, payload, status,
+                                      attempts, detail, created_at_ms, finished_at_ms)
+                 VALUES (1, 1, 'route', 'webhook-out', '{}', ?1, 3, ?2, 2000, 3000)",
+                params![status, detail],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "UPDATE meta SET value = 1 WHERE key IN ('actions_done', 'actions_failed')",
+            [],
+        )
+        .unwrap();
+
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
+        check_current(&conn).unwrap();
+        let rows: Vec<(i64, String, i64, Option<String>)> = conn
+            .prepare("SELECT id, status, attempts, detail FROM actions ORDER BY id")
+            .unwrap()
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (1, "pending".to_string(), 0, None),
+                (
+                    2,
+                    "dead_letter".to_string(),
+                    3,
+                    Some("HTTP 401".to_string())
+                ),
+                (3, "done".to_string(), 3, Some("HTTP 200".to_string())),
+            ]
+        );
+        let dead_lettered: i64 = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![ACTIONS_DEAD_LETTERED],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(dead_lettered, 1);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'actions' ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "actions_by_decision",
+                "actions_dead_letter",
+                "actions_pending"
+            ]
+        );
+        let bad = conn.execute("UPDATE actions SET status = 'failed' WHERE id = 1", []);
+        assert!(bad.is_err(), "`failed` is no longer a status");
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+        let dangling: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(dangling, 0);
     }
 }

@@ -1,19 +1,21 @@
 //! [`Store::write`]: one batch, one transaction, one fsync.
 
 use converge_model::CatchUp;
-use rusqlite::{Transaction, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::records::{
-    ActionOutcome, Appended, FiredTimer, GateChange, NewEvent, NewTimer, OutcomeKind,
-    PendingAction, ProcessedEvent, SkippedTimer, TimerKind, WriteBatch, WriteResult,
+    ActionOutcome, Appended, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, FiredTimer,
+    GateChange, NewEvent, NewTimer, OutcomeKind, PendingAction, ProcessedEvent, SkippedTimer,
+    TimerKind, WriteBatch, WriteResult,
 };
-use crate::schema::{ACTIONS_DONE, ACTIONS_FAILED, PROCESSED_CURSOR};
+use crate::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
 use crate::{Store, StoreError};
 
 impl Store {
     /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
     /// `COMMIT`): appends, then processed events (with their timers and
-    /// emitted events), then fired and skipped timers, then action outcomes.
+    /// emitted events), then fired and skipped timers, then action outcomes,
+    /// then people's retries and drops of dead letters.
     ///
     /// All or nothing: on any error the whole batch is rolled back, appends
     /// included, and the store is as it was.
@@ -47,7 +49,10 @@ impl Store {
         for skipped in &batch.skipped_timers {
             result.timers_skipped += skip_timer(&tx, skipped)?;
         }
-        record_outcomes(&tx, &batch.outcomes)?;
+        result.dead_lettered = record_outcomes(&tx, &batch.outcomes)?;
+        for change in &batch.dead_letters {
+            result.dead_letters.push(change_dead_letter(&tx, change)?);
+        }
         for state in &batch.source_state {
             tx.prepare_cached(
                 "INSERT INTO source_state (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
@@ -329,8 +334,9 @@ fn record_gate_change(
     Ok(())
 }
 
-fn record_outcomes(tx: &Transaction<'_>, outcomes: &[ActionOutcome]) -> Result<(), StoreError> {
-    let (mut done, mut failed) = (0_i64, 0_i64);
+/// Returns how many actions went to the dead letters.
+fn record_outcomes(tx: &Transaction<'_>, outcomes: &[ActionOutcome]) -> Result<usize, StoreError> {
+    let (mut done, mut dead_lettered) = (0_i64, 0_i64);
     for outcome in outcomes {
         let detail = Some(outcome.detail.as_str()).filter(|d| !d.is_empty());
         let changed = match &outcome.result {
@@ -339,22 +345,46 @@ fn record_outcomes(tx: &Transaction<'_>, outcomes: &[ActionOutcome]) -> Result<(
                 done += changed as i64;
                 changed
             }
-            OutcomeKind::Failed => {
-                let changed = finish(tx, outcome, "failed", detail, None)?;
-                failed += changed as i64;
+            OutcomeKind::DeadLetter => {
+                let changed = finish(tx, outcome, "dead_letter", detail, None)?;
+                if changed {
+                    dead_lettered += 1;
+                    add_history(
+                        tx,
+                        outcome.action_id,
+                        outcome.finished_at_ms,
+                        "dead_lettered",
+                        outcome.attempts,
+                        detail,
+                        None,
+                    )?;
+                }
                 changed
             }
             OutcomeKind::Retry { next_attempt_at_ms } => {
-                tx.prepare_cached(
-                    "UPDATE actions SET attempts = ?1, next_attempt_at_ms = ?2, detail = ?3
-                     WHERE id = ?4 AND status = 'pending'",
-                )?
-                .execute(params![
-                    outcome.attempts,
-                    next_attempt_at_ms,
-                    detail,
-                    outcome.action_id
-                ])? == 1
+                let changed =
+                    tx.prepare_cached(
+                        "UPDATE actions SET attempts = ?1, next_attempt_at_ms = ?2, detail = ?3
+                         WHERE id = ?4 AND status = 'pending'",
+                    )?
+                    .execute(params![
+                        outcome.attempts,
+                        next_attempt_at_ms,
+                        detail,
+                        outcome.action_id
+                    ])? == 1;
+                if changed {
+                    add_history(
+                        tx,
+                        outcome.action_id,
+                        outcome.finished_at_ms,
+                        "attempt_failed",
+                        outcome.attempts,
+                        detail,
+                        None,
+                    )?;
+                }
+                changed
             }
         };
         if !changed {
@@ -371,13 +401,113 @@ fn record_outcomes(tx: &Transaction<'_>, outcomes: &[ActionOutcome]) -> Result<(
             );
         }
     }
-    for (key, finished) in [(ACTIONS_DONE, done), (ACTIONS_FAILED, failed)] {
+    bump_counters(tx, done, dead_lettered)?;
+    Ok(usize::try_from(dead_lettered).unwrap_or(0))
+}
+
+fn bump_counters(tx: &Transaction<'_>, done: i64, dead_lettered: i64) -> Result<(), StoreError> {
+    for (key, finished) in [(ACTIONS_DONE, done), (ACTIONS_DEAD_LETTERED, dead_lettered)] {
         if finished > 0 {
             tx.prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = ?2")?
                 .execute(params![finished, key])?;
         }
     }
     Ok(())
+}
+
+fn add_history(
+    tx: &Transaction<'_>,
+    action_id: i64,
+    at_ms: i64,
+    kind: &str,
+    attempts: u32,
+    detail: Option<&str>,
+    by_and_reason: Option<(&str, &str)>,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO action_history (action_id, at_ms, kind, attempts, detail, by, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        action_id,
+        at_ms,
+        kind,
+        attempts,
+        detail,
+        by_and_reason.map(|(by, _)| by),
+        by_and_reason.map(|(_, reason)| reason)
+    ])?;
+    Ok(())
+}
+
+/// Retries or drops a dead letter, only while it is one.
+fn change_dead_letter(
+    tx: &Transaction<'_>,
+    change: &DeadLetterChange,
+) -> Result<DeadLetterOutcome, StoreError> {
+    let found = tx
+        .prepare_cached("SELECT status, attempts FROM actions WHERE id = ?1")?
+        .query_row(params![change.action_id], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?))
+        })
+        .optional()?;
+    let Some((status, attempts)) = found else {
+        return Ok(DeadLetterOutcome::Unknown);
+    };
+    if status != "dead_letter" {
+        return Ok(DeadLetterOutcome::NotDeadLetter { status });
+    }
+    let who = Some((change.by.as_str(), change.reason.as_str()));
+    match change.op {
+        DeadLetterOp::Retry => {
+            let action = tx
+                .prepare_cached(
+                    "UPDATE actions
+                     SET status = 'pending', attempts = 0, next_attempt_at_ms = NULL,
+                         finished_at_ms = NULL
+                     WHERE id = ?1
+                     RETURNING id, event_seq, decision_id, route, plugin, payload",
+                )?
+                .query_row(params![change.action_id], |row| {
+                    Ok(PendingAction {
+                        id: row.get(0)?,
+                        event_seq: row.get(1)?,
+                        decision_id: row.get(2)?,
+                        route: row.get(3)?,
+                        plugin: row.get(4)?,
+                        payload_json: row.get(5)?,
+                        attempts: 0,
+                        next_attempt_at_ms: None,
+                    })
+                })?;
+            add_history(
+                tx,
+                change.action_id,
+                change.at_ms,
+                "retried",
+                attempts,
+                None,
+                who,
+            )?;
+            Ok(DeadLetterOutcome::Retried(action))
+        }
+        DeadLetterOp::Drop => {
+            tx.prepare_cached(
+                "UPDATE actions SET status = 'dropped', finished_at_ms = ?1 WHERE id = ?2",
+            )?
+            .execute(params![change.at_ms, change.action_id])?;
+            add_history(
+                tx,
+                change.action_id,
+                change.at_ms,
+                "dropped",
+                attempts,
+                None,
+                who,
+            )?;
+            Ok(DeadLetterOutcome::Dropped)
+        }
+    }
 }
 
 /// Moves a pending action to its final `status`; false if it was not pending.

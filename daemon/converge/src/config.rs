@@ -156,6 +156,8 @@ mod raw {
         pub max_events_in_flight: u64,
         pub admin_token_env: String,
         pub unlisted_hooks: String,
+        pub header_read_timeout: String,
+        pub body_read_timeout: String,
     }
 
     impl Default for Server {
@@ -166,6 +168,8 @@ mod raw {
                 max_events_in_flight: 50_000,
                 admin_token_env: "CONVERGE_ADMIN_TOKEN".into(),
                 unlisted_hooks: "accept".into(),
+                header_read_timeout: "10s".into(),
+                body_read_timeout: "30s".into(),
             }
         }
     }
@@ -339,6 +343,12 @@ pub struct Server {
     /// Whether `/hooks/<name>` for a name not in `[hooks]` takes unsigned
     /// CloudEvents (`server.unlisted_hooks = "accept"`).
     pub accept_unlisted_hooks: bool,
+    /// A connection that has not sent a whole request head this long after
+    /// it started one is closed, so slow clients cannot hold connections.
+    pub header_read_timeout: Duration,
+    /// A request whose body has not fully arrived this long after its head
+    /// is answered 408 and its connection closed.
+    pub body_read_timeout: Duration,
 }
 
 /// The token that authorizes the admin API (`Authorization: Bearer ...`).
@@ -654,6 +664,16 @@ impl Validator {
                     false
                 }
             },
+            header_read_timeout: self.duration(
+                "server.header_read_timeout",
+                &raw.header_read_timeout,
+                Duration::from_millis(100),
+            ),
+            body_read_timeout: self.duration(
+                "server.body_read_timeout",
+                &raw.body_read_timeout,
+                Duration::from_millis(100),
+            ),
         }
     }
 

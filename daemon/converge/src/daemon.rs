@@ -202,6 +202,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Counted once here; the journal keeps the gauge up to date from then on.
     metrics.timers_pending.set(store.pending_timer_count()?);
     metrics.held_sends.set(gates.held() as i64);
+    metrics.dead_letters.set(store.dead_letter_count()?);
     if config.server.admin_token.is_none() {
         tracing::info!(
             variable = %config.server.admin_token_env,
@@ -351,10 +352,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let server = {
         let shutdown = shutdown.clone();
+        let timeouts = web::Timeouts {
+            header_read: config.server.header_read_timeout,
+            body_read: config.server.body_read_timeout,
+        };
+        let metrics = state.metrics.clone();
         tokio::spawn(async move {
-            axum::serve(listener, web::router(state))
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            web::serve(listener, web::router(state), timeouts, metrics, shutdown).await;
         })
     };
 
@@ -369,10 +373,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     shutdown.cancel();
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
-        Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "HTTP server task failed");
     }
     stop_sources.cancel();
     let _ = schedule_task.await;

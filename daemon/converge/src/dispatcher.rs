@@ -8,6 +8,11 @@
 //! committed, so an action is never run twice by one daemon; after a crash,
 //! an action whose outcome was not committed runs again (at least once, with
 //! the same idempotency key).
+//!
+//! An action that fails for good (a permanent failure, or its attempts are
+//! used up) becomes a dead letter in the store. A person's retry puts it
+//! back to pending and the journal queues it here again, marked `retried`:
+//! it runs with a fresh attempt budget and the same idempotency key.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,7 +96,13 @@ impl Dispatcher {
             tokio::select! {
                 () = stop.cancelled() => break,
                 item = rx.recv() => match item {
-                    Some(queued) => spawn_action(&shared, &tracker, queued.action, queued.acked_at),
+                    Some(queued) => {
+                        if queued.retried {
+                            // It finished once (as a dead letter); this is a new run of it.
+                            shared.tracked().finished.remove(&queued.action.id);
+                        }
+                        spawn_action(&shared, &tracker, queued.action, queued.acked_at)
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -264,8 +275,13 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
                             ActionOutcomeLabel::Failed,
                             took,
                         );
-                        tracing::error!(error = %detail, attempts, "action failed");
-                        (OutcomeKind::Failed, detail, None)
+                        shared.metrics.action_dead_lettered(
+                            &action.plugin,
+                            attempts,
+                            failure.retryable(),
+                            &detail,
+                        );
+                        (OutcomeKind::DeadLetter, detail, None)
                     }
                 }
             }
@@ -306,7 +322,7 @@ async fn attempt(
         tracing::Span::current().record("event_id", event_id);
     }
     let input = ActionInput {
-        id: format!("converge-action-{}", action.id),
+        id: idempotency_key(action.id),
         kind: payload.kind.to_string(),
         rule: payload.rule.to_string(),
         decision_json: payload.decision.get().to_string(),
@@ -314,6 +330,12 @@ async fn attempt(
         entity_json: payload.entity.get().to_string(),
     };
     plugin.execute(input, &route.config_json).await
+}
+
+/// What a plugin sends receivers to drop duplicates: the same on every
+/// attempt of an action, across restarts and retries from the dead letters.
+pub fn idempotency_key(action_id: i64) -> String {
+    format!("converge-action-{action_id}")
 }
 
 /// Exponential backoff with jitter from the configured bounds; a plugin's

@@ -221,6 +221,9 @@ pub fn report(trail: &EventTrail, time: Option<&str>) -> String {
         }
         for a in &record.actions {
             let _ = writeln!(text, "     {}", action(a));
+            for line in history(a) {
+                let _ = writeln!(text, "       {line}");
+            }
         }
     }
     for failure in &trail.rule_failures {
@@ -290,9 +293,13 @@ fn decision(text: &mut String, n: usize, decision: &Decision, shadow: bool) {
 }
 
 fn action(a: &ActionRecord) -> String {
+    let status = match a.status.as_str() {
+        "dead_letter" => "DEAD LETTER",
+        other => other,
+    };
     let mut text = format!(
-        "action {} (route {}, plugin {}): {}",
-        a.id, a.route, a.plugin, a.status
+        "action {} (route {}, plugin {}): {status}",
+        a.id, a.route, a.plugin
     );
     if a.attempts > 0 {
         let _ = write!(
@@ -316,6 +323,40 @@ fn action(a: &ActionRecord) -> String {
     text
 }
 
+/// What people did with an action that failed for good, and what to do
+/// with one that waits for them.
+fn history(a: &ActionRecord) -> Vec<String> {
+    let mut lines = Vec::new();
+    for h in &a.history {
+        let who = || {
+            format!(
+                "by {} at {}: {}",
+                h.by.as_deref().unwrap_or("?"),
+                millis(h.at_ms),
+                h.reason.as_deref().unwrap_or("")
+            )
+        };
+        match h.kind.as_str() {
+            "dead_lettered" => lines.push(format!(
+                "dead-lettered at {} after {} attempt{}",
+                millis(h.at_ms),
+                h.attempts,
+                if h.attempts == 1 { "" } else { "s" }
+            )),
+            "retried" => lines.push(format!("retried {}", who())),
+            "dropped" => lines.push(format!("dropped {}", who())),
+            _ => {}
+        }
+    }
+    if a.status == "dead_letter" {
+        lines.push(format!(
+            "waiting for a person: converge dlq retry {0} or converge dlq drop {0}",
+            a.id
+        ));
+    }
+    lines
+}
+
 fn millis(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(
         || format!("{ms} ms"),
@@ -327,7 +368,7 @@ fn millis(ms: i64) -> String {
 mod tests {
     use super::*;
     use converge_model::{DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
-    use converge_store::{DecisionRecord, RuleFailure};
+    use converge_store::{ActionHistoryRecord, DecisionRecord, RuleFailure};
     use serde_json::json;
 
     fn trail() -> EventTrail {
@@ -372,17 +413,57 @@ mod tests {
                         }),
                     },
                     shadow: false,
-                    actions: vec![ActionRecord {
-                        id: 3,
-                        route: "hold".into(),
-                        plugin: "webhook-out".into(),
-                        status: "done".into(),
-                        attempts: 2,
-                        detail: Some("HTTP 200".into()),
-                        external_id: None,
-                        next_attempt_at_ms: None,
-                        finished_at_ms: Some(ms + 1500),
-                    }],
+                    actions: vec![
+                        ActionRecord {
+                            id: 3,
+                            route: "hold".into(),
+                            plugin: "webhook-out".into(),
+                            status: "done".into(),
+                            attempts: 2,
+                            detail: Some("HTTP 200".into()),
+                            external_id: None,
+                            next_attempt_at_ms: None,
+                            finished_at_ms: Some(ms + 1500),
+                            history: vec![],
+                        },
+                        ActionRecord {
+                            id: 4,
+                            route: "mail".into(),
+                            plugin: "webhook-out".into(),
+                            status: "dead_letter".into(),
+                            attempts: 1,
+                            detail: Some("unauthorized: HTTP 401".into()),
+                            external_id: None,
+                            next_attempt_at_ms: None,
+                            finished_at_ms: Some(ms + 3000),
+                            history: vec![
+                                ActionHistoryRecord {
+                                    at_ms: ms + 2000,
+                                    kind: "dead_lettered".into(),
+                                    attempts: 3,
+                                    detail: Some("unauthorized: HTTP 401".into()),
+                                    by: None,
+                                    reason: None,
+                                },
+                                ActionHistoryRecord {
+                                    at_ms: ms + 2500,
+                                    kind: "retried".into(),
+                                    attempts: 3,
+                                    detail: None,
+                                    by: Some("mia".into()),
+                                    reason: Some("token rotated".into()),
+                                },
+                                ActionHistoryRecord {
+                                    at_ms: ms + 3000,
+                                    kind: "dead_lettered".into(),
+                                    attempts: 1,
+                                    detail: Some("unauthorized: HTTP 401".into()),
+                                    by: None,
+                                    reason: None,
+                                },
+                            ],
+                        },
+                    ],
                 },
                 DecisionRecord {
                     id: 2,
@@ -426,6 +507,11 @@ event s-1 (send.requested) from /shop
          consistency: 0.72
        ✗ within_window
      action 3 (route hold, plugin webhook-out): done after 2 attempts at 2026-11-23T10:00:01.500Z: HTTP 200
+     action 4 (route mail, plugin webhook-out): DEAD LETTER after 1 attempt at 2026-11-23T10:00:03Z: unauthorized: HTTP 401
+       dead-lettered at 2026-11-23T10:00:02Z after 3 attempts
+       retried by mia at 2026-11-23T10:00:02.500Z: token rotated
+       dead-lettered at 2026-11-23T10:00:03Z after 1 attempt
+       waiting for a person: converge dlq retry 4 or converge dlq drop 4
   2. notify (shadow)  message: \"held\", to: \"ops\"
      by rule old (version 00aa)
      shadow: recorded, never acted on

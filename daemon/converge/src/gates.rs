@@ -16,20 +16,17 @@
 //! See docs/gates.md.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chrono::{TimeZone, Utc};
 use clap::{Args, Subcommand};
 use converge_model::{EntityState, Event};
 use converge_store::{GateOverrideRecord, HeldSendRecord};
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::Config;
+use crate::admin_client::{AdminClient, admin_token, text};
 
 /// The source of the events converge journals for people acting through
 /// its admin API (overrides). Intake refuses it from outside.
@@ -361,175 +358,92 @@ enum GatesCommand {
     },
 }
 
-const TIMEOUT: Duration = Duration::from_secs(5);
-
 /// `converge gates`: 0 when it could ask, 1 when the daemon failed or
 /// refused, 2 when the config is wrong.
 pub async fn run(args: GatesArgs) -> ExitCode {
-    let config = match Config::load(&args.config, &|name| std::env::var(name).ok()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let (client, config) = match AdminClient::load(&args.config, "converge gates") {
+        Ok(found) => found,
+        Err(e) => return e.report(),
     };
-    let listen = config.server.listen;
-    if listen.port() == 0 {
-        eprintln!(
-            "error: server.listen is {listen}: the daemon picks a free port at each start, so `converge gates` cannot find it; set a fixed port in {}",
-            args.config.display()
-        );
-        return ExitCode::from(2);
-    }
-    let address = reachable(listen);
     let done = match args.command {
-        None => list(address, args.json).await,
+        None => list(&client, args.json).await,
         Some(GatesCommand::Override {
             campaign,
             by,
             reason,
             channel,
-        }) => {
-            let token = std::env::var(&config.server.admin_token_env).ok();
-            override_gate(
-                address,
-                &campaign,
-                Override {
+        }) => match admin_token(&config) {
+            Ok(token) => {
+                let request = Override {
                     by,
                     reason,
                     channel,
-                },
-                token.as_deref(),
-                &config.server.admin_token_env,
-            )
-            .await
-        }
+                };
+                override_gate(&client, &campaign, request, &token).await
+            }
+            Err(e) => Err(e),
+        },
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) => crate::admin_client::AdminError::Failed(e).report(),
     }
 }
 
-async fn list(address: SocketAddr, as_json: bool) -> anyhow::Result<()> {
-    let (status, body) = request(address, "GET", "/v1/gates", None, None).await?;
-    if status != 200 {
-        bail!("converge at {address} answered {status}: {body}");
+async fn list(client: &AdminClient, as_json: bool) -> anyhow::Result<()> {
+    let answer = client.get("/v1/gates").await?;
+    if answer.status != 200 {
+        bail!(
+            "converge at {} answered {}: {}",
+            client.address(),
+            answer.status,
+            answer.error_message()
+        );
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        println!("{}", serde_json::to_string_pretty(&answer.body)?);
     } else {
-        print!("{}", describe(&body));
+        print!("{}", describe(&answer.body));
     }
     Ok(())
 }
 
 async fn override_gate(
-    address: SocketAddr,
+    client: &AdminClient,
     campaign: &str,
-    request_body: Override,
-    token: Option<&str>,
-    token_env: &str,
+    request: Override,
+    token: &str,
 ) -> anyhow::Result<()> {
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        bail!("set {token_env} to the daemon's admin token (server.admin_token_env)");
-    };
     let campaign = if campaign.contains('/') {
         campaign.to_string()
     } else {
         format!("campaign/{campaign}")
     };
-    let body = serde_json::to_string(&request_body)?;
-    let (status, answer) = request(
-        address,
-        "POST",
-        &format!("/v1/gates/{campaign}/override"),
-        Some(token),
-        Some(&body),
-    )
-    .await?;
-    if status != 202 {
-        let message = answer["error"]["message"]
-            .as_str()
-            .map_or_else(|| answer.to_string(), str::to_string);
-        bail!("override refused ({status}): {message}");
+    let answer = client
+        .post(
+            &format!("/v1/gates/{campaign}/override"),
+            token,
+            &serde_json::to_value(&request)?,
+        )
+        .await?;
+    if answer.status != 202 {
+        bail!(
+            "override refused ({}): {}",
+            answer.status,
+            answer.error_message()
+        );
     }
     println!(
         "override of {campaign} journaled as event {} (seq {}); its releases show in `converge gates`",
-        answer["event"]["id"].as_str().unwrap_or("?"),
-        answer["event"]["seq"]
+        answer.body["event"]["id"].as_str().unwrap_or("?"),
+        answer.body["event"]["seq"]
     );
     Ok(())
-}
-
-/// A daemon listening on every interface is reached on loopback.
-fn reachable(listen: SocketAddr) -> SocketAddr {
-    match listen {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, a.port()).into(),
-        SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, a.port()).into(),
-        other => other,
-    }
-}
-
-/// One HTTP/1.0 request; the answer ends when the daemon closes the
-/// connection. Returns the status and the JSON body.
-async fn request(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> anyhow::Result<(u16, Value)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .with_context(|| format!("cannot reach converge at {address} (is it running?)"))?;
-        let mut head =
-            format!("{method} {path} HTTP/1.0\r\nHost: {address}\r\nAccept: application/json\r\n");
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        if let Some(body) = body {
-            head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
-        }
-        head.push_str("\r\n");
-        head.push_str(body.unwrap_or_default());
-        stream.write_all(head.as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
-        anyhow::Ok(answer)
-    };
-    let answer = tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .with_context(|| format!("converge at {address} did not answer within {TIMEOUT:?}"))??;
-    let text = String::from_utf8_lossy(&answer);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("converge at {address} sent a malformed answer");
-    };
-    let status = head
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("converge at {address} sent a malformed answer"))?;
-    let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
-    Ok((status, body))
 }
 
 /// The open gates for people.
 fn describe(answer: &Value) -> String {
     use std::fmt::Write;
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
     let gates = answer["gates"].as_array().cloned().unwrap_or_default();
     if gates.is_empty() {
         return "no open gates: no send is held\n".into();

@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use converge_model::Event;
 use converge_store::{
-    ActionOutcome, Appended, FiredTimer, NewEvent, PendingAction, ProcessedEvent, SkippedTimer,
-    SourceState, Store, WriteBatch,
+    ActionOutcome, Appended, DeadLetterChange, DeadLetterOutcome, FiredTimer, NewEvent,
+    PendingAction, ProcessedEvent, SkippedTimer, SourceState, Store, WriteBatch,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,8 @@ pub struct Journaled {
 pub struct QueuedAction {
     pub action: PendingAction,
     pub acked_at: Option<Instant>,
+    /// A dead letter a person retried: it ran before.
+    pub retried: bool,
 }
 
 /// The processing of one event, ready to commit.
@@ -77,6 +79,10 @@ enum Request {
         outcomes: Vec<ActionOutcome>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
+    DeadLetters {
+        changes: Vec<DeadLetterChange>,
+        reply: oneshot::Sender<Result<Vec<DeadLetterOutcome>, String>>,
+    },
 }
 
 impl Request {
@@ -86,6 +92,7 @@ impl Request {
             Request::Processed(p) => p.len(),
             Request::Timers { fire, skip, .. } => fire.len() + skip.len(),
             Request::Outcomes { outcomes, .. } => outcomes.len(),
+            Request::DeadLetters { changes, .. } => changes.len(),
         }
     }
 }
@@ -228,6 +235,22 @@ impl Journal {
             .map_err(JournalError::Storage)
     }
 
+    /// Retries or drops dead letters and waits for the commit; a retried
+    /// one goes to the dispatcher right after it.
+    pub async fn dead_letters(
+        &self,
+        changes: Vec<DeadLetterChange>,
+    ) -> Result<Vec<DeadLetterOutcome>, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::DeadLetters { changes, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await
+            .map_err(|_| JournalError::Closed)?
+            .map_err(JournalError::Storage)
+    }
+
     pub fn queue_depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
@@ -294,6 +317,9 @@ impl Writer {
                 Request::Outcomes { outcomes, .. } => {
                     batch.outcomes.extend(outcomes.iter().cloned())
                 }
+                Request::DeadLetters { changes, .. } => {
+                    batch.dead_letters.extend(changes.iter().cloned())
+                }
             }
         }
         let started = Instant::now();
@@ -324,6 +350,9 @@ impl Writer {
                                 let _ = reply.send(Err(message.clone()));
                             }
                         }
+                        Request::DeadLetters { reply, .. } => {
+                            let _ = reply.send(Err(message.clone()));
+                        }
                         Request::Processed(_) => {
                             tracing::error!("cannot record the results of rules; stopping");
                             self.fatal.cancel();
@@ -350,12 +379,31 @@ impl Writer {
         self.metrics
             .timers_pending
             .dec_by(i64::try_from(closed).unwrap_or(i64::MAX));
+        // Likewise the dead letters: in with outcomes, out with retries and drops.
+        let revived = written
+            .dead_letters
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    DeadLetterOutcome::Retried(_) | DeadLetterOutcome::Dropped
+                )
+            })
+            .count();
+        self.metrics
+            .dead_letters
+            .inc_by(i64::try_from(written.dead_lettered).unwrap_or(i64::MAX));
+        self.metrics
+            .dead_letters
+            .dec_by(i64::try_from(revived).unwrap_or(i64::MAX));
 
         // New events go to the processor in journal order, which is the
         // store's order: appends, then emitted events, then fired timers.
         let mut appends = Vec::new();
         let mut timers = Vec::new();
         let mut processed = Vec::new();
+        let mut retried = Vec::new();
+        let mut dead_letters = written.dead_letters.into_iter();
         for request in requests {
             match request {
                 Request::Append { .. } => appends.push(request),
@@ -365,6 +413,16 @@ impl Writer {
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(()));
                     }
+                }
+                Request::DeadLetters { changes, reply } => {
+                    let outcomes: Vec<DeadLetterOutcome> =
+                        dead_letters.by_ref().take(changes.len()).collect();
+                    for outcome in &outcomes {
+                        if let DeadLetterOutcome::Retried(action) = outcome {
+                            retried.push(action.clone());
+                        }
+                    }
+                    let _ = reply.send(Ok(outcomes));
                 }
             }
         }
@@ -450,14 +508,18 @@ impl Writer {
             }
             let _ = reply.send(Ok(results));
         }
-        for action in written.actions {
-            let acked_at = acked_at_by_seq.get(&action.event_seq).copied();
-            if self
-                .downstream
-                .dispatcher
-                .try_send(QueuedAction { action, acked_at })
-                .is_err()
-            {
+        let new = written.actions.into_iter().map(|action| QueuedAction {
+            acked_at: acked_at_by_seq.get(&action.event_seq).copied(),
+            action,
+            retried: false,
+        });
+        let retried = retried.into_iter().map(|action| QueuedAction {
+            action,
+            acked_at: None,
+            retried: true,
+        });
+        for queued in new.chain(retried) {
+            if self.downstream.dispatcher.try_send(queued).is_err() {
                 self.downstream
                     .dispatcher_overflow
                     .store(true, Ordering::Release);

@@ -1,10 +1,12 @@
 //! `converge`: the automation rules daemon for marketing operations, and the
 //! commands that go with it. See ARCHITECTURE.md for the map of the code.
 
+mod admin_client;
 mod clock;
 mod config;
 mod daemon;
 mod dispatcher;
+mod dlq;
 mod effects;
 mod explain;
 mod filedrops;
@@ -85,6 +87,9 @@ enum Command {
     /// The open convergence gates (campaigns with held sends): channels,
     /// reasons, held sends, overrides; `gates override` releases a gate.
     Gates(gates::GatesArgs),
+    /// Dead letters: actions that failed for good. `list`, `show <id>`,
+    /// and `retry <id>` / `drop <id>` with who and why (admin token).
+    Dlq(dlq::DlqArgs),
     /// A local HTTP server that prints every request it receives: a stand-in
     /// for Slack or any webhook receiver while trying converge out.
     Sink {
@@ -158,18 +163,12 @@ fn main() -> ExitCode {
             Command::Explain(args) => explain::run(&args),
             Command::Status { config, json } => match status::run(&config, json).await {
                 Ok(()) => Exit::Ok.into(),
-                Err(status::StatusError::Invalid(e)) => {
-                    eprintln!("error: {e}");
-                    Exit::Invalid.into()
-                }
-                Err(status::StatusError::Failed(e)) => {
-                    eprintln!("error: {e:#}");
-                    Exit::Failure.into()
-                }
+                Err(e) => e.report(),
             },
             Command::Rules { command } => rules_cli::run(command),
             Command::Replay(args) => replay::run(args),
             Command::Gates(args) => gates::run(args).await,
+            Command::Dlq(args) => dlq::run(args).await,
             Command::Sink { listen } => match sink::run(listen).await {
                 Ok(()) => Exit::Ok.into(),
                 Err(e) => {

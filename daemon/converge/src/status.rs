@@ -1,38 +1,26 @@
 //! `converge status`: asks a running daemon for `GET /v1/status` at the
 //! config's `server.listen` and prints it for people (or as JSON).
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::anyhow;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::Config;
+use crate::admin_client::{AdminClient, AdminError, text};
 
-const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why `converge status` cannot ask: the config is wrong (exit 2) or the
-/// daemon did not answer (exit 1).
-pub enum StatusError {
-    Invalid(String),
-    Failed(anyhow::Error),
-}
-
-pub async fn run(config_path: &Path, as_json: bool) -> Result<(), StatusError> {
-    let config =
-        Config::load(config_path, &|_| None).map_err(|e| StatusError::Invalid(e.to_string()))?;
-    let listen = config.server.listen;
-    if listen.port() == 0 {
-        return Err(StatusError::Invalid(format!(
-            "server.listen is {listen}: the daemon picks a free port at each start, so `converge status` cannot find it; set a fixed port in {}",
-            config_path.display()
+pub async fn run(config_path: &Path, as_json: bool) -> Result<(), AdminError> {
+    let (client, _) = AdminClient::load(config_path, "converge status")?;
+    let answer = client.get("/v1/status").await?;
+    if answer.status != 200 {
+        return Err(AdminError::Failed(anyhow!(
+            "converge at {} answered {}: {}",
+            client.address(),
+            answer.status,
+            answer.error_message()
         )));
     }
-    let status = fetch(reachable(listen))
-        .await
-        .map_err(StatusError::Failed)?;
+    let status = answer.body;
     if as_json {
         println!(
             "{}",
@@ -44,54 +32,8 @@ pub async fn run(config_path: &Path, as_json: bool) -> Result<(), StatusError> {
     Ok(())
 }
 
-/// A daemon listening on every interface is reached on loopback.
-fn reachable(listen: SocketAddr) -> SocketAddr {
-    match listen {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, a.port()).into(),
-        SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, a.port()).into(),
-        other => other,
-    }
-}
-
-/// One HTTP/1.0 request: the answer ends when the daemon closes the connection.
-async fn fetch(address: SocketAddr) -> anyhow::Result<Value> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .with_context(|| format!("cannot reach converge at {address} (is it running?)"))?;
-        stream
-            .write_all(
-                format!(
-                    "GET /v1/status HTTP/1.0\r\nHost: {address}\r\nAccept: application/json\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
-        anyhow::Ok(answer)
-    };
-    let answer = tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .with_context(|| format!("converge at {address} did not answer within {TIMEOUT:?}"))??;
-    let text = String::from_utf8_lossy(&answer);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("converge at {address} sent a malformed answer");
-    };
-    let status_line = head.lines().next().unwrap_or_default();
-    if status_line.split_whitespace().nth(1) != Some("200") {
-        bail!("converge at {address} answered `{status_line}`: {body}");
-    }
-    serde_json::from_str(body).with_context(|| format!("converge at {address} sent no JSON status"))
-}
-
 fn describe(status: &Value) -> String {
     use std::fmt::Write;
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
     let mut out = String::new();
     let uptime = status["uptime_seconds"].as_u64().unwrap_or(0);
     let _ = writeln!(
@@ -103,10 +45,11 @@ fn describe(status: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "journal: head {}, processed {}; actions pending: {}; timers pending: {}",
+        "journal: head {}, processed {}; actions pending: {}; dead letters: {}; timers pending: {}",
         text(&status["journal"]["head"]),
         text(&status["journal"]["processed"]),
         text(&status["actions_pending"]),
+        text(&status["dead_letters"]),
         text(&status["timers_pending"])
     );
     let rules = status["rules"].as_array().cloned().unwrap_or_default();

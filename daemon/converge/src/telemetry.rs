@@ -31,6 +31,8 @@ pub enum RejectReason {
     Signature,
     /// A hook's decoder plugin failed or made an invalid event.
     DecoderFailed,
+    /// Its body did not arrive within `server.body_read_timeout`.
+    SlowRequest,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,6 +103,16 @@ pub struct Metrics {
     pub sends_released: Counter,
     pub gate_overrides: Counter,
     pub held_sends: Gauge<i64, AtomicI64>,
+    pub actions_dead_lettered: Family<PluginLabel, Counter>,
+    pub dead_letters: Gauge<i64, AtomicI64>,
+    pub dead_letters_retried: Counter,
+    pub dead_letters_dropped: Counter,
+    pub connections_timed_out: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    pub plugin: String,
 }
 
 impl Metrics {
@@ -282,6 +294,36 @@ impl Metrics {
             "Sends held by convergence gates now",
             held_sends.clone(),
         );
+        let actions_dead_lettered = Family::default();
+        registry.register(
+            "actions_dead_lettered",
+            "Actions that failed for good (a permanent failure or no attempts left) and became dead letters, by plugin",
+            actions_dead_lettered.clone(),
+        );
+        let dead_letters = Gauge::default();
+        registry.register(
+            "dead_letters",
+            "Dead letters now: actions waiting for a person to retry or drop them",
+            dead_letters.clone(),
+        );
+        let dead_letters_retried = Counter::default();
+        registry.register(
+            "dead_letters_retried",
+            "Dead letters a person put back to pending",
+            dead_letters_retried.clone(),
+        );
+        let dead_letters_dropped = Counter::default();
+        registry.register(
+            "dead_letters_dropped",
+            "Dead letters a person dropped",
+            dead_letters_dropped.clone(),
+        );
+        let connections_timed_out = Counter::default();
+        registry.register(
+            "connections_timed_out",
+            "Connections closed because no whole request head arrived within server.header_read_timeout (idle keep-alive connections included)",
+            connections_timed_out.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             events_accepted,
@@ -313,6 +355,11 @@ impl Metrics {
             sends_released,
             gate_overrides,
             held_sends,
+            actions_dead_lettered,
+            dead_letters,
+            dead_letters_retried,
+            dead_letters_dropped,
+            connections_timed_out,
         }
     }
 
@@ -396,6 +443,36 @@ impl Metrics {
             "gate overridden"
         );
         self.gate_overrides.inc();
+    }
+
+    /// `retryable`: it failed for a reason that may pass, but its attempts
+    /// are used up.
+    pub fn action_dead_lettered(&self, plugin: &str, attempts: u32, retryable: bool, error: &str) {
+        tracing::error!(
+            error,
+            attempts,
+            cause = if retryable {
+                "no attempts left"
+            } else {
+                "permanent failure"
+            },
+            "action failed for good; it is a dead letter (converge dlq)"
+        );
+        self.actions_dead_lettered
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn dead_letter_retried(&self, action_id: i64, by: &str) {
+        tracing::warn!(action_id, by, "dead letter retried");
+        self.dead_letters_retried.inc();
+    }
+
+    pub fn dead_letter_dropped(&self, action_id: i64, by: &str) {
+        tracing::warn!(action_id, by, "dead letter dropped");
+        self.dead_letters_dropped.inc();
     }
 
     pub fn set_queue_depth(&self, queue: &'static str, depth: usize) {

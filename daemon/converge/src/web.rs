@@ -1,6 +1,6 @@
 //! The HTTP layer: webhook intake, metrics, health, the daemon's status, the
 //! event trail, an entity's timers, convergence gates and their overrides,
-//! and (in manual clock mode) the clock. The
+//! dead letters (`dlq`), and (in manual clock mode) the clock. The
 //! only module that knows HTTP wire types. Every error goes through
 //! [`ApiError`]: a status, a stable code and a message.
 
@@ -31,6 +31,11 @@ use crate::hooks::{self, Decode, HookConfig, Hooks, valid_hook_name};
 use crate::journal::Journal;
 use crate::reload::RulesHandle;
 use crate::telemetry::{Metrics, RejectReason};
+
+mod dlq;
+mod serve;
+
+pub use serve::{Timeouts, serve};
 
 /// How long intake waits for room in the in-flight budget before answering 503.
 const BACKPRESSURE_WAIT: Duration = Duration::from_secs(5);
@@ -75,6 +80,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/gates", get(open_gates))
         .route("/v1/gates/{kind}/{id}", get(one_gate))
         .route("/v1/gates/{kind}/{id}/override", post(override_gate))
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/{id}", get(dlq::show))
+        .route("/v1/dlq/{id}/retry", post(dlq::retry))
+        .route("/v1/dlq/{id}/drop", post(dlq::drop))
         .route("/v1/clock", get(clock_now).post(move_clock))
         .with_state(state)
 }
@@ -111,8 +120,19 @@ impl ApiError {
             RejectReason::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             RejectReason::Signature => (StatusCode::UNAUTHORIZED, "bad_signature"),
             RejectReason::DecoderFailed => (StatusCode::BAD_GATEWAY, "decoder_failed"),
+            RejectReason::SlowRequest => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
         };
         ApiError::new(status, code, message)
+    }
+}
+
+impl ApiError {
+    /// Keeps a route's established code for "the admin API is disabled".
+    fn with_disabled_code(mut self, code: &'static str) -> ApiError {
+        if self.code == "admin_disabled" {
+            self.code = code;
+        }
+        self
     }
 }
 
@@ -124,6 +144,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a stalled body is not worth waiting for.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
         }
         response
     }
@@ -359,7 +386,10 @@ async fn intake(
     }
     let (parts, body) = request.into_parts();
     let limit = state.max_body_bytes;
-    let body = to_bytes(body, limit).await.map_err(|_| {
+    let body = to_bytes(body, limit).await.map_err(|e| {
+        if serve::timed_out(&e) {
+            return ApiError::rejected(RejectReason::SlowRequest, metrics, e.to_string());
+        }
         ApiError::rejected(
             RejectReason::TooLarge,
             metrics,
@@ -486,17 +516,18 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     let reader = state.reader.clone();
     let store = tokio::task::spawn_blocking(move || {
         let reader = reader.lock().expect("reader");
+        let counts = reader.counts()?;
         Ok::<_, converge_store::StoreError>((
             reader.journal_head()?,
             reader.processed_cursor()?,
-            reader.counts()?.actions_pending,
+            (counts.actions_pending, counts.dead_letters),
             reader.pending_timer_count()?,
         ))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
-    let (head, processed, actions_pending, timers_pending) = store;
+    let (head, processed, (actions_pending, dead_letters), timers_pending) = store;
     let rules = state.rules.current();
     let history = state.rules.history();
     let describe = |shadow: bool| {
@@ -539,6 +570,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         })),
         "journal": {"head": head, "processed": processed},
         "actions_pending": actions_pending,
+        "dead_letters": dead_letters,
         "timers_pending": timers_pending,
     }))
     .into_response())
@@ -700,6 +732,29 @@ fn authorized(headers: &HeaderMap, token: &AdminToken) -> bool {
     given.ct_eq(&expected).into()
 }
 
+/// The admin API acts only with the token: 503 when the daemon has none
+/// (`what` says what is disabled), 401 when the request does not carry it.
+fn require_admin(state: &AppState, headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    let Some(token) = &state.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin_disabled",
+            format!(
+                "{what} are disabled: set {} in the daemon's environment (server.admin_token_env) and restart it",
+                state.admin_token_env
+            ),
+        ));
+    };
+    if !authorized(headers, token) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the admin token as `Authorization: Bearer <token>`",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/gates/{kind}/{id}/override` with `{"by", "reason", "channel"?}`
 /// and `Authorization: Bearer <admin token>`: journals a `gate.override`
 /// event (source `converge/admin`), whose processing releases the
@@ -711,23 +766,8 @@ async fn override_gate(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let Some(token) = &state.admin_token else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overrides_disabled",
-            format!(
-                "overrides are disabled: set {} in the daemon's environment (server.admin_token_env) and restart it",
-                state.admin_token_env
-            ),
-        ));
-    };
-    if !authorized(&headers, token) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send the admin token as `Authorization: Bearer <token>`",
-        ));
-    }
+    require_admin(&state, &headers, "overrides")
+        .map_err(|e| e.with_disabled_code("overrides_disabled"))?;
     let key = entity_key(&kind, &id)?;
     let request: Override = serde_json::from_slice(&body)
         .map_err(|e| e.to_string())

@@ -2,6 +2,7 @@
 //! public API only.
 
 mod append;
+mod dead_letters;
 mod durability;
 mod gates;
 mod helpers;

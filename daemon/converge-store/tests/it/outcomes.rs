@@ -36,7 +36,7 @@ fn store_with_four_actions(db: &TestDb) -> converge_store::Store {
 }
 
 #[test]
-fn done_and_failed_leave_the_outbox_and_retry_stays() {
+fn done_and_dead_lettered_leave_the_outbox_and_retry_stays() {
     let db = TestDb::new();
     let mut store = store_with_four_actions(&db);
     store
@@ -49,7 +49,7 @@ fn done_and_failed_leave_the_outbox_and_retry_stays() {
                 1,
                 "200",
             ),
-            outcome(2, OutcomeKind::Failed, 5, "gave up after 5 attempts"),
+            outcome(2, OutcomeKind::DeadLetter, 5, "gave up after 5 attempts"),
             outcome(
                 3,
                 OutcomeKind::Retry {
@@ -80,7 +80,7 @@ fn done_and_failed_leave_the_outbox_and_retry_stays() {
     assert_eq!(actions[0].finished_at_ms, Some(5_000));
     assert_eq!(
         (actions[1].status.as_str(), actions[1].attempts),
-        ("failed", 5)
+        ("dead_letter", 5)
     );
 
     let trail = store.event_trail("/jira", "T-2").unwrap().unwrap();
@@ -147,7 +147,7 @@ fn a_late_outcome_does_not_reopen_a_finished_action() {
                 2,
                 "late",
             ),
-            outcome(1, OutcomeKind::Failed, 3, "late"),
+            outcome(1, OutcomeKind::DeadLetter, 3, "late"),
         ]))
         .unwrap();
     let action = &store

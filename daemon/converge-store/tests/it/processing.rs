@@ -90,7 +90,7 @@ fn one_batch_can_append_process_and_finish_actions() {
             processed: vec![processed_with_actions(1, "T-1", "ana")],
             outcomes: vec![ActionOutcome {
                 action_id: 1,
-                result: OutcomeKind::Failed,
+                result: OutcomeKind::DeadLetter,
                 attempts: 1,
                 detail: "404".into(),
                 finished_at_ms: 3_000,
@@ -298,7 +298,7 @@ fn counts_follow_the_journal_and_the_outbox() {
         .write(&WriteBatch {
             outcomes: vec![
                 finish(1, OutcomeKind::Done { external_id: None }),
-                finish(2, OutcomeKind::Failed),
+                finish(2, OutcomeKind::DeadLetter),
                 finish(
                     3,
                     OutcomeKind::Retry {
@@ -318,7 +318,8 @@ fn counts_follow_the_journal_and_the_outbox() {
         decisions: 2,
         actions_pending: 2,
         actions_done: 1,
-        actions_failed: 1,
+        actions_dead_lettered: 1,
+        dead_letters: 1,
     };
     assert_eq!(store.counts().unwrap(), expected);
     assert_eq!(db.reader().counts().unwrap(), expected);

@@ -32,7 +32,7 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
             }],
             outcomes: vec![ActionOutcome {
                 action_id: 2,
-                result: OutcomeKind::Failed,
+                result: OutcomeKind::DeadLetter,
                 attempts: 3,
                 detail: "mail server said no".into(),
                 finished_at_ms: 3_000,
@@ -66,7 +66,7 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
         .collect();
     assert_eq!(
         statuses,
-        [(1, "slack", "pending", 0), (2, "mail", "failed", 3)]
+        [(1, "slack", "pending", 0), (2, "mail", "dead_letter", 3)]
     );
     assert_eq!(
         trail.rule_failures,
@@ -76,7 +76,7 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
     // What the CLI prints.
     let json = serde_json::to_value(&trail).unwrap();
     assert_eq!(json["decisions"][0]["decision"]["kind"], "notify");
-    assert_eq!(json["decisions"][0]["actions"][1]["status"], "failed");
+    assert_eq!(json["decisions"][0]["actions"][1]["status"], "dead_letter");
     assert!(
         json["decisions"][0].get("shadow").is_none(),
         "omitted when false"

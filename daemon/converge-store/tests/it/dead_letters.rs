@@ -1,0 +1,231 @@
+//! Dead letters: actions that failed for good wait for a person, who retries
+//! (same action, fresh attempts) or drops them; each step is in the
+//! action's history.
+
+use converge_store::{
+    ActionOutcome, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, OutcomeKind, WriteBatch,
+};
+
+use crate::helpers::{TestDb, event, processed_with_actions};
+
+fn outcome(action_id: i64, result: OutcomeKind, attempts: u32, detail: &str) -> ActionOutcome {
+    ActionOutcome {
+        action_id,
+        result,
+        attempts,
+        detail: detail.into(),
+        finished_at_ms: 5_000 + i64::from(attempts),
+    }
+}
+
+fn change(action_id: i64, op: DeadLetterOp) -> DeadLetterChange {
+    DeadLetterChange {
+        action_id,
+        op,
+        by: "mia".into(),
+        reason: "the receiver is fixed".into(),
+        at_ms: 9_000,
+    }
+}
+
+/// One event with two actions (ids 1 and 2); action 1 failed twice, then
+/// for good.
+fn store_with_a_dead_letter(db: &TestDb) -> converge_store::Store {
+    let mut store = db.open();
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1")],
+            processed: vec![processed_with_actions(1, "T-1", "ana")],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let retry = OutcomeKind::Retry {
+        next_attempt_at_ms: 6_000,
+    };
+    store
+        .write(&WriteBatch {
+            outcomes: vec![
+                outcome(1, retry.clone(), 1, "HTTP 503"),
+                outcome(1, retry, 2, "HTTP 503"),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let written = store
+        .write(&WriteBatch {
+            outcomes: vec![outcome(
+                1,
+                OutcomeKind::DeadLetter,
+                3,
+                "unauthorized: HTTP 401",
+            )],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(written.dead_lettered, 1);
+    store
+}
+
+#[test]
+fn a_dead_letter_is_listed_with_its_error_and_history() {
+    let db = TestDb::new();
+    let store = store_with_a_dead_letter(&db);
+    let listed = db.reader().dead_letters(0, 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    let dead = &listed[0];
+    assert_eq!(
+        (
+            dead.action.id,
+            dead.action.status.as_str(),
+            dead.action.attempts
+        ),
+        (1, "dead_letter", 3)
+    );
+    assert_eq!(
+        dead.action.detail.as_deref(),
+        Some("unauthorized: HTTP 401")
+    );
+    assert_eq!(
+        (dead.event_id.as_str(), dead.event_source.as_str()),
+        ("T-1", "/jira")
+    );
+    assert_eq!(
+        (dead.decision_kind.as_str(), dead.rule.as_str()),
+        ("notify", "stalled")
+    );
+    assert!(
+        dead.action.history.is_empty(),
+        "the list leaves histories out"
+    );
+    assert!(db.reader().dead_letters(1, 10).unwrap().is_empty());
+    assert_eq!(store.counts().unwrap().dead_letters, 1);
+
+    let shown = store.action(1).unwrap().unwrap();
+    let history: Vec<(&str, u32, Option<&str>)> = shown
+        .action
+        .history
+        .iter()
+        .map(|h| (h.kind.as_str(), h.attempts, h.detail.as_deref()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("attempt_failed", 1, Some("HTTP 503")),
+            ("attempt_failed", 2, Some("HTTP 503")),
+            ("dead_lettered", 3, Some("unauthorized: HTTP 401")),
+        ]
+    );
+    // The trail shows the same history.
+    let trail = store.event_trail("/jira", "T-1").unwrap().unwrap();
+    assert_eq!(trail.decisions[0].actions[0].history, shown.action.history);
+    assert!(store.action(99).unwrap().is_none());
+}
+
+#[test]
+fn a_retried_dead_letter_is_pending_again_with_a_fresh_budget() {
+    let db = TestDb::new();
+    let mut store = store_with_a_dead_letter(&db);
+    let written = store
+        .write(&WriteBatch {
+            dead_letters: vec![change(1, DeadLetterOp::Retry)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let [DeadLetterOutcome::Retried(action)] = written.dead_letters.as_slice() else {
+        panic!("{:?}", written.dead_letters);
+    };
+    assert_eq!(
+        (action.id, action.attempts, action.next_attempt_at_ms),
+        (1, 0, None)
+    );
+    assert_eq!(action.route, "slack");
+    let pending: Vec<i64> = store
+        .pending_actions(10)
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(pending, [1, 2]);
+    assert_eq!(store.counts().unwrap().dead_letters, 0);
+    let shown = store.action(1).unwrap().unwrap();
+    assert_eq!(shown.action.finished_at_ms, None);
+    let retried = shown.action.history.last().unwrap();
+    assert_eq!(
+        (
+            retried.kind.as_str(),
+            retried.attempts,
+            retried.by.as_deref(),
+            retried.reason.as_deref(),
+            retried.at_ms
+        ),
+        (
+            "retried",
+            3,
+            Some("mia"),
+            Some("the receiver is fixed"),
+            9_000
+        )
+    );
+
+    // Retrying again is refused: it is no longer a dead letter.
+    let written = store
+        .write(&WriteBatch {
+            dead_letters: vec![
+                change(1, DeadLetterOp::Retry),
+                change(7, DeadLetterOp::Drop),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(
+        written.dead_letters,
+        [
+            DeadLetterOutcome::NotDeadLetter {
+                status: "pending".into()
+            },
+            DeadLetterOutcome::Unknown
+        ]
+    );
+    // It can finish, and fail for good again.
+    store
+        .write(&WriteBatch {
+            outcomes: vec![outcome(1, OutcomeKind::DeadLetter, 1, "still 401")],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let counts = store.counts().unwrap();
+    assert_eq!((counts.dead_letters, counts.actions_dead_lettered), (1, 2));
+}
+
+#[test]
+fn a_dropped_dead_letter_never_runs_and_says_who_dropped_it() {
+    let db = TestDb::new();
+    let mut store = store_with_a_dead_letter(&db);
+    let written = store
+        .write(&WriteBatch {
+            dead_letters: vec![change(1, DeadLetterOp::Drop)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(written.dead_letters, [DeadLetterOutcome::Dropped]);
+    let pending: Vec<i64> = store
+        .pending_actions(10)
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(pending, [2]);
+    let shown = store.action(1).unwrap().unwrap();
+    assert_eq!(shown.action.status, "dropped");
+    assert_eq!(shown.action.finished_at_ms, Some(9_000));
+    assert_eq!(shown.action.history.last().unwrap().kind, "dropped");
+    assert!(store.dead_letters(0, 10).unwrap().is_empty());
+    // A late outcome does not bring it back.
+    store
+        .write(&WriteBatch {
+            outcomes: vec![outcome(1, OutcomeKind::Done { external_id: None }, 4, "")],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(store.action(1).unwrap().unwrap().action.status, "dropped");
+}

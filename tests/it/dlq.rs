@@ -1,0 +1,298 @@
+//! Dead letters end to end: an action that fails for good waits in the
+//! store, `converge dlq` lists and shows it, and a person with the admin
+//! token retries it (delivered with the same idempotency key) or drops it.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, Sink, Workspace, actions_settled, event, plugins_toml};
+
+const TOKEN: &str = "dlq-admin-token-0123456789";
+
+fn workspace(sink: &Sink) -> Workspace {
+    let ws = Workspace::new(
+        &[("notify_all", r#"notify("ops", `event ${event.id}`);"#)],
+        &format!(
+            r#"{plugins}
+[[routes]]
+decision = "notify"
+plugin = "webhook-out"
+config = {{ url = "{url}" }}
+"#,
+            plugins = plugins_toml(sink),
+            url = sink.url("/hook"),
+        ),
+    );
+    ws.listen_on_free_port();
+    ws
+}
+
+/// Sends one event and waits until its one action is settled; returns it.
+async fn settled_action(daemon: &Daemon, id: &str) -> Value {
+    let (status, body) = daemon
+        .send_event(&event(id, "task.updated", "task/T-1", json!({})))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let trail = daemon.wait_for_trail(id, actions_settled).await;
+    trail["decisions"][0]["actions"][0].clone()
+}
+
+fn cli(ws: &Workspace, args: &[&str], token: Option<&str>) -> (bool, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_converge"));
+    command.args(args).arg("--config").arg(ws.config());
+    command.env_remove("CONVERGE_ADMIN_TOKEN");
+    if let Some(token) = token {
+        command.env("CONVERGE_ADMIN_TOKEN", token);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn decision() -> Value {
+    json!({"by": "mia", "reason": "the receiver's token was rotated"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_failure_is_dead_lettered_then_retried_with_the_same_key() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
+
+    sink.answer_next(&[StatusCode::UNAUTHORIZED]);
+    let action = settled_action(&daemon, "p-1").await;
+    assert_eq!(action["status"], "dead_letter", "{action}");
+    assert_eq!(action["attempts"], 1, "a permanent failure is not retried");
+    let id = action["id"].as_i64().unwrap();
+    daemon.wait_for_metric("converge_dead_letters", 1.0).await;
+    assert_eq!(
+        daemon
+            .metric("converge_actions_dead_lettered_total{plugin=\"webhook-out\"}")
+            .await,
+        1.0
+    );
+
+    // Listed with its error, and explained as a dead letter.
+    let (ok, out, err) = cli(&ws, &["dlq", "list"], None);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("action {id}: notify via route")),
+        "{out}"
+    );
+    assert!(
+        out.contains("event p-1 (task.updated) about task/T-1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("after 1 attempt(s): unauthorized: HTTP 401"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&ws, &["explain", "p-1"], None);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("DEAD LETTER after 1 attempt"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "converge dlq retry {id} or converge dlq drop {id}"
+        )),
+        "{out}"
+    );
+
+    // Without the token, or with a wrong one, nothing happens.
+    let path = format!("/v1/dlq/{id}/retry");
+    let (status, body) = daemon.post_admin(&path, None, &decision()).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, _) = daemon
+        .post_admin(&path, Some("wrong-token-0123456789"), &decision())
+        .await;
+    assert_eq!(status, 401);
+    let (ok, _, err) = cli(
+        &ws,
+        &[
+            "dlq",
+            "retry",
+            &id.to_string(),
+            "--by",
+            "mia",
+            "--reason",
+            "x",
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(err.contains("set CONVERGE_ADMIN_TOKEN"), "{err}");
+    assert_eq!(sink.received().len(), 1);
+
+    // Retried through the CLI: delivered, with the same idempotency key.
+    let (ok, out, err) = cli(
+        &ws,
+        &[
+            "dlq",
+            "retry",
+            &id.to_string(),
+            "--by",
+            "mia",
+            "--reason",
+            "the receiver's token was rotated",
+        ],
+        Some(TOKEN),
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("converge-action-{id}")), "{out}");
+    let received = sink.wait_for(2).await;
+    let keys: Vec<&str> = received
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap())
+        .collect();
+    let key = format!("converge-action-{id}");
+    assert_eq!(keys, [key.as_str(), key.as_str()]);
+    let action =
+        daemon.wait_for_trail("p-1", actions_settled).await["decisions"][0]["actions"][0].clone();
+    assert_eq!(action["status"], "done", "{action}");
+    assert_eq!(action["attempts"], 1, "a fresh attempt budget");
+    daemon.wait_for_metric("converge_dead_letters", 0.0).await;
+    assert_eq!(
+        daemon.metric("converge_dead_letters_retried_total").await,
+        1.0
+    );
+
+    // The history says who retried it and why.
+    let (ok, out, err) = cli(&ws, &["dlq", "show", &id.to_string(), "--json"], None);
+    assert!(ok, "{out}{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    let history: Vec<(&str, Option<&str>)> = shown["action"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["kind"].as_str().unwrap(), h["by"].as_str()))
+        .collect();
+    assert_eq!(history, [("dead_lettered", None), ("retried", Some("mia"))]);
+    assert_eq!(
+        shown["action"]["history"][1]["reason"],
+        "the receiver's token was rotated"
+    );
+    let (ok, out, _) = cli(&ws, &["explain", "p-1"], None);
+    assert!(ok);
+    assert!(out.contains("retried by mia at "), "{out}");
+
+    // Done is not a dead letter: nothing to retry.
+    let (status, body) = daemon.post_admin(&path, Some(TOKEN), &decision()).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "not_dead_letter");
+    let (ok, out, _) = cli(&ws, &["dlq", "list"], None);
+    assert!(ok);
+    assert_eq!(out, "no dead letters\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exhausted_retries_are_dead_lettered_and_a_drop_is_final() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
+
+    // The test config allows 3 attempts.
+    sink.answer_next(&[StatusCode::SERVICE_UNAVAILABLE; 3]);
+    let action = settled_action(&daemon, "x-1").await;
+    assert_eq!(action["status"], "dead_letter", "{action}");
+    assert_eq!(action["attempts"], 3);
+    let id = action["id"].as_i64().unwrap();
+
+    let (status, body) = daemon.get("/v1/dlq").await;
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["count"], 1);
+    let letter = &listed["dead_letters"][0];
+    assert_eq!(
+        (&letter["id"], &letter["attempts"]),
+        (&json!(id), &json!(3))
+    );
+    assert!(
+        letter["detail"].as_str().unwrap().contains("HTTP 503"),
+        "{letter}"
+    );
+    assert_eq!(letter["idempotency_key"], format!("converge-action-{id}"));
+    let (_, body) = daemon.get(&format!("/v1/dlq/{id}")).await;
+    let shown: Value = serde_json::from_str(&body).unwrap();
+    let kinds: Vec<&str> = shown["action"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["attempt_failed", "attempt_failed", "dead_lettered"]);
+
+    let (ok, out, err) = cli(
+        &ws,
+        &[
+            "dlq",
+            "drop",
+            &id.to_string(),
+            "--by",
+            "mia",
+            "--reason",
+            "campaign cancelled",
+        ],
+        Some(TOKEN),
+    );
+    assert!(ok, "{out}{err}");
+    let (_, body) = daemon.get(&format!("/v1/dlq/{id}")).await;
+    let shown: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(shown["action"]["status"], "dropped");
+    assert_eq!(shown["action"]["history"][3]["by"], "mia");
+    assert_eq!(
+        shown["action"]["history"][3]["reason"],
+        "campaign cancelled"
+    );
+    daemon.wait_for_metric("converge_dead_letters", 0.0).await;
+    assert_eq!(
+        daemon.metric("converge_dead_letters_dropped_total").await,
+        1.0
+    );
+
+    // Final: neither retried nor dropped again; unknown ids are 404.
+    let (status, _) = daemon
+        .post_admin(&format!("/v1/dlq/{id}/retry"), Some(TOKEN), &decision())
+        .await;
+    assert_eq!(status, 409);
+    let (status, body) = daemon
+        .post_admin("/v1/dlq/999/drop", Some(TOKEN), &decision())
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(daemon.get("/v1/dlq/999").await.0, 404);
+    let (status, body) = daemon
+        .post_admin(
+            &format!("/v1/dlq/{id}/drop"),
+            Some(TOKEN),
+            &json!({"by": "mia"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        sink.received().len(),
+        3,
+        "a dropped action never runs again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_and_drops_are_disabled_without_an_admin_token() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start();
+    let (status, body) = daemon
+        .post_admin("/v1/dlq/1/retry", Some(TOKEN), &decision())
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "admin_disabled");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("set CONVERGE_ADMIN_TOKEN"),
+        "{body}"
+    );
+}

@@ -1,0 +1,128 @@
+//! Slow clients: a sender that trickles its request head, or stalls in its
+//! body, is cut off at `server.header_read_timeout` / `body_read_timeout`,
+//! while other senders are served as usual.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Daemon, Workspace, event};
+
+fn workspace() -> Workspace {
+    let ws = Workspace::new(&[("quiet", "")], "");
+    ws.edit_config(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\nheader_read_timeout = \"500ms\"\nbody_read_timeout = \"500ms\"",
+    );
+    ws
+}
+
+async fn connect(daemon: &Daemon) -> TcpStream {
+    TcpStream::connect(daemon.url.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// Reads until the daemon closes the connection; what it sent, and when.
+async fn read_until_closed(stream: &mut TcpStream) -> (String, Instant) {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "still open after 10 s; got {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        Instant::now(),
+    )
+}
+
+/// Meanwhile, an ordinary sender gets its 202 (the bound allows for a
+/// busy test machine; a stalled sender would hold it for seconds).
+async fn others_are_served(daemon: &Daemon, id: &str) {
+    let started = Instant::now();
+    let (status, body) = daemon
+        .send_event(&event(id, "task.updated", "task/T-1", json!({})))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    let ws = workspace();
+    let daemon = ws.start();
+    let mut stream = connect(&daemon).await;
+    let started = Instant::now();
+    stream
+        .write_all(b"POST /hooks/test HTTP/1.1\r\nHost: converge\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // One byte every 100 ms: always sending, never finishing the head.
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        while writer.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    others_are_served(&daemon, "n-1").await;
+    let mut answer = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut answer)).await;
+    let took = started.elapsed();
+    assert!(closed.is_ok(), "the connection stayed open");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "cut off after {took:?}"
+    );
+    trickle.abort();
+    others_are_served(&daemon, "n-2").await;
+    // Idle keep-alive connections of the other sender may count too.
+    assert!(daemon.metric("converge_connections_timed_out_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_stalling_in_its_body_gets_408_and_is_cut_off() {
+    let ws = workspace();
+    let daemon = ws.start();
+    let body = event("s-1", "task.updated", "task/T-1", json!({})).to_string();
+    let mut stream = connect(&daemon).await;
+    let started = Instant::now();
+    let head = format!(
+        "POST /hooks/test HTTP/1.1\r\nHost: converge\r\nContent-Type: application/cloudevents+json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    others_are_served(&daemon, "n-1").await;
+    let (answer, closed_at) = read_until_closed(&mut stream).await;
+    let took = closed_at - started;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "cut off after {took:?}"
+    );
+    // Nothing of it was journaled; the others were.
+    assert_eq!(daemon.get("/v1/events/s-1").await.0, 404);
+    assert_eq!(daemon.get("/v1/events/n-1").await.0, 200);
+    others_are_served(&daemon, "n-2").await;
+    assert_eq!(
+        daemon
+            .metric("converge_events_rejected_total{reason=\"SlowRequest\"}")
+            .await,
+        1.0
+    );
+}
