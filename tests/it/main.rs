@@ -10,6 +10,7 @@ mod explain;
 mod filedrops;
 mod gates;
 mod hooks;
+mod hostile;
 mod intake;
 mod pipeline;
 mod reload;
