@@ -12,7 +12,7 @@
 //! first time starts with the next occurrence.
 //!
 //! Occurrences are computed in the schedule's time zone (so "9:00 on
-//! weekdays" follows daylight saving time) on the daemon's [`Clock`], so a
+//! weekdays" follows daylight saving time) on the daemon's `Clock`, so a
 //! manual clock moves schedules too.
 
 use std::sync::Arc;

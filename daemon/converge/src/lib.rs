@@ -1,0 +1,190 @@
+//! `converge`: the automation rules daemon for marketing operations, and the
+//! commands that go with it. See ARCHITECTURE.md for the map of the code.
+//!
+//! The binary (`main.rs`) only picks the allocator and calls [`main`]; the
+//! library exists so that `config` can be driven by fuzz targets and tools.
+
+mod admin_client;
+mod clock;
+pub mod config;
+mod daemon;
+mod dispatcher;
+mod dlq;
+mod effects;
+mod explain;
+mod filedrops;
+mod gates;
+pub mod hooks;
+mod journal;
+mod outbox;
+mod polls;
+mod processor;
+mod reload;
+mod replay;
+mod rules_cli;
+pub mod schedules;
+mod simulate;
+mod sink;
+mod status;
+mod telemetry;
+mod timers;
+mod web;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "converge",
+    version,
+    about = "Automation rules daemon for marketing operations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, short, default_value = "config/converge.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config, compile the rules and load the plugins, listing every problem.
+    Check {
+        #[arg(long, short, default_value = "config/converge.toml")]
+        config: PathBuf,
+    },
+    /// Show why converge did what it did with an event (or, with `--entity`,
+    /// with every event about an entity): decisions, the rule lines and
+    /// inputs behind them, actions and their outcomes.
+    Explain(explain::ExplainArgs),
+    /// Ask the running daemon (at the config's `server.listen`) for its status:
+    /// rules in use and their hashes, the last reload and its error, backlogs.
+    Status {
+        #[arg(long, short, default_value = "config/converge.toml")]
+        config: PathBuf,
+        /// Print the status as JSON, as `GET /v1/status` returns it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tools for rule authors: `check` lints the rules, `test` runs their tests.
+    Rules {
+        #[command(subcommand)]
+        command: rules_cli::RulesCommand,
+    },
+    /// Run rules over recorded events (the journal, or an NDJSON file) on a
+    /// virtual clock, executing nothing; `--diff` compares two rule sets.
+    Replay(replay::ReplayArgs),
+    /// The open convergence gates (campaigns with held sends): channels,
+    /// reasons, held sends, overrides; `gates override` releases a gate.
+    Gates(gates::GatesArgs),
+    /// Dead letters: actions that failed for good. `list`, `show <id>`,
+    /// and `retry <id>` / `drop <id>` with who and why (admin token).
+    Dlq(dlq::DlqArgs),
+    /// A local HTTP server that prints every request it receives: a stand-in
+    /// for Slack or any webhook receiver while trying converge out.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// The process exit codes.
+#[repr(u8)]
+enum Exit {
+    Ok = 0,
+    /// The daemon or a command failed while running.
+    Failure = 1,
+    /// The config, a rule or a plugin is wrong: nothing was started.
+    Invalid = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// Runs the command line: parses the arguments, runs the command, and
+/// returns the process exit code.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => {
+                let config = match Config::load(&config, &|name| std::env::var(name).ok()) {
+                    Ok(config) => config,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Exit::Invalid.into();
+                    }
+                };
+                match daemon::run(config).await {
+                    Ok(()) => Exit::Ok.into(),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        Exit::Failure.into()
+                    }
+                }
+            }
+            Command::Check { config } => match daemon::check(&config).await {
+                Ok(report) => {
+                    for line in report {
+                        println!("{line}");
+                    }
+                    println!("ok: {}", config.display());
+                    Exit::Ok.into()
+                }
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("error: {e}");
+                    }
+                    Exit::Invalid.into()
+                }
+            },
+            Command::Explain(args) => explain::run(&args),
+            Command::Status { config, json } => match status::run(&config, json).await {
+                Ok(()) => Exit::Ok.into(),
+                Err(e) => e.report(),
+            },
+            Command::Rules { command } => rules_cli::run(command),
+            Command::Replay(args) => replay::run(args),
+            Command::Gates(args) => gates::run(args).await,
+            Command::Dlq(args) => dlq::run(args).await,
+            Command::Sink { listen } => match sink::run(listen).await {
+                Ok(()) => Exit::Ok.into(),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Exit::Failure.into()
+                }
+            },
+        }
+    })
+}
+
+/// Logs go to stderr; `RUST_LOG` picks the level (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
