@@ -286,9 +286,9 @@ impl Writer {
         tracing::debug!("journal writer stopped");
     }
 
-    fn commit(&mut self, requests: Vec<Request>) {
+    fn commit(&mut self, mut requests: Vec<Request>) {
         let mut batch = WriteBatch::default();
-        for request in &requests {
+        for request in &mut requests {
             match request {
                 Request::Append {
                     events,
@@ -311,9 +311,16 @@ impl Writer {
                     }));
                     batch.skipped_timers.extend(skip.iter().copied());
                 }
-                Request::Processed(processed) => batch
-                    .processed
-                    .extend(processed.iter().map(|p| p.result.clone())),
+                // Moved, not cloned: this thread is the pipeline's narrowest
+                // point. What the hand-off below reads (seq, time) stays.
+                Request::Processed(processed) => {
+                    batch.processed.extend(processed.iter_mut().map(|p| {
+                        let result = std::mem::take(&mut p.result);
+                        p.result.seq = result.seq;
+                        p.result.processed_at_ms = result.processed_at_ms;
+                        result
+                    }))
+                }
                 Request::Outcomes { outcomes, .. } => {
                     batch.outcomes.extend(outcomes.iter().cloned())
                 }
