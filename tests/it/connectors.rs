@@ -1,12 +1,26 @@
-//! Connector plugins in the daemon: a hook that decodes a tool's own
-//! payloads (GitHub's, from the published fixtures) after checking its
-//! signature, and a poll that pages through a tool's API (a local fake
-//! serving the fixture's issue) and resumes from its stored cursor.
+//! Connector plugins in the daemon, one tool per module: each tool's own
+//! payloads (from the published fixtures) posted to a hook with the tool's
+//! signature scheme, decoded onto campaigns and decided on by a rule;
+//! polls paging through a local fake of the tool's API and resuming from
+//! their stored cursor; and actions performed on that fake with the
+//! credential the host injects. GitHub's tests are here; the helpers they
+//! all share too.
 
+mod asana;
+mod hubspot;
+mod jira;
+mod sendgrid;
+mod trello;
+
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use axum::routing::get;
 use hmac::{Hmac, Mac};
 use reqwest::Method;
@@ -17,29 +31,200 @@ use crate::support::{Daemon, Workspace, plugin_dir, repo_root};
 
 const SECRET: &str = "a github webhook secret";
 
+/// A file of the published webhook fixtures, as it is.
 fn fixture(path: &str) -> Vec<u8> {
     std::fs::read(repo_root().join("../shared/fixtures/webhooks").join(path)).unwrap()
 }
 
-fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+fn fixture_json(path: &str) -> Value {
+    serde_json::from_slice(&fixture(path)).unwrap()
 }
 
-fn github_plugin(api: &str) -> String {
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn sign(body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(SECRET.as_bytes(), &[body]))
+    )
+}
+
+/// A connector plugin granted the fake API at `api` and a credential named
+/// like the plugin (the plugins' default), read from `credential_env` and
+/// sent as `authorization: <scheme> <value>`.
+fn task_plugin(name: &str, api: &str, credential_env: &str, scheme: &str) -> String {
     format!(
         r#"
-[plugins.github]
+[plugins.{name}]
 component = {component:?}
 http_hosts = [{api:?}]
 allow_plain_http = true
 
-[plugins.github.credentials.github]
-env = "CONVERGE_TEST_GITHUB_TOKEN"
+[plugins.{name}.credentials.{name}]
+env = "{credential_env}"
+scheme = "{scheme}"
 "#,
-        component = plugin_dir().join("github.wasm").display().to_string(),
+        component = plugin_dir()
+            .join(format!("{name}.wasm"))
+            .display()
+            .to_string(),
     )
+}
+
+/// A plugin that only decodes: no hosts, no credentials.
+fn decoder_plugin(name: &str) -> String {
+    format!(
+        "\n[plugins.{name}]\ncomponent = {:?}\n",
+        plugin_dir()
+            .join(format!("{name}.wasm"))
+            .display()
+            .to_string()
+    )
+}
+
+/// The `events` of a hook's 202 answer, after checking it is one.
+async fn deliver(
+    daemon: &Daemon,
+    hook: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Vec<u8>>,
+) -> Vec<Value> {
+    let (status, _, answer) = daemon
+        .request(Method::POST, &format!("/hooks/{hook}"), headers, body)
+        .await;
+    assert_eq!(status, 202, "{answer}\n{}", daemon.log());
+    answer["events"].as_array().unwrap().clone()
+}
+
+/// Each answered event's status, e.g. `accepted` or `duplicate`.
+fn statuses(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect()
+}
+
+/// The trails of these answered events, once processed, in order.
+async fn processed_trails(daemon: &Daemon, events: &[Value]) -> Vec<Value> {
+    let mut trails = Vec::new();
+    for event in events {
+        let id = event["id"].as_str().unwrap();
+        trails.push(daemon.wait_for_trail(id, processed).await);
+    }
+    trails
+}
+
+/// The message of each notification decided on a trail.
+fn notifications(trail: &Value) -> Vec<&str> {
+    trail["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["decision"]["message"].as_str())
+        .collect()
+}
+
+/// One request a fake tool API received.
+#[derive(Debug, Clone)]
+struct ApiRequest {
+    method: String,
+    path: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Value,
+    at: Instant,
+}
+
+impl ApiRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A tool's API on 127.0.0.1: every request is recorded, then answered by
+/// a function of its number (from 0) and itself, so a test scripts pages,
+/// rate limits and failures.
+#[derive(Clone)]
+struct FakeApi {
+    host: String,
+    requests: Arc<Mutex<Vec<ApiRequest>>>,
+}
+
+impl FakeApi {
+    async fn start(
+        answer: impl Fn(usize, &ApiRequest) -> Response + Send + Sync + 'static,
+    ) -> FakeApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = FakeApi {
+            host: listener.local_addr().unwrap().to_string(),
+            requests: Arc::default(),
+        };
+        let requests = api.requests.clone();
+        let answer = Arc::new(answer);
+        let app = Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: Uri,
+                  Query(query): Query<HashMap<String, String>>,
+                  headers: HeaderMap,
+                  body: Bytes| {
+                let (requests, answer) = (requests.clone(), answer.clone());
+                async move {
+                    let request = ApiRequest {
+                        method: method.to_string(),
+                        path: uri.path().to_string(),
+                        query,
+                        headers,
+                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                        at: Instant::now(),
+                    };
+                    let n = {
+                        let mut all = requests.lock().unwrap();
+                        all.push(request.clone());
+                        all.len() - 1
+                    };
+                    answer(n, &request)
+                }
+            },
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        api
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    fn requests(&self) -> Vec<ApiRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    async fn wait_for(&self, n: usize, daemon: &Daemon) -> Vec<ApiRequest> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let requests = self.requests();
+            if requests.len() >= n {
+                return requests;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fake API got {} of {n} requests: {requests:#?}\n{}",
+                requests.len(),
+                daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn github_plugin(api: &str) -> String {
+    task_plugin("github", api, "CONVERGE_TEST_GITHUB_TOKEN", "Bearer")
 }
 
 fn processed(trail: &Value) -> bool {
@@ -134,15 +319,15 @@ async fn fake_github() -> (String, Seen) {
 }
 
 async fn wait_for_polls(seen: &Seen, n: usize, daemon: &Daemon) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while seen.lock().unwrap().len() < n {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "{} polls\n{}",
             seen.lock().unwrap().len(),
             daemon.log()
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

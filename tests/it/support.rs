@@ -56,6 +56,16 @@ pub fn plugin_dir() -> &'static Path {
                 "misbehaving",
                 "-p",
                 "github",
+                "-p",
+                "jira",
+                "-p",
+                "trello",
+                "-p",
+                "asana",
+                "-p",
+                "hubspot",
+                "-p",
+                "sendgrid",
             ])
             .status()
             .expect("running cargo to build the plugins");

@@ -18,7 +18,7 @@ struct Request {
 }
 
 /// A P-256 public key, base64 DER, so the SendGrid verifier can be built.
-const SENDGRID_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwHM/GSb8FQ==";
+const SENDGRID_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g==";
 
 fn verifier(scheme: Scheme) -> Option<Verifier> {
     let secret = match scheme {

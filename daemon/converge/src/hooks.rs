@@ -183,9 +183,9 @@ impl HookConfig {
 fn stand_in_secret(scheme: Scheme) -> Secret {
     match scheme {
         Scheme::StandardWebhooks => Secret::from("whsec_c3RhbmQtaW4="),
-        // A valid P-256 public key (base64 DER), any will do.
+        // A valid P-256 public key (base64 DER): the one of SendGrid's published test vector.
         Scheme::Sendgrid => Secret::from(
-            "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwHM/GSb8FQ==",
+            "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g==",
         ),
         _ => Secret::from("stand-in"),
     }
@@ -373,6 +373,30 @@ mod tests {
             refused.to_string(),
             "hook `github` has no secret: set GITHUB_SECRET"
         );
+    }
+
+    #[test]
+    fn every_scheme_without_its_secret_fails_closed_rather_than_refusing_the_config() {
+        let vars = vec!["UNSET".to_string()];
+        for scheme in Scheme::ALL {
+            if matches!(scheme, Scheme::None | Scheme::Asana) {
+                continue;
+            }
+            let url = "https://converge.example.com/hooks/h";
+            let raw = RawHook {
+                url: matches!(
+                    scheme,
+                    Scheme::Trello | Scheme::HubspotV2 | Scheme::HubspotV3
+                )
+                .then_some(url),
+                header: (scheme == Scheme::HmacSha256).then_some("x-signature"),
+                ..raw(scheme.name(), &vars)
+            };
+            let (hook, warnings) =
+                HookConfig::new("h", &raw, &|_| None).unwrap_or_else(|e| panic!("{scheme}: {e:?}"));
+            assert!(hook.verifier.is_none(), "{scheme}");
+            assert_eq!(warnings.len(), 1, "{scheme}");
+        }
     }
 
     #[test]
