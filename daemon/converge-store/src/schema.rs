@@ -12,7 +12,7 @@ pub(crate) const PROCESSED_CURSOR: &str = "processed_cursor";
 /// Kept as counters because counting finished actions would scan them all.
 pub(crate) const ACTIONS_DONE: &str = "actions_done";
 /// Actions that ever went to the dead-letter state (the key was
-/// `actions_failed` before version 6).
+/// `actions_failed` before version 7).
 pub(crate) const ACTIONS_DEAD_LETTERED: &str = "actions_dead_lettered";
 
 const MIGRATIONS: &[&str] = &[
