@@ -94,7 +94,8 @@ mod tests {
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].at, Position::Line(3));
         assert_eq!(ended, None);
-        let (events, _, ended) = read_bytes(&config, Format::Json, b"[{\"campaign_id\": \"a\"}, nope");
+        let (events, _, ended) =
+            read_bytes(&config, Format::Json, b"[{\"campaign_id\": \"a\"}, nope");
         assert_eq!(events.len(), 1);
         assert!(ended.is_some());
     }
