@@ -27,8 +27,11 @@ fn verifier(scheme: Scheme) -> Option<Verifier> {
         Scheme::Sendgrid => Some(SENDGRID_KEY),
         _ => Some("fuzzing-secret"),
     };
-    let url = matches!(scheme, Scheme::Trello | Scheme::HubspotV2 | Scheme::HubspotV3)
-        .then(|| "https://converge.example.com/hooks/fuzz".to_string());
+    let url = matches!(
+        scheme,
+        Scheme::Trello | Scheme::HubspotV2 | Scheme::HubspotV3
+    )
+    .then(|| "https://converge.example.com/hooks/fuzz".to_string());
     let generic = (scheme == Scheme::HmacSha256).then(|| GenericHmac {
         header: HeaderName::from_static("x-signature"),
         prefix: "sha256=".into(),
@@ -67,7 +70,10 @@ fuzz_target!(|request: Request| {
     };
     let verified = verifier.verify(&inbound, request.now);
     if headers.is_empty() && !matches!(scheme, Scheme::None | Scheme::Linear) {
-        assert!(verified.is_err(), "{scheme} accepted a request without headers");
+        assert!(
+            verified.is_err(),
+            "{scheme} accepted a request without headers"
+        );
     }
     let _ = converge_signatures::asana_handshake(&inbound);
 });
