@@ -245,3 +245,66 @@ async fn secrets_stay_out_of_logs_database_metrics_api_and_output() {
     }
     assert!(files >= 1, "no database file in {}", data.display());
 }
+
+/// A Slack stand-in whose error answer quotes the Authorization header it got.
+async fn echoing_slack() -> std::net::SocketAddr {
+    async fn post_message(headers: axum::http::HeaderMap) -> axum::Json<Value> {
+        let got = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        axum::Json(json!({"ok": false, "error": format!("invalid_auth: {got}")}))
+    }
+    let app = axum::Router::new().route(
+        "/slack/api/chat.postMessage",
+        axum::routing::post(post_message),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_echoes_the_credential_does_not_put_it_in_the_outbox() {
+    let addr = echoing_slack().await;
+    let slack = Sink::placeholder(addr);
+    let ws = Workspace::new(
+        &[("ops", OPS_RULE)],
+        &format!(
+            r##"{plugins}
+[[routes]]
+decision = "escalate"
+plugin = "slack"
+config = {{ channel = "#mops-escalations", base_url = "{api}" }}
+"##,
+            plugins = plugins_toml(&slack),
+            api = slack.url("/slack/api"),
+        ),
+    );
+    let daemon = ws.start_with_env(&[("CONVERGE_TEST_SLACK_TOKEN", SLACK_TOKEN)]);
+    let (status, _) = daemon
+        .send_event(&event("echo-1", "task.stalled", "task/T-1", json!({})))
+        .await;
+    assert_eq!(status, 202);
+    let trail = daemon.wait_for_trail("echo-1", actions_settled).await;
+    let action = &trail["decisions"][0]["actions"][0];
+    let detail = action.to_string();
+    // The failure is recorded, with the credential replaced.
+    assert!(detail.contains("invalid_auth"), "{detail}");
+    assert!(detail.contains("<redacted>"), "{detail}");
+    assert_no_secret("the action's outcome", &detail);
+    assert_no_secret("the log", &daemon.log());
+    drop(daemon);
+    for entry in std::fs::read_dir(ws.dir.path().join("data")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert_no_secret(
+                &path.display().to_string(),
+                &String::from_utf8_lossy(&bytes),
+            );
+        }
+    }
+}

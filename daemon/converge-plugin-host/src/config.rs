@@ -65,6 +65,27 @@ pub struct Grants {
     pub credentials: BTreeMap<String, Credential>,
 }
 
+impl Grants {
+    /// `text` with every granted credential's value, and its token without
+    /// the scheme (`xoxb-...` of `Bearer xoxb-...`), replaced by
+    /// `<redacted>`: what a plugin says (errors, log lines) may quote a
+    /// response that echoed the credential back.
+    pub fn redact(&self, text: String) -> String {
+        let mut text = text;
+        for credential in self.credentials.values() {
+            let value = credential.value.as_str();
+            let token = value.split_once(' ').map_or(value, |(_, token)| token);
+            for secret in [value, token] {
+                // Too short to be a secret worth hiding, and would mangle text.
+                if secret.len() >= 8 && text.contains(secret) {
+                    text = text.replace(secret, "<redacted>");
+                }
+            }
+        }
+        text
+    }
+}
+
 /// A secret header the host injects into a plugin's request.
 #[derive(Clone)]
 pub struct Credential {
@@ -119,5 +140,35 @@ impl Default for PluginLimits {
             max_response_bytes: 4 << 20,
             max_log_lines: 200,
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_and_its_token_are_redacted_and_short_values_left_alone() {
+        let mut grants = Grants::default();
+        grants.credentials.insert(
+            "bot".into(),
+            Credential {
+                header: "authorization".into(),
+                value: "Bearer xoxb-1234-secret".into(),
+            },
+        );
+        grants.credentials.insert(
+            "short".into(),
+            Credential {
+                header: "x-key".into(),
+                value: "abc".into(),
+            },
+        );
+        assert_eq!(
+            grants.redact(
+                "401: bad header Bearer xoxb-1234-secret; token xoxb-1234-secret; abc".into()
+            ),
+            "401: bad header <redacted>; token <redacted>; abc"
+        );
     }
 }

@@ -208,7 +208,7 @@ impl Plugin {
                 external_id: outcome.external_id,
                 summary: outcome.summary,
             }),
-            Err(error) => Err(failure(error)),
+            Err(error) => Err(failure(error, &sandbox.grants)),
         }
     }
 
@@ -238,7 +238,7 @@ impl Plugin {
         let Output::Decoded(result) = output else {
             unreachable!("a decode call returns a decode output")
         };
-        result.map_err(failure)
+        result.map_err(|e| failure(e, &self.inner.sandbox.grants))
     }
 
     /// Reads one page of the tool's changes after `input.cursor`, in the
@@ -259,7 +259,7 @@ impl Plugin {
         let Output::Polled(result) = output else {
             unreachable!("a poll call returns a poll output")
         };
-        let page = result.map_err(failure)?;
+        let page = result.map_err(|e| failure(e, &self.inner.sandbox.grants))?;
         Ok(PollOutput {
             events: page.events,
             cursor: page.cursor,
@@ -291,16 +291,19 @@ impl Plugin {
     }
 }
 
-/// What the plugin returned as an error, as the host reports it.
-fn failure(error: PluginError) -> ActionFailure {
+/// What the plugin returned as an error, as the host reports it: without
+/// the plugin's credentials, which a message quoting a response that echoed
+/// them would otherwise carry into logs and the outbox.
+fn failure(error: PluginError, grants: &Grants) -> ActionFailure {
+    let redact = |m| grants.redact(m);
     match error {
-        PluginError::InvalidInput(m) => ActionFailure::InvalidInput(m),
-        PluginError::Unauthorized(m) => ActionFailure::Unauthorized(m),
+        PluginError::InvalidInput(m) => ActionFailure::InvalidInput(redact(m)),
+        PluginError::Unauthorized(m) => ActionFailure::Unauthorized(redact(m)),
         PluginError::RateLimited(ms) => {
             ActionFailure::RateLimited(ms.map(|ms| Duration::from_millis(ms.into())))
         }
-        PluginError::Transient(m) => ActionFailure::Transient(m),
-        PluginError::Permanent(m) => ActionFailure::Permanent(m),
+        PluginError::Transient(m) => ActionFailure::Transient(redact(m)),
+        PluginError::Permanent(m) => ActionFailure::Permanent(redact(m)),
     }
 }
 
@@ -532,6 +535,7 @@ impl Sandbox {
         }
         for (stream, output) in [("stdout", &stdout), ("stderr", &stderr)] {
             let (text, dropped) = output.contents();
+            let text = self.grants.redact(text.to_string());
             if !text.is_empty() {
                 tracing::debug!(
                     plugin = &*self.name,
@@ -572,7 +576,7 @@ impl Sandbox {
         }
         match failed {
             Failed::Instantiate(e) => ActionFailure::Host(format!("instantiation failed: {e:#}")),
-            Failed::Call(e) => ActionFailure::Trap(trap_summary(&e, stderr)),
+            Failed::Call(e) => ActionFailure::Trap(self.grants.redact(trap_summary(&e, stderr))),
         }
     }
 }

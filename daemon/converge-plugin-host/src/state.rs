@@ -69,6 +69,7 @@ impl host::Host for HostState {
             return;
         }
         call.log_lines += 1;
+        let message = call.grants.redact(message);
         let message = truncate_line(&message);
         // Escaped so a plugin cannot forge extra log lines with newlines.
         let message = message.escape_debug();
