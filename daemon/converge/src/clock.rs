@@ -72,6 +72,15 @@ impl Clock {
     }
 }
 
+/// Sleeps `wait`, or until dropped when there is no `wait` (a manual clock
+/// moves only when told, and the waiter's [`ClockWatch`] says when).
+pub async fn sleep_or_wait(wait: Option<std::time::Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One waiter's view of the manual clock's moves.
 #[derive(Debug)]
 pub struct ClockWatch(Option<watch::Receiver<u64>>);

@@ -438,7 +438,9 @@ pub struct PollConfig {
     pub config_json: String,
 }
 
-fn valid_source_name(name: &str) -> bool {
+/// A name that goes into ids, keys and URLs (hooks, polls, schedules):
+/// letters, digits, '-' or '_', not empty.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
@@ -1060,7 +1062,7 @@ impl Validator {
         let mut polls: Vec<PollConfig> = Vec::new();
         for (i, p) in raw.iter().enumerate() {
             let key = format!("polls[{i}]");
-            if !valid_source_name(&p.name) {
+            if !valid_name(&p.name) {
                 self.error(
                     &format!("{key}.name"),
                     format!("`{}` must be letters, digits, '-' or '_'", p.name),

@@ -214,11 +214,7 @@ fn describe_config_error(e: &ConfigError) -> String {
 }
 
 pub fn valid_hook_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    name.len() <= 64 && crate::config::valid_name(name)
 }
 
 /// The key of a hook's handshake secret in `source_state`.

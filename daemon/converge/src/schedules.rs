@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, sleep_or_wait};
 use crate::effects::data_object;
 use crate::journal::{Journal, JournalError};
 use crate::telemetry::Metrics;
@@ -72,11 +72,7 @@ impl Schedule {
         catch_up: CatchUp,
     ) -> Result<Schedule, Vec<String>> {
         let mut errors = Vec::new();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !crate::config::valid_name(name) {
             errors.push(format!(
                 "name: `{name}` must be letters, digits, '-' or '_' (it is part of every occurrence's event id)"
             ));
@@ -186,7 +182,7 @@ impl ScheduleSource {
                 ),
             };
             tokio::select! {
-                () = sleep(wait) => {}
+                () = sleep_or_wait(wait) => {}
                 () = clock_moved.moved() => {}
                 () = stop.cancelled() => return,
             }
@@ -298,13 +294,6 @@ impl ScheduleSource {
                 }
             }
         }
-    }
-}
-
-async fn sleep(wait: Option<Duration>) {
-    match wait {
-        Some(wait) => tokio::time::sleep(wait).await,
-        None => std::future::pending().await,
     }
 }
 

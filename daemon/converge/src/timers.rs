@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, sleep_or_wait};
 use crate::effects::data_object;
 use crate::journal::{Journal, JournalError, TimerFiring};
 use crate::telemetry::Metrics;
@@ -70,7 +70,7 @@ impl Scheduler {
                 Err(Stop) => break,
             };
             tokio::select! {
-                () = sleep(wait) => {}
+                () = sleep_or_wait(wait) => {}
                 () = self.timers_changed.notified() => {}
                 () = clock_moved.moved() => {}
                 () = stop.cancelled() => break,
@@ -175,13 +175,6 @@ impl Scheduler {
 
 /// The journal is closed: the daemon is stopping.
 struct Stop;
-
-async fn sleep(wait: Option<Duration>) {
-    match wait {
-        Some(wait) => tokio::time::sleep(wait).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// The CloudEvent a timer journals: id `timer-<id>`, source
 /// `converge/timers`, the timer's type and entity, the due time as `time`,
