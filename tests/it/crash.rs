@@ -5,7 +5,7 @@
 //! `Idempotency-Key`) applied each effect once, and every timer that fell
 //! due while the daemon was down fired exactly once. Loopback only, and
 //! bounded: a few hundred events. `converge-load soak` runs the same for
-//! minutes.
+//! minutes. The same test runs on SQLite and on PostgreSQL.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::postgres::TestDatabase;
 use crate::support::{Daemon, Sink, Workspace, event, plugins_toml};
 
 /// Every created task is notified at once and reminded an hour later.
@@ -124,6 +125,17 @@ async fn status(daemon: &Daemon) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_under_load_loses_nothing_acknowledged_and_applies_nothing_twice() {
+    sigkill_under_load(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_under_load_on_postgres_loses_nothing_and_applies_nothing_twice() {
+    if let Some(db) = TestDatabase::create("sigkill_under_load_on_postgres") {
+        sigkill_under_load(Some(&db)).await;
+    }
+}
+
+async fn sigkill_under_load(db: Option<&TestDatabase>) {
     let sink = Sink::start().await;
     let ws = Workspace::new(
         &[("crash", RULE)],
@@ -151,11 +163,19 @@ start = "{start}"
     );
     // One address across restarts, so the senders need not follow the daemon.
     ws.listen_on_free_port();
+    if let Some(db) = db {
+        // Short leases: the restarted daemon takes over its dead self's.
+        db.configure(&ws, "2s");
+    }
+    let start = |ws: &Workspace| match db {
+        Some(db) => ws.start_with_env(&db.env()),
+        None => ws.start(),
+    };
 
     let next = Arc::new(AtomicUsize::new(0));
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut daemon = ws.start();
+    let mut daemon = start(&ws);
     let senders: Vec<_> = (0..SENDERS)
         .map(|_| {
             tokio::spawn(send_until_stopped(
@@ -177,7 +197,7 @@ start = "{start}"
         }
         daemon.kill9();
         ws.edit_config(&clock_start(run - 1), &clock_start(run));
-        daemon = ws.start();
+        daemon = start(&ws);
     }
     // Some load on the last run too, then quiet.
     let target = acked.lock().unwrap().len() + ACKED_PER_RUN / 2;
@@ -263,8 +283,13 @@ start = "{start}"
         "every created task reminded exactly once"
     );
     // The reminders of the first runs fell due while the daemon was down.
+    // (How many depends on how much of each run's load was processed
+    // before its kill; on PostgreSQL a restarted daemon first waits for its
+    // dead predecessor's leases to expire, so more of the backlog can fall
+    // to the last run, whose reminders are not late.)
+    let min_late = if db.is_some() { 1 } else { ACKED_PER_RUN };
     assert!(
-        applied.late_reminders >= ACKED_PER_RUN,
+        applied.late_reminders >= min_late,
         "{}",
         applied.late_reminders
     );

@@ -3,6 +3,7 @@
 
 mod backpressure;
 mod cli;
+mod cluster;
 mod connectors;
 mod crash;
 mod dlq;
@@ -13,6 +14,7 @@ mod hooks;
 mod hostile;
 mod intake;
 mod pipeline;
+mod postgres;
 mod reload;
 mod replay;
 mod restart;

@@ -74,6 +74,15 @@ struct Args {
     /// through the rules. Set it low to measure backpressure.
     #[arg(long, default_value_t = 100_000)]
     max_in_flight: usize,
+    /// Run on this PostgreSQL database (`storage.url`, no password: the
+    /// daemons read it from CONVERGE_DATABASE_PASSWORD) instead of SQLite.
+    /// Empty it first: the run counts on a fresh journal.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Daemons to start on the `--postgres` database; requests go to each
+    /// in turn.
+    #[arg(long, default_value_t = 1)]
+    daemons: usize,
     /// The converge binary (default: <target dir>/release/converge).
     #[arg(long, global = true)]
     converge: Option<PathBuf>,
@@ -119,17 +128,33 @@ async fn main() -> anyhow::Result<()> {
     let timings = Arc::new(Mutex::new(Timings::default()));
     let sink = start_sink(timings.clone()).await?;
     let dir = tempfile::tempdir()?;
+    if args.daemons > 1 && args.postgres.is_none() {
+        bail!(
+            "--daemons {} needs --postgres: several daemons share one PostgreSQL database",
+            args.daemons
+        );
+    }
     let config = write_config(dir.path(), &root, &plugin, sink, &args)?;
-    let mut daemon = Daemon::start(&converge, &config)?;
-    let url = format!("{}/hooks/load", daemon.url);
+    let mut daemons = (0..args.daemons.max(1))
+        .map(|_| Daemon::start(&converge, &config))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let urls: Arc<Vec<String>> = Arc::new(
+        daemons
+            .iter()
+            .map(|d| format!("{}/hooks/load", d.url))
+            .collect(),
+    );
     println!(
-        "converge-load: {} events, concurrency {}, batch {}, rate {}, actions {}, durability {}",
+        "converge-load: {} events, concurrency {}, batch {}, rate {}, actions {}, {}",
         args.events,
         args.concurrency,
         args.batch,
         args.rate.map_or("max".to_string(), |r| format!("{r}/s")),
         !args.no_actions,
-        args.durability
+        match &args.postgres {
+            Some(_) => format!("{} daemon(s) on PostgreSQL", daemons.len()),
+            None => format!("SQLite, durability {}", args.durability),
+        }
     );
 
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
@@ -141,9 +166,9 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, url, next, timings, refused) = (
+        let (client, urls, next, timings, refused) = (
             client.clone(),
-            url.clone(),
+            urls.clone(),
             next.clone(),
             timings.clone(),
             refused.clone(),
@@ -172,8 +197,9 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 let body = Bytes::from(body);
+                let url = &urls[request % urls.len()];
                 loop {
-                    let req = hyper::Request::post(&url)
+                    let req = hyper::Request::post(url)
                         .header("content-type", content_type)
                         .body(Full::new(body.clone()))?;
                     let response = client.request(req).await.context("POST to converge")?;
@@ -225,8 +251,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let all_elapsed = started.elapsed();
-    let peak_rss = daemon.peak_rss_kib();
-    daemon.stop();
+    let peak_rss = daemons.iter().filter_map(Daemon::peak_rss_kib).max();
+    for daemon in &mut daemons {
+        daemon.stop();
+    }
 
     println!(
         "acknowledged: {} events in {:.2}s = {:.0} events/s",
@@ -263,7 +291,10 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     match peak_rss {
-        Some(kib) => println!("daemon peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+        Some(kib) => println!(
+            "daemon peak RSS (largest daemon): {:.1} MiB",
+            kib as f64 / 1024.0
+        ),
         None => println!("daemon peak RSS: unknown (no /proc)"),
     }
     Ok(())
@@ -356,6 +387,10 @@ fn write_config(
             "[[routes]]\ndecision = \"notify\"\nplugin = \"webhook-out\"\nconfig = {{ url = \"http://{sink}/hook\" }}\n"
         )
     };
+    let database = match &args.postgres {
+        Some(url) => format!("url = {url:?}\n"),
+        None => format!("durability = {:?}\n", args.durability),
+    };
     let config = format!(
         r#"
 [server]
@@ -364,8 +399,7 @@ max_events_in_flight = {max_in_flight}
 
 [storage]
 data_dir = "data"
-durability = {durability:?}
-plugin_cache_dir = {cache:?}
+{database}plugin_cache_dir = {cache:?}
 
 [rules]
 files = [{rules}]
@@ -380,7 +414,6 @@ allow_plain_http = true
 [dispatch]
 concurrency = 128
 "#,
-        durability = args.durability,
         max_in_flight = args.max_in_flight,
         cache = plugin
             .parent()

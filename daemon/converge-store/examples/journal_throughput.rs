@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use converge_model::{Decision, DecisionKind, EntityKey, EntityState};
 use converge_store::{
-    Durability, NewAction, NewDecision, NewEvent, ProcessedEvent, Store, WriteBatch,
+    Durability, Location, NewAction, NewDecision, NewEvent, ProcessedEvent, Store, WriteBatch,
 };
 
 const EVENTS: usize = 200_000;
@@ -24,7 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => tempfile::tempdir()?,
     };
     let path = dir.path().join("converge.db");
-    let mut store = Store::open(&path, Durability::Full)?;
+    let mut store = Store::open(&Location::Sqlite {
+        path: path.clone(),
+        durability: Durability::Full,
+    })?;
 
     let batches: Vec<WriteBatch> = (0..EVENTS)
         .collect::<Vec<_>>()

@@ -57,6 +57,18 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// A [`WriteBatch::fences`](crate::WriteBatch) lease is no longer held
+    /// with its token: another daemon took it over. Nothing was written.
+    #[error("lease `{lease}` was lost to another daemon")]
+    Fenced { lease: String },
+
+    /// A cluster operation on a database only one daemon can use (SQLite).
+    #[error("this needs a database several daemons share (PostgreSQL)")]
+    NotShared,
+
+    #[error("postgres: {0}")]
+    Postgres(#[from] ::postgres::Error),
+
     #[error("sqlite: {0}")]
     Sqlite(#[source] rusqlite::Error),
 }

@@ -1,10 +1,13 @@
-//! The durable journal, entity state, decisions and outbox, on SQLite. This is
-//! the only crate that knows SQL.
+//! The durable journal, entity state, decisions and outbox, behind one
+//! interface ([`Backend`]) with two implementations: SQLite, embedded, for a
+//! single daemon, and PostgreSQL, shared by several daemons. This is the only
+//! crate that knows SQL.
 //!
 //! # What is stored
 //! - the **journal**: every accepted event, deduplicated on `(source, id)` and
 //!   numbered by a growing `seq`;
-//! - the **processed cursor**: the highest `seq` whose processing is committed;
+//! - the **processed cursor**: the highest `seq` up to which every event's
+//!   processing is committed;
 //! - **entity state**, keyed by `kind/id`;
 //! - **decisions** the rules made for each event, and **rule failures**;
 //! - the **outbox**: one action per routed decision, `pending` until its
@@ -17,80 +20,94 @@
 //!   while the daemon was down, with the `skip` catch-up policy);
 //! - **convergence gates**: sends `held` by `hold_send` decisions until they
 //!   are `released` (by a rule's `release_send` or a person's override), and
-//!   the overrides, written with the processing of the event that caused them.
+//!   the overrides, written with the processing of the event that caused them;
+//! - **leases** (PostgreSQL): who among several daemons holds a partition of
+//!   the entities, a source, an action, until when, under which fencing token.
 //!
 //! Processing an event (entity state, decisions, actions, rule failures, the
-//! cursor) is one [`ProcessedEvent`] in a [`WriteBatch`], so it lands
-//! atomically: after a crash an event is either fully processed or not at all,
-//! and processing resumes from [`Store::processed_cursor`]. The timers an
-//! event's decisions create, the expects it cancels and the events its rules
-//! emit are part of the same [`ProcessedEvent`].
+//! event marked processed) is one [`ProcessedEvent`] in a [`WriteBatch`], so
+//! it lands atomically: after a crash an event is either fully processed or
+//! not at all. The timers an event's decisions create, the expects it
+//! cancels and the events its rules emit are part of the same
+//! [`ProcessedEvent`].
 //!
 //! Firing a timer is one [`FiredTimer`]: its event is journaled and the timer
 //! marked `fired` in one transaction, and only if the timer was still
 //! `pending`, so a timer fires exactly once, whatever crashes around it.
 //!
-//! # Durability
-//! - The database is always in WAL mode: a commit appends to the write-ahead
-//!   log, readers keep reading the last committed snapshot while the writer
-//!   works, and pages are copied back to the database file by checkpoints.
-//! - [`Durability::Full`] (`synchronous=FULL`) fsyncs the WAL on every commit:
-//!   a commit that returned survives power loss and OS crashes.
-//!   [`Durability::Normal`] (`synchronous=NORMAL`) fsyncs only at checkpoints:
-//!   a commit survives the process being killed, but the last commits can be
-//!   lost when the machine goes down. The database never corrupts in either.
-//! - An fsync costs the same for one event as for a thousand, so throughput
-//!   comes from **group commit**, which is the caller's job: the daemon's one
-//!   writer thread gathers many requests and hands them to [`Store::write`] as
-//!   one [`WriteBatch`], which is one transaction and one fsync. This crate does
-//!   no batching or buffering of its own: when `write` returns `Ok`, the batch
-//!   is committed with the promised durability.
+//! # Group commit
+//! A commit's cost (an fsync) is the same for one event as for a thousand, so
+//! throughput comes from **group commit**, which is the caller's job: the
+//! daemon's writer thread gathers many requests and hands them to
+//! [`Backend::write`] as one [`WriteBatch`], which is one transaction. This
+//! crate does no batching or buffering of its own: when `write` returns
+//! `Ok`, the batch is committed with the promised durability.
 //!
-//! # Connections
-//! One writer [`Store::open`] (migrates the schema, owns every write) and any
-//! number of readers [`Store::open_reader`] (read-only, for queries, on other
-//! threads). A `Store` is `Send` but not `Sync`: each thread owns its own.
+//! # Partitions
+//! Every entity key falls in one of [`PARTITIONS`] partitions
+//! ([`partition_of`]). With several daemons on PostgreSQL, each partition is
+//! processed by the one daemon holding its lease, which is what keeps an
+//! entity's events in order and applied once (see `docs/scaling.md`).
 //!
-//! Rows are never deleted, so `seq` and ids are dense and `max()` of a primary
-//! key is a row count; [`Store::counts`] relies on that to stay cheap.
+//! A [`Store`] is `Send` but not `Sync`: each thread opens its own.
 
 mod error;
-mod read;
+mod postgres;
 mod records;
-mod schema;
-mod sources;
-mod write;
+mod sqlite;
 
-use std::path::Path;
+use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use converge_model::{EntityKey, EntityState};
+use sha2::{Digest, Sha256};
 
 pub use error::StoreError;
 pub use records::{
-    ActionDetail, ActionHistoryRecord, ActionOutcome, ActionRecord, Appended, Counts,
+    ActionDetail, ActionHistoryRecord, ActionLease, ActionOutcome, ActionRecord, Appended, Counts,
     DeadLetterChange, DeadLetterOp, DeadLetterOutcome, DecisionRecord, EventTrail, ExpectedArrival,
-    FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
-    NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind, PendingAction, ProcessedEvent,
-    RuleFailure, SkippedTimer, SourceState, TimerKind, TimerRecord, WriteBatch, WriteResult,
+    Fence, FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
+    LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind, PendingAction,
+    ProcessedEvent, RuleFailure, SkippedTimer, SourceState, TimerKind, TimerRecord, WriteBatch,
+    WriteResult,
 };
 
-/// How long a connection waits for another one's lock before giving up with
-/// [`StoreError::Busy`].
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many partitions the entities are spread over. Fixed: it is part of
+/// the stored data (each event, timer and held send records its partition).
+pub const PARTITIONS: u32 = 64;
 
-/// Enough for every statement this crate prepares, so none is ever re-parsed.
-const STATEMENT_CACHE_CAPACITY: usize = 64;
+/// The partition of an entity key (`kind/id`), or of whatever else groups
+/// events (an event about no entity uses its subject, or its id): the first
+/// four bytes of its SHA-256, so every daemon and version agrees.
+pub fn partition_of(key: &str) -> u32 {
+    let digest = Sha256::digest(key.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % PARTITIONS
+}
 
-/// Pages (4 KiB) of WAL after which a commit checkpoints it.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+/// The notification channel of a commit that journaled events (shared
+/// databases): a wake-up hint for the daemons processing them.
+pub const EVENTS_CHANNEL: &str = "converge_events";
 
-/// How much a commit must survive. The journal is always in WAL mode; this
-/// chooses when the WAL is fsynced.
+/// The partition of an event: that of its entity (its subject parsed as an
+/// entity key), else of its raw subject, else of its id.
+pub fn event_partition(subject: Option<&str>, id: &str) -> u32 {
+    match subject {
+        Some(subject) => match EntityKey::parse(subject) {
+            Some(key) => partition_of(&key.to_string()),
+            None => partition_of(subject),
+        },
+        None => partition_of(id),
+    }
+}
+
+/// How much a SQLite commit must survive. The journal is always in WAL
+/// mode; this chooses when the WAL is fsynced. (A PostgreSQL commit is as
+/// durable as the server's `synchronous_commit` makes it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// `synchronous=FULL`: the WAL is fsynced on every commit, so a committed
-    /// batch survives power loss and OS crashes. One fsync per [`Store::write`].
+    /// batch survives power loss and OS crashes. One fsync per write.
     #[default]
     Full,
     /// `synchronous=NORMAL`: the WAL is fsynced only at checkpoints, so a
@@ -99,83 +116,346 @@ pub enum Durability {
     Normal,
 }
 
-impl Durability {
-    fn synchronous(self) -> &'static str {
+/// Where the database is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An embedded SQLite file, for one daemon.
+    Sqlite {
+        path: PathBuf,
+        durability: Durability,
+    },
+    /// A PostgreSQL database several daemons may share. `url` is a
+    /// `postgres://` URL or a libpq key=value string without the password,
+    /// which comes apart (from the environment).
+    Postgres {
+        url: String,
+        password: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
+            Location::Sqlite { path, durability } => f
+                .debug_struct("Sqlite")
+                .field("path", path)
+                .field("durability", durability)
+                .finish(),
+            Location::Postgres { url, password } => f
+                .debug_struct("Postgres")
+                .field("url", url)
+                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .finish(),
         }
     }
 }
 
-/// A connection to the converge database: the one writer, or a reader.
-pub struct Store {
-    /// Every statement goes through `prepare_cached` on this connection.
-    conn: Connection,
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite { path, .. } => write!(f, "{}", path.display()),
+            Location::Postgres { url, .. } => write!(f, "{url}"),
+        }
+    }
+}
+
+impl Location {
+    /// Whether several daemons may share this database.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Location::Postgres { .. })
+    }
+}
+
+/// A connection to the converge database, whichever the backend. Derefs to
+/// [`Backend`], where every operation is.
+///
+/// Every operation blocks the calling thread (PostgreSQL's client runs
+/// its own small runtime): call them from a thread of your own, or from
+/// `tokio::task::spawn_blocking` / `block_in_place`, never straight from
+/// an async task. Dropping a `Store` is taken care of: it steps out of the
+/// async runtime itself.
+pub struct Store(Option<Box<dyn Backend>>);
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing a PostgreSQL connection waits for the server's goodbye,
+        // which must not happen on an async worker thread.
+        let Some(backend) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| drop(backend));
+            }
+            _ => drop(backend),
+        }
+    }
 }
 
 impl Store {
-    /// Opens the database for writing, creating its parent directory and file
-    /// if needed, and migrates the schema to the current version.
-    ///
-    /// Sets WAL mode, `synchronous` per `durability`, a 5 s busy timeout and
-    /// foreign keys on. Open exactly one writer per database.
-    pub fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        configure(&conn)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::NoWal { mode });
-        }
-        conn.pragma_update(None, "synchronous", durability.synchronous())?;
-        // Checkpoint every ~40 MB of WAL rather than SQLite's 4 MB: fewer
-        // checkpoints (each one fsyncs the database file) measured 10-15% more
-        // journal throughput, for a longer WAL replay when opening after a crash.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
-        // Checkpoints truncate the WAL back to this size, so one burst does not
-        // leave a huge file behind.
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-        let mut store = Store { conn };
-        schema::migrate(&mut store.conn)?;
-        Ok(store)
+    fn new(backend: Box<dyn Backend>) -> Store {
+        Store(Some(backend))
     }
 
-    /// Opens an existing database read-only, for queries. Does not migrate:
-    /// fails with [`StoreError::Missing`] if there is no database yet and with
-    /// [`StoreError::SchemaVersion`] if the writer has not migrated it to the
-    /// version this build reads.
-    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
-        if !path.is_file() {
-            return Err(StoreError::Missing {
-                path: path.to_path_buf(),
-            });
-        }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        configure(&conn)?;
-        schema::check_current(&conn)?;
-        Ok(Store { conn })
+    /// Opens the database for writing, creating it if needed, and migrates
+    /// the schema to the current version.
+    pub fn open(location: &Location) -> Result<Store, StoreError> {
+        Ok(match location {
+            Location::Sqlite { path, durability } => {
+                Store::new(Box::new(sqlite::SqliteStore::open(path, *durability)?))
+            }
+            Location::Postgres { url, password } => Store::new(Box::new(
+                postgres::PostgresStore::open(url, password.as_deref())?,
+            )),
+        })
+    }
+
+    /// Opens an existing database for queries. Does not migrate: fails with
+    /// [`StoreError::Missing`] if there is no database yet and with
+    /// [`StoreError::SchemaVersion`] if it is not at the version this build
+    /// reads. (A PostgreSQL reader can also write: only SQLite has
+    /// read-only connections.)
+    pub fn open_reader(location: &Location) -> Result<Store, StoreError> {
+        Ok(match location {
+            Location::Sqlite { path, .. } => {
+                Store::new(Box::new(sqlite::SqliteStore::open_reader(path)?))
+            }
+            Location::Postgres { url, password } => Store::new(Box::new(
+                postgres::PostgresStore::open_reader(url, password.as_deref())?,
+            )),
+        })
     }
 }
 
-/// Settings every connection needs, writer or reader.
-fn configure(conn: &Connection) -> Result<(), StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-    conn.pragma_update(None, "foreign_keys", true)?;
-    Ok(())
+impl Deref for Store {
+    type Target = dyn Backend;
+    fn deref(&self) -> &(dyn Backend + 'static) {
+        self.0.as_deref().expect("a store is open until dropped")
+    }
+}
+
+impl DerefMut for Store {
+    fn deref_mut(&mut self) -> &mut (dyn Backend + 'static) {
+        self.0
+            .as_deref_mut()
+            .expect("a store is open until dropped")
+    }
+}
+
+/// Every operation on the converge database. Both backends pass the same
+/// conformance tests (`tests/it`); the cluster operations at the end exist
+/// only on a shared database (PostgreSQL) and answer
+/// [`StoreError::NotShared`] on SQLite.
+pub trait Backend: Send {
+    // ---- writing ----
+
+    /// Commits everything in `batch` in one transaction: fences checked
+    /// first, then appends, processed events (with their timers and emitted
+    /// events), fired and skipped timers, action outcomes, people's retries
+    /// and drops of dead letters, and source state.
+    ///
+    /// All or nothing: on any error the whole batch is rolled back, appends
+    /// included, and the store is as it was.
+    fn write(&mut self, batch: &WriteBatch) -> Result<WriteResult, StoreError>;
+
+    // ---- the journal ----
+
+    /// The highest journal `seq` up to which every event's processing is
+    /// committed; 0 before any. Processing resumes with
+    /// [`Backend::events_after`] this cursor.
+    fn processed_cursor(&self) -> Result<i64, StoreError>;
+
+    /// The highest `seq` in the journal; 0 when it is empty. Events up to it
+    /// were journaled before this call; later ones get higher numbers.
+    fn journal_head(&self) -> Result<i64, StoreError>;
+
+    /// Up to `limit` journaled events with a `seq` greater than `seq`, in `seq`
+    /// order.
+    fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError>;
+
+    // ---- entities ----
+
+    /// The entity's last committed state, if any event was about it.
+    fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError>;
+
+    /// Up to `limit` entities whose key (`kind/id`) sorts after `after`, in
+    /// key order: walks every entity a page at a time.
+    fn entities_after(
+        &self,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<EntityState>, StoreError>;
+
+    // ---- the outbox ----
+
+    /// Up to `limit` pending actions, in id order (the order they were
+    /// decided), whether or not their next attempt is due.
+    fn pending_actions(&self, limit: usize) -> Result<Vec<PendingAction>, StoreError>;
+
+    /// Like [`Backend::pending_actions`], from the action after `after_id`:
+    /// pages through a backlog larger than one `limit`.
+    fn pending_actions_after(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingAction>, StoreError>;
+
+    /// Up to `limit` dead letters with an id greater than `after_id`, in id
+    /// order (the order they were decided), each with its event and
+    /// decision; their histories are left empty (see [`Backend::action`]).
+    fn dead_letters(&self, after_id: i64, limit: usize) -> Result<Vec<ActionDetail>, StoreError>;
+
+    /// How many actions are dead letters now.
+    fn dead_letter_count(&self) -> Result<i64, StoreError>;
+
+    /// One action, whatever its status, with its event, decision and
+    /// history; `None` if no action has this id.
+    fn action(&self, id: i64) -> Result<Option<ActionDetail>, StoreError>;
+
+    // ---- trails ----
+
+    /// The event with this `(source, id)` and everything processing made of
+    /// it, or `None` if it was never journaled.
+    fn event_trail(&self, source: &str, id: &str) -> Result<Option<EventTrail>, StoreError>;
+
+    /// The trails of every event with this `id`, from any source, in `seq`
+    /// order: ids are usually unique enough for `converge explain <id>`.
+    fn find_event_trail(&self, id: &str) -> Result<Vec<EventTrail>, StoreError>;
+
+    /// The trails of up to `limit` events whose `subject` is `subject` (an
+    /// entity key, `campaign/c-42`), journaled after `after_seq`, in `seq`
+    /// order: an entity's audit trail, a page at a time (the next page starts
+    /// after the last `seq`), from an index, however long the journal.
+    fn subject_trails(
+        &self,
+        subject: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<EventTrail>, StoreError>;
+
+    // ---- timers ----
+
+    /// Up to `limit` pending timers due at or before `now_ms`, in due order
+    /// (then creation order).
+    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError>;
+
+    /// When the earliest pending timer is due; `None` when none is pending.
+    fn next_timer_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// How many timers are waiting to fire.
+    fn pending_timer_count(&self) -> Result<i64, StoreError>;
+
+    /// The timers of one entity (`kind/id`), newest first, up to `limit`;
+    /// only the pending ones when `pending_only`.
+    fn entity_timers(
+        &self,
+        entity: &EntityKey,
+        pending_only: bool,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError>;
+
+    // ---- gates ----
+
+    /// Every send still held by a gate, in the order they were held. Held
+    /// sends are few (they wait for people), so this is read whole: by the
+    /// processor at start, and by `GET /v1/gates`.
+    fn open_held_sends(&self) -> Result<Vec<HeldSendRecord>, StoreError>;
+
+    /// One campaign's gate (`campaign` is its entity key): its held sends,
+    /// released ones included, and its overrides, newest first, up to
+    /// `limit` of each.
+    fn gate(&self, campaign: &EntityKey, limit: usize) -> Result<GateRecord, StoreError>;
+
+    /// The overrides of a campaign's gate, newest first, up to `limit`.
+    fn gate_overrides(
+        &self,
+        campaign: &str,
+        limit: usize,
+    ) -> Result<Vec<GateOverrideRecord>, StoreError>;
+
+    // ---- sources and sizes ----
+
+    /// The value kept under `key` (a poll cursor, a hook's secret), if any.
+    fn source_state(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// The greatest id of a `source` event named `<name>@...` (a schedule's
+    /// last occurrence), if any. Cheap on a large journal.
+    fn last_occurrence_id(&self, source: &str, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sizes of the store, cheap enough to read every few seconds.
+    fn counts(&self) -> Result<Counts, StoreError>;
+
+    // ---- cluster operations (shared databases only) ----
+
+    /// Takes or keeps the lease `name` for `holder` for `ttl` (on the
+    /// database's clock): granted if nobody holds it, its holder let it
+    /// expire, or `holder` already holds it (then extended). Returns the
+    /// fencing token: the same while `holder` keeps the lease, a higher one
+    /// each time it changes hands. `None` when someone else holds it.
+    fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Gives the lease back if `holder` holds it, so another can take it now.
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The leases not expired whose names start with `prefix`.
+    fn live_leases(&self, prefix: &str) -> Result<Vec<LeaseRecord>, StoreError>;
+
+    /// Up to `limit` events of these partitions not processed yet, in `seq`
+    /// order.
+    fn unprocessed_events(
+        &self,
+        partitions: &[u32],
+        limit: usize,
+    ) -> Result<Vec<JournaledEvent>, StoreError>;
+
+    /// Like [`Backend::due_timers`], only for entities of these partitions.
+    fn due_timers_in(
+        &self,
+        partitions: &[u32],
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError>;
+
+    /// Like [`Backend::open_held_sends`], only for campaigns of these partitions.
+    fn held_sends_in(&self, partitions: &[u32]) -> Result<Vec<HeldSendRecord>, StoreError>;
+
+    /// Claims up to `limit` pending actions whose next attempt is due by
+    /// `now_ms` and whose lease is free or expired, for `holder`, for `ttl`:
+    /// each comes back with its new fencing token
+    /// ([`PendingAction::lease_token`]). Claims skip rows another daemon is
+    /// claiming at the same moment (`SKIP LOCKED`).
+    fn claim_actions(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingAction>, StoreError>;
+
+    /// Extends `holder`'s leases on these actions (`(id, token)`) by `ttl`;
+    /// returns the ids whose lease was lost (taken over, or no longer
+    /// pending), which the caller must stop working on.
+    fn renew_action_leases(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        actions: &[(i64, i64)],
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// Subscribes this connection to `channel` (`LISTEN`).
+    fn listen(&self, channel: &str) -> Result<(), StoreError>;
+
+    /// Waits up to `timeout` for notifications on the channels this
+    /// connection listens to; returns their `(channel, payload)`s, empty on
+    /// timeout. A wake-up hint only: nothing depends on it being delivered.
+    fn wait_for_notifications(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Sends a notification on `channel` now (`NOTIFY`).
+    fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError>;
 }

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 // ---- writes ----
 
-/// Everything one [`Store::write`](crate::Store::write) commits, in one
-/// transaction, in this order: `appends`, then `processed` (with the events
+/// Everything one [`Backend::write`](crate::Backend::write) commits, in one
+/// transaction, in this order: `fences` checked, `appends`, then `processed` (with the events
 /// it emits), then `fired_timers` and `skipped_timers`, then `outcomes`, then
 /// `dead_letters`. So a
 /// batch may process events it appends and record outcomes of actions it
@@ -25,6 +25,38 @@ pub struct WriteBatch {
     pub source_state: Vec<SourceState>,
     /// What people asked of dead letters (retry, drop).
     pub dead_letters: Vec<DeadLetterChange>,
+    /// Leases this batch is only valid under (shared databases): if any is
+    /// no longer held with its token, the batch fails with
+    /// [`StoreError::Fenced`](crate::StoreError::Fenced) and nothing is written.
+    pub fences: Vec<Fence>,
+    /// When set (shared databases), the actions `processed` creates are
+    /// leased to this holder from the start, so no other daemon claims them
+    /// while their creator runs them.
+    pub new_action_lease: Option<ActionLease>,
+}
+
+/// A lease a write depends on: `holder` must still hold `lease` with `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub lease: String,
+    pub holder: String,
+    pub token: i64,
+}
+
+/// Who new actions are leased to, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionLease {
+    pub holder: String,
+    pub ttl_ms: i64,
+}
+
+/// A lease as [`Backend::live_leases`](crate::Backend::live_leases) reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseRecord {
+    pub name: String,
+    pub holder: String,
+    pub token: i64,
+    pub expires_at_ms: i64,
 }
 
 impl WriteBatch {
@@ -36,6 +68,7 @@ impl WriteBatch {
             && self.processed.is_empty()
             && self.outcomes.is_empty()
             && self.dead_letters.is_empty()
+            && self.fences.is_empty()
     }
 }
 
@@ -227,6 +260,11 @@ pub struct ActionOutcome {
     /// What the plugin said; kept as the action's last detail (empty: none).
     pub detail: String,
     pub finished_at_ms: i64,
+    /// The fencing token of the lease the attempt ran under (shared
+    /// databases): the outcome is recorded only if the action's lease still
+    /// has it, so a daemon that lost the lease cannot overwrite the new
+    /// holder's work. `None`: not leased (a single daemon).
+    pub lease_token: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -277,7 +315,7 @@ pub enum DeadLetterOutcome {
     Unknown,
 }
 
-/// What a [`Store::write`](crate::Store::write) did.
+/// What a [`Backend::write`](crate::Backend::write) did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteResult {
     /// One per [`WriteBatch::appends`], in the same order.
@@ -301,6 +339,9 @@ pub struct WriteResult {
     /// ignored): with the retried and dropped ones, what the dead-letter
     /// gauge follows.
     pub dead_lettered: usize,
+    /// Actions whose outcome was not recorded because their lease had
+    /// passed to another holder (shared databases).
+    pub outcomes_fenced: Vec<i64>,
 }
 
 /// Where an appended event is in the journal.
@@ -344,6 +385,9 @@ pub struct PendingAction {
     pub attempts: u32,
     /// When to try again after a failed attempt; `None` means now.
     pub next_attempt_at_ms: Option<i64>,
+    /// The fencing token of this daemon's lease on the action (shared
+    /// databases), to pass back with its outcome.
+    pub lease_token: Option<i64>,
 }
 
 /// Everything the store knows about one event: for `converge explain`.
@@ -521,4 +565,52 @@ pub struct Counts {
     pub actions_dead_lettered: i64,
     /// Dead letters now: waiting for a person to retry or drop them.
     pub dead_letters: i64,
+}
+
+// ---- conversions both backends store the same way ----
+
+impl TimerKind {
+    /// The `kind` and `expect_type` columns.
+    pub(crate) fn columns(&self) -> (&'static str, Option<&str>) {
+        match self {
+            TimerKind::Schedule => ("schedule", None),
+            TimerKind::Expect { expect_type } => ("expect", Some(expect_type)),
+        }
+    }
+}
+
+/// A catch-up policy as stored: its serde name.
+pub(crate) fn catch_up_name(catch_up: CatchUp) -> &'static str {
+    match catch_up {
+        CatchUp::FireLate => "fire_late",
+        CatchUp::Skip => "skip",
+    }
+}
+
+/// The reverse of [`catch_up_name`].
+pub(crate) fn parse_catch_up(name: &str) -> Result<CatchUp, serde_json::Error> {
+    serde_json::from_value(Value::String(name.to_string()))
+}
+
+impl PendingAction {
+    /// An action `processed` just created: not attempted yet.
+    pub(crate) fn created(
+        id: i64,
+        event_seq: i64,
+        decision_id: i64,
+        action: &NewAction,
+        lease_token: Option<i64>,
+    ) -> PendingAction {
+        PendingAction {
+            id,
+            event_seq,
+            decision_id,
+            route: action.route.clone(),
+            plugin: action.plugin.clone(),
+            payload_json: action.payload_json.clone(),
+            attempts: 0,
+            next_attempt_at_ms: None,
+            lease_token,
+        }
+    }
 }

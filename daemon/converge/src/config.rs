@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use converge_model::{CatchUp, DecisionKind};
+use converge_store::Location;
 
 use crate::hooks::{Decode, HookConfig, RawHook};
 use crate::schedules::Schedule;
@@ -181,6 +182,9 @@ mod raw {
         pub durability: String,
         pub max_batch: u64,
         pub plugin_cache_dir: Option<String>,
+        pub url: Option<String>,
+        pub password_env: String,
+        pub lease_ttl: String,
     }
 
     impl Default for Storage {
@@ -190,6 +194,9 @@ mod raw {
                 durability: "full".into(),
                 max_batch: 1024,
                 plugin_cache_dir: None,
+                url: None,
+                password_env: "CONVERGE_DATABASE_PASSWORD".into(),
+                lease_ttl: "15s".into(),
             }
         }
     }
@@ -373,12 +380,12 @@ pub struct Storage {
     pub max_batch: usize,
     /// Where compiled plugins are kept between starts.
     pub plugin_cache_dir: PathBuf,
-}
-
-impl Storage {
-    pub fn database(&self) -> PathBuf {
-        self.data_dir.join("converge.db")
-    }
+    /// The database: `data_dir/converge.db`, or the PostgreSQL database of
+    /// `storage.url` (with the password from `storage.password_env`).
+    pub location: Location,
+    /// How long a daemon's leases (partitions, sources, actions) last
+    /// without renewal: how soon the others take over a dead daemon's work.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -506,7 +513,7 @@ impl Config {
         let mut v = Validator::default();
         let config = Config {
             server: v.server(&raw.server, env),
-            storage: v.storage(&raw.storage, base),
+            storage: v.storage(&raw.storage, base, env),
             rules: v.rules(&raw.rules, base),
             plugins: raw
                 .plugins
@@ -679,7 +686,46 @@ impl Validator {
         }
     }
 
-    fn storage(&mut self, raw: &raw::Storage, base: &Path) -> Storage {
+    /// A PostgreSQL location; the password only ever comes from the environment.
+    fn postgres(
+        &mut self,
+        url: &str,
+        password_env: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Location {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            self.error(
+                "storage.url",
+                format!("`{url}` is not a PostgreSQL URL like \"postgres://converge@db.internal/converge\""),
+            );
+        } else if url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .is_some_and(|(user, _)| user.contains(':'))
+        {
+            self.error(
+                "storage.url",
+                format!("must not contain a password: put it in the environment variable storage.password_env names ({password_env})"),
+            );
+        }
+        let password = env(password_env).filter(|p| !p.is_empty());
+        if password.is_none() {
+            self.warnings.push(format!(
+                "storage.password_env: {password_env} is not set; connecting to PostgreSQL without a password"
+            ));
+        }
+        Location::Postgres {
+            url: url.to_string(),
+            password,
+        }
+    }
+
+    fn storage(
+        &mut self,
+        raw: &raw::Storage,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Storage {
         let durability = match raw.durability.as_str() {
             "full" => Durability::Full,
             "normal" => Durability::Normal,
@@ -692,7 +738,17 @@ impl Validator {
             }
         };
         let data_dir = base.join(&raw.data_dir);
+        let location = match &raw.url {
+            None => Location::Sqlite {
+                path: data_dir.join("converge.db"),
+                durability,
+            },
+            Some(url) => self.postgres(url, &raw.password_env, env),
+        };
+        let lease_ttl = self.duration("storage.lease_ttl", &raw.lease_ttl, Duration::from_secs(1));
         Storage {
+            location,
+            lease_ttl,
             plugin_cache_dir: raw
                 .plugin_cache_dir
                 .as_ref()
@@ -1243,6 +1299,59 @@ mod tests {
             .filter(|e| !e.contains(".component:") && !e.starts_with("rules.files"))
             .collect();
         assert!(unexpected.is_empty(), "{unexpected:#?}");
+    }
+
+    #[test]
+    fn postgres_is_one_url_and_its_password_comes_from_the_environment() {
+        let text =
+            "[storage]\nurl = \"postgres://converge@db.internal/converge\"\nlease_ttl = \"5s\"\n";
+        let env = |name: &str| (name == "CONVERGE_DATABASE_PASSWORD").then(|| "s3cret".to_string());
+        let c = Config::parse(Path::new("/etc/converge/converge.toml"), text, &env).unwrap();
+        assert_eq!(
+            c.storage.location,
+            Location::Postgres {
+                url: "postgres://converge@db.internal/converge".into(),
+                password: Some("s3cret".into()),
+            }
+        );
+        assert!(c.storage.location.is_shared());
+        assert_eq!(c.storage.lease_ttl, Duration::from_secs(5));
+        assert!(
+            !format!("{:?}", c.storage).contains("s3cret"),
+            "the password is not printed"
+        );
+        // Without the variable: a warning, not an error (trust or peer authentication).
+        let c = parse(text).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w
+                    .starts_with("storage.password_env: CONVERGE_DATABASE_PASSWORD is not set")),
+            "{:?}",
+            c.warnings
+        );
+
+        let errors =
+            parse("[storage]\nurl = \"postgres://converge:hunter2@db/converge\"\n").unwrap_err();
+        assert!(
+            errors[0].starts_with("storage.url: must not contain a password"),
+            "{errors:?}"
+        );
+        assert!(
+            !errors[0].contains("hunter2"),
+            "the password is not repeated"
+        );
+        let errors = parse("[storage]\nurl = \"mysql://db/converge\"\n").unwrap_err();
+        assert!(errors[0].starts_with("storage.url: "), "{errors:?}");
+        // Without a URL: the SQLite file in the data directory.
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.storage.location,
+            Location::Sqlite {
+                path: PathBuf::from("/etc/converge/data/converge.db"),
+                durability: Durability::Full,
+            }
+        );
     }
 
     #[test]

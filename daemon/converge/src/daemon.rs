@@ -29,8 +29,9 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::cluster::{self, ClusterProcessor, ReloadPeers};
 use crate::config::{ClockConfig, Config, Route};
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::{ActionLeases, Dispatcher};
 use crate::filedrops;
 use crate::gates::Gates;
 use crate::hooks::Hooks;
@@ -169,21 +170,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.storage.data_dir.display()
         )
     })?;
-    let database = config.storage.database();
-    let store = Store::open(&database, config.storage.durability)
-        .with_context(|| format!("cannot open the database {}", database.display()))?;
+    let database = &config.storage.location;
+    // With several daemons on one database, this one's name in its leases.
+    let holder = database.is_shared().then(cluster::holder_name);
+    if let Some(holder) = &holder {
+        tracing::info!(%holder, database = %database, "sharing the database with other daemons");
+    }
+    // Database calls block: off the async workers, like every other one.
     let reader = || {
-        Store::open_reader(&database).with_context(|| format!("cannot open {}", database.display()))
+        tokio::task::block_in_place(|| Store::open_reader(database))
+            .with_context(|| format!("cannot open {database}"))
     };
-    let cursor = store.processed_cursor()?;
-    let head = store.journal_head()?;
-    // Held sends are written with the processed cursor, so these are the
-    // ones held as of `cursor`: where the processor starts.
-    let gates = Gates::load(
-        store
-            .open_held_sends()
-            .context("cannot read the held sends")?,
-    );
+    let (store, cursor, head, gates, timers_pending, dead_letters) =
+        tokio::task::block_in_place(|| {
+            let store = Store::open(database)
+                .with_context(|| format!("cannot open the database {database}"))?;
+            // Held sends are written with the processed cursor, so these are the
+            // ones held as of `cursor`: where the processor starts. (Sharing the
+            // database, the gates of the partitions it takes are loaded then.)
+            let gates = if holder.is_some() {
+                Gates::default()
+            } else {
+                Gates::load(
+                    store
+                        .open_held_sends()
+                        .context("cannot read the held sends")?,
+                )
+            };
+            let cursor = store.processed_cursor()?;
+            let head = store.journal_head()?;
+            let timers_pending = store.pending_timer_count()?;
+            let dead_letters = store.dead_letter_count()?;
+            anyhow::Ok((store, cursor, head, gates, timers_pending, dead_letters))
+        })?;
 
     let host = plugin_host(&config)?;
     let plugins = load_plugins(&host, &config).await?;
@@ -200,9 +219,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     metrics.journal_events.set(head);
     // Counted once here; the journal keeps the gauge up to date from then on.
-    metrics.timers_pending.set(store.pending_timer_count()?);
+    metrics.timers_pending.set(timers_pending);
     metrics.held_sends.set(gates.held() as i64);
-    metrics.dead_letters.set(store.dead_letter_count()?);
+    metrics.dead_letters.set(dead_letters);
     if config.server.admin_token.is_none() {
         tracing::info!(
             variable = %config.server.admin_token_env,
@@ -213,6 +232,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let fatal = CancellationToken::new();
     let (processor_tx, processor_rx) = mpsc::unbounded_channel();
     let (dispatcher_tx, dispatcher_rx) = mpsc::channel(DISPATCH_QUEUE);
+    let dispatcher_tx_for_cluster = dispatcher_tx.clone();
     let overflow = Arc::new(AtomicBool::new(true));
     let (journal, writer) = Journal::start(
         store,
@@ -222,6 +242,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             dispatcher: dispatcher_tx,
             dispatcher_overflow: overflow.clone(),
             timers_changed: timers_changed.clone(),
+            shared: holder.is_some(),
         },
         metrics.clone(),
         fatal.clone(),
@@ -248,30 +269,54 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         caught_up: caught_up.clone(),
         gates,
     };
+    let (announce_tx, announce_rx) = mpsc::channel(1);
+    let (remote_tx, remote_rx) = mpsc::channel(1);
     let processor_thread = {
         let runtime = tokio::runtime::Handle::current();
         let (stop, fatal) = (stop_processor.clone(), fatal.clone());
-        std::thread::Builder::new()
-            .name("converge-processor".into())
-            .spawn(move || processor.run(runtime, cursor, head, processor_rx, stop, fatal))
-            .context("cannot start the processor thread")?
+        let thread = std::thread::Builder::new().name("converge-processor".into());
+        match &holder {
+            None => thread
+                .spawn(move || processor.run(runtime, cursor, head, processor_rx, stop, fatal)),
+            Some(holder) => {
+                let cluster = ClusterProcessor {
+                    processor,
+                    holder: holder.clone(),
+                    ttl: config.storage.lease_ttl,
+                    dispatcher: dispatcher_tx_for_cluster.clone(),
+                    reloads: ReloadPeers {
+                        announce: announce_rx,
+                        remote: remote_tx,
+                    },
+                };
+                thread.spawn(move || cluster.run(stop, fatal))
+            }
+        }
+        .context("cannot start the processor thread")?
     };
 
+    // Sharing the database, each partition's holder fires its timers.
     let stop_scheduler = CancellationToken::new();
-    let scheduler = Scheduler {
-        reader: reader()?,
-        journal: journal.clone(),
-        clock: clock.clone(),
-        metrics: metrics.clone(),
-        timers_changed,
-    };
-    let scheduler_task = tokio::spawn(scheduler.run(caught_up, stop_scheduler.clone()));
+    let scheduler_task = holder.is_none().then(|| {
+        let scheduler = Scheduler {
+            reader: reader()?,
+            journal: journal.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            timers_changed,
+        };
+        anyhow::Ok(tokio::spawn(
+            scheduler.run(caught_up, stop_scheduler.clone()),
+        ))
+    });
+    let scheduler_task = scheduler_task.transpose()?;
 
     let stop_reloader = CancellationToken::new();
     let reloader = Reloader {
         rules: rules.clone(),
         config: config.rules.clone(),
         metrics: metrics.clone(),
+        peers: holder.is_some().then_some((announce_tx, remote_rx)),
     };
     let reloader_task = reloader.start(stop_reloader.clone());
 
@@ -289,6 +334,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         reader: reader()?,
         metrics: metrics.clone(),
         overflow,
+        leases: holder.as_ref().map(|holder| ActionLeases {
+            holder: holder.clone(),
+            ttl: config.storage.lease_ttl,
+        }),
     };
     let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_rx, stop_dispatcher.clone()));
 
@@ -306,26 +355,61 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .run(stop_sources.clone()),
     );
 
-    let drop_tasks = filedrops::start(&config.file_drops, &journal, &in_flight, &stop_sources);
     let web_reader = Arc::new(Mutex::new(reader()?));
-    let poll_tasks: Vec<_> = config
-        .polls
-        .iter()
-        .filter_map(|poll| {
-            let plugin = plugins_for_web.get(&poll.plugin)?.clone();
-            Some(tokio::spawn(
-                Poller {
-                    poll: poll.clone(),
-                    plugin,
-                    reader: web_reader.clone(),
-                    journal: journal.clone(),
-                    in_flight: in_flight.clone(),
-                    metrics: metrics.clone(),
-                }
-                .run(stop_sources.clone()),
-            ))
-        })
-        .collect();
+    // A source starts now, or, sharing the database, runs on whichever
+    // daemon holds its lease.
+    let leases_reader = Arc::new(Mutex::new(reader()?));
+    let run_source = |name: String,
+                      start: Box<
+        dyn Fn(CancellationToken) -> tokio::task::JoinHandle<()> + Send,
+    >| match &holder {
+        None => start(stop_sources.clone()),
+        Some(holder) => tokio::spawn(cluster::lead(
+            leases_reader.clone(),
+            name,
+            holder.clone(),
+            config.storage.lease_ttl,
+            stop_sources.clone(),
+            start,
+        )),
+    };
+    let mut source_tasks = Vec::new();
+    for drop in &config.file_drops {
+        let (drop, journal, in_flight) = (drop.clone(), journal.clone(), in_flight.clone());
+        source_tasks.push(run_source(
+            format!("source/file_drop/{}", drop.name),
+            Box::new(move |stop| filedrops::watch(&drop, &journal, &in_flight, stop)),
+        ));
+    }
+    for poll in &config.polls {
+        let Some(plugin) = plugins_for_web.get(&poll.plugin).cloned() else {
+            continue;
+        };
+        let poller = (
+            poll.clone(),
+            web_reader.clone(),
+            journal.clone(),
+            in_flight.clone(),
+            metrics.clone(),
+        );
+        source_tasks.push(run_source(
+            format!("source/poll/{}", poll.name),
+            Box::new(move |stop| {
+                let (poll, reader, journal, in_flight, metrics) = poller.clone();
+                tokio::spawn(
+                    Poller {
+                        poll,
+                        plugin: plugin.clone(),
+                        reader,
+                        journal,
+                        in_flight,
+                        metrics,
+                    }
+                    .run(stop),
+                )
+            }),
+        ));
+    }
 
     let state = AppState {
         journal,
@@ -340,6 +424,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         admin_token_env: config.server.admin_token_env.clone(),
         hooks: Hooks::new(config.hooks.clone(), config.server.accept_unlisted_hooks),
         plugins: plugins_for_web,
+        holder: holder.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -378,13 +463,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     stop_sources.cancel();
     let _ = schedule_task.await;
-    for task in drop_tasks.into_iter().chain(poll_tasks) {
+    for task in source_tasks {
         let _ = task.await;
     }
     stop_reloader.cancel();
     let _ = reloader_task.await;
     stop_scheduler.cancel();
-    let _ = scheduler_task.await;
+    if let Some(task) = scheduler_task {
+        let _ = task.await;
+    }
     stop_processor.cancel();
     let _ = tokio::task::spawn_blocking(move || processor_thread.join()).await;
     stop_dispatcher.cancel();

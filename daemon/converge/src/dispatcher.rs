@@ -13,6 +13,14 @@
 //! used up) becomes a dead letter in the store. A person's retry puts it
 //! back to pending and the journal queues it here again, marked `retried`:
 //! it runs with a fresh attempt budget and the same idempotency key.
+//!
+//! With several daemons on one database ([`ActionLeases`]), an action runs
+//! under a lease: the daemon whose processing created it holds it from the
+//! start, renews it while the action runs or waits for a retry, and records
+//! its outcome with the lease's fencing token, which the store refuses once
+//! the lease has passed to another daemon. Instead of reading the pending
+//! actions, each daemon claims the ones whose lease is free or expired:
+//! a dead daemon's actions run again elsewhere once their leases expire.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +46,14 @@ const RELOAD_PAGE: usize = 10_000;
 /// is near: it only guards against copies that such a read made.
 const FINISHED_LIMIT: usize = 100_000;
 
+/// Who this daemon is among several sharing a database, and how long its
+/// action leases last.
+#[derive(Clone, Debug)]
+pub struct ActionLeases {
+    pub holder: String,
+    pub ttl: Duration,
+}
+
 pub struct Dispatcher {
     pub plugins: HashMap<String, Plugin>,
     pub routes: HashMap<String, Route>,
@@ -46,6 +62,8 @@ pub struct Dispatcher {
     pub reader: Store,
     pub metrics: Metrics,
     pub overflow: Arc<AtomicBool>,
+    /// Set with several daemons on one database.
+    pub leases: Option<ActionLeases>,
 }
 
 /// What every action task shares.
@@ -76,6 +94,7 @@ impl Dispatcher {
             reader,
             metrics,
             overflow,
+            leases,
         } = self;
         let grace = settings.shutdown_grace;
         let shared = Arc::new(Shared {
@@ -90,8 +109,9 @@ impl Dispatcher {
         });
         let tracker = TaskTracker::new();
         // Read the outbox once at start: actions left pending by the last run.
-        overflow.store(true, Ordering::Release);
+        overflow.store(leases.is_none(), Ordering::Release);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut renewed = Instant::now();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -107,6 +127,16 @@ impl Dispatcher {
                 },
                 _ = tick.tick() => {
                     shared.metrics.set_queue_depth("dispatcher", rx.len());
+                    if let Some(leases) = &leases {
+                        if renewed.elapsed() >= leases.ttl / 3 {
+                            renewed = Instant::now();
+                            renew_leases(&shared, &reader, leases);
+                        }
+                        if rx.is_empty() {
+                            claim_actions(&shared, &tracker, &reader, leases);
+                        }
+                        continue;
+                    }
                     let quiet = rx.is_empty() && shared.tracked().in_flight.len() < RELOAD_PAGE / 2;
                     if !quiet || !overflow.load(Ordering::Acquire) {
                         shared.tracked().forget_finished_past(FINISHED_LIMIT);
@@ -135,7 +165,7 @@ impl Dispatcher {
         }
         tracker.close();
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            let left: Vec<i64> = shared.tracked().in_flight.iter().copied().collect();
+            let left: Vec<i64> = shared.tracked().in_flight.keys().copied().collect();
             tracing::warn!(
                 actions = ?left,
                 "shutdown grace elapsed with actions still running; they stay pending and run again at the next start"
@@ -146,21 +176,81 @@ impl Dispatcher {
     }
 }
 
+/// Extends the leases of the actions this daemon is running; those lost to
+/// another daemon (this one stalled past the lease) stop at their next step.
+fn renew_leases(shared: &Shared, reader: &Store, leases: &ActionLeases) {
+    let held: Vec<(i64, i64)> = shared
+        .tracked()
+        .in_flight
+        .iter()
+        .filter_map(|(id, token)| token.map(|token| (*id, token)))
+        .collect();
+    if held.is_empty() {
+        return;
+    }
+    match tokio::task::block_in_place(|| {
+        reader.renew_action_leases(&leases.holder, leases.ttl, &held)
+    }) {
+        Ok(lost) if lost.is_empty() => {}
+        Ok(lost) => {
+            tracing::warn!(actions = ?lost, "action leases lost to another daemon; those actions stop here");
+            shared.tracked().lost.extend(lost);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot renew action leases; will try again"),
+    }
+}
+
+/// Claims due actions nobody holds (new ones another daemon could not
+/// queue, retried dead letters, a dead daemon's), as many as there is room for.
+fn claim_actions(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    reader: &Store,
+    leases: &ActionLeases,
+) {
+    let room = (shared.settings.concurrency * 2).saturating_sub(shared.tracked().in_flight.len());
+    if room == 0 {
+        return;
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    match tokio::task::block_in_place(|| {
+        reader.claim_actions(&leases.holder, leases.ttl, now_ms, room)
+    }) {
+        Ok(actions) => {
+            for action in actions {
+                tracing::debug!(action_id = action.id, "claimed an action");
+                // A claim is a fresh run, even of an action finished here before.
+                shared.tracked().finished.remove(&action.id);
+                spawn_action(shared, tracker, action, None);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot claim pending actions; will try again"),
+    }
+}
+
 /// Which actions this dispatcher is running or has just finished.
 #[derive(Default)]
 struct Tracked {
-    in_flight: HashSet<i64>,
+    /// Running actions and their lease tokens (with several daemons).
+    in_flight: HashMap<i64, Option<i64>>,
     finished: HashSet<i64>,
+    /// Running actions whose lease passed to another daemon.
+    lost: HashSet<i64>,
 }
 
 impl Tracked {
     /// Whether a task should start for this action.
-    fn start(&mut self, id: i64) -> bool {
-        !self.finished.contains(&id) && self.in_flight.insert(id)
+    fn start(&mut self, id: i64, lease_token: Option<i64>) -> bool {
+        if self.finished.contains(&id) || self.in_flight.contains_key(&id) {
+            return false;
+        }
+        self.in_flight.insert(id, lease_token);
+        true
     }
 
     fn stop(&mut self, id: i64, finished: bool) {
         self.in_flight.remove(&id);
+        self.lost.remove(&id);
         if finished {
             self.finished.insert(id);
         }
@@ -185,7 +275,7 @@ fn spawn_action(
     action: PendingAction,
     acked_at: Option<Instant>,
 ) {
-    if !shared.tracked().start(action.id) {
+    if !shared.tracked().start(action.id, action.lease_token) {
         return;
     }
     let span = tracing::info_span!(
@@ -221,6 +311,10 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
             permit = shared.permits.acquire() => permit.expect("the semaphore is never closed"),
             () = shared.stop.cancelled() => return false,
         };
+        if shared.tracked().lost.contains(&action.id) {
+            // Another daemon holds it now and runs it.
+            return true;
+        }
         attempts += 1;
         let started = Instant::now();
         let result = attempt(shared, &action).await;
@@ -292,6 +386,7 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
             attempts,
             detail,
             finished_at_ms,
+            lease_token: action.lease_token,
         };
         if let Err(e) = shared.journal.outcomes(vec![outcome]).await {
             tracing::error!(error = %e, "cannot record the action's outcome; it runs again at the next start");
@@ -373,16 +468,16 @@ mod tests {
     #[test]
     fn an_action_runs_once_however_often_it_is_queued() {
         let mut tracked = Tracked::default();
-        assert!(tracked.start(7));
-        assert!(!tracked.start(7), "already running");
+        assert!(tracked.start(7, None));
+        assert!(!tracked.start(7, None), "already running");
         tracked.stop(7, true);
-        assert!(!tracked.start(7), "a stale copy of a finished action");
+        assert!(!tracked.start(7, None), "a stale copy of a finished action");
         // A read of the outbox that begins after the outcome's commit cannot return it.
         tracked.finished.clear();
-        assert!(tracked.start(8));
+        assert!(tracked.start(8, None));
         tracked.stop(8, false);
         assert!(
-            tracked.start(8),
+            tracked.start(8, None),
             "an action stopped before its outcome runs again"
         );
     }
@@ -391,7 +486,7 @@ mod tests {
     fn the_finished_set_is_bounded() {
         let mut tracked = Tracked::default();
         for id in 0..10 {
-            tracked.start(id);
+            tracked.start(id, None);
             tracked.stop(id, true);
         }
         tracked.forget_finished_past(20);

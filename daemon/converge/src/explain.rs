@@ -6,7 +6,7 @@
 //! the rules that failed. A report for people by default; `--json` prints the
 //! store's trails as they are.
 //!
-//! It reads the database directly (read-only), so it works with the daemon
+//! It reads the database directly (read-only on SQLite), so it works with the daemon
 //! running or stopped.
 
 use std::fmt::Write as _;
@@ -43,18 +43,19 @@ pub struct ExplainArgs {
 }
 
 pub fn run(args: &ExplainArgs) -> ExitCode {
-    let config = match Config::load(&args.config, &|_| None) {
+    // The environment only for the database password (storage.password_env).
+    let config = match Config::load(&args.config, &|name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Invalid.into();
         }
     };
-    let database = config.storage.database();
-    let store = match Store::open_reader(&database) {
+    let database = &config.storage.location;
+    let store = match Store::open_reader(database) {
         Ok(store) => store,
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", database.display());
+            eprintln!("error: cannot read {database}: {e}");
             return Exit::Failure.into();
         }
     };
@@ -66,7 +67,7 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     match result {
         Ok(()) => Exit::Ok.into(),
         Err(e) => {
-            eprintln!("error: {e} ({})", database.display());
+            eprintln!("error: {e} ({database})");
             Exit::Failure.into()
         }
     }

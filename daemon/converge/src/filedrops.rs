@@ -39,33 +39,28 @@ impl EventSink for JournalSink {
     }
 }
 
-/// Starts one watcher per drop folder; they stop with `stop`.
-pub fn start(
-    drops: &[DropConfig],
+/// Starts the watcher of one drop folder; it stops with `stop`.
+pub fn watch(
+    drop: &DropConfig,
     journal: &Journal,
     in_flight: &Arc<Semaphore>,
-    stop: &CancellationToken,
-) -> Vec<JoinHandle<()>> {
-    drops
-        .iter()
-        .map(|drop| {
-            let sink = JournalSink {
-                journal: journal.clone(),
-                in_flight: in_flight.clone(),
-            };
-            // A fresh install has no inbox yet; one that cannot be made is
-            // reported by the watcher below.
-            if let Err(e) = std::fs::create_dir_all(&drop.dir) {
-                tracing::warn!(drop = %drop.name, dir = %drop.dir.display(), error = %e, "cannot create the drop folder");
-            }
-            let (drop, stop) = (drop.clone(), stop.clone());
-            tokio::spawn(async move {
-                let name = drop.name.clone();
-                tracing::info!(drop = %name, dir = %drop.dir.display(), "watching a drop folder");
-                if let Err(e) = converge_filedrop::run(drop, sink, stop).await {
-                    tracing::error!(drop = %name, error = %e, "the drop folder is not watched");
-                }
-            })
-        })
-        .collect()
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let sink = JournalSink {
+        journal: journal.clone(),
+        in_flight: in_flight.clone(),
+    };
+    // A fresh install has no inbox yet; one that cannot be made is
+    // reported by the watcher below.
+    if let Err(e) = std::fs::create_dir_all(&drop.dir) {
+        tracing::warn!(drop = %drop.name, dir = %drop.dir.display(), error = %e, "cannot create the drop folder");
+    }
+    let drop = drop.clone();
+    tokio::spawn(async move {
+        let name = drop.name.clone();
+        tracing::info!(drop = %name, dir = %drop.dir.display(), "watching a drop folder");
+        if let Err(e) = converge_filedrop::run(drop, sink, stop).await {
+            tracing::error!(drop = %name, error = %e, "the drop folder is not watched");
+        }
+    })
 }

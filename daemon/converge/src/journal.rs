@@ -9,6 +9,12 @@
 //! (from webhooks, fired timers and `emit` decisions, in journal order) to
 //! the processor, newly created actions to the dispatcher, and a wake-up to
 //! the timer scheduler when timers changed.
+//!
+//! With several daemons on one database (`Downstream::shared`), new events
+//! are not handed on: the daemon holding an event's partition finds it in
+//! the database (`cluster`), and an event's place in the in-flight budget
+//! ends with its commit here. Retried dead letters are not handed on either:
+//! whichever daemon claims them first runs them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -130,6 +136,9 @@ pub struct Downstream {
     /// Woken after a commit that created, cancelled or skipped timers: the
     /// next due time may have changed.
     pub timers_changed: Arc<Notify>,
+    /// Several daemons share the database: new events and retried dead
+    /// letters are left for whichever daemon claims them.
+    pub shared: bool,
 }
 
 impl Journal {
@@ -369,6 +378,12 @@ impl Writer {
                 return;
             }
         };
+        if !written.outcomes_fenced.is_empty() {
+            tracing::warn!(actions = ?written.outcomes_fenced, "outcomes not recorded: the action's lease had passed to another daemon");
+            self.metrics
+                .outcomes_fenced
+                .inc_by(written.outcomes_fenced.len() as u64);
+        }
         if written.timers_created + written.timers_cancelled + written.timers_skipped > 0 {
             self.downstream.timers_changed.notify_one();
         }
@@ -449,6 +464,10 @@ impl Writer {
             let outcomes: Vec<Appended> = appended.by_ref().take(events.len()).collect();
             for (event, outcome) in events.into_iter().zip(&outcomes) {
                 match outcome {
+                    Appended::New { .. } if self.downstream.shared => {
+                        self.metrics.events_accepted.inc();
+                        self.metrics.journal_events.inc();
+                    }
                     Appended::New { seq } => {
                         self.metrics.events_accepted.inc();
                         self.metrics.journal_events.inc();
@@ -520,6 +539,9 @@ impl Writer {
             action,
             retried: false,
         });
+        if self.downstream.shared {
+            retried.clear();
+        }
         let retried = retried.into_iter().map(|action| QueuedAction {
             action,
             acked_at: None,

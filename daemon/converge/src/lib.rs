@@ -6,6 +6,7 @@
 
 mod admin_client;
 mod clock;
+mod cluster;
 pub mod config;
 mod daemon;
 mod dispatcher;

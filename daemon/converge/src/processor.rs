@@ -189,7 +189,7 @@ impl Processor {
         Ok(())
     }
 
-    fn process(&mut self, item: Journaled, rules: &LoadedRules) -> Result<Processed, String> {
+    pub fn process(&mut self, item: Journaled, rules: &LoadedRules) -> Result<Processed, String> {
         let event = &item.event;
         let span = tracing::info_span!("process", event_id = %event.id, seq = item.seq);
         let _enter = span.enter();

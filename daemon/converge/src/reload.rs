@@ -149,6 +149,9 @@ pub struct Reloader {
     pub rules: RulesHandle,
     pub config: Rules,
     pub metrics: Metrics,
+    /// With several daemons on one database: reloads here are announced to
+    /// the others (`announce`), and theirs reload here (`remote`).
+    pub peers: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
 }
 
 impl Reloader {
@@ -174,12 +177,20 @@ impl Reloader {
     }
 
     async fn run(
-        self,
+        mut self,
         _watcher: Option<notify::RecommendedWatcher>,
         mut changed: mpsc::Receiver<()>,
         mut hangup: mpsc::Receiver<()>,
         stop: CancellationToken,
     ) {
+        let (announce, mut remote) = match self.peers.take() {
+            Some((announce, remote)) => (Some(announce), Some(remote)),
+            None => (None, None),
+        };
+        let from_peers = async |remote: &mut Option<mpsc::Receiver<()>>| match remote {
+            Some(remote) => remote.recv().await,
+            None => std::future::pending().await,
+        };
         loop {
             let cause = tokio::select! {
                 () = stop.cancelled() => break,
@@ -189,7 +200,9 @@ impl Reloader {
                     "a rule file changed"
                 }
                 Some(()) = hangup.recv() => "SIGHUP",
+                Some(()) = from_peers(&mut remote) => "another daemon reloaded its rules",
             };
+            let ours = cause != "another daemon reloaded its rules";
             let (rules, config, metrics) = (
                 self.rules.clone(),
                 self.config.clone(),
@@ -198,6 +211,10 @@ impl Reloader {
             // Reading files and compiling Rhai is blocking work.
             let _ =
                 tokio::task::spawn_blocking(move || rules.reload(&config, &metrics, cause)).await;
+            // A reload of our own is the others' cue; theirs is not echoed back.
+            if ours && let Some(announce) = &announce {
+                let _ = announce.try_send(());
+            }
         }
     }
 }

@@ -39,7 +39,7 @@ use std::time::Instant;
 use chrono::{DateTime, TimeZone, Utc};
 use converge_model::{Decision, DecisionKind, Event};
 use converge_rules::{Evaluation, RuleFailure, RuleLimits, RuleSet, RuleSource};
-use converge_store::Store;
+use converge_store::{Location, Store, StoreError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -120,7 +120,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
             }
         };
     }
-    let config = match Config::load(&args.config, &|_| None) {
+    let config = match Config::load(&args.config, &|name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
@@ -147,7 +147,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
     };
     let source = match &args.events {
         Some(path) => Source::ndjson(path),
-        None => Source::journal(&config.storage.database()),
+        None => Source::journal(&config.storage.location),
     };
     let mut source = match source {
         Ok(source) => source,
@@ -374,18 +374,16 @@ enum Next {
 }
 
 impl Source {
-    fn journal(database: &Path) -> Result<Source, String> {
-        if !database.is_file() {
-            return Err(format!(
-                "no database at {} (has the daemon run with this config?)",
-                database.display()
-            ));
-        }
-        let store = Store::open_reader(database)
-            .map_err(|e| format!("cannot open {}: {e}", database.display()))?;
+    fn journal(database: &Location) -> Result<Source, String> {
+        let store = Store::open_reader(database).map_err(|e| match e {
+            StoreError::Missing { .. } => {
+                format!("no database at {database} (has the daemon run with this config?)")
+            }
+            e => format!("cannot open {database}: {e}"),
+        })?;
         let head = store
             .journal_head()
-            .map_err(|e| format!("cannot read {}: {e}", database.display()))?;
+            .map_err(|e| format!("cannot read {database}: {e}"))?;
         Ok(Source::Journal {
             store,
             head,

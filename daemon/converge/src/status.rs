@@ -52,6 +52,27 @@ fn describe(status: &Value) -> String {
         text(&status["dead_letters"]),
         text(&status["timers_pending"])
     );
+    if let Some(cluster) = status["cluster"].as_object() {
+        let daemons = cluster
+            .get("daemons")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "this daemon: {}; {} daemon(s) share the database:",
+            cluster.get("daemon").map(text).unwrap_or_default(),
+            daemons.len()
+        );
+        for daemon in &daemons {
+            let _ = writeln!(
+                out,
+                "  {}  {} partition(s)",
+                text(&daemon["daemon"]),
+                text(&daemon["partitions"])
+            );
+        }
+    }
     let rules = status["rules"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(
         out,

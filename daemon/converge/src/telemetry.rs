@@ -108,6 +108,9 @@ pub struct Metrics {
     pub dead_letters_retried: Counter,
     pub dead_letters_dropped: Counter,
     pub connections_timed_out: Counter,
+    pub outcomes_fenced: Counter,
+    pub partitions_held: Gauge<i64, AtomicI64>,
+    pub partition_takeovers: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -324,6 +327,24 @@ impl Metrics {
             "Connections closed because no whole request head arrived within server.header_read_timeout (idle keep-alive connections included)",
             connections_timed_out.clone(),
         );
+        let outcomes_fenced = Counter::default();
+        registry.register(
+            "outcomes_fenced",
+            "Action outcomes refused because the action's lease had passed to another daemon (several daemons on one database)",
+            outcomes_fenced.clone(),
+        );
+        let partitions_held = Gauge::default();
+        registry.register(
+            "partitions_held",
+            "Entity partitions this daemon processes now (several daemons on one database)",
+            partitions_held.clone(),
+        );
+        let partition_takeovers = Counter::default();
+        registry.register(
+            "partition_takeovers",
+            "Entity partitions this daemon took (at start, from a daemon that left or died, or rebalancing)",
+            partition_takeovers.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             events_accepted,
@@ -360,6 +381,9 @@ impl Metrics {
             dead_letters_retried,
             dead_letters_dropped,
             connections_timed_out,
+            outcomes_fenced,
+            partitions_held,
+            partition_takeovers,
         }
     }
 

@@ -94,40 +94,13 @@ impl Scheduler {
             return Ok(false);
         }
         let full_page = due.len() == FIRE_BATCH;
-        let mut fire = Vec::new();
-        let mut fired_timers = Vec::new();
-        let mut skip = Vec::new();
-        let mut skipped_timers = Vec::new();
-        for timer in due {
-            let late = timer.due_at_ms <= started_at_ms;
-            if late && timer.catch_up == CatchUp::Skip {
-                skip.push(SkippedTimer {
-                    timer_id: timer.id,
-                    skipped_at_ms: now_ms,
-                });
-                skipped_timers.push(timer);
-                continue;
-            }
-            match timer_event(&timer, late) {
-                Ok(event) => {
-                    fire.push(TimerFiring {
-                        timer_id: timer.id,
-                        event,
-                        fired_at_ms: now_ms,
-                    });
-                    fired_timers.push((timer, late));
-                }
-                Err(e) => {
-                    // Cannot happen for timers this daemon wrote; skipping
-                    // keeps one bad row from blocking every later timer.
-                    tracing::error!(timer_id = timer.id, error = %e, "timer cannot make a valid event; skipped");
-                    skip.push(SkippedTimer {
-                        timer_id: timer.id,
-                        skipped_at_ms: now_ms,
-                    });
-                }
-            }
-        }
+        let plan = FiringPlan::of(due, now_ms, |timer| timer.due_at_ms <= started_at_ms);
+        let FiringPlan {
+            fire,
+            skip,
+            fired: fired_timers,
+            skipped: skipped_timers,
+        } = plan;
         match self.journal.timers(fire, skip).await {
             Ok(journaled) => {
                 for ((timer, late), journaled) in fired_timers.iter().zip(journaled) {
@@ -175,6 +148,65 @@ impl Scheduler {
 
 /// The journal is closed: the daemon is stopping.
 struct Stop;
+
+/// What to do with a page of due timers: fire them (their events made) or
+/// skip them, per their catch-up policy when they are late.
+pub struct FiringPlan {
+    pub fire: Vec<TimerFiring>,
+    pub skip: Vec<SkippedTimer>,
+    /// The timers of `fire`, in order, each with whether it is late.
+    pub fired: Vec<(TimerRecord, bool)>,
+    /// The timers skipped by their `skip` policy (not those skipped because
+    /// they cannot make a valid event).
+    pub skipped: Vec<TimerRecord>,
+}
+
+impl FiringPlan {
+    /// `late` says which timers fell due while nobody could fire them.
+    pub fn of(
+        due: Vec<TimerRecord>,
+        now_ms: i64,
+        late: impl Fn(&TimerRecord) -> bool,
+    ) -> FiringPlan {
+        let mut plan = FiringPlan {
+            fire: Vec::new(),
+            skip: Vec::new(),
+            fired: Vec::new(),
+            skipped: Vec::new(),
+        };
+        for timer in due {
+            let late = late(&timer);
+            if late && timer.catch_up == CatchUp::Skip {
+                plan.skip.push(SkippedTimer {
+                    timer_id: timer.id,
+                    skipped_at_ms: now_ms,
+                });
+                plan.skipped.push(timer);
+                continue;
+            }
+            match timer_event(&timer, late) {
+                Ok(event) => {
+                    plan.fire.push(TimerFiring {
+                        timer_id: timer.id,
+                        event,
+                        fired_at_ms: now_ms,
+                    });
+                    plan.fired.push((timer, late));
+                }
+                Err(e) => {
+                    // Cannot happen for timers converge wrote; skipping
+                    // keeps one bad row from blocking every later timer.
+                    tracing::error!(timer_id = timer.id, error = %e, "timer cannot make a valid event; skipped");
+                    plan.skip.push(SkippedTimer {
+                        timer_id: timer.id,
+                        skipped_at_ms: now_ms,
+                    });
+                }
+            }
+        }
+        plan
+    }
+}
 
 /// The CloudEvent a timer journals: id `timer-<id>`, source
 /// `converge/timers`, the timer's type and entity, the due time as `time`,

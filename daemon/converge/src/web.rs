@@ -20,7 +20,7 @@ use converge_plugin_host::{ActionFailure, DecodeInput, Plugin};
 use converge_signatures::{Inbound, Scheme, asana_handshake};
 use converge_store::{Appended, SourceState, Store};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -67,6 +67,8 @@ pub struct AppState {
     pub hooks: Hooks,
     /// The loaded plugins, for the hooks that decode with one.
     pub plugins: Arc<HashMap<String, Plugin>>,
+    /// This daemon's name among several sharing the database, if they do.
+    pub holder: Option<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -514,20 +516,40 @@ fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
 /// its error, and where the journal, the outbox and the timers stand.
 async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     let reader = state.reader.clone();
+    let shared = state.holder.is_some();
     let store = tokio::task::spawn_blocking(move || {
         let reader = reader.lock().expect("reader");
         let counts = reader.counts()?;
+        // Sharing the database: the live daemons and how many partitions each holds.
+        let daemons = if shared {
+            let partitions = reader.live_leases("partition/")?;
+            let daemons: Vec<Value> = reader
+                .live_leases("daemon/")?
+                .into_iter()
+                .map(|daemon| {
+                    let held = partitions
+                        .iter()
+                        .filter(|p| p.holder == daemon.holder)
+                        .count();
+                    json!({"daemon": daemon.holder, "partitions": held})
+                })
+                .collect();
+            Some(daemons)
+        } else {
+            None
+        };
         Ok::<_, converge_store::StoreError>((
             reader.journal_head()?,
             reader.processed_cursor()?,
             (counts.actions_pending, counts.dead_letters),
             reader.pending_timer_count()?,
+            daemons,
         ))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
-    let (head, processed, (actions_pending, dead_letters), timers_pending) = store;
+    let (head, processed, (actions_pending, dead_letters), timers_pending, daemons) = store;
     let rules = state.rules.current();
     let history = state.rules.history();
     let describe = |shadow: bool| {
@@ -572,6 +594,10 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         "actions_pending": actions_pending,
         "dead_letters": dead_letters,
         "timers_pending": timers_pending,
+        "cluster": state.holder.as_ref().map(|holder| json!({
+            "daemon": holder,
+            "daemons": daemons,
+        })),
     }))
     .into_response())
 }

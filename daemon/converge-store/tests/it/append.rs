@@ -2,9 +2,7 @@ use converge_store::{Appended, WriteBatch};
 
 use crate::helpers::{TestDb, appends, event};
 
-#[test]
-fn append_numbers_events_and_dedups_on_source_and_id() {
-    let db = TestDb::new();
+fn append_numbers_events_and_dedups_on_source_and_id(db: &TestDb) {
     let mut store = db.open();
 
     let first = store
@@ -44,9 +42,7 @@ fn append_numbers_events_and_dedups_on_source_and_id() {
     assert_eq!(journal[0].received_at_ms, 1_000);
 }
 
-#[test]
-fn a_duplicate_keeps_the_first_event() {
-    let db = TestDb::new();
+fn a_duplicate_keeps_the_first_event(db: &TestDb) {
     let mut store = db.open();
     store.write(&appends(vec![event("/jira", "e-1")])).unwrap();
     let mut again = event("/jira", "e-1");
@@ -60,9 +56,7 @@ fn a_duplicate_keeps_the_first_event() {
     assert_eq!(journal[0].received_at_ms, 1_000);
 }
 
-#[test]
-fn events_after_pages_in_seq_order() {
-    let db = TestDb::new();
+fn events_after_pages_in_seq_order(db: &TestDb) {
     let mut store = db.open();
     let events = (0..10).map(|i| event("/x", &format!("e-{i}"))).collect();
     store.write(&appends(events)).unwrap();
@@ -76,11 +70,16 @@ fn events_after_pages_in_seq_order() {
     assert!(store.events_after(0, 0).unwrap().is_empty());
 }
 
-#[test]
-fn an_empty_batch_commits_nothing() {
-    let db = TestDb::new();
+fn an_empty_batch_commits_nothing(db: &TestDb) {
     let mut store = db.open();
     let result = store.write(&WriteBatch::default()).unwrap();
     assert!(result.appended.is_empty() && result.actions.is_empty());
     assert_eq!(store.processed_cursor().unwrap(), 0);
 }
+
+conformance!(
+    append_numbers_events_and_dedups_on_source_and_id,
+    a_duplicate_keeps_the_first_event,
+    events_after_pages_in_seq_order,
+    an_empty_batch_commits_nothing,
+);

@@ -10,6 +10,7 @@ use crate::helpers::{TestDb, event, processed_with_actions};
 
 fn outcome(action_id: i64, result: OutcomeKind, attempts: u32, detail: &str) -> ActionOutcome {
     ActionOutcome {
+        lease_token: None,
         action_id,
         result,
         attempts,
@@ -66,10 +67,8 @@ fn store_with_a_dead_letter(db: &TestDb) -> converge_store::Store {
     store
 }
 
-#[test]
-fn a_dead_letter_is_listed_with_its_error_and_history() {
-    let db = TestDb::new();
-    let store = store_with_a_dead_letter(&db);
+fn a_dead_letter_is_listed_with_its_error_and_history(db: &TestDb) {
+    let store = store_with_a_dead_letter(db);
     let listed = db.reader().dead_letters(0, 10).unwrap();
     assert_eq!(listed.len(), 1);
     let dead = &listed[0];
@@ -121,10 +120,8 @@ fn a_dead_letter_is_listed_with_its_error_and_history() {
     assert!(store.action(99).unwrap().is_none());
 }
 
-#[test]
-fn a_retried_dead_letter_is_pending_again_with_a_fresh_budget() {
-    let db = TestDb::new();
-    let mut store = store_with_a_dead_letter(&db);
+fn a_retried_dead_letter_is_pending_again_with_a_fresh_budget(db: &TestDb) {
+    let mut store = store_with_a_dead_letter(db);
     let written = store
         .write(&WriteBatch {
             dead_letters: vec![change(1, DeadLetterOp::Retry)],
@@ -197,10 +194,8 @@ fn a_retried_dead_letter_is_pending_again_with_a_fresh_budget() {
     assert_eq!((counts.dead_letters, counts.actions_dead_lettered), (1, 2));
 }
 
-#[test]
-fn a_dropped_dead_letter_never_runs_and_says_who_dropped_it() {
-    let db = TestDb::new();
-    let mut store = store_with_a_dead_letter(&db);
+fn a_dropped_dead_letter_never_runs_and_says_who_dropped_it(db: &TestDb) {
+    let mut store = store_with_a_dead_letter(db);
     let written = store
         .write(&WriteBatch {
             dead_letters: vec![change(1, DeadLetterOp::Drop)],
@@ -229,3 +224,9 @@ fn a_dropped_dead_letter_never_runs_and_says_who_dropped_it() {
         .unwrap();
     assert_eq!(store.action(1).unwrap().unwrap().action.status, "dropped");
 }
+
+conformance!(
+    a_dead_letter_is_listed_with_its_error_and_history,
+    a_retried_dead_letter_is_pending_again_with_a_fresh_budget,
+    a_dropped_dead_letter_never_runs_and_says_who_dropped_it,
+);

@@ -1,5 +1,8 @@
+//! What a commit survives: reopening, a crash before any checkpoint
+//! (SQLite's WAL), and what another connection sees.
+
 use converge_model::EntityKey;
-use converge_store::{Durability, Store, WriteBatch};
+use converge_store::{Durability, Location, Store, WriteBatch};
 
 use crate::helpers::{TestDb, appends, entity, event, processed_with_actions};
 
@@ -28,12 +31,20 @@ fn assert_everything_is_there(store: &Store) {
 #[test]
 fn a_reopened_store_has_everything_that_was_committed() {
     for durability in [Durability::Full, Durability::Normal] {
-        let db = TestDb::new();
-        let mut store = Store::open(&db.path(), durability).unwrap();
+        let db = TestDb::sqlite();
+        let mut store = Store::open(&Location::Sqlite {
+            path: db.path(),
+            durability,
+        })
+        .unwrap();
         journal_and_process(&mut store);
         drop(store);
 
-        let mut store = Store::open(&db.path(), durability).unwrap();
+        let mut store = Store::open(&Location::Sqlite {
+            path: db.path(),
+            durability,
+        })
+        .unwrap();
         assert_everything_is_there(&store);
         assert_everything_is_there(&db.reader());
         let next = store.write(&appends(vec![event("/jira", "T-3")])).unwrap();
@@ -43,7 +54,7 @@ fn a_reopened_store_has_everything_that_was_committed() {
 
 #[test]
 fn a_store_that_was_never_closed_is_recovered_from_its_wal() {
-    let db = TestDb::new();
+    let db = TestDb::sqlite();
     let mut store = db.open();
     journal_and_process(&mut store);
     // No close, no checkpoint: the commits are only in the WAL, as after a crash.
@@ -51,12 +62,12 @@ fn a_store_that_was_never_closed_is_recovered_from_its_wal() {
     assert_everything_is_there(&db.open());
 }
 
-#[test]
-fn a_reader_sees_each_batch_once_committed() {
-    let db = TestDb::new();
+fn a_reader_sees_each_batch_once_committed(db: &TestDb) {
     let mut store = db.open();
     let reader = db.reader();
     assert!(reader.events_after(0, 10).unwrap().is_empty());
     journal_and_process(&mut store);
     assert_everything_is_there(&reader);
 }
+
+conformance!(a_reader_sees_each_batch_once_committed);

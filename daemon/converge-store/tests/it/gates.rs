@@ -22,9 +22,7 @@ fn processed(seq: i64, gate_changes: Vec<GateChange>) -> ProcessedEvent {
     }
 }
 
-#[test]
-fn sends_are_held_then_released_by_channel_and_overrides_are_kept() {
-    let db = TestDb::new();
+fn sends_are_held_then_released_by_channel_and_overrides_are_kept(db: &TestDb) {
     let mut store = db.open();
     store
         .write(&WriteBatch {
@@ -97,3 +95,5 @@ fn sends_are_held_then_released_by_channel_and_overrides_are_kept() {
     let reader = db.reader();
     assert_eq!(reader.open_held_sends().unwrap().len(), 1);
 }
+
+conformance!(sends_are_held_then_released_by_channel_and_overrides_are_kept,);

@@ -1,35 +1,224 @@
+//! Test databases on both backends, and builders for what goes into them.
+
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use converge_model::{Decision, DecisionKind, EntityKey, EntityState};
 use converge_store::{
-    Durability, NewAction, NewDecision, NewEvent, ProcessedEvent, RuleFailure, Store, WriteBatch,
+    Durability, Location, NewAction, NewDecision, NewEvent, ProcessedEvent, RuleFailure, Store,
+    WriteBatch,
 };
 use tempfile::TempDir;
 
-/// A database file in a directory deleted when the test ends.
-pub struct TestDb {
-    pub dir: TempDir,
+/// The PostgreSQL server the conformance tests also run on: a
+/// `postgres://user:password@host/database` URL of a role that may create
+/// databases. Each test gets a database of its own, dropped at its end.
+pub const POSTGRES_URL_VAR: &str = "CONVERGE_TEST_POSTGRES";
+
+/// Runs each named `fn name(db: &TestDb)` as two tests: `sqlite::name` and
+/// `postgres::name` (skipped without [`POSTGRES_URL_VAR`]). A test written
+/// but not named here is dead code, which the build refuses.
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&$crate::helpers::TestDb::sqlite());
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(db) = $crate::helpers::TestDb::postgres() {
+                        super::$name(&db);
+                    }
+                }
+            )+
+        }
+    };
+}
+
+/// A database only this test uses, deleted when the test ends.
+pub enum TestDb {
+    /// A file in a temporary directory.
+    Sqlite { dir: TempDir },
+    /// A database of its own on the [`POSTGRES_URL_VAR`] server.
+    Postgres {
+        /// The URL from the environment, to create and drop the database.
+        server: String,
+        name: String,
+        /// How the store reaches it: the URL names the test database and
+        /// the password comes apart, as a daemon's config gives them.
+        location: Location,
+    },
 }
 
 impl TestDb {
-    pub fn new() -> TestDb {
-        TestDb {
+    pub fn sqlite() -> TestDb {
+        TestDb::Sqlite {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    /// Nested, so `open` has to create the parent directory.
+    /// A fresh PostgreSQL database, or `None` (the test is skipped) when
+    /// [`POSTGRES_URL_VAR`] is not set. On CI (`CI` set) that is a failure
+    /// instead, so the PostgreSQL half of the suite cannot silently vanish.
+    pub fn postgres() -> Option<TestDb> {
+        let Ok(server) = std::env::var(POSTGRES_URL_VAR) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but {POSTGRES_URL_VAR} is not: the PostgreSQL tests would be skipped"
+            );
+            eprintln!("skipped: set {POSTGRES_URL_VAR} to run the PostgreSQL tests");
+            return None;
+        };
+        static CREATED: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "converge_test_{}_{}_{nanos}",
+            std::process::id(),
+            CREATED.fetch_add(1, Ordering::Relaxed)
+        );
+        admin(&server)
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let (url, password) = split_password(&server, &name);
+        Some(TestDb::Postgres {
+            server,
+            name,
+            location: Location::Postgres { url, password },
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres { .. })
+    }
+
+    pub fn location(&self) -> Location {
+        match self {
+            TestDb::Sqlite { .. } => Location::Sqlite {
+                path: self.path(),
+                durability: Durability::Full,
+            },
+            TestDb::Postgres { location, .. } => location.clone(),
+        }
+    }
+
+    /// The SQLite file: nested, so `open` has to create the parent directory.
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join("state").join("converge.db")
+        match self {
+            TestDb::Sqlite { dir } => dir.path().join("state").join("converge.db"),
+            TestDb::Postgres { .. } => panic!("a PostgreSQL database has no path"),
+        }
     }
 
     pub fn open(&self) -> Store {
-        Store::open(&self.path(), Durability::Full).unwrap()
+        Store::open(&self.location()).unwrap()
     }
 
     pub fn reader(&self) -> Store {
-        Store::open_reader(&self.path()).unwrap()
+        Store::open_reader(&self.location()).unwrap()
     }
+
+    /// A plain connection to the PostgreSQL test database, to look at or
+    /// tamper with what the store wrote.
+    pub fn sql(&self) -> ::postgres::Client {
+        match self {
+            TestDb::Postgres { server, name, .. } => {
+                let mut config: ::postgres::Config = server.parse().unwrap();
+                config.dbname(name);
+                config.connect(::postgres::NoTls).unwrap()
+            }
+            TestDb::Sqlite { .. } => panic!("not a PostgreSQL database"),
+        }
+    }
+
+    /// Whether a converge schema was ever created here (or, for SQLite,
+    /// any file).
+    pub fn exists(&self) -> bool {
+        match self {
+            TestDb::Sqlite { .. } => self.path().exists(),
+            TestDb::Postgres { .. } => self
+                .sql()
+                .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+                .unwrap()
+                .get(0),
+        }
+    }
+
+    /// Marks the schema as `version`, creating a blank database (no
+    /// tables) if there is none: what an older or newer converge would leave.
+    pub fn set_schema_version(&self, version: i64) {
+        match self {
+            TestDb::Sqlite { .. } => {
+                std::fs::create_dir_all(self.path().parent().unwrap()).unwrap();
+                rusqlite::Connection::open(self.path())
+                    .unwrap()
+                    .pragma_update(None, "user_version", version)
+                    .unwrap();
+            }
+            TestDb::Postgres { .. } => {
+                let mut sql = self.sql();
+                sql.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL);
+                     DELETE FROM schema_version;",
+                )
+                .unwrap();
+                sql.execute("INSERT INTO schema_version VALUES ($1)", &[&version])
+                    .unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { server, name, .. } = self {
+            // FORCE: a store the test leaked must not keep the database alive.
+            let dropped = admin(server)
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            if let Err(e) = dropped {
+                eprintln!("could not drop the test database {name}: {e}");
+            }
+        }
+    }
+}
+
+fn admin(server: &str) -> ::postgres::Client {
+    ::postgres::Client::connect(server, ::postgres::NoTls)
+        .unwrap_or_else(|e| panic!("connecting to {POSTGRES_URL_VAR}: {e}"))
+}
+
+/// `postgres://user:password@host/db?params` as the URL of database
+/// `dbname` without the password, and the password.
+fn split_password(server: &str, dbname: &str) -> (String, Option<String>) {
+    let (scheme, rest) = server
+        .split_once("://")
+        .unwrap_or_else(|| panic!("{POSTGRES_URL_VAR} must be a postgres:// URL"));
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    let authority = rest
+        .split_once('/')
+        .map_or(rest, |(authority, _)| authority);
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (Some(userinfo), host),
+        None => (None, authority),
+    };
+    let (user, password) = match user.map(|u| u.split_once(':').ok_or(u)) {
+        Some(Ok((user, password))) => (format!("{user}@"), Some(password.to_string())),
+        Some(Err(user)) => (format!("{user}@"), None),
+        None => (String::new(), None),
+    };
+    (format!("{scheme}://{user}{host}/{dbname}{query}"), password)
 }
 
 pub fn event(source: &str, id: &str) -> NewEvent {

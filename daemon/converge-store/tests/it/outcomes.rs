@@ -4,6 +4,7 @@ use crate::helpers::{TestDb, event, processed_with_actions};
 
 fn outcome(action_id: i64, result: OutcomeKind, attempts: u32, detail: &str) -> ActionOutcome {
     ActionOutcome {
+        lease_token: None,
         action_id,
         result,
         attempts,
@@ -35,10 +36,8 @@ fn store_with_four_actions(db: &TestDb) -> converge_store::Store {
     store
 }
 
-#[test]
-fn done_and_dead_lettered_leave_the_outbox_and_retry_stays() {
-    let db = TestDb::new();
-    let mut store = store_with_four_actions(&db);
+fn done_and_dead_lettered_leave_the_outbox_and_retry_stays(db: &TestDb) {
+    let mut store = store_with_four_actions(db);
     store
         .write(&outcomes(vec![
             outcome(
@@ -91,10 +90,8 @@ fn done_and_dead_lettered_leave_the_outbox_and_retry_stays() {
     assert_eq!(retried.finished_at_ms, None);
 }
 
-#[test]
-fn a_retried_action_can_finish_later() {
-    let db = TestDb::new();
-    let mut store = store_with_four_actions(&db);
+fn a_retried_action_can_finish_later(db: &TestDb) {
+    let mut store = store_with_four_actions(db);
     store
         .write(&outcomes(vec![outcome(
             4,
@@ -125,10 +122,8 @@ fn a_retried_action_can_finish_later() {
     assert_eq!(action.next_attempt_at_ms, None);
 }
 
-#[test]
-fn a_late_outcome_does_not_reopen_a_finished_action() {
-    let db = TestDb::new();
-    let mut store = store_with_four_actions(&db);
+fn a_late_outcome_does_not_reopen_a_finished_action(db: &TestDb) {
+    let mut store = store_with_four_actions(db);
     store
         .write(&outcomes(vec![outcome(
             1,
@@ -166,3 +161,9 @@ fn a_late_outcome_does_not_reopen_a_finished_action() {
     );
     assert!(!store.pending_actions(10).unwrap().iter().any(|a| a.id == 1));
 }
+
+conformance!(
+    done_and_dead_lettered_leave_the_outbox_and_retry_stays,
+    a_retried_action_can_finish_later,
+    a_late_outcome_does_not_reopen_a_finished_action,
+);

@@ -79,11 +79,9 @@ fn store_with_timers(db: &TestDb, timers: Vec<NewTimer>) -> converge_store::Stor
     store
 }
 
-#[test]
-fn timers_are_created_with_the_processing_and_read_in_due_order() {
-    let db = TestDb::new();
+fn timers_are_created_with_the_processing_and_read_in_due_order(db: &TestDb) {
     let store = store_with_timers(
-        &db,
+        db,
         vec![
             timer("task/T-1", TimerKind::Schedule, "task.late", 3_000),
             expect("task/T-1", "task.approved", "task.unapproved", 2_000),
@@ -106,11 +104,9 @@ fn timers_are_created_with_the_processing_and_read_in_due_order() {
     assert!(store.entity_timers(&other, false, 10).unwrap().is_empty());
 }
 
-#[test]
-fn a_timer_fires_exactly_once() {
-    let db = TestDb::new();
+fn a_timer_fires_exactly_once(db: &TestDb) {
     let mut store = store_with_timers(
-        &db,
+        db,
         vec![timer("task/T-1", TimerKind::Schedule, "task.late", 3_000)],
     );
     // Twice in one batch, then once more in a later one: one event.
@@ -132,11 +128,9 @@ fn a_timer_fires_exactly_once() {
     assert_eq!(store.pending_timer_count().unwrap(), 0);
 }
 
-#[test]
-fn firing_an_unknown_timer_rolls_back_the_batch() {
-    let db = TestDb::new();
+fn firing_an_unknown_timer_rolls_back_the_batch(db: &TestDb) {
     let mut store = store_with_timers(
-        &db,
+        db,
         vec![timer("task/T-1", TimerKind::Schedule, "task.late", 3_000)],
     );
     let err = store.write(&fires(&[1, 7])).unwrap_err();
@@ -145,11 +139,9 @@ fn firing_an_unknown_timer_rolls_back_the_batch() {
     assert_eq!(store.journal_head().unwrap(), 1);
 }
 
-#[test]
-fn a_skipped_timer_never_fires() {
-    let db = TestDb::new();
+fn a_skipped_timer_never_fires(db: &TestDb) {
     let mut store = store_with_timers(
-        &db,
+        db,
         vec![timer("task/T-1", TimerKind::Schedule, "task.late", 3_000)],
     );
     let result = store
@@ -169,11 +161,9 @@ fn a_skipped_timer_never_fires() {
     assert_eq!(store.journal_head().unwrap(), 1);
 }
 
-#[test]
-fn the_expected_event_cancels_only_the_expects_waiting_for_it() {
-    let db = TestDb::new();
+fn the_expected_event_cancels_only_the_expects_waiting_for_it(db: &TestDb) {
     let mut store = store_with_timers(
-        &db,
+        db,
         vec![
             expect("task/T-1", "task.approved", "task.unapproved", 3_000),
             expect("task/T-1", "task.assigned", "task.unassigned", 3_000),
@@ -217,9 +207,7 @@ fn the_expected_event_cancels_only_the_expects_waiting_for_it() {
     assert_eq!(store.write(&fires(&[1])).unwrap().fired, vec![None]);
 }
 
-#[test]
-fn emitted_events_are_journaled_with_the_processing() {
-    let db = TestDb::new();
+fn emitted_events_are_journaled_with_the_processing(db: &TestDb) {
     let mut store = db.open();
     let mut emitted = event("converge/rules", "emit-1-1");
     emitted.ty = "task.checked".into();
@@ -240,11 +228,9 @@ fn emitted_events_are_journaled_with_the_processing() {
     assert_eq!(store.journal_head().unwrap(), 3);
 }
 
-#[test]
-fn an_expect_cancelled_in_a_batch_does_not_fire_in_the_same_batch() {
-    let db = TestDb::new();
+fn an_expect_cancelled_in_a_batch_does_not_fire_in_the_same_batch(db: &TestDb) {
     let mut store = store_with_timers(
-        &db,
+        db,
         vec![expect(
             "task/T-1",
             "task.approved",
@@ -270,3 +256,13 @@ fn an_expect_cancelled_in_a_batch_does_not_fire_in_the_same_batch() {
     assert_eq!(result.timers_cancelled, 1);
     assert_eq!(store.journal_head().unwrap(), 2);
 }
+
+conformance!(
+    timers_are_created_with_the_processing_and_read_in_due_order,
+    a_timer_fires_exactly_once,
+    firing_an_unknown_timer_rolls_back_the_batch,
+    a_skipped_timer_never_fires,
+    the_expected_event_cancels_only_the_expects_waiting_for_it,
+    emitted_events_are_journaled_with_the_processing,
+    an_expect_cancelled_in_a_batch_does_not_fire_in_the_same_batch,
+);

@@ -4,9 +4,7 @@ use converge_store::{
 
 use crate::helpers::{TestDb, action, event, failure, notify};
 
-#[test]
-fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
-    let db = TestDb::new();
+fn the_trail_shows_decisions_actions_statuses_and_rule_failures(db: &TestDb) {
     let mut store = db.open();
     store
         .write(&WriteBatch {
@@ -31,6 +29,7 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
                 ..ProcessedEvent::default()
             }],
             outcomes: vec![ActionOutcome {
+                lease_token: None,
                 action_id: 2,
                 result: OutcomeKind::DeadLetter,
                 attempts: 3,
@@ -84,9 +83,7 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures() {
     assert_eq!(json["decisions"][1]["shadow"], true);
 }
 
-#[test]
-fn an_unprocessed_event_has_a_bare_trail_and_unknown_events_none() {
-    let db = TestDb::new();
+fn an_unprocessed_event_has_a_bare_trail_and_unknown_events_none(db: &TestDb) {
     let mut store = db.open();
     store
         .write(&WriteBatch {
@@ -101,9 +98,7 @@ fn an_unprocessed_event_has_a_bare_trail_and_unknown_events_none() {
     assert_eq!(store.event_trail("/jira", "T-2").unwrap(), None);
 }
 
-#[test]
-fn find_event_trail_matches_the_id_from_any_source() {
-    let db = TestDb::new();
+fn find_event_trail_matches_the_id_from_any_source(db: &TestDb) {
     let mut store = db.open();
     store
         .write(&WriteBatch {
@@ -134,9 +129,7 @@ fn about(id: &str, subject: Option<&str>) -> NewEvent {
     }
 }
 
-#[test]
-fn subject_trails_page_through_one_subject_in_seq_order() {
-    let db = TestDb::new();
+fn subject_trails_page_through_one_subject_in_seq_order(db: &TestDb) {
     let mut store = db.open();
     store
         .write(&WriteBatch {
@@ -187,3 +180,10 @@ fn subject_trails_page_through_one_subject_in_seq_order() {
             .is_empty()
     );
 }
+
+conformance!(
+    the_trail_shows_decisions_actions_statuses_and_rule_failures,
+    an_unprocessed_event_has_a_bare_trail_and_unknown_events_none,
+    find_event_trail_matches_the_id_from_any_source,
+    subject_trails_page_through_one_subject_in_seq_order,
+);

@@ -275,8 +275,8 @@ pub(crate) fn check_current(conn: &Connection) -> Result<(), StoreError> {
 mod tests {
     use rusqlite::params;
 
+    use super::super::read::SUBJECT_TRAIL_HEADS;
     use super::*;
-    use crate::read::SUBJECT_TRAIL_HEADS;
 
     /// A database as version 1 left it, with an event, a decision, an
     /// action and a moved cursor.

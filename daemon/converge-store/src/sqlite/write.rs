@@ -1,69 +1,63 @@
-//! [`Store::write`]: one batch, one transaction, one fsync.
+//! The SQLite write: one batch, one transaction, one fsync.
 
 use converge_model::CatchUp;
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
+use crate::StoreError;
 use crate::records::{
     ActionOutcome, Appended, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, FiredTimer,
     GateChange, NewEvent, NewTimer, OutcomeKind, PendingAction, ProcessedEvent, SkippedTimer,
     TimerKind, WriteBatch, WriteResult,
 };
-use crate::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
-use crate::{Store, StoreError};
 
-impl Store {
-    /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
-    /// `COMMIT`): appends, then processed events (with their timers and
-    /// emitted events), then fired and skipped timers, then action outcomes,
-    /// then people's retries and drops of dead letters.
-    ///
-    /// All or nothing: on any error the whole batch is rolled back, appends
-    /// included, and the store is as it was.
-    pub fn write(&mut self, batch: &WriteBatch) -> Result<WriteResult, StoreError> {
-        if batch.is_empty() {
-            return Ok(WriteResult::default());
-        }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut result = WriteResult {
-            appended: Vec::with_capacity(batch.appends.len()),
-            fired: Vec::with_capacity(batch.fired_timers.len()),
-            ..WriteResult::default()
-        };
-        for event in &batch.appends {
-            result.appended.push(append(&tx, event)?);
-        }
-        let mut cursor = None;
-        for processed in &batch.processed {
-            record_processed(&tx, processed, &mut result)?;
-            cursor = cursor.max(Some(processed.seq));
-        }
-        if let Some(seq) = cursor {
-            tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = ?2")?
-                .execute(params![seq, PROCESSED_CURSOR])?;
-        }
-        for fired in &batch.fired_timers {
-            result.fired.push(fire_timer(&tx, fired)?);
-        }
-        for skipped in &batch.skipped_timers {
-            result.timers_skipped += skip_timer(&tx, skipped)?;
-        }
-        result.dead_lettered = record_outcomes(&tx, &batch.outcomes)?;
-        for change in &batch.dead_letters {
-            result.dead_letters.push(change_dead_letter(&tx, change)?);
-        }
-        for state in &batch.source_state {
-            tx.prepare_cached(
-                "INSERT INTO source_state (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
+/// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
+/// `COMMIT`), in the order [`WriteBatch`] documents.
+pub(super) fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<WriteResult, StoreError> {
+    if batch.is_empty() {
+        return Ok(WriteResult::default());
+    }
+    if !batch.fences.is_empty() || batch.new_action_lease.is_some() {
+        return Err(StoreError::NotShared);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut result = WriteResult {
+        appended: Vec::with_capacity(batch.appends.len()),
+        fired: Vec::with_capacity(batch.fired_timers.len()),
+        ..WriteResult::default()
+    };
+    for event in &batch.appends {
+        result.appended.push(append(&tx, event)?);
+    }
+    let mut cursor = None;
+    for processed in &batch.processed {
+        record_processed(&tx, processed, &mut result)?;
+        cursor = cursor.max(Some(processed.seq));
+    }
+    if let Some(seq) = cursor {
+        tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = ?2")?
+            .execute(params![seq, PROCESSED_CURSOR])?;
+    }
+    for fired in &batch.fired_timers {
+        result.fired.push(fire_timer(&tx, fired)?);
+    }
+    for skipped in &batch.skipped_timers {
+        result.timers_skipped += skip_timer(&tx, skipped)?;
+    }
+    result.dead_lettered = record_outcomes(&tx, &batch.outcomes)?;
+    for change in &batch.dead_letters {
+        result.dead_letters.push(change_dead_letter(&tx, change)?);
+    }
+    for state in &batch.source_state {
+        tx.prepare_cached(
+            "INSERT INTO source_state (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value,
                                                  updated_at_ms = excluded.updated_at_ms",
-            )?
-            .execute(params![state.key, state.value, state.updated_at_ms])?;
-        }
-        tx.commit()?;
-        Ok(result)
+        )?
+        .execute(params![state.key, state.value, state.updated_at_ms])?;
     }
+    tx.commit()?;
+    Ok(result)
 }
 
 /// `changes()` and `last_insert_rowid()` rather than `RETURNING seq`: RETURNING
@@ -234,6 +228,7 @@ fn record_processed(
                 payload_json: action.payload_json.clone(),
                 attempts: 0,
                 next_attempt_at_ms: None,
+                lease_token: None,
             });
         }
     }
@@ -470,6 +465,7 @@ fn change_dead_letter(
                 )?
                 .query_row(params![change.action_id], |row| {
                     Ok(PendingAction {
+                        lease_token: None,
                         id: row.get(0)?,
                         event_seq: row.get(1)?,
                         decision_id: row.get(2)?,

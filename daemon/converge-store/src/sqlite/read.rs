@@ -1,48 +1,37 @@
-//! Queries. They read the last committed snapshot, so readers on other
+//! The SQLite [`Backend`]: queries (writes are in `write.rs`). They read the last committed snapshot, so readers on other
 //! connections never see half a batch and never block the writer.
 
 use converge_model::{CatchUp, Decision, EntityKey, EntityState};
 use rusqlite::{OptionalExtension, Row, params};
 
+use super::SqliteStore;
+use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction, RuleFailure,
     TimerRecord,
 };
-use crate::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
-use crate::{Store, StoreError};
+use crate::{Backend, LeaseRecord, StoreError, WriteBatch, WriteResult};
+use std::time::Duration;
 
 /// A `limit` as SQLite takes it; anything past `i64::MAX` is no limit anyway.
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-impl Store {
-    /// The highest journal `seq` whose processing is committed; 0 before any.
-    /// Processing resumes with [`Store::events_after`] this cursor.
-    pub fn processed_cursor(&self) -> Result<i64, StoreError> {
+impl Backend for SqliteStore {
+    fn processed_cursor(&self) -> Result<i64, StoreError> {
         self.meta(PROCESSED_CURSOR)
     }
 
-    /// The highest `seq` in the journal; 0 when it is empty. Events up to it
-    /// were journaled before this call; later ones get higher numbers.
-    pub fn journal_head(&self) -> Result<i64, StoreError> {
+    fn journal_head(&self) -> Result<i64, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")?
             .query_row([], |row| row.get(0))?)
     }
 
-    fn meta(&self, key: &str) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-            .query_row(params![key], |row| row.get(0))?)
-    }
-
-    /// Up to `limit` journaled events with a `seq` greater than `seq`, in `seq`
-    /// order.
-    pub fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError> {
+    fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, json, received_at_ms FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
@@ -58,8 +47,7 @@ impl Store {
         Ok(events)
     }
 
-    /// The entity's last committed state, if any event was about it.
-    pub fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
+    fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
         let state: Option<String> = self
             .conn
             .prepare_cached("SELECT state FROM entities WHERE key = ?1")?
@@ -68,10 +56,7 @@ impl Store {
         Ok(state.map(|s| serde_json::from_str(&s)).transpose()?)
     }
 
-    /// Up to `limit` entities whose key (`kind/id`) sorts after `after`, in
-    /// key order: walks every entity a page at a time, e.g. for rules that
-    /// fire on time rather than on events.
-    pub fn entities_after(
+    fn entities_after(
         &self,
         after: Option<&EntityKey>,
         limit: usize,
@@ -91,15 +76,11 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Up to `limit` pending actions, in id order (the order they were
-    /// decided), whether or not their next attempt is due.
-    pub fn pending_actions(&self, limit: usize) -> Result<Vec<PendingAction>, StoreError> {
+    fn pending_actions(&self, limit: usize) -> Result<Vec<PendingAction>, StoreError> {
         self.pending_actions_after(0, limit)
     }
 
-    /// Like [`Store::pending_actions`], from the action after `after_id`: pages
-    /// through a backlog larger than one `limit`.
-    pub fn pending_actions_after(
+    fn pending_actions_after(
         &self,
         after_id: i64,
         limit: usize,
@@ -114,6 +95,7 @@ impl Store {
         let actions = stmt
             .query_map(params![after_id, sql_limit(limit)], |row| {
                 Ok(PendingAction {
+                    lease_token: None,
                     id: row.get(0)?,
                     event_seq: row.get(1)?,
                     decision_id: row.get(2)?,
@@ -128,9 +110,7 @@ impl Store {
         Ok(actions)
     }
 
-    /// The event with this `(source, id)` and everything processing made of
-    /// it, or `None` if it was never journaled.
-    pub fn event_trail(&self, source: &str, id: &str) -> Result<Option<EventTrail>, StoreError> {
+    fn event_trail(&self, source: &str, id: &str) -> Result<Option<EventTrail>, StoreError> {
         // One read transaction, so the trail is one consistent snapshot.
         let snapshot = self.conn.unchecked_transaction()?;
         let head = snapshot
@@ -145,9 +125,7 @@ impl Store {
         Ok(trail)
     }
 
-    /// The trails of every event with this `id`, from any source, in `seq`
-    /// order: ids are usually unique enough for `converge explain <id>`.
-    pub fn find_event_trail(&self, id: &str) -> Result<Vec<EventTrail>, StoreError> {
+    fn find_event_trail(&self, id: &str) -> Result<Vec<EventTrail>, StoreError> {
         let snapshot = self.conn.unchecked_transaction()?;
         let heads = snapshot
             .prepare_cached(
@@ -164,12 +142,7 @@ impl Store {
         Ok(trails)
     }
 
-    /// The trails of up to `limit` events whose `subject` is `subject` (an
-    /// entity key, `campaign/c-42`), journaled after `after_seq`, in `seq`
-    /// order: an entity's audit trail, a page at a time (the next page starts
-    /// after the last `seq`). Each page is a range of the
-    /// `events_by_subject` index (schema version 5), however long the journal.
-    pub fn subject_trails(
+    fn subject_trails(
         &self,
         subject: &str,
         after_seq: i64,
@@ -186,6 +159,277 @@ impl Store {
             .collect::<Result<_, _>>()?;
         snapshot.finish()?;
         Ok(trails)
+    }
+
+    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {TIMER_COLUMNS} FROM timers INDEXED BY timers_due
+                 WHERE status = 'pending' AND due_at_ms <= ?1
+                 ORDER BY due_at_ms, id LIMIT ?2"
+            ))?
+            .query_map(params![now_ms, sql_limit(limit)], timer_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(TimerRow::into_record).collect()
+    }
+
+    fn next_timer_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT min(due_at_ms) FROM timers INDEXED BY timers_due WHERE status = 'pending'",
+            )?
+            .query_row([], |row| row.get(0))?)
+    }
+
+    fn pending_timer_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM timers INDEXED BY timers_due WHERE status = 'pending'",
+            )?
+            .query_row([], |row| row.get(0))?)
+    }
+
+    fn entity_timers(
+        &self,
+        entity: &EntityKey,
+        pending_only: bool,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {TIMER_COLUMNS} FROM timers
+                 WHERE entity = ?1 AND (?2 = 0 OR status = 'pending')
+                 ORDER BY id DESC LIMIT ?3"
+            ))?
+            .query_map(
+                params![entity.to_string(), pending_only, sql_limit(limit)],
+                timer_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(TimerRow::into_record).collect()
+    }
+
+    fn open_held_sends(&self) -> Result<Vec<HeldSendRecord>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {HELD_COLUMNS} FROM held_sends h INDEXED BY held_sends_open
+                 JOIN events e ON e.seq = h.event_seq
+                 WHERE h.status = 'held' ORDER BY h.id"
+            ))?
+            .query_map([], held_send_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn gate(&self, campaign: &EntityKey, limit: usize) -> Result<GateRecord, StoreError> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let campaign = campaign.to_string();
+        let held_sends = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {HELD_COLUMNS} FROM held_sends h INDEXED BY held_sends_by_campaign
+                 JOIN events e ON e.seq = h.event_seq
+                 WHERE h.campaign = ?1 ORDER BY h.id DESC LIMIT ?2"
+            ))?
+            .query_map(params![campaign, sql_limit(limit)], held_send_row)?
+            .collect::<Result<_, _>>()?;
+        let overrides = self.gate_overrides(&campaign, limit)?;
+        snapshot.finish()?;
+        Ok(GateRecord {
+            held_sends,
+            overrides,
+        })
+    }
+
+    fn gate_overrides(
+        &self,
+        campaign: &str,
+        limit: usize,
+    ) -> Result<Vec<GateOverrideRecord>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT id, campaign, channel, by, reason, event_seq, released, at_ms
+                 FROM gate_overrides WHERE campaign = ?1 ORDER BY id DESC LIMIT ?2",
+            )?
+            .query_map(params![campaign, sql_limit(limit)], |row| {
+                Ok(GateOverrideRecord {
+                    id: row.get(0)?,
+                    campaign: row.get(1)?,
+                    channel: row.get(2)?,
+                    by: row.get(3)?,
+                    reason: row.get(4)?,
+                    event_seq: row.get(5)?,
+                    released: row.get(6)?,
+                    at_ms: row.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let cursor = self.processed_cursor()?;
+        let one = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<i64, StoreError> {
+            Ok(self
+                .conn
+                .prepare_cached(sql)?
+                .query_row(params, |row| row.get(0))?)
+        };
+        let counts = Counts {
+            // Rows are never deleted, so the largest seq or id is the count.
+            events: one("SELECT coalesce(max(seq), 0) FROM events", &[])?,
+            unprocessed_events: one("SELECT count(*) FROM events WHERE seq > ?1", &[&cursor])?,
+            decisions: one("SELECT coalesce(max(id), 0) FROM decisions", &[])?,
+            actions_pending: one(
+                "SELECT count(*) FROM actions INDEXED BY actions_pending WHERE status = 'pending'",
+                &[],
+            )?,
+            actions_done: self.meta(ACTIONS_DONE)?,
+            actions_dead_lettered: self.meta(ACTIONS_DEAD_LETTERED)?,
+            dead_letters: self.dead_letter_count()?,
+        };
+        snapshot.finish()?;
+        Ok(counts)
+    }
+
+    fn dead_letters(&self, after_id: i64, limit: usize) -> Result<Vec<ActionDetail>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ACTION_COLUMNS}, {ACTION_ORIGIN_COLUMNS}
+                 FROM actions a INDEXED BY actions_dead_letter
+                 JOIN events e ON e.seq = a.event_seq
+                 JOIN decisions d ON d.id = a.decision_id
+                 WHERE a.status = 'dead_letter' AND a.id > ?1
+                 ORDER BY a.id LIMIT ?2"
+            ))?
+            .query_map(params![after_id, sql_limit(limit)], action_detail_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn dead_letter_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM actions INDEXED BY actions_dead_letter
+                 WHERE status = 'dead_letter'",
+            )?
+            .query_row([], |row| row.get(0))?)
+    }
+
+    fn action(&self, id: i64) -> Result<Option<ActionDetail>, StoreError> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let detail = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ACTION_COLUMNS}, {ACTION_ORIGIN_COLUMNS}
+                 FROM actions a
+                 JOIN events e ON e.seq = a.event_seq
+                 JOIN decisions d ON d.id = a.decision_id
+                 WHERE a.id = ?1"
+            ))?
+            .query_row(params![id], action_detail_row)
+            .optional()?;
+        let detail = match detail {
+            Some(mut detail) => {
+                detail.action.history = self.action_history(id)?;
+                Some(detail)
+            }
+            None => None,
+        };
+        snapshot.finish()?;
+        Ok(detail)
+    }
+
+    fn write(&mut self, batch: &WriteBatch) -> Result<WriteResult, StoreError> {
+        super::write::write(&mut self.conn, batch)
+    }
+
+    fn source_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM source_state WHERE key = ?1")?
+            .query_row(params![key], |row| row.get(0))
+            .optional()?)
+    }
+
+    fn last_occurrence_id(&self, source: &str, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM events WHERE id >= ?1 || '@' AND id < ?1 || 'A' AND source = ?2
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![name, source], |row| row.get(0))
+            .optional()?)
+    }
+    fn hold_lease(&self, _: &str, _: &str, _: Duration) -> Result<Option<i64>, StoreError> {
+        Err(StoreError::NotShared)
+    }
+
+    fn release_lease(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::NotShared)
+    }
+
+    fn live_leases(&self, _: &str) -> Result<Vec<LeaseRecord>, StoreError> {
+        Err(StoreError::NotShared)
+    }
+
+    fn unprocessed_events(&self, _: &[u32], _: usize) -> Result<Vec<JournaledEvent>, StoreError> {
+        Err(StoreError::NotShared)
+    }
+
+    fn due_timers_in(&self, _: &[u32], _: i64, _: usize) -> Result<Vec<TimerRecord>, StoreError> {
+        Err(StoreError::NotShared)
+    }
+
+    fn held_sends_in(&self, _: &[u32]) -> Result<Vec<HeldSendRecord>, StoreError> {
+        Err(StoreError::NotShared)
+    }
+
+    fn claim_actions(
+        &self,
+        _: &str,
+        _: Duration,
+        _: i64,
+        _: usize,
+    ) -> Result<Vec<PendingAction>, StoreError> {
+        Err(StoreError::NotShared)
+    }
+
+    fn renew_action_leases(
+        &self,
+        _: &str,
+        _: Duration,
+        _: &[(i64, i64)],
+    ) -> Result<Vec<i64>, StoreError> {
+        Err(StoreError::NotShared)
+    }
+
+    fn listen(&self, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::NotShared)
+    }
+
+    fn wait_for_notifications(&self, _: Duration) -> Result<Vec<(String, String)>, StoreError> {
+        Err(StoreError::NotShared)
+    }
+
+    fn notify(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::NotShared)
+    }
+}
+
+impl SqliteStore {
+    fn meta(&self, key: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row(params![key], |row| row.get(0))?)
     }
 
     /// Adds the decisions, actions and rule failures of the event to its head.
@@ -236,219 +480,6 @@ impl Store {
             })?
             .collect::<Result<_, _>>()?;
         Ok(trail)
-    }
-
-    /// Up to `limit` pending timers due at or before `now_ms`, in due order
-    /// (then creation order).
-    pub fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
-        let rows = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {TIMER_COLUMNS} FROM timers INDEXED BY timers_due
-                 WHERE status = 'pending' AND due_at_ms <= ?1
-                 ORDER BY due_at_ms, id LIMIT ?2"
-            ))?
-            .query_map(params![now_ms, sql_limit(limit)], timer_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(TimerRow::into_record).collect()
-    }
-
-    /// When the earliest pending timer is due; `None` when none is pending.
-    pub fn next_timer_due(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT min(due_at_ms) FROM timers INDEXED BY timers_due WHERE status = 'pending'",
-            )?
-            .query_row([], |row| row.get(0))?)
-    }
-
-    /// How many timers are waiting to fire.
-    pub fn pending_timer_count(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT count(*) FROM timers INDEXED BY timers_due WHERE status = 'pending'",
-            )?
-            .query_row([], |row| row.get(0))?)
-    }
-
-    /// The timers of one entity (`kind/id`), newest first, up to `limit`;
-    /// only the pending ones when `pending_only`.
-    pub fn entity_timers(
-        &self,
-        entity: &EntityKey,
-        pending_only: bool,
-        limit: usize,
-    ) -> Result<Vec<TimerRecord>, StoreError> {
-        let rows = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {TIMER_COLUMNS} FROM timers
-                 WHERE entity = ?1 AND (?2 = 0 OR status = 'pending')
-                 ORDER BY id DESC LIMIT ?3"
-            ))?
-            .query_map(
-                params![entity.to_string(), pending_only, sql_limit(limit)],
-                timer_row,
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(TimerRow::into_record).collect()
-    }
-
-    /// Every send still held by a gate, in the order they were held. Held
-    /// sends are few (they wait for people), so this is read whole: by the
-    /// processor at start, and by `GET /v1/gates`.
-    pub fn open_held_sends(&self) -> Result<Vec<HeldSendRecord>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {HELD_COLUMNS} FROM held_sends h INDEXED BY held_sends_open
-                 JOIN events e ON e.seq = h.event_seq
-                 WHERE h.status = 'held' ORDER BY h.id"
-            ))?
-            .query_map([], held_send_row)?
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// One campaign's gate (`campaign` is its entity key): its held sends,
-    /// released ones included, and its overrides, newest first, up to
-    /// `limit` of each.
-    pub fn gate(&self, campaign: &EntityKey, limit: usize) -> Result<GateRecord, StoreError> {
-        let snapshot = self.conn.unchecked_transaction()?;
-        let campaign = campaign.to_string();
-        let held_sends = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {HELD_COLUMNS} FROM held_sends h INDEXED BY held_sends_by_campaign
-                 JOIN events e ON e.seq = h.event_seq
-                 WHERE h.campaign = ?1 ORDER BY h.id DESC LIMIT ?2"
-            ))?
-            .query_map(params![campaign, sql_limit(limit)], held_send_row)?
-            .collect::<Result<_, _>>()?;
-        let overrides = self.gate_overrides(&campaign, limit)?;
-        snapshot.finish()?;
-        Ok(GateRecord {
-            held_sends,
-            overrides,
-        })
-    }
-
-    /// The overrides of a campaign's gate, newest first, up to `limit`.
-    pub fn gate_overrides(
-        &self,
-        campaign: &str,
-        limit: usize,
-    ) -> Result<Vec<GateOverrideRecord>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT id, campaign, channel, by, reason, event_seq, released, at_ms
-                 FROM gate_overrides WHERE campaign = ?1 ORDER BY id DESC LIMIT ?2",
-            )?
-            .query_map(params![campaign, sql_limit(limit)], |row| {
-                Ok(GateOverrideRecord {
-                    id: row.get(0)?,
-                    campaign: row.get(1)?,
-                    channel: row.get(2)?,
-                    by: row.get(3)?,
-                    reason: row.get(4)?,
-                    event_seq: row.get(5)?,
-                    released: row.get(6)?,
-                    at_ms: row.get(7)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// Sizes of the store, cheap enough to read every few seconds: every
-    /// number comes from a primary key's maximum, a counter, or a range as
-    /// small as the backlog (events after the cursor, pending actions).
-    pub fn counts(&self) -> Result<Counts, StoreError> {
-        let snapshot = self.conn.unchecked_transaction()?;
-        let cursor = self.processed_cursor()?;
-        let one = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<i64, StoreError> {
-            Ok(self
-                .conn
-                .prepare_cached(sql)?
-                .query_row(params, |row| row.get(0))?)
-        };
-        let counts = Counts {
-            // Rows are never deleted, so the largest seq or id is the count.
-            events: one("SELECT coalesce(max(seq), 0) FROM events", &[])?,
-            unprocessed_events: one("SELECT count(*) FROM events WHERE seq > ?1", &[&cursor])?,
-            decisions: one("SELECT coalesce(max(id), 0) FROM decisions", &[])?,
-            actions_pending: one(
-                "SELECT count(*) FROM actions INDEXED BY actions_pending WHERE status = 'pending'",
-                &[],
-            )?,
-            actions_done: self.meta(ACTIONS_DONE)?,
-            actions_dead_lettered: self.meta(ACTIONS_DEAD_LETTERED)?,
-            dead_letters: self.dead_letter_count()?,
-        };
-        snapshot.finish()?;
-        Ok(counts)
-    }
-}
-
-impl Store {
-    /// Up to `limit` dead letters with an id greater than `after_id`, in id
-    /// order (the order they were decided), each with its event and
-    /// decision; their histories are left empty (see [`Store::action`]).
-    pub fn dead_letters(
-        &self,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<ActionDetail>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {ACTION_COLUMNS}, {ACTION_ORIGIN_COLUMNS}
-                 FROM actions a INDEXED BY actions_dead_letter
-                 JOIN events e ON e.seq = a.event_seq
-                 JOIN decisions d ON d.id = a.decision_id
-                 WHERE a.status = 'dead_letter' AND a.id > ?1
-                 ORDER BY a.id LIMIT ?2"
-            ))?
-            .query_map(params![after_id, sql_limit(limit)], action_detail_row)?
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// How many actions are dead letters now.
-    pub fn dead_letter_count(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT count(*) FROM actions INDEXED BY actions_dead_letter
-                 WHERE status = 'dead_letter'",
-            )?
-            .query_row([], |row| row.get(0))?)
-    }
-
-    /// One action, whatever its status, with its event, decision and
-    /// history; `None` if no action has this id.
-    pub fn action(&self, id: i64) -> Result<Option<ActionDetail>, StoreError> {
-        let snapshot = self.conn.unchecked_transaction()?;
-        let detail = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {ACTION_COLUMNS}, {ACTION_ORIGIN_COLUMNS}
-                 FROM actions a
-                 JOIN events e ON e.seq = a.event_seq
-                 JOIN decisions d ON d.id = a.decision_id
-                 WHERE a.id = ?1"
-            ))?
-            .query_row(params![id], action_detail_row)
-            .optional()?;
-        let detail = match detail {
-            Some(mut detail) => {
-                detail.action.history = self.action_history(id)?;
-                Some(detail)
-            }
-            None => None,
-        };
-        snapshot.finish()?;
-        Ok(detail)
     }
 
     /// An action's history, oldest first.

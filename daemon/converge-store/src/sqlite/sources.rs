@@ -6,43 +6,10 @@
 //! the journal itself records which occurrences fired: deduplication on
 //! (source, id) makes each one fire once, and the last one is found here.
 
-use rusqlite::{OptionalExtension, params};
-
-use crate::{Store, StoreError};
-
-impl Store {
-    /// The value kept under `key`, if any.
-    pub fn source_state(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT value FROM source_state WHERE key = ?1")?
-            .query_row(params![key], |row| row.get(0))
-            .optional()?)
-    }
-
-    /// The greatest id of a `source` event named `<name>@...`, if any.
-    ///
-    /// A range scan of the `(id, source)` index: every such id sorts in
-    /// [`name@`, `nameA`), as `A` follows `@`. Cheap on a large journal.
-    pub fn last_occurrence_id(
-        &self,
-        source: &str,
-        name: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT id FROM events WHERE id >= ?1 || '@' AND id < ?1 || 'A' AND source = ?2
-                 ORDER BY id DESC LIMIT 1",
-            )?
-            .query_row(params![name, source], |row| row.get(0))
-            .optional()?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use crate::{Durability, NewEvent, SourceState, Store, WriteBatch};
+    use super::super::SqliteStore;
+    use crate::{Backend, Durability, NewEvent, SourceState, WriteBatch};
 
     fn event(source: &str, id: &str) -> NewEvent {
         NewEvent {
@@ -58,7 +25,7 @@ mod tests {
     #[test]
     fn the_last_occurrence_is_the_greatest_id_of_that_name_and_source() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("c.db"), Durability::Normal).unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("c.db"), Durability::Normal).unwrap();
         let schedules = "converge/schedules";
         store
             .write(&WriteBatch {
@@ -102,7 +69,7 @@ mod tests {
     #[test]
     fn source_state_keeps_the_last_value_of_a_key() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("c.db"), Durability::Normal).unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("c.db"), Durability::Normal).unwrap();
         assert_eq!(store.source_state("poll/jira").unwrap(), None);
         let state = |value: &str, at| SourceState {
             key: "poll/jira".into(),

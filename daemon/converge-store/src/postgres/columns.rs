@@ -1,0 +1,48 @@
+//! The select lists the decoders of `read.rs` read, in their order. Macros
+//! rather than constants, so statements built with them (`concat!`) stay
+//! `&'static str`s, which is what the statement cache keys on.
+
+/// What `read::timer` decodes.
+macro_rules! timer_columns {
+    () => {
+        "id, entity, kind, event_type, data, expect_type, due_at_ms, catch_up, rule, rule_hash, \
+         created_by_seq, status, fired_seq, closed_at_ms"
+    };
+}
+
+/// What `read::held_send` decodes, and the join it comes from.
+macro_rules! held_send_columns {
+    () => {
+        "h.id, h.campaign, h.channel, h.event_seq, e.id, e.json, h.rule, h.reason, h.held_at_ms, \
+         h.status, h.released_seq, h.released_at_ms, h.released_by \
+         FROM held_sends h JOIN events e ON e.seq = h.event_seq"
+    };
+}
+
+/// What `read::pending_action` decodes.
+macro_rules! pending_action_columns {
+    () => {
+        "id, event_seq, decision_id, route, plugin, payload, attempts, next_attempt_at_ms, \
+         lease_token"
+    };
+}
+
+/// What `read::action_record` decodes (`a`: actions).
+macro_rules! action_columns {
+    () => {
+        "a.id, a.route, a.plugin, a.status, a.attempts, a.detail, a.external_id, \
+         a.next_attempt_at_ms, a.finished_at_ms"
+    };
+}
+
+/// What `read::action_detail` decodes, and the join it comes from.
+macro_rules! action_detail_columns {
+    () => {
+        concat!(
+            action_columns!(),
+            ", a.event_seq, e.id, e.source, e.type, e.subject, a.decision_id, d.kind, d.rule \
+             FROM actions a JOIN events e ON e.seq = a.event_seq \
+             JOIN decisions d ON d.id = a.decision_id"
+        )
+    };
+}

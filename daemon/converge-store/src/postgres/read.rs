@@ -1,0 +1,626 @@
+//! The PostgreSQL [`Backend`]: queries (writes are in `write.rs`, the
+//! cluster operations in `cluster.rs`). A query that reads several tables
+//! (a trail, a gate, the counts) reads them in one snapshot.
+
+use std::time::Duration;
+
+use converge_model::{Decision, EntityKey, EntityState};
+use postgres::{GenericClient, Row};
+
+use super::{PostgresStore, Session, attempts, cluster, sql_limit};
+use crate::records::{
+    ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
+    GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction, RuleFailure,
+    TimerRecord, parse_catch_up,
+};
+use crate::{Backend, LeaseRecord, PARTITIONS, StoreError, WriteBatch, WriteResult};
+
+impl Backend for PostgresStore {
+    fn write(&mut self, batch: &WriteBatch) -> Result<WriteResult, StoreError> {
+        super::write::write(self, batch)
+    }
+
+    fn processed_cursor(&self) -> Result<i64, StoreError> {
+        self.run(processed_cursor)
+    }
+
+    fn journal_head(&self) -> Result<i64, StoreError> {
+        self.run(|s| s.value("SELECT coalesce(max(seq), 0) FROM events", &[]))
+    }
+
+    fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError> {
+        self.run(|s| {
+            s.rows(
+                "SELECT seq, json, received_at_ms FROM events WHERE seq > $1
+                 ORDER BY seq LIMIT $2",
+                &[&seq, &sql_limit(limit)],
+                journaled_event,
+            )
+        })
+    }
+
+    fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
+        let row = self.run(|s| {
+            s.query_opt(
+                "SELECT state FROM entities WHERE key = $1",
+                &[&key.to_string()],
+            )
+        })?;
+        match row {
+            Some(row) => Ok(Some(serde_json::from_str(row.try_get(0)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn entities_after(
+        &self,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<EntityState>, StoreError> {
+        let after = after.map(EntityKey::to_string).unwrap_or_default();
+        let states = self.run(|s| {
+            s.rows(
+                "SELECT state FROM entities WHERE key > $1 ORDER BY key LIMIT $2",
+                &[&after, &sql_limit(limit)],
+                |row| row.try_get::<_, String>(0),
+            )
+        })?;
+        Ok(states
+            .iter()
+            .map(|s| serde_json::from_str(s))
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn pending_actions(&self, limit: usize) -> Result<Vec<PendingAction>, StoreError> {
+        self.pending_actions_after(0, limit)
+    }
+
+    /// Their `lease_token` is `None`: listing an action is not holding it
+    /// (only [`Backend::claim_actions`] hands out tokens).
+    fn pending_actions_after(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingAction>, StoreError> {
+        self.run(|s| {
+            s.rows(
+                concat!(
+                    "SELECT ",
+                    pending_action_columns!(),
+                    " FROM actions WHERE status = 'pending' AND id > $1 ORDER BY id LIMIT $2"
+                ),
+                &[&after_id, &sql_limit(limit)],
+                |row| {
+                    Ok(PendingAction {
+                        lease_token: None,
+                        ..pending_action(row)?
+                    })
+                },
+            )
+        })
+    }
+
+    fn dead_letters(&self, after_id: i64, limit: usize) -> Result<Vec<ActionDetail>, StoreError> {
+        self.run(|s| {
+            s.rows(
+                concat!(
+                    "SELECT ",
+                    action_detail_columns!(),
+                    " WHERE a.status = 'dead_letter' AND a.id > $1 ORDER BY a.id LIMIT $2"
+                ),
+                &[&after_id, &sql_limit(limit)],
+                action_detail,
+            )
+        })
+    }
+
+    fn dead_letter_count(&self) -> Result<i64, StoreError> {
+        self.run(dead_letter_count)
+    }
+
+    fn action(&self, id: i64) -> Result<Option<ActionDetail>, StoreError> {
+        self.snapshot(|s| {
+            let row = s.query_opt(
+                concat!("SELECT ", action_detail_columns!(), " WHERE a.id = $1"),
+                &[&id],
+            )?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let mut detail = action_detail(&row)?;
+            detail.action.history = action_history(s, id)?;
+            Ok(Some(detail))
+        })
+    }
+
+    fn event_trail(&self, source: &str, id: &str) -> Result<Option<EventTrail>, StoreError> {
+        self.snapshot(|s| {
+            let head = s.query_opt(
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                 FROM events WHERE id = $1 AND source = $2",
+                &[&id, &source],
+            )?;
+            head.map(|row| complete_trail(s, trail_head(&row)?))
+                .transpose()
+        })
+    }
+
+    fn find_event_trail(&self, id: &str) -> Result<Vec<EventTrail>, StoreError> {
+        self.snapshot(|s| {
+            let heads = s.rows(
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                 FROM events WHERE id = $1 ORDER BY seq",
+                &[&id],
+                trail_head,
+            )?;
+            heads
+                .into_iter()
+                .map(|trail| complete_trail(s, trail))
+                .collect()
+        })
+    }
+
+    fn subject_trails(
+        &self,
+        subject: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<EventTrail>, StoreError> {
+        self.snapshot(|s| {
+            let heads = s.rows(
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                 FROM events WHERE subject = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&subject, &after_seq, &sql_limit(limit)],
+                trail_head,
+            )?;
+            heads
+                .into_iter()
+                .map(|trail| complete_trail(s, trail))
+                .collect()
+        })
+    }
+
+    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
+        let rows = self.run(|s| {
+            s.query(
+                concat!(
+                    "SELECT ",
+                    timer_columns!(),
+                    " FROM timers WHERE status = 'pending' AND due_at_ms <= $1
+                     ORDER BY due_at_ms, id LIMIT $2"
+                ),
+                &[&now_ms, &sql_limit(limit)],
+            )
+        })?;
+        rows.iter().map(timer).collect()
+    }
+
+    fn next_timer_due(&self) -> Result<Option<i64>, StoreError> {
+        self.run(|s| {
+            s.value(
+                "SELECT min(due_at_ms) FROM timers WHERE status = 'pending'",
+                &[],
+            )
+        })
+    }
+
+    fn pending_timer_count(&self) -> Result<i64, StoreError> {
+        self.run(|s| s.value("SELECT count(*) FROM timers WHERE status = 'pending'", &[]))
+    }
+
+    fn entity_timers(
+        &self,
+        entity: &EntityKey,
+        pending_only: bool,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        let rows = self.run(|s| {
+            s.query(
+                concat!(
+                    "SELECT ",
+                    timer_columns!(),
+                    " FROM timers WHERE entity = $1 AND (NOT $2 OR status = 'pending')
+                     ORDER BY id DESC LIMIT $3"
+                ),
+                &[&entity.to_string(), &pending_only, &sql_limit(limit)],
+            )
+        })?;
+        rows.iter().map(timer).collect()
+    }
+
+    fn open_held_sends(&self) -> Result<Vec<HeldSendRecord>, StoreError> {
+        self.run(|s| {
+            s.rows(
+                concat!(
+                    "SELECT ",
+                    held_send_columns!(),
+                    " WHERE h.status = 'held' ORDER BY h.id"
+                ),
+                &[],
+                held_send,
+            )
+        })
+    }
+
+    fn gate(&self, campaign: &EntityKey, limit: usize) -> Result<GateRecord, StoreError> {
+        let campaign = campaign.to_string();
+        self.snapshot(|s| {
+            let held_sends = s.rows(
+                concat!(
+                    "SELECT ",
+                    held_send_columns!(),
+                    " WHERE h.campaign = $1 ORDER BY h.id DESC LIMIT $2"
+                ),
+                &[&campaign, &sql_limit(limit)],
+                held_send,
+            )?;
+            let overrides = gate_overrides(s, &campaign, limit)?;
+            Ok(GateRecord {
+                held_sends,
+                overrides,
+            })
+        })
+    }
+
+    fn gate_overrides(
+        &self,
+        campaign: &str,
+        limit: usize,
+    ) -> Result<Vec<GateOverrideRecord>, StoreError> {
+        self.run(|s| gate_overrides(s, campaign, limit))
+    }
+
+    fn source_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row =
+            self.run(|s| s.query_opt("SELECT value FROM source_state WHERE key = $1", &[&key]))?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    fn last_occurrence_id(&self, source: &str, name: &str) -> Result<Option<String>, StoreError> {
+        // `events.id` is in byte order (`COLLATE "C"`), so this is a range
+        // of the `(id, source)` index, as on SQLite.
+        let row = self.run(|s| {
+            s.query_opt(
+                "SELECT id FROM events
+                 WHERE id >= $1 || '@' AND id < $1 || 'A' AND source = $2
+                 ORDER BY id DESC LIMIT 1",
+                &[&name, &source],
+            )
+        })?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        self.snapshot(|s| {
+            Ok(Counts {
+                // Rows are never deleted, so the largest seq or id is the
+                // count (an upper bound: rolled-back batches leave gaps).
+                events: s.value("SELECT coalesce(max(seq), 0) FROM events", &[])?,
+                // Not yet processed, wherever they are in the journal (on
+                // SQLite: after the cursor; the same when processed in order).
+                unprocessed_events: s.value(
+                    "SELECT count(*) FROM events WHERE processed_at_ms IS NULL",
+                    &[],
+                )?,
+                decisions: s.value("SELECT coalesce(max(id), 0) FROM decisions", &[])?,
+                actions_pending: s
+                    .value("SELECT count(*) FROM actions WHERE status = 'pending'", &[])?,
+                actions_done: counter(s, "actions_done")?,
+                actions_dead_lettered: counter(s, "actions_dead_lettered")?,
+                dead_letters: dead_letter_count(s)?,
+            })
+        })
+    }
+
+    fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        self.run(|s| cluster::hold_lease(s, name, holder, ttl))
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.run(|s| cluster::release_lease(s, name, holder))
+    }
+
+    fn live_leases(&self, prefix: &str) -> Result<Vec<LeaseRecord>, StoreError> {
+        self.run(|s| cluster::live_leases(s, prefix))
+    }
+
+    fn unprocessed_events(
+        &self,
+        partitions: &[u32],
+        limit: usize,
+    ) -> Result<Vec<JournaledEvent>, StoreError> {
+        self.run(|s| cluster::unprocessed_events(s, partitions, limit))
+    }
+
+    fn due_timers_in(
+        &self,
+        partitions: &[u32],
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        self.run(|s| cluster::due_timers_in(s, partitions, now_ms, limit))
+    }
+
+    fn held_sends_in(&self, partitions: &[u32]) -> Result<Vec<HeldSendRecord>, StoreError> {
+        self.run(|s| cluster::held_sends_in(s, partitions))
+    }
+
+    fn claim_actions(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingAction>, StoreError> {
+        self.run(|s| cluster::claim_actions(s, holder, ttl, now_ms, limit))
+    }
+
+    fn renew_action_leases(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        actions: &[(i64, i64)],
+    ) -> Result<Vec<i64>, StoreError> {
+        self.run(|s| cluster::renew_action_leases(s, holder, ttl, actions))
+    }
+
+    fn listen(&self, channel: &str) -> Result<(), StoreError> {
+        self.run(|s| cluster::listen(s, channel))
+    }
+
+    fn wait_for_notifications(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.run(|s| cluster::wait_for_notifications(s, timeout))
+    }
+
+    fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        self.run(|s| {
+            s.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+                .map(drop)
+        })
+    }
+}
+
+/// The highest seq up to which every event is processed: just before the
+/// oldest unprocessed one, or the journal's head when none is. The oldest
+/// unprocessed event is looked up partition by partition, each the first
+/// entry of its part of `events_unprocessed`, so the answer costs
+/// [`PARTITIONS`] index probes whatever the journal's size.
+fn processed_cursor<C: GenericClient>(s: &mut Session<'_, C>) -> Result<i64, StoreError> {
+    s.value(
+        "SELECT coalesce(
+             (SELECT min(first.seq) - 1
+              FROM generate_series(0, $1 - 1) AS p (partition)
+              CROSS JOIN LATERAL (
+                  SELECT seq FROM events
+                  WHERE processed_at_ms IS NULL AND events.partition = p.partition
+                  ORDER BY seq LIMIT 1) AS first),
+             (SELECT max(seq) FROM events),
+             0)",
+        &[&i32::try_from(PARTITIONS).unwrap_or(i32::MAX)],
+    )
+}
+
+/// A counter's total over its shards.
+fn counter<C: GenericClient>(s: &mut Session<'_, C>, name: &str) -> Result<i64, StoreError> {
+    s.value(
+        "SELECT coalesce(sum(value), 0)::bigint FROM counters WHERE name = $1",
+        &[&name],
+    )
+}
+
+fn dead_letter_count<C: GenericClient>(s: &mut Session<'_, C>) -> Result<i64, StoreError> {
+    s.value(
+        "SELECT count(*) FROM actions WHERE status = 'dead_letter'",
+        &[],
+    )
+}
+
+fn gate_overrides<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    campaign: &str,
+    limit: usize,
+) -> Result<Vec<GateOverrideRecord>, StoreError> {
+    s.rows(
+        "SELECT id, campaign, channel, \"by\", reason, event_seq, released, at_ms
+         FROM gate_overrides WHERE campaign = $1 ORDER BY id DESC LIMIT $2",
+        &[&campaign, &sql_limit(limit)],
+        |row| {
+            Ok(GateOverrideRecord {
+                id: row.try_get(0)?,
+                campaign: row.try_get(1)?,
+                channel: row.try_get(2)?,
+                by: row.try_get(3)?,
+                reason: row.try_get(4)?,
+                event_seq: row.try_get(5)?,
+                released: row.try_get(6)?,
+                at_ms: row.try_get(7)?,
+            })
+        },
+    )
+}
+
+/// Adds the decisions, actions and rule failures of the event to its head.
+fn complete_trail<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    mut trail: EventTrail,
+) -> Result<EventTrail, StoreError> {
+    let decisions = s.rows(
+        "SELECT id, body, shadow FROM decisions WHERE event_seq = $1 ORDER BY id",
+        &[&trail.seq],
+        |row| {
+            Ok((
+                row.try_get::<_, i64>(0)?,
+                row.try_get::<_, String>(1)?,
+                row.try_get::<_, bool>(2)?,
+            ))
+        },
+    )?;
+    for (id, body, shadow) in decisions {
+        let decision: Decision = serde_json::from_str(&body)?;
+        let mut actions = s.rows(
+            concat!(
+                "SELECT ",
+                action_columns!(),
+                " FROM actions a WHERE a.decision_id = $1 ORDER BY a.id"
+            ),
+            &[&id],
+            action_record,
+        )?;
+        for action in &mut actions {
+            action.history = action_history(s, action.id)?;
+        }
+        trail.decisions.push(DecisionRecord {
+            id,
+            decision,
+            shadow,
+            actions,
+        });
+    }
+    trail.rule_failures = s.rows(
+        "SELECT rule, rule_hash, message FROM rule_failures WHERE event_seq = $1 ORDER BY id",
+        &[&trail.seq],
+        |row| {
+            Ok(RuleFailure {
+                rule: row.try_get(0)?,
+                rule_hash: row.try_get(1)?,
+                message: row.try_get(2)?,
+            })
+        },
+    )?;
+    Ok(trail)
+}
+
+/// An action's history, oldest first.
+fn action_history<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    action_id: i64,
+) -> Result<Vec<ActionHistoryRecord>, StoreError> {
+    s.rows(
+        "SELECT at_ms, kind, attempts, detail, \"by\", reason FROM action_history
+         WHERE action_id = $1 ORDER BY id",
+        &[&action_id],
+        |row| {
+            Ok(ActionHistoryRecord {
+                at_ms: row.try_get(0)?,
+                kind: row.try_get(1)?,
+                attempts: attempts(row.try_get(2)?),
+                detail: row.try_get(3)?,
+                by: row.try_get(4)?,
+                reason: row.try_get(5)?,
+            })
+        },
+    )
+}
+
+// ---- rows to records: each reads the columns of its `*_columns!` macro, in order ----
+
+pub(super) fn journaled_event(row: &Row) -> Result<JournaledEvent, postgres::Error> {
+    Ok(JournaledEvent {
+        seq: row.try_get(0)?,
+        json: row.try_get(1)?,
+        received_at_ms: row.try_get(2)?,
+    })
+}
+
+pub(super) fn pending_action(row: &Row) -> Result<PendingAction, postgres::Error> {
+    Ok(PendingAction {
+        id: row.try_get(0)?,
+        event_seq: row.try_get(1)?,
+        decision_id: row.try_get(2)?,
+        route: row.try_get(3)?,
+        plugin: row.try_get(4)?,
+        payload_json: row.try_get(5)?,
+        attempts: attempts(row.try_get(6)?),
+        next_attempt_at_ms: row.try_get(7)?,
+        lease_token: row.try_get(8)?,
+    })
+}
+
+fn action_record(row: &Row) -> Result<ActionRecord, postgres::Error> {
+    Ok(ActionRecord {
+        id: row.try_get(0)?,
+        route: row.try_get(1)?,
+        plugin: row.try_get(2)?,
+        status: row.try_get(3)?,
+        attempts: attempts(row.try_get(4)?),
+        detail: row.try_get(5)?,
+        external_id: row.try_get(6)?,
+        next_attempt_at_ms: row.try_get(7)?,
+        finished_at_ms: row.try_get(8)?,
+        history: Vec::new(),
+    })
+}
+
+fn action_detail(row: &Row) -> Result<ActionDetail, postgres::Error> {
+    Ok(ActionDetail {
+        action: action_record(row)?,
+        event_seq: row.try_get(9)?,
+        event_id: row.try_get(10)?,
+        event_source: row.try_get(11)?,
+        event_type: row.try_get(12)?,
+        subject: row.try_get(13)?,
+        decision_id: row.try_get(14)?,
+        decision_kind: row.try_get(15)?,
+        rule: row.try_get(16)?,
+    })
+}
+
+/// `seq, source, id, type, subject, received_at_ms, processed_at_ms`.
+fn trail_head(row: &Row) -> Result<EventTrail, postgres::Error> {
+    Ok(EventTrail {
+        seq: row.try_get(0)?,
+        source: row.try_get(1)?,
+        id: row.try_get(2)?,
+        ty: row.try_get(3)?,
+        subject: row.try_get(4)?,
+        received_at_ms: row.try_get(5)?,
+        processed_at_ms: row.try_get(6)?,
+        decisions: Vec::new(),
+        rule_failures: Vec::new(),
+    })
+}
+
+pub(super) fn held_send(row: &Row) -> Result<HeldSendRecord, postgres::Error> {
+    Ok(HeldSendRecord {
+        id: row.try_get(0)?,
+        campaign: row.try_get(1)?,
+        channel: row.try_get(2)?,
+        event_seq: row.try_get(3)?,
+        event_id: row.try_get(4)?,
+        event_json: row.try_get(5)?,
+        rule: row.try_get(6)?,
+        reason: row.try_get(7)?,
+        held_at_ms: row.try_get(8)?,
+        status: row.try_get(9)?,
+        released_seq: row.try_get(10)?,
+        released_at_ms: row.try_get(11)?,
+        released_by: row.try_get(12)?,
+    })
+}
+
+pub(super) fn timer(row: &Row) -> Result<TimerRecord, StoreError> {
+    Ok(TimerRecord {
+        id: row.try_get(0)?,
+        entity: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        event_type: row.try_get(3)?,
+        data: serde_json::from_str(row.try_get(4)?)?,
+        expect_type: row.try_get(5)?,
+        due_at_ms: row.try_get(6)?,
+        catch_up: parse_catch_up(row.try_get(7)?)?,
+        rule: row.try_get(8)?,
+        rule_hash: row.try_get(9)?,
+        created_by_seq: row.try_get(10)?,
+        status: row.try_get(11)?,
+        fired_seq: row.try_get(12)?,
+        closed_at_ms: row.try_get(13)?,
+    })
+}

@@ -1,0 +1,260 @@
+//! The PostgreSQL schema and its migrations, versioned in `schema_version`.
+//!
+//! `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Migrations
+//! are only ever appended: a released one is never edited. The versions are
+//! PostgreSQL's own: the tables mirror SQLite's (same columns, same
+//! meaning, times in epoch milliseconds) plus what sharing needs, but the
+//! histories differ.
+
+use std::path::PathBuf;
+
+use postgres::Client;
+
+use crate::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: everything SQLite's seven versions built, and the cluster's part:
+    // partitions, leases, fencing tokens.
+    //
+    // Columns compared by order (`events.id` for a schedule's last
+    // occurrence, `entities.key` for paging) are `COLLATE "C"`: byte order,
+    // like SQLite, whatever the database's locale.
+    //
+    // `partition` (events, timers, held sends) is where the work of one
+    // daemon is found: `events_unprocessed` holds only what waits to be
+    // processed, so each daemon's next page, and the processed cursor, stay
+    // as small as the backlog.
+    //
+    // An action's lease (`lease_holder`, `lease_token`, `lease_until_ms`)
+    // says which daemon runs it; all three are set or none.
+    //
+    // `counters` replaces SQLite's `meta` counters: spread over shards (the
+    // connection's backend pid) so two daemons recording outcomes do not
+    // queue on one row until each other's commit.
+    r#"
+    CREATE FUNCTION converge_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
+        AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+
+    CREATE TABLE events (
+        seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        source          text NOT NULL,
+        id              text COLLATE "C" NOT NULL,
+        type            text NOT NULL,
+        subject         text,
+        json            text NOT NULL,
+        received_at_ms  bigint NOT NULL,
+        processed_at_ms bigint,
+        partition       integer NOT NULL,
+        UNIQUE (id, source)
+    );
+    CREATE INDEX events_unprocessed ON events (partition, seq) WHERE processed_at_ms IS NULL;
+    CREATE INDEX events_by_subject ON events (subject, seq);
+
+    CREATE TABLE entities (
+        key           text COLLATE "C" PRIMARY KEY,
+        state         text NOT NULL,
+        updated_at_ms bigint NOT NULL
+    );
+
+    CREATE TABLE decisions (
+        id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_seq     bigint NOT NULL REFERENCES events (seq),
+        rule          text NOT NULL,
+        rule_hash     text NOT NULL,
+        kind          text NOT NULL,
+        body          text NOT NULL,
+        created_at_ms bigint NOT NULL,
+        shadow        boolean NOT NULL DEFAULT false
+    );
+    CREATE INDEX decisions_by_event ON decisions (event_seq);
+
+    CREATE TABLE actions (
+        id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        decision_id        bigint NOT NULL REFERENCES decisions (id),
+        event_seq          bigint NOT NULL REFERENCES events (seq),
+        route              text NOT NULL,
+        plugin             text NOT NULL,
+        payload            text NOT NULL,
+        status             text NOT NULL DEFAULT 'pending'
+                           CHECK (status IN ('pending', 'done', 'dead_letter', 'dropped')),
+        attempts           bigint NOT NULL DEFAULT 0,
+        next_attempt_at_ms bigint,
+        detail             text,
+        external_id        text,
+        created_at_ms      bigint NOT NULL,
+        finished_at_ms     bigint,
+        lease_holder       text,
+        lease_token        bigint,
+        lease_until_ms     bigint,
+        CHECK ((lease_holder IS NULL) = (lease_token IS NULL)
+               AND (lease_token IS NULL) = (lease_until_ms IS NULL))
+    );
+    CREATE INDEX actions_by_decision ON actions (decision_id);
+    CREATE INDEX actions_pending ON actions (id) WHERE status = 'pending';
+    CREATE INDEX actions_dead_letter ON actions (id) WHERE status = 'dead_letter';
+
+    CREATE TABLE action_history (
+        id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        action_id bigint NOT NULL REFERENCES actions (id),
+        at_ms     bigint NOT NULL,
+        kind      text NOT NULL
+                  CHECK (kind IN ('attempt_failed', 'dead_lettered', 'retried', 'dropped')),
+        attempts  bigint NOT NULL,
+        detail    text,
+        "by"      text,
+        reason    text
+    );
+    CREATE INDEX action_history_by_action ON action_history (action_id, id);
+
+    CREATE TABLE rule_failures (
+        id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_seq bigint NOT NULL REFERENCES events (seq),
+        rule      text NOT NULL,
+        rule_hash text NOT NULL,
+        message   text NOT NULL
+    );
+    CREATE INDEX rule_failures_by_event ON rule_failures (event_seq);
+
+    CREATE TABLE timers (
+        id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        entity         text NOT NULL,
+        kind           text NOT NULL CHECK (kind IN ('schedule', 'expect')),
+        event_type     text NOT NULL,
+        data           text NOT NULL,
+        expect_type    text,
+        due_at_ms      bigint NOT NULL,
+        catch_up       text NOT NULL CHECK (catch_up IN ('fire_late', 'skip')),
+        rule           text NOT NULL,
+        rule_hash      text NOT NULL,
+        created_by_seq bigint NOT NULL REFERENCES events (seq),
+        status         text NOT NULL DEFAULT 'pending'
+                       CHECK (status IN ('pending', 'fired', 'cancelled', 'skipped')),
+        fired_seq      bigint REFERENCES events (seq),
+        closed_at_ms   bigint,
+        partition      integer NOT NULL,
+        CHECK ((kind = 'expect') = (expect_type IS NOT NULL))
+    );
+    CREATE INDEX timers_due ON timers (due_at_ms, id) WHERE status = 'pending';
+    CREATE INDEX timers_due_by_partition ON timers (partition, due_at_ms, id)
+        WHERE status = 'pending';
+    CREATE INDEX timers_by_entity ON timers (entity, status, expect_type);
+
+    CREATE TABLE held_sends (
+        id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        campaign       text NOT NULL,
+        channel        text NOT NULL,
+        event_seq      bigint NOT NULL REFERENCES events (seq),
+        rule           text NOT NULL,
+        reason         text NOT NULL,
+        held_at_ms     bigint NOT NULL,
+        status         text NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'released')),
+        released_seq   bigint REFERENCES events (seq),
+        released_at_ms bigint,
+        released_by    text,
+        partition      integer NOT NULL,
+        UNIQUE (event_seq, channel)
+    );
+    CREATE INDEX held_sends_open ON held_sends (campaign, channel, id) WHERE status = 'held';
+    CREATE INDEX held_sends_by_campaign ON held_sends (campaign, id);
+
+    CREATE TABLE gate_overrides (
+        id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        campaign  text NOT NULL,
+        channel   text,
+        "by"      text NOT NULL,
+        reason    text NOT NULL,
+        event_seq bigint NOT NULL REFERENCES events (seq),
+        released  bigint NOT NULL,
+        at_ms     bigint NOT NULL
+    );
+    CREATE INDEX gate_overrides_by_campaign ON gate_overrides (campaign, id);
+
+    CREATE TABLE source_state (
+        key           text PRIMARY KEY,
+        value         text NOT NULL,
+        updated_at_ms bigint NOT NULL
+    );
+
+    CREATE TABLE counters (
+        name  text NOT NULL,
+        shard integer NOT NULL,
+        value bigint NOT NULL,
+        PRIMARY KEY (name, shard)
+    );
+
+    CREATE TABLE leases (
+        name          text PRIMARY KEY,
+        holder        text NOT NULL,
+        token         bigint NOT NULL,
+        expires_at_ms bigint NOT NULL
+    );
+    -- Fencing tokens, of partition and action leases alike: each grant to a
+    -- new holder takes the next, so a newer holder always has a higher one.
+    CREATE SEQUENCE lease_tokens;
+    "#,
+];
+
+/// The schema version this build reads and writes.
+pub(super) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The advisory lock migrations hold ("converge" in ASCII), so daemons
+/// starting at once on a new database migrate it once: the others wait,
+/// then find it current.
+const MIGRATION_LOCK: i64 = 0x636f_6e76_6572_6765;
+
+/// Brings the schema to [`CURRENT_VERSION`], in one transaction.
+pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL)")?;
+    let found = match tx.query_opt("SELECT version FROM schema_version", &[])? {
+        Some(row) => row.try_get(0)?,
+        None => {
+            tx.execute("INSERT INTO schema_version (version) VALUES (0)", &[])?;
+            0
+        }
+    };
+    if !(0..=CURRENT_VERSION).contains(&found) {
+        return Err(StoreError::SchemaVersion {
+            found,
+            supported: CURRENT_VERSION,
+        });
+    }
+    if found == CURRENT_VERSION {
+        return Ok(());
+    }
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
+        tx.batch_execute(sql)?;
+        tracing::info!(version, "migrated the converge database schema");
+    }
+    tx.execute(
+        "UPDATE schema_version SET version = $1",
+        &[&CURRENT_VERSION],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// A reader does not migrate, so it must find the schema already current.
+pub(super) fn check_current(client: &mut Client, location: PathBuf) -> Result<(), StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])?
+        .try_get(0)?;
+    if !exists {
+        return Err(StoreError::Missing { path: location });
+    }
+    let found = match client.query_opt("SELECT version FROM schema_version", &[])? {
+        Some(row) => row.try_get(0)?,
+        None => 0,
+    };
+    if found != CURRENT_VERSION {
+        return Err(StoreError::SchemaVersion {
+            found,
+            supported: CURRENT_VERSION,
+        });
+    }
+    Ok(())
+}

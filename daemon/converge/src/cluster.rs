@@ -1,0 +1,477 @@
+//! Several daemons on one PostgreSQL database: who processes what.
+//!
+//! PostgreSQL is the only coordinator; the daemons never talk to each other.
+//! Every piece of work that must happen once is guarded by a lease in the
+//! database (`leases`: holder, fencing token, expiry on the database's clock):
+//!
+//! - **Membership.** Each daemon keeps a `daemon/<holder>` lease alive; the
+//!   live ones say how many daemons share the work.
+//! - **Partitions.** Entities fall in [`PARTITIONS`] partitions. Each daemon
+//!   holds about `PARTITIONS / daemons` partition leases and processes the
+//!   events of those partitions, in journal order, with its own entity cache
+//!   and gates, firing their due timers too. Every commit of processing is
+//!   fenced by the tokens of the partitions it touches: a daemon that lost a
+//!   partition (it stalled past the lease) cannot write to it any more.
+//! - **Takeover.** A dead daemon's leases expire after `storage.lease_ttl`;
+//!   the others then take its partitions (and run its actions, see
+//!   `dispatcher`, and its sources, see [`lead`]). A daemon that stops
+//!   cleanly releases its leases at once.
+//! - **Wake-ups.** Commits that journal events `NOTIFY converge_events`; the
+//!   processing loop waits on it, but also looks every [`POLL`], so a lost
+//!   notification only delays.
+//! - **Reloads.** A daemon that reloaded its rules (file change, SIGHUP)
+//!   notifies `converge_reload`; the others reload their own rule files.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use converge_model::Event;
+use converge_store::{
+    ActionLease, EVENTS_CHANNEL, Fence, FiredTimer, NewEvent, PARTITIONS, ProcessedEvent,
+    RuleFailure, Store, StoreError, WriteBatch, WriteResult, event_partition, partition_of,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::gates::Gates;
+use crate::journal::{Journaled, QueuedAction};
+use crate::processor::Processor;
+use crate::timers::FiringPlan;
+
+/// The channel a daemon that reloaded its rules notifies.
+pub const RELOAD_CHANNEL: &str = "converge_reload";
+/// The longest the processing loop waits without looking for work.
+const POLL: Duration = Duration::from_millis(200);
+/// Most events processed (or timers fired) in one commit.
+const BATCH: usize = 512;
+
+/// A name for this daemon among those sharing the database: new at every
+/// start, so a restarted daemon never mistakes its previous life's leases
+/// for its own.
+pub fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "converge".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{host}-{}-{nanos:08x}", std::process::id())
+}
+
+fn partition_lease(partition: u32) -> String {
+    format!("partition/{partition}")
+}
+
+fn daemon_lease(holder: &str) -> String {
+    format!("daemon/{holder}")
+}
+
+/// A partition this daemon holds.
+struct Held {
+    token: i64,
+    /// On the daemon's clock: timers due before it are late.
+    since_ms: i64,
+}
+
+/// Rules reloads to and from the other daemons.
+pub struct ReloadPeers {
+    /// A local reload happened: tell the others.
+    pub announce: mpsc::Receiver<()>,
+    /// Another daemon reloaded: reload here too.
+    pub remote: mpsc::Sender<()>,
+}
+
+/// The processing loop of a daemon sharing the database: partitions,
+/// events, timers, reload notifications.
+pub struct ClusterProcessor {
+    /// Its `reader` is this loop's own connection, for reads and writes.
+    pub processor: Processor,
+    pub holder: String,
+    pub ttl: Duration,
+    pub dispatcher: mpsc::Sender<QueuedAction>,
+    pub reloads: ReloadPeers,
+}
+
+impl ClusterProcessor {
+    /// Runs until `stop`, then gives its leases back. A storage failure
+    /// other than a lost lease cancels `fatal`.
+    pub fn run(mut self, stop: CancellationToken, fatal: CancellationToken) {
+        let mut held = BTreeMap::new();
+        let result = self.work(&mut held, &stop);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "processing stopped");
+            fatal.cancel();
+        }
+        // Released at once, the partitions move on without waiting for expiry.
+        let store = &self.processor.reader;
+        for partition in held.keys() {
+            let _ = store.release_lease(&partition_lease(*partition), &self.holder);
+        }
+        let _ = store.release_lease(&daemon_lease(&self.holder), &self.holder);
+        tracing::debug!("processor stopped");
+    }
+
+    fn work(
+        &mut self,
+        held: &mut BTreeMap<u32, Held>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let store = &self.processor.reader;
+        store.listen(EVENTS_CHANNEL)?;
+        store.listen(RELOAD_CHANNEL)?;
+        self.processor.caught_up.cancel();
+        let mut last_membership: Option<Instant> = None;
+        while !stop.is_cancelled() {
+            if last_membership.is_none_or(|at| at.elapsed() >= self.ttl / 3) {
+                last_membership = Some(Instant::now());
+                self.membership(held)?;
+            }
+            while self.reloads.announce.try_recv().is_ok() {
+                self.processor.reader.notify(RELOAD_CHANNEL, &self.holder)?;
+            }
+            let busy = self.process_events(held)? | self.fire_timers(held)?;
+            if busy {
+                continue;
+            }
+            let wait = last_membership
+                .map(|at| (self.ttl / 3).saturating_sub(at.elapsed()))
+                .unwrap_or_default()
+                .min(POLL);
+            for (channel, payload) in self.processor.reader.wait_for_notifications(wait)? {
+                if channel == RELOAD_CHANNEL && payload != self.holder {
+                    let _ = self.reloads.remote.try_send(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps this daemon's leases: its heartbeat, then its share of the
+    /// partitions (renewed; extras given back; free or expired ones taken).
+    fn membership(&mut self, held: &mut BTreeMap<u32, Held>) -> anyhow::Result<()> {
+        let store = &self.processor.reader;
+        let holder = self.holder.as_str();
+        store.hold_lease(&daemon_lease(holder), holder, self.ttl)?;
+        let daemons = store.live_leases("daemon/")?.len().max(1);
+        let share = PARTITIONS.div_ceil(u32::try_from(daemons).unwrap_or(u32::MAX)) as usize;
+        let mut changed = false;
+
+        let mut lost = Vec::new();
+        for (partition, h) in held.iter() {
+            if store.hold_lease(&partition_lease(*partition), holder, self.ttl)? != Some(h.token) {
+                lost.push(*partition);
+            }
+        }
+        for partition in lost {
+            tracing::warn!(partition, "partition lease lost to another daemon");
+            held.remove(&partition);
+            changed = true;
+        }
+        while held.len() > share {
+            let Some((partition, _)) = held.pop_last() else {
+                break;
+            };
+            store.release_lease(&partition_lease(partition), holder)?;
+            changed = true;
+        }
+        if held.len() < share {
+            let taken: std::collections::HashSet<String> = store
+                .live_leases("partition/")?
+                .into_iter()
+                .map(|lease| lease.name)
+                .collect();
+            // Each daemon starts looking at its own place, so they do not
+            // all race for the same partitions.
+            let offset = partition_of(holder);
+            for i in 0..PARTITIONS {
+                if held.len() >= share {
+                    break;
+                }
+                let partition = (offset + i) % PARTITIONS;
+                let name = partition_lease(partition);
+                if held.contains_key(&partition) || taken.contains(&name) {
+                    continue;
+                }
+                if let Some(token) = store.hold_lease(&name, holder, self.ttl)? {
+                    held.insert(
+                        partition,
+                        Held {
+                            token,
+                            since_ms: self.processor.clock.now_ms(),
+                        },
+                    );
+                    self.processor.metrics.partition_takeovers.inc();
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            // Another daemon may have changed these entities and gates.
+            let partitions: Vec<u32> = held.keys().copied().collect();
+            self.processor.cache.clear();
+            self.processor.gates = Gates::load(store.held_sends_in(&partitions)?);
+            self.processor
+                .metrics
+                .partitions_held
+                .set(i64::try_from(held.len()).unwrap_or(i64::MAX));
+            tracing::info!(partitions = ?partitions, daemons, "partitions held");
+        }
+        let metrics = &self.processor.metrics;
+        metrics.timers_pending.set(store.pending_timer_count()?);
+        metrics.dead_letters.set(store.dead_letter_count()?);
+        Ok(())
+    }
+
+    /// Processes one page of the held partitions' unprocessed events, in
+    /// journal order, and commits the lot fenced by those partitions.
+    /// Returns whether there was any.
+    fn process_events(&mut self, held: &mut BTreeMap<u32, Held>) -> anyhow::Result<bool> {
+        if held.is_empty() {
+            return Ok(false);
+        }
+        let partitions: Vec<u32> = held.keys().copied().collect();
+        let page = self
+            .processor
+            .reader
+            .unprocessed_events(&partitions, BATCH)?;
+        if page.is_empty() {
+            return Ok(false);
+        }
+        let rules = self.processor.rules.borrow_and_update().clone();
+        let mut touched = Vec::new();
+        let mut processed = Vec::with_capacity(page.len());
+        for journaled in page {
+            let event = match Event::from_journal(&journaled.json) {
+                Ok(event) => event,
+                Err(e) => {
+                    // Recorded as processed with the reason, or it would
+                    // come back on every page.
+                    tracing::error!(seq = journaled.seq, error = %e, "journaled event no longer parses; skipped");
+                    processed.push(unreadable(journaled.seq, &e.to_string(), &self.processor));
+                    continue;
+                }
+            };
+            touched.push(event_partition(event.subject.as_deref(), &event.id));
+            let item = Journaled {
+                seq: journaled.seq,
+                event,
+                received_at_ms: journaled.received_at_ms,
+                acked_at: None,
+                permit: None,
+            };
+            let result = self
+                .processor
+                .process(item, &rules)
+                .map_err(|message| anyhow::anyhow!(message))?;
+            processed.push(result.result);
+        }
+        let count = processed.len();
+        let batch = WriteBatch {
+            processed,
+            fences: self.fences(held, touched),
+            new_action_lease: Some(ActionLease {
+                holder: self.holder.clone(),
+                ttl_ms: i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX),
+            }),
+            ..WriteBatch::default()
+        };
+        let written = match self.commit(held, &batch)? {
+            Some(written) => written,
+            None => return Ok(true),
+        };
+        let metrics = &self.processor.metrics;
+        metrics.events_processed.inc_by(count as u64);
+        let emitted = written
+            .emitted
+            .iter()
+            .filter(|a| matches!(a, converge_store::Appended::New { .. }))
+            .count() as u64;
+        metrics.events_emitted.inc_by(emitted);
+        metrics
+            .journal_events
+            .inc_by(i64::try_from(emitted).unwrap_or(0));
+        for action in written.actions {
+            // A full queue leaves the action leased here until its lease
+            // expires; then any daemon claims it.
+            let _ = self.dispatcher.try_send(QueuedAction {
+                action,
+                acked_at: None,
+                retried: false,
+            });
+        }
+        Ok(true)
+    }
+
+    /// Fires (or skips, per their catch-up policy) the held partitions' due
+    /// timers. A timer that fell due before this daemon took its partition
+    /// is late. Returns whether there was any.
+    fn fire_timers(&mut self, held: &mut BTreeMap<u32, Held>) -> anyhow::Result<bool> {
+        if held.is_empty() {
+            return Ok(false);
+        }
+        let partitions: Vec<u32> = held.keys().copied().collect();
+        let now_ms = self.processor.clock.now_ms();
+        let due = self
+            .processor
+            .reader
+            .due_timers_in(&partitions, now_ms, BATCH)?;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let touched: Vec<u32> = due.iter().map(|t| partition_of(&t.entity)).collect();
+        let plan = FiringPlan::of(due, now_ms, |timer| {
+            held.get(&partition_of(&timer.entity))
+                .is_some_and(|h| timer.due_at_ms < h.since_ms)
+        });
+        let batch = WriteBatch {
+            fired_timers: plan
+                .fire
+                .iter()
+                .map(|f| FiredTimer {
+                    timer_id: f.timer_id,
+                    event: NewEvent::from_event(&f.event, f.fired_at_ms),
+                    fired_at_ms: f.fired_at_ms,
+                })
+                .collect(),
+            skipped_timers: plan.skip,
+            fences: self.fences(held, touched),
+            ..WriteBatch::default()
+        };
+        let Some(written) = self.commit(held, &batch)? else {
+            return Ok(true);
+        };
+        let metrics = &self.processor.metrics;
+        for ((timer, late), outcome) in plan.fired.iter().zip(&written.fired) {
+            if outcome.is_some() {
+                metrics.journal_events.inc();
+                metrics.timer_fired(timer.id, &timer.event_type, &timer.entity, *late);
+            }
+        }
+        for timer in &plan.skipped {
+            metrics.timer_skipped(timer.id, &timer.event_type, &timer.entity);
+        }
+        Ok(true)
+    }
+
+    /// The fences of the held partitions among `touched`.
+    fn fences(&self, held: &BTreeMap<u32, Held>, mut touched: Vec<u32>) -> Vec<Fence> {
+        touched.sort_unstable();
+        touched.dedup();
+        touched
+            .into_iter()
+            .filter_map(|p| {
+                held.get(&p).map(|h| Fence {
+                    lease: partition_lease(p),
+                    holder: self.holder.clone(),
+                    token: h.token,
+                })
+            })
+            .collect()
+    }
+
+    /// Commits a fenced batch. `Ok(None)`: a lease was lost, nothing was
+    /// written, and the partitions are re-read at the next membership round
+    /// (forced now), with a fresh cache.
+    fn commit(
+        &mut self,
+        held: &mut BTreeMap<u32, Held>,
+        batch: &WriteBatch,
+    ) -> anyhow::Result<Option<WriteResult>> {
+        match self.processor.reader.write(batch) {
+            Ok(written) => Ok(Some(written)),
+            Err(StoreError::Fenced { lease }) => {
+                tracing::warn!(%lease, "lease lost before the commit; another daemon has this work");
+                if let Some(partition) = lease
+                    .strip_prefix("partition/")
+                    .and_then(|p| p.parse().ok())
+                {
+                    held.remove(&partition);
+                }
+                let partitions: Vec<u32> = held.keys().copied().collect();
+                self.processor.cache.clear();
+                self.processor.gates =
+                    Gates::load(self.processor.reader.held_sends_in(&partitions)?);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The processing record of a journaled event that no longer parses.
+fn unreadable(seq: i64, error: &str, processor: &Processor) -> ProcessedEvent {
+    ProcessedEvent {
+        seq,
+        processed_at_ms: processor.clock.now_ms(),
+        rule_failures: vec![RuleFailure {
+            rule: "converge".into(),
+            rule_hash: String::new(),
+            message: format!("the journaled event no longer parses: {error}"),
+        }],
+        ..ProcessedEvent::default()
+    }
+}
+
+/// Runs a source (a poll, a drop folder) only while this daemon holds its
+/// lease `name`: tries to take it every third of `ttl`, starts the source
+/// when it does, renews it, and stops the source if the lease is lost.
+/// Gives the lease back when `stop` fires.
+pub async fn lead<F>(
+    store: Arc<Mutex<Store>>,
+    name: String,
+    holder: String,
+    ttl: Duration,
+    stop: CancellationToken,
+    start: F,
+) where
+    F: Fn(CancellationToken) -> JoinHandle<()>,
+{
+    let mut running: Option<(CancellationToken, JoinHandle<()>)> = None;
+    let mut tick = tokio::time::interval(ttl / 3);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let held = tokio::task::block_in_place(|| {
+            store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .hold_lease(&name, &holder, ttl)
+        });
+        match (held, running.is_some()) {
+            (Ok(Some(_)), false) => {
+                tracing::info!(source = %name, "this daemon runs the source now");
+                let token = stop.child_token();
+                let handle = start(token.clone());
+                running = Some((token, handle));
+            }
+            (Ok(Some(_)), true) | (Ok(None), false) => {}
+            (Ok(None), true) | (Err(_), true) => {
+                tracing::warn!(source = %name, "source lease lost; stopping it here");
+                if let Some((token, handle)) = running.take() {
+                    token.cancel();
+                    let _ = handle.await;
+                }
+            }
+            (Err(e), false) => {
+                tracing::error!(source = %name, error = %e, "cannot take the source lease")
+            }
+        }
+    }
+    if let Some((token, handle)) = running.take() {
+        token.cancel();
+        let _ = handle.await;
+    }
+    let _ = tokio::task::block_in_place(|| {
+        store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release_lease(&name, &holder)
+    });
+}
