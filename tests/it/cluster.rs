@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::postgres::TestDatabase;
-use crate::support::{Daemon, Sink, Workspace, event, plugins_toml};
+use crate::support::{Daemon, Sink, Workspace, event, plugins_toml, repo_root};
 
 /// Every created task is notified with its number and what its entity has
 /// seen, and reminded an hour later.
@@ -303,4 +303,218 @@ async fn three_daemons_share_the_work_and_survive_a_sigkill() {
         applied.created.len() + applied.reminders.len(),
         applied.repeated_deliveries
     );
+}
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// Two daemons on one database with the example convergence gate and a
+/// `greet` rule, rule files not watched: only SIGHUP (or the other daemon)
+/// reloads them.
+fn gate_workspace(db: &TestDatabase, sink: &Sink, greeting: &str) -> Workspace {
+    let gate = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();
+    let greet = format!("if event.type == \"hello\" {{ notify(\"ops\", \"{greeting}\"); }}");
+    let ws = Workspace::new(
+        &[("convergence_gate", &gate), ("greet", &greet)],
+        &format!(
+            r#"{plugins}
+[[routes]]
+decision = "release_send"
+plugin = "webhook-out"
+config = {{ url = "{url}" }}
+"#,
+            plugins = plugins_toml(sink),
+            url = sink.url("/send"),
+        ),
+    );
+    ws.edit_config("[rules]\n", "[rules]\nwatch = false\n");
+    db.configure(&ws, "3s");
+    ws
+}
+
+fn rules_hash(status: &Value, rule: &str) -> String {
+    status["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == rule)
+        .map(|r| r["hash"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_and_a_gate_override_reach_every_daemon() {
+    let Some(db) = TestDatabase::create("a_reload_and_a_gate_override_reach_every_daemon") else {
+        return;
+    };
+    let sink = Sink::start().await;
+    let (a, b) = (
+        gate_workspace(&db, &sink, "v1"),
+        gate_workspace(&db, &sink, "v1"),
+    );
+    let env = [db.env()[0], ("CONVERGE_ADMIN_TOKEN", TOKEN)];
+    let (da, db_) = (a.start_with_env(&env), b.start_with_env(&env));
+
+    // A reload on one daemon: the other reloads its own files.
+    let before = rules_hash(&status(&db_).await, "greet");
+    for ws in [&a, &b] {
+        let greet = "if event.type == \"hello\" { notify(\"ops\", \"v2\"); }";
+        std::fs::write(ws.dir.path().join("greet.rhai"), greet).unwrap();
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &da.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = status(&db_).await;
+        if rules_hash(&status, "greet") != before {
+            assert_eq!(status["last_reload"]["outcome"], "ok", "{status:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never reloaded\n{}", db_.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        rules_hash(&status(&da).await, "greet"),
+        rules_hash(&status(&db_).await, "greet")
+    );
+
+    // A send held through one daemon, overridden through the other.
+    let channel = |id: &str, name: &str, stage: &str| {
+        event(
+            id,
+            "campaign.channel.updated",
+            "campaign/spring",
+            json!({"channel": name, "stage": stage, "offer_code": "FALL25",
+                   "landing_url": "https://shop.test/fall", "key_message": "Save 25%",
+                   "launch_at": "2026-11-24T09:00:00Z", "segments": ["loyal"]}),
+        )
+    };
+    for e in [
+        channel("c-1", "email", "approved"),
+        channel("c-2", "paid", "draft"),
+        event(
+            "s-1",
+            "send.requested",
+            "campaign/spring",
+            json!({"channel": "email", "requested_by": "eve"}),
+        ),
+    ] {
+        let (code, body) = da.send_event(&e).await;
+        assert_eq!(code, 202, "{body}");
+    }
+    let trail = db_
+        .wait_for_trail("s-1", |t| !t["processed_at_ms"].is_null())
+        .await;
+    assert_eq!(trail["decisions"][0]["decision"]["kind"], "hold_send");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/gates/campaign/spring/override", db_.url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({"by": "mia", "reason": "legal approved email"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        202,
+        "{}",
+        response.text().await.unwrap()
+    );
+    let received = sink.wait_for(1).await;
+    assert_eq!(received[0].body["event"]["id"], "s-1");
+    assert_eq!(received[0].body["kind"], "release_send");
+    for daemon in [&da, &db_] {
+        let (code, body) = daemon.get("/v1/gates/campaign/spring").await;
+        assert_eq!(code, 200, "{body}");
+        let gate: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(gate["open"], false, "{gate:#}");
+        assert_eq!(gate["held_sends"][0]["released_by"], "override by mia");
+    }
+}
+
+/// Rows of a drop folder both daemons watch.
+const BRIEF_RULE: &str = r#"
+//! events: brief.imported
+notify("ops", `brief ${event.data.brief_id}`);
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drop_folder_is_read_by_one_daemon_at_a_time_and_taken_over() {
+    let Some(db) = TestDatabase::create("a_drop_folder_is_read_by_one_daemon_at_a_time") else {
+        return;
+    };
+    let sink = Sink::start().await;
+    let shared = tempfile::tempdir().unwrap();
+    let drops = shared.path().join("briefs");
+    std::fs::create_dir_all(&drops).unwrap();
+    let workspace = || {
+        let ws = Workspace::new(
+            &[("briefs", BRIEF_RULE)],
+            &format!(
+                r#"{plugins}
+[[routes]]
+decision = "notify"
+plugin = "webhook-out"
+config = {{ url = "{url}" }}
+
+[[file_drops]]
+name = "briefs"
+dir = {dir:?}
+type = "brief.imported"
+subject = "campaign/{{campaign_id}}"
+id_field = "brief_id"
+settle = "100ms"
+rescan = "200ms"
+"#,
+                plugins = plugins_toml(&sink),
+                url = sink.url("/hook"),
+                dir = drops.display().to_string(),
+            ),
+        );
+        db.configure(&ws, "2s");
+        ws
+    };
+    let (a, b) = (workspace(), workspace());
+    let mut daemons = vec![a.start_with_env(&db.env()), b.start_with_env(&db.env())];
+    let drop_file = |name: &str, rows: std::ops::Range<usize>| {
+        let mut csv = String::from("campaign_id,brief_id\n");
+        for i in rows {
+            csv.push_str(&format!("c-{},B-{i}\n", i % 7));
+        }
+        let temp = drops.join(format!(".{name}.tmp"));
+        std::fs::write(&temp, csv).unwrap();
+        std::fs::rename(temp, drops.join(name)).unwrap();
+    };
+    drop_file("one.csv", 0..50);
+    let received = sink.wait_for(50).await;
+    // The leader: the daemon whose journal took the rows.
+    let mut leader = None;
+    for (i, daemon) in daemons.iter().enumerate() {
+        if daemon.metric("converge_events_accepted_total").await > 0.0 {
+            assert!(leader.is_none(), "both daemons read the folder");
+            leader = Some(i);
+        }
+    }
+    let leader = leader.expect("one daemon read the folder");
+    assert_eq!(received.len(), 50);
+
+    // The leader dies; the other takes the folder over once its lease expires.
+    daemons.remove(leader).kill9();
+    drop_file("two.csv", 50..80);
+    let received = sink.wait_for(80).await;
+    let mut briefs: Vec<String> = received
+        .iter()
+        .map(|r| r.body["decision"]["message"].as_str().unwrap().to_string())
+        .collect();
+    briefs.sort();
+    briefs.dedup();
+    assert_eq!(briefs.len(), 80, "every row once: {briefs:?}");
+    assert!(
+        daemons[0].metric("converge_events_accepted_total").await >= 30.0,
+        "{}",
+        daemons[0].log()
+    );
+    assert!(drops.join("processed/two.csv").exists());
 }
