@@ -293,6 +293,20 @@ async fn three_daemons_share_the_work_and_survive_a_sigkill() {
     );
     let status = status(&daemons[2]).await;
     assert_eq!(status["dead_letters"], 0, "{status:#}");
+    // The commands that read the database work on PostgreSQL too.
+    let first = acked.iter().next().unwrap();
+    let explain = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["explain", first, "--config"])
+        .arg(workspaces[0].config())
+        .envs(db.env())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(
+        explain.status.success() && text.contains(first.as_str()) && text.contains("notify"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&explain.stderr)
+    );
     println!(
         "{} acknowledged ({:?} per daemon), {} effects, {} repeated deliveries dropped by key",
         acked.len(),

@@ -117,6 +117,14 @@ impl From<Exit> for ExitCode {
 pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
+    // The commands that read the database run outside the async runtime:
+    // the PostgreSQL client runs one of its own, which cannot nest.
+    let command = match cli.command {
+        Command::Explain(args) => return explain::run(&args),
+        Command::Replay(args) => return replay::run(args),
+        Command::Rules { command } => return rules_cli::run(command),
+        command => command,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -128,7 +136,7 @@ pub fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Run { config } => {
                 let config = match Config::load(&config, &|name| std::env::var(name).ok()) {
                     Ok(config) => config,
@@ -160,13 +168,10 @@ pub fn main() -> ExitCode {
                     Exit::Invalid.into()
                 }
             },
-            Command::Explain(args) => explain::run(&args),
             Command::Status { config, json } => match status::run(&config, json).await {
                 Ok(()) => Exit::Ok.into(),
                 Err(e) => e.report(),
             },
-            Command::Rules { command } => rules_cli::run(command),
-            Command::Replay(args) => replay::run(args),
             Command::Gates(args) => gates::run(args).await,
             Command::Dlq(args) => dlq::run(args).await,
             Command::Sink { listen } => match sink::run(listen).await {
@@ -176,6 +181,9 @@ pub fn main() -> ExitCode {
                     Exit::Failure.into()
                 }
             },
+            Command::Explain(_) | Command::Replay(_) | Command::Rules { .. } => {
+                unreachable!("run before the runtime starts")
+            }
         }
     })
 }
