@@ -44,6 +44,9 @@ use crate::timers::FiringPlan;
 pub const RELOAD_CHANNEL: &str = "converge_reload";
 /// The longest the processing loop waits without looking for work.
 const POLL: Duration = Duration::from_millis(200);
+/// The most time between two rounds of membership (renewing this daemon's
+/// leases, taking free or expired partitions).
+const MEMBERSHIP_ROUND: Duration = Duration::from_secs(1);
 /// Most events processed (or timers fired) in one commit.
 const BATCH: usize = 512;
 
@@ -125,9 +128,12 @@ impl ClusterProcessor {
         store.listen(EVENTS_CHANNEL)?;
         store.listen(RELOAD_CHANNEL)?;
         self.processor.caught_up.cancel();
+        // Renewing is needed every third of the lease; looking for a dead
+        // daemon's expired partitions more often makes a takeover faster.
+        let round = (self.ttl / 3).min(MEMBERSHIP_ROUND);
         let mut last_membership: Option<Instant> = None;
         while !stop.is_cancelled() {
-            if last_membership.is_none_or(|at| at.elapsed() >= self.ttl / 3) {
+            if last_membership.is_none_or(|at| at.elapsed() >= round) {
                 last_membership = Some(Instant::now());
                 self.membership(held)?;
             }
@@ -139,7 +145,7 @@ impl ClusterProcessor {
                 continue;
             }
             let wait = last_membership
-                .map(|at| (self.ttl / 3).saturating_sub(at.elapsed()))
+                .map(|at| round.saturating_sub(at.elapsed()))
                 .unwrap_or_default()
                 .min(POLL);
             for (channel, payload) in self.processor.reader.wait_for_notifications(wait)? {
@@ -153,6 +159,7 @@ impl ClusterProcessor {
 
     /// Keeps this daemon's leases: its heartbeat, then its share of the
     /// partitions (renewed; extras given back; free or expired ones taken).
+    /// About 2 + (partitions held) statements a round.
     fn membership(&mut self, held: &mut BTreeMap<u32, Held>) -> anyhow::Result<()> {
         let store = &self.processor.reader;
         let holder = self.holder.as_str();
@@ -418,7 +425,8 @@ fn unreadable(seq: i64, error: &str, processor: &Processor) -> ProcessedEvent {
 }
 
 /// Runs a source (a poll, a drop folder) only while this daemon holds its
-/// lease `name`: tries to take it every third of `ttl`, starts the source
+/// lease `name`: tries to take it every round (a third of `ttl`, at most a
+/// second), starts the source
 /// when it does, renews it, and stops the source if the lease is lost.
 /// Gives the lease back when `stop` fires.
 pub async fn lead<F>(
@@ -432,7 +440,7 @@ pub async fn lead<F>(
     F: Fn(CancellationToken) -> JoinHandle<()>,
 {
     let mut running: Option<(CancellationToken, JoinHandle<()>)> = None;
-    let mut tick = tokio::time::interval(ttl / 3);
+    let mut tick = tokio::time::interval((ttl / 3).min(MEMBERSHIP_ROUND));
     loop {
         tokio::select! {
             () = stop.cancelled() => break,

@@ -1,6 +1,9 @@
 //! The outbox's part of a write: the outcomes of attempts, which a stale
 //! lease holder cannot record, and people's retries and drops of dead
-//! letters.
+//! letters. Outcomes are many (one per action run) and go in one statement
+//! per batch; people's decisions are few and go one by one.
+
+use std::collections::{HashMap, HashSet};
 
 use postgres::GenericClient;
 
@@ -14,124 +17,195 @@ use crate::records::{
 const COUNTER_SHARDS: i32 = 16;
 
 /// Records each outcome whose action is still pending (and, for a leased
-/// attempt, still under its token); counts the done and dead-lettered.
+/// attempt, still under its token), with the history rows of failures and
+/// the done and dead-lettered counters, in one statement. An action named
+/// by several outcomes of the batch (a failed attempt, then its success)
+/// takes them in turn: the outcomes go in rounds, the first of each action
+/// in the first round, so each round names an action at most once.
 pub(super) fn record_outcomes<C: GenericClient>(
     s: &mut Session<'_, C>,
     outcomes: &[ActionOutcome],
     result: &mut WriteResult,
 ) -> Result<(), StoreError> {
-    let (mut done, mut dead_lettered) = (0_i64, 0_i64);
-    for outcome in outcomes {
-        let detail = Some(outcome.detail.as_str()).filter(|d| !d.is_empty());
-        let attempts = sql_attempts(outcome.attempts);
-        // $1 id, $2 attempts, $3 detail, $4 finished at, $5 lease token
-        // (NULL: not leased); $6 what the kind adds. Leaving `pending` ends
-        // the lease; a retry keeps it with its holder.
-        let recorded = match &outcome.result {
-            OutcomeKind::Done { external_id } => s.execute(
-                "UPDATE actions
-                 SET status = 'done', attempts = $2, detail = $3, finished_at_ms = $4,
-                     external_id = $6, next_attempt_at_ms = NULL,
-                     lease_holder = NULL, lease_token = NULL, lease_until_ms = NULL
-                 WHERE id = $1 AND status = 'pending'
-                   AND ($5::bigint IS NULL OR lease_token = $5)",
-                &[
-                    &outcome.action_id,
-                    &attempts,
-                    &detail,
-                    &outcome.finished_at_ms,
-                    &outcome.lease_token,
-                    external_id,
-                ],
-            )?,
-            OutcomeKind::DeadLetter => s.execute(
-                "WITH finished AS (
-                     UPDATE actions
-                     SET status = 'dead_letter', attempts = $2, detail = $3,
-                         finished_at_ms = $4, external_id = NULL, next_attempt_at_ms = NULL,
-                         lease_holder = NULL, lease_token = NULL, lease_until_ms = NULL
-                     WHERE id = $1 AND status = 'pending'
-                       AND ($5::bigint IS NULL OR lease_token = $5)
-                     RETURNING id)
-                 INSERT INTO action_history (action_id, at_ms, kind, attempts, detail)
-                 SELECT id, $4, 'dead_lettered', $2, $3 FROM finished",
-                &[
-                    &outcome.action_id,
-                    &attempts,
-                    &detail,
-                    &outcome.finished_at_ms,
-                    &outcome.lease_token,
-                ],
-            )?,
-            OutcomeKind::Retry { next_attempt_at_ms } => s.execute(
-                "WITH failed AS (
-                     UPDATE actions SET attempts = $2, detail = $3, next_attempt_at_ms = $6
-                     WHERE id = $1 AND status = 'pending'
-                       AND ($5::bigint IS NULL OR lease_token = $5)
-                     RETURNING id)
-                 INSERT INTO action_history (action_id, at_ms, kind, attempts, detail)
-                 SELECT id, $4, 'attempt_failed', $2, $3 FROM failed",
-                &[
-                    &outcome.action_id,
-                    &attempts,
-                    &detail,
-                    &outcome.finished_at_ms,
-                    &outcome.lease_token,
-                    next_attempt_at_ms,
-                ],
-            )?,
-        } == 1;
-        if recorded {
-            match outcome.result {
-                OutcomeKind::Done { .. } => done += 1,
-                OutcomeKind::DeadLetter => dead_lettered += 1,
-                OutcomeKind::Retry { .. } => {}
-            }
-        } else {
-            not_recorded(s, outcome, result)?;
+    // Each outcome with its place in the batch.
+    let mut rounds: Vec<Vec<(usize, &ActionOutcome)>> = Vec::new();
+    let mut mentions: HashMap<i64, usize> = HashMap::new();
+    for (place, outcome) in outcomes.iter().enumerate() {
+        let mention = mentions.entry(outcome.action_id).or_insert(0);
+        if rounds.len() == *mention {
+            rounds.push(Vec::new());
         }
+        rounds[*mention].push((place, outcome));
+        *mention += 1;
     }
-    if done > 0 || dead_lettered > 0 {
-        s.execute(
-            "INSERT INTO counters (name, shard, value)
-             SELECT c.name, pg_backend_pid() % $3, c.value
-             FROM (VALUES ('actions_done', $1::bigint), ('actions_dead_lettered', $2::bigint))
-                  AS c (name, value)
-             WHERE c.value > 0
-             ON CONFLICT (name, shard) DO UPDATE SET value = counters.value + excluded.value",
-            &[&done, &dead_lettered, &COUNTER_SHARDS],
-        )?;
+    let mut fenced = Vec::new();
+    for round in &rounds {
+        let in_round: Vec<&ActionOutcome> = round.iter().map(|(_, o)| *o).collect();
+        let recorded = record_round(s, &in_round)?;
+        let missed: Vec<(usize, &ActionOutcome)> = round
+            .iter()
+            .zip(&recorded)
+            .filter(|(_, recorded)| !**recorded)
+            .map(|(outcome, _)| *outcome)
+            .collect();
+        fenced.extend(not_recorded(s, &missed)?);
+        result.dead_lettered += in_round
+            .iter()
+            .zip(&recorded)
+            .filter(|(outcome, recorded)| {
+                **recorded && matches!(outcome.result, OutcomeKind::DeadLetter)
+            })
+            .count();
     }
-    result.dead_lettered = usize::try_from(dead_lettered).unwrap_or(0);
+    // In the order of the outcomes, as if recorded one by one.
+    fenced.sort_by_key(|&(place, _)| place);
+    result
+        .outcomes_fenced
+        .extend(fenced.into_iter().map(|(_, id)| id));
     Ok(())
 }
 
-/// Why an outcome was not recorded: no such action (an error), its lease
-/// passed to another holder (reported in `outcomes_fenced`), or it had
-/// already finished (a late duplicate, ignored).
+/// One round of [`record_outcomes`]: whether each outcome was recorded.
+/// Leaving `pending` ends the lease; a retry keeps it with its holder.
+fn record_round<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    round: &[&ActionOutcome],
+) -> Result<Vec<bool>, StoreError> {
+    let ids: Vec<i64> = round.iter().map(|o| o.action_id).collect();
+    let kinds: Vec<&str> = round
+        .iter()
+        .map(|o| match o.result {
+            OutcomeKind::Done { .. } => "done",
+            OutcomeKind::DeadLetter => "dead_letter",
+            OutcomeKind::Retry { .. } => "retry",
+        })
+        .collect();
+    let attempts: Vec<i64> = round.iter().map(|o| sql_attempts(o.attempts)).collect();
+    let details: Vec<Option<&str>> = round
+        .iter()
+        .map(|o| Some(o.detail.as_str()).filter(|d| !d.is_empty()))
+        .collect();
+    let at: Vec<i64> = round.iter().map(|o| o.finished_at_ms).collect();
+    let tokens: Vec<Option<i64>> = round.iter().map(|o| o.lease_token).collect();
+    let external_ids: Vec<Option<&str>> = round
+        .iter()
+        .map(|o| match &o.result {
+            OutcomeKind::Done { external_id } => external_id.as_deref(),
+            _ => None,
+        })
+        .collect();
+    let next_attempts: Vec<Option<i64>> = round
+        .iter()
+        .map(|o| match o.result {
+            OutcomeKind::Retry { next_attempt_at_ms } => Some(next_attempt_at_ms),
+            _ => None,
+        })
+        .collect();
+    let recorded: HashSet<i64> = s
+        .rows(
+            "WITH o AS (
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[],
+                                      $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])
+                     WITH ORDINALITY AS o (id, kind, attempts, detail, at_ms, token,
+                                           external_id, next_attempt_at_ms, n)
+             ), recorded AS (
+                 UPDATE actions a
+                 SET status = CASE WHEN o.kind = 'retry' THEN a.status ELSE o.kind END,
+                     attempts = o.attempts, detail = o.detail,
+                     next_attempt_at_ms = o.next_attempt_at_ms,
+                     finished_at_ms = CASE WHEN o.kind = 'retry' THEN a.finished_at_ms
+                                           ELSE o.at_ms END,
+                     external_id = CASE WHEN o.kind = 'retry' THEN a.external_id
+                                        ELSE o.external_id END,
+                     lease_holder = CASE WHEN o.kind = 'retry' THEN a.lease_holder END,
+                     lease_token = CASE WHEN o.kind = 'retry' THEN a.lease_token END,
+                     lease_until_ms = CASE WHEN o.kind = 'retry' THEN a.lease_until_ms END
+                 FROM o
+                 WHERE a.id = o.id AND a.status = 'pending'
+                   AND (o.token IS NULL OR a.lease_token = o.token)
+                 RETURNING o.n, o.kind
+             ), history AS (
+                 INSERT INTO action_history (action_id, at_ms, kind, attempts, detail)
+                 SELECT o.id, o.at_ms,
+                        CASE o.kind WHEN 'retry' THEN 'attempt_failed' ELSE 'dead_lettered' END,
+                        o.attempts, o.detail
+                 FROM o JOIN recorded r USING (n)
+                 WHERE o.kind <> 'done'
+                 ORDER BY o.n
+             ), counted AS (
+                 INSERT INTO counters (name, shard, value)
+                 SELECT c.name, pg_backend_pid() % $9, c.value
+                 FROM (SELECT 'actions_done' AS name,
+                              count(*) FILTER (WHERE kind = 'done') AS value
+                       FROM recorded
+                       UNION ALL
+                       SELECT 'actions_dead_lettered',
+                              count(*) FILTER (WHERE kind = 'dead_letter')
+                       FROM recorded) c
+                 WHERE c.value > 0
+                 ON CONFLICT (name, shard) DO UPDATE SET value = counters.value + excluded.value
+             )
+             SELECT n FROM recorded",
+            &[
+                &ids,
+                &kinds,
+                &attempts,
+                &details,
+                &at,
+                &tokens,
+                &external_ids,
+                &next_attempts,
+                &COUNTER_SHARDS,
+            ],
+            |row| row.try_get(0),
+        )?
+        .into_iter()
+        .collect();
+    Ok((1..=round.len())
+        .map(|n| recorded.contains(&i64::try_from(n).unwrap_or(i64::MAX)))
+        .collect())
+}
+
+/// Why these outcomes were not recorded: no such action (an error), its
+/// lease passed to another holder (returned, with the outcome's place in
+/// the batch, for `outcomes_fenced`), or it had already finished (a late
+/// duplicate, ignored). One statement, when any.
 fn not_recorded<C: GenericClient>(
     s: &mut Session<'_, C>,
-    outcome: &ActionOutcome,
-    result: &mut WriteResult,
-) -> Result<(), StoreError> {
-    let id = outcome.action_id;
-    let Some(row) = s.query_opt("SELECT lease_token FROM actions WHERE id = $1", &[&id])? else {
-        return Err(StoreError::UnknownAction { id });
-    };
-    let token: Option<i64> = row.try_get(0)?;
-    if outcome.lease_token.is_some() && token != outcome.lease_token {
-        tracing::warn!(
-            action_id = id,
-            "ignored the outcome of an attempt whose lease passed to another daemon"
-        );
-        result.outcomes_fenced.push(id);
-    } else {
-        tracing::warn!(
-            action_id = id,
-            "ignored an outcome for an action that had already finished"
-        );
+    missed: &[(usize, &ActionOutcome)],
+) -> Result<Vec<(usize, i64)>, StoreError> {
+    if missed.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(())
+    let ids: Vec<i64> = missed.iter().map(|(_, o)| o.action_id).collect();
+    let tokens: HashMap<i64, Option<i64>> = s
+        .rows(
+            "SELECT id, lease_token FROM actions WHERE id = ANY($1)",
+            &[&ids],
+            |row| Ok((row.try_get(0)?, row.try_get(1)?)),
+        )?
+        .into_iter()
+        .collect();
+    let mut fenced = Vec::new();
+    for &(place, outcome) in missed {
+        let id = outcome.action_id;
+        let Some(token) = tokens.get(&id) else {
+            return Err(StoreError::UnknownAction { id });
+        };
+        if outcome.lease_token.is_some() && *token != outcome.lease_token {
+            tracing::warn!(
+                action_id = id,
+                "ignored the outcome of an attempt whose lease passed to another daemon"
+            );
+            fenced.push((place, id));
+        } else {
+            tracing::warn!(
+                action_id = id,
+                "ignored an outcome for an action that had already finished"
+            );
+        }
+    }
+    Ok(fenced)
 }
 
 fn add_history<C: GenericClient>(

@@ -8,18 +8,27 @@
 //! those conditions on the latest row after waiting for a concurrent
 //! writer, so the loser sees the winner's change, never a stale row.
 //!
+//! Set-based: every kind of row a batch writes (decisions and actions,
+//! timers, cancelled expects, rule failures, emitted events, outcomes...)
+//! goes in one statement over arrays (`unnest`), whatever the batch's
+//! size, because a round trip costs far more than the rows. Where the
+//! order of a batch's events matters (an expect created by an earlier
+//! event, cancelled by a later one; two outcomes for one action), the
+//! result is what writing them one by one, as SQLite does, would leave.
+//!
 //! What the outbox's attempts and people's decisions change is in
 //! `outbox.rs`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use postgres::GenericClient;
 use postgres::error::SqlState;
 
 use super::{Conn, PostgresStore, Session, outbox, sql_partition};
 use crate::records::{
-    ActionLease, Appended, FiredTimer, GateChange, NewDecision, NewEvent, NewTimer, PendingAction,
-    ProcessedEvent, SkippedTimer, WriteBatch, WriteResult, catch_up_name,
+    ActionLease, Appended, ExpectedArrival, FiredTimer, GateChange, NewAction, NewDecision,
+    NewEvent, NewTimer, PendingAction, ProcessedEvent, RuleFailure, SkippedTimer, SourceState,
+    TimerKind, WriteBatch, WriteResult, catch_up_name,
 };
 use crate::{StoreError, event_partition, partition_of};
 
@@ -72,37 +81,34 @@ fn write_in<C: GenericClient>(
     batch: &WriteBatch,
 ) -> Result<WriteResult, StoreError> {
     check_fences(s, batch)?;
-    let mut result = WriteResult {
-        fired: Vec::with_capacity(batch.fired_timers.len()),
-        ..WriteResult::default()
-    };
-    result.appended = append(s, &batch.appends)?;
+    let mut result = WriteResult::default();
+    let appends: Vec<&NewEvent> = batch.appends.iter().collect();
+    result.appended = append(s, &appends)?;
     mark_processed(s, &batch.processed)?;
     upsert_entities(s, &batch.processed)?;
     let lease = new_action_lease(s, batch)?;
+    result.actions = insert_decisions(s, &batch.processed, lease.as_ref())?;
+    insert_rule_failures(s, &batch.processed)?;
+    result.timers_cancelled = cancel_expects(s, &batch.processed)?;
+    let (created, cancelled) = insert_timers(s, &batch.processed)?;
+    result.timers_created = created;
+    result.timers_cancelled += cancelled;
+    let emits: Vec<&NewEvent> = batch.processed.iter().flat_map(|p| &p.emits).collect();
+    result.emitted = append(s, &emits)?;
     for processed in &batch.processed {
-        record_processed(s, processed, lease.as_ref(), &mut result)?;
+        for change in &processed.gate_changes {
+            record_gate_change(s, processed.seq, processed.processed_at_ms, change)?;
+        }
     }
-    for fired in &batch.fired_timers {
-        result.fired.push(fire_timer(s, fired)?);
-    }
-    for skipped in &batch.skipped_timers {
-        result.timers_skipped += skip_timer(s, skipped)?;
-    }
+    result.fired = fire_timers(s, &batch.fired_timers)?;
+    result.timers_skipped = skip_timers(s, &batch.skipped_timers)?;
     outbox::record_outcomes(s, &batch.outcomes, &mut result)?;
     for change in &batch.dead_letters {
         result
             .dead_letters
             .push(outbox::change_dead_letter(s, change)?);
     }
-    for state in &batch.source_state {
-        s.execute(
-            "INSERT INTO source_state (key, value, updated_at_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (key) DO UPDATE
-             SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
-            &[&state.key, &state.value, &state.updated_at_ms],
-        )?;
-    }
+    write_source_state(s, &batch.source_state)?;
     let journaled = result
         .appended
         .iter()
@@ -162,12 +168,12 @@ fn check_fences<C: GenericClient>(
 /// skips the row: its `seq` comes back `NULL`, and a second look finds it.
 fn append<C: GenericClient>(
     s: &mut Session<'_, C>,
-    events: &[NewEvent],
+    events: &[&NewEvent],
 ) -> Result<Vec<Appended>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let column = |f: fn(&NewEvent) -> &str| events.iter().map(f).collect::<Vec<_>>();
+    let column = |f: fn(&NewEvent) -> &str| events.iter().map(|e| f(e)).collect::<Vec<_>>();
     let subjects: Vec<Option<&str>> = events.iter().map(|e| e.subject.as_deref()).collect();
     let received: Vec<i64> = events.iter().map(|e| e.received_at_ms).collect();
     let partitions: Vec<i32> = events
@@ -336,90 +342,102 @@ fn new_action_lease<'b, C: GenericClient>(
     }))
 }
 
-/// What processing one event adds, besides its mark and its entity
-/// (written for the whole batch at once): decisions and actions, rule
-/// failures, timers cancelled and created, emitted events, gate changes.
-fn record_processed<C: GenericClient>(
+/// Inserts every decision of the batch and their actions, in one
+/// statement; returns the actions created, in the batch's order (its
+/// events, their decisions, their actions).
+///
+/// The ids are taken from the sequences first and handed out in ascending
+/// order (`row_number() OVER (ORDER BY id)`), so each action knows its
+/// decision's id within the statement, and ids follow the batch's order
+/// whatever order PostgreSQL evaluates `nextval` in.
+fn insert_decisions<C: GenericClient>(
     s: &mut Session<'_, C>,
-    processed: &ProcessedEvent,
+    processed: &[ProcessedEvent],
     lease: Option<&NewLease<'_>>,
-    result: &mut WriteResult,
-) -> Result<(), StoreError> {
-    let seq = processed.seq;
-    let at_ms = processed.processed_at_ms;
-    for new in &processed.decisions {
-        insert_decision(s, processed, new, lease, &mut result.actions)?;
-    }
-    for failure in &processed.rule_failures {
-        s.execute(
-            "INSERT INTO rule_failures (event_seq, rule, rule_hash, message)
-             VALUES ($1, $2, $3, $4)",
-            &[&seq, &failure.rule, &failure.rule_hash, &failure.message],
-        )?;
-    }
-    if let Some(arrival) = &processed.cancel_expects {
-        let cancelled = s.execute(
-            "UPDATE timers SET status = 'cancelled', closed_at_ms = $1
-             WHERE entity = $2 AND status = 'pending' AND expect_type = $3",
-            &[&at_ms, &arrival.entity, &arrival.event_type],
-        )?;
-        result.timers_cancelled += usize::try_from(cancelled).unwrap_or(usize::MAX);
-    }
-    for timer in &processed.timers {
-        insert_timer(s, seq, timer)?;
-    }
-    result.timers_created += processed.timers.len();
-    result.emitted.extend(append(s, &processed.emits)?);
-    for change in &processed.gate_changes {
-        record_gate_change(s, seq, at_ms, change)?;
-    }
-    Ok(())
-}
-
-/// Inserts a decision and its actions in one statement; appends the
-/// actions, in order, to `actions`.
-fn insert_decision<C: GenericClient>(
-    s: &mut Session<'_, C>,
-    processed: &ProcessedEvent,
-    new: &NewDecision,
-    lease: Option<&NewLease<'_>>,
-    actions: &mut Vec<PendingAction>,
-) -> Result<(), StoreError> {
-    let decision = &new.decision;
-    let routes: Vec<&str> = new.actions.iter().map(|a| a.route.as_str()).collect();
-    let plugins: Vec<&str> = new.actions.iter().map(|a| a.plugin.as_str()).collect();
-    let payloads: Vec<&str> = new
-        .actions
+) -> Result<Vec<PendingAction>, StoreError> {
+    let decisions: Vec<(&ProcessedEvent, &NewDecision)> = processed
         .iter()
-        .map(|a| a.payload_json.as_str())
+        .flat_map(|p| p.decisions.iter().map(move |d| (p, d)))
         .collect();
-    // Identities are taken in the order rows are inserted (`ORDER BY a.n`),
-    // so the ids in ascending order are the actions in the batch's order.
+    if decisions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let event_seqs: Vec<i64> = decisions.iter().map(|(p, _)| p.seq).collect();
+    let rules: Vec<&str> = decisions
+        .iter()
+        .map(|(_, d)| d.decision.rule.as_str())
+        .collect();
+    let rule_hashes: Vec<&str> = decisions
+        .iter()
+        .map(|(_, d)| d.decision.rule_hash.as_str())
+        .collect();
+    let kinds: Vec<&str> = decisions
+        .iter()
+        .map(|(_, d)| d.decision.kind.name())
+        .collect();
+    let bodies = decisions
+        .iter()
+        .map(|(_, d)| serde_json::to_string(&d.decision))
+        .collect::<Result<Vec<_>, _>>()?;
+    let created_at: Vec<i64> = decisions.iter().map(|(p, _)| p.processed_at_ms).collect();
+    let shadows: Vec<bool> = decisions.iter().map(|(_, d)| d.shadow).collect();
+    // Each action names its decision by its 1-based place in `decisions`.
+    let actions: Vec<(i64, &NewAction)> = decisions
+        .iter()
+        .zip(1_i64..)
+        .flat_map(|((_, d), n)| d.actions.iter().map(move |a| (n, a)))
+        .collect();
+    let action_decisions: Vec<i64> = actions.iter().map(|(n, _)| *n).collect();
+    let routes: Vec<&str> = actions.iter().map(|(_, a)| a.route.as_str()).collect();
+    let plugins: Vec<&str> = actions.iter().map(|(_, a)| a.plugin.as_str()).collect();
+    let payloads: Vec<&str> = actions
+        .iter()
+        .map(|(_, a)| a.payload_json.as_str())
+        .collect();
     let row = s.query_one(
-        "WITH decision AS (
-             INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms, shadow)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             RETURNING id
-         ), created AS (
-             INSERT INTO actions (decision_id, event_seq, route, plugin, payload, created_at_ms,
-                                  lease_holder, lease_token, lease_until_ms)
-             SELECT decision.id, $1, a.route, a.plugin, a.payload, $6, $11, $12, $13
-             FROM decision,
-                  unnest($8::text[], $9::text[], $10::text[])
-                      WITH ORDINALITY AS a (route, plugin, payload, n)
+        "WITH d AS (
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::bigint[], $7::boolean[])
+                 WITH ORDINALITY AS d (event_seq, rule, rule_hash, kind, body, created_at_ms,
+                                       shadow, n)
+         ), d_ids AS (
+             SELECT id, row_number() OVER (ORDER BY id) AS n
+             FROM (SELECT nextval('decisions_id_seq') AS id FROM d) taken
+         ), a AS (
+             SELECT * FROM unnest($8::bigint[], $9::text[], $10::text[], $11::text[])
+                 WITH ORDINALITY AS a (decision, route, plugin, payload, n)
+         ), a_ids AS (
+             SELECT id, row_number() OVER (ORDER BY id) AS n
+             FROM (SELECT nextval('actions_id_seq') AS id FROM a) taken
+         ), inserted_decisions AS (
+             INSERT INTO decisions (id, event_seq, rule, rule_hash, kind, body, created_at_ms,
+                                    shadow)
+             OVERRIDING SYSTEM VALUE
+             SELECT i.id, d.event_seq, d.rule, d.rule_hash, d.kind, d.body, d.created_at_ms,
+                    d.shadow
+             FROM d JOIN d_ids i USING (n)
+             ORDER BY n
+         ), inserted_actions AS (
+             INSERT INTO actions (id, decision_id, event_seq, route, plugin, payload,
+                                  created_at_ms, lease_holder, lease_token, lease_until_ms)
+             OVERRIDING SYSTEM VALUE
+             SELECT i.id, di.id, d.event_seq, a.route, a.plugin, a.payload, d.created_at_ms,
+                    $12, $13, $14
+             FROM a JOIN a_ids i USING (n)
+             JOIN d ON d.n = a.decision
+             JOIN d_ids di ON di.n = a.decision
              ORDER BY a.n
-             RETURNING id
          )
-         SELECT (SELECT id FROM decision),
-                array(SELECT id FROM created ORDER BY id)",
+         SELECT array(SELECT id FROM d_ids ORDER BY n), array(SELECT id FROM a_ids ORDER BY n)",
         &[
-            &processed.seq,
-            &decision.rule,
-            &decision.rule_hash,
-            &decision.kind.name(),
-            &serde_json::to_string(decision)?,
-            &processed.processed_at_ms,
-            &new.shadow,
+            &event_seqs,
+            &rules,
+            &rule_hashes,
+            &kinds,
+            &bodies,
+            &created_at,
+            &shadows,
+            &action_decisions,
             &routes,
             &plugins,
             &payloads,
@@ -428,47 +446,191 @@ fn insert_decision<C: GenericClient>(
             &lease.map(|l| l.until_ms),
         ],
     )?;
-    let decision_id: i64 = row.try_get(0)?;
-    let ids: Vec<i64> = row.try_get(1)?;
-    for (id, action) in ids.into_iter().zip(&new.actions) {
-        actions.push(PendingAction::created(
-            id,
-            processed.seq,
-            decision_id,
-            action,
-            lease.map(|l| l.token),
-        ));
+    let decision_ids: Vec<i64> = row.try_get(0)?;
+    let mut action_ids = row.try_get::<_, Vec<i64>>(1)?.into_iter();
+    let mut created = Vec::with_capacity(actions.len());
+    for ((processed, new), decision_id) in decisions.iter().zip(decision_ids) {
+        for (action, id) in new.actions.iter().zip(action_ids.by_ref()) {
+            created.push(PendingAction::created(
+                id,
+                processed.seq,
+                decision_id,
+                action,
+                lease.map(|l| l.token),
+            ));
+        }
     }
-    Ok(())
+    Ok(created)
 }
 
-fn insert_timer<C: GenericClient>(
+fn insert_rule_failures<C: GenericClient>(
     s: &mut Session<'_, C>,
-    seq: i64,
-    timer: &NewTimer,
+    processed: &[ProcessedEvent],
 ) -> Result<(), StoreError> {
-    let (kind, expect_type) = timer.kind.columns();
+    let failures: Vec<(i64, &RuleFailure)> = processed
+        .iter()
+        .flat_map(|p| p.rule_failures.iter().map(move |f| (p.seq, f)))
+        .collect();
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = failures.iter().map(|(seq, _)| *seq).collect();
+    let rules: Vec<&str> = failures.iter().map(|(_, f)| f.rule.as_str()).collect();
+    let hashes: Vec<&str> = failures.iter().map(|(_, f)| f.rule_hash.as_str()).collect();
+    let messages: Vec<&str> = failures.iter().map(|(_, f)| f.message.as_str()).collect();
     s.execute(
-        "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
-                             catch_up, rule, rule_hash, created_by_seq, partition)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        &[
-            &timer.entity,
-            &kind,
-            &timer.event_type,
-            &serde_json::to_string(&timer.data)?,
-            &expect_type,
-            &timer.due_at_ms,
-            &catch_up_name(timer.catch_up),
-            &timer.rule,
-            &timer.rule_hash,
-            &seq,
-            &sql_partition(partition_of(&timer.entity)),
-        ],
+        "INSERT INTO rule_failures (event_seq, rule, rule_hash, message)
+         SELECT event_seq, rule, rule_hash, message
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+             WITH ORDINALITY AS f (event_seq, rule, rule_hash, message, n)
+         ORDER BY n",
+        &[&seqs, &rules, &hashes, &messages],
     )?;
     Ok(())
 }
 
+/// Cancels the pending expects, created before this batch, that the
+/// batch's events arrive for, in one statement; returns how many. Each is
+/// closed at the processing time of the first event in the batch that
+/// cancels it. (The batch's own timers are not written yet: those a later
+/// event of the batch cancels are created cancelled, by
+/// [`insert_timers`].)
+fn cancel_expects<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    processed: &[ProcessedEvent],
+) -> Result<usize, StoreError> {
+    let arrivals: Vec<(&ExpectedArrival, i64)> = processed
+        .iter()
+        .filter_map(|p| Some((p.cancel_expects.as_ref()?, p.processed_at_ms)))
+        .collect();
+    if arrivals.is_empty() {
+        return Ok(0);
+    }
+    let entities: Vec<&str> = arrivals.iter().map(|(a, _)| a.entity.as_str()).collect();
+    let types: Vec<&str> = arrivals
+        .iter()
+        .map(|(a, _)| a.event_type.as_str())
+        .collect();
+    let at: Vec<i64> = arrivals.iter().map(|(_, at)| *at).collect();
+    let cancelled = s.execute(
+        "UPDATE timers t SET status = 'cancelled', closed_at_ms = a.at_ms
+         FROM (SELECT DISTINCT ON (entity, event_type) entity, event_type, at_ms
+               FROM unnest($1::text[], $2::text[], $3::bigint[])
+                   WITH ORDINALITY AS a (entity, event_type, at_ms, n)
+               ORDER BY entity, event_type, n) a
+         WHERE t.entity = a.entity AND t.status = 'pending' AND t.expect_type = a.event_type",
+        &[&entities, &types, &at],
+    )?;
+    Ok(usize::try_from(cancelled).unwrap_or(usize::MAX))
+}
+
+/// Creates every timer of the batch, in one statement, with ids in the
+/// batch's order. An expect that a later event of the same batch arrives
+/// for is created already cancelled, at that event's processing time, as
+/// if that event's cancellation had run after it was created. Returns how
+/// many timers were created, and how many of them were cancelled so.
+fn insert_timers<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    processed: &[ProcessedEvent],
+) -> Result<(usize, usize), StoreError> {
+    let count = processed.iter().map(|p| p.timers.len()).sum();
+    if count == 0 {
+        return Ok((0, 0));
+    }
+    // Walking the batch backwards, `next_arrival` holds, for each arrival,
+    // the processing time of the earliest event after the current one
+    // that is that arrival.
+    let mut next_arrival: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut closed_at: Vec<Option<i64>> = vec![None; count];
+    let mut place = count;
+    for p in processed.iter().rev() {
+        for timer in p.timers.iter().rev() {
+            place -= 1;
+            if let TimerKind::Expect { expect_type } = &timer.kind {
+                closed_at[place] = next_arrival
+                    .get(&(timer.entity.as_str(), expect_type.as_str()))
+                    .copied();
+            }
+        }
+        if let Some(arrival) = &p.cancel_expects {
+            next_arrival.insert(
+                (arrival.entity.as_str(), arrival.event_type.as_str()),
+                p.processed_at_ms,
+            );
+        }
+    }
+    let timers: Vec<(i64, &NewTimer)> = processed
+        .iter()
+        .flat_map(|p| p.timers.iter().map(move |t| (p.seq, t)))
+        .collect();
+    let entities: Vec<&str> = timers.iter().map(|(_, t)| t.entity.as_str()).collect();
+    let (kinds, expect_types): (Vec<&str>, Vec<Option<&str>>) =
+        timers.iter().map(|(_, t)| t.kind.columns()).unzip();
+    let event_types: Vec<&str> = timers.iter().map(|(_, t)| t.event_type.as_str()).collect();
+    let data = timers
+        .iter()
+        .map(|(_, t)| serde_json::to_string(&t.data))
+        .collect::<Result<Vec<_>, _>>()?;
+    let due: Vec<i64> = timers.iter().map(|(_, t)| t.due_at_ms).collect();
+    let catch_ups: Vec<&str> = timers
+        .iter()
+        .map(|(_, t)| catch_up_name(t.catch_up))
+        .collect();
+    let rules: Vec<&str> = timers.iter().map(|(_, t)| t.rule.as_str()).collect();
+    let hashes: Vec<&str> = timers.iter().map(|(_, t)| t.rule_hash.as_str()).collect();
+    let created_by: Vec<i64> = timers.iter().map(|(seq, _)| *seq).collect();
+    let partitions: Vec<i32> = timers
+        .iter()
+        .map(|(_, t)| sql_partition(partition_of(&t.entity)))
+        .collect();
+    let statuses: Vec<&str> = closed_at
+        .iter()
+        .map(|at| if at.is_some() { "cancelled" } else { "pending" })
+        .collect();
+    s.execute(
+        "WITH t AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::bigint[], $7::text[], $8::text[], $9::text[], $10::bigint[],
+                                  $11::integer[], $12::text[], $13::bigint[])
+                 WITH ORDINALITY AS t (entity, kind, event_type, data, expect_type, due_at_ms,
+                                       catch_up, rule, rule_hash, created_by_seq, partition,
+                                       status, closed_at_ms, n)
+         ), ids AS (
+             SELECT id, row_number() OVER (ORDER BY id) AS n
+             FROM (SELECT nextval('timers_id_seq') AS id FROM t) taken
+         )
+         INSERT INTO timers (id, entity, kind, event_type, data, expect_type, due_at_ms,
+                             catch_up, rule, rule_hash, created_by_seq, partition, status,
+                             closed_at_ms)
+         OVERRIDING SYSTEM VALUE
+         SELECT ids.id, t.entity, t.kind, t.event_type, t.data, t.expect_type, t.due_at_ms,
+                t.catch_up, t.rule, t.rule_hash, t.created_by_seq, t.partition, t.status,
+                t.closed_at_ms
+         FROM t JOIN ids USING (n)
+         ORDER BY n",
+        &[
+            &entities,
+            &kinds,
+            &event_types,
+            &data,
+            &expect_types,
+            &due,
+            &catch_ups,
+            &rules,
+            &hashes,
+            &created_by,
+            &partitions,
+            &statuses,
+            &closed_at,
+        ],
+    )?;
+    let cancelled = closed_at.iter().filter(|at| at.is_some()).count();
+    Ok((count, cancelled))
+}
+
+/// Gate changes are rare (a few per campaign send), and each depends on
+/// the ones before it (a release frees what earlier holds held), so they
+/// stay one statement each, in the batch's order.
 fn record_gate_change<C: GenericClient>(
     s: &mut Session<'_, C>,
     seq: i64,
@@ -537,45 +699,127 @@ fn record_gate_change<C: GenericClient>(
     Ok(())
 }
 
-/// Marks the timer fired and journals its event, or does nothing (`None`)
-/// if it is no longer pending: fired, skipped or cancelled before, by this
-/// batch or by another daemon (which this `UPDATE` waits for).
-fn fire_timer<C: GenericClient>(
+/// Fires the batch's timers: marks each fired and journals its event, or
+/// does nothing (`None`) if it is no longer pending (fired, skipped or
+/// cancelled before, by this batch or by another daemon, which the
+/// `UPDATE` waits for). A timer named twice fires at its first mention.
+/// Three statements, whatever the number of timers.
+fn fire_timers<C: GenericClient>(
     s: &mut Session<'_, C>,
-    fired: &FiredTimer,
-) -> Result<Option<Appended>, StoreError> {
-    let claimed = s.execute(
-        "UPDATE timers SET status = 'fired', closed_at_ms = $1
-         WHERE id = $2 AND status = 'pending'",
-        &[&fired.fired_at_ms, &fired.timer_id],
-    )?;
-    if claimed == 0 {
-        let exists = s
-            .query_opt("SELECT FROM timers WHERE id = $1", &[&fired.timer_id])?
-            .is_some();
-        if !exists {
-            return Err(StoreError::UnknownTimer { id: fired.timer_id });
-        }
-        return Ok(None);
+    fired: &[FiredTimer],
+) -> Result<Vec<Option<Appended>>, StoreError> {
+    if fired.is_empty() {
+        return Ok(Vec::new());
     }
-    let appended = append(s, std::slice::from_ref(&fired.event))?.pop();
-    if let Some(appended) = appended {
+    let ids: Vec<i64> = fired.iter().map(|f| f.timer_id).collect();
+    let at: Vec<i64> = fired.iter().map(|f| f.fired_at_ms).collect();
+    let claimed: HashSet<i64> = s
+        .rows(
+            "UPDATE timers t SET status = 'fired', closed_at_ms = f.at_ms
+             FROM (SELECT DISTINCT ON (id) id, at_ms
+                   FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS f (id, at_ms, n)
+                   ORDER BY id, n) f
+             WHERE t.id = f.id AND t.status = 'pending'
+             RETURNING t.id",
+            &[&ids, &at],
+            |row| row.try_get(0),
+        )?
+        .into_iter()
+        .collect();
+    if claimed.len() < fired.len() {
+        let unclaimed: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !claimed.contains(id))
+            .collect();
+        let known: HashSet<i64> = s
+            .rows(
+                "SELECT id FROM timers WHERE id = ANY($1)",
+                &[&unclaimed],
+                |row| row.try_get(0),
+            )?
+            .into_iter()
+            .collect();
+        if let Some(&id) = unclaimed.iter().find(|id| !known.contains(id)) {
+            return Err(StoreError::UnknownTimer { id });
+        }
+    }
+    let mut firing = HashSet::new();
+    let firsts: Vec<bool> = ids
+        .iter()
+        .map(|id| claimed.contains(id) && firing.insert(*id))
+        .collect();
+    let events: Vec<&NewEvent> = fired
+        .iter()
+        .zip(&firsts)
+        .filter(|(_, first)| **first)
+        .map(|(f, _)| &f.event)
+        .collect();
+    let mut appended = append(s, &events)?.into_iter();
+    let result: Vec<Option<Appended>> = firsts
+        .iter()
+        .map(|first| if *first { appended.next() } else { None })
+        .collect();
+    let (fired_ids, seqs): (Vec<i64>, Vec<i64>) = ids
+        .iter()
+        .zip(&result)
+        .filter_map(|(id, appended)| Some((*id, appended.as_ref()?.seq())))
+        .unzip();
+    if !fired_ids.is_empty() {
         s.execute(
-            "UPDATE timers SET fired_seq = $1 WHERE id = $2",
-            &[&appended.seq(), &fired.timer_id],
+            "UPDATE timers t SET fired_seq = f.seq
+             FROM unnest($1::bigint[], $2::bigint[]) AS f (id, seq)
+             WHERE t.id = f.id",
+            &[&fired_ids, &seqs],
         )?;
     }
-    Ok(appended)
+    Ok(result)
 }
 
-fn skip_timer<C: GenericClient>(
+/// Closes the pending ones among these timers without firing them, in one
+/// statement; returns how many.
+fn skip_timers<C: GenericClient>(
     s: &mut Session<'_, C>,
-    skipped: &SkippedTimer,
+    skipped: &[SkippedTimer],
 ) -> Result<usize, StoreError> {
+    if skipped.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = skipped.iter().map(|t| t.timer_id).collect();
+    let at: Vec<i64> = skipped.iter().map(|t| t.skipped_at_ms).collect();
     let closed = s.execute(
-        "UPDATE timers SET status = 'skipped', closed_at_ms = $1
-         WHERE id = $2 AND status = 'pending'",
-        &[&skipped.skipped_at_ms, &skipped.timer_id],
+        "UPDATE timers t SET status = 'skipped', closed_at_ms = k.at_ms
+         FROM (SELECT DISTINCT ON (id) id, at_ms
+               FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS k (id, at_ms, n)
+               ORDER BY id, n) k
+         WHERE t.id = k.id AND t.status = 'pending'",
+        &[&ids, &at],
     )?;
     Ok(usize::try_from(closed).unwrap_or(usize::MAX))
+}
+
+/// Writes the sources' values in one statement, the last of each key
+/// winning (an `ON CONFLICT` statement may not touch a row twice).
+fn write_source_state<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    states: &[SourceState],
+) -> Result<(), StoreError> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let mut last = BTreeMap::new();
+    for state in states {
+        last.insert(state.key.as_str(), state);
+    }
+    let keys: Vec<&str> = last.keys().copied().collect();
+    let values: Vec<&str> = last.values().map(|s| s.value.as_str()).collect();
+    let at: Vec<i64> = last.values().map(|s| s.updated_at_ms).collect();
+    s.execute(
+        "INSERT INTO source_state (key, value, updated_at_ms)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+         ON CONFLICT (key) DO UPDATE
+         SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+        &[&keys, &values, &at],
+    )?;
+    Ok(())
 }

@@ -162,8 +162,86 @@ fn a_late_outcome_does_not_reopen_a_finished_action(db: &TestDb) {
     assert!(!store.pending_actions(10).unwrap().iter().any(|a| a.id == 1));
 }
 
+/// Several outcomes for one action in one batch apply in their order, as
+/// if written one by one: failed attempts, then success; an outcome after
+/// the action finished is ignored.
+fn several_outcomes_for_one_action_in_one_batch_apply_in_order(db: &TestDb) {
+    let mut store = store_with_four_actions(db);
+    let retry = |id, attempts, detail| {
+        outcome(
+            id,
+            OutcomeKind::Retry {
+                next_attempt_at_ms: 60_000,
+            },
+            attempts,
+            detail,
+        )
+    };
+    let result = store
+        .write(&outcomes(vec![
+            retry(1, 1, "503"),
+            outcome(2, OutcomeKind::Done { external_id: None }, 1, ""),
+            retry(1, 2, "timeout"),
+            outcome(3, OutcomeKind::DeadLetter, 1, "404"),
+            outcome(
+                1,
+                OutcomeKind::Done {
+                    external_id: Some("msg-1".into()),
+                },
+                3,
+                "200",
+            ),
+            outcome(2, OutcomeKind::DeadLetter, 2, "late"),
+            retry(3, 2, "late"),
+        ]))
+        .unwrap();
+    assert_eq!(result.dead_lettered, 1);
+    assert!(result.outcomes_fenced.is_empty());
+
+    let first = store.action(1).unwrap().unwrap();
+    assert_eq!(
+        (
+            first.action.status.as_str(),
+            first.action.attempts,
+            first.action.detail.as_deref(),
+            first.action.external_id.as_deref(),
+            first.action.next_attempt_at_ms
+        ),
+        ("done", 3, Some("200"), Some("msg-1"), None)
+    );
+    let history: Vec<(String, u32, Option<String>)> = first
+        .action
+        .history
+        .into_iter()
+        .map(|h| (h.kind, h.attempts, h.detail))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            ("attempt_failed".into(), 1, Some("503".into())),
+            ("attempt_failed".into(), 2, Some("timeout".into())),
+        ]
+    );
+    assert_eq!(store.action(2).unwrap().unwrap().action.status, "done");
+    let third = store.action(3).unwrap().unwrap();
+    assert_eq!(
+        (third.action.status.as_str(), third.action.history.len()),
+        ("dead_letter", 1)
+    );
+    let counts = store.counts().unwrap();
+    assert_eq!(
+        (
+            counts.actions_done,
+            counts.actions_dead_lettered,
+            counts.actions_pending
+        ),
+        (2, 1, 1)
+    );
+}
+
 conformance!(
     done_and_dead_lettered_leave_the_outbox_and_retry_stays,
     a_retried_action_can_finish_later,
     a_late_outcome_does_not_reopen_a_finished_action,
+    several_outcomes_for_one_action_in_one_batch_apply_in_order,
 );

@@ -1,11 +1,12 @@
 use converge_model::EntityKey;
 use converge_store::{
     ActionOutcome, Appended, Counts, NewDecision, OutcomeKind, PendingAction, ProcessedEvent,
-    StoreError, WriteBatch,
+    SourceState, StoreError, WriteBatch,
 };
 
 use crate::helpers::{
-    TestDb, action, appends, entity, event, notify, processed_plain, processed_with_actions,
+    TestDb, action, appends, entity, event, failure, notify, processed_plain,
+    processed_with_actions,
 };
 
 fn processing_stores_state_decisions_and_actions_and_advances_the_cursor(db: &TestDb) {
@@ -362,6 +363,147 @@ fn counts_follow_the_journal_and_the_outbox(db: &TestDb) {
     assert_eq!(db.reader().counts().unwrap(), expected);
 }
 
+/// A decision as a trail shows it: id, rule, shadow, its actions' ids and routes.
+type DecisionSummary = (i64, String, bool, Vec<(i64, String)>);
+
+/// Several events in one batch, each with several decisions, some with
+/// several actions: every action stays with its decision, and ids follow
+/// the batch's order (events, their decisions, their actions).
+fn several_events_in_one_batch_keep_each_action_with_its_decision(db: &TestDb) {
+    let mut store = db.open();
+    let decided = |rule: &str, shadow: bool, routes: &[&str]| NewDecision {
+        decision: notify(rule, "ana"),
+        shadow,
+        actions: routes.iter().map(|r| action(r)).collect(),
+    };
+    let result = store
+        .write(&WriteBatch {
+            appends: vec![
+                event("/jira", "T-1"),
+                event("/jira", "T-2"),
+                event("/jira", "T-3"),
+            ],
+            processed: vec![
+                ProcessedEvent {
+                    decisions: vec![
+                        decided("a", false, &["slack", "mail"]),
+                        decided("b", true, &[]),
+                        decided("c", false, &["sms"]),
+                    ],
+                    rule_failures: vec![failure("slow")],
+                    ..processed_plain(1)
+                },
+                ProcessedEvent {
+                    rule_failures: vec![failure("broken"), failure("slow")],
+                    ..processed_plain(2)
+                },
+                ProcessedEvent {
+                    decisions: vec![decided("e", false, &["pager"]), decided("f", false, &[])],
+                    ..processed_plain(3)
+                },
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let made: Vec<(i64, i64, i64, &str)> = result
+        .actions
+        .iter()
+        .map(|a| (a.id, a.event_seq, a.decision_id, a.route.as_str()))
+        .collect();
+    assert_eq!(
+        made,
+        [
+            (1, 1, 1, "slack"),
+            (2, 1, 1, "mail"),
+            (3, 1, 3, "sms"),
+            (4, 3, 4, "pager")
+        ]
+    );
+    assert_eq!(store.pending_actions(10).unwrap(), result.actions);
+
+    let summary = |id: &str| {
+        let trail = store.event_trail("/jira", id).unwrap().unwrap();
+        let decisions: Vec<DecisionSummary> = trail
+            .decisions
+            .iter()
+            .map(|d| {
+                (
+                    d.id,
+                    d.decision.rule.clone(),
+                    d.shadow,
+                    d.actions.iter().map(|a| (a.id, a.route.clone())).collect(),
+                )
+            })
+            .collect();
+        let failures: Vec<String> = trail.rule_failures.into_iter().map(|f| f.rule).collect();
+        (decisions, failures)
+    };
+    let owned = |pairs: &[(i64, &str)]| -> Vec<(i64, String)> {
+        pairs.iter().map(|(id, r)| (*id, r.to_string())).collect()
+    };
+    assert_eq!(
+        summary("T-1"),
+        (
+            vec![
+                (1, "a".into(), false, owned(&[(1, "slack"), (2, "mail")])),
+                (2, "b".into(), true, vec![]),
+                (3, "c".into(), false, owned(&[(3, "sms")])),
+            ],
+            vec!["slow".into()]
+        )
+    );
+    assert_eq!(
+        summary("T-2"),
+        (vec![], vec!["broken".to_string(), "slow".to_string()])
+    );
+    assert_eq!(
+        summary("T-3"),
+        (
+            vec![
+                (4, "e".into(), false, owned(&[(4, "pager")])),
+                (5, "f".into(), false, vec![]),
+            ],
+            vec![]
+        )
+    );
+    assert_eq!(store.counts().unwrap().decisions, 5);
+}
+
+/// Source state written twice in one batch keeps the last value.
+fn the_last_source_state_of_a_key_in_a_batch_wins(db: &TestDb) {
+    let mut store = db.open();
+    let state = |key: &str, value: &str| SourceState {
+        key: key.into(),
+        value: value.into(),
+        updated_at_ms: 1_000,
+    };
+    store
+        .write(&WriteBatch {
+            source_state: vec![
+                state("poll/jira", "cursor-1"),
+                state("hook/github", "secret"),
+                state("poll/jira", "cursor-2"),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    store
+        .write(&WriteBatch {
+            source_state: vec![state("poll/jira", "cursor-3")],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(
+        store.source_state("poll/jira").unwrap().as_deref(),
+        Some("cursor-3")
+    );
+    assert_eq!(
+        store.source_state("hook/github").unwrap().as_deref(),
+        Some("secret")
+    );
+    assert_eq!(store.source_state("poll/other").unwrap(), None);
+}
+
 conformance!(
     processing_stores_state_decisions_and_actions_and_advances_the_cursor,
     one_batch_can_append_process_and_finish_actions,
@@ -374,4 +516,6 @@ conformance!(
     pending_actions_page_by_id,
     entities_are_listed_in_key_order_a_page_at_a_time,
     counts_follow_the_journal_and_the_outbox,
+    several_events_in_one_batch_keep_each_action_with_its_decision,
+    the_last_source_state_of_a_key_in_a_batch_wins,
 );

@@ -257,6 +257,145 @@ fn an_expect_cancelled_in_a_batch_does_not_fire_in_the_same_batch(db: &TestDb) {
     assert_eq!(store.journal_head().unwrap(), 2);
 }
 
+/// Expects created and cancelled within one batch end as if its events
+/// were processed one by one: an event cancels what the events before it
+/// created, never what it or a later event creates, and a timer is closed
+/// by the first event that arrives for it.
+fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db: &TestDb) {
+    let mut store = store_with_timers(
+        db,
+        vec![expect(
+            "task/T-1",
+            "task.approved",
+            "task.unapproved",
+            9_000,
+        )],
+    );
+    let approved = |entity: &str| {
+        Some(ExpectedArrival {
+            entity: entity.into(),
+            event_type: "task.approved".into(),
+        })
+    };
+    store
+        .write(&appends(
+            (2..=4).map(|i| event("/jira", &format!("e-{i}"))).collect(),
+        ))
+        .unwrap();
+    let result = store
+        .write(&WriteBatch {
+            processed: vec![
+                ProcessedEvent {
+                    // Nothing of T-2 is pending yet: the expect seq 3
+                    // creates comes after this arrival.
+                    cancel_expects: approved("task/T-2"),
+                    timers: vec![expect("task/T-1", "task.approved", "x", 9_000)],
+                    processed_at_ms: 2_100,
+                    ..processed_plain(2)
+                },
+                ProcessedEvent {
+                    cancel_expects: approved("task/T-1"),
+                    timers: vec![
+                        expect("task/T-1", "task.approved", "x", 9_000),
+                        expect("task/T-2", "task.approved", "x", 9_000),
+                    ],
+                    processed_at_ms: 2_200,
+                    ..processed_plain(3)
+                },
+                ProcessedEvent {
+                    cancel_expects: approved("task/T-1"),
+                    timers: vec![timer(
+                        "task/T-1",
+                        TimerKind::Schedule,
+                        "task.approved",
+                        9_000,
+                    )],
+                    processed_at_ms: 2_300,
+                    ..processed_plain(4)
+                },
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!((result.timers_cancelled, result.timers_created), (3, 4));
+    let timers = |entity: &str| -> Vec<(i64, i64, String, Option<i64>)> {
+        store
+            .entity_timers(&EntityKey::parse(entity).unwrap(), false, 10)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.id, t.created_by_seq, t.status, t.closed_at_ms))
+            .collect()
+    };
+    assert_eq!(
+        timers("task/T-1"),
+        vec![
+            (5, 4, "pending".into(), None),
+            (3, 3, "cancelled".into(), Some(2_300)),
+            (2, 2, "cancelled".into(), Some(2_200)),
+            (1, 1, "cancelled".into(), Some(2_200)),
+        ]
+    );
+    assert_eq!(timers("task/T-2"), vec![(4, 3, "pending".into(), None)]);
+    assert_eq!(store.pending_timer_count().unwrap(), 2);
+}
+
+/// Timers fired and skipped together: each once, in the batch's order.
+fn timers_fired_and_skipped_in_one_batch(db: &TestDb) {
+    let mut store = store_with_timers(
+        db,
+        (1..=4)
+            .map(|i| timer("task/T-1", TimerKind::Schedule, "task.late", 3_000 + i))
+            .collect(),
+    );
+    let result = store
+        .write(&WriteBatch {
+            fired_timers: vec![fire(3), fire(1), fire(3)],
+            skipped_timers: vec![
+                SkippedTimer {
+                    timer_id: 2,
+                    skipped_at_ms: 4_000,
+                },
+                SkippedTimer {
+                    timer_id: 1,
+                    skipped_at_ms: 4_000,
+                },
+                SkippedTimer {
+                    timer_id: 2,
+                    skipped_at_ms: 4_000,
+                },
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(
+        result.fired,
+        vec![
+            Some(Appended::New { seq: 2 }),
+            Some(Appended::New { seq: 3 }),
+            None
+        ]
+    );
+    assert_eq!(result.timers_skipped, 1);
+    let key = EntityKey::parse("task/T-1").unwrap();
+    let timers: Vec<(i64, String, Option<i64>)> = store
+        .entity_timers(&key, false, 10)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.status, t.fired_seq))
+        .collect();
+    assert_eq!(
+        timers,
+        vec![
+            (4, "pending".into(), None),
+            (3, "fired".into(), Some(2)),
+            (2, "skipped".into(), None),
+            (1, "fired".into(), Some(3)),
+        ]
+    );
+    let journal = store.events_after(1, 10).unwrap();
+    assert!(journal[0].json.contains("timer-3") && journal[1].json.contains("timer-1"));
+}
+
 conformance!(
     timers_are_created_with_the_processing_and_read_in_due_order,
     a_timer_fires_exactly_once,
@@ -265,4 +404,6 @@ conformance!(
     the_expected_event_cancels_only_the_expects_waiting_for_it,
     emitted_events_are_journaled_with_the_processing,
     an_expect_cancelled_in_a_batch_does_not_fire_in_the_same_batch,
+    an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for,
+    timers_fired_and_skipped_in_one_batch,
 );
