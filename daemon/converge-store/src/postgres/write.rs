@@ -59,6 +59,16 @@ pub(super) fn write(
         match written {
             Ok(result) => {
                 tx.commit()?;
+                if journaled_any(&result) {
+                    // After the commit, on its own: a NOTIFY inside a
+                    // transaction holds PostgreSQL's database-wide notify
+                    // lock through that transaction's commit (its fsync),
+                    // which would serialize every daemon's commits. Alone
+                    // it writes nothing and holds the lock for a moment.
+                    // A hint only: if it is lost, the daemons find the
+                    // events at their next look.
+                    client.execute("SELECT pg_notify($1, '')", &[&crate::EVENTS_CHANNEL])?;
+                }
                 return Ok(result);
             }
             Err(StoreError::Postgres(e))
@@ -109,17 +119,17 @@ fn write_in<C: GenericClient>(
             .push(outbox::change_dead_letter(s, change)?);
     }
     write_source_state(s, &batch.source_state)?;
-    let journaled = result
+    Ok(result)
+}
+
+/// Whether a write journaled any new event (appended, emitted, fired).
+fn journaled_any(result: &WriteResult) -> bool {
+    result
         .appended
         .iter()
         .chain(&result.emitted)
         .chain(result.fired.iter().flatten())
-        .any(|a| matches!(a, Appended::New { .. }));
-    if journaled {
-        // Delivered at commit, and only if the commit happens.
-        s.execute("SELECT pg_notify($1, '')", &[&crate::EVENTS_CHANNEL])?;
-    }
-    Ok(result)
+        .any(|a| matches!(a, Appended::New { .. }))
 }
 
 /// Fails with [`StoreError::Fenced`] unless every fence's lease is still
