@@ -9,7 +9,7 @@ use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction, RuleFailure,
-    TimerRecord,
+    TimerRecord, parse_catch_up,
 };
 use crate::{Backend, LeaseRecord, StoreError, WriteBatch, WriteResult};
 use std::time::Duration;
@@ -601,7 +601,7 @@ impl TimerRow {
             catch_up,
         } = self;
         record.data = serde_json::from_str(&data)?;
-        record.catch_up = serde_json::from_value(serde_json::Value::String(catch_up))?;
+        record.catch_up = parse_catch_up(&catch_up)?;
         Ok(record)
     }
 }

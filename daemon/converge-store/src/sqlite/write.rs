@@ -1,6 +1,5 @@
 //! The SQLite write: one batch, one transaction, one fsync.
 
-use converge_model::CatchUp;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
@@ -8,7 +7,7 @@ use crate::StoreError;
 use crate::records::{
     ActionOutcome, Appended, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, FiredTimer,
     GateChange, NewEvent, NewTimer, OutcomeKind, PendingAction, ProcessedEvent, SkippedTimer,
-    TimerKind, WriteBatch, WriteResult,
+    WriteBatch, WriteResult, catch_up_name,
 };
 
 /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
@@ -123,14 +122,8 @@ fn skip_timer(tx: &Transaction<'_>, skipped: &SkippedTimer) -> Result<usize, Sto
 }
 
 fn insert_timer(tx: &Transaction<'_>, seq: i64, timer: &NewTimer) -> Result<(), StoreError> {
-    let (kind, expect_type) = match &timer.kind {
-        TimerKind::Schedule => ("schedule", None),
-        TimerKind::Expect { expect_type } => ("expect", Some(expect_type.as_str())),
-    };
-    let catch_up = match timer.catch_up {
-        CatchUp::FireLate => "fire_late",
-        CatchUp::Skip => "skip",
-    };
+    let (kind, expect_type) = timer.kind.columns();
+    let catch_up = catch_up_name(timer.catch_up);
     tx.prepare_cached(
         "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
                              catch_up, rule, rule_hash, created_by_seq)
@@ -219,17 +212,7 @@ fn record_processed(
                     action.payload_json,
                     processed.processed_at_ms
                 ])?;
-            actions.push(PendingAction {
-                id,
-                event_seq: seq,
-                decision_id,
-                route: action.route.clone(),
-                plugin: action.plugin.clone(),
-                payload_json: action.payload_json.clone(),
-                attempts: 0,
-                next_attempt_at_ms: None,
-                lease_token: None,
-            });
+            actions.push(PendingAction::created(id, seq, decision_id, action, None));
         }
     }
 
