@@ -16,9 +16,9 @@
 //!   the others then take its partitions (and run its actions, see
 //!   `dispatcher`, and its sources, see [`lead`]). A daemon that stops
 //!   cleanly releases its leases at once.
-//! - **Wake-ups.** After a commit that journals events the store notifies `converge_events`; the
-//!   processing loop waits on it, but also looks every [`POLL`], so a lost
-//!   notification only delays.
+//! - **Wake-ups.** After a commit that journals events the store notifies
+//!   `converge_events`; the processing loop waits on it, but also looks
+//!   every [`POLL`], so a lost notification only delays.
 //! - **Reloads.** A daemon that reloaded its rules (file change, SIGHUP)
 //!   notifies `converge_reload`; the others reload their own rule files.
 
