@@ -276,6 +276,10 @@ pub trait Backend: Send {
     /// The entity's last committed state, if any event was about it.
     fn entity(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError>;
 
+    /// The last committed states of those of `keys` any event was about,
+    /// in no particular order: one read for a page of events' entities.
+    fn entities(&self, keys: &[EntityKey]) -> Result<Vec<EntityState>, StoreError>;
+
     /// Up to `limit` entities whose key (`kind/id`) sorts after `after`, in
     /// key order: walks every entity a page at a time.
     fn entities_after(

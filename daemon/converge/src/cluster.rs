@@ -26,10 +26,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use converge_model::Event;
+use converge_model::{EntityKey, Event};
 use converge_store::{
-    ActionLease, EVENTS_CHANNEL, Fence, FiredTimer, NewEvent, PARTITIONS, ProcessedEvent,
-    RuleFailure, Store, StoreError, WriteBatch, WriteResult, event_partition, partition_of,
+    ActionLease, EVENTS_CHANNEL, Fence, FiredTimer, JournaledEvent, NewEvent, PARTITIONS,
+    ProcessedEvent, RuleFailure, Store, StoreError, WriteBatch, WriteResult, event_partition,
+    partition_of,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -250,10 +251,15 @@ impl ClusterProcessor {
             return Ok(false);
         }
         let rules = self.processor.rules.borrow_and_update().clone();
+        let events: Vec<_> = page
+            .into_iter()
+            .map(|journaled| (Event::from_journal(&journaled.json), journaled))
+            .collect();
+        self.prefetch(&events)?;
         let mut touched = Vec::new();
-        let mut processed = Vec::with_capacity(page.len());
-        for journaled in page {
-            let event = match Event::from_journal(&journaled.json) {
+        let mut processed = Vec::with_capacity(events.len());
+        for (event, journaled) in events {
+            let event = match event {
                 Ok(event) => event,
                 Err(e) => {
                     // Recorded as processed with the reason, or it would
@@ -312,6 +318,28 @@ impl ClusterProcessor {
             });
         }
         Ok(true)
+    }
+
+    /// Reads the states of a page's entities missing from the cache in one
+    /// statement, rather than one each as the processor meets them.
+    fn prefetch(
+        &mut self,
+        events: &[(Result<Event, converge_model::EventError>, JournaledEvent)],
+    ) -> anyhow::Result<()> {
+        let mut missing: Vec<EntityKey> = events
+            .iter()
+            .filter_map(|(event, _)| event.as_ref().ok()?.entity_key())
+            .filter(|key| !self.processor.cache.contains_key(key))
+            .collect();
+        missing.sort_unstable_by_key(ToString::to_string);
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for state in self.processor.reader.entities(&missing)? {
+            self.processor.cache.insert(state.key(), state);
+        }
+        Ok(())
     }
 
     /// Fires (or skips, per their catch-up policy) the held partitions' due

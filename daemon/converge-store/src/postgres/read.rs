@@ -52,6 +52,15 @@ impl Backend for PostgresStore {
         }
     }
 
+    fn entities(&self, keys: &[EntityKey]) -> Result<Vec<EntityState>, StoreError> {
+        let keys: Vec<String> = keys.iter().map(EntityKey::to_string).collect();
+        let rows =
+            self.run(|s| s.query("SELECT state FROM entities WHERE key = ANY($1)", &[&keys]))?;
+        rows.iter()
+            .map(|row| Ok(serde_json::from_str(row.try_get(0)?)?))
+            .collect()
+    }
+
     fn entities_after(
         &self,
         after: Option<&EntityKey>,

@@ -56,6 +56,15 @@ impl Backend for SqliteStore {
         Ok(state.map(|s| serde_json::from_str(&s)).transpose()?)
     }
 
+    fn entities(&self, keys: &[EntityKey]) -> Result<Vec<EntityState>, StoreError> {
+        // A local file: one indexed lookup per key costs no round trip.
+        let mut states = Vec::new();
+        for key in keys {
+            states.extend(self.entity(key)?);
+        }
+        Ok(states)
+    }
+
     fn entities_after(
         &self,
         after: Option<&EntityKey>,

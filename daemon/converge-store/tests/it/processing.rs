@@ -227,6 +227,37 @@ fn an_entity_changed_twice_in_one_batch_keeps_the_last_state(db: &TestDb) {
     assert_eq!(store.entity(&key).unwrap(), Some(entity("T-1", "approved")));
 }
 
+fn entities_are_read_by_the_page(db: &TestDb) {
+    let mut store = db.open();
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1"), event("/jira", "T-2")],
+            processed: vec![
+                ProcessedEvent {
+                    entity: Some(entity("T-1", "review")),
+                    ..processed_plain(1)
+                },
+                ProcessedEvent {
+                    entity: Some(entity("T-2", "draft")),
+                    ..processed_plain(2)
+                },
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let keys: Vec<EntityKey> = ["task/T-2", "task/T-9", "task/T-1"]
+        .into_iter()
+        .map(|k| EntityKey::parse(k).unwrap())
+        .collect();
+    let mut states = store.entities(&keys).unwrap();
+    states.sort_by_key(|s| s.key().to_string());
+    assert_eq!(
+        states,
+        vec![entity("T-1", "review"), entity("T-2", "draft")]
+    );
+    assert!(store.entities(&[]).unwrap().is_empty());
+}
+
 fn an_outcome_for_an_unknown_action_rolls_back_the_batch(db: &TestDb) {
     let mut store = db.open();
     let err = store
@@ -512,6 +543,7 @@ conformance!(
     processing_an_event_twice_is_refused,
     an_event_named_twice_in_one_batch_is_refused,
     an_entity_changed_twice_in_one_batch_keeps_the_last_state,
+    entities_are_read_by_the_page,
     an_outcome_for_an_unknown_action_rolls_back_the_batch,
     pending_actions_page_by_id,
     entities_are_listed_in_key_order_a_page_at_a_time,
