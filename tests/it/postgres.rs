@@ -52,22 +52,24 @@ impl TestDatabase {
             name,
             password,
         };
-        db.admin(&format!("CREATE DATABASE {}", db.name));
+        db.admin(&format!("CREATE DATABASE {}", db.name)).unwrap();
         Some(db)
     }
 
     /// Runs one statement on the server's admin database, off the async
     /// runtime (the blocking client starts its own).
-    fn admin(&self, statement: &str) {
+    fn admin(&self, statement: &str) -> Result<(), String> {
         let (config, statement) = (self.admin.clone(), statement.to_string());
         std::thread::spawn(move || {
             let mut client = config
                 .connect(postgres::NoTls)
-                .expect("connecting to PostgreSQL");
-            client.batch_execute(&statement).expect(&statement);
+                .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+            client
+                .batch_execute(&statement)
+                .map_err(|e| format!("{statement}: {e}"))
         })
         .join()
-        .unwrap();
+        .unwrap()
     }
 
     /// Points a workspace's config at this database, with leases of `lease_ttl`.
