@@ -22,11 +22,12 @@
 //! - **Reloads.** A daemon that reloaded its rules (file change, SIGHUP)
 //!   notifies `converge_reload`; the others reload their own rule files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use converge_model::{EntityKey, Event};
+use chrono::{DateTime, Utc};
+use converge_model::{EntityKey, EntityState, Event};
 use converge_store::{
     ActionLease, EVENTS_CHANNEL, Fence, FiredTimer, JournaledEvent, NewEvent, PARTITIONS,
     ProcessedEvent, RuleFailure, Store, StoreError, WriteBatch, WriteResult, event_partition,
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gates::Gates;
 use crate::journal::{Journaled, QueuedAction};
-use crate::processor::Processor;
+use crate::processor::{Processor, event_time};
 use crate::timers::FiringPlan;
 
 /// The channel a daemon that reloaded its rules notifies.
@@ -321,23 +322,36 @@ impl ClusterProcessor {
     }
 
     /// Reads the states of a page's entities missing from the cache in one
-    /// statement, rather than one each as the processor meets them.
+    /// statement, rather than one each as the processor meets them; an
+    /// entity no event was about yet starts new, as the processor would
+    /// start it, at its first event's time.
     fn prefetch(
         &mut self,
         events: &[(Result<Event, converge_model::EventError>, JournaledEvent)],
     ) -> anyhow::Result<()> {
-        let mut missing: Vec<EntityKey> = events
-            .iter()
-            .filter_map(|(event, _)| event.as_ref().ok()?.entity_key())
-            .filter(|key| !self.processor.cache.contains_key(key))
-            .collect();
-        missing.sort_unstable_by_key(ToString::to_string);
-        missing.dedup();
+        let mut missing: HashMap<EntityKey, DateTime<Utc>> = HashMap::new();
+        for (event, journaled) in events {
+            let Ok(event) = event else { continue };
+            let Some(key) = event.entity_key() else {
+                continue;
+            };
+            if !self.processor.cache.contains_key(&key) {
+                missing
+                    .entry(key)
+                    .or_insert_with(|| event_time(event, journaled.received_at_ms));
+            }
+        }
         if missing.is_empty() {
             return Ok(());
         }
-        for state in self.processor.reader.entities(&missing)? {
+        let keys: Vec<EntityKey> = missing.keys().cloned().collect();
+        for state in self.processor.reader.entities(&keys)? {
+            missing.remove(&state.key());
             self.processor.cache.insert(state.key(), state);
+        }
+        for (key, first_seen) in missing {
+            let state = EntityState::new(&key, first_seen);
+            self.processor.cache.insert(key, state);
         }
         Ok(())
     }

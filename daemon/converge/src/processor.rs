@@ -194,9 +194,7 @@ impl Processor {
         let span = tracing::info_span!("process", event_id = %event.id, seq = item.seq);
         let _enter = span.enter();
         let now = self.clock.now();
-        let at = event
-            .time
-            .unwrap_or_else(|| millis_to_time(item.received_at_ms));
+        let at = event_time(event, item.received_at_ms);
 
         let mut entity = match event.entity_key() {
             Some(key) => Some(self.entity(key, at)?),
@@ -537,6 +535,12 @@ impl Processor {
             Err(e) => Err(format!("cannot read the state of {key}: {e}")),
         }
     }
+}
+
+/// When an event happened, as its entity's state records it: its own
+/// `time`, else when it was received.
+pub fn event_time(event: &Event, received_at_ms: i64) -> DateTime<Utc> {
+    event.time.unwrap_or_else(|| millis_to_time(received_at_ms))
 }
 
 fn millis_to_time(ms: i64) -> DateTime<Utc> {
