@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::postgres::TestDatabase;
-use crate::support::{Daemon, Sink, Workspace, event, plugins_toml, repo_root};
+use crate::support::{Daemon, Sink, Workspace, event, plugins_toml, repo_root, under_load_toml};
 
 /// Every created task is notified with its number and what its entity has
 /// seen, and reminded an hour later.
@@ -36,26 +36,7 @@ const ACKED_PER_PHASE: usize = 120;
 fn workspace(db: &TestDatabase, sink: &Sink) -> Workspace {
     let ws = Workspace::new(
         &[("cluster", RULE)],
-        &format!(
-            r#"{plugins}
-[[routes]]
-decision = "notify"
-plugin = "webhook-out"
-config = {{ url = "{url}" }}
-
-[dispatch]
-initial_backoff = "50ms"
-max_backoff = "200ms"
-max_attempts = 1000
-shutdown_grace = "1s"
-
-[clock]
-mode = "manual"
-start = "2026-11-23T08:00:00Z"
-"#,
-            plugins = plugins_toml(sink),
-            url = sink.url("/hook"),
-        ),
+        &under_load_toml(sink, "2026-11-23T08:00:00Z"),
     );
     db.configure(&ws, "3s");
     ws.listen_on_free_port();

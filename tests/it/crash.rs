@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::postgres::TestDatabase;
-use crate::support::{Daemon, Sink, Workspace, event, plugins_toml};
+use crate::support::{Daemon, Sink, Workspace, event, under_load_toml};
 
 /// Every created task is notified at once and reminded an hour later.
 const RULE: &str = r#"
@@ -137,30 +137,7 @@ async fn sigkill_under_load_on_postgres_loses_nothing_and_applies_nothing_twice(
 
 async fn sigkill_under_load(db: Option<&TestDatabase>) {
     let sink = Sink::start().await;
-    let ws = Workspace::new(
-        &[("crash", RULE)],
-        &format!(
-            r#"{plugins}
-[[routes]]
-decision = "notify"
-plugin = "webhook-out"
-config = {{ url = "{url}" }}
-
-[dispatch]
-initial_backoff = "50ms"
-max_backoff = "200ms"
-max_attempts = 1000
-shutdown_grace = "1s"
-
-[clock]
-mode = "manual"
-start = "{start}"
-"#,
-            plugins = plugins_toml(&sink),
-            url = sink.url("/hook"),
-            start = clock_start(0),
-        ),
-    );
+    let ws = Workspace::new(&[("crash", RULE)], &under_load_toml(&sink, &clock_start(0)));
     // One address across restarts, so the senders need not follow the daemon.
     ws.listen_on_free_port();
     if let Some(db) = db {

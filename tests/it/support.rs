@@ -213,6 +213,33 @@ wall_time = "1s"
     )
 }
 
+/// The config of the tests that kill daemons under load: every `notify`
+/// goes to the sink through `webhook-out`, failed deliveries are retried
+/// quickly and without end (a kill must not turn them into dead letters),
+/// and time is a manual clock starting at `clock_start`.
+pub fn under_load_toml(sink: &Sink, clock_start: &str) -> String {
+    format!(
+        r#"{plugins}
+[[routes]]
+decision = "notify"
+plugin = "webhook-out"
+config = {{ url = "{url}" }}
+
+[dispatch]
+initial_backoff = "50ms"
+max_backoff = "200ms"
+max_attempts = 1000
+shutdown_grace = "1s"
+
+[clock]
+mode = "manual"
+start = "{clock_start}"
+"#,
+        plugins = plugins_toml(sink),
+        url = sink.url("/hook"),
+    )
+}
+
 /// A running `converge run`, killed when dropped.
 pub struct Daemon {
     pub child: Child,
