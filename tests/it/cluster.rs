@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::gates::{TOKEN, accept, channel, override_gate, send};
 use crate::postgres::TestDatabase;
 use crate::support::{Daemon, Sink, Workspace, event, plugins_toml, repo_root, under_load_toml};
 
@@ -300,16 +301,14 @@ async fn three_daemons_share_the_work_and_survive_a_sigkill() {
     );
 }
 
-const TOKEN: &str = "test-admin-token-0123456789";
-
-/// Two daemons on one database with the example convergence gate and a
-/// `greet` rule, rule files not watched: only SIGHUP (or the other daemon)
-/// reloads them.
-fn gate_workspace(db: &TestDatabase, sink: &Sink, greeting: &str) -> Workspace {
+/// A daemon's workspace on the shared database with the example
+/// convergence gate and a `greet` rule, rule files not watched: only SIGHUP
+/// (or the other daemon) reloads them.
+fn gate_workspace(db: &TestDatabase, sink: &Sink) -> Workspace {
     let gate = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();
-    let greet = format!("if event.type == \"hello\" {{ notify(\"ops\", \"{greeting}\"); }}");
+    let greet = r#"if event.type == "hello" { notify("ops", "v1"); }"#;
     let ws = Workspace::new(
-        &[("convergence_gate", &gate), ("greet", &greet)],
+        &[("convergence_gate", &gate), ("greet", greet)],
         &format!(
             r#"{plugins}
 [[routes]]
@@ -342,10 +341,7 @@ async fn a_reload_and_a_gate_override_reach_every_daemon() {
         return;
     };
     let sink = Sink::start().await;
-    let (a, b) = (
-        gate_workspace(&db, &sink, "v1"),
-        gate_workspace(&db, &sink, "v1"),
-    );
+    let (a, b) = (gate_workspace(&db, &sink), gate_workspace(&db, &sink));
     let env = [db.env()[0], ("CONVERGE_ADMIN_TOKEN", TOKEN)];
     let (da, db_) = (a.start_with_env(&env), b.start_with_env(&env));
 
@@ -376,47 +372,16 @@ async fn a_reload_and_a_gate_override_reach_every_daemon() {
     );
 
     // A send held through one daemon, overridden through the other.
-    let channel = |id: &str, name: &str, stage: &str| {
-        event(
-            id,
-            "campaign.channel.updated",
-            "campaign/spring",
-            json!({"channel": name, "stage": stage, "offer_code": "FALL25",
-                   "landing_url": "https://shop.test/fall", "key_message": "Save 25%",
-                   "launch_at": "2026-11-24T09:00:00Z", "segments": ["loyal"]}),
-        )
-    };
-    for e in [
-        channel("c-1", "email", "approved"),
-        channel("c-2", "paid", "draft"),
-        event(
-            "s-1",
-            "send.requested",
-            "campaign/spring",
-            json!({"channel": "email", "requested_by": "eve"}),
-        ),
-    ] {
-        let (code, body) = da.send_event(&e).await;
-        assert_eq!(code, 202, "{body}");
-    }
+    accept(&da, &channel("c-1", "spring", "email", "approved")).await;
+    accept(&da, &channel("c-2", "spring", "paid", "draft")).await;
+    accept(&da, &send("s-1", "spring", "email")).await;
     let trail = db_
         .wait_for_trail("s-1", |t| !t["processed_at_ms"].is_null())
         .await;
     assert_eq!(trail["decisions"][0]["decision"]["kind"], "hold_send");
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/gates/campaign/spring/override", db_.url))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(json!({"by": "mia", "reason": "legal approved email"}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        response.status().as_u16(),
-        202,
-        "{}",
-        response.text().await.unwrap()
-    );
+    let request = json!({"by": "mia", "reason": "legal approved email"});
+    let (code, body) = override_gate(&db_, "spring", TOKEN, request).await;
+    assert_eq!(code, 202, "{body}");
     let received = sink.wait_for(1).await;
     assert_eq!(received[0].body["event"]["id"], "s-1");
     assert_eq!(received[0].body["kind"], "release_send");

@@ -1,13 +1,13 @@
 //! Convergence gates end to end: the example `convergence_gate` rule holds
 //! a send while the channels disagree, releases it (and the held ones) to
 //! the channel's plugin once they agree, and a person can override it with
-//! the admin token.
+//! the admin token. Its helpers serve the gate tests of several daemons too.
 
 use serde_json::{Value, json};
 
 use crate::support::{Daemon, Sink, Workspace, actions_settled, event, plugins_toml, repo_root};
 
-const TOKEN: &str = "test-admin-token-0123456789";
+pub const TOKEN: &str = "test-admin-token-0123456789";
 
 /// A free port, so `converge gates` can find the daemon.
 fn free_port() -> u16 {
@@ -41,7 +41,7 @@ config = {{ url = "{url}" }}
 }
 
 /// A channel that agrees with the others; `stage` decides approval.
-fn channel(id: &str, campaign: &str, name: &str, stage: &str) -> Value {
+pub fn channel(id: &str, campaign: &str, name: &str, stage: &str) -> Value {
     event(
         id,
         "campaign.channel.updated",
@@ -58,7 +58,7 @@ fn channel(id: &str, campaign: &str, name: &str, stage: &str) -> Value {
     )
 }
 
-fn send(id: &str, campaign: &str, name: &str) -> Value {
+pub fn send(id: &str, campaign: &str, name: &str) -> Value {
     event(
         id,
         "send.requested",
@@ -67,7 +67,7 @@ fn send(id: &str, campaign: &str, name: &str) -> Value {
     )
 }
 
-async fn accept(daemon: &Daemon, event: &Value) {
+pub async fn accept(daemon: &Daemon, event: &Value) {
     let (status, body) = daemon.send_event(event).await;
     assert_eq!(status, 202, "{body}");
 }
@@ -85,7 +85,12 @@ async fn gates(daemon: &Daemon) -> Vec<Value> {
     body["gates"].as_array().unwrap().clone()
 }
 
-async fn override_gate(daemon: &Daemon, campaign: &str, token: &str, body: Value) -> (u16, Value) {
+pub async fn override_gate(
+    daemon: &Daemon,
+    campaign: &str,
+    token: &str,
+    body: Value,
+) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!(
             "{}/v1/gates/campaign/{campaign}/override",
