@@ -358,13 +358,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let web_reader = Arc::new(Mutex::new(reader()?));
     // A source starts now, or, sharing the database, runs on whichever
     // daemon holds its lease.
-    let leases_reader = Arc::new(Mutex::new(reader()?));
+    let leases_reader = match &holder {
+        Some(_) => Some(Arc::new(Mutex::new(reader()?))),
+        None => None,
+    };
     let run_source = |name: String,
                       start: Box<
         dyn Fn(CancellationToken) -> tokio::task::JoinHandle<()> + Send,
-    >| match &holder {
-        None => start(stop_sources.clone()),
-        Some(holder) => tokio::spawn(cluster::lead(
+    >| match (&holder, &leases_reader) {
+        (Some(holder), Some(leases_reader)) => tokio::spawn(cluster::lead(
             leases_reader.clone(),
             name,
             holder.clone(),
@@ -372,6 +374,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stop_sources.clone(),
             start,
         )),
+        _ => start(stop_sources.clone()),
     };
     let mut source_tasks = Vec::new();
     for drop in &config.file_drops {
