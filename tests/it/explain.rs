@@ -39,6 +39,13 @@ fn redacted(out: &std::process::Output, ws: &Workspace, hashes: &[(String, &str)
                     return format!("{label}<time>");
                 }
             }
+            // What a rule saw: the entity's times are the daemon's clock.
+            if let Some((before, after)) = line.split_once(" updated ")
+                && let Some((time, rest)) = after.split_once(", ")
+            {
+                assert!(time.ends_with('Z'), "{line}");
+                return format!("{before} updated <time>, {rest}");
+            }
             line.to_string()
         })
         .collect::<Vec<_>>()
@@ -99,14 +106,14 @@ async fn explain_shows_where_each_decision_was_made_and_why() {
   seq        2
   1. hold_send  channel: "email", reason: "not approved yet"
      by rule gate at <ws>/gate.rhai:7:5 (version <gate>)
-     saw stage "review", owner "ana", updated 2026-11-23T10:00:00Z, 2 events
+     saw stage "review", owner "ana", updated <time>, 2 events
      because
        ✗ approved
          consistency: 0.72
      no action (no route)
   2. notify  message: "saw send.requested", to: "ops"
      by rule say at <ws>/say.rhai:1:1 (version <say>)
-     saw stage "review", owner "ana", updated 2026-11-23T10:00:00Z, 2 events
+     saw stage "review", owner "ana", updated <time>, 2 events
      no action (no route)"#
     );
 
@@ -122,9 +129,16 @@ async fn explain_shows_where_each_decision_was_made_and_why() {
         decision["trace"]["terms"],
         json!({"approved": false, "consistency": 0.72})
     );
+    let mut inputs = decision["trace"]["inputs"].clone();
+    // The entity's times are the daemon's clock when it journaled the event.
+    let updated_at = inputs["updated_at"].take();
+    assert!(
+        updated_at.as_str().is_some_and(|t| t.ends_with('Z')),
+        "{updated_at}"
+    );
     assert_eq!(
-        decision["trace"]["inputs"],
-        json!({"stage": "review", "owner": "ana", "updated_at": "2026-11-23T10:00:00Z", "events": 2})
+        inputs,
+        json!({"stage": "review", "owner": "ana", "updated_at": null, "events": 2})
     );
 
     // The entity's trail: every event about it, in order, and nothing else.
@@ -142,7 +156,7 @@ event c-1 (campaign.updated) from /tests
   seq        1
   1. notify  message: "saw campaign.updated", to: "ops"
      by rule say at <ws>/say.rhai:1:1 (version <say>)
-     saw stage "review", owner "ana", updated 2026-11-23T10:00:00Z, 1 event
+     saw stage "review", owner "ana", updated <time>, 1 event
      no action (no route)
 
 event s-1 (send.requested) from /tests

@@ -255,11 +255,13 @@ async fn a_held_send_survives_kill_9_and_is_released_once_after_restart() {
     assert_eq!(held_keys.len(), 1, "{received:#?}");
     assert_eq!(s2_keys.len(), 1, "{received:#?}");
     assert_ne!(held_keys[0], s2_keys[0]);
-    let action_keys: Vec<String> = actions
-        .iter()
-        .map(|a| format!("converge-action-{}", a["id"]))
-        .collect();
-    assert!(action_keys.contains(&held_keys[0]), "{action_keys:?}");
+    // A send's key comes from the send (its journal seq), not the action.
+    let s1_seq = held[0]["event_seq"].as_i64().unwrap();
+    assert!(
+        held_keys[0].starts_with(&format!("converge-send-{s1_seq}-")),
+        "{held_keys:?}"
+    );
+    assert!(s2_keys[0].starts_with("converge-send-"), "{s2_keys:?}");
     let sent = received.iter().find(|r| r.body["event"]["id"] == "s-1");
     assert_eq!(sent.unwrap().body["kind"], "release_send");
 }

@@ -7,6 +7,7 @@ mod cluster;
 mod connectors;
 mod crash;
 mod dlq;
+mod engine;
 mod explain;
 mod filedrops;
 mod gates;

@@ -5,6 +5,7 @@
 pub mod decision;
 pub mod entity;
 pub mod event;
+pub mod sources;
 
 pub use decision::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 pub use entity::{EntityKey, EntityState};

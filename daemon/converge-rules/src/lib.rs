@@ -366,10 +366,29 @@ impl RuleSet {
     pub fn evaluate(
         &self,
         event: &Event,
-        mut entity: Option<&mut EntityState>,
+        entity: Option<&mut EntityState>,
         now: DateTime<Utc>,
     ) -> Evaluation {
+        self.evaluate_at_gate(
+            event,
+            entity,
+            now,
+            &serde_json::json!({"open": false, "held": []}),
+        )
+    }
+
+    /// [`RuleSet::evaluate`], with the entity's convergence gate as rules
+    /// read it in `gate`: `open` (whether any send is held) and `held`
+    /// (each held send: `channel`, `event_id`, `since`, `rules`, `reasons`).
+    pub fn evaluate_at_gate(
+        &self,
+        event: &Event,
+        mut entity: Option<&mut EntityState>,
+        now: DateTime<Utc>,
+        gate: &serde_json::Value,
+    ) -> Evaluation {
         let event_value = rule_input(event_to_dynamic(event));
+        let gate_value = rule_input(crate::convert::json_to_dynamic(gate));
         let now_value = Dynamic::from(rfc3339(now));
         let mut entity_value = rule_input(entity_to_dynamic(entity.as_deref()));
         let mut evaluation = Evaluation::default();
@@ -380,6 +399,7 @@ impl RuleSet {
             scope.push_constant_dynamic("event", event_value.clone());
             scope.push_constant_dynamic("entity", entity_value.clone());
             scope.push_constant_dynamic("now", now_value.clone());
+            scope.push_constant_dynamic("gate", gate_value.clone());
 
             let guard = RunGuard::start(RunState {
                 has_entity: entity.is_some(),
@@ -494,6 +514,7 @@ fn declared_inputs() -> Scope<'static> {
     scope.push("event", Dynamic::UNIT);
     scope.push("entity", Dynamic::UNIT);
     scope.push("now", Dynamic::UNIT);
+    scope.push("gate", Dynamic::UNIT);
     scope
 }
 

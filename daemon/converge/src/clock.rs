@@ -11,6 +11,10 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+/// Where a manual clock's time is kept (`source_state`), so a restart
+/// continues from it.
+pub const MANUAL_CLOCK_KEY: &str = "clock/manual";
+
 #[derive(Clone, Debug)]
 pub enum Clock {
     System,
@@ -108,6 +112,17 @@ impl ManualClock {
         drop(now);
         self.moved.send_modify(|n| *n += 1);
         Ok(moved)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().expect("clock lock")
+    }
+
+    /// Where `by` from now would move the clock, without moving it.
+    pub fn after(&self, by: std::time::Duration) -> Result<DateTime<Utc>, ClockError> {
+        let by = chrono::Duration::from_std(by).map_err(|_| ClockError::OutOfRange)?;
+        let now = *self.now.lock().expect("clock lock");
+        now.checked_add_signed(by).ok_or(ClockError::OutOfRange)
     }
 
     /// Sets the clock to `to`, which must not be earlier than now.

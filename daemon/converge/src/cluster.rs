@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use converge_engine::{Gates, decision_time};
 use converge_model::{EntityKey, EntityState, Event};
 use converge_store::{
     ActionLease, EVENTS_CHANNEL, Fence, FiredTimer, JournaledEvent, NewEvent, PARTITIONS,
@@ -37,9 +38,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::gates::Gates;
+use crate::clock::Clock;
 use crate::journal::{Journaled, QueuedAction};
-use crate::processor::{Processor, event_time};
+use crate::processor::{Processor, millis_to_time};
 use crate::timers::FiringPlan;
 
 /// The channel a daemon that reloaded its rules notifies.
@@ -96,6 +97,8 @@ pub struct ReloadPeers {
 pub struct ClusterProcessor {
     /// Its `reader` is this loop's own connection, for reads and writes.
     pub processor: Processor,
+    /// Leases' and timers' time.
+    pub clock: Clock,
     pub holder: String,
     pub ttl: Duration,
     pub dispatcher: mpsc::Sender<QueuedAction>,
@@ -211,7 +214,7 @@ impl ClusterProcessor {
                         partition,
                         Held {
                             token,
-                            since_ms: self.processor.clock.now_ms(),
+                            since_ms: self.clock.now_ms(),
                         },
                     );
                     self.processor.metrics.partition_takeovers.inc();
@@ -266,7 +269,11 @@ impl ClusterProcessor {
                     // Recorded as processed with the reason, or it would
                     // come back on every page.
                     tracing::error!(seq = journaled.seq, error = %e, "journaled event no longer parses; skipped");
-                    processed.push(unreadable(journaled.seq, &e.to_string(), &self.processor));
+                    processed.push(unreadable(
+                        journaled.seq,
+                        &e.to_string(),
+                        self.clock.now_ms(),
+                    ));
                     continue;
                 }
             };
@@ -336,9 +343,9 @@ impl ClusterProcessor {
                 continue;
             };
             if !self.processor.cache.contains_key(&key) {
-                missing
-                    .entry(key)
-                    .or_insert_with(|| event_time(event, journaled.received_at_ms));
+                missing.entry(key).or_insert_with(|| {
+                    decision_time(event, millis_to_time(journaled.received_at_ms))
+                });
             }
         }
         if missing.is_empty() {
@@ -364,7 +371,7 @@ impl ClusterProcessor {
             return Ok(false);
         }
         let partitions: Vec<u32> = held.keys().copied().collect();
-        let now_ms = self.processor.clock.now_ms();
+        let now_ms = self.clock.now_ms();
         let due = self
             .processor
             .reader
@@ -453,10 +460,10 @@ impl ClusterProcessor {
 }
 
 /// The processing record of a journaled event that no longer parses.
-fn unreadable(seq: i64, error: &str, processor: &Processor) -> ProcessedEvent {
+fn unreadable(seq: i64, error: &str, now_ms: i64) -> ProcessedEvent {
     ProcessedEvent {
         seq,
-        processed_at_ms: processor.clock.now_ms(),
+        processed_at_ms: now_ms,
         rule_failures: vec![RuleFailure {
             rule: "converge".into(),
             rule_hash: String::new(),

@@ -286,6 +286,10 @@ mod raw {
         pub decision: String,
         pub plugin: String,
         pub name: Option<String>,
+        /// Filters: only decisions of this rule, to this `to`, about this channel.
+        pub rule: Option<String>,
+        pub to: Option<String>,
+        pub channel: Option<String>,
         #[serde(default = "empty_table")]
         pub config: toml::Value,
     }
@@ -424,14 +428,7 @@ pub struct PluginConfig {
     pub limits: PluginLimits,
 }
 
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub name: String,
-    pub decision: String,
-    pub plugin: String,
-    /// The route's `config` table as JSON: what the plugin reads with `config-json`.
-    pub config_json: String,
-}
+pub use converge_engine::Route;
 
 /// One `[[polls]]` entry: a connector plugin polled for new items.
 #[derive(Debug, Clone)]
@@ -797,6 +794,11 @@ impl Validator {
                 raw.limits.max_map_size,
                 defaults.max_map_size,
             ),
+            max_decisions_per_rule: limit(
+                "max_decisions_per_rule",
+                raw.limits.max_decisions_per_rule,
+                defaults.max_decisions_per_rule,
+            ),
             ..defaults
         };
         let mut files = Vec::new();
@@ -1025,12 +1027,19 @@ impl Validator {
                         "{}".into()
                     }
                 };
-                Route {
+                let route = Route {
                     name,
                     decision: r.decision.clone(),
                     plugin: r.plugin.clone(),
                     config_json,
+                    rule: r.rule.clone(),
+                    to: r.to.clone(),
+                    channel: r.channel.clone(),
+                };
+                if let Some(why) = route.unreachable() {
+                    self.error(&key, why);
                 }
+                route
             })
             .collect()
     }
@@ -1395,6 +1404,63 @@ mod tests {
         for (e, prefix) in errors.iter().zip(expected) {
             assert!(e.starts_with(prefix), "{e:?} should start with {prefix:?}");
         }
+    }
+
+    #[test]
+    fn every_rule_limit_is_applied_max_decisions_per_rule_included() {
+        let config = parse(
+            "[rules.limits]\nmax_operations = 5000\nmax_call_levels = 9\nmax_decisions_per_rule = 3\n",
+        )
+        .unwrap();
+        let limits = &config.rules.limits;
+        assert_eq!(
+            (
+                limits.max_operations,
+                limits.max_call_levels,
+                limits.max_decisions_per_rule
+            ),
+            (5000, 9, 3)
+        );
+    }
+
+    #[test]
+    fn routes_filter_by_rule_to_and_channel_and_a_filter_that_cannot_match_is_an_error() {
+        let plugin = "[plugins.jira]\ncomponent = \"jira.wasm\"\n";
+        let config = parse(&format!(
+            r#"{plugin}
+            [[routes]]
+            decision = "escalate"
+            plugin = "jira"
+            name = "legal-to-jira"
+            to = "legal"
+            rule = "regulated_claims"
+            [[routes]]
+            decision = "release_send"
+            plugin = "jira"
+            channel = "email"
+            "#
+        ));
+        // The component file does not exist here; only route errors matter.
+        let errors = config.err().unwrap_or_default();
+        assert!(
+            errors.iter().all(|e| !e.starts_with("routes")),
+            "{errors:#?}"
+        );
+        let errors = parse(&format!(
+            r#"{plugin}
+            [[routes]]
+            decision = "escalate"
+            plugin = "jira"
+            channel = "email"
+            "#
+        ))
+        .unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("routes[0]: `channel` filters only")),
+            "{errors:#?}"
+        );
     }
 
     #[test]

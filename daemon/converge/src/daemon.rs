@@ -28,12 +28,11 @@ use converge_store::Store;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, MANUAL_CLOCK_KEY};
 use crate::cluster::{self, ClusterProcessor, ReloadPeers};
-use crate::config::{ClockConfig, Config, Route};
+use crate::config::{ClockConfig, Config};
 use crate::dispatcher::{ActionLeases, Dispatcher};
 use crate::filedrops;
-use crate::gates::Gates;
 use crate::hooks::Hooks;
 use crate::journal::{Downstream, Journal};
 use crate::polls::Poller;
@@ -43,6 +42,7 @@ use crate::schedules::ScheduleSource;
 use crate::telemetry::Metrics;
 use crate::timers::Scheduler;
 use crate::web::{self, AppState};
+use converge_engine::{Engine, Gates};
 
 /// How many committed actions wait in memory for the dispatcher; beyond it
 /// they are read back from the outbox.
@@ -70,6 +70,33 @@ pub fn rule_sources(files: &[PathBuf]) -> anyhow::Result<Vec<RuleSource>> {
 }
 
 /// Compiles every configured rule; the error lists every problem with file:line:column.
+/// Where a manual clock stands at start: where it stood when the daemon
+/// last moved it (kept under [`MANUAL_CLOCK_KEY`]), so a restart does not
+/// send it back; `clock.start` when it never moved, or when `start` is
+/// later (a restart "later"). A `start` earlier than the kept time is
+/// ignored with a warning: the clock only moves forward.
+fn manual_start(
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    kept: Option<&str>,
+) -> chrono::DateTime<chrono::Utc> {
+    let kept = kept.and_then(|text| match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(at) => Some(at.with_timezone(&chrono::Utc)),
+        Err(e) => {
+            tracing::warn!(kept = %text.escape_debug(), error = %e, "the kept manual clock does not parse; starting from clock.start");
+            None
+        }
+    });
+    match (start, kept) {
+        (Some(start), Some(kept)) if start < kept => {
+            tracing::warn!(%start, %kept, "clock.start is earlier than where the manual clock stood before this restart; it continues from there (the clock only moves forward)");
+            kept
+        }
+        (Some(start), _) => start,
+        (None, Some(kept)) => kept,
+        (None, None) => chrono::Utc::now(),
+    }
+}
+
 pub fn compile_rules(config: &Config) -> anyhow::Result<RuleSet> {
     let sources = rule_sources(&config.rules.files)?;
     RuleSet::compile(sources, &config.rules.limits).map_err(|errors| {
@@ -181,7 +208,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::task::block_in_place(|| Store::open_reader(database))
             .with_context(|| format!("cannot open {database}"))
     };
-    let (store, cursor, head, gates, timers_pending, dead_letters) =
+    let (store, cursor, head, gates, timers_pending, dead_letters, manual_clock) =
         tokio::task::block_in_place(|| {
             let store = Store::open(database)
                 .with_context(|| format!("cannot open the database {database}"))?;
@@ -201,7 +228,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let head = store.journal_head()?;
             let timers_pending = store.pending_timer_count()?;
             let dead_letters = store.dead_letter_count()?;
-            anyhow::Ok((store, cursor, head, gates, timers_pending, dead_letters))
+            let manual_clock = store
+                .source_state(MANUAL_CLOCK_KEY)
+                .context("cannot read the manual clock")?;
+            anyhow::Ok((
+                store,
+                cursor,
+                head,
+                gates,
+                timers_pending,
+                dead_letters,
+                manual_clock,
+            ))
         })?;
 
     let host = plugin_host(&config)?;
@@ -211,7 +249,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let clock = match config.clock {
         ClockConfig::System => Clock::System,
         ClockConfig::Manual { start } => {
-            let start = start.unwrap_or_else(chrono::Utc::now);
+            let start = manual_start(start, manual_clock.as_deref());
             tracing::warn!(%start, "running on a manual clock (clock.mode = \"manual\"): time moves only through POST /v1/clock");
             Clock::manual(start)
         }
@@ -245,27 +283,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             shared: holder.is_some(),
         },
         metrics.clone(),
+        clock.clone(),
         fatal.clone(),
     );
 
-    let mut routes_by_kind: HashMap<String, Vec<Route>> = HashMap::new();
-    for route in &config.routes {
-        routes_by_kind
-            .entry(route.decision.clone())
-            .or_default()
-            .push(route.clone());
-    }
     let stop_processor = CancellationToken::new();
     let caught_up = CancellationToken::new();
     let processor = Processor {
         rules: rules.subscribe(),
-        routes: routes_by_kind,
+        engine: Engine {
+            routes: config.routes.clone(),
+            max_emit_depth: config.rules.max_emit_depth,
+        },
         reader: reader()?,
         journal: journal.clone(),
         metrics: metrics.clone(),
         cache: HashMap::new(),
-        clock: clock.clone(),
-        max_emit_depth: config.rules.max_emit_depth,
         caught_up: caught_up.clone(),
         gates,
     };
@@ -281,6 +314,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some(holder) => {
                 let cluster = ClusterProcessor {
                     processor,
+                    clock: clock.clone(),
                     holder: holder.clone(),
                     ttl: config.storage.lease_ttl,
                     dispatcher: dispatcher_tx_for_cluster.clone(),

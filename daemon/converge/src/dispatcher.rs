@@ -37,8 +37,8 @@ use tracing::Instrument;
 
 use crate::config::{Dispatch, Route};
 use crate::journal::{Journal, QueuedAction};
-use crate::outbox::ActionPayload;
 use crate::telemetry::{ActionOutcomeLabel, Metrics};
+use converge_engine::ActionPayload;
 
 /// How many pending actions one read of the outbox returns.
 const RELOAD_PAGE: usize = 10_000;
@@ -417,7 +417,9 @@ async fn attempt(
         tracing::Span::current().record("event_id", event_id);
     }
     let input = ActionInput {
-        id: idempotency_key(action.id),
+        id: payload
+            .idempotency_key
+            .map_or_else(|| idempotency_key(action.id), str::to_string),
         kind: payload.kind.to_string(),
         rule: payload.rule.to_string(),
         decision_json: payload.decision.get().to_string(),

@@ -30,8 +30,7 @@ impl EventSink for JournalSink {
             .acquire_many_owned(count)
             .await
             .map_err(|_| SinkError::Closed)?;
-        let received_at_ms = chrono::Utc::now().timestamp_millis();
-        match self.journal.append(events, received_at_ms, permit).await {
+        match self.journal.append(events, permit).await {
             Ok(_) => Ok(()),
             Err(JournalError::Closed) => Err(SinkError::Closed),
             Err(JournalError::Storage(e)) => Err(SinkError::Failed(e)),

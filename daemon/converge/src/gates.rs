@@ -1,202 +1,27 @@
 //! Convergence gates: the sends a campaign's rules hold until its channels
 //! converge, and the people who override them.
 //!
-//! Rules decide (`hold_send` / `release_send` on `send.requested` events);
-//! this module keeps what those decisions mean over time:
-//! - [`Gates`], the processor's view of every held send, loaded from the
-//!   store at start and kept ahead of it by the batches not yet committed
-//!   (the store is written with each event's processing, through
-//!   `GateChange`s);
-//! - [`Override`], what a `gate.override` event (journaled by
-//!   `POST /v1/gates/{kind}/{id}/override`) asks for;
+//! Rules decide (`hold_send` / `release_send`) and the engine keeps the
+//! held sends (`converge_engine::gates`); this module shows them:
 //! - [`gate_view`], the JSON of one gate for `GET /v1/gates` and
 //!   `converge gates`;
 //! - `converge gates` and `converge gates override`, which ask the daemon.
 //!
 //! See docs/gates.md.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
 use chrono::{TimeZone, Utc};
 use clap::{Args, Subcommand};
-use converge_model::{EntityState, Event};
+use converge_model::EntityState;
 use converge_store::{GateOverrideRecord, HeldSendRecord};
 use serde_json::{Map, Value, json};
 
 use crate::admin_client::{AdminClient, admin_token, text};
 
-/// The source of the events converge journals for people acting through
-/// its admin API (overrides). Intake refuses it from outside.
-pub const ADMIN_SOURCE: &str = "converge/admin";
-/// The type of an override's event.
-pub const OVERRIDE_TYPE: &str = "gate.override";
-/// The type of the events that ask for a send, which a gate may hold.
-pub const SEND_REQUESTED: &str = "send.requested";
-/// The rule name the decisions of an override are recorded under.
-pub const OVERRIDE_RULE: &str = "converge/admin";
-
-/// A send held by a gate, as the processor keeps it.
-#[derive(Debug, Clone)]
-pub struct HeldSend {
-    /// The journal `seq` of the `send.requested` event.
-    pub event_seq: i64,
-    pub channel: String,
-    /// That event's JSON: what its release hands the channel's plugin.
-    pub event_json: String,
-}
-
-/// Every held send, by campaign (entity key). What the store holds as
-/// `held`, plus the changes of the batches the journal has not committed:
-/// the processor reads only this, never the store, once started.
-#[derive(Debug, Default)]
-pub struct Gates {
-    open: HashMap<String, Vec<HeldSend>>,
-}
-
-impl Gates {
-    pub fn load(records: Vec<HeldSendRecord>) -> Gates {
-        let mut gates = Gates::default();
-        for record in records {
-            gates
-                .open
-                .entry(record.campaign)
-                .or_default()
-                .push(HeldSend {
-                    event_seq: record.event_seq,
-                    channel: record.channel,
-                    event_json: record.event_json,
-                });
-        }
-        gates
-    }
-
-    /// How many sends are held, in every campaign.
-    pub fn held(&self) -> usize {
-        self.open.values().map(Vec::len).sum()
-    }
-
-    /// Holds a send; false if this event's send on this channel is already held.
-    pub fn hold(&mut self, campaign: &str, send: HeldSend) -> bool {
-        let held = self.open.entry(campaign.to_string()).or_default();
-        if held
-            .iter()
-            .any(|h| h.event_seq == send.event_seq && h.channel == send.channel)
-        {
-            return false;
-        }
-        held.push(send);
-        true
-    }
-
-    /// Takes every send of the campaign held on `channel`, oldest first.
-    pub fn release(&mut self, campaign: &str, channel: &str) -> Vec<HeldSend> {
-        let Some(held) = self.open.get_mut(campaign) else {
-            return Vec::new();
-        };
-        let (released, kept) = held.drain(..).partition(|h| h.channel == channel);
-        *held = kept;
-        if held.is_empty() {
-            self.open.remove(campaign);
-        }
-        released
-    }
-
-    /// The channels of the campaign with held sends, in the order first held.
-    pub fn held_channels(&self, campaign: &str) -> Vec<String> {
-        let mut channels: Vec<String> = Vec::new();
-        for held in self.open.get(campaign).into_iter().flatten() {
-            if !channels.contains(&held.channel) {
-                channels.push(held.channel.clone());
-            }
-        }
-        channels
-    }
-}
-
-/// What a `gate.override` event asks: release the held sends of `channel`
-/// (every channel when `None`), on `by`'s word, for `reason`.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Override {
-    pub by: String,
-    pub reason: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-}
-
-/// Longest `by` and `reason` an override may carry.
-const MAX_BY: usize = 200;
-const MAX_REASON: usize = 2000;
-
-impl Override {
-    /// Checks what a person sent; the error says what is wrong.
-    pub fn validate(self) -> Result<Override, String> {
-        let by = self.by.trim().to_string();
-        let reason = self.reason.trim().to_string();
-        if by.is_empty() || by.len() > MAX_BY {
-            return Err(format!(
-                "`by` names who overrides: 1 to {MAX_BY} characters"
-            ));
-        }
-        if reason.is_empty() || reason.len() > MAX_REASON {
-            return Err(format!("`reason` says why: 1 to {MAX_REASON} characters"));
-        }
-        let channel = match self.channel.map(|c| c.trim().to_string()) {
-            Some(c) if c.is_empty() => {
-                return Err("`channel`, when given, names a channel".into());
-            }
-            other => other,
-        };
-        Ok(Override {
-            by,
-            reason,
-            channel,
-        })
-    }
-
-    /// The override an event of converge's admin API carries, if it is one.
-    pub fn of(event: &Event) -> Option<Result<Override, String>> {
-        if event.source != ADMIN_SOURCE || event.ty != OVERRIDE_TYPE {
-            return None;
-        }
-        Some(
-            serde_json::from_value::<Override>(event.data.clone())
-                .map_err(|e| format!("the override event's data is not an override: {e}"))
-                .and_then(Override::validate),
-        )
-    }
-
-    /// The event that journals this override of `campaign` (an entity key).
-    pub fn event(
-        &self,
-        id: String,
-        campaign: &str,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<Event, String> {
-        Event::from_value(json!({
-            "specversion": "1.0",
-            "id": id,
-            "source": ADMIN_SOURCE,
-            "type": OVERRIDE_TYPE,
-            "subject": campaign,
-            "time": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "datacontenttype": "application/json",
-            "data": self,
-        }))
-        .map_err(|e| e.to_string())
-    }
-}
-
-/// The channel a `send.requested` event asks to send on.
-pub fn requested_channel(event: &Event) -> Option<&str> {
-    if event.ty != SEND_REQUESTED {
-        return None;
-    }
-    event.data.get("channel").and_then(Value::as_str)
-}
+pub use converge_engine::gates::{OVERRIDE_TYPE, Override};
 
 fn time(ms: i64) -> Value {
     Utc.timestamp_millis_opt(ms)
@@ -543,55 +368,4 @@ fn describe(answer: &Value) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn held(seq: i64, channel: &str) -> HeldSend {
-        HeldSend {
-            event_seq: seq,
-            channel: channel.into(),
-            event_json: "{}".into(),
-        }
-    }
-
-    #[test]
-    fn releases_take_one_channel_and_close_an_empty_gate() {
-        let mut gates = Gates::default();
-        assert!(gates.hold("campaign/c", held(1, "email")));
-        assert!(!gates.hold("campaign/c", held(1, "email")), "held once");
-        assert!(gates.hold("campaign/c", held(2, "social")));
-        assert!(gates.hold("campaign/c", held(3, "email")));
-        assert_eq!(gates.held(), 3);
-        assert_eq!(gates.held_channels("campaign/c"), ["email", "social"]);
-        let released: Vec<i64> = gates
-            .release("campaign/c", "email")
-            .iter()
-            .map(|h| h.event_seq)
-            .collect();
-        assert_eq!(released, [1, 3]);
-        assert_eq!(gates.release("campaign/c", "social").len(), 1);
-        assert_eq!(gates.held(), 0);
-        assert!(gates.open.is_empty());
-    }
-
-    #[test]
-    fn an_override_needs_who_and_why() {
-        let bad = Override {
-            by: " ".into(),
-            reason: "launch now".into(),
-            channel: None,
-        };
-        assert!(bad.validate().unwrap_err().contains("`by`"));
-        let ok = Override {
-            by: " mia ".into(),
-            reason: "legal approved by phone".into(),
-            channel: Some("email".into()),
-        }
-        .validate()
-        .unwrap();
-        assert_eq!(ok.by, "mia");
-    }
 }

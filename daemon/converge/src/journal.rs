@@ -30,6 +30,7 @@ use converge_store::{
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::telemetry::Metrics;
 
 /// An event the journal committed, on its way to the rules.
@@ -116,6 +117,9 @@ pub struct TimerFiring {
 #[derive(Clone)]
 pub struct Journal {
     tx: mpsc::Sender<Request>,
+    /// What every appended event's `received_at` is read from: the
+    /// daemon's clock, which the engine decides outside events at.
+    clock: Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +152,7 @@ impl Journal {
         max_batch: usize,
         downstream: Downstream,
         metrics: Metrics,
+        clock: Clock,
         fatal: CancellationToken,
     ) -> (Journal, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
@@ -164,19 +169,18 @@ impl Journal {
                 .run(rx)
             })
             .expect("spawning the journal thread");
-        (Journal { tx }, handle)
+        (Journal { tx, clock }, handle)
     }
 
-    /// Journals `events` durably, deduplicating on (source, id). Returns when
-    /// the commit is on disk; `permit` then travels with the new events.
+    /// Journals `events` durably, deduplicating on (source, id), received
+    /// now on the daemon's clock. Returns when the commit is on disk;
+    /// `permit` then travels with the new events.
     pub async fn append(
         &self,
         events: Vec<Event>,
-        received_at_ms: i64,
         permit: OwnedSemaphorePermit,
     ) -> Result<Vec<Appended>, JournalError> {
-        self.append_with_state(events, received_at_ms, Vec::new(), permit)
-            .await
+        self.append_with_state(events, Vec::new(), permit).await
     }
 
     /// [`Journal::append`], also keeping `state` (a poll cursor, a hook's
@@ -184,10 +188,10 @@ impl Journal {
     pub async fn append_with_state(
         &self,
         events: Vec<Event>,
-        received_at_ms: i64,
         state: Vec<SourceState>,
         permit: OwnedSemaphorePermit,
     ) -> Result<Vec<Appended>, JournalError> {
+        let received_at_ms = self.clock.now_ms();
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Append {

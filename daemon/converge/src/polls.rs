@@ -113,7 +113,7 @@ impl Poller {
         jsons
             .iter()
             .filter_map(|json| match Event::from_json(json.as_bytes()) {
-                Ok(event) if !event.source.starts_with("converge/") => Some(event),
+                Ok(event) if !converge_model::sources::is_reserved(&event.source) => Some(event),
                 Ok(event) => {
                     tracing::error!(poll = %self.poll.name, source = %event.source, "the plugin made an event with a source converge reserves; dropped");
                     None
@@ -144,15 +144,9 @@ impl Poller {
                 .acquire_many_owned(count)
                 .await
                 .map_err(|_| Stop)?;
-            let received_at_ms = chrono::Utc::now().timestamp_millis();
             match self
                 .journal
-                .append_with_state(
-                    events.clone(),
-                    received_at_ms,
-                    kept.clone().into_iter().collect(),
-                    permit,
-                )
+                .append_with_state(events.clone(), kept.clone().into_iter().collect(), permit)
                 .await
             {
                 Ok(_) => {

@@ -12,33 +12,22 @@
 //! of the entity state; their decisions are recorded with the `shadow`
 //! mark and given no actions, timers, emits or state changes.
 //!
-//! Convergence gates: a `hold_send` for a `send.requested` event holds that
-//! send ([`Gates`]); a `release_send` releases every held send of its
-//! channel (and the current send when the event requested it on that
-//! channel), each becoming an action of the `release_send` routes with the
-//! original send event; a `gate.override` event from converge's admin API
-//! releases a campaign's held sends on a person's word. The changes are
-//! committed with the event's processing.
+//! What each event causes is decided by the engine (`converge_engine`),
+//! the same code `converge rules test` and `converge replay` run: this
+//! module only feeds it states (its cache, else the store), logs and counts
+//! the outcome, and hands it to the journal.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeZone, Utc};
-use converge_model::{Decision, DecisionKind, EntityKey, EntityState, Event};
-use converge_store::{
-    ExpectedArrival, GateChange, NewAction, NewDecision, NewEvent, NewTimer, ProcessedEvent,
-    RuleFailure, Store,
-};
-use serde_json::value::RawValue;
+use chrono::{DateTime, Utc};
+use converge_engine::{Engine, Gates, Input, Outcome, Rules};
+use converge_model::{EntityKey, EntityState, Event};
+use converge_store::{GateChange, NewEvent, ProcessedEvent, RuleFailure, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
-use crate::config::Route;
-use crate::effects::{emitted_event, entity_data, new_timer};
-use crate::gates::{Gates, HeldSend, OVERRIDE_RULE, Override, requested_channel};
 use crate::journal::{Journal, Journaled, Processed};
-use crate::outbox::ActionPayload;
 use crate::reload::LoadedRules;
 use crate::telemetry::Metrics;
 
@@ -51,8 +40,8 @@ const BATCH: usize = 512;
 pub struct Processor {
     /// The current rules; a hot reload replaces them.
     pub rules: watch::Receiver<Arc<LoadedRules>>,
-    /// Routes by decision kind.
-    pub routes: HashMap<String, Vec<Route>>,
+    /// The decision path: routes and limits.
+    pub engine: Engine,
     /// A read connection for entity states not in the cache and for the backlog.
     pub reader: Store,
     pub journal: Journal,
@@ -60,10 +49,6 @@ pub struct Processor {
     /// The states this processor last wrote, which may be ahead of the store
     /// by the batches the journal has not committed yet.
     pub cache: HashMap<EntityKey, EntityState>,
-    /// The rules' `now`, the base of timers' due times, and processing times.
-    pub clock: Clock,
-    /// Deepest chain of `emit`s allowed (`rules.max_emit_depth`).
-    pub max_emit_depth: u32,
     /// Cancelled once the events journaled before this start are processed
     /// (their results handed to the journal): the timer scheduler waits for
     /// it, so an expected event that arrived before a crash cancels its
@@ -71,15 +56,6 @@ pub struct Processor {
     pub caught_up: CancellationToken,
     /// Every held send, ahead of the store like `cache`; loaded at start.
     pub gates: Gates,
-}
-
-/// What the decisions of one event ask the store to do besides recording them.
-#[derive(Default)]
-struct Effects {
-    timers: Vec<NewTimer>,
-    emits: Vec<NewEvent>,
-    emitted: Vec<Event>,
-    gate_changes: Vec<GateChange>,
 }
 
 impl Processor {
@@ -191,360 +167,146 @@ impl Processor {
 
     pub fn process(&mut self, item: Journaled, rules: &LoadedRules) -> Result<Processed, String> {
         let event = &item.event;
-        let span = tracing::info_span!("process", event_id = %event.id, seq = item.seq);
+        let span =
+            tracing::info_span!("process", event_id = %event.id.escape_debug(), seq = item.seq);
         let _enter = span.enter();
-        let now = self.clock.now();
-        let at = event_time(event, item.received_at_ms);
-
-        let mut entity = match event.entity_key() {
-            Some(key) => Some(self.entity(key, at)?),
+        let entity = match event.entity_key() {
+            Some(key) => self.entity(&key)?,
             None => None,
         };
-        if let Some(state) = entity.as_mut() {
-            state.apply_event(&event.ty, &entity_data(event), at);
-        }
-        let evaluation = rules.live.evaluate(event, entity.as_mut(), now);
-        // Shadow rules change only a copy of the state, which is dropped.
-        let shadow = if rules.shadow.rules().is_empty() {
-            converge_rules::Evaluation::default()
-        } else {
-            let mut scratch = entity.clone();
-            rules.shadow.evaluate(event, scratch.as_mut(), now)
-        };
-        for note in evaluation.notes.iter().chain(&shadow.notes) {
-            tracing::debug!(rule = %note.rule, "{}", note.message);
-        }
-
-        let entity_json = serde_json::value::to_raw_value(&entity).map_err(|e| e.to_string())?;
-        let event_json: &RawValue = serde_json::from_str(&event.json).map_err(|e| e.to_string())?;
-        let mut decisions = Vec::with_capacity(evaluation.decisions.len());
-        let mut rule_failures = Vec::new();
-        let mut effects = Effects::default();
-        for decision in evaluation.decisions {
-            if let Err(message) = self.effect(item.seq, event, &decision, now, &mut effects) {
-                rule_failures.push(converge_rules::RuleFailure {
-                    rule: decision.rule,
-                    rule_hash: decision.rule_hash,
-                    message,
-                });
-                continue;
-            }
-            let kind = decision.kind.name();
-            self.metrics
-                .decisions
-                .get_or_create(&crate::telemetry::KindLabel {
-                    kind: kind.to_string(),
-                })
-                .inc();
-            tracing::info!(rule = %decision.rule, kind, "decision");
-            let actions = match &decision.kind {
-                DecisionKind::HoldSend { channel, reason } => {
-                    self.hold(
-                        item.seq,
-                        event,
-                        &decision.rule,
-                        channel,
-                        reason,
-                        &mut effects,
-                    );
-                    self.route(&decision, event_json, &entity_json)?
-                }
-                DecisionKind::ReleaseSend { channel, .. } => self.release(
-                    item.seq,
-                    event,
-                    &decision,
-                    channel,
-                    &format!("rule {}", decision.rule),
-                    &entity_json,
-                    &mut effects,
-                )?,
-                _ => self.route(&decision, event_json, &entity_json)?,
-            };
-            decisions.push(NewDecision {
-                decision,
-                shadow: false,
-                actions,
-            });
-        }
-        match Override::of(event) {
-            Some(Ok(request)) => decisions.extend(self.apply_override(
-                item.seq,
+        let outcome = self.engine.decide(
+            Rules {
+                live: &rules.live,
+                shadow: Some(&rules.shadow),
+            },
+            Input {
+                seq: item.seq,
                 event,
-                &request,
-                &entity_json,
-                &mut effects,
-            )?),
-            Some(Err(message)) => rule_failures.push(converge_rules::RuleFailure {
-                rule: OVERRIDE_RULE.into(),
-                rule_hash: String::new(),
-                message,
-            }),
-            None => {}
-        }
-        self.metrics.held_sends.set(self.gates.held() as i64);
-        for decision in shadow.decisions {
-            let kind = decision.kind.name();
-            self.metrics
-                .shadow_decisions
-                .get_or_create(&crate::telemetry::KindLabel {
-                    kind: kind.to_string(),
-                })
-                .inc();
-            tracing::info!(rule = %decision.rule, kind, "shadow decision (not acted on)");
-            decisions.push(NewDecision {
-                decision,
-                shadow: true,
-                actions: Vec::new(),
-            });
-        }
-        let rule_failures = evaluation
-            .failures
-            .into_iter()
-            .chain(shadow.failures)
-            .chain(rule_failures)
-            .map(|f| {
-                self.metrics.rule_failures.inc();
-                tracing::warn!(rule = %f.rule, error = %f.message, "rule failed");
-                RuleFailure {
-                    rule: f.rule,
-                    rule_hash: f.rule_hash,
-                    message: f.message,
-                }
-            })
-            .collect();
-        if let Some(state) = &entity {
+                entity,
+                // When the daemon's clock journaled it: what replay reads
+                // back, so both decide at the same time.
+                clock: millis_to_time(item.received_at_ms),
+            },
+            &mut self.gates,
+        )?;
+        self.observe(event, &outcome);
+        if let Some(state) = &outcome.entity {
             if self.cache.len() >= ENTITY_CACHE_LIMIT {
                 self.cache.clear();
             }
             self.cache.insert(state.key(), state.clone());
         }
+        let now_ms = outcome.now.timestamp_millis();
+        let rule_failures = outcome
+            .failures
+            .into_iter()
+            .map(|f| RuleFailure {
+                rule: f.rule,
+                rule_hash: f.rule_hash,
+                message: f.message,
+            })
+            .collect();
         Ok(Processed {
             result: ProcessedEvent {
                 seq: item.seq,
-                entity,
-                decisions,
+                entity: outcome.entity,
+                decisions: outcome.decisions,
                 rule_failures,
-                processed_at_ms: now.timestamp_millis(),
-                timers: effects.timers,
-                cancel_expects: event.entity_key().map(|key| ExpectedArrival {
-                    entity: key.to_string(),
-                    event_type: event.ty.clone(),
-                }),
-                emits: effects.emits,
-                gate_changes: effects.gate_changes,
+                processed_at_ms: now_ms,
+                timers: outcome.timers,
+                cancel_expects: outcome.cancel_expects,
+                emits: outcome
+                    .emitted
+                    .iter()
+                    .map(|e| NewEvent::from_event(e, now_ms))
+                    .collect(),
+                gate_changes: outcome.gate_changes,
             },
-            emitted: effects.emitted,
+            emitted: outcome.emitted,
             acked_at: item.acked_at,
             permit: item.permit,
         })
     }
 
-    /// The actions of a decision's routes, each with the decision, this
-    /// event and the entity.
-    fn route(
-        &self,
-        decision: &Decision,
-        event_json: &RawValue,
-        entity_json: &RawValue,
-    ) -> Result<Vec<NewAction>, String> {
-        let kind = decision.kind.name();
-        let routes = self.routes.get(kind).map(Vec::as_slice).unwrap_or_default();
-        if routes.is_empty() {
-            return Ok(Vec::new());
+    /// Logs and counts what the engine decided for one event.
+    fn observe(&self, event: &Event, outcome: &Outcome) {
+        for note in &outcome.notes {
+            tracing::debug!(rule = %note.rule, "{}", note.message.escape_debug());
         }
-        let decision_json = serde_json::value::to_raw_value(decision).map_err(|e| e.to_string())?;
-        let payload = serde_json::to_string(&ActionPayload {
-            kind,
-            rule: &decision.rule,
-            decision: &decision_json,
-            event: event_json,
-            entity: entity_json,
-        })
-        .map_err(|e| e.to_string())?;
-        Ok(routes
-            .iter()
-            .map(|route| NewAction {
-                route: route.name.clone(),
-                plugin: route.plugin.clone(),
-                payload_json: payload.clone(),
-            })
-            .collect())
-    }
-
-    /// A `hold_send` of the channel a `send.requested` event asked for
-    /// holds that send; on other events it only stays a decision.
-    fn hold(
-        &mut self,
-        seq: i64,
-        event: &Event,
-        rule: &str,
-        channel: &str,
-        reason: &str,
-        effects: &mut Effects,
-    ) {
-        let (Some(key), Some(_)) = (event.entity_key(), requested_channel(event)) else {
-            return;
-        };
-        let campaign = key.to_string();
-        let send = HeldSend {
-            event_seq: seq,
-            channel: channel.to_string(),
-            event_json: event.json.clone(),
-        };
-        if self.gates.hold(&campaign, send) {
-            self.metrics
-                .send_held(&campaign, channel, &event.id, reason);
-            effects.gate_changes.push(GateChange::Hold {
-                campaign,
-                channel: channel.to_string(),
-                rule: rule.to_string(),
-                reason: reason.to_string(),
-            });
-        }
-    }
-
-    /// Releases the sends of `channel` held for the event's campaign, and
-    /// the event's own send when it requested one on `channel` (and was not
-    /// held by an earlier rule of this event, in which case it is among the
-    /// held ones): one action per send and `release_send` route, carrying
-    /// the send's own event.
-    #[allow(clippy::too_many_arguments)]
-    fn release(
-        &mut self,
-        seq: i64,
-        event: &Event,
-        decision: &Decision,
-        channel: &str,
-        by: &str,
-        entity_json: &RawValue,
-        effects: &mut Effects,
-    ) -> Result<Vec<NewAction>, String> {
-        let Some(key) = event.entity_key() else {
-            return Ok(Vec::new());
-        };
-        let campaign = key.to_string();
-        let released = self.gates.release(&campaign, channel);
-        let mut sends: Vec<&str> = released.iter().map(|h| h.event_json.as_str()).collect();
-        let current_held = released.iter().any(|h| h.event_seq == seq);
-        if requested_channel(event) == Some(channel) && !current_held {
-            sends.push(&event.json);
-        }
-        if !released.is_empty() {
-            self.metrics
-                .sends_released(&campaign, channel, released.len(), by);
-            effects.gate_changes.push(GateChange::Release {
-                campaign,
-                channel: channel.to_string(),
-                by: by.to_string(),
-            });
-        }
-        let mut actions = Vec::new();
-        for send in sends {
-            let send: &RawValue = serde_json::from_str(send).map_err(|e| e.to_string())?;
-            actions.extend(self.route(decision, send, entity_json)?);
-        }
-        Ok(actions)
-    }
-
-    /// A person's override: releases the held sends of its channel (or of
-    /// every held channel), each channel's release recorded as a
-    /// `release_send` decision of [`OVERRIDE_RULE`] with who and why, then
-    /// the override itself for the gate's history.
-    fn apply_override(
-        &mut self,
-        seq: i64,
-        event: &Event,
-        request: &Override,
-        entity_json: &RawValue,
-        effects: &mut Effects,
-    ) -> Result<Vec<NewDecision>, String> {
-        let Some(key) = event.entity_key() else {
-            return Ok(Vec::new());
-        };
-        let campaign = key.to_string();
-        let channels = match &request.channel {
-            Some(channel) => vec![channel.clone()],
-            None => self.gates.held_channels(&campaign),
-        };
-        let by = format!("override by {}", request.by);
-        let mut decisions = Vec::new();
-        let mut released = 0;
-        for channel in channels {
-            let before = self.gates.held();
-            let decision = Decision {
-                rule: OVERRIDE_RULE.into(),
-                rule_hash: String::new(),
-                trace: None,
-                kind: DecisionKind::ReleaseSend {
-                    channel: channel.clone(),
-                    reason: format!("{by}: {}", request.reason),
-                },
+        for decision in &outcome.decisions {
+            let kind = decision.decision.kind.name();
+            let label = crate::telemetry::KindLabel {
+                kind: kind.to_string(),
             };
-            let actions =
-                self.release(seq, event, &decision, &channel, &by, entity_json, effects)?;
-            released += before - self.gates.held();
-            decisions.push(NewDecision {
-                decision,
-                shadow: false,
-                actions,
-            });
+            if decision.shadow {
+                self.metrics.shadow_decisions.get_or_create(&label).inc();
+                tracing::info!(rule = %decision.decision.rule, kind, "shadow decision (not acted on)");
+            } else {
+                self.metrics.decisions.get_or_create(&label).inc();
+                tracing::info!(rule = %decision.decision.rule, kind, "decision");
+            }
         }
-        self.metrics
-            .gate_overridden(&campaign, request.channel.as_deref(), &request.by, released);
-        effects.gate_changes.push(GateChange::Override {
-            campaign,
-            channel: request.channel.clone(),
-            by: request.by.clone(),
-            reason: request.reason.clone(),
-            released,
-        });
-        Ok(decisions)
+        for failure in &outcome.failures {
+            self.metrics.rule_failures.inc();
+            tracing::warn!(rule = %failure.rule, error = %failure.message.escape_debug(), "rule failed");
+        }
+        for change in &outcome.gate_changes {
+            match change {
+                GateChange::Hold {
+                    campaign,
+                    channel,
+                    reason,
+                    ..
+                } => self.metrics.send_held(
+                    campaign,
+                    channel,
+                    &event.id.escape_debug().to_string(),
+                    reason,
+                ),
+                GateChange::Override {
+                    campaign,
+                    channel,
+                    by,
+                    released,
+                    ..
+                } => self
+                    .metrics
+                    .gate_overridden(campaign, channel.as_deref(), by, *released),
+                GateChange::Release { .. } => {}
+            }
+        }
+        for release in outcome.releases.iter().filter(|r| r.held > 0) {
+            self.metrics.sends_released(
+                &release.campaign,
+                &release.channel,
+                release.held,
+                &release.by,
+            );
+        }
+        for overruled in &outcome.overruled {
+            tracing::info!(
+                rule = %overruled.rule,
+                channel = %overruled.channel,
+                held_by = %overruled.held_by.join(", "),
+                "release overruled: a rule held the same channel on this event"
+            );
+        }
+        self.metrics.held_sends.set(self.gates.held() as i64);
     }
 
-    /// Turns a `schedule` or `expect` decision into a timer and an `emit`
-    /// into an event to journal; other decisions have no effect here. An
-    /// `Err` is why the decision cannot take effect: it is recorded as a
-    /// failure of its rule instead of as a decision.
-    fn effect(
-        &self,
-        seq: i64,
-        event: &Event,
-        decision: &Decision,
-        now: DateTime<Utc>,
-        effects: &mut Effects,
-    ) -> Result<(), String> {
-        if let DecisionKind::Emit { event_type, data } = &decision.kind {
-            let id = format!("emit-{seq}-{}", effects.emits.len() + 1);
-            let emitted = emitted_event(event, id, event_type, data, now, self.max_emit_depth)?;
-            effects
-                .emits
-                .push(NewEvent::from_event(&emitted, now.timestamp_millis()));
-            effects.emitted.push(emitted);
-        } else if let Some(timer) = new_timer(event, decision, now)? {
-            effects.timers.push(timer);
+    /// The entity's state as this processor last wrote it, else as the
+    /// store has it; `None` for an entity no event was about yet.
+    fn entity(&mut self, key: &EntityKey) -> Result<Option<EntityState>, String> {
+        if let Some(state) = self.cache.get(key) {
+            return Ok(Some(state.clone()));
         }
-        Ok(())
-    }
-
-    fn entity(&mut self, key: EntityKey, at: DateTime<Utc>) -> Result<EntityState, String> {
-        if let Some(state) = self.cache.get(&key) {
-            return Ok(state.clone());
-        }
-        match self.reader.entity(&key) {
-            Ok(state) => Ok(state.unwrap_or_else(|| EntityState::new(&key, at))),
-            Err(e) => Err(format!("cannot read the state of {key}: {e}")),
-        }
+        self.reader
+            .entity(key)
+            .map_err(|e| format!("cannot read the state of {key}: {e}"))
     }
 }
 
-/// When an event happened, as its entity's state records it: its own
-/// `time`, else when it was received.
-pub fn event_time(event: &Event, received_at_ms: i64) -> DateTime<Utc> {
-    event.time.unwrap_or_else(|| millis_to_time(received_at_ms))
-}
-
-fn millis_to_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or_else(Utc::now)
+/// A journal time in milliseconds; out of range (a damaged row) is the epoch.
+pub fn millis_to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }

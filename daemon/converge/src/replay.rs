@@ -45,9 +45,11 @@ use serde_json::{Value, json};
 
 use crate::Exit;
 use crate::config::Config;
-use crate::effects::{EMIT_SOURCE, entity_data};
-use crate::simulate::{Origin, Processed, Simulation};
-use crate::timers::TIMER_SOURCE;
+use converge_engine::effects::data_without_timer;
+use converge_engine::{Engine, Origin, Processed, Rules, Simulation};
+use converge_model::sources;
+
+use crate::reload::LoadedRules;
 
 /// Journal events read per query.
 const PAGE: usize = 4096;
@@ -128,13 +130,19 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         }
     };
     let limits = &config.rules.limits;
+    // The config's rules run as the daemon runs them, shadow ones included;
+    // rule files named on the command line all run live.
     let first = if args.rules.is_empty() {
-        compile(&config.rules.files, limits)
+        LoadedRules::compile(&config.rules)
+            .map(|loaded| (loaded.live, Some(loaded.shadow)))
+            .map_err(|errors| format!("{} rule error(s):\n  {}", errors.len(), errors.join("\n  ")))
     } else {
-        rule_files(&args.rules).and_then(|files| compile(&files, limits))
+        rule_files(&args.rules).and_then(|files| compile(&files, limits).map(|r| (r, None)))
     };
     let second = (!args.diff.is_empty())
-        .then(|| rule_files(&args.diff).and_then(|files| compile(&files, limits)))
+        .then(|| {
+            rule_files(&args.diff).and_then(|files| compile(&files, limits).map(|r| (r, None)))
+        })
         .transpose();
     let (first, second) = match (first, second) {
         (Ok(first), Ok(second)) => (first, second),
@@ -162,15 +170,11 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         source.progress_bar()
     };
     let simulate = !args.no_simulate;
-    let simulation = |rules| {
-        // Starts before every event; the first event sets the clock.
-        let sim = Simulation::new(rules, config.rules.max_emit_depth, DateTime::<Utc>::MIN_UTC);
-        if simulate {
-            sim
-        } else {
-            sim.without_timers_and_emits()
-        }
+    let engine = Engine {
+        routes: config.routes.clone(),
+        max_emit_depth: config.rules.max_emit_depth,
     };
+    let simulation = |rules| new_simulation(rules, &engine, simulate);
     let mut run = Run {
         window: (args.since, args.until),
         simulate,
@@ -244,6 +248,26 @@ pub fn run(args: ReplayArgs) -> ExitCode {
     }
 }
 
+/// A simulation of the daemon for one rule set (live, and shadow when the
+/// config's rules are replayed), before every event: the first event sets
+/// the clock.
+fn new_simulation<'r>(
+    (live, shadow): &'r (RuleSet, Option<RuleSet>),
+    engine: &Engine,
+    simulate: bool,
+) -> Simulation<'r> {
+    let rules = Rules {
+        live,
+        shadow: shadow.as_ref(),
+    };
+    let sim = Simulation::new(rules, engine.clone(), DateTime::<Utc>::MIN_UTC);
+    if simulate {
+        sim
+    } else {
+        sim.without_timers_and_emits()
+    }
+}
+
 /// Runs one recorded event in `sim`: first the timers due by its `now`,
 /// then the event and what it emits, at its own `now` even when an earlier
 /// event's was later (the rules see the event's time). `each` gets every
@@ -258,8 +282,7 @@ fn replay_event(
     sim.run(&recorded.event, Origin::Input, &mut |p| {
         let seq = recorded.seq.filter(|_| p.origin == Origin::Input);
         each(p, seq);
-    });
-    Ok(())
+    })
 }
 
 /// What one simulation processed for one recorded event.
@@ -280,7 +303,7 @@ fn until_end(sim: &mut Simulation<'_>, until: DateTime<Utc>) -> Result<Vec<Seen>
 /// Events converge journals itself for decisions: a fired timer's and an
 /// emitted one. A replay that simulates timers and emits makes its own.
 fn journaled_by_converge(event: &Event) -> bool {
-    event.source == TIMER_SOURCE || event.source == EMIT_SOURCE
+    event.source == sources::TIMERS || event.source == sources::RULES
 }
 
 /// The files named on the command line, directories expanded to their
@@ -461,9 +484,9 @@ impl Source {
                 *after = journaled.seq;
                 Ok(match Event::from_journal(&journaled.json) {
                     Ok(event) => {
-                        let now = event
-                            .time
-                            .unwrap_or_else(|| millis_to_time(journaled.received_at_ms));
+                        // The daemon decided it at the time its clock
+                        // journaled it (`converge_engine::decision_time`).
+                        let now = millis_to_time(journaled.received_at_ms);
                         Next::Event(Box::new(Recorded {
                             event,
                             seq: Some(journaled.seq),
@@ -529,6 +552,8 @@ fn millis_to_time(ms: i64) -> DateTime<Utc> {
 struct Outcome {
     decisions: Vec<Decision>,
     failures: Vec<RuleFailure>,
+    /// The shadow rules' decisions: printed, marked, never compared.
+    shadow: Vec<Decision>,
 }
 
 impl From<Evaluation> for Outcome {
@@ -536,6 +561,7 @@ impl From<Evaluation> for Outcome {
         Outcome {
             decisions: evaluation.decisions,
             failures: evaluation.failures,
+            shadow: Vec::new(),
         }
     }
 }
@@ -588,7 +614,7 @@ impl Seen {
                 event.ty,
                 event.subject.as_deref().unwrap_or_default(),
                 event.time,
-                entity_data(event)
+                data_without_timer(event)
             ),
         };
         Seen {
@@ -876,7 +902,11 @@ impl<W: Write> Reporter<W> {
             subject: event.subject.as_deref(),
             now: processed.now,
         };
-        let outcome = Outcome::from(processed.evaluation);
+        let shadow = processed.shadow().cloned().collect();
+        let outcome = Outcome {
+            shadow,
+            ..Outcome::from(processed.evaluation)
+        };
         self.totals.a.count(about.origin, &outcome);
         if self.error.is_none()
             && let Err(e) = self.out.decisions(&about, &outcome)
@@ -1035,6 +1065,22 @@ impl<W: Write> Output<W> {
                 line.to_string()
             } else {
                 format!("{now}  {}  {}  {}", about.id, d.rule, kind_json(&d.kind))
+            };
+            self.line(&line)?;
+        }
+        for d in &outcome.shadow {
+            let line = if self.json {
+                let mut line = Self::event_json(about);
+                Self::decision_json(&mut line, d);
+                line["shadow"] = json!(true);
+                line.to_string()
+            } else {
+                format!(
+                    "{now}  {}  {}  (shadow)  {}",
+                    about.id,
+                    d.rule,
+                    kind_json(&d.kind)
+                )
             };
             self.line(&line)?;
         }
@@ -1281,11 +1327,11 @@ mod tests {
         };
         let a = Outcome {
             decisions: vec![decision("ana"), decision("ana"), decision("bo")],
-            failures: Vec::new(),
+            ..Outcome::default()
         };
         let mut b = Outcome {
             decisions: vec![decision("ana"), decision("cy")],
-            failures: Vec::new(),
+            ..Outcome::default()
         };
         b.decisions[0].rule_hash = "other".into();
         let (only_a, only_b) = differences(&a, &b);

@@ -28,12 +28,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, sleep_or_wait};
-use crate::effects::data_object;
 use crate::journal::{Journal, JournalError};
 use crate::telemetry::Metrics;
+use converge_engine::effects::data_object;
 
 /// The source of the events schedules journal.
-pub const SCHEDULE_SOURCE: &str = "converge/schedules";
+pub const SCHEDULE_SOURCE: &str = converge_model::sources::SCHEDULES;
 /// The longest the source sleeps on the system clock without looking again,
 /// so a wall-clock jump is noticed within this time.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -271,12 +271,7 @@ impl ScheduleSource {
                 .acquire_owned()
                 .await
                 .map_err(|_| Stop)?;
-            let received_at_ms = self.clock.now_ms();
-            match self
-                .journal
-                .append(vec![event.clone()], received_at_ms, permit)
-                .await
-            {
+            match self.journal.append(vec![event.clone()], permit).await {
                 Ok(appended) => {
                     let new = appended
                         .first()

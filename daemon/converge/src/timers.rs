@@ -22,20 +22,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, TimeZone, Utc};
-use converge_model::{CatchUp, Event};
+use converge_model::CatchUp;
 use converge_store::{SkippedTimer, Store, TimerRecord};
-use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use converge_engine::effects::timer_event;
+
 use crate::clock::{Clock, sleep_or_wait};
-use crate::effects::data_object;
 use crate::journal::{Journal, JournalError, TimerFiring};
 use crate::telemetry::Metrics;
 
-/// The source of the events timers journal.
-pub const TIMER_SOURCE: &str = "converge/timers";
 /// Most timers fired in one journal request.
 const FIRE_BATCH: usize = 256;
 /// The longest the scheduler sleeps on the system clock without looking
@@ -208,37 +205,10 @@ impl FiringPlan {
     }
 }
 
-/// The CloudEvent a timer journals: id `timer-<id>`, source
-/// `converge/timers`, the timer's type and entity, the due time as `time`,
-/// and its data with a `timer` member (`id`, `rule`, `scheduled_for`, `late`).
-pub fn timer_event(timer: &TimerRecord, late: bool) -> Result<Event, String> {
-    let due = Utc
-        .timestamp_millis_opt(timer.due_at_ms)
-        .single()
-        .ok_or_else(|| format!("due time {} ms is out of range", timer.due_at_ms))?
-        .to_rfc3339_opts(SecondsFormat::Millis, true);
-    let mut data = data_object(&timer.data);
-    if let Value::Object(members) = &mut data {
-        members.insert(
-            "timer".into(),
-            json!({"id": timer.id, "rule": timer.rule, "scheduled_for": due, "late": late}),
-        );
-    }
-    Event::from_value(json!({
-        "specversion": "1.0",
-        "id": format!("timer-{}", timer.id),
-        "source": TIMER_SOURCE,
-        "type": timer.event_type,
-        "subject": timer.entity,
-        "time": due,
-        "datacontenttype": "application/json",
-        "data": data,
-    }))
-    .map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -262,7 +232,7 @@ mod tests {
         let event = timer_event(&timer, true).unwrap();
         assert_eq!(
             (event.id.as_str(), event.source.as_str(), event.ty.as_str()),
-            ("timer-7", TIMER_SOURCE, "task.reminder")
+            ("timer-7", converge_model::sources::TIMERS, "task.reminder")
         );
         assert_eq!(event.subject.as_deref(), Some("task/T-1"));
         assert_eq!(event.time.unwrap().timestamp_millis(), timer.due_at_ms);

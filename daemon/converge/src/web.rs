@@ -42,7 +42,6 @@ const BACKPRESSURE_WAIT: Duration = Duration::from_secs(5);
 /// Event sources converge journals itself (`converge/timers`,
 /// `converge/rules`); intake refuses them so no sender can forge a timer's
 /// or an emit's event.
-const RESERVED_SOURCE_PREFIX: &str = "converge/";
 /// Most timers `/v1/entities/{kind}/{id}/timers` lists.
 const TIMERS_LISTED: usize = 1000;
 
@@ -320,7 +319,7 @@ async fn asana_handshake_answer(
                 e.to_string(),
             )
         })?;
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = state.clock.now_ms();
     let kept = SourceState {
         key: hooks::secret_key(&hook.name),
         value: secret.to_string(),
@@ -328,7 +327,7 @@ async fn asana_handshake_answer(
     };
     state
         .journal
-        .append_with_state(Vec::new(), now_ms, vec![kept], permit)
+        .append_with_state(Vec::new(), vec![kept], permit)
         .await
         .map_err(|e| {
             ApiError::new(
@@ -426,7 +425,7 @@ async fn intake(
     };
     if let Some(event) = events
         .iter()
-        .find(|e| e.source.starts_with(RESERVED_SOURCE_PREFIX))
+        .find(|e| converge_model::sources::is_reserved(&e.source))
     {
         return Err(ApiError::rejected(
             RejectReason::InvalidEvent,
@@ -463,10 +462,9 @@ async fn intake(
         [(_, id)] => tracing::info_span!("intake", hook = %hook, event_id = %id),
         _ => tracing::info_span!("intake", hook = %hook, events = ids.len()),
     };
-    let received_at_ms = chrono::Utc::now().timestamp_millis();
     let appended = state
         .journal
-        .append(events, received_at_ms, permit)
+        .append(events, permit)
         .instrument(span.clone())
         .await
         .map_err(|e| {
@@ -855,7 +853,7 @@ async fn override_gate(
         })?;
     let appended = state
         .journal
-        .append(vec![event], chrono::Utc::now().timestamp_millis(), permit)
+        .append(vec![event], permit)
         .await
         .map_err(|e| {
             ApiError::new(
@@ -926,28 +924,57 @@ async fn move_clock(
             "expected {{\"advance\": \"48h\"}} or {{\"set\": \"<RFC 3339 time>\"}}: {e}"
         ))
     })?;
-    let moved = match request {
+    let clock_error = |e: ClockError| match e {
+        ClockError::Backwards { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "clock_backwards", e.to_string())
+        }
+        ClockError::OutOfRange => bad(e.to_string()),
+    };
+    let to = match request {
         ClockMove::Advance(text) => {
             let by = humantime::parse_duration(&text)
                 .map_err(|e| bad(format!("`{text}` is not a duration like \"48h\": {e}")))?;
-            manual.advance(by)
+            manual.after(by).map_err(clock_error)?
         }
-        ClockMove::Set(text) => {
-            let to = chrono::DateTime::parse_from_rfc3339(&text)
-                .map_err(|e| bad(format!("`{text}` is not an RFC 3339 time: {e}")))?;
-            manual.set(to.with_timezone(&chrono::Utc))
-        }
+        ClockMove::Set(text) => chrono::DateTime::parse_from_rfc3339(&text)
+            .map_err(|e| bad(format!("`{text}` is not an RFC 3339 time: {e}")))?
+            .with_timezone(&chrono::Utc),
     };
-    match moved {
-        Ok(now) => {
-            tracing::info!(now = %now, "manual clock moved");
-            Ok(clock_body(&state.clock))
-        }
-        Err(e @ ClockError::Backwards { .. }) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "clock_backwards",
-            e.to_string(),
-        )),
-        Err(e @ ClockError::OutOfRange) => Err(bad(e.to_string())),
+    if to < manual.now() {
+        return Err(clock_error(ClockError::Backwards {
+            now: manual.now().to_rfc3339(),
+            to: to.to_rfc3339(),
+        }));
     }
+    // Kept before it moves, so a restart continues from where it stood.
+    keep_manual_clock(&state, to).await?;
+    let now = manual.set(to).map_err(clock_error)?;
+    tracing::info!(now = %now, "manual clock moved");
+    Ok(clock_body(&state.clock))
+}
+
+/// Keeps where the manual clock moves to (`source_state`), durably.
+async fn keep_manual_clock(
+    state: &AppState,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ApiError> {
+    let unavailable =
+        |message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+    let permit = state
+        .in_flight
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| unavailable("the daemon is stopping".into()))?;
+    let kept = SourceState {
+        key: crate::clock::MANUAL_CLOCK_KEY.into(),
+        value: to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        updated_at_ms: to.timestamp_millis(),
+    };
+    state
+        .journal
+        .append_with_state(Vec::new(), vec![kept], permit)
+        .await
+        .map(drop)
+        .map_err(|e| unavailable(format!("the clock was not moved: {e}")))
 }

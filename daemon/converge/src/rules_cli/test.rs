@@ -30,8 +30,8 @@ use serde_json::{Map, Value};
 
 use super::diff;
 use crate::Exit;
-use crate::effects::entity_data;
-use crate::simulate::{Origin, Processed, Simulation};
+use converge_engine::effects::data_without_timer;
+use converge_engine::{Origin, Processed, Simulation};
 
 /// The clock of a case that does not set `now`: fixed, so tests never depend
 /// on the day they run.
@@ -97,6 +97,13 @@ mod raw {
         pub expect_failures: Vec<String>,
         pub fired: Option<Vec<Follower>>,
         pub emitted: Option<Vec<Follower>>,
+        /// The sends held after the step, every campaign's, oldest first:
+        /// each table's members (`campaign`, `channel`, `send`, `rules`,
+        /// `reasons`) must match.
+        pub held: Option<Vec<toml::Table>>,
+        /// The sends released during the step, in order (`campaign`,
+        /// `channel`, `send`, `by`).
+        pub released: Option<Vec<toml::Table>>,
     }
 
     /// An event converge journals itself during a step: a fired timer's or
@@ -403,7 +410,7 @@ fn run_case(rules: &RuleSet, max_emit_depth: u32, case: &raw::Case) -> Result<()
         Some(value) => time("now", value)?,
         None => DEFAULT_NOW.parse().expect("a valid constant time"),
     };
-    let mut sim = Simulation::new(rules, max_emit_depth, now);
+    let mut sim = Simulation::of_rules(rules, max_emit_depth, now);
     if let Some(spec) = &case.entity {
         sim.insert_entity(starting_state(spec, now)?);
     }
@@ -426,7 +433,8 @@ fn run_case(rules: &RuleSet, max_emit_depth: u32, case: &raw::Case) -> Result<()
                 let event = step_event(spec, number, sim.now)
                     .map_err(|e| format!("step {number}: event: {e}"))?;
                 let heading = format!("{} at {}", event.ty, rfc3339(sim.now));
-                sim.run(&event, Origin::Input, &mut |p| ran.push(p));
+                sim.run(&event, Origin::Input, &mut |p| ran.push(p))
+                    .map_err(|e| format!("step {number}: {e}"))?;
                 heading
             }
             None => format!(
@@ -435,8 +443,26 @@ fn run_case(rules: &RuleSet, max_emit_depth: u32, case: &raw::Case) -> Result<()
                 rfc3339(sim.now)
             ),
         };
-        check_step(step, &ran)
-            .map_err(|problems| format!("step {number} ({heading}):\n{problems}"))?;
+        let mut problems = check_step(step, &ran);
+        if let Some(expected) = &step.held {
+            let held: Vec<Value> = sim
+                .gates()
+                .all()
+                .map(|(campaign, send)| {
+                    let mut view = send.to_rule_value();
+                    view["campaign"] = campaign.into();
+                    view["send"] = view["event_id"].take();
+                    view
+                })
+                .collect();
+            problems.push_str(&check_sends("held", expected, &held));
+        }
+        if let Some(expected) = &step.released {
+            problems.push_str(&check_sends("released", expected, &ran.released));
+        }
+        if !problems.is_empty() {
+            return Err(format!("step {number} ({heading}):\n{problems}"));
+        }
     }
     Ok(())
 }
@@ -460,10 +486,22 @@ struct StepRun {
     event: Option<Ran>,
     /// Events emitted by the events processed in the step.
     emitted: Vec<Ran>,
+    /// Every send released in the step, as `released` expectations read them.
+    released: Vec<Value>,
 }
 
 impl StepRun {
     fn push(&mut self, processed: Processed<'_>) {
+        for release in &processed.outcome.releases {
+            for send in &release.sends {
+                self.released.push(serde_json::json!({
+                    "campaign": release.campaign,
+                    "channel": release.channel,
+                    "send": send,
+                    "by": release.by,
+                }));
+            }
+        }
         let ran = Ran {
             event: processed.event.clone(),
             evaluation: processed.evaluation,
@@ -476,9 +514,40 @@ impl StepRun {
     }
 }
 
-/// Compares everything one step processed with its expectations; the error
-/// lists every difference.
-fn check_step(step: &raw::Step, ran: &StepRun) -> Result<(), String> {
+/// Compares sends (held or released) with a step's list of them: as many,
+/// and each expected table's members equal to the send's. The result lists
+/// every difference; empty when they match.
+fn check_sends(what: &str, expected: &[toml::Table], actual: &[Value]) -> String {
+    let mut problems = String::new();
+    let show = |sends: &[Value]| {
+        sends
+            .iter()
+            .map(|s| format!("    {s}\n"))
+            .collect::<String>()
+    };
+    let matches = expected.len() == actual.len()
+        && expected.iter().zip(actual).all(|(want, send)| {
+            want.iter()
+                .all(|(key, value)| send.get(key) == Some(&toml_to_json(value.clone())))
+        });
+    if !matches {
+        let want: Vec<Value> = expected
+            .iter()
+            .map(|t| toml_to_json(toml::Value::Table(t.clone())))
+            .collect();
+        let _ = writeln!(
+            problems,
+            "  the {what} sends differ:\n  expected:\n{}  actual:\n{}",
+            show(&want),
+            show(actual)
+        );
+    }
+    problems
+}
+
+/// Compares everything one step processed with its expectations; the
+/// result lists every difference (empty when there is none).
+fn check_step(step: &raw::Step, ran: &StepRun) -> String {
     let mut problems = String::new();
     if let Some(event) = &ran.event {
         problems.push_str(&check_decisions(
@@ -497,11 +566,7 @@ fn check_step(step: &raw::Step, ran: &StepRun) -> Result<(), String> {
         step.emitted.as_deref(),
         &ran.emitted,
     ));
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
+    problems
 }
 
 /// Checks the events converge journaled itself during a step (fired timers
@@ -569,7 +634,7 @@ fn check_followers(what: &str, expected: Option<&[raw::Follower]>, actual: &[Ran
         }
         if let Some(data) = &want.data {
             let expected = toml_to_json(data.clone());
-            let actual = without_nulls(entity_data(&ran.event).into_owned());
+            let actual = without_nulls(data_without_timer(&ran.event).into_owned());
             if expected != actual {
                 let pretty = |v: &Value| serde_json::to_string_pretty(v).expect("JSON prints");
                 let _ = writeln!(found, "  the data differs (- expected, + actual):");
@@ -943,10 +1008,10 @@ mod tests {
             advance = "2d"
             fired = [
                 { type = "task.remind", subject = "task/T-1", time = 2026-11-24T10:00:00Z, data = { level = 1 }, expect = [
-                    { kind = "notify", to = "ana", message = "timer-2 task.remind level 1 timer 2 r 2026-11-24T10:00:00.000Z late=false now=2026-11-24T10:00:00Z level field: 1 timer field: " },
+                    { kind = "notify", to = "ana", message = "timer-2 task.remind level 1 timer 2 r 2026-11-24T10:00:00.000Z late=false now=2026-11-24T10:00:00Z level field:  timer field: " },
                 ] },
                 { type = "task.escalate", time = 2026-11-25T10:00:00Z, expect = [
-                    { kind = "notify", to = "ana", message = "timer-1 task.escalate level 2 timer 1 r 2026-11-25T10:00:00.000Z late=false now=2026-11-25T10:00:00Z level field: 2 timer field: " },
+                    { kind = "notify", to = "ana", message = "timer-1 task.escalate level 2 timer 1 r 2026-11-25T10:00:00.000Z late=false now=2026-11-25T10:00:00Z level field:  timer field: " },
                 ] },
             ]
             [[case.step]]
@@ -1004,6 +1069,40 @@ mod tests {
     }
 
     #[test]
+    fn a_case_asserts_the_sends_held_and_released() {
+        let rules = r#"
+            if event.type == "send.requested" {
+                release_send(event.data.channel, "timing ok");
+                if event.data.body.contains("risk-free") {
+                    hold_send(event.data.channel, "banned claim");
+                }
+            } else if event.type == "legal.approved" {
+                for held in gate.held { release_send(held.channel, "legal ok"); }
+            }
+        "#;
+        let case = |released_by: &str| {
+            format!(
+                r#"
+            [[case]]
+            name = "x"
+            [[case.step]]
+            event = {{ id = "s-1", type = "send.requested", subject = "campaign/c-1", data = {{ channel = "email", body = "risk-free!" }} }}
+            held = [{{ campaign = "campaign/c-1", channel = "email", send = "s-1", reasons = ["banned claim"] }}]
+            released = []
+            [[case.step]]
+            event = {{ type = "legal.approved", subject = "campaign/c-1" }}
+            held = []
+            released = [{{ channel = "email", send = "s-1", by = "{released_by}" }}]
+            "#
+            )
+        };
+        run(rules, &case("rule r")).unwrap();
+        let err = run(rules, &case("rule someone-else")).unwrap_err();
+        assert!(err.contains("the released sends differ"), "{err}");
+        assert!(err.starts_with("step 2 (legal.approved"), "{err}");
+    }
+
+    #[test]
     fn emitted_events_follow_the_event_that_emitted_them() {
         let result = run(
             r#"
@@ -1013,7 +1112,7 @@ mod tests {
                 notify("x", "a");
             } else if event.type == "b" {
                 emit("d");
-                notify("x", `b ${event.id} ${event.data.n} ${entity.fields.n}`);
+                notify("x", `b ${event.id} ${event.data.n} merged: ${"n" in entity.fields}`);
             } else if event.type == "loop" {
                 emit("loop");
             }
@@ -1031,7 +1130,7 @@ mod tests {
             emitted = [
                 { type = "b", subject = "task/T-1", data = { n = 1 }, expect = [
                     { kind = "emit", event_type = "d", data = {} },
-                    { kind = "notify", to = "x", message = "b emit-1-1 1 1" },
+                    { kind = "notify", to = "x", message = "b emit-1-1 1 merged: false" },
                 ] },
                 { type = "c", expect = [] },
                 { type = "d", expect = [] },

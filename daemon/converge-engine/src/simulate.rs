@@ -1,24 +1,20 @@
-//! The daemon as far as rules can tell, in memory: entity states, pending
-//! timers and emitted events, on a clock the caller moves. `converge rules
-//! test` moves it by the steps of a test case, `converge replay` by the
-//! times of recorded events; both run events through here, so both decide
-//! as the processor (`processor.rs`), the scheduler (`timers.rs`) and the
-//! store's timer rules do.
+//! The daemon as far as rules can tell, in memory: entity states, held
+//! sends, pending timers and emitted events, on a clock the caller moves.
+//! `converge rules test` moves it by the steps of a test case, `converge
+//! replay` by the times of recorded events. Each event is decided by
+//! [`Engine::decide`], as the daemon decides it; what is simulated here is
+//! only what the store and the timer scheduler do around it:
 //!
-//! - An event is applied to its entity's state (created on first sight at
-//!   the event's time), the rules run with the clock's `now`, and the
-//!   decisions that cannot take effect become failures of their rule, with
-//!   the processor's messages (`effects.rs`).
-//! - The entity's `expect` timers waiting for the event's type are
+//! - the entity's `expect` timers waiting for the event's type are
 //!   cancelled before the event's own decisions create timers, as the store
-//!   commits them.
-//! - Emitted events are processed after the event that emitted them, in
-//!   journal order: every emit of one event before the emits of those emits.
-//! - Moving the clock fires the timers due on the way, in due order; timers
+//!   commits them;
+//! - emitted events are processed after the event that emitted them, in
+//!   journal order: every emit of one event before the emits of those emits;
+//! - moving the clock fires the timers due on the way, in due order; timers
 //!   due at the same time fire together (the scheduler journals them in one
-//!   commit), so none of them cancels another. The clock stands at a timer's
-//!   due time while its event and the events it emits are processed, and
-//!   timers those create fire too when they fall due on the way.
+//!   commit), so none of them cancels another. A timer's event is decided at
+//!   its due time (`decision_time`), and timers its decisions create fire
+//!   too when they fall due on the way.
 //!
 //! Catch-up policies never apply: the simulated daemon is never down.
 
@@ -26,12 +22,13 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
-use converge_model::{DecisionKind, EntityKey, EntityState, Event};
-use converge_rules::{Evaluation, RuleFailure, RuleSet};
+use converge_model::{EntityKey, EntityState, Event};
+use converge_rules::{Evaluation, RuleSet};
 use converge_store::{NewTimer, TimerKind, TimerRecord};
 
-use crate::effects::{emitted_event, entity_data, new_timer};
-use crate::timers::timer_event;
+use crate::decide::{Engine, Input, Outcome, Rules};
+use crate::effects::timer_event;
+use crate::gates::Gates;
 
 /// Where an event the simulation processed came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,27 +41,42 @@ pub enum Origin {
     Emit,
 }
 
-/// One event processed, and what the rules made of it.
+/// One event processed, and what the engine made of it.
 pub struct Processed<'e> {
     pub event: &'e Event,
     pub origin: Origin,
     /// The rules' `now` for it.
     pub now: DateTime<Utc>,
-    /// The decisions that take effect, and the failures (including the
-    /// decisions that could not take effect).
+    /// The live decisions that took effect (the override's included), and
+    /// the failures (including the decisions that could not take effect).
     pub evaluation: Evaluation,
+    /// Everything else the event caused: shadow decisions, actions, gate
+    /// changes, releases, timers, emitted events. Its `decisions` and
+    /// `failures` are moved into `evaluation`.
+    pub outcome: Outcome,
+}
+
+impl Processed<'_> {
+    /// The shadow rules' decisions.
+    pub fn shadow(&self) -> impl Iterator<Item = &converge_model::Decision> {
+        self.outcome
+            .decisions
+            .iter()
+            .filter(|d| d.shadow)
+            .map(|d| &d.decision)
+    }
 }
 
 pub struct Simulation<'r> {
-    rules: &'r RuleSet,
-    /// `rules.max_emit_depth`: a deeper `emit` is a failure of its rule.
-    max_emit_depth: u32,
-    /// The clock: the rules' `now` and the base of new timers' due times.
+    rules: Rules<'r>,
+    engine: Engine,
+    /// The clock: the base of the engine's time.
     pub now: DateTime<Utc>,
     entities: HashMap<EntityKey, EntityState>,
+    gates: Gates,
     timers: TimerQueue,
-    /// Events processed so far: stands in for the journal `seq` that the
-    /// ids of emitted events (`emit-<seq>-<n>`) are built from.
+    /// Events processed so far: stands in for the journal `seq` that held
+    /// sends and the ids of emitted events (`emit-<seq>-<n>`) are built from.
     processed: i64,
     /// Whether timers are kept and emitted events processed. Without, the
     /// decisions asking for them are only checked, as the processor checks
@@ -73,16 +85,32 @@ pub struct Simulation<'r> {
 }
 
 impl<'r> Simulation<'r> {
-    pub fn new(rules: &'r RuleSet, max_emit_depth: u32, now: DateTime<Utc>) -> Simulation<'r> {
+    pub fn new(rules: Rules<'r>, engine: Engine, now: DateTime<Utc>) -> Simulation<'r> {
         Simulation {
             rules,
-            max_emit_depth,
+            engine,
             now,
             entities: HashMap::new(),
+            gates: Gates::default(),
             timers: TimerQueue::default(),
             processed: 0,
             carry_out: true,
         }
+    }
+
+    /// Live rules only, no routes: what a rule test without a config runs.
+    pub fn of_rules(rules: &'r RuleSet, max_emit_depth: u32, now: DateTime<Utc>) -> Simulation<'r> {
+        Simulation::new(
+            Rules {
+                live: rules,
+                shadow: None,
+            },
+            Engine {
+                routes: Vec::new(),
+                max_emit_depth,
+            },
+            now,
+        )
     }
 
     /// Timers and emits are checked, never kept or processed.
@@ -94,6 +122,16 @@ impl<'r> Simulation<'r> {
     /// An entity's state before the first event.
     pub fn insert_entity(&mut self, state: EntityState) {
         self.entities.insert(state.key(), state);
+    }
+
+    /// An entity's state now.
+    pub fn entity(&self, key: &EntityKey) -> Option<&EntityState> {
+        self.entities.get(key)
+    }
+
+    /// The sends held now.
+    pub fn gates(&self) -> &Gates {
+        &self.gates
     }
 
     /// Timers created and neither fired nor cancelled.
@@ -134,9 +172,9 @@ impl<'r> Simulation<'r> {
             }
             let mut queue = VecDeque::new();
             for event in &events {
-                self.process(event, Origin::Timer, &mut queue, each);
+                self.process(event, Origin::Timer, &mut queue, each)?;
             }
-            self.drain(queue, each);
+            self.drain(queue, each)?;
         }
         self.now = self.now.max(until);
         Ok(fired)
@@ -144,85 +182,84 @@ impl<'r> Simulation<'r> {
 
     /// Processes `event` at the clock's time, then the events it emits,
     /// then the events those emit, ...
-    pub fn run(&mut self, event: &Event, origin: Origin, each: &mut impl FnMut(Processed<'_>)) {
+    pub fn run(
+        &mut self,
+        event: &Event,
+        origin: Origin,
+        each: &mut impl FnMut(Processed<'_>),
+    ) -> Result<(), String> {
         let mut queue = VecDeque::new();
-        self.process(event, origin, &mut queue, each);
-        self.drain(queue, each);
+        self.process(event, origin, &mut queue, each)?;
+        self.drain(queue, each)
     }
 
-    fn drain(&mut self, mut queue: VecDeque<Event>, each: &mut impl FnMut(Processed<'_>)) {
+    fn drain(
+        &mut self,
+        mut queue: VecDeque<Event>,
+        each: &mut impl FnMut(Processed<'_>),
+    ) -> Result<(), String> {
         while let Some(event) = queue.pop_front() {
-            self.process(&event, Origin::Emit, &mut queue, each);
+            self.process(&event, Origin::Emit, &mut queue, each)?;
         }
+        Ok(())
     }
 
-    /// What the processor does with one event: the event's time (or the
-    /// clock, standing in for the time it was received) is when the state
-    /// changed; the rules run with the clock's `now`. The events its
-    /// decisions emit go to the back of `queue`.
+    /// What the daemon does with one event: the engine decides it; the
+    /// store's part (cancel the expects it is, keep its timers, journal its
+    /// emits) is done here. The events it emits go to the back of `queue`.
     fn process(
         &mut self,
         event: &Event,
         origin: Origin,
         queue: &mut VecDeque<Event>,
         each: &mut impl FnMut(Processed<'_>),
-    ) {
+    ) -> Result<(), String> {
         self.processed += 1;
-        let now = self.now;
-        let at = event.time.unwrap_or(now);
         let key = event.entity_key();
-        let mut entity = key.map(|key| {
-            self.timers.cancel_expects(&key, &event.ty);
-            let state = self
-                .entities
-                .remove(&key)
-                .unwrap_or_else(|| EntityState::new(&key, at));
-            (key, state)
+        let entity = key.as_ref().and_then(|key| {
+            self.timers.cancel_expects(key, &event.ty);
+            self.entities.remove(key)
         });
-        if let Some((_, state)) = entity.as_mut() {
-            state.apply_event(&event.ty, &entity_data(event), at);
+        let mut outcome = self.engine.decide(
+            self.rules,
+            Input {
+                seq: self.processed,
+                event,
+                entity,
+                clock: self.now,
+            },
+            &mut self.gates,
+        )?;
+        if let Some(state) = outcome.entity.take() {
+            self.entities.insert(state.key(), state.clone());
+            outcome.entity = Some(state);
         }
-        let mut evaluation =
-            self.rules
-                .evaluate(event, entity.as_mut().map(|(_, state)| state), now);
-        if let Some((key, state)) = entity {
-            self.entities.insert(key, state);
-        }
-
-        let decisions = std::mem::take(&mut evaluation.decisions);
-        evaluation.decisions.reserve(decisions.len());
-        let mut emits = 0;
-        for decision in decisions {
-            let effect = if let DecisionKind::Emit { event_type, data } = &decision.kind {
-                emits += 1;
-                let id = format!("emit-{}-{emits}", self.processed);
-                emitted_event(event, id, event_type, data, now, self.max_emit_depth).map(|e| {
-                    if self.carry_out {
-                        queue.push_back(e);
-                    }
-                })
-            } else {
-                new_timer(event, &decision, now).map(|timer| {
-                    if let Some(timer) = timer.filter(|_| self.carry_out) {
-                        self.timers.push(timer);
-                    }
-                })
-            };
-            match effect {
-                Ok(()) => evaluation.decisions.push(decision),
-                Err(message) => evaluation.failures.push(RuleFailure {
-                    rule: decision.rule,
-                    rule_hash: decision.rule_hash,
-                    message,
-                }),
+        if self.carry_out {
+            for timer in std::mem::take(&mut outcome.timers) {
+                self.timers.push(timer.clone());
+                outcome.timers.push(timer);
             }
+            queue.extend(outcome.emitted.iter().cloned());
         }
+        let mut evaluation = Evaluation {
+            failures: std::mem::take(&mut outcome.failures),
+            notes: std::mem::take(&mut outcome.notes),
+            ..Evaluation::default()
+        };
+        evaluation.decisions = outcome
+            .decisions
+            .iter()
+            .filter(|d| !d.shadow)
+            .map(|d| d.decision.clone())
+            .collect();
         each(Processed {
             event,
             origin,
-            now,
+            now: outcome.now,
             evaluation,
+            outcome,
         });
+        Ok(())
     }
 }
 
@@ -444,13 +481,14 @@ mod tests {
             }
             "#,
         );
-        let mut sim = Simulation::new(&rules, 8, at("2026-01-01T00:00:00Z"));
+        let mut sim = Simulation::of_rules(&rules, 8, at("2026-01-01T00:00:00Z"));
         let mut trail = Vec::new();
         sim.run(
             &event("e1", "start", "2026-01-01T00:00:00Z"),
             Origin::Input,
             &mut log(&mut trail),
-        );
+        )
+        .unwrap();
         assert_eq!(sim.pending_timers(), 3);
         let fired = sim
             .advance_to(at("2026-01-01T01:30:00Z"), None, &mut log(&mut trail))
@@ -485,22 +523,24 @@ mod tests {
             }
             "#,
         );
-        let mut sim = Simulation::new(&rules, 8, at("2026-01-01T00:00:00Z"));
+        let mut sim = Simulation::of_rules(&rules, 8, at("2026-01-01T00:00:00Z"));
         let mut trail = Vec::new();
         sim.run(
             &event("h", "task.handoff", "2026-01-01T00:00:00Z"),
             Origin::Input,
             &mut |_| {},
-        );
+        )
+        .unwrap();
         let mut other = event("u2", "task.updated", "2026-01-01T01:00:00Z");
         other.subject = Some("task/T-2".into());
-        sim.run(&other, Origin::Input, &mut |_| {});
+        sim.run(&other, Origin::Input, &mut |_| {}).unwrap();
         assert_eq!(sim.pending_timers(), 2);
         sim.run(
             &event("u1", "task.updated", "2026-01-01T02:00:00Z"),
             Origin::Input,
             &mut |_| {},
-        );
+        )
+        .unwrap();
         assert_eq!(sim.pending_timers(), 1);
         sim.advance_to(at("2026-01-10T00:00:00Z"), None, &mut log(&mut trail))
             .unwrap();
@@ -521,13 +561,14 @@ mod tests {
             "#,
         );
         let mut sim =
-            Simulation::new(&rules, 0, at("2026-01-01T00:00:00Z")).without_timers_and_emits();
+            Simulation::of_rules(&rules, 0, at("2026-01-01T00:00:00Z")).without_timers_and_emits();
         let mut trail = Vec::new();
         sim.run(
             &event("e1", "start", "2026-01-01T00:00:00Z"),
             Origin::Input,
             &mut log(&mut trail),
-        );
+        )
+        .unwrap();
         sim.advance_to(at("2026-01-02T00:00:00Z"), None, &mut log(&mut trail))
             .unwrap();
         assert_eq!(

@@ -1,26 +1,20 @@
-//! How a decision turns into events, shared by everything that runs rules
-//! the way the daemon does: the processor, `converge replay` and
-//! `converge rules test`. One place, so the three cannot drift apart.
+//! How a decision turns into events and timers, and the event a fired timer
+//! journals: pure functions of the decision, the event and the engine's time.
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Utc};
-use converge_model::{Decision, DecisionKind, Event};
-use converge_store::{NewTimer, TimerKind};
+use chrono::{DateTime, SecondsFormat, Utc};
+use converge_model::{Decision, DecisionKind, Event, sources};
+use converge_store::{NewTimer, TimerRecord};
 use serde_json::{Value, json};
 
-use crate::gates::ADMIN_SOURCE;
-use crate::timers::TIMER_SOURCE;
-
-/// The source of events journaled by `emit` decisions.
-pub const EMIT_SOURCE: &str = "converge/rules";
 /// The CloudEvents extension counting how many emits deep an event is.
 pub const DEPTH_EXTENSION: &str = "convergedepth";
 
 /// How many emits deep an event is: its `convergedepth` extension, 0 for
 /// events from outside.
 pub fn emit_depth(event: &Event) -> u32 {
-    if event.source != EMIT_SOURCE {
+    if event.source != sources::RULES {
         return 0;
     }
     serde_json::from_str::<Value>(&event.json)
@@ -43,23 +37,10 @@ pub fn data_object(data: &Value) -> Value {
     }
 }
 
-/// What of an event's data merges into its entity's state: everything, but
-/// for a fired timer's own `timer` member (its id, rule and lateness), which
-/// rules read from the event and which is not a fact about the entity, and
-/// for the events of converge's admin API (a gate override's who and why
-/// are the gate's history, not fields of the campaign).
-pub fn entity_data(event: &Event) -> Cow<'_, Value> {
-    if event.source == ADMIN_SOURCE {
-        return Cow::Owned(json!({}));
-    }
-    match &event.data {
-        Value::Object(members) if event.source == TIMER_SOURCE && members.contains_key("timer") => {
-            let mut members = members.clone();
-            members.remove("timer");
-            Cow::Owned(Value::Object(members))
-        }
-        data => Cow::Borrowed(data),
-    }
+/// The id of the `n`th event (from 1) emitted while processing the event
+/// at journal `seq`.
+pub fn emitted_id(seq: i64, n: usize) -> String {
+    format!("emit-{seq}-{n}")
 }
 
 /// The event an `emit` decision journals: about the same entity as the
@@ -82,9 +63,9 @@ pub fn emitted_event(
     let mut json = json!({
         "specversion": "1.0",
         "id": id,
-        "source": EMIT_SOURCE,
+        "source": sources::RULES,
         "type": event_type,
-        "time": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "time": now.to_rfc3339_opts(SecondsFormat::Millis, true),
         "datacontenttype": "application/json",
         "data": data_object(data),
         DEPTH_EXTENSION: depth,
@@ -103,6 +84,7 @@ pub fn new_timer(
     decision: &Decision,
     now: DateTime<Utc>,
 ) -> Result<Option<NewTimer>, String> {
+    use converge_store::TimerKind;
     let (kind, event_type, data, after_ms, catch_up) = match &decision.kind {
         DecisionKind::Schedule {
             after_ms,
@@ -152,30 +134,54 @@ pub fn new_timer(
     }))
 }
 
+/// The event a fired timer journals (`timer-<id>` from `converge/timers`):
+/// its data, with the timer itself under `timer`, at its due time; `late`
+/// when it fires after converge was down past that time.
+pub fn timer_event(timer: &TimerRecord, late: bool) -> Result<Event, String> {
+    let due = DateTime::<Utc>::from_timestamp_millis(timer.due_at_ms)
+        .ok_or_else(|| format!("due time {} ms is out of range", timer.due_at_ms))?
+        .to_rfc3339_opts(SecondsFormat::Millis, true);
+    let mut data = data_object(&timer.data);
+    if let Value::Object(members) = &mut data {
+        members.insert(
+            "timer".into(),
+            json!({"id": timer.id, "rule": timer.rule, "scheduled_for": due, "late": late}),
+        );
+    }
+    Event::from_value(json!({
+        "specversion": "1.0",
+        "id": format!("timer-{}", timer.id),
+        "source": sources::TIMERS,
+        "type": timer.event_type,
+        "subject": timer.entity,
+        "time": due,
+        "datacontenttype": "application/json",
+        "data": data,
+    }))
+    .map_err(|e| e.to_string())
+}
+
+/// A fired timer's data without its `timer` member (its id, rule and
+/// lateness): what the rule that scheduled it gave. Other events' data as is.
+pub fn data_without_timer(event: &Event) -> Cow<'_, Value> {
+    match &event.data {
+        Value::Object(members)
+            if event.source == sources::TIMERS && members.contains_key("timer") =>
+        {
+            let mut members = members.clone();
+            members.remove("timer");
+            Cow::Owned(Value::Object(members))
+        }
+        data => Cow::Borrowed(data),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn event(json: &str) -> Event {
         Event::from_json(json.as_bytes()).unwrap()
-    }
-
-    #[test]
-    fn a_fired_timers_metadata_stays_out_of_the_entity() {
-        let timer = event(
-            r#"{"specversion":"1.0","id":"timer-1","source":"converge/timers","type":"task.remind",
-                "subject":"task/T-1","data":{"step":2,"timer":{"id":1,"late":false}}}"#,
-        );
-        assert_eq!(*entity_data(&timer), json!({"step": 2}));
-        let other = event(
-            r#"{"specversion":"1.0","id":"e-1","source":"/jira","type":"t","data":{"timer":3}}"#,
-        );
-        assert_eq!(*entity_data(&other), json!({"timer": 3}));
-        let over = event(
-            r#"{"specversion":"1.0","id":"o-1","source":"converge/admin","type":"gate.override",
-                "subject":"campaign/c","data":{"by":"mia","reason":"ok"}}"#,
-        );
-        assert_eq!(*entity_data(&over), json!({}));
     }
 
     #[test]
@@ -186,7 +192,7 @@ mod tests {
         );
         let first = emitted_event(
             &cause,
-            "emit-1-1".into(),
+            emitted_id(1, 1),
             "task.checked",
             &Value::Null,
             now,
@@ -199,14 +205,14 @@ mod tests {
         );
         assert_eq!(first.data, json!({}));
         let second =
-            emitted_event(&first, "emit-2-1".into(), "task.checked", &json!(5), now, 2).unwrap();
+            emitted_event(&first, emitted_id(2, 1), "task.checked", &json!(5), now, 2).unwrap();
         assert_eq!(
             (emit_depth(&second), &second.data),
             (2, &json!({"value": 5}))
         );
         let refused = emitted_event(
             &second,
-            "emit-3-1".into(),
+            emitted_id(3, 1),
             "task.checked",
             &Value::Null,
             now,

@@ -1,0 +1,284 @@
+//! Convergence gates as the engine keeps them: every held send, and what a
+//! person's override asks for.
+//!
+//! A `hold_send` on a `send.requested` event holds that event's send on the
+//! channel; within one event a hold from any rule beats a release from any
+//! other (`decide.rs`). A held send leaves [`Gates`] when it is released,
+//! so it is released at most once; the store keeps the same record through
+//! `GateChange`s committed with each event's processing, which is what
+//! [`Gates::load`] reads back at start.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use converge_model::{Event, sources};
+use converge_store::HeldSendRecord;
+use serde_json::{Value, json};
+
+/// The type of an override's event.
+pub const OVERRIDE_TYPE: &str = "gate.override";
+/// The type of the events that ask for a send, which a gate may hold.
+pub const SEND_REQUESTED: &str = "send.requested";
+/// The rule name the decisions of an override are recorded under: the
+/// admin API's source, as journals already record them.
+pub const OVERRIDE_RULE: &str = sources::ADMIN;
+
+/// A send held by a gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldSend {
+    /// The journal `seq` of the `send.requested` event.
+    pub event_seq: i64,
+    pub event_id: String,
+    pub channel: String,
+    /// That event's JSON: what its release hands the channel's plugin.
+    pub event_json: String,
+    /// The rules that held it, and why (`; `-separated, one per rule).
+    pub rule: String,
+    pub reason: String,
+    pub held_at_ms: i64,
+}
+
+impl HeldSend {
+    /// The send as rules read it in `gate.held`.
+    pub fn to_rule_value(&self) -> Value {
+        let since = DateTime::<Utc>::from_timestamp_millis(self.held_at_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        json!({
+            "channel": self.channel,
+            "event_id": self.event_id,
+            "since": since,
+            "rules": self.rule.split(", ").collect::<Vec<_>>(),
+            "reasons": self.reason.split("; ").collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Every held send, by campaign (entity key). What the store holds as
+/// `held`, plus the changes of the batches not committed yet: the engine
+/// reads only this, never the store.
+#[derive(Debug, Default, Clone)]
+pub struct Gates {
+    open: HashMap<String, Vec<HeldSend>>,
+}
+
+impl Gates {
+    pub fn load(records: Vec<HeldSendRecord>) -> Gates {
+        let mut gates = Gates::default();
+        for record in records {
+            gates
+                .open
+                .entry(record.campaign)
+                .or_default()
+                .push(HeldSend {
+                    event_seq: record.event_seq,
+                    event_id: record.event_id,
+                    channel: record.channel,
+                    event_json: record.event_json,
+                    rule: record.rule,
+                    reason: record.reason,
+                    held_at_ms: record.held_at_ms,
+                });
+        }
+        gates
+    }
+
+    /// How many sends are held, in every campaign.
+    pub fn held(&self) -> usize {
+        self.open.values().map(Vec::len).sum()
+    }
+
+    /// The sends held for one campaign, oldest first.
+    pub fn of(&self, campaign: &str) -> &[HeldSend] {
+        self.open.get(campaign).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every held send, with its campaign, by campaign then oldest first.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &HeldSend)> {
+        let mut campaigns: Vec<&String> = self.open.keys().collect();
+        campaigns.sort();
+        campaigns
+            .into_iter()
+            .flat_map(|c| self.open[c].iter().map(move |send| (c.as_str(), send)))
+    }
+
+    /// Holds a send; false if this event's send on this channel is already held.
+    pub fn hold(&mut self, campaign: &str, send: HeldSend) -> bool {
+        let held = self.open.entry(campaign.to_string()).or_default();
+        if held
+            .iter()
+            .any(|h| h.event_seq == send.event_seq && h.channel == send.channel)
+        {
+            return false;
+        }
+        held.push(send);
+        true
+    }
+
+    /// Takes every send of the campaign held on `channel`, oldest first.
+    pub fn release(&mut self, campaign: &str, channel: &str) -> Vec<HeldSend> {
+        let Some(held) = self.open.get_mut(campaign) else {
+            return Vec::new();
+        };
+        let (released, kept) = held.drain(..).partition(|h| h.channel == channel);
+        *held = kept;
+        if held.is_empty() {
+            self.open.remove(campaign);
+        }
+        released
+    }
+
+    /// The channels of the campaign with held sends, in the order first held.
+    pub fn held_channels(&self, campaign: &str) -> Vec<String> {
+        let mut channels: Vec<String> = Vec::new();
+        for held in self.of(campaign) {
+            if !channels.contains(&held.channel) {
+                channels.push(held.channel.clone());
+            }
+        }
+        channels
+    }
+
+    /// What rules read as `gate`: whether the campaign's gate holds
+    /// anything, and each held send.
+    pub fn rule_view(&self, campaign: Option<&str>) -> Value {
+        let held: Vec<Value> = campaign
+            .map(|c| self.of(c))
+            .unwrap_or_default()
+            .iter()
+            .map(HeldSend::to_rule_value)
+            .collect();
+        json!({"open": !held.is_empty(), "held": held})
+    }
+}
+
+/// What a `gate.override` event asks: release the held sends of `channel`
+/// (every channel when `None`), on `by`'s word, for `reason`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub by: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// Longest `by` and `reason` an override may carry.
+const MAX_BY: usize = 200;
+const MAX_REASON: usize = 2000;
+
+impl Override {
+    /// Checks what a person sent; the error says what is wrong.
+    pub fn validate(self) -> Result<Override, String> {
+        let by = self.by.trim().to_string();
+        let reason = self.reason.trim().to_string();
+        if by.is_empty() || by.len() > MAX_BY {
+            return Err(format!(
+                "`by` names who overrides: 1 to {MAX_BY} characters"
+            ));
+        }
+        if reason.is_empty() || reason.len() > MAX_REASON {
+            return Err(format!("`reason` says why: 1 to {MAX_REASON} characters"));
+        }
+        let channel = match self.channel.map(|c| c.trim().to_string()) {
+            Some(c) if c.is_empty() => {
+                return Err("`channel`, when given, names a channel".into());
+            }
+            other => other,
+        };
+        Ok(Override {
+            by,
+            reason,
+            channel,
+        })
+    }
+
+    /// The override an event of converge's admin API carries, if it is one.
+    pub fn of(event: &Event) -> Option<Result<Override, String>> {
+        if event.source != sources::ADMIN || event.ty != OVERRIDE_TYPE {
+            return None;
+        }
+        Some(
+            serde_json::from_value::<Override>(event.data.clone())
+                .map_err(|e| format!("the override event's data is not an override: {e}"))
+                .and_then(Override::validate),
+        )
+    }
+
+    /// The event that journals this override of `campaign` (an entity key).
+    pub fn event(&self, id: String, campaign: &str, now: DateTime<Utc>) -> Result<Event, String> {
+        Event::from_value(json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": sources::ADMIN,
+            "type": OVERRIDE_TYPE,
+            "subject": campaign,
+            "time": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "datacontenttype": "application/json",
+            "data": self,
+        }))
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The channel a `send.requested` event asks to send on.
+pub fn requested_channel(event: &Event) -> Option<&str> {
+    if event.ty != SEND_REQUESTED {
+        return None;
+    }
+    event.data.get("channel").and_then(Value::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(seq: i64, channel: &str) -> HeldSend {
+        HeldSend {
+            event_seq: seq,
+            event_id: format!("e-{seq}"),
+            channel: channel.into(),
+            event_json: "{}".into(),
+            rule: "r".into(),
+            reason: "why".into(),
+            held_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn releases_take_one_channel_and_close_an_empty_gate() {
+        let mut gates = Gates::default();
+        assert!(gates.hold("campaign/c", held(1, "email")));
+        assert!(!gates.hold("campaign/c", held(1, "email")), "held once");
+        assert!(gates.hold("campaign/c", held(2, "social")));
+        assert!(gates.hold("campaign/c", held(3, "email")));
+        assert_eq!(gates.held(), 3);
+        assert_eq!(gates.held_channels("campaign/c"), ["email", "social"]);
+        let released: Vec<i64> = gates
+            .release("campaign/c", "email")
+            .iter()
+            .map(|h| h.event_seq)
+            .collect();
+        assert_eq!(released, [1, 3]);
+        assert_eq!(gates.release("campaign/c", "social").len(), 1);
+        assert_eq!(gates.held(), 0);
+        assert!(gates.open.is_empty());
+    }
+
+    #[test]
+    fn an_override_needs_who_and_why() {
+        let bad = Override {
+            by: " ".into(),
+            reason: "launch now".into(),
+            channel: None,
+        };
+        assert!(bad.validate().unwrap_err().contains("`by`"));
+        let ok = Override {
+            by: " mia ".into(),
+            reason: "legal approved by phone".into(),
+            channel: Some("email".into()),
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(ok.by, "mia");
+    }
+}

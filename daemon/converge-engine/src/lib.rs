@@ -1,0 +1,30 @@
+//! The one decision path of converge. [`Engine::decide`] takes an event,
+//! the state of the entity it names, the held sends, the rules and the
+//! clock, and returns everything the event causes: the entity's new state,
+//! decisions with their traces and actions, gate changes, timers to create
+//! and expects to cancel, emitted events. It does no I/O.
+//!
+//! The daemon calls it for every journaled event (with one database or a
+//! shared one); [`Simulation`] calls it for `converge rules test` and
+//! `converge replay`, so a rule decides the same way live, in its tests and
+//! in replay.
+//!
+//! - `decide`: the entry point, the time rule ([`decision_time`]) and the
+//!   gate rule (a hold beats a release within one event);
+//! - `gates`: held sends, and overrides;
+//! - `routes`: which plugin acts on which decision, and the action payload;
+//! - `effects`: decisions into timers and events, a fired timer's event;
+//! - `simulate`: the daemon in memory, on a clock the caller moves.
+
+pub mod decide;
+pub mod effects;
+pub mod gates;
+pub mod routes;
+pub mod simulate;
+
+pub use decide::{
+    Engine, Input, Outcome, Overruled, Release, Rules, changes_entity, decision_time,
+};
+pub use gates::{Gates, HeldSend, Override};
+pub use routes::{ActionPayload, Route};
+pub use simulate::{Origin, Processed, Simulation};

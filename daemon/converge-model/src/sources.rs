@@ -1,0 +1,19 @@
+//! The sources of the events converge journals itself. Intake refuses every
+//! source under [`RESERVED_PREFIX`] from outside, so nothing from outside
+//! can pose as converge; the engine tells converge's own events by them.
+
+/// What every source of converge's own events starts with.
+pub const RESERVED_PREFIX: &str = "converge/";
+/// Events of fired timers (`schedule` and `expect` decisions).
+pub const TIMERS: &str = "converge/timers";
+/// Events of `emit` decisions.
+pub const RULES: &str = "converge/rules";
+/// Events of people acting through the admin API (gate overrides).
+pub const ADMIN: &str = "converge/admin";
+/// Occurrences of `[[schedules]]`.
+pub const SCHEDULES: &str = "converge/schedules";
+
+/// Whether `source` is converge's own, which no one outside may use.
+pub fn is_reserved(source: &str) -> bool {
+    source.starts_with(RESERVED_PREFIX)
+}
