@@ -33,7 +33,7 @@ const SECRET: &str = "a github webhook secret";
 
 /// A file of the published webhook fixtures, as it is.
 fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(repo_root().join("../shared/fixtures/webhooks").join(path)).unwrap()
+    std::fs::read(repo_root().join("tests/fixtures/webhooks").join(path)).unwrap()
 }
 
 fn fixture_json(path: &str) -> Value {

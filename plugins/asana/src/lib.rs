@@ -386,7 +386,7 @@ mod tests {
     use super::*;
 
     const HANDSHAKE: &str =
-        include_str!("../../../../shared/fixtures/webhooks/asana/handshake.x_hook_secret.json");
+        include_str!("../../../tests/fixtures/webhooks/asana/handshake.x_hook_secret.json");
 
     fn config(json: Value) -> Config {
         converge_plugin_sdk::parse_config(&json.to_string()).unwrap()

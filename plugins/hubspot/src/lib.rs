@@ -169,10 +169,10 @@ mod tests {
     use super::*;
 
     const DOCS_EXAMPLE: &str = include_str!(
-        "../../../../shared/fixtures/webhooks/hubspot/webhooks_v3.contact_propertyChange_and_creation.docs_example.json"
+        "../../../tests/fixtures/webhooks/hubspot/webhooks_v3.contact_propertyChange_and_creation.docs_example.json"
     );
     const SIGNED_BODY: &str = include_str!(
-        "../../../../shared/fixtures/webhooks/hubspot/signature_v1.docs_example_body.json"
+        "../../../tests/fixtures/webhooks/hubspot/signature_v1.docs_example_body.json"
     );
 
     fn config(json: Value) -> Config {

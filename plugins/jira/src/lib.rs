@@ -636,7 +636,7 @@ mod tests {
     use super::*;
 
     const ISSUE_UPDATED: &str = include_str!(
-        "../../../../shared/fixtures/webhooks/jira/jira_issue_updated.with_changelog_and_comment.json"
+        "../../../tests/fixtures/webhooks/jira/jira_issue_updated.with_changelog_and_comment.json"
     );
 
     fn config(json: Value) -> Config {

@@ -160,12 +160,10 @@ converge_plugin_sdk::export_action_plugin!(Slack);
 mod tests {
     use super::*;
 
-    const RESPONSE_OK: &str = include_str!(
-        "../../../../shared/fixtures/webhooks/slack/chat.postMessage.response_ok.json"
-    );
-    const RESPONSE_ERROR: &str = include_str!(
-        "../../../../shared/fixtures/webhooks/slack/chat.postMessage.response_error.json"
-    );
+    const RESPONSE_OK: &str =
+        include_str!("../../../tests/fixtures/webhooks/slack/chat.postMessage.response_ok.json");
+    const RESPONSE_ERROR: &str =
+        include_str!("../../../tests/fixtures/webhooks/slack/chat.postMessage.response_error.json");
 
     fn config(json: &str) -> Config {
         converge_plugin_sdk::parse_config(json).unwrap()

@@ -498,7 +498,7 @@ mod tests {
 
     fn fixture(name: &str) -> Value {
         let path = format!(
-            "{}/../../../shared/fixtures/webhooks/trello/{name}",
+            "{}/../../tests/fixtures/webhooks/trello/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

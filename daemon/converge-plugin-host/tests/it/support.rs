@@ -133,11 +133,10 @@ pub fn action(id: &str) -> ActionInput {
     }
 }
 
-/// A webhook fixture from the shared fixtures (`../shared/fixtures` from
-/// the workspace root).
+/// A webhook fixture from `tests/fixtures/webhooks`.
 pub fn fixture(tool: &str, file: &str) -> Vec<u8> {
     let path = workspace_root()
-        .join("../shared/fixtures/webhooks")
+        .join("tests/fixtures/webhooks")
         .join(tool)
         .join(file);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

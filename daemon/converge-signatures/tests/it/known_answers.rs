@@ -1,4 +1,4 @@
-//! The published vectors in the shared fixtures: each valid one verifies and
+//! The published vectors in `tests/fixtures`: each valid one verifies and
 //! each invalid one is refused.
 
 use converge_signatures::{ConfigError, Scheme, Secret, Settings, Verifier, VerifyError};

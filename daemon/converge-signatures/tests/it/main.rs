@@ -16,10 +16,10 @@ use serde_json::Value;
 use sha1::Sha1;
 use sha2::Sha256;
 
-/// The shared fixtures sit next to the repository.
+/// A webhook fixture from `tests/fixtures/webhooks`.
 pub fn fixture_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/webhooks")
+        .join("../../tests/fixtures/webhooks")
         .join(relative)
 }
 
