@@ -318,6 +318,49 @@ converge.toml: 2 of 2 rule(s) compiled, 0 error(s), 2 warning(s)
 }
 
 #[test]
+fn rules_check_warns_when_one_rule_holds_a_channel_another_releases_on_the_same_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    for (file, source) in [
+        (
+            "a_release.rhai",
+            "//! events: send.requested\nrelease_send(\"email\", \"rule A: ok\");\n",
+        ),
+        (
+            "b_hold.rhai",
+            "//! events: send.requested\nhold_send(\"email\", \"rule B: not ok\");\n",
+        ),
+        (
+            "c_later.rhai",
+            "//! events: legal.approved\nrelease_send(\"email\", \"approved later\");\n",
+        ),
+    ] {
+        std::fs::write(rules.join(file), source).unwrap();
+    }
+    write_config(
+        dir.path(),
+        &[
+            "rules/a_release.rhai",
+            "rules/b_hold.rhai",
+            "rules/c_later.rhai",
+        ],
+        "event_types = [\"send.requested\", \"legal.approved\"]\n",
+    );
+
+    let out = converge(dir.path(), &["rules", "check", "--config", "converge.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // c_later releases `email` too, on another event: no conflict.
+    assert_eq!(
+        stdout(&out),
+        r#"rules/b_hold.rhai:2:1: warning: on `send.requested`, `b_hold` holds `email` and `a_release` releases it: the hold wins on that event (whatever the rule order), so `a_release` releases nothing there and the send stays held until a later release or an override
+  hint: `a_release` releases it at rules/a_release.rhai:2:1; if `a_release` means to send once `b_hold`'s condition clears, release on the event that clears it, or let one rule decide whether `email` is held on `send.requested`
+converge.toml: 3 of 3 rule(s) compiled, 0 error(s), 1 warning(s)
+"#
+    );
+}
+
+#[test]
 fn rules_check_reports_every_compile_error_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -356,6 +357,50 @@ fn duration(value: Dynamic) -> Result<INT, Box<EvalAltResult>> {
     Ok(INT::try_from(duration.as_secs()).map_err(|_| format!("duration: {value} is too long"))?)
 }
 
+/// The items as text with `separator` between them; items that are not
+/// strings are written as `to_string` writes them. Fails as soon as the text
+/// passes the rules' string limit: Rhai checks a function's result only
+/// after it is built, and thousands of long items would build a large string
+/// first.
+fn joined(
+    ctx: &NativeCallContext,
+    items: &Array,
+    separator: &str,
+) -> Result<ImmutableString, Box<EvalAltResult>> {
+    let limit = ctx.engine().max_string_size();
+    let mut text = String::new();
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            text.push_str(separator);
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{item}");
+        if limit > 0 && text.len() > limit {
+            return Err(EvalAltResult::ErrorDataTooLarge(
+                "Length of string".to_string(),
+                ctx.call_position(),
+            )
+            .into());
+        }
+    }
+    Ok(text.into())
+}
+
+/// Text helpers Rhai's packages lack. `lines` exists because backtick
+/// strings keep `\n` as two characters, and a message of several lines
+/// reads best as one string per line.
+fn registered_text(engine: &mut Engine) {
+    engine.register_fn(
+        "join",
+        |ctx: NativeCallContext, items: &mut Array, separator: ImmutableString| {
+            joined(&ctx, items, &separator)
+        },
+    );
+    engine.register_fn("lines", |ctx: NativeCallContext, items: &mut Array| {
+        joined(&ctx, items, "\n")
+    });
+}
+
 fn registered_measures(engine: &mut Engine) {
     engine.register_fn("duration", duration);
     engine.register_fn("hours_since", hours_since);
@@ -551,6 +596,7 @@ pub(crate) fn build(limits: &RuleLimits) -> Engine {
     );
     engine.register_fn("because", because);
     engine.register_fn("seconds_between", seconds_between);
+    registered_text(&mut engine);
     registered_measures(&mut engine);
     engine
 }

@@ -52,7 +52,9 @@
 //!   [`RuleNote`]s (the first 32 per rule), never written to stdout.
 //!
 //! Every decision but `escalate` and `notify` needs the event to name an
-//! entity. Helpers (pure; module `measures`): `seconds_between(from, to)`,
+//! entity. Text helpers: `items.join(separator)` and `lines(items)` (joined
+//! with line breaks, which backtick strings cannot write). Helpers (pure;
+//! module `measures`): `seconds_between(from, to)`,
 //! `hours_since(time)`, `duration(text)`, `missing(entity, names)`, and the
 //! convergence measures `agreement`, `text_similarity` (Jaccard of word
 //! sets), `message_consistency`, `launch_spread_hours`, `launch_within`,

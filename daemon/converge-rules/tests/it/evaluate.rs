@@ -310,6 +310,117 @@ fn string_growth_hits_the_size_limit() {
 }
 
 #[test]
+fn join_writes_the_items_between_separators() {
+    let set = compile(&[(
+        "joins",
+        r#"
+        notify("ops", ["a", "b"].join(", "));
+        notify("ops", [1, 2.5, true, (), 'c', "d"].join("|"));
+        notify("ops", [].join(", "));
+        notify("ops", join(event.data.labels, " + "));
+        notify("ops", event.data.labels.join("/"));
+        "#,
+    )]);
+    let e = event(
+        "task.updated",
+        Some("task/T-1"),
+        json!({"labels": ["urgent", "legal"]}),
+    );
+    let mut state = entity_after(&e, None);
+    let eval = set.evaluate(&e, Some(&mut state), now());
+    assert_eq!(eval.failures, vec![]);
+    let messages: Vec<&str> = eval
+        .decisions
+        .iter()
+        .map(|d| match &d.kind {
+            DecisionKind::Notify { message, .. } => message.as_str(),
+            other => panic!("not a notify: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "a, b",
+            "1|2.5|true||c|d",
+            "",
+            "urgent + legal",
+            "urgent/legal"
+        ]
+    );
+}
+
+#[test]
+fn a_join_longer_than_the_string_limit_fails_the_rule() {
+    let limits = RuleLimits {
+        max_string_size: 16,
+        ..RuleLimits::default()
+    };
+    let set = RuleSet::compile(
+        vec![
+            source(
+                "long",
+                "notify(\"ops\", \"fits\");\nlet text = [\"0123456789\", \"0123456789\"].join(\"\");",
+            ),
+            source("lines", "let text = lines([\"01234567\", \"01234567\"]);"),
+            source("short", r#"notify("ops", ["0123456789", "012345"].join(""));"#),
+        ],
+        &limits,
+    )
+    .unwrap();
+    let (e, mut state) = task_event();
+    let eval = set.evaluate(&e, Some(&mut state), now());
+    assert_eq!(
+        eval.failures,
+        vec![
+            failure(&set, 0, "rules/long.rhai:2:41: Length of string too large"),
+            failure(&set, 1, "rules/lines.rhai:1:12: Length of string too large"),
+        ]
+    );
+    assert_eq!(
+        untraced(eval.decisions),
+        vec![notify(&set, 2, "ops", "0123456789012345")]
+    );
+}
+
+#[test]
+fn a_message_of_several_lines_carries_real_line_breaks() {
+    let set = compile(&[(
+        "held",
+        r#"
+        notify("ana", lines([
+            `task/${entity.id} is held:`,
+            "- the offer code differs",
+            "- launches are 72h apart",
+        ]));
+        notify("ana", "first\nsecond");
+        notify("ana", `kept\nas typed`);
+        notify("ana", `spans
+          two lines`);
+        "#,
+    )]);
+    let (e, mut state) = task_event();
+    let eval = set.evaluate(&e, Some(&mut state), now());
+    assert_eq!(eval.failures, vec![]);
+    assert_eq!(
+        untraced(eval.decisions),
+        vec![
+            notify(
+                &set,
+                0,
+                "ana",
+                "task/T-1 is held:\n- the offer code differs\n- launches are 72h apart"
+            ),
+            notify(&set, 0, "ana", "first\nsecond"),
+            // Backtick strings have no escapes: a backslash and an `n`.
+            notify(&set, 0, "ana", r"kept\nas typed"),
+            // A line break typed in a backtick string is kept, and so is
+            // the indentation after it.
+            notify(&set, 0, "ana", "spans\n          two lines"),
+        ]
+    );
+}
+
+#[test]
 fn limits_are_configurable() {
     let limits = RuleLimits {
         max_operations: 50,

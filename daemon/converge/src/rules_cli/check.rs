@@ -14,24 +14,29 @@
 //!   refuse to start, rule names must be unique);
 //! - a pattern in a rule's `//! events:` header that matches no known event
 //!   type ([`KnownEventTypes`]), most often a typo that keeps the rule from
-//!   ever running.
+//!   ever running;
+//! - two rules that handle `send.requested`, one able to hold a channel's
+//!   send and the other to release it ([`gate_conflicts`]): the hold wins
+//!   on that event, which the release's author may not expect. Checked
+//!   only when every rule compiles.
 //!
 //! Finding the decisions a rule can make, and the event types it names, is
 //! a scan of its source ([`tokens`]) outside comments, not an evaluation,
 //! so: calls inside `${...}` of a backtick string are not seen; method-call
 //! syntax (`"ana".notify(..)`) is not seen; an event type built at run time
-//! is not seen; and a call in a branch that can never run counts anyway.
+//! is not seen; a call in a branch that can never run counts anyway; and a
+//! channel that is not a string literal is not matched.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use converge_model::DecisionKind;
-use converge_rules::{RuleSet, RuleSource};
+use converge_rules::{Rule, RuleSet, RuleSource};
 
 use crate::Exit;
 use crate::config::Config;
-use crate::gates::OVERRIDE_TYPE;
+use converge_engine::gates::{OVERRIDE_TYPE, SEND_REQUESTED};
 
 /// Decision kinds that do nothing unless a route sends them to a plugin.
 const ROUTED_ONLY: &[&str] = &["escalate", "notify"];
@@ -118,7 +123,10 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
     }
     let mut broken = BTreeSet::new();
     let compiled = match RuleSet::compile(sources.clone(), &config.rules.limits) {
-        Ok(rules) => rules.rules().len(),
+        Ok(rules) => {
+            problems.extend(gate_conflicts(&rules, &sources));
+            rules.rules().len()
+        }
         Err(errors) => {
             let compiled = sources.len() - errors.len();
             broken.extend(errors.iter().map(|e| e.path.clone()));
@@ -258,6 +266,95 @@ fn decision_calls(source: &str) -> Vec<Call> {
         }
     }
     calls
+}
+
+/// A `hold_send` or `release_send` call whose channel is a string literal.
+#[derive(Debug, PartialEq, Eq)]
+struct ChannelCall {
+    channel: String,
+    /// 1-based.
+    line: usize,
+    /// 1-based, in characters.
+    column: usize,
+}
+
+/// The calls of `function` in Rhai source whose first argument, the
+/// channel, is a string literal; as [`decision_calls`] finds calls.
+fn channel_calls(source: &str, function: &str) -> Vec<ChannelCall> {
+    let tokens = tokens(source);
+    tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, token)| token.word() == Some(function) && is_call(&tokens, *i))
+        .filter_map(|(i, token)| {
+            literal_argument(&tokens, i + 1, 0).map(|channel| ChannelCall {
+                channel: channel.to_string(),
+                line: token.line,
+                column: token.column,
+            })
+        })
+        .collect()
+}
+
+/// A warning for each pair of rules where one can hold a channel's send and
+/// the other can release it, both running on `send.requested`: the one event
+/// on which a hold holds anything (docs/gates.md). The engine lets a hold
+/// beat a release within one event, so the release does nothing there:
+/// worth knowing for the release's author.
+fn gate_conflicts(rules: &RuleSet, sources: &[RuleSource]) -> Vec<Problem> {
+    let on_sends: Vec<(&Rule, &RuleSource)> = rules
+        .rules()
+        .iter()
+        .filter(|rule| rule.handles(SEND_REQUESTED))
+        .filter_map(|rule| {
+            sources
+                .iter()
+                .find(|source| source.path == rule.path)
+                .map(|source| (rule, source))
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (hold_index, (holder, hold_source)) in on_sends.iter().enumerate() {
+        let holds = channel_calls(&hold_source.source, "hold_send");
+        if holds.is_empty() {
+            continue;
+        }
+        for (release_index, (releaser, release_source)) in on_sends.iter().enumerate() {
+            if release_index == hold_index {
+                continue;
+            }
+            let releases = channel_calls(&release_source.source, "release_send");
+            let mut reported = BTreeSet::new();
+            for hold in &holds {
+                let Some(release) = releases.iter().find(|r| r.channel == hold.channel) else {
+                    continue;
+                };
+                if !reported.insert(hold.channel.as_str()) {
+                    continue;
+                }
+                let (channel, held_by, released_by) = (&hold.channel, &holder.name, &releaser.name);
+                let outcome = format!(
+                    "the hold wins on that event (whatever the rule order), so `{released_by}` releases nothing there and the send stays held until a later release or an override"
+                );
+                problems.push(Problem {
+                    path: hold_source.path.clone(),
+                    line: hold.line,
+                    column: hold.column,
+                    error: false,
+                    message: format!(
+                        "on `{SEND_REQUESTED}`, `{held_by}` holds `{channel}` and `{released_by}` releases it: {outcome}"
+                    ),
+                    hint: Some(format!(
+                        "`{released_by}` releases it at {}:{}:{}; if `{released_by}` means to send once `{held_by}`'s condition clears, release on the event that clears it, or let one rule decide whether `{channel}` is held on `{SEND_REQUESTED}`",
+                        release_source.path.display(),
+                        release.line,
+                        release.column
+                    )),
+                });
+            }
+        }
+    }
+    problems
 }
 
 /// Whether the word at `i` is called as a function: `name(`, not `.name(`
@@ -643,6 +740,83 @@ notify("a", s); set_field("x", 1);
         assert_eq!(
             calls,
             [("escalate", 8, 5), ("notify", 10, 1), ("set_field", 10, 17)]
+        );
+    }
+
+    #[test]
+    fn finds_the_literal_channels_of_gate_calls() {
+        let source = r#"hold_send("email", "held");
+hold_send(event.data.channel, "not a literal");
+release_send("email", "a release"); // hold_send("sms", "in a comment")
+x.hold_send("social", "a method call");
+if true { hold_send(`paid`, `held by ${x}`); }
+hold_send("email" + suffix, "not only a literal");
+"#;
+        let found = |function| -> Vec<_> {
+            channel_calls(source, function)
+                .into_iter()
+                .map(|c| (c.channel, c.line, c.column))
+                .collect()
+        };
+        assert_eq!(
+            found("hold_send"),
+            [("email".to_string(), 1, 1), ("paid".to_string(), 5, 11)]
+        );
+        assert_eq!(found("release_send"), [("email".to_string(), 3, 1)]);
+    }
+
+    #[test]
+    fn a_hold_and_a_release_of_one_channel_on_send_requested_are_reported() {
+        let sources: Vec<RuleSource> = [
+            (
+                "a_release",
+                "//! events: send.requested\nrelease_send(\"email\", \"rule A: ok\");\n",
+            ),
+            (
+                "b_hold",
+                "//! events: send.requested\nhold_send(\"email\", \"rule B: not ok\");\n",
+            ),
+            (
+                "c_later",
+                "//! events: legal.approved\nrelease_send(\"email\", \"approved later\");\n",
+            ),
+            // Runs first; releases through a channel no literal names.
+            (
+                "d_sms_hold",
+                "//! order: 1\nhold_send(\"sms\", \"held\");\nrelease_send(event.data.channel, \"x\");\n",
+            ),
+            // Every event, so `send.requested` too.
+            ("e_sms_release", "release_send(\"sms\", \"ok\");\n"),
+        ]
+        .into_iter()
+        .map(|(name, source)| RuleSource {
+            name: name.into(),
+            path: format!("rules/{name}.rhai").into(),
+            source: source.into(),
+        })
+        .collect();
+        let rules = RuleSet::compile(sources.clone(), &Default::default()).unwrap();
+        let found: Vec<_> = gate_conflicts(&rules, &sources)
+            .into_iter()
+            .map(|p| {
+                format!(
+                    "{}:{}:{}: {}\n  hint: {}",
+                    p.path.display(),
+                    p.line,
+                    p.column,
+                    p.message,
+                    p.hint.unwrap_or_default()
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "rules/d_sms_hold.rhai:2:1: on `send.requested`, `d_sms_hold` holds `sms` and `e_sms_release` releases it: the hold wins on that event (whatever the rule order), so `e_sms_release` releases nothing there and the send stays held until a later release or an override\n  \
+                 hint: `e_sms_release` releases it at rules/e_sms_release.rhai:1:1; if `e_sms_release` means to send once `d_sms_hold`'s condition clears, release on the event that clears it, or let one rule decide whether `sms` is held on `send.requested`",
+                "rules/b_hold.rhai:2:1: on `send.requested`, `b_hold` holds `email` and `a_release` releases it: the hold wins on that event (whatever the rule order), so `a_release` releases nothing there and the send stays held until a later release or an override\n  \
+                 hint: `a_release` releases it at rules/a_release.rhai:2:1; if `a_release` means to send once `b_hold`'s condition clears, release on the event that clears it, or let one rule decide whether `email` is held on `send.requested`",
+            ]
         );
     }
 

@@ -4,7 +4,8 @@
 //! - `converge rules check`: compiles every configured rule and lints the
 //!   rule set against the config (decisions nobody acts on, rule files the
 //!   config does not list, files listed twice, header `events` patterns no
-//!   known event type matches); see [`check`].
+//!   known event type matches, a channel one rule holds and another releases
+//!   on `send.requested`); see [`check`].
 //! - `converge rules test`: runs the `*.test.toml` files beside the rules
 //!   (fixture events, a starting state, a clock, expected decisions); see
 //!   [`test`] for the runner and `docs/rule-tests.md` for the format.
@@ -25,7 +26,8 @@ use crate::config::Config;
 pub enum RulesCommand {
     /// Compile every rule and lint the rule set: decisions no route acts on,
     /// rule files the config does not list, files listed twice, header
-    /// `events` patterns that match no known event type.
+    /// `events` patterns that match no known event type, a channel one rule
+    /// holds and another releases on `send.requested`.
     Check {
         #[arg(long, short, default_value = "config/converge.toml")]
         config: PathBuf,
