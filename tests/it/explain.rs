@@ -39,7 +39,14 @@ fn redacted(out: &std::process::Output, ws: &Workspace, hashes: &[(String, &str)
                     return format!("{label}<time>");
                 }
             }
-            // What a rule saw: the entity's times are the daemon's clock.
+            // A held send's times, and what a rule saw: the entity's times
+            // are the daemon's clock.
+            if let Some((before, after)) = line.split_once(" held at ")
+                && let Some((time, rest)) = after.split_once(" by ")
+            {
+                assert!(time.ends_with('Z'), "{line}");
+                return format!("{before} held at <time> by {rest}");
+            }
             if let Some((before, after)) = line.split_once(" updated ")
                 && let Some((time, rest)) = after.split_once(", ")
             {
@@ -101,6 +108,7 @@ async fn explain_shows_where_each_decision_was_made_and_why() {
         r#"event s-1 (send.requested) from /tests
   subject    campaign/c-42
   time       2026-11-23T10:00:00Z
+  data       {"channel":"email"}
   received   <time>
   processed  <time>
   seq        2
@@ -114,7 +122,8 @@ async fn explain_shows_where_each_decision_was_made_and_why() {
   2. notify  message: "saw send.requested", to: "ops"
      by rule say at <ws>/say.rhai:1:1 (version <say>)
      saw stage "review", owner "ana", updated <time>, 2 events
-     no action (no route)"#
+     no action (no route)
+  gate: email held at <time> by gate: not approved yet; still held"#
     );
 
     // The JSON keeps the trace with the decision.
@@ -151,6 +160,7 @@ async fn explain_shows_where_each_decision_was_made_and_why() {
 event c-1 (campaign.updated) from /tests
   subject    campaign/c-42
   time       2026-11-23T10:00:00Z
+  data       {"owner":"ana","stage":"review"}
   received   <time>
   processed  <time>
   seq        1

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use converge_model::{Decision, EntityKey};
-use converge_store::{ActionRecord, EventTrail, Store};
+use converge_store::{ActionRecord, EventTrail, HeldSendRecord, Store};
 use serde_json::Value;
 
 use crate::Exit;
@@ -143,14 +143,18 @@ impl Output {
     }
 
     fn trail(&mut self, store: &Store, trail: &EventTrail) -> Result<(), String> {
+        let facts = Facts::of(store, trail);
         if self.json {
-            let item = serde_json::to_string_pretty(trail).expect("trails serialize");
+            let mut item = serde_json::to_value(trail).expect("trails serialize");
+            item["time"] = facts.time.clone().into();
+            item["data"] = facts.data.clone().unwrap_or(Value::Null);
+            item["sends"] = serde_json::to_value(&facts.sends).expect("sends serialize");
+            let item = serde_json::to_string_pretty(&item).expect("trails serialize");
             let separator = if self.written == 0 { "[" } else { "," };
             self.written += 1;
             self.line(&format!("{separator}\n{item}"))
         } else {
-            let time = event_time(store, trail.seq);
-            let text = report(trail, time.as_deref());
+            let text = report(trail, &facts);
             write!(self.stdout, "{text}").map_err(|e| format!("cannot write the output: {e}"))
         }
     }
@@ -163,12 +167,74 @@ impl Output {
     }
 }
 
-/// The event's own `time` attribute, from its journaled JSON (the trail has
-/// only converge's times); `None` when absent or unreadable.
-fn event_time(store: &Store, seq: i64) -> Option<String> {
-    let event = store.events_after(seq - 1, 1).ok()?.into_iter().next()?;
-    let value: Value = serde_json::from_str(&event.json).ok()?;
-    value.get("time")?.as_str().map(str::to_string)
+/// What a trail shows besides what the rules made of the event: the
+/// event's own `time` and `data` (from its journaled JSON), and, for a
+/// `send.requested`, what became of each send it asked for.
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub time: Option<String>,
+    pub data: Option<Value>,
+    /// The sends this event asked for that a gate held: held still, or
+    /// released when, by whom, by which event.
+    pub sends: Vec<HeldSendRecord>,
+}
+
+/// Longest `data` the text report prints; `--json` has all of it.
+const DATA_SHOWN: usize = 2000;
+
+impl Facts {
+    /// Read from the store; what cannot be read is left out.
+    fn of(store: &Store, trail: &EventTrail) -> Facts {
+        let event = store
+            .events_after(trail.seq - 1, 1)
+            .ok()
+            .and_then(|page| page.into_iter().next())
+            .and_then(|journaled| serde_json::from_str::<Value>(&journaled.json).ok());
+        let sends = trail
+            .subject
+            .as_deref()
+            .filter(|_| trail.ty == converge_engine::gates::SEND_REQUESTED)
+            .and_then(EntityKey::parse)
+            .and_then(|key| store.gate(&key, 1000).ok())
+            .map(|gate| {
+                let mut sends: Vec<HeldSendRecord> = gate
+                    .held_sends
+                    .into_iter()
+                    .filter(|h| h.event_seq == trail.seq)
+                    .collect();
+                sends.sort_by_key(|h| h.id);
+                sends
+            })
+            .unwrap_or_default();
+        Facts {
+            time: event
+                .as_ref()
+                .and_then(|e| e.get("time")?.as_str().map(str::to_string)),
+            data: event.and_then(|mut e| e.get_mut("data").map(Value::take)),
+            sends,
+        }
+    }
+}
+
+/// What became of a held send, in a line.
+fn fate(send: &HeldSendRecord) -> String {
+    let held = format!(
+        "{} held at {} by {}: {}",
+        send.channel,
+        millis(send.held_at_ms),
+        send.rule,
+        send.reason
+    );
+    match (&send.released_at_ms, &send.released_by) {
+        (Some(at), Some(by)) => format!(
+            "{held}; released at {} by {by}{}",
+            millis(*at),
+            send.released_seq
+                .map(|seq| format!(" (event seq {seq})"))
+                .unwrap_or_default()
+        ),
+        _ => format!("{held}; still held"),
+    }
 }
 
 /// One event's trail as text, e.g.:
@@ -190,7 +256,7 @@ fn event_time(store: &Store, seq: i64) -> Option<String> {
 ///      action 1 (route hold, plugin webhook-out): done after 1 attempt
 ///   rule failed: late (version 00aa..): rules/late.rhai:2:1: Too many operations
 /// ```
-pub fn report(trail: &EventTrail, time: Option<&str>) -> String {
+pub fn report(trail: &EventTrail, facts: &Facts) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -202,7 +268,23 @@ pub fn report(trail: &EventTrail, time: Option<&str>) -> String {
         "  subject    {}",
         trail.subject.as_deref().unwrap_or("none")
     );
-    let _ = writeln!(text, "  time       {}", time.unwrap_or("none"));
+    let _ = writeln!(
+        text,
+        "  time       {}",
+        facts.time.as_deref().unwrap_or("none")
+    );
+    if let Some(data) = &facts.data {
+        let mut shown = data.to_string();
+        if shown.len() > DATA_SHOWN {
+            let mut end = DATA_SHOWN;
+            while !shown.is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.truncate(end);
+            shown.push_str(" ...");
+        }
+        let _ = writeln!(text, "  data       {shown}");
+    }
     let _ = writeln!(text, "  received   {}", millis(trail.received_at_ms));
     let _ = writeln!(
         text,
@@ -233,6 +315,9 @@ pub fn report(trail: &EventTrail, time: Option<&str>) -> String {
             "  rule failed: {} (version {}): {}",
             failure.rule, failure.rule_hash, failure.message
         );
+    }
+    for send in &facts.sends {
+        let _ = writeln!(text, "  gate: {}", fate(send));
     }
     text
 }
@@ -492,11 +577,33 @@ mod tests {
     #[test]
     fn the_report_reads_top_down() {
         assert_eq!(
-            report(&trail(), Some("2026-11-23T09:59:00Z")),
+            report(
+                &trail(),
+                &Facts {
+                    time: Some("2026-11-23T09:59:00Z".into()),
+                    data: Some(serde_json::json!({"channel": "email"})),
+                    sends: vec![HeldSendRecord {
+                        id: 1,
+                        campaign: "campaign/c-42".into(),
+                        channel: "email".into(),
+                        event_seq: 7,
+                        event_id: "s-1".into(),
+                        event_json: String::new(),
+                        rule: "gate".into(),
+                        reason: "consistency 72%".into(),
+                        held_at_ms: 1_763_892_000_000,
+                        status: "released".into(),
+                        released_seq: Some(9),
+                        released_at_ms: Some(1_763_895_600_000),
+                        released_by: Some("override by mia".into()),
+                    }],
+                }
+            ),
             "\
 event s-1 (send.requested) from /shop
   subject    campaign/c-42
   time       2026-11-23T09:59:00Z
+  data       {\"channel\":\"email\"}
   received   2026-11-23T10:00:00Z
   processed  2026-11-23T10:00:00.250Z
   seq        7
@@ -517,6 +624,7 @@ event s-1 (send.requested) from /shop
      by rule old (version 00aa)
      shadow: recorded, never acted on
   rule failed: late (version 77bb): rules/late.rhai:2:1: Too many operations
+  gate: email held at 2025-11-23T10:00:00Z by gate: consistency 72%; released at 2025-11-23T11:00:00Z by override by mia (event seq 9)
 "
         );
     }
