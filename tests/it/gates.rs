@@ -190,6 +190,20 @@ async fn a_send_is_held_until_the_channels_agree_then_released_with_the_held_one
     );
     let out = ws.converge(&["gates"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no open gates"));
+    // A closed gate's history, for people.
+    let out = ws.converge(&["gates", "show", "fall-26"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.starts_with("campaign/fall-26: nothing held now\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("  sends held:\n    email event s-1 since ")
+            && shown.contains("; released at ")
+            && shown.contains(" by rule convergence_gate\n"),
+        "{shown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

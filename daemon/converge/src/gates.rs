@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use crate::admin_client::{AdminClient, admin_token, text};
 
-pub use converge_engine::gates::{OVERRIDE_TYPE, Override};
+pub use converge_engine::gates::Override;
 
 fn time(ms: i64) -> Value {
     Utc.timestamp_millis_opt(ms)
@@ -165,6 +165,12 @@ pub struct GatesArgs {
 
 #[derive(Subcommand)]
 enum GatesCommand {
+    /// One campaign's gate, open or closed, with its history: every send
+    /// it held (released ones too: when, by whom) and every override.
+    Show {
+        /// The campaign: `campaign/<id>` or `<id>`.
+        campaign: String,
+    },
     /// Release a campaign's held sends on a person's word, recorded with who
     /// and why. The admin token comes from the environment variable named
     /// by `server.admin_token_env` (default CONVERGE_ADMIN_TOKEN).
@@ -192,6 +198,7 @@ pub async fn run(args: GatesArgs) -> ExitCode {
     };
     let done = match args.command {
         None => list(&client, args.json).await,
+        Some(GatesCommand::Show { campaign }) => show(&client, &campaign, args.json).await,
         Some(GatesCommand::Override {
             campaign,
             by,
@@ -233,17 +240,43 @@ async fn list(client: &AdminClient, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `campaign/<id>` from what a person typed: that, or a bare id.
+fn campaign_key(campaign: &str) -> String {
+    if campaign.contains('/') {
+        campaign.to_string()
+    } else {
+        format!("campaign/{campaign}")
+    }
+}
+
+async fn show(client: &AdminClient, campaign: &str, as_json: bool) -> anyhow::Result<()> {
+    let campaign = campaign_key(campaign);
+    let answer = client.get(&format!("/v1/gates/{campaign}")).await?;
+    if answer.status != 200 {
+        bail!(
+            "converge at {} answered {}: {}",
+            client.address(),
+            answer.status,
+            answer.error_message()
+        );
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&answer.body)?);
+    } else {
+        let mut out = String::new();
+        describe_gate(&mut out, &answer.body, true);
+        print!("{out}");
+    }
+    Ok(())
+}
+
 async fn override_gate(
     client: &AdminClient,
     campaign: &str,
     request: Override,
     token: &str,
 ) -> anyhow::Result<()> {
-    let campaign = if campaign.contains('/') {
-        campaign.to_string()
-    } else {
-        format!("campaign/{campaign}")
-    };
+    let campaign = campaign_key(campaign);
     let answer = client
         .post(
             &format!("/v1/gates/{campaign}/override"),
@@ -268,19 +301,31 @@ async fn override_gate(
 
 /// The open gates for people.
 fn describe(answer: &Value) -> String {
-    use std::fmt::Write;
     let gates = answer["gates"].as_array().cloned().unwrap_or_default();
     if gates.is_empty() {
         return "no open gates: no send is held\n".into();
     }
     let mut out = String::new();
     for gate in &gates {
-        let _ = writeln!(
-            out,
-            "{}: held since {}",
-            text(&gate["campaign"]),
-            text(&gate["held_since"])
-        );
+        describe_gate(&mut out, gate, false);
+    }
+    out
+}
+
+/// One gate for people; with `history`, the sends it released too.
+fn describe_gate(out: &mut String, gate: &Value, history: bool) {
+    use std::fmt::Write;
+    {
+        if gate["open"] == true {
+            let _ = writeln!(
+                out,
+                "{}: held since {}",
+                text(&gate["campaign"]),
+                text(&gate["held_since"])
+            );
+        } else {
+            let _ = writeln!(out, "{}: nothing held now", text(&gate["campaign"]));
+        }
         out.push_str("  channels:\n");
         for channel in gate["channels"].as_array().into_iter().flatten() {
             let held = channel["held"].as_u64().unwrap_or(0);
@@ -337,18 +382,32 @@ fn describe(answer: &Value) -> String {
                 .collect();
             let _ = writeln!(out, "  gate terms: {}", terms.join(", "));
         }
-        out.push_str("  held sends:\n");
+        out.push_str(if history {
+            "  sends held:\n"
+        } else {
+            "  held sends:\n"
+        });
         for send in gate["held_sends"].as_array().into_iter().flatten() {
-            if send["status"] != "held" {
+            let released = send["status"] != "held";
+            if released && !history {
                 continue;
             }
             let _ = writeln!(
                 out,
-                "    {} event {} since {}: {}",
+                "    {} event {} since {}: {}{}",
                 text(&send["channel"]),
                 text(&send["event_id"]),
                 text(&send["held_at"]),
-                text(&send["reason"])
+                text(&send["reason"]),
+                if released {
+                    format!(
+                        "; released at {} by {}",
+                        text(&send["released_at"]),
+                        text(&send["released_by"])
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         let overrides = gate["overrides"].as_array().cloned().unwrap_or_default();
@@ -367,5 +426,4 @@ fn describe(answer: &Value) -> String {
             }
         }
     }
-    out
 }
