@@ -194,3 +194,36 @@ event s-1 (send.requested) from /tests
         assert_eq!(out.status.code(), Some(1), "{args:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_shows_what_each_rule_printed_for_the_event() {
+    let ws = Workspace::new(
+        &[(
+            "chatty",
+            "print(`checking ${event.type}`);\nprint(\"two\\nlines\");\nnotify(\"ops\", \"seen\");",
+        )],
+        "",
+    );
+    let daemon = ws.start();
+    daemon
+        .send_event(&event("p-1", "task.created", "task/T-1", json!({})))
+        .await;
+    daemon
+        .wait_for_trail("p-1", |t| t["processed_at_ms"].is_i64())
+        .await;
+    let out = ws.converge(&["explain", "p-1"]);
+    let report = redacted(&out, &ws, &[]);
+    assert!(
+        report.ends_with("  chatty printed: checking task.created\n  chatty printed: two\\nlines"),
+        "{report}"
+    );
+    let out = ws.converge(&["explain", "p-1", "--json"]);
+    let trails: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        trails[0]["rule_notes"],
+        json!([
+            {"rule": "chatty", "message": "checking task.created"},
+            {"rule": "chatty", "message": "two\nlines"},
+        ])
+    );
+}

@@ -69,8 +69,8 @@ pub use records::{
     DeadLetterChange, DeadLetterOp, DeadLetterOutcome, DecisionRecord, EventTrail, ExpectedArrival,
     Fence, FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
     LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind, PendingAction,
-    ProcessedEvent, RuleFailure, SkippedTimer, SourceState, TimerKind, TimerRecord, WriteBatch,
-    WriteResult,
+    ProcessedEvent, RuleFailure, RuleNote, SkippedTimer, SourceState, TimerKind, TimerRecord,
+    WriteBatch, WriteResult,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of

@@ -124,6 +124,8 @@ pub struct ProcessedEvent {
     pub entity: Option<EntityState>,
     pub decisions: Vec<NewDecision>,
     pub rule_failures: Vec<RuleFailure>,
+    /// What the rules printed, bounded by the caller.
+    pub rule_notes: Vec<RuleNote>,
     pub processed_at_ms: i64,
     /// Durable timers the decisions asked for; `created_by_seq` is `seq`.
     pub timers: Vec<NewTimer>,
@@ -243,6 +245,14 @@ pub struct NewAction {
 pub struct RuleFailure {
     pub rule: String,
     pub rule_hash: String,
+    pub message: String,
+}
+
+/// A line a rule printed (`print`, `debug`) while deciding an event, kept
+/// with the event's trail for `converge explain`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleNote {
+    pub rule: String,
     pub message: String,
 }
 
@@ -405,6 +415,9 @@ pub struct EventTrail {
     pub processed_at_ms: Option<i64>,
     pub decisions: Vec<DecisionRecord>,
     pub rule_failures: Vec<RuleFailure>,
+    /// What the rules printed while deciding it; omitted when nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rule_notes: Vec<RuleNote>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

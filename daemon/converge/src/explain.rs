@@ -316,6 +316,14 @@ pub fn report(trail: &EventTrail, facts: &Facts) -> String {
             failure.rule, failure.rule_hash, failure.message
         );
     }
+    for note in &trail.rule_notes {
+        let _ = writeln!(
+            text,
+            "  {} printed: {}",
+            note.rule,
+            note.message.escape_debug()
+        );
+    }
     for send in &facts.sends {
         let _ = writeln!(text, "  gate: {}", fate(send));
     }
@@ -571,6 +579,10 @@ mod tests {
                 rule_hash: "77bb".into(),
                 message: "rules/late.rhai:2:1: Too many operations".into(),
             }],
+            rule_notes: vec![converge_store::RuleNote {
+                rule: "gate".into(),
+                message: "consistency 0.72\nwindow 48h".into(),
+            }],
         }
     }
 
@@ -624,6 +636,7 @@ event s-1 (send.requested) from /shop
      by rule old (version 00aa)
      shadow: recorded, never acted on
   rule failed: late (version 77bb): rules/late.rhai:2:1: Too many operations
+  gate printed: consistency 0.72\\nwindow 48h
   gate: email held at 2025-11-23T10:00:00Z by gate: consistency 72%; released at 2025-11-23T11:00:00Z by override by mia (event seq 9)
 "
         );

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use converge_engine::{Engine, Gates, Input, Outcome, Rules};
 use converge_model::{EntityKey, EntityState, Event};
-use converge_store::{GateChange, NewEvent, ProcessedEvent, RuleFailure, Store};
+use converge_store::{GateChange, NewEvent, ProcessedEvent, RuleFailure, RuleNote, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -197,6 +197,7 @@ impl Processor {
             self.cache.insert(state.key(), state.clone());
         }
         let now_ms = outcome.now.timestamp_millis();
+        let rule_notes = kept_notes(&outcome.notes);
         let rule_failures = outcome
             .failures
             .into_iter()
@@ -212,6 +213,7 @@ impl Processor {
                 entity: outcome.entity,
                 decisions: outcome.decisions,
                 rule_failures,
+                rule_notes,
                 processed_at_ms: now_ms,
                 timers: outcome.timers,
                 cancel_expects: outcome.cancel_expects,
@@ -304,6 +306,29 @@ impl Processor {
             .entity(key)
             .map_err(|e| format!("cannot read the state of {key}: {e}"))
     }
+}
+
+/// Longest line of rule output kept with an event's trail; the rules crate
+/// bounds how many lines a rule keeps per event.
+const MAX_NOTE_CHARS: usize = 1000;
+
+/// What the rules printed for an event, as its trail keeps it: each line
+/// cut at [`MAX_NOTE_CHARS`].
+fn kept_notes(notes: &[converge_rules::RuleNote]) -> Vec<RuleNote> {
+    notes
+        .iter()
+        .map(|note| {
+            let mut message = note.message.clone();
+            if let Some((cut, _)) = message.char_indices().nth(MAX_NOTE_CHARS) {
+                message.truncate(cut);
+                message.push_str(" ...");
+            }
+            RuleNote {
+                rule: note.rule.clone(),
+                message,
+            }
+        })
+        .collect()
 }
 
 /// A journal time in milliseconds; out of range (a damaged row) is the epoch.

@@ -11,7 +11,7 @@ use super::{PostgresStore, Session, attempts, cluster, sql_limit};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction, RuleFailure,
-    TimerRecord, parse_catch_up,
+    RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{Backend, LeaseRecord, PARTITIONS, StoreError, WriteBatch, WriteResult};
 
@@ -493,6 +493,16 @@ fn complete_trail<C: GenericClient>(
             actions,
         });
     }
+    trail.rule_notes = s.rows(
+        "SELECT rule, message FROM rule_notes WHERE event_seq = $1 ORDER BY id",
+        &[&trail.seq],
+        |row| {
+            Ok(RuleNote {
+                rule: row.try_get(0)?,
+                message: row.try_get(1)?,
+            })
+        },
+    )?;
     trail.rule_failures = s.rows(
         "SELECT rule, rule_hash, message FROM rule_failures WHERE event_seq = $1 ORDER BY id",
         &[&trail.seq],
@@ -594,6 +604,7 @@ fn trail_head(row: &Row) -> Result<EventTrail, postgres::Error> {
         processed_at_ms: row.try_get(6)?,
         decisions: Vec::new(),
         rule_failures: Vec::new(),
+        rule_notes: Vec::new(),
     })
 }
 

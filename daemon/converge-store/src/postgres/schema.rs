@@ -192,6 +192,16 @@ const MIGRATIONS: &[&str] = &[
     -- new holder takes the next, so a newer holder always has a higher one.
     CREATE SEQUENCE lease_tokens;
     "#,
+    // 2: what rules printed while deciding an event, for `converge explain`.
+    r#"
+    CREATE TABLE rule_notes (
+        id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_seq bigint NOT NULL REFERENCES events (seq),
+        rule      text NOT NULL,
+        message   text NOT NULL
+    );
+    CREATE INDEX rule_notes_by_event ON rule_notes (event_seq);
+    "#,
 ];
 
 /// The schema version this build reads and writes.

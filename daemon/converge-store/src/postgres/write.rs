@@ -27,8 +27,8 @@ use postgres::error::SqlState;
 use super::{Conn, PostgresStore, Session, outbox, sql_partition};
 use crate::records::{
     ActionLease, Appended, ExpectedArrival, FiredTimer, GateChange, NewAction, NewDecision,
-    NewEvent, NewTimer, PendingAction, ProcessedEvent, RuleFailure, SkippedTimer, SourceState,
-    TimerKind, WriteBatch, WriteResult, catch_up_name,
+    NewEvent, NewTimer, PendingAction, ProcessedEvent, RuleFailure, RuleNote, SkippedTimer,
+    SourceState, TimerKind, WriteBatch, WriteResult, catch_up_name,
 };
 use crate::{StoreError, event_partition, partition_of};
 
@@ -99,6 +99,7 @@ fn write_in<C: GenericClient>(
     let lease = new_action_lease(s, batch)?;
     result.actions = insert_decisions(s, &batch.processed, lease.as_ref())?;
     insert_rule_failures(s, &batch.processed)?;
+    insert_rule_notes(s, &batch.processed)?;
     result.timers_cancelled = cancel_expects(s, &batch.processed)?;
     let (created, cancelled) = insert_timers(s, &batch.processed)?;
     result.timers_created = created;
@@ -495,6 +496,31 @@ fn insert_rule_failures<C: GenericClient>(
              WITH ORDINALITY AS f (event_seq, rule, rule_hash, message, n)
          ORDER BY n",
         &[&seqs, &rules, &hashes, &messages],
+    )?;
+    Ok(())
+}
+
+fn insert_rule_notes<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    processed: &[ProcessedEvent],
+) -> Result<(), StoreError> {
+    let notes: Vec<(i64, &RuleNote)> = processed
+        .iter()
+        .flat_map(|p| p.rule_notes.iter().map(move |n| (p.seq, n)))
+        .collect();
+    if notes.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = notes.iter().map(|(seq, _)| *seq).collect();
+    let rules: Vec<&str> = notes.iter().map(|(_, n)| n.rule.as_str()).collect();
+    let messages: Vec<&str> = notes.iter().map(|(_, n)| n.message.as_str()).collect();
+    s.execute(
+        "INSERT INTO rule_notes (event_seq, rule, message)
+         SELECT event_seq, rule, message
+         FROM unnest($1::bigint[], $2::text[], $3::text[])
+             WITH ORDINALITY AS n (event_seq, rule, message, k)
+         ORDER BY k",
+        &[&seqs, &rules, &messages],
     )?;
     Ok(())
 }

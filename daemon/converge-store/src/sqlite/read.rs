@@ -9,7 +9,7 @@ use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction, RuleFailure,
-    TimerRecord, parse_catch_up,
+    RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{Backend, LeaseRecord, StoreError, WriteBatch, WriteResult};
 use std::time::Duration;
@@ -474,6 +474,18 @@ impl SqliteStore {
                 actions,
             });
         }
+        trail.rule_notes = self
+            .conn
+            .prepare_cached(
+                "SELECT rule, message FROM rule_notes WHERE event_seq = ?1 ORDER BY id",
+            )?
+            .query_map(params![trail.seq], |row| {
+                Ok(RuleNote {
+                    rule: row.get(0)?,
+                    message: row.get(1)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
         trail.rule_failures = self
             .conn
             .prepare_cached(
@@ -567,6 +579,7 @@ fn trail_head(row: &Row<'_>) -> rusqlite::Result<EventTrail> {
         processed_at_ms: row.get(6)?,
         decisions: Vec::new(),
         rule_failures: Vec::new(),
+        rule_notes: Vec::new(),
     })
 }
 

@@ -227,6 +227,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX action_history_by_action ON action_history (action_id, id);
     ",
+    // 8: what rules printed while deciding an event, for `converge explain`.
+    "
+    CREATE TABLE rule_notes (
+        id        INTEGER PRIMARY KEY,
+        event_seq INTEGER NOT NULL REFERENCES events (seq),
+        rule      TEXT NOT NULL,
+        message   TEXT NOT NULL
+    );
+    CREATE INDEX rule_notes_by_event ON rule_notes (event_seq);
+    ",
 ];
 
 /// The schema version this build reads and writes.

@@ -216,6 +216,11 @@ fn record_processed(
         }
     }
 
+    for note in &processed.rule_notes {
+        tx.prepare_cached("INSERT INTO rule_notes (event_seq, rule, message) VALUES (?1, ?2, ?3)")?
+            .execute(params![seq, note.rule, note.message])?;
+    }
+
     for failure in &processed.rule_failures {
         tx.prepare_cached(
             "INSERT INTO rule_failures (event_seq, rule, rule_hash, message)

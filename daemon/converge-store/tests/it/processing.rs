@@ -1,7 +1,7 @@
 use converge_model::EntityKey;
 use converge_store::{
     ActionOutcome, Appended, Counts, NewDecision, OutcomeKind, PendingAction, ProcessedEvent,
-    SourceState, StoreError, WriteBatch,
+    RuleNote, SourceState, StoreError, WriteBatch,
 };
 
 use crate::helpers::{
@@ -426,6 +426,16 @@ fn several_events_in_one_batch_keep_each_action_with_its_decision(db: &TestDb) {
                 },
                 ProcessedEvent {
                     rule_failures: vec![failure("broken"), failure("slow")],
+                    rule_notes: vec![
+                        RuleNote {
+                            rule: "slow".into(),
+                            message: "checked 3 channels".into(),
+                        },
+                        RuleNote {
+                            rule: "broken".into(),
+                            message: "about to fail".into(),
+                        },
+                    ],
                     ..processed_plain(2)
                 },
                 ProcessedEvent {
@@ -451,6 +461,30 @@ fn several_events_in_one_batch_keep_each_action_with_its_decision(db: &TestDb) {
         ]
     );
     assert_eq!(store.pending_actions(10).unwrap(), result.actions);
+    // What the rules printed stays with its event, in order.
+    let notes: Vec<(String, String)> = store
+        .event_trail("/jira", "T-2")
+        .unwrap()
+        .unwrap()
+        .rule_notes
+        .into_iter()
+        .map(|n| (n.rule, n.message))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            ("slow".to_string(), "checked 3 channels".to_string()),
+            ("broken".to_string(), "about to fail".to_string())
+        ]
+    );
+    assert!(
+        store
+            .event_trail("/jira", "T-1")
+            .unwrap()
+            .unwrap()
+            .rule_notes
+            .is_empty()
+    );
 
     let summary = |id: &str| {
         let trail = store.event_trail("/jira", id).unwrap().unwrap();
