@@ -447,6 +447,11 @@ pub struct ActionRecord {
     pub next_attempt_at_ms: Option<i64>,
     /// When it became `done`, `dead_letter` or `dropped`.
     pub finished_at_ms: Option<i64>,
+    /// The idempotency key its payload names, when its plugin sends one
+    /// other than the action's own (a released send's, derived from the
+    /// send); the daemon shows whichever the plugin sends.
+    #[serde(skip)]
+    pub payload_key: Option<String>,
     /// Its failed attempts, dead-lettering, retries and drops, oldest first;
     /// omitted when empty (an action that succeeded at once).
     #[serde(skip_serializing_if = "Vec::is_empty")]

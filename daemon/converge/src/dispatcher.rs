@@ -435,6 +435,15 @@ pub fn idempotency_key(action_id: i64) -> String {
     format!("converge-action-{action_id}")
 }
 
+/// The idempotency key an action's plugin sends, as the store recorded the
+/// action: the one its payload names (a released send's), else its own.
+pub fn action_key(action: &converge_store::ActionRecord) -> String {
+    action
+        .payload_key
+        .clone()
+        .unwrap_or_else(|| idempotency_key(action.id))
+}
+
 /// Exponential backoff with jitter from the configured bounds; a plugin's
 /// rate-limit hint wins when it asks for longer.
 fn retry_delay(settings: &Dispatch, attempts: u32, failure: &ActionFailure) -> Duration {

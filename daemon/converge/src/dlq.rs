@@ -324,7 +324,7 @@ pub fn action_view(detail: &converge_store::ActionDetail) -> Value {
         "external_id": a.external_id,
         "next_attempt_at": time(a.next_attempt_at_ms),
         "finished_at": time(a.finished_at_ms),
-        "idempotency_key": crate::dispatcher::idempotency_key(a.id),
+        "idempotency_key": crate::dispatcher::action_key(a),
         "event_seq": detail.event_seq,
         "event_id": detail.event_id,
         "event_source": detail.event_source,

@@ -518,6 +518,7 @@ mod tests {
                             external_id: None,
                             next_attempt_at_ms: None,
                             finished_at_ms: Some(ms + 1500),
+                            payload_key: None,
                             history: vec![],
                         },
                         ActionRecord {
@@ -530,6 +531,7 @@ mod tests {
                             external_id: None,
                             next_attempt_at_ms: None,
                             finished_at_ms: Some(ms + 3000),
+                            payload_key: None,
                             history: vec![
                                 ActionHistoryRecord {
                                     at_ms: ms + 2000,

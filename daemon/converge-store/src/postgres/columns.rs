@@ -31,7 +31,7 @@ macro_rules! pending_action_columns {
 macro_rules! action_columns {
     () => {
         "a.id, a.route, a.plugin, a.status, a.attempts, a.detail, a.external_id, \
-         a.next_attempt_at_ms, a.finished_at_ms"
+         a.next_attempt_at_ms, a.finished_at_ms, (a.payload::jsonb ->> 'idempotency_key')"
     };
 }
 

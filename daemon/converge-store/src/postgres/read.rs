@@ -574,6 +574,7 @@ fn action_record(row: &Row) -> Result<ActionRecord, postgres::Error> {
         external_id: row.try_get(6)?,
         next_attempt_at_ms: row.try_get(7)?,
         finished_at_ms: row.try_get(8)?,
+        payload_key: row.try_get(9)?,
         history: Vec::new(),
     })
 }
@@ -581,14 +582,14 @@ fn action_record(row: &Row) -> Result<ActionRecord, postgres::Error> {
 fn action_detail(row: &Row) -> Result<ActionDetail, postgres::Error> {
     Ok(ActionDetail {
         action: action_record(row)?,
-        event_seq: row.try_get(9)?,
-        event_id: row.try_get(10)?,
-        event_source: row.try_get(11)?,
-        event_type: row.try_get(12)?,
-        subject: row.try_get(13)?,
-        decision_id: row.try_get(14)?,
-        decision_kind: row.try_get(15)?,
-        rule: row.try_get(16)?,
+        event_seq: row.try_get(10)?,
+        event_id: row.try_get(11)?,
+        event_source: row.try_get(12)?,
+        event_type: row.try_get(13)?,
+        subject: row.try_get(14)?,
+        decision_id: row.try_get(15)?,
+        decision_kind: row.try_get(16)?,
+        rule: row.try_get(17)?,
     })
 }
 

@@ -526,7 +526,8 @@ impl SqliteStore {
 }
 
 const ACTION_COLUMNS: &str = "a.id, a.route, a.plugin, a.status, a.attempts, a.detail, \
-     a.external_id, a.next_attempt_at_ms, a.finished_at_ms";
+     a.external_id, a.next_attempt_at_ms, a.finished_at_ms, \
+     json_extract(a.payload, '$.idempotency_key')";
 
 fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
     Ok(ActionRecord {
@@ -539,6 +540,7 @@ fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
         external_id: row.get(6)?,
         next_attempt_at_ms: row.get(7)?,
         finished_at_ms: row.get(8)?,
+        payload_key: row.get(9)?,
         history: Vec::new(),
     })
 }
@@ -550,14 +552,14 @@ const ACTION_ORIGIN_COLUMNS: &str =
 fn action_detail_row(row: &Row<'_>) -> rusqlite::Result<ActionDetail> {
     Ok(ActionDetail {
         action: action_row(row)?,
-        event_seq: row.get(9)?,
-        event_id: row.get(10)?,
-        event_source: row.get(11)?,
-        event_type: row.get(12)?,
-        subject: row.get(13)?,
-        decision_id: row.get(14)?,
-        decision_kind: row.get(15)?,
-        rule: row.get(16)?,
+        event_seq: row.get(10)?,
+        event_id: row.get(11)?,
+        event_source: row.get(12)?,
+        event_type: row.get(13)?,
+        subject: row.get(14)?,
+        decision_id: row.get(15)?,
+        decision_kind: row.get(16)?,
+        rule: row.get(17)?,
     })
 }
 

@@ -150,7 +150,17 @@ async fn decide(
         })?
         .pop()
         .ok_or_else(|| internal("the journal gave no outcome"))?;
-    let key = crate::dispatcher::idempotency_key(id);
+    // What the plugin sends: a released send's key comes from the send.
+    let reader = state.reader.clone();
+    let key = tokio::task::spawn_blocking(move || reader.lock().expect("reader").action(id))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .map_or_else(
+            || crate::dispatcher::idempotency_key(id),
+            |detail| crate::dispatcher::action_key(&detail.action),
+        );
     match outcome {
         DeadLetterOutcome::Retried(_) => {
             state.metrics.dead_letter_retried(id, &request.by);
