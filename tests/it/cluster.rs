@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 
 use crate::gates::{TOKEN, accept, channel, override_gate, send};
 use crate::postgres::TestDatabase;
-use crate::support::{Daemon, Sink, Workspace, event, plugins_toml, repo_root, under_load_toml};
+use crate::support::{
+    Daemon, Sink, Workspace, event, plugins_toml, repo_root, sends_to_sink_toml, under_load_toml,
+};
 
 /// Every created task is notified with its number and what its entity has
 /// seen, and reminded an hour later.
@@ -309,16 +311,7 @@ fn gate_workspace(db: &TestDatabase, sink: &Sink) -> Workspace {
     let greet = r#"if event.type == "hello" { notify("ops", "v1"); }"#;
     let ws = Workspace::new(
         &[("convergence_gate", &gate), ("greet", greet)],
-        &format!(
-            r#"{plugins}
-[[routes]]
-decision = "release_send"
-plugin = "webhook-out"
-config = {{ url = "{url}" }}
-"#,
-            plugins = plugins_toml(sink),
-            url = sink.url("/send"),
-        ),
+        &sends_to_sink_toml(sink),
     );
     ws.edit_config("[rules]\n", "[rules]\nwatch = false\n");
     db.configure(&ws, "3s");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, Sink, Workspace, event, plugins_toml};
+use crate::support::{Daemon, Sink, Workspace, event, sends_to_sink_toml};
 
 const START: &str = "2026-11-23T10:00:00Z";
 
@@ -37,19 +37,7 @@ fn messages(trail: &Value) -> Vec<String> {
 }
 
 fn gate_workspace(sink: &Sink, rules: &[(&str, &str)]) -> Workspace {
-    Workspace::new(
-        rules,
-        &format!(
-            r#"{plugins}
-[[routes]]
-decision = "release_send"
-plugin = "webhook-out"
-config = {{ url = "{url}" }}
-"#,
-            plugins = plugins_toml(sink),
-            url = sink.url("/send"),
-        ),
-    )
+    Workspace::new(rules, &sends_to_sink_toml(sink))
 }
 
 fn send_requested(id: &str) -> Value {
@@ -395,18 +383,7 @@ async fn the_daemon_and_replay_make_the_same_decisions() {
             ("legal", legal),
             ("strict", strict),
         ],
-        &format!(
-            r#"{plugins}
-[[routes]]
-decision = "release_send"
-plugin = "webhook-out"
-config = {{ url = "{url}" }}
-
-{clock}"#,
-            plugins = plugins_toml(&sink),
-            url = sink.url("/send"),
-            clock = manual_clock(START),
-        ),
+        &format!("{}\n{}", sends_to_sink_toml(&sink), manual_clock(START)),
     );
     ws.edit_config("files = [", "shadow = [\"strict.rhai\"]\nfiles = [");
     let strict_path = ws.dir.path().join("strict.rhai").display().to_string();

@@ -5,7 +5,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, Sink, Workspace, actions_settled, event, plugins_toml, repo_root};
+use crate::support::{
+    Daemon, Sink, Workspace, actions_settled, event, repo_root, sends_to_sink_toml,
+};
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -20,19 +22,7 @@ fn free_port() -> u16 {
 
 fn workspace(sink: &Sink) -> Workspace {
     let rule = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();
-    let ws = Workspace::new(
-        &[("convergence_gate", &rule)],
-        &format!(
-            r#"{plugins}
-[[routes]]
-decision = "release_send"
-plugin = "webhook-out"
-config = {{ url = "{url}" }}
-"#,
-            plugins = plugins_toml(sink),
-            url = sink.url("/send"),
-        ),
-    );
+    let ws = Workspace::new(&[("convergence_gate", &rule)], &sends_to_sink_toml(sink));
     ws.edit_config(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{}\"", free_port()),

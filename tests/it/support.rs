@@ -180,6 +180,21 @@ files = [{files}]
     }
 }
 
+/// The plugins (as [`plugins_toml`]) and a `release_send` route posting
+/// each released send to the sink's `/send`.
+pub fn sends_to_sink_toml(sink: &Sink) -> String {
+    format!(
+        r#"{plugins}
+[[routes]]
+decision = "release_send"
+plugin = "webhook-out"
+config = {{ url = "{url}" }}
+"#,
+        plugins = plugins_toml(sink),
+        url = sink.url("/send"),
+    )
+}
+
 /// A plugin section granting the plugins access to the local sink.
 pub fn plugins_toml(sink: &Sink) -> String {
     let dir = plugin_dir();
