@@ -315,115 +315,113 @@ fn describe(answer: &Value) -> String {
 /// One gate for people; with `history`, the sends it released too.
 fn describe_gate(out: &mut String, gate: &Value, history: bool) {
     use std::fmt::Write;
-    {
-        if gate["open"] == true {
-            let _ = writeln!(
-                out,
-                "{}: held since {}",
-                text(&gate["campaign"]),
-                text(&gate["held_since"])
-            );
-        } else {
-            let _ = writeln!(out, "{}: nothing held now", text(&gate["campaign"]));
-        }
-        out.push_str("  channels:\n");
-        for channel in gate["channels"].as_array().into_iter().flatten() {
-            let held = channel["held"].as_u64().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "    {:<12} {:<12} {}{}{}",
-                text(&channel["channel"]),
-                text(&channel["stage"]),
-                if channel["approved"] == true {
-                    "approved"
-                } else {
-                    "not approved"
-                },
-                if channel["paused"] == true {
-                    ", paused"
-                } else {
-                    ""
-                },
-                if held > 0 {
-                    format!(", {held} send(s) held")
-                } else {
-                    String::new()
-                }
-            );
-        }
-        if let Some(last) = gate["last_hold"].as_object() {
-            let _ = writeln!(
-                out,
-                "  last hold ({} at {}, by {}), failing:",
-                last.get("channel").map(text).unwrap_or_default(),
-                last.get("at").map(text).unwrap_or_default(),
-                last.get("rule").map(text).unwrap_or_default()
-            );
-            for reason in last
-                .get("reasons")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let _ = writeln!(out, "    - {}", text(reason));
+    if gate["open"] == true {
+        let _ = writeln!(
+            out,
+            "{}: held since {}",
+            text(&gate["campaign"]),
+            text(&gate["held_since"])
+        );
+    } else {
+        let _ = writeln!(out, "{}: nothing held now", text(&gate["campaign"]));
+    }
+    out.push_str("  channels:\n");
+    for channel in gate["channels"].as_array().into_iter().flatten() {
+        let held = channel["held"].as_u64().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "    {:<12} {:<12} {}{}{}",
+            text(&channel["channel"]),
+            text(&channel["stage"]),
+            if channel["approved"] == true {
+                "approved"
+            } else {
+                "not approved"
+            },
+            if channel["paused"] == true {
+                ", paused"
+            } else {
+                ""
+            },
+            if held > 0 {
+                format!(", {held} send(s) held")
+            } else {
+                String::new()
             }
+        );
+    }
+    if let Some(last) = gate["last_hold"].as_object() {
+        let _ = writeln!(
+            out,
+            "  last hold ({} at {}, by {}), failing:",
+            last.get("channel").map(text).unwrap_or_default(),
+            last.get("at").map(text).unwrap_or_default(),
+            last.get("rule").map(text).unwrap_or_default()
+        );
+        for reason in last
+            .get("reasons")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(out, "    - {}", text(reason));
         }
-        if let Some(terms) = gate["terms"].as_array() {
-            let terms: Vec<String> = terms
-                .iter()
-                .map(|t| match &t["pass"] {
-                    Value::Bool(pass) => format!(
-                        "{} {}",
-                        text(&t["term"]),
-                        if *pass { "pass" } else { "FAIL" }
-                    ),
-                    _ => format!("{} {}", text(&t["term"]), text(&t["value"])),
-                })
-                .collect();
-            let _ = writeln!(out, "  gate terms: {}", terms.join(", "));
+    }
+    if let Some(terms) = gate["terms"].as_array() {
+        let terms: Vec<String> = terms
+            .iter()
+            .map(|t| match &t["pass"] {
+                Value::Bool(pass) => format!(
+                    "{} {}",
+                    text(&t["term"]),
+                    if *pass { "pass" } else { "FAIL" }
+                ),
+                _ => format!("{} {}", text(&t["term"]), text(&t["value"])),
+            })
+            .collect();
+        let _ = writeln!(out, "  gate terms: {}", terms.join(", "));
+    }
+    out.push_str(if history {
+        "  sends held:\n"
+    } else {
+        "  held sends:\n"
+    });
+    for send in gate["held_sends"].as_array().into_iter().flatten() {
+        let released = send["status"] != "held";
+        if released && !history {
+            continue;
         }
-        out.push_str(if history {
-            "  sends held:\n"
-        } else {
-            "  held sends:\n"
-        });
-        for send in gate["held_sends"].as_array().into_iter().flatten() {
-            let released = send["status"] != "held";
-            if released && !history {
-                continue;
+        let _ = writeln!(
+            out,
+            "    {} event {} since {}: {}{}",
+            text(&send["channel"]),
+            text(&send["event_id"]),
+            text(&send["held_at"]),
+            text(&send["reason"]),
+            if released {
+                format!(
+                    "; released at {} by {}",
+                    text(&send["released_at"]),
+                    text(&send["released_by"])
+                )
+            } else {
+                String::new()
             }
+        );
+    }
+    let overrides = gate["overrides"].as_array().cloned().unwrap_or_default();
+    if !overrides.is_empty() {
+        out.push_str("  overrides:\n");
+        for o in &overrides {
             let _ = writeln!(
                 out,
-                "    {} event {} since {}: {}{}",
-                text(&send["channel"]),
-                text(&send["event_id"]),
-                text(&send["held_at"]),
-                text(&send["reason"]),
-                if released {
-                    format!(
-                        "; released at {} by {}",
-                        text(&send["released_at"]),
-                        text(&send["released_by"])
-                    )
-                } else {
-                    String::new()
-                }
+                "    {} by {} ({}): {}; released {}",
+                text(&o["at"]),
+                text(&o["by"]),
+                o["channel"].as_str().unwrap_or("every channel"),
+                text(&o["reason"]),
+                text(&o["released"])
             );
-        }
-        let overrides = gate["overrides"].as_array().cloned().unwrap_or_default();
-        if !overrides.is_empty() {
-            out.push_str("  overrides:\n");
-            for o in &overrides {
-                let _ = writeln!(
-                    out,
-                    "    {} by {} ({}): {}; released {}",
-                    text(&o["at"]),
-                    text(&o["by"]),
-                    o["channel"].as_str().unwrap_or("every channel"),
-                    text(&o["reason"]),
-                    text(&o["released"])
-                );
-            }
         }
     }
 }
