@@ -222,8 +222,9 @@ pub async fn run(args: GatesArgs) -> ExitCode {
     }
 }
 
-async fn list(client: &AdminClient, as_json: bool) -> anyhow::Result<()> {
-    let answer = client.get("/v1/gates").await?;
+/// The body of a `GET` the daemon answered 200; anything else is the error.
+async fn get_ok(client: &AdminClient, path: &str) -> anyhow::Result<Value> {
+    let answer = client.get(path).await?;
     if answer.status != 200 {
         bail!(
             "converge at {} answered {}: {}",
@@ -232,10 +233,15 @@ async fn list(client: &AdminClient, as_json: bool) -> anyhow::Result<()> {
             answer.error_message()
         );
     }
+    Ok(answer.body)
+}
+
+async fn list(client: &AdminClient, as_json: bool) -> anyhow::Result<()> {
+    let body = get_ok(client, "/v1/gates").await?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&answer.body)?);
+        println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
-        print!("{}", describe(&answer.body));
+        print!("{}", describe(&body));
     }
     Ok(())
 }
@@ -251,20 +257,12 @@ fn campaign_key(campaign: &str) -> String {
 
 async fn show(client: &AdminClient, campaign: &str, as_json: bool) -> anyhow::Result<()> {
     let campaign = campaign_key(campaign);
-    let answer = client.get(&format!("/v1/gates/{campaign}")).await?;
-    if answer.status != 200 {
-        bail!(
-            "converge at {} answered {}: {}",
-            client.address(),
-            answer.status,
-            answer.error_message()
-        );
-    }
+    let body = get_ok(client, &format!("/v1/gates/{campaign}")).await?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&answer.body)?);
+        println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
         let mut out = String::new();
-        describe_gate(&mut out, &answer.body, true);
+        describe_gate(&mut out, &body, true);
         print!("{out}");
     }
     Ok(())
