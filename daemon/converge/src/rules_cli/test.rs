@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use super::diff;
 use crate::Exit;
 use converge_engine::effects::data_without_timer;
-use converge_engine::{Origin, Processed, Simulation};
+use converge_engine::{Engine, Origin, Processed, Rules, Simulation};
 
 /// The clock of a case that does not set `now`: fixed, so tests never depend
 /// on the day they run.
@@ -49,6 +49,9 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct File {
         pub rules: Option<Vec<String>>,
+        /// Rule files run in shadow, after the live ones (as `rules.shadow`).
+        #[serde(default)]
+        pub shadow: Vec<String>,
         #[serde(default, rename = "case")]
         pub cases: Vec<Case>,
     }
@@ -95,6 +98,8 @@ mod raw {
         pub expect: Option<Vec<toml::Table>>,
         #[serde(default)]
         pub expect_failures: Vec<String>,
+        /// Every decision the shadow rules make on the step's event.
+        pub expect_shadow: Option<Vec<toml::Table>>,
         pub fired: Option<Vec<Follower>>,
         pub emitted: Option<Vec<Follower>>,
         /// The sends held after the step, every campaign's, oldest first:
@@ -204,7 +209,11 @@ pub fn run(config_path: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
         };
         for case in &test_file.cases {
             let title = format!("{display} :: {}", case.name);
-            match run_case(&test_file.rules, max_emit_depth, case) {
+            let rules = Rules {
+                live: &test_file.rules,
+                shadow: Some(&test_file.shadow),
+            };
+            match run_case(rules, max_emit_depth, case) {
                 Ok(()) => {
                     println!("test {title} ... ok");
                     totals.passed += 1;
@@ -311,6 +320,8 @@ pub(super) fn event_types_in_tests(dirs: &[PathBuf]) -> BTreeSet<String> {
 /// A test file, its rules compiled.
 struct TestFile {
     rules: RuleSet,
+    /// The file's `shadow` rules (empty without).
+    shadow: RuleSet,
     cases: Vec<raw::Case>,
 }
 
@@ -348,7 +359,7 @@ impl TestFile {
             }
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        let rule_files = match &file.rules {
+        let rule_files: Vec<PathBuf> = match &file.rules {
             Some(rules) => rules.iter().map(|r| super::tidy(&dir.join(r))).collect(),
             None => {
                 let name = display_name(path);
@@ -356,30 +367,45 @@ impl TestFile {
                 vec![super::tidy(&dir.join(format!("{stem}.rhai")))]
             }
         };
-        let mut sources = Vec::with_capacity(rule_files.len());
-        for rule in rule_files {
-            let source = std::fs::read_to_string(&rule).map_err(|e| {
-                format!(
-                    "{}: cannot read rule {}: {e}",
-                    path.display(),
-                    rule.display()
-                )
-            })?;
-            sources.push(RuleSource {
-                name: super::rule_name(&rule),
-                path: rule,
-                source,
-            });
-        }
-        let rules = RuleSet::compile(sources, limits).map_err(|errors| {
-            let mut message = format!("{}: its rules do not compile:", path.display());
-            for e in errors {
-                let _ = write!(message, "\n  {e}");
+        let compile = |files: Vec<PathBuf>| -> Result<RuleSet, String> {
+            let mut sources = Vec::with_capacity(files.len());
+            for rule in files {
+                let source = std::fs::read_to_string(&rule).map_err(|e| {
+                    format!(
+                        "{}: cannot read rule {}: {e}",
+                        path.display(),
+                        rule.display()
+                    )
+                })?;
+                sources.push(RuleSource {
+                    name: super::rule_name(&rule),
+                    path: rule,
+                    source,
+                });
             }
-            message
-        })?;
+            RuleSet::compile(sources, limits).map_err(|errors| {
+                let mut message = format!("{}: its rules do not compile:", path.display());
+                for e in errors {
+                    let _ = write!(message, "\n  {e}");
+                }
+                message
+            })
+        };
+        let shadow_files: Vec<PathBuf> = file
+            .shadow
+            .iter()
+            .map(|r| super::tidy(&dir.join(r)))
+            .collect();
+        if let Some(both) = shadow_files.iter().find(|f| rule_files.contains(f)) {
+            return Err(format!(
+                "{}: {} is in both `rules` and `shadow`; a rule runs live or in shadow",
+                path.display(),
+                both.display()
+            ));
+        }
         Ok(TestFile {
-            rules,
+            rules: compile(rule_files)?,
+            shadow: compile(shadow_files)?,
             cases: file.cases,
         })
     }
@@ -394,7 +420,7 @@ fn step_shape(step: &raw::Step) -> Result<(), String> {
     if step.advance.is_none() {
         return Err("a step needs an `event`, an `advance`, or both".into());
     }
-    if step.expect.is_some() || !step.expect_failures.is_empty() {
+    if step.expect.is_some() || !step.expect_failures.is_empty() || step.expect_shadow.is_some() {
         return Err("`expect` and `expect_failures` are about the step's `event`, and it has none (expectations for fired timers go in `fired`)".into());
     }
     Ok(())
@@ -405,12 +431,16 @@ fn step_shape(step: &raw::Step) -> Result<(), String> {
 const MAX_FIRINGS_PER_STEP: usize = 10_000;
 
 /// Runs the steps of one case in order; the error is the failure report.
-fn run_case(rules: &RuleSet, max_emit_depth: u32, case: &raw::Case) -> Result<(), String> {
+fn run_case(rules: Rules<'_>, max_emit_depth: u32, case: &raw::Case) -> Result<(), String> {
     let now = match &case.now {
         Some(value) => time("now", value)?,
         None => DEFAULT_NOW.parse().expect("a valid constant time"),
     };
-    let mut sim = Simulation::of_rules(rules, max_emit_depth, now);
+    let engine = Engine {
+        routes: Vec::new(),
+        max_emit_depth,
+    };
+    let mut sim = Simulation::new(rules, engine, now);
     if let Some(spec) = &case.entity {
         sim.insert_entity(starting_state(spec, now)?);
     }
@@ -475,6 +505,8 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 struct Ran {
     event: Event,
     evaluation: Evaluation,
+    /// The shadow rules' decisions.
+    shadow: Vec<converge_model::Decision>,
 }
 
 /// Everything one step processed, by origin, each in processing order.
@@ -502,7 +534,9 @@ impl StepRun {
                 }));
             }
         }
+        let shadow = processed.shadow().cloned().collect();
         let ran = Ran {
+            shadow,
             event: processed.event.clone(),
             evaluation: processed.evaluation,
         };
@@ -555,6 +589,17 @@ fn check_step(step: &raw::Step, ran: &StepRun) -> String {
             &step.expect_failures,
             &event.evaluation,
         ));
+        if let Some(expected) = &step.expect_shadow {
+            let shadow = Evaluation {
+                decisions: event.shadow.clone(),
+                ..Evaluation::default()
+            };
+            let found = check_decisions(Some(expected), &[], &shadow);
+            if !found.is_empty() {
+                let _ = writeln!(problems, "  in shadow:");
+                problems.push_str(&found);
+            }
+        }
     }
     problems.push_str(&check_followers(
         "fired timer",
@@ -920,7 +965,7 @@ mod tests {
             expect = [{ kind = "notify", to = "ana", message = "b 48h", rule = "r" }]
             "#,
         );
-        run_case(&rules, DEFAULT_MAX_EMIT_DEPTH, &case).unwrap();
+        run_case(live(&rules), DEFAULT_MAX_EMIT_DEPTH, &case).unwrap();
     }
 
     #[test]
@@ -935,7 +980,7 @@ mod tests {
             expect = [{ kind = "notify", to = "bo", message = "hi" }]
             "#,
         );
-        let report = run_case(&rules, DEFAULT_MAX_EMIT_DEPTH, &case).unwrap_err();
+        let report = run_case(live(&rules), DEFAULT_MAX_EMIT_DEPTH, &case).unwrap_err();
         assert_eq!(
             report,
             "step 1 (t at 2026-01-01T00:00:00Z):
@@ -966,15 +1011,58 @@ mod tests {
             expect_failures = ["boom"]
             "#,
         );
-        run_case(&rules, DEFAULT_MAX_EMIT_DEPTH, &case).unwrap();
+        run_case(live(&rules), DEFAULT_MAX_EMIT_DEPTH, &case).unwrap();
     }
 
     fn run(rules_source: &str, case_text: &str) -> Result<(), String> {
-        run_case(
-            &rules(rules_source),
-            DEFAULT_MAX_EMIT_DEPTH,
-            &case(case_text),
+        let rules = rules(rules_source);
+        run_case(live(&rules), DEFAULT_MAX_EMIT_DEPTH, &case(case_text))
+    }
+
+    fn live(rules: &RuleSet) -> Rules<'_> {
+        Rules {
+            live: rules,
+            shadow: None,
+        }
+    }
+
+    #[test]
+    fn a_case_asserts_what_the_shadow_rules_decide_and_they_change_nothing() {
+        let live = rules(r#"notify("ops", `stage ${entity.stage}`);"#);
+        let shadow = RuleSet::compile(
+            vec![RuleSource {
+                name: "strict".into(),
+                path: "rules/strict.rhai".into(),
+                source: r#"set_stage("blocked"); escalate("lead", "would escalate");"#.into(),
+            }],
+            &RuleLimits::default(),
         )
+        .unwrap();
+        let rules = Rules {
+            live: &live,
+            shadow: Some(&shadow),
+        };
+        let text = |level: u32| {
+            format!(
+                r#"
+            [[case]]
+            name = "x"
+            [[case.step]]
+            event = {{ type = "t", subject = "task/T-1", data = {{ stage = "review" }} }}
+            expect = [{{ kind = "notify", to = "ops", message = "stage review" }}]
+            expect_shadow = [
+                {{ kind = "set_stage", stage = "blocked" }},
+                {{ kind = "escalate", to = "lead", reason = "would escalate", level = {level} }},
+            ]
+            [[case.step]]
+            event = {{ type = "t", subject = "task/T-1" }}
+            expect = [{{ kind = "notify", to = "ops", message = "stage review" }}]
+            "#
+            )
+        };
+        run_case(rules, DEFAULT_MAX_EMIT_DEPTH, &case(&text(1))).unwrap();
+        let err = run_case(rules, DEFAULT_MAX_EMIT_DEPTH, &case(&text(3))).unwrap_err();
+        assert!(err.contains("in shadow:"), "{err}");
     }
 
     #[test]
