@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use converge_model::{Decision, DecisionKind, EntityState, Event, sources};
 use converge_rules::{Evaluation, RuleFailure, RuleNote, RuleSet};
-use converge_store::{ExpectedArrival, GateChange, NewDecision, NewTimer};
+use converge_store::{ExpectedArrival, GateChange, NewAction, NewDecision, NewTimer};
 use serde_json::value::RawValue;
 
 use crate::effects::{emitted_event, emitted_id, new_timer};
@@ -161,12 +161,12 @@ impl Engine {
         let gate = gates.rule_view(campaign.as_deref());
         let evaluation = rules
             .live
-            .evaluate_at_gate(event, entity.as_mut(), now, &gate);
+            .evaluate_at_gate(event, entity.as_mut(), now, gate.as_ref());
         // Shadow rules change only a copy of the state, which is dropped.
         let shadow = match rules.shadow {
             Some(shadow) if !shadow.rules().is_empty() => {
                 let mut scratch = entity.clone();
-                shadow.evaluate_at_gate(event, scratch.as_mut(), now, &gate)
+                shadow.evaluate_at_gate(event, scratch.as_mut(), now, gate.as_ref())
             }
             _ => Evaluation::default(),
         };
@@ -463,8 +463,7 @@ impl Sends<'_> {
     }
 }
 
-use converge_store::NewAction;
-
+/// `items` without repeats, in first-seen order.
 fn dedup<'a>(items: &[&'a str]) -> Vec<&'a str> {
     let mut seen = Vec::new();
     for item in items {
@@ -646,7 +645,8 @@ mod tests {
             )
             .unwrap();
         assert!(keys(&outcome).is_empty());
-        let view = gates.rule_view(Some("campaign/c-1"));
+        let view = gates.rule_view(Some("campaign/c-1")).unwrap();
+        assert_eq!(gates.rule_view(Some("campaign/other")), None);
         assert_eq!(view["open"], json!(true));
         assert_eq!(view["held"][0]["rules"], json!(["claims", "timing"]));
         assert_eq!(

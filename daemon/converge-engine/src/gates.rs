@@ -139,15 +139,14 @@ impl Gates {
     }
 
     /// What rules read as `gate`: whether the campaign's gate holds
-    /// anything, and each held send.
-    pub fn rule_view(&self, campaign: Option<&str>) -> Value {
-        let held: Vec<Value> = campaign
-            .map(|c| self.of(c))
-            .unwrap_or_default()
-            .iter()
-            .map(HeldSend::to_rule_value)
-            .collect();
-        json!({"open": !held.is_empty(), "held": held})
+    /// anything, and each held send; `None` when it holds nothing.
+    pub fn rule_view(&self, campaign: Option<&str>) -> Option<Value> {
+        let held = campaign.map(|c| self.of(c)).unwrap_or_default();
+        if held.is_empty() {
+            return None;
+        }
+        let held: Vec<Value> = held.iter().map(HeldSend::to_rule_value).collect();
+        Some(json!({"open": true, "held": held}))
     }
 }
 

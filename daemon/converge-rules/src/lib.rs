@@ -371,26 +371,30 @@ impl RuleSet {
         entity: Option<&mut EntityState>,
         now: DateTime<Utc>,
     ) -> Evaluation {
-        self.evaluate_at_gate(
-            event,
-            entity,
-            now,
-            &serde_json::json!({"open": false, "held": []}),
-        )
+        self.evaluate_at_gate(event, entity, now, None)
     }
 
     /// [`RuleSet::evaluate`], with the entity's convergence gate as rules
     /// read it in `gate`: `open` (whether any send is held) and `held`
     /// (each held send: `channel`, `event_id`, `since`, `rules`, `reasons`).
+    /// `None` is a gate holding nothing, the common case, built once.
     pub fn evaluate_at_gate(
         &self,
         event: &Event,
         mut entity: Option<&mut EntityState>,
         now: DateTime<Utc>,
-        gate: &serde_json::Value,
+        gate: Option<&serde_json::Value>,
     ) -> Evaluation {
+        static NOTHING_HELD: std::sync::LazyLock<Dynamic> = std::sync::LazyLock::new(|| {
+            rule_input(crate::convert::json_to_dynamic(
+                &serde_json::json!({"open": false, "held": []}),
+            ))
+        });
         let event_value = rule_input(event_to_dynamic(event));
-        let gate_value = rule_input(crate::convert::json_to_dynamic(gate));
+        let gate_value = gate.map_or_else(
+            || NOTHING_HELD.clone(),
+            |gate| rule_input(crate::convert::json_to_dynamic(gate)),
+        );
         let now_value = Dynamic::from(rfc3339(now));
         let mut entity_value = rule_input(entity_to_dynamic(entity.as_deref()));
         let mut evaluation = Evaluation::default();
