@@ -384,7 +384,11 @@ fn describe_gate(out: &mut String, gate: &Value, history: bool) {
     } else {
         "  held sends:\n"
     });
-    for send in gate["held_sends"].as_array().into_iter().flatten() {
+    let sends = gate["held_sends"].as_array().map_or(&[][..], Vec::as_slice);
+    if history && sends.is_empty() {
+        out.push_str("    none\n");
+    }
+    for send in sends {
         let released = send["status"] != "held";
         if released && !history {
             continue;
