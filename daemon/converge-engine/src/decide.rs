@@ -7,12 +7,13 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use converge_model::{Decision, DecisionKind, EntityState, Event, sources};
+use converge_model::{Decision, DecisionKind, EntityState, Event, Sample, sources};
 use converge_rules::{Evaluation, RuleFailure, RuleNote, RuleSet};
 use converge_store::{ExpectedArrival, GateChange, NewAction, NewDecision, NewTimer};
 use serde_json::value::RawValue;
 
 use crate::effects::{emitted_event, emitted_id, new_timer};
+use crate::flow::{Before, Happened, StageRoles, observe};
 use crate::gates::{Gates, HeldSend, OVERRIDE_RULE, Override, requested_channel};
 use crate::routes::{Route, actions};
 
@@ -23,6 +24,8 @@ pub struct Engine {
     pub routes: Vec<Route>,
     /// Deepest chain of `emit`s allowed (`rules.max_emit_depth`).
     pub max_emit_depth: u32,
+    /// The team's stage names mapped onto the roles the metrics need.
+    pub stages: StageRoles,
 }
 
 /// One compiled version of the rules: the live ones, then the shadow ones.
@@ -71,6 +74,8 @@ pub struct Outcome {
     pub releases: Vec<Release>,
     /// `release_send` decisions a hold of the same event overruled.
     pub overruled: Vec<Overruled>,
+    /// The metric samples the event finished (`flow`), kept with its results.
+    pub samples: Vec<Sample>,
 }
 
 /// Held sends of one channel released by one decision.
@@ -149,6 +154,7 @@ impl Engine {
             clock,
         } = input;
         let now = decision_time(event, clock);
+        let before = Before::of(entity.as_ref());
         let key = event.entity_key();
         let campaign = key.as_ref().map(ToString::to_string);
         let mut entity = key.as_ref().map(|key| {
@@ -248,6 +254,29 @@ impl Engine {
             }),
             None => {}
         }
+        let exception = !outcome.failures.is_empty()
+            || outcome
+                .decisions
+                .iter()
+                .any(|d| matches!(d.decision.kind, DecisionKind::Escalate { .. }));
+        let released = outcome
+            .releases
+            .iter()
+            .filter(|r| Some(r.campaign.as_str()) == campaign.as_deref())
+            .map(|r| r.channel.as_str())
+            .collect();
+        outcome.samples = observe(
+            &self.stages,
+            &before,
+            entity.as_mut(),
+            &Happened {
+                event,
+                now,
+                exception,
+                released,
+                gates: &*gates,
+            },
+        );
         outcome.notes.extend(shadow.notes);
         outcome.failures.extend(shadow.failures);
         outcome
@@ -516,6 +545,7 @@ mod tests {
                 channel: None,
             }],
             max_emit_depth: 8,
+            stages: StageRoles::default(),
         }
     }
 

@@ -14,10 +14,12 @@
 //! - `gates`: held sends, and overrides;
 //! - `routes`: which plugin acts on which decision, and the action payload;
 //! - `effects`: decisions into timers and events, a fired timer's event;
+//! - `flow`: the metrics' bookkeeping: stage roles, an item's flow, samples;
 //! - `simulate`: the daemon in memory, on a clock the caller moves.
 
 pub mod decide;
 pub mod effects;
+pub mod flow;
 pub mod gates;
 pub mod routes;
 pub mod simulate;
@@ -25,6 +27,7 @@ pub mod simulate;
 pub use decide::{
     Engine, Input, Outcome, Overruled, Release, Rules, changes_entity, decision_time,
 };
+pub use flow::{Blocked, Role, StageRoles, blocked_now};
 pub use gates::{Gates, HeldSend, Override};
 pub use routes::{ActionPayload, Route};
 pub use simulate::{Origin, Processed, Simulation};

@@ -108,6 +108,7 @@ impl<'r> Simulation<'r> {
             Engine {
                 routes: Vec::new(),
                 max_emit_depth,
+                ..Engine::default()
             },
             now,
         )

@@ -21,6 +21,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::flow::Flow;
+
 /// `campaign/c-42`: the kind and id of an entity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntityKey {
@@ -68,6 +70,9 @@ pub struct EntityState {
     /// How many events were applied.
     pub events: u64,
     pub last_event_type: Option<String>,
+    /// The item's open spans and counts, for the reports (`flow.rs`).
+    #[serde(default, skip_serializing_if = "Flow::is_empty")]
+    pub flow: Flow,
 }
 
 /// One channel of a campaign: its own stage, owner and fields.
@@ -77,6 +82,9 @@ pub struct ChannelState {
     pub owner: Option<String>,
     pub fields: Map<String, Value>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The channel's own open spans and counts, for the reports.
+    #[serde(default, skip_serializing_if = "Flow::is_empty")]
+    pub flow: Flow,
 }
 
 impl EntityState {
@@ -93,6 +101,7 @@ impl EntityState {
             stage_since: None,
             events: 0,
             last_event_type: None,
+            flow: Flow::default(),
         }
     }
 

@@ -5,8 +5,10 @@
 pub mod decision;
 pub mod entity;
 pub mod event;
+pub mod flow;
 pub mod sources;
 
 pub use decision::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 pub use entity::{EntityKey, EntityState};
 pub use event::{Event, EventError};
+pub use flow::{Flow, Metric, MetricShape, Sample, Slice};

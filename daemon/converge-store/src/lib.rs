@@ -69,7 +69,7 @@ pub use records::{
     DeadLetterChange, DeadLetterOp, DeadLetterOutcome, DecisionRecord, EventTrail, ExpectedArrival,
     Fence, FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
     LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind, PendingAction,
-    ProcessedEvent, RuleFailure, RuleNote, SkippedTimer, SourceState, TimerKind, TimerRecord,
+    ProcessedEvent, RuleFailure, RuleNote, SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord,
     WriteBatch, WriteResult,
 };
 
@@ -387,6 +387,11 @@ pub trait Backend: Send {
     /// Sizes of the store, cheap enough to read every few seconds.
     fn counts(&self) -> Result<Counts, StoreError>;
 
+    /// A metric's samples in a period, grouped by a slice, ordered by slice
+    /// value (no value last). Rates come counted by the database; durations
+    /// with their values, for percentiles.
+    fn sample_groups(&self, query: &SampleQuery) -> Result<Vec<SampleGroup>, StoreError>;
+
     // ---- cluster operations (shared databases only) ----
 
     /// Takes or keeps the lease `name` for `holder` for `ttl` (on the
@@ -462,4 +467,37 @@ pub trait Backend: Send {
 
     /// Sends a notification on `channel` now (`NOTIFY`).
     fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError>;
+}
+
+/// Groups `(slice, value)` rows ordered by slice, then value, into
+/// [`SampleGroup`]s; orders groups with the no-slice group last.
+pub(crate) fn group_durations(rows: impl IntoIterator<Item = (Option<String>, f64)>) -> Vec<SampleGroup> {
+    let mut groups: Vec<SampleGroup> = Vec::new();
+    for (slice, value) in rows {
+        match groups.last_mut() {
+            Some(group) if group.slice == slice => {
+                group.samples += 1;
+                group.total += value;
+                group.values.push(value);
+            }
+            _ => groups.push(SampleGroup {
+                slice,
+                samples: 1,
+                total: value,
+                values: vec![value],
+            }),
+        }
+    }
+    order_groups(&mut groups);
+    groups
+}
+
+/// Slice values ascending, the group without one last, whatever the database's NULL order.
+pub(crate) fn order_groups(groups: &mut [SampleGroup]) {
+    groups.sort_by(|a, b| match (&a.slice, &b.slice) {
+        (Some(a), Some(b)) => a.cmp(b),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
 }

@@ -1,6 +1,6 @@
 //! What goes into the store and what comes out of it.
 
-use converge_model::{CatchUp, Decision, EntityState, Event};
+use converge_model::{CatchUp, Decision, EntityState, Event, Metric, Sample, Slice};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -136,6 +136,8 @@ pub struct ProcessedEvent {
     /// What the event did to convergence gates, applied in this order after
     /// the decisions are recorded.
     pub gate_changes: Vec<GateChange>,
+    /// The metric samples the event finished (`report_samples`).
+    pub samples: Vec<Sample>,
 }
 
 /// A change to a campaign's convergence gate, part of a [`ProcessedEvent`].
@@ -631,4 +633,27 @@ impl PendingAction {
             lease_token,
         }
     }
+}
+
+/// Which samples a report reads: one metric, within `[since_ms, until_ms)`,
+/// grouped by one slice or not at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleQuery {
+    pub metric: Metric,
+    pub by: Option<Slice>,
+    pub since_ms: i64,
+    pub until_ms: i64,
+}
+
+/// The samples of one slice value (`None`: the samples without one, or all
+/// of them when the report is not sliced).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SampleGroup {
+    pub slice: Option<String>,
+    pub samples: i64,
+    /// The sum of the values: seconds, or the count of yeses.
+    pub total: f64,
+    /// Every value in ascending order, for a duration metric's percentiles;
+    /// empty for a rate.
+    pub values: Vec<f64>,
 }

@@ -49,6 +49,18 @@ mod raw {
         pub file_drops: Vec<converge_filedrop::RawDrop>,
         #[serde(default)]
         pub polls: Vec<Poll>,
+        #[serde(default)]
+        pub report: Report,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Report {
+        /// Role name -> the team's stage names for it.
+        pub stages: BTreeMap<String, Vec<String>>,
+        pub planned_field: Option<String>,
+        pub actor_field: Option<String>,
+        pub approval_field: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -335,6 +347,8 @@ pub struct Config {
     pub hooks: BTreeMap<String, HookConfig>,
     pub file_drops: Vec<converge_filedrop::DropConfig>,
     pub polls: Vec<PollConfig>,
+    /// `[report]`: the stage names behind the metrics' roles.
+    pub report: StageRoles,
     /// Problems that do not stop the daemon (a missing secret fails only the
     /// actions that need it); `run` logs them and `check` lists them.
     pub warnings: Vec<String>,
@@ -429,6 +443,7 @@ pub struct PluginConfig {
 }
 
 pub use converge_engine::Route;
+use converge_engine::{Role, StageRoles};
 
 /// One `[[polls]]` entry: a connector plugin polled for new items.
 #[derive(Debug, Clone)]
@@ -520,6 +535,7 @@ impl Config {
             routes: v.routes(&raw.routes, &raw.plugins),
             dispatch: v.dispatch(&raw.dispatch),
             clock: v.clock(&raw.clock),
+            report: v.report(&raw.report),
             schedules: v.schedules(&raw.schedules),
             hooks: v.hooks(&raw.hooks, &raw.plugins, env),
             polls: v.polls(&raw.polls, &raw.plugins),
@@ -843,6 +859,38 @@ impl Validator {
             max_emit_depth,
             event_types: raw.event_types.clone(),
         }
+    }
+
+    fn report(&mut self, raw: &raw::Report) -> StageRoles {
+        let mut listed = Vec::new();
+        for (role, names) in &raw.stages {
+            let key = format!("report.stages.{role}");
+            match Role::from_name(role) {
+                Ok(role) => {
+                    if let Some(blank) = names.iter().find(|n| n.trim().is_empty()) {
+                        self.error(&key, format!("`{blank}` is not a stage name"));
+                    }
+                    listed.push((role, names.clone()));
+                }
+                Err(message) => self.error(&key, message),
+            }
+        }
+        let mut roles = StageRoles::configured(listed).unwrap_or_else(|message| {
+            self.error("report.stages", message);
+            StageRoles::default()
+        });
+        for (slot, value, key) in [
+            (&mut roles.planned_field, &raw.planned_field, "report.planned_field"),
+            (&mut roles.actor_field, &raw.actor_field, "report.actor_field"),
+            (&mut roles.approval_field, &raw.approval_field, "report.approval_field"),
+        ] {
+            match value.as_deref().map(str::trim) {
+                None => {}
+                Some("") => self.error(key, "a field name cannot be empty"),
+                Some(name) => *slot = name.to_string(),
+            }
+        }
+        roles
     }
 
     fn clock(&mut self, raw: &raw::Clock) -> ClockConfig {

@@ -294,6 +294,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine: Engine {
             routes: config.routes.clone(),
             max_emit_depth: config.rules.max_emit_depth,
+            stages: config.report.clone(),
         },
         reader: reader()?,
         journal: journal.clone(),

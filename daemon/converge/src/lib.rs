@@ -20,6 +20,7 @@ mod polls;
 mod processor;
 mod reload;
 mod replay;
+mod report;
 mod rules_cli;
 pub mod schedules;
 mod sink;
@@ -79,6 +80,10 @@ enum Command {
     /// Run rules over recorded events (the journal, or an NDJSON file) on a
     /// virtual clock, executing nothing; `--diff` compares two rule sets.
     Replay(replay::ReplayArgs),
+    /// The metrics of the reporting layer (review time, handoff delay,
+    /// blocked work, rework, launch reliability...) over a period, whole or
+    /// by owner, campaign, channel, stage or week.
+    Report(report::ReportArgs),
     /// The open convergence gates (campaigns with held sends): channels,
     /// reasons, held sends, overrides; `gates override` releases a gate.
     Gates(gates::GatesArgs),
@@ -119,6 +124,7 @@ pub fn main() -> ExitCode {
     let command = match cli.command {
         Command::Explain(args) => return explain::run(&args),
         Command::Replay(args) => return replay::run(args),
+        Command::Report(args) => return report::run(&args),
         Command::Rules { command } => return rules_cli::run(command),
         command => command,
     };
@@ -178,7 +184,10 @@ pub fn main() -> ExitCode {
                     Exit::Failure.into()
                 }
             },
-            Command::Explain(_) | Command::Replay(_) | Command::Rules { .. } => {
+            Command::Explain(_)
+            | Command::Replay(_)
+            | Command::Report(_)
+            | Command::Rules { .. } => {
                 unreachable!("run before the runtime starts")
             }
         }

@@ -223,6 +223,7 @@ impl Processor {
                     .map(|e| NewEvent::from_event(e, now_ms))
                     .collect(),
                 gate_changes: outcome.gate_changes,
+                samples: outcome.samples,
             },
             emitted: outcome.emitted,
             acked_at: item.acked_at,

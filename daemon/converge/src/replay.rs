@@ -173,6 +173,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
     let engine = Engine {
         routes: config.routes.clone(),
         max_emit_depth: config.rules.max_emit_depth,
+        stages: config.report.clone(),
     };
     let simulation = |rules| new_simulation(rules, &engine, simulate);
     let mut run = Run {

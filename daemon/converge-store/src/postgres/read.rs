@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use converge_model::{Decision, EntityKey, EntityState};
+use converge_model::{Decision, EntityKey, EntityState, MetricShape};
 use postgres::{GenericClient, Row};
 
 use super::{PostgresStore, Session, attempts, cluster, sql_limit};
@@ -13,7 +13,10 @@ use crate::records::{
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction, RuleFailure,
     RuleNote, TimerRecord, parse_catch_up,
 };
-use crate::{Backend, LeaseRecord, PARTITIONS, StoreError, WriteBatch, WriteResult};
+use crate::{
+    Backend, LeaseRecord, PARTITIONS, SampleGroup, SampleQuery, StoreError, WriteBatch,
+    WriteResult, group_durations, order_groups,
+};
 
 impl Backend for PostgresStore {
     fn write(&mut self, batch: &WriteBatch) -> Result<WriteResult, StoreError> {
@@ -297,6 +300,50 @@ impl Backend for PostgresStore {
             )
         })?;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    fn sample_groups(&self, query: &SampleQuery) -> Result<Vec<SampleGroup>, StoreError> {
+        // The slice is a parameter, so one prepared statement serves every slice.
+        let by = query.by.map_or("", |slice| slice.name());
+        let metric = query.metric.name();
+        let params: [&(dyn postgres::types::ToSql + Sync); 4] =
+            [&metric, &by, &query.since_ms, &query.until_ms];
+        self.snapshot(|s| {
+            if query.metric.shape() == MetricShape::Duration {
+                let rows = s.rows(
+                    "SELECT CASE $2::text WHEN 'owner' THEN owner WHEN 'campaign' THEN campaign
+                                WHEN 'channel' THEN channel WHEN 'stage' THEN stage
+                                WHEN 'week' THEN week END AS slice,
+                            value
+                     FROM metric_samples
+                     WHERE metric = $1 AND at_ms >= $3 AND at_ms < $4
+                     ORDER BY slice, value",
+                    &params,
+                    |row| Ok((row.try_get::<_, Option<String>>(0)?, row.try_get::<_, f64>(1)?)),
+                )?;
+                return Ok(group_durations(rows));
+            }
+            let mut groups = s.rows(
+                "SELECT CASE $2::text WHEN 'owner' THEN owner WHEN 'campaign' THEN campaign
+                            WHEN 'channel' THEN channel WHEN 'stage' THEN stage
+                            WHEN 'week' THEN week END AS slice,
+                        count(*), coalesce(sum(value), 0)
+                 FROM metric_samples
+                 WHERE metric = $1 AND at_ms >= $3 AND at_ms < $4
+                 GROUP BY slice",
+                &params,
+                |row| {
+                    Ok(SampleGroup {
+                        slice: row.try_get(0)?,
+                        samples: row.try_get(1)?,
+                        total: row.try_get(2)?,
+                        values: Vec::new(),
+                    })
+                },
+            )?;
+            order_groups(&mut groups);
+            Ok(groups)
+        })
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {

@@ -202,6 +202,40 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rule_notes_by_event ON rule_notes (event_seq);
     "#,
+    // 3: the metrics' samples (docs/reports.md), and the views BI tools read.
+    // No reference to `events`: samples outlive pruned events.
+    r#"
+    CREATE TABLE metric_samples (
+        id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_seq bigint NOT NULL,
+        metric    text COLLATE "C" NOT NULL,
+        at_ms     bigint NOT NULL,
+        week      text COLLATE "C" NOT NULL,
+        value     double precision NOT NULL,
+        entity    text COLLATE "C" NOT NULL,
+        campaign  text COLLATE "C",
+        owner     text COLLATE "C",
+        channel   text COLLATE "C",
+        stage     text COLLATE "C"
+    );
+    CREATE INDEX metric_samples_by_metric ON metric_samples (metric, at_ms);
+    CREATE VIEW report_samples AS
+        SELECT metric,
+               to_timestamp(at_ms / 1000.0) AS at,
+               week::date AS week,
+               value,
+               CASE WHEN metric IN ('review_time', 'handoff_delay', 'blocked_work', 'cycle_time')
+                    THEN value / 3600.0 END AS hours,
+               entity, campaign, owner, channel, stage, event_seq
+        FROM metric_samples;
+    CREATE VIEW report_weekly AS
+        SELECT metric, week::date AS week, owner, campaign, channel, stage,
+               COUNT(*) AS samples,
+               SUM(value) AS total,
+               AVG(value) AS mean
+        FROM metric_samples
+        GROUP BY metric, week, owner, campaign, channel, stage;
+    "#,
 ];
 
 /// The schema version this build reads and writes.

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use converge_model::Sample;
 use postgres::GenericClient;
 use postgres::error::SqlState;
 
@@ -100,6 +101,7 @@ fn write_in<C: GenericClient>(
     result.actions = insert_decisions(s, &batch.processed, lease.as_ref())?;
     insert_rule_failures(s, &batch.processed)?;
     insert_rule_notes(s, &batch.processed)?;
+    insert_samples(s, &batch.processed)?;
     result.timers_cancelled = cancel_expects(s, &batch.processed)?;
     let (created, cancelled) = insert_timers(s, &batch.processed)?;
     result.timers_created = created;
@@ -496,6 +498,44 @@ fn insert_rule_failures<C: GenericClient>(
              WITH ORDINALITY AS f (event_seq, rule, rule_hash, message, n)
          ORDER BY n",
         &[&seqs, &rules, &hashes, &messages],
+    )?;
+    Ok(())
+}
+
+fn insert_samples<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    processed: &[ProcessedEvent],
+) -> Result<(), StoreError> {
+    let samples: Vec<(i64, &Sample)> = processed
+        .iter()
+        .flat_map(|p| p.samples.iter().map(move |x| (p.seq, x)))
+        .collect();
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = samples.iter().map(|(seq, _)| *seq).collect();
+    let metrics: Vec<&str> = samples.iter().map(|(_, x)| x.metric.name()).collect();
+    let ats: Vec<i64> = samples.iter().map(|(_, x)| x.at.timestamp_millis()).collect();
+    let weeks: Vec<String> = samples.iter().map(|(_, x)| x.week().to_string()).collect();
+    let values: Vec<f64> = samples.iter().map(|(_, x)| x.value).collect();
+    let entities: Vec<&str> = samples.iter().map(|(_, x)| x.entity.as_str()).collect();
+    let campaigns: Vec<Option<&str>> = samples.iter().map(|(_, x)| x.campaign.as_deref()).collect();
+    let owners: Vec<Option<&str>> = samples.iter().map(|(_, x)| x.owner.as_deref()).collect();
+    let channels: Vec<Option<&str>> = samples.iter().map(|(_, x)| x.channel.as_deref()).collect();
+    let stages: Vec<Option<&str>> = samples.iter().map(|(_, x)| x.stage.as_deref()).collect();
+    s.execute(
+        "INSERT INTO metric_samples
+             (event_seq, metric, at_ms, week, value, entity, campaign, owner, channel, stage)
+         SELECT event_seq, metric, at_ms, week, value, entity, campaign, owner, channel, stage
+         FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::float8[],
+                     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+             WITH ORDINALITY AS x (event_seq, metric, at_ms, week, value, entity,
+                                   campaign, owner, channel, stage, k)
+         ORDER BY k",
+        &[
+            &seqs, &metrics, &ats, &weeks, &values, &entities, &campaigns, &owners, &channels,
+            &stages,
+        ],
     )?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The SQLite [`Backend`]: queries (writes are in `write.rs`). They read the last committed snapshot, so readers on other
 //! connections never see half a batch and never block the writer.
 
-use converge_model::{CatchUp, Decision, EntityKey, EntityState};
+use converge_model::{CatchUp, Decision, EntityKey, EntityState, MetricShape};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
@@ -11,7 +11,10 @@ use crate::records::{
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction, RuleFailure,
     RuleNote, TimerRecord, parse_catch_up,
 };
-use crate::{Backend, LeaseRecord, StoreError, WriteBatch, WriteResult};
+use crate::{
+    Backend, LeaseRecord, SampleGroup, SampleQuery, StoreError, WriteBatch, WriteResult,
+    group_durations, order_groups,
+};
 use std::time::Duration;
 
 /// A `limit` as SQLite takes it; anything past `i64::MAX` is no limit anyway.
@@ -278,6 +281,48 @@ impl Backend for SqliteStore {
                 })
             })?
             .collect::<Result<_, _>>()?)
+    }
+
+    fn sample_groups(&self, query: &SampleQuery) -> Result<Vec<SampleGroup>, StoreError> {
+        // The slice is a parameter, so one prepared statement serves every slice.
+        let by = query.by.map_or("", |slice| slice.name());
+        let params = params![query.metric.name(), by, query.since_ms, query.until_ms];
+        if query.metric.shape() == MetricShape::Duration {
+            let mut statement = self.conn.prepare_cached(
+                "SELECT CASE ?2 WHEN 'owner' THEN owner WHEN 'campaign' THEN campaign
+                            WHEN 'channel' THEN channel WHEN 'stage' THEN stage
+                            WHEN 'week' THEN week END AS slice,
+                        value
+                 FROM metric_samples
+                 WHERE metric = ?1 AND at_ms >= ?3 AND at_ms < ?4
+                 ORDER BY slice, value",
+            )?;
+            let rows = statement
+                .query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<(Option<String>, f64)>, _>>()?;
+            return Ok(group_durations(rows));
+        }
+        let mut statement = self.conn.prepare_cached(
+            "SELECT CASE ?2 WHEN 'owner' THEN owner WHEN 'campaign' THEN campaign
+                        WHEN 'channel' THEN channel WHEN 'stage' THEN stage
+                        WHEN 'week' THEN week END AS slice,
+                    count(*), total(value)
+             FROM metric_samples
+             WHERE metric = ?1 AND at_ms >= ?3 AND at_ms < ?4
+             GROUP BY slice",
+        )?;
+        let mut groups = statement
+            .query_map(params, |row| {
+                Ok(SampleGroup {
+                    slice: row.get(0)?,
+                    samples: row.get(1)?,
+                    total: row.get(2)?,
+                    values: Vec::new(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        order_groups(&mut groups);
+        Ok(groups)
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {

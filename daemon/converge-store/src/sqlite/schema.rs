@@ -237,6 +237,40 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rule_notes_by_event ON rule_notes (event_seq);
     ",
+    // 9: the metrics' samples (docs/reports.md), and the views BI tools read.
+    // No reference to `events`: samples outlive pruned events.
+    "
+    CREATE TABLE metric_samples (
+        id        INTEGER PRIMARY KEY,
+        event_seq INTEGER NOT NULL,
+        metric    TEXT NOT NULL,
+        at_ms     INTEGER NOT NULL,
+        week      TEXT NOT NULL,
+        value     REAL NOT NULL,
+        entity    TEXT NOT NULL,
+        campaign  TEXT,
+        owner     TEXT,
+        channel   TEXT,
+        stage     TEXT
+    );
+    CREATE INDEX metric_samples_by_metric ON metric_samples (metric, at_ms);
+    CREATE VIEW report_samples AS
+        SELECT metric,
+               strftime('%Y-%m-%dT%H:%M:%fZ', at_ms / 1000.0, 'unixepoch') AS at,
+               week,
+               value,
+               CASE WHEN metric IN ('review_time', 'handoff_delay', 'blocked_work', 'cycle_time')
+                    THEN value / 3600.0 END AS hours,
+               entity, campaign, owner, channel, stage, event_seq
+        FROM metric_samples;
+    CREATE VIEW report_weekly AS
+        SELECT metric, week, owner, campaign, channel, stage,
+               COUNT(*) AS samples,
+               SUM(value) AS total,
+               AVG(value) AS mean
+        FROM metric_samples
+        GROUP BY metric, week, owner, campaign, channel, stage;
+    ",
 ];
 
 /// The schema version this build reads and writes.

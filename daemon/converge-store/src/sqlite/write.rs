@@ -216,6 +216,26 @@ fn record_processed(
         }
     }
 
+    for sample in &processed.samples {
+        tx.prepare_cached(
+            "INSERT INTO metric_samples
+             (event_seq, metric, at_ms, week, value, entity, campaign, owner, channel, stage)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            seq,
+            sample.metric.name(),
+            sample.at.timestamp_millis(),
+            sample.week().to_string(),
+            sample.value,
+            sample.entity,
+            sample.campaign,
+            sample.owner,
+            sample.channel,
+            sample.stage,
+        ])?;
+    }
+
     for note in &processed.rule_notes {
         tx.prepare_cached("INSERT INTO rule_notes (event_seq, rule, message) VALUES (?1, ?2, ?3)")?
             .execute(params![seq, note.rule, note.message])?;

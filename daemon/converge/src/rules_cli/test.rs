@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use super::diff;
 use crate::Exit;
 use converge_engine::effects::data_without_timer;
-use converge_engine::{Engine, Origin, Processed, Rules, Simulation};
+use converge_engine::{Engine, Origin, Processed, Rules, Simulation, StageRoles};
 
 /// The clock of a case that does not set `now`: fixed, so tests never depend
 /// on the day they run.
@@ -149,12 +149,21 @@ struct Totals {
     invalid: usize,
 }
 
+/// What a rule test runs on without a config: no routes, the default limits and stage names.
+fn default_engine() -> Engine {
+    Engine {
+        routes: Vec::new(),
+        max_emit_depth: DEFAULT_MAX_EMIT_DEPTH,
+        stages: StageRoles::default(),
+    }
+}
+
 pub fn run(config_path: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
     let started = Instant::now();
-    let (limits, max_emit_depth, roots) = match (config_path, paths.is_empty()) {
+    let (limits, engine, roots) = match (config_path, paths.is_empty()) {
         (None, false) => (
             RuleLimits::default(),
-            DEFAULT_MAX_EMIT_DEPTH,
+            default_engine(),
             paths.to_vec(),
         ),
         (config_path, _) => {
@@ -168,7 +177,12 @@ pub fn run(config_path: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
             } else {
                 paths.to_vec()
             };
-            (config.rules.limits, config.rules.max_emit_depth, roots)
+            let engine = Engine {
+                routes: Vec::new(),
+                max_emit_depth: config.rules.max_emit_depth,
+                stages: config.report,
+            };
+            (config.rules.limits, engine, roots)
         }
     };
     let files = match find_test_files(&roots) {
@@ -213,7 +227,7 @@ pub fn run(config_path: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
                 live: &test_file.rules,
                 shadow: Some(&test_file.shadow),
             };
-            match run_case(rules, max_emit_depth, case) {
+            match run_case(rules, &engine, case) {
                 Ok(()) => {
                     println!("test {title} ... ok");
                     totals.passed += 1;
@@ -431,16 +445,12 @@ fn step_shape(step: &raw::Step) -> Result<(), String> {
 const MAX_FIRINGS_PER_STEP: usize = 10_000;
 
 /// Runs the steps of one case in order; the error is the failure report.
-fn run_case(rules: Rules<'_>, max_emit_depth: u32, case: &raw::Case) -> Result<(), String> {
+fn run_case(rules: Rules<'_>, engine: &Engine, case: &raw::Case) -> Result<(), String> {
     let now = match &case.now {
         Some(value) => time("now", value)?,
         None => DEFAULT_NOW.parse().expect("a valid constant time"),
     };
-    let engine = Engine {
-        routes: Vec::new(),
-        max_emit_depth,
-    };
-    let mut sim = Simulation::new(rules, engine, now);
+    let mut sim = Simulation::new(rules, engine.clone(), now);
     if let Some(spec) = &case.entity {
         sim.insert_entity(starting_state(spec, now)?);
     }
@@ -855,6 +865,7 @@ fn starting_state(spec: &raw::Entity, now: DateTime<Utc>) -> Result<EntityState,
                 owner: channel.owner.clone(),
                 fields: table_to_map(&channel.fields),
                 updated_at: Some(created_at),
+                ..ChannelState::default()
             };
             (name.clone(), state)
         })
@@ -965,7 +976,7 @@ mod tests {
             expect = [{ kind = "notify", to = "ana", message = "b 48h", rule = "r" }]
             "#,
         );
-        run_case(live(&rules), DEFAULT_MAX_EMIT_DEPTH, &case).unwrap();
+        run_case(live(&rules), &default_engine(), &case).unwrap();
     }
 
     #[test]
@@ -980,7 +991,7 @@ mod tests {
             expect = [{ kind = "notify", to = "bo", message = "hi" }]
             "#,
         );
-        let report = run_case(live(&rules), DEFAULT_MAX_EMIT_DEPTH, &case).unwrap_err();
+        let report = run_case(live(&rules), &default_engine(), &case).unwrap_err();
         assert_eq!(
             report,
             "step 1 (t at 2026-01-01T00:00:00Z):
@@ -1011,12 +1022,12 @@ mod tests {
             expect_failures = ["boom"]
             "#,
         );
-        run_case(live(&rules), DEFAULT_MAX_EMIT_DEPTH, &case).unwrap();
+        run_case(live(&rules), &default_engine(), &case).unwrap();
     }
 
     fn run(rules_source: &str, case_text: &str) -> Result<(), String> {
         let rules = rules(rules_source);
-        run_case(live(&rules), DEFAULT_MAX_EMIT_DEPTH, &case(case_text))
+        run_case(live(&rules), &default_engine(), &case(case_text))
     }
 
     fn live(rules: &RuleSet) -> Rules<'_> {
@@ -1060,8 +1071,8 @@ mod tests {
             "#
             )
         };
-        run_case(rules, DEFAULT_MAX_EMIT_DEPTH, &case(&text(1))).unwrap();
-        let err = run_case(rules, DEFAULT_MAX_EMIT_DEPTH, &case(&text(3))).unwrap_err();
+        run_case(rules, &default_engine(), &case(&text(1))).unwrap();
+        let err = run_case(rules, &default_engine(), &case(&text(3))).unwrap_err();
         assert!(err.contains("in shadow:"), "{err}");
     }
 

@@ -1,0 +1,248 @@
+//! What converge remembers of an item's way through its stages, and the
+//! metric samples that way produces (docs/reports.md defines each metric).
+//!
+//! A [`Flow`] rides along with an entity (and with each channel of a
+//! campaign) so the reports need no second store of per-item history: it is
+//! saved, cached, simulated and replayed with the state it belongs to. The
+//! engine updates it and turns each finished span (a review decided, a block
+//! lifted, a handoff picked up, a launch) into a [`Sample`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An item's open spans and counts, as the metrics need them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    /// When the current review round started (a review stage entered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_since: Option<DateTime<Utc>>,
+    /// Review decisions made so far: the first one decides `approval_pass_rate`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reviews: u32,
+    /// Moves back to an earlier stage (or changes requested) since the item
+    /// last finished: `rework_rate` counts an item that finishes with any.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub returns: u32,
+    /// When the item entered a blocked stage, while it is blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_since: Option<DateTime<Utc>>,
+    /// When the owner last changed, until the new owner's first move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_since: Option<DateTime<Utc>>,
+    /// Overrides of the campaign's gate since it last launched.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overrides: u32,
+    /// Channels whose send was released since the campaign last launched;
+    /// releasing one of them again is a corrective send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<String>,
+    /// Sends released again on a channel that had already sent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub corrections: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Flow {
+    pub fn is_empty(&self) -> bool {
+        *self == Flow::default()
+    }
+}
+
+/// The metrics converge reports, in the order reports list them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    ReviewTime,
+    HandoffDelay,
+    BlockedWork,
+    ReworkRate,
+    LaunchReliability,
+    ExceptionRate,
+    CycleTime,
+    ApprovalPassRate,
+}
+
+/// Whether a metric's samples are durations (median, p85) or 0/1 outcomes (a share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricShape {
+    Duration,
+    Rate,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 8] = [
+        Metric::ReviewTime,
+        Metric::HandoffDelay,
+        Metric::BlockedWork,
+        Metric::ReworkRate,
+        Metric::LaunchReliability,
+        Metric::ExceptionRate,
+        Metric::CycleTime,
+        Metric::ApprovalPassRate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::ReviewTime => "review_time",
+            Metric::HandoffDelay => "handoff_delay",
+            Metric::BlockedWork => "blocked_work",
+            Metric::ReworkRate => "rework_rate",
+            Metric::LaunchReliability => "launch_reliability",
+            Metric::ExceptionRate => "exception_rate",
+            Metric::CycleTime => "cycle_time",
+            Metric::ApprovalPassRate => "approval_pass_rate",
+        }
+    }
+
+    pub fn shape(self) -> MetricShape {
+        match self {
+            Metric::ReviewTime | Metric::HandoffDelay | Metric::BlockedWork | Metric::CycleTime => {
+                MetricShape::Duration
+            }
+            Metric::ReworkRate
+            | Metric::LaunchReliability
+            | Metric::ExceptionRate
+            | Metric::ApprovalPassRate => MetricShape::Rate,
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Metric {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Metric, String> {
+        Metric::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown metric `{s}`: the metrics are {}", names.join(", "))
+            })
+    }
+}
+
+/// What a report groups samples by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Slice {
+    Owner,
+    Campaign,
+    Channel,
+    Stage,
+    Week,
+}
+
+impl Slice {
+    pub const ALL: [Slice; 5] = [
+        Slice::Owner,
+        Slice::Campaign,
+        Slice::Channel,
+        Slice::Stage,
+        Slice::Week,
+    ];
+
+    /// Also the column of `metric_samples` it reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Slice::Owner => "owner",
+            Slice::Campaign => "campaign",
+            Slice::Channel => "channel",
+            Slice::Stage => "stage",
+            Slice::Week => "week",
+        }
+    }
+}
+
+impl fmt::Display for Slice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Slice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Slice, String> {
+        Slice::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Slice::ALL.iter().map(|x| x.name()).collect();
+                format!("unknown slice `{s}`: a report is by {}", names.join(", "))
+            })
+    }
+}
+
+/// One measurement: a duration in seconds, or 1.0/0.0 for a rate's yes/no,
+/// with the slices a report can group it by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub metric: Metric,
+    /// When the span ended or the outcome was known: the report's time.
+    pub at: DateTime<Utc>,
+    pub value: f64,
+    /// `kind/id` of the item measured.
+    pub entity: String,
+    pub campaign: Option<String>,
+    pub owner: Option<String>,
+    pub channel: Option<String>,
+    pub stage: Option<String>,
+}
+
+impl Sample {
+    /// The Monday (UTC) of the ISO week the sample falls in: the `week` slice.
+    pub fn week(&self) -> NaiveDate {
+        week_of(self.at)
+    }
+}
+
+/// The Monday of `at`'s ISO week, in UTC.
+pub fn week_of(at: DateTime<Utc>) -> NaiveDate {
+    let day = at.date_naive();
+    day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_round_trip_and_unknown_ones_list_the_valid_ones() {
+        for metric in Metric::ALL {
+            assert_eq!(metric.name().parse::<Metric>(), Ok(metric));
+            assert_eq!(
+                serde_json::to_value(metric).unwrap(),
+                serde_json::json!(metric.name())
+            );
+        }
+        let error = "review".parse::<Metric>().unwrap_err();
+        assert!(error.contains("`review`"), "{error}");
+        assert!(error.contains("review_time, handoff_delay"), "{error}");
+    }
+
+    #[test]
+    fn weeks_start_on_monday() {
+        let sunday: DateTime<Utc> = "2026-11-29T23:59:00Z".parse().unwrap();
+        let monday: DateTime<Utc> = "2026-11-30T00:00:00Z".parse().unwrap();
+        assert_eq!(week_of(sunday).to_string(), "2026-11-23");
+        assert_eq!(week_of(monday).to_string(), "2026-11-30");
+    }
+
+    #[test]
+    fn an_empty_flow_is_not_written() {
+        assert!(Flow::default().is_empty());
+        assert_eq!(serde_json::to_string(&Flow::default()).unwrap(), "{}");
+    }
+}

@@ -1,0 +1,527 @@
+//! `converge report` and `GET /v1/reports`: the seed metrics over a
+//! period, whole or sliced by owner, campaign, channel, stage or week, as a
+//! table, CSV or JSON. docs/reports.md defines every metric.
+//!
+//! The numbers come from `metric_samples`, which the processor writes in the
+//! same transaction as each event's results, so a report always agrees with
+//! the journal it was read with. Like `explain`, the command reads the
+//! database directly (read-only on SQLite), with the daemon running or not.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use converge_engine::blocked_now;
+use converge_model::flow::week_of;
+use converge_model::{EntityKey, Metric, MetricShape, Slice};
+use converge_store::{Backend, SampleGroup, SampleQuery, StoreError};
+use serde::Serialize;
+
+use crate::Exit;
+use crate::config::Config;
+
+/// The period a report covers when `--since` is not given.
+const DEFAULT_PERIOD_DAYS: i64 = 28;
+
+/// Entities read per query when counting what is blocked now.
+const ENTITY_PAGE: usize = 500;
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    #[arg(long, short, default_value = "config/converge.toml")]
+    config: PathBuf,
+    /// One metric (default: all of them): review_time, handoff_delay,
+    /// blocked_work, rework_rate, launch_reliability, exception_rate,
+    /// cycle_time, approval_pass_rate.
+    #[arg(long)]
+    metric: Option<String>,
+    /// Slice by owner, campaign, channel, stage or week.
+    #[arg(long)]
+    by: Option<String>,
+    /// Start of the period: a date (2026-11-02), an RFC 3339 time, or a
+    /// duration before now (28d, 12h). Default: 28 days ago.
+    #[arg(long)]
+    since: Option<String>,
+    /// End of the period (not included), in the same forms. Default: now.
+    #[arg(long)]
+    until: Option<String>,
+    /// table (for people), csv or json.
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+/// What a report asks for, validated: the same for the command and the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRequest {
+    pub metrics: Vec<Metric>,
+    pub by: Option<Slice>,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+impl ReportRequest {
+    /// Reads the parameters as the user wrote them; every error names the
+    /// valid forms.
+    pub fn parse(
+        metric: Option<&str>,
+        by: Option<&str>,
+        since: Option<&str>,
+        until: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ReportRequest, String> {
+        let metrics = match metric {
+            None => Metric::ALL.to_vec(),
+            Some(name) => vec![name.parse()?],
+        };
+        let by = by.map(str::parse).transpose()?;
+        let until = match until {
+            None => now,
+            Some(text) => point_in_time("until", text, now)?,
+        };
+        let since = match since {
+            None => until - Duration::days(DEFAULT_PERIOD_DAYS),
+            Some(text) => point_in_time("since", text, now)?,
+        };
+        if since >= until {
+            return Err(format!(
+                "the period is empty: --since {} is not before --until {}",
+                rfc3339(since),
+                rfc3339(until)
+            ));
+        }
+        Ok(ReportRequest {
+            metrics,
+            by,
+            since,
+            until,
+        })
+    }
+}
+
+/// A date (its midnight, UTC), an RFC 3339 time, or a duration before `now`.
+fn point_in_time(name: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    if let Ok(ago) = humantime::parse_duration(text)
+        && let Ok(ago) = Duration::from_std(ago)
+    {
+        return Ok(now - ago);
+    }
+    Err(format!(
+        "--{name} `{text}` is not a date (2026-11-02), an RFC 3339 time \
+         (2026-11-02T09:00:00Z) or a duration before now (28d, 12h)"
+    ))
+}
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "table" => Ok(Format::Table),
+            "csv" => Ok(Format::Csv),
+            "json" => Ok(Format::Json),
+            other => Err(format!(
+                "unknown format `{other}`: a report is printed as table, csv or json"
+            )),
+        }
+    }
+}
+
+/// A computed report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    #[serde(serialize_with = "serialize_time")]
+    pub since: DateTime<Utc>,
+    #[serde(serialize_with = "serialize_time")]
+    pub until: DateTime<Utc>,
+    pub by: Option<Slice>,
+    pub rows: Vec<Row>,
+}
+
+/// One metric for one slice value (or for everything).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub metric: Metric,
+    /// The slice's value; `None` for a whole report, or for samples without one.
+    pub slice: Option<String>,
+    pub samples: i64,
+    /// Durations: the median and 85th percentile, in hours.
+    pub median_hours: Option<f64>,
+    pub p85_hours: Option<f64>,
+    /// Rates: the share of yeses, from 0 to 1.
+    pub rate: Option<f64>,
+    /// `blocked_work` only: items blocked when the report was made.
+    pub blocked_now: Option<i64>,
+}
+
+/// Reads the samples of each metric asked for and computes the rows.
+/// `now` is when "blocked now" is counted.
+pub fn compute(
+    store: &dyn Backend,
+    request: &ReportRequest,
+    now: DateTime<Utc>,
+) -> Result<Report, StoreError> {
+    let blocked = if request.metrics.contains(&Metric::BlockedWork) {
+        Some(blocked_by_slice(store, request.by, now)?)
+    } else {
+        None
+    };
+    let mut rows = Vec::new();
+    for &metric in &request.metrics {
+        let groups = store.sample_groups(&SampleQuery {
+            metric,
+            by: request.by,
+            since_ms: request.since.timestamp_millis(),
+            until_ms: request.until.timestamp_millis(),
+        })?;
+        let mut metric_rows: Vec<Row> = groups.iter().map(|g| row(metric, g)).collect();
+        if let Some(blocked) = blocked.as_ref().filter(|_| metric == Metric::BlockedWork) {
+            for (slice, count) in blocked {
+                match metric_rows.iter_mut().find(|r| &r.slice == slice) {
+                    Some(row) => row.blocked_now = Some(*count),
+                    None => metric_rows.push(Row {
+                        blocked_now: Some(*count),
+                        ..row(metric, &SampleGroup {
+                            slice: slice.clone(),
+                            ..SampleGroup::default()
+                        })
+                    }),
+                }
+            }
+            for row in &mut metric_rows {
+                row.blocked_now.get_or_insert(0);
+            }
+            sort_rows(&mut metric_rows);
+        }
+        if metric_rows.is_empty() && request.by.is_none() {
+            metric_rows.push(row(metric, &SampleGroup::default()));
+        }
+        rows.extend(metric_rows);
+    }
+    Ok(Report {
+        since: request.since,
+        until: request.until,
+        by: request.by,
+        rows,
+    })
+}
+
+fn row(metric: Metric, group: &SampleGroup) -> Row {
+    let (median, p85, rate) = match metric.shape() {
+        MetricShape::Duration => (
+            percentile(&group.values, 0.5).map(hours),
+            percentile(&group.values, 0.85).map(hours),
+            None,
+        ),
+        MetricShape::Rate => (
+            None,
+            None,
+            (group.samples > 0).then(|| group.total / group.samples as f64),
+        ),
+    };
+    Row {
+        metric,
+        slice: group.slice.clone(),
+        samples: group.samples,
+        median_hours: median,
+        p85_hours: p85,
+        rate,
+        blocked_now: None,
+    }
+}
+
+fn sort_rows(rows: &mut [Row]) {
+    rows.sort_by(|a, b| match (&a.slice, &b.slice) {
+        (Some(a), Some(b)) => a.cmp(b),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+}
+
+/// The `p` quantile of ascending `values`, interpolated between the two
+/// nearest ranks (Excel's PERCENTILE.INC, numpy's default): the median of
+/// an even count is the mean of the middle two.
+pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    let last = values.len().checked_sub(1)?;
+    let rank = p * last as f64;
+    let below = rank.floor() as usize;
+    let above = rank.ceil() as usize;
+    Some(values[below] + (values[above] - values[below]) * (rank - below as f64))
+}
+
+fn hours(seconds: f64) -> f64 {
+    seconds / 3600.0
+}
+
+/// Items blocked at `now`, counted per slice value (the current week for `week`).
+fn blocked_by_slice(
+    store: &dyn Backend,
+    by: Option<Slice>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+    let mut counts: Vec<(Option<String>, i64)> = Vec::new();
+    let mut after: Option<EntityKey> = None;
+    loop {
+        let page = store.entities_after(after.as_ref(), ENTITY_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key());
+        for entity in &page {
+            for item in blocked_now(entity) {
+                let slice = match by {
+                    None => None,
+                    Some(Slice::Owner) => item.owner,
+                    Some(Slice::Campaign) => item.campaign,
+                    Some(Slice::Channel) => item.channel,
+                    Some(Slice::Stage) => item.stage,
+                    Some(Slice::Week) => Some(week_of(now).to_string()),
+                };
+                match counts.iter_mut().find(|(s, _)| *s == slice) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((slice, 1)),
+                }
+            }
+        }
+        if page.len() < ENTITY_PAGE {
+            break;
+        }
+    }
+    if counts.is_empty() && by.is_none() {
+        counts.push((None, 0));
+    }
+    Ok(counts)
+}
+
+impl Report {
+    /// The table for people: one line per metric and slice value; a metric's
+    /// blank cells are the columns that do not apply to it.
+    pub fn table(&self) -> String {
+        let by = self.by.map_or("", |b| b.name());
+        let mut header = vec!["metric"];
+        if self.by.is_some() {
+            header.push(by);
+        }
+        header.extend(["samples", "median", "p85", "rate", "blocked now"]);
+        let mut lines: Vec<Vec<String>> = vec![header.iter().map(ToString::to_string).collect()];
+        for row in &self.rows {
+            let mut line = vec![row.metric.to_string()];
+            if self.by.is_some() {
+                line.push(row.slice.clone().unwrap_or_else(|| "(none)".into()));
+            }
+            line.push(row.samples.to_string());
+            line.push(row.median_hours.map(hours_text).unwrap_or_default());
+            line.push(row.p85_hours.map(hours_text).unwrap_or_default());
+            line.push(row.rate.map(percent_text).unwrap_or_default());
+            line.push(row.blocked_now.map(|n| n.to_string()).unwrap_or_default());
+            lines.push(line);
+        }
+        let widths: Vec<usize> = (0..lines[0].len())
+            .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        // Numbers line up on the right, names on the left.
+        let first_number = if self.by.is_some() { 2 } else { 1 };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} to {} (UTC){}",
+            rfc3339(self.since),
+            rfc3339(self.until),
+            self.by.map(|b| format!(", by {b}")).unwrap_or_default()
+        );
+        for line in &lines {
+            let cells: Vec<String> = line
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| {
+                    if i < first_number {
+                        format!("{cell:<w$}", w = widths[i])
+                    } else {
+                        format!("{cell:>w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+        }
+        out
+    }
+
+    /// CSV with a header; hours and rates as plain numbers, empty when they do not apply.
+    pub fn csv(&self) -> String {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        let by = self.by.map_or("slice", |b| b.name());
+        let _ = writer.write_record([
+            "metric",
+            by,
+            "samples",
+            "median_hours",
+            "p85_hours",
+            "rate",
+            "blocked_now",
+        ]);
+        for row in &self.rows {
+            let _ = writer.write_record([
+                row.metric.to_string(),
+                row.slice.clone().unwrap_or_default(),
+                row.samples.to_string(),
+                row.median_hours.map(number_text).unwrap_or_default(),
+                row.p85_hours.map(number_text).unwrap_or_default(),
+                row.rate.map(number_text).unwrap_or_default(),
+                row.blocked_now.map(|n| n.to_string()).unwrap_or_default(),
+            ]);
+        }
+        let bytes = writer.into_inner().unwrap_or_default();
+        String::from_utf8(bytes).unwrap_or_default()
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Table => self.table(),
+            Format::Csv => self.csv(),
+            Format::Json => self.json(),
+        }
+    }
+}
+
+fn hours_text(hours: f64) -> String {
+    format!("{hours:.1}h")
+}
+
+fn percent_text(rate: f64) -> String {
+    format!("{:.1}%", rate * 100.0)
+}
+
+/// At most 4 decimals, without trailing zeros: stable across platforms.
+fn number_text(value: f64) -> String {
+    let text = format!("{value:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    text.to_string()
+}
+
+fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn serialize_time<S: serde::Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*time))
+}
+
+pub fn run(args: &ReportArgs) -> ExitCode {
+    let now = Utc::now();
+    let parsed = args.format.parse::<Format>().and_then(|format| {
+        ReportRequest::parse(
+            args.metric.as_deref(),
+            args.by.as_deref(),
+            args.since.as_deref(),
+            args.until.as_deref(),
+            now,
+        )
+        .map(|request| (format, request))
+    });
+    let (format, request) = match parsed {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Invalid.into();
+        }
+    };
+    // The environment only for the database password (storage.password_env).
+    let config = match Config::load(&args.config, &|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Invalid.into();
+        }
+    };
+    let database = &config.storage.location;
+    let store = match converge_store::Store::open_reader(database) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: cannot read {database}: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    match compute(&*store, &request, now) {
+        Ok(report) => {
+            print!("{}", report.render(format));
+            Exit::Ok.into()
+        }
+        Err(e) => {
+            eprintln!("error: cannot read the metrics from {database}: {e}");
+            Exit::Failure.into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&[3.0], 0.85), Some(3.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 10.0], 0.5), Some(2.5));
+        // rank 0.85 * 3 = 2.55: 3 + 0.55 * (10 - 3)
+        let p85 = percentile(&[1.0, 2.0, 3.0, 10.0], 0.85).unwrap();
+        assert!((p85 - 6.85).abs() < 1e-9, "{p85}");
+    }
+
+    #[test]
+    fn periods_are_dates_times_or_durations_before_now() {
+        let now = at("2026-12-02T10:00:00Z");
+        let r = ReportRequest::parse(None, Some("week"), Some("2026-11-02"), None, now).unwrap();
+        assert_eq!(r.since, at("2026-11-02T00:00:00Z"));
+        assert_eq!(r.until, now);
+        assert_eq!(r.by, Some(Slice::Week));
+        assert_eq!(r.metrics.len(), 8);
+        let r = ReportRequest::parse(Some("rework_rate"), None, Some("12h"), None, now).unwrap();
+        assert_eq!(r.since, at("2026-12-01T22:00:00Z"));
+        assert_eq!(r.metrics, vec![Metric::ReworkRate]);
+        let r = ReportRequest::parse(None, None, None, Some("2026-11-30T12:00:00+01:00"), now)
+            .unwrap();
+        assert_eq!(r.until, at("2026-11-30T11:00:00Z"));
+        assert_eq!(r.since, at("2026-11-02T11:00:00Z"));
+    }
+
+    #[test]
+    fn bad_parameters_name_the_valid_ones() {
+        let now = at("2026-12-02T10:00:00Z");
+        let error = ReportRequest::parse(Some("speed"), None, None, None, now).unwrap_err();
+        assert!(error.contains("unknown metric `speed`"), "{error}");
+        assert!(error.contains("approval_pass_rate"), "{error}");
+        let error = ReportRequest::parse(None, Some("team"), None, None, now).unwrap_err();
+        assert_eq!(
+            error,
+            "unknown slice `team`: a report is by owner, campaign, channel, stage, week"
+        );
+        let error = ReportRequest::parse(None, None, Some("last tuesday"), None, now).unwrap_err();
+        assert!(error.starts_with("--since `last tuesday` is not a date"), "{error}");
+        let error =
+            ReportRequest::parse(None, None, Some("2026-12-05"), None, now).unwrap_err();
+        assert!(error.starts_with("the period is empty"), "{error}");
+        assert!("xml".parse::<Format>().unwrap_err().contains("table, csv or json"));
+    }
+}
