@@ -646,3 +646,306 @@ fn approval(event: &Event, field: &str) -> Option<bool> {
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_milliseconds().max(0) as f64 / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use converge_rules::{RuleLimits, RuleSet, RuleSource};
+    use serde_json::json;
+
+    use super::*;
+    use crate::decide::{Engine, Input, Rules};
+
+    /// One item's events through the engine, keeping every sample.
+    struct Item {
+        engine: Engine,
+        rules: RuleSet,
+        gates: Gates,
+        state: Option<EntityState>,
+        seq: i64,
+        samples: Vec<Sample>,
+    }
+
+    impl Item {
+        fn new(rules: &[(&str, &str)]) -> Item {
+            let rules = RuleSet::compile(
+                rules
+                    .iter()
+                    .map(|(name, source)| RuleSource {
+                        name: (*name).into(),
+                        path: format!("rules/{name}.rhai").into(),
+                        source: (*source).into(),
+                    })
+                    .collect(),
+                &RuleLimits::default(),
+            )
+            .unwrap();
+            Item {
+                engine: Engine::default(),
+                rules,
+                gates: Gates::default(),
+                state: None,
+                seq: 0,
+                samples: Vec::new(),
+            }
+        }
+
+        /// An event about `subject` at `at` (hours after 2026-11-02 09:00 UTC).
+        fn at(&mut self, hours: f64, subject: &str, ty: &str, data: Value) -> &mut Item {
+            self.seq += 1;
+            let at = start() + chrono::Duration::milliseconds((hours * 3_600_000.0) as i64);
+            let event = Event::from_value(json!({
+                "specversion": "1.0", "id": format!("e-{}", self.seq), "source": "/tool",
+                "type": ty, "subject": subject, "data": data,
+            }))
+            .unwrap();
+            let outcome = self
+                .engine
+                .decide(
+                    Rules {
+                        live: &self.rules,
+                        shadow: None,
+                    },
+                    Input {
+                        seq: self.seq,
+                        event: &event,
+                        entity: self.state.take(),
+                        clock: at,
+                    },
+                    &mut self.gates,
+                )
+                .unwrap();
+            self.state = outcome.entity;
+            self.samples.extend(outcome.samples);
+            self
+        }
+
+        fn stage(&mut self, hours: f64, stage: &str) -> &mut Item {
+            self.at(hours, "task/T-1", "task.updated", json!({"stage": stage}))
+        }
+
+        /// (value, owner, stage) of each sample of `metric`; hours for durations.
+        fn of(&self, metric: Metric) -> Vec<(f64, Option<&str>, Option<&str>)> {
+            self.samples
+                .iter()
+                .filter(|s| s.metric == metric)
+                .map(|s| {
+                    let value = match metric.shape() {
+                        converge_model::MetricShape::Duration => s.value / 3600.0,
+                        converge_model::MetricShape::Rate => s.value,
+                    };
+                    (value, s.owner.as_deref(), s.stage.as_deref())
+                })
+                .collect()
+        }
+    }
+
+    fn start() -> DateTime<Utc> {
+        "2026-11-02T09:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn review_time_runs_from_entering_review_to_the_decision() {
+        let mut item = Item::new(&[]);
+        item.at(0.0, "task/T-1", "task.created", json!({"stage": "Draft", "owner": "ana"}))
+            .stage(2.0, "In Review")
+            // Moving between review stages does not restart the review.
+            .stage(3.0, "legal_review")
+            .stage(7.5, "draft") // changes requested after 5.5h
+            .stage(8.0, "review")
+            .stage(10.0, "approved"); // approved after 2h
+        assert_eq!(
+            item.of(Metric::ReviewTime),
+            vec![
+                (5.5, Some("ana"), Some("legal_review")),
+                (2.0, Some("ana"), Some("review"))
+            ]
+        );
+        // Only the first review decides the pass rate: changes were requested.
+        assert_eq!(
+            item.of(Metric::ApprovalPassRate),
+            vec![(0.0, Some("ana"), Some("legal_review"))]
+        );
+        assert_eq!(item.state.as_ref().unwrap().flow.returns, 1);
+    }
+
+    #[test]
+    fn an_approval_member_decides_a_review_without_a_stage_change() {
+        let mut item = Item::new(&[]);
+        item.stage(0.0, "review")
+            .at(4.0, "task/T-1", "approval.decided", json!({"approval": "approved"}))
+            // The stage following the approval is not a second decision.
+            .stage(5.0, "approved");
+        assert_eq!(item.of(Metric::ReviewTime), vec![(4.0, None, Some("review"))]);
+        assert_eq!(item.of(Metric::ApprovalPassRate), vec![(1.0, None, Some("review"))]);
+    }
+
+    #[test]
+    fn handoff_delay_waits_for_the_new_owners_own_move() {
+        let mut item = Item::new(&[]);
+        item.at(0.0, "task/T-1", "task.created", json!({"stage": "draft", "owner": "ana"}))
+            .at(1.0, "task/T-1", "task.assigned", json!({"owner": "ben"}))
+            // Someone else's comment is not ben's move.
+            .at(2.0, "task/T-1", "task.comment_added", json!({"actor": "ana"}))
+            .at(4.5, "task/T-1", "task.comment_added", json!({"actor": "ben"}))
+            // A second move is not measured again.
+            .stage(6.0, "review")
+            // A first assignment is not a handoff.
+            .at(7.0, "task/T-2", "task.created", json!({"owner": "cy"}));
+        assert_eq!(
+            item.of(Metric::HandoffDelay),
+            vec![(3.5, Some("ben"), Some("draft"))]
+        );
+    }
+
+    #[test]
+    fn blocked_time_and_what_is_blocked_now() {
+        let mut item = Item::new(&[]);
+        item.at(0.0, "task/T-1", "task.created", json!({"stage": "in progress", "owner": "ana"}))
+            .stage(1.0, "Blocked")
+            .stage(3.0, "on_hold") // still blocked
+            .stage(9.0, "in progress")
+            .stage(10.0, "blocked");
+        assert_eq!(item.of(Metric::BlockedWork), vec![(8.0, Some("ana"), Some("on_hold"))]);
+        let blocked = blocked_now(item.state.as_ref().unwrap());
+        assert_eq!(blocked.len(), 1);
+        assert_eq!(blocked[0].since, start() + chrono::Duration::hours(10));
+    }
+
+    #[test]
+    fn rework_rate_and_cycle_time_are_counted_when_an_item_finishes() {
+        let mut item = Item::new(&[]);
+        item.at(0.0, "task/T-1", "task.created", json!({"stage": "brief"}))
+            .stage(5.0, "draft")
+            .stage(10.0, "brief") // back to an earlier stage
+            .stage(20.0, "done") // finishes with a return
+            .stage(21.0, "in progress") // reopened: a return again
+            .stage(30.0, "done")
+            .stage(40.0, "closed"); // done to done is not a new finish
+        assert_eq!(
+            item.of(Metric::ReworkRate),
+            vec![(1.0, None, Some("done")), (1.0, None, Some("done"))]
+        );
+        assert_eq!(
+            item.of(Metric::CycleTime),
+            vec![(20.0, None, Some("done")), (30.0, None, Some("done"))]
+        );
+        let mut clean = Item::new(&[]);
+        clean.stage(0.0, "draft").stage(2.0, "review").stage(3.0, "approved").stage(4.0, "done");
+        assert_eq!(clean.of(Metric::ReworkRate), vec![(0.0, None, Some("done"))]);
+    }
+
+    #[test]
+    fn a_launch_is_reliable_on_plan_converged_and_without_override_or_correction() {
+        let campaign = |item: &mut Item, hours: f64, data: Value| {
+            item.at(hours, "campaign/c-1", "campaign.updated", data);
+        };
+        // On the planned day, nothing held: reliable.
+        let mut on_plan = Item::new(&[]);
+        campaign(&mut on_plan, 0.0, json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}));
+        campaign(&mut on_plan, 6.0, json!({"stage": "launched"}));
+        assert_eq!(on_plan.of(Metric::LaunchReliability), vec![(1.0, None, Some("launched"))]);
+
+        // A day late.
+        let mut late = Item::new(&[]);
+        campaign(&mut late, 0.0, json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}));
+        campaign(&mut late, 30.0, json!({"stage": "launched"}));
+        assert_eq!(late.of(Metric::LaunchReliability)[0].0, 0.0);
+
+        // On time, but a send is still held at the gate.
+        let hold = ("hold", r#"if event.type == "send.requested" { hold_send("email", "not converged"); }"#);
+        let mut held = Item::new(&[hold]);
+        campaign(&mut held, 0.0, json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}));
+        held.at(1.0, "campaign/c-1", "send.requested", json!({"channel": "email"}));
+        campaign(&mut held, 6.0, json!({"stage": "launched"}));
+        assert_eq!(held.of(Metric::LaunchReliability)[0].0, 0.0);
+
+        // Released by a person's override instead of converging.
+        let mut overridden = Item::new(&[hold]);
+        campaign(&mut overridden, 0.0, json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}));
+        overridden.at(1.0, "campaign/c-1", "send.requested", json!({"channel": "email"}));
+        let override_event = crate::gates::Override {
+            by: "ops@acme".into(),
+            reason: "launch anyway".into(),
+            channel: None,
+        }
+        .event("o-1".into(), "campaign/c-1", start())
+        .unwrap();
+        overridden.seq += 1;
+        let outcome = overridden
+            .engine
+            .decide(
+                Rules { live: &overridden.rules, shadow: None },
+                Input {
+                    seq: overridden.seq,
+                    event: &override_event,
+                    entity: overridden.state.take(),
+                    clock: start() + chrono::Duration::hours(2),
+                },
+                &mut overridden.gates,
+            )
+            .unwrap();
+        overridden.state = outcome.entity;
+        campaign(&mut overridden, 6.0, json!({"stage": "launched"}));
+        assert_eq!(overridden.of(Metric::LaunchReliability)[0].0, 0.0);
+
+        // Without a planned date a launch is not measured.
+        let mut unplanned = Item::new(&[]);
+        campaign(&mut unplanned, 0.0, json!({"stage": "launched"}));
+        assert!(unplanned.of(Metric::LaunchReliability).is_empty());
+        assert_eq!(unplanned.of(Metric::CycleTime).len(), 1);
+    }
+
+    #[test]
+    fn exception_rate_counts_every_event_and_those_that_escalated_or_failed() {
+        let escalate = ("escalate", r#"if event.type == "bad" { escalate("ops", "bad news"); }"#);
+        let fail = ("fail", r#"if event.type == "broken" { throw "boom"; }"#);
+        let mut item = Item::new(&[escalate, fail]);
+        item.at(0.0, "task/T-1", "ok", json!({"owner": "ana"}))
+            .at(1.0, "task/T-1", "bad", json!({}))
+            .at(2.0, "task/T-1", "broken", json!({}))
+            .at(3.0, "task/T-1", "ok", json!({}));
+        let values: Vec<f64> = item.of(Metric::ExceptionRate).iter().map(|s| s.0).collect();
+        assert_eq!(values, vec![0.0, 1.0, 1.0, 0.0]);
+        assert!(item.of(Metric::ExceptionRate).iter().all(|s| s.1 == Some("ana")));
+    }
+
+    #[test]
+    fn channels_keep_their_own_flow() {
+        let mut item = Item::new(&[]);
+        item.at(0.0, "campaign/c-1", "campaign.created", json!({"owner": "ana"}))
+            .at(1.0, "campaign/c-1", "channel.updated", json!({"channel": "email", "stage": "review"}))
+            .at(4.0, "campaign/c-1", "channel.updated", json!({"channel": "email", "stage": "approved", "owner": "ben"}))
+            .at(2.0, "campaign/c-1", "channel.updated", json!({"channel": "social", "stage": "review"}));
+        let review: Vec<_> = item
+            .samples
+            .iter()
+            .filter(|s| s.metric == Metric::ReviewTime)
+            .map(|s| (s.channel.as_deref(), s.owner.as_deref(), s.value / 3600.0))
+            .collect();
+        assert_eq!(review, vec![(Some("email"), Some("ben"), 3.0)]);
+        let state = item.state.unwrap();
+        assert!(state.flow.review_since.is_none());
+        assert!(state.channels["social"].flow.review_since.is_some());
+    }
+
+    #[test]
+    fn configured_stage_names_replace_a_roles_defaults() {
+        let roles = StageRoles::configured(vec![(
+            Role::Review,
+            vec!["Needs Sign-off".into(), "Draft".into()],
+        )])
+        .unwrap();
+        assert_eq!(roles.role(Some("needs sign off")), Some(Role::Review));
+        // The default review names are gone; `draft` moved out of `work`.
+        assert_eq!(roles.role(Some("in review")), None);
+        assert_eq!(roles.role(Some("DRAFT")), Some(Role::Review));
+        assert_eq!(roles.role(Some("blocked")), Some(Role::Blocked));
+        let error = StageRoles::configured(vec![
+            (Role::Review, vec!["Check".into()]),
+            (Role::Blocked, vec!["check".into()]),
+        ])
+        .unwrap_err();
+        assert_eq!(error, "stage `check` is in both `review` and `blocked`");
+        assert!(Role::from_name("qa").unwrap_err().contains("brief, work, review"));
+    }
+}
