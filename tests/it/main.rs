@@ -18,6 +18,7 @@ mod pipeline;
 mod postgres;
 mod reload;
 mod replay;
+mod reports;
 mod restart;
 mod rules_cli;
 mod sandbox;

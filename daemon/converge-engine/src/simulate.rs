@@ -130,6 +130,11 @@ impl<'r> Simulation<'r> {
         self.entities.get(key)
     }
 
+    /// Every entity's state now, in no particular order.
+    pub fn entities(&self) -> impl Iterator<Item = &EntityState> {
+        self.entities.values()
+    }
+
     /// The sends held now.
     pub fn gates(&self) -> &Gates {
         &self.gates

@@ -37,7 +37,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeZone, Utc};
-use converge_model::{Decision, DecisionKind, Event};
+use converge_model::{Decision, DecisionKind, Event, Metric, Sample};
 use converge_rules::{Evaluation, RuleFailure, RuleLimits, RuleSet, RuleSource};
 use converge_store::{Location, Store, StoreError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -50,6 +50,7 @@ use converge_engine::{Engine, Origin, Processed, Rules, Simulation};
 use converge_model::sources;
 
 use crate::reload::LoadedRules;
+use crate::report::{self, Report, ReportRequest};
 
 /// Journal events read per query.
 const PAGE: usize = 4096;
@@ -207,7 +208,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
             })
             .and_then(|()| report.written())
             .and_then(|()| {
-                report.totals.a.finish(&sim, simulate);
+                report.totals.a.finish(&sim, simulate, &run.window);
                 report.summary(&run)
             })
         }
@@ -226,8 +227,8 @@ pub fn run(args: ReplayArgs) -> ExitCode {
                 _ => Ok(()),
             })
             .and_then(|()| {
-                report.totals.a.finish(&a, simulate);
-                report.totals.b.finish(&b, simulate);
+                report.totals.a.finish(&a, simulate, &run.window);
+                report.totals.b.finish(&b, simulate, &run.window);
                 report.diff_summary(&run)
             })
         }
@@ -602,6 +603,8 @@ struct Seen {
     /// its type, subject, time and data (a timer's `timer` member aside).
     identity: String,
     outcome: Outcome,
+    /// The metric samples it finished.
+    samples: Vec<Sample>,
 }
 
 impl Seen {
@@ -627,6 +630,7 @@ impl Seen {
             now: processed.now,
             identity,
             outcome: processed.evaluation.into(),
+            samples: processed.outcome.samples,
         }
     }
 
@@ -707,8 +711,11 @@ fn differences<'a>(a: &'a Outcome, b: &'a Outcome) -> (Vec<Item<'a>>, Vec<Item<'
 
 /// The replay loop's state: the time window, the bar, the counts of
 /// recorded events.
+/// `--since` and `--until`.
+type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 struct Run {
-    window: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    window: Window,
     /// Whether timers and emits are simulated (not `--no-simulate`).
     simulate: bool,
     progress: ProgressBar,
@@ -789,6 +796,10 @@ struct Counts {
     /// When the replay simulates: the timers not due when it ended, and
     /// its clock then.
     pending: Option<(usize, DateTime<Utc>)>,
+    /// The metric samples of the events reported, and at the end the
+    /// metrics they make (what `converge report` would say).
+    samples: Vec<Sample>,
+    metrics: Option<Report>,
 }
 
 impl Counts {
@@ -806,10 +817,21 @@ impl Counts {
         }
     }
 
-    fn finish(&mut self, sim: &Simulation<'_>, simulate: bool) {
+    fn finish(&mut self, sim: &Simulation<'_>, simulate: bool, window: &Window) {
         if simulate {
             self.pending = Some((sim.pending_timers(), sim.now));
         }
+        let request = ReportRequest {
+            metrics: Metric::ALL.to_vec(),
+            by: None,
+            since: window.0.unwrap_or(DateTime::<Utc>::MIN_UTC),
+            until: window.1.unwrap_or(DateTime::<Utc>::MAX_UTC),
+        };
+        self.metrics = Some(report::from_samples(&self.samples, sim.entities(), &request));
+    }
+
+    fn metrics_json(&self) -> Value {
+        json!(self.metrics.as_ref().map(|m| &m.rows))
     }
 
     /// `3 timers fired, 1 event emitted; 2 timers not yet due at <clock>`.
@@ -844,7 +866,11 @@ impl Counts {
     }
 
     fn json(&self) -> Value {
-        let mut value = json!({"decisions": self.decisions, "rule_failures": self.failures});
+        let mut value = json!({
+            "decisions": self.decisions,
+            "rule_failures": self.failures,
+            "metrics": self.metrics_json(),
+        });
         if let Some(simulated) = self.simulated_json() {
             value["simulated"] = simulated;
         }
@@ -904,6 +930,10 @@ impl<W: Write> Reporter<W> {
             now: processed.now,
         };
         let shadow = processed.shadow().cloned().collect();
+        self.totals
+            .a
+            .samples
+            .extend(processed.outcome.samples.iter().cloned());
         let outcome = Outcome {
             shadow,
             ..Outcome::from(processed.evaluation)
@@ -937,9 +967,11 @@ impl<W: Write> Reporter<W> {
             let totals = &mut self.totals;
             if let Some(a) = &a {
                 totals.a.count(a.origin, outcome_a);
+                totals.a.samples.extend(a.samples.iter().cloned());
             }
             if let Some(b) = &b {
                 totals.b.count(b.origin, outcome_b);
+                totals.b.samples.extend(b.samples.iter().cloned());
             }
             totals.diff.compared += 1;
             let (only_a, only_b) = differences(outcome_a, outcome_b);
@@ -969,12 +1001,17 @@ impl<W: Write> Reporter<W> {
             if let Some(simulated) = counts.simulated_json() {
                 summary["simulated"] = simulated;
             }
+            summary["metrics"] = counts.metrics_json();
             return self.out.line(&json!({ "summary": summary }).to_string());
         }
         let mut lines = vec![String::new(), events_line(&run.input, seconds, rate)];
         lines.extend(counts.simulated_line().map(|s| format!("simulated: {s}")));
         lines.push(format!("decisions: {}", counts_line(&counts.decisions)));
         lines.push(format!("rule failures: {}", counts_line(&counts.failures)));
+        if let Some(metrics) = &counts.metrics {
+            lines.push("metrics:".into());
+            lines.extend(metrics.rows.iter().map(|row| format!("  {}", row.headline())));
+        }
         lines.iter().try_for_each(|line| self.out.line(line))
     }
 
@@ -1019,6 +1056,12 @@ impl<W: Write> Reporter<W> {
             totals.diff.changed_events, totals.diff.only_a, totals.diff.only_b
         ));
         lines.push(wording);
+        if let (Some(a), Some(b)) = (&totals.a.metrics, &totals.b.metrics) {
+            lines.push("metrics (a -> b):".into());
+            for (a, b) in a.rows.iter().zip(&b.rows) {
+                lines.push(format!("  {}", report::change(a, b)));
+            }
+        }
         lines.iter().try_for_each(|line| self.out.line(line))
     }
 }

@@ -7,14 +7,14 @@
 //! the journal it was read with. Like `explain`, the command reads the
 //! database directly (read-only on SQLite), with the daemon running or not.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use converge_engine::blocked_now;
-use converge_model::flow::week_of;
-use converge_model::{EntityKey, Metric, MetricShape, Slice};
+use converge_model::{EntityKey, EntityState, Metric, MetricShape, Sample, Slice};
 use converge_store::{Backend, SampleGroup, SampleQuery, StoreError};
 use serde::Serialize;
 
@@ -99,6 +99,14 @@ impl ReportRequest {
     }
 }
 
+impl ReportRequest {
+    /// "Blocked now" is a count of the present: it has no week, so a report
+    /// by week leaves it out.
+    fn counts_blocked_now(&self) -> bool {
+        self.metrics.contains(&Metric::BlockedWork) && self.by != Some(Slice::Week)
+    }
+}
+
 /// A date (its midnight, UTC), an RFC 3339 time, or a duration before `now`.
 fn point_in_time(name: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
@@ -169,21 +177,94 @@ pub struct Row {
     pub blocked_now: Option<i64>,
 }
 
-/// Reads the samples of each metric asked for and computes the rows.
-/// `now` is when "blocked now" is counted.
-pub fn compute(
-    store: &dyn Backend,
-    request: &ReportRequest,
-    now: DateTime<Utc>,
-) -> Result<Report, StoreError> {
-    let blocked = if request.metrics.contains(&Metric::BlockedWork) {
-        Some(blocked_by_slice(store, request.by, now)?)
+/// Reads the samples of each metric asked for and computes the rows; "blocked
+/// now" from the entities' states as the database has them.
+pub fn compute(store: &dyn Backend, request: &ReportRequest) -> Result<Report, StoreError> {
+    let blocked = if request.counts_blocked_now() {
+        let mut counter = BlockedCounter::new(request.by);
+        let mut after: Option<EntityKey> = None;
+        loop {
+            let page = store.entities_after(after.as_ref(), ENTITY_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key());
+            page.iter().for_each(|entity| counter.add(entity));
+            if page.len() < ENTITY_PAGE {
+                break;
+            }
+        }
+        Some(counter.finish())
     } else {
         None
     };
+    assemble(request, blocked, |query| store.sample_groups(query))
+}
+
+/// The same report from samples and entity states in memory (a replay's):
+/// grouped and counted exactly as the database does it.
+pub fn from_samples<'a>(
+    samples: &[Sample],
+    entities: impl IntoIterator<Item = &'a EntityState>,
+    request: &ReportRequest,
+) -> Report {
+    let blocked = request.counts_blocked_now().then(|| {
+        let mut counter = BlockedCounter::new(request.by);
+        entities.into_iter().for_each(|entity| counter.add(entity));
+        counter.finish()
+    });
+    let (since, until) = (request.since, request.until);
+    let result: Result<Report, std::convert::Infallible> =
+        assemble(request, blocked, |query| {
+            let mut groups: BTreeMap<Option<String>, SampleGroup> = BTreeMap::new();
+            for sample in samples
+                .iter()
+                .filter(|s| s.metric == query.metric && s.at >= since && s.at < until)
+            {
+                let slice = query.by.and_then(|by| slice_of(sample, by));
+                let group = groups.entry(slice.clone()).or_insert_with(|| SampleGroup {
+                    slice,
+                    ..SampleGroup::default()
+                });
+                group.samples += 1;
+                group.total += sample.value;
+                if query.metric.shape() == MetricShape::Duration {
+                    group.values.push(sample.value);
+                }
+            }
+            let mut groups: Vec<SampleGroup> = groups.into_values().collect();
+            for group in &mut groups {
+                group.values.sort_by(f64::total_cmp);
+            }
+            // `None` sorts first in a BTreeMap; reports put it last.
+            let unsliced_first = groups.first().is_some_and(|g| g.slice.is_none());
+            groups.rotate_left(usize::from(unsliced_first));
+            Ok(groups)
+        });
+    match result {
+        Ok(report) => report,
+        Err(never) => match never {},
+    }
+}
+
+/// A sample's value for a slice, as the `metric_samples` column holds it.
+fn slice_of(sample: &Sample, by: Slice) -> Option<String> {
+    match by {
+        Slice::Owner => sample.owner.clone(),
+        Slice::Campaign => sample.campaign.clone(),
+        Slice::Channel => sample.channel.clone(),
+        Slice::Stage => sample.stage.clone(),
+        Slice::Week => Some(sample.week().to_string()),
+    }
+}
+
+/// The rows of every metric asked for, from each metric's sample groups.
+fn assemble<E>(
+    request: &ReportRequest,
+    blocked: Option<Vec<(Option<String>, i64)>>,
+    mut groups_of: impl FnMut(&SampleQuery) -> Result<Vec<SampleGroup>, E>,
+) -> Result<Report, E> {
     let mut rows = Vec::new();
     for &metric in &request.metrics {
-        let groups = store.sample_groups(&SampleQuery {
+        let groups = groups_of(&SampleQuery {
             metric,
             by: request.by,
             since_ms: request.since.timestamp_millis(),
@@ -245,6 +326,48 @@ fn row(metric: Metric, group: &SampleGroup) -> Row {
     }
 }
 
+impl Row {
+    /// The headline value: the median of a duration, the share of a rate.
+    fn value_text(&self) -> String {
+        match (self.median_hours, self.rate) {
+            (Some(median), _) => format!("median {}", hours_text(median)),
+            (None, Some(rate)) => percent_text(rate),
+            (None, None) => "no samples".into(),
+        }
+    }
+
+    /// One line for people: `review_time: median 5.0h, p85 15.9h (4 samples)`.
+    pub fn headline(&self) -> String {
+        let mut line = format!("{}: {}", self.metric, self.value_text());
+        if let Some(p85) = self.p85_hours {
+            let _ = write!(line, ", p85 {}", hours_text(p85));
+        }
+        if self.samples > 0 {
+            let _ = write!(
+                line,
+                " ({} {})",
+                self.samples,
+                if self.samples == 1 { "sample" } else { "samples" }
+            );
+        }
+        if let Some(blocked) = self.blocked_now {
+            let _ = write!(line, "; {blocked} blocked now");
+        }
+        line
+    }
+}
+
+/// How a metric moved between two reports (a replay's rule sets):
+/// `rework_rate: 25.0% -> 12.5%`, or `(unchanged)`.
+pub fn change(a: &Row, b: &Row) -> String {
+    let (from, to) = (a.value_text(), b.value_text());
+    if from == to {
+        format!("{}: {from} (unchanged)", a.metric)
+    } else {
+        format!("{}: {from} -> {to}", a.metric)
+    }
+}
+
 fn sort_rows(rows: &mut [Row]) {
     rows.sort_by(|a, b| match (&a.slice, &b.slice) {
         (Some(a), Some(b)) => a.cmp(b),
@@ -269,42 +392,44 @@ fn hours(seconds: f64) -> f64 {
     seconds / 3600.0
 }
 
-/// Items blocked at `now`, counted per slice value (the current week for `week`).
-fn blocked_by_slice(
-    store: &dyn Backend,
+/// Items blocked now, counted per slice value.
+struct BlockedCounter {
     by: Option<Slice>,
-    now: DateTime<Utc>,
-) -> Result<Vec<(Option<String>, i64)>, StoreError> {
-    let mut counts: Vec<(Option<String>, i64)> = Vec::new();
-    let mut after: Option<EntityKey> = None;
-    loop {
-        let page = store.entities_after(after.as_ref(), ENTITY_PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key());
-        for entity in &page {
-            for item in blocked_now(entity) {
-                let slice = match by {
-                    None => None,
-                    Some(Slice::Owner) => item.owner,
-                    Some(Slice::Campaign) => item.campaign,
-                    Some(Slice::Channel) => item.channel,
-                    Some(Slice::Stage) => item.stage,
-                    Some(Slice::Week) => Some(week_of(now).to_string()),
-                };
-                match counts.iter_mut().find(|(s, _)| *s == slice) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((slice, 1)),
-                }
+    counts: Vec<(Option<String>, i64)>,
+}
+
+impl BlockedCounter {
+    fn new(by: Option<Slice>) -> BlockedCounter {
+        BlockedCounter {
+            by,
+            counts: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, entity: &EntityState) {
+        for item in blocked_now(entity) {
+            let slice = match self.by {
+                None => None,
+                Some(Slice::Owner) => item.owner,
+                Some(Slice::Campaign) => item.campaign,
+                Some(Slice::Channel) => item.channel,
+                Some(Slice::Stage) => item.stage,
+                // `counts_blocked_now` keeps weeks out.
+                Some(Slice::Week) => return,
+            };
+            match self.counts.iter_mut().find(|(s, _)| *s == slice) {
+                Some((_, n)) => *n += 1,
+                None => self.counts.push((slice, 1)),
             }
         }
-        if page.len() < ENTITY_PAGE {
-            break;
+    }
+
+    fn finish(mut self) -> Vec<(Option<String>, i64)> {
+        if self.counts.is_empty() && self.by.is_none() {
+            self.counts.push((None, 0));
         }
+        self.counts
     }
-    if counts.is_empty() && by.is_none() {
-        counts.push((None, 0));
-    }
-    Ok(counts)
 }
 
 impl Report {
@@ -459,7 +584,7 @@ pub fn run(args: &ReportArgs) -> ExitCode {
             return Exit::Failure.into();
         }
     };
-    match compute(&*store, &request, now) {
+    match compute(&*store, &request) {
         Ok(report) => {
             print!("{}", report.render(format));
             Exit::Ok.into()

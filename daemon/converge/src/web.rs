@@ -30,6 +30,7 @@ use crate::gates::{Override, gate_view};
 use crate::hooks::{self, Decode, HookConfig, Hooks, valid_hook_name};
 use crate::journal::Journal;
 use crate::reload::RulesHandle;
+use crate::report;
 use crate::telemetry::{Metrics, RejectReason};
 
 mod dlq;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/events/{id}", get(event_trail))
         .route("/v1/entities/{kind}/{id}/timers", get(entity_timers))
+        .route("/v1/reports", get(reports))
         .route("/v1/gates", get(open_gates))
         .route("/v1/gates/{kind}/{id}", get(one_gate))
         .route("/v1/gates/{kind}/{id}/override", post(override_gate))
@@ -624,6 +626,50 @@ async fn event_trail(
         ));
     }
     Ok(Json(json!({"events": trails})).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    metric: Option<String>,
+    by: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    format: Option<String>,
+}
+
+/// `GET /v1/reports`: `converge report` over HTTP, with the same parameters
+/// (`metric`, `by`, `since`, `until`; `format=json` by default, or `csv`),
+/// on the daemon's clock.
+async fn reports(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_report", message);
+    let format = match query.format.as_deref().unwrap_or("json") {
+        "table" => return Err(invalid("a report over HTTP is json or csv".into())),
+        other => other.parse::<report::Format>().map_err(invalid)?,
+    };
+    let request = report::ReportRequest::parse(
+        query.metric.as_deref(),
+        query.by.as_deref(),
+        query.since.as_deref(),
+        query.until.as_deref(),
+        now,
+    )
+    .map_err(invalid)?;
+    let reader = state.reader.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        report::compute(&**reader.lock().expect("reader"), &request)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
+    let content_type = match format {
+        report::Format::Csv => "text/csv; charset=utf-8",
+        _ => "application/json",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], report.render(format)).into_response())
 }
 
 /// `GET /v1/entities/{kind}/{id}/timers`: the entity's timers, newest first;

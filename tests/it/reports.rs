@@ -1,0 +1,288 @@
+//! The reporting layer's known answers: a scripted month of handoffs,
+//! reviews, reworks, blocks, launches and exceptions
+//! (`tests/fixtures/reports/month.ndjson`), POSTed to the real daemon on its
+//! manual clock, with every metric's value worked out by hand below. The
+//! same numbers come from `converge report`, `GET /v1/reports` and
+//! `converge replay` of the journal, on SQLite and on PostgreSQL.
+
+use serde_json::{Value, json};
+
+use crate::postgres::TestDatabase;
+use crate::support::{Daemon, Workspace, repo_root};
+
+const MONTH: (&str, &str) = ("2026-11-01", "2026-12-01");
+
+fn month_events() -> Vec<Value> {
+    let path = repo_root().join("tests/fixtures/reports/month.ndjson");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn month_workspace() -> Workspace {
+    let rules = std::fs::read_to_string(repo_root().join("tests/fixtures/reports/rules.rhai"))
+        .unwrap();
+    let ws = Workspace::new(
+        &[("month", &rules)],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-01T00:00:00Z\"\n",
+    );
+    ws.listen_on_free_port();
+    ws
+}
+
+async fn set_clock(daemon: &Daemon, to: &str) {
+    let (status, body) = daemon
+        .post("/v1/clock", "application/json", json!({ "set": to }).to_string())
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Each event at its own time on the daemon's clock, then the clock at the
+/// month's end once every event is processed.
+async fn play_the_month(daemon: &Daemon) {
+    let events = month_events();
+    for event in &events {
+        set_clock(daemon, event["time"].as_str().unwrap()).await;
+        let (status, body) = daemon.send_event(event).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let last = events.last().unwrap()["id"].as_str().unwrap();
+    daemon
+        .wait_for_trail(last, |t| !t["processed_at_ms"].is_null())
+        .await;
+    set_clock(daemon, "2026-12-01T00:00:00Z").await;
+}
+
+/// `(metric, slice, samples, median_hours, p85_hours, rate, blocked_now)` of each row.
+type Line = (String, Option<String>, i64, Option<f64>, Option<f64>, Option<f64>, Option<i64>);
+
+fn lines(rows: &Value) -> Vec<Line> {
+    let round = |v: &Value| v.as_f64().map(|x| (x * 10_000.0).round() / 10_000.0);
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"].as_str().unwrap().to_string(),
+                r["slice"].as_str().map(str::to_string),
+                r["samples"].as_i64().unwrap(),
+                round(&r["median_hours"]),
+                round(&r["p85_hours"]),
+                round(&r["rate"]),
+                r["blocked_now"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+fn line(
+    metric: &str,
+    slice: Option<&str>,
+    samples: i64,
+    median: Option<f64>,
+    p85: Option<f64>,
+    rate: Option<f64>,
+    blocked_now: Option<i64>,
+) -> Line {
+    let round = |v: Option<f64>| v.map(|x| (x * 10_000.0).round() / 10_000.0);
+    (
+        metric.into(),
+        slice.map(str::to_string),
+        samples,
+        median,
+        p85,
+        round(rate),
+        blocked_now,
+    )
+}
+
+/// The whole month, worked out by hand from month.ndjson:
+/// - review_time: T-1 6h (changes requested) and 4h, T-2 2h, T-3 24h:
+///   [2, 4, 6, 24] -> median 5, p85 at rank 0.85*3 = 2.55: 6 + 0.55*18 = 15.9;
+/// - handoff_delay: ben->cy, cy's comment 6h later (ben's own comment does
+///   not count); dee->eve, eve's stage change 2h later: median 4, p85 5.4;
+/// - blocked_work: T-2 blocked 36h; T-3 blocked now;
+/// - rework_rate: 4 finishes (T-1 done, T-2 done, spring and fall
+///   launched), T-1 had changes requested: 25%;
+/// - launch_reliability: spring on its day with nothing held (yes), fall on
+///   its day with the email send still held (no): 50%;
+/// - exception_rate: 28 events, one escalated, one failed a rule: 2/28;
+/// - cycle_time: T-1 72h, T-2 78h, spring 2h, fall 24h: median 48, p85 75.3;
+/// - approval_pass_rate: first reviews T-1 no, T-2 yes, T-3 yes: 2/3.
+fn the_month() -> Vec<Line> {
+    vec![
+        line("review_time", None, 4, Some(5.0), Some(15.9), None, None),
+        line("handoff_delay", None, 2, Some(4.0), Some(5.4), None, None),
+        line("blocked_work", None, 1, Some(36.0), Some(36.0), None, Some(1)),
+        line("rework_rate", None, 4, None, None, Some(0.25), None),
+        line("launch_reliability", None, 2, None, None, Some(0.5), None),
+        line("exception_rate", None, 28, None, None, Some(2.0 / 28.0), None),
+        line("cycle_time", None, 4, Some(48.0), Some(75.3), None, None),
+        line("approval_pass_rate", None, 3, None, None, Some(2.0 / 3.0), None),
+    ]
+}
+
+fn report_json(ws: &Workspace, extra: &[&str]) -> Value {
+    let mut args = vec!["report", "--since", MONTH.0, "--until", MONTH.1, "--format", "json"];
+    args.extend(extra);
+    let out = ws.converge(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn report_text(ws: &Workspace, extra: &[&str]) -> String {
+    let mut args = vec!["report", "--since", MONTH.0, "--until", MONTH.1];
+    args.extend(extra);
+    let out = ws.converge(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Everything checked against the month's daemon run, whichever database it used.
+async fn check_the_month(ws: &Workspace, daemon: &Daemon) {
+    let report = report_json(ws, &[]);
+    assert_eq!(lines(&report["rows"]), the_month(), "{report:#}");
+
+    // Slices, worked out by hand: review time per owner (ana's two reviews,
+    // 6h and 4h: p85 4 + 0.85*2), exceptions per week (the last week holds
+    // both of its 5 events' exceptions).
+    let by_owner = report_json(ws, &["--by", "owner", "--metric", "review_time"]);
+    assert_eq!(
+        lines(&by_owner["rows"]),
+        vec![
+            line("review_time", Some("ana"), 2, Some(5.0), Some(5.7), None, None),
+            line("review_time", Some("cy"), 1, Some(2.0), Some(2.0), None, None),
+            line("review_time", Some("eve"), 1, Some(24.0), Some(24.0), None, None),
+        ]
+    );
+    let by_week = report_json(ws, &["--by", "week", "--metric", "exception_rate"]);
+    assert_eq!(
+        lines(&by_week["rows"]),
+        vec![
+            line("exception_rate", Some("2026-11-02"), 7, None, None, Some(0.0), None),
+            line("exception_rate", Some("2026-11-09"), 9, None, None, Some(0.0), None),
+            line("exception_rate", Some("2026-11-16"), 7, None, None, Some(0.0), None),
+            line("exception_rate", Some("2026-11-23"), 5, None, None, Some(0.4), None),
+        ]
+    );
+    let blocked = report_json(ws, &["--by", "owner", "--metric", "blocked_work"]);
+    assert_eq!(
+        lines(&blocked["rows"]),
+        vec![
+            line("blocked_work", Some("cy"), 1, Some(36.0), Some(36.0), None, Some(0)),
+            line("blocked_work", Some("eve"), 0, None, None, None, Some(1)),
+        ]
+    );
+
+    // The API answers the same, on the daemon's clock.
+    let (status, body) = daemon
+        .get(&format!("/v1/reports?since={}&until={}", MONTH.0, MONTH.1))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(lines(&api["rows"]), the_month());
+    let (status, csv) = daemon
+        .get("/v1/reports?metric=rework_rate&by=campaign&since=30d&format=csv")
+        .await;
+    assert_eq!(status, 200, "{csv}");
+    assert_eq!(
+        csv,
+        "metric,campaign,samples,median_hours,p85_hours,rate,blocked_now\n\
+         rework_rate,campaign/fall,1,,,0,\n\
+         rework_rate,campaign/spring,3,,,0.3333,\n"
+    );
+    let (status, body) = daemon.get("/v1/reports?by=team").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("a report is by owner, campaign, channel, stage, week"), "{body}");
+
+    // Replaying the journal computes the same metrics.
+    let out = ws.converge(&[
+        "replay", "--from-journal", "--json", "--quiet", "--until", "2026-12-01T00:00:00Z",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(lines(&summary["summary"]["metrics"]), the_month(), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scripted_month_reports_the_numbers_worked_out_by_hand() {
+    let ws = month_workspace();
+    let daemon = ws.start();
+    play_the_month(&daemon).await;
+    check_the_month(&ws, &daemon).await;
+
+    // What a person reads, and what a spreadsheet or BI tool imports.
+    insta::assert_snapshot!("month_table", report_text(&ws, &[]));
+    insta::assert_snapshot!("month_by_owner_table", report_text(&ws, &["--by", "owner"]));
+    insta::assert_snapshot!(
+        "month_by_week_csv",
+        report_text(&ws, &["--by", "week", "--format", "csv"])
+    );
+    insta::assert_snapshot!(
+        "month_by_campaign_json",
+        report_text(&ws, &["--by", "campaign", "--format", "json"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scripted_month_reports_the_same_on_postgres() {
+    let Some(db) = TestDatabase::create("a_scripted_month_reports_the_same_on_postgres") else {
+        return;
+    };
+    let ws = month_workspace();
+    db.configure(&ws, "5s");
+    let daemon = ws.start_with_env(&db.env());
+    play_the_month(&daemon).await;
+    // The commands read the database with its password from the environment.
+    let with_password = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+            .args(args)
+            .arg("--config")
+            .arg(ws.config())
+            .env(db.env()[0].0, db.env()[0].1)
+            .output()
+            .unwrap()
+    };
+    let out = with_password(&[
+        "report", "--since", MONTH.0, "--until", MONTH.1, "--format", "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(lines(&report["rows"]), the_month(), "{report:#}");
+    let (status, body) = daemon
+        .get(&format!("/v1/reports?since={}&until={}&by=owner", MONTH.0, MONTH.1))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let out = with_password(&[
+        "report", "--since", MONTH.0, "--until", MONTH.1, "--format", "json", "--by", "owner",
+    ]);
+    let by_owner: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(lines(&api["rows"]), lines(&by_owner["rows"]));
+    let out = with_password(&[
+        "replay", "--from-journal", "--json", "--quiet", "--until", "2026-12-01T00:00:00Z",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(lines(&summary["summary"]["metrics"]), the_month(), "{stdout}");
+}
+
+#[test]
+fn bad_report_parameters_exit_2_naming_the_valid_ones() {
+    let ws = Workspace::new(&[], "");
+    for (args, expected) in [
+        (vec!["report", "--metric", "speed"], "unknown metric `speed`: the metrics are review_time"),
+        (vec!["report", "--by", "team"], "unknown slice `team`: a report is by owner, campaign"),
+        (vec!["report", "--since", "yesterday-ish"], "--since `yesterday-ish` is not a date"),
+        (vec!["report", "--format", "xml"], "unknown format `xml`"),
+    ] {
+        let out = ws.converge(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
