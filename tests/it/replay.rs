@@ -59,6 +59,17 @@ fn without_timing(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The last `n` lines of a summary up to its `rule failures` line (the
+/// metrics follow it).
+fn ending_at_rule_failures(text: &[String], n: usize) -> Vec<String> {
+    let end = text
+        .iter()
+        .position(|line| line.starts_with("rule failures: "))
+        .expect("a summary")
+        + 1;
+    text[end - n..end].to_vec()
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     if let Some(parent) = path.parent() {
@@ -87,6 +98,11 @@ fn an_ndjson_file_replays_to_exact_decisions_on_the_events_clock() {
             "simulated: 0 timers fired, 0 events emitted",
             "decisions: 2 escalate, 1 notify",
             "rule failures: none",
+            // The metrics of the replayed events (docs/reports.md): T-1 is
+            // still blocked; two of three events escalated.
+            "metrics:",
+            "  blocked_work: no samples; 1 blocked now",
+            "  exception_rate: 66.7% (3 samples)",
         ]
     );
 }
@@ -215,13 +231,15 @@ fn a_diff_shows_the_decisions_that_would_change_and_sums_them_up() {
             "b: decisions: 1 escalate, 1 notify, 1 pause_channel; rule failures: none; simulated: 0 timers fired, 0 events emitted",
             "2 of 3 events decide differently: 1 only in a (-), 1 only in b (+)",
             "b would pause 1 more channel, 1 fewer escalation",
+            "metrics (a -> b):",
+            "  exception_rate: 66.7% -> 33.3%",
         ]
     );
 
     let same = ws.converge(&["replay", "--events", &events, "--rules", &a, "--diff", &a]);
     assert!(same.status.success(), "{}", stderr(&same));
     assert!(
-        stdout(&same).ends_with("no decision would change\n"),
+        stdout(&same).ends_with("no decision would change\nmetrics: the same for a and b\n"),
         "{}",
         stdout(&same)
     );
@@ -281,6 +299,10 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
         "simulated: 6 timers fired, 0 events emitted".into(),
         "decisions: 2 escalate, 4 notify, 6 schedule, 2 set_field".into(),
         "rule failures: none".into(),
+        "metrics:".into(),
+        "  review_time: median 30.0h, p85 30.0h (1 sample)".into(),
+        "  exception_rate: 20.0% (10 samples)".into(),
+        "  approval_pass_rate: 0.0% (1 sample)".into(),
     ]);
     assert_eq!(without_timing(&stdout(&out)), expected);
 
@@ -291,7 +313,7 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
     assert!(out.status.success(), "{}", stderr(&out));
     let text = without_timing(&stdout(&out));
     assert_eq!(
-        text[text.len() - 3..],
+        ending_at_rule_failures(&text, 3),
         [
             "simulated: 2 timers fired, 0 events emitted; 4 timers not yet due at 2026-11-24T16:00:00Z",
             "decisions: 4 notify, 6 schedule, 2 set_field",
@@ -309,7 +331,7 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
     assert!(out.status.success(), "{}", stderr(&out));
     let text = without_timing(&stdout(&out));
     assert_eq!(
-        text[text.len() - 3..],
+        ending_at_rule_failures(&text, 3),
         [
             "simulated: 6 timers fired, 0 events emitted",
             "decisions: 2 escalate, 4 notify, 6 schedule, 2 set_field",
@@ -350,7 +372,7 @@ fn recorded_timer_events_are_simulated_instead_unless_no_simulate() {
     );
     let text = without_timing(&text);
     assert_eq!(
-        text[text.len() - 4..],
+        ending_at_rule_failures(&text, 4),
         [
             "replayed 2 events in [time]",
             "simulated: 3 timers fired, 0 events emitted",
@@ -364,7 +386,7 @@ fn recorded_timer_events_are_simulated_instead_unless_no_simulate() {
     assert_eq!(reminders(&out), ["2026-11-24T10:00:00Z  timer-1"]);
     let text = without_timing(&stdout(&out));
     assert_eq!(
-        text[text.len() - 3..],
+        ending_at_rule_failures(&text, 3),
         [
             "replayed 3 events in [time]",
             "decisions: 2 notify, 3 schedule, 1 set_field",
@@ -409,6 +431,8 @@ fn an_expect_is_cancelled_by_the_expected_event_and_fires_without_it() {
             "simulated: 1 timer fired, 0 events emitted",
             "decisions: 1 escalate, 2 expect",
             "rule failures: none",
+            "metrics:",
+            "  exception_rate: 20.0% (5 samples)",
         ]
     );
 }
@@ -456,6 +480,8 @@ fn emitted_events_follow_their_cause_up_to_the_depth_guard() {
             "simulated: 0 timers fired, 4 events emitted",
             "decisions: 4 emit, 2 notify",
             "rule failures: 1 chain",
+            "metrics:",
+            "  exception_rate: 16.7% (6 samples)",
         ]
     );
 }
@@ -491,6 +517,8 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
             "b: decisions: 4 escalate, 4 notify, 6 schedule, 2 set_field; rule failures: none; simulated: 6 timers fired, 0 events emitted",
             "2 of 10 events (4 replayed, 6 simulated) decide differently: 0 only in a (-), 2 only in b (+)",
             "b would make 2 more escalations",
+            "metrics (a -> b):",
+            "  exception_rate: 20.0% -> 40.0%",
         ]
     );
 

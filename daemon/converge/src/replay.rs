@@ -1008,10 +1008,7 @@ impl<W: Write> Reporter<W> {
         lines.extend(counts.simulated_line().map(|s| format!("simulated: {s}")));
         lines.push(format!("decisions: {}", counts_line(&counts.decisions)));
         lines.push(format!("rule failures: {}", counts_line(&counts.failures)));
-        if let Some(metrics) = &counts.metrics {
-            lines.push("metrics:".into());
-            lines.extend(metrics.rows.iter().map(|row| format!("  {}", row.headline())));
-        }
+        lines.extend(counts.metrics.as_ref().map(report::Report::summary_lines).into_iter().flatten());
         lines.iter().try_for_each(|line| self.out.line(line))
     }
 
@@ -1057,10 +1054,7 @@ impl<W: Write> Reporter<W> {
         ));
         lines.push(wording);
         if let (Some(a), Some(b)) = (&totals.a.metrics, &totals.b.metrics) {
-            lines.push("metrics (a -> b):".into());
-            for (a, b) in a.rows.iter().zip(&b.rows) {
-                lines.push(format!("  {}", report::change(a, b)));
-            }
+            lines.extend(report::changes(a, b));
         }
         lines.iter().try_for_each(|line| self.out.line(line))
     }

@@ -357,15 +357,37 @@ impl Row {
     }
 }
 
-/// How a metric moved between two reports (a replay's rule sets):
-/// `rework_rate: 25.0% -> 12.5%`, or `(unchanged)`.
-pub fn change(a: &Row, b: &Row) -> String {
-    let (from, to) = (a.value_text(), b.value_text());
-    if from == to {
-        format!("{}: {from} (unchanged)", a.metric)
-    } else {
-        format!("{}: {from} -> {to}", a.metric)
+impl Report {
+    /// The metrics that have something to say, one line each under
+    /// `metrics:`, for a replay's summary; `metrics: no samples` otherwise.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let lines: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|row| row.samples > 0 || row.blocked_now.unwrap_or(0) > 0)
+            .map(|row| format!("  {}", row.headline()))
+            .collect();
+        if lines.is_empty() {
+            return vec!["metrics: no samples".into()];
+        }
+        std::iter::once("metrics:".to_string()).chain(lines).collect()
     }
+}
+
+/// How the metrics moved between two reports of the same rows (a replay's
+/// two rule sets): `rework_rate: 25.0% -> 12.5%` for each that moved.
+pub fn changes(a: &Report, b: &Report) -> Vec<String> {
+    let moved: Vec<String> = a
+        .rows
+        .iter()
+        .zip(&b.rows)
+        .filter(|(a, b)| a.value_text() != b.value_text())
+        .map(|(a, b)| format!("  {}: {} -> {}", a.metric, a.value_text(), b.value_text()))
+        .collect();
+    if moved.is_empty() {
+        return vec!["metrics: the same for a and b".into()];
+    }
+    std::iter::once("metrics (a -> b):".to_string()).chain(moved).collect()
 }
 
 fn sort_rows(rows: &mut [Row]) {
