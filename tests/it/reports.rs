@@ -286,3 +286,88 @@ fn bad_report_parameters_exit_2_naming_the_valid_ones() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+/// The Monday review point's digest (rules/review_point_digest.rhai) reads
+/// the team's tasks through `entities(..)`: live, the states as of its
+/// event (every earlier event's results committed first, even those
+/// processed in the same batch), and in a replay of the journal the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_review_point_digest_reads_the_whole_team_live_and_in_replay() {
+    let digest = std::fs::read_to_string(repo_root().join("rules/review_point_digest.rhai")).unwrap();
+    let ws = Workspace::new(
+        &[("review_point_digest", &digest)],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-27T09:00:00Z\"\n",
+    );
+    let daemon = ws.start();
+    let task = |id: &str, subject: &str, data: Value| {
+        crate::support::event(id, "task.updated", subject, data)
+    };
+    // One batch: the digest's event comes right after the events it must see.
+    let batch: Vec<Value> = vec![
+        task("t1", "task/T-1", json!({"stage": "in progress", "owner": "ana"})),
+        task("t2", "task/T-1", json!({"stage": "blocked"})),
+        task("t3", "task/T-2", json!({"stage": "review", "owner": "ben"})),
+        task("t4", "task/T-2", json!({"owner": "cy"})),
+        crate::support::event("rw-0", "review.weekly", "review/weekly", json!({})),
+    ];
+    let (status, body) = daemon
+        .post(
+            "/hooks/test",
+            "application/cloudevents-batch+json",
+            serde_json::to_string(&batch).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let trail = daemon
+        .wait_for_trail("rw-0", |t| !t["processed_at_ms"].is_null())
+        .await;
+    assert_eq!(
+        trail["decisions"][0]["decision"]["message"],
+        "Review point: 1 blocked, 0 handoffs waiting over 48h\nana:\n  blocked 0h: task/T-1 (blocked)",
+        "{trail:#}"
+    );
+    set_clock(&daemon, "2026-11-30T09:00:00Z").await;
+    let review = crate::support::event("rw-1", "review.weekly", "review/weekly", json!({}));
+    let later = task("t5", "task/T-1", json!({"stage": "in progress"}));
+    let (status, body) = daemon
+        .post(
+            "/hooks/test",
+            "application/cloudevents-batch+json",
+            serde_json::to_string(&[review, later]).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let expected = "Review point: 1 blocked, 1 handoffs waiting over 48h\n\
+                    ana:\n  blocked 72h: task/T-1 (blocked)\n\
+                    cy:\n  waiting for cy 72h: task/T-2 (review)";
+    let trail = daemon
+        .wait_for_trail("rw-1", |t| !t["processed_at_ms"].is_null())
+        .await;
+    assert_eq!(
+        trail["decisions"][0]["decision"]["message"], expected,
+        "{trail:#}"
+    );
+    // T-1's move right after the digest did not leak into it; and it ended the block.
+    daemon
+        .wait_for_trail("t5", |t| !t["processed_at_ms"].is_null())
+        .await;
+
+    let out = ws.converge(&["replay", "--from-journal", "--json", "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let replayed: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event"] == "rw-0" || l["event"] == "rw-1")
+        .collect();
+    assert_eq!(replayed.len(), 2, "{stdout}");
+    assert_eq!(replayed[0]["decision"]["message"], trail_message(&daemon, "rw-0").await);
+    assert_eq!(replayed[1]["decision"]["message"], expected);
+}
+
+async fn trail_message(daemon: &Daemon, id: &str) -> Value {
+    let trail = daemon
+        .wait_for_trail(id, |t| !t["processed_at_ms"].is_null())
+        .await;
+    trail["decisions"][0]["decision"]["message"].clone()
+}

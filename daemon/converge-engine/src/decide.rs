@@ -5,16 +5,18 @@
 //! states come from and where the outcome goes.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use converge_model::{Decision, DecisionKind, EntityState, Event, Sample, sources};
-use converge_rules::{Evaluation, RuleFailure, RuleNote, RuleSet};
+use converge_rules::{Evaluation, RuleFailure, RuleNote, RuleSet, World};
 use converge_store::{ExpectedArrival, GateChange, NewAction, NewDecision, NewTimer};
 use serde_json::value::RawValue;
 
 use crate::effects::{emitted_event, emitted_id, new_timer};
 use crate::flow::{Before, Happened, StageRoles, observe};
 use crate::gates::{Gates, HeldSend, OVERRIDE_RULE, Override, requested_channel};
+use crate::query::{EntitySource, QueryWorld};
 use crate::routes::{Route, actions};
 
 /// What decides: the routes and the emit depth limit. The rules come with
@@ -46,6 +48,9 @@ pub struct Input<'a> {
     pub entity: Option<EntityState>,
     /// The clock when the event is processed.
     pub clock: DateTime<Utc>,
+    /// What rules calling `entities(..)` read: the states as of this event.
+    /// `None` where there are none to read (they fail).
+    pub entities: Option<Arc<dyn EntitySource>>,
 }
 
 /// Everything one event causes.
@@ -152,6 +157,7 @@ impl Engine {
             event,
             entity,
             clock,
+            entities,
         } = input;
         let now = decision_time(event, clock);
         let before = Before::of(entity.as_ref());
@@ -165,14 +171,28 @@ impl Engine {
             state
         });
         let gate = gates.rule_view(campaign.as_deref());
-        let evaluation = rules
-            .live
-            .evaluate_at_gate(event, entity.as_mut(), now, gate.as_ref());
+        // Built only for the events a querying rule handles.
+        let queries = rules.live.queries_for(&event.ty)
+            || rules.shadow.is_some_and(|s| s.queries_for(&event.ty));
+        let world: Option<Arc<dyn World>> = match entities {
+            Some(source) if queries => Some(Arc::new(QueryWorld::new(
+                source,
+                entity.clone(),
+                gates,
+                self.stages.clone(),
+                now,
+            ))),
+            _ => None,
+        };
+        let evaluation =
+            rules
+                .live
+                .evaluate_in(event, entity.as_mut(), now, gate.as_ref(), world.clone());
         // Shadow rules change only a copy of the state, which is dropped.
         let shadow = match rules.shadow {
             Some(shadow) if !shadow.rules().is_empty() => {
                 let mut scratch = entity.clone();
-                shadow.evaluate_at_gate(event, scratch.as_mut(), now, gate.as_ref())
+                shadow.evaluate_in(event, scratch.as_mut(), now, gate.as_ref(), world)
             }
             _ => Evaluation::default(),
         };
@@ -591,6 +611,7 @@ mod tests {
                         event: &request,
                         entity: None,
                         clock: at("2026-01-01T00:00:00Z"),
+                        entities: None,
                     },
                     &mut gates,
                 )
@@ -620,6 +641,7 @@ mod tests {
                         event: &approval,
                         entity: requested.entity.clone(),
                         clock: at("2026-01-01T01:00:00Z"),
+                        entities: None,
                     },
                     &mut gates,
                 )
@@ -639,6 +661,7 @@ mod tests {
                         event: &event("ok-2", "legal.approved", json!({})),
                         entity: approved.entity.clone(),
                         clock: at("2026-01-01T02:00:00Z"),
+                        entities: None,
                     },
                     &mut gates,
                 )
@@ -670,6 +693,7 @@ mod tests {
                     event: &request,
                     entity: None,
                     clock: at("2026-01-01T00:00:00Z"),
+                    entities: None,
                 },
                 &mut gates,
             )
@@ -703,6 +727,7 @@ mod tests {
                     event: &request,
                     entity: None,
                     clock: at("2026-01-01T00:00:00Z"),
+                    entities: None,
                 },
                 &mut Gates::default(),
             )
@@ -737,6 +762,7 @@ mod tests {
             event,
             entity: None,
             clock,
+            entities: None,
         };
         engine()
             .decide(rules, input(1, &request), &mut gates)
@@ -792,6 +818,7 @@ mod tests {
                     event: &update,
                     entity: None,
                     clock,
+                    entities: None,
                 },
                 &mut gates,
             )
@@ -810,6 +837,7 @@ mod tests {
                     event: &reminder,
                     entity: Some(before.clone()),
                     clock: at("2026-01-03T00:00:00Z"),
+                    entities: None,
                 },
                 &mut gates,
             )

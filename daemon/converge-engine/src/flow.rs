@@ -710,6 +710,7 @@ mod tests {
                         event: &event,
                         entity: self.state.take(),
                         clock: at,
+                        entities: None,
                     },
                     &mut self.gates,
                 )
@@ -880,6 +881,7 @@ mod tests {
                     event: &override_event,
                     entity: overridden.state.take(),
                     clock: start() + chrono::Duration::hours(2),
+                    entities: None,
                 },
                 &mut overridden.gates,
             )

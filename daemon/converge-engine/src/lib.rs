@@ -12,6 +12,7 @@
 //! - `decide`: the entry point, the time rule ([`decision_time`]) and the
 //!   gate rule (a hold beats a release within one event);
 //! - `gates`: held sends, and overrides;
+//! - `query`: what rules' `entities(..)` read, from any [`EntitySource`];
 //! - `routes`: which plugin acts on which decision, and the action payload;
 //! - `effects`: decisions into timers and events, a fired timer's event;
 //! - `flow`: the metrics' bookkeeping: stage roles, an item's flow, samples;
@@ -21,6 +22,7 @@ pub mod decide;
 pub mod effects;
 pub mod flow;
 pub mod gates;
+pub mod query;
 pub mod routes;
 pub mod simulate;
 
@@ -29,5 +31,6 @@ pub use decide::{
 };
 pub use flow::{Blocked, Role, StageRoles, blocked_now};
 pub use gates::{Gates, HeldSend, Override};
+pub use query::{EntitySource, InMemory};
 pub use routes::{ActionPayload, Route};
 pub use simulate::{Origin, Processed, Simulation};

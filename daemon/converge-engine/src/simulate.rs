@@ -20,6 +20,7 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use converge_model::{EntityKey, EntityState, Event};
@@ -29,6 +30,7 @@ use converge_store::{NewTimer, TimerKind, TimerRecord};
 use crate::decide::{Engine, Input, Outcome, Rules};
 use crate::effects::timer_event;
 use crate::gates::Gates;
+use crate::query::{EntitySource, InMemory};
 
 /// Where an event the simulation processed came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +132,33 @@ impl<'r> Simulation<'r> {
         self.entities.get(key)
     }
 
+    /// The entity states and pending timers now, for rules' queries.
+    fn in_memory(&self) -> InMemory {
+        let mut timers: HashMap<String, Vec<TimerRecord>> = HashMap::new();
+        let mut pending: Vec<&Pending> = self
+            .timers
+            .heap
+            .iter()
+            .map(|Reverse(p)| p)
+            .filter(|p| !self.timers.cancelled.contains(&p.id))
+            .collect();
+        pending.sort_by_key(|p| p.order());
+        for p in pending {
+            timers
+                .entry(p.timer.entity.clone())
+                .or_default()
+                .push(record(p.id, p.timer.clone()));
+        }
+        InMemory {
+            entities: self
+                .entities
+                .iter()
+                .map(|(key, state)| (key.to_string(), state.clone()))
+                .collect(),
+            timers,
+        }
+    }
+
     /// Every entity's state now, in no particular order.
     pub fn entities(&self) -> impl Iterator<Item = &EntityState> {
         self.entities.values()
@@ -226,6 +255,10 @@ impl<'r> Simulation<'r> {
             self.timers.cancel_expects(key, &event.ty);
             self.entities.remove(key)
         });
+        // Only the events a querying rule handles pay for a snapshot.
+        let queries = self.rules.live.queries_for(&event.ty)
+            || self.rules.shadow.is_some_and(|s| s.queries_for(&event.ty));
+        let entities = queries.then(|| Arc::new(self.in_memory()) as Arc<dyn EntitySource>);
         let mut outcome = self.engine.decide(
             self.rules,
             Input {
@@ -233,6 +266,7 @@ impl<'r> Simulation<'r> {
                 event,
                 entity,
                 clock: self.now,
+                entities,
             },
             &mut self.gates,
         )?;

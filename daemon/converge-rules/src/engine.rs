@@ -69,6 +69,26 @@ pub(crate) struct RunState {
     pub terms: Option<Terms>,
     pub notes: Vec<String>,
     pub notes_dropped: usize,
+    /// Where `entities(..)` reads from, when the caller has entity states.
+    pub world: WorldSlot,
+    /// Operations the run's queries have spent (`query::OPERATIONS_PER_ENTITY` each).
+    pub query_operations: u64,
+}
+
+/// The run's [`crate::World`], if any (a slot so `RunState` stays `Debug`).
+#[derive(Clone, Default)]
+pub(crate) struct WorldSlot(pub Option<crate::query::SharedWorld>);
+
+impl std::fmt::Debug for WorldSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "World" } else { "no world" })
+    }
+}
+
+impl WorldSlot {
+    pub fn clone_world(&self) -> Option<crate::query::SharedWorld> {
+        self.0.clone()
+    }
 }
 
 thread_local! {
@@ -101,7 +121,7 @@ impl Drop for RunGuard {
     }
 }
 
-fn with_run<T>(
+pub(crate) fn with_run<T>(
     f: impl FnOnce(&mut RunState) -> Result<T, String>,
 ) -> Result<T, Box<EvalAltResult>> {
     CURRENT.with(|slot| match slot.borrow_mut().as_mut() {
@@ -595,6 +615,7 @@ pub(crate) fn build(limits: &RuleLimits) -> Engine {
          otherwise: ImmutableString| { expect(ctx.call_position(), ty, within, otherwise) },
     );
     engine.register_fn("because", because);
+    engine.register_fn("entities", crate::query::entities);
     engine.register_fn("seconds_between", seconds_between);
     registered_text(&mut engine);
     registered_measures(&mut engine);

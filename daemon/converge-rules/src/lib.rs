@@ -95,6 +95,7 @@ mod convert;
 mod engine;
 mod measures;
 mod metadata;
+mod query;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -112,6 +113,7 @@ use crate::convert::{entity_to_dynamic, event_to_dynamic, rfc3339};
 use crate::engine::{RunGuard, RunState};
 
 pub use crate::metadata::{DEFAULT_ORDER, matches as event_type_matches};
+pub use crate::query::{DEFAULT_LIMIT as QUERY_DEFAULT_LIMIT, EntityQuery, OPERATIONS_PER_ENTITY, World};
 
 /// One rule file as it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +197,9 @@ pub struct Rule {
     /// The header's `catch_up`, carried by the rule's `schedule` and `expect`
     /// decisions.
     pub catch_up: CatchUp,
+    /// Whether the rule calls `entities(..)`: the daemon settles the
+    /// results of earlier events before an event such a rule handles.
+    pub queries: bool,
     ast: Arc<AST>,
 }
 
@@ -324,6 +329,7 @@ impl RuleSet {
                         events: header.events,
                         order: header.order,
                         catch_up: header.catch_up,
+                        queries: calls_entities(&source),
                         ast: Arc::new(ast),
                     });
                 }
@@ -357,6 +363,13 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Whether a rule that handles this event type reads other entities.
+    pub fn queries_for(&self, event_type: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.queries && rule.handles(event_type))
+    }
+
     /// Runs every rule that handles the event's type ([`Rule::handles`]), in
     /// the order of [`RuleSet::rules`], for one event.
     ///
@@ -381,9 +394,22 @@ impl RuleSet {
     pub fn evaluate_at_gate(
         &self,
         event: &Event,
+        entity: Option<&mut EntityState>,
+        now: DateTime<Utc>,
+        gate: Option<&serde_json::Value>,
+    ) -> Evaluation {
+        self.evaluate_in(event, entity, now, gate, None)
+    }
+
+    /// [`RuleSet::evaluate_at_gate`], with the [`World`] that `entities(..)`
+    /// reads (without one, a rule calling it fails).
+    pub fn evaluate_in(
+        &self,
+        event: &Event,
         mut entity: Option<&mut EntityState>,
         now: DateTime<Utc>,
         gate: Option<&serde_json::Value>,
+        world: Option<Arc<dyn World>>,
     ) -> Evaluation {
         static NOTHING_HELD: std::sync::LazyLock<Dynamic> = std::sync::LazyLock::new(|| {
             rule_input(crate::convert::json_to_dynamic(
@@ -412,6 +438,7 @@ impl RuleSet {
                 now,
                 catch_up: rule.catch_up,
                 max_decisions: self.limits.max_decisions_per_rule,
+                world: crate::engine::WorldSlot(world.clone()),
                 ..RunState::default()
             });
             let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
@@ -476,6 +503,16 @@ impl RuleSet {
         }
         evaluation
     }
+}
+
+/// Whether the source calls `entities(..)`: the name as a word, then `(`.
+/// A mention in a comment counts too, which only costs a settled batch.
+fn calls_entities(source: &str) -> bool {
+    source.match_indices("entities").any(|(at, _)| {
+        let before = source[..at].chars().next_back();
+        let after = source[at + "entities".len()..].trim_start().chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && after == Some('(')
+    })
 }
 
 /// Applies a state-changing decision to the entity; the others change

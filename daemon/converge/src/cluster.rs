@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::journal::{Journaled, QueuedAction};
-use crate::processor::{Processor, millis_to_time};
+use crate::processor::{Processor, millis_to_time, queries};
 use crate::timers::FiringPlan;
 
 /// The channel a daemon that reloaded its rules notifies.
@@ -264,6 +264,10 @@ impl ClusterProcessor {
         let mut processed = Vec::with_capacity(events.len());
         for (event, journaled) in events {
             let event = match event {
+                // A querying rule reads the database: the page ends before
+                // its event, which starts the next page once this one is
+                // committed.
+                Ok(event) if !processed.is_empty() && queries(&rules, &event) => break,
                 Ok(event) => event,
                 Err(e) => {
                     // Recorded as processed with the reason, or it would

@@ -36,7 +36,7 @@ use crate::filedrops;
 use crate::hooks::Hooks;
 use crate::journal::{Downstream, Journal};
 use crate::polls::Poller;
-use crate::processor::Processor;
+use crate::processor::{Processor, StoreEntities};
 use crate::reload::{LoadedRules, Reloader, RulesHandle};
 use crate::schedules::ScheduleSource;
 use crate::telemetry::Metrics;
@@ -302,6 +302,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cache: HashMap::new(),
         caught_up: caught_up.clone(),
         gates,
+        entities: Arc::new(StoreEntities::new(reader()?)),
+        handed_over: 0,
     };
     let (announce_tx, announce_rx) = mpsc::channel(1);
     let (remote_tx, remote_rx) = mpsc::channel(1);

@@ -16,12 +16,18 @@
 //! the same code `converge rules test` and `converge replay` run: this
 //! module only feeds it states (its cache, else the store), logs and counts
 //! the outcome, and hands it to the journal.
+//!
+//! A rule that reads other entities (`entities(..)`) must see every earlier
+//! event's results: before an event such a rule handles, the processor
+//! hands over what it has and waits until the journal has committed it
+//! (`settle`), and the rule reads the database (`StoreEntities`). Only those
+//! events pay for the wait.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use converge_engine::{Engine, Gates, Input, Outcome, Rules};
+use converge_engine::{Engine, EntitySource, Gates, Input, Outcome, Rules};
 use converge_model::{EntityKey, EntityState, Event};
 use converge_store::{GateChange, NewEvent, ProcessedEvent, RuleFailure, RuleNote, Store};
 use tokio::sync::{mpsc, watch};
@@ -56,6 +62,72 @@ pub struct Processor {
     pub caught_up: CancellationToken,
     /// Every held send, ahead of the store like `cache`; loaded at start.
     pub gates: Gates,
+    /// What querying rules read: the database, through its own connection.
+    pub entities: Arc<StoreEntities>,
+    /// The last `seq` handed to the journal, which `settle` waits for.
+    pub handed_over: i64,
+}
+
+/// The database as rules' `entities(..)` read it (its own connection, so
+/// a query never waits for the processor's).
+pub struct StoreEntities {
+    store: std::sync::Mutex<Store>,
+}
+
+/// Entity states read per query while a rule's `entities(..)` scans a kind.
+const SCAN_PAGE: usize = 256;
+
+impl StoreEntities {
+    pub fn new(store: Store) -> StoreEntities {
+        StoreEntities {
+            store: std::sync::Mutex::new(store),
+        }
+    }
+}
+
+impl EntitySource for StoreEntities {
+    fn scan(
+        &self,
+        kind: &str,
+        visit: &mut dyn FnMut(EntityState) -> bool,
+    ) -> Result<(), String> {
+        let store = self.store.lock().map_err(|_| "the query connection failed")?;
+        // Keys sort as `kind/id`: the first after `kind/` starts the kind.
+        let mut after = EntityKey {
+            kind: kind.to_string(),
+            id: String::new(),
+        };
+        loop {
+            let page = store
+                .entities_after(Some(&after), SCAN_PAGE)
+                .map_err(|e| format!("cannot read the {kind} entities: {e}"))?;
+            let full = page.len() == SCAN_PAGE;
+            for state in page {
+                if state.kind != kind {
+                    return Ok(());
+                }
+                after = state.key();
+                if !visit(state) {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    fn pending_timers(&self, entity: &str) -> Result<Vec<converge_store::TimerRecord>, String> {
+        let store = self.store.lock().map_err(|_| "the query connection failed")?;
+        let Some(key) = EntityKey::parse(entity) else {
+            return Ok(Vec::new());
+        };
+        let mut timers = store
+            .entity_timers(&key, true, converge_rules::QUERY_DEFAULT_LIMIT)
+            .map_err(|e| format!("cannot read the timers of {entity}: {e}"))?;
+        timers.sort_by_key(|t| (t.due_at_ms, t.id));
+        Ok(timers)
+    }
 }
 
 impl Processor {
@@ -96,17 +168,7 @@ impl Processor {
             }
             self.metrics.set_queue_depth("processor", rx.len());
             let rules = self.rules.borrow_and_update().clone();
-            let processed: Result<Vec<_>, _> = batch
-                .drain(..)
-                .map(|item| self.process(item, &rules))
-                .collect();
-            let sent = match processed {
-                Ok(processed) => self
-                    .journal
-                    .processed_blocking(processed)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
+            let sent = self.process_batch(batch.drain(..), &rules);
             if let Err(e) = sent {
                 tracing::error!(error = %e, "processing stopped");
                 fatal.cancel();
@@ -140,6 +202,20 @@ impl Processor {
             for journaled in page.into_iter().take_while(|j| j.seq <= head) {
                 after = journaled.seq;
                 match Event::from_journal(&journaled.json) {
+                    Ok(event) if queries(&rules, &event) => {
+                        self.hand_over(std::mem::take(&mut processed))?;
+                        self.settle()?;
+                        processed.push(self.process(
+                            Journaled {
+                                seq: journaled.seq,
+                                event,
+                                received_at_ms: journaled.received_at_ms,
+                                acked_at: None,
+                                permit: None,
+                            },
+                            &rules,
+                        )?);
+                    }
                     Ok(event) => processed.push(self.process(
                         Journaled {
                             seq: journaled.seq,
@@ -158,11 +234,62 @@ impl Processor {
             if processed.is_empty() {
                 break;
             }
-            self.journal
-                .processed_blocking(processed)
-                .map_err(|e| e.to_string())?;
+            self.hand_over(processed)?;
         }
         Ok(())
+    }
+
+    /// Processes `items` in order and hands the results to the journal,
+    /// settling first before each event a querying rule handles.
+    fn process_batch(
+        &mut self,
+        items: impl Iterator<Item = Journaled>,
+        rules: &LoadedRules,
+    ) -> Result<(), String> {
+        let mut processed = Vec::new();
+        for item in items {
+            if queries(rules, &item.event) {
+                self.hand_over(std::mem::take(&mut processed))?;
+                self.settle()?;
+            }
+            processed.push(self.process(item, rules)?);
+        }
+        self.hand_over(processed)
+    }
+
+    fn hand_over(&mut self, processed: Vec<Processed>) -> Result<(), String> {
+        let Some(last) = processed.last() else {
+            return Ok(());
+        };
+        let seq = last.result.seq;
+        self.journal
+            .processed_blocking(processed)
+            .map_err(|e| e.to_string())?;
+        self.handed_over = self.handed_over.max(seq);
+        Ok(())
+    }
+
+    /// Waits until the journal has committed every result handed to it, so
+    /// the database holds the states as of the next event.
+    fn settle(&mut self) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let cursor = self
+                .reader
+                .processed_cursor()
+                .map_err(|e| format!("cannot read the processed cursor: {e}"))?;
+            if cursor >= self.handed_over {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the journal has not committed the results up to {} in {}s",
+                    self.handed_over,
+                    SETTLE_TIMEOUT.as_secs()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     pub fn process(&mut self, item: Journaled, rules: &LoadedRules) -> Result<Processed, String> {
@@ -186,6 +313,7 @@ impl Processor {
                 // When the daemon's clock journaled it: what replay reads
                 // back, so both decide at the same time.
                 clock: millis_to_time(item.received_at_ms),
+                entities: Some(self.entities.clone() as Arc<dyn EntitySource>),
             },
             &mut self.gates,
         )?;
@@ -307,6 +435,14 @@ impl Processor {
             .entity(key)
             .map_err(|e| format!("cannot read the state of {key}: {e}"))
     }
+}
+
+/// How long `settle` waits for the journal's commit before giving up.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a live or shadow rule that handles the event reads other entities.
+pub fn queries(rules: &LoadedRules, event: &Event) -> bool {
+    rules.live.queries_for(&event.ty) || rules.shadow.queries_for(&event.ty)
 }
 
 /// Longest line of rule output kept with an event's trail; the rules crate

@@ -1,0 +1,220 @@
+//! What a rule's `entities(..)` reads: the entity states as of the event
+//! being decided, whoever keeps them.
+//!
+//! An [`EntitySource`] yields the states of one kind in key order (the
+//! daemon's database once the results of every earlier event are
+//! committed; a simulation's states); [`QueryWorld`] adds the event's own
+//! entity as it is now, the held sends of the engine's gates, and the
+//! filtering, so the daemon, `rules test` and `replay` answer alike.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use converge_model::EntityState;
+use converge_rules::{EntityQuery, World};
+use converge_store::TimerRecord;
+use serde_json::{Value, json};
+
+use crate::flow::{Role, StageRoles, normalize_stage};
+use crate::gates::Gates;
+
+/// Entity states as of the event being decided.
+pub trait EntitySource: Send + Sync {
+    /// Calls `visit` with each entity of `kind`, in key order, until it
+    /// returns false.
+    fn scan(&self, kind: &str, visit: &mut dyn FnMut(EntityState) -> bool) -> Result<(), String>;
+
+    /// The entity's pending timers (`kind/id`), soonest first.
+    fn pending_timers(&self, entity: &str) -> Result<Vec<TimerRecord>, String>;
+}
+
+/// The world one event's rules query.
+pub(crate) struct QueryWorld {
+    pub source: Arc<dyn EntitySource>,
+    /// The event's own entity, after the event: newer than any source.
+    pub current: Option<EntityState>,
+    /// Held sends by campaign, as rules read them in `gate.held`.
+    pub held: HashMap<String, Vec<Value>>,
+    pub roles: StageRoles,
+    pub now: DateTime<Utc>,
+}
+
+impl QueryWorld {
+    pub fn new(
+        source: Arc<dyn EntitySource>,
+        current: Option<EntityState>,
+        gates: &Gates,
+        roles: StageRoles,
+        now: DateTime<Utc>,
+    ) -> QueryWorld {
+        let mut held: HashMap<String, Vec<Value>> = HashMap::new();
+        for (campaign, send) in gates.all() {
+            held.entry(campaign.to_string())
+                .or_default()
+                .push(send.to_rule_value());
+        }
+        QueryWorld {
+            source,
+            current,
+            held,
+            roles,
+            now,
+        }
+    }
+
+    fn key(state: &EntityState) -> String {
+        format!("{}/{}", state.kind, state.id)
+    }
+
+    fn matches(&self, query: &EntityQuery, state: &EntityState) -> bool {
+        let now = self.now;
+        let older = |since: Option<DateTime<Utc>>, ms: Option<i64>| match ms {
+            None => true,
+            Some(ms) => since.is_some_and(|since| now - since >= Duration::milliseconds(ms)),
+        };
+        let channel = query.channel.as_deref().map(|c| state.channels.get(c));
+        if matches!(channel, Some(None)) {
+            return false;
+        }
+        let channel = channel.flatten();
+        let stage = channel.map_or(state.stage.as_deref(), |c| c.stage.as_deref());
+        let stage_ok = query.stages.is_empty()
+            || stage.is_some_and(|stage| {
+                let stage = normalize_stage(stage);
+                query.stages.iter().any(|s| normalize_stage(s) == stage)
+            });
+        let role_ok = query.role.as_deref().is_none_or(|role| {
+            Role::from_name(role).is_ok_and(|role| self.roles.role(stage) == Some(role))
+        });
+        let owner = channel
+            .and_then(|c| c.owner.as_deref())
+            .or(state.owner.as_deref());
+        let owner_ok = query.owner.as_deref().is_none_or(|o| owner == Some(o));
+        let fields = channel.map_or(&state.fields, |c| &c.fields);
+        let fields_ok = query
+            .fields
+            .iter()
+            .all(|(name, value)| fields.get(name) == Some(value));
+        let paused = |c: &converge_model::entity::ChannelState| c.fields.get("paused") == Some(&Value::Bool(true));
+        let paused_ok = query.paused.is_none_or(|want| {
+            let is = match channel {
+                Some(c) => paused(c),
+                None => state.channels.values().any(paused),
+            };
+            is == want
+        });
+        let held = self.held.get(&Self::key(state));
+        let held_ok = query.held.is_none_or(|want| {
+            let is = held.is_some_and(|sends| {
+                sends.iter().any(|send| {
+                    query
+                        .channel
+                        .as_deref()
+                        .is_none_or(|c| send["channel"].as_str() == Some(c))
+                })
+            });
+            is == want
+        });
+        let flow = channel.map_or(&state.flow, |c| &c.flow);
+        let blocked_ok = query
+            .blocked
+            .is_none_or(|want| flow.blocked_since.is_some() == want);
+        stage_ok
+            && role_ok
+            && owner_ok
+            && fields_ok
+            && paused_ok
+            && held_ok
+            && blocked_ok
+            && older(state.stage_since, query.stage_older_than_ms)
+            && older(Some(state.updated_at), query.idle_for_ms)
+            && older(flow.handoff_since, query.handoff_older_than_ms)
+    }
+
+    fn answer(&self, query: &EntityQuery, state: &EntityState) -> Result<Value, String> {
+        let key = Self::key(state);
+        let mut value = serde_json::to_value(state).map_err(|e| e.to_string())?;
+        value["held"] = json!(self.held.get(&key).cloned().unwrap_or_default());
+        if query.timers {
+            let timers: Vec<Value> = self
+                .source
+                .pending_timers(&key)?
+                .iter()
+                .map(|t| {
+                    json!({
+                        "id": t.id,
+                        "kind": t.kind,
+                        "event_type": t.event_type,
+                        "due": DateTime::<Utc>::from_timestamp_millis(t.due_at_ms)
+                            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                        "rule": t.rule,
+                    })
+                })
+                .collect();
+            value["timers"] = json!(timers);
+        }
+        Ok(value)
+    }
+}
+
+impl World for QueryWorld {
+    fn find(&self, query: &EntityQuery) -> Result<Vec<Value>, String> {
+        if let Some(role) = &query.role {
+            Role::from_name(role)?;
+        }
+        let current = self
+            .current
+            .as_ref()
+            .filter(|state| state.kind == query.kind);
+        let current_key = current.map(Self::key);
+        // The source's states in key order, the event's own entity in place
+        // of its older state; past `limit` matches, later keys cannot count.
+        let mut found: Vec<EntityState> = Vec::new();
+        self.source.scan(&query.kind, &mut |state| {
+            if current_key.as_deref() == Some(Self::key(&state).as_str()) {
+                return true;
+            }
+            if self.matches(query, &state) {
+                found.push(state);
+            }
+            found.len() < query.limit
+        })?;
+        if let Some(current) = current.filter(|state| self.matches(query, state)) {
+            let key = Self::key(current);
+            let at = found.partition_point(|state| Self::key(state) < key);
+            found.insert(at, current.clone());
+            found.truncate(query.limit);
+        }
+        found.iter().map(|state| self.answer(query, state)).collect()
+    }
+}
+
+/// Entity states and pending timers held in memory: a simulation's.
+#[derive(Default)]
+pub struct InMemory {
+    /// By key, in key order.
+    pub entities: std::collections::BTreeMap<String, EntityState>,
+    /// Pending timers by entity, soonest first.
+    pub timers: HashMap<String, Vec<TimerRecord>>,
+}
+
+impl EntitySource for InMemory {
+    fn scan(&self, kind: &str, visit: &mut dyn FnMut(EntityState) -> bool) -> Result<(), String> {
+        let from = format!("{kind}/");
+        for (_, state) in self
+            .entities
+            .range(from.clone()..)
+            .take_while(|(key, _)| key.starts_with(&from))
+        {
+            if !visit(state.clone()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn pending_timers(&self, entity: &str) -> Result<Vec<TimerRecord>, String> {
+        Ok(self.timers.get(entity).cloned().unwrap_or_default())
+    }
+}
