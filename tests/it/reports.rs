@@ -287,18 +287,39 @@ fn bad_report_parameters_exit_2_naming_the_valid_ones() {
     }
 }
 
+fn digest_workspace() -> Workspace {
+    let digest =
+        std::fs::read_to_string(repo_root().join("rules/review_point_digest.rhai")).unwrap();
+    Workspace::new(
+        &[("review_point_digest", &digest)],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-27T09:00:00Z\"\n",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_review_point_digest_reads_the_whole_team_live_and_in_replay() {
+    let ws = digest_workspace();
+    let daemon = ws.start();
+    digest_scenario(&ws, &daemon, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_review_point_digest_reads_the_whole_team_on_postgres() {
+    let Some(db) = TestDatabase::create("a_review_point_digest_reads_the_whole_team_on_postgres")
+    else {
+        return;
+    };
+    let ws = digest_workspace();
+    db.configure(&ws, "5s");
+    let daemon = ws.start_with_env(&db.env());
+    digest_scenario(&ws, &daemon, &db.env()).await;
+}
+
 /// The Monday review point's digest (rules/review_point_digest.rhai) reads
 /// the team's tasks through `entities(..)`: live, the states as of its
 /// event (every earlier event's results committed first, even those
 /// processed in the same batch), and in a replay of the journal the same.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_review_point_digest_reads_the_whole_team_live_and_in_replay() {
-    let digest = std::fs::read_to_string(repo_root().join("rules/review_point_digest.rhai")).unwrap();
-    let ws = Workspace::new(
-        &[("review_point_digest", &digest)],
-        "[clock]\nmode = \"manual\"\nstart = \"2026-11-27T09:00:00Z\"\n",
-    );
-    let daemon = ws.start();
+async fn digest_scenario(ws: &Workspace, daemon: &Daemon, env: &[(&str, &str)]) {
     let task = |id: &str, subject: &str, data: Value| {
         crate::support::event(id, "task.updated", subject, data)
     };
@@ -326,7 +347,7 @@ async fn a_review_point_digest_reads_the_whole_team_live_and_in_replay() {
         "Review point: 1 blocked, 0 handoffs waiting over 48h\nana:\n  blocked 0h: task/T-1 (blocked)",
         "{trail:#}"
     );
-    set_clock(&daemon, "2026-11-30T09:00:00Z").await;
+    set_clock(daemon, "2026-11-30T09:00:00Z").await;
     let review = crate::support::event("rw-1", "review.weekly", "review/weekly", json!({}));
     let later = task("t5", "task/T-1", json!({"stage": "in progress"}));
     let (status, body) = daemon
@@ -352,7 +373,12 @@ async fn a_review_point_digest_reads_the_whole_team_live_and_in_replay() {
         .wait_for_trail("t5", |t| !t["processed_at_ms"].is_null())
         .await;
 
-    let out = ws.converge(&["replay", "--from-journal", "--json", "--quiet"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["replay", "--from-journal", "--json", "--quiet", "--config"])
+        .arg(ws.config())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let replayed: Vec<Value> = stdout
@@ -361,7 +387,7 @@ async fn a_review_point_digest_reads_the_whole_team_live_and_in_replay() {
         .filter(|l| l["event"] == "rw-0" || l["event"] == "rw-1")
         .collect();
     assert_eq!(replayed.len(), 2, "{stdout}");
-    assert_eq!(replayed[0]["decision"]["message"], trail_message(&daemon, "rw-0").await);
+    assert_eq!(replayed[0]["decision"]["message"], trail_message(daemon, "rw-0").await);
     assert_eq!(replayed[1]["decision"]["message"], expected);
 }
 
