@@ -39,8 +39,8 @@ async fn set_clock(daemon: &Daemon, to: &str) {
     assert_eq!(status, 200, "{body}");
 }
 
-/// Each event at its own time on the daemon's clock, then the clock at the
-/// month's end once every event is processed.
+/// Each event at its own time on the daemon's clock, until every event is
+/// processed; the clock stays at the last event's time.
 async fn play_the_month(daemon: &Daemon) {
     let events = month_events();
     for event in &events {
@@ -52,7 +52,24 @@ async fn play_the_month(daemon: &Daemon) {
     daemon
         .wait_for_trail(last, |t| !t["processed_at_ms"].is_null())
         .await;
-    set_clock(daemon, "2026-12-01T00:00:00Z").await;
+}
+
+/// The headline gauges of `/metrics` right after the month's last event
+/// (2026-11-26T09:00Z): T-3 is blocked, and escalated without moving
+/// since; the one event of the last hour failed a rule.
+async fn check_the_gauges(daemon: &Daemon) {
+    let (status, text) = daemon.get("/metrics").await;
+    assert_eq!(status, 200);
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(gauge("converge_items_blocked"), 1.0);
+    assert_eq!(gauge("converge_escalations_open"), 1.0);
+    assert_eq!(gauge("converge_exception_rate_last_hour"), 1.0);
 }
 
 /// `(metric, slice, samples, median_hours, p85_hours, rate, blocked_now)` of each row.
@@ -212,6 +229,8 @@ async fn a_scripted_month_reports_the_numbers_worked_out_by_hand() {
     let ws = month_workspace();
     let daemon = ws.start();
     play_the_month(&daemon).await;
+    check_the_gauges(&daemon).await;
+    set_clock(&daemon, "2026-12-01T00:00:00Z").await;
     check_the_month(&ws, &daemon).await;
 
     // What a person reads, and what a spreadsheet or BI tool imports.
@@ -236,6 +255,8 @@ async fn a_scripted_month_reports_the_same_on_postgres() {
     db.configure(&ws, "5s");
     let daemon = ws.start_with_env(&db.env());
     play_the_month(&daemon).await;
+    check_the_gauges(&daemon).await;
+    set_clock(&daemon, "2026-12-01T00:00:00Z").await;
     // The commands read the database with its password from the environment.
     let with_password = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_converge"))

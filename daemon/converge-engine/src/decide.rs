@@ -274,11 +274,11 @@ impl Engine {
             }),
             None => {}
         }
-        let exception = !outcome.failures.is_empty()
-            || outcome
-                .decisions
-                .iter()
-                .any(|d| matches!(d.decision.kind, DecisionKind::Escalate { .. }));
+        let escalated = outcome
+            .decisions
+            .iter()
+            .any(|d| matches!(d.decision.kind, DecisionKind::Escalate { .. }));
+        let exception = escalated || !outcome.failures.is_empty();
         let released = outcome
             .releases
             .iter()
@@ -293,6 +293,7 @@ impl Engine {
                 event,
                 now,
                 exception,
+                escalated,
                 released,
                 gates: &*gates,
             },

@@ -261,6 +261,8 @@ pub struct Happened<'a> {
     pub now: DateTime<Utc>,
     /// A live `escalate` decision or a rule failure: an exception.
     pub exception: bool,
+    /// A live `escalate` decision about the entity.
+    pub escalated: bool,
     /// Channels of this campaign whose held (or own) send went out.
     pub released: Vec<&'a str>,
     pub gates: &'a Gates,
@@ -473,6 +475,16 @@ fn track(
         && let Some(since) = flow.blocked_since.take()
     {
         samples.push(level.sample(Metric::BlockedWork, now, seconds(since, now), owner, stage_before));
+    }
+
+    // An escalation stays open until the item moves.
+    if level.channel.is_none() {
+        if moved || owner_before != owner {
+            flow.escalated_since = None;
+        }
+        if happened.escalated {
+            flow.escalated_since.get_or_insert(now);
+        }
     }
 
     // The gate's history since the last launch.
@@ -909,6 +921,19 @@ mod tests {
         let values: Vec<f64> = item.of(Metric::ExceptionRate).iter().map(|s| s.0).collect();
         assert_eq!(values, vec![0.0, 1.0, 1.0, 0.0]);
         assert!(item.of(Metric::ExceptionRate).iter().all(|s| s.1 == Some("ana")));
+    }
+
+    #[test]
+    fn an_escalation_stays_open_until_the_item_moves() {
+        let escalate = ("escalate", r#"if event.type == "stalled" { escalate("ops", "stalled"); }"#);
+        let mut item = Item::new(&[escalate]);
+        item.at(0.0, "task/T-1", "task.created", json!({"stage": "review", "owner": "ana"}))
+            .at(1.0, "task/T-1", "stalled", json!({}))
+            .at(2.0, "task/T-1", "task.comment_added", json!({}));
+        let since = item.state.as_ref().unwrap().flow.escalated_since;
+        assert_eq!(since, Some(start() + chrono::Duration::hours(1)));
+        item.stage(3.0, "approved");
+        assert_eq!(item.state.as_ref().unwrap().flow.escalated_since, None);
     }
 
     #[test]

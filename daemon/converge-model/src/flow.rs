@@ -42,6 +42,10 @@ pub struct Flow {
     /// Sends released again on a channel that had already sent.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub corrections: u32,
+    /// When a rule escalated the item, until it moves (its stage or owner
+    /// changes): an open escalation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_since: Option<DateTime<Utc>>,
 }
 
 fn is_zero(n: &u32) -> bool {

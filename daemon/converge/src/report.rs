@@ -199,6 +199,49 @@ pub fn compute(store: &dyn Backend, request: &ReportRequest) -> Result<Report, S
     assemble(request, blocked, |query| store.sample_groups(query))
 }
 
+/// The values `/metrics` shows as gauges.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Headline {
+    pub items_blocked: i64,
+    pub escalations_open: i64,
+    /// Over the hour before `now`; 0 without events.
+    pub exception_rate: f64,
+}
+
+/// Reads the headline values: a scan of every entity, and the exception
+/// samples of the last hour.
+pub fn headline(store: &dyn Backend, now: DateTime<Utc>) -> Result<Headline, StoreError> {
+    let mut items_blocked = 0;
+    let mut escalations_open = 0;
+    let mut after: Option<EntityKey> = None;
+    loop {
+        let page = store.entities_after(after.as_ref(), ENTITY_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key());
+        for entity in &page {
+            items_blocked += blocked_now(entity).len() as i64;
+            escalations_open += i64::from(entity.flow.escalated_since.is_some());
+        }
+        if page.len() < ENTITY_PAGE {
+            break;
+        }
+    }
+    let exceptions = store.sample_groups(&SampleQuery {
+        metric: Metric::ExceptionRate,
+        by: None,
+        since_ms: (now - Duration::hours(1)).timestamp_millis(),
+        until_ms: now.timestamp_millis() + 1,
+    })?;
+    let (samples, total) = exceptions
+        .iter()
+        .fold((0, 0.0), |(n, t), g| (n + g.samples, t + g.total));
+    Ok(Headline {
+        items_blocked,
+        escalations_open,
+        exception_rate: if samples > 0 { total / samples as f64 } else { 0.0 },
+    })
+}
+
 /// The same report from samples and entity states in memory (a replay's):
 /// grouped and counted exactly as the database does it.
 pub fn from_samples<'a>(

@@ -111,7 +111,17 @@ pub struct Metrics {
     pub outcomes_fenced: Counter,
     pub partitions_held: Gauge<i64, AtomicI64>,
     pub partition_takeovers: Counter,
+    /// The reports' headline values (docs/reports.md), read from the
+    /// database at most every [`HEADLINE_EVERY`] when `/metrics` is scraped.
+    pub items_blocked: Gauge<i64, AtomicI64>,
+    pub escalations_open: Gauge<i64, AtomicI64>,
+    pub exception_rate: Gauge<f64, AtomicU64>,
+    pub headline_read_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// How old the headline gauges may be when `/metrics` is scraped: reading
+/// them scans every entity, so a scrape every few seconds does not.
+pub const HEADLINE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabel {
@@ -345,6 +355,24 @@ impl Metrics {
             "Entity partitions this daemon took (at start, from a daemon that left or died, or rebalancing)",
             partition_takeovers.clone(),
         );
+        let items_blocked = Gauge::default();
+        registry.register(
+            "items_blocked",
+            "Items (entities and campaign channels) in a blocked stage now",
+            items_blocked.clone(),
+        );
+        let escalations_open = Gauge::default();
+        registry.register(
+            "escalations_open",
+            "Entities a rule escalated that have not moved (stage or owner) since",
+            escalations_open.clone(),
+        );
+        let exception_rate = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "exception_rate_last_hour",
+            "Share of the events of the last hour that raised an escalation or a rule failure",
+            exception_rate.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             events_accepted,
@@ -384,7 +412,21 @@ impl Metrics {
             outcomes_fenced,
             partitions_held,
             partition_takeovers,
+            items_blocked,
+            escalations_open,
+            exception_rate,
+            headline_read_at: Arc::new(std::sync::Mutex::new(None)),
         }
+    }
+
+    /// Whether the headline gauges are due for a new read (and marks them read).
+    pub fn headline_due(&self) -> bool {
+        let mut read_at = self.headline_read_at.lock().expect("headline lock");
+        let due = read_at.is_none_or(|at| at.elapsed() >= HEADLINE_EVERY);
+        if due {
+            *read_at = Some(std::time::Instant::now());
+        }
+        due
     }
 
     /// The Prometheus text exposition of every metric.

@@ -498,6 +498,23 @@ async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics
         .set_queue_depth("journal", state.journal.queue_depth());
+    if state.metrics.headline_due() {
+        let (reader, now) = (state.reader.clone(), state.clock.now());
+        let read = tokio::task::spawn_blocking(move || {
+            report::headline(&**reader.lock().expect("reader"), now)
+        })
+        .await;
+        match read {
+            Ok(Ok(headline)) => {
+                let metrics = &state.metrics;
+                metrics.items_blocked.set(headline.items_blocked);
+                metrics.escalations_open.set(headline.escalations_open);
+                metrics.exception_rate.set(headline.exception_rate);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the report gauges"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the report gauges"),
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
