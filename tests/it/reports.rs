@@ -244,6 +244,33 @@ async fn a_scripted_month_reports_the_numbers_worked_out_by_hand() {
         "month_by_campaign_json",
         report_text(&ws, &["--by", "campaign", "--format", "json"])
     );
+
+    // A team that names its review stage differently is told what its
+    // mapping misses, from the stages the entities have.
+    let out = ws.converge(&["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("report.stages"), "{stdout}");
+    std::fs::write(
+        ws.config(),
+        std::fs::read_to_string(ws.config()).unwrap()
+            + "\n[report.stages]\nreview = [\"Needs sign-off\"]\nblocked = [\"Stuck\"]\n",
+    )
+    .unwrap();
+    let out = ws.converge(&["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // The stages the entities have now: T-3 blocked, T-1 and T-2 done,
+    // both campaigns launched.
+    for expected in [
+        "warning: report.stages.review: no entity has any of the stages `Needs sign-off`; \
+         the stages in use are `Blocked`, `Done`, `Launched`",
+        "warning: report.stages.blocked: no entity has any of the stages `Stuck`; \
+         the stages in use are `Blocked`, `Done`, `Launched`",
+        "warning: stage `Blocked` (1 item) has no role in [report.stages], so it moves no metric",
+    ] {
+        assert!(stdout.contains(expected), "{expected}\nnot in\n{stdout}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

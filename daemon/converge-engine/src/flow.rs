@@ -127,6 +127,8 @@ pub fn normalize_stage(stage: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct StageRoles {
     roles: HashMap<String, Role>,
+    /// The roles the config lists, with their names as written.
+    listed: Vec<(Role, Vec<String>)>,
     /// The field holding an item's planned launch (`launch_at`): a channel's
     /// own, else the campaign's.
     pub planned_field: String,
@@ -175,6 +177,7 @@ impl StageRoles {
         }
         Ok(StageRoles {
             roles: by_name,
+            listed: Vec::new(),
             planned_field: "launch_at".into(),
             actor_field: "actor".into(),
             approval_field: "approval".into(),
@@ -200,7 +203,14 @@ impl StageRoles {
                 roles.push((role, defaults));
             }
         }
-        StageRoles::new(roles)
+        let mut stage_roles = StageRoles::new(roles)?;
+        stage_roles.listed = listed;
+        Ok(stage_roles)
+    }
+
+    /// The roles the config lists, with their names as written.
+    pub fn listed(&self) -> &[(Role, Vec<String>)] {
+        &self.listed
     }
 
     pub fn role(&self, stage: Option<&str>) -> Option<Role> {

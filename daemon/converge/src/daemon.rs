@@ -561,6 +561,25 @@ async fn shutdown_signal() -> &'static str {
 }
 
 /// `converge check`: every problem of a config, its rules and its plugins.
+/// The stage roles compared with the stages of the entities in the
+/// database, when there is one to read.
+fn stage_roles_against_the_database(config: &Config) -> Vec<String> {
+    let location = &config.storage.location;
+    if let converge_store::Location::Sqlite { path, .. } = location
+        && !path.exists()
+    {
+        return vec!["stage roles: no database yet to compare them with".into()];
+    }
+    match converge_store::Store::open_reader(location)
+        .and_then(|store| crate::report::stage_role_warnings(&*store, &config.report))
+    {
+        Ok(warnings) => warnings.into_iter().map(|w| format!("warning: {w}")).collect(),
+        Err(e) => vec![format!(
+            "stage roles: cannot read the entities of {location} to compare them with: {e}"
+        )],
+    }
+}
+
 pub async fn check(config_path: &Path) -> Result<Vec<String>, Vec<String>> {
     let config = Config::load(config_path, &|name| std::env::var(name).ok())
         .map_err(|e| vec![e.to_string()])?;
@@ -603,6 +622,7 @@ pub async fn check(config_path: &Path) -> Result<Vec<String>, Vec<String>> {
         Err(e) => errors.push(format!("{e:#}")),
     }
     report.push(format!("{} route(s)", config.routes.len()));
+    report.extend(stage_roles_against_the_database(&config));
     if errors.is_empty() {
         Ok(report)
     } else {

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
-use converge_engine::blocked_now;
+use converge_engine::flow::normalize_stage;
+use converge_engine::{StageRoles, blocked_now};
 use converge_model::{EntityKey, EntityState, Metric, MetricShape, Sample, Slice};
 use converge_store::{Backend, SampleGroup, SampleQuery, StoreError};
 use serde::Serialize;
@@ -197,6 +198,67 @@ pub fn compute(store: &dyn Backend, request: &ReportRequest) -> Result<Report, S
         None
     };
     assemble(request, blocked, |query| store.sample_groups(query))
+}
+
+/// What `converge check` says about the stage roles against the stages the
+/// entities have: a configured role none of whose names any entity has,
+/// and each stage in use that has no role (it moves no metric).
+pub fn stage_role_warnings(
+    store: &dyn Backend,
+    roles: &StageRoles,
+) -> Result<Vec<String>, StoreError> {
+    let mut seen: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut after: Option<EntityKey> = None;
+    loop {
+        let page = store.entities_after(after.as_ref(), ENTITY_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key());
+        let stages = page.iter().flat_map(|entity| {
+            entity
+                .stage
+                .iter()
+                .chain(entity.channels.values().filter_map(|c| c.stage.as_ref()))
+        });
+        for stage in stages {
+            seen.entry(normalize_stage(stage))
+                .or_insert_with(|| (stage.clone(), 0))
+                .1 += 1;
+        }
+        if page.len() < ENTITY_PAGE {
+            break;
+        }
+    }
+    let mut warnings = Vec::new();
+    if seen.is_empty() {
+        return Ok(warnings);
+    }
+    let in_use: Vec<&str> = seen.values().map(|(name, _)| name.as_str()).collect();
+    for (role, names) in roles.listed() {
+        if !names.iter().any(|name| seen.contains_key(&normalize_stage(name))) {
+            warnings.push(format!(
+                "report.stages.{}: no entity has any of the stages {}; the stages in use are {}",
+                role.name(),
+                quoted(names.iter().map(String::as_str)),
+                quoted(in_use.iter().copied())
+            ));
+        }
+    }
+    for (name, count) in seen.values() {
+        if roles.role(Some(name)).is_none() {
+            warnings.push(format!(
+                "stage `{name}` ({count} {}) has no role in [report.stages], so it moves no metric",
+                if *count == 1 { "item" } else { "items" }
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The values `/metrics` shows as gauges.
