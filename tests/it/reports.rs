@@ -214,6 +214,36 @@ async fn check_the_month(ws: &Workspace, daemon: &Daemon) {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("a report is by owner, campaign, channel, stage, week"), "{body}");
 
+    // The month's decisions and failures, for a spreadsheet or a BI tool.
+    let export = |since: &str| -> Vec<Value> {
+        let out = ws.converge(&["export", "--since", since, "--until", MONTH.1]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let exported = export(MONTH.0);
+    let summary: Vec<(&str, &str, &str)> = exported
+        .iter()
+        .map(|l| {
+            (
+                l["event"]["id"].as_str().unwrap(),
+                l["rule"].as_str().unwrap(),
+                l["decision"]["kind"].as_str().or(l["failure"].as_str().map(|_| "failure")).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![("m-25", "month", "hold_send"), ("m-27", "month", "escalate"), ("m-28", "month", "failure")]
+    );
+    assert_eq!(exported[0]["event"]["received_at"], "2026-11-23T10:00:00.000Z");
+    let at = exported[1]["trace"]["at"].as_str().unwrap();
+    assert!(at.ends_with("month.rhai:5:5"), "{:#}", exported[1]);
+    assert_eq!(export("2026-11-26").len(), 1);
+
     // Replaying the journal computes the same metrics.
     let out = ws.converge(&[
         "replay", "--from-journal", "--json", "--quiet", "--until", "2026-12-01T00:00:00Z",

@@ -14,8 +14,11 @@
 //! budget: refused requests (503 with Retry-After) are counted and sent
 //! again after the delay, and the peak RSS shows the memory bound.
 //!
-//! `converge-load soak` is the crash test for minutes: see `soak.rs`.
+//! `converge-load soak` is the crash test for minutes: see `soak.rs`;
+//! `converge-load report` times `converge report` on a large journal: see
+//! `report_scale.rs`.
 
+mod report_scale;
 mod soak;
 
 use std::collections::HashMap;
@@ -48,6 +51,9 @@ enum Mode {
     /// restarting it; check that nothing acknowledged is lost and nothing
     /// is applied twice, and print the counts.
     Soak(soak::SoakArgs),
+    /// Build a database of a year of processed events (1,000,000 by
+    /// default) and time `converge report` on it.
+    Report(report_scale::ReportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -114,6 +120,14 @@ async fn main() -> anyhow::Result<()> {
             converge.display()
         );
     }
+    let command = match command {
+        Some(Mode::Report(report)) => {
+            // Needs no plugin: only the converge binary.
+            return tokio::task::spawn_blocking(move || report_scale::run(report, &converge))
+                .await?;
+        }
+        command => command,
+    };
     let plugin = target.join("wasm32-wasip2/wasm/webhook_out.wasm");
     if !plugin.is_file() {
         bail!(

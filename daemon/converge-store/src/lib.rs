@@ -324,6 +324,11 @@ pub trait Backend: Send {
     /// order: ids are usually unique enough for `converge explain <id>`.
     fn find_event_trail(&self, id: &str) -> Result<Vec<EventTrail>, StoreError>;
 
+    /// The trails of up to `limit` events journaled after `after_seq`, in
+    /// `seq` order: the journal's decisions and actions a page at a time
+    /// (`converge export`).
+    fn trails_after(&self, after_seq: i64, limit: usize) -> Result<Vec<EventTrail>, StoreError>;
+
     /// The trails of up to `limit` events whose `subject` is `subject` (an
     /// entity key, `campaign/c-42`), journaled after `after_seq`, in `seq`
     /// order: an entity's audit trail, a page at a time (the next page starts

@@ -84,6 +84,9 @@ enum Command {
     /// blocked work, rework, launch reliability...) over a period, whole or
     /// by owner, campaign, channel, stage or week.
     Report(report::ReportArgs),
+    /// The decisions (with their traces) and actions (with their outcomes)
+    /// of the events received in a period, one JSON object per line.
+    Export(report::ExportArgs),
     /// The open convergence gates (campaigns with held sends): channels,
     /// reasons, held sends, overrides; `gates override` releases a gate.
     Gates(gates::GatesArgs),
@@ -125,6 +128,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => return explain::run(&args),
         Command::Replay(args) => return replay::run(args),
         Command::Report(args) => return report::run(&args),
+        Command::Export(args) => return report::export(&args),
         Command::Rules { command } => return rules_cli::run(command),
         command => command,
     };
@@ -187,6 +191,7 @@ pub fn main() -> ExitCode {
             Command::Explain(_)
             | Command::Replay(_)
             | Command::Report(_)
+            | Command::Export(_)
             | Command::Rules { .. } => {
                 unreachable!("run before the runtime starts")
             }

@@ -777,3 +777,122 @@ mod tests {
         assert!("xml".parse::<Format>().unwrap_err().contains("table, csv or json"));
     }
 }
+
+/// `converge export`: the decisions and actions of a period as NDJSON.
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    #[arg(long, short, default_value = "config/converge.toml")]
+    config: PathBuf,
+    /// Start of the period (events received from then on), in the forms of
+    /// `converge report`. Default: 28 days ago.
+    #[arg(long)]
+    since: Option<String>,
+    /// End of the period (not included). Default: now.
+    #[arg(long)]
+    until: Option<String>,
+}
+
+/// Trails read per query while exporting.
+const EXPORT_PAGE: usize = 500;
+
+pub fn export(args: &ExportArgs) -> ExitCode {
+    let now = Utc::now();
+    let request = match ReportRequest::parse(
+        None,
+        None,
+        args.since.as_deref(),
+        args.until.as_deref(),
+        now,
+    ) {
+        Ok(request) => request,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Invalid.into();
+        }
+    };
+    let config = match Config::load(&args.config, &|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Invalid.into();
+        }
+    };
+    let database = &config.storage.location;
+    let store = match converge_store::Store::open_reader(database) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: cannot read {database}: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match export_lines(&*store, &request, &mut out) {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Failure.into()
+        }
+    }
+}
+
+/// One line per decision of the events received in the period, in journal
+/// order: the event (`seq`, `id`, `type`, `subject`, `received_at`), the
+/// rule, the decision and its trace, `shadow`, and its actions with their
+/// outcome; and one per rule failure (`failure` in place of `decision`).
+fn export_lines(
+    store: &dyn Backend,
+    request: &ReportRequest,
+    out: &mut impl std::io::Write,
+) -> Result<(), String> {
+    let (since, until) = (
+        request.since.timestamp_millis(),
+        request.until.timestamp_millis(),
+    );
+    let time = |ms: i64| {
+        DateTime::<Utc>::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    };
+    let mut after = 0;
+    loop {
+        let trails = store
+            .trails_after(after, EXPORT_PAGE)
+            .map_err(|e| format!("cannot read the journal: {e}"))?;
+        let Some(last) = trails.last() else { break };
+        after = last.seq;
+        for trail in trails.iter().filter(|t| (since..until).contains(&t.received_at_ms)) {
+            let event = serde_json::json!({
+                "seq": trail.seq,
+                "id": trail.id,
+                "source": trail.source,
+                "type": trail.ty,
+                "subject": trail.subject,
+                "received_at": time(trail.received_at_ms),
+            });
+            for decision in &trail.decisions {
+                let line = serde_json::json!({
+                    "event": event,
+                    "rule": decision.decision.rule,
+                    "rule_hash": decision.decision.rule_hash,
+                    "decision": decision.decision.kind,
+                    "trace": decision.decision.trace,
+                    "shadow": decision.shadow,
+                    "actions": decision.actions,
+                });
+                writeln!(out, "{line}").map_err(|e| format!("cannot write: {e}"))?;
+            }
+            for failure in &trail.rule_failures {
+                let line = serde_json::json!({
+                    "event": event,
+                    "rule": failure.rule,
+                    "rule_hash": failure.rule_hash,
+                    "failure": failure.message,
+                });
+                writeln!(out, "{line}").map_err(|e| format!("cannot write: {e}"))?;
+            }
+        }
+        if trails.len() < EXPORT_PAGE {
+            break;
+        }
+    }
+    out.flush().map_err(|e| format!("cannot write: {e}"))
+}

@@ -172,6 +172,21 @@ impl Backend for PostgresStore {
         })
     }
 
+    fn trails_after(&self, after_seq: i64, limit: usize) -> Result<Vec<EventTrail>, StoreError> {
+        self.snapshot(|s| {
+            let heads = s.rows(
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after_seq, &sql_limit(limit)],
+                trail_head,
+            )?;
+            heads
+                .into_iter()
+                .map(|trail| complete_trail(s, trail))
+                .collect()
+        })
+    }
+
     fn subject_trails(
         &self,
         subject: &str,

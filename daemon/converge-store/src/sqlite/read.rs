@@ -154,6 +154,23 @@ impl Backend for SqliteStore {
         Ok(trails)
     }
 
+    fn trails_after(&self, after_seq: i64, limit: usize) -> Result<Vec<EventTrail>, StoreError> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let heads = snapshot
+            .prepare_cached(
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                 FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![after_seq, sql_limit(limit)], trail_head)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let trails = heads
+            .into_iter()
+            .map(|trail| self.complete_trail(trail))
+            .collect::<Result<_, _>>()?;
+        snapshot.finish()?;
+        Ok(trails)
+    }
+
     fn subject_trails(
         &self,
         subject: &str,
