@@ -69,7 +69,7 @@ pub use records::{
     DeadLetterChange, DeadLetterOp, DeadLetterOutcome, DecisionRecord, EventTrail, ExpectedArrival,
     Fence, FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
     LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind, PendingAction,
-    ProcessedEvent, RuleFailure, RuleNote, SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord,
+    OpenSpan, ProcessedEvent, RuleFailure, RuleNote, SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord,
     WriteBatch, WriteResult,
 };
 
@@ -279,6 +279,16 @@ pub trait Backend: Send {
     /// The last committed states of those of `keys` any event was about,
     /// in no particular order: one read for a page of events' entities.
     fn entities(&self, keys: &[EntityKey]) -> Result<Vec<EntityState>, StoreError>;
+
+    /// [`Backend::entities_after`], only the entities with an open span of
+    /// this kind (in their own or a channel's `flow`), from a partial index:
+    /// "blocked now" and "open escalations" without reading every entity.
+    fn entities_with_open(
+        &self,
+        span: OpenSpan,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<EntityState>, StoreError>;
 
     /// Up to `limit` entities whose key (`kind/id`) sorts after `after`, in
     /// key order: walks every entity a page at a time.

@@ -635,6 +635,15 @@ impl PendingAction {
     }
 }
 
+/// An open span an entity's `flow` records, which the store indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenSpan {
+    /// `blocked_since`: the entity or one of its channels is blocked.
+    Blocked,
+    /// `escalated_since`: escalated and not moved since.
+    Escalated,
+}
+
 /// Which samples a report reads: one metric, within `[since_ms, until_ms)`,
 /// grouped by one slice or not at all.
 #[derive(Debug, Clone, PartialEq)]

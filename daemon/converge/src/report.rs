@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use converge_engine::flow::normalize_stage;
 use converge_engine::{StageRoles, blocked_now};
 use converge_model::{EntityKey, EntityState, Metric, MetricShape, Sample, Slice};
-use converge_store::{Backend, SampleGroup, SampleQuery, StoreError};
+use converge_store::{Backend, OpenSpan, SampleGroup, SampleQuery, StoreError};
 use serde::Serialize;
 
 use crate::Exit;
@@ -183,16 +183,7 @@ pub struct Row {
 pub fn compute(store: &dyn Backend, request: &ReportRequest) -> Result<Report, StoreError> {
     let blocked = if request.counts_blocked_now() {
         let mut counter = BlockedCounter::new(request.by);
-        let mut after: Option<EntityKey> = None;
-        loop {
-            let page = store.entities_after(after.as_ref(), ENTITY_PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key());
-            page.iter().for_each(|entity| counter.add(entity));
-            if page.len() < ENTITY_PAGE {
-                break;
-            }
-        }
+        each_open(store, OpenSpan::Blocked, |entity| counter.add(entity))?;
         Some(counter.finish())
     } else {
         None
@@ -274,20 +265,13 @@ pub struct Headline {
 /// samples of the last hour.
 pub fn headline(store: &dyn Backend, now: DateTime<Utc>) -> Result<Headline, StoreError> {
     let mut items_blocked = 0;
+    each_open(store, OpenSpan::Blocked, |entity| {
+        items_blocked += blocked_now(entity).len() as i64;
+    })?;
     let mut escalations_open = 0;
-    let mut after: Option<EntityKey> = None;
-    loop {
-        let page = store.entities_after(after.as_ref(), ENTITY_PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key());
-        for entity in &page {
-            items_blocked += blocked_now(entity).len() as i64;
-            escalations_open += i64::from(entity.flow.escalated_since.is_some());
-        }
-        if page.len() < ENTITY_PAGE {
-            break;
-        }
-    }
+    each_open(store, OpenSpan::Escalated, |entity| {
+        escalations_open += i64::from(entity.flow.escalated_since.is_some());
+    })?;
     let exceptions = store.sample_groups(&SampleQuery {
         metric: Metric::ExceptionRate,
         by: None,
@@ -302,6 +286,26 @@ pub fn headline(store: &dyn Backend, now: DateTime<Utc>) -> Result<Headline, Sto
         escalations_open,
         exception_rate: if samples > 0 { total / samples as f64 } else { 0.0 },
     })
+}
+
+/// Calls `each` with every entity that has an open span of this kind.
+fn each_open(
+    store: &dyn Backend,
+    span: OpenSpan,
+    mut each: impl FnMut(&EntityState),
+) -> Result<(), StoreError> {
+    let mut after: Option<EntityKey> = None;
+    loop {
+        let page = store.entities_with_open(span, after.as_ref(), ENTITY_PAGE)?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some(last.key());
+        page.iter().for_each(&mut each);
+        if page.len() < ENTITY_PAGE {
+            return Ok(());
+        }
+    }
 }
 
 /// The same report from samples and entity states in memory (a replay's):

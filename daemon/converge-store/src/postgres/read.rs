@@ -14,8 +14,8 @@ use crate::records::{
     RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{
-    Backend, LeaseRecord, PARTITIONS, SampleGroup, SampleQuery, StoreError, WriteBatch,
-    WriteResult, group_durations, order_groups,
+    Backend, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery, StoreError,
+    WriteBatch, WriteResult, group_durations, order_groups,
 };
 
 impl Backend for PostgresStore {
@@ -76,6 +76,38 @@ impl Backend for PostgresStore {
                 &[&after, &sql_limit(limit)],
                 |row| row.try_get::<_, String>(0),
             )
+        })?;
+        Ok(states
+            .iter()
+            .map(|s| serde_json::from_str(s))
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn entities_with_open(
+        &self,
+        span: OpenSpan,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<EntityState>, StoreError> {
+        let after = after.map(EntityKey::to_string).unwrap_or_default();
+        let params: [&(dyn postgres::types::ToSql + Sync); 2] = [&after, &sql_limit(limit)];
+        let states = self.run(|s| {
+            // Literal conditions, so the planner can use the partial index they define.
+            let decode = |row: &Row| row.try_get::<_, String>(0);
+            match span {
+                OpenSpan::Blocked => s.rows(
+                    "SELECT state FROM entities
+                     WHERE strpos(state, '\"blocked_since\"') > 0 AND key > $1 ORDER BY key LIMIT $2",
+                    &params,
+                    decode,
+                ),
+                OpenSpan::Escalated => s.rows(
+                    "SELECT state FROM entities
+                     WHERE strpos(state, '\"escalated_since\"') > 0 AND key > $1 ORDER BY key LIMIT $2",
+                    &params,
+                    decode,
+                ),
+            }
         })?;
         Ok(states
             .iter()

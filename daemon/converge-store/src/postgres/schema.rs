@@ -219,6 +219,10 @@ const MIGRATIONS: &[&str] = &[
         stage     text COLLATE "C"
     );
     CREATE INDEX metric_samples_by_metric ON metric_samples (metric, at_ms);
+    -- The entities with an open block or escalation in their flow: what
+    -- "blocked now" and "open escalations" read.
+    CREATE INDEX entities_blocked ON entities (key) WHERE strpos(state, '"blocked_since"') > 0;
+    CREATE INDEX entities_escalated ON entities (key) WHERE strpos(state, '"escalated_since"') > 0;
     CREATE VIEW report_samples AS
         SELECT metric,
                to_timestamp(at_ms / 1000.0) AS at,

@@ -12,9 +12,10 @@ use crate::records::{
     RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{
-    Backend, LeaseRecord, SampleGroup, SampleQuery, StoreError, WriteBatch, WriteResult,
-    group_durations, order_groups,
+    Backend, LeaseRecord, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch,
+    WriteResult, order_groups,
 };
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// A `limit` as SQLite takes it; anything past `i64::MAX` is no limit anyway.
@@ -81,6 +82,35 @@ impl Backend for SqliteStore {
             .query_map(params![after, sql_limit(limit)], |row| {
                 row.get::<_, String>(0)
             })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(states
+            .iter()
+            .map(|s| serde_json::from_str(s))
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn entities_with_open(
+        &self,
+        span: OpenSpan,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<EntityState>, StoreError> {
+        // Literal conditions, so SQLite picks the partial index they define.
+        let sql = match span {
+            OpenSpan::Blocked => {
+                "SELECT state FROM entities INDEXED BY entities_blocked
+                 WHERE instr(state, '\"blocked_since\"') > 0 AND key > ?1 ORDER BY key LIMIT ?2"
+            }
+            OpenSpan::Escalated => {
+                "SELECT state FROM entities INDEXED BY entities_escalated
+                 WHERE instr(state, '\"escalated_since\"') > 0 AND key > ?1 ORDER BY key LIMIT ?2"
+            }
+        };
+        let after = after.map(EntityKey::to_string).unwrap_or_default();
+        let states = self
+            .conn
+            .prepare_cached(sql)?
+            .query_map(params![after, sql_limit(limit)], |row| row.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(states
             .iter()
@@ -301,43 +331,73 @@ impl Backend for SqliteStore {
     }
 
     fn sample_groups(&self, query: &SampleQuery) -> Result<Vec<SampleGroup>, StoreError> {
-        // The slice is a parameter, so one prepared statement serves every slice.
-        let by = query.by.map_or("", |slice| slice.name());
-        let params = params![query.metric.name(), by, query.since_ms, query.until_ms];
-        if query.metric.shape() == MetricShape::Duration {
-            let mut statement = self.conn.prepare_cached(
-                "SELECT CASE ?2 WHEN 'owner' THEN owner WHEN 'campaign' THEN campaign
-                            WHEN 'channel' THEN channel WHEN 'stage' THEN stage
-                            WHEN 'week' THEN week END AS slice,
-                        value
-                 FROM metric_samples
-                 WHERE metric = ?1 AND at_ms >= ?3 AND at_ms < ?4
-                 ORDER BY slice, value",
-            )?;
-            let rows = statement
-                .query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<Result<Vec<(Option<String>, f64)>, _>>()?;
-            return Ok(group_durations(rows));
-        }
-        let mut statement = self.conn.prepare_cached(
-            "SELECT CASE ?2 WHEN 'owner' THEN owner WHEN 'campaign' THEN campaign
-                        WHEN 'channel' THEN channel WHEN 'stage' THEN stage
-                        WHEN 'week' THEN week END AS slice,
-                    count(*), total(value)
-             FROM metric_samples
-             WHERE metric = ?1 AND at_ms >= ?3 AND at_ms < ?4
-             GROUP BY slice",
-        )?;
-        let mut groups = statement
-            .query_map(params, |row| {
-                Ok(SampleGroup {
-                    slice: row.get(0)?,
-                    samples: row.get(1)?,
-                    total: row.get(2)?,
+        let duration = query.metric.shape() == MetricShape::Duration;
+        let range = params![query.metric.name(), query.since_ms, query.until_ms];
+        if query.by.is_none() && !duration {
+            let (samples, total): (i64, f64) = self
+                .conn
+                .prepare_cached(
+                    "SELECT count(*), total(value) FROM metric_samples
+                     WHERE metric = ?1 AND at_ms >= ?2 AND at_ms < ?3",
+                )?
+                .query_row(range, |row| Ok((row.get(0)?, row.get(1)?)))?;
+            return Ok(if samples == 0 {
+                Vec::new()
+            } else {
+                vec![SampleGroup {
+                    slice: None,
+                    samples,
+                    total,
                     values: Vec::new(),
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+                }]
+            });
+        }
+        // Grouped here rather than by SQL: SQLite would sort every row of
+        // the range for GROUP BY or ORDER BY, which costs three times the
+        // scan. The slice is a parameter, so one statement serves them all.
+        let mut statement = self.conn.prepare_cached(
+            "SELECT CASE ?4 WHEN 'owner' THEN owner WHEN 'campaign' THEN campaign
+                        WHEN 'channel' THEN channel WHEN 'stage' THEN stage
+                        WHEN 'week' THEN week END,
+                    value
+             FROM metric_samples
+             WHERE metric = ?1 AND at_ms >= ?2 AND at_ms < ?3",
+        )?;
+        let by = query.by.map_or("", |slice| slice.name());
+        let mut rows = statement.query(params![
+            query.metric.name(),
+            query.since_ms,
+            query.until_ms,
+            by
+        ])?;
+        let mut unsliced: Option<SampleGroup> = None;
+        let mut sliced: HashMap<String, SampleGroup> = HashMap::new();
+        while let Some(row) = rows.next()? {
+            let value: f64 = row.get(1)?;
+            let slice = row
+                .get_ref(0)?
+                .as_str_or_null()
+                .map_err(rusqlite::Error::from)?;
+            let group = match slice {
+                None => unsliced.get_or_insert_with(SampleGroup::default),
+                Some(slice) => match sliced.get_mut(slice) {
+                    Some(group) => group,
+                    None => sliced.entry(slice.to_string()).or_insert_with(|| SampleGroup {
+                        slice: Some(slice.to_string()),
+                        ..SampleGroup::default()
+                    }),
+                },
+            };
+            group.samples += 1;
+            group.total += value;
+            if duration {
+                group.values.push(value);
+            }
+        }
+        let mut groups: Vec<SampleGroup> = sliced.into_values().chain(unsliced).collect();
+        for group in &mut groups {
+            group.values.sort_unstable_by(f64::total_cmp);
+        }
         order_groups(&mut groups);
         Ok(groups)
     }

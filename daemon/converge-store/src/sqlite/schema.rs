@@ -238,22 +238,28 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX rule_notes_by_event ON rule_notes (event_seq);
     ",
     // 9: the metrics' samples (docs/reports.md), and the views BI tools read.
-    // No reference to `events`: samples outlive pruned events.
+    // No reference to `events`: samples outlive pruned events. Clustered by
+    // metric and time, so a report reads one contiguous range per metric
+    // (the `n`th sample of its event keeps the key unique).
     "
     CREATE TABLE metric_samples (
-        id        INTEGER PRIMARY KEY,
-        event_seq INTEGER NOT NULL,
         metric    TEXT NOT NULL,
         at_ms     INTEGER NOT NULL,
+        event_seq INTEGER NOT NULL,
+        n         INTEGER NOT NULL,
         week      TEXT NOT NULL,
         value     REAL NOT NULL,
         entity    TEXT NOT NULL,
         campaign  TEXT,
         owner     TEXT,
         channel   TEXT,
-        stage     TEXT
-    );
-    CREATE INDEX metric_samples_by_metric ON metric_samples (metric, at_ms);
+        stage     TEXT,
+        PRIMARY KEY (metric, at_ms, event_seq, n)
+    ) WITHOUT ROWID;
+    -- The entities with an open block or escalation in their flow: what
+    -- \"blocked now\" and \"open escalations\" read.
+    CREATE INDEX entities_blocked ON entities (key) WHERE instr(state, '\"blocked_since\"') > 0;
+    CREATE INDEX entities_escalated ON entities (key) WHERE instr(state, '\"escalated_since\"') > 0;
     CREATE VIEW report_samples AS
         SELECT metric,
                strftime('%Y-%m-%dT%H:%M:%fZ', at_ms / 1000.0, 'unixepoch') AS at,

@@ -216,14 +216,15 @@ fn record_processed(
         }
     }
 
-    for sample in &processed.samples {
+    for (n, sample) in processed.samples.iter().enumerate() {
         tx.prepare_cached(
             "INSERT INTO metric_samples
-             (event_seq, metric, at_ms, week, value, entity, campaign, owner, channel, stage)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             (event_seq, n, metric, at_ms, week, value, entity, campaign, owner, channel, stage)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             seq,
+            n as i64,
             sample.metric.name(),
             sample.at.timestamp_millis(),
             sample.week().to_string(),
