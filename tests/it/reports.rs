@@ -301,6 +301,38 @@ async fn a_scripted_month_reports_the_numbers_worked_out_by_hand() {
     ] {
         assert!(stdout.contains(expected), "{expected}\nnot in\n{stdout}");
     }
+
+    // Rebuilding from the journal: refused while the daemon runs; then the
+    // same numbers with the same roles, and new ones with new roles.
+    let running = ws.converge(&["report", "--rebuild"]);
+    assert_eq!(running.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&running.stderr);
+    assert!(stderr.contains("stop it before --rebuild"), "{stderr}");
+    daemon.terminate();
+    ws.edit_config(
+        "\n[report.stages]\nreview = [\"Needs sign-off\"]\nblocked = [\"Stuck\"]\n",
+        "",
+    );
+    let report = report_json(&ws, &["--rebuild"]);
+    assert_eq!(lines(&report["rows"]), the_month(), "{report:#}");
+    // With "Changes Requested" a blocked stage, T-1's first review is not
+    // sent back: it runs from Nov 3 09:00 to its approval on Nov 4 13:00
+    // (28h), with 18h blocked in between. Review times [2, 24, 28]: median
+    // 24, p85 24 + 0.7*4; blocked spans [18, 36]: median 27, p85 18 +
+    // 0.85*18; every first review passes; no finish went back.
+    std::fs::write(
+        ws.config(),
+        std::fs::read_to_string(ws.config()).unwrap()
+            + "\n[report.stages]\nblocked = [\"Blocked\", \"Changes Requested\"]\n",
+    )
+    .unwrap();
+    let report = report_json(&ws, &["--rebuild"]);
+    let mut expected = the_month();
+    expected[0] = line("review_time", None, 3, Some(24.0), Some(26.8), None, None);
+    expected[2] = line("blocked_work", None, 2, Some(27.0), Some(33.3), None, Some(1));
+    expected[3] = line("rework_rate", None, 4, None, None, Some(0.0), None);
+    expected[7] = line("approval_pass_rate", None, 3, None, None, Some(1.0), None);
+    assert_eq!(lines(&report["rows"]), expected, "{report:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -347,6 +379,18 @@ async fn a_scripted_month_reports_the_same_on_postgres() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(lines(&summary["summary"]["metrics"]), the_month(), "{stdout}");
+
+    // A rebuild waits for the daemons sharing the database to stop.
+    let out = with_password(&["report", "--rebuild"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stop them before --rebuild"));
+    daemon.terminate();
+    let out = with_password(&[
+        "report", "--rebuild", "--since", MONTH.0, "--until", MONTH.1, "--format", "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(lines(&report["rows"]), the_month(), "{report:#}");
 }
 
 #[test]

@@ -30,6 +30,13 @@ pub struct Engine {
     pub stages: StageRoles,
 }
 
+/// Where an event's decisions come from.
+enum Deciding<'r> {
+    Rules(Rules<'r>),
+    /// What the daemon recorded when it processed the event.
+    Recorded(Evaluation),
+}
+
 /// One compiled version of the rules: the live ones, then the shadow ones.
 #[derive(Clone, Copy)]
 pub struct Rules<'r> {
@@ -152,6 +159,30 @@ impl Engine {
         input: Input<'_>,
         gates: &mut Gates,
     ) -> Result<Outcome, String> {
+        self.run(Deciding::Rules(rules), input, gates)
+    }
+
+    /// [`Engine::decide`] with the live decisions and rule failures the
+    /// daemon recorded for the event instead of running rules: the same
+    /// states, gates and metric samples as when it was processed, whatever
+    /// the rules are now (`converge report --rebuild`). A person's override
+    /// is decided from its event again, so its recorded decisions are left
+    /// out here.
+    pub fn redecide(
+        &self,
+        recorded: Evaluation,
+        input: Input<'_>,
+        gates: &mut Gates,
+    ) -> Result<Outcome, String> {
+        self.run(Deciding::Recorded(recorded), input, gates)
+    }
+
+    fn run(
+        &self,
+        deciding: Deciding<'_>,
+        input: Input<'_>,
+        gates: &mut Gates,
+    ) -> Result<Outcome, String> {
         let Input {
             seq,
             event,
@@ -170,31 +201,48 @@ impl Engine {
             }
             state
         });
-        let gate = gates.rule_view(campaign.as_deref());
-        // Built only for the events a querying rule handles.
-        let queries = rules.live.queries_for(&event.ty)
-            || rules.shadow.is_some_and(|s| s.queries_for(&event.ty));
-        let world: Option<Arc<dyn World>> = match entities {
-            Some(source) if queries => Some(Arc::new(QueryWorld::new(
-                source,
-                entity.clone(),
-                gates,
-                self.stages.clone(),
-                now,
-            ))),
-            _ => None,
-        };
-        let evaluation =
-            rules
-                .live
-                .evaluate_in(event, entity.as_mut(), now, gate.as_ref(), world.clone());
-        // Shadow rules change only a copy of the state, which is dropped.
-        let shadow = match rules.shadow {
-            Some(shadow) if !shadow.rules().is_empty() => {
-                let mut scratch = entity.clone();
-                shadow.evaluate_in(event, scratch.as_mut(), now, gate.as_ref(), world)
+        let (evaluation, shadow) = match deciding {
+            Deciding::Rules(rules) => {
+                let gate = gates.rule_view(campaign.as_deref());
+                // Built only for the events a querying rule handles.
+                let queries = rules.live.queries_for(&event.ty)
+                    || rules.shadow.is_some_and(|s| s.queries_for(&event.ty));
+                let world: Option<Arc<dyn World>> = match entities {
+                    Some(source) if queries => Some(Arc::new(QueryWorld::new(
+                        source,
+                        entity.clone(),
+                        gates,
+                        self.stages.clone(),
+                        now,
+                    ))),
+                    _ => None,
+                };
+                let evaluation = rules.live.evaluate_in(
+                    event,
+                    entity.as_mut(),
+                    now,
+                    gate.as_ref(),
+                    world.clone(),
+                );
+                // Shadow rules change only a copy of the state, which is dropped.
+                let shadow = match rules.shadow {
+                    Some(shadow) if !shadow.rules().is_empty() => {
+                        let mut scratch = entity.clone();
+                        shadow.evaluate_in(event, scratch.as_mut(), now, gate.as_ref(), world)
+                    }
+                    _ => Evaluation::default(),
+                };
+                (evaluation, shadow)
             }
-            _ => Evaluation::default(),
+            Deciding::Recorded(mut recorded) => {
+                recorded.decisions.retain(|d| d.rule != OVERRIDE_RULE);
+                if let Some(state) = entity.as_mut() {
+                    for decision in &recorded.decisions {
+                        converge_rules::apply(state, &decision.kind, now);
+                    }
+                }
+                (recorded, Evaluation::default())
+            }
         };
 
         let mut outcome = Outcome {

@@ -516,8 +516,9 @@ fn calls_entities(source: &str) -> bool {
 }
 
 /// Applies a state-changing decision to the entity; the others change
-/// nothing here. Returns whether the state changed.
-fn apply(state: &mut EntityState, kind: &DecisionKind, now: DateTime<Utc>) -> bool {
+/// nothing here. Returns whether the state changed. The engine uses it to
+/// apply decisions recorded earlier (`converge report --rebuild`).
+pub fn apply(state: &mut EntityState, kind: &DecisionKind, now: DateTime<Utc>) -> bool {
     use serde_json::Value;
     match kind {
         DecisionKind::SetField { field, value } => state.set(field, value.clone(), now),

@@ -60,7 +60,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use converge_model::{EntityKey, EntityState};
+use converge_model::{EntityKey, EntityState, Sample};
 use sha2::{Digest, Sha256};
 
 pub use error::StoreError;
@@ -255,6 +255,15 @@ pub trait Backend: Send {
     /// All or nothing: on any error the whole batch is rolled back, appends
     /// included, and the store is as it was.
     fn write(&mut self, batch: &WriteBatch) -> Result<WriteResult, StoreError>;
+
+    /// Replaces every metric sample with `samples` (each with the `seq` of
+    /// the event that finished it) and the states of `entities` (those that
+    /// exist) in one transaction: `converge report --rebuild`.
+    fn replace_samples(
+        &mut self,
+        samples: &[(i64, Vec<Sample>)],
+        entities: &[EntityState],
+    ) -> Result<(), StoreError>;
 
     // ---- the journal ----
 

@@ -50,6 +50,10 @@ pub struct ReportArgs {
     /// table (for people), csv or json.
     #[arg(long, default_value = "table")]
     format: String,
+    /// First compute every sample again from the journal (after a change
+    /// of `[report]`, or a restore); the daemon must be stopped.
+    #[arg(long)]
+    rebuild: bool,
 }
 
 /// What a report asks for, validated: the same for the command and the API.
@@ -708,6 +712,21 @@ pub fn run(args: &ReportArgs) -> ExitCode {
         }
     };
     let database = &config.storage.location;
+    if args.rebuild {
+        let rebuilt = converge_store::Store::open(database)
+            .map_err(|e| format!("cannot open {database}: {e}"))
+            .and_then(|mut store| rebuild(&mut store, &config));
+        match rebuilt {
+            Ok(rebuilt) => eprintln!(
+                "rebuilt {} metric samples from {} events ({} entities' flows)",
+                rebuilt.samples, rebuilt.events, rebuilt.entities
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Failure.into();
+            }
+        }
+    }
     let store = match converge_store::Store::open_reader(database) {
         Ok(store) => store,
         Err(e) => {
@@ -899,4 +918,153 @@ fn export_lines(
         }
     }
     out.flush().map_err(|e| format!("cannot write: {e}"))
+}
+
+/// Journal entries read per query while rebuilding.
+const REBUILD_PAGE: usize = 500;
+
+/// What a rebuild did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Rebuilt {
+    pub events: u64,
+    pub samples: u64,
+    pub entities: u64,
+}
+
+/// `converge report --rebuild`: every metric sample computed again from
+/// the journal, with the config's stage roles, by the engine on the
+/// decisions the daemon recorded (not on today's rules), and the entities'
+/// `flow` with them; the old samples replaced in one transaction. For a
+/// changed `[report]` config or a restored database. The daemon must be
+/// stopped: it writes samples and flows too.
+pub fn rebuild(store: &mut converge_store::Store, config: &Config) -> Result<Rebuilt, String> {
+    refuse_if_running(&**store, config)?;
+    let engine = converge_engine::Engine {
+        routes: Vec::new(),
+        max_emit_depth: config.rules.max_emit_depth,
+        stages: config.report.clone(),
+    };
+    let processed_up_to = if config.storage.location.is_shared() {
+        i64::MAX
+    } else {
+        store.processed_cursor().map_err(|e| e.to_string())?
+    };
+    let mut gates = converge_engine::Gates::default();
+    let mut states: std::collections::HashMap<EntityKey, EntityState> =
+        std::collections::HashMap::new();
+    let mut samples: Vec<(i64, Vec<Sample>)> = Vec::new();
+    let mut rebuilt = Rebuilt::default();
+    let mut after = 0;
+    loop {
+        let events = store
+            .events_after(after, REBUILD_PAGE)
+            .map_err(|e| format!("cannot read the journal: {e}"))?;
+        let Some(last) = events.last() else { break };
+        let trails: std::collections::HashMap<i64, converge_store::EventTrail> = store
+            .trails_after(after, REBUILD_PAGE)
+            .map_err(|e| format!("cannot read the journal: {e}"))?
+            .into_iter()
+            .map(|t| (t.seq, t))
+            .collect();
+        after = last.seq;
+        for journaled in &events {
+            let Some(trail) = trails.get(&journaled.seq) else {
+                continue;
+            };
+            // Not processed yet: the daemon will, and write its samples then.
+            if journaled.seq > processed_up_to || trail.processed_at_ms.is_none() {
+                continue;
+            }
+            let Ok(event) = converge_model::Event::from_journal(&journaled.json) else {
+                continue;
+            };
+            let recorded = converge_rules::Evaluation {
+                decisions: trail
+                    .decisions
+                    .iter()
+                    .filter(|d| !d.shadow)
+                    .map(|d| d.decision.clone())
+                    .collect(),
+                failures: trail
+                    .rule_failures
+                    .iter()
+                    .map(|f| converge_rules::RuleFailure {
+                        rule: f.rule.clone(),
+                        rule_hash: f.rule_hash.clone(),
+                        message: f.message.clone(),
+                    })
+                    .collect(),
+                notes: Vec::new(),
+            };
+            let key = event.entity_key();
+            let outcome = engine.redecide(
+                recorded,
+                converge_engine::Input {
+                    seq: journaled.seq,
+                    event: &event,
+                    entity: key.as_ref().and_then(|key| states.remove(key)),
+                    clock: crate::processor::millis_to_time(journaled.received_at_ms),
+                    entities: None,
+                },
+                &mut gates,
+            )?;
+            if let Some(state) = outcome.entity {
+                states.insert(state.key(), state);
+            }
+            rebuilt.events += 1;
+            rebuilt.samples += outcome.samples.len() as u64;
+            if !outcome.samples.is_empty() {
+                samples.push((journaled.seq, outcome.samples));
+            }
+        }
+        if events.len() < REBUILD_PAGE {
+            break;
+        }
+    }
+    // The stored states keep everything but their flows, which are rebuilt.
+    let keys: Vec<EntityKey> = states.keys().cloned().collect();
+    let mut entities = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(REBUILD_PAGE) {
+        for mut stored in store.entities(chunk).map_err(|e| e.to_string())? {
+            let Some(fresh) = states.get(&stored.key()) else {
+                continue;
+            };
+            stored.flow = fresh.flow.clone();
+            for (name, channel) in &mut stored.channels {
+                channel.flow = fresh
+                    .channels
+                    .get(name)
+                    .map(|c| c.flow.clone())
+                    .unwrap_or_default();
+            }
+            entities.push(stored);
+        }
+    }
+    rebuilt.entities = entities.len() as u64;
+    store
+        .replace_samples(&samples, &entities)
+        .map_err(|e| format!("cannot write the rebuilt samples: {e}"))?;
+    Ok(rebuilt)
+}
+
+/// A running daemon writes samples and flows as it processes events: a
+/// rebuild waits for it to stop.
+fn refuse_if_running(store: &dyn Backend, config: &Config) -> Result<(), String> {
+    if config.storage.location.is_shared() {
+        let daemons = store.live_leases("daemon/").map_err(|e| e.to_string())?;
+        if !daemons.is_empty() {
+            return Err(format!(
+                "{} daemon(s) share this database now: stop them before --rebuild",
+                daemons.len()
+            ));
+        }
+        return Ok(());
+    }
+    let listen = config.server.listen;
+    if std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_millis(300)).is_ok() {
+        return Err(format!(
+            "a daemon answers at {listen} (server.listen): stop it before --rebuild"
+        ));
+    }
+    Ok(())
 }

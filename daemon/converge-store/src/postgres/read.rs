@@ -23,6 +23,14 @@ impl Backend for PostgresStore {
         super::write::write(self, batch)
     }
 
+    fn replace_samples(
+        &mut self,
+        samples: &[(i64, Vec<converge_model::Sample>)],
+        entities: &[EntityState],
+    ) -> Result<(), StoreError> {
+        super::write::replace_samples(self, samples, entities)
+    }
+
     fn processed_cursor(&self) -> Result<i64, StoreError> {
         self.run(processed_cursor)
     }

@@ -510,6 +510,13 @@ fn insert_samples<C: GenericClient>(
         .iter()
         .flat_map(|p| p.samples.iter().map(move |x| (p.seq, x)))
         .collect();
+    insert_sample_rows(s, &samples)
+}
+
+fn insert_sample_rows<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    samples: &[(i64, &Sample)],
+) -> Result<(), StoreError> {
     if samples.is_empty() {
         return Ok(());
     }
@@ -897,5 +904,39 @@ fn write_source_state<C: GenericClient>(
          SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
         &[&keys, &values, &at],
     )?;
+    Ok(())
+}
+
+/// Every sample replaced, and the given entities' states, in one transaction.
+pub(super) fn replace_samples(
+    store: &mut PostgresStore,
+    samples: &[(i64, Vec<Sample>)],
+    entities: &[converge_model::EntityState],
+) -> Result<(), StoreError> {
+    let Conn { client, statements } = store.conn.get_mut();
+    let mut tx = client.transaction()?;
+    {
+        let mut s = Session {
+            client: &mut tx,
+            statements,
+        };
+        s.execute("DELETE FROM metric_samples", &[])?;
+        let rows: Vec<(i64, &Sample)> = samples
+            .iter()
+            .flat_map(|(seq, samples)| samples.iter().map(move |x| (*seq, x)))
+            .collect();
+        for chunk in rows.chunks(10_000) {
+            insert_sample_rows(&mut s, chunk)?;
+        }
+        for entity in entities {
+            let key = format!("{}/{}", entity.kind, entity.id);
+            let state = serde_json::to_string(entity)?;
+            s.execute(
+                "UPDATE entities SET state = $1 WHERE key = $2",
+                &[&state, &key],
+            )?;
+        }
+    }
+    tx.commit()?;
     Ok(())
 }

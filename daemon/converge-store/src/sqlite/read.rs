@@ -481,6 +481,14 @@ impl Backend for SqliteStore {
         super::write::write(&mut self.conn, batch)
     }
 
+    fn replace_samples(
+        &mut self,
+        samples: &[(i64, Vec<converge_model::Sample>)],
+        entities: &[EntityState],
+    ) -> Result<(), StoreError> {
+        super::write::replace_samples(&mut self.conn, samples, entities)
+    }
+
     fn source_state(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn

@@ -216,26 +216,7 @@ fn record_processed(
         }
     }
 
-    for (n, sample) in processed.samples.iter().enumerate() {
-        tx.prepare_cached(
-            "INSERT INTO metric_samples
-             (event_seq, n, metric, at_ms, week, value, entity, campaign, owner, channel, stage)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?
-        .execute(params![
-            seq,
-            n as i64,
-            sample.metric.name(),
-            sample.at.timestamp_millis(),
-            sample.week().to_string(),
-            sample.value,
-            sample.entity,
-            sample.campaign,
-            sample.owner,
-            sample.channel,
-            sample.stage,
-        ])?;
-    }
+    insert_samples(tx, seq, &processed.samples)?;
 
     for note in &processed.rule_notes {
         tx.prepare_cached("INSERT INTO rule_notes (event_seq, rule, message) VALUES (?1, ?2, ?3)")?
@@ -539,4 +520,51 @@ fn finish(
             outcome.action_id
         ])?;
     Ok(changed == 1)
+}
+
+fn insert_samples(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    samples: &[converge_model::Sample],
+) -> Result<(), StoreError> {
+    for (n, sample) in samples.iter().enumerate() {
+        tx.prepare_cached(
+            "INSERT INTO metric_samples
+             (event_seq, n, metric, at_ms, week, value, entity, campaign, owner, channel, stage)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            seq,
+            n as i64,
+            sample.metric.name(),
+            sample.at.timestamp_millis(),
+            sample.week().to_string(),
+            sample.value,
+            sample.entity,
+            sample.campaign,
+            sample.owner,
+            sample.channel,
+            sample.stage,
+        ])?;
+    }
+    Ok(())
+}
+
+pub(super) fn replace_samples(
+    conn: &mut Connection,
+    samples: &[(i64, Vec<converge_model::Sample>)],
+    entities: &[converge_model::EntityState],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute("DELETE FROM metric_samples", [])?;
+    for (seq, samples) in samples {
+        insert_samples(&tx, *seq, samples)?;
+    }
+    for entity in entities {
+        let key = format!("{}/{}", entity.kind, entity.id);
+        tx.prepare_cached("UPDATE entities SET state = ?1 WHERE key = ?2")?
+            .execute(params![serde_json::to_string(entity)?, key])?;
+    }
+    tx.commit()?;
+    Ok(())
 }
