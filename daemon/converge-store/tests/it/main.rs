@@ -16,6 +16,7 @@ mod durability;
 mod gates;
 mod outcomes;
 mod processing;
+mod samples;
 mod schema;
 mod timers;
 mod trail;

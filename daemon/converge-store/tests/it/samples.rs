@@ -1,0 +1,206 @@
+//! Metric samples: written with the processing of the event that finished
+//! them, grouped for a report by any slice the same way on both backends,
+//! replaced whole by a rebuild; and the entities with an open block or
+//! escalation found from their indexes.
+
+use chrono::{DateTime, Utc};
+use converge_model::{EntityKey, Metric, Sample, Slice};
+use converge_store::{OpenSpan, ProcessedEvent, SampleGroup, SampleQuery, WriteBatch};
+
+use crate::helpers::{TestDb, entity, event, processed_plain};
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+fn sample(metric: Metric, time: &str, value: f64, owner: Option<&str>) -> Sample {
+    Sample {
+        metric,
+        at: at(time),
+        value,
+        entity: "task/T-1".into(),
+        campaign: Some("campaign/spring".into()),
+        owner: owner.map(str::to_string),
+        channel: None,
+        stage: Some("review".into()),
+    }
+}
+
+fn query(metric: Metric, by: Option<Slice>, since: &str, until: &str) -> SampleQuery {
+    SampleQuery {
+        metric,
+        by,
+        since_ms: at(since).timestamp_millis(),
+        until_ms: at(until).timestamp_millis(),
+    }
+}
+
+fn group(slice: Option<&str>, total: f64, values: &[f64]) -> SampleGroup {
+    SampleGroup {
+        slice: slice.map(str::to_string),
+        samples: values.len() as i64,
+        total,
+        values: values.to_vec(),
+    }
+}
+
+fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
+    let mut store = db.open();
+    let review = Metric::ReviewTime;
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/t", "a"), event("/t", "b"), event("/t", "c")],
+            processed: vec![
+                ProcessedEvent {
+                    samples: vec![
+                        sample(review, "2026-11-02T10:00:00Z", 7200.0, Some("ana")),
+                        sample(Metric::ExceptionRate, "2026-11-02T10:00:00Z", 1.0, Some("ana")),
+                    ],
+                    ..processed_plain(1)
+                },
+                ProcessedEvent {
+                    samples: vec![
+                        sample(review, "2026-11-09T10:00:00Z", 3600.0, Some("ben")),
+                        sample(review, "2026-11-09T11:00:00Z", 1800.0, Some("ana")),
+                        sample(Metric::ExceptionRate, "2026-11-09T11:00:00Z", 0.0, None),
+                    ],
+                    ..processed_plain(2)
+                },
+                ProcessedEvent {
+                    // After the period.
+                    samples: vec![sample(review, "2026-12-01T00:00:00Z", 60.0, Some("ana"))],
+                    ..processed_plain(3)
+                },
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let (since, until) = ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z");
+    let reader = db.reader();
+    assert_eq!(
+        reader.sample_groups(&query(review, None, since, until)).unwrap(),
+        vec![group(None, 12600.0, &[1800.0, 3600.0, 7200.0])]
+    );
+    assert_eq!(
+        reader
+            .sample_groups(&query(review, Some(Slice::Owner), since, until))
+            .unwrap(),
+        vec![
+            group(Some("ana"), 9000.0, &[1800.0, 7200.0]),
+            group(Some("ben"), 3600.0, &[3600.0]),
+        ]
+    );
+    assert_eq!(
+        reader
+            .sample_groups(&query(review, Some(Slice::Week), since, until))
+            .unwrap(),
+        vec![
+            group(Some("2026-11-02"), 7200.0, &[7200.0]),
+            group(Some("2026-11-09"), 5400.0, &[1800.0, 3600.0]),
+        ]
+    );
+    // A rate comes counted, without its values; no owner groups last.
+    assert_eq!(
+        reader
+            .sample_groups(&query(Metric::ExceptionRate, Some(Slice::Owner), since, until))
+            .unwrap(),
+        vec![
+            SampleGroup {
+                slice: Some("ana".into()),
+                samples: 1,
+                total: 1.0,
+                values: Vec::new()
+            },
+            SampleGroup {
+                slice: None,
+                samples: 1,
+                total: 0.0,
+                values: Vec::new()
+            },
+        ]
+    );
+    assert_eq!(
+        reader
+            .sample_groups(&query(Metric::ExceptionRate, None, since, until))
+            .unwrap(),
+        vec![SampleGroup {
+            slice: None,
+            samples: 2,
+            total: 1.0,
+            values: Vec::new()
+        }]
+    );
+    assert!(
+        reader
+            .sample_groups(&query(Metric::CycleTime, None, since, until))
+            .unwrap()
+            .is_empty()
+    );
+
+    // A rebuild replaces every sample.
+    drop(reader);
+    store
+        .replace_samples(
+            &[(2, vec![sample(review, "2026-11-03T00:00:00Z", 60.0, Some("cy"))])],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        store
+            .sample_groups(&query(review, Some(Slice::Owner), since, until))
+            .unwrap(),
+        vec![group(Some("cy"), 60.0, &[60.0])]
+    );
+}
+
+fn entities_with_an_open_block_or_escalation_are_found_from_their_index(db: &TestDb) {
+    let mut store = db.open();
+    let mut blocked = entity("T-1", "blocked");
+    blocked.flow.blocked_since = Some(at("2026-11-02T10:00:00Z"));
+    let mut channel_blocked = entity("T-2", "review");
+    channel_blocked.channels.insert("email".into(), Default::default());
+    channel_blocked
+        .channels
+        .get_mut("email")
+        .unwrap()
+        .flow
+        .blocked_since = Some(at("2026-11-02T10:00:00Z"));
+    let mut escalated = entity("T-3", "review");
+    escalated.flow.escalated_since = Some(at("2026-11-02T10:00:00Z"));
+    let plain = entity("T-4", "review");
+    let appends = ["a", "b", "c", "d"].map(|id| event("/t", id)).to_vec();
+    let processed = [blocked, channel_blocked, escalated, plain]
+        .into_iter()
+        .enumerate()
+        .map(|(i, state)| ProcessedEvent {
+            entity: Some(state),
+            ..processed_plain(i as i64 + 1)
+        })
+        .collect();
+    store
+        .write(&WriteBatch {
+            appends,
+            processed,
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let ids = |span, after: Option<&EntityKey>| -> Vec<String> {
+        store
+            .entities_with_open(span, after, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    assert_eq!(ids(OpenSpan::Blocked, None), ["T-1", "T-2"]);
+    assert_eq!(
+        ids(OpenSpan::Blocked, Some(&EntityKey::parse("task/T-1").unwrap())),
+        ["T-2"]
+    );
+    assert_eq!(ids(OpenSpan::Escalated, None), ["T-3"]);
+}
+
+conformance!(
+    samples_are_grouped_by_any_slice_within_the_period,
+    entities_with_an_open_block_or_escalation_are_found_from_their_index,
+);
