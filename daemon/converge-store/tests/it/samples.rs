@@ -137,6 +137,62 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
             .is_empty()
     );
 
+    // BI tools read the same through the views, with stable columns.
+    let weekly_sql = "SELECT metric, CAST(week AS TEXT), owner, samples, total FROM report_weekly
+                      WHERE metric = 'review_time' ORDER BY week, owner";
+    let hours_sql = "SELECT owner, hours FROM report_samples
+                     WHERE metric = 'review_time' ORDER BY at";
+    type Weekly = (String, String, Option<String>, i64, f64);
+    let (weekly, hours): (Vec<Weekly>, Vec<(Option<String>, f64)>) = if db.is_postgres() {
+        let mut sql = db.sql();
+        (
+            sql.query(weekly_sql, &[])
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect(),
+            sql.query(hours_sql, &[])
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        )
+    } else {
+        let conn = rusqlite::Connection::open(db.path()).unwrap();
+        let weekly = conn
+            .prepare(weekly_sql)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let hours = conn
+            .prepare(hours_sql)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (weekly, hours)
+    };
+    let row = |week: &str, owner: &str, samples: i64, total: f64| -> Weekly {
+        ("review_time".into(), week.into(), Some(owner.into()), samples, total)
+    };
+    assert_eq!(
+        weekly,
+        vec![
+            row("2026-11-02", "ana", 1, 7200.0),
+            row("2026-11-09", "ana", 1, 1800.0),
+            row("2026-11-09", "ben", 1, 3600.0),
+            row("2026-11-30", "ana", 1, 60.0),
+        ]
+    );
+    let owner = |o: &str| Some(o.to_string());
+    assert_eq!(
+        hours,
+        vec![(owner("ana"), 2.0), (owner("ben"), 1.0), (owner("ana"), 0.5), (owner("ana"), 60.0 / 3600.0)]
+    );
+
     // A rebuild replaces every sample.
     drop(reader);
     store
