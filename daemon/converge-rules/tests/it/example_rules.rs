@@ -106,6 +106,7 @@ fn the_example_rules_compile_in_order() {
             "launch_readiness",
             "low_consistency_pause",
             "required_fields",
+            "review_point_digest",
             "rework_counting",
             "stalled_handoff",
             "weekly_review"

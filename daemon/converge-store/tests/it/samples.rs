@@ -193,6 +193,25 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
         vec![(owner("ana"), 2.0), (owner("ben"), 1.0), (owner("ana"), 0.5), (owner("ana"), 60.0 / 3600.0)]
     );
 
+    // Samples do not hang on their events: with the old events pruned, the
+    // numbers stay.
+    let before = reader
+        .sample_groups(&query(review, Some(Slice::Owner), since, until))
+        .unwrap();
+    if db.is_postgres() {
+        let mut sql = db.sql();
+        sql.batch_execute("DELETE FROM events WHERE seq <= 2").unwrap();
+    } else {
+        let conn = rusqlite::Connection::open(db.path()).unwrap();
+        conn.execute_batch("DELETE FROM events WHERE seq <= 2").unwrap();
+    }
+    assert_eq!(
+        reader
+            .sample_groups(&query(review, Some(Slice::Owner), since, until))
+            .unwrap(),
+        before
+    );
+
     // A rebuild replaces every sample.
     drop(reader);
     store
