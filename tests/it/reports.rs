@@ -22,8 +22,8 @@ fn month_events() -> Vec<Value> {
 }
 
 fn month_workspace() -> Workspace {
-    let rules = std::fs::read_to_string(repo_root().join("tests/fixtures/reports/rules.rhai"))
-        .unwrap();
+    let rules =
+        std::fs::read_to_string(repo_root().join("tests/fixtures/reports/rules.rhai")).unwrap();
     let ws = Workspace::new(
         &[("month", &rules)],
         "[clock]\nmode = \"manual\"\nstart = \"2026-11-01T00:00:00Z\"\n",
@@ -34,7 +34,11 @@ fn month_workspace() -> Workspace {
 
 async fn set_clock(daemon: &Daemon, to: &str) {
     let (status, body) = daemon
-        .post("/v1/clock", "application/json", json!({ "set": to }).to_string())
+        .post(
+            "/v1/clock",
+            "application/json",
+            json!({ "set": to }).to_string(),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
 }
@@ -73,7 +77,15 @@ async fn check_the_gauges(daemon: &Daemon) {
 }
 
 /// `(metric, slice, samples, median_hours, p85_hours, rate, blocked_now)` of each row.
-type Line = (String, Option<String>, i64, Option<f64>, Option<f64>, Option<f64>, Option<i64>);
+type Line = (
+    String,
+    Option<String>,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<i64>,
+);
 
 fn lines(rows: &Value) -> Vec<Line> {
     let round = |v: &Value| v.as_f64().map(|x| (x * 10_000.0).round() / 10_000.0);
@@ -132,20 +144,50 @@ fn the_month() -> Vec<Line> {
     vec![
         line("review_time", None, 4, Some(5.0), Some(15.9), None, None),
         line("handoff_delay", None, 2, Some(4.0), Some(5.4), None, None),
-        line("blocked_work", None, 1, Some(36.0), Some(36.0), None, Some(1)),
+        line(
+            "blocked_work",
+            None,
+            1,
+            Some(36.0),
+            Some(36.0),
+            None,
+            Some(1),
+        ),
         line("rework_rate", None, 4, None, None, Some(0.25), None),
         line("launch_reliability", None, 2, None, None, Some(0.5), None),
-        line("exception_rate", None, 28, None, None, Some(2.0 / 28.0), None),
+        line(
+            "exception_rate",
+            None,
+            28,
+            None,
+            None,
+            Some(2.0 / 28.0),
+            None,
+        ),
         line("cycle_time", None, 4, Some(48.0), Some(75.3), None, None),
-        line("approval_pass_rate", None, 3, None, None, Some(2.0 / 3.0), None),
+        line(
+            "approval_pass_rate",
+            None,
+            3,
+            None,
+            None,
+            Some(2.0 / 3.0),
+            None,
+        ),
     ]
 }
 
 fn report_json(ws: &Workspace, extra: &[&str]) -> Value {
-    let mut args = vec!["report", "--since", MONTH.0, "--until", MONTH.1, "--format", "json"];
+    let mut args = vec![
+        "report", "--since", MONTH.0, "--until", MONTH.1, "--format", "json",
+    ];
     args.extend(extra);
     let out = ws.converge(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -153,7 +195,11 @@ fn report_text(ws: &Workspace, extra: &[&str]) -> String {
     let mut args = vec!["report", "--since", MONTH.0, "--until", MONTH.1];
     args.extend(extra);
     let out = ws.converge(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -169,26 +215,90 @@ async fn check_the_month(ws: &Workspace, daemon: &Daemon) {
     assert_eq!(
         lines(&by_owner["rows"]),
         vec![
-            line("review_time", Some("ana"), 2, Some(5.0), Some(5.7), None, None),
-            line("review_time", Some("cy"), 1, Some(2.0), Some(2.0), None, None),
-            line("review_time", Some("eve"), 1, Some(24.0), Some(24.0), None, None),
+            line(
+                "review_time",
+                Some("ana"),
+                2,
+                Some(5.0),
+                Some(5.7),
+                None,
+                None
+            ),
+            line(
+                "review_time",
+                Some("cy"),
+                1,
+                Some(2.0),
+                Some(2.0),
+                None,
+                None
+            ),
+            line(
+                "review_time",
+                Some("eve"),
+                1,
+                Some(24.0),
+                Some(24.0),
+                None,
+                None
+            ),
         ]
     );
     let by_week = report_json(ws, &["--by", "week", "--metric", "exception_rate"]);
     assert_eq!(
         lines(&by_week["rows"]),
         vec![
-            line("exception_rate", Some("2026-11-02"), 7, None, None, Some(0.0), None),
-            line("exception_rate", Some("2026-11-09"), 9, None, None, Some(0.0), None),
-            line("exception_rate", Some("2026-11-16"), 7, None, None, Some(0.0), None),
-            line("exception_rate", Some("2026-11-23"), 5, None, None, Some(0.4), None),
+            line(
+                "exception_rate",
+                Some("2026-11-02"),
+                7,
+                None,
+                None,
+                Some(0.0),
+                None
+            ),
+            line(
+                "exception_rate",
+                Some("2026-11-09"),
+                9,
+                None,
+                None,
+                Some(0.0),
+                None
+            ),
+            line(
+                "exception_rate",
+                Some("2026-11-16"),
+                7,
+                None,
+                None,
+                Some(0.0),
+                None
+            ),
+            line(
+                "exception_rate",
+                Some("2026-11-23"),
+                5,
+                None,
+                None,
+                Some(0.4),
+                None
+            ),
         ]
     );
     let blocked = report_json(ws, &["--by", "owner", "--metric", "blocked_work"]);
     assert_eq!(
         lines(&blocked["rows"]),
         vec![
-            line("blocked_work", Some("cy"), 1, Some(36.0), Some(36.0), None, Some(0)),
+            line(
+                "blocked_work",
+                Some("cy"),
+                1,
+                Some(36.0),
+                Some(36.0),
+                None,
+                Some(0)
+            ),
             line("blocked_work", Some("eve"), 0, None, None, None, Some(1)),
         ]
     );
@@ -212,12 +322,19 @@ async fn check_the_month(ws: &Workspace, daemon: &Daemon) {
     );
     let (status, body) = daemon.get("/v1/reports?by=team").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("a report is by owner, campaign, channel, stage, week"), "{body}");
+    assert!(
+        body.contains("a report is by owner, campaign, channel, stage, week"),
+        "{body}"
+    );
 
     // The month's decisions and failures, for a spreadsheet or a BI tool.
     let export = |since: &str| -> Vec<Value> {
         let out = ws.converge(&["export", "--since", since, "--until", MONTH.1]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -231,27 +348,50 @@ async fn check_the_month(ws: &Workspace, daemon: &Daemon) {
             (
                 l["event"]["id"].as_str().unwrap(),
                 l["rule"].as_str().unwrap(),
-                l["decision"]["kind"].as_str().or(l["failure"].as_str().map(|_| "failure")).unwrap(),
+                l["decision"]["kind"]
+                    .as_str()
+                    .or(l["failure"].as_str().map(|_| "failure"))
+                    .unwrap(),
             )
         })
         .collect();
     assert_eq!(
         summary,
-        vec![("m-25", "month", "hold_send"), ("m-27", "month", "escalate"), ("m-28", "month", "failure")]
+        vec![
+            ("m-25", "month", "hold_send"),
+            ("m-27", "month", "escalate"),
+            ("m-28", "month", "failure")
+        ]
     );
-    assert_eq!(exported[0]["event"]["received_at"], "2026-11-23T10:00:00.000Z");
+    assert_eq!(
+        exported[0]["event"]["received_at"],
+        "2026-11-23T10:00:00.000Z"
+    );
     let at = exported[1]["trace"]["at"].as_str().unwrap();
     assert!(at.ends_with("month.rhai:5:5"), "{:#}", exported[1]);
     assert_eq!(export("2026-11-26").len(), 1);
 
     // Replaying the journal computes the same metrics.
     let out = ws.converge(&[
-        "replay", "--from-journal", "--json", "--quiet", "--until", "2026-12-01T00:00:00Z",
+        "replay",
+        "--from-journal",
+        "--json",
+        "--quiet",
+        "--until",
+        "2026-12-01T00:00:00Z",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(lines(&summary["summary"]["metrics"]), the_month(), "{stdout}");
+    assert_eq!(
+        lines(&summary["summary"]["metrics"]),
+        the_month(),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -279,7 +419,11 @@ async fn a_scripted_month_reports_the_numbers_worked_out_by_hand() {
     // mapping misses, from the stages the entities have.
     let out = ws.converge(&["check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!stdout.contains("report.stages"), "{stdout}");
     std::fs::write(
         ws.config(),
@@ -289,7 +433,11 @@ async fn a_scripted_month_reports_the_numbers_worked_out_by_hand() {
     .unwrap();
     let out = ws.converge(&["check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The stages the entities have now: T-3 blocked, T-1 and T-2 done,
     // both campaigns launched.
     for expected in [
@@ -329,7 +477,15 @@ async fn a_scripted_month_reports_the_numbers_worked_out_by_hand() {
     let report = report_json(&ws, &["--rebuild"]);
     let mut expected = the_month();
     expected[0] = line("review_time", None, 3, Some(24.0), Some(26.8), None, None);
-    expected[2] = line("blocked_work", None, 2, Some(27.0), Some(33.3), None, Some(1));
+    expected[2] = line(
+        "blocked_work",
+        None,
+        2,
+        Some(27.0),
+        Some(33.3),
+        None,
+        Some(1),
+    );
     expected[3] = line("rework_rate", None, 4, None, None, Some(0.0), None);
     expected[7] = line("approval_pass_rate", None, 3, None, None, Some(1.0), None);
     assert_eq!(lines(&report["rows"]), expected, "{report:#}");
@@ -359,11 +515,18 @@ async fn a_scripted_month_reports_the_same_on_postgres() {
     let out = with_password(&[
         "report", "--since", MONTH.0, "--until", MONTH.1, "--format", "json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(lines(&report["rows"]), the_month(), "{report:#}");
     let (status, body) = daemon
-        .get(&format!("/v1/reports?since={}&until={}&by=owner", MONTH.0, MONTH.1))
+        .get(&format!(
+            "/v1/reports?since={}&until={}&by=owner",
+            MONTH.0, MONTH.1
+        ))
         .await;
     assert_eq!(status, 200, "{body}");
     let out = with_password(&[
@@ -373,22 +536,51 @@ async fn a_scripted_month_reports_the_same_on_postgres() {
     let api: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(lines(&api["rows"]), lines(&by_owner["rows"]));
     let out = with_password(&[
-        "replay", "--from-journal", "--json", "--quiet", "--until", "2026-12-01T00:00:00Z",
+        "replay",
+        "--from-journal",
+        "--json",
+        "--quiet",
+        "--until",
+        "2026-12-01T00:00:00Z",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(lines(&summary["summary"]["metrics"]), the_month(), "{stdout}");
+    assert_eq!(
+        lines(&summary["summary"]["metrics"]),
+        the_month(),
+        "{stdout}"
+    );
 
     // A rebuild waits for the daemons sharing the database to stop.
     let out = with_password(&["report", "--rebuild"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("stop them before --rebuild"));
     daemon.terminate();
     let out = with_password(&[
-        "report", "--rebuild", "--since", MONTH.0, "--until", MONTH.1, "--format", "json",
+        "report",
+        "--rebuild",
+        "--since",
+        MONTH.0,
+        "--until",
+        MONTH.1,
+        "--format",
+        "json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(lines(&report["rows"]), the_month(), "{report:#}");
 }
@@ -397,9 +589,18 @@ async fn a_scripted_month_reports_the_same_on_postgres() {
 fn bad_report_parameters_exit_2_naming_the_valid_ones() {
     let ws = Workspace::new(&[], "");
     for (args, expected) in [
-        (vec!["report", "--metric", "speed"], "unknown metric `speed`: the metrics are review_time"),
-        (vec!["report", "--by", "team"], "unknown slice `team`: a report is by owner, campaign"),
-        (vec!["report", "--since", "yesterday-ish"], "--since `yesterday-ish` is not a date"),
+        (
+            vec!["report", "--metric", "speed"],
+            "unknown metric `speed`: the metrics are review_time",
+        ),
+        (
+            vec!["report", "--by", "team"],
+            "unknown slice `team`: a report is by owner, campaign",
+        ),
+        (
+            vec!["report", "--since", "yesterday-ish"],
+            "--since `yesterday-ish` is not a date",
+        ),
         (vec!["report", "--format", "xml"], "unknown format `xml`"),
     ] {
         let out = ws.converge(&args);
@@ -447,7 +648,11 @@ async fn digest_scenario(ws: &Workspace, daemon: &Daemon, env: &[(&str, &str)]) 
     };
     // One batch: the digest's event comes right after the events it must see.
     let batch: Vec<Value> = vec![
-        task("t1", "task/T-1", json!({"stage": "in progress", "owner": "ana"})),
+        task(
+            "t1",
+            "task/T-1",
+            json!({"stage": "in progress", "owner": "ana"}),
+        ),
         task("t2", "task/T-1", json!({"stage": "blocked"})),
         task("t3", "task/T-2", json!({"stage": "review", "owner": "ben"})),
         task("t4", "task/T-2", json!({"owner": "cy"})),
@@ -501,7 +706,11 @@ async fn digest_scenario(ws: &Workspace, daemon: &Daemon, env: &[(&str, &str)]) 
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let replayed: Vec<Value> = stdout
         .lines()
@@ -509,7 +718,10 @@ async fn digest_scenario(ws: &Workspace, daemon: &Daemon, env: &[(&str, &str)]) 
         .filter(|l| l["event"] == "rw-0" || l["event"] == "rw-1")
         .collect();
     assert_eq!(replayed.len(), 2, "{stdout}");
-    assert_eq!(replayed[0]["decision"]["message"], trail_message(daemon, "rw-0").await);
+    assert_eq!(
+        replayed[0]["decision"]["message"],
+        trail_message(daemon, "rw-0").await
+    );
     assert_eq!(replayed[1]["decision"]["message"], expected);
 }
 

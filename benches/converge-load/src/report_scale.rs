@@ -34,10 +34,16 @@ const CHUNK: usize = 5_000;
 
 pub fn run(args: ReportArgs, converge: &Path) -> anyhow::Result<()> {
     let temporary = tempfile::tempdir()?;
-    let dir = args.dir.clone().unwrap_or_else(|| temporary.path().to_path_buf());
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_path_buf());
     std::fs::create_dir_all(dir.join("data"))?;
     let config = dir.join("converge.toml");
-    std::fs::write(&config, "[storage]\ndata_dir = \"data\"\ndurability = \"normal\"\n")?;
+    std::fs::write(
+        &config,
+        "[storage]\ndata_dir = \"data\"\ndurability = \"normal\"\n",
+    )?;
     let location = Location::Sqlite {
         path: dir.join("data/converge.db"),
         durability: Durability::Normal,
@@ -55,13 +61,26 @@ pub fn run(args: ReportArgs, converge: &Path) -> anyhow::Result<()> {
     let size = std::fs::metadata(dir.join("data/converge.db"))?.len();
     println!("database: {:.0} MB", size as f64 / 1e6);
 
-    for slice in [&[][..], &["--by", "owner"], &["--by", "week"], &["--by", "campaign"]] {
+    for slice in [
+        &[][..],
+        &["--by", "owner"],
+        &["--by", "week"],
+        &["--by", "campaign"],
+    ] {
         let mut times = Vec::new();
         let mut rows = 0;
         for _ in 0..3 {
             let started = Instant::now();
             let out = Command::new(converge)
-                .args(["report", "--since", "2026-01-01", "--until", "2027-06-01", "--format", "csv"])
+                .args([
+                    "report",
+                    "--since",
+                    "2026-01-01",
+                    "--until",
+                    "2027-06-01",
+                    "--format",
+                    "csv",
+                ])
                 .args(slice)
                 .arg("--config")
                 .arg(&config)
@@ -69,7 +88,10 @@ pub fn run(args: ReportArgs, converge: &Path) -> anyhow::Result<()> {
                 .context("running converge report")?;
             times.push(started.elapsed());
             if !out.status.success() {
-                bail!("converge report failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "converge report failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             rows = out.stdout.iter().filter(|b| **b == b'\n').count() - 1;
         }
@@ -159,7 +181,10 @@ fn build(store: &mut Store, events: usize) -> anyhow::Result<()> {
         "built {written} events ({samples} metric samples, {} entities) in {:.1?}: {:.0} events/s",
         states.len(),
         elapsed,
-        written as f64 / elapsed.as_secs_f64().max(Duration::from_millis(1).as_secs_f64())
+        written as f64
+            / elapsed
+                .as_secs_f64()
+                .max(Duration::from_millis(1).as_secs_f64())
     );
     Ok(())
 }
@@ -209,14 +234,23 @@ impl Lifecycles {
         let sent_back = task % 10 < 3;
         let blocked = task % 10 == 7;
         let mut steps: Vec<(f64, Value)> = vec![
-            (0.0, json!({"stage": "brief", "owner": owner, "campaign": format!("c-{}", task % 500)})),
+            (
+                0.0,
+                json!({"stage": "brief", "owner": owner, "campaign": format!("c-{}", task % 500)}),
+            ),
             (2.0, json!({"stage": "in progress"})),
             (5.0, json!({"owner": next_owner})),
-            (5.0 + (task % 48) as f64, json!({"comment": "on it", "actor": next_owner})),
+            (
+                5.0 + (task % 48) as f64,
+                json!({"comment": "on it", "actor": next_owner}),
+            ),
             (30.0, json!({"stage": "in review"})),
         ];
         if sent_back {
-            steps.push((34.0 + (task % 20) as f64, json!({"stage": "changes requested"})));
+            steps.push((
+                34.0 + (task % 20) as f64,
+                json!({"stage": "changes requested"}),
+            ));
             steps.push((60.0, json!({"stage": "in review"})));
         }
         if blocked {

@@ -57,7 +57,10 @@ impl Role {
             .find(|role| role.name() == name)
             .ok_or_else(|| {
                 let names: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
-                format!("`{name}` is not a stage role: the roles are {}", names.join(", "))
+                format!(
+                    "`{name}` is not a stage role: the roles are {}",
+                    names.join(", ")
+                )
             })
     }
 
@@ -79,7 +82,14 @@ impl Role {
     pub fn default_stages(self) -> &'static [&'static str] {
         match self {
             Role::Brief => &[
-                "brief", "backlog", "intake", "requested", "new", "to do", "todo", "open",
+                "brief",
+                "backlog",
+                "intake",
+                "requested",
+                "new",
+                "to do",
+                "todo",
+                "open",
             ],
             Role::Work => &[
                 "draft",
@@ -157,9 +167,7 @@ impl Default for StageRoles {
 
 impl StageRoles {
     /// Roles with their stage names. A name in two roles is an error naming both.
-    pub fn new(
-        roles: impl IntoIterator<Item = (Role, Vec<String>)>,
-    ) -> Result<StageRoles, String> {
+    pub fn new(roles: impl IntoIterator<Item = (Role, Vec<String>)>) -> Result<StageRoles, String> {
         let mut by_name: HashMap<String, Role> = HashMap::new();
         for (role, names) in roles {
             for name in names {
@@ -293,11 +301,7 @@ pub fn observe(
     };
     let key = format!("{}/{}", entity.kind, entity.id);
     let campaign = campaign_of(entity, &key);
-    let event_channel = happened
-        .event
-        .data
-        .get("channel")
-        .and_then(Value::as_str);
+    let event_channel = happened.event.data.get("channel").and_then(Value::as_str);
     let override_channel = match Override::of(happened.event) {
         Some(Ok(request)) => Some(request.channel),
         _ => None,
@@ -438,7 +442,9 @@ fn track(
     // Review: entering a review stage, then a decision (leaving review for
     // a later stage approves, for an earlier one requests changes; or an
     // approval member on an event about it).
-    if role == Some(Role::Review) && flow.review_since.is_none() && role_before != Some(Role::Review)
+    if role == Some(Role::Review)
+        && flow.review_since.is_none()
+        && role_before != Some(Role::Review)
     {
         flow.review_since = Some(now);
     }
@@ -454,7 +460,13 @@ fn track(
     let mut returned = false;
     if let (Some(approved), Some(since)) = (decision, flow.review_since) {
         let review_stage = if moved { stage_before } else { stage };
-        samples.push(level.sample(Metric::ReviewTime, now, seconds(since, now), owner, review_stage));
+        samples.push(level.sample(
+            Metric::ReviewTime,
+            now,
+            seconds(since, now),
+            owner,
+            review_stage,
+        ));
         if flow.reviews == 0 {
             samples.push(level.sample(
                 Metric::ApprovalPassRate,
@@ -472,7 +484,8 @@ fn track(
         }
     }
     if !returned
-        && let (Some(from), Some(to)) = (role_before.and_then(Role::rank), role.and_then(Role::rank))
+        && let (Some(from), Some(to)) =
+            (role_before.and_then(Role::rank), role.and_then(Role::rank))
         && to < from
     {
         flow.returns += 1;
@@ -484,7 +497,13 @@ fn track(
     } else if role != Some(Role::Blocked)
         && let Some(since) = flow.blocked_since.take()
     {
-        samples.push(level.sample(Metric::BlockedWork, now, seconds(since, now), owner, stage_before));
+        samples.push(level.sample(
+            Metric::BlockedWork,
+            now,
+            seconds(since, now),
+            owner,
+            stage_before,
+        ));
     }
 
     // An escalation stays open until the item moves.
@@ -769,13 +788,18 @@ mod tests {
     #[test]
     fn review_time_runs_from_entering_review_to_the_decision() {
         let mut item = Item::new(&[]);
-        item.at(0.0, "task/T-1", "task.created", json!({"stage": "Draft", "owner": "ana"}))
-            .stage(2.0, "In Review")
-            // Moving between review stages does not restart the review.
-            .stage(3.0, "legal_review")
-            .stage(7.5, "draft") // changes requested after 5.5h
-            .stage(8.0, "review")
-            .stage(10.0, "approved"); // approved after 2h
+        item.at(
+            0.0,
+            "task/T-1",
+            "task.created",
+            json!({"stage": "Draft", "owner": "ana"}),
+        )
+        .stage(2.0, "In Review")
+        // Moving between review stages does not restart the review.
+        .stage(3.0, "legal_review")
+        .stage(7.5, "draft") // changes requested after 5.5h
+        .stage(8.0, "review")
+        .stage(10.0, "approved"); // approved after 2h
         assert_eq!(
             item.of(Metric::ReviewTime),
             vec![
@@ -795,25 +819,51 @@ mod tests {
     fn an_approval_member_decides_a_review_without_a_stage_change() {
         let mut item = Item::new(&[]);
         item.stage(0.0, "review")
-            .at(4.0, "task/T-1", "approval.decided", json!({"approval": "approved"}))
+            .at(
+                4.0,
+                "task/T-1",
+                "approval.decided",
+                json!({"approval": "approved"}),
+            )
             // The stage following the approval is not a second decision.
             .stage(5.0, "approved");
-        assert_eq!(item.of(Metric::ReviewTime), vec![(4.0, None, Some("review"))]);
-        assert_eq!(item.of(Metric::ApprovalPassRate), vec![(1.0, None, Some("review"))]);
+        assert_eq!(
+            item.of(Metric::ReviewTime),
+            vec![(4.0, None, Some("review"))]
+        );
+        assert_eq!(
+            item.of(Metric::ApprovalPassRate),
+            vec![(1.0, None, Some("review"))]
+        );
     }
 
     #[test]
     fn handoff_delay_waits_for_the_new_owners_own_move() {
         let mut item = Item::new(&[]);
-        item.at(0.0, "task/T-1", "task.created", json!({"stage": "draft", "owner": "ana"}))
-            .at(1.0, "task/T-1", "task.assigned", json!({"owner": "ben"}))
-            // Someone else's comment is not ben's move.
-            .at(2.0, "task/T-1", "task.comment_added", json!({"actor": "ana"}))
-            .at(4.5, "task/T-1", "task.comment_added", json!({"actor": "ben"}))
-            // A second move is not measured again.
-            .stage(6.0, "review")
-            // A first assignment is not a handoff.
-            .at(7.0, "task/T-2", "task.created", json!({"owner": "cy"}));
+        item.at(
+            0.0,
+            "task/T-1",
+            "task.created",
+            json!({"stage": "draft", "owner": "ana"}),
+        )
+        .at(1.0, "task/T-1", "task.assigned", json!({"owner": "ben"}))
+        // Someone else's comment is not ben's move.
+        .at(
+            2.0,
+            "task/T-1",
+            "task.comment_added",
+            json!({"actor": "ana"}),
+        )
+        .at(
+            4.5,
+            "task/T-1",
+            "task.comment_added",
+            json!({"actor": "ben"}),
+        )
+        // A second move is not measured again.
+        .stage(6.0, "review")
+        // A first assignment is not a handoff.
+        .at(7.0, "task/T-2", "task.created", json!({"owner": "cy"}));
         assert_eq!(
             item.of(Metric::HandoffDelay),
             vec![(3.5, Some("ben"), Some("draft"))]
@@ -823,12 +873,20 @@ mod tests {
     #[test]
     fn blocked_time_and_what_is_blocked_now() {
         let mut item = Item::new(&[]);
-        item.at(0.0, "task/T-1", "task.created", json!({"stage": "in progress", "owner": "ana"}))
-            .stage(1.0, "Blocked")
-            .stage(3.0, "on_hold") // still blocked
-            .stage(9.0, "in progress")
-            .stage(10.0, "blocked");
-        assert_eq!(item.of(Metric::BlockedWork), vec![(8.0, Some("ana"), Some("on_hold"))]);
+        item.at(
+            0.0,
+            "task/T-1",
+            "task.created",
+            json!({"stage": "in progress", "owner": "ana"}),
+        )
+        .stage(1.0, "Blocked")
+        .stage(3.0, "on_hold") // still blocked
+        .stage(9.0, "in progress")
+        .stage(10.0, "blocked");
+        assert_eq!(
+            item.of(Metric::BlockedWork),
+            vec![(8.0, Some("ana"), Some("on_hold"))]
+        );
         let blocked = blocked_now(item.state.as_ref().unwrap());
         assert_eq!(blocked.len(), 1);
         assert_eq!(blocked[0].since, start() + chrono::Duration::hours(10));
@@ -853,8 +911,15 @@ mod tests {
             vec![(20.0, None, Some("done")), (30.0, None, Some("done"))]
         );
         let mut clean = Item::new(&[]);
-        clean.stage(0.0, "draft").stage(2.0, "review").stage(3.0, "approved").stage(4.0, "done");
-        assert_eq!(clean.of(Metric::ReworkRate), vec![(0.0, None, Some("done"))]);
+        clean
+            .stage(0.0, "draft")
+            .stage(2.0, "review")
+            .stage(3.0, "approved")
+            .stage(4.0, "done");
+        assert_eq!(
+            clean.of(Metric::ReworkRate),
+            vec![(0.0, None, Some("done"))]
+        );
     }
 
     #[test]
@@ -864,28 +929,60 @@ mod tests {
         };
         // On the planned day, nothing held: reliable.
         let mut on_plan = Item::new(&[]);
-        campaign(&mut on_plan, 0.0, json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}));
+        campaign(
+            &mut on_plan,
+            0.0,
+            json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}),
+        );
         campaign(&mut on_plan, 6.0, json!({"stage": "launched"}));
-        assert_eq!(on_plan.of(Metric::LaunchReliability), vec![(1.0, None, Some("launched"))]);
+        assert_eq!(
+            on_plan.of(Metric::LaunchReliability),
+            vec![(1.0, None, Some("launched"))]
+        );
 
         // A day late.
         let mut late = Item::new(&[]);
-        campaign(&mut late, 0.0, json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}));
+        campaign(
+            &mut late,
+            0.0,
+            json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}),
+        );
         campaign(&mut late, 30.0, json!({"stage": "launched"}));
         assert_eq!(late.of(Metric::LaunchReliability)[0].0, 0.0);
 
         // On time, but a send is still held at the gate.
-        let hold = ("hold", r#"if event.type == "send.requested" { hold_send("email", "not converged"); }"#);
+        let hold = (
+            "hold",
+            r#"if event.type == "send.requested" { hold_send("email", "not converged"); }"#,
+        );
         let mut held = Item::new(&[hold]);
-        campaign(&mut held, 0.0, json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}));
-        held.at(1.0, "campaign/c-1", "send.requested", json!({"channel": "email"}));
+        campaign(
+            &mut held,
+            0.0,
+            json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}),
+        );
+        held.at(
+            1.0,
+            "campaign/c-1",
+            "send.requested",
+            json!({"channel": "email"}),
+        );
         campaign(&mut held, 6.0, json!({"stage": "launched"}));
         assert_eq!(held.of(Metric::LaunchReliability)[0].0, 0.0);
 
         // Released by a person's override instead of converging.
         let mut overridden = Item::new(&[hold]);
-        campaign(&mut overridden, 0.0, json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}));
-        overridden.at(1.0, "campaign/c-1", "send.requested", json!({"channel": "email"}));
+        campaign(
+            &mut overridden,
+            0.0,
+            json!({"stage": "approved", "launch_at": "2026-11-02T15:00:00Z"}),
+        );
+        overridden.at(
+            1.0,
+            "campaign/c-1",
+            "send.requested",
+            json!({"channel": "email"}),
+        );
         let override_event = crate::gates::Override {
             by: "ops@acme".into(),
             reason: "launch anyway".into(),
@@ -897,7 +994,10 @@ mod tests {
         let outcome = overridden
             .engine
             .decide(
-                Rules { live: &overridden.rules, shadow: None },
+                Rules {
+                    live: &overridden.rules,
+                    shadow: None,
+                },
                 Input {
                     seq: overridden.seq,
                     event: &override_event,
@@ -921,7 +1021,10 @@ mod tests {
 
     #[test]
     fn exception_rate_counts_every_event_and_those_that_escalated_or_failed() {
-        let escalate = ("escalate", r#"if event.type == "bad" { escalate("ops", "bad news"); }"#);
+        let escalate = (
+            "escalate",
+            r#"if event.type == "bad" { escalate("ops", "bad news"); }"#,
+        );
         let fail = ("fail", r#"if event.type == "broken" { throw "boom"; }"#);
         let mut item = Item::new(&[escalate, fail]);
         item.at(0.0, "task/T-1", "ok", json!({"owner": "ana"}))
@@ -930,16 +1033,28 @@ mod tests {
             .at(3.0, "task/T-1", "ok", json!({}));
         let values: Vec<f64> = item.of(Metric::ExceptionRate).iter().map(|s| s.0).collect();
         assert_eq!(values, vec![0.0, 1.0, 1.0, 0.0]);
-        assert!(item.of(Metric::ExceptionRate).iter().all(|s| s.1 == Some("ana")));
+        assert!(
+            item.of(Metric::ExceptionRate)
+                .iter()
+                .all(|s| s.1 == Some("ana"))
+        );
     }
 
     #[test]
     fn an_escalation_stays_open_until_the_item_moves() {
-        let escalate = ("escalate", r#"if event.type == "stalled" { escalate("ops", "stalled"); }"#);
+        let escalate = (
+            "escalate",
+            r#"if event.type == "stalled" { escalate("ops", "stalled"); }"#,
+        );
         let mut item = Item::new(&[escalate]);
-        item.at(0.0, "task/T-1", "task.created", json!({"stage": "review", "owner": "ana"}))
-            .at(1.0, "task/T-1", "stalled", json!({}))
-            .at(2.0, "task/T-1", "task.comment_added", json!({}));
+        item.at(
+            0.0,
+            "task/T-1",
+            "task.created",
+            json!({"stage": "review", "owner": "ana"}),
+        )
+        .at(1.0, "task/T-1", "stalled", json!({}))
+        .at(2.0, "task/T-1", "task.comment_added", json!({}));
         let since = item.state.as_ref().unwrap().flow.escalated_since;
         assert_eq!(since, Some(start() + chrono::Duration::hours(1)));
         item.stage(3.0, "approved");
@@ -949,10 +1064,30 @@ mod tests {
     #[test]
     fn channels_keep_their_own_flow() {
         let mut item = Item::new(&[]);
-        item.at(0.0, "campaign/c-1", "campaign.created", json!({"owner": "ana"}))
-            .at(1.0, "campaign/c-1", "channel.updated", json!({"channel": "email", "stage": "review"}))
-            .at(4.0, "campaign/c-1", "channel.updated", json!({"channel": "email", "stage": "approved", "owner": "ben"}))
-            .at(2.0, "campaign/c-1", "channel.updated", json!({"channel": "social", "stage": "review"}));
+        item.at(
+            0.0,
+            "campaign/c-1",
+            "campaign.created",
+            json!({"owner": "ana"}),
+        )
+        .at(
+            1.0,
+            "campaign/c-1",
+            "channel.updated",
+            json!({"channel": "email", "stage": "review"}),
+        )
+        .at(
+            4.0,
+            "campaign/c-1",
+            "channel.updated",
+            json!({"channel": "email", "stage": "approved", "owner": "ben"}),
+        )
+        .at(
+            2.0,
+            "campaign/c-1",
+            "channel.updated",
+            json!({"channel": "social", "stage": "review"}),
+        );
         let review: Vec<_> = item
             .samples
             .iter()
@@ -983,6 +1118,10 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(error, "stage `check` is in both `review` and `blocked`");
-        assert!(Role::from_name("qa").unwrap_err().contains("brief, work, review"));
+        assert!(
+            Role::from_name("qa")
+                .unwrap_err()
+                .contains("brief, work, review")
+        );
     }
 }

@@ -96,7 +96,9 @@ impl QueryWorld {
             .fields
             .iter()
             .all(|(name, value)| fields.get(name) == Some(value));
-        let paused = |c: &converge_model::entity::ChannelState| c.fields.get("paused") == Some(&Value::Bool(true));
+        let paused = |c: &converge_model::entity::ChannelState| {
+            c.fields.get("paused") == Some(&Value::Bool(true))
+        };
         let paused_ok = query.paused.is_none_or(|want| {
             let is = match channel {
                 Some(c) => paused(c),
@@ -186,7 +188,10 @@ impl World for QueryWorld {
             found.insert(at, current.clone());
             found.truncate(query.limit);
         }
-        found.iter().map(|state| self.answer(query, state)).collect()
+        found
+            .iter()
+            .map(|state| self.answer(query, state))
+            .collect()
     }
 }
 

@@ -81,7 +81,11 @@ pub(crate) struct WorldSlot(pub Option<crate::query::SharedWorld>);
 
 impl std::fmt::Debug for WorldSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "World" } else { "no world" })
+        f.write_str(if self.0.is_some() {
+            "World"
+        } else {
+            "no world"
+        })
     }
 }
 

@@ -113,7 +113,9 @@ use crate::convert::{entity_to_dynamic, event_to_dynamic, rfc3339};
 use crate::engine::{RunGuard, RunState};
 
 pub use crate::metadata::{DEFAULT_ORDER, matches as event_type_matches};
-pub use crate::query::{DEFAULT_LIMIT as QUERY_DEFAULT_LIMIT, EntityQuery, OPERATIONS_PER_ENTITY, World};
+pub use crate::query::{
+    DEFAULT_LIMIT as QUERY_DEFAULT_LIMIT, EntityQuery, OPERATIONS_PER_ENTITY, World,
+};
 
 /// One rule file as it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]

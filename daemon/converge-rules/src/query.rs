@@ -112,7 +112,8 @@ impl EntityQuery {
             };
             let age = || -> Result<i64, String> {
                 let duration = parse_duration(&format!("entities: `{name}`"), value)?;
-                i64::try_from(duration.as_millis()).map_err(|_| format!("entities: `{name}` is too long"))
+                i64::try_from(duration.as_millis())
+                    .map_err(|_| format!("entities: `{name}` is too long"))
             };
             match name {
                 "kind" => query.kind = text()?,
@@ -126,7 +127,10 @@ impl EntityQuery {
                             .map(|s| {
                                 s.into_immutable_string()
                                     .map(|s| s.to_string())
-                                    .map_err(|_| "entities: `stage` is a name or an array of names".to_string())
+                                    .map_err(|_| {
+                                        "entities: `stage` is a name or an array of names"
+                                            .to_string()
+                                    })
                             })
                             .collect::<Result<_, _>>()?
                     } else {
@@ -182,13 +186,15 @@ impl EntityQuery {
 }
 
 /// `entities(filter)`: the matching entities as an array of maps, read-only.
-pub(crate) fn entities(ctx: NativeCallContext, filter: Map) -> Result<rhai::Array, Box<EvalAltResult>> {
+pub(crate) fn entities(
+    ctx: NativeCallContext,
+    filter: Map,
+) -> Result<rhai::Array, Box<EvalAltResult>> {
     let query = EntityQuery::from_map(&filter)?;
     let world = with_run(|state| {
-        state
-            .world
-            .clone_world()
-            .ok_or_else(|| "entities() reads the daemon's entities, which this run does not have".to_string())
+        state.world.clone_world().ok_or_else(|| {
+            "entities() reads the daemon's entities, which this run does not have".to_string()
+        })
     })?;
     let found = world.find(&query).map_err(|e| format!("entities: {e}"))?;
     let max = ctx.engine().max_operations();
@@ -226,7 +232,10 @@ mod tests {
     fn a_filter_reads_every_member_and_names_the_valid_ones() {
         let query = EntityQuery::from_map(&map(&[
             ("kind", "task".into()),
-            ("stage", Dynamic::from_array(vec!["Blocked".into(), "On hold".into()])),
+            (
+                "stage",
+                Dynamic::from_array(vec!["Blocked".into(), "On hold".into()]),
+            ),
             ("owner", "ana".into()),
             ("handoff_older_than", "48h".into()),
             ("limit", Dynamic::from_int(20)),
@@ -237,17 +246,23 @@ mod tests {
         assert_eq!(query.handoff_older_than_ms, Some(48 * 3_600_000));
         assert_eq!(query.limit, 20);
 
-        let error = EntityQuery::from_map(&map(&[("kind", "task".into()), ("colour", "red".into())]))
-            .unwrap_err();
-        assert!(error.starts_with("entities: unknown filter `colour`: the filters are kind, stage"), "{error}");
+        let error =
+            EntityQuery::from_map(&map(&[("kind", "task".into()), ("colour", "red".into())]))
+                .unwrap_err();
+        assert!(
+            error.starts_with("entities: unknown filter `colour`: the filters are kind, stage"),
+            "{error}"
+        );
         let error = EntityQuery::from_map(&map(&[("stage", "blocked".into())])).unwrap_err();
         assert!(error.contains("give the `kind`"), "{error}");
-        let error =
-            EntityQuery::from_map(&map(&[("kind", "task".into()), ("limit", Dynamic::from_int(5000))]))
-                .unwrap_err();
+        let error = EntityQuery::from_map(&map(&[
+            ("kind", "task".into()),
+            ("limit", Dynamic::from_int(5000)),
+        ]))
+        .unwrap_err();
         assert_eq!(error, "entities: `limit` is a number from 1 to 1000");
-        let error =
-            EntityQuery::from_map(&map(&[("kind", "task".into()), ("held", "yes".into())])).unwrap_err();
+        let error = EntityQuery::from_map(&map(&[("kind", "task".into()), ("held", "yes".into())]))
+            .unwrap_err();
         assert_eq!(error, "entities: `held` is true or false");
     }
 }

@@ -68,9 +68,9 @@ pub use records::{
     ActionDetail, ActionHistoryRecord, ActionLease, ActionOutcome, ActionRecord, Appended, Counts,
     DeadLetterChange, DeadLetterOp, DeadLetterOutcome, DecisionRecord, EventTrail, ExpectedArrival,
     Fence, FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
-    LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OutcomeKind, PendingAction,
-    OpenSpan, ProcessedEvent, RuleFailure, RuleNote, SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord,
-    WriteBatch, WriteResult,
+    LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction,
+    ProcessedEvent, RuleFailure, RuleNote, SampleGroup, SampleQuery, SkippedTimer, SourceState,
+    TimerKind, TimerRecord, WriteBatch, WriteResult,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of
@@ -495,7 +495,9 @@ pub trait Backend: Send {
 
 /// Groups `(slice, value)` rows ordered by slice, then value, into
 /// [`SampleGroup`]s; orders groups with the no-slice group last.
-pub(crate) fn group_durations(rows: impl IntoIterator<Item = (Option<String>, f64)>) -> Vec<SampleGroup> {
+pub(crate) fn group_durations(
+    rows: impl IntoIterator<Item = (Option<String>, f64)>,
+) -> Vec<SampleGroup> {
     let mut groups: Vec<SampleGroup> = Vec::new();
     for (slice, value) in rows {
         match groups.last_mut() {

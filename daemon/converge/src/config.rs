@@ -880,9 +880,21 @@ impl Validator {
             StageRoles::default()
         });
         for (slot, value, key) in [
-            (&mut roles.planned_field, &raw.planned_field, "report.planned_field"),
-            (&mut roles.actor_field, &raw.actor_field, "report.actor_field"),
-            (&mut roles.approval_field, &raw.approval_field, "report.approval_field"),
+            (
+                &mut roles.planned_field,
+                &raw.planned_field,
+                "report.planned_field",
+            ),
+            (
+                &mut roles.actor_field,
+                &raw.actor_field,
+                "report.actor_field",
+            ),
+            (
+                &mut roles.approval_field,
+                &raw.approval_field,
+                "report.approval_field",
+            ),
         ] {
             match value.as_deref().map(str::trim) {
                 None => {}

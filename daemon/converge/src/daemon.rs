@@ -573,7 +573,10 @@ fn stage_roles_against_the_database(config: &Config) -> Vec<String> {
     match converge_store::Store::open_reader(location)
         .and_then(|store| crate::report::stage_role_warnings(&*store, &config.report))
     {
-        Ok(warnings) => warnings.into_iter().map(|w| format!("warning: {w}")).collect(),
+        Ok(warnings) => warnings
+            .into_iter()
+            .map(|w| format!("warning: {w}"))
+            .collect(),
         Err(e) => vec![format!(
             "stage roles: cannot read the entities of {location} to compare them with: {e}"
         )],

@@ -86,12 +86,11 @@ impl StoreEntities {
 }
 
 impl EntitySource for StoreEntities {
-    fn scan(
-        &self,
-        kind: &str,
-        visit: &mut dyn FnMut(EntityState) -> bool,
-    ) -> Result<(), String> {
-        let store = self.store.lock().map_err(|_| "the query connection failed")?;
+    fn scan(&self, kind: &str, visit: &mut dyn FnMut(EntityState) -> bool) -> Result<(), String> {
+        let store = self
+            .store
+            .lock()
+            .map_err(|_| "the query connection failed")?;
         // Keys sort as `kind/id`: the first after `kind/` starts the kind.
         let mut after = EntityKey {
             kind: kind.to_string(),
@@ -118,7 +117,10 @@ impl EntitySource for StoreEntities {
     }
 
     fn pending_timers(&self, entity: &str) -> Result<Vec<converge_store::TimerRecord>, String> {
-        let store = self.store.lock().map_err(|_| "the query connection failed")?;
+        let store = self
+            .store
+            .lock()
+            .map_err(|_| "the query connection failed")?;
         let Some(key) = EntityKey::parse(entity) else {
             return Ok(Vec::new());
         };

@@ -827,7 +827,11 @@ impl Counts {
             since: window.0.unwrap_or(DateTime::<Utc>::MIN_UTC),
             until: window.1.unwrap_or(DateTime::<Utc>::MAX_UTC),
         };
-        self.metrics = Some(report::from_samples(&self.samples, sim.entities(), &request));
+        self.metrics = Some(report::from_samples(
+            &self.samples,
+            sim.entities(),
+            &request,
+        ));
     }
 
     fn metrics_json(&self) -> Value {
@@ -1008,7 +1012,14 @@ impl<W: Write> Reporter<W> {
         lines.extend(counts.simulated_line().map(|s| format!("simulated: {s}")));
         lines.push(format!("decisions: {}", counts_line(&counts.decisions)));
         lines.push(format!("rule failures: {}", counts_line(&counts.failures)));
-        lines.extend(counts.metrics.as_ref().map(report::Report::summary_lines).into_iter().flatten());
+        lines.extend(
+            counts
+                .metrics
+                .as_ref()
+                .map(report::Report::summary_lines)
+                .into_iter()
+                .flatten(),
+        );
         lines.iter().try_for_each(|line| self.out.line(line))
     }
 

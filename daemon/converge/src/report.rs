@@ -116,7 +116,10 @@ impl ReportRequest {
 fn point_in_time(name: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+        return Ok(date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc());
     }
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Ok(time.with_timezone(&Utc));
@@ -229,7 +232,10 @@ pub fn stage_role_warnings(
     }
     let in_use: Vec<&str> = seen.values().map(|(name, _)| name.as_str()).collect();
     for (role, names) in roles.listed() {
-        if !names.iter().any(|name| seen.contains_key(&normalize_stage(name))) {
+        if !names
+            .iter()
+            .any(|name| seen.contains_key(&normalize_stage(name)))
+        {
             warnings.push(format!(
                 "report.stages.{}: no entity has any of the stages {}; the stages in use are {}",
                 role.name(),
@@ -288,7 +294,11 @@ pub fn headline(store: &dyn Backend, now: DateTime<Utc>) -> Result<Headline, Sto
     Ok(Headline {
         items_blocked,
         escalations_open,
-        exception_rate: if samples > 0 { total / samples as f64 } else { 0.0 },
+        exception_rate: if samples > 0 {
+            total / samples as f64
+        } else {
+            0.0
+        },
     })
 }
 
@@ -325,33 +335,32 @@ pub fn from_samples<'a>(
         counter.finish()
     });
     let (since, until) = (request.since, request.until);
-    let result: Result<Report, std::convert::Infallible> =
-        assemble(request, blocked, |query| {
-            let mut groups: BTreeMap<Option<String>, SampleGroup> = BTreeMap::new();
-            for sample in samples
-                .iter()
-                .filter(|s| s.metric == query.metric && s.at >= since && s.at < until)
-            {
-                let slice = query.by.and_then(|by| slice_of(sample, by));
-                let group = groups.entry(slice.clone()).or_insert_with(|| SampleGroup {
-                    slice,
-                    ..SampleGroup::default()
-                });
-                group.samples += 1;
-                group.total += sample.value;
-                if query.metric.shape() == MetricShape::Duration {
-                    group.values.push(sample.value);
-                }
+    let result: Result<Report, std::convert::Infallible> = assemble(request, blocked, |query| {
+        let mut groups: BTreeMap<Option<String>, SampleGroup> = BTreeMap::new();
+        for sample in samples
+            .iter()
+            .filter(|s| s.metric == query.metric && s.at >= since && s.at < until)
+        {
+            let slice = query.by.and_then(|by| slice_of(sample, by));
+            let group = groups.entry(slice.clone()).or_insert_with(|| SampleGroup {
+                slice,
+                ..SampleGroup::default()
+            });
+            group.samples += 1;
+            group.total += sample.value;
+            if query.metric.shape() == MetricShape::Duration {
+                group.values.push(sample.value);
             }
-            let mut groups: Vec<SampleGroup> = groups.into_values().collect();
-            for group in &mut groups {
-                group.values.sort_by(f64::total_cmp);
-            }
-            // `None` sorts first in a BTreeMap; reports put it last.
-            let unsliced_first = groups.first().is_some_and(|g| g.slice.is_none());
-            groups.rotate_left(usize::from(unsliced_first));
-            Ok(groups)
-        });
+        }
+        let mut groups: Vec<SampleGroup> = groups.into_values().collect();
+        for group in &mut groups {
+            group.values.sort_by(f64::total_cmp);
+        }
+        // `None` sorts first in a BTreeMap; reports put it last.
+        let unsliced_first = groups.first().is_some_and(|g| g.slice.is_none());
+        groups.rotate_left(usize::from(unsliced_first));
+        Ok(groups)
+    });
     match result {
         Ok(report) => report,
         Err(never) => match never {},
@@ -390,10 +399,13 @@ fn assemble<E>(
                     Some(row) => row.blocked_now = Some(*count),
                     None => metric_rows.push(Row {
                         blocked_now: Some(*count),
-                        ..row(metric, &SampleGroup {
-                            slice: slice.clone(),
-                            ..SampleGroup::default()
-                        })
+                        ..row(
+                            metric,
+                            &SampleGroup {
+                                slice: slice.clone(),
+                                ..SampleGroup::default()
+                            },
+                        )
                     }),
                 }
             }
@@ -460,7 +472,11 @@ impl Row {
                 line,
                 " ({} {})",
                 self.samples,
-                if self.samples == 1 { "sample" } else { "samples" }
+                if self.samples == 1 {
+                    "sample"
+                } else {
+                    "samples"
+                }
             );
         }
         if let Some(blocked) = self.blocked_now {
@@ -483,7 +499,9 @@ impl Report {
         if lines.is_empty() {
             return vec!["metrics: no samples".into()];
         }
-        std::iter::once("metrics:".to_string()).chain(lines).collect()
+        std::iter::once("metrics:".to_string())
+            .chain(lines)
+            .collect()
     }
 }
 
@@ -500,7 +518,9 @@ pub fn changes(a: &Report, b: &Report) -> Vec<String> {
     if moved.is_empty() {
         return vec!["metrics: the same for a and b".into()];
     }
-    std::iter::once("metrics (a -> b):".to_string()).chain(moved).collect()
+    std::iter::once("metrics (a -> b):".to_string())
+        .chain(moved)
+        .collect()
 }
 
 fn sort_rows(rows: &mut [Row]) {
@@ -591,7 +611,13 @@ impl Report {
             lines.push(line);
         }
         let widths: Vec<usize> = (0..lines[0].len())
-            .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+            .map(|i| {
+                lines
+                    .iter()
+                    .map(|l| l[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         // Numbers line up on the right, names on the left.
         let first_number = if self.by.is_some() { 2 } else { 1 };
@@ -775,8 +801,8 @@ mod tests {
         let r = ReportRequest::parse(Some("rework_rate"), None, Some("12h"), None, now).unwrap();
         assert_eq!(r.since, at("2026-12-01T22:00:00Z"));
         assert_eq!(r.metrics, vec![Metric::ReworkRate]);
-        let r = ReportRequest::parse(None, None, None, Some("2026-11-30T12:00:00+01:00"), now)
-            .unwrap();
+        let r =
+            ReportRequest::parse(None, None, None, Some("2026-11-30T12:00:00+01:00"), now).unwrap();
         assert_eq!(r.until, at("2026-11-30T11:00:00Z"));
         assert_eq!(r.since, at("2026-11-02T11:00:00Z"));
     }
@@ -793,11 +819,18 @@ mod tests {
             "unknown slice `team`: a report is by owner, campaign, channel, stage, week"
         );
         let error = ReportRequest::parse(None, None, Some("last tuesday"), None, now).unwrap_err();
-        assert!(error.starts_with("--since `last tuesday` is not a date"), "{error}");
-        let error =
-            ReportRequest::parse(None, None, Some("2026-12-05"), None, now).unwrap_err();
+        assert!(
+            error.starts_with("--since `last tuesday` is not a date"),
+            "{error}"
+        );
+        let error = ReportRequest::parse(None, None, Some("2026-12-05"), None, now).unwrap_err();
         assert!(error.starts_with("the period is empty"), "{error}");
-        assert!("xml".parse::<Format>().unwrap_err().contains("table, csv or json"));
+        assert!(
+            "xml"
+                .parse::<Format>()
+                .unwrap_err()
+                .contains("table, csv or json")
+        );
     }
 }
 
@@ -882,7 +915,10 @@ fn export_lines(
             .map_err(|e| format!("cannot read the journal: {e}"))?;
         let Some(last) = trails.last() else { break };
         after = last.seq;
-        for trail in trails.iter().filter(|t| (since..until).contains(&t.received_at_ms)) {
+        for trail in trails
+            .iter()
+            .filter(|t| (since..until).contains(&t.received_at_ms))
+        {
             let event = serde_json::json!({
                 "seq": trail.seq,
                 "id": trail.id,
@@ -1061,7 +1097,8 @@ fn refuse_if_running(store: &dyn Backend, config: &Config) -> Result<(), String>
         return Ok(());
     }
     let listen = config.server.listen;
-    if std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_millis(300)).is_ok() {
+    if std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_millis(300)).is_ok()
+    {
         return Err(format!(
             "a daemon answers at {listen} (server.listen): stop it before --rebuild"
         ));

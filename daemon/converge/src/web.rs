@@ -662,7 +662,8 @@ async fn reports(
     axum::extract::Query(query): axum::extract::Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_report", message);
+    let invalid =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_report", message);
     let format = match query.format.as_deref().unwrap_or("json") {
         "table" => return Err(invalid("a report over HTTP is json or csv".into())),
         other => other.parse::<report::Format>().map_err(invalid)?,
@@ -686,7 +687,11 @@ async fn reports(
         report::Format::Csv => "text/csv; charset=utf-8",
         _ => "application/json",
     };
-    Ok(([(header::CONTENT_TYPE, content_type)], report.render(format)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        report.render(format),
+    )
+        .into_response())
 }
 
 /// `GET /v1/entities/{kind}/{id}/timers`: the entity's timers, newest first;

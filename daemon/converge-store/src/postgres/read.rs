@@ -14,8 +14,8 @@ use crate::records::{
     RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{
-    Backend, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery, StoreError,
-    WriteBatch, WriteResult, group_durations, order_groups,
+    Backend, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery, StoreError, WriteBatch,
+    WriteResult, group_durations, order_groups,
 };
 
 impl Backend for PostgresStore {
@@ -374,7 +374,12 @@ impl Backend for PostgresStore {
                      WHERE metric = $1 AND at_ms >= $3 AND at_ms < $4
                      ORDER BY slice, value",
                     &params,
-                    |row| Ok((row.try_get::<_, Option<String>>(0)?, row.try_get::<_, f64>(1)?)),
+                    |row| {
+                        Ok((
+                            row.try_get::<_, Option<String>>(0)?,
+                            row.try_get::<_, f64>(1)?,
+                        ))
+                    },
                 )?;
                 return Ok(group_durations(rows));
             }

@@ -522,7 +522,10 @@ fn insert_sample_rows<C: GenericClient>(
     }
     let seqs: Vec<i64> = samples.iter().map(|(seq, _)| *seq).collect();
     let metrics: Vec<&str> = samples.iter().map(|(_, x)| x.metric.name()).collect();
-    let ats: Vec<i64> = samples.iter().map(|(_, x)| x.at.timestamp_millis()).collect();
+    let ats: Vec<i64> = samples
+        .iter()
+        .map(|(_, x)| x.at.timestamp_millis())
+        .collect();
     let weeks: Vec<String> = samples.iter().map(|(_, x)| x.week().to_string()).collect();
     let values: Vec<f64> = samples.iter().map(|(_, x)| x.value).collect();
     let entities: Vec<&str> = samples.iter().map(|(_, x)| x.entity.as_str()).collect();

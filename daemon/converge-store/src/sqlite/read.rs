@@ -12,8 +12,8 @@ use crate::records::{
     RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{
-    Backend, LeaseRecord, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch,
-    WriteResult, order_groups,
+    Backend, LeaseRecord, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch, WriteResult,
+    order_groups,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -110,7 +110,9 @@ impl Backend for SqliteStore {
         let states = self
             .conn
             .prepare_cached(sql)?
-            .query_map(params![after, sql_limit(limit)], |row| row.get::<_, String>(0))?
+            .query_map(params![after, sql_limit(limit)], |row| {
+                row.get::<_, String>(0)
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(states
             .iter()
@@ -382,10 +384,12 @@ impl Backend for SqliteStore {
                 None => unsliced.get_or_insert_with(SampleGroup::default),
                 Some(slice) => match sliced.get_mut(slice) {
                     Some(group) => group,
-                    None => sliced.entry(slice.to_string()).or_insert_with(|| SampleGroup {
-                        slice: Some(slice.to_string()),
-                        ..SampleGroup::default()
-                    }),
+                    None => sliced
+                        .entry(slice.to_string())
+                        .or_insert_with(|| SampleGroup {
+                            slice: Some(slice.to_string()),
+                            ..SampleGroup::default()
+                        }),
                 },
             };
             group.samples += 1;

@@ -54,7 +54,12 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
                 ProcessedEvent {
                     samples: vec![
                         sample(review, "2026-11-02T10:00:00Z", 7200.0, Some("ana")),
-                        sample(Metric::ExceptionRate, "2026-11-02T10:00:00Z", 1.0, Some("ana")),
+                        sample(
+                            Metric::ExceptionRate,
+                            "2026-11-02T10:00:00Z",
+                            1.0,
+                            Some("ana"),
+                        ),
                     ],
                     ..processed_plain(1)
                 },
@@ -78,7 +83,9 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
     let (since, until) = ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z");
     let reader = db.reader();
     assert_eq!(
-        reader.sample_groups(&query(review, None, since, until)).unwrap(),
+        reader
+            .sample_groups(&query(review, None, since, until))
+            .unwrap(),
         vec![group(None, 12600.0, &[1800.0, 3600.0, 7200.0])]
     );
     assert_eq!(
@@ -102,7 +109,12 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
     // A rate comes counted, without its values; no owner groups last.
     assert_eq!(
         reader
-            .sample_groups(&query(Metric::ExceptionRate, Some(Slice::Owner), since, until))
+            .sample_groups(&query(
+                Metric::ExceptionRate,
+                Some(Slice::Owner),
+                since,
+                until
+            ))
             .unwrap(),
         vec![
             SampleGroup {
@@ -162,7 +174,9 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
         let weekly = conn
             .prepare(weekly_sql)
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -176,7 +190,13 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
         (weekly, hours)
     };
     let row = |week: &str, owner: &str, samples: i64, total: f64| -> Weekly {
-        ("review_time".into(), week.into(), Some(owner.into()), samples, total)
+        (
+            "review_time".into(),
+            week.into(),
+            Some(owner.into()),
+            samples,
+            total,
+        )
     };
     assert_eq!(
         weekly,
@@ -190,7 +210,12 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
     let owner = |o: &str| Some(o.to_string());
     assert_eq!(
         hours,
-        vec![(owner("ana"), 2.0), (owner("ben"), 1.0), (owner("ana"), 0.5), (owner("ana"), 60.0 / 3600.0)]
+        vec![
+            (owner("ana"), 2.0),
+            (owner("ben"), 1.0),
+            (owner("ana"), 0.5),
+            (owner("ana"), 60.0 / 3600.0)
+        ]
     );
 
     // Samples do not hang on their events: with the old events pruned, the
@@ -200,10 +225,12 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
         .unwrap();
     if db.is_postgres() {
         let mut sql = db.sql();
-        sql.batch_execute("DELETE FROM events WHERE seq <= 2").unwrap();
+        sql.batch_execute("DELETE FROM events WHERE seq <= 2")
+            .unwrap();
     } else {
         let conn = rusqlite::Connection::open(db.path()).unwrap();
-        conn.execute_batch("DELETE FROM events WHERE seq <= 2").unwrap();
+        conn.execute_batch("DELETE FROM events WHERE seq <= 2")
+            .unwrap();
     }
     assert_eq!(
         reader
@@ -216,7 +243,10 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
     drop(reader);
     store
         .replace_samples(
-            &[(2, vec![sample(review, "2026-11-03T00:00:00Z", 60.0, Some("cy"))])],
+            &[(
+                2,
+                vec![sample(review, "2026-11-03T00:00:00Z", 60.0, Some("cy"))],
+            )],
             &[],
         )
         .unwrap();
@@ -233,7 +263,9 @@ fn entities_with_an_open_block_or_escalation_are_found_from_their_index(db: &Tes
     let mut blocked = entity("T-1", "blocked");
     blocked.flow.blocked_since = Some(at("2026-11-02T10:00:00Z"));
     let mut channel_blocked = entity("T-2", "review");
-    channel_blocked.channels.insert("email".into(), Default::default());
+    channel_blocked
+        .channels
+        .insert("email".into(), Default::default());
     channel_blocked
         .channels
         .get_mut("email")
@@ -269,7 +301,10 @@ fn entities_with_an_open_block_or_escalation_are_found_from_their_index(db: &Tes
     };
     assert_eq!(ids(OpenSpan::Blocked, None), ["T-1", "T-2"]);
     assert_eq!(
-        ids(OpenSpan::Blocked, Some(&EntityKey::parse("task/T-1").unwrap())),
+        ids(
+            OpenSpan::Blocked,
+            Some(&EntityKey::parse("task/T-1").unwrap())
+        ),
         ["T-2"]
     );
     assert_eq!(ids(OpenSpan::Escalated, None), ["T-3"]);

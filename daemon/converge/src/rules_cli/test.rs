@@ -161,11 +161,7 @@ fn default_engine() -> Engine {
 pub fn run(config_path: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
     let started = Instant::now();
     let (limits, engine, roots) = match (config_path, paths.is_empty()) {
-        (None, false) => (
-            RuleLimits::default(),
-            default_engine(),
-            paths.to_vec(),
-        ),
+        (None, false) => (RuleLimits::default(), default_engine(), paths.to_vec()),
         (config_path, _) => {
             let config_path = config_path.unwrap_or(Path::new("config/converge.toml"));
             let config = match super::load_config(config_path) {
