@@ -282,7 +282,7 @@ async fn exhausted_retries_are_dead_lettered_and_a_drop_is_final() {
 async fn retries_and_drops_are_disabled_without_an_admin_token() {
     let sink = Sink::start().await;
     let ws = workspace(&sink);
-    let daemon = ws.start();
+    let daemon = ws.start_without_admin_token();
     let (status, body) = daemon
         .post_admin("/v1/dlq/1/retry", Some(TOKEN), &decision())
         .await;

@@ -336,7 +336,7 @@ async fn an_override_with_the_admin_token_releases_and_is_recorded() {
 async fn overrides_are_disabled_without_a_token() {
     let sink = Sink::start().await;
     let ws = workspace(&sink);
-    let daemon = ws.start();
+    let daemon = ws.start_without_admin_token();
     let (status, body) = override_gate(
         &daemon,
         "spring",

@@ -78,3 +78,37 @@ async fn each_hostile_rule_fails_alone_and_the_others_still_decide() {
     assert_eq!(daemon.metric("converge_rule_failures_total").await, 8.0);
     assert_eq!(daemon.get("/healthz").await, (200, "ok\n".to_string()));
 }
+
+/// An event id with a line break in it, or a made-up log line, stays on its
+/// own line of the log, escaped: nothing from outside can forge a log line.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_id_cannot_forge_a_log_line() {
+    let ws = Workspace::new(&[("e_works", RULES[4].1)], "");
+    let daemon = ws.start_with_env(&[("RUST_LOG", "debug")]);
+    let forged = "x\n2026-12-01T21:40:00.000000Z ERROR converge::daemon: FORGED LINE";
+    let mut forging = event(forged, "task.updated", "task/T-1", json!({}));
+    forging["source"] = json!("/t\nFORGED SOURCE");
+    let (status, body) = daemon.send_event(&forging).await;
+    assert_eq!(status, 202, "{body}");
+    daemon.wait_for_trail(&urlencode(forged), processed).await;
+    let log = daemon.log();
+    assert!(
+        log.contains(r"x\n2026-12-01T21:40:00.000000Z ERROR"),
+        "{log}"
+    );
+    for line in log.lines() {
+        assert!(
+            !line.starts_with("2026-12-01T21:40:00.000000Z") && !line.starts_with("FORGED"),
+            "a forged line: {line}\n{log}"
+        );
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

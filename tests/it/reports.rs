@@ -33,14 +33,7 @@ fn month_workspace() -> Workspace {
 }
 
 async fn set_clock(daemon: &Daemon, to: &str) {
-    let (status, body) = daemon
-        .post(
-            "/v1/clock",
-            "application/json",
-            json!({ "set": to }).to_string(),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    daemon.set_clock(to).await;
 }
 
 /// Each event at its own time on the daemon's clock, until every event is

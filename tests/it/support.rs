@@ -170,6 +170,11 @@ files = [{files}]
         Daemon::start(&self.config(), env)
     }
 
+    /// A daemon without an admin token: its admin API is disabled.
+    pub fn start_without_admin_token(&self) -> Daemon {
+        Daemon::start_with_token(&self.config(), &[], None)
+    }
+
     pub fn converge(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_converge"))
             .args(args)
@@ -255,15 +260,29 @@ start = "{clock_start}"
     )
 }
 
+/// The admin token a test daemon gets unless its test gives its own
+/// (`CONVERGE_ADMIN_TOKEN` in the environment) or none.
+pub const ADMIN_TOKEN: &str = "converge-test-admin-token-0123456789";
+
 /// A running `converge run`, killed when dropped.
 pub struct Daemon {
     pub child: Child,
     pub url: String,
     pub stderr: Arc<Mutex<String>>,
+    /// The admin token it runs with, if any: what `advance_clock` sends.
+    pub admin_token: Option<String>,
 }
 
 impl Daemon {
     fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let token = env
+            .iter()
+            .find(|(k, _)| *k == "CONVERGE_ADMIN_TOKEN")
+            .map_or(ADMIN_TOKEN, |(_, v)| v);
+        Daemon::start_with_token(config, env, Some(token))
+    }
+
+    fn start_with_token(config: &Path, env: &[(&str, &str)], token: Option<&str>) -> Daemon {
         let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
         command
             .args(["run", "--config"])
@@ -271,7 +290,11 @@ impl Daemon {
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in env {
+        match token {
+            Some(token) => command.env("CONVERGE_ADMIN_TOKEN", token),
+            None => command.env_remove("CONVERGE_ADMIN_TOKEN"),
+        };
+        for (k, v) in env.iter().filter(|(k, _)| *k != "CONVERGE_ADMIN_TOKEN") {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("starting converge");
@@ -297,7 +320,12 @@ impl Daemon {
             }
         });
         match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(url) => Daemon { child, url, stderr },
+            Ok(url) => Daemon {
+                child,
+                url,
+                stderr,
+                admin_token: token.map(str::to_string),
+            },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -443,12 +471,17 @@ impl Daemon {
 
     /// Moves the daemon's manual clock forward (`clock.mode = "manual"`).
     pub async fn advance_clock(&self, by: &str) -> Value {
+        self.move_clock(serde_json::json!({ "advance": by })).await
+    }
+
+    /// Sets the daemon's manual clock to a later time.
+    pub async fn set_clock(&self, to: &str) -> Value {
+        self.move_clock(serde_json::json!({ "set": to })).await
+    }
+
+    async fn move_clock(&self, request: Value) -> Value {
         let (status, body) = self
-            .post(
-                "/v1/clock",
-                "application/json",
-                serde_json::json!({ "advance": by }).to_string(),
-            )
+            .post_admin("/v1/clock", self.admin_token.as_deref(), &request)
             .await;
         assert_eq!(status, 200, "{body}\n{}", self.log());
         body

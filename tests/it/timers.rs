@@ -323,16 +323,39 @@ async fn only_a_manual_clock_moves_and_converge_sources_are_reserved() {
     let daemon = ws.start();
     let moved = daemon.advance_clock("48h").await;
     assert_eq!(moved["now"], "2026-11-25T10:00:00.000Z");
+    let token = daemon.admin_token.as_deref();
     let (status, body) = daemon
-        .post(
-            "/v1/clock",
-            "application/json",
-            json!({"set": START}).to_string(),
-        )
+        .post_admin("/v1/clock", token, &json!({"set": START}))
         .await;
     assert_eq!(status, 409, "{body}");
     let (status, body) = daemon
-        .post("/v1/clock", "application/json", r#"{"advance": "soon"}"#)
+        .post_admin("/v1/clock", token, &json!({"advance": "soon"}))
         .await;
     assert_eq!(status, 400, "{body}");
+
+    // Moving the clock fires timers and journals schedules: it takes the
+    // admin token, and nothing moves without it.
+    let (status, body) = daemon
+        .post_admin("/v1/clock", None, &json!({"set": "2099-01-01T00:00:00Z"}))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = daemon
+        .post_admin("/v1/clock", Some("guess"), &json!({"advance": "1h"}))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let (_, now) = daemon.get("/v1/clock").await;
+    assert!(now.contains("2026-11-25T10:00:00.000Z"), "{now}");
+    let ws = Workspace::new(&[], &manual_clock(START));
+    let daemon = ws.start_without_admin_token();
+    let (status, body) = daemon
+        .post_admin("/v1/clock", None, &json!({"advance": "1h"}))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("clock moves are disabled: set CONVERGE_ADMIN_TOKEN"),
+        "{body}"
+    );
 }

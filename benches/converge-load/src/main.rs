@@ -21,6 +21,9 @@
 mod report_scale;
 mod soak;
 
+/// The admin token of the daemons this tool starts.
+pub const ADMIN_TOKEN: &str = "converge-load-admin-token-0123456789";
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -453,6 +456,8 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")
+            // What moves a manual clock (`soak`).
+            .env("CONVERGE_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

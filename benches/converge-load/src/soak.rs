@@ -197,6 +197,7 @@ start = "{start}"
     let status = wait_settled(&client, &url, false).await?;
     let advance = hyper::Request::post(format!("{url}/v1/clock"))
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", crate::ADMIN_TOKEN))
         .body(Full::new(Bytes::from(r#"{"advance": "2h"}"#)))?;
     let moved = client.request(advance).await?;
     if !moved.status().is_success() {

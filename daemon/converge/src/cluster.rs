@@ -247,6 +247,8 @@ impl ClusterProcessor {
             return Ok(false);
         }
         let partitions: Vec<u32> = held.keys().copied().collect();
+        // The previous page is committed: the cache may start over.
+        self.processor.clear_cache_if_full();
         let page = self
             .processor
             .reader

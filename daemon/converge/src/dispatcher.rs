@@ -332,7 +332,7 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
                 shared
                     .metrics
                     .action_attempt(&action.plugin, ActionOutcomeLabel::Ok, took);
-                tracing::info!(summary = %done.summary, attempts, "action done");
+                tracing::info!(summary = %done.summary.escape_debug(), attempts, "action done");
                 (
                     OutcomeKind::Done {
                         external_id: done.external_id,
@@ -352,7 +352,7 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
                             ActionOutcomeLabel::Retried,
                             took,
                         );
-                        tracing::warn!(error = %detail, attempts, retry_in = ?delay, "action failed; will retry");
+                        tracing::warn!(error = %detail.escape_debug(), attempts, retry_in = ?delay, "action failed; will retry");
                         let next =
                             finished_at_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
                         (

@@ -97,7 +97,7 @@ impl Poller {
                     failures += 1;
                     self.metrics.poll_failures.inc();
                     let wait = self.wait_after(&failure, failures);
-                    tracing::warn!(poll = %name, error = %failure, retry_in = ?wait, "poll failed");
+                    tracing::warn!(poll = %name, error = %failure.to_string().escape_debug(), retry_in = ?wait, "poll failed");
                     wait
                 }
             };

@@ -203,6 +203,7 @@ impl Processor {
             let rules = self.rules.borrow_and_update().clone();
             for journaled in page.into_iter().take_while(|j| j.seq <= head) {
                 after = journaled.seq;
+                self.make_room(&mut processed)?;
                 match Event::from_journal(&journaled.json) {
                     Ok(event) if queries(&rules, &event) => {
                         self.hand_over(std::mem::take(&mut processed))?;
@@ -254,9 +255,31 @@ impl Processor {
                 self.hand_over(std::mem::take(&mut processed))?;
                 self.settle()?;
             }
+            self.make_room(&mut processed)?;
             processed.push(self.process(item, rules)?);
         }
         self.hand_over(processed)
+    }
+
+    /// Starts the entity cache over when it is full, once every state in it
+    /// is committed: a state dropped while its batch is still on its way to
+    /// the database would be read back stale from the store.
+    fn make_room(&mut self, processed: &mut Vec<Processed>) -> Result<(), String> {
+        if self.cache.len() < ENTITY_CACHE_LIMIT {
+            return Ok(());
+        }
+        self.hand_over(std::mem::take(processed))?;
+        self.settle()?;
+        self.cache.clear();
+        Ok(())
+    }
+
+    /// For the cluster loop, between pages (each committed before the
+    /// next): starts the entity cache over when it is full.
+    pub fn clear_cache_if_full(&mut self) {
+        if self.cache.len() >= ENTITY_CACHE_LIMIT {
+            self.cache.clear();
+        }
     }
 
     fn hand_over(&mut self, processed: Vec<Processed>) -> Result<(), String> {
@@ -321,9 +344,6 @@ impl Processor {
         )?;
         self.observe(event, &outcome);
         if let Some(state) = &outcome.entity {
-            if self.cache.len() >= ENTITY_CACHE_LIMIT {
-                self.cache.clear();
-            }
             self.cache.insert(state.key(), state.clone());
         }
         let now_ms = outcome.now.timestamp_millis();

@@ -461,8 +461,12 @@ async fn intake(
         .map(|e| (e.source.clone(), e.id.clone()))
         .collect();
     let span = match ids.as_slice() {
-        [(_, id)] => tracing::info_span!("intake", hook = %hook, event_id = %id),
-        _ => tracing::info_span!("intake", hook = %hook, events = ids.len()),
+        // Ids and sources come from outside: escaped, so a line break in
+        // one cannot forge a log line.
+        [(_, id)] => {
+            tracing::info_span!("intake", hook = %hook.escape_debug(), event_id = %id.escape_debug())
+        }
+        _ => tracing::info_span!("intake", hook = %hook.escape_debug(), events = ids.len()),
     };
     let appended = state
         .journal
@@ -486,7 +490,7 @@ async fn intake(
                 Appended::Duplicate { seq } => ("duplicate", seq),
             };
             span.in_scope(
-                || tracing::debug!(event_id = %id, %source, status, seq, "event acknowledged"),
+                || tracing::debug!(event_id = %id.escape_debug(), source = %source.escape_debug(), status, seq, "event acknowledged"),
             );
             json!({"source": source, "id": id, "status": status, "seq": seq})
         })
@@ -931,7 +935,7 @@ async fn override_gate(
             )
         })?;
     let seq = appended.first().map(|a| a.seq());
-    tracing::info!(campaign = %campaign, by = %request.by, event_id = %id, "gate override journaled");
+    tracing::info!(campaign = %campaign, by = %request.by.escape_debug(), event_id = %id, "gate override journaled");
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -973,9 +977,11 @@ async fn clock_now(State(state): State<AppState>) -> Response {
 }
 
 /// `POST /v1/clock`: moves a manual clock forward (a testing aid); 404 when
-/// the daemon runs on the system clock. Due timers fire right after.
+/// the daemon runs on the system clock. Due timers fire right after, so a
+/// move journals events and runs actions: it needs the admin token.
 async fn move_clock(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let Some(manual) = state.clock.as_manual() else {
@@ -985,6 +991,7 @@ async fn move_clock(
             "the clock can be moved only when clock.mode is \"manual\"",
         ));
     };
+    require_admin(&state, &headers, "clock moves")?;
     let bad =
         |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_clock_move", message);
     let request: ClockMove = serde_json::from_slice(&body).map_err(|e| {
