@@ -204,35 +204,27 @@ impl Processor {
             for journaled in page.into_iter().take_while(|j| j.seq <= head) {
                 after = journaled.seq;
                 self.make_room(&mut processed)?;
-                match Event::from_journal(&journaled.json) {
-                    Ok(event) if queries(&rules, &event) => {
-                        self.hand_over(std::mem::take(&mut processed))?;
-                        self.settle()?;
-                        processed.push(self.process(
-                            Journaled {
-                                seq: journaled.seq,
-                                event,
-                                received_at_ms: journaled.received_at_ms,
-                                acked_at: None,
-                                permit: None,
-                            },
-                            &rules,
-                        )?);
-                    }
-                    Ok(event) => processed.push(self.process(
-                        Journaled {
-                            seq: journaled.seq,
-                            event,
-                            received_at_ms: journaled.received_at_ms,
-                            acked_at: None,
-                            permit: None,
-                        },
-                        &rules,
-                    )?),
+                let event = match Event::from_journal(&journaled.json) {
+                    Ok(event) => event,
                     Err(e) => {
-                        tracing::error!(seq = journaled.seq, error = %e, "journaled event no longer parses; skipped")
+                        tracing::error!(seq = journaled.seq, error = %e, "journaled event no longer parses; skipped");
+                        continue;
                     }
+                };
+                if queries(&rules, &event) {
+                    self.hand_over(std::mem::take(&mut processed))?;
+                    self.settle()?;
                 }
+                processed.push(self.process(
+                    Journaled {
+                        seq: journaled.seq,
+                        event,
+                        received_at_ms: journaled.received_at_ms,
+                        acked_at: None,
+                        permit: None,
+                    },
+                    &rules,
+                )?);
             }
             if processed.is_empty() {
                 break;

@@ -710,6 +710,25 @@ fn serialize_time<S: serde::Serializer>(time: &DateTime<Utc>, s: S) -> Result<S:
     s.serialize_str(&rfc3339(*time))
 }
 
+/// The config, with the environment only for the database password
+/// (`storage.password_env`); an error is printed and exits 2.
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path, &|name| std::env::var(name).ok()).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Invalid.into()
+    })
+}
+
+/// A read-only connection to the config's database (on SQLite, the daemon
+/// may be running); an error is printed and exits 1.
+fn open_reader(config: &Config) -> Result<converge_store::Store, ExitCode> {
+    let database = &config.storage.location;
+    converge_store::Store::open_reader(database).map_err(|e| {
+        eprintln!("error: cannot read {database}: {e}");
+        Exit::Failure.into()
+    })
+}
+
 pub fn run(args: &ReportArgs) -> ExitCode {
     let now = Utc::now();
     let parsed = args.format.parse::<Format>().and_then(|format| {
@@ -729,13 +748,9 @@ pub fn run(args: &ReportArgs) -> ExitCode {
             return Exit::Invalid.into();
         }
     };
-    // The environment only for the database password (storage.password_env).
-    let config = match Config::load(&args.config, &|name| std::env::var(name).ok()) {
+    let config = match load(&args.config) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Invalid.into();
-        }
+        Err(exit) => return exit,
     };
     let database = &config.storage.location;
     if args.rebuild {
@@ -753,12 +768,9 @@ pub fn run(args: &ReportArgs) -> ExitCode {
             }
         }
     }
-    let store = match converge_store::Store::open_reader(database) {
+    let store = match open_reader(&config) {
         Ok(store) => store,
-        Err(e) => {
-            eprintln!("error: cannot read {database}: {e}");
-            return Exit::Failure.into();
-        }
+        Err(exit) => return exit,
     };
     match compute(&*store, &request) {
         Ok(report) => {
@@ -866,20 +878,9 @@ pub fn export(args: &ExportArgs) -> ExitCode {
             return Exit::Invalid.into();
         }
     };
-    let config = match Config::load(&args.config, &|name| std::env::var(name).ok()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Invalid.into();
-        }
-    };
-    let database = &config.storage.location;
-    let store = match converge_store::Store::open_reader(database) {
+    let store = match load(&args.config).and_then(|config| open_reader(&config)) {
         Ok(store) => store,
-        Err(e) => {
-            eprintln!("error: cannot read {database}: {e}");
-            return Exit::Failure.into();
-        }
+        Err(exit) => return exit,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match export_lines(&*store, &request, &mut out) {
