@@ -589,7 +589,8 @@ impl BlockedCounter {
 
 impl Report {
     /// The table for people: one line per metric and slice value; a metric's
-    /// blank cells are the columns that do not apply to it.
+    /// blank cells are the columns that do not apply to it, and a column
+    /// that applies to none of the rows is left out.
     pub fn table(&self) -> String {
         let by = self.by.map_or("", |b| b.name());
         let mut header = vec!["metric"];
@@ -610,6 +611,21 @@ impl Report {
             line.push(row.blocked_now.map(|n| n.to_string()).unwrap_or_default());
             lines.push(line);
         }
+        // A column no row fills (a rate's median, a duration's rate) is left out.
+        let first_value = if self.by.is_some() { 3 } else { 2 };
+        let filled: Vec<bool> = (0..lines[0].len())
+            .map(|i| i < first_value || lines[1..].iter().any(|l| !l[i].is_empty()))
+            .collect();
+        let lines: Vec<Vec<String>> = lines
+            .into_iter()
+            .map(|line| {
+                line.into_iter()
+                    .zip(&filled)
+                    .filter(|(_, keep)| **keep)
+                    .map(|(cell, _)| cell)
+                    .collect()
+            })
+            .collect();
         let widths: Vec<usize> = (0..lines[0].len())
             .map(|i| {
                 lines
@@ -817,6 +833,42 @@ mod tests {
             ReportRequest::parse(None, None, None, Some("2026-11-30T12:00:00+01:00"), now).unwrap();
         assert_eq!(r.until, at("2026-11-30T11:00:00Z"));
         assert_eq!(r.since, at("2026-11-02T11:00:00Z"));
+    }
+
+    #[test]
+    fn a_table_leaves_out_the_columns_no_row_fills() {
+        let report = Report {
+            since: at("2026-11-01T00:00:00Z"),
+            until: at("2026-12-01T00:00:00Z"),
+            by: Some(Slice::Owner),
+            rows: vec![
+                Row {
+                    metric: Metric::ReviewTime,
+                    slice: Some("ana".into()),
+                    samples: 2,
+                    median_hours: Some(5.0),
+                    p85_hours: Some(5.7),
+                    rate: None,
+                    blocked_now: None,
+                },
+                Row {
+                    metric: Metric::ReviewTime,
+                    slice: None,
+                    samples: 1,
+                    median_hours: Some(24.0),
+                    p85_hours: Some(24.0),
+                    rate: None,
+                    blocked_now: None,
+                },
+            ],
+        };
+        assert_eq!(
+            report.table(),
+            "2026-11-01T00:00:00Z to 2026-12-01T00:00:00Z (UTC), by owner\n\
+             metric       owner   samples  median    p85\n\
+             review_time  ana           2    5.0h   5.7h\n\
+             review_time  (none)        1   24.0h  24.0h\n"
+        );
     }
 
     #[test]
