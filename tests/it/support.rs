@@ -441,12 +441,20 @@ impl Daemon {
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let response = client()
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
+        // A pooled connection the daemon closed as this request went out
+        // (its header read timeout, short in some tests) fails the request
+        // before any answer: a GET is safe to send again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match client().get(format!("{}{path}", self.url)).send().await {
+                Ok(response) => {
+                    return (response.status().as_u16(), response.text().await.unwrap());
+                }
+                Err(e) if attempt < 3 && e.is_request() => continue,
+                Err(e) => panic!("GET {path}: {e:?}"),
+            }
+        }
     }
 
     /// The trail of an event, once `done` says it is complete.
