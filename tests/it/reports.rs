@@ -170,6 +170,25 @@ fn the_month() -> Vec<Line> {
     ]
 }
 
+/// `converge replay` of the month's journal, as JSON lines.
+const REPLAY_THE_MONTH: [&str; 6] = [
+    "replay",
+    "--from-journal",
+    "--json",
+    "--quiet",
+    "--until",
+    "2026-12-01T00:00:00Z",
+];
+
+/// The metrics of a replay's summary line.
+fn replayed_metrics(out: std::process::Output) -> Vec<Line> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    lines(&summary["summary"]["metrics"])
+}
+
 fn report_json(ws: &Workspace, extra: &[&str]) -> Value {
     let mut args = vec![
         "report", "--since", MONTH.0, "--until", MONTH.1, "--format", "json",
@@ -365,26 +384,8 @@ async fn check_the_month(ws: &Workspace, daemon: &Daemon) {
     assert_eq!(export("2026-11-26").len(), 1);
 
     // Replaying the journal computes the same metrics.
-    let out = ws.converge(&[
-        "replay",
-        "--from-journal",
-        "--json",
-        "--quiet",
-        "--until",
-        "2026-12-01T00:00:00Z",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(
-        lines(&summary["summary"]["metrics"]),
-        the_month(),
-        "{stdout}"
-    );
+    let out = ws.converge(&REPLAY_THE_MONTH);
+    assert_eq!(replayed_metrics(out), the_month());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -528,26 +529,8 @@ async fn a_scripted_month_reports_the_same_on_postgres() {
     let by_owner: Value = serde_json::from_slice(&out.stdout).unwrap();
     let api: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(lines(&api["rows"]), lines(&by_owner["rows"]));
-    let out = with_password(&[
-        "replay",
-        "--from-journal",
-        "--json",
-        "--quiet",
-        "--until",
-        "2026-12-01T00:00:00Z",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(
-        lines(&summary["summary"]["metrics"]),
-        the_month(),
-        "{stdout}"
-    );
+    let out = with_password(&REPLAY_THE_MONTH);
+    assert_eq!(replayed_metrics(out), the_month());
 
     // A rebuild waits for the daemons sharing the database to stop.
     let out = with_password(&["report", "--rebuild"]);

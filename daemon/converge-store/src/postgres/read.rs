@@ -77,18 +77,11 @@ impl Backend for PostgresStore {
         after: Option<&EntityKey>,
         limit: usize,
     ) -> Result<Vec<EntityState>, StoreError> {
-        let after = after.map(EntityKey::to_string).unwrap_or_default();
-        let states = self.run(|s| {
-            s.rows(
-                "SELECT state FROM entities WHERE key > $1 ORDER BY key LIMIT $2",
-                &[&after, &sql_limit(limit)],
-                |row| row.try_get::<_, String>(0),
-            )
-        })?;
-        Ok(states
-            .iter()
-            .map(|s| serde_json::from_str(s))
-            .collect::<Result<_, _>>()?)
+        self.states_after(
+            "SELECT state FROM entities WHERE key > $1 ORDER BY key LIMIT $2",
+            after,
+            limit,
+        )
     }
 
     fn entities_with_open(
@@ -97,30 +90,18 @@ impl Backend for PostgresStore {
         after: Option<&EntityKey>,
         limit: usize,
     ) -> Result<Vec<EntityState>, StoreError> {
-        let after = after.map(EntityKey::to_string).unwrap_or_default();
-        let params: [&(dyn postgres::types::ToSql + Sync); 2] = [&after, &sql_limit(limit)];
-        let states = self.run(|s| {
-            // Literal conditions, so the planner can use the partial index they define.
-            let decode = |row: &Row| row.try_get::<_, String>(0);
-            match span {
-                OpenSpan::Blocked => s.rows(
-                    "SELECT state FROM entities
-                     WHERE strpos(state, '\"blocked_since\"') > 0 AND key > $1 ORDER BY key LIMIT $2",
-                    &params,
-                    decode,
-                ),
-                OpenSpan::Escalated => s.rows(
-                    "SELECT state FROM entities
-                     WHERE strpos(state, '\"escalated_since\"') > 0 AND key > $1 ORDER BY key LIMIT $2",
-                    &params,
-                    decode,
-                ),
+        // Literal conditions, so the planner can use the partial index they define.
+        let sql = match span {
+            OpenSpan::Blocked => {
+                "SELECT state FROM entities
+                 WHERE strpos(state, '\"blocked_since\"') > 0 AND key > $1 ORDER BY key LIMIT $2"
             }
-        })?;
-        Ok(states
-            .iter()
-            .map(|s| serde_json::from_str(s))
-            .collect::<Result<_, _>>()?)
+            OpenSpan::Escalated => {
+                "SELECT state FROM entities
+                 WHERE strpos(state, '\"escalated_since\"') > 0 AND key > $1 ORDER BY key LIMIT $2"
+            }
+        };
+        self.states_after(sql, after, limit)
     }
 
     fn pending_actions(&self, limit: usize) -> Result<Vec<PendingAction>, StoreError> {
@@ -647,6 +628,27 @@ fn action_history<C: GenericClient>(
 }
 
 // ---- rows to records: each reads the columns of its `*_columns!` macro, in order ----
+
+impl PostgresStore {
+    /// The entity states `sql` selects (`state` after key `$1`, at most `$2`).
+    fn states_after(
+        &self,
+        sql: &'static str,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<EntityState>, StoreError> {
+        let after = after.map(EntityKey::to_string).unwrap_or_default();
+        let states = self.run(|s| {
+            s.rows(sql, &[&after, &sql_limit(limit)], |row| {
+                row.try_get::<_, String>(0)
+            })
+        })?;
+        Ok(states
+            .iter()
+            .map(|s| serde_json::from_str(s))
+            .collect::<Result<_, _>>()?)
+    }
+}
 
 pub(super) fn journaled_event(row: &Row) -> Result<JournaledEvent, postgres::Error> {
     Ok(JournaledEvent {

@@ -18,6 +18,29 @@ use crate::{
 use std::collections::HashMap;
 use std::time::Duration;
 
+impl SqliteStore {
+    /// The entity states `sql` selects (`state` after key `?1`, at most `?2`).
+    fn states_after(
+        &self,
+        sql: &str,
+        after: Option<&EntityKey>,
+        limit: usize,
+    ) -> Result<Vec<EntityState>, StoreError> {
+        let after = after.map(EntityKey::to_string).unwrap_or_default();
+        let states = self
+            .conn
+            .prepare_cached(sql)?
+            .query_map(params![after, sql_limit(limit)], |row| {
+                row.get::<_, String>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(states
+            .iter()
+            .map(|s| serde_json::from_str(s))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
 /// A `limit` as SQLite takes it; anything past `i64::MAX` is no limit anyway.
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -74,19 +97,11 @@ impl Backend for SqliteStore {
         after: Option<&EntityKey>,
         limit: usize,
     ) -> Result<Vec<EntityState>, StoreError> {
-        let after = after.map(EntityKey::to_string).unwrap_or_default();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT state FROM entities WHERE key > ?1 ORDER BY key LIMIT ?2")?;
-        let states = stmt
-            .query_map(params![after, sql_limit(limit)], |row| {
-                row.get::<_, String>(0)
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(states
-            .iter()
-            .map(|s| serde_json::from_str(s))
-            .collect::<Result<_, _>>()?)
+        self.states_after(
+            "SELECT state FROM entities WHERE key > ?1 ORDER BY key LIMIT ?2",
+            after,
+            limit,
+        )
     }
 
     fn entities_with_open(
@@ -106,18 +121,7 @@ impl Backend for SqliteStore {
                  WHERE instr(state, '\"escalated_since\"') > 0 AND key > ?1 ORDER BY key LIMIT ?2"
             }
         };
-        let after = after.map(EntityKey::to_string).unwrap_or_default();
-        let states = self
-            .conn
-            .prepare_cached(sql)?
-            .query_map(params![after, sql_limit(limit)], |row| {
-                row.get::<_, String>(0)
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(states
-            .iter()
-            .map(|s| serde_json::from_str(s))
-            .collect::<Result<_, _>>()?)
+        self.states_after(sql, after, limit)
     }
 
     fn pending_actions(&self, limit: usize) -> Result<Vec<PendingAction>, StoreError> {
