@@ -2,9 +2,11 @@
 //! config and talks to it over HTTP and the file system.
 
 mod backpressure;
+mod browser;
 mod cli;
 mod cluster;
 mod connectors;
+mod console;
 mod crash;
 mod dlq;
 mod engine;

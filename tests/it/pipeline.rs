@@ -193,8 +193,11 @@ async fn a_transient_failure_is_retried_and_a_missing_secret_fails_clearly() {
     let action = &trail["decisions"][0]["actions"][0];
     assert_eq!(action["status"], "dead_letter");
     assert_eq!(action["attempts"], 1, "not retried: {action}");
+    // The error names the variable to set, not a missing grant.
     assert!(
-        action["detail"].as_str().unwrap().contains("bot_token"),
+        action["detail"].as_str().unwrap().contains(
+            "credential \"bot_token\" has no value: the environment variable CONVERGE_TEST_SLACK_TOKEN is not set"
+        ),
         "{action}"
     );
     assert_eq!(sink.received().len(), 3, "nothing reached the sink for it");

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::postgres::TestDatabase;
 use crate::support::{Daemon, Workspace, repo_root};
 
-const MONTH: (&str, &str) = ("2026-11-01", "2026-12-01");
+pub const MONTH: (&str, &str) = ("2026-11-01", "2026-12-01");
 
 fn month_events() -> Vec<Value> {
     let path = repo_root().join("tests/fixtures/reports/month.ndjson");
@@ -21,7 +21,7 @@ fn month_events() -> Vec<Value> {
         .collect()
 }
 
-fn month_workspace() -> Workspace {
+pub fn month_workspace() -> Workspace {
     let rules =
         std::fs::read_to_string(repo_root().join("tests/fixtures/reports/rules.rhai")).unwrap();
     let ws = Workspace::new(
@@ -38,7 +38,7 @@ async fn set_clock(daemon: &Daemon, to: &str) {
 
 /// Each event at its own time on the daemon's clock, until every event is
 /// processed; the clock stays at the last event's time.
-async fn play_the_month(daemon: &Daemon) {
+pub async fn play_the_month(daemon: &Daemon) {
     let events = month_events();
     for event in &events {
         set_clock(daemon, event["time"].as_str().unwrap()).await;

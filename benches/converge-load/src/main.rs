@@ -16,8 +16,11 @@
 //!
 //! `converge-load soak` is the crash test for minutes: see `soak.rs`;
 //! `converge-load report` times `converge report` on a large journal: see
-//! `report_scale.rs`.
+//! `report_scale.rs`; `converge-load console` times the console's pages on
+//! the same journal: see `console.rs`.
 
+mod console;
+mod database;
 mod report_scale;
 mod soak;
 
@@ -57,6 +60,9 @@ enum Mode {
     /// Build a database of a year of processed events (1,000,000 by
     /// default) and time `converge report` on it.
     Report(report_scale::ReportArgs),
+    /// Build the same database, start `converge run` on it and time each
+    /// page of the console at /ui.
+    Console(console::ConsoleArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -129,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
             return tokio::task::spawn_blocking(move || report_scale::run(report, &converge))
                 .await?;
         }
+        Some(Mode::Console(console)) => return console::run(console, &converge).await,
         command => command,
     };
     let plugin = target.join("wasm32-wasip2/wasm/webhook_out.wasm");

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::effects::{emitted_event, emitted_id, new_timer};
 use crate::flow::{Before, Happened, StageRoles, observe};
-use crate::gates::{Gates, HeldSend, OVERRIDE_RULE, Override, requested_channel};
+use crate::gates::{Gates, HeldSend, OVERRIDE_RULE, Override, OverrideEvent, requested_channel};
 use crate::query::{EntitySource, QueryWorld};
 use crate::routes::{Route, actions};
 

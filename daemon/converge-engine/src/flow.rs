@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use converge_model::{EntityState, Event, Flow, Metric, Sample};
 use serde_json::Value;
 
-use crate::gates::{Gates, Override};
+use crate::gates::{Gates, Override, OverrideEvent};
 
 /// What a stage means to the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -300,7 +300,7 @@ pub fn observe(
         return samples;
     };
     let key = format!("{}/{}", entity.kind, entity.id);
-    let campaign = campaign_of(entity, &key);
+    let campaign = campaign_of(entity);
     let event_channel = happened.event.data.get("channel").and_then(Value::as_str);
     let override_channel = match Override::of(happened.event) {
         Some(Ok(request)) => Some(request.channel),
@@ -622,7 +622,7 @@ pub struct Blocked {
 /// The entity's blocked items: itself and each channel whose flow has an open block.
 pub fn blocked_now(entity: &EntityState) -> Vec<Blocked> {
     let key = format!("{}/{}", entity.kind, entity.id);
-    let campaign = campaign_of(entity, &key);
+    let campaign = campaign_of(entity);
     let mut blocked = Vec::new();
     if let Some(since) = entity.flow.blocked_since {
         blocked.push(Blocked {
@@ -651,9 +651,9 @@ pub fn blocked_now(entity: &EntityState) -> Vec<Blocked> {
 
 /// A campaign is its own campaign; another item names its campaign in
 /// `fields.campaign` (as connectors and `create_task` record it).
-fn campaign_of(entity: &EntityState, key: &str) -> Option<String> {
+pub fn campaign_of(entity: &EntityState) -> Option<String> {
     if entity.kind == "campaign" {
-        return Some(key.to_string());
+        return Some(entity.key().to_string());
     }
     let name = entity.fields.get("campaign")?.as_str()?;
     Some(if name.starts_with("campaign/") {

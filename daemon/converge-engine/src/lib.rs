@@ -30,7 +30,7 @@ pub use decide::{
     Engine, Input, Outcome, Overruled, Release, Rules, changes_entity, decision_time,
 };
 pub use flow::{Blocked, Role, StageRoles, blocked_now};
-pub use gates::{Gates, HeldSend, Override};
+pub use gates::{Gates, HeldSend, Override, OverrideEvent};
 pub use query::{EntitySource, InMemory};
 pub use routes::{ActionPayload, Route};
 pub use simulate::{Origin, Processed, Simulation};

@@ -63,6 +63,10 @@ pub struct Grants {
     /// Credentials the plugin may name in a request, by name. The host adds
     /// the header; the plugin never sees the value.
     pub credentials: BTreeMap<String, Credential>,
+    /// Credentials the config grants whose environment variable is unset,
+    /// by name, with that variable: a request naming one fails saying
+    /// which variable to set, not that the credential is not granted.
+    pub unset_credentials: BTreeMap<String, String>,
 }
 
 impl Grants {

@@ -100,6 +100,7 @@ impl PluginHost {
 
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(std::sync::Arc::new(crate::resolve::PublicOnly))
             .use_rustls_tls()
             .user_agent(concat!("converge/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -154,9 +154,12 @@ pub(crate) fn prepare(
     }
     if let Some(credential_name) = req.credential {
         let credential = grants.credentials.get(&credential_name).ok_or_else(|| {
-            HttpError::Denied(format!(
-                "credential {credential_name:?} is not granted to this plugin"
-            ))
+            HttpError::Denied(match grants.unset_credentials.get(&credential_name) {
+                Some(variable) => format!(
+                    "credential {credential_name:?} has no value: the environment variable {variable} is not set in the daemon's environment"
+                ),
+                None => format!("credential {credential_name:?} is not granted to this plugin"),
+            })
         })?;
         // The messages below name the credential, never its value.
         let name = HeaderName::try_from(credential.header.as_str()).map_err(|_| {
@@ -267,7 +270,10 @@ async fn read_response(
 }
 
 fn transport_error(error: reqwest::Error) -> HttpError {
-    if error.is_timeout() {
+    if let Some(internal) = crate::resolve::internal_address(&error) {
+        // A grant's name leading inside is a configuration matter: no retry helps.
+        HttpError::Denied(internal)
+    } else if error.is_timeout() {
         HttpError::Timeout
     } else {
         HttpError::Transport(error_chain(&error))
@@ -349,6 +355,7 @@ mod tests {
                 },
             )]
             .into(),
+            unset_credentials: [("bot_token".to_string(), "SLACK_BOT_TOKEN".to_string())].into(),
         }
     }
 
@@ -388,6 +395,15 @@ mod tests {
         let message = denied(prepare(&grants(), 1024, req));
         assert!(message.contains("\"other\" is not granted"), "{message}");
         assert!(!message.contains("s3cret"));
+
+        // Granted, but its variable is unset: the error says which to set.
+        let mut req = request("https://hooks.example.com/x");
+        req.credential = Some("bot_token".into());
+        let message = denied(prepare(&grants(), 1024, req));
+        assert_eq!(
+            message,
+            "credential \"bot_token\" has no value: the environment variable SLACK_BOT_TOKEN is not set in the daemon's environment"
+        );
     }
 
     #[test]

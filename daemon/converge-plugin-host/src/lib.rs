@@ -43,6 +43,7 @@ mod error;
 mod host;
 mod http;
 mod plugin;
+mod resolve;
 mod state;
 
 pub use config::{Credential, Grants, PluginHostConfig, PluginLimits, PluginSpec};

@@ -56,6 +56,7 @@ mod postgres;
 mod records;
 mod sqlite;
 
+use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,8 +70,8 @@ pub use records::{
     DeadLetterChange, DeadLetterOp, DeadLetterOutcome, DecisionRecord, EventTrail, ExpectedArrival,
     Fence, FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
     LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction,
-    ProcessedEvent, RuleFailure, RuleNote, SampleGroup, SampleQuery, SkippedTimer, SourceState,
-    TimerKind, TimerRecord, WriteBatch, WriteResult,
+    ProcessedEvent, RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, SampleGroup,
+    SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord, WriteBatch, WriteResult,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of
@@ -359,6 +360,31 @@ pub trait Backend: Send {
         limit: usize,
     ) -> Result<Vec<EventTrail>, StoreError>;
 
+    // ---- rule activity ----
+
+    /// The newest `limit` rule failures, newest first (the order they were
+    /// recorded), each with the event it failed on. Reads the failures'
+    /// primary key backwards and each one's event by `seq`: `limit` rows
+    /// read, however many failures the journal holds.
+    fn recent_rule_failures(&self, limit: usize) -> Result<Vec<RecentRuleFailure>, StoreError>;
+
+    /// Per rule, the decisions it made (a row for its live decisions, one
+    /// for its shadow decisions) and how often it failed, on the events
+    /// received at or after `since_ms`; ordered by rule name (byte order),
+    /// live before shadow. Failures are neither live nor shadow: they are
+    /// counted on the rule's live row, else its shadow row; a rule that only
+    /// failed has a live row with no decisions.
+    ///
+    /// Costs what the period holds, not the journal: `seq` grows with
+    /// `received_at_ms` (stamped from a clock that never goes back), so the
+    /// period is every event after the last one received before `since_ms`,
+    /// found by walking the journal back from its head; decisions and
+    /// failures are then counted from their `event_seq` indexes. An event
+    /// stamped out of `seq` order (by milliseconds, within one group commit;
+    /// on a shared database, by another daemon's clock) can land on the
+    /// wrong side of `since_ms`.
+    fn rule_activity(&self, since_ms: i64) -> Result<Vec<RuleActivity>, StoreError>;
+
     // ---- timers ----
 
     /// Up to `limit` pending timers due at or before `now_ms`, in due order
@@ -516,6 +542,40 @@ pub(crate) fn group_durations(
     }
     order_groups(&mut groups);
     groups
+}
+
+/// A period's decision counts per `(rule, shadow)` and failure counts per
+/// rule as [`RuleActivity`] rows, in rule then shadow order (byte order,
+/// whatever the database's collation). A rule's failures go on its live
+/// row, else its shadow row, else a live row of their own.
+pub(crate) fn merge_rule_activity(
+    decisions: impl IntoIterator<Item = (String, bool, i64)>,
+    failures: impl IntoIterator<Item = (String, i64)>,
+) -> Vec<RuleActivity> {
+    let mut rows: BTreeMap<(String, bool), RuleActivity> = BTreeMap::new();
+    for (rule, shadow, decisions) in decisions {
+        rows.entry((rule.clone(), shadow))
+            .or_insert_with(|| RuleActivity {
+                rule,
+                shadow,
+                decisions: 0,
+                failures: 0,
+            })
+            .decisions += decisions;
+    }
+    for (rule, failures) in failures {
+        let shadow_only =
+            !rows.contains_key(&(rule.clone(), false)) && rows.contains_key(&(rule.clone(), true));
+        rows.entry((rule.clone(), shadow_only))
+            .or_insert_with(|| RuleActivity {
+                rule,
+                shadow: false,
+                decisions: 0,
+                failures: 0,
+            })
+            .failures += failures;
+    }
+    rows.into_values().collect()
 }
 
 /// Slice values ascending, the group without one last, whatever the database's NULL order.

@@ -587,6 +587,31 @@ pub struct Counts {
     pub dead_letters: i64,
 }
 
+/// A rule failure with the event it failed on, as the console lists the
+/// newest ([`Backend::recent_rule_failures`](crate::Backend::recent_rule_failures)).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecentRuleFailure {
+    pub event_seq: i64,
+    pub event_id: String,
+    pub event_source: String,
+    pub event_type: String,
+    pub subject: Option<String>,
+    pub received_at_ms: i64,
+    pub rule: String,
+    pub message: String,
+}
+
+/// What one rule did on the events of a period
+/// ([`Backend::rule_activity`](crate::Backend::rule_activity)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleActivity {
+    pub rule: String,
+    /// Decisions made by the rule running in shadow.
+    pub shadow: bool,
+    pub decisions: i64,
+    pub failures: i64,
+}
+
 // ---- conversions both backends store the same way ----
 
 impl TimerKind {

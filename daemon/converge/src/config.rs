@@ -168,6 +168,7 @@ mod raw {
         pub max_body_bytes: u64,
         pub max_events_in_flight: u64,
         pub admin_token_env: String,
+        pub read_token_env: String,
         pub unlisted_hooks: String,
         pub header_read_timeout: String,
         pub body_read_timeout: String,
@@ -180,6 +181,7 @@ mod raw {
                 max_body_bytes: 1024 * 1024,
                 max_events_in_flight: 50_000,
                 admin_token_env: "CONVERGE_ADMIN_TOKEN".into(),
+                read_token_env: "CONVERGE_READ_TOKEN".into(),
                 unlisted_hooks: "accept".into(),
                 header_read_timeout: "10s".into(),
                 body_read_timeout: "30s".into(),
@@ -365,6 +367,11 @@ pub struct Server {
     pub admin_token_env: String,
     /// Its value, if set and not empty; `None` disables the admin API.
     pub admin_token: Option<AdminToken>,
+    /// The environment variable holding the read token: what reading the
+    /// console and the `/v1` API needs when `listen` is not loopback.
+    pub read_token_env: String,
+    /// Its value, if set and not empty (the admin token reads too).
+    pub read_token: Option<AdminToken>,
     /// Whether `/hooks/<name>` for a name not in `[hooks]` takes unsigned
     /// CloudEvents (`server.unlisted_hooks = "accept"`).
     pub accept_unlisted_hooks: bool,
@@ -635,6 +642,23 @@ impl Validator {
         usize::try_from(value).unwrap_or(usize::MAX)
     }
 
+    /// What is open when the daemon listens beyond loopback: said at every
+    /// start (and by `converge check`), since anyone on the network reaches it.
+    fn open_listen_warnings(&mut self, listen: SocketAddr, raw: &raw::Server, has_token: bool) {
+        if raw.unlisted_hooks == "accept" {
+            self.warnings.push(format!(
+                "server.listen is {listen}, beyond loopback, and server.unlisted_hooks is \"accept\": anyone who reaches it can post unsigned events to any /hooks/<name>; list your hooks and set unlisted_hooks = \"reject\""
+            ));
+        }
+        if !has_token {
+            self.warnings.push(format!(
+                "server.listen is {listen}, beyond loopback, and neither {} nor {} is set: nobody can read the console (/ui) or the /v1 API, and nobody can act",
+                raw.read_token_env.trim(),
+                raw.admin_token_env.trim()
+            ));
+        }
+    }
+
     fn server(&mut self, raw: &raw::Server, env: &dyn Fn(&str) -> Option<String>) -> Server {
         let admin_token_env = raw.admin_token_env.trim().to_string();
         if admin_token_env.is_empty() {
@@ -654,6 +678,21 @@ impl Validator {
                 "server.admin_token_env: the token in {admin_token_env} is shorter than {MIN_ADMIN_TOKEN_LEN} characters"
             ));
         }
+        let read_token_env = raw.read_token_env.trim().to_string();
+        if read_token_env.is_empty() {
+            self.error("server.read_token_env", "must name an environment variable");
+        }
+        let read_token = env(&read_token_env)
+            .filter(|t| !t.is_empty())
+            .map(AdminToken);
+        if read_token
+            .as_ref()
+            .is_some_and(|t| t.0.len() < MIN_ADMIN_TOKEN_LEN)
+        {
+            self.warnings.push(format!(
+                "server.read_token_env: the token in {read_token_env} is shorter than {MIN_ADMIN_TOKEN_LEN} characters"
+            ));
+        }
         let listen = raw.listen.parse().unwrap_or_else(|_| {
             self.error(
                 "server.listen",
@@ -661,6 +700,9 @@ impl Validator {
             );
             SocketAddr::from(([127, 0, 0, 1], 0))
         });
+        if !listen.ip().is_loopback() {
+            self.open_listen_warnings(listen, raw, admin_token.is_some() || read_token.is_some());
+        }
         Server {
             listen,
             max_body_bytes: self.count(
@@ -675,6 +717,8 @@ impl Validator {
             ),
             admin_token_env,
             admin_token,
+            read_token_env,
+            read_token,
             accept_unlisted_hooks: match raw.unlisted_hooks.as_str() {
                 "accept" => true,
                 "reject" => false,
@@ -964,6 +1008,7 @@ impl Validator {
             }
         }
         let mut credentials = BTreeMap::new();
+        let mut unset_credentials = BTreeMap::new();
         for (cred_name, cred) in &raw.credentials {
             let cred_key = format!("{key}.credentials.{cred_name}");
             if cred.env.is_empty() {
@@ -988,10 +1033,13 @@ impl Validator {
                         },
                     );
                 }
-                _ => self.warnings.push(format!(
-                    "{cred_key}: environment variable {} is not set; actions of plugin `{name}` that use this credential will fail",
-                    cred.env
-                )),
+                _ => {
+                    self.warnings.push(format!(
+                        "{cred_key}: environment variable {} is not set; actions of plugin `{name}` that use this credential will fail",
+                        cred.env
+                    ));
+                    unset_credentials.insert(cred_name.clone(), cred.env.clone());
+                }
             }
         }
         let defaults = PluginLimits::default();
@@ -1038,6 +1086,7 @@ impl Validator {
                 http_hosts: raw.http_hosts.clone(),
                 allow_plain_http: raw.allow_plain_http,
                 credentials,
+                unset_credentials,
             },
             limits,
         }

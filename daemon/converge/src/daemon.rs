@@ -465,6 +465,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hooks: Hooks::new(config.hooks.clone(), config.server.accept_unlisted_hooks),
         plugins: plugins_for_web,
         holder: holder.clone(),
+        console: crate::console::Console::new(&config, config.server.listen),
     };
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await

@@ -143,7 +143,7 @@ impl Output {
     }
 
     fn trail(&mut self, store: &Store, trail: &EventTrail) -> Result<(), String> {
-        let facts = Facts::of(store, trail);
+        let facts = Facts::of(&**store, trail);
         if self.json {
             let mut item = serde_json::to_value(trail).expect("trails serialize");
             item["time"] = facts.time.clone().into();
@@ -184,7 +184,7 @@ const DATA_SHOWN: usize = 2000;
 
 impl Facts {
     /// Read from the store; what cannot be read is left out.
-    fn of(store: &Store, trail: &EventTrail) -> Facts {
+    pub fn of(store: &dyn converge_store::Backend, trail: &EventTrail) -> Facts {
         let event = store
             .events_after(trail.seq - 1, 1)
             .ok()

@@ -3,8 +3,7 @@
 //!
 //! Rules decide (`hold_send` / `release_send`) and the engine keeps the
 //! held sends (`converge_engine::gates`); this module shows them:
-//! - [`gate_view`], the JSON of one gate for `GET /v1/gates` and
-//!   `converge gates`;
+//! - [`gate_view`], one gate as `GET /v1/gates` answers it;
 //! - `converge gates` and `converge gates override`, which ask the daemon.
 //!
 //! See docs/gates.md.
@@ -12,24 +11,19 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
-use chrono::{TimeZone, Utc};
 use clap::{Args, Subcommand};
+use converge_api::gates::{
+    Gate, GateChannel, GateOverride, GateTerm, Gates, HeldSend, LastHold, OverrideAccepted,
+    TermReading,
+};
 use converge_model::EntityState;
 use converge_store::{GateOverrideRecord, HeldSendRecord};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::admin_client::{AdminClient, admin_token, text};
+use crate::admin_client::{AdminClient, admin_token, json_text, or_dash, text};
+use crate::web::stored_time;
 
-pub use converge_engine::gates::Override;
-
-fn time(ms: i64) -> Value {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map_or(Value::Null, |t| {
-            Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        })
-}
+pub use converge_api::gates::Override;
 
 /// One gate as `GET /v1/gates` shows it: its channels (stage, approval,
 /// pause, held sends), its held sends, the reasons of the last hold (one
@@ -41,7 +35,7 @@ pub fn gate_view(
     entity: Option<&EntityState>,
     held: &[HeldSendRecord],
     overrides: &[GateOverrideRecord],
-) -> Value {
+) -> Gate {
     let still_held: Vec<&HeldSendRecord> = held.iter().filter(|h| h.status == "held").collect();
     let mut names: Vec<String> = Vec::new();
     let mut add = |name: &str| {
@@ -67,7 +61,7 @@ pub fn gate_view(
     for h in &still_held {
         add(&h.channel);
     }
-    let channels: Vec<Value> = names
+    let channels = names
         .iter()
         .map(|name| {
             let state = entity.and_then(|e| e.channels.get(name));
@@ -75,79 +69,81 @@ pub fn gate_view(
             let paused = state
                 .and_then(|s| s.fields.get("paused"))
                 .is_some_and(|p| p == &Value::Bool(true));
-            json!({
-                "channel": name,
-                "stage": stage,
-                "approved": stage.as_deref() == Some("approved"),
-                "paused": paused,
-                "held": still_held.iter().filter(|h| &h.channel == name).count(),
-            })
+            GateChannel {
+                channel: name.clone(),
+                approved: stage.as_deref() == Some("approved"),
+                stage,
+                paused,
+                held: still_held.iter().filter(|h| &h.channel == name).count() as u64,
+            }
         })
         .collect();
-    let last_hold = held.iter().max_by_key(|h| (h.held_at_ms, h.id)).map(|h| {
-        json!({
-            "channel": h.channel,
-            "at": time(h.held_at_ms),
-            "rule": h.rule,
-            "reasons": h.reason.split("; ").collect::<Vec<_>>(),
-        })
-    });
+    let last_hold = held
+        .iter()
+        .max_by_key(|h| (h.held_at_ms, h.id))
+        .map(|h| LastHold {
+            channel: h.channel.clone(),
+            at: stored_time(h.held_at_ms),
+            rule: h.rule.clone(),
+            reasons: h.reason.split("; ").map(str::to_string).collect(),
+        });
     let terms = entity
         .and_then(|e| e.fields.get("gate"))
         .and_then(Value::as_object)
         .map(gate_terms);
-    let sends: Vec<Value> = held
+    let held_sends = held
         .iter()
-        .map(|h| {
-            json!({
-                "channel": h.channel,
-                "event_id": h.event_id,
-                "event_seq": h.event_seq,
-                "rule": h.rule,
-                "reason": h.reason,
-                "held_at": time(h.held_at_ms),
-                "status": h.status,
-                "released_at": h.released_at_ms.map_or(Value::Null, time),
-                "released_by": h.released_by,
-            })
+        .map(|h| HeldSend {
+            channel: h.channel.clone(),
+            event_id: h.event_id.clone(),
+            event_seq: h.event_seq,
+            rule: h.rule.clone(),
+            reason: h.reason.clone(),
+            held_at: stored_time(h.held_at_ms),
+            status: h.status.clone(),
+            released_at: h.released_at_ms.map(stored_time),
+            released_by: h.released_by.clone(),
         })
         .collect();
-    let overrides: Vec<Value> = overrides
+    let overrides = overrides
         .iter()
-        .map(|o| {
-            json!({
-                "by": o.by,
-                "reason": o.reason,
-                "channel": o.channel,
-                "at": time(o.at_ms),
-                "released": o.released,
-                "event_seq": o.event_seq,
-            })
+        .map(|o| GateOverride {
+            by: o.by.clone(),
+            reason: o.reason.clone(),
+            channel: o.channel.clone(),
+            at: stored_time(o.at_ms),
+            released: o.released,
+            event_seq: o.event_seq,
         })
         .collect();
-    json!({
-        "campaign": campaign,
-        "open": !still_held.is_empty(),
-        "held_since": still_held.iter().map(|h| h.held_at_ms).min().map_or(Value::Null, time),
-        "channels": channels,
-        "held_sends": sends,
-        "last_hold": last_hold,
-        "terms": terms,
-        "overrides": overrides,
-    })
+    Gate {
+        campaign: campaign.to_string(),
+        open: !still_held.is_empty(),
+        held_since: still_held
+            .iter()
+            .map(|h| h.held_at_ms)
+            .min()
+            .map(stored_time),
+        channels,
+        held_sends,
+        last_hold,
+        terms,
+        overrides,
+    }
 }
 
 /// The terms of `fields.gate`: a boolean is a condition (pass or fail),
 /// anything else a value shown as is.
-fn gate_terms(gate: &Map<String, Value>) -> Value {
-    let terms: Vec<Value> = gate
-        .iter()
-        .map(|(name, value)| match value {
-            Value::Bool(pass) => json!({"term": name, "pass": pass}),
-            other => json!({"term": name, "value": other}),
+fn gate_terms(gate: &Map<String, Value>) -> Vec<GateTerm> {
+    gate.iter()
+        .map(|(name, value)| GateTerm {
+            term: name.clone(),
+            reading: match value {
+                Value::Bool(pass) => TermReading::Pass(*pass),
+                other => TermReading::Value(other.clone()),
+            },
         })
-        .collect();
-    Value::Array(terms)
+        .collect()
 }
 
 // ---- the command line ----
@@ -222,26 +218,29 @@ pub async fn run(args: GatesArgs) -> ExitCode {
     }
 }
 
-/// The body of a `GET` the daemon answered 200; anything else is the error.
-async fn get_ok(client: &AdminClient, path: &str) -> anyhow::Result<Value> {
-    let answer = client.get(path).await?;
-    if answer.status != 200 {
-        bail!(
-            "converge at {} answered {}: {}",
-            client.address(),
-            answer.status,
-            answer.error_message()
-        );
-    }
-    Ok(answer.body)
+/// A `GET`'s answer; a refusal is the error, with the daemon's address.
+async fn get_ok<T: serde::de::DeserializeOwned>(
+    client: &AdminClient,
+    path: &str,
+) -> anyhow::Result<T> {
+    client.get(path).await.map_err(|e| {
+        e.explain(|refused| {
+            format!(
+                "converge at {} answered {}: {}",
+                client.address(),
+                refused.status,
+                refused.message()
+            )
+        })
+    })
 }
 
 async fn list(client: &AdminClient, as_json: bool) -> anyhow::Result<()> {
-    let body = get_ok(client, "/v1/gates").await?;
+    let gates: Gates = get_ok(client, "/v1/gates").await?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        println!("{}", json_text(&gates)?);
     } else {
-        print!("{}", describe(&body));
+        print!("{}", describe(&gates));
     }
     Ok(())
 }
@@ -257,12 +256,12 @@ fn campaign_key(campaign: &str) -> String {
 
 async fn show(client: &AdminClient, campaign: &str, as_json: bool) -> anyhow::Result<()> {
     let campaign = campaign_key(campaign);
-    let body = get_ok(client, &format!("/v1/gates/{campaign}")).await?;
+    let gate: Gate = get_ok(client, &format!("/v1/gates/{campaign}")).await?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        println!("{}", json_text(&gate)?);
     } else {
         let mut out = String::new();
-        describe_gate(&mut out, &body, true);
+        describe_gate(&mut out, &gate, true);
         print!("{out}");
     }
     Ok(())
@@ -275,106 +274,92 @@ async fn override_gate(
     token: &str,
 ) -> anyhow::Result<()> {
     let campaign = campaign_key(campaign);
-    let answer = client
-        .post(
-            &format!("/v1/gates/{campaign}/override"),
-            token,
-            &serde_json::to_value(&request)?,
-        )
-        .await?;
-    if answer.status != 202 {
-        bail!(
-            "override refused ({}): {}",
-            answer.status,
-            answer.error_message()
-        );
-    }
+    let accepted: OverrideAccepted = client
+        .post(&format!("/v1/gates/{campaign}/override"), token, &request)
+        .await
+        .map_err(|e| {
+            e.explain(|refused| {
+                format!(
+                    "override refused ({}): {}",
+                    refused.status,
+                    refused.message()
+                )
+            })
+        })?;
     println!(
         "override of {campaign} journaled as event {} (seq {}); its releases show in `converge gates`",
-        answer.body["event"]["id"].as_str().unwrap_or("?"),
-        answer.body["event"]["seq"]
+        accepted.event.id,
+        accepted
+            .event
+            .seq
+            .map_or_else(|| "null".to_string(), |seq| seq.to_string())
     );
     Ok(())
 }
 
 /// The open gates for people.
-fn describe(answer: &Value) -> String {
-    let gates = answer["gates"].as_array().cloned().unwrap_or_default();
-    if gates.is_empty() {
+fn describe(answer: &Gates) -> String {
+    if answer.gates.is_empty() {
         return "no open gates: no send is held\n".into();
     }
     let mut out = String::new();
-    for gate in &gates {
+    for gate in &answer.gates {
         describe_gate(&mut out, gate, false);
     }
     out
 }
 
 /// One gate for people; with `history`, the sends it released too.
-fn describe_gate(out: &mut String, gate: &Value, history: bool) {
+fn describe_gate(out: &mut String, gate: &Gate, history: bool) {
     use std::fmt::Write;
-    if gate["open"] == true {
+    if gate.open {
         let _ = writeln!(
             out,
             "{}: held since {}",
-            text(&gate["campaign"]),
-            text(&gate["held_since"])
+            gate.campaign,
+            or_dash(gate.held_since)
         );
     } else {
-        let _ = writeln!(out, "{}: nothing held now", text(&gate["campaign"]));
+        let _ = writeln!(out, "{}: nothing held now", gate.campaign);
     }
     out.push_str("  channels:\n");
-    for channel in gate["channels"].as_array().into_iter().flatten() {
-        let held = channel["held"].as_u64().unwrap_or(0);
+    for channel in &gate.channels {
         let _ = writeln!(
             out,
             "    {:<12} {:<12} {}{}{}",
-            text(&channel["channel"]),
-            text(&channel["stage"]),
-            if channel["approved"] == true {
+            channel.channel,
+            or_dash(channel.stage.as_deref()),
+            if channel.approved {
                 "approved"
             } else {
                 "not approved"
             },
-            if channel["paused"] == true {
-                ", paused"
-            } else {
-                ""
-            },
-            if held > 0 {
-                format!(", {held} send(s) held")
+            if channel.paused { ", paused" } else { "" },
+            if channel.held > 0 {
+                format!(", {} send(s) held", channel.held)
             } else {
                 String::new()
             }
         );
     }
-    if let Some(last) = gate["last_hold"].as_object() {
+    if let Some(last) = &gate.last_hold {
         let _ = writeln!(
             out,
             "  last hold ({} at {}, by {}), failing:",
-            last.get("channel").map(text).unwrap_or_default(),
-            last.get("at").map(text).unwrap_or_default(),
-            last.get("rule").map(text).unwrap_or_default()
+            last.channel, last.at, last.rule
         );
-        for reason in last
-            .get("reasons")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let _ = writeln!(out, "    - {}", text(reason));
+        for reason in &last.reasons {
+            let _ = writeln!(out, "    - {reason}");
         }
     }
-    if let Some(terms) = gate["terms"].as_array() {
+    if let Some(terms) = &gate.terms {
         let terms: Vec<String> = terms
             .iter()
-            .map(|t| match &t["pass"] {
-                Value::Bool(pass) => format!(
-                    "{} {}",
-                    text(&t["term"]),
-                    if *pass { "pass" } else { "FAIL" }
-                ),
-                _ => format!("{} {}", text(&t["term"]), text(&t["value"])),
+            .map(|t| match &t.reading {
+                TermReading::Pass(pass) => {
+                    format!("{} {}", t.term, if *pass { "pass" } else { "FAIL" })
+                }
+                TermReading::Value(value) => format!("{} {}", t.term, text(value)),
             })
             .collect();
         let _ = writeln!(out, "  gate terms: {}", terms.join(", "));
@@ -384,45 +369,43 @@ fn describe_gate(out: &mut String, gate: &Value, history: bool) {
     } else {
         "  held sends:\n"
     });
-    let sends = gate["held_sends"].as_array().map_or(&[][..], Vec::as_slice);
-    if history && sends.is_empty() {
+    if history && gate.held_sends.is_empty() {
         out.push_str("    none\n");
     }
-    for send in sends {
-        let released = send["status"] != "held";
+    for send in &gate.held_sends {
+        let released = !send.is_held();
         if released && !history {
             continue;
         }
         let _ = writeln!(
             out,
             "    {} event {} since {}: {}{}",
-            text(&send["channel"]),
-            text(&send["event_id"]),
-            text(&send["held_at"]),
-            text(&send["reason"]),
+            send.channel,
+            send.event_id,
+            send.held_at,
+            send.reason,
             if released {
                 format!(
                     "; released at {} by {}",
-                    text(&send["released_at"]),
-                    text(&send["released_by"])
+                    or_dash(send.released_at),
+                    or_dash(send.released_by.as_deref())
                 )
             } else {
                 String::new()
             }
         );
     }
-    let overrides = gate["overrides"].as_array().cloned().unwrap_or_default();
-    if !overrides.is_empty() {
+    if !gate.overrides.is_empty() {
         out.push_str("  overrides:\n");
-        for o in &overrides {
+        for o in &gate.overrides {
             let _ = writeln!(
                 out,
                 "    {} by {} ({}): {}; released {}",
-                text(&o["at"]),
-                text(&o["by"]),
-                o["channel"].as_str().unwrap_or("every channel"),
-                text(&o["reason"]),
-                text(&o["released"])
+                o.at,
+                o.by,
+                o.channel.as_deref().unwrap_or("every channel"),
+                o.reason,
+                o.released
             );
         }
     }

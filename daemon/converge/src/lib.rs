@@ -8,6 +8,7 @@ mod admin_client;
 mod clock;
 mod cluster;
 pub mod config;
+mod console;
 mod daemon;
 mod dispatcher;
 mod dlq;

@@ -149,8 +149,15 @@ impl Poller {
                 .append_with_state(events.clone(), kept.clone().into_iter().collect(), permit)
                 .await
             {
-                Ok(_) => {
+                Ok(appended) => {
                     self.metrics.poll_pages.inc();
+                    let new = appended
+                        .iter()
+                        .filter(|a| matches!(a, converge_store::Appended::New { .. }))
+                        .count();
+                    self.metrics
+                        .sources
+                        .seen(&format!("poll/{}", self.poll.name), new);
                     return Ok(());
                 }
                 Err(JournalError::Closed) => return Err(Stop),

@@ -188,14 +188,66 @@ pub struct Row {
 /// Reads the samples of each metric asked for and computes the rows; "blocked
 /// now" from the entities' states as the database has them.
 pub fn compute(store: &dyn Backend, request: &ReportRequest) -> Result<Report, StoreError> {
-    let blocked = if request.counts_blocked_now() {
-        let mut counter = BlockedCounter::new(request.by);
-        each_open(store, OpenSpan::Blocked, |entity| counter.add(entity))?;
-        Some(counter.finish())
-    } else {
-        None
-    };
+    let blocked = blocked_counts(store, request)?;
     assemble(request, blocked, |query| store.sample_groups(query))
+}
+
+/// Items blocked now, per slice value.
+type BlockedCounts = Vec<(Option<String>, i64)>;
+
+fn blocked_counts(
+    store: &dyn Backend,
+    request: &ReportRequest,
+) -> Result<Option<BlockedCounts>, StoreError> {
+    if !request.counts_blocked_now() {
+        return Ok(None);
+    }
+    let mut counter = BlockedCounter::new(request.by);
+    each_open(store, OpenSpan::Blocked, |entity| counter.add(entity))?;
+    Ok(Some(counter.finish()))
+}
+
+/// `request` by week, and `request` as asked (whole, or by its slice):
+/// the console's charts and table. Unsliced, the whole period is the weeks
+/// merged, so each metric's samples are read once, not twice.
+pub fn weekly_and_whole(
+    store: &dyn Backend,
+    request: &ReportRequest,
+) -> Result<(Report, Report), StoreError> {
+    let weekly = ReportRequest {
+        by: Some(Slice::Week),
+        ..request.clone()
+    };
+    if request.by.is_some() {
+        return Ok((compute(store, &weekly)?, compute(store, request)?));
+    }
+    let mut weeks: BTreeMap<Metric, Vec<SampleGroup>> = BTreeMap::new();
+    let by_week = assemble(&weekly, None, |query| {
+        let groups = store.sample_groups(query)?;
+        weeks.insert(query.metric, groups.clone());
+        Ok::<_, StoreError>(groups)
+    })?;
+    let blocked = blocked_counts(store, request)?;
+    let whole = assemble(request, blocked, |query| {
+        Ok::<_, StoreError>(merged(weeks.remove(&query.metric).unwrap_or_default()))
+    })?;
+    Ok((by_week, whole))
+}
+
+/// Groups as one group without a slice; none when there are none.
+fn merged(groups: Vec<SampleGroup>) -> Vec<SampleGroup> {
+    let mut all = SampleGroup::default();
+    for group in &groups {
+        all.samples += group.samples;
+        all.total += group.total;
+        all.values.extend_from_slice(&group.values);
+    }
+    all.values.sort_by(f64::total_cmp);
+    if groups.is_empty() {
+        Vec::new()
+    } else {
+        vec![all]
+    }
 }
 
 /// What `converge check` says about the stage roles against the stages the
@@ -703,11 +755,11 @@ impl Report {
     }
 }
 
-fn hours_text(hours: f64) -> String {
+pub(crate) fn hours_text(hours: f64) -> String {
     format!("{hours:.1}h")
 }
 
-fn percent_text(rate: f64) -> String {
+pub(crate) fn percent_text(rate: f64) -> String {
     format!("{:.1}%", rate * 100.0)
 }
 

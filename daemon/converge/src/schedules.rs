@@ -279,6 +279,9 @@ impl ScheduleSource {
                     if new {
                         tracing::info!(schedule = %schedule.name, occurrence = %at, late, "schedule fired");
                         self.metrics.schedules_fired.inc();
+                        self.metrics
+                            .sources
+                            .seen(&format!("schedule/{}", schedule.name), 1);
                     }
                     return Ok(());
                 }

@@ -4,125 +4,100 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::anyhow;
-use serde_json::Value;
+use converge_api::status::Status;
 
-use crate::admin_client::{AdminClient, AdminError, text};
+use crate::admin_client::{AdminClient, AdminError, json_text};
 
 pub async fn run(config_path: &Path, as_json: bool) -> Result<(), AdminError> {
     let (client, _) = AdminClient::load(config_path, "converge status")?;
-    let answer = client.get("/v1/status").await?;
-    if answer.status != 200 {
-        return Err(AdminError::Failed(anyhow!(
-            "converge at {} answered {}: {}",
-            client.address(),
-            answer.status,
-            answer.error_message()
-        )));
-    }
-    let status = answer.body;
+    let status: Status = client.get("/v1/status").await.map_err(|e| {
+        e.explain(|refused| {
+            format!(
+                "converge at {} answered {}: {}",
+                client.address(),
+                refused.status,
+                refused.message()
+            )
+        })
+    })?;
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status).expect("JSON values serialize")
-        );
+        println!("{}", json_text(&status)?);
     } else {
         print!("{}", describe(&status));
     }
     Ok(())
 }
 
-fn describe(status: &Value) -> String {
+fn describe(status: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let uptime = status["uptime_seconds"].as_u64().unwrap_or(0);
+    let uptime = u64::try_from(status.uptime_seconds).unwrap_or(0);
     let _ = writeln!(
         out,
         "converge {}, up {} (since {})",
-        text(&status["version"]),
+        status.version,
         humantime::format_duration(Duration::from_secs(uptime)),
-        text(&status["started_at"])
+        status.started_at
     );
     let _ = writeln!(
         out,
         "journal: head {}, processed {}; actions pending: {}; dead letters: {}; timers pending: {}",
-        text(&status["journal"]["head"]),
-        text(&status["journal"]["processed"]),
-        text(&status["actions_pending"]),
-        text(&status["dead_letters"]),
-        text(&status["timers_pending"])
+        status.journal.head,
+        status.journal.processed,
+        status.actions_pending,
+        status.dead_letters,
+        status.timers_pending
     );
-    if let Some(cluster) = status["cluster"].as_object() {
-        let daemons = cluster
-            .get("daemons")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+    if let Some(cluster) = &status.cluster {
         let _ = writeln!(
             out,
             "this daemon: {}; {} daemon(s) share the database:",
-            cluster.get("daemon").map(text).unwrap_or_default(),
-            daemons.len()
+            cluster.daemon,
+            cluster.daemons.len()
         );
-        for daemon in &daemons {
+        for daemon in &cluster.daemons {
             let _ = writeln!(
                 out,
                 "  {}  {} partition(s)",
-                text(&daemon["daemon"]),
-                text(&daemon["partitions"])
+                daemon.daemon, daemon.partitions
             );
         }
     }
-    let rules = status["rules"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(
         out,
         "rules: {} loaded at {}",
-        rules.len(),
-        text(&status["rules_loaded_at"])
+        status.rules.len(),
+        status.rules_loaded_at
     );
-    for rule in &rules {
-        let events = match rule["events"].as_array() {
-            Some(events) => events.iter().map(text).collect::<Vec<_>>().join(", "),
+    for rule in &status.rules {
+        let events = match &rule.events {
+            Some(events) => events.join(", "),
             None => "*".into(),
         };
         let _ = writeln!(
             out,
             "  {:>5}  {}  {}  {}  events: {events}{}",
-            text(&rule["order"]),
-            text(&rule["name"]),
-            text(&rule["hash"]),
-            text(&rule["file"]),
-            if rule["shadow"] == true {
-                "  [shadow]"
-            } else {
-                ""
-            }
+            rule.order,
+            rule.name,
+            rule.hash,
+            rule.file,
+            if rule.shadow { "  [shadow]" } else { "" }
         );
     }
-    match &status["last_reload"] {
-        Value::Null => out.push_str("last reload: none since start\n"),
-        last => {
-            let _ = writeln!(
-                out,
-                "last reload: {} at {}",
-                text(&last["outcome"]),
-                text(&last["at"])
-            );
+    match &status.last_reload {
+        None => out.push_str("last reload: none since start\n"),
+        Some(last) => {
+            let _ = writeln!(out, "last reload: {} at {}", last.outcome.as_str(), last.at);
         }
     }
-    if let Some(error) = status["last_reload_error"].as_object() {
+    if let Some(error) = &status.last_reload_error {
         let _ = writeln!(
             out,
             "reload error at {} (the rules above keep running):",
-            error.get("at").map(text).unwrap_or_default()
+            error.at
         );
-        for line in error
-            .get("errors")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let _ = writeln!(out, "  {}", text(line));
+        for line in &error.errors {
+            let _ = writeln!(out, "  {line}");
         }
     }
     out

@@ -117,6 +117,51 @@ pub struct Metrics {
     pub escalations_open: Gauge<i64, AtomicI64>,
     pub exception_rate: Gauge<f64, AtomicU64>,
     pub headline_read_at: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// When each hook, poll and schedule last journaled events.
+    pub sources: SourceActivity,
+}
+
+/// When each event source (`hook/<name>`, `poll/<name>`,
+/// `schedule/<name>`) last journaled new events since the daemon started,
+/// and how many: the console's health page. Bounded, since anyone can
+/// post to an unlisted hook's name.
+#[derive(Clone, Default)]
+pub struct SourceActivity(Arc<std::sync::Mutex<std::collections::BTreeMap<String, SourceSeen>>>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSeen {
+    /// The wall clock's time of the last journaling.
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub events: u64,
+}
+
+/// Most sources remembered; a new one past this is not.
+const SOURCES_KEPT: usize = 1000;
+
+impl SourceActivity {
+    pub fn seen(&self, source: &str, events: usize) {
+        if events == 0 {
+            return;
+        }
+        let mut sources = self.0.lock().expect("sources");
+        let at = chrono::Utc::now();
+        if let Some(seen) = sources.get_mut(source) {
+            seen.at = at;
+            seen.events += events as u64;
+        } else if sources.len() < SOURCES_KEPT {
+            sources.insert(
+                source.to_string(),
+                SourceSeen {
+                    at,
+                    events: events as u64,
+                },
+            );
+        }
+    }
+
+    pub fn get(&self, source: &str) -> Option<SourceSeen> {
+        self.0.lock().expect("sources").get(source).cloned()
+    }
 }
 
 /// How old the headline gauges may be when `/metrics` is scraped: reading
@@ -416,6 +461,7 @@ impl Metrics {
             escalations_open,
             exception_rate,
             headline_read_at: Arc::new(std::sync::Mutex::new(None)),
+            sources: SourceActivity::default(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The HTTP layer: webhook intake, metrics, health, the daemon's status, the
 //! event trail, an entity's timers, convergence gates and their overrides,
 //! dead letters (`dlq`), and (in manual clock mode) the clock. The
-//! only module that knows HTTP wire types. Every error goes through
+//! only module that serves HTTP; the `/v1` answers it shares with the
+//! commands are `converge_api` types. Every error goes through
 //! [`ApiError`]: a status, a stable code and a message.
 
 use std::collections::HashMap;
@@ -15,12 +16,19 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use converge_api::clock::{ClockMode, ClockMove, ClockNow};
+use converge_api::gates::{Gates, JournaledEvent, OverrideAccepted};
+use converge_api::status::{
+    Cluster, ClusterDaemon, JournalPosition, Reload, ReloadError, ReloadOutcome, RuleInUse, Status,
+};
+use converge_api::{ErrorBody, Time};
+use converge_engine::gates::OverrideEvent;
 use converge_model::{EntityKey, Event, EventError};
 use converge_plugin_host::{ActionFailure, DecodeInput, Plugin};
 use converge_signatures::{Inbound, Scheme, asana_handshake};
 use converge_store::{Appended, SourceState, Store};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -33,7 +41,7 @@ use crate::reload::RulesHandle;
 use crate::report;
 use crate::telemetry::{Metrics, RejectReason};
 
-mod dlq;
+pub(crate) mod dlq;
 mod serve;
 
 pub use serve::{Timeouts, serve};
@@ -69,13 +77,14 @@ pub struct AppState {
     pub plugins: Arc<HashMap<String, Plugin>>,
     /// This daemon's name among several sharing the database, if they do.
     pub holder: Option<String>,
+    /// The console's sessions and settings (`/ui`).
+    pub console: crate::console::Console,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/hooks/{source}", post(intake).head(hook_exists))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+    // Reading needs a token when the daemon listens beyond loopback
+    // (`console::read_guard`); the admin routes check the admin token.
+    let reads = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/events/{id}", get(event_trail))
         .route("/v1/entities/{kind}/{id}/timers", get(entity_timers))
@@ -88,6 +97,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dlq/{id}/retry", post(dlq::retry))
         .route("/v1/dlq/{id}/drop", post(dlq::drop))
         .route("/v1/clock", get(clock_now).post(move_clock))
+        .merge(crate::console::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::read_guard,
+        ));
+    Router::new()
+        .route("/hooks/{source}", post(intake).head(hook_exists))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::console::open_routes())
+        .merge(reads)
         .with_state(state)
 }
 
@@ -130,6 +150,18 @@ impl ApiError {
 }
 
 impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
     /// Keeps a route's established code for "the admin API is disabled".
     fn with_disabled_code(mut self, code: &'static str) -> ApiError {
         if self.code == "admin_disabled" {
@@ -141,7 +173,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let body = Json(ErrorBody::new(self.code, self.message));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response
@@ -481,6 +513,11 @@ async fn intake(
             )
         })?;
     metrics.ack_latency.observe(arrived.elapsed().as_secs_f64());
+    let new = appended
+        .iter()
+        .filter(|a| matches!(a, Appended::New { .. }))
+        .count();
+    metrics.sources.seen(&format!("hook/{hook}"), new);
     let results: Vec<_> = ids
         .into_iter()
         .zip(appended)
@@ -529,65 +566,71 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
-    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+/// A time the store keeps as milliseconds, for an answer. Stored times
+/// come from the daemon's clock, so always within chrono's years; a corrupt
+/// one shows as the epoch rather than failing the whole answer.
+pub(crate) fn stored_time(ms: i64) -> Time {
+    Time::from_millis(ms).unwrap_or(Time(chrono::DateTime::UNIX_EPOCH))
 }
 
 /// `GET /v1/status`: version, uptime, the rules in use, the last reload and
 /// its error, and where the journal, the outbox and the timers stand.
 async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     let reader = state.reader.clone();
-    let shared = state.holder.is_some();
+    let holder = state.holder.clone();
     let store = tokio::task::spawn_blocking(move || {
         let reader = reader.lock().expect("reader");
         let counts = reader.counts()?;
         // Sharing the database: the live daemons and how many partitions each holds.
-        let daemons = if shared {
-            let partitions = reader.live_leases("partition/")?;
-            let daemons: Vec<Value> = reader
-                .live_leases("daemon/")?
-                .into_iter()
-                .map(|daemon| {
-                    let held = partitions
-                        .iter()
-                        .filter(|p| p.holder == daemon.holder)
-                        .count();
-                    json!({"daemon": daemon.holder, "partitions": held})
+        let cluster = match holder {
+            Some(holder) => {
+                let partitions = reader.live_leases("partition/")?;
+                let daemons = reader
+                    .live_leases("daemon/")?
+                    .into_iter()
+                    .map(|daemon| ClusterDaemon {
+                        partitions: partitions
+                            .iter()
+                            .filter(|p| p.holder == daemon.holder)
+                            .count() as u64,
+                        daemon: daemon.holder,
+                    })
+                    .collect();
+                Some(Cluster {
+                    daemon: holder,
+                    daemons,
                 })
-                .collect();
-            Some(daemons)
-        } else {
-            None
+            }
+            None => None,
         };
         Ok::<_, converge_store::StoreError>((
-            reader.journal_head()?,
-            reader.processed_cursor()?,
-            (counts.actions_pending, counts.dead_letters),
+            JournalPosition {
+                head: reader.journal_head()?,
+                processed: reader.processed_cursor()?,
+            },
+            counts,
             reader.pending_timer_count()?,
-            daemons,
+            cluster,
         ))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
-    let (head, processed, (actions_pending, dead_letters), timers_pending, daemons) = store;
+    let (journal, counts, timers_pending, cluster) = store;
     let rules = state.rules.current();
     let history = state.rules.history();
     let describe = |shadow: bool| {
-        move |(position, rule): (usize, &converge_rules::Rule)| {
-            json!({
-                "name": rule.name,
-                "file": rule.path.display().to_string(),
-                "hash": rule.hash,
-                "order": rule.order,
-                // Where it runs among the live (or the shadow) rules, from 1.
-                "position": position + 1,
-                "events": rule.events,
-                "shadow": shadow,
-            })
+        move |(position, rule): (usize, &converge_rules::Rule)| RuleInUse {
+            name: rule.name.clone(),
+            file: rule.path.display().to_string(),
+            hash: rule.hash.clone(),
+            order: rule.order,
+            position: position as u64 + 1,
+            events: rule.events.clone(),
+            shadow,
         }
     };
-    let listed: Vec<_> = rules
+    let listed = rules
         .live
         .rules()
         .iter()
@@ -596,30 +639,31 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         .chain(rules.shadow.rules().iter().enumerate().map(describe(true)))
         .collect();
     let now = chrono::Utc::now();
-    Ok(Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "started_at": rfc3339(state.started_at),
-        "uptime_seconds": (now - state.started_at).num_seconds(),
-        "clock": rfc3339(state.clock.now()),
-        "rules": listed,
-        "rules_loaded_at": rfc3339(rules.loaded_at),
-        "last_reload": history.last.map(|(at, ok)| json!({
-            "at": rfc3339(at),
-            "outcome": if ok { "ok" } else { "failed" },
-        })),
-        "last_reload_error": history.error.map(|(at, errors)| json!({
-            "at": rfc3339(at),
-            "errors": errors,
-        })),
-        "journal": {"head": head, "processed": processed},
-        "actions_pending": actions_pending,
-        "dead_letters": dead_letters,
-        "timers_pending": timers_pending,
-        "cluster": state.holder.as_ref().map(|holder| json!({
-            "daemon": holder,
-            "daemons": daemons,
-        })),
-    }))
+    Ok(Json(Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: state.started_at.into(),
+        uptime_seconds: (now - state.started_at).num_seconds(),
+        clock: state.clock.now().into(),
+        rules: listed,
+        rules_loaded_at: rules.loaded_at.into(),
+        last_reload: history.last.map(|(at, ok)| Reload {
+            at: at.into(),
+            outcome: if ok {
+                ReloadOutcome::Ok
+            } else {
+                ReloadOutcome::Failed
+            },
+        }),
+        last_reload_error: history.error.map(|(at, errors)| ReloadError {
+            at: at.into(),
+            errors,
+        }),
+        journal,
+        actions_pending: counts.actions_pending,
+        dead_letters: counts.dead_letters,
+        timers_pending,
+        cluster,
+    })
     .into_response())
 }
 
@@ -779,7 +823,7 @@ async fn open_gates(State(state): State<AppState>) -> Result<Response, ApiError>
     .await
     .map_err(internal)?
     .map_err(storage)?;
-    Ok(Json(json!({"gates": gates})).into_response())
+    Ok(Json(Gates { gates }).into_response())
 }
 
 /// `GET /v1/gates/{kind}/{id}`: one campaign's gate, open or not, with its
@@ -810,19 +854,24 @@ async fn one_gate(
     .into_response())
 }
 
-/// Whether the request carries the admin token. Both sides are hashed
-/// first, so the comparison takes the same time whatever the token's
-/// length, and compared in constant time.
+/// Whether the request carries the admin token.
 fn authorized(headers: &HeaderMap, token: &AdminToken) -> bool {
-    use sha2::{Digest, Sha256};
-    use subtle::ConstantTimeEq;
-    let Some(given) = headers
+    bearer(headers).is_some_and(|given| token_matches(given, token))
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
+}
+
+/// Whether `given` is `token`: both hashed first, so the comparison takes
+/// the same time whatever the lengths, and compared in constant time.
+pub(crate) fn token_matches(given: &str, token: &AdminToken) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
     let given = Sha256::digest(given.trim().as_bytes());
     let expected = Sha256::digest(token.0.as_bytes());
     given.ct_eq(&expected).into()
@@ -875,6 +924,18 @@ async fn override_gate(
                 format!("expected {{\"by\": \"<who>\", \"reason\": \"<why>\", \"channel\": \"<optional>\"}}: {e}"),
             )
         })?;
+    let accepted = journal_override(&state, &key, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+/// Journals a person's override of `key`'s gate (the `/v1` API's and the
+/// console's): 409 when nothing is held, 503 when the journal is full.
+/// Answers what `POST /v1/gates/{kind}/{id}/override` answers.
+pub(crate) async fn journal_override(
+    state: &AppState,
+    key: &EntityKey,
+    request: Override,
+) -> Result<OverrideAccepted, ApiError> {
     let campaign = key.to_string();
     let reader = state.reader.clone();
     let (lookup, channel) = (campaign.clone(), request.channel.clone());
@@ -936,16 +997,12 @@ async fn override_gate(
         })?;
     let seq = appended.first().map(|a| a.seq());
     tracing::info!(campaign = %campaign, by = %request.by.escape_debug(), event_id = %id, "gate override journaled");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "campaign": campaign,
-            "channel": request.channel,
-            "held": held,
-            "event": {"id": id, "seq": seq},
-        })),
-    )
-        .into_response())
+    Ok(OverrideAccepted {
+        campaign,
+        channel: request.channel,
+        held: held as u64,
+        event: JournaledEvent { id, seq },
+    })
 }
 
 #[derive(Deserialize)]
@@ -954,20 +1011,15 @@ struct TimersQuery {
     pending: bool,
 }
 
-/// `{"advance": "48h"}` or `{"set": "2026-11-25T10:00:00Z"}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-enum ClockMove {
-    Advance(String),
-    Set(String),
-}
-
 fn clock_body(clock: &Clock) -> Response {
-    let now = clock.now();
-    Json(json!({
-        "now": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "mode": if clock.as_manual().is_some() { "manual" } else { "system" },
-    }))
+    Json(ClockNow {
+        now: clock.now().into(),
+        mode: if clock.as_manual().is_some() {
+            ClockMode::Manual
+        } else {
+            ClockMode::System
+        },
+    })
     .into_response()
 }
 

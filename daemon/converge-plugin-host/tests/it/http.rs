@@ -124,6 +124,39 @@ async fn a_host_not_granted_is_denied_and_nothing_is_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_granted_name_that_leads_to_an_internal_address_is_refused() {
+    let sink = Sink::start().await;
+    let port = sink.authority().rsplit_once(':').unwrap().1.to_string();
+    // The grant names `localhost`, which resolves to loopback: refused,
+    // permanently, saying how to reach it on purpose.
+    let grants = Grants {
+        http_hosts: vec![format!("localhost:{port}")],
+        allow_plain_http: true,
+        ..Grants::default()
+    };
+    let host = host();
+    let plugin = load(&host, spec("webhook_out", grants, PluginLimits::default())).await;
+    let config = json!({"url": format!("http://localhost:{port}/hook")}).to_string();
+    let failure = plugin.execute(action("act-7"), &config).await.unwrap_err();
+    assert!(
+        matches!(&failure, ActionFailure::Permanent(m)
+            if m.contains("localhost resolves to") && m.contains("grant that address itself")),
+        "{failure:?}"
+    );
+    assert!(sink.seen().is_empty());
+
+    // Granting the address itself reaches it.
+    let plugin = load(
+        &host,
+        spec("webhook_out", grants_for(&sink), PluginLimits::default()),
+    )
+    .await;
+    let config = json!({"url": sink.url("/hook")}).to_string();
+    plugin.execute(action("act-7"), &config).await.unwrap();
+    assert_eq!(sink.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn plain_http_is_refused_unless_allowed() {
     let sink = Sink::start().await;
     let host = host();

@@ -112,6 +112,7 @@ pub fn grants_for(sink: &Sink) -> Grants {
         http_hosts: vec![sink.authority()],
         allow_plain_http: true,
         credentials: BTreeMap::new(),
+        unset_credentials: BTreeMap::new(),
     }
 }
 
@@ -244,6 +245,7 @@ impl FakeApi {
                 },
             )]
             .into(),
+            unset_credentials: BTreeMap::new(),
         }
     }
 }

@@ -10,12 +10,12 @@ use postgres::{GenericClient, Row};
 use super::{PostgresStore, Session, attempts, cluster, sql_limit};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
-    GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction, RuleFailure,
-    RuleNote, TimerRecord, parse_catch_up,
+    GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
+    RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{
     Backend, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery, StoreError, WriteBatch,
-    WriteResult, group_durations, order_groups,
+    WriteResult, group_durations, merge_rule_activity, order_groups,
 };
 
 impl Backend for PostgresStore {
@@ -226,6 +226,24 @@ impl Backend for PostgresStore {
                 .map(|trail| complete_trail(s, trail))
                 .collect()
         })
+    }
+
+    fn recent_rule_failures(&self, limit: usize) -> Result<Vec<RecentRuleFailure>, StoreError> {
+        // The failures' primary key backwards, each event by its primary key.
+        self.run(|s| {
+            s.rows(
+                "SELECT f.event_seq, e.id, e.source, e.type, e.subject, e.received_at_ms,
+                        f.rule, f.message
+                 FROM rule_failures f JOIN events e ON e.seq = f.event_seq
+                 ORDER BY f.id DESC LIMIT $1",
+                &[&sql_limit(limit)],
+                recent_rule_failure,
+            )
+        })
+    }
+
+    fn rule_activity(&self, since_ms: i64) -> Result<Vec<RuleActivity>, StoreError> {
+        self.snapshot(|s| rule_activity(s, since_ms))
     }
 
     fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
@@ -505,6 +523,36 @@ fn processed_cursor<C: GenericClient>(s: &mut Session<'_, C>) -> Result<i64, Sto
     )
 }
 
+/// [`Backend::rule_activity`]: the period starts after the last event
+/// received before `since_ms`, found on the primary key backwards from the
+/// head (`seq` grows with `received_at_ms`); its decisions and failures are
+/// a range of their `event_seq` indexes. The boundary is a plain parameter,
+/// not a subquery, so the planner sees how short that range is.
+fn rule_activity<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    since_ms: i64,
+) -> Result<Vec<RuleActivity>, StoreError> {
+    let after_seq = match s.query_opt(
+        "SELECT seq FROM events WHERE received_at_ms < $1 ORDER BY seq DESC LIMIT 1",
+        &[&since_ms],
+    )? {
+        Some(row) => row.try_get(0)?,
+        None => 0_i64,
+    };
+    let decisions = s.rows(
+        "SELECT rule, shadow, count(*) FROM decisions WHERE event_seq > $1
+         GROUP BY rule, shadow",
+        &[&after_seq],
+        |row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)),
+    )?;
+    let failures = s.rows(
+        "SELECT rule, count(*) FROM rule_failures WHERE event_seq > $1 GROUP BY rule",
+        &[&after_seq],
+        |row| Ok((row.try_get(0)?, row.try_get(1)?)),
+    )?;
+    Ok(merge_rule_activity(decisions, failures))
+}
+
 /// A counter's total over its shards.
 fn counter<C: GenericClient>(s: &mut Session<'_, C>, name: &str) -> Result<i64, StoreError> {
     s.value(
@@ -699,6 +747,21 @@ fn action_detail(row: &Row) -> Result<ActionDetail, postgres::Error> {
         decision_id: row.try_get(15)?,
         decision_kind: row.try_get(16)?,
         rule: row.try_get(17)?,
+    })
+}
+
+/// `f.event_seq, e.id, e.source, e.type, e.subject, e.received_at_ms,
+/// f.rule, f.message` (`f`: rule_failures, `e`: events).
+fn recent_rule_failure(row: &Row) -> Result<RecentRuleFailure, postgres::Error> {
+    Ok(RecentRuleFailure {
+        event_seq: row.try_get(0)?,
+        event_id: row.try_get(1)?,
+        event_source: row.try_get(2)?,
+        event_type: row.try_get(3)?,
+        subject: row.try_get(4)?,
+        received_at_ms: row.try_get(5)?,
+        rule: row.try_get(6)?,
+        message: row.try_get(7)?,
     })
 }
 

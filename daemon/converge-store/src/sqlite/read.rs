@@ -8,12 +8,12 @@ use super::SqliteStore;
 use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
-    GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction, RuleFailure,
-    RuleNote, TimerRecord, parse_catch_up,
+    GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
+    RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{
     Backend, LeaseRecord, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch, WriteResult,
-    order_groups,
+    merge_rule_activity, order_groups,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -224,6 +224,49 @@ impl Backend for SqliteStore {
             .collect::<Result<_, _>>()?;
         snapshot.finish()?;
         Ok(trails)
+    }
+
+    fn recent_rule_failures(&self, limit: usize) -> Result<Vec<RecentRuleFailure>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(RECENT_RULE_FAILURES)?
+            .query_map(params![sql_limit(limit)], |row| {
+                Ok(RecentRuleFailure {
+                    event_seq: row.get(0)?,
+                    event_id: row.get(1)?,
+                    event_source: row.get(2)?,
+                    event_type: row.get(3)?,
+                    subject: row.get(4)?,
+                    received_at_ms: row.get(5)?,
+                    rule: row.get(6)?,
+                    message: row.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn rule_activity(&self, since_ms: i64) -> Result<Vec<RuleActivity>, StoreError> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let after_seq: i64 = self
+            .conn
+            .prepare_cached(LAST_SEQ_BEFORE)?
+            .query_row(params![since_ms], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let decisions = self
+            .conn
+            .prepare_cached(DECISIONS_AFTER)?
+            .query_map(params![after_seq], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let failures = self
+            .conn
+            .prepare_cached(FAILURES_AFTER)?
+            .query_map(params![after_seq], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        snapshot.finish()?;
+        Ok(merge_rule_activity(decisions, failures))
     }
 
     fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
@@ -708,6 +751,25 @@ pub(crate) const SUBJECT_TRAIL_HEADS: &str =
     "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
      FROM events WHERE subject = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
 
+/// The newest rule failures (`?1` of them) with their events: the
+/// failures' rowids backwards, each event by its rowid.
+const RECENT_RULE_FAILURES: &str =
+    "SELECT f.event_seq, e.id, e.source, e.type, e.subject, e.received_at_ms, f.rule, f.message
+     FROM rule_failures f JOIN events e ON e.seq = f.event_seq
+     ORDER BY f.id DESC LIMIT ?1";
+
+/// The last event received before `?1`: walks the journal back from its
+/// head, and stops there when `?1` is recent.
+const LAST_SEQ_BEFORE: &str =
+    "SELECT seq FROM events WHERE received_at_ms < ?1 ORDER BY seq DESC LIMIT 1";
+
+/// Decisions and failures of the events after `?1`, counted over a range of
+/// their `event_seq` index.
+const DECISIONS_AFTER: &str = "SELECT rule, shadow, count(*) FROM decisions \
+     INDEXED BY decisions_by_event WHERE event_seq > ?1 GROUP BY rule, shadow";
+const FAILURES_AFTER: &str = "SELECT rule, count(*) FROM rule_failures \
+     INDEXED BY rule_failures_by_event WHERE event_seq > ?1 GROUP BY rule";
+
 fn trail_head(row: &Row<'_>) -> rusqlite::Result<EventTrail> {
     Ok(EventTrail {
         seq: row.get(0)?,
@@ -789,4 +851,54 @@ fn timer_row(row: &Row<'_>) -> rusqlite::Result<TimerRow> {
         data: row.get(4)?,
         catch_up: row.get(7)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::Durability;
+
+    /// How SQLite would run `sql` (one integer parameter), a step a line.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params![1_000], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_activity_reads_walk_keys_and_indexes_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db"), Durability::Normal).unwrap();
+
+        let recent = plan(&store.conn, RECENT_RULE_FAILURES);
+        assert!(recent.contains("SCAN f"), "{recent}");
+        assert!(
+            recent.contains("SEARCH e USING INTEGER PRIMARY KEY"),
+            "{recent}"
+        );
+        assert!(
+            !recent.contains("TEMP B-TREE"),
+            "the key gives the order: {recent}"
+        );
+
+        let before = plan(&store.conn, LAST_SEQ_BEFORE);
+        assert_eq!(before, "SCAN events", "backwards in seq order, no sort");
+
+        for (sql, index) in [
+            (DECISIONS_AFTER, "decisions_by_event"),
+            (FAILURES_AFTER, "rule_failures_by_event"),
+        ] {
+            let counted = plan(&store.conn, sql);
+            assert!(
+                counted.contains(&format!("USING INDEX {index} (event_seq>?)")),
+                "{counted}"
+            );
+        }
+    }
 }

@@ -9,6 +9,7 @@
 #[macro_use]
 mod helpers;
 
+mod activity;
 mod append;
 mod cluster;
 mod dead_letters;

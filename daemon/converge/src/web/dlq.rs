@@ -6,9 +6,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use converge_api::dlq::{ActionShown, ChangedStatus, DeadLetterChanged, DeadLetters};
 use converge_store::{DeadLetterChange, DeadLetterOp, DeadLetterOutcome};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{ApiError, AppState, internal, require_admin, storage};
 use crate::dlq::{DeadLetterRequest, action_view};
@@ -45,12 +45,11 @@ pub(super) async fn list(
     let next_after = (letters.len() == limit)
         .then(|| letters.last().map(|l| l.action.id))
         .flatten();
-    let letters: Vec<_> = letters.iter().map(action_view).collect();
-    Ok(Json(json!({
-        "dead_letters": letters,
-        "count": count,
-        "next_after": next_after,
-    }))
+    Ok(Json(DeadLetters {
+        dead_letters: letters.iter().map(action_view).collect(),
+        count,
+        next_after,
+    })
     .into_response())
 }
 
@@ -85,7 +84,10 @@ pub(super) async fn show(
         .map_err(internal)?
         .map_err(storage)?
         .ok_or_else(|| not_found(id))?;
-    Ok(Json(json!({"action": action_view(&action)})).into_response())
+    Ok(Json(ActionShown {
+        action: action_view(&action),
+    })
+    .into_response())
 }
 
 /// `POST /v1/dlq/{id}/retry` with `{"by", "reason"}` and the admin token:
@@ -130,6 +132,19 @@ async fn decide(
                 format!("expected {{\"by\": \"<who>\", \"reason\": \"<why>\"}}: {e}"),
             )
         })?;
+    let (status, answer) = change_dead_letter(&state, id, op, request).await?;
+    Ok((status, Json(answer)).into_response())
+}
+
+/// Records a person's retry or drop of dead letter `id` (the `/v1` API's
+/// and the console's) and answers what the API answers: the status and
+/// the action's new status and key.
+pub(crate) async fn change_dead_letter(
+    state: &AppState,
+    id: i64,
+    op: DeadLetterOp,
+    request: DeadLetterRequest,
+) -> Result<(StatusCode, DeadLetterChanged), ApiError> {
     let change = DeadLetterChange {
         action_id: id,
         op,
@@ -161,21 +176,19 @@ async fn decide(
             || crate::dispatcher::idempotency_key(id),
             |detail| crate::dispatcher::action_key(&detail.action),
         );
+    let changed = |status| DeadLetterChanged {
+        id,
+        status,
+        idempotency_key: key,
+    };
     match outcome {
         DeadLetterOutcome::Retried(_) => {
             state.metrics.dead_letter_retried(id, &request.by);
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"id": id, "status": "pending", "idempotency_key": key})),
-            )
-                .into_response())
+            Ok((StatusCode::ACCEPTED, changed(ChangedStatus::Pending)))
         }
         DeadLetterOutcome::Dropped => {
             state.metrics.dead_letter_dropped(id, &request.by);
-            Ok(
-                Json(json!({"id": id, "status": "dropped", "idempotency_key": key}))
-                    .into_response(),
-            )
+            Ok((StatusCode::OK, changed(ChangedStatus::Dropped)))
         }
         DeadLetterOutcome::NotDeadLetter { status } => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -1,0 +1,159 @@
+//! Acting from the console: overriding a held gate, retrying or dropping a
+//! dead letter. Each needs a session signed in with the admin token and the
+//! session's CSRF token, and goes through the same code as the `/v1` API
+//! (`web::journal_override`, `web::dlq::change_dead_letter`), so it is
+//! journaled with who and why exactly like `converge gates override` and
+//! `converge dlq retry|drop`. The answer is a redirect back to the record,
+//! with what happened as a notice.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use converge_model::EntityKey;
+use converge_store::DeadLetterOp;
+use serde::Deserialize;
+
+use super::session::{Viewer, csrf_matches};
+use super::{encode, error_page};
+use crate::dlq::DeadLetterRequest;
+use crate::gates::Override;
+use crate::web::AppState;
+
+/// The session allowed to act, or the page that says why not.
+fn actor(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Viewer, Box<Response>> {
+    let Some(viewer) = state.console.sessions.viewer(headers) else {
+        return Err(Box::new(error_page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in to act",
+            "Overrides, retries and drops need a console session signed in with the admin token.",
+        )));
+    };
+    if !csrf_matches(&viewer, csrf) {
+        return Err(Box::new(error_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "The form did not come from this session (or the session changed). Open the page again and resend.",
+        )));
+    }
+    if !viewer.can_act {
+        return Err(Box::new(error_page(
+            StatusCode::FORBIDDEN,
+            "Read only",
+            "This session was signed in with the read token: sign in with the admin token to act.",
+        )));
+    }
+    Ok(viewer)
+}
+
+fn back_to(record: &str, notice: &str) -> Response {
+    Redirect::to(&format!("{record}?notice={}", encode(notice))).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct OverrideForm {
+    csrf: String,
+    reason: String,
+    /// Empty: every held channel.
+    #[serde(default)]
+    channel: String,
+}
+
+/// `POST /ui/records/{kind}/{id}/override`.
+pub async fn override_gate(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<OverrideForm>,
+) -> Response {
+    let viewer = match actor(&state, &headers, &form.csrf) {
+        Ok(viewer) => viewer,
+        Err(page) => return *page,
+    };
+    let Some(key) = EntityKey::parse(&format!("{kind}/{id}")) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "No such record",
+            "A record is <kind>/<id>.",
+        );
+    };
+    let channel = Some(form.channel.trim().to_string()).filter(|c| !c.is_empty());
+    let request = match (Override {
+        by: viewer.who.clone(),
+        reason: form.reason,
+        channel,
+    })
+    .validate()
+    {
+        Ok(request) => request,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "The override was not sent", &e),
+    };
+    let record = format!("/ui/records/{}/{}", encode(&kind), encode(&id));
+    match crate::web::journal_override(&state, &key, request).await {
+        Ok(accepted) => back_to(
+            &record,
+            &format!(
+                "Override journaled (event {}): {} held send(s) released by {}",
+                accepted.event.id, accepted.held, viewer.who
+            ),
+        ),
+        Err(e) => error_page(e.status(), "The override was not journaled", e.message()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeadLetterForm {
+    csrf: String,
+    reason: String,
+    /// The record page to return to.
+    #[serde(default)]
+    back: String,
+}
+
+/// `POST /ui/dead-letters/{id}/retry` and `.../drop`.
+pub async fn dead_letter(
+    State(state): State<AppState>,
+    Path((id, op)): Path<(i64, String)>,
+    headers: HeaderMap,
+    Form(form): Form<DeadLetterForm>,
+) -> Response {
+    let viewer = match actor(&state, &headers, &form.csrf) {
+        Ok(viewer) => viewer,
+        Err(page) => return *page,
+    };
+    let op = match op.as_str() {
+        "retry" => DeadLetterOp::Retry,
+        "drop" => DeadLetterOp::Drop,
+        _ => return error_page(StatusCode::NOT_FOUND, "No such action", "retry or drop"),
+    };
+    let request = match (DeadLetterRequest {
+        by: viewer.who.clone(),
+        reason: form.reason,
+    })
+    .validate()
+    {
+        Ok(request) => request,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Nothing was recorded", &e),
+    };
+    let back = if form.back.starts_with("/ui") && !form.back.starts_with("//") {
+        form.back
+    } else {
+        super::ROOT.to_string()
+    };
+    match crate::web::dlq::change_dead_letter(&state, id, op, request).await {
+        Ok((_, answer)) => back_to(
+            &back,
+            &format!(
+                "Action {id} is {} now ({} by {})",
+                answer.status,
+                if matches!(op, DeadLetterOp::Retry) {
+                    "retried"
+                } else {
+                    "dropped"
+                },
+                viewer.who
+            ),
+        ),
+        Err(e) => error_page(e.status(), "Nothing was recorded", e.message()),
+    }
+}

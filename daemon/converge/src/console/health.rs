@@ -1,0 +1,300 @@
+//! Rules and health: the rules loaded (and the last reload, with its
+//! errors), each rule's decisions and failures over the last day with the
+//! shadow rules' beside the live ones, where the journal, outbox and
+//! timers stand, and the event sources with their last events.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::{DateTime, Duration, Utc};
+use converge_store::RuleActivity;
+use maud::{Markup, html};
+
+use super::needs_action::Row;
+use super::{Page, Section, answer, read, span, when};
+use crate::config::Config;
+use crate::web::AppState;
+
+/// One event source of the config.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// `hook`, `drop folder`, `poll` or `schedule`.
+    pub kind: &'static str,
+    pub name: String,
+    /// How it takes events: a scheme, a folder, a plugin, a cron expression.
+    pub detail: String,
+    /// A drop folder's inbox.
+    pub dir: Option<PathBuf>,
+}
+
+impl Source {
+    pub fn from_config(config: &Config) -> Vec<Source> {
+        let mut sources = Vec::new();
+        for hook in config.hooks.values() {
+            sources.push(Source {
+                kind: "hook",
+                name: hook.name.clone(),
+                detail: match &hook.decode {
+                    Some(decode) => {
+                        format!("{} signature, decoded by {}", hook.scheme, decode.plugin)
+                    }
+                    None => format!("{} signature, CloudEvents", hook.scheme),
+                },
+                dir: None,
+            });
+        }
+        for drop in &config.file_drops {
+            sources.push(Source {
+                kind: "drop folder",
+                name: drop.name.clone(),
+                detail: drop.dir.display().to_string(),
+                dir: Some(drop.dir.clone()),
+            });
+        }
+        for poll in &config.polls {
+            sources.push(Source {
+                kind: "poll",
+                name: poll.name.clone(),
+                detail: format!(
+                    "{} every {}",
+                    poll.plugin,
+                    humantime::format_duration(poll.interval)
+                ),
+                dir: None,
+            });
+        }
+        for schedule in &config.schedules {
+            sources.push(Source {
+                kind: "schedule",
+                name: schedule.name.clone(),
+                detail: format!("{} ({})", schedule.cron_text, schedule.timezone),
+                dir: None,
+            });
+        }
+        sources
+    }
+
+    /// The key its activity is counted under (`telemetry::SourceActivity`).
+    fn activity_key(&self) -> String {
+        let kind = match self.kind {
+            "drop folder" => "drop",
+            other => other,
+        };
+        format!("{kind}/{}", self.name)
+    }
+}
+
+/// The newest error reports (`*.errors.json`) of the drop folders, as
+/// exception rows: files with bad rows, or that could not be read.
+pub fn drop_reports(sources: &[Source], per_folder: usize) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for source in sources {
+        let Some(dir) = &source.dir else { continue };
+        let mut reports: Vec<(SystemTime, PathBuf)> = ["processed", "failed"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".errors.json"))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        reports.sort_by_key(|r| std::cmp::Reverse(r.0));
+        for (modified, path) in reports.into_iter().take(per_folder) {
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let Ok(report) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            let file = report["file"].as_str().unwrap_or("?").to_string();
+            let mut what = vec![match report["file_error"].as_str() {
+                Some(error) => format!("{} ({}): {error}", file, source.name),
+                None => format!(
+                    "{} ({}): {} bad row(s), {} event(s) taken",
+                    file, source.name, report["bad_rows"], report["events"]
+                ),
+            }];
+            for error in report["errors"].as_array().into_iter().flatten().take(3) {
+                let at = error["line"]
+                    .as_u64()
+                    .map(|l| format!("line {l}"))
+                    .or_else(|| error["row"].as_u64().map(|r| format!("row {r}")))
+                    .unwrap_or_else(|| "a row".into());
+                what.push(format!("{at}: {}", error["reason"].as_str().unwrap_or("?")));
+            }
+            what.push(format!("report: {}", path.display()));
+            rows.push(Row {
+                kind: "exception",
+                record: None,
+                owner: None,
+                campaign: None,
+                what,
+                since: Some(DateTime::<Utc>::from(modified)),
+                next: None,
+                action: None,
+            });
+        }
+    }
+    rows
+}
+
+struct Standing {
+    activity: Vec<RuleActivity>,
+    head: i64,
+    processed: i64,
+    counts: converge_store::Counts,
+    timers_pending: i64,
+}
+
+/// `GET /ui/health`.
+pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let now = state.clock.now();
+    let since = now - Duration::hours(24);
+    let version = match super::version_or_unchanged(&state, &headers, now).await {
+        Ok(version) => version,
+        Err(unchanged) => return unchanged,
+    };
+    let loaded = read(&state, move |store| {
+        Ok(Standing {
+            activity: store.rule_activity(since.timestamp_millis())?,
+            head: store.journal_head()?,
+            processed: store.processed_cursor()?,
+            counts: store.counts()?,
+            timers_pending: store.pending_timer_count()?,
+        })
+    })
+    .await;
+    let standing = match loaded {
+        Ok(standing) => standing,
+        Err(page) => return page,
+    };
+    let viewer = state.console.sessions.viewer(&headers);
+    let rules = state.rules.current();
+    let history = state.rules.history();
+    let wall = Utc::now();
+    answer(&headers, &version, || {
+        Page {
+            title: "Rules & health",
+            section: Section::Health,
+            viewer: viewer.as_ref(),
+            url: "/ui/health",
+            version: &version,
+            now,
+        }
+        .render(html! {
+            section.summary {
+                dl {
+                    dt { "converge" } dd { (env!("CARGO_PKG_VERSION")) small { " up " (span((wall - state.started_at).num_seconds())) } }
+                    dt { "Clock" } dd { (now.format("%Y-%m-%d %H:%M:%S UTC")) @if state.clock.as_manual().is_some() { " " span.tag.held { "manual" } } }
+                    dt { "Journal" } dd { (standing.head) " events, " (standing.head - standing.processed) " waiting for the rules" }
+                    dt { "Actions" } dd { (standing.counts.actions_pending) " pending, " (standing.counts.actions_done) " done" }
+                    dt { "Dead letters" } dd {
+                        @if standing.counts.dead_letters > 0 {
+                            a href="/ui?kind=dead_letter" { (standing.counts.dead_letters) " waiting for a person" }
+                        } @else { "none" }
+                    }
+                    dt { "Timers" } dd { (standing.timers_pending) " pending" }
+                }
+            }
+            section #rules {
+                h2 { "Rules" }
+                p {
+                    "Loaded " (when(rules.loaded_at, wall)) " (" (rules.live.rules().len()) " live, " (rules.shadow.rules().len()) " shadow)."
+                    @if let Some((at, ok)) = history.last {
+                        " Last reload " (when(at, wall)) ": " @if ok { span.yes { "ok" } } @else { span.no { "failed" } }
+                    }
+                }
+                @if let Some((at, errors)) = &history.error {
+                    div.error role="alert" {
+                        p { "The reload " (when(*at, wall)) " failed; the rules above keep running:" }
+                        ul { @for error in errors { li { code { (error) } } } }
+                    }
+                }
+                (rule_table(&rules, &standing.activity))
+            }
+            section #sources {
+                h2 { "Sources" }
+                @if state.console.sources.is_empty() {
+                    p.empty { "The config names no hook, drop folder, poll or schedule; unlisted hooks "
+                        @if state.hooks.accept_unlisted { "are accepted" } @else { "are refused" } "." }
+                }
+                table.rows {
+                    thead { tr { th { "Kind" } th { "Name" } th { "How" } th { "Last events" } } }
+                    tbody {
+                        @for source in state.console.sources.iter() {
+                            tr {
+                                td { (source.kind) }
+                                td { (source.name) }
+                                td { code { (source.detail) } }
+                                td { (last_events(&state, source, wall)) }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    })
+}
+
+fn last_events(state: &AppState, source: &Source, wall: DateTime<Utc>) -> Markup {
+    if let Some(dir) = &source.dir {
+        let newest = ["processed", "failed"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok()?.modified().ok())
+            .max();
+        return match newest {
+            Some(at) => html! { "last file taken " (when(DateTime::<Utc>::from(at), wall)) },
+            None => html! { "no file taken yet" },
+        };
+    }
+    match state.metrics.sources.get(&source.activity_key()) {
+        Some(seen) => html! { (seen.events) " since start, last " (when(seen.at, wall)) },
+        None => html! { "none since start" },
+    }
+}
+
+/// Each rule with its decisions and failures over the last day; a shadow
+/// rule's decisions in their own column, beside the live rule of its name.
+fn rule_table(rules: &crate::reload::LoadedRules, activity: &[RuleActivity]) -> Markup {
+    let count = |name: &str, shadow: bool| {
+        activity
+            .iter()
+            .filter(|a| a.rule == name && a.shadow == shadow)
+            .map(|a| (a.decisions, a.failures))
+            .fold((0, 0), |(d, f), (d2, f2)| (d + d2, f + f2))
+    };
+    let mut names: Vec<(&str, bool, &converge_rules::Rule)> = rules
+        .live
+        .rules()
+        .iter()
+        .map(|r| (r.name.as_str(), false, r))
+        .collect();
+    for rule in rules.shadow.rules() {
+        names.push((rule.name.as_str(), true, rule));
+    }
+    html! {
+        table.rows #rule-activity {
+            thead { tr { th { "Rule" } th { "Runs on" } th.n { "Decisions (24h)" } th.n { "Shadow decisions (24h)" } th.n { "Failures (24h)" } th { "Version" } } }
+            tbody {
+                @for (name, shadow, rule) in &names {
+                    @let (live, live_failures) = count(name, false);
+                    @let (in_shadow, shadow_failures) = count(name, true);
+                    tr {
+                        td { b { (name) } @if *shadow { " " span.tag.shadow { "shadow" } } br; small { (rule.path.display().to_string()) } }
+                        td { (rule.events.as_ref().map_or("every event".to_string(), |e| e.join(", "))) }
+                        td.n { @if !*shadow { (live) } }
+                        td.n { (in_shadow) }
+                        td.n class=(if live_failures + shadow_failures > 0 { "off" } else { "" }) { (live_failures + shadow_failures) }
+                        td { code { (rule.hash.chars().take(12).collect::<String>()) } }
+                    }
+                }
+            }
+        }
+    }
+}

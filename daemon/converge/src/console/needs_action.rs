@@ -1,0 +1,461 @@
+//! Needs action, the console's home page: every record waiting for a
+//! person, oldest first. Open escalations and blocked work (from the
+//! store's partial indexes), held sends with every holding reason, stalled
+//! handoffs with the next rung of their ladder (the item's soonest pending
+//! timer), dead letters with their last error, and exceptions (rule
+//! failures, bad rows of dropped files). The filters live in the URL.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use converge_engine::flow::campaign_of;
+use converge_model::{EntityKey, EntityState};
+use converge_store::{Backend, OpenSpan, StoreError};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::{Page, Section, answer, encode, read, record_href, record_link, time_of, when};
+use crate::web::AppState;
+
+/// How many of each kind the page reads; the page says when there are more.
+const PER_KIND: usize = 500;
+/// How many pending timers, soonest first, are searched for handoffs.
+const TIMERS_READ: usize = 2000;
+/// How many of the newest error reports of each drop folder are shown.
+const DROP_REPORTS: usize = 20;
+
+/// The kinds of rows, as the `kind` filter names them.
+pub const KINDS: [(&str, &str); 6] = [
+    ("escalation", "Escalations"),
+    ("held", "Held sends"),
+    ("handoff", "Stalled handoffs"),
+    ("blocked", "Blocked"),
+    ("dead_letter", "Dead letters"),
+    ("exception", "Exceptions"),
+];
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Filters {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    campaign: String,
+    /// At least this old: "24h", "2d".
+    #[serde(default)]
+    age: String,
+    #[serde(default)]
+    notice: Option<String>,
+}
+
+impl Filters {
+    fn query(&self) -> String {
+        let pairs = [
+            ("kind", &self.kind),
+            ("owner", &self.owner),
+            ("campaign", &self.campaign),
+            ("age", &self.age),
+        ];
+        let query: Vec<String> = pairs
+            .iter()
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(k, v)| format!("{k}={}", encode(v.trim())))
+            .collect();
+        if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        }
+    }
+}
+
+/// One thing waiting for a person.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub kind: &'static str,
+    /// The record it is about (`campaign/c-1`), if any.
+    pub record: Option<String>,
+    pub owner: Option<String>,
+    pub campaign: Option<String>,
+    /// What is wrong, one line each.
+    pub what: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// What happens next, and when (a timer's rung).
+    pub next: Option<(String, DateTime<Utc>)>,
+    /// A dead letter's action id, for its retry and drop forms.
+    pub action: Option<i64>,
+}
+
+/// `GET /ui`.
+pub async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(filters): Query<Filters>,
+) -> Response {
+    let now = state.clock.now();
+    let drops = state.console.sources.clone();
+    let version = match super::version_or_unchanged(&state, &headers, now).await {
+        Ok(version) => version,
+        Err(unchanged) => return unchanged,
+    };
+    let loaded = read(&state, move |store| {
+        let mut rows = rows(store)?;
+        rows.extend(super::health::drop_reports(&drops, DROP_REPORTS));
+        Ok(rows)
+    })
+    .await;
+    let mut rows = match loaded {
+        Ok(loaded) => loaded,
+        Err(page) => return page,
+    };
+    let viewer = state.console.sessions.viewer(&headers);
+    let url = format!("/ui{}", filters.query());
+    answer(&headers, &version, || {
+        let min_age = humantime::parse_duration(filters.age.trim()).ok();
+        let age_error = (!filters.age.trim().is_empty() && min_age.is_none())
+            .then(|| format!("`{}` is not an age like 24h or 2d", filters.age.trim()));
+        let totals = counts(&rows);
+        rows.retain(|row| keep(row, &filters, min_age, now));
+        rows.sort_by_key(|row| row.since.unwrap_or(now));
+        Page {
+            title: "Needs action",
+            section: Section::NeedsAction,
+            viewer: viewer.as_ref(),
+            url: &url,
+            version: &version,
+            now,
+        }
+        .render(html! {
+            (super::notice(filters.notice.as_deref()))
+            (filter_form(&filters, &totals, age_error.as_deref()))
+            @if rows.is_empty() {
+                p.empty { "Nothing needs action" @if !filters.query().is_empty() { " with these filters" } "." }
+            } @else {
+                table.rows #needs-action {
+                    thead { tr { th { "Kind" } th { "Record" } th { "Owner" } th { "What" } th { "Since" } th { "Next" } } }
+                    tbody {
+                        @for row in &rows {
+                            tr data-kind=(row.kind) {
+                                td { span class={"tag " (row.kind)} { (label(row.kind)) } }
+                                td {
+                                    @match &row.record { Some(record) => (record_link(record)), None => "—" }
+                                    @if let (Some(action), Some(record)) = (row.action, &row.record) {
+                                        " " a href={(record_href(record)) "#action-" (action)} { small { "action " (action) } }
+                                    }
+                                    @if let (Some(campaign), Some(record)) = (&row.campaign, &row.record) {
+                                        @if campaign != record { br; small { (record_link(campaign)) } }
+                                    }
+                                }
+                                td { (row.owner.as_deref().unwrap_or("—")) }
+                                td.what { @for line in &row.what { div { (line) } } }
+                                td.since { @match row.since { Some(at) => (when(at, now)), None => "—" } }
+                                td.next {
+                                    @if let Some((what, at)) = &row.next { div { (what) } small { (when(*at, now)) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    })
+}
+
+fn label(kind: &str) -> &'static str {
+    KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or("Other", |(_, label)| label)
+}
+
+fn counts(rows: &[Row]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        *counts.entry(row.kind).or_default() += 1;
+    }
+    counts
+}
+
+fn keep(row: &Row, f: &Filters, min_age: Option<std::time::Duration>, now: DateTime<Utc>) -> bool {
+    let kind = f.kind.trim();
+    let owner = f.owner.trim();
+    let campaign = f.campaign.trim();
+    (kind.is_empty() || row.kind == kind)
+        && (owner.is_empty() || row.owner.as_deref() == Some(owner))
+        && (campaign.is_empty()
+            || row
+                .campaign
+                .as_deref()
+                .is_some_and(|c| c == campaign || c.strip_prefix("campaign/") == Some(campaign)))
+        && min_age.is_none_or(|age| {
+            row.since
+                .is_some_and(|since| (now - since).to_std().unwrap_or_default() >= age)
+        })
+}
+
+fn filter_form(f: &Filters, totals: &BTreeMap<&'static str, usize>, error: Option<&str>) -> Markup {
+    html! {
+        form.filters method="get" action="/ui" {
+            label { "Kind "
+                select name="kind" {
+                    option value="" selected[f.kind.is_empty()] { "All" }
+                    @for (kind, label) in KINDS {
+                        option value=(kind) selected[f.kind == kind] {
+                            (label) " (" (totals.get(kind).copied().unwrap_or(0)) ")"
+                        }
+                    }
+                }
+            }
+            label { "Owner " input name="owner" value=(f.owner) placeholder="anyone" size="12"; }
+            label { "Campaign " input name="campaign" value=(f.campaign) placeholder="any" size="12"; }
+            label { "At least " input name="age" value=(f.age) placeholder="24h" size="5"; " old" }
+            button type="submit" { "Filter" }
+            @if !f.query().is_empty() { a href="/ui" { "Clear" } }
+        }
+        @if let Some(error) = error { p.error { (error) } }
+    }
+}
+
+/// Every row from the store, unfiltered.
+pub fn rows(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
+    let mut rows = Vec::new();
+    for entity in store.entities_with_open(OpenSpan::Escalated, None, PER_KIND)? {
+        rows.extend(open_spans(&entity, "escalation", |f| f.escalated_since));
+    }
+    for entity in store.entities_with_open(OpenSpan::Blocked, None, PER_KIND)? {
+        rows.extend(open_spans(&entity, "blocked", |f| f.blocked_since));
+    }
+    rows.extend(held_sends(store)?);
+    rows.extend(handoffs(store)?);
+    for letter in store.dead_letters(0, PER_KIND)? {
+        let action = &letter.action;
+        rows.push(Row {
+            kind: "dead_letter",
+            record: letter.subject.clone(),
+            owner: None,
+            campaign: campaign_of_subject(letter.subject.as_deref()),
+            what: vec![
+                format!(
+                    "action {} ({} via {}) from rule {}, {} attempt(s)",
+                    action.id, action.route, action.plugin, letter.rule, action.attempts
+                ),
+                format!(
+                    "last error: {}",
+                    action.detail.as_deref().unwrap_or("none recorded")
+                ),
+            ],
+            since: action.finished_at_ms.and_then(time_of),
+            next: None,
+            action: Some(action.id),
+        });
+    }
+    for failure in store.recent_rule_failures(PER_KIND)? {
+        rows.push(Row {
+            kind: "exception",
+            record: failure.subject.clone(),
+            owner: None,
+            campaign: campaign_of_subject(failure.subject.as_deref()),
+            what: vec![
+                format!(
+                    "rule {} failed on {} ({})",
+                    failure.rule, failure.event_type, failure.event_id
+                ),
+                failure.message.clone(),
+            ],
+            since: time_of(failure.received_at_ms),
+            next: None,
+            action: None,
+        });
+    }
+    with_owners(store, &mut rows)?;
+    Ok(rows)
+}
+
+/// The owner and campaign of the rows that name a record but not them
+/// (dead letters, rule failures), from the records' states, in one read.
+fn with_owners(store: &dyn Backend, rows: &mut [Row]) -> Result<(), StoreError> {
+    let keys: Vec<EntityKey> = rows
+        .iter()
+        .filter(|r| r.owner.is_none())
+        .filter_map(|r| EntityKey::parse(r.record.as_deref()?))
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let states: HashMap<String, EntityState> = store
+        .entities(&keys)?
+        .into_iter()
+        .map(|e| (e.key().to_string(), e))
+        .collect();
+    for row in rows.iter_mut().filter(|r| r.owner.is_none()) {
+        if let Some(entity) = row.record.as_ref().and_then(|r| states.get(r)) {
+            row.owner = entity.owner.clone();
+            row.campaign = row.campaign.take().or_else(|| campaign_of(entity));
+        }
+    }
+    Ok(())
+}
+
+/// The entity's own open span and each channel's, as rows.
+fn open_spans(
+    entity: &EntityState,
+    kind: &'static str,
+    since: impl Fn(&converge_model::Flow) -> Option<DateTime<Utc>>,
+) -> Vec<Row> {
+    let key = entity.key().to_string();
+    let campaign = campaign_of(entity);
+    let stage = entity.stage.as_deref().unwrap_or("no stage");
+    let mut rows = Vec::new();
+    if let Some(at) = since(&entity.flow) {
+        rows.push(Row {
+            kind,
+            record: Some(key.clone()),
+            owner: entity.owner.clone(),
+            campaign: campaign.clone(),
+            what: vec![format!(
+                "{} since {} (stage: {stage})",
+                if kind == "blocked" {
+                    "blocked"
+                } else {
+                    "escalated"
+                },
+                at.format("%a %d %b %H:%M")
+            )],
+            since: Some(at),
+            next: None,
+            action: None,
+        });
+    }
+    for (name, channel) in &entity.channels {
+        if let Some(at) = since(&channel.flow) {
+            rows.push(Row {
+                kind,
+                record: Some(key.clone()),
+                owner: channel.owner.clone().or_else(|| entity.owner.clone()),
+                campaign: campaign.clone(),
+                what: vec![format!(
+                    "channel {name} {} (stage: {})",
+                    if kind == "blocked" {
+                        "blocked"
+                    } else {
+                        "escalated"
+                    },
+                    channel.stage.as_deref().unwrap_or("no stage")
+                )],
+                since: Some(at),
+                next: None,
+                action: None,
+            });
+        }
+    }
+    rows
+}
+
+/// One row per campaign and channel still held, with every reason of its
+/// holds (a gate rule gives them joined by "; ").
+fn held_sends(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
+    let held = store.open_held_sends()?;
+    let keys: Vec<EntityKey> = held
+        .iter()
+        .filter_map(|h| EntityKey::parse(&h.campaign))
+        .collect();
+    let owners: HashMap<String, Option<String>> = store
+        .entities(&keys)?
+        .into_iter()
+        .map(|e| (e.key().to_string(), e.owner))
+        .collect();
+    let mut by_channel: BTreeMap<(String, String), Row> = BTreeMap::new();
+    for send in &held {
+        let row = by_channel
+            .entry((send.campaign.clone(), send.channel.clone()))
+            .or_insert_with(|| Row {
+                kind: "held",
+                record: Some(send.campaign.clone()),
+                owner: owners.get(&send.campaign).cloned().flatten(),
+                campaign: Some(send.campaign.clone()),
+                what: vec![format!("{} send held", send.channel)],
+                since: time_of(send.held_at_ms),
+                next: None,
+                action: None,
+            });
+        for reason in send.reason.split("; ") {
+            let line = format!("{}: {reason}", send.rule);
+            if !row.what.contains(&line) {
+                row.what.push(line);
+            }
+        }
+        if let Some(at) = time_of(send.held_at_ms) {
+            row.since = Some(row.since.map_or(at, |s| s.min(at)));
+        }
+    }
+    let mut rows: Vec<Row> = by_channel.into_values().collect();
+    for row in &mut rows {
+        let sends = held
+            .iter()
+            .filter(|h| {
+                Some(&h.campaign) == row.record.as_ref() && row.what[0].starts_with(&h.channel)
+            })
+            .count();
+        if sends > 1 {
+            row.what[0] = format!("{} ({sends} requests)", row.what[0]);
+        }
+    }
+    Ok(rows)
+}
+
+/// Items with a rule's timer still to fire (a reminder, the next rung of
+/// an escalation ladder, an expected event's deadline): stalled handoffs,
+/// with that rung and when it fires. Waiting since the handoff (the owner's
+/// change, `flow.handoff_since`), else since the stage began.
+fn handoffs(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
+    let timers = store.due_timers(i64::MAX, TIMERS_READ)?;
+    let mut next: BTreeMap<String, &converge_store::TimerRecord> = BTreeMap::new();
+    for timer in &timers {
+        next.entry(timer.entity.clone()).or_insert(timer);
+    }
+    let keys: Vec<EntityKey> = next.keys().filter_map(|k| EntityKey::parse(k)).collect();
+    let mut rows = Vec::new();
+    for entity in store.entities(&keys)? {
+        let key = entity.key().to_string();
+        let Some(timer) = next.get(&key) else {
+            continue;
+        };
+        let since = entity
+            .flow
+            .handoff_since
+            .or(entity.stage_since)
+            .unwrap_or(entity.updated_at);
+        let rung = match &timer.expect_type {
+            Some(expected) => format!(
+                "{} unless {expected} comes ({})",
+                timer.event_type, timer.rule
+            ),
+            None => format!("{} ({})", timer.event_type, timer.rule),
+        };
+        rows.push(Row {
+            kind: "handoff",
+            record: Some(key),
+            owner: entity.owner.clone(),
+            campaign: campaign_of(&entity),
+            what: vec![format!(
+                "waiting on {} (stage: {})",
+                entity.owner.as_deref().unwrap_or("nobody"),
+                entity.stage.as_deref().unwrap_or("no stage")
+            )],
+            since: Some(since),
+            next: time_of(timer.due_at_ms).map(|at| (rung, at)),
+            action: None,
+        });
+    }
+    Ok(rows)
+}
+
+fn campaign_of_subject(subject: Option<&str>) -> Option<String> {
+    subject
+        .filter(|s| s.starts_with("campaign/"))
+        .map(str::to_string)
+}

@@ -1,0 +1,456 @@
+//! The review console (`/ui`) in a real browser: headless Chromium driven
+//! over WebDriver against the real daemon. What a person sees on Needs
+//! action, overriding a gate from a record's page, a page following the
+//! daemon without a reload, the reports of the known-answer month, a
+//! filtered view that survives a reload, and actions refused without a
+//! session. Screenshots of each page land in
+//! `<CARGO_TARGET_TMPDIR>/console-screenshots/`.
+//!
+//! Reading beyond loopback (a token, or a session) is checked over plain
+//! HTTP at the end.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::browser::Browser;
+use crate::gates::{accept, channel, send};
+use crate::support::{ADMIN_TOKEN, Daemon, Sink, Workspace, event, repo_root, sends_to_sink_toml};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The example gate and handoff-ladder rules, releases to the sink, on a
+/// manual clock (so the pages' ages are the same on every run).
+fn workspace(sink: &Sink) -> Workspace {
+    let rule = |name: &str| {
+        std::fs::read_to_string(repo_root().join(format!("rules/{name}.rhai"))).unwrap()
+    };
+    Workspace::new(
+        &[
+            ("convergence_gate", &rule("convergence_gate")),
+            ("stalled_handoff", &rule("stalled_handoff")),
+        ],
+        &format!(
+            "{}\n[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+            sends_to_sink_toml(sink)
+        ),
+    )
+}
+
+/// campaign/c-1 with its email send held (paid is still in review), and
+/// task/t-7 handed to maria (its ladder's first rung in 24h).
+async fn held_send_and_handoff(daemon: &Daemon) {
+    accept(daemon, &channel("c-1-email", "c-1", "email", "approved")).await;
+    accept(daemon, &channel("c-1-paid", "c-1", "paid", "review")).await;
+    accept(daemon, &send("c-1-send", "c-1", "email")).await;
+    accept(
+        daemon,
+        &event(
+            "t-7-handoff",
+            "task.handoff",
+            "task/t-7",
+            json!({"owner": "maria", "stage": "review", "campaign": "c-1"}),
+        ),
+    )
+    .await;
+    for id in ["c-1-send", "t-7-handoff"] {
+        daemon
+            .wait_for_trail(id, |t| !t["processed_at_ms"].is_null())
+            .await;
+    }
+}
+
+/// Signs in through the login form, and lands on `next`.
+async fn sign_in(browser: &Browser, daemon: &Daemon, who: &str, next: &str) {
+    browser
+        .goto(&format!("{}/ui/login?next={next}", daemon.url))
+        .await;
+    browser.fill("input[name=who]", who).await;
+    browser.fill("input[name=token]", ADMIN_TOKEN).await;
+    browser.submit("form.stack").await;
+    browser.wait_for_text("header.top .who", who, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_reasons() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start();
+    held_send_and_handoff(&daemon).await;
+    daemon.advance_clock("2h").await;
+
+    browser.goto(&format!("{}/ui", daemon.url)).await;
+    let table = browser
+        .wait_for_text("#needs-action", "Held sends", WAIT)
+        .await;
+    assert!(table.contains("email send held"), "{table}");
+    assert!(
+        table.contains("convergence_gate: not approved: paid (review)"),
+        "every holding reason is shown: {table}"
+    );
+    assert!(table.contains("Stalled handoffs"), "{table}");
+    assert!(
+        table.contains("task.handoff.remind (stalled_handoff)") && table.contains("in 22h"),
+        "the next rung of the ladder and when it fires: {table}"
+    );
+    // Each row links to its record.
+    browser.click("tr[data-kind=held] a.record").await;
+    browser.wait_for_text("h1", "campaign/c-1", WAIT).await;
+    browser.screenshot("record-held").await;
+    browser.goto(&format!("{}/ui", daemon.url)).await;
+    browser.screenshot("needs-action").await;
+    insta::assert_snapshot!("needs_action", browser.text_of("#needs-action").await);
+
+    browser.goto(&format!("{}/ui/campaigns", daemon.url)).await;
+    let board = browser.text_of("section.campaign").await;
+    assert!(board.contains("gate holding 1 send(s)"), "{board}");
+    assert!(board.contains("not approved: paid (review)"), "{board}");
+    browser.screenshot("campaigns").await;
+    browser.goto(&format!("{}/ui/health", daemon.url)).await;
+    let rules = browser.text_of("#rule-activity").await;
+    assert!(
+        rules.contains("convergence_gate") && rules.contains("stalled_handoff"),
+        "{rules}"
+    );
+    browser.screenshot("health").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_override_from_the_console_releases_the_send_once_and_the_trail_shows_who_and_why() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start();
+    held_send_and_handoff(&daemon).await;
+
+    sign_in(&browser, &daemon, "ana", "/ui/records/campaign/c-1").await;
+    browser.wait_for_text("#gate", "1 held", WAIT).await;
+    browser
+        .fill(
+            "#gate form.act input[name=reason]",
+            "legal approved by phone",
+        )
+        .await;
+    browser.submit("#gate form.act").await;
+    let notice = browser
+        .wait_for_text("p.notice", "Override journaled", WAIT)
+        .await;
+    assert!(notice.contains("released by ana"), "{notice}");
+
+    let received = sink.wait_for(1).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body["event"]["id"], "c-1-send");
+    assert_eq!(received[0].body["decision"]["channel"], "email");
+    let gate = browser
+        .wait_for_text("#gate", "released by override by ana", WAIT)
+        .await;
+    assert!(gate.contains("ana overrode every channel"), "{gate}");
+    assert!(gate.contains("legal approved by phone"), "{gate}");
+    let trail = browser.wait_for_text("#trail", "gate.override", WAIT).await;
+    assert!(trail.contains("release_send"), "{trail}");
+    browser.screenshot("record-overridden").await;
+
+    // Journaled like the CLI's override: the gate API shows who and why.
+    let (status, gate) = daemon.get("/v1/gates/campaign/c-1").await;
+    assert_eq!(status, 200);
+    let gate: serde_json::Value = serde_json::from_str(&gate).unwrap();
+    assert_eq!(gate["overrides"][0]["by"], "ana", "{gate:#}");
+    assert_eq!(gate["overrides"][0]["reason"], "legal approved by phone");
+
+    // Exactly once: nothing more reaches the sink.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sink.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_event_shows_up_on_an_open_page_without_a_reload() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start();
+    held_send_and_handoff(&daemon).await;
+
+    browser
+        .goto(&format!("{}/ui/records/campaign/c-1", daemon.url))
+        .await;
+    browser.wait_for_text("#trail", "c-1-send", WAIT).await;
+    accept(&daemon, &channel("c-1-paid-ok", "c-1", "paid", "approved")).await;
+    browser.wait_for_text("#trail", "c-1-paid-ok", WAIT).await;
+
+    browser.goto(&format!("{}/ui", daemon.url)).await;
+    browser
+        .wait_for_text("#needs-action", "Held sends", WAIT)
+        .await;
+    accept(&daemon, &send("c-2-send", "c-2", "email")).await;
+    browser
+        .wait_for_text("#needs-action", "campaign/c-2", WAIT)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reports_page_shows_the_numbers_of_the_known_answer_month() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let ws = crate::reports::month_workspace();
+    let daemon = ws.start();
+    crate::reports::play_the_month(&daemon).await;
+
+    let (since, until) = crate::reports::MONTH;
+    let query = format!("?since={since}&until={until}");
+    browser
+        .goto(&format!("{}/ui/reports{query}", daemon.url))
+        .await;
+    let mut rows = Vec::new();
+    for metric in [
+        "review_time",
+        "handoff_delay",
+        "blocked_work",
+        "rework_rate",
+        "launch_reliability",
+        "exception_rate",
+        "cycle_time",
+        "approval_pass_rate",
+    ] {
+        let text = browser
+            .text_of(&format!("#report tr[data-metric={metric}]"))
+            .await;
+        rows.push(text.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    // The numbers of tests/it/reports.rs's `the_month`, as the table prints them.
+    assert_eq!(
+        rows,
+        [
+            "review_time 4 5.0h 15.9h",
+            "handoff_delay 2 4.0h 5.4h",
+            "blocked_work 1 36.0h 36.0h 1",
+            "rework_rate 4 25.0%",
+            "launch_reliability 2 50.0%",
+            "exception_rate 28 7.1%",
+            "cycle_time 4 48.0h 75.3h",
+            "approval_pass_rate 3 66.7%",
+        ]
+    );
+    // Each metric's chart with its weekly numbers beside it.
+    let review = browser.text_of("figure#review_time").await;
+    assert!(review.contains("median per week"), "{review}");
+    assert_eq!(browser.count("figure.metric svg.chart").await, 8);
+    browser.screenshot("reports").await;
+
+    // The CSV download is `converge report --format csv` of the same period.
+    let (status, csv) = daemon.get(&format!("/ui/reports.csv{query}")).await;
+    assert_eq!(status, 200);
+    let out = ws.converge(&[
+        "report", "--since", since, "--until", until, "--format", "csv",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(csv, String::from_utf8(out.stdout).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filtered_url_survives_a_reload_and_reads_without_javascript() {
+    let Some(browser) = Browser::start_without_javascript().await else {
+        return;
+    };
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start();
+    held_send_and_handoff(&daemon).await;
+
+    // The filter form works without script: a plain GET.
+    browser.goto(&format!("{}/ui", daemon.url)).await;
+    browser
+        .select("form.filters select[name=kind]", "handoff")
+        .await;
+    browser
+        .fill("form.filters input[name=owner]", "maria")
+        .await;
+    browser.submit("form.filters").await;
+    let url = browser.current_url().await;
+    assert!(
+        url.contains("kind=handoff") && url.contains("owner=maria"),
+        "{url}"
+    );
+    browser.reload().await;
+    assert_eq!(browser.current_url().await, url);
+    assert_eq!(browser.count("#needs-action tbody tr").await, 1);
+    assert_eq!(browser.count("tr[data-kind=handoff]").await, 1);
+    assert_eq!(
+        browser
+            .attr("form.filters input[name=owner]", "value")
+            .await
+            .as_deref(),
+        Some("maria")
+    );
+    assert_eq!(
+        browser
+            .count("select[name=kind] option[value=handoff][selected]")
+            .await,
+        1
+    );
+    browser.screenshot("needs-action-filtered-no-js").await;
+
+    // Every page reads without script.
+    browser.goto(&format!("{}/ui/campaigns", daemon.url)).await;
+    let board = browser.text_of("section.campaign").await;
+    assert!(board.contains("not approved: paid (review)"), "{board}");
+    browser
+        .goto(&format!("{}/ui/records/task/t-7", daemon.url))
+        .await;
+    let timers = browser.text_of("#timers").await;
+    assert!(
+        timers.contains("task.handoff.escalate_business"),
+        "{timers}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_action_without_a_session_is_refused() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start();
+    held_send_and_handoff(&daemon).await;
+
+    // Signed in, the form is there; with the session gone, sending it is refused.
+    sign_in(&browser, &daemon, "ana", "/ui/records/campaign/c-1").await;
+    browser
+        .fill("#gate form.act input[name=reason]", "should not pass")
+        .await;
+    browser.delete_all_cookies().await;
+    browser.submit("#gate form.act").await;
+    let page = browser.wait_for_text("h1", "Sign in to act", WAIT).await;
+    assert_eq!(page, "Sign in to act");
+    browser.screenshot("action-refused").await;
+
+    // Over plain HTTP: no session, then a session without its CSRF token.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, _, _) = daemon
+        .request(
+            Method::POST,
+            "/ui/records/campaign/c-1/override",
+            &form,
+            "csrf=x&reason=no+session",
+        )
+        .await;
+    assert_eq!(status, 401);
+    let cookie = session_cookie(&daemon, ADMIN_TOKEN).await;
+    let (status, _, _) = daemon
+        .request(
+            Method::POST,
+            "/ui/records/campaign/c-1/override",
+            &[form[0], ("cookie", &cookie)],
+            "csrf=forged&reason=cross+site",
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // Nothing was released.
+    let (_, gate) = daemon.get("/v1/gates/campaign/c-1").await;
+    let gate: serde_json::Value = serde_json::from_str(&gate).unwrap();
+    assert_eq!(gate["open"], true, "{gate:#}");
+    assert!(gate["overrides"].as_array().unwrap().is_empty(), "{gate:#}");
+    assert!(sink.received().is_empty());
+}
+
+/// Signs in over HTTP; the `cookie` header of the new session.
+async fn session_cookie(daemon: &Daemon, token: &str) -> String {
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/ui/login", daemon.url))
+        .form(&[("who", "ana"), ("token", token), ("next", "/ui")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    let set = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Max-Age=28800"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    set.split(';').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn beyond_loopback_reading_needs_a_token_or_a_session() {
+    const READ_TOKEN: &str = "converge-test-read-token-0123456789";
+    let ws = Workspace::new(&[], "");
+    ws.edit_config("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
+    let daemon = ws.start_with_env(&[("CONVERGE_READ_TOKEN", READ_TOKEN)]);
+
+    for path in [
+        "/v1/status",
+        "/v1/gates",
+        "/v1/dlq",
+        "/v1/events/x",
+        "/v1/reports",
+    ] {
+        let (status, body) = daemon.get(path).await;
+        assert_eq!(status, 401, "{path}: {body}");
+    }
+    for token in [READ_TOKEN, ADMIN_TOKEN] {
+        let bearer = format!("Bearer {token}");
+        let (status, _, _) = daemon
+            .request(Method::GET, "/v1/status", &[("authorization", &bearer)], "")
+            .await;
+        assert_eq!(status, 200);
+    }
+    // The console sends a reader to sign in, and lets a session read.
+    let (status, page) = daemon.get("/ui/campaigns").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Sign in"), "{page}");
+    let cookie = session_cookie(&daemon, READ_TOKEN).await;
+    let (status, _, page) = daemon
+        .request(Method::GET, "/ui/campaigns", &[("cookie", &cookie)], "")
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("<h1>Campaigns</h1>"));
+    // A read-only session cannot act.
+    let (status, _, page) = daemon
+        .request(Method::GET, "/ui", &[("cookie", &cookie)], "")
+        .await;
+    assert_eq!(status, 200);
+    let csrf = page
+        .as_str()
+        .unwrap()
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-out form's CSRF token")
+        .to_string();
+    let (status, _, _) = daemon
+        .request(
+            Method::POST,
+            "/ui/records/campaign/c-1/override",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &cookie),
+            ],
+            format!("csrf={csrf}&reason=read+only"),
+        )
+        .await;
+    assert_eq!(status, 403);
+    // Health checks and metrics stay open.
+    assert_eq!(daemon.get("/healthz").await.0, 200);
+    assert_eq!(daemon.get("/metrics").await.0, 200);
+    // The start says what is open: unsigned events on any hook name.
+    let log = daemon.log();
+    assert!(
+        log.contains("beyond loopback, and server.unlisted_hooks is \"accept\""),
+        "{log}"
+    );
+}
