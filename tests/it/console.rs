@@ -169,6 +169,68 @@ async fn an_override_from_the_console_releases_the_send_once_and_the_trail_shows
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_is_retried_from_its_record_with_who_and_why() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start();
+    held_send_and_handoff(&daemon).await;
+    // The release fails for good (401 is permanent): a dead letter.
+    sink.answer_next(&[reqwest::StatusCode::UNAUTHORIZED]);
+    accept(&daemon, &channel("c-1-paid-ok", "c-1", "paid", "approved")).await;
+    accept(&daemon, &send("c-1-send-2", "c-1", "email")).await;
+    sink.wait_for(2).await;
+
+    browser
+        .goto(&format!("{}/ui?kind=dead_letter", daemon.url))
+        .await;
+    let row = browser
+        .wait_for_text("tr[data-kind=dead_letter]", "last error", WAIT)
+        .await;
+    assert!(row.contains("via webhook-out"), "{row}");
+    browser
+        .click("tr[data-kind=dead_letter] td a:nth-of-type(2)")
+        .await;
+    sign_in(
+        &browser,
+        &daemon,
+        "ana",
+        &browser.current_url().await.replace(&daemon.url, ""),
+    )
+    .await;
+    browser
+        .fill(
+            "div.action form.act input[name=reason]",
+            "receiver fixed its token",
+        )
+        .await;
+    browser.submit("div.action form.act").await;
+    let notice = browser
+        .wait_for_text("p.notice", "retried by ana", WAIT)
+        .await;
+    assert!(notice.contains("is pending now"), "{notice}");
+    // Sent again, with the key of the attempt that failed.
+    let received = sink.wait_for(3).await;
+    let key = |i: usize| {
+        received[i].headers["idempotency-key"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(key(2), key(0));
+    let history = browser
+        .wait_for_text("div.action ul.history", "receiver fixed its token", WAIT)
+        .await;
+    assert!(
+        history.contains("retried") && history.contains("by ana"),
+        "{history}"
+    );
+    browser.screenshot("record-dead-letter-retried").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_new_event_shows_up_on_an_open_page_without_a_reload() {
     let Some(browser) = Browser::start().await else {
         return;

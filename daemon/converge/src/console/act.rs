@@ -46,8 +46,17 @@ fn actor(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Viewer, Bo
     Ok(viewer)
 }
 
-fn back_to(record: &str, notice: &str) -> Response {
-    Redirect::to(&format!("{record}?notice={}", encode(notice))).into_response()
+/// Back to the page the form was on (its path and query, less an earlier
+/// notice), with what happened as a notice, at `anchor` when given.
+fn back_to(page: &str, notice: &str, anchor: &str) -> Response {
+    let (path, query) = page.split_once('?').unwrap_or((page, ""));
+    let mut kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("notice="))
+        .collect();
+    let notice = format!("notice={}", encode(notice));
+    kept.push(&notice);
+    Redirect::to(&format!("{path}?{}{anchor}", kept.join("&"))).into_response()
 }
 
 #[derive(Deserialize)]
@@ -96,6 +105,7 @@ pub async fn override_gate(
                 "Override journaled (event {}): {} held send(s) released by {}",
                 accepted.event.id, accepted.held, viewer.who
             ),
+            "#gate",
         ),
         Err(e) => error_page(e.status(), "The override was not journaled", e.message()),
     }
@@ -153,6 +163,11 @@ pub async fn dead_letter(
                 },
                 viewer.who
             ),
+            &if back.starts_with("/ui/records/") {
+                format!("#action-{id}")
+            } else {
+                String::new()
+            },
         ),
         Err(e) => error_page(e.status(), "Nothing was recorded", e.message()),
     }
