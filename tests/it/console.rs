@@ -61,6 +61,32 @@ async fn held_send_and_handoff(daemon: &Daemon) {
     }
 }
 
+/// A browser, and a daemon with campaign/c-1's email send held and
+/// task/t-7 handed over; `None` where there is no Chromium.
+struct Scene {
+    browser: Browser,
+    sink: Sink,
+    daemon: Daemon,
+    // Dropped last: the daemon's files.
+    _ws: Workspace,
+}
+
+impl Scene {
+    async fn start(browser: impl std::future::Future<Output = Option<Browser>>) -> Option<Scene> {
+        let browser = browser.await?;
+        let sink = Sink::start().await;
+        let ws = workspace(&sink);
+        let daemon = ws.start();
+        held_send_and_handoff(&daemon).await;
+        Some(Scene {
+            browser,
+            sink,
+            daemon,
+            _ws: ws,
+        })
+    }
+}
+
 /// Signs in through the login form, and lands on `next`.
 async fn sign_in(browser: &Browser, daemon: &Daemon, who: &str, next: &str) {
     browser
@@ -74,13 +100,15 @@ async fn sign_in(browser: &Browser, daemon: &Daemon, who: &str, next: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_reasons() {
-    let Some(browser) = Browser::start().await else {
+    let Some(Scene {
+        browser,
+        sink: _,
+        daemon,
+        ..
+    }) = Scene::start(Browser::start()).await
+    else {
         return;
     };
-    let sink = Sink::start().await;
-    let ws = workspace(&sink);
-    let daemon = ws.start();
-    held_send_and_handoff(&daemon).await;
     daemon.advance_clock("2h").await;
 
     browser.goto(&format!("{}/ui", daemon.url)).await;
@@ -121,13 +149,15 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_override_from_the_console_releases_the_send_once_and_the_trail_shows_who_and_why() {
-    let Some(browser) = Browser::start().await else {
+    let Some(Scene {
+        browser,
+        sink,
+        daemon,
+        ..
+    }) = Scene::start(Browser::start()).await
+    else {
         return;
     };
-    let sink = Sink::start().await;
-    let ws = workspace(&sink);
-    let daemon = ws.start();
-    held_send_and_handoff(&daemon).await;
 
     sign_in(&browser, &daemon, "ana", "/ui/records/campaign/c-1").await;
     browser.wait_for_text("#gate", "1 held", WAIT).await;
@@ -170,13 +200,15 @@ async fn an_override_from_the_console_releases_the_send_once_and_the_trail_shows
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_is_retried_from_its_record_with_who_and_why() {
-    let Some(browser) = Browser::start().await else {
+    let Some(Scene {
+        browser,
+        sink,
+        daemon,
+        ..
+    }) = Scene::start(Browser::start()).await
+    else {
         return;
     };
-    let sink = Sink::start().await;
-    let ws = workspace(&sink);
-    let daemon = ws.start();
-    held_send_and_handoff(&daemon).await;
     // The release fails for good (401 is permanent): a dead letter.
     sink.answer_next(&[reqwest::StatusCode::UNAUTHORIZED]);
     accept(&daemon, &channel("c-1-paid-ok", "c-1", "paid", "approved")).await;
@@ -232,13 +264,15 @@ async fn a_dead_letter_is_retried_from_its_record_with_who_and_why() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_event_shows_up_on_an_open_page_without_a_reload() {
-    let Some(browser) = Browser::start().await else {
+    let Some(Scene {
+        browser,
+        sink: _,
+        daemon,
+        ..
+    }) = Scene::start(Browser::start()).await
+    else {
         return;
     };
-    let sink = Sink::start().await;
-    let ws = workspace(&sink);
-    let daemon = ws.start();
-    held_send_and_handoff(&daemon).await;
 
     browser
         .goto(&format!("{}/ui/records/campaign/c-1", daemon.url))
@@ -319,13 +353,15 @@ async fn the_reports_page_shows_the_numbers_of_the_known_answer_month() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_filtered_url_survives_a_reload_and_reads_without_javascript() {
-    let Some(browser) = Browser::start_without_javascript().await else {
+    let Some(Scene {
+        browser,
+        sink: _,
+        daemon,
+        ..
+    }) = Scene::start(Browser::start_without_javascript()).await
+    else {
         return;
     };
-    let sink = Sink::start().await;
-    let ws = workspace(&sink);
-    let daemon = ws.start();
-    held_send_and_handoff(&daemon).await;
 
     // The filter form works without script: a plain GET.
     browser.goto(&format!("{}/ui", daemon.url)).await;
@@ -376,13 +412,15 @@ async fn a_filtered_url_survives_a_reload_and_reads_without_javascript() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_action_without_a_session_is_refused() {
-    let Some(browser) = Browser::start().await else {
+    let Some(Scene {
+        browser,
+        sink,
+        daemon,
+        ..
+    }) = Scene::start(Browser::start()).await
+    else {
         return;
     };
-    let sink = Sink::start().await;
-    let ws = workspace(&sink);
-    let daemon = ws.start();
-    held_send_and_handoff(&daemon).await;
 
     // Signed in, the form is there; with the session gone, sending it is refused.
     sign_in(&browser, &daemon, "ana", "/ui/records/campaign/c-1").await;

@@ -153,6 +153,21 @@ impl AdminClient {
         self.call(request).await
     }
 
+    /// `GET path` as [`AdminClient::get`], a refusal said as "converge at
+    /// <address> answered <status>: <message>".
+    pub async fn get_or_explain<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.get(path).await.map_err(|e| {
+            e.explain(|refused| {
+                format!(
+                    "converge at {} answered {}: {}",
+                    self.address(),
+                    refused.status,
+                    refused.message()
+                )
+            })
+        })
+    }
+
     /// `POST path` with `body` as JSON and the admin token, the answer read
     /// as `T`.
     pub async fn post<B: Serialize, T: DeserializeOwned>(

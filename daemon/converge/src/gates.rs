@@ -218,25 +218,8 @@ pub async fn run(args: GatesArgs) -> ExitCode {
     }
 }
 
-/// A `GET`'s answer; a refusal is the error, with the daemon's address.
-async fn get_ok<T: serde::de::DeserializeOwned>(
-    client: &AdminClient,
-    path: &str,
-) -> anyhow::Result<T> {
-    client.get(path).await.map_err(|e| {
-        e.explain(|refused| {
-            format!(
-                "converge at {} answered {}: {}",
-                client.address(),
-                refused.status,
-                refused.message()
-            )
-        })
-    })
-}
-
 async fn list(client: &AdminClient, as_json: bool) -> anyhow::Result<()> {
-    let gates: Gates = get_ok(client, "/v1/gates").await?;
+    let gates: Gates = client.get_or_explain("/v1/gates").await?;
     if as_json {
         println!("{}", json_text(&gates)?);
     } else {
@@ -256,7 +239,9 @@ fn campaign_key(campaign: &str) -> String {
 
 async fn show(client: &AdminClient, campaign: &str, as_json: bool) -> anyhow::Result<()> {
     let campaign = campaign_key(campaign);
-    let gate: Gate = get_ok(client, &format!("/v1/gates/{campaign}")).await?;
+    let gate: Gate = client
+        .get_or_explain(&format!("/v1/gates/{campaign}"))
+        .await?;
     if as_json {
         println!("{}", json_text(&gate)?);
     } else {

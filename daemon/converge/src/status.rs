@@ -10,16 +10,7 @@ use crate::admin_client::{AdminClient, AdminError, json_text};
 
 pub async fn run(config_path: &Path, as_json: bool) -> Result<(), AdminError> {
     let (client, _) = AdminClient::load(config_path, "converge status")?;
-    let status: Status = client.get("/v1/status").await.map_err(|e| {
-        e.explain(|refused| {
-            format!(
-                "converge at {} answered {}: {}",
-                client.address(),
-                refused.status,
-                refused.message()
-            )
-        })
-    })?;
+    let status: Status = client.get_or_explain("/v1/status").await?;
     if as_json {
         println!("{}", json_text(&status)?);
     } else {
