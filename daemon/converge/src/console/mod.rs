@@ -143,6 +143,21 @@ pub fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
+/// `?name=value&...` of the parameters given (trimmed), or nothing: a
+/// filtered page's own address.
+pub fn query_string(pairs: &[(&str, &String)]) -> String {
+    let given: Vec<String> = pairs
+        .iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, v)| format!("{k}={}", encode(v.trim())))
+        .collect();
+    if given.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", given.join("&"))
+    }
+}
+
 /// The five sections, in the order of the navigation bar.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Section {

@@ -17,7 +17,7 @@ use converge_store::{Backend, OpenSpan, StoreError};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Page, Section, answer, encode, read, record_href, record_link, time_of, when};
+use super::{Page, Section, answer, read, record_href, record_link, time_of, when};
 use crate::web::AppState;
 
 /// How many of each kind the page reads; the page says when there are more.
@@ -54,22 +54,12 @@ pub struct Filters {
 
 impl Filters {
     fn query(&self) -> String {
-        let pairs = [
+        super::query_string(&[
             ("kind", &self.kind),
             ("owner", &self.owner),
             ("campaign", &self.campaign),
             ("age", &self.age),
-        ];
-        let query: Vec<String> = pairs
-            .iter()
-            .filter(|(_, v)| !v.trim().is_empty())
-            .map(|(k, v)| format!("{k}={}", encode(v.trim())))
-            .collect();
-        if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", query.join("&"))
-        }
+        ])
     }
 }
 

@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::svg::{self, Bar, Unit};
-use super::{Page, Section, answer, encode, error_page, read};
+use super::{Page, Section, answer, error_page, read};
 use crate::report::{self, Report, ReportRequest};
 use crate::web::AppState;
 
@@ -47,20 +47,11 @@ impl ReportQuery {
     }
 
     fn query(&self) -> String {
-        let pairs: Vec<String> = [
+        super::query_string(&[
             ("since", &self.since),
             ("until", &self.until),
             ("by", &self.by),
-        ]
-        .iter()
-        .filter(|(_, v)| !v.trim().is_empty())
-        .map(|(k, v)| format!("{k}={}", encode(v.trim())))
-        .collect();
-        if pairs.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", pairs.join("&"))
-        }
+        ])
     }
 }
 
