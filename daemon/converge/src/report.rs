@@ -208,22 +208,25 @@ fn blocked_counts(
 }
 
 /// `request` by week, and `request` as asked (whole, or by its slice):
-/// the console's charts and table. Unsliced, the whole period is the weeks
-/// merged, so each metric's samples are read once, not twice.
+/// the console's charts and table. The weeks' groups come from
+/// `weekly_groups` (the store's, or a cache of them). Unsliced, the whole
+/// period is the weeks merged, so each metric's samples are read once.
 pub fn weekly_and_whole(
     store: &dyn Backend,
     request: &ReportRequest,
+    mut weekly_groups: impl FnMut(&SampleQuery) -> Result<Vec<SampleGroup>, StoreError>,
 ) -> Result<(Report, Report), StoreError> {
     let weekly = ReportRequest {
         by: Some(Slice::Week),
         ..request.clone()
     };
     if request.by.is_some() {
-        return Ok((compute(store, &weekly)?, compute(store, request)?));
+        let by_week = assemble(&weekly, None, weekly_groups)?;
+        return Ok((by_week, compute(store, request)?));
     }
     let mut weeks: BTreeMap<Metric, Vec<SampleGroup>> = BTreeMap::new();
     let by_week = assemble(&weekly, None, |query| {
-        let groups = store.sample_groups(query)?;
+        let groups = weekly_groups(query)?;
         weeks.insert(query.metric, groups.clone());
         Ok::<_, StoreError>(groups)
     })?;

@@ -32,6 +32,7 @@ mod record;
 mod reports;
 mod session;
 mod svg;
+mod weeks;
 
 pub use session::Sessions;
 
@@ -50,6 +51,8 @@ pub struct Console {
     pub read_token: Option<AdminToken>,
     /// The event sources the config names, for the health page.
     pub sources: std::sync::Arc<Vec<health::Source>>,
+    /// The reports page's finished weeks.
+    pub weeks: weeks::WeekCache,
 }
 
 impl Console {
@@ -59,6 +62,7 @@ impl Console {
             reads_need_token: !listen.ip().is_loopback(),
             read_token: config.server.read_token.clone(),
             sources: std::sync::Arc::new(health::Source::from_config(config)),
+            weeks: weeks::WeekCache::default(),
         }
     }
 }

@@ -70,8 +70,9 @@ pub async fn page(
         Ok(version) => version,
         Err(unchanged) => return unchanged,
     };
+    let weeks = state.console.weeks.clone();
     let loaded = read(&state, move |store| {
-        report::weekly_and_whole(store, &request)
+        report::weekly_and_whole(store, &request, |query| weeks.groups(store, query, now))
     })
     .await;
     let (weekly, table) = match loaded {
