@@ -126,3 +126,76 @@ async fn a_client_stalling_in_its_body_gets_408_and_is_cut_off() {
         1.0
     );
 }
+
+/// A stalled request that sent `sent` bytes of a body of `length`.
+async fn stalled_body(daemon: &Daemon, length: usize, sent: usize) -> TcpStream {
+    let mut stream = connect(daemon).await;
+    let head = format!(
+        "POST /hooks/test HTTP/1.1\r\nHost: converge\r\nContent-Type: application/cloudevents+json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b' '; sent]).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_past_the_shared_byte_budget_get_503_and_small_senders_still_get_in() {
+    let ws = Workspace::new(&[("quiet", "")], "");
+    ws.edit_config(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\nmax_body_bytes_in_flight = 100000\nbody_read_timeout = \"3s\"",
+    );
+    let daemon = ws.start();
+    // One sender stalls holding 60,000 bytes of the 100,000.
+    let mut first = stalled_body(&daemon, 65_000, 60_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A second one's 50,000 bytes do not fit beside them: 503, closed.
+    let mut second = stalled_body(&daemon, 65_000, 50_000).await;
+    let (answer, _) = read_until_closed(&mut second).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("max_body_bytes_in_flight"), "{answer}");
+    // An ordinary event fits in what is left.
+    others_are_served(&daemon, "n-1").await;
+    // The stalled one is cut off at its deadline, and gives its bytes back.
+    let (answer, _) = read_until_closed(&mut first).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let mut third = stalled_body(&daemon, 65_000, 60_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    others_are_served(&daemon, "n-2").await;
+    drop(third.shutdown().await);
+    assert_eq!(
+        daemon
+            .metric("converge_events_rejected_total{reason=\"Busy\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_cap_get_503_and_are_closed() {
+    let ws = Workspace::new(&[("quiet", "")], "");
+    ws.edit_config(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\nmax_connections = 3\nheader_read_timeout = \"10s\"",
+    );
+    let daemon = ws.start();
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(connect(&daemon).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fourth = connect(&daemon).await;
+    let (answer, _) = read_until_closed(&mut fourth).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
+    assert!(answer.contains("server.max_connections"), "{answer}");
+    // Once they close, there is room again.
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    others_are_served(&daemon, "n-1").await;
+    assert_eq!(
+        daemon.metric("converge_connections_refused_total").await,
+        1.0
+    );
+}

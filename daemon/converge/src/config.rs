@@ -167,6 +167,8 @@ mod raw {
         pub listen: String,
         pub max_body_bytes: u64,
         pub max_events_in_flight: u64,
+        pub max_connections: u64,
+        pub max_body_bytes_in_flight: u64,
         pub admin_token_env: String,
         pub read_token_env: String,
         pub unlisted_hooks: String,
@@ -180,6 +182,8 @@ mod raw {
                 listen: "127.0.0.1:8420".into(),
                 max_body_bytes: 1024 * 1024,
                 max_events_in_flight: 50_000,
+                max_connections: 1024,
+                max_body_bytes_in_flight: 64 * 1024 * 1024,
                 admin_token_env: "CONVERGE_ADMIN_TOKEN".into(),
                 read_token_env: "CONVERGE_READ_TOKEN".into(),
                 unlisted_hooks: "accept".into(),
@@ -363,6 +367,12 @@ pub struct Server {
     /// Events acknowledged but not yet through the rules; intake waits when
     /// this many are pending, which bounds memory under overload.
     pub max_events_in_flight: usize,
+    /// Connections open at once; past it, new ones are answered 503.
+    pub max_connections: usize,
+    /// The bytes of all request bodies being received, together; a body
+    /// that would go past it is answered 503. Bounds memory under many
+    /// stalled senders, with `max_connections`.
+    pub max_body_bytes_in_flight: usize,
     /// The environment variable holding the admin token (gate overrides).
     pub admin_token_env: String,
     /// Its value, if set and not empty; `None` disables the admin API.
@@ -703,6 +713,15 @@ impl Validator {
         if !listen.ip().is_loopback() {
             self.open_listen_warnings(listen, raw, admin_token.is_some() || read_token.is_some());
         }
+        if raw.max_body_bytes_in_flight < raw.max_body_bytes {
+            self.error(
+                "server.max_body_bytes_in_flight",
+                format!(
+                    "must be at least server.max_body_bytes ({}): one body must fit",
+                    raw.max_body_bytes
+                ),
+            );
+        }
         Server {
             listen,
             max_body_bytes: self.count(
@@ -714,6 +733,16 @@ impl Validator {
                 "server.max_events_in_flight",
                 raw.max_events_in_flight,
                 1..=10_000_000,
+            ),
+            max_connections: self.count(
+                "server.max_connections",
+                raw.max_connections,
+                1..=1_000_000,
+            ),
+            max_body_bytes_in_flight: self.count(
+                "server.max_body_bytes_in_flight",
+                raw.max_body_bytes_in_flight,
+                1024..=(16 << 30),
             ),
             admin_token_env,
             admin_token,

@@ -478,13 +478,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let server = {
         let shutdown = shutdown.clone();
-        let timeouts = web::Timeouts {
+        let limits = web::Limits {
             header_read: config.server.header_read_timeout,
             body_read: config.server.body_read_timeout,
+            max_connections: config.server.max_connections,
+            body_bytes_in_flight: config.server.max_body_bytes_in_flight,
         };
         let metrics = state.metrics.clone();
         tokio::spawn(async move {
-            web::serve(listener, web::router(state), timeouts, metrics, shutdown).await;
+            web::serve(listener, web::router(state), limits, metrics, shutdown).await;
         })
     };
 

@@ -33,6 +33,9 @@ pub enum RejectReason {
     DecoderFailed,
     /// Its body did not arrive within `server.body_read_timeout`.
     SlowRequest,
+    /// Its body would take the bodies being received past
+    /// `server.max_body_bytes_in_flight`.
+    Busy,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,6 +111,8 @@ pub struct Metrics {
     pub dead_letters_retried: Counter,
     pub dead_letters_dropped: Counter,
     pub connections_timed_out: Counter,
+    /// Connections answered 503 and closed at `server.max_connections`.
+    pub connections_refused: Counter,
     pub outcomes_fenced: Counter,
     pub partitions_held: Gauge<i64, AtomicI64>,
     pub partition_takeovers: Counter,
@@ -382,6 +387,12 @@ impl Metrics {
             "Connections closed because no whole request head arrived within server.header_read_timeout (idle keep-alive connections included)",
             connections_timed_out.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections answered 503 and closed because server.max_connections were open",
+            connections_refused.clone(),
+        );
         let outcomes_fenced = Counter::default();
         registry.register(
             "outcomes_fenced",
@@ -454,6 +465,7 @@ impl Metrics {
             dead_letters_retried,
             dead_letters_dropped,
             connections_timed_out,
+            connections_refused,
             outcomes_fenced,
             partitions_held,
             partition_takeovers,

@@ -44,7 +44,7 @@ use crate::telemetry::{Metrics, RejectReason};
 pub(crate) mod dlq;
 mod serve;
 
-pub use serve::{Timeouts, serve};
+pub use serve::{Limits, serve};
 
 /// How long intake waits for room in the in-flight budget before answering 503.
 const BACKPRESSURE_WAIT: Duration = Duration::from_secs(5);
@@ -144,6 +144,7 @@ impl ApiError {
             RejectReason::Signature => (StatusCode::UNAUTHORIZED, "bad_signature"),
             RejectReason::DecoderFailed => (StatusCode::BAD_GATEWAY, "decoder_failed"),
             RejectReason::SlowRequest => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            RejectReason::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         };
         ApiError::new(status, code, message)
     }
@@ -180,7 +181,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
-        if self.status == StatusCode::REQUEST_TIMEOUT {
+        if self.status == StatusCode::REQUEST_TIMEOUT || self.code == "busy" {
             // The rest of a stalled body is not worth waiting for.
             response.headers_mut().insert(
                 header::CONNECTION,
@@ -424,6 +425,9 @@ async fn intake(
     let body = to_bytes(body, limit).await.map_err(|e| {
         if serve::timed_out(&e) {
             return ApiError::rejected(RejectReason::SlowRequest, metrics, e.to_string());
+        }
+        if serve::over_budget(&e) {
+            return ApiError::rejected(RejectReason::Busy, metrics, e.to_string());
         }
         ApiError::rejected(
             RejectReason::TooLarge,

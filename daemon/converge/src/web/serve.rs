@@ -8,12 +8,22 @@
 //! - `server.body_read_timeout`: a body must arrive whole within it after
 //!   its head; reading it later fails, and intake answers 408 and closes.
 //!
+//!
+//! And two bounds on what many clients together can hold, so memory stays
+//! bounded under a flood of stalled senders:
+//! - `server.max_connections`: past it, a new connection is answered 503
+//!   (`Retry-After: 1`) and closed at once;
+//! - `server.max_body_bytes_in_flight`: the bytes of every request body
+//!   being received, together; a body that would go past it fails, and
+//!   intake answers 503 and closes its connection.
+//!
 //! Shutdown stops accepting, lets each connection finish the request it is
 //! in (bounded by the same deadlines), and returns when all have closed.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,28 +37,37 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct Limits {
     pub header_read: Duration,
     pub body_read: Duration,
+    pub max_connections: usize,
+    pub body_bytes_in_flight: usize,
 }
+
+/// What a connection past `server.max_connections` is told before it is closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 95\r\nConnection: close\r\n\r\n{\"error\":{\"code\":\"unavailable\",\"message\":\"too many open connections (server.max_connections)\"}}";
 
 /// Serves `router` on `listener` until `shutdown`, then waits for the open
 /// connections to finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    timeouts: Timeouts,
+    limits: Limits,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     let connections = TaskTracker::new();
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let body_budget = Arc::new(Semaphore::new(limits.body_bytes_in_flight));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -62,16 +81,23 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        let Ok(held) = open.clone().try_acquire_owned() else {
+            metrics.connections_refused.inc();
+            connections.spawn(refuse(stream));
+            continue;
+        };
         let service = WithBodyDeadline {
             router: router.clone(),
-            body_read: timeouts.body_read,
+            body_read: limits.body_read,
+            budget: body_budget.clone(),
         };
         let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
         connections.spawn(async move {
+            let _held = held;
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(timeouts.header_read);
+                .header_read_timeout(limits.header_read);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {
@@ -97,11 +123,24 @@ pub async fn serve(
     connections.wait().await;
 }
 
-/// The router, with each request's body under its deadline.
+/// Answers a connection past the cap 503 and closes it, without reading
+/// its request: a stalled client cannot hold this either.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        stream.write_all(TOO_MANY_CONNECTIONS),
+    )
+    .await;
+    let _ = stream.shutdown().await;
+}
+
+/// The router, with each request's body under its deadline and the
+/// shared byte budget.
 #[derive(Clone)]
 struct WithBodyDeadline {
     router: Router,
     body_read: Duration,
+    budget: Arc<Semaphore>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for WithBodyDeadline {
@@ -111,7 +150,8 @@ impl hyper::service::Service<Request<Incoming>> for WithBodyDeadline {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let deadline = tokio::time::Instant::now() + self.body_read;
-        let request = request.map(|body| Body::new(DeadlineBody::new(body, deadline)));
+        let budget = self.budget.clone();
+        let request = request.map(|body| Body::new(DeadlineBody::new(body, deadline, budget)));
         let service = TowerToHyperService::new(self.router.clone());
         Box::pin(async move { hyper::service::Service::call(&service, request).await })
     }
@@ -122,18 +162,51 @@ impl hyper::service::Service<Request<Incoming>> for WithBodyDeadline {
 #[error("the request body did not arrive within server.body_read_timeout")]
 pub struct BodyTimedOut;
 
-/// A body that fails once its deadline passes.
+/// Reading a body that would take the bodies being received past
+/// `server.max_body_bytes_in_flight` fails with this.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "too many request bytes are arriving at once (server.max_body_bytes_in_flight); try again shortly"
+)]
+pub struct OverBudget;
+
+/// A body that fails once its deadline passes, or when its bytes would
+/// take the shared budget past its size; the bytes it took are given back
+/// when it is dropped (read whole, or abandoned).
 struct DeadlineBody {
     inner: Incoming,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    budget: Arc<Semaphore>,
+    taken: Option<OwnedSemaphorePermit>,
 }
 
 impl DeadlineBody {
-    fn new(inner: Incoming, deadline: tokio::time::Instant) -> DeadlineBody {
+    fn new(
+        inner: Incoming,
+        deadline: tokio::time::Instant,
+        budget: Arc<Semaphore>,
+    ) -> DeadlineBody {
         DeadlineBody {
             inner,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            budget,
+            taken: None,
         }
+    }
+
+    /// Takes `bytes` from the budget, or says it is spent.
+    fn take(&mut self, bytes: usize) -> Result<(), OverBudget> {
+        let bytes = u32::try_from(bytes).map_err(|_| OverBudget)?;
+        let permit = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| OverBudget)?;
+        match &mut self.taken {
+            Some(taken) => taken.merge(permit),
+            None => self.taken = Some(permit),
+        }
+        Ok(())
     }
 }
 
@@ -146,6 +219,12 @@ impl http_body::Body for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if let Some(Ok(frame)) = &frame
+                && let Some(data) = frame.data_ref()
+                && let Err(e) = self.take(data.len())
+            {
+                return Poll::Ready(Some(Err(e.into())));
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         match self.deadline.as_mut().poll(cx) {
@@ -165,9 +244,18 @@ impl http_body::Body for DeadlineBody {
 
 /// Whether reading a body failed on its deadline (rather than its size).
 pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<BodyTimedOut>(error)
+}
+
+/// Whether reading a body failed on the shared byte budget.
+pub fn over_budget(error: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<OverBudget>(error)
+}
+
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(e) = source {
-        if e.is::<BodyTimedOut>() {
+        if e.is::<E>() {
             return true;
         }
         source = e.source();
