@@ -232,7 +232,7 @@ fn processed(trail: &Value) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_github_delivery_is_verified_decoded_and_deduplicated_by_its_delivery_id() {
+async fn a_github_delivery_is_verified_decoded_and_deduplicated_by_its_signed_body() {
     let ws = Workspace::new(
         &[(
             "issues",
@@ -283,6 +283,26 @@ config = {{ campaign = {{ label_prefix = "campaign:" }} }}
     // GitHub redelivers with the same delivery id: nothing new.
     let (status, _, answer) = deliver(sign(&body)).await;
     assert_eq!(status, 202);
+    assert_eq!(answer["events"][0]["status"], "duplicate", "{answer}");
+    assert_eq!(answer["events"][0]["id"], id.as_str());
+
+    // A captured delivery sent again under a new delivery id (the header is
+    // not signed) is the same event: a duplicate.
+    let signature = sign(&body);
+    let (status, _, answer) = daemon
+        .request(
+            Method::POST,
+            "/hooks/github",
+            &[
+                ("content-type", "application/json"),
+                ("x-github-event", "issues"),
+                ("x-github-delivery", "0000aaaa-replayed"),
+                ("x-hub-signature-256", signature.as_str()),
+            ],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["events"][0]["status"], "duplicate", "{answer}");
     assert_eq!(answer["events"][0]["id"], id.as_str());
 

@@ -282,10 +282,10 @@ fn decode(config: &Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginE
             ))
         })?;
     let (noun, verb) = noun_verb(webhook_event);
-    let id = match inbound.header("x-atlassian-webhook-identifier") {
-        Some(id) => id.to_owned(),
-        None => event_id("jira-", &[&inbound.body]),
-    };
+    // From the signed body, not the unsigned X-Atlassian-Webhook-Identifier:
+    // a captured delivery sent again under a new identifier is the same
+    // event (a duplicate), and Jira's retries carry the same body.
+    let id = event_id("jira-", &[&inbound.body]);
     let (subject, mut data) = match body.get("issue") {
         Some(issue) => issue_fields(config, issue),
         None => ("jira/unknown".to_owned(), Map::new()),
@@ -666,7 +666,10 @@ mod tests {
         let inbound = delivery(&[("X-Atlassian-Webhook-Identifier", "wh-77")]);
         let event = decode_one(&config(json!({})), &inbound);
         assert_eq!(event["type"], "jira.issue.updated");
-        assert_eq!(event["id"], "wh-77");
+        // The id is the body's, whatever the unsigned identifier header says.
+        assert_eq!(event["id"], event_id("jira-", &[&inbound.body]));
+        let replayed = delivery(&[("X-Atlassian-Webhook-Identifier", "wh-78")]);
+        assert_eq!(decode_one(&config(json!({})), &replayed)["id"], event["id"]);
         assert_eq!(event["source"], "https://jira.atlassian.com");
         assert_eq!(event["subject"], "jira-issue/JRA-20002");
         assert_eq!(event["time"], "2018-05-07T13:03:57.764Z");
