@@ -240,8 +240,15 @@ impl Browser {
             ))
             .await
             .unwrap_or_else(|_| panic!("the form `{css}` has no submit button"));
+        // The page being left, to see it go: a click can return before
+        // the browser has navigated, on a busy machine.
+        let before = self.find("html").await;
         if let Err(e) = button.click().await {
             panic!("submitting `{css}`: {e}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while before.tag_name().await.is_ok() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

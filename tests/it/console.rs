@@ -182,8 +182,9 @@ async fn an_override_from_the_console_releases_the_send_once_and_the_trail_shows
         .await;
     assert!(gate.contains("ana overrode every channel"), "{gate}");
     assert!(gate.contains("legal approved by phone"), "{gate}");
-    let trail = browser.wait_for_text("#trail", "gate.override", WAIT).await;
-    assert!(trail.contains("release_send"), "{trail}");
+    // The override's event, processed: its release.
+    let trail = browser.wait_for_text("#trail", "release_send", WAIT).await;
+    assert!(trail.contains("gate.override"), "{trail}");
     browser.screenshot("record-overridden").await;
 
     // Journaled like the CLI's override: the gate API shows who and why.
@@ -553,4 +554,65 @@ async fn beyond_loopback_reading_needs_a_token_or_a_session() {
         log.contains("beyond loopback, and server.unlisted_hooks is \"accept\""),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exceptions_show_rule_failures_and_the_bad_rows_of_dropped_files() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let ws = Workspace::new(
+        &[(
+            "fragile",
+            "//! events: brief.imported\nif event.data.owner == \"max\" { throw \"no owner max\"; }\n",
+        )],
+        r#"
+[[file_drops]]
+name = "briefs"
+dir = "drops/briefs"
+type = "brief.imported"
+subject = "campaign/{campaign_id}"
+id_field = "brief_id"
+settle = "100ms"
+rescan = "200ms"
+"#,
+    );
+    let dir = ws.dir.path().join("drops/briefs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let daemon = ws.start();
+    // One row fails the rule; one has no campaign: a bad row, line 4.
+    let temp = dir.join(".briefs.csv.tmp");
+    std::fs::write(
+        &temp,
+        "campaign_id,brief_id,owner\nspring,B-1,lea\nspring,B-2,max\n,B-3,ana\n",
+    )
+    .unwrap();
+    std::fs::rename(temp, dir.join("briefs.csv")).unwrap();
+    daemon
+        .wait_for_trail("B-2", |t| !t["processed_at_ms"].is_null())
+        .await;
+
+    browser
+        .goto(&format!("{}/ui?kind=exception", daemon.url))
+        .await;
+    let table = browser
+        .wait_for_text("#needs-action", "bad row", WAIT)
+        .await;
+    assert!(
+        table.contains("rule fragile failed on brief.imported (B-2)"),
+        "{table}"
+    );
+    assert!(table.contains("no owner max"), "{table}");
+    assert!(
+        table.contains("briefs.csv (briefs): 1 bad row(s), 2 event(s) taken"),
+        "{table}"
+    );
+    assert!(table.contains("line 4:"), "{table}");
+    browser.screenshot("needs-action-exceptions").await;
+
+    // The health page lists the drop folder and its last file.
+    browser.goto(&format!("{}/ui/health", daemon.url)).await;
+    let sources = browser.text_of("#sources").await;
+    assert!(sources.contains("drop folder briefs"), "{sources}");
+    assert!(sources.contains("last file taken"), "{sources}");
 }
