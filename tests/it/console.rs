@@ -566,16 +566,7 @@ async fn exceptions_show_rule_failures_and_the_bad_rows_of_dropped_files() {
             "fragile",
             "//! events: brief.imported\nif event.data.owner == \"max\" { throw \"no owner max\"; }\n",
         )],
-        r#"
-[[file_drops]]
-name = "briefs"
-dir = "drops/briefs"
-type = "brief.imported"
-subject = "campaign/{campaign_id}"
-id_field = "brief_id"
-settle = "100ms"
-rescan = "200ms"
-"#,
+        crate::filedrops::BRIEFS_DROP,
     );
     let dir = ws.dir.path().join("drops/briefs");
     std::fs::create_dir_all(&dir).unwrap();

@@ -15,10 +15,9 @@ const BRIEF_RULE: &str = r#"
 notify("ops", `brief ${event.data.brief_id} for ${entity.id} from ${event.data.owner}`);
 "#;
 
-fn workspace() -> (Workspace, PathBuf) {
-    let ws = Workspace::new(
-        &[("briefs", BRIEF_RULE)],
-        r#"
+/// The `briefs` drop folder (`drops/briefs`): rows of campaign_id,
+/// brief_id, owner become `brief.imported` events about the campaign.
+pub const BRIEFS_DROP: &str = r#"
 [[file_drops]]
 name = "briefs"
 dir = "drops/briefs"
@@ -28,8 +27,10 @@ id_field = "brief_id"
 settle = "100ms"
 rescan = "200ms"
 chunk_rows = 100
-"#,
-    );
+"#;
+
+fn workspace() -> (Workspace, PathBuf) {
+    let ws = Workspace::new(&[("briefs", BRIEF_RULE)], BRIEFS_DROP);
     let dir = ws.dir.path().join("drops/briefs");
     std::fs::create_dir_all(&dir).unwrap();
     (ws, dir)

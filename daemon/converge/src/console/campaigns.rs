@@ -83,7 +83,7 @@ pub async fn page(
     } else {
         format!("/ui/campaigns?after={}", encode(&query.after))
     };
-    answer(&headers, &version, || {
+    answer(|| {
         Page {
             title: "Campaigns",
             section: Section::Campaigns,

@@ -175,7 +175,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
     let rules = state.rules.current();
     let history = state.rules.history();
     let wall = Utc::now();
-    answer(&headers, &version, || {
+    answer(|| {
         Page {
             title: "Rules & health",
             section: Section::Health,

@@ -289,11 +289,9 @@ pub async fn version_or_unchanged(
     Ok(version)
 }
 
-/// A page's answer: 204 to a live poll that already shows this version.
-pub fn answer(headers: &HeaderMap, version: &Version, page: impl FnOnce() -> Markup) -> Response {
-    if version.seen_by(headers) {
-        return StatusCode::NO_CONTENT.into_response();
-    }
+/// A page's answer, never cached: it is the daemon's state now (a live
+/// poll that already shows it was answered 204 by [`version_or_unchanged`]).
+pub fn answer(page: impl FnOnce() -> Markup) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], page()).into_response()
 }
 

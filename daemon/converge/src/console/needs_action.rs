@@ -104,7 +104,7 @@ pub async fn page(
     };
     let viewer = state.console.sessions.viewer(&headers);
     let url = format!("/ui{}", filters.query());
-    answer(&headers, &version, || {
+    answer(|| {
         let min_age = humantime::parse_duration(filters.age.trim()).ok();
         let age_error = (!filters.age.trim().is_empty() && min_age.is_none())
             .then(|| format!("`{}` is not an age like 24h or 2d", filters.age.trim()));

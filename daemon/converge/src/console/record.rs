@@ -127,7 +127,7 @@ pub async fn page(
     } else {
         path.clone()
     };
-    answer(&headers, &version, || {
+    answer(|| {
         let title = subject.clone();
         Page {
             title: &title,

@@ -81,7 +81,7 @@ pub async fn page(
     };
     let viewer = state.console.sessions.viewer(&headers);
     let url = format!("/ui/reports{}", query.query());
-    answer(&headers, &version, || {
+    answer(|| {
         Page {
             title: "Reports",
             section: Section::Reports,
