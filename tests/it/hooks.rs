@@ -389,3 +389,92 @@ tolerance = "5m"
         assert!(stderr.contains(key), "no `{key}` in:\n{stderr}");
     }
 }
+
+/// An event's identity is its source, id and the hook it came in on: what
+/// anyone posts to another hook, even with a tool's source and id, neither
+/// suppresses that tool's signed delivery nor reads as it to the rules.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_on_another_hook_cannot_suppress_or_pose_as_a_listed_hooks() {
+    let ws = Workspace::new(
+        &[("who", "print(`on ${event.hook}`);")],
+        r#"
+[hooks.github]
+verify = "github"
+secret_env = "CONVERGE_TEST_GITHUB_SECRET"
+"#,
+    );
+    let daemon = start(&ws);
+    let mut posed = event(
+        "wh-42",
+        "task.updated",
+        "task/T-1",
+        json!({"stage": "done"}),
+    );
+    posed["source"] = json!("https://github.com/acme/site");
+    let body = posed.to_string();
+
+    // First, a stranger on an open hook, with the tool's source and id.
+    let (status, answer) = daemon
+        .post("/hooks/anyone", CLOUDEVENTS, body.clone())
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["events"][0]["status"], "accepted", "{answer}");
+    // Then the tool's signed delivery of the same event: journaled, not a duplicate.
+    let signature = github_signature(&body);
+    let headers = [
+        ("content-type", CLOUDEVENTS),
+        ("x-hub-signature-256", signature.as_str()),
+    ];
+    let signed = || daemon.request(Method::POST, "/hooks/github", &headers, body.clone());
+    let (status, _, answer) = signed().await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["events"][0]["status"], "accepted", "{answer}");
+    // Its redelivery on its own hook is the duplicate.
+    let (_, _, again) = signed().await;
+    assert_eq!(again["events"][0]["status"], "duplicate", "{again}");
+    assert_eq!(again["events"][0]["seq"], answer["events"][0]["seq"]);
+
+    // Both are in the journal, each with its hook, and the rules told them apart.
+    let trail = loop {
+        let (_, body) = daemon.get("/v1/events/wh-42").await;
+        let trail: Value = serde_json::from_str(&body).unwrap();
+        let events = trail["events"].as_array().unwrap();
+        if events.len() == 2 && events.iter().all(|e| !e["processed_at_ms"].is_null()) {
+            break trail;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let seen: Vec<(String, String)> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["hook"].as_str().unwrap().to_string(),
+                e["rule_notes"][0]["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("anyone".to_string(), "on anyone".to_string()),
+            ("github".to_string(), "on github".to_string())
+        ]
+    );
+
+    // Only converge names an event's hook.
+    let mut forged = event("wh-43", "task.updated", "task/T-1", json!({}));
+    forged["convergehook"] = json!("github");
+    let (status, answer) = daemon
+        .post("/hooks/anyone", CLOUDEVENTS, forged.to_string())
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("convergehook"),
+        "{answer}"
+    );
+}

@@ -18,6 +18,11 @@ pub struct Event {
     pub ty: String,
     pub subject: Option<String>,
     pub time: Option<DateTime<Utc>>,
+    /// The webhook it came in on (the `convergehook` extension, which only
+    /// converge writes): part of its identity, so a delivery on one hook can
+    /// neither suppress nor stand in for another hook's. `None` for events
+    /// converge's own sources journal (file drops, polls, schedules, timers).
+    pub hook: Option<String>,
     /// The `data` member when it is JSON; `Null` when absent or binary.
     pub data: Value,
     pub json: String,
@@ -29,6 +34,10 @@ pub enum EventError {
     Json(String),
     #[error("not a valid CloudEvent: {0}")]
     Invalid(String),
+    #[error(
+        "the `{HOOK_EXTENSION}` extension is written by converge: it names the hook an event came in on"
+    )]
+    HookExtension,
     #[error("a batch must be a JSON array of CloudEvents")]
     NotABatch,
     #[error("event {index} of the batch: {error}")]
@@ -36,6 +45,17 @@ pub enum EventError {
         index: usize,
         error: Box<EventError>,
     },
+}
+
+/// The CloudEvents extension attribute that records an event's hook.
+pub const HOOK_EXTENSION: &str = "convergehook";
+
+/// Who wrote the JSON being read: the `convergehook` extension is refused
+/// from outside and read back from the journal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Outside,
+    Journal,
 }
 
 impl Event {
@@ -67,16 +87,25 @@ impl Event {
     }
 
     pub fn from_value(value: Value) -> Result<Event, EventError> {
+        Event::parse(value, Writer::Outside)
+    }
+
+    fn parse(value: Value, writer: Writer) -> Result<Event, EventError> {
         if !value.is_object() {
             return Err(EventError::Invalid("an event must be a JSON object".into()));
         }
         check_required_attributes(&value)?;
         let event: cloudevents::Event =
             serde_json::from_value(value).map_err(|e| EventError::Invalid(e.to_string()))?;
-        Event::from_cloudevent(event)
+        Event::from_cloudevent(event, writer)
     }
 
-    fn from_cloudevent(event: cloudevents::Event) -> Result<Event, EventError> {
+    fn from_cloudevent(event: cloudevents::Event, writer: Writer) -> Result<Event, EventError> {
+        let hook = match event.extension(HOOK_EXTENSION) {
+            None => None,
+            Some(_) if writer == Writer::Outside => return Err(EventError::HookExtension),
+            Some(value) => Some(value.to_string()),
+        };
         let id = event.id().to_string();
         if id.is_empty() {
             return Err(EventError::Invalid(
@@ -107,6 +136,7 @@ impl Event {
             ty,
             subject: event.subject().map(str::to_string),
             time: event.time().copied(),
+            hook,
             data,
             json,
         })
@@ -114,7 +144,25 @@ impl Event {
 
     /// Reads back an event the journal stored.
     pub fn from_journal(json: &str) -> Result<Event, EventError> {
-        Event::from_json(json.as_bytes())
+        let value: Value =
+            serde_json::from_str(json).map_err(|e| EventError::Json(e.to_string()))?;
+        Event::parse(value, Writer::Journal)
+    }
+
+    /// The event as it came in on `hook`: the hook is recorded in its JSON
+    /// (the `convergehook` extension), so the journal, replay and `explain`
+    /// all see it. Events from outside never carry the extension (parsing
+    /// refuses it), so it is added, never replaced.
+    pub fn arrived_on(mut self, hook: &str) -> Event {
+        debug_assert!(self.hook.is_none());
+        // Written by `from_cloudevent`, so it reads back, and an event with
+        // one more string extension serializes.
+        let mut event: cloudevents::Event =
+            serde_json::from_str(&self.json).expect("an event's own JSON reads back");
+        event.set_extension(HOOK_EXTENSION, hook.to_string());
+        self.json = serde_json::to_string(&event).expect("a CloudEvent serializes");
+        self.hook = Some(hook.to_string());
+        self
     }
 
     /// The entity this event is about, when its `subject` names one.
@@ -173,6 +221,22 @@ mod tests {
         let back = Event::from_journal(&e.json).unwrap();
         assert_eq!(back, e);
         assert!(e.json.contains("\"tenant\":\"acme\""));
+    }
+
+    #[test]
+    fn the_hook_is_recorded_by_converge_and_refused_from_outside() {
+        let json = r#"{"specversion":"1.0","id":"e-1","source":"/jira","type":"t"}"#;
+        let e = event(json).unwrap();
+        assert_eq!(e.hook, None);
+        let on_hook = e.arrived_on("jira");
+        assert_eq!(on_hook.hook.as_deref(), Some("jira"));
+        let back = Event::from_journal(&on_hook.json).unwrap();
+        assert_eq!(back, on_hook);
+        // What the journal wrote is refused when it comes from outside.
+        assert_eq!(
+            Event::from_json(on_hook.json.as_bytes()),
+            Err(EventError::HookExtension)
+        );
     }
 
     #[test]

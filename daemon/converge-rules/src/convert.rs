@@ -80,7 +80,7 @@ pub(crate) fn dynamic_to_json(value: &Dynamic) -> Result<Value, String> {
     ))
 }
 
-/// The `event` map: `id`, `source`, `type`, `subject`, `time`, `data`.
+/// The `event` map: `id`, `source`, `type`, `subject`, `time`, `hook`, `data`.
 pub(crate) fn event_to_dynamic(event: &Event) -> Dynamic {
     let mut map = Map::new();
     map.insert("id".into(), Dynamic::from(event.id.clone()));
@@ -95,6 +95,10 @@ pub(crate) fn event_to_dynamic(event: &Event) -> Dynamic {
         event
             .time
             .map_or(Dynamic::UNIT, |t| Dynamic::from(rfc3339(t))),
+    );
+    map.insert(
+        "hook".into(),
+        event.hook.clone().map_or(Dynamic::UNIT, Dynamic::from),
     );
     map.insert("data".into(), json_to_dynamic(&event.data));
     Dynamic::from_map(map)

@@ -77,6 +77,7 @@ fn event(i: usize) -> NewEvent {
         r#"{{"specversion":"1.0","id":"{id}","source":"https://jira.example.com/webhooks","type":"task.updated","subject":"{subject}","time":"2026-11-23T10:00:00Z","datacontenttype":"application/json","data":{{"stage":"review","owner":"ana@example.com","priority":"high","summary":"Fall campaign email copy needs legal review before Friday","sprint":42}}}}"#
     );
     NewEvent {
+        hook: None,
         source: "https://jira.example.com/webhooks".into(),
         id,
         ty: "task.updated".into(),

@@ -146,6 +146,7 @@ fn event(i: usize) -> NewEvent {
         r#"{{"specversion":"1.0","id":"{id}","source":"https://jira.example.com/webhooks","type":"task.handoff","subject":"{subject}","data":{{"from":"ana","to":"bo"}}}}"#
     );
     NewEvent {
+        hook: None,
         source: "https://jira.example.com/webhooks".into(),
         id,
         ty: "task.handoff".into(),

@@ -16,6 +16,11 @@ pub enum StoreError {
     #[error("database schema version {found}, this build uses version {supported}")]
     SchemaVersion { found: i64, supported: i64 },
 
+    /// A schema migration would have left the database inconsistent; it
+    /// was rolled back, and the database is as it was.
+    #[error("migrating the database to schema version {version} failed: {message}")]
+    Migration { version: i64, message: String },
+
     /// Another connection held a lock for longer than the busy timeout: most
     /// likely a second daemon writing the same database.
     #[error("the database is locked by another connection: {0}")]

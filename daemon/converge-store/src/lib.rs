@@ -336,8 +336,8 @@ pub trait Backend: Send {
 
     // ---- trails ----
 
-    /// The event with this `(source, id)` and everything processing made of
-    /// it, or `None` if it was never journaled.
+    /// The first event with this `(source, id)` (on any hook) and everything
+    /// processing made of it, or `None` if it was never journaled.
     fn event_trail(&self, source: &str, id: &str) -> Result<Option<EventTrail>, StoreError>;
 
     /// The trails of every event with this `id`, from any source, in `seq`

@@ -88,6 +88,9 @@ pub struct NewEvent {
     pub id: String,
     pub ty: String,
     pub subject: Option<String>,
+    /// The hook it came in on: with `source` and `id`, its identity in the
+    /// journal (`None` for converge's own sources).
+    pub hook: Option<String>,
     /// The event in the CloudEvents JSON format, as replay reads it back.
     pub json: String,
     pub received_at_ms: i64,
@@ -100,9 +103,16 @@ impl NewEvent {
             id: event.id.clone(),
             ty: event.ty.clone(),
             subject: event.subject.clone(),
+            hook: event.hook.clone(),
             json: event.json.clone(),
             received_at_ms,
         }
+    }
+
+    /// The `hook` column: empty for events of converge's own sources, so
+    /// the unique `(id, source, hook)` holds for them too (NULLs are distinct).
+    pub(crate) fn hook_column(&self) -> &str {
+        self.hook.as_deref().unwrap_or("")
     }
 }
 
@@ -415,6 +425,8 @@ pub struct EventTrail {
     pub received_at_ms: i64,
     /// `None` while the event waits to be processed.
     pub processed_at_ms: Option<i64>,
+    /// The webhook it came in on; `None` for converge's own sources.
+    pub hook: Option<String>,
     pub decisions: Vec<DecisionRecord>,
     pub rule_failures: Vec<RuleFailure>,
     /// What the rules printed while deciding it; omitted when nothing.

@@ -258,11 +258,15 @@ fn fate(send: &HeldSendRecord) -> String {
 /// ```
 pub fn report(trail: &EventTrail, facts: &Facts) -> String {
     let mut text = String::new();
-    let _ = writeln!(
+    let _ = write!(
         text,
         "event {} ({}) from {}",
         trail.id, trail.ty, trail.source
     );
+    let _ = match &trail.hook {
+        Some(hook) => writeln!(text, " on hook {hook}"),
+        None => writeln!(text),
+    };
     let _ = writeln!(
         text,
         "  subject    {}",
@@ -476,6 +480,7 @@ mod tests {
             subject: Some("campaign/c-42".into()),
             received_at_ms: ms,
             processed_at_ms: Some(ms + 250),
+            hook: Some("shop".into()),
             decisions: vec![
                 DecisionRecord {
                     id: 1,
@@ -614,7 +619,7 @@ mod tests {
                 }
             ),
             "\
-event s-1 (send.requested) from /shop
+event s-1 (send.requested) from /shop on hook shop
   subject    campaign/c-42
   time       2026-11-23T09:59:00Z
   data       {\"channel\":\"email\"}

@@ -523,7 +523,8 @@ impl Source {
                     continue;
                 }
                 let where_ = format!("{}:{}", path.display(), number);
-                let event = match Event::from_json(line.as_bytes()) {
+                // A recording of journaled events: it may name their hooks.
+                let event = match Event::from_journal(&line) {
                     Ok(event) => event,
                     Err(e) => return Ok(Next::Skipped(format!("{where_}: {e}"))),
                 };

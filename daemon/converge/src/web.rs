@@ -461,6 +461,8 @@ async fn intake(
         Some(decode) => decoded_events(&state, &hook, decode, &parts, &body).await?,
         None => cloudevents(&parts.headers, &body, metrics)?,
     };
+    // The hook is part of each event's identity (docs/webhooks.md).
+    let events: Vec<Event> = events.into_iter().map(|e| e.arrived_on(&hook)).collect();
     if let Some(event) = events
         .iter()
         .find(|e| converge_model::sources::is_reserved(&e.source))

@@ -169,8 +169,8 @@ impl Backend for PostgresStore {
     fn event_trail(&self, source: &str, id: &str) -> Result<Option<EventTrail>, StoreError> {
         self.snapshot(|s| {
             let head = s.query_opt(
-                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
-                 FROM events WHERE id = $1 AND source = $2",
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms, hook
+                 FROM events WHERE id = $1 AND source = $2 ORDER BY seq LIMIT 1",
                 &[&id, &source],
             )?;
             head.map(|row| complete_trail(s, trail_head(&row)?))
@@ -181,7 +181,7 @@ impl Backend for PostgresStore {
     fn find_event_trail(&self, id: &str) -> Result<Vec<EventTrail>, StoreError> {
         self.snapshot(|s| {
             let heads = s.rows(
-                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms, hook
                  FROM events WHERE id = $1 ORDER BY seq",
                 &[&id],
                 trail_head,
@@ -196,7 +196,7 @@ impl Backend for PostgresStore {
     fn trails_after(&self, after_seq: i64, limit: usize) -> Result<Vec<EventTrail>, StoreError> {
         self.snapshot(|s| {
             let heads = s.rows(
-                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms, hook
                  FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[&after_seq, &sql_limit(limit)],
                 trail_head,
@@ -216,7 +216,7 @@ impl Backend for PostgresStore {
     ) -> Result<Vec<EventTrail>, StoreError> {
         self.snapshot(|s| {
             let heads = s.rows(
-                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms, hook
                  FROM events WHERE subject = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 &[&subject, &after_seq, &sql_limit(limit)],
                 trail_head,
@@ -775,6 +775,7 @@ fn trail_head(row: &Row) -> Result<EventTrail, postgres::Error> {
         subject: row.try_get(4)?,
         received_at_ms: row.try_get(5)?,
         processed_at_ms: row.try_get(6)?,
+        hook: Some(row.try_get::<_, String>(7)?).filter(|hook| !hook.is_empty()),
         decisions: Vec::new(),
         rule_failures: Vec::new(),
         rule_notes: Vec::new(),

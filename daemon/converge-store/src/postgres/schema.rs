@@ -240,6 +240,13 @@ const MIGRATIONS: &[&str] = &[
         FROM metric_samples
         GROUP BY metric, week, owner, campaign, channel, stage;
     "#,
+    // 4: an event's identity is its id, source and the hook it came in on
+    // (docs/webhooks.md). Events journaled before keep the empty hook.
+    r#"
+    ALTER TABLE events ADD COLUMN hook text NOT NULL DEFAULT '';
+    ALTER TABLE events ADD CONSTRAINT events_identity UNIQUE (id, source, hook);
+    ALTER TABLE events DROP CONSTRAINT events_id_source_key;
+    "#,
 ];
 
 /// The schema version this build reads and writes.

@@ -172,7 +172,7 @@ fn check_fences<C: GenericClient>(
     Ok(())
 }
 
-/// Journals each event unless its `(source, id)` is there already (or
+/// Journals each event unless its `(source, id, hook)` is there already (or
 /// earlier in `events`), in one statement: new events get `seq`s in
 /// `events` order. The journal is looked up before inserting, because an
 /// `INSERT` that hits the unique key still takes a `seq` from the sequence
@@ -196,27 +196,28 @@ fn append<C: GenericClient>(
     let rows = s.query(
         "WITH input AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::bigint[], $7::integer[])
+                                  $6::bigint[], $7::integer[], $8::text[])
                  WITH ORDINALITY AS i (source, id, type, subject, json, received_at_ms,
-                                       partition, n)
+                                       partition, hook, n)
          ), journaled AS (
-             SELECT i.n, e.seq FROM input i JOIN events e ON e.id = i.id AND e.source = i.source
+             SELECT i.n, e.seq FROM input i
+             JOIN events e ON e.id = i.id AND e.source = i.source AND e.hook = i.hook
          ), first AS (
-             SELECT DISTINCT ON (id, source) * FROM input
+             SELECT DISTINCT ON (id, source, hook) * FROM input
              WHERE n NOT IN (SELECT n FROM journaled)
-             ORDER BY id, source, n
+             ORDER BY id, source, hook, n
          ), inserted AS (
-             INSERT INTO events (source, id, type, subject, json, received_at_ms, partition)
-             SELECT source, id, type, subject, json, received_at_ms, partition
+             INSERT INTO events (source, id, type, subject, json, received_at_ms, partition, hook)
+             SELECT source, id, type, subject, json, received_at_ms, partition, hook
              FROM first ORDER BY n
-             ON CONFLICT (id, source) DO NOTHING
-             RETURNING seq, id, source
+             ON CONFLICT (id, source, hook) DO NOTHING
+             RETURNING seq, id, source, hook
          )
          SELECT coalesce(j.seq, ins.seq), j.seq IS NULL AND f.n = i.n
          FROM input i
          LEFT JOIN journaled j ON j.n = i.n
-         LEFT JOIN inserted ins ON ins.id = i.id AND ins.source = i.source
-         LEFT JOIN first f ON f.id = i.id AND f.source = i.source
+         LEFT JOIN inserted ins ON ins.id = i.id AND ins.source = i.source AND ins.hook = i.hook
+         LEFT JOIN first f ON f.id = i.id AND f.source = i.source AND f.hook = i.hook
          ORDER BY i.n",
         &[
             &column(|e| &e.source),
@@ -226,6 +227,7 @@ fn append<C: GenericClient>(
             &column(|e| &e.json),
             &received,
             &partitions,
+            &column(NewEvent::hook_column),
         ],
     )?;
     let mut appended = Vec::with_capacity(events.len());
@@ -239,8 +241,8 @@ fn append<C: GenericClient>(
             (Some(seq), false) => Appended::Duplicate { seq },
             (None, _) => Appended::Duplicate {
                 seq: s.value(
-                    "SELECT seq FROM events WHERE id = $1 AND source = $2",
-                    &[&event.id, &event.source],
+                    "SELECT seq FROM events WHERE id = $1 AND source = $2 AND hook = $3",
+                    &[&event.id, &event.source, &event.hook_column()],
                 )?,
             },
         });

@@ -163,8 +163,8 @@ impl Backend for SqliteStore {
         let snapshot = self.conn.unchecked_transaction()?;
         let head = snapshot
             .prepare_cached(
-                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
-                 FROM events WHERE id = ?1 AND source = ?2",
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms, hook
+                 FROM events WHERE id = ?1 AND source = ?2 ORDER BY seq LIMIT 1",
             )?
             .query_row(params![id, source], trail_head)
             .optional()?;
@@ -177,7 +177,7 @@ impl Backend for SqliteStore {
         let snapshot = self.conn.unchecked_transaction()?;
         let heads = snapshot
             .prepare_cached(
-                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms, hook
                  FROM events WHERE id = ?1 ORDER BY seq",
             )?
             .query_map(params![id], trail_head)?
@@ -194,7 +194,7 @@ impl Backend for SqliteStore {
         let snapshot = self.conn.unchecked_transaction()?;
         let heads = snapshot
             .prepare_cached(
-                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+                "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms, hook
                  FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?
             .query_map(params![after_seq, sql_limit(limit)], trail_head)?
@@ -748,7 +748,7 @@ fn action_detail_row(row: &Row<'_>) -> rusqlite::Result<ActionDetail> {
 /// the page starts after, `?3` the page size. The schema's tests check that
 /// it reads the `events_by_subject` index.
 pub(crate) const SUBJECT_TRAIL_HEADS: &str =
-    "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms
+    "SELECT seq, source, id, type, subject, received_at_ms, processed_at_ms, hook
      FROM events WHERE subject = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
 
 /// The newest rule failures (`?1` of them) with their events: the
@@ -779,6 +779,7 @@ fn trail_head(row: &Row<'_>) -> rusqlite::Result<EventTrail> {
         subject: row.get(4)?,
         received_at_ms: row.get(5)?,
         processed_at_ms: row.get(6)?,
+        hook: Some(row.get::<_, String>(7)?).filter(|hook| !hook.is_empty()),
         decisions: Vec::new(),
         rule_failures: Vec::new(),
         rule_notes: Vec::new(),

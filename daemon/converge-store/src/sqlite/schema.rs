@@ -3,7 +3,7 @@
 //! `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Migrations are
 //! only ever appended: a released one is never edited.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::StoreError;
 
@@ -277,6 +277,31 @@ const MIGRATIONS: &[&str] = &[
         FROM metric_samples
         GROUP BY metric, week, owner, campaign, channel, stage;
     ",
+    // 10: an event's identity is its id, source and the hook it came in on
+    // (docs/webhooks.md), so a delivery on one hook cannot suppress another
+    // hook's. SQLite cannot change a table's constraints, so the journal is
+    // copied into a new table (seqs kept, so every reference still holds;
+    // `migrate` turns foreign keys off around migrations). Events journaled
+    // before have no hook recorded: they keep the empty one.
+    "
+    CREATE TABLE events_v10 (
+        seq             INTEGER PRIMARY KEY,
+        source          TEXT NOT NULL,
+        id              TEXT NOT NULL,
+        hook            TEXT NOT NULL DEFAULT '',
+        type            TEXT NOT NULL,
+        subject         TEXT,
+        json            TEXT NOT NULL,
+        received_at_ms  INTEGER NOT NULL,
+        processed_at_ms INTEGER,
+        UNIQUE (id, source, hook)
+    );
+    INSERT INTO events_v10 (seq, source, id, type, subject, json, received_at_ms, processed_at_ms)
+        SELECT seq, source, id, type, subject, json, received_at_ms, processed_at_ms FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_v10 RENAME TO events;
+    CREATE INDEX events_by_subject ON events (subject, seq);
+    ",
 ];
 
 /// The schema version this build reads and writes.
@@ -290,6 +315,16 @@ fn version(conn: &Connection) -> Result<i64, StoreError> {
 /// The version is read inside each migration's write transaction, so two
 /// processes opening a new database at once do not both migrate it.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    // A migration may rebuild a referenced table (10); foreign keys cannot
+    // be switched inside a transaction, so they are off for all of them,
+    // and each migration checks they still hold before it commits.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let migrated = migrate_each(conn);
+    conn.pragma_update(None, "foreign_keys", true)?;
+    migrated
+}
+
+fn migrate_each(conn: &mut Connection) -> Result<(), StoreError> {
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let found = version(&tx)?;
@@ -303,6 +338,15 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             return Ok(());
         };
         tx.execute_batch(sql)?;
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+            .optional()?;
+        if let Some(table) = broken {
+            return Err(StoreError::Migration {
+                version: found + 1,
+                message: format!("rows of `{table}` lost their references"),
+            });
+        }
         tx.pragma_update(None, "user_version", found + 1)?;
         tx.commit()?;
         tracing::info!(version = found + 1, "migrated the converge database schema");
@@ -400,10 +444,58 @@ mod tests {
         assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
     }
 
+    #[test]
+    fn version_9_upgrades_in_place_to_events_identified_by_their_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converge.db");
+        let mut conn = Connection::open(&path).unwrap();
+        version_1(&conn);
+        for sql in &MIGRATIONS[1..9] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 9).unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
+        let foreign_keys: bool = conn
+            .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+            .unwrap();
+        assert!(foreign_keys, "foreign keys are on again after migrating");
+        // The event kept its seq and its decision and action still point at it.
+        let kept: (i64, String, i64) = conn
+            .query_row(
+                "SELECT e.seq, e.hook, a.event_seq FROM events e JOIN actions a ON a.event_seq = e.seq",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (1, String::new(), 1));
+        // The same source and id on a hook is another event; the index by
+        // subject is back.
+        conn.execute(
+            "INSERT INTO events (source, id, hook, type, subject, json, received_at_ms)
+             VALUES ('/jira', 'e-1', 'jira', 'task.updated', 'task/T-1', '{}', 3000)",
+            [],
+        )
+        .unwrap();
+        let same_hook = conn.execute(
+            "INSERT INTO events (source, id, hook, type, subject, json, received_at_ms)
+             VALUES ('/jira', 'e-1', 'jira', 'task.updated', 'task/T-1', '{}', 4000)",
+            [],
+        );
+        assert!(same_hook.is_err(), "(id, source, hook) is unique");
+        assert!(subject_trail_plan(&conn).contains("events_by_subject"));
+    }
+
     /// How SQLite would run an entity trail page, one line per plan step.
     fn subject_trail_plan(conn: &Connection) -> String {
+        plan_of(conn, SUBJECT_TRAIL_HEADS)
+    }
+
+    fn plan_of(conn: &Connection, query: &str) -> String {
         let mut stmt = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {SUBJECT_TRAIL_HEADS}"))
+            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
             .unwrap();
         let steps = stmt
             .query_map(params!["campaign/c-42", 0, 50], |row| {
@@ -438,7 +530,8 @@ mod tests {
             .unwrap();
         }
         assert!(check_current(&conn).is_err(), "a reader refuses version 4");
-        let before = subject_trail_plan(&conn);
+        // The `hook` column came in version 10.
+        let before = plan_of(&conn, &SUBJECT_TRAIL_HEADS.replace(", hook", ""));
         assert!(!before.contains("events_by_subject"), "{before}");
 
         migrate(&mut conn).unwrap();

@@ -13,6 +13,7 @@ mod tests {
 
     fn event(source: &str, id: &str) -> NewEvent {
         NewEvent {
+            hook: None,
             source: source.into(),
             id: id.into(),
             ty: "digest.daily".into(),

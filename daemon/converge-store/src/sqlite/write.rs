@@ -64,13 +64,14 @@ pub(super) fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<WriteRe
 fn append(tx: &Transaction<'_>, event: &NewEvent) -> Result<Appended, StoreError> {
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO events (source, id, type, subject, json, received_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (id, source) DO NOTHING",
+            "INSERT INTO events (source, id, hook, type, subject, json, received_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (id, source, hook) DO NOTHING",
         )?
         .execute(params![
             event.source,
             event.id,
+            event.hook_column(),
             event.ty,
             event.subject,
             event.json,
@@ -82,8 +83,11 @@ fn append(tx: &Transaction<'_>, event: &NewEvent) -> Result<Appended, StoreError
         });
     }
     let seq = tx
-        .prepare_cached("SELECT seq FROM events WHERE id = ?1 AND source = ?2")?
-        .query_row(params![event.id, event.source], |row| row.get(0))?;
+        .prepare_cached("SELECT seq FROM events WHERE id = ?1 AND source = ?2 AND hook = ?3")?
+        .query_row(
+            params![event.id, event.source, event.hook_column()],
+            |row| row.get(0),
+        )?;
     Ok(Appended::Duplicate { seq })
 }
 

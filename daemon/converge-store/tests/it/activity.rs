@@ -10,6 +10,7 @@ use crate::helpers::{TestDb, event, notify, processed_plain};
 /// An event received at `at_ms`.
 fn received(id: &str, at_ms: i64) -> NewEvent {
     NewEvent {
+        hook: None,
         received_at_ms: at_ms,
         ..event("/jira", id)
     }
@@ -48,6 +49,7 @@ fn recent_rule_failures_are_the_newest_first_with_their_events(db: &TestDb) {
             appends: vec![
                 received("T-1", 1_000),
                 NewEvent {
+                    hook: None,
                     source: "converge/timers".into(),
                     ty: "task.late".into(),
                     subject: None,

@@ -56,6 +56,39 @@ fn a_duplicate_keeps_the_first_event(db: &TestDb) {
     assert_eq!(journal[0].received_at_ms, 1_000);
 }
 
+fn an_event_on_one_hook_does_not_suppress_another_hooks(db: &TestDb) {
+    let mut store = db.open();
+    let on = |hook: Option<&str>| {
+        let mut e = event("https://acme.atlassian.net", "wh-42");
+        e.hook = hook.map(str::to_string);
+        e
+    };
+    let written = store
+        .write(&appends(vec![on(Some("partner")), on(Some("jira"))]))
+        .unwrap();
+    assert_eq!(
+        written.appended,
+        vec![Appended::New { seq: 1 }, Appended::New { seq: 2 }],
+        "the same source and id on two hooks are two events"
+    );
+    let again = store
+        .write(&appends(vec![
+            on(Some("jira")),
+            on(None),
+            on(Some("partner")),
+        ]))
+        .unwrap();
+    assert_eq!(
+        again.appended,
+        vec![
+            Appended::Duplicate { seq: 2 },
+            Appended::New { seq: 3 },
+            Appended::Duplicate { seq: 1 },
+        ],
+        "a redelivery on the same hook is a duplicate; converge's own sources are a hook of their own"
+    );
+}
+
 fn events_after_pages_in_seq_order(db: &TestDb) {
     let mut store = db.open();
     let events = (0..10).map(|i| event("/x", &format!("e-{i}"))).collect();
@@ -80,6 +113,7 @@ fn an_empty_batch_commits_nothing(db: &TestDb) {
 conformance!(
     append_numbers_events_and_dedups_on_source_and_id,
     a_duplicate_keeps_the_first_event,
+    an_event_on_one_hook_does_not_suppress_another_hooks,
     events_after_pages_in_seq_order,
     an_empty_batch_commits_nothing,
 );

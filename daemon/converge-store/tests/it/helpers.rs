@@ -224,6 +224,7 @@ fn split_password(server: &str, dbname: &str) -> (String, Option<String>) {
 pub fn event(source: &str, id: &str) -> NewEvent {
     let subject = format!("task/{id}");
     NewEvent {
+        hook: None,
         source: source.into(),
         id: id.into(),
         ty: "task.updated".into(),

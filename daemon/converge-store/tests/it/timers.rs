@@ -33,6 +33,7 @@ fn expect(entity: &str, expect_type: &str, otherwise: &str, due_at_ms: i64) -> N
 
 fn timer_event(timer_id: i64) -> NewEvent {
     NewEvent {
+        hook: None,
         source: "converge/timers".into(),
         id: format!("timer-{timer_id}"),
         ty: "task.reminder".into(),

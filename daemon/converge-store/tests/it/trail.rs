@@ -124,6 +124,7 @@ fn find_event_trail_matches_the_id_from_any_source(db: &TestDb) {
 /// An event about `subject` (or about nothing).
 fn about(id: &str, subject: Option<&str>) -> NewEvent {
     NewEvent {
+        hook: None,
         subject: subject.map(str::to_string),
         ..event("/tests", id)
     }

@@ -307,7 +307,11 @@ fn event(
             header {
                 b { (trail.ty) }
                 " " code { (trail.id) }
-                small { " from " (trail.source) " · seq " (trail.seq) " · received " (when_ms(trail.received_at_ms, now)) }
+                small {
+                    " from " (trail.source)
+                    @if let Some(hook) = &trail.hook { " on hook " (hook) }
+                    " · seq " (trail.seq) " · received " (when_ms(trail.received_at_ms, now))
+                }
                 @if trail.processed_at_ms.is_none() { span.tag.held { "waiting for the rules" } }
             }
             @if let Some(data) = &facts.data {
