@@ -78,8 +78,9 @@ impl Scheme {
     }
 
     /// The freshness window the sender documents, for schemes that sign a
-    /// timestamp. SendGrid signs one but documents no window, so it has a
-    /// window only when the settings give one.
+    /// timestamp. SendGrid signs one, and Jira's body carries one, but
+    /// neither documents a window: they have one only when the settings
+    /// give one.
     pub(crate) fn default_tolerance_secs(self) -> Option<u64> {
         match self {
             Scheme::StandardWebhooks | Scheme::Slack | Scheme::Stripe | Scheme::HubspotV3 => {
@@ -92,7 +93,7 @@ impl Scheme {
 
     /// Whether the scheme signs a timestamp, so that a tolerance means something.
     pub(crate) fn signs_timestamp(self) -> bool {
-        self.default_tolerance_secs().is_some() || self == Scheme::Sendgrid
+        self.default_tolerance_secs().is_some() || matches!(self, Scheme::Sendgrid | Scheme::Jira)
     }
 
     /// Whether the scheme signs the URL the hook was registered with.

@@ -603,3 +603,55 @@ fn none_accepts_anything() {
         Ok(Verified::default())
     );
 }
+
+#[test]
+fn jira_refuses_a_body_older_than_the_configured_tolerance() {
+    let body = std::fs::read(fixture_path(
+        "jira/jira_issue_updated.with_changelog_and_comment.json",
+    ))
+    .expect("payload");
+    // The published payload's own `timestamp`, in epoch milliseconds.
+    let sent = 1_525_698_237;
+    let signature = format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(SECRET.as_bytes(), &[&body]))
+    );
+    let signed = headers(&[("X-Hub-Signature", &signature)]);
+    let within_an_hour = verifier_with(
+        Scheme::Jira,
+        &[SECRET],
+        Settings {
+            tolerance: Some(std::time::Duration::from_secs(3600)),
+            ..Settings::default()
+        },
+    );
+    assert_eq!(
+        within_an_hour.verify(&post(&signed, &body), sent + 3600),
+        Ok(Verified::default())
+    );
+    assert_eq!(
+        within_an_hour.verify(&post(&signed, &body), sent + 3601),
+        Err(VerifyError::Stale {
+            skew_secs: 3600,
+            tolerance_secs: 3600
+        })
+    );
+    // Without a tolerance Jira has no window: a retry keeps its body.
+    assert_eq!(
+        verifier(Scheme::Jira, &[SECRET]).verify(&post(&signed, &body), sent + 86_400),
+        Ok(Verified::default())
+    );
+    // With one, a signed body without a `timestamp` cannot go unchecked.
+    let bare = br#"{"webhookEvent":"jira:issue_updated"}"#;
+    let bare_signature = format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(SECRET.as_bytes(), &[bare]))
+    );
+    assert!(matches!(
+        within_an_hour.verify(
+            &post(&headers(&[("X-Hub-Signature", &bare_signature)]), bare),
+            sent
+        ),
+        Err(VerifyError::MalformedBody(_))
+    ));
+}
