@@ -105,7 +105,7 @@ async fn explain_shows_where_each_decision_was_made_and_why() {
     let out = ws.converge(&["explain", "s-1"]);
     assert_eq!(
         redacted(&out, &ws, &hashes),
-        r#"event s-1 (send.requested) from /tests
+        r#"event s-1 (send.requested) from /tests on hook test
   subject    campaign/c-42
   time       2026-11-23T10:00:00Z
   data       {"channel":"email"}
@@ -157,7 +157,7 @@ async fn explain_shows_where_each_decision_was_made_and_why() {
         report.starts_with(
             r#"entity campaign/c-42
 
-event c-1 (campaign.updated) from /tests
+event c-1 (campaign.updated) from /tests on hook test
   subject    campaign/c-42
   time       2026-11-23T10:00:00Z
   data       {"owner":"ana","stage":"review"}
@@ -169,7 +169,7 @@ event c-1 (campaign.updated) from /tests
      saw stage "review", owner "ana", updated <time>, 1 event
      no action (no route)
 
-event s-1 (send.requested) from /tests
+event s-1 (send.requested) from /tests on hook test
 "#
         ),
         "{report}"
