@@ -286,6 +286,38 @@ async fn an_override_with_the_admin_token_releases_and_is_recorded() {
     let (status, body) = override_gate(&daemon, "spring", "wrong-token", request.clone()).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "unauthorized");
+    // Nothing but `Authorization: Bearer <the token>` acts: not a part of
+    // it, more than it, another scheme, or the token elsewhere.
+    let basic = format!("Basic {}", base64_encode(&format!("admin:{TOKEN}")));
+    let variants = [
+        None,
+        Some("Bearer ".to_string()),
+        Some(format!("Bearer {}", &TOKEN[..TOKEN.len() - 1])),
+        Some(format!("Bearer {TOKEN}x")),
+        Some(format!("Bearer {TOKEN} {TOKEN}")),
+        Some(TOKEN.to_string()),
+        Some(format!("Token {TOKEN}")),
+        Some(basic),
+    ];
+    for authorization in &variants {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(value) = authorization {
+            headers.push(("authorization", value.as_str()));
+        }
+        let (status, _, body) = daemon
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/gates/campaign/spring/override?token={TOKEN}"),
+                &headers,
+                request.to_string(),
+            )
+            .await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (401, &json!("unauthorized")),
+            "{authorization:?}"
+        );
+    }
     assert_eq!(gates(&daemon).await[0]["held_sends"][0]["status"], "held");
     assert_eq!(daemon.metric("converge_gate_overrides_total").await, 0.0);
 
@@ -352,4 +384,9 @@ async fn overrides_are_disabled_without_a_token() {
             .contains("overrides are disabled: set CONVERGE_ADMIN_TOKEN"),
         "{body}"
     );
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }

@@ -47,6 +47,23 @@ async fn bad_requests_get_clear_errors_and_journal_nothing() {
             "invalid_event",
         ),
         (ce, "[1, 2]".into(), 400, "invalid_event"),
+        // Nested past serde_json's recursion limit, within the body limit.
+        (
+            ce,
+            format!("{}{}", "[".repeat(30_000), "]".repeat(30_000)),
+            400,
+            "malformed_json",
+        ),
+        (
+            ce,
+            format!(
+                r#"{{"specversion":"1.0","id":"deep","source":"/x","type":"t","data":{}1{}}}"#,
+                r#"{"a":"#.repeat(10_000),
+                "}".repeat(10_000)
+            ),
+            400,
+            "malformed_json",
+        ),
         (
             "application/json",
             event("e-1", "t", "task/T-1", json!({})).to_string(),

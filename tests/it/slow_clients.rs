@@ -199,3 +199,27 @@ async fn connections_past_the_cap_get_503_and_are_closed() {
         1.0
     );
 }
+
+/// A head of 10,000 headers is refused whole (hyper's limit of 100
+/// headers: `431`), its connection closed, and the daemon goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_of_ten_thousand_headers_is_refused_and_the_daemon_goes_on() {
+    let ws = workspace();
+    let daemon = ws.start();
+    let mut stream = connect(&daemon).await;
+    let mut head = String::from(
+        "POST /hooks/test HTTP/1.1\r\nHost: converge\r\nContent-Type: application/cloudevents+json\r\n",
+    );
+    for i in 0..10_000 {
+        head.push_str(&format!("X-Flood-{i}: {i}\r\n"));
+    }
+    head.push_str("Content-Length: 2\r\n\r\n{}");
+    // The daemon may close while the head is still being written.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let (answer, _) = read_until_closed(&mut stream).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    others_are_served(&daemon, "n-1").await;
+}
