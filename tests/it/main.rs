@@ -16,6 +16,7 @@ mod gates;
 mod hooks;
 mod hostile;
 mod intake;
+mod logs;
 mod pipeline;
 mod postgres;
 mod reload;

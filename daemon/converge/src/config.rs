@@ -19,6 +19,8 @@ use converge_plugin_host::{Credential, Grants, PluginLimits};
 use converge_rules::RuleLimits;
 use converge_store::Durability;
 
+use crate::logging::{LogFormat, LogSettings};
+
 mod raw {
     use std::collections::BTreeMap;
 
@@ -51,6 +53,24 @@ mod raw {
         pub polls: Vec<Poll>,
         #[serde(default)]
         pub report: Report,
+        #[serde(default)]
+        pub log: Log,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Log {
+        pub level: String,
+        pub format: String,
+    }
+
+    impl Default for Log {
+        fn default() -> Self {
+            Log {
+                level: "info".into(),
+                format: "text".into(),
+            }
+        }
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -355,6 +375,8 @@ pub struct Config {
     pub polls: Vec<PollConfig>,
     /// `[report]`: the stage names behind the metrics' roles.
     pub report: StageRoles,
+    /// `[log]`: the level and the format of the daemon's log.
+    pub log: LogSettings,
     /// Problems that do not stop the daemon (a missing secret fails only the
     /// actions that need it); `run` logs them and `check` lists them.
     pub warnings: Vec<String>,
@@ -553,6 +575,7 @@ impl Config {
             dispatch: v.dispatch(&raw.dispatch),
             clock: v.clock(&raw.clock),
             report: v.report(&raw.report),
+            log: v.log(&raw.log),
             schedules: v.schedules(&raw.schedules),
             hooks: v.hooks(&raw.hooks, &raw.plugins, env),
             polls: v.polls(&raw.polls, &raw.plugins),
@@ -976,6 +999,29 @@ impl Validator {
             }
         }
         roles
+    }
+
+    fn log(&mut self, raw: &raw::Log) -> LogSettings {
+        if let Err(e) = crate::logging::check_level(&raw.level) {
+            self.error(
+                "log.level",
+                format!(
+                    "`{}` is not a level like \"info\" or \"info,converge=debug\": {e}",
+                    raw.level
+                ),
+            );
+        }
+        let format = LogFormat::parse(&raw.format).unwrap_or_else(|| {
+            self.error(
+                "log.format",
+                format!("`{}` is not one of \"text\", \"json\"", raw.format),
+            );
+            LogFormat::Text
+        });
+        LogSettings {
+            level: raw.level.clone(),
+            format,
+        }
     }
 
     fn clock(&mut self, raw: &raw::Clock) -> ClockConfig {

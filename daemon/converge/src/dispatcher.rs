@@ -332,7 +332,7 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
                 shared
                     .metrics
                     .action_attempt(&action.plugin, ActionOutcomeLabel::Ok, took);
-                tracing::info!(summary = %done.summary.escape_debug(), attempts, "action done");
+                tracing::debug!(summary = %done.summary.escape_debug(), attempts, "action done");
                 (
                     OutcomeKind::Done {
                         external_id: done.external_id,

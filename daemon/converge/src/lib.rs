@@ -17,6 +17,7 @@ mod filedrops;
 mod gates;
 pub mod hooks;
 mod journal;
+mod logging;
 mod polls;
 mod processor;
 mod reload;
@@ -36,6 +37,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::logging::LogSettings;
 
 #[derive(Parser)]
 #[command(
@@ -121,8 +123,23 @@ impl From<Exit> for ExitCode {
 /// Runs the command line: parses the arguments, runs the command, and
 /// returns the process exit code.
 pub fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    // The daemon logs as its config says; the commands, at the defaults.
+    let run_config = match &cli.command {
+        Command::Run { config } => match Config::load(config, &|name| std::env::var(name).ok()) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid.into();
+            }
+        },
+        _ => None,
+    };
+    logging::init(
+        run_config
+            .as_ref()
+            .map_or(&LogSettings::default(), |c| &c.log),
+    );
     // The commands that read the database run outside the async runtime:
     // the PostgreSQL client runs one of its own, which cannot nest.
     let command = match cli.command {
@@ -145,14 +162,8 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match command {
-            Command::Run { config } => {
-                let config = match Config::load(&config, &|name| std::env::var(name).ok()) {
-                    Ok(config) => config,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return Exit::Invalid.into();
-                    }
-                };
+            Command::Run { .. } => {
+                let config = run_config.expect("loaded before the log started");
                 match daemon::run(config).await {
                     Ok(()) => Exit::Ok.into(),
                     Err(e) => {
@@ -198,14 +209,4 @@ pub fn main() -> ExitCode {
             }
         }
     })
-}
-
-/// Logs go to stderr; `RUST_LOG` picks the level (default `info`).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -385,10 +385,10 @@ impl Processor {
             };
             if decision.shadow {
                 self.metrics.shadow_decisions.get_or_create(&label).inc();
-                tracing::info!(rule = %decision.decision.rule, kind, "shadow decision (not acted on)");
+                tracing::debug!(rule = %decision.decision.rule, kind, "shadow decision (not acted on)");
             } else {
                 self.metrics.decisions.get_or_create(&label).inc();
-                tracing::info!(rule = %decision.decision.rule, kind, "decision");
+                tracing::debug!(rule = %decision.decision.rule, kind, "decision");
             }
         }
         for failure in &outcome.failures {

@@ -503,12 +503,12 @@ impl Metrics {
     }
 
     pub fn timer_fired(&self, timer_id: i64, event_type: &str, entity: &str, late: bool) {
-        tracing::info!(timer_id, event_type, entity, late, "timer fired");
+        tracing::debug!(timer_id, event_type, entity, late, "timer fired");
         self.timers_fired.inc();
     }
 
     pub fn timer_skipped(&self, timer_id: i64, event_type: &str, entity: &str) {
-        tracing::info!(
+        tracing::debug!(
             timer_id,
             event_type,
             entity,
@@ -543,12 +543,12 @@ impl Metrics {
     }
 
     pub fn send_held(&self, campaign: &str, channel: &str, event_id: &str, reason: &str) {
-        tracing::info!(campaign, channel, event_id, reason, "send held by the gate");
+        tracing::debug!(campaign, channel, event_id, reason, "send held by the gate");
         self.sends_held.inc();
     }
 
     pub fn sends_released(&self, campaign: &str, channel: &str, count: usize, by: &str) {
-        tracing::info!(campaign, channel, count, by, "held sends released");
+        tracing::debug!(campaign, channel, count, by, "held sends released");
         self.sends_released.inc_by(count as u64);
     }
 

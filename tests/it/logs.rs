@@ -1,0 +1,84 @@
+//! The log at the default level says what an operator may act on, not what
+//! each event did: per-event lines are at DEBUG. Colours only on a terminal
+//! (never here: stderr is a pipe); `log.format = "json"` writes one JSON
+//! object per line for log shippers.
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, Workspace, event};
+
+const RULE: &str = r#"notify("ops", `saw ${event.id}`);"#;
+
+async fn send_and_wait(daemon: &Daemon, n: usize) {
+    for i in 0..n {
+        let id = format!("e-{i}");
+        let (status, body) = daemon
+            .send_event(&event(
+                &id,
+                "task.updated",
+                "task/T-1",
+                json!({"stage": "review"}),
+            ))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    daemon
+        .wait_for_trail(&format!("e-{}", n - 1), |t| t["processed_at_ms"].is_i64())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_info_the_log_does_not_grow_with_events_and_has_no_colour_codes() {
+    let ws = Workspace::new(&[("say", RULE)], "");
+    let daemon = ws.start();
+    send_and_wait(&daemon, 5).await;
+    let after_five = daemon.log().lines().count();
+    send_and_wait(&daemon, 50).await;
+    let log = daemon.log();
+    assert_eq!(
+        log.lines().count(),
+        after_five,
+        "45 more events added lines:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log}");
+    assert!(log.contains("converge is ready"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line_with_level_and_message() {
+    let ws = Workspace::new(&[("say", RULE)], "\n[log]\nformat = \"json\"\n");
+    let daemon = ws.start_with_env(&[("RUST_LOG", "info,converge=debug")]);
+    send_and_wait(&daemon, 3).await;
+    let log = daemon.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let ready = lines
+        .iter()
+        .find(|l| l["message"] == "converge is ready")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(ready["level"], "INFO");
+    assert!(ready["timestamp"].is_string());
+    // At DEBUG the decisions are there, with the event they were made for.
+    let decision = lines
+        .iter()
+        .find(|l| l["message"] == "decision")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(decision["level"], "DEBUG");
+    assert_eq!(decision["rule"], "say");
+    assert_eq!(decision["span"]["event_id"], "e-0", "{decision}");
+}
+
+#[test]
+fn a_bad_log_setting_is_an_error_naming_its_key() {
+    let ws = Workspace::new(&[], "\n[log]\nformat = \"xml\"\nlevel = \"loud\"\n");
+    let out = ws.converge(&["check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("log.format: `xml` is not one of"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("log.level: `loud`"), "{stderr}");
+}
