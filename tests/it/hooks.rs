@@ -478,3 +478,91 @@ secret_env = "CONVERGE_TEST_GITHUB_SECRET"
         "{answer}"
     );
 }
+
+/// A Zapier/Make-style hook: plain JSON, signed with a shared secret,
+/// mapped to events by the hook's templates.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_json_is_mapped_to_events_by_the_hooks_templates() {
+    let ws = Workspace::new(
+        &[(
+            "say",
+            "print(`${event.type} ${event.subject} ${event.data.channel}`);",
+        )],
+        r#"
+[hooks.zapier]
+verify = "hmac-sha256"
+secret_env = "CONVERGE_TEST_ZAPIER_SECRET"
+header = "x-zapier-signature"
+[hooks.zapier.json]
+type = "brief.{/action}"
+subject = "campaign/{/campaign}"
+id = "{/submission_id}"
+time = "{/submitted_at}"
+"#,
+    );
+    let daemon = ws.start_with_env(&[("CONVERGE_TEST_ZAPIER_SECRET", "zap-secret")]);
+    let daemon = &daemon;
+    let post = |body: String, content_type: &'static str| {
+        let signature = hex::encode(hmac_sha256(b"zap-secret", body.as_bytes()));
+        async move {
+            let headers = [
+                ("content-type", content_type),
+                ("x-zapier-signature", signature.as_str()),
+            ];
+            daemon
+                .request(Method::POST, "/hooks/zapier", &headers, body)
+                .await
+        }
+    };
+    let body = json!({
+        "action": "submitted", "campaign": "spring", "channel": "email",
+        "submission_id": 991, "submitted_at": "2026-11-23T10:00:00Z"
+    })
+    .to_string();
+
+    let (status, _, answer) = post(body.clone(), "application/json").await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["events"][0]["status"], "accepted");
+    assert_eq!(answer["events"][0]["source"], "hook/zapier");
+    let trail = daemon
+        .wait_for_trail("991", |t| t["processed_at_ms"].is_i64())
+        .await;
+    assert_eq!(trail["type"], "brief.submitted");
+    assert_eq!(trail["subject"], "campaign/spring");
+    assert_eq!(trail["hook"], "zapier");
+    assert_eq!(
+        trail["rule_notes"][0]["message"],
+        "brief.submitted campaign/spring email"
+    );
+    // The sender's retry is a duplicate.
+    let (_, _, again) = post(body.clone(), "application/json").await;
+    assert_eq!(again["events"][0]["status"], "duplicate");
+
+    // What the templates cannot fill, and what is not plain JSON, is refused.
+    let (status, _, answer) = post(json!({"action": "x"}).to_string(), "application/json").await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!("invalid_event"))
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`/submission_id` is missing"),
+        "{answer}"
+    );
+    let (status, _, answer) = post(body.clone(), CLOUDEVENTS).await;
+    assert_eq!(status, 415, "{answer}");
+    let (status, _, _) = post("{not json".into(), "application/json").await;
+    assert_eq!(status, 400);
+    // The signature is checked first, as on every listed hook.
+    let (status, _, _) = daemon
+        .request(
+            Method::POST,
+            "/hooks/zapier",
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await;
+    assert_eq!(status, 401);
+}

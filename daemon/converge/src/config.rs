@@ -20,6 +20,7 @@ use converge_rules::RuleLimits;
 use converge_store::Durability;
 
 use crate::logging::{LogFormat, LogSettings};
+use crate::plain_json::{JsonMapping, Template};
 
 mod raw {
     use std::collections::BTreeMap;
@@ -100,6 +101,19 @@ mod raw {
         pub decode: Option<String>,
         #[serde(default = "empty_table")]
         pub config: toml::Value,
+        pub json: Option<JsonMapping>,
+    }
+
+    /// `[hooks.<name>.json]`: plain JSON mapped to CloudEvents.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct JsonMapping {
+        #[serde(rename = "type")]
+        pub ty: String,
+        pub source: Option<String>,
+        pub id: Option<String>,
+        pub subject: Option<String>,
+        pub time: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -1259,6 +1273,16 @@ impl Validator {
                     "is for the `decode` plugin; this hook takes CloudEvents",
                 );
             }
+            let json = h
+                .json
+                .as_ref()
+                .and_then(|m| self.json_mapping(&key, name, m));
+            if json.is_some() && decode.is_some() {
+                self.error(
+                    &format!("{key}.json"),
+                    "a hook either decodes a tool's payloads (`decode`) or maps plain JSON, not both",
+                );
+            }
             let secret_env = h.secret_env.to_vec();
             let fields = RawHook {
                 verify: &h.verify,
@@ -1273,6 +1297,7 @@ impl Validator {
             match HookConfig::new(name, &fields, env) {
                 Ok((mut hook, warnings)) => {
                     hook.decode = decode;
+                    hook.json = json;
                     self.warnings.extend(warnings);
                     hooks.insert(name.clone(), hook);
                 }
@@ -1288,6 +1313,37 @@ impl Validator {
             }
         }
         hooks
+    }
+
+    /// `[hooks.<name>.json]`: each template parsed (every bad one
+    /// reported); the source defaults to `hook/<name>`.
+    fn json_mapping(
+        &mut self,
+        key: &str,
+        name: &str,
+        raw: &raw::JsonMapping,
+    ) -> Option<JsonMapping> {
+        let default_source = format!("hook/{name}");
+        let mut parse = |field: &str, text: &str| match Template::parse(text) {
+            Ok(template) => Some(template),
+            Err(e) => {
+                self.error(&format!("{key}.json.{field}"), e);
+                None
+            }
+        };
+        let ty = parse("type", &raw.ty);
+        let source = parse("source", raw.source.as_deref().unwrap_or(&default_source));
+        let id = raw.id.as_deref().map(|t| parse("id", t));
+        let subject = raw.subject.as_deref().map(|t| parse("subject", t));
+        let time = raw.time.as_deref().map(|t| parse("time", t));
+        // An optional template given but bad is `Some(None)`: no mapping.
+        Some(JsonMapping {
+            ty: ty?,
+            source: source?,
+            id: id.map_or(Some(None), |t| t.map(Some))?,
+            subject: subject.map_or(Some(None), |t| t.map(Some))?,
+            time: time.map_or(Some(None), |t| t.map(Some))?,
+        })
     }
 
     /// A `config` table as the JSON a plugin reads with `config-json`.

@@ -38,8 +38,11 @@ pub struct HookConfig {
     /// The variables the secrets come from, to say what to set.
     pub secret_env: Vec<String>,
     /// The connector plugin that turns the tool's payloads into events;
-    /// `None`: the body is CloudEvents.
+    /// `None`: the body is CloudEvents (or plain JSON, with `json`).
     pub decode: Option<Decode>,
+    /// How plain JSON becomes events; `None`: the body is CloudEvents (or
+    /// a tool's payload, with `decode`).
+    pub json: Option<crate::plain_json::JsonMapping>,
 }
 
 /// A hook's decoder: a connector plugin and the `config` it reads.
@@ -173,6 +176,7 @@ impl HookConfig {
                 settings,
                 secret_env: raw.secret_env.to_vec(),
                 decode: None,
+                json: None,
             },
             warnings,
         ))

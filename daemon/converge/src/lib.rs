@@ -18,6 +18,7 @@ mod gates;
 pub mod hooks;
 mod journal;
 mod logging;
+mod plain_json;
 mod polls;
 mod processor;
 mod reload;

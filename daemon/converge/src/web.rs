@@ -37,6 +37,7 @@ use crate::config::AdminToken;
 use crate::gates::{Override, gate_view};
 use crate::hooks::{self, Decode, HookConfig, Hooks, valid_hook_name};
 use crate::journal::Journal;
+use crate::plain_json::{JsonMapping, MappingError};
 use crate::reload::RulesHandle;
 use crate::report;
 use crate::telemetry::{Metrics, RejectReason};
@@ -230,6 +231,39 @@ fn cloudevents(
             _ => RejectReason::InvalidEvent,
         };
         ApiError::rejected(reason, metrics, e.to_string())
+    })
+}
+
+/// The events of a plain JSON body, by the hook's `json` templates
+/// (`plain_json`). Only `application/json` (or a `+json` type other than
+/// CloudEvents') is taken.
+fn plain_json_events(
+    hook: &str,
+    mapping: &JsonMapping,
+    headers: &HeaderMap,
+    body: &[u8],
+    metrics: &Metrics,
+) -> Result<Vec<Event>, ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let json = essence == "application/json" || essence.ends_with("+json");
+    if !json || mode(headers).is_some() {
+        return Err(ApiError::rejected(
+            RejectReason::ContentType,
+            metrics,
+            format!("hook `{hook}` maps plain JSON: send content-type application/json"),
+        ));
+    }
+    mapping.events(body).map_err(|e| {
+        let reason = match e {
+            MappingError::NotJson(_) => RejectReason::MalformedJson,
+            MappingError::Unmappable(_) => RejectReason::InvalidEvent,
+        };
+        ApiError::rejected(reason, metrics, format!("hook `{hook}`: {e}"))
     })
 }
 
@@ -457,9 +491,16 @@ async fn intake(
             return Ok(Json(json!({ "challenge": challenge })).into_response());
         }
     }
-    let events = match listed.and_then(|l| l.decode.as_ref()) {
-        Some(decode) => decoded_events(&state, &hook, decode, &parts, &body).await?,
-        None => cloudevents(&parts.headers, &body, metrics)?,
+    let events = match listed {
+        Some(HookConfig {
+            decode: Some(decode),
+            ..
+        }) => decoded_events(&state, &hook, decode, &parts, &body).await?,
+        Some(HookConfig {
+            json: Some(mapping),
+            ..
+        }) => plain_json_events(&hook, mapping, &parts.headers, &body, metrics)?,
+        _ => cloudevents(&parts.headers, &body, metrics)?,
     };
     // The hook is part of each event's identity (docs/webhooks.md).
     let events: Vec<Event> = events.into_iter().map(|e| e.arrived_on(&hook)).collect();
