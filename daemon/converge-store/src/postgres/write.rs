@@ -46,7 +46,9 @@ pub(super) fn write(
     if batch.is_empty() {
         return Ok(WriteResult::default());
     }
-    let Conn { client, statements } = store.conn.get_mut();
+    let Conn {
+        client, statements, ..
+    } = store.conn_mut()?;
     let mut attempt = 1;
     loop {
         let mut tx = client.transaction()?;
@@ -916,7 +918,9 @@ pub(super) fn replace_samples(
     samples: &[(i64, Vec<Sample>)],
     entities: &[converge_model::EntityState],
 ) -> Result<(), StoreError> {
-    let Conn { client, statements } = store.conn.get_mut();
+    let Conn {
+        client, statements, ..
+    } = store.conn_mut()?;
     let mut tx = client.transaction()?;
     {
         let mut s = Session {
