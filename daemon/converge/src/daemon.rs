@@ -33,6 +33,7 @@ use crate::cluster::{self, ClusterProcessor, ReloadPeers};
 use crate::config::{ClockConfig, Config};
 use crate::dispatcher::{ActionLeases, Dispatcher};
 use crate::filedrops;
+use crate::health::StorageHealth;
 use crate::hooks::Hooks;
 use crate::journal::{Downstream, Journal};
 use crate::polls::Poller;
@@ -284,6 +285,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         metrics.clone(),
         clock.clone(),
+        StorageHealth::new(metrics.clone()),
         fatal.clone(),
     );
 
@@ -326,7 +328,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         remote: remote_tx,
                     },
                 };
-                thread.spawn(move || cluster.run(stop, fatal))
+                thread.spawn(move || cluster.run(stop))
             }
         }
         .context("cannot start the processor thread")?

@@ -287,10 +287,15 @@ impl Processor {
     }
 
     /// Waits until the journal has committed every result handed to it, so
-    /// the database holds the states as of the next event.
+    /// the database holds the states as of the next event. While storage
+    /// is failing the journal keeps retrying those results, so the wait
+    /// lasts as long as the failure does.
     fn settle(&mut self) -> Result<(), String> {
-        let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+        let mut deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
+            if self.journal.health().is_failing() {
+                deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+            }
             let cursor = self
                 .reader
                 .processed_cursor()
@@ -451,7 +456,8 @@ impl Processor {
     }
 }
 
-/// How long `settle` waits for the journal's commit before giving up.
+/// How long `settle` waits for the journal's commit, once storage works,
+/// before giving up.
 const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether a live or shadow rule that handles the event reads other entities.

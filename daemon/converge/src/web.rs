@@ -666,9 +666,27 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         actions_pending: counts.actions_pending,
         dead_letters: counts.dead_letters,
         timers_pending,
+        storage: storage_status(state.journal.health()),
         cluster,
     })
     .into_response())
+}
+
+/// Storage as `/v1/status` shows it.
+fn storage_status(health: &crate::health::StorageHealth) -> converge_api::status::Storage {
+    use converge_api::status::{Storage, StorageState};
+    match health.failure() {
+        None => Storage {
+            state: StorageState::Ok,
+            since: None,
+            error: None,
+        },
+        Some(failure) => Storage {
+            state: StorageState::Failing,
+            since: Some(failure.since.into()),
+            error: Some(failure.error),
+        },
+    }
 }
 
 /// `GET /v1/events/{id}`: what converge did with an event: its decisions, their
