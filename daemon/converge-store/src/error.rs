@@ -67,9 +67,11 @@ pub enum StoreError {
     NotShared,
 
     /// Its message carries the server's own (`as_db_error`: code,
-    /// message, detail), which the client error's `Display` leaves out.
+    /// message, detail), which the client error's `Display` leaves out, and
+    /// the client error's cause; so it is not given as a `source` too,
+    /// which would repeat them in an error chain.
     #[error("postgres: {}", postgres_detail(.0))]
-    Postgres(#[from] ::postgres::Error),
+    Postgres(::postgres::Error),
 
     #[error("sqlite: {0}")]
     Sqlite(#[source] rusqlite::Error),
@@ -88,7 +90,6 @@ impl StoreError {
                 | StoreError::Sqlite(_)
         )
     }
-
 }
 
 /// A PostgreSQL error as the operator needs it: the server's code, message
@@ -109,6 +110,12 @@ fn postgres_detail(e: &::postgres::Error) -> String {
         text.push_str(&format!(" (hint: {hint})"));
     }
     text
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
