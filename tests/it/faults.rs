@@ -235,7 +235,11 @@ async fn a_full_disk_refuses_new_events_until_space_frees_and_loses_none() {
         &json!({"state": "ok", "since": null, "error": null})
     );
     assert_eq!(daemon.metric("converge_storage_failing").await, 0.0);
-    assert!(daemon.log().contains("storage works again"), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("storage works again"),
+        "{}",
+        daemon.log()
+    );
     assert!(running(&mut daemon), "{}", daemon.log());
     assert!(daemon.terminate().success());
 }

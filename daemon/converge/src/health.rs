@@ -49,7 +49,7 @@ impl StorageHealth {
                     stage,
                     error,
                     ?retry_in,
-                    "storage failed: new events are refused (503) and unrecorded work is retried until it is recorded"
+                    "storage failed; retrying until it works again (while the journal cannot commit, new events are refused with 503)"
                 );
                 failing.insert(
                     stage,

@@ -322,7 +322,9 @@ impl Writer {
         loop {
             let mut pending: Vec<Request> = std::mem::take(&mut unrecorded);
             if pending.is_empty() {
-                let Some(first) = rx.blocking_recv() else { break };
+                let Some(first) = rx.blocking_recv() else {
+                    break;
+                };
                 pending.push(first);
                 self.gather(&mut rx, &mut pending);
             } else {
@@ -487,7 +489,11 @@ impl Writer {
                         }
                     }
                 }
-                if !retryable && unrecorded.iter().any(|r| matches!(r, Request::Processed(_))) {
+                if !retryable
+                    && unrecorded
+                        .iter()
+                        .any(|r| matches!(r, Request::Processed(_)))
+                {
                     tracing::error!(error = %error, "cannot record the results of rules; stopping");
                     self.fatal.cancel();
                     unrecorded.clear();
