@@ -128,16 +128,17 @@ fn set_file_size_limit(pid: u32, limit: u64) {
     assert_eq!(done, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_full_disk_refuses_new_events_until_space_frees_and_loses_none() {
-    let sink = Sink::start().await;
-    let ws = workspace(&sink);
-    // A first run creates the database; the disk then has a little room
-    // beyond the largest file.
+/// Starts a daemon on a disk that is nearly full (a file-size limit a
+/// little above its database's largest file) and sends events from
+/// several clients at once, so rule results and outcomes are being
+/// committed when it fills, until one is refused. Returns the daemon and
+/// the events it acknowledged.
+async fn fill_the_disk(ws: &Workspace) -> (Daemon, BTreeSet<String>) {
+    // A first run creates the database.
     assert!(ws.start().terminate().success());
     let data = ws.dir.path().join("data");
     let limit = largest_file(&data) + 256 * 1024;
-    let mut daemon = ws.start_configured(&[], move |command| {
+    let daemon = ws.start_configured(&[], move |command| {
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             command.pre_exec(move || {
@@ -155,9 +156,6 @@ async fn a_full_disk_refuses_new_events_until_space_frees_and_loses_none() {
             });
         }
     });
-
-    // Senders at once, so rule results and outcomes are being committed
-    // when the disk fills, not only new events.
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let full = Arc::new(AtomicBool::new(false));
     let senders: Vec<_> = (0..SENDERS)
@@ -193,7 +191,15 @@ async fn a_full_disk_refuses_new_events_until_space_frees_and_loses_none() {
         }
     }
     assert!(full.load(Ordering::Relaxed), "the disk never filled");
-    let mut acked = acked.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    (daemon, acked)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_new_events_until_space_frees_and_loses_none() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let (mut daemon, mut acked) = fill_the_disk(&ws).await;
 
     // The daemon stays up, refusing new events, and says why.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -329,5 +335,31 @@ async fn lost_postgres_connections_pause_the_daemon_and_lose_no_event() {
     );
     let storage = &status(&daemon).await["storage"];
     assert_eq!(storage["state"], "ok", "{storage}");
+    assert!(daemon.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_whose_disk_is_full_stops_on_sigterm_and_the_next_start_loses_nothing() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let (daemon, mut acked) = fill_the_disk(&ws).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Stopping does not wait for the disk: the unrecorded work is
+    // replayed from the journal at the next start.
+    let asked = Instant::now();
+    assert!(daemon.terminate().success());
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    let daemon = ws.start();
+    for n in 1..=5 {
+        let id = format!("after-{n}");
+        assert_eq!(post(&daemon.url, &id).await.0, 202, "{}", daemon.log());
+        acked.insert(id);
+    }
+    assert_processed_once(&sink, &acked, &daemon).await;
     assert!(daemon.terminate().success());
 }

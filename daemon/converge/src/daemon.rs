@@ -306,6 +306,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         gates,
         entities: Arc::new(StoreEntities::new(reader()?)),
         handed_over: 0,
+        stopping: stop_processor.clone(),
     };
     let (announce_tx, announce_rx) = mpsc::channel(1);
     let (remote_tx, remote_rx) = mpsc::channel(1);

@@ -66,6 +66,9 @@ pub struct Processor {
     pub entities: Arc<StoreEntities>,
     /// The last `seq` handed to the journal, which `settle` waits for.
     pub handed_over: i64,
+    /// Cancelled when the daemon stops: `settle` then stops waiting for a
+    /// commit that a storage failure holds back.
+    pub stopping: CancellationToken,
 }
 
 /// The database as rules' `entities(..)` read it (its own connection, so
@@ -147,8 +150,10 @@ impl Processor {
         fatal: CancellationToken,
     ) {
         if let Err(e) = self.catch_up(backlog_after, head, &stop) {
-            tracing::error!(error = %e, "cannot process the journal backlog; stopping");
-            fatal.cancel();
+            if !stop.is_cancelled() {
+                tracing::error!(error = %e, "cannot process the journal backlog; stopping");
+                fatal.cancel();
+            }
             return;
         }
         self.caught_up.cancel();
@@ -172,8 +177,10 @@ impl Processor {
             let rules = self.rules.borrow_and_update().clone();
             let sent = self.process_batch(batch.drain(..), &rules);
             if let Err(e) = sent {
-                tracing::error!(error = %e, "processing stopped");
-                fatal.cancel();
+                if !stop.is_cancelled() {
+                    tracing::error!(error = %e, "processing stopped");
+                    fatal.cancel();
+                }
                 break;
             }
         }
@@ -293,6 +300,9 @@ impl Processor {
     fn settle(&mut self) -> Result<(), String> {
         let mut deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
+            if self.stopping.is_cancelled() {
+                return Err("stopping before the journal committed the results".into());
+            }
             if self.journal.health().is_failing() {
                 deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
             }
