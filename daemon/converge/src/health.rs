@@ -96,12 +96,14 @@ impl StorageHealth {
 
 /// The first wait before storage work is tried again.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
-/// The longest wait between two tries: how late, at most, the daemon
-/// notices that storage works again.
+/// Where the doubling stops; jitter adds up to as much again, so the daemon
+/// notices that storage works again within 10 s.
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
-/// The waits between tries of failing storage work: exponential with
-/// jitter, without end.
+/// The waits between tries of failing storage work: doubling from
+/// [`FIRST_RETRY`] to [`MAX_RETRY`], each plus a random jitter of up to as
+/// much again (so daemons that lost the same server do not retry in
+/// step), without end.
 pub fn retry_delays() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::new()
         .with_min_delay(FIRST_RETRY)
@@ -110,5 +112,44 @@ pub fn retry_delays() -> impl Iterator<Item = Duration> {
         .with_jitter()
         .without_max_times()
         .build()
-        .chain(std::iter::repeat(MAX_RETRY))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_is_failing_until_every_failing_stage_succeeds() {
+        let metrics = Metrics::new();
+        let health = StorageHealth::new(metrics.clone());
+        assert!(health.failure().is_none());
+
+        health.failed("processing", "connection closed", Duration::ZERO);
+        let first = health.failure().unwrap();
+        health.failed("journal", "disk I/O error", Duration::ZERO);
+        health.failed("processing", "connection refused", Duration::ZERO);
+        // The longest failure, with its last error.
+        let shown = health.failure().unwrap();
+        assert_eq!(shown.since, first.since);
+        assert_eq!(shown.error, "connection refused");
+        assert_eq!(metrics.storage_errors.get(), 3);
+        assert_eq!(metrics.storage_failing.get(), 1);
+
+        health.succeeded("processing");
+        assert_eq!(health.failure().unwrap().error, "disk I/O error");
+        assert_eq!(metrics.storage_failing.get(), 1);
+        health.succeeded("journal");
+        assert!(health.failure().is_none());
+        assert!(!health.is_failing());
+        assert_eq!(metrics.storage_failing.get(), 0);
+    }
+
+    #[test]
+    fn retries_back_off_up_to_five_seconds_and_never_end() {
+        let delays: Vec<Duration> = retry_delays().take(50).collect();
+        assert_eq!(delays.len(), 50);
+        assert!(delays[0] >= FIRST_RETRY && delays[0] < 2 * FIRST_RETRY);
+        assert!(delays.iter().all(|d| *d <= 2 * MAX_RETRY));
+        assert!(delays[40..].iter().all(|d| *d >= MAX_RETRY));
+    }
 }

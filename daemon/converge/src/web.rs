@@ -619,7 +619,9 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
+    // The database cannot be read (a PostgreSQL server down): 503, as
+    // intake answers meanwhile, with the reason.
+    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string()))?;
     let (journal, counts, timers_pending, cluster) = store;
     let rules = state.rules.current();
     let history = state.rules.history();
