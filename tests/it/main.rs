@@ -11,6 +11,7 @@ mod crash;
 mod dlq;
 mod engine;
 mod explain;
+mod faults;
 mod filedrops;
 mod gates;
 mod hooks;

@@ -72,6 +72,17 @@ impl TestDatabase {
         .unwrap()
     }
 
+    /// Ends every session on this database, as a server restart or an
+    /// operator would: the daemons' connections break.
+    pub fn terminate_connections(&self) {
+        self.admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            self.name
+        ))
+        .unwrap();
+    }
+
     /// Points a workspace's config at this database, with leases of `lease_ttl`.
     pub fn configure(&self, ws: &Workspace, lease_ttl: &str) {
         ws.edit_config(

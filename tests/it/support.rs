@@ -170,6 +170,16 @@ files = [{files}]
         Daemon::start(&self.config(), env)
     }
 
+    /// Starts the daemon with `configure` applied to its command last: to
+    /// set limits on the process, say.
+    pub fn start_configured(
+        &self,
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Daemon {
+        Daemon::start_with(&self.config(), env, Some(ADMIN_TOKEN), configure)
+    }
+
     /// A daemon without an admin token: its admin API is disabled.
     pub fn start_without_admin_token(&self) -> Daemon {
         Daemon::start_with_token(&self.config(), &[], None)
@@ -283,6 +293,15 @@ impl Daemon {
     }
 
     fn start_with_token(config: &Path, env: &[(&str, &str)], token: Option<&str>) -> Daemon {
+        Daemon::start_with(config, env, token, |_| {})
+    }
+
+    fn start_with(
+        config: &Path,
+        env: &[(&str, &str)],
+        token: Option<&str>,
+        configure: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
         command
             .args(["run", "--config"])
@@ -297,6 +316,7 @@ impl Daemon {
         for (k, v) in env.iter().filter(|(k, _)| *k != "CONVERGE_ADMIN_TOKEN") {
             command.env(k, v);
         }
+        configure(&mut command);
         let mut child = command.spawn().expect("starting converge");
         let stderr = Arc::new(Mutex::new(String::new()));
         {

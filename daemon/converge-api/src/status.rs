@@ -28,8 +28,28 @@ pub struct Status {
     /// Actions that failed for good, waiting for a person (`/v1/dlq`).
     pub dead_letters: i64,
     pub timers_pending: i64,
+    /// Whether the daemon can write to its database.
+    pub storage: Storage,
     /// `null` unless daemons share the database (PostgreSQL).
     pub cluster: Option<Cluster>,
+}
+
+/// Whether writing to the database works. While it fails, new events are
+/// refused (503) and the work not recorded yet is retried until it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Storage {
+    pub state: StorageState,
+    /// When the failure began; `null` when `ok`.
+    pub since: Option<Time>,
+    /// The last error; `null` when `ok`.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageState {
+    Ok,
+    Failing,
 }
 
 /// One rule in use.
@@ -152,6 +172,11 @@ mod tests {
             actions_pending: 1,
             dead_letters: 0,
             timers_pending: 2,
+            storage: Storage {
+                state: StorageState::Ok,
+                since: None,
+                error: None,
+            },
             cluster: None,
         }
     }
@@ -178,9 +203,30 @@ mod tests {
                 "actions_pending": 1,
                 "dead_letters": 0,
                 "timers_pending": 2,
+                "storage": {"state": "ok", "since": null, "error": null},
                 "cluster": null,
             }),
         );
+    }
+
+    #[test]
+    fn a_daemon_whose_disk_is_full() {
+        let status = Status {
+            storage: Storage {
+                state: StorageState::Failing,
+                since: Some(time("2026-11-20T09:00:30.000Z")),
+                error: Some("sqlite: database or disk is full".into()),
+            },
+            ..status()
+        };
+        let wire = serde_json::to_value(status.clone()).unwrap();
+        assert_eq!(
+            wire["storage"],
+            json!({"state": "failing", "since": "2026-11-20T09:00:30.000Z",
+                   "error": "sqlite: database or disk is full"})
+        );
+        let read: Status = serde_json::from_value(wire).unwrap();
+        assert_eq!(read.storage, status.storage);
     }
 
     #[test]

@@ -71,11 +71,56 @@ pub enum StoreError {
     #[error("this needs a database several daemons share (PostgreSQL)")]
     NotShared,
 
-    #[error("postgres: {0}")]
-    Postgres(#[from] ::postgres::Error),
+    /// Its message carries the server's own (`as_db_error`: code,
+    /// message, detail), which the client error's `Display` leaves out, and
+    /// the client error's cause; so it is not given as a `source` too,
+    /// which would repeat them in an error chain.
+    #[error("postgres: {}", postgres_detail(.0))]
+    Postgres(::postgres::Error),
 
     #[error("sqlite: {0}")]
     Sqlite(#[source] rusqlite::Error),
+}
+
+impl StoreError {
+    /// Whether the same write may succeed later: the database or its
+    /// connection failed (a full disk, a lost server, a lock, a deadlock),
+    /// rather than the batch being wrong.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Busy(_)
+                | StoreError::Io { .. }
+                | StoreError::Postgres(_)
+                | StoreError::Sqlite(_)
+        )
+    }
+}
+
+/// A PostgreSQL error as the operator needs it: the server's code, message
+/// and detail when the server answered (a deadlock, a terminated session),
+/// else the client's error and its cause (a refused connection).
+fn postgres_detail(e: &::postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        return match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        };
+    };
+    let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    if let Some(detail) = db.detail() {
+        text.push_str(&format!(" (detail: {detail})"));
+    }
+    if let Some(hint) = db.hint() {
+        text.push_str(&format!(" (hint: {hint})"));
+    }
+    text
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {

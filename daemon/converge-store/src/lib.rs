@@ -257,6 +257,11 @@ pub trait Backend: Send {
     /// included, and the store is as it was.
     fn write(&mut self, batch: &WriteBatch) -> Result<WriteResult, StoreError>;
 
+    /// Copies the write-ahead log into the database and truncates it
+    /// (SQLite), so a log that grew while commits were failing (a full
+    /// disk) gives its space back. Nothing to do on PostgreSQL.
+    fn truncate_wal(&mut self) -> Result<(), StoreError>;
+
     /// Replaces every metric sample with `samples` (each with the `seq` of
     /// the event that finished it) and the states of `entities` (those that
     /// exist) in one transaction: `converge report --rebuild`.

@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::health::{self, StorageHealth};
 use crate::journal::{Journaled, QueuedAction};
 use crate::processor::{Processor, millis_to_time, queries};
 use crate::timers::FiringPlan;
@@ -52,6 +53,8 @@ const POLL: Duration = Duration::from_millis(200);
 const MEMBERSHIP_ROUND: Duration = Duration::from_secs(1);
 /// Most events processed (or timers fired) in one commit.
 const BATCH: usize = 512;
+/// This loop's name in [`StorageHealth`].
+const STAGE: &str = "processing";
 
 /// A name for this daemon among those sharing the database: new at every
 /// start, so a restarted daemon never mistakes its previous life's leases
@@ -106,14 +109,30 @@ pub struct ClusterProcessor {
 }
 
 impl ClusterProcessor {
-    /// Runs until `stop`, then gives its leases back. A storage failure
-    /// other than a lost lease cancels `fatal`.
-    pub fn run(mut self, stop: CancellationToken, fatal: CancellationToken) {
+    /// Runs until `stop`, then gives its leases back.
+    ///
+    /// A storage failure (a lost connection, a deadlock) ends the round it
+    /// happened in: this loop then forgets its partitions and its cache
+    /// (whatever it processed since its last commit may not be on disk),
+    /// waits with backoff, and starts over, taking its partitions again
+    /// through the same lease logic as at start. A partition whose lease
+    /// expired meanwhile may have gone to another daemon; its fenced
+    /// commits keep this one from writing to it.
+    pub fn run(mut self, stop: CancellationToken) {
         let mut held = BTreeMap::new();
-        let result = self.work(&mut held, &stop);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "processing stopped");
-            fatal.cancel();
+        let health = self.processor.journal.health().clone();
+        let mut delays = health::retry_delays();
+        while let Err(e) = self.work(&mut held, &stop, &health) {
+            if !health.stage_failing(STAGE) {
+                // The rounds before this one worked: a new failure.
+                delays = health::retry_delays();
+            }
+            let wait = delays.next().unwrap_or_default();
+            health.failed(STAGE, &format!("{e:#}"), wait);
+            self.forget(&mut held);
+            if sleep_unless_stopped(wait, &stop) {
+                break;
+            }
         }
         // Released at once, the partitions move on without waiting for expiry.
         let store = &self.processor.reader;
@@ -124,10 +143,21 @@ impl ClusterProcessor {
         tracing::debug!("processor stopped");
     }
 
+    /// After a failed round: holds nothing until the next membership round
+    /// takes the partitions again, and keeps no state that may be ahead
+    /// of the database.
+    fn forget(&mut self, held: &mut BTreeMap<u32, Held>) {
+        held.clear();
+        self.processor.cache.clear();
+        self.processor.gates = Gates::default();
+        self.processor.metrics.partitions_held.set(0);
+    }
+
     fn work(
         &mut self,
         held: &mut BTreeMap<u32, Held>,
         stop: &CancellationToken,
+        health: &StorageHealth,
     ) -> anyhow::Result<()> {
         let store = &self.processor.reader;
         store.listen(EVENTS_CHANNEL)?;
@@ -141,6 +171,7 @@ impl ClusterProcessor {
             if last_membership.is_none_or(|at| at.elapsed() >= round) {
                 last_membership = Some(Instant::now());
                 self.membership(held)?;
+                health.succeeded(STAGE);
             }
             while self.reloads.announce.try_recv().is_ok() {
                 self.processor.reader.notify(RELOAD_CHANNEL, &self.holder)?;
@@ -192,9 +223,12 @@ impl ClusterProcessor {
             changed = true;
         }
         if held.len() < share {
+            // Its own live leases (kept through a lost connection) it takes
+            // again, with their tokens.
             let taken: std::collections::HashSet<String> = store
                 .live_leases("partition/")?
                 .into_iter()
+                .filter(|lease| lease.holder != holder)
                 .map(|lease| lease.name)
                 .collect();
             // Each daemon starts looking at its own place, so they do not
@@ -463,6 +497,20 @@ impl ClusterProcessor {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Sleeps `wait` on this plain thread, in short steps so a stop is not
+/// kept waiting. Returns whether `stop` fired.
+fn sleep_unless_stopped(wait: Duration, stop: &CancellationToken) -> bool {
+    let until = Instant::now() + wait;
+    while !stop.is_cancelled() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    true
 }
 
 /// The processing record of a journaled event that no longer parses.

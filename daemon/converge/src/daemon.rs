@@ -33,6 +33,7 @@ use crate::cluster::{self, ClusterProcessor, ReloadPeers};
 use crate::config::{ClockConfig, Config};
 use crate::dispatcher::{ActionLeases, Dispatcher};
 use crate::filedrops;
+use crate::health::StorageHealth;
 use crate::hooks::Hooks;
 use crate::journal::{Downstream, Journal};
 use crate::polls::Poller;
@@ -284,6 +285,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         metrics.clone(),
         clock.clone(),
+        StorageHealth::new(metrics.clone()),
         fatal.clone(),
     );
 
@@ -304,6 +306,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         gates,
         entities: Arc::new(StoreEntities::new(reader()?)),
         handed_over: 0,
+        stopping: stop_processor.clone(),
     };
     let (announce_tx, announce_rx) = mpsc::channel(1);
     let (remote_tx, remote_rx) = mpsc::channel(1);
@@ -326,7 +329,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         remote: remote_tx,
                     },
                 };
-                thread.spawn(move || cluster.run(stop, fatal))
+                thread.spawn(move || cluster.run(stop))
             }
         }
         .context("cannot start the processor thread")?

@@ -10,6 +10,17 @@
 //! the processor, newly created actions to the dispatcher, and a wake-up to
 //! the timer scheduler when timers changed.
 //!
+//! When a commit fails (a full disk, a lost database connection), the
+//! writer is the one place that retries: the work that must be recorded
+//! (rule results, action outcomes, fired timers) is kept and committed
+//! again, with backoff, together with such work arriving meanwhile, until it
+//! commits, in the order it came. New events and people's dead-letter
+//! changes are answered with an error instead (intake answers 503), at once
+//! while there is unrecorded work, so nothing queues without bound. Rule
+//! results are committed in order and never dropped, so the processor's
+//! view of entities never disagrees with what ends up on disk; a batch and
+//! its processed cursor still commit together.
+//!
 //! With several daemons on one database (`Downstream::shared`), new events
 //! are not handed on: the daemon holding an event's partition finds it in
 //! the database (`cluster`), and an event's place in the in-flight budget
@@ -31,6 +42,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::health::{self, StorageHealth};
 use crate::telemetry::Metrics;
 
 /// An event the journal committed, on its way to the rules.
@@ -120,6 +132,8 @@ pub struct Journal {
     /// What every appended event's `received_at` is read from: the
     /// daemon's clock, which the engine decides outside events at.
     clock: Clock,
+    /// Whether commits are failing, which the writer reports.
+    health: StorageHealth,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,30 +160,38 @@ pub struct Downstream {
 }
 
 impl Journal {
-    /// Starts the writer thread on `store`.
+    /// Starts the writer thread on `store`. Call it on the async runtime,
+    /// which times the writer's retries.
     pub fn start(
         store: Store,
         max_batch: usize,
         downstream: Downstream,
         metrics: Metrics,
         clock: Clock,
+        health: StorageHealth,
         fatal: CancellationToken,
     ) -> (Journal, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
+        let runtime = tokio::runtime::Handle::current();
+        let writer = Writer {
+            store,
+            max_batch,
+            downstream,
+            metrics,
+            health: health.clone(),
+            runtime,
+            fatal,
+        };
         let handle = std::thread::Builder::new()
             .name("converge-journal".into())
-            .spawn(move || {
-                Writer {
-                    store,
-                    max_batch,
-                    downstream,
-                    metrics,
-                    fatal,
-                }
-                .run(rx)
-            })
+            .spawn(move || writer.run(rx))
             .expect("spawning the journal thread");
-        (Journal { tx, clock }, handle)
+        (Journal { tx, clock, health }, handle)
+    }
+
+    /// Whether storage is failing, as the writer and the cluster loop found it.
+    pub fn health(&self) -> &StorageHealth {
+        &self.health
     }
 
     /// Journals `events` durably, deduplicating on (source, id), received
@@ -274,32 +296,121 @@ struct Writer {
     max_batch: usize,
     downstream: Downstream,
     metrics: Metrics,
-    /// Cancelled when processing results cannot be committed: continuing would
-    /// leave the rules' view of entities ahead of what is on disk.
+    /// Told of every failed commit and of the first one that succeeds after.
+    health: StorageHealth,
+    /// Times the waits between retries: this thread is not async.
+    runtime: tokio::runtime::Handle,
+    /// Cancelled when a batch fails for a reason retrying cannot change (it
+    /// names an event or action the store does not hold as it says): going
+    /// on would leave the rules' view of entities ahead of what is on disk.
     fatal: CancellationToken,
+}
+
+/// Why a commit did not happen, and the work to commit again.
+struct Failed {
+    error: String,
+    /// Rule results, outcomes and fired timers, in the order they came.
+    unrecorded: Vec<Request>,
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        let mut pending = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
-            let mut size = first.size();
-            pending.push(first);
-            while size < self.max_batch {
-                match rx.try_recv() {
-                    Ok(request) => {
-                        size += request.size();
-                        pending.push(request);
+        let mut unrecorded = Vec::new();
+        let mut delays = health::retry_delays();
+        let mut wait = std::time::Duration::ZERO;
+        let mut closed = false;
+        loop {
+            let mut pending: Vec<Request> = std::mem::take(&mut unrecorded);
+            if pending.is_empty() {
+                let Some(first) = rx.blocking_recv() else {
+                    break;
+                };
+                pending.push(first);
+                self.gather(&mut rx, &mut pending);
+            } else {
+                closed = !self.wait_refusing(&mut rx, &mut pending, wait);
+            }
+            match self.commit(pending) {
+                Ok(()) => {
+                    if self.health.stage_failing("journal") {
+                        // The log may have grown while commits failed: give
+                        // its space back now rather than at the next checkpoint.
+                        if let Err(e) = self.store.truncate_wal() {
+                            tracing::warn!(error = %e, "cannot truncate the write-ahead log");
+                        }
                     }
-                    Err(_) => break,
+                    self.health.succeeded("journal");
+                    delays = health::retry_delays();
+                }
+                Err(failed) => {
+                    wait = delays.next().unwrap_or_default();
+                    self.health.failed("journal", &failed.error, wait);
+                    unrecorded = failed.unrecorded;
+                    if closed && !unrecorded.is_empty() {
+                        tracing::error!(
+                            error = %failed.error,
+                            "stopping with rule results or outcomes not recorded; their events and actions are replayed at the next start"
+                        );
+                        return;
+                    }
                 }
             }
-            self.commit(std::mem::take(&mut pending));
         }
         tracing::debug!("journal writer stopped");
     }
 
-    fn commit(&mut self, mut requests: Vec<Request>) {
+    /// Adds whatever else is waiting to `pending`, up to a batch.
+    fn gather(&self, rx: &mut mpsc::Receiver<Request>, pending: &mut Vec<Request>) {
+        let mut size: usize = pending.iter().map(Request::size).sum();
+        while size < self.max_batch {
+            match rx.try_recv() {
+                Ok(request) => {
+                    size += request.size();
+                    pending.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Waits `delay` before unrecorded work is tried again. What arrives
+    /// meanwhile joins it if it must be recorded too; new events and
+    /// dead-letter changes are refused at once. Returns false once every
+    /// journal handle is gone (the daemon is stopping).
+    fn wait_refusing(
+        &self,
+        rx: &mut mpsc::Receiver<Request>,
+        pending: &mut Vec<Request>,
+        delay: std::time::Duration,
+    ) -> bool {
+        let until = std::time::Instant::now() + delay;
+        let refusal = match self.health.failure() {
+            Some(failure) => format!("storage is failing ({}); try again shortly", failure.error),
+            None => "storage is failing; try again shortly".to_string(),
+        };
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            let next = self
+                .runtime
+                .block_on(async { tokio::time::timeout(left, rx.recv()).await });
+            match next {
+                Err(_elapsed) => return true,
+                Ok(None) => return false,
+                Ok(Some(Request::Append { reply, .. })) => {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
+                Ok(Some(Request::DeadLetters { reply, .. })) => {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
+                Ok(Some(request)) => pending.push(request),
+            }
+        }
+    }
+
+    /// Commits `requests` in one transaction and hands the results on. On
+    /// failure, answers the requests that are not retried and returns the
+    /// others, unchanged.
+    fn commit(&mut self, mut requests: Vec<Request>) -> Result<(), Failed> {
         let mut batch = WriteBatch::default();
         for request in &mut requests {
             match request {
@@ -354,32 +465,40 @@ impl Writer {
         let written = match result {
             Ok(written) => written,
             Err(e) => {
-                let message = e.to_string();
-                self.metrics.storage_errors.inc();
-                tracing::error!(error = %message, "journal commit failed");
+                let error = e.to_string();
+                let retryable = e.is_retryable();
+                // Moved back: the results are committed as they were, later.
+                let mut results = std::mem::take(&mut batch.processed).into_iter();
+                let mut unrecorded = Vec::new();
                 for request in requests {
                     match request {
                         Request::Append { reply, .. } => {
-                            let _ = reply.send(Err(message.clone()));
-                        }
-                        Request::Timers { reply, .. } => {
-                            let _ = reply.send(Err(message.clone()));
-                        }
-                        Request::Outcomes { reply, .. } => {
-                            if let Some(reply) = reply {
-                                let _ = reply.send(Err(message.clone()));
-                            }
+                            let _ = reply.send(Err(error.clone()));
                         }
                         Request::DeadLetters { reply, .. } => {
-                            let _ = reply.send(Err(message.clone()));
+                            let _ = reply.send(Err(error.clone()));
                         }
-                        Request::Processed(_) => {
-                            tracing::error!("cannot record the results of rules; stopping");
-                            self.fatal.cancel();
+                        Request::Processed(mut processed) => {
+                            for p in &mut processed {
+                                p.result = results.next().unwrap_or_default();
+                            }
+                            unrecorded.push(Request::Processed(processed));
+                        }
+                        Request::Timers { .. } | Request::Outcomes { .. } => {
+                            unrecorded.push(request)
                         }
                     }
                 }
-                return;
+                if !retryable
+                    && unrecorded
+                        .iter()
+                        .any(|r| matches!(r, Request::Processed(_)))
+                {
+                    tracing::error!(error = %error, "cannot record the results of rules; stopping");
+                    self.fatal.cancel();
+                    unrecorded.clear();
+                }
+                return Err(Failed { error, unrecorded });
             }
         };
         if !written.outcomes_fenced.is_empty() {
@@ -558,5 +677,6 @@ impl Writer {
                     .store(true, Ordering::Release);
             }
         }
+        Ok(())
     }
 }

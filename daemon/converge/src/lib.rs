@@ -15,6 +15,7 @@ mod dlq;
 mod explain;
 mod filedrops;
 mod gates;
+mod health;
 pub mod hooks;
 mod journal;
 mod logging;

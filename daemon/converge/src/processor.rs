@@ -66,6 +66,9 @@ pub struct Processor {
     pub entities: Arc<StoreEntities>,
     /// The last `seq` handed to the journal, which `settle` waits for.
     pub handed_over: i64,
+    /// Cancelled when the daemon stops: `settle` then stops waiting for a
+    /// commit that a storage failure holds back.
+    pub stopping: CancellationToken,
 }
 
 /// The database as rules' `entities(..)` read it (its own connection, so
@@ -147,8 +150,10 @@ impl Processor {
         fatal: CancellationToken,
     ) {
         if let Err(e) = self.catch_up(backlog_after, head, &stop) {
-            tracing::error!(error = %e, "cannot process the journal backlog; stopping");
-            fatal.cancel();
+            if !stop.is_cancelled() {
+                tracing::error!(error = %e, "cannot process the journal backlog; stopping");
+                fatal.cancel();
+            }
             return;
         }
         self.caught_up.cancel();
@@ -172,8 +177,10 @@ impl Processor {
             let rules = self.rules.borrow_and_update().clone();
             let sent = self.process_batch(batch.drain(..), &rules);
             if let Err(e) = sent {
-                tracing::error!(error = %e, "processing stopped");
-                fatal.cancel();
+                if !stop.is_cancelled() {
+                    tracing::error!(error = %e, "processing stopped");
+                    fatal.cancel();
+                }
                 break;
             }
         }
@@ -287,10 +294,18 @@ impl Processor {
     }
 
     /// Waits until the journal has committed every result handed to it, so
-    /// the database holds the states as of the next event.
+    /// the database holds the states as of the next event. While storage
+    /// is failing the journal keeps retrying those results, so the wait
+    /// lasts as long as the failure does.
     fn settle(&mut self) -> Result<(), String> {
-        let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+        let mut deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
+            if self.stopping.is_cancelled() {
+                return Err("stopping before the journal committed the results".into());
+            }
+            if self.journal.health().is_failing() {
+                deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+            }
             let cursor = self
                 .reader
                 .processed_cursor()
@@ -451,7 +466,8 @@ impl Processor {
     }
 }
 
-/// How long `settle` waits for the journal's commit before giving up.
+/// How long `settle` waits for the journal's commit, once storage works,
+/// before giving up.
 const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether a live or shadow rule that handles the event reads other entities.

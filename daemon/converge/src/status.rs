@@ -39,6 +39,12 @@ fn describe(status: &Status) -> String {
         status.dead_letters,
         status.timers_pending
     );
+    if let (Some(since), Some(error)) = (&status.storage.since, &status.storage.error) {
+        let _ = writeln!(
+            out,
+            "storage: FAILING since {since}: {error} (new events are refused; unrecorded work is retried)"
+        );
+    }
     if let Some(cluster) = &status.cluster {
         let _ = writeln!(
             out,

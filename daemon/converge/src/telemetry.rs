@@ -94,6 +94,8 @@ pub struct Metrics {
     pub commit_batch_size: Histogram,
     pub journal_events: Gauge<i64, AtomicI64>,
     pub storage_errors: Counter<u64, AtomicU64>,
+    /// 1 while storage is failing (`health`), else 0.
+    pub storage_failing: Gauge<i64, AtomicI64>,
     pub timers_fired: Counter,
     pub timers_skipped: Counter,
     pub schedules_fired: Counter,
@@ -282,8 +284,14 @@ impl Metrics {
         let storage_errors = Counter::default();
         registry.register(
             "storage_errors",
-            "Failed storage writes",
+            "Failed storage commits (each retry counts) and failed rounds of the cluster loop",
             storage_errors.clone(),
+        );
+        let storage_failing = Gauge::default();
+        registry.register(
+            "storage_failing",
+            "1 while storage is failing: new events are refused and unrecorded work is retried",
+            storage_failing.clone(),
         );
         let timers_fired = Counter::default();
         registry.register(
@@ -448,6 +456,7 @@ impl Metrics {
             commit_batch_size,
             journal_events,
             storage_errors,
+            storage_failing,
             timers_fired,
             timers_skipped,
             schedules_fired,

@@ -61,7 +61,14 @@ impl Scheduler {
         let started_at_ms = self.clock.now_ms();
         let mut clock_moved = self.clock.watch();
         loop {
-            let wait = match self.fire_due(started_at_ms).await {
+            // A firing waits for its commit, which lasts as long as a
+            // storage failure: stopping does not wait for it (the timers
+            // stay pending, or fired if the commit came first).
+            let fired = tokio::select! {
+                fired = self.fire_due(started_at_ms) => fired,
+                () = stop.cancelled() => break,
+            };
+            let wait = match fired {
                 Ok(true) => continue,
                 Ok(false) => self.until_next_due(),
                 Err(Stop) => break,

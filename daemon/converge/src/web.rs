@@ -662,7 +662,9 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
+    // The database cannot be read (a PostgreSQL server down): 503, as
+    // intake answers meanwhile, with the reason.
+    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string()))?;
     let (journal, counts, timers_pending, cluster) = store;
     let rules = state.rules.current();
     let history = state.rules.history();
@@ -709,9 +711,27 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         actions_pending: counts.actions_pending,
         dead_letters: counts.dead_letters,
         timers_pending,
+        storage: storage_status(state.journal.health()),
         cluster,
     })
     .into_response())
+}
+
+/// Storage as `/v1/status` shows it.
+fn storage_status(health: &crate::health::StorageHealth) -> converge_api::status::Storage {
+    use converge_api::status::{Storage, StorageState};
+    match health.failure() {
+        None => Storage {
+            state: StorageState::Ok,
+            since: None,
+            error: None,
+        },
+        Some(failure) => Storage {
+            state: StorageState::Failing,
+            since: Some(failure.since.into()),
+            error: Some(failure.error),
+        },
+    }
 }
 
 /// `GET /v1/events/{id}`: what converge did with an event: its decisions, their

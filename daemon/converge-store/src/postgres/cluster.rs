@@ -180,9 +180,9 @@ pub(super) fn renew_action_leases<C: GenericClient>(
 
 /// `LISTEN` takes an identifier, not a parameter: the channel is quoted,
 /// so it is matched exactly as `pg_notify` names it.
-pub(super) fn listen(s: &mut Session<'_, Client>, channel: &str) -> Result<(), StoreError> {
+pub(super) fn listen_on(client: &mut Client, channel: &str) -> Result<(), StoreError> {
     let quoted = format!("\"{}\"", channel.replace('"', "\"\""));
-    s.client.batch_execute(&format!("LISTEN {quoted}"))?;
+    client.batch_execute(&format!("LISTEN {quoted}"))?;
     Ok(())
 }
 

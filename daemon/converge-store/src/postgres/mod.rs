@@ -7,6 +7,12 @@
 //! Connections are plain TCP or Unix sockets (`NoTls`); TLS is for a later
 //! change, so a URL that requires it (`sslmode=require`) fails to connect.
 //!
+//! A lost connection (the server restarted, a session was terminated)
+//! fails the call that met it; the next call connects again, with the
+//! channels it listened to, and prepares its statements afresh. The callers
+//! pace those calls (the journal writer and the cluster loop back off), so
+//! the store itself never sleeps.
+//!
 //! # Clocks
 //! Lease expiry is measured on the database's clock (`converge_now_ms()`),
 //! never a daemon's, so daemons with skewed clocks agree on who holds what.
@@ -35,7 +41,7 @@ mod read;
 mod schema;
 mod write;
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -57,12 +63,35 @@ pub(crate) struct PostgresStore {
     /// while already borrowed: the functions below take a [`Session`]
     /// rather than calling back into the store.
     conn: RefCell<Conn>,
+    /// Where to connect again after the connection is lost.
+    url: String,
+    password: Option<String>,
 }
 
 /// A connection and the statements prepared on it.
 struct Conn {
     client: Client,
     statements: Statements,
+    /// The channels `LISTEN`ed to, listened to again on a new connection.
+    listening: Vec<String>,
+}
+
+impl Conn {
+    /// Connects again if the connection is gone. A failed attempt leaves
+    /// the closed client in place, so the next call tries again.
+    fn reopen_if_closed(&mut self, url: &str, password: Option<&str>) -> Result<(), StoreError> {
+        if !self.client.is_closed() {
+            return Ok(());
+        }
+        let (mut client, _) = connect(url, password)?;
+        for channel in &self.listening {
+            cluster::listen_on(&mut client, channel)?;
+        }
+        self.client = client;
+        self.statements.clear();
+        tracing::info!("connected to PostgreSQL again");
+        Ok(())
+    }
 }
 
 /// Prepared statements by their SQL: every statement this crate runs is a
@@ -74,7 +103,7 @@ impl PostgresStore {
     pub(crate) fn open(url: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
         let (mut client, _) = connect(url, password)?;
         schema::migrate(&mut client)?;
-        Ok(PostgresStore::with(client))
+        Ok(PostgresStore::with(client, url, password))
     }
 
     /// Connects to a database the daemon has already migrated. Fails with
@@ -86,36 +115,102 @@ impl PostgresStore {
     ) -> Result<PostgresStore, StoreError> {
         let (mut client, location) = connect(url, password)?;
         schema::check_current(&mut client, location)?;
-        Ok(PostgresStore::with(client))
+        Ok(PostgresStore::with(client, url, password))
     }
 
-    fn with(client: Client) -> PostgresStore {
+    fn with(client: Client, url: &str, password: Option<&str>) -> PostgresStore {
         PostgresStore {
             conn: RefCell::new(Conn {
                 client,
                 statements: Statements::new(),
+                listening: Vec::new(),
             }),
+            url: url.to_string(),
+            password: password.map(str::to_string),
         }
     }
 
+    /// The connection, connected again first if it was lost.
+    fn conn(&self) -> Result<RefMut<'_, Conn>, StoreError> {
+        let mut conn = self.conn.borrow_mut();
+        conn.reopen_if_closed(&self.url, self.password.as_deref())?;
+        Ok(conn)
+    }
+
+    /// [`PostgresStore::conn`] for the writes, which hold `&mut self`.
+    fn conn_mut(&mut self) -> Result<&mut Conn, StoreError> {
+        let conn = self.conn.get_mut();
+        conn.reopen_if_closed(&self.url, self.password.as_deref())?;
+        Ok(conn)
+    }
+
+    /// Listens to `channel` on this connection and on every later one.
+    fn listen(&self, channel: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        cluster::listen_on(&mut conn.client, channel)?;
+        if !conn.listening.iter().any(|c| c == channel) {
+            conn.listening.push(channel.to_string());
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the connection, each statement in its own transaction.
+    /// If the connection turns out lost (an idle connection learns it only
+    /// when used), connects again and runs `f` once more: what `f` runs
+    /// reads, or writes that are the same done twice (leases, claims
+    /// that expire, notifications).
     fn run<T>(
         &self,
-        f: impl FnOnce(&mut Session<'_, Client>) -> Result<T, StoreError>,
+        f: impl Fn(&mut Session<'_, Client>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.borrow_mut();
-        let Conn { client, statements } = &mut *conn;
-        f(&mut Session { client, statements })
+        let mut conn = self.conn()?;
+        match conn.session(&f) {
+            Err(e) if conn.client.is_closed() => {
+                tracing::warn!(error = %e, "lost the connection to PostgreSQL; connecting again");
+                conn.reopen_if_closed(&self.url, self.password.as_deref())?;
+                conn.session(&f)
+            }
+            done => done,
+        }
     }
 
     /// Runs `f` in one read-only `REPEATABLE READ` transaction, so the
     /// several queries of a trail or of the counts read one snapshot.
+    /// Tried once more on a new connection if the connection was lost.
     fn snapshot<T>(
         &self,
-        f: impl FnOnce(&mut Session<'_, Transaction<'_>>) -> Result<T, StoreError>,
+        f: impl Fn(&mut Session<'_, Transaction<'_>>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.borrow_mut();
-        let Conn { client, statements } = &mut *conn;
+        let mut conn = self.conn()?;
+        match conn.snapshot(&f) {
+            Err(e) if conn.client.is_closed() => {
+                tracing::warn!(error = %e, "lost the connection to PostgreSQL; connecting again");
+                conn.reopen_if_closed(&self.url, self.password.as_deref())?;
+                conn.snapshot(&f)
+            }
+            done => done,
+        }
+    }
+}
+
+impl Conn {
+    fn session<T>(
+        &mut self,
+        f: impl Fn(&mut Session<'_, Client>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Conn {
+            client, statements, ..
+        } = self;
+        f(&mut Session { client, statements })
+    }
+
+    fn snapshot<T>(
+        &mut self,
+        f: impl Fn(&mut Session<'_, Transaction<'_>>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Conn {
+            client, statements, ..
+        } = self;
         let mut tx = client
             .build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)

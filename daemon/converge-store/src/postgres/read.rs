@@ -23,6 +23,10 @@ impl Backend for PostgresStore {
         super::write::write(self, batch)
     }
 
+    fn truncate_wal(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn replace_samples(
         &mut self,
         samples: &[(i64, Vec<converge_model::Sample>)],
@@ -485,7 +489,7 @@ impl Backend for PostgresStore {
     }
 
     fn listen(&self, channel: &str) -> Result<(), StoreError> {
-        self.run(|s| cluster::listen(s, channel))
+        PostgresStore::listen(self, channel)
     }
 
     fn wait_for_notifications(

@@ -46,7 +46,9 @@ pub(super) fn write(
     if batch.is_empty() {
         return Ok(WriteResult::default());
     }
-    let Conn { client, statements } = store.conn.get_mut();
+    let Conn {
+        client, statements, ..
+    } = store.conn_mut()?;
     let mut attempt = 1;
     loop {
         let mut tx = client.transaction()?;
@@ -67,8 +69,15 @@ pub(super) fn write(
                     // which would serialize every daemon's commits. Alone
                     // it writes nothing and holds the lock for a moment.
                     // A hint only: if it is lost, the daemons find the
-                    // events at their next look.
-                    client.execute("SELECT pg_notify($1, '')", &[&crate::EVENTS_CHANNEL])?;
+                    // events at their next look. So its failure (the
+                    // connection lost right after the commit) is not the
+                    // write's: reporting it would have the caller write
+                    // again what is committed.
+                    if let Err(e) =
+                        client.execute("SELECT pg_notify($1, '')", &[&crate::EVENTS_CHANNEL])
+                    {
+                        tracing::warn!(error = %StoreError::from(e), "committed, but the other daemons were not notified");
+                    }
                 }
                 return Ok(result);
             }
@@ -918,7 +927,9 @@ pub(super) fn replace_samples(
     samples: &[(i64, Vec<Sample>)],
     entities: &[converge_model::EntityState],
 ) -> Result<(), StoreError> {
-    let Conn { client, statements } = store.conn.get_mut();
+    let Conn {
+        client, statements, ..
+    } = store.conn_mut()?;
     let mut tx = client.transaction()?;
     {
         let mut s = Session {
