@@ -202,3 +202,58 @@ async fn a_transient_failure_is_retried_and_a_missing_secret_fails_clearly() {
     );
     assert_eq!(sink.received().len(), 3, "nothing reached the sink for it");
 }
+
+/// With a cache smaller than the entities in play, least recently used
+/// states are evicted and read back from the store: every entity's second
+/// event still sees its first.
+#[tokio::test(flavor = "multi_thread")]
+async fn entity_states_evicted_from_a_small_cache_are_read_back_whole() {
+    let ws = Workspace::new(
+        &[(
+            "count",
+            r#"if event.type == "task.checked" && entity.events != 2 { notify("ops", `stale ${entity.id}: ${entity.events}`); }"#,
+        )],
+        "",
+    );
+    ws.edit_config("[storage]\n", "[storage]\nentity_cache_entries = 1024\n");
+    let daemon = ws.start();
+    let entities = 1_500;
+    for (round, ty) in [(0, "task.created"), (1, "task.checked")] {
+        for chunk in (0..entities).collect::<Vec<_>>().chunks(250) {
+            let batch: Vec<_> = chunk
+                .iter()
+                .map(|i| {
+                    event(
+                        &format!("{round}-{i}"),
+                        ty,
+                        &format!("task/T-{i}"),
+                        json!({}),
+                    )
+                })
+                .collect();
+            let (status, body) = daemon
+                .post(
+                    "/hooks/test",
+                    "application/cloudevents-batch+json",
+                    serde_json::to_string(&batch).unwrap(),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+    daemon
+        .wait_for_trail(&format!("1-{}", entities - 1), |t| {
+            t["processed_at_ms"].is_i64()
+        })
+        .await;
+    daemon
+        .wait_for_metric("converge_events_processed_total", (2 * entities) as f64)
+        .await;
+    assert_eq!(
+        daemon
+            .metric("converge_decisions_total{kind=\"notify\"}")
+            .await,
+        0.0,
+        "an entity was read back without its first event"
+    );
+}

@@ -281,8 +281,8 @@ impl ClusterProcessor {
             return Ok(false);
         }
         let partitions: Vec<u32> = held.keys().copied().collect();
-        // The previous page is committed: the cache may start over.
-        self.processor.clear_cache_if_full();
+        // The previous page is committed: any state may be evicted.
+        self.processor.trim_cache();
         let page = self
             .processor
             .reader
@@ -382,7 +382,7 @@ impl ClusterProcessor {
             let Some(key) = event.entity_key() else {
                 continue;
             };
-            if !self.processor.cache.contains_key(&key) {
+            if !self.processor.cache.contains(&key) {
                 missing.entry(key).or_insert_with(|| {
                     decision_time(event, millis_to_time(journaled.received_at_ms))
                 });
@@ -394,11 +394,12 @@ impl ClusterProcessor {
         let keys: Vec<EntityKey> = missing.keys().cloned().collect();
         for state in self.processor.reader.entities(&keys)? {
             missing.remove(&state.key());
-            self.processor.cache.insert(state.key(), state);
+            self.processor.cache.insert(state, 0);
         }
         for (key, first_seen) in missing {
-            let state = EntityState::new(&key, first_seen);
-            self.processor.cache.insert(key, state);
+            self.processor
+                .cache
+                .insert(EntityState::new(&key, first_seen), 0);
         }
         Ok(())
     }

@@ -237,6 +237,7 @@ mod raw {
         pub url: Option<String>,
         pub password_env: String,
         pub lease_ttl: String,
+        pub entity_cache_entries: u64,
     }
 
     impl Default for Storage {
@@ -249,6 +250,7 @@ mod raw {
                 url: None,
                 password_env: "CONVERGE_DATABASE_PASSWORD".into(),
                 lease_ttl: "15s".into(),
+                entity_cache_entries: 100_000,
             }
         }
     }
@@ -457,6 +459,9 @@ pub struct Storage {
     /// How long a daemon's leases (partitions, sources, actions) last
     /// without renewal: how soon the others take over a dead daemon's work.
     pub lease_ttl: Duration,
+    /// Entity states the processor keeps in memory, least recently used
+    /// out first: what bounds its memory over many entities.
+    pub entity_cache_entries: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -879,6 +884,11 @@ impl Validator {
             data_dir,
             durability,
             max_batch: self.count("storage.max_batch", raw.max_batch, 1..=100_000),
+            entity_cache_entries: self.count(
+                "storage.entity_cache_entries",
+                raw.entity_cache_entries,
+                crate::entity_cache::MIN_ENTRIES as u64..=100_000_000,
+            ),
         }
     }
 

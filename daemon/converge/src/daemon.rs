@@ -32,6 +32,7 @@ use crate::clock::{Clock, MANUAL_CLOCK_KEY};
 use crate::cluster::{self, ClusterProcessor, ReloadPeers};
 use crate::config::{ClockConfig, Config};
 use crate::dispatcher::{ActionLeases, Dispatcher};
+use crate::entity_cache::EntityCache;
 use crate::filedrops;
 use crate::health::StorageHealth;
 use crate::hooks::Hooks;
@@ -301,7 +302,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         reader: reader()?,
         journal: journal.clone(),
         metrics: metrics.clone(),
-        cache: HashMap::new(),
+        cache: EntityCache::new(config.storage.entity_cache_entries),
+        committed: 0,
         caught_up: caught_up.clone(),
         gates,
         entities: Arc::new(StoreEntities::new(reader()?)),

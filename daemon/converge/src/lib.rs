@@ -12,6 +12,7 @@ mod console;
 mod daemon;
 mod dispatcher;
 mod dlq;
+mod entity_cache;
 mod explain;
 mod filedrops;
 mod gates;

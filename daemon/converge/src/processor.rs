@@ -23,7 +23,6 @@
 //! (`settle`), and the rule reads the database (`StoreEntities`). Only those
 //! events pay for the wait.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -33,13 +32,11 @@ use converge_store::{GateChange, NewEvent, ProcessedEvent, RuleFailure, RuleNote
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::entity_cache::EntityCache;
 use crate::journal::{Journal, Journaled, Processed};
 use crate::reload::LoadedRules;
 use crate::telemetry::Metrics;
 
-/// How many entities' states stay in memory; past this the cache starts over
-/// (states are re-read from the store on demand).
-const ENTITY_CACHE_LIMIT: usize = 100_000;
 /// Most events processed before their results are handed to the journal.
 const BATCH: usize = 512;
 
@@ -53,8 +50,10 @@ pub struct Processor {
     pub journal: Journal,
     pub metrics: Metrics,
     /// The states this processor last wrote, which may be ahead of the store
-    /// by the batches the journal has not committed yet.
-    pub cache: HashMap<EntityKey, EntityState>,
+    /// by the batches the journal has not committed yet (`entity_cache`).
+    pub cache: EntityCache,
+    /// The last `seq` whose results are known committed (`settle` saw it).
+    pub committed: i64,
     /// Cancelled once the events journaled before this start are processed
     /// (their results handed to the journal): the timer scheduler waits for
     /// it, so an expected event that arrived before a crash cancels its
@@ -260,25 +259,26 @@ impl Processor {
         self.hand_over(processed)
     }
 
-    /// Starts the entity cache over when it is full, once every state in it
-    /// is committed: a state dropped while its batch is still on its way to
-    /// the database would be read back stale from the store.
+    /// Evicts the least recently used states while the cache is full,
+    /// waiting first for the journal to commit one that is not yet: a state
+    /// dropped while its batch is on its way to the database would be read
+    /// back stale from the store. With a cache much larger than the events
+    /// in flight, that wait is rare.
     fn make_room(&mut self, processed: &mut Vec<Processed>) -> Result<(), String> {
-        if self.cache.len() < ENTITY_CACHE_LIMIT {
-            return Ok(());
+        while self.cache.is_full() {
+            if self.cache.lru_seq().is_some_and(|seq| seq > self.committed) {
+                self.hand_over(std::mem::take(processed))?;
+                self.settle()?;
+            }
+            self.cache.evict_lru();
         }
-        self.hand_over(std::mem::take(processed))?;
-        self.settle()?;
-        self.cache.clear();
         Ok(())
     }
 
     /// For the cluster loop, between pages (each committed before the
-    /// next): starts the entity cache over when it is full.
-    pub fn clear_cache_if_full(&mut self) {
-        if self.cache.len() >= ENTITY_CACHE_LIMIT {
-            self.cache.clear();
-        }
+    /// next): evicts down to the cache's size.
+    pub fn trim_cache(&mut self) {
+        self.cache.trim_committed();
     }
 
     fn hand_over(&mut self, processed: Vec<Processed>) -> Result<(), String> {
@@ -311,6 +311,7 @@ impl Processor {
                 .processed_cursor()
                 .map_err(|e| format!("cannot read the processed cursor: {e}"))?;
             if cursor >= self.handed_over {
+                self.committed = self.committed.max(cursor);
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
@@ -351,7 +352,7 @@ impl Processor {
         )?;
         self.observe(event, &outcome);
         if let Some(state) = &outcome.entity {
-            self.cache.insert(state.key(), state.clone());
+            self.cache.insert(state.clone(), item.seq);
         }
         let now_ms = outcome.now.timestamp_millis();
         let rule_notes = kept_notes(&outcome.notes);
