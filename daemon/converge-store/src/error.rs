@@ -66,6 +66,15 @@ pub enum StoreError {
     #[error("this needs a database several daemons share (PostgreSQL)")]
     NotShared,
 
+    /// The database failed a check at start (or `converge verify`): using
+    /// it would lose acknowledged work or repeat idempotency keys.
+    #[error("the database {path} is damaged: {problem}. To go on: {way_out}")]
+    Damaged {
+        path: PathBuf,
+        problem: String,
+        way_out: String,
+    },
+
     #[error("postgres: {0}")]
     Postgres(#[from] ::postgres::Error),
 
