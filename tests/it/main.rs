@@ -15,6 +15,7 @@ mod filedrops;
 mod gates;
 mod hooks;
 mod hostile;
+mod integrity;
 mod intake;
 mod pipeline;
 mod postgres;

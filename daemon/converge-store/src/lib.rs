@@ -118,6 +118,20 @@ pub enum Durability {
     Normal,
 }
 
+/// What the writer checks of an existing SQLite database before using it
+/// (`storage.check_on_start`). The WAL is checked either way: that read is
+/// as small as the WAL, and it is what keeps acknowledged commits from
+/// being dropped without a word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartCheck {
+    /// `PRAGMA quick_check` (every page's structure, not the indexes'
+    /// agreement with their tables) and the checks that the tables agree.
+    #[default]
+    Quick,
+    /// Only the WAL.
+    Off,
+}
+
 /// Where the database is.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Location {
@@ -198,12 +212,19 @@ impl Store {
     }
 
     /// Opens the database for writing, creating it if needed, and migrates
-    /// the schema to the current version.
+    /// the schema to the current version. An existing SQLite database must
+    /// pass the start checks ([`StartCheck::Quick`]): a damaged one is
+    /// [`StoreError::Damaged`].
     pub fn open(location: &Location) -> Result<Store, StoreError> {
+        Store::open_checked(location, StartCheck::Quick)
+    }
+
+    /// [`Store::open`] with the start checks `check` (SQLite).
+    pub fn open_checked(location: &Location, check: StartCheck) -> Result<Store, StoreError> {
         Ok(match location {
-            Location::Sqlite { path, durability } => {
-                Store::new(Box::new(sqlite::SqliteStore::open(path, *durability)?))
-            }
+            Location::Sqlite { path, durability } => Store::new(Box::new(
+                sqlite::SqliteStore::open(path, *durability, check)?,
+            )),
             Location::Postgres { url, password } => Store::new(Box::new(
                 postgres::PostgresStore::open(url, password.as_deref())?,
             )),

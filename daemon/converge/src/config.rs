@@ -17,7 +17,7 @@ use crate::hooks::{Decode, HookConfig, RawHook};
 use crate::schedules::Schedule;
 use converge_plugin_host::{Credential, Grants, PluginLimits};
 use converge_rules::RuleLimits;
-use converge_store::Durability;
+use converge_store::{Durability, StartCheck};
 
 mod raw {
     use std::collections::BTreeMap;
@@ -203,6 +203,7 @@ mod raw {
         pub url: Option<String>,
         pub password_env: String,
         pub lease_ttl: String,
+        pub check_on_start: String,
     }
 
     impl Default for Storage {
@@ -215,6 +216,7 @@ mod raw {
                 url: None,
                 password_env: "CONVERGE_DATABASE_PASSWORD".into(),
                 lease_ttl: "15s".into(),
+                check_on_start: "quick".into(),
             }
         }
     }
@@ -421,6 +423,9 @@ pub struct Storage {
     /// How long a daemon's leases (partitions, sources, actions) last
     /// without renewal: how soon the others take over a dead daemon's work.
     pub lease_ttl: Duration,
+    /// What the daemon checks of an existing SQLite database before using
+    /// it (the WAL always).
+    pub check_on_start: StartCheck,
 }
 
 #[derive(Debug, Clone)]
@@ -832,9 +837,21 @@ impl Validator {
             Some(url) => self.postgres(url, &raw.password_env, env),
         };
         let lease_ttl = self.duration("storage.lease_ttl", &raw.lease_ttl, Duration::from_secs(1));
+        let check_on_start = match raw.check_on_start.as_str() {
+            "quick" => StartCheck::Quick,
+            "off" => StartCheck::Off,
+            other => {
+                self.error(
+                    "storage.check_on_start",
+                    format!("`{other}` is not one of \"quick\", \"off\""),
+                );
+                StartCheck::Quick
+            }
+        };
         Storage {
             location,
             lease_ttl,
+            check_on_start,
             plugin_cache_dir: raw
                 .plugin_cache_dir
                 .as_ref()

@@ -34,7 +34,7 @@ use std::time::Duration;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::{Check, Durability, StoreError};
+use crate::{Check, Durability, StartCheck, StoreError};
 
 /// How long a connection waits for another one's lock before giving up with
 /// [`StoreError::Busy`].
@@ -66,14 +66,20 @@ impl SqliteStore {
     /// Sets WAL mode, `synchronous` per `durability`, a 5 s busy timeout and
     /// foreign keys on. Open exactly one writer per database.
     ///
-    /// An existing database must pass the start checks (`integrity`): a
-    /// damaged one is [`StoreError::Damaged`], and nothing in it was changed.
-    pub(crate) fn open(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
-        let check = path.is_file();
+    /// An existing database must pass the start checks (`integrity`) that
+    /// `check` asks for: a damaged one is [`StoreError::Damaged`], and
+    /// nothing in it was changed.
+    pub(crate) fn open(
+        path: &Path,
+        durability: Durability,
+        check: StartCheck,
+    ) -> Result<SqliteStore, StoreError> {
+        let existed = path.is_file();
+        let check = existed && check == StartCheck::Quick;
         let started = std::time::Instant::now();
         // Before any connection: opening would replay the WAL up to the
         // damage, and the first checkpoint would then erase the rest.
-        if check {
+        if existed {
             integrity::refuse_damaged_wal(path)?;
         }
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -111,7 +117,7 @@ impl SqliteStore {
             integrity::refuse_incoherent(path, &store.conn)?;
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "the database passed its start checks (WAL, quick_check, coherence)"
+                "the database passed its start checks (WAL, quick_check, tables)"
             );
         }
         Ok(store)

@@ -892,7 +892,7 @@ mod tests {
     #[test]
     fn the_activity_reads_walk_keys_and_indexes_without_sorting() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("c.db"), Durability::Normal).unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db"), Durability::Normal, Default::default()).unwrap();
 
         let recent = plan(&store.conn, RECENT_RULE_FAILURES);
         assert!(recent.contains("SCAN f"), "{recent}");

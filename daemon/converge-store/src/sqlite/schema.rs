@@ -590,7 +590,7 @@ mod tests {
             conn.pragma_update(None, "user_version", 9).unwrap();
         }
 
-        let store = super::super::SqliteStore::open(&path, crate::Durability::Full).unwrap();
+        let store = super::super::SqliteStore::open(&path, crate::Durability::Full, Default::default()).unwrap();
         assert_eq!(version(&store.conn).unwrap(), CURRENT_VERSION);
         let pending = store.pending_actions(10).unwrap();
         assert_eq!(pending.len(), 1);
@@ -599,7 +599,11 @@ mod tests {
         assert_eq!(old.idempotency_key(), "converge-action-1");
         let instance = store.instance().unwrap();
         let other = tempfile::tempdir().unwrap();
-        let other = super::super::SqliteStore::open(&other.path().join("c.db"), crate::Durability::Full)
+        let other = super::super::SqliteStore::open(
+            &other.path().join("c.db"),
+            crate::Durability::Full,
+            Default::default(),
+        )
             .unwrap()
             .instance()
             .unwrap();
