@@ -126,8 +126,9 @@ async fn a_daemon_refuses_a_database_whose_wal_was_damaged_mid_log_and_verify_sa
     let out = String::from_utf8_lossy(&verified.stdout);
     assert_eq!(verified.status.code(), Some(1), "{out}");
     assert!(
-        out.lines().any(|line| line.starts_with("DAMAGED   write-ahead log: frame")
-            && line.contains("fails its checksum")),
+        out.lines()
+            .any(|line| line.starts_with("DAMAGED   write-ahead log: frame")
+                && line.contains("fails its checksum")),
         "{out}"
     );
     assert!(out.contains("ok        integrity_check"), "{out}");
@@ -185,7 +186,10 @@ async fn a_database_restored_from_a_backup_never_reissues_the_originals_keys() {
     assert_eq!(ids(restored), ["4", "5"]);
     assert_eq!(ids(&original[3..]), ["4", "5"]);
     for key in restored {
-        assert!(!original.contains(key), "{key} was issued before: {original:?}");
+        assert!(
+            !original.contains(key),
+            "{key} was issued before: {original:?}"
+        );
     }
     drop(daemon);
 }

@@ -14,8 +14,8 @@ use crate::records::{
     RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{
-    Backend, Check, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery, StoreError, WriteBatch,
-    WriteResult, group_durations, merge_rule_activity, order_groups,
+    Backend, Check, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery, StoreError,
+    WriteBatch, WriteResult, group_durations, merge_rule_activity, order_groups,
 };
 
 impl Backend for PostgresStore {

@@ -106,7 +106,7 @@ pub(crate) fn check_wal(db: &Path) -> Result<WalFinding, StoreError> {
     }
     let salts = &header[16..24];
     let frames = ((len - WAL_HEADER_LEN as u64) / frame_len as u64) as usize;
-    let partial_tail = (len - WAL_HEADER_LEN as u64) % frame_len as u64 != 0;
+    let partial_tail = !(len - WAL_HEADER_LEN as u64).is_multiple_of(frame_len as u64);
 
     let mut frame = vec![0u8; frame_len];
     // Each frame's checksum continues from the one stored in the frame
@@ -234,7 +234,9 @@ pub(crate) fn page_check(conn: &Connection, full: bool) -> Result<Option<String>
 /// again: every id another table refers to must be at most the largest.
 pub(crate) fn coherence(conn: &Connection) -> Result<Vec<Check>, StoreError> {
     let max = |sql: &str| -> Result<i64, StoreError> {
-        Ok(conn.query_row(sql, [], |row| row.get::<_, Option<i64>>(0))?.unwrap_or(0))
+        Ok(conn
+            .query_row(sql, [], |row| row.get::<_, Option<i64>>(0))?
+            .unwrap_or(0))
     };
     let mut checks = Vec::new();
 
@@ -470,7 +472,8 @@ mod tests {
             panic!("not damage");
         };
         assert!(
-            problem.contains("frame 2 of 5") && problem.contains("the 3 frames after it (3 commits)"),
+            problem.contains("frame 2 of 5")
+                && problem.contains("the 3 frames after it (3 commits)"),
             "{problem}"
         );
     }

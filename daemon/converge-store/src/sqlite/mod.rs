@@ -202,9 +202,7 @@ pub(crate) fn backup(path: &Path, to: &Path) -> Result<i64, StoreError> {
         loop {
             match backup.step(-1)? {
                 StepResult::Done => break,
-                StepResult::More | StepResult::Busy | StepResult::Locked => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                // Busy or locked by another connection: try again.
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }

@@ -12,8 +12,8 @@ use crate::records::{
     RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{
-    Backend, Check, LeaseRecord, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch, WriteResult,
-    merge_rule_activity, order_groups,
+    Backend, Check, LeaseRecord, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch,
+    WriteResult, merge_rule_activity, order_groups,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -892,7 +892,12 @@ mod tests {
     #[test]
     fn the_activity_reads_walk_keys_and_indexes_without_sorting() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("c.db"), Durability::Normal, Default::default()).unwrap();
+        let store = SqliteStore::open(
+            &dir.path().join("c.db"),
+            Durability::Normal,
+            Default::default(),
+        )
+        .unwrap();
 
         let recent = plan(&store.conn, RECENT_RULE_FAILURES);
         assert!(recent.contains("SCAN f"), "{recent}");

@@ -590,7 +590,9 @@ mod tests {
             conn.pragma_update(None, "user_version", 9).unwrap();
         }
 
-        let store = super::super::SqliteStore::open(&path, crate::Durability::Full, Default::default()).unwrap();
+        let store =
+            super::super::SqliteStore::open(&path, crate::Durability::Full, Default::default())
+                .unwrap();
         assert_eq!(version(&store.conn).unwrap(), CURRENT_VERSION);
         let pending = store.pending_actions(10).unwrap();
         assert_eq!(pending.len(), 1);
@@ -604,9 +606,9 @@ mod tests {
             crate::Durability::Full,
             Default::default(),
         )
-            .unwrap()
-            .instance()
-            .unwrap();
+        .unwrap()
+        .instance()
+        .unwrap();
         assert_ne!(instance, other, "each database draws its own");
     }
 }

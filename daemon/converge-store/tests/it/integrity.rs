@@ -63,10 +63,7 @@ fn a_wal_damaged_in_the_middle_is_refused_naming_the_frame_and_the_way_out() {
     flip(&wal(&copy), len / 2, 64);
 
     let refused = open(&copy).err().expect("a damaged WAL must be refused");
-    assert!(
-        matches!(refused, StoreError::Damaged { .. }),
-        "{refused:?}"
-    );
+    assert!(matches!(refused, StoreError::Damaged { .. }), "{refused:?}");
     let message = refused.to_string();
     assert!(message.contains("fails its checksum"), "{message}");
     assert!(message.contains("frames after it"), "{message}");
@@ -143,7 +140,9 @@ fn a_flipped_page_of_the_database_is_refused_by_quick_check() {
     // The head of the actions table's root page: its cells' pointers.
     flip(&db.path(), (root - 1) * page_size, 64);
 
-    let refused = open(&db.path()).err().expect("a damaged page must be refused");
+    let refused = open(&db.path())
+        .err()
+        .expect("a damaged page must be refused");
     let message = refused.to_string();
     assert!(message.contains("PRAGMA quick_check"), "{message}");
     assert!(message.contains("converge backup"), "{message}");
@@ -238,10 +237,7 @@ fn a_backup_of_a_live_database_has_everything_and_a_new_instance() {
     );
 
     let again = converge_store::backup(&db.path(), &copy).err().unwrap();
-    assert!(
-        again.to_string().contains("does not overwrite"),
-        "{again}"
-    );
+    assert!(again.to_string().contains("does not overwrite"), "{again}");
 }
 
 fn each_database_has_its_own_instance_and_its_actions_carry_it(db: &TestDb) {
@@ -257,7 +253,11 @@ fn each_database_has_its_own_instance_and_its_actions_carry_it(db: &TestDb) {
     let shown = store.action(pending[0].id).unwrap().unwrap().action;
     assert_eq!(
         shown.idempotency_key(),
-        format!("converge-{}-action-{}", instance_hex(instance), pending[0].id)
+        format!(
+            "converge-{}-action-{}",
+            instance_hex(instance),
+            pending[0].id
+        )
     );
 }
 

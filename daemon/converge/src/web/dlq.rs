@@ -191,7 +191,10 @@ pub(crate) async fn change_dead_letter(
         }
         DeadLetterOutcome::Dropped => {
             state.metrics.dead_letter_dropped(id, &request.by);
-            Ok((StatusCode::OK, changed(ChangedStatus::Dropped, key().await?)))
+            Ok((
+                StatusCode::OK,
+                changed(ChangedStatus::Dropped, key().await?),
+            ))
         }
         DeadLetterOutcome::NotDeadLetter { status } => Err(ApiError::new(
             StatusCode::CONFLICT,
