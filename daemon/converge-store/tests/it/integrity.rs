@@ -62,6 +62,18 @@ fn a_wal_damaged_in_the_middle_is_refused_naming_the_frame_and_the_way_out() {
     let len = std::fs::metadata(wal(&copy)).unwrap().len() as usize;
     flip(&wal(&copy), len / 2, 64);
 
+    // What SQLite alone makes of it (on a scratch copy): no error, and the
+    // commits after the damage are gone.
+    let scratch = tempfile::tempdir().unwrap();
+    let plain = scratch.path().join("plain.db");
+    std::fs::copy(&copy, &plain).unwrap();
+    std::fs::copy(wal(&copy), wal(&plain)).unwrap();
+    let seen: i64 = rusqlite::Connection::open(&plain)
+        .unwrap()
+        .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert!(seen < 40, "SQLite saw {seen} of 40 events");
+
     let refused = open(&copy).err().expect("a damaged WAL must be refused");
     assert!(matches!(refused, StoreError::Damaged { .. }), "{refused:?}");
     let message = refused.to_string();
