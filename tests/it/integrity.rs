@@ -193,3 +193,22 @@ async fn a_database_restored_from_a_backup_never_reissues_the_originals_keys() {
     }
     drop(daemon);
 }
+
+#[test]
+fn backup_of_a_postgres_database_points_to_pg_dump() {
+    let ws = Workspace::new(&[], "");
+    ws.edit_config(
+        "data_dir = \"data\"",
+        "data_dir = \"data\"\nurl = \"postgres://converge@localhost/converge\"",
+    );
+    let backup = ws.dir.path().join("backup.db");
+    let out = ws.converge(&["backup", backup.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert!(
+        stderr.contains("converge verify --new-instance"),
+        "{stderr}"
+    );
+    assert!(!backup.exists());
+}
