@@ -17,6 +17,7 @@ mod gates;
 mod hooks;
 mod hostile;
 mod intake;
+mod integrity;
 mod logs;
 mod pipeline;
 mod postgres;

@@ -679,6 +679,29 @@ impl Sink {
     }
 }
 
+/// Whether `key` is the idempotency key of action `id` of a database:
+/// `converge-<instance, 16 hex digits>-action-<id>`.
+pub fn is_action_key(key: &str, id: i64) -> bool {
+    key.strip_prefix("converge-")
+        .and_then(|rest| rest.split_once("-action-"))
+        .is_some_and(|(instance, action)| {
+            instance.len() == 16
+                && instance.bytes().all(|b| b.is_ascii_hexdigit())
+                && action == id.to_string()
+        })
+}
+
+/// Whether `key` is the idempotency key of a send released from the
+/// `send.requested` event at journal `seq`:
+/// `converge-<instance>-send-<seq>-<hash>`.
+pub fn is_send_key(key: &str, seq: i64) -> bool {
+    key.strip_prefix("converge-")
+        .and_then(|rest| rest.split_once("-send-"))
+        .is_some_and(|(instance, send)| {
+            instance.len() == 16 && send.starts_with(&format!("{seq}-"))
+        })
+}
+
 /// A CloudEvent with the given id, type, subject and data.
 pub fn event(id: &str, ty: &str, subject: &str, data: Value) -> Value {
     serde_json::json!({

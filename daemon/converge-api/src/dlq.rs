@@ -158,7 +158,7 @@ mod tests {
             external_id: None,
             next_attempt_at: None,
             finished_at: Some(time("2026-11-20T09:00:01.500Z")),
-            idempotency_key: "converge-action-4".into(),
+            idempotency_key: "converge-5f1c0a9e2b7d4e31-action-4".into(),
             event_seq: 2,
             event_id: "p-1".into(),
             event_source: "test".into(),
@@ -199,7 +199,7 @@ mod tests {
             "external_id": null,
             "next_attempt_at": null,
             "finished_at": "2026-11-20T09:00:01.500Z",
-            "idempotency_key": "converge-action-4",
+            "idempotency_key": "converge-5f1c0a9e2b7d4e31-action-4",
             "event_seq": 2,
             "event_id": "p-1",
             "event_source": "test",
@@ -270,17 +270,17 @@ mod tests {
             &DeadLetterChanged {
                 id: 4,
                 status: ChangedStatus::Pending,
-                idempotency_key: "converge-action-4".into(),
+                idempotency_key: "converge-5f1c0a9e2b7d4e31-action-4".into(),
             },
-            json!({"id": 4, "status": "pending", "idempotency_key": "converge-action-4"}),
+            json!({"id": 4, "status": "pending", "idempotency_key": "converge-5f1c0a9e2b7d4e31-action-4"}),
         );
         assert_wire(
             &DeadLetterChanged {
                 id: 4,
                 status: ChangedStatus::Dropped,
-                idempotency_key: "converge-send-3-email".into(),
+                idempotency_key: "converge-5f1c0a9e2b7d4e31-send-3-9a0e4b6c1d2f3a47".into(),
             },
-            json!({"id": 4, "status": "dropped", "idempotency_key": "converge-send-3-email"}),
+            json!({"id": 4, "status": "dropped", "idempotency_key": "converge-5f1c0a9e2b7d4e31-send-3-9a0e4b6c1d2f3a47"}),
         );
     }
 

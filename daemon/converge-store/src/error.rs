@@ -71,6 +71,15 @@ pub enum StoreError {
     #[error("this needs a database several daemons share (PostgreSQL)")]
     NotShared,
 
+    /// The database failed a check at start (or `converge verify`): using
+    /// it would lose acknowledged work or repeat idempotency keys.
+    #[error("the database {path} is damaged: {problem}. To go on: {way_out}")]
+    Damaged {
+        path: PathBuf,
+        problem: String,
+        way_out: String,
+    },
+
     /// Its message carries the server's own (`as_db_error`: code,
     /// message, detail), which the client error's `Display` leaves out, and
     /// the client error's cause; so it is not given as a `source` too,

@@ -72,6 +72,7 @@ pub use records::{
     LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction,
     ProcessedEvent, RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, SampleGroup,
     SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord, WriteBatch, WriteResult,
+    idempotency_key, instance_hex,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of
@@ -115,6 +116,20 @@ pub enum Durability {
     /// committed batch survives `kill -9` and process crashes, but the last
     /// batches can be lost if the OS crashes or the power fails.
     Normal,
+}
+
+/// What the writer checks of an existing SQLite database before using it
+/// (`storage.check_on_start`). The WAL is checked either way: that read is
+/// as small as the WAL, and it is what keeps acknowledged commits from
+/// being dropped without a word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartCheck {
+    /// `PRAGMA quick_check` (every page's structure, not the indexes'
+    /// agreement with their tables) and the checks that the tables agree.
+    #[default]
+    Quick,
+    /// Only the WAL.
+    Off,
 }
 
 /// Where the database is.
@@ -197,12 +212,19 @@ impl Store {
     }
 
     /// Opens the database for writing, creating it if needed, and migrates
-    /// the schema to the current version.
+    /// the schema to the current version. An existing SQLite database must
+    /// pass the start checks ([`StartCheck::Quick`]): a damaged one is
+    /// [`StoreError::Damaged`].
     pub fn open(location: &Location) -> Result<Store, StoreError> {
+        Store::open_checked(location, StartCheck::Quick)
+    }
+
+    /// [`Store::open`] with the start checks `check` (SQLite).
+    pub fn open_checked(location: &Location, check: StartCheck) -> Result<Store, StoreError> {
         Ok(match location {
-            Location::Sqlite { path, durability } => {
-                Store::new(Box::new(sqlite::SqliteStore::open(path, *durability)?))
-            }
+            Location::Sqlite { path, durability } => Store::new(Box::new(
+                sqlite::SqliteStore::open(path, *durability, check)?,
+            )),
             Location::Postgres { url, password } => Store::new(Box::new(
                 postgres::PostgresStore::open(url, password.as_deref())?,
             )),
@@ -224,6 +246,32 @@ impl Store {
             )),
         })
     }
+}
+
+/// One check of a database's integrity, as `converge verify` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    /// What is wrong; `None` when the check passed.
+    pub problem: Option<String>,
+}
+
+/// `converge verify`: every check of the database at `location`, without
+/// changing it. SQLite: its WAL, `PRAGMA integrity_check` and that the
+/// tables agree; PostgreSQL (which checks its own pages) that the tables
+/// agree.
+pub fn verify(location: &Location) -> Result<Vec<Check>, StoreError> {
+    match location {
+        Location::Sqlite { path, .. } => sqlite::verify(path),
+        Location::Postgres { .. } => Store::open_reader(location)?.coherence(),
+    }
+}
+
+/// `converge backup`: copies the live SQLite database at `database` to the
+/// new file `to`, while the daemon may be writing it, and gives the copy a
+/// new instance id (returned). See [`idempotency_key`].
+pub fn backup(database: &std::path::Path, to: &std::path::Path) -> Result<i64, StoreError> {
+    sqlite::backup(database, to)
 }
 
 impl Deref for Store {
@@ -270,6 +318,23 @@ pub trait Backend: Send {
         samples: &[(i64, Vec<Sample>)],
         entities: &[EntityState],
     ) -> Result<(), StoreError>;
+
+    // ---- the database ----
+
+    /// The database's instance id: random, given when it was created (or
+    /// migrated to a version with one), new in a backup's copy. Every
+    /// action records the one it was created under ([`idempotency_key`]).
+    fn instance(&self) -> Result<i64, StoreError>;
+
+    /// Gives the database a new random instance id and returns it: for a
+    /// database restored from a copy made some other way than `converge
+    /// backup`, so it never reissues the original's idempotency keys.
+    fn new_instance(&mut self) -> Result<i64, StoreError>;
+
+    /// The checks that the tables agree with each other: the processed
+    /// cursor within the journal, every action's decision and event there,
+    /// no id handed out again, an instance id.
+    fn coherence(&self) -> Result<Vec<Check>, StoreError>;
 
     // ---- the journal ----
 

@@ -410,6 +410,9 @@ pub struct PendingAction {
     /// The fencing token of this daemon's lease on the action (shared
     /// databases), to pass back with its outcome.
     pub lease_token: Option<i64>,
+    /// The database instance it was created under; `None` for actions
+    /// recorded before databases had one. Part of its idempotency key.
+    pub instance: Option<i64>,
 }
 
 /// Everything the store knows about one event: for `converge explain`.
@@ -466,6 +469,10 @@ pub struct ActionRecord {
     /// send); the daemon shows whichever the plugin sends.
     #[serde(skip)]
     pub payload_key: Option<String>,
+    /// The database instance it was created under (see
+    /// [`PendingAction::instance`]).
+    #[serde(skip)]
+    pub instance: Option<i64>,
     /// Its failed attempts, dead-lettering, retries and drops, oldest first;
     /// omitted when empty (an action that succeeded at once).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -656,6 +663,7 @@ impl PendingAction {
         event_seq: i64,
         decision_id: i64,
         action: &NewAction,
+        instance: i64,
         lease_token: Option<i64>,
     ) -> PendingAction {
         PendingAction {
@@ -668,8 +676,41 @@ impl PendingAction {
             attempts: 0,
             next_attempt_at_ms: None,
             lease_token,
+            instance: Some(instance),
         }
     }
+}
+
+impl ActionRecord {
+    /// The idempotency key its plugin sends ([`idempotency_key`]).
+    pub fn idempotency_key(&self) -> String {
+        idempotency_key(self.id, self.instance, self.payload_key.as_deref())
+    }
+}
+
+/// The idempotency key an action's plugin sends, the same on every attempt:
+/// `converge-<instance>-action-<id>`, or for a released send, whose payload
+/// names a key of its own (`converge-send-...`), that key with the instance
+/// after `converge-`. The instance (16 hex digits) keeps the keys of a
+/// database restored from a backup apart from those the original issued
+/// after the backup, even where ids repeat. An action recorded before
+/// databases had an instance (`None`) keeps the key it always had, so a
+/// retry of it stays a duplicate to its receiver.
+pub fn idempotency_key(action_id: i64, instance: Option<i64>, payload_key: Option<&str>) -> String {
+    match (instance, payload_key) {
+        (None, Some(key)) => key.to_string(),
+        (None, None) => format!("converge-action-{action_id}"),
+        (Some(instance), Some(key)) => {
+            let rest = key.strip_prefix("converge-").unwrap_or(key);
+            format!("converge-{}-{rest}", instance_hex(instance))
+        }
+        (Some(instance), None) => format!("converge-{}-action-{action_id}", instance_hex(instance)),
+    }
+}
+
+/// An instance id as keys and reports show it: its 64 bits in hex.
+pub fn instance_hex(instance: i64) -> String {
+    format!("{:016x}", instance as u64)
 }
 
 /// An open span an entity's `flow` records, which the store indexes.

@@ -17,7 +17,7 @@ use crate::hooks::{Decode, HookConfig, RawHook};
 use crate::schedules::Schedule;
 use converge_plugin_host::{Credential, Grants, PluginLimits};
 use converge_rules::RuleLimits;
-use converge_store::Durability;
+use converge_store::{Durability, StartCheck};
 
 use crate::logging::{LogFormat, LogSettings};
 use crate::plain_json::{JsonMapping, Template};
@@ -238,6 +238,7 @@ mod raw {
         pub password_env: String,
         pub lease_ttl: String,
         pub entity_cache_entries: u64,
+        pub check_on_start: String,
     }
 
     impl Default for Storage {
@@ -251,6 +252,7 @@ mod raw {
                 password_env: "CONVERGE_DATABASE_PASSWORD".into(),
                 lease_ttl: "15s".into(),
                 entity_cache_entries: 100_000,
+                check_on_start: "quick".into(),
             }
         }
     }
@@ -462,6 +464,9 @@ pub struct Storage {
     /// Entity states the processor keeps in memory, least recently used
     /// out first: what bounds its memory over many entities.
     pub entity_cache_entries: usize,
+    /// What the daemon checks of an existing SQLite database before using
+    /// it (the WAL always).
+    pub check_on_start: StartCheck,
 }
 
 #[derive(Debug, Clone)]
@@ -874,9 +879,21 @@ impl Validator {
             Some(url) => self.postgres(url, &raw.password_env, env),
         };
         let lease_ttl = self.duration("storage.lease_ttl", &raw.lease_ttl, Duration::from_secs(1));
+        let check_on_start = match raw.check_on_start.as_str() {
+            "quick" => StartCheck::Quick,
+            "off" => StartCheck::Off,
+            other => {
+                self.error(
+                    "storage.check_on_start",
+                    format!("`{other}` is not one of \"quick\", \"off\""),
+                );
+                StartCheck::Quick
+            }
+        };
         Storage {
             location,
             lease_ttl,
+            check_on_start,
             plugin_cache_dir: raw
                 .plugin_cache_dir
                 .as_ref()

@@ -212,7 +212,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let (store, cursor, head, gates, timers_pending, dead_letters, manual_clock) =
         tokio::task::block_in_place(|| {
-            let store = Store::open(database)
+            let store = Store::open_checked(database, config.storage.check_on_start)
                 .with_context(|| format!("cannot open the database {database}"))?;
             // Held sends are written with the processed cursor, so these are the
             // ones held as of `cursor`: where the processor starts. (Sharing the

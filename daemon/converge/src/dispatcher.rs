@@ -417,9 +417,7 @@ async fn attempt(
         tracing::Span::current().record("event_id", event_id);
     }
     let input = ActionInput {
-        id: payload
-            .idempotency_key
-            .map_or_else(|| idempotency_key(action.id), str::to_string),
+        id: converge_store::idempotency_key(action.id, action.instance, payload.idempotency_key),
         kind: payload.kind.to_string(),
         rule: payload.rule.to_string(),
         decision_json: payload.decision.get().to_string(),
@@ -427,21 +425,6 @@ async fn attempt(
         entity_json: payload.entity.get().to_string(),
     };
     plugin.execute(input, &route.config_json).await
-}
-
-/// What a plugin sends receivers to drop duplicates: the same on every
-/// attempt of an action, across restarts and retries from the dead letters.
-pub fn idempotency_key(action_id: i64) -> String {
-    format!("converge-action-{action_id}")
-}
-
-/// The idempotency key an action's plugin sends, as the store recorded the
-/// action: the one its payload names (a released send's), else its own.
-pub fn action_key(action: &converge_store::ActionRecord) -> String {
-    action
-        .payload_key
-        .clone()
-        .unwrap_or_else(|| idempotency_key(action.id))
 }
 
 /// Exponential backoff with jitter from the configured bounds; a plugin's

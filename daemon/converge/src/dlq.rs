@@ -258,7 +258,7 @@ pub fn action_view(detail: &converge_store::ActionDetail) -> ActionView {
         external_id: a.external_id.clone(),
         next_attempt_at: a.next_attempt_at_ms.map(stored_time),
         finished_at: a.finished_at_ms.map(stored_time),
-        idempotency_key: crate::dispatcher::action_key(a),
+        idempotency_key: a.idempotency_key(),
         event_seq: detail.event_seq,
         event_id: detail.event_id.clone(),
         event_source: detail.event_source.clone(),

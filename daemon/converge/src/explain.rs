@@ -524,6 +524,7 @@ mod tests {
                             next_attempt_at_ms: None,
                             finished_at_ms: Some(ms + 1500),
                             payload_key: None,
+                            instance: None,
                             history: vec![],
                         },
                         ActionRecord {
@@ -537,6 +538,7 @@ mod tests {
                             next_attempt_at_ms: None,
                             finished_at_ms: Some(ms + 3000),
                             payload_key: None,
+                            instance: None,
                             history: vec![
                                 ActionHistoryRecord {
                                     at_ms: ms + 2000,

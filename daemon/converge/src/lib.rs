@@ -5,6 +5,7 @@
 //! library exists so that `config` can be driven by fuzz targets and tools.
 
 mod admin_client;
+mod backup;
 mod clock;
 mod cluster;
 pub mod config;
@@ -99,6 +100,12 @@ enum Command {
     /// Dead letters: actions that failed for good. `list`, `show <id>`,
     /// and `retry <id>` / `drop <id>` with who and why (admin token).
     Dlq(dlq::DlqArgs),
+    /// Copy the live SQLite database to a new file (the daemon may be
+    /// running), as a new instance: what to restore a damaged database from.
+    Backup(backup::BackupArgs),
+    /// Check the database without changing it (its WAL, every page, that
+    /// its tables agree); exits 1 if it is damaged.
+    Verify(backup::VerifyArgs),
     /// A local HTTP server that prints every request it receives: a stand-in
     /// for Slack or any webhook receiver while trying converge out.
     Sink {
@@ -150,6 +157,8 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => return replay::run(args),
         Command::Report(args) => return report::run(&args),
         Command::Export(args) => return report::export(&args),
+        Command::Backup(args) => return backup::backup(&args),
+        Command::Verify(args) => return backup::verify(&args),
         Command::Rules { command } => return rules_cli::run(command),
         command => command,
     };
@@ -207,6 +216,8 @@ pub fn main() -> ExitCode {
             | Command::Replay(_)
             | Command::Report(_)
             | Command::Export(_)
+            | Command::Backup(_)
+            | Command::Verify(_)
             | Command::Rules { .. } => {
                 unreachable!("run before the runtime starts")
             }

@@ -23,7 +23,7 @@ macro_rules! held_send_columns {
 macro_rules! pending_action_columns {
     () => {
         "id, event_seq, decision_id, route, plugin, payload, attempts, next_attempt_at_ms, \
-         lease_token"
+         lease_token, instance"
     };
 }
 
@@ -31,7 +31,8 @@ macro_rules! pending_action_columns {
 macro_rules! action_columns {
     () => {
         "a.id, a.route, a.plugin, a.status, a.attempts, a.detail, a.external_id, \
-         a.next_attempt_at_ms, a.finished_at_ms, (a.payload::jsonb ->> 'idempotency_key')"
+         a.next_attempt_at_ms, a.finished_at_ms, (a.payload::jsonb ->> 'idempotency_key'), \
+         a.instance"
     };
 }
 

@@ -14,11 +14,80 @@ use crate::records::{
     RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{
-    Backend, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery, StoreError, WriteBatch,
-    WriteResult, group_durations, merge_rule_activity, order_groups,
+    Backend, Check, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery, StoreError,
+    WriteBatch, WriteResult, group_durations, merge_rule_activity, order_groups,
 };
 
 impl Backend for PostgresStore {
+    fn instance(&self) -> Result<i64, StoreError> {
+        self.run(|s| s.value("SELECT id FROM instance", &[]))
+    }
+
+    fn new_instance(&mut self) -> Result<i64, StoreError> {
+        self.run(|s| {
+            s.value(
+                "UPDATE instance
+                 SET id = ('x' || substr(md5(gen_random_uuid()::text), 1, 16))::bit(64)::bigint
+                 RETURNING id",
+                &[],
+            )
+        })
+    }
+
+    /// Foreign keys keep every action's decision and event, and the
+    /// processed cursor is computed from the journal, so what is left to
+    /// check is that each identity sequence is past its table's ids (a
+    /// restore that loaded rows but not the sequences would hand them out
+    /// again) and the instance id.
+    fn coherence(&self) -> Result<Vec<Check>, StoreError> {
+        self.run(|s| {
+            let mut past = Vec::new();
+            for (table, sql) in [
+                (
+                    "events",
+                    "SELECT coalesce((SELECT max(seq) FROM events), 0),
+                            (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+                             FROM events_seq_seq)",
+                ),
+                (
+                    "decisions",
+                    "SELECT coalesce((SELECT max(id) FROM decisions), 0),
+                            (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+                             FROM decisions_id_seq)",
+                ),
+                (
+                    "actions",
+                    "SELECT coalesce((SELECT max(id) FROM actions), 0),
+                            (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+                             FROM actions_id_seq)",
+                ),
+            ] {
+                let row = s.query_one(sql, &[])?;
+                let (last, handed_out): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                if handed_out < last {
+                    past.push(format!(
+                        "{table} hold id {last}, but its sequence is at {handed_out}: new \
+                         {table} would take ids {} to {last} again",
+                        handed_out + 1
+                    ));
+                }
+            }
+            let instances: i64 = s.value("SELECT count(*) FROM instance", &[])?;
+            Ok(vec![
+                Check {
+                    name: "id sequences",
+                    problem: (!past.is_empty()).then(|| past.join("; ")),
+                },
+                Check {
+                    name: "instance id",
+                    problem: (instances != 1).then(|| {
+                        "the database has no instance id: idempotency keys would repeat".into()
+                    }),
+                },
+            ])
+        })
+    }
+
     fn write(&mut self, batch: &WriteBatch) -> Result<WriteResult, StoreError> {
         super::write::write(self, batch)
     }
@@ -721,6 +790,7 @@ pub(super) fn pending_action(row: &Row) -> Result<PendingAction, postgres::Error
         attempts: attempts(row.try_get(6)?),
         next_attempt_at_ms: row.try_get(7)?,
         lease_token: row.try_get(8)?,
+        instance: row.try_get(9)?,
     })
 }
 
@@ -736,6 +806,7 @@ fn action_record(row: &Row) -> Result<ActionRecord, postgres::Error> {
         next_attempt_at_ms: row.try_get(7)?,
         finished_at_ms: row.try_get(8)?,
         payload_key: row.try_get(9)?,
+        instance: row.try_get(10)?,
         history: Vec::new(),
     })
 }
@@ -743,14 +814,14 @@ fn action_record(row: &Row) -> Result<ActionRecord, postgres::Error> {
 fn action_detail(row: &Row) -> Result<ActionDetail, postgres::Error> {
     Ok(ActionDetail {
         action: action_record(row)?,
-        event_seq: row.try_get(10)?,
-        event_id: row.try_get(11)?,
-        event_source: row.try_get(12)?,
-        event_type: row.try_get(13)?,
-        subject: row.try_get(14)?,
-        decision_id: row.try_get(15)?,
-        decision_kind: row.try_get(16)?,
-        rule: row.try_get(17)?,
+        event_seq: row.try_get(11)?,
+        event_id: row.try_get(12)?,
+        event_source: row.try_get(13)?,
+        event_type: row.try_get(14)?,
+        subject: row.try_get(15)?,
+        decision_id: row.try_get(16)?,
+        decision_kind: row.try_get(17)?,
+        rule: row.try_get(18)?,
     })
 }
 

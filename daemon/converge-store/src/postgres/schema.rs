@@ -247,6 +247,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD CONSTRAINT events_identity UNIQUE (id, source, hook);
     ALTER TABLE events DROP CONSTRAINT events_id_source_key;
     "#,
+    // 5: the database's instance: a random id that idempotency keys carry,
+    // so a database restored from a dump (given a new one by `converge
+    // verify --new-instance`) never reissues a key the original issued.
+    // Each action keeps the instance it was created under; the ones from
+    // before have none and keep their old keys.
+    r#"
+    CREATE TABLE instance (
+        id  bigint NOT NULL,
+        one boolean PRIMARY KEY DEFAULT true CHECK (one)
+    );
+    INSERT INTO instance (id)
+        VALUES (('x' || substr(md5(gen_random_uuid()::text), 1, 16))::bit(64)::bigint);
+    ALTER TABLE actions ADD COLUMN instance bigint;
+    "#,
 ];
 
 /// The schema version this build reads and writes.

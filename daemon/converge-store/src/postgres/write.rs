@@ -443,16 +443,18 @@ fn insert_decisions<C: GenericClient>(
              ORDER BY n
          ), inserted_actions AS (
              INSERT INTO actions (id, decision_id, event_seq, route, plugin, payload,
-                                  created_at_ms, lease_holder, lease_token, lease_until_ms)
+                                  created_at_ms, lease_holder, lease_token, lease_until_ms,
+                                  instance)
              OVERRIDING SYSTEM VALUE
              SELECT i.id, di.id, d.event_seq, a.route, a.plugin, a.payload, d.created_at_ms,
-                    $12, $13, $14
+                    $12, $13, $14, (SELECT id FROM instance)
              FROM a JOIN a_ids i USING (n)
              JOIN d ON d.n = a.decision
              JOIN d_ids di ON di.n = a.decision
              ORDER BY a.n
          )
-         SELECT array(SELECT id FROM d_ids ORDER BY n), array(SELECT id FROM a_ids ORDER BY n)",
+         SELECT array(SELECT id FROM d_ids ORDER BY n), array(SELECT id FROM a_ids ORDER BY n),
+                (SELECT id FROM instance)",
         &[
             &event_seqs,
             &rules,
@@ -472,6 +474,7 @@ fn insert_decisions<C: GenericClient>(
     )?;
     let decision_ids: Vec<i64> = row.try_get(0)?;
     let mut action_ids = row.try_get::<_, Vec<i64>>(1)?.into_iter();
+    let instance: i64 = row.try_get(2)?;
     let mut created = Vec::with_capacity(actions.len());
     for ((processed, new), decision_id) in decisions.iter().zip(decision_ids) {
         for (action, id) in new.actions.iter().zip(action_ids.by_ref()) {
@@ -480,6 +483,7 @@ fn insert_decisions<C: GenericClient>(
                 processed.seq,
                 decision_id,
                 action,
+                instance,
                 lease.map(|l| l.token),
             ));
         }

@@ -10,22 +10,31 @@
 //!   a commit survives the process being killed, but the last commits can be
 //!   lost when the machine goes down. The database never corrupts in either.
 //!
+//! # Integrity
+//! Before the writer uses an existing database it checks its WAL, runs
+//! `PRAGMA quick_check` and checks that the tables agree with each other
+//! (`integrity`); a damaged database is refused with what is wrong and
+//! the way out. [`backup`] copies a live database for restoring one.
+//!
 //! # Connections
 //! One writer (migrates the schema, owns every write) and any number of
 //! read-only readers on other threads. Two daemons cannot share one SQLite
 //! file: the cluster operations answer [`StoreError::NotShared`].
 
+pub(crate) mod integrity;
 mod read;
 pub(crate) mod schema;
 mod sources;
 mod write;
 
+use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::{Durability, StoreError};
+use crate::{Check, Durability, StartCheck, StoreError};
 
 /// How long a connection waits for another one's lock before giving up with
 /// [`StoreError::Busy`].
@@ -58,7 +67,23 @@ impl SqliteStore {
     ///
     /// Sets WAL mode, `synchronous` per `durability`, a 5 s busy timeout and
     /// foreign keys on. Open exactly one writer per database.
-    pub(crate) fn open(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+    ///
+    /// An existing database must pass the start checks (`integrity`) that
+    /// `check` asks for: a damaged one is [`StoreError::Damaged`], and
+    /// nothing in it was changed.
+    pub(crate) fn open(
+        path: &Path,
+        durability: Durability,
+        check: StartCheck,
+    ) -> Result<SqliteStore, StoreError> {
+        let existed = path.is_file();
+        let check = existed && check == StartCheck::Quick;
+        let started = std::time::Instant::now();
+        // Before any connection: opening would replay the WAL up to the
+        // damage, and the first checkpoint would then erase the rest.
+        if existed {
+            integrity::refuse_damaged_wal(path)?;
+        }
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
                 path: dir.to_path_buf(),
@@ -87,8 +112,18 @@ impl SqliteStore {
         // Checkpoints truncate the WAL back to this size, so one burst does not
         // leave a huge file behind.
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+        if check {
+            integrity::refuse_damaged_pages(path, &conn)?;
+        }
         let mut store = SqliteStore { conn };
         schema::migrate(&mut store.conn)?;
+        if check {
+            integrity::refuse_incoherent(path, &store.conn)?;
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "the database passed its start checks (WAL, quick_check, tables)"
+            );
+        }
         Ok(store)
     }
 
@@ -110,6 +145,93 @@ impl SqliteStore {
         schema::check_current(&conn)?;
         Ok(SqliteStore { conn })
     }
+}
+
+/// `converge verify`: every check, on a read-only connection; changes nothing.
+/// A database too damaged to read is reported as such, after its WAL.
+pub(crate) fn verify(path: &Path) -> Result<Vec<Check>, StoreError> {
+    if !path.is_file() {
+        return Err(StoreError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut checks = vec![integrity::wal_check(path)?];
+    let unreadable = |name, e| Check {
+        name,
+        problem: Some(format!("the database cannot be read: {e}")),
+    };
+    let store = match SqliteStore::open_reader(path) {
+        Ok(store) => store,
+        Err(StoreError::Sqlite(e)) => {
+            checks.push(unreadable("integrity_check", e));
+            return Ok(checks);
+        }
+        Err(e) => return Err(e),
+    };
+    checks.push(Check {
+        name: "integrity_check",
+        problem: integrity::page_check(&store.conn, true)?,
+    });
+    match integrity::coherence(&store.conn) {
+        Ok(coherence) => checks.extend(coherence),
+        Err(StoreError::Sqlite(e)) => checks.push(unreadable("coherence", e)),
+        Err(e) => return Err(e),
+    }
+    Ok(checks)
+}
+
+/// Copies the database at `path` to a new file `to` with SQLite's online
+/// backup API, on a read-only connection of its own, so the daemon can go
+/// on writing. Then gives the copy a new instance id, so that once
+/// restored it never issues the idempotency keys the original issues after
+/// the backup (actions keep the instance they were created under), and
+/// syncs it. Returns the copy's instance id.
+pub(crate) fn backup(path: &Path, to: &Path) -> Result<i64, StoreError> {
+    let source = SqliteStore::open_reader(path)?;
+    if to.exists() {
+        return Err(StoreError::Io {
+            path: to.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a backup does not overwrite an existing file",
+            ),
+        });
+    }
+    let mut copy = Connection::open(to)?;
+    {
+        let backup = Backup::new(&source.conn, &mut copy)?;
+        // All pages in one step: one read transaction, one snapshot. Copied
+        // a few pages at a time, every commit of the daemon in between would
+        // start the copy over.
+        loop {
+            match backup.step(-1)? {
+                StepResult::Done => break,
+                // Busy or locked by another connection: try again.
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    let instance: i64 = copy.query_row(
+        "UPDATE meta SET value = random() WHERE key = ?1 RETURNING value",
+        [schema::INSTANCE],
+        |row| row.get(0),
+    )?;
+    // Closing the last connection checkpoints the copy's WAL into it and
+    // removes the WAL: the copy is one file.
+    copy.close().map_err(|(_, e)| e)?;
+    let sync = |file: &Path| {
+        File::open(file)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| StoreError::Io {
+                path: file.to_path_buf(),
+                source,
+            })
+    };
+    sync(to)?;
+    if let Some(dir) = to.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        sync(dir)?;
+    }
+    Ok(instance)
 }
 
 /// Settings every connection needs, writer or reader.

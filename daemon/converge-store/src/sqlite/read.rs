@@ -5,15 +5,15 @@ use converge_model::{CatchUp, Decision, EntityKey, EntityState, MetricShape};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
-use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
+use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CURSOR};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
     RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, TimerRecord, parse_catch_up,
 };
 use crate::{
-    Backend, LeaseRecord, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch, WriteResult,
-    merge_rule_activity, order_groups,
+    Backend, Check, LeaseRecord, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch,
+    WriteResult, merge_rule_activity, order_groups,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -47,6 +47,22 @@ fn sql_limit(limit: usize) -> i64 {
 }
 
 impl Backend for SqliteStore {
+    fn instance(&self) -> Result<i64, StoreError> {
+        self.meta(INSTANCE)
+    }
+
+    fn new_instance(&mut self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "UPDATE meta SET value = random() WHERE key = ?1 RETURNING value",
+            [INSTANCE],
+            |row| row.get(0),
+        )?)
+    }
+
+    fn coherence(&self) -> Result<Vec<Check>, StoreError> {
+        super::integrity::coherence(&self.conn)
+    }
+
     fn processed_cursor(&self) -> Result<i64, StoreError> {
         self.meta(PROCESSED_CURSOR)
     }
@@ -135,7 +151,7 @@ impl Backend for SqliteStore {
     ) -> Result<Vec<PendingAction>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, event_seq, decision_id, route, plugin, payload, attempts,
-                    next_attempt_at_ms
+                    next_attempt_at_ms, instance
              FROM actions INDEXED BY actions_pending
              WHERE status = 'pending' AND id > ?1
              ORDER BY id LIMIT ?2",
@@ -152,6 +168,7 @@ impl Backend for SqliteStore {
                     payload_json: row.get(5)?,
                     attempts: row.get(6)?,
                     next_attempt_at_ms: row.get(7)?,
+                    instance: row.get(8)?,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -716,7 +733,7 @@ impl SqliteStore {
 
 const ACTION_COLUMNS: &str = "a.id, a.route, a.plugin, a.status, a.attempts, a.detail, \
      a.external_id, a.next_attempt_at_ms, a.finished_at_ms, \
-     json_extract(a.payload, '$.idempotency_key')";
+     json_extract(a.payload, '$.idempotency_key'), a.instance";
 
 fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
     Ok(ActionRecord {
@@ -730,6 +747,7 @@ fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
         next_attempt_at_ms: row.get(7)?,
         finished_at_ms: row.get(8)?,
         payload_key: row.get(9)?,
+        instance: row.get(10)?,
         history: Vec::new(),
     })
 }
@@ -741,14 +759,14 @@ const ACTION_ORIGIN_COLUMNS: &str =
 fn action_detail_row(row: &Row<'_>) -> rusqlite::Result<ActionDetail> {
     Ok(ActionDetail {
         action: action_row(row)?,
-        event_seq: row.get(10)?,
-        event_id: row.get(11)?,
-        event_source: row.get(12)?,
-        event_type: row.get(13)?,
-        subject: row.get(14)?,
-        decision_id: row.get(15)?,
-        decision_kind: row.get(16)?,
-        rule: row.get(17)?,
+        event_seq: row.get(11)?,
+        event_id: row.get(12)?,
+        event_source: row.get(13)?,
+        event_type: row.get(14)?,
+        subject: row.get(15)?,
+        decision_id: row.get(16)?,
+        decision_kind: row.get(17)?,
+        rule: row.get(18)?,
     })
 }
 
@@ -883,7 +901,12 @@ mod tests {
     #[test]
     fn the_activity_reads_walk_keys_and_indexes_without_sorting() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("c.db"), Durability::Normal).unwrap();
+        let store = SqliteStore::open(
+            &dir.path().join("c.db"),
+            Durability::Normal,
+            Default::default(),
+        )
+        .unwrap();
 
         let recent = plan(&store.conn, RECENT_RULE_FAILURES);
         assert!(recent.contains("SCAN f"), "{recent}");

@@ -14,6 +14,8 @@ pub(crate) const ACTIONS_DONE: &str = "actions_done";
 /// Actions that ever went to the dead-letter state (the key was
 /// `actions_failed` before version 7).
 pub(crate) const ACTIONS_DEAD_LETTERED: &str = "actions_dead_lettered";
+/// The database's random instance id, part of every idempotency key.
+pub(crate) const INSTANCE: &str = "instance";
 
 const MIGRATIONS: &[&str] = &[
     // 1: journal, entities, decisions, outbox.
@@ -301,6 +303,15 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE events;
     ALTER TABLE events_v10 RENAME TO events;
     CREATE INDEX events_by_subject ON events (subject, seq);
+    ",
+    // 11: the database's instance: a random id (SQLite's `random()` is
+    // seeded from the OS) that idempotency keys carry, so a database
+    // restored from a backup (which gets a new one) never reissues a key the
+    // original issued. Each action keeps the instance it was created under;
+    // the ones from before have none and keep their old keys.
+    "
+    INSERT INTO meta (key, value) VALUES ('instance', random());
+    ALTER TABLE actions ADD COLUMN instance INTEGER;
     ",
 ];
 
@@ -652,5 +663,45 @@ mod tests {
             })
             .unwrap();
         assert_eq!(dangling, 0);
+    }
+
+    /// Actions recorded before version 11 have no instance, and keep the
+    /// idempotency key they always had: a retry of one in flight stays a
+    /// duplicate to its receiver. New ones carry the instance.
+    #[test]
+    fn version_9_upgrades_in_place_to_instances_keeping_old_keys() {
+        use crate::Backend;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converge.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            version_1(&conn);
+            for sql in &MIGRATIONS[1..9] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 9).unwrap();
+        }
+
+        let store =
+            super::super::SqliteStore::open(&path, crate::Durability::Full, Default::default())
+                .unwrap();
+        assert_eq!(version(&store.conn).unwrap(), CURRENT_VERSION);
+        let pending = store.pending_actions(10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].instance, None);
+        let old = store.action(1).unwrap().unwrap().action;
+        assert_eq!(old.idempotency_key(), "converge-action-1");
+        let instance = store.instance().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let other = super::super::SqliteStore::open(
+            &other.path().join("c.db"),
+            crate::Durability::Full,
+            Default::default(),
+        )
+        .unwrap()
+        .instance()
+        .unwrap();
+        assert_ne!(instance, other, "each database draws its own");
     }
 }

@@ -26,7 +26,12 @@ mod tests {
     #[test]
     fn the_last_occurrence_is_the_greatest_id_of_that_name_and_source() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("c.db"), Durability::Normal).unwrap();
+        let mut store = SqliteStore::open(
+            &dir.path().join("c.db"),
+            Durability::Normal,
+            Default::default(),
+        )
+        .unwrap();
         let schedules = "converge/schedules";
         store
             .write(&WriteBatch {
@@ -70,7 +75,12 @@ mod tests {
     #[test]
     fn source_state_keeps_the_last_value_of_a_key() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("c.db"), Durability::Normal).unwrap();
+        let mut store = SqliteStore::open(
+            &dir.path().join("c.db"),
+            Durability::Normal,
+            Default::default(),
+        )
+        .unwrap();
         assert_eq!(store.source_state("poll/jira").unwrap(), None);
         let state = |value: &str, at| SourceState {
             key: "poll/jira".into(),

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, PROCESSED_CURSOR};
+use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CURSOR};
 use crate::StoreError;
 use crate::records::{
     ActionOutcome, Appended, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, FiredTimer,
@@ -202,21 +202,33 @@ fn record_processed(
                 new.shadow
             ])?;
         for action in &new.actions {
-            let id = tx
+            let (id, instance) = tx
                 .prepare_cached(
                     "INSERT INTO actions
-                     (decision_id, event_seq, route, plugin, payload, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     (decision_id, event_seq, route, plugin, payload, created_at_ms, instance)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, (SELECT value FROM meta WHERE key = ?7))
+                     RETURNING id, instance",
                 )?
-                .insert(params![
-                    decision_id,
-                    seq,
-                    action.route,
-                    action.plugin,
-                    action.payload_json,
-                    processed.processed_at_ms
-                ])?;
-            actions.push(PendingAction::created(id, seq, decision_id, action, None));
+                .query_row(
+                    params![
+                        decision_id,
+                        seq,
+                        action.route,
+                        action.plugin,
+                        action.payload_json,
+                        processed.processed_at_ms,
+                        INSTANCE
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?;
+            actions.push(PendingAction::created(
+                id,
+                seq,
+                decision_id,
+                action,
+                instance,
+                None,
+            ));
         }
     }
 
@@ -455,7 +467,7 @@ fn change_dead_letter(
                      SET status = 'pending', attempts = 0, next_attempt_at_ms = NULL,
                          finished_at_ms = NULL
                      WHERE id = ?1
-                     RETURNING id, event_seq, decision_id, route, plugin, payload",
+                     RETURNING id, event_seq, decision_id, route, plugin, payload, instance",
                 )?
                 .query_row(params![change.action_id], |row| {
                     Ok(PendingAction {
@@ -468,6 +480,7 @@ fn change_dead_letter(
                         payload_json: row.get(5)?,
                         attempts: 0,
                         next_attempt_at_ms: None,
+                        instance: row.get(6)?,
                     })
                 })?;
             add_history(

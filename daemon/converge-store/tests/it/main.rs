@@ -15,6 +15,7 @@ mod cluster;
 mod dead_letters;
 mod durability;
 mod gates;
+mod integrity;
 mod outcomes;
 mod processing;
 mod samples;

@@ -15,6 +15,7 @@ fn processing_stores_state_decisions_and_actions_and_advances_the_cursor(db: &Te
         .write(&appends(vec![event("/jira", "T-1"), event("/jira", "T-2")]))
         .unwrap();
     assert_eq!(store.processed_cursor().unwrap(), 0);
+    let instance = store.instance().unwrap();
 
     let result = store
         .write(&WriteBatch {
@@ -35,6 +36,7 @@ fn processing_stores_state_decisions_and_actions_and_advances_the_cursor(db: &Te
                 payload_json: r#"{"route":"slack"}"#.into(),
                 attempts: 0,
                 next_attempt_at_ms: None,
+                instance: Some(instance),
             },
             PendingAction {
                 lease_token: None,
@@ -46,6 +48,7 @@ fn processing_stores_state_decisions_and_actions_and_advances_the_cursor(db: &Te
                 payload_json: r#"{"route":"mail"}"#.into(),
                 attempts: 0,
                 next_attempt_at_ms: None,
+                instance: Some(instance),
             },
         ]
     );

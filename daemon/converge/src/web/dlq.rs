@@ -165,30 +165,36 @@ pub(crate) async fn change_dead_letter(
         })?
         .pop()
         .ok_or_else(|| internal("the journal gave no outcome"))?;
-    // What the plugin sends: a released send's key comes from the send.
+    // What the plugin sends, as the store decides it from the action's row
+    // (its instance, a released send's own key).
     let reader = state.reader.clone();
-    let key = tokio::task::spawn_blocking(move || reader.lock().expect("reader").action(id))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-        .map_or_else(
-            || crate::dispatcher::idempotency_key(id),
-            |detail| crate::dispatcher::action_key(&detail.action),
-        );
-    let changed = |status| DeadLetterChanged {
+    let key = || async move {
+        tokio::task::spawn_blocking(move || reader.lock().expect("reader").action(id))
+            .await
+            .map_err(internal)?
+            .map_err(storage)?
+            .map(|detail| detail.action.idempotency_key())
+            .ok_or_else(|| internal(format!("action {id} was changed, then not found")))
+    };
+    let changed = |status, idempotency_key| DeadLetterChanged {
         id,
         status,
-        idempotency_key: key,
+        idempotency_key,
     };
     match outcome {
         DeadLetterOutcome::Retried(_) => {
             state.metrics.dead_letter_retried(id, &request.by);
-            Ok((StatusCode::ACCEPTED, changed(ChangedStatus::Pending)))
+            Ok((
+                StatusCode::ACCEPTED,
+                changed(ChangedStatus::Pending, key().await?),
+            ))
         }
         DeadLetterOutcome::Dropped => {
             state.metrics.dead_letter_dropped(id, &request.by);
-            Ok((StatusCode::OK, changed(ChangedStatus::Dropped)))
+            Ok((
+                StatusCode::OK,
+                changed(ChangedStatus::Dropped, key().await?),
+            ))
         }
         DeadLetterOutcome::NotDeadLetter { status } => Err(ApiError::new(
             StatusCode::CONFLICT,
