@@ -524,7 +524,7 @@ impl Source {
                 }
                 let where_ = format!("{}:{}", path.display(), number);
                 // A recording of journaled events: it may name their hooks.
-                let event = match Event::from_journal(&line) {
+                let event = match Event::from_journal(line) {
                     Ok(event) => event,
                     Err(e) => return Ok(Next::Skipped(format!("{where_}: {e}"))),
                 };
