@@ -6,25 +6,13 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Daemon, Sink, Workspace, actions_settled, event, is_action_key, plugins_toml,
+    Daemon, Sink, Workspace, actions_settled, event, is_action_key, notify_all_to_sink,
 };
 
 const TOKEN: &str = "dlq-admin-token-0123456789";
 
 fn workspace(sink: &Sink) -> Workspace {
-    let ws = Workspace::new(
-        &[("notify_all", r#"notify("ops", `event ${event.id}`);"#)],
-        &format!(
-            r#"{plugins}
-[[routes]]
-decision = "notify"
-plugin = "webhook-out"
-config = {{ url = "{url}" }}
-"#,
-            plugins = plugins_toml(sink),
-            url = sink.url("/hook"),
-        ),
-    );
+    let ws = notify_all_to_sink(sink);
     ws.listen_on_free_port();
     ws
 }

@@ -9,22 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Daemon, Sink, Workspace, actions_settled, event, plugins_toml};
+use crate::support::{Daemon, Sink, Workspace, actions_settled, event, notify_all_to_sink};
 
 fn workspace(sink: &Sink) -> Workspace {
-    Workspace::new(
-        &[("notify_all", r#"notify("ops", `event ${event.id}`);"#)],
-        &format!(
-            r#"{plugins}
-[[routes]]
-decision = "notify"
-plugin = "webhook-out"
-config = {{ url = "{url}" }}
-"#,
-            plugins = plugins_toml(sink),
-            url = sink.url("/hook"),
-        ),
-    )
+    notify_all_to_sink(sink)
 }
 
 fn database(ws: &Workspace) -> PathBuf {

@@ -230,13 +230,7 @@ async fn entity_states_evicted_from_a_small_cache_are_read_back_whole() {
                     )
                 })
                 .collect();
-            let (status, body) = daemon
-                .post(
-                    "/hooks/test",
-                    "application/cloudevents-batch+json",
-                    serde_json::to_string(&batch).unwrap(),
-                )
-                .await;
+            let (status, body) = daemon.send_batch(&batch).await;
             assert_eq!(status, 202, "{body}");
         }
     }

@@ -634,13 +634,7 @@ async fn digest_scenario(ws: &Workspace, daemon: &Daemon, env: &[(&str, &str)]) 
         task("t4", "task/T-2", json!({"owner": "cy"})),
         crate::support::event("rw-0", "review.weekly", "review/weekly", json!({})),
     ];
-    let (status, body) = daemon
-        .post(
-            "/hooks/test",
-            "application/cloudevents-batch+json",
-            serde_json::to_string(&batch).unwrap(),
-        )
-        .await;
+    let (status, body) = daemon.send_batch(&batch).await;
     assert_eq!(status, 202, "{body}");
     let trail = daemon
         .wait_for_trail("rw-0", |t| !t["processed_at_ms"].is_null())
@@ -653,13 +647,7 @@ async fn digest_scenario(ws: &Workspace, daemon: &Daemon, env: &[(&str, &str)]) 
     set_clock(daemon, "2026-11-30T09:00:00Z").await;
     let review = crate::support::event("rw-1", "review.weekly", "review/weekly", json!({}));
     let later = task("t5", "task/T-1", json!({"stage": "in progress"}));
-    let (status, body) = daemon
-        .post(
-            "/hooks/test",
-            "application/cloudevents-batch+json",
-            serde_json::to_string(&[review, later]).unwrap(),
-        )
-        .await;
+    let (status, body) = daemon.send_batch(&[review, later]).await;
     assert_eq!(status, 202, "{body}");
     let expected = "Review point: 1 blocked, 1 handoffs waiting over 48h\n\
                     ana:\n  blocked 72h: task/T-1 (blocked)\n\

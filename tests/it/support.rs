@@ -195,6 +195,24 @@ files = [{files}]
     }
 }
 
+/// A workspace whose one rule notifies `ops` of every event, through
+/// webhook-out to the sink's `/hook`.
+pub fn notify_all_to_sink(sink: &Sink) -> Workspace {
+    Workspace::new(
+        &[("notify_all", r#"notify("ops", `event ${event.id}`);"#)],
+        &format!(
+            r#"{plugins}
+[[routes]]
+decision = "notify"
+plugin = "webhook-out"
+config = {{ url = "{url}" }}
+"#,
+            plugins = plugins_toml(sink),
+            url = sink.url("/hook"),
+        ),
+    )
+}
+
 /// The plugins (as [`plugins_toml`]) and a `release_send` route posting
 /// each released send to the sink's `/send`.
 pub fn sends_to_sink_toml(sink: &Sink) -> String {
@@ -456,6 +474,16 @@ impl Daemon {
             "/hooks/test",
             "application/cloudevents+json",
             event.to_string(),
+        )
+        .await
+    }
+
+    /// POSTs `events` to the `test` hook as one CloudEvents batch.
+    pub async fn send_batch(&self, events: &[Value]) -> (u16, Value) {
+        self.post(
+            "/hooks/test",
+            "application/cloudevents-batch+json",
+            serde_json::to_string(events).unwrap(),
         )
         .await
     }
