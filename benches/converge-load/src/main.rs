@@ -98,6 +98,13 @@ struct Args {
     /// in turn.
     #[arg(long, default_value_t = 1)]
     daemons: usize,
+    /// Distinct entities the events are about (`task/LOAD-<id mod N>`).
+    /// Set it past `--entity-cache` to measure the cache's bound on memory.
+    #[arg(long, default_value_t = 5_000)]
+    entities: u64,
+    /// storage.entity_cache_entries: entity states kept in memory.
+    #[arg(long, default_value_t = 100_000)]
+    entity_cache: usize,
     /// The converge binary (default: <target dir>/release/converge).
     #[arg(long, global = true)]
     converge: Option<PathBuf>,
@@ -197,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
             timings.clone(),
             refused.clone(),
         );
-        let (batch, events, rate) = (args.batch, args.events, args.rate);
+        let (batch, events, rate, entities) = (args.batch, args.events, args.rate, args.entities);
         workers.push(tokio::spawn(async move {
             let mut ack_latencies = Vec::new();
             loop {
@@ -212,7 +219,7 @@ async fn main() -> anyhow::Result<()> {
                 let ids: Vec<u64> = (request * batch..((request + 1) * batch).min(events))
                     .map(|i| i as u64)
                     .collect();
-                let (content_type, body) = body(&ids);
+                let (content_type, body) = body(&ids, entities);
                 let sent = Instant::now();
                 {
                     let mut t = timings.lock().unwrap();
@@ -333,23 +340,26 @@ fn pct(samples: &mut [Duration], p: f64) -> String {
     format!("{:.2}ms", samples[i].as_secs_f64() * 1000.0)
 }
 
-fn event(id: u64) -> serde_json::Value {
+fn event(id: u64, entities: u64) -> serde_json::Value {
     serde_json::json!({
         "specversion": "1.0",
         "id": format!("load-{id}"),
         "source": "/converge-load",
         "type": "task.handoff",
-        "subject": format!("task/LOAD-{}", id % 5000),
+        "subject": format!("task/LOAD-{}", id % entities.max(1)),
         "datacontenttype": "application/json",
         "data": {"owner": format!("reviewer-{}", id % 50), "stage": "review", "brief": "b", "deadline": "2026-12-01"},
     })
 }
 
-fn body(ids: &[u64]) -> (&'static str, String) {
+fn body(ids: &[u64], entities: u64) -> (&'static str, String) {
     if ids.len() == 1 {
-        ("application/cloudevents+json", event(ids[0]).to_string())
+        (
+            "application/cloudevents+json",
+            event(ids[0], entities).to_string(),
+        )
     } else {
-        let events: Vec<_> = ids.iter().map(|id| event(*id)).collect();
+        let events: Vec<_> = ids.iter().map(|id| event(*id, entities)).collect();
         (
             "application/cloudevents-batch+json",
             serde_json::Value::Array(events).to_string(),
@@ -423,6 +433,7 @@ max_events_in_flight = {max_in_flight}
 
 [storage]
 data_dir = "data"
+entity_cache_entries = {entity_cache}
 {database}plugin_cache_dir = {cache:?}
 
 [rules]
@@ -439,6 +450,7 @@ allow_plain_http = true
 concurrency = 128
 "#,
         max_in_flight = args.max_in_flight,
+        entity_cache = args.entity_cache,
         cache = plugin
             .parent()
             .unwrap_or(root)
