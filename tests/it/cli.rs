@@ -96,3 +96,38 @@ async fn explain_shows_the_decisions_of_an_event() {
     let out = ws.converge(&["explain", "nope"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        // Every command and a command's own flags.
+        for word in ["explain", "report", "backup", "verify", "--entity"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+}
+
+/// Under systemd (`Type=notify`) the daemon says READY=1 once it listens
+/// and STOPPING=1 when it drains on SIGTERM.
+#[test]
+fn the_daemon_tells_systemd_when_it_is_ready_and_when_it_stops() {
+    let ws = Workspace::new(&[], "");
+    let socket_path = ws.dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let daemon = ws.start_with_env(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "READY=1");
+    assert!(daemon.terminate().success());
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "STOPPING=1");
+}

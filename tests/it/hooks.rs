@@ -463,6 +463,22 @@ secret_env = "CONVERGE_TEST_GITHUB_SECRET"
         ]
     );
 
+    // `explain` tells them apart by hook or source.
+    let out = ws.converge(&["explain", "wh-42", "--hook", "github"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("on hook github") && !text.contains("on hook anyone"),
+        "{text}"
+    );
+    let out = ws.converge(&["explain", "wh-42", "--source", "https://elsewhere"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("https://github.com/acme/site (hook anyone)"),
+        "{stderr}"
+    );
+
     // Only converge names an event's hook.
     let mut forged = event("wh-43", "task.updated", "task/T-1", json!({}));
     forged["convergehook"] = json!("github");

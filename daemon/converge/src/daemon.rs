@@ -482,6 +482,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, "converge is ready");
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("converge: listening on http://{address}");
+    // Under systemd (`Type=notify`, docs/deploy.md): ready now. Without
+    // NOTIFY_SOCKET this does nothing.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd that converge is ready");
+    }
 
     let shutdown = CancellationToken::new();
     let server = {
@@ -501,6 +506,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let failed = tokio::select! {
         signal = signals.recv() => {
             tracing::info!(signal, "shutting down");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             false
         }
         () = fatal.cancelled() => {

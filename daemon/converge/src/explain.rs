@@ -35,6 +35,12 @@ pub struct ExplainArgs {
     /// journal order, each with its decisions.
     #[arg(long)]
     entity: Option<String>,
+    /// Only the event from this source, when several sources used the id.
+    #[arg(long, conflicts_with = "entity")]
+    source: Option<String>,
+    /// Only the event that came in on this hook.
+    #[arg(long, conflicts_with = "entity")]
+    hook: Option<String>,
     #[arg(long, short, default_value = "config/converge.toml")]
     config: PathBuf,
     /// Print the trails as JSON (an array), as the store records them.
@@ -61,7 +67,7 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     };
     let result = match (&args.event_id, &args.entity) {
         (_, Some(entity)) => explain_entity(&store, entity, args.json),
-        (Some(id), None) => explain_event(&store, id, args.json),
+        (Some(id), None) => explain_event(&store, id, args),
         (None, None) => Err("give an event id or --entity kind/id".to_string()),
     };
     match result {
@@ -73,14 +79,34 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     }
 }
 
-fn explain_event(store: &Store, id: &str, json: bool) -> Result<(), String> {
-    let trails = store
+fn explain_event(store: &Store, id: &str, args: &ExplainArgs) -> Result<(), String> {
+    let mut trails = store
         .find_event_trail(id)
         .map_err(|e| format!("cannot read the trail of `{id}`: {e}"))?;
     if trails.is_empty() {
         return Err(format!("no event with id `{id}`"));
     }
-    let mut out = Output::new(json);
+    let sources: Vec<String> = trails
+        .iter()
+        .map(|t| match &t.hook {
+            Some(hook) => format!("{} (hook {hook})", t.source),
+            None => t.source.clone(),
+        })
+        .collect();
+    trails.retain(|t| {
+        args.source.as_ref().is_none_or(|s| *s == t.source)
+            && args
+                .hook
+                .as_ref()
+                .is_none_or(|h| Some(h) == t.hook.as_ref())
+    });
+    if trails.is_empty() {
+        return Err(format!(
+            "no event with id `{id}` from that source or hook; it came from: {}",
+            sources.join(", ")
+        ));
+    }
+    let mut out = Output::new(args.json);
     for trail in &trails {
         out.trail(store, trail)?;
     }

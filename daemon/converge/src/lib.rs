@@ -38,7 +38,7 @@ mod web;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::logging::LogSettings;
@@ -106,6 +106,9 @@ enum Command {
     /// Check the database without changing it (its WAL, every page, that
     /// its tables agree); exits 1 if it is damaged.
     Verify(backup::VerifyArgs),
+    /// Print the shell completion script for `shell` (bash, zsh, fish,
+    /// elvish, powershell): `converge completions bash > /etc/bash_completion.d/converge`.
+    Completions { shell: clap_complete::Shell },
     /// A local HTTP server that prints every request it receives: a stand-in
     /// for Slack or any webhook receiver while trying converge out.
     Sink {
@@ -153,6 +156,15 @@ pub fn main() -> ExitCode {
     // The commands that read the database run outside the async runtime:
     // the PostgreSQL client runs one of its own, which cannot nest.
     let command = match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "converge",
+                &mut std::io::stdout(),
+            );
+            return Exit::Ok.into();
+        }
         Command::Explain(args) => return explain::run(&args),
         Command::Replay(args) => return replay::run(args),
         Command::Report(args) => return report::run(&args),
@@ -212,7 +224,8 @@ pub fn main() -> ExitCode {
                     Exit::Failure.into()
                 }
             },
-            Command::Explain(_)
+            Command::Completions { .. }
+            | Command::Explain(_)
             | Command::Replay(_)
             | Command::Report(_)
             | Command::Export(_)
