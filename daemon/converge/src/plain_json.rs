@@ -150,8 +150,9 @@ impl JsonMapping {
     }
 }
 
-/// An id for an object without one: a hash of its JSON (members in the
-/// order sent), so the same object posted again is a duplicate.
+/// An id for an object without one: a hash of its JSON (serde_json writes
+/// members sorted by name), so the same object posted again, in any member
+/// order, is a duplicate.
 fn content_id(object: &Value) -> String {
     let digest = Sha256::digest(object.to_string().as_bytes());
     format!("sha256-{}", hex::encode(&digest[..16]))
@@ -212,12 +213,22 @@ mod tests {
     }
 
     #[test]
-    fn without_an_id_the_same_object_gets_the_same_id_and_another_another() {
+    fn without_an_id_the_same_object_in_any_order_gets_the_same_id_and_another_another() {
         let m = mapping("form.submitted", None, None);
         let a = m.events(br#"{"email": "a@example.com"}"#).unwrap();
         let again = m.events(br#"{"email": "a@example.com"}"#).unwrap();
         let b = m.events(br#"{"email": "b@example.com"}"#).unwrap();
+        let reordered = m
+            .events(br#"{"plan": "pro", "email": "a@example.com"}"#)
+            .unwrap();
+        let ordered = m
+            .events(br#"{"email": "a@example.com", "plan": "pro"}"#)
+            .unwrap();
         assert_eq!(a[0].id, again[0].id);
+        assert_eq!(
+            reordered[0].id, ordered[0].id,
+            "member order does not matter"
+        );
         assert_ne!(a[0].id, b[0].id);
         assert!(a[0].id.starts_with("sha256-"), "{}", a[0].id);
     }
