@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use converge_model::records::{ExpectedArrival, GateChange, NewAction, NewDecision, NewTimer};
 use converge_model::{Decision, DecisionKind, EntityState, Event, Sample, sources};
 use converge_rules::{Evaluation, RuleFailure, RuleNote, RuleSet, World};
-use converge_store::{ExpectedArrival, GateChange, NewAction, NewDecision, NewTimer};
 use serde_json::value::RawValue;
 
 use crate::effects::{emitted_event, emitted_id, new_timer};

@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use converge_model::records::{NewTimer, TimerRecord};
 use converge_model::{Decision, DecisionKind, Event, sources};
-use converge_store::{NewTimer, TimerRecord};
 use serde_json::{Value, json};
 
 /// The CloudEvents extension counting how many emits deep an event is.
@@ -84,7 +84,7 @@ pub fn new_timer(
     decision: &Decision,
     now: DateTime<Utc>,
 ) -> Result<Option<NewTimer>, String> {
-    use converge_store::TimerKind;
+    use converge_model::records::TimerKind;
     let (kind, event_type, data, after_ms, catch_up) = match &decision.kind {
         DecisionKind::Schedule {
             after_ms,

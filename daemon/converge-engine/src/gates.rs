@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use converge_model::records::HeldSendRecord;
 use converge_model::{Event, sources};
-use converge_store::HeldSendRecord;
 use serde_json::{Value, json};
 
 /// The type of an override's event.

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use converge_model::EntityState;
+use converge_model::records::TimerRecord;
 use converge_rules::{EntityQuery, World};
-use converge_store::TimerRecord;
 use serde_json::{Value, json};
 
 use crate::flow::{Role, StageRoles, normalize_stage};

@@ -7,8 +7,8 @@
 //! member the kind does not have could never match; the config refuses it
 //! ([`Route::unreachable`]).
 
+use converge_model::records::NewAction;
 use converge_model::{Decision, DecisionKind};
-use converge_store::NewAction;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};

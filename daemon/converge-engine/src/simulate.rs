@@ -23,9 +23,9 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use converge_model::records::{NewTimer, TimerKind, TimerRecord};
 use converge_model::{EntityKey, EntityState, Event};
 use converge_rules::{Evaluation, RuleSet};
-use converge_store::{NewTimer, TimerKind, TimerRecord};
 
 use crate::decide::{Engine, Input, Outcome, Rules};
 use crate::effects::timer_event;
@@ -77,9 +77,12 @@ pub struct Simulation<'r> {
     entities: HashMap<EntityKey, EntityState>,
     gates: Gates,
     timers: TimerQueue,
-    /// Events processed so far: stands in for the journal `seq` that held
-    /// sends and the ids of emitted events (`emit-<seq>-<n>`) are built from.
-    processed: i64,
+    /// The last journal `seq` given to an event: held sends and the ids of
+    /// emitted events (`emit-<seq>-<n>`) are built from it. An event from
+    /// outside with a recorded `seq` (a replay of the journal) keeps it;
+    /// any other takes the next number, as a daemon journaling only these
+    /// events would give it.
+    seq: i64,
     /// Whether timers are kept and emitted events processed. Without, the
     /// decisions asking for them are only checked, as the processor checks
     /// them (`converge replay --no-simulate`).
@@ -95,7 +98,7 @@ impl<'r> Simulation<'r> {
             entities: HashMap::new(),
             gates: Gates::default(),
             timers: TimerQueue::default(),
-            processed: 0,
+            seq: 0,
             carry_out: true,
         }
     }
@@ -223,8 +226,22 @@ impl<'r> Simulation<'r> {
         origin: Origin,
         each: &mut impl FnMut(Processed<'_>),
     ) -> Result<(), String> {
+        self.run_recorded(event, origin, None, each)
+    }
+
+    /// [`run`](Self::run) for an event the journal numbered `seq`: it is
+    /// decided under that `seq`, so what is derived from it (the ids of
+    /// the events it emits, the keys of the sends it releases) is what the
+    /// daemon derived. Events simulated after it number on from there.
+    pub fn run_recorded(
+        &mut self,
+        event: &Event,
+        origin: Origin,
+        seq: Option<i64>,
+        each: &mut impl FnMut(Processed<'_>),
+    ) -> Result<(), String> {
         let mut queue = VecDeque::new();
-        self.process(event, origin, &mut queue, each)?;
+        self.process_as(event, origin, seq, &mut queue, each)?;
         self.drain(queue, each)
     }
 
@@ -249,7 +266,19 @@ impl<'r> Simulation<'r> {
         queue: &mut VecDeque<Event>,
         each: &mut impl FnMut(Processed<'_>),
     ) -> Result<(), String> {
-        self.processed += 1;
+        self.process_as(event, origin, None, queue, each)
+    }
+
+    fn process_as(
+        &mut self,
+        event: &Event,
+        origin: Origin,
+        recorded_seq: Option<i64>,
+        queue: &mut VecDeque<Event>,
+        each: &mut impl FnMut(Processed<'_>),
+    ) -> Result<(), String> {
+        let seq = recorded_seq.unwrap_or(self.seq + 1);
+        self.seq = self.seq.max(seq);
         let key = event.entity_key();
         let entity = key.as_ref().and_then(|key| {
             self.timers.cancel_expects(key, &event.ty);
@@ -262,7 +291,7 @@ impl<'r> Simulation<'r> {
         let mut outcome = self.engine.decide(
             self.rules,
             Input {
-                seq: self.processed,
+                seq,
                 event,
                 entity,
                 clock: self.now,
@@ -506,6 +535,39 @@ mod tests {
                 p.now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
             ));
         }
+    }
+
+    #[test]
+    fn a_recorded_event_keeps_its_journal_seq_and_simulated_ones_number_on_from_it() {
+        let rules =
+            rules(r#"if event.type == "start" || event.type == "relay" { emit("relay"); }"#);
+        let mut sim = Simulation::of_rules(&rules, 2, at("2026-01-01T00:00:00Z"));
+        let mut trail = Vec::new();
+        sim.run_recorded(
+            &event("e1", "start", "2026-01-01T00:00:00Z"),
+            Origin::Input,
+            Some(41),
+            &mut log(&mut trail),
+        )
+        .unwrap();
+        // An event without a recorded seq (a rule test's) takes the next.
+        sim.run(
+            &event("e2", "start", "2026-01-01T00:00:00Z"),
+            Origin::Input,
+            &mut log(&mut trail),
+        )
+        .unwrap();
+        assert_eq!(
+            trail,
+            [
+                r#"Input e1 start 2026-01-01T00:00:00Z: ["emit"] []"#,
+                r#"Emit emit-41-1 relay 2026-01-01T00:00:00Z: ["emit"] []"#,
+                r#"Emit emit-42-1 relay 2026-01-01T00:00:00Z: [] ["emit of `relay` refused: it would be 3 emits deep, past rules.max_emit_depth (2); is a rule emitting in a loop?"]"#,
+                r#"Input e2 start 2026-01-01T00:00:00Z: ["emit"] []"#,
+                r#"Emit emit-44-1 relay 2026-01-01T00:00:00Z: ["emit"] []"#,
+                r#"Emit emit-45-1 relay 2026-01-01T00:00:00Z: [] ["emit of `relay` refused: it would be 3 emits deep, past rules.max_emit_depth (2); is a rule emitting in a loop?"]"#,
+            ]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod decision;
 pub mod entity;
 pub mod event;
 pub mod flow;
+pub mod records;
 pub mod sources;
 
 pub use decision::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};

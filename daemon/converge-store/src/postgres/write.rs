@@ -29,7 +29,7 @@ use super::{Conn, PostgresStore, Session, outbox, sql_partition};
 use crate::records::{
     ActionLease, Appended, ExpectedArrival, FiredTimer, GateChange, NewAction, NewDecision,
     NewEvent, NewTimer, PendingAction, ProcessedEvent, RuleFailure, RuleNote, SkippedTimer,
-    SourceState, TimerKind, WriteBatch, WriteResult, catch_up_name,
+    SourceState, TimerKind, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
 };
 use crate::{StoreError, event_partition, partition_of};
 
@@ -665,8 +665,10 @@ fn insert_timers<C: GenericClient>(
         .flat_map(|p| p.timers.iter().map(move |t| (p.seq, t)))
         .collect();
     let entities: Vec<&str> = timers.iter().map(|(_, t)| t.entity.as_str()).collect();
-    let (kinds, expect_types): (Vec<&str>, Vec<Option<&str>>) =
-        timers.iter().map(|(_, t)| t.kind.columns()).unzip();
+    let (kinds, expect_types): (Vec<&str>, Vec<Option<&str>>) = timers
+        .iter()
+        .map(|(_, t)| timer_kind_columns(&t.kind))
+        .unzip();
     let event_types: Vec<&str> = timers.iter().map(|(_, t)| t.event_type.as_str()).collect();
     let data = timers
         .iter()

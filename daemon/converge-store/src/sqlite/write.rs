@@ -7,7 +7,7 @@ use crate::StoreError;
 use crate::records::{
     ActionOutcome, Appended, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, FiredTimer,
     GateChange, NewEvent, NewTimer, OutcomeKind, PendingAction, ProcessedEvent, SkippedTimer,
-    WriteBatch, WriteResult, catch_up_name,
+    WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
 };
 
 /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
@@ -126,7 +126,7 @@ fn skip_timer(tx: &Transaction<'_>, skipped: &SkippedTimer) -> Result<usize, Sto
 }
 
 fn insert_timer(tx: &Transaction<'_>, seq: i64, timer: &NewTimer) -> Result<(), StoreError> {
-    let (kind, expect_type) = timer.kind.columns();
+    let (kind, expect_type) = timer_kind_columns(&timer.kind);
     let catch_up = catch_up_name(timer.catch_up);
     tx.prepare_cached(
         "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,

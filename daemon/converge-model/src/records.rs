@@ -1,0 +1,144 @@
+//! What processing asks the store to keep (decisions and their actions,
+//! timers, gate changes) and the records of timers and held sends it reads
+//! back: shared by the engine, which makes them without I/O, and the store,
+//! which writes and reads them.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{CatchUp, Decision};
+
+/// A change to a campaign's convergence gate, part of a [`ProcessedEvent`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateChange {
+    /// Hold the send this event requested on `channel` (the event's `seq` is
+    /// the held send's `event_seq`). Holding the same event's channel twice
+    /// is a no-op.
+    Hold {
+        campaign: String,
+        channel: String,
+        rule: String,
+        reason: String,
+    },
+    /// Release every send of `campaign` held on `channel`; `by` says who
+    /// (`rule <name>` or `override by <person>`).
+    Release {
+        campaign: String,
+        channel: String,
+        by: String,
+    },
+    /// A person overrode the gate (of one channel, or all when `None`),
+    /// releasing `released` held sends; recorded for the gate's history.
+    Override {
+        campaign: String,
+        channel: Option<String>,
+        by: String,
+        reason: String,
+        released: usize,
+    },
+}
+
+/// A durable timer to create: at `due_at_ms` it journals an event of
+/// `event_type` about `entity`, unless it is an `expect` cancelled first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTimer {
+    /// The entity key (`kind/id`): the fired event's subject.
+    pub entity: String,
+    pub kind: TimerKind,
+    /// The type of the event journaled when the timer fires.
+    pub event_type: String,
+    /// A JSON object, the fired event's data (with `timer` added).
+    pub data: Value,
+    pub due_at_ms: i64,
+    pub catch_up: CatchUp,
+    /// The rule and rule version that asked for the timer.
+    pub rule: String,
+    pub rule_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerKind {
+    /// Fires at its due time.
+    Schedule,
+    /// Cancelled if an event of `expect_type` about the entity is processed
+    /// before its due time; fires otherwise.
+    Expect { expect_type: String },
+}
+
+/// An event of `event_type` about `entity`: cancels the `expect` timers of
+/// `entity` waiting for that type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedArrival {
+    pub entity: String,
+    pub event_type: String,
+}
+
+/// A decision and the actions its routes asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDecision {
+    pub decision: Decision,
+    /// Made by a rule running in shadow: recorded for the trail, and the
+    /// processor gives it no actions, timers, emits or state changes.
+    pub shadow: bool,
+    pub actions: Vec<NewAction>,
+}
+
+/// One action to put in the outbox, `pending` until an outcome finishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAction {
+    pub route: String,
+    pub plugin: String,
+    pub payload_json: String,
+}
+
+/// A timer, as `/v1/entities/{kind}/{id}/timers` and the scheduler read it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimerRecord {
+    pub id: i64,
+    pub entity: String,
+    /// `schedule` or `expect`.
+    pub kind: String,
+    pub event_type: String,
+    pub data: Value,
+    /// For an `expect`: the event type that cancels it.
+    pub expect_type: Option<String>,
+    pub due_at_ms: i64,
+    pub catch_up: CatchUp,
+    pub rule: String,
+    pub rule_hash: String,
+    pub created_by_seq: i64,
+    /// `pending`, `fired`, `cancelled` or `skipped`.
+    pub status: String,
+    /// The journal `seq` of the event it fired.
+    pub fired_seq: Option<i64>,
+    /// When it fired, was cancelled or was skipped.
+    pub closed_at_ms: Option<i64>,
+}
+
+/// A send held by a convergence gate, as the processor and `GET /v1/gates`
+/// read it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeldSendRecord {
+    pub id: i64,
+    /// The campaign's entity key (`campaign/<id>`).
+    pub campaign: String,
+    pub channel: String,
+    /// The `send.requested` event that asked to send.
+    pub event_seq: i64,
+    pub event_id: String,
+    /// That event in the CloudEvents JSON format: what a release hands the
+    /// channel's action plugin.
+    #[serde(skip)]
+    pub event_json: String,
+    /// The rule that held it and why.
+    pub rule: String,
+    pub reason: String,
+    pub held_at_ms: i64,
+    /// `held` or `released`.
+    pub status: String,
+    /// The event whose processing released it, when, and who (`rule <name>`
+    /// or `override by <person>`).
+    pub released_seq: Option<i64>,
+    pub released_at_ms: Option<i64>,
+    pub released_by: Option<String>,
+}
