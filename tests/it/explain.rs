@@ -227,3 +227,77 @@ async fn explain_shows_what_each_rule_printed_for_the_event() {
         ])
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_and_the_console_hide_the_fields_a_hook_marks_secret() {
+    let ws = Workspace::new(
+        &[(
+            "leads",
+            "print(`lead from ${event.data.contact.email}`);\nescalate(\"ops\", `call ${event.data.contact.email}`);",
+        )],
+        r#"
+[hooks.test]
+secret_fields = ["/contact/email", "/cards/*/number"]
+
+[hooks.other]
+"#,
+    );
+    let daemon = ws.start();
+    let data = json!({
+        "contact": {"email": "ana@example.com", "name": "Ana"},
+        "cards": [{"number": "4111111111111111", "brand": "visa"}],
+    });
+    daemon
+        .send_event(&event("l-1", "lead.created", "campaign/c-1", data.clone()))
+        .await;
+    let (status, _) = daemon
+        .post(
+            "/hooks/other",
+            "application/cloudevents+json",
+            event("l-2", "lead.created", "campaign/c-2", data.clone()).to_string(),
+        )
+        .await;
+    assert_eq!(status, 202);
+    for id in ["l-1", "l-2"] {
+        daemon
+            .wait_for_trail(id, |t| t["processed_at_ms"].is_i64())
+            .await;
+    }
+
+    // The rules saw the data whole: the secret is in the journal and the
+    // decision, and only what converge shows is redacted.
+    let out = ws.converge(&["explain", "l-1", "--json"]);
+    let trails: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        trails[0]["data"],
+        json!({
+            "contact": {"email": "[redacted]", "name": "Ana"},
+            "cards": [{"number": "[redacted]", "brand": "visa"}],
+        })
+    );
+    assert_eq!(
+        trails[0]["rule_notes"],
+        json!([{"rule": "leads", "message": "lead from [redacted]"}])
+    );
+    assert_eq!(
+        trails[0]["decisions"][0]["decision"]["reason"],
+        "call [redacted]"
+    );
+    let report = String::from_utf8(ws.converge(&["explain", "l-1"]).stdout).unwrap();
+    assert!(report.contains("[redacted]"), "{report}");
+    assert!(!report.contains("ana@example.com"), "{report}");
+    assert!(!report.contains("4111111111111111"), "{report}");
+
+    // Another hook's events are its own: nothing marked, nothing hidden.
+    let out = ws.converge(&["explain", "l-2", "--json"]);
+    let trails: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(trails[0]["data"], data);
+
+    let (status, page) = daemon.get("/ui/records/campaign/c-1").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("[redacted]"), "{page}");
+    assert!(!page.contains("ana@example.com"), "{page}");
+    assert!(!page.contains("4111111111111111"), "{page}");
+    let (_, page) = daemon.get("/ui/records/campaign/c-2").await;
+    assert!(page.contains("ana@example.com"), "{page}");
+}

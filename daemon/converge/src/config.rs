@@ -102,6 +102,8 @@ mod raw {
         #[serde(default = "empty_table")]
         pub config: toml::Value,
         pub json: Option<JsonMapping>,
+        #[serde(default)]
+        pub secret_fields: Vec<String>,
     }
 
     /// `[hooks.<name>.json]`: plain JSON mapped to CloudEvents.
@@ -1310,6 +1312,17 @@ impl Validator {
                     "a hook either decodes a tool's payloads (`decode`) or maps plain JSON, not both",
                 );
             }
+            let secret_fields = h
+                .secret_fields
+                .iter()
+                .filter_map(|field| match crate::redact::FieldPath::parse(field) {
+                    Ok(path) => Some(path),
+                    Err(e) => {
+                        self.error(&format!("{key}.secret_fields"), e);
+                        None
+                    }
+                })
+                .collect();
             let secret_env = h.secret_env.to_vec();
             let fields = RawHook {
                 verify: &h.verify,
@@ -1325,6 +1338,7 @@ impl Validator {
                 Ok((mut hook, warnings)) => {
                     hook.decode = decode;
                     hook.json = json;
+                    hook.secret_fields = secret_fields;
                     self.warnings.extend(warnings);
                     hooks.insert(name.clone(), hook);
                 }
@@ -1559,6 +1573,27 @@ mod tests {
         assert_eq!(
             errors,
             vec!["clock.start: only a manual clock has a start time"]
+        );
+    }
+
+    #[test]
+    fn a_hooks_secret_fields_are_json_pointers() {
+        let c =
+            parse("[hooks.forms]\nsecret_fields = [\"/contact/email\", \"/contacts/*/phone\"]\n")
+                .unwrap();
+        assert_eq!(
+            c.hooks["forms"].secret_fields,
+            vec![
+                crate::redact::FieldPath::parse("/contact/email").unwrap(),
+                crate::redact::FieldPath::parse("/contacts/*/phone").unwrap(),
+            ]
+        );
+        let errors = parse("[hooks.forms]\nsecret_fields = [\"contact.email\"]\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "hooks.forms.secret_fields: `contact.email` is not a JSON pointer into the event's data: it starts with `/`, as in `/contact/email`"
+            ]
         );
     }
 

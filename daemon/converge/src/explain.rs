@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::Exit;
 use crate::config::Config;
+use crate::redact::Redaction;
 
 /// Trails read per query in `--entity` mode: a long history is printed a
 /// page at a time instead of being held in memory whole.
@@ -66,8 +67,8 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         }
     };
     let result = match (&args.event_id, &args.entity) {
-        (_, Some(entity)) => explain_entity(&store, entity, args.json),
-        (Some(id), None) => explain_event(&store, id, args),
+        (_, Some(entity)) => explain_entity(&store, entity, Output::new(args.json, &config)),
+        (Some(id), None) => explain_event(&store, id, args, Output::new(args.json, &config)),
         (None, None) => Err("give an event id or --entity kind/id".to_string()),
     };
     match result {
@@ -79,7 +80,12 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     }
 }
 
-fn explain_event(store: &Store, id: &str, args: &ExplainArgs) -> Result<(), String> {
+fn explain_event(
+    store: &Store,
+    id: &str,
+    args: &ExplainArgs,
+    mut out: Output,
+) -> Result<(), String> {
     let mut trails = store
         .find_event_trail(id)
         .map_err(|e| format!("cannot read the trail of `{id}`: {e}"))?;
@@ -106,19 +112,18 @@ fn explain_event(store: &Store, id: &str, args: &ExplainArgs) -> Result<(), Stri
             sources.join(", ")
         ));
     }
-    let mut out = Output::new(args.json);
-    for trail in &trails {
+    for trail in trails {
         out.trail(store, trail)?;
     }
     out.finish()
 }
 
-fn explain_entity(store: &Store, entity: &str, json: bool) -> Result<(), String> {
+fn explain_entity(store: &Store, entity: &str, mut out: Output) -> Result<(), String> {
+    let json = out.json;
     let key = EntityKey::parse(entity).ok_or_else(|| {
         format!("`{entity}` is not an entity: expected kind/id, e.g. campaign/c-42")
     })?;
     let subject = key.to_string();
-    let mut out = Output::new(json);
     if !json {
         out.line(&format!("entity {subject}"))?;
     }
@@ -130,14 +135,15 @@ fn explain_entity(store: &Store, entity: &str, json: bool) -> Result<(), String>
             .map_err(|e| format!("cannot read the trail of {subject}: {e}"))?;
         let Some(last) = page.last() else { break };
         after_seq = last.seq;
-        for trail in &page {
+        let count = page.len();
+        for trail in page {
             if !json {
                 out.line("")?;
             }
             out.trail(store, trail)?;
         }
-        events += page.len();
-        if page.len() < ENTITY_PAGE {
+        events += count;
+        if count < ENTITY_PAGE {
             break;
         }
     }
@@ -152,14 +158,17 @@ struct Output {
     json: bool,
     /// JSON items written so far.
     written: usize,
+    /// The hooks' secret fields, hidden in what is shown.
+    redaction: Redaction,
     stdout: std::io::StdoutLock<'static>,
 }
 
 impl Output {
-    fn new(json: bool) -> Output {
+    fn new(json: bool, config: &Config) -> Output {
         Output {
             json,
             written: 0,
+            redaction: Redaction::of_config(config),
             stdout: std::io::stdout().lock(),
         }
     }
@@ -168,8 +177,9 @@ impl Output {
         writeln!(self.stdout, "{text}").map_err(|e| format!("cannot write the output: {e}"))
     }
 
-    fn trail(&mut self, store: &Store, trail: &EventTrail) -> Result<(), String> {
-        let facts = Facts::of(&**store, trail);
+    fn trail(&mut self, store: &Store, mut trail: EventTrail) -> Result<(), String> {
+        let facts = Facts::of(&**store, &mut trail, &self.redaction);
+        let trail = &trail;
         if self.json {
             let mut item = serde_json::to_value(trail).expect("trails serialize");
             item["time"] = facts.time.clone().into();
@@ -209,8 +219,14 @@ pub struct Facts {
 const DATA_SHOWN: usize = 2000;
 
 impl Facts {
-    /// Read from the store; what cannot be read is left out.
-    pub fn of(store: &dyn converge_store::Backend, trail: &EventTrail) -> Facts {
+    /// Read from the store; what cannot be read is left out. The fields
+    /// the event's hook marks secret are redacted, in its data and in what
+    /// the rules printed about it (`trail.rule_notes`).
+    pub fn of(
+        store: &dyn converge_store::Backend,
+        trail: &mut EventTrail,
+        redaction: &Redaction,
+    ) -> Facts {
         let event = store
             .events_after(trail.seq - 1, 1)
             .ok()
@@ -232,13 +248,14 @@ impl Facts {
                 sends
             })
             .unwrap_or_default();
-        Facts {
-            time: event
-                .as_ref()
-                .and_then(|e| e.get("time")?.as_str().map(str::to_string)),
-            data: event.and_then(|mut e| e.get_mut("data").map(Value::take)),
-            sends,
+        let time = event
+            .as_ref()
+            .and_then(|e| e.get("time")?.as_str().map(str::to_string));
+        let mut data = event.and_then(|mut e| e.get_mut("data").map(Value::take));
+        if let Some(data) = &mut data {
+            redaction.apply(data, trail);
         }
+        Facts { time, data, sends }
     }
 }
 

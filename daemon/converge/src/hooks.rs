@@ -43,6 +43,9 @@ pub struct HookConfig {
     /// How plain JSON becomes events; `None`: the body is CloudEvents (or
     /// a tool's payload, with `decode`).
     pub json: Option<crate::plain_json::JsonMapping>,
+    /// Fields of its events' data hidden where converge shows them
+    /// (`secret_fields`).
+    pub secret_fields: Vec<crate::redact::FieldPath>,
 }
 
 /// A hook's decoder: a connector plugin and the `config` it reads.
@@ -177,6 +180,7 @@ impl HookConfig {
                 secret_env: raw.secret_env.to_vec(),
                 decode: None,
                 json: None,
+                secret_fields: Vec::new(),
             },
             warnings,
         ))

@@ -24,6 +24,7 @@ mod logging;
 mod plain_json;
 mod polls;
 mod processor;
+pub mod redact;
 mod reload;
 mod replay;
 mod report;

@@ -77,6 +77,9 @@ pub async fn page(
     };
     let more = campaigns.len() > PER_PAGE;
     campaigns.truncate(PER_PAGE);
+    for campaign in &mut campaigns {
+        state.console.redaction.entity(&mut campaign.entity);
+    }
     let viewer = state.console.sessions.viewer(&headers);
     let url = if query.after.is_empty() {
         "/ui/campaigns".to_string()

@@ -53,6 +53,8 @@ pub struct Console {
     pub sources: std::sync::Arc<Vec<health::Source>>,
     /// The reports page's finished weeks.
     pub weeks: weeks::WeekCache,
+    /// The hooks' secret fields, hidden in the trails shown.
+    pub redaction: std::sync::Arc<crate::redact::Redaction>,
 }
 
 impl Console {
@@ -63,6 +65,7 @@ impl Console {
             read_token: config.server.read_token.clone(),
             sources: std::sync::Arc::new(health::Source::from_config(config)),
             weeks: weeks::WeekCache::default(),
+            redaction: std::sync::Arc::new(crate::redact::Redaction::of_config(config)),
         }
     }
 }

@@ -88,13 +88,14 @@ pub async fn page(
         Err(unchanged) => return unchanged,
     };
     let lookup = key.clone();
+    let redaction = state.console.redaction.clone();
     let loaded = read(&state, move |store| {
         let subject = lookup.to_string();
         let trail = store
             .subject_trails(&subject, after, TRAIL_PAGE + 1)?
             .into_iter()
-            .map(|trail| {
-                let facts = Facts::of(store, &trail);
+            .map(|mut trail| {
+                let facts = Facts::of(store, &mut trail, &redaction);
                 (trail, facts)
             })
             .collect();
@@ -110,6 +111,9 @@ pub async fn page(
         Ok(loaded) => loaded,
         Err(page) => return page,
     };
+    if let Some(entity) = &mut loaded.entity {
+        state.console.redaction.entity(entity);
+    }
     let subject = key.to_string();
     if loaded.entity.is_none() && loaded.trail.is_empty() && after == 0 {
         return error_page(
