@@ -29,9 +29,8 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, MANUAL_CLOCK_KEY};
-use crate::cluster::{self, ClusterProcessor, ReloadPeers};
 use crate::config::{ClockConfig, Config};
-use crate::dispatcher::{ActionLeases, Dispatcher};
+use crate::dispatcher::Dispatcher;
 use crate::entity_cache::EntityCache;
 use crate::filedrops;
 use crate::health::StorageHealth;
@@ -43,8 +42,9 @@ use crate::reload::{LoadedRules, Reloader, RulesHandle};
 use crate::schedules::ScheduleSource;
 use crate::telemetry::Metrics;
 use crate::timers::Scheduler;
+use crate::topology::{Processing, Topology};
 use crate::web::{self, AppState};
-use converge_engine::{Engine, Gates};
+use converge_engine::Engine;
 
 /// How many committed actions wait in memory for the dispatcher; beyond it
 /// they are read back from the outbox.
@@ -200,32 +200,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let database = &config.storage.location;
-    // With several daemons on one database, this one's name in its leases.
-    let holder = database.is_shared().then(cluster::holder_name);
-    if let Some(holder) = &holder {
-        tracing::info!(%holder, database = %database, "sharing the database with other daemons");
-    }
     // Database calls block: off the async workers, like every other one.
     let reader = || {
         tokio::task::block_in_place(|| Store::open_reader(database))
             .with_context(|| format!("cannot open {database}"))
     };
-    let (store, cursor, head, gates, timers_pending, dead_letters, manual_clock) =
+    let (store, cursor, head, timers_pending, dead_letters, manual_clock) =
         tokio::task::block_in_place(|| {
             let store = Store::open_checked(database, config.storage.check_on_start)
                 .with_context(|| format!("cannot open the database {database}"))?;
-            // Held sends are written with the processed cursor, so these are the
-            // ones held as of `cursor`: where the processor starts. (Sharing the
-            // database, the gates of the partitions it takes are loaded then.)
-            let gates = if holder.is_some() {
-                Gates::default()
-            } else {
-                Gates::load(
-                    store
-                        .open_held_sends()
-                        .context("cannot read the held sends")?,
-                )
-            };
             let cursor = store.processed_cursor()?;
             let head = store.journal_head()?;
             let timers_pending = store.pending_timer_count()?;
@@ -237,12 +220,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 store,
                 cursor,
                 head,
-                gates,
                 timers_pending,
                 dead_letters,
                 manual_clock,
             ))
         })?;
+
+    // Opened after the database is: sharing it, the topology keeps a
+    // connection of its own for the sources' leases.
+    let (mut topology, reload_peers) = Topology::new(database, config.storage.lease_ttl, reader)?;
+    let gates = tokio::task::block_in_place(|| topology.initial_gates(&store))?;
 
     let host = plugin_host(&config)?;
     let plugins = load_plugins(&host, &config).await?;
@@ -272,7 +259,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let fatal = CancellationToken::new();
     let (processor_tx, processor_rx) = mpsc::unbounded_channel();
     let (dispatcher_tx, dispatcher_rx) = mpsc::channel(DISPATCH_QUEUE);
-    let dispatcher_tx_for_cluster = dispatcher_tx.clone();
+    let dispatcher_tx_for_processing = dispatcher_tx.clone();
     let overflow = Arc::new(AtomicBool::new(true));
     let (journal, writer) = Journal::start(
         store,
@@ -282,7 +269,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             dispatcher: dispatcher_tx,
             dispatcher_overflow: overflow.clone(),
             timers_changed: timers_changed.clone(),
-            shared: holder.is_some(),
+            shared: topology.is_shared(),
         },
         metrics.clone(),
         clock.clone(),
@@ -310,36 +297,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         handed_over: 0,
         stopping: stop_processor.clone(),
     };
-    let (announce_tx, announce_rx) = mpsc::channel(1);
-    let (remote_tx, remote_rx) = mpsc::channel(1);
-    let processor_thread = {
-        let runtime = tokio::runtime::Handle::current();
-        let (stop, fatal) = (stop_processor.clone(), fatal.clone());
-        let thread = std::thread::Builder::new().name("converge-processor".into());
-        match &holder {
-            None => thread
-                .spawn(move || processor.run(runtime, cursor, head, processor_rx, stop, fatal)),
-            Some(holder) => {
-                let cluster = ClusterProcessor {
-                    processor,
-                    clock: clock.clone(),
-                    holder: holder.clone(),
-                    ttl: config.storage.lease_ttl,
-                    dispatcher: dispatcher_tx_for_cluster.clone(),
-                    reloads: ReloadPeers {
-                        announce: announce_rx,
-                        remote: remote_tx,
-                    },
-                };
-                thread.spawn(move || cluster.run(stop))
-            }
-        }
-        .context("cannot start the processor thread")?
-    };
+    let processor_thread = topology.start_processing(Processing {
+        processor,
+        cursor,
+        head,
+        events: processor_rx,
+        clock: clock.clone(),
+        dispatcher: dispatcher_tx_for_processing,
+        stop: stop_processor.clone(),
+        fatal: fatal.clone(),
+    })?;
 
-    // Sharing the database, each partition's holder fires its timers.
     let stop_scheduler = CancellationToken::new();
-    let scheduler_task = holder.is_none().then(|| {
+    let scheduler_task = topology.fires_timers_apart().then(|| {
         let scheduler = Scheduler {
             reader: reader()?,
             journal: journal.clone(),
@@ -358,7 +328,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         rules: rules.clone(),
         config: config.rules.clone(),
         metrics: metrics.clone(),
-        peers: holder.is_some().then_some((announce_tx, remote_rx)),
+        peers: reload_peers,
     };
     let reloader_task = reloader.start(stop_reloader.clone());
 
@@ -376,10 +346,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         reader: reader()?,
         metrics: metrics.clone(),
         overflow,
-        leases: holder.as_ref().map(|holder| ActionLeases {
-            holder: holder.clone(),
-            ttl: config.storage.lease_ttl,
-        }),
+        leases: topology.action_leases(),
     };
     let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_rx, stop_dispatcher.clone()));
 
@@ -398,26 +365,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let web_reader = Arc::new(Mutex::new(reader()?));
-    // A source starts now, or, sharing the database, runs on whichever
-    // daemon holds its lease.
-    let leases_reader = match &holder {
-        Some(_) => Some(Arc::new(Mutex::new(reader()?))),
-        None => None,
-    };
-    let run_source = |name: String,
-                      start: Box<
-        dyn Fn(CancellationToken) -> tokio::task::JoinHandle<()> + Send,
-    >| match (&holder, &leases_reader) {
-        (Some(holder), Some(leases_reader)) => tokio::spawn(cluster::lead(
-            leases_reader.clone(),
-            name,
-            holder.clone(),
-            config.storage.lease_ttl,
-            stop_sources.clone(),
-            start,
-        )),
-        _ => start(stop_sources.clone()),
-    };
+    let run_source = |name: String, start| topology.run_source(name, &stop_sources, start);
     let mut source_tasks = Vec::new();
     for drop in &config.file_drops {
         let (drop, journal, in_flight) = (drop.clone(), journal.clone(), in_flight.clone());
@@ -469,7 +417,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         admin_token_env: config.server.admin_token_env.clone(),
         hooks: Hooks::new(config.hooks.clone(), config.server.accept_unlisted_hooks),
         plugins: plugins_for_web,
-        holder: holder.clone(),
+        holder: topology.holder().map(str::to_string),
         console: crate::console::Console::new(&config, config.server.listen),
     };
     let listener = tokio::net::TcpListener::bind(config.server.listen)

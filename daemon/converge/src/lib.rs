@@ -34,6 +34,7 @@ mod sink;
 mod status;
 mod telemetry;
 mod timers;
+mod topology;
 mod web;
 
 use std::path::PathBuf;
