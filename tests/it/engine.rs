@@ -249,7 +249,7 @@ async fn the_manual_clock_continues_after_a_restart() {
 /// engine's time, the rule, the decision with its trace, and whether it was
 /// made in shadow.
 fn normalized(
-    ty: &str,
+    (id, ty): (&str, &str),
     subject: &Value,
     now: &str,
     rule: &Value,
@@ -258,7 +258,7 @@ fn normalized(
     shadow: bool,
 ) -> String {
     json!({
-        "type": ty, "subject": subject, "now": now, "rule": rule,
+        "event": id, "type": ty, "subject": subject, "now": now, "rule": rule,
         "decision": decision, "trace": trace, "shadow": shadow,
     })
     .to_string()
@@ -292,7 +292,7 @@ fn daemon_decisions(ws: &Workspace) -> Vec<String> {
             let decision = serde_json::to_value(&d.decision).unwrap();
             let kind = serde_json::to_value(&d.decision.kind).unwrap();
             all.push(normalized(
-                &trail.ty,
+                (&trail.id, &trail.ty),
                 &json!(trail.subject),
                 &now,
                 &decision["rule"],
@@ -327,7 +327,10 @@ fn replayed_decisions(ws: &Workspace, until: &str) -> Vec<String> {
         .filter(|line| line.get("decision").is_some())
         .map(|line| {
             normalized(
-                line["type"].as_str().unwrap(),
+                (
+                    line["event"].as_str().unwrap(),
+                    line["type"].as_str().unwrap(),
+                ),
                 &line["subject"],
                 &rfc3339_ms(
                     chrono::DateTime::parse_from_rfc3339(line["now"].as_str().unwrap())

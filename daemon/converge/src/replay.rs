@@ -281,7 +281,7 @@ fn replay_event(
 ) -> Result<(), String> {
     sim.advance_to(recorded.now, None, &mut |p| each(p, None))?;
     sim.now = recorded.now;
-    sim.run(&recorded.event, Origin::Input, &mut |p| {
+    sim.run_recorded(&recorded.event, Origin::Input, recorded.seq, &mut |p| {
         let seq = recorded.seq.filter(|_| p.origin == Origin::Input);
         each(p, seq);
     })
