@@ -30,7 +30,7 @@ use channel_target::Ids;
 use converge_plugin_sdk::http::{self, HttpError, Method, Request, Response};
 use converge_plugin_sdk::{Action, ActionOutcome, ActionPlugin, PluginError, PluginInfo};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The `LinkedIn-Version` (YYYYMM) sent unless the config names one.
 const DEFAULT_VERSION: &str = "202601";
@@ -232,6 +232,7 @@ converge_plugin_sdk::export_action_plugin!(LinkedinAds);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn config(extra: Value) -> Config {
         let mut json = json!({"account_id": "urn:li:sponsoredAccount:508915158", "campaigns": {"fall-26": "urn:li:sponsoredCampaign:299395414"}});

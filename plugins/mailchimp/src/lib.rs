@@ -30,7 +30,7 @@ use channel_target::Ids;
 use converge_plugin_sdk::http::{self, HttpError, Method, Request, Response};
 use converge_plugin_sdk::{Action, ActionOutcome, ActionPlugin, PluginError, PluginInfo};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -353,6 +353,7 @@ converge_plugin_sdk::export_action_plugin!(Mailchimp);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     const BASE: &str = "https://us21.api.mailchimp.com/3.0";
 

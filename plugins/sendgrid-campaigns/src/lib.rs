@@ -27,7 +27,7 @@ use channel_target::Ids;
 use converge_plugin_sdk::http::{self, HttpError, Method, Request, Response};
 use converge_plugin_sdk::{Action, ActionOutcome, ActionPlugin, PluginError, PluginInfo};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -326,6 +326,7 @@ converge_plugin_sdk::export_action_plugin!(SendgridCampaigns);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     const ID: &str = "27c21bd1-d1bc-11ea-8f22-9ea2f5b0bd05";
 
