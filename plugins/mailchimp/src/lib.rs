@@ -21,8 +21,8 @@
 //! automation's status, and a status that shows the call already took
 //! effect is success: the repeat changes nothing and reports `already`.
 //!
-//! The API key is a host-held credential (HTTP Basic `anystring:<key>`, or
-//! an OAuth token); the plugin names it and never sees it.
+//! The API key is a host-held credential (HTTP Basic `anystring:<key>`);
+//! the plugin names it and never sees it.
 
 use std::collections::BTreeMap;
 
