@@ -963,3 +963,122 @@ config = {{ base_url = "{url}/rest", account_id = "urn:li:sponsoredAccount:50891
     );
     assert!(!daemon.log().contains(LINKEDIN_TOKEN));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pausing_and_resuming_the_email_channel_pauses_and_starts_its_mailchimp_automation() {
+    // The classic automation's status, as Mailchimp keeps it.
+    let automation = Arc::new(Mutex::new("sending".to_string()));
+    let state = automation.clone();
+    let basic = format!("Basic {}", mailchimp_basic());
+    let api = Fake::start(move |_, call| {
+        if call.header("authorization") != Some(basic.as_str()) {
+            return problem(
+                StatusCode::UNAUTHORIZED,
+                "API Key Invalid",
+                "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
+            );
+        }
+        let mut status = state.lock().unwrap();
+        match (call.method.as_str(), call.path.as_str()) {
+            ("GET", "/3.0/automations/4e3a0c9b1d") => {
+                axum::Json(json!({"status": *status})).into_response()
+            }
+            ("POST", "/3.0/automations/4e3a0c9b1d/actions/pause-all-emails") => {
+                if *status == "paused" {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        "Bad Request",
+                        "This automation is already paused.",
+                    );
+                }
+                *status = "paused".into();
+                StatusCode::NO_CONTENT.into_response()
+            }
+            ("POST", "/3.0/automations/4e3a0c9b1d/actions/start-all-emails") => {
+                *status = "sending".into();
+                StatusCode::NO_CONTENT.into_response()
+            }
+            _ => problem(
+                StatusCode::NOT_FOUND,
+                "Resource Not Found",
+                "The requested resource could not be found.",
+            ),
+        }
+    })
+    .await;
+    let config = format!(
+        r#"base_url = "{}/3.0", automations = {{ "fall-26" = "4e3a0c9b1d" }}"#,
+        api.url()
+    );
+    let ws = Workspace::new(
+        &[("pause", PAUSE_PAID)],
+        &format!(
+            r#"{plugin}
+[[routes]]
+decision = "pause_channel"
+plugin = "mailchimp"
+channel = "email"
+config = {{ {config} }}
+
+[[routes]]
+decision = "resume_channel"
+plugin = "mailchimp"
+channel = "email"
+config = {{ {config} }}
+"#,
+            plugin = plugin(
+                "mailchimp",
+                "mailchimp",
+                &api.host,
+                MAILCHIMP_KEY_ENV,
+                "Basic"
+            ),
+        ),
+    );
+    let key = mailchimp_basic();
+    let daemon = ws.start_with_env(&[(MAILCHIMP_KEY_ENV, key.as_str())]);
+    let check = |id: &str, score: f64| {
+        event(
+            id,
+            "consistency.checked",
+            "campaign/fall-26",
+            json!({"channel": "email", "score": score}),
+        )
+    };
+    accept(&daemon, &check("c-1", 0.4)).await;
+    let pause = settled_action(&daemon, "c-1").await;
+    assert_eq!(pause["status"], "done", "{pause:#}\n{}", daemon.log());
+    assert_eq!(*automation.lock().unwrap(), "paused");
+
+    // Paused again (another failing check): Mailchimp refuses, the status
+    // says paused, so the action is done and nothing changed.
+    accept(&daemon, &check("c-2", 0.3)).await;
+    let again = settled_action(&daemon, "c-2").await;
+    assert_eq!(again["status"], "done", "{again:#}\n{}", daemon.log());
+    assert_eq!(again["attempts"], 1);
+
+    accept(&daemon, &check("c-3", 0.95)).await;
+    let resume = settled_action(&daemon, "c-3").await;
+    assert_eq!(resume["status"], "done", "{resume:#}");
+    assert_eq!(*automation.lock().unwrap(), "sending");
+
+    let calls: Vec<String> = api
+        .calls()
+        .iter()
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "POST /3.0/automations/4e3a0c9b1d/actions/pause-all-emails",
+            "POST /3.0/automations/4e3a0c9b1d/actions/pause-all-emails",
+            "GET /3.0/automations/4e3a0c9b1d",
+            "POST /3.0/automations/4e3a0c9b1d/actions/start-all-emails",
+        ]
+    );
+    let (_, body) = daemon.get("/v1/events/c-2").await;
+    assert!(
+        body.contains("mailchimp: paused automation 4e3a0c9b1d (already)"),
+        "{body}"
+    );
+}
