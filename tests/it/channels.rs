@@ -724,8 +724,9 @@ fn http_date(seconds: u64) -> String {
 const META_TOKEN_ENV: &str = "CONVERGE_TEST_META_TOKEN";
 const META_TOKEN: &str = "EAAfake0meta0system0user0token";
 
-/// A rule pausing the `paid` channel when a consistency check fails.
-const PAUSE_PAID: &str = r#"
+/// A rule pausing the checked channel when a consistency check fails, and
+/// resuming it when one passes.
+const PAUSE_ON_CONSISTENCY: &str = r#"
 if event.type == "consistency.checked" && event.data.score < 0.8 {
     pause_channel(event.data.channel, `consistency ${event.data.score}`);
 }
@@ -782,7 +783,7 @@ async fn pausing_the_paid_channel_pauses_its_meta_ad_sets_through_a_rate_limit()
     })
     .await;
     let ws = Workspace::new(
-        &[("pause", PAUSE_PAID)],
+        &[("pause", PAUSE_ON_CONSISTENCY)],
         &format!(
             r#"{plugin}
 [[routes]]
@@ -919,7 +920,7 @@ async fn pausing_a_channel_pauses_its_linkedin_campaign_with_a_versioned_partial
     })
     .await;
     let ws = Workspace::new(
-        &[("pause", PAUSE_PAID)],
+        &[("pause", PAUSE_ON_CONSISTENCY)],
         &format!(
             r#"{plugin}
 [[routes]]
@@ -1011,7 +1012,7 @@ async fn pausing_and_resuming_the_email_channel_pauses_and_starts_its_mailchimp_
         api.url()
     );
     let ws = Workspace::new(
-        &[("pause", PAUSE_PAID)],
+        &[("pause", PAUSE_ON_CONSISTENCY)],
         &format!(
             r#"{plugin}
 [[routes]]
