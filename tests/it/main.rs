@@ -3,6 +3,7 @@
 
 mod backpressure;
 mod browser;
+mod channels;
 mod cli;
 mod cluster;
 mod connectors;

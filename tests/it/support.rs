@@ -66,6 +66,14 @@ pub fn plugin_dir() -> &'static Path {
                 "hubspot",
                 "-p",
                 "sendgrid",
+                "-p",
+                "mailchimp",
+                "-p",
+                "sendgrid-campaigns",
+                "-p",
+                "meta-ads",
+                "-p",
+                "linkedin-ads",
             ])
             .status()
             .expect("running cargo to build the plugins");
