@@ -26,6 +26,7 @@ mod reload;
 mod replay;
 mod reports;
 mod restart;
+mod retention;
 mod rules_cli;
 mod sandbox;
 mod schedules;

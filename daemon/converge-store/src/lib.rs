@@ -70,9 +70,9 @@ pub use records::{
     DeadLetterChange, DeadLetterOp, DeadLetterOutcome, DecisionRecord, EventTrail, ExpectedArrival,
     Fence, FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
     LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction,
-    ProcessedEvent, RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, SampleGroup,
-    SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord, WriteBatch, WriteResult,
-    idempotency_key, instance_hex,
+    ProcessedEvent, PruneCandidate, PrunePage, RecentRuleFailure, RuleActivity, RuleFailure,
+    RuleNote, SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord,
+    WriteBatch, WriteResult, idempotency_key, instance_hex,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of
@@ -346,6 +346,16 @@ pub trait Backend: Send {
     /// The highest `seq` in the journal; 0 when it is empty. Events up to it
     /// were journaled before this call; later ones get higher numbers.
     fn journal_head(&self) -> Result<i64, StoreError>;
+
+    /// Retention: the page of up to `limit` events after `after_seq` that
+    /// [`WriteBatch::prune`] may remove, those received before `before_ms`
+    /// and no longer needed (see [`PrunePage`]).
+    fn prunable(
+        &self,
+        after_seq: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<PrunePage, StoreError>;
 
     /// Up to `limit` journaled events with a `seq` greater than `seq`, in `seq`
     /// order.

@@ -38,6 +38,10 @@ pub struct WriteBatch {
     /// leased to this holder from the start, so no other daemon claims them
     /// while their creator runs them.
     pub new_action_lease: Option<ActionLease>,
+    /// Retention: journal `seq`s of events to remove with everything
+    /// recorded about them, written last. An event still needed (see
+    /// [`PrunePage`]) or not processed is left alone.
+    pub prune: Vec<i64>,
 }
 
 /// A lease a write depends on: `holder` must still hold `lease` with `token`.
@@ -74,6 +78,7 @@ impl WriteBatch {
             && self.outcomes.is_empty()
             && self.dead_letters.is_empty()
             && self.fences.is_empty()
+            && self.prune.is_empty()
     }
 }
 
@@ -286,6 +291,63 @@ pub struct WriteResult {
     /// Actions whose outcome was not recorded because their lease had
     /// passed to another holder (shared databases).
     pub outcomes_fenced: Vec<i64>,
+    /// Events [`WriteBatch::prune`] removed.
+    pub pruned: usize,
+}
+
+/// An event retention may remove, as
+/// [`Backend::prunable`](crate::Backend::prunable) reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneCandidate {
+    pub seq: i64,
+    pub source: String,
+    pub id: String,
+    pub hook: Option<String>,
+    pub received_at_ms: i64,
+}
+
+/// A page of the journal as retention sees it: the events after a `seq`,
+/// in order, up to the first that was received at or after the cut-off or
+/// is not processed yet. An event is still needed, and never a candidate,
+/// while an action of it is not finished (pending, or a dead letter
+/// waiting for a person), a timer it created is pending, or a send it
+/// asked for is held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrunePage {
+    /// The events that may go, oldest first.
+    pub candidates: Vec<PruneCandidate>,
+    /// The last `seq` looked at: the next page starts after it.
+    pub examined_to: i64,
+    /// Nothing after `examined_to` may go yet.
+    pub finished: bool,
+}
+
+impl PrunePage {
+    /// Rows are `(event, processed, needed)` in `seq` order after
+    /// `after_seq`, at most `limit` of them.
+    pub(crate) fn from_rows(
+        rows: Vec<(PruneCandidate, bool, bool)>,
+        after_seq: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> PrunePage {
+        let mut page = PrunePage {
+            examined_to: after_seq,
+            finished: rows.len() < limit,
+            ..PrunePage::default()
+        };
+        for (event, processed, needed) in rows {
+            if !processed || event.received_at_ms >= before_ms {
+                page.finished = true;
+                break;
+            }
+            page.examined_to = event.seq;
+            if !needed {
+                page.candidates.push(event);
+            }
+        }
+        page
+    }
 }
 
 /// Where an appended event is in the journal.

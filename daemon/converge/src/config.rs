@@ -241,6 +241,8 @@ mod raw {
         pub lease_ttl: String,
         pub entity_cache_entries: u64,
         pub check_on_start: String,
+        pub retention: Option<String>,
+        pub retention_archive: Option<String>,
     }
 
     impl Default for Storage {
@@ -255,6 +257,8 @@ mod raw {
                 lease_ttl: "15s".into(),
                 entity_cache_entries: 100_000,
                 check_on_start: "quick".into(),
+                retention: None,
+                retention_archive: None,
             }
         }
     }
@@ -469,6 +473,17 @@ pub struct Storage {
     /// What the daemon checks of an existing SQLite database before using
     /// it (the WAL always).
     pub check_on_start: StartCheck,
+    /// How long processed events are kept (`None`: for ever), and where
+    /// the pruned ones are archived, if anywhere.
+    pub retention: Option<Retention>,
+}
+
+/// `storage.retention` and `storage.retention_archive`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    pub keep: Duration,
+    /// A directory of gzipped NDJSON files, one per day of pruned events.
+    pub archive: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -892,10 +907,25 @@ impl Validator {
                 StartCheck::Quick
             }
         };
+        let retention = match (&raw.retention, &raw.retention_archive) {
+            (Some(keep), archive) => Some(Retention {
+                keep: self.duration("storage.retention", keep, crate::retention::SHORTEST),
+                archive: archive.as_ref().map(|dir| base.join(dir)),
+            }),
+            (None, Some(_)) => {
+                self.error(
+                    "storage.retention_archive",
+                    "archives what retention prunes: set storage.retention too",
+                );
+                None
+            }
+            (None, None) => None,
+        };
         Storage {
             location,
             lease_ttl,
             check_on_start,
+            retention,
             plugin_cache_dir: raw
                 .plugin_cache_dir
                 .as_ref()

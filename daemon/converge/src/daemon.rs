@@ -39,6 +39,7 @@ use crate::journal::{Downstream, Journal};
 use crate::polls::Poller;
 use crate::processor::{Processor, StoreEntities};
 use crate::reload::{LoadedRules, Reloader, RulesHandle};
+use crate::retention::Pruner;
 use crate::schedules::ScheduleSource;
 use crate::telemetry::Metrics;
 use crate::timers::Scheduler;
@@ -372,6 +373,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         source_tasks.push(run_source(
             format!("source/file_drop/{}", drop.name),
             Box::new(move |stop| filedrops::watch(&drop, &journal, &in_flight, stop)),
+        ));
+    }
+    if let Some(retention) = &config.storage.retention {
+        let pruner = (
+            retention.clone(),
+            Arc::new(Mutex::new(reader()?)),
+            journal.clone(),
+            clock.clone(),
+            metrics.clone(),
+        );
+        // Sharing the database, one daemon prunes at a time.
+        source_tasks.push(run_source(
+            "maintenance/retention".to_string(),
+            Box::new(move |stop| {
+                let (retention, reader, journal, clock, metrics) = pruner.clone();
+                tokio::spawn(
+                    Pruner {
+                        retention,
+                        reader,
+                        journal,
+                        clock,
+                        metrics,
+                    }
+                    .run(stop),
+                )
+            }),
         ));
     }
     for poll in &config.polls {

@@ -71,6 +71,13 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         (Some(id), None) => explain_event(&store, id, args, Output::new(args.json, &config)),
         (None, None) => Err("give an event id or --entity kind/id".to_string()),
     };
+    let result = result.map_err(|e| match &config.storage.retention {
+        Some(retention) if e.starts_with("no event") => format!(
+            "{e}; events processed more than {} ago are pruned (storage.retention)",
+            humantime::format_duration(retention.keep)
+        ),
+        _ => e,
+    });
     match result {
         Ok(()) => Exit::Ok.into(),
         Err(e) => {

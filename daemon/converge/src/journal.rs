@@ -102,6 +102,11 @@ enum Request {
         changes: Vec<DeadLetterChange>,
         reply: oneshot::Sender<Result<Vec<DeadLetterOutcome>, String>>,
     },
+    /// Retention: events to remove (`WriteBatch::prune`).
+    Prune {
+        seqs: Vec<i64>,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
 }
 
 impl Request {
@@ -112,6 +117,7 @@ impl Request {
             Request::Timers { fire, skip, .. } => fire.len() + skip.len(),
             Request::Outcomes { outcomes, .. } => outcomes.len(),
             Request::DeadLetters { changes, .. } => changes.len(),
+            Request::Prune { seqs, .. } => seqs.len(),
         }
     }
 }
@@ -286,6 +292,20 @@ impl Journal {
             .map_err(JournalError::Storage)
     }
 
+    /// Removes the events of `seqs` that may still go (retention), in a
+    /// commit of their own or with other writes; returns how many went.
+    /// Not retried on failure: the next round finds them again.
+    pub async fn prune(&self, seqs: Vec<i64>) -> Result<usize, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Prune { seqs, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await
+            .map_err(|_| JournalError::Closed)?
+            .map_err(JournalError::Storage)
+    }
+
     pub fn queue_depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
@@ -402,6 +422,9 @@ impl Writer {
                 Ok(Some(Request::DeadLetters { reply, .. })) => {
                     let _ = reply.send(Err(refusal.clone()));
                 }
+                Ok(Some(Request::Prune { reply, .. })) => {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
                 Ok(Some(request)) => pending.push(request),
             }
         }
@@ -451,6 +474,7 @@ impl Writer {
                 Request::DeadLetters { changes, .. } => {
                     batch.dead_letters.extend(changes.iter().cloned())
                 }
+                Request::Prune { seqs, .. } => batch.prune.extend(seqs.iter().copied()),
             }
         }
         let started = Instant::now();
@@ -476,6 +500,9 @@ impl Writer {
                             let _ = reply.send(Err(error.clone()));
                         }
                         Request::DeadLetters { reply, .. } => {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        Request::Prune { reply, .. } => {
                             let _ = reply.send(Err(error.clone()));
                         }
                         Request::Processed(mut processed) => {
@@ -549,6 +576,7 @@ impl Writer {
         let mut processed = Vec::new();
         let mut retried = Vec::new();
         let mut dead_letters = written.dead_letters.into_iter();
+        let mut pruned = written.pruned;
         for request in requests {
             match request {
                 Request::Append { .. } => appends.push(request),
@@ -568,6 +596,10 @@ impl Writer {
                         }
                     }
                     let _ = reply.send(Ok(outcomes));
+                }
+                // One pruner asks at a time; the count is the batch's.
+                Request::Prune { reply, .. } => {
+                    let _ = reply.send(Ok(std::mem::take(&mut pruned)));
                 }
             }
         }

@@ -28,6 +28,7 @@ pub mod redact;
 mod reload;
 mod replay;
 mod report;
+mod retention;
 mod rules_cli;
 pub mod schedules;
 mod sink;

@@ -79,6 +79,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     pub events_accepted: Counter,
     pub events_duplicate: Counter,
+    pub events_pruned: Counter,
     pub events_rejected: Family<ReasonLabel, Counter>,
     pub events_processed: Counter,
     pub decisions: Family<KindLabel, Counter>,
@@ -196,6 +197,12 @@ impl Metrics {
             "events_duplicate",
             "Events acknowledged without journaling because their (source, id) was seen before",
             events_duplicate.clone(),
+        );
+        let events_pruned = Counter::default();
+        registry.register(
+            "events_pruned",
+            "Processed events removed by retention (storage.retention) with what was recorded about them",
+            events_pruned.clone(),
         );
         let events_rejected = Family::default();
         registry.register(
@@ -441,6 +448,7 @@ impl Metrics {
             registry: Arc::new(registry),
             events_accepted,
             events_duplicate,
+            events_pruned,
             events_rejected,
             events_processed,
             decisions,

@@ -37,6 +37,7 @@ mod columns;
 
 mod cluster;
 mod outbox;
+mod prune;
 mod read;
 mod schema;
 mod write;

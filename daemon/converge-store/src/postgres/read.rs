@@ -112,6 +112,15 @@ impl Backend for PostgresStore {
         self.run(|s| s.value("SELECT coalesce(max(seq), 0) FROM events", &[]))
     }
 
+    fn prunable(
+        &self,
+        after_seq: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<crate::PrunePage, StoreError> {
+        self.run(|s| super::prune::prunable(s, after_seq, before_ms, limit))
+    }
+
     fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError> {
         self.run(|s| {
             s.rows(
@@ -481,8 +490,9 @@ impl Backend for PostgresStore {
     fn counts(&self) -> Result<Counts, StoreError> {
         self.snapshot(|s| {
             Ok(Counts {
-                // Rows are never deleted, so the largest seq or id is the
-                // count (an upper bound: rolled-back batches leave gaps).
+                // The largest seq or id counts what was ever journaled or
+                // decided, pruned rows included (an upper bound:
+                // rolled-back batches leave gaps).
                 events: s.value("SELECT coalesce(max(seq), 0) FROM events", &[])?,
                 // Not yet processed, wherever they are in the journal (on
                 // SQLite: after the cursor; the same when processed in order).

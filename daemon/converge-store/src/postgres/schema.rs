@@ -261,6 +261,15 @@ const MIGRATIONS: &[&str] = &[
         VALUES (('x' || substr(md5(gen_random_uuid()::text), 1, 16))::bit(64)::bigint);
     ALTER TABLE actions ADD COLUMN instance bigint;
     "#,
+    // 6: retention (`storage.retention`) removes an event with the rows
+    // that reference it; these indexes find those rows without scanning
+    // their tables.
+    r#"
+    CREATE INDEX timers_by_creator ON timers (created_by_seq);
+    CREATE INDEX timers_by_fired ON timers (fired_seq) WHERE fired_seq IS NOT NULL;
+    CREATE INDEX held_sends_by_release ON held_sends (released_seq) WHERE released_seq IS NOT NULL;
+    CREATE INDEX gate_overrides_by_event ON gate_overrides (event_seq);
+    "#,
 ];
 
 /// The schema version this build reads and writes.

@@ -131,6 +131,7 @@ fn write_in<C: GenericClient>(
             .push(outbox::change_dead_letter(s, change)?);
     }
     write_source_state(s, &batch.source_state)?;
+    result.pruned = super::prune::prune(s, &batch.prune)?;
     Ok(result)
 }
 

@@ -22,6 +22,7 @@
 //! file: the cluster operations answer [`StoreError::NotShared`].
 
 pub(crate) mod integrity;
+mod prune;
 mod read;
 pub(crate) mod schema;
 mod sources;

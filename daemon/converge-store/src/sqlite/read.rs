@@ -74,6 +74,15 @@ impl Backend for SqliteStore {
             .query_row([], |row| row.get(0))?)
     }
 
+    fn prunable(
+        &self,
+        after_seq: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<crate::PrunePage, StoreError> {
+        super::prune::prunable(&self.conn, after_seq, before_ms, limit)
+    }
+
     fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, json, received_at_ms FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -480,7 +489,8 @@ impl Backend for SqliteStore {
                 .query_row(params, |row| row.get(0))?)
         };
         let counts = Counts {
-            // Rows are never deleted, so the largest seq or id is the count.
+            // The largest seq or id counts what was ever journaled or
+            // decided, pruned rows included.
             events: one("SELECT coalesce(max(seq), 0) FROM events", &[])?,
             unprocessed_events: one("SELECT count(*) FROM events WHERE seq > ?1", &[&cursor])?,
             decisions: one("SELECT coalesce(max(id), 0) FROM decisions", &[])?,

@@ -55,6 +55,7 @@ pub(super) fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<WriteRe
         )?
         .execute(params![state.key, state.value, state.updated_at_ms])?;
     }
+    result.pruned = super::prune::prune(&tx, &batch.prune)?;
     tx.commit()?;
     Ok(result)
 }

@@ -18,6 +18,7 @@ mod gates;
 mod integrity;
 mod outcomes;
 mod processing;
+mod retention;
 mod samples;
 mod schema;
 mod timers;
