@@ -20,6 +20,7 @@ mod intake;
 mod integrity;
 mod logs;
 mod pipeline;
+mod polyglot;
 mod postgres;
 mod reload;
 mod replay;
