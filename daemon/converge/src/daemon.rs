@@ -114,15 +114,17 @@ pub fn plugin_host(config: &Config) -> anyhow::Result<PluginHost> {
         .map(|p| p.limits.memory_bytes)
         .max()
         .unwrap_or(64 << 20);
-    // A slot of the instance pool holds an instance of the largest plugin:
-    // a Python or JavaScript component instantiates many more core modules
-    // than a Rust one. A component that cannot be read here fails its load,
+    // A slot of the instance pool holds an instance of the largest plugin,
+    // no more: a Python or JavaScript component instantiates many more core
+    // modules than a Rust one, and every slot reserves address space for
+    // its memories. A component that cannot be read here fails its load,
     // which says why.
     let instance_needs = config
         .plugins
         .values()
         .filter_map(|p| InstanceNeeds::of_file(&p.component).ok())
-        .fold(InstanceNeeds::default(), InstanceNeeds::max);
+        .reduce(InstanceNeeds::max)
+        .unwrap_or_default();
     PluginHost::new(PluginHostConfig {
         cache_dir: Some(config.storage.plugin_cache_dir.clone()),
         // Every running action holds one instance; loading and describing
