@@ -21,6 +21,7 @@ mod intake;
 mod integrity;
 mod logs;
 mod pipeline;
+mod polyglot;
 mod postgres;
 mod reload;
 mod replay;

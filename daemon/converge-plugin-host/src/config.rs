@@ -7,6 +7,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::InstanceNeeds;
+
 /// Engine-wide settings, shared by every plugin the host loads.
 #[derive(Debug, Clone)]
 pub struct PluginHostConfig {
@@ -19,10 +21,15 @@ pub struct PluginHostConfig {
     /// every load. Must be writable only by converge: its files are loaded as
     /// trusted native code.
     pub cache_dir: Option<PathBuf>,
-    /// Plugin instances that may exist at once, across all plugins: the size
-    /// of the instance pool. An action that finds the pool full fails with a
-    /// retryable error.
+    /// Plugin instances that may exist at once, across all plugins, running
+    /// or kept warm: the slots of the instance pool. A call that finds every
+    /// slot taken takes an idle instance's slot, or else waits for a running
+    /// call to free one (up to its wall time, then fails as retryable).
     pub max_instances: u32,
+    /// What one slot holds: the largest [`InstanceNeeds`] of the components
+    /// this host will load (the default fits Rust plugins). A component that
+    /// needs more is refused at load with [`LoadError::TooLarge`](crate::LoadError::TooLarge).
+    pub instance_needs: InstanceNeeds,
     /// The most linear memory any one instance may have; per-plugin limits
     /// above it are capped to it.
     pub max_memory_bytes: usize,
@@ -34,6 +41,7 @@ impl Default for PluginHostConfig {
             epoch_tick: Duration::from_millis(10),
             cache_dir: None,
             max_instances: 256,
+            instance_needs: InstanceNeeds::default(),
             max_memory_bytes: 512 << 20,
         }
     }

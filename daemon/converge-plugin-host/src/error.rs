@@ -45,6 +45,16 @@ pub enum LoadError {
         found: String,
         supported: String,
     },
+    #[error(
+        "plugin {plugin}: an instance of {} needs {needs}, more than a slot of the instance pool holds ({slot}); the pool is sized when the host starts, from the components it is given (PluginHostConfig::instance_needs; the daemon reads its configured plugins' components), so restart it to load this one",
+        path.display()
+    )]
+    TooLarge {
+        plugin: String,
+        path: PathBuf,
+        needs: crate::InstanceNeeds,
+        slot: crate::InstanceNeeds,
+    },
     #[error("plugin {plugin}: precompiled cache for {}: {reason}", path.display())]
     Cache {
         plugin: String,

@@ -3,21 +3,23 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::connector::ConnectorPluginPre;
 use crate::bindings::{ActionPlugin, ActionPluginPre};
 use crate::config::{PluginHostConfig, PluginSpec};
-use crate::error::LoadError;
-use crate::plugin::{Plugin, Pre, Sandbox};
+use crate::error::{ActionFailure, LoadError};
+use crate::needs::InstanceNeeds;
+use crate::plugin::{Plugin, Pre, Sandbox, Warm};
 use crate::state::HostState;
 
 /// `major.minor` versions of the plugin API this host runs.
@@ -42,21 +44,37 @@ pub(crate) struct Shared {
     /// Part of every cache key, so a wasmtime upgrade or a config change
     /// never loads an incompatible artifact.
     engine_hash: u64,
+    /// One permit per slot of the instance pool, held by every live
+    /// instance (running or warm), so a call that finds the pool full waits
+    /// for a slot instead of failing to instantiate.
+    slots: Arc<Semaphore>,
+    /// `max_instances`, for messages.
+    slot_count: u32,
+    /// What one slot holds; a component that needs more is refused at load.
+    slot: InstanceNeeds,
+    /// Every plugin's warm instances, so a call that finds the pool full
+    /// can take the slot of an idle instance of another plugin.
+    idle: Mutex<Vec<Weak<Mutex<Vec<Warm>>>>>,
     /// Kept alive as long as any plugin is: without ticks a guest in an
     /// endless loop would never be interrupted.
     _ticker: EpochTicker,
 }
 
-/// The instance pool: room for `max_instances` plugin instances at once.
+/// The instance pool: `max_instances` slots, each with room for one
+/// instance of the largest component the host was told about
+/// (`instance_needs`). The per-component caps make a component that needs
+/// more than a slot fail to instantiate instead of eating into other slots.
 fn pooling(config: &PluginHostConfig) -> InstanceAllocationStrategy {
     let n = config.max_instances.max(1);
+    let slot = config.instance_needs;
     let mut pool = PoolingAllocationConfig::new();
-    // A Rust `wasm32-wasip2` component holds several core instances (the
-    // program, WASI shims and fix-ups), a few tables, and one memory.
     pool.total_component_instances(n)
-        .total_core_instances(n.saturating_mul(8))
-        .total_tables(n.saturating_mul(8))
-        .total_memories(n.saturating_mul(2))
+        .total_core_instances(n.saturating_mul(slot.core_instances.max(1)))
+        .total_tables(n.saturating_mul(slot.tables.max(1)))
+        .total_memories(n.saturating_mul(slot.memories.max(1)))
+        .max_core_instances_per_component(slot.core_instances.max(1))
+        .max_tables_per_component(slot.tables.max(1))
+        .max_memories_per_component(slot.memories.max(1))
         .total_stacks(n)
         .max_memory_size(config.max_memory_bytes)
         // Every async call runs on a pooled fiber stack; keep the part a call
@@ -119,6 +137,10 @@ impl PluginHost {
                 epoch_tick: config.epoch_tick,
                 cache_dir: config.cache_dir,
                 engine_hash,
+                slots: Arc::new(Semaphore::new(config.max_instances.max(1) as usize)),
+                slot_count: config.max_instances.max(1),
+                slot: config.instance_needs,
+                idle: Mutex::default(),
                 _ticker: ticker,
             }),
         })
@@ -130,14 +152,16 @@ impl PluginHost {
     pub async fn load(&self, spec: PluginSpec) -> Result<Plugin, LoadError> {
         let shared = self.shared.clone();
         let (name, path) = (spec.name.clone(), spec.component.clone());
-        // Compiling takes from milliseconds to seconds of CPU.
-        let component = tokio::task::spawn_blocking(move || shared.component(&name, &path))
-            .await
-            .map_err(|e| LoadError::Compile {
-                plugin: spec.name.clone(),
-                path: spec.component.clone(),
-                reason: format!("compilation task failed: {e}"),
-            })??;
+        // Compiling takes from milliseconds (Rust) to tens of seconds (an
+        // interpreter inside the component) of CPU.
+        let (component, needs) =
+            tokio::task::spawn_blocking(move || shared.component(&name, &path))
+                .await
+                .map_err(|e| LoadError::Compile {
+                    plugin: spec.name.clone(),
+                    path: spec.component.clone(),
+                    reason: format!("compilation task failed: {e}"),
+                })??;
 
         let incompatible = |e: wasmtime::Error| LoadError::Incompatible {
             plugin: spec.name.clone(),
@@ -157,13 +181,19 @@ impl PluginHost {
             Err(_) => Pre::Action(ActionPluginPre::new(instance_pre).map_err(incompatible)?),
         };
 
+        let warm = Arc::default();
+        self.shared
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&warm));
         let sandbox = Sandbox {
             name: spec.name.as_str().into(),
             pre,
             grants: Arc::new(spec.grants),
             limits: spec.limits,
             shared: self.shared.clone(),
-            warm: Default::default(),
+            warm,
         };
         let info = sandbox
             .describe()
@@ -198,6 +228,8 @@ impl PluginHost {
             plugin_version = info.version,
             api_version = info.api_version,
             connector = connector.is_some(),
+            core_instances = needs.core_instances,
+            memories = needs.memories,
             "plugin loaded"
         );
         Ok(Plugin::new(sandbox, info, connector, spec.component))
@@ -205,26 +237,99 @@ impl PluginHost {
 }
 
 impl Shared {
+    /// Takes a slot of the instance pool for a new instance: a free one,
+    /// else the slot of an idle instance of any plugin, else the first slot
+    /// a running call frees, waiting up to `wait`. The permit must be
+    /// dropped after the instance's store.
+    pub(crate) async fn take_slot(
+        &self,
+        wait: Duration,
+    ) -> Result<OwnedSemaphorePermit, ActionFailure> {
+        loop {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => return Ok(permit),
+                Err(TryAcquireError::Closed) => unreachable!("the slots are never closed"),
+                Err(TryAcquireError::NoPermits) => {}
+            }
+            match self.evict_idle() {
+                // Dropped outside the locks: this frees its pool slot.
+                Some(evicted) => drop(evicted),
+                None => break,
+            }
+        }
+        tracing::debug!(
+            slots = self.slot_count,
+            "instance pool full; waiting for a slot"
+        );
+        match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => unreachable!("the slots are never closed"),
+            Err(_) => Err(ActionFailure::Host(format!(
+                "no free plugin instance within {wait:?}: all {} slots of the instance pool are running calls",
+                self.slot_count
+            ))),
+        }
+    }
+
+    /// Whether a finished instance may stay warm: not while another call
+    /// waits for its slot (a fair semaphore has no permit left then).
+    pub(crate) fn slot_is_free(&self) -> bool {
+        self.slots.available_permits() > 0
+    }
+
+    /// Takes the oldest idle instance of the first plugin that has one.
+    fn evict_idle(&self) -> Option<Warm> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|warm| warm.strong_count() > 0);
+        idle.iter().filter_map(Weak::upgrade).find_map(|warm| {
+            let mut warm = warm.lock().unwrap_or_else(|e| e.into_inner());
+            (!warm.is_empty()).then(|| warm.remove(0))
+        })
+    }
+
     /// The compiled component, from the cache when a compatible artifact of
-    /// the same bytes is there, compiled (and cached) otherwise.
-    fn component(&self, plugin: &str, path: &Path) -> Result<Component, LoadError> {
+    /// the same bytes is there, compiled (and cached) otherwise, and what
+    /// one of its instances takes from the pool.
+    fn component(
+        &self,
+        plugin: &str,
+        path: &Path,
+    ) -> Result<(Component, InstanceNeeds), LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             plugin: plugin.into(),
             path: path.into(),
             source,
         })?;
+        let needs = InstanceNeeds::of_component(&bytes).map_err(|reason| LoadError::Compile {
+            plugin: plugin.into(),
+            path: path.into(),
+            reason,
+        })?;
+        // Refused before compiling, which takes long for such components.
+        if !needs.fits_in(&self.slot) {
+            return Err(LoadError::TooLarge {
+                plugin: plugin.into(),
+                path: path.into(),
+                needs,
+                slot: self.slot,
+            });
+        }
+        self.compile(plugin, path, &bytes).map(|c| (c, needs))
+    }
+
+    fn compile(&self, plugin: &str, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
         let compile_error = |e: wasmtime::Error| LoadError::Compile {
             plugin: plugin.into(),
             path: path.into(),
             reason: format!("{e:#}"),
         };
         let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.engine, &bytes).map_err(compile_error);
+            return Component::new(&self.engine, bytes).map_err(compile_error);
         };
 
         let key = format!(
             "{}-{:016x}.cwasm",
-            hex::encode(Sha256::digest(&bytes)),
+            hex::encode(Sha256::digest(bytes)),
             self.engine_hash
         );
         let cached = dir.join(&key);
@@ -246,7 +351,7 @@ impl Shared {
 
         let artifact = self
             .engine
-            .precompile_component(&bytes)
+            .precompile_component(bytes)
             .map_err(compile_error)?;
         if let Err(e) = write_atomically(dir, &key, &artifact) {
             // The cache only saves time; a read-only directory must not stop

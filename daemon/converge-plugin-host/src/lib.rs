@@ -24,9 +24,12 @@
 //!   https (plain http only with [`Grants::allow_plain_http`]), no
 //!   redirects followed, bounded in count, size and time. A request may
 //!   *name* a granted credential; the host adds its header.
-//! - WASI p2, because the Rust standard library imports it: clocks and
-//!   random numbers work; stdout and stderr are captured in memory (64 KiB
-//!   each) and logged at debug after the call.
+//! - WASI 0.2 (p2: every interface of `wasmtime_wasi::p2`, so what language
+//!   runtimes import links): clocks and random numbers work, the
+//!   filesystem has no preopens, sockets and name lookups are denied;
+//!   stdout and stderr are captured in memory (64 KiB each) and logged at
+//!   info after the call, tagged with the plugin and the action, the first
+//!   4 KiB of each stream. No `wasi:http`: HTTP goes through `http.send`.
 //!
 //! # What a plugin does not get
 //! - Credential values, environment variables, arguments, files (no
@@ -42,6 +45,7 @@ mod config;
 mod error;
 mod host;
 mod http;
+mod needs;
 mod plugin;
 mod resolve;
 mod state;
@@ -49,6 +53,7 @@ mod state;
 pub use config::{Credential, Grants, PluginHostConfig, PluginLimits, PluginSpec};
 pub use error::{ActionFailure, LoadError};
 pub use host::{PluginHost, SUPPORTED_API_VERSIONS};
+pub use needs::InstanceNeeds;
 pub use plugin::{
     ActionDone, ActionInput, ConnectorInfo, DecodeInput, Plugin, PluginInfo, PollInput, PollOutput,
 };

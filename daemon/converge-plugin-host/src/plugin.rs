@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
@@ -31,6 +32,8 @@ use crate::state::{CallContext, CapturedOutput, HostState, Limiter};
 const CAPTURE_BYTES: usize = 64 * 1024;
 /// Bytes of stderr quoted in a trap message (a Rust panic message lands there).
 const TRAP_STDERR_BYTES: usize = 1024;
+/// Bytes of each stream logged after a call; the rest is counted.
+const LOGGED_OUTPUT_BYTES: usize = 4096;
 /// Backtrace frames quoted in a trap message.
 const TRAP_BACKTRACE_FRAMES: usize = 4;
 /// Idle instances kept per plugin.
@@ -46,6 +49,9 @@ pub(crate) struct Warm {
     stdout: CapturedOutput,
     stderr: CapturedOutput,
     calls: u32,
+    /// Its slot of the instance pool; declared after `store` so that it is
+    /// released only once the store has given the slot back.
+    slot: OwnedSemaphorePermit,
 }
 
 /// A loaded, checked plugin. Cheap to clone; calls may run concurrently,
@@ -316,8 +322,9 @@ pub(crate) struct Sandbox {
     pub(crate) grants: Arc<Grants>,
     pub(crate) limits: PluginLimits,
     pub(crate) shared: Arc<Shared>,
-    /// Instances ready for the next call.
-    pub(crate) warm: Mutex<Vec<Warm>>,
+    /// Instances ready for the next call, oldest first; shared with the
+    /// host, which may take one to free its slot for another plugin.
+    pub(crate) warm: Arc<Mutex<Vec<Warm>>>,
 }
 
 /// A plugin's component, checked against the world it was found to fit.
@@ -472,7 +479,7 @@ impl Sandbox {
         call: Call,
     ) -> Result<Output, ActionFailure> {
         let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let (mut store, instance, stdout, stderr, calls) = match warm {
+        let (mut store, instance, stdout, stderr, calls, slot) = match warm {
             Some(mut warm) => {
                 self.prepare(warm.store.data_mut(), action_id, config_json);
                 warm.store.set_epoch_deadline(1);
@@ -484,13 +491,17 @@ impl Sandbox {
                     warm.stdout,
                     warm.stderr,
                     warm.calls,
+                    warm.slot,
                 )
             }
             None => {
+                // Waiting for a slot is bounded like the call, and apart
+                // from it: a full pool delays the call, it does not fail it.
+                let slot = self.shared.take_slot(self.limits.wall_time).await?;
                 let stdout = CapturedOutput::new(CAPTURE_BYTES);
                 let stderr = CapturedOutput::new(CAPTURE_BYTES);
                 let store = self.new_store(action_id, config_json, &stdout, &stderr);
-                (store, None, stdout, stderr, 0)
+                (store, None, stdout, stderr, 0, slot)
             }
         };
 
@@ -535,19 +546,24 @@ impl Sandbox {
         }
         for (stream, output) in [("stdout", &stdout), ("stderr", &stderr)] {
             let (text, dropped) = output.contents();
-            let text = self.grants.redact(text.to_string());
-            if !text.is_empty() {
-                tracing::debug!(
-                    plugin = &*self.name,
-                    action_id,
-                    stream,
-                    dropped_bytes = dropped,
-                    output = %text.escape_debug(),
-                    "plugin output"
-                );
+            if text.is_empty() {
+                continue;
             }
+            let text = self.grants.redact(text);
+            let (text, cut) = head(&text, LOGGED_OUTPUT_BYTES);
+            // Escaped so a plugin cannot forge log lines with newlines.
+            tracing::info!(
+                plugin = &*self.name,
+                action_id,
+                stream,
+                dropped_bytes = dropped + cut,
+                output = %text.escape_debug(),
+                "plugin output"
+            );
         }
-        if let Some(instance) = instance.filter(|_| calls + 1 < MAX_CALLS_PER_INSTANCE) {
+        let keep =
+            instance.filter(|_| calls + 1 < MAX_CALLS_PER_INSTANCE && self.shared.slot_is_free());
+        if let Some(instance) = keep {
             let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
             if warm.len() < MAX_WARM {
                 warm.push(Warm {
@@ -556,9 +572,15 @@ impl Sandbox {
                     stdout,
                     stderr,
                     calls: calls + 1,
+                    slot,
                 });
+                return result;
             }
         }
+        // The slot goes back only once the store has released the pool's
+        // resources.
+        drop(store);
+        drop(slot);
         result
     }
 
@@ -629,6 +651,19 @@ async fn call_instance(
             wasmtime::Error::msg("an action plugin has no connector interface"),
         ),
     }
+}
+
+/// The first `max` bytes of `text` (cut on a char boundary) and how many
+/// bytes were cut.
+fn head(text: &str, max: usize) -> (&str, usize) {
+    if text.len() <= max {
+        return (text, 0);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&text[..end], text.len() - end)
 }
 
 /// One line saying why the guest stopped: the panic message (a Rust guest

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use converge_plugin_host::{Plugin, PluginHost, PluginHostConfig, PluginSpec};
+use converge_plugin_host::{InstanceNeeds, Plugin, PluginHost, PluginHostConfig, PluginSpec};
 use converge_rules::{RuleSet, RuleSource};
 use converge_store::Store;
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -115,11 +115,23 @@ pub fn plugin_host(config: &Config) -> anyhow::Result<PluginHost> {
         .map(|p| p.limits.memory_bytes)
         .max()
         .unwrap_or(64 << 20);
+    // A slot of the instance pool holds an instance of the largest plugin,
+    // no more: a Python or JavaScript component instantiates many more core
+    // modules than a Rust one, and every slot reserves address space for
+    // its memories. A component that cannot be read here fails its load,
+    // which says why.
+    let instance_needs = config
+        .plugins
+        .values()
+        .filter_map(|p| InstanceNeeds::of_file(&p.component).ok())
+        .reduce(InstanceNeeds::max)
+        .unwrap_or_default();
     PluginHost::new(PluginHostConfig {
         cache_dir: Some(config.storage.plugin_cache_dir.clone()),
         // Every running action holds one instance; loading and describing
-        // plugins takes a few more.
+        // plugins, decodes and polls take a few more.
         max_instances: u32::try_from(config.dispatch.concurrency + 16).unwrap_or(u32::MAX),
+        instance_needs,
         max_memory_bytes,
         ..PluginHostConfig::default()
     })

@@ -8,5 +8,6 @@ mod http;
 mod jira;
 mod limits;
 mod load;
+mod pool;
 mod support;
 mod trello;
