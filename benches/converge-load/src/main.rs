@@ -21,6 +21,7 @@
 
 mod console;
 mod database;
+mod months;
 mod report_scale;
 mod soak;
 
@@ -63,6 +64,9 @@ enum Mode {
     /// Build the same database, start `converge run` on it and time each
     /// page of the console at /ui.
     Console(console::ConsoleArgs),
+    /// Months of events on a manual clock, printing the database's size
+    /// each simulated week: flat once `storage.retention` is reached.
+    Months(months::MonthsArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -143,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
         Some(Mode::Console(console)) => return console::run(console, &converge).await,
+        Some(Mode::Months(months)) => return months::run(months, &converge, &root).await,
         command => command,
     };
     let plugin = target.join("wasm32-wasip2/wasm/webhook_out.wasm");
