@@ -268,6 +268,38 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// The status a pause or resume sets on an ad platform's campaign or ad
+/// set (Meta, LinkedIn): `status` in the plugin's config, or the one the
+/// decision implies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Paused,
+    Active,
+}
+
+impl Status {
+    pub fn for_action(configured: Option<Status>, kind: &str) -> Result<Status, PluginError> {
+        if let Some(status) = configured {
+            return Ok(status);
+        }
+        match kind {
+            "pause_channel" | "hold_send" => Ok(Status::Paused),
+            "resume_channel" | "release_send" => Ok(Status::Active),
+            _ => Err(PluginError::InvalidInput(format!(
+                "plugin config: status: required for `{kind}` decisions (PAUSED or ACTIVE)"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Paused => "PAUSED",
+            Status::Active => "ACTIVE",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 
-use channel_target::Ids;
+use channel_target::{Ids, Status};
 use converge_plugin_sdk::http::{self, HttpError, Method, Request, Response};
 use converge_plugin_sdk::{Action, ActionOutcome, ActionPlugin, PluginError, PluginInfo};
 use serde::Deserialize;
@@ -64,35 +64,6 @@ fn default_version() -> String {
 
 fn default_credential() -> String {
     "linkedin".to_owned()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum Status {
-    Paused,
-    Active,
-}
-
-impl Status {
-    fn for_action(configured: Option<Status>, kind: &str) -> Result<Status, PluginError> {
-        if let Some(status) = configured {
-            return Ok(status);
-        }
-        match kind {
-            "pause_channel" | "hold_send" => Ok(Status::Paused),
-            "resume_channel" | "release_send" => Ok(Status::Active),
-            _ => Err(PluginError::InvalidInput(format!(
-                "plugin config: status: required for `{kind}` decisions (PAUSED or ACTIVE)"
-            ))),
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Paused => "PAUSED",
-            Status::Active => "ACTIVE",
-        }
-    }
 }
 
 /// The numeric id of `id` or of its URN (`urn:li:sponsoredCampaign:123`).

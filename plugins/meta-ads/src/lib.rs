@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use channel_target::Ids;
+use channel_target::{Ids, Status};
 use converge_plugin_sdk::http::{self, HttpError, Method, Request, Response};
 use converge_plugin_sdk::{Action, ActionOutcome, ActionPlugin, PluginError, PluginInfo};
 use serde::Deserialize;
@@ -58,35 +58,6 @@ fn default_api_version() -> String {
 
 fn default_credential() -> String {
     "meta".to_owned()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum Status {
-    Paused,
-    Active,
-}
-
-impl Status {
-    fn for_action(configured: Option<Status>, kind: &str) -> Result<Status, PluginError> {
-        if let Some(status) = configured {
-            return Ok(status);
-        }
-        match kind {
-            "pause_channel" | "hold_send" => Ok(Status::Paused),
-            "resume_channel" | "release_send" => Ok(Status::Active),
-            _ => Err(PluginError::InvalidInput(format!(
-                "plugin config: status: required for `{kind}` decisions (PAUSED or ACTIVE)"
-            ))),
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Paused => "PAUSED",
-            Status::Active => "ACTIVE",
-        }
-    }
 }
 
 fn request(config: &Config, id: &str, status: Status) -> Result<Request, PluginError> {
