@@ -34,4 +34,5 @@ mod schedules;
 mod secrets;
 mod slow_clients;
 mod support;
+mod telemetry;
 mod timers;

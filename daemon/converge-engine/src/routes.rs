@@ -127,6 +127,18 @@ impl<'a> ActionPayload<'a> {
             .ok()
             .map(|e| e.id)
     }
+
+    /// The event's `traceparent` (CloudEvents distributed tracing), so the
+    /// action continues the event's trace.
+    pub fn event_traceparent(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Trace {
+            traceparent: Option<String>,
+        }
+        serde_json::from_str::<Trace>(self.event.get())
+            .ok()
+            .and_then(|e| e.traceparent)
+    }
 }
 
 /// The idempotency key of the action that performs a released send: the

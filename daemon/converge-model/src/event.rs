@@ -23,6 +23,10 @@ pub struct Event {
     /// neither suppress nor stand in for another hook's. `None` for events
     /// converge's own sources journal (file drops, polls, schedules, timers).
     pub hook: Option<String>,
+    /// The W3C trace context of whoever produced it (the CloudEvents
+    /// distributed-tracing `traceparent` extension), kept as sent: the
+    /// daemon's spans for the event continue that trace.
+    pub traceparent: Option<String>,
     /// The `data` member when it is JSON; `Null` when absent or binary.
     pub data: Value,
     pub json: String,
@@ -49,6 +53,9 @@ pub enum EventError {
 
 /// The CloudEvents extension attribute that records an event's hook.
 pub const HOOK_EXTENSION: &str = "convergehook";
+
+/// The CloudEvents distributed-tracing extension: a W3C `traceparent`.
+pub const TRACEPARENT_EXTENSION: &str = "traceparent";
 
 /// Who wrote the JSON being read: the `convergehook` extension is refused
 /// from outside and read back from the journal.
@@ -124,6 +131,9 @@ impl Event {
                 "attribute `type` must not be empty".into(),
             ));
         }
+        let traceparent = event
+            .extension(TRACEPARENT_EXTENSION)
+            .map(ToString::to_string);
         let data = match event.data() {
             Some(cloudevents::Data::Json(v)) => v.clone(),
             Some(cloudevents::Data::String(s)) => Value::String(s.clone()),
@@ -137,6 +147,7 @@ impl Event {
             subject: event.subject().map(str::to_string),
             time: event.time().copied(),
             hook,
+            traceparent,
             data,
             json,
         })
@@ -153,13 +164,23 @@ impl Event {
     /// (the `convergehook` extension), so the journal, replay and `explain`
     /// all see it. Events from outside never carry the extension (parsing
     /// refuses it), so it is added, never replaced.
-    pub fn arrived_on(mut self, hook: &str) -> Event {
+    ///
+    /// `traceparent` is the context of the daemon's intake span, recorded
+    /// only when the sender gave none: the daemon is then the event's
+    /// producer, and processing continues the trace its intake began.
+    pub fn arrived_on(mut self, hook: &str, traceparent: Option<String>) -> Event {
         debug_assert!(self.hook.is_none());
         // Written by `from_cloudevent`, so it reads back, and an event with
-        // one more string extension serializes.
+        // one or two more string extensions serializes.
         let mut event: cloudevents::Event =
             serde_json::from_str(&self.json).expect("an event's own JSON reads back");
         event.set_extension(HOOK_EXTENSION, hook.to_string());
+        if self.traceparent.is_none()
+            && let Some(traceparent) = traceparent
+        {
+            event.set_extension(TRACEPARENT_EXTENSION, traceparent.clone());
+            self.traceparent = Some(traceparent);
+        }
         self.json = serde_json::to_string(&event).expect("a CloudEvent serializes");
         self.hook = Some(hook.to_string());
         self
@@ -228,7 +249,7 @@ mod tests {
         let json = r#"{"specversion":"1.0","id":"e-1","source":"/jira","type":"t"}"#;
         let e = event(json).unwrap();
         assert_eq!(e.hook, None);
-        let on_hook = e.arrived_on("jira");
+        let on_hook = e.arrived_on("jira", None);
         assert_eq!(on_hook.hook.as_deref(), Some("jira"));
         let back = Event::from_journal(&on_hook.json).unwrap();
         assert_eq!(back, on_hook);
@@ -237,6 +258,28 @@ mod tests {
             Event::from_json(on_hook.json.as_bytes()),
             Err(EventError::HookExtension)
         );
+    }
+
+    #[test]
+    fn a_senders_traceparent_is_kept_and_the_daemons_recorded_only_without_one() {
+        const SENDER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        const INTAKE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let traced = event(&format!(
+            r#"{{"specversion":"1.0","id":"e-1","source":"/x","type":"t","traceparent":"{SENDER}"}}"#
+        ))
+        .unwrap()
+        .arrived_on("h", Some(INTAKE.into()));
+        assert_eq!(traced.traceparent.as_deref(), Some(SENDER));
+        assert!(!traced.json.contains(INTAKE));
+
+        let untraced = event(r#"{"specversion":"1.0","id":"e-2","source":"/x","type":"t"}"#)
+            .unwrap()
+            .arrived_on("h", Some(INTAKE.into()));
+        assert_eq!(untraced.traceparent.as_deref(), Some(INTAKE));
+        // Extensions serialize in no fixed order: compare what they say.
+        let back = Event::from_journal(&untraced.json).unwrap();
+        assert_eq!(back.traceparent, untraced.traceparent);
+        assert_eq!(back.hook, untraced.hook);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The `http.send` import: the only way out of the sandbox. Every request is
 //! checked against the plugin's grants and limits before the host sends it.
 
+use opentelemetry_http::HeaderInjector;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use url::Url;
 
 use crate::bindings::converge::plugin::http::{self, HttpError, Method, Request, Response};
@@ -46,10 +49,25 @@ async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpErro
     let method = prepared.method.clone();
     let host = prepared.url.host_str().unwrap_or_default().to_string();
     let max_response = call.limits.max_response_bytes;
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "client",
+        http.request.method = %method,
+        server.address = %host,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let mut headers = prepared.headers;
+    // The trace goes on to the receiver (W3C Trace Context); nothing is
+    // added while traces are off.
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(&mut headers));
+    });
     let mut request = call
         .http
         .request(prepared.method, prepared.url)
-        .headers(prepared.headers);
+        .headers(headers);
     if let Some(body) = prepared.body {
         request = request.body(body);
     }
@@ -61,9 +79,16 @@ async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpErro
         let response = call.http.execute(request).await.map_err(transport_error)?;
         read_response(response, max_response).await
     };
-    let result = match tokio::time::timeout(call.limits.http_timeout, exchange).await {
+    let result = match tokio::time::timeout(call.limits.http_timeout, exchange)
+        .instrument(span.clone())
+        .await
+    {
         Ok(result) => result,
         Err(_) => Err(HttpError::Timeout),
+    };
+    match &result {
+        Ok(response) => span.record("http.response.status_code", response.status),
+        Err(_) => span.record("otel.status_code", "error"),
     };
     match &result {
         Ok(response) => tracing::debug!(

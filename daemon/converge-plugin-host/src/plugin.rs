@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
@@ -205,6 +206,7 @@ impl Plugin {
         let sandbox = &self.inner.sandbox;
         let outcome = sandbox
             .run(&action_id, config_json, Call::Execute(action))
+            .instrument(self.call_span("execute"))
             .await?;
         let Output::Executed(result) = outcome else {
             unreachable!("an execute call returns an execute output")
@@ -240,6 +242,7 @@ impl Plugin {
             .inner
             .sandbox
             .run(&call_id, config_json, Call::Decode(inbound))
+            .instrument(self.call_span("decode"))
             .await?;
         let Output::Decoded(result) = output else {
             unreachable!("a decode call returns a decode output")
@@ -261,6 +264,7 @@ impl Plugin {
             .inner
             .sandbox
             .run("poll", config_json, Call::Poll(input.cursor))
+            .instrument(self.call_span("poll"))
             .await?;
         let Output::Polled(result) = output else {
             unreachable!("a poll call returns a poll output")
@@ -274,6 +278,13 @@ impl Plugin {
                 .retry_after_ms
                 .map(|ms| Duration::from_millis(ms.into())),
         })
+    }
+
+    /// The span of one call into the plugin: a child of the caller's
+    /// (the action, the webhook's intake, the poll), the parent of the
+    /// plugin's HTTP requests.
+    fn call_span(&self, call: &'static str) -> tracing::Span {
+        tracing::info_span!("plugin.call", plugin = %self.name(), call)
     }
 
     /// Refuses, before any instance is built, a call the plugin said at

@@ -20,6 +20,7 @@ use converge_rules::RuleLimits;
 use converge_store::{Durability, StartCheck};
 
 use crate::logging::{LogFormat, LogSettings};
+use crate::otel::TelemetrySettings;
 use crate::plain_json::{JsonMapping, Template};
 
 mod raw {
@@ -56,6 +57,26 @@ mod raw {
         pub report: Report,
         #[serde(default)]
         pub log: Log,
+        #[serde(default)]
+        pub telemetry: Telemetry,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Telemetry {
+        pub otlp_endpoint: Option<String>,
+        pub service_name: String,
+        pub sample_ratio: f64,
+    }
+
+    impl Default for Telemetry {
+        fn default() -> Self {
+            Telemetry {
+                otlp_endpoint: None,
+                service_name: "converge".into(),
+                sample_ratio: 1.0,
+            }
+        }
     }
 
     #[derive(Debug, Deserialize)]
@@ -401,6 +422,8 @@ pub struct Config {
     pub report: StageRoles,
     /// `[log]`: the level and the format of the daemon's log.
     pub log: LogSettings,
+    /// `[telemetry]`: where traces go, if anywhere.
+    pub telemetry: TelemetrySettings,
     /// Problems that do not stop the daemon (a missing secret fails only the
     /// actions that need it); `run` logs them and `check` lists them.
     pub warnings: Vec<String>,
@@ -617,6 +640,7 @@ impl Config {
             clock: v.clock(&raw.clock),
             report: v.report(&raw.report),
             log: v.log(&raw.log),
+            telemetry: v.telemetry(&raw.telemetry),
             schedules: v.schedules(&raw.schedules),
             hooks: v.hooks(&raw.hooks, &raw.plugins, env),
             polls: v.polls(&raw.polls, &raw.plugins),
@@ -1072,6 +1096,35 @@ impl Validator {
             }
         }
         roles
+    }
+
+    fn telemetry(&mut self, raw: &raw::Telemetry) -> TelemetrySettings {
+        let traces_url = raw.otlp_endpoint.as_deref().and_then(|endpoint| {
+            match crate::otel::traces_url(endpoint) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    self.error("telemetry.otlp_endpoint", e);
+                    None
+                }
+            }
+        });
+        if raw.service_name.trim().is_empty() {
+            self.error("telemetry.service_name", "must not be empty");
+        }
+        if !(0.0..=1.0).contains(&raw.sample_ratio) {
+            self.error(
+                "telemetry.sample_ratio",
+                format!(
+                    "must be from 0 to 1 (the share of traces kept), got {}",
+                    raw.sample_ratio
+                ),
+            );
+        }
+        TelemetrySettings {
+            traces_url,
+            service_name: raw.service_name.clone(),
+            sample_ratio: raw.sample_ratio,
+        }
     }
 
     fn log(&mut self, raw: &raw::Log) -> LogSettings {
@@ -1603,6 +1656,35 @@ mod tests {
         assert_eq!(
             errors,
             vec!["clock.start: only a manual clock has a start time"]
+        );
+    }
+
+    #[test]
+    fn telemetry_is_off_until_a_collector_is_named() {
+        assert_eq!(parse("").unwrap().telemetry, TelemetrySettings::default());
+        let c =
+            parse("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/\"\nsample_ratio = 0.25\n")
+                .unwrap();
+        assert_eq!(
+            c.telemetry.traces_url.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(c.telemetry.sample_ratio, 0.25);
+        let errors = parse(
+            "[telemetry]\notlp_endpoint = \"collector:4317\"\nservice_name = \"\"\nsample_ratio = 2.0\n",
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("telemetry.otlp_endpoint: `collector:4317`"),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(errors[1], "telemetry.service_name: must not be empty");
+        assert!(
+            errors[2].starts_with("telemetry.sample_ratio: must be from 0 to 1"),
+            "{}",
+            errors[2]
         );
     }
 

@@ -285,6 +285,11 @@ fn spawn_action(
         plugin = %action.plugin,
         route = %action.route
     );
+    if crate::otel::exporting()
+        && let Ok(payload) = ActionPayload::parse(&action.payload_json)
+    {
+        crate::otel::continue_trace(&span, payload.event_traceparent().as_deref());
+    }
     let shared = shared.clone();
     tracker.spawn(
         async move {

@@ -21,6 +21,7 @@ mod health;
 pub mod hooks;
 mod journal;
 mod logging;
+mod otel;
 mod plain_json;
 mod polls;
 mod processor;
@@ -45,6 +46,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::logging::LogSettings;
+use crate::otel::TelemetrySettings;
 
 #[derive(Parser)]
 #[command(
@@ -151,10 +153,15 @@ pub fn main() -> ExitCode {
         },
         _ => None,
     };
-    logging::init(
+    // Traces are the daemon's only; kept to the end of `main`, where
+    // dropping it exports the last spans.
+    let _traces = logging::init(
         run_config
             .as_ref()
             .map_or(&LogSettings::default(), |c| &c.log),
+        run_config
+            .as_ref()
+            .map_or(&TelemetrySettings::default(), |c| &c.telemetry),
     );
     // The commands that read the database run outside the async runtime:
     // the PostgreSQL client runs one of its own, which cannot nest.

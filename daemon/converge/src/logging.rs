@@ -8,7 +8,11 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::otel::{Exporting, TelemetrySettings};
 
 /// `[log]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,23 +68,42 @@ pub fn check_level(level: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Starts the log. Once per process.
-pub fn init(settings: &LogSettings) {
+/// Starts the log, and the export of traces when `telemetry` asks for it.
+/// Once per process, outside the async runtime; keep what it returns until
+/// the process ends: dropping it flushes the last spans.
+pub fn init(settings: &LogSettings, telemetry: &TelemetrySettings) -> Option<Exporting> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::builder().parse(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match settings.format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match settings.format {
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => log
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
+            .boxed(),
+    };
+    // The log's level filters the log only: spans go to the exporter at
+    // INFO whatever the log shows.
+    let mut layers = vec![log.with_filter(filter).boxed()];
+    let exporting = match crate::otel::layer(telemetry) {
+        Ok(Some((traces, exporting))) => {
+            layers.push(traces);
+            Some(exporting)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("warning: traces are not exported: {e:#}");
+            None
+        }
+    };
+    tracing_subscriber::registry().with(layers).init();
+    if let (Some(_), Some(url)) = (&exporting, &telemetry.traces_url) {
+        tracing::info!(url, "traces are exported over OTLP");
     }
+    exporting
 }
 
 #[cfg(test)]

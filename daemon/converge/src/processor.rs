@@ -329,6 +329,7 @@ impl Processor {
         let event = &item.event;
         let span =
             tracing::info_span!("process", event_id = %event.id.escape_debug(), seq = item.seq);
+        crate::otel::continue_trace(&span, event.traceparent.as_deref());
         let _enter = span.enter();
         let entity = match event.entity_key() {
             Some(key) => self.entity(&key)?,

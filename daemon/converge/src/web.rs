@@ -23,6 +23,7 @@ use converge_api::status::{
 };
 use converge_api::{ErrorBody, Time};
 use converge_engine::gates::OverrideEvent;
+use converge_model::event::TRACEPARENT_EXTENSION;
 use converge_model::{EntityKey, Event, EventError};
 use converge_plugin_host::{ActionFailure, DecodeInput, Plugin};
 use converge_signatures::{Inbound, Scheme, asana_handshake};
@@ -502,8 +503,36 @@ async fn intake(
         }) => plain_json_events(&hook, mapping, &parts.headers, &body, metrics)?,
         _ => cloudevents(&parts.headers, &body, metrics)?,
     };
-    // The hook is part of each event's identity (docs/webhooks.md).
-    let events: Vec<Event> = events.into_iter().map(|e| e.arrived_on(&hook)).collect();
+    let ids: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.source.clone(), e.id.clone()))
+        .collect();
+    let span = match ids.as_slice() {
+        // Ids and sources come from outside: escaped, so a line break in
+        // one cannot forge a log line.
+        [(_, id)] => {
+            tracing::info_span!("intake", hook = %hook.escape_debug(), event_id = %id.escape_debug())
+        }
+        _ => tracing::info_span!("intake", hook = %hook.escape_debug(), events = ids.len()),
+    };
+    // The sender's trace: its `traceparent` header (W3C, and CloudEvents'
+    // binary mode), else the one event's own extension.
+    let sender = parts
+        .headers
+        .get(TRACEPARENT_EXTENSION)
+        .and_then(|v| v.to_str().ok())
+        .or(match events.as_slice() {
+            [event] => event.traceparent.as_deref(),
+            _ => None,
+        });
+    crate::otel::continue_trace(&span, sender);
+    // The hook is part of each event's identity (docs/webhooks.md); the
+    // intake's trace context goes with the events that have none.
+    let context = crate::otel::traceparent(&span);
+    let events: Vec<Event> = events
+        .into_iter()
+        .map(|e| e.arrived_on(&hook, context.clone()))
+        .collect();
     if let Some(event) = events
         .iter()
         .find(|e| converge_model::sources::is_reserved(&e.source))
@@ -535,18 +564,6 @@ async fn intake(
             "too many events are waiting for the rules; try again shortly",
         )
     })?;
-    let ids: Vec<(String, String)> = events
-        .iter()
-        .map(|e| (e.source.clone(), e.id.clone()))
-        .collect();
-    let span = match ids.as_slice() {
-        // Ids and sources come from outside: escaped, so a line break in
-        // one cannot forge a log line.
-        [(_, id)] => {
-            tracing::info_span!("intake", hook = %hook.escape_debug(), event_id = %id.escape_debug())
-        }
-        _ => tracing::info_span!("intake", hook = %hook.escape_debug(), events = ids.len()),
-    };
     let appended = state
         .journal
         .append(events, permit)
