@@ -14,6 +14,9 @@
 //! budget: refused requests (503 with Retry-After) are counted and sent
 //! again after the delay, and the peak RSS shows the memory bound.
 //!
+//! `converge-load gate` runs converge's side of the gate race
+//! (benches/gate-race): see `gate.rs`.
+//!
 //! `converge-load soak` is the crash test for minutes: see `soak.rs`;
 //! `converge-load report` times `converge report` on a large journal: see
 //! `report_scale.rs`; `converge-load console` times the console's pages on
@@ -21,6 +24,7 @@
 
 mod console;
 mod database;
+mod gate;
 mod months;
 mod report_scale;
 mod soak;
@@ -67,6 +71,9 @@ enum Mode {
     /// Months of events on a manual clock, printing the database's size
     /// each simulated week: flat once `storage.retention` is reached.
     Months(months::MonthsArgs),
+    /// The gate race's workload (benches/gate-race) on converge alone:
+    /// each event once, then the decisions counted at a sink.
+    Gate(gate::GateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -157,8 +164,10 @@ async fn main() -> anyhow::Result<()> {
             plugin.display()
         );
     }
-    if let Some(Mode::Soak(soak)) = command {
-        return soak::run(soak, &converge, &plugin).await;
+    match command {
+        Some(Mode::Soak(soak)) => return soak::run(soak, &converge, &plugin).await,
+        Some(Mode::Gate(gate)) => return gate::run(gate, &converge, &plugin, &root).await,
+        _ => {}
     }
 
     let timings = Arc::new(Mutex::new(Timings::default()));
