@@ -250,3 +250,61 @@ async fn entity_states_evicted_from_a_small_cache_are_read_back_whole() {
         "an entity was read back without its first event"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_out_sends_only_the_selected_members() {
+    let sink = Sink::start().await;
+    let ws = Workspace::new(
+        &[(
+            "gate",
+            r#"if event.type == "asset.updated" { notify("gate.open", "FALL25"); }"#,
+        )],
+        &format!(
+            r#"{plugins}
+[[routes]]
+decision = "notify"
+plugin = "webhook-out"
+config = {{ url = "{small}", select = ["/decision/kind", "/decision/to", "/event/id", "/entity/fields/missing"] }}
+
+[[routes]]
+decision = "notify"
+plugin = "webhook-out"
+name = "misconfigured"
+config = {{ url = "{bad}", select = ["/decision", "event.id"] }}
+"#,
+            plugins = plugins_toml(&sink),
+            small = sink.url("/small"),
+            bad = sink.url("/bad"),
+        ),
+    );
+    let daemon = ws.start();
+
+    let update = event(
+        "e-1",
+        "asset.updated",
+        "campaign/c-1",
+        json!({"channel": "email", "offer_code": "FALL25"}),
+    );
+    assert_eq!(daemon.send_event(&update).await.0, 202);
+    let trail = daemon.wait_for_trail("e-1", actions_settled).await;
+
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    assert_eq!(received[0].path, "/small");
+    assert_eq!(
+        std::str::from_utf8(&received[0].bytes).unwrap(),
+        r#"{"decision":{"kind":"notify","to":"gate.open"},"event":{"id":"e-1"}}"#
+    );
+    let actions = trail["decisions"][0]["actions"].as_array().unwrap();
+    let bad = actions
+        .iter()
+        .find(|a| a["status"] != "done")
+        .expect("the misconfigured route's action");
+    assert_eq!(bad["status"], "dead_letter", "{bad:#}");
+    assert!(
+        bad["detail"].as_str().unwrap().contains(
+            r#"plugin config: select[1]: "event.id" is not a JSON pointer: it starts with "/", as in "/event/id""#
+        ),
+        "{bad:#}"
+    );
+}

@@ -620,6 +620,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body as it arrived.
+    pub bytes: Bytes,
 }
 
 /// A local HTTP server that records requests; answers are scripted per
@@ -647,12 +649,13 @@ impl Sink {
         let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
             let state = state.clone();
             async move {
-                let body = serde_json::from_slice(&body)
+                let parsed = serde_json::from_slice(&body)
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
                 state.received.lock().unwrap().push(Received {
                     path: uri.path().to_string(),
                     headers,
-                    body,
+                    body: parsed,
+                    bytes: body,
                 });
                 let status = state
                     .script

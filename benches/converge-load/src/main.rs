@@ -1,7 +1,7 @@
 //! `converge-load`: drives events over HTTP into a converge daemon and
 //! reports what a user of the daemon would ask about: acknowledged events per
 //! second, acknowledgement latency, event-to-action latency, and the daemon's
-//! peak memory.
+//! peak memory and CPU time per event.
 //!
 //! By default it starts everything itself: a sink server standing in for a
 //! webhook receiver, and `converge run` on a temporary config with the
@@ -14,6 +14,9 @@
 //! budget: refused requests (503 with Retry-After) are counted and sent
 //! again after the delay, and the peak RSS shows the memory bound.
 //!
+//! `converge-load gate` runs converge's side of the gate race
+//! (benches/gate-race): see `gate.rs`.
+//!
 //! `converge-load soak` is the crash test for minutes: see `soak.rs`;
 //! `converge-load report` times `converge report` on a large journal: see
 //! `report_scale.rs`; `converge-load console` times the console's pages on
@@ -21,6 +24,7 @@
 
 mod console;
 mod database;
+mod gate;
 mod months;
 mod report_scale;
 mod soak;
@@ -67,6 +71,9 @@ enum Mode {
     /// Months of events on a manual clock, printing the database's size
     /// each simulated week: flat once `storage.retention` is reached.
     Months(months::MonthsArgs),
+    /// The gate race's workload (benches/gate-race) on converge alone:
+    /// each event once, then the decisions counted at a sink.
+    Gate(gate::GateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -157,8 +164,10 @@ async fn main() -> anyhow::Result<()> {
             plugin.display()
         );
     }
-    if let Some(Mode::Soak(soak)) = command {
-        return soak::run(soak, &converge, &plugin).await;
+    match command {
+        Some(Mode::Soak(soak)) => return soak::run(soak, &converge, &plugin).await,
+        Some(Mode::Gate(gate)) => return gate::run(gate, &converge, &plugin, &root).await,
+        _ => {}
     }
 
     let timings = Arc::new(Mutex::new(Timings::default()));
@@ -198,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
         .build_http();
     let requests = args.events.div_ceil(args.batch);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cpu_before: Option<Vec<f64>> = daemons.iter().map(Daemon::cpu_ms).collect();
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -288,6 +298,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let all_elapsed = started.elapsed();
     let peak_rss = daemons.iter().filter_map(Daemon::peak_rss_kib).max();
+    // Everything the daemons did for the events: intake, rules, and the
+    // actions when there are any, as they are waited for above.
+    let cpu_after: Option<Vec<f64>> = daemons.iter().map(Daemon::cpu_ms).collect();
+    let cpu_ms = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| after.iter().sum::<f64>() - before.iter().sum::<f64>());
     for daemon in &mut daemons {
         daemon.stop();
     }
@@ -333,7 +349,36 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => println!("daemon peak RSS: unknown (no /proc)"),
     }
+    println!("{}", cpu_line(cpu_ms, args.events));
     Ok(())
+}
+
+/// The daemons' CPU time for the run, per event.
+fn cpu_line(cpu_ms: Option<f64>, events: usize) -> String {
+    match cpu_ms {
+        Some(ms) => format!(
+            "daemon CPU (user + system, all daemons): {:.3} ms per event ({:.0} ms for {events} events)",
+            ms / events.max(1) as f64,
+            ms
+        ),
+        None => "daemon CPU: unknown (no /proc)".into(),
+    }
+}
+
+/// CPU time (user + system) a process has used so far, in milliseconds,
+/// from `/proc/<pid>/stat`.
+fn process_cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of proc(5), utime and stime; the first after ")" is field 3.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks as f64 * 1000.0 / per_second as f64)
 }
 
 fn pct(samples: &mut [Duration], p: f64) -> String {
@@ -505,6 +550,11 @@ impl Daemon {
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// CPU time the daemon has used so far, in milliseconds.
+    fn cpu_ms(&self) -> Option<f64> {
+        process_cpu_ms(self.child.id())
     }
 
     /// SIGKILL: no chance to clean up.

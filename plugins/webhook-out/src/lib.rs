@@ -1,9 +1,12 @@
 //! The `webhook-out` action plugin: POSTs each action, with its decision,
 //! event and entity, as one JSON document to an operator-configured URL.
 //!
-//! Config: `{"url": "https://...", "headers": {"x-name": "value"}, "credential": "name"}`;
-//! only `url` is required. Every request carries `idempotency-key: <action id>`,
-//! which stays the same on every retry, so receivers can drop duplicates.
+//! Config: `{"url": "https://...", "headers": {"x-name": "value"}, "credential": "name",
+//! "select": ["/decision", "/event/id"]}`; only `url` is required. `select`
+//! names, as JSON pointers, the members of that document to send instead of
+//! all of it (see [`Selection`]). Every request carries
+//! `idempotency-key: <action id>`, which stays the same on every retry, so
+//! receivers can drop duplicates.
 
 use std::collections::BTreeMap;
 
@@ -23,12 +26,18 @@ struct Config {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     credential: Option<String>,
+    #[serde(default)]
+    select: Option<Vec<String>>,
+    /// `select`, checked: the members to send; `None` sends the whole document.
+    #[serde(skip)]
+    selection: Option<Selection>,
 }
 
 impl Config {
     fn parse(json: &str) -> Result<Self, PluginError> {
-        let config: Config = converge_plugin_sdk::parse_config(json)?;
+        let mut config: Config = converge_plugin_sdk::parse_config(json)?;
         config.validate()?;
+        config.selection = config.select.as_deref().map(Selection::parse).transpose()?;
         Ok(config)
     }
 
@@ -49,6 +58,180 @@ impl Config {
             )));
         }
         Ok(())
+    }
+}
+
+/// The top-level members of the whole document, in its order.
+const MEMBERS: &[&str] = &["action_id", "kind", "rule", "decision", "event", "entity"];
+
+/// The members of the document that `select` names, each a JSON pointer
+/// (RFC 6901) into `{action_id, kind, rule, decision, event, entity}`:
+/// `/decision` is the whole decision, `/event/data/channel` one member of the
+/// event's data. The document sent keeps the shape of the whole one, holding
+/// only what was selected, in the order the pointers are listed:
+/// `["/decision/kind", "/event/id"]` sends
+/// `{"decision":{"kind":"notify"},"event":{"id":"e1"}}`. A member the action
+/// does not have is left out, not sent as `null`. Pointers reach into objects
+/// only: an array is selected whole.
+#[derive(Debug, PartialEq)]
+struct Selection {
+    /// Each pointer's reference tokens, unescaped (`~1` is `/`, `~0` is `~`).
+    pointers: Vec<Vec<String>>,
+}
+
+impl Selection {
+    fn parse(select: &[String]) -> Result<Self, PluginError> {
+        let invalid =
+            |message: String| PluginError::InvalidInput(format!("plugin config: {message}"));
+        if select.is_empty() {
+            return Err(invalid(
+                "select: names no member; leave select out to send the whole document".into(),
+            ));
+        }
+        let pointers = select
+            .iter()
+            .enumerate()
+            .map(|(i, pointer)| {
+                parse_pointer(pointer).map_err(|e| invalid(format!("select[{i}]: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Selection { pointers })
+    }
+
+    /// The selected part of the action's document.
+    fn pick<'a>(&'a self, action: &'a Action) -> Result<Node<'a>, PluginError> {
+        let mut picked = Node::Members(Vec::new());
+        for tokens in &self.pointers {
+            let (first, rest) = tokens.split_first().expect("a parsed pointer has a token");
+            let mut value = member(action, first)?;
+            for token in rest {
+                value = match value {
+                    Some(Value::Raw(raw)) => member_of(raw, token),
+                    _ => None,
+                };
+            }
+            if let Some(value) = value {
+                picked.insert(tokens, value);
+            }
+        }
+        Ok(picked)
+    }
+}
+
+/// A JSON pointer's reference tokens, or why it is not one this plugin can
+/// follow.
+fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err(format!(
+            "{pointer:?} is not a JSON pointer: it starts with \"/\", as in \"/event/id\""
+        ));
+    };
+    let tokens = rest
+        .split('/')
+        .map(|token| {
+            unescape(token).ok_or_else(|| format!("{pointer:?}: ~ must be followed by 0 or 1"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = tokens[0].as_str();
+    if !MEMBERS.contains(&first) {
+        return Err(format!(
+            "{pointer:?}: the document has no member {first:?} (it has {})",
+            MEMBERS.join(", ")
+        ));
+    }
+    if tokens.len() > 1 && matches!(first, "action_id" | "kind" | "rule") {
+        return Err(format!("{pointer:?}: {first} is a string, with no members"));
+    }
+    Ok(tokens)
+}
+
+fn unescape(token: &str) -> Option<String> {
+    let mut out = String::with_capacity(token.len());
+    let mut chars = token.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '~' => match chars.next() {
+                Some('0') => out.push('~'),
+                Some('1') => out.push('/'),
+                _ => return None,
+            },
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The member `name` of a JSON object, as the host wrote it; `None` when
+/// `raw` is not an object or has no such member.
+fn member_of<'a>(raw: &'a RawValue, name: &str) -> Option<Value<'a>> {
+    let members: BTreeMap<String, &'a RawValue> = serde_json::from_str(raw.get()).ok()?;
+    members.get(name).map(|value| Value::Raw(value))
+}
+
+/// A top-level member of the whole document; the decision, event and
+/// entity are checked to be JSON only when selected.
+fn member<'a>(action: &'a Action, name: &str) -> Result<Option<Value<'a>>, PluginError> {
+    Ok(Some(match name {
+        "action_id" => Value::Str(&action.id),
+        "kind" => Value::Str(&action.kind),
+        "rule" => Value::Str(&action.rule),
+        "decision" => Value::Raw(raw("decision", &action.decision_json)?),
+        "event" => Value::Raw(raw("event", &action.event_json)?),
+        "entity" => Value::Raw(raw("entity", &action.entity_json)?),
+        _ => return Ok(None),
+    }))
+}
+
+/// One selected value: passed through as the host wrote it.
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Str(&'a str),
+    Raw(&'a RawValue),
+}
+
+/// The document being sent: selected values, and the objects that lead to
+/// them, with members in the order they were first selected.
+#[derive(Debug)]
+enum Node<'a> {
+    Whole(Value<'a>),
+    Members(Vec<(&'a str, Node<'a>)>),
+}
+
+impl<'a> Node<'a> {
+    fn insert(&mut self, tokens: &'a [String], value: Value<'a>) {
+        let Node::Members(members) = self else {
+            // Already selected whole, by a shorter pointer.
+            return;
+        };
+        let Some((first, rest)) = tokens.split_first() else {
+            *self = Node::Whole(value);
+            return;
+        };
+        let at = match members.iter().position(|(name, _)| name == first) {
+            Some(at) => at,
+            None => {
+                members.push((first, Node::Members(Vec::new())));
+                members.len() - 1
+            }
+        };
+        members[at].1.insert(rest, value);
+    }
+}
+
+impl Serialize for Node<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Node::Whole(Value::Str(s)) => serializer.serialize_str(s),
+            Node::Whole(Value::Raw(raw)) => raw.serialize(serializer),
+            Node::Members(members) => {
+                let mut map = serializer.serialize_map(Some(members.len()))?;
+                for (name, node) in members {
+                    map.serialize_entry(name, node)?;
+                }
+                map.end()
+            }
+        }
     }
 }
 
@@ -83,13 +266,17 @@ fn payload(action: &Action) -> Result<Payload<'_>, PluginError> {
 fn request(config: &Config, action: &Action) -> Result<http::Request, PluginError> {
     let mut headers: Vec<(&str, &str)> = vec![("idempotency-key", &action.id)];
     headers.extend(config.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    Ok(http::json_request(
+    let (method, url, credential) = (
         http::Method::Post,
         &config.url,
-        &payload(action)?,
         config.credential.as_deref(),
-        &headers,
-    ))
+    );
+    Ok(match &config.selection {
+        None => http::json_request(method, url, &payload(action)?, credential, &headers),
+        Some(selection) => {
+            http::json_request(method, url, &selection.pick(action)?, credential, &headers)
+        }
+    })
 }
 
 struct WebhookOut;
@@ -199,5 +386,105 @@ mod tests {
             payload(&action),
             Err(PluginError::InvalidInput(_))
         ));
+    }
+
+    fn sent_with(select: &str, action: &Action) -> String {
+        let config = Config::parse(&format!(
+            r#"{{"url": "https://hooks.example.com/in", "select": {select}}}"#
+        ))
+        .unwrap();
+        let request = request(&config, action).unwrap();
+        String::from_utf8(request.body.unwrap()).unwrap()
+    }
+
+    fn rich_action() -> Action {
+        Action {
+            event_json: r#"{"id": "e1", "subject": "campaign/c-1", "data": {"channel": "email", "a/b~c": 1, "items": [{"x": 1}]}}"#.into(),
+            entity_json: r#"{"kind": "campaign", "owner": null, "fields": {"owner": "ana"}}"#.into(),
+            ..action()
+        }
+    }
+
+    #[test]
+    fn select_sends_only_the_named_members_in_the_order_listed() {
+        let body = sent_with(
+            r#"["/event/id", "/decision/kind", "/action_id", "/decision/to", "/entity/fields/owner"]"#,
+            &rich_action(),
+        );
+        assert_eq!(
+            body,
+            r#"{"event":{"id":"e1"},"decision":{"kind":"escalate","to":"owner"},"action_id":"act-1","entity":{"fields":{"owner":"ana"}}}"#
+        );
+    }
+
+    #[test]
+    fn selected_values_are_passed_through_as_the_host_wrote_them() {
+        let body = sent_with(r#"["/decision", "/kind"]"#, &rich_action());
+        assert_eq!(
+            body,
+            r#"{"decision":{"kind": "escalate", "to": "owner", "reason": "late", "level": 1},"kind":"escalate"}"#
+        );
+    }
+
+    #[test]
+    fn a_member_the_action_lacks_is_left_out_and_null_stays_null() {
+        let body = sent_with(
+            r#"["/decision/channel", "/entity/owner", "/event/data/items/0", "/event/subject/x", "/event/id"]"#,
+            &rich_action(),
+        );
+        assert_eq!(body, r#"{"entity":{"owner":null},"event":{"id":"e1"}}"#);
+        assert_eq!(sent_with(r#"["/decision/nothing"]"#, &rich_action()), "{}");
+    }
+
+    #[test]
+    fn a_shorter_pointer_selects_the_whole_member_whatever_the_order() {
+        let whole = r#"{"event":{"id": "e1", "subject": "PR-7"}}"#;
+        assert_eq!(sent_with(r#"["/event/id", "/event"]"#, &action()), whole);
+        assert_eq!(sent_with(r#"["/event", "/event/id"]"#, &action()), whole);
+    }
+
+    #[test]
+    fn pointer_escapes_name_members_with_slashes_and_tildes() {
+        let body = sent_with(r#"["/event/data/a~1b~0c"]"#, &rich_action());
+        assert_eq!(body, r#"{"event":{"data":{"a/b~c":1}}}"#);
+    }
+
+    #[test]
+    fn a_bad_select_is_invalid_input_naming_the_entry() {
+        for (select, message) in [
+            (
+                r#"[]"#,
+                "plugin config: select: names no member; leave select out to send the whole document",
+            ),
+            (
+                r#"["/decision", "event.id"]"#,
+                r#"plugin config: select[1]: "event.id" is not a JSON pointer: it starts with "/", as in "/event/id""#,
+            ),
+            (
+                r#"["/events/id"]"#,
+                r#"plugin config: select[0]: "/events/id": the document has no member "events" (it has action_id, kind, rule, decision, event, entity)"#,
+            ),
+            (
+                r#"["/decision", "/decision", "/action_id/x"]"#,
+                r#"plugin config: select[2]: "/action_id/x": action_id is a string, with no members"#,
+            ),
+            (
+                r#"["/event/a~2"]"#,
+                r#"plugin config: select[0]: "/event/a~2": ~ must be followed by 0 or 1"#,
+            ),
+            (
+                r#"["/"]"#,
+                r#"plugin config: select[0]: "/": the document has no member "" (it has action_id, kind, rule, decision, event, entity)"#,
+            ),
+        ] {
+            let err = Config::parse(&format!(r#"{{"url": "https://x", "select": {select}}}"#))
+                .unwrap_err();
+            assert_eq!(err, PluginError::InvalidInput(message.into()), "{select}");
+        }
+        let err = Config::parse(r#"{"url": "https://x", "select": "/decision"}"#).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::InvalidInput(m) if m.starts_with("plugin config: select: ")),
+            "{err:?}"
+        );
     }
 }

@@ -1,0 +1,44 @@
+// The gate race's table: each run, then the medians per system and the
+// ratios converge / Node-RED.   node report.js runs.jsonl
+const fs = require("fs");
+const runs = fs.readFileSync(process.argv[2], "utf8").split("\n").filter(Boolean).map(l => JSON.parse(l));
+const median = (xs) => {
+  const s = xs.filter(x => x !== null).sort((a, b) => a - b);
+  if (!s.length) return null;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const fix = (x, d) => x === null || x === undefined ? "-" : x.toFixed(d);
+const row = (cells) => "| " + cells.join(" | ") + " |";
+console.log("\nEach run (uptime before it):");
+console.log(row(["system", "run", "req/s", "p50 ms", "p99 ms", "all decisions at s", "CPU ms/event", "peak RSS MiB", "bytes/decision", "counts", "load average"]));
+console.log(row(Array(11).fill("---")));
+for (const r of runs) {
+  const load = (r.uptime.match(/load average: (.*)$/) || [, r.uptime])[1];
+  console.log(row([r.system, r.run, fix(r.rps, 0), fix(r.p50_ms, 2), fix(r.p99_ms, 2), fix(r.all_decisions_s, 2),
+    fix(r.cpu_ms_per_event, 3), fix(r.peak_rss_mib, 1), fix(r.decision_bytes, 0),
+    r.counts_ok ? "ok" : "WRONG " + JSON.stringify(r.sink), load]));
+}
+const systems = ["node-red", "converge"];
+const metrics = [["req/s", "rps", 0], ["p50 ms", "p50_ms", 2], ["p99 ms", "p99_ms", 2],
+  ["all decisions at s", "all_decisions_s", 2], ["CPU ms/event", "cpu_ms_per_event", 3], ["peak RSS MiB", "peak_rss_mib", 1]];
+const med = {};
+for (const s of systems) {
+  med[s] = {};
+  for (const [, k] of metrics) med[s][k] = median(runs.filter(r => r.system === s).map(r => r[k]));
+}
+console.log("\nMedians, and converge / Node-RED:");
+console.log(row(["", ...systems, "ratio", "spread (min-max) node-red", "spread converge"]));
+console.log(row(Array(6).fill("---")));
+for (const [name, k, d] of metrics) {
+  const [a, b] = systems.map(s => med[s][k]);
+  const spread = (s) => {
+    const xs = runs.filter(r => r.system === s).map(r => r[k]).filter(x => x !== null);
+    return xs.length ? `${fix(Math.min(...xs), d)}-${fix(Math.max(...xs), d)}` : "-";
+  };
+  console.log(row([name, fix(a, d), fix(b, d), a && b !== null ? (b / a).toFixed(2) + "x" : "-", spread("node-red"), spread("converge")]));
+}
+const bad = runs.filter(r => !r.counts_ok);
+console.log(bad.length ? `\nWRONG COUNTS in ${bad.length} run(s): see runs.jsonl` : "\nEvery run: the sink's counts equal what events.js expected.");
+console.log("converge's req/s counts acknowledgements (202 after the journal's fsync; decisions follow);");
+console.log("Node-RED answers after its POST to the sink. 'all decisions at' is from the first request to the sink's last decision.");

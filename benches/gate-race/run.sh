@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The gate race: Node-RED and converge on the same workload, alternately,
+# driven by the same load tool (wrk with once.lua), each decision counted by
+# the same sink (sink.js); prints each run and the medians' ratios.
+#
+#   bash benches/gate-race/run.sh [EVENTS [RUNS]]     (default 40000 events, 3 runs each)
+#
+# Needs node, wrk and Node-RED under $PEERS_DIR (install.sh), and converge
+# built in release with the webhook-out plugin:
+#   cargo build --release -p converge
+#   cargo build --profile wasm --target wasm32-wasip2 -p webhook-out
+# CONVERGE (the binary) and WEBHOOK_OUT (the .wasm) override where they are
+# looked for (default: $CARGO_TARGET_DIR, else target/, of this checkout).
+# Results go to $OUT (default: a new directory under /tmp), one JSON line per
+# run in runs.jsonl. Everything listens on 127.0.0.1; every run is bounded.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+EVENTS="${1:-40000}"
+RUNS="${2:-3}"
+CONCURRENCY=32
+PEERS_DIR="${PEERS_DIR:-/tmp/converge-peers}"
+export PEERS_DIR
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
+CONVERGE="${CONVERGE:-$TARGET/release/converge}"
+WEBHOOK_OUT="${WEBHOOK_OUT:-$TARGET/wasm32-wasip2/wasm/webhook_out.wasm}"
+OUT="${OUT:-$(mktemp -d /tmp/gate-race.XXXXXX)}"
+SINK_PORT=18901
+NR_PORT=18880
+CONVERGE_PORT=18420
+# The longest one run's sending may take, and its decisions' arriving after.
+SEND_LIMIT=300
+DRAIN_LIMIT=120
+
+fail() { echo "run.sh: $*" >&2; exit 1; }
+command -v node >/dev/null || fail "node is not installed"
+command -v wrk >/dev/null || fail "wrk is not installed: bash $HERE/install.sh"
+[ -f "$PEERS_DIR/node-red/node_modules/node-red/red.js" ] || fail "Node-RED is not under $PEERS_DIR: bash $HERE/install.sh"
+[ -x "$CONVERGE" ] || fail "$CONVERGE not found: cargo build --release -p converge"
+[ -f "$WEBHOOK_OUT" ] || fail "$WEBHOOK_OUT not found: cargo build --profile wasm --target wasm32-wasip2 -p webhook-out"
+for port in $SINK_PORT $NR_PORT $CONVERGE_PORT; do
+    if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then fail "127.0.0.1:$port is taken"; fi
+done
+mkdir -p "$OUT"
+echo "gate race: $EVENTS events, $RUNS runs each, concurrency $CONCURRENCY; results in $OUT"
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+node "$HERE/sink.js" "$SINK_PORT" > "$OUT/sink.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do curl -s -o /dev/null -m 1 "http://127.0.0.1:$SINK_PORT/stats" && break; sleep 0.1; done
+
+# CPU time (utime + stime, fields 14 and 15 of /proc/PID/stat) in ms.
+cpu_ms() {
+    local ticks
+    ticks=$(sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}')
+    echo $((ticks * 1000 / $(getconf CLK_TCK)))
+}
+peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+now_ms() { date +%s%3N; }
+
+start_nodered() {
+    NR_PORT=$NR_PORT bash "$HERE/node-red/start.sh" > "$1/start.log" 2>&1 || { cat "$1/start.log"; fail "Node-RED did not start"; }
+    cat "$PEERS_DIR/node-red/node-red.pid"
+}
+
+start_converge() {
+    local run="$1"
+    mkdir -p "$run/data"
+    cp "$HERE/converge/gate.rhai" "$run/"
+    sed -e "s|^data_dir = .*|data_dir = \"$run/data\"|" \
+        -e "s|^component = .*|component = \"$WEBHOOK_OUT\"|" \
+        "$HERE/converge/converge.toml" > "$run/converge.toml"
+    # Compiled plugins are kept between runs, as a deployed daemon keeps them.
+    sed -i "/^\[storage\]/a plugin_cache_dir = \"$OUT/plugin-cache\"" "$run/converge.toml"
+    RUST_LOG=warn nohup "$CONVERGE" run --config "$run/converge.toml" > "$run/converge.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null -m 1 "http://127.0.0.1:$CONVERGE_PORT/healthz" && { echo "$pid"; return; }
+        sleep 0.1
+    done
+    cat "$run/converge.log" >&2
+    fail "converge did not start"
+}
+
+one_run() {
+    local system="$1" i="$2"
+    local prefix="$system$i-$(date +%s)"
+    local run="$OUT/$system-$i"
+    mkdir -p "$run"
+    local expected file ct url
+    expected=$(node "$HERE/events.js" "$EVENTS" "$run/events.jsonl" "$prefix")
+    if [ "$system" = converge ]; then
+        node "$HERE/ce.js" "$run/events.jsonl" "$run/events.ce.jsonl" "/race/$prefix" > /dev/null
+        file="$run/events.ce.jsonl"
+        ct="application/cloudevents+json"
+        url="http://127.0.0.1:$CONVERGE_PORT/hooks/gate"
+    else
+        file="$run/events.jsonl"
+        ct="application/json"
+        url="http://127.0.0.1:$NR_PORT/events"
+    fi
+    local load
+    load="$(uptime)"
+    local pid
+    if [ "$system" = converge ]; then pid=$(start_converge "$run"); else pid=$(start_nodered "$run"); fi
+    pids+=("$pid")
+    curl -s -m 5 -X POST "http://127.0.0.1:$SINK_PORT/reset" > /dev/null
+    local cpu0 t0
+    cpu0=$(cpu_ms "$pid")
+    t0=$(now_ms)
+    EVENTS="$file" CT="$ct" timeout $((SEND_LIMIT + 30)) \
+        wrk -t1 -c$CONCURRENCY -d${SEND_LIMIT}s -s "$HERE/once.lua" "$url" > "$run/wrk.txt" 2>&1 || true
+    local stats total=0
+    for _ in $(seq 1 $((DRAIN_LIMIT * 10))); do
+        stats=$(curl -s -m 5 "http://127.0.0.1:$SINK_PORT/stats")
+        total=$(node -e 'console.log(JSON.parse(process.argv[1]).total)' "$stats")
+        [ "$total" -ge "$EVENTS" ] && break
+        sleep 0.1
+    done
+    local cpu1 rss
+    cpu1=$(cpu_ms "$pid")
+    rss=$(peak_rss_kib "$pid")
+    kill "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    local result
+    result=$(grep '^RESULT ' "$run/wrk.txt" | sed 's/^RESULT //' || true)
+    [ -n "$result" ] || { cat "$run/wrk.txt"; fail "$system run $i: wrk printed no RESULT"; }
+    node - "$system" "$i" "$EVENTS" "$t0" "$((cpu1 - cpu0))" "$rss" "$load" "$expected" "$result" "$stats" \
+        >> "$OUT/runs.jsonl" <<'JS'
+const [system, run, events, t0, cpu_ms, rss_kib, uptime, expected, wrk, sink] = process.argv.slice(2);
+const e = JSON.parse(expected).expected, w = JSON.parse(wrk), s = JSON.parse(sink);
+const counts_ok = s.total === +events && s.bad === 0 &&
+  Object.keys(e).every(k => (s.by[k] || 0) === e[k]) && Object.keys(s.by).every(k => k in e);
+console.log(JSON.stringify({
+  system, run: +run, events: +events, uptime: uptime.trim(),
+  rps: w.rps, p50_ms: w.p50_ms, p99_ms: w.p99_ms, status: w.status, errors: w.errors,
+  all_decisions_s: s.last_ms === null ? null : (s.last_ms - +t0) / 1000,
+  cpu_ms_per_event: +cpu_ms / +events, peak_rss_mib: +rss_kib / 1024,
+  decision_bytes: s.total ? s.bytes / s.total : null,
+  counts_ok, expected: e, sink: s.by,
+}));
+JS
+    tail -n 1 "$OUT/runs.jsonl"
+}
+
+for i in $(seq 1 "$RUNS"); do
+    one_run node-red "$i"
+    one_run converge "$i"
+done
+
+node "$HERE/report.js" "$OUT/runs.jsonl"
