@@ -32,6 +32,10 @@ pub struct GateArgs {
     /// Concurrent HTTP connections.
     #[arg(long, short, default_value_t = 32)]
     concurrency: usize,
+    /// Runs on the same daemon, each with new campaigns, printing the
+    /// daemon's RSS after each: whether memory stays flat run after run.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
 }
 
 const CHANNELS: [&str; 3] = ["email", "social", "paid"];
@@ -187,14 +191,6 @@ pub async fn run(
     plugin: &Path,
     root: &Path,
 ) -> anyhow::Result<()> {
-    let prefix = format!(
-        "load{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-    );
-    let (events, expected) = workload(args.events, &prefix);
-    let events = Arc::new(events);
     let counts = Arc::new(Mutex::new(Counts::default()));
     let sink = start_sink(counts.clone()).await?;
     let dir = tempfile::tempdir()?;
@@ -205,13 +201,54 @@ pub async fn run(
     };
     let url = Arc::new(format!("{}/hooks/gate", daemon.url));
     println!(
-        "converge-load gate: {} events, concurrency {}, the race's rule and config (benches/gate-race/converge)",
-        args.events, args.concurrency
+        "converge-load gate: {} events, concurrency {}, {} run(s) on one daemon, the race's rule and config (benches/gate-race/converge)",
+        args.events, args.concurrency, args.runs
     );
-
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(args.concurrency)
         .build_http();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut failed = None;
+    for run in 1..=args.runs {
+        if args.runs > 1 {
+            println!("-- run {run} of {}", args.runs);
+        }
+        // New campaigns every run, as the race's fresh event prefixes make.
+        let prefix = format!("load{stamp}r{run}");
+        *counts.lock().unwrap() = Counts::default();
+        let result = send_once(&args, &client, &url, &prefix, &counts, &daemon).await;
+        match (result, daemon.rss_kib()) {
+            (Ok(()), Some(kib)) if args.runs > 1 => {
+                println!("daemon RSS after the run: {:.1} MiB", kib as f64 / 1024.0)
+            }
+            (Ok(()), _) => {}
+            (Err(e), _) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(kib) = daemon.peak_rss_kib() {
+        println!("daemon peak RSS: {:.1} MiB", kib as f64 / 1024.0);
+    }
+    tokio::task::spawn_blocking(move || daemon.stop()).await?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// Sends one run's events, each once, waits for the sink to hold every
+/// decision, and prints what it measured; fails on wrong counts.
+async fn send_once(
+    args: &GateArgs,
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &Arc<String>,
+    prefix: &str,
+    counts: &Arc<Mutex<Counts>>,
+    daemon: &Daemon,
+) -> anyhow::Result<()> {
+    let (events, expected) = workload(args.events, prefix);
+    let events = Arc::new(events);
     let next = Arc::new(AtomicUsize::new(0));
     let cpu_before = daemon.cpu_ms();
     let started = Instant::now();
@@ -253,8 +290,6 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cpu_after = daemon.cpu_ms();
-    let peak_rss = daemon.peak_rss_kib();
-    tokio::task::spawn_blocking(move || daemon.stop()).await?;
 
     let counts = counts.lock().unwrap();
     println!(
@@ -278,10 +313,6 @@ pub async fn run(
             counts.bytes as f64 / counts.total.max(1) as f64
         ),
         None => println!("decisions: none at the sink"),
-    }
-    match peak_rss {
-        Some(kib) => println!("daemon peak RSS: {:.1} MiB", kib as f64 / 1024.0),
-        None => println!("daemon peak RSS: unknown (no /proc)"),
     }
     let cpu_ms = cpu_before
         .zip(cpu_after)

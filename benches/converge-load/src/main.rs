@@ -114,7 +114,7 @@ struct Args {
     #[arg(long, default_value_t = 5_000)]
     entities: u64,
     /// storage.entity_cache_entries: entity states kept in memory.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 10_000)]
     entity_cache: usize,
     /// The converge binary (default: <target dir>/release/converge).
     #[arg(long, global = true)]
@@ -545,10 +545,19 @@ impl Daemon {
 
     /// VmHWM: the most resident memory the daemon ever had.
     fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// The daemon's resident memory now.
+    fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 

@@ -276,7 +276,7 @@ mod raw {
                 url: None,
                 password_env: "CONVERGE_DATABASE_PASSWORD".into(),
                 lease_ttl: "15s".into(),
-                entity_cache_entries: 100_000,
+                entity_cache_entries: 10_000,
                 check_on_start: "quick".into(),
                 retention: None,
                 retention_archive: None,
