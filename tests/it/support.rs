@@ -206,6 +206,11 @@ files = [{files}]
 /// A workspace whose one rule notifies `ops` of every event, through
 /// webhook-out to the sink's `/hook`.
 pub fn notify_all_to_sink(sink: &Sink) -> Workspace {
+    notify_all_to_sink_with(sink, "")
+}
+
+/// [`notify_all_to_sink`] with `extra` appended to its config.
+pub fn notify_all_to_sink_with(sink: &Sink, extra: &str) -> Workspace {
     Workspace::new(
         &[("notify_all", r#"notify("ops", `event ${event.id}`);"#)],
         &format!(
@@ -214,6 +219,8 @@ pub fn notify_all_to_sink(sink: &Sink) -> Workspace {
 decision = "notify"
 plugin = "webhook-out"
 config = {{ url = "{url}" }}
+
+{extra}
 "#,
             plugins = plugins_toml(sink),
             url = sink.url("/hook"),

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 use serde_json::json;
 
-use crate::support::{Sink, Workspace, event, plugins_toml};
+use crate::support::{Sink, event, notify_all_to_sink, notify_all_to_sink_with};
 
 /// What a sender that traces puts in its event or header.
 const SENDER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -159,24 +159,6 @@ fn event_spans(spans: &[Span], event_id: &str) -> Option<EventSpans> {
     })
 }
 
-fn workspace(sink: &Sink, telemetry: &str) -> Workspace {
-    Workspace::new(
-        &[("notify_all", r#"notify("ops", `event ${event.id}`);"#)],
-        &format!(
-            r#"{plugins}
-[[routes]]
-decision = "notify"
-plugin = "webhook-out"
-config = {{ url = "{url}" }}
-
-{telemetry}
-"#,
-            plugins = plugins_toml(sink),
-            url = sink.url("/hook"),
-        ),
-    )
-}
-
 /// The `traceparent` header of the sink's request for `event_id`.
 fn sent_traceparent(sink: &Sink, event_id: &str) -> Option<String> {
     sink.received()
@@ -193,7 +175,7 @@ async fn one_trace_runs_from_intake_through_the_rules_and_the_plugin_call_to_the
 {
     let (collector, endpoint) = Collector::start().await;
     let sink = Sink::start().await;
-    let ws = workspace(
+    let ws = notify_all_to_sink_with(
         &sink,
         &format!("[telemetry]\notlp_endpoint = {endpoint:?}\nservice_name = \"converge-test\""),
     );
@@ -291,7 +273,7 @@ async fn one_trace_runs_from_intake_through_the_rules_and_the_plugin_call_to_the
 #[tokio::test(flavor = "multi_thread")]
 async fn without_telemetry_nothing_is_added_to_events_or_requests() {
     let sink = Sink::start().await;
-    let ws = workspace(&sink, "");
+    let ws = notify_all_to_sink(&sink);
     let daemon = ws.start();
     let (status, _) = daemon
         .send_event(&event("plain-1", "task.updated", "task/T-1", json!({})))
