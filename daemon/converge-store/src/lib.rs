@@ -51,6 +51,7 @@
 //!
 //! A [`Store`] is `Send` but not `Sync`: each thread opens its own.
 
+mod decision_body;
 mod error;
 mod postgres;
 mod records;

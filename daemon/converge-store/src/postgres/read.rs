@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use converge_model::{Decision, EntityKey, EntityState, MetricShape};
+use converge_model::{EntityKey, EntityState, MetricShape};
 use postgres::{GenericClient, Row};
 
 use super::{PostgresStore, Session, attempts, cluster, sql_limit};
@@ -681,18 +681,22 @@ fn complete_trail<C: GenericClient>(
     mut trail: EventTrail,
 ) -> Result<EventTrail, StoreError> {
     let decisions = s.rows(
-        "SELECT id, body, shadow FROM decisions WHERE event_seq = $1 ORDER BY id",
+        "SELECT id, rule, rule_hash, body, shadow FROM decisions
+         WHERE event_seq = $1 ORDER BY id",
         &[&trail.seq],
         |row| {
             Ok((
                 row.try_get::<_, i64>(0)?,
                 row.try_get::<_, String>(1)?,
-                row.try_get::<_, bool>(2)?,
+                row.try_get::<_, String>(2)?,
+                row.try_get::<_, String>(3)?,
+                row.try_get::<_, bool>(4)?,
             ))
         },
     )?;
-    for (id, body, shadow) in decisions {
-        let decision: Decision = serde_json::from_str(&body)?;
+    let mut read = crate::decision_body::EventDecisions::default();
+    for (id, rule, rule_hash, body, shadow) in decisions {
+        let decision = read.decode(rule, rule_hash, shadow, &body)?;
         let mut actions = s.rows(
             concat!(
                 "SELECT ",

@@ -400,10 +400,17 @@ fn insert_decisions<C: GenericClient>(
         .iter()
         .map(|(_, d)| d.decision.kind.name())
         .collect();
-    let bodies = decisions
-        .iter()
-        .map(|(_, d)| serde_json::to_string(&d.decision))
-        .collect::<Result<Vec<_>, _>>()?;
+    // One encoder per event: bodies share what the event's decisions share.
+    let mut bodies = Vec::with_capacity(decisions.len());
+    let mut event = None;
+    let mut encoder = crate::decision_body::EventBodies::default();
+    for (p, d) in &decisions {
+        if event != Some(p.seq) {
+            event = Some(p.seq);
+            encoder = crate::decision_body::EventBodies::default();
+        }
+        bodies.push(encoder.encode(&d.decision, d.shadow)?);
+    }
     let created_at: Vec<i64> = decisions.iter().map(|(p, _)| p.processed_at_ms).collect();
     let shadows: Vec<bool> = decisions.iter().map(|(_, d)| d.shadow).collect();
     // Each action names its decision by its 1-based place in `decisions`.

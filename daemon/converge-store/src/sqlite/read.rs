@@ -1,7 +1,7 @@
 //! The SQLite [`Backend`]: queries (writes are in `write.rs`). They read the last committed snapshot, so readers on other
 //! connections never see half a batch and never block the writer.
 
-use converge_model::{CatchUp, Decision, EntityKey, EntityState, MetricShape};
+use converge_model::{CatchUp, EntityKey, EntityState, MetricShape};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
@@ -662,21 +662,25 @@ impl SqliteStore {
         let decisions = self
             .conn
             .prepare_cached(
-                "SELECT id, body, shadow FROM decisions WHERE event_seq = ?1 ORDER BY id",
+                "SELECT id, rule, rule_hash, body, shadow FROM decisions
+                 WHERE event_seq = ?1 ORDER BY id",
             )?
             .query_map(params![trail.seq], |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, String>(1)?,
-                    row.get::<_, bool>(2)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, bool>(4)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut actions_of = self.conn.prepare_cached(&format!(
             "SELECT {ACTION_COLUMNS} FROM actions a WHERE a.decision_id = ?1 ORDER BY a.id"
         ))?;
-        for (id, body, shadow) in decisions {
-            let decision: Decision = serde_json::from_str(&body)?;
+        let mut read = crate::decision_body::EventDecisions::default();
+        for (id, rule, rule_hash, body, shadow) in decisions {
+            let decision = read.decode(rule, rule_hash, shadow, &body)?;
             let mut actions: Vec<ActionRecord> = actions_of
                 .query_map(params![id], action_row)?
                 .collect::<Result<_, _>>()?;

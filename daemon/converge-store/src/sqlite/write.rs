@@ -186,6 +186,7 @@ fn record_processed(
         ])?;
     }
 
+    let mut bodies = crate::decision_body::EventBodies::default();
     for new in &processed.decisions {
         let decision = &new.decision;
         let decision_id = tx
@@ -198,7 +199,7 @@ fn record_processed(
                 decision.rule,
                 decision.rule_hash,
                 decision.kind.name(),
-                serde_json::to_string(decision)?,
+                bodies.encode(decision, new.shadow)?,
                 processed.processed_at_ms,
                 new.shadow
             ])?;
