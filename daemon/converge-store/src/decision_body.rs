@@ -18,13 +18,9 @@ use converge_model::{Decision, DecisionInputs, DecisionKind, DecisionSite};
 use serde::Serialize;
 use serde_json::Value;
 
-/// The decisions of one event's rule runs: which rule version (and shadow
-/// flag) a decision belongs to.
-type Run = (String, String, bool);
-
-fn run_of(decision: &Decision, shadow: bool) -> Run {
-    (decision.rule.clone(), decision.rule_hash.clone(), shadow)
-}
+/// One rule run on an event: the rule, its version (hash) and whether it
+/// ran in shadow.
+type Run<'a> = (&'a str, &'a str, bool);
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -45,18 +41,18 @@ struct TraceBody<'a> {
 
 /// Encodes the decisions of one event, in the order they are inserted.
 #[derive(Default)]
-pub(crate) struct EventBodies {
-    runs: Vec<Run>,
+pub(crate) struct EventBodies<'a> {
+    runs: Vec<Run<'a>>,
 }
 
-impl EventBodies {
+impl<'a> EventBodies<'a> {
     /// The body to store for the event's next decision.
     pub(crate) fn encode(
         &mut self,
-        decision: &Decision,
+        decision: &'a Decision,
         shadow: bool,
     ) -> serde_json::Result<String> {
-        let run = run_of(decision, shadow);
+        let run = (decision.rule.as_str(), decision.rule_hash.as_str(), shadow);
         let first_of_run = !self.runs.contains(&run);
         if first_of_run {
             self.runs.push(run);
@@ -75,7 +71,7 @@ impl EventBodies {
 /// Decodes the decisions of one event, in the order they were inserted.
 #[derive(Default)]
 pub(crate) struct EventDecisions {
-    inputs: Vec<(Run, Value)>,
+    inputs: Vec<((String, String, bool), Value)>,
 }
 
 impl EventDecisions {
