@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use crate::{Daemon, cpu_line, pct};
+use crate::{Daemon, cpu_line, database_line, pct};
 
 #[derive(clap::Args, Debug)]
 pub struct GateArgs {
@@ -220,10 +220,15 @@ pub async fn run(
         *counts.lock().unwrap() = Counts::default();
         let result = send_once(&args, &client, &url, &prefix, &counts, &daemon).await;
         match (result, daemon.rss_kib()) {
-            (Ok(()), Some(kib)) if args.runs > 1 => {
-                println!("daemon RSS after the run: {:.1} MiB", kib as f64 / 1024.0)
+            (Ok(()), rss) => {
+                if let (Some(kib), true) = (rss, args.runs > 1) {
+                    println!("daemon RSS after the run: {:.1} MiB", kib as f64 / 1024.0)
+                }
+                println!(
+                    "{}",
+                    database_line(&dir.path().join("data"), run * args.events)
+                );
             }
-            (Ok(()), _) => {}
             (Err(e), _) => {
                 failed = Some(e);
                 break;

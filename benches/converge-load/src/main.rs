@@ -350,7 +350,29 @@ async fn main() -> anyhow::Result<()> {
         None => println!("daemon peak RSS: unknown (no /proc)"),
     }
     println!("{}", cpu_line(cpu_ms, args.events));
+    if args.postgres.is_none() {
+        println!("{}", database_line(&dir.path().join("data"), args.events));
+    }
     Ok(())
+}
+
+/// The SQLite database's size on disk (file and WAL) in `data_dir`.
+fn database_bytes(data_dir: &Path) -> u64 {
+    ["converge.db", "converge.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(data_dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The database's size for the `events` journaled into it so far.
+fn database_line(data_dir: &Path, events: usize) -> String {
+    let bytes = database_bytes(data_dir);
+    format!(
+        "database on disk (SQLite file + WAL): {:.1} MB, {:.0} bytes per event",
+        bytes as f64 / 1e6,
+        bytes as f64 / events.max(1) as f64
+    )
 }
 
 /// The daemons' CPU time for the run, per event.

@@ -105,7 +105,7 @@ async fn simulate(
             // A moment for the round the clock's move started.
             tokio::time::sleep(Duration::from_millis(500)).await;
             settle(client, url).await?;
-            let bytes = database_bytes(dir);
+            let bytes = crate::database_bytes(&dir.join("data"));
             println!(
                 "{day:>5} {next:>12} {:>12.1} {:>14.0}",
                 bytes as f64 / 1e6,
@@ -114,15 +114,6 @@ async fn simulate(
         }
     }
     Ok(())
-}
-
-/// The database file and its WAL.
-fn database_bytes(dir: &Path) -> u64 {
-    ["converge.db", "converge.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join("data").join(f)).ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 async fn settle(client: &HttpClient, url: &str) -> anyhow::Result<()> {

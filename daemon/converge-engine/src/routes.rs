@@ -185,6 +185,7 @@ pub fn actions(
                 route: route.name.clone(),
                 plugin: route.plugin.clone(),
                 payload_json: payload,
+                payload_key: key,
             })
         })
         .collect()

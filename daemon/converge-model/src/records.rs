@@ -89,6 +89,10 @@ pub struct NewAction {
     pub route: String,
     pub plugin: String,
     pub payload_json: String,
+    /// The idempotency key the payload names, when it is not the action's
+    /// own (a released send's). The store keeps it beside the action, which
+    /// outlives its payload.
+    pub payload_key: Option<String>,
 }
 
 /// A timer, as `/v1/entities/{kind}/{id}/timers` and the scheduler read it.

@@ -119,6 +119,7 @@ fn batches_processing(
                         plugin: "slack".into(),
                         payload_json: r##"{"channel":"#reviews","text":"no progress for 48h"}"##
                             .into(),
+                        payload_key: None,
                     }],
                 }]
             } else {

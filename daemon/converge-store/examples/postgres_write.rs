@@ -195,6 +195,7 @@ fn processed(i: usize) -> ProcessedEvent {
                     route: "slack".into(),
                     plugin: "slack".into(),
                     payload_json: r##"{"channel":"#handoffs","text":"handed to bo"}"##.into(),
+                    payload_key: None,
                 }],
             ),
             decision("handoff-audit", vec![]),

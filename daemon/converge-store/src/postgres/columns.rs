@@ -19,11 +19,14 @@ macro_rules! held_send_columns {
     };
 }
 
-/// What `read::pending_action` decodes.
+/// What `read::pending_action` decodes, from `actions` unaliased (also in
+/// `UPDATE actions ... RETURNING`). A payload that is missing reads as
+/// empty, which the dispatcher refuses with a clear error.
 macro_rules! pending_action_columns {
     () => {
-        "id, event_seq, decision_id, route, plugin, payload, attempts, next_attempt_at_ms, \
-         lease_token, instance"
+        "actions.id, actions.event_seq, actions.decision_id, actions.route, actions.plugin, \
+         coalesce((SELECT p.payload FROM action_payloads p WHERE p.action_id = actions.id), ''), \
+         actions.attempts, actions.next_attempt_at_ms, actions.lease_token, actions.instance"
     };
 }
 
@@ -31,7 +34,7 @@ macro_rules! pending_action_columns {
 macro_rules! action_columns {
     () => {
         "a.id, a.route, a.plugin, a.status, a.attempts, a.detail, a.external_id, \
-         a.next_attempt_at_ms, a.finished_at_ms, (a.payload::jsonb ->> 'idempotency_key'), \
+         a.next_attempt_at_ms, a.finished_at_ms, a.payload_key, \
          a.instance"
     };
 }

@@ -123,7 +123,11 @@ fn record_round<C: GenericClient>(
                  FROM o
                  WHERE a.id = o.id AND a.status = 'pending'
                    AND (o.token IS NULL OR a.lease_token = o.token)
-                 RETURNING o.n, o.kind
+                 RETURNING o.n, o.kind, o.id
+             ), finished_payloads AS (
+                 -- Done, it never runs again: its payload goes.
+                 DELETE FROM action_payloads p USING recorded r
+                 WHERE p.action_id = r.id AND r.kind = 'done'
              ), history AS (
                  INSERT INTO action_history (action_id, at_ms, kind, attempts, detail)
                  SELECT o.id, o.at_ms,
@@ -271,6 +275,10 @@ pub(super) fn change_dead_letter<C: GenericClient>(
             s.execute(
                 "UPDATE actions SET status = 'dropped', finished_at_ms = $1 WHERE id = $2",
                 &[&change.at_ms, &change.action_id],
+            )?;
+            s.execute(
+                "DELETE FROM action_payloads WHERE action_id = $1",
+                &[&change.action_id],
             )?;
             add_history(s, change, "dropped", attempts)?;
             Ok(DeadLetterOutcome::Dropped)

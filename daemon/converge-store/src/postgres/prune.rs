@@ -72,6 +72,8 @@ pub(super) fn prune<C: GenericClient>(
 
 /// As `sqlite::prune::REMOVE`.
 const REMOVE: &[&str] = &[
+    "DELETE FROM action_payloads WHERE action_id IN
+         (SELECT a.id FROM actions a JOIN decisions d ON a.decision_id = d.id WHERE d.event_seq = $1)",
     "DELETE FROM action_history WHERE action_id IN
          (SELECT a.id FROM actions a JOIN decisions d ON a.decision_id = d.id WHERE d.event_seq = $1)",
     "DELETE FROM actions WHERE decision_id IN (SELECT id FROM decisions WHERE event_seq = $1)",

@@ -270,6 +270,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX held_sends_by_release ON held_sends (released_seq) WHERE released_seq IS NOT NULL;
     CREATE INDEX gate_overrides_by_event ON gate_overrides (event_seq);
     "#,
+    // 7: an action's payload is kept only while the action may still run,
+    // as SQLite's version 13 does (see there).
+    r#"
+    CREATE TABLE action_payloads (
+        action_id bigint PRIMARY KEY REFERENCES actions (id),
+        payload   text NOT NULL
+    );
+    INSERT INTO action_payloads (action_id, payload)
+        SELECT id, payload FROM actions WHERE status IN ('pending', 'dead_letter');
+    ALTER TABLE actions ADD COLUMN payload_key text;
+    UPDATE actions SET payload_key = payload::jsonb ->> 'idempotency_key'
+        WHERE payload LIKE '%"idempotency_key"%';
+    ALTER TABLE actions DROP COLUMN payload;
+    "#,
 ];
 
 /// The schema version this build reads and writes.

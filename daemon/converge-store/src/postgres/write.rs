@@ -426,6 +426,10 @@ fn insert_decisions<C: GenericClient>(
         .iter()
         .map(|(_, a)| a.payload_json.as_str())
         .collect();
+    let payload_keys: Vec<Option<&str>> = actions
+        .iter()
+        .map(|(_, a)| a.payload_key.as_deref())
+        .collect();
     let row = s.query_one(
         "WITH d AS (
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -436,8 +440,9 @@ fn insert_decisions<C: GenericClient>(
              SELECT id, row_number() OVER (ORDER BY id) AS n
              FROM (SELECT nextval('decisions_id_seq') AS id FROM d) taken
          ), a AS (
-             SELECT * FROM unnest($8::bigint[], $9::text[], $10::text[], $11::text[])
-                 WITH ORDINALITY AS a (decision, route, plugin, payload, n)
+             SELECT * FROM unnest($8::bigint[], $9::text[], $10::text[], $11::text[],
+                                  $15::text[])
+                 WITH ORDINALITY AS a (decision, route, plugin, payload, payload_key, n)
          ), a_ids AS (
              SELECT id, row_number() OVER (ORDER BY id) AS n
              FROM (SELECT nextval('actions_id_seq') AS id FROM a) taken
@@ -450,16 +455,19 @@ fn insert_decisions<C: GenericClient>(
              FROM d JOIN d_ids i USING (n)
              ORDER BY n
          ), inserted_actions AS (
-             INSERT INTO actions (id, decision_id, event_seq, route, plugin, payload,
+             INSERT INTO actions (id, decision_id, event_seq, route, plugin, payload_key,
                                   created_at_ms, lease_holder, lease_token, lease_until_ms,
                                   instance)
              OVERRIDING SYSTEM VALUE
-             SELECT i.id, di.id, d.event_seq, a.route, a.plugin, a.payload, d.created_at_ms,
+             SELECT i.id, di.id, d.event_seq, a.route, a.plugin, a.payload_key, d.created_at_ms,
                     $12, $13, $14, (SELECT id FROM instance)
              FROM a JOIN a_ids i USING (n)
              JOIN d ON d.n = a.decision
              JOIN d_ids di ON di.n = a.decision
              ORDER BY a.n
+         ), inserted_payloads AS (
+             INSERT INTO action_payloads (action_id, payload)
+             SELECT i.id, a.payload FROM a JOIN a_ids i USING (n)
          )
          SELECT array(SELECT id FROM d_ids ORDER BY n), array(SELECT id FROM a_ids ORDER BY n),
                 (SELECT id FROM instance)",
@@ -478,6 +486,7 @@ fn insert_decisions<C: GenericClient>(
             &lease.map(|l| l.holder),
             &lease.map(|l| l.token),
             &lease.map(|l| l.until_ms),
+            &payload_keys,
         ],
     )?;
     let decision_ids: Vec<i64> = row.try_get(0)?;

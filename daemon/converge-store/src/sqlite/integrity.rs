@@ -270,6 +270,24 @@ pub(crate) fn coherence(conn: &Connection) -> Result<Vec<Check>, StoreError> {
             .then(|| format!("{orphans} actions have lost their decision or event")),
     });
 
+    // Through the partial indexes: only the actions that may still run.
+    let without_payload: i64 = conn.query_row(
+        "SELECT (SELECT count(*) FROM actions a INDEXED BY actions_pending
+                 WHERE a.status = 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM action_payloads p WHERE p.action_id = a.id))
+              + (SELECT count(*) FROM actions a INDEXED BY actions_dead_letter
+                 WHERE a.status = 'dead_letter'
+                   AND NOT EXISTS (SELECT 1 FROM action_payloads p WHERE p.action_id = a.id))",
+        [],
+        |row| row.get(0),
+    )?;
+    checks.push(Check {
+        name: "actions' payloads",
+        problem: (without_payload > 0).then(|| {
+            format!("{without_payload} pending or dead-lettered actions have lost their payload")
+        }),
+    });
+
     let mut past = Vec::new();
     let last_action = max("SELECT max(id) FROM actions")?;
     let last_decision = max("SELECT max(id) FROM decisions")?;

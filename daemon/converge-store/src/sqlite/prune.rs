@@ -82,6 +82,9 @@ pub(super) fn prune(tx: &Transaction<'_>, seqs: &[i64]) -> Result<usize, StoreEr
 
 /// What removing event `?1` removes, in an order the foreign keys allow.
 const REMOVE: &[&str] = &[
+    // None is left once an action is done or dropped; this is for the old rows.
+    "DELETE FROM action_payloads WHERE action_id IN
+         (SELECT a.id FROM actions a JOIN decisions d ON a.decision_id = d.id WHERE d.event_seq = ?1)",
     "DELETE FROM action_history WHERE action_id IN
          (SELECT a.id FROM actions a JOIN decisions d ON a.decision_id = d.id WHERE d.event_seq = ?1)",
     "DELETE FROM actions WHERE decision_id IN (SELECT id FROM decisions WHERE event_seq = ?1)",

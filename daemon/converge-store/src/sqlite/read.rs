@@ -159,11 +159,13 @@ impl Backend for SqliteStore {
         limit: usize,
     ) -> Result<Vec<PendingAction>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, event_seq, decision_id, route, plugin, payload, attempts,
-                    next_attempt_at_ms, instance
-             FROM actions INDEXED BY actions_pending
-             WHERE status = 'pending' AND id > ?1
-             ORDER BY id LIMIT ?2",
+            "SELECT a.id, a.event_seq, a.decision_id, a.route, a.plugin,
+                    coalesce(p.payload, ''), a.attempts,
+                    a.next_attempt_at_ms, a.instance
+             FROM actions a INDEXED BY actions_pending
+             LEFT JOIN action_payloads p ON p.action_id = a.id
+             WHERE a.status = 'pending' AND a.id > ?1
+             ORDER BY a.id LIMIT ?2",
         )?;
         let actions = stmt
             .query_map(params![after_id, sql_limit(limit)], |row| {
@@ -747,7 +749,7 @@ impl SqliteStore {
 
 const ACTION_COLUMNS: &str = "a.id, a.route, a.plugin, a.status, a.attempts, a.detail, \
      a.external_id, a.next_attempt_at_ms, a.finished_at_ms, \
-     json_extract(a.payload, '$.idempotency_key'), a.instance";
+     a.payload_key, a.instance";
 
 fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
     Ok(ActionRecord {

@@ -322,6 +322,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX held_sends_by_release ON held_sends (released_seq) WHERE released_seq IS NOT NULL;
     CREATE INDEX gate_overrides_by_event ON gate_overrides (event_seq);
     ",
+    // 13: an action's payload (what its plugin is called with: the
+    // decision, the event and the entity) is kept only while the action may
+    // still run: pending, or a dead letter a person may retry. It was most
+    // of the database's size, and nothing reads it once the action is done
+    // or dropped. The idempotency key a payload names (a released send's)
+    // moves to its own column, since the action's key is shown for good.
+    "
+    CREATE TABLE action_payloads (
+        action_id INTEGER PRIMARY KEY REFERENCES actions (id),
+        payload   TEXT NOT NULL
+    );
+    INSERT INTO action_payloads (action_id, payload)
+        SELECT id, payload FROM actions WHERE status IN ('pending', 'dead_letter');
+    ALTER TABLE actions ADD COLUMN payload_key TEXT;
+    UPDATE actions SET payload_key =
+        CASE WHEN json_valid(payload) THEN json_extract(payload, '$.idempotency_key') END;
+    ALTER TABLE actions DROP COLUMN payload;
+    ",
 ];
 
 /// The schema version this build reads and writes.
@@ -712,5 +730,80 @@ mod tests {
         .instance()
         .unwrap();
         assert_ne!(instance, other, "each database draws its own");
+    }
+
+    /// Version 13 keeps the payloads of the actions that may still run,
+    /// drops the others', and keeps the keys payloads named.
+    #[test]
+    fn version_12_upgrades_in_place_to_payloads_kept_while_needed() {
+        use crate::Backend;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converge.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            // As `migrate` runs them: 10 rebuilds a referenced table.
+            conn.pragma_update(None, "foreign_keys", false).unwrap();
+            version_1(&conn);
+            for sql in &MIGRATIONS[1..12] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 12).unwrap();
+            // Action 1 is pending with '{}' (from version_1); 2 is a dead
+            // letter, 3 done with a send's key, 4 dropped.
+            for (status, payload) in [
+                ("dead_letter", r#"{"kind":"notify"}"#),
+                (
+                    "done",
+                    r#"{"kind":"notify","idempotency_key":"converge-send-3-ab12"}"#,
+                ),
+                ("dropped", r#"{"kind":"notify"}"#),
+            ] {
+                conn.execute(
+                    "INSERT INTO actions (decision_id, event_seq, route, plugin, payload, status,
+                                          attempts, created_at_ms, finished_at_ms, instance)
+                     VALUES (1, 1, 'route', 'webhook-out', ?1, ?2, 1, 2000, 3000, 5)",
+                    params![payload, status],
+                )
+                .unwrap();
+            }
+        }
+
+        let store =
+            super::super::SqliteStore::open(&path, crate::Durability::Full, Default::default())
+                .unwrap();
+        assert_eq!(version(&store.conn).unwrap(), CURRENT_VERSION);
+        let kept: Vec<(i64, String)> = store
+            .conn
+            .prepare("SELECT action_id, payload FROM action_payloads ORDER BY action_id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            kept,
+            [
+                (1, "{}".to_string()),
+                (2, r#"{"kind":"notify"}"#.to_string())
+            ]
+        );
+        let pending = store.pending_actions(10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].payload_json, "{}");
+        let done = store.action(3).unwrap().unwrap().action;
+        assert_eq!(done.payload_key.as_deref(), Some("converge-send-3-ab12"));
+        assert_eq!(
+            done.idempotency_key(),
+            "converge-0000000000000005-send-3-ab12"
+        );
+        assert_eq!(store.action(2).unwrap().unwrap().action.payload_key, None);
+        let problems: Vec<_> = store
+            .coherence()
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| c.problem)
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
     }
 }

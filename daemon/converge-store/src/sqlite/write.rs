@@ -29,8 +29,14 @@ pub(super) fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<WriteRe
         result.appended.push(append(&tx, event)?);
     }
     let mut cursor = None;
+    let instance: i64 = if batch.processed.is_empty() {
+        0
+    } else {
+        tx.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([INSTANCE], |row| row.get(0))?
+    };
     for processed in &batch.processed {
-        record_processed(&tx, processed, &mut result)?;
+        record_processed(&tx, processed, instance, &mut result)?;
         cursor = cursor.max(Some(processed.seq));
     }
     if let Some(seq) = cursor {
@@ -149,9 +155,11 @@ fn insert_timer(tx: &Transaction<'_>, seq: i64, timer: &NewTimer) -> Result<(), 
     Ok(())
 }
 
+/// `instance` is the database's, which each new action keeps.
 fn record_processed(
     tx: &Transaction<'_>,
     processed: &ProcessedEvent,
+    instance: i64,
     result: &mut WriteResult,
 ) -> Result<(), StoreError> {
     let actions = &mut result.actions;
@@ -204,25 +212,24 @@ fn record_processed(
                 new.shadow
             ])?;
         for action in &new.actions {
-            let (id, instance) = tx
-                .prepare_cached(
-                    "INSERT INTO actions
-                     (decision_id, event_seq, route, plugin, payload, created_at_ms, instance)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, (SELECT value FROM meta WHERE key = ?7))
-                     RETURNING id, instance",
-                )?
-                .query_row(
-                    params![
-                        decision_id,
-                        seq,
-                        action.route,
-                        action.plugin,
-                        action.payload_json,
-                        processed.processed_at_ms,
-                        INSTANCE
-                    ],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )?;
+            // Not `RETURNING`: it builds a temporary table per row (see `append`).
+            tx.prepare_cached(
+                "INSERT INTO actions
+                 (decision_id, event_seq, route, plugin, payload_key, created_at_ms, instance)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                decision_id,
+                seq,
+                action.route,
+                action.plugin,
+                action.payload_key,
+                processed.processed_at_ms,
+                instance
+            ])?;
+            let id = tx.last_insert_rowid();
+            tx.prepare_cached("INSERT INTO action_payloads (action_id, payload) VALUES (?1, ?2)")?
+                .execute(params![id, action.payload_json])?;
             actions.push(PendingAction::created(
                 id,
                 seq,
@@ -469,7 +476,9 @@ fn change_dead_letter(
                      SET status = 'pending', attempts = 0, next_attempt_at_ms = NULL,
                          finished_at_ms = NULL
                      WHERE id = ?1
-                     RETURNING id, event_seq, decision_id, route, plugin, payload, instance",
+                     RETURNING id, event_seq, decision_id, route, plugin,
+                               coalesce((SELECT payload FROM action_payloads WHERE action_id = ?1), ''),
+                               instance",
                 )?
                 .query_row(params![change.action_id], |row| {
                     Ok(PendingAction {
@@ -501,6 +510,7 @@ fn change_dead_letter(
                 "UPDATE actions SET status = 'dropped', finished_at_ms = ?1 WHERE id = ?2",
             )?
             .execute(params![change.at_ms, change.action_id])?;
+            drop_payload(tx, change.action_id)?;
             add_history(
                 tx,
                 change.action_id,
@@ -538,7 +548,17 @@ fn finish(
             outcome.finished_at_ms,
             outcome.action_id
         ])?;
+    if changed == 1 && status == "done" {
+        drop_payload(tx, outcome.action_id)?;
+    }
     Ok(changed == 1)
+}
+
+/// An action done or dropped never runs again: its payload goes.
+fn drop_payload(tx: &Transaction<'_>, action_id: i64) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM action_payloads WHERE action_id = ?1")?
+        .execute([action_id])?;
+    Ok(())
 }
 
 fn insert_samples(

@@ -225,7 +225,77 @@ fn a_dropped_dead_letter_never_runs_and_says_who_dropped_it(db: &TestDb) {
     assert_eq!(store.action(1).unwrap().unwrap().action.status, "dropped");
 }
 
+/// A payload is what a plugin is called with: kept while its action may
+/// run (pending, or a dead letter a person may retry), gone once it is done
+/// or dropped. The key a payload named outlives it.
+fn an_action_keeps_its_payload_only_while_it_may_run(db: &TestDb) {
+    let mut store = db.open();
+    let mut processed = processed_with_actions(1, "T-1", "ana");
+    processed.decisions[0].actions[1].payload_key = Some("converge-send-7-ab12".into());
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1")],
+            processed: vec![processed],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(db.kept_payloads(), [1, 2]);
+    let pending = store.pending_actions(10).unwrap();
+    assert_eq!(pending[1].payload_json, r#"{"route":"mail"}"#);
+
+    let done = OutcomeKind::Done { external_id: None };
+    store
+        .write(&WriteBatch {
+            outcomes: vec![
+                outcome(2, done, 1, "HTTP 200"),
+                outcome(1, OutcomeKind::DeadLetter, 1, "HTTP 401"),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(db.kept_payloads(), [1], "the dead letter's stays");
+    let sent = db.reader().action(2).unwrap().unwrap().action;
+    assert_eq!(
+        sent.idempotency_key(),
+        converge_store::idempotency_key(2, sent.instance, Some("converge-send-7-ab12"))
+    );
+    assert_eq!(sent.payload_key.as_deref(), Some("converge-send-7-ab12"));
+
+    let written = store
+        .write(&WriteBatch {
+            dead_letters: vec![change(1, DeadLetterOp::Retry)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let [DeadLetterOutcome::Retried(retried)] = written.dead_letters.as_slice() else {
+        panic!("{:?}", written.dead_letters);
+    };
+    assert_eq!(retried.payload_json, r#"{"route":"slack"}"#);
+
+    store
+        .write(&WriteBatch {
+            outcomes: vec![outcome(1, OutcomeKind::DeadLetter, 1, "HTTP 401")],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    store
+        .write(&WriteBatch {
+            dead_letters: vec![change(1, DeadLetterOp::Drop)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(db.kept_payloads(), Vec::<i64>::new());
+    assert!(
+        db.reader()
+            .coherence()
+            .unwrap()
+            .iter()
+            .all(|c| c.problem.is_none())
+    );
+}
+
 conformance!(
+    an_action_keeps_its_payload_only_while_it_may_run,
     a_dead_letter_is_listed_with_its_error_and_history,
     a_retried_dead_letter_is_pending_again_with_a_fresh_budget,
     a_dropped_dead_letter_never_runs_and_says_who_dropped_it,

@@ -140,6 +140,30 @@ impl TestDb {
         }
     }
 
+    /// The actions whose payload the database still keeps, by id: read
+    /// straight from its table, since the store gives payloads out only
+    /// to run their actions.
+    pub fn kept_payloads(&self) -> Vec<i64> {
+        let sql = "SELECT action_id FROM action_payloads ORDER BY action_id";
+        match self {
+            TestDb::Sqlite { .. } => rusqlite::Connection::open(self.path())
+                .unwrap()
+                .prepare(sql)
+                .unwrap()
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap(),
+            TestDb::Postgres { .. } => self
+                .sql()
+                .query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect(),
+        }
+    }
+
     /// Whether a converge schema was ever created here (or, for SQLite,
     /// any file).
     pub fn exists(&self) -> bool {
@@ -271,6 +295,7 @@ pub fn action(route: &str) -> NewAction {
         route: route.into(),
         plugin: "webhook-out".into(),
         payload_json: format!(r#"{{"route":"{route}"}}"#),
+        payload_key: None,
     }
 }
 
