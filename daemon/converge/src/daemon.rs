@@ -44,7 +44,7 @@ use crate::schedules::ScheduleSource;
 use crate::telemetry::Metrics;
 use crate::timers::Scheduler;
 use crate::topology::{Processing, Topology};
-use crate::web::{self, AppState};
+use crate::web::{self, AppParts, AppState};
 use converge_engine::Engine;
 
 /// How many committed actions wait in memory for the dispatcher; beyond it
@@ -443,7 +443,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
 
-    let state = AppState {
+    let state = AppState::new(AppParts {
         journal,
         metrics,
         max_body_bytes: config.server.max_body_bytes,
@@ -458,7 +458,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         plugins: plugins_for_web,
         holder: topology.holder().map(str::to_string),
         console: crate::console::Console::new(&config, config.server.listen),
-    };
+    });
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
