@@ -53,6 +53,7 @@
 
 mod decision_body;
 mod error;
+mod event_body;
 mod postgres;
 mod records;
 mod sqlite;

@@ -124,6 +124,16 @@ impl NewEvent {
     pub(crate) fn hook_column(&self) -> &str {
         self.hook.as_deref().unwrap_or("")
     }
+
+    /// What its row keeps in columns, which its stored JSON leaves out.
+    pub(crate) fn columns(&self) -> crate::event_body::Columns<'_> {
+        crate::event_body::Columns {
+            id: &self.id,
+            ty: &self.ty,
+            source: &self.source,
+            subject: self.subject.as_deref(),
+        }
+    }
 }
 
 /// The outcome of processing one journaled event.

@@ -13,8 +13,9 @@ macro_rules! timer_columns {
 /// What `read::held_send` decodes, and the join it comes from.
 macro_rules! held_send_columns {
     () => {
-        "h.id, h.campaign, h.channel, h.event_seq, e.id, e.json, h.rule, h.reason, h.held_at_ms, \
-         h.status, h.released_seq, h.released_at_ms, h.released_by \
+        "h.id, h.campaign, h.channel, h.event_seq, e.json, e.id, e.type, e.source, e.subject, \
+         h.rule, h.reason, h.held_at_ms, h.status, h.released_seq, h.released_at_ms, \
+         h.released_by \
          FROM held_sends h JOIN events e ON e.seq = h.event_seq"
     };
 }

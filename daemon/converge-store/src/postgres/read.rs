@@ -124,8 +124,8 @@ impl Backend for PostgresStore {
     fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError> {
         self.run(|s| {
             s.rows(
-                "SELECT seq, json, received_at_ms FROM events WHERE seq > $1
-                 ORDER BY seq LIMIT $2",
+                "SELECT seq, json, received_at_ms, id, type, source, subject FROM events
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[&seq, &sql_limit(limit)],
                 journaled_event,
             )
@@ -785,12 +785,27 @@ impl PostgresStore {
     }
 }
 
+/// From `seq, json, received_at_ms, id, type, source, subject`.
 pub(super) fn journaled_event(row: &Row) -> Result<JournaledEvent, postgres::Error> {
     Ok(JournaledEvent {
         seq: row.try_get(0)?,
-        json: row.try_get(1)?,
+        json: event_json(row, 1, 3)?,
         received_at_ms: row.try_get(2)?,
     })
+}
+
+/// An event's JSON from its stored text (column `json`) and the four
+/// columns from `columns` on: `id`, `type`, `source`, `subject`.
+fn event_json(row: &Row, json: usize, columns: usize) -> Result<String, postgres::Error> {
+    Ok(crate::event_body::decode(
+        row.try_get(json)?,
+        crate::event_body::Columns {
+            id: row.try_get(columns)?,
+            ty: row.try_get(columns + 1)?,
+            source: row.try_get(columns + 2)?,
+            subject: row.try_get(columns + 3)?,
+        },
+    ))
 }
 
 pub(super) fn pending_action(row: &Row) -> Result<PendingAction, postgres::Error> {
@@ -877,15 +892,15 @@ pub(super) fn held_send(row: &Row) -> Result<HeldSendRecord, postgres::Error> {
         campaign: row.try_get(1)?,
         channel: row.try_get(2)?,
         event_seq: row.try_get(3)?,
-        event_id: row.try_get(4)?,
-        event_json: row.try_get(5)?,
-        rule: row.try_get(6)?,
-        reason: row.try_get(7)?,
-        held_at_ms: row.try_get(8)?,
-        status: row.try_get(9)?,
-        released_seq: row.try_get(10)?,
-        released_at_ms: row.try_get(11)?,
-        released_by: row.try_get(12)?,
+        event_json: event_json(row, 4, 5)?,
+        event_id: row.try_get(5)?,
+        rule: row.try_get(9)?,
+        reason: row.try_get(10)?,
+        held_at_ms: row.try_get(11)?,
+        status: row.try_get(12)?,
+        released_seq: row.try_get(13)?,
+        released_at_ms: row.try_get(14)?,
+        released_by: row.try_get(15)?,
     })
 }
 

@@ -199,6 +199,11 @@ fn append<C: GenericClient>(
     let column = |f: fn(&NewEvent) -> &str| events.iter().map(|e| f(e)).collect::<Vec<_>>();
     let subjects: Vec<Option<&str>> = events.iter().map(|e| e.subject.as_deref()).collect();
     let received: Vec<i64> = events.iter().map(|e| e.received_at_ms).collect();
+    let stored: Vec<std::borrow::Cow<'_, str>> = events
+        .iter()
+        .map(|e| crate::event_body::encode(&e.json, e.columns()))
+        .collect();
+    let stored: Vec<&str> = stored.iter().map(|json| json.as_ref()).collect();
     let partitions: Vec<i32> = events
         .iter()
         .map(|e| sql_partition(event_partition(e.subject.as_deref(), &e.id)))
@@ -234,7 +239,7 @@ fn append<C: GenericClient>(
             &column(|e| &e.id),
             &column(|e| &e.ty),
             &subjects,
-            &column(|e| &e.json),
+            &stored,
             &received,
             &partitions,
             &column(NewEvent::hook_column),

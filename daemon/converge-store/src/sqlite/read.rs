@@ -85,13 +85,14 @@ impl Backend for SqliteStore {
 
     fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, json, received_at_ms FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, json, received_at_ms, id, type, source, subject
+             FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let events = stmt
             .query_map(params![seq, sql_limit(limit)], |row| {
                 Ok(JournaledEvent {
                     seq: row.get(0)?,
-                    json: row.get(1)?,
+                    json: event_json(row, 1, 3)?,
                     received_at_ms: row.get(2)?,
                 })
             })?
@@ -828,8 +829,29 @@ fn trail_head(row: &Row<'_>) -> rusqlite::Result<EventTrail> {
     })
 }
 
-const HELD_COLUMNS: &str = "h.id, h.campaign, h.channel, h.event_seq, e.id, e.json, h.rule, \
-     h.reason, h.held_at_ms, h.status, h.released_seq, h.released_at_ms, h.released_by";
+const HELD_COLUMNS: &str = "h.id, h.campaign, h.channel, h.event_seq, e.json, e.id, e.type, \
+     e.source, e.subject, h.rule, h.reason, h.held_at_ms, h.status, h.released_seq, \
+     h.released_at_ms, h.released_by";
+
+/// An event's JSON from its stored text (column `json`) and the four
+/// columns from `columns` on: `id`, `type`, `source`, `subject`.
+fn event_json(row: &Row<'_>, json: usize, columns: usize) -> rusqlite::Result<String> {
+    let (id, ty, source, subject): (String, String, String, Option<String>) = (
+        row.get(columns)?,
+        row.get(columns + 1)?,
+        row.get(columns + 2)?,
+        row.get(columns + 3)?,
+    );
+    Ok(crate::event_body::decode(
+        row.get(json)?,
+        crate::event_body::Columns {
+            id: &id,
+            ty: &ty,
+            source: &source,
+            subject: subject.as_deref(),
+        },
+    ))
+}
 
 fn held_send_row(row: &Row<'_>) -> rusqlite::Result<HeldSendRecord> {
     Ok(HeldSendRecord {
@@ -837,15 +859,15 @@ fn held_send_row(row: &Row<'_>) -> rusqlite::Result<HeldSendRecord> {
         campaign: row.get(1)?,
         channel: row.get(2)?,
         event_seq: row.get(3)?,
-        event_id: row.get(4)?,
-        event_json: row.get(5)?,
-        rule: row.get(6)?,
-        reason: row.get(7)?,
-        held_at_ms: row.get(8)?,
-        status: row.get(9)?,
-        released_seq: row.get(10)?,
-        released_at_ms: row.get(11)?,
-        released_by: row.get(12)?,
+        event_json: event_json(row, 4, 5)?,
+        event_id: row.get(5)?,
+        rule: row.get(9)?,
+        reason: row.get(10)?,
+        held_at_ms: row.get(11)?,
+        status: row.get(12)?,
+        released_seq: row.get(13)?,
+        released_at_ms: row.get(14)?,
+        released_by: row.get(15)?,
     })
 }
 

@@ -81,7 +81,7 @@ fn append(tx: &Transaction<'_>, event: &NewEvent) -> Result<Appended, StoreError
             event.hook_column(),
             event.ty,
             event.subject,
-            event.json,
+            crate::event_body::encode(&event.json, event.columns()),
             event.received_at_ms
         ])?;
     if inserted == 1 {

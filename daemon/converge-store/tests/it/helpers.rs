@@ -164,6 +164,19 @@ impl TestDb {
         }
     }
 
+    /// The text the `events` row of `seq` stores as its `json`, read
+    /// straight from the table.
+    pub fn stored_event_json(&self, seq: i64) -> String {
+        let sql = "SELECT json FROM events WHERE seq = $1";
+        match self {
+            TestDb::Sqlite { .. } => rusqlite::Connection::open(self.path())
+                .unwrap()
+                .query_row(&sql.replace('$', "?"), [seq], |row| row.get(0))
+                .unwrap(),
+            TestDb::Postgres { .. } => self.sql().query_one(sql, &[&seq]).unwrap().get(0),
+        }
+    }
+
     /// Whether a converge schema was ever created here (or, for SQLite,
     /// any file).
     pub fn exists(&self) -> bool {
