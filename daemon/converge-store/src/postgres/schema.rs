@@ -350,3 +350,123 @@ pub(super) fn check_current(client: &mut Client, location: PathBuf) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use postgres::NoTls;
+
+    use super::*;
+
+    /// A database of its own on the `CONVERGE_TEST_POSTGRES` server (the
+    /// conformance suite's), dropped at the end; `None` without a server.
+    struct Scratch {
+        server: String,
+        name: String,
+    }
+
+    impl Scratch {
+        fn new(label: &str) -> Option<Scratch> {
+            let server = std::env::var("CONVERGE_TEST_POSTGRES").ok()?;
+            let name = format!("converge_schema_{label}_{}", std::process::id());
+            let mut admin = Client::connect(&server, NoTls).unwrap();
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .unwrap();
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .unwrap();
+            Some(Scratch { server, name })
+        }
+
+        fn client(&self) -> Client {
+            let mut config: postgres::Config = self.server.parse().unwrap();
+            config.dbname(&self.name);
+            config.connect(NoTls).unwrap()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if let Ok(mut admin) = Client::connect(&self.server, NoTls) {
+                let _ = admin.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    /// Version 7 keeps the payloads of the actions that may still run,
+    /// drops the others', and keeps the keys payloads named.
+    #[test]
+    fn version_6_upgrades_in_place_to_payloads_kept_while_needed() {
+        let Some(scratch) = Scratch::new("v6") else {
+            return;
+        };
+        let mut client = scratch.client();
+        for sql in &MIGRATIONS[..6] {
+            client.batch_execute(sql).unwrap();
+        }
+        client
+            .batch_execute(
+                r#"
+                CREATE TABLE schema_version (version bigint NOT NULL);
+                INSERT INTO schema_version (version) VALUES (6);
+                INSERT INTO events (source, id, hook, type, subject, json, received_at_ms, partition)
+                    VALUES ('/jira', 'e-1', '', 'task.updated', 'task/T-1', '{}', 1000, 0);
+                INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms)
+                    VALUES (1, 'r', 'h', 'notify', '{}', 2000);
+                INSERT INTO actions (decision_id, event_seq, route, plugin, payload, status,
+                                     created_at_ms, instance) VALUES
+                    (1, 1, 'r', 'webhook-out', '{}', 'pending', 2000, 5),
+                    (1, 1, 'r', 'webhook-out', '{"kind":"notify"}', 'dead_letter', 2000, 5),
+                    (1, 1, 'r', 'webhook-out',
+                     '{"kind":"notify","idempotency_key":"converge-send-3-ab12"}', 'done', 2000, 5),
+                    (1, 1, 'r', 'webhook-out', 'not json', 'dropped', 2000, 5);
+                "#,
+            )
+            .unwrap();
+
+        migrate(&mut client).unwrap();
+        let version: i64 = client
+            .query_one("SELECT version FROM schema_version", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(version, CURRENT_VERSION);
+        let kept: Vec<(i64, String)> = client
+            .query(
+                "SELECT action_id, payload FROM action_payloads ORDER BY action_id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (1, "{}".to_string()),
+                (2, r#"{"kind":"notify"}"#.to_string())
+            ]
+        );
+        let keys: Vec<Option<String>> = client
+            .query("SELECT payload_key FROM actions ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(
+            keys,
+            [None, None, Some("converge-send-3-ab12".to_string()), None]
+        );
+        let payload_column: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                                WHERE table_name = 'actions' AND column_name = 'payload')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(!payload_column, "the payload lives in action_payloads only");
+    }
+}
