@@ -87,8 +87,9 @@ impl Route {
     }
 }
 
-/// What the outbox keeps for each action: the decision, the event and the
-/// entity as JSON, exactly as the plugin receives them. The engine writes
+/// What the outbox keeps for each action while it may run (pending or a
+/// dead letter): the decision, the event and the entity as JSON, exactly
+/// as the plugin receives them. The engine writes
 /// it and the dispatcher reads it back; the JSON members are carried as raw
 /// text so they are never parsed into trees and rebuilt on the way.
 #[derive(Debug, Serialize, Deserialize)]
