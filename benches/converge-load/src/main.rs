@@ -116,6 +116,10 @@ struct Args {
     /// storage.entity_cache_entries: entity states kept in memory.
     #[arg(long, default_value_t = 10_000)]
     entity_cache: usize,
+    /// Keep the run's directory (config, database, logs) here, to inspect
+    /// the database after the run. It must not exist yet.
+    #[arg(long)]
+    keep: Option<PathBuf>,
     /// The converge binary (default: <target dir>/release/converge).
     #[arg(long, global = true)]
     converge: Option<PathBuf>,
@@ -172,14 +176,25 @@ async fn main() -> anyhow::Result<()> {
 
     let timings = Arc::new(Mutex::new(Timings::default()));
     let sink = start_sink(timings.clone()).await?;
-    let dir = tempfile::tempdir()?;
+    let temporary;
+    let dir = match &args.keep {
+        Some(keep) => {
+            std::fs::create_dir(keep)
+                .with_context(|| format!("creating {} for --keep", keep.display()))?;
+            keep.clone()
+        }
+        None => {
+            temporary = tempfile::tempdir()?;
+            temporary.path().to_path_buf()
+        }
+    };
     if args.daemons > 1 && args.postgres.is_none() {
         bail!(
             "--daemons {} needs --postgres: several daemons share one PostgreSQL database",
             args.daemons
         );
     }
-    let config = write_config(dir.path(), &root, &plugin, sink, &args)?;
+    let config = write_config(&dir, &root, &plugin, sink, &args)?;
     let mut daemons = (0..args.daemons.max(1))
         .map(|_| Daemon::start(&converge, &config))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -351,7 +366,10 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("{}", cpu_line(cpu_ms, args.events));
     if args.postgres.is_none() {
-        println!("{}", database_line(&dir.path().join("data"), args.events));
+        println!("{}", database_line(&dir.join("data"), args.events));
+    }
+    if let Some(keep) = &args.keep {
+        println!("run directory kept in {}", keep.display());
     }
     Ok(())
 }

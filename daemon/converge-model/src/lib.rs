@@ -11,5 +11,5 @@ pub mod sources;
 
 pub use decision::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 pub use entity::{EntityKey, EntityState};
-pub use event::{Event, EventError};
+pub use event::{Event, EventError, HOOK_EXTENSION};
 pub use flow::{Flow, Metric, MetricShape, Sample, Slice};

@@ -1,7 +1,11 @@
 //! How a decision is stored in its row's `body`: only what the row's
 //! columns and its event's other decisions do not already say.
 //!
-//! - `rule` and `rule_hash` are left out: the row has them as columns.
+//! - `rule`, `rule_hash` and `kind` are left out: the row has them (the
+//!   rule and its version through `rule_version`).
+//! - A `schedule`'s empty `data` and a `schedule`'s or `expect`'s
+//!   `catch_up` of `fire_late` (what almost every timer has) are left out,
+//!   and read back as those defaults.
 //! - The trace's `inputs` (the entity as the rule saw it) are the same for
 //!   every decision of one run of a rule, so they are stored with the first
 //!   decision of each rule version (and shadow flag) on the event only; the
@@ -19,7 +23,9 @@
 
 use std::collections::BTreeMap;
 
-use converge_model::{Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
+use converge_model::{
+    CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -111,7 +117,59 @@ impl<'a> EventBodies<'a> {
                 terms,
             }
         });
-        serde_json::to_string(&Body { kind, trace })
+        let whole = serde_json::to_string(&Body { kind, trace })?;
+        Ok(without_defaults(without_kind(whole, kind.name()), kind))
+    }
+}
+
+/// `body` without its leading `"kind"` member (the tag `serde` writes
+/// first), which the row's `kind` column holds. Any other shape is kept
+/// whole: the reader adds the kind only where the body has none.
+fn without_kind(mut body: String, kind: &str) -> String {
+    // `"kind":"<kind>"`, after the opening brace.
+    let tag_end = 1 + r#""kind":"""#.len() + kind.len();
+    let tagged = body
+        .strip_prefix(r#"{"kind":""#)
+        .and_then(|rest| rest.strip_prefix(kind))
+        .and_then(|rest| rest.strip_prefix('"'));
+    match tagged.and_then(|rest| rest.bytes().next()) {
+        Some(b',') => body.replace_range(1..=tag_end, ""),
+        Some(b'}') => body.replace_range(1..tag_end, ""),
+        _ => {}
+    }
+    body
+}
+
+/// `body` (already without its kind) without the members a timer decision
+/// has at their defaults. Only where the text cut is certainly the member:
+/// each follows only numbers and strings of its kind (a string cannot hold
+/// the unescaped quotes the text has), so its first occurrence is it. A
+/// `schedule`'s `catch_up` after non-empty `data` is kept, since the data
+/// could hold the same text first.
+fn without_defaults(body: String, kind: &DecisionKind) -> String {
+    let fire_late = r#","catch_up":"fire_late""#;
+    let piece = match kind {
+        DecisionKind::Schedule { data, catch_up, .. }
+            if data.as_object().is_some_and(|o| o.is_empty()) =>
+        {
+            match catch_up {
+                CatchUp::FireLate => r#","data":{},"catch_up":"fire_late""#,
+                CatchUp::Skip => r#","data":{}"#,
+            }
+        }
+        DecisionKind::Expect {
+            catch_up: CatchUp::FireLate,
+            ..
+        } => fire_late,
+        _ => return body,
+    };
+    match body.find(piece) {
+        Some(at) => {
+            let mut body = body;
+            body.replace_range(at..at + piece.len(), "");
+            body
+        }
+        None => body,
     }
 }
 
@@ -129,12 +187,13 @@ struct RunRead {
 }
 
 impl EventDecisions {
-    /// The decision a row holds: its `rule`, `rule_hash` and `shadow`
-    /// columns and its `body`.
+    /// The decision a row holds: its rule and rule version, its `kind` and
+    /// `shadow` columns and its `body`.
     pub(crate) fn decode(
         &mut self,
         rule: String,
         rule_hash: String,
+        kind: &str,
         shadow: bool,
         body: &str,
     ) -> serde_json::Result<Decision> {
@@ -143,6 +202,15 @@ impl EventDecisions {
         if let Some(object) = value.as_object_mut() {
             object.insert("rule".into(), Value::String(rule));
             object.insert("rule_hash".into(), Value::String(rule_hash));
+            if !object.contains_key("kind") {
+                object.insert("kind".into(), Value::String(kind.to_string()));
+            }
+            if kind == "schedule" && !object.contains_key("data") {
+                object.insert("data".into(), Value::Object(Default::default()));
+            }
+            if matches!(kind, "schedule" | "expect") && !object.contains_key("catch_up") {
+                object.insert("catch_up".into(), Value::String("fire_late".into()));
+            }
             if let Some(trace) = object.get_mut("trace").and_then(Value::as_object_mut) {
                 let index = match self.runs.iter().position(|(r, _)| *r == run) {
                     Some(index) => index,
@@ -220,8 +288,14 @@ mod tests {
             .iter()
             .zip(&stored)
             .map(|((d, shadow), body)| {
-                read.decode(d.rule.clone(), d.rule_hash.clone(), *shadow, body)
-                    .unwrap()
+                read.decode(
+                    d.rule.clone(),
+                    d.rule_hash.clone(),
+                    d.kind.name(),
+                    *shadow,
+                    body,
+                )
+                .unwrap()
             })
             .collect();
         (stored, decoded)
@@ -232,7 +306,7 @@ mod tests {
         let (stored, read) = round_trip(&[(escalate("stalled_handoff"), false)]);
         assert_eq!(
             serde_json::from_str::<Value>(&stored[0]).unwrap(),
-            json!({"kind": "escalate", "to": "review_owner", "reason": "stalled", "level": 2,
+            json!({"to": "review_owner", "reason": "stalled", "level": 2,
                    "trace": {"at": "rules/stalled_handoff.rhai:66:13",
                              "inputs": {"stage": "review", "owner": "ana",
                                         "updated_at": "2026-01-05T09:00:00Z", "events": 1}}})
@@ -321,11 +395,81 @@ mod tests {
             .decode(
                 "gate".into(),
                 "b54c3c0b1825aa80".into(),
+                "notify",
                 false,
-                r#"{"kind":"notify","to":"ana","message":"m","trace":{"at":"66:13"}}"#,
+                r#"{"to":"ana","message":"m","trace":{"at":"66:13"}}"#,
             )
             .unwrap_err();
         assert!(err.to_string().contains("file:line:column"), "{err}");
+    }
+
+    #[test]
+    fn the_kind_tag_is_cut_only_when_it_leads_and_matches_the_column() {
+        let cut = |body: &str, kind: &str| without_kind(body.to_string(), kind);
+        assert_eq!(
+            cut(r#"{"kind":"notify","to":"ana"}"#, "notify"),
+            r#"{"to":"ana"}"#
+        );
+        assert_eq!(cut(r#"{"kind":"notify"}"#, "notify"), "{}");
+        // Another kind, a prefix of the kind, or no tag first: kept whole.
+        for (body, kind) in [
+            (r#"{"kind":"notify","to":"ana"}"#, "escalate"),
+            (r#"{"kind":"set_field_x","f":1}"#, "set_field"),
+            (r#"{"to":"ana","kind":"notify"}"#, "notify"),
+            (r#"{"kind":"notify""#, "notify"),
+        ] {
+            assert_eq!(cut(body, kind), body);
+        }
+    }
+
+    #[test]
+    fn every_kind_is_stored_without_its_tag_and_read_back_from_the_column() {
+        let kinds = [
+            json!({"kind": "set_field", "field": "handoff", "value": {"owner": "ana"}}),
+            json!({"kind": "schedule", "after_ms": 86_400_000, "event_type": "task.handoff.remind",
+                   "data": {}, "catch_up": "fire_late"}),
+            json!({"kind": "hold_send", "channel": "email", "reason": "gate closed"}),
+            json!({"kind": "emit", "event_type": "gate.open", "data": {"campaign": "c-1"}}),
+        ];
+        let decisions: Vec<(Decision, bool)> = kinds
+            .into_iter()
+            .map(|kind| (decision("convergence_gate", kind), false))
+            .collect();
+        let (stored, read) = round_trip(&decisions);
+        for body in &stored {
+            assert!(
+                body.starts_with('{') && !body.contains(r#""kind""#),
+                "{body}"
+            );
+        }
+        let expected: Vec<Decision> = decisions.into_iter().map(|(d, _)| d).collect();
+        assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn timer_defaults_are_left_out_only_where_certainly_theirs() {
+        let timers = [
+            (json!({"kind": "schedule", "after_ms": 1000, "event_type": "t.remind",
+                    "data": {}, "catch_up": "fire_late"}), r#"{"after_ms":1000,"event_type":"t.remind","trace""#),
+            (json!({"kind": "schedule", "after_ms": 1000, "event_type": "t.remind",
+                    "data": {}, "catch_up": "skip"}), r#"{"after_ms":1000,"event_type":"t.remind","catch_up":"skip","trace""#),
+            // Data that holds the default's text first: everything kept.
+            (json!({"kind": "schedule", "after_ms": 1000, "event_type": "t.remind",
+                    "data": {"a": 1, "catch_up": "fire_late"}, "catch_up": "fire_late"}),
+             r#"{"after_ms":1000,"event_type":"t.remind","data":{"a":1,"catch_up":"fire_late"},"catch_up":"fire_late","trace""#),
+            (json!({"kind": "expect", "event_type": "t.done", "within_ms": 5,
+                    "otherwise": "t.late", "catch_up": "fire_late"}),
+             r#"{"event_type":"t.done","within_ms":5,"otherwise":"t.late","trace""#),
+            (json!({"kind": "expect", "event_type": "t.done", "within_ms": 5,
+                    "otherwise": "t.late", "catch_up": "skip"}),
+             r#"{"event_type":"t.done","within_ms":5,"otherwise":"t.late","catch_up":"skip","trace""#),
+        ];
+        for (kind, stored_start) in timers {
+            let made = decision("stalled_handoff", kind);
+            let (stored, read) = round_trip(&[(made.clone(), false)]);
+            assert!(stored[0].starts_with(stored_start), "{}", stored[0]);
+            assert_eq!(read, [made]);
+        }
     }
 
     #[test]
@@ -335,7 +479,13 @@ mod tests {
         for d in &decisions {
             let whole = serde_json::to_string(d).unwrap();
             let decoded = read
-                .decode(d.rule.clone(), d.rule_hash.clone(), false, &whole)
+                .decode(
+                    d.rule.clone(),
+                    d.rule_hash.clone(),
+                    d.kind.name(),
+                    false,
+                    &whole,
+                )
                 .unwrap();
             assert_eq!(&decoded, d);
         }

@@ -132,6 +132,7 @@ impl NewEvent {
             ty: &self.ty,
             source: &self.source,
             subject: self.subject.as_deref(),
+            hook: self.hook.as_deref(),
         }
     }
 }

@@ -80,7 +80,7 @@ pub(super) fn unprocessed_events<C: GenericClient>(
     limit: usize,
 ) -> Result<Vec<JournaledEvent>, StoreError> {
     s.rows(
-        "SELECT seq, json, received_at_ms, id, type, source, subject FROM events
+        "SELECT seq, json, received_at_ms, id, type, source, subject, hook FROM events
          WHERE processed_at_ms IS NULL AND partition = ANY($1)
          ORDER BY seq LIMIT $2",
         &[&sql_partitions(partitions), &sql_limit(limit)],

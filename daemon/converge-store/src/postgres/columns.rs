@@ -2,10 +2,13 @@
 //! rather than constants, so statements built with them (`concat!`) stay
 //! `&'static str`s, which is what the statement cache keys on.
 
-/// What `read::timer` decodes.
+/// What `read::timer` decodes. The rule version by subqueries, so the list
+/// also serves `UPDATE timers ... RETURNING`.
 macro_rules! timer_columns {
     () => {
-        "id, entity, kind, event_type, data, expect_type, due_at_ms, catch_up, rule, rule_hash, \
+        "id, entity, kind, event_type, data, expect_type, due_at_ms, catch_up, \
+         (SELECT v.rule FROM rule_versions v WHERE v.id = rule_version), \
+         (SELECT v.hash FROM rule_versions v WHERE v.id = rule_version), \
          created_by_seq, status, fired_seq, closed_at_ms"
     };
 }
@@ -15,7 +18,7 @@ macro_rules! held_send_columns {
     () => {
         "h.id, h.campaign, h.channel, h.event_seq, e.json, e.id, e.type, e.source, e.subject, \
          h.rule, h.reason, h.held_at_ms, h.status, h.released_seq, h.released_at_ms, \
-         h.released_by \
+         h.released_by, e.hook \
          FROM held_sends h JOIN events e ON e.seq = h.event_seq"
     };
 }
@@ -45,9 +48,10 @@ macro_rules! action_detail_columns {
     () => {
         concat!(
             action_columns!(),
-            ", a.event_seq, e.id, e.source, e.type, e.subject, a.decision_id, d.kind, d.rule \
+            ", a.event_seq, e.id, e.source, e.type, e.subject, a.decision_id, d.kind, v.rule \
              FROM actions a JOIN events e ON e.seq = a.event_seq \
-             JOIN decisions d ON d.id = a.decision_id"
+             JOIN decisions d ON d.id = a.decision_id \
+             JOIN rule_versions v ON v.id = d.rule_version"
         )
     };
 }

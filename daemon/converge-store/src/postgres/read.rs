@@ -124,7 +124,7 @@ impl Backend for PostgresStore {
     fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError> {
         self.run(|s| {
             s.rows(
-                "SELECT seq, json, received_at_ms, id, type, source, subject FROM events
+                "SELECT seq, json, received_at_ms, id, type, source, subject, hook FROM events
                  WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[&seq, &sql_limit(limit)],
                 journaled_event,
@@ -623,8 +623,9 @@ fn rule_activity<C: GenericClient>(
         None => 0_i64,
     };
     let decisions = s.rows(
-        "SELECT rule, shadow, count(*) FROM decisions WHERE event_seq > $1
-         GROUP BY rule, shadow",
+        "SELECT v.rule, d.shadow, count(*)
+         FROM decisions d JOIN rule_versions v ON v.id = d.rule_version
+         WHERE d.event_seq > $1 GROUP BY v.rule, d.shadow",
         &[&after_seq],
         |row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)),
     )?;
@@ -681,8 +682,9 @@ fn complete_trail<C: GenericClient>(
     mut trail: EventTrail,
 ) -> Result<EventTrail, StoreError> {
     let decisions = s.rows(
-        "SELECT id, rule, rule_hash, body, shadow FROM decisions
-         WHERE event_seq = $1 ORDER BY id",
+        "SELECT d.id, v.rule, v.hash, d.kind, d.body, d.shadow
+         FROM decisions d JOIN rule_versions v ON v.id = d.rule_version
+         WHERE d.event_seq = $1 ORDER BY d.id",
         &[&trail.seq],
         |row| {
             Ok((
@@ -690,13 +692,14 @@ fn complete_trail<C: GenericClient>(
                 row.try_get::<_, String>(1)?,
                 row.try_get::<_, String>(2)?,
                 row.try_get::<_, String>(3)?,
-                row.try_get::<_, bool>(4)?,
+                row.try_get::<_, String>(4)?,
+                row.try_get::<_, bool>(5)?,
             ))
         },
     )?;
     let mut read = crate::decision_body::EventDecisions::default();
-    for (id, rule, rule_hash, body, shadow) in decisions {
-        let decision = read.decode(rule, rule_hash, shadow, &body)?;
+    for (id, rule, rule_hash, kind, body, shadow) in decisions {
+        let decision = read.decode(rule, rule_hash, &kind, shadow, &body)?;
         let mut actions = s.rows(
             concat!(
                 "SELECT ",
@@ -785,18 +788,23 @@ impl PostgresStore {
     }
 }
 
-/// From `seq, json, received_at_ms, id, type, source, subject`.
+/// From `seq, json, received_at_ms, id, type, source, subject, hook`.
 pub(super) fn journaled_event(row: &Row) -> Result<JournaledEvent, postgres::Error> {
     Ok(JournaledEvent {
         seq: row.try_get(0)?,
-        json: event_json(row, 1, 3)?,
+        json: event_json(row, 1, 3, 7)?,
         received_at_ms: row.try_get(2)?,
     })
 }
 
-/// An event's JSON from its stored text (column `json`) and the four
-/// columns from `columns` on: `id`, `type`, `source`, `subject`.
-fn event_json(row: &Row, json: usize, columns: usize) -> Result<String, postgres::Error> {
+/// An event's JSON from its stored text (column `json`), the four columns
+/// from `columns` on (`id`, `type`, `source`, `subject`) and `hook`.
+fn event_json(
+    row: &Row,
+    json: usize,
+    columns: usize,
+    hook: usize,
+) -> Result<String, postgres::Error> {
     Ok(crate::event_body::decode(
         row.try_get(json)?,
         crate::event_body::Columns {
@@ -804,6 +812,7 @@ fn event_json(row: &Row, json: usize, columns: usize) -> Result<String, postgres
             ty: row.try_get(columns + 1)?,
             source: row.try_get(columns + 2)?,
             subject: row.try_get(columns + 3)?,
+            hook: row.try_get(hook)?,
         },
     ))
 }
@@ -892,7 +901,7 @@ pub(super) fn held_send(row: &Row) -> Result<HeldSendRecord, postgres::Error> {
         campaign: row.try_get(1)?,
         channel: row.try_get(2)?,
         event_seq: row.try_get(3)?,
-        event_json: event_json(row, 4, 5)?,
+        event_json: event_json(row, 4, 5, 16)?,
         event_id: row.try_get(5)?,
         rule: row.try_get(9)?,
         reason: row.try_get(10)?,

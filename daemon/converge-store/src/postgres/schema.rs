@@ -284,6 +284,28 @@ const MIGRATIONS: &[&str] = &[
         WHERE payload LIKE '%"idempotency_key"%';
     ALTER TABLE actions DROP COLUMN payload;
     "#,
+    // 8: decisions and timers name their rule version by id, and decisions
+    // lose `created_at_ms`, as SQLite's version 14 does (see there).
+    r#"
+    CREATE TABLE rule_versions (
+        id   integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        rule text NOT NULL,
+        hash text NOT NULL,
+        UNIQUE (rule, hash)
+    );
+    INSERT INTO rule_versions (rule, hash)
+        SELECT rule, rule_hash FROM decisions UNION SELECT rule, rule_hash FROM timers;
+    ALTER TABLE decisions ADD COLUMN rule_version integer REFERENCES rule_versions (id);
+    UPDATE decisions d SET rule_version = v.id
+        FROM rule_versions v WHERE v.rule = d.rule AND v.hash = d.rule_hash;
+    ALTER TABLE decisions ALTER COLUMN rule_version SET NOT NULL,
+        DROP COLUMN rule, DROP COLUMN rule_hash, DROP COLUMN created_at_ms;
+    ALTER TABLE timers ADD COLUMN rule_version integer REFERENCES rule_versions (id);
+    UPDATE timers t SET rule_version = v.id
+        FROM rule_versions v WHERE v.rule = t.rule AND v.hash = t.rule_hash;
+    ALTER TABLE timers ALTER COLUMN rule_version SET NOT NULL,
+        DROP COLUMN rule, DROP COLUMN rule_hash;
+    "#,
 ];
 
 /// The schema version this build reads and writes.
@@ -468,5 +490,69 @@ mod tests {
             .unwrap()
             .get(0);
         assert!(!payload_column, "the payload lives in action_payloads only");
+    }
+
+    /// A database at version 7 names each decision's and timer's rule
+    /// version in two text columns; 8 moves them to `rule_versions`.
+    #[test]
+    fn version_7_upgrades_in_place_to_rule_versions_named_once() {
+        let Some(scratch) = Scratch::new("v7") else {
+            return;
+        };
+        let mut client = scratch.client();
+        for sql in &MIGRATIONS[..7] {
+            client.batch_execute(sql).unwrap();
+        }
+        client
+            .batch_execute(
+                r#"
+                CREATE TABLE schema_version (version bigint NOT NULL);
+                INSERT INTO schema_version (version) VALUES (7);
+                INSERT INTO events (source, id, hook, type, subject, json, received_at_ms, partition)
+                    VALUES ('/jira', 'e-1', '', 'task.updated', 'task/T-1', '{}', 1000, 0);
+                INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms)
+                    VALUES (1, 'r', 'h', 'notify', '{}', 2000),
+                           (1, 'gate', 'h2', 'escalate', '{}', 2000);
+                INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                                    catch_up, rule, rule_hash, created_by_seq, partition)
+                    VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip',
+                            'r', 'h', 1, 0),
+                           ('task/T-1', 'expect', 'task.late', '{}', 'task.done', 6000,
+                            'fire_late', 'gate', 'h3', 1, 0);
+                "#,
+            )
+            .unwrap();
+
+        migrate(&mut client).unwrap();
+        let version: i64 = client
+            .query_one("SELECT version FROM schema_version", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(version, CURRENT_VERSION);
+        let mut named = |table: &str| -> Vec<(i64, String, String)> {
+            client
+                .query(
+                    &format!(
+                        "SELECT t.id, v.rule, v.hash FROM {table} t
+                         JOIN rule_versions v ON v.id = t.rule_version ORDER BY t.id"
+                    ),
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|row| (row.get(0), row.get(1), row.get(2)))
+                .collect()
+        };
+        let pair = |id: i64, rule: &str, hash: &str| (id, rule.to_string(), hash.to_string());
+        assert_eq!(
+            named("decisions"),
+            [pair(1, "r", "h"), pair(2, "gate", "h2")]
+        );
+        assert_eq!(named("timers"), [pair(1, "r", "h"), pair(2, "gate", "h3")]);
+        let versions: i64 = client
+            .query_one("SELECT count(*) FROM rule_versions", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, 3);
     }
 }

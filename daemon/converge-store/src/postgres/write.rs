@@ -33,6 +33,36 @@ use crate::records::{
 };
 use crate::{StoreError, event_partition, partition_of};
 
+/// The common table expressions `new_versions` and `versions`: the ids of
+/// the rule versions (`rule_versions`) the rows of `$rows` (with `rule` and
+/// `rule_hash` columns) name, adding those not seen before. Only a version
+/// missing from the statement's snapshot is inserted, so the identity is
+/// not spent on every batch; `DO UPDATE` (not `DO NOTHING`) returns a row
+/// another daemon added since the snapshot, which the snapshot's read of
+/// `rule_versions` cannot see.
+macro_rules! rule_versions_of {
+    ($rows:literal) => {
+        concat!(
+            "new_versions AS (
+                 INSERT INTO rule_versions (rule, hash)
+                 SELECT DISTINCT r.rule, r.rule_hash FROM ",
+            $rows,
+            " r
+                 WHERE NOT EXISTS (SELECT 1 FROM rule_versions v
+                                   WHERE v.rule = r.rule AND v.hash = r.rule_hash)
+                 ON CONFLICT (rule, hash) DO UPDATE SET rule = excluded.rule
+                 RETURNING id, rule, hash
+             ), versions AS (
+                 SELECT id, rule, hash FROM rule_versions
+                 WHERE (rule, hash) IN (SELECT r.rule, r.rule_hash FROM ",
+            $rows,
+            " r)
+                 UNION ALL SELECT id, rule, hash FROM new_versions
+             )"
+        )
+    };
+}
+
 /// How many times a write that deadlocked is tried.
 const DEADLOCK_ATTEMPTS: u32 = 3;
 
@@ -436,12 +466,15 @@ fn insert_decisions<C: GenericClient>(
         .map(|(_, a)| a.payload_key.as_deref())
         .collect();
     let row = s.query_one(
-        "WITH d AS (
+        concat!(
+            "WITH d AS (
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
                                   $6::bigint[], $7::boolean[])
                  WITH ORDINALITY AS d (event_seq, rule, rule_hash, kind, body, created_at_ms,
                                        shadow, n)
-         ), d_ids AS (
+         ), ",
+            rule_versions_of!("d"),
+            ", d_ids AS (
              SELECT id, row_number() OVER (ORDER BY id) AS n
              FROM (SELECT nextval('decisions_id_seq') AS id FROM d) taken
          ), a AS (
@@ -452,12 +485,11 @@ fn insert_decisions<C: GenericClient>(
              SELECT id, row_number() OVER (ORDER BY id) AS n
              FROM (SELECT nextval('actions_id_seq') AS id FROM a) taken
          ), inserted_decisions AS (
-             INSERT INTO decisions (id, event_seq, rule, rule_hash, kind, body, created_at_ms,
-                                    shadow)
+             INSERT INTO decisions (id, event_seq, rule_version, kind, body, shadow)
              OVERRIDING SYSTEM VALUE
-             SELECT i.id, d.event_seq, d.rule, d.rule_hash, d.kind, d.body, d.created_at_ms,
-                    d.shadow
+             SELECT i.id, d.event_seq, ver.id, d.kind, d.body, d.shadow
              FROM d JOIN d_ids i USING (n)
+             JOIN versions ver ON ver.rule = d.rule AND ver.hash = d.rule_hash
              ORDER BY n
          ), inserted_actions AS (
              INSERT INTO actions (id, decision_id, event_seq, route, plugin, payload_key,
@@ -475,7 +507,8 @@ fn insert_decisions<C: GenericClient>(
              SELECT i.id, a.payload FROM a JOIN a_ids i USING (n)
          )
          SELECT array(SELECT id FROM d_ids ORDER BY n), array(SELECT id FROM a_ids ORDER BY n),
-                (SELECT id FROM instance)",
+                (SELECT id FROM instance)"
+        ),
         &[
             &event_seqs,
             &rules,
@@ -713,26 +746,30 @@ fn insert_timers<C: GenericClient>(
         .map(|at| if at.is_some() { "cancelled" } else { "pending" })
         .collect();
     s.execute(
-        "WITH t AS (
+        concat!(
+            "WITH t AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                   $6::bigint[], $7::text[], $8::text[], $9::text[], $10::bigint[],
                                   $11::integer[], $12::text[], $13::bigint[])
                  WITH ORDINALITY AS t (entity, kind, event_type, data, expect_type, due_at_ms,
                                        catch_up, rule, rule_hash, created_by_seq, partition,
                                        status, closed_at_ms, n)
-         ), ids AS (
+         ), ",
+            rule_versions_of!("t"),
+            ", ids AS (
              SELECT id, row_number() OVER (ORDER BY id) AS n
              FROM (SELECT nextval('timers_id_seq') AS id FROM t) taken
          )
          INSERT INTO timers (id, entity, kind, event_type, data, expect_type, due_at_ms,
-                             catch_up, rule, rule_hash, created_by_seq, partition, status,
+                             catch_up, rule_version, created_by_seq, partition, status,
                              closed_at_ms)
          OVERRIDING SYSTEM VALUE
          SELECT ids.id, t.entity, t.kind, t.event_type, t.data, t.expect_type, t.due_at_ms,
-                t.catch_up, t.rule, t.rule_hash, t.created_by_seq, t.partition, t.status,
-                t.closed_at_ms
+                t.catch_up, ver.id, t.created_by_seq, t.partition, t.status, t.closed_at_ms
          FROM t JOIN ids USING (n)
-         ORDER BY n",
+         JOIN versions ver ON ver.rule = t.rule AND ver.hash = t.rule_hash
+         ORDER BY n"
+        ),
         &[
             &entities,
             &kinds,

@@ -270,6 +270,18 @@ pub(crate) fn coherence(conn: &Connection) -> Result<Vec<Check>, StoreError> {
             .then(|| format!("{orphans} actions have lost their decision or event")),
     });
 
+    let unnamed: i64 = conn.query_row(
+        "SELECT (SELECT count(*) FROM decisions WHERE rule_version NOT IN (SELECT id FROM rule_versions))
+              + (SELECT count(*) FROM timers WHERE rule_version NOT IN (SELECT id FROM rule_versions))",
+        [],
+        |row| row.get(0),
+    )?;
+    checks.push(Check {
+        name: "decisions' and timers' rule versions",
+        problem: (unnamed > 0)
+            .then(|| format!("{unnamed} decisions or timers have lost their rule version")),
+    });
+
     // Through the partial indexes: only the actions that may still run.
     let without_payload: i64 = conn.query_row(
         "SELECT (SELECT count(*) FROM actions a INDEXED BY actions_pending

@@ -85,14 +85,14 @@ impl Backend for SqliteStore {
 
     fn events_after(&self, seq: i64, limit: usize) -> Result<Vec<JournaledEvent>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, json, received_at_ms, id, type, source, subject
+            "SELECT seq, json, received_at_ms, id, type, source, subject, hook
              FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let events = stmt
             .query_map(params![seq, sql_limit(limit)], |row| {
                 Ok(JournaledEvent {
                     seq: row.get(0)?,
-                    json: event_json(row, 1, 3)?,
+                    json: event_json(row, 1, 3, 7)?,
                     received_at_ms: row.get(2)?,
                 })
             })?
@@ -665,8 +665,9 @@ impl SqliteStore {
         let decisions = self
             .conn
             .prepare_cached(
-                "SELECT id, rule, rule_hash, body, shadow FROM decisions
-                 WHERE event_seq = ?1 ORDER BY id",
+                "SELECT d.id, v.rule, v.hash, d.kind, d.body, d.shadow
+                 FROM decisions d JOIN rule_versions v ON v.id = d.rule_version
+                 WHERE d.event_seq = ?1 ORDER BY d.id",
             )?
             .query_map(params![trail.seq], |row| {
                 Ok((
@@ -674,7 +675,8 @@ impl SqliteStore {
                     row.get::<_, String>(1)?,
                     row.get::<_, String>(2)?,
                     row.get::<_, String>(3)?,
-                    row.get::<_, bool>(4)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, bool>(5)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -682,8 +684,8 @@ impl SqliteStore {
             "SELECT {ACTION_COLUMNS} FROM actions a WHERE a.decision_id = ?1 ORDER BY a.id"
         ))?;
         let mut read = crate::decision_body::EventDecisions::default();
-        for (id, rule, rule_hash, body, shadow) in decisions {
-            let decision = read.decode(rule, rule_hash, shadow, &body)?;
+        for (id, rule, rule_hash, kind, body, shadow) in decisions {
+            let decision = read.decode(rule, rule_hash, &kind, shadow, &body)?;
             let mut actions: Vec<ActionRecord> = actions_of
                 .query_map(params![id], action_row)?
                 .collect::<Result<_, _>>()?;
@@ -770,8 +772,8 @@ fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
 }
 
 /// After [`ACTION_COLUMNS`]: where the action came from.
-const ACTION_ORIGIN_COLUMNS: &str =
-    "a.event_seq, e.id, e.source, e.type, e.subject, a.decision_id, d.kind, d.rule";
+const ACTION_ORIGIN_COLUMNS: &str = "a.event_seq, e.id, e.source, e.type, e.subject, a.decision_id, d.kind, \
+     (SELECT rule FROM rule_versions WHERE id = d.rule_version)";
 
 fn action_detail_row(row: &Row<'_>) -> rusqlite::Result<ActionDetail> {
     Ok(ActionDetail {
@@ -808,8 +810,9 @@ const LAST_SEQ_BEFORE: &str =
 
 /// Decisions and failures of the events after `?1`, counted over a range of
 /// their `event_seq` index.
-const DECISIONS_AFTER: &str = "SELECT rule, shadow, count(*) FROM decisions \
-     INDEXED BY decisions_by_event WHERE event_seq > ?1 GROUP BY rule, shadow";
+const DECISIONS_AFTER: &str = "SELECT v.rule, d.shadow, count(*) FROM decisions d \
+     INDEXED BY decisions_by_event JOIN rule_versions v ON v.id = d.rule_version \
+     WHERE d.event_seq > ?1 GROUP BY v.rule, d.shadow";
 const FAILURES_AFTER: &str = "SELECT rule, count(*) FROM rule_failures \
      INDEXED BY rule_failures_by_event WHERE event_seq > ?1 GROUP BY rule";
 
@@ -831,17 +834,18 @@ fn trail_head(row: &Row<'_>) -> rusqlite::Result<EventTrail> {
 
 const HELD_COLUMNS: &str = "h.id, h.campaign, h.channel, h.event_seq, e.json, e.id, e.type, \
      e.source, e.subject, h.rule, h.reason, h.held_at_ms, h.status, h.released_seq, \
-     h.released_at_ms, h.released_by";
+     h.released_at_ms, h.released_by, e.hook";
 
-/// An event's JSON from its stored text (column `json`) and the four
-/// columns from `columns` on: `id`, `type`, `source`, `subject`.
-fn event_json(row: &Row<'_>, json: usize, columns: usize) -> rusqlite::Result<String> {
+/// An event's JSON from its stored text (column `json`), the four columns
+/// from `columns` on (`id`, `type`, `source`, `subject`) and `hook`.
+fn event_json(row: &Row<'_>, json: usize, columns: usize, hook: usize) -> rusqlite::Result<String> {
     let (id, ty, source, subject): (String, String, String, Option<String>) = (
         row.get(columns)?,
         row.get(columns + 1)?,
         row.get(columns + 2)?,
         row.get(columns + 3)?,
     );
+    let hook: Option<String> = row.get(hook)?;
     Ok(crate::event_body::decode(
         row.get(json)?,
         crate::event_body::Columns {
@@ -849,6 +853,7 @@ fn event_json(row: &Row<'_>, json: usize, columns: usize) -> rusqlite::Result<St
             ty: &ty,
             source: &source,
             subject: subject.as_deref(),
+            hook: hook.as_deref(),
         },
     ))
 }
@@ -859,7 +864,7 @@ fn held_send_row(row: &Row<'_>) -> rusqlite::Result<HeldSendRecord> {
         campaign: row.get(1)?,
         channel: row.get(2)?,
         event_seq: row.get(3)?,
-        event_json: event_json(row, 4, 5)?,
+        event_json: event_json(row, 4, 5, 16)?,
         event_id: row.get(5)?,
         rule: row.get(9)?,
         reason: row.get(10)?,
@@ -871,8 +876,12 @@ fn held_send_row(row: &Row<'_>) -> rusqlite::Result<HeldSendRecord> {
     })
 }
 
+/// A timer's rule and rule version by subqueries rather than a join: the
+/// queries that read them pick the timers' index themselves.
 const TIMER_COLUMNS: &str = "id, entity, kind, event_type, data, expect_type, due_at_ms, \
-     catch_up, rule, rule_hash, created_by_seq, status, fired_seq, closed_at_ms";
+     catch_up, (SELECT rule FROM rule_versions v WHERE v.id = rule_version), \
+     (SELECT hash FROM rule_versions v WHERE v.id = rule_version), \
+     created_by_seq, status, fired_seq, closed_at_ms";
 
 /// A timer row before its JSON columns are parsed (rusqlite's row mapping
 /// cannot return a JSON error).

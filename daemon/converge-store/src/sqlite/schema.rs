@@ -340,6 +340,67 @@ const MIGRATIONS: &[&str] = &[
         CASE WHEN json_valid(payload) THEN json_extract(payload, '$.idempotency_key') END;
     ALTER TABLE actions DROP COLUMN payload;
     ",
+    // 14: the rule and rule version (hash) of a decision or timer are
+    // named once, in `rule_versions`, and referenced by its id: the two
+    // strings repeated on every row were an eighth of a handoff's bytes. A
+    // decision's `created_at_ms` goes too: it was always its event's
+    // `processed_at_ms`, and nothing read it. The tables are copied (ids
+    // kept) as in 10, since SQLite cannot add a NOT NULL column without a
+    // default.
+    "
+    CREATE TABLE rule_versions (
+        id   INTEGER PRIMARY KEY,
+        rule TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        UNIQUE (rule, hash)
+    );
+    INSERT INTO rule_versions (rule, hash)
+        SELECT rule, rule_hash FROM decisions UNION SELECT rule, rule_hash FROM timers;
+
+    CREATE TABLE decisions_v14 (
+        id           INTEGER PRIMARY KEY,
+        event_seq    INTEGER NOT NULL REFERENCES events (seq),
+        rule_version INTEGER NOT NULL REFERENCES rule_versions (id),
+        kind         TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        shadow       INTEGER NOT NULL DEFAULT 0 CHECK (shadow IN (0, 1))
+    );
+    INSERT INTO decisions_v14 (id, event_seq, rule_version, kind, body, shadow)
+        SELECT d.id, d.event_seq, v.id, d.kind, d.body, d.shadow
+        FROM decisions d JOIN rule_versions v ON v.rule = d.rule AND v.hash = d.rule_hash;
+    DROP TABLE decisions;
+    ALTER TABLE decisions_v14 RENAME TO decisions;
+    CREATE INDEX decisions_by_event ON decisions (event_seq);
+
+    CREATE TABLE timers_v14 (
+        id             INTEGER PRIMARY KEY,
+        entity         TEXT NOT NULL,
+        kind           TEXT NOT NULL CHECK (kind IN ('schedule', 'expect')),
+        event_type     TEXT NOT NULL,
+        data           TEXT NOT NULL,
+        expect_type    TEXT,
+        due_at_ms      INTEGER NOT NULL,
+        catch_up       TEXT NOT NULL CHECK (catch_up IN ('fire_late', 'skip')),
+        rule_version   INTEGER NOT NULL REFERENCES rule_versions (id),
+        created_by_seq INTEGER NOT NULL REFERENCES events (seq),
+        status         TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (status IN ('pending', 'fired', 'cancelled', 'skipped')),
+        fired_seq      INTEGER REFERENCES events (seq),
+        closed_at_ms   INTEGER,
+        CHECK ((kind = 'expect') = (expect_type IS NOT NULL))
+    );
+    INSERT INTO timers_v14 (id, entity, kind, event_type, data, expect_type, due_at_ms, catch_up,
+                            rule_version, created_by_seq, status, fired_seq, closed_at_ms)
+        SELECT t.id, t.entity, t.kind, t.event_type, t.data, t.expect_type, t.due_at_ms,
+               t.catch_up, v.id, t.created_by_seq, t.status, t.fired_seq, t.closed_at_ms
+        FROM timers t JOIN rule_versions v ON v.rule = t.rule AND v.hash = t.rule_hash;
+    DROP TABLE timers;
+    ALTER TABLE timers_v14 RENAME TO timers;
+    CREATE INDEX timers_due ON timers (due_at_ms, id) WHERE status = 'pending';
+    CREATE INDEX timers_by_entity ON timers (entity, status, expect_type);
+    CREATE INDEX timers_by_creator ON timers (created_by_seq);
+    CREATE INDEX timers_by_fired ON timers (fired_seq) WHERE fired_seq IS NOT NULL;
+    ",
 ];
 
 /// The schema version this build reads and writes.
@@ -465,15 +526,15 @@ mod tests {
         // The timers table exists, with its constraints.
         conn.execute(
             "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
-                                 catch_up, rule, rule_hash, created_by_seq)
-             VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip', 'r', 'h', 1)",
+                                 catch_up, rule_version, created_by_seq)
+             VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip', 1, 1)",
             [],
         )
         .unwrap();
         let bad_kind = conn.execute(
             "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
-                                 catch_up, rule, rule_hash, created_by_seq)
-             VALUES ('task/T-1', 'expect', 'task.late', '{}', NULL, 5000, 'skip', 'r', 'h', 1)",
+                                 catch_up, rule_version, created_by_seq)
+             VALUES ('task/T-1', 'expect', 'task.late', '{}', NULL, 5000, 'skip', 1, 1)",
             [],
         );
         assert!(bad_kind.is_err(), "an expect needs its expect_type");
@@ -798,6 +859,104 @@ mod tests {
             "converge-0000000000000005-send-3-ab12"
         );
         assert_eq!(store.action(2).unwrap().unwrap().action.payload_key, None);
+        let problems: Vec<_> = store
+            .coherence()
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| c.problem)
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    /// A database at version 13 names each decision's and timer's rule and
+    /// rule version in two text columns; 14 moves them to `rule_versions`
+    /// and keeps every row's id, references and reading.
+    #[test]
+    fn version_13_upgrades_in_place_to_rule_versions_named_once() {
+        use crate::Backend;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converge.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "foreign_keys", false).unwrap();
+            version_1(&conn);
+            for sql in &MIGRATIONS[1..13] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 13).unwrap();
+            conn.execute_batch(
+                r#"
+                UPDATE decisions SET body = '{"kind":"notify","to":"ana","message":"m"}';
+                INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms)
+                    VALUES (1, 'gate', 'h2', 'escalate',
+                            '{"kind":"escalate","to":"owner","reason":"late","level":2}', 2000);
+                INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                                    catch_up, rule, rule_hash, created_by_seq)
+                    VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip',
+                            'r', 'h', 1),
+                           ('task/T-1', 'expect', 'task.late', '{}', 'task.done', 6000,
+                            'fire_late', 'gate', 'h3', 1);
+                "#,
+            )
+            .unwrap();
+        }
+
+        let store =
+            super::super::SqliteStore::open(&path, crate::Durability::Full, Default::default())
+                .unwrap();
+        assert_eq!(version(&store.conn).unwrap(), CURRENT_VERSION);
+        let versions: Vec<(i64, String, String)> = store
+            .conn
+            .prepare("SELECT id, rule, hash FROM rule_versions ORDER BY rule, hash")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let named: Vec<(&str, &str)> = versions
+            .iter()
+            .map(|(_, r, h)| (r.as_str(), h.as_str()))
+            .collect();
+        assert_eq!(named, [("gate", "h2"), ("gate", "h3"), ("r", "h")]);
+
+        let trail = store.event_trail("/jira", "e-1").unwrap().unwrap();
+        let read: Vec<(i64, &str, &str, &str)> = trail
+            .decisions
+            .iter()
+            .map(|d| {
+                let decision = &d.decision;
+                (
+                    d.id,
+                    decision.rule.as_str(),
+                    decision.rule_hash.as_str(),
+                    decision.kind.name(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [(1, "r", "h", "notify"), (2, "gate", "h2", "escalate")]
+        );
+        assert_eq!(
+            trail.decisions[0].actions.len(),
+            1,
+            "the action kept its decision"
+        );
+        let key = converge_model::EntityKey::parse("task/T-1").unwrap();
+        let timers: Vec<(i64, String, String)> = store
+            .entity_timers(&key, false, 10)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.id, t.rule, t.rule_hash))
+            .collect();
+        assert_eq!(
+            timers,
+            [
+                (2, "gate".to_string(), "h3".to_string()),
+                (1, "r".to_string(), "h".to_string())
+            ]
+        );
         let problems: Vec<_> = store
             .coherence()
             .unwrap()

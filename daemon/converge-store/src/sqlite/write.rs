@@ -35,8 +35,9 @@ pub(super) fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<WriteRe
         tx.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
             .query_row([INSTANCE], |row| row.get(0))?
     };
+    let mut rule_versions = RuleVersions::default();
     for processed in &batch.processed {
-        record_processed(&tx, processed, instance, &mut result)?;
+        record_processed(&tx, processed, instance, &mut rule_versions, &mut result)?;
         cursor = cursor.max(Some(processed.seq));
     }
     if let Some(seq) = cursor {
@@ -132,13 +133,54 @@ fn skip_timer(tx: &Transaction<'_>, skipped: &SkippedTimer) -> Result<usize, Sto
         .execute(params![skipped.skipped_at_ms, skipped.timer_id])?)
 }
 
-fn insert_timer(tx: &Transaction<'_>, seq: i64, timer: &NewTimer) -> Result<(), StoreError> {
+/// The ids of the rule versions (`rule_versions`) a batch's rows name,
+/// looked up or added once per batch. Not kept across batches: an id added
+/// by a transaction that then fails would not exist.
+#[derive(Default)]
+struct RuleVersions<'a> {
+    known: Vec<(&'a str, &'a str, i64)>,
+}
+
+impl<'a> RuleVersions<'a> {
+    fn id(
+        &mut self,
+        tx: &Transaction<'_>,
+        rule: &'a str,
+        hash: &'a str,
+    ) -> Result<i64, StoreError> {
+        if let Some((_, _, id)) = self.known.iter().find(|(r, h, _)| *r == rule && *h == hash) {
+            return Ok(*id);
+        }
+        let found: Option<i64> = tx
+            .prepare_cached("SELECT id FROM rule_versions WHERE rule = ?1 AND hash = ?2")?
+            .query_row(params![rule, hash], |row| row.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                tx.prepare_cached("INSERT INTO rule_versions (rule, hash) VALUES (?1, ?2)")?
+                    .execute(params![rule, hash])?;
+                tx.last_insert_rowid()
+            }
+        };
+        self.known.push((rule, hash, id));
+        Ok(id)
+    }
+}
+
+fn insert_timer<'a>(
+    tx: &Transaction<'_>,
+    seq: i64,
+    timer: &'a NewTimer,
+    rule_versions: &mut RuleVersions<'a>,
+) -> Result<(), StoreError> {
     let (kind, expect_type) = timer_kind_columns(&timer.kind);
     let catch_up = catch_up_name(timer.catch_up);
+    let rule_version = rule_versions.id(tx, &timer.rule, &timer.rule_hash)?;
     tx.prepare_cached(
         "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
-                             catch_up, rule, rule_hash, created_by_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                             catch_up, rule_version, created_by_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         timer.entity,
@@ -148,18 +190,18 @@ fn insert_timer(tx: &Transaction<'_>, seq: i64, timer: &NewTimer) -> Result<(), 
         expect_type,
         timer.due_at_ms,
         catch_up,
-        timer.rule,
-        timer.rule_hash,
+        rule_version,
         seq
     ])?;
     Ok(())
 }
 
 /// `instance` is the database's, which each new action keeps.
-fn record_processed(
+fn record_processed<'a>(
     tx: &Transaction<'_>,
-    processed: &ProcessedEvent,
+    processed: &'a ProcessedEvent,
     instance: i64,
+    rule_versions: &mut RuleVersions<'a>,
     result: &mut WriteResult,
 ) -> Result<(), StoreError> {
     let actions = &mut result.actions;
@@ -197,18 +239,17 @@ fn record_processed(
     let mut bodies = crate::decision_body::EventBodies::default();
     for new in &processed.decisions {
         let decision = &new.decision;
+        let rule_version = rule_versions.id(tx, &decision.rule, &decision.rule_hash)?;
         let decision_id = tx
             .prepare_cached(
-                "INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms, shadow)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO decisions (event_seq, rule_version, kind, body, shadow)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .insert(params![
                 seq,
-                decision.rule,
-                decision.rule_hash,
+                rule_version,
                 decision.kind.name(),
                 bodies.encode(decision, new.shadow)?,
-                processed.processed_at_ms,
                 new.shadow
             ])?;
         for action in &new.actions {
@@ -274,7 +315,7 @@ fn record_processed(
             ])?;
     }
     for timer in &processed.timers {
-        insert_timer(tx, seq, timer)?;
+        insert_timer(tx, seq, timer, rule_versions)?;
     }
     result.timers_created += processed.timers.len();
     for event in &processed.emits {

@@ -125,13 +125,19 @@ fn an_events_json_reads_back_byte_for_byte(db: &TestDb) {
                "subject": "task/T-2", "data": {"stage": "review"}}),
         json!({"specversion": "1.0", "id": "e-3", "type": "schedule.tick",
                "source": "converge/schedules"}),
+        json!({"specversion": "1.0", "id": "e-4", "type": "task.updated",
+               "source": "/jira", "subject": "task/T-4", "data": {"stage": "done"}}),
     ];
     let events: Vec<NewEvent> = made
         .into_iter()
-        .map(|value| {
-            let event = Event::from_value(value).unwrap();
+        .enumerate()
+        .map(|(i, value)| {
+            let mut event = Event::from_value(value).unwrap();
+            if i == 3 {
+                event = event.arrived_on("jira", None);
+            }
             NewEvent {
-                hook: None,
+                hook: event.hook.clone(),
                 source: event.source.clone(),
                 id: event.id.clone(),
                 ty: event.ty.clone(),
@@ -143,14 +149,18 @@ fn an_events_json_reads_back_byte_for_byte(db: &TestDb) {
         .collect();
     let mut store = db.open();
     store.write(&appends(events.clone())).unwrap();
-    let stored: Vec<String> = (1..=3).map(|seq| db.stored_event_json(seq)).collect();
+    let stored: Vec<String> = (1..=4).map(|seq| db.stored_event_json(seq)).collect();
     assert!(stored[0].starts_with("~s,\"data\""), "{}", stored[0]);
+    // The subject after `datacontenttype`: cut where it was, 37 bytes on.
     assert!(
-        stored[1].starts_with("~,\"datacontenttype\""),
+        stored[1].starts_with("~s37;,\"datacontenttype\""),
         "{}",
         stored[1]
     );
+    assert!(!stored[1].contains("task/T-2"), "{}", stored[1]);
     assert_eq!(stored[2], "~}");
+    assert!(stored[3].starts_with("~sh"), "{}", stored[3]);
+    assert!(!stored[3].contains("jira"), "{}", stored[3]);
     let read: Vec<String> = db
         .reader()
         .events_after(0, 10)
