@@ -33,6 +33,13 @@ pub struct PluginHostConfig {
     /// The most linear memory any one instance may have; per-plugin limits
     /// above it are capped to it.
     pub max_memory_bytes: usize,
+    /// Linear memory one plugin's idle instances may keep between calls:
+    /// an instance that finished a call stays warm only while its memory
+    /// and that of the plugin's other warm instances stay within it (and a
+    /// slot of the pool is free). Small plugins keep as many instances warm
+    /// as run at once, so a steady load builds none; a plugin with a large
+    /// heap keeps fewer.
+    pub warm_memory_bytes: usize,
 }
 
 impl Default for PluginHostConfig {
@@ -43,6 +50,7 @@ impl Default for PluginHostConfig {
             max_instances: 256,
             instance_needs: InstanceNeeds::default(),
             max_memory_bytes: 512 << 20,
+            warm_memory_bytes: 512 << 20,
         }
     }
 }

@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     slot_count: u32,
     /// What one slot holds; a component that needs more is refused at load.
     slot: InstanceNeeds,
+    /// What one plugin's warm instances may keep of linear memory
+    /// (`PluginHostConfig::warm_memory_bytes`).
+    pub(crate) warm_memory_bytes: usize,
     /// Every plugin's warm instances, so a call that finds the pool full
     /// can take the slot of an idle instance of another plugin.
     idle: Mutex<Vec<Weak<Mutex<Vec<Warm>>>>>,
@@ -140,6 +143,7 @@ impl PluginHost {
                 slots: Arc::new(Semaphore::new(config.max_instances.max(1) as usize)),
                 slot_count: config.max_instances.max(1),
                 slot: config.instance_needs,
+                warm_memory_bytes: config.warm_memory_bytes,
                 idle: Mutex::default(),
                 _ticker: ticker,
             }),

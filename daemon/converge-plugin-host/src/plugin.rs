@@ -2,8 +2,11 @@
 //! call can go wrong becomes an [`ActionFailure`].
 //!
 //! An instance that finished a call normally is kept warm for the next call
-//! of the same plugin (up to [`MAX_WARM`] per plugin, each for at most
-//! [`MAX_CALLS_PER_INSTANCE`] calls): building and resetting an instance per
+//! of the same plugin (while the plugin's warm instances' memories stay
+//! within `PluginHostConfig::warm_memory_bytes` and the pool has a free
+//! slot, each for at most [`MAX_CALLS_PER_INSTANCE`] calls): a plugin under
+//! a steady load then builds no instance at all. Building and resetting an
+//! instance per
 //! action cost more than everything else in a dispatch, and the memory
 //! reset behind it forces TLB shootdowns across cores. An instance that
 //! trapped, ran out of time, CPU or memory is always thrown away. Instances
@@ -37,8 +40,6 @@ const TRAP_STDERR_BYTES: usize = 1024;
 const LOGGED_OUTPUT_BYTES: usize = 4096;
 /// Backtrace frames quoted in a trap message.
 const TRAP_BACKTRACE_FRAMES: usize = 4;
-/// Idle instances kept per plugin.
-pub(crate) const MAX_WARM: usize = 32;
 /// Calls one instance serves before it is replaced, which bounds what a
 /// plugin's heap can accumulate.
 pub(crate) const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
@@ -53,6 +54,12 @@ pub(crate) struct Warm {
     /// Its slot of the instance pool; declared after `store` so that it is
     /// released only once the store has given the slot back.
     slot: OwnedSemaphorePermit,
+}
+
+impl Warm {
+    fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.memory_bytes
+    }
 }
 
 /// A loaded, checked plugin. Cheap to clone; calls may run concurrently,
@@ -168,6 +175,18 @@ impl Plugin {
     /// The operator's name for this plugin.
     pub fn name(&self) -> &str {
         &self.inner.sandbox.name
+    }
+
+    /// Its instances kept warm between calls now, and their linear memory
+    /// in bytes.
+    pub fn warm_instances(&self) -> (usize, usize) {
+        let warm = self
+            .inner
+            .sandbox
+            .warm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        (warm.len(), warm.iter().map(Warm::memory_bytes).sum())
     }
 
     pub fn info(&self) -> &PluginInfo {
@@ -433,6 +452,7 @@ impl Sandbox {
             limiter: Limiter {
                 inner: limits,
                 memory_denied: false,
+                memory_bytes: 0,
             },
             cpu_ticks_left: u64::try_from(cpu_ticks).unwrap_or(u64::MAX),
             cpu_exhausted: false,
@@ -576,7 +596,9 @@ impl Sandbox {
             instance.filter(|_| calls + 1 < MAX_CALLS_PER_INSTANCE && self.shared.slot_is_free());
         if let Some(instance) = keep {
             let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
-            if warm.len() < MAX_WARM {
+            let kept: usize = warm.iter().map(Warm::memory_bytes).sum();
+            let memory = store.data().limiter.memory_bytes;
+            if kept.saturating_add(memory) <= self.shared.warm_memory_bytes {
                 warm.push(Warm {
                     store,
                     instance,

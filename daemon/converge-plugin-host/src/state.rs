@@ -106,6 +106,8 @@ fn truncate_line(message: &str) -> std::borrow::Cow<'_, str> {
 pub(crate) struct Limiter {
     pub(crate) inner: StoreLimits,
     pub(crate) memory_denied: bool,
+    /// The instance's linear memories, in bytes (they never shrink).
+    pub(crate) memory_bytes: usize,
 }
 
 impl ResourceLimiter for Limiter {
@@ -116,8 +118,9 @@ impl ResourceLimiter for Limiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let result = self.inner.memory_growing(current, desired, maximum);
-        if !matches!(result, Ok(true)) {
-            self.memory_denied = true;
+        match result {
+            Ok(true) => self.memory_bytes += desired.saturating_sub(current),
+            _ => self.memory_denied = true,
         }
         result
     }

@@ -449,20 +449,32 @@ mod tests {
     #[test]
     fn timer_defaults_are_left_out_only_where_certainly_theirs() {
         let timers = [
-            (json!({"kind": "schedule", "after_ms": 1000, "event_type": "t.remind",
-                    "data": {}, "catch_up": "fire_late"}), r#"{"after_ms":1000,"event_type":"t.remind","trace""#),
-            (json!({"kind": "schedule", "after_ms": 1000, "event_type": "t.remind",
-                    "data": {}, "catch_up": "skip"}), r#"{"after_ms":1000,"event_type":"t.remind","catch_up":"skip","trace""#),
+            (
+                json!({"kind": "schedule", "after_ms": 1000, "event_type": "t.remind",
+                    "data": {}, "catch_up": "fire_late"}),
+                r#"{"after_ms":1000,"event_type":"t.remind","trace""#,
+            ),
+            (
+                json!({"kind": "schedule", "after_ms": 1000, "event_type": "t.remind",
+                    "data": {}, "catch_up": "skip"}),
+                r#"{"after_ms":1000,"event_type":"t.remind","catch_up":"skip","trace""#,
+            ),
             // Data that holds the default's text first: everything kept.
-            (json!({"kind": "schedule", "after_ms": 1000, "event_type": "t.remind",
+            (
+                json!({"kind": "schedule", "after_ms": 1000, "event_type": "t.remind",
                     "data": {"a": 1, "catch_up": "fire_late"}, "catch_up": "fire_late"}),
-             r#"{"after_ms":1000,"event_type":"t.remind","data":{"a":1,"catch_up":"fire_late"},"catch_up":"fire_late","trace""#),
-            (json!({"kind": "expect", "event_type": "t.done", "within_ms": 5,
+                r#"{"after_ms":1000,"event_type":"t.remind","data":{"a":1,"catch_up":"fire_late"},"catch_up":"fire_late","trace""#,
+            ),
+            (
+                json!({"kind": "expect", "event_type": "t.done", "within_ms": 5,
                     "otherwise": "t.late", "catch_up": "fire_late"}),
-             r#"{"event_type":"t.done","within_ms":5,"otherwise":"t.late","trace""#),
-            (json!({"kind": "expect", "event_type": "t.done", "within_ms": 5,
+                r#"{"event_type":"t.done","within_ms":5,"otherwise":"t.late","trace""#,
+            ),
+            (
+                json!({"kind": "expect", "event_type": "t.done", "within_ms": 5,
                     "otherwise": "t.late", "catch_up": "skip"}),
-             r#"{"event_type":"t.done","within_ms":5,"otherwise":"t.late","catch_up":"skip","trace""#),
+                r#"{"event_type":"t.done","within_ms":5,"otherwise":"t.late","catch_up":"skip","trace""#,
+            ),
         ];
         for (kind, stored_start) in timers {
             let made = decision("stalled_handoff", kind);

@@ -156,3 +156,60 @@ async fn an_idle_instance_of_another_plugin_gives_up_its_slot() {
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1900), "{took:?}");
 }
+
+/// `calls` calls of webhook_out at once against a server that holds each
+/// for 500 ms, on a host with room for all of them; the plugin afterwards.
+async fn concurrent_calls(calls: usize, warm_memory_bytes: usize) -> converge_plugin_host::Plugin {
+    let server = slow_server(Duration::from_millis(500)).await;
+    let host = PluginHost::new(PluginHostConfig {
+        cache_dir: Some(cache_dir()),
+        max_instances: 64,
+        warm_memory_bytes,
+        ..PluginHostConfig::default()
+    })
+    .expect("plugin host");
+    let grants = Grants {
+        http_hosts: vec![server.clone()],
+        allow_plain_http: true,
+        ..Grants::default()
+    };
+    let plugin = load(&host, spec("webhook_out", grants, PluginLimits::default())).await;
+    let config = serde_json::json!({"url": format!("http://{server}/hook")}).to_string();
+    let running: Vec<_> = (0..calls)
+        .map(|i| {
+            let (plugin, config) = (plugin.clone(), config.clone());
+            tokio::spawn(async move { plugin.execute(action(&format!("w-{i}")), &config).await })
+        })
+        .collect();
+    for call in running {
+        call.await.unwrap().expect("every call succeeds");
+    }
+    plugin
+}
+
+/// Regression: at most 32 instances of a plugin stayed warm, so a load of
+/// more concurrent calls than that built and tore down an instance (and
+/// its memory, with a TLB shootdown) for every call past the 32nd.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_instance_a_load_ran_at_once_stays_warm_within_the_memory_budget() {
+    let plugin = concurrent_calls(40, PluginHostConfig::default().warm_memory_bytes).await;
+    let (warm, memory) = plugin.warm_instances();
+    assert_eq!(warm, 40, "{memory} bytes");
+    assert!(memory > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_memory_budget_keeps_fewer_instances_warm() {
+    // Room for about three of webhook_out's instances (a Rust plugin's
+    // memory is a little over 1 MiB).
+    let per_instance = {
+        let plugin = concurrent_calls(1, PluginHostConfig::default().warm_memory_bytes).await;
+        plugin.warm_instances().1
+    };
+    assert!(per_instance > 0);
+    let budget = 3 * per_instance + per_instance / 2;
+    let plugin = concurrent_calls(10, budget).await;
+    let (warm, memory) = plugin.warm_instances();
+    assert_eq!(warm, 3, "{memory} bytes of {budget}");
+    assert!(memory <= budget, "{memory} > {budget}");
+}
