@@ -170,18 +170,23 @@ impl Event {
     /// producer, and processing continues the trace its intake began.
     pub fn arrived_on(mut self, hook: &str, traceparent: Option<String>) -> Event {
         debug_assert!(self.hook.is_none());
-        // Written by `from_cloudevent`, so it reads back, and an event with
-        // one or two more string extensions serializes.
-        let mut event: cloudevents::Event =
-            serde_json::from_str(&self.json).expect("an event's own JSON reads back");
-        event.set_extension(HOOK_EXTENSION, hook.to_string());
+        // `json` is a compact object `from_cloudevent` wrote, so the
+        // extensions go in as members before its closing brace, without
+        // parsing and writing the event again (a CloudEvent's extensions
+        // have no order). Each value is a JSON string, escaped by serde_json.
+        let mut members = String::with_capacity(32 + hook.len());
+        push_member(&mut members, HOOK_EXTENSION, hook);
         if self.traceparent.is_none()
             && let Some(traceparent) = traceparent
         {
-            event.set_extension(TRACEPARENT_EXTENSION, traceparent.clone());
+            push_member(&mut members, TRACEPARENT_EXTENSION, &traceparent);
             self.traceparent = Some(traceparent);
         }
-        self.json = serde_json::to_string(&event).expect("a CloudEvent serializes");
+        let end = self
+            .json
+            .rfind('}')
+            .expect("an event's own JSON is an object");
+        self.json.insert_str(end, &members);
         self.hook = Some(hook.to_string());
         self
     }
@@ -190,6 +195,15 @@ impl Event {
     pub fn entity_key(&self) -> Option<EntityKey> {
         self.subject.as_deref().and_then(EntityKey::parse)
     }
+}
+
+/// `,"<name>":<value as a JSON string>`.
+fn push_member(out: &mut String, name: &str, value: &str) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+    // Writing a &str as JSON cannot fail.
+    out.push_str(&serde_json::to_string(value).unwrap_or_default());
 }
 
 /// The cloudevents crate reports a missing attribute as a generic serde error;
@@ -258,6 +272,18 @@ mod tests {
             Event::from_json(on_hook.json.as_bytes()),
             Err(EventError::HookExtension)
         );
+        // Added to the JSON as written, escaped, after data ending in a brace.
+        let json =
+            r#"{"specversion":"1.0","id":"e-2","source":"/jira","type":"t","data":{"s":"}"}}"#;
+        let on_hook = event(json).unwrap().arrived_on("ji\"ra\\", None);
+        assert!(
+            on_hook.json.ends_with(r#""}"},"convergehook":"ji\"ra\\"}"#),
+            "{}",
+            on_hook.json
+        );
+        let back = Event::from_journal(&on_hook.json).unwrap();
+        assert_eq!(back.hook.as_deref(), Some("ji\"ra\\"));
+        assert_eq!(back, on_hook);
     }
 
     #[test]
