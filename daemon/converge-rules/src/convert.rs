@@ -109,11 +109,11 @@ pub(crate) fn event_to_dynamic(event: &Event) -> Dynamic {
 pub(crate) fn entity_to_dynamic(entity: Option<&EntityState>) -> Dynamic {
     match entity {
         None => Dynamic::UNIT,
-        Some(entity) => {
-            // Serializing a struct of strings, maps and timestamps has no
-            // failure case; `Null` (the entity seen as `()`) is the fallback.
-            json_to_dynamic(&serde_json::to_value(entity).unwrap_or(Value::Null))
-        }
+        // Straight to Rhai values, the same ones as through its JSON
+        // (`json_to_dynamic`) without building that first: serializing
+        // strings, maps, numbers and timestamps has no failure case; `()`
+        // (no entity) is the fallback.
+        Some(entity) => rhai::serde::to_dynamic(entity).unwrap_or(Dynamic::UNIT),
     }
 }
 
@@ -135,6 +135,31 @@ mod tests {
         assert_eq!(back["a"], json!([1, 2.5, "x", null, true]));
         assert_eq!(back["b"], json!({"c": -3}));
         assert_eq!(back["big"], json!(18446744073709551615.0f64));
+    }
+
+    #[test]
+    fn an_entity_reads_the_same_as_through_its_json() {
+        let entity: EntityState = serde_json::from_value(json!({
+            "kind": "campaign", "id": "c-1", "stage": "review", "owner": null,
+            "fields": {"brief": "b", "budget": 1200.5, "count": 3, "big": 18446744073709551615u64,
+                       "neg": -7, "tags": ["a", 1, null, true], "nested": {"x": {"y": []}},
+                       "empty": {}},
+            "channels": {"email": {"stage": "ready", "owner": "ana", "fields": {"n": 1},
+                                   "updated_at": "2026-01-05T09:00:00Z"}},
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-05T09:00:00.123Z",
+            "stage_since": "2026-01-02T00:00:00Z", "events": 12,
+            "last_event_type": "asset.updated"
+        }))
+        .unwrap();
+        let direct = entity_to_dynamic(Some(&entity));
+        let through_json = json_to_dynamic(&serde_json::to_value(&entity).unwrap());
+        // Compared as JSON, which keeps integers and floats apart.
+        assert_eq!(
+            dynamic_to_json(&direct).unwrap(),
+            dynamic_to_json(&through_json).unwrap()
+        );
+        assert_eq!(format!("{direct:?}"), format!("{through_json:?}"));
+        assert!(entity_to_dynamic(None).is_unit());
     }
 
     #[test]
