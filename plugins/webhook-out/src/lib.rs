@@ -437,6 +437,33 @@ mod tests {
     }
 
     #[test]
+    fn pointers_through_the_same_objects_in_any_order_select_alike() {
+        let body = sent_with(
+            r#"["/event/data/channel", "/entity/kind", "/event/id", "/event/data/a~1b~0c", "/entity/fields/owner"]"#,
+            &rich_action(),
+        );
+        assert_eq!(
+            body,
+            r#"{"event":{"data":{"channel":"email","a/b~c":1},"id":"e1"},"entity":{"kind":"campaign","fields":{"owner":"ana"}}}"#
+        );
+        // A selected member that is not JSON is refused, however many
+        // pointers go through it.
+        let broken = Action {
+            decision_json: "not json".into(),
+            ..rich_action()
+        };
+        let config = Config::parse(
+            r#"{"url": "https://hooks.example.com/in", "select": ["/decision/kind", "/decision/to"]}"#,
+        )
+        .unwrap();
+        let err = request(&config, &broken).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::InvalidInput(m) if m.starts_with("action decision: not JSON")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn a_shorter_pointer_selects_the_whole_member_whatever_the_order() {
         let whole = r#"{"event":{"id": "e1", "subject": "PR-7"}}"#;
         assert_eq!(sent_with(r#"["/event/id", "/event"]"#, &action()), whole);
