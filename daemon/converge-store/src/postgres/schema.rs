@@ -418,6 +418,31 @@ mod tests {
         }
     }
 
+    /// A database left at `version`, with one event (`e-1`, seq 1).
+    fn at_version(client: &mut Client, version: usize) {
+        for sql in &MIGRATIONS[..version] {
+            client.batch_execute(sql).unwrap();
+        }
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE schema_version (version bigint NOT NULL);
+                 INSERT INTO schema_version (version) VALUES ({version});
+                 INSERT INTO events (source, id, hook, type, subject, json, received_at_ms, partition)
+                     VALUES ('/jira', 'e-1', '', 'task.updated', 'task/T-1', '{{}}', 1000, 0);"
+            ))
+            .unwrap();
+    }
+
+    /// Migrates `client`'s database, and checks it ends at the current version.
+    fn migrate_to_current(client: &mut Client) {
+        migrate(client).unwrap();
+        let version: i64 = client
+            .query_one("SELECT version FROM schema_version", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(version, CURRENT_VERSION);
+    }
+
     /// Version 7 keeps the payloads of the actions that may still run,
     /// drops the others', and keeps the keys payloads named.
     #[test]
@@ -426,16 +451,10 @@ mod tests {
             return;
         };
         let mut client = scratch.client();
-        for sql in &MIGRATIONS[..6] {
-            client.batch_execute(sql).unwrap();
-        }
+        at_version(&mut client, 6);
         client
             .batch_execute(
                 r#"
-                CREATE TABLE schema_version (version bigint NOT NULL);
-                INSERT INTO schema_version (version) VALUES (6);
-                INSERT INTO events (source, id, hook, type, subject, json, received_at_ms, partition)
-                    VALUES ('/jira', 'e-1', '', 'task.updated', 'task/T-1', '{}', 1000, 0);
                 INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms)
                     VALUES (1, 'r', 'h', 'notify', '{}', 2000);
                 INSERT INTO actions (decision_id, event_seq, route, plugin, payload, status,
@@ -449,12 +468,7 @@ mod tests {
             )
             .unwrap();
 
-        migrate(&mut client).unwrap();
-        let version: i64 = client
-            .query_one("SELECT version FROM schema_version", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(version, CURRENT_VERSION);
+        migrate_to_current(&mut client);
         let kept: Vec<(i64, String)> = client
             .query(
                 "SELECT action_id, payload FROM action_payloads ORDER BY action_id",
@@ -500,16 +514,10 @@ mod tests {
             return;
         };
         let mut client = scratch.client();
-        for sql in &MIGRATIONS[..7] {
-            client.batch_execute(sql).unwrap();
-        }
+        at_version(&mut client, 7);
         client
             .batch_execute(
                 r#"
-                CREATE TABLE schema_version (version bigint NOT NULL);
-                INSERT INTO schema_version (version) VALUES (7);
-                INSERT INTO events (source, id, hook, type, subject, json, received_at_ms, partition)
-                    VALUES ('/jira', 'e-1', '', 'task.updated', 'task/T-1', '{}', 1000, 0);
                 INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms)
                     VALUES (1, 'r', 'h', 'notify', '{}', 2000),
                            (1, 'gate', 'h2', 'escalate', '{}', 2000);
@@ -523,12 +531,7 @@ mod tests {
             )
             .unwrap();
 
-        migrate(&mut client).unwrap();
-        let version: i64 = client
-            .query_one("SELECT version FROM schema_version", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(version, CURRENT_VERSION);
+        migrate_to_current(&mut client);
         let mut named = |table: &str| -> Vec<(i64, String, String)> {
             client
                 .query(

@@ -771,10 +771,7 @@ mod tests {
             conn.pragma_update(None, "user_version", 9).unwrap();
         }
 
-        let store =
-            super::super::SqliteStore::open(&path, crate::Durability::Full, Default::default())
-                .unwrap();
-        assert_eq!(version(&store.conn).unwrap(), CURRENT_VERSION);
+        let store = opened(&path);
         let pending = store.pending_actions(10).unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].instance, None);
@@ -793,6 +790,37 @@ mod tests {
         assert_ne!(instance, other, "each database draws its own");
     }
 
+    /// A database left at `version`, built from [`version_1`]'s rows.
+    fn at_version(conn: &Connection, version: usize) {
+        // As `migrate` runs them: 10 rebuilds a referenced table.
+        conn.pragma_update(None, "foreign_keys", false).unwrap();
+        version_1(conn);
+        for sql in &MIGRATIONS[1..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", version).unwrap();
+    }
+
+    /// The store opened (and so migrated) on `path`, at the current version.
+    fn opened(path: &std::path::Path) -> super::super::SqliteStore {
+        let store =
+            super::super::SqliteStore::open(path, crate::Durability::Full, Default::default())
+                .unwrap();
+        assert_eq!(version(&store.conn).unwrap(), CURRENT_VERSION);
+        store
+    }
+
+    /// What the store's coherence checks find wrong.
+    fn problems(store: &super::super::SqliteStore) -> Vec<String> {
+        use crate::Backend;
+        store
+            .coherence()
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| c.problem)
+            .collect()
+    }
+
     /// Version 13 keeps the payloads of the actions that may still run,
     /// drops the others', and keeps the keys payloads named.
     #[test]
@@ -803,13 +831,7 @@ mod tests {
         let path = dir.path().join("converge.db");
         {
             let conn = Connection::open(&path).unwrap();
-            // As `migrate` runs them: 10 rebuilds a referenced table.
-            conn.pragma_update(None, "foreign_keys", false).unwrap();
-            version_1(&conn);
-            for sql in &MIGRATIONS[1..12] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 12).unwrap();
+            at_version(&conn, 12);
             // Action 1 is pending with '{}' (from version_1); 2 is a dead
             // letter, 3 done with a send's key, 4 dropped.
             for (status, payload) in [
@@ -830,10 +852,7 @@ mod tests {
             }
         }
 
-        let store =
-            super::super::SqliteStore::open(&path, crate::Durability::Full, Default::default())
-                .unwrap();
-        assert_eq!(version(&store.conn).unwrap(), CURRENT_VERSION);
+        let store = opened(&path);
         let kept: Vec<(i64, String)> = store
             .conn
             .prepare("SELECT action_id, payload FROM action_payloads ORDER BY action_id")
@@ -859,12 +878,7 @@ mod tests {
             "converge-0000000000000005-send-3-ab12"
         );
         assert_eq!(store.action(2).unwrap().unwrap().action.payload_key, None);
-        let problems: Vec<_> = store
-            .coherence()
-            .unwrap()
-            .into_iter()
-            .filter_map(|c| c.problem)
-            .collect();
+        let problems = problems(&store);
         assert!(problems.is_empty(), "{problems:?}");
     }
 
@@ -879,12 +893,7 @@ mod tests {
         let path = dir.path().join("converge.db");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.pragma_update(None, "foreign_keys", false).unwrap();
-            version_1(&conn);
-            for sql in &MIGRATIONS[1..13] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 13).unwrap();
+            at_version(&conn, 13);
             conn.execute_batch(
                 r#"
                 UPDATE decisions SET body = '{"kind":"notify","to":"ana","message":"m"}';
@@ -902,10 +911,7 @@ mod tests {
             .unwrap();
         }
 
-        let store =
-            super::super::SqliteStore::open(&path, crate::Durability::Full, Default::default())
-                .unwrap();
-        assert_eq!(version(&store.conn).unwrap(), CURRENT_VERSION);
+        let store = opened(&path);
         let versions: Vec<(i64, String, String)> = store
             .conn
             .prepare("SELECT id, rule, hash FROM rule_versions ORDER BY rule, hash")
@@ -957,12 +963,7 @@ mod tests {
                 (1, "r".to_string(), "h".to_string())
             ]
         );
-        let problems: Vec<_> = store
-            .coherence()
-            .unwrap()
-            .into_iter()
-            .filter_map(|c| c.problem)
-            .collect();
+        let problems = problems(&store);
         assert!(problems.is_empty(), "{problems:?}");
     }
 }
