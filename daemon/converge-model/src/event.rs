@@ -68,14 +68,23 @@ enum Writer {
 impl Event {
     /// Parses one event in structured JSON mode (`application/cloudevents+json`).
     pub fn from_json(body: &[u8]) -> Result<Event, EventError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
-        Event::from_value(value)
+        Event::read(body, Writer::Outside)
     }
 
     /// Parses a batch (`application/cloudevents-batch+json`): a JSON array of events.
     /// One invalid event rejects the whole batch, so a batch is journaled all or nothing.
     pub fn batch_from_json(body: &[u8]) -> Result<Vec<Event>, EventError> {
+        if let Ok(events) = serde_json::from_slice::<Vec<cloudevents::Event>>(body)
+            && events.iter().all(is_v10)
+        {
+            let read: Result<Vec<Event>, EventError> = events
+                .into_iter()
+                .map(|event| Event::from_cloudevent(event, Writer::Outside))
+                .collect();
+            if let Ok(events) = read {
+                return Ok(events);
+            }
+        }
         let value: Value =
             serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
         let Value::Array(items) = value else {
@@ -97,6 +106,20 @@ impl Event {
         Event::parse(value, Writer::Outside)
     }
 
+    /// One parse, straight into a CloudEvent, for the events that are
+    /// valid (nearly all); anything else is read again through
+    /// [`Event::parse`], whose errors name what is wrong.
+    fn read(text: &[u8], writer: Writer) -> Result<Event, EventError> {
+        match serde_json::from_slice::<cloudevents::Event>(text) {
+            Ok(event) if is_v10(&event) => Event::from_cloudevent(event, writer),
+            _ => {
+                let value: Value =
+                    serde_json::from_slice(text).map_err(|e| EventError::Json(e.to_string()))?;
+                Event::parse(value, writer)
+            }
+        }
+    }
+
     fn parse(value: Value, writer: Writer) -> Result<Event, EventError> {
         if !value.is_object() {
             return Err(EventError::Invalid("an event must be a JSON object".into()));
@@ -107,7 +130,7 @@ impl Event {
         Event::from_cloudevent(event, writer)
     }
 
-    fn from_cloudevent(event: cloudevents::Event, writer: Writer) -> Result<Event, EventError> {
+    fn from_cloudevent(mut event: cloudevents::Event, writer: Writer) -> Result<Event, EventError> {
         let hook = match event.extension(HOOK_EXTENSION) {
             None => None,
             Some(_) if writer == Writer::Outside => return Err(EventError::HookExtension),
@@ -134,18 +157,21 @@ impl Event {
         let traceparent = event
             .extension(TRACEPARENT_EXTENSION)
             .map(ToString::to_string);
-        let data = match event.data() {
-            Some(cloudevents::Data::Json(v)) => v.clone(),
-            Some(cloudevents::Data::String(s)) => Value::String(s.clone()),
+        let json = serde_json::to_string(&event).map_err(|e| EventError::Invalid(e.to_string()))?;
+        let subject = event.subject().map(str::to_string);
+        let time = event.time().copied();
+        // Written into `json` above, so the data is moved out, not copied.
+        let data = match event.take_data().2 {
+            Some(cloudevents::Data::Json(v)) => v,
+            Some(cloudevents::Data::String(s)) => Value::String(s),
             Some(cloudevents::Data::Binary(_)) | None => Value::Null,
         };
-        let json = serde_json::to_string(&event).map_err(|e| EventError::Invalid(e.to_string()))?;
         Ok(Event {
             id,
             source,
             ty,
-            subject: event.subject().map(str::to_string),
-            time: event.time().copied(),
+            subject,
+            time,
             hook,
             traceparent,
             data,
@@ -155,9 +181,7 @@ impl Event {
 
     /// Reads back an event the journal stored.
     pub fn from_journal(json: &str) -> Result<Event, EventError> {
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| EventError::Json(e.to_string()))?;
-        Event::parse(value, Writer::Journal)
+        Event::read(json.as_bytes(), Writer::Journal)
     }
 
     /// The event as it came in on `hook`: the hook is recorded in its JSON
@@ -195,6 +219,11 @@ impl Event {
     pub fn entity_key(&self) -> Option<EntityKey> {
         self.subject.as_deref().and_then(EntityKey::parse)
     }
+}
+
+/// The cloudevents crate also reads CloudEvents 0.3; converge takes 1.0 only.
+fn is_v10(event: &cloudevents::Event) -> bool {
+    event.specversion() == cloudevents::event::SpecVersion::V10
 }
 
 /// `,"<name>":<value as a JSON string>`.
@@ -337,5 +366,14 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, EventError::InBatch { index: 1, .. }), "{err}");
         assert_eq!(Event::batch_from_json(b"{}"), Err(EventError::NotABatch));
+        // The cloudevents crate reads 0.3 too; the batch is still refused.
+        let err = Event::batch_from_json(
+            br#"[{"specversion":"1.0","id":"1","source":"/x","type":"t"},{"specversion":"0.3","id":"2","source":"/x","type":"t"}]"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, EventError::InBatch { index: 1, error } if matches!(**error, EventError::Invalid(_))),
+            "{err}"
+        );
     }
 }
