@@ -8,7 +8,9 @@
 //! `idempotency-key: <action id>`, which stays the same on every retry, so
 //! receivers can drop duplicates.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use converge_plugin_sdk::{Action, ActionOutcome, ActionPlugin, PluginError, PluginInfo, http};
 use serde::{Deserialize, Serialize};
@@ -33,7 +35,34 @@ struct Config {
     selection: Option<Selection>,
 }
 
+thread_local! {
+    /// The config last parsed, with its text. The host keeps an instance
+    /// warm across actions, mostly of one route, so the pointers are parsed
+    /// once rather than per action.
+    static PARSED: RefCell<Option<(String, Rc<Config>)>> = const { RefCell::new(None) };
+}
+
 impl Config {
+    /// The action's route's config: parsed, or as parsed before from the
+    /// same text.
+    fn current() -> Result<Rc<Self>, PluginError> {
+        Config::cached(converge_plugin_sdk::config_json())
+    }
+
+    /// `json` parsed, or the config parsed last when that was the same text.
+    fn cached(json: String) -> Result<Rc<Self>, PluginError> {
+        PARSED.with_borrow_mut(|parsed| {
+            if let Some((text, config)) = parsed.as_ref()
+                && *text == json
+            {
+                return Ok(Rc::clone(config));
+            }
+            let config = Rc::new(Config::parse(&json)?);
+            *parsed = Some((json, Rc::clone(&config)));
+            Ok(config)
+        })
+    }
+
     fn parse(json: &str) -> Result<Self, PluginError> {
         let mut config: Config = converge_plugin_sdk::parse_config(json)?;
         config.validate()?;
@@ -287,7 +316,7 @@ impl ActionPlugin for WebhookOut {
     }
 
     fn execute(action: Action) -> Result<ActionOutcome, PluginError> {
-        let config = Config::parse(&converge_plugin_sdk::config_json())?;
+        let config = Config::current()?;
         let response = http::send(&request(&config, &action)?)?;
         if !response.is_success() {
             return Err(response.error());
@@ -386,6 +415,32 @@ mod tests {
             payload(&action),
             Err(PluginError::InvalidInput(_))
         ));
+    }
+
+    #[test]
+    fn a_config_is_parsed_once_per_text() {
+        let a = r#"{"url": "https://a.example.com/in", "select": ["/event/id"]}"#.to_string();
+        let b = r#"{"url": "https://b.example.com/in"}"#.to_string();
+        let first = Config::cached(a.clone()).unwrap();
+        assert!(Rc::ptr_eq(&first, &Config::cached(a.clone()).unwrap()));
+        let other = Config::cached(b.clone()).unwrap();
+        assert_eq!(other.url, "https://b.example.com/in");
+        assert!(other.selection.is_none());
+        let again = Config::cached(a.clone()).unwrap();
+        assert_eq!(again.url, "https://a.example.com/in");
+        assert!(again.selection.is_some());
+        // A config that does not parse is refused every time, and does not
+        // replace the one parsed last.
+        let bad = r#"{"url": "ftp://c.example.com"}"#.to_string();
+        assert!(matches!(
+            Config::cached(bad.clone()),
+            Err(PluginError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            Config::cached(bad),
+            Err(PluginError::InvalidInput(_))
+        ));
+        assert!(Rc::ptr_eq(&again, &Config::cached(a).unwrap()));
     }
 
     fn sent_with(select: &str, action: &Action) -> String {
