@@ -193,8 +193,68 @@ fn unescape(token: &str) -> Option<String> {
 /// The member `name` of a JSON object, as the host wrote it; `None` when
 /// `raw` is not an object or has no such member.
 fn member_of<'a>(raw: &'a RawValue, name: &str) -> Option<Value<'a>> {
-    let members: BTreeMap<String, &'a RawValue> = serde_json::from_str(raw.get()).ok()?;
-    members.get(name).map(|value| Value::Raw(value))
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    let found = serde::de::DeserializeSeed::deserialize(Member(name), &mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    found.map(Value::Raw)
+}
+
+/// A member's name: borrowed from the JSON unless it has escapes.
+struct Name<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(name.into()))
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(Name(name.to_owned().into()))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+/// Reads a JSON object for its member named `.0`, without building a map of
+/// all of them: the others are only checked to be JSON. The last of
+/// duplicate members is the one read, as a map would keep it.
+struct Member<'n>(&'n str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Member<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(Name(key)) = map.next_key::<Name<'de>>()? {
+            if key == self.0 {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// A top-level member of the whole document; the decision, event and
@@ -415,6 +475,24 @@ mod tests {
             payload(&action),
             Err(PluginError::InvalidInput(_))
         ));
+    }
+
+    #[test]
+    fn a_member_is_found_by_its_name_as_a_map_would_find_it() {
+        let object: &RawValue =
+            serde_json::from_str(r#"{"a":1,"a\u0062":[2,{"x":3}],"c":{"d":null},"a":"last"}"#)
+                .unwrap();
+        let found = |name: &str| match member_of(object, name) {
+            Some(super::Value::Raw(raw)) => Some(raw.get().to_string()),
+            Some(super::Value::Str(_)) => unreachable!("members are raw"),
+            None => None,
+        };
+        assert_eq!(found("a").as_deref(), Some(r#""last""#));
+        assert_eq!(found("ab").as_deref(), Some(r#"[2,{"x":3}]"#));
+        assert_eq!(found("c").as_deref(), Some(r#"{"d":null}"#));
+        assert_eq!(found("z"), None);
+        let array: &RawValue = serde_json::from_str(r#"[{"a":1}]"#).unwrap();
+        assert!(member_of(array, "a").is_none());
     }
 
     #[test]
