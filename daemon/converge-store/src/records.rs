@@ -663,6 +663,35 @@ pub enum OpenSpan {
     Escalated,
 }
 
+impl OpenSpan {
+    /// This span's bit in an entity row's `open_spans` column, which the
+    /// stores index (a partial index per bit).
+    pub const fn bit(self) -> i64 {
+        match self {
+            OpenSpan::Blocked => 1,
+            OpenSpan::Escalated => 2,
+        }
+    }
+
+    /// Whether `entity`'s flow, or one of its channels', has this span open.
+    pub fn is_open(self, entity: &EntityState) -> bool {
+        let open = |flow: &converge_model::Flow| match self {
+            OpenSpan::Blocked => flow.blocked_since.is_some(),
+            OpenSpan::Escalated => flow.escalated_since.is_some(),
+        };
+        open(&entity.flow) || entity.channels.values().any(|channel| open(&channel.flow))
+    }
+
+    /// The `open_spans` column of `entity`'s row: the bits of its open spans.
+    pub fn bits_of(entity: &EntityState) -> i64 {
+        [OpenSpan::Blocked, OpenSpan::Escalated]
+            .into_iter()
+            .filter(|span| span.is_open(entity))
+            .map(OpenSpan::bit)
+            .sum()
+    }
+}
+
 /// Which samples a report reads: one metric, within `[since_ms, until_ms)`,
 /// grouped by one slice or not at all.
 #[derive(Debug, Clone, PartialEq)]
@@ -684,4 +713,56 @@ pub struct SampleGroup {
     /// Every value in ascending order, for a duration metric's percentiles;
     /// empty for a rate.
     pub values: Vec<f64>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use converge_model::{EntityKey, EntityState};
+
+    /// Entities with a span open on them or on a channel, both spans, a
+    /// field bearing a span's name, and none: their `open_spans` bits are
+    /// 1, 1, 2, 3, 0 and 0.
+    pub(crate) fn open_span_states() -> Vec<EntityState> {
+        let at: chrono::DateTime<chrono::Utc> = "2026-11-02T10:00:00Z".parse().unwrap();
+        let state =
+            |id: &str| EntityState::new(&EntityKey::parse(&format!("task/{id}")).unwrap(), at);
+        let mut blocked = state("T-1");
+        blocked.flow.blocked_since = Some(at);
+        let mut channel_blocked = state("T-2");
+        channel_blocked
+            .channels
+            .insert("email".into(), Default::default());
+        channel_blocked
+            .channels
+            .get_mut("email")
+            .unwrap()
+            .flow
+            .blocked_since = Some(at);
+        let mut escalated = state("T-3");
+        escalated.channels.insert("paid".into(), Default::default());
+        escalated
+            .channels
+            .get_mut("paid")
+            .unwrap()
+            .flow
+            .escalated_since = Some(at);
+        let mut both = state("T-4");
+        both.flow.blocked_since = Some(at);
+        both.flow.escalated_since = Some(at);
+        let mut named_alike = state("T-5");
+        named_alike
+            .fields
+            .insert("blocked_since".into(), "soon".into());
+        named_alike
+            .fields
+            .insert("escalated_since".into(), "soon".into());
+        vec![
+            blocked,
+            channel_blocked,
+            escalated,
+            both,
+            named_alike,
+            state("T-6"),
+        ]
+    }
 }

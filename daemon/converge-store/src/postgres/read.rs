@@ -172,15 +172,16 @@ impl Backend for PostgresStore {
         after: Option<&EntityKey>,
         limit: usize,
     ) -> Result<Vec<EntityState>, StoreError> {
-        // Literal conditions, so the planner can use the partial index they define.
+        // Literal conditions (`OpenSpan::bit`), so the planner can use the
+        // partial index they define.
         let sql = match span {
             OpenSpan::Blocked => {
                 "SELECT state FROM entities
-                 WHERE strpos(state, '\"blocked_since\"') > 0 AND key > $1 ORDER BY key LIMIT $2"
+                 WHERE open_spans & 1 <> 0 AND key > $1 ORDER BY key LIMIT $2"
             }
             OpenSpan::Escalated => {
                 "SELECT state FROM entities
-                 WHERE strpos(state, '\"escalated_since\"') > 0 AND key > $1 ORDER BY key LIMIT $2"
+                 WHERE open_spans & 2 <> 0 AND key > $1 ORDER BY key LIMIT $2"
             }
         };
         self.states_after(sql, after, limit)

@@ -306,6 +306,23 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE timers ALTER COLUMN rule_version SET NOT NULL,
         DROP COLUMN rule, DROP COLUMN rule_hash;
     "#,
+    // 9: an entity's open block and escalation are bits of a column the
+    // writer sets, as SQLite's version 15 does (see there).
+    r#"
+    ALTER TABLE entities ADD COLUMN open_spans smallint NOT NULL DEFAULT 0;
+    UPDATE entities SET open_spans =
+        (coalesce(state::jsonb -> 'flow' ? 'blocked_since', false)
+         OR EXISTS (SELECT 1 FROM jsonb_each(coalesce(state::jsonb -> 'channels', '{}')) c
+                    WHERE c.value -> 'flow' ? 'blocked_since'))::int
+      + 2 * (coalesce(state::jsonb -> 'flow' ? 'escalated_since', false)
+         OR EXISTS (SELECT 1 FROM jsonb_each(coalesce(state::jsonb -> 'channels', '{}')) c
+                    WHERE c.value -> 'flow' ? 'escalated_since'))::int
+    WHERE strpos(state, '"blocked_since"') > 0 OR strpos(state, '"escalated_since"') > 0;
+    DROP INDEX entities_blocked;
+    DROP INDEX entities_escalated;
+    CREATE INDEX entities_blocked ON entities (key) WHERE open_spans & 1 <> 0;
+    CREATE INDEX entities_escalated ON entities (key) WHERE open_spans & 2 <> 0;
+    "#,
 ];
 
 /// The schema version this build reads and writes.
@@ -557,5 +574,56 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(versions, 3);
+    }
+
+    /// Version 9 sets each entity's `open_spans` from its state, as
+    /// SQLite's 15 does, and the spans are read through the new indexes.
+    #[test]
+    fn version_8_upgrades_in_place_to_open_spans_read_from_the_states() {
+        use crate::OpenSpan;
+
+        let Some(scratch) = Scratch::new("v8") else {
+            return;
+        };
+        let mut client = scratch.client();
+        at_version(&mut client, 8);
+        let states = crate::records::tests::open_span_states();
+        for entity in &states {
+            client
+                .execute(
+                    "INSERT INTO entities (key, state, updated_at_ms) VALUES ($1, $2, 0)",
+                    &[
+                        &entity.key().to_string(),
+                        &serde_json::to_string(entity).unwrap(),
+                    ],
+                )
+                .unwrap();
+        }
+
+        migrate_to_current(&mut client);
+        let bits: Vec<(String, i64)> = client
+            .query(
+                "SELECT key, open_spans::bigint FROM entities ORDER BY key",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let expected: Vec<(String, i64)> = states
+            .iter()
+            .map(|e| (e.key().to_string(), OpenSpan::bits_of(e)))
+            .collect();
+        assert_eq!(bits, expected);
+        let blocked: Vec<String> = client
+            .query(
+                "SELECT key FROM entities WHERE open_spans & 1 <> 0 ORDER BY key",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(blocked, ["task/T-1", "task/T-2", "task/T-4"]);
     }
 }

@@ -28,8 +28,9 @@ use postgres::error::SqlState;
 use super::{Conn, PostgresStore, Session, outbox, sql_partition};
 use crate::records::{
     ActionLease, Appended, ExpectedArrival, FiredTimer, GateChange, NewAction, NewDecision,
-    NewEvent, NewTimer, PendingAction, ProcessedEvent, RuleFailure, RuleNote, SkippedTimer,
-    SourceState, TimerKind, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
+    NewEvent, NewTimer, OpenSpan, PendingAction, ProcessedEvent, RuleFailure, RuleNote,
+    SkippedTimer, SourceState, TimerKind, WriteBatch, WriteResult, catch_up_name,
+    timer_kind_columns,
 };
 use crate::{StoreError, event_partition, partition_of};
 
@@ -357,13 +358,18 @@ fn upsert_entities<C: GenericClient>(
         .values()
         .map(|e| e.updated_at.timestamp_millis())
         .collect();
+    let open_spans: Vec<i16> = latest
+        .values()
+        .map(|e| OpenSpan::bits_of(e) as i16)
+        .collect();
     let keys: Vec<String> = latest.into_keys().collect();
     s.execute(
-        "INSERT INTO entities (key, state, updated_at_ms)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+        "INSERT INTO entities (key, state, updated_at_ms, open_spans)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[])
          ON CONFLICT (key) DO UPDATE
-         SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
-        &[&keys, &states, &updated],
+         SET state = excluded.state, updated_at_ms = excluded.updated_at_ms,
+             open_spans = excluded.open_spans",
+        &[&keys, &states, &updated, &open_spans],
     )?;
     Ok(())
 }
@@ -1012,9 +1018,10 @@ pub(super) fn replace_samples(
         for entity in entities {
             let key = format!("{}/{}", entity.kind, entity.id);
             let state = serde_json::to_string(entity)?;
+            let open_spans = OpenSpan::bits_of(entity) as i16;
             s.execute(
-                "UPDATE entities SET state = $1 WHERE key = $2",
-                &[&state, &key],
+                "UPDATE entities SET state = $1, open_spans = $2 WHERE key = $3",
+                &[&state, &open_spans, &key],
             )?;
         }
     }

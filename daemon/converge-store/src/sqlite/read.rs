@@ -136,15 +136,16 @@ impl Backend for SqliteStore {
         after: Option<&EntityKey>,
         limit: usize,
     ) -> Result<Vec<EntityState>, StoreError> {
-        // Literal conditions, so SQLite picks the partial index they define.
+        // Literal conditions (`OpenSpan::bit`), so SQLite picks the partial
+        // index they define.
         let sql = match span {
             OpenSpan::Blocked => {
                 "SELECT state FROM entities INDEXED BY entities_blocked
-                 WHERE instr(state, '\"blocked_since\"') > 0 AND key > ?1 ORDER BY key LIMIT ?2"
+                 WHERE open_spans & 1 AND key > ?1 ORDER BY key LIMIT ?2"
             }
             OpenSpan::Escalated => {
                 "SELECT state FROM entities INDEXED BY entities_escalated
-                 WHERE instr(state, '\"escalated_since\"') > 0 AND key > ?1 ORDER BY key LIMIT ?2"
+                 WHERE open_spans & 2 AND key > ?1 ORDER BY key LIMIT ?2"
             }
         };
         self.states_after(sql, after, limit)

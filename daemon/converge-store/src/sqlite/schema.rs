@@ -401,6 +401,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX timers_by_creator ON timers (created_by_seq);
     CREATE INDEX timers_by_fired ON timers (fired_seq) WHERE fired_seq IS NOT NULL;
     ",
+    // 15: an entity's open block and escalation are bits of a column
+    // (`OpenSpan::bit`) that the writer sets from the state, not text found
+    // in it: the partial indexes' `instr` ran over every state written, and
+    // matched a field that happened to be named `blocked_since`.
+    r#"
+    ALTER TABLE entities ADD COLUMN open_spans INTEGER NOT NULL DEFAULT 0;
+    UPDATE entities SET open_spans =
+        (json_extract(state, '$.flow.blocked_since') IS NOT NULL
+         OR EXISTS (SELECT 1 FROM json_each(state, '$.channels') c
+                    WHERE json_extract(c.value, '$.flow.blocked_since') IS NOT NULL))
+      + 2 * (json_extract(state, '$.flow.escalated_since') IS NOT NULL
+         OR EXISTS (SELECT 1 FROM json_each(state, '$.channels') c
+                    WHERE json_extract(c.value, '$.flow.escalated_since') IS NOT NULL))
+    WHERE instr(state, '"blocked_since"') > 0 OR instr(state, '"escalated_since"') > 0;
+    DROP INDEX entities_blocked;
+    DROP INDEX entities_escalated;
+    CREATE INDEX entities_blocked ON entities (key) WHERE open_spans & 1;
+    CREATE INDEX entities_escalated ON entities (key) WHERE open_spans & 2;
+    "#,
 ];
 
 /// The schema version this build reads and writes.
@@ -963,6 +982,65 @@ mod tests {
                 (1, "r".to_string(), "h".to_string())
             ]
         );
+        let problems = problems(&store);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    /// Version 15 sets each entity's `open_spans` from its state: a span
+    /// open on the entity or on one of its channels, and nothing for a
+    /// field that only bears a span's name.
+    #[test]
+    fn version_14_upgrades_in_place_to_open_spans_read_from_the_states() {
+        use crate::{Backend, OpenSpan};
+
+        let states = crate::records::tests::open_span_states();
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converge.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            at_version(&conn, 14);
+            for entity in &states {
+                conn.execute(
+                    "INSERT INTO entities (key, state, updated_at_ms) VALUES (?1, ?2, 0)",
+                    params![
+                        entity.key().to_string(),
+                        serde_json::to_string(entity).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+
+        let store = opened(&path);
+        let bits: Vec<(String, i64)> = store
+            .conn
+            .prepare("SELECT key, open_spans FROM entities WHERE key LIKE 'task/T-%' ORDER BY key")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected: Vec<(String, i64)> = states
+            .iter()
+            .map(|e| (e.key().to_string(), OpenSpan::bits_of(e)))
+            .collect();
+        assert_eq!(bits, expected);
+        assert_eq!(
+            expected.iter().map(|(_, bits)| *bits).collect::<Vec<_>>(),
+            [1, 1, 2, 3, 0, 0]
+        );
+        let ids = |span| -> Vec<String> {
+            store
+                .entities_with_open(span, None, 10)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .filter(|id| id.starts_with("T-"))
+                .collect()
+        };
+        assert_eq!(ids(OpenSpan::Blocked), ["T-1", "T-2", "T-4"]);
+        assert_eq!(ids(OpenSpan::Escalated), ["T-3", "T-4"]);
         let problems = problems(&store);
         assert!(problems.is_empty(), "{problems:?}");
     }

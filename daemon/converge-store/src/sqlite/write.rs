@@ -6,8 +6,8 @@ use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CUR
 use crate::StoreError;
 use crate::records::{
     ActionOutcome, Appended, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, FiredTimer,
-    GateChange, NewEvent, NewTimer, OutcomeKind, PendingAction, ProcessedEvent, SkippedTimer,
-    WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
+    GateChange, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction, ProcessedEvent,
+    SkippedTimer, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
 };
 
 /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
@@ -225,14 +225,16 @@ fn record_processed<'a>(
 
     if let Some(entity) = &processed.entity {
         tx.prepare_cached(
-            "INSERT INTO entities (key, state, updated_at_ms) VALUES (?1, ?2, ?3)
+            "INSERT INTO entities (key, state, updated_at_ms, open_spans) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (key) DO UPDATE
-             SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+             SET state = excluded.state, updated_at_ms = excluded.updated_at_ms,
+                 open_spans = excluded.open_spans",
         )?
         .execute(params![
             entity.key().to_string(),
             serde_json::to_string(entity)?,
-            entity.updated_at.timestamp_millis()
+            entity.updated_at.timestamp_millis(),
+            OpenSpan::bits_of(entity)
         ])?;
     }
 
@@ -642,8 +644,12 @@ pub(super) fn replace_samples(
     }
     for entity in entities {
         let key = format!("{}/{}", entity.kind, entity.id);
-        tx.prepare_cached("UPDATE entities SET state = ?1 WHERE key = ?2")?
-            .execute(params![serde_json::to_string(entity)?, key])?;
+        tx.prepare_cached("UPDATE entities SET state = ?1, open_spans = ?2 WHERE key = ?3")?
+            .execute(params![
+                serde_json::to_string(entity)?,
+                OpenSpan::bits_of(entity),
+                key
+            ])?;
     }
     tx.commit()?;
     Ok(())

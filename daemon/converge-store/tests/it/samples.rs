@@ -275,15 +275,29 @@ fn entities_with_an_open_block_or_escalation_are_found_from_their_index(db: &Tes
     let mut escalated = entity("T-3", "review");
     escalated.flow.escalated_since = Some(at("2026-11-02T10:00:00Z"));
     let plain = entity("T-4", "review");
-    let appends = ["a", "b", "c", "d"].map(|id| event("/t", id)).to_vec();
-    let processed = [blocked, channel_blocked, escalated, plain]
-        .into_iter()
-        .enumerate()
-        .map(|(i, state)| ProcessedEvent {
-            entity: Some(state),
-            ..processed_plain(i as i64 + 1)
-        })
-        .collect();
+    // Fields that happen to bear the spans' names open nothing.
+    let mut named_alike = entity("T-5", "review");
+    named_alike
+        .fields
+        .insert("blocked_since".into(), "2026-11-01".into());
+    named_alike
+        .fields
+        .insert("escalated_since".into(), "2026-11-01".into());
+    let appends = ["a", "b", "c", "d", "e"].map(|id| event("/t", id)).to_vec();
+    let processed = [
+        blocked.clone(),
+        channel_blocked,
+        escalated.clone(),
+        plain,
+        named_alike,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, state)| ProcessedEvent {
+        entity: Some(state),
+        ..processed_plain(i as i64 + 1)
+    })
+    .collect();
     store
         .write(&WriteBatch {
             appends,
@@ -308,6 +322,41 @@ fn entities_with_an_open_block_or_escalation_are_found_from_their_index(db: &Tes
         ["T-2"]
     );
     assert_eq!(ids(OpenSpan::Escalated, None), ["T-3"]);
+
+    // A span that closes leaves the index with the next state written.
+    blocked.flow.blocked_since = None;
+    escalated.flow.escalated_since = None;
+    let appends = ["f", "g"].map(|id| event("/t", id)).to_vec();
+    let processed = [blocked, escalated]
+        .into_iter()
+        .enumerate()
+        .map(|(i, state)| ProcessedEvent {
+            entity: Some(state),
+            ..processed_plain(i as i64 + 6)
+        })
+        .collect();
+    store
+        .write(&WriteBatch {
+            appends,
+            processed,
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(
+        store
+            .entities_with_open(OpenSpan::Blocked, None, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["T-2"]
+    );
+    assert!(
+        store
+            .entities_with_open(OpenSpan::Escalated, None, 10)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 conformance!(
