@@ -420,6 +420,91 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX entities_blocked ON entities (key) WHERE open_spans & 1;
     CREATE INDEX entities_escalated ON entities (key) WHERE open_spans & 2;
     "#,
+    // 16: the same CHECKs with `=` and `OR` in place of `IN` lists of four:
+    // SQLite builds a temporary b-tree for such a list each time a row is
+    // written, on every action, timer and history row. The tables are
+    // copied (ids kept) as in 14; the constraints accept the same values.
+    "
+    CREATE TABLE actions_v16 (
+        id                 INTEGER PRIMARY KEY,
+        decision_id        INTEGER NOT NULL REFERENCES decisions (id),
+        event_seq          INTEGER NOT NULL REFERENCES events (seq),
+        route              TEXT NOT NULL,
+        plugin             TEXT NOT NULL,
+        status             TEXT NOT NULL DEFAULT 'pending'
+                           CHECK (status = 'pending' OR status = 'done'
+                                  OR status = 'dead_letter' OR status = 'dropped'),
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at_ms INTEGER,
+        detail             TEXT,
+        external_id        TEXT,
+        created_at_ms      INTEGER NOT NULL,
+        finished_at_ms     INTEGER,
+        instance           INTEGER,
+        payload_key        TEXT
+    );
+    INSERT INTO actions_v16 (id, decision_id, event_seq, route, plugin, status, attempts,
+                             next_attempt_at_ms, detail, external_id, created_at_ms,
+                             finished_at_ms, instance, payload_key)
+        SELECT id, decision_id, event_seq, route, plugin, status, attempts,
+               next_attempt_at_ms, detail, external_id, created_at_ms,
+               finished_at_ms, instance, payload_key
+        FROM actions;
+    DROP TABLE actions;
+    ALTER TABLE actions_v16 RENAME TO actions;
+    CREATE INDEX actions_by_decision ON actions (decision_id);
+    CREATE INDEX actions_pending ON actions (id) WHERE status = 'pending';
+    CREATE INDEX actions_dead_letter ON actions (id) WHERE status = 'dead_letter';
+
+    CREATE TABLE action_history_v16 (
+        id        INTEGER PRIMARY KEY,
+        action_id INTEGER NOT NULL REFERENCES actions (id),
+        at_ms     INTEGER NOT NULL,
+        kind      TEXT NOT NULL
+                  CHECK (kind = 'attempt_failed' OR kind = 'dead_lettered'
+                         OR kind = 'retried' OR kind = 'dropped'),
+        attempts  INTEGER NOT NULL,
+        detail    TEXT,
+        by        TEXT,
+        reason    TEXT
+    );
+    INSERT INTO action_history_v16 (id, action_id, at_ms, kind, attempts, detail, by, reason)
+        SELECT id, action_id, at_ms, kind, attempts, detail, by, reason FROM action_history;
+    DROP TABLE action_history;
+    ALTER TABLE action_history_v16 RENAME TO action_history;
+    CREATE INDEX action_history_by_action ON action_history (action_id, id);
+
+    CREATE TABLE timers_v16 (
+        id             INTEGER PRIMARY KEY,
+        entity         TEXT NOT NULL,
+        kind           TEXT NOT NULL CHECK (kind IN ('schedule', 'expect')),
+        event_type     TEXT NOT NULL,
+        data           TEXT NOT NULL,
+        expect_type    TEXT,
+        due_at_ms      INTEGER NOT NULL,
+        catch_up       TEXT NOT NULL CHECK (catch_up IN ('fire_late', 'skip')),
+        rule_version   INTEGER NOT NULL REFERENCES rule_versions (id),
+        created_by_seq INTEGER NOT NULL REFERENCES events (seq),
+        status         TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (status = 'pending' OR status = 'fired'
+                              OR status = 'cancelled' OR status = 'skipped'),
+        fired_seq      INTEGER REFERENCES events (seq),
+        closed_at_ms   INTEGER,
+        CHECK ((kind = 'expect') = (expect_type IS NOT NULL))
+    );
+    INSERT INTO timers_v16 (id, entity, kind, event_type, data, expect_type, due_at_ms,
+                            catch_up, rule_version, created_by_seq, status, fired_seq,
+                            closed_at_ms)
+        SELECT id, entity, kind, event_type, data, expect_type, due_at_ms,
+               catch_up, rule_version, created_by_seq, status, fired_seq, closed_at_ms
+        FROM timers;
+    DROP TABLE timers;
+    ALTER TABLE timers_v16 RENAME TO timers;
+    CREATE INDEX timers_due ON timers (due_at_ms, id) WHERE status = 'pending';
+    CREATE INDEX timers_by_entity ON timers (entity, status, expect_type);
+    CREATE INDEX timers_by_creator ON timers (created_by_seq);
+    CREATE INDEX timers_by_fired ON timers (fired_seq) WHERE fired_seq IS NOT NULL;
+    ",
 ];
 
 /// The schema version this build reads and writes.
@@ -1041,6 +1126,77 @@ mod tests {
         };
         assert_eq!(ids(OpenSpan::Blocked), ["T-1", "T-2", "T-4"]);
         assert_eq!(ids(OpenSpan::Escalated), ["T-3", "T-4"]);
+        let problems = problems(&store);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    /// Version 16 writes the status and kind checks without `IN` lists:
+    /// the rows and their ids are kept, the checks refuse what they did,
+    /// and writing an action, a timer or a history row no longer builds a
+    /// temporary b-tree (`OpenEphemeral`) for a check.
+    #[test]
+    fn version_15_upgrades_in_place_to_checks_without_in_lists() {
+        use crate::Backend;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converge.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            at_version(&conn, 15);
+            conn.execute_batch(
+                "INSERT INTO action_history (action_id, at_ms, kind, attempts, detail)
+                     VALUES (1, 2500, 'attempt_failed', 1, 'timeout');
+                 INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                                     catch_up, rule_version, created_by_seq, status)
+                     VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip',
+                             1, 1, 'pending');",
+            )
+            .unwrap();
+        }
+
+        let store = opened(&path);
+        let history = store.action(1).unwrap().unwrap().action.history;
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].detail.as_deref(), Some("timeout"));
+        assert_eq!(store.pending_actions(10).unwrap()[0].id, 1);
+        let key = converge_model::EntityKey::parse("task/T-1").unwrap();
+        assert_eq!(store.entity_timers(&key, false, 10).unwrap().len(), 1);
+
+        let conn = &store.conn;
+        for refused in [
+            "UPDATE actions SET status = 'failed' WHERE id = 1",
+            "UPDATE timers SET status = 'gone' WHERE id = 1",
+            "UPDATE action_history SET kind = 'done' WHERE id = 1",
+        ] {
+            let err = conn.execute(refused, []).unwrap_err().to_string();
+            assert!(err.contains("CHECK constraint failed"), "{refused}: {err}");
+        }
+        for write in [
+            "INSERT INTO actions (decision_id, event_seq, route, plugin, created_at_ms, instance)
+                 VALUES (1, 1, 'route', 'webhook-out', 3000, 1)",
+            "UPDATE actions SET status = 'done', finished_at_ms = 3000
+                 WHERE id = 1 AND status = 'pending'",
+            "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                                 catch_up, rule_version, created_by_seq)
+                 VALUES ('task/T-1', 'expect', 'task.late', '{}', 'task.done', 6000,
+                         'fire_late', 1, 1)",
+            "UPDATE timers SET status = 'fired', closed_at_ms = 3000
+                 WHERE id = 1 AND status = 'pending'",
+            "INSERT INTO action_history (action_id, at_ms, kind, attempts)
+                 VALUES (1, 3000, 'retried', 1)",
+        ] {
+            let program: Vec<String> = conn
+                .prepare(&format!("EXPLAIN {write}"))
+                .unwrap()
+                .query_map([], |row| row.get(1))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                !program.iter().any(|op| op == "OpenEphemeral"),
+                "{write}: {program:?}"
+            );
+        }
         let problems = problems(&store);
         assert!(problems.is_empty(), "{problems:?}");
     }
