@@ -5,9 +5,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CURSOR};
 use crate::StoreError;
 use crate::records::{
-    ActionOutcome, Appended, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, FiredTimer,
-    GateChange, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction, ProcessedEvent,
-    SkippedTimer, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
+    ActionOutcome, Appended, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, ExpectedArrival,
+    FiredTimer, GateChange, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction,
+    ProcessedEvent, SkippedTimer, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
 };
 
 /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
@@ -305,16 +305,7 @@ fn record_processed<'a>(
     }
 
     if let Some(arrival) = &processed.cancel_expects {
-        result.timers_cancelled += tx
-            .prepare_cached(
-                "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1
-                 WHERE entity = ?2 AND status = 'pending' AND expect_type = ?3",
-            )?
-            .execute(params![
-                processed.processed_at_ms,
-                arrival.entity,
-                arrival.event_type
-            ])?;
+        result.timers_cancelled += cancel_expects(tx, arrival, processed.processed_at_ms)?;
     }
     for timer in &processed.timers {
         insert_timer(tx, seq, timer, rule_versions)?;
@@ -328,6 +319,36 @@ fn record_processed<'a>(
         record_gate_change(tx, seq, processed.processed_at_ms, change)?;
     }
     Ok(())
+}
+
+/// Cancels the pending expects `arrival` is, found first and then closed
+/// by id. One UPDATE searching `timers_by_entity`, whose `status` it
+/// changes, would build a temporary table of row ids on every event,
+/// though almost always no expect is waiting.
+fn cancel_expects(
+    tx: &Transaction<'_>,
+    arrival: &ExpectedArrival,
+    at_ms: i64,
+) -> Result<usize, StoreError> {
+    let waiting: Vec<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM timers
+             WHERE entity = ?1 AND status = 'pending' AND expect_type = ?2",
+        )?
+        .query_map(params![arrival.entity, arrival.event_type], |row| {
+            row.get(0)
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut cancelled = 0;
+    for id in waiting {
+        cancelled += tx
+            .prepare_cached(
+                "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1
+                 WHERE id = ?2 AND status = 'pending'",
+            )?
+            .execute(params![at_ms, id])?;
+    }
+    Ok(cancelled)
 }
 
 fn record_gate_change(
