@@ -4,8 +4,8 @@
 //! escalation found from their indexes.
 
 use chrono::{DateTime, Utc};
-use converge_model::{EntityKey, Metric, Sample, Slice};
-use converge_store::{OpenSpan, ProcessedEvent, SampleGroup, SampleQuery, WriteBatch};
+use converge_model::{EntityKey, EntityState, Metric, Sample, Slice};
+use converge_store::{Backend, OpenSpan, ProcessedEvent, SampleGroup, SampleQuery, WriteBatch};
 
 use crate::helpers::{TestDb, entity, event, processed_plain};
 
@@ -283,29 +283,29 @@ fn entities_with_an_open_block_or_escalation_are_found_from_their_index(db: &Tes
     named_alike
         .fields
         .insert("escalated_since".into(), "2026-11-01".into());
-    let appends = ["a", "b", "c", "d", "e"].map(|id| event("/t", id)).to_vec();
-    let processed = [
-        blocked.clone(),
-        channel_blocked,
-        escalated.clone(),
-        plain,
-        named_alike,
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(i, state)| ProcessedEvent {
-        entity: Some(state),
-        ..processed_plain(i as i64 + 1)
-    })
-    .collect();
-    store
-        .write(&WriteBatch {
-            appends,
-            processed,
-            ..WriteBatch::default()
-        })
-        .unwrap();
-    let ids = |span, after: Option<&EntityKey>| -> Vec<String> {
+    // Each state as the result of an event of its own (`first` is the
+    // first event's journal seq), in one write.
+    let write = |store: &mut dyn Backend, first: i64, states: Vec<EntityState>| {
+        let appends = (first..first + states.len() as i64)
+            .map(|seq| event("/t", &format!("e-{seq}")))
+            .collect();
+        let processed = states
+            .into_iter()
+            .zip(first..)
+            .map(|(state, seq)| ProcessedEvent {
+                entity: Some(state),
+                ..processed_plain(seq)
+            })
+            .collect();
+        store
+            .write(&WriteBatch {
+                appends,
+                processed,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+    };
+    let ids = |store: &dyn Backend, span, after: Option<&EntityKey>| -> Vec<String> {
         store
             .entities_with_open(span, after, 10)
             .unwrap()
@@ -313,50 +313,34 @@ fn entities_with_an_open_block_or_escalation_are_found_from_their_index(db: &Tes
             .map(|e| e.id)
             .collect()
     };
-    assert_eq!(ids(OpenSpan::Blocked, None), ["T-1", "T-2"]);
+    write(
+        &mut *store,
+        1,
+        vec![
+            blocked.clone(),
+            channel_blocked,
+            escalated.clone(),
+            plain,
+            named_alike,
+        ],
+    );
+    assert_eq!(ids(&*store, OpenSpan::Blocked, None), ["T-1", "T-2"]);
     assert_eq!(
         ids(
+            &*store,
             OpenSpan::Blocked,
             Some(&EntityKey::parse("task/T-1").unwrap())
         ),
         ["T-2"]
     );
-    assert_eq!(ids(OpenSpan::Escalated, None), ["T-3"]);
+    assert_eq!(ids(&*store, OpenSpan::Escalated, None), ["T-3"]);
 
     // A span that closes leaves the index with the next state written.
     blocked.flow.blocked_since = None;
     escalated.flow.escalated_since = None;
-    let appends = ["f", "g"].map(|id| event("/t", id)).to_vec();
-    let processed = [blocked, escalated]
-        .into_iter()
-        .enumerate()
-        .map(|(i, state)| ProcessedEvent {
-            entity: Some(state),
-            ..processed_plain(i as i64 + 6)
-        })
-        .collect();
-    store
-        .write(&WriteBatch {
-            appends,
-            processed,
-            ..WriteBatch::default()
-        })
-        .unwrap();
-    assert_eq!(
-        store
-            .entities_with_open(OpenSpan::Blocked, None, 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.id.as_str())
-            .collect::<Vec<_>>(),
-        ["T-2"]
-    );
-    assert!(
-        store
-            .entities_with_open(OpenSpan::Escalated, None, 10)
-            .unwrap()
-            .is_empty()
-    );
+    write(&mut *store, 6, vec![blocked, escalated]);
+    assert_eq!(ids(&*store, OpenSpan::Blocked, None), ["T-2"]);
+    assert!(ids(&*store, OpenSpan::Escalated, None).is_empty());
 }
 
 conformance!(
