@@ -905,6 +905,20 @@ mod tests {
         conn.pragma_update(None, "user_version", version).unwrap();
     }
 
+    /// A database file left at `version` ([`at_version`]), with what
+    /// `seed` adds to it; the directory goes when the first value drops.
+    fn database_at(
+        version: usize,
+        seed: impl FnOnce(&Connection),
+    ) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("converge.db");
+        let conn = Connection::open(&path).unwrap();
+        at_version(&conn, version);
+        seed(&conn);
+        (dir, path)
+    }
+
     /// The store opened (and so migrated) on `path`, at the current version.
     fn opened(path: &std::path::Path) -> super::super::SqliteStore {
         let store =
@@ -931,11 +945,7 @@ mod tests {
     fn version_12_upgrades_in_place_to_payloads_kept_while_needed() {
         use crate::Backend;
 
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("converge.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            at_version(&conn, 12);
+        let (_dir, path) = database_at(12, |conn| {
             // Action 1 is pending with '{}' (from version_1); 2 is a dead
             // letter, 3 done with a send's key, 4 dropped.
             for (status, payload) in [
@@ -948,14 +958,13 @@ mod tests {
             ] {
                 conn.execute(
                     "INSERT INTO actions (decision_id, event_seq, route, plugin, payload, status,
-                                          attempts, created_at_ms, finished_at_ms, instance)
-                     VALUES (1, 1, 'route', 'webhook-out', ?1, ?2, 1, 2000, 3000, 5)",
+                                      attempts, created_at_ms, finished_at_ms, instance)
+                 VALUES (1, 1, 'route', 'webhook-out', ?1, ?2, 1, 2000, 3000, 5)",
                     params![payload, status],
                 )
                 .unwrap();
             }
-        }
-
+        });
         let store = opened(&path);
         let kept: Vec<(i64, String)> = store
             .conn
@@ -993,28 +1002,23 @@ mod tests {
     fn version_13_upgrades_in_place_to_rule_versions_named_once() {
         use crate::Backend;
 
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("converge.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            at_version(&conn, 13);
+        let (_dir, path) = database_at(13, |conn| {
             conn.execute_batch(
                 r#"
-                UPDATE decisions SET body = '{"kind":"notify","to":"ana","message":"m"}';
-                INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms)
-                    VALUES (1, 'gate', 'h2', 'escalate',
-                            '{"kind":"escalate","to":"owner","reason":"late","level":2}', 2000);
-                INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
-                                    catch_up, rule, rule_hash, created_by_seq)
-                    VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip',
-                            'r', 'h', 1),
-                           ('task/T-1', 'expect', 'task.late', '{}', 'task.done', 6000,
-                            'fire_late', 'gate', 'h3', 1);
-                "#,
+            UPDATE decisions SET body = '{"kind":"notify","to":"ana","message":"m"}';
+            INSERT INTO decisions (event_seq, rule, rule_hash, kind, body, created_at_ms)
+                VALUES (1, 'gate', 'h2', 'escalate',
+                        '{"kind":"escalate","to":"owner","reason":"late","level":2}', 2000);
+            INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                                catch_up, rule, rule_hash, created_by_seq)
+                VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip',
+                        'r', 'h', 1),
+                       ('task/T-1', 'expect', 'task.late', '{}', 'task.done', 6000,
+                        'fire_late', 'gate', 'h3', 1);
+            "#,
             )
             .unwrap();
-        }
-
+        });
         let store = opened(&path);
         let versions: Vec<(i64, String, String)> = store
             .conn
@@ -1080,11 +1084,7 @@ mod tests {
 
         let states = crate::records::tests::open_span_states();
 
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("converge.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            at_version(&conn, 14);
+        let (_dir, path) = database_at(14, |conn| {
             for entity in &states {
                 conn.execute(
                     "INSERT INTO entities (key, state, updated_at_ms) VALUES (?1, ?2, 0)",
@@ -1095,8 +1095,7 @@ mod tests {
                 )
                 .unwrap();
             }
-        }
-
+        });
         let store = opened(&path);
         let bits: Vec<(String, i64)> = store
             .conn
@@ -1138,22 +1137,17 @@ mod tests {
     fn version_15_upgrades_in_place_to_checks_without_in_lists() {
         use crate::Backend;
 
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("converge.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            at_version(&conn, 15);
+        let (_dir, path) = database_at(15, |conn| {
             conn.execute_batch(
                 "INSERT INTO action_history (action_id, at_ms, kind, attempts, detail)
-                     VALUES (1, 2500, 'attempt_failed', 1, 'timeout');
-                 INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
-                                     catch_up, rule_version, created_by_seq, status)
-                     VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip',
-                             1, 1, 'pending');",
+                 VALUES (1, 2500, 'attempt_failed', 1, 'timeout');
+             INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                                 catch_up, rule_version, created_by_seq, status)
+                 VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip',
+                         1, 1, 'pending');",
             )
             .unwrap();
-        }
-
+        });
         let store = opened(&path);
         let history = store.action(1).unwrap().unwrap().action.history;
         assert_eq!(history.len(), 1);
