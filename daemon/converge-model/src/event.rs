@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use cloudevents::AttributesReader;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::entity::EntityKey;
 
@@ -74,29 +75,25 @@ impl Event {
     /// Parses a batch (`application/cloudevents-batch+json`): a JSON array of events.
     /// One invalid event rejects the whole batch, so a batch is journaled all or nothing.
     pub fn batch_from_json(body: &[u8]) -> Result<Vec<Event>, EventError> {
-        if let Ok(events) = serde_json::from_slice::<Vec<cloudevents::Event>>(body)
-            && events.iter().all(is_v10)
-        {
-            let read: Result<Vec<Event>, EventError> = events
-                .into_iter()
-                .map(|event| Event::from_cloudevent(event, Writer::Outside))
-                .collect();
-            if let Ok(events) = read {
-                return Ok(events);
+        // Each event's text, as sent, read then as a single event is.
+        let items: Vec<&RawValue> = match serde_json::from_slice(body) {
+            Ok(items) => items,
+            Err(_) => {
+                let value: Value =
+                    serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
+                debug_assert!(!value.is_array(), "an array's items are JSON values");
+                return Err(EventError::NotABatch);
             }
-        }
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
-        let Value::Array(items) = value else {
-            return Err(EventError::NotABatch);
         };
         items
             .into_iter()
             .enumerate()
             .map(|(index, item)| {
-                Event::from_value(item).map_err(|error| EventError::InBatch {
-                    index,
-                    error: Box::new(error),
+                Event::read(item.get().as_bytes(), Writer::Outside).map_err(|error| {
+                    EventError::InBatch {
+                        index,
+                        error: Box::new(error),
+                    }
                 })
             })
             .collect()
