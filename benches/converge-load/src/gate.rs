@@ -255,7 +255,7 @@ async fn send_once(
     let (events, expected) = workload(args.events, prefix);
     let events = Arc::new(events);
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu_before = daemon.cpu_ms();
+    let cpu_before = daemon.cpu();
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
@@ -294,7 +294,7 @@ async fn send_once(
     while counts.lock().unwrap().total < args.events && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cpu_after = daemon.cpu_ms();
+    let cpu_after = daemon.cpu();
 
     let counts = counts.lock().unwrap();
     println!(
@@ -319,10 +319,10 @@ async fn send_once(
         ),
         None => println!("decisions: none at the sink"),
     }
-    let cpu_ms = cpu_before
+    let cpu = cpu_before
         .zip(cpu_after)
-        .map(|(before, after)| after - before);
-    println!("{}", cpu_line(cpu_ms, args.events));
+        .map(|(before, after)| after.since(&before));
+    println!("{}", cpu_line(cpu.as_ref(), args.events));
     if counts.by != expected {
         bail!(
             "the sink counted {:?}, the events make {:?}",

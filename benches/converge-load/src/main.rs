@@ -23,6 +23,7 @@
 //! the same journal: see `console.rs`.
 
 mod console;
+mod cpu;
 mod database;
 mod gate;
 mod months;
@@ -42,6 +43,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
+use cpu::CpuUse;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -222,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
         .build_http();
     let requests = args.events.div_ceil(args.batch);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let cpu_before: Option<Vec<f64>> = daemons.iter().map(Daemon::cpu_ms).collect();
+    let cpu_before: Option<Vec<CpuUse>> = daemons.iter().map(Daemon::cpu).collect();
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -315,10 +317,10 @@ async fn main() -> anyhow::Result<()> {
     let peak_rss = daemons.iter().filter_map(Daemon::peak_rss_kib).max();
     // Everything the daemons did for the events: intake, rules, and the
     // actions when there are any, as they are waited for above.
-    let cpu_after: Option<Vec<f64>> = daemons.iter().map(Daemon::cpu_ms).collect();
-    let cpu_ms = cpu_before
+    let cpu_after: Option<Vec<CpuUse>> = daemons.iter().map(Daemon::cpu).collect();
+    let cpu = cpu_before
         .zip(cpu_after)
-        .map(|(before, after)| after.iter().sum::<f64>() - before.iter().sum::<f64>());
+        .map(|(before, after)| CpuUse::sum(&after).since(&CpuUse::sum(&before)));
     for daemon in &mut daemons {
         daemon.stop();
     }
@@ -364,7 +366,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => println!("daemon peak RSS: unknown (no /proc)"),
     }
-    println!("{}", cpu_line(cpu_ms, args.events));
+    println!("{}", cpu_line(cpu.as_ref(), args.events));
     if args.postgres.is_none() {
         println!("{}", database_line(&dir.join("data"), args.events));
     }
@@ -393,32 +395,12 @@ fn database_line(data_dir: &Path, events: usize) -> String {
     )
 }
 
-/// The daemons' CPU time for the run, per event.
-fn cpu_line(cpu_ms: Option<f64>, events: usize) -> String {
-    match cpu_ms {
-        Some(ms) => format!(
-            "daemon CPU (user + system, all daemons): {:.3} ms per event ({:.0} ms for {events} events)",
-            ms / events.max(1) as f64,
-            ms
-        ),
+/// The daemons' CPU time for the run, per event, in all and by thread.
+fn cpu_line(cpu: Option<&CpuUse>, events: usize) -> String {
+    match cpu {
+        Some(cpu) => cpu.lines(events),
         None => "daemon CPU: unknown (no /proc)".into(),
     }
-}
-
-/// CPU time (user + system) a process has used so far, in milliseconds,
-/// from `/proc/<pid>/stat`.
-fn process_cpu_ms(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name, in parentheses, may hold spaces: count fields after it.
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 1..)?
-        .split_whitespace()
-        .collect();
-    // Fields 14 and 15 of proc(5), utime and stime; the first after ")" is field 3.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (per_second > 0).then(|| ticks as f64 * 1000.0 / per_second as f64)
 }
 
 fn pct(samples: &mut [Duration], p: f64) -> String {
@@ -601,9 +583,9 @@ impl Daemon {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
-    /// CPU time the daemon has used so far, in milliseconds.
-    fn cpu_ms(&self) -> Option<f64> {
-        process_cpu_ms(self.child.id())
+    /// CPU time the daemon has used so far, in all and by thread.
+    fn cpu(&self) -> Option<CpuUse> {
+        CpuUse::of_process(self.child.id())
     }
 
     /// SIGKILL: no chance to clean up.
