@@ -424,14 +424,18 @@ impl RuleSet {
             |gate| rule_input(crate::convert::json_to_dynamic(gate)),
         );
         let now_value = Dynamic::from(rfc3339(now));
-        let mut entity_value = rule_input(entity_to_dynamic(entity.as_deref()));
+        // Converted when a rule is about to read it: not at all when no rule
+        // handles the event, and not after the last rule that changed it.
+        let mut entity_value: Option<Dynamic> = None;
         let mut evaluation = Evaluation::default();
         let mut scope = Scope::new();
 
         for rule in self.rules.iter().filter(|rule| rule.handles(&event.ty)) {
             scope.clear();
             scope.push_constant_dynamic("event", event_value.clone());
-            scope.push_constant_dynamic("entity", entity_value.clone());
+            let entity_input = entity_value
+                .get_or_insert_with(|| rule_input(entity_to_dynamic(entity.as_deref())));
+            scope.push_constant_dynamic("entity", entity_input.clone());
             scope.push_constant_dynamic("now", now_value.clone());
             scope.push_constant_dynamic("gate", gate_value.clone());
 
@@ -500,7 +504,7 @@ impl RuleSet {
                 });
             }
             if changed {
-                entity_value = rule_input(entity_to_dynamic(entity.as_deref()));
+                entity_value = None;
             }
         }
         evaluation
