@@ -45,7 +45,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 /// Pages (4 KiB) of WAL after which a commit checkpoints it.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 2_500;
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 1_000;
 /// What a checkpoint truncates the WAL back to.
 const JOURNAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 
@@ -104,11 +104,15 @@ impl SqliteStore {
             return Err(StoreError::NoWal { mode });
         }
         conn.pragma_update(None, "synchronous", synchronous(durability))?;
-        // Checkpoint every ~10 MB of WAL rather than SQLite's 4 MB: fewer
-        // checkpoints (each one fsyncs the database file) mean more journal
-        // throughput. Not more: on a filling disk the WAL is space the
-        // database cannot use until a checkpoint, and a longer WAL is a
-        // longer replay when opening after a crash.
+        // Checkpoint every ~4 MB of WAL, SQLite's default. The commit that
+        // crosses it copies the WAL into the database file and fsyncs it
+        // before its events are acknowledged, so a longer WAL means a longer
+        // stall: measured alternately, 10,000 acknowledged events/s had an
+        // ack p99 of 8.4-8.9 ms at 1,000 pages against 9.9-11.5 ms at 2,500,
+        // and 2,500 against 10,000 pages 17-19 ms against 30 ms flat out,
+        // at the same CPU per event. A shorter WAL is also less disk the
+        // database cannot use until a checkpoint, and a shorter replay when
+        // opening after a crash.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         // Checkpoints truncate the WAL back to this size, so one burst does not
         // leave a huge file behind.
