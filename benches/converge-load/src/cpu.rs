@@ -93,6 +93,7 @@ pub fn stage(thread: &str) -> &'static str {
         ("tokio-rt-worker", "tokio workers"),
         ("converge-journa", "journal writer"),
         ("converge-proces", "processor"),
+        ("converge-checkp", "checkpointer"),
     ];
     STAGES
         .iter()
@@ -139,6 +140,7 @@ mod tests {
         assert_eq!(stage("tokio-rt-worker"), "tokio workers");
         assert_eq!(stage("converge-journa"), "journal writer");
         assert_eq!(stage("converge-proces"), "processor");
+        assert_eq!(stage("converge-checkp"), "checkpointer");
         assert_eq!(stage("converge-epoch"), "other threads");
     }
 

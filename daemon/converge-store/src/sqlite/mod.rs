@@ -3,7 +3,8 @@
 //! # Durability
 //! - The database is always in WAL mode: a commit appends to the write-ahead
 //!   log, readers keep reading the last committed snapshot while the writer
-//!   works, and pages are copied back to the database file by checkpoints.
+//!   works, and pages are copied back to the database file by checkpoints,
+//!   mostly on a thread of their own (`checkpoint`).
 //! - [`Durability::Full`] (`synchronous=FULL`) fsyncs the WAL on every commit:
 //!   a commit that returned survives power loss and OS crashes.
 //!   [`Durability::Normal`] (`synchronous=NORMAL`) fsyncs only at checkpoints:
@@ -21,6 +22,7 @@
 //! read-only readers on other threads. Two daemons cannot share one SQLite
 //! file: the cluster operations answer [`StoreError::NotShared`].
 
+mod checkpoint;
 pub(crate) mod integrity;
 mod prune;
 mod read;
@@ -35,7 +37,7 @@ use std::time::Duration;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::{Check, Durability, StartCheck, StoreError};
+use crate::{Check, Durability, StartCheck, StoreError, WriteBatch, WriteResult};
 
 /// How long a connection waits for another one's lock before giving up with
 /// [`StoreError::Busy`].
@@ -44,8 +46,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Enough for every statement this crate prepares, so none is ever re-parsed.
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
-/// Pages (4 KiB) of WAL after which a commit checkpoints it.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 1_000;
 /// What a checkpoint truncates the WAL back to.
 const JOURNAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 
@@ -60,6 +60,8 @@ fn synchronous(durability: Durability) -> &'static str {
 pub(crate) struct SqliteStore {
     /// Every statement goes through `prepare_cached` on this connection.
     conn: Connection,
+    /// The writer's: checkpoints the WAL when a commit found it long.
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl SqliteStore {
@@ -104,23 +106,19 @@ impl SqliteStore {
             return Err(StoreError::NoWal { mode });
         }
         conn.pragma_update(None, "synchronous", synchronous(durability))?;
-        // Checkpoint every ~4 MB of WAL, SQLite's default. The commit that
-        // crosses it copies the WAL into the database file and fsyncs it
-        // before its events are acknowledged, so a longer WAL means a longer
-        // stall: measured alternately, 10,000 acknowledged events/s had an
-        // ack p99 of 8.4-8.9 ms at 1,000 pages against 9.9-11.5 ms at 2,500,
-        // and 2,500 against 10,000 pages 17-19 ms against 30 ms flat out,
-        // at the same CPU per event. A shorter WAL is also less disk the
-        // database cannot use until a checkpoint, and a shorter replay when
-        // opening after a crash.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+        // Checkpoints run on a thread of their own (`checkpoint`), so a
+        // commit does not wait for one before its events are acknowledged.
+        checkpoint::watch_wal(&conn);
         // Checkpoints truncate the WAL back to this size, so one burst does not
         // leave a huge file behind.
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
         if check {
             integrity::refuse_damaged_pages(path, &conn)?;
         }
-        let mut store = SqliteStore { conn };
+        let mut store = SqliteStore {
+            conn,
+            checkpointer: None,
+        };
         schema::migrate(&mut store.conn)?;
         if check {
             integrity::refuse_incoherent(path, &store.conn)?;
@@ -129,7 +127,18 @@ impl SqliteStore {
                 "the database passed its start checks (WAL, quick_check, tables)"
             );
         }
+        store.checkpointer = Some(checkpoint::Checkpointer::start(path, durability)?);
         Ok(store)
+    }
+
+    /// Commits `batch` ([`write::write`]), then lets the checkpointer see
+    /// how long the commit left the WAL.
+    fn write_batch(&mut self, batch: &WriteBatch) -> Result<WriteResult, StoreError> {
+        let (result, wal_pages) = checkpoint::pages_after(|| write::write(&mut self.conn, batch));
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.after_commit(&self.conn, wal_pages);
+        }
+        result
     }
 
     /// Opens an existing database read-only, for queries. Does not migrate:
@@ -148,7 +157,10 @@ impl SqliteStore {
         )?;
         configure(&conn)?;
         schema::check_current(&conn)?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            checkpointer: None,
+        })
     }
 }
 

@@ -560,7 +560,7 @@ impl Backend for SqliteStore {
     }
 
     fn write(&mut self, batch: &WriteBatch) -> Result<WriteResult, StoreError> {
-        super::write::write(&mut self.conn, batch)
+        self.write_batch(batch)
     }
 
     fn truncate_wal(&mut self) -> Result<(), StoreError> {
