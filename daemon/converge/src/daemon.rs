@@ -25,7 +25,7 @@ use anyhow::{Context, bail};
 use converge_plugin_host::{InstanceNeeds, Plugin, PluginHost, PluginHostConfig, PluginSpec};
 use converge_rules::{RuleSet, RuleSource};
 use converge_store::Store;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, MANUAL_CLOCK_KEY};
@@ -42,7 +42,7 @@ use crate::reload::{LoadedRules, Reloader, RulesHandle};
 use crate::retention::Pruner;
 use crate::schedules::ScheduleSource;
 use crate::telemetry::Metrics;
-use crate::timers::Scheduler;
+use crate::timers::{Scheduler, TimerWake};
 use crate::topology::{Processing, Topology};
 use crate::web::{self, AppParts, AppState};
 use converge_engine::Engine;
@@ -268,7 +268,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "gate overrides are disabled: the admin token variable is not set"
         );
     }
-    let timers_changed = Arc::new(Notify::new());
+    let timer_wake = TimerWake::new();
     let fatal = CancellationToken::new();
     let (processor_tx, processor_rx) = mpsc::unbounded_channel();
     let (dispatcher_tx, dispatcher_rx) = mpsc::channel(DISPATCH_QUEUE);
@@ -281,7 +281,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             processor: processor_tx,
             dispatcher: dispatcher_tx,
             dispatcher_overflow: overflow.clone(),
-            timers_changed: timers_changed.clone(),
+            timer_wake: timer_wake.clone(),
             shared: topology.is_shared(),
         },
         metrics.clone(),
@@ -328,7 +328,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             journal: journal.clone(),
             clock: clock.clone(),
             metrics: metrics.clone(),
-            timers_changed,
+            wake: timer_wake,
         };
         anyhow::Ok(tokio::spawn(
             scheduler.run(caught_up, stop_scheduler.clone()),

@@ -38,12 +38,13 @@ use converge_store::{
     ActionOutcome, Appended, DeadLetterChange, DeadLetterOutcome, FiredTimer, NewEvent,
     PendingAction, ProcessedEvent, SkippedTimer, SourceState, Store, WriteBatch,
 };
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::health::{self, StorageHealth};
 use crate::telemetry::Metrics;
+use crate::timers::TimerWake;
 
 /// An event the journal committed, on its way to the rules.
 #[derive(Debug)]
@@ -157,9 +158,8 @@ pub struct Downstream {
     /// Set when the dispatcher's queue was full and actions must be re-read
     /// from the outbox.
     pub dispatcher_overflow: Arc<AtomicBool>,
-    /// Woken after a commit that created, cancelled or skipped timers: the
-    /// next due time may have changed.
-    pub timers_changed: Arc<Notify>,
+    /// Told the earliest due time of the timers a commit created.
+    pub timer_wake: Arc<TimerWake>,
     /// Several daemons share the database: new events and retried dead
     /// letters are left for whichever daemon claims them.
     pub shared: bool,
@@ -534,8 +534,13 @@ impl Writer {
                 .outcomes_fenced
                 .inc_by(written.outcomes_fenced.len() as u64);
         }
-        if written.timers_created + written.timers_cancelled + written.timers_skipped > 0 {
-            self.downstream.timers_changed.notify_one();
+        let earliest_new_timer = batch
+            .processed
+            .iter()
+            .flat_map(|p| p.timers.iter().map(|t| t.due_at_ms))
+            .min();
+        if let Some(due_ms) = earliest_new_timer {
+            self.downstream.timer_wake.created(due_ms);
         }
         // The pending-timers gauge follows each commit instead of counting
         // the table, which holds a row per waiting timer.
