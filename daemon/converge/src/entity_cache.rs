@@ -37,9 +37,11 @@ impl EntityCache {
         }
     }
 
-    /// The state, marked as just used.
-    pub fn get(&mut self, key: &EntityKey) -> Option<&EntityState> {
-        self.entries.get(key).map(|c| &c.state)
+    /// The state, taken out: for an event about to change it, whose new
+    /// state goes back in with [`EntityCache::insert`] as the most recently
+    /// used (taking it saves a copy of the state per event).
+    pub fn take(&mut self, key: &EntityKey) -> Option<EntityState> {
+        self.entries.pop(key).map(|c| c.state)
     }
 
     pub fn contains(&self, key: &EntityKey) -> bool {
@@ -92,15 +94,17 @@ mod tests {
     }
 
     #[test]
-    fn the_least_recently_used_goes_first_and_a_read_counts_as_a_use() {
+    fn the_least_recently_used_goes_first_and_an_event_counts_as_a_use() {
         let mut cache = EntityCache::new(0);
         for i in 0..MIN_ENTRIES {
             cache.insert(state(&i.to_string()), i as i64 + 1);
         }
         assert!(cache.is_full());
         assert_eq!(cache.lru_seq(), Some(1));
-        // Reading task/0 makes task/1 the least recently used.
-        assert!(cache.get(&key("0")).is_some());
+        // An event about task/0 makes task/1 the least recently used.
+        let taken = cache.take(&key("0")).unwrap();
+        assert!(!cache.contains(&key("0")));
+        cache.insert(taken, MIN_ENTRIES as i64 + 1);
         assert_eq!(cache.lru_seq(), Some(2));
         cache.evict_lru();
         assert!(!cache.contains(&key("1")));

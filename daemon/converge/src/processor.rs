@@ -457,10 +457,13 @@ impl Processor {
     }
 
     /// The entity's state as this processor last wrote it, else as the
-    /// store has it; `None` for an entity no event was about yet.
+    /// store has it; `None` for an entity no event was about yet. A cached
+    /// state is taken out of the cache: the engine returns the state after
+    /// the event, which `process` puts back (or processing stops, and the
+    /// cache with it).
     fn entity(&mut self, key: &EntityKey) -> Result<Option<EntityState>, String> {
-        if let Some(state) = self.cache.get(key) {
-            return Ok(Some(state.clone()));
+        if let Some(state) = self.cache.take(key) {
+            return Ok(Some(state));
         }
         self.reader
             .entity(key)
