@@ -169,7 +169,8 @@ fn a_checkpointed_wal_starts_over_before_the_backstop() {
     store.write(&padded_events(0, 100)).unwrap();
     let started = wal_sequence(&db);
     // ~110 pages a batch: 30 batches stay short of the 4,000 pages at
-    // which the writer would checkpoint on its own.
+    // which the writer would checkpoint on its own. The pause between
+    // them leaves the checkpointer a core on a busy machine.
     let mut batches = 1;
     while wal_sequence(&db) == started {
         assert!(
@@ -178,6 +179,7 @@ fn a_checkpointed_wal_starts_over_before_the_backstop() {
         );
         store.write(&padded_events(batches * 100, 100)).unwrap();
         batches += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert_eq!(store.events_after(0, 5_000).unwrap().len(), batches * 100);
 }
