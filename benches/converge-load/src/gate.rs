@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use crate::{Daemon, cpu_line, database_line, pct};
+use crate::{Daemon, commit_readings, commits_line, cpu_line, database_line, pct};
 
 #[derive(clap::Args, Debug)]
 pub struct GateArgs {
@@ -256,6 +256,7 @@ async fn send_once(
     let events = Arc::new(events);
     let next = Arc::new(AtomicUsize::new(0));
     let cpu_before = daemon.cpu();
+    let commits_before = commit_readings(client, std::slice::from_ref(daemon)).await;
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
@@ -295,6 +296,9 @@ async fn send_once(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cpu_after = daemon.cpu();
+    let commits = commits_before
+        .zip(commit_readings(client, std::slice::from_ref(daemon)).await)
+        .map(|(before, after)| after[0].since(&before[0]));
 
     let counts = counts.lock().unwrap();
     println!(
@@ -323,6 +327,7 @@ async fn send_once(
         .zip(cpu_after)
         .map(|(before, after)| after.since(&before));
     println!("{}", cpu_line(cpu.as_ref(), args.events));
+    println!("{}", commits_line(commits.as_ref(), args.events));
     if counts.by != expected {
         bail!(
             "the sink counted {:?}, the events make {:?}",

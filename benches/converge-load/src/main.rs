@@ -1,7 +1,7 @@
 //! `converge-load`: drives events over HTTP into a converge daemon and
 //! reports what a user of the daemon would ask about: acknowledged events per
 //! second, acknowledgement latency, event-to-action latency, and the daemon's
-//! peak memory and CPU time per event.
+//! peak memory, CPU time per event and the journal's commits.
 //!
 //! By default it starts everything itself: a sink server standing in for a
 //! webhook receiver, and `converge run` on a temporary config with the
@@ -22,6 +22,7 @@
 //! `report_scale.rs`; `converge-load console` times the console's pages on
 //! the same journal: see `console.rs`.
 
+mod commits;
 mod console;
 mod cpu;
 mod database;
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
+use commits::Commits;
 use cpu::CpuUse;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -225,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
     let requests = args.events.div_ceil(args.batch);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cpu_before: Option<Vec<CpuUse>> = daemons.iter().map(Daemon::cpu).collect();
+    let commits_before = commit_readings(&client, &daemons).await;
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -321,6 +324,9 @@ async fn main() -> anyhow::Result<()> {
     let cpu = cpu_before
         .zip(cpu_after)
         .map(|(before, after)| CpuUse::sum(&after).since(&CpuUse::sum(&before)));
+    let commits = commits_before
+        .zip(commit_readings(&client, &daemons).await)
+        .map(|(before, after)| Commits::sum(&after).since(&Commits::sum(&before)));
     for daemon in &mut daemons {
         daemon.stop();
     }
@@ -367,6 +373,7 @@ async fn main() -> anyhow::Result<()> {
         None => println!("daemon peak RSS: unknown (no /proc)"),
     }
     println!("{}", cpu_line(cpu.as_ref(), args.events));
+    println!("{}", commits_line(commits.as_ref(), args.events));
     if args.postgres.is_none() {
         println!("{}", database_line(&dir.join("data"), args.events));
     }
@@ -393,6 +400,33 @@ fn database_line(data_dir: &Path, events: usize) -> String {
         bytes as f64 / 1e6,
         bytes as f64 / events.max(1) as f64
     )
+}
+
+/// Each daemon's commit histogram so far; `None` (said on stderr) if one
+/// cannot be read.
+async fn commit_readings(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    daemons: &[Daemon],
+) -> Option<Vec<Commits>> {
+    let mut readings = Vec::new();
+    for daemon in daemons {
+        match commits::fetch(client, &daemon.url).await {
+            Ok(commits) => readings.push(commits),
+            Err(e) => {
+                eprintln!("cannot read the daemon's commit metrics: {e:#}");
+                return None;
+            }
+        }
+    }
+    Some(readings)
+}
+
+/// The journal's commits during the run.
+fn commits_line(commits: Option<&Commits>, events: usize) -> String {
+    match commits {
+        Some(commits) => commits.line(events),
+        None => "journal commits: unknown (no metrics)".into(),
+    }
 }
 
 /// The daemons' CPU time for the run, per event, in all and by thread.
