@@ -3,11 +3,12 @@
 //!
 //! One task sleeps until the next due timer, or until it is woken: by the
 //! journal after a commit that created a timer due before then
-//! ([`TimerWake`]), or by the manual clock moving. It then hands every due timer to the journal
-//! writer (one request, one group commit), which journals the timer's event
-//! and marks the timer `fired` in one transaction, only if it is still
-//! pending: a timer fires once, whatever crashes around it. The fired event
-//! goes to the processor like any other event.
+//! ([`TimerWake`]), or by the manual clock moving. It then hands every due
+//! timer to the journal writer (one request, one group commit), which
+//! journals the timer's event and marks the timer `fired` in one
+//! transaction, only if it is still pending: a timer fires once, whatever
+//! crashes around it. The fired event goes to the processor like any other
+//! event.
 //!
 //! At start the scheduler waits for the processor to take in the events
 //! journaled before this start (one of them may cancel an expect), then
