@@ -459,8 +459,9 @@ impl Processor {
     /// The entity's state as this processor last wrote it, else as the
     /// store has it; `None` for an entity no event was about yet. A cached
     /// state is taken out of the cache: the engine returns the state after
-    /// the event, which `process` puts back (or processing stops, and the
-    /// cache with it).
+    /// the event, which `process` puts back. On an error nothing is put
+    /// back, and none is needed: the error stops processing, or, with
+    /// several daemons, fails the round, which clears the cache.
     fn entity(&mut self, key: &EntityKey) -> Result<Option<EntityState>, String> {
         if let Some(state) = self.cache.take(key) {
             return Ok(Some(state));

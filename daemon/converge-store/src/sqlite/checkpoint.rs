@@ -147,7 +147,7 @@ fn checkpoint(conn: &Connection) {
     // Its answer row (busy, WAL pages, pages copied) needs no action.
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
         // The writer's backstop checkpoints if this keeps failing.
-        tracing::debug!(error = %e, "a background checkpoint did not run");
+        tracing::debug!(error = %e, "a WAL checkpoint did not run");
     }
 }
 
