@@ -11,13 +11,17 @@ const median = (xs) => {
 const fix = (x, d) => x === null || x === undefined ? "-" : x.toFixed(d);
 const row = (cells) => "| " + cells.join(" | ") + " |";
 console.log("\nEach run (uptime before it):");
-console.log(row(["system", "run", "req/s", "p50 ms", "p99 ms", "all decisions at s", "CPU ms/event", "peak RSS MiB", "bytes/decision", "counts", "load average"]));
-console.log(row(Array(11).fill("---")));
+console.log(row(["system", "run", "req/s", "p50 ms", "p99 ms", "all decisions at s", "CPU ms/event", "peak RSS MiB", "bytes/decision", "counts", "commits > 25.6 ms", "load average"]));
+console.log(row(Array(12).fill("---")));
+// converge's journal commits over 25.6 ms and the bound the longest stayed
+// under: an fsync stall holds every request waiting on that commit.
+const slow = (c) => !c ? "-" : `${c.over_25_6_ms} of ${c.count}` +
+  (c.over_25_6_ms ? ` (longest < ${c.longest_under_ms === Infinity ? "inf" : c.longest_under_ms.toFixed(1)} ms)` : "");
 for (const r of runs) {
   const load = (r.uptime.match(/load average: (.*)$/) || [, r.uptime])[1];
   console.log(row([r.system, r.run, fix(r.rps, 0), fix(r.p50_ms, 2), fix(r.p99_ms, 2), fix(r.all_decisions_s, 2),
     fix(r.cpu_ms_per_event, 3), fix(r.peak_rss_mib, 1), fix(r.decision_bytes, 0),
-    r.counts_ok ? "ok" : "WRONG " + JSON.stringify(r.sink), load]));
+    r.counts_ok ? "ok" : "WRONG " + JSON.stringify(r.sink), slow(r.commits), load]));
 }
 const systems = ["node-red", "converge"];
 const metrics = [["req/s", "rps", 0], ["p50 ms", "p50_ms", 2], ["p99 ms", "p99_ms", 2],

@@ -126,15 +126,33 @@ one_run() {
     local cpu1 rss
     cpu1=$(cpu_ms "$pid")
     rss=$(peak_rss_kib "$pid")
+    # converge's own account of its journal commits: a latency tail that
+    # slow commits (fsyncs) explain, or one they do not.
+    : > "$run/metrics.txt"
+    if [ "$system" = converge ]; then
+        curl -s -m 5 "http://127.0.0.1:$CONVERGE_PORT/metrics" > "$run/metrics.txt" || true
+    fi
     kill "$pid" 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     local result
     result=$(grep '^RESULT ' "$run/wrk.txt" | sed 's/^RESULT //' || true)
     [ -n "$result" ] || { cat "$run/wrk.txt"; fail "$system run $i: wrk printed no RESULT"; }
     node - "$system" "$i" "$EVENTS" "$t0" "$((cpu1 - cpu0))" "$rss" "$load" "$expected" "$result" "$stats" \
-        >> "$OUT/runs.jsonl" <<'JS'
-const [system, run, events, t0, cpu_ms, rss_kib, uptime, expected, wrk, sink] = process.argv.slice(2);
+        "$run/metrics.txt" >> "$OUT/runs.jsonl" <<'JS'
+const [system, run, events, t0, cpu_ms, rss_kib, uptime, expected, wrk, sink, metrics] = process.argv.slice(2);
 const e = JSON.parse(expected).expected, w = JSON.parse(wrk), s = JSON.parse(sink);
+// converge_commit_duration_seconds: how many commits took over 25.6 ms, and
+// the bucket bound the longest stayed under (null for Node-RED).
+const buckets = [...require("fs").readFileSync(metrics, "utf8")
+  .matchAll(/^converge_commit_duration_seconds_bucket\{le="([^"]+)"\} (\d+)/gm)]
+  .map(m => [m[1] === "+Inf" ? Infinity : +m[1], +m[2]]);
+const total = buckets.length ? buckets[buckets.length - 1][1] : null;
+const under = (bound) => (buckets.find(([le]) => le === bound) || [, null])[1];
+const commits = total === null ? null : {
+  count: total,
+  over_25_6_ms: total - under(0.0256),
+  longest_under_ms: (buckets.find(([, n]) => n === total) || [Infinity])[0] * 1000,
+};
 const counts_ok = s.total === +events && s.bad === 0 &&
   Object.keys(e).every(k => (s.by[k] || 0) === e[k]) && Object.keys(s.by).every(k => k in e);
 console.log(JSON.stringify({
@@ -143,7 +161,7 @@ console.log(JSON.stringify({
   all_decisions_s: s.last_ms === null ? null : (s.last_ms - +t0) / 1000,
   cpu_ms_per_event: +cpu_ms / +events, peak_rss_mib: +rss_kib / 1024,
   decision_bytes: s.total ? s.bytes / s.total : null,
-  counts_ok, expected: e, sink: s.by,
+  counts_ok, expected: e, sink: s.by, commits,
 }));
 JS
     tail -n 1 "$OUT/runs.jsonl"
