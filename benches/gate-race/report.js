@@ -16,7 +16,7 @@ console.log(row(Array(12).fill("---")));
 // converge's journal commits over 25.6 ms and the bound the longest stayed
 // under: an fsync stall holds every request waiting on that commit.
 const slow = (c) => !c ? "-" : `${c.over_25_6_ms} of ${c.count}` +
-  (c.over_25_6_ms ? ` (longest < ${c.longest_under_ms === Infinity ? "inf" : c.longest_under_ms.toFixed(1)} ms)` : "");
+  (c.over_25_6_ms ? ` (longest ${c.longest_under_ms === null ? "past the last bucket" : `< ${c.longest_under_ms.toFixed(1)} ms`})` : "");
 for (const r of runs) {
   const load = (r.uptime.match(/load average: (.*)$/) || [, r.uptime])[1];
   console.log(row([r.system, r.run, fix(r.rps, 0), fix(r.p50_ms, 2), fix(r.p99_ms, 2), fix(r.all_decisions_s, 2),
