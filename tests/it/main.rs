@@ -23,6 +23,7 @@ mod logs;
 mod pipeline;
 mod polyglot;
 mod postgres;
+mod process;
 mod reload;
 mod replay;
 mod reports;
