@@ -37,8 +37,8 @@ pub(crate) struct Shared {
     /// WASI p2 and the converge imports, type-checked against each
     /// component once at load.
     linker: Linker<HostState>,
-    /// One client for every plugin: connection pooling, rustls, no redirects.
-    pub(crate) http: reqwest::Client,
+    /// One client for every plugin (`client`): pooled connections, rustls, no redirects.
+    pub(crate) http: crate::client::HttpClient,
     pub(crate) epoch_tick: Duration,
     cache_dir: Option<PathBuf>,
     /// Part of every cache key, so a wasmtime upgrade or a config change
@@ -119,13 +119,7 @@ impl PluginHost {
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .context("plugin host: linking the converge imports")?;
 
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(std::sync::Arc::new(crate::resolve::PublicOnly))
-            .use_rustls_tls()
-            .user_agent(concat!("converge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("plugin host: building the HTTP client")?;
+        let http = crate::client::new_client();
 
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);

@@ -1,13 +1,16 @@
 //! The `http.send` import: the only way out of the sandbox. Every request is
 //! checked against the plugin's grants and limits before the host sends it.
 
+use ::http::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use bytes::Bytes;
+use http_body_util::Full;
 use opentelemetry_http::HeaderInjector;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use url::Url;
 
 use crate::bindings::converge::plugin::http::{self, HttpError, Method, Request, Response};
+use crate::client::{self, BodyError};
 use crate::config::Grants;
 use crate::state::{CallContext, HostState};
 
@@ -64,19 +67,16 @@ async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpErro
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(&mut headers));
     });
-    let mut request = call
-        .http
-        .request(prepared.method, prepared.url)
-        .headers(headers);
-    if let Some(body) = prepared.body {
-        request = request.body(body);
-    }
-    let request = request
-        .build()
-        .map_err(|e| HttpError::Denied(format!("invalid request: {}", error_chain(&e))))?;
+    let uri = ::http::Uri::try_from(prepared.url.as_str())
+        .map_err(|e| HttpError::Denied(format!("invalid url {:?}: {e}", prepared.url.as_str())))?;
+    let mut request =
+        ::http::Request::new(Full::new(Bytes::from(prepared.body.unwrap_or_default())));
+    *request.method_mut() = prepared.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
 
     let exchange = async {
-        let response = call.http.execute(request).await.map_err(transport_error)?;
+        let response = call.http.request(request).await.map_err(transport_error)?;
         read_response(response, max_response).await
     };
     let result = match tokio::time::timeout(call.limits.http_timeout, exchange)
@@ -114,7 +114,7 @@ async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpErro
 /// A request that passed every check, ready to send.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    pub(crate) method: reqwest::Method,
+    pub(crate) method: ::http::Method,
     pub(crate) url: Url,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Vec<u8>>,
@@ -177,6 +177,13 @@ pub(crate) fn prepare(
             .map_err(|_| HttpError::Denied(format!("invalid value for header {name}")))?;
         headers.append(name, value);
     }
+    // What any client sends unless told otherwise.
+    if !headers.contains_key(USER_AGENT) {
+        headers.insert(USER_AGENT, HeaderValue::from_static(client::USER_AGENT));
+    }
+    if !headers.contains_key(ACCEPT) {
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    }
     if let Some(credential_name) = req.credential {
         let credential = grants.credentials.get(&credential_name).ok_or_else(|| {
             HttpError::Denied(match grants.unset_credentials.get(&credential_name) {
@@ -204,11 +211,11 @@ pub(crate) fn prepare(
 
     Ok(Prepared {
         method: match req.method {
-            Method::Get => reqwest::Method::GET,
-            Method::Post => reqwest::Method::POST,
-            Method::Put => reqwest::Method::PUT,
-            Method::Patch => reqwest::Method::PATCH,
-            Method::Delete => reqwest::Method::DELETE,
+            Method::Get => ::http::Method::GET,
+            Method::Post => ::http::Method::POST,
+            Method::Put => ::http::Method::PUT,
+            Method::Patch => ::http::Method::PATCH,
+            Method::Delete => ::http::Method::DELETE,
         },
         url,
         headers,
@@ -260,18 +267,18 @@ fn split_host_port(pattern: &str) -> (&str, Option<u16>) {
 }
 
 async fn read_response(
-    mut response: reqwest::Response,
+    response: ::http::Response<hyper::body::Incoming>,
     max_bytes: usize,
 ) -> Result<Response, HttpError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > max_bytes as u64)
-    {
-        return Err(HttpError::TooLarge);
-    }
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
+    let (parts, body) =
+        client::read_body(response, max_bytes)
+            .await
+            .map_err(|error| match error {
+                BodyError::TooLarge => HttpError::TooLarge,
+                BodyError::Transport(error) => HttpError::Transport(error_chain(&*error)),
+            })?;
+    let headers = parts
+        .headers
         .iter()
         .map(|(name, value)| {
             (
@@ -280,32 +287,23 @@ async fn read_response(
             )
         })
         .collect();
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > max_bytes {
-            return Err(HttpError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
     Ok(Response {
-        status,
+        status: parts.status.as_u16(),
         headers,
-        body,
+        body: body.into(),
     })
 }
 
-fn transport_error(error: reqwest::Error) -> HttpError {
+fn transport_error(error: hyper_util::client::legacy::Error) -> HttpError {
     if let Some(internal) = crate::resolve::internal_address(&error) {
         // A grant's name leading inside is a configuration matter: no retry helps.
         HttpError::Denied(internal)
-    } else if error.is_timeout() {
-        HttpError::Timeout
     } else {
         HttpError::Transport(error_chain(&error))
     }
 }
 
-/// reqwest's `Display` hides the cause ("error sending request"); the chain
+/// The client's `Display` hides the cause ("client error (Connect)"); the chain
 /// says what actually went wrong (connection refused, TLS, DNS).
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();

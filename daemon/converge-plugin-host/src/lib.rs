@@ -41,6 +41,7 @@
 //!   epoch budget, the whole call by a wall-clock timeout. A trap, running
 //!   out of memory or time fails that call only; the next call starts fresh.
 
+mod client;
 mod config;
 mod error;
 mod host;

@@ -6,11 +6,16 @@
 //! names that address itself (`127.0.0.1:9000`), which needs no resolution.
 
 use std::error::Error;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use hyper_util::client::legacy::connect::dns::Name;
 
-/// Resolves with the system resolver and keeps the public addresses.
+/// Resolves with the system resolver and keeps the public addresses. Only
+/// names reach it: the connector takes an address in the URL as it is.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct PublicOnly;
 
 /// A granted name that resolved to internal addresses only.
@@ -34,8 +39,23 @@ impl std::fmt::Display for InternalAddress {
 
 impl Error for InternalAddress {}
 
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
+type Resolving = Pin<
+    Box<
+        dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, Box<dyn Error + Send + Sync>>>
+            + Send,
+    >,
+>;
+
+impl tower_service::Service<Name> for PublicOnly {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn Error + Send + Sync>;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let host = name.as_str().to_string();
         Box::pin(async move {
             let found: Vec<SocketAddr> =
@@ -48,7 +68,7 @@ impl Resolve for PublicOnly {
                     Box::new(InternalAddress { host, addresses }) as Box<dyn Error + Send + Sync>
                 );
             }
-            Ok(Box::new(public.into_iter()) as Addrs)
+            Ok(public.into_iter())
         })
     }
 }
@@ -135,7 +155,7 @@ mod tests {
     #[tokio::test]
     async fn a_name_of_an_internal_address_is_refused_with_the_way_out() {
         let name: Name = "localhost".parse().unwrap();
-        let error = match PublicOnly.resolve(name).await {
+        let error = match tower_service::Service::call(&mut PublicOnly, name).await {
             Ok(_) => panic!("localhost resolved to a public address"),
             Err(e) => e,
         };

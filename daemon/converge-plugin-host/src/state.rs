@@ -44,7 +44,7 @@ pub(crate) struct CallContext {
     pub(crate) config_json: String,
     pub(crate) grants: Arc<Grants>,
     pub(crate) limits: PluginLimits,
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: crate::client::HttpClient,
     pub(crate) http_requests: u32,
     pub(crate) log_lines: u32,
     pub(crate) log_lines_dropped: u32,

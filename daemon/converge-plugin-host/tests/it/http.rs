@@ -3,7 +3,7 @@
 use converge_plugin_host::{ActionFailure, Grants, PluginLimits};
 use serde_json::{Value, json};
 
-use crate::support::{Sink, action, credential, grants_for, host, load, spec};
+use crate::support::{FakeApi, Reply, Sink, action, credential, grants_for, host, load, spec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_out_posts_the_action_with_its_idempotency_key() {
@@ -27,6 +27,16 @@ async fn webhook_out_posts_the_action_with_its_idempotency_key() {
     assert_eq!(seen[0].path, "/hook");
     assert_eq!(seen[0].headers["idempotency-key"], "act-1");
     assert_eq!(seen[0].headers["content-type"], "application/json");
+    // What any client sends when the plugin does not say.
+    assert!(
+        seen[0].headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("converge/"),
+        "{:?}",
+        seen[0].headers
+    );
+    assert_eq!(seen[0].headers["accept"], "*/*");
     let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
     assert_eq!(
         body,
@@ -221,5 +231,110 @@ async fn per_call_limits_start_over_on_a_reused_instance() {
     assert_eq!(
         paths,
         ["/hook/0", "/hook/1", "/hook/2", "/hook/3", "/hook/4"]
+    );
+}
+
+/// `misbehaving` in mode `slow_http`: one GET, whatever its status, as
+/// "GET <url> -> <status>".
+async fn get(grants: Grants, limits: PluginLimits, url: &str) -> Result<String, ActionFailure> {
+    let plugin = load(&host(), spec("misbehaving", grants, limits)).await;
+    let config = json!({"mode": "slow_http", "url": url}).to_string();
+    plugin
+        .execute(action("act-9"), &config)
+        .await
+        .map(|done| done.summary)
+}
+
+fn grants_for_api(api: &FakeApi) -> Grants {
+    Grants {
+        http_hosts: vec![api.addr.to_string()],
+        allow_plain_http: true,
+        ..Grants::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_is_the_plugins_to_read_not_followed() {
+    let api = FakeApi::start(|seen, _| match seen.path.as_str() {
+        "/moved" => Reply::status(302, "").header("location", "/elsewhere"),
+        _ => Reply::status(200, "ok"),
+    })
+    .await;
+    let url = api.url("/moved");
+    let summary = get(grants_for_api(&api), PluginLimits::default(), &url)
+        .await
+        .unwrap();
+    assert_eq!(summary, format!("GET {url} -> 302"));
+    let paths: Vec<String> = api.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/moved"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_past_the_limit_is_refused_whether_its_length_is_declared_or_not() {
+    let limits = PluginLimits {
+        max_response_bytes: 1024,
+        ..PluginLimits::default()
+    };
+    // Declared: axum sends a content-length.
+    let api = FakeApi::start(|_, _| Reply::status(200, &"x".repeat(4096))).await;
+    let failure = get(grants_for_api(&api), limits.clone(), &api.url("/big"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&failure, ActionFailure::Permanent(m) if m.contains("over the host's size limit")),
+        "{failure:?}"
+    );
+    // Not declared: chunks, past the limit only as they arrive.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 4096];
+        let _ = socket.read(&mut head).await;
+        let chunk = format!("400\r\n{}\r\n", "y".repeat(1024));
+        let mut response = String::from("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        for _ in 0..4 {
+            response.push_str(&chunk);
+        }
+        response.push_str("0\r\n\r\n");
+        let _ = socket.write_all(response.as_bytes()).await;
+    });
+    let grants = Grants {
+        http_hosts: vec![addr.to_string()],
+        allow_plain_http: true,
+        ..Grants::default()
+    };
+    let failure = get(grants, limits, &format!("http://{addr}/stream"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&failure, ActionFailure::Permanent(m) if m.contains("over the host's size limit")),
+        "{failure:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_connection_is_transient_and_says_why() {
+    // A port nobody listens on: bound, then let go.
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let grants = Grants {
+        http_hosts: vec![addr.to_string()],
+        allow_plain_http: true,
+        ..Grants::default()
+    };
+    let failure = get(
+        grants,
+        PluginLimits::default(),
+        &format!("http://{addr}/hook"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&failure, ActionFailure::Transient(m) if m.to_lowercase().contains("connection refused")),
+        "{failure:?}"
     );
 }
