@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::resolve::PublicOnly;
 
@@ -35,7 +35,11 @@ pub(crate) fn new_client() -> HttpClient {
         .https_or_http()
         .enable_http1()
         .wrap_connector(tcp);
-    Client::builder(TokioExecutor::new()).build(tls)
+    Client::builder(TokioExecutor::new())
+        // Idle connections close after the pool's idle timeout (90 s)
+        // rather than staying open until the server closes them.
+        .pool_timer(TokioTimer::new())
+        .build(tls)
 }
 
 /// A response's body, refused past `max_bytes` (by its declared length
