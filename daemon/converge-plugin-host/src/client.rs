@@ -9,7 +9,7 @@
 //! daemon sending one request per action pays on every action.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -40,32 +40,4 @@ pub(crate) fn new_client() -> HttpClient {
         // rather than staying open until the server closes them.
         .pool_timer(TokioTimer::new())
         .build(tls)
-}
-
-/// A response's body, refused past `max_bytes` (by its declared length
-/// before reading, else as it arrives).
-pub(crate) async fn read_body(
-    response: ::http::Response<hyper::body::Incoming>,
-    max_bytes: usize,
-) -> Result<(::http::response::Parts, Bytes), BodyError> {
-    let (parts, body) = response.into_parts();
-    let declared = parts
-        .headers
-        .get(::http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max_bytes as u64) {
-        return Err(BodyError::TooLarge);
-    }
-    match Limited::new(body, max_bytes).collect().await {
-        Ok(collected) => Ok((parts, collected.to_bytes())),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(error) => Err(BodyError::Transport(error)),
-    }
-}
-
-#[derive(Debug)]
-pub(crate) enum BodyError {
-    TooLarge,
-    Transport(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -1,16 +1,16 @@
 //! The `http.send` import: the only way out of the sandbox. Every request is
 //! checked against the plugin's grants and limits before the host sends it.
 
-use ::http::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use ::http::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use opentelemetry_http::HeaderInjector;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use url::Url;
 
 use crate::bindings::converge::plugin::http::{self, HttpError, Method, Request, Response};
-use crate::client::{self, BodyError};
+use crate::client;
 use crate::config::Grants;
 use crate::state::{CallContext, HostState};
 
@@ -266,17 +266,26 @@ fn split_host_port(pattern: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// Status, headers and body; a body past `max_bytes` is refused by its
+/// declared length before reading, else as it arrives.
 async fn read_response(
     response: ::http::Response<hyper::body::Incoming>,
     max_bytes: usize,
 ) -> Result<Response, HttpError> {
-    let (parts, body) =
-        client::read_body(response, max_bytes)
-            .await
-            .map_err(|error| match error {
-                BodyError::TooLarge => HttpError::TooLarge,
-                BodyError::Transport(error) => HttpError::Transport(error_chain(&*error)),
-            })?;
+    let (parts, body) = response.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_bytes as u64) {
+        return Err(HttpError::TooLarge);
+    }
+    let body = match Limited::new(body, max_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => return Err(HttpError::TooLarge),
+        Err(error) => return Err(HttpError::Transport(error_chain(&*error))),
+    };
     let headers = parts
         .headers
         .iter()
@@ -354,6 +363,24 @@ mod tests {
         assert!(!host_granted(&g, "badexample.com", 443, true));
         assert!(!host_granted(&g, ".example.com", 443, true));
         assert!(!host_granted(&g, "a.example.com.evil.net", 443, true));
+    }
+
+    #[test]
+    fn default_headers_are_added_only_where_the_plugin_set_none() {
+        let g = grants();
+        let plain = prepare(&g, 1024, request("https://hooks.example.com/")).unwrap();
+        assert_eq!(plain.headers[USER_AGENT], client::USER_AGENT);
+        assert_eq!(plain.headers[ACCEPT], "*/*");
+
+        let mut own = request("https://hooks.example.com/");
+        own.headers
+            .push(("user-agent".into(), "partner-sdk/2".into()));
+        own.headers
+            .push(("accept".into(), "application/json".into()));
+        let own = prepare(&g, 1024, own).unwrap();
+        assert_eq!(own.headers.get_all(USER_AGENT).iter().count(), 1);
+        assert_eq!(own.headers[USER_AGENT], "partner-sdk/2");
+        assert_eq!(own.headers[ACCEPT], "application/json");
     }
 
     fn request(url: &str) -> Request {

@@ -3,7 +3,9 @@
 use converge_plugin_host::{ActionFailure, Grants, PluginLimits};
 use serde_json::{Value, json};
 
-use crate::support::{FakeApi, Reply, Sink, action, credential, grants_for, host, load, spec};
+use crate::support::{
+    FakeApi, Reply, Sink, action, credential, grants_for, host, load, plain_http_to, spec,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_out_posts_the_action_with_its_idempotency_key() {
@@ -245,14 +247,6 @@ async fn get(grants: Grants, limits: PluginLimits, url: &str) -> Result<String, 
         .map(|done| done.summary)
 }
 
-fn grants_for_api(api: &FakeApi) -> Grants {
-    Grants {
-        http_hosts: vec![api.addr.to_string()],
-        allow_plain_http: true,
-        ..Grants::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redirect_is_the_plugins_to_read_not_followed() {
     let api = FakeApi::start(|seen, _| match seen.path.as_str() {
@@ -261,7 +255,7 @@ async fn a_redirect_is_the_plugins_to_read_not_followed() {
     })
     .await;
     let url = api.url("/moved");
-    let summary = get(grants_for_api(&api), PluginLimits::default(), &url)
+    let summary = get(plain_http_to(api.addr), PluginLimits::default(), &url)
         .await
         .unwrap();
     assert_eq!(summary, format!("GET {url} -> 302"));
@@ -277,7 +271,7 @@ async fn a_response_past_the_limit_is_refused_whether_its_length_is_declared_or_
     };
     // Declared: axum sends a content-length.
     let api = FakeApi::start(|_, _| Reply::status(200, &"x".repeat(4096))).await;
-    let failure = get(grants_for_api(&api), limits.clone(), &api.url("/big"))
+    let failure = get(plain_http_to(api.addr), limits.clone(), &api.url("/big"))
         .await
         .unwrap_err();
     assert!(
@@ -300,14 +294,13 @@ async fn a_response_past_the_limit_is_refused_whether_its_length_is_declared_or_
         response.push_str("0\r\n\r\n");
         let _ = socket.write_all(response.as_bytes()).await;
     });
-    let grants = Grants {
-        http_hosts: vec![addr.to_string()],
-        allow_plain_http: true,
-        ..Grants::default()
-    };
-    let failure = get(grants, limits, &format!("http://{addr}/stream"))
-        .await
-        .unwrap_err();
+    let failure = get(
+        plain_http_to(addr),
+        limits,
+        &format!("http://{addr}/stream"),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&failure, ActionFailure::Permanent(m) if m.contains("over the host's size limit")),
         "{failure:?}"
@@ -321,13 +314,8 @@ async fn a_refused_connection_is_transient_and_says_why() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let grants = Grants {
-        http_hosts: vec![addr.to_string()],
-        allow_plain_http: true,
-        ..Grants::default()
-    };
     let failure = get(
-        grants,
+        plain_http_to(addr),
         PluginLimits::default(),
         &format!("http://{addr}/hook"),
     )

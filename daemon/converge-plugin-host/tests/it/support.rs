@@ -108,8 +108,13 @@ pub fn spec(file: &str, grants: Grants, limits: PluginLimits) -> PluginSpec {
 
 /// Grants plain http to the sink's `127.0.0.1:port`.
 pub fn grants_for(sink: &Sink) -> Grants {
+    plain_http_to(sink.addr)
+}
+
+/// Plain http to `addr` and nothing else.
+pub fn plain_http_to(addr: SocketAddr) -> Grants {
     Grants {
-        http_hosts: vec![sink.authority()],
+        http_hosts: vec![addr.to_string()],
         allow_plain_http: true,
         credentials: BTreeMap::new(),
         unset_credentials: BTreeMap::new(),
