@@ -1,7 +1,7 @@
 //! Retention (`storage.retention`): the oldest processed events nothing
 //! needs any more, removed with everything recorded about them.
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, params};
 
 use crate::StoreError;
 use crate::records::{PruneCandidate, PrunePage};
@@ -54,8 +54,9 @@ const NEEDED: &str = "(EXISTS (SELECT 1 FROM decisions d JOIN actions a ON a.dec
 /// again here: the page was read outside this transaction), with its
 /// decisions, actions and their history, rule failures and notes, gate
 /// overrides, released held sends and closed timers. Metric samples and
-/// entity states stay. Returns how many events went.
-pub(super) fn prune(tx: &Transaction<'_>, seqs: &[i64]) -> Result<usize, StoreError> {
+/// entity states stay. Returns how many events went. `tx` is in the
+/// write's transaction.
+pub(super) fn prune(tx: &Connection, seqs: &[i64]) -> Result<usize, StoreError> {
     let check = format!(
         "SELECT e.processed_at_ms IS NOT NULL AND NOT {NEEDED} FROM events e WHERE e.seq = ?1"
     );

@@ -1,6 +1,6 @@
 //! The SQLite write: one batch, one transaction, one fsync.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CURSOR};
 use crate::StoreError;
@@ -20,58 +20,95 @@ pub(super) fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<WriteRe
         return Err(StoreError::NotShared);
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let result = write_in(&mut Statements::new(&tx), batch)?;
+    tx.commit()?;
+    Ok(result)
+}
+
+fn write_in(w: &mut Statements<'_>, batch: &WriteBatch) -> Result<WriteResult, StoreError> {
     let mut result = WriteResult {
         appended: Vec::with_capacity(batch.appends.len()),
         fired: Vec::with_capacity(batch.fired_timers.len()),
         ..WriteResult::default()
     };
     for event in &batch.appends {
-        result.appended.push(append(&tx, event)?);
+        result.appended.push(append(w, event)?);
     }
     let mut cursor = None;
     let instance: i64 = if batch.processed.is_empty() {
         0
     } else {
-        tx.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        w.get("SELECT value FROM meta WHERE key = ?1")?
             .query_row([INSTANCE], |row| row.get(0))?
     };
     let mut rule_versions = RuleVersions::default();
     for processed in &batch.processed {
-        record_processed(&tx, processed, instance, &mut rule_versions, &mut result)?;
+        record_processed(w, processed, instance, &mut rule_versions, &mut result)?;
         cursor = cursor.max(Some(processed.seq));
     }
     if let Some(seq) = cursor {
-        tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = ?2")?
+        w.get("UPDATE meta SET value = max(value, ?1) WHERE key = ?2")?
             .execute(params![seq, PROCESSED_CURSOR])?;
     }
     for fired in &batch.fired_timers {
-        result.fired.push(fire_timer(&tx, fired)?);
+        result.fired.push(fire_timer(w, fired)?);
     }
     for skipped in &batch.skipped_timers {
-        result.timers_skipped += skip_timer(&tx, skipped)?;
+        result.timers_skipped += skip_timer(w, skipped)?;
     }
-    result.dead_lettered = record_outcomes(&tx, &batch.outcomes)?;
+    result.dead_lettered = record_outcomes(w, &batch.outcomes)?;
     for change in &batch.dead_letters {
-        result.dead_letters.push(change_dead_letter(&tx, change)?);
+        result.dead_letters.push(change_dead_letter(w, change)?);
     }
     for state in &batch.source_state {
-        tx.prepare_cached(
+        w.get(
             "INSERT INTO source_state (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value,
                                                  updated_at_ms = excluded.updated_at_ms",
         )?
         .execute(params![state.key, state.value, state.updated_at_ms])?;
     }
-    result.pruned = super::prune::prune(&tx, &batch.prune)?;
-    tx.commit()?;
+    result.pruned = super::prune::prune(w.conn, &batch.prune)?;
     Ok(result)
+}
+
+/// The statements of one transaction, each taken from the connection's
+/// cache once and kept for every row of the batch. `prepare_cached` hashes
+/// the SQL and moves the statement out of the cache and back on each call,
+/// about 4% of the journal writer's CPU when called per row.
+struct Statements<'c> {
+    conn: &'c Connection,
+    taken: Vec<(&'static str, CachedStatement<'c>)>,
+}
+
+impl<'c> Statements<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Statements {
+            conn,
+            taken: Vec::with_capacity(16),
+        }
+    }
+
+    /// The statement for `sql`, a literal: found by its address, which is
+    /// cheaper than hashing its text.
+    fn get(&mut self, sql: &'static str) -> rusqlite::Result<&mut CachedStatement<'c>> {
+        let at = match self.taken.iter().position(|(s, _)| std::ptr::eq(*s, sql)) {
+            Some(at) => at,
+            None => {
+                let statement = self.conn.prepare_cached(sql)?;
+                self.taken.push((sql, statement));
+                self.taken.len() - 1
+            }
+        };
+        Ok(&mut self.taken[at].1)
+    }
 }
 
 /// `changes()` and `last_insert_rowid()` rather than `RETURNING seq`: RETURNING
 /// builds a temporary table per row, which measured ~25% slower on the journal.
-fn append(tx: &Transaction<'_>, event: &NewEvent) -> Result<Appended, StoreError> {
-    let inserted = tx
-        .prepare_cached(
+fn append(w: &mut Statements<'_>, event: &NewEvent) -> Result<Appended, StoreError> {
+    let inserted = w
+        .get(
             "INSERT INTO events (source, id, hook, type, subject, json, received_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (id, source, hook) DO NOTHING",
@@ -87,11 +124,11 @@ fn append(tx: &Transaction<'_>, event: &NewEvent) -> Result<Appended, StoreError
         ])?;
     if inserted == 1 {
         return Ok(Appended::New {
-            seq: tx.last_insert_rowid(),
+            seq: w.conn.last_insert_rowid(),
         });
     }
-    let seq = tx
-        .prepare_cached("SELECT seq FROM events WHERE id = ?1 AND source = ?2 AND hook = ?3")?
+    let seq = w
+        .get("SELECT seq FROM events WHERE id = ?1 AND source = ?2 AND hook = ?3")?
         .query_row(
             params![event.id, event.source, event.hook_column()],
             |row| row.get(0),
@@ -102,35 +139,34 @@ fn append(tx: &Transaction<'_>, event: &NewEvent) -> Result<Appended, StoreError
 /// Marks the timer fired and journals its event, or does nothing (`None`) if
 /// the timer is no longer pending: the status check and the event's unique
 /// `(source, id)` are what make a timer fire once.
-fn fire_timer(tx: &Transaction<'_>, fired: &FiredTimer) -> Result<Option<Appended>, StoreError> {
-    let claimed = tx
-        .prepare_cached(
+fn fire_timer(w: &mut Statements<'_>, fired: &FiredTimer) -> Result<Option<Appended>, StoreError> {
+    let claimed = w
+        .get(
             "UPDATE timers SET status = 'fired', closed_at_ms = ?1
              WHERE id = ?2 AND status = 'pending'",
         )?
         .execute(params![fired.fired_at_ms, fired.timer_id])?;
     if claimed == 0 {
-        let exists = tx
-            .prepare_cached("SELECT 1 FROM timers WHERE id = ?1")?
+        let exists = w
+            .get("SELECT 1 FROM timers WHERE id = ?1")?
             .exists(params![fired.timer_id])?;
         if !exists {
             return Err(StoreError::UnknownTimer { id: fired.timer_id });
         }
         return Ok(None);
     }
-    let appended = append(tx, &fired.event)?;
-    tx.prepare_cached("UPDATE timers SET fired_seq = ?1 WHERE id = ?2")?
+    let appended = append(w, &fired.event)?;
+    w.get("UPDATE timers SET fired_seq = ?1 WHERE id = ?2")?
         .execute(params![appended.seq(), fired.timer_id])?;
     Ok(Some(appended))
 }
 
-fn skip_timer(tx: &Transaction<'_>, skipped: &SkippedTimer) -> Result<usize, StoreError> {
-    Ok(tx
-        .prepare_cached(
-            "UPDATE timers SET status = 'skipped', closed_at_ms = ?1
+fn skip_timer(w: &mut Statements<'_>, skipped: &SkippedTimer) -> Result<usize, StoreError> {
+    Ok(w.get(
+        "UPDATE timers SET status = 'skipped', closed_at_ms = ?1
              WHERE id = ?2 AND status = 'pending'",
-        )?
-        .execute(params![skipped.skipped_at_ms, skipped.timer_id])?)
+    )?
+    .execute(params![skipped.skipped_at_ms, skipped.timer_id])?)
 }
 
 /// The ids of the rule versions (`rule_versions`) a batch's rows name,
@@ -144,23 +180,23 @@ struct RuleVersions<'a> {
 impl<'a> RuleVersions<'a> {
     fn id(
         &mut self,
-        tx: &Transaction<'_>,
+        w: &mut Statements<'_>,
         rule: &'a str,
         hash: &'a str,
     ) -> Result<i64, StoreError> {
         if let Some((_, _, id)) = self.known.iter().find(|(r, h, _)| *r == rule && *h == hash) {
             return Ok(*id);
         }
-        let found: Option<i64> = tx
-            .prepare_cached("SELECT id FROM rule_versions WHERE rule = ?1 AND hash = ?2")?
+        let found: Option<i64> = w
+            .get("SELECT id FROM rule_versions WHERE rule = ?1 AND hash = ?2")?
             .query_row(params![rule, hash], |row| row.get(0))
             .optional()?;
         let id = match found {
             Some(id) => id,
             None => {
-                tx.prepare_cached("INSERT INTO rule_versions (rule, hash) VALUES (?1, ?2)")?
+                w.get("INSERT INTO rule_versions (rule, hash) VALUES (?1, ?2)")?
                     .execute(params![rule, hash])?;
-                tx.last_insert_rowid()
+                w.conn.last_insert_rowid()
             }
         };
         self.known.push((rule, hash, id));
@@ -169,15 +205,15 @@ impl<'a> RuleVersions<'a> {
 }
 
 fn insert_timer<'a>(
-    tx: &Transaction<'_>,
+    w: &mut Statements<'_>,
     seq: i64,
     timer: &'a NewTimer,
     rule_versions: &mut RuleVersions<'a>,
 ) -> Result<(), StoreError> {
     let (kind, expect_type) = timer_kind_columns(&timer.kind);
     let catch_up = catch_up_name(timer.catch_up);
-    let rule_version = rule_versions.id(tx, &timer.rule, &timer.rule_hash)?;
-    tx.prepare_cached(
+    let rule_version = rule_versions.id(w, &timer.rule, &timer.rule_hash)?;
+    w.get(
         "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
                              catch_up, rule_version, created_by_seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -198,7 +234,7 @@ fn insert_timer<'a>(
 
 /// `instance` is the database's, which each new action keeps.
 fn record_processed<'a>(
-    tx: &Transaction<'_>,
+    w: &mut Statements<'_>,
     processed: &'a ProcessedEvent,
     instance: i64,
     rule_versions: &mut RuleVersions<'a>,
@@ -206,15 +242,15 @@ fn record_processed<'a>(
 ) -> Result<(), StoreError> {
     let actions = &mut result.actions;
     let seq = processed.seq;
-    let marked = tx
-        .prepare_cached(
+    let marked = w
+        .get(
             "UPDATE events SET processed_at_ms = ?1
              WHERE seq = ?2 AND processed_at_ms IS NULL",
         )?
         .execute(params![processed.processed_at_ms, seq])?;
     if marked == 0 {
-        let exists = tx
-            .prepare_cached("SELECT 1 FROM events WHERE seq = ?1")?
+        let exists = w
+            .get("SELECT 1 FROM events WHERE seq = ?1")?
             .exists(params![seq])?;
         return Err(if exists {
             StoreError::AlreadyProcessed { seq }
@@ -224,7 +260,7 @@ fn record_processed<'a>(
     }
 
     if let Some(entity) = &processed.entity {
-        tx.prepare_cached(
+        w.get(
             "INSERT INTO entities (key, state, updated_at_ms, open_spans) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (key) DO UPDATE
              SET state = excluded.state, updated_at_ms = excluded.updated_at_ms,
@@ -241,9 +277,9 @@ fn record_processed<'a>(
     let mut bodies = crate::decision_body::EventBodies::default();
     for new in &processed.decisions {
         let decision = &new.decision;
-        let rule_version = rule_versions.id(tx, &decision.rule, &decision.rule_hash)?;
-        let decision_id = tx
-            .prepare_cached(
+        let rule_version = rule_versions.id(w, &decision.rule, &decision.rule_hash)?;
+        let decision_id = w
+            .get(
                 "INSERT INTO decisions (event_seq, rule_version, kind, body, shadow)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -256,7 +292,7 @@ fn record_processed<'a>(
             ])?;
         for action in &new.actions {
             // Not `RETURNING`: it builds a temporary table per row (see `append`).
-            tx.prepare_cached(
+            w.get(
                 "INSERT INTO actions
                  (decision_id, event_seq, route, plugin, payload_key, created_at_ms, instance)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -270,8 +306,8 @@ fn record_processed<'a>(
                 processed.processed_at_ms,
                 instance
             ])?;
-            let id = tx.last_insert_rowid();
-            tx.prepare_cached("INSERT INTO action_payloads (action_id, payload) VALUES (?1, ?2)")?
+            let id = w.conn.last_insert_rowid();
+            w.get("INSERT INTO action_payloads (action_id, payload) VALUES (?1, ?2)")?
                 .execute(params![id, action.payload_json])?;
             actions.push(PendingAction::created(
                 id,
@@ -284,15 +320,15 @@ fn record_processed<'a>(
         }
     }
 
-    insert_samples(tx, seq, &processed.samples)?;
+    insert_samples(w, seq, &processed.samples)?;
 
     for note in &processed.rule_notes {
-        tx.prepare_cached("INSERT INTO rule_notes (event_seq, rule, message) VALUES (?1, ?2, ?3)")?
+        w.get("INSERT INTO rule_notes (event_seq, rule, message) VALUES (?1, ?2, ?3)")?
             .execute(params![seq, note.rule, note.message])?;
     }
 
     for failure in &processed.rule_failures {
-        tx.prepare_cached(
+        w.get(
             "INSERT INTO rule_failures (event_seq, rule, rule_hash, message)
              VALUES (?1, ?2, ?3, ?4)",
         )?
@@ -305,18 +341,18 @@ fn record_processed<'a>(
     }
 
     if let Some(arrival) = &processed.cancel_expects {
-        result.timers_cancelled += cancel_expects(tx, arrival, processed.processed_at_ms)?;
+        result.timers_cancelled += cancel_expects(w, arrival, processed.processed_at_ms)?;
     }
     for timer in &processed.timers {
-        insert_timer(tx, seq, timer, rule_versions)?;
+        insert_timer(w, seq, timer, rule_versions)?;
     }
     result.timers_created += processed.timers.len();
     for event in &processed.emits {
-        let appended = append(tx, event)?;
+        let appended = append(w, event)?;
         result.emitted.push(appended);
     }
     for change in &processed.gate_changes {
-        record_gate_change(tx, seq, processed.processed_at_ms, change)?;
+        record_gate_change(w, seq, processed.processed_at_ms, change)?;
     }
     Ok(())
 }
@@ -326,12 +362,12 @@ fn record_processed<'a>(
 /// changes, would build a temporary table of row ids on every event,
 /// though almost always no expect is waiting.
 fn cancel_expects(
-    tx: &Transaction<'_>,
+    w: &mut Statements<'_>,
     arrival: &ExpectedArrival,
     at_ms: i64,
 ) -> Result<usize, StoreError> {
-    let waiting: Vec<i64> = tx
-        .prepare_cached(
+    let waiting: Vec<i64> = w
+        .get(
             "SELECT id FROM timers
              WHERE entity = ?1 AND status = 'pending' AND expect_type = ?2",
         )?
@@ -341,8 +377,8 @@ fn cancel_expects(
         .collect::<Result<_, _>>()?;
     let mut cancelled = 0;
     for id in waiting {
-        cancelled += tx
-            .prepare_cached(
+        cancelled += w
+            .get(
                 "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1
                  WHERE id = ?2 AND status = 'pending'",
             )?
@@ -352,7 +388,7 @@ fn cancel_expects(
 }
 
 fn record_gate_change(
-    tx: &Transaction<'_>,
+    w: &mut Statements<'_>,
     seq: i64,
     at_ms: i64,
     change: &GateChange,
@@ -364,7 +400,7 @@ fn record_gate_change(
             rule,
             reason,
         } => {
-            tx.prepare_cached(
+            w.get(
                 "INSERT INTO held_sends (campaign, channel, event_seq, rule, reason, held_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (event_seq, channel) DO NOTHING",
@@ -376,7 +412,7 @@ fn record_gate_change(
             channel,
             by,
         } => {
-            tx.prepare_cached(
+            w.get(
                 "UPDATE held_sends
                  SET status = 'released', released_seq = ?1, released_at_ms = ?2, released_by = ?3
                  WHERE campaign = ?4 AND channel = ?5 AND status = 'held'",
@@ -390,7 +426,7 @@ fn record_gate_change(
             reason,
             released,
         } => {
-            tx.prepare_cached(
+            w.get(
                 "INSERT INTO gate_overrides (campaign, channel, by, reason, event_seq, released, at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
@@ -409,22 +445,25 @@ fn record_gate_change(
 }
 
 /// Returns how many actions went to the dead letters.
-fn record_outcomes(tx: &Transaction<'_>, outcomes: &[ActionOutcome]) -> Result<usize, StoreError> {
+fn record_outcomes(
+    w: &mut Statements<'_>,
+    outcomes: &[ActionOutcome],
+) -> Result<usize, StoreError> {
     let (mut done, mut dead_lettered) = (0_i64, 0_i64);
     for outcome in outcomes {
         let detail = Some(outcome.detail.as_str()).filter(|d| !d.is_empty());
         let changed = match &outcome.result {
             OutcomeKind::Done { external_id } => {
-                let changed = finish(tx, outcome, "done", detail, external_id.as_deref())?;
+                let changed = finish(w, outcome, "done", detail, external_id.as_deref())?;
                 done += changed as i64;
                 changed
             }
             OutcomeKind::DeadLetter => {
-                let changed = finish(tx, outcome, "dead_letter", detail, None)?;
+                let changed = finish(w, outcome, "dead_letter", detail, None)?;
                 if changed {
                     dead_lettered += 1;
                     add_history(
-                        tx,
+                        w,
                         outcome.action_id,
                         outcome.finished_at_ms,
                         "dead_lettered",
@@ -437,7 +476,7 @@ fn record_outcomes(tx: &Transaction<'_>, outcomes: &[ActionOutcome]) -> Result<u
             }
             OutcomeKind::Retry { next_attempt_at_ms } => {
                 let changed =
-                    tx.prepare_cached(
+                    w.get(
                         "UPDATE actions SET attempts = ?1, next_attempt_at_ms = ?2, detail = ?3
                          WHERE id = ?4 AND status = 'pending'",
                     )?
@@ -449,7 +488,7 @@ fn record_outcomes(tx: &Transaction<'_>, outcomes: &[ActionOutcome]) -> Result<u
                     ])? == 1;
                 if changed {
                     add_history(
-                        tx,
+                        w,
                         outcome.action_id,
                         outcome.finished_at_ms,
                         "attempt_failed",
@@ -463,8 +502,8 @@ fn record_outcomes(tx: &Transaction<'_>, outcomes: &[ActionOutcome]) -> Result<u
         };
         if !changed {
             let id = outcome.action_id;
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM actions WHERE id = ?1")?
+            let exists = w
+                .get("SELECT 1 FROM actions WHERE id = ?1")?
                 .exists(params![id])?;
             if !exists {
                 return Err(StoreError::UnknownAction { id });
@@ -475,14 +514,14 @@ fn record_outcomes(tx: &Transaction<'_>, outcomes: &[ActionOutcome]) -> Result<u
             );
         }
     }
-    bump_counters(tx, done, dead_lettered)?;
+    bump_counters(w, done, dead_lettered)?;
     Ok(usize::try_from(dead_lettered).unwrap_or(0))
 }
 
-fn bump_counters(tx: &Transaction<'_>, done: i64, dead_lettered: i64) -> Result<(), StoreError> {
+fn bump_counters(w: &mut Statements<'_>, done: i64, dead_lettered: i64) -> Result<(), StoreError> {
     for (key, finished) in [(ACTIONS_DONE, done), (ACTIONS_DEAD_LETTERED, dead_lettered)] {
         if finished > 0 {
-            tx.prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = ?2")?
+            w.get("UPDATE meta SET value = value + ?1 WHERE key = ?2")?
                 .execute(params![finished, key])?;
         }
     }
@@ -490,7 +529,7 @@ fn bump_counters(tx: &Transaction<'_>, done: i64, dead_lettered: i64) -> Result<
 }
 
 fn add_history(
-    tx: &Transaction<'_>,
+    w: &mut Statements<'_>,
     action_id: i64,
     at_ms: i64,
     kind: &str,
@@ -498,7 +537,7 @@ fn add_history(
     detail: Option<&str>,
     by_and_reason: Option<(&str, &str)>,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
+    w.get(
         "INSERT INTO action_history (action_id, at_ms, kind, attempts, detail, by, reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
@@ -516,11 +555,11 @@ fn add_history(
 
 /// Retries or drops a dead letter, only while it is one.
 fn change_dead_letter(
-    tx: &Transaction<'_>,
+    w: &mut Statements<'_>,
     change: &DeadLetterChange,
 ) -> Result<DeadLetterOutcome, StoreError> {
-    let found = tx
-        .prepare_cached("SELECT status, attempts FROM actions WHERE id = ?1")?
+    let found = w
+        .get("SELECT status, attempts FROM actions WHERE id = ?1")?
         .query_row(params![change.action_id], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?))
         })
@@ -534,8 +573,8 @@ fn change_dead_letter(
     let who = Some((change.by.as_str(), change.reason.as_str()));
     match change.op {
         DeadLetterOp::Retry => {
-            let action = tx
-                .prepare_cached(
+            let action = w
+                .get(
                     "UPDATE actions
                      SET status = 'pending', attempts = 0, next_attempt_at_ms = NULL,
                          finished_at_ms = NULL
@@ -559,7 +598,7 @@ fn change_dead_letter(
                     })
                 })?;
             add_history(
-                tx,
+                w,
                 change.action_id,
                 change.at_ms,
                 "retried",
@@ -570,13 +609,11 @@ fn change_dead_letter(
             Ok(DeadLetterOutcome::Retried(action))
         }
         DeadLetterOp::Drop => {
-            tx.prepare_cached(
-                "UPDATE actions SET status = 'dropped', finished_at_ms = ?1 WHERE id = ?2",
-            )?
-            .execute(params![change.at_ms, change.action_id])?;
-            drop_payload(tx, change.action_id)?;
+            w.get("UPDATE actions SET status = 'dropped', finished_at_ms = ?1 WHERE id = ?2")?
+                .execute(params![change.at_ms, change.action_id])?;
+            drop_payload(w, change.action_id)?;
             add_history(
-                tx,
+                w,
                 change.action_id,
                 change.at_ms,
                 "dropped",
@@ -591,14 +628,14 @@ fn change_dead_letter(
 
 /// Moves a pending action to its final `status`; false if it was not pending.
 fn finish(
-    tx: &Transaction<'_>,
+    w: &mut Statements<'_>,
     outcome: &ActionOutcome,
     status: &str,
     detail: Option<&str>,
     external_id: Option<&str>,
 ) -> Result<bool, StoreError> {
-    let changed = tx
-        .prepare_cached(
+    let changed = w
+        .get(
             "UPDATE actions
              SET status = ?1, attempts = ?2, detail = ?3, external_id = ?4,
                  next_attempt_at_ms = NULL, finished_at_ms = ?5
@@ -613,25 +650,25 @@ fn finish(
             outcome.action_id
         ])?;
     if changed == 1 && status == "done" {
-        drop_payload(tx, outcome.action_id)?;
+        drop_payload(w, outcome.action_id)?;
     }
     Ok(changed == 1)
 }
 
 /// An action done or dropped never runs again: its payload goes.
-fn drop_payload(tx: &Transaction<'_>, action_id: i64) -> Result<(), StoreError> {
-    tx.prepare_cached("DELETE FROM action_payloads WHERE action_id = ?1")?
+fn drop_payload(w: &mut Statements<'_>, action_id: i64) -> Result<(), StoreError> {
+    w.get("DELETE FROM action_payloads WHERE action_id = ?1")?
         .execute([action_id])?;
     Ok(())
 }
 
 fn insert_samples(
-    tx: &rusqlite::Transaction<'_>,
+    w: &mut Statements<'_>,
     seq: i64,
     samples: &[converge_model::Sample],
 ) -> Result<(), StoreError> {
     for (n, sample) in samples.iter().enumerate() {
-        tx.prepare_cached(
+        w.get(
             "INSERT INTO metric_samples
              (event_seq, n, metric, at_ms, week, value, entity, campaign, owner, channel, stage)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -660,18 +697,20 @@ pub(super) fn replace_samples(
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute("DELETE FROM metric_samples", [])?;
+    let mut w = Statements::new(&tx);
     for (seq, samples) in samples {
-        insert_samples(&tx, *seq, samples)?;
+        insert_samples(&mut w, *seq, samples)?;
     }
     for entity in entities {
         let key = format!("{}/{}", entity.kind, entity.id);
-        tx.prepare_cached("UPDATE entities SET state = ?1, open_spans = ?2 WHERE key = ?3")?
+        w.get("UPDATE entities SET state = ?1, open_spans = ?2 WHERE key = ?3")?
             .execute(params![
                 serde_json::to_string(entity)?,
                 OpenSpan::bits_of(entity),
                 key
             ])?;
     }
+    drop(w);
     tx.commit()?;
     Ok(())
 }
