@@ -24,12 +24,12 @@
 
 mod commits;
 mod console;
-mod cpu;
 mod database;
 mod gate;
 mod months;
 mod report_scale;
 mod soak;
+mod usage;
 
 /// The admin token of the daemons this tool starts.
 pub const ADMIN_TOKEN: &str = "converge-load-admin-token-0123456789";
@@ -45,11 +45,11 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
 use commits::Commits;
-use cpu::CpuUse;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use usage::Usage;
 
 #[derive(Parser, Debug)]
 #[command(about = "Load test a converge daemon over HTTP")]
@@ -226,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
         .build_http();
     let requests = args.events.div_ceil(args.batch);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let cpu_before: Option<Vec<CpuUse>> = daemons.iter().map(Daemon::cpu).collect();
+    let cpu_before: Option<Vec<Usage>> = daemons.iter().map(Daemon::cpu).collect();
     let commits_before = commit_readings(&client, &daemons).await;
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
@@ -320,10 +320,10 @@ async fn main() -> anyhow::Result<()> {
     let peak_rss = daemons.iter().filter_map(Daemon::peak_rss_kib).max();
     // Everything the daemons did for the events: intake, rules, and the
     // actions when there are any, as they are waited for above.
-    let cpu_after: Option<Vec<CpuUse>> = daemons.iter().map(Daemon::cpu).collect();
+    let cpu_after: Option<Vec<Usage>> = daemons.iter().map(Daemon::cpu).collect();
     let cpu = cpu_before
         .zip(cpu_after)
-        .map(|(before, after)| CpuUse::sum(&after).since(&CpuUse::sum(&before)));
+        .map(|(before, after)| Usage::sum(&after).since(&Usage::sum(&before)));
     let commits = commits_before
         .zip(commit_readings(&client, &daemons).await)
         .map(|(before, after)| Commits::sum(&after).since(&Commits::sum(&before)));
@@ -430,7 +430,7 @@ fn commits_line(commits: Option<&Commits>, events: usize) -> String {
 }
 
 /// The daemons' CPU time for the run, per event, in all and by thread.
-fn cpu_line(cpu: Option<&CpuUse>, events: usize) -> String {
+fn cpu_line(cpu: Option<&Usage>, events: usize) -> String {
     match cpu {
         Some(cpu) => cpu.lines(events),
         None => "daemon CPU: unknown (no /proc)".into(),
@@ -618,8 +618,8 @@ impl Daemon {
     }
 
     /// CPU time the daemon has used so far, in all and by thread.
-    fn cpu(&self) -> Option<CpuUse> {
-        CpuUse::of_process(self.child.id())
+    fn cpu(&self) -> Option<Usage> {
+        Usage::of_process(self.child.id())
     }
 
     /// SIGKILL: no chance to clean up.

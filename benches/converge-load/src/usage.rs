@@ -1,23 +1,28 @@
-//! The daemons' CPU time, read from `/proc`: in all, and by thread, so a
-//! run shows which stage (intake and plugins on the tokio workers, the
-//! journal writer, the processor) an event's CPU went to. A stage's share
-//! is far less noisy than requests per second on a busy machine, so
-//! comparing two builds by it needs fewer runs.
+//! What the daemons used, read from `/proc`: CPU time in all and by
+//! thread, so a run shows which stage (intake and plugins on the tokio
+//! workers, the journal writer, the processor) an event's CPU went to, and
+//! the bytes they wrote to storage. A stage's share is far less noisy than
+//! requests per second on a busy machine, so comparing two builds by it
+//! needs fewer runs. The bytes written (WAL frames, checkpoints, logs) are
+//! what the kernel then spends CPU writing back, outside the daemon's time.
 
 use std::collections::BTreeMap;
 
-/// CPU time used so far, in milliseconds.
+/// CPU time used so far, in milliseconds, and bytes written.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct CpuUse {
+pub struct Usage {
     /// The whole process, threads that ended included.
     pub total_ms: f64,
     /// Threads alive when read, summed by stage (see [`stage`]).
     pub by_stage: BTreeMap<&'static str, f64>,
+    /// Bytes the process sent toward storage (`write_bytes` of
+    /// `/proc/<pid>/io`); `None` where the kernel does not account them.
+    pub written_bytes: Option<f64>,
 }
 
-impl CpuUse {
+impl Usage {
     /// What a process (`/proc/<pid>`) has used so far; `None` without `/proc`.
-    pub fn of_process(pid: u32) -> Option<CpuUse> {
+    pub fn of_process(pid: u32) -> Option<Usage> {
         let total_ms = stat_cpu_ms(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
         let mut by_stage = BTreeMap::new();
         // A thread may end between listing and reading: it is skipped, and
@@ -33,35 +38,50 @@ impl CpuUse {
                 *by_stage.entry(stage(name)).or_insert(0.0) += ms;
             }
         }
-        Some(CpuUse { total_ms, by_stage })
+        let written_bytes = std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| io_written_bytes(&io));
+        Some(Usage {
+            total_ms,
+            by_stage,
+            written_bytes,
+        })
     }
 
     /// Several daemons' use added up.
-    pub fn sum<'a>(all: impl IntoIterator<Item = &'a CpuUse>) -> CpuUse {
-        let mut sum = CpuUse::default();
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a Usage>) -> Usage {
+        let mut sum = Usage {
+            written_bytes: Some(0.0),
+            ..Usage::default()
+        };
         for one in all {
             sum.total_ms += one.total_ms;
             for (stage, ms) in &one.by_stage {
                 *sum.by_stage.entry(stage).or_insert(0.0) += ms;
             }
+            sum.written_bytes = sum.written_bytes.zip(one.written_bytes).map(|(a, b)| a + b);
         }
         sum
     }
 
     /// What was used between `before` and `self`. A stage whose threads
     /// started during the run counts from zero.
-    pub fn since(&self, before: &CpuUse) -> CpuUse {
-        CpuUse {
+    pub fn since(&self, before: &Usage) -> Usage {
+        Usage {
             total_ms: self.total_ms - before.total_ms,
             by_stage: self
                 .by_stage
                 .iter()
                 .map(|(stage, ms)| (*stage, ms - before.by_stage.get(stage).unwrap_or(&0.0)))
                 .collect(),
+            written_bytes: self
+                .written_bytes
+                .zip(before.written_bytes)
+                .map(|(after, before)| after - before),
         }
     }
 
-    /// The two report lines: the total per event, then each stage's.
+    /// The report lines: the CPU per event, each stage's, the bytes written.
     pub fn lines(&self, events: usize) -> String {
         let per_event = |ms: f64| ms / events.max(1) as f64;
         let staged: f64 = self.by_stage.values().sum();
@@ -76,9 +96,18 @@ impl CpuUse {
             .filter(|(_, ms)| per_event(*ms).abs() >= 0.0005)
             .map(|(stage, ms)| format!("{stage} {:.3}", per_event(ms)))
             .collect();
+        let written = match self.written_bytes {
+            Some(bytes) => format!(
+                "{:.1} KB per event ({:.0} MB; the WAL, checkpoints and logs)",
+                per_event(bytes) / 1000.0,
+                bytes / 1e6
+            ),
+            None => "unknown (no I/O accounting in /proc)".into(),
+        };
         format!(
             "daemon CPU (user + system, all daemons): {:.3} ms per event ({:.0} ms for {events} events)\n\
-             daemon CPU by thread, ms per event: {}",
+             daemon CPU by thread, ms per event: {}\n\
+             daemon writes to storage: {written}",
             per_event(self.total_ms),
             self.total_ms,
             stages.join(", ")
@@ -99,6 +128,14 @@ pub fn stage(thread: &str) -> &'static str {
         .iter()
         .find(|(prefix, _)| thread.starts_with(prefix))
         .map_or("other threads", |(_, stage)| stage)
+}
+
+/// `write_bytes` of a `/proc/<pid>/io` text.
+fn io_written_bytes(io: &str) -> Option<f64> {
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(|bytes| bytes as f64)
 }
 
 /// The thread's name: the second field of `stat`, in parentheses, which
@@ -146,11 +183,12 @@ mod tests {
 
     #[test]
     fn a_run_is_the_difference_and_ended_threads_are_the_rest() {
-        let before = CpuUse {
+        let before = Usage {
             total_ms: 100.0,
             by_stage: BTreeMap::from([("processor", 40.0), ("tokio workers", 60.0)]),
+            written_bytes: Some(1_000_000.0),
         };
-        let after = CpuUse {
+        let after = Usage {
             total_ms: 400.0,
             by_stage: BTreeMap::from([
                 ("processor", 140.0),
@@ -158,6 +196,7 @@ mod tests {
                 ("journal writer", 50.0),
                 ("other threads", 0.1),
             ]),
+            written_bytes: Some(17_400_000.0),
         };
         let run = after.since(&before);
         assert_eq!(run.total_ms, 300.0);
@@ -167,14 +206,35 @@ mod tests {
             run.lines(1000),
             "daemon CPU (user + system, all daemons): 0.300 ms per event (300 ms for 1000 events)\n\
              daemon CPU by thread, ms per event: journal writer 0.050, processor 0.100, \
-             tokio workers 0.100, ended threads 0.050"
+             tokio workers 0.100, ended threads 0.050\n\
+             daemon writes to storage: 16.4 KB per event (16 MB; the WAL, checkpoints and logs)"
         );
-        assert_eq!(CpuUse::sum([&run, &run]).total_ms, 600.0);
+        let both = Usage::sum([&run, &run]);
+        assert_eq!(both.total_ms, 600.0);
+        assert_eq!(both.written_bytes, Some(32_800_000.0));
+        let unaccounted = Usage {
+            written_bytes: None,
+            ..run.clone()
+        };
+        assert_eq!(Usage::sum([&run, &unaccounted]).written_bytes, None);
+        assert!(
+            unaccounted
+                .lines(1000)
+                .ends_with("daemon writes to storage: unknown (no I/O accounting in /proc)")
+        );
+    }
+
+    #[test]
+    fn the_bytes_written_are_read_from_the_io_file() {
+        let io = "rchar: 6976\nwchar: 120\nsyscr: 10\nsyscw: 2\nread_bytes: 0\n\
+                  write_bytes: 40960\ncancelled_write_bytes: 0\n";
+        assert_eq!(io_written_bytes(io), Some(40960.0));
+        assert_eq!(io_written_bytes("rchar: 1\n"), None);
     }
 
     #[test]
     fn this_process_is_read() {
-        let me = CpuUse::of_process(std::process::id()).expect("/proc on Linux");
+        let me = Usage::of_process(std::process::id()).expect("/proc on Linux");
         assert!(me.total_ms >= 0.0);
         assert!(!me.by_stage.is_empty(), "at least this thread is listed");
     }
