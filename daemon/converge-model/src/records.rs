@@ -42,7 +42,11 @@ pub enum GateChange {
 /// `event_type` about `entity`, unless it is an `expect` cancelled first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTimer {
-    /// The entity key (`kind/id`): the fired event's subject.
+    /// The entity key (`kind/id`): the fired event's subject, and the
+    /// subject of the event whose processing creates the timer (a rule
+    /// schedules for the entity its event is about). The SQLite store
+    /// lists an entity's timers through the events about it, so it
+    /// relies on this.
     pub entity: String,
     pub kind: TimerKind,
     /// The type of the event journaled when the timer fires.

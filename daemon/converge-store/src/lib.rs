@@ -480,7 +480,8 @@ pub trait Backend: Send {
     fn pending_timer_count(&self) -> Result<i64, StoreError>;
 
     /// The timers of one entity (`kind/id`), newest first, up to `limit`;
-    /// only the pending ones when `pending_only`.
+    /// only the pending ones when `pending_only`. Timers are found through
+    /// the events about the entity that created them ([`NewTimer::entity`]).
     fn entity_timers(
         &self,
         entity: &EntityKey,

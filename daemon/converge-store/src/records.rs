@@ -158,7 +158,8 @@ pub struct ProcessedEvent {
     /// What the rules printed, bounded by the caller.
     pub rule_notes: Vec<RuleNote>,
     pub processed_at_ms: i64,
-    /// Durable timers the decisions asked for; `created_by_seq` is `seq`.
+    /// Durable timers the decisions asked for; `created_by_seq` is `seq`,
+    /// and each one's entity is the event's subject.
     pub timers: Vec<NewTimer>,
     /// The arrival this event is, for the `expect` timers waiting for it.
     pub cancel_expects: Option<ExpectedArrival>,

@@ -339,8 +339,9 @@ impl Backend for SqliteStore {
         let rows = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {TIMER_COLUMNS} FROM timers
-                 WHERE entity = ?1 AND (?2 = 0 OR status = 'pending')
+                "SELECT {TIMER_COLUMNS} FROM timers INDEXED BY timers_by_creator
+                 WHERE created_by_seq IN (SELECT seq FROM events WHERE subject = ?1)
+                   AND entity = ?1 AND (?2 = 0 OR status = 'pending')
                  ORDER BY id DESC LIMIT ?3"
             ))?
             .query_map(

@@ -94,7 +94,7 @@ const MIGRATIONS: &[&str] = &[
     //
     // `timers_due` holds only pending timers, in due order: the scheduler's
     // next-due and due-now reads, and the pending count, stay as small as the
-    // backlog. `timers_by_entity` serves the listing of an entity's timers and
+    // backlog. `timers_by_entity` (until 17) serves the listing of an entity's timers and
     // the cancellation of its expects (entity, 'pending', expect_type) on every
     // event about it.
     "
@@ -504,6 +504,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX timers_by_entity ON timers (entity, status, expect_type);
     CREATE INDEX timers_by_creator ON timers (created_by_seq);
     CREATE INDEX timers_by_fired ON timers (fired_seq) WHERE fired_seq IS NOT NULL;
+    ",
+    // 17: `timers_by_entity` held every timer ever made, keyed by entity:
+    // each new timer went into it at a random place (a fifth of the pages
+    // a handoff's commit wrote). What needs the entity is the cancelling
+    // of pending expects, which `timers_expecting` serves and nothing else
+    // grows; an entity's timers are listed through the events about it
+    // (a timer's entity is its creating event's subject) and
+    // `timers_by_creator`.
+    "
+    DROP INDEX timers_by_entity;
+    CREATE INDEX timers_expecting ON timers (entity, expect_type)
+        WHERE status = 'pending' AND expect_type IS NOT NULL;
     ",
 ];
 
@@ -1191,6 +1203,95 @@ mod tests {
                 "{write}: {program:?}"
             );
         }
+        let problems = problems(&store);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    /// Version 17 keeps only pending expects in an index by entity: every
+    /// timer is still listed for its entity (through the events about it),
+    /// a pending expect is still cancelled by the event it waits for, and
+    /// the index of every timer by entity is gone.
+    #[test]
+    fn version_16_upgrades_in_place_to_an_index_of_pending_expects() {
+        use crate::records::{ExpectedArrival, ProcessedEvent, WriteBatch};
+        use crate::{Backend, NewEvent};
+
+        let (_dir, path) = database_at(16, |conn| {
+            conn.execute_batch(
+                "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                                     catch_up, rule_version, created_by_seq, status)
+                 VALUES ('task/T-1', 'schedule', 'task.late', '{}', NULL, 5000, 'skip',
+                         1, 1, 'fired'),
+                        ('task/T-1', 'expect', 'task.unapproved', '{}', 'task.approved',
+                         6000, 'fire_late', 1, 1, 'pending');",
+            )
+            .unwrap();
+        });
+        let mut store = opened(&path);
+        let indexes: Vec<String> = store
+            .conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'timers'")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            indexes.contains(&"timers_expecting".to_string()),
+            "{indexes:?}"
+        );
+        assert!(
+            !indexes.contains(&"timers_by_entity".to_string()),
+            "{indexes:?}"
+        );
+        let key = converge_model::EntityKey::parse("task/T-1").unwrap();
+        let listed = |store: &super::super::SqliteStore| -> Vec<(i64, String)> {
+            store
+                .entity_timers(&key, false, 10)
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.id, t.status))
+                .collect()
+        };
+        assert_eq!(
+            listed(&store),
+            [(2, "pending".to_string()), (1, "fired".to_string())]
+        );
+
+        let approved = NewEvent {
+            hook: None,
+            source: "/jira".into(),
+            id: "e-2".into(),
+            ty: "task.approved".into(),
+            subject: Some("task/T-1".into()),
+            json: r#"{"specversion":"1.0","id":"e-2","source":"/jira","type":"task.approved","subject":"task/T-1"}"#.into(),
+            received_at_ms: 3000,
+        };
+        store
+            .write(&WriteBatch {
+                appends: vec![approved],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        let written = store
+            .write(&WriteBatch {
+                processed: vec![ProcessedEvent {
+                    seq: 2,
+                    cancel_expects: Some(ExpectedArrival {
+                        entity: "task/T-1".into(),
+                        event_type: "task.approved".into(),
+                    }),
+                    processed_at_ms: 3000,
+                    ..ProcessedEvent::default()
+                }],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        assert_eq!(written.timers_cancelled, 1);
+        assert_eq!(
+            listed(&store),
+            [(2, "cancelled".to_string()), (1, "fired".to_string())]
+        );
         let problems = problems(&store);
         assert!(problems.is_empty(), "{problems:?}");
     }

@@ -322,6 +322,12 @@ fn record_processed<'a>(
 
     insert_samples(w, seq, &processed.samples)?;
 
+    // `entity_timers` finds timers through the events about their entity.
+    debug_assert!(processed.entity.as_ref().is_none_or(|entity| {
+        let key = entity.key().to_string();
+        processed.timers.iter().all(|timer| timer.entity == key)
+    }));
+
     for note in &processed.rule_notes {
         w.get("INSERT INTO rule_notes (event_seq, rule, message) VALUES (?1, ?2, ?3)")?
             .execute(params![seq, note.rule, note.message])?;
@@ -358,7 +364,7 @@ fn record_processed<'a>(
 }
 
 /// Cancels the pending expects `arrival` is, found first and then closed
-/// by id. One UPDATE searching `timers_by_entity`, whose `status` it
+/// by id. One UPDATE searching `timers_expecting`, whose `status` it
 /// changes, would build a temporary table of row ids on every event,
 /// though almost always no expect is waiting.
 fn cancel_expects(
@@ -368,7 +374,7 @@ fn cancel_expects(
 ) -> Result<usize, StoreError> {
     let waiting: Vec<i64> = w
         .get(
-            "SELECT id FROM timers
+            "SELECT id FROM timers INDEXED BY timers_expecting
              WHERE entity = ?1 AND status = 'pending' AND expect_type = ?2",
         )?
         .query_map(params![arrival.entity, arrival.event_type], |row| {

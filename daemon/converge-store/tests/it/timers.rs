@@ -67,7 +67,18 @@ fn processed_with(seq: i64, timers: Vec<NewTimer>) -> ProcessedEvent {
     }
 }
 
-/// One journaled event that created `timers`.
+/// Another event about `task/<entity_id>` (the events' subject is what a
+/// timer's entity is: the store lists an entity's timers through the
+/// events about it).
+fn event_about(id: &str, entity_id: &str) -> NewEvent {
+    let mut about = event("/jira", id);
+    let subject = format!("task/{entity_id}");
+    about.json = about.json.replace(&format!("task/{id}"), &subject);
+    about.subject = Some(subject);
+    about
+}
+
+/// One journaled event, about `task/T-1`, that created `timers`.
 fn store_with_timers(db: &TestDb, timers: Vec<NewTimer>) -> converge_store::Store {
     let mut store = db.open();
     store
@@ -168,11 +179,28 @@ fn the_expected_event_cancels_only_the_expects_waiting_for_it(db: &TestDb) {
         vec![
             expect("task/T-1", "task.approved", "task.unapproved", 3_000),
             expect("task/T-1", "task.assigned", "task.unassigned", 3_000),
-            expect("task/T-2", "task.approved", "task.unapproved", 3_000),
             timer("task/T-1", TimerKind::Schedule, "task.approved", 3_000),
         ],
     );
-    store.write(&appends(vec![event("/jira", "T-1b")])).unwrap();
+    // Another task waits for the same event type.
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-2")],
+            processed: vec![processed_with(
+                2,
+                vec![expect(
+                    "task/T-2",
+                    "task.approved",
+                    "task.unapproved",
+                    3_000,
+                )],
+            )],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    store
+        .write(&appends(vec![event_about("T-1b", "T-1")]))
+        .unwrap();
     let result = store
         .write(&WriteBatch {
             processed: vec![ProcessedEvent {
@@ -182,28 +210,30 @@ fn the_expected_event_cancels_only_the_expects_waiting_for_it(db: &TestDb) {
                 }),
                 // A new expect made by the very event that cancels: kept.
                 timers: vec![expect("task/T-1", "task.approved", "x", 9_000)],
-                ..processed_plain(2)
+                ..processed_plain(3)
             }],
             ..WriteBatch::default()
         })
         .unwrap();
     assert_eq!((result.timers_cancelled, result.timers_created), (1, 1));
-    let key = EntityKey::parse("task/T-1").unwrap();
-    let statuses: Vec<(i64, String)> = store
-        .entity_timers(&key, false, 10)
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.id, t.status))
-        .collect();
+    let statuses = |entity: &str| -> Vec<(i64, String)> {
+        store
+            .entity_timers(&EntityKey::parse(entity).unwrap(), false, 10)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.id, t.status))
+            .collect()
+    };
     assert_eq!(
-        statuses,
+        statuses("task/T-1"),
         vec![
             (5, "pending".into()),
-            (4, "pending".into()),
+            (3, "pending".into()),
             (2, "pending".into()),
             (1, "cancelled".into()),
         ]
     );
+    assert_eq!(statuses("task/T-2"), vec![(4, "pending".into())]);
     // A cancelled expect does not fire.
     assert_eq!(store.write(&fires(&[1])).unwrap().fired, vec![None]);
 }
@@ -279,29 +309,36 @@ fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db:
         })
     };
     store
-        .write(&appends(
-            (2..=4).map(|i| event("/jira", &format!("e-{i}"))).collect(),
-        ))
+        .write(&appends(vec![
+            event_about("e-2", "T-2"),
+            event_about("e-3", "T-1"),
+            event_about("e-4", "T-2"),
+            event_about("e-5", "T-1"),
+            event_about("e-6", "T-1"),
+        ]))
         .unwrap();
     let result = store
         .write(&WriteBatch {
             processed: vec![
                 ProcessedEvent {
-                    // Nothing of T-2 is pending yet: the expect seq 3
+                    // Nothing of T-2 is pending yet: the expect seq 4
                     // creates comes after this arrival.
                     cancel_expects: approved("task/T-2"),
-                    timers: vec![expect("task/T-1", "task.approved", "x", 9_000)],
                     processed_at_ms: 2_100,
                     ..processed_plain(2)
                 },
                 ProcessedEvent {
                     cancel_expects: approved("task/T-1"),
-                    timers: vec![
-                        expect("task/T-1", "task.approved", "x", 9_000),
-                        expect("task/T-2", "task.approved", "x", 9_000),
-                    ],
+                    timers: vec![expect("task/T-1", "task.approved", "x", 9_000)],
                     processed_at_ms: 2_200,
                     ..processed_plain(3)
+                },
+                ProcessedEvent {
+                    // Its own new expect is not what it arrives for.
+                    cancel_expects: approved("task/T-2"),
+                    timers: vec![expect("task/T-2", "task.approved", "x", 9_000)],
+                    processed_at_ms: 2_300,
+                    ..processed_plain(4)
                 },
                 ProcessedEvent {
                     cancel_expects: approved("task/T-1"),
@@ -311,14 +348,20 @@ fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db:
                         "task.approved",
                         9_000,
                     )],
-                    processed_at_ms: 2_300,
-                    ..processed_plain(4)
+                    processed_at_ms: 2_400,
+                    ..processed_plain(5)
+                },
+                ProcessedEvent {
+                    // The expect seq 5 closed stays closed by seq 5.
+                    cancel_expects: approved("task/T-1"),
+                    processed_at_ms: 2_500,
+                    ..processed_plain(6)
                 },
             ],
             ..WriteBatch::default()
         })
         .unwrap();
-    assert_eq!((result.timers_cancelled, result.timers_created), (3, 4));
+    assert_eq!((result.timers_cancelled, result.timers_created), (2, 3));
     let timers = |entity: &str| -> Vec<(i64, i64, String, Option<i64>)> {
         store
             .entity_timers(&EntityKey::parse(entity).unwrap(), false, 10)
@@ -330,13 +373,12 @@ fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db:
     assert_eq!(
         timers("task/T-1"),
         vec![
-            (5, 4, "pending".into(), None),
-            (3, 3, "cancelled".into(), Some(2_300)),
-            (2, 2, "cancelled".into(), Some(2_200)),
+            (4, 5, "pending".into(), None),
+            (2, 3, "cancelled".into(), Some(2_400)),
             (1, 1, "cancelled".into(), Some(2_200)),
         ]
     );
-    assert_eq!(timers("task/T-2"), vec![(4, 3, "pending".into(), None)]);
+    assert_eq!(timers("task/T-2"), vec![(3, 4, "pending".into(), None)]);
     assert_eq!(store.pending_timer_count().unwrap(), 2);
 }
 
