@@ -480,8 +480,9 @@ pub trait Backend: Send {
     fn pending_timer_count(&self) -> Result<i64, StoreError>;
 
     /// The timers of one entity (`kind/id`), newest first, up to `limit`;
-    /// only the pending ones when `pending_only`. Timers are found through
-    /// the events about the entity that created them ([`NewTimer::entity`]).
+    /// only the pending ones when `pending_only`. A timer's entity is the
+    /// subject of the event that created it ([`NewTimer::entity`]): SQLite
+    /// finds an entity's timers through the events about it.
     fn entity_timers(
         &self,
         entity: &EntityKey,

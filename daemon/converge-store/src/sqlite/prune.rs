@@ -54,8 +54,8 @@ const NEEDED: &str = "(EXISTS (SELECT 1 FROM decisions d JOIN actions a ON a.dec
 /// again here: the page was read outside this transaction), with its
 /// decisions, actions and their history, rule failures and notes, gate
 /// overrides, released held sends and closed timers. Metric samples and
-/// entity states stay. Returns how many events went. `tx` is in the
-/// write's transaction.
+/// entity states stay. Returns how many events went. Runs inside the
+/// write's transaction, on its connection.
 pub(super) fn prune(tx: &Connection, seqs: &[i64]) -> Result<usize, StoreError> {
     let check = format!(
         "SELECT e.processed_at_ms IS NOT NULL AND NOT {NEEDED} FROM events e WHERE e.seq = ?1"
