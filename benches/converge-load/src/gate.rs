@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use crate::{Daemon, commit_readings, commits_line, cpu_line, database_line, pct};
+use crate::{Daemon, commit_readings, commits_line, database_line, pct, usage_lines};
 
 #[derive(clap::Args, Debug)]
 pub struct GateArgs {
@@ -255,7 +255,7 @@ async fn send_once(
     let (events, expected) = workload(args.events, prefix);
     let events = Arc::new(events);
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu_before = daemon.cpu();
+    let usage_before = daemon.usage();
     let commits_before = commit_readings(client, std::slice::from_ref(daemon)).await;
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -295,7 +295,7 @@ async fn send_once(
     while counts.lock().unwrap().total < args.events && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cpu_after = daemon.cpu();
+    let usage_after = daemon.usage();
     let commits = commits_before
         .zip(commit_readings(client, std::slice::from_ref(daemon)).await)
         .map(|(before, after)| after[0].since(&before[0]));
@@ -323,10 +323,10 @@ async fn send_once(
         ),
         None => println!("decisions: none at the sink"),
     }
-    let cpu = cpu_before
-        .zip(cpu_after)
+    let usage = usage_before
+        .zip(usage_after)
         .map(|(before, after)| after.since(&before));
-    println!("{}", cpu_line(cpu.as_ref(), args.events));
+    println!("{}", usage_lines(usage.as_ref(), args.events));
     println!("{}", commits_line(commits.as_ref(), args.events));
     if counts.by != expected {
         bail!(

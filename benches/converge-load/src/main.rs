@@ -226,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
         .build_http();
     let requests = args.events.div_ceil(args.batch);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let cpu_before: Option<Vec<Usage>> = daemons.iter().map(Daemon::cpu).collect();
+    let usage_before: Option<Vec<Usage>> = daemons.iter().map(Daemon::usage).collect();
     let commits_before = commit_readings(&client, &daemons).await;
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
@@ -320,9 +320,9 @@ async fn main() -> anyhow::Result<()> {
     let peak_rss = daemons.iter().filter_map(Daemon::peak_rss_kib).max();
     // Everything the daemons did for the events: intake, rules, and the
     // actions when there are any, as they are waited for above.
-    let cpu_after: Option<Vec<Usage>> = daemons.iter().map(Daemon::cpu).collect();
-    let cpu = cpu_before
-        .zip(cpu_after)
+    let usage_after: Option<Vec<Usage>> = daemons.iter().map(Daemon::usage).collect();
+    let usage = usage_before
+        .zip(usage_after)
         .map(|(before, after)| Usage::sum(&after).since(&Usage::sum(&before)));
     let commits = commits_before
         .zip(commit_readings(&client, &daemons).await)
@@ -372,7 +372,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => println!("daemon peak RSS: unknown (no /proc)"),
     }
-    println!("{}", cpu_line(cpu.as_ref(), args.events));
+    println!("{}", usage_lines(usage.as_ref(), args.events));
     println!("{}", commits_line(commits.as_ref(), args.events));
     if args.postgres.is_none() {
         println!("{}", database_line(&dir.join("data"), args.events));
@@ -429,10 +429,11 @@ fn commits_line(commits: Option<&Commits>, events: usize) -> String {
     }
 }
 
-/// The daemons' CPU time for the run, per event, in all and by thread.
-fn cpu_line(cpu: Option<&Usage>, events: usize) -> String {
-    match cpu {
-        Some(cpu) => cpu.lines(events),
+/// What the daemons used for the run, per event: CPU in all and by
+/// thread, and bytes written to storage.
+fn usage_lines(usage: Option<&Usage>, events: usize) -> String {
+    match usage {
+        Some(usage) => usage.lines(events),
         None => "daemon CPU: unknown (no /proc)".into(),
     }
 }
@@ -617,8 +618,8 @@ impl Daemon {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
-    /// CPU time the daemon has used so far, in all and by thread.
-    fn cpu(&self) -> Option<Usage> {
+    /// CPU time (in all and by thread) and bytes written so far.
+    fn usage(&self) -> Option<Usage> {
         Usage::of_process(self.child.id())
     }
 

@@ -840,15 +840,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(dead_lettered, 1);
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'actions' ORDER BY name")
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
         assert_eq!(
-            indexes,
+            index_names(&conn, "actions"),
             [
                 "actions_by_decision",
                 "actions_dead_letter",
@@ -915,6 +908,18 @@ mod tests {
             conn.execute_batch(sql).unwrap();
         }
         conn.pragma_update(None, "user_version", version).unwrap();
+    }
+
+    /// The names of `table`'s indexes, in order.
+    fn index_names(conn: &Connection, table: &str) -> Vec<String> {
+        conn.prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = ?1 ORDER BY name",
+        )
+        .unwrap()
+        .query_map([table], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
     }
 
     /// A database file left at `version` ([`at_version`]), with what
@@ -1228,21 +1233,14 @@ mod tests {
             .unwrap();
         });
         let mut store = opened(&path);
-        let indexes: Vec<String> = store
-            .conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'timers'")
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(
-            indexes.contains(&"timers_expecting".to_string()),
-            "{indexes:?}"
-        );
-        assert!(
-            !indexes.contains(&"timers_by_entity".to_string()),
-            "{indexes:?}"
+        assert_eq!(
+            index_names(&store.conn, "timers"),
+            [
+                "timers_by_creator",
+                "timers_by_fired",
+                "timers_due",
+                "timers_expecting"
+            ]
         );
         let key = converge_model::EntityKey::parse("task/T-1").unwrap();
         let listed = |store: &super::super::SqliteStore| -> Vec<(i64, String)> {
