@@ -308,3 +308,69 @@ config = {{ url = "{bad}", select = ["/decision", "event.id"] }}
         "{bad:#}"
     );
 }
+
+/// A route with `carry_entity = false` sends `entity: null` and everything
+/// else as a route that carries the state does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_that_does_not_carry_the_entity_sends_it_as_null() {
+    let sink = Sink::start().await;
+    let ws = Workspace::new(
+        &[(
+            "gate",
+            r#"if event.type == "asset.updated" { notify("gate.open", "FALL25"); }"#,
+        )],
+        &format!(
+            r#"{plugins}
+[[routes]]
+decision = "notify"
+plugin = "webhook-out"
+name = "whole"
+config = {{ url = "{whole}" }}
+
+[[routes]]
+decision = "notify"
+plugin = "webhook-out"
+name = "small"
+carry_entity = false
+config = {{ url = "{small}" }}
+"#,
+            plugins = plugins_toml(&sink),
+            whole = sink.url("/whole"),
+            small = sink.url("/small"),
+        ),
+    );
+    let daemon = ws.start();
+
+    let update = event(
+        "e-1",
+        "asset.updated",
+        "campaign/c-1",
+        json!({"channel": "email", "offer_code": "FALL25"}),
+    );
+    assert_eq!(daemon.send_event(&update).await.0, 202);
+    let trail = daemon.wait_for_trail("e-1", actions_settled).await;
+    let actions = trail["decisions"][0]["actions"].as_array().unwrap();
+    assert!(
+        actions.iter().all(|a| a["status"] == "done"),
+        "{actions:#?}"
+    );
+
+    let body = |path: &str| -> serde_json::Value {
+        let received = sink.received();
+        let request = received
+            .iter()
+            .find(|r| r.path == path)
+            .unwrap_or_else(|| panic!("nothing at {path}: {received:#?}"));
+        serde_json::from_slice(&request.bytes).unwrap()
+    };
+    let (whole, small) = (body("/whole"), body("/small"));
+    assert_eq!(
+        whole["entity"]["channels"]["email"]["fields"]["offer_code"],
+        "FALL25"
+    );
+    assert_eq!(small["entity"], serde_json::Value::Null);
+    for member in ["kind", "rule", "decision", "event"] {
+        assert_eq!(whole[member], small[member], "{member}");
+    }
+    assert_eq!(small["event"]["id"], "e-1");
+}

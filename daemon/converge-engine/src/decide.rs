@@ -17,7 +17,7 @@ use crate::effects::{emitted_event, emitted_id, new_timer};
 use crate::flow::{Before, Happened, StageRoles, observe};
 use crate::gates::{Gates, HeldSend, OVERRIDE_RULE, Override, OverrideEvent, requested_channel};
 use crate::query::{EntitySource, QueryWorld};
-use crate::routes::{Route, actions};
+use crate::routes::{EntityJson, Route, actions};
 
 /// What decides: the routes and the emit depth limit. The rules come with
 /// each call, since a reload may replace them between two events.
@@ -253,7 +253,7 @@ impl Engine {
             }),
             ..Outcome::default()
         };
-        let entity_json = serde_json::value::to_raw_value(&entity).map_err(|e| e.to_string())?;
+        let entity_json = EntityJson::new(entity.as_ref());
         let event_json: &RawValue = serde_json::from_str(&event.json).map_err(|e| e.to_string())?;
         let mut sends = Sends {
             seq,
@@ -367,7 +367,7 @@ impl Engine {
         &self,
         request: &Override,
         sends: &mut Sends<'_>,
-        entity_json: &RawValue,
+        entity_json: &EntityJson<'_>,
         gates: &mut Gates,
         outcome: &mut Outcome,
     ) -> Result<Vec<NewDecision>, String> {
@@ -511,7 +511,7 @@ impl Sends<'_> {
         decision: &Decision,
         channel: &str,
         by: &str,
-        entity_json: &RawValue,
+        entity_json: &EntityJson<'_>,
         gates: &mut Gates,
         outcome: &mut Outcome,
     ) -> Result<Vec<NewAction>, String> {
@@ -612,6 +612,7 @@ mod tests {
                 rule: None,
                 to: None,
                 channel: None,
+                carry_entity: true,
             }],
             max_emit_depth: 8,
             stages: StageRoles::default(),
@@ -892,5 +893,80 @@ mod tests {
             )
             .unwrap();
         assert_eq!(after.entity.unwrap(), before);
+    }
+
+    #[test]
+    fn a_route_that_does_not_carry_the_entity_gets_null_and_the_others_its_state() {
+        let route = |name: &str, carry_entity: bool| Route {
+            name: name.into(),
+            decision: "notify".into(),
+            plugin: "webhook-out".into(),
+            config_json: "{}".into(),
+            rule: None,
+            to: None,
+            channel: None,
+            carry_entity,
+        };
+        let decide = |routes: Vec<Route>| {
+            let rules = rules(&[("tell", "notify(\"ops\", \"changed\");")]);
+            let engine = Engine { routes, ..engine() };
+            let update = event(
+                "u-1",
+                "asset.updated",
+                json!({"channel": "email", "owner": "ana"}),
+            );
+            let outcome = engine
+                .decide(
+                    Rules {
+                        live: &rules,
+                        shadow: None,
+                    },
+                    Input {
+                        seq: 1,
+                        event: &update,
+                        entity: None,
+                        clock: at("2026-01-01T00:00:00Z"),
+                        entities: None,
+                    },
+                    &mut Gates::default(),
+                )
+                .unwrap();
+            let payloads: Vec<(String, Value)> = outcome.decisions[0]
+                .actions
+                .iter()
+                .map(|a| {
+                    (
+                        a.route.clone(),
+                        serde_json::from_str(&a.payload_json).unwrap(),
+                    )
+                })
+                .collect();
+            (payloads, outcome.entity.unwrap())
+        };
+
+        let (payloads, state) = decide(vec![route("whole", true), route("small", false)]);
+        assert_eq!(payloads.len(), 2);
+        let (whole, small) = (&payloads[0].1, &payloads[1].1);
+        assert_eq!(
+            (payloads[0].0.as_str(), payloads[1].0.as_str()),
+            ("whole", "small")
+        );
+        assert_eq!(
+            (&whole["entity"]["kind"], &whole["entity"]["id"]),
+            (&json!("campaign"), &json!("c-1"))
+        );
+        assert_eq!(whole["entity"]["channels"]["email"]["owner"], json!("ana"));
+        assert_eq!(small["entity"], Value::Null);
+        // Everything else is the same for both.
+        for member in ["kind", "rule", "decision", "event"] {
+            assert_eq!(whole[member], small[member], "{member}");
+        }
+        assert_eq!(small["event"]["id"], json!("u-1"));
+        assert_eq!(state.key().to_string(), "campaign/c-1");
+
+        // The state itself does not depend on what the actions carry.
+        let (payloads, alone) = decide(vec![route("small", false)]);
+        assert_eq!(payloads[0].1["entity"], Value::Null);
+        assert_eq!(alone, state);
     }
 }

@@ -7,8 +7,10 @@
 //! member the kind does not have could never match; the config refuses it
 //! ([`Route::unreachable`]).
 
+use std::cell::OnceCell;
+
 use converge_model::records::NewAction;
-use converge_model::{Decision, DecisionKind};
+use converge_model::{Decision, DecisionKind, EntityState};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -28,6 +30,10 @@ pub struct Route {
     /// Only decisions about this channel (`pause_channel`, `resume_channel`,
     /// `hold_send`, `release_send`).
     pub channel: Option<String>,
+    /// Whether its actions carry the entity's state (`carry_entity`, true
+    /// unless the route says otherwise); without it their `entity` is
+    /// `null`, for plugins that read only the decision and the event.
+    pub carry_entity: bool,
 }
 
 /// The decision kinds with a `to`, and those with a `channel`.
@@ -142,6 +148,32 @@ impl<'a> ActionPayload<'a> {
     }
 }
 
+/// The entity's state as actions carry it: serialized when the first
+/// route that carries it acts, once per event, and not at all when no
+/// route does.
+pub struct EntityJson<'a> {
+    state: Option<&'a EntityState>,
+    json: OnceCell<Box<RawValue>>,
+}
+
+impl<'a> EntityJson<'a> {
+    pub fn new(state: Option<&'a EntityState>) -> EntityJson<'a> {
+        EntityJson {
+            state,
+            json: OnceCell::new(),
+        }
+    }
+
+    /// The state as JSON (`null` for an event about no entity).
+    fn get(&self) -> Result<&RawValue, String> {
+        if let Some(json) = self.json.get() {
+            return Ok(json);
+        }
+        let json = serde_json::value::to_raw_value(&self.state).map_err(|e| e.to_string())?;
+        Ok(self.json.get_or_init(|| json))
+    }
+}
+
 /// The idempotency key of the action that performs a released send: the
 /// `send.requested` event's journal `seq`, its channel and the route. The
 /// same send released again (by another rule, an override, a retry or
@@ -156,13 +188,14 @@ pub fn send_key(send_seq: i64, channel: &str, route: &str) -> String {
 }
 
 /// The actions of a decision: one per matching route, each carrying the
-/// decision, `event` and `entity`; `key` names the send when the decision
-/// performs one (`send_seq`, for [`send_key`]).
+/// decision, `event` and, when the route carries it, `entity`; `key`
+/// names the send when the decision performs one (`send_seq`, for
+/// [`send_key`]).
 pub fn actions(
     routes: &[Route],
     decision: &Decision,
     event: &RawValue,
-    entity: &RawValue,
+    entity: &EntityJson<'_>,
     send: Option<(i64, &str)>,
 ) -> Result<Vec<NewAction>, String> {
     let mut matching = routes.iter().filter(|r| r.matches(decision)).peekable();
@@ -173,6 +206,11 @@ pub fn actions(
     matching
         .map(|route| {
             let key = send.map(|(seq, channel)| send_key(seq, channel, &route.name));
+            let entity = if route.carry_entity {
+                entity.get()?
+            } else {
+                RawValue::NULL
+            };
             let payload = serde_json::to_string(&ActionPayload {
                 kind: decision.kind.name(),
                 rule: &decision.rule,
@@ -205,6 +243,7 @@ mod tests {
             rule: None,
             to: None,
             channel: None,
+            carry_entity: true,
         }
     }
 

@@ -373,8 +373,16 @@ mod raw {
         pub rule: Option<String>,
         pub to: Option<String>,
         pub channel: Option<String>,
+        /// false: the actions carry `entity = null`, for a plugin that does
+        /// not read the entity's state (less to store, send and parse).
+        #[serde(default = "carries")]
+        pub carry_entity: bool,
         #[serde(default = "empty_table")]
         pub config: toml::Value,
+    }
+
+    fn carries() -> bool {
+        true
     }
 
     fn empty_table() -> toml::Value {
@@ -1345,6 +1353,7 @@ impl Validator {
                     rule: r.rule.clone(),
                     to: r.to.clone(),
                     channel: r.channel.clone(),
+                    carry_entity: r.carry_entity,
                 };
                 if let Some(why) = route.unreachable() {
                     self.error(&key, why);
@@ -1873,6 +1882,44 @@ mod tests {
             errors
                 .iter()
                 .any(|e| e.starts_with("routes[0]: `channel` filters only")),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_routes_actions_carry_the_entity_unless_it_says_not_to() {
+        // Only that the component is a file is checked here.
+        let component = tempfile::NamedTempFile::new().unwrap();
+        let plugin = format!(
+            "[plugins.webhook-out]\ncomponent = {:?}\n",
+            component.path().display().to_string()
+        );
+        let config = parse(&format!(
+            r#"{plugin}
+            [[routes]]
+            decision = "notify"
+            plugin = "webhook-out"
+            name = "whole"
+            [[routes]]
+            decision = "notify"
+            plugin = "webhook-out"
+            name = "small"
+            carry_entity = false
+            "#
+        ))
+        .unwrap();
+        let carried: Vec<(&str, bool)> = config
+            .routes
+            .iter()
+            .map(|r| (r.name.as_str(), r.carry_entity))
+            .collect();
+        assert_eq!(carried, [("whole", true), ("small", false)]);
+        let errors = parse(&format!(
+            "{plugin}[[routes]]\ndecision = \"notify\"\nplugin = \"webhook-out\"\ncarry_entity = \"no\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.contains("carry_entity")),
             "{errors:#?}"
         );
     }
