@@ -52,7 +52,8 @@ cleanup() {
 trap cleanup EXIT
 
 node "$HERE/sink.js" "$SINK_PORT" > "$OUT/sink.log" 2>&1 &
-pids+=($!)
+SINK_PID=$!
+pids+=("$SINK_PID")
 for _ in $(seq 1 50); do curl -s -o /dev/null -m 1 "http://127.0.0.1:$SINK_PORT/stats" && break; sleep 0.1; done
 
 # CPU time (utime + stime, fields 14 and 15 of /proc/PID/stat) in ms.
@@ -62,6 +63,10 @@ cpu_ms() {
     echo $((ticks * 1000 / $(getconf CLK_TCK)))
 }
 peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+# The machine's CPU ticks, "busy total" (all cores; idle and iowait are not busy).
+machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+# `times`'s children line ("0m1.234s 0m0.567s") in ms.
+times_ms() { awk '{t = 0; for (i = 1; i <= 2; i++) {split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60000 + a[2] * 1000}; printf "%d\n", t}'; }
 now_ms() { date +%s%3N; }
 
 start_nodered() {
@@ -111,11 +116,17 @@ one_run() {
     if [ "$system" = converge ]; then pid=$(start_converge "$run"); else pid=$(start_nodered "$run"); fi
     pids+=("$pid")
     curl -s -m 5 -X POST "http://127.0.0.1:$SINK_PORT/reset" > /dev/null
-    local cpu0 t0
+    local cpu0 t0 sink0 machine0
     cpu0=$(cpu_ms "$pid")
+    sink0=$(cpu_ms "$SINK_PID")
+    machine0=$(machine_ticks)
     t0=$(now_ms)
-    EVENTS="$file" CT="$ct" timeout $((SEND_LIMIT + 30)) \
-        wrk -t1 -c$CONCURRENCY -d${SEND_LIMIT}s -s "$HERE/once.lua" "$url" > "$run/wrk.txt" 2>&1 || true
+    # In a subshell, whose `times` then holds wrk's CPU: the load tool's share.
+    (
+        EVENTS="$file" CT="$ct" timeout $((SEND_LIMIT + 30)) \
+            wrk -t1 -c$CONCURRENCY -d${SEND_LIMIT}s -s "$HERE/once.lua" "$url" > "$run/wrk.txt" 2>&1 || true
+        times | tail -n 1 | times_ms > "$run/wrk.cpu"
+    )
     local stats total=0
     for _ in $(seq 1 $((DRAIN_LIMIT * 10))); do
         stats=$(curl -s -m 5 "http://127.0.0.1:$SINK_PORT/stats")
@@ -123,8 +134,10 @@ one_run() {
         [ "$total" -ge "$EVENTS" ] && break
         sleep 0.1
     done
-    local cpu1 rss
+    local cpu1 rss harness machine
     cpu1=$(cpu_ms "$pid")
+    harness=$(($(cat "$run/wrk.cpu") + $(cpu_ms "$SINK_PID") - sink0))
+    machine="$machine0 $(machine_ticks)"
     rss=$(peak_rss_kib "$pid")
     # converge's own account of its journal commits: a latency tail that
     # slow commits (fsyncs) explain, or one they do not.
@@ -138,8 +151,10 @@ one_run() {
     result=$(grep '^RESULT ' "$run/wrk.txt" | sed 's/^RESULT //' || true)
     [ -n "$result" ] || { cat "$run/wrk.txt"; fail "$system run $i: wrk printed no RESULT"; }
     node - "$system" "$i" "$EVENTS" "$t0" "$((cpu1 - cpu0))" "$rss" "$load" "$expected" "$result" "$stats" \
-        "$run/metrics.txt" >> "$OUT/runs.jsonl" <<'JS'
-const [system, run, events, t0, cpu_ms, rss_kib, uptime, expected, wrk, sink, metrics] = process.argv.slice(2);
+        "$run/metrics.txt" "$harness" "$machine" "$(nproc)" >> "$OUT/runs.jsonl" <<'JS'
+const [system, run, events, t0, cpu_ms, rss_kib, uptime, expected, wrk, sink, metrics, harness_ms, machine, cores] = process.argv.slice(2);
+// The machine's busy share from the first request to the last decision.
+const [busy0, total0, busy1, total1] = machine.split(/\s+/).map(Number);
 const e = JSON.parse(expected).expected, w = JSON.parse(wrk), s = JSON.parse(sink);
 // converge_commit_duration_seconds: how many commits took over 25.6 ms, and
 // the bucket bound the longest stayed under (null for Node-RED).
@@ -162,6 +177,9 @@ console.log(JSON.stringify({
   rps: w.rps, p50_ms: w.p50_ms, p99_ms: w.p99_ms, status: w.status, errors: w.errors,
   all_decisions_s: s.last_ms === null ? null : (s.last_ms - +t0) / 1000,
   cpu_ms_per_event: +cpu_ms / +events, peak_rss_mib: +rss_kib / 1024,
+  // wrk and the sink: what the race itself costs on the same cores.
+  harness_cpu_ms_per_event: +harness_ms / +events,
+  machine_busy: (busy1 - busy0) / (total1 - total0), cores: +cores,
   decision_bytes: s.total ? s.bytes / s.total : null,
   counts_ok, expected: e, sink: s.by, commits,
 }));
