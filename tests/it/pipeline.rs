@@ -251,17 +251,35 @@ async fn entity_states_evicted_from_a_small_cache_are_read_back_whole() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn webhook_out_sends_only_the_selected_members() {
-    let sink = Sink::start().await;
+/// A daemon whose one rule notifies `gate.open` on every asset update,
+/// routed by `routes` (TOML after the plugins' tables), after one update
+/// of campaign c-1 (event e-1) whose actions have settled: its trail.
+async fn trail_of_one_gate_update(sink: &Sink, routes: &str) -> serde_json::Value {
     let ws = Workspace::new(
         &[(
             "gate",
             r#"if event.type == "asset.updated" { notify("gate.open", "FALL25"); }"#,
         )],
+        &format!("{}\n{routes}", plugins_toml(sink)),
+    );
+    let daemon = ws.start();
+    let update = event(
+        "e-1",
+        "asset.updated",
+        "campaign/c-1",
+        json!({"channel": "email", "offer_code": "FALL25"}),
+    );
+    assert_eq!(daemon.send_event(&update).await.0, 202);
+    daemon.wait_for_trail("e-1", actions_settled).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_out_sends_only_the_selected_members() {
+    let sink = Sink::start().await;
+    let trail = trail_of_one_gate_update(
+        &sink,
         &format!(
-            r#"{plugins}
-[[routes]]
+            r#"[[routes]]
 decision = "notify"
 plugin = "webhook-out"
 config = {{ url = "{small}", select = ["/decision/kind", "/decision/to", "/event/id", "/entity/fields/missing"] }}
@@ -272,21 +290,11 @@ plugin = "webhook-out"
 name = "misconfigured"
 config = {{ url = "{bad}", select = ["/decision", "event.id"] }}
 "#,
-            plugins = plugins_toml(&sink),
             small = sink.url("/small"),
             bad = sink.url("/bad"),
         ),
-    );
-    let daemon = ws.start();
-
-    let update = event(
-        "e-1",
-        "asset.updated",
-        "campaign/c-1",
-        json!({"channel": "email", "offer_code": "FALL25"}),
-    );
-    assert_eq!(daemon.send_event(&update).await.0, 202);
-    let trail = daemon.wait_for_trail("e-1", actions_settled).await;
+    )
+    .await;
 
     let received = sink.received();
     assert_eq!(received.len(), 1, "{received:#?}");
@@ -314,14 +322,10 @@ config = {{ url = "{bad}", select = ["/decision", "event.id"] }}
 #[tokio::test(flavor = "multi_thread")]
 async fn a_route_that_does_not_carry_the_entity_sends_it_as_null() {
     let sink = Sink::start().await;
-    let ws = Workspace::new(
-        &[(
-            "gate",
-            r#"if event.type == "asset.updated" { notify("gate.open", "FALL25"); }"#,
-        )],
+    let trail = trail_of_one_gate_update(
+        &sink,
         &format!(
-            r#"{plugins}
-[[routes]]
+            r#"[[routes]]
 decision = "notify"
 plugin = "webhook-out"
 name = "whole"
@@ -334,21 +338,11 @@ name = "small"
 carry_entity = false
 config = {{ url = "{small}" }}
 "#,
-            plugins = plugins_toml(&sink),
             whole = sink.url("/whole"),
             small = sink.url("/small"),
         ),
-    );
-    let daemon = ws.start();
-
-    let update = event(
-        "e-1",
-        "asset.updated",
-        "campaign/c-1",
-        json!({"channel": "email", "offer_code": "FALL25"}),
-    );
-    assert_eq!(daemon.send_event(&update).await.0, 202);
-    let trail = daemon.wait_for_trail("e-1", actions_settled).await;
+    )
+    .await;
     let actions = trail["decisions"][0]["actions"].as_array().unwrap();
     assert!(
         actions.iter().all(|a| a["status"] == "done"),
