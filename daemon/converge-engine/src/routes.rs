@@ -109,7 +109,8 @@ pub struct ActionPayload<'a> {
     /// `send.requested` event that asked for it).
     #[serde(borrow)]
     pub event: &'a RawValue,
-    /// The entity's state after the event and the rules, or `null`.
+    /// The entity's state after the event and the rules, or `null` (an
+    /// event about no entity, or a route with `carry_entity = false`).
     #[serde(borrow)]
     pub entity: &'a RawValue,
     /// The idempotency key the action's plugin sends, when it is not the
