@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Where a manual clock's time is kept (`source_state`), so a restart
 /// continues from it.
@@ -82,6 +83,28 @@ pub async fn sleep_or_wait(wait: Option<std::time::Duration>) {
     match wait {
         Some(wait) => tokio::time::sleep(wait).await,
         None => std::future::pending().await,
+    }
+}
+
+/// How a sleep that stopping the daemon may cut short ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slept {
+    Fully,
+    Stopped,
+}
+
+/// Sleeps `wait` on the wall clock (a retry's delay, a poll's interval)
+/// unless `stop` fires first; at once when it already has.
+pub async fn sleep_unless_stopped(wait: std::time::Duration, stop: &CancellationToken) -> Slept {
+    if stop.is_cancelled() {
+        return Slept::Stopped;
+    }
+    if wait.is_zero() {
+        return Slept::Fully;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(wait) => Slept::Fully,
+        () = stop.cancelled() => Slept::Stopped,
     }
 }
 
@@ -165,5 +188,41 @@ mod tests {
         ));
         assert_eq!(clock.now(), later);
         assert!(Clock::System.as_manual().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_sleep_ends_early_when_the_daemon_stops_and_not_otherwise() {
+        use std::time::{Duration, Instant};
+        let stop = CancellationToken::new();
+        assert_eq!(
+            sleep_unless_stopped(Duration::ZERO, &stop).await,
+            Slept::Fully
+        );
+        let started = Instant::now();
+        assert_eq!(
+            sleep_unless_stopped(Duration::from_millis(20), &stop).await,
+            Slept::Fully
+        );
+        assert!(started.elapsed() >= Duration::from_millis(20));
+
+        let stopping = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stopping.cancel();
+        });
+        let started = Instant::now();
+        assert_eq!(
+            sleep_unless_stopped(Duration::from_secs(600), &stop).await,
+            Slept::Stopped
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stop cut the sleep short"
+        );
+        // Once stopped, no sleep starts, however short.
+        assert_eq!(
+            sleep_unless_stopped(Duration::ZERO, &stop).await,
+            Slept::Stopped
+        );
     }
 }

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::clock::{Slept, sleep_unless_stopped};
 use crate::config::{Dispatch, Route};
 use crate::journal::{Journal, QueuedAction};
 use crate::telemetry::{ActionOutcomeLabel, Metrics};
@@ -307,7 +308,8 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
     let mut attempts = action.attempts;
     if let Some(due) = action.next_attempt_at_ms {
         let wait = due - chrono::Utc::now().timestamp_millis();
-        if wait > 0 && !sleep_or_stop(shared, Duration::from_millis(wait as u64)).await {
+        let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+        if sleep_unless_stopped(wait, &shared.stop).await == Slept::Stopped {
             return false;
         }
     }
@@ -399,8 +401,10 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
         }
         match retry_in {
             None => return true,
-            Some(delay) if sleep_or_stop(shared, delay).await => continue,
-            Some(_) => return false,
+            Some(delay) => match sleep_unless_stopped(delay, &shared.stop).await {
+                Slept::Fully => continue,
+                Slept::Stopped => return false,
+            },
         }
     }
 }
@@ -449,14 +453,6 @@ fn retry_delay(settings: &Dispatch, attempts: u32, failure: &ActionFailure) -> D
             backoff.max(*hint).min(settings.max_backoff.max(*hint))
         }
         _ => backoff,
-    }
-}
-
-/// Sleeps unless the dispatcher stops first; returns whether it slept fully.
-async fn sleep_or_stop(shared: &Shared, delay: Duration) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(delay) => true,
-        () = shared.stop.cancelled() => false,
     }
 }
 

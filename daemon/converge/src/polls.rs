@@ -23,6 +23,7 @@ use converge_store::{SourceState, Store};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::{Slept, sleep_unless_stopped};
 use crate::config::PollConfig;
 use crate::journal::{Journal, JournalError};
 use crate::telemetry::Metrics;
@@ -58,7 +59,7 @@ impl Poller {
                 Ok(cursor) => break cursor,
                 Err(e) => {
                     tracing::error!(poll = %name, error = %e, "cannot read the poll's cursor; retrying");
-                    if sleep_or_stop(FIRST_RETRY, &stop).await {
+                    if sleep_unless_stopped(FIRST_RETRY, &stop).await == Slept::Stopped {
                         return;
                     }
                 }
@@ -101,7 +102,7 @@ impl Poller {
                     wait
                 }
             };
-            if sleep_or_stop(wait, &stop).await {
+            if sleep_unless_stopped(wait, &stop).await == Slept::Stopped {
                 return;
             }
         }
@@ -193,14 +194,3 @@ impl Poller {
 
 /// The journal is closed: the daemon is stopping.
 struct Stop;
-
-/// Sleeps `wait`; true when `stop` came first.
-async fn sleep_or_stop(wait: Duration, stop: &CancellationToken) -> bool {
-    if wait.is_zero() {
-        return stop.is_cancelled();
-    }
-    tokio::select! {
-        () = tokio::time::sleep(wait) => false,
-        () = stop.cancelled() => true,
-    }
-}

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, sleep_or_wait};
+use crate::clock::{Clock, Slept, sleep_or_wait, sleep_unless_stopped};
 use crate::journal::{Journal, JournalError};
 use crate::telemetry::Metrics;
 use converge_engine::effects::data_object;
@@ -205,9 +205,8 @@ impl ScheduleSource {
                     Ok(last) => break last.as_deref().and_then(occurrence_time),
                     Err(e) => {
                         tracing::error!(schedule = %schedule.name, error = %e, "cannot read the last occurrence; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(RETRY_AFTER_ERROR) => {}
-                            () = stop.cancelled() => return Err(Stop),
+                        if sleep_unless_stopped(RETRY_AFTER_ERROR, stop).await == Slept::Stopped {
+                            return Err(Stop);
                         }
                     }
                 }
