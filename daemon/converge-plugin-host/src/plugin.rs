@@ -6,9 +6,8 @@
 //! within `PluginHostConfig::warm_memory_bytes` and the pool has a free
 //! slot, each for at most [`MAX_CALLS_PER_INSTANCE`] calls): a plugin under
 //! a steady load then builds no instance at all. Building and resetting an
-//! instance per
-//! action cost more than everything else in a dispatch, and the memory
-//! reset behind it forces TLB shootdowns across cores. An instance that
+//! instance per action cost more than everything else in a dispatch, and
+//! the memory reset behind it forces TLB shootdowns across cores. An instance that
 //! trapped, ran out of time, CPU or memory is always thrown away. Instances
 //! are never shared between plugins, so what one plugin keeps in memory
 //! stays with that plugin; plugins must not rely on state between calls.

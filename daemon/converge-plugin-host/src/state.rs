@@ -20,7 +20,8 @@ use crate::config::{Grants, PluginLimits};
 /// Longest log line kept; the rest is cut with a marker.
 const MAX_LOG_LINE_BYTES: usize = 4096;
 
-/// Store data of one call. Built fresh for every call and dropped after it.
+/// Store data of one instance: built with its store, reset by
+/// `Sandbox::prepare` before each call of a warm instance, dropped with it.
 pub(crate) struct HostState {
     /// WASI with nothing granted: no env, args, preopens, sockets; stdio
     /// captured into `stdout`/`stderr`.
