@@ -143,6 +143,11 @@ pub struct Journal {
     health: StorageHealth,
 }
 
+/// The daemon is stopping (its journal is closed, or its stop token fired):
+/// what a source's loop (polls, schedules, timers) returns to end.
+#[derive(Debug)]
+pub struct Stopping;
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("the journal is shut down")]

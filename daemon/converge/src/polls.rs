@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Slept, sleep_unless_stopped};
 use crate::config::PollConfig;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, Stopping};
 use crate::telemetry::Metrics;
 
 /// The first wait after a retryable failure; it doubles up to the interval.
@@ -83,7 +83,7 @@ impl Poller {
                     });
                     match self.journal_page(events, kept).await {
                         Ok(()) => {}
-                        Err(Stop) => return,
+                        Err(Stopping) => return,
                     }
                     if page.cursor.is_some() {
                         cursor = page.cursor;
@@ -133,7 +133,7 @@ impl Poller {
         &self,
         events: Vec<Event>,
         kept: Option<SourceState>,
-    ) -> Result<(), Stop> {
+    ) -> Result<(), Stopping> {
         if events.is_empty() && kept.is_none() {
             return Ok(());
         }
@@ -144,7 +144,7 @@ impl Poller {
                 .clone()
                 .acquire_many_owned(count)
                 .await
-                .map_err(|_| Stop)?;
+                .map_err(|_| Stopping)?;
             match self
                 .journal
                 .append_with_state(events.clone(), kept.clone().into_iter().collect(), permit)
@@ -161,7 +161,7 @@ impl Poller {
                         .seen(&format!("poll/{}", self.poll.name), new);
                     return Ok(());
                 }
-                Err(JournalError::Closed) => return Err(Stop),
+                Err(JournalError::Closed) => return Err(Stopping),
                 Err(JournalError::Storage(e)) => {
                     tracing::error!(poll = %self.poll.name, error = %e, "cannot journal a polled page; retrying");
                     tokio::time::sleep(FIRST_RETRY).await;
@@ -191,6 +191,3 @@ impl Poller {
         }
     }
 }
-
-/// The journal is closed: the daemon is stopping.
-struct Stop;

@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Slept, sleep_or_wait, sleep_unless_stopped};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, Stopping};
 use crate::telemetry::Metrics;
 use converge_engine::effects::data_object;
 
@@ -144,9 +144,6 @@ pub struct ScheduleSource {
     pub metrics: Metrics,
 }
 
-/// The journal is closed: the daemon is stopping.
-struct Stop;
-
 impl ScheduleSource {
     /// Journals each schedule's occurrences as they fall due, until `stop`.
     pub async fn run(self, stop: CancellationToken) {
@@ -162,7 +159,7 @@ impl ScheduleSource {
             for (schedule, after) in self.schedules.iter().zip(after.iter_mut()) {
                 match self.fire_due(schedule, after, now).await {
                     Ok(()) => {}
-                    Err(Stop) => return,
+                    Err(Stopping) => return,
                 }
             }
             let next = self
@@ -191,7 +188,7 @@ impl ScheduleSource {
 
     /// Applies each schedule's catch-up policy and returns, per schedule,
     /// the time after which its next occurrence is due.
-    async fn catch_up(&self, stop: &CancellationToken) -> Result<Vec<DateTime<Utc>>, Stop> {
+    async fn catch_up(&self, stop: &CancellationToken) -> Result<Vec<DateTime<Utc>>, Stopping> {
         let now = self.clock.now();
         let mut after = Vec::with_capacity(self.schedules.len());
         for schedule in &self.schedules {
@@ -206,7 +203,7 @@ impl ScheduleSource {
                     Err(e) => {
                         tracing::error!(schedule = %schedule.name, error = %e, "cannot read the last occurrence; retrying");
                         if sleep_unless_stopped(RETRY_AFTER_ERROR, stop).await == Slept::Stopped {
-                            return Err(Stop);
+                            return Err(Stopping);
                         }
                     }
                 }
@@ -238,7 +235,7 @@ impl ScheduleSource {
         schedule: &Schedule,
         after: &mut DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<(), Stop> {
+    ) -> Result<(), Stopping> {
         let mut fired = 0;
         while let Some(next) = schedule.next_after(*after).filter(|next| *next <= now) {
             if fired == MAX_OCCURRENCES_PER_WAKE {
@@ -254,7 +251,12 @@ impl ScheduleSource {
     }
 
     /// Journals one occurrence, retrying storage errors until it is on disk.
-    async fn fire(&self, schedule: &Schedule, at: DateTime<Utc>, late: bool) -> Result<(), Stop> {
+    async fn fire(
+        &self,
+        schedule: &Schedule,
+        at: DateTime<Utc>,
+        late: bool,
+    ) -> Result<(), Stopping> {
         let event = match occurrence_event(schedule, at, late) {
             Ok(event) => event,
             Err(e) => {
@@ -269,7 +271,7 @@ impl ScheduleSource {
                 .clone()
                 .acquire_owned()
                 .await
-                .map_err(|_| Stop)?;
+                .map_err(|_| Stopping)?;
             match self.journal.append(vec![event.clone()], permit).await {
                 Ok(appended) => {
                     let new = appended
@@ -284,7 +286,7 @@ impl ScheduleSource {
                     }
                     return Ok(());
                 }
-                Err(JournalError::Closed) => return Err(Stop),
+                Err(JournalError::Closed) => return Err(Stopping),
                 Err(JournalError::Storage(e)) => {
                     tracing::error!(schedule = %schedule.name, error = %e, "cannot journal a schedule occurrence; retrying");
                     tokio::time::sleep(RETRY_AFTER_ERROR).await;

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use converge_engine::effects::timer_event;
 
 use crate::clock::{Clock, sleep_or_wait};
-use crate::journal::{Journal, JournalError, TimerFiring};
+use crate::journal::{Journal, JournalError, Stopping, TimerFiring};
 use crate::telemetry::Metrics;
 
 /// Most timers fired in one journal request.
@@ -123,7 +123,7 @@ impl Scheduler {
             let wait = match fired {
                 Ok(true) => continue,
                 Ok(false) => self.until_next_due(),
-                Err(Stop) => break,
+                Err(Stopping) => break,
             };
             let planned_ms = wait.map_or(i64::MAX, |wait| {
                 let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
@@ -141,7 +141,7 @@ impl Scheduler {
     }
 
     /// Fires (or skips) one page of due timers. `Ok(true)`: there may be more.
-    async fn fire_due(&mut self, started_at_ms: i64) -> Result<bool, Stop> {
+    async fn fire_due(&mut self, started_at_ms: i64) -> Result<bool, Stopping> {
         let now_ms = self.clock.now_ms();
         let due = match tokio::task::block_in_place(|| self.reader.due_timers(now_ms, FIRE_BATCH)) {
             Ok(due) => due,
@@ -176,7 +176,7 @@ impl Scheduler {
                 }
                 Ok(full_page)
             }
-            Err(JournalError::Closed) => Err(Stop),
+            Err(JournalError::Closed) => Err(Stopping),
             Err(JournalError::Storage(e)) => {
                 tracing::error!(error = %e, "cannot fire timers; retrying");
                 tokio::time::sleep(RETRY_AFTER_ERROR).await;
@@ -206,9 +206,6 @@ impl Scheduler {
         }
     }
 }
-
-/// The journal is closed: the daemon is stopping.
-struct Stop;
 
 /// What to do with a page of due timers: fire them (their events made) or
 /// skip them, per their catch-up policy when they are late.
