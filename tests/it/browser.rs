@@ -270,9 +270,21 @@ impl Browser {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, self.client.screenshot().await.unwrap()).unwrap();
-        eprintln!("screenshot: {}", path.display());
-        path
+        // Chromium's renderer can miss the driver's deadline while two cores
+        // run the whole suite; a second try a moment later gets the picture.
+        let mut errors = Vec::new();
+        for _ in 0..3 {
+            match self.client.screenshot().await {
+                Ok(png) => {
+                    std::fs::write(&path, png).unwrap();
+                    eprintln!("screenshot: {}", path.display());
+                    return path;
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        panic!("no screenshot `{name}` after 3 tries: {errors:#?}")
     }
 
     /// The first element matching `css`; a test cannot go on without it.
