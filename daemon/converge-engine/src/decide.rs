@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use converge_model::records::{ExpectedArrival, GateChange, NewAction, NewDecision, NewTimer};
-use converge_model::{Decision, DecisionKind, EntityState, Event, Sample, sources};
-use converge_rules::{Evaluation, RuleFailure, RuleNote, RuleSet, World};
+use converge_model::{
+    Decision, DecisionKind, EntityState, Event, RuleFailure, RuleNote, Sample, sources,
+};
+use converge_rules::{Evaluation, RuleSet, World};
 use serde_json::value::RawValue;
 
 use crate::effects::{emitted_event, emitted_id, new_timer};

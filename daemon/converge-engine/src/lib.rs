@@ -33,4 +33,4 @@ pub use flow::{Blocked, Role, StageRoles, blocked_now};
 pub use gates::{Gates, HeldSend, Override, OverrideEvent};
 pub use query::{EntitySource, InMemory};
 pub use routes::{ActionPayload, Route};
-pub use simulate::{Origin, Processed, Simulation};
+pub use simulate::{Origin, Simulated, Simulation};

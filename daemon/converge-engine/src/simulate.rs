@@ -43,8 +43,8 @@ pub enum Origin {
     Emit,
 }
 
-/// One event processed, and what the engine made of it.
-pub struct Processed<'e> {
+/// One event the simulation processed, and what the engine made of it.
+pub struct Simulated<'e> {
     pub event: &'e Event,
     pub origin: Origin,
     /// The rules' `now` for it.
@@ -58,7 +58,7 @@ pub struct Processed<'e> {
     pub outcome: Outcome,
 }
 
-impl Processed<'_> {
+impl Simulated<'_> {
     /// The shadow rules' decisions.
     pub fn shadow(&self) -> impl Iterator<Item = &converge_model::Decision> {
         self.outcome
@@ -186,7 +186,7 @@ impl<'r> Simulation<'r> {
         &mut self,
         until: DateTime<Utc>,
         max_firings: Option<usize>,
-        each: &mut impl FnMut(Processed<'_>),
+        each: &mut impl FnMut(Simulated<'_>),
     ) -> Result<usize, String> {
         let until_ms = until.timestamp_millis();
         let mut fired = 0;
@@ -224,7 +224,7 @@ impl<'r> Simulation<'r> {
         &mut self,
         event: &Event,
         origin: Origin,
-        each: &mut impl FnMut(Processed<'_>),
+        each: &mut impl FnMut(Simulated<'_>),
     ) -> Result<(), String> {
         self.run_recorded(event, origin, None, each)
     }
@@ -238,7 +238,7 @@ impl<'r> Simulation<'r> {
         event: &Event,
         origin: Origin,
         seq: Option<i64>,
-        each: &mut impl FnMut(Processed<'_>),
+        each: &mut impl FnMut(Simulated<'_>),
     ) -> Result<(), String> {
         let mut queue = VecDeque::new();
         self.process_as(event, origin, seq, &mut queue, each)?;
@@ -248,7 +248,7 @@ impl<'r> Simulation<'r> {
     fn drain(
         &mut self,
         mut queue: VecDeque<Event>,
-        each: &mut impl FnMut(Processed<'_>),
+        each: &mut impl FnMut(Simulated<'_>),
     ) -> Result<(), String> {
         while let Some(event) = queue.pop_front() {
             self.process(&event, Origin::Emit, &mut queue, each)?;
@@ -264,7 +264,7 @@ impl<'r> Simulation<'r> {
         event: &Event,
         origin: Origin,
         queue: &mut VecDeque<Event>,
-        each: &mut impl FnMut(Processed<'_>),
+        each: &mut impl FnMut(Simulated<'_>),
     ) -> Result<(), String> {
         self.process_as(event, origin, None, queue, each)
     }
@@ -275,7 +275,7 @@ impl<'r> Simulation<'r> {
         origin: Origin,
         recorded_seq: Option<i64>,
         queue: &mut VecDeque<Event>,
-        each: &mut impl FnMut(Processed<'_>),
+        each: &mut impl FnMut(Simulated<'_>),
     ) -> Result<(), String> {
         let seq = recorded_seq.unwrap_or(self.seq + 1);
         self.seq = self.seq.max(seq);
@@ -321,7 +321,7 @@ impl<'r> Simulation<'r> {
             .filter(|d| !d.shadow)
             .map(|d| d.decision.clone())
             .collect();
-        each(Processed {
+        each(Simulated {
             event,
             origin,
             now: outcome.now,
@@ -513,7 +513,7 @@ mod tests {
     }
 
     /// Every event processed, as `origin id type now: decision kinds`.
-    fn log(trail: &mut Vec<String>) -> impl FnMut(Processed<'_>) + '_ {
+    fn log(trail: &mut Vec<String>) -> impl FnMut(Simulated<'_>) + '_ {
         |p| {
             let kinds: Vec<&str> = p
                 .evaluation

@@ -7,9 +7,11 @@ pub mod entity;
 pub mod event;
 pub mod flow;
 pub mod records;
+pub mod rule_run;
 pub mod sources;
 
 pub use decision::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 pub use entity::{EntityKey, EntityState};
 pub use event::{Event, EventError, HOOK_EXTENSION};
 pub use flow::{Flow, Metric, MetricShape, Sample, Slice};
+pub use rule_run::{RuleFailure, RuleNote};

@@ -104,7 +104,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use converge_model::{
     CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace, EntityState,
-    Event,
+    Event, RuleFailure, RuleNote,
 };
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Position, Scope};
 use sha2::{Digest, Sha256};
@@ -260,23 +260,6 @@ pub struct Evaluation {
     pub failures: Vec<RuleFailure>,
     /// `print` and `debug` output, from successful and failed rules alike.
     pub notes: Vec<RuleNote>,
-}
-
-/// A rule that failed at run time for one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleFailure {
-    pub rule: String,
-    pub rule_hash: String,
-    /// `path:line:column: message`, e.g. `rules/x.rhai:3:9: Too many operations`
-    /// (`path: message` when Rhai gives no position).
-    pub message: String,
-}
-
-/// A line a rule printed with `print` or `debug`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleNote {
-    pub rule: String,
-    pub message: String,
 }
 
 impl RuleSet {

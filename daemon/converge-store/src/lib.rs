@@ -72,9 +72,9 @@ pub use records::{
     DeadLetterChange, DeadLetterOp, DeadLetterOutcome, DecisionRecord, EventTrail, ExpectedArrival,
     Fence, FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
     LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction,
-    ProcessedEvent, PruneCandidate, PrunePage, RecentRuleFailure, RuleActivity, RuleFailure,
-    RuleNote, SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord,
-    WriteBatch, WriteResult, idempotency_key, instance_hex,
+    ProcessedEvent, PruneCandidate, PrunePage, RecentRuleFailure, RuleActivity, SampleGroup,
+    SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord, WriteBatch, WriteResult,
+    idempotency_key, instance_hex,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of

@@ -1,6 +1,8 @@
 //! What goes into the store and what comes out of it.
 
-use converge_model::{CatchUp, Decision, EntityState, Event, Metric, Sample, Slice};
+use converge_model::{
+    CatchUp, Decision, EntityState, Event, Metric, RuleFailure, RuleNote, Sample, Slice,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -188,23 +190,6 @@ pub struct FiredTimer {
 pub struct SkippedTimer {
     pub timer_id: i64,
     pub skipped_at_ms: i64,
-}
-
-/// A rule that failed on an event (error, timeout...): the event is still
-/// processed, and the failure is kept for `converge explain`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RuleFailure {
-    pub rule: String,
-    pub rule_hash: String,
-    pub message: String,
-}
-
-/// A line a rule printed (`print`, `debug`) while deciding an event, kept
-/// with the event's trail for `converge explain`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RuleNote {
-    pub rule: String,
-    pub message: String,
 }
 
 /// What happened when the outbox ran an action.

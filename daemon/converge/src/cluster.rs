@@ -28,11 +28,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use converge_engine::{Gates, decision_time};
-use converge_model::{EntityKey, EntityState, Event};
+use converge_model::{EntityKey, EntityState, Event, RuleFailure};
 use converge_store::{
     ActionLease, EVENTS_CHANNEL, Fence, FiredTimer, JournaledEvent, NewEvent, PARTITIONS,
-    ProcessedEvent, RuleFailure, Store, StoreError, WriteBatch, WriteResult, event_partition,
-    partition_of,
+    ProcessedEvent, Store, StoreError, WriteBatch, WriteResult, event_partition, partition_of,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -515,8 +515,10 @@ fn millis(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use converge_model::{DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
-    use converge_store::{ActionHistoryRecord, DecisionRecord, RuleFailure};
+    use converge_model::{
+        DecisionInputs, DecisionKind, DecisionSite, DecisionTrace, RuleFailure, RuleNote,
+    };
+    use converge_store::{ActionHistoryRecord, DecisionRecord};
     use serde_json::json;
 
     fn trail() -> EventTrail {
@@ -638,7 +640,7 @@ mod tests {
                 rule_hash: "77bb".into(),
                 message: "rules/late.rhai:2:1: Too many operations".into(),
             }],
-            rule_notes: vec![converge_store::RuleNote {
+            rule_notes: vec![RuleNote {
                 rule: "gate".into(),
                 message: "consistency 0.72\nwindow 48h".into(),
             }],

@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use converge_engine::{Engine, EntitySource, Gates, Input, Outcome, Rules};
-use converge_model::{EntityKey, EntityState, Event};
-use converge_store::{GateChange, NewEvent, ProcessedEvent, RuleFailure, RuleNote, Store};
+use converge_model::{EntityKey, EntityState, Event, RuleNote};
+use converge_store::{GateChange, NewEvent, ProcessedEvent, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -357,21 +357,12 @@ impl Processor {
         }
         let now_ms = outcome.now.timestamp_millis();
         let rule_notes = kept_notes(&outcome.notes);
-        let rule_failures = outcome
-            .failures
-            .into_iter()
-            .map(|f| RuleFailure {
-                rule: f.rule,
-                rule_hash: f.rule_hash,
-                message: f.message,
-            })
-            .collect();
         Ok(Processed {
             result: ProcessedEvent {
                 seq: item.seq,
                 entity: outcome.entity,
                 decisions: outcome.decisions,
-                rule_failures,
+                rule_failures: outcome.failures,
                 rule_notes,
                 processed_at_ms: now_ms,
                 timers: outcome.timers,
@@ -487,7 +478,7 @@ const MAX_NOTE_CHARS: usize = 1000;
 
 /// What the rules printed for an event, as its trail keeps it: each line
 /// cut at [`MAX_NOTE_CHARS`].
-fn kept_notes(notes: &[converge_rules::RuleNote]) -> Vec<RuleNote> {
+fn kept_notes(notes: &[RuleNote]) -> Vec<RuleNote> {
     notes
         .iter()
         .map(|note| {

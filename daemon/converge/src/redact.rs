@@ -234,8 +234,8 @@ fn printed(value: &Value, out: &mut Vec<String>) {
 
 #[cfg(test)]
 mod tests {
-    use converge_model::{Decision, DecisionKind};
-    use converge_store::{DecisionRecord, RuleFailure, RuleNote};
+    use converge_model::{Decision, DecisionKind, RuleFailure, RuleNote};
+    use converge_store::DecisionRecord;
     use serde_json::json;
 
     use super::*;

@@ -37,8 +37,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeZone, Utc};
-use converge_model::{Decision, DecisionKind, Event, Metric, Sample};
-use converge_rules::{Evaluation, RuleFailure, RuleLimits, RuleSet, RuleSource};
+use converge_model::{Decision, DecisionKind, Event, Metric, RuleFailure, Sample};
+use converge_rules::{Evaluation, RuleLimits, RuleSet, RuleSource};
 use converge_store::{Location, Store, StoreError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
@@ -46,7 +46,7 @@ use serde_json::{Value, json};
 use crate::Exit;
 use crate::config::Config;
 use converge_engine::effects::data_without_timer;
-use converge_engine::{Engine, Origin, Processed, Rules, Simulation};
+use converge_engine::{Engine, Origin, Rules, Simulated, Simulation};
 use converge_model::sources;
 
 use crate::reload::LoadedRules;
@@ -277,7 +277,7 @@ fn new_simulation<'r>(
 fn replay_event(
     sim: &mut Simulation<'_>,
     recorded: &Recorded,
-    each: &mut impl FnMut(Processed<'_>, Option<i64>),
+    each: &mut impl FnMut(Simulated<'_>, Option<i64>),
 ) -> Result<(), String> {
     sim.advance_to(recorded.now, None, &mut |p| each(p, None))?;
     sim.now = recorded.now;
@@ -609,7 +609,7 @@ struct Seen {
 }
 
 impl Seen {
-    fn of(processed: Processed<'_>, seq: Option<i64>) -> Seen {
+    fn of(processed: Simulated<'_>, seq: Option<i64>) -> Seen {
         let event = processed.event;
         let identity = match processed.origin {
             // The same recorded event is replayed on both sides.
@@ -921,7 +921,7 @@ impl<W: Write> Reporter<W> {
         self.since.is_none_or(|since| now >= since)
     }
 
-    fn single(&mut self, processed: Processed<'_>, seq: Option<i64>) {
+    fn single(&mut self, processed: Simulated<'_>, seq: Option<i64>) {
         if !self.reported(processed.now) {
             return;
         }

@@ -1129,15 +1129,7 @@ pub fn rebuild(store: &mut converge_store::Store, config: &Config) -> Result<Reb
                     .filter(|d| !d.shadow)
                     .map(|d| d.decision.clone())
                     .collect(),
-                failures: trail
-                    .rule_failures
-                    .iter()
-                    .map(|f| converge_rules::RuleFailure {
-                        rule: f.rule.clone(),
-                        rule_hash: f.rule_hash.clone(),
-                        message: f.message.clone(),
-                    })
-                    .collect(),
+                failures: trail.rule_failures.clone(),
                 notes: Vec::new(),
             };
             let key = event.entity_key();

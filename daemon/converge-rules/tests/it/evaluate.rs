@@ -1,7 +1,8 @@
 use std::sync::Arc;
 
 use converge_model::{Decision, DecisionKind, EntityState};
-use converge_rules::{RuleFailure, RuleLimits, RuleNote, RuleSet};
+use converge_model::{RuleFailure, RuleNote};
+use converge_rules::{RuleLimits, RuleSet};
 use serde_json::json;
 
 use crate::{at, compile, entity_after, event, now, source};

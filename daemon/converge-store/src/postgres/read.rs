@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use converge_model::{EntityKey, EntityState, MetricShape};
+use converge_model::{EntityKey, EntityState, MetricShape, RuleFailure, RuleNote};
 use postgres::{GenericClient, Row};
 
 use super::{PostgresStore, Session, attempts, cluster, sql_limit};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
-    RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, TimerRecord, parse_catch_up,
+    RecentRuleFailure, RuleActivity, TimerRecord, parse_catch_up,
 };
 use crate::{
     Backend, Check, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery, StoreError,

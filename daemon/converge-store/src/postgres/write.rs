@@ -21,16 +21,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use converge_model::Sample;
+use converge_model::{RuleFailure, RuleNote, Sample};
 use postgres::GenericClient;
 use postgres::error::SqlState;
 
 use super::{Conn, PostgresStore, Session, outbox, sql_partition};
 use crate::records::{
     ActionLease, Appended, ExpectedArrival, FiredTimer, GateChange, NewAction, NewDecision,
-    NewEvent, NewTimer, OpenSpan, PendingAction, ProcessedEvent, RuleFailure, RuleNote,
-    SkippedTimer, SourceState, TimerKind, WriteBatch, WriteResult, catch_up_name,
-    timer_kind_columns,
+    NewEvent, NewTimer, OpenSpan, PendingAction, ProcessedEvent, SkippedTimer, SourceState,
+    TimerKind, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
 };
 use crate::{StoreError, event_partition, partition_of};
 

@@ -1,7 +1,7 @@
 //! The SQLite [`Backend`]: queries (writes are in `write.rs`). They read the last committed snapshot, so readers on other
 //! connections never see half a batch and never block the writer.
 
-use converge_model::{CatchUp, EntityKey, EntityState, MetricShape};
+use converge_model::{CatchUp, EntityKey, EntityState, MetricShape, RuleFailure, RuleNote};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
@@ -9,7 +9,7 @@ use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CUR
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
-    RecentRuleFailure, RuleActivity, RuleFailure, RuleNote, TimerRecord, parse_catch_up,
+    RecentRuleFailure, RuleActivity, TimerRecord, parse_catch_up,
 };
 use crate::{
     Backend, Check, LeaseRecord, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch,

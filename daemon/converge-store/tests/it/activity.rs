@@ -1,8 +1,9 @@
 //! What the rules did lately: the newest rule failures, and each rule's
 //! decisions and failures since a time.
 
+use converge_model::RuleFailure;
 use converge_store::{
-    NewDecision, NewEvent, ProcessedEvent, RecentRuleFailure, RuleActivity, RuleFailure, WriteBatch,
+    NewDecision, NewEvent, ProcessedEvent, RecentRuleFailure, RuleActivity, WriteBatch,
 };
 
 use crate::helpers::{TestDb, event, notify, processed_plain};

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use converge_model::{Decision, DecisionKind, EntityKey, EntityState};
+use converge_model::{Decision, DecisionKind, EntityKey, EntityState, RuleFailure};
 use converge_store::{
-    Durability, Location, NewAction, NewDecision, NewEvent, ProcessedEvent, RuleFailure, Store,
-    WriteBatch,
+    Durability, Location, NewAction, NewDecision, NewEvent, ProcessedEvent, Store, WriteBatch,
 };
 use tempfile::TempDir;
 

@@ -1,7 +1,7 @@
-use converge_model::EntityKey;
+use converge_model::{EntityKey, RuleNote};
 use converge_store::{
     ActionOutcome, Appended, Counts, NewDecision, OutcomeKind, PendingAction, ProcessedEvent,
-    RuleNote, SourceState, StoreError, WriteBatch,
+    SourceState, StoreError, WriteBatch,
 };
 
 use crate::helpers::{

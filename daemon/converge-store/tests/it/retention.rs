@@ -1,10 +1,8 @@
 //! Retention: processed events older than the cut-off that nothing needs
 //! any more go, with what was recorded about them; the rest stays.
 
-use converge_model::CatchUp;
-use converge_store::{
-    ActionOutcome, NewTimer, OutcomeKind, ProcessedEvent, RuleNote, TimerKind, WriteBatch,
-};
+use converge_model::{CatchUp, RuleNote};
+use converge_store::{ActionOutcome, NewTimer, OutcomeKind, ProcessedEvent, TimerKind, WriteBatch};
 use serde_json::json;
 
 use crate::helpers::{TestDb, event, failure, processed_plain, processed_with_actions};

@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use super::diff;
 use crate::Exit;
 use converge_engine::effects::data_without_timer;
-use converge_engine::{Engine, Origin, Processed, Rules, Simulation, StageRoles};
+use converge_engine::{Engine, Origin, Rules, Simulated, Simulation, StageRoles};
 
 /// The clock of a case that does not set `now`: fixed, so tests never depend
 /// on the day they run.
@@ -529,7 +529,7 @@ struct StepRun {
 }
 
 impl StepRun {
-    fn push(&mut self, processed: Processed<'_>) {
+    fn push(&mut self, processed: Simulated<'_>) {
         for release in &processed.outcome.releases {
             for send in &release.sends {
                 self.released.push(serde_json::json!({
