@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use converge_model::records::{NewTimer, TimerRecord};
-use converge_model::{Decision, DecisionKind, Event, sources};
+use converge_model::{Decision, DecisionKind, Event, OwnEvent, sources};
 use serde_json::{Value, json};
 
 /// The CloudEvents extension counting how many emits deep an event is.
@@ -60,20 +60,16 @@ pub fn emitted_event(
             "emit of `{event_type}` refused: it would be {depth} emits deep, past rules.max_emit_depth ({max_depth}); is a rule emitting in a loop?"
         ));
     }
-    let mut json = json!({
-        "specversion": "1.0",
-        "id": id,
-        "source": sources::RULES,
-        "type": event_type,
-        "time": now.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "datacontenttype": "application/json",
-        "data": data_object(data),
-        DEPTH_EXTENSION: depth,
-    });
-    if let Some(subject) = &cause.subject {
-        json["subject"] = Value::String(subject.clone());
-    }
-    Event::from_value(json).map_err(|e| format!("emit of `{event_type}`: {e}"))
+    Event::own(OwnEvent {
+        id,
+        source: sources::RULES,
+        ty: event_type,
+        subject: cause.subject.as_deref(),
+        time: now,
+        data: data_object(data),
+        extensions: &[(DEPTH_EXTENSION, i64::from(depth))],
+    })
+    .map_err(|e| format!("emit of `{event_type}`: {e}"))
 }
 
 /// The durable timer a `schedule` or `expect` decision asks for, due at
@@ -139,25 +135,28 @@ pub fn new_timer(
 /// when it fires after converge was down past that time.
 pub fn timer_event(timer: &TimerRecord, late: bool) -> Result<Event, String> {
     let due = DateTime::<Utc>::from_timestamp_millis(timer.due_at_ms)
-        .ok_or_else(|| format!("due time {} ms is out of range", timer.due_at_ms))?
-        .to_rfc3339_opts(SecondsFormat::Millis, true);
+        .ok_or_else(|| format!("due time {} ms is out of range", timer.due_at_ms))?;
     let mut data = data_object(&timer.data);
     if let Value::Object(members) = &mut data {
         members.insert(
             "timer".into(),
-            json!({"id": timer.id, "rule": timer.rule, "scheduled_for": due, "late": late}),
+            json!({
+                "id": timer.id,
+                "rule": timer.rule,
+                "scheduled_for": due.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "late": late,
+            }),
         );
     }
-    Event::from_value(json!({
-        "specversion": "1.0",
-        "id": format!("timer-{}", timer.id),
-        "source": sources::TIMERS,
-        "type": timer.event_type,
-        "subject": timer.entity,
-        "time": due,
-        "datacontenttype": "application/json",
-        "data": data,
-    }))
+    Event::own(OwnEvent {
+        id: format!("timer-{}", timer.id),
+        source: sources::TIMERS,
+        ty: &timer.event_type,
+        subject: Some(&timer.entity),
+        time: due,
+        data,
+        extensions: &[],
+    })
     .map_err(|e| e.to_string())
 }
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use converge_model::records::HeldSendRecord;
-use converge_model::{Event, sources};
+use converge_model::{Event, OwnEvent, sources};
 use serde_json::{Value, json};
 
 /// The type of an override's event.
@@ -176,16 +176,16 @@ impl OverrideEvent for Override {
     }
 
     fn event(&self, id: String, campaign: &str, now: DateTime<Utc>) -> Result<Event, String> {
-        Event::from_value(json!({
-            "specversion": "1.0",
-            "id": id,
-            "source": sources::ADMIN,
-            "type": OVERRIDE_TYPE,
-            "subject": campaign,
-            "time": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "datacontenttype": "application/json",
-            "data": self,
-        }))
+        let data = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        Event::own(OwnEvent {
+            id,
+            source: sources::ADMIN,
+            ty: OVERRIDE_TYPE,
+            subject: Some(campaign),
+            time: now,
+            data,
+            extensions: &[],
+        })
         .map_err(|e| e.to_string())
     }
 }

@@ -1,7 +1,7 @@
 //! Canonical events: CloudEvents 1.0 in the JSON format, validated once at intake.
 
-use chrono::{DateTime, Utc};
-use cloudevents::AttributesReader;
+use chrono::{DateTime, SubsecRound, Utc};
+use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -31,6 +31,24 @@ pub struct Event {
     /// The `data` member when it is JSON; `Null` when absent or binary.
     pub data: Value,
     pub json: String,
+}
+
+/// The attributes of an event converge writes itself: a fired timer, an
+/// `emit`, a gate override, a schedule's occurrence. All of them go through
+/// the cloudevents crate's builder in [`Event::own`], so they are written
+/// alike: JSON data (`datacontenttype` `application/json`), the time in
+/// milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnEvent<'a> {
+    pub id: String,
+    /// One of [`crate::sources`].
+    pub source: &'a str,
+    pub ty: &'a str,
+    pub subject: Option<&'a str>,
+    pub time: DateTime<Utc>,
+    pub data: Value,
+    /// Extension attributes with integer values (an emit's depth).
+    pub extensions: &'a [(&'a str, i64)],
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -174,6 +192,35 @@ impl Event {
             data,
             json,
         })
+    }
+
+    /// An event converge writes itself: see [`OwnEvent`].
+    pub fn own(attributes: OwnEvent<'_>) -> Result<Event, EventError> {
+        let OwnEvent {
+            id,
+            source,
+            ty,
+            subject,
+            time,
+            data,
+            extensions,
+        } = attributes;
+        let mut builder = EventBuilderV10::new()
+            .id(id)
+            .source(source)
+            .ty(ty)
+            .time(time.trunc_subsecs(3))
+            .data("application/json", data);
+        if let Some(subject) = subject {
+            builder = builder.subject(subject);
+        }
+        for &(name, value) in extensions {
+            builder = builder.extension(name, value);
+        }
+        let event = builder
+            .build()
+            .map_err(|e| EventError::Invalid(e.to_string()))?;
+        Event::from_cloudevent(event, Writer::Outside)
     }
 
     /// Reads back an event the journal stored.
@@ -372,5 +419,61 @@ mod tests {
             matches!(&err, EventError::InBatch { index: 1, error } if matches!(**error, EventError::Invalid(_))),
             "{err}"
         );
+    }
+
+    #[test]
+    fn converges_own_events_are_written_alike_and_read_back_whole() {
+        let time = DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let own = Event::own(OwnEvent {
+            id: "emit-7-1".into(),
+            source: "converge/rules",
+            ty: "brief.reminder",
+            subject: Some("campaign/c-1"),
+            time,
+            data: serde_json::json!({"n": 1}),
+            extensions: &[("convergedepth", 2)],
+        })
+        .unwrap();
+        assert_eq!(
+            (own.id.as_str(), own.source.as_str(), own.ty.as_str()),
+            ("emit-7-1", "converge/rules", "brief.reminder")
+        );
+        assert_eq!(own.entity_key().unwrap().to_string(), "campaign/c-1");
+        // Milliseconds, as every time converge writes.
+        assert_eq!(
+            own.time
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            "2026-11-23T10:00:00.123000000Z"
+        );
+        let json: Value = serde_json::from_str(&own.json).unwrap();
+        assert_eq!(json["specversion"], "1.0");
+        assert_eq!(json["datacontenttype"], "application/json");
+        assert_eq!(json["data"], serde_json::json!({"n": 1}));
+        assert_eq!(json["convergedepth"], 2);
+        assert_eq!(Event::from_journal(&own.json).unwrap(), own);
+
+        // Without a subject the event is about no entity.
+        let bare = |id: &str, source: &'static str| {
+            Event::own(OwnEvent {
+                id: id.into(),
+                source,
+                ty: "t",
+                subject: None,
+                time,
+                data: serde_json::json!({}),
+                extensions: &[],
+            })
+        };
+        let timer = bare("timer-1", "converge/timers").unwrap();
+        assert!(timer.entity_key().is_none() && !timer.json.contains("subject"));
+        // An empty id or source is refused, as from outside.
+        assert!(matches!(
+            bare("", "converge/timers"),
+            Err(EventError::Invalid(_))
+        ));
+        assert!(matches!(bare("x", ""), Err(EventError::Invalid(_))));
     }
 }

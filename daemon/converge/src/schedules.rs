@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
-use converge_model::{CatchUp, Event};
+use converge_model::{CatchUp, Event, OwnEvent};
 use converge_store::Store;
 use croner::Cron;
 use serde_json::{Value, json};
@@ -334,19 +334,16 @@ pub fn occurrence_event(
             }),
         );
     }
-    let mut event = json!({
-        "specversion": "1.0",
-        "id": occurrence_id(&schedule.name, at),
-        "source": SCHEDULE_SOURCE,
-        "type": schedule.event_type,
-        "time": scheduled_for,
-        "datacontenttype": "application/json",
-        "data": data,
-    });
-    if let Some(subject) = &schedule.subject {
-        event["subject"] = json!(subject);
-    }
-    Event::from_value(event).map_err(|e| e.to_string())
+    Event::own(OwnEvent {
+        id: occurrence_id(&schedule.name, at),
+        source: SCHEDULE_SOURCE,
+        ty: &schedule.event_type,
+        subject: schedule.subject.as_deref(),
+        time: at,
+        data,
+        extensions: &[],
+    })
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
