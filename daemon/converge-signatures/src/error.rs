@@ -43,22 +43,56 @@ fn describe_skew(skew_secs: i64) -> String {
 /// `index` is the position in `Settings::secrets`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("scheme `{scheme}` needs {setting}")]
-    Missing {
-        scheme: Scheme,
-        setting: &'static str,
-    },
+    #[error("scheme `{scheme}` needs {}", setting.needed())]
+    Missing { scheme: Scheme, setting: Setting },
     /// A setting the scheme would silently ignore, which is almost always a
     /// mistake in the config (a tolerance on a scheme without timestamps).
-    #[error("scheme `{scheme}` does not use {setting}")]
-    NotApplicable {
-        scheme: Scheme,
-        setting: &'static str,
-    },
+    #[error("scheme `{scheme}` does not use {}", setting.ignored())]
+    NotApplicable { scheme: Scheme, setting: Setting },
     #[error("secrets[{index}] is empty")]
     EmptySecret { index: usize },
     #[error("secrets[{index}] is {problem}")]
     InvalidSecret { index: usize, problem: &'static str },
+}
+
+/// The member of [`crate::Settings`] a [`ConfigError`] is about, so a
+/// caller can point at its own name for it without reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// `secrets`.
+    Secrets,
+    /// `tolerance`.
+    Tolerance,
+    /// `url`, the address the sender signs.
+    Url,
+    /// `allow_legacy_sha1`.
+    LegacySha1,
+    /// `generic`: the header and encoding of [`crate::Scheme::HmacSha256`].
+    Generic,
+}
+
+impl Setting {
+    /// What a scheme that needs it lacks.
+    fn needed(self) -> &'static str {
+        match self {
+            Setting::Secrets => "at least one secret",
+            Setting::Tolerance => "a timestamp tolerance",
+            Setting::Url => "the URL registered with the sender",
+            Setting::LegacySha1 => "legacy SHA-1 signatures allowed",
+            Setting::Generic => "a header and an encoding",
+        }
+    }
+
+    /// What a scheme that does not use it was given.
+    fn ignored(self) -> &'static str {
+        match self {
+            Setting::Secrets => "a secret",
+            Setting::Tolerance => "a timestamp tolerance",
+            Setting::Url => "a registered URL",
+            Setting::LegacySha1 => "legacy SHA-1 signatures",
+            Setting::Generic => "a generic header and encoding",
+        }
+    }
 }
 
 /// A scheme name that is not one of [`Scheme::ALL`].

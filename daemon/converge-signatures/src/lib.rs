@@ -20,7 +20,7 @@ mod schemes;
 mod secret;
 mod verifier;
 
-pub use error::{ConfigError, UnknownEncoding, UnknownScheme, VerifyError};
+pub use error::{ConfigError, Setting, UnknownEncoding, UnknownScheme, VerifyError};
 pub use scheme::Scheme;
 pub use secret::Secret;
 pub use verifier::{Encoding, GenericHmac, Inbound, Settings, Verified, Verifier, asana_handshake};

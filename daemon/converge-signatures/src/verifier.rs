@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderName};
 use p256::ecdsa::VerifyingKey;
 use p256::pkcs8::DecodePublicKey as _;
 
-use crate::error::{ConfigError, UnknownEncoding, VerifyError};
+use crate::error::{ConfigError, Setting, UnknownEncoding, VerifyError};
 use crate::headers::{self, BASE64};
 use crate::scheme::Scheme;
 use crate::schemes;
@@ -126,30 +126,30 @@ impl Verifier {
         let not_applicable = |setting| ConfigError::NotApplicable { scheme, setting };
 
         match scheme {
-            Scheme::None if !secrets.is_empty() => return Err(not_applicable("a secret")),
+            Scheme::None if !secrets.is_empty() => return Err(not_applicable(Setting::Secrets)),
             Scheme::None | Scheme::Asana => {}
-            _ if secrets.is_empty() => return Err(missing("at least one secret")),
+            _ if secrets.is_empty() => return Err(missing(Setting::Secrets)),
             _ => {}
         }
         if let Some(index) = secrets.iter().position(Secret::is_empty) {
             return Err(ConfigError::EmptySecret { index });
         }
         if tolerance.is_some() && !scheme.signs_timestamp() {
-            return Err(not_applicable("a timestamp tolerance"));
+            return Err(not_applicable(Setting::Tolerance));
         }
         let url = match (url, scheme.signs_url()) {
             (Some(url), true) if !url.is_empty() => url,
-            (_, true) => return Err(missing("the URL registered with the sender")),
-            (Some(_), false) => return Err(not_applicable("a registered URL")),
+            (_, true) => return Err(missing(Setting::Url)),
+            (Some(_), false) => return Err(not_applicable(Setting::Url)),
             (None, false) => String::new(),
         };
         if allow_legacy_sha1 && scheme != Scheme::Github {
-            return Err(not_applicable("legacy SHA-1 signatures"));
+            return Err(not_applicable(Setting::LegacySha1));
         }
         match (&generic, scheme) {
-            (None, Scheme::HmacSha256) => return Err(missing("a header and an encoding")),
+            (None, Scheme::HmacSha256) => return Err(missing(Setting::Generic)),
             (Some(_), scheme) if scheme != Scheme::HmacSha256 => {
-                return Err(not_applicable("a generic header and encoding"));
+                return Err(not_applicable(Setting::Generic));
             }
             _ => {}
         }

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use converge_signatures::{
-    ConfigError, Encoding, GenericHmac, Inbound, Scheme, Secret, Settings, Verified, Verifier,
-    VerifyError,
+    ConfigError, Encoding, GenericHmac, Inbound, Scheme, Secret, Setting, Settings, Verified,
+    Verifier, VerifyError,
 };
 
 /// One `[hooks.<name>]` entry, validated.
@@ -202,18 +202,12 @@ fn stand_in_secret(scheme: Scheme) -> Secret {
 fn describe_config_error(e: &ConfigError) -> String {
     let field = match e {
         ConfigError::Missing { setting, .. } | ConfigError::NotApplicable { setting, .. } => {
-            if setting.contains("URL") {
-                "url"
-            } else if setting.contains("tolerance") {
-                "tolerance"
-            } else if setting.contains("SHA-1") {
-                "allow_legacy_sha1"
-            } else if setting.contains("header") {
-                "header"
-            } else if setting.contains("secret") {
-                "secret_env"
-            } else {
-                "verify"
+            match setting {
+                Setting::Url => "url",
+                Setting::Tolerance => "tolerance",
+                Setting::LegacySha1 => "allow_legacy_sha1",
+                Setting::Generic => "header",
+                Setting::Secrets => "secret_env",
             }
         }
         ConfigError::InvalidSecret { .. } | ConfigError::EmptySecret { .. } => "secret_env",
@@ -351,6 +345,38 @@ mod tests {
             prefix: None,
             encoding: None,
         }
+    }
+
+    #[test]
+    fn a_setting_the_scheme_refuses_is_reported_under_its_config_key() {
+        let vars = vec!["SECRET".to_string()];
+        let env = |_: &str| Some("s3cret".to_string());
+        let refused = |hook: RawHook<'_>| HookConfig::new("h", &hook, &env).unwrap_err();
+        assert_eq!(
+            refused(RawHook {
+                tolerance: Some(std::time::Duration::from_secs(60)),
+                ..raw("github", &vars)
+            }),
+            ["tolerance: scheme `github` does not use a timestamp tolerance"]
+        );
+        assert_eq!(
+            refused(raw("trello", &vars)),
+            ["url: scheme `trello` needs the URL registered with the sender"]
+        );
+        assert_eq!(
+            refused(RawHook {
+                url: Some("https://example.com/hook"),
+                ..raw("github", &vars)
+            }),
+            ["url: scheme `github` does not use a registered URL"]
+        );
+        assert_eq!(
+            refused(RawHook {
+                allow_legacy_sha1: true,
+                ..raw("jira", &vars)
+            }),
+            ["allow_legacy_sha1: scheme `jira` does not use legacy SHA-1 signatures"]
+        );
     }
 
     #[test]

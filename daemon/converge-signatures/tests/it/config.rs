@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use converge_signatures::{
-    ConfigError, Encoding, GenericHmac, Scheme, Secret, Settings, Verifier, VerifyError,
+    ConfigError, Encoding, GenericHmac, Scheme, Secret, Setting, Settings, Verifier, VerifyError,
 };
 use http::HeaderName;
 
@@ -95,7 +95,7 @@ fn every_keyed_scheme_needs_a_secret() {
                 result,
                 Err(ConfigError::Missing {
                     scheme,
-                    setting: "at least one secret"
+                    setting: Setting::Secrets
                 }),
                 "{scheme}"
             ),
@@ -115,7 +115,7 @@ fn settings_a_scheme_would_ignore_are_refused() {
     let not_applicable = |scheme, setting| Err(ConfigError::NotApplicable { scheme, setting });
     assert_eq!(
         build(Scheme::None, secrets(&["x"])),
-        not_applicable(Scheme::None, "a secret")
+        not_applicable(Scheme::None, Setting::Secrets)
     );
     assert_eq!(
         build(
@@ -125,7 +125,7 @@ fn settings_a_scheme_would_ignore_are_refused() {
                 ..secrets(&["x"])
             }
         ),
-        not_applicable(Scheme::Github, "a timestamp tolerance")
+        not_applicable(Scheme::Github, Setting::Tolerance)
     );
     assert_eq!(
         build(
@@ -135,7 +135,7 @@ fn settings_a_scheme_would_ignore_are_refused() {
                 ..secrets(&["x"])
             }
         ),
-        not_applicable(Scheme::Github, "a registered URL")
+        not_applicable(Scheme::Github, Setting::Url)
     );
     assert_eq!(
         build(
@@ -145,7 +145,7 @@ fn settings_a_scheme_would_ignore_are_refused() {
                 ..secrets(&["x"])
             }
         ),
-        not_applicable(Scheme::Jira, "legacy SHA-1 signatures")
+        not_applicable(Scheme::Jira, Setting::LegacySha1)
     );
     assert_eq!(
         build(
@@ -155,7 +155,7 @@ fn settings_a_scheme_would_ignore_are_refused() {
                 ..secrets(&["x"])
             }
         ),
-        not_applicable(Scheme::Github, "a generic header and encoding")
+        not_applicable(Scheme::Github, Setting::Generic)
     );
 }
 
@@ -166,7 +166,7 @@ fn settings_a_scheme_needs_are_required() {
             build(scheme, secrets(&["x"])),
             Err(ConfigError::Missing {
                 scheme,
-                setting: "the URL registered with the sender"
+                setting: Setting::Url
             })
         );
         let empty_url = Settings {
@@ -179,7 +179,7 @@ fn settings_a_scheme_needs_are_required() {
         build(Scheme::HmacSha256, secrets(&["x"])),
         Err(ConfigError::Missing {
             scheme: Scheme::HmacSha256,
-            setting: "a header and an encoding"
+            setting: Setting::Generic
         })
     );
 }
@@ -304,7 +304,7 @@ fn error_messages_read_well() {
     assert_eq!(
         ConfigError::Missing {
             scheme: Scheme::Trello,
-            setting: "the URL registered with the sender"
+            setting: Setting::Url
         }
         .to_string(),
         "scheme `trello` needs the URL registered with the sender"
