@@ -1436,10 +1436,9 @@ impl Validator {
                 }
                 Err(errors) => {
                     for e in errors {
-                        self.errors.push(if e.starts_with('`') {
-                            format!("hooks.{name}: {e}")
-                        } else {
-                            format!("{key}.{e}")
+                        self.errors.push(match e.field {
+                            Some(field) => format!("{key}.{field}: {}", e.message),
+                            None => format!("hooks.{name}: {}", e.message),
                         });
                     }
                 }

@@ -15,6 +15,7 @@
 //! replace it later.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,35 +68,65 @@ pub struct RawHook<'a> {
     pub encoding: Option<&'a str>,
 }
 
+/// What is wrong with a hook's settings: the key it is about (`verify`,
+/// `url`, ...), `None` for the hook's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookError {
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl HookError {
+    fn at(field: &'static str, message: impl Into<String>) -> HookError {
+        HookError {
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.field {
+            Some(field) => write!(f, "{field}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
 impl HookConfig {
-    /// Validates one hook. Errors start with the field they are about
-    /// (`verify: ...`); a secret variable that is not set is a warning.
+    /// Validates one hook: every error found; a secret variable that is
+    /// not set is a warning.
     pub fn new(
         name: &str,
         raw: &RawHook<'_>,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(HookConfig, Vec<String>), Vec<String>> {
+    ) -> Result<(HookConfig, Vec<String>), Vec<HookError>> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         if !valid_hook_name(name) {
-            errors.push(format!(
-                "`{name}`: a hook name is 1 to 64 letters, digits, '-' or '_'"
-            ));
+            errors.push(HookError {
+                field: None,
+                message: format!("`{name}`: a hook name is 1 to 64 letters, digits, '-' or '_'"),
+            });
         }
         let scheme = raw
             .verify
             .parse::<Scheme>()
-            .map_err(|e| errors.push(format!("verify: {e}")));
+            .map_err(|e| errors.push(HookError::at("verify", e.to_string())));
         let generic = match (raw.header, raw.encoding) {
             (None, None) if raw.prefix.is_none() => None,
             (Some(header), encoding) => {
-                let header = header
-                    .parse::<axum::http::HeaderName>()
-                    .map_err(|_| errors.push(format!("header: `{header}` is not a header name")));
+                let header = header.parse::<axum::http::HeaderName>().map_err(|_| {
+                    errors.push(HookError::at(
+                        "header",
+                        format!("`{header}` is not a header name"),
+                    ))
+                });
                 let encoding = encoding
                     .unwrap_or("hex")
                     .parse::<Encoding>()
-                    .map_err(|e| errors.push(format!("encoding: {e}")));
+                    .map_err(|e| errors.push(HookError::at("encoding", e.to_string())));
                 match (header, encoding) {
                     (Ok(header), Ok(encoding)) => Some(GenericHmac {
                         header,
@@ -106,7 +137,10 @@ impl HookConfig {
                 }
             }
             (None, _) => {
-                errors.push("header: the header that carries the signature is required with `prefix` or `encoding`".into());
+                errors.push(HookError::at(
+                    "header",
+                    "the header that carries the signature is required with `prefix` or `encoding`",
+                ));
                 None
             }
         };
@@ -134,14 +168,16 @@ impl HookConfig {
         };
         let needs_secret = !matches!(scheme, Scheme::None | Scheme::Asana);
         if needs_secret && raw.secret_env.is_empty() {
-            return Err(vec![format!(
-                "secret_env: `{scheme}` needs the environment variable(s) holding the secret"
+            return Err(vec![HookError::at(
+                "secret_env",
+                format!("`{scheme}` needs the environment variable(s) holding the secret"),
             )]);
         }
         if scheme == Scheme::None && !raw.secret_env.is_empty() {
-            return Err(vec![
-                "secret_env: `none` verifies nothing; set `verify` to the sender's scheme".into(),
-            ]);
+            return Err(vec![HookError::at(
+                "secret_env",
+                "`none` verifies nothing; set `verify` to the sender's scheme",
+            )]);
         }
         // Checked with a stand-in secret so that a wrong setting is reported
         // at start even when the variable is not set yet.
@@ -199,7 +235,7 @@ fn stand_in_secret(scheme: Scheme) -> Secret {
     }
 }
 
-fn describe_config_error(e: &ConfigError) -> String {
+fn describe_config_error(e: &ConfigError) -> HookError {
     let field = match e {
         ConfigError::Missing { setting, .. } | ConfigError::NotApplicable { setting, .. } => {
             match setting {
@@ -212,7 +248,7 @@ fn describe_config_error(e: &ConfigError) -> String {
         }
         ConfigError::InvalidSecret { .. } | ConfigError::EmptySecret { .. } => "secret_env",
     };
-    format!("{field}: {e}")
+    HookError::at(field, e.to_string())
 }
 
 pub fn valid_hook_name(name: &str) -> bool {
@@ -351,7 +387,10 @@ mod tests {
     fn a_setting_the_scheme_refuses_is_reported_under_its_config_key() {
         let vars = vec!["SECRET".to_string()];
         let env = |_: &str| Some("s3cret".to_string());
-        let refused = |hook: RawHook<'_>| HookConfig::new("h", &hook, &env).unwrap_err();
+        let refused = |hook: RawHook<'_>| -> Vec<String> {
+            let errors = HookConfig::new("h", &hook, &env).unwrap_err();
+            errors.iter().map(ToString::to_string).collect()
+        };
         assert_eq!(
             refused(RawHook {
                 tolerance: Some(std::time::Duration::from_secs(60)),
@@ -433,28 +472,30 @@ mod tests {
     fn bad_settings_name_their_field() {
         let vars = vec!["S".to_string()];
         let env = |_: &str| Some("secret".to_string());
-        let error = |raw: RawHook<'_>| HookConfig::new("h", &raw, &env).unwrap_err();
-        assert!(error(raw("gitlab", &vars))[0].starts_with("verify: "));
-        assert!(error(raw("github", &[]))[0].starts_with("secret_env: "));
-        assert!(
-            error(raw("trello", &vars))[0].starts_with("url: "),
-            "{:?}",
-            error(raw("trello", &vars))
-        );
-        assert!(
-            error(RawHook {
+        let field = |raw: RawHook<'_>| HookConfig::new("h", &raw, &env).unwrap_err()[0].field;
+        assert_eq!(field(raw("gitlab", &vars)), Some("verify"));
+        assert_eq!(field(raw("github", &[])), Some("secret_env"));
+        assert_eq!(field(raw("trello", &vars)), Some("url"));
+        assert_eq!(
+            field(RawHook {
                 encoding: Some("base32"),
                 header: Some("x-sig"),
                 ..raw("hmac-sha256", &vars)
-            })[0]
-                .starts_with("encoding: ")
+            }),
+            Some("encoding")
         );
-        assert!(
-            error(RawHook {
+        assert_eq!(
+            field(RawHook {
                 prefix: Some("sha256="),
                 ..raw("hmac-sha256", &vars)
-            })[0]
-                .starts_with("header: ")
+            }),
+            Some("header")
+        );
+        let named = HookConfig::new("bad name", &raw("github", &vars), &env).unwrap_err();
+        assert_eq!(named[0].field, None);
+        assert_eq!(
+            named[0].to_string(),
+            "`bad name`: a hook name is 1 to 64 letters, digits, '-' or '_'"
         );
     }
 }
