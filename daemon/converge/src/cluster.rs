@@ -97,7 +97,7 @@ pub struct ReloadPeers {
 /// The processing loop of a daemon sharing the database: partitions,
 /// events, timers, reload notifications.
 pub struct ClusterProcessor {
-    /// Its `reader` is this loop's own connection, for reads and writes.
+    /// Its `store` is this loop's own connection, for reads and writes.
     pub processor: Processor,
     /// Leases' and timers' time.
     pub clock: Clock,
@@ -134,7 +134,7 @@ impl ClusterProcessor {
             }
         }
         // Released at once, the partitions move on without waiting for expiry.
-        let store = &self.processor.reader;
+        let store = &self.processor.store;
         for partition in held.keys() {
             let _ = store.release_lease(&partition_lease(*partition), &self.holder);
         }
@@ -158,7 +158,7 @@ impl ClusterProcessor {
         stop: &CancellationToken,
         health: &StorageHealth,
     ) -> anyhow::Result<()> {
-        let store = &self.processor.reader;
+        let store = &self.processor.store;
         store.listen(EVENTS_CHANNEL)?;
         store.listen(RELOAD_CHANNEL)?;
         self.processor.caught_up.cancel();
@@ -173,7 +173,7 @@ impl ClusterProcessor {
                 health.succeeded(STAGE);
             }
             while self.reloads.announce.try_recv().is_ok() {
-                self.processor.reader.notify(RELOAD_CHANNEL, &self.holder)?;
+                self.processor.store.notify(RELOAD_CHANNEL, &self.holder)?;
             }
             let busy = self.process_events(held)? | self.fire_timers(held)?;
             if busy {
@@ -183,7 +183,7 @@ impl ClusterProcessor {
                 .map(|at| round.saturating_sub(at.elapsed()))
                 .unwrap_or_default()
                 .min(POLL);
-            for (channel, payload) in self.processor.reader.wait_for_notifications(wait)? {
+            for (channel, payload) in self.processor.store.wait_for_notifications(wait)? {
                 if channel == RELOAD_CHANNEL && payload != self.holder {
                     let _ = self.reloads.remote.try_send(());
                 }
@@ -196,7 +196,7 @@ impl ClusterProcessor {
     /// partitions (renewed; extras given back; free or expired ones taken).
     /// About 2 + (partitions held) statements a round.
     fn membership(&mut self, held: &mut BTreeMap<u32, Held>) -> anyhow::Result<()> {
-        let store = &self.processor.reader;
+        let store = &self.processor.store;
         let holder = self.holder.as_str();
         store.hold_lease(&daemon_lease(holder), holder, self.ttl)?;
         let daemons = store.live_leases("daemon/")?.len().max(1);
@@ -284,7 +284,7 @@ impl ClusterProcessor {
         self.processor.trim_cache();
         let page = self
             .processor
-            .reader
+            .store
             .unprocessed_events(&partitions, BATCH)?;
         if page.is_empty() {
             return Ok(false);
@@ -391,7 +391,7 @@ impl ClusterProcessor {
             return Ok(());
         }
         let keys: Vec<EntityKey> = missing.keys().cloned().collect();
-        for state in self.processor.reader.entities(&keys)? {
+        for state in self.processor.store.entities(&keys)? {
             missing.remove(&state.key());
             self.processor.cache.insert(state, 0);
         }
@@ -414,7 +414,7 @@ impl ClusterProcessor {
         let now_ms = self.clock.now_ms();
         let due = self
             .processor
-            .reader
+            .store
             .due_timers_in(&partitions, now_ms, BATCH)?;
         if due.is_empty() {
             return Ok(false);
@@ -478,7 +478,7 @@ impl ClusterProcessor {
         held: &mut BTreeMap<u32, Held>,
         batch: &WriteBatch,
     ) -> anyhow::Result<Option<WriteResult>> {
-        match self.processor.reader.write(batch) {
+        match self.processor.store.write(batch) {
             Ok(written) => Ok(Some(written)),
             Err(StoreError::Fenced { lease }) => {
                 tracing::warn!(%lease, "lease lost before the commit; another daemon has this work");
@@ -491,7 +491,7 @@ impl ClusterProcessor {
                 let partitions: Vec<u32> = held.keys().copied().collect();
                 self.processor.cache.clear();
                 self.processor.gates =
-                    Gates::load(self.processor.reader.held_sends_in(&partitions)?);
+                    Gates::load(self.processor.store.held_sends_in(&partitions)?);
                 Ok(None)
             }
             Err(e) => Err(e.into()),

@@ -299,7 +299,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_emit_depth: config.rules.max_emit_depth,
             stages: config.report.clone(),
         },
-        reader: reader()?,
+        store: reader()?,
         journal: journal.clone(),
         metrics: metrics.clone(),
         cache: EntityCache::new(config.storage.entity_cache_entries),

@@ -45,8 +45,10 @@ pub struct Processor {
     pub rules: watch::Receiver<Arc<LoadedRules>>,
     /// The decision path: routes and limits.
     pub engine: Engine,
-    /// A read connection for entity states not in the cache and for the backlog.
-    pub reader: Store,
+    /// The processor's own connection: entity states not in the cache and
+    /// the backlog are read through it; in shared-database mode the
+    /// cluster loop also writes, leases and listens through it.
+    pub store: Store,
     pub journal: Journal,
     pub metrics: Metrics,
     /// The states this processor last wrote, which may be ahead of the store
@@ -202,7 +204,7 @@ impl Processor {
         );
         while after < head && !stop.is_cancelled() {
             let page = self
-                .reader
+                .store
                 .events_after(after, BATCH)
                 .map_err(|e| e.to_string())?;
             let mut processed = Vec::with_capacity(page.len());
@@ -307,7 +309,7 @@ impl Processor {
                 deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
             }
             let cursor = self
-                .reader
+                .store
                 .processed_cursor()
                 .map_err(|e| format!("cannot read the processed cursor: {e}"))?;
             if cursor >= self.handed_over {
@@ -457,7 +459,7 @@ impl Processor {
         if let Some(state) = self.cache.take(key) {
             return Ok(Some(state));
         }
-        self.reader
+        self.store
             .entity(key)
             .map_err(|e| format!("cannot read the state of {key}: {e}"))
     }
