@@ -359,3 +359,70 @@ async fn only_a_manual_clock_moves_and_converge_sources_are_reserved() {
         "{body}"
     );
 }
+
+/// A backlog of due timers (a daemon down for days, a clock moved a month)
+/// fires no faster than the rules take its events: a fired timer's event
+/// holds a place in `server.max_events_in_flight` until its processing
+/// commits, as an event from outside does. What is journaled and not yet
+/// processed never exceeds the budget, and every timer still fires.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_of_due_timers_fires_within_the_in_flight_budget() {
+    const TIMERS: usize = 400;
+    const BUDGET: usize = 8;
+    let ws = workspace(
+        r#"
+if event.type == "task.created" { schedule("1h", "task.reminder", #{}); }
+if event.type == "task.reminder" { notify("owner", "reminder"); }
+"#,
+    );
+    ws.edit_config(
+        "max_body_bytes = 65536",
+        &format!("max_body_bytes = 65536\nmax_events_in_flight = {BUDGET}"),
+    );
+    let daemon = ws.start();
+    let ids: Vec<usize> = (0..TIMERS).collect();
+    for chunk in ids.chunks(BUDGET) {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|i| {
+                let subject = format!("task/T-{i}");
+                event(&format!("t-{i}"), "task.created", &subject, json!({}))
+            })
+            .collect();
+        let (status, body) = daemon.send_batch(&events).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    daemon
+        .wait_for_metric("converge_timers_pending", TIMERS as f64)
+        .await;
+
+    daemon.advance_clock("2h").await;
+    let lag = || async {
+        let (_, status) = daemon.get("/v1/status").await;
+        let status: Value = serde_json::from_str(&status).unwrap();
+        let journal = &status["journal"];
+        journal["head"].as_i64().unwrap() - journal["processed"].as_i64().unwrap()
+    };
+    let all = (2 * TIMERS) as f64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut most = 0;
+    while daemon.metric("converge_events_processed_total").await < all {
+        // Head is read before the processed cursor: never more than the
+        // lag at one moment.
+        most = most.max(lag().await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reminders were not all processed\n{}",
+            daemon.log()
+        );
+    }
+    assert!(
+        most <= BUDGET as i64,
+        "{most} events journaled and not processed, past the budget of {BUDGET}"
+    );
+    assert_eq!(
+        daemon.metric("converge_timers_fired_total").await,
+        TIMERS as f64
+    );
+    assert_eq!(lag().await, 0);
+}

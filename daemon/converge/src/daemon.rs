@@ -42,7 +42,7 @@ use crate::reload::{LoadedRules, Reloader, RulesHandle};
 use crate::retention::Pruner;
 use crate::schedules::ScheduleSource;
 use crate::telemetry::Metrics;
-use crate::timers::{Scheduler, TimerWake};
+use crate::timers::{FIRE_BATCH, Scheduler, TimerWake};
 use crate::topology::{Processing, Topology};
 use crate::web::{self, AppParts, AppState};
 use converge_engine::Engine;
@@ -321,6 +321,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fatal: fatal.clone(),
     })?;
 
+    // The in-flight budget: events from outside and fired timers' events
+    // wait here until the journal has room and the rules have caught up.
+    let in_flight = Arc::new(Semaphore::new(config.server.max_events_in_flight));
     let stop_scheduler = CancellationToken::new();
     let scheduler_task = topology.fires_timers_apart().then(|| {
         let scheduler = Scheduler {
@@ -329,6 +332,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             clock: clock.clone(),
             metrics: metrics.clone(),
             wake: timer_wake,
+            in_flight: in_flight.clone(),
+            page: FIRE_BATCH.min(config.server.max_events_in_flight),
         };
         anyhow::Ok(tokio::spawn(
             scheduler.run(caught_up, stop_scheduler.clone()),
@@ -363,7 +368,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_rx, stop_dispatcher.clone()));
 
-    let in_flight = Arc::new(Semaphore::new(config.server.max_events_in_flight));
     let stop_sources = CancellationToken::new();
     let schedule_task = tokio::spawn(
         ScheduleSource {

@@ -55,7 +55,11 @@ pub struct Journaled {
     /// When it was acknowledged, for the event-to-action latency; `None` for
     /// events recovered from the journal at start.
     pub acked_at: Option<Instant>,
-    /// Holds the event's place in the in-flight budget until its processing commits.
+    /// Holds the event's place in the in-flight budget until its processing
+    /// commits: events from outside and fired timers' events. `None` for
+    /// events recovered at start (read from the journal page by page) and
+    /// emitted ones, which processing makes itself and which could
+    /// otherwise wait on the processor for room it alone can free.
     pub permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -93,6 +97,9 @@ enum Request {
     Timers {
         fire: Vec<TimerFiring>,
         skip: Vec<SkippedTimer>,
+        /// One place in the in-flight budget per firing, which its event
+        /// holds until its processing commits.
+        permit: OwnedSemaphorePermit,
         reply: oneshot::Sender<Result<Vec<bool>, String>>,
     },
     Outcomes {
@@ -250,15 +257,23 @@ impl Journal {
 
     /// Fires timers (journals their events) and skips others, in one group
     /// commit. Returns, per firing, whether its event was journaled now
-    /// (false: the timer was no longer pending).
+    /// (false: the timer was no longer pending). `permit` holds a place in
+    /// the in-flight budget per firing; each new event takes its place to
+    /// the processor.
     pub async fn timers(
         &self,
         fire: Vec<TimerFiring>,
         skip: Vec<SkippedTimer>,
+        permit: OwnedSemaphorePermit,
     ) -> Result<Vec<bool>, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::Timers { fire, skip, reply })
+            .send(Request::Timers {
+                fire,
+                skip,
+                permit,
+                reply,
+            })
             .await
             .map_err(|_| JournalError::Closed)?;
         rx.await
@@ -675,7 +690,13 @@ impl Writer {
         }
         let mut fired = written.fired.into_iter();
         for request in timers {
-            let Request::Timers { fire, reply, .. } = request else {
+            let Request::Timers {
+                fire,
+                mut permit,
+                reply,
+                ..
+            } = request
+            else {
                 continue;
             };
             let mut results = Vec::with_capacity(fire.len());
@@ -688,7 +709,7 @@ impl Writer {
                             event: firing.event,
                             received_at_ms: firing.fired_at_ms,
                             acked_at: None,
-                            permit: None,
+                            permit: permit.split(1),
                         });
                         true
                     }

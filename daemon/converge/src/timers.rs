@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use converge_model::CatchUp;
 use converge_store::{SkippedTimer, Store, TimerRecord};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use converge_engine::effects::timer_event;
@@ -36,7 +36,7 @@ use crate::journal::{Journal, JournalError, Stopping, TimerFiring};
 use crate::telemetry::Metrics;
 
 /// Most timers fired in one journal request.
-const FIRE_BATCH: usize = 256;
+pub const FIRE_BATCH: usize = 256;
 /// The longest the scheduler sleeps on the system clock without looking
 /// again, so a wall-clock jump is noticed within this time.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -52,6 +52,15 @@ pub struct Scheduler {
     /// Woken by the journal when it created a timer due before the
     /// scheduler means to look again.
     pub wake: Arc<TimerWake>,
+    /// The daemon's in-flight budget (`server.max_events_in_flight`),
+    /// shared with the sources of outside events: a fired timer's event
+    /// holds its place until its processing commits, so a backlog of due
+    /// timers (a daemon down for days) waits for the rules instead of
+    /// filling memory ahead of them.
+    pub in_flight: Arc<Semaphore>,
+    /// Most timers read and fired at once: [`FIRE_BATCH`], or the whole
+    /// budget when that is smaller.
+    pub page: usize,
 }
 
 /// How the journal wakes the scheduler: only for a new timer due before
@@ -142,8 +151,16 @@ impl Scheduler {
 
     /// Fires (or skips) one page of due timers. `Ok(true)`: there may be more.
     async fn fire_due(&mut self, started_at_ms: i64) -> Result<bool, Stopping> {
+        // Room for a whole page first, then the timers due by then: read
+        // after the wait, a timer cancelled meanwhile is not fired.
+        let mut permit = self
+            .in_flight
+            .clone()
+            .acquire_many_owned(u32::try_from(self.page).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| Stopping)?;
         let now_ms = self.clock.now_ms();
-        let due = match tokio::task::block_in_place(|| self.reader.due_timers(now_ms, FIRE_BATCH)) {
+        let due = match tokio::task::block_in_place(|| self.reader.due_timers(now_ms, self.page)) {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read due timers; retrying");
@@ -154,7 +171,7 @@ impl Scheduler {
         if due.is_empty() {
             return Ok(false);
         }
-        let full_page = due.len() == FIRE_BATCH;
+        let full_page = due.len() == self.page;
         let plan = FiringPlan::of(due, now_ms, |timer| timer.due_at_ms <= started_at_ms);
         let FiringPlan {
             fire,
@@ -162,7 +179,9 @@ impl Scheduler {
             fired: fired_timers,
             skipped: skipped_timers,
         } = plan;
-        match self.journal.timers(fire, skip).await {
+        // Only the events fired take room; a skipped timer journals none.
+        drop(permit.split(self.page - fire.len()));
+        match self.journal.timers(fire, skip, permit).await {
             Ok(journaled) => {
                 for ((timer, late), journaled) in fired_timers.iter().zip(journaled) {
                     if journaled {
