@@ -127,6 +127,24 @@ pub struct RuleSource {
     pub source: String,
 }
 
+impl RuleSource {
+    /// Reads a rule file, named by its file stem (a `name` in the rule's
+    /// header takes over when it compiles): how the daemon, replay and the
+    /// rule tools all read rules.
+    pub fn read(path: &Path) -> std::io::Result<RuleSource> {
+        let source = std::fs::read_to_string(path)?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        Ok(RuleSource {
+            name,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
 /// Resource bounds for every rule run. A rule that exceeds one fails; the
 /// other rules still run.
 #[derive(Debug, Clone, PartialEq, Eq)]

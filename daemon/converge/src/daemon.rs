@@ -57,17 +57,7 @@ pub fn rule_sources(files: &[PathBuf]) -> anyhow::Result<Vec<RuleSource>> {
     files
         .iter()
         .map(|path| {
-            let source = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read rule {}", path.display()))?;
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| path.display().to_string());
-            Ok(RuleSource {
-                name,
-                path: path.clone(),
-                source,
-            })
+            RuleSource::read(path).with_context(|| format!("cannot read rule {}", path.display()))
         })
         .collect()
 }

@@ -339,20 +339,12 @@ fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 /// Compiles rule files as `daemon::compile_rules` does: each named by its
 /// file stem, with the config's limits.
 fn compile(files: &[PathBuf], limits: &RuleLimits) -> Result<RuleSet, String> {
-    let mut sources = Vec::with_capacity(files.len());
-    for path in files {
-        let source = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read rule {}: {e}", path.display()))?;
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        sources.push(RuleSource {
-            name,
-            path: path.clone(),
-            source,
-        });
-    }
+    let sources = files
+        .iter()
+        .map(|path| {
+            RuleSource::read(path).map_err(|e| format!("cannot read rule {}: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     RuleSet::compile(sources, limits).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         format!("{} rule error(s):\n  {}", list.len(), list.join("\n  "))

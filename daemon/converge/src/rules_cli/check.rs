@@ -105,12 +105,8 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
     let mut listed = BTreeSet::new();
     unique.retain(|p| listed.insert(p.clone()));
     for path in &unique {
-        match std::fs::read_to_string(path) {
-            Ok(source) => sources.push(RuleSource {
-                name: super::rule_name(path),
-                path: path.clone(),
-                source,
-            }),
+        match RuleSource::read(path) {
+            Ok(source) => sources.push(source),
             Err(e) => problems.push(Problem {
                 path: path.clone(),
                 line: 0,

@@ -118,13 +118,6 @@ fn tidy(path: &Path) -> PathBuf {
     }
 }
 
-/// The name decisions carry: the file stem, as `daemon::compile_rules` names rules.
-fn rule_name(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

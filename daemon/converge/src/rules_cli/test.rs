@@ -380,18 +380,13 @@ impl TestFile {
         let compile = |files: Vec<PathBuf>| -> Result<RuleSet, String> {
             let mut sources = Vec::with_capacity(files.len());
             for rule in files {
-                let source = std::fs::read_to_string(&rule).map_err(|e| {
+                sources.push(RuleSource::read(&rule).map_err(|e| {
                     format!(
                         "{}: cannot read rule {}: {e}",
                         path.display(),
                         rule.display()
                     )
-                })?;
-                sources.push(RuleSource {
-                    name: super::rule_name(&rule),
-                    path: rule,
-                    source,
-                });
+                })?);
             }
             RuleSet::compile(sources, limits).map_err(|errors| {
                 let mut message = format!("{}: its rules do not compile:", path.display());
