@@ -151,14 +151,6 @@ impl Scheduler {
 
     /// Fires (or skips) one page of due timers. `Ok(true)`: there may be more.
     async fn fire_due(&mut self, started_at_ms: i64) -> Result<bool, Stopping> {
-        // Room for a whole page first, then the timers due by then: read
-        // after the wait, a timer cancelled meanwhile is not fired.
-        let mut permit = self
-            .in_flight
-            .clone()
-            .acquire_many_owned(u32::try_from(self.page).unwrap_or(u32::MAX))
-            .await
-            .map_err(|_| Stopping)?;
         let now_ms = self.clock.now_ms();
         let due = match tokio::task::block_in_place(|| self.reader.due_timers(now_ms, self.page)) {
             Ok(due) => due,
@@ -179,8 +171,16 @@ impl Scheduler {
             fired: fired_timers,
             skipped: skipped_timers,
         } = plan;
-        // Only the events fired take room; a skipped timer journals none.
-        drop(permit.split(self.page - fire.len()));
+        // Room for the events fired (a skipped timer journals none). A
+        // timer cancelled during the wait is no longer pending when the
+        // journal fires it, so it is not fired.
+        let wanted = u32::try_from(fire.len()).expect("a page fits the budget");
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_many_owned(wanted)
+            .await
+            .map_err(|_| Stopping)?;
         match self.journal.timers(fire, skip, permit).await {
             Ok(journaled) => {
                 for ((timer, late), journaled) in fired_timers.iter().zip(journaled) {
