@@ -1,7 +1,7 @@
 //! How a row becomes an event: its stable id, type, subject, time and data.
 
 use chrono::DateTime;
-use converge_model::Event;
+use converge_model::{Event, sources};
 use serde_json::{Map, Value, json};
 
 use crate::config::{DropConfig, Format, scalar};
@@ -77,10 +77,11 @@ pub(crate) fn build_event(
 /// daemon's own sources stay its own.
 fn pass_through(row: Map<String, Value>) -> Result<Event, String> {
     let event = Event::from_value(Value::Object(row)).map_err(|e| e.to_string())?;
-    if event.source.starts_with("converge/") {
+    if sources::is_reserved(&event.source) {
         return Err(format!(
-            "source `{}`: sources starting with `converge/` are reserved for the daemon",
-            event.source
+            "source `{}`: sources starting with `{}` are reserved for the daemon",
+            event.source,
+            sources::RESERVED_PREFIX
         ));
     }
     Ok(event)
