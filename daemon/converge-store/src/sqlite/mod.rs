@@ -27,7 +27,6 @@ pub(crate) mod integrity;
 mod prune;
 mod read;
 pub(crate) mod schema;
-mod sources;
 mod write;
 
 use std::fs::File;
