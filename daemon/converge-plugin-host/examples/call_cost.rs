@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
                 for _ in 0..calls / tasks {
                     plugin.execute(action.clone(), config).await?;
                 }
-                Ok::<_, converge_plugin_host::ActionFailure>(())
+                Ok::<_, converge_plugin_host::CallFailure>(())
             })
         })
         .collect();

@@ -1,5 +1,5 @@
 //! The two ways a plugin lets its caller down: it cannot be loaded, or one
-//! action failed.
+//! call (an action, a decode, a poll) failed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub enum LoadError {
     Describe {
         plugin: String,
         path: PathBuf,
-        source: ActionFailure,
+        source: CallFailure,
     },
     #[error(
         "plugin {plugin}: {} was built for plugin API {found}; this host supports {supported}",
@@ -67,7 +67,7 @@ pub enum LoadError {
 /// five are what the plugin itself returned; the rest are what the host
 /// observed. The retry policy is the same for every kind of call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ActionFailure {
+pub enum CallFailure {
     #[error("invalid input: {0}")]
     InvalidInput(String),
     #[error("unauthorized: {0}")]
@@ -95,21 +95,21 @@ pub enum ActionFailure {
     Host(String),
 }
 
-impl ActionFailure {
+impl CallFailure {
     /// Whether retrying the same action later may succeed. A guest that
     /// trapped or ran out of CPU or memory would do the same again.
     pub fn retryable(&self) -> bool {
         match self {
-            ActionFailure::RateLimited(_)
-            | ActionFailure::Transient(_)
-            | ActionFailure::Timeout(_)
-            | ActionFailure::Host(_) => true,
-            ActionFailure::InvalidInput(_)
-            | ActionFailure::Unauthorized(_)
-            | ActionFailure::Permanent(_)
-            | ActionFailure::Trap(_)
-            | ActionFailure::CpuLimit
-            | ActionFailure::MemoryLimit => false,
+            CallFailure::RateLimited(_)
+            | CallFailure::Transient(_)
+            | CallFailure::Timeout(_)
+            | CallFailure::Host(_) => true,
+            CallFailure::InvalidInput(_)
+            | CallFailure::Unauthorized(_)
+            | CallFailure::Permanent(_)
+            | CallFailure::Trap(_)
+            | CallFailure::CpuLimit
+            | CallFailure::MemoryLimit => false,
         }
     }
 }

@@ -17,7 +17,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::bindings::connector::ConnectorPluginPre;
 use crate::bindings::{ActionPlugin, ActionPluginPre};
 use crate::config::{PluginHostConfig, PluginSpec};
-use crate::error::{ActionFailure, LoadError};
+use crate::error::{CallFailure, LoadError};
 use crate::needs::InstanceNeeds;
 use crate::plugin::{Plugin, Pre, Sandbox, Warm};
 use crate::state::HostState;
@@ -243,7 +243,7 @@ impl Shared {
     pub(crate) async fn take_slot(
         &self,
         wait: Duration,
-    ) -> Result<OwnedSemaphorePermit, ActionFailure> {
+    ) -> Result<OwnedSemaphorePermit, CallFailure> {
         loop {
             match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => return Ok(permit),
@@ -263,7 +263,7 @@ impl Shared {
         match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => unreachable!("the slots are never closed"),
-            Err(_) => Err(ActionFailure::Host(format!(
+            Err(_) => Err(CallFailure::Host(format!(
                 "no free plugin instance within {wait:?}: all {} slots of the instance pool are running calls",
                 self.slot_count
             ))),

@@ -13,7 +13,7 @@
 //!   cursor, returning a [`PollOutput`].
 //!
 //! Every call runs in the same sandbox, whatever its kind, and fails with an
-//! [`ActionFailure`] the caller can route to its retry policy.
+//! [`CallFailure`] the caller can route to its retry policy.
 //!
 //! # What a plugin gets
 //! - `host.log`: lines go to `tracing` tagged with `plugin` and `action_id`,
@@ -52,7 +52,7 @@ mod resolve;
 mod state;
 
 pub use config::{Credential, Grants, PluginHostConfig, PluginLimits, PluginSpec};
-pub use error::{ActionFailure, LoadError};
+pub use error::{CallFailure, LoadError};
 pub use host::{PluginHost, SUPPORTED_API_VERSIONS};
 pub use needs::InstanceNeeds;
 pub use plugin::{

@@ -1,5 +1,5 @@
 //! A loaded plugin and the one place that builds its stores, and every way a
-//! call can go wrong becomes an [`ActionFailure`].
+//! call can go wrong becomes an [`CallFailure`].
 //!
 //! An instance that finished a call normally is kept warm for the next call
 //! of the same plugin (while the plugin's warm instances' memories stay
@@ -27,7 +27,7 @@ use crate::bindings::connector::{ConnectorPlugin, ConnectorPluginPre};
 use crate::bindings::converge::plugin::types::{self, PluginError};
 use crate::bindings::{ActionPlugin, ActionPluginPre};
 use crate::config::{Grants, PluginLimits};
-use crate::error::ActionFailure;
+use crate::error::CallFailure;
 use crate::host::Shared;
 use crate::state::{CallContext, CapturedOutput, HostState, Limiter};
 
@@ -211,7 +211,7 @@ impl Plugin {
         &self,
         action: ActionInput,
         config_json: &str,
-    ) -> Result<ActionDone, ActionFailure> {
+    ) -> Result<ActionDone, CallFailure> {
         let action_id = action.id.clone();
         let action = types::Action {
             id: action.id,
@@ -247,7 +247,7 @@ impl Plugin {
         &self,
         input: DecodeInput,
         config_json: &str,
-    ) -> Result<Vec<String>, ActionFailure> {
+    ) -> Result<Vec<String>, CallFailure> {
         self.require_connector("decode", |c| c.decodes)?;
         let call_id = format!("decode:{}", input.hook);
         let inbound = wit_connector::Inbound {
@@ -276,7 +276,7 @@ impl Plugin {
         &self,
         input: PollInput,
         config_json: &str,
-    ) -> Result<PollOutput, ActionFailure> {
+    ) -> Result<PollOutput, CallFailure> {
         self.require_connector("poll", |c| c.polls)?;
         let output = self
             .inner
@@ -311,14 +311,14 @@ impl Plugin {
         &self,
         call: &str,
         supported: impl Fn(&ConnectorInfo) -> bool,
-    ) -> Result<(), ActionFailure> {
+    ) -> Result<(), CallFailure> {
         match &self.inner.connector {
             Some(info) if supported(info) => Ok(()),
-            Some(_) => Err(ActionFailure::InvalidInput(format!(
+            Some(_) => Err(CallFailure::InvalidInput(format!(
                 "plugin {} does not support {call}",
                 self.name()
             ))),
-            None => Err(ActionFailure::InvalidInput(format!(
+            None => Err(CallFailure::InvalidInput(format!(
                 "plugin {} is an action plugin: it has no {call}",
                 self.name()
             ))),
@@ -329,16 +329,16 @@ impl Plugin {
 /// What the plugin returned as an error, as the host reports it: without
 /// the plugin's credentials, which a message quoting a response that echoed
 /// them would otherwise carry into logs and the outbox.
-fn failure(error: PluginError, grants: &Grants) -> ActionFailure {
+fn failure(error: PluginError, grants: &Grants) -> CallFailure {
     let redact = |m| grants.redact(m);
     match error {
-        PluginError::InvalidInput(m) => ActionFailure::InvalidInput(redact(m)),
-        PluginError::Unauthorized(m) => ActionFailure::Unauthorized(redact(m)),
+        PluginError::InvalidInput(m) => CallFailure::InvalidInput(redact(m)),
+        PluginError::Unauthorized(m) => CallFailure::Unauthorized(redact(m)),
         PluginError::RateLimited(ms) => {
-            ActionFailure::RateLimited(ms.map(|ms| Duration::from_millis(ms.into())))
+            CallFailure::RateLimited(ms.map(|ms| Duration::from_millis(ms.into())))
         }
-        PluginError::Transient(m) => ActionFailure::Transient(redact(m)),
-        PluginError::Permanent(m) => ActionFailure::Permanent(redact(m)),
+        PluginError::Transient(m) => CallFailure::Transient(redact(m)),
+        PluginError::Permanent(m) => CallFailure::Permanent(redact(m)),
     }
 }
 
@@ -391,7 +391,7 @@ enum Failed {
 }
 
 impl Sandbox {
-    pub(crate) async fn describe(&self) -> Result<PluginInfo, ActionFailure> {
+    pub(crate) async fn describe(&self) -> Result<PluginInfo, CallFailure> {
         let Output::Described(info) = self.run("describe", "{}", Call::Describe).await? else {
             unreachable!("a describe call returns a describe output")
         };
@@ -403,7 +403,7 @@ impl Sandbox {
     }
 
     /// What a connector plugin offers; `None` for an action plugin.
-    pub(crate) async fn describe_connector(&self) -> Result<Option<ConnectorInfo>, ActionFailure> {
+    pub(crate) async fn describe_connector(&self) -> Result<Option<ConnectorInfo>, CallFailure> {
         if matches!(self.pre, Pre::Action(_)) {
             return Ok(None);
         }
@@ -507,7 +507,7 @@ impl Sandbox {
         action_id: &str,
         config_json: &str,
         call: Call,
-    ) -> Result<Output, ActionFailure> {
+    ) -> Result<Output, CallFailure> {
         let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (mut store, instance, stdout, stderr, calls, slot) = match warm {
             Some(mut warm) => {
@@ -559,7 +559,7 @@ impl Sandbox {
         // Dropping the future on timeout abandons the guest mid-call; the
         // store is dropped below and never used for another call.
         let (result, instance) = match tokio::time::timeout(wall_time, running).await {
-            Err(_) => (Err(ActionFailure::Timeout(wall_time)), None),
+            Err(_) => (Err(CallFailure::Timeout(wall_time)), None),
             Ok(Ok((instance, output))) => (Ok(output), Some(instance)),
             Ok(Err(failed)) => (Err(self.classify(store.data(), failed, &stderr)), None),
         };
@@ -616,21 +616,16 @@ impl Sandbox {
         result
     }
 
-    fn classify(
-        &self,
-        state: &HostState,
-        failed: Failed,
-        stderr: &CapturedOutput,
-    ) -> ActionFailure {
+    fn classify(&self, state: &HostState, failed: Failed, stderr: &CapturedOutput) -> CallFailure {
         if state.cpu_exhausted {
-            return ActionFailure::CpuLimit;
+            return CallFailure::CpuLimit;
         }
         if state.limiter.memory_denied {
-            return ActionFailure::MemoryLimit;
+            return CallFailure::MemoryLimit;
         }
         match failed {
-            Failed::Instantiate(e) => ActionFailure::Host(format!("instantiation failed: {e:#}")),
-            Failed::Call(e) => ActionFailure::Trap(self.grants.redact(trap_summary(&e, stderr))),
+            Failed::Instantiate(e) => CallFailure::Host(format!("instantiation failed: {e:#}")),
+            Failed::Call(e) => CallFailure::Trap(self.grants.redact(trap_summary(&e, stderr))),
         }
     }
 }

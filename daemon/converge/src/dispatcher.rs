@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use converge_plugin_host::{ActionFailure, ActionInput, Plugin};
+use converge_plugin_host::{ActionInput, CallFailure, Plugin};
 use converge_store::{ActionOutcome, OutcomeKind, PendingAction, Store};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -412,16 +412,15 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
 async fn attempt(
     shared: &Shared,
     action: &PendingAction,
-) -> Result<converge_plugin_host::ActionDone, ActionFailure> {
+) -> Result<converge_plugin_host::ActionDone, CallFailure> {
     let route = shared.routes.get(&action.route).ok_or_else(|| {
-        ActionFailure::Permanent(format!("route `{}` is no longer configured", action.route))
+        CallFailure::Permanent(format!("route `{}` is no longer configured", action.route))
     })?;
     let plugin = shared.plugins.get(&route.plugin).ok_or_else(|| {
-        ActionFailure::Permanent(format!("plugin `{}` is not loaded", route.plugin))
+        CallFailure::Permanent(format!("plugin `{}` is not loaded", route.plugin))
     })?;
-    let payload = ActionPayload::parse(&action.payload_json).map_err(|e| {
-        ActionFailure::Permanent(format!("the outbox payload is not readable: {e}"))
-    })?;
+    let payload = ActionPayload::parse(&action.payload_json)
+        .map_err(|e| CallFailure::Permanent(format!("the outbox payload is not readable: {e}")))?;
     if let Some(event_id) = payload.event_id() {
         tracing::Span::current().record("event_id", event_id);
     }
@@ -438,7 +437,7 @@ async fn attempt(
 
 /// Exponential backoff with jitter from the configured bounds; a plugin's
 /// rate-limit hint wins when it asks for longer.
-fn retry_delay(settings: &Dispatch, attempts: u32, failure: &ActionFailure) -> Duration {
+fn retry_delay(settings: &Dispatch, attempts: u32, failure: &CallFailure) -> Duration {
     let backoff = ExponentialBuilder::new()
         .with_min_delay(settings.initial_backoff)
         .with_max_delay(settings.max_backoff)
@@ -449,7 +448,7 @@ fn retry_delay(settings: &Dispatch, attempts: u32, failure: &ActionFailure) -> D
         .nth(attempts.saturating_sub(1) as usize)
         .unwrap_or(settings.max_backoff);
     match failure {
-        ActionFailure::RateLimited(Some(hint)) => {
+        CallFailure::RateLimited(Some(hint)) => {
             backoff.max(*hint).min(settings.max_backoff.max(*hint))
         }
         _ => backoff,
@@ -499,7 +498,7 @@ mod tests {
             max_backoff: Duration::from_secs(5),
             shutdown_grace: Duration::ZERO,
         };
-        let transient = ActionFailure::Transient("503".into());
+        let transient = CallFailure::Transient("503".into());
         for attempts in 1..10 {
             let delay = retry_delay(&settings, attempts, &transient);
             assert!(delay >= Duration::from_millis(100), "{attempts}: {delay:?}");
@@ -507,7 +506,7 @@ mod tests {
         }
         let first = retry_delay(&settings, 1, &transient);
         assert!(first < Duration::from_millis(400), "{first:?}");
-        let limited = ActionFailure::RateLimited(Some(Duration::from_secs(30)));
+        let limited = CallFailure::RateLimited(Some(Duration::from_secs(30)));
         assert_eq!(retry_delay(&settings, 1, &limited), Duration::from_secs(30));
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use converge_model::Event;
-use converge_plugin_host::{ActionFailure, Plugin, PollInput};
+use converge_plugin_host::{CallFailure, Plugin, PollInput};
 use converge_store::{SourceState, Store};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -171,7 +171,7 @@ impl Poller {
     }
 
     /// How long to wait after the `failures`-th failure in a row.
-    fn wait_after(&self, failure: &ActionFailure, failures: usize) -> Duration {
+    fn wait_after(&self, failure: &CallFailure, failures: usize) -> Duration {
         let interval = self.poll.interval;
         if !failure.retryable() {
             return interval;
@@ -186,7 +186,7 @@ impl Poller {
             .nth(failures.saturating_sub(1))
             .unwrap_or(interval);
         match failure {
-            ActionFailure::RateLimited(Some(hint)) => backoff.max(*hint),
+            CallFailure::RateLimited(Some(hint)) => backoff.max(*hint),
             _ => backoff,
         }
     }

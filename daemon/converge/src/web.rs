@@ -25,7 +25,7 @@ use converge_api::{ErrorBody, Time};
 use converge_engine::gates::OverrideEvent;
 use converge_model::event::TRACEPARENT_EXTENSION;
 use converge_model::{EntityKey, Event, EventError};
-use converge_plugin_host::{ActionFailure, DecodeInput, Plugin};
+use converge_plugin_host::{CallFailure, DecodeInput, Plugin};
 use converge_signatures::{Inbound, Scheme, asana_handshake};
 use converge_store::{Appended, SourceState, Store};
 use serde::Deserialize;
@@ -322,12 +322,12 @@ async fn decoded_events(
         .decode(input, &decode.config_json)
         .await
         .map_err(|e| match e {
-            ActionFailure::InvalidInput(m) | ActionFailure::Permanent(m) => ApiError::rejected(
+            CallFailure::InvalidInput(m) | CallFailure::Permanent(m) => ApiError::rejected(
                 RejectReason::InvalidEvent,
                 metrics,
                 format!("{} cannot decode this payload: {m}", decode.plugin),
             ),
-            ActionFailure::Transient(_) | ActionFailure::RateLimited(_) => ApiError::rejected(
+            CallFailure::Transient(_) | CallFailure::RateLimited(_) => ApiError::rejected(
                 RejectReason::Unavailable,
                 metrics,
                 format!("{} cannot decode now: {e}", decode.plugin),

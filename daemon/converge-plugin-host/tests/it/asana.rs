@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use converge_plugin_host::{
-    ActionFailure, ActionInput, DecodeInput, Plugin, PluginLimits, PollInput,
+    ActionInput, CallFailure, DecodeInput, Plugin, PluginLimits, PollInput,
 };
 use serde_json::{Value, json};
 
@@ -110,7 +110,7 @@ async fn polls_events_with_sync_tokens_through_a_429_and_a_500() {
             )
             .await
             .unwrap_err(),
-        ActionFailure::RateLimited(Some(Duration::from_secs(30)))
+        CallFailure::RateLimited(Some(Duration::from_secs(30)))
     );
     assert!(matches!(
         plugin
@@ -122,7 +122,7 @@ async fn polls_events_with_sync_tokens_through_a_429_and_a_500() {
             )
             .await
             .unwrap_err(),
-        ActionFailure::Transient(_)
+        CallFailure::Transient(_)
     ));
     let last = plugin.poll(PollInput { cursor }, &config).await.unwrap();
     assert!(!last.more);

@@ -1,7 +1,7 @@
 //! The decode-only connectors in the host: `hubspot` and `sendgrid` on the
 //! real fixtures; they offer no poll and no actions.
 
-use converge_plugin_host::{ActionFailure, DecodeInput, Grants, Plugin, PluginLimits, PollInput};
+use converge_plugin_host::{CallFailure, DecodeInput, Grants, Plugin, PluginLimits, PollInput};
 use serde_json::{Value, json};
 
 use crate::support::{action, fixture, host, load, spec};
@@ -47,12 +47,12 @@ async fn hubspot_decodes_property_changes_and_creations() {
 
     let failure = plugin.poll(PollInput::default(), "{}").await.unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::InvalidInput(m) if m.contains("does not support poll")),
+        matches!(&failure, CallFailure::InvalidInput(m) if m.contains("does not support poll")),
         "{failure:?}"
     );
     let failure = plugin.execute(action("act-1"), "{}").await.unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::InvalidInput(m) if m.contains("does not perform actions")),
+        matches!(&failure, CallFailure::InvalidInput(m) if m.contains("does not perform actions")),
         "{failure:?}"
     );
 }
@@ -96,7 +96,7 @@ async fn sendgrid_follows_a_campaigns_sends() {
     broken.body = b"[{".to_vec();
     let failure = plugin.decode(broken, "{}").await.unwrap_err();
     assert!(
-        matches!(failure, ActionFailure::InvalidInput(_)),
+        matches!(failure, CallFailure::InvalidInput(_)),
         "{failure:?}"
     );
 }

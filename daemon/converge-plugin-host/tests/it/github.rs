@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use converge_plugin_host::{
-    ActionFailure, ActionInput, DecodeInput, Plugin, PluginLimits, PollInput,
+    ActionInput, CallFailure, DecodeInput, Plugin, PluginLimits, PollInput,
 };
 use serde_json::{Value, json};
 
@@ -89,7 +89,7 @@ async fn decodes_a_real_delivery_into_a_campaign_event() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::InvalidInput(m) if m.contains("X-GitHub-Event")),
+        matches!(&failure, CallFailure::InvalidInput(m) if m.contains("X-GitHub-Event")),
         "{failure:?}"
     );
     assert!(api.seen().is_empty(), "decoding makes no request");
@@ -146,7 +146,7 @@ async fn polls_page_by_page_through_a_429_and_a_5xx() {
         .unwrap_err();
     assert_eq!(
         limited,
-        ActionFailure::RateLimited(Some(Duration::from_secs(7)))
+        CallFailure::RateLimited(Some(Duration::from_secs(7)))
     );
     let failed = plugin
         .poll(
@@ -158,7 +158,7 @@ async fn polls_page_by_page_through_a_429_and_a_5xx() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&failed, ActionFailure::Transient(m) if m.contains("502")),
+        matches!(&failed, CallFailure::Transient(m) if m.contains("502")),
         "{failed:?}"
     );
     assert!(failed.retryable());
@@ -320,7 +320,7 @@ async fn action_plugins_have_no_decode_or_poll() {
     assert!(plugin.connector().is_none());
     let failure = plugin.poll(PollInput::default(), "{}").await.unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::InvalidInput(m) if m.contains("action plugin")),
+        matches!(&failure, CallFailure::InvalidInput(m) if m.contains("action plugin")),
         "{failure:?}"
     );
     assert!(!failure.retryable());

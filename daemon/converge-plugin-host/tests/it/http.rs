@@ -1,6 +1,6 @@
 //! What plugins can and cannot reach over `http.send`.
 
-use converge_plugin_host::{ActionFailure, Grants, PluginLimits};
+use converge_plugin_host::{CallFailure, Grants, PluginLimits};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -90,7 +90,7 @@ async fn slack_invalid_auth_is_unauthorized() {
     let config = json!({"channel": "#mops", "base_url": sink.url("/api")}).to_string();
     let failure = plugin.execute(action("act-3"), &config).await.unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::Unauthorized(m) if m.contains("invalid_auth")),
+        matches!(&failure, CallFailure::Unauthorized(m) if m.contains("invalid_auth")),
         "{failure:?}"
     );
     assert!(!failure.retryable());
@@ -109,7 +109,7 @@ async fn a_credential_not_granted_is_denied_before_sending() {
     let config = json!({"channel": "#mops", "base_url": sink.url("/api")}).to_string();
     let failure = plugin.execute(action("act-4"), &config).await.unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::Permanent(m) if m.contains("\"bot_token\" is not granted")),
+        matches!(&failure, CallFailure::Permanent(m) if m.contains("\"bot_token\" is not granted")),
         "{failure:?}"
     );
     assert!(sink.seen().is_empty());
@@ -129,7 +129,7 @@ async fn a_host_not_granted_is_denied_and_nothing_is_sent() {
     let config = json!({"url": sink.url("/hook")}).to_string();
     let failure = plugin.execute(action("act-5"), &config).await.unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::Permanent(m) if m.contains("denied") && m.contains("not granted")),
+        matches!(&failure, CallFailure::Permanent(m) if m.contains("denied") && m.contains("not granted")),
         "{failure:?}"
     );
     assert!(sink.seen().is_empty());
@@ -151,7 +151,7 @@ async fn a_granted_name_that_leads_to_an_internal_address_is_refused() {
     let config = json!({"url": format!("http://localhost:{port}/hook")}).to_string();
     let failure = plugin.execute(action("act-7"), &config).await.unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::Permanent(m)
+        matches!(&failure, CallFailure::Permanent(m)
             if m.contains("localhost resolves to") && m.contains("grant that address itself")),
         "{failure:?}"
     );
@@ -179,7 +179,7 @@ async fn plain_http_is_refused_unless_allowed() {
     let plugin = load(&host, spec("webhook_out", grants, PluginLimits::default())).await;
     let failure = plugin.execute(action("act-6"), &config).await.unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::Permanent(m) if m.contains("plain http")),
+        matches!(&failure, CallFailure::Permanent(m) if m.contains("plain http")),
         "{failure:?}"
     );
     assert!(sink.seen().is_empty());
@@ -205,7 +205,7 @@ async fn the_request_count_is_limited_per_call() {
     let config = json!({"url": sink.url("/hook")}).to_string();
     let failure = plugin.execute(action("act-7"), &config).await.unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::Permanent(m) if m.contains("request limit")),
+        matches!(&failure, CallFailure::Permanent(m) if m.contains("request limit")),
         "{failure:?}"
     );
     assert!(sink.seen().is_empty());
@@ -238,7 +238,7 @@ async fn per_call_limits_start_over_on_a_reused_instance() {
 
 /// `misbehaving` in mode `slow_http`: one GET, whatever its status, as
 /// "GET <url> -> <status>".
-async fn get(grants: Grants, limits: PluginLimits, url: &str) -> Result<String, ActionFailure> {
+async fn get(grants: Grants, limits: PluginLimits, url: &str) -> Result<String, CallFailure> {
     let plugin = load(&host(), spec("misbehaving", grants, limits)).await;
     let config = json!({"mode": "slow_http", "url": url}).to_string();
     plugin
@@ -275,7 +275,7 @@ async fn a_response_past_the_limit_is_refused_whether_its_length_is_declared_or_
         .await
         .unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::Permanent(m) if m.contains("over the host's size limit")),
+        matches!(&failure, CallFailure::Permanent(m) if m.contains("over the host's size limit")),
         "{failure:?}"
     );
     // Not declared: chunks, past the limit only as they arrive.
@@ -302,7 +302,7 @@ async fn a_response_past_the_limit_is_refused_whether_its_length_is_declared_or_
     .await
     .unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::Permanent(m) if m.contains("over the host's size limit")),
+        matches!(&failure, CallFailure::Permanent(m) if m.contains("over the host's size limit")),
         "{failure:?}"
     );
 }
@@ -322,7 +322,7 @@ async fn a_refused_connection_is_transient_and_says_why() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::Transient(m) if m.to_lowercase().contains("connection refused")),
+        matches!(&failure, CallFailure::Transient(m) if m.to_lowercase().contains("connection refused")),
         "{failure:?}"
     );
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use converge_plugin_host::{
-    ActionFailure, ActionInput, DecodeInput, Plugin, PluginLimits, PollInput,
+    ActionInput, CallFailure, DecodeInput, Plugin, PluginLimits, PollInput,
 };
 use serde_json::{Value, json};
 
@@ -108,7 +108,7 @@ async fn polls_the_search_page_by_page_through_a_429_and_a_503() {
         .unwrap_err();
     assert_eq!(
         limited,
-        ActionFailure::RateLimited(Some(Duration::from_secs(3)))
+        CallFailure::RateLimited(Some(Duration::from_secs(3)))
     );
     let unavailable = plugin
         .poll(
@@ -120,7 +120,7 @@ async fn polls_the_search_page_by_page_through_a_429_and_a_503() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&unavailable, ActionFailure::Transient(m) if m.contains("503")),
+        matches!(&unavailable, CallFailure::Transient(m) if m.contains("503")),
         "{unavailable:?}"
     );
     let last = plugin.poll(PollInput { cursor }, &config).await.unwrap();
@@ -225,7 +225,7 @@ async fn creates_comments_transitions_and_assigns() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&missing, ActionFailure::Permanent(m) if m.contains("Start, Approve")),
+        matches!(&missing, CallFailure::Permanent(m) if m.contains("Start, Approve")),
         "{missing:?}"
     );
 

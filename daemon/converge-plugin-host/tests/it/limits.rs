@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use converge_plugin_host::{ActionFailure, Grants, Plugin, PluginLimits};
+use converge_plugin_host::{CallFailure, Grants, Plugin, PluginLimits};
 use serde_json::json;
 
 use crate::support::{Sink, action, grants_for, host, load, spec};
@@ -12,7 +12,7 @@ async fn misbehaving(grants: Grants, limits: PluginLimits) -> Plugin {
     load(&host(), spec("misbehaving", grants, limits)).await
 }
 
-async fn run(plugin: &Plugin, config: serde_json::Value) -> Result<String, ActionFailure> {
+async fn run(plugin: &Plugin, config: serde_json::Value) -> Result<String, CallFailure> {
     plugin
         .execute(action("act"), &config.to_string())
         .await
@@ -27,7 +27,7 @@ async fn still_works(plugin: &Plugin) {
 async fn a_panic_is_a_trap_with_its_message() {
     let plugin = misbehaving(Grants::default(), PluginLimits::default()).await;
     let failure = run(&plugin, json!({"mode": "trap"})).await.unwrap_err();
-    let ActionFailure::Trap(message) = &failure else {
+    let CallFailure::Trap(message) = &failure else {
         panic!("expected a trap, got {failure:?}");
     };
     assert!(message.contains("deliberate trap"), "{message}");
@@ -44,7 +44,7 @@ async fn an_endless_loop_hits_the_cpu_limit() {
     let plugin = misbehaving(Grants::default(), limits).await;
     let started = Instant::now();
     let failure = run(&plugin, json!({"mode": "loop"})).await.unwrap_err();
-    assert_eq!(failure, ActionFailure::CpuLimit);
+    assert_eq!(failure, CallFailure::CpuLimit);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -61,7 +61,7 @@ async fn unbounded_allocation_hits_the_memory_limit() {
     };
     let plugin = misbehaving(Grants::default(), limits).await;
     let failure = run(&plugin, json!({"mode": "alloc"})).await.unwrap_err();
-    assert_eq!(failure, ActionFailure::MemoryLimit);
+    assert_eq!(failure, CallFailure::MemoryLimit);
     still_works(&plugin).await;
 }
 
@@ -80,7 +80,7 @@ async fn a_server_that_never_answers_hits_the_wall_time_limit() {
     )
     .await
     .unwrap_err();
-    assert_eq!(failure, ActionFailure::Timeout(Duration::from_millis(500)));
+    assert_eq!(failure, CallFailure::Timeout(Duration::from_millis(500)));
     assert!(failure.retryable());
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -106,7 +106,7 @@ async fn the_http_timeout_is_reported_to_the_plugin() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&failure, ActionFailure::Transient(m) if m.contains("timed out")),
+        matches!(&failure, CallFailure::Transient(m) if m.contains("timed out")),
         "{failure:?}"
     );
 }

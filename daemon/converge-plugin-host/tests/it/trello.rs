@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use converge_plugin_host::{
-    ActionFailure, ActionInput, DecodeInput, Plugin, PluginLimits, PollInput,
+    ActionInput, CallFailure, DecodeInput, Plugin, PluginLimits, PollInput,
 };
 use serde_json::{Value, json};
 
@@ -85,7 +85,7 @@ async fn polls_a_board_backwards_through_a_429_and_a_500() {
             )
             .await
             .unwrap_err(),
-        ActionFailure::RateLimited(Some(Duration::from_secs(10)))
+        CallFailure::RateLimited(Some(Duration::from_secs(10)))
     );
     assert!(matches!(
         plugin
@@ -97,7 +97,7 @@ async fn polls_a_board_backwards_through_a_429_and_a_500() {
             )
             .await
             .unwrap_err(),
-        ActionFailure::Transient(_)
+        CallFailure::Transient(_)
     ));
     let last = plugin.poll(PollInput { cursor }, &config).await.unwrap();
     assert!(!last.more);
@@ -174,7 +174,7 @@ async fn moves_creates_comments_and_assigns_cards() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&unknown, ActionFailure::InvalidInput(m) if m.contains("lists.done")),
+        matches!(&unknown, CallFailure::InvalidInput(m) if m.contains("lists.done")),
         "{unknown:?}"
     );
 
