@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, Stopping, room};
 
 /// Journals the rows of dropped files.
 pub struct JournalSink {
@@ -23,13 +23,9 @@ pub struct JournalSink {
 
 impl EventSink for JournalSink {
     async fn append(&self, events: Vec<Event>) -> Result<(), SinkError> {
-        let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
-        let permit = self
-            .in_flight
-            .clone()
-            .acquire_many_owned(count)
+        let permit = room(&self.in_flight, events.len())
             .await
-            .map_err(|_| SinkError::Closed)?;
+            .map_err(|Stopping| SinkError::Closed)?;
         match self.journal.append(events, permit).await {
             Ok(_) => Ok(()),
             Err(JournalError::Closed) => Err(SinkError::Closed),

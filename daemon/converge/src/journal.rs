@@ -38,7 +38,7 @@ use converge_store::{
     ActionOutcome, Appended, DeadLetterChange, DeadLetterOutcome, FiredTimer, NewEvent,
     PendingAction, ProcessedEvent, SkippedTimer, SourceState, Store, WriteBatch,
 };
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -154,6 +154,22 @@ pub struct Journal {
 /// what a source's loop (polls, schedules, timers) returns to end.
 #[derive(Debug)]
 pub struct Stopping;
+
+/// Waits for room for `events` in the daemon's in-flight budget
+/// (`server.max_events_in_flight`), which the events hold from their source
+/// until their processing commits. `Stopping` once the budget is closed.
+/// Intake waits with a deadline and answers 503 instead (`web`).
+pub async fn room(
+    in_flight: &Arc<Semaphore>,
+    events: usize,
+) -> Result<OwnedSemaphorePermit, Stopping> {
+    let events = u32::try_from(events).unwrap_or(u32::MAX);
+    in_flight
+        .clone()
+        .acquire_many_owned(events)
+        .await
+        .map_err(|_| Stopping)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Slept, sleep_unless_stopped};
 use crate::config::PollConfig;
-use crate::journal::{Journal, JournalError, Stopping};
+use crate::journal::{Journal, JournalError, Stopping, room};
 use crate::telemetry::Metrics;
 
 /// The first wait after a retryable failure; it doubles up to the interval.
@@ -137,14 +137,8 @@ impl Poller {
         if events.is_empty() && kept.is_none() {
             return Ok(());
         }
-        let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
         loop {
-            let permit = self
-                .in_flight
-                .clone()
-                .acquire_many_owned(count)
-                .await
-                .map_err(|_| Stopping)?;
+            let permit = room(&self.in_flight, events.len()).await?;
             match self
                 .journal
                 .append_with_state(events.clone(), kept.clone().into_iter().collect(), permit)

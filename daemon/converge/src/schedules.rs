@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Slept, sleep_or_wait, sleep_unless_stopped};
-use crate::journal::{Journal, JournalError, Stopping};
+use crate::journal::{Journal, JournalError, Stopping, room};
 use crate::telemetry::Metrics;
 use converge_engine::effects::data_object;
 
@@ -266,12 +266,7 @@ impl ScheduleSource {
             }
         };
         loop {
-            let permit = self
-                .in_flight
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Stopping)?;
+            let permit = room(&self.in_flight, 1).await?;
             match self.journal.append(vec![event.clone()], permit).await {
                 Ok(appended) => {
                     let new = appended

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use converge_engine::effects::timer_event;
 
 use crate::clock::{Clock, sleep_or_wait};
-use crate::journal::{Journal, JournalError, Stopping, TimerFiring};
+use crate::journal::{Journal, JournalError, Stopping, TimerFiring, room};
 use crate::telemetry::Metrics;
 
 /// Most timers fired in one journal request.
@@ -174,13 +174,7 @@ impl Scheduler {
         // Room for the events fired (a skipped timer journals none). A
         // timer cancelled during the wait is no longer pending when the
         // journal fires it, so it is not fired.
-        let wanted = u32::try_from(fire.len()).expect("a page fits the budget");
-        let permit = self
-            .in_flight
-            .clone()
-            .acquire_many_owned(wanted)
-            .await
-            .map_err(|_| Stopping)?;
+        let permit = room(&self.in_flight, fire.len()).await?;
         match self.journal.timers(fire, skip, permit).await {
             Ok(journaled) => {
                 for ((timer, late), journaled) in fired_timers.iter().zip(journaled) {

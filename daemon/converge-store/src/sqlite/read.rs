@@ -937,6 +937,18 @@ mod tests {
     use crate::sqlite::SqliteStore;
     use crate::{Backend, Durability, NewEvent, SourceState, WriteBatch};
 
+    /// A new database in a directory of its own, removed when dropped.
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            &dir.path().join("c.db"),
+            Durability::Normal,
+            Default::default(),
+        )
+        .unwrap();
+        (dir, store)
+    }
+
     /// How SQLite would run `sql` (one integer parameter), a step a line.
     fn plan(conn: &Connection, sql: &str) -> String {
         conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -950,13 +962,7 @@ mod tests {
 
     #[test]
     fn the_activity_reads_walk_keys_and_indexes_without_sorting() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(
-            &dir.path().join("c.db"),
-            Durability::Normal,
-            Default::default(),
-        )
-        .unwrap();
+        let (_dir, store) = store();
 
         let recent = plan(&store.conn, RECENT_RULE_FAILURES);
         assert!(recent.contains("SCAN f"), "{recent}");
@@ -1001,13 +1007,7 @@ mod tests {
 
     #[test]
     fn the_last_occurrence_is_the_greatest_id_of_that_name_and_source() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(
-            &dir.path().join("c.db"),
-            Durability::Normal,
-            Default::default(),
-        )
-        .unwrap();
+        let (_dir, mut store) = store();
         let schedules = "converge/schedules";
         store
             .write(&WriteBatch {
@@ -1050,13 +1050,7 @@ mod tests {
 
     #[test]
     fn source_state_keeps_the_last_value_of_a_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(
-            &dir.path().join("c.db"),
-            Durability::Normal,
-            Default::default(),
-        )
-        .unwrap();
+        let (_dir, mut store) = store();
         assert_eq!(store.source_state("poll/jira").unwrap(), None);
         let state = |value: &str, at| SourceState {
             key: "poll/jira".into(),
