@@ -71,12 +71,40 @@ pub fn holder_name() -> String {
     format!("{host}-{}-{nanos:08x}", std::process::id())
 }
 
+/// What the names of partitions' leases start with, and daemons'.
+const PARTITION_LEASES: &str = "partition/";
+const DAEMON_LEASES: &str = "daemon/";
+
 fn partition_lease(partition: u32) -> String {
-    format!("partition/{partition}")
+    format!("{PARTITION_LEASES}{partition}")
 }
 
 fn daemon_lease(holder: &str) -> String {
-    format!("daemon/{holder}")
+    format!("{DAEMON_LEASES}{holder}")
+}
+
+/// A live daemon sharing the database, and how many partitions it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub holder: String,
+    pub partitions: u64,
+}
+
+/// The daemons sharing the database whose leases are live, as `/v1/status`
+/// shows them.
+pub fn members(store: &Store) -> Result<Vec<Member>, StoreError> {
+    let partitions = store.live_leases(PARTITION_LEASES)?;
+    Ok(store
+        .live_leases(DAEMON_LEASES)?
+        .into_iter()
+        .map(|daemon| Member {
+            partitions: partitions
+                .iter()
+                .filter(|p| p.holder == daemon.holder)
+                .count() as u64,
+            holder: daemon.holder,
+        })
+        .collect())
 }
 
 /// A partition this daemon holds.
@@ -199,7 +227,7 @@ impl ClusterProcessor {
         let store = &self.processor.store;
         let holder = self.holder.as_str();
         store.hold_lease(&daemon_lease(holder), holder, self.ttl)?;
-        let daemons = store.live_leases("daemon/")?.len().max(1);
+        let daemons = store.live_leases(DAEMON_LEASES)?.len().max(1);
         let share = PARTITIONS.div_ceil(u32::try_from(daemons).unwrap_or(u32::MAX)) as usize;
         let mut changed = false;
 
@@ -225,7 +253,7 @@ impl ClusterProcessor {
             // Its own live leases (kept through a lost connection) it takes
             // again, with their tokens.
             let taken: std::collections::HashSet<String> = store
-                .live_leases("partition/")?
+                .live_leases(PARTITION_LEASES)?
                 .into_iter()
                 .filter(|lease| lease.holder != holder)
                 .map(|lease| lease.name)
@@ -483,7 +511,7 @@ impl ClusterProcessor {
             Err(StoreError::Fenced { lease }) => {
                 tracing::warn!(%lease, "lease lost before the commit; another daemon has this work");
                 if let Some(partition) = lease
-                    .strip_prefix("partition/")
+                    .strip_prefix(PARTITION_LEASES)
                     .and_then(|p| p.parse().ok())
                 {
                     held.remove(&partition);

@@ -667,16 +667,11 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         // Sharing the database: the live daemons and how many partitions each holds.
         let cluster = match holder {
             Some(holder) => {
-                let partitions = reader.live_leases("partition/")?;
-                let daemons = reader
-                    .live_leases("daemon/")?
+                let daemons = crate::cluster::members(&reader)?
                     .into_iter()
-                    .map(|daemon| ClusterDaemon {
-                        partitions: partitions
-                            .iter()
-                            .filter(|p| p.holder == daemon.holder)
-                            .count() as u64,
-                        daemon: daemon.holder,
+                    .map(|member| ClusterDaemon {
+                        daemon: member.holder,
+                        partitions: member.partitions,
                     })
                     .collect();
                 Some(Cluster {
