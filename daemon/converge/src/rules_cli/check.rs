@@ -7,8 +7,8 @@
 //! The lints:
 //! - a decision a rule can make whose kind no `[[routes]]` entry acts on,
 //!   for the kinds whose only effect is the actions their routes start
-//!   ([`ROUTED_ONLY`]); the others change the entity, journal an event or
-//!   start a timer inside converge, routed or not;
+//!   ([`DecisionKind::ROUTED_ONLY`]); the others change the entity, journal
+//!   an event or start a timer inside converge, routed or not;
 //! - a `.rhai` file in a rules directory that `rules.files` does not list;
 //! - a rule file listed twice in `rules.files` (an error: converge would
 //!   refuse to start, rule names must be unique);
@@ -37,9 +37,6 @@ use converge_rules::{Rule, RuleSet, RuleSource};
 use crate::Exit;
 use crate::config::Config;
 use converge_engine::gates::{OVERRIDE_TYPE, SEND_REQUESTED};
-
-/// Decision kinds that do nothing unless a route sends them to a plugin.
-const ROUTED_ONLY: &[&str] = &["escalate", "notify"];
 
 /// One problem, printed as `path:line:column: severity: message` and a hint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +139,7 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
     for source in &sources {
         let mut reported = BTreeSet::new();
         for call in decision_calls(&source.source) {
-            if ROUTED_ONLY.contains(&call.name)
+            if DecisionKind::ROUTED_ONLY.contains(&call.name)
                 && !routed.contains(call.name)
                 && reported.insert(call.name)
             {
