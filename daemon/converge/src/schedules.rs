@@ -292,7 +292,7 @@ impl ScheduleSource {
 }
 
 /// The id of an occurrence: `<schedule>@<UTC time, seconds>`. Ids of one
-/// schedule sort in time order, which [`Store::last_occurrence_id`] relies on.
+/// schedule sort in time order, which [`Backend::last_occurrence_id`](converge_store::Backend::last_occurrence_id) relies on.
 pub fn occurrence_id(schedule: &str, at: DateTime<Utc>) -> String {
     format!(
         "{schedule}@{}",
