@@ -3,7 +3,7 @@
 //!
 //! An [`EntitySource`] yields the states of one kind in key order (the
 //! daemon's database once the results of every earlier event are
-//! committed; a simulation's states); [`QueryWorld`] adds the event's own
+//! committed; a simulation's states); `QueryWorld` adds the event's own
 //! entity as it is now, the held sends of the engine's gates, and the
 //! filtering, so the daemon, `rules test` and `replay` answer alike.
 
