@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::{CatchUp, Decision};
 
-/// A change to a campaign's convergence gate, part of a processed event (the store's `ProcessedEvent`).
+/// A change to a campaign's convergence gate, part of a processed event
+/// (the store's `ProcessedEvent`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum GateChange {
     /// Hold the send this event requested on `channel` (the event's `seq` is
