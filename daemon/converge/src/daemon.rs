@@ -311,8 +311,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fatal: fatal.clone(),
     })?;
 
-    // The in-flight budget: events from outside and fired timers' events
-    // wait here until the journal has room and the rules have caught up.
+    // The in-flight budget (`journal::room`): events from outside and fired
+    // timers' events hold a place from their source until their processing
+    // commits.
     let in_flight = Arc::new(Semaphore::new(config.server.max_events_in_flight));
     let stop_scheduler = CancellationToken::new();
     let scheduler_task = topology.fires_timers_apart().then(|| {
