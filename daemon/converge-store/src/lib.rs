@@ -292,9 +292,8 @@ impl DerefMut for Store {
 }
 
 /// Every operation on the converge database. Both backends pass the same
-/// conformance tests (`tests/it`); the cluster operations at the end exist
-/// only on a shared database (PostgreSQL) and answer
-/// [`StoreError::NotShared`] on SQLite.
+/// conformance tests (`tests/it`). What only a database several daemons
+/// share can do is [`Coordination`], which PostgreSQL alone implements.
 pub trait Backend: Send {
     // ---- writing ----
 
@@ -526,8 +525,20 @@ pub trait Backend: Send {
     /// with their values, for percentiles.
     fn sample_groups(&self, query: &SampleQuery) -> Result<Vec<SampleGroup>, StoreError>;
 
-    // ---- cluster operations (shared databases only) ----
+    // ---- several daemons ----
 
+    /// The operations that coordinate several daemons on one database:
+    /// [`StoreError::NotShared`] on a database only one daemon can use
+    /// (SQLite), which has none.
+    fn coordination(&self) -> Result<&dyn Coordination, StoreError> {
+        Err(StoreError::NotShared)
+    }
+}
+
+/// What several daemons sharing one database (PostgreSQL) coordinate with:
+/// leases on partitions, sources and actions, reads by partition, and
+/// notifications between them. Reached through [`Backend::coordination`].
+pub trait Coordination {
     /// Takes or keeps the lease `name` for `holder` for `ttl` (on the
     /// database's clock): granted if nobody holds it, its holder let it
     /// expire, or `holder` already holds it (then extended). Returns the

@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use converge_engine::{Gates, decision_time};
 use converge_model::{EntityKey, EntityState, Event, RuleFailure};
 use converge_store::{
-    ActionLease, EVENTS_CHANNEL, Fence, FiredTimer, JournaledEvent, NewEvent, PARTITIONS,
+    ActionLease, Backend, EVENTS_CHANNEL, Fence, FiredTimer, JournaledEvent, NewEvent, PARTITIONS,
     ProcessedEvent, Store, StoreError, WriteBatch, WriteResult, event_partition, partition_of,
 };
 use tokio::sync::mpsc;
@@ -92,9 +92,10 @@ pub struct Member {
 
 /// The daemons sharing the database whose leases are live, as `/v1/status`
 /// shows them.
-pub fn members(store: &Store) -> Result<Vec<Member>, StoreError> {
-    let partitions = store.live_leases(PARTITION_LEASES)?;
-    Ok(store
+pub fn members(store: &dyn Backend) -> Result<Vec<Member>, StoreError> {
+    let shared = store.coordination()?;
+    let partitions = shared.live_leases(PARTITION_LEASES)?;
+    Ok(shared
         .live_leases(DAEMON_LEASES)?
         .into_iter()
         .map(|daemon| Member {
@@ -162,11 +163,12 @@ impl ClusterProcessor {
             }
         }
         // Released at once, the partitions move on without waiting for expiry.
-        let store = &self.processor.store;
-        for partition in held.keys() {
-            let _ = store.release_lease(&partition_lease(*partition), &self.holder);
+        if let Ok(shared) = self.processor.store.coordination() {
+            for partition in held.keys() {
+                let _ = shared.release_lease(&partition_lease(*partition), &self.holder);
+            }
+            let _ = shared.release_lease(&daemon_lease(&self.holder), &self.holder);
         }
-        let _ = store.release_lease(&daemon_lease(&self.holder), &self.holder);
         tracing::debug!("processor stopped");
     }
 
@@ -186,9 +188,9 @@ impl ClusterProcessor {
         stop: &CancellationToken,
         health: &StorageHealth,
     ) -> anyhow::Result<()> {
-        let store = &self.processor.store;
-        store.listen(EVENTS_CHANNEL)?;
-        store.listen(RELOAD_CHANNEL)?;
+        let shared = self.processor.store.coordination()?;
+        shared.listen(EVENTS_CHANNEL)?;
+        shared.listen(RELOAD_CHANNEL)?;
         self.processor.caught_up.cancel();
         // Renewing is needed every third of the lease; looking for a dead
         // daemon's expired partitions more often makes a takeover faster.
@@ -201,7 +203,10 @@ impl ClusterProcessor {
                 health.succeeded(STAGE);
             }
             while self.reloads.announce.try_recv().is_ok() {
-                self.processor.store.notify(RELOAD_CHANNEL, &self.holder)?;
+                self.processor
+                    .store
+                    .coordination()?
+                    .notify(RELOAD_CHANNEL, &self.holder)?;
             }
             let busy = self.process_events(held)? | self.fire_timers(held)?;
             if busy {
@@ -211,7 +216,12 @@ impl ClusterProcessor {
                 .map(|at| round.saturating_sub(at.elapsed()))
                 .unwrap_or_default()
                 .min(POLL);
-            for (channel, payload) in self.processor.store.wait_for_notifications(wait)? {
+            for (channel, payload) in self
+                .processor
+                .store
+                .coordination()?
+                .wait_for_notifications(wait)?
+            {
                 if channel == RELOAD_CHANNEL && payload != self.holder {
                     let _ = self.reloads.remote.try_send(());
                 }
@@ -225,15 +235,16 @@ impl ClusterProcessor {
     /// About 2 + (partitions held) statements a round.
     fn membership(&mut self, held: &mut BTreeMap<u32, Held>) -> anyhow::Result<()> {
         let store = &self.processor.store;
+        let shared = store.coordination()?;
         let holder = self.holder.as_str();
-        store.hold_lease(&daemon_lease(holder), holder, self.ttl)?;
-        let daemons = store.live_leases(DAEMON_LEASES)?.len().max(1);
+        shared.hold_lease(&daemon_lease(holder), holder, self.ttl)?;
+        let daemons = shared.live_leases(DAEMON_LEASES)?.len().max(1);
         let share = PARTITIONS.div_ceil(u32::try_from(daemons).unwrap_or(u32::MAX)) as usize;
         let mut changed = false;
 
         let mut lost = Vec::new();
         for (partition, h) in held.iter() {
-            if store.hold_lease(&partition_lease(*partition), holder, self.ttl)? != Some(h.token) {
+            if shared.hold_lease(&partition_lease(*partition), holder, self.ttl)? != Some(h.token) {
                 lost.push(*partition);
             }
         }
@@ -246,13 +257,13 @@ impl ClusterProcessor {
             let Some((partition, _)) = held.pop_last() else {
                 break;
             };
-            store.release_lease(&partition_lease(partition), holder)?;
+            shared.release_lease(&partition_lease(partition), holder)?;
             changed = true;
         }
         if held.len() < share {
             // Its own live leases (kept through a lost connection) it takes
             // again, with their tokens.
-            let taken: std::collections::HashSet<String> = store
+            let taken: std::collections::HashSet<String> = shared
                 .live_leases(PARTITION_LEASES)?
                 .into_iter()
                 .filter(|lease| lease.holder != holder)
@@ -270,7 +281,7 @@ impl ClusterProcessor {
                 if held.contains_key(&partition) || taken.contains(&name) {
                     continue;
                 }
-                if let Some(token) = store.hold_lease(&name, holder, self.ttl)? {
+                if let Some(token) = shared.hold_lease(&name, holder, self.ttl)? {
                     held.insert(
                         partition,
                         Held {
@@ -287,7 +298,7 @@ impl ClusterProcessor {
             // Another daemon may have changed these entities and gates.
             let partitions: Vec<u32> = held.keys().copied().collect();
             self.processor.cache.clear();
-            self.processor.gates = Gates::load(store.held_sends_in(&partitions)?);
+            self.processor.gates = Gates::load(shared.held_sends_in(&partitions)?);
             self.processor
                 .metrics
                 .partitions_held
@@ -313,6 +324,7 @@ impl ClusterProcessor {
         let page = self
             .processor
             .store
+            .coordination()?
             .unprocessed_events(&partitions, BATCH)?;
         if page.is_empty() {
             return Ok(false);
@@ -443,6 +455,7 @@ impl ClusterProcessor {
         let due = self
             .processor
             .store
+            .coordination()?
             .due_timers_in(&partitions, now_ms, BATCH)?;
         if due.is_empty() {
             return Ok(false);
@@ -518,8 +531,12 @@ impl ClusterProcessor {
                 }
                 let partitions: Vec<u32> = held.keys().copied().collect();
                 self.processor.cache.clear();
-                self.processor.gates =
-                    Gates::load(self.processor.store.held_sends_in(&partitions)?);
+                self.processor.gates = Gates::load(
+                    self.processor
+                        .store
+                        .coordination()?
+                        .held_sends_in(&partitions)?,
+                );
                 Ok(None)
             }
             Err(e) => Err(e.into()),
@@ -581,6 +598,7 @@ pub async fn lead<F>(
             store
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
+                .coordination()?
                 .hold_lease(&name, &holder, ttl)
         });
         match (held, running.is_some()) {
@@ -611,6 +629,7 @@ pub async fn lead<F>(
         store
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .coordination()?
             .release_lease(&name, &holder)
     });
 }

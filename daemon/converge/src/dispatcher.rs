@@ -190,7 +190,9 @@ fn renew_leases(shared: &Shared, reader: &Store, leases: &ActionLeases) {
         return;
     }
     match tokio::task::block_in_place(|| {
-        reader.renew_action_leases(&leases.holder, leases.ttl, &held)
+        reader
+            .coordination()?
+            .renew_action_leases(&leases.holder, leases.ttl, &held)
     }) {
         Ok(lost) if lost.is_empty() => {}
         Ok(lost) => {
@@ -215,7 +217,9 @@ fn claim_actions(
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
     match tokio::task::block_in_place(|| {
-        reader.claim_actions(&leases.holder, leases.ttl, now_ms, room)
+        reader
+            .coordination()?
+            .claim_actions(&leases.holder, leases.ttl, now_ms, room)
     }) {
         Ok(actions) => {
             for action in actions {

@@ -1187,7 +1187,7 @@ pub fn rebuild(store: &mut converge_store::Store, config: &Config) -> Result<Reb
 /// rebuild waits for it to stop.
 fn refuse_if_running(store: &dyn Backend, config: &Config) -> Result<(), String> {
     if config.storage.location.is_shared() {
-        let daemons = store.live_leases("daemon/").map_err(|e| e.to_string())?;
+        let daemons = crate::cluster::members(store).map_err(|e| e.to_string())?;
         if !daemons.is_empty() {
             return Err(format!(
                 "{} daemon(s) share this database now: stop them before --rebuild",

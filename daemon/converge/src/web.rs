@@ -667,7 +667,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         // Sharing the database: the live daemons and how many partitions each holds.
         let cluster = match holder {
             Some(holder) => {
-                let daemons = crate::cluster::members(&reader)?
+                let daemons = crate::cluster::members(&**reader)?
                     .into_iter()
                     .map(|member| ClusterDaemon {
                         daemon: member.holder,

@@ -1,4 +1,4 @@
-//! The PostgreSQL [`Backend`]: queries (writes are in `write.rs`, the
+//! The PostgreSQL [`Backend`] and [`Coordination`]: queries (writes are in `write.rs`, the
 //! cluster operations in `cluster.rs`). A query that reads several tables
 //! (a trail, a gate, the counts) reads them in one snapshot.
 
@@ -14,8 +14,8 @@ use crate::records::{
     RecentRuleFailure, RuleActivity, TimerRecord, parse_catch_up,
 };
 use crate::{
-    Backend, Check, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery, StoreError,
-    WriteBatch, WriteResult, group_durations, merge_rule_activity, order_groups,
+    Backend, Check, Coordination, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery,
+    StoreError, WriteBatch, WriteResult, group_durations, merge_rule_activity, order_groups,
 };
 
 impl Backend for PostgresStore {
@@ -511,6 +511,12 @@ impl Backend for PostgresStore {
         })
     }
 
+    fn coordination(&self) -> Result<&dyn Coordination, StoreError> {
+        Ok(self)
+    }
+}
+
+impl Coordination for PostgresStore {
     fn hold_lease(
         &self,
         name: &str,

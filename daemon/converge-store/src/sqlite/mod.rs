@@ -20,7 +20,7 @@
 //! # Connections
 //! One writer (migrates the schema, owns every write) and any number of
 //! read-only readers on other threads. Two daemons cannot share one SQLite
-//! file: the cluster operations answer [`StoreError::NotShared`].
+//! file: it has no [`crate::Coordination`] ([`StoreError::NotShared`]).
 
 mod checkpoint;
 pub(crate) mod integrity;

@@ -12,11 +12,10 @@ use crate::records::{
     RecentRuleFailure, RuleActivity, TimerRecord, parse_catch_up,
 };
 use crate::{
-    Backend, Check, LeaseRecord, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch,
-    WriteResult, merge_rule_activity, order_groups,
+    Backend, Check, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch, WriteResult,
+    merge_rule_activity, order_groups,
 };
 use std::collections::HashMap;
-use std::time::Duration;
 
 impl SqliteStore {
     /// The entity states `sql` selects (`state` after key `?1`, at most `?2`).
@@ -597,60 +596,6 @@ impl Backend for SqliteStore {
             )?
             .query_row(params![name, source], |row| row.get(0))
             .optional()?)
-    }
-    fn hold_lease(&self, _: &str, _: &str, _: Duration) -> Result<Option<i64>, StoreError> {
-        Err(StoreError::NotShared)
-    }
-
-    fn release_lease(&self, _: &str, _: &str) -> Result<(), StoreError> {
-        Err(StoreError::NotShared)
-    }
-
-    fn live_leases(&self, _: &str) -> Result<Vec<LeaseRecord>, StoreError> {
-        Err(StoreError::NotShared)
-    }
-
-    fn unprocessed_events(&self, _: &[u32], _: usize) -> Result<Vec<JournaledEvent>, StoreError> {
-        Err(StoreError::NotShared)
-    }
-
-    fn due_timers_in(&self, _: &[u32], _: i64, _: usize) -> Result<Vec<TimerRecord>, StoreError> {
-        Err(StoreError::NotShared)
-    }
-
-    fn held_sends_in(&self, _: &[u32]) -> Result<Vec<HeldSendRecord>, StoreError> {
-        Err(StoreError::NotShared)
-    }
-
-    fn claim_actions(
-        &self,
-        _: &str,
-        _: Duration,
-        _: i64,
-        _: usize,
-    ) -> Result<Vec<PendingAction>, StoreError> {
-        Err(StoreError::NotShared)
-    }
-
-    fn renew_action_leases(
-        &self,
-        _: &str,
-        _: Duration,
-        _: &[(i64, i64)],
-    ) -> Result<Vec<i64>, StoreError> {
-        Err(StoreError::NotShared)
-    }
-
-    fn listen(&self, _: &str) -> Result<(), StoreError> {
-        Err(StoreError::NotShared)
-    }
-
-    fn wait_for_notifications(&self, _: Duration) -> Result<Vec<(String, String)>, StoreError> {
-        Err(StoreError::NotShared)
-    }
-
-    fn notify(&self, _: &str, _: &str) -> Result<(), StoreError> {
-        Err(StoreError::NotShared)
     }
 }
 

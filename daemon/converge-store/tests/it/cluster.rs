@@ -7,9 +7,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use converge_store::{
-    ActionLease, ActionOutcome, Appended, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, Fence,
-    GateChange, OutcomeKind, PendingAction, ProcessedEvent, Store, StoreError, WriteBatch,
-    event_partition, partition_of,
+    ActionLease, ActionOutcome, Appended, Coordination, DeadLetterChange, DeadLetterOp,
+    DeadLetterOutcome, Fence, GateChange, OutcomeKind, PendingAction, ProcessedEvent, Store,
+    StoreError, WriteBatch, event_partition, partition_of,
 };
 
 use crate::helpers::{TestDb, appends, event, processed_plain, processed_with_actions};
@@ -43,6 +43,13 @@ fn outcome(action_id: i64, result: OutcomeKind, lease_token: Option<i64>) -> Act
     }
 }
 
+/// The cluster operations of a PostgreSQL store.
+fn shared(store: &Store) -> &dyn Coordination {
+    store
+        .coordination()
+        .expect("PostgreSQL coordinates daemons")
+}
+
 fn ids(actions: &[PendingAction]) -> Vec<i64> {
     actions.iter().map(|a| a.id).collect()
 }
@@ -67,11 +74,23 @@ fn store_with_actions(db: &TestDb, count: usize) -> Store {
 fn a_lease_is_granted_kept_refused_and_taken_over_with_a_higher_token() {
     let Some(db) = TestDb::postgres() else { return };
     let (a, b) = (db.open(), db.open());
-    let first = a.hold_lease("partition/7", "a", LONG).unwrap().unwrap();
-    assert_eq!(a.hold_lease("partition/7", "a", LONG).unwrap(), Some(first));
-    assert_eq!(b.hold_lease("partition/7", "b", LONG).unwrap(), None);
-    b.hold_lease("daemon/b", "b", LONG).unwrap().unwrap();
-    let live = b.live_leases("partition/").unwrap();
+    let first = shared(&a)
+        .hold_lease("partition/7", "a", LONG)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        shared(&a).hold_lease("partition/7", "a", LONG).unwrap(),
+        Some(first)
+    );
+    assert_eq!(
+        shared(&b).hold_lease("partition/7", "b", LONG).unwrap(),
+        None
+    );
+    shared(&b)
+        .hold_lease("daemon/b", "b", LONG)
+        .unwrap()
+        .unwrap();
+    let live = shared(&b).live_leases("partition/").unwrap();
     assert_eq!(
         live.iter()
             .map(|l| (l.name.as_str(), l.holder.as_str(), l.token))
@@ -81,17 +100,29 @@ fn a_lease_is_granted_kept_refused_and_taken_over_with_a_higher_token() {
 
     // `a` stalls: its lease runs out, and `b` takes it over.
     a_lets_it_expire(&a, "partition/7", "a");
-    assert!(b.live_leases("partition/").unwrap().is_empty());
-    let second = b.hold_lease("partition/7", "b", LONG).unwrap().unwrap();
+    assert!(shared(&b).live_leases("partition/").unwrap().is_empty());
+    let second = shared(&b)
+        .hold_lease("partition/7", "b", LONG)
+        .unwrap()
+        .unwrap();
     assert!(second > first, "{second} > {first}");
-    assert_eq!(a.hold_lease("partition/7", "a", LONG).unwrap(), None);
+    assert_eq!(
+        shared(&a).hold_lease("partition/7", "a", LONG).unwrap(),
+        None
+    );
 
     // Only its holder can release it; then it is free at once, and taking
     // it again is a new tenure.
-    a.release_lease("partition/7", "a").unwrap();
-    assert_eq!(a.hold_lease("partition/7", "a", LONG).unwrap(), None);
-    b.release_lease("partition/7", "b").unwrap();
-    let third = a.hold_lease("partition/7", "a", LONG).unwrap().unwrap();
+    shared(&a).release_lease("partition/7", "a").unwrap();
+    assert_eq!(
+        shared(&a).hold_lease("partition/7", "a", LONG).unwrap(),
+        None
+    );
+    shared(&b).release_lease("partition/7", "b").unwrap();
+    let third = shared(&a)
+        .hold_lease("partition/7", "a", LONG)
+        .unwrap()
+        .unwrap();
     assert!(third > second, "{third} > {second}");
 }
 
@@ -120,7 +151,10 @@ fn assert_fenced(store: &mut Store, lease: &str, token: i64, why: &str) {
 fn a_fenced_write_fails_and_writes_nothing() {
     let Some(db) = TestDb::postgres() else { return };
     let (mut a, b) = (db.open(), db.open());
-    let token = a.hold_lease("partition/3", "a", LONG).unwrap().unwrap();
+    let token = shared(&a)
+        .hold_lease("partition/3", "a", LONG)
+        .unwrap()
+        .unwrap();
     a.write(&WriteBatch {
         fences: vec![fence("partition/3", "a", token)],
         ..appends(vec![event("/jira", "e-1")])
@@ -136,13 +170,16 @@ fn a_fenced_write_fails_and_writes_nothing() {
         token,
         "expired, even if nobody took it",
     );
-    b.hold_lease("partition/3", "b", LONG).unwrap().unwrap();
+    shared(&b)
+        .hold_lease("partition/3", "b", LONG)
+        .unwrap()
+        .unwrap();
     assert_fenced(&mut a, "partition/3", token, "taken over");
 }
 
 /// Shortens `holder`'s lease to nothing, as if it stalled past it.
 fn a_lets_it_expire(store: &Store, name: &str, holder: &str) {
-    store
+    shared(&store)
         .hold_lease(name, holder, Duration::ZERO)
         .unwrap()
         .unwrap();
@@ -166,7 +203,12 @@ fn actions_created_under_a_lease_stay_with_their_creator() {
         .unwrap();
     let tokens: Vec<Option<i64>> = written.actions.iter().map(|a| a.lease_token).collect();
     assert!(tokens[0].is_some() && tokens[0] == tokens[1], "{tokens:?}");
-    assert!(b.claim_actions("b", LONG, 10_000, 10).unwrap().is_empty());
+    assert!(
+        shared(&b)
+            .claim_actions("b", LONG, 10_000, 10)
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         a.pending_actions(10)
             .unwrap()
@@ -188,9 +230,15 @@ fn actions_created_under_a_lease_stay_with_their_creator() {
         })
         .unwrap();
     assert!(written.outcomes_fenced.is_empty());
-    assert!(b.claim_actions("b", LONG, 10_000, 10).unwrap().is_empty());
+    assert!(
+        shared(&b)
+            .claim_actions("b", LONG, 10_000, 10)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        a.renew_action_leases("a", LONG, &[(1, token.unwrap()), (2, token.unwrap())])
+        shared(&a)
+            .renew_action_leases("a", LONG, &[(1, token.unwrap()), (2, token.unwrap())])
             .unwrap(),
         [2],
         "action 2 is done: its lease is gone"
@@ -208,7 +256,7 @@ fn claims_from_two_daemons_take_disjoint_actions() {
         .execute("SELECT FROM actions WHERE id <= 3 FOR UPDATE", &[])
         .unwrap();
     let started = Instant::now();
-    let claimed = store.claim_actions("a", LONG, 10_000, 4).unwrap();
+    let claimed = shared(&store).claim_actions("a", LONG, 10_000, 4).unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(ids(&claimed), [4, 5, 6, 7]);
     locking.rollback().unwrap();
@@ -221,7 +269,11 @@ fn claims_from_two_daemons_take_disjoint_actions() {
             scope.spawn(move || {
                 barrier.wait();
                 (0..4)
-                    .flat_map(|_| store.claim_actions(holder, LONG, 10_000, 3).unwrap())
+                    .flat_map(|_| {
+                        shared(&store)
+                            .claim_actions(holder, LONG, 10_000, 3)
+                            .unwrap()
+                    })
                     .collect::<Vec<_>>()
             })
         };
@@ -253,25 +305,38 @@ fn an_expired_action_lease_is_reclaimed_and_the_stale_holder_is_fenced() {
     })
     .unwrap();
     assert!(
-        a.claim_actions("a", LONG, 8_999, 10).unwrap().is_empty(),
+        shared(&a)
+            .claim_actions("a", LONG, 8_999, 10)
+            .unwrap()
+            .is_empty(),
         "not due"
     );
 
     // `a` claims it and stalls past its lease; `b` takes it over.
-    let stale = a.claim_actions("a", Duration::ZERO, 9_000, 10).unwrap();
+    let stale = shared(&a)
+        .claim_actions("a", Duration::ZERO, 9_000, 10)
+        .unwrap();
     assert_eq!(ids(&stale), [1]);
-    let fresh = b.claim_actions("b", LONG, 9_000, 10).unwrap();
+    let fresh = shared(&b).claim_actions("b", LONG, 9_000, 10).unwrap();
     assert_eq!(ids(&fresh), [1]);
     let (stale, fresh) = (stale[0].lease_token.unwrap(), fresh[0].lease_token.unwrap());
     assert!(fresh > stale);
-    assert!(a.claim_actions("a", LONG, 9_000, 10).unwrap().is_empty());
+    assert!(
+        shared(&a)
+            .claim_actions("a", LONG, 9_000, 10)
+            .unwrap()
+            .is_empty()
+    );
 
     assert_eq!(
-        a.renew_action_leases("a", LONG, &[(1, stale)]).unwrap(),
+        shared(&a)
+            .renew_action_leases("a", LONG, &[(1, stale)])
+            .unwrap(),
         [1]
     );
     assert!(
-        b.renew_action_leases("b", LONG, &[(1, fresh)])
+        shared(&b)
+            .renew_action_leases("b", LONG, &[(1, fresh)])
             .unwrap()
             .is_empty()
     );
@@ -292,7 +357,9 @@ fn an_expired_action_lease_is_reclaimed_and_the_stale_holder_is_fenced() {
         .unwrap();
     assert_eq!((done.outcomes_fenced.len(), done.dead_lettered), (0, 1));
     assert_eq!(
-        b.renew_action_leases("b", LONG, &[(1, fresh)]).unwrap(),
+        shared(&b)
+            .renew_action_leases("b", LONG, &[(1, fresh)])
+            .unwrap(),
         [1]
     );
 
@@ -316,7 +383,10 @@ fn an_expired_action_lease_is_reclaimed_and_the_stale_holder_is_fenced() {
             ..
         })]
     ));
-    assert_eq!(ids(&a.claim_actions("a", LONG, 10_000, 10).unwrap()), [1]);
+    assert_eq!(
+        ids(&shared(&a).claim_actions("a", LONG, 10_000, 10).unwrap()),
+        [1]
+    );
 }
 
 #[test]
@@ -338,7 +408,7 @@ fn unprocessed_events_are_read_by_partition_in_seq_order() {
     // Another daemon's connection sees the same.
     let other = db.open();
     let seqs = |partitions: &[u32]| -> Vec<i64> {
-        other
+        shared(&other)
             .unprocessed_events(partitions, 10)
             .unwrap()
             .iter()
@@ -349,7 +419,10 @@ fn unprocessed_events_are_read_by_partition_in_seq_order() {
     assert_eq!(seqs(&[2, 1]), [1, 2, 3]);
     assert_eq!(seqs(&[nothing]), [4]);
     assert!(seqs(&[]).is_empty());
-    assert_eq!(store.unprocessed_events(&[1, 2], 2).unwrap().len(), 2);
+    assert_eq!(
+        shared(&store).unprocessed_events(&[1, 2], 2).unwrap().len(),
+        2
+    );
 
     store
         .write(&WriteBatch {
@@ -409,19 +482,24 @@ fn timers_and_held_sends_are_read_by_partition() {
             ..WriteBatch::default()
         })
         .unwrap();
-    let due = store.due_timers_in(&[5], 3_000, 10).unwrap();
+    let due = shared(&store).due_timers_in(&[5], 3_000, 10).unwrap();
     assert_eq!(
         due.iter().map(|t| t.entity.as_str()).collect::<Vec<_>>(),
         [format!("task/{here}")]
     );
-    assert!(store.due_timers_in(&[5], 2_999, 10).unwrap().is_empty());
+    assert!(
+        shared(&store)
+            .due_timers_in(&[5], 2_999, 10)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.due_timers(3_000, 10).unwrap().len(), 2);
-    let held = store.held_sends_in(&[5]).unwrap();
+    let held = shared(&store).held_sends_in(&[5]).unwrap();
     assert_eq!(
         held.iter().map(|h| h.campaign.as_str()).collect::<Vec<_>>(),
         [campaign.as_str()]
     );
-    assert_eq!(store.held_sends_in(&[5, 6]).unwrap().len(), 2);
+    assert_eq!(shared(&store).held_sends_in(&[5, 6]).unwrap().len(), 2);
 }
 
 /// Two daemons journaling the same event at the same moment: the second
@@ -483,22 +561,22 @@ fn commits_that_journal_events_notify_the_listeners() {
     let Some(db) = TestDb::postgres() else { return };
     let listener = db.open();
     let mut writer = db.open();
-    listener.listen("converge_events").unwrap();
-    listener.listen("converge_reload").unwrap();
+    shared(&listener).listen("converge_events").unwrap();
+    shared(&listener).listen("converge_reload").unwrap();
     assert!(
-        listener
+        shared(&listener)
             .wait_for_notifications(Duration::from_millis(50))
             .unwrap()
             .is_empty()
     );
 
     writer.write(&appends(vec![event("/jira", "e-1")])).unwrap();
-    writer.notify("converge_reload", "writer").unwrap();
+    shared(&writer).notify("converge_reload", "writer").unwrap();
     let mut arrived = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while arrived.len() < 2 && Instant::now() < deadline {
         arrived.extend(
-            listener
+            shared(&listener)
                 .wait_for_notifications(Duration::from_secs(1))
                 .unwrap(),
         );
@@ -514,7 +592,7 @@ fn commits_that_journal_events_notify_the_listeners() {
     // A batch that journals nothing new notifies nothing.
     writer.write(&appends(vec![event("/jira", "e-1")])).unwrap();
     assert!(
-        listener
+        shared(&listener)
             .wait_for_notifications(Duration::from_millis(200))
             .unwrap()
             .is_empty()
@@ -525,7 +603,10 @@ fn commits_that_journal_events_notify_the_listeners() {
 fn sqlite_is_not_shared() {
     let db = TestDb::sqlite();
     let mut store = db.open();
-    let err = store.hold_lease("partition/1", "a", LONG).unwrap_err();
+    let err = store
+        .coordination()
+        .err()
+        .expect("SQLite coordinates no daemons");
     assert!(matches!(err, StoreError::NotShared), "{err}");
     let err = store
         .write(&WriteBatch {
