@@ -12,7 +12,9 @@
 //! Asana hands its secret over in a handshake (`X-Hook-Secret`): converge
 //! keeps it in the `source_state` table under `hook-secret/<name>` and
 //! accepts a handshake only while the hook has no secret, so nobody can
-//! replace it later.
+//! replace it later. Slack checks a new Events API URL with a signed
+//! `url_verification` request, answered with its challenge, journaled
+//! nowhere. [`Hooks::check`] tells these from events.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use converge_signatures::{
     ConfigError, Encoding, GenericHmac, Inbound, Scheme, Secret, Setting, Settings, Verified,
-    Verifier, VerifyError,
+    Verifier, VerifyError, asana_handshake,
 };
 
 /// One `[hooks.<name>]` entry, validated.
@@ -260,6 +262,34 @@ pub fn secret_key(hook: &str) -> String {
     format!("hook-secret/{hook}")
 }
 
+/// What a request to a listed hook is, once [`Hooks::check`] let it in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked<'r> {
+    /// Signed by the sender: its events go to the journal.
+    Events,
+    /// Asana's handshake on a hook without a secret: the secret, to keep
+    /// durably ([`secret_key`]) and [`Hooks::learn`], then echo in
+    /// `X-Hook-Secret`.
+    AsanaHandshake(&'r str),
+    /// Slack's `url_verification`: answered with its challenge, nothing
+    /// journaled.
+    SlackChallenge(String),
+}
+
+/// The `challenge` of a Slack Events API `url_verification` request.
+fn slack_challenge(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct UrlVerification {
+        #[serde(rename = "type")]
+        ty: String,
+        challenge: String,
+    }
+    serde_json::from_slice::<UrlVerification>(body)
+        .ok()
+        .filter(|v| v.ty == "url_verification")
+        .map(|v| v.challenge)
+}
+
 /// Why a request to a hook is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
@@ -271,6 +301,8 @@ pub enum Refused {
         "hook `{0}` has no secret yet: Asana sends it in the handshake when the webhook is created"
     )]
     AwaitingHandshake(String),
+    #[error("hook `{0}` already has a secret; a new handshake is refused")]
+    SecondHandshake(String),
 }
 
 /// The hooks of the config, with what they learned since start (Asana
@@ -298,10 +330,37 @@ impl Hooks {
         self.listed.contains_key(name) || (self.accept_unlisted && valid_hook_name(name))
     }
 
-    /// Verifies a request to a listed hook. `stored_secret` reads the
-    /// hook's handshake secret from the store, for Asana hooks that have
-    /// not learned it since start.
-    pub fn verify(
+    /// Checks a request to a listed hook: Asana's handshake (which comes
+    /// unsigned, carrying the secret), else the signature, then Slack's
+    /// `url_verification` (signed like any event). `stored_secret` reads
+    /// the hook's handshake secret from the store, for Asana hooks that
+    /// have not learned it since start.
+    pub fn check<'r>(
+        &self,
+        hook: &HookConfig,
+        request: &Inbound<'r>,
+        now_unix_secs: i64,
+        stored_secret: impl FnOnce() -> Option<String>,
+    ) -> Result<Checked<'r>, Refused> {
+        if hook.scheme == Scheme::Asana
+            && let Some(secret) = asana_handshake(request)
+        {
+            return if self.awaits_handshake(hook, stored_secret()) {
+                Ok(Checked::AsanaHandshake(secret))
+            } else {
+                Err(Refused::SecondHandshake(hook.name.clone()))
+            };
+        }
+        self.verify(hook, request, now_unix_secs, stored_secret)?;
+        if hook.scheme == Scheme::Slack
+            && let Some(challenge) = slack_challenge(request.body)
+        {
+            return Ok(Checked::SlackChallenge(challenge));
+        }
+        Ok(Checked::Events)
+    }
+
+    fn verify(
         &self,
         hook: &HookConfig,
         request: &Inbound<'_>,
@@ -337,7 +396,7 @@ impl Hooks {
 
     /// Whether an Asana hook may take a handshake now: it has no secret
     /// from the environment, none learned, none stored.
-    pub fn awaits_handshake(&self, hook: &HookConfig, stored_secret: Option<String>) -> bool {
+    fn awaits_handshake(&self, hook: &HookConfig, stored_secret: Option<String>) -> bool {
         hook.scheme == Scheme::Asana
             && hook.verifier.is_none()
             && stored_secret.is_none()
@@ -436,7 +495,7 @@ mod tests {
             body: b"{}",
         };
         let refused = Hooks::default()
-            .verify(&hook, &request, 0, || None)
+            .check(&hook, &request, 0, || None)
             .unwrap_err();
         assert_eq!(
             refused.to_string(),
@@ -497,5 +556,84 @@ mod tests {
             named[0].to_string(),
             "`bad name`: a hook name is 1 to 64 letters, digits, '-' or '_'"
         );
+    }
+
+    fn post<'a>(headers: &'a axum::http::HeaderMap, body: &'a [u8]) -> Inbound<'a> {
+        Inbound {
+            method: "POST",
+            headers,
+            body,
+        }
+    }
+
+    #[test]
+    fn an_asana_handshake_is_taken_only_by_a_hook_without_a_secret() {
+        let (hook, _) = HookConfig::new("asana", &raw("asana", &[]), &|_| None).unwrap();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-hook-secret", "first".parse().unwrap());
+        let hooks = Hooks::default();
+        let request = post(&headers, b"");
+        assert_eq!(
+            hooks.check(&hook, &request, 0, || None).unwrap(),
+            Checked::AsanaHandshake("first")
+        );
+        // Kept by the store since: nobody can replace it.
+        let refused = hooks
+            .check(&hook, &request, 0, || Some("first".into()))
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "hook `asana` already has a secret; a new handshake is refused"
+        );
+        // Learned since start: the same.
+        hooks.learn(&hook, "first".into()).unwrap();
+        assert!(matches!(
+            hooks.check(&hook, &request, 0, || None),
+            Err(Refused::SecondHandshake(_))
+        ));
+    }
+
+    #[test]
+    fn a_slack_url_verification_is_answered_only_when_signed() {
+        use hmac::Mac;
+        let vars = vec!["SLACK_SECRET".to_string()];
+        let env = |_: &str| Some("slack-secret".to_string());
+        let (hook, _) = HookConfig::new("slack", &raw("slack", &vars), &env).unwrap();
+        let body = br#"{"type":"url_verification","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","token":"t"}"#;
+        let now = 1_764_547_200;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"slack-secret").unwrap();
+        mac.update(format!("v0:{now}:").as_bytes());
+        mac.update(body);
+        let signature = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            "x-slack-request-timestamp",
+            now.to_string().parse().unwrap(),
+        );
+        headers.insert("x-slack-signature", signature.parse().unwrap());
+        let hooks = Hooks::default();
+        assert_eq!(
+            hooks
+                .check(&hook, &post(&headers, body), now, || None)
+                .unwrap(),
+            Checked::SlackChallenge("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P".into())
+        );
+        // Any other signed body is events.
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"slack-secret").unwrap();
+        mac.update(format!("v0:{now}:{{}}").as_bytes());
+        let signature = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
+        headers.insert("x-slack-signature", signature.parse().unwrap());
+        assert_eq!(
+            hooks
+                .check(&hook, &post(&headers, b"{}"), now, || None)
+                .unwrap(),
+            Checked::Events
+        );
+        // Unsigned, the challenge is not answered.
+        headers.remove("x-slack-signature");
+        assert!(matches!(
+            hooks.check(&hook, &post(&headers, body), now, || None),
+            Err(Refused::Signature(_))
+        ));
     }
 }

@@ -26,7 +26,7 @@ use converge_engine::gates::OverrideEvent;
 use converge_model::event::TRACEPARENT_EXTENSION;
 use converge_model::{EntityKey, Event, EventError};
 use converge_plugin_host::{CallFailure, DecodeInput, Plugin};
-use converge_signatures::{Inbound, Scheme, asana_handshake};
+use converge_signatures::Inbound;
 use converge_store::{Appended, SourceState, Store};
 use serde::Deserialize;
 use serde_json::json;
@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::clock::{Clock, ClockError};
 use crate::config::AdminToken;
 use crate::gates::{Override, gate_view};
-use crate::hooks::{self, Decode, HookConfig, Hooks, valid_hook_name};
+use crate::hooks::{self, Checked, Decode, HookConfig, Hooks, valid_hook_name};
 use crate::journal::Journal;
 use crate::plain_json::{JsonMapping, MappingError};
 use crate::reload::RulesHandle;
@@ -377,25 +377,20 @@ fn stored_hook_secret(state: &AppState, hook: &str) -> Option<String> {
     })
 }
 
-/// Asana's handshake: the first request carries the hook's secret in
-/// `X-Hook-Secret`; converge keeps it (durably, before answering) and echoes
-/// it. Only a hook without a secret takes one, so a stranger cannot replace it.
+/// Asana's handshake, on a hook [`Hooks::check`] found without a secret:
+/// converge keeps the secret (durably, before answering) and echoes it.
 async fn asana_handshake_answer(
     state: &AppState,
     hook: &HookConfig,
     secret: &str,
 ) -> Result<Response, ApiError> {
-    let stored = stored_hook_secret(state, &hook.name);
-    if !state.hooks.awaits_handshake(hook, stored) {
-        return Err(ApiError::rejected(
-            RejectReason::Signature,
-            &state.metrics,
-            format!(
-                "hook `{}` already has a secret; a new handshake is refused",
-                hook.name
-            ),
-        ));
-    }
+    let echo = header::HeaderValue::from_str(secret).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_handshake",
+            "X-Hook-Secret is not a valid header value",
+        )
+    })?;
     let permit = state
         .in_flight
         .clone()
@@ -427,28 +422,7 @@ async fn asana_handshake_answer(
         })?;
     state.hooks.learn(hook, secret.to_string());
     tracing::info!(hook = %hook.name, "Asana handshake: the hook's secret is kept");
-    let echo = header::HeaderValue::from_str(secret).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_handshake",
-            "X-Hook-Secret is not a valid header value",
-        )
-    })?;
     Ok((StatusCode::OK, [("x-hook-secret", echo)]).into_response())
-}
-
-/// The `challenge` of a Slack Events API `url_verification` request.
-fn slack_challenge(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct UrlVerification {
-        #[serde(rename = "type")]
-        ty: String,
-        challenge: String,
-    }
-    serde_json::from_slice::<UrlVerification>(body)
-        .ok()
-        .filter(|v| v.ty == "url_verification")
-        .map(|v| v.challenge)
 }
 
 /// `POST /hooks/{source}`: verify, validate, journal durably, then acknowledge.
@@ -495,20 +469,19 @@ async fn intake(
             headers: &parts.headers,
             body: &body,
         };
-        if listed.scheme == Scheme::Asana
-            && let Some(secret) = asana_handshake(&inbound)
-        {
-            return asana_handshake_answer(&state, listed, secret).await;
-        }
         let stored = || stored_hook_secret(&state, &listed.name);
-        state
+        let checked = state
             .hooks
-            .verify(listed, &inbound, chrono::Utc::now().timestamp(), stored)
+            .check(listed, &inbound, chrono::Utc::now().timestamp(), stored)
             .map_err(|e| ApiError::rejected(RejectReason::Signature, metrics, e.to_string()))?;
-        if listed.scheme == Scheme::Slack
-            && let Some(challenge) = slack_challenge(&body)
-        {
-            return Ok(Json(json!({ "challenge": challenge })).into_response());
+        match checked {
+            Checked::Events => {}
+            Checked::AsanaHandshake(secret) => {
+                return asana_handshake_answer(&state, listed, secret).await;
+            }
+            Checked::SlackChallenge(challenge) => {
+                return Ok(Json(json!({ "challenge": challenge })).into_response());
+            }
         }
     }
     let events = match listed {
