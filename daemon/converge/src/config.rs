@@ -738,6 +738,21 @@ impl Validator {
         }
     }
 
+    /// The value `text` names among `choices`; else an error listing them
+    /// (and the first choice, so that checking goes on: a config with an
+    /// error is refused whatever the rest holds).
+    fn one_of<T: Copy>(&mut self, key: &str, text: &str, choices: &[(&str, T)]) -> T {
+        if let Some((_, value)) = choices.iter().find(|(name, _)| *name == text) {
+            return *value;
+        }
+        let names: Vec<String> = choices
+            .iter()
+            .map(|(name, _)| format!("{name:?}"))
+            .collect();
+        self.error(key, format!("`{text}` is not one of {}", names.join(", ")));
+        choices[0].1
+    }
+
     fn count(&mut self, key: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> usize {
         if !range.contains(&value) {
             self.error(
@@ -844,17 +859,11 @@ impl Validator {
             admin_token,
             read_token_env,
             read_token,
-            accept_unlisted_hooks: match raw.unlisted_hooks.as_str() {
-                "accept" => true,
-                "reject" => false,
-                other => {
-                    self.error(
-                        "server.unlisted_hooks",
-                        format!("`{other}` is not one of \"accept\", \"reject\""),
-                    );
-                    false
-                }
-            },
+            accept_unlisted_hooks: self.one_of(
+                "server.unlisted_hooks",
+                &raw.unlisted_hooks,
+                &[("accept", true), ("reject", false)],
+            ),
             header_read_timeout: self.duration(
                 "server.header_read_timeout",
                 &raw.header_read_timeout,
@@ -908,17 +917,11 @@ impl Validator {
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Storage {
-        let durability = match raw.durability.as_str() {
-            "full" => Durability::Full,
-            "normal" => Durability::Normal,
-            other => {
-                self.error(
-                    "storage.durability",
-                    format!("`{other}` is not one of \"full\", \"normal\""),
-                );
-                Durability::Full
-            }
-        };
+        let durability = self.one_of(
+            "storage.durability",
+            &raw.durability,
+            &[("full", Durability::Full), ("normal", Durability::Normal)],
+        );
         let data_dir = base.join(&raw.data_dir);
         let location = match &raw.url {
             None => Location::Sqlite {
@@ -928,17 +931,11 @@ impl Validator {
             Some(url) => self.postgres(url, &raw.password_env, env),
         };
         let lease_ttl = self.duration("storage.lease_ttl", &raw.lease_ttl, Duration::from_secs(1));
-        let check_on_start = match raw.check_on_start.as_str() {
-            "quick" => StartCheck::Quick,
-            "off" => StartCheck::Off,
-            other => {
-                self.error(
-                    "storage.check_on_start",
-                    format!("`{other}` is not one of \"quick\", \"off\""),
-                );
-                StartCheck::Quick
-            }
-        };
+        let check_on_start = self.one_of(
+            "storage.check_on_start",
+            &raw.check_on_start,
+            &[("quick", StartCheck::Quick), ("off", StartCheck::Off)],
+        );
         let retention = match (&raw.retention, &raw.retention_archive) {
             (Some(keep), archive) => Some(Retention {
                 keep: self.duration("storage.retention", keep, crate::retention::SHORTEST),
@@ -1145,13 +1142,11 @@ impl Validator {
                 ),
             );
         }
-        let format = LogFormat::parse(&raw.format).unwrap_or_else(|| {
-            self.error(
-                "log.format",
-                format!("`{}` is not one of \"text\", \"json\"", raw.format),
-            );
-            LogFormat::Text
-        });
+        let format = self.one_of(
+            "log.format",
+            &raw.format,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        );
         LogSettings {
             level: raw.level.clone(),
             format,
@@ -1540,17 +1535,11 @@ impl Validator {
                     format!("`{}` is used by an earlier schedule", s.name),
                 );
             }
-            let catch_up = match s.catch_up.as_str() {
-                "fire_late" => CatchUp::FireLate,
-                "skip" => CatchUp::Skip,
-                other => {
-                    self.error(
-                        &format!("{key}.catch_up"),
-                        format!("`{other}` is not one of \"fire_late\", \"skip\""),
-                    );
-                    CatchUp::Skip
-                }
-            };
+            let catch_up = self.one_of(
+                &format!("{key}.catch_up"),
+                &s.catch_up,
+                &[("fire_late", CatchUp::FireLate), ("skip", CatchUp::Skip)],
+            );
             let data = serde_json::to_value(&s.data).unwrap_or(serde_json::Value::Null);
             match Schedule::new(
                 &s.name,
@@ -1817,7 +1806,7 @@ mod tests {
         .unwrap_err();
         let expected = [
             "server.listen: `localhost` is not an address",
-            "storage.durability: `sometimes` is not one of",
+            "storage.durability: `sometimes` is not one of \"full\", \"normal\"",
             "routes[0].decision: `explode` is not a decision kind",
             "routes[0].plugin: no plugin `nowhere` is configured",
             "dispatch.initial_backoff: `soon` is not a duration",

@@ -38,16 +38,6 @@ impl Default for LogSettings {
     }
 }
 
-impl LogFormat {
-    pub fn parse(text: &str) -> Option<LogFormat> {
-        match text {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            _ => None,
-        }
-    }
-}
-
 /// Whether `level` is a list of `LEVEL` or `target=LEVEL` directives, the
 /// error says why not. (`EnvFilter` alone would take a bare word as a
 /// target, and a typo would silence the log.)
