@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use converge_engine::{Gates, decision_time};
+use converge_engine::decision_time;
 use converge_model::{EntityKey, EntityState, Event, RuleFailure};
 use converge_store::{
     ActionLease, Backend, EVENTS_CHANNEL, Fence, FiredTimer, JournaledEvent, NewEvent, PARTITIONS,
@@ -177,8 +177,7 @@ impl ClusterProcessor {
     /// of the database.
     fn forget(&mut self, held: &mut BTreeMap<u32, Held>) {
         held.clear();
-        self.processor.cache.clear();
-        self.processor.gates = Gates::default();
+        self.processor.hold_partitions(Vec::new());
         self.processor.metrics.partitions_held.set(0);
     }
 
@@ -295,17 +294,16 @@ impl ClusterProcessor {
             }
         }
         if changed {
-            // Another daemon may have changed these entities and gates.
             let partitions: Vec<u32> = held.keys().copied().collect();
-            self.processor.cache.clear();
-            self.processor.gates = Gates::load(shared.held_sends_in(&partitions)?);
+            let held_sends = shared.held_sends_in(&partitions)?;
+            self.processor.hold_partitions(held_sends);
             self.processor
                 .metrics
                 .partitions_held
                 .set(i64::try_from(held.len()).unwrap_or(i64::MAX));
             tracing::info!(partitions = ?partitions, daemons, "partitions held");
         }
-        let metrics = &self.processor.metrics;
+        let (store, metrics) = (&self.processor.store, &self.processor.metrics);
         metrics.timers_pending.set(store.pending_timer_count()?);
         metrics.dead_letters.set(store.dead_letter_count()?);
         Ok(())
@@ -530,13 +528,12 @@ impl ClusterProcessor {
                     held.remove(&partition);
                 }
                 let partitions: Vec<u32> = held.keys().copied().collect();
-                self.processor.cache.clear();
-                self.processor.gates = Gates::load(
-                    self.processor
-                        .store
-                        .coordination()?
-                        .held_sends_in(&partitions)?,
-                );
+                let held_sends = self
+                    .processor
+                    .store
+                    .coordination()?
+                    .held_sends_in(&partitions)?;
+                self.processor.hold_partitions(held_sends);
                 Ok(None)
             }
             Err(e) => Err(e.into()),

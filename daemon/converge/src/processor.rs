@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use converge_engine::{Engine, EntitySource, Gates, Input, Outcome, Rules};
+use converge_model::records::HeldSendRecord;
 use converge_model::{EntityKey, EntityState, Event, RuleNote};
 use converge_store::{GateChange, NewEvent, ProcessedEvent, Store};
 use tokio::sync::{mpsc, watch};
@@ -281,6 +282,15 @@ impl Processor {
     /// next): evicts down to the cache's size.
     pub fn trim_cache(&mut self) {
         self.cache.trim_committed();
+    }
+
+    /// For the cluster loop, when the partitions it holds change (or it
+    /// lost them all): another daemon may have changed their entities
+    /// and gates, so no cached state is kept and the held sends are those
+    /// the database has for the partitions now held.
+    pub fn hold_partitions(&mut self, held_sends: Vec<HeldSendRecord>) {
+        self.cache.clear();
+        self.gates = Gates::load(held_sends);
     }
 
     fn hand_over(&mut self, processed: Vec<Processed>) -> Result<(), String> {
