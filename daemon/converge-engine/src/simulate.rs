@@ -23,7 +23,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use converge_model::records::{NewTimer, TimerKind, TimerRecord};
+use converge_model::records::{NewTimer, TimerKind, TimerRecord, TimerRecordKind, TimerStatus};
 use converge_model::{EntityKey, EntityState, Event};
 use converge_rules::{Evaluation, RuleSet};
 
@@ -460,13 +460,13 @@ impl TimerQueue {
 /// A timer as the store reads it back when it falls due.
 fn record(id: i64, timer: NewTimer) -> TimerRecord {
     let (kind, expect_type) = match timer.kind {
-        TimerKind::Schedule => ("schedule", None),
-        TimerKind::Expect { expect_type } => ("expect", Some(expect_type)),
+        TimerKind::Schedule => (TimerRecordKind::Schedule, None),
+        TimerKind::Expect { expect_type } => (TimerRecordKind::Expect, Some(expect_type)),
     };
     TimerRecord {
         id,
         entity: timer.entity,
-        kind: kind.into(),
+        kind,
         event_type: timer.event_type,
         data: timer.data,
         expect_type,
@@ -475,7 +475,7 @@ fn record(id: i64, timer: NewTimer) -> TimerRecord {
         rule: timer.rule,
         rule_hash: timer.rule_hash,
         created_by_seq: 0,
-        status: "pending".into(),
+        status: TimerStatus::Pending,
         fired_seq: None,
         closed_at_ms: None,
     }

@@ -3,7 +3,7 @@
 //! back: shared by the engine, which makes them without I/O, and the store,
 //! which writes and reads them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{CatchUp, Decision};
@@ -105,8 +105,7 @@ pub struct NewAction {
 pub struct TimerRecord {
     pub id: i64,
     pub entity: String,
-    /// `schedule` or `expect`.
-    pub kind: String,
+    pub kind: TimerRecordKind,
     pub event_type: String,
     pub data: Value,
     /// For an `expect`: the event type that cancels it.
@@ -116,8 +115,7 @@ pub struct TimerRecord {
     pub rule: String,
     pub rule_hash: String,
     pub created_by_seq: i64,
-    /// `pending`, `fired`, `cancelled` or `skipped`.
-    pub status: String,
+    pub status: TimerStatus,
     /// The journal `seq` of the event it fired.
     pub fired_seq: Option<i64>,
     /// When it fired, was cancelled or was skipped.
@@ -143,11 +141,122 @@ pub struct HeldSendRecord {
     pub rule: String,
     pub reason: String,
     pub held_at_ms: i64,
-    /// `held` or `released`.
-    pub status: String,
+    pub status: HeldSendStatus,
     /// The event whose processing released it, when, and who (`rule <name>`
     /// or `override by <person>`).
     pub released_seq: Option<i64>,
     pub released_at_ms: Option<i64>,
     pub released_by: Option<String>,
+}
+
+/// A [`TimerRecord`]'s kind, stored (and shown) as `schedule` or `expect`.
+/// Unlike [`TimerKind`] it leaves the `expect`'s event type to the record's
+/// own `expect_type`, so the record keeps the shape of its row and of its
+/// JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerRecordKind {
+    Schedule,
+    Expect,
+}
+
+impl TimerRecordKind {
+    /// The stored name, the same as its serde name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimerRecordKind::Schedule => "schedule",
+            TimerRecordKind::Expect => "expect",
+        }
+    }
+}
+
+/// Where a timer stands, stored (and shown) by its serde name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerStatus {
+    /// Waiting for its due time (an `expect`, for its event too).
+    Pending,
+    /// It journaled its event (`fired_seq`).
+    Fired,
+    /// An `expect` whose event arrived first.
+    Cancelled,
+    /// It fell due while converge was down and its catch-up policy is `skip`.
+    Skipped,
+}
+
+impl TimerStatus {
+    /// The stored name, the same as its serde name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimerStatus::Pending => "pending",
+            TimerStatus::Fired => "fired",
+            TimerStatus::Cancelled => "cancelled",
+            TimerStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// Where a held send stands, stored (and shown) by its serde name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldSendStatus {
+    /// The gate still holds it.
+    Held,
+    /// A rule or an override released it (`released_by`).
+    Released,
+}
+
+impl HeldSendStatus {
+    /// The stored name, the same as its serde name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeldSendStatus::Held => "held",
+            HeldSendStatus::Released => "released",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Each value's name is its serde name, and reads back as itself.
+    fn names_are_serde_names<T>(all: &[T], name: fn(T) -> &'static str)
+    where
+        T: Copy + PartialEq + std::fmt::Debug + Serialize + DeserializeOwned,
+    {
+        for &value in all {
+            assert_eq!(
+                serde_json::to_value(value).unwrap(),
+                Value::String(name(value).into())
+            );
+            let back: T = serde_json::from_value(Value::String(name(value).into())).unwrap();
+            assert_eq!(back, value);
+        }
+    }
+
+    #[test]
+    fn record_states_are_stored_by_their_serde_names() {
+        names_are_serde_names(
+            &[TimerRecordKind::Schedule, TimerRecordKind::Expect],
+            TimerRecordKind::name,
+        );
+        names_are_serde_names(
+            &[
+                TimerStatus::Pending,
+                TimerStatus::Fired,
+                TimerStatus::Cancelled,
+                TimerStatus::Skipped,
+            ],
+            TimerStatus::name,
+        );
+        names_are_serde_names(
+            &[HeldSendStatus::Held, HeldSendStatus::Released],
+            HeldSendStatus::name,
+        );
+    }
 }

@@ -51,6 +51,11 @@ pub enum StoreError {
     #[error("timer {id} does not exist")]
     UnknownTimer { id: i64 },
 
+    /// A column holds a name this build does not know (a status, a kind, a
+    /// catch-up policy): the row was not written by converge.
+    #[error("the database holds an unknown {column} `{value}`")]
+    UnknownValue { column: &'static str, value: String },
+
     /// Entity state or a decision could not be turned into JSON or read back.
     #[error("stored JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -134,9 +139,21 @@ impl From<::postgres::Error> for StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
-        match e.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(e),
-            _ => StoreError::Sqlite(e),
+        match e {
+            // A row mapping's own error (an unknown stored name), carried
+            // through rusqlite's, which is all a row mapping may return.
+            rusqlite::Error::FromSqlConversionFailure(column, ty, source) => {
+                match source.downcast::<StoreError>() {
+                    Ok(own) => *own,
+                    Err(source) => StoreError::Sqlite(rusqlite::Error::FromSqlConversionFailure(
+                        column, ty, source,
+                    )),
+                }
+            }
+            e => match e.sqlite_error_code() {
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(e),
+                _ => StoreError::Sqlite(e),
+            },
         }
     }
 }

@@ -68,13 +68,14 @@ use sha2::{Digest, Sha256};
 
 pub use error::StoreError;
 pub use records::{
-    ActionDetail, ActionHistoryRecord, ActionLease, ActionOutcome, ActionRecord, Appended, Counts,
-    DeadLetterChange, DeadLetterOp, DeadLetterOutcome, DecisionRecord, EventTrail, ExpectedArrival,
-    Fence, FiredTimer, GateChange, GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent,
-    LeaseRecord, NewAction, NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction,
-    ProcessedEvent, PruneCandidate, PrunePage, RecentRuleFailure, RuleActivity, SampleGroup,
-    SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord, WriteBatch, WriteResult,
-    idempotency_key, instance_hex,
+    ActionDetail, ActionHistoryKind, ActionHistoryRecord, ActionLease, ActionOutcome, ActionRecord,
+    ActionStatus, Appended, Counts, DeadLetterChange, DeadLetterOp, DeadLetterOutcome,
+    DecisionRecord, EventTrail, ExpectedArrival, Fence, FiredTimer, GateChange, GateOverrideRecord,
+    GateRecord, HeldSendRecord, HeldSendStatus, JournaledEvent, LeaseRecord, NewAction,
+    NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction, ProcessedEvent,
+    PruneCandidate, PrunePage, RecentRuleFailure, RuleActivity, SampleGroup, SampleQuery,
+    SkippedTimer, SourceState, TimerKind, TimerRecord, TimerRecordKind, TimerStatus, WriteBatch,
+    WriteResult, idempotency_key, instance_hex,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of

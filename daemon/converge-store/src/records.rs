@@ -3,12 +3,15 @@
 use converge_model::{
     CatchUp, Decision, EntityState, Event, Metric, RuleFailure, RuleNote, Sample, Slice,
 };
-use serde::Serialize;
-use serde_json::Value;
+use serde::de::IntoDeserializer;
+use serde::de::value::StrDeserializer;
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
 
 pub use converge_model::records::{
-    ExpectedArrival, GateChange, HeldSendRecord, NewAction, NewDecision, NewTimer, TimerKind,
-    TimerRecord,
+    ExpectedArrival, GateChange, HeldSendRecord, HeldSendStatus, NewAction, NewDecision, NewTimer,
+    TimerKind, TimerRecord, TimerRecordKind, TimerStatus,
 };
 
 // ---- writes ----
@@ -255,7 +258,7 @@ pub enum DeadLetterOutcome {
     Dropped,
     /// The action is not a dead letter (any more): its status now.
     NotDeadLetter {
-        status: String,
+        status: ActionStatus,
     },
     /// No action has this id.
     Unknown,
@@ -433,9 +436,7 @@ pub struct ActionRecord {
     pub id: i64,
     pub route: String,
     pub plugin: String,
-    /// `pending`, `done`, `dead_letter` (failed for good, waiting for a
-    /// person) or `dropped` (a dead letter a person dropped).
-    pub status: String,
+    pub status: ActionStatus,
     /// Attempts since it was decided or last retried from the dead letters.
     pub attempts: u32,
     /// The last outcome's detail.
@@ -464,8 +465,7 @@ pub struct ActionRecord {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActionHistoryRecord {
     pub at_ms: i64,
-    /// `attempt_failed`, `dead_lettered`, `retried` or `dropped`.
-    pub kind: String,
+    pub kind: ActionHistoryKind,
     /// The attempt count at that point: the failed attempt's number, or the
     /// attempts made before a retry or drop.
     pub attempts: u32,
@@ -477,6 +477,60 @@ pub struct ActionHistoryRecord {
     pub by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// Where an action of the outbox stands, stored (and shown) by its serde
+/// name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    /// Waiting to run, or to be tried again after a failed attempt.
+    Pending,
+    /// Its plugin succeeded.
+    Done,
+    /// It failed for good, and waits for a person to retry or drop it.
+    DeadLetter,
+    /// A dead letter a person dropped: it never runs again.
+    Dropped,
+}
+
+impl ActionStatus {
+    /// The stored name, the same as its serde name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionStatus::Pending => "pending",
+            ActionStatus::Done => "done",
+            ActionStatus::DeadLetter => "dead_letter",
+            ActionStatus::Dropped => "dropped",
+        }
+    }
+}
+
+/// What an entry of an action's history records, stored (and shown) by its
+/// serde name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionHistoryKind {
+    /// An attempt failed; the action stayed pending.
+    AttemptFailed,
+    /// The action failed for good and became a dead letter.
+    DeadLettered,
+    /// A person retried the dead letter.
+    Retried,
+    /// A person dropped the dead letter.
+    Dropped,
+}
+
+impl ActionHistoryKind {
+    /// The stored name, the same as its serde name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionHistoryKind::AttemptFailed => "attempt_failed",
+            ActionHistoryKind::DeadLettered => "dead_lettered",
+            ActionHistoryKind::Retried => "retried",
+            ActionHistoryKind::Dropped => "dropped",
+        }
+    }
 }
 
 /// An action with the event and decision it came from: a dead letter in
@@ -565,8 +619,8 @@ pub struct RuleActivity {
 /// A timer kind's `kind` and `expect_type` columns.
 pub(crate) fn timer_kind_columns(kind: &TimerKind) -> (&'static str, Option<&str>) {
     match kind {
-        TimerKind::Schedule => ("schedule", None),
-        TimerKind::Expect { expect_type } => ("expect", Some(expect_type)),
+        TimerKind::Schedule => (TimerRecordKind::Schedule.name(), None),
+        TimerKind::Expect { expect_type } => (TimerRecordKind::Expect.name(), Some(expect_type)),
     }
 }
 
@@ -578,9 +632,18 @@ pub(crate) fn catch_up_name(catch_up: CatchUp) -> &'static str {
     }
 }
 
-/// The reverse of [`catch_up_name`].
-pub(crate) fn parse_catch_up(name: &str) -> Result<CatchUp, serde_json::Error> {
-    serde_json::from_value(Value::String(name.to_string()))
+/// A value stored as its serde name (a catch-up policy, a status, a kind)
+/// read back from `column` (`table.column`, for the error): the reverse of
+/// [`catch_up_name`] and the `name()`s of the record enums.
+pub(crate) fn parse_stored<'de, T: Deserialize<'de>>(
+    column: &'static str,
+    name: &'de str,
+) -> Result<T, StoreError> {
+    let name_of: StrDeserializer<'_, serde::de::value::Error> = name.into_deserializer();
+    T::deserialize(name_of).map_err(|_| StoreError::UnknownValue {
+        column,
+        value: name.to_string(),
+    })
 }
 
 impl PendingAction {
@@ -703,7 +766,91 @@ pub struct SampleGroup {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use converge_model::{EntityKey, EntityState};
+    use converge_model::{CatchUp, EntityKey, EntityState};
+
+    use super::*;
+
+    /// Each value's stored name reads back as itself.
+    fn names_read_back<'a, T>(column: &'static str, all: &[T], name: fn(T) -> &'static str)
+    where
+        T: Copy + PartialEq + std::fmt::Debug + Deserialize<'a>,
+    {
+        for &value in all {
+            assert_eq!(parse_stored::<T>(column, name(value)).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn stored_names_read_back_and_an_unknown_one_is_named() {
+        names_read_back(
+            "actions.status",
+            &[
+                ActionStatus::Pending,
+                ActionStatus::Done,
+                ActionStatus::DeadLetter,
+                ActionStatus::Dropped,
+            ],
+            ActionStatus::name,
+        );
+        names_read_back(
+            "action_history.kind",
+            &[
+                ActionHistoryKind::AttemptFailed,
+                ActionHistoryKind::DeadLettered,
+                ActionHistoryKind::Retried,
+                ActionHistoryKind::Dropped,
+            ],
+            ActionHistoryKind::name,
+        );
+        names_read_back(
+            "timers.kind",
+            &[TimerRecordKind::Schedule, TimerRecordKind::Expect],
+            TimerRecordKind::name,
+        );
+        names_read_back(
+            "timers.status",
+            &[
+                TimerStatus::Pending,
+                TimerStatus::Fired,
+                TimerStatus::Cancelled,
+                TimerStatus::Skipped,
+            ],
+            TimerStatus::name,
+        );
+        names_read_back(
+            "held_sends.status",
+            &[HeldSendStatus::Held, HeldSendStatus::Released],
+            HeldSendStatus::name,
+        );
+        names_read_back(
+            "timers.catch_up",
+            &[CatchUp::FireLate, CatchUp::Skip],
+            catch_up_name,
+        );
+        // The JSON shows the same names.
+        assert_eq!(
+            serde_json::to_value(ActionStatus::DeadLetter).unwrap(),
+            "dead_letter"
+        );
+        assert_eq!(
+            serde_json::to_value(ActionHistoryKind::AttemptFailed).unwrap(),
+            "attempt_failed"
+        );
+
+        for unknown in ["failed", "Done", "dead-letter", ""] {
+            let error = parse_stored::<ActionStatus>("actions.status", unknown).unwrap_err();
+            assert!(
+                matches!(&error, StoreError::UnknownValue { column: "actions.status", value }
+                    if value == unknown),
+                "{error:?}"
+            );
+            assert_eq!(
+                error.to_string(),
+                format!("the database holds an unknown actions.status `{unknown}`")
+            );
+            assert!(!error.is_retryable());
+        }
+    }
 
     /// Entities with a span open on them or on a channel, both spans, a
     /// field bearing a span's name, and none: their `open_spans` bits are

@@ -250,7 +250,7 @@ pub fn action_view(detail: &converge_store::ActionDetail) -> ActionView {
     let a = &detail.action;
     ActionView {
         id: a.id,
-        status: a.status.clone(),
+        status: a.status.name().to_string(),
         route: a.route.clone(),
         plugin: a.plugin.clone(),
         attempts: a.attempts,
@@ -272,7 +272,7 @@ pub fn action_view(detail: &converge_store::ActionDetail) -> ActionView {
             .iter()
             .map(|h| ActionHistory {
                 at: stored_time(h.at_ms),
-                kind: h.kind.clone(),
+                kind: h.kind.name().to_string(),
                 attempts: h.attempts,
                 detail: h.detail.clone(),
                 by: h.by.clone(),

@@ -16,7 +16,9 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use converge_model::{Decision, EntityKey};
-use converge_store::{ActionRecord, EventTrail, HeldSendRecord, Store};
+use converge_store::{
+    ActionHistoryKind, ActionRecord, ActionStatus, EventTrail, HeldSendRecord, Store,
+};
 use serde_json::Value;
 
 use crate::Exit;
@@ -441,9 +443,9 @@ fn decision(text: &mut String, n: usize, decision: &Decision, shadow: bool) {
 }
 
 fn action(a: &ActionRecord) -> String {
-    let status = match a.status.as_str() {
-        "dead_letter" => "DEAD LETTER",
-        other => other,
+    let status = match a.status {
+        ActionStatus::DeadLetter => "DEAD LETTER",
+        other => other.name(),
     };
     let mut text = format!(
         "action {} (route {}, plugin {}): {status}",
@@ -484,19 +486,19 @@ fn history(a: &ActionRecord) -> Vec<String> {
                 h.reason.as_deref().unwrap_or("")
             )
         };
-        match h.kind.as_str() {
-            "dead_lettered" => lines.push(format!(
+        match h.kind {
+            ActionHistoryKind::DeadLettered => lines.push(format!(
                 "dead-lettered at {} after {} attempt{}",
                 millis(h.at_ms),
                 h.attempts,
                 if h.attempts == 1 { "" } else { "s" }
             )),
-            "retried" => lines.push(format!("retried {}", who())),
-            "dropped" => lines.push(format!("dropped {}", who())),
-            _ => {}
+            ActionHistoryKind::Retried => lines.push(format!("retried {}", who())),
+            ActionHistoryKind::Dropped => lines.push(format!("dropped {}", who())),
+            ActionHistoryKind::AttemptFailed => {}
         }
     }
-    if a.status == "dead_letter" {
+    if a.status == ActionStatus::DeadLetter {
         lines.push(format!(
             "waiting for a person: converge dlq retry {0} or converge dlq drop {0}",
             a.id
@@ -518,7 +520,7 @@ mod tests {
     use converge_model::{
         DecisionInputs, DecisionKind, DecisionSite, DecisionTrace, RuleFailure, RuleNote,
     };
-    use converge_store::{ActionHistoryRecord, DecisionRecord};
+    use converge_store::{ActionHistoryRecord, DecisionRecord, HeldSendStatus};
     use serde_json::json;
 
     fn trail() -> EventTrail {
@@ -569,7 +571,7 @@ mod tests {
                             id: 3,
                             route: "hold".into(),
                             plugin: "webhook-out".into(),
-                            status: "done".into(),
+                            status: ActionStatus::Done,
                             attempts: 2,
                             detail: Some("HTTP 200".into()),
                             external_id: None,
@@ -583,7 +585,7 @@ mod tests {
                             id: 4,
                             route: "mail".into(),
                             plugin: "webhook-out".into(),
-                            status: "dead_letter".into(),
+                            status: ActionStatus::DeadLetter,
                             attempts: 1,
                             detail: Some("unauthorized: HTTP 401".into()),
                             external_id: None,
@@ -594,7 +596,7 @@ mod tests {
                             history: vec![
                                 ActionHistoryRecord {
                                     at_ms: ms + 2000,
-                                    kind: "dead_lettered".into(),
+                                    kind: ActionHistoryKind::DeadLettered,
                                     attempts: 3,
                                     detail: Some("unauthorized: HTTP 401".into()),
                                     by: None,
@@ -602,7 +604,7 @@ mod tests {
                                 },
                                 ActionHistoryRecord {
                                     at_ms: ms + 2500,
-                                    kind: "retried".into(),
+                                    kind: ActionHistoryKind::Retried,
                                     attempts: 3,
                                     detail: None,
                                     by: Some("mia".into()),
@@ -610,7 +612,7 @@ mod tests {
                                 },
                                 ActionHistoryRecord {
                                     at_ms: ms + 3000,
-                                    kind: "dead_lettered".into(),
+                                    kind: ActionHistoryKind::DeadLettered,
                                     attempts: 1,
                                     detail: Some("unauthorized: HTTP 401".into()),
                                     by: None,
@@ -665,7 +667,7 @@ mod tests {
                         rule: "gate".into(),
                         reason: "consistency 72%".into(),
                         held_at_ms: 1_763_892_000_000,
-                        status: "released".into(),
+                        status: HeldSendStatus::Released,
                         released_seq: Some(9),
                         released_at_ms: Some(1_763_895_600_000),
                         released_by: Some("override by mia".into()),

@@ -17,7 +17,7 @@ use converge_api::gates::{
     TermReading,
 };
 use converge_model::EntityState;
-use converge_store::{GateOverrideRecord, HeldSendRecord};
+use converge_store::{GateOverrideRecord, HeldSendRecord, HeldSendStatus};
 use serde_json::{Map, Value};
 
 use crate::admin_client::{AdminClient, admin_token, json_text, or_dash, text};
@@ -36,7 +36,10 @@ pub fn gate_view(
     held: &[HeldSendRecord],
     overrides: &[GateOverrideRecord],
 ) -> Gate {
-    let still_held: Vec<&HeldSendRecord> = held.iter().filter(|h| h.status == "held").collect();
+    let still_held: Vec<&HeldSendRecord> = held
+        .iter()
+        .filter(|h| h.status == HeldSendStatus::Held)
+        .collect();
     let mut names: Vec<String> = Vec::new();
     let mut add = |name: &str| {
         if !names.iter().any(|n| n == name) {
@@ -100,7 +103,7 @@ pub fn gate_view(
             rule: h.rule.clone(),
             reason: h.reason.clone(),
             held_at: stored_time(h.held_at_ms),
-            status: h.status.clone(),
+            status: h.status.name().to_string(),
             released_at: h.released_at_ms.map(stored_time),
             released_by: h.released_by.clone(),
         })

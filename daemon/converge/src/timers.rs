@@ -281,6 +281,7 @@ impl FiringPlan {
 
 #[cfg(test)]
 mod tests {
+    use converge_store::{TimerRecordKind, TimerStatus};
     use serde_json::json;
 
     use super::*;
@@ -318,7 +319,7 @@ mod tests {
         let timer = TimerRecord {
             id: 7,
             entity: "task/T-1".into(),
-            kind: "schedule".into(),
+            kind: TimerRecordKind::Schedule,
             event_type: "task.reminder".into(),
             data: json!({"level": 2}),
             expect_type: None,
@@ -327,7 +328,7 @@ mod tests {
             rule: "stalled".into(),
             rule_hash: "h".into(),
             created_by_seq: 3,
-            status: "pending".into(),
+            status: TimerStatus::Pending,
             fired_seq: None,
             closed_at_ms: None,
         };

@@ -173,7 +173,7 @@ pub(super) fn renew_action_leases<C: GenericClient>(
            AND a.status = 'pending'
          RETURNING a.id",
         &[&holder, &ttl_ms(ttl), &ids, &tokens],
-        |row| row.try_get::<_, i64>(0),
+        |row| Ok(row.try_get::<_, i64>(0)?),
     )?;
     Ok(ids.into_iter().filter(|id| !renewed.contains(id)).collect())
 }

@@ -306,10 +306,10 @@ impl<C: GenericClient> Session<'_, C> {
         &mut self,
         sql: &'static str,
         params: &Params<'_>,
-        decode: impl Fn(&Row) -> Result<T, postgres::Error>,
+        decode: impl Fn(&Row) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let rows = self.query(sql, params)?;
-        Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
+        rows.iter().map(decode).collect()
     }
 
     /// The first column of the one row of `sql`.

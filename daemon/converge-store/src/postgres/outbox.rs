@@ -10,7 +10,8 @@ use postgres::GenericClient;
 use super::{Session, sql_attempts};
 use crate::StoreError;
 use crate::records::{
-    ActionOutcome, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, OutcomeKind, WriteResult,
+    ActionHistoryKind, ActionOutcome, ActionStatus, DeadLetterChange, DeadLetterOp,
+    DeadLetterOutcome, OutcomeKind, WriteResult,
 };
 
 /// Counter shards: enough that daemons rarely share one.
@@ -75,8 +76,9 @@ fn record_round<C: GenericClient>(
     let kinds: Vec<&str> = round
         .iter()
         .map(|o| match o.result {
-            OutcomeKind::Done { .. } => "done",
-            OutcomeKind::DeadLetter => "dead_letter",
+            OutcomeKind::Done { .. } => ActionStatus::Done.name(),
+            OutcomeKind::DeadLetter => ActionStatus::DeadLetter.name(),
+            // Not a status: the query keeps the action's own for it.
             OutcomeKind::Retry { .. } => "retry",
         })
         .collect();
@@ -161,7 +163,7 @@ fn record_round<C: GenericClient>(
                 &next_attempts,
                 &COUNTER_SHARDS,
             ],
-            |row| row.try_get(0),
+            |row| Ok(row.try_get(0)?),
         )?
         .into_iter()
         .collect();
@@ -215,7 +217,7 @@ fn not_recorded<C: GenericClient>(
 fn add_history<C: GenericClient>(
     s: &mut Session<'_, C>,
     change: &DeadLetterChange,
-    kind: &str,
+    kind: ActionHistoryKind,
     attempts: i64,
 ) -> Result<(), StoreError> {
     s.execute(
@@ -224,7 +226,7 @@ fn add_history<C: GenericClient>(
         &[
             &change.action_id,
             &change.at_ms,
-            &kind,
+            &kind.name(),
             &attempts,
             &change.by,
             &change.reason,
@@ -246,9 +248,9 @@ pub(super) fn change_dead_letter<C: GenericClient>(
     let Some(row) = found else {
         return Ok(DeadLetterOutcome::Unknown);
     };
-    let status: String = row.try_get(0)?;
+    let status: ActionStatus = super::read::stored(&row, 0, "actions.status")?;
     let attempts: i64 = row.try_get(1)?;
-    if status != "dead_letter" {
+    if status != ActionStatus::DeadLetter {
         return Ok(DeadLetterOutcome::NotDeadLetter { status });
     }
     match change.op {
@@ -266,7 +268,7 @@ pub(super) fn change_dead_letter<C: GenericClient>(
                 ),
                 &[&change.action_id],
             )?;
-            add_history(s, change, "retried", attempts)?;
+            add_history(s, change, ActionHistoryKind::Retried, attempts)?;
             Ok(DeadLetterOutcome::Retried(super::read::pending_action(
                 &row,
             )?))
@@ -280,7 +282,7 @@ pub(super) fn change_dead_letter<C: GenericClient>(
                 "DELETE FROM action_payloads WHERE action_id = $1",
                 &[&change.action_id],
             )?;
-            add_history(s, change, "dropped", attempts)?;
+            add_history(s, change, ActionHistoryKind::Dropped, attempts)?;
             Ok(DeadLetterOutcome::Dropped)
         }
     }

@@ -11,7 +11,7 @@ use super::{PostgresStore, Session, attempts, cluster, sql_limit};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
-    RecentRuleFailure, RuleActivity, TimerRecord, parse_catch_up,
+    RecentRuleFailure, RuleActivity, TimerRecord, parse_stored,
 };
 use crate::{
     Backend, Check, Coordination, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery,
@@ -762,7 +762,7 @@ fn action_history<C: GenericClient>(
         |row| {
             Ok(ActionHistoryRecord {
                 at_ms: row.try_get(0)?,
-                kind: row.try_get(1)?,
+                kind: stored(row, 1, "action_history.kind")?,
                 attempts: attempts(row.try_get(2)?),
                 detail: row.try_get(3)?,
                 by: row.try_get(4)?,
@@ -785,7 +785,7 @@ impl PostgresStore {
         let after = after.map(EntityKey::to_string).unwrap_or_default();
         let states = self.run(|s| {
             s.rows(sql, &[&after, &sql_limit(limit)], |row| {
-                row.try_get::<_, String>(0)
+                Ok(row.try_get::<_, String>(0)?)
             })
         })?;
         Ok(states
@@ -796,7 +796,7 @@ impl PostgresStore {
 }
 
 /// From `seq, json, received_at_ms, id, type, source, subject, hook`.
-pub(super) fn journaled_event(row: &Row) -> Result<JournaledEvent, postgres::Error> {
+pub(super) fn journaled_event(row: &Row) -> Result<JournaledEvent, StoreError> {
     Ok(JournaledEvent {
         seq: row.try_get(0)?,
         json: event_json(row, 1, 3, 7)?,
@@ -824,7 +824,7 @@ fn event_json(
     ))
 }
 
-pub(super) fn pending_action(row: &Row) -> Result<PendingAction, postgres::Error> {
+pub(super) fn pending_action(row: &Row) -> Result<PendingAction, StoreError> {
     Ok(PendingAction {
         id: row.try_get(0)?,
         event_seq: row.try_get(1)?,
@@ -839,12 +839,12 @@ pub(super) fn pending_action(row: &Row) -> Result<PendingAction, postgres::Error
     })
 }
 
-fn action_record(row: &Row) -> Result<ActionRecord, postgres::Error> {
+fn action_record(row: &Row) -> Result<ActionRecord, StoreError> {
     Ok(ActionRecord {
         id: row.try_get(0)?,
         route: row.try_get(1)?,
         plugin: row.try_get(2)?,
-        status: row.try_get(3)?,
+        status: stored(row, 3, "actions.status")?,
         attempts: attempts(row.try_get(4)?),
         detail: row.try_get(5)?,
         external_id: row.try_get(6)?,
@@ -856,7 +856,7 @@ fn action_record(row: &Row) -> Result<ActionRecord, postgres::Error> {
     })
 }
 
-fn action_detail(row: &Row) -> Result<ActionDetail, postgres::Error> {
+fn action_detail(row: &Row) -> Result<ActionDetail, StoreError> {
     Ok(ActionDetail {
         action: action_record(row)?,
         event_seq: row.try_get(11)?,
@@ -872,7 +872,7 @@ fn action_detail(row: &Row) -> Result<ActionDetail, postgres::Error> {
 
 /// `f.event_seq, e.id, e.source, e.type, e.subject, e.received_at_ms,
 /// f.rule, f.message` (`f`: rule_failures, `e`: events).
-fn recent_rule_failure(row: &Row) -> Result<RecentRuleFailure, postgres::Error> {
+fn recent_rule_failure(row: &Row) -> Result<RecentRuleFailure, StoreError> {
     Ok(RecentRuleFailure {
         event_seq: row.try_get(0)?,
         event_id: row.try_get(1)?,
@@ -886,7 +886,7 @@ fn recent_rule_failure(row: &Row) -> Result<RecentRuleFailure, postgres::Error> 
 }
 
 /// `seq, source, id, type, subject, received_at_ms, processed_at_ms`.
-fn trail_head(row: &Row) -> Result<EventTrail, postgres::Error> {
+fn trail_head(row: &Row) -> Result<EventTrail, StoreError> {
     Ok(EventTrail {
         seq: row.try_get(0)?,
         source: row.try_get(1)?,
@@ -902,7 +902,7 @@ fn trail_head(row: &Row) -> Result<EventTrail, postgres::Error> {
     })
 }
 
-pub(super) fn held_send(row: &Row) -> Result<HeldSendRecord, postgres::Error> {
+pub(super) fn held_send(row: &Row) -> Result<HeldSendRecord, StoreError> {
     Ok(HeldSendRecord {
         id: row.try_get(0)?,
         campaign: row.try_get(1)?,
@@ -913,7 +913,7 @@ pub(super) fn held_send(row: &Row) -> Result<HeldSendRecord, postgres::Error> {
         rule: row.try_get(9)?,
         reason: row.try_get(10)?,
         held_at_ms: row.try_get(11)?,
-        status: row.try_get(12)?,
+        status: stored(row, 12, "held_sends.status")?,
         released_seq: row.try_get(13)?,
         released_at_ms: row.try_get(14)?,
         released_by: row.try_get(15)?,
@@ -924,17 +924,26 @@ pub(super) fn timer(row: &Row) -> Result<TimerRecord, StoreError> {
     Ok(TimerRecord {
         id: row.try_get(0)?,
         entity: row.try_get(1)?,
-        kind: row.try_get(2)?,
+        kind: stored(row, 2, "timers.kind")?,
         event_type: row.try_get(3)?,
         data: serde_json::from_str(row.try_get(4)?)?,
         expect_type: row.try_get(5)?,
         due_at_ms: row.try_get(6)?,
-        catch_up: parse_catch_up(row.try_get(7)?)?,
+        catch_up: stored(row, 7, "timers.catch_up")?,
         rule: row.try_get(8)?,
         rule_hash: row.try_get(9)?,
         created_by_seq: row.try_get(10)?,
-        status: row.try_get(11)?,
+        status: stored(row, 11, "timers.status")?,
         fired_seq: row.try_get(12)?,
         closed_at_ms: row.try_get(13)?,
     })
+}
+
+/// Column `index`, a value stored as its name ([`parse_stored`]).
+pub(super) fn stored<'r, T: serde::Deserialize<'r>>(
+    row: &'r Row,
+    index: usize,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    parse_stored(column, row.try_get(index)?)
 }

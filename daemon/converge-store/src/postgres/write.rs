@@ -29,7 +29,7 @@ use super::{Conn, PostgresStore, Session, outbox, sql_partition};
 use crate::records::{
     ActionLease, Appended, ExpectedArrival, FiredTimer, GateChange, NewAction, NewDecision,
     NewEvent, NewTimer, OpenSpan, PendingAction, ProcessedEvent, SkippedTimer, SourceState,
-    TimerKind, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
+    TimerKind, TimerStatus, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
 };
 use crate::{StoreError, event_partition, partition_of};
 
@@ -314,7 +314,7 @@ fn mark_processed<C: GenericClient>(
              WHERE events.seq = p.seq AND events.processed_at_ms IS NULL
              RETURNING events.seq",
             &[&seqs, &at],
-            |row| row.try_get(0),
+            |row| Ok(row.try_get(0)?),
         )?
         .into_iter()
         .collect();
@@ -748,7 +748,10 @@ fn insert_timers<C: GenericClient>(
         .collect();
     let statuses: Vec<&str> = closed_at
         .iter()
-        .map(|at| if at.is_some() { "cancelled" } else { "pending" })
+        .map(|at| match at {
+            Some(_) => TimerStatus::Cancelled.name(),
+            None => TimerStatus::Pending.name(),
+        })
         .collect();
     s.execute(
         concat!(
@@ -889,7 +892,7 @@ fn fire_timers<C: GenericClient>(
              WHERE t.id = f.id AND t.status = 'pending'
              RETURNING t.id",
             &[&ids, &at],
-            |row| row.try_get(0),
+            |row| Ok(row.try_get(0)?),
         )?
         .into_iter()
         .collect();
@@ -903,7 +906,7 @@ fn fire_timers<C: GenericClient>(
             .rows(
                 "SELECT id FROM timers WHERE id = ANY($1)",
                 &[&unclaimed],
-                |row| row.try_get(0),
+                |row| Ok(row.try_get(0)?),
             )?
             .into_iter()
             .collect();

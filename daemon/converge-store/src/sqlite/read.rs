@@ -1,15 +1,17 @@
 //! The SQLite [`Backend`]: queries (writes are in `write.rs`). They read the last committed snapshot, so readers on other
 //! connections never see half a batch and never block the writer.
 
-use converge_model::{CatchUp, EntityKey, EntityState, MetricShape, RuleFailure, RuleNote};
+use converge_model::{EntityKey, EntityState, MetricShape, RuleFailure, RuleNote};
+use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Row, params};
+use serde::de::DeserializeOwned;
 
 use super::SqliteStore;
 use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CURSOR};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
-    RecentRuleFailure, RuleActivity, TimerRecord, parse_catch_up,
+    RecentRuleFailure, RuleActivity, TimerRecord, parse_stored,
 };
 use crate::{
     Backend, Check, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch, WriteResult,
@@ -686,7 +688,7 @@ impl SqliteStore {
             .query_map(params![action_id], |row| {
                 Ok(ActionHistoryRecord {
                     at_ms: row.get(0)?,
-                    kind: row.get(1)?,
+                    kind: stored(row, 1, "action_history.kind")?,
                     attempts: row.get(2)?,
                     detail: row.get(3)?,
                     by: row.get(4)?,
@@ -706,7 +708,7 @@ fn action_row(row: &Row<'_>) -> rusqlite::Result<ActionRecord> {
         id: row.get(0)?,
         route: row.get(1)?,
         plugin: row.get(2)?,
-        status: row.get(3)?,
+        status: stored(row, 3, "actions.status")?,
         attempts: row.get(4)?,
         detail: row.get(5)?,
         external_id: row.get(6)?,
@@ -816,7 +818,7 @@ fn held_send_row(row: &Row<'_>) -> rusqlite::Result<HeldSendRecord> {
         rule: row.get(9)?,
         reason: row.get(10)?,
         held_at_ms: row.get(11)?,
-        status: row.get(12)?,
+        status: stored(row, 12, "held_sends.status")?,
         released_seq: row.get(13)?,
         released_at_ms: row.get(14)?,
         released_by: row.get(15)?,
@@ -830,23 +832,17 @@ const TIMER_COLUMNS: &str = "id, entity, kind, event_type, data, expect_type, du
      (SELECT hash FROM rule_versions v WHERE v.id = rule_version), \
      created_by_seq, status, fired_seq, closed_at_ms";
 
-/// A timer row before its JSON columns are parsed (rusqlite's row mapping
+/// A timer row before its JSON column is parsed (rusqlite's row mapping
 /// cannot return a JSON error).
 struct TimerRow {
     record: TimerRecord,
     data: String,
-    catch_up: String,
 }
 
 impl TimerRow {
     fn into_record(self) -> Result<TimerRecord, StoreError> {
-        let TimerRow {
-            mut record,
-            data,
-            catch_up,
-        } = self;
+        let TimerRow { mut record, data } = self;
         record.data = serde_json::from_str(&data)?;
-        record.catch_up = parse_catch_up(&catch_up)?;
         Ok(record)
     }
 }
@@ -856,31 +852,51 @@ fn timer_row(row: &Row<'_>) -> rusqlite::Result<TimerRow> {
         record: TimerRecord {
             id: row.get(0)?,
             entity: row.get(1)?,
-            kind: row.get(2)?,
+            kind: stored(row, 2, "timers.kind")?,
             event_type: row.get(3)?,
             data: serde_json::Value::Null,
             expect_type: row.get(5)?,
             due_at_ms: row.get(6)?,
-            catch_up: CatchUp::default(),
+            catch_up: stored(row, 7, "timers.catch_up")?,
             rule: row.get(8)?,
             rule_hash: row.get(9)?,
             created_by_seq: row.get(10)?,
-            status: row.get(11)?,
+            status: stored(row, 11, "timers.status")?,
             fired_seq: row.get(12)?,
             closed_at_ms: row.get(13)?,
         },
         data: row.get(4)?,
-        catch_up: row.get(7)?,
     })
+}
+
+/// Column `index`, a value stored as its name ([`parse_stored`]). An
+/// unknown name is the store's error, carried through rusqlite's (which
+/// gives it back as [`StoreError::UnknownValue`]).
+pub(super) fn stored<T: DeserializeOwned>(
+    row: &Row<'_>,
+    index: usize,
+    column: &'static str,
+) -> rusqlite::Result<T> {
+    let value = row.get_ref(index)?;
+    let name = value.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, value.data_type(), Box::new(e))
+    })?;
+    parse_stored(column, name)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(e)))
 }
 
 #[cfg(test)]
 mod tests {
     use rusqlite::Connection;
 
+    use converge_model::CatchUp;
+
     use super::*;
     use crate::sqlite::SqliteStore;
-    use crate::{Backend, Durability, NewEvent, SourceState, WriteBatch};
+    use crate::{
+        Backend, Durability, NewEvent, NewTimer, ProcessedEvent, SourceState, TimerKind,
+        TimerRecordKind, TimerStatus, WriteBatch,
+    };
 
     /// A new database in a directory of its own, removed when dropped.
     fn store() -> (tempfile::TempDir, SqliteStore) {
@@ -1022,6 +1038,59 @@ mod tests {
         assert_eq!(
             store.source_state("poll/jira").unwrap().as_deref(),
             Some("page-3")
+        );
+    }
+
+    /// A name the row mapping does not know comes out of rusqlite's error
+    /// as the store's own, naming the column and the value.
+    #[test]
+    fn an_unknown_stored_name_is_an_error_naming_it() {
+        let (_dir, mut store) = store();
+        store
+            .write(&WriteBatch {
+                appends: vec![event("/jira", "j-1")],
+                processed: vec![ProcessedEvent {
+                    seq: 1,
+                    processed_at_ms: 1,
+                    timers: vec![NewTimer {
+                        entity: "task/T-1".into(),
+                        kind: TimerKind::Schedule,
+                        event_type: "task.remind".into(),
+                        data: serde_json::json!({}),
+                        due_at_ms: 10,
+                        catch_up: CatchUp::Skip,
+                        rule: "stalled".into(),
+                        rule_hash: "h".into(),
+                    }],
+                    ..ProcessedEvent::default()
+                }],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        let due = store.due_timers(10, 10).unwrap();
+        assert_eq!(
+            (due[0].kind, due[0].status, due[0].catch_up),
+            (
+                TimerRecordKind::Schedule,
+                TimerStatus::Pending,
+                CatchUp::Skip
+            )
+        );
+
+        // Only a database not written by converge holds such a row.
+        store
+            .conn
+            .execute_batch(
+                "PRAGMA ignore_check_constraints = ON;
+                 UPDATE timers SET kind = 'alarm';
+                 PRAGMA ignore_check_constraints = OFF;",
+            )
+            .unwrap();
+        let error = store.due_timers(10, 10).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::UnknownValue { column: "timers.kind", value }
+                if value == "alarm"),
+            "{error:?}"
         );
     }
 }

@@ -586,6 +586,7 @@ mod tests {
 
     use super::super::read::SUBJECT_TRAIL_HEADS;
     use super::*;
+    use crate::TimerStatus;
 
     /// A database as version 1 left it, with an event, a decision, an
     /// action and a moved cursor.
@@ -1243,7 +1244,7 @@ mod tests {
             ]
         );
         let key = converge_model::EntityKey::parse("task/T-1").unwrap();
-        let listed = |store: &super::super::SqliteStore| -> Vec<(i64, String)> {
+        let listed = |store: &super::super::SqliteStore| -> Vec<(i64, TimerStatus)> {
             store
                 .entity_timers(&key, false, 10)
                 .unwrap()
@@ -1253,7 +1254,7 @@ mod tests {
         };
         assert_eq!(
             listed(&store),
-            [(2, "pending".to_string()), (1, "fired".to_string())]
+            [(2, TimerStatus::Pending), (1, TimerStatus::Fired)]
         );
 
         let approved = NewEvent {
@@ -1288,7 +1289,7 @@ mod tests {
         assert_eq!(written.timers_cancelled, 1);
         assert_eq!(
             listed(&store),
-            [(2, "cancelled".to_string()), (1, "fired".to_string())]
+            [(2, TimerStatus::Cancelled), (1, TimerStatus::Fired)]
         );
         let problems = problems(&store);
         assert!(problems.is_empty(), "{problems:?}");

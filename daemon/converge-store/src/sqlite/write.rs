@@ -5,9 +5,10 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavi
 use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CURSOR};
 use crate::StoreError;
 use crate::records::{
-    ActionOutcome, Appended, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, ExpectedArrival,
-    FiredTimer, GateChange, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction,
-    ProcessedEvent, SkippedTimer, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
+    ActionHistoryKind, ActionOutcome, ActionStatus, Appended, DeadLetterChange, DeadLetterOp,
+    DeadLetterOutcome, ExpectedArrival, FiredTimer, GateChange, NewEvent, NewTimer, OpenSpan,
+    OutcomeKind, PendingAction, ProcessedEvent, SkippedTimer, WriteBatch, WriteResult,
+    catch_up_name, timer_kind_columns,
 };
 
 /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
@@ -460,19 +461,25 @@ fn record_outcomes(
         let detail = Some(outcome.detail.as_str()).filter(|d| !d.is_empty());
         let changed = match &outcome.result {
             OutcomeKind::Done { external_id } => {
-                let changed = finish(w, outcome, "done", detail, external_id.as_deref())?;
+                let changed = finish(
+                    w,
+                    outcome,
+                    ActionStatus::Done,
+                    detail,
+                    external_id.as_deref(),
+                )?;
                 done += changed as i64;
                 changed
             }
             OutcomeKind::DeadLetter => {
-                let changed = finish(w, outcome, "dead_letter", detail, None)?;
+                let changed = finish(w, outcome, ActionStatus::DeadLetter, detail, None)?;
                 if changed {
                     dead_lettered += 1;
                     add_history(
                         w,
                         outcome.action_id,
                         outcome.finished_at_ms,
-                        "dead_lettered",
+                        ActionHistoryKind::DeadLettered,
                         outcome.attempts,
                         detail,
                         None,
@@ -497,7 +504,7 @@ fn record_outcomes(
                         w,
                         outcome.action_id,
                         outcome.finished_at_ms,
-                        "attempt_failed",
+                        ActionHistoryKind::AttemptFailed,
                         outcome.attempts,
                         detail,
                         None,
@@ -538,7 +545,7 @@ fn add_history(
     w: &mut Statements<'_>,
     action_id: i64,
     at_ms: i64,
-    kind: &str,
+    kind: ActionHistoryKind,
     attempts: u32,
     detail: Option<&str>,
     by_and_reason: Option<(&str, &str)>,
@@ -550,7 +557,7 @@ fn add_history(
     .execute(params![
         action_id,
         at_ms,
-        kind,
+        kind.name(),
         attempts,
         detail,
         by_and_reason.map(|(by, _)| by),
@@ -567,13 +574,16 @@ fn change_dead_letter(
     let found = w
         .get("SELECT status, attempts FROM actions WHERE id = ?1")?
         .query_row(params![change.action_id], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?))
+            Ok((
+                super::read::stored::<ActionStatus>(row, 0, "actions.status")?,
+                row.get::<_, u32>(1)?,
+            ))
         })
         .optional()?;
     let Some((status, attempts)) = found else {
         return Ok(DeadLetterOutcome::Unknown);
     };
-    if status != "dead_letter" {
+    if status != ActionStatus::DeadLetter {
         return Ok(DeadLetterOutcome::NotDeadLetter { status });
     }
     let who = Some((change.by.as_str(), change.reason.as_str()));
@@ -607,7 +617,7 @@ fn change_dead_letter(
                 w,
                 change.action_id,
                 change.at_ms,
-                "retried",
+                ActionHistoryKind::Retried,
                 attempts,
                 None,
                 who,
@@ -622,7 +632,7 @@ fn change_dead_letter(
                 w,
                 change.action_id,
                 change.at_ms,
-                "dropped",
+                ActionHistoryKind::Dropped,
                 attempts,
                 None,
                 who,
@@ -636,7 +646,7 @@ fn change_dead_letter(
 fn finish(
     w: &mut Statements<'_>,
     outcome: &ActionOutcome,
-    status: &str,
+    status: ActionStatus,
     detail: Option<&str>,
     external_id: Option<&str>,
 ) -> Result<bool, StoreError> {
@@ -648,14 +658,14 @@ fn finish(
              WHERE id = ?6 AND status = 'pending'",
         )?
         .execute(params![
-            status,
+            status.name(),
             outcome.attempts,
             detail,
             external_id,
             outcome.finished_at_ms,
             outcome.action_id
         ])?;
-    if changed == 1 && status == "done" {
+    if changed == 1 && status == ActionStatus::Done {
         drop_payload(w, outcome.action_id)?;
     }
     Ok(changed == 1)

@@ -7,9 +7,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use converge_store::{
-    ActionLease, ActionOutcome, Appended, Coordination, DeadLetterChange, DeadLetterOp,
-    DeadLetterOutcome, Fence, GateChange, OutcomeKind, PendingAction, ProcessedEvent, Store,
-    StoreError, WriteBatch, event_partition, partition_of,
+    ActionLease, ActionOutcome, ActionStatus, Appended, Coordination, DeadLetterChange,
+    DeadLetterOp, DeadLetterOutcome, Fence, GateChange, OutcomeKind, PendingAction, ProcessedEvent,
+    Store, StoreError, WriteBatch, event_partition, partition_of,
 };
 
 use crate::helpers::{TestDb, appends, event, processed_plain, processed_with_actions};
@@ -179,7 +179,7 @@ fn a_fenced_write_fails_and_writes_nothing() {
 
 /// Shortens `holder`'s lease to nothing, as if it stalled past it.
 fn a_lets_it_expire(store: &Store, name: &str, holder: &str) {
-    shared(&store)
+    shared(store)
         .hold_lease(name, holder, Duration::ZERO)
         .unwrap()
         .unwrap();
@@ -347,7 +347,10 @@ fn an_expired_action_lease_is_reclaimed_and_the_stale_holder_is_fenced() {
         })
         .unwrap();
     assert_eq!((late.outcomes_fenced, late.dead_lettered), (vec![1], 0));
-    assert_eq!(a.action(1).unwrap().unwrap().action.status, "pending");
+    assert_eq!(
+        a.action(1).unwrap().unwrap().action.status,
+        ActionStatus::Pending
+    );
 
     let done = b
         .write(&WriteBatch {

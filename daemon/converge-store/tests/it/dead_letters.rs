@@ -3,7 +3,8 @@
 //! action's history.
 
 use converge_store::{
-    ActionOutcome, DeadLetterChange, DeadLetterOp, DeadLetterOutcome, OutcomeKind, WriteBatch,
+    ActionHistoryKind, ActionOutcome, ActionStatus, DeadLetterChange, DeadLetterOp,
+    DeadLetterOutcome, OutcomeKind, WriteBatch,
 };
 
 use crate::helpers::{TestDb, event, processed_with_actions};
@@ -73,12 +74,8 @@ fn a_dead_letter_is_listed_with_its_error_and_history(db: &TestDb) {
     assert_eq!(listed.len(), 1);
     let dead = &listed[0];
     assert_eq!(
-        (
-            dead.action.id,
-            dead.action.status.as_str(),
-            dead.action.attempts
-        ),
-        (1, "dead_letter", 3)
+        (dead.action.id, dead.action.status, dead.action.attempts),
+        (1, ActionStatus::DeadLetter, 3)
     );
     assert_eq!(
         dead.action.detail.as_deref(),
@@ -100,18 +97,22 @@ fn a_dead_letter_is_listed_with_its_error_and_history(db: &TestDb) {
     assert_eq!(store.counts().unwrap().dead_letters, 1);
 
     let shown = store.action(1).unwrap().unwrap();
-    let history: Vec<(&str, u32, Option<&str>)> = shown
+    let history: Vec<(ActionHistoryKind, u32, Option<&str>)> = shown
         .action
         .history
         .iter()
-        .map(|h| (h.kind.as_str(), h.attempts, h.detail.as_deref()))
+        .map(|h| (h.kind, h.attempts, h.detail.as_deref()))
         .collect();
     assert_eq!(
         history,
         [
-            ("attempt_failed", 1, Some("HTTP 503")),
-            ("attempt_failed", 2, Some("HTTP 503")),
-            ("dead_lettered", 3, Some("unauthorized: HTTP 401")),
+            (ActionHistoryKind::AttemptFailed, 1, Some("HTTP 503")),
+            (ActionHistoryKind::AttemptFailed, 2, Some("HTTP 503")),
+            (
+                ActionHistoryKind::DeadLettered,
+                3,
+                Some("unauthorized: HTTP 401")
+            ),
         ]
     );
     // The trail shows the same history.
@@ -149,14 +150,14 @@ fn a_retried_dead_letter_is_pending_again_with_a_fresh_budget(db: &TestDb) {
     let retried = shown.action.history.last().unwrap();
     assert_eq!(
         (
-            retried.kind.as_str(),
+            retried.kind,
             retried.attempts,
             retried.by.as_deref(),
             retried.reason.as_deref(),
             retried.at_ms
         ),
         (
-            "retried",
+            ActionHistoryKind::Retried,
             3,
             Some("mia"),
             Some("the receiver is fixed"),
@@ -178,7 +179,7 @@ fn a_retried_dead_letter_is_pending_again_with_a_fresh_budget(db: &TestDb) {
         written.dead_letters,
         [
             DeadLetterOutcome::NotDeadLetter {
-                status: "pending".into()
+                status: ActionStatus::Pending
             },
             DeadLetterOutcome::Unknown
         ]
@@ -211,9 +212,12 @@ fn a_dropped_dead_letter_never_runs_and_says_who_dropped_it(db: &TestDb) {
         .collect();
     assert_eq!(pending, [2]);
     let shown = store.action(1).unwrap().unwrap();
-    assert_eq!(shown.action.status, "dropped");
+    assert_eq!(shown.action.status, ActionStatus::Dropped);
     assert_eq!(shown.action.finished_at_ms, Some(9_000));
-    assert_eq!(shown.action.history.last().unwrap().kind, "dropped");
+    assert_eq!(
+        shown.action.history.last().unwrap().kind,
+        ActionHistoryKind::Dropped
+    );
     assert!(store.dead_letters(0, 10).unwrap().is_empty());
     // A late outcome does not bring it back.
     store
@@ -222,7 +226,10 @@ fn a_dropped_dead_letter_never_runs_and_says_who_dropped_it(db: &TestDb) {
             ..WriteBatch::default()
         })
         .unwrap();
-    assert_eq!(store.action(1).unwrap().unwrap().action.status, "dropped");
+    assert_eq!(
+        store.action(1).unwrap().unwrap().action.status,
+        ActionStatus::Dropped
+    );
 }
 
 /// A payload is what a plugin is called with: kept while its action may

@@ -2,7 +2,7 @@
 //! processing of the event that caused them, and read back per campaign.
 
 use converge_model::EntityKey;
-use converge_store::{GateChange, ProcessedEvent, WriteBatch};
+use converge_store::{GateChange, HeldSendStatus, ProcessedEvent, WriteBatch};
 
 use crate::helpers::{TestDb, event, processed_plain};
 
@@ -79,11 +79,11 @@ fn sends_are_held_then_released_by_channel_and_overrides_are_kept(db: &TestDb) {
         .unwrap();
     assert_eq!(
         (
-            email.status.as_str(),
+            email.status,
             email.released_seq,
             email.released_by.as_deref()
         ),
-        ("released", Some(3), Some("override by mia"))
+        (HeldSendStatus::Released, Some(3), Some("override by mia"))
     );
     assert_eq!(gate.overrides.len(), 1);
     assert_eq!(

@@ -1,4 +1,4 @@
-use converge_store::{ActionOutcome, OutcomeKind, WriteBatch};
+use converge_store::{ActionHistoryKind, ActionOutcome, ActionStatus, OutcomeKind, WriteBatch};
 
 use crate::helpers::{TestDb, event, processed_with_actions};
 
@@ -73,18 +73,18 @@ fn done_and_dead_lettered_leave_the_outbox_and_retry_stays(db: &TestDb) {
 
     let trail = store.event_trail("/jira", "T-1").unwrap().unwrap();
     let actions = &trail.decisions[0].actions;
-    assert_eq!(actions[0].status, "done");
+    assert_eq!(actions[0].status, ActionStatus::Done);
     assert_eq!(actions[0].external_id.as_deref(), Some("msg-9"));
     assert_eq!(actions[0].detail.as_deref(), Some("200"));
     assert_eq!(actions[0].finished_at_ms, Some(5_000));
     assert_eq!(
-        (actions[1].status.as_str(), actions[1].attempts),
-        ("dead_letter", 5)
+        (actions[1].status, actions[1].attempts),
+        (ActionStatus::DeadLetter, 5)
     );
 
     let trail = store.event_trail("/jira", "T-2").unwrap().unwrap();
     let retried = &trail.decisions[0].actions[0];
-    assert_eq!(retried.status, "pending");
+    assert_eq!(retried.status, ActionStatus::Pending);
     assert_eq!(retried.detail.as_deref(), Some("503"));
     assert_eq!(retried.next_attempt_at_ms, Some(60_000));
     assert_eq!(retried.finished_at_ms, None);
@@ -116,7 +116,7 @@ fn a_retried_action_can_finish_later(db: &TestDb) {
         .unwrap()
         .decisions[0]
         .actions[1];
-    assert_eq!(action.status, "done");
+    assert_eq!(action.status, ActionStatus::Done);
     assert_eq!(action.attempts, 2);
     assert_eq!(action.detail, None, "an empty detail is no detail");
     assert_eq!(action.next_attempt_at_ms, None);
@@ -152,12 +152,8 @@ fn a_late_outcome_does_not_reopen_a_finished_action(db: &TestDb) {
         .decisions[0]
         .actions[0];
     assert_eq!(
-        (
-            action.status.as_str(),
-            action.attempts,
-            action.detail.as_deref()
-        ),
-        ("done", 1, Some("ok"))
+        (action.status, action.attempts, action.detail.as_deref()),
+        (ActionStatus::Done, 1, Some("ok"))
     );
     assert!(!store.pending_actions(10).unwrap().iter().any(|a| a.id == 1));
 }
@@ -201,15 +197,15 @@ fn several_outcomes_for_one_action_in_one_batch_apply_in_order(db: &TestDb) {
     let first = store.action(1).unwrap().unwrap();
     assert_eq!(
         (
-            first.action.status.as_str(),
+            first.action.status,
             first.action.attempts,
             first.action.detail.as_deref(),
             first.action.external_id.as_deref(),
             first.action.next_attempt_at_ms
         ),
-        ("done", 3, Some("200"), Some("msg-1"), None)
+        (ActionStatus::Done, 3, Some("200"), Some("msg-1"), None)
     );
-    let history: Vec<(String, u32, Option<String>)> = first
+    let history: Vec<(ActionHistoryKind, u32, Option<String>)> = first
         .action
         .history
         .into_iter()
@@ -218,15 +214,18 @@ fn several_outcomes_for_one_action_in_one_batch_apply_in_order(db: &TestDb) {
     assert_eq!(
         history,
         vec![
-            ("attempt_failed".into(), 1, Some("503".into())),
-            ("attempt_failed".into(), 2, Some("timeout".into())),
+            (ActionHistoryKind::AttemptFailed, 1, Some("503".into())),
+            (ActionHistoryKind::AttemptFailed, 2, Some("timeout".into())),
         ]
     );
-    assert_eq!(store.action(2).unwrap().unwrap().action.status, "done");
+    assert_eq!(
+        store.action(2).unwrap().unwrap().action.status,
+        ActionStatus::Done
+    );
     let third = store.action(3).unwrap().unwrap();
     assert_eq!(
-        (third.action.status.as_str(), third.action.history.len()),
-        ("dead_letter", 1)
+        (third.action.status, third.action.history.len()),
+        (ActionStatus::DeadLetter, 1)
     );
     let counts = store.counts().unwrap();
     assert_eq!(

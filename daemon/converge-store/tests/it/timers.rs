@@ -1,7 +1,7 @@
 use converge_model::{CatchUp, EntityKey};
 use converge_store::{
     Appended, ExpectedArrival, FiredTimer, NewEvent, NewTimer, ProcessedEvent, SkippedTimer,
-    StoreError, TimerKind, WriteBatch,
+    StoreError, TimerKind, TimerRecordKind, TimerStatus, WriteBatch,
 };
 use serde_json::json;
 
@@ -104,11 +104,11 @@ fn timers_are_created_with_the_processing_and_read_in_due_order(db: &TestDb) {
     assert!(store.due_timers(1_999, 10).unwrap().is_empty());
     let due = store.due_timers(3_000, 10).unwrap();
     assert_eq!(due.iter().map(|t| t.id).collect::<Vec<_>>(), vec![2, 1]);
-    assert_eq!(due[0].kind, "expect");
+    assert_eq!(due[0].kind, TimerRecordKind::Expect);
     assert_eq!(due[0].expect_type.as_deref(), Some("task.approved"));
     assert_eq!(due[1].data, json!({"step": 1}));
     assert_eq!(due[1].created_by_seq, 1);
-    assert_eq!(due[1].status, "pending");
+    assert_eq!(due[1].status, TimerStatus::Pending);
 
     let key = EntityKey::parse("task/T-1").unwrap();
     assert_eq!(store.entity_timers(&key, true, 10).unwrap().len(), 2);
@@ -133,7 +133,7 @@ fn a_timer_fires_exactly_once(db: &TestDb) {
     assert_eq!(journal.len(), 2, "{journal:?}");
     let key = EntityKey::parse("task/T-1").unwrap();
     let timers = store.entity_timers(&key, false, 10).unwrap();
-    assert_eq!(timers[0].status, "fired");
+    assert_eq!(timers[0].status, TimerStatus::Fired);
     assert_eq!(timers[0].fired_seq, Some(2));
     assert_eq!(timers[0].closed_at_ms, Some(5_000));
     assert_eq!(store.next_timer_due().unwrap(), None);
@@ -169,7 +169,7 @@ fn a_skipped_timer_never_fires(db: &TestDb) {
     assert_eq!(store.write(&fires(&[1])).unwrap().fired, vec![None]);
     let key = EntityKey::parse("task/T-1").unwrap();
     let timers = store.entity_timers(&key, false, 10).unwrap();
-    assert_eq!(timers[0].status, "skipped");
+    assert_eq!(timers[0].status, TimerStatus::Skipped);
     assert_eq!(store.journal_head().unwrap(), 1);
 }
 
@@ -216,7 +216,7 @@ fn the_expected_event_cancels_only_the_expects_waiting_for_it(db: &TestDb) {
         })
         .unwrap();
     assert_eq!((result.timers_cancelled, result.timers_created), (1, 1));
-    let statuses = |entity: &str| -> Vec<(i64, String)> {
+    let statuses = |entity: &str| -> Vec<(i64, TimerStatus)> {
         store
             .entity_timers(&EntityKey::parse(entity).unwrap(), false, 10)
             .unwrap()
@@ -227,13 +227,13 @@ fn the_expected_event_cancels_only_the_expects_waiting_for_it(db: &TestDb) {
     assert_eq!(
         statuses("task/T-1"),
         vec![
-            (5, "pending".into()),
-            (3, "pending".into()),
-            (2, "pending".into()),
-            (1, "cancelled".into()),
+            (5, TimerStatus::Pending),
+            (3, TimerStatus::Pending),
+            (2, TimerStatus::Pending),
+            (1, TimerStatus::Cancelled),
         ]
     );
-    assert_eq!(statuses("task/T-2"), vec![(4, "pending".into())]);
+    assert_eq!(statuses("task/T-2"), vec![(4, TimerStatus::Pending)]);
     // A cancelled expect does not fire.
     assert_eq!(store.write(&fires(&[1])).unwrap().fired, vec![None]);
 }
@@ -362,7 +362,7 @@ fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db:
         })
         .unwrap();
     assert_eq!((result.timers_cancelled, result.timers_created), (2, 3));
-    let timers = |entity: &str| -> Vec<(i64, i64, String, Option<i64>)> {
+    let timers = |entity: &str| -> Vec<(i64, i64, TimerStatus, Option<i64>)> {
         store
             .entity_timers(&EntityKey::parse(entity).unwrap(), false, 10)
             .unwrap()
@@ -373,12 +373,12 @@ fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db:
     assert_eq!(
         timers("task/T-1"),
         vec![
-            (4, 5, "pending".into(), None),
-            (2, 3, "cancelled".into(), Some(2_400)),
-            (1, 1, "cancelled".into(), Some(2_200)),
+            (4, 5, TimerStatus::Pending, None),
+            (2, 3, TimerStatus::Cancelled, Some(2_400)),
+            (1, 1, TimerStatus::Cancelled, Some(2_200)),
         ]
     );
-    assert_eq!(timers("task/T-2"), vec![(3, 4, "pending".into(), None)]);
+    assert_eq!(timers("task/T-2"), vec![(3, 4, TimerStatus::Pending, None)]);
     assert_eq!(store.pending_timer_count().unwrap(), 2);
 }
 
@@ -420,7 +420,7 @@ fn timers_fired_and_skipped_in_one_batch(db: &TestDb) {
     );
     assert_eq!(result.timers_skipped, 1);
     let key = EntityKey::parse("task/T-1").unwrap();
-    let timers: Vec<(i64, String, Option<i64>)> = store
+    let timers: Vec<(i64, TimerStatus, Option<i64>)> = store
         .entity_timers(&key, false, 10)
         .unwrap()
         .into_iter()
@@ -429,10 +429,10 @@ fn timers_fired_and_skipped_in_one_batch(db: &TestDb) {
     assert_eq!(
         timers,
         vec![
-            (4, "pending".into(), None),
-            (3, "fired".into(), Some(2)),
-            (2, "skipped".into(), None),
-            (1, "fired".into(), Some(3)),
+            (4, TimerStatus::Pending, None),
+            (3, TimerStatus::Fired, Some(2)),
+            (2, TimerStatus::Skipped, None),
+            (1, TimerStatus::Fired, Some(3)),
         ]
     );
     let journal = store.events_after(1, 10).unwrap();

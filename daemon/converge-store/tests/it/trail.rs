@@ -1,5 +1,5 @@
 use converge_store::{
-    ActionOutcome, NewDecision, NewEvent, OutcomeKind, ProcessedEvent, WriteBatch,
+    ActionOutcome, ActionStatus, NewDecision, NewEvent, OutcomeKind, ProcessedEvent, WriteBatch,
 };
 
 use crate::helpers::{TestDb, action, event, failure, notify};
@@ -61,11 +61,14 @@ fn the_trail_shows_decisions_actions_statuses_and_rule_failures(db: &TestDb) {
     let statuses: Vec<_> = trail.decisions[0]
         .actions
         .iter()
-        .map(|a| (a.id, a.route.as_str(), a.status.as_str(), a.attempts))
+        .map(|a| (a.id, a.route.as_str(), a.status, a.attempts))
         .collect();
     assert_eq!(
         statuses,
-        [(1, "slack", "pending", 0), (2, "mail", "dead_letter", 3)]
+        [
+            (1, "slack", ActionStatus::Pending, 0),
+            (2, "mail", ActionStatus::DeadLetter, 3)
+        ]
     );
     assert_eq!(
         trail.rule_failures,

@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use converge_model::{EntityKey, EntityState};
-use converge_store::{GateRecord, HeldSendRecord};
+use converge_store::{GateRecord, HeldSendRecord, HeldSendStatus};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -119,7 +119,7 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
         .gate
         .held_sends
         .iter()
-        .filter(|h| h.status == "held")
+        .filter(|h| h.status == HeldSendStatus::Held)
         .collect();
     let last_hold = campaign.gate.held_sends.first();
     let gate = entity.fields.get("gate");
@@ -159,7 +159,10 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
             }
             @if let Some(hold) = last_hold {
                 div.reasons {
-                    @if hold.status == "held" { "Held: " } @else { "Last hold (released): " }
+                    @match hold.status {
+                        HeldSendStatus::Held => "Held: ",
+                        HeldSendStatus::Released => "Last hold (released): ",
+                    }
                     ul { @for reason in hold.reason.split("; ") { li { (reason) } } }
                 }
             }

@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use converge_model::{EntityKey, EntityState};
-use converge_store::{ActionRecord, DecisionRecord, EventTrail, GateRecord, TimerRecord};
+use converge_store::{
+    ActionRecord, ActionStatus, DecisionRecord, EventTrail, GateRecord, HeldSendStatus, TimerRecord,
+};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -217,7 +219,7 @@ fn gate(
     let held: Vec<_> = gate
         .held_sends
         .iter()
-        .filter(|h| h.status == "held")
+        .filter(|h| h.status == HeldSendStatus::Held)
         .collect();
     let mut channels: Vec<&str> = held.iter().map(|h| h.channel.as_str()).collect();
     channels.dedup();
@@ -285,12 +287,12 @@ fn timers(timers: &[TimerRecord], now: DateTime<Utc>) -> Markup {
                 thead { tr { th { "Event" } th { "Kind" } th { "Rule" } th { "Due" } th { "Status" } } }
                 tbody {
                     @for timer in timers {
-                        tr class=(timer.status) {
+                        tr class=(timer.status.name()) {
                             td { (timer.event_type) }
-                            td { (timer.kind) @if let Some(t) = &timer.expect_type { small { " until " (t) } } }
+                            td { (timer.kind.name()) @if let Some(t) = &timer.expect_type { small { " until " (t) } } }
                             td { (timer.rule) }
                             td { (when_ms(timer.due_at_ms, now)) }
-                            td { (timer.status) @if let Some(at) = timer.closed_at_ms { small { " " (when_ms(at, now)) } } }
+                            td { (timer.status.name()) @if let Some(at) = timer.closed_at_ms { small { " " (when_ms(at, now)) } } }
                         }
                     }
                 }
@@ -400,16 +402,16 @@ fn action_item(
     html! {
         div.action id={"action-" (action.id)} {
             "action " (action.id) " → " (action.route) " (" (action.plugin) "): "
-            span class={"tag " (action.status)} { (action.status) }
+            span class={"tag " (action.status.name())} { (action.status.name()) }
             " after " (action.attempts) " attempt(s)"
             @if let Some(at) = action.finished_at_ms { " " (when_ms(at, now)) }
-            @if let Some(at) = action.next_attempt_at_ms.filter(|_| action.status == "pending") { " · next attempt " (when_ms(at, now)) }
+            @if let Some(at) = action.next_attempt_at_ms.filter(|_| action.status == ActionStatus::Pending) { " · next attempt " (when_ms(at, now)) }
             @if let Some(detail) = &action.detail { div.detail { (detail) } }
             @if !action.history.is_empty() {
                 ul.history {
                     @for entry in &action.history {
                         li {
-                            (when_ms(entry.at_ms, now)) " " (entry.kind.replace('_', " ")) " (attempt " (entry.attempts) ")"
+                            (when_ms(entry.at_ms, now)) " " (entry.kind.name().replace('_', " ")) " (attempt " (entry.attempts) ")"
                             @if let Some(by) = &entry.by { " by " b { (by) } }
                             @if let Some(reason) = &entry.reason { ": " q { (reason) } }
                             @if let Some(detail) = &entry.detail { ": " (detail) }
@@ -417,7 +419,7 @@ fn action_item(
                     }
                 }
             }
-            @if action.status == "dead_letter" {
+            @if action.status == ActionStatus::DeadLetter {
                 @match viewer {
                     Some(viewer) if viewer.can_act => {
                         @for (op, label) in [("retry", "Retry"), ("drop", "Drop")] {

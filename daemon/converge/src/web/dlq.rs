@@ -199,7 +199,7 @@ pub(crate) async fn change_dead_letter(
         DeadLetterOutcome::NotDeadLetter { status } => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_dead_letter",
-            format!("action {id} is {status}, not a dead letter"),
+            format!("action {id} is {}, not a dead letter", status.name()),
         )),
         DeadLetterOutcome::Unknown => Err(not_found(id)),
     }
