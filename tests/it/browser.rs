@@ -338,11 +338,7 @@ impl Driver {
     /// port is tried.
     async fn start(chromedriver: &Path) -> Driver {
         for attempt in 1..=3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = crate::support::free_port().port();
             let profile = tempfile::Builder::new()
                 .prefix("converge-chromium-")
                 .tempdir()

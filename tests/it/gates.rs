@@ -11,22 +11,11 @@ use crate::support::{
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
-/// A free port, so `converge gates` can find the daemon.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn workspace(sink: &Sink) -> Workspace {
     let rule = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();
     let ws = Workspace::new(&[("convergence_gate", &rule)], &sends_to_sink_toml(sink));
-    ws.edit_config(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{}\"", free_port()),
-    );
+    // So `converge gates` can find the daemon.
+    ws.listen_on_free_port();
     ws
 }
 

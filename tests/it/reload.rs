@@ -271,11 +271,7 @@ async fn converge_status_reads_the_daemon_at_the_configured_address() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("fixed port"), "{stderr}");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port().port();
     ws.edit_config("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let daemon = ws.start();
     let hash = rule_hash(&status(&daemon).await);

@@ -5,17 +5,9 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::support::{Sink, Workspace, actions_settled, event, plugins_toml};
+use crate::support::{Sink, Workspace, actions_settled, event, free_port, plugins_toml};
 
 const RULE: &str = r#"notify("ops", `event ${event.id}`);"#;
-
-/// A port nothing listens on yet, so actions fail and stay pending until the sink starts.
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn workspace(sink_addr: std::net::SocketAddr) -> Workspace {
     // The sink is addressed by its port; plugins_toml only needs its host.
@@ -65,6 +57,7 @@ fn event_ids(sink: &Sink) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_acknowledged_is_lost_across_kill_9() {
+    // Nothing listens there yet: actions fail and stay pending until the sink starts.
     let sink_addr = free_port();
     let ws = workspace(sink_addr);
     let daemon = ws.start();
@@ -122,6 +115,7 @@ async fn nothing_acknowledged_is_lost_across_kill_9() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_cleanly_and_pending_work_resumes() {
+    // Nothing listens there yet: actions fail and stay pending until the sink starts.
     let sink_addr = free_port();
     let ws = workspace(sink_addr);
     let daemon = ws.start();

@@ -15,6 +15,16 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::Value;
 
+/// A loopback address nothing listens on yet (the port is free when
+/// asked; another process could take it before it is used, which loopback
+/// tests accept).
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -159,11 +169,7 @@ files = [{files}]
     /// find the daemon through the config (`converge status`, `gates`,
     /// `dlq`) can reach it.
     pub fn listen_on_free_port(&self) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port().port();
         self.edit_config(
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"127.0.0.1:{port}\""),
