@@ -15,83 +15,27 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::Value;
 
-/// A loopback address nothing listens on yet (the port is free when
-/// asked; another process could take it before it is used, which loopback
-/// tests accept).
-pub fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                repo_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| repo_root().join("target"))
-}
+pub use converge_testkit::{free_port, workspace_root as repo_root};
 
 /// Builds the plugins once per test run and returns the directory of the `.wasm` files.
 pub fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(repo_root())
-            .args([
-                "build",
-                "--profile",
-                "wasm",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "webhook-out",
-                "-p",
-                "slack",
-                "-p",
-                "misbehaving",
-                "-p",
-                "github",
-                "-p",
-                "jira",
-                "-p",
-                "trello",
-                "-p",
-                "asana",
-                "-p",
-                "hubspot",
-                "-p",
-                "sendgrid",
-                "-p",
-                "mailchimp",
-                "-p",
-                "sendgrid-campaigns",
-                "-p",
-                "meta-ads",
-                "-p",
-                "linkedin-ads",
-            ])
-            .status()
-            .expect("running cargo to build the plugins");
-        assert!(
-            status.success(),
-            "building the plugins failed (is the wasm32-wasip2 target installed?)"
-        );
-        target_dir().join("wasm32-wasip2/wasm")
+        converge_testkit::build_plugins(&[
+            "webhook-out",
+            "slack",
+            "misbehaving",
+            "github",
+            "jira",
+            "trello",
+            "asana",
+            "hubspot",
+            "sendgrid",
+            "mailchimp",
+            "sendgrid-campaigns",
+            "meta-ads",
+            "linkedin-ads",
+        ])
     })
 }
 

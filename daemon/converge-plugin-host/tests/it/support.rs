@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
@@ -15,56 +14,24 @@ use converge_plugin_host::{
     ActionInput, Credential, Grants, Plugin, PluginHost, PluginHostConfig, PluginLimits, PluginSpec,
 };
 
-/// The workspace root (this crate lives in `daemon/converge-plugin-host`).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("crate is two levels below the workspace root")
-        .to_path_buf()
-}
+use converge_testkit::workspace_root;
 
 /// Builds the guest plugins for `wasm32-wasip2` once per test run and returns
 /// the directory holding the `.wasm` files.
 pub fn wasm_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let root = workspace_root();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args([
-                "build",
-                "--profile",
-                "wasm",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "webhook-out",
-                "-p",
-                "slack",
-                "-p",
-                "misbehaving",
-                "-p",
-                "github",
-                "-p",
-                "jira",
-                "-p",
-                "trello",
-                "-p",
-                "asana",
-                "-p",
-                "hubspot",
-                "-p",
-                "sendgrid",
-            ])
-            .status()
-            .expect("run cargo to build the test plugins");
-        assert!(status.success(), "building the test plugins failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        target.join("wasm32-wasip2/wasm")
+        converge_testkit::build_plugins(&[
+            "webhook-out",
+            "slack",
+            "misbehaving",
+            "github",
+            "jira",
+            "trello",
+            "asana",
+            "hubspot",
+            "sendgrid",
+        ])
     })
 }
 

@@ -1,0 +1,85 @@
+//! What converge's test suites share, so each is written once: where the
+//! workspace and its target directory are, the guest plugins built for
+//! `wasm32-wasip2` (the daemon's integration tests and the plugin host's
+//! both run them), and a free loopback port. A dev-dependency only.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace's root: this crate is two levels below it.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("converge-testkit is two levels below the workspace root")
+        .canonicalize()
+        .expect("the workspace root exists")
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR` (relative to the workspace when
+/// it is relative), else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Builds these plugin packages for `wasm32-wasip2` with the `wasm`
+/// profile and returns the directory of their `.wasm` files. Each suite
+/// calls it once (behind a `OnceLock`); cargo rebuilds only what changed.
+///
+/// Panics when the build fails, saying what to install when the target
+/// is missing.
+pub fn build_plugins(packages: &[&str]) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(workspace_root()).args([
+        "build",
+        "--profile",
+        "wasm",
+        "--target",
+        "wasm32-wasip2",
+    ]);
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    let status = command
+        .status()
+        .expect("running cargo to build the test plugins");
+    assert!(
+        status.success(),
+        "building the test plugins failed (is the target installed? rustup target add wasm32-wasip2)"
+    );
+    target_dir().join("wasm32-wasip2/wasm")
+}
+
+/// A loopback address nothing listens on yet. The port is free when
+/// asked; another process could take it before it is used, which loopback
+/// tests accept.
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_root_holds_the_workspace_manifest() {
+        let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("[workspace]"), "{manifest}");
+    }
+
+    #[test]
+    fn a_free_port_can_be_listened_on() {
+        let addr = free_port();
+        assert!(addr.ip().is_loopback());
+        assert_ne!(addr.port(), 0);
+        TcpListener::bind(addr).unwrap();
+    }
+}
