@@ -379,8 +379,9 @@ fn rules_check_reports_every_compile_error_and_exits_2() {
         text.contains("typo.rhai:1:9: error: Undefined variable: evnt"),
         "{text}"
     );
+    // The decision in broken.rhai is not linted until the rule compiles.
     assert!(
-        text.ends_with("converge.toml: 0 of 2 rule(s) compiled, 2 error(s), 1 warning(s)\n"),
+        text.ends_with("converge.toml: 0 of 2 rule(s) compiled, 2 error(s), 0 warning(s)\n"),
         "{text}"
     );
 }

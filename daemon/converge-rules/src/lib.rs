@@ -90,12 +90,19 @@
 //! disabled, modules cannot be imported, and there is no clock, file, network
 //! or random source: the same event, state and `now` always give the same
 //! decisions.
+//!
+//! # Reading a rule without running it
+//!
+//! [`Script`] compiles a rule's script as [`RuleSet::compile`] does and keeps
+//! what lints need from its AST: the calls it makes, with the arguments known
+//! when it compiles, and the case labels of its `switch`es.
 
 mod convert;
 mod engine;
 mod measures;
 mod metadata;
 mod query;
+pub mod script;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -116,6 +123,7 @@ pub use crate::metadata::{DEFAULT_ORDER, matches as event_type_matches};
 pub use crate::query::{
     DEFAULT_LIMIT as QUERY_DEFAULT_LIMIT, EntityQuery, OPERATIONS_PER_ENTITY, World,
 };
+pub use crate::script::Script;
 
 /// One rule file as it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,16 +344,7 @@ impl RuleSet {
                         ast: Arc::new(ast),
                     });
                 }
-                Err(err) => {
-                    let (line, column) = line_column(err.position());
-                    errors.push(CompileError {
-                        rule: name,
-                        path,
-                        line,
-                        column,
-                        message: err.err_type().to_string(),
-                    });
-                }
+                Err(err) => errors.push(script_error(name, path, &err)),
             }
         }
         if errors.is_empty() {
@@ -572,6 +571,18 @@ fn declared_inputs() -> Scope<'static> {
 fn source_hash(source: &str) -> String {
     let digest = Sha256::digest(source.as_bytes());
     hex::encode(&digest[..8])
+}
+
+/// A Rhai error in a rule's script, where Rhai places it.
+fn script_error(rule: String, path: PathBuf, err: &rhai::ParseError) -> CompileError {
+    let (line, column) = line_column(err.position());
+    CompileError {
+        rule,
+        path,
+        line,
+        column,
+        message: err.err_type().to_string(),
+    }
 }
 
 fn line_column(pos: Position) -> (usize, usize) {

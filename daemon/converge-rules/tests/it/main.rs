@@ -6,6 +6,7 @@ mod evaluate;
 mod example_rules;
 mod measures;
 mod metadata;
+mod script;
 mod trace;
 
 use chrono::{DateTime, Utc};

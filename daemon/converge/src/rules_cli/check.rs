@@ -20,19 +20,25 @@
 //!   on that event, which the release's author may not expect. Checked
 //!   only when every rule compiles.
 //!
-//! Finding the decisions a rule can make, and the event types it names, is
-//! a scan of its source ([`tokens`]) outside comments, not an evaluation,
-//! so: calls inside `${...}` of a backtick string are not seen; method-call
-//! syntax (`"ana".notify(..)`) is not seen; an event type built at run time
-//! is not seen; a call in a branch that can never run counts anyway; and a
-//! channel that is not a string literal is not matched.
+//! A rule that does not compile has its error reported, and the lints of
+//! its decisions and header wait until it compiles. Finding the decisions a
+//! rule can make, and the event types it names, reads its script as Rhai
+//! compiles it ([`Script`]): calls inside the `${..}` of a backtick string,
+//! method calls (`"ana".notify(..)`) and calls in the rule's own functions
+//! are seen, but it is not an evaluation, so: a call in a branch that can
+//! never run counts anyway, unless the compiler drops the branch (`if false
+//! { .. }`); an event type or a channel built at run time is not seen (a
+//! `const`, or `"a" + "b"`, is: the compiler folds them); and a function
+//! called through a pointer (`Fn("notify")`, `call(..)`) is not seen.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use converge_model::DecisionKind;
-use converge_rules::{Rule, RuleSet, RuleSource};
+use converge_rules::script::{Argument, Call};
+use converge_rules::{Rule, RuleSet, RuleSource, Script};
 
 use crate::Exit;
 use crate::config::Config;
@@ -49,19 +55,21 @@ struct Problem {
     hint: Option<String>,
 }
 
-impl Problem {
-    fn print(&self) {
-        println!(
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
             "{}:{}:{}: {}: {}",
             self.path.display(),
             self.line,
             self.column,
             if self.error { "error" } else { "warning" },
             self.message
-        );
+        )?;
         if let Some(hint) = &self.hint {
-            println!("  hint: {hint}");
+            write!(f, "\n  hint: {hint}")?;
         }
+        Ok(())
     }
 }
 
@@ -72,7 +80,7 @@ pub fn run(config_path: &Path) -> ExitCode {
     };
     let (problems, compiled) = check(&config, config_path);
     for problem in &problems {
-        problem.print();
+        println!("{problem}");
     }
     let errors = problems.iter().filter(|p| p.error).count();
     let warnings = problems.len() - errors;
@@ -114,14 +122,23 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
             }),
         }
     }
+    // A script that does not compile has no entry: `RuleSet::compile`
+    // reports its error.
+    let scripts: Vec<(&RuleSource, Script)> = sources
+        .iter()
+        .filter_map(|source| {
+            let script = Script::compile(source, &config.rules.limits).ok()?;
+            Some((source, script))
+        })
+        .collect();
     let mut broken = BTreeSet::new();
     let compiled = match RuleSet::compile(sources.clone(), &config.rules.limits) {
         Ok(rules) => {
-            problems.extend(gate_conflicts(&rules, &sources));
+            problems.extend(gate_conflicts(&rules, &scripts));
             rules.rules().len()
         }
         Err(errors) => {
-            let compiled = sources.len() - errors.len();
+            // A rule may have several errors (one per header problem).
             broken.extend(errors.iter().map(|e| e.path.clone()));
             problems.extend(errors.into_iter().map(|e| Problem {
                 path: e.path,
@@ -131,17 +148,20 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
                 message: e.message,
                 hint: None,
             }));
-            compiled
+            sources.len() - broken.len()
         }
     };
 
+    // A rule that does not compile has its error already.
+    let linted = || scripts.iter().filter(|(s, _)| !broken.contains(&s.path));
     let routed: BTreeSet<&str> = config.routes.iter().map(|r| r.decision.as_str()).collect();
-    for source in &sources {
+    for (source, script) in linted() {
         let mut reported = BTreeSet::new();
-        for call in decision_calls(&source.source) {
-            if DecisionKind::ROUTED_ONLY.contains(&call.name)
-                && !routed.contains(call.name)
-                && reported.insert(call.name)
+        for call in decision_calls(script) {
+            let name = call.name.as_str();
+            if DecisionKind::ROUTED_ONLY.contains(&name)
+                && !routed.contains(name)
+                && reported.insert(name)
             {
                 problems.push(Problem {
                     path: source.path.clone(),
@@ -159,10 +179,10 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
         }
     }
 
-    // A rule that does not compile has its error already; its header may
-    // be what is wrong.
-    let known = KnownEventTypes::gather(config, &sources);
-    for source in sources.iter().filter(|s| !broken.contains(&s.path)) {
+    // Every script that compiles names known types, even one whose header
+    // does not: that header may be what is wrong.
+    let known = KnownEventTypes::gather(config, scripts.iter().map(|(_, script)| script));
+    for (source, _) in linted() {
         for pattern in header_event_patterns(&source.source) {
             if known.matched_by(&pattern.text) {
                 continue;
@@ -227,63 +247,38 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
     (problems, compiled)
 }
 
-/// A call of a decision function in a rule's source.
-#[derive(Debug, PartialEq, Eq)]
-struct Call {
-    name: &'static str,
-    /// 1-based.
-    line: usize,
-    /// 1-based, in characters.
-    column: usize,
-}
-
-/// The calls `name(` of decision functions (named like their decision kind)
-/// in Rhai source, skipping comments, strings, method calls (`.name(`) and
-/// function definitions (`fn name(`).
-fn decision_calls(source: &str) -> Vec<Call> {
-    let tokens = tokens(source);
-    let mut calls = Vec::new();
-    for (i, token) in tokens.iter().enumerate() {
-        let Some(name) = token
-            .word()
-            .and_then(|w| DecisionKind::NAMES.iter().find(|n| **n == w))
-        else {
-            continue;
-        };
-        if is_call(&tokens, i) {
-            calls.push(Call {
-                name,
-                line: token.line,
-                column: token.column,
-            });
-        }
-    }
-    calls
-}
-
-/// A `hold_send` or `release_send` call whose channel is a string literal.
-#[derive(Debug, PartialEq, Eq)]
-struct ChannelCall {
-    channel: String,
-    /// 1-based.
-    line: usize,
-    /// 1-based, in characters.
-    column: usize,
-}
-
-/// The calls of `function` in Rhai source whose first argument, the
-/// channel, is a string literal; as [`decision_calls`] finds calls.
-fn channel_calls(source: &str, function: &str) -> Vec<ChannelCall> {
-    let tokens = tokens(source);
-    tokens
+/// The calls of decision functions (named like their decision kind) a
+/// rule's script makes, in source order.
+fn decision_calls(script: &Script) -> impl Iterator<Item = &Call> {
+    script
+        .calls()
         .iter()
-        .enumerate()
-        .filter(|(i, token)| token.word() == Some(function) && is_call(&tokens, *i))
-        .filter_map(|(i, token)| {
-            literal_argument(&tokens, i + 1, 0).map(|channel| ChannelCall {
-                channel: channel.to_string(),
-                line: token.line,
-                column: token.column,
+        .filter(|call| DecisionKind::NAMES.contains(&call.name.as_str()))
+}
+
+/// A `hold_send` or `release_send` call whose channel is known when the
+/// rule compiles.
+#[derive(Debug, PartialEq, Eq)]
+struct ChannelCall<'a> {
+    channel: &'a str,
+    /// 1-based.
+    line: usize,
+    /// 1-based, in characters.
+    column: usize,
+}
+
+/// The calls of `function` in a rule's script whose first argument, the
+/// channel, is a string known when the rule compiles.
+fn channel_calls<'a>(script: &'a Script, function: &str) -> Vec<ChannelCall<'a>> {
+    script
+        .calls()
+        .iter()
+        .filter(|call| call.name == function)
+        .filter_map(|call| {
+            Some(ChannelCall {
+                channel: call.text(0)?,
+                line: call.line,
+                column: call.column,
             })
         })
         .collect()
@@ -294,38 +289,40 @@ fn channel_calls(source: &str, function: &str) -> Vec<ChannelCall> {
 /// on which a hold holds anything (docs/gates.md). The engine lets a hold
 /// beat a release within one event, so the release does nothing there:
 /// worth knowing for the release's author.
-fn gate_conflicts(rules: &RuleSet, sources: &[RuleSource]) -> Vec<Problem> {
-    let on_sends: Vec<(&Rule, &RuleSource)> = rules
+fn gate_conflicts(rules: &RuleSet, scripts: &[(&RuleSource, Script)]) -> Vec<Problem> {
+    let on_sends: Vec<(&Rule, &RuleSource, &Script)> = rules
         .rules()
         .iter()
         .filter(|rule| rule.handles(SEND_REQUESTED))
         .filter_map(|rule| {
-            sources
+            scripts
                 .iter()
-                .find(|source| source.path == rule.path)
-                .map(|source| (rule, source))
+                .find(|(source, _)| source.path == rule.path)
+                .map(|(source, script)| (rule, *source, script))
         })
         .collect();
     let mut problems = Vec::new();
-    for (hold_index, (holder, hold_source)) in on_sends.iter().enumerate() {
-        let holds = channel_calls(&hold_source.source, "hold_send");
+    for (hold_index, (holder, hold_source, hold_script)) in on_sends.iter().enumerate() {
+        let holds = channel_calls(hold_script, "hold_send");
         if holds.is_empty() {
             continue;
         }
-        for (release_index, (releaser, release_source)) in on_sends.iter().enumerate() {
+        for (release_index, (releaser, release_source, release_script)) in
+            on_sends.iter().enumerate()
+        {
             if release_index == hold_index {
                 continue;
             }
-            let releases = channel_calls(&release_source.source, "release_send");
+            let releases = channel_calls(release_script, "release_send");
             let mut reported = BTreeSet::new();
             for hold in &holds {
                 let Some(release) = releases.iter().find(|r| r.channel == hold.channel) else {
                     continue;
                 };
-                if !reported.insert(hold.channel.as_str()) {
+                if !reported.insert(hold.channel) {
                     continue;
                 }
-                let (channel, held_by, released_by) = (&hold.channel, &holder.name, &releaser.name);
+                let (channel, held_by, released_by) = (hold.channel, &holder.name, &releaser.name);
                 let outcome = format!(
                     "the hold wins on that event (whatever the rule order), so `{released_by}` releases nothing there and the send stays held until a later release or an override"
                 );
@@ -350,21 +347,13 @@ fn gate_conflicts(rules: &RuleSet, sources: &[RuleSource]) -> Vec<Problem> {
     problems
 }
 
-/// Whether the word at `i` is called as a function: `name(`, not `.name(`
-/// or `fn name(`.
-fn is_call(tokens: &[Token], i: usize) -> bool {
-    let before = i.checked_sub(1).map(|j| &tokens[j].kind);
-    tokens.get(i + 1).is_some_and(|t| t.is('('))
-        && !matches!(before, Some(Kind::Punct('.')))
-        && !matches!(before, Some(Kind::Word(w)) if w == "fn")
-}
-
 /// The event types converge knows of, which the patterns of rule headers
 /// should match:
-/// - the string literals rules compare `event.type` with (`==`, `!=`, either
-///   side) or list as `switch event.type` cases;
+/// - the strings rules compare `event.type` with (`==`, `!=`, either side)
+///   or list as `switch event.type` cases;
 /// - the event types rules journal: `emit("t", ..)`, `schedule(after, "t")`
-///   and `expect(.., .., "otherwise")` with a string literal;
+///   and `expect(.., .., "otherwise")` with a string known when the rule
+///   compiles;
 /// - the `type` of every event in the rule test files beside the rules
 ///   (steps, fired timers, emitted events);
 /// - the types converge journals itself (`gate.override`) and the types of
@@ -374,10 +363,15 @@ fn is_call(tokens: &[Token], i: usize) -> bool {
 struct KnownEventTypes(BTreeSet<String>);
 
 impl KnownEventTypes {
-    fn gather(config: &Config, sources: &[RuleSource]) -> KnownEventTypes {
+    fn gather<'a>(
+        config: &Config,
+        scripts: impl IntoIterator<Item = &'a Script>,
+    ) -> KnownEventTypes {
         let mut known = KnownEventTypes::default();
-        for source in sources {
-            known.0.extend(event_types_named(&source.source));
+        for script in scripts {
+            known
+                .0
+                .extend(event_types_named(script).into_iter().map(String::from));
         }
         known
             .0
@@ -416,95 +410,33 @@ impl KnownEventTypes {
     }
 }
 
-/// The event types a rule's source names as string literals; see
-/// [`KnownEventTypes`].
-fn event_types_named(source: &str) -> Vec<String> {
-    let tokens = tokens(source);
+/// The event types a rule's script names as strings known when it compiles;
+/// see [`KnownEventTypes`].
+fn event_types_named(script: &Script) -> Vec<&str> {
+    let is_event_type = |argument: &Argument| argument.is_path(&["event", "type"]);
     let mut types = Vec::new();
-    let is_event_type = |at: usize| {
-        matches!(tokens.get(at..at + 3), Some([e, dot, ty])
-            if e.word() == Some("event") && dot.is('.') && ty.word() == Some("type"))
-            && (at == 0 || !tokens[at - 1].is('.'))
-    };
-    let is_comparison = |at: usize| matches!(tokens.get(at..at + 2), Some([a, b]) if (a.is('=') || a.is('!')) && b.is('='));
-    for i in 0..tokens.len() {
-        // event.type == "t", event.type != "t"
-        if is_event_type(i)
-            && is_comparison(i + 3)
-            && let Some(text) = tokens.get(i + 5).and_then(Token::string)
-        {
-            types.push(text.to_string());
-        }
-        // "t" == event.type
-        if let Some(text) = tokens[i].string()
-            && is_comparison(i + 1)
-            && is_event_type(i + 3)
-        {
-            types.push(text.to_string());
-        }
-        // switch event.type { "a" => .., "b" | "c" => .. }
-        if tokens[i].word() == Some("switch")
-            && is_event_type(i + 1)
-            && tokens.get(i + 4).is_some_and(|t| t.is('{'))
-        {
-            let mut depth = 0;
-            for (j, token) in tokens.iter().enumerate().skip(i + 4) {
-                match token.kind {
-                    Kind::Punct('{' | '(' | '[') => depth += 1,
-                    Kind::Punct('}' | ')' | ']') => depth -= 1,
-                    _ => {}
-                }
-                if depth == 0 {
-                    break;
-                }
-                let case_label = matches!(tokens.get(j + 1..j + 3), Some([a, b]) if a.is('=') && b.is('>'))
-                    || tokens.get(j + 1).is_some_and(|t| t.is('|'));
-                if let Some(text) = token.string()
-                    && depth == 1
-                    && case_label
-                {
-                    types.push(text.to_string());
-                }
+    for call in script.calls() {
+        match (call.name.as_str(), call.arguments.as_slice()) {
+            // event.type == "t", "t" != event.type
+            ("==" | "!=", [a, Argument::Text(ty)] | [Argument::Text(ty), a])
+                if is_event_type(a) =>
+            {
+                types.push(ty.as_str());
             }
+            // emit("t"), schedule(after, "t"), expect(t, within, "otherwise")
+            ("emit", _) => types.extend(call.text(0)),
+            ("schedule", _) => types.extend(call.text(1)),
+            ("expect", _) => types.extend(call.text(2)),
+            _ => {}
         }
-        // emit("t"), schedule(after, "t"), expect(t, within, "otherwise")
-        let argument = match tokens[i].word() {
-            Some("emit") => 0,
-            Some("schedule") => 1,
-            Some("expect") => 2,
-            _ => continue,
-        };
-        if is_call(&tokens, i)
-            && let Some(text) = literal_argument(&tokens, i + 1, argument)
-        {
-            types.push(text.to_string());
+    }
+    // switch event.type { "a" => .., "b" | "c" => .. }
+    for switch in script.switches() {
+        if is_event_type(&switch.subject) {
+            types.extend(switch.labels.iter().map(String::as_str));
         }
     }
     types
-}
-
-/// The `n`th (0-based) argument of the call whose `(` is at `open`, when it
-/// is a string literal and nothing else.
-fn literal_argument(tokens: &[Token], open: usize, n: usize) -> Option<&str> {
-    let mut depth = 0;
-    let mut argument = 0;
-    let mut i = open + 1;
-    while let Some(token) = tokens.get(i) {
-        match token.kind {
-            Kind::Punct('(' | '[' | '{') => depth += 1,
-            Kind::Punct(')' | ']' | '}') if depth == 0 => return None,
-            Kind::Punct(')' | ']' | '}') => depth -= 1,
-            Kind::Punct(',') if depth == 0 => argument += 1,
-            _ => {}
-        }
-        let starts_argument = i == open + 1 || tokens[i - 1].is(',');
-        if depth == 0 && argument == n && starts_argument && !token.is(',') {
-            let ends = tokens.get(i + 1).is_some_and(|t| t.is(',') || t.is(')'));
-            return token.string().filter(|_| ends);
-        }
-        i += 1;
-    }
-    None
 }
 
 /// One event type pattern of a rule header's `events`, where it stands.
@@ -556,190 +488,145 @@ fn header_event_patterns(source: &str) -> Vec<HeaderPattern> {
     patterns
 }
 
-/// A token of Rhai source, as far as the lints need one.
-#[derive(Debug, PartialEq)]
-struct Token {
-    kind: Kind,
-    /// 1-based.
-    line: usize,
-    /// 1-based, in characters.
-    column: usize,
-}
-
-#[derive(Debug, PartialEq)]
-enum Kind {
-    /// An identifier or keyword.
-    Word(String),
-    /// A string literal's text: a `"..."` string, or a backtick string
-    /// without `${`.
-    Str(String),
-    /// A backtick string with `${`, a character literal, or a number.
-    Other,
-    /// One character of punctuation: `==` is two.
-    Punct(char),
-}
-
-impl Token {
-    fn word(&self) -> Option<&str> {
-        match &self.kind {
-            Kind::Word(w) => Some(w),
-            _ => None,
-        }
-    }
-
-    fn string(&self) -> Option<&str> {
-        match &self.kind {
-            Kind::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn is(&self, c: char) -> bool {
-        self.kind == Kind::Punct(c)
-    }
-}
-
-/// The tokens of Rhai source, without comments (which nest, in Rhai).
-fn tokens(source: &str) -> Vec<Token> {
-    let chars: Vec<char> = source.chars().collect();
-    let mut tokens = Vec::new();
-    let (mut line, mut column) = (1, 1);
-    let mut i = 0;
-
-    let advance = |i: &mut usize, line: &mut usize, column: &mut usize, n: usize| {
-        for _ in 0..n {
-            if *i >= chars.len() {
-                return;
-            }
-            if chars[*i] == '\n' {
-                *line += 1;
-                *column = 1;
-            } else {
-                *column += 1;
-            }
-            *i += 1;
-        }
-    };
-
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        let (start_line, start_column) = (line, column);
-        let kind = if c == '/' && next == Some('/') {
-            while i < chars.len() && chars[i] != '\n' {
-                advance(&mut i, &mut line, &mut column, 1);
-            }
-            continue;
-        } else if c == '/' && next == Some('*') {
-            let mut depth = 0;
-            while i < chars.len() {
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    advance(&mut i, &mut line, &mut column, 2);
-                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    advance(&mut i, &mut line, &mut column, 2);
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    advance(&mut i, &mut line, &mut column, 1);
-                }
-            }
-            continue;
-        } else if c == '"' || c == '`' || c == '\'' {
-            advance(&mut i, &mut line, &mut column, 1);
-            let mut text = String::new();
-            while i < chars.len() && chars[i] != c {
-                if chars[i] == '\\' {
-                    advance(&mut i, &mut line, &mut column, 1);
-                }
-                if let Some(&ch) = chars.get(i) {
-                    text.push(ch);
-                }
-                advance(&mut i, &mut line, &mut column, 1);
-            }
-            advance(&mut i, &mut line, &mut column, 1);
-            match c {
-                '"' => Kind::Str(text),
-                '`' if !text.contains("${") => Kind::Str(text),
-                _ => Kind::Other,
-            }
-        } else if c.is_alphabetic() || c == '_' {
-            let mut word = String::new();
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                word.push(chars[i]);
-                advance(&mut i, &mut line, &mut column, 1);
-            }
-            Kind::Word(word)
-        } else if c.is_ascii_digit() {
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                advance(&mut i, &mut line, &mut column, 1);
-            }
-            Kind::Other
-        } else {
-            advance(&mut i, &mut line, &mut column, 1);
-            if c.is_whitespace() {
-                continue;
-            }
-            Kind::Punct(c)
-        };
-        tokens.push(Token {
-            kind,
-            line: start_line,
-            column: start_column,
-        });
-    }
-    tokens
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn script(source: &str) -> Script {
+        let source = RuleSource {
+            name: "r".into(),
+            path: "r.rhai".into(),
+            source: source.into(),
+        };
+        Script::compile(&source, &Default::default()).expect("the rule compiles")
+    }
+
+    /// `check` of these rule files, written in a temporary directory and
+    /// listed in this order: the first line of each problem as printed, with
+    /// paths relative to that directory, and the number of rules compiled.
+    fn checked(rules: &[(&str, &str)]) -> (Vec<String>, usize) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        for (file, source) in rules {
+            std::fs::write(dir.path().join(file), source).expect("the rule is written");
+        }
+        let files: Vec<String> = rules.iter().map(|(file, _)| format!("{file:?}")).collect();
+        let config_path = dir.path().join("converge.toml");
+        let text = format!(
+            "[storage]\ndata_dir = \"data\"\n\n[rules]\nfiles = [{}]\n",
+            files.join(", ")
+        );
+        let config = Config::parse(&config_path, &text, &|_| None).expect("a valid config");
+        let prefix = format!("{}/", dir.path().display());
+        let (problems, compiled) = check(&config, &config_path);
+        let lines = problems
+            .iter()
+            .map(|problem| {
+                let printed = problem.to_string().replace(&prefix, "");
+                printed.lines().next().unwrap_or_default().to_string()
+            })
+            .collect();
+        (lines, compiled)
+    }
+
+    fn problem_lines(rules: &[(&str, &str)]) -> Vec<String> {
+        checked(rules).0
+    }
+
     #[test]
-    fn finds_decision_calls_outside_comments_and_strings() {
+    fn finds_decision_calls_outside_comments_strings_and_own_functions() {
         let source = r#"// escalate("x", "y") in a comment
 /* notify("a", "b") /* nested */ still a comment */
 let s = "notify(\"a\", \"b\")";
 let t = `escalate(${1})`;
 fn notify(a) { a }
-x.escalate("a");
+let x = "ops";
+notify(x);
 if true {
     escalate ("ops", "é is one column", 2);
 }
 notify("a", s); set_field("x", 1);
 "#;
-        let calls: Vec<_> = decision_calls(source)
-            .into_iter()
-            .map(|c| (c.name, c.line, c.column))
+        let script = script(source);
+        let calls: Vec<_> = decision_calls(&script)
+            .map(|c| (c.name.as_str(), c.line, c.column))
             .collect();
         assert_eq!(
             calls,
-            [("escalate", 8, 5), ("notify", 10, 1), ("set_field", 10, 17)]
+            [("escalate", 9, 5), ("notify", 11, 1), ("set_field", 11, 17)]
         );
     }
 
     #[test]
-    fn finds_the_literal_channels_of_gate_calls() {
-        let source = r#"hold_send("email", "held");
-hold_send(event.data.channel, "not a literal");
+    fn a_decision_inside_an_interpolation_is_seen() {
+        let rule = "let n = 1;\nlet text = `late by ${n}h: ${notify(\"ana\", \"late\")}`;\n";
+        assert_eq!(
+            problem_lines(&[("late.rhai", rule)]),
+            ["late.rhai:2:30: warning: decision `notify` is never routed to an action"]
+        );
+    }
+
+    #[test]
+    fn a_decision_in_method_call_syntax_is_seen() {
+        let rule = "if entity != () {\n    entity.owner.escalate(\"late\");\n}\n";
+        assert_eq!(
+            problem_lines(&[("late.rhai", rule)]),
+            ["late.rhai:2:18: warning: decision `escalate` is never routed to an action"]
+        );
+    }
+
+    #[test]
+    fn a_decision_inside_a_function_of_the_rule_is_seen() {
+        let rule = "fn tell(who) {\n    notify(who, \"late\");\n}\ntell(\"ana\");\n";
+        assert_eq!(
+            problem_lines(&[("late.rhai", rule)]),
+            ["late.rhai:2:5: warning: decision `notify` is never routed to an action"]
+        );
+    }
+
+    #[test]
+    fn a_rule_that_does_not_compile_is_not_linted() {
+        let broken = "//! events: task.updatd\nif true {\n    notify(\"a\", \"b\"\n}\n";
+        let lines = problem_lines(&[("broken.rhai", broken)]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("broken.rhai:4:1: error: "),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_rule_with_two_header_errors_is_one_rule_that_does_not_compile() {
+        let rule = "//! orde: 5\n//! catch_up: never\nlet x = 1;\n";
+        let (lines, compiled) = checked(&[("r.rhai", rule)]);
+        assert_eq!((lines.len(), compiled), (2, 0), "{lines:?}");
+    }
+
+    #[test]
+    fn finds_the_channels_of_gate_calls_known_when_the_rule_compiles() {
+        let source = r#"const CHANNEL = "push";
+let x = "social";
+let suffix = "-2";
+hold_send("email", "held");
+hold_send(event.data.channel, "not known");
 release_send("email", "a release"); // hold_send("sms", "in a comment")
-x.hold_send("social", "a method call");
+"ads".hold_send("a method call");
+x.hold_send("the channel is a variable");
 if true { hold_send(`paid`, `held by ${x}`); }
-hold_send("email" + suffix, "not only a literal");
+hold_send("email" + suffix, "built at run time");
+release_send(CHANNEL, "a constant");
 "#;
+        let script = script(source);
         let found = |function| -> Vec<_> {
-            channel_calls(source, function)
+            channel_calls(&script, function)
                 .into_iter()
                 .map(|c| (c.channel, c.line, c.column))
                 .collect()
         };
         assert_eq!(
             found("hold_send"),
-            [("email".to_string(), 1, 1), ("paid".to_string(), 5, 11)]
+            [("email", 4, 1), ("ads", 7, 7), ("paid", 9, 11)]
         );
-        assert_eq!(found("release_send"), [("email".to_string(), 3, 1)]);
+        assert_eq!(found("release_send"), [("email", 6, 1), ("push", 11, 1)]);
     }
 
     #[test]
@@ -773,7 +660,11 @@ hold_send("email" + suffix, "not only a literal");
         })
         .collect();
         let rules = RuleSet::compile(sources.clone(), &Default::default()).unwrap();
-        let found: Vec<_> = gate_conflicts(&rules, &sources)
+        let scripts: Vec<_> = sources
+            .iter()
+            .map(|source| (source, script(&source.source)))
+            .collect();
+        let found: Vec<_> = gate_conflicts(&rules, &scripts)
             .into_iter()
             .map(|p| {
                 format!(
@@ -839,36 +730,43 @@ hold_send("email" + suffix, "not only a literal");
     #[test]
     fn finds_the_event_types_a_rule_names() {
         let source = r#"//! events: task.*
+let x = #{ event: #{ type: "" } };
+let kind = "k";
 if event.type == "task.handoff" || "task.viewed" != event.type { return; }
 // event.type == "in.a.comment"
 let note = "event.type == \"in.a.string\"";
-x.event.type == "not.the.event";
+if x.event.type == "not.the.event" { return; }
 switch event.type {
     "task.remind" => 1,
     "task.a" | "task.b" => #{ x: "not.a.case" },
     _ => 0,
 };
 emit("task.flagged", #{ reason: "late" });
-emit(`task.templated.${x}`);
+emit(`task.templated.${kind}`);
 schedule("24h", "task.nudge");
 schedule(`24h`, `task.backticked`, #{});
 schedule("24h", "task." + kind);
 expect(t(1, 2), "48h", "task.stalled");
 expect("task.reviewed", "48h");
-x.emit("not.a.call");
+x.emit("not.an.event.type");
+"task.by.method".emit();
 "#;
+        let script = script(source);
+        let mut named = event_types_named(&script);
+        named.sort_unstable();
         assert_eq!(
-            event_types_named(source),
+            named,
             [
-                "task.handoff",
-                "task.viewed",
-                "task.remind",
                 "task.a",
                 "task.b",
-                "task.flagged",
-                "task.nudge",
                 "task.backticked",
+                "task.by.method",
+                "task.flagged",
+                "task.handoff",
+                "task.nudge",
+                "task.remind",
                 "task.stalled",
+                "task.viewed",
             ]
         );
     }
