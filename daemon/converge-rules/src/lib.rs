@@ -340,7 +340,7 @@ impl RuleSet {
                         events: header.events,
                         order: header.order,
                         catch_up: header.catch_up,
-                        queries: calls_entities(&source),
+                        queries: script::calls(&ast, "entities"),
                         ast: Arc::new(ast),
                     });
                 }
@@ -509,16 +509,6 @@ impl RuleSet {
         }
         evaluation
     }
-}
-
-/// Whether the source calls `entities(..)`: the name as a word, then `(`.
-/// A mention in a comment counts too, which only costs a settled batch.
-fn calls_entities(source: &str) -> bool {
-    source.match_indices("entities").any(|(at, _)| {
-        let before = source[..at].chars().next_back();
-        let after = source[at + "entities".len()..].trim_start().chars().next();
-        !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && after == Some('(')
-    })
 }
 
 /// Applies a state-changing decision to the entity; the others change

@@ -108,6 +108,12 @@ impl Argument {
 
 /// The calls of functions the script does not define, and the `switch`es on
 /// a path with the position of their keyword, each in source order.
+/// Whether a compiled script calls the function `name` (one converge or
+/// Rhai provides, not one of its own), in any form a call takes.
+pub(crate) fn calls(ast: &AST, name: &str) -> bool {
+    walk(ast).0.iter().any(|call| call.name == name)
+}
+
 fn walk(ast: &AST) -> (Vec<Call>, Vec<(Argument, Position)>) {
     let own: BTreeSet<(&str, usize)> = ast
         .iter_functions()

@@ -92,3 +92,32 @@ fn rule_sets_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<RuleSet>();
 }
+
+/// The daemon settles earlier results before an event a querying rule
+/// handles: what counts is a call Rhai compiled, not the word in the text.
+#[test]
+fn a_rule_queries_when_it_calls_entities_not_when_it_mentions_it() {
+    let rules = compile(&[
+        (
+            "mentions",
+            "// entities(#{ kind: \"task\" }) would read the team\nlet text = \"entities(\";\nnotify(\"ops\", text);\n",
+        ),
+        (
+            "in_own_fn",
+            "fn blocked() { entities(#{ kind: \"task\", role: \"blocked\" }) }\nnotify(\"ops\", `${blocked().len()}`);\n",
+        ),
+        (
+            "dropped",
+            "if false { entities(#{ kind: \"task\" }); }\nnotify(\"ops\", \"x\");\n",
+        ),
+    ]);
+    let queries: Vec<(&str, bool)> = rules
+        .rules()
+        .iter()
+        .map(|rule| (rule.name.as_str(), rule.queries))
+        .collect();
+    assert_eq!(
+        queries,
+        [("mentions", false), ("in_own_fn", true), ("dropped", false)]
+    );
+}
