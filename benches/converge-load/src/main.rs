@@ -124,7 +124,7 @@ struct Args {
     /// the database after the run. It must not exist yet.
     #[arg(long)]
     keep: Option<PathBuf>,
-    /// The converge binary (default: <target dir>/release/converge).
+    /// The converge binary (default: release/converge in the target directory).
     #[arg(long, global = true)]
     converge: Option<PathBuf>,
 }

@@ -37,7 +37,7 @@ pub struct WriteBatch {
     pub dead_letters: Vec<DeadLetterChange>,
     /// Leases this batch is only valid under (shared databases): if any is
     /// no longer held with its token, the batch fails with
-    /// [`StoreError::Fenced`](crate::StoreError::Fenced) and nothing is written.
+    /// [`crate::StoreError::Fenced`] and nothing is written.
     pub fences: Vec<Fence>,
     /// When set (shared databases), the actions `processed` creates are
     /// leased to this holder from the start, so no other daemon claims them
@@ -64,7 +64,7 @@ pub struct ActionLease {
     pub ttl_ms: i64,
 }
 
-/// A lease as [`Backend::live_leases`](crate::Backend::live_leases) reads it.
+/// A lease as [`Coordination::live_leases`](crate::Coordination::live_leases) reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeaseRecord {
     pub name: String,

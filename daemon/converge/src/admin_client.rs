@@ -154,7 +154,7 @@ impl AdminClient {
     }
 
     /// `GET path` as [`AdminClient::get`], a refusal said as "converge at
-    /// <address> answered <status>: <message>".
+    /// `<address>` answered `<status>`: `<message>`".
     pub async fn get_or_explain<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.get(path).await.map_err(|e| {
             e.explain(|refused| {

@@ -4,7 +4,7 @@
 //! Config: `{"url": "https://...", "headers": {"x-name": "value"}, "credential": "name",
 //! "select": ["/decision", "/event/id"]}`; only `url` is required. `select`
 //! names, as JSON pointers, the members of that document to send instead of
-//! all of it (see [`Selection`]). Every request carries
+//! all of it (see `Selection` below). Every request carries
 //! `idempotency-key: <action id>`, which stays the same on every retry, so
 //! receivers can drop duplicates.
 

@@ -25,7 +25,7 @@
 //!   can also commit after a higher one, so "the events after seq N" is not
 //!   a safe cursor across daemons; each daemon reads its partitions'
 //!   unprocessed events instead
-//!   ([`Backend::unprocessed_events`](crate::Backend::unprocessed_events)).
+//!   ([`Coordination::unprocessed_events`](crate::Coordination::unprocessed_events)).
 //! - The processed cursor is not stored: it is derived from which events
 //!   are processed (`processed_at_ms`), since daemons process their
 //!   partitions at their own pace.

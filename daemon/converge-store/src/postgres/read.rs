@@ -192,7 +192,7 @@ impl Backend for PostgresStore {
     }
 
     /// Their `lease_token` is `None`: listing an action is not holding it
-    /// (only [`Backend::claim_actions`] hands out tokens).
+    /// (only [`Coordination::claim_actions`] hands out tokens).
     fn pending_actions_after(
         &self,
         after_id: i64,

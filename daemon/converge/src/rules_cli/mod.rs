@@ -8,7 +8,7 @@
 //!   on `send.requested`); see [`check`].
 //! - `converge rules test`: runs the `*.test.toml` files beside the rules
 //!   (fixture events, a starting state, a clock, expected decisions); see
-//!   [`test`] for the runner and `docs/rule-tests.md` for the format.
+//!   [`mod@test`] for the runner and `docs/rule-tests.md` for the format.
 
 mod check;
 mod diff;
