@@ -46,11 +46,11 @@ thread_local! {
 
 /// Installs the WAL hook on the writer's connection. It replaces SQLite's
 /// automatic checkpoint (which is itself a WAL hook).
-pub(super) fn watch_wal(conn: &Connection) {
-    conn.wal_hook(Some(wal_committed));
+pub(super) fn watch_wal(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.wal_hook(Some(wal_committed))
 }
 
-fn wal_committed(wal: &Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+fn wal_committed(wal: &mut Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
     WAL_PAGES.with(|p| p.set(pages));
     if pages >= BACKSTOP_PAGES {
         // Not an error of the commit, which has happened: SQLite's own

@@ -92,7 +92,7 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
@@ -107,7 +107,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", synchronous(durability))?;
         // Checkpoints run on a thread of their own (`checkpoint`), so a
         // commit does not wait for one before its events are acknowledged.
-        checkpoint::watch_wal(&conn);
+        checkpoint::watch_wal(&mut conn)?;
         // Checkpoints truncate the WAL back to this size, so one burst does not
         // leave a huge file behind.
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;

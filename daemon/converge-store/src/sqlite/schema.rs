@@ -908,7 +908,8 @@ mod tests {
         for sql in &MIGRATIONS[1..version] {
             conn.execute_batch(sql).unwrap();
         }
-        conn.pragma_update(None, "user_version", version).unwrap();
+        conn.pragma_update(None, "user_version", version as i64)
+            .unwrap();
     }
 
     /// The names of `table`'s indexes, in order.

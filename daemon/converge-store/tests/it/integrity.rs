@@ -136,7 +136,7 @@ fn a_flipped_page_of_the_database_is_refused_by_quick_check() {
     let mut store = db.open();
     write_events(&mut store, 200);
     drop(store);
-    let (page_size, root): (usize, usize) = {
+    let (page_size, root): (i64, i64) = {
         let conn = rusqlite::Connection::open(db.path()).unwrap();
         (
             conn.query_row("PRAGMA page_size", [], |row| row.get(0))
@@ -149,6 +149,7 @@ fn a_flipped_page_of_the_database_is_refused_by_quick_check() {
             .unwrap(),
         )
     };
+    let (page_size, root) = (page_size as usize, root as usize);
     // The head of the actions table's root page: its cells' pointers.
     flip(&db.path(), (root - 1) * page_size, 64);
 
