@@ -17,26 +17,10 @@ use serde_json::Value;
 
 pub use converge_testkit::{free_port, workspace_root as repo_root};
 
-/// Builds the plugins once per test run and returns the directory of the `.wasm` files.
+/// The bundled plugins and the tests' own, built once per test run: the
+/// directory of the `.wasm` files.
 pub fn plugin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        converge_testkit::build_plugins(&[
-            "webhook-out",
-            "slack",
-            "misbehaving",
-            "github",
-            "jira",
-            "trello",
-            "asana",
-            "hubspot",
-            "sendgrid",
-            "mailchimp",
-            "sendgrid-campaigns",
-            "meta-ads",
-            "linkedin-ads",
-        ])
-    })
+    converge_testkit::plugins_dir()
 }
 
 /// Compiled plugins are shared by every daemon the tests start.

@@ -6,6 +6,25 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
+
+/// Every plugin package of the workspace that is a component: the bundled
+/// connectors and channels, and the tests' misbehaving plugin.
+pub const PLUGINS: &[&str] = &[
+    "webhook-out",
+    "slack",
+    "github",
+    "jira",
+    "trello",
+    "asana",
+    "hubspot",
+    "sendgrid",
+    "mailchimp",
+    "sendgrid-campaigns",
+    "meta-ads",
+    "linkedin-ads",
+    "misbehaving",
+];
 
 /// The workspace's root: this crate is two levels below it.
 pub fn workspace_root() -> PathBuf {
@@ -28,8 +47,8 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Builds these plugin packages for `wasm32-wasip2` with the `wasm`
-/// profile and returns the directory of their `.wasm` files. Each suite
-/// calls it once (behind a `OnceLock`); cargo rebuilds only what changed.
+/// profile and returns the directory of their `.wasm` files; cargo
+/// rebuilds only what changed. [`plugins_dir`] builds them all once.
 ///
 /// Panics when the build fails, saying what to install when the target
 /// is missing.
@@ -54,6 +73,19 @@ pub fn build_plugins(packages: &[&str]) -> PathBuf {
         "building the test plugins failed (is the target installed? rustup target add wasm32-wasip2)"
     );
     target_dir().join("wasm32-wasip2/wasm")
+}
+
+/// [`PLUGINS`], built once per test process: the directory of their
+/// `.wasm` files.
+pub fn plugins_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build_plugins(PLUGINS))
+}
+
+/// The component of the plugin package `package` (one of [`PLUGINS`]),
+/// built.
+pub fn plugin_file(package: &str) -> PathBuf {
+    plugins_dir().join(format!("{}.wasm", package.replace('-', "_")))
 }
 
 /// A loopback address nothing listens on yet. The port is free when

@@ -9,18 +9,6 @@ use converge_plugin_host::{
 
 use crate::support::{action, cache_dir, load, spec, wasm};
 
-const BUNDLED: &[&str] = &[
-    "webhook_out",
-    "slack",
-    "misbehaving",
-    "github",
-    "jira",
-    "trello",
-    "asana",
-    "hubspot",
-    "sendgrid",
-];
-
 fn host_with(max_instances: u32, instance_needs: InstanceNeeds) -> PluginHost {
     PluginHost::new(PluginHostConfig {
         cache_dir: Some(cache_dir()),
@@ -46,13 +34,16 @@ async fn slow_server(delay: Duration) -> String {
 
 #[test]
 fn the_bundled_plugins_fit_the_default_slot() {
-    for file in BUNDLED {
-        let needs = InstanceNeeds::of_file(&wasm(file)).unwrap();
+    for package in converge_testkit::PLUGINS {
+        let needs = InstanceNeeds::of_file(&converge_testkit::plugin_file(package)).unwrap();
         assert!(
             needs.core_instances >= 1 && needs.memories >= 1,
-            "{file}: {needs}"
+            "{package}: {needs}"
         );
-        assert!(needs.fits_in(&InstanceNeeds::default()), "{file}: {needs}");
+        assert!(
+            needs.fits_in(&InstanceNeeds::default()),
+            "{package}: {needs}"
+        );
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,27 +16,9 @@ use converge_plugin_host::{
 
 use converge_testkit::workspace_root;
 
-/// Builds the guest plugins for `wasm32-wasip2` once per test run and returns
-/// the directory holding the `.wasm` files.
-pub fn wasm_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        converge_testkit::build_plugins(&[
-            "webhook-out",
-            "slack",
-            "misbehaving",
-            "github",
-            "jira",
-            "trello",
-            "asana",
-            "hubspot",
-            "sendgrid",
-        ])
-    })
-}
-
+/// A built plugin's component, by its file's name (`webhook_out`).
 pub fn wasm(file: &str) -> PathBuf {
-    wasm_dir().join(format!("{file}.wasm"))
+    converge_testkit::plugins_dir().join(format!("{file}.wasm"))
 }
 
 /// Shared by every test so each plugin is compiled by the debug-built
