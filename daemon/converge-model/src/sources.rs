@@ -17,3 +17,28 @@ pub const SCHEDULES: &str = "converge/schedules";
 pub fn is_reserved(source: &str) -> bool {
     source.starts_with(RESERVED_PREFIX)
 }
+
+/// Whether a name the config gives a hook, a poll or a schedule may be
+/// used: it goes into event ids and sources, keys and URLs, so it is
+/// letters, digits, '-' or '_', and not empty.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_letters_digits_dashes_and_underscores() {
+        for name in ["jira", "Weekly-digest_2", "a", "0"] {
+            assert!(valid_name(name), "{name}");
+        }
+        for name in ["", "two words", "a/b", "é", "x.y", "../up"] {
+            assert!(!valid_name(name), "{name:?}");
+        }
+    }
+}

@@ -15,8 +15,9 @@ use converge_store::Location;
 
 use crate::hooks::{Decode, HookConfig, RawHook};
 use crate::schedules::Schedule;
+use anyhow::Context;
 use converge_plugin_host::{Credential, Grants, PluginLimits};
-use converge_rules::RuleLimits;
+use converge_rules::{RuleLimits, RuleSource};
 use converge_store::{Durability, StartCheck};
 
 use crate::logging::{LogFormat, LogSettings};
@@ -535,6 +536,20 @@ pub struct Rules {
     pub event_types: Vec<String>,
 }
 
+impl Rules {
+    /// Reads every rule file of `files`, named as decisions name them: by
+    /// file stem unless the rule's header names it.
+    pub fn sources(&self) -> anyhow::Result<Vec<RuleSource>> {
+        self.files
+            .iter()
+            .map(|path| {
+                RuleSource::read(path)
+                    .with_context(|| format!("cannot read rule {}", path.display()))
+            })
+            .collect()
+    }
+}
+
 /// Which clock the daemon runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClockConfig {
@@ -566,15 +581,6 @@ pub struct PollConfig {
     pub interval: Duration,
     /// The `config` table as JSON: what the plugin reads with `config-json`.
     pub config_json: String,
-}
-
-/// A name that goes into ids, keys and URLs (hooks, polls, schedules):
-/// letters, digits, '-' or '_', not empty.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[derive(Debug, Clone)]
@@ -1494,7 +1500,7 @@ impl Validator {
         let mut polls: Vec<PollConfig> = Vec::new();
         for (i, p) in raw.iter().enumerate() {
             let key = format!("polls[{i}]");
-            if !valid_name(&p.name) {
+            if !converge_model::sources::valid_name(&p.name) {
                 self.error(
                     &format!("{key}.name"),
                     format!("`{}` must be letters, digits, '-' or '_'", p.name),

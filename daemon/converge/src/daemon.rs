@@ -16,14 +16,14 @@
 //! was handed. Whatever was not done is durable and resumes at the next start.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use converge_plugin_host::{InstanceNeeds, Plugin, PluginHost, PluginHostConfig, PluginSpec};
-use converge_rules::{RuleSet, RuleSource};
+use converge_rules::RuleSet;
 use converge_store::Store;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -51,18 +51,6 @@ use converge_engine::Engine;
 /// they are read back from the outbox.
 const DISPATCH_QUEUE: usize = 10_000;
 
-/// Reads every rule file, named as decisions name them: by file stem
-/// unless the rule's header names it.
-pub fn rule_sources(files: &[PathBuf]) -> anyhow::Result<Vec<RuleSource>> {
-    files
-        .iter()
-        .map(|path| {
-            RuleSource::read(path).with_context(|| format!("cannot read rule {}", path.display()))
-        })
-        .collect()
-}
-
-/// Compiles every configured rule; the error lists every problem with file:line:column.
 /// Where a manual clock stands at start: where it stood when the daemon
 /// last moved it (kept under [`MANUAL_CLOCK_KEY`]), so a restart does not
 /// send it back; `clock.start` when it never moved, or when `start` is
@@ -90,8 +78,9 @@ fn manual_start(
     }
 }
 
+/// Compiles every configured rule; the error lists every problem with file:line:column.
 pub fn compile_rules(config: &Config) -> anyhow::Result<RuleSet> {
-    let sources = rule_sources(&config.rules.files)?;
+    let sources = config.rules.sources()?;
     RuleSet::compile(sources, &config.rules.limits).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("{} rule error(s):\n  {}", list.len(), list.join("\n  "))

@@ -254,7 +254,7 @@ fn describe_config_error(e: &ConfigError) -> HookError {
 }
 
 pub fn valid_hook_name(name: &str) -> bool {
-    name.len() <= 64 && crate::config::valid_name(name)
+    name.len() <= 64 && converge_model::sources::valid_name(name)
 }
 
 /// The key of a hook's handshake secret in `source_state`.

@@ -26,7 +26,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Rules;
-use crate::daemon::rule_sources;
 use crate::telemetry::Metrics;
 
 /// Quiet time after a file change before reloading.
@@ -50,7 +49,7 @@ impl LoadedRules {
     /// Reads and compiles every rule file; on failure, every problem as
     /// `file:line:column: message` (or `file: message` when unreadable).
     pub fn compile(config: &Rules) -> Result<LoadedRules, Vec<String>> {
-        let sources = rule_sources(&config.files).map_err(|e| vec![format!("{e:#}")])?;
+        let sources = config.sources().map_err(|e| vec![format!("{e:#}")])?;
         let messages = |errors: Vec<converge_rules::CompileError>| -> Vec<String> {
             errors.iter().map(ToString::to_string).collect()
         };

@@ -72,7 +72,7 @@ impl Schedule {
         catch_up: CatchUp,
     ) -> Result<Schedule, Vec<String>> {
         let mut errors = Vec::new();
-        if !crate::config::valid_name(name) {
+        if !converge_model::sources::valid_name(name) {
             errors.push(format!(
                 "name: `{name}` must be letters, digits, '-' or '_' (it is part of every occurrence's event id)"
             ));
