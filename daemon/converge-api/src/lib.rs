@@ -35,6 +35,14 @@ impl Time {
     pub fn from_millis(ms: i64) -> Option<Time> {
         DateTime::from_timestamp_millis(ms).map(Time)
     }
+
+    /// A time the daemon's store kept as milliseconds, for an answer.
+    /// Stored times come from the daemon's clock, so always within
+    /// chrono's years; a corrupt one shows as the epoch rather than
+    /// failing the whole answer.
+    pub fn stored(ms: i64) -> Time {
+        Time::from_millis(ms).unwrap_or(Time(DateTime::UNIX_EPOCH))
+    }
 }
 
 impl From<DateTime<Utc>> for Time {
@@ -126,6 +134,18 @@ mod tests {
         assert_eq!(time("2025-12-01T09:00:00.000+01:00"), at);
         let wrong = serde_json::from_value::<Time>(json!("yesterday")).unwrap_err();
         assert!(wrong.to_string().contains("`yesterday`"), "{wrong}");
+    }
+
+    #[test]
+    fn a_stored_time_beyond_chronos_years_shows_as_the_epoch() {
+        assert_eq!(
+            Time::stored(1_764_576_000_000),
+            Time::from_millis(1_764_576_000_000).unwrap()
+        );
+        assert_eq!(
+            json!(Time::stored(i64::MAX)),
+            json!("1970-01-01T00:00:00.000Z")
+        );
     }
 
     #[test]

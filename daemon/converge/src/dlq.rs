@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use converge_api::Time;
 use converge_api::dlq::{ActionHistory, ActionShown, ActionView, DeadLetterChanged, DeadLetters};
 
 use crate::admin_client::{AdminClient, AdminError, CallError, admin_token, json_text, or_dash};
-use crate::web::stored_time;
 
 /// Who retries or drops a dead letter, and why: kept in the action's history.
 pub use converge_api::dlq::DeadLetterRequest;
@@ -256,8 +256,8 @@ pub fn action_view(detail: &converge_store::ActionDetail) -> ActionView {
         attempts: a.attempts,
         detail: a.detail.clone(),
         external_id: a.external_id.clone(),
-        next_attempt_at: a.next_attempt_at_ms.map(stored_time),
-        finished_at: a.finished_at_ms.map(stored_time),
+        next_attempt_at: a.next_attempt_at_ms.map(Time::stored),
+        finished_at: a.finished_at_ms.map(Time::stored),
         idempotency_key: a.idempotency_key(),
         event_seq: detail.event_seq,
         event_id: detail.event_id.clone(),
@@ -271,7 +271,7 @@ pub fn action_view(detail: &converge_store::ActionDetail) -> ActionView {
             .history
             .iter()
             .map(|h| ActionHistory {
-                at: stored_time(h.at_ms),
+                at: Time::stored(h.at_ms),
                 kind: h.kind.name().to_string(),
                 attempts: h.attempts,
                 detail: h.detail.clone(),

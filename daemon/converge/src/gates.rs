@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use converge_api::Time;
 use converge_api::gates::{
     Gate, GateChannel, GateOverride, GateTerm, Gates, HeldSend, LastHold, OverrideAccepted,
     TermReading,
@@ -21,7 +22,6 @@ use converge_store::{GateOverrideRecord, HeldSendRecord, HeldSendStatus};
 use serde_json::{Map, Value};
 
 use crate::admin_client::{AdminClient, admin_token, json_text, or_dash, text};
-use crate::web::stored_time;
 
 pub use converge_api::gates::Override;
 
@@ -86,7 +86,7 @@ pub fn gate_view(
         .max_by_key(|h| (h.held_at_ms, h.id))
         .map(|h| LastHold {
             channel: h.channel.clone(),
-            at: stored_time(h.held_at_ms),
+            at: Time::stored(h.held_at_ms),
             rule: h.rule.clone(),
             reasons: h.reason.split("; ").map(str::to_string).collect(),
         });
@@ -102,9 +102,9 @@ pub fn gate_view(
             event_seq: h.event_seq,
             rule: h.rule.clone(),
             reason: h.reason.clone(),
-            held_at: stored_time(h.held_at_ms),
+            held_at: Time::stored(h.held_at_ms),
             status: h.status.name().to_string(),
-            released_at: h.released_at_ms.map(stored_time),
+            released_at: h.released_at_ms.map(Time::stored),
             released_by: h.released_by.clone(),
         })
         .collect();
@@ -114,7 +114,7 @@ pub fn gate_view(
             by: o.by.clone(),
             reason: o.reason.clone(),
             channel: o.channel.clone(),
-            at: stored_time(o.at_ms),
+            at: Time::stored(o.at_ms),
             released: o.released,
             event_seq: o.event_seq,
         })
@@ -126,7 +126,7 @@ pub fn gate_view(
             .iter()
             .map(|h| h.held_at_ms)
             .min()
-            .map(stored_time),
+            .map(Time::stored),
         channels,
         held_sends,
         last_hold,

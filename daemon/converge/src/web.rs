@@ -16,12 +16,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use converge_api::ErrorBody;
 use converge_api::clock::{ClockMode, ClockMove, ClockNow};
 use converge_api::gates::{Gates, JournaledEvent, OverrideAccepted};
 use converge_api::status::{
     Cluster, ClusterDaemon, JournalPosition, Reload, ReloadError, ReloadOutcome, RuleInUse, Status,
 };
-use converge_api::{ErrorBody, Time};
 use converge_engine::gates::OverrideEvent;
 use converge_model::event::TRACEPARENT_EXTENSION;
 use converge_model::{EntityKey, Event, EventError};
@@ -620,13 +620,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         Body::from(state.metrics.render()),
     )
         .into_response()
-}
-
-/// A time the store keeps as milliseconds, for an answer. Stored times
-/// come from the daemon's clock, so always within chrono's years; a corrupt
-/// one shows as the epoch rather than failing the whole answer.
-pub(crate) fn stored_time(ms: i64) -> Time {
-    Time::from_millis(ms).unwrap_or(Time(chrono::DateTime::UNIX_EPOCH))
 }
 
 /// `GET /v1/status`: version, uptime, the rules in use, the last reload and
