@@ -518,6 +518,12 @@ pub struct Retention {
     pub archive: Option<PathBuf>,
 }
 
+impl Retention {
+    /// The shortest retention: a sender's retry of an event pruned already is
+    /// journaled again, so events are kept at least as long as senders retry.
+    pub const SHORTEST: Duration = Duration::from_secs(24 * 3600);
+}
+
 #[derive(Debug, Clone)]
 pub struct Rules {
     pub files: Vec<PathBuf>,
@@ -627,6 +633,15 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
         Config::parse(path, &text, env).map_err(fail)
+    }
+
+    /// What the hooks' `secret_fields` hide wherever events are shown.
+    pub fn redaction(&self) -> crate::redact::Redaction {
+        crate::redact::Redaction::new(
+            self.hooks
+                .iter()
+                .map(|(name, hook)| (name.clone(), hook.secret_fields.clone())),
+        )
     }
 
     pub fn parse(
@@ -944,7 +959,7 @@ impl Validator {
         );
         let retention = match (&raw.retention, &raw.retention_archive) {
             (Some(keep), archive) => Some(Retention {
-                keep: self.duration("storage.retention", keep, crate::retention::SHORTEST),
+                keep: self.duration("storage.retention", keep, Retention::SHORTEST),
                 archive: archive.as_ref().map(|dir| base.join(dir)),
             }),
             (None, Some(_)) => {

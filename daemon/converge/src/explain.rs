@@ -177,7 +177,7 @@ impl Output {
         Output {
             json,
             written: 0,
-            redaction: Redaction::of_config(config),
+            redaction: config.redaction(),
             stdout: std::io::stdout().lock(),
         }
     }

@@ -124,15 +124,6 @@ impl Redaction {
         }
     }
 
-    pub fn of_config(config: &crate::config::Config) -> Redaction {
-        Redaction::new(
-            config
-                .hooks
-                .iter()
-                .map(|(name, hook)| (name.clone(), hook.secret_fields.clone())),
-        )
-    }
-
     /// Redacts the data of the event `trail` is about, by the fields its
     /// hook marks secret, and the secret values themselves wherever the
     /// trail repeats them: what the rules printed, the decisions (their

@@ -34,10 +34,6 @@ use crate::journal::Journal;
 use crate::schedules::SCHEDULE_SOURCE;
 use crate::telemetry::Metrics;
 
-/// The shortest retention: a sender's retry of an event pruned already is
-/// journaled again, so events are kept at least as long as senders retry.
-pub const SHORTEST: Duration = Duration::from_secs(24 * 3600);
-
 /// Events looked at, and at most pruned, per commit.
 const PAGE: usize = 500;
 

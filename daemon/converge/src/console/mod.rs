@@ -65,7 +65,7 @@ impl Console {
             read_token: config.server.read_token.clone(),
             sources: std::sync::Arc::new(health::Source::from_config(config)),
             weeks: weeks::WeekCache::default(),
-            redaction: std::sync::Arc::new(crate::redact::Redaction::of_config(config)),
+            redaction: std::sync::Arc::new(config.redaction()),
         }
     }
 }
