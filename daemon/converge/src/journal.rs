@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::health::{self, StorageHealth};
 use crate::telemetry::Metrics;
-use crate::timers::TimerWake;
+use crate::timer_wake::TimerWake;
 
 /// An event the journal committed, on its way to the rules.
 #[derive(Debug)]

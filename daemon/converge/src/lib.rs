@@ -35,6 +35,7 @@ pub mod schedules;
 mod sink;
 mod status;
 mod telemetry;
+mod timer_wake;
 mod timers;
 mod topology;
 mod web;

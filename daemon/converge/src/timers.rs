@@ -21,12 +21,11 @@
 //! journals is run through the rules loaded when it fires.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use converge_model::CatchUp;
 use converge_store::{SkippedTimer, Store, TimerRecord};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use converge_engine::effects::timer_event;
@@ -34,6 +33,7 @@ use converge_engine::effects::timer_event;
 use crate::clock::{Clock, sleep_or_wait};
 use crate::journal::{Journal, JournalError, Stopping, TimerFiring, room};
 use crate::telemetry::Metrics;
+use crate::timer_wake::TimerWake;
 
 /// Most timers fired in one journal request.
 pub const FIRE_BATCH: usize = 256;
@@ -61,52 +61,6 @@ pub struct Scheduler {
     /// Most timers read and fired at once: [`FIRE_BATCH`], or the whole
     /// budget when that is smaller.
     pub page: usize,
-}
-
-/// How the journal wakes the scheduler: only for a new timer due before
-/// the time the scheduler will look again on its own. Waking it after
-/// every commit that created timers cost two queries (due timers, next
-/// due time) per commit: with the example rules' three timers per event,
-/// due days later, ~7% of the tokio workers' CPU. A cancelled timer needs
-/// no wake: the scheduler finds nothing due then and looks again.
-#[derive(Debug)]
-pub struct TimerWake {
-    notify: Notify,
-    /// When the scheduler looks again on its own, on its clock, in ms;
-    /// [`AWAKE`] while it is reading, so that what is committed meanwhile
-    /// wakes it once more.
-    planned_ms: AtomicI64,
-}
-
-const AWAKE: i64 = i64::MIN;
-
-impl TimerWake {
-    pub fn new() -> Arc<TimerWake> {
-        Arc::new(TimerWake {
-            notify: Notify::new(),
-            planned_ms: AtomicI64::new(AWAKE),
-        })
-    }
-
-    /// After a commit that created timers, the earliest due at `due_ms`.
-    pub fn created(&self, due_ms: i64) {
-        let planned = self.planned_ms.load(Ordering::SeqCst);
-        if planned == AWAKE || due_ms < planned {
-            // Kept as a permit if the scheduler is not waiting yet.
-            self.notify.notify_one();
-        }
-    }
-
-    /// The scheduler is about to read the timers.
-    fn awake(&self) {
-        self.planned_ms.store(AWAKE, Ordering::SeqCst);
-    }
-
-    /// The scheduler read the timers and looks again at `planned_ms`
-    /// unless woken.
-    fn sleeping_until(&self, planned_ms: i64) {
-        self.planned_ms.store(planned_ms, Ordering::SeqCst);
-    }
 }
 
 impl Scheduler {
@@ -141,7 +95,7 @@ impl Scheduler {
             self.wake.sleeping_until(planned_ms);
             tokio::select! {
                 () = sleep_or_wait(wait) => {}
-                () = self.wake.notify.notified() => {}
+                () = self.wake.notified() => {}
                 () = clock_moved.moved() => {}
                 () = stop.cancelled() => break,
             }
@@ -285,34 +239,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    /// Whether a wake is waiting for the scheduler (and takes it).
-    fn woken(wake: &TimerWake) -> bool {
-        let notified = std::pin::pin!(wake.notify.notified());
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        notified.poll(&mut context).is_ready()
-    }
-
-    #[test]
-    fn only_a_timer_due_before_the_planned_look_wakes_the_scheduler() {
-        let wake = TimerWake::new();
-        wake.sleeping_until(10_000);
-        wake.created(10_000);
-        wake.created(86_400_000);
-        assert!(!woken(&wake), "a later timer woke the scheduler");
-        wake.created(9_999);
-        assert!(woken(&wake));
-        assert!(!woken(&wake), "one wake was taken twice");
-    }
-
-    #[test]
-    fn a_timer_created_while_the_scheduler_reads_wakes_it_again() {
-        let wake = TimerWake::new();
-        wake.sleeping_until(10_000);
-        wake.awake();
-        wake.created(86_400_000);
-        assert!(woken(&wake));
-    }
 
     #[test]
     fn a_timer_event_carries_its_data_and_the_timer() {
