@@ -442,7 +442,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hooks: Hooks::new(config.hooks.clone(), config.server.accept_unlisted_hooks),
         plugins: plugins_for_web,
         holder: topology.holder().map(str::to_string),
-        console: crate::console::Console::new(&config, config.server.listen),
+        console: crate::web::console::Console::new(&config, config.server.listen),
     });
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await

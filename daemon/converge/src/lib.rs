@@ -9,7 +9,6 @@ mod backup;
 mod clock;
 mod cluster;
 pub mod config;
-mod console;
 mod daemon;
 mod dispatcher;
 mod dlq;

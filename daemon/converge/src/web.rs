@@ -43,6 +43,7 @@ use crate::reload::RulesHandle;
 use crate::report;
 use crate::telemetry::{Metrics, RejectReason};
 
+pub(crate) mod console;
 pub(crate) mod dlq;
 mod serve;
 
@@ -99,7 +100,7 @@ pub struct AppParts {
     /// This daemon's name among several sharing the database, if they do.
     pub holder: Option<String>,
     /// The console's sessions and settings (`/ui`).
-    pub console: crate::console::Console,
+    pub console: console::Console,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -118,16 +119,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dlq/{id}/retry", post(dlq::retry))
         .route("/v1/dlq/{id}/drop", post(dlq::drop))
         .route("/v1/clock", get(clock_now).post(move_clock))
-        .merge(crate::console::routes())
+        .merge(console::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::console::read_guard,
+            console::read_guard,
         ));
     Router::new()
         .route("/hooks/{source}", post(intake).head(hook_exists))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .merge(crate::console::open_routes())
+        .merge(console::open_routes())
         .merge(reads)
         .with_state(state)
 }
