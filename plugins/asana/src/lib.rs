@@ -8,22 +8,12 @@ use std::collections::BTreeMap;
 
 use converge_plugin_sdk::event::{CloudEvent, campaign_subject, event_id};
 use converge_plugin_sdk::http::{self, Method, percent_encode};
-use converge_plugin_sdk::task::{self, Operation};
+use converge_plugin_sdk::task::{self, Operation, TaskConnector};
 use converge_plugin_sdk::{
-    Action, ActionOutcome, Connector, ConnectorInfo, Inbound, PluginError, PollResult, log,
+    Action, ActionOutcome, Inbound, PluginError, PollResult, connector, log,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-
-const EVENT_TYPES: &[&str] = &[
-    "asana.task.added",
-    "asana.task.changed",
-    "asana.task.removed",
-    "asana.task.deleted",
-    "asana.task.undeleted",
-    "asana.story.added",
-    "asana.<resource_type>.<action>",
-];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,21 +180,6 @@ struct Delivery {
     events: Vec<Value>,
 }
 
-fn decode(config: &Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginError> {
-    // The handshake: the daemon answers it by echoing X-Hook-Secret.
-    if inbound.header("x-hook-secret").is_some() && inbound.body.iter().all(u8::is_ascii_whitespace)
-    {
-        return Ok(Vec::new());
-    }
-    let delivery: Delivery = inbound.json()?;
-    let project = config.hooks.get(&inbound.hook).map(String::as_str);
-    Ok(delivery
-        .events
-        .iter()
-        .map(|e| event(config, e, project))
-        .collect())
-}
-
 /// The events API's sync token per polled project.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Cursor {
@@ -230,54 +205,6 @@ fn events_url(config: &Config, project: &str, sync: Option<&str>) -> String {
     http::url_with_query(&config.api("/events"), &query)
 }
 
-/// One request per project: new events and the next sync token. A 412
-/// carries a fresh token and no events: the first poll of a project, or a
-/// token Asana no longer knows (its events are gone; polling resumes from
-/// now).
-fn poll(config: &Config, cursor: Option<&str>) -> Result<PollResult, PluginError> {
-    if config.poll.projects.is_empty() {
-        return Err(PluginError::InvalidInput(
-            "plugin config: poll.projects: list the project gids to poll".into(),
-        ));
-    }
-    let mut cursor: Cursor = match cursor {
-        None => Cursor::default(),
-        Some(text) => serde_json::from_str(text).map_err(|e| {
-            PluginError::InvalidInput(format!("poll cursor is not this plugin's: {e}"))
-        })?,
-    };
-    let mut events = Vec::new();
-    let mut more = false;
-    for project in &config.poll.projects {
-        let token = cursor.sync.get(project).map(String::as_str);
-        let url = events_url(config, project, token);
-        let response = http::send(&http::get_request(&url, Some(&config.credential)))?;
-        let page: EventsPage = match response.status {
-            412 => {
-                if token.is_some() {
-                    log::warn(&format!(
-                        "project {project}: sync token expired; events since the last poll are lost"
-                    ));
-                }
-                response.json()?
-            }
-            _ if response.is_success() => response.json()?,
-            _ => return Err(response.error()),
-        };
-        events.extend(
-            page.data
-                .iter()
-                .map(|e| event(config, e, Some(project)).to_json()),
-        );
-        if let Some(sync) = page.sync {
-            cursor.sync.insert(project.clone(), sync);
-        }
-        more |= page.has_more;
-    }
-    let cursor = serde_json::to_string(&cursor).expect("a cursor always serializes");
-    Ok(PollResult::page(events, cursor, more))
-}
-
 fn send(config: &Config, method: Method, path: &str, data: Value) -> Result<Value, PluginError> {
     let response = http::send_json(
         method,
@@ -293,89 +220,140 @@ fn task_path(gid: &str, rest: &str) -> String {
     format!("/tasks/{}{rest}", percent_encode(gid))
 }
 
-fn execute(config: &Config, action: &Action) -> Result<ActionOutcome, PluginError> {
-    match task::operation(config.action)? {
-        Operation::CreateTask => {
-            let project = config.project.as_deref().ok_or_else(|| {
-                PluginError::InvalidInput("plugin config: project: required to create tasks".into())
-            })?;
-            let text = task::text(action)?;
-            let created = send(
-                config,
-                Method::Post,
-                "/tasks",
-                json!({"name": text.title, "notes": text.body, "projects": [project]}),
-            )?;
-            let gid = created
-                .get("gid")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            Ok(ActionOutcome::new(format!("created task {gid}")).with_external_id(gid))
-        }
-        Operation::Comment => {
-            let gid = task::target_key(action, config.key.as_deref())?;
-            let text = task::text(action)?;
-            let story = send(
-                config,
-                Method::Post,
-                &task_path(&gid, "/stories"),
-                json!({"text": text.body}),
-            )?;
-            let outcome = ActionOutcome::new(format!("commented on task {gid}"));
-            Ok(match story.get("gid").and_then(Value::as_str) {
-                Some(id) => outcome.with_external_id(id),
-                None => outcome,
-            })
-        }
-        Operation::Transition => {
-            let gid = task::target_key(action, config.key.as_deref())?;
-            let stage = task::target_stage(action, config.to.as_deref())?;
-            let section = task::lookup(&config.sections, &format!("sections.{stage}"), &stage)?;
-            let path = format!("/sections/{}/addTask", percent_encode(section));
-            send(config, Method::Post, &path, json!({"task": gid}))?;
-            Ok(
-                ActionOutcome::new(format!("moved task {gid} to section {section}"))
-                    .with_external_id(gid),
-            )
-        }
-        Operation::Assign => {
-            let gid = task::target_key(action, config.key.as_deref())?;
-            let user = task::assignee(action, config.assignee.as_deref(), &config.users)?;
-            send(
-                config,
-                Method::Put,
-                &task_path(&gid, ""),
-                json!({"assignee": user}),
-            )?;
-            Ok(ActionOutcome::new(format!("assigned task {gid} to {user}")).with_external_id(gid))
-        }
-    }
-}
-
 struct Asana;
 
-impl Connector for Asana {
-    fn info() -> ConnectorInfo {
-        ConnectorInfo::new(EVENT_TYPES)
-            .decodes()
-            .polls()
-            .actions(Operation::NAMES)
-    }
+impl TaskConnector for Asana {
+    type Config = Config;
 
-    fn decode(inbound: Inbound) -> Result<Vec<String>, PluginError> {
-        let config: Config = converge_plugin_sdk::config()?;
-        Ok(decode(&config, &inbound)?
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "asana.task.added",
+        "asana.task.changed",
+        "asana.task.removed",
+        "asana.task.deleted",
+        "asana.task.undeleted",
+        "asana.story.added",
+        "asana.<resource_type>.<action>",
+    ];
+
+    fn decode(config: &Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginError> {
+        // The handshake: the daemon answers it by echoing X-Hook-Secret.
+        if inbound.header("x-hook-secret").is_some()
+            && inbound.body.iter().all(u8::is_ascii_whitespace)
+        {
+            return Ok(Vec::new());
+        }
+        let delivery: Delivery = inbound.json()?;
+        let project = config.hooks.get(&inbound.hook).map(String::as_str);
+        Ok(delivery
+            .events
             .iter()
-            .map(CloudEvent::to_json)
+            .map(|e| event(config, e, project))
             .collect())
     }
 
-    fn poll(cursor: Option<String>) -> Result<PollResult, PluginError> {
-        poll(&converge_plugin_sdk::config()?, cursor.as_deref())
+    /// One request per project: new events and the next sync token. A 412
+    /// carries a fresh token and no events: the first poll of a project, or a
+    /// token Asana no longer knows (its events are gone; polling resumes from
+    /// now).
+    fn poll(config: &Config, cursor: Option<&str>) -> Result<PollResult, PluginError> {
+        if config.poll.projects.is_empty() {
+            return Err(PluginError::InvalidInput(
+                "plugin config: poll.projects: list the project gids to poll".into(),
+            ));
+        }
+        let mut cursor = connector::parse_cursor(cursor, Cursor::default())?;
+        let mut events = Vec::new();
+        let mut more = false;
+        for project in &config.poll.projects {
+            let token = cursor.sync.get(project).map(String::as_str);
+            let url = events_url(config, project, token);
+            let response = http::send(&http::get_request(&url, Some(&config.credential)))?;
+            let page: EventsPage = match response.status {
+                412 => {
+                    if token.is_some() {
+                        log::warn(&format!(
+                            "project {project}: sync token expired; events since the last poll are lost"
+                        ));
+                    }
+                    response.json()?
+                }
+                _ if response.is_success() => response.json()?,
+                _ => return Err(response.error()),
+            };
+            events.extend(
+                page.data
+                    .iter()
+                    .map(|e| event(config, e, Some(project)).to_json()),
+            );
+            if let Some(sync) = page.sync {
+                cursor.sync.insert(project.clone(), sync);
+            }
+            more |= page.has_more;
+        }
+        let cursor = serde_json::to_string(&cursor).expect("a cursor always serializes");
+        Ok(PollResult::page(events, cursor, more))
     }
 
-    fn execute(action: Action) -> Result<ActionOutcome, PluginError> {
-        execute(&converge_plugin_sdk::config()?, &action)
+    fn execute(config: &Config, action: &Action) -> Result<ActionOutcome, PluginError> {
+        match task::operation(config.action)? {
+            Operation::CreateTask => {
+                let project = config.project.as_deref().ok_or_else(|| {
+                    PluginError::InvalidInput(
+                        "plugin config: project: required to create tasks".into(),
+                    )
+                })?;
+                let text = task::text(action)?;
+                let created = send(
+                    config,
+                    Method::Post,
+                    "/tasks",
+                    json!({"name": text.title, "notes": text.body, "projects": [project]}),
+                )?;
+                let gid = created
+                    .get("gid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                Ok(ActionOutcome::new(format!("created task {gid}")).with_external_id(gid))
+            }
+            Operation::Comment => {
+                let gid = task::target_key(action, config.key.as_deref())?;
+                let text = task::text(action)?;
+                let story = send(
+                    config,
+                    Method::Post,
+                    &task_path(&gid, "/stories"),
+                    json!({"text": text.body}),
+                )?;
+                let outcome = ActionOutcome::new(format!("commented on task {gid}"));
+                Ok(match story.get("gid").and_then(Value::as_str) {
+                    Some(id) => outcome.with_external_id(id),
+                    None => outcome,
+                })
+            }
+            Operation::Transition => {
+                let gid = task::target_key(action, config.key.as_deref())?;
+                let stage = task::target_stage(action, config.to.as_deref())?;
+                let section = task::lookup(&config.sections, &format!("sections.{stage}"), &stage)?;
+                let path = format!("/sections/{}/addTask", percent_encode(section));
+                send(config, Method::Post, &path, json!({"task": gid}))?;
+                Ok(
+                    ActionOutcome::new(format!("moved task {gid} to section {section}"))
+                        .with_external_id(gid),
+                )
+            }
+            Operation::Assign => {
+                let gid = task::target_key(action, config.key.as_deref())?;
+                let user = task::assignee(action, config.assignee.as_deref(), &config.users)?;
+                send(
+                    config,
+                    Method::Put,
+                    &task_path(&gid, ""),
+                    json!({"assignee": user}),
+                )?;
+                Ok(ActionOutcome::new(format!("assigned task {gid} to {user}"))
+                    .with_external_id(gid))
+            }
+        }
     }
 }
 
@@ -411,7 +389,7 @@ mod tests {
         let secret = handshake["handshake_request"]["headers"]["X-Hook-Secret"]
             .as_str()
             .unwrap();
-        let events = decode(
+        let events = Asana::decode(
             &config(json!({})),
             &inbound("asana", &[("X-Hook-Secret", secret)], ""),
         )
@@ -421,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_heartbeat_carries_no_event() {
-        let events = decode(
+        let events = Asana::decode(
             &config(json!({})),
             &inbound("asana", &[], r#"{"events": []}"#),
         )
@@ -450,7 +428,7 @@ mod tests {
             json!({"hooks": {"asana-mops": "8675309"}, "campaign": {"projects": {"8675309": "spring"}}}),
         );
         let body = json!({"events": [assignee_changed()]}).to_string();
-        let events = decode(&config, &inbound("asana-mops", &[], &body)).unwrap();
+        let events = Asana::decode(&config, &inbound("asana-mops", &[], &body)).unwrap();
         let event = events[0].to_value();
         assert_eq!(event["type"], "asana.task.changed");
         assert_eq!(event["source"], "https://app.asana.com");
@@ -465,7 +443,7 @@ mod tests {
             json!([{"field": "assignee", "action": "changed", "to": {"gid": "12345", "resource_type": "user"}, "removed": null}])
         );
 
-        let other_hook = decode(&config, &inbound("asana-other", &[], &body)).unwrap();
+        let other_hook = Asana::decode(&config, &inbound("asana-other", &[], &body)).unwrap();
         assert_eq!(other_hook[0].to_value()["subject"], "asana-task/12345");
         assert_eq!(
             events[0].id(),
@@ -484,7 +462,7 @@ mod tests {
             "created_at": "2012-02-22T02:06:58.147Z",
         });
         let config = config(json!({"campaign": {"projects": {"8675309": "spring"}}}));
-        let events = decode(
+        let events = Asana::decode(
             &config,
             &inbound("asana", &[], &json!({"events": [added]}).to_string()),
         )
@@ -498,7 +476,7 @@ mod tests {
     #[test]
     fn a_body_without_events_is_invalid_input() {
         assert!(matches!(
-            decode(
+            Asana::decode(
                 &config(json!({})),
                 &inbound("asana", &[], r#"{"data": []}"#)
             ),

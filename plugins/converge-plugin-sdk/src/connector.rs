@@ -2,6 +2,8 @@
 //! [`export_connector_plugin!`](crate::export_connector_plugin), decodes a
 //! tool's webhook deliveries, polls its API and performs its actions.
 
+use serde::de::DeserializeOwned;
+
 use crate::{Action, ActionOutcome, PluginError};
 
 #[doc(hidden)]
@@ -176,5 +178,32 @@ impl PollResult {
             more,
             retry_after_ms: None,
         }
+    }
+}
+
+/// Where a poll starts: `stored`, the cursor text the previous poll
+/// returned, or `first` when there is none. Text that does not parse will
+/// not parse on retry either: `invalid-input`.
+pub fn parse_cursor<C: DeserializeOwned>(stored: Option<&str>, first: C) -> Result<C, PluginError> {
+    match stored {
+        None => Ok(first),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            PluginError::InvalidInput(format!("poll cursor is not this plugin's: {e}"))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_starts_from_the_stored_cursor_or_the_first() {
+        assert_eq!(parse_cursor::<Vec<u32>>(None, vec![7]).unwrap(), vec![7]);
+        assert_eq!(parse_cursor(Some("[3, 4]"), vec![7]).unwrap(), vec![3, 4]);
+        assert!(matches!(
+            parse_cursor(Some(r#"{"since": "x"}"#), vec![7]),
+            Err(PluginError::InvalidInput(m)) if m.starts_with("poll cursor is not this plugin's: ")
+        ));
     }
 }

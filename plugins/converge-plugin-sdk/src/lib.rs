@@ -2,7 +2,8 @@
 //! `converge:plugin` WIT package and small helpers around them, so an
 //! action plugin is a type, a config struct and one `execute`, and a
 //! connector plugin (world `connector-plugin`, see [`connector`]) is a type
-//! implementing [`Connector`] with the help of [`event`] and [`http`].
+//! implementing [`Connector`] with the help of [`event`] and [`http`]; a
+//! task tool's connector implements [`task::TaskConnector`] instead.
 //!
 //! A plugin has no ambient authority. It reads the operator's configuration
 //! with [`config`], logs through [`log`], and reaches the network only through

@@ -1,5 +1,6 @@
-//! What an action on a task tool (Jira, Asana, Trello, GitHub) takes from a
-//! decision and its event, so every connector reads them the same way:
+//! What the task tools' connectors (Jira, Asana, Trello, GitHub) share:
+//! [`TaskConnector`], the [`Connector`] glue written once, and how an action
+//! on a task takes what it needs from a decision and its event:
 //!
 //! - the operation is named by the route's config (`create_task`,
 //!   `comment`, `transition`, `assign`), because decision kinds are
@@ -15,9 +16,73 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::{Action, PluginError};
+use crate::connector::{Connector, ConnectorInfo, Inbound, PollResult};
+use crate::event::CloudEvent;
+use crate::{Action, ActionOutcome, PluginError};
+
+/// A task tool's connector: it decodes the tool's webhooks, polls its API
+/// and performs every [`Operation`], each call with the operator's config.
+/// Implementing it implements [`Connector`]: the config is read once per
+/// call, decoded events become CloudEvent JSON, and `describe` lists
+/// [`TaskConnector::EVENT_TYPES`] and [`Operation::NAMES`].
+///
+/// Each connector keeps its own `Config` type, because its keys differ and
+/// `#[serde(deny_unknown_fields)]` does not combine with `#[serde(flatten)]`
+/// of shared ones.
+pub trait TaskConnector {
+    /// The operator's config for the plugin, read from the host on every
+    /// call; a parse error is `invalid-input` naming the key.
+    type Config: DeserializeOwned;
+
+    /// The event types the plugin produces.
+    const EVENT_TYPES: &'static [&'static str];
+
+    /// One webhook delivery to canonical events.
+    fn decode(config: &Self::Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginError>;
+
+    /// One page of the tool's changes after `cursor`, the text the previous
+    /// poll returned (see [`crate::connector::parse_cursor`]).
+    fn poll(config: &Self::Config, cursor: Option<&str>) -> Result<PollResult, PluginError>;
+
+    /// One action on the tool, the operation the config's `action` names.
+    fn execute(config: &Self::Config, action: &Action) -> Result<ActionOutcome, PluginError>;
+}
+
+impl<T: TaskConnector> Connector for T {
+    fn info() -> ConnectorInfo {
+        ConnectorInfo::new(T::EVENT_TYPES)
+            .decodes()
+            .polls()
+            .actions(Operation::NAMES)
+    }
+
+    fn decode(inbound: Inbound) -> Result<Vec<String>, PluginError> {
+        decode_json::<T>(&crate::config_json(), &inbound)
+    }
+
+    fn poll(cursor: Option<String>) -> Result<PollResult, PluginError> {
+        <T as TaskConnector>::poll(&crate::config()?, cursor.as_deref())
+    }
+
+    fn execute(action: Action) -> Result<ActionOutcome, PluginError> {
+        <T as TaskConnector>::execute(&crate::config()?, &action)
+    }
+}
+
+/// The pure half of a `decode` call: `config_json` is the host's config.
+fn decode_json<T: TaskConnector>(
+    config_json: &str,
+    inbound: &Inbound,
+) -> Result<Vec<String>, PluginError> {
+    let config = crate::parse_config(config_json)?;
+    Ok(<T as TaskConnector>::decode(&config, inbound)?
+        .iter()
+        .map(CloudEvent::to_json)
+        .collect())
+}
 
 /// The actions a task connector performs, as routes name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -185,6 +250,88 @@ pub fn lookup<'a>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ToolConfig {
+        source: String,
+    }
+
+    /// A task connector whose decode makes one event named after the hook.
+    struct Tool;
+
+    impl TaskConnector for Tool {
+        type Config = ToolConfig;
+
+        const EVENT_TYPES: &'static [&'static str] = &["tool.item.updated"];
+
+        fn decode(config: &ToolConfig, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginError> {
+            Ok(vec![CloudEvent::new(
+                inbound.hook.clone(),
+                &config.source,
+                "tool.item.updated",
+            )])
+        }
+
+        fn poll(_: &ToolConfig, cursor: Option<&str>) -> Result<PollResult, PluginError> {
+            Ok(PollResult::page(
+                Vec::new(),
+                cursor.unwrap_or_default(),
+                false,
+            ))
+        }
+
+        fn execute(_: &ToolConfig, action: &Action) -> Result<ActionOutcome, PluginError> {
+            Ok(ActionOutcome::new(action.kind.clone()))
+        }
+    }
+
+    #[test]
+    fn task_connectors_describe_their_events_and_every_operation() {
+        assert_eq!(
+            <Tool as Connector>::info(),
+            ConnectorInfo {
+                decodes: true,
+                polls: true,
+                event_types: vec!["tool.item.updated".to_owned()],
+                actions: vec![
+                    "create_task".to_owned(),
+                    "comment".to_owned(),
+                    "transition".to_owned(),
+                    "assign".to_owned(),
+                ],
+            }
+        );
+    }
+
+    #[test]
+    fn task_connectors_decode_to_cloudevent_json_with_the_config_read() {
+        let inbound = Inbound {
+            hook: "tool-hook".into(),
+            method: "POST".into(),
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+        };
+        let events =
+            decode_json::<Tool>(r#"{"source": "https://tool.example"}"#, &inbound).unwrap();
+        let events: Vec<Value> = events
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        assert_eq!(
+            events,
+            [json!({
+                "specversion": "1.0",
+                "id": "tool-hook",
+                "source": "https://tool.example",
+                "type": "tool.item.updated",
+            })]
+        );
+        assert!(matches!(
+            decode_json::<Tool>(r#"{"source": "s", "sorce": "s"}"#, &inbound),
+            Err(PluginError::InvalidInput(m)) if m.contains("sorce")
+        ));
+    }
 
     fn action(kind: &str, decision: Value, event: Value) -> Action {
         Action {

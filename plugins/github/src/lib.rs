@@ -8,23 +8,10 @@ use std::collections::BTreeMap;
 
 use converge_plugin_sdk::event::{CloudEvent, campaign_from_labels, campaign_subject, event_id};
 use converge_plugin_sdk::http::{self, Method};
-use converge_plugin_sdk::task::{self, Operation};
-use converge_plugin_sdk::{
-    Action, ActionOutcome, Connector, ConnectorInfo, Inbound, PluginError, PollResult,
-};
+use converge_plugin_sdk::task::{self, Operation, TaskConnector};
+use converge_plugin_sdk::{Action, ActionOutcome, Inbound, PluginError, PollResult, connector};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-
-const EVENT_TYPES: &[&str] = &[
-    "github.issue.<action>",
-    "github.pull_request.<action>",
-    "github.issue_comment.<action>",
-    "github.project_card.<action>",
-    "github.projects_v2_item.<action>",
-    "github.issue.updated",
-    "github.pull_request.updated",
-    "github.<event>.<action>",
-];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,10 +106,6 @@ fn yes() -> bool {
 }
 
 impl Config {
-    fn load() -> Result<Config, PluginError> {
-        converge_plugin_sdk::config()
-    }
-
     fn api(&self, path: &str) -> String {
         format!("{}{path}", self.api_url.trim_end_matches('/'))
     }
@@ -256,162 +239,6 @@ fn noun(event: &str) -> &str {
     }
 }
 
-fn decode(config: &Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginError> {
-    let event_name = inbound.header("x-github-event").ok_or_else(|| {
-        PluginError::InvalidInput(format!(
-            "hook {}: no X-GitHub-Event header: not a GitHub delivery",
-            inbound.hook
-        ))
-    })?;
-    if event_name == "ping" {
-        return Ok(Vec::new());
-    }
-    let body: Value = inbound.json()?;
-    // From the event name and the signed body, not the unsigned
-    // X-GitHub-Delivery: a captured delivery sent again under a new
-    // delivery id is the same event (a duplicate); redeliveries carry the
-    // same body.
-    let id = event_id("github-", &[event_name.as_bytes(), &inbound.body]);
-    let action = str_at(&body, "/action").unwrap_or("received");
-    let event_type = format!("github.{}.{action}", noun(event_name));
-    let repo = str_at(&body, "/repository/full_name").unwrap_or_default();
-    let source = str_at(&body, "/repository/html_url")
-        .map(str::to_owned)
-        .or_else(|| str_at(&body, "/organization/login").map(|o| format!("https://github.com/{o}")))
-        .unwrap_or_else(|| "https://github.com".to_owned());
-
-    let (subject, mut data, time) = match event_name {
-        "issues" | "pull_request" | "issue_comment" => {
-            let object = body
-                .get("pull_request")
-                .filter(|_| event_name == "pull_request")
-                .or_else(|| body.get("issue"))
-                .ok_or_else(|| {
-                    PluginError::InvalidInput(format!("{event_name} delivery without its item"))
-                })?;
-            let item = item(object, repo);
-            let mut data = item.fields;
-            let mut time = str_at(object, "/updated_at");
-            data.insert("changes".into(), changes(&body, object).into());
-            if let Some(label) = body.pointer("/label/name") {
-                data.insert("label".into(), label.clone());
-            }
-            // Only (un)assignment deliveries carry a top-level assignee: who
-            // was (un)assigned, as opposed to the item's assignees.
-            if let Some(login) = body.pointer("/assignee/login") {
-                data.insert("assigned".into(), login.clone());
-            }
-            if let Some(reviewer) = body
-                .pointer("/requested_reviewer/login")
-                .or_else(|| body.pointer("/requested_team/name"))
-            {
-                data.insert("requested_reviewer".into(), reviewer.clone());
-            }
-            if let Some(comment) = body.get("comment") {
-                time = str_at(comment, "/updated_at").or(time);
-                data.insert(
-                    "comment".into(),
-                    json!({
-                        "id": comment.get("id"),
-                        "author": comment.pointer("/user/login"),
-                        "body": comment.get("body"),
-                    }),
-                );
-            }
-            let campaign = config.campaign(&item.labels, None, repo);
-            (mapped(campaign, item.subject, &mut data), data, time)
-        }
-        "project_card" => {
-            let card = body.get("project_card").cloned().unwrap_or(Value::Null);
-            let card_id = card.get("id").cloned().unwrap_or(Value::Null);
-            let project = str_at(&card, "/project_url").and_then(|u| u.rsplit('/').next());
-            let subject = format!("github-project-card/{card_id}");
-            let mut data = Map::new();
-            data.insert("key".into(), card_id.to_string().into());
-            data.insert("item".into(), subject.clone().into());
-            data.insert("project".into(), project.into());
-            data.insert(
-                "column".into(),
-                card.get("column_id").cloned().unwrap_or(Value::Null),
-            );
-            data.insert(
-                "note".into(),
-                card.get("note").cloned().unwrap_or(Value::Null),
-            );
-            data.insert(
-                "content_url".into(),
-                card.get("content_url").cloned().unwrap_or(Value::Null),
-            );
-            let column_change = body
-                .pointer("/changes/column_id/from")
-                .map(|from| json!({"field": "column", "from": from, "to": card.get("column_id")}));
-            data.insert(
-                "changes".into(),
-                column_change.into_iter().collect::<Vec<_>>().into(),
-            );
-            let campaign = config.campaign(&[], project, repo);
-            let time = str_at(&body, "/project_card/updated_at");
-            (mapped(campaign, subject, &mut data), data, time)
-        }
-        "projects_v2_item" => {
-            let item = body.get("projects_v2_item").cloned().unwrap_or(Value::Null);
-            let node_id = str_at(&item, "/node_id").unwrap_or_default().to_owned();
-            let project = str_at(&item, "/project_node_id");
-            let subject = format!("github-project-item/{node_id}");
-            let mut data = Map::new();
-            data.insert("key".into(), node_id.into());
-            data.insert("item".into(), subject.clone().into());
-            data.insert("project".into(), project.into());
-            data.insert(
-                "content_type".into(),
-                item.get("content_type").cloned().unwrap_or(Value::Null),
-            );
-            data.insert(
-                "content".into(),
-                item.get("content_node_id").cloned().unwrap_or(Value::Null),
-            );
-            let field_change = body.pointer("/changes/field_value").map(|change| {
-                json!({
-                    "field": change.get("field_node_id"),
-                    "field_type": change.get("field_type"),
-                    "from": change.get("from"),
-                    "to": change.get("to"),
-                })
-            });
-            data.insert(
-                "changes".into(),
-                field_change.into_iter().collect::<Vec<_>>().into(),
-            );
-            let campaign = config.campaign(&[], project, repo);
-            let time = str_at(&body, "/projects_v2_item/updated_at");
-            (mapped(campaign, subject, &mut data), data, time)
-        }
-        _ => {
-            let subject = if repo.is_empty() {
-                "github/unknown".to_owned()
-            } else {
-                format!("github-repository/{repo}")
-            };
-            let mut data = Map::new();
-            data.insert("repository".into(), repo.into());
-            let campaign = config.campaign(&[], None, repo);
-            (mapped(campaign, subject, &mut data), data, None)
-        }
-    };
-    if let Some(sender) = body.pointer("/sender/login") {
-        data.insert("sender".into(), sender.clone());
-    }
-    if config.include_raw {
-        data.insert("raw".into(), body.clone());
-    }
-    Ok(vec![
-        CloudEvent::new(id, source, event_type)
-            .subject(subject)
-            .time_opt(time.map(str::to_owned))
-            .data(Value::Object(data)),
-    ])
-}
-
 /// The event's subject: the campaign when one was found (recorded in
 /// `data.campaign`), else the item itself.
 fn mapped(campaign: Option<String>, item_subject: String, data: &mut Map<String, Value>) -> String {
@@ -440,15 +267,11 @@ fn first_page() -> u32 {
 }
 
 fn parse_cursor(config: &Config, cursor: Option<&str>) -> Result<Cursor, PluginError> {
-    match cursor {
-        None => Ok(Cursor {
-            since: config.poll.since.clone(),
-            page: 1,
-        }),
-        Some(text) => serde_json::from_str(text).map_err(|e| {
-            PluginError::InvalidInput(format!("poll cursor is not this plugin's: {e}"))
-        }),
-    }
+    let first = Cursor {
+        since: config.poll.since.clone(),
+        page: 1,
+    };
+    connector::parse_cursor(cursor, first)
 }
 
 fn poll_url(config: &Config, cursor: &Cursor) -> Result<String, PluginError> {
@@ -568,103 +391,253 @@ fn send(config: &Config, method: Method, path: &str, body: &Value) -> Result<Val
     http::send_checked(&request)?.json()
 }
 
-fn execute(config: &Config, action: &Action) -> Result<ActionOutcome, PluginError> {
-    match task::operation(config.action)? {
-        Operation::CreateTask => {
-            let repo = config.repository()?;
-            let text = task::text(action)?;
-            let mut labels = config.labels.clone();
-            if let (Some(prefix), Some(campaign)) =
-                (&config.campaign.label_prefix, task::event_campaign(action))
-            {
-                labels.push(format!("{prefix}{campaign}"));
-            }
-            let body = json!({"title": text.title, "body": text.body, "labels": labels});
-            let created = send(
-                config,
-                Method::Post,
-                &format!("/repos/{repo}/issues"),
-                &body,
-            )?;
-            let key = format!(
-                "{repo}#{}",
-                created.get("number").cloned().unwrap_or(Value::Null)
-            );
-            Ok(ActionOutcome::new(format!("created {key}")).with_external_id(key))
-        }
-        Operation::Comment => {
-            let key = task::target_key(action, config.key.as_deref())?;
-            let (repo, number) = parse_key(config, &key)?;
-            let text = task::text(action)?;
-            let path = format!("/repos/{repo}/issues/{number}/comments");
-            let created = send(config, Method::Post, &path, &json!({"body": text.body}))?;
-            let outcome = ActionOutcome::new(format!("commented on {repo}#{number}"));
-            Ok(match created.get("id") {
-                Some(id) => outcome.with_external_id(id.to_string()),
-                None => outcome,
-            })
-        }
-        Operation::Transition => {
-            let key = task::target_key(action, config.key.as_deref())?;
-            let (repo, number) = parse_key(config, &key)?;
-            let stage = task::target_stage(action, config.to.as_deref())?;
-            let state = config
-                .states
-                .get(&stage)
-                .map_or(stage.as_str(), String::as_str);
-            if !matches!(state, "open" | "closed") {
-                return Err(PluginError::InvalidInput(format!(
-                    "plugin config: states.{stage}: GitHub issues are open or closed, not {state:?}"
-                )));
-            }
-            let path = format!("/repos/{repo}/issues/{number}");
-            send(config, Method::Patch, &path, &json!({"state": state}))?;
-            Ok(ActionOutcome::new(format!("{repo}#{number} is {state}"))
-                .with_external_id(format!("{repo}#{number}")))
-        }
-        Operation::Assign => {
-            let key = task::target_key(action, config.key.as_deref())?;
-            let (repo, number) = parse_key(config, &key)?;
-            let login = task::assignee(action, config.assignee.as_deref(), &config.users)?;
-            let path = format!("/repos/{repo}/issues/{number}/assignees");
-            send(config, Method::Post, &path, &json!({"assignees": [login]}))?;
-            Ok(
-                ActionOutcome::new(format!("assigned {repo}#{number} to {login}"))
-                    .with_external_id(format!("{repo}#{number}")),
-            )
-        }
-    }
-}
-
 struct GitHub;
 
-impl Connector for GitHub {
-    fn info() -> ConnectorInfo {
-        ConnectorInfo::new(EVENT_TYPES)
-            .decodes()
-            .polls()
-            .actions(Operation::NAMES)
+impl TaskConnector for GitHub {
+    type Config = Config;
+
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "github.issue.<action>",
+        "github.pull_request.<action>",
+        "github.issue_comment.<action>",
+        "github.project_card.<action>",
+        "github.projects_v2_item.<action>",
+        "github.issue.updated",
+        "github.pull_request.updated",
+        "github.<event>.<action>",
+    ];
+
+    fn decode(config: &Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginError> {
+        let event_name = inbound.header("x-github-event").ok_or_else(|| {
+            PluginError::InvalidInput(format!(
+                "hook {}: no X-GitHub-Event header: not a GitHub delivery",
+                inbound.hook
+            ))
+        })?;
+        if event_name == "ping" {
+            return Ok(Vec::new());
+        }
+        let body: Value = inbound.json()?;
+        // From the event name and the signed body, not the unsigned
+        // X-GitHub-Delivery: a captured delivery sent again under a new
+        // delivery id is the same event (a duplicate); redeliveries carry the
+        // same body.
+        let id = event_id("github-", &[event_name.as_bytes(), &inbound.body]);
+        let action = str_at(&body, "/action").unwrap_or("received");
+        let event_type = format!("github.{}.{action}", noun(event_name));
+        let repo = str_at(&body, "/repository/full_name").unwrap_or_default();
+        let source = str_at(&body, "/repository/html_url")
+            .map(str::to_owned)
+            .or_else(|| {
+                str_at(&body, "/organization/login").map(|o| format!("https://github.com/{o}"))
+            })
+            .unwrap_or_else(|| "https://github.com".to_owned());
+
+        let (subject, mut data, time) = match event_name {
+            "issues" | "pull_request" | "issue_comment" => {
+                let object = body
+                    .get("pull_request")
+                    .filter(|_| event_name == "pull_request")
+                    .or_else(|| body.get("issue"))
+                    .ok_or_else(|| {
+                        PluginError::InvalidInput(format!("{event_name} delivery without its item"))
+                    })?;
+                let item = item(object, repo);
+                let mut data = item.fields;
+                let mut time = str_at(object, "/updated_at");
+                data.insert("changes".into(), changes(&body, object).into());
+                if let Some(label) = body.pointer("/label/name") {
+                    data.insert("label".into(), label.clone());
+                }
+                // Only (un)assignment deliveries carry a top-level assignee: who
+                // was (un)assigned, as opposed to the item's assignees.
+                if let Some(login) = body.pointer("/assignee/login") {
+                    data.insert("assigned".into(), login.clone());
+                }
+                if let Some(reviewer) = body
+                    .pointer("/requested_reviewer/login")
+                    .or_else(|| body.pointer("/requested_team/name"))
+                {
+                    data.insert("requested_reviewer".into(), reviewer.clone());
+                }
+                if let Some(comment) = body.get("comment") {
+                    time = str_at(comment, "/updated_at").or(time);
+                    data.insert(
+                        "comment".into(),
+                        json!({
+                            "id": comment.get("id"),
+                            "author": comment.pointer("/user/login"),
+                            "body": comment.get("body"),
+                        }),
+                    );
+                }
+                let campaign = config.campaign(&item.labels, None, repo);
+                (mapped(campaign, item.subject, &mut data), data, time)
+            }
+            "project_card" => {
+                let card = body.get("project_card").cloned().unwrap_or(Value::Null);
+                let card_id = card.get("id").cloned().unwrap_or(Value::Null);
+                let project = str_at(&card, "/project_url").and_then(|u| u.rsplit('/').next());
+                let subject = format!("github-project-card/{card_id}");
+                let mut data = Map::new();
+                data.insert("key".into(), card_id.to_string().into());
+                data.insert("item".into(), subject.clone().into());
+                data.insert("project".into(), project.into());
+                data.insert(
+                    "column".into(),
+                    card.get("column_id").cloned().unwrap_or(Value::Null),
+                );
+                data.insert(
+                    "note".into(),
+                    card.get("note").cloned().unwrap_or(Value::Null),
+                );
+                data.insert(
+                    "content_url".into(),
+                    card.get("content_url").cloned().unwrap_or(Value::Null),
+                );
+                let column_change = body.pointer("/changes/column_id/from").map(
+                    |from| json!({"field": "column", "from": from, "to": card.get("column_id")}),
+                );
+                data.insert(
+                    "changes".into(),
+                    column_change.into_iter().collect::<Vec<_>>().into(),
+                );
+                let campaign = config.campaign(&[], project, repo);
+                let time = str_at(&body, "/project_card/updated_at");
+                (mapped(campaign, subject, &mut data), data, time)
+            }
+            "projects_v2_item" => {
+                let item = body.get("projects_v2_item").cloned().unwrap_or(Value::Null);
+                let node_id = str_at(&item, "/node_id").unwrap_or_default().to_owned();
+                let project = str_at(&item, "/project_node_id");
+                let subject = format!("github-project-item/{node_id}");
+                let mut data = Map::new();
+                data.insert("key".into(), node_id.into());
+                data.insert("item".into(), subject.clone().into());
+                data.insert("project".into(), project.into());
+                data.insert(
+                    "content_type".into(),
+                    item.get("content_type").cloned().unwrap_or(Value::Null),
+                );
+                data.insert(
+                    "content".into(),
+                    item.get("content_node_id").cloned().unwrap_or(Value::Null),
+                );
+                let field_change = body.pointer("/changes/field_value").map(|change| {
+                    json!({
+                        "field": change.get("field_node_id"),
+                        "field_type": change.get("field_type"),
+                        "from": change.get("from"),
+                        "to": change.get("to"),
+                    })
+                });
+                data.insert(
+                    "changes".into(),
+                    field_change.into_iter().collect::<Vec<_>>().into(),
+                );
+                let campaign = config.campaign(&[], project, repo);
+                let time = str_at(&body, "/projects_v2_item/updated_at");
+                (mapped(campaign, subject, &mut data), data, time)
+            }
+            _ => {
+                let subject = if repo.is_empty() {
+                    "github/unknown".to_owned()
+                } else {
+                    format!("github-repository/{repo}")
+                };
+                let mut data = Map::new();
+                data.insert("repository".into(), repo.into());
+                let campaign = config.campaign(&[], None, repo);
+                (mapped(campaign, subject, &mut data), data, None)
+            }
+        };
+        if let Some(sender) = body.pointer("/sender/login") {
+            data.insert("sender".into(), sender.clone());
+        }
+        if config.include_raw {
+            data.insert("raw".into(), body.clone());
+        }
+        Ok(vec![
+            CloudEvent::new(id, source, event_type)
+                .subject(subject)
+                .time_opt(time.map(str::to_owned))
+                .data(Value::Object(data)),
+        ])
     }
 
-    fn decode(inbound: Inbound) -> Result<Vec<String>, PluginError> {
-        let config = Config::load()?;
-        Ok(decode(&config, &inbound)?
-            .iter()
-            .map(CloudEvent::to_json)
-            .collect())
+    fn poll(config: &Config, cursor: Option<&str>) -> Result<PollResult, PluginError> {
+        let cursor = parse_cursor(config, cursor)?;
+        let items: Vec<Value> =
+            http::get_json(&poll_url(config, &cursor)?, Some(&config.credential))?;
+        poll_page(config, &cursor, &items)
     }
 
-    fn poll(cursor: Option<String>) -> Result<PollResult, PluginError> {
-        let config = Config::load()?;
-        let cursor = parse_cursor(&config, cursor.as_deref())?;
-        let url = poll_url(&config, &cursor)?;
-        let request = http::get_request(&url, Some(&config.credential));
-        let items: Vec<Value> = http::send_checked(&request)?.json()?;
-        poll_page(&config, &cursor, &items)
-    }
-
-    fn execute(action: Action) -> Result<ActionOutcome, PluginError> {
-        execute(&Config::load()?, &action)
+    fn execute(config: &Config, action: &Action) -> Result<ActionOutcome, PluginError> {
+        match task::operation(config.action)? {
+            Operation::CreateTask => {
+                let repo = config.repository()?;
+                let text = task::text(action)?;
+                let mut labels = config.labels.clone();
+                if let (Some(prefix), Some(campaign)) =
+                    (&config.campaign.label_prefix, task::event_campaign(action))
+                {
+                    labels.push(format!("{prefix}{campaign}"));
+                }
+                let body = json!({"title": text.title, "body": text.body, "labels": labels});
+                let created = send(
+                    config,
+                    Method::Post,
+                    &format!("/repos/{repo}/issues"),
+                    &body,
+                )?;
+                let key = format!(
+                    "{repo}#{}",
+                    created.get("number").cloned().unwrap_or(Value::Null)
+                );
+                Ok(ActionOutcome::new(format!("created {key}")).with_external_id(key))
+            }
+            Operation::Comment => {
+                let key = task::target_key(action, config.key.as_deref())?;
+                let (repo, number) = parse_key(config, &key)?;
+                let text = task::text(action)?;
+                let path = format!("/repos/{repo}/issues/{number}/comments");
+                let created = send(config, Method::Post, &path, &json!({"body": text.body}))?;
+                let outcome = ActionOutcome::new(format!("commented on {repo}#{number}"));
+                Ok(match created.get("id") {
+                    Some(id) => outcome.with_external_id(id.to_string()),
+                    None => outcome,
+                })
+            }
+            Operation::Transition => {
+                let key = task::target_key(action, config.key.as_deref())?;
+                let (repo, number) = parse_key(config, &key)?;
+                let stage = task::target_stage(action, config.to.as_deref())?;
+                let state = config
+                    .states
+                    .get(&stage)
+                    .map_or(stage.as_str(), String::as_str);
+                if !matches!(state, "open" | "closed") {
+                    return Err(PluginError::InvalidInput(format!(
+                        "plugin config: states.{stage}: GitHub issues are open or closed, not {state:?}"
+                    )));
+                }
+                let path = format!("/repos/{repo}/issues/{number}");
+                send(config, Method::Patch, &path, &json!({"state": state}))?;
+                Ok(ActionOutcome::new(format!("{repo}#{number} is {state}"))
+                    .with_external_id(format!("{repo}#{number}")))
+            }
+            Operation::Assign => {
+                let key = task::target_key(action, config.key.as_deref())?;
+                let (repo, number) = parse_key(config, &key)?;
+                let login = task::assignee(action, config.assignee.as_deref(), &config.users)?;
+                let path = format!("/repos/{repo}/issues/{number}/assignees");
+                send(config, Method::Post, &path, &json!({"assignees": [login]}))?;
+                Ok(
+                    ActionOutcome::new(format!("assigned {repo}#{number} to {login}"))
+                        .with_external_id(format!("{repo}#{number}")),
+                )
+            }
+        }
     }
 }
 
@@ -702,7 +675,7 @@ mod tests {
     }
 
     fn decode_one(config: &Config, inbound: &Inbound) -> Value {
-        let events = decode(config, inbound).unwrap();
+        let events = GitHub::decode(config, inbound).unwrap();
         assert_eq!(events.len(), 1);
         events[0].to_value()
     }
@@ -821,7 +794,7 @@ mod tests {
     #[test]
     fn pings_carry_no_event_and_other_events_are_about_the_repository() {
         assert!(
-            decode(&config(json!({})), &delivery("ping", "ping.json"))
+            GitHub::decode(&config(json!({})), &delivery("ping", "ping.json"))
                 .unwrap()
                 .is_empty()
         );
@@ -845,13 +818,13 @@ mod tests {
         let mut inbound = delivery("issues", "issues.opened.json");
         inbound.headers.clear();
         assert!(matches!(
-            decode(&config(json!({})), &inbound),
+            GitHub::decode(&config(json!({})), &inbound),
             Err(PluginError::InvalidInput(_))
         ));
         let mut inbound = delivery("issues", "issues.opened.json");
         inbound.body = b"<html>".to_vec();
         assert!(matches!(
-            decode(&config(json!({})), &inbound),
+            GitHub::decode(&config(json!({})), &inbound),
             Err(PluginError::InvalidInput(_))
         ));
     }

@@ -10,22 +10,10 @@ use converge_plugin_sdk::event::{
     CloudEvent, campaign_from_labels, campaign_subject, event_id, rfc3339_from_millis,
 };
 use converge_plugin_sdk::http::{self, Method, percent_encode};
-use converge_plugin_sdk::task::{self, Operation};
-use converge_plugin_sdk::{
-    Action, ActionOutcome, Connector, ConnectorInfo, Inbound, PluginError, PollResult,
-};
+use converge_plugin_sdk::task::{self, Operation, TaskConnector};
+use converge_plugin_sdk::{Action, ActionOutcome, Inbound, PluginError, PollResult, connector};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-
-const EVENT_TYPES: &[&str] = &[
-    "jira.issue.created",
-    "jira.issue.updated",
-    "jira.issue.deleted",
-    "jira.comment.created",
-    "jira.comment.updated",
-    "jira.comment.deleted",
-    "jira.<noun>.<verb>",
-];
 
 /// Issue fields a poll asks for: what [`issue_fields`] reads.
 const POLL_FIELDS: &str =
@@ -270,73 +258,6 @@ fn source(config: &Config, body: &Value) -> String {
         .unwrap_or_else(|| "jira".to_owned())
 }
 
-fn decode(config: &Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginError> {
-    let body: Value = inbound.json()?;
-    let webhook_event = body
-        .get("webhookEvent")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            PluginError::InvalidInput(format!(
-                "hook {}: no webhookEvent: not a Jira delivery",
-                inbound.hook
-            ))
-        })?;
-    let (noun, verb) = noun_verb(webhook_event);
-    // From the signed body, not the unsigned X-Atlassian-Webhook-Identifier:
-    // a captured delivery sent again under a new identifier is the same
-    // event (a duplicate), and Jira's retries carry the same body.
-    let id = event_id("jira-", &[&inbound.body]);
-    let (subject, mut data) = match body.get("issue") {
-        Some(issue) => issue_fields(config, issue),
-        None => ("jira/unknown".to_owned(), Map::new()),
-    };
-    let changes: Vec<Value> = body
-        .pointer("/changelog/items")
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .map(|item| {
-                    json!({
-                        "field": item.get("field"),
-                        "from": item.get("fromString"),
-                        "to": item.get("toString"),
-                        "from_id": item.get("from"),
-                        "to_id": item.get("to"),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    data.insert("changes".into(), changes.into());
-    if let Some(comment) = body.get("comment") {
-        data.insert(
-            "comment".into(),
-            json!({
-                "id": comment.get("id"),
-                "author": comment.pointer("/author/displayName"),
-                "body": comment.get("body"),
-            }),
-        );
-    }
-    if let Some(user) = body.pointer("/user/displayName") {
-        data.insert("user".into(), user.clone());
-    }
-    if config.include_raw {
-        data.insert("raw".into(), body.clone());
-    }
-    let time = body
-        .get("timestamp")
-        .and_then(Value::as_i64)
-        .and_then(rfc3339_from_millis);
-    Ok(vec![
-        CloudEvent::new(id, source(config, &body), format!("jira.{noun}.{verb}"))
-            .subject(subject)
-            .time_opt(time)
-            .data(Value::Object(data)),
-    ])
-}
-
 /// Where the next poll starts: issues updated at or after `since` (Jira's
 /// own `updated` value of the last issue seen), and an offset within that
 /// search, above 0 only when a whole page shares one minute (JQL compares
@@ -372,15 +293,11 @@ fn jql_minute(time: &str) -> Result<String, PluginError> {
 }
 
 fn parse_cursor(config: &Config, cursor: Option<&str>) -> Result<Cursor, PluginError> {
-    match cursor {
-        None => Ok(Cursor {
-            since: config.poll.since.clone(),
-            start_at: 0,
-        }),
-        Some(text) => serde_json::from_str(text).map_err(|e| {
-            PluginError::InvalidInput(format!("poll cursor is not this plugin's: {e}"))
-        }),
-    }
+    let first = Cursor {
+        since: config.poll.since.clone(),
+        start_at: 0,
+    };
+    connector::parse_cursor(cursor, first)
 }
 
 fn poll_url(config: &Config, cursor: &Cursor) -> Result<String, PluginError> {
@@ -508,124 +425,187 @@ struct Transition {
     to: Option<Value>,
 }
 
-fn execute(config: &Config, action: &Action) -> Result<ActionOutcome, PluginError> {
-    match task::operation(config.action)? {
-        Operation::CreateTask => {
-            let project = config.project.as_deref().ok_or_else(|| {
-                PluginError::InvalidInput(
-                    "plugin config: project: required to create issues".into(),
-                )
-            })?;
-            let text = task::text(action)?;
-            let mut labels = config.labels.clone();
-            if let (Some(prefix), Some(campaign)) =
-                (&config.campaign.label_prefix, task::event_campaign(action))
-            {
-                labels.push(format!("{prefix}{campaign}"));
-            }
-            let body = json!({"fields": {
-                "project": {"key": project},
-                "summary": text.title,
-                "issuetype": {"name": config.issue_type},
-                "labels": labels,
-                "description": adf(&text.body),
-            }});
-            let created: Value = send(config, Method::Post, "/rest/api/3/issue", &body)?.json()?;
-            let key = created
-                .get("key")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            Ok(ActionOutcome::new(format!("created {key}")).with_external_id(key))
-        }
-        Operation::Comment => {
-            let key = task::target_key(action, config.key.as_deref())?;
-            let text = task::text(action)?;
-            let path = format!("/rest/api/3/issue/{}/comment", percent_encode(&key));
-            let created: Value = send(
-                config,
-                Method::Post,
-                &path,
-                &json!({"body": adf(&text.body)}),
-            )?
-            .json()?;
-            let outcome = ActionOutcome::new(format!("commented on {key}"));
-            Ok(match created.get("id").and_then(Value::as_str) {
-                Some(id) => outcome.with_external_id(id),
-                None => outcome,
-            })
-        }
-        Operation::Transition => {
-            let key = task::target_key(action, config.key.as_deref())?;
-            let stage = task::target_stage(action, config.to.as_deref())?;
-            let target = config.transitions.get(&stage).unwrap_or(&stage);
-            let path = format!("/rest/api/3/issue/{}/transitions", percent_encode(&key));
-            let available: Transitions =
-                http::get_json(&config.api(&path)?, Some(&config.credential))?;
-            let matches = |t: &Transition| {
-                t.name.eq_ignore_ascii_case(target)
-                    || t.to
-                        .as_ref()
-                        .and_then(|to| to.get("name"))
-                        .and_then(Value::as_str)
-                        .is_some_and(|status| status.eq_ignore_ascii_case(target))
-            };
-            let Some(transition) = available.transitions.iter().find(|t| matches(t)) else {
-                let names: Vec<&str> = available
-                    .transitions
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect();
-                return Err(PluginError::Permanent(format!(
-                    "{key} has no transition to {target:?} from its status; available: {}",
-                    names.join(", ")
-                )));
-            };
-            send(
-                config,
-                Method::Post,
-                &path,
-                &json!({"transition": {"id": transition.id}}),
-            )?;
-            Ok(ActionOutcome::new(format!("moved {key} to {target}")).with_external_id(key))
-        }
-        Operation::Assign => {
-            let key = task::target_key(action, config.key.as_deref())?;
-            let account = task::assignee(action, config.assignee.as_deref(), &config.users)?;
-            let path = format!("/rest/api/3/issue/{}/assignee", percent_encode(&key));
-            send(config, Method::Put, &path, &json!({"accountId": account}))?;
-            Ok(ActionOutcome::new(format!("assigned {key} to {account}")).with_external_id(key))
-        }
-    }
-}
-
 struct Jira;
 
-impl Connector for Jira {
-    fn info() -> ConnectorInfo {
-        ConnectorInfo::new(EVENT_TYPES)
-            .decodes()
-            .polls()
-            .actions(Operation::NAMES)
+impl TaskConnector for Jira {
+    type Config = Config;
+
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "jira.issue.created",
+        "jira.issue.updated",
+        "jira.issue.deleted",
+        "jira.comment.created",
+        "jira.comment.updated",
+        "jira.comment.deleted",
+        "jira.<noun>.<verb>",
+    ];
+
+    fn decode(config: &Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginError> {
+        let body: Value = inbound.json()?;
+        let webhook_event = body
+            .get("webhookEvent")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                PluginError::InvalidInput(format!(
+                    "hook {}: no webhookEvent: not a Jira delivery",
+                    inbound.hook
+                ))
+            })?;
+        let (noun, verb) = noun_verb(webhook_event);
+        // From the signed body, not the unsigned X-Atlassian-Webhook-Identifier:
+        // a captured delivery sent again under a new identifier is the same
+        // event (a duplicate), and Jira's retries carry the same body.
+        let id = event_id("jira-", &[&inbound.body]);
+        let (subject, mut data) = match body.get("issue") {
+            Some(issue) => issue_fields(config, issue),
+            None => ("jira/unknown".to_owned(), Map::new()),
+        };
+        let changes: Vec<Value> = body
+            .pointer("/changelog/items")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| {
+                        json!({
+                            "field": item.get("field"),
+                            "from": item.get("fromString"),
+                            "to": item.get("toString"),
+                            "from_id": item.get("from"),
+                            "to_id": item.get("to"),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        data.insert("changes".into(), changes.into());
+        if let Some(comment) = body.get("comment") {
+            data.insert(
+                "comment".into(),
+                json!({
+                    "id": comment.get("id"),
+                    "author": comment.pointer("/author/displayName"),
+                    "body": comment.get("body"),
+                }),
+            );
+        }
+        if let Some(user) = body.pointer("/user/displayName") {
+            data.insert("user".into(), user.clone());
+        }
+        if config.include_raw {
+            data.insert("raw".into(), body.clone());
+        }
+        let time = body
+            .get("timestamp")
+            .and_then(Value::as_i64)
+            .and_then(rfc3339_from_millis);
+        Ok(vec![
+            CloudEvent::new(id, source(config, &body), format!("jira.{noun}.{verb}"))
+                .subject(subject)
+                .time_opt(time)
+                .data(Value::Object(data)),
+        ])
     }
 
-    fn decode(inbound: Inbound) -> Result<Vec<String>, PluginError> {
-        let config: Config = converge_plugin_sdk::config()?;
-        Ok(decode(&config, &inbound)?
-            .iter()
-            .map(CloudEvent::to_json)
-            .collect())
-    }
-
-    fn poll(cursor: Option<String>) -> Result<PollResult, PluginError> {
-        let config: Config = converge_plugin_sdk::config()?;
-        let cursor = parse_cursor(&config, cursor.as_deref())?;
+    fn poll(config: &Config, cursor: Option<&str>) -> Result<PollResult, PluginError> {
+        let cursor = parse_cursor(config, cursor)?;
         let page: SearchPage =
-            http::get_json(&poll_url(&config, &cursor)?, Some(&config.credential))?;
-        poll_page(&config, &cursor, &page)
+            http::get_json(&poll_url(config, &cursor)?, Some(&config.credential))?;
+        poll_page(config, &cursor, &page)
     }
 
-    fn execute(action: Action) -> Result<ActionOutcome, PluginError> {
-        execute(&converge_plugin_sdk::config()?, &action)
+    fn execute(config: &Config, action: &Action) -> Result<ActionOutcome, PluginError> {
+        match task::operation(config.action)? {
+            Operation::CreateTask => {
+                let project = config.project.as_deref().ok_or_else(|| {
+                    PluginError::InvalidInput(
+                        "plugin config: project: required to create issues".into(),
+                    )
+                })?;
+                let text = task::text(action)?;
+                let mut labels = config.labels.clone();
+                if let (Some(prefix), Some(campaign)) =
+                    (&config.campaign.label_prefix, task::event_campaign(action))
+                {
+                    labels.push(format!("{prefix}{campaign}"));
+                }
+                let body = json!({"fields": {
+                    "project": {"key": project},
+                    "summary": text.title,
+                    "issuetype": {"name": config.issue_type},
+                    "labels": labels,
+                    "description": adf(&text.body),
+                }});
+                let created: Value =
+                    send(config, Method::Post, "/rest/api/3/issue", &body)?.json()?;
+                let key = created
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                Ok(ActionOutcome::new(format!("created {key}")).with_external_id(key))
+            }
+            Operation::Comment => {
+                let key = task::target_key(action, config.key.as_deref())?;
+                let text = task::text(action)?;
+                let path = format!("/rest/api/3/issue/{}/comment", percent_encode(&key));
+                let created: Value = send(
+                    config,
+                    Method::Post,
+                    &path,
+                    &json!({"body": adf(&text.body)}),
+                )?
+                .json()?;
+                let outcome = ActionOutcome::new(format!("commented on {key}"));
+                Ok(match created.get("id").and_then(Value::as_str) {
+                    Some(id) => outcome.with_external_id(id),
+                    None => outcome,
+                })
+            }
+            Operation::Transition => {
+                let key = task::target_key(action, config.key.as_deref())?;
+                let stage = task::target_stage(action, config.to.as_deref())?;
+                let target = config.transitions.get(&stage).unwrap_or(&stage);
+                let path = format!("/rest/api/3/issue/{}/transitions", percent_encode(&key));
+                let available: Transitions =
+                    http::get_json(&config.api(&path)?, Some(&config.credential))?;
+                let matches = |t: &Transition| {
+                    t.name.eq_ignore_ascii_case(target)
+                        || t.to
+                            .as_ref()
+                            .and_then(|to| to.get("name"))
+                            .and_then(Value::as_str)
+                            .is_some_and(|status| status.eq_ignore_ascii_case(target))
+                };
+                let Some(transition) = available.transitions.iter().find(|t| matches(t)) else {
+                    let names: Vec<&str> = available
+                        .transitions
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect();
+                    return Err(PluginError::Permanent(format!(
+                        "{key} has no transition to {target:?} from its status; available: {}",
+                        names.join(", ")
+                    )));
+                };
+                send(
+                    config,
+                    Method::Post,
+                    &path,
+                    &json!({"transition": {"id": transition.id}}),
+                )?;
+                Ok(ActionOutcome::new(format!("moved {key} to {target}")).with_external_id(key))
+            }
+            Operation::Assign => {
+                let key = task::target_key(action, config.key.as_deref())?;
+                let account = task::assignee(action, config.assignee.as_deref(), &config.users)?;
+                let path = format!("/rest/api/3/issue/{}/assignee", percent_encode(&key));
+                send(config, Method::Put, &path, &json!({"accountId": account}))?;
+                Ok(
+                    ActionOutcome::new(format!("assigned {key} to {account}"))
+                        .with_external_id(key),
+                )
+            }
+        }
     }
 }
 
@@ -656,7 +636,7 @@ mod tests {
     }
 
     fn decode_one(config: &Config, inbound: &Inbound) -> Value {
-        let events = decode(config, inbound).unwrap();
+        let events = Jira::decode(config, inbound).unwrap();
         assert_eq!(events.len(), 1);
         events[0].to_value()
     }
@@ -747,7 +727,7 @@ mod tests {
         let mut inbound = delivery(&[]);
         inbound.body = br#"{"hello": 1}"#.to_vec();
         assert!(
-            matches!(decode(&config(json!({})), &inbound), Err(PluginError::InvalidInput(m)) if m.contains("webhookEvent"))
+            matches!(Jira::decode(&config(json!({})), &inbound), Err(PluginError::InvalidInput(m)) if m.contains("webhookEvent"))
         );
     }
 

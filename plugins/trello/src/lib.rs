@@ -7,23 +7,10 @@ use std::collections::BTreeMap;
 
 use converge_plugin_sdk::event::{CloudEvent, campaign_subject};
 use converge_plugin_sdk::http::{self, Method, percent_encode};
-use converge_plugin_sdk::task::{self, Operation};
-use converge_plugin_sdk::{
-    Action, ActionOutcome, Connector, ConnectorInfo, Inbound, PluginError, PollResult,
-};
+use converge_plugin_sdk::task::{self, Operation, TaskConnector};
+use converge_plugin_sdk::{Action, ActionOutcome, Inbound, PluginError, PollResult, connector};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-
-const EVENT_TYPES: &[&str] = &[
-    "trello.card.created",
-    "trello.card.updated",
-    "trello.card.moved",
-    "trello.card.archived",
-    "trello.card.commented",
-    "trello.card.member_added",
-    "trello.card.label_added",
-    "trello.<noun>.<verb>",
-];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,21 +288,6 @@ fn action_event(config: &Config, action: &Value) -> Result<CloudEvent, PluginErr
         .data(Value::Object(fields)))
 }
 
-fn decode(config: &Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginError> {
-    // Trello checks a callback URL with a HEAD before it creates a webhook.
-    if inbound.method.eq_ignore_ascii_case("HEAD") || inbound.body.is_empty() {
-        return Ok(Vec::new());
-    }
-    let body: Value = inbound.json()?;
-    let action = body.get("action").ok_or_else(|| {
-        PluginError::InvalidInput(format!(
-            "hook {}: no action: not a Trello delivery",
-            inbound.hook
-        ))
-    })?;
-    Ok(vec![action_event(config, action)?])
-}
-
 /// Where the next poll starts. Trello lists a board's actions newest first,
 /// so one pass after `since` reads pages backwards (`before` the oldest
 /// action seen) until a page is not full; `newest` keeps the newest action
@@ -331,15 +303,11 @@ struct Cursor {
 }
 
 fn parse_cursor(config: &Config, cursor: Option<&str>) -> Result<Cursor, PluginError> {
-    match cursor {
-        None => Ok(Cursor {
-            since: config.poll.since.clone(),
-            ..Cursor::default()
-        }),
-        Some(text) => serde_json::from_str(text).map_err(|e| {
-            PluginError::InvalidInput(format!("poll cursor is not this plugin's: {e}"))
-        }),
-    }
+    let first = Cursor {
+        since: config.poll.since.clone(),
+        ..Cursor::default()
+    };
+    connector::parse_cursor(cursor, first)
 }
 
 fn poll_url(config: &Config, cursor: &Cursor) -> Result<String, PluginError> {
@@ -407,86 +375,97 @@ fn send(config: &Config, method: Method, path: &str, body: &Value) -> Result<Val
     http::send_json(method, &config.api(path), body, Some(&config.credential))?.json()
 }
 
-fn execute(config: &Config, action: &Action) -> Result<ActionOutcome, PluginError> {
-    match task::operation(config.action)? {
-        Operation::CreateTask => {
-            let list = config.list.as_deref().ok_or_else(|| {
-                PluginError::InvalidInput("plugin config: list: required to create cards".into())
-            })?;
-            let text = task::text(action)?;
-            let body = json!({"idList": list, "name": text.title, "desc": text.body});
-            let card = send(config, Method::Post, "/cards", &body)?;
-            let id = card.get("id").and_then(Value::as_str).unwrap_or_default();
-            Ok(ActionOutcome::new(format!("created card {id}")).with_external_id(id))
-        }
-        Operation::Comment => {
-            let card = task::target_key(action, config.key.as_deref())?;
-            let text = task::text(action)?;
-            let path = card_path(&card, "/actions/comments");
-            let comment = send(config, Method::Post, &path, &json!({"text": text.body}))?;
-            let outcome = ActionOutcome::new(format!("commented on card {card}"));
-            Ok(match comment.get("id").and_then(Value::as_str) {
-                Some(id) => outcome.with_external_id(id),
-                None => outcome,
-            })
-        }
-        Operation::Transition => {
-            let card = task::target_key(action, config.key.as_deref())?;
-            let stage = task::target_stage(action, config.to.as_deref())?;
-            let list = task::lookup(&config.lists, &format!("lists.{stage}"), &stage)?;
-            send(
-                config,
-                Method::Put,
-                &card_path(&card, ""),
-                &json!({"idList": list}),
-            )?;
-            Ok(
-                ActionOutcome::new(format!("moved card {card} to list {list}"))
-                    .with_external_id(card),
-            )
-        }
-        Operation::Assign => {
-            let card = task::target_key(action, config.key.as_deref())?;
-            let member = task::assignee(action, config.assignee.as_deref(), &config.users)?;
-            send(
-                config,
-                Method::Post,
-                &card_path(&card, "/idMembers"),
-                &json!({"value": member}),
-            )?;
-            Ok(ActionOutcome::new(format!("added {member} to card {card}")).with_external_id(card))
-        }
-    }
-}
-
 struct Trello;
 
-impl Connector for Trello {
-    fn info() -> ConnectorInfo {
-        ConnectorInfo::new(EVENT_TYPES)
-            .decodes()
-            .polls()
-            .actions(Operation::NAMES)
+impl TaskConnector for Trello {
+    type Config = Config;
+
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "trello.card.created",
+        "trello.card.updated",
+        "trello.card.moved",
+        "trello.card.archived",
+        "trello.card.commented",
+        "trello.card.member_added",
+        "trello.card.label_added",
+        "trello.<noun>.<verb>",
+    ];
+
+    fn decode(config: &Config, inbound: &Inbound) -> Result<Vec<CloudEvent>, PluginError> {
+        // Trello checks a callback URL with a HEAD before it creates a webhook.
+        if inbound.method.eq_ignore_ascii_case("HEAD") || inbound.body.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body: Value = inbound.json()?;
+        let action = body.get("action").ok_or_else(|| {
+            PluginError::InvalidInput(format!(
+                "hook {}: no action: not a Trello delivery",
+                inbound.hook
+            ))
+        })?;
+        Ok(vec![action_event(config, action)?])
     }
 
-    fn decode(inbound: Inbound) -> Result<Vec<String>, PluginError> {
-        let config: Config = converge_plugin_sdk::config()?;
-        Ok(decode(&config, &inbound)?
-            .iter()
-            .map(CloudEvent::to_json)
-            .collect())
-    }
-
-    fn poll(cursor: Option<String>) -> Result<PollResult, PluginError> {
-        let config: Config = converge_plugin_sdk::config()?;
-        let cursor = parse_cursor(&config, cursor.as_deref())?;
+    fn poll(config: &Config, cursor: Option<&str>) -> Result<PollResult, PluginError> {
+        let cursor = parse_cursor(config, cursor)?;
         let actions: Vec<Value> =
-            http::get_json(&poll_url(&config, &cursor)?, Some(&config.credential))?;
-        poll_page(&config, &cursor, &actions)
+            http::get_json(&poll_url(config, &cursor)?, Some(&config.credential))?;
+        poll_page(config, &cursor, &actions)
     }
 
-    fn execute(action: Action) -> Result<ActionOutcome, PluginError> {
-        execute(&converge_plugin_sdk::config()?, &action)
+    fn execute(config: &Config, action: &Action) -> Result<ActionOutcome, PluginError> {
+        match task::operation(config.action)? {
+            Operation::CreateTask => {
+                let list = config.list.as_deref().ok_or_else(|| {
+                    PluginError::InvalidInput(
+                        "plugin config: list: required to create cards".into(),
+                    )
+                })?;
+                let text = task::text(action)?;
+                let body = json!({"idList": list, "name": text.title, "desc": text.body});
+                let card = send(config, Method::Post, "/cards", &body)?;
+                let id = card.get("id").and_then(Value::as_str).unwrap_or_default();
+                Ok(ActionOutcome::new(format!("created card {id}")).with_external_id(id))
+            }
+            Operation::Comment => {
+                let card = task::target_key(action, config.key.as_deref())?;
+                let text = task::text(action)?;
+                let path = card_path(&card, "/actions/comments");
+                let comment = send(config, Method::Post, &path, &json!({"text": text.body}))?;
+                let outcome = ActionOutcome::new(format!("commented on card {card}"));
+                Ok(match comment.get("id").and_then(Value::as_str) {
+                    Some(id) => outcome.with_external_id(id),
+                    None => outcome,
+                })
+            }
+            Operation::Transition => {
+                let card = task::target_key(action, config.key.as_deref())?;
+                let stage = task::target_stage(action, config.to.as_deref())?;
+                let list = task::lookup(&config.lists, &format!("lists.{stage}"), &stage)?;
+                send(
+                    config,
+                    Method::Put,
+                    &card_path(&card, ""),
+                    &json!({"idList": list}),
+                )?;
+                Ok(
+                    ActionOutcome::new(format!("moved card {card} to list {list}"))
+                        .with_external_id(card),
+                )
+            }
+            Operation::Assign => {
+                let card = task::target_key(action, config.key.as_deref())?;
+                let member = task::assignee(action, config.assignee.as_deref(), &config.users)?;
+                send(
+                    config,
+                    Method::Post,
+                    &card_path(&card, "/idMembers"),
+                    &json!({"value": member}),
+                )?;
+                Ok(ActionOutcome::new(format!("added {member} to card {card}"))
+                    .with_external_id(card))
+            }
+        }
     }
 }
 
@@ -521,7 +500,7 @@ mod tests {
 
     fn decode_action(config: &Config, file: &str) -> Value {
         let body = json!({"model": {"id": "board"}, "action": fixture(file)});
-        let events = decode(config, &delivery(body)).unwrap();
+        let events = Trello::decode(config, &delivery(body)).unwrap();
         assert_eq!(events.len(), 1);
         events[0].to_value()
     }
@@ -578,7 +557,7 @@ mod tests {
     #[test]
     fn the_full_envelope_decodes_other_action_types() {
         let body = fixture("envelope.copyChecklist.full_body.json");
-        let events = decode(&config(json!({})), &delivery(body)).unwrap();
+        let events = Trello::decode(&config(json!({})), &delivery(body)).unwrap();
         let event = events[0].to_value();
         assert_eq!(event["type"], "trello.checklist.copied");
         assert_eq!(event["id"], "59bc8e2ddbd7af0e1474fb0e");
@@ -593,9 +572,13 @@ mod tests {
             body: Vec::new(),
             ..delivery(json!({}))
         };
-        assert!(decode(&config(json!({})), &head).unwrap().is_empty());
+        assert!(
+            Trello::decode(&config(json!({})), &head)
+                .unwrap()
+                .is_empty()
+        );
         assert!(matches!(
-            decode(&config(json!({})), &delivery(json!({"model": {}}))),
+            Trello::decode(&config(json!({})), &delivery(json!({"model": {}}))),
             Err(PluginError::InvalidInput(m)) if m.contains("no action")
         ));
     }
