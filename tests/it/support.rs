@@ -1,20 +1,16 @@
 //! What the integration tests share: building the plugins, a temporary
-//! daemon started from the real binary, a local sink server standing in for
+//! daemon started from the real binary, the testkit's sink standing in for
 //! Slack and webhook receivers, and a small HTTP client.
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::IntoResponse;
 use serde_json::Value;
 
+pub use converge_testkit::sink::Sink;
 pub use converge_testkit::{free_port, workspace_root as repo_root};
 
 /// The bundled plugins and the tests' own, built once per test run: the
@@ -553,110 +549,6 @@ pub fn actions_settled(trail: &Value) -> bool {
                     .is_some_and(|a| a.iter().all(|a| a["status"] != "pending"))
             })
     })
-}
-
-/// One request the sink received.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub path: String,
-    pub headers: HeaderMap,
-    pub body: Value,
-    /// The body as it arrived.
-    pub bytes: Bytes,
-}
-
-/// A local HTTP server that records requests; answers are scripted per
-/// request (default 200 with a Slack-like `{"ok": true}` body).
-#[derive(Clone)]
-pub struct Sink {
-    pub addr: std::net::SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<VecDeque<StatusCode>>>,
-}
-
-impl Sink {
-    pub async fn start() -> Sink {
-        Sink::start_on("127.0.0.1:0".parse().unwrap()).await
-    }
-
-    pub async fn start_on(addr: std::net::SocketAddr) -> Sink {
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let sink = Sink {
-            addr: listener.local_addr().unwrap(),
-            received: Arc::default(),
-            script: Arc::default(),
-        };
-        let state = sink.clone();
-        let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
-            let state = state.clone();
-            async move {
-                let parsed = serde_json::from_slice(&body)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-                state.received.lock().unwrap().push(Received {
-                    path: uri.path().to_string(),
-                    headers,
-                    body: parsed,
-                    bytes: body,
-                });
-                let status = state
-                    .script
-                    .lock()
-                    .unwrap()
-                    .pop_front()
-                    .unwrap_or(StatusCode::OK);
-                (
-                    status,
-                    axum::Json(serde_json::json!({"ok": true, "ts": "1700000000.000100"})),
-                )
-                    .into_response()
-            }
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        sink
-    }
-
-    /// A sink that is not running yet, for configs that name its address.
-    pub fn placeholder(addr: std::net::SocketAddr) -> Sink {
-        Sink {
-            addr,
-            received: Arc::default(),
-            script: Arc::default(),
-        }
-    }
-
-    pub fn host(&self) -> String {
-        self.addr.to_string()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The next answers, in order; then 200 again.
-    pub fn answer_next(&self, statuses: &[StatusCode]) {
-        self.script.lock().unwrap().extend(statuses.iter().copied());
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Waits until at least `n` requests arrived.
-    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let received = self.received();
-            if received.len() >= n {
-                return received;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sink got {} of {n} requests",
-                received.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 /// Whether `key` is the idempotency key of action `id` of a database:

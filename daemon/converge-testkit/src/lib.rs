@@ -1,12 +1,15 @@
 //! What converge's test suites share, so each is written once: where the
 //! workspace and its target directory are, the guest plugins built for
 //! `wasm32-wasip2` (the daemon's integration tests and the plugin host's
-//! both run them), and a free loopback port. A dev-dependency only.
+//! both run them), a free loopback port and a local HTTP server that
+//! records what is sent to it ([`sink`]). A dev-dependency only.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+pub mod sink;
 
 /// Every plugin package of the workspace that is a component: the bundled
 /// connectors and channels, and the tests' misbehaving plugin.

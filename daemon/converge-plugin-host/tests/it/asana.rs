@@ -9,10 +9,10 @@ use converge_plugin_host::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{FakeApi, Reply, host, load, spec};
+use crate::support::{Reply, Sink, grants_with, host, load, spec};
 
-async fn asana(api: &FakeApi) -> Plugin {
-    let grants = api.grants("asana", "authorization", "Bearer asana-test");
+async fn asana(api: &Sink) -> Plugin {
+    let grants = grants_with(api, "asana", "authorization", "Bearer asana-test");
     load(&host(), spec("asana", grants, PluginLimits::default())).await
 }
 
@@ -35,7 +35,7 @@ fn changed(gid: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_handshake_decodes_to_nothing() {
-    let api = FakeApi::start(|_, _| Reply::status(404, "")).await;
+    let api = Sink::answering(|_, _| Reply::status(404, "")).await;
     let plugin = asana(&api).await;
     let input = DecodeInput {
         hook: "asana".into(),
@@ -51,7 +51,7 @@ async fn the_handshake_decodes_to_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn polls_events_with_sync_tokens_through_a_429_and_a_500() {
-    let api = FakeApi::start(|request, before| {
+    let api = Sink::answering(|request, before| {
         assert_eq!(request.path, "/api/1.0/events");
         assert_eq!(request.param("resource").as_deref(), Some("8675309"));
         match (before, request.param("sync").as_deref()) {
@@ -128,7 +128,7 @@ async fn polls_events_with_sync_tokens_through_a_429_and_a_500() {
     assert!(!last.more);
     assert_eq!(last.cursor.as_deref(), Some(r#"{"sync":{"8675309":"s3"}}"#));
     assert!(
-        api.seen()
+        api.received()
             .iter()
             .all(|s| s.headers["authorization"] == "Bearer asana-test")
     );
@@ -136,7 +136,7 @@ async fn polls_events_with_sync_tokens_through_a_429_and_a_500() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn creates_comments_moves_and_assigns_tasks() {
-    let api = FakeApi::start(|request, _| match request.path.as_str() {
+    let api = Sink::answering(|request, _| match request.path.as_str() {
         "/api/1.0/tasks" => Reply::json(json!({"data": {"gid": "999"}})),
         "/api/1.0/tasks/42/stories" => Reply::json(json!({"data": {"gid": "s-1"}})),
         _ => Reply::json(json!({"data": {}})),
@@ -191,7 +191,7 @@ async fn creates_comments_moves_and_assigns_tasks() {
         .await
         .unwrap();
 
-    let seen = api.seen();
+    let seen = api.received();
     let calls: Vec<String> = seen
         .iter()
         .map(|s| format!("{} {}", s.method, s.path))

@@ -9,10 +9,10 @@ use converge_plugin_host::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{FakeApi, Reply, fixture, host, load, spec};
+use crate::support::{Reply, Sink, fixture, grants_with, host, load, spec};
 
-async fn github(api: &FakeApi) -> Plugin {
-    let grants = api.grants("github", "authorization", "Bearer ghp-test");
+async fn github(api: &Sink) -> Plugin {
+    let grants = grants_with(api, "github", "authorization", "Bearer ghp-test");
     load(&host(), spec("github", grants, PluginLimits::default())).await
 }
 
@@ -40,7 +40,7 @@ fn issue(number: u64, updated: &str, labels: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connector_plugin_loads_as_one_and_describes_what_it_does() {
-    let api = FakeApi::start(|_, _| Reply::status(404, "")).await;
+    let api = Sink::answering(|_, _| Reply::status(404, "")).await;
     let plugin = github(&api).await;
     assert_eq!(plugin.info().name, "github");
     assert!(plugin.info().api_version.starts_with("0.1"));
@@ -54,7 +54,7 @@ async fn a_connector_plugin_loads_as_one_and_describes_what_it_does() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn decodes_a_real_delivery_into_a_campaign_event() {
-    let api = FakeApi::start(|_, _| Reply::status(404, "")).await;
+    let api = Sink::answering(|_, _| Reply::status(404, "")).await;
     let plugin = github(&api).await;
     let input = DecodeInput {
         hook: "github".into(),
@@ -92,13 +92,13 @@ async fn decodes_a_real_delivery_into_a_campaign_event() {
         matches!(&failure, CallFailure::InvalidInput(m) if m.contains("X-GitHub-Event")),
         "{failure:?}"
     );
-    assert!(api.seen().is_empty(), "decoding makes no request");
+    assert!(api.received().is_empty(), "decoding makes no request");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn polls_page_by_page_through_a_429_and_a_5xx() {
     // Page 1 (two issues), then a 429, then a 502, then the last page.
-    let api = FakeApi::start(|request, before| match before {
+    let api = Sink::answering(|request, before| match before {
         0 => Reply::json(json!([
             issue(1, "2024-03-01T10:00:00Z", &["campaign:spring"]),
             issue(2, "2024-03-01T11:00:00Z", &[]),
@@ -171,7 +171,7 @@ async fn polls_page_by_page_through_a_429_and_a_5xx() {
         "the same change keeps its id"
     );
 
-    let seen = api.seen();
+    let seen = api.received();
     assert_eq!(seen.len(), 4);
     assert!(seen.iter().all(|s| s.path == "/repos/acme/launch/issues"));
     assert!(
@@ -198,7 +198,7 @@ fn action(id: &str, kind: &str, decision: Value, event: Value) -> ActionInput {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn performs_each_action_with_the_host_token() {
-    let api = FakeApi::start(|request, _| match request.path.as_str() {
+    let api = Sink::answering(|request, _| match request.path.as_str() {
         "/repos/acme/launch/issues" => Reply::json(json!({"number": 42})),
         "/repos/acme/launch/issues/7/comments" => Reply::json(json!({"id": 901})),
         _ => Reply::json(json!({})),
@@ -261,7 +261,7 @@ async fn performs_each_action_with_the_host_token() {
         .await
         .unwrap();
 
-    let seen = api.seen();
+    let seen = api.received();
     let calls: Vec<(String, String)> = seen
         .iter()
         .map(|s| (s.method.to_string(), s.path.clone()))
@@ -304,14 +304,14 @@ async fn performs_each_action_with_the_host_token() {
     assert_eq!(seen[3].json(), json!({"assignees": ["ana-gh"]}));
     assert!(
         seen.iter()
-            .all(|s| !String::from_utf8_lossy(&s.body).contains("ghp-test"))
+            .all(|s| !String::from_utf8_lossy(&s.bytes).contains("ghp-test"))
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn action_plugins_have_no_decode_or_poll() {
-    let api = FakeApi::start(|_, _| Reply::status(404, "")).await;
-    let grants = api.grants("x", "authorization", "y");
+    let api = Sink::answering(|_, _| Reply::status(404, "")).await;
+    let grants = grants_with(&api, "x", "authorization", "y");
     let plugin = load(
         &host(),
         spec("webhook_out", grants, PluginLimits::default()),

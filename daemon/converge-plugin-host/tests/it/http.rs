@@ -4,12 +4,12 @@ use converge_plugin_host::{CallFailure, Grants, PluginLimits};
 use serde_json::{Value, json};
 
 use crate::support::{
-    FakeApi, Reply, Sink, action, credential, grants_for, host, load, plain_http_to, spec,
+    Reply, Sink, action, credential, grants_for, host, load, plain_http_to, sink, spec,
 };
 
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_out_posts_the_action_with_its_idempotency_key() {
-    let sink = Sink::start().await;
+    let sink = sink().await;
     let host = host();
     let plugin = load(
         &host,
@@ -23,7 +23,7 @@ async fn webhook_out_posts_the_action_with_its_idempotency_key() {
     let done = plugin.execute(action("act-1"), &config).await.unwrap();
     assert!(done.summary.contains("200"), "{done:?}");
 
-    let seen = sink.seen();
+    let seen = sink.received();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, "POST");
     assert_eq!(seen[0].path, "/hook");
@@ -39,7 +39,7 @@ async fn webhook_out_posts_the_action_with_its_idempotency_key() {
         seen[0].headers
     );
     assert_eq!(seen[0].headers["accept"], "*/*");
-    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    let body: Value = serde_json::from_slice(&seen[0].bytes).unwrap();
     assert_eq!(
         body,
         json!({
@@ -55,7 +55,7 @@ async fn webhook_out_posts_the_action_with_its_idempotency_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slack_token_reaches_slack_but_never_the_plugin() {
-    let sink = Sink::start().await;
+    let sink = sink().await;
     let mut grants = grants_for(&sink);
     grants
         .credentials
@@ -68,18 +68,18 @@ async fn slack_token_reaches_slack_but_never_the_plugin() {
     let done = plugin.execute(action("act-2"), &config).await.unwrap();
     assert_eq!(done.external_id.as_deref(), Some("1700000000.000100"));
 
-    let seen = sink.seen();
+    let seen = sink.received();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/api/chat.postMessage");
     assert_eq!(seen[0].headers["authorization"], "Bearer xoxb-test");
-    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    let body: Value = serde_json::from_slice(&seen[0].bytes).unwrap();
     assert_eq!(body["channel"], "#mops");
-    assert!(!String::from_utf8_lossy(&seen[0].body).contains("xoxb"));
+    assert!(!String::from_utf8_lossy(&seen[0].bytes).contains("xoxb"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slack_invalid_auth_is_unauthorized() {
-    let sink = Sink::start().await;
+    let sink = sink().await;
     let mut grants = grants_for(&sink);
     grants
         .credentials
@@ -98,7 +98,7 @@ async fn slack_invalid_auth_is_unauthorized() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_credential_not_granted_is_denied_before_sending() {
-    let sink = Sink::start().await;
+    let sink = sink().await;
     let host = host();
     let plugin = load(
         &host,
@@ -112,12 +112,12 @@ async fn a_credential_not_granted_is_denied_before_sending() {
         matches!(&failure, CallFailure::Permanent(m) if m.contains("\"bot_token\" is not granted")),
         "{failure:?}"
     );
-    assert!(sink.seen().is_empty());
+    assert!(sink.received().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_not_granted_is_denied_and_nothing_is_sent() {
-    let sink = Sink::start().await;
+    let sink = sink().await;
     let grants = Grants {
         http_hosts: vec!["hooks.example.com".into(), "127.0.0.1:1".into()],
         allow_plain_http: true,
@@ -132,13 +132,13 @@ async fn a_host_not_granted_is_denied_and_nothing_is_sent() {
         matches!(&failure, CallFailure::Permanent(m) if m.contains("denied") && m.contains("not granted")),
         "{failure:?}"
     );
-    assert!(sink.seen().is_empty());
+    assert!(sink.received().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_granted_name_that_leads_to_an_internal_address_is_refused() {
-    let sink = Sink::start().await;
-    let port = sink.authority().rsplit_once(':').unwrap().1.to_string();
+    let sink = sink().await;
+    let port = sink.host().rsplit_once(':').unwrap().1.to_string();
     // The grant names `localhost`, which resolves to loopback: refused,
     // permanently, saying how to reach it on purpose.
     let grants = Grants {
@@ -155,7 +155,7 @@ async fn a_granted_name_that_leads_to_an_internal_address_is_refused() {
             if m.contains("localhost resolves to") && m.contains("grant that address itself")),
         "{failure:?}"
     );
-    assert!(sink.seen().is_empty());
+    assert!(sink.received().is_empty());
 
     // Granting the address itself reaches it.
     let plugin = load(
@@ -165,12 +165,12 @@ async fn a_granted_name_that_leads_to_an_internal_address_is_refused() {
     .await;
     let config = json!({"url": sink.url("/hook")}).to_string();
     plugin.execute(action("act-7"), &config).await.unwrap();
-    assert_eq!(sink.seen().len(), 1);
+    assert_eq!(sink.received().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_http_is_refused_unless_allowed() {
-    let sink = Sink::start().await;
+    let sink = sink().await;
     let host = host();
     let config = json!({"url": sink.url("/hook")}).to_string();
 
@@ -182,7 +182,7 @@ async fn plain_http_is_refused_unless_allowed() {
         matches!(&failure, CallFailure::Permanent(m) if m.contains("plain http")),
         "{failure:?}"
     );
-    assert!(sink.seen().is_empty());
+    assert!(sink.received().is_empty());
 
     let plugin = load(
         &host,
@@ -190,12 +190,12 @@ async fn plain_http_is_refused_unless_allowed() {
     )
     .await;
     plugin.execute(action("act-6"), &config).await.unwrap();
-    assert_eq!(sink.seen().len(), 1);
+    assert_eq!(sink.received().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_request_count_is_limited_per_call() {
-    let sink = Sink::start().await;
+    let sink = sink().await;
     let host = host();
     let limits = PluginLimits {
         max_http_requests: 0,
@@ -208,14 +208,14 @@ async fn the_request_count_is_limited_per_call() {
         matches!(&failure, CallFailure::Permanent(m) if m.contains("request limit")),
         "{failure:?}"
     );
-    assert!(sink.seen().is_empty());
+    assert!(sink.received().is_empty());
 }
 
 /// Instances are reused between calls: what a call counts against its limits
 /// must start from zero on the next call of the same instance.
 #[tokio::test(flavor = "multi_thread")]
 async fn per_call_limits_start_over_on_a_reused_instance() {
-    let sink = Sink::start().await;
+    let sink = sink().await;
     let host = host();
     let limits = PluginLimits {
         max_http_requests: 1,
@@ -229,7 +229,7 @@ async fn per_call_limits_start_over_on_a_reused_instance() {
             .await
             .unwrap_or_else(|e| panic!("call {i}: {e}"));
     }
-    let paths: Vec<String> = sink.seen().into_iter().map(|s| s.path).collect();
+    let paths: Vec<String> = sink.received().into_iter().map(|s| s.path).collect();
     assert_eq!(
         paths,
         ["/hook/0", "/hook/1", "/hook/2", "/hook/3", "/hook/4"]
@@ -249,7 +249,7 @@ async fn get(grants: Grants, limits: PluginLimits, url: &str) -> Result<String, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redirect_is_the_plugins_to_read_not_followed() {
-    let api = FakeApi::start(|seen, _| match seen.path.as_str() {
+    let api = Sink::answering(|seen, _| match seen.path.as_str() {
         "/moved" => Reply::status(302, "").header("location", "/elsewhere"),
         _ => Reply::status(200, "ok"),
     })
@@ -259,7 +259,7 @@ async fn a_redirect_is_the_plugins_to_read_not_followed() {
         .await
         .unwrap();
     assert_eq!(summary, format!("GET {url} -> 302"));
-    let paths: Vec<String> = api.seen().into_iter().map(|s| s.path).collect();
+    let paths: Vec<String> = api.received().into_iter().map(|s| s.path).collect();
     assert_eq!(paths, ["/moved"]);
 }
 
@@ -270,7 +270,7 @@ async fn a_response_past_the_limit_is_refused_whether_its_length_is_declared_or_
         ..PluginLimits::default()
     };
     // Declared: axum sends a content-length.
-    let api = FakeApi::start(|_, _| Reply::status(200, &"x".repeat(4096))).await;
+    let api = Sink::answering(|_, _| Reply::status(200, &"x".repeat(4096))).await;
     let failure = get(plain_http_to(api.addr), limits.clone(), &api.url("/big"))
         .await
         .unwrap_err();

@@ -9,12 +9,12 @@ use converge_plugin_host::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{FakeApi, Reply, fixture, host, load, spec};
+use crate::support::{Reply, Sink, fixture, grants_with, host, load, spec};
 
 const AUTH: &str = "Basic amlyYS10ZXN0";
 
-async fn jira(api: &FakeApi) -> Plugin {
-    let grants = api.grants("jira", "authorization", AUTH);
+async fn jira(api: &Sink) -> Plugin {
+    let grants = grants_with(api, "jira", "authorization", AUTH);
     load(&host(), spec("jira", grants, PluginLimits::default())).await
 }
 
@@ -38,7 +38,7 @@ fn issue(key: &str, updated: &str, labels: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn decodes_the_documented_issue_update() {
-    let api = FakeApi::start(|_, _| Reply::status(404, "")).await;
+    let api = Sink::answering(|_, _| Reply::status(404, "")).await;
     let plugin = jira(&api).await;
     let input = DecodeInput {
         hook: "jira".into(),
@@ -58,7 +58,7 @@ async fn decodes_the_documented_issue_update() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn polls_the_search_page_by_page_through_a_429_and_a_503() {
-    let api = FakeApi::start(|request, before| {
+    let api = Sink::answering(|request, before| {
         assert_eq!(request.path, "/rest/api/3/search");
         match before {
             0 => Reply::json(
@@ -127,7 +127,7 @@ async fn polls_the_search_page_by_page_through_a_429_and_a_503() {
     assert!(!last.more);
     assert_eq!(events(&last.events)[0]["data"]["key"], "MOPS-3");
 
-    let seen = api.seen();
+    let seen = api.received();
     assert_eq!(
         seen[0].param("jql").as_deref(),
         Some("(project = MOPS) ORDER BY updated ASC, key ASC")
@@ -153,20 +153,25 @@ fn action(kind: &str, decision: Value) -> ActionInput {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn creates_comments_transitions_and_assigns() {
-    let api = FakeApi::start(
-        |request, _| match (request.method.as_str(), request.path.as_str()) {
-            ("POST", "/rest/api/3/issue") => Reply::json(json!({"id": "10001", "key": "MOPS-42"})),
-            ("POST", "/rest/api/3/issue/MOPS-7/comment") => Reply::json(json!({"id": "5001"})),
-            ("GET", "/rest/api/3/issue/MOPS-7/transitions") => Reply::json(json!({"transitions": [
-                {"id": "11", "name": "Start", "to": {"name": "In Progress"}},
-                {"id": "31", "name": "Approve", "to": {"name": "Approved"}},
-            ]})),
-            ("POST", "/rest/api/3/issue/MOPS-7/transitions") => Reply::status(204, ""),
-            ("PUT", "/rest/api/3/issue/MOPS-7/assignee") => Reply::status(204, ""),
-            _ => Reply::status(404, "no such route"),
-        },
-    )
-    .await;
+    let api =
+        Sink::answering(
+            |request, _| match (request.method.as_str(), request.path.as_str()) {
+                ("POST", "/rest/api/3/issue") => {
+                    Reply::json(json!({"id": "10001", "key": "MOPS-42"}))
+                }
+                ("POST", "/rest/api/3/issue/MOPS-7/comment") => Reply::json(json!({"id": "5001"})),
+                ("GET", "/rest/api/3/issue/MOPS-7/transitions") => {
+                    Reply::json(json!({"transitions": [
+                        {"id": "11", "name": "Start", "to": {"name": "In Progress"}},
+                        {"id": "31", "name": "Approve", "to": {"name": "Approved"}},
+                    ]}))
+                }
+                ("POST", "/rest/api/3/issue/MOPS-7/transitions") => Reply::status(204, ""),
+                ("PUT", "/rest/api/3/issue/MOPS-7/assignee") => Reply::status(204, ""),
+                _ => Reply::status(404, "no such route"),
+            },
+        )
+        .await;
     let plugin = jira(&api).await;
     let config = |extra: Value| {
         let mut config = json!({"base_url": api.url(""), "project": "MOPS", "campaign": {"label_prefix": "campaign:"}});
@@ -229,7 +234,7 @@ async fn creates_comments_transitions_and_assigns() {
         "{missing:?}"
     );
 
-    let seen = api.seen();
+    let seen = api.received();
     let calls: Vec<String> = seen
         .iter()
         .map(|s| format!("{} {}", s.method, s.path))

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use converge_plugin_host::{CallFailure, Grants, Plugin, PluginLimits};
 use serde_json::json;
 
-use crate::support::{Sink, action, grants_for, host, load, spec};
+use crate::support::{action, grants_for, host, load, sink, spec};
 
 async fn misbehaving(grants: Grants, limits: PluginLimits) -> Plugin {
     load(&host(), spec("misbehaving", grants, limits)).await
@@ -67,7 +67,7 @@ async fn unbounded_allocation_hits_the_memory_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_never_answers_hits_the_wall_time_limit() {
-    let sink = Sink::start().await;
+    let sink = sink().await;
     let limits = PluginLimits {
         wall_time: Duration::from_millis(500),
         ..PluginLimits::default()
@@ -87,13 +87,13 @@ async fn a_server_that_never_answers_hits_the_wall_time_limit() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(sink.seen().len(), 1);
+    assert_eq!(sink.received().len(), 1);
     still_works(&plugin).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_http_timeout_is_reported_to_the_plugin() {
-    let sink = Sink::start().await;
+    let sink = sink().await;
     let limits = PluginLimits {
         http_timeout: Duration::from_millis(300),
         ..PluginLimits::default()

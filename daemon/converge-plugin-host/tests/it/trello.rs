@@ -9,12 +9,12 @@ use converge_plugin_host::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{FakeApi, Reply, fixture, host, load, spec};
+use crate::support::{Reply, Sink, fixture, grants_with, host, load, spec};
 
 const AUTH: &str = r#"OAuth oauth_consumer_key="k", oauth_token="t""#;
 
-async fn trello(api: &FakeApi) -> Plugin {
-    let grants = api.grants("trello", "authorization", AUTH);
+async fn trello(api: &Sink) -> Plugin {
+    let grants = grants_with(api, "trello", "authorization", AUTH);
     load(&host(), spec("trello", grants, PluginLimits::default())).await
 }
 
@@ -33,7 +33,7 @@ fn card_moved(id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn decodes_the_full_envelope() {
-    let api = FakeApi::start(|_, _| Reply::status(404, "")).await;
+    let api = Sink::answering(|_, _| Reply::status(404, "")).await;
     let plugin = trello(&api).await;
     let input = DecodeInput {
         hook: "trello".into(),
@@ -50,7 +50,7 @@ async fn decodes_the_full_envelope() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn polls_a_board_backwards_through_a_429_and_a_500() {
-    let api = FakeApi::start(|request, before| {
+    let api = Sink::answering(|request, before| {
         assert_eq!(request.path, "/1/boards/b1/actions");
         match before {
             0 => Reply::json(json!([card_moved("a3"), card_moved("a2")])),
@@ -102,7 +102,7 @@ async fn polls_a_board_backwards_through_a_429_and_a_500() {
     let last = plugin.poll(PollInput { cursor }, &config).await.unwrap();
     assert!(!last.more);
 
-    let seen = api.seen();
+    let seen = api.received();
     assert_eq!(seen[0].param("before"), None);
     assert_eq!(seen[3].param("before").as_deref(), Some("a2"));
     assert!(seen.iter().all(|s| s.headers["authorization"] == AUTH));
@@ -110,14 +110,15 @@ async fn polls_a_board_backwards_through_a_429_and_a_500() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn moves_creates_comments_and_assigns_cards() {
-    let api = FakeApi::start(
-        |request, _| match (request.method.as_str(), request.path.as_str()) {
-            ("POST", "/1/cards") => Reply::json(json!({"id": "new-card"})),
-            ("POST", "/1/cards/c1/actions/comments") => Reply::json(json!({"id": "comment-1"})),
-            _ => Reply::json(json!({})),
-        },
-    )
-    .await;
+    let api =
+        Sink::answering(
+            |request, _| match (request.method.as_str(), request.path.as_str()) {
+                ("POST", "/1/cards") => Reply::json(json!({"id": "new-card"})),
+                ("POST", "/1/cards/c1/actions/comments") => Reply::json(json!({"id": "comment-1"})),
+                _ => Reply::json(json!({})),
+            },
+        )
+        .await;
     let plugin = trello(&api).await;
     let config = |extra: Value| {
         let mut config =
@@ -178,7 +179,7 @@ async fn moves_creates_comments_and_assigns_cards() {
         "{unknown:?}"
     );
 
-    let seen = api.seen();
+    let seen = api.received();
     let calls: Vec<String> = seen
         .iter()
         .map(|s| format!("{} {}", s.method, s.path))
