@@ -8,7 +8,6 @@
 //! - `server.body_read_timeout`: a body must arrive whole within it after
 //!   its head; reading it later fails, and intake answers 408 and closes.
 //!
-//!
 //! And two bounds on what many clients together can hold, so memory stays
 //! bounded under a flood of stalled senders:
 //! - `server.max_connections`: past it, a new connection is answered 503
