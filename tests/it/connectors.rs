@@ -12,15 +12,11 @@ mod jira;
 mod sendgrid;
 mod trello;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
 use axum::routing::get;
 use hmac::{Hmac, Mac};
 use reqwest::Method;
@@ -128,99 +124,6 @@ fn notifications(trail: &Value) -> Vec<&str> {
         .iter()
         .filter_map(|d| d["decision"]["message"].as_str())
         .collect()
-}
-
-/// One request a fake tool API received.
-#[derive(Debug, Clone)]
-struct ApiRequest {
-    method: String,
-    path: String,
-    query: HashMap<String, String>,
-    headers: HeaderMap,
-    body: Value,
-    at: Instant,
-}
-
-impl ApiRequest {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// A tool's API on 127.0.0.1: every request is recorded, then answered by
-/// a function of its number (from 0) and itself, so a test scripts pages,
-/// rate limits and failures.
-#[derive(Clone)]
-struct FakeApi {
-    host: String,
-    requests: Arc<Mutex<Vec<ApiRequest>>>,
-}
-
-impl FakeApi {
-    async fn start(
-        answer: impl Fn(usize, &ApiRequest) -> Response + Send + Sync + 'static,
-    ) -> FakeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = FakeApi {
-            host: listener.local_addr().unwrap().to_string(),
-            requests: Arc::default(),
-        };
-        let requests = api.requests.clone();
-        let answer = Arc::new(answer);
-        let app = Router::new().fallback(
-            move |method: axum::http::Method,
-                  uri: Uri,
-                  Query(query): Query<HashMap<String, String>>,
-                  headers: HeaderMap,
-                  body: Bytes| {
-                let (requests, answer) = (requests.clone(), answer.clone());
-                async move {
-                    let request = ApiRequest {
-                        method: method.to_string(),
-                        path: uri.path().to_string(),
-                        query,
-                        headers,
-                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                        at: Instant::now(),
-                    };
-                    let n = {
-                        let mut all = requests.lock().unwrap();
-                        all.push(request.clone());
-                        all.len() - 1
-                    };
-                    answer(n, &request)
-                }
-            },
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        api
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.host)
-    }
-
-    fn requests(&self) -> Vec<ApiRequest> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    /// Waits until at least `n` requests arrived.
-    async fn wait_for(&self, n: usize, daemon: &Daemon) -> Vec<ApiRequest> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let requests = self.requests();
-            if requests.len() >= n {
-                return requests;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the fake API got {} of {n} requests: {requests:#?}\n{}",
-                requests.len(),
-                daemon.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 fn github_plugin(api: &str) -> String {

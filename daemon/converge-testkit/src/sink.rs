@@ -28,6 +28,8 @@ pub struct Received {
     pub body: Value,
     /// The body as it arrived.
     pub bytes: Bytes,
+    /// When it arrived: the gaps a sender leaves (retries, rate limits).
+    pub at: Instant,
 }
 
 impl Received {
@@ -36,6 +38,10 @@ impl Received {
         url::form_urlencoded::parse(self.query.as_bytes())
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.into_owned())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The body, which must be JSON.
@@ -69,6 +75,11 @@ impl Reply {
             body: body.into(),
             never: false,
         }
+    }
+
+    pub fn with_status(mut self, status: u16) -> Reply {
+        self.status = StatusCode::from_u16(status).expect("a valid status");
+        self
     }
 
     /// The request is accepted and never answered: for the sender's timeouts.
@@ -159,6 +170,7 @@ impl Sink {
                         headers,
                         body,
                         bytes,
+                        at: Instant::now(),
                     };
                     let before = {
                         let mut received = received.lock().unwrap();
@@ -194,6 +206,12 @@ impl Sink {
 
     /// Waits until at least `n` requests arrived.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        self.wait_for_or(n, String::new).await
+    }
+
+    /// [`Sink::wait_for`], adding `context()` (a daemon's log) to the
+    /// failure when they do not come.
+    pub async fn wait_for_or(&self, n: usize, context: impl Fn() -> String) -> Vec<Received> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let received = self.received();
@@ -202,8 +220,13 @@ impl Sink {
             }
             assert!(
                 Instant::now() < deadline,
-                "the sink got {} of {n} requests",
-                received.len()
+                "the sink got {} of {n} requests: {:?}\n{}",
+                received.len(),
+                received
+                    .iter()
+                    .map(|r| format!("{} {}", r.method, r.path))
+                    .collect::<Vec<_>>(),
+                context()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

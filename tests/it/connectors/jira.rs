@@ -7,15 +7,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use converge_testkit::sink::{Received, Reply, Sink};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{
-    ApiRequest, FakeApi, deliver, fixture, fixture_json, hmac_sha256, notifications,
-    processed_trails, statuses, task_plugin,
+    deliver, fixture, fixture_json, hmac_sha256, notifications, processed_trails, statuses,
+    task_plugin,
 };
 use crate::support::{Workspace, actions_settled};
 
@@ -156,8 +155,8 @@ fn minute(time: &str) -> String {
 /// Jira's search, as far as the plugin uses it: the issues updated in or
 /// after the JQL's `updated >= "<minute>"`, by `updated` then key, the page
 /// at `startAt` of `maxResults`.
-fn search(issues: &[Value], request: &ApiRequest) -> Value {
-    let jql = &request.query["jql"];
+fn search(issues: &[Value], request: &Received) -> Value {
+    let jql = request.param("jql").unwrap();
     let since = jql
         .split_once("updated >= \"")
         .map(|(_, rest)| rest[..16].to_string());
@@ -166,8 +165,8 @@ fn search(issues: &[Value], request: &ApiRequest) -> Value {
         .filter(|i| since.as_ref().is_none_or(|s| minute(updated(i)) >= *s))
         .collect();
     found.sort_by_key(|i| (updated(i), i["key"].as_str().unwrap()));
-    let start: usize = request.query["startAt"].parse().unwrap();
-    let max: usize = request.query["maxResults"].parse().unwrap();
+    let start: usize = request.param("startAt").unwrap().parse().unwrap();
+    let max: usize = request.param("maxResults").unwrap().parse().unwrap();
     let page: Vec<&Value> = found.iter().skip(start).take(max).copied().collect();
     json!({"startAt": start, "maxResults": max, "total": found.len(), "issues": page})
 }
@@ -193,17 +192,12 @@ async fn a_jira_poll_pages_through_a_rate_limit_and_a_5xx_and_resumes_after_kill
     let served = issues.clone();
     // The second request is rate limited, the third fails: both ask for the
     // second page, which must then come once.
-    let api = FakeApi::start(move |n, request| -> Response {
-        match n {
-            1 => (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "3")],
-                axum::Json(json!({"errorMessages": ["Rate limit exceeded"]})),
-            )
-                .into_response(),
-            2 => (StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable").into_response(),
-            _ => axum::Json(search(&served.lock().unwrap(), request)).into_response(),
-        }
+    let api = Sink::answering(move |request, n| match n {
+        1 => Reply::json(json!({"errorMessages": ["Rate limit exceeded"]}))
+            .with_status(429)
+            .header("retry-after", "3"),
+        2 => Reply::status(503, "upstream unavailable"),
+        _ => Reply::json(search(&served.lock().unwrap(), request)),
     })
     .await;
     let ws = Workspace::new(
@@ -219,8 +213,8 @@ plugin = "jira"
 interval = "5s"
 config = {{ base_url = "{url}", poll = {{ jql = "project = MOPS", page_size = 2 }}, campaign = {{ label_prefix = "campaign:" }} }}
 "#,
-            plugin = plugin(&api.host),
-            url = api.url(),
+            plugin = plugin(&api.host()),
+            url = api.url(""),
         ),
     );
     let token = basic_token();
@@ -232,7 +226,7 @@ config = {{ base_url = "{url}", poll = {{ jql = "project = MOPS", page_size = 2 
     daemon
         .wait_for_metric("converge_poll_pages_total", 3.0)
         .await;
-    let requests = api.wait_for(5, &daemon).await;
+    let requests = api.wait_for_or(5, || daemon.log()).await;
     assert_eq!(daemon.metric("converge_poll_failures_total").await, 2.0);
     assert_eq!(daemon.metric("converge_journal_events").await, 3.0);
     assert_eq!(daemon.metric("converge_events_duplicate_total").await, 2.0);
@@ -244,14 +238,14 @@ config = {{ base_url = "{url}", poll = {{ jql = "project = MOPS", page_size = 2 
             Some(format!("Basic {token}").as_str())
         );
     }
-    let jql = |i: usize| requests[i].query["jql"].clone();
+    let jql = |i: usize| requests[i].param("jql").unwrap();
     assert_eq!(jql(0), "(project = MOPS) ORDER BY updated ASC, key ASC");
     // The page refused twice is asked for again from the same cursor.
     let second_page =
         r#"(project = MOPS) AND updated >= "2024/03/01 09:05" ORDER BY updated ASC, key ASC"#;
     for (i, request) in requests.iter().enumerate().take(4).skip(1) {
-        assert_eq!(request.query["jql"], second_page, "request {i}");
-        assert_eq!(request.query["startAt"], "0");
+        assert_eq!(request.param("jql").unwrap(), second_page, "request {i}");
+        assert_eq!(request.param("startAt").unwrap(), "0");
     }
     assert!(
         requests[2].at - requests[1].at >= Duration::from_secs(3),
@@ -267,7 +261,7 @@ config = {{ base_url = "{url}", poll = {{ jql = "project = MOPS", page_size = 2 
     assert_eq!(trails[1]["type"], "jira.issue.updated");
     for trail in &trails {
         assert_eq!(trail["subject"], "campaign/spring-launch", "{trail}");
-        assert_eq!(trail["source"], api.url().as_str());
+        assert_eq!(trail["source"], api.url("").as_str());
     }
     assert_eq!(
         notifications(&trails[2]),
@@ -278,12 +272,12 @@ config = {{ base_url = "{url}", poll = {{ jql = "project = MOPS", page_size = 2 
     // While converge is down, MOPS-4 changes. Restarted, the poll asks from
     // the stored cursor (MOPS-3's minute), gets MOPS-3 again and MOPS-4.
     issues.lock().unwrap().push(issue("MOPS-4", T1, T4));
-    let before = api.requests().len();
+    let before = api.received().len();
     let daemon = ws.start_with_env(&env);
     daemon.wait_for_metric("converge_journal_events", 4.0).await;
-    let requests = api.wait_for(before + 1, &daemon).await;
+    let requests = api.wait_for_or(before + 1, || daemon.log()).await;
     assert_eq!(
-        requests[before].query["jql"],
+        requests[before].param("jql").unwrap(),
         r#"(project = MOPS) AND updated >= "2024/03/01 09:10" ORDER BY updated ASC, key ASC"#
     );
     let id = &poll_ids(&[("MOPS-4", T4)])[0];
@@ -301,17 +295,16 @@ config = {{ base_url = "{url}", poll = {{ jql = "project = MOPS", page_size = 2 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_escalation_creates_and_comments_on_jira_issues_with_the_injected_credential() {
-    let api = FakeApi::start(|_, request| -> Response {
+    let api = Sink::answering(|request, _| {
         match (request.method.as_str(), request.path.as_str()) {
-            ("POST", "/rest/api/3/issue") => (
-                StatusCode::CREATED,
-                axum::Json(json!({"id": "10101", "key": "MOPS-101", "self": "http://jira/rest/api/3/issue/10101"})),
+            ("POST", "/rest/api/3/issue") => Reply::json(
+                json!({"id": "10101", "key": "MOPS-101", "self": "http://jira/rest/api/3/issue/10101"}),
             )
-                .into_response(),
+            .with_status(201),
             ("POST", "/rest/api/3/issue/JRA-20002/comment") => {
-                (StatusCode::CREATED, axum::Json(json!({"id": "300001"}))).into_response()
+                Reply::json(json!({"id": "300001"})).with_status(201)
             }
-            _ => StatusCode::NOT_FOUND.into_response(),
+            _ => Reply::status(404, ""),
         }
     })
     .await;
@@ -329,7 +322,7 @@ plugin = "jira"
 name = "escalations-on-the-issue"
 config = {{ base_url = "{url}", action = "comment" }}
 "#,
-        url = api.url()
+        url = api.url("")
     );
     let ws = Workspace::new(
         &[(
@@ -340,7 +333,7 @@ if event.type == "jira.issue.updated" {
 }
 "#,
         )],
-        &format!("{}{}{routes}", plugin(&api.host), hook()),
+        &format!("{}{}{routes}", plugin(&api.host()), hook()),
     );
     let token = basic_token();
     let daemon = ws.start_with_env(&[(SECRET_ENV, SECRET), (TOKEN_ENV, token.as_str())]);
@@ -373,7 +366,7 @@ if event.type == "jira.issue.updated" {
     assert!(external.contains(&"MOPS-101"), "{trail}");
     assert!(external.contains(&"300001"), "{trail}");
 
-    let requests = api.wait_for(2, &daemon).await;
+    let requests = api.wait_for_or(2, || daemon.log()).await;
     let create = requests
         .iter()
         .find(|r| r.path == "/rest/api/3/issue")

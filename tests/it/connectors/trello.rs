@@ -4,14 +4,13 @@
 //! by action id; and a comment on the moved card through the API, with the
 //! OAuth header the host injects.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use converge_testkit::sink::{Reply, Sink};
 use reqwest::Method;
 use serde_json::json;
 
 use super::{
-    FakeApi, deliver, fixture, fixture_json, notifications, processed_trails, statuses, task_plugin,
+    deliver, fixture, fixture_json, notifications, processed_trails, statuses, task_plugin,
 };
 use crate::support::{Workspace, actions_settled};
 
@@ -167,14 +166,13 @@ if event.type == "trello.card.moved" {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_escalation_on_a_moved_trello_card_comments_on_it_with_the_injected_oauth_header() {
-    let api = FakeApi::start(|_, request| -> Response {
+    let api = Sink::answering(|request, _| {
         if request.method == "POST"
             && request.path == "/1/cards/550df104f244348fb46ce2b5/actions/comments"
         {
-            axum::Json(json!({"id": "65f0c0ffee0000000000abcd", "type": "commentCard"}))
-                .into_response()
+            Reply::json(json!({"id": "65f0c0ffee0000000000abcd", "type": "commentCard"}))
         } else {
-            StatusCode::NOT_FOUND.into_response()
+            Reply::status(404, "")
         }
     })
     .await;
@@ -194,9 +192,9 @@ decision = "escalate"
 plugin = "trello"
 config = {{ api_url = "{api}/1", action = "comment" }}
 "#,
-            plugin = task_plugin("trello", &api.host, TOKEN_ENV, "OAuth"),
+            plugin = task_plugin("trello", &api.host(), TOKEN_ENV, "OAuth"),
             hook = hook(),
-            api = api.url(),
+            api = api.url(""),
         ),
     );
     let oauth = r#"oauth_consumer_key="e2e-app-key", oauth_token="e2e-member-token""#;
@@ -220,7 +218,7 @@ config = {{ api_url = "{api}/1", action = "comment" }}
     assert_eq!(action["status"], "done", "{trail}\n{}", daemon.log());
     assert_eq!(action["external_id"], "65f0c0ffee0000000000abcd");
 
-    let requests = api.wait_for(1, &daemon).await;
+    let requests = api.wait_for_or(1, || daemon.log()).await;
     assert_eq!(requests.len(), 1, "{requests:#?}");
     let text = requests[0].body["text"].as_str().unwrap();
     assert!(
