@@ -82,3 +82,25 @@ fn a_bad_log_setting_is_an_error_naming_its_key() {
     );
     assert!(stderr.contains("log.level: `loud`"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_database_is_one_line_at_start_and_an_existing_one_none() {
+    let ws = Workspace::new(&[("say", RULE)], "");
+    let first = ws.start();
+    send_and_wait(&first, 1).await;
+    let log = first.log();
+    assert_eq!(
+        log.matches("created the converge database").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("migrated"), "one line per migration:\n{log}");
+    assert!(first.terminate().success());
+
+    let second = ws.start();
+    send_and_wait(&second, 1).await;
+    let log = second.log();
+    assert!(log.contains("converge is ready"), "{log}");
+    assert!(!log.contains("created the converge database"), "{log}");
+    assert!(!log.contains("migrated"), "{log}");
+}

@@ -615,6 +615,17 @@ pub trait Coordination {
     fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError>;
 }
 
+/// One line at start for what the migrations did: a new database is
+/// created at `to`, an older one migrated from `from` (each migration's
+/// own line is at debug level).
+pub(crate) fn log_migrated(from: i64, to: i64) {
+    if from == 0 {
+        tracing::info!(version = to, "created the converge database");
+    } else if from < to {
+        tracing::info!(from, to, "migrated the converge database schema");
+    }
+}
+
 /// Groups `(slice, value)` rows ordered by slice, then value, into
 /// [`SampleGroup`]s; orders groups with the no-slice group last.
 pub(crate) fn group_durations(

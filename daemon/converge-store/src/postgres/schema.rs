@@ -359,13 +359,14 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .skip(usize::try_from(found).unwrap_or(0))
     {
         tx.batch_execute(sql)?;
-        tracing::info!(version, "migrated the converge database schema");
+        tracing::debug!(version, "migrated the converge database schema");
     }
     tx.execute(
         "UPDATE schema_version SET version = $1",
         &[&CURRENT_VERSION],
     )?;
     tx.commit()?;
+    crate::log_migrated(found, CURRENT_VERSION);
     Ok(())
 }
 

@@ -540,6 +540,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 fn migrate_each(conn: &mut Connection) -> Result<(), StoreError> {
+    let mut from = None;
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let found = version(&tx)?;
@@ -549,7 +550,9 @@ fn migrate_each(conn: &mut Connection) -> Result<(), StoreError> {
                 supported: CURRENT_VERSION,
             });
         }
+        let from = *from.get_or_insert(found);
         let Some(sql) = MIGRATIONS.get(found as usize) else {
+            crate::log_migrated(from, found);
             return Ok(());
         };
         tx.execute_batch(sql)?;
@@ -564,7 +567,7 @@ fn migrate_each(conn: &mut Connection) -> Result<(), StoreError> {
         }
         tx.pragma_update(None, "user_version", found + 1)?;
         tx.commit()?;
-        tracing::info!(version = found + 1, "migrated the converge database schema");
+        tracing::debug!(version = found + 1, "migrated the converge database schema");
     }
 }
 
