@@ -707,6 +707,22 @@ impl Config {
     }
 }
 
+/// A path the config names, from the config file's directory `base`,
+/// written without `dir/..` when that names the same file or directory:
+/// with the example config, rule traces, `explain` and the log read
+/// `rules/stalled_handoff.rhai`, not `config/../rules/stalled_handoff.rhai`.
+/// Only then: through a symlinked directory, `..` leads elsewhere than the
+/// lexical reading says. A path that does not exist yet is kept as joined.
+fn resolve(base: &Path, path: impl AsRef<Path>) -> PathBuf {
+    let joined = base.join(path);
+    let clean = path_clean::clean(&joined);
+    if clean != joined && same_file::is_same_file(&joined, &clean).unwrap_or(false) {
+        clean
+    } else {
+        joined
+    }
+}
+
 /// Deserializes the file, naming the key of the first problem
 /// (`server.lisen: unknown field ...`) before toml's excerpt of the line.
 fn parse_raw(text: &str) -> Result<raw::File, Vec<String>> {
@@ -943,7 +959,7 @@ impl Validator {
             &raw.durability,
             &[("full", Durability::Full), ("normal", Durability::Normal)],
         );
-        let data_dir = base.join(&raw.data_dir);
+        let data_dir = resolve(base, &raw.data_dir);
         let location = match &raw.url {
             None => Location::Sqlite {
                 path: data_dir.join("converge.db"),
@@ -960,7 +976,7 @@ impl Validator {
         let retention = match (&raw.retention, &raw.retention_archive) {
             (Some(keep), archive) => Some(Retention {
                 keep: self.duration("storage.retention", keep, Retention::SHORTEST),
-                archive: archive.as_ref().map(|dir| base.join(dir)),
+                archive: archive.as_ref().map(|dir| resolve(base, dir)),
             }),
             (None, Some(_)) => {
                 self.error(
@@ -979,7 +995,7 @@ impl Validator {
             plugin_cache_dir: raw
                 .plugin_cache_dir
                 .as_ref()
-                .map_or_else(|| data_dir.join("plugin-cache"), |dir| base.join(dir)),
+                .map_or_else(|| data_dir.join("plugin-cache"), |dir| resolve(base, dir)),
             data_dir,
             durability,
             max_batch: self.count("storage.max_batch", raw.max_batch, 1..=100_000),
@@ -1038,7 +1054,7 @@ impl Validator {
         };
         let mut files = Vec::new();
         for (i, file) in raw.files.iter().enumerate() {
-            let path = base.join(file);
+            let path = resolve(base, file);
             if !path.is_file() {
                 self.error(
                     &format!("rules.files[{i}]"),
@@ -1049,7 +1065,7 @@ impl Validator {
         }
         let mut shadow = Vec::new();
         for (i, file) in raw.shadow.iter().enumerate() {
-            let path = base.join(file);
+            let path = resolve(base, file);
             if !files.contains(&path) {
                 self.error(
                     &format!("rules.shadow[{i}]"),
@@ -1214,7 +1230,7 @@ impl Validator {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> PluginConfig {
         let key = format!("plugins.{name}");
-        let component = base.join(&raw.component);
+        let component = resolve(base, &raw.component);
         if !component.is_file() {
             self.error(
                 &format!("{key}.component"),
@@ -1892,6 +1908,49 @@ mod tests {
                 .iter()
                 .any(|e| e.starts_with("routes[0]: `channel` filters only")),
             "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn paths_out_of_the_config_directory_are_written_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("config")).unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/say.rhai"), "").unwrap();
+        let config = Config::parse(
+            &dir.path().join("config/converge.toml"),
+            "[storage]\ndata_dir = \"../data\"\n[rules]\nfiles = [\"../rules/say.rhai\"]\nshadow = [\"../config/../rules/say.rhai\"]\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(config.rules.files, [dir.path().join("rules/say.rhai")]);
+        assert_eq!(config.rules.shadow, config.rules.files);
+        // Not made yet: kept as joined, since nothing says where `..` leads.
+        assert_eq!(config.storage.data_dir, dir.path().join("config/../data"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_path_through_a_symlinked_directory_keeps_its_dot_dot() {
+        // config -> elsewhere/inner: config/.. is elsewhere, not the top.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("elsewhere/inner")).unwrap();
+        std::fs::create_dir(dir.path().join("elsewhere/rules")).unwrap();
+        std::fs::write(dir.path().join("elsewhere/rules/say.rhai"), "").unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("elsewhere/inner"),
+            dir.path().join("config"),
+        )
+        .unwrap();
+        let config = Config::parse(
+            &dir.path().join("config/converge.toml"),
+            "[rules]\nfiles = [\"../rules/say.rhai\"]\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            config.rules.files,
+            [dir.path().join("config/../rules/say.rhai")]
         );
     }
 
