@@ -678,6 +678,15 @@ impl Config {
                 "file_drops",
                 base,
             )
+            .map(|drops| {
+                drops
+                    .into_iter()
+                    .map(|drop| converge_filedrop::DropConfig {
+                        dir: tidy(drop.dir),
+                        ..drop
+                    })
+                    .collect()
+            })
             .unwrap_or_else(|errors| {
                 v.errors.extend(errors);
                 Vec::new()
@@ -707,19 +716,40 @@ impl Config {
     }
 }
 
-/// A path the config names, from the config file's directory `base`,
-/// written without `dir/..` when that names the same file or directory:
-/// with the example config, rule traces, `explain` and the log read
-/// `rules/stalled_handoff.rhai`, not `config/../rules/stalled_handoff.rhai`.
-/// Only then: through a symlinked directory, `..` leads elsewhere than the
-/// lexical reading says. A path that does not exist yet is kept as joined.
+/// A path the config names, from the config file's directory `base`:
+/// see [`tidy`].
 fn resolve(base: &Path, path: impl AsRef<Path>) -> PathBuf {
-    let joined = base.join(path);
-    let clean = path_clean::clean(&joined);
-    if clean != joined && same_file::is_same_file(&joined, &clean).unwrap_or(false) {
+    tidy(base.join(path))
+}
+
+/// `path` written without `dir/..` when that names the same file or
+/// directory: with the example config, rule traces, `explain` and the log
+/// read `rules/stalled_handoff.rhai`, not `config/../rules/stalled_handoff.rhai`.
+/// Only then: through a symlinked directory, `..` leads elsewhere than the
+/// lexical reading says. The deepest part of the path that exists decides
+/// (a data directory is made at the first start); a `..` past it is kept.
+fn tidy(path: PathBuf) -> PathBuf {
+    let clean = path_clean::clean(&path);
+    if clean == path {
+        return path;
+    }
+    let mut existing = path.as_path();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => return path,
+        }
+    }
+    let rest = path.strip_prefix(existing).unwrap_or(Path::new(""));
+    let same = same_file::is_same_file(existing, path_clean::clean(existing)).unwrap_or(false);
+    if same
+        && !rest
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
         clean
     } else {
-        joined
+        path
     }
 }
 
@@ -1925,8 +1955,8 @@ mod tests {
         .unwrap();
         assert_eq!(config.rules.files, [dir.path().join("rules/say.rhai")]);
         assert_eq!(config.rules.shadow, config.rules.files);
-        // Not made yet: kept as joined, since nothing says where `..` leads.
-        assert_eq!(config.storage.data_dir, dir.path().join("config/../data"));
+        // Not made yet: what exists (config/..) decides.
+        assert_eq!(config.storage.data_dir, dir.path().join("data"));
     }
 
     #[cfg(unix)]
