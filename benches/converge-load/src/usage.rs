@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 pub struct Usage {
     /// The whole process, threads that ended included.
     pub total_ms: f64,
+    /// The part of `total_ms` spent in the kernel for the process (system
+    /// time): the loopback TCP, the WAL's writes and fsyncs, the wake-ups
+    /// between threads. What a leaner userland cannot save.
+    pub system_ms: f64,
     /// Threads alive when read, summed by stage (see [`stage`]).
     pub by_stage: BTreeMap<&'static str, f64>,
     /// Bytes the process sent toward storage (`write_bytes` of
@@ -23,7 +27,8 @@ pub struct Usage {
 impl Usage {
     /// What a process (`/proc/<pid>`) has used so far; `None` without `/proc`.
     pub fn of_process(pid: u32) -> Option<Usage> {
-        let total_ms = stat_cpu_ms(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+        let (user_ms, system_ms) =
+            stat_cpu_ms(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
         let mut by_stage = BTreeMap::new();
         // A thread may end between listing and reading: it is skipped, and
         // its time stays in the total.
@@ -34,15 +39,16 @@ impl Usage {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
                 continue;
             };
-            if let (Some(name), Some(ms)) = (stat_name(&stat), stat_cpu_ms(&stat)) {
-                *by_stage.entry(stage(name)).or_insert(0.0) += ms;
+            if let (Some(name), Some((user, system))) = (stat_name(&stat), stat_cpu_ms(&stat)) {
+                *by_stage.entry(stage(name)).or_insert(0.0) += user + system;
             }
         }
         let written_bytes = std::fs::read_to_string(format!("/proc/{pid}/io"))
             .ok()
             .and_then(|io| io_written_bytes(&io));
         Some(Usage {
-            total_ms,
+            total_ms: user_ms + system_ms,
+            system_ms,
             by_stage,
             written_bytes,
         })
@@ -56,6 +62,7 @@ impl Usage {
         };
         for one in all {
             sum.total_ms += one.total_ms;
+            sum.system_ms += one.system_ms;
             for (stage, ms) in &one.by_stage {
                 *sum.by_stage.entry(stage).or_insert(0.0) += ms;
             }
@@ -69,6 +76,7 @@ impl Usage {
     pub fn since(&self, before: &Usage) -> Usage {
         Usage {
             total_ms: self.total_ms - before.total_ms,
+            system_ms: self.system_ms - before.system_ms,
             by_stage: self
                 .by_stage
                 .iter()
@@ -104,8 +112,13 @@ impl Usage {
             ),
             None => "unknown (no I/O accounting in /proc)".into(),
         };
+        let system = if self.total_ms > 0.0 {
+            format!("; {:.0}% system", 100.0 * self.system_ms / self.total_ms)
+        } else {
+            String::new()
+        };
         format!(
-            "daemon CPU (user + system, all daemons): {:.3} ms per event ({:.0} ms for {events} events)\n\
+            "daemon CPU (user + system, all daemons): {:.3} ms per event ({:.0} ms for {events} events{system})\n\
              daemon CPU by thread, ms per event: {}\n\
              daemon writes to storage: {written}",
             per_event(self.total_ms),
@@ -144,18 +157,20 @@ fn stat_name(stat: &str) -> Option<&str> {
     stat.get(stat.find('(')? + 1..stat.rfind(')')?)
 }
 
-/// utime + stime of a `stat` line, in milliseconds.
-fn stat_cpu_ms(stat: &str) -> Option<f64> {
+/// utime and stime of a `stat` line, in milliseconds.
+fn stat_cpu_ms(stat: &str) -> Option<(f64, f64)> {
     // Count fields after the name, which may hold spaces.
     let fields: Vec<&str> = stat
         .get(stat.rfind(')')? + 1..)?
         .split_whitespace()
         .collect();
     // Fields 14 and 15 of proc(5), utime and stime; the first after ")" is field 3.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf only reads a system constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (per_second > 0).then(|| ticks as f64 * 1000.0 / per_second as f64)
+    let ms = |ticks: u64| ticks as f64 * 1000.0 / per_second as f64;
+    (per_second > 0).then(|| (ms(user), ms(system)))
 }
 
 #[cfg(test)]
@@ -168,7 +183,10 @@ mod tests {
         let stat = "4242 (odd) name (x)) S 1 2 3 4 5 6 7 8 9 10 300 200 0 0 20 0 3 0";
         assert_eq!(stat_name(stat), Some("odd) name (x)"));
         let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        assert_eq!(stat_cpu_ms(stat), Some(500.0 * 1000.0 / per_second));
+        assert_eq!(
+            stat_cpu_ms(stat),
+            Some((300.0 * 1000.0 / per_second, 200.0 * 1000.0 / per_second))
+        );
         assert_eq!(stat_cpu_ms("4242 (cut"), None);
     }
 
@@ -185,11 +203,13 @@ mod tests {
     fn a_run_is_the_difference_and_ended_threads_are_the_rest() {
         let before = Usage {
             total_ms: 100.0,
+            system_ms: 30.0,
             by_stage: BTreeMap::from([("processor", 40.0), ("tokio workers", 60.0)]),
             written_bytes: Some(1_000_000.0),
         };
         let after = Usage {
             total_ms: 400.0,
+            system_ms: 120.0,
             by_stage: BTreeMap::from([
                 ("processor", 140.0),
                 ("tokio workers", 160.0),
@@ -204,13 +224,14 @@ mod tests {
         assert_eq!(run.by_stage["journal writer"], 50.0);
         assert_eq!(
             run.lines(1000),
-            "daemon CPU (user + system, all daemons): 0.300 ms per event (300 ms for 1000 events)\n\
+            "daemon CPU (user + system, all daemons): 0.300 ms per event (300 ms for 1000 events; 30% system)\n\
              daemon CPU by thread, ms per event: journal writer 0.050, processor 0.100, \
              tokio workers 0.100, ended threads 0.050\n\
              daemon writes to storage: 16.4 KB per event (16 MB; the WAL, checkpoints and logs)"
         );
         let both = Usage::sum([&run, &run]);
         assert_eq!(both.total_ms, 600.0);
+        assert_eq!(both.system_ms, 180.0);
         assert_eq!(both.written_bytes, Some(32_800_000.0));
         let unaccounted = Usage {
             written_bytes: None,
