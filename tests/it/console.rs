@@ -6,8 +6,8 @@
 //! session. Screenshots of each page land in
 //! `<CARGO_TARGET_TMPDIR>/console-screenshots/`.
 //!
-//! Reading beyond loopback (a token, or a session) is checked over plain
-//! HTTP at the end.
+//! Reading beyond loopback (a token, or a session) and control characters
+//! from events are checked over plain HTTP at the end.
 
 use std::time::Duration;
 
@@ -606,4 +606,41 @@ async fn exceptions_show_rule_failures_and_the_bad_rows_of_dropped_files() {
     let sources = browser.text_of("#sources").await;
     assert!(sources.contains("drop folder briefs"), "{sources}");
     assert!(sources.contains("last file taken"), "{sources}");
+}
+
+/// A browser drops a NUL from the page: `review` and `review\0` would read
+/// alike. Control characters from events show as U+FFFD instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_characters_from_an_event_show_on_the_page() {
+    let ws = Workspace::new(
+        &[("stage", r#"escalate("ops", `stage ${event.data.stage}`);"#)],
+        "",
+    );
+    let daemon = ws.start();
+    let (status, body) = daemon
+        .send_event(&event(
+            "e-1",
+            "task.updated",
+            "task/T-1",
+            json!({"stage": "review\u{0}\u{7}\u{1b}[31m"}),
+        ))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    daemon
+        .wait_for_trail("e-1", |t| t["processed_at_ms"].is_i64())
+        .await;
+    for path in ["/ui", "/ui/records/task/T-1"] {
+        let (status, page) = daemon.get(path).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(
+            !page
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')),
+            "{path}: {page:?}"
+        );
+        assert!(
+            page.contains("review\u{FFFD}\u{FFFD}\u{FFFD}[31m"),
+            "{path}: {page}"
+        );
+    }
 }

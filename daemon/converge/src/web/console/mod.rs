@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeZone, Utc};
-use maud::{DOCTYPE, Markup, html};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::config::AdminToken;
 use crate::web::{ApiError, AppState};
@@ -295,7 +295,26 @@ pub async fn version_or_unchanged(
 /// A page's answer, never cached: it is the daemon's state now (a live
 /// poll that already shows it was answered 204 by [`version_or_unchanged`]).
 pub fn answer(page: impl FnOnce() -> Markup) -> Response {
-    ([(header::CACHE_CONTROL, "no-store")], page()).into_response()
+    ([(header::CACHE_CONTROL, "no-store")], visible(page())).into_response()
+}
+
+/// The page with each control character an event carried (maud escapes
+/// only `& < > "`) shown as U+FFFD: a browser would drop a NUL silently,
+/// and `review` and `review\0` would read alike. Tabs and line breaks stay.
+fn visible(page: Markup) -> Markup {
+    let text = page.into_string();
+    if !text.chars().any(is_hidden_control) {
+        return PreEscaped(text);
+    }
+    PreEscaped(
+        text.chars()
+            .map(|c| if is_hidden_control(c) { '\u{FFFD}' } else { c })
+            .collect(),
+    )
+}
+
+fn is_hidden_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
 }
 
 /// An error page: what went wrong, in the console's frame.
@@ -318,7 +337,7 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
             }
         }
     };
-    (status, body).into_response()
+    (status, visible(body)).into_response()
 }
 
 /// A failed store read, as a page.
