@@ -274,8 +274,14 @@ pub(crate) fn scalar(row: &Map<String, Value>, column: &str) -> Result<String, S
 }
 
 /// Validates one drop. `key_path` prefixes every message (`file_drops[0]`);
-/// a relative `dir` is resolved against `base_dir` (the config file's folder).
-pub fn validate(raw: RawDrop, key_path: &str, base_dir: &Path) -> Result<DropConfig, Vec<String>> {
+/// `resolve` turns the `dir` written in the config into the folder watched
+/// (the daemon's resolves a relative one from the config file's folder, as
+/// it does every path of its config).
+pub fn validate(
+    raw: RawDrop,
+    key_path: &str,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<DropConfig, Vec<String>> {
     let mut errors = Vec::new();
     let mut error =
         |key: &str, message: String| errors.push(format!("{key_path}.{key}: {message}"));
@@ -297,7 +303,7 @@ pub fn validate(raw: RawDrop, key_path: &str, base_dir: &Path) -> Result<DropCon
         error("dir", "must name a folder".into());
         PathBuf::new()
     } else {
-        base_dir.join(raw.dir.trim())
+        resolve(Path::new(raw.dir.trim()))
     };
 
     let format = match raw.format.as_deref().map(str::trim) {
@@ -414,16 +420,18 @@ pub fn validate(raw: RawDrop, key_path: &str, base_dir: &Path) -> Result<DropCon
 }
 
 /// Validates every drop of the daemon's `file_drops` list (`key` is its key
-/// path), and checks that names and folders are not shared between drops.
+/// path, `resolve` as for [`validate`]), and checks that names and folders
+/// are not shared between drops: folders as resolved, so two ways of
+/// writing one folder are one folder.
 pub fn validate_drops(
     raws: Vec<RawDrop>,
     key: &str,
-    base_dir: &Path,
+    resolve: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<Vec<DropConfig>, Vec<String>> {
     let mut errors = Vec::new();
     let mut drops = Vec::new();
     for (index, raw) in raws.into_iter().enumerate() {
-        match validate(raw, &format!("{key}[{index}]"), base_dir) {
+        match validate(raw, &format!("{key}[{index}]"), resolve) {
             Ok(drop) => drops.push((index, drop)),
             Err(mut e) => errors.append(&mut e),
         }
@@ -464,7 +472,10 @@ mod tests {
 
     #[test]
     fn defaults_are_the_documented_ones() {
-        let drop = validate(raw(), "file_drops[0]", Path::new("/etc/converge")).unwrap();
+        let drop = validate(raw(), "file_drops[0]", &|dir: &Path| {
+            Path::new("/etc/converge").join(dir)
+        })
+        .unwrap();
         assert_eq!(drop.dir, Path::new("/etc/converge/inbox"));
         assert_eq!(drop.settle, Duration::from_secs(2));
         assert_eq!(drop.settle_warn_after, Duration::from_secs(600));
@@ -487,7 +498,8 @@ mod tests {
         raw.chunk_rows = 0;
         raw.csv_delimiter = "ab".into();
         raw.id_field = Some("".into());
-        let errors = validate(raw, "file_drops[2]", Path::new(".")).unwrap_err();
+        let errors =
+            validate(raw, "file_drops[2]", &|dir: &Path| Path::new(".").join(dir)).unwrap_err();
         let keys: Vec<&str> = errors
             .iter()
             .map(|e| e.split(':').next().unwrap())
@@ -518,13 +530,15 @@ mod tests {
         let mut third = raw();
         third.name = "assets".into();
         third.dir = "assets".into();
-        let errors =
-            validate_drops(vec![raw(), raw(), third], "file_drops", Path::new("/c")).unwrap_err();
+        let errors = validate_drops(vec![raw(), other, third], "file_drops", &|dir: &Path| {
+            Path::new("/c").join(dir)
+        })
+        .unwrap_err();
         assert_eq!(
             errors,
             [
                 "file_drops[1].name: `briefs` is already the name of file_drops[0]",
-                "file_drops[1].dir: `/c/inbox` is already watched by file_drops[0]",
+                "file_drops[1].dir: `/c/./inbox` is already watched by file_drops[0]",
             ]
         );
     }

@@ -98,7 +98,7 @@ mod tests {
         let mut raw = RawDrop::new("briefs", "inbox");
         raw.event_type = Some("brief.imported".into());
         edit(&mut raw);
-        validate(raw, "file_drops[0]", Path::new("/")).unwrap()
+        validate(raw, "file_drops[0]", &|dir: &Path| Path::new("/").join(dir)).unwrap()
     }
 
     fn file(format: Format) -> FileContext {

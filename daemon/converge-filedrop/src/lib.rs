@@ -85,7 +85,10 @@ mod tests {
             subject: Some("campaign/{campaign_id}".into()),
             ..RawDrop::new("briefs", "drops")
         };
-        let config = validate(raw, "file_drops[0]", std::path::Path::new(".")).unwrap();
+        let config = validate(raw, "file_drops[0]", &|dir: &std::path::Path| {
+            dir.to_path_buf()
+        })
+        .unwrap();
         let csv = b"campaign_id,owner\nspring,lea\n,max\n";
         let (events, bad, ended) = read_bytes(&config, Format::Csv, csv);
         assert_eq!(events.len(), 1);

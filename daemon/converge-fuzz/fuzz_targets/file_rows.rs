@@ -17,7 +17,7 @@ fn config() -> &'static DropConfig {
             max_row_bytes: 4096,
             ..RawDrop::new("fuzz", "drops")
         };
-        validate(raw, "file_drops[0]", Path::new(".")).expect("a valid drop")
+        validate(raw, "file_drops[0]", &|dir: &Path| dir.to_path_buf()).expect("a valid drop")
     })
 }
 

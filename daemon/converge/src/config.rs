@@ -676,17 +676,8 @@ impl Config {
             file_drops: converge_filedrop::validate_drops(
                 raw.file_drops.clone(),
                 "file_drops",
-                base,
+                &|dir: &Path| resolve(base, dir),
             )
-            .map(|drops| {
-                drops
-                    .into_iter()
-                    .map(|drop| converge_filedrop::DropConfig {
-                        dir: tidy(drop.dir),
-                        ..drop
-                    })
-                    .collect()
-            })
             .unwrap_or_else(|errors| {
                 v.errors.extend(errors);
                 Vec::new()
@@ -1957,6 +1948,27 @@ mod tests {
         assert_eq!(config.rules.shadow, config.rules.files);
         // Not made yet: what exists (config/..) decides.
         assert_eq!(config.storage.data_dir, dir.path().join("data"));
+    }
+
+    #[test]
+    fn two_drops_naming_one_folder_two_ways_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config/inbox")).unwrap();
+        let errors = Config::parse(
+            &dir.path().join("config/converge.toml"),
+            "[[file_drops]]\nname = \"briefs\"\ndir = \"inbox\"\ntype = \"brief.submitted\"\n\
+             [[file_drops]]\nname = \"assets\"\ndir = \"../config/inbox\"\ntype = \"asset.listed\"\n",
+            &no_env,
+        )
+        .unwrap_err();
+        let inbox = dir.path().join("config/inbox");
+        assert_eq!(
+            errors,
+            [format!(
+                "file_drops[1].dir: `{}` is already watched by file_drops[0]",
+                inbox.display()
+            )]
+        );
     }
 
     #[cfg(unix)]

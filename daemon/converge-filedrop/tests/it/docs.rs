@@ -25,8 +25,10 @@ fn the_example_config_is_valid() {
     let end = start + doc[start..].find("```").unwrap();
     let parsed: Embedding = toml::from_str(&doc[start..end]).unwrap();
     assert!(parsed.file_drops.len() >= 2);
-    let drops =
-        validate_drops(parsed.file_drops, "file_drops", Path::new("/etc/converge")).unwrap();
+    let drops = validate_drops(parsed.file_drops, "file_drops", &|dir: &Path| {
+        Path::new("/etc/converge").join(dir)
+    })
+    .unwrap();
     assert!(
         drops
             .iter()

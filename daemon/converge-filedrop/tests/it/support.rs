@@ -122,7 +122,7 @@ pub fn config(dir: &Path, edit: impl FnOnce(&mut RawDrop)) -> DropConfig {
     raw.settle = "100ms".into();
     raw.rescan = "200ms".into();
     edit(&mut raw);
-    validate(raw, "file_drops[0]", Path::new("/")).unwrap()
+    validate(raw, "file_drops[0]", &|dir: &Path| Path::new("/").join(dir)).unwrap()
 }
 
 pub fn write(dir: &Path, name: &str, content: impl AsRef<[u8]>) {
