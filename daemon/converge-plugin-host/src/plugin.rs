@@ -204,9 +204,9 @@ impl Plugin {
         &self.inner.path
     }
 
-    /// Runs one action in a fresh store and instance (no state leaks between
-    /// actions). `config_json` is what the plugin's `host.config-json`
-    /// returns during this call.
+    /// Runs one action, in a warm instance of this plugin when one is idle,
+    /// else in a new one (see the module's header). `config_json` is what
+    /// the plugin's `host.config-json` returns during this call.
     pub async fn execute(
         &self,
         action: ActionInput,
