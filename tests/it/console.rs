@@ -137,6 +137,11 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
     let board = browser.text_of("section.campaign").await;
     assert!(board.contains("gate holding 1 send(s)"), "{board}");
     assert!(board.contains("not approved: paid (review)"), "{board}");
+    let terms = browser.text_of("section.campaign p.terms").await;
+    assert!(
+        terms.contains("% consistency ✓") || terms.contains("% consistency ✗"),
+        "the score and the next term read apart: {terms}"
+    );
     browser.screenshot("campaigns").await;
     browser.goto(&format!("{}/ui/health", daemon.url)).await;
     let rules = browser.text_of("#rule-activity").await;

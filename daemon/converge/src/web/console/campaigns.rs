@@ -150,7 +150,7 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
                 p.terms {
                     (check("approved", term("approved")))
                     (check("consistent", term("consistent")))
-                    @if let Some(score) = score { " " b { (format!("{:.0}%", score * 100.0)) } " consistency" }
+                    @if let Some(score) = score { b { (format!("{:.0}%", score * 100.0)) } " consistency " }
                     (check("launches within the window", term("within_window")))
                     @if let Some(at) = gate.and_then(|g| g.get("checked_at")).and_then(Value::as_str).and_then(|t| t.parse::<DateTime<Utc>>().ok()) {
                         small { " checked " (when(at, now)) }
