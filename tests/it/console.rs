@@ -344,8 +344,23 @@ async fn the_reports_page_shows_the_numbers_of_the_known_answer_month() {
     // Each metric's chart with its weekly numbers beside it.
     let review = browser.text_of("figure#review_time").await;
     assert!(review.contains("median per week"), "{review}");
+    assert!(!review.contains("No samples"), "{review}");
     assert_eq!(browser.count("figure.metric svg.chart").await, 8);
     browser.screenshot("reports").await;
+
+    // A period before the month: each chart says it has nothing, rather
+    // than showing an empty table.
+    browser
+        .goto(&format!(
+            "{}/ui/reports?since=2026-09-01&until=2026-10-01",
+            daemon.url
+        ))
+        .await;
+    for metric in ["review_time", "exception_rate", "approval_pass_rate"] {
+        let card = browser.text_of(&format!("figure#{metric}")).await;
+        assert!(card.contains("No samples in this period."), "{card}");
+    }
+    assert_eq!(browser.count("figure.metric table.numbers").await, 0);
 
     // The CSV download is `converge report --format csv` of the same period.
     let (status, csv) = daemon.get(&format!("/ui/reports.csv{query}")).await;

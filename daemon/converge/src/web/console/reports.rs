@@ -208,11 +208,15 @@ fn chart(metric: Metric, weekly: &Report) -> Markup {
         figure.metric id=(metric.name()) {
             figcaption { b { (metric.name()) } " " small { (what) } }
             (svg::bars(metric.name(), &bars, unit))
-            table.numbers {
-                tr { th { "week of" } th { (if matches!(unit, Unit::Hours) { "median" } else { "share" }) } th { "samples" } }
-                @for (week, bar) in weeks.iter().zip(&bars) {
-                    @if bar.samples > 0 {
-                        tr { td { (week.to_string()) } td { (bar.value.map(|v| unit.text(v)).unwrap_or_default()) } td { (bar.samples) } }
+            @if bars.iter().all(|bar| bar.samples == 0) {
+                p.empty { "No samples in this period." }
+            } @else {
+                table.numbers {
+                    tr { th { "week of" } th { (if matches!(unit, Unit::Hours) { "median" } else { "share" }) } th { "samples" } }
+                    @for (week, bar) in weeks.iter().zip(&bars) {
+                        @if bar.samples > 0 {
+                            tr { td { (week.to_string()) } td { (bar.value.map(|v| unit.text(v)).unwrap_or_default()) } td { (bar.samples) } }
+                        }
                     }
                 }
             }
