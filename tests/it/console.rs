@@ -190,6 +190,11 @@ async fn an_override_from_the_console_releases_the_send_once_and_the_trail_shows
     // The override's event, processed: its release.
     let trail = browser.wait_for_text("#trail", "release_send", WAIT).await;
     assert!(trail.contains("gate.override"), "{trail}");
+    // The release's action, done: its plugin's summary, not styled as an error.
+    let summary = browser
+        .wait_for_text("#trail div.action .detail.done", "-> 200", WAIT)
+        .await;
+    assert!(summary.starts_with("POST http://"), "{summary}");
     browser.screenshot("record-overridden").await;
 
     // Journaled like the CLI's override: the gate API shows who and why.

@@ -406,7 +406,9 @@ fn action_item(
             " after " (action.attempts) " attempt(s)"
             @if let Some(at) = action.finished_at_ms { " " (when_ms(at, now)) }
             @if let Some(at) = action.next_attempt_at_ms.filter(|_| action.status == ActionStatus::Pending) { " · next attempt " (when_ms(at, now)) }
-            @if let Some(detail) = &action.detail { div.detail { (detail) } }
+            // A done action's detail is its plugin's summary; any other's
+            // is the last error.
+            @if let Some(detail) = &action.detail { div class={"detail " (action.status.name())} { (detail) } }
             @if !action.history.is_empty() {
                 ul.history {
                     @for entry in &action.history {
