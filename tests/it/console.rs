@@ -429,9 +429,15 @@ async fn a_filtered_url_survives_a_reload_and_reads_without_javascript() {
     browser
         .goto(&format!("{}/ui/records/task/t-7", daemon.url))
         .await;
-    let timers = browser.text_of("#timers").await;
+    let timers = browser.text_of("#timers tbody").await;
+    // The ladder rung by rung: the next timer to fire first.
+    let at = |rung: &str| {
+        timers
+            .find(&format!("task.handoff.{rung}"))
+            .unwrap_or_else(|| panic!("no {rung}: {timers}"))
+    };
     assert!(
-        timers.contains("task.handoff.escalate_business"),
+        at("remind") < at("escalate_review") && at("escalate_review") < at("escalate_business"),
         "{timers}"
     );
 }

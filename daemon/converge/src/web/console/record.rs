@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use converge_model::{EntityKey, EntityState};
 use converge_store::{
-    ActionRecord, ActionStatus, DecisionRecord, EventTrail, GateRecord, HeldSendStatus, TimerRecord,
+    ActionRecord, ActionStatus, DecisionRecord, EventTrail, GateRecord, HeldSendStatus,
+    TimerRecord, TimerStatus,
 };
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -279,7 +280,15 @@ fn gate(
     }
 }
 
+/// The timers waiting first, the next to fire at the top (a handoff's
+/// ladder reads rung by rung), then those that fired, were cancelled or
+/// skipped, the latest first.
 fn timers(timers: &[TimerRecord], now: DateTime<Utc>) -> Markup {
+    let mut timers: Vec<&TimerRecord> = timers.iter().collect();
+    timers.sort_by_key(|t| match t.status {
+        TimerStatus::Pending => (0, t.due_at_ms, t.id),
+        _ => (1, -t.closed_at_ms.unwrap_or(t.due_at_ms), -t.id),
+    });
     html! {
         section #timers {
             h2 { "Timers" }
