@@ -168,6 +168,22 @@ impl Browser {
         texts
     }
 
+    /// How much wider than the window the page is, in CSS pixels: 0 when
+    /// nothing makes a reader scroll sideways.
+    pub async fn overflow_x(&self) -> i64 {
+        let width = self
+            .client
+            .execute(
+                "const e = document.documentElement; return e.scrollWidth - e.clientWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        width
+            .as_i64()
+            .unwrap_or_else(|| panic!("not a width: {width}"))
+    }
+
     /// How many elements match `css`.
     pub async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.unwrap().len()

@@ -153,6 +153,42 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_long_value_wraps_instead_of_widening_the_page() {
+    let Some(Scene {
+        browser,
+        sink: _,
+        daemon,
+        ..
+    }) = Scene::start(Browser::start()).await
+    else {
+        return;
+    };
+    let url = format!("https://example.com/landing/{}", "x".repeat(400));
+    let message = "word ".repeat(200);
+    accept(
+        &daemon,
+        &event(
+            "c-1-long",
+            "campaign.channel.updated",
+            "campaign/c-1",
+            json!({"channel": "social", "stage": "draft", "landing_url": url, "key_message": message}),
+        ),
+    )
+    .await;
+    daemon
+        .wait_for_trail("c-1-long", |t| !t["processed_at_ms"].is_null())
+        .await;
+    for page in ["/ui/campaigns", "/ui/records/campaign/c-1", "/ui"] {
+        browser.goto(&format!("{}{page}", daemon.url)).await;
+        assert_eq!(browser.overflow_x().await, 0, "{page} scrolls sideways");
+    }
+    browser.goto(&format!("{}/ui/campaigns", daemon.url)).await;
+    let board = browser.text_of("section.campaign").await;
+    assert!(board.contains("xxxxxxxx"), "{board}");
+    browser.screenshot("campaigns-long-value").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_override_from_the_console_releases_the_send_once_and_the_trail_shows_who_and_why() {
     let Some(Scene {
         browser,
