@@ -153,6 +153,46 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_record_not_found_keeps_the_navigation_and_what_was_looked_for() {
+    let Some(Scene {
+        browser,
+        sink: _,
+        daemon,
+        ..
+    }) = Scene::start(Browser::start()).await
+    else {
+        return;
+    };
+    browser.goto(&format!("{}/ui", daemon.url)).await;
+    // Enter (WebDriver's key U+E007) submits the box.
+    browser
+        .fill("form.find input[name=key]", "campaign/c-9\u{E007}")
+        .await;
+    browser.wait_for_text("h1", "No such record", WAIT).await;
+    assert!(
+        browser
+            .text_of("p.error")
+            .await
+            .contains("No event about campaign/c-9 was journaled"),
+    );
+    assert_eq!(browser.count("header.top nav a").await, 4);
+    assert_eq!(
+        browser
+            .attr("form.find input[name=key]", "value")
+            .await
+            .as_deref(),
+        Some("campaign/c-9")
+    );
+    browser.screenshot("record-not-found").await;
+    // Corrected in place, it opens the record.
+    // Enter (WebDriver's key U+E007) submits the box.
+    browser
+        .fill("form.find input[name=key]", "campaign/c-1\u{E007}")
+        .await;
+    browser.wait_for_text("h1", "campaign/c-1", WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_long_value_wraps_instead_of_widening_the_page() {
     let Some(Scene {
         browser,

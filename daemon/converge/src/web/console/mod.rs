@@ -223,12 +223,6 @@ pub struct Page<'a> {
 
 impl Page<'_> {
     pub fn render(&self, main: Markup) -> Markup {
-        let nav = [
-            (Section::NeedsAction, "/ui", "Needs action"),
-            (Section::Campaigns, "/ui/campaigns", "Campaigns"),
-            (Section::Reports, "/ui/reports", "Reports"),
-            (Section::Health, "/ui/health", "Rules & health"),
-        ];
         // The poll pauses while a form has the focus, so typing a reason is
         // never swapped away.
         let headers = format!(r#"{{"X-Converge-Seen": "{}"}}"#, self.version.0);
@@ -244,15 +238,7 @@ impl Page<'_> {
                 }
                 body {
                     header.top {
-                        a.brand href="/ui" { "converge" }
-                        nav {
-                            @for (section, href, label) in nav {
-                                a href=(href) aria-current=[(section == self.section).then_some("page")] { (label) }
-                            }
-                        }
-                        form.find method="get" action="/ui/records" {
-                            input type="search" name="key" placeholder="campaign/c-42" aria-label="Open a record";
-                        }
+                        (navigation(Some(self.section), ""))
                         div.who {
                             span.clock title="The daemon's clock" { (self.now.format("%a %d %b %H:%M UTC")) }
                             @match self.viewer {
@@ -274,6 +260,28 @@ impl Page<'_> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The brand, the sections (`current` marked) and the box that opens a
+/// record (holding `find`): the top of every page, error pages too.
+fn navigation(current: Option<Section>, find: &str) -> Markup {
+    let nav = [
+        (Section::NeedsAction, "/ui", "Needs action"),
+        (Section::Campaigns, "/ui/campaigns", "Campaigns"),
+        (Section::Reports, "/ui/reports", "Reports"),
+        (Section::Health, "/ui/health", "Rules & health"),
+    ];
+    html! {
+        a.brand href="/ui" { "converge" }
+        nav {
+            @for (section, href, label) in nav {
+                a href=(href) aria-current=[(Some(section) == current).then_some("page")] { (label) }
+            }
+        }
+        form.find method="get" action="/ui/records" {
+            input type="search" name="key" value=[(!find.is_empty()).then_some(find)] placeholder="campaign/c-42" aria-label="Open a record";
         }
     }
 }
@@ -319,16 +327,23 @@ fn is_hidden_control(c: char) -> bool {
 
 /// An error page: what went wrong, in the console's frame.
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    error_page_finding(status, title, message, "")
+}
+
+/// An error page whose record box holds `find`: what was looked for, to
+/// correct rather than type again.
+pub fn error_page_finding(status: StatusCode, title: &str, message: &str, find: &str) -> Response {
     let body = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · converge" }
                 link rel="stylesheet" href="/ui/assets/console.css";
             }
             body {
-                header.top { a.brand href="/ui" { "converge" } }
+                header.top { (navigation(None, find)) }
                 main #live {
                     h1 { (title) }
                     p.error { (message) }

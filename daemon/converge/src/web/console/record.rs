@@ -20,7 +20,8 @@ use serde_json::Value;
 
 use super::session::Viewer;
 use super::{
-    Page, Section, answer, encode, error_page, json_block, plain, read, record_link, when, when_ms,
+    Page, Section, answer, encode, error_page, error_page_finding, json_block, plain, read,
+    record_link, when, when_ms,
 };
 use crate::explain::Facts;
 use crate::web::AppState;
@@ -52,13 +53,14 @@ pub async fn find(Query(query): Query<FindQuery>) -> Response {
             encode(&key.id)
         ))
         .into_response(),
-        None => error_page(
+        None => error_page_finding(
             StatusCode::BAD_REQUEST,
             "No such record",
             &format!(
                 "`{}` is not a record: give kind/id, e.g. campaign/c-42 or task/t-7",
                 query.key.trim()
             ),
+            query.key.trim(),
         ),
     }
 }
@@ -119,10 +121,11 @@ pub async fn page(
     }
     let subject = key.to_string();
     if loaded.entity.is_none() && loaded.trail.is_empty() && after == 0 {
-        return error_page(
+        return error_page_finding(
             StatusCode::NOT_FOUND,
             "No such record",
             &format!("No event about {subject} was journaled."),
+            &subject,
         );
     }
     let more = loaded.trail.len() > TRAIL_PAGE;
