@@ -184,6 +184,11 @@ impl Browser {
             .unwrap_or_else(|| panic!("not a width: {width}"))
     }
 
+    /// Makes the window `width` by `height` CSS pixels.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.client.set_window_size(width, height).await.unwrap();
+    }
+
     /// How many elements match `css`.
     pub async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.unwrap().len()

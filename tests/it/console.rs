@@ -193,7 +193,7 @@ async fn a_record_not_found_keeps_the_navigation_and_what_was_looked_for() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_long_value_wraps_instead_of_widening_the_page() {
+async fn no_page_scrolls_sideways_for_a_long_value_or_in_a_narrow_window() {
     let Some(Scene {
         browser,
         sink: _,
@@ -226,6 +226,26 @@ async fn a_long_value_wraps_instead_of_widening_the_page() {
     let board = browser.text_of("section.campaign").await;
     assert!(board.contains("xxxxxxxx"), "{board}");
     browser.screenshot("campaigns-long-value").await;
+
+    // Half a laptop's screen: every page still fits, the header wraps.
+    browser.resize(700, 1000).await;
+    for page in [
+        "/ui",
+        "/ui/campaigns",
+        "/ui/records/campaign/c-1",
+        "/ui/records/task/t-7",
+        "/ui/reports",
+        "/ui/health",
+    ] {
+        browser.goto(&format!("{}{page}", daemon.url)).await;
+        assert_eq!(
+            browser.overflow_x().await,
+            0,
+            "{page} scrolls sideways in a 700-pixel window"
+        );
+    }
+    browser.goto(&format!("{}/ui", daemon.url)).await;
+    browser.screenshot("needs-action-700px").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

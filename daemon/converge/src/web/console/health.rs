@@ -228,7 +228,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
                             tr {
                                 td { (source.kind) }
                                 td { (source.name) }
-                                td { code { (source.detail) } }
+                                td { code.path { (source.detail) } }
                                 td { (last_events(&state, source, wall)) }
                             }
                         }
@@ -286,7 +286,7 @@ fn rule_table(rules: &crate::reload::LoadedRules, activity: &[RuleActivity]) -> 
                     @let (live, live_failures) = count(name, false);
                     @let (in_shadow, shadow_failures) = count(name, true);
                     tr {
-                        td { b { (name) } @if *shadow { " " span.tag.shadow { "shadow" } } br; small { (rule.path.display().to_string()) } }
+                        td { b { (name) } @if *shadow { " " span.tag.shadow { "shadow" } } br; small.path { (rule.path.display().to_string()) } }
                         td { (rule.events.as_ref().map_or("every event".to_string(), |e| e.join(", "))) }
                         td.n { @if !*shadow { (live) } }
                         td.n { (in_shadow) }
