@@ -149,6 +149,12 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
         rules.contains("convergence_gate") && rules.contains("stalled_handoff"),
         "{rules}"
     );
+    let unlisted = browser.text_of("#unlisted-hooks").await;
+    assert!(
+        unlisted.contains("Hooks the config does not list are accepted")
+            && unlisted.contains("without a signature check"),
+        "{unlisted}"
+    );
     browser.screenshot("health").await;
 }
 

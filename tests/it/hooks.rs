@@ -358,6 +358,13 @@ async fn unlisted_hooks_can_be_refused_and_head_answers_for_listed_ones() {
         let (status, _, _) = daemon.request(Method::HEAD, path, &[], "").await;
         assert_eq!(status, expected, "HEAD {path}");
     }
+    // The console's health page says so.
+    let (status, page) = daemon.get("/ui/health").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Hooks the config does not list are refused (404)"),
+        "{page}"
+    );
 }
 
 #[test]

@@ -218,8 +218,19 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
             section #sources {
                 h2 { "Sources" }
                 @if state.console.sources.is_empty() {
-                    p.empty { "The config names no hook, drop folder, poll or schedule; unlisted hooks "
-                        @if state.hooks.accept_unlisted { "are accepted" } @else { "are refused" } "." }
+                    p.empty { "The config names no hook, drop folder, poll or schedule." }
+                }
+                // Whether anyone who can reach the daemon may post events
+                // unverified: what an operator must know about its intake.
+                p #unlisted-hooks {
+                    @if state.hooks.accept_unlisted {
+                        "Hooks the config does not list are " b { "accepted" } ": CloudEvents posted to any "
+                        code { "/hooks/<name>" } " are journaled without a signature check ("
+                        code { "server.unlisted_hooks = \"accept\"" } "; use " code { "\"reject\"" }
+                        " beyond loopback)."
+                    } @else {
+                        "Hooks the config does not list are refused (404): only the hooks below take events."
+                    }
                 }
                 table.rows {
                     thead { tr { th { "Kind" } th { "Name" } th { "How" } th { "Last events" } } }
