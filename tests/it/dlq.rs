@@ -290,3 +290,106 @@ async fn retries_and_drops_are_disabled_without_an_admin_token() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_dead_letter_of_a_route_is_retried_at_once_after_a_fix() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
+
+    // The receiver refuses the daemon's credentials for a while.
+    sink.answer_next(&[StatusCode::UNAUTHORIZED; 3]);
+    let mut ids = Vec::new();
+    for event_id in ["b-1", "b-2", "b-3"] {
+        let action = settled_action(&daemon, event_id).await;
+        assert_eq!(action["status"], "dead_letter", "{action}");
+        ids.push(action["id"].as_i64().unwrap());
+    }
+    let (_, body) = daemon.get("/v1/dlq").await;
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let route = listed["dead_letters"][0]["route"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Another route's dead letters: none, so nothing is retried.
+    let retry = |route: &str| {
+        cli(
+            &ws,
+            &[
+                "dlq",
+                "retry",
+                "--all",
+                "--route",
+                route,
+                "--by",
+                "mia",
+                "--reason",
+                "the receiver's token was rotated",
+            ],
+            Some(TOKEN),
+        )
+    };
+    let (ok, out, err) = retry("no-such-route");
+    assert!(ok, "{out}{err}");
+    assert_eq!(out, "no dead letters to retry\n");
+    assert_eq!(sink.received().len(), 3);
+
+    // Fixed: every one of the route at once, each with its own key again.
+    let (ok, out, err) = retry(&route);
+    assert!(ok, "{out}{err}");
+    for id in &ids {
+        assert!(
+            out.contains(&format!("action {id} is pending again")),
+            "{out}"
+        );
+    }
+    assert!(out.ends_with("retried 3 of 3 dead letter(s)\n"), "{out}");
+    let received = sink.wait_for(6).await;
+    let mut keys: Vec<&str> = received[3..]
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap())
+        .collect();
+    keys.sort();
+    let mut expected: Vec<&str> = received[..3]
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap())
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+    for event_id in ["b-1", "b-2", "b-3"] {
+        let trail = daemon.wait_for_trail(event_id, actions_settled).await;
+        assert_eq!(trail["decisions"][0]["actions"][0]["status"], "done");
+    }
+    daemon.wait_for_metric("converge_dead_letters", 0.0).await;
+    assert_eq!(
+        daemon.metric("converge_dead_letters_retried_total").await,
+        3.0
+    );
+
+    // Several by id, one of them unknown: the others are dropped, and the
+    // command fails naming the one refused.
+    sink.answer_next(&[StatusCode::UNAUTHORIZED]);
+    let action = settled_action(&daemon, "b-4").await;
+    let id = action["id"].as_i64().unwrap().to_string();
+    let (ok, out, err) = cli(
+        &ws,
+        &[
+            "dlq",
+            "drop",
+            &id,
+            "999999",
+            "--by",
+            "mia",
+            "--reason",
+            "campaign cancelled",
+        ],
+        Some(TOKEN),
+    );
+    assert!(!ok, "{out}{err}");
+    assert!(out.contains(&format!("action {id} dropped")), "{out}{err}");
+    assert!(out.contains("dropped 1 of 2 dead letter(s)"), "{out}");
+    assert!(err.contains("action 999999: drop refused (404)"), "{err}");
+    assert!(err.contains("1 of 2 refused (actions 999999)"), "{err}");
+    daemon.wait_for_metric("converge_dead_letters", 0.0).await;
+}

@@ -42,11 +42,12 @@ enum DlqCommand {
     /// One action (dead letter or not) with its history: failed attempts
     /// and their errors, retries and drops with who and why.
     Show { id: i64 },
-    /// Put a dead letter back to pending with a fresh attempt budget; it
+    /// Put dead letters back to pending with a fresh attempt budget; each
     /// runs again with the same idempotency key. Needs the admin token
     /// (the variable `server.admin_token_env` names).
     Retry {
-        id: i64,
+        #[command(flatten)]
+        which: Which,
         /// Who retries.
         #[arg(long)]
         by: String,
@@ -54,16 +55,37 @@ enum DlqCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Drop a dead letter: it never runs again. Needs the admin token.
+    /// Drop dead letters for good: they will not run again. Needs the admin
+    /// token.
     Drop {
-        id: i64,
-        /// Who drops it.
+        #[command(flatten)]
+        which: Which,
+        /// Who drops them.
         #[arg(long)]
         by: String,
         /// Why.
         #[arg(long)]
         reason: String,
     },
+}
+
+/// The dead letters a retry or a drop is for: given by id, or every one
+/// (of a route, of a plugin) as the daemon lists them when asked.
+#[derive(Args)]
+#[group(skip)]
+struct Which {
+    /// The dead letters, by action id (or `--all`).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    ids: Vec<i64>,
+    /// Every dead letter (after a fix: a secret set, a receiver back).
+    #[arg(long)]
+    all: bool,
+    /// With `--all`: only those of this route.
+    #[arg(long, requires = "all")]
+    route: Option<String>,
+    /// With `--all`: only those of this plugin.
+    #[arg(long, requires = "all")]
+    plugin: Option<String>,
 }
 
 /// `converge dlq`: 0 done, 1 the daemon failed or refused, 2 the config is wrong.
@@ -75,11 +97,11 @@ pub async fn run(args: DlqArgs) -> ExitCode {
     let done = match args.command {
         DlqCommand::List { limit, after } => list(&client, limit, after, args.json).await,
         DlqCommand::Show { id } => show(&client, id, args.json).await,
-        DlqCommand::Retry { id, by, reason } => {
-            decide(&client, &config, id, "retry", by, reason, args.json).await
+        DlqCommand::Retry { which, by, reason } => {
+            decide(&client, &config, which, "retry", by, reason, args.json).await
         }
-        DlqCommand::Drop { id, by, reason } => {
-            decide(&client, &config, id, "drop", by, reason, args.json).await
+        DlqCommand::Drop { which, by, reason } => {
+            decide(&client, &config, which, "drop", by, reason, args.json).await
         }
     };
     match done {
@@ -125,34 +147,105 @@ async fn show(client: &AdminClient, id: i64, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The ids `which` names: as given, or every dead letter the daemon lists
+/// now (page by page), of the route and plugin asked for.
+async fn selected(client: &AdminClient, which: Which) -> anyhow::Result<Vec<i64>> {
+    if !which.all {
+        return Ok(which.ids);
+    }
+    let mut ids = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: DeadLetters = client
+            .get(&format!("/v1/dlq?limit=1000&after={after}"))
+            .await
+            .map_err(refused_read)?;
+        ids.extend(
+            page.dead_letters
+                .iter()
+                .filter(|letter| which.route.as_ref().is_none_or(|r| *r == letter.route))
+                .filter(|letter| which.plugin.as_ref().is_none_or(|p| *p == letter.plugin))
+                .map(|letter| letter.id),
+        );
+        match page.next_after {
+            Some(next) => after = next,
+            None => return Ok(ids),
+        }
+    }
+}
+
+/// Retries or drops each selected dead letter through the daemon, one
+/// journaled change each, with who and why. Goes on past a refusal (one
+/// retried meanwhile from the console, say) and fails at the end if any
+/// was refused.
 async fn decide(
     client: &AdminClient,
     config: &crate::config::Config,
-    id: i64,
+    which: Which,
     op: &str,
     by: String,
     reason: String,
     json: bool,
 ) -> anyhow::Result<()> {
     let token = admin_token(config)?;
-    let request = DeadLetterRequest { by, reason };
-    let answer: DeadLetterChanged = client
-        .post(&format!("/v1/dlq/{id}/{op}"), &token, &request)
-        .await
-        .map_err(|e| {
-            e.explain(|refused| format!("{op} refused ({}): {}", refused.status, refused.message()))
-        })?;
-    if json {
-        println!("{}", json_text(&answer)?);
-    } else if op == "retry" {
-        println!(
-            "action {id} is pending again and queued to run (idempotency key {})",
-            answer.idempotency_key
-        );
-    } else {
-        println!("action {id} dropped; it will not run again");
+    let all = which.all;
+    let ids = selected(client, which).await?;
+    if ids.is_empty() {
+        if all {
+            println!("no dead letters to {op}");
+        }
+        return Ok(());
     }
-    Ok(())
+    let request = DeadLetterRequest { by, reason };
+    let mut refused = Vec::new();
+    for &id in &ids {
+        let answer: Result<DeadLetterChanged, _> = client
+            .post(&format!("/v1/dlq/{id}/{op}"), &token, &request)
+            .await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                let e = e.explain(|refused| {
+                    format!("{op} refused ({}): {}", refused.status, refused.message())
+                });
+                if ids.len() == 1 {
+                    return Err(e);
+                }
+                eprintln!("action {id}: {e:#}");
+                refused.push(id);
+                continue;
+            }
+        };
+        if json {
+            println!("{}", json_text(&answer)?);
+        } else if op == "retry" {
+            println!(
+                "action {id} is pending again and queued to run (idempotency key {})",
+                answer.idempotency_key
+            );
+        } else {
+            println!("action {id} dropped; it will not run again");
+        }
+    }
+    let done = ids.len() - refused.len();
+    if ids.len() > 1 && !json {
+        let past = if op == "retry" { "retried" } else { "dropped" };
+        println!("{past} {done} of {} dead letter(s)", ids.len());
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} of {} refused (actions {})",
+            refused.len(),
+            ids.len(),
+            refused
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
 }
 
 /// The dead letters for people, one block each.
