@@ -376,6 +376,105 @@ async fn a_dead_letter_is_retried_from_its_record_with_who_and_why() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_dead_letters_shown_are_retried_at_once_after_a_fix() {
+    let Some(Scene {
+        browser,
+        sink,
+        daemon,
+        ..
+    }) = Scene::start(Browser::start()).await
+    else {
+        return;
+    };
+    // Two releases fail for good (401 is permanent): two dead letters.
+    sink.answer_next(&[reqwest::StatusCode::UNAUTHORIZED; 2]);
+    accept(&daemon, &channel("c-1-paid-ok", "c-1", "paid", "approved")).await;
+    accept(&daemon, &send("c-1-send-2", "c-1", "email")).await;
+    sink.wait_for(2).await;
+    daemon.wait_for_metric("converge_dead_letters", 2.0).await;
+
+    // Without a session the page offers no form.
+    browser
+        .goto(&format!("{}/ui?kind=dead_letter", daemon.url))
+        .await;
+    browser
+        .wait_for_text("#needs-action", "last error", WAIT)
+        .await;
+    assert_eq!(browser.count("#retry-shown").await, 0);
+
+    sign_in(&browser, &daemon, "ana", "/ui?kind=dead_letter").await;
+    let form = browser
+        .wait_for_text("#retry-shown", "The 2 dead letters shown", WAIT)
+        .await;
+    assert!(form.contains("Retry all 2"), "{form}");
+    browser
+        .fill(
+            "#retry-shown input[name=reason]",
+            "receiver fixed its token",
+        )
+        .await;
+    browser.screenshot("needs-action-retry-shown").await;
+    // Meanwhile someone retries one of them through the API: the form
+    // passes over it (typing in it paused the page's live update).
+    let (_, listed) = daemon.get("/v1/dlq").await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let ids: Vec<i64> = listed["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed:#}");
+    let (status, body) = daemon
+        .post_admin(
+            &format!("/v1/dlq/{}/retry", ids[0]),
+            Some(ADMIN_TOKEN),
+            &json!({"by": "mia", "reason": "first one by hand"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    browser.submit("#retry-shown").await;
+    let notice = browser
+        .wait_for_text("p.notice", "retried by ana", WAIT)
+        .await;
+    assert!(
+        notice.contains("1 dead letter(s) retried by ana; 1 passed over: no longer dead letters"),
+        "{notice}"
+    );
+    // Both sent again, each with the key of its failed attempt.
+    let received = sink.wait_for(4).await;
+    let mut keys: Vec<String> = received
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_string())
+        .collect();
+    let mut again = keys.split_off(2);
+    keys.sort();
+    again.sort();
+    assert_eq!(again, keys);
+    daemon.wait_for_metric("converge_dead_letters", 0.0).await;
+    // Each journaled with who and why.
+    for (id, by, reason) in [
+        (ids[0], "mia", "first one by hand"),
+        (ids[1], "ana", "receiver fixed its token"),
+    ] {
+        let (_, body) = daemon.get(&format!("/v1/dlq/{id}")).await;
+        let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let last = shown["action"]["history"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (&last["kind"], &last["by"], &last["reason"]),
+            (&json!("retried"), &json!(by), &json!(reason)),
+            "{shown:#}"
+        );
+    }
+    browser.screenshot("needs-action-retried-shown").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_new_event_shows_up_on_an_open_page_without_a_reload() {
     let Some(Scene {
         browser,

@@ -1,5 +1,5 @@
 //! Acting from the console: overriding a held gate, retrying or dropping a
-//! dead letter. Each needs a session signed in with the admin token and the
+//! dead letter, retrying the dead letters a Needs action page shows. Each needs a session signed in with the admin token and the
 //! session's CSRF token, and goes through the same code as the `/v1` API
 //! (`web::journal_override`, `web::dlq::change_dead_letter`), so it is
 //! journaled with who and why exactly like `converge gates override` and
@@ -171,4 +171,89 @@ pub async fn dead_letter(
         ),
         Err(e) => error_page(e.status(), "Nothing was recorded", e.message()),
     }
+}
+
+/// The most dead letters one form retries: what one Needs action page
+/// can show.
+const RETRY_SHOWN_MAX: usize = 1000;
+
+#[derive(Deserialize)]
+pub struct RetryShownForm {
+    csrf: String,
+    reason: String,
+    /// The action ids of the dead letters the page showed, comma-separated.
+    ids: String,
+    /// The page to return to, with its filters.
+    #[serde(default)]
+    back: String,
+}
+
+/// `POST /ui/dead-letters/retry`: retries every dead letter a Needs action
+/// page showed (after a fix: a secret set, a receiver back), each its own
+/// journaled change with who and why, as one `converge dlq retry` each.
+/// One no longer a dead letter (retried or dropped meanwhile) is counted
+/// and passed over.
+pub async fn retry_shown(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<RetryShownForm>,
+) -> Response {
+    let viewer = match actor(&state, &headers, &form.csrf) {
+        Ok(viewer) => viewer,
+        Err(page) => return *page,
+    };
+    let ids: Result<Vec<i64>, _> = form
+        .ids
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::parse)
+        .collect();
+    let ids = match ids {
+        Ok(ids) if !ids.is_empty() && ids.len() <= RETRY_SHOWN_MAX => ids,
+        _ => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Nothing was recorded",
+                &format!("`ids` names 1 to {RETRY_SHOWN_MAX} actions by id, comma-separated"),
+            );
+        }
+    };
+    let request = match (DeadLetterRequest {
+        by: viewer.who.clone(),
+        reason: form.reason,
+    })
+    .validate()
+    {
+        Ok(request) => request,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Nothing was recorded", &e),
+    };
+    let back = if form.back.starts_with("/ui") && !form.back.starts_with("//") {
+        form.back
+    } else {
+        super::ROOT.to_string()
+    };
+    let (mut retried, mut passed) = (0, 0);
+    for id in ids {
+        match crate::web::dlq::change_dead_letter(&state, id, DeadLetterOp::Retry, request.clone())
+            .await
+        {
+            Ok(_) => retried += 1,
+            Err(e) if matches!(e.status(), StatusCode::CONFLICT | StatusCode::NOT_FOUND) => {
+                passed += 1
+            }
+            Err(e) => {
+                return error_page(
+                    e.status(),
+                    "Not every dead letter was retried",
+                    &format!("{retried} retried, then action {id}: {}", e.message()),
+                );
+            }
+        }
+    }
+    let mut notice = format!("{retried} dead letter(s) retried by {}", viewer.who);
+    if passed > 0 {
+        notice.push_str(&format!("; {passed} passed over: no longer dead letters"));
+    }
+    back_to(&back, &notice, "")
 }

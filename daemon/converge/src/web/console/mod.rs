@@ -82,6 +82,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/reports.csv", get(reports::csv))
         .route("/ui/health", get(health::page))
         .route("/ui/records/{kind}/{id}/override", post(act::override_gate))
+        .route("/ui/dead-letters/retry", post(act::retry_shown))
         .route("/ui/dead-letters/{id}/{op}", post(act::dead_letter))
         .route("/ui/logout", post(session::logout))
 }

@@ -17,6 +17,7 @@ use converge_store::{Backend, OpenSpan, StoreError};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::session::Viewer;
 use super::{Page, Section, answer, read, record_href, record_link, time_of, when};
 use crate::web::AppState;
 
@@ -122,6 +123,7 @@ pub async fn page(
         .render(html! {
             (super::notice(filters.notice.as_deref()))
             (filter_form(&filters, &totals, age_error.as_deref()))
+            (retry_shown(&rows, viewer.as_ref(), &url))
             @if rows.is_empty() {
                 p.empty { "Nothing needs action" @if !filters.query().is_empty() { " with these filters" } "." }
             } @else {
@@ -153,6 +155,30 @@ pub async fn page(
             }
         })
     })
+}
+
+/// For a person who may act, when the page shows several dead letters:
+/// one form that retries them all (after a fix), each journaled with who
+/// and why.
+fn retry_shown(rows: &[Row], viewer: Option<&Viewer>, back: &str) -> Markup {
+    let ids: Vec<String> = rows
+        .iter()
+        .filter_map(|row| row.action)
+        .map(|id| id.to_string())
+        .collect();
+    match viewer {
+        Some(viewer) if viewer.can_act && ids.len() > 1 => html! {
+            form.act #retry-shown method="post" action="/ui/dead-letters/retry" {
+                input type="hidden" name="csrf" value=(viewer.csrf);
+                input type="hidden" name="back" value=(back);
+                input type="hidden" name="ids" value=(ids.join(","));
+                span { "The " (ids.len()) " dead letters shown:" }
+                input name="reason" required maxlength="2000" placeholder="why retry them (kept with each)" aria-label="Reason to retry them";
+                button type="submit" { "Retry all " (ids.len()) }
+            }
+        },
+        _ => html! {},
+    }
 }
 
 fn label(kind: &str) -> &'static str {
