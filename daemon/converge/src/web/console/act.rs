@@ -46,6 +46,36 @@ fn actor(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Viewer, Bo
     Ok(viewer)
 }
 
+/// Who (the session's name) and why (the form's reason), checked as the
+/// API checks them.
+fn dead_letter_request(
+    viewer: &Viewer,
+    reason: String,
+) -> Result<DeadLetterRequest, Box<Response>> {
+    DeadLetterRequest {
+        by: viewer.who.clone(),
+        reason,
+    }
+    .validate()
+    .map_err(|e| {
+        Box::new(error_page(
+            StatusCode::BAD_REQUEST,
+            "Nothing was recorded",
+            &e,
+        ))
+    })
+}
+
+/// A form's page to return to, when it is one of the console's; else the
+/// console's home (never another site: `//host` is not a path).
+fn within_console(back: String) -> String {
+    if back.starts_with("/ui") && !back.starts_with("//") {
+        back
+    } else {
+        super::ROOT.to_string()
+    }
+}
+
 /// Back to the page the form was on (its path and query, less an earlier
 /// notice), with what happened as a notice, at `anchor` when given.
 fn back_to(page: &str, notice: &str, anchor: &str) -> Response {
@@ -136,20 +166,11 @@ pub async fn dead_letter(
         "drop" => DeadLetterOp::Drop,
         _ => return error_page(StatusCode::NOT_FOUND, "No such action", "retry or drop"),
     };
-    let request = match (DeadLetterRequest {
-        by: viewer.who.clone(),
-        reason: form.reason,
-    })
-    .validate()
-    {
+    let request = match dead_letter_request(&viewer, form.reason) {
         Ok(request) => request,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Nothing was recorded", &e),
+        Err(page) => return *page,
     };
-    let back = if form.back.starts_with("/ui") && !form.back.starts_with("//") {
-        form.back
-    } else {
-        super::ROOT.to_string()
-    };
+    let back = within_console(form.back);
     match crate::web::dlq::change_dead_letter(&state, id, op, request).await {
         Ok((_, answer)) => back_to(
             &back,
@@ -219,20 +240,11 @@ pub async fn retry_shown(
             );
         }
     };
-    let request = match (DeadLetterRequest {
-        by: viewer.who.clone(),
-        reason: form.reason,
-    })
-    .validate()
-    {
+    let request = match dead_letter_request(&viewer, form.reason) {
         Ok(request) => request,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Nothing was recorded", &e),
+        Err(page) => return *page,
     };
-    let back = if form.back.starts_with("/ui") && !form.back.starts_with("//") {
-        form.back
-    } else {
-        super::ROOT.to_string()
-    };
+    let back = within_console(form.back);
     let (mut retried, mut passed) = (0, 0);
     for id in ids {
         match crate::web::dlq::change_dead_letter(&state, id, DeadLetterOp::Retry, request.clone())
