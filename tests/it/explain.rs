@@ -301,3 +301,55 @@ secret_fields = ["/contact/email", "/cards/*/number"]
     let (_, page) = daemon.get("/ui/records/campaign/c-2").await;
     assert!(page.contains("ana@example.com"), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entitys_trail_ends_with_its_timers_the_next_to_fire_first() {
+    let ws = Workspace::new(
+        &[(
+            "ladder",
+            "//! events: task.handoff\n\
+             schedule(\"1h\", \"task.nudge\");\n\
+             schedule(\"48h\", \"task.escalate\");\n\
+             schedule(\"24h\", \"task.remind\");\n",
+        )],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+    );
+    let daemon = ws.start();
+    daemon
+        .send_event(&event("h-1", "task.handoff", "task/T-1", json!({})))
+        .await;
+    daemon
+        .wait_for_trail("h-1", |t| t["processed_at_ms"].is_i64())
+        .await;
+    daemon.advance_clock("2h").await;
+    daemon
+        .wait_for_metric("converge_timers_fired_total", 1.0)
+        .await;
+
+    let out = ws.converge(&["explain", "--entity", "task/T-1"]);
+    let report = redacted(&out, &ws, &[]);
+    let timers = report
+        .split_once("\ntimers, waiting ones first (the next to fire on top):\n")
+        .unwrap_or_else(|| panic!("no timers in {report}"))
+        .1;
+    let lines: Vec<&str> = timers.lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            "  task.remind  schedule by rule ladder, due 2026-11-24T09:00:00Z: pending",
+            "  task.escalate  schedule by rule ladder, due 2026-11-25T09:00:00Z: pending",
+        ],
+        "{report}"
+    );
+    assert!(
+        lines[2].starts_with(
+            "  task.nudge  schedule by rule ladder, due 2026-11-23T10:00:00Z: fired at 2026-11-23T"
+        ),
+        "{report}"
+    );
+    assert_eq!(lines.len(), 3, "{report}");
+    // The JSON stays the trails alone.
+    let out = ws.converge(&["explain", "--entity", "task/T-1", "--json"]);
+    let trails: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(trails.as_array().unwrap().iter().all(|t| t["seq"].is_i64()));
+}

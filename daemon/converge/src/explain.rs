@@ -17,7 +17,8 @@ use std::process::ExitCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use converge_model::{Decision, EntityKey};
 use converge_store::{
-    ActionHistoryKind, ActionRecord, ActionStatus, EventTrail, HeldSendRecord, Store,
+    ActionHistoryKind, ActionRecord, ActionStatus, EventTrail, HeldSendRecord, Store, TimerRecord,
+    TimerStatus,
 };
 use serde_json::Value;
 
@@ -25,6 +26,8 @@ use crate::Exit;
 use crate::config::Config;
 use crate::redact::Redaction;
 
+/// The most timers `--entity` lists, the newest.
+const TIMERS_SHOWN: usize = 50;
 /// Trails read per query in `--entity` mode: a long history is printed a
 /// page at a time instead of being held in memory whole.
 const ENTITY_PAGE: usize = 100;
@@ -159,7 +162,53 @@ fn explain_entity(store: &Store, entity: &str, mut out: Output) -> Result<(), St
     if events == 0 {
         return Err(format!("no event about {subject}"));
     }
+    // The JSON is the trails alone; `GET /v1/entities/{kind}/{id}/timers`
+    // has the timers as JSON.
+    if !json {
+        let timers = store
+            .entity_timers(&key, false, TIMERS_SHOWN)
+            .map_err(|e| format!("cannot read the timers of {subject}: {e}"))?;
+        if !timers.is_empty() {
+            out.line("")?;
+            out.line("timers, waiting ones first (the next to fire on top):")?;
+            for timer in reading_order(&timers) {
+                out.line(&timer_line(timer))?;
+            }
+        }
+    }
     out.finish()
+}
+
+/// An entity's timers as people read them: the pending ones first, the
+/// next to fire on top (a handoff's ladder reads rung by rung), then those
+/// that fired, were cancelled or skipped, the latest first.
+pub fn reading_order(timers: &[TimerRecord]) -> Vec<&TimerRecord> {
+    let mut timers: Vec<&TimerRecord> = timers.iter().collect();
+    timers.sort_by_key(|t| match t.status {
+        TimerStatus::Pending => (0, t.due_at_ms, t.id),
+        _ => (1, -t.closed_at_ms.unwrap_or(t.due_at_ms), -t.id),
+    });
+    timers
+}
+
+fn timer_line(timer: &TimerRecord) -> String {
+    let until = timer
+        .expect_type
+        .as_ref()
+        .map(|t| format!(" until {t}"))
+        .unwrap_or_default();
+    let closed = timer
+        .closed_at_ms
+        .map(|at| format!(" at {}", millis(at)))
+        .unwrap_or_default();
+    format!(
+        "  {}  {}{until} by rule {}, due {}: {}{closed}",
+        timer.event_type,
+        timer.kind.name(),
+        timer.rule,
+        millis(timer.due_at_ms),
+        timer.status.name(),
+    )
 }
 
 /// Writes trails as the report or as one JSON array, as they come.

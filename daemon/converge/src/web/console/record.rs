@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use converge_model::{EntityKey, EntityState};
 use converge_store::{
-    ActionRecord, ActionStatus, DecisionRecord, EventTrail, GateRecord, HeldSendStatus,
-    TimerRecord, TimerStatus,
+    ActionRecord, ActionStatus, DecisionRecord, EventTrail, GateRecord, HeldSendStatus, TimerRecord,
 };
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -283,15 +282,10 @@ fn gate(
     }
 }
 
-/// The timers waiting first, the next to fire at the top (a handoff's
-/// ladder reads rung by rung), then those that fired, were cancelled or
-/// skipped, the latest first.
+/// The timers in `explain`'s reading order: waiting ones first, the next
+/// to fire at the top.
 fn timers(timers: &[TimerRecord], now: DateTime<Utc>) -> Markup {
-    let mut timers: Vec<&TimerRecord> = timers.iter().collect();
-    timers.sort_by_key(|t| match t.status {
-        TimerStatus::Pending => (0, t.due_at_ms, t.id),
-        _ => (1, -t.closed_at_ms.unwrap_or(t.due_at_ms), -t.id),
-    });
+    let timers = crate::explain::reading_order(timers);
     html! {
         section #timers {
             h2 { "Timers" }
