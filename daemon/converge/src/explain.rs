@@ -26,8 +26,9 @@ use crate::Exit;
 use crate::config::Config;
 use crate::redact::Redaction;
 
-/// The most timers `--entity` lists, the newest.
-const TIMERS_SHOWN: usize = 50;
+/// The most timers an entity's view lists (`--entity`, the console's
+/// record page), the newest.
+pub const TIMERS_SHOWN: usize = 50;
 /// Trails read per query in `--entity` mode: a long history is printed a
 /// page at a time instead of being held in memory whole.
 const ENTITY_PAGE: usize = 100;

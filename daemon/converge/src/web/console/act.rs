@@ -14,7 +14,7 @@ use converge_model::EntityKey;
 use converge_store::DeadLetterOp;
 use serde::Deserialize;
 
-use super::session::{Viewer, csrf_matches};
+use super::session::{Viewer, csrf_matches, safe_next};
 use super::{encode, error_page};
 use crate::dlq::DeadLetterRequest;
 use crate::gates::Override;
@@ -64,16 +64,6 @@ fn dead_letter_request(
             &e,
         ))
     })
-}
-
-/// A form's page to return to, when it is one of the console's; else the
-/// console's home (never another site: `//host` is not a path).
-fn within_console(back: String) -> String {
-    if back.starts_with("/ui") && !back.starts_with("//") {
-        back
-    } else {
-        super::ROOT.to_string()
-    }
 }
 
 /// Back to the page the form was on (its path and query, less an earlier
@@ -170,7 +160,7 @@ pub async fn dead_letter(
         Ok(request) => request,
         Err(page) => return *page,
     };
-    let back = within_console(form.back);
+    let back = safe_next(Some(&form.back));
     match crate::web::dlq::change_dead_letter(&state, id, op, request).await {
         Ok((_, answer)) => back_to(
             &back,
@@ -244,7 +234,7 @@ pub async fn retry_shown(
         Ok(request) => request,
         Err(page) => return *page,
     };
-    let back = within_console(form.back);
+    let back = safe_next(Some(&form.back));
     let (mut retried, mut passed) = (0, 0);
     for id in ids {
         match crate::web::dlq::change_dead_letter(&state, id, DeadLetterOp::Retry, request.clone())

@@ -27,7 +27,6 @@ use crate::web::AppState;
 
 /// Events per page of the trail.
 const TRAIL_PAGE: usize = 50;
-const TIMERS_SHOWN: usize = 50;
 
 #[derive(Deserialize)]
 pub struct RecordQuery {
@@ -106,7 +105,7 @@ pub async fn page(
         Ok(Loaded {
             entity: store.entity(&lookup)?,
             gate: store.gate(&lookup, 200)?,
-            timers: store.entity_timers(&lookup, false, TIMERS_SHOWN)?,
+            timers: store.entity_timers(&lookup, false, crate::explain::TIMERS_SHOWN)?,
             trail,
         })
     })

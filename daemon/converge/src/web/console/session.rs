@@ -117,8 +117,9 @@ pub fn csrf_matches(viewer: &Viewer, given: &str) -> bool {
     given.len() == viewer.csrf.len() && bool::from(given.as_bytes().ct_eq(viewer.csrf.as_bytes()))
 }
 
-/// Only the console's own pages are where signing in leads back to.
-fn safe_next(next: Option<&str>) -> String {
+/// Only the console's own pages are where signing in, or a form that
+/// acted, leads back to.
+pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(next) if next.starts_with("/ui") && !next.starts_with("//") => next.to_string(),
         _ => super::ROOT.to_string(),
