@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Daemon, Sink, Workspace, actions_settled, event, is_action_key, notify_all_to_sink,
+    notify_all_to_sink_with,
 };
 
 const TOKEN: &str = "dlq-admin-token-0123456789";
@@ -392,4 +393,72 @@ async fn every_dead_letter_of_a_route_is_retried_at_once_after_a_fix() {
     assert!(err.contains("action 999999: drop refused (404)"), "{err}");
     assert!(err.contains("1 of 2 refused (actions 999999)"), "{err}");
     daemon.wait_for_metric("converge_dead_letters", 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_is_dated_on_the_daemons_clock() {
+    let sink = Sink::start().await;
+    let ws = notify_all_to_sink_with(
+        &sink,
+        "[clock]\nmode = \"manual\"\nstart = \"2026-03-02T09:00:00Z\"\n",
+    );
+    ws.listen_on_free_port();
+    let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
+
+    sink.answer_next(&[StatusCode::UNAUTHORIZED]);
+    let action = settled_action(&daemon, "m-1").await;
+    assert_eq!(action["status"], "dead_letter", "{action}");
+    let id = action["id"].as_i64().unwrap();
+    daemon.advance_clock("2h").await;
+    let (status, body) = daemon
+        .post_admin(&format!("/v1/dlq/{id}/retry"), Some(TOKEN), &decision())
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let action =
+        daemon.wait_for_trail("m-1", actions_settled).await["decisions"][0]["actions"][0].clone();
+    assert_eq!(action["status"], "done", "{action}");
+
+    // Every time of the action reads on the manual clock, not the wall's.
+    let (status, body) = daemon.get(&format!("/v1/dlq/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let shown: Value = serde_json::from_str(&body).unwrap();
+    let history: Vec<(&str, &str)> = shown["action"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["kind"].as_str().unwrap(), h["at"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("dead_lettered", "2026-03-02T09:00:00.000Z"),
+            ("retried", "2026-03-02T11:00:00.000Z"),
+        ]
+    );
+    assert_eq!(
+        shown["action"]["finished_at"], "2026-03-02T11:00:00.000Z",
+        "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_needs_action_page_ages_a_dead_letter_on_the_daemons_clock() {
+    let sink = Sink::start().await;
+    let ws = notify_all_to_sink_with(
+        &sink,
+        "[clock]\nmode = \"manual\"\nstart = \"2026-03-02T09:00:00Z\"\n",
+    );
+    ws.listen_on_free_port();
+    let daemon = ws.start();
+
+    sink.answer_next(&[StatusCode::UNAUTHORIZED]);
+    let action = settled_action(&daemon, "m-2").await;
+    assert_eq!(action["status"], "dead_letter", "{action}");
+    daemon.advance_clock("3h").await;
+    let (status, page) = daemon.get("/ui?kind=dead_letter").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(r#"title="2026-03-02 09:00:00 UTC">3h ago</time>"#),
+        "{page}"
+    );
 }

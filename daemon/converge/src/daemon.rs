@@ -346,6 +346,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         overflow,
         leases: topology.action_leases(),
+        clock: clock.clone(),
     };
     let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_rx, stop_dispatcher.clone()));
 

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::clock::{Slept, sleep_unless_stopped};
+use crate::clock::{Clock, Slept, sleep_unless_stopped};
 use crate::config::{Dispatch, Route};
 use crate::journal::{Journal, QueuedAction};
 use crate::telemetry::{ActionOutcomeLabel, Metrics};
@@ -65,6 +65,10 @@ pub struct Dispatcher {
     pub overflow: Arc<AtomicBool>,
     /// Set with several daemons on one database.
     pub leases: Option<ActionLeases>,
+    /// What outcomes are stamped with, so that an action's times read on
+    /// the same clock as its event's; the waits between attempts are real
+    /// time whatever the clock.
+    pub clock: Clock,
 }
 
 /// What every action task shares.
@@ -74,6 +78,7 @@ struct Shared {
     settings: Dispatch,
     journal: Journal,
     metrics: Metrics,
+    clock: Clock,
     /// Bounds concurrent plugin calls.
     permits: Semaphore,
     /// Actions with a task, from queueing until their outcome is committed,
@@ -96,6 +101,7 @@ impl Dispatcher {
             metrics,
             overflow,
             leases,
+            clock,
         } = self;
         let grace = settings.shutdown_grace;
         let shared = Arc::new(Shared {
@@ -105,6 +111,7 @@ impl Dispatcher {
             settings,
             journal,
             metrics,
+            clock,
             tracked: Mutex::new(Tracked::default()),
             stop: stop.clone(),
         });
@@ -215,7 +222,7 @@ fn claim_actions(
     if room == 0 {
         return;
     }
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = shared.clock.now_ms();
     match tokio::task::block_in_place(|| {
         reader
             .coordination()?
@@ -311,8 +318,12 @@ fn spawn_action(
 async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option<Instant>) -> bool {
     let mut attempts = action.attempts;
     if let Some(due) = action.next_attempt_at_ms {
-        let wait = due - chrono::Utc::now().timestamp_millis();
-        let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+        // At most the longest backoff, after a restart: a due time further
+        // off is from a clock that was moved back (a manual one started
+        // earlier), or a rate limit's hint, which its next attempt hears again.
+        let wait = due - shared.clock.now_ms();
+        let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0))
+            .min(shared.settings.max_backoff);
         if sleep_unless_stopped(wait, &shared.stop).await == Slept::Stopped {
             return false;
         }
@@ -337,7 +348,7 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
                 .event_to_action_latency
                 .observe(at.elapsed().as_secs_f64());
         }
-        let finished_at_ms = chrono::Utc::now().timestamp_millis();
+        let finished_at_ms = shared.clock.now_ms();
         let (kind, detail, retry_in) = match result {
             Ok(done) => {
                 shared

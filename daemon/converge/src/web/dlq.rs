@@ -150,7 +150,7 @@ pub(crate) async fn change_dead_letter(
         op,
         by: request.by.clone(),
         reason: request.reason,
-        at_ms: chrono::Utc::now().timestamp_millis(),
+        at_ms: state.clock.now_ms(),
     };
     let outcome = state
         .journal
