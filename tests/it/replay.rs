@@ -218,6 +218,10 @@ fn a_diff_shows_the_decisions_that_would_change_and_sums_them_up() {
         &b_dir.display().to_string(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let b_is = format!(
+        "b is a with handoff from {}",
+        b_dir.join("handoff.rhai").display()
+    );
     assert_eq!(
         without_timing(&stdout(&out)),
         [
@@ -227,6 +231,7 @@ fn a_diff_shows_the_decisions_that_would_change_and_sums_them_up() {
             r#"- handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-1 is blocked","level":2}"#,
             "",
             "replayed 3 events in [time]",
+            &b_is,
             "a: decisions: 2 escalate, 1 notify; rule failures: none; simulated: 0 timers fired, 0 events emitted",
             "b: decisions: 1 escalate, 1 notify, 1 pause_channel; rule failures: none; simulated: 0 timers fired, 0 events emitted",
             "2 of 3 events decide differently: 1 only in a (-), 1 only in b (+)",
@@ -243,6 +248,66 @@ fn a_diff_shows_the_decisions_that_would_change_and_sums_them_up() {
         "{}",
         stdout(&same)
     );
+}
+
+/// Counts every event: a rule an edit of HANDOFF leaves alone.
+const TALLY: &str = r#"notify("ops", `seen ${event.id}`);"#;
+
+#[test]
+fn a_diff_of_one_edited_rule_runs_the_configs_other_rules_on_both_sides() {
+    let ws = Workspace::new(&[("tally", TALLY), ("handoff", HANDOFF)], "");
+    let dir = ws.dir.path();
+    let edited = write(dir, "edits/handoff.rhai", HANDOFF_V2);
+    let events = write(dir, "events.ndjson", EVENTS);
+
+    // Only the edit's differences: tally decides the same in a and b.
+    let out = ws.converge(&["replay", "--events", &events, "--diff", &edited]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        without_timing(&stdout(&out))[..6],
+        [
+            "e2 (task.updated task/T-1 at 2026-11-23T11:00:00Z)",
+            r#"+ handoff  {"kind":"pause_channel","channel":"email","reason":"the task is blocked"}"#,
+            "e3 (task.updated task/T-1 at 2026-11-23T11:00:00Z)",
+            r#"- handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-1 is blocked","level":2}"#,
+            "",
+            "replayed 3 events in [time]",
+        ]
+    );
+    assert!(
+        stdout(&out).contains(&format!("\nb is a with handoff from {edited}\n")),
+        "{}",
+        stdout(&out)
+    );
+
+    // What leaving a rule out changes, with an edit or alone.
+    let out = ws.converge(&["replay", "--events", &events, "--without", "tally"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.matches("- tally  ").count(), 3, "{text}");
+    assert!(!text.contains("+ "), "{text}");
+    assert!(text.contains("\nb is a with tally left out\n"), "{text}");
+    assert!(
+        text.contains("3 of 3 events decide differently: 3 only in a (-), 0 only in b (+)"),
+        "{text}"
+    );
+
+    // A name a does not have is refused before anything runs.
+    let out = ws.converge(&[
+        "replay",
+        "--events",
+        &events,
+        "--diff",
+        &edited,
+        "--without",
+        "tallies",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: --without tallies: a has no rule `tallies` (its rules: tally, handoff)\n"
+    );
+    assert_eq!(stdout(&out), "");
 }
 
 fn stalled_handoff() -> String {
@@ -513,6 +578,7 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
             r#"+ stalled_handoff  {"kind":"escalate","to":"business_owner","reason":"task/T-2 has not moved for 72h since it was handed to cy (stage: in_progress)","level":3}"#,
             "",
             "replayed 4 events in [time]",
+            &format!("b is a with stalled_handoff from {b}"),
             "a: decisions: 2 escalate, 4 notify, 6 schedule, 2 set_field; rule failures: none; simulated: 6 timers fired, 0 events emitted",
             "b: decisions: 4 escalate, 4 notify, 6 schedule, 2 set_field; rule failures: none; simulated: 6 timers fired, 0 events emitted",
             "2 of 10 events (4 replayed, 6 simulated) decide differently: 0 only in a (-), 2 only in b (+)",
@@ -543,6 +609,10 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
         json!({"timers_fired": 6, "events_emitted": 0, "timers_pending": 0, "clock": "2026-11-26T18:00:00Z"})
     );
     assert_eq!(summary["change"], "b would make 2 more escalations");
+    assert_eq!(
+        summary["b_is_a_with"],
+        json!({"replaced": [{"rule": "stalled_handoff", "file": b}], "added": [], "left_out": []})
+    );
 }
 
 /// Escalates a blocked task, saying why.

@@ -27,6 +27,7 @@
 //! The user guide is `docs/replay.md`.
 
 mod generate;
+mod variant;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -73,10 +74,15 @@ pub struct ReplayArgs {
     /// taken in name order. Default: the config's `rules.files`.
     #[arg(long, num_args = 1.., value_name = "DIR_OR_FILE")]
     rules: Vec<PathBuf>,
-    /// A second rule set to compare with: prints the decisions only the
-    /// first set makes (`-`) and only this one makes (`+`).
+    /// Compare with a second rule set, the first with these rules in place
+    /// of the ones of the same name (added when new): prints the decisions
+    /// only the first set makes (`-`) and only the second makes (`+`).
     #[arg(long, num_args = 1.., value_name = "DIR_OR_FILE")]
     diff: Vec<PathBuf>,
+    /// Compare with the first rule set without these rules (by name), as
+    /// `--diff` does; the two combine.
+    #[arg(long, num_args = 1.., value_name = "RULE")]
+    without: Vec<String>,
     /// Report decisions from this time on (RFC 3339); earlier events still
     /// build entity state.
     #[arg(long, value_parser = parse_time, value_name = "RFC3339")]
@@ -138,20 +144,45 @@ pub fn run(args: ReplayArgs) -> ExitCode {
             .map(|loaded| (loaded.live, Some(loaded.shadow)))
             .map_err(|errors| format!("{} rule error(s):\n  {}", errors.len(), errors.join("\n  ")))
     } else {
-        rule_files(&args.rules).and_then(|files| compile(&files, limits).map(|r| (r, None)))
+        rule_files(&args.rules)
+            .and_then(|files| read(&files))
+            .and_then(|sources| compile(sources, limits).map(|r| (r, None)))
     };
-    let second = (!args.diff.is_empty())
-        .then(|| {
-            rule_files(&args.diff).and_then(|files| compile(&files, limits).map(|r| (r, None)))
-        })
-        .transpose();
-    let (first, second) = match (first, second) {
-        (Ok(first), Ok(second)) => (first, second),
-        (first, second) => {
-            for e in [first.err(), second.err()].into_iter().flatten() {
-                eprintln!("error: {e}");
-            }
+    let first = match first {
+        Ok(first) => first,
+        Err(e) => {
+            eprintln!("error: {e}");
             return Exit::Invalid.into();
+        }
+    };
+    let second = if args.diff.is_empty() && args.without.is_empty() {
+        None
+    } else {
+        let first_sources = if args.rules.is_empty() {
+            config
+                .rules
+                .sources()
+                .map(|sources| {
+                    let shadow = &config.rules.shadow;
+                    sources
+                        .into_iter()
+                        .filter(|source| !shadow.contains(&source.path))
+                        .collect()
+                })
+                .map_err(|e| format!("{e:#}"))
+        } else {
+            rule_files(&args.rules).and_then(|files| read(&files))
+        };
+        let second = first_sources.and_then(|first_sources| {
+            let diff = rule_files(&args.diff).and_then(|files| read(&files))?;
+            variant::compile(&first.0, first_sources, diff, &args.without, limits)
+        });
+        match second {
+            Ok((rules, changes)) => Some(((rules, None), changes)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid.into();
+            }
         }
     };
     let source = match &args.events {
@@ -212,7 +243,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
                 report.summary(&run)
             })
         }
-        Some(second) => {
+        Some((second, changes)) => {
             let (mut a, mut b) = (simulation(&first), simulation(second));
             run.events(&mut source, |recorded| {
                 let seen_a = step(&mut a, recorded)?;
@@ -229,7 +260,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
             .and_then(|()| {
                 report.totals.a.finish(&a, simulate, &run.window);
                 report.totals.b.finish(&b, simulate, &run.window);
-                report.diff_summary(&run)
+                report.diff_summary(&run, changes)
             })
         }
     };
@@ -336,15 +367,18 @@ fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Compiles rule files as `daemon::compile_rules` does: each named by its
-/// file stem, with the config's limits.
-fn compile(files: &[PathBuf], limits: &RuleLimits) -> Result<RuleSet, String> {
-    let sources = files
+/// Reads rule files as the daemon does: each named by its file stem.
+fn read(files: &[PathBuf]) -> Result<Vec<RuleSource>, String> {
+    files
         .iter()
         .map(|path| {
             RuleSource::read(path).map_err(|e| format!("cannot read rule {}: {e}", path.display()))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// Compiles rules with the config's limits.
+fn compile(sources: Vec<RuleSource>, limits: &RuleLimits) -> Result<RuleSet, String> {
     RuleSet::compile(sources, limits).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         format!("{} rule error(s):\n  {}", list.len(), list.join("\n  "))
@@ -1016,7 +1050,7 @@ impl<W: Write> Reporter<W> {
         lines.iter().try_for_each(|line| self.out.line(line))
     }
 
-    fn diff_summary(&mut self, run: &Run) -> Result<(), String> {
+    fn diff_summary(&mut self, run: &Run, changes: &variant::Changes) -> Result<(), String> {
         let (seconds, rate) = speed(&run.input, run.started);
         let totals = &self.totals;
         let wording = diff_wording(&totals.a.decisions, &totals.b.decisions, &totals.diff);
@@ -1024,6 +1058,7 @@ impl<W: Write> Reporter<W> {
             let mut summary = events_json(&run.input, seconds, rate);
             summary["a"] = totals.a.json();
             summary["b"] = totals.b.json();
+            summary["b_is_a_with"] = changes.json();
             summary["compared_events"] = json!(totals.diff.compared);
             summary["changed_events"] = json!(totals.diff.changed_events);
             summary["only_in_a"] = json!(totals.diff.only_a);
@@ -1031,7 +1066,11 @@ impl<W: Write> Reporter<W> {
             summary["change"] = json!(wording);
             return self.out.line(&json!({ "summary": summary }).to_string());
         }
-        let mut lines = vec![String::new(), events_line(&run.input, seconds, rate)];
+        let mut lines = vec![
+            String::new(),
+            events_line(&run.input, seconds, rate),
+            changes.line(),
+        ];
         for (name, counts) in [("a", &totals.a), ("b", &totals.b)] {
             let mut line = format!(
                 "{name}: decisions: {}; rule failures: {}",
