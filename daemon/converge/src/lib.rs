@@ -90,7 +90,7 @@ enum Command {
         command: rules_cli::RulesCommand,
     },
     /// Run rules over recorded events (the journal, or an NDJSON file) on a
-    /// virtual clock, executing nothing; `--diff` compares two rule sets.
+    /// virtual clock, executing nothing; `--diff` shows what edited rules would change.
     Replay(replay::ReplayArgs),
     /// The metrics of the reporting layer (review time, handoff delay,
     /// blocked work, rework, launch reliability...) over a period, whole or

@@ -1,8 +1,9 @@
 //! `converge replay`: runs a rule set over recorded events (the journal of
 //! the config's database, or an NDJSON file of CloudEvents) on a virtual
 //! clock, and prints what the rules would decide. It executes no action and
-//! writes nothing; `--diff` runs a second rule set over the same events and
-//! prints which decisions would change.
+//! writes nothing; `--diff` runs a second rule set (`variant`: the first
+//! with edited rules) over the same events and prints which decisions would
+//! change.
 //!
 //! Each rule set runs in its own [`Simulation`] (`simulate.rs`, shared with
 //! `converge rules test`), which does the processor's work in memory: the
