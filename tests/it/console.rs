@@ -23,6 +23,11 @@ const WAIT: Duration = Duration::from_secs(15);
 /// The example gate and handoff-ladder rules, releases to the sink, on a
 /// manual clock (so the pages' ages are the same on every run).
 fn workspace(sink: &Sink) -> Workspace {
+    workspace_with(sink, "")
+}
+
+/// [`workspace`] with `extra` appended to its config.
+fn workspace_with(sink: &Sink, extra: &str) -> Workspace {
     let rule = |name: &str| {
         std::fs::read_to_string(repo_root().join(format!("rules/{name}.rhai"))).unwrap()
     };
@@ -32,7 +37,7 @@ fn workspace(sink: &Sink) -> Workspace {
             ("stalled_handoff", &rule("stalled_handoff")),
         ],
         &format!(
-            "{}\n[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+            "{}\n[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n{extra}",
             sends_to_sink_toml(sink)
         ),
     )
@@ -472,6 +477,55 @@ async fn the_dead_letters_shown_are_retried_at_once_after_a_fix() {
         );
     }
     browser.screenshot("needs-action-retried-shown").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_action_retrying_after_a_failure_shows_its_error_and_next_attempt() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let sink = Sink::start().await;
+    // The next attempt an hour away: the release waits, retrying.
+    let ws = workspace_with(
+        &sink,
+        "[dispatch]\ninitial_backoff = \"1h\"\nmax_backoff = \"1h\"\n",
+    );
+    let daemon = ws.start();
+    held_send_and_handoff(&daemon).await;
+    // The gate opens: both sends are released, and the receiver is down.
+    sink.answer_next(&[reqwest::StatusCode::SERVICE_UNAVAILABLE; 2]);
+    accept(&daemon, &channel("c-1-paid-ok", "c-1", "paid", "approved")).await;
+    accept(&daemon, &send("c-1-send-2", "c-1", "email")).await;
+    sink.wait_for(2).await;
+    daemon.advance_clock("20m").await;
+
+    browser
+        .goto(&format!("{}/ui?kind=retrying", daemon.url))
+        .await;
+    let row = browser
+        .wait_for_text("#needs-action tr[data-kind=retrying]", "last error", WAIT)
+        .await;
+    for part in [
+        "Retrying",
+        "campaign/c-1",
+        "via webhook-out) from rule convergence_gate, 1 failed attempt(s)",
+        "last error: ",
+        "503",
+        "20m ago",
+        // An hour with jitter (up to twice that) after the failure.
+        "attempt 2\nin ",
+    ] {
+        assert!(row.contains(part), "{part:?} not in {row}");
+    }
+    assert_eq!(browser.count("#needs-action tbody tr").await, 2);
+    browser.screenshot("needs-action-retrying").await;
+    // Not a dead letter: nothing to retry by hand.
+    assert_eq!(daemon.metric("converge_dead_letters").await, 0.0);
+    let (_, page) = daemon.get("/ui?kind=dead_letter").await;
+    assert!(
+        page.contains("Nothing needs action with these filters."),
+        "{page}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

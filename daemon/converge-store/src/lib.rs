@@ -73,9 +73,9 @@ pub use records::{
     DecisionRecord, EventTrail, ExpectedArrival, Fence, FiredTimer, GateChange, GateOverrideRecord,
     GateRecord, HeldSendRecord, HeldSendStatus, JournaledEvent, LeaseRecord, NewAction,
     NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction, ProcessedEvent,
-    PruneCandidate, PrunePage, RecentRuleFailure, RuleActivity, SampleGroup, SampleQuery,
-    SkippedTimer, SourceState, TimerKind, TimerRecord, TimerRecordKind, TimerStatus, WriteBatch,
-    WriteResult, idempotency_key, instance_hex,
+    PruneCandidate, PrunePage, RecentRuleFailure, RetryingAction, RuleActivity, SampleGroup,
+    SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord, TimerRecordKind, TimerStatus,
+    WriteBatch, WriteResult, idempotency_key, instance_hex,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of
@@ -411,6 +411,11 @@ pub trait Backend: Send {
 
     /// How many actions are dead letters now.
     fn dead_letter_count(&self) -> Result<i64, StoreError>;
+
+    /// Up to `limit` pending actions that failed at least once (their
+    /// `attempts` count since they were decided or last retried), the
+    /// next to be tried first; histories left empty.
+    fn retrying_actions(&self, limit: usize) -> Result<Vec<RetryingAction>, StoreError>;
 
     /// One action, whatever its status, with its event, decision and
     /// history; `None` if no action has this id.

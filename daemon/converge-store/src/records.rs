@@ -549,6 +549,18 @@ pub struct ActionDetail {
     pub rule: String,
 }
 
+/// A pending action that failed at least once and waits for its next
+/// attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryingAction {
+    #[serde(flatten)]
+    pub detail: ActionDetail,
+    /// Its first failed attempt since it was decided, or since a person
+    /// last retried it from the dead letters; `None` if the history no
+    /// longer has it.
+    pub failing_since_ms: Option<i64>,
+}
+
 /// A person's override of a gate.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GateOverrideRecord {

@@ -46,12 +46,25 @@ macro_rules! action_columns {
 /// What `read::action_detail` decodes, and the join it comes from.
 macro_rules! action_detail_columns {
     () => {
+        concat!(action_detail_select!(), action_detail_from!())
+    };
+}
+
+/// The columns of [`action_detail_columns`], to add more after them.
+macro_rules! action_detail_select {
+    () => {
         concat!(
             action_columns!(),
-            ", a.event_seq, e.id, e.source, e.type, e.subject, a.decision_id, d.kind, v.rule \
-             FROM actions a JOIN events e ON e.seq = a.event_seq \
-             JOIN decisions d ON d.id = a.decision_id \
-             JOIN rule_versions v ON v.id = d.rule_version"
+            ", a.event_seq, e.id, e.source, e.type, e.subject, a.decision_id, d.kind, v.rule"
         )
+    };
+}
+
+/// The join of [`action_detail_columns`].
+macro_rules! action_detail_from {
+    () => {
+        " FROM actions a JOIN events e ON e.seq = a.event_seq \
+         JOIN decisions d ON d.id = a.decision_id \
+         JOIN rule_versions v ON v.id = d.rule_version"
     };
 }

@@ -11,7 +11,7 @@ use super::{PostgresStore, Session, attempts, cluster, sql_limit};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
-    RecentRuleFailure, RuleActivity, TimerRecord, parse_stored,
+    RecentRuleFailure, RetryingAction, RuleActivity, TimerRecord, parse_stored,
 };
 use crate::{
     Backend, Check, Coordination, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery,
@@ -232,6 +232,32 @@ impl Backend for PostgresStore {
 
     fn dead_letter_count(&self) -> Result<i64, StoreError> {
         self.run(dead_letter_count)
+    }
+
+    fn retrying_actions(&self, limit: usize) -> Result<Vec<RetryingAction>, StoreError> {
+        self.run(|s| {
+            s.rows(
+                concat!(
+                    "SELECT ",
+                    action_detail_select!(),
+                    // The first failed attempt after the last retry by a person.
+                    ", (SELECT min(h.at_ms) FROM action_history h
+                        WHERE h.action_id = a.id AND h.kind = 'attempt_failed'
+                          AND h.id > coalesce((SELECT max(r.id) FROM action_history r
+                                               WHERE r.action_id = a.id AND r.kind = 'retried'), 0))",
+                    action_detail_from!(),
+                    " WHERE a.status = 'pending' AND a.attempts > 0
+                      ORDER BY a.next_attempt_at_ms, a.id LIMIT $1"
+                ),
+                &[&sql_limit(limit)],
+                |row| {
+                    Ok(RetryingAction {
+                        detail: action_detail(row)?,
+                        failing_since_ms: row.try_get(19)?,
+                    })
+                },
+            )
+        })
     }
 
     fn action(&self, id: i64) -> Result<Option<ActionDetail>, StoreError> {

@@ -11,7 +11,7 @@ use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CUR
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
-    RecentRuleFailure, RuleActivity, TimerRecord, parse_stored,
+    RecentRuleFailure, RetryingAction, RuleActivity, TimerRecord, parse_stored,
 };
 use crate::{
     Backend, Check, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch, WriteResult,
@@ -527,6 +527,26 @@ impl Backend for SqliteStore {
             .collect::<Result<_, _>>()?)
     }
 
+    fn retrying_actions(&self, limit: usize) -> Result<Vec<RetryingAction>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ACTION_COLUMNS}, {ACTION_ORIGIN_COLUMNS}, ({FAILING_SINCE})
+                 FROM actions a INDEXED BY actions_pending
+                 JOIN events e ON e.seq = a.event_seq
+                 JOIN decisions d ON d.id = a.decision_id
+                 WHERE a.status = 'pending' AND a.attempts > 0
+                 ORDER BY a.next_attempt_at_ms, a.id LIMIT ?1"
+            ))?
+            .query_map(params![sql_limit(limit)], |row| {
+                Ok(RetryingAction {
+                    detail: action_detail_row(row)?,
+                    failing_since_ms: row.get(19)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+    }
+
     fn dead_letter_count(&self) -> Result<i64, StoreError> {
         Ok(self
             .conn
@@ -737,6 +757,13 @@ fn action_detail_row(row: &Row<'_>) -> rusqlite::Result<ActionDetail> {
         rule: row.get(18)?,
     })
 }
+
+/// The first failed attempt of action `a` after its last retry by a
+/// person (the history's ids grow with time).
+const FAILING_SINCE: &str = "SELECT min(h.at_ms) FROM action_history h
+     WHERE h.action_id = a.id AND h.kind = 'attempt_failed'
+       AND h.id > coalesce((SELECT max(r.id) FROM action_history r
+                            WHERE r.action_id = a.id AND r.kind = 'retried'), 0)";
 
 /// The heads of a page of a subject's trail: `?1` subject, `?2` the `seq`
 /// the page starts after, `?3` the page size. The schema's tests check that

@@ -301,7 +301,111 @@ fn an_action_keeps_its_payload_only_while_it_may_run(db: &TestDb) {
     );
 }
 
+/// Actions waiting for another attempt after a failure: what the console
+/// shows as retrying, each failing since its first failed attempt after a
+/// person's last retry.
+fn retrying_actions_are_listed_the_next_to_be_tried_first(db: &TestDb) {
+    let mut store = db.open();
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "T-1")],
+            processed: vec![processed_with_actions(1, "T-1", "ana")],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert!(
+        store.retrying_actions(10).unwrap().is_empty(),
+        "none failed yet"
+    );
+    let retry = |next_attempt_at_ms| OutcomeKind::Retry { next_attempt_at_ms };
+    store
+        .write(&WriteBatch {
+            outcomes: vec![
+                outcome(1, retry(6_000), 1, "HTTP 503"),
+                outcome(2, retry(6_500), 1, "timed out"),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    store
+        .write(&WriteBatch {
+            outcomes: vec![outcome(1, retry(7_000), 2, "HTTP 502")],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let listed = |store: &converge_store::Store, limit| -> Vec<(i64, u32, String, Option<i64>)> {
+        store
+            .retrying_actions(limit)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let a = r.detail.action;
+                (
+                    a.id,
+                    a.attempts,
+                    a.detail.unwrap_or_default(),
+                    r.failing_since_ms,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        listed(&store, 10),
+        [
+            (2, 1, "timed out".to_string(), Some(5_001)),
+            (1, 2, "HTTP 502".to_string(), Some(5_001)),
+        ]
+    );
+    assert_eq!(listed(&store, 1).len(), 1);
+    let first = &store.retrying_actions(1).unwrap()[0].detail;
+    assert_eq!(
+        (
+            first.event_id.as_str(),
+            first.subject.as_deref(),
+            first.rule.as_str()
+        ),
+        ("T-1", Some("task/T-1"), "stalled")
+    );
+
+    // Dead-lettered, it is no longer retrying; retried by a person and
+    // failing again, it fails since then, not since its first life.
+    store
+        .write(&WriteBatch {
+            outcomes: vec![
+                outcome(1, OutcomeKind::DeadLetter, 3, "HTTP 401"),
+                outcome(2, OutcomeKind::Done { external_id: None }, 2, "HTTP 200"),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert!(listed(&store, 10).is_empty());
+    store
+        .write(&WriteBatch {
+            dead_letters: vec![change(1, DeadLetterOp::Retry)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert!(
+        listed(&store, 10).is_empty(),
+        "a retry starts from 0 attempts"
+    );
+    store
+        .write(&WriteBatch {
+            outcomes: vec![ActionOutcome {
+                finished_at_ms: 9_500,
+                ..outcome(1, retry(9_600), 1, "HTTP 503")
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(
+        listed(&store, 10),
+        [(1, 1, "HTTP 503".to_string(), Some(9_500))]
+    );
+}
+
 conformance!(
+    retrying_actions_are_listed_the_next_to_be_tried_first,
     an_action_keeps_its_payload_only_while_it_may_run,
     a_dead_letter_is_listed_with_its_error_and_history,
     a_retried_dead_letter_is_pending_again_with_a_fresh_budget,

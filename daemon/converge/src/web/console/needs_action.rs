@@ -2,8 +2,9 @@
 //! person, oldest first. Open escalations and blocked work (from the
 //! store's partial indexes), held sends with every holding reason, stalled
 //! handoffs with the next rung of their ladder (the item's soonest pending
-//! timer), dead letters with their last error, and exceptions (rule
-//! failures, bad rows of dropped files). The filters live in the URL.
+//! timer), actions retrying after a failure and dead letters with their
+//! last error, and exceptions (rule failures, bad rows of dropped files).
+//! The filters live in the URL.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,11 +30,12 @@ const TIMERS_READ: usize = 2000;
 const DROP_REPORTS: usize = 20;
 
 /// The kinds of rows, as the `kind` filter names them.
-pub const KINDS: [(&str, &str); 6] = [
+pub const KINDS: [(&str, &str); 7] = [
     ("escalation", "Escalations"),
     ("held", "Held sends"),
     ("handoff", "Stalled handoffs"),
     ("blocked", "Blocked"),
+    ("retrying", "Retrying"),
     ("dead_letter", "Dead letters"),
     ("exception", "Exceptions"),
 ];
@@ -77,7 +79,8 @@ pub struct Row {
     pub since: Option<DateTime<Utc>>,
     /// What happens next, and when (a timer's rung).
     pub next: Option<(String, DateTime<Utc>)>,
-    /// A dead letter's action id, for its retry and drop forms.
+    /// The action it is about (a dead letter's, for its retry and drop
+    /// forms, or one retrying), linked on its record's page.
     pub action: Option<i64>,
 }
 
@@ -163,6 +166,7 @@ pub async fn page(
 fn retry_shown(rows: &[Row], viewer: Option<&Viewer>, back: &str) -> Markup {
     let ids: Vec<String> = rows
         .iter()
+        .filter(|row| row.kind == "dead_letter")
         .filter_map(|row| row.action)
         .map(|id| id.to_string())
         .collect();
@@ -247,6 +251,32 @@ pub fn rows(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
     }
     rows.extend(held_sends(store)?);
     rows.extend(handoffs(store)?);
+    for retrying in store.retrying_actions(PER_KIND)? {
+        let letter = &retrying.detail;
+        let action = &letter.action;
+        rows.push(Row {
+            kind: "retrying",
+            record: letter.subject.clone(),
+            owner: None,
+            campaign: campaign_of_subject(letter.subject.as_deref()),
+            what: vec![
+                format!(
+                    "action {} ({} via {}) from rule {}, {} failed attempt(s)",
+                    action.id, action.route, action.plugin, letter.rule, action.attempts
+                ),
+                format!(
+                    "last error: {}",
+                    action.detail.as_deref().unwrap_or("none recorded")
+                ),
+            ],
+            since: retrying.failing_since_ms.and_then(time_of),
+            next: action
+                .next_attempt_at_ms
+                .and_then(time_of)
+                .map(|at| (format!("attempt {}", action.attempts + 1), at)),
+            action: Some(action.id),
+        });
+    }
     for letter in store.dead_letters(0, PER_KIND)? {
         let action = &letter.action;
         rows.push(Row {
