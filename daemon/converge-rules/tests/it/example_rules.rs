@@ -122,13 +122,24 @@ fn required_fields_escalates_what_is_missing() {
     let mut state = entity_after(&e, None);
     assert_eq!(
         run(&set, &e, Some(&mut state)),
-        vec![escalate(
-            "required_fields",
-            "ops_exceptions",
-            "task/T-1 is missing required fields: brief, deadline, owner",
-            1
-        )]
+        vec![
+            set_field(
+                "required_fields",
+                "missing_fields",
+                json!(["brief", "deadline", "owner"])
+            ),
+            escalate(
+                "required_fields",
+                "ops_exceptions",
+                "task/T-1 is missing required fields: brief, deadline, owner",
+                1
+            )
+        ]
     );
+    // Kept on the task, so the next event does not escalate it again.
+    let e = event("task.commented", Some("task/T-1"), json!({}));
+    let mut state = entity_after(&e, Some(state));
+    assert_eq!(run(&set, &e, Some(&mut state)), vec![]);
 
     let e = event(
         "campaign.updated",
@@ -138,12 +149,15 @@ fn required_fields_escalates_what_is_missing() {
     let mut state = entity_after(&e, None);
     assert_eq!(
         run(&set, &e, Some(&mut state)),
-        vec![escalate(
-            "required_fields",
-            "mia",
-            "campaign/c-7 is missing required fields: brief",
-            1
-        )]
+        vec![
+            set_field("required_fields", "missing_fields", json!(["brief"])),
+            escalate(
+                "required_fields",
+                "mia",
+                "campaign/c-7 is missing required fields: brief",
+                1
+            )
+        ]
     );
 
     let e = event(
