@@ -140,6 +140,73 @@ async fn an_edited_rule_decides_the_next_event_and_a_broken_edit_leaves_the_old_
     );
 }
 
+/// Reminds a day after each `task.updated`; `tag` makes each version's hash.
+fn reminding(tag: &str) -> String {
+    format!(
+        "// {tag}\nif event.type == \"task.updated\" {{ schedule(\"24h\", \"task.reminder\"); }}\n"
+    )
+}
+
+/// The waiting-timers cell of `rule`'s row on Rules & health.
+fn waiting_cell(page: &str, rule: &str) -> String {
+    let row = page
+        .split("<tr>")
+        .find(|row| row.contains(&format!("<b>{rule}</b>")))
+        .unwrap_or_else(|| panic!("no row for {rule}:\n{page}"));
+    let cell = row.split(r#"<td class="n timers">"#).nth(1).unwrap();
+    cell[..cell.find("</td>").unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_and_health_counts_the_timers_waiting_on_each_version_and_on_rules_gone() {
+    let ws = Workspace::new(
+        &[("remind", &reminding("v1")), ("greet", &version("g1"))],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+    );
+    let file = ws.dir.path().join("remind.rhai");
+    let daemon = ws.start();
+    let update =
+        |id: &str, task: &str| event(id, "task.updated", &format!("task/{task}"), json!({}));
+    for (id, task) in [("u-1", "T-1"), ("u-2", "T-2")] {
+        assert_eq!(daemon.send_event(&update(id, task)).await.0, 202);
+        daemon
+            .wait_for_trail(id, |t| !t["processed_at_ms"].is_null())
+            .await;
+    }
+    let (_, page) = daemon.get("/ui/health").await;
+    assert_eq!(waiting_cell(&page, "remind"), "2");
+    assert_eq!(waiting_cell(&page, "greet"), "0");
+
+    // Edited: the two reminders waiting are the earlier version's.
+    let v1 = status(&daemon).await["rules"][0]["hash"].clone();
+    std::fs::write(&file, reminding("v2")).unwrap();
+    wait_for_status(&daemon, |s| s["rules"][0]["hash"] != v1).await;
+    assert_eq!(daemon.send_event(&update("u-3", "T-3")).await.0, 202);
+    daemon
+        .wait_for_trail("u-3", |t| !t["processed_at_ms"].is_null())
+        .await;
+    let (_, page) = daemon.get("/ui/health").await;
+    assert_eq!(
+        waiting_cell(&page, "remind"),
+        r#"3<br><small class="earlier">2 from an earlier version</small>"#
+    );
+    assert!(!page.contains("timers-of-rules-gone"), "{page}");
+    drop(daemon);
+
+    // Removed from the config: its reminders still wait, and say whose.
+    ws.edit_config(&format!("{:?}, ", file.display().to_string()), "");
+    let daemon = ws.start();
+    let (_, page) = daemon.get("/ui/health").await;
+    assert!(
+        page.contains(
+            "Timers still waiting from rules no longer loaded: <b>remind</b> (3). \
+             They fire as planned, and the rules loaded then decide their events."
+        ),
+        "{page}"
+    );
+    assert_eq!(waiting_cell(&page, "greet"), "0");
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_when_watching_is_off() {

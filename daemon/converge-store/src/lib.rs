@@ -73,9 +73,9 @@ pub use records::{
     DecisionRecord, EventTrail, ExpectedArrival, Fence, FiredTimer, GateChange, GateOverrideRecord,
     GateRecord, HeldSendRecord, HeldSendStatus, JournaledEvent, LeaseRecord, NewAction,
     NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction, ProcessedEvent,
-    PruneCandidate, PrunePage, RecentRuleFailure, RetryingAction, RuleActivity, SampleGroup,
-    SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord, TimerRecordKind, TimerStatus,
-    WriteBatch, WriteResult, idempotency_key, instance_hex,
+    PruneCandidate, PrunePage, RecentRuleFailure, RetryingAction, RuleActivity, RuleTimers,
+    SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord, TimerRecordKind,
+    TimerStatus, WriteBatch, WriteResult, idempotency_key, instance_hex,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of
@@ -483,6 +483,11 @@ pub trait Backend: Send {
 
     /// How many timers are waiting to fire.
     fn pending_timer_count(&self) -> Result<i64, StoreError>;
+
+    /// How many of the `limit` pending timers due soonest each version of
+    /// each rule created, by rule and then hash: what waits on a rule
+    /// edited or removed since.
+    fn pending_timers_by_rule(&self, limit: usize) -> Result<Vec<RuleTimers>, StoreError>;
 
     /// The timers of one entity (`kind/id`), newest first, up to `limit`;
     /// only the pending ones when `pending_only`. A timer's entity is the

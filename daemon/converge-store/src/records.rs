@@ -626,6 +626,15 @@ pub struct RuleActivity {
     pub failures: i64,
 }
 
+/// Pending timers one version of a rule created
+/// ([`Backend::pending_timers_by_rule`](crate::Backend::pending_timers_by_rule)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleTimers {
+    pub rule: String,
+    pub rule_hash: String,
+    pub pending: i64,
+}
+
 // ---- conversions both backends store the same way ----
 
 /// A timer kind's `kind` and `expect_type` columns.

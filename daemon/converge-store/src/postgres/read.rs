@@ -11,7 +11,7 @@ use super::{PostgresStore, Session, attempts, cluster, sql_limit};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
-    RecentRuleFailure, RetryingAction, RuleActivity, TimerRecord, parse_stored,
+    RecentRuleFailure, RetryingAction, RuleActivity, RuleTimers, TimerRecord, parse_stored,
 };
 use crate::{
     Backend, Check, Coordination, LeaseRecord, OpenSpan, PARTITIONS, SampleGroup, SampleQuery,
@@ -381,6 +381,26 @@ impl Backend for PostgresStore {
 
     fn pending_timer_count(&self) -> Result<i64, StoreError> {
         self.run(|s| s.value("SELECT count(*) FROM timers WHERE status = 'pending'", &[]))
+    }
+
+    fn pending_timers_by_rule(&self, limit: usize) -> Result<Vec<RuleTimers>, StoreError> {
+        self.run(|s| {
+            s.rows(
+                "SELECT v.rule, v.hash, count(*)
+                 FROM (SELECT rule_version FROM timers
+                       WHERE status = 'pending' ORDER BY due_at_ms, id LIMIT $1) t
+                 JOIN rule_versions v ON v.id = t.rule_version
+                 GROUP BY v.rule, v.hash ORDER BY v.rule COLLATE \"C\", v.hash COLLATE \"C\"",
+                &[&sql_limit(limit)],
+                |row| {
+                    Ok(RuleTimers {
+                        rule: row.try_get(0)?,
+                        rule_hash: row.try_get(1)?,
+                        pending: row.try_get(2)?,
+                    })
+                },
+            )
+        })
     }
 
     fn entity_timers(

@@ -11,7 +11,7 @@ use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CUR
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
     GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
-    RecentRuleFailure, RetryingAction, RuleActivity, TimerRecord, parse_stored,
+    RecentRuleFailure, RetryingAction, RuleActivity, RuleTimers, TimerRecord, parse_stored,
 };
 use crate::{
     Backend, Check, OpenSpan, SampleGroup, SampleQuery, StoreError, WriteBatch, WriteResult,
@@ -329,6 +329,26 @@ impl Backend for SqliteStore {
                 "SELECT count(*) FROM timers INDEXED BY timers_due WHERE status = 'pending'",
             )?
             .query_row([], |row| row.get(0))?)
+    }
+
+    fn pending_timers_by_rule(&self, limit: usize) -> Result<Vec<RuleTimers>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT v.rule, v.hash, count(*)
+                 FROM (SELECT rule_version FROM timers INDEXED BY timers_due
+                       WHERE status = 'pending' ORDER BY due_at_ms, id LIMIT ?1) t
+                 JOIN rule_versions v ON v.id = t.rule_version
+                 GROUP BY v.rule, v.hash ORDER BY v.rule, v.hash",
+            )?
+            .query_map(params![sql_limit(limit)], |row| {
+                Ok(RuleTimers {
+                    rule: row.get(0)?,
+                    rule_hash: row.get(1)?,
+                    pending: row.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
     }
 
     fn entity_timers(

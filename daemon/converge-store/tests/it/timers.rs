@@ -439,7 +439,63 @@ fn timers_fired_and_skipped_in_one_batch(db: &TestDb) {
     assert!(journal[0].json.contains("timer-3") && journal[1].json.contains("timer-1"));
 }
 
+/// What waits on each version of each rule: the soonest `limit` pending
+/// timers, counted by the rule version that created them.
+fn pending_timers_are_counted_by_the_rule_version_that_made_them(db: &TestDb) {
+    let version = |rule: &str, hash: &str, due_at_ms| NewTimer {
+        rule: rule.into(),
+        rule_hash: hash.into(),
+        ..timer("task/T-1", TimerKind::Schedule, "task.late", due_at_ms)
+    };
+    let mut store = store_with_timers(
+        db,
+        vec![
+            version("stalled", "v1", 1_000),
+            version("stalled", "v2", 2_000),
+            version("stalled", "v1", 3_000),
+            version("digest", "d1", 4_000),
+        ],
+    );
+    let counted = |store: &converge_store::Store, limit| -> Vec<(String, String, i64)> {
+        store
+            .pending_timers_by_rule(limit)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.rule, t.rule_hash, t.pending))
+            .collect()
+    };
+    let owned = |rows: &[(&str, &str, i64)]| -> Vec<(String, String, i64)> {
+        rows.iter()
+            .map(|(r, h, n)| (r.to_string(), h.to_string(), *n))
+            .collect()
+    };
+    assert_eq!(
+        counted(&store, 10),
+        owned(&[
+            ("digest", "d1", 1),
+            ("stalled", "v1", 2),
+            ("stalled", "v2", 1)
+        ])
+    );
+    // The soonest two only.
+    assert_eq!(
+        counted(&store, 2),
+        owned(&[("stalled", "v1", 1), ("stalled", "v2", 1)])
+    );
+    // A fired timer waits no more.
+    store.write(&fires(&[1])).unwrap();
+    assert_eq!(
+        counted(&store, 10),
+        owned(&[
+            ("digest", "d1", 1),
+            ("stalled", "v1", 1),
+            ("stalled", "v2", 1)
+        ])
+    );
+}
+
 conformance!(
+    pending_timers_are_counted_by_the_rule_version_that_made_them,
     timers_are_created_with_the_processing_and_read_in_due_order,
     a_timer_fires_exactly_once,
     firing_an_unknown_timer_rolls_back_the_batch,

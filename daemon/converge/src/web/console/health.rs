@@ -1,6 +1,7 @@
 //! Rules and health: the rules loaded (and the last reload, with its
 //! errors), each rule's decisions and failures over the last day with the
-//! shadow rules' beside the live ones, where the journal, outbox and
+//! shadow rules' beside the live ones, the timers waiting on each rule
+//! (those an earlier version, or a rule since removed, made), where the journal, outbox and
 //! timers stand, and the event sources with their last events.
 
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
-use converge_store::RuleActivity;
+use converge_store::{RuleActivity, RuleTimers};
 use maud::{Markup, html};
 
 use super::needs_action::Row;
@@ -141,12 +142,19 @@ pub fn drop_reports(sources: &[Source], per_folder: usize) -> Vec<Row> {
     rows
 }
 
+/// How many of the pending timers, the soonest due, are counted by the
+/// rule version that made them: a bound on the page's read.
+const TIMERS_COUNTED: usize = 10_000;
+
 struct Standing {
     activity: Vec<RuleActivity>,
     head: i64,
     processed: i64,
     counts: converge_store::Counts,
     timers_pending: i64,
+    /// The pending timers each rule version made (of the soonest
+    /// [`TIMERS_COUNTED`]).
+    rule_timers: Vec<RuleTimers>,
 }
 
 /// `GET /ui/health`.
@@ -164,6 +172,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
             processed: store.processed_cursor()?,
             counts: store.counts()?,
             timers_pending: store.pending_timer_count()?,
+            rule_timers: store.pending_timers_by_rule(TIMERS_COUNTED)?,
         })
     })
     .await;
@@ -213,7 +222,11 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
                         ul { @for error in errors { li { code { (error) } } } }
                     }
                 }
-                (rule_table(&rules, &standing.activity))
+                (rule_table(&rules, &standing.activity, &standing.rule_timers))
+                (timers_of_rules_gone(&rules, &standing.rule_timers))
+                @if standing.timers_pending > TIMERS_COUNTED as i64 {
+                    p { small { "Waiting timers are counted among the " (TIMERS_COUNTED) " due soonest of " (standing.timers_pending) "." } }
+                }
             }
             section #sources {
                 h2 { "Sources" }
@@ -272,7 +285,76 @@ fn last_events(state: &AppState, source: &Source, wall: DateTime<Utc>) -> Markup
 
 /// Each rule with its decisions and failures over the last day; a shadow
 /// rule's decisions in their own column, beside the live rule of its name.
-fn rule_table(rules: &crate::reload::LoadedRules, activity: &[RuleActivity]) -> Markup {
+/// The timers still waiting from rules no longer loaded: they fire as
+/// planned, and the rules loaded then decide their events.
+fn timers_of_rules_gone(rules: &crate::reload::LoadedRules, timers: &[RuleTimers]) -> Markup {
+    let loaded = |name: &str| {
+        rules
+            .live
+            .rules()
+            .iter()
+            .chain(rules.shadow.rules())
+            .any(|r| r.name == name)
+    };
+    let mut gone: Vec<(&str, i64)> = Vec::new();
+    for t in timers.iter().filter(|t| !loaded(&t.rule)) {
+        match gone.last_mut() {
+            Some((rule, n)) if *rule == t.rule => *n += t.pending,
+            _ => gone.push((&t.rule, t.pending)),
+        }
+    }
+    html! {
+        @if !gone.is_empty() {
+            p #timers-of-rules-gone {
+                "Timers still waiting from rules no longer loaded: "
+                @for (i, (rule, n)) in gone.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    b { (rule) } " (" (n) ")"
+                }
+                ". They fire as planned, and the rules loaded then decide their events."
+            }
+        }
+    }
+}
+
+/// An identifier (`low_consistency_pause`, `campaign.channel.updated`)
+/// that a narrow window may break after each `_` or `.`, never inside a
+/// word.
+fn breakable(text: &str) -> Markup {
+    html! {
+        @for (i, part) in text.split_inclusive(['_', '.']).enumerate() {
+            @if i > 0 { wbr; }
+            (part)
+        }
+    }
+}
+
+/// A rule's waiting timers: all of them, and those an earlier version of
+/// it made (they fire as planned; the version loaded decides their events).
+fn waiting_timers(rule: &converge_rules::Rule, timers: &[RuleTimers]) -> Markup {
+    let (all, earlier) =
+        timers
+            .iter()
+            .filter(|t| t.rule == rule.name)
+            .fold((0, 0), |(all, earlier), t| {
+                let old = if t.rule_hash == rule.hash {
+                    0
+                } else {
+                    t.pending
+                };
+                (all + t.pending, earlier + old)
+            });
+    html! {
+        (all)
+        @if earlier > 0 { br; small.earlier { (earlier) " from an earlier version" } }
+    }
+}
+
+fn rule_table(
+    rules: &crate::reload::LoadedRules,
+    activity: &[RuleActivity],
+    timers: &[RuleTimers],
+) -> Markup {
     let count = |name: &str, shadow: bool| {
         activity
             .iter()
@@ -291,18 +373,19 @@ fn rule_table(rules: &crate::reload::LoadedRules, activity: &[RuleActivity]) -> 
     }
     html! {
         table.rows #rule-activity {
-            thead { tr { th { "Rule" } th { "Runs on" } th.n { "Decisions (24h)" } th.n { "Shadow decisions (24h)" } th.n { "Failures (24h)" } th { "Version" } } }
+            thead { tr { th { "Rule" } th { "Runs on" } th.n { "Decisions (24h)" } th.n { "Shadow decisions (24h)" } th.n { "Failures (24h)" } th.n { "Waiting timers" } th { "Version" } } }
             tbody {
                 @for (name, shadow, rule) in &names {
                     @let (live, live_failures) = count(name, false);
                     @let (in_shadow, shadow_failures) = count(name, true);
                     tr {
-                        td { b { (name) } @if *shadow { " " span.tag.shadow { "shadow" } } br; small.path { (rule.path.display().to_string()) } }
-                        td { (rule.events.as_ref().map_or("every event".to_string(), |e| e.join(", "))) }
+                        td { b { (breakable(name)) } @if *shadow { " " span.tag.shadow { "shadow" } } br; small.path { (rule.path.display().to_string()) } }
+                        td { (breakable(&rule.events.as_ref().map_or("every event".to_string(), |e| e.join(", ")))) }
                         td.n { @if !*shadow { (live) } }
                         td.n { (in_shadow) }
                         td.n class=(if live_failures + shadow_failures > 0 { "off" } else { "" }) { (live_failures + shadow_failures) }
-                        td { code { (rule.hash.chars().take(12).collect::<String>()) } }
+                        td.n.timers { (waiting_timers(rule, timers)) }
+                        td.version { code { (rule.hash.chars().take(12).collect::<String>()) } }
                     }
                 }
             }
