@@ -488,7 +488,7 @@ async fn an_action_retrying_after_a_failure_shows_its_error_and_next_attempt() {
     // The next attempt an hour away: the release waits, retrying.
     let ws = workspace_with(
         &sink,
-        "[dispatch]\ninitial_backoff = \"1h\"\nmax_backoff = \"1h\"\n",
+        "[dispatch]\ninitial_backoff = \"1h\"\nmax_backoff = \"1h\"\nmax_attempts = 3\n",
     );
     let daemon = ws.start();
     held_send_and_handoff(&daemon).await;
@@ -513,7 +513,7 @@ async fn an_action_retrying_after_a_failure_shows_its_error_and_next_attempt() {
         "503",
         "20m ago",
         // An hour with jitter (up to twice that) after the failure.
-        "attempt 2\nin ",
+        "attempt 2 of 3\nin ",
     ] {
         assert!(row.contains(part), "{part:?} not in {row}");
     }

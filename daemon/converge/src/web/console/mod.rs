@@ -55,6 +55,9 @@ pub struct Console {
     pub weeks: weeks::WeekCache,
     /// The hooks' secret fields, hidden in the trails shown.
     pub redaction: std::sync::Arc<crate::redact::Redaction>,
+    /// How many attempts an action gets (`dispatch.max_attempts`), to say
+    /// how near a retrying one is to becoming a dead letter.
+    pub max_attempts: u32,
 }
 
 impl Console {
@@ -66,6 +69,7 @@ impl Console {
             sources: std::sync::Arc::new(health::Source::from_config(config)),
             weeks: weeks::WeekCache::default(),
             redaction: std::sync::Arc::new(config.redaction()),
+            max_attempts: config.dispatch.max_attempts,
         }
     }
 }

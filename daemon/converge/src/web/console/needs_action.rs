@@ -92,12 +92,13 @@ pub async fn page(
 ) -> Response {
     let now = state.clock.now();
     let drops = state.console.sources.clone();
+    let max_attempts = state.console.max_attempts;
     let version = match super::version_or_unchanged(&state, &headers, now).await {
         Ok(version) => version,
         Err(unchanged) => return unchanged,
     };
     let loaded = read(&state, move |store| {
-        let mut rows = rows(store)?;
+        let mut rows = rows(store, max_attempts)?;
         rows.extend(super::health::drop_reports(&drops, DROP_REPORTS));
         Ok(rows)
     })
@@ -240,8 +241,8 @@ fn filter_form(f: &Filters, totals: &BTreeMap<&'static str, usize>, error: Optio
     }
 }
 
-/// Every row from the store, unfiltered.
-pub fn rows(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
+/// Every row from the store, unfiltered; an action gets `max_attempts`.
+pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreError> {
     let mut rows = Vec::new();
     for entity in store.entities_with_open(OpenSpan::Escalated, None, PER_KIND)? {
         rows.extend(open_spans(&entity, "escalation", |f| f.escalated_since));
@@ -270,10 +271,12 @@ pub fn rows(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
                 ),
             ],
             since: retrying.failing_since_ms.and_then(time_of),
-            next: action
-                .next_attempt_at_ms
-                .and_then(time_of)
-                .map(|at| (format!("attempt {}", action.attempts + 1), at)),
+            next: action.next_attempt_at_ms.and_then(time_of).map(|at| {
+                (
+                    format!("attempt {} of {max_attempts}", action.attempts + 1),
+                    at,
+                )
+            }),
             action: Some(action.id),
         });
     }
