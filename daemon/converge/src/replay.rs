@@ -52,7 +52,7 @@ use converge_engine::{Engine, Origin, Rules, Simulated, Simulation};
 use converge_model::sources;
 
 use crate::reload::LoadedRules;
-use crate::report::{self, Report, ReportRequest};
+use crate::report::{self, Report, ReportRequest, SampleTally};
 
 /// Journal events read per query.
 const PAGE: usize = 4096;
@@ -221,7 +221,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
             writer: BufWriter::new(std::io::stdout().lock()),
             json: args.json,
         },
-        totals: Totals::default(),
+        totals: Totals::new(&(args.since, args.until)),
         since: args.since,
         error: None,
     };
@@ -240,7 +240,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
             })
             .and_then(|()| report.written())
             .and_then(|()| {
-                report.totals.a.finish(&sim, simulate, &run.window);
+                report.totals.a.finish(&sim, simulate);
                 report.summary(&run)
             })
         }
@@ -259,8 +259,8 @@ pub fn run(args: ReplayArgs) -> ExitCode {
                 _ => Ok(()),
             })
             .and_then(|()| {
-                report.totals.a.finish(&a, simulate, &run.window);
-                report.totals.b.finish(&b, simulate, &run.window);
+                report.totals.a.finish(&a, simulate);
+                report.totals.b.finish(&b, simulate);
                 report.diff_summary(&run, changes)
             })
         }
@@ -814,7 +814,7 @@ impl Run {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counts {
     decisions: BTreeMap<&'static str, u64>,
     failures: BTreeMap<String, u64>,
@@ -826,11 +826,29 @@ struct Counts {
     pending: Option<(usize, DateTime<Utc>)>,
     /// The metric samples of the events reported, and at the end the
     /// metrics they make (what `converge report` would say).
-    samples: Vec<Sample>,
+    samples: SampleTally,
     metrics: Option<Report>,
 }
 
 impl Counts {
+    /// Counts for the events of `window` (`--since`, `--until`).
+    fn new(window: &Window) -> Counts {
+        Counts {
+            decisions: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            timers_fired: 0,
+            events_emitted: 0,
+            pending: None,
+            samples: SampleTally::new(ReportRequest {
+                metrics: Metric::ALL.to_vec(),
+                by: None,
+                since: window.0.unwrap_or(DateTime::<Utc>::MIN_UTC),
+                until: window.1.unwrap_or(DateTime::<Utc>::MAX_UTC),
+            }),
+            metrics: None,
+        }
+    }
+
     fn count(&mut self, origin: Origin, outcome: &Outcome) {
         for d in &outcome.decisions {
             *self.decisions.entry(d.kind.name()).or_default() += 1;
@@ -845,21 +863,11 @@ impl Counts {
         }
     }
 
-    fn finish(&mut self, sim: &Simulation<'_>, simulate: bool, window: &Window) {
+    fn finish(&mut self, sim: &Simulation<'_>, simulate: bool) {
         if simulate {
             self.pending = Some((sim.pending_timers(), sim.now));
         }
-        let request = ReportRequest {
-            metrics: Metric::ALL.to_vec(),
-            by: None,
-            since: window.0.unwrap_or(DateTime::<Utc>::MIN_UTC),
-            until: window.1.unwrap_or(DateTime::<Utc>::MAX_UTC),
-        };
-        self.metrics = Some(report::from_samples(
-            &self.samples,
-            sim.entities(),
-            &request,
-        ));
+        self.metrics = Some(self.samples.report(sim.entities()));
     }
 
     fn metrics_json(&self) -> Value {
@@ -926,11 +934,21 @@ struct DiffCounts {
     changed_kinds: BTreeSet<&'static str>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Totals {
     a: Counts,
     b: Counts,
     diff: DiffCounts,
+}
+
+impl Totals {
+    fn new(window: &Window) -> Totals {
+        Totals {
+            a: Counts::new(window),
+            b: Counts::new(window),
+            diff: DiffCounts::default(),
+        }
+    }
 }
 
 /// Reports what the simulations processed: counts it, and prints the
@@ -962,10 +980,9 @@ impl<W: Write> Reporter<W> {
             now: processed.now,
         };
         let shadow = processed.shadow().cloned().collect();
-        self.totals
-            .a
-            .samples
-            .extend(processed.outcome.samples.iter().cloned());
+        for sample in &processed.outcome.samples {
+            self.totals.a.samples.add(sample);
+        }
         let outcome = Outcome {
             shadow,
             ..Outcome::from(processed.evaluation)
@@ -999,11 +1016,11 @@ impl<W: Write> Reporter<W> {
             let totals = &mut self.totals;
             if let Some(a) = &a {
                 totals.a.count(a.origin, outcome_a);
-                totals.a.samples.extend(a.samples.iter().cloned());
+                a.samples.iter().for_each(|s| totals.a.samples.add(s));
             }
             if let Some(b) = &b {
                 totals.b.count(b.origin, outcome_b);
-                totals.b.samples.extend(b.samples.iter().cloned());
+                b.samples.iter().for_each(|s| totals.b.samples.add(s));
             }
             totals.diff.compared += 1;
             let (only_a, only_b) = differences(outcome_a, outcome_b);

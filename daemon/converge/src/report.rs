@@ -377,48 +377,78 @@ fn each_open(
     }
 }
 
-/// The same report from samples and entity states in memory (a replay's):
-/// grouped and counted exactly as the database does it.
-pub fn from_samples<'a>(
-    samples: &[Sample],
-    entities: impl IntoIterator<Item = &'a EntityState>,
-    request: &ReportRequest,
-) -> Report {
-    let blocked = request.counts_blocked_now().then(|| {
-        let mut counter = BlockedCounter::new(request.by);
-        entities.into_iter().for_each(|entity| counter.add(entity));
-        counter.finish()
-    });
-    let (since, until) = (request.since, request.until);
-    let result: Result<Report, std::convert::Infallible> = assemble(request, blocked, |query| {
-        let mut groups: BTreeMap<Option<String>, SampleGroup> = BTreeMap::new();
-        for sample in samples
-            .iter()
-            .filter(|s| s.metric == query.metric && s.at >= since && s.at < until)
+/// The same report as the database's, from samples counted as they
+/// arrive (a replay's): grouped at once by metric and slice, exactly as the
+/// database groups them, so memory grows with the groups (and a duration
+/// metric's values, for its percentiles), not with whole samples.
+#[derive(Debug)]
+pub struct SampleTally {
+    request: ReportRequest,
+    groups: BTreeMap<(Metric, Option<String>), SampleGroup>,
+}
+
+impl SampleTally {
+    pub fn new(request: ReportRequest) -> SampleTally {
+        SampleTally {
+            request,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// Counts `sample` when the request asks for its metric and its time
+    /// is in the request's window.
+    pub fn add(&mut self, sample: &Sample) {
+        let request = &self.request;
+        if !request.metrics.contains(&sample.metric)
+            || sample.at < request.since
+            || sample.at >= request.until
         {
-            let slice = query.by.and_then(|by| slice_of(sample, by));
-            let group = groups.entry(slice.clone()).or_insert_with(|| SampleGroup {
+            return;
+        }
+        let slice = request.by.and_then(|by| slice_of(sample, by));
+        let group = self
+            .groups
+            .entry((sample.metric, slice.clone()))
+            .or_insert_with(|| SampleGroup {
                 slice,
                 ..SampleGroup::default()
             });
-            group.samples += 1;
-            group.total += sample.value;
-            if query.metric.shape() == MetricShape::Duration {
-                group.values.push(sample.value);
-            }
+        group.samples += 1;
+        group.total += sample.value;
+        if sample.metric.shape() == MetricShape::Duration {
+            group.values.push(sample.value);
         }
-        let mut groups: Vec<SampleGroup> = groups.into_values().collect();
-        for group in &mut groups {
-            group.values.sort_by(f64::total_cmp);
+    }
+
+    /// The report of the samples counted, with the items blocked now among
+    /// `entities` when the request counts them.
+    pub fn report<'a>(&self, entities: impl IntoIterator<Item = &'a EntityState>) -> Report {
+        let request = &self.request;
+        let blocked = request.counts_blocked_now().then(|| {
+            let mut counter = BlockedCounter::new(request.by);
+            entities.into_iter().for_each(|entity| counter.add(entity));
+            counter.finish()
+        });
+        let result: Result<Report, std::convert::Infallible> =
+            assemble(request, blocked, |query| {
+                // In slice order, `None` first (a map's order); reports put it last.
+                let mut groups: Vec<SampleGroup> = self
+                    .groups
+                    .range((query.metric, None)..)
+                    .take_while(|((metric, _), _)| *metric == query.metric)
+                    .map(|(_, group)| group.clone())
+                    .collect();
+                for group in &mut groups {
+                    group.values.sort_by(f64::total_cmp);
+                }
+                let unsliced_first = groups.first().is_some_and(|g| g.slice.is_none());
+                groups.rotate_left(usize::from(unsliced_first));
+                Ok(groups)
+            });
+        match result {
+            Ok(report) => report,
+            Err(never) => match never {},
         }
-        // `None` sorts first in a BTreeMap; reports put it last.
-        let unsliced_first = groups.first().is_some_and(|g| g.slice.is_none());
-        groups.rotate_left(usize::from(unsliced_first));
-        Ok(groups)
-    });
-    match result {
-        Ok(report) => report,
-        Err(never) => match never {},
     }
 }
 
@@ -861,6 +891,82 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_tally_groups_samples_by_slice_within_the_window_as_they_arrive() {
+        let sample = |metric, at_text: &str, value, owner: Option<&str>| Sample {
+            metric,
+            at: at(at_text),
+            value,
+            entity: "task/T-1".into(),
+            campaign: None,
+            owner: owner.map(Into::into),
+            channel: None,
+            stage: None,
+        };
+        let mut tally = SampleTally::new(ReportRequest {
+            metrics: vec![Metric::ReviewTime, Metric::ExceptionRate],
+            by: Some(Slice::Owner),
+            since: at("2026-11-02T00:00:00Z"),
+            until: at("2026-11-09T00:00:00Z"),
+        });
+        for s in [
+            sample(
+                Metric::ReviewTime,
+                "2026-11-03T10:00:00Z",
+                7200.0,
+                Some("ana"),
+            ),
+            sample(
+                Metric::ReviewTime,
+                "2026-11-04T10:00:00Z",
+                3600.0,
+                Some("ana"),
+            ),
+            sample(Metric::ReviewTime, "2026-11-05T10:00:00Z", 36000.0, None),
+            // Outside the window, and a metric not asked for.
+            sample(Metric::ReviewTime, "2026-11-09T00:00:00Z", 1.0, Some("ana")),
+            sample(Metric::ReworkRate, "2026-11-05T10:00:00Z", 1.0, Some("ana")),
+            sample(
+                Metric::ExceptionRate,
+                "2026-11-05T10:00:00Z",
+                1.0,
+                Some("bo"),
+            ),
+            sample(
+                Metric::ExceptionRate,
+                "2026-11-06T10:00:00Z",
+                0.0,
+                Some("bo"),
+            ),
+        ] {
+            tally.add(&s);
+        }
+        let report = tally.report([]);
+        // metric, slice, samples, median (hours), rate
+        type Line<'a> = (Metric, Option<&'a str>, i64, Option<f64>, Option<f64>);
+        let rows: Vec<Line> = report
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.metric,
+                    r.slice.as_deref(),
+                    r.samples,
+                    r.median_hours,
+                    r.rate,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Metric::ReviewTime, Some("ana"), 2, Some(1.5), None),
+                (Metric::ReviewTime, None, 1, Some(10.0), None),
+                (Metric::ExceptionRate, Some("bo"), 2, None, Some(0.5)),
+            ]
+        );
     }
 
     #[test]
