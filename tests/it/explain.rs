@@ -229,6 +229,48 @@ async fn explain_shows_what_each_rule_printed_for_the_event() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_event_no_rule_decided_on_names_the_rules_that_run_for_its_type() {
+    let ws = Workspace::new(
+        &[
+            ("gate", &format!("//! events: send.requested\n{GATE}")),
+            (
+                "blocked",
+                "//! events: task.*\nif entity.stage == \"blocked\" { escalate(\"ops\", \"blocked\"); }",
+            ),
+        ],
+        "",
+    );
+    let daemon = ws.start();
+    for (id, stage) in [("q-1", "review"), ("q-2", "blocked")] {
+        daemon
+            .send_event(&event(
+                id,
+                "task.updated",
+                "task/T-1",
+                json!({"stage": stage}),
+            ))
+            .await;
+        daemon
+            .wait_for_trail(id, |t| t["processed_at_ms"].is_i64())
+            .await;
+    }
+    let out = ws.converge(&["explain", "q-1"]);
+    let report = redacted(&out, &ws, &[]);
+    assert!(
+        report.ends_with(
+            "  no decisions\n  rules that run for task.updated in the config now: blocked; \
+             1 other(s) do not (their `events` headers)"
+        ),
+        "{report}"
+    );
+    // Said only where no rule decided; never in the JSON.
+    let out = ws.converge(&["explain", "q-2"]);
+    assert!(!redacted(&out, &ws, &[]).contains("rules that run for"));
+    let out = ws.converge(&["explain", "q-1", "--json"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("rules that run for"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn explain_and_the_console_hide_the_fields_a_hook_marks_secret() {
     let ws = Workspace::new(
         &[(

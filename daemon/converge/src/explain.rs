@@ -74,7 +74,9 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     };
     let result = match (&args.event_id, &args.entity) {
         (_, Some(entity)) => explain_entity(&store, entity, Output::new(args.json, &config)),
-        (Some(id), None) => explain_event(&store, id, args, Output::new(args.json, &config)),
+        (Some(id), None) => {
+            explain_event(&store, id, args, &config, Output::new(args.json, &config))
+        }
         (None, None) => Err("give an event id or --entity kind/id".to_string()),
     };
     let result = result.map_err(|e| match &config.storage.retention {
@@ -97,6 +99,7 @@ fn explain_event(
     store: &Store,
     id: &str,
     args: &ExplainArgs,
+    config: &Config,
     mut out: Output,
 ) -> Result<(), String> {
     let mut trails = store
@@ -126,9 +129,35 @@ fn explain_event(
         ));
     }
     for trail in trails {
+        let undecided = trail.processed_at_ms.is_some() && trail.decisions.iter().all(|d| d.shadow);
+        let ty = trail.ty.clone();
         out.trail(store, trail)?;
+        if undecided
+            && !out.json
+            && let Some(line) = rules_for_type(config, &ty)
+        {
+            out.line(&line)?;
+        }
     }
     out.finish()
+}
+
+/// For an event no live rule decided on, which of the config's rules run
+/// for its type now (their `events` headers): where "why did my rule not
+/// fire" starts. `None` when the rules do not compile now.
+fn rules_for_type(config: &Config, ty: &str) -> Option<String> {
+    let loaded = crate::reload::LoadedRules::compile(&config.rules).ok()?;
+    let (run, other): (Vec<_>, Vec<_>) = loaded.live.rules().iter().partition(|r| r.handles(ty));
+    let run: Vec<&str> = run.iter().map(|r| r.name.as_str()).collect();
+    let run = if run.is_empty() {
+        "none".to_string()
+    } else {
+        run.join(", ")
+    };
+    Some(format!(
+        "  rules that run for {ty} in the config now: {run}; {} other(s) do not (their `events` headers)",
+        other.len()
+    ))
 }
 
 fn explain_entity(store: &Store, entity: &str, mut out: Output) -> Result<(), String> {
