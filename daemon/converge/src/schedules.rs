@@ -23,6 +23,7 @@ use chrono_tz::Tz;
 use converge_model::{CatchUp, Event, OwnEvent};
 use converge_store::Store;
 use croner::Cron;
+use croner::parser::CronParser;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -77,7 +78,10 @@ impl Schedule {
                 "name: `{name}` must be letters, digits, '-' or '_' (it is part of every occurrence's event id)"
             ));
         }
-        let parsed = cron.parse::<Cron>().map_err(|e| {
+        // `0/15` as well as `*/15` and `0-59/15`: cron's usual forms, as
+        // schedules have always been read.
+        let parser = CronParser::builder().sloppy_ranges(true).build();
+        let parsed = parser.parse(cron).map_err(|e| {
             errors.push(format!(
                 "cron: `{cron}` is not a cron expression (minute hour day-of-month month day-of-week, with optional seconds first): {e}"
             ))
@@ -399,6 +403,38 @@ mod tests {
             Some(friday)
         );
         assert_eq!(s.latest_at_or_before(monday), Some(monday));
+    }
+
+    /// A daily midnight job in London ran twice on the day clocks go
+    /// forward (00:00 and again at 02:00) with croner before 4.0.3.
+    #[test]
+    fn a_daily_occurrence_comes_once_on_the_day_clocks_go_forward() {
+        let s = schedule("0 0 * * *", "Europe/London");
+        // Sunday 2026-03-29: 01:00 GMT becomes 02:00 BST.
+        let sunday = s.next_after(utc("2026-03-28T12:00:00Z")).unwrap();
+        assert_eq!(sunday, utc("2026-03-29T00:00:00Z"));
+        assert_eq!(
+            s.next_after(sunday),
+            Some(utc("2026-03-29T23:00:00Z")),
+            "Monday's midnight, British summer time"
+        );
+    }
+
+    #[test]
+    fn a_step_reads_from_a_start_a_range_or_everything() {
+        let every = |cron| {
+            let s = schedule(cron, "UTC");
+            let first = s.next_after(utc("2026-11-23T09:01:00Z")).unwrap();
+            (first, s.next_after(first).unwrap())
+        };
+        let quarter = (utc("2026-11-23T09:15:00Z"), utc("2026-11-23T09:30:00Z"));
+        assert_eq!(every("*/15 * * * *"), quarter);
+        assert_eq!(every("0/15 * * * *"), quarter);
+        assert_eq!(every("0-59/15 * * * *"), quarter);
+        assert_eq!(
+            every("5/15 * * * *"),
+            (utc("2026-11-23T09:05:00Z"), utc("2026-11-23T09:20:00Z"))
+        );
     }
 
     #[test]
