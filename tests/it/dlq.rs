@@ -395,14 +395,20 @@ async fn every_dead_letter_of_a_route_is_retried_at_once_after_a_fix() {
     daemon.wait_for_metric("converge_dead_letters", 0.0).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_dead_letter_is_dated_on_the_daemons_clock() {
-    let sink = Sink::start().await;
+/// [`workspace`] on a manual clock that stands at 2026-03-02 09:00 UTC.
+fn on_a_manual_clock(sink: &Sink) -> Workspace {
     let ws = notify_all_to_sink_with(
-        &sink,
+        sink,
         "[clock]\nmode = \"manual\"\nstart = \"2026-03-02T09:00:00Z\"\n",
     );
     ws.listen_on_free_port();
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_is_dated_on_the_daemons_clock() {
+    let sink = Sink::start().await;
+    let ws = on_a_manual_clock(&sink);
     let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
 
     sink.answer_next(&[StatusCode::UNAUTHORIZED]);
@@ -444,11 +450,7 @@ async fn a_dead_letter_is_dated_on_the_daemons_clock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_needs_action_page_ages_a_dead_letter_on_the_daemons_clock() {
     let sink = Sink::start().await;
-    let ws = notify_all_to_sink_with(
-        &sink,
-        "[clock]\nmode = \"manual\"\nstart = \"2026-03-02T09:00:00Z\"\n",
-    );
-    ws.listen_on_free_port();
+    let ws = on_a_manual_clock(&sink);
     let daemon = ws.start();
 
     sink.answer_next(&[StatusCode::UNAUTHORIZED]);

@@ -33,6 +33,14 @@ if type_of(event.data) == "map" && event.data.get("stage") == "blocked" {
 }
 "#;
 
+/// What HANDOFF_V2 decides differently from HANDOFF on EVENTS.
+const HANDOFF_V2_CHANGES: [&str; 4] = [
+    "e2 (task.updated task/T-1 at 2026-11-23T11:00:00Z)",
+    r#"+ handoff  {"kind":"pause_channel","channel":"email","reason":"the task is blocked"}"#,
+    "e3 (task.updated task/T-1 at 2026-11-23T11:00:00Z)",
+    r#"- handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-1 is blocked","level":2}"#,
+];
+
 const EVENTS: &str = r#"{"specversion":"1.0","id":"e1","source":"/t","type":"task.handoff","subject":"task/T-1","time":"2026-11-23T10:00:00Z","data":{"owner":"ana"}}
 {"specversion":"1.0","id":"e2","source":"/t","type":"task.updated","subject":"task/T-1","time":"2026-11-23T11:00:00Z","data":{"stage":"blocked"}}
 
@@ -225,10 +233,10 @@ fn a_diff_shows_the_decisions_that_would_change_and_sums_them_up() {
     assert_eq!(
         without_timing(&stdout(&out)),
         [
-            "e2 (task.updated task/T-1 at 2026-11-23T11:00:00Z)",
-            r#"+ handoff  {"kind":"pause_channel","channel":"email","reason":"the task is blocked"}"#,
-            "e3 (task.updated task/T-1 at 2026-11-23T11:00:00Z)",
-            r#"- handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-1 is blocked","level":2}"#,
+            HANDOFF_V2_CHANGES[0],
+            HANDOFF_V2_CHANGES[1],
+            HANDOFF_V2_CHANGES[2],
+            HANDOFF_V2_CHANGES[3],
             "",
             "replayed 3 events in [time]",
             &b_is,
@@ -263,17 +271,7 @@ fn a_diff_of_one_edited_rule_runs_the_configs_other_rules_on_both_sides() {
     // Only the edit's differences: tally decides the same in a and b.
     let out = ws.converge(&["replay", "--events", &events, "--diff", &edited]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        without_timing(&stdout(&out))[..6],
-        [
-            "e2 (task.updated task/T-1 at 2026-11-23T11:00:00Z)",
-            r#"+ handoff  {"kind":"pause_channel","channel":"email","reason":"the task is blocked"}"#,
-            "e3 (task.updated task/T-1 at 2026-11-23T11:00:00Z)",
-            r#"- handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-1 is blocked","level":2}"#,
-            "",
-            "replayed 3 events in [time]",
-        ]
-    );
+    assert_eq!(without_timing(&stdout(&out))[..4], HANDOFF_V2_CHANGES);
     assert!(
         stdout(&out).contains(&format!("\nb is a with handoff from {edited}\n")),
         "{}",

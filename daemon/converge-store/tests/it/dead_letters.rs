@@ -30,9 +30,8 @@ fn change(action_id: i64, op: DeadLetterOp) -> DeadLetterChange {
     }
 }
 
-/// One event with two actions (ids 1 and 2); action 1 failed twice, then
-/// for good.
-fn store_with_a_dead_letter(db: &TestDb) -> converge_store::Store {
+/// One event, about `task/T-1`, with two pending actions (ids 1 and 2).
+fn store_with_two_actions(db: &TestDb) -> converge_store::Store {
     let mut store = db.open();
     store
         .write(&WriteBatch {
@@ -41,6 +40,12 @@ fn store_with_a_dead_letter(db: &TestDb) -> converge_store::Store {
             ..WriteBatch::default()
         })
         .unwrap();
+    store
+}
+
+/// [`store_with_two_actions`], action 1 failed twice, then for good.
+fn store_with_a_dead_letter(db: &TestDb) -> converge_store::Store {
+    let mut store = store_with_two_actions(db);
     let retry = OutcomeKind::Retry {
         next_attempt_at_ms: 6_000,
     };
@@ -305,14 +310,7 @@ fn an_action_keeps_its_payload_only_while_it_may_run(db: &TestDb) {
 /// shows as retrying, each failing since its first failed attempt after a
 /// person's last retry.
 fn retrying_actions_are_listed_the_next_to_be_tried_first(db: &TestDb) {
-    let mut store = db.open();
-    store
-        .write(&WriteBatch {
-            appends: vec![event("/jira", "T-1")],
-            processed: vec![processed_with_actions(1, "T-1", "ana")],
-            ..WriteBatch::default()
-        })
-        .unwrap();
+    let mut store = store_with_two_actions(db);
     assert!(
         store.retrying_actions(10).unwrap().is_empty(),
         "none failed yet"

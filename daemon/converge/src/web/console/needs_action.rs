@@ -14,7 +14,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use converge_engine::flow::campaign_of;
 use converge_model::{EntityKey, EntityState};
-use converge_store::{Backend, OpenSpan, StoreError};
+use converge_store::{ActionDetail, Backend, OpenSpan, StoreError};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -253,53 +253,21 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
     rows.extend(held_sends(store)?);
     rows.extend(handoffs(store)?);
     for retrying in store.retrying_actions(PER_KIND)? {
-        let letter = &retrying.detail;
-        let action = &letter.action;
+        let action = &retrying.detail.action;
+        let next = action.next_attempt_at_ms.and_then(time_of).map(|at| {
+            let attempt = format!("attempt {} of {max_attempts}", action.attempts + 1);
+            (attempt, at)
+        });
         rows.push(Row {
-            kind: "retrying",
-            record: letter.subject.clone(),
-            owner: None,
-            campaign: campaign_of_subject(letter.subject.as_deref()),
-            what: vec![
-                format!(
-                    "action {} ({} via {}) from rule {}, {} failed attempt(s)",
-                    action.id, action.route, action.plugin, letter.rule, action.attempts
-                ),
-                format!(
-                    "last error: {}",
-                    action.detail.as_deref().unwrap_or("none recorded")
-                ),
-            ],
             since: retrying.failing_since_ms.and_then(time_of),
-            next: action.next_attempt_at_ms.and_then(time_of).map(|at| {
-                (
-                    format!("attempt {} of {max_attempts}", action.attempts + 1),
-                    at,
-                )
-            }),
-            action: Some(action.id),
+            next,
+            ..action_row("retrying", &retrying.detail, "failed attempt(s)")
         });
     }
     for letter in store.dead_letters(0, PER_KIND)? {
-        let action = &letter.action;
         rows.push(Row {
-            kind: "dead_letter",
-            record: letter.subject.clone(),
-            owner: None,
-            campaign: campaign_of_subject(letter.subject.as_deref()),
-            what: vec![
-                format!(
-                    "action {} ({} via {}) from rule {}, {} attempt(s)",
-                    action.id, action.route, action.plugin, letter.rule, action.attempts
-                ),
-                format!(
-                    "last error: {}",
-                    action.detail.as_deref().unwrap_or("none recorded")
-                ),
-            ],
-            since: action.finished_at_ms.and_then(time_of),
-            next: None,
-            action: Some(action.id),
+            since: letter.action.finished_at_ms.and_then(time_of),
+            ..action_row("dead_letter", &letter, "attempt(s)")
         });
     }
     for failure in store.recent_rule_failures(PER_KIND)? {
@@ -322,6 +290,31 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
     }
     with_owners(store, &mut rows)?;
     Ok(rows)
+}
+
+/// A row about an action (retrying, or a dead letter): which one, from
+/// which rule, and its last error; `since` and `next` left for the caller.
+fn action_row(kind: &'static str, letter: &ActionDetail, attempts: &str) -> Row {
+    let action = &letter.action;
+    Row {
+        kind,
+        record: letter.subject.clone(),
+        owner: None,
+        campaign: campaign_of_subject(letter.subject.as_deref()),
+        what: vec![
+            format!(
+                "action {} ({} via {}) from rule {}, {} {attempts}",
+                action.id, action.route, action.plugin, letter.rule, action.attempts
+            ),
+            format!(
+                "last error: {}",
+                action.detail.as_deref().unwrap_or("none recorded")
+            ),
+        ],
+        since: None,
+        next: None,
+        action: Some(action.id),
+    }
 }
 
 /// The owner and campaign of the rows that name a record but not them
