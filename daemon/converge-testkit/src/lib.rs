@@ -29,14 +29,23 @@ pub const PLUGINS: &[&str] = &[
     "misbehaving",
 ];
 
-/// The workspace's root: this crate is two levels below it.
+/// The workspace's root: the nearest directory above the package under
+/// test (cargo's `CARGO_MANIFEST_DIR` when it runs the test; else where
+/// this crate was built) whose `Cargo.toml` has a `[workspace]`. Read at run
+/// time, so that a build of this crate reused from a copy of the
+/// repository elsewhere still finds the checkout being tested.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let root = start
         .ancestors()
-        .nth(2)
-        .expect("converge-testkit is two levels below the workspace root")
-        .canonicalize()
-        .expect("the workspace root exists")
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|manifest| manifest.lines().any(|line| line.trim() == "[workspace]"))
+        })
+        .unwrap_or_else(|| panic!("no workspace Cargo.toml above {}", start.display()));
+    root.canonicalize().expect("the workspace root exists")
 }
 
 /// Where cargo builds: `CARGO_TARGET_DIR` (relative to the workspace when
