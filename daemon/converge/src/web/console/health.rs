@@ -1,8 +1,9 @@
 //! Rules and health: the rules loaded (and the last reload, with its
 //! errors), each rule's decisions and failures over the last day with the
 //! shadow rules' beside the live ones, the timers waiting on each rule
-//! (those an earlier version, or a rule since removed, made), where the journal, outbox and
-//! timers stand, and the event sources with their last events.
+//! (and those an earlier version or a removed rule made), where the
+//! journal, outbox and timers stand, and the event sources with their last
+//! events.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
