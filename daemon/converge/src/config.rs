@@ -554,6 +554,15 @@ impl Rules {
             })
             .collect()
     }
+
+    /// [`Rules::sources`] split into the live rules and those of `shadow`.
+    pub fn live_and_shadow(&self) -> anyhow::Result<(Vec<RuleSource>, Vec<RuleSource>)> {
+        let (shadow, live) = self
+            .sources()?
+            .into_iter()
+            .partition(|source| self.shadow.contains(&source.path));
+        Ok((live, shadow))
+    }
 }
 
 /// Which clock the daemon runs on.

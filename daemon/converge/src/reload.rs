@@ -49,15 +49,15 @@ impl LoadedRules {
     /// Reads and compiles every rule file; on failure, every problem as
     /// `file:line:column: message` (or `file: message` when unreadable).
     pub fn compile(config: &Rules) -> Result<LoadedRules, Vec<String>> {
-        let sources = config.sources().map_err(|e| vec![format!("{e:#}")])?;
+        let (live, shadow) = config
+            .live_and_shadow()
+            .map_err(|e| vec![format!("{e:#}")])?;
         let messages = |errors: Vec<converge_rules::CompileError>| -> Vec<String> {
             errors.iter().map(ToString::to_string).collect()
         };
         // All together first: rule names must be unique across live and shadow.
-        RuleSet::compile(sources.clone(), &config.limits).map_err(messages)?;
-        let (shadow, live): (Vec<_>, Vec<_>) = sources
-            .into_iter()
-            .partition(|source| config.shadow.contains(&source.path));
+        let all = live.iter().chain(&shadow).cloned().collect();
+        RuleSet::compile(all, &config.limits).map_err(messages)?;
         Ok(LoadedRules {
             live: RuleSet::compile(live, &config.limits).map_err(messages)?,
             shadow: RuleSet::compile(shadow, &config.limits).map_err(messages)?,

@@ -162,14 +162,8 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         let first_sources = if args.rules.is_empty() {
             config
                 .rules
-                .sources()
-                .map(|sources| {
-                    let shadow = &config.rules.shadow;
-                    sources
-                        .into_iter()
-                        .filter(|source| !shadow.contains(&source.path))
-                        .collect()
-                })
+                .live_and_shadow()
+                .map(|(live, _)| live)
                 .map_err(|e| format!("{e:#}"))
         } else {
             rule_files(&args.rules).and_then(|files| read(&files))

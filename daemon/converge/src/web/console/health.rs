@@ -333,18 +333,12 @@ fn breakable(text: &str) -> Markup {
 /// A rule's waiting timers: all of them, and those an earlier version of
 /// it made (they fire as planned; the version loaded decides their events).
 fn waiting_timers(rule: &converge_rules::Rule, timers: &[RuleTimers]) -> Markup {
-    let (all, earlier) =
-        timers
-            .iter()
-            .filter(|t| t.rule == rule.name)
-            .fold((0, 0), |(all, earlier), t| {
-                let old = if t.rule_hash == rule.hash {
-                    0
-                } else {
-                    t.pending
-                };
-                (all + t.pending, earlier + old)
-            });
+    let mine = timers.iter().filter(|t| t.rule == rule.name);
+    let all: i64 = mine.clone().map(|t| t.pending).sum();
+    let earlier: i64 = mine
+        .filter(|t| t.rule_hash != rule.hash)
+        .map(|t| t.pending)
+        .sum();
     html! {
         (all)
         @if earlier > 0 { br; small.earlier { (earlier) " from an earlier version" } }
