@@ -452,6 +452,38 @@ rescan = "200ms"
     }
     let leader = leader.expect("one daemon read the folder");
     assert_eq!(received.len(), 50);
+    let names = [
+        status(&daemons[0]).await["cluster"]["daemon"].clone(),
+        status(&daemons[1]).await["cluster"]["daemon"].clone(),
+    ];
+    let other = 1 - leader;
+    // Both daemons say who reads the folder: the status API and the console.
+    let duties = |status: &Value, name: &Value| {
+        status["cluster"]["daemons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["daemon"] == *name)
+            .map(|d| d["duties"].clone())
+    };
+    let seen = status(&daemons[other]).await;
+    assert_eq!(
+        duties(&seen, &names[leader]),
+        Some(json!([{"kind": "file_drop", "name": "briefs"}])),
+        "{seen}"
+    );
+    assert_eq!(duties(&seen, &names[other]), Some(json!([])), "{seen}");
+    let (code, page) = daemons[other].get("/ui/health").await;
+    assert_eq!(code, 200);
+    let leader_name = names[leader].as_str().unwrap();
+    assert!(page.contains("2 daemon(s) share this database"), "{page}");
+    assert!(
+        page.contains(&format!("read by <code>{leader_name}</code>")),
+        "{page}"
+    );
+    let (_, page) = daemons[leader].get("/ui/health").await;
+    assert!(page.contains("read by this daemon"), "{page}");
+    assert!(!page.contains("id=\"unrun\""), "{page}");
 
     // The leader dies; the other takes the folder over once its lease expires.
     daemons.remove(leader).kill9();
@@ -484,4 +516,11 @@ rescan = "200ms"
         daemons[0].log()
     );
     assert!(drops.join("processed/two.csv").exists());
+    // The survivor runs the folder now, and says so.
+    let seen = status(&daemons[0]).await;
+    assert_eq!(
+        duties(&seen, &names[other]),
+        Some(json!([{"kind": "file_drop", "name": "briefs"}])),
+        "{seen}"
+    );
 }

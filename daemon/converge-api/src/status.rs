@@ -127,6 +127,32 @@ pub struct ClusterDaemon {
     pub daemon: String,
     /// How many of the 64 entity partitions it holds.
     pub partitions: u64,
+    /// The work only one daemon at a time does that it holds now: the
+    /// sources it reads and the pruning. Absent from older daemons' answers.
+    #[serde(default)]
+    pub duties: Vec<Duty>,
+}
+
+/// Work that one daemon at a time does, under a lease of its own.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Duty {
+    /// Reading the drop folder of this name (`[[file_drops]]`).
+    FileDrop(String),
+    /// Running the poll of this name (`[[polls]]`).
+    Poll(String),
+    /// Pruning old events (`storage.retention`).
+    Retention,
+}
+
+impl std::fmt::Display for Duty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Duty::FileDrop(name) => write!(f, "drop folder {name}"),
+            Duty::Poll(name) => write!(f, "poll {name}"),
+            Duty::Retention => f.write_str("retention"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -246,10 +272,12 @@ mod tests {
                     ClusterDaemon {
                         daemon: "d-1".into(),
                         partitions: 32,
+                        duties: vec![Duty::FileDrop("briefs".into()), Duty::Retention],
                     },
                     ClusterDaemon {
                         daemon: "d-2".into(),
                         partitions: 32,
+                        duties: vec![Duty::Poll("jira-board".into())],
                     },
                 ],
             }),
@@ -267,13 +295,36 @@ mod tests {
         assert_eq!(
             wire["cluster"],
             json!({"daemon": "d-1", "daemons": [
-                {"daemon": "d-1", "partitions": 32},
-                {"daemon": "d-2", "partitions": 32},
+                {"daemon": "d-1", "partitions": 32, "duties": [
+                    {"kind": "file_drop", "name": "briefs"}, {"kind": "retention"}]},
+                {"daemon": "d-2", "partitions": 32, "duties": [
+                    {"kind": "poll", "name": "jira-board"}]},
             ]})
         );
         wire["last_reload"]["outcome"] = json!("ok");
         let read: Status = serde_json::from_value(wire).unwrap();
         assert_eq!(read.last_reload.unwrap().outcome, ReloadOutcome::Ok);
         assert_eq!(read.cluster, status.cluster);
+    }
+
+    #[test]
+    fn an_older_daemons_cluster_without_duties_is_read() {
+        let read: Cluster = serde_json::from_value(json!({"daemon": "d-1", "daemons": [
+            {"daemon": "d-1", "partitions": 64}]}))
+        .unwrap();
+        assert_eq!(read.daemons[0].duties, vec![]);
+    }
+
+    #[test]
+    fn a_duty_reads_as_a_person_would_say_it() {
+        assert_eq!(
+            Duty::FileDrop("briefs".into()).to_string(),
+            "drop folder briefs"
+        );
+        assert_eq!(
+            Duty::Poll("jira-board".into()).to_string(),
+            "poll jira-board"
+        );
+        assert_eq!(Duty::Retention.to_string(), "retention");
     }
 }

@@ -83,27 +83,72 @@ fn daemon_lease(holder: &str) -> String {
     format!("{DAEMON_LEASES}{holder}")
 }
 
-/// A live daemon sharing the database, and how many partitions it holds.
+/// Work that one daemon at a time does, each under a lease of its own (see
+/// [`lead`]); the others stand by to take it over.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Duty {
+    /// Reading the drop folder of this name.
+    FileDrop(String),
+    /// Running the poll of this name.
+    Poll(String),
+    /// Pruning old events (`storage.retention`).
+    Retention,
+}
+
+const FILE_DROP_LEASES: &str = "source/file_drop/";
+const POLL_LEASES: &str = "source/poll/";
+const RETENTION_LEASE: &str = "maintenance/retention";
+
+impl Duty {
+    /// The name of its lease.
+    pub fn lease(&self) -> String {
+        match self {
+            Duty::FileDrop(name) => format!("{FILE_DROP_LEASES}{name}"),
+            Duty::Poll(name) => format!("{POLL_LEASES}{name}"),
+            Duty::Retention => RETENTION_LEASE.into(),
+        }
+    }
+
+    /// The duty a lease is held for, if it is one.
+    fn of_lease(lease: &str) -> Option<Duty> {
+        if let Some(name) = lease.strip_prefix(FILE_DROP_LEASES) {
+            Some(Duty::FileDrop(name.into()))
+        } else if let Some(name) = lease.strip_prefix(POLL_LEASES) {
+            Some(Duty::Poll(name.into()))
+        } else {
+            (lease == RETENTION_LEASE).then_some(Duty::Retention)
+        }
+    }
+}
+
+/// A live daemon sharing the database, how many partitions it holds and
+/// the duties it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub holder: String,
     pub partitions: u64,
+    pub duties: Vec<Duty>,
 }
 
 /// The daemons sharing the database whose leases are live, as `/v1/status`
-/// shows them.
+/// and the console show them. One read of the (small) lease table.
 pub fn members(store: &dyn Backend) -> Result<Vec<Member>, StoreError> {
-    let shared = store.coordination()?;
-    let partitions = shared.live_leases(PARTITION_LEASES)?;
-    Ok(shared
-        .live_leases(DAEMON_LEASES)?
-        .into_iter()
+    let leases = store.coordination()?.live_leases("")?;
+    let held_by = |holder: &str| {
+        let holder = holder.to_string();
+        leases.iter().filter(move |lease| lease.holder == holder)
+    };
+    Ok(leases
+        .iter()
+        .filter(|lease| lease.name.starts_with(DAEMON_LEASES))
         .map(|daemon| Member {
-            partitions: partitions
-                .iter()
-                .filter(|p| p.holder == daemon.holder)
+            holder: daemon.holder.clone(),
+            partitions: held_by(&daemon.holder)
+                .filter(|lease| lease.name.starts_with(PARTITION_LEASES))
                 .count() as u64,
-            holder: daemon.holder,
+            duties: held_by(&daemon.holder)
+                .filter_map(|lease| Duty::of_lease(&lease.name))
+                .collect(),
         })
         .collect())
 }
@@ -569,14 +614,13 @@ fn unreadable(seq: i64, error: &str, now_ms: i64) -> ProcessedEvent {
     }
 }
 
-/// Runs a source (a poll, a drop folder) only while this daemon holds its
-/// lease `name`: tries to take it every round (a third of `ttl`, at most a
-/// second), starts the source
-/// when it does, renews it, and stops the source if the lease is lost.
-/// Gives the lease back when `stop` fires.
+/// Runs a duty (a poll, a drop folder, the pruning) only while this daemon
+/// holds its lease: tries to take it every round (a third of `ttl`, at most
+/// a second), starts the duty when it does, renews it, and stops the duty
+/// if the lease is lost. Gives the lease back when `stop` fires.
 pub async fn lead<F>(
     store: Arc<Mutex<Store>>,
-    name: String,
+    duty: Duty,
     holder: String,
     ttl: Duration,
     stop: CancellationToken,
@@ -584,6 +628,7 @@ pub async fn lead<F>(
 ) where
     F: Fn(CancellationToken) -> JoinHandle<()>,
 {
+    let name = duty.lease();
     let mut running: Option<(CancellationToken, JoinHandle<()>)> = None;
     let mut tick = tokio::time::interval((ttl / 3).min(MEMBERSHIP_ROUND));
     loop {
@@ -629,4 +674,31 @@ pub async fn lead<F>(
             .coordination()?
             .release_lease(&name, &holder)
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duty_is_read_back_from_its_lease_and_other_leases_are_no_duty() {
+        for duty in [
+            Duty::FileDrop("briefs".into()),
+            Duty::Poll("jira/board".into()),
+            Duty::Retention,
+        ] {
+            assert_eq!(Duty::of_lease(&duty.lease()), Some(duty));
+        }
+        // The names running clusters already hold.
+        assert_eq!(Duty::Poll("jira".into()).lease(), "source/poll/jira");
+        assert_eq!(Duty::Retention.lease(), "maintenance/retention");
+        for other in [
+            "daemon/vm-1",
+            "partition/7",
+            "source/other/x",
+            "maintenance/",
+        ] {
+            assert_eq!(Duty::of_lease(other), None, "{other}");
+        }
+    }
 }

@@ -29,6 +29,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, MANUAL_CLOCK_KEY};
+use crate::cluster::Duty;
 use crate::config::{ClockConfig, Config};
 use crate::dispatcher::Dispatcher;
 use crate::entity_cache::EntityCache;
@@ -364,12 +365,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let web_reader = Arc::new(Mutex::new(reader()?));
-    let run_source = |name: String, start| topology.run_source(name, &stop_sources, start);
+    let run_source = |duty: Duty, start| topology.run_source(duty, &stop_sources, start);
     let mut source_tasks = Vec::new();
     for drop in &config.file_drops {
         let (drop, journal, in_flight) = (drop.clone(), journal.clone(), in_flight.clone());
         source_tasks.push(run_source(
-            format!("source/file_drop/{}", drop.name),
+            Duty::FileDrop(drop.name.clone()),
             Box::new(move |stop| filedrops::watch(&drop, &journal, &in_flight, stop)),
         ));
     }
@@ -383,7 +384,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         // Sharing the database, one daemon prunes at a time.
         source_tasks.push(run_source(
-            "maintenance/retention".to_string(),
+            Duty::Retention,
             Box::new(move |stop| {
                 let (retention, reader, journal, clock, metrics) = pruner.clone();
                 tokio::spawn(
@@ -411,7 +412,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             metrics.clone(),
         );
         source_tasks.push(run_source(
-            format!("source/poll/{}", poll.name),
+            Duty::Poll(poll.name.clone()),
             Box::new(move |stop| {
                 let (poll, reader, journal, in_flight, metrics) = poller.clone();
                 tokio::spawn(

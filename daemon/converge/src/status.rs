@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use converge_api::status::{RuleInUse, Status};
+use converge_api::status::{Cluster, RuleInUse, Status};
 
 use crate::admin_client::{AdminClient, AdminError, json_text};
 
@@ -46,19 +46,7 @@ fn describe(status: &Status) -> String {
         );
     }
     if let Some(cluster) = &status.cluster {
-        let _ = writeln!(
-            out,
-            "this daemon: {}; {} daemon(s) share the database:",
-            cluster.daemon,
-            cluster.daemons.len()
-        );
-        for daemon in &cluster.daemons {
-            let _ = writeln!(
-                out,
-                "  {}  {} partition(s)",
-                daemon.daemon, daemon.partitions
-            );
-        }
+        out.push_str(&cluster_lines(cluster));
     }
     let _ = writeln!(
         out,
@@ -82,6 +70,30 @@ fn describe(status: &Status) -> String {
         for line in &error.errors {
             let _ = writeln!(out, "  {line}");
         }
+    }
+    out
+}
+
+/// The daemons sharing the database: each one's partitions and the duties
+/// (sources, pruning) it runs.
+fn cluster_lines(cluster: &Cluster) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "this daemon: {}; {} daemon(s) share the database:\n",
+        cluster.daemon,
+        cluster.daemons.len()
+    );
+    for daemon in &cluster.daemons {
+        let _ = write!(
+            out,
+            "  {}  {} partition(s)",
+            daemon.daemon, daemon.partitions
+        );
+        if !daemon.duties.is_empty() {
+            let duties: Vec<String> = daemon.duties.iter().map(|d| d.to_string()).collect();
+            let _ = write!(out, "; runs {}", duties.join(", "));
+        }
+        out.push('\n');
     }
     out
 }
@@ -150,6 +162,32 @@ mod tests {
             events: events.map(|e| e.iter().map(|s| s.to_string()).collect()),
             shadow,
         }
+    }
+
+    #[test]
+    fn each_daemon_sharing_the_database_is_listed_with_the_duties_it_runs() {
+        use converge_api::status::{ClusterDaemon, Duty};
+        let cluster = Cluster {
+            daemon: "vm-12-a".into(),
+            daemons: vec![
+                ClusterDaemon {
+                    daemon: "vm-12-a".into(),
+                    partitions: 32,
+                    duties: vec![Duty::FileDrop("briefs".into()), Duty::Retention],
+                },
+                ClusterDaemon {
+                    daemon: "vm-13-b".into(),
+                    partitions: 32,
+                    duties: vec![],
+                },
+            ],
+        };
+        assert_eq!(
+            cluster_lines(&cluster),
+            "this daemon: vm-12-a; 2 daemon(s) share the database:\n\
+             \x20 vm-12-a  32 partition(s); runs drop folder briefs, retention\n\
+             \x20 vm-13-b  32 partition(s)\n"
+        );
     }
 
     #[test]

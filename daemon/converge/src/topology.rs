@@ -164,11 +164,11 @@ impl Topology {
         .context("cannot start the processor thread")
     }
 
-    /// Runs a source (a drop folder, a poll): alone, from now until `stop`;
-    /// sharing, only while this daemon holds the source's lease.
+    /// Runs a duty (a drop folder, a poll, the pruning): alone, from now
+    /// until `stop`; sharing, only while this daemon holds the duty's lease.
     pub fn run_source(
         &self,
-        name: String,
+        duty: cluster::Duty,
         stop: &CancellationToken,
         start: Box<dyn Fn(CancellationToken) -> tokio::task::JoinHandle<()> + Send>,
     ) -> tokio::task::JoinHandle<()> {
@@ -176,7 +176,7 @@ impl Topology {
             Topology::Alone => start(stop.clone()),
             Topology::Shared(sharing) => tokio::spawn(cluster::lead(
                 sharing.sources.clone(),
-                name,
+                duty,
                 sharing.holder.clone(),
                 sharing.ttl,
                 stop.clone(),

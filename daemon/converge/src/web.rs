@@ -639,6 +639,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
                     .map(|member| ClusterDaemon {
                         daemon: member.holder,
                         partitions: member.partitions,
+                        duties: member.duties.iter().map(wire_duty).collect(),
                     })
                     .collect();
                 Some(Cluster {
@@ -713,6 +714,17 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         cluster,
     })
     .into_response())
+}
+
+/// A duty as `/v1/status` names it.
+pub(crate) fn wire_duty(duty: &crate::cluster::Duty) -> converge_api::status::Duty {
+    use crate::cluster::Duty;
+    use converge_api::status::Duty as Wire;
+    match duty {
+        Duty::FileDrop(name) => Wire::FileDrop(name.clone()),
+        Duty::Poll(name) => Wire::Poll(name.clone()),
+        Duty::Retention => Wire::Retention,
+    }
 }
 
 /// Storage as `/v1/status` shows it.

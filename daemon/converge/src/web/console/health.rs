@@ -2,8 +2,8 @@
 //! errors), each rule's decisions and failures over the last day with the
 //! shadow rules' beside the live ones, the timers waiting on each rule
 //! (and those an earlier version or a removed rule made), where the
-//! journal, outbox and timers stand, and the event sources with their last
-//! events.
+//! journal, outbox and timers stand, the daemons sharing the database with
+//! the duties each runs, and the event sources with their last events.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -17,8 +17,9 @@ use maud::{Markup, html};
 
 use super::needs_action::Row;
 use super::{Page, Section, answer, read, span, when};
+use crate::cluster::{Duty, Member};
 use crate::config::Config;
-use crate::web::AppState;
+use crate::web::{AppState, wire_duty};
 
 /// One event source of the config.
 #[derive(Debug, Clone)]
@@ -77,6 +78,16 @@ impl Source {
             });
         }
         sources
+    }
+
+    /// What one daemon at a time does for it when daemons share the
+    /// database: reading a drop folder, running a poll.
+    fn duty(&self) -> Option<Duty> {
+        match self.kind {
+            "drop folder" => Some(Duty::FileDrop(self.name.clone())),
+            "poll" => Some(Duty::Poll(self.name.clone())),
+            _ => None,
+        }
     }
 
     /// The key its activity is counted under (`telemetry::SourceActivity`).
@@ -156,6 +167,8 @@ struct Standing {
     /// The pending timers each rule version made (of the soonest
     /// [`TIMERS_COUNTED`]).
     rule_timers: Vec<RuleTimers>,
+    /// The daemons sharing the database; `None` for a daemon alone.
+    members: Option<Vec<Member>>,
 }
 
 /// `GET /ui/health`.
@@ -166,6 +179,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
         Ok(version) => version,
         Err(unchanged) => return unchanged,
     };
+    let sharing = state.holder.is_some();
     let loaded = read(&state, move |store| {
         Ok(Standing {
             activity: store.rule_activity(since.timestamp_millis())?,
@@ -174,6 +188,11 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
             counts: store.counts()?,
             timers_pending: store.pending_timer_count()?,
             rule_timers: store.pending_timers_by_rule(TIMERS_COUNTED)?,
+            members: if sharing {
+                Some(crate::cluster::members(store)?)
+            } else {
+                None
+            },
         })
     })
     .await;
@@ -229,6 +248,9 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
                     p { small { "Waiting timers are counted among the " (TIMERS_COUNTED) " due soonest of " (standing.timers_pending) "." } }
                 }
             }
+            @if let (Some(members), Some(holder)) = (&standing.members, &state.holder) {
+                (daemons(members, holder, &state.console.sources))
+            }
             section #sources {
                 h2 { "Sources" }
                 @if state.console.sources.is_empty() {
@@ -254,7 +276,12 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
                                 td { (source.kind) }
                                 td { (source.name) }
                                 td { code.path { (source.detail) } }
-                                td { (last_events(&state, source, wall)) }
+                                td {
+                                    (last_events(&state, source, wall))
+                                    @if let Some(members) = &standing.members {
+                                        (run_by(members, source, state.holder.as_deref()))
+                                    }
+                                }
                             }
                         }
                     }
@@ -281,6 +308,79 @@ fn last_events(state: &AppState, source: &Source, wall: DateTime<Utc>) -> Markup
     match state.metrics.sources.get(&source.activity_key()) {
         Some(seen) => html! { (seen.events) " since start, last " (when(seen.at, wall)) },
         None => html! { "none since start" },
+    }
+}
+
+/// The daemons sharing the database: each one's partitions and duties, this
+/// one marked, and the sources no daemon reads now (their leases expired
+/// and not taken yet, or no daemon can run them).
+fn daemons(members: &[Member], holder: &str, sources: &[Source]) -> Markup {
+    let unrun: Vec<Duty> = sources
+        .iter()
+        .filter_map(Source::duty)
+        .filter(|duty| !members.iter().any(|m| m.duties.contains(duty)))
+        .collect();
+    html! {
+        section #daemons {
+            h2 { "Daemons" }
+            p {
+                (members.len()) " daemon(s) share this database. Each processes the entities of its partitions (of "
+                (converge_store::PARTITIONS) ") and runs the sources it holds; a daemon that stops hands them to the others, one that dies once its leases expire ("
+                code { "storage.lease_ttl" } ")."
+            }
+            table.rows {
+                thead { tr { th { "Daemon" } th.n { "Partitions" } th { "Runs" } } }
+                tbody {
+                    @for member in members {
+                        tr {
+                            td { code { (member.holder) } @if member.holder == holder { " " span.tag { "this one" } } }
+                            td.n { (member.partitions) }
+                            td {
+                                @if member.duties.is_empty() { span.empty { "no source" } }
+                                @for (i, duty) in member.duties.iter().enumerate() {
+                                    @if i > 0 { ", " }
+                                    (wire_duty(duty).to_string())
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !unrun.is_empty() {
+                div.error role="alert" #unrun {
+                    "No daemon runs "
+                    @for (i, duty) in unrun.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        b { (wire_duty(duty).to_string()) }
+                    }
+                    " now. A daemon takes a free source within a second: if this stays, read the daemons' logs."
+                }
+            }
+        }
+    }
+}
+
+/// Which daemon reads a drop folder or runs a poll, when daemons share the
+/// database: a poll's counts above are only this daemon's (a folder's last
+/// file is read from the folder itself).
+fn run_by(members: &[Member], source: &Source, holder: Option<&str>) -> Markup {
+    let Some(duty) = source.duty() else {
+        return html! {};
+    };
+    let (verb, counted_there) = match duty {
+        Duty::Poll(_) => ("polled", "; counted there"),
+        _ => ("read", ""),
+    };
+    let runner = members.iter().find(|m| m.duties.contains(&duty));
+    html! {
+        br;
+        small {
+            @match runner {
+                Some(m) if Some(m.holder.as_str()) == holder => { (verb) " by this daemon" },
+                Some(m) => { (verb) " by " code { (m.holder) } (counted_there) },
+                None => "no daemon has it now",
+            }
+        }
     }
 }
 
@@ -385,5 +485,68 @@ fn rule_table(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(kind: &'static str, name: &str) -> Source {
+        Source {
+            kind,
+            name: name.into(),
+            detail: String::new(),
+            dir: None,
+        }
+    }
+
+    #[test]
+    fn a_source_no_daemon_runs_is_named_and_a_daemon_without_duties_says_so() {
+        let members = [
+            Member {
+                holder: "vm-1-a".into(),
+                partitions: 40,
+                duties: vec![Duty::Poll("jira".into())],
+            },
+            Member {
+                holder: "vm-2-b".into(),
+                partitions: 24,
+                duties: vec![],
+            },
+        ];
+        let sources = [
+            source("hook", "github"),
+            source("poll", "jira"),
+            source("drop folder", "briefs"),
+        ];
+        let page = daemons(&members, "vm-2-b", &sources).into_string();
+        assert!(page.contains("2 daemon(s) share this database"), "{page}");
+        assert!(
+            page.contains("<code>vm-2-b</code> <span class=\"tag\">this one</span>"),
+            "{page}"
+        );
+        assert!(page.contains("<td>poll jira</td>"), "{page}");
+        assert!(page.contains("no source"), "{page}");
+        assert!(
+            page.contains("No daemon runs <b>drop folder briefs</b> now."),
+            "{page}"
+        );
+        assert_eq!(
+            run_by(&members, &sources[1], Some("vm-2-b")).into_string(),
+            "<br><small>polled by <code>vm-1-a</code>; counted there</small>"
+        );
+        assert_eq!(
+            run_by(&members, &sources[1], Some("vm-1-a")).into_string(),
+            "<br><small>polled by this daemon</small>"
+        );
+        assert_eq!(
+            run_by(&members, &sources[2], Some("vm-2-b")).into_string(),
+            "<br><small>no daemon has it now</small>"
+        );
+        assert_eq!(
+            run_by(&members, &sources[0], Some("vm-2-b")).into_string(),
+            ""
+        );
     }
 }
