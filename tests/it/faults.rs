@@ -368,3 +368,103 @@ async fn a_daemon_whose_disk_is_full_stops_on_sigterm_and_the_next_start_loses_n
     assert_processed_once(&sink, &acked, &daemon).await;
     assert!(daemon.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_down_for_seconds_is_logged_once_per_failing_stage_not_at_every_retry() {
+    let Some(db) = TestDatabase::create("a_database_down_for_seconds") else {
+        return;
+    };
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let drops = ws.dir.path().join("drops");
+    ws.edit_config(
+        "[storage]\n",
+        &format!(
+            "[[file_drops]]\nname = \"briefs\"\ndir = {:?}\ntype = \"brief.imported\"\nsubject = \"campaign/{{campaign_id}}\"\n\n[storage]\n",
+            drops.display().to_string()
+        ),
+    );
+    db.configure(&ws, "3s");
+    let mut daemon = ws.start_with_env(&db.env());
+    assert_eq!(post(&daemon.url, "before").await.0, 202);
+    sink.wait_for(1).await;
+    let logged_before = daemon.log().lines().count();
+
+    // Six seconds without the database: a dozen claims of actions, six
+    // rounds of the drop folder's lease and the processing loop's retries.
+    db.refuse_connections(true);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(post(&daemon.url, "while-down").await.0, 503);
+    let failing = status_while_failing(&daemon).await;
+    db.refuse_connections(false);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&daemon).await["storage"]["state"] != "ok" {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(post(&daemon.url, "after").await.0, 202);
+    sink.wait_for(2).await;
+    assert!(running(&mut daemon), "{}", daemon.log());
+
+    // Each stage that failed says when it works again (the log is written
+    // a little behind).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = daemon.log();
+        let failed = failed_stages(&log[..]);
+        let resumed = |stage: &String| {
+            log.contains(&format!("storage works again; resuming stage=\"{stage}\""))
+        };
+        if failed.iter().all(resumed) {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "a stage never resumed:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let failed = failed_stages(&log);
+    for expected in ["action claims", "source leases", "processing"] {
+        assert!(failed.contains(&expected.to_string()), "{expected}:\n{log}");
+    }
+    // One line per failing stage, not one per retry; a lost connection is
+    // named once per connection and the folder's lease once.
+    let outage: Vec<&str> = log
+        .lines()
+        .skip(logged_before)
+        .filter(|line| line.contains(" ERROR ") || line.contains(" WARN "))
+        .collect();
+    let mut stages: Vec<&String> = failed.iter().collect();
+    stages.dedup();
+    assert_eq!(
+        stages.len(),
+        failed.len(),
+        "a stage logged twice: {outage:#?}"
+    );
+    assert!(
+        !log.contains("still failing"),
+        "a line per retry: {outage:#?}"
+    );
+    assert!(outage.len() <= 12, "{} lines: {outage:#?}", outage.len());
+    assert!(failing.contains("connections"), "{failing}");
+    assert!(daemon.terminate().success());
+}
+
+/// The stages the log says failed, in order, once per line.
+fn failed_stages(log: &str) -> Vec<String> {
+    let mut stages: Vec<String> = log
+        .lines()
+        .filter(|line| line.contains("storage failed; retrying"))
+        .filter_map(|line| line.split("stage=\"").nth(1)?.split('"').next())
+        .map(String::from)
+        .collect();
+    stages.sort();
+    stages
+}
+
+/// The storage error `/v1/status` gives while the database is down (it
+/// answers 503 then, with the reason).
+async fn status_while_failing(daemon: &Daemon) -> String {
+    let (code, body) = daemon.get("/v1/status").await;
+    assert_eq!(code, 503, "{body}");
+    body
+}

@@ -83,6 +83,19 @@ impl TestDatabase {
         .unwrap();
     }
 
+    /// Makes the database refuse every connection, and ends those open (an
+    /// outage of the server, for this database alone), or takes them again.
+    pub fn refuse_connections(&self, refuse: bool) {
+        self.admin(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS {}",
+            self.name, !refuse
+        ))
+        .unwrap();
+        if refuse {
+            self.terminate_connections();
+        }
+    }
+
     /// Points a workspace's config at this database, with leases of `lease_ttl`.
     pub fn configure(&self, ws: &Workspace, lease_ttl: &str) {
         ws.edit_config(

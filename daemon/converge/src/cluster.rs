@@ -54,6 +54,8 @@ const MEMBERSHIP_ROUND: Duration = Duration::from_secs(1);
 const BATCH: usize = 512;
 /// This loop's name in [`StorageHealth`].
 const STAGE: &str = "processing";
+/// Taking and renewing the duties' leases, as [`StorageHealth`] names it.
+const SOURCE_LEASES: &str = "source leases";
 
 /// A name for this daemon among those sharing the database: new at every
 /// start, so a restarted daemon never mistakes its previous life's leases
@@ -620,6 +622,7 @@ fn unreadable(seq: i64, error: &str, now_ms: i64) -> ProcessedEvent {
 /// if the lease is lost. Gives the lease back when `stop` fires.
 pub async fn lead<F>(
     store: Arc<Mutex<Store>>,
+    health: StorageHealth,
     duty: Duty,
     holder: String,
     ttl: Duration,
@@ -643,6 +646,10 @@ pub async fn lead<F>(
                 .coordination()?
                 .hold_lease(&name, &holder, ttl)
         });
+        match &held {
+            Ok(_) => health.succeeded(SOURCE_LEASES),
+            Err(e) => health.failed(SOURCE_LEASES, &format!("{name}: {e}"), tick.period()),
+        }
         match (held, running.is_some()) {
             (Ok(Some(_)), false) => {
                 tracing::info!(source = %name, "this daemon runs the source now");
@@ -658,9 +665,8 @@ pub async fn lead<F>(
                     let _ = handle.await;
                 }
             }
-            (Err(e), false) => {
-                tracing::error!(source = %name, error = %e, "cannot take the source lease")
-            }
+            // Reported above.
+            (Err(_), false) => {}
         }
     }
     if let Some((token, handle)) = running.take() {

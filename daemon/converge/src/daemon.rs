@@ -365,7 +365,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let web_reader = Arc::new(Mutex::new(reader()?));
-    let run_source = |duty: Duty, start| topology.run_source(duty, &stop_sources, start);
+    let health = journal.health().clone();
+    let run_source = |duty: Duty, start| topology.run_source(duty, &health, &stop_sources, start);
     let mut source_tasks = Vec::new();
     for drop in &config.file_drops {
         let (drop, journal, in_flight) = (drop.clone(), journal.clone(), in_flight.clone());

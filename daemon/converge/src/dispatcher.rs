@@ -42,6 +42,14 @@ use crate::telemetry::{ActionOutcomeLabel, Metrics};
 use converge_engine::ActionPayload;
 
 /// How many pending actions one read of the outbox returns.
+/// The dispatcher's storage work, as [`StorageHealth`](crate::health::StorageHealth)
+/// names it while it fails.
+const OUTBOX_READS: &str = "outbox reads";
+const ACTION_CLAIMS: &str = "action claims";
+const ACTION_LEASES: &str = "action leases";
+/// How often the dispatcher looks after its leases, claims unheld actions
+/// (sharing a database) and rereads the outbox after an overflow.
+const TICK: Duration = Duration::from_millis(500);
 const RELOAD_PAGE: usize = 10_000;
 /// The finished set is forgotten past this size while no read of the outbox
 /// is near: it only guards against copies that such a read made.
@@ -118,7 +126,7 @@ impl Dispatcher {
         let tracker = TaskTracker::new();
         // Read the outbox once at start: actions left pending by the last run.
         overflow.store(leases.is_none(), Ordering::Release);
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(TICK);
         let mut renewed = Instant::now();
         loop {
             tokio::select! {
@@ -155,6 +163,7 @@ impl Dispatcher {
                         let reloaded = tokio::task::block_in_place(|| reader.pending_actions(RELOAD_PAGE));
                         match reloaded {
                             Ok(actions) => {
+                                shared.journal.health().succeeded(OUTBOX_READS);
                                 if actions.len() == RELOAD_PAGE {
                                     overflow.store(true, Ordering::Release);
                                 }
@@ -163,7 +172,7 @@ impl Dispatcher {
                                 }
                             }
                             Err(e) => {
-                                tracing::error!(error = %e, "cannot read pending actions; will try again");
+                                shared.journal.health().failed(OUTBOX_READS, &e.to_string(), TICK);
                                 overflow.store(true, Ordering::Release);
                             }
                         }
@@ -196,17 +205,21 @@ fn renew_leases(shared: &Shared, reader: &Store, leases: &ActionLeases) {
     if held.is_empty() {
         return;
     }
-    match tokio::task::block_in_place(|| {
+    let renewed = tokio::task::block_in_place(|| {
         reader
             .coordination()?
             .renew_action_leases(&leases.holder, leases.ttl, &held)
-    }) {
-        Ok(lost) if lost.is_empty() => {}
+    });
+    let health = shared.journal.health();
+    match renewed {
         Ok(lost) => {
-            tracing::warn!(actions = ?lost, "action leases lost to another daemon; those actions stop here");
-            shared.tracked().lost.extend(lost);
+            health.succeeded(ACTION_LEASES);
+            if !lost.is_empty() {
+                tracing::warn!(actions = ?lost, "action leases lost to another daemon; those actions stop here");
+                shared.tracked().lost.extend(lost);
+            }
         }
-        Err(e) => tracing::error!(error = %e, "cannot renew action leases; will try again"),
+        Err(e) => health.failed(ACTION_LEASES, &e.to_string(), leases.ttl / 3),
     }
 }
 
@@ -229,6 +242,7 @@ fn claim_actions(
             .claim_actions(&leases.holder, leases.ttl, now_ms, room)
     }) {
         Ok(actions) => {
+            shared.journal.health().succeeded(ACTION_CLAIMS);
             for action in actions {
                 tracing::debug!(action_id = action.id, "claimed an action");
                 // A claim is a fresh run, even of an action finished here before.
@@ -236,7 +250,10 @@ fn claim_actions(
                 spawn_action(shared, tracker, action, None);
             }
         }
-        Err(e) => tracing::error!(error = %e, "cannot claim pending actions; will try again"),
+        Err(e) => shared
+            .journal
+            .health()
+            .failed(ACTION_CLAIMS, &e.to_string(), TICK),
     }
 }
 

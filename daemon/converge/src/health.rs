@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
@@ -25,6 +25,26 @@ pub struct StorageHealth {
 pub struct Failure {
     pub since: DateTime<Utc>,
     pub error: String,
+    /// When the failure was last written to the log, and the failures since.
+    logged_at: Instant,
+    unlogged: u64,
+}
+
+/// The least time between two "still failing" lines of one stage: an
+/// outage of an hour is a page of log, not one line per retry.
+const STILL_FAILING_EVERY: Duration = Duration::from_secs(60);
+
+impl Failure {
+    /// Counts one more failure at `now`; the failures to report when it is
+    /// time for a "still failing" line.
+    fn again(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged += 1;
+        if now.duration_since(self.logged_at) < STILL_FAILING_EVERY {
+            return None;
+        }
+        self.logged_at = now;
+        Some(std::mem::take(&mut self.unlogged))
+    }
 }
 
 impl StorageHealth {
@@ -35,14 +55,30 @@ impl StorageHealth {
         }
     }
 
-    /// `stage`'s storage work failed with `error`; it will try again in `retry_in`.
+    /// `stage`'s storage work failed with `error`; it will try again in
+    /// `retry_in`. The first failure is logged as an error, then a line at
+    /// most every [`STILL_FAILING_EVERY`] while it goes on, and one when
+    /// it ends.
     pub fn failed(&self, stage: &'static str, error: &str, retry_in: Duration) {
         self.metrics.storage_errors.inc();
         let mut failing = self.lock();
         match failing.get_mut(stage) {
             Some(failure) => {
                 failure.error = error.to_string();
-                tracing::warn!(stage, error, ?retry_in, "storage still failing; retrying");
+                if let Some(failures) = failure.again(Instant::now()) {
+                    let failing_for = humantime::format_duration(
+                        (Utc::now() - failure.since).to_std().unwrap_or_default(),
+                    )
+                    .to_string();
+                    tracing::warn!(
+                        stage,
+                        error,
+                        failures,
+                        failing_for,
+                        ?retry_in,
+                        "storage still failing; retrying"
+                    );
+                }
             }
             None => {
                 tracing::error!(
@@ -56,6 +92,8 @@ impl StorageHealth {
                     Failure {
                         since: Utc::now(),
                         error: error.to_string(),
+                        logged_at: Instant::now(),
+                        unlogged: 0,
                     },
                 );
             }
@@ -142,6 +180,26 @@ mod tests {
         assert!(health.failure().is_none());
         assert!(!health.is_failing());
         assert_eq!(metrics.storage_failing.get(), 0);
+    }
+
+    #[test]
+    fn a_long_failure_is_logged_once_a_minute_with_the_failures_since() {
+        let start = Instant::now();
+        let mut failure = Failure {
+            since: Utc::now(),
+            error: "connection refused".into(),
+            logged_at: start,
+            unlogged: 0,
+        };
+        // Retries every half second: silent for a minute, then one line
+        // that counts them.
+        let reported: Vec<(u64, u64)> = (1..=250)
+            .filter_map(|n| {
+                let at = start + Duration::from_millis(500 * n);
+                failure.again(at).map(|failures| (n, failures))
+            })
+            .collect();
+        assert_eq!(reported, vec![(120, 120), (240, 120)]);
     }
 
     #[test]

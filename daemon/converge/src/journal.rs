@@ -46,6 +46,12 @@ use crate::health::{self, StorageHealth};
 use crate::telemetry::Metrics;
 use crate::timer_wake::TimerWake;
 
+/// The journal writer's name in [`StorageHealth`].
+const STAGE: &str = "journal";
+/// The row the writer rewrites to learn whether storage works again after
+/// a failed commit that left nothing to retry.
+const PROBE_KEY: &str = "journal/storage-probe";
+
 /// An event the journal committed, on its way to the rules.
 #[derive(Debug)]
 pub struct Journaled {
@@ -378,8 +384,36 @@ impl Writer {
         loop {
             let mut pending: Vec<Request> = std::mem::take(&mut unrecorded);
             if pending.is_empty() {
-                let Some(first) = rx.blocking_recv() else {
-                    break;
+                let first = if self.health.stage_failing(STAGE) {
+                    // The last commit failed and left nothing to retry (its
+                    // events were refused): try storage alone after the
+                    // wait, so that the daemon says it works again without
+                    // waiting for the next event.
+                    match self
+                        .runtime
+                        .block_on(async { tokio::time::timeout(wait, rx.recv()).await })
+                    {
+                        Ok(Some(first)) => first,
+                        Ok(None) => break,
+                        Err(_waited) => {
+                            match self.probe() {
+                                Ok(()) => {
+                                    self.recovered();
+                                    delays = health::retry_delays();
+                                }
+                                Err(error) => {
+                                    wait = delays.next().unwrap_or_default();
+                                    self.health.failed(STAGE, &error, wait);
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    let Some(first) = rx.blocking_recv() else {
+                        break;
+                    };
+                    first
                 };
                 pending.push(first);
                 self.gather(&mut rx, &mut pending);
@@ -388,19 +422,12 @@ impl Writer {
             }
             match self.commit(pending) {
                 Ok(()) => {
-                    if self.health.stage_failing("journal") {
-                        // The log may have grown while commits failed: give
-                        // its space back now rather than at the next checkpoint.
-                        if let Err(e) = self.store.truncate_wal() {
-                            tracing::warn!(error = %e, "cannot truncate the write-ahead log");
-                        }
-                    }
-                    self.health.succeeded("journal");
+                    self.recovered();
                     delays = health::retry_delays();
                 }
                 Err(failed) => {
                     wait = delays.next().unwrap_or_default();
-                    self.health.failed("journal", &failed.error, wait);
+                    self.health.failed(STAGE, &failed.error, wait);
                     unrecorded = failed.unrecorded;
                     if closed && !unrecorded.is_empty() {
                         tracing::error!(
@@ -413,6 +440,36 @@ impl Writer {
             }
         }
         tracing::debug!("journal writer stopped");
+    }
+
+    /// A commit succeeded: if commits had failed, storage works again.
+    fn recovered(&mut self) {
+        if self.health.stage_failing(STAGE) {
+            // The log may have grown while commits failed: give its space
+            // back now rather than at the next checkpoint.
+            if let Err(e) = self.store.truncate_wal() {
+                tracing::warn!(error = %e, "cannot truncate the write-ahead log");
+            }
+        }
+        self.health.succeeded(STAGE);
+    }
+
+    /// Writes one small row, as a commit of an event would, to learn
+    /// whether storage works again.
+    fn probe(&mut self) -> Result<(), String> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let batch = WriteBatch {
+            source_state: vec![SourceState {
+                key: PROBE_KEY.into(),
+                value: now_ms.to_string(),
+                updated_at_ms: now_ms,
+            }],
+            ..WriteBatch::default()
+        };
+        self.store
+            .write(&batch)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Adds whatever else is waiting to `pending`, up to a batch.

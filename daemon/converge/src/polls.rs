@@ -30,6 +30,8 @@ use crate::telemetry::Metrics;
 
 /// The first wait after a retryable failure; it doubles up to the interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Reading the polls' cursors, as `StorageHealth` names it while it fails.
+const CURSOR_READS: &str = "poll cursor reads";
 
 pub struct Poller {
     pub poll: PollConfig,
@@ -56,9 +58,14 @@ impl Poller {
                 self.reader.lock().expect("reader").source_state(&key)
             });
             match read {
-                Ok(cursor) => break cursor,
+                Ok(cursor) => {
+                    self.journal.health().succeeded(CURSOR_READS);
+                    break cursor;
+                }
                 Err(e) => {
-                    tracing::error!(poll = %name, error = %e, "cannot read the poll's cursor; retrying");
+                    let error = format!("poll {name}: {e}");
+                    let health = self.journal.health();
+                    health.failed(CURSOR_READS, &error, FIRST_RETRY);
                     if sleep_unless_stopped(FIRST_RETRY, &stop).await == Slept::Stopped {
                         return;
                     }
@@ -157,7 +164,8 @@ impl Poller {
                 }
                 Err(JournalError::Closed) => return Err(Stopping),
                 Err(JournalError::Storage(e)) => {
-                    tracing::error!(poll = %self.poll.name, error = %e, "cannot journal a polled page; retrying");
+                    // The journal reports its failure (`StorageHealth`).
+                    tracing::debug!(poll = %self.poll.name, error = %e, "cannot journal a polled page; retrying");
                     tokio::time::sleep(FIRST_RETRY).await;
                 }
             }

@@ -40,6 +40,8 @@ pub const SCHEDULE_SOURCE: &str = converge_model::sources::SCHEDULES;
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// How long to wait before trying again after a storage error.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
+/// The schedules' reads, as `StorageHealth` names them while they fail.
+const SCHEDULE_READS: &str = "schedule reads";
 /// Most occurrences of one schedule journaled in one wake-up; more can only
 /// come from a huge clock jump, and are skipped with a warning.
 const MAX_OCCURRENCES_PER_WAKE: usize = 1000;
@@ -203,9 +205,14 @@ impl ScheduleSource {
                         .expect("schedule reader")
                         .last_occurrence_id(SCHEDULE_SOURCE, &schedule.name)
                 }) {
-                    Ok(last) => break last.as_deref().and_then(occurrence_time),
+                    Ok(last) => {
+                        self.journal.health().succeeded(SCHEDULE_READS);
+                        break last.as_deref().and_then(occurrence_time);
+                    }
                     Err(e) => {
-                        tracing::error!(schedule = %schedule.name, error = %e, "cannot read the last occurrence; retrying");
+                        let error = format!("schedule {}: {e}", schedule.name);
+                        let health = self.journal.health();
+                        health.failed(SCHEDULE_READS, &error, RETRY_AFTER_ERROR);
                         if sleep_unless_stopped(RETRY_AFTER_ERROR, stop).await == Slept::Stopped {
                             return Err(Stopping);
                         }
@@ -287,7 +294,8 @@ impl ScheduleSource {
                 }
                 Err(JournalError::Closed) => return Err(Stopping),
                 Err(JournalError::Storage(e)) => {
-                    tracing::error!(schedule = %schedule.name, error = %e, "cannot journal a schedule occurrence; retrying");
+                    // The journal reports its failure (`StorageHealth`).
+                    tracing::debug!(schedule = %schedule.name, error = %e, "cannot journal a schedule occurrence; retrying");
                     tokio::time::sleep(RETRY_AFTER_ERROR).await;
                 }
             }

@@ -42,6 +42,8 @@ pub const FIRE_BATCH: usize = 256;
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// How long to wait before reading again after a storage error.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
+/// The scheduler's reads, as `StorageHealth` names them while they fail.
+const TIMER_READS: &str = "timer reads";
 
 pub struct Scheduler {
     /// Its own read connection: due timers and the next due time.
@@ -107,9 +109,13 @@ impl Scheduler {
     async fn fire_due(&mut self, started_at_ms: i64) -> Result<bool, Stopping> {
         let now_ms = self.clock.now_ms();
         let due = match tokio::task::block_in_place(|| self.reader.due_timers(now_ms, self.page)) {
-            Ok(due) => due,
+            Ok(due) => {
+                self.journal.health().succeeded(TIMER_READS);
+                due
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read due timers; retrying");
+                let health = self.journal.health();
+                health.failed(TIMER_READS, &e.to_string(), RETRY_AFTER_ERROR);
                 tokio::time::sleep(RETRY_AFTER_ERROR).await;
                 return Ok(true);
             }
@@ -145,7 +151,8 @@ impl Scheduler {
             }
             Err(JournalError::Closed) => Err(Stopping),
             Err(JournalError::Storage(e)) => {
-                tracing::error!(error = %e, "cannot fire timers; retrying");
+                // The journal reports its failure (`StorageHealth`).
+                tracing::debug!(error = %e, "cannot fire timers; retrying");
                 tokio::time::sleep(RETRY_AFTER_ERROR).await;
                 Ok(true)
             }
@@ -156,9 +163,13 @@ impl Scheduler {
     /// woken.
     fn until_next_due(&mut self) -> Option<Duration> {
         let next = match tokio::task::block_in_place(|| self.reader.next_timer_due()) {
-            Ok(next) => next,
+            Ok(next) => {
+                self.journal.health().succeeded(TIMER_READS);
+                next
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the next timer; retrying");
+                let health = self.journal.health();
+                health.failed(TIMER_READS, &e.to_string(), RETRY_AFTER_ERROR);
                 return Some(RETRY_AFTER_ERROR);
             }
         };

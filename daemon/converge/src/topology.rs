@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::cluster::{self, ClusterProcessor, ReloadPeers};
 use crate::dispatcher::ActionLeases;
+use crate::health::StorageHealth;
 use crate::journal::{Journaled, QueuedAction};
 use crate::processor::Processor;
 
@@ -169,6 +170,7 @@ impl Topology {
     pub fn run_source(
         &self,
         duty: cluster::Duty,
+        health: &StorageHealth,
         stop: &CancellationToken,
         start: Box<dyn Fn(CancellationToken) -> tokio::task::JoinHandle<()> + Send>,
     ) -> tokio::task::JoinHandle<()> {
@@ -176,6 +178,7 @@ impl Topology {
             Topology::Alone => start(stop.clone()),
             Topology::Shared(sharing) => tokio::spawn(cluster::lead(
                 sharing.sources.clone(),
+                health.clone(),
                 duty,
                 sharing.holder.clone(),
                 sharing.ttl,
