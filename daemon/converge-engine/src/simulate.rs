@@ -478,6 +478,8 @@ fn record(id: i64, timer: NewTimer) -> TimerRecord {
         status: TimerStatus::Pending,
         fired_seq: None,
         closed_at_ms: None,
+        cancelled_by: None,
+        cancel_reason: None,
     }
 }
 

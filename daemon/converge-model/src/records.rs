@@ -120,6 +120,10 @@ pub struct TimerRecord {
     pub fired_seq: Option<i64>,
     /// When it fired, was cancelled or was skipped.
     pub closed_at_ms: Option<i64>,
+    /// Who cancelled it by hand, and why; `None` for every other way a
+    /// timer closes (an `expect` met, fired, skipped).
+    pub cancelled_by: Option<String>,
+    pub cancel_reason: Option<String>,
 }
 
 /// A send held by a convergence gate, as the processor and `GET /v1/gates`

@@ -75,7 +75,7 @@ pub use records::{
     NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction, ProcessedEvent,
     PruneCandidate, PrunePage, RecentRuleFailure, RetryingAction, RuleActivity, RuleTimers,
     SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord, TimerRecordKind,
-    TimerStatus, WriteBatch, WriteResult, idempotency_key, instance_hex,
+    TimerCancellation, TimerStatus, WriteBatch, WriteResult, idempotency_key, instance_hex,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of

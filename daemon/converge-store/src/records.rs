@@ -35,6 +35,8 @@ pub struct WriteBatch {
     pub source_state: Vec<SourceState>,
     /// What people asked of dead letters (retry, drop).
     pub dead_letters: Vec<DeadLetterChange>,
+    /// Pending timers people cancel.
+    pub timer_cancellations: Vec<TimerCancellation>,
     /// Leases this batch is only valid under (shared databases): if any is
     /// no longer held with its token, the batch fails with
     /// [`crate::StoreError::Fenced`] and nothing is written.
@@ -82,6 +84,7 @@ impl WriteBatch {
             && self.processed.is_empty()
             && self.outcomes.is_empty()
             && self.dead_letters.is_empty()
+            && self.timer_cancellations.is_empty()
             && self.fences.is_empty()
             && self.prune.is_empty()
     }
@@ -240,6 +243,22 @@ pub struct DeadLetterChange {
     pub at_ms: i64,
 }
 
+/// A person cancels the pending timers a rule made: those of one version
+/// of it, or about one entity, when given. The soonest due first, at most
+/// `limit` in one commit, so a large backlog does not hold the journal up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerCancellation {
+    pub rule: String,
+    /// A rule version (its hash), or all of them.
+    pub version: Option<String>,
+    /// An entity key, or all of them.
+    pub entity: Option<String>,
+    pub limit: usize,
+    pub by: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadLetterOp {
     /// Back to `pending` with its attempt count at zero (a fresh budget);
@@ -284,6 +303,9 @@ pub struct WriteResult {
     pub actions: Vec<PendingAction>,
     /// One per [`WriteBatch::dead_letters`], in the same order.
     pub dead_letters: Vec<DeadLetterOutcome>,
+    /// One per [`WriteBatch::timer_cancellations`], in the same order: the
+    /// timers it cancelled (also counted in `timers_cancelled`).
+    pub cancelled_by_people: Vec<usize>,
     /// Actions this batch moved to `dead_letter` (outcomes that were not
     /// ignored): with the retried and dropped ones, what the dead-letter
     /// gauge follows.

@@ -268,6 +268,8 @@ mod tests {
             status: TimerStatus::Pending,
             fired_seq: None,
             closed_at_ms: None,
+            cancelled_by: None,
+            cancel_reason: None,
         };
         let event = timer_event(&timer, true).unwrap();
         assert_eq!(

@@ -9,7 +9,7 @@ macro_rules! timer_columns {
         "id, entity, kind, event_type, data, expect_type, due_at_ms, catch_up, \
          (SELECT v.rule FROM rule_versions v WHERE v.id = rule_version), \
          (SELECT v.hash FROM rule_versions v WHERE v.id = rule_version), \
-         created_by_seq, status, fired_seq, closed_at_ms"
+         created_by_seq, status, fired_seq, closed_at_ms, cancelled_by, cancel_reason"
     };
 }
 

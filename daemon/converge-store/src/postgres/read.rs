@@ -982,6 +982,8 @@ pub(super) fn timer(row: &Row) -> Result<TimerRecord, StoreError> {
         status: stored(row, 11, "timers.status")?,
         fired_seq: row.try_get(12)?,
         closed_at_ms: row.try_get(13)?,
+        cancelled_by: row.try_get(14)?,
+        cancel_reason: row.try_get(15)?,
     })
 }
 

@@ -323,6 +323,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX entities_blocked ON entities (key) WHERE open_spans & 1 <> 0;
     CREATE INDEX entities_escalated ON entities (key) WHERE open_spans & 2 <> 0;
     "#,
+    // 10: who cancelled a pending timer by hand, and why, as SQLite's
+    // version 18.
+    r#"
+    ALTER TABLE timers ADD COLUMN cancelled_by text, ADD COLUMN cancel_reason text;
+    "#,
 ];
 
 /// The schema version this build reads and writes.

@@ -29,7 +29,7 @@ use super::{Conn, PostgresStore, Session, outbox, sql_partition};
 use crate::records::{
     ActionLease, Appended, ExpectedArrival, FiredTimer, GateChange, NewAction, NewDecision,
     NewEvent, NewTimer, OpenSpan, PendingAction, ProcessedEvent, SkippedTimer, SourceState,
-    TimerKind, TimerStatus, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
+    TimerCancellation, TimerKind, TimerStatus, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
 };
 use crate::{StoreError, event_partition, partition_of};
 
@@ -159,6 +159,11 @@ fn write_in<C: GenericClient>(
         result
             .dead_letters
             .push(outbox::change_dead_letter(s, change)?);
+    }
+    for cancellation in &batch.timer_cancellations {
+        let cancelled = cancel_timers(s, cancellation)?;
+        result.timers_cancelled += cancelled;
+        result.cancelled_by_people.push(cancelled);
     }
     write_source_state(s, &batch.source_state)?;
     result.pruned = super::prune::prune(s, &batch.prune)?;
@@ -966,6 +971,37 @@ fn skip_timers<C: GenericClient>(
         &[&ids, &at],
     )?;
     Ok(usize::try_from(closed).unwrap_or(usize::MAX))
+}
+
+/// Cancels the pending timers a person named, the soonest due first; only
+/// pending ones (checked again on each row: a partition's holder may fire
+/// one meanwhile).
+fn cancel_timers<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    cancel: &TimerCancellation,
+) -> Result<usize, StoreError> {
+    let limit = i64::try_from(cancel.limit).unwrap_or(i64::MAX);
+    let cancelled = s.execute(
+        "UPDATE timers SET status = 'cancelled', closed_at_ms = $1,
+                           cancelled_by = $2, cancel_reason = $3
+         WHERE status = 'pending' AND id IN (
+             SELECT t.id FROM timers t
+             WHERE t.status = 'pending'
+               AND t.rule_version IN (SELECT id FROM rule_versions
+                                      WHERE rule = $4 AND ($5::text IS NULL OR hash = $5))
+               AND ($6::text IS NULL OR t.entity = $6)
+             ORDER BY t.due_at_ms, t.id LIMIT $7)",
+        &[
+            &cancel.at_ms,
+            &cancel.by,
+            &cancel.reason,
+            &cancel.rule,
+            &cancel.version,
+            &cancel.entity,
+            &limit,
+        ],
+    )?;
+    Ok(usize::try_from(cancelled).unwrap_or(usize::MAX))
 }
 
 /// Writes the sources' values in one statement, the last of each key

@@ -877,7 +877,7 @@ fn held_send_row(row: &Row<'_>) -> rusqlite::Result<HeldSendRecord> {
 const TIMER_COLUMNS: &str = "id, entity, kind, event_type, data, expect_type, due_at_ms, \
      catch_up, (SELECT rule FROM rule_versions v WHERE v.id = rule_version), \
      (SELECT hash FROM rule_versions v WHERE v.id = rule_version), \
-     created_by_seq, status, fired_seq, closed_at_ms";
+     created_by_seq, status, fired_seq, closed_at_ms, cancelled_by, cancel_reason";
 
 /// A timer row before its JSON column is parsed (rusqlite's row mapping
 /// cannot return a JSON error).
@@ -911,6 +911,8 @@ fn timer_row(row: &Row<'_>) -> rusqlite::Result<TimerRow> {
             status: stored(row, 11, "timers.status")?,
             fired_seq: row.get(12)?,
             closed_at_ms: row.get(13)?,
+            cancelled_by: row.get(14)?,
+            cancel_reason: row.get(15)?,
         },
         data: row.get(4)?,
     })

@@ -517,6 +517,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX timers_expecting ON timers (entity, expect_type)
         WHERE status = 'pending' AND expect_type IS NOT NULL;
     ",
+    // 18: who cancelled a pending timer by hand, and why (`POST
+    // /v1/timers/cancel`); null for every other way a timer closes.
+    "
+    ALTER TABLE timers ADD COLUMN cancelled_by TEXT;
+    ALTER TABLE timers ADD COLUMN cancel_reason TEXT;
+    ",
 ];
 
 /// The schema version this build reads and writes.

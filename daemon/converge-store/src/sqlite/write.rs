@@ -7,8 +7,8 @@ use crate::StoreError;
 use crate::records::{
     ActionHistoryKind, ActionOutcome, ActionStatus, Appended, DeadLetterChange, DeadLetterOp,
     DeadLetterOutcome, ExpectedArrival, FiredTimer, GateChange, NewEvent, NewTimer, OpenSpan,
-    OutcomeKind, PendingAction, ProcessedEvent, SkippedTimer, WriteBatch, WriteResult,
-    catch_up_name, timer_kind_columns,
+    OutcomeKind, PendingAction, ProcessedEvent, SkippedTimer, TimerCancellation, WriteBatch,
+    WriteResult, catch_up_name, timer_kind_columns,
 };
 
 /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
@@ -60,6 +60,11 @@ fn write_in(w: &mut Statements<'_>, batch: &WriteBatch) -> Result<WriteResult, S
     result.dead_lettered = record_outcomes(w, &batch.outcomes)?;
     for change in &batch.dead_letters {
         result.dead_letters.push(change_dead_letter(w, change)?);
+    }
+    for cancellation in &batch.timer_cancellations {
+        let cancelled = cancel_timers(w, cancellation)?;
+        result.timers_cancelled += cancelled;
+        result.cancelled_by_people.push(cancelled);
     }
     for state in &batch.source_state {
         w.get(
@@ -564,6 +569,34 @@ fn add_history(
         by_and_reason.map(|(_, reason)| reason)
     ])?;
     Ok(())
+}
+
+/// Cancels the pending timers a person named, the soonest due first; only
+/// pending ones, so a timer fired meanwhile is left as it is.
+fn cancel_timers(
+    w: &mut Statements<'_>,
+    cancel: &TimerCancellation,
+) -> Result<usize, StoreError> {
+    Ok(w.get(
+        "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1,
+                           cancelled_by = ?2, cancel_reason = ?3
+         WHERE status = 'pending' AND id IN (
+             SELECT t.id FROM timers t INDEXED BY timers_due
+             WHERE t.status = 'pending'
+               AND t.rule_version IN (SELECT id FROM rule_versions
+                                      WHERE rule = ?4 AND (?5 IS NULL OR hash = ?5))
+               AND (?6 IS NULL OR t.entity = ?6)
+             ORDER BY t.due_at_ms, t.id LIMIT ?7)",
+    )?
+    .execute(params![
+        cancel.at_ms,
+        cancel.by,
+        cancel.reason,
+        cancel.rule,
+        cancel.version,
+        cancel.entity,
+        i64::try_from(cancel.limit).unwrap_or(i64::MAX),
+    ])?)
 }
 
 /// Retries or drops a dead letter, only while it is one.

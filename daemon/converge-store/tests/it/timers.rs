@@ -1,7 +1,7 @@
 use converge_model::{CatchUp, EntityKey};
 use converge_store::{
     Appended, ExpectedArrival, FiredTimer, NewEvent, NewTimer, ProcessedEvent, SkippedTimer,
-    StoreError, TimerKind, TimerRecordKind, TimerStatus, WriteBatch,
+    StoreError, TimerCancellation, TimerKind, TimerRecordKind, TimerStatus, WriteBatch,
 };
 use serde_json::json;
 
@@ -494,7 +494,76 @@ fn pending_timers_are_counted_by_the_rule_version_that_made_them(db: &TestDb) {
     );
 }
 
+/// A person cancels the pending timers of a rule (of one version, about one
+/// entity): the soonest due first, up to the limit, each with who and why;
+/// fired timers and other rules' stay as they are.
+fn people_cancel_the_pending_timers_of_a_rule_with_who_and_why(db: &TestDb) {
+    let made = |rule: &str, hash: &str, entity: &str, due_at_ms| NewTimer {
+        rule: rule.into(),
+        rule_hash: hash.into(),
+        ..timer(entity, TimerKind::Schedule, "task.late", due_at_ms)
+    };
+    let mut store = store_with_timers(
+        db,
+        vec![
+            made("stalled", "v1", "task/T-1", 1_000),
+            made("stalled", "v2", "task/T-1", 2_000),
+            made("stalled", "v1", "task/T-2", 3_000),
+            made("stalled", "v1", "task/T-1", 4_000),
+            made("digest", "d1", "task/T-1", 5_000),
+        ],
+    );
+    store.write(&fires(&[1])).unwrap();
+    let cancel = |version: Option<&str>, entity: Option<&str>, limit| TimerCancellation {
+        rule: "stalled".into(),
+        version: version.map(String::from),
+        entity: entity.map(String::from),
+        limit,
+        by: "ana".into(),
+        reason: "the ladder changed".into(),
+        at_ms: 9_000,
+    };
+    let result = store
+        .write(&WriteBatch {
+            timer_cancellations: vec![
+                // Version v1 about T-1: timer 1 fired already, so only 4.
+                cancel(Some("v1"), Some("task/T-1"), 10),
+                // Then any version, the soonest one left: timer 2.
+                cancel(None, None, 1),
+                cancel(Some("v9"), None, 10),
+            ],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(result.cancelled_by_people, vec![1, 1, 0]);
+    assert_eq!(result.timers_cancelled, 2);
+    let state = |entity: &str| -> Vec<(i64, TimerStatus, Option<String>, Option<String>)> {
+        store
+            .entity_timers(&EntityKey::parse(entity).unwrap(), false, 10)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.id, t.status, t.cancelled_by, t.cancel_reason))
+            .collect()
+    };
+    let by_ana = || (Some("ana".to_string()), Some("the ladder changed".to_string()));
+    assert_eq!(
+        state("task/T-1"),
+        vec![
+            (5, TimerStatus::Pending, None, None),
+            (4, TimerStatus::Cancelled, by_ana().0, by_ana().1),
+            (2, TimerStatus::Cancelled, by_ana().0, by_ana().1),
+            (1, TimerStatus::Fired, None, None),
+        ]
+    );
+    // T-2's timer (3) and the other rule's (5) still wait.
+    assert_eq!(store.pending_timer_count().unwrap(), 2);
+    // A cancelled timer is not fired.
+    let fired = store.write(&fires(&[4])).unwrap();
+    assert_eq!(fired.fired, vec![None]);
+}
+
 conformance!(
+    people_cancel_the_pending_timers_of_a_rule_with_who_and_why,
     pending_timers_are_counted_by_the_rule_version_that_made_them,
     timers_are_created_with_the_processing_and_read_in_due_order,
     a_timer_fires_exactly_once,
