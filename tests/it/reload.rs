@@ -207,6 +207,147 @@ async fn rules_and_health_counts_the_timers_waiting_on_each_version_and_on_rules
     assert_eq!(waiting_cell(&page, "greet"), "0");
 }
 
+/// `converge timers cancel`, run as a person would, with the admin token.
+fn cancel_timers(ws: &Workspace, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["timers", "cancel"])
+        .args(args)
+        .arg("--config")
+        .arg(ws.config())
+        .env("CONVERGE_ADMIN_TOKEN", crate::support::ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Each timer of an entity, as `/v1/entities/.../timers` lists them:
+/// (status, who cancelled it, why).
+async fn timer_states(daemon: &Daemon, task: &str) -> Vec<(String, Value, Value)> {
+    let (code, body) = daemon
+        .get(&format!("/v1/entities/task/{task}/timers"))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let timers: Value = serde_json::from_str(&body).unwrap();
+    timers["timers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["status"].as_str().unwrap().to_string(),
+                t["cancelled_by"].clone(),
+                t["cancel_reason"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timers_an_earlier_version_made_are_cancelled_with_who_and_why_and_never_fire() {
+    let ws = Workspace::new(
+        &[("remind", &reminding("v1"))],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+    );
+    ws.listen_on_free_port();
+    let daemon = ws.start();
+    let update =
+        |id: &str, task: &str| event(id, "task.updated", &format!("task/{task}"), json!({}));
+    let send = |id: &'static str, task: &'static str| {
+        let daemon = &daemon;
+        async move {
+            assert_eq!(daemon.send_event(&update(id, task)).await.0, 202);
+            daemon
+                .wait_for_trail(id, |t| !t["processed_at_ms"].is_null())
+                .await;
+        }
+    };
+    send("u-1", "T-1").await;
+    send("u-2", "T-2").await;
+    let v1 = status(&daemon).await["rules"][0]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(ws.dir.path().join("remind.rhai"), reminding("v2")).unwrap();
+    wait_for_status(&daemon, |s| s["rules"][0]["hash"] != v1.as_str()).await;
+    send("u-3", "T-3").await;
+
+    // What a person gets wrong is refused, and nothing is cancelled.
+    let (ok, _, err) = cancel_timers(
+        &ws,
+        &[
+            "--rule", "remind", "--entity", "T-1", "--by", "ana", "--reason", "x",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("`entity` is a key like `task/JIRA-7`"),
+        "{err}"
+    );
+
+    let reason = "the reminder moved to the new ladder";
+    let (ok, out, err) = cancel_timers(
+        &ws,
+        &[
+            "--rule",
+            "remind",
+            "--version",
+            &v1,
+            "--by",
+            "ana",
+            "--reason",
+            reason,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("cancelled 2 pending timer(s) of rule remind version {v1}; none of them will fire")
+    );
+    let cancelled = ("cancelled".to_string(), json!("ana"), json!(reason));
+    assert_eq!(timer_states(&daemon, "T-1").await, vec![cancelled.clone()]);
+    assert_eq!(timer_states(&daemon, "T-2").await, vec![cancelled]);
+    let (_, page) = daemon.get("/ui/health").await;
+    assert_eq!(waiting_cell(&page, "remind"), "1");
+    let (_, page) = daemon.get("/ui/records/task/T-1").await;
+    assert!(
+        page.contains(&format!("<small>by ana: {reason}</small>")),
+        "{page}"
+    );
+    let out = ws.converge(&["explain", "--entity", "task/T-1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(": cancelled at "), "{text}");
+    assert!(text.contains(&format!(" by ana: {reason}")), "{text}");
+
+    // A day later only the new version's reminder fires.
+    daemon.advance_clock("25h").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while timer_states(&daemon, "T-3").await[0].0 != "fired" {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(timer_states(&daemon, "T-1").await[0].0, "cancelled");
+    // Again: nothing is left to cancel.
+    let (ok, out, _) = cancel_timers(
+        &ws,
+        &["--rule", "remind", "--by", "ana", "--reason", reason],
+    );
+    assert!(ok);
+    assert_eq!(
+        out.trim(),
+        "no pending timer of rule remind: nothing cancelled"
+    );
+    assert_eq!(
+        daemon
+            .metric("converge_timers_cancelled_by_people_total")
+            .await,
+        2.0
+    );
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_when_watching_is_off() {

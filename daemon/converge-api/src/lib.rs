@@ -11,6 +11,7 @@
 //!   `POST /v1/gates/{kind}/{id}/override`;
 //! - [`dlq`]: `GET /v1/dlq`, `GET /v1/dlq/{id}`, and
 //!   `POST /v1/dlq/{id}/retry|drop`;
+//! - [`timers`]: `POST /v1/timers/cancel`;
 //! - [`clock`]: `GET` and `POST /v1/clock`;
 //! - [`ErrorBody`]: every error answer.
 
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod dlq;
 pub mod gates;
 pub mod status;
+pub mod timers;
 
 /// A time as the API writes it: RFC 3339 in UTC with milliseconds
 /// (`2026-11-25T10:00:00.000Z`), whatever its precision.

@@ -74,8 +74,8 @@ pub use records::{
     GateRecord, HeldSendRecord, HeldSendStatus, JournaledEvent, LeaseRecord, NewAction,
     NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction, ProcessedEvent,
     PruneCandidate, PrunePage, RecentRuleFailure, RetryingAction, RuleActivity, RuleTimers,
-    SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerKind, TimerRecord, TimerRecordKind,
-    TimerCancellation, TimerStatus, WriteBatch, WriteResult, idempotency_key, instance_hex,
+    SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerCancellation, TimerKind, TimerRecord,
+    TimerRecordKind, TimerStatus, WriteBatch, WriteResult, idempotency_key, instance_hex,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of

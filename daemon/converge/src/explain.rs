@@ -231,8 +231,13 @@ fn timer_line(timer: &TimerRecord) -> String {
         .closed_at_ms
         .map(|at| format!(" at {}", millis(at)))
         .unwrap_or_default();
+    let by = match (&timer.cancelled_by, &timer.cancel_reason) {
+        (Some(by), Some(reason)) => format!(" by {by}: {reason}"),
+        (Some(by), None) => format!(" by {by}"),
+        _ => String::new(),
+    };
     format!(
-        "  {}  {}{until} by rule {}, due {}: {}{closed}",
+        "  {}  {}{until} by rule {}, due {}: {}{closed}{by}",
         timer.event_type,
         timer.kind.name(),
         timer.rule,

@@ -36,7 +36,7 @@ use std::time::Instant;
 use converge_model::Event;
 use converge_store::{
     ActionOutcome, Appended, DeadLetterChange, DeadLetterOutcome, FiredTimer, NewEvent,
-    PendingAction, ProcessedEvent, SkippedTimer, SourceState, Store, WriteBatch,
+    PendingAction, ProcessedEvent, SkippedTimer, SourceState, Store, TimerCancellation, WriteBatch,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -116,6 +116,11 @@ enum Request {
         changes: Vec<DeadLetterChange>,
         reply: oneshot::Sender<Result<Vec<DeadLetterOutcome>, String>>,
     },
+    /// A person cancels pending timers; the answer is how many.
+    CancelTimers {
+        cancellation: TimerCancellation,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
     /// Retention: events to remove (`WriteBatch::prune`).
     Prune {
         seqs: Vec<i64>,
@@ -131,6 +136,7 @@ impl Request {
             Request::Timers { fire, skip, .. } => fire.len() + skip.len(),
             Request::Outcomes { outcomes, .. } => outcomes.len(),
             Request::DeadLetters { changes, .. } => changes.len(),
+            Request::CancelTimers { .. } => 1,
             Request::Prune { seqs, .. } => seqs.len(),
         }
     }
@@ -334,6 +340,25 @@ impl Journal {
             .map_err(JournalError::Storage)
     }
 
+    /// Cancels the pending timers `cancellation` names (at most its limit),
+    /// in a commit of its own or with other writes; returns how many.
+    pub async fn cancel_timers(
+        &self,
+        cancellation: TimerCancellation,
+    ) -> Result<usize, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::CancelTimers {
+                cancellation,
+                reply,
+            })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        rx.await
+            .map_err(|_| JournalError::Closed)?
+            .map_err(JournalError::Storage)
+    }
+
     /// Removes the events of `seqs` that may still go (retention), in a
     /// commit of their own or with other writes; returns how many went.
     /// Not retried on failure: the next round finds them again.
@@ -515,6 +540,9 @@ impl Writer {
                 Ok(Some(Request::DeadLetters { reply, .. })) => {
                     let _ = reply.send(Err(refusal.clone()));
                 }
+                Ok(Some(Request::CancelTimers { reply, .. })) => {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
                 Ok(Some(Request::Prune { reply, .. })) => {
                     let _ = reply.send(Err(refusal.clone()));
                 }
@@ -567,6 +595,9 @@ impl Writer {
                 Request::DeadLetters { changes, .. } => {
                     batch.dead_letters.extend(changes.iter().cloned())
                 }
+                Request::CancelTimers { cancellation, .. } => {
+                    batch.timer_cancellations.push(cancellation.clone())
+                }
                 Request::Prune { seqs, .. } => batch.prune.extend(seqs.iter().copied()),
             }
         }
@@ -593,6 +624,9 @@ impl Writer {
                             let _ = reply.send(Err(error.clone()));
                         }
                         Request::DeadLetters { reply, .. } => {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        Request::CancelTimers { reply, .. } => {
                             let _ = reply.send(Err(error.clone()));
                         }
                         Request::Prune { reply, .. } => {
@@ -674,6 +708,7 @@ impl Writer {
         let mut processed = Vec::new();
         let mut retried = Vec::new();
         let mut dead_letters = written.dead_letters.into_iter();
+        let mut cancelled_by_people = written.cancelled_by_people.into_iter();
         let mut pruned = written.pruned;
         for request in requests {
             match request {
@@ -694,6 +729,9 @@ impl Writer {
                         }
                     }
                     let _ = reply.send(Ok(outcomes));
+                }
+                Request::CancelTimers { reply, .. } => {
+                    let _ = reply.send(Ok(cancelled_by_people.next().unwrap_or_default()));
                 }
                 // One pruner asks at a time; the count is the batch's.
                 Request::Prune { reply, .. } => {

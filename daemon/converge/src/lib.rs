@@ -36,6 +36,7 @@ mod status;
 mod telemetry;
 mod timer_wake;
 mod timers;
+mod timers_cli;
 mod topology;
 mod web;
 
@@ -105,6 +106,9 @@ enum Command {
     /// Dead letters: actions that failed for good. `list`, `show <id>`,
     /// and `retry <id>` / `drop <id>` with who and why (admin token).
     Dlq(dlq::DlqArgs),
+    /// Pending timers: `cancel --rule R [--version H] [--entity E]` with who
+    /// and why (admin token), after an edit or a removal of the rule.
+    Timers(timers_cli::TimersArgs),
     /// Copy the live SQLite database to a new file (the daemon may be
     /// running), as a new instance: what to restore a damaged database from.
     Backup(backup::BackupArgs),
@@ -227,6 +231,7 @@ pub fn main() -> ExitCode {
             },
             Command::Gates(args) => gates::run(args).await,
             Command::Dlq(args) => dlq::run(args).await,
+            Command::Timers(args) => timers_cli::run(args).await,
             Command::Sink { listen } => match sink::run(listen).await {
                 Ok(()) => Exit::Ok.into(),
                 Err(e) => {

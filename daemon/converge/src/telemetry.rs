@@ -113,6 +113,7 @@ pub struct Metrics {
     pub dead_letters: Gauge<i64, AtomicI64>,
     pub dead_letters_retried: Counter,
     pub dead_letters_dropped: Counter,
+    pub timers_cancelled_by_people: Counter,
     pub connections_timed_out: Counter,
     /// Connections answered 503 and closed at `server.max_connections`.
     pub connections_refused: Counter,
@@ -390,6 +391,12 @@ impl Metrics {
             "Dead letters a person put back to pending",
             dead_letters_retried.clone(),
         );
+        let timers_cancelled_by_people = Counter::default();
+        registry.register(
+            "timers_cancelled_by_people",
+            "Pending timers a person cancelled (POST /v1/timers/cancel)",
+            timers_cancelled_by_people.clone(),
+        );
         let dead_letters_dropped = Counter::default();
         registry.register(
             "dead_letters_dropped",
@@ -481,6 +488,7 @@ impl Metrics {
             dead_letters,
             dead_letters_retried,
             dead_letters_dropped,
+            timers_cancelled_by_people,
             connections_timed_out,
             connections_refused,
             outcomes_fenced,
@@ -614,6 +622,11 @@ impl Metrics {
     pub fn dead_letter_dropped(&self, action_id: i64, by: &str) {
         tracing::warn!(action_id, by, "dead letter dropped");
         self.dead_letters_dropped.inc();
+    }
+
+    pub fn timers_cancelled(&self, rule: &str, cancelled: usize, by: &str) {
+        tracing::warn!(rule, cancelled, by, "pending timers cancelled by a person");
+        self.timers_cancelled_by_people.inc_by(cancelled as u64);
     }
 
     pub fn set_queue_depth(&self, queue: &'static str, depth: usize) {

@@ -46,6 +46,7 @@ use crate::telemetry::{Metrics, RejectReason};
 pub(crate) mod console;
 pub(crate) mod dlq;
 mod serve;
+mod timers;
 
 pub use serve::{Limits, serve};
 
@@ -118,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dlq/{id}", get(dlq::show))
         .route("/v1/dlq/{id}/retry", post(dlq::retry))
         .route("/v1/dlq/{id}/drop", post(dlq::drop))
+        .route("/v1/timers/cancel", post(timers::cancel))
         .route("/v1/clock", get(clock_now).post(move_clock))
         .merge(console::routes())
         .route_layer(axum::middleware::from_fn_with_state(

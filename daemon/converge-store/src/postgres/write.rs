@@ -29,7 +29,8 @@ use super::{Conn, PostgresStore, Session, outbox, sql_partition};
 use crate::records::{
     ActionLease, Appended, ExpectedArrival, FiredTimer, GateChange, NewAction, NewDecision,
     NewEvent, NewTimer, OpenSpan, PendingAction, ProcessedEvent, SkippedTimer, SourceState,
-    TimerCancellation, TimerKind, TimerStatus, WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
+    TimerCancellation, TimerKind, TimerStatus, WriteBatch, WriteResult, catch_up_name,
+    timer_kind_columns,
 };
 use crate::{StoreError, event_partition, partition_of};
 

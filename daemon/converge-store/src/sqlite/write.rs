@@ -573,10 +573,7 @@ fn add_history(
 
 /// Cancels the pending timers a person named, the soonest due first; only
 /// pending ones, so a timer fired meanwhile is left as it is.
-fn cancel_timers(
-    w: &mut Statements<'_>,
-    cancel: &TimerCancellation,
-) -> Result<usize, StoreError> {
+fn cancel_timers(w: &mut Statements<'_>, cancel: &TimerCancellation) -> Result<usize, StoreError> {
     Ok(w.get(
         "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1,
                            cancelled_by = ?2, cancel_reason = ?3

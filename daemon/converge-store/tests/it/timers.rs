@@ -545,7 +545,12 @@ fn people_cancel_the_pending_timers_of_a_rule_with_who_and_why(db: &TestDb) {
             .map(|t| (t.id, t.status, t.cancelled_by, t.cancel_reason))
             .collect()
     };
-    let by_ana = || (Some("ana".to_string()), Some("the ladder changed".to_string()));
+    let by_ana = || {
+        (
+            Some("ana".to_string()),
+            Some("the ladder changed".to_string()),
+        )
+    };
     assert_eq!(
         state("task/T-1"),
         vec![

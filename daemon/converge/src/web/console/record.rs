@@ -297,7 +297,12 @@ fn timers(timers: &[TimerRecord], now: DateTime<Utc>) -> Markup {
                             td { (timer.kind.name()) @if let Some(t) = &timer.expect_type { small { " until " (t) } } }
                             td { (timer.rule) }
                             td { (when_ms(timer.due_at_ms, now)) }
-                            td { (timer.status.name()) @if let Some(at) = timer.closed_at_ms { small { " " (when_ms(at, now)) } } }
+                            td {
+                                (timer.status.name()) @if let Some(at) = timer.closed_at_ms { small { " " (when_ms(at, now)) } }
+                                @if let Some(by) = &timer.cancelled_by {
+                                    br; small { "by " (by) @if let Some(reason) = &timer.cancel_reason { ": " (reason) } }
+                                }
+                            }
                         }
                     }
                 }
