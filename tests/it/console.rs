@@ -930,3 +930,107 @@ async fn control_characters_from_an_event_show_on_the_page() {
         );
     }
 }
+
+/// A rule that schedules a reminder a day after each task update; `tag`
+/// makes each version's source (and hash) its own.
+fn reminding(tag: &str) -> String {
+    format!(
+        "// {tag}\nif event.type == \"task.updated\" {{ schedule(\"24h\", \"task.reminder\"); }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timers_of_an_earlier_version_and_of_a_removed_rule_are_cancelled_from_rules_and_health()
+ {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let ws = Workspace::new(
+        &[("remind", &reminding("v1")), ("digest", &reminding("d1"))],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+    );
+    let daemon = ws.start();
+    let send = |id: &'static str, task: &'static str| {
+        let daemon = &daemon;
+        async move {
+            let update = event(id, "task.updated", &format!("task/{task}"), json!({}));
+            assert_eq!(daemon.send_event(&update).await.0, 202);
+            daemon
+                .wait_for_trail(id, |t| !t["processed_at_ms"].is_null())
+                .await;
+        }
+    };
+    send("u-1", "T-1").await;
+    send("u-2", "T-2").await;
+    // remind is edited (its two reminders are the earlier version's), then
+    // digest is taken out of the config (its three wait on a rule gone).
+    let (_, status) = daemon.get("/v1/status").await;
+    std::fs::write(ws.dir.path().join("remind.rhai"), reminding("v2")).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.get("/v1/status").await.1 == status {
+        assert!(std::time::Instant::now() < deadline, "never reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send("u-3", "T-3").await;
+    drop(daemon);
+    let digest = ws.dir.path().join("digest.rhai").display().to_string();
+    ws.edit_config(&format!(", {digest:?}"), "");
+    let daemon = ws.start();
+
+    // Reading without a session: the counts, no form.
+    browser.goto(&format!("{}/ui/health", daemon.url)).await;
+    browser
+        .wait_for_text(
+            "#rules",
+            "Timers still waiting from rules no longer loaded",
+            WAIT,
+        )
+        .await;
+    assert!(!browser.page_source().await.contains("cancel-timers"));
+
+    sign_in(&browser, &daemon, "ana", "/ui/health").await;
+    let forms = browser.texts_of("form.cancel-timers span").await;
+    assert_eq!(
+        forms,
+        [
+            "digest: 3 timer(s) of a rule no longer loaded",
+            "remind: 2 timer(s) from an earlier version"
+        ]
+    );
+    browser.screenshot("health-stale-timers").await;
+    // The removed rule's first (the forms are in rule order).
+    browser
+        .fill("form.cancel-timers input[name=reason]", "digest retired")
+        .await;
+    browser.submit("form.cancel-timers").await;
+    browser
+        .wait_for_text(".notice", "3 timer(s) of digest cancelled by ana", WAIT)
+        .await;
+    assert!(!browser.page_source().await.contains("timers-of-rules-gone"));
+    browser
+        .fill(
+            "form.cancel-timers input[name=reason]",
+            "the ladder changed",
+        )
+        .await;
+    browser.submit("form.cancel-timers").await;
+    browser
+        .wait_for_text(".notice", "2 timer(s) of remind cancelled by ana", WAIT)
+        .await;
+    let page = browser.page_source().await;
+    assert!(!page.contains("cancel-timers"), "{page}");
+    assert!(!page.contains("from an earlier version"), "{page}");
+    // The new version's reminder still waits; the others say who and why.
+    let (_, timers) = daemon.get("/v1/entities/task/T-3/timers").await;
+    assert!(timers.contains(r#""status":"pending""#), "{timers}");
+    let (_, timers) = daemon.get("/v1/entities/task/T-1/timers").await;
+    let timers: serde_json::Value = serde_json::from_str(&timers).unwrap();
+    let reasons: Vec<&str> = timers["timers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["cancel_reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{timers}");
+    assert!(reasons.contains(&"digest retired") && reasons.contains(&"the ladder changed"));
+}

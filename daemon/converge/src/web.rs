@@ -46,7 +46,7 @@ use crate::telemetry::{Metrics, RejectReason};
 pub(crate) mod console;
 pub(crate) mod dlq;
 mod serve;
-mod timers;
+pub(crate) mod timers;
 
 pub use serve::{Limits, serve};
 

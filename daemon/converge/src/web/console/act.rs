@@ -1,15 +1,19 @@
 //! Acting from the console: overriding a held gate, retrying or dropping a
-//! dead letter, retrying the dead letters a Needs action page shows. Each needs a session signed in with the admin token and the
-//! session's CSRF token, and goes through the same code as the `/v1` API
-//! (`web::journal_override`, `web::dlq::change_dead_letter`), so it is
-//! journaled with who and why exactly like `converge gates override` and
-//! `converge dlq retry|drop`. The answer is a redirect back to the record,
+//! dead letter, retrying the dead letters a Needs action page shows,
+//! cancelling the timers of earlier or removed rule versions. Each needs a
+//! session signed in with the admin token and the session's CSRF token,
+//! and goes through the same code as the `/v1` API
+//! (`web::journal_override`, `web::dlq::change_dead_letter`,
+//! `web::timers::cancel_timers`), so it is journaled with who and why
+//! exactly like `converge gates override`, `converge dlq retry|drop` and
+//! `converge timers cancel`. The answer is a redirect back to the record,
 //! with what happened as a notice.
 
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use converge_api::timers::CancelTimers;
 use converge_model::EntityKey;
 use converge_store::DeadLetterOp;
 use serde::Deserialize;
@@ -258,4 +262,74 @@ pub async fn retry_shown(
         notice.push_str(&format!("; {passed} passed over: no longer dead letters"));
     }
     back_to(&back, &notice, "")
+}
+
+#[derive(Deserialize)]
+pub struct CancelTimersForm {
+    csrf: String,
+    reason: String,
+    rule: String,
+    /// The rule versions whose timers to cancel, comma-separated; empty:
+    /// every version (a removed rule's).
+    #[serde(default)]
+    versions: String,
+}
+
+/// `POST /ui/timers/cancel`: cancels the pending timers that earlier
+/// versions of a rule (or a removed rule) made, as one `converge timers
+/// cancel` per version, each timer keeping who and why.
+pub async fn cancel_timers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CancelTimersForm>,
+) -> Response {
+    let viewer = match actor(&state, &headers, &form.csrf) {
+        Ok(viewer) => viewer,
+        Err(page) => return *page,
+    };
+    let versions: Vec<Option<String>> = match form
+        .versions
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| Some(v.to_string()))
+        .collect::<Vec<_>>()
+    {
+        versions if versions.is_empty() => vec![None],
+        versions => versions,
+    };
+    let mut cancelled = 0;
+    for version in versions {
+        let request = match (CancelTimers {
+            rule: form.rule.clone(),
+            version,
+            entity: None,
+            by: viewer.who.clone(),
+            reason: form.reason.clone(),
+        })
+        .validate()
+        {
+            Ok(request) => request,
+            Err(e) => return error_page(StatusCode::BAD_REQUEST, "Nothing was cancelled", &e),
+        };
+        match crate::web::timers::cancel_timers(&state, request).await {
+            Ok(n) => cancelled += n,
+            Err(e) => {
+                return error_page(
+                    e.status(),
+                    "Not every timer was cancelled",
+                    &format!("{cancelled} cancelled, then: {}", e.message()),
+                );
+            }
+        }
+    }
+    back_to(
+        "/ui/health",
+        &format!(
+            "{cancelled} timer(s) of {} cancelled by {}",
+            form.rule.trim(),
+            viewer.who
+        ),
+        "#rules",
+    )
 }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
@@ -16,6 +16,7 @@ use converge_store::{RuleActivity, RuleTimers};
 use maud::{Markup, html};
 
 use super::needs_action::Row;
+use super::session::Viewer;
 use super::{Page, Section, answer, read, span, when};
 use crate::cluster::{Duty, Member};
 use crate::config::Config;
@@ -171,8 +172,18 @@ struct Standing {
     members: Option<Vec<Member>>,
 }
 
+#[derive(serde::Deserialize)]
+pub struct HealthQuery {
+    /// What an action from this page did (cancelling timers).
+    notice: Option<String>,
+}
+
 /// `GET /ui/health`.
-pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn page(
+    State(state): State<AppState>,
+    Query(query): Query<HealthQuery>,
+    headers: HeaderMap,
+) -> Response {
     let now = state.clock.now();
     let since = now - Duration::hours(24);
     let version = match super::version_or_unchanged(&state, &headers, now).await {
@@ -214,6 +225,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
             now,
         }
         .render(html! {
+            (super::notice(query.notice.as_deref()))
             section.summary {
                 dl {
                     dt { "converge" } dd { (env!("CARGO_PKG_VERSION")) small { " up " (span((wall - state.started_at).num_seconds())) } }
@@ -244,6 +256,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
                 }
                 (rule_table(&rules, &standing.activity, &standing.rule_timers))
                 (timers_of_rules_gone(&rules, &standing.rule_timers))
+                (cancel_forms(&stale_timers(&rules, &standing.rule_timers), viewer.as_ref()))
                 @if standing.timers_pending > TIMERS_COUNTED as i64 {
                     p { small { "Waiting timers are counted among the " (TIMERS_COUNTED) " due soonest of " (standing.timers_pending) "." } }
                 }
@@ -413,6 +426,77 @@ fn timers_of_rules_gone(rules: &crate::reload::LoadedRules, timers: &[RuleTimers
                     b { (rule) } " (" (n) ")"
                 }
                 ". They fire as planned, and the rules loaded then decide their events."
+            }
+        }
+    }
+}
+
+/// Timers a rule version no longer loaded made: an earlier version of a
+/// loaded rule's, or a removed rule's.
+#[derive(Debug, PartialEq)]
+struct StaleTimers<'a> {
+    rule: &'a str,
+    /// The versions that made them; all of the rule's when it is gone.
+    versions: Vec<&'a str>,
+    pending: i64,
+    gone: bool,
+}
+
+fn stale_timers<'a>(
+    rules: &crate::reload::LoadedRules,
+    timers: &'a [RuleTimers],
+) -> Vec<StaleTimers<'a>> {
+    let loaded = |name: &str| {
+        rules
+            .live
+            .rules()
+            .iter()
+            .chain(rules.shadow.rules())
+            .find(|r| r.name == name)
+            .map(|r| r.hash.as_str())
+    };
+    let mut stale: Vec<StaleTimers<'a>> = Vec::new();
+    for t in timers {
+        let current = loaded(&t.rule);
+        if current == Some(t.rule_hash.as_str()) {
+            continue;
+        }
+        match stale.last_mut() {
+            Some(last) if last.rule == t.rule => {
+                last.versions.push(&t.rule_hash);
+                last.pending += t.pending;
+            }
+            _ => stale.push(StaleTimers {
+                rule: &t.rule,
+                versions: vec![&t.rule_hash],
+                pending: t.pending,
+                gone: current.is_none(),
+            }),
+        }
+    }
+    stale
+}
+
+/// For a person who may act: a form per rule to cancel the timers its
+/// earlier versions made, or a removed rule's, with why (kept with each).
+fn cancel_forms(stale: &[StaleTimers<'_>], viewer: Option<&Viewer>) -> Markup {
+    let Some(viewer) = viewer.filter(|v| v.can_act) else {
+        return html! {};
+    };
+    html! {
+        @for timers in stale {
+            form.act.cancel-timers method="post" action="/ui/timers/cancel" {
+                input type="hidden" name="csrf" value=(viewer.csrf);
+                input type="hidden" name="rule" value=(timers.rule);
+                // A removed rule's: every version of it.
+                input type="hidden" name="versions" value=(if timers.gone { String::new() } else { timers.versions.join(",") });
+                span {
+                    b { (breakable(timers.rule)) } ": "
+                    (timers.pending)
+                    @if timers.gone { " timer(s) of a rule no longer loaded" } @else { " timer(s) from an earlier version" }
+                }
+                input name="reason" required maxlength="2000" placeholder="why (kept with each)" aria-label={ "Reason to cancel the timers of " (timers.rule) };
+                button type="submit" { "Cancel them" }
             }
         }
     }

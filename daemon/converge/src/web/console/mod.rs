@@ -87,6 +87,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/health", get(health::page))
         .route("/ui/records/{kind}/{id}/override", post(act::override_gate))
         .route("/ui/dead-letters/retry", post(act::retry_shown))
+        .route("/ui/timers/cancel", post(act::cancel_timers))
         .route("/ui/dead-letters/{id}/{op}", post(act::dead_letter))
         .route("/ui/logout", post(session::logout))
 }
