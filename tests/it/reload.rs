@@ -275,6 +275,24 @@ async fn the_timers_an_earlier_version_made_are_cancelled_with_who_and_why_and_n
     wait_for_status(&daemon, |s| s["rules"][0]["hash"] != v1.as_str()).await;
     send("u-3", "T-3").await;
 
+    // `converge status` says what waits on the earlier version, and how to
+    // cancel it.
+    let seen = status(&daemon).await;
+    assert_eq!(
+        seen["stale_timers"],
+        json!([{"rule": "remind", "version": v1, "pending": 2, "rule_gone": false}])
+    );
+    let out = ws.converge(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("  remind  {v1}  2 pending, an earlier version\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("cancel: converge timers cancel --rule RULE"),
+        "{text}"
+    );
+
     // What a person gets wrong is refused, and nothing is cancelled.
     let (ok, _, err) = cancel_timers(
         &ws,
@@ -312,6 +330,9 @@ async fn the_timers_an_earlier_version_made_are_cancelled_with_who_and_why_and_n
     assert_eq!(timer_states(&daemon, "T-2").await, vec![cancelled]);
     let (_, page) = daemon.get("/ui/health").await;
     assert_eq!(waiting_cell(&page, "remind"), "1");
+    assert_eq!(status(&daemon).await["stale_timers"], json!([]));
+    let out = ws.converge(&["status"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("no longer loaded"));
     let (_, page) = daemon.get("/ui/records/task/T-1").await;
     assert!(
         page.contains(&format!("<small>by ana: {reason}</small>")),

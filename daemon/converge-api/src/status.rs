@@ -28,10 +28,27 @@ pub struct Status {
     /// Actions that failed for good, waiting for a person (`/v1/dlq`).
     pub dead_letters: i64,
     pub timers_pending: i64,
+    /// Pending timers that a rule version not loaded now made (an earlier
+    /// version of a loaded rule, or a removed rule), counted among the
+    /// 10,000 due soonest. They fire as planned unless a person cancels
+    /// them (`POST /v1/timers/cancel`). Absent from older daemons' answers.
+    #[serde(default)]
+    pub stale_timers: Vec<StaleTimers>,
     /// Whether the daemon can write to its database.
     pub storage: Storage,
     /// `null` unless daemons share the database (PostgreSQL).
     pub cluster: Option<Cluster>,
+}
+
+/// The pending timers one rule version made that is not loaded now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleTimers {
+    pub rule: String,
+    /// The version's hash.
+    pub version: String,
+    pub pending: i64,
+    /// No version of the rule is loaded: it was removed from the config.
+    pub rule_gone: bool,
 }
 
 /// Whether writing to the database works. While it fails, new events are
@@ -198,6 +215,12 @@ mod tests {
             actions_pending: 1,
             dead_letters: 0,
             timers_pending: 2,
+            stale_timers: vec![StaleTimers {
+                rule: "greet".into(),
+                version: "89abcdef01234567".into(),
+                pending: 1,
+                rule_gone: false,
+            }],
             storage: Storage {
                 state: StorageState::Ok,
                 since: None,
@@ -229,6 +252,8 @@ mod tests {
                 "actions_pending": 1,
                 "dead_letters": 0,
                 "timers_pending": 2,
+                "stale_timers": [{"rule": "greet", "version": "89abcdef01234567",
+                                  "pending": 1, "rule_gone": false}],
                 "storage": {"state": "ok", "since": null, "error": null},
                 "cluster": null,
             }),

@@ -202,7 +202,10 @@ fn renew_leases(shared: &Shared, reader: &Store, leases: &ActionLeases) {
         .iter()
         .filter_map(|(id, token)| token.map(|token| (*id, token)))
         .collect();
+    let health = shared.journal.health();
     if held.is_empty() {
+        // No lease left to renew: a failure to renew those is over too.
+        health.succeeded(ACTION_LEASES);
         return;
     }
     let renewed = tokio::task::block_in_place(|| {
@@ -210,7 +213,6 @@ fn renew_leases(shared: &Shared, reader: &Store, leases: &ActionLeases) {
             .coordination()?
             .renew_action_leases(&leases.holder, leases.ttl, &held)
     });
-    let health = shared.journal.health();
     match renewed {
         Ok(lost) => {
             health.succeeded(ACTION_LEASES);

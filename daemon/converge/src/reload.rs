@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use converge_rules::RuleSet;
+use converge_store::RuleTimers;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +63,31 @@ impl LoadedRules {
             live: RuleSet::compile(live, &config.limits).map_err(messages)?,
             shadow: RuleSet::compile(shadow, &config.limits).map_err(messages)?,
             loaded_at: Utc::now(),
+        })
+    }
+
+    /// The hash of the rule of this name loaded now, live or shadow.
+    pub fn hash_of(&self, name: &str) -> Option<&str> {
+        self.live
+            .rules()
+            .iter()
+            .chain(self.shadow.rules())
+            .find(|r| r.name == name)
+            .map(|r| r.hash.as_str())
+    }
+
+    /// Of pending timers counted by the rule version that made them
+    /// (`Backend::pending_timers_by_rule`), those a version not loaded now
+    /// made, each with whether its rule is gone (rather than edited). They
+    /// fire as planned unless a person cancels them.
+    pub fn stale_timers<'a>(
+        &self,
+        timers: &'a [RuleTimers],
+    ) -> impl Iterator<Item = (&'a RuleTimers, bool)> {
+        timers.iter().filter_map(|t| match self.hash_of(&t.rule) {
+            Some(hash) if hash == t.rule_hash => None,
+            Some(_) => Some((t, false)),
+            None => Some((t, true)),
         })
     }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use converge_api::status::{Cluster, RuleInUse, Status};
+use converge_api::status::{Cluster, RuleInUse, StaleTimers, Status};
 
 use crate::admin_client::{AdminClient, AdminError, json_text};
 
@@ -55,6 +55,7 @@ fn describe(status: &Status) -> String {
         status.rules_loaded_at
     );
     out.push_str(&rules_table(&status.rules));
+    out.push_str(&stale_timer_lines(&status.stale_timers));
     match &status.last_reload {
         None => out.push_str("last reload: none since start\n"),
         Some(last) => {
@@ -71,6 +72,41 @@ fn describe(status: &Status) -> String {
             let _ = writeln!(out, "  {line}");
         }
     }
+    out
+}
+
+/// The timers waiting from rule versions not loaded now, and how to cancel
+/// them; nothing when there are none.
+fn stale_timer_lines(stale: &[StaleTimers]) -> String {
+    use std::fmt::Write;
+    if stale.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "timers waiting from rule versions no longer loaded (they fire as planned):\n",
+    );
+    let width = stale
+        .iter()
+        .map(|s| s.rule.chars().count())
+        .max()
+        .unwrap_or(0);
+    for timers in stale {
+        let _ = writeln!(
+            out,
+            "  {:width$}  {}  {} pending, {}",
+            timers.rule,
+            timers.version,
+            timers.pending,
+            if timers.rule_gone {
+                "the rule was removed"
+            } else {
+                "an earlier version"
+            },
+        );
+    }
+    out.push_str(
+        "  cancel: converge timers cancel --rule RULE [--version VERSION] --by WHO --reason WHY\n",
+    );
     out
 }
 
@@ -187,6 +223,32 @@ mod tests {
             "this daemon: vm-12-a; 2 daemon(s) share the database:\n\
              \x20 vm-12-a  32 partition(s); runs drop folder briefs, retention\n\
              \x20 vm-13-b  32 partition(s)\n"
+        );
+    }
+
+    #[test]
+    fn timers_of_rule_versions_gone_are_listed_with_how_to_cancel_them() {
+        assert_eq!(stale_timer_lines(&[]), "");
+        let stale = [
+            StaleTimers {
+                rule: "digest".into(),
+                version: "0011223344556677".into(),
+                pending: 3,
+                rule_gone: true,
+            },
+            StaleTimers {
+                rule: "stalled_handoff".into(),
+                version: "b54c3c0b1825aa80".into(),
+                pending: 12,
+                rule_gone: false,
+            },
+        ];
+        assert_eq!(
+            stale_timer_lines(&stale),
+            "timers waiting from rule versions no longer loaded (they fire as planned):\n\
+             \x20 digest           0011223344556677  3 pending, the rule was removed\n\
+             \x20 stalled_handoff  b54c3c0b1825aa80  12 pending, an earlier version\n\
+             \x20 cancel: converge timers cancel --rule RULE [--version VERSION] --by WHO --reason WHY\n"
         );
     }
 

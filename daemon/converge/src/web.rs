@@ -20,7 +20,8 @@ use converge_api::ErrorBody;
 use converge_api::clock::{ClockMode, ClockMove, ClockNow};
 use converge_api::gates::{Gates, JournaledEvent, OverrideAccepted};
 use converge_api::status::{
-    Cluster, ClusterDaemon, JournalPosition, Reload, ReloadError, ReloadOutcome, RuleInUse, Status,
+    Cluster, ClusterDaemon, JournalPosition, Reload, ReloadError, ReloadOutcome, RuleInUse,
+    StaleTimers, Status,
 };
 use converge_engine::gates::OverrideEvent;
 use converge_model::event::TRACEPARENT_EXTENSION;
@@ -625,6 +626,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// How many pending timers, the soonest due, the status and the console
+/// count by the rule version that made them: a bound on their read.
+pub(crate) const TIMERS_COUNTED: usize = 10_000;
+
 /// `GET /v1/status`: version, uptime, the rules in use, the last reload and
 /// its error, and where the journal, the outbox and the timers stand.
 async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -658,6 +663,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
             },
             counts,
             reader.pending_timer_count()?,
+            reader.pending_timers_by_rule(TIMERS_COUNTED)?,
             cluster,
         ))
     })
@@ -666,8 +672,17 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     // The database cannot be read (a PostgreSQL server down): 503, as
     // intake answers meanwhile, with the reason.
     .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string()))?;
-    let (journal, counts, timers_pending, cluster) = store;
+    let (journal, counts, timers_pending, rule_timers, cluster) = store;
     let rules = state.rules.current();
+    let stale_timers = rules
+        .stale_timers(&rule_timers)
+        .map(|(t, rule_gone)| StaleTimers {
+            rule: t.rule.clone(),
+            version: t.rule_hash.clone(),
+            pending: t.pending,
+            rule_gone,
+        })
+        .collect();
     let history = state.rules.history();
     let describe = |shadow: bool| {
         move |(position, rule): (usize, &converge_rules::Rule)| RuleInUse {
@@ -712,6 +727,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
         actions_pending: counts.actions_pending,
         dead_letters: counts.dead_letters,
         timers_pending,
+        stale_timers,
         storage: storage_status(state.journal.health()),
         cluster,
     })

@@ -20,7 +20,7 @@ use super::session::Viewer;
 use super::{Page, Section, answer, read, span, when};
 use crate::cluster::{Duty, Member};
 use crate::config::Config;
-use crate::web::{AppState, wire_duty};
+use crate::web::{AppState, TIMERS_COUNTED, wire_duty};
 
 /// One event source of the config.
 #[derive(Debug, Clone)]
@@ -154,10 +154,6 @@ pub fn drop_reports(sources: &[Source], per_folder: usize) -> Vec<Row> {
     }
     rows
 }
-
-/// How many of the pending timers, the soonest due, are counted by the
-/// rule version that made them: a bound on the page's read.
-const TIMERS_COUNTED: usize = 10_000;
 
 struct Standing {
     activity: Vec<RuleActivity>,
@@ -397,33 +393,20 @@ fn run_by(members: &[Member], source: &Source, holder: Option<&str>) -> Markup {
     }
 }
 
-/// Each rule with its decisions and failures over the last day; a shadow
-/// rule's decisions in their own column, beside the live rule of its name.
 /// The timers still waiting from rules no longer loaded: they fire as
 /// planned, and the rules loaded then decide their events.
 fn timers_of_rules_gone(rules: &crate::reload::LoadedRules, timers: &[RuleTimers]) -> Markup {
-    let loaded = |name: &str| {
-        rules
-            .live
-            .rules()
-            .iter()
-            .chain(rules.shadow.rules())
-            .any(|r| r.name == name)
-    };
-    let mut gone: Vec<(&str, i64)> = Vec::new();
-    for t in timers.iter().filter(|t| !loaded(&t.rule)) {
-        match gone.last_mut() {
-            Some((rule, n)) if *rule == t.rule => *n += t.pending,
-            _ => gone.push((&t.rule, t.pending)),
-        }
-    }
+    let gone: Vec<StaleTimers<'_>> = stale_timers(rules, timers)
+        .into_iter()
+        .filter(|s| s.gone)
+        .collect();
     html! {
         @if !gone.is_empty() {
             p #timers-of-rules-gone {
                 "Timers still waiting from rules no longer loaded: "
-                @for (i, (rule, n)) in gone.iter().enumerate() {
+                @for (i, stale) in gone.iter().enumerate() {
                     @if i > 0 { ", " }
-                    b { (rule) } " (" (n) ")"
+                    b { (stale.rule) } " (" (stale.pending) ")"
                 }
                 ". They fire as planned, and the rules loaded then decide their events."
             }
@@ -446,21 +429,8 @@ fn stale_timers<'a>(
     rules: &crate::reload::LoadedRules,
     timers: &'a [RuleTimers],
 ) -> Vec<StaleTimers<'a>> {
-    let loaded = |name: &str| {
-        rules
-            .live
-            .rules()
-            .iter()
-            .chain(rules.shadow.rules())
-            .find(|r| r.name == name)
-            .map(|r| r.hash.as_str())
-    };
     let mut stale: Vec<StaleTimers<'a>> = Vec::new();
-    for t in timers {
-        let current = loaded(&t.rule);
-        if current == Some(t.rule_hash.as_str()) {
-            continue;
-        }
+    for (t, gone) in rules.stale_timers(timers) {
         match stale.last_mut() {
             Some(last) if last.rule == t.rule => {
                 last.versions.push(&t.rule_hash);
@@ -470,7 +440,7 @@ fn stale_timers<'a>(
                 rule: &t.rule,
                 versions: vec![&t.rule_hash],
                 pending: t.pending,
-                gone: current.is_none(),
+                gone,
             }),
         }
     }
@@ -529,6 +499,8 @@ fn waiting_timers(rule: &converge_rules::Rule, timers: &[RuleTimers]) -> Markup 
     }
 }
 
+/// Each rule with its decisions and failures over the last day; a shadow
+/// rule's decisions in their own column, beside the live rule of its name.
 fn rule_table(
     rules: &crate::reload::LoadedRules,
     activity: &[RuleActivity],
