@@ -998,6 +998,13 @@ async fn the_timers_of_an_earlier_version_and_of_a_removed_rule_are_cancelled_fr
         ]
     );
     browser.screenshot("health-stale-timers").await;
+    browser.resize(700, 1000).await;
+    assert_eq!(
+        browser.overflow_x().await,
+        0,
+        "the forms scroll sideways in a 700-pixel window"
+    );
+    browser.screenshot("health-stale-timers-700px").await;
     // The removed rule's first (the forms are in rule order).
     browser
         .fill("form.cancel-timers input[name=reason]", "digest retired")
