@@ -13,7 +13,7 @@ pub enum StoreError {
 
     /// The database's schema is not the one this build reads: it was written
     /// by a newer converge, or (for a reader) the writer has not migrated it yet.
-    #[error("database schema version {found}, this build uses version {supported}")]
+    #[error("{}", schema_version_message(*found, *supported))]
     SchemaVersion { found: i64, supported: i64 },
 
     /// A schema migration would have left the database inconsistent; it
@@ -94,6 +94,63 @@ pub enum StoreError {
 
     #[error("sqlite: {0}")]
     Sqlite(#[source] rusqlite::Error),
+}
+
+/// What a schema of another version means, and what to do about it.
+fn schema_version_message(found: i64, supported: i64) -> String {
+    if found == 0 {
+        "the database has no converge schema yet: the daemon creates it when it starts \
+         (`converge run`)"
+            .to_string()
+    } else if found < supported {
+        format!(
+            "database schema version {found} is older than this build's {supported}: \
+             the daemon of this build migrates it when it starts (`converge run`); \
+             until then, read it with the converge that wrote it"
+        )
+    } else {
+        format!(
+            "database schema version {found} was written by a newer converge \
+             (this build reads version {supported}): use that version"
+        )
+    }
+}
+
+#[cfg(test)]
+mod schema_message_tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_of_another_version_says_what_to_do() {
+        let older = StoreError::SchemaVersion {
+            found: 9,
+            supported: 10,
+        };
+        assert_eq!(
+            older.to_string(),
+            "database schema version 9 is older than this build's 10: the daemon of this build \
+             migrates it when it starts (`converge run`); until then, read it with the converge \
+             that wrote it"
+        );
+        let empty = StoreError::SchemaVersion {
+            found: 0,
+            supported: 10,
+        };
+        assert!(
+            empty
+                .to_string()
+                .starts_with("the database has no converge schema yet")
+        );
+        let newer = StoreError::SchemaVersion {
+            found: 12,
+            supported: 10,
+        };
+        assert_eq!(
+            newer.to_string(),
+            "database schema version 12 was written by a newer converge (this build reads \
+             version 10): use that version"
+        );
+    }
 }
 
 impl StoreError {
