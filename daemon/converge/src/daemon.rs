@@ -246,7 +246,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.server.admin_token.is_none() {
         tracing::info!(
             variable = %config.server.admin_token_env,
-            "gate overrides are disabled: the admin token variable is not set"
+            "the admin API is disabled (gate overrides, dead-letter retries and drops, timer cancellations, the console's actions): the admin token variable is not set"
         );
     }
     let timer_wake = TimerWake::new();
