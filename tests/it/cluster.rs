@@ -291,6 +291,22 @@ async fn three_daemons_share_the_work_and_survive_a_sigkill() {
         "{text}\n{}",
         String::from_utf8_lossy(&explain.stderr)
     );
+    // Without the password's variable, the command says which one to set.
+    let explain = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["explain", first, "--config"])
+        .arg(workspaces[0].config())
+        .env_remove(crate::postgres::PASSWORD_ENV)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&explain.stderr);
+    assert!(!explain.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "note: storage.password_env: {} is not set",
+            crate::postgres::PASSWORD_ENV
+        )),
+        "{err}"
+    );
     println!(
         "{} acknowledged ({:?} per daemon), {} effects, {} repeated deliveries dropped by key",
         acked.len(),

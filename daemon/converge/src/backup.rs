@@ -84,6 +84,9 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
         Ok(checks) => checks,
         Err(e) => {
             eprintln!("error: cannot verify {database}: {e}");
+            for warning in config.storage_warnings() {
+                eprintln!("note: {warning}");
+            }
             return Exit::Failure.into();
         }
     };

@@ -644,6 +644,16 @@ impl Config {
         Config::parse(path, &text, env).map_err(fail)
     }
 
+    /// The warnings about the database's settings (an unset password
+    /// variable): what a command that could not open the database adds to
+    /// its error.
+    pub fn storage_warnings(&self) -> impl Iterator<Item = &str> {
+        self.warnings
+            .iter()
+            .filter(|w| w.starts_with("storage."))
+            .map(String::as_str)
+    }
+
     /// What the hooks' `secret_fields` hide wherever events are shown.
     pub fn redaction(&self) -> crate::redact::Redaction {
         crate::redact::Redaction::new(

@@ -69,6 +69,9 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
         Ok(store) => store,
         Err(e) => {
             eprintln!("error: cannot read {database}: {e}");
+            for warning in config.storage_warnings() {
+                eprintln!("note: {warning}");
+            }
             return Exit::Failure.into();
         }
     };

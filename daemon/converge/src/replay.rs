@@ -188,6 +188,11 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         Ok(source) => source,
         Err(e) => {
             eprintln!("error: {e}");
+            if args.events.is_none() {
+                for warning in config.storage_warnings() {
+                    eprintln!("note: {warning}");
+                }
+            }
             return Exit::Failure.into();
         }
     };

@@ -826,6 +826,9 @@ fn open_reader(config: &Config) -> Result<converge_store::Store, ExitCode> {
     let database = &config.storage.location;
     converge_store::Store::open_reader(database).map_err(|e| {
         eprintln!("error: cannot read {database}: {e}");
+        for warning in config.storage_warnings() {
+            eprintln!("note: {warning}");
+        }
         Exit::Failure.into()
     })
 }
