@@ -116,43 +116,6 @@ fn schema_version_message(found: i64, supported: i64) -> String {
     }
 }
 
-#[cfg(test)]
-mod schema_message_tests {
-    use super::*;
-
-    #[test]
-    fn a_schema_of_another_version_says_what_to_do() {
-        let older = StoreError::SchemaVersion {
-            found: 9,
-            supported: 10,
-        };
-        assert_eq!(
-            older.to_string(),
-            "database schema version 9 is older than this build's 10: the daemon of this build \
-             migrates it when it starts (`converge run`); until then, read it with the converge \
-             that wrote it"
-        );
-        let empty = StoreError::SchemaVersion {
-            found: 0,
-            supported: 10,
-        };
-        assert!(
-            empty
-                .to_string()
-                .starts_with("the database has no converge schema yet")
-        );
-        let newer = StoreError::SchemaVersion {
-            found: 12,
-            supported: 10,
-        };
-        assert_eq!(
-            newer.to_string(),
-            "database schema version 12 was written by a newer converge (this build reads \
-             version 10): use that version"
-        );
-    }
-}
-
 impl StoreError {
     /// Whether the same write may succeed later: the database or its
     /// connection failed (a full disk, a lost server, a lock, a deadlock),
@@ -212,5 +175,42 @@ impl From<rusqlite::Error> for StoreError {
                 _ => StoreError::Sqlite(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod schema_message_tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_of_another_version_says_what_to_do() {
+        let older = StoreError::SchemaVersion {
+            found: 9,
+            supported: 10,
+        };
+        assert_eq!(
+            older.to_string(),
+            "database schema version 9 is older than this build's 10: the daemon of this build \
+             migrates it when it starts (`converge run`); until then, read it with the converge \
+             that wrote it"
+        );
+        let empty = StoreError::SchemaVersion {
+            found: 0,
+            supported: 10,
+        };
+        assert!(
+            empty
+                .to_string()
+                .starts_with("the database has no converge schema yet")
+        );
+        let newer = StoreError::SchemaVersion {
+            found: 12,
+            supported: 10,
+        };
+        assert_eq!(
+            newer.to_string(),
+            "database schema version 12 was written by a newer converge (this build reads \
+             version 10): use that version"
+        );
     }
 }
