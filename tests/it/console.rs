@@ -1041,3 +1041,48 @@ async fn the_timers_of_an_earlier_version_and_of_a_removed_rule_are_cancelled_fr
     assert_eq!(reasons.len(), 2, "{timers}");
     assert!(reasons.contains(&"digest retired") && reasons.contains(&"the ladder changed"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timers_waiting_on_a_record_are_cancelled_from_its_page_and_say_by_whom() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let ws = Workspace::new(
+        &[("remind", &reminding("v1"))],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+    );
+    let daemon = ws.start();
+    for (id, task) in [("u-1", "task/T-1"), ("u-2", "task/T-2")] {
+        let update = event(id, "task.updated", task, json!({}));
+        assert_eq!(daemon.send_event(&update).await.0, 202);
+        daemon
+            .wait_for_trail(id, |t| !t["processed_at_ms"].is_null())
+            .await;
+    }
+    browser
+        .goto(&format!("{}/ui/records/task/T-1", daemon.url))
+        .await;
+    browser.wait_for_text("#timers", "task.reminder", WAIT).await;
+    assert!(!browser.page_source().await.contains("cancel-timers"));
+
+    sign_in(&browser, &daemon, "ana", "/ui/records/task/T-1").await;
+    assert_eq!(
+        browser.texts_of("#timers form.cancel-timers span").await,
+        ["remind: 1 timer(s) waiting here"]
+    );
+    browser
+        .fill("#timers input[name=reason]", "resolved by phone")
+        .await;
+    browser.submit("#timers form.cancel-timers").await;
+    browser
+        .wait_for_text(".notice", "1 timer(s) of remind cancelled by ana", WAIT)
+        .await;
+    let timers = browser.text_of("#timers tbody").await;
+    assert!(timers.contains("cancelled"), "{timers}");
+    assert!(timers.contains("by ana: resolved by phone"), "{timers}");
+    assert!(!browser.page_source().await.contains("cancel-timers"));
+    browser.screenshot("record-timers-cancelled").await;
+    // The other task's reminder still waits.
+    let (_, other) = daemon.get("/v1/entities/task/T-2/timers").await;
+    assert!(other.contains(r#""status":"pending""#), "{other}");
+}

@@ -273,11 +273,18 @@ pub struct CancelTimersForm {
     /// every version (a removed rule's).
     #[serde(default)]
     versions: String,
+    /// Only those about this entity (from its record page).
+    #[serde(default)]
+    entity: String,
+    /// The page to return to: Rules & health, or the record.
+    #[serde(default)]
+    back: String,
 }
 
 /// `POST /ui/timers/cancel`: cancels the pending timers that earlier
-/// versions of a rule (or a removed rule) made, as one `converge timers
-/// cancel` per version, each timer keeping who and why.
+/// versions of a rule (or a removed rule) made, or those of a rule about
+/// one entity, as one `converge timers cancel` per version, each timer
+/// keeping who and why.
 pub async fn cancel_timers(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -303,7 +310,7 @@ pub async fn cancel_timers(
         let request = match (CancelTimers {
             rule: form.rule.clone(),
             version,
-            entity: None,
+            entity: Some(form.entity.clone()),
             by: viewer.who.clone(),
             reason: form.reason.clone(),
         })
@@ -323,13 +330,22 @@ pub async fn cancel_timers(
             }
         }
     }
+    let back = match form.back.as_str() {
+        "" => "/ui/health".to_string(),
+        back => safe_next(Some(back)),
+    };
+    let anchor = if back.starts_with("/ui/records/") {
+        "#timers"
+    } else {
+        "#rules"
+    };
     back_to(
-        "/ui/health",
+        &back,
         &format!(
             "{cancelled} timer(s) of {} cancelled by {}",
             form.rule.trim(),
             viewer.who
         ),
-        "#rules",
+        anchor,
     )
 }

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use converge_model::{EntityKey, EntityState};
 use converge_store::{
-    ActionRecord, ActionStatus, DecisionRecord, EventTrail, GateRecord, HeldSendStatus, TimerRecord,
+    ActionRecord, ActionStatus, DecisionRecord, EventTrail, GateRecord, HeldSendStatus,
+    TimerRecord, TimerStatus,
 };
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -149,7 +150,7 @@ pub async fn page(
             (super::notice(query.notice.as_deref()))
             @if let Some(entity) = &loaded.entity { (summary(entity, now)) }
             (gate(&subject, &path, &loaded.gate, viewer.as_ref(), now))
-            @if !loaded.timers.is_empty() { (timers(&loaded.timers, now)) }
+            @if !loaded.timers.is_empty() { (timers(&subject, &path, &loaded.timers, viewer.as_ref(), now)) }
             section #trail {
                 h2 { "Trail" }
                 @if after > 0 { p { a href=(path) { "From the first event" } } }
@@ -282,8 +283,23 @@ fn gate(
 }
 
 /// The timers in `explain`'s reading order: waiting ones first, the next
-/// to fire at the top.
-fn timers(timers: &[TimerRecord], now: DateTime<Utc>) -> Markup {
+/// to fire at the top; for a person who may act, a form per rule with
+/// timers waiting here that cancels them (a task resolved outside the tools
+/// whose ladder should stop).
+fn timers(
+    subject: &str,
+    path: &str,
+    timers: &[TimerRecord],
+    viewer: Option<&Viewer>,
+    now: DateTime<Utc>,
+) -> Markup {
+    let mut waiting: Vec<(&str, usize)> = Vec::new();
+    for timer in timers.iter().filter(|t| t.status == TimerStatus::Pending) {
+        match waiting.iter_mut().find(|(rule, _)| *rule == timer.rule) {
+            Some((_, n)) => *n += 1,
+            None => waiting.push((&timer.rule, 1)),
+        }
+    }
     let timers = crate::explain::reading_order(timers);
     html! {
         section #timers {
@@ -304,6 +320,19 @@ fn timers(timers: &[TimerRecord], now: DateTime<Utc>) -> Markup {
                                 }
                             }
                         }
+                    }
+                }
+            }
+            @if let Some(viewer) = viewer.filter(|v| v.can_act) {
+                @for (rule, n) in &waiting {
+                    form.act.cancel-timers method="post" action="/ui/timers/cancel" {
+                        input type="hidden" name="csrf" value=(viewer.csrf);
+                        input type="hidden" name="rule" value=(rule);
+                        input type="hidden" name="entity" value=(subject);
+                        input type="hidden" name="back" value=(path);
+                        span { b { (rule) } ": " (n) " timer(s) waiting here" }
+                        input name="reason" required maxlength="2000" placeholder="why (kept with each)" aria-label={ "Reason to cancel the timers of " (rule) };
+                        button type="submit" { "Cancel them" }
                     }
                 }
             }
