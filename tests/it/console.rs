@@ -1062,7 +1062,9 @@ async fn the_timers_waiting_on_a_record_are_cancelled_from_its_page_and_say_by_w
     browser
         .goto(&format!("{}/ui/records/task/T-1", daemon.url))
         .await;
-    browser.wait_for_text("#timers", "task.reminder", WAIT).await;
+    browser
+        .wait_for_text("#timers", "task.reminder", WAIT)
+        .await;
     assert!(!browser.page_source().await.contains("cancel-timers"));
 
     sign_in(&browser, &daemon, "ana", "/ui/records/task/T-1").await;
@@ -1070,6 +1072,13 @@ async fn the_timers_waiting_on_a_record_are_cancelled_from_its_page_and_say_by_w
         browser.texts_of("#timers form.cancel-timers span").await,
         ["remind: 1 timer(s) waiting here"]
     );
+    browser.resize(700, 1000).await;
+    assert_eq!(
+        browser.overflow_x().await,
+        0,
+        "the form scrolls sideways at 700 px"
+    );
+    browser.resize(1400, 1000).await;
     browser
         .fill("#timers input[name=reason]", "resolved by phone")
         .await;
