@@ -260,15 +260,25 @@ impl Journal {
         permit: OwnedSemaphorePermit,
     ) -> Result<Vec<Appended>, JournalError> {
         let received_at_ms = self.clock.now_ms();
+        self.ask(|reply| Request::Append {
+            events,
+            received_at_ms,
+            state,
+            permit,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends the request `make` builds around its reply channel and waits
+    /// for the writer's answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Request,
+    ) -> Result<T, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::Append {
-                events,
-                received_at_ms,
-                state,
-                permit,
-                reply,
-            })
+            .send(make(reply))
             .await
             .map_err(|_| JournalError::Closed)?;
         rx.await
@@ -294,34 +304,22 @@ impl Journal {
         skip: Vec<SkippedTimer>,
         permit: OwnedSemaphorePermit,
     ) -> Result<Vec<bool>, JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Timers {
-                fire,
-                skip,
-                permit,
-                reply,
-            })
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        rx.await
-            .map_err(|_| JournalError::Closed)?
-            .map_err(JournalError::Storage)
+        self.ask(|reply| Request::Timers {
+            fire,
+            skip,
+            permit,
+            reply,
+        })
+        .await
     }
 
     /// Records action outcomes and waits for the commit.
     pub async fn outcomes(&self, outcomes: Vec<ActionOutcome>) -> Result<(), JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Outcomes {
-                outcomes,
-                reply: Some(reply),
-            })
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        rx.await
-            .map_err(|_| JournalError::Closed)?
-            .map_err(JournalError::Storage)
+        self.ask(|reply| Request::Outcomes {
+            outcomes,
+            reply: Some(reply),
+        })
+        .await
     }
 
     /// Retries or drops dead letters and waits for the commit; a retried
@@ -330,14 +328,8 @@ impl Journal {
         &self,
         changes: Vec<DeadLetterChange>,
     ) -> Result<Vec<DeadLetterOutcome>, JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::DeadLetters { changes, reply })
+        self.ask(|reply| Request::DeadLetters { changes, reply })
             .await
-            .map_err(|_| JournalError::Closed)?;
-        rx.await
-            .map_err(|_| JournalError::Closed)?
-            .map_err(JournalError::Storage)
     }
 
     /// Cancels the pending timers `cancellation` names (at most its limit),
@@ -346,31 +338,18 @@ impl Journal {
         &self,
         cancellation: TimerCancellation,
     ) -> Result<usize, JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::CancelTimers {
-                cancellation,
-                reply,
-            })
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        rx.await
-            .map_err(|_| JournalError::Closed)?
-            .map_err(JournalError::Storage)
+        self.ask(|reply| Request::CancelTimers {
+            cancellation,
+            reply,
+        })
+        .await
     }
 
     /// Removes the events of `seqs` that may still go (retention), in a
     /// commit of their own or with other writes; returns how many went.
     /// Not retried on failure: the next round finds them again.
     pub async fn prune(&self, seqs: Vec<i64>) -> Result<usize, JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Prune { seqs, reply })
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        rx.await
-            .map_err(|_| JournalError::Closed)?
-            .map_err(JournalError::Storage)
+        self.ask(|reply| Request::Prune { seqs, reply }).await
     }
 
     pub fn queue_depth(&self) -> usize {
