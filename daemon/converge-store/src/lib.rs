@@ -312,12 +312,14 @@ pub trait Backend: Send {
     /// disk) gives its space back. Nothing to do on PostgreSQL.
     fn truncate_wal(&mut self) -> Result<(), StoreError>;
 
-    /// Replaces every metric sample with `samples` (each with the `seq` of
-    /// the event that finished it) and the states of `entities` (those that
-    /// exist) in one transaction: `converge report --rebuild`.
+    /// Replaces every metric sample with `samples` (each event's, with the
+    /// `seq` of the event that finished them) and the states of `entities`
+    /// (those that exist) in one transaction: `converge report --rebuild`.
+    /// The samples are read as they are written, so a caller may stream
+    /// them from a file; an error from them rolls everything back.
     fn replace_samples(
         &mut self,
-        samples: &[(i64, Vec<Sample>)],
+        samples: &mut dyn Iterator<Item = Result<(i64, Vec<Sample>), StoreError>>,
         entities: &[EntityState],
     ) -> Result<(), StoreError>;
 

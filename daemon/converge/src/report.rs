@@ -1205,7 +1205,10 @@ pub fn rebuild(store: &mut converge_store::Store, config: &Config) -> Result<Reb
     let mut gates = converge_engine::Gates::default();
     let mut states: std::collections::HashMap<EntityKey, EntityState> =
         std::collections::HashMap::new();
-    let mut samples: Vec<(i64, Vec<Sample>)> = Vec::new();
+    // Each event's samples go to a temporary file as they are made and are
+    // read back into the replacing transaction: a year of events would
+    // otherwise hold hundreds of MiB of samples in memory.
+    let mut spill = SampleSpill::new()?;
     let mut rebuilt = Rebuilt::default();
     let mut after = 0;
     loop {
@@ -1259,7 +1262,7 @@ pub fn rebuild(store: &mut converge_store::Store, config: &Config) -> Result<Reb
             rebuilt.events += 1;
             rebuilt.samples += outcome.samples.len() as u64;
             if !outcome.samples.is_empty() {
-                samples.push((journaled.seq, outcome.samples));
+                spill.push(journaled.seq, &outcome.samples)?;
             }
         }
         if events.len() < REBUILD_PAGE {
@@ -1287,9 +1290,52 @@ pub fn rebuild(store: &mut converge_store::Store, config: &Config) -> Result<Reb
     }
     rebuilt.entities = entities.len() as u64;
     store
-        .replace_samples(&samples, &entities)
+        .replace_samples(&mut spill.read_back()?, &entities)
         .map_err(|e| format!("cannot write the rebuilt samples: {e}"))?;
     Ok(rebuilt)
+}
+
+/// Rebuilt samples on their way to the store: one JSON line per event,
+/// `[seq, [samples]]`, in an unnamed temporary file (gone when dropped).
+struct SampleSpill {
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl SampleSpill {
+    fn new() -> Result<SampleSpill, String> {
+        let file = tempfile::tempfile()
+            .map_err(|e| format!("cannot create a temporary file for the samples: {e}"))?;
+        Ok(SampleSpill {
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    fn push(&mut self, seq: i64, samples: &[Sample]) -> Result<(), String> {
+        use std::io::Write;
+        serde_json::to_writer(&mut self.file, &(seq, samples))
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.file.write_all(b"\n").map_err(|e| e.to_string()))
+            .map_err(|e| format!("cannot write the samples to a temporary file: {e}"))
+    }
+
+    /// The samples written, in order, read as the store takes them.
+    fn read_back(
+        self,
+    ) -> Result<impl Iterator<Item = Result<(i64, Vec<Sample>), converge_store::StoreError>>, String>
+    {
+        use std::io::Seek;
+        let mut file = self
+            .file
+            .into_inner()
+            .map_err(|e| format!("cannot write the samples to a temporary file: {e}"))?;
+        file.rewind()
+            .map_err(|e| format!("cannot read the samples back: {e}"))?;
+        Ok(
+            serde_json::Deserializer::from_reader(std::io::BufReader::new(file))
+                .into_iter::<(i64, Vec<Sample>)>()
+                .map(|item| item.map_err(converge_store::StoreError::from)),
+        )
+    }
 }
 
 /// A running daemon writes samples and flows as it processes events: a

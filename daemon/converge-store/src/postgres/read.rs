@@ -98,7 +98,7 @@ impl Backend for PostgresStore {
 
     fn replace_samples(
         &mut self,
-        samples: &[(i64, Vec<converge_model::Sample>)],
+        samples: &mut dyn Iterator<Item = Result<(i64, Vec<converge_model::Sample>), StoreError>>,
         entities: &[EntityState],
     ) -> Result<(), StoreError> {
         super::write::replace_samples(self, samples, entities)

@@ -594,6 +594,17 @@ fn insert_samples<C: GenericClient>(
     insert_sample_rows(s, &samples)
 }
 
+/// Inserts the samples of `page` and empties it.
+fn insert_page<C: GenericClient>(
+    s: &mut Session<'_, C>,
+    page: &mut Vec<(i64, Sample)>,
+) -> Result<(), StoreError> {
+    let rows: Vec<(i64, &Sample)> = page.iter().map(|(seq, sample)| (*seq, sample)).collect();
+    insert_sample_rows(s, &rows)?;
+    page.clear();
+    Ok(())
+}
+
 fn insert_sample_rows<C: GenericClient>(
     s: &mut Session<'_, C>,
     samples: &[(i64, &Sample)],
@@ -1034,7 +1045,7 @@ fn write_source_state<C: GenericClient>(
 /// Every sample replaced, and the given entities' states, in one transaction.
 pub(super) fn replace_samples(
     store: &mut PostgresStore,
-    samples: &[(i64, Vec<Sample>)],
+    samples: &mut dyn Iterator<Item = Result<(i64, Vec<Sample>), StoreError>>,
     entities: &[converge_model::EntityState],
 ) -> Result<(), StoreError> {
     let Conn {
@@ -1047,13 +1058,16 @@ pub(super) fn replace_samples(
             statements,
         };
         s.execute("DELETE FROM metric_samples", &[])?;
-        let rows: Vec<(i64, &Sample)> = samples
-            .iter()
-            .flat_map(|(seq, samples)| samples.iter().map(move |x| (*seq, x)))
-            .collect();
-        for chunk in rows.chunks(10_000) {
-            insert_sample_rows(&mut s, chunk)?;
+        // Inserted 10,000 at a time as they are read.
+        let mut page: Vec<(i64, Sample)> = Vec::new();
+        for event in samples {
+            let (seq, samples) = event?;
+            page.extend(samples.into_iter().map(|sample| (seq, sample)));
+            if page.len() >= 10_000 {
+                insert_page(&mut s, &mut page)?;
+            }
         }
+        insert_page(&mut s, &mut page)?;
         for entity in entities {
             let key = format!("{}/{}", entity.kind, entity.id);
             let state = serde_json::to_string(entity)?;

@@ -738,14 +738,15 @@ fn insert_samples(
 
 pub(super) fn replace_samples(
     conn: &mut Connection,
-    samples: &[(i64, Vec<converge_model::Sample>)],
+    samples: &mut dyn Iterator<Item = Result<(i64, Vec<converge_model::Sample>), StoreError>>,
     entities: &[converge_model::EntityState],
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute("DELETE FROM metric_samples", [])?;
     let mut w = Statements::new(&tx);
-    for (seq, samples) in samples {
-        insert_samples(&mut w, *seq, samples)?;
+    for event in samples {
+        let (seq, samples) = event?;
+        insert_samples(&mut w, seq, &samples)?;
     }
     for entity in entities {
         let key = format!("{}/{}", entity.kind, entity.id);

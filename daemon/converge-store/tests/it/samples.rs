@@ -243,10 +243,12 @@ fn samples_are_grouped_by_any_slice_within_the_period(db: &TestDb) {
     drop(reader);
     store
         .replace_samples(
-            &[(
+            &mut [(
                 2,
                 vec![sample(review, "2026-11-03T00:00:00Z", 60.0, Some("cy"))],
-            )],
+            )]
+            .into_iter()
+            .map(Ok),
             &[],
         )
         .unwrap();

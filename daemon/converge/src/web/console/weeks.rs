@@ -210,7 +210,9 @@ mod tests {
                 )
             })
             .collect();
-        store.replace_samples(&samples, &[]).unwrap();
+        store
+            .replace_samples(&mut samples.into_iter().map(Ok), &[])
+            .unwrap();
         (dir, store)
     }
 
@@ -276,7 +278,7 @@ mod tests {
         // The samples change behind the cache's back (a rebuild).
         store
             .replace_samples(
-                &[
+                &mut [
                     (
                         1,
                         vec![sample(Metric::ReviewTime, "2026-11-04T12:00:00Z", 36_000.0)],
@@ -285,7 +287,9 @@ mod tests {
                         2,
                         vec![sample(Metric::ReviewTime, "2026-11-25T12:00:00Z", 72_000.0)],
                     ),
-                ],
+                ]
+                .into_iter()
+                .map(Ok),
                 &[],
             )
             .unwrap();
