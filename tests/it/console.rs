@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::browser::Browser;
 use crate::gates::{accept, channel, send};
+use crate::reload::reminding;
 use crate::support::{ADMIN_TOKEN, Daemon, Sink, Workspace, event, repo_root, sends_to_sink_toml};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -929,14 +930,6 @@ async fn control_characters_from_an_event_show_on_the_page() {
             "{path}: {page}"
         );
     }
-}
-
-/// A rule that schedules a reminder a day after each task update; `tag`
-/// makes each version's source (and hash) its own.
-fn reminding(tag: &str) -> String {
-    format!(
-        "// {tag}\nif event.type == \"task.updated\" {{ schedule(\"24h\", \"task.reminder\"); }}\n"
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

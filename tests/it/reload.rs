@@ -141,7 +141,7 @@ async fn an_edited_rule_decides_the_next_event_and_a_broken_edit_leaves_the_old_
 }
 
 /// Reminds a day after each `task.updated`; `tag` makes each version's hash.
-fn reminding(tag: &str) -> String {
+pub fn reminding(tag: &str) -> String {
     format!(
         "// {tag}\nif event.type == \"task.updated\" {{ schedule(\"24h\", \"task.reminder\"); }}\n"
     )
