@@ -26,37 +26,43 @@ pub(super) async fn cancel(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers, "cancelling timers")?;
-    let request: CancelTimers = serde_json::from_slice(&body)
-        .map_err(|e| e.to_string())
-        .and_then(CancelTimers::validate)
-        .and_then(|request| match &request.entity {
-            Some(entity) => match EntityKey::parse(entity) {
-                Some(_) => Ok(request),
-                None => Err(format!(
-                    "`entity` is a key like `task/JIRA-7` (kind/id), not {entity:?}"
-                )),
-            },
-            None => Ok(request),
-        })
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!(
-                    "expected {{\"rule\", \"version\" (optional), \"entity\" (optional), \"by\", \"reason\"}}: {e}"
-                ),
-            )
-        })?;
+    let request: CancelTimers =
+        serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
     let cancelled = cancel_timers(&state, request).await?;
     Ok(Json(TimersCancelled { cancelled }).into_response())
 }
 
-/// Cancels the timers `request` names, a commit of at most [`PER_COMMIT`]
-/// at a time until none is left; returns how many.
+/// What a person sent, checked: who, why, the rule, an entity key.
+fn checked(request: CancelTimers) -> Result<CancelTimers, ApiError> {
+    let request = request.validate().map_err(invalid)?;
+    if let Some(entity) = &request.entity
+        && EntityKey::parse(entity).is_none()
+    {
+        return Err(invalid(format!(
+            "`entity` is a key like `task/JIRA-7` (kind/id), not {entity:?}"
+        )));
+    }
+    Ok(request)
+}
+
+fn invalid(e: String) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        format!(
+            "expected {{\"rule\", \"version\" (optional), \"entity\" (optional), \"by\", \"reason\"}}: {e}"
+        ),
+    )
+}
+
+/// Checks the request a person sent (the API's or the console's), then
+/// cancels the timers it names, a commit of at most [`PER_COMMIT`] at a
+/// time until none is left; returns how many.
 pub(crate) async fn cancel_timers(
     state: &AppState,
     request: CancelTimers,
 ) -> Result<u64, ApiError> {
+    let request = checked(request)?;
     let mut cancelled = 0;
     loop {
         let page = TimerCancellation {

@@ -307,20 +307,18 @@ pub async fn cancel_timers(
     };
     let mut cancelled = 0;
     for version in versions {
-        let request = match (CancelTimers {
+        let request = CancelTimers {
             rule: form.rule.clone(),
             version,
             entity: Some(form.entity.clone()),
             by: viewer.who.clone(),
             reason: form.reason.clone(),
-        })
-        .validate()
-        {
-            Ok(request) => request,
-            Err(e) => return error_page(StatusCode::BAD_REQUEST, "Nothing was cancelled", &e),
         };
         match crate::web::timers::cancel_timers(&state, request).await {
             Ok(n) => cancelled += n,
+            Err(e) if cancelled == 0 => {
+                return error_page(e.status(), "Nothing was cancelled", e.message());
+            }
             Err(e) => {
                 return error_page(
                     e.status(),
