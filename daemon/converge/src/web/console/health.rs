@@ -211,6 +211,7 @@ pub async fn page(
     let rules = state.rules.current();
     let history = state.rules.history();
     let wall = Utc::now();
+    let stale = stale_timers(&rules, &standing.rule_timers);
     answer(|| {
         Page {
             title: "Rules & health",
@@ -251,8 +252,8 @@ pub async fn page(
                     }
                 }
                 (rule_table(&rules, &standing.activity, &standing.rule_timers))
-                (timers_of_rules_gone(&rules, &standing.rule_timers))
-                (cancel_forms(&stale_timers(&rules, &standing.rule_timers), viewer.as_ref()))
+                (timers_of_rules_gone(&stale))
+                (cancel_forms(&stale, viewer.as_ref()))
                 @if standing.timers_pending > TIMERS_COUNTED as i64 {
                     p { small { "Waiting timers are counted among the " (TIMERS_COUNTED) " due soonest of " (standing.timers_pending) "." } }
                 }
@@ -395,11 +396,8 @@ fn run_by(members: &[Member], source: &Source, holder: Option<&str>) -> Markup {
 
 /// The timers still waiting from rules no longer loaded: they fire as
 /// planned, and the rules loaded then decide their events.
-fn timers_of_rules_gone(rules: &crate::reload::LoadedRules, timers: &[RuleTimers]) -> Markup {
-    let gone: Vec<StaleTimers<'_>> = stale_timers(rules, timers)
-        .into_iter()
-        .filter(|s| s.gone)
-        .collect();
+fn timers_of_rules_gone(stale: &[StaleTimers<'_>]) -> Markup {
+    let gone: Vec<&StaleTimers<'_>> = stale.iter().filter(|s| s.gone).collect();
     html! {
         @if !gone.is_empty() {
             p #timers-of-rules-gone {
