@@ -1,6 +1,7 @@
-//! Any request to a verified hook: arbitrary headers and body through every
-//! scheme. Verification must never panic, and must never accept a request
-//! that carries none of the scheme's signature headers.
+//! Any request to a verified hook: arbitrary headers, query and body
+//! through every scheme. Verification must never panic, must never accept
+//! a request that carries none of the scheme's signature headers, and a
+//! `url-secret` hook must never accept a query without its secret.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -13,6 +14,7 @@ struct Request {
     scheme: u8,
     method: String,
     headers: Vec<(String, Vec<u8>)>,
+    query: String,
     body: Vec<u8>,
     now: i64,
 }
@@ -66,10 +68,14 @@ fuzz_target!(|request: Request| {
     let inbound = Inbound {
         method: &request.method,
         headers: &headers,
+        query: &request.query,
         body: &request.body,
     };
     let verified = verifier.verify(&inbound, request.now);
-    if headers.is_empty() && !matches!(scheme, Scheme::None | Scheme::Linear) {
+    if scheme == Scheme::UrlSecret && !request.query.contains("fuzzing") {
+        assert!(verified.is_err(), "url-secret accepted {:?}", request.query);
+    }
+    if headers.is_empty() && !matches!(scheme, Scheme::None | Scheme::Linear | Scheme::UrlSecret) {
         assert!(
             verified.is_err(),
             "{scheme} accepted a request without headers"

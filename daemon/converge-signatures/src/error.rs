@@ -15,6 +15,15 @@ pub enum VerifyError {
     },
     #[error("body {0}")]
     MalformedBody(&'static str),
+    /// `url-secret`: the query parameter that carries the secret is absent.
+    #[error("missing query parameter `{0}`")]
+    MissingParameter(&'static str),
+    /// `url-secret`: the parameter holds none of the secrets.
+    #[error("query parameter `{0}` does not match the secret")]
+    WrongParameter(&'static str),
+    /// `url-secret`: the parameter is given more than once.
+    #[error("query parameter `{0}` is given more than once")]
+    RepeatedParameter(&'static str),
     /// The signature is well formed but made with none of the secrets, or over
     /// other bytes.
     #[error("signature does not match")]

@@ -34,13 +34,18 @@ pub enum Scheme {
     Sendgrid,
     /// `hmac-sha256`: HMAC-SHA256 of the body in a configurable header.
     HmacSha256,
+    /// `url-secret`: no signature, the secret itself in the URL's query
+    /// parameter `key` (Mailchimp's audience webhooks sign nothing and
+    /// advise a secret in the callback URL). Weaker than a signature: the
+    /// body is not covered, and anything that logs the URL keeps the secret.
+    UrlSecret,
     /// `none`: every request is accepted as is.
     None,
 }
 
 impl Scheme {
     /// Every scheme, in the order the documentation lists them.
-    pub const ALL: [Scheme; 14] = [
+    pub const ALL: [Scheme; 15] = [
         Scheme::StandardWebhooks,
         Scheme::Github,
         Scheme::Jira,
@@ -54,6 +59,7 @@ impl Scheme {
         Scheme::HubspotV3,
         Scheme::Sendgrid,
         Scheme::HmacSha256,
+        Scheme::UrlSecret,
         Scheme::None,
     ];
 
@@ -73,6 +79,7 @@ impl Scheme {
             Scheme::HubspotV3 => "hubspot-v3",
             Scheme::Sendgrid => "sendgrid",
             Scheme::HmacSha256 => "hmac-sha256",
+            Scheme::UrlSecret => "url-secret",
             Scheme::None => "none",
         }
     }

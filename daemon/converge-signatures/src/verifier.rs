@@ -81,6 +81,9 @@ pub struct Inbound<'a> {
     /// As sent, e.g. `POST`; HubSpot v2/v3 sign it.
     pub method: &'a str,
     pub headers: &'a HeaderMap,
+    /// The request target's query, without the `?`, still percent-encoded;
+    /// empty when there is none. Only `url-secret` reads it.
+    pub query: &'a str,
     /// The raw bytes as received, before any parsing.
     pub body: &'a [u8],
 }

@@ -149,7 +149,12 @@ impl HookConfig {
         let mut secrets = Vec::new();
         for var in raw.secret_env {
             match env(var).filter(|v| !v.is_empty()) {
-                Some(value) => secrets.push(Secret::from(value)),
+                Some(value) => {
+                    if scheme == Ok(Scheme::UrlSecret) {
+                        warnings.extend(short_url_secret(name, var, &value));
+                    }
+                    secrets.push(Secret::from(value));
+                }
                 None => warnings.push(format!(
                     "hooks.{name}.secret_env: {var} is not set; the hook refuses every request until it is"
                 )),
@@ -225,6 +230,23 @@ impl HookConfig {
     }
 }
 
+/// The fewest characters of a `url-secret` secret that draw no warning.
+/// Nothing but its length stands between a guesser and the hook, and every
+/// guess costs one request.
+const URL_SECRET_MIN_CHARS: usize = 20;
+
+/// A warning for a `url-secret` secret short enough to guess.
+fn short_url_secret(hook: &str, var: &str, value: &str) -> Option<String> {
+    let chars = value.chars().count();
+    (chars < URL_SECRET_MIN_CHARS).then(|| {
+        format!(
+            "hooks.{hook}.secret_env: {var} holds {chars} characters; a secret in a URL is all \
+             that checks the sender, so use at least {URL_SECRET_MIN_CHARS} random ones \
+             (`openssl rand -hex 16`)"
+        )
+    })
+}
+
 /// A well-formed secret of the scheme's kind, only to check the other settings.
 fn stand_in_secret(scheme: Scheme) -> Secret {
     match scheme {
@@ -293,7 +315,7 @@ fn slack_challenge(body: &[u8]) -> Option<String> {
 /// Why a request to a hook is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
-    #[error("the signature does not verify: {0}")]
+    #[error("the request does not verify: {0}")]
     Signature(#[from] VerifyError),
     #[error("hook `{hook}` has no secret: set {vars}")]
     NoSecret { hook: String, vars: String },
@@ -492,6 +514,7 @@ mod tests {
         let request = Inbound {
             method: "POST",
             headers: &headers,
+            query: "",
             body: b"{}",
         };
         let refused = Hooks::default()
@@ -500,6 +523,43 @@ mod tests {
         assert_eq!(
             refused.to_string(),
             "hook `github` has no secret: set GITHUB_SECRET"
+        );
+    }
+
+    #[test]
+    fn a_url_secret_short_enough_to_guess_is_warned_about_and_still_checked() {
+        let vars = vec!["MC_OLD".to_string(), "MC_NEW".to_string()];
+        let env = |var: &str| match var {
+            "MC_OLD" => Some("hunter2".to_string()),
+            _ => Some("3f9c0a7e1b2d4c6e8f0a1b3c5d7e9f21".to_string()),
+        };
+        let (hook, warnings) =
+            HookConfig::new("mailchimp", &raw("url-secret", &vars), &env).unwrap();
+        assert_eq!(
+            warnings,
+            [
+                "hooks.mailchimp.secret_env: MC_OLD holds 7 characters; a secret in a URL is all \
+                 that checks the sender, so use at least 20 random ones (`openssl rand -hex 16`)"
+            ]
+        );
+        let headers = axum::http::HeaderMap::new();
+        let with = |query| Inbound {
+            method: "GET",
+            headers: &headers,
+            query,
+            body: b"",
+        };
+        let hooks = Hooks::default();
+        for accepted in ["key=hunter2", "key=3f9c0a7e1b2d4c6e8f0a1b3c5d7e9f21"] {
+            assert_eq!(
+                hooks.check(&hook, &with(accepted), 0, || None).unwrap(),
+                Checked::Events
+            );
+        }
+        let refused = hooks.check(&hook, &with("key=hunter3"), 0, || None);
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "the request does not verify: query parameter `key` does not match the secret"
         );
     }
 
@@ -562,6 +622,7 @@ mod tests {
         Inbound {
             method: "POST",
             headers,
+            query: "",
             body,
         }
     }

@@ -13,7 +13,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use converge_api::ErrorBody;
@@ -128,7 +128,10 @@ pub fn router(state: AppState) -> Router {
             console::read_guard,
         ));
     Router::new()
-        .route("/hooks/{source}", post(intake).head(hook_exists))
+        .route(
+            "/hooks/{source}",
+            post(intake).get(intake).head(hook_exists),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(console::open_routes())
@@ -205,6 +208,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_static("POST, HEAD"),
+            );
         }
         if self.status == StatusCode::REQUEST_TIMEOUT || self.code == "busy" {
             // The rest of a stalled body is not worth waiting for.
@@ -430,6 +439,9 @@ async fn asana_handshake_answer(
 }
 
 /// `POST /hooks/{source}`: verify, validate, journal durably, then acknowledge.
+/// A `GET` reaches only a hook with a decoder, verified like a `POST`: the
+/// plugin says what it means (Mailchimp checks a new webhook's URL with
+/// one, which journals nothing).
 async fn intake(
     State(state): State<AppState>,
     Path(hook): Path<String>,
@@ -452,6 +464,13 @@ async fn intake(
             message,
         ));
     }
+    if request.method() == Method::GET && listed.is_none_or(|hook| hook.decode.is_none()) {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("hook `{hook}` takes POST"),
+        ));
+    }
     let (parts, body) = request.into_parts();
     let limit = state.max_body_bytes;
     let body = to_bytes(body, limit).await.map_err(|e| {
@@ -471,6 +490,7 @@ async fn intake(
         let inbound = Inbound {
             method: parts.method.as_str(),
             headers: &parts.headers,
+            query: parts.uri.query().unwrap_or_default(),
             body: &body,
         };
         let stored = || stored_hook_secret(&state, &listed.name);

@@ -28,6 +28,7 @@ fn scheme_names_round_trip() {
             "hubspot-v3",
             "sendgrid",
             "hmac-sha256",
+            "url-secret",
             "none",
         ]
     );
@@ -43,7 +44,7 @@ fn unknown_scheme_lists_the_valid_names() {
         error.to_string(),
         "unknown signature scheme `GitHub`, expected one of: standard-webhooks, github, jira, \
          slack, stripe, asana, trello, linear, hubspot-v1, hubspot-v2, hubspot-v3, sendgrid, \
-         hmac-sha256, none"
+         hmac-sha256, url-secret, none"
     );
     assert!("hubspot".parse::<Scheme>().is_err());
     assert!("".parse::<Scheme>().is_err());

@@ -145,6 +145,7 @@ fn hubspot_vectors_verify() {
         let request = converge_signatures::Inbound {
             method: method(vector),
             headers,
+            query: "",
             body: text(vector, "body").as_bytes(),
         };
         assert_eq!(
@@ -165,6 +166,7 @@ fn hubspot_vectors_fail_with_another_body_secret_or_method() {
         let tampered = converge_signatures::Inbound {
             method: method(&vector),
             headers: &headers,
+            query: "",
             body: &body,
         };
         assert_eq!(
@@ -185,6 +187,7 @@ fn hubspot_vectors_fail_with_another_body_secret_or_method() {
         let request = converge_signatures::Inbound {
             method: method(&vector),
             headers: &headers,
+            query: "",
             body: text(&vector, "body").as_bytes(),
         };
         assert_eq!(

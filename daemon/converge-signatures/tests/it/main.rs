@@ -62,6 +62,7 @@ pub fn post<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Inbound<'a> {
     Inbound {
         method: "POST",
         headers,
+        query: "",
         body,
     }
 }

@@ -124,9 +124,10 @@ proptest! {
         headers in header_map(),
         body in body(),
         method in prop::sample::select(vec!["POST", "GET", "PUT", "", "post"]),
+        query in "\\PC{0,64}",
         now in prop_oneof![any::<i64>(), 1_600_000_000i64..1_800_000_000],
     ) {
-        let request = Inbound { method, headers: &headers, body: &body };
+        let request = Inbound { method, headers: &headers, query: &query, body: &body };
         for verifier in verifiers() {
             let _ = verifier.verify(&request, now);
         }

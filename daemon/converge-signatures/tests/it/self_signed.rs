@@ -1,8 +1,10 @@
 //! Schemes without published vectors: requests signed here with the `hmac`
-//! crate, as the senders document, then altered one part at a time.
+//! crate, as the senders document, then altered one part at a time; and
+//! `url-secret`, whose secret is in the URL.
 
 use converge_signatures::{
-    Encoding, GenericHmac, Inbound, Scheme, Settings, Verified, VerifyError, asana_handshake,
+    ConfigError, Encoding, GenericHmac, Inbound, Scheme, Secret, Setting, Settings, Verified,
+    Verifier, VerifyError, asana_handshake,
 };
 use http::HeaderName;
 
@@ -305,6 +307,7 @@ fn asana_handshake_is_recognised_from_the_documented_request() {
     let inbound = Inbound {
         method: text(request, "method"),
         headers: &headers,
+        query: "",
         body: b"",
     };
     assert_eq!(
@@ -654,4 +657,87 @@ fn jira_refuses_a_body_older_than_the_configured_tolerance() {
         ),
         Err(VerifyError::MalformedBody(_))
     ));
+}
+
+#[test]
+fn url_secret_takes_the_key_parameter_of_the_query_once() {
+    let hook = verifier(Scheme::UrlSecret, &["old secret", "n3w+s/cret"]);
+    let nothing = headers(&[]);
+    let asking = |query: &'static str| Inbound {
+        method: "POST",
+        headers: &nothing,
+        query,
+        body: b"type=subscribe",
+    };
+    // Either secret while one replaces the other; percent-encoded or as a
+    // form writes it (`+` a space).
+    for query in [
+        "key=old+secret",
+        "key=old%20secret",
+        "other=1&key=n3w%2Bs%2Fcret",
+        "key=n3w%2bs/cret&other=",
+    ] {
+        assert_eq!(
+            hook.verify(&asking(query), NOW),
+            Ok(Verified::default()),
+            "{query}"
+        );
+    }
+    for query in [
+        "key=old",
+        "key=old+secret+",
+        "key=",
+        "key=n3w+s/cret",
+        "KEY=old+secret",
+    ] {
+        let refused = hook.verify(&asking(query), NOW);
+        assert!(
+            matches!(
+                refused,
+                Err(VerifyError::WrongParameter("key") | VerifyError::MissingParameter("key"))
+            ),
+            "{query}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        hook.verify(&asking(""), NOW),
+        Err(VerifyError::MissingParameter("key"))
+    );
+    assert_eq!(
+        hook.verify(&asking("secret=old+secret"), NOW),
+        Err(VerifyError::MissingParameter("key"))
+    );
+    // A second guess in the same request is not tried.
+    assert_eq!(
+        hook.verify(&asking("key=wrong&key=old+secret"), NOW),
+        Err(VerifyError::RepeatedParameter("key"))
+    );
+    // The secret never shows in what is said of a refusal.
+    let said = VerifyError::RepeatedParameter("key").to_string();
+    assert_eq!(said, "query parameter `key` is given more than once");
+}
+
+#[test]
+fn url_secret_needs_a_secret_and_nothing_else() {
+    assert_eq!(
+        Verifier::new(Scheme::UrlSecret, Settings::default()).err(),
+        Some(ConfigError::Missing {
+            scheme: Scheme::UrlSecret,
+            setting: Setting::Secrets,
+        })
+    );
+    assert_eq!(
+        Verifier::new(
+            Scheme::UrlSecret,
+            Settings {
+                secrets: vec![Secret::from("s")],
+                ..with_url("https://converge.example.com/hooks/mailchimp")
+            },
+        )
+        .err(),
+        Some(ConfigError::NotApplicable {
+            scheme: Scheme::UrlSecret,
+            setting: Setting::Url,
+        })
+    );
 }
