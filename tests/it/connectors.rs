@@ -9,6 +9,7 @@
 mod asana;
 mod hubspot;
 mod jira;
+mod mailchimp;
 mod sendgrid;
 mod trello;
 

@@ -35,6 +35,15 @@ impl Ids {
             Ids::Many(ids) => ids.clone(),
         }
     }
+
+    /// Whether `id` is this one, or one of these: the way back from a
+    /// platform's object to the campaign a table maps onto it.
+    pub fn contains(&self, id: &str) -> bool {
+        match self {
+            Ids::One(one) => one == id,
+            Ids::Many(ids) => ids.iter().any(|one| one == id),
+        }
+    }
 }
 
 /// The entity the action is about, as the config's tables name it: the

@@ -23,12 +23,17 @@
 //!
 //! The API key is a host-held credential (HTTP Basic `anystring:<key>`);
 //! the plugin names it and never sees it.
+//!
+//! It also decodes Mailchimp's audience webhooks (`audience`): a hook's
+//! `config` reads its own keys, a route's these.
+
+mod audience;
 
 use std::collections::BTreeMap;
 
 use channel_target::Ids;
 use converge_plugin_sdk::http::{self, HttpError, Method, Request, Response};
-use converge_plugin_sdk::{Action, ActionOutcome, ActionPlugin, PluginError, PluginInfo};
+use converge_plugin_sdk::{Action, ActionOutcome, Connector, ConnectorInfo, Inbound, PluginError};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -337,9 +342,19 @@ fn perform(
 
 struct Mailchimp;
 
-impl ActionPlugin for Mailchimp {
-    fn describe() -> PluginInfo {
-        converge_plugin_sdk::plugin_info!()
+impl Connector for Mailchimp {
+    fn info() -> ConnectorInfo {
+        ConnectorInfo::new(audience::EVENT_TYPES)
+            .decodes()
+            .actions(Operation::NAMES)
+    }
+
+    fn decode(inbound: Inbound) -> Result<Vec<String>, PluginError> {
+        let config: audience::Config = converge_plugin_sdk::config()?;
+        Ok(audience::decode(&config, &inbound)?
+            .iter()
+            .map(converge_plugin_sdk::event::CloudEvent::to_json)
+            .collect())
     }
 
     fn execute(action: Action) -> Result<ActionOutcome, PluginError> {
@@ -348,7 +363,7 @@ impl ActionPlugin for Mailchimp {
     }
 }
 
-converge_plugin_sdk::export_action_plugin!(Mailchimp);
+converge_plugin_sdk::export_connector_plugin!(Mailchimp);
 
 #[cfg(test)]
 mod tests {
