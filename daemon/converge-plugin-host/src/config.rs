@@ -40,6 +40,9 @@ pub struct PluginHostConfig {
     /// as run at once, so a steady load builds none; a plugin with a large
     /// heap keeps fewer.
     pub warm_memory_bytes: usize,
+    /// Record the plugins' HTTP requests instead of sending them
+    /// ([`DryRun`](crate::DryRun)); `None` sends them.
+    pub dry_run: Option<crate::DryRun>,
 }
 
 impl Default for PluginHostConfig {
@@ -51,6 +54,7 @@ impl Default for PluginHostConfig {
             instance_needs: InstanceNeeds::default(),
             max_memory_bytes: 512 << 20,
             warm_memory_bytes: 512 << 20,
+            dry_run: None,
         }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     linker: Linker<HostState>,
     /// One client for every plugin (`client`): pooled connections, rustls, no redirects.
     pub(crate) http: crate::client::HttpClient,
+    /// Set for a dry run: requests are recorded there, not sent.
+    pub(crate) dry_run: Option<crate::DryRun>,
     pub(crate) epoch_tick: Duration,
     cache_dir: Option<PathBuf>,
     /// Part of every cache key, so a wasmtime upgrade or a config change
@@ -132,6 +134,7 @@ impl PluginHost {
                 engine,
                 linker,
                 http,
+                dry_run: config.dry_run,
                 epoch_tick: config.epoch_tick,
                 cache_dir: config.cache_dir,
                 engine_hash,

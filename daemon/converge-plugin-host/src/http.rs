@@ -48,7 +48,16 @@ async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpErro
     }
     call.http_requests += 1;
 
+    let credential = req.credential.clone();
     let prepared = prepare(&call.grants, call.limits.max_request_bytes, req)?;
+    if let Some(dry_run) = &call.dry_run {
+        return Ok(dry_run.answer(
+            &call.plugin,
+            &call.action_id,
+            &prepared,
+            credential.as_deref(),
+        ));
+    }
     let method = prepared.method.clone();
     let host = prepared.url.host_str().unwrap_or_default().to_string();
     let max_response = call.limits.max_response_bytes;

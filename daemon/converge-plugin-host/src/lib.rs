@@ -43,6 +43,7 @@
 
 mod client;
 mod config;
+mod dry_run;
 mod error;
 mod host;
 mod http;
@@ -52,6 +53,7 @@ mod resolve;
 mod state;
 
 pub use config::{Credential, Grants, PluginHostConfig, PluginLimits, PluginSpec};
+pub use dry_run::{DryRun, RecordedRequest, STAND_IN_BODY, STAND_IN_STATUS};
 pub use error::{CallFailure, LoadError};
 pub use host::{PluginHost, SUPPORTED_API_VERSIONS};
 pub use needs::InstanceNeeds;

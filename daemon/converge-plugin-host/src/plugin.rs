@@ -462,6 +462,7 @@ impl Sandbox {
                 grants: self.grants.clone(),
                 limits: self.limits.clone(),
                 http: self.shared.http.clone(),
+                dry_run: self.shared.dry_run.clone(),
                 http_requests: 0,
                 log_lines: 0,
                 log_lines_dropped: 0,

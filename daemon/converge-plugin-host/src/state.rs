@@ -46,6 +46,7 @@ pub(crate) struct CallContext {
     pub(crate) grants: Arc<Grants>,
     pub(crate) limits: PluginLimits,
     pub(crate) http: crate::client::HttpClient,
+    pub(crate) dry_run: Option<crate::DryRun>,
     pub(crate) http_requests: u32,
     pub(crate) log_lines: u32,
     pub(crate) log_lines_dropped: u32,

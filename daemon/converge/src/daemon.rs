@@ -90,6 +90,11 @@ pub fn compile_rules(config: &Config) -> anyhow::Result<RuleSet> {
 }
 
 pub fn plugin_host(config: &Config) -> anyhow::Result<PluginHost> {
+    PluginHost::new(plugin_host_config(config))
+}
+
+/// How the daemon's plugin host is built from the config.
+pub fn plugin_host_config(config: &Config) -> PluginHostConfig {
     let max_memory_bytes = config
         .plugins
         .values()
@@ -107,7 +112,7 @@ pub fn plugin_host(config: &Config) -> anyhow::Result<PluginHost> {
         .filter_map(|p| InstanceNeeds::of_file(&p.component).ok())
         .reduce(InstanceNeeds::max)
         .unwrap_or_default();
-    PluginHost::new(PluginHostConfig {
+    PluginHostConfig {
         cache_dir: Some(config.storage.plugin_cache_dir.clone()),
         // Every running action holds one instance; loading and describing
         // plugins, decodes and polls take a few more.
@@ -115,7 +120,7 @@ pub fn plugin_host(config: &Config) -> anyhow::Result<PluginHost> {
         instance_needs,
         max_memory_bytes,
         ..PluginHostConfig::default()
-    })
+    }
 }
 
 /// Loads every configured plugin; the error lists every plugin that failed.
