@@ -397,3 +397,110 @@ fn the_bundled_rules_compile_without_errors_or_warnings() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.ends_with(", 0 error(s), 0 warning(s)\n"), "{text}");
 }
+
+/// `converge rules try`: the config's rules and routes on an event file,
+/// each action's plugin called with its HTTP requests shown and answered by
+/// the dry run, not sent: the receiver gets nothing, the credential shows
+/// by name only (its variable unset here), and the JSON output has the
+/// same requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_try_shows_the_requests_each_action_would_make_and_sends_none() {
+    let sink = crate::support::Sink::start().await;
+    let ws = crate::support::Workspace::new(
+        &[(
+            "briefs",
+            r#"
+if event.type == "brief.submitted" && !("owner" in event.data) {
+    escalate("mops-leads", `brief ${event.subject} has no owner`);
+    notify("ops", "a brief without an owner");
+    set_field("triaged", true);
+}
+"#,
+        )],
+        &format!(
+            r##"{plugins}
+[[routes]]
+decision = "escalate"
+plugin = "slack"
+config = {{ channel = "#mops-escalations", base_url = "{slack}" }}
+
+[[routes]]
+decision = "notify"
+plugin = "webhook-out"
+carry_entity = false
+config = {{ url = "{hook}", select = ["/decision/kind", "/decision/to", "/event/id"] }}
+"##,
+            plugins = crate::support::plugins_toml(&sink),
+            slack = sink.url("/slack"),
+            hook = sink.url("/hook"),
+        ),
+    );
+    let events = ws.dir.path().join("brief.json");
+    std::fs::write(
+        &events,
+        r#"{"specversion": "1.0", "id": "b-1", "source": "/forms", "type": "brief.submitted",
+            "subject": "campaign/spring", "time": "2026-03-02T09:00:00Z", "data": {"title": "Spring"}}"#,
+    )
+    .unwrap();
+    let config = ws.config();
+    let run = move |json: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
+        command
+            .args(["rules", "try", "--config"])
+            .arg(&config)
+            .arg(&events)
+            .env_remove("CONVERGE_TEST_SLACK_TOKEN");
+        if json {
+            command.arg("--json");
+        }
+        command.output().unwrap()
+    };
+    let out = tokio::task::spawn_blocking(move || (run(false), run(true)))
+        .await
+        .unwrap();
+    let (text, json) = out;
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let shown = stdout(&text);
+    let slack = sink.url("/slack/chat.postMessage");
+    for expected in [
+        "event b-1 brief.submitted (campaign/spring)",
+        "  briefs: {\"kind\":\"escalate\",\"to\":\"mops-leads\",\"reason\":\"brief campaign/spring has no owner\",\"level\":1}",
+        "    -> route",
+        &format!("       POST {slack}"),
+        "         authorization: <credential bot_token>",
+        "  briefs: {\"kind\":\"set_field\",\"field\":\"triaged\",\"value\":true}",
+        "    no route acts on it",
+        &format!("       POST {}", sink.url("/hook")),
+        "         | {\"decision\":{\"kind\":\"notify\",\"to\":\"ops\"},\"event\":{\"id\":\"b-1\"}}",
+        "1 event(s), 3 decision(s), 2 action(s), 2 request(s) shown; nothing was sent",
+    ] {
+        assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
+    }
+    assert!(!shown.contains("unset-in-this-environment"), "{shown}");
+    assert!(
+        sink.received().is_empty(),
+        "the dry run sent {:?}",
+        sink.received()
+    );
+
+    assert!(json.status.success());
+    let lines: Vec<serde_json::Value> = stdout(&json)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["plugin"], "slack");
+    assert_eq!(lines[0]["decision"]["kind"], "escalate");
+    assert_eq!(lines[0]["requests"][0]["method"], "POST");
+    assert_eq!(lines[0]["requests"][0]["url"], slack);
+    let body: serde_json::Value =
+        serde_json::from_str(lines[0]["requests"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["channel"], "#mops-escalations");
+    assert_eq!(lines[1]["plugin"], "webhook-out");
+    assert_eq!(lines[1]["outcome"]["ok"], true);
+    assert!(sink.received().is_empty());
+}

@@ -1,5 +1,5 @@
 //! `converge rules`: tools for rule authors that need neither the database
-//! nor the plugins running.
+//! nor a running daemon.
 //!
 //! - `converge rules check`: compiles every configured rule and lints the
 //!   rule set against the config (decisions nobody acts on, rule files the
@@ -9,9 +9,13 @@
 //! - `converge rules test`: runs the `*.test.toml` files beside the rules
 //!   (fixture events, a starting state, a clock, expected decisions); see
 //!   [`mod@test`] for the runner and `docs/rule-tests.md` for the format.
+//! - `converge rules try`: the config's rules and routes on events from a
+//!   file, each action's plugin called in a dry run that shows its HTTP
+//!   requests and sends none; see [`dry_run`].
 
 mod check;
 mod diff;
+mod dry_run;
 mod test;
 
 use std::path::{Component, Path, PathBuf};
@@ -44,12 +48,31 @@ pub enum RulesCommand {
         /// Test files, or directories to search for `*.test.toml`.
         paths: Vec<PathBuf>,
     },
+    /// Run the config's rules and routes on the events of a file (one
+    /// CloudEvent, or one per line) and call each action's plugin in a dry
+    /// run: its HTTP requests are shown and answered with a stand-in, never
+    /// sent, and nothing is stored. Credentials need not be set.
+    Try {
+        #[arg(long, short, default_value = "config/converge.toml")]
+        config: PathBuf,
+        /// One JSON object per action: its decision, route, plugin, requests
+        /// and what the plugin said.
+        #[arg(long)]
+        json: bool,
+        /// A CloudEvent (JSON), or NDJSON of several, run in order.
+        events: PathBuf,
+    },
 }
 
 pub fn run(command: RulesCommand) -> ExitCode {
     match command {
         RulesCommand::Check { config } => check::run(&config),
         RulesCommand::Test { config, paths } => test::run(config.as_deref(), &paths),
+        RulesCommand::Try {
+            config,
+            json,
+            events,
+        } => dry_run::run(&config, &events, json),
     }
 }
 
