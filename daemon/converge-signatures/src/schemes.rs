@@ -362,7 +362,7 @@ fn generic_hmac(
 }
 
 /// The query parameter `url-secret` reads.
-pub(crate) const URL_SECRET_PARAMETER: &str = "key";
+const URL_SECRET_PARAMETER: &str = "key";
 
 /// The secret in the query, once, equal to one of the secrets. Both sides
 /// are hashed before the constant-time comparison, so that neither the
