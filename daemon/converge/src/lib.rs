@@ -188,15 +188,9 @@ pub fn main() -> ExitCode {
         Command::Rules { command } => return rules_cli::run(command),
         command => command,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match async_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return Exit::Failure.into();
-        }
+        Err(exit) => return exit,
     };
     runtime.block_on(async {
         match command {
@@ -251,4 +245,16 @@ pub fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// The async runtime of the commands that need one, or the exit code of a
+/// failure to start it, said on stderr.
+pub(crate) fn async_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            Exit::Failure.into()
+        })
 }

@@ -77,16 +77,9 @@ pub fn run(config_path: &Path, events_path: &Path, json: bool) -> ExitCode {
             return Exit::Failure.into();
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::async_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return Exit::Failure.into();
-        }
+        Err(exit) => return exit,
     };
     let tried = match runtime.block_on(try_actions(&config, decided.actions)) {
         Ok(tried) => tried,
