@@ -413,6 +413,7 @@ async fn rules_try_shows_the_requests_each_action_would_make_and_sends_none() {
 if event.type == "brief.submitted" && !("owner" in event.data) {
     escalate("mops-leads", `brief ${event.subject} has no owner`);
     notify("ops", "a brief without an owner");
+    notify("finance", "a budget to check");
     set_field("triaged", true);
 }
 "#,
@@ -426,6 +427,7 @@ config = {{ channel = "#mops-escalations", base_url = "{slack}" }}
 
 [[routes]]
 decision = "notify"
+to = "ops"
 plugin = "webhook-out"
 carry_entity = false
 config = {{ url = "{hook}", select = ["/decision/kind", "/decision/to", "/event/id"] }}
@@ -449,7 +451,8 @@ config = {{ url = "{hook}", select = ["/decision/kind", "/decision/to", "/event/
             .args(["rules", "try", "--config"])
             .arg(&config)
             .arg(&events)
-            .env_remove("CONVERGE_TEST_SLACK_TOKEN");
+            .env_remove("CONVERGE_TEST_SLACK_TOKEN")
+            .env_remove("RUST_LOG");
         if json {
             command.arg("--json");
         }
@@ -472,15 +475,18 @@ config = {{ url = "{hook}", select = ["/decision/kind", "/decision/to", "/event/
         "    -> route",
         &format!("       POST {slack}"),
         "         authorization: <credential bot_token>",
-        "  briefs: {\"kind\":\"set_field\",\"field\":\"triaged\",\"value\":true}",
-        "    no route acts on it",
+        "  briefs: {\"kind\":\"set_field\",\"field\":\"triaged\",\"value\":true}\n1 event(s)",
         &format!("       POST {}", sink.url("/hook")),
         "         | {\"decision\":{\"kind\":\"notify\",\"to\":\"ops\"},\"event\":{\"id\":\"b-1\"}}",
-        "1 event(s), 3 decision(s), 2 action(s), 2 request(s) shown; nothing was sent",
+        "  briefs: {\"kind\":\"notify\",\"to\":\"finance\",\"message\":\"a budget to check\"}\n    no route acts on it: nobody hears of it\n",
+        "1 event(s), 4 decision(s), 2 action(s), 2 request(s) shown; nothing was sent",
     ] {
         assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
     }
     assert!(!shown.contains("unset-in-this-environment"), "{shown}");
+    // What the command has to say is on stdout; its log keeps to warnings.
+    let said = String::from_utf8_lossy(&text.stderr);
+    assert!(!said.contains("INFO"), "{said}");
     assert!(
         sink.received().is_empty(),
         "the dry run sent {:?}",

@@ -146,7 +146,7 @@ impl From<Exit> for ExitCode {
 /// returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The daemon logs as its config says; the commands, at the defaults.
+    // The daemon logs as its config says.
     let run_config = match &cli.command {
         Command::Run { config } => match Config::load(config, &|name| std::env::var(name).ok()) {
             Ok(config) => Some(config),
@@ -157,12 +157,17 @@ pub fn main() -> ExitCode {
         },
         _ => None,
     };
+    // The commands print what they have to say; their log keeps to
+    // warnings and errors (the plugin host's "plugin loaded" lines are the
+    // daemon's), unless `RUST_LOG` asks for more.
+    let command_log = LogSettings {
+        level: "warn".into(),
+        ..LogSettings::default()
+    };
     // Traces are the daemon's only; kept to the end of `main`, where
     // dropping it exports the last spans.
     let _traces = logging::init(
-        run_config
-            .as_ref()
-            .map_or(&LogSettings::default(), |c| &c.log),
+        run_config.as_ref().map_or(&command_log, |c| &c.log),
         run_config
             .as_ref()
             .map_or(&TelemetrySettings::default(), |c| &c.telemetry),

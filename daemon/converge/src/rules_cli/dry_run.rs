@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use converge_engine::{ActionPayload, Engine, Origin, Rules, Simulation};
-use converge_model::{Event, records::NewAction};
+use converge_model::{DecisionKind, Event, records::NewAction};
 use converge_plugin_host::{
     ActionInput, DryRun, PluginHost, PluginHostConfig, RecordedRequest, STAND_IN_BODY,
     STAND_IN_STATUS,
@@ -152,7 +152,12 @@ struct Decided {
 
 enum Line {
     Event(String),
-    Decision { text: String, actions: Vec<usize> },
+    Decision {
+        text: String,
+        actions: Vec<usize>,
+        /// An `escalate` or `notify`, which only its routes carry out.
+        routed_only: bool,
+    },
     Failure(String),
 }
 
@@ -203,6 +208,7 @@ fn decide(config: &Config, loaded: &LoadedRules, events: &[Event]) -> Result<Dec
                     ));
                 }
                 decided.lines.push(Line::Decision {
+                    routed_only: DecisionKind::ROUTED_ONLY.contains(&decision.kind.name()),
                     text: format!(
                         "{}: {}",
                         decision.rule,
@@ -303,11 +309,15 @@ fn text(lines: &[Line], tried: &[Tried], events: usize) -> String {
             Line::Failure(failure) => {
                 let _ = writeln!(out, "  rule failed: {failure}");
             }
-            Line::Decision { text, actions } => {
+            Line::Decision {
+                text,
+                actions,
+                routed_only,
+            } => {
                 decisions += 1;
                 let _ = writeln!(out, "  {text}");
-                if actions.is_empty() {
-                    let _ = writeln!(out, "    no route acts on it");
+                if actions.is_empty() && *routed_only {
+                    let _ = writeln!(out, "    no route acts on it: nobody hears of it");
                 }
                 for &n in actions {
                     write_action(&mut out, &tried[n]);
