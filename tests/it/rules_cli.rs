@@ -415,6 +415,10 @@ if event.type == "brief.submitted" && !("owner" in event.data) {
     notify("ops", "a brief without an owner");
     notify("finance", "a budget to check");
     set_field("triaged", true);
+    schedule("2d", "brief.still_unowned");
+}
+if event.type == "brief.still_unowned" {
+    escalate("mops-leads", `brief ${event.subject} still has no owner`);
 }
 "#,
         )],
@@ -448,7 +452,7 @@ config = {{ url = "{hook}", select = ["/decision/kind", "/decision/to", "/event/
     let run = move |json: bool| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
         command
-            .args(["rules", "try", "--config"])
+            .args(["rules", "try", "--advance", "3d", "--config"])
             .arg(&config)
             .arg(&events)
             .env_remove("CONVERGE_TEST_SLACK_TOKEN")
@@ -475,11 +479,13 @@ config = {{ url = "{hook}", select = ["/decision/kind", "/decision/to", "/event/
         "    -> route",
         &format!("       POST {slack}"),
         "         authorization: <credential bot_token>",
-        "  briefs: {\"kind\":\"set_field\",\"field\":\"triaged\",\"value\":true}\n1 event(s)",
+        "  briefs: {\"kind\":\"set_field\",\"field\":\"triaged\",\"value\":true}\n",
+        // The timer the rule set, fired by --advance: its escalation too.
+        "event timer-1 brief.still_unowned (campaign/spring), a timer fired at 2026-03-04T09:00:00Z\n  briefs: {\"kind\":\"escalate\",\"to\":\"mops-leads\",\"reason\":\"brief campaign/spring still has no owner\",\"level\":1}\n    -> route",
         &format!("       POST {}", sink.url("/hook")),
         "         | {\"decision\":{\"kind\":\"notify\",\"to\":\"ops\"},\"event\":{\"id\":\"b-1\"}}",
         "  briefs: {\"kind\":\"notify\",\"to\":\"finance\",\"message\":\"a budget to check\"}\n    no route acts on it: nobody hears of it\n",
-        "1 event(s), 4 decision(s), 2 action(s), 2 request(s) shown; nothing was sent",
+        "1 event(s), 1 timer(s) fired, 6 decision(s), 3 action(s), 3 request(s) shown; nothing was sent",
     ] {
         assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
     }
@@ -498,7 +504,8 @@ config = {{ url = "{hook}", select = ["/decision/kind", "/decision/to", "/event/
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[2]["event"], "timer-1");
     assert_eq!(lines[0]["plugin"], "slack");
     assert_eq!(lines[0]["decision"]["kind"], "escalate");
     assert_eq!(lines[0]["requests"][0]["method"], "POST");

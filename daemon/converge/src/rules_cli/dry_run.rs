@@ -12,9 +12,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use chrono::Utc;
-use converge_engine::{ActionPayload, Engine, Origin, Rules, Simulation};
+use converge_engine::{ActionPayload, Engine, Origin, Rules, Simulated, Simulation};
 use converge_model::{DecisionKind, Event, records::NewAction};
 use converge_plugin_host::{
     ActionInput, DryRun, PluginHost, PluginHostConfig, RecordedRequest, STAND_IN_BODY,
@@ -30,6 +31,10 @@ use crate::reload::LoadedRules;
 /// The most of a request's body shown as text; the JSON output has it whole.
 const SHOWN_BODY_BYTES: usize = 2048;
 
+/// More timers than this firing while `--advance` moves the clock is a
+/// rule scheduling in a loop.
+const MAX_TIMER_FIRINGS: usize = 10_000;
+
 /// The value a credential whose variable is unset gets in a dry run.
 const PLACEHOLDER: &str = "unset-in-this-environment";
 
@@ -44,7 +49,12 @@ struct Tried {
     outcome: Result<String, String>,
 }
 
-pub fn run(config_path: &Path, events_path: &Path, json: bool) -> ExitCode {
+pub fn run(
+    config_path: &Path,
+    events_path: &Path,
+    advance: Option<Duration>,
+    json: bool,
+) -> ExitCode {
     let config = match load(config_path) {
         Ok(config) => config,
         Err(e) => {
@@ -70,7 +80,7 @@ pub fn run(config_path: &Path, events_path: &Path, json: bool) -> ExitCode {
             return Exit::Invalid.into();
         }
     };
-    let decided = match decide(&config, &loaded, &events) {
+    let mut decided = match decide(&config, &loaded, &events, advance) {
         Ok(decided) => decided,
         Err(e) => {
             eprintln!("error: {e}");
@@ -81,7 +91,8 @@ pub fn run(config_path: &Path, events_path: &Path, json: bool) -> ExitCode {
         Ok(runtime) => runtime,
         Err(exit) => return exit,
     };
-    let tried = match runtime.block_on(try_actions(&config, decided.actions)) {
+    let actions = std::mem::take(&mut decided.actions);
+    let tried = match runtime.block_on(try_actions(&config, actions)) {
         Ok(tried) => tried,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -94,7 +105,7 @@ pub fn run(config_path: &Path, events_path: &Path, json: bool) -> ExitCode {
             .map(|t| to_json(t).to_string() + "\n")
             .collect()
     } else {
-        text(&decided.lines, &tried, events.len())
+        text(&decided, &tried, events.len())
     };
     print!("{out}");
     Exit::Ok.into()
@@ -148,6 +159,9 @@ struct Decided {
     /// decision's actions numbered in `actions` order.
     lines: Vec<Line>,
     actions: Vec<(String, String, Value, NewAction)>,
+    /// Events of timers that fired, and events the rules emitted.
+    timers: usize,
+    emitted: usize,
 }
 
 enum Line {
@@ -161,7 +175,15 @@ enum Line {
     Failure(String),
 }
 
-fn decide(config: &Config, loaded: &LoadedRules, events: &[Event]) -> Result<Decided, String> {
+/// The events in order, each at its `time` (the clock stays where it is
+/// for one without), then the clock moved on by `advance`, firing the
+/// timers due: what the rules decide and the actions they make.
+fn decide(
+    config: &Config,
+    loaded: &LoadedRules,
+    events: &[Event],
+    advance: Option<Duration>,
+) -> Result<Decided, String> {
     let engine = Engine {
         routes: config.routes.clone(),
         max_emit_depth: config.rules.max_emit_depth,
@@ -175,51 +197,79 @@ fn decide(config: &Config, loaded: &LoadedRules, events: &[Event]) -> Result<Dec
     let mut decided = Decided {
         lines: Vec::new(),
         actions: Vec::new(),
+        timers: 0,
+        emitted: 0,
     };
     for event in events {
         if let Some(time) = event.time {
             sim.now = time;
         }
         sim.run(event, Origin::Input, &mut |processed| {
-            let event = processed.event;
-            decided.lines.push(Line::Event(format!(
-                "{} {} ({}){}",
-                event.id,
-                event.ty,
-                event.subject.as_deref().unwrap_or("no subject"),
-                match processed.origin {
-                    Origin::Emit => ", emitted",
-                    _ => "",
-                }
-            )));
-            for failure in &processed.evaluation.failures {
-                decided.lines.push(Line::Failure(failure.message.clone()));
-            }
-            for new in processed.outcome.decisions.iter().filter(|d| !d.shadow) {
-                let decision = &new.decision;
-                let mut numbers = Vec::new();
-                for action in &new.actions {
-                    numbers.push(decided.actions.len());
-                    decided.actions.push((
-                        event.id.clone(),
-                        decision.rule.clone(),
-                        serde_json::to_value(&decision.kind).expect("decisions serialize"),
-                        action.clone(),
-                    ));
-                }
-                decided.lines.push(Line::Decision {
-                    routed_only: DecisionKind::ROUTED_ONLY.contains(&decision.kind.name()),
-                    text: format!(
-                        "{}: {}",
-                        decision.rule,
-                        serde_json::to_string(&decision.kind).expect("decisions serialize")
-                    ),
-                    actions: numbers,
-                });
-            }
+            decided.add(processed)
+        })?;
+    }
+    if let Some(advance) = advance {
+        let by = chrono::Duration::from_std(advance).map_err(|e| format!("--advance: {e}"))?;
+        let until = sim.now + by;
+        sim.advance_to(until, Some(MAX_TIMER_FIRINGS), &mut |processed| {
+            decided.add(processed);
         })?;
     }
     Ok(decided)
+}
+
+impl Decided {
+    /// One event the simulation processed: its line, its rules' failures,
+    /// and each live decision with the actions its routes made.
+    fn add(&mut self, processed: Simulated<'_>) {
+        let event = processed.event;
+        self.lines.push(Line::Event(format!(
+            "{} {} ({}){}",
+            event.id,
+            event.ty,
+            event.subject.as_deref().unwrap_or("no subject"),
+            match processed.origin {
+                Origin::Emit => ", emitted".to_string(),
+                Origin::Timer => format!(
+                    ", a timer fired at {}",
+                    processed
+                        .now
+                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                ),
+                Origin::Input => String::new(),
+            }
+        )));
+        match processed.origin {
+            Origin::Timer => self.timers += 1,
+            Origin::Emit => self.emitted += 1,
+            Origin::Input => {}
+        }
+        for failure in &processed.evaluation.failures {
+            self.lines.push(Line::Failure(failure.message.clone()));
+        }
+        for new in processed.outcome.decisions.iter().filter(|d| !d.shadow) {
+            let decision = &new.decision;
+            let mut numbers = Vec::new();
+            for action in &new.actions {
+                numbers.push(self.actions.len());
+                self.actions.push((
+                    event.id.clone(),
+                    decision.rule.clone(),
+                    serde_json::to_value(&decision.kind).expect("decisions serialize"),
+                    action.clone(),
+                ));
+            }
+            self.lines.push(Line::Decision {
+                routed_only: DecisionKind::ROUTED_ONLY.contains(&decision.kind.name()),
+                text: format!(
+                    "{}: {}",
+                    decision.rule,
+                    serde_json::to_string(&decision.kind).expect("decisions serialize")
+                ),
+                actions: numbers,
+            });
+        }
+    }
 }
 
 /// Each action through its plugin, in a dry run.
@@ -298,10 +348,10 @@ fn to_json(tried: &Tried) -> Value {
     })
 }
 
-fn text(lines: &[Line], tried: &[Tried], events: usize) -> String {
+fn text(decided: &Decided, tried: &[Tried], events: usize) -> String {
     let mut out = String::new();
     let mut decisions = 0;
-    for line in lines {
+    for line in &decided.lines {
         match line {
             Line::Event(event) => {
                 let _ = writeln!(out, "event {event}");
@@ -326,9 +376,16 @@ fn text(lines: &[Line], tried: &[Tried], events: usize) -> String {
         }
     }
     let requests: usize = tried.iter().map(|t| t.requests.len()).sum();
+    let mut processed = format!("{events} event(s)");
+    if decided.timers > 0 {
+        let _ = write!(processed, ", {} timer(s) fired", decided.timers);
+    }
+    if decided.emitted > 0 {
+        let _ = write!(processed, ", {} emitted", decided.emitted);
+    }
     let _ = writeln!(
         out,
-        "{events} event(s), {decisions} decision(s), {} action(s), {requests} request(s) shown; nothing was sent",
+        "{processed}, {decisions} decision(s), {} action(s), {requests} request(s) shown; nothing was sent",
         tried.len()
     );
     out

@@ -55,6 +55,11 @@ pub enum RulesCommand {
     Try {
         #[arg(long, short, default_value = "config/converge.toml")]
         config: PathBuf,
+        /// After the last event, move the clock on by this much (`72h`,
+        /// `3d`), firing the timers due on the way: an escalation ladder's
+        /// later steps, an expected event's deadline.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        advance: Option<std::time::Duration>,
         /// One JSON object per action: its decision, route, plugin, requests
         /// and what the plugin said.
         #[arg(long)]
@@ -70,9 +75,10 @@ pub fn run(command: RulesCommand) -> ExitCode {
         RulesCommand::Test { config, paths } => test::run(config.as_deref(), &paths),
         RulesCommand::Try {
             config,
+            advance,
             json,
             events,
-        } => dry_run::run(&config, &events, json),
+        } => dry_run::run(&config, &events, advance, json),
     }
 }
 
