@@ -448,24 +448,28 @@ config = {{ url = "{hook}", select = ["/decision/kind", "/decision/to", "/event/
             "subject": "campaign/spring", "time": "2026-03-02T09:00:00Z", "data": {"title": "Spring"}}"#,
     )
     .unwrap();
+    // What Slack answers when the bot is not in the channel.
+    let refusal = ws.dir.path().join("not_in_channel.json");
+    std::fs::write(&refusal, r#"{"ok": false, "error": "not_in_channel"}"#).unwrap();
+    let answer = format!("slack={}", refusal.display());
     let config = ws.config();
-    let run = move |json: bool| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_converge"));
-        command
+    let run = move |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_converge"))
             .args(["rules", "try", "--advance", "3d", "--config"])
             .arg(&config)
+            .args(extra)
             .arg(&events)
             .env_remove("CONVERGE_TEST_SLACK_TOKEN")
-            .env_remove("RUST_LOG");
-        if json {
-            command.arg("--json");
-        }
-        command.output().unwrap()
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
     };
-    let out = tokio::task::spawn_blocking(move || (run(false), run(true)))
-        .await
-        .unwrap();
-    let (text, json) = out;
+    let out = tokio::task::spawn_blocking(move || {
+        (run(&[]), run(&["--json"]), run(&["--answer", &answer]))
+    })
+    .await
+    .unwrap();
+    let (text, json, answered) = out;
     assert!(
         text.status.success(),
         "{}",
@@ -515,5 +519,13 @@ config = {{ url = "{hook}", select = ["/decision/kind", "/decision/to", "/event/
     assert_eq!(body["channel"], "#mops-escalations");
     assert_eq!(lines[1]["plugin"], "webhook-out");
     assert_eq!(lines[1]["outcome"]["ok"], true);
+
+    // Slack's refusal given as its answer: the plugin's verdict on it.
+    assert!(answered.status.success());
+    let shown = stdout(&answered);
+    assert!(
+        shown.contains("not_in_channel.json by the dry run) the plugin failed: permanent failure: slack: not_in_channel (channel #mops-escalations)"),
+        "{shown}"
+    );
     assert!(sink.received().is_empty());
 }

@@ -1,7 +1,8 @@
 //! Dry runs: plugins called as in the daemon, their HTTP requests checked
 //! against their grants as in the daemon, then kept here instead of sent,
 //! and answered with a stand-in (`200`, `{"ok": true}`: a JSON object,
-//! and the success Slack's API reports). What `converge rules try`
+//! and the success Slack's API reports), or the answer given for that
+//! plugin. What `converge rules try`
 //! shows a rule author: the requests an action would make, with nothing
 //! leaving the machine.
 //!
@@ -19,6 +20,25 @@ use crate::bindings::converge::plugin::http::Response;
 #[derive(Debug, Clone, Default)]
 pub struct DryRun {
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    /// What a plugin's requests are answered instead of the stand-in, by
+    /// plugin name.
+    answers: Arc<std::collections::BTreeMap<String, StandIn>>,
+}
+
+/// An answer of a dry run: a status and a body (sent as JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandIn {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Default for StandIn {
+    fn default() -> StandIn {
+        StandIn {
+            status: STAND_IN_STATUS,
+            body: STAND_IN_BODY.as_bytes().to_vec(),
+        }
+    }
 }
 
 /// One request a plugin made in a dry run, as the host would have sent it.
@@ -44,6 +64,21 @@ impl DryRun {
         DryRun::default()
     }
 
+    /// Every request of these plugins gets this answer instead of the
+    /// stand-in: a tool's reply a plugin reads (a created issue's key), or
+    /// an error, to see what the plugin makes of it.
+    pub fn answering(answers: std::collections::BTreeMap<String, StandIn>) -> DryRun {
+        DryRun {
+            requests: Arc::default(),
+            answers: Arc::new(answers),
+        }
+    }
+
+    /// What requests of `plugin` are answered.
+    pub fn answer_of(&self, plugin: &str) -> StandIn {
+        self.answers.get(plugin).cloned().unwrap_or_default()
+    }
+
     /// The requests recorded since the last `take`, oldest first.
     pub fn take(&self) -> Vec<RecordedRequest> {
         std::mem::take(&mut *self.requests.lock().expect("dry run record"))
@@ -66,10 +101,11 @@ impl DryRun {
             body: prepared.body.clone(),
         };
         self.requests.lock().expect("dry run record").push(request);
+        let answer = self.answer_of(plugin);
         Response {
-            status: STAND_IN_STATUS,
+            status: answer.status,
             headers: vec![("content-type".into(), "application/json".into())],
-            body: STAND_IN_BODY.as_bytes().to_vec(),
+            body: answer.body,
         }
     }
 }

@@ -53,7 +53,7 @@ mod resolve;
 mod state;
 
 pub use config::{Credential, Grants, PluginHostConfig, PluginLimits, PluginSpec};
-pub use dry_run::{DryRun, RecordedRequest, STAND_IN_BODY, STAND_IN_STATUS};
+pub use dry_run::{DryRun, RecordedRequest, STAND_IN_BODY, STAND_IN_STATUS, StandIn};
 pub use error::{CallFailure, LoadError};
 pub use host::{PluginHost, SUPPORTED_API_VERSIONS};
 pub use needs::InstanceNeeds;

@@ -9,8 +9,9 @@
 //! given a placeholder, and no credential's value is ever shown (its header
 //! names the credential).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use converge_engine::{ActionPayload, Engine, Origin, Rules, Simulated, Simulatio
 use converge_model::{DecisionKind, Event, records::NewAction};
 use converge_plugin_host::{
     ActionInput, DryRun, PluginHost, PluginHostConfig, RecordedRequest, STAND_IN_BODY,
-    STAND_IN_STATUS,
+    STAND_IN_STATUS, StandIn,
 };
 use serde_json::{Value, json};
 
@@ -46,23 +47,50 @@ struct Tried {
     route: String,
     plugin: String,
     requests: Vec<RecordedRequest>,
+    /// How the dry run answered its requests, in words.
+    answered: String,
     outcome: Result<String, String>,
 }
 
-pub fn run(
-    config_path: &Path,
-    events_path: &Path,
+#[derive(clap::Args)]
+pub struct TryArgs {
+    #[arg(long, short, default_value = "config/converge.toml")]
+    config: PathBuf,
+    /// After the last event, move the clock on by this much (`72h`, `3d`),
+    /// firing the timers due on the way: an escalation ladder's later
+    /// steps, an expected event's deadline.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     advance: Option<Duration>,
+    /// Answer a plugin's requests with the JSON in FILE (status 200, or
+    /// the STATUS given) instead of the stand-in `200 {"ok": true}`: the
+    /// reply a plugin reads, or an error, to see what it makes of it.
+    /// Repeat for several plugins.
+    #[arg(long, value_name = "PLUGIN=[STATUS:]FILE")]
+    answer: Vec<String>,
+    /// One JSON object per action: its decision, route, plugin, requests
+    /// and what the plugin said.
+    #[arg(long)]
     json: bool,
-) -> ExitCode {
-    let config = match load(config_path) {
+    /// A CloudEvent (JSON), or NDJSON of several, run in order.
+    events: PathBuf,
+}
+
+pub fn run(args: &TryArgs) -> ExitCode {
+    let config = match load(&args.config) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Invalid.into();
         }
     };
-    let events = match read_events(events_path) {
+    let answers = match answers(&args.answer, &config) {
+        Ok(answers) => answers,
+        Err(e) => {
+            eprintln!("error: --answer {e}");
+            return Exit::Invalid.into();
+        }
+    };
+    let events = match read_events(&args.events) {
         Ok(events) => events,
         Err(e) => {
             eprintln!("error: {e}");
@@ -80,7 +108,7 @@ pub fn run(
             return Exit::Invalid.into();
         }
     };
-    let mut decided = match decide(&config, &loaded, &events, advance) {
+    let mut decided = match decide(&config, &loaded, &events, args.advance) {
         Ok(decided) => decided,
         Err(e) => {
             eprintln!("error: {e}");
@@ -92,14 +120,14 @@ pub fn run(
         Err(exit) => return exit,
     };
     let actions = std::mem::take(&mut decided.actions);
-    let tried = match runtime.block_on(try_actions(&config, actions)) {
+    let tried = match runtime.block_on(try_actions(&config, answers, actions)) {
         Ok(tried) => tried,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Exit::Invalid.into();
         }
     };
-    let out = if json {
+    let out = if args.json {
         tried
             .iter()
             .map(|t| to_json(t).to_string() + "\n")
@@ -129,6 +157,42 @@ fn load(path: &Path) -> Result<Config, String> {
         env(name).or_else(|| unset.iter().any(|v| v == name).then(|| PLACEHOLDER.into()))
     })
     .map_err(|e| e.to_string())
+}
+
+/// The `--answer PLUGIN=[STATUS:]FILE`s: each plugin's answer, and how
+/// the output names it.
+fn answers(
+    given: &[String],
+    config: &Config,
+) -> Result<BTreeMap<String, (StandIn, String)>, String> {
+    let mut answers = BTreeMap::new();
+    for answer in given {
+        let (plugin, rest) = answer
+            .split_once('=')
+            .ok_or_else(|| format!("`{answer}`: expected PLUGIN=[STATUS:]FILE"))?;
+        if !config.plugins.contains_key(plugin) {
+            return Err(format!("`{answer}`: the config has no plugin `{plugin}`"));
+        }
+        let (status, file) = match rest.split_once(':') {
+            Some((status, file))
+                if status.len() == 3 && status.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                let status: u16 = status.parse().expect("three digits");
+                if !(100..=599).contains(&status) {
+                    return Err(format!("`{answer}`: {status} is not an HTTP status"));
+                }
+                (status, file)
+            }
+            _ => (STAND_IN_STATUS, rest),
+        };
+        let body =
+            std::fs::read(file).map_err(|e| format!("`{answer}`: cannot read {file}: {e}"))?;
+        answers.insert(
+            plugin.to_string(),
+            (StandIn { status, body }, format!("{status} from {file}")),
+        );
+    }
+    Ok(answers)
 }
 
 /// One CloudEvent (a JSON object), or several, one per line.
@@ -275,9 +339,15 @@ impl Decided {
 /// Each action through its plugin, in a dry run.
 async fn try_actions(
     config: &Config,
+    answers: BTreeMap<String, (StandIn, String)>,
     actions: Vec<(String, String, Value, NewAction)>,
 ) -> anyhow::Result<Vec<Tried>> {
-    let dry_run = DryRun::new();
+    let dry_run = DryRun::answering(
+        answers
+            .iter()
+            .map(|(plugin, (answer, _))| (plugin.clone(), answer.clone()))
+            .collect(),
+    );
     let host = PluginHost::new(PluginHostConfig {
         dry_run: Some(dry_run.clone()),
         ..plugin_host_config(config)
@@ -307,6 +377,10 @@ async fn try_actions(
             (None, _, _) => Err(format!("no route `{}`", action.route)),
             (_, None, _) => Err(format!("plugin `{}` is not loaded", action.plugin)),
         };
+        let answered = match answers.get(&action.plugin) {
+            Some((_, named)) => named.clone(),
+            None => format!("{STAND_IN_STATUS} {STAND_IN_BODY}"),
+        };
         tried.push(Tried {
             event,
             rule,
@@ -314,6 +388,7 @@ async fn try_actions(
             route: action.route,
             plugin: action.plugin,
             requests: dry_run.take(),
+            answered,
             outcome,
         });
     }
@@ -412,7 +487,7 @@ fn write_action(out: &mut String, tried: &Tried) {
             }
         }
     }
-    let answered = format!("each answered {STAND_IN_STATUS} {STAND_IN_BODY} by the dry run");
+    let answered = format!("each answered {} by the dry run", tried.answered);
     match &tried.outcome {
         Ok(summary) if tried.requests.is_empty() => {
             let _ = writeln!(out, "       no request; the plugin said: {summary}");

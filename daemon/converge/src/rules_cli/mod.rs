@@ -52,33 +52,14 @@ pub enum RulesCommand {
     /// CloudEvent, or one per line) and call each action's plugin in a dry
     /// run: its HTTP requests are shown and answered with a stand-in, never
     /// sent, and nothing is stored. Credentials need not be set.
-    Try {
-        #[arg(long, short, default_value = "config/converge.toml")]
-        config: PathBuf,
-        /// After the last event, move the clock on by this much (`72h`,
-        /// `3d`), firing the timers due on the way: an escalation ladder's
-        /// later steps, an expected event's deadline.
-        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-        advance: Option<std::time::Duration>,
-        /// One JSON object per action: its decision, route, plugin, requests
-        /// and what the plugin said.
-        #[arg(long)]
-        json: bool,
-        /// A CloudEvent (JSON), or NDJSON of several, run in order.
-        events: PathBuf,
-    },
+    Try(dry_run::TryArgs),
 }
 
 pub fn run(command: RulesCommand) -> ExitCode {
     match command {
         RulesCommand::Check { config } => check::run(&config),
         RulesCommand::Test { config, paths } => test::run(config.as_deref(), &paths),
-        RulesCommand::Try {
-            config,
-            advance,
-            json,
-            events,
-        } => dry_run::run(&config, &events, advance, json),
+        RulesCommand::Try(args) => dry_run::run(&args),
     }
 }
 
