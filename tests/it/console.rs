@@ -399,6 +399,35 @@ async fn the_dead_letters_shown_are_retried_at_once_after_a_fix() {
     sink.wait_for(2).await;
     daemon.wait_for_metric("converge_dead_letters", 2.0).await;
 
+    // Both failed the same way: the page says so once, above the rows,
+    // and links to them.
+    browser.goto(&format!("{}/ui", daemon.url)).await;
+    let causes = browser
+        .wait_for_text("#causes", "Actions failing the same way", WAIT)
+        .await;
+    let rows = browser.texts_of("#causes tbody tr").await;
+    assert_eq!(rows.len(), 1, "{causes}");
+    assert!(
+        rows[0].contains("via webhook-out: ") && rows[0].contains("401"),
+        "{causes}"
+    );
+    assert_eq!(browser.texts_of("#causes tbody td.n").await, ["2", "0"]);
+    browser.screenshot("needs-action-causes").await;
+    browser.click("#causes tbody a").await;
+    let shown = browser
+        .wait_for_text("p.cause-shown", "Actions failing with", WAIT)
+        .await;
+    assert!(shown.contains("401"), "{shown}");
+    assert!(browser.current_url().await.contains("cause="));
+    assert_eq!(
+        browser
+            .count("#needs-action tr[data-kind=dead_letter]")
+            .await,
+        2
+    );
+    assert_eq!(browser.count("#needs-action tbody tr").await, 2);
+    assert_eq!(browser.count("#causes").await, 0);
+
     // Without a session the page offers no form.
     browser
         .goto(&format!("{}/ui?kind=dead_letter", daemon.url))

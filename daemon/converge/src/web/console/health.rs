@@ -149,6 +149,7 @@ pub fn drop_reports(sources: &[Source], per_folder: usize) -> Vec<Row> {
                 since: Some(DateTime::<Utc>::from(modified)),
                 next: None,
                 action: None,
+                cause: None,
             });
         }
     }

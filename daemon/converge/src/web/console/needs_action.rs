@@ -51,6 +51,9 @@ pub struct Filters {
     /// At least this old: "24h", "2d".
     #[serde(default)]
     age: String,
+    /// Failing actions with this [`Row::cause`].
+    #[serde(default)]
+    cause: String,
     #[serde(default)]
     notice: Option<String>,
 }
@@ -62,6 +65,7 @@ impl Filters {
             ("owner", &self.owner),
             ("campaign", &self.campaign),
             ("age", &self.age),
+            ("cause", &self.cause),
         ])
     }
 }
@@ -82,6 +86,9 @@ pub struct Row {
     /// The action it is about (a dead letter's, for its retry and drop
     /// forms, or one retrying), linked on its record's page.
     pub action: Option<i64>,
+    /// Why an action fails, the same for every action failing the same
+    /// way: its route, its plugin and its last error.
+    pub cause: Option<String>,
 }
 
 /// `GET /ui`.
@@ -114,6 +121,7 @@ pub async fn page(
         let age_error = (!filters.age.trim().is_empty() && min_age.is_none())
             .then(|| format!("`{}` is not an age like 24h or 2d", filters.age.trim()));
         let totals = counts(&rows);
+        let causes = causes(&rows, now);
         rows.retain(|row| keep(row, &filters, min_age, now));
         rows.sort_by_key(|row| row.since.unwrap_or(now));
         Page {
@@ -127,6 +135,11 @@ pub async fn page(
         .render(html! {
             (super::notice(filters.notice.as_deref()))
             (filter_form(&filters, &totals, age_error.as_deref()))
+            @if filters.cause.trim().is_empty() {
+                (causes_table(&causes, now))
+            } @else {
+                p.cause-shown { "Actions failing with " q { (filters.cause.trim()) } ". " a href="/ui" { "Show everything" } }
+            }
             (retry_shown(&rows, viewer.as_ref(), &url))
             @if rows.is_empty() {
                 p.empty { "Nothing needs action" @if !filters.query().is_empty() { " with these filters" } "." }
@@ -186,6 +199,78 @@ fn retry_shown(rows: &[Row], viewer: Option<&Viewer>, back: &str) -> Markup {
     }
 }
 
+/// How much of an error a cause keeps: enough to tell causes apart, and
+/// short enough for the link that shows its actions.
+const CAUSE_CHARS: usize = 300;
+
+/// The first `max` characters of `text`, with `…` when there were more.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// The failing actions that share a cause: how many are dead letters, how
+/// many are retrying, and since when the oldest fails.
+struct Cause {
+    text: String,
+    dead: usize,
+    retrying: usize,
+    since: DateTime<Utc>,
+}
+
+/// The causes that two or more failing actions share, the most common
+/// first: one revoked token turns every escalation into a dead letter, and
+/// the page then says so once, above the rows.
+fn causes(rows: &[Row], now: DateTime<Utc>) -> Vec<Cause> {
+    let mut by_text: BTreeMap<&str, Cause> = BTreeMap::new();
+    for row in rows {
+        let Some(text) = row.cause.as_deref() else {
+            continue;
+        };
+        let cause = by_text.entry(text).or_insert_with(|| Cause {
+            text: text.to_string(),
+            dead: 0,
+            retrying: 0,
+            since: now,
+        });
+        match row.kind {
+            "dead_letter" => cause.dead += 1,
+            _ => cause.retrying += 1,
+        }
+        cause.since = cause.since.min(row.since.unwrap_or(now));
+    }
+    let mut causes: Vec<Cause> = by_text
+        .into_values()
+        .filter(|c| c.dead + c.retrying > 1)
+        .collect();
+    causes.sort_by_key(|c| (std::cmp::Reverse(c.dead + c.retrying), c.since));
+    causes
+}
+
+fn causes_table(causes: &[Cause], now: DateTime<Utc>) -> Markup {
+    html! {
+        @if !causes.is_empty() {
+            table.rows #causes {
+                caption { "Actions failing the same way" }
+                thead { tr { th { "Cause" } th.n { "Dead letters" } th.n { "Retrying" } th { "Since" } th {} } }
+                tbody {
+                    @for cause in causes {
+                        tr {
+                            td.what { (cause.text) }
+                            td.n { (cause.dead) }
+                            td.n { (cause.retrying) }
+                            td.since { (when(cause.since, now)) }
+                            td { a href={"/ui" (super::query_string(&[("cause", &cause.text)]))} { "Show them" } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn label(kind: &str) -> &'static str {
     KINDS
         .iter()
@@ -205,7 +290,9 @@ fn keep(row: &Row, f: &Filters, min_age: Option<std::time::Duration>, now: DateT
     let kind = f.kind.trim();
     let owner = f.owner.trim();
     let campaign = f.campaign.trim();
+    let cause = f.cause.trim();
     (kind.is_empty() || row.kind == kind)
+        && (cause.is_empty() || row.cause.as_deref() == Some(cause))
         && (owner.is_empty() || row.owner.as_deref() == Some(owner))
         && (campaign.is_empty()
             || row
@@ -286,6 +373,7 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
             since: time_of(failure.received_at_ms),
             next: None,
             action: None,
+            cause: None,
         });
     }
     with_owners(store, &mut rows)?;
@@ -314,6 +402,15 @@ fn action_row(kind: &'static str, letter: &ActionDetail, attempts: &str) -> Row 
         since: None,
         next: None,
         action: Some(action.id),
+        cause: Some(format!(
+            "{} via {}: {}",
+            action.route,
+            action.plugin,
+            cut(
+                action.detail.as_deref().unwrap_or("no error recorded"),
+                CAUSE_CHARS
+            )
+        )),
     }
 }
 
@@ -370,6 +467,7 @@ fn open_spans(
             since: Some(at),
             next: None,
             action: None,
+            cause: None,
         });
     }
     for (name, channel) in &entity.channels {
@@ -391,6 +489,7 @@ fn open_spans(
                 since: Some(at),
                 next: None,
                 action: None,
+                cause: None,
             });
         }
     }
@@ -423,6 +522,7 @@ fn held_sends(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
                 since: time_of(send.held_at_ms),
                 next: None,
                 action: None,
+                cause: None,
             });
         for reason in send.reason.split("; ") {
             let line = format!("{}: {reason}", send.rule);
@@ -491,6 +591,7 @@ fn handoffs(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
             since: Some(since),
             next: time_of(timer.due_at_ms).map(|at| (rung, at)),
             action: None,
+            cause: None,
         });
     }
     Ok(rows)
