@@ -602,3 +602,58 @@ fn campaign_of_subject(subject: Option<&str>) -> Option<String> {
         .filter(|s| s.starts_with("campaign/"))
         .map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing(kind: &'static str, cause: &str, hours_ago: i64, now: DateTime<Utc>) -> Row {
+        Row {
+            kind,
+            record: None,
+            owner: None,
+            campaign: None,
+            what: Vec::new(),
+            since: Some(now - chrono::Duration::hours(hours_ago)),
+            next: None,
+            action: Some(1),
+            cause: Some(cause.to_string()),
+        }
+    }
+
+    #[test]
+    fn causes_shared_by_two_or_more_actions_are_listed_the_most_common_first() {
+        let now = Utc::now();
+        let rows = vec![
+            failing("dead_letter", "slack: not_authed", 1, now),
+            failing("retrying", "hook: HTTP 503", 5, now),
+            failing("dead_letter", "slack: not_authed", 3, now),
+            failing("retrying", "slack: not_authed", 2, now),
+            failing("dead_letter", "hook: HTTP 503", 4, now),
+            failing("dead_letter", "mailchimp: 400", 9, now),
+        ];
+        let causes = causes(&rows, now);
+        let listed: Vec<(&str, usize, usize, i64)> = causes
+            .iter()
+            .map(|c| {
+                (
+                    c.text.as_str(),
+                    c.dead,
+                    c.retrying,
+                    (now - c.since).num_hours(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [("slack: not_authed", 2, 1, 3), ("hook: HTTP 503", 1, 1, 5),]
+        );
+    }
+
+    #[test]
+    fn a_long_error_is_cut_on_a_character() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("abcd", 3), "abc…");
+        assert_eq!(cut("ééé€", 3), "ééé…");
+    }
+}
