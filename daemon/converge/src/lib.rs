@@ -195,7 +195,10 @@ pub fn main() -> ExitCode {
     };
     let runtime = match async_runtime() {
         Ok(runtime) => runtime,
-        Err(exit) => return exit,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Failure.into();
+        }
     };
     runtime.block_on(async {
         match command {
@@ -252,14 +255,10 @@ pub fn main() -> ExitCode {
     })
 }
 
-/// The async runtime of the commands that need one, or the exit code of a
-/// failure to start it, said on stderr.
-pub(crate) fn async_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+/// The async runtime of the commands that need one.
+pub(crate) fn async_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
-            Exit::Failure.into()
-        })
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }

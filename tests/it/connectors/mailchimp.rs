@@ -36,9 +36,10 @@ fn subscribe_form() -> Vec<u8> {
     form(&pairs)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mailchimp_audience_webhooks_are_checked_by_the_secret_in_their_url_and_decoded() {
-    let ws = Workspace::new(
+/// A hook checked by the secret in its URL, decoding onto the campaign
+/// `spring-launch`, and a rule that notifies of every campaign sent.
+fn workspace() -> Workspace {
+    Workspace::new(
         &[(
             "email_launch",
             r#"
@@ -59,7 +60,12 @@ config = {{ campaigns = {{ spring-launch = "4d2b1d8f70" }} }}
 "#,
             plugin = decoder_plugin("mailchimp"),
         ),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mailchimp_audience_webhooks_are_checked_by_the_secret_in_their_url_and_decoded() {
+    let ws = workspace();
     let daemon = ws.start_with_env(&[(KEY_ENV, KEY)]);
     let hook = format!("mailchimp?key={KEY}");
 
@@ -149,4 +155,60 @@ config = {{ campaigns = {{ spring-launch = "4d2b1d8f70" }} }}
         "{answer}"
     );
     assert!(!daemon.log().contains(KEY), "{}", daemon.log());
+}
+
+/// `converge rules try --hook`: a body as Mailchimp posts it, decoded by
+/// the hook's plugin, decided on by the rules, without a daemon.
+#[test]
+fn rules_try_decodes_a_mailchimp_form_through_its_hook() {
+    let ws = workspace();
+    let body = ws.dir.path().join("sent.form");
+    std::fs::write(
+        &body,
+        form(&[
+            ("type", "campaign"),
+            ("fired_at", "2026-03-02 09:00:12"),
+            ("data[id]", "4d2b1d8f70"),
+            ("data[subject]", "Spring is here"),
+            ("data[status]", "sent"),
+            ("data[list_id]", "a6b5da1054"),
+        ]),
+    )
+    .unwrap();
+    let run = |headers: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_converge"));
+        command
+            .args(["rules", "try", "--hook", "mailchimp", "--config"])
+            .arg(ws.config());
+        for header in headers {
+            command.args(["--header", header]);
+        }
+        command.arg(&body).env_remove(KEY_ENV).output().unwrap()
+    };
+    let out = run(&["Content-Type: application/x-www-form-urlencoded"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("mailchimp.campaign.sent (campaign/spring-launch)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            "email_launch: {\"kind\":\"notify\",\"to\":\"launches\",\"message\":\"spring-launch went out on email: Spring is here\"}\n    no route acts on it"
+        ),
+        "{shown}"
+    );
+    // What the hook refuses, `try` refuses, saying why.
+    let out = run(&["Content-Type: application/json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("hook `mailchimp`: mailchimp cannot decode")
+            && said.contains("Mailchimp posts a form"),
+        "{said}"
+    );
 }

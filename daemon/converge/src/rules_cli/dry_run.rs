@@ -5,11 +5,16 @@
 //! and nothing leaves the machine: a rule author sees what Slack, Mailchimp
 //! or a webhook would have received before a rule or a route goes live.
 //!
+//! With `--hook`, the file is a body as a sender posts it, and the hook's
+//! own way of making events (its connector plugin, its JSON mapping)
+//! makes them, so a tool's real payload can be followed from delivery to
+//! the requests it causes.
+//!
 //! Credentials are not needed: a credential whose variable is unset is
 //! given a placeholder, and no credential's value is ever shown (its header
 //! names the credential).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,14 +24,15 @@ use chrono::Utc;
 use converge_engine::{ActionPayload, Engine, Origin, Rules, Simulated, Simulation};
 use converge_model::{DecisionKind, Event, records::NewAction};
 use converge_plugin_host::{
-    ActionInput, DryRun, PluginHost, PluginHostConfig, RecordedRequest, STAND_IN_BODY,
-    STAND_IN_STATUS, StandIn,
+    ActionInput, DecodeInput, DryRun, Plugin, PluginHost, PluginHostConfig, RecordedRequest,
+    STAND_IN_BODY, STAND_IN_STATUS, StandIn,
 };
 use serde_json::{Value, json};
 
 use crate::Exit;
 use crate::config::Config;
 use crate::daemon::{load_plugins, plugin_host_config};
+use crate::hooks::HookConfig;
 use crate::reload::LoadedRules;
 
 /// The most of a request's body shown as text; the JSON output has it whole.
@@ -67,76 +73,75 @@ pub struct TryArgs {
     /// Repeat for several plugins.
     #[arg(long, value_name = "PLUGIN=[STATUS:]FILE")]
     answer: Vec<String>,
+    /// The file is what a sender posts to this hook, turned into events
+    /// as the hook does (its connector plugin, its JSON mapping, or
+    /// CloudEvents); its signature is not checked.
+    #[arg(long, value_name = "NAME")]
+    hook: Option<String>,
+    /// A request header for `--hook` (`X-GitHub-Event: issues`), as the
+    /// sender sends it. Repeat for several.
+    #[arg(long, value_name = "NAME: VALUE", requires = "hook")]
+    header: Vec<String>,
     /// One JSON object per action: its decision, route, plugin, requests
     /// and what the plugin said.
     #[arg(long)]
     json: bool,
-    /// A CloudEvent (JSON), or NDJSON of several, run in order.
+    /// CloudEvents (one, a JSON array of them, or one per line), run in
+    /// order; with `--hook`, a body as the hook's sender posts it.
     events: PathBuf,
 }
 
 pub fn run(args: &TryArgs) -> ExitCode {
-    let config = match load(&args.config) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Invalid.into();
+    match output(args) {
+        Ok(out) => {
+            print!("{out}");
+            Exit::Ok.into()
         }
-    };
-    let answers = match answers(&args.answer, &config) {
-        Ok(answers) => answers,
-        Err(e) => {
-            eprintln!("error: --answer {e}");
-            return Exit::Invalid.into();
+        Err((exit, message)) => {
+            eprintln!("error: {message}");
+            exit.into()
         }
-    };
-    let events = match read_events(&args.events) {
-        Ok(events) => events,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Invalid.into();
+    }
+}
+
+/// What `try` prints, or why it cannot run (an invalid config, rule,
+/// plugin or input is [`Exit::Invalid`]).
+fn output(args: &TryArgs) -> Result<String, (Exit, String)> {
+    let invalid = |message: String| (Exit::Invalid, message);
+    let config = load(&args.config).map_err(invalid)?;
+    let answers = answers(&args.answer, &config).map_err(|e| invalid(format!("--answer {e}")))?;
+    let loaded = LoadedRules::compile(&config.rules).map_err(|errors| {
+        invalid(format!(
+            "{} rule error(s):\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        ))
+    })?;
+    let runtime = crate::async_runtime().map_err(|e| (Exit::Failure, e))?;
+    let plugins = runtime
+        .block_on(Plugins::load(&config, answers))
+        .map_err(|e| invalid(format!("{e:#}")))?;
+    let events = match &args.hook {
+        None => read_events(&args.events),
+        Some(hook) => {
+            runtime.block_on(plugins.hook_events(&config, hook, &args.header, &args.events))
         }
-    };
-    let loaded = match LoadedRules::compile(&config.rules) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            eprintln!(
-                "error: {} rule error(s):\n  {}",
-                errors.len(),
-                errors.join("\n  ")
-            );
-            return Exit::Invalid.into();
-        }
-    };
-    let mut decided = match decide(&config, &loaded, &events, args.advance) {
-        Ok(decided) => decided,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Failure.into();
-        }
-    };
-    let runtime = match crate::async_runtime() {
-        Ok(runtime) => runtime,
-        Err(exit) => return exit,
-    };
+    }
+    .map_err(invalid)?;
+    let mut decided =
+        decide(&config, &loaded, &events, args.advance).map_err(|e| (Exit::Failure, e))?;
     let actions = std::mem::take(&mut decided.actions);
-    let tried = match runtime.block_on(try_actions(&config, answers, actions)) {
-        Ok(tried) => tried,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Exit::Invalid.into();
-        }
-    };
-    let out = if args.json {
+    let tried = runtime
+        .block_on(plugins.try_actions(&config, actions))
+        .map_err(|e| (Exit::Failure, format!("{e:#}")))?;
+    Ok(if args.json {
         tried
             .iter()
             .map(|t| to_json(t).to_string() + "\n")
             .collect()
     } else {
         text(&decided, &tried, events.len())
-    };
-    print!("{out}");
-    Exit::Ok.into()
+    })
 }
 
 /// The config, with a placeholder for each credential whose variable is
@@ -199,7 +204,17 @@ fn answers(
 fn read_events(path: &Path) -> Result<Vec<Event>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if let Ok(one) = Event::from_json(text.trim().as_bytes()) {
+    events_of(&text).map_err(|e| format!("{}{e}", path.display()))
+}
+
+/// One CloudEvent, a JSON array of them, or one per line. `Err` starts
+/// with where in the text (`:3: ...`), or `: ...`.
+fn events_of(text: &str) -> Result<Vec<Event>, String> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('[') {
+        return Event::batch_from_json(trimmed.as_bytes()).map_err(|e| format!(": {e}"));
+    }
+    if let Ok(one) = Event::from_json(trimmed.as_bytes()) {
         return Ok(vec![one]);
     }
     let mut events = Vec::new();
@@ -207,12 +222,11 @@ fn read_events(path: &Path) -> Result<Vec<Event>, String> {
         if line.trim().is_empty() {
             continue;
         }
-        let event = Event::from_json(line.as_bytes())
-            .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+        let event = Event::from_json(line.as_bytes()).map_err(|e| format!(":{}: {e}", i + 1))?;
         events.push(event);
     }
     if events.is_empty() {
-        return Err(format!("{}: no event in it", path.display()));
+        return Err(": no event in it".to_string());
     }
     Ok(events)
 }
@@ -336,63 +350,174 @@ impl Decided {
     }
 }
 
-/// Each action through its plugin, in a dry run.
-async fn try_actions(
-    config: &Config,
-    answers: BTreeMap<String, (StandIn, String)>,
-    actions: Vec<(String, String, Value, NewAction)>,
-) -> anyhow::Result<Vec<Tried>> {
-    let dry_run = DryRun::answering(
-        answers
-            .iter()
-            .map(|(plugin, (answer, _))| (plugin.clone(), answer.clone()))
-            .collect(),
-    );
-    let host = PluginHost::new(PluginHostConfig {
-        dry_run: Some(dry_run.clone()),
-        ..plugin_host_config(config)
-    })?;
-    let plugins = load_plugins(&host, config).await?;
-    let mut tried = Vec::new();
-    for (n, (event, rule, decision, action)) in actions.into_iter().enumerate() {
-        let route = config.routes.iter().find(|r| r.name == action.route);
-        let plugin = plugins.get(&action.plugin);
-        let outcome = match (route, plugin, ActionPayload::parse(&action.payload_json)) {
-            (Some(route), Some(plugin), Ok(payload)) => {
-                let input = ActionInput {
-                    id: format!("try-{}", n + 1),
-                    kind: payload.kind.to_string(),
-                    rule: payload.rule.to_string(),
-                    decision_json: payload.decision.get().to_string(),
-                    event_json: payload.event.get().to_string(),
-                    entity_json: payload.entity.get().to_string(),
-                };
-                plugin
-                    .execute(input, &route.config_json)
-                    .await
-                    .map(|done| done.summary)
-                    .map_err(|e| e.to_string())
-            }
-            (_, _, Err(e)) => Err(format!("the action's payload is not readable: {e}")),
-            (None, _, _) => Err(format!("no route `{}`", action.route)),
-            (_, None, _) => Err(format!("plugin `{}` is not loaded", action.plugin)),
-        };
-        let answered = match answers.get(&action.plugin) {
-            Some((_, named)) => named.clone(),
-            None => format!("{STAND_IN_STATUS} {STAND_IN_BODY}"),
-        };
-        tried.push(Tried {
-            event,
-            rule,
-            decision,
-            route: action.route,
-            plugin: action.plugin,
-            requests: dry_run.take(),
-            answered,
-            outcome,
-        });
+/// The config's plugins on a dry-run host.
+struct Plugins {
+    dry_run: DryRun,
+    /// How the dry run answers each plugin, in words; the others get the
+    /// stand-in.
+    answered: BTreeMap<String, String>,
+    loaded: HashMap<String, Plugin>,
+    _host: PluginHost,
+}
+
+impl Plugins {
+    async fn load(
+        config: &Config,
+        answers: BTreeMap<String, (StandIn, String)>,
+    ) -> anyhow::Result<Plugins> {
+        let dry_run = DryRun::answering(
+            answers
+                .iter()
+                .map(|(plugin, (answer, _))| (plugin.clone(), answer.clone()))
+                .collect(),
+        );
+        let host = PluginHost::new(PluginHostConfig {
+            dry_run: Some(dry_run.clone()),
+            ..plugin_host_config(config)
+        })?;
+        let loaded = load_plugins(&host, config).await?;
+        Ok(Plugins {
+            dry_run,
+            answered: answers
+                .into_iter()
+                .map(|(plugin, (_, named))| (plugin, named))
+                .collect(),
+            loaded,
+            _host: host,
+        })
     }
-    Ok(tried)
+
+    /// The events of a body posted to `hook`, as the hook makes them (its
+    /// signature unchecked): its connector plugin's, its JSON mapping's,
+    /// or the CloudEvents it is.
+    async fn hook_events(
+        &self,
+        config: &Config,
+        hook: &str,
+        headers: &[String],
+        path: &Path,
+    ) -> Result<Vec<Event>, String> {
+        let body =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let headers = headers
+            .iter()
+            .map(|header| {
+                header
+                    .split_once(':')
+                    .map(|(name, value)| {
+                        (name.trim().to_ascii_lowercase(), value.trim().to_string())
+                    })
+                    .filter(|(name, _)| !name.is_empty())
+                    .ok_or_else(|| format!("--header `{header}`: expected NAME: VALUE"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let listed = config.hooks.get(hook);
+        let events = match listed {
+            Some(HookConfig {
+                decode: Some(decode),
+                ..
+            }) => {
+                let plugin = self
+                    .loaded
+                    .get(&decode.plugin)
+                    .ok_or_else(|| format!("plugin `{}` is not loaded", decode.plugin))?;
+                let input = DecodeInput {
+                    hook: hook.to_string(),
+                    method: "POST".into(),
+                    headers,
+                    body,
+                };
+                let decoded = plugin
+                    .decode(input, &decode.config_json)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "hook `{hook}`: {} cannot decode {}: {e}",
+                            decode.plugin,
+                            path.display()
+                        )
+                    })?;
+                decoded
+                    .iter()
+                    .map(|json| Event::from_json(json.as_bytes()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        format!(
+                            "hook `{hook}`: {} made an event that is not valid: {e}",
+                            decode.plugin
+                        )
+                    })?
+            }
+            Some(HookConfig {
+                json: Some(mapping),
+                ..
+            }) => mapping
+                .events(&body)
+                .map_err(|e| format!("hook `{hook}`: {e}"))?,
+            Some(_) => events_of(&String::from_utf8_lossy(&body))
+                .map_err(|e| format!("{}{e}", path.display()))?,
+            None => return Err(format!("--hook: the config has no hook `{hook}`")),
+        };
+        if events.is_empty() {
+            return Err(format!(
+                "hook `{hook}` makes no event of {} (a check, a heartbeat)",
+                path.display()
+            ));
+        }
+        Ok(events
+            .into_iter()
+            .map(|event| event.arrived_on(hook, None))
+            .collect())
+    }
+
+    /// Each action through its plugin, in the dry run.
+    async fn try_actions(
+        &self,
+        config: &Config,
+        actions: Vec<(String, String, Value, NewAction)>,
+    ) -> anyhow::Result<Vec<Tried>> {
+        let mut tried = Vec::new();
+        for (n, (event, rule, decision, action)) in actions.into_iter().enumerate() {
+            let route = config.routes.iter().find(|r| r.name == action.route);
+            let plugin = self.loaded.get(&action.plugin);
+            let outcome = match (route, plugin, ActionPayload::parse(&action.payload_json)) {
+                (Some(route), Some(plugin), Ok(payload)) => {
+                    let input = ActionInput {
+                        id: format!("try-{}", n + 1),
+                        kind: payload.kind.to_string(),
+                        rule: payload.rule.to_string(),
+                        decision_json: payload.decision.get().to_string(),
+                        event_json: payload.event.get().to_string(),
+                        entity_json: payload.entity.get().to_string(),
+                    };
+                    plugin
+                        .execute(input, &route.config_json)
+                        .await
+                        .map(|done| done.summary)
+                        .map_err(|e| e.to_string())
+                }
+                (_, _, Err(e)) => Err(format!("the action's payload is not readable: {e}")),
+                (None, _, _) => Err(format!("no route `{}`", action.route)),
+                (_, None, _) => Err(format!("plugin `{}` is not loaded", action.plugin)),
+            };
+            let answered = self
+                .answered
+                .get(&action.plugin)
+                .cloned()
+                .unwrap_or_else(|| format!("{STAND_IN_STATUS} {STAND_IN_BODY}"));
+            tried.push(Tried {
+                event,
+                rule,
+                decision,
+                route: action.route,
+                plugin: action.plugin,
+                requests: self.dry_run.take(),
+                answered,
+                outcome,
+            });
+        }
+        Ok(tried)
+    }
 }
 
 fn to_json(tried: &Tried) -> Value {
