@@ -397,6 +397,10 @@ impl Plugins {
         headers: &[String],
         path: &Path,
     ) -> Result<Vec<Event>, String> {
+        let listed = config
+            .hooks
+            .get(hook)
+            .ok_or_else(|| format!("--hook: the config has no hook `{hook}`"))?;
         let body =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let headers = headers
@@ -411,12 +415,11 @@ impl Plugins {
                     .ok_or_else(|| format!("--header `{header}`: expected NAME: VALUE"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let listed = config.hooks.get(hook);
         let events = match listed {
-            Some(HookConfig {
+            HookConfig {
                 decode: Some(decode),
                 ..
-            }) => {
+            } => {
                 let plugin = self
                     .loaded
                     .get(&decode.plugin)
@@ -448,15 +451,14 @@ impl Plugins {
                         )
                     })?
             }
-            Some(HookConfig {
+            HookConfig {
                 json: Some(mapping),
                 ..
-            }) => mapping
+            } => mapping
                 .events(&body)
                 .map_err(|e| format!("hook `{hook}`: {e}"))?,
-            Some(_) => events_of(&String::from_utf8_lossy(&body))
+            _ => events_of(&String::from_utf8_lossy(&body))
                 .map_err(|e| format!("{}{e}", path.display()))?,
-            None => return Err(format!("--hook: the config has no hook `{hook}`")),
         };
         if events.is_empty() {
             return Err(format!(
