@@ -60,6 +60,7 @@ struct Tried {
 
 #[derive(clap::Args)]
 pub struct TryArgs {
+    /// The config whose rules, routes, hooks and plugins run.
     #[arg(long, short, default_value = "config/converge.toml")]
     config: PathBuf,
     /// After the last event, move the clock on by this much (`72h`, `3d`),
