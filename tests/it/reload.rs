@@ -293,6 +293,55 @@ async fn the_timers_an_earlier_version_made_are_cancelled_with_who_and_why_and_n
         "{text}"
     );
 
+    // `converge timers list` shows each pending timer, soonest first,
+    // with the version that made it; `--version` narrows to one.
+    let v2 = status(&daemon).await["rules"][0]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = ws.converge(&["timers", "list", "--rule", "remind"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 5, "{listed}");
+    assert!(lines[0].starts_with("DUE "), "{listed}");
+    for (line, task, version) in [(1, "T-1", &v1), (2, "T-2", &v1), (3, "T-3", &v2)] {
+        assert!(
+            lines[line].starts_with("2026-11-24T09:00:00.000Z  task/")
+                && lines[line].contains(&format!("task/{task}  task.reminder  remind {version}")),
+            "{listed}"
+        );
+    }
+    assert_eq!(lines[4], "3 pending timer(s)");
+    let out = ws.converge(&[
+        "timers",
+        "list",
+        "--rule",
+        "remind",
+        "--version",
+        &v1,
+        "--json",
+    ]);
+    let only: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(only["timers"].as_array().unwrap().len(), 2, "{only}");
+    assert_eq!(only["more"], false);
+    let out = ws.converge(&["timers", "list", "--limit", "1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .ends_with("1 pending timer(s) listed; more match (--limit, --rule, --within)\n")
+    );
+    // Due within an hour of the daemon's clock: none yet.
+    let out = ws.converge(&["timers", "list", "--within", "1h"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no pending timer\n");
+    let (code, _, answer) = daemon
+        .request(reqwest::Method::GET, "/v1/timers?within=soon", &[], "")
+        .await;
+    assert_eq!(code, 400, "{answer}");
+
     // What a person gets wrong is refused, and nothing is cancelled.
     let (ok, _, err) = cancel_timers(
         &ws,

@@ -1,9 +1,38 @@
-//! A person cancels waiting timers: `POST /v1/timers/cancel`, those of one
-//! rule (of one of its versions, about one entity), with who and why.
+//! Waiting timers: `GET /v1/timers` lists them, soonest first; a person
+//! cancels them with `POST /v1/timers/cancel`, those of one rule (of one of
+//! its versions, about one entity), with who and why.
 
 use serde::{Deserialize, Serialize};
 
+use crate::Time;
 use crate::dlq::DeadLetterRequest;
+
+/// The answer of `GET /v1/timers`: pending timers, soonest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTimers {
+    pub timers: Vec<PendingTimer>,
+    /// More timers match than are listed (ask with a larger `limit`, or
+    /// narrow by `rule` or `within`).
+    pub more: bool,
+}
+
+/// One pending timer: what fires, about what, from which rule, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTimer {
+    pub id: i64,
+    /// The entity its event is about (`task/JIRA-7`).
+    pub entity: String,
+    /// `schedule`, or `expect` (a deadline an event of `expect_type` meets).
+    pub kind: String,
+    /// The type of the event it journals when it fires.
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_type: Option<String>,
+    /// The rule that made it, and that rule's version (its hash).
+    pub rule: String,
+    pub version: String,
+    pub due_at: Time,
+}
 
 /// The body of `POST /v1/timers/cancel`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +106,29 @@ mod tests {
                    "by": "ana", "reason": "the ladder changed"}),
         );
         assert_wire(&TimersCancelled { cancelled: 12 }, json!({"cancelled": 12}));
+    }
+
+    #[test]
+    fn pending_timers_soonest_first() {
+        assert_wire(
+            &PendingTimers {
+                timers: vec![PendingTimer {
+                    id: 7,
+                    entity: "task/JIRA-7".into(),
+                    kind: "expect".into(),
+                    event_type: "task.review_due".into(),
+                    expect_type: Some("task.reviewed".into()),
+                    rule: "review_deadline".into(),
+                    version: "b54c3c0b1825aa80".into(),
+                    due_at: Time::stored(1_764_320_400_000),
+                }],
+                more: false,
+            },
+            json!({"timers": [{"id": 7, "entity": "task/JIRA-7", "kind": "expect",
+                   "event_type": "task.review_due", "expect_type": "task.reviewed",
+                   "rule": "review_deadline", "version": "b54c3c0b1825aa80",
+                   "due_at": "2025-11-28T09:00:00.000Z"}], "more": false}),
+        );
     }
 
     #[test]

@@ -120,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dlq/{id}", get(dlq::show))
         .route("/v1/dlq/{id}/retry", post(dlq::retry))
         .route("/v1/dlq/{id}/drop", post(dlq::drop))
+        .route("/v1/timers", get(timers::list))
         .route("/v1/timers/cancel", post(timers::cancel))
         .route("/v1/clock", get(clock_now).post(move_clock))
         .merge(console::routes())

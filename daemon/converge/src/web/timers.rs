@@ -1,16 +1,95 @@
-//! `POST /v1/timers/cancel`: a person cancels the pending timers of a rule
-//! (of one of its versions, about one entity), behind the admin token.
+//! `GET /v1/timers`: the pending timers, soonest first, of every rule or
+//! of one. `POST /v1/timers/cancel`: a person cancels the pending timers of
+//! a rule (of one of its versions, about one entity), behind the admin
+//! token.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use converge_api::timers::{CancelTimers, TimersCancelled};
+use converge_api::Time;
+use converge_api::timers::{CancelTimers, PendingTimer, PendingTimers, TimersCancelled};
 use converge_model::EntityKey;
+use converge_model::records::TimerRecord;
 use converge_store::TimerCancellation;
+use serde::Deserialize;
 
-use super::{ApiError, AppState, require_admin};
+use super::{ApiError, AppState, internal, require_admin, storage};
+
+/// How many timers `GET /v1/timers` lists, by default and at most.
+const LISTED: usize = 100;
+const LISTED_MAX: usize = 1_000;
+/// How many of the soonest pending timers a listing reads: the answer
+/// stays quick whatever the backlog, and says `more` beyond it.
+const READ_AT_MOST: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    rule: Option<String>,
+    version: Option<String>,
+    /// Due within this long from now (`24h`, `3d`).
+    within: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/timers?rule=&version=&within=&limit=`: pending timers, soonest
+/// first.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(LISTED).clamp(1, LISTED_MAX);
+    let due_by_ms = match query.within.as_deref().map(str::trim) {
+        None | Some("") => i64::MAX,
+        Some(within) => {
+            let within = humantime::parse_duration(within).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("`within` is a duration like 24h or 3d: {e}"),
+                )
+            })?;
+            let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+            state.clock.now_ms().saturating_add(within_ms)
+        }
+    };
+    let reader = state.reader.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        reader
+            .lock()
+            .expect("reader")
+            .due_timers(due_by_ms, READ_AT_MOST)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(storage)?;
+    let read_all = read.len() < READ_AT_MOST;
+    let mut matching = read.iter().filter(|timer| {
+        query.rule.as_deref().is_none_or(|rule| timer.rule == rule)
+            && query
+                .version
+                .as_deref()
+                .is_none_or(|version| timer.rule_hash == version)
+    });
+    let timers: Vec<PendingTimer> = matching.by_ref().take(limit).map(pending).collect();
+    let more = matching.next().is_some() || !read_all;
+    Ok(Json(PendingTimers { timers, more }).into_response())
+}
+
+fn pending(timer: &TimerRecord) -> PendingTimer {
+    PendingTimer {
+        id: timer.id,
+        entity: timer.entity.clone(),
+        kind: timer.kind.name().to_string(),
+        event_type: timer.event_type.clone(),
+        expect_type: timer.expect_type.clone(),
+        rule: timer.rule.clone(),
+        version: timer.rule_hash.clone(),
+        due_at: Time::stored(timer.due_at_ms),
+    }
+}
 
 /// Timers cancelled in one commit: a backlog of a rule's timers is
 /// cancelled in several short commits rather than one that holds the
