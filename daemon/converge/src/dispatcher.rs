@@ -458,15 +458,23 @@ async fn attempt(
     if let Some(event_id) = payload.event_id() {
         tracing::Span::current().record("event_id", event_id);
     }
-    let input = ActionInput {
-        id: converge_store::idempotency_key(action.id, action.instance, payload.idempotency_key),
+    let id = converge_store::idempotency_key(action.id, action.instance, payload.idempotency_key);
+    plugin
+        .execute(action_input(id, &payload), &route.config_json)
+        .await
+}
+
+/// What a plugin's `execute` gets of an action: its idempotency key `id`
+/// and its payload's parts.
+pub fn action_input(id: String, payload: &ActionPayload<'_>) -> ActionInput {
+    ActionInput {
+        id,
         kind: payload.kind.to_string(),
         rule: payload.rule.to_string(),
         decision_json: payload.decision.get().to_string(),
         event_json: payload.event.get().to_string(),
         entity_json: payload.entity.get().to_string(),
-    };
-    plugin.execute(input, &route.config_json).await
+    }
 }
 
 /// Exponential backoff with jitter from the configured bounds; a plugin's

@@ -24,14 +24,15 @@ use chrono::Utc;
 use converge_engine::{ActionPayload, Engine, Origin, Rules, Simulated, Simulation};
 use converge_model::{DecisionKind, Event, records::NewAction};
 use converge_plugin_host::{
-    ActionInput, DecodeInput, DryRun, Plugin, PluginHost, PluginHostConfig, RecordedRequest,
-    STAND_IN_BODY, STAND_IN_STATUS, StandIn,
+    DecodeInput, DryRun, Plugin, PluginHost, PluginHostConfig, RecordedRequest, STAND_IN_BODY,
+    STAND_IN_STATUS, StandIn,
 };
 use serde_json::{Value, json};
 
 use crate::Exit;
 use crate::config::Config;
 use crate::daemon::{load_plugins, plugin_host_config};
+use crate::dispatcher::action_input;
 use crate::hooks::HookConfig;
 use crate::reload::LoadedRules;
 
@@ -485,14 +486,7 @@ impl Plugins {
             let plugin = self.loaded.get(&action.plugin);
             let outcome = match (route, plugin, ActionPayload::parse(&action.payload_json)) {
                 (Some(route), Some(plugin), Ok(payload)) => {
-                    let input = ActionInput {
-                        id: format!("try-{}", n + 1),
-                        kind: payload.kind.to_string(),
-                        rule: payload.rule.to_string(),
-                        decision_json: payload.decision.get().to_string(),
-                        event_json: payload.event.get().to_string(),
-                        entity_json: payload.entity.get().to_string(),
-                    };
+                    let input = action_input(format!("try-{}", n + 1), &payload);
                     plugin
                         .execute(input, &route.config_json)
                         .await
