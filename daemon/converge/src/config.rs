@@ -633,6 +633,17 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Config {
+    /// The decision engine as the daemon runs it: the routes, the emit
+    /// depth and the stage roles of this config. `replay` and `rules try`
+    /// decide with the same.
+    pub fn engine(&self) -> converge_engine::Engine {
+        converge_engine::Engine {
+            routes: self.routes.clone(),
+            max_emit_depth: self.rules.max_emit_depth,
+            stages: self.report.clone(),
+        }
+    }
+
     /// Reads and validates a config file, reading secrets with `env`.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
         let fail = |errors: Vec<String>| ConfigErrors {

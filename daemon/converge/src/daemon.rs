@@ -47,7 +47,6 @@ use crate::timer_wake::TimerWake;
 use crate::timers::{FIRE_BATCH, Scheduler};
 use crate::topology::{Processing, Topology};
 use crate::web::{self, AppParts, AppState};
-use converge_engine::Engine;
 
 /// How many committed actions wait in memory for the dispatcher; beyond it
 /// they are read back from the outbox.
@@ -280,11 +279,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let caught_up = CancellationToken::new();
     let processor = Processor {
         rules: rules.subscribe(),
-        engine: Engine {
-            routes: config.routes.clone(),
-            max_emit_depth: config.rules.max_emit_depth,
-            stages: config.report.clone(),
-        },
+        engine: config.engine(),
         store: reader()?,
         journal: journal.clone(),
         metrics: metrics.clone(),

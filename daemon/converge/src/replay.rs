@@ -202,11 +202,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         source.progress_bar()
     };
     let simulate = !args.no_simulate;
-    let engine = Engine {
-        routes: config.routes.clone(),
-        max_emit_depth: config.rules.max_emit_depth,
-        stages: config.report.clone(),
-    };
+    let engine = config.engine();
     let simulation = |rules| new_simulation(rules, &engine, simulate);
     let mut run = Run {
         window: (args.since, args.until),

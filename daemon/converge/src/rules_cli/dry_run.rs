@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::Utc;
-use converge_engine::{ActionPayload, Engine, Origin, Rules, Simulated, Simulation};
+use converge_engine::{ActionPayload, Origin, Rules, Simulated, Simulation};
 use converge_model::{DecisionKind, Event, records::NewAction};
 use converge_plugin_host::{
     DecodeInput, DryRun, Plugin, PluginHost, PluginHostConfig, RecordedRequest, STAND_IN_BODY,
@@ -238,10 +238,18 @@ struct Decided {
     /// Per event processed: its line, then one line per decision, each
     /// decision's actions numbered in `actions` order.
     lines: Vec<Line>,
-    actions: Vec<(String, String, Value, NewAction)>,
+    actions: Vec<Routed>,
     /// Events of timers that fired, and events the rules emitted.
     timers: usize,
     emitted: usize,
+}
+
+/// An action a decision's route made, with what the output names it by.
+struct Routed {
+    event: String,
+    rule: String,
+    decision: Value,
+    action: NewAction,
 }
 
 enum Line {
@@ -264,11 +272,7 @@ fn decide(
     events: &[Event],
     advance: Option<Duration>,
 ) -> Result<Decided, String> {
-    let engine = Engine {
-        routes: config.routes.clone(),
-        max_emit_depth: config.rules.max_emit_depth,
-        stages: config.report.clone(),
-    };
+    let engine = config.engine();
     let rules = Rules {
         live: &loaded.live,
         shadow: Some(&loaded.shadow),
@@ -332,12 +336,12 @@ impl Decided {
             let mut numbers = Vec::new();
             for action in &new.actions {
                 numbers.push(self.actions.len());
-                self.actions.push((
-                    event.id.clone(),
-                    decision.rule.clone(),
-                    serde_json::to_value(&decision.kind).expect("decisions serialize"),
-                    action.clone(),
-                ));
+                self.actions.push(Routed {
+                    event: event.id.clone(),
+                    rule: decision.rule.clone(),
+                    decision: serde_json::to_value(&decision.kind).expect("decisions serialize"),
+                    action: action.clone(),
+                });
             }
             self.lines.push(Line::Decision {
                 routed_only: DecisionKind::ROUTED_ONLY.contains(&decision.kind.name()),
@@ -478,10 +482,16 @@ impl Plugins {
     async fn try_actions(
         &self,
         config: &Config,
-        actions: Vec<(String, String, Value, NewAction)>,
+        actions: Vec<Routed>,
     ) -> anyhow::Result<Vec<Tried>> {
         let mut tried = Vec::new();
-        for (n, (event, rule, decision, action)) in actions.into_iter().enumerate() {
+        for (n, routed) in actions.into_iter().enumerate() {
+            let Routed {
+                event,
+                rule,
+                decision,
+                action,
+            } = routed;
             let route = config.routes.iter().find(|r| r.name == action.route);
             let plugin = self.loaded.get(&action.plugin);
             let outcome = match (route, plugin, ActionPayload::parse(&action.payload_json)) {
