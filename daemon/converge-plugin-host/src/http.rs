@@ -48,7 +48,8 @@ async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpErro
     }
     call.http_requests += 1;
 
-    let credential = req.credential.clone();
+    // A dry run names the credential it records; nothing else needs a copy.
+    let credential = call.dry_run.as_ref().and_then(|_| req.credential.clone());
     let prepared = prepare(&call.grants, call.limits.max_request_bytes, req)?;
     if let Some(dry_run) = &call.dry_run {
         return Ok(dry_run.answer(
