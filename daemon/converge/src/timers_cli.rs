@@ -72,7 +72,7 @@ pub async fn run(args: TimersArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return e.report(),
     };
-    let (rule, version, entity, by, reason) = match args.command {
+    let done = match args.command {
         TimersCommand::List {
             rule,
             version,
@@ -87,10 +87,7 @@ pub async fn run(args: TimersArgs) -> ExitCode {
             }
             query.append_pair("limit", &limit.to_string());
             let path = format!("/v1/timers?{}", query.finish());
-            return match list(&client, &path, args.json).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => AdminError::Failed(e).report(),
-            };
+            list(&client, &path, args.json).await
         }
         TimersCommand::Cancel {
             rule,
@@ -98,36 +95,46 @@ pub async fn run(args: TimersArgs) -> ExitCode {
             entity,
             by,
             reason,
-        } => (rule, version, entity, by, reason),
-    };
-    let request = CancelTimers {
-        rule,
-        version,
-        entity,
-        by,
-        reason,
-    };
-    let done = async {
-        let token = admin_token(&config)?;
-        let answer: TimersCancelled = client
-            .post("/v1/timers/cancel", &token, &request)
-            .await
-            .map_err(|e| {
-                e.explain(|refused| {
-                    format!("cancel refused ({}): {}", refused.status, refused.message())
-                })
-            })?;
-        if args.json {
-            println!("{}", json_text(&answer)?);
-        } else {
-            println!("{}", describe(&request, &answer));
+        } => {
+            let request = CancelTimers {
+                rule,
+                version,
+                entity,
+                by,
+                reason,
+            };
+            match admin_token(&config) {
+                Ok(token) => cancel(&client, &token, &request, args.json).await,
+                Err(e) => Err(e),
+            }
         }
-        anyhow::Ok(())
     };
-    match done.await {
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => AdminError::Failed(e).report(),
     }
+}
+
+async fn cancel(
+    client: &AdminClient,
+    token: &str,
+    request: &CancelTimers,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let answer: TimersCancelled = client
+        .post("/v1/timers/cancel", token, request)
+        .await
+        .map_err(|e| {
+            e.explain(|refused| {
+                format!("cancel refused ({}): {}", refused.status, refused.message())
+            })
+        })?;
+    if as_json {
+        println!("{}", json_text(&answer)?);
+    } else {
+        println!("{}", describe(request, &answer));
+    }
+    Ok(())
 }
 
 async fn list(client: &AdminClient, path: &str, as_json: bool) -> anyhow::Result<()> {

@@ -121,7 +121,12 @@ pub async fn page(
         let age_error = (!filters.age.trim().is_empty() && min_age.is_none())
             .then(|| format!("`{}` is not an age like 24h or 2d", filters.age.trim()));
         let totals = counts(&rows);
-        let causes = causes(&rows, now);
+        // Listed only on the unfiltered view, where the link to each leads.
+        let causes = if filters.cause.trim().is_empty() {
+            causes(&rows, now)
+        } else {
+            Vec::new()
+        };
         rows.retain(|row| keep(row, &filters, min_age, now));
         rows.sort_by_key(|row| row.since.unwrap_or(now));
         Page {
