@@ -574,8 +574,8 @@ async fn a_new_event_shows_up_on_an_open_page_without_a_reload() {
         .goto(&format!("{}/ui/records/campaign/c-1", daemon.url))
         .await;
     browser.wait_for_text("#trail", "c-1-send", WAIT).await;
-    accept(&daemon, &channel("c-1-paid-ok", "c-1", "paid", "approved")).await;
-    browser.wait_for_text("#trail", "c-1-paid-ok", WAIT).await;
+    accept(&daemon, &channel("c-1-paid-copy", "c-1", "paid", "review")).await;
+    browser.wait_for_text("#trail", "c-1-paid-copy", WAIT).await;
 
     browser.goto(&format!("{}/ui", daemon.url)).await;
     browser

@@ -19,7 +19,9 @@ fn workspace(sink: &Sink) -> Workspace {
     ws
 }
 
-/// A channel that agrees with the others; `stage` decides approval.
+/// A channel that agrees with the others; `stage` decides approval. Its
+/// launch is three days after the console tests' manual clock starts: a
+/// send held then is escalated 24h before (on the system clock, at once).
 pub fn channel(id: &str, campaign: &str, name: &str, stage: &str) -> Value {
     event(
         id,
@@ -31,7 +33,7 @@ pub fn channel(id: &str, campaign: &str, name: &str, stage: &str) -> Value {
             "offer_code": "FALL25",
             "landing_url": "https://shop.test/fall",
             "key_message": "Save 25% on fall gear",
-            "launch_at": "2026-11-24T09:00:00Z",
+            "launch_at": "2026-11-26T09:00:00Z",
             "segments": ["loyal", "new"],
         }),
     )
@@ -133,8 +135,13 @@ async fn a_send_is_held_until_the_channels_agree_then_released_with_the_held_one
     assert!(text.contains("- not approved: social (review)"), "{text}");
     assert!(text.contains("email event s-1 since"), "{text}");
 
-    // The channels converge; the next email send goes out with the held one.
+    // The channels converge: the held send goes out at once, and the next
+    // one on its own event.
     accept(&daemon, &channel("c-3", "fall-26", "social", "approved")).await;
+    let received = sink.wait_for(1).await;
+    assert_eq!(received[0].body["event"]["id"], "s-1");
+    let trail = processed(&daemon, "c-3").await;
+    assert_eq!(trail["decisions"][0]["decision"]["kind"], "release_send");
     accept(&daemon, &send("s-2", "fall-26", "email")).await;
     let received = sink.wait_for(2).await;
     assert_eq!(received.len(), 2);
@@ -186,6 +193,55 @@ async fn a_send_is_held_until_the_channels_agree_then_released_with_the_held_one
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_send_still_held_a_day_before_its_launch_is_escalated_to_the_campaign_owner() {
+    let sink = Sink::start().await;
+    let rule = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();
+    let ws = Workspace::new(
+        &[("convergence_gate", &rule)],
+        &format!(
+            "{}\n[[routes]]\ndecision = \"escalate\"\nplugin = \"webhook-out\"\nconfig = {{ url = \"{}\" }}\n\
+             [clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+            sends_to_sink_toml(&sink),
+            sink.url("/escalate"),
+        ),
+    );
+    let daemon = ws.start();
+    let mut owned = channel("c-0", "fall-26", "email", "approved");
+    owned["data"] = json!({"owner": "mia"});
+    owned["type"] = json!("campaign.updated");
+    accept(&daemon, &owned).await;
+    accept(&daemon, &channel("c-1", "fall-26", "email", "approved")).await;
+    accept(&daemon, &channel("c-2", "fall-26", "social", "review")).await;
+    accept(&daemon, &send("s-1", "fall-26", "email")).await;
+    let trail = processed(&daemon, "s-1").await;
+    assert_eq!(trail["decisions"][0]["decision"]["kind"], "hold_send");
+    assert_eq!(trail["decisions"][1]["decision"]["kind"], "schedule");
+
+    // The deadline is 24h before the launch (2026-11-26T09:00): two days on.
+    daemon.advance_clock("47h").await;
+    assert!(sink.received().is_empty(), "nothing before the deadline");
+    daemon.advance_clock("1h").await;
+    let received = sink.wait_for(1).await;
+    assert_eq!(received[0].path, "/escalate");
+    let body = &received[0].body;
+    assert_eq!(body["kind"], "escalate");
+    assert_eq!(body["decision"]["to"], "mia");
+    assert_eq!(
+        body["decision"]["reason"],
+        "campaign/fall-26: the email send is still held 24h before its launch at \
+         2026-11-26T09:00:00Z: not approved: social (review)"
+    );
+    assert_eq!(body["event"]["type"], "gate.deadline");
+
+    // Approval releases it; the send goes out, and the gate is closed.
+    accept(&daemon, &channel("c-3", "fall-26", "social", "approved")).await;
+    let received = sink.wait_for(2).await;
+    assert_eq!(received[1].path, "/send");
+    assert_eq!(received[1].body["event"]["id"], "s-1");
+    assert!(gates(&daemon).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_held_send_survives_kill_9_and_is_released_once_after_restart() {
     let sink = Sink::start().await;
     let ws = workspace(&sink);
@@ -218,18 +274,17 @@ async fn a_held_send_survives_kill_9_and_is_released_once_after_restart() {
 
     accept(&daemon, &channel("c-3", "fall-26", "social", "approved")).await;
     accept(&daemon, &send("s-2", "fall-26", "email")).await;
-    let releases = daemon.wait_for_trail("s-2", actions_settled).await;
-    let actions: Vec<&Value> = releases["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|d| d["actions"].as_array().unwrap())
-        .collect();
-    assert_eq!(actions.len(), 2, "the held send and s-2: {releases:#}");
-    assert!(
-        actions.iter().all(|a| a["status"] == "done"),
-        "{releases:#}"
-    );
+    for (id, what) in [("c-3", "the held send"), ("s-2", "s-2")] {
+        let releases = daemon.wait_for_trail(id, actions_settled).await;
+        let actions: Vec<&Value> = releases["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["actions"].as_array().unwrap())
+            .collect();
+        assert_eq!(actions.len(), 1, "{what}: {releases:#}");
+        assert_eq!(actions[0]["status"], "done", "{releases:#}");
+    }
     daemon.wait_for_metric("converge_held_sends", 0.0).await;
     assert!(gates(&daemon).await.is_empty());
 

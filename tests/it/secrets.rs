@@ -73,7 +73,8 @@ fn channel(id: &str, name: &str, stage: &str) -> Value {
             "offer_code": "SPRING",
             "landing_url": "https://shop.test/spring",
             "key_message": "Spring is here",
-            "launch_at": "2026-11-24T09:00:00Z",
+            // Far off: the gate escalates a send held close to its launch.
+            "launch_at": "2036-11-24T09:00:00Z",
             "segments": ["loyal"],
         }),
     )

@@ -149,6 +149,11 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
             @if gate.is_some() {
                 p.terms {
                     (check("approved", term("approved")))
+                    @match term("none_paused") {
+                        Some(true) => { span.yes { "✓ none paused" } " " },
+                        Some(false) => { span.no { "✗ a channel is paused" } " " },
+                        None => {},
+                    }
                     (check("consistent", term("consistent")))
                     @if let Some(score) = score { b { (format!("{:.0}%", score * 100.0)) } " consistency " }
                     (check("launches within the window", term("within_window")))

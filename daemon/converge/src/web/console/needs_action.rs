@@ -342,8 +342,22 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
     for entity in store.entities_with_open(OpenSpan::Blocked, None, PER_KIND)? {
         rows.extend(open_spans(&entity, "blocked", |f| f.blocked_since));
     }
-    rows.extend(held_sends(store)?);
-    rows.extend(handoffs(store)?);
+    let mut held = held_sends(store)?;
+    let mut waiting = handoffs(store)?;
+    // A campaign whose sends are held is a held send, not a stalled
+    // handoff: its timer (the gate's deadline) goes on its held rows.
+    waiting.retain(|row| {
+        let mut holding = held.iter_mut().filter(|h| h.record == row.record).peekable();
+        if holding.peek().is_none() {
+            return true;
+        }
+        for h in holding {
+            h.next = row.next.clone();
+        }
+        false
+    });
+    rows.extend(held);
+    rows.extend(waiting);
     for retrying in store.retrying_actions(PER_KIND)? {
         let action = &retrying.detail.action;
         let next = action.next_attempt_at_ms.and_then(time_of).map(|at| {
