@@ -215,30 +215,61 @@ async fn a_send_still_held_a_day_before_its_launch_is_escalated_to_the_campaign_
     accept(&daemon, &send("s-1", "fall-26", "email")).await;
     let trail = processed(&daemon, "s-1").await;
     assert_eq!(trail["decisions"][0]["decision"]["kind"], "hold_send");
-    assert_eq!(trail["decisions"][1]["decision"]["kind"], "schedule");
+    assert_eq!(trail["decisions"][1]["decision"]["kind"], "expect");
+
+    // Another campaign's gate opens and closes: closing cancels its deadline.
+    accept(&daemon, &channel("d-1", "spring", "email", "approved")).await;
+    accept(&daemon, &channel("d-2", "spring", "social", "review")).await;
+    accept(&daemon, &send("t-1", "spring", "email")).await;
+    accept(&daemon, &channel("d-3", "spring", "social", "approved")).await;
+    let released = sink.wait_for(1).await;
+    assert_eq!(released[0].body["event"]["id"], "t-1");
+    let pending = || async {
+        let (status, body) = daemon.get("/v1/timers").await;
+        assert_eq!(status, 200, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let timers = body["timers"].as_array().unwrap().clone();
+        timers
+            .iter()
+            .map(|t| format!("{} {}", t["entity"].as_str().unwrap(), t["event_type"]))
+            .collect::<Vec<_>>()
+    };
+    daemon
+        .wait_for_trail("d-3", |t| !t["processed_at_ms"].is_null())
+        .await;
+    let mut timers = pending().await;
+    for _ in 0..50 {
+        if timers.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        timers = pending().await;
+    }
+    assert_eq!(timers, ["campaign/fall-26 \"gate.deadline\""]);
 
     // The deadline is 24h before the launch (2026-11-26T09:00): two days on.
     daemon.advance_clock("47h").await;
-    assert!(sink.received().is_empty(), "nothing before the deadline");
+    assert_eq!(sink.received().len(), 1, "nothing before the deadline");
     daemon.advance_clock("1h").await;
-    let received = sink.wait_for(1).await;
-    assert_eq!(received[0].path, "/escalate");
-    let body = &received[0].body;
+    let received = sink.wait_for(2).await;
+    assert_eq!(received[1].path, "/escalate");
+    let body = &received[1].body;
     assert_eq!(body["kind"], "escalate");
     assert_eq!(body["decision"]["to"], "mia");
     assert_eq!(
         body["decision"]["reason"],
-        "campaign/fall-26: the email send is still held 24h before its launch at \
-         2026-11-26T09:00:00Z: not approved: social (review)"
+        "campaign/fall-26: the email send is still held 24h before the campaign launches \
+         at 2026-11-26T09:00:00Z: not approved: social (review)"
     );
     assert_eq!(body["event"]["type"], "gate.deadline");
 
     // Approval releases it; the send goes out, and the gate is closed.
     accept(&daemon, &channel("c-3", "fall-26", "social", "approved")).await;
-    let received = sink.wait_for(2).await;
-    assert_eq!(received[1].path, "/send");
-    assert_eq!(received[1].body["event"]["id"], "s-1");
+    let received = sink.wait_for(3).await;
+    assert_eq!(received[2].path, "/send");
+    assert_eq!(received[2].body["event"]["id"], "s-1");
     assert!(gates(&daemon).await.is_empty());
+    assert!(pending().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

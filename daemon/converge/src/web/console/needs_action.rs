@@ -347,7 +347,10 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
     // A campaign whose sends are held is a held send, not a stalled
     // handoff: its timer (the gate's deadline) goes on its held rows.
     waiting.retain(|row| {
-        let mut holding = held.iter_mut().filter(|h| h.record == row.record).peekable();
+        let mut holding = held
+            .iter_mut()
+            .filter(|h| h.record == row.record)
+            .peekable();
         if holding.peek().is_none() {
             return true;
         }
