@@ -128,7 +128,8 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
     );
     assert!(table.contains("Stalled handoffs"), "{table}");
     assert!(
-        table.contains("task.handoff.remind (stalled_handoff)") && table.contains("in 22h"),
+        table.contains("task.handoff.remind unless task.handoff.ended comes (stalled_handoff)")
+            && table.contains("in 22h"),
         "the next rung of the ladder and when it fires: {table}"
     );
     // Each row links to its record.
@@ -162,6 +163,27 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
         "{unlisted}"
     );
     browser.screenshot("health").await;
+
+    // The task moves on and the campaign converges: the ladder's rungs and
+    // the gate's deadline are cancelled, and nothing is left waiting.
+    accept(
+        &daemon,
+        &event(
+            "t-7-approved",
+            "task.updated",
+            "task/t-7",
+            json!({"stage": "approved"}),
+        ),
+    )
+    .await;
+    accept(&daemon, &channel("c-1-paid-ok", "c-1", "paid", "approved")).await;
+    browser.goto(&format!("{}/ui", daemon.url)).await;
+    browser
+        .wait_for_text("p.empty", "Nothing needs action.", WAIT)
+        .await;
+    let (_, timers) = daemon.get("/v1/timers").await;
+    let timers: serde_json::Value = serde_json::from_str(&timers).unwrap();
+    assert_eq!(timers["timers"], json!([]), "{timers}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

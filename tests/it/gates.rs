@@ -215,7 +215,8 @@ async fn a_send_still_held_a_day_before_its_launch_is_escalated_to_the_campaign_
     accept(&daemon, &send("s-1", "fall-26", "email")).await;
     let trail = processed(&daemon, "s-1").await;
     assert_eq!(trail["decisions"][0]["decision"]["kind"], "hold_send");
-    assert_eq!(trail["decisions"][1]["decision"]["kind"], "expect");
+    assert_eq!(trail["decisions"][1]["decision"]["kind"], "notify");
+    assert_eq!(trail["decisions"][2]["decision"]["kind"], "expect");
 
     // Another campaign's gate opens and closes: closing cancels its deadline.
     accept(&daemon, &channel("d-1", "spring", "email", "approved")).await;

@@ -320,7 +320,7 @@ const LADDER: &str = r#"{"specversion":"1.0","id":"h1","source":"/jira","type":"
 {"specversion":"1.0","id":"c1","source":"/jira","type":"task.commented","subject":"task/T-1","time":"2026-11-26T18:00:00Z","data":{}}
 "#;
 
-/// The decisions of the handoffs (notify, set_field, three schedules).
+/// The decisions of the handoffs (notify, set_field, the three rungs).
 fn handoff_lines(id: &str, task: &str, owner: &str) -> Vec<String> {
     let at = "2026-11-23T10:00:00Z";
     vec![
@@ -331,13 +331,13 @@ fn handoff_lines(id: &str, task: &str, owner: &str) -> Vec<String> {
             r#"{at}  {id}  stalled_handoff  {{"kind":"set_field","field":"handoff","value":{{"at":"{at}","owner":"{owner}","stage_since":"{at}"}}}}"#
         ),
         format!(
-            r#"{at}  {id}  stalled_handoff  {{"kind":"schedule","after_ms":86400000,"event_type":"task.handoff.remind","data":{{}},"catch_up":"fire_late"}}"#
+            r#"{at}  {id}  stalled_handoff  {{"kind":"expect","event_type":"task.handoff.ended","within_ms":86400000,"otherwise":"task.handoff.remind","catch_up":"fire_late"}}"#
         ),
         format!(
-            r#"{at}  {id}  stalled_handoff  {{"kind":"schedule","after_ms":172800000,"event_type":"task.handoff.escalate_review","data":{{}},"catch_up":"fire_late"}}"#
+            r#"{at}  {id}  stalled_handoff  {{"kind":"expect","event_type":"task.handoff.ended","within_ms":172800000,"otherwise":"task.handoff.escalate_review","catch_up":"fire_late"}}"#
         ),
         format!(
-            r#"{at}  {id}  stalled_handoff  {{"kind":"schedule","after_ms":259200000,"event_type":"task.handoff.escalate_business","data":{{}},"catch_up":"fire_late"}}"#
+            r#"{at}  {id}  stalled_handoff  {{"kind":"expect","event_type":"task.handoff.ended","within_ms":259200000,"otherwise":"task.handoff.escalate_business","catch_up":"fire_late"}}"#
         ),
     ]
 }
@@ -351,20 +351,23 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
     let mut expected = handoff_lines("h1", "T-1", "bo");
     expected.extend(handoff_lines("h2", "T-2", "cy"));
     expected.extend([
-        // Both reminders at 24h; T-2 moves at 30h, so its later rungs
-        // (timers 5 and 6) fire and decide nothing.
+        // Both reminders at 24h; T-2 moves at 30h, which ends its ladder:
+        // the emitted task.handoff.ended cancels its later rungs (timers 5
+        // and 6).
         r#"2026-11-24T10:00:00Z  timer-1  stalled_handoff  {"kind":"notify","to":"bo","message":"task/T-1 has waited 24h for you since it was handed to you (stage: review): pick it up or hand it back"}"#.into(),
         r#"2026-11-24T10:00:00Z  timer-4  stalled_handoff  {"kind":"notify","to":"cy","message":"task/T-2 has waited 24h for you since it was handed to you (stage: review): pick it up or hand it back"}"#.into(),
+        r#"2026-11-24T16:00:00Z  u2  stalled_handoff  {"kind":"set_field","field":"handoff","value":null}"#.into(),
+        r#"2026-11-24T16:00:00Z  u2  stalled_handoff  {"kind":"emit","event_type":"task.handoff.ended","data":{}}"#.into(),
         r#"2026-11-25T10:00:00Z  timer-2  stalled_handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-1 has not moved for 48h since it was handed to bo (stage: review)","level":2}"#.into(),
         r#"2026-11-26T10:00:00Z  timer-3  stalled_handoff  {"kind":"escalate","to":"carla","reason":"task/T-1 has not moved for 72h since it was handed to bo (stage: review)","level":3}"#.into(),
         "".into(),
         "replayed 4 events in [time]".into(),
-        "simulated: 6 timers fired, 0 events emitted".into(),
-        "decisions: 2 escalate, 4 notify, 6 schedule, 2 set_field".into(),
+        "simulated: 4 timers fired, 1 event emitted".into(),
+        "decisions: 1 emit, 2 escalate, 6 expect, 4 notify, 3 set_field".into(),
         "rule failures: none".into(),
         "metrics:".into(),
         "  review_time: median 30.0h, p85 30.0h (1 sample)".into(),
-        "  exception_rate: 20.0% (10 samples)".into(),
+        "  exception_rate: 22.2% (9 samples)".into(),
         "  approval_pass_rate: 0.0% (1 sample)".into(),
     ]);
     assert_eq!(without_timing(&stdout(&out)), expected);
@@ -378,8 +381,8 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
     assert_eq!(
         ending_at_rule_failures(&text, 3),
         [
-            "simulated: 2 timers fired, 0 events emitted; 4 timers not yet due at 2026-11-24T16:00:00Z",
-            "decisions: 4 notify, 6 schedule, 2 set_field",
+            "simulated: 2 timers fired, 1 event emitted; 2 timers not yet due at 2026-11-24T16:00:00Z",
+            "decisions: 1 emit, 6 expect, 4 notify, 3 set_field",
             "rule failures: none",
         ]
     );
@@ -396,8 +399,8 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
     assert_eq!(
         ending_at_rule_failures(&text, 3),
         [
-            "simulated: 6 timers fired, 0 events emitted",
-            "decisions: 2 escalate, 4 notify, 6 schedule, 2 set_field",
+            "simulated: 4 timers fired, 1 event emitted",
+            "decisions: 1 emit, 2 escalate, 6 expect, 4 notify, 3 set_field",
             "rule failures: none",
         ]
     );
@@ -439,7 +442,7 @@ fn recorded_timer_events_are_simulated_instead_unless_no_simulate() {
         [
             "replayed 2 events in [time]",
             "simulated: 3 timers fired, 0 events emitted",
-            "decisions: 2 escalate, 2 notify, 3 schedule, 1 set_field",
+            "decisions: 2 escalate, 3 expect, 2 notify, 1 set_field",
             "rule failures: none",
         ]
     );
@@ -452,7 +455,7 @@ fn recorded_timer_events_are_simulated_instead_unless_no_simulate() {
         ending_at_rule_failures(&text, 3),
         [
             "replayed 3 events in [time]",
-            "decisions: 2 notify, 3 schedule, 1 set_field",
+            "decisions: 3 expect, 2 notify, 1 set_field",
             "rule failures: none",
         ]
     );
@@ -554,15 +557,19 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
     let ws = Workspace::new(&[], "");
     let dir = ws.dir.path();
     let a = write(dir, "a/stalled_handoff.rhai", &stalled_handoff());
-    // b climbs the ladder even when the task moved.
+    // b climbs the ladder even when the task moved: it does not end the
+    // ladder on a move, and its rungs do not look.
     let moved =
         "let moved = entity.owner != handoff.owner || entity.stage_since != handoff.stage_since;";
+    let ends = r#"if hours == 0 && event.type != "task.handoff" && handoff != () {"#;
     let source = stalled_handoff();
-    assert!(source.contains(moved));
+    assert!(source.contains(moved) && source.contains(ends));
     let b = write(
         dir,
         "b/stalled_handoff.rhai",
-        &source.replace(moved, "let moved = false;"),
+        &source
+            .replace(moved, "let moved = false;")
+            .replace(ends, "if false {"),
     );
     let events = write(dir, "events.ndjson", LADDER);
     let out = ws.converge(&["replay", "--events", &events, "--rules", &a, "--diff", &b]);
@@ -570,6 +577,9 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
     assert_eq!(
         without_timing(&stdout(&out)),
         [
+            "u2 (task.updated task/T-2 at 2026-11-24T16:00:00Z)",
+            r#"- stalled_handoff  {"kind":"set_field","field":"handoff","value":null}"#,
+            r#"- stalled_handoff  {"kind":"emit","event_type":"task.handoff.ended","data":{}}"#,
             "timer-5 (task.handoff.escalate_review task/T-2 at 2026-11-25T10:00:00Z)",
             r#"+ stalled_handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-2 has not moved for 48h since it was handed to cy (stage: in_progress)","level":2}"#,
             "timer-6 (task.handoff.escalate_business task/T-2 at 2026-11-26T10:00:00Z)",
@@ -577,12 +587,12 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
             "",
             "replayed 4 events in [time]",
             &format!("b is a with stalled_handoff from {b}"),
-            "a: decisions: 2 escalate, 4 notify, 6 schedule, 2 set_field; rule failures: none; simulated: 6 timers fired, 0 events emitted",
-            "b: decisions: 4 escalate, 4 notify, 6 schedule, 2 set_field; rule failures: none; simulated: 6 timers fired, 0 events emitted",
-            "2 of 10 events (4 replayed, 6 simulated) decide differently: 0 only in a (-), 2 only in b (+)",
-            "b would make 2 more escalations",
+            "a: decisions: 1 emit, 2 escalate, 6 expect, 4 notify, 3 set_field; rule failures: none; simulated: 4 timers fired, 1 event emitted",
+            "b: decisions: 4 escalate, 6 expect, 4 notify, 2 set_field; rule failures: none; simulated: 6 timers fired, 0 events emitted",
+            "3 of 11 events (4 replayed, 7 simulated) decide differently: 2 only in a (-), 2 only in b (+)",
+            "b would emit 1 fewer event, 2 more escalations, 1 fewer field change",
             "metrics (a -> b):",
-            "  exception_rate: 20.0% -> 40.0%",
+            "  exception_rate: 22.2% -> 40.0%",
         ]
     );
 
@@ -594,19 +604,30 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert_eq!(lines.len(), 5, "{lines:#?}");
     assert_eq!(
         (&lines[0]["origin"], &lines[0]["only_in"], &lines[0]["now"]),
+        (
+            &json!("recorded"),
+            &json!("a"),
+            &json!("2026-11-24T16:00:00Z")
+        )
+    );
+    assert_eq!(
+        (&lines[2]["origin"], &lines[2]["only_in"], &lines[2]["now"]),
         (&json!("timer"), &json!("b"), &json!("2026-11-25T10:00:00Z"))
     );
-    assert!(lines[0]["trace"]["at"].is_string(), "{}", lines[0]);
-    let summary = &lines[2]["summary"];
+    assert!(lines[2]["trace"]["at"].is_string(), "{}", lines[2]);
+    let summary = &lines[4]["summary"];
     assert_eq!(summary["b"]["decisions"]["escalate"], 4, "{summary}");
     assert_eq!(
         summary["a"]["simulated"],
-        json!({"timers_fired": 6, "events_emitted": 0, "timers_pending": 0, "clock": "2026-11-26T18:00:00Z"})
+        json!({"timers_fired": 4, "events_emitted": 1, "timers_pending": 0, "clock": "2026-11-26T18:00:00Z"})
     );
-    assert_eq!(summary["change"], "b would make 2 more escalations");
+    assert_eq!(
+        summary["change"],
+        "b would emit 1 fewer event, 2 more escalations, 1 fewer field change"
+    );
     assert_eq!(
         summary["b_is_a_with"],
         json!({"replaced": [{"rule": "stalled_handoff", "file": b}], "added": [], "left_out": []})

@@ -529,3 +529,56 @@ config = {{ url = "{hook}", select = ["/decision/kind", "/decision/to", "/event/
     );
     assert!(sink.received().is_empty());
 }
+
+/// The bundled config's escalation ladder, tried from one handoff: every
+/// rung decides on the clock `--advance` moves (the try's clock keeps the
+/// journal's whole milliseconds, which the ladder's rungs compare).
+#[test]
+fn rules_try_climbs_the_bundled_handoff_ladder_rung_by_rung() {
+    crate::support::plugin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("handoff.json");
+    std::fs::write(
+        &events,
+        r#"{"specversion": "1.0", "id": "evt-1", "source": "/jira", "type": "task.handoff",
+            "subject": "task/JIRA-7", "data": {"owner": "bo", "brief": "Q4 launch", "deadline": "2026-12-20"}}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_converge"))
+        .current_dir(repo_root())
+        .args([
+            "rules",
+            "try",
+            "--advance",
+            "3d",
+            "--config",
+            "config/converge.toml",
+        ])
+        .arg(&events)
+        .env_remove("SLACK_BOT_TOKEN")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for rung in [
+        r#"{"kind":"notify","to":"bo","message":"task/JIRA-7 has waited 24h for you since it was handed to you (stage: no stage): pick it up or hand it back"}"#,
+        r#"{"kind":"escalate","to":"review_owner","reason":"task/JIRA-7 has not moved for 48h since it was handed to bo (stage: no stage)","level":2}"#,
+        r#"{"kind":"escalate","to":"business_owner","reason":"task/JIRA-7 has not moved for 72h since it was handed to bo (stage: no stage)","level":3}"#,
+    ] {
+        assert!(
+            text.contains(&format!("  stalled_handoff: {rung}\n")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.ends_with(
+            "1 event(s), 3 timer(s) fired, 8 decision(s), 4 action(s), 4 request(s) shown; nothing was sent\n"
+        ),
+        "{text}"
+    );
+}

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use converge_engine::{ActionPayload, Origin, Rules, Simulated, Simulation};
 use converge_model::{DecisionKind, Event, records::NewAction};
 use converge_plugin_host::{
@@ -277,7 +277,10 @@ fn decide(
         live: &loaded.live,
         shadow: Some(&loaded.shadow),
     };
-    let mut sim = Simulation::new(rules, engine, Utc::now());
+    // The daemon's clock as the journal keeps it, in whole milliseconds: a
+    // rule comparing a time it stored with a timer's (the handoff ladder's
+    // rungs) sees what it would live.
+    let mut sim = Simulation::new(rules, engine, Utc::now().trunc_subsecs(3));
     let mut decided = Decided {
         lines: Vec::new(),
         actions: Vec::new(),
