@@ -184,6 +184,31 @@ impl Browser {
             .unwrap_or_else(|| panic!("not a width: {width}"))
     }
 
+    /// What axe-core (its source in `axe`) finds against the WCAG 2.1 A and
+    /// AA rules on the page now: one line per rule broken, with the
+    /// elements that break it.
+    pub async fn accessibility_violations(&self, axe: &str) -> Vec<String> {
+        self.client.execute(axe, vec![]).await.unwrap();
+        let found = self
+            .client
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } })
+                    .then(r => done(r.violations.map(v => `${v.id} (${v.impact}): ${v.help}: `
+                        + v.nodes.map(n => n.target.join(" ")).join(", "))))
+                    .catch(e => done([`axe failed: ${e}`]));"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        found
+            .as_array()
+            .unwrap_or_else(|| panic!("not a list of violations: {found}"))
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     /// Makes the window `width` by `height` CSS pixels.
     pub async fn resize(&self, width: u32, height: u32) {
         self.client.set_window_size(width, height).await.unwrap();

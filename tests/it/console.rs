@@ -19,6 +19,8 @@ use crate::gates::{accept, channel, send};
 use crate::reload::reminding;
 use crate::support::{ADMIN_TOKEN, Daemon, Sink, Workspace, event, repo_root, sends_to_sink_toml};
 
+mod accessibility;
+
 const WAIT: Duration = Duration::from_secs(15);
 
 /// The example gate and handoff-ladder rules, releases to the sink, on a
