@@ -186,6 +186,19 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
     let (_, timers) = daemon.get("/v1/timers").await;
     let timers: serde_json::Value = serde_json::from_str(&timers).unwrap();
     assert_eq!(timers["timers"], json!([]), "{timers}");
+    // The task's record says how: the ladder ended, its rungs cancelled.
+    browser
+        .goto(&format!("{}/ui/records/task/t-7", daemon.url))
+        .await;
+    let trail = browser.text_of("#trail").await;
+    assert!(
+        trail.contains("set_field field: handoff value: null")
+            && trail.contains("emit data: {} event_type: task.handoff.ended"),
+        "{trail}"
+    );
+    let rungs = browser.texts_of("#timers tbody tr").await;
+    assert_eq!(rungs.len(), 3, "{rungs:?}");
+    assert!(rungs.iter().all(|r| r.contains("cancelled")), "{rungs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

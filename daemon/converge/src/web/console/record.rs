@@ -402,7 +402,11 @@ fn decision_item(
             b { (decision.kind.name()) }
             @if record.shadow { " " span.tag.shadow { "shadow" } }
             @if let Some(map) = args.as_object() {
-                @for (name, value) in map { " " span.pair { (name) ": " (plain(value)) } }
+                // A null here says something (`set_field(f, ())` removes f),
+                // so it reads as `explain` prints it.
+                @for (name, value) in map {
+                    " " span.pair { (name) ": " @if value.is_null() { "null" } @else { (plain(value)) } }
+                }
             }
             div.by {
                 "by rule " b { (decision.rule) }
