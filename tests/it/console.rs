@@ -198,7 +198,12 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
     );
     let rungs = browser.texts_of("#timers tbody tr").await;
     assert_eq!(rungs.len(), 3, "{rungs:?}");
-    assert!(rungs.iter().all(|r| r.contains("cancelled")), "{rungs:?}");
+    assert!(
+        rungs
+            .iter()
+            .all(|r| r.contains("cancelled") && r.contains("task.handoff.ended came")),
+        "{rungs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -121,7 +121,8 @@ pub struct TimerRecord {
     /// When it fired, was cancelled or was skipped.
     pub closed_at_ms: Option<i64>,
     /// Who cancelled it by hand, and why; `None` for every other way a
-    /// timer closes (an `expect` met, fired, skipped).
+    /// timer closes (fired, skipped). An `expect` its event met has no
+    /// `cancelled_by` and the reason `<event type> came`.
     pub cancelled_by: Option<String>,
     pub cancel_reason: Option<String>,
 }

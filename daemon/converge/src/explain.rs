@@ -237,7 +237,9 @@ fn timer_line(timer: &TimerRecord) -> String {
     let by = match (&timer.cancelled_by, &timer.cancel_reason) {
         (Some(by), Some(reason)) => format!(" by {by}: {reason}"),
         (Some(by), None) => format!(" by {by}"),
-        _ => String::new(),
+        // An expect its event cancelled.
+        (None, Some(reason)) => format!(": {reason}"),
+        (None, None) => String::new(),
     };
     format!(
         "  {}  {}{until} by rule {}, due {}: {}{closed}{by}",
@@ -790,5 +792,41 @@ event s-1 (send.requested) from /shop on hook shop
   gate: email held at 2025-11-23T10:00:00Z by gate: consistency 72%; released at 2025-11-23T11:00:00Z by override by mia (event seq 9)
 "
         );
+    }
+
+    #[test]
+    fn a_cancelled_timer_says_who_or_what_cancelled_it() {
+        use converge_model::CatchUp;
+        use converge_store::{TimerRecordKind, TimerStatus};
+        let due = "2026-11-24T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let rung = |cancelled_by: Option<&str>, cancel_reason: Option<&str>| TimerRecord {
+            id: 1,
+            entity: "task/T-1".into(),
+            kind: TimerRecordKind::Expect,
+            event_type: "task.handoff.remind".into(),
+            data: json!({}),
+            expect_type: Some("task.handoff.ended".into()),
+            due_at_ms: due.timestamp_millis(),
+            catch_up: CatchUp::FireLate,
+            rule: "stalled_handoff".into(),
+            rule_hash: "h".into(),
+            created_by_seq: 1,
+            status: TimerStatus::Cancelled,
+            fired_seq: None,
+            closed_at_ms: Some(due.timestamp_millis() - 3_600_000),
+            cancelled_by: cancelled_by.map(str::to_string),
+            cancel_reason: cancel_reason.map(str::to_string),
+        };
+        let head = "  task.handoff.remind  expect until task.handoff.ended by rule stalled_handoff, \
+                    due 2026-11-24T10:00:00Z: cancelled at 2026-11-24T09:00:00Z";
+        assert_eq!(
+            timer_line(&rung(None, Some("task.handoff.ended came"))),
+            format!("{head}: task.handoff.ended came")
+        );
+        assert_eq!(
+            timer_line(&rung(Some("ana"), Some("resolved by phone"))),
+            format!("{head} by ana: resolved by phone")
+        );
+        assert_eq!(timer_line(&rung(None, None)), head);
     }
 }

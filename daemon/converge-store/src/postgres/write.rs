@@ -691,7 +691,8 @@ fn cancel_expects<C: GenericClient>(
         .collect();
     let at: Vec<i64> = arrivals.iter().map(|(_, at)| *at).collect();
     let cancelled = s.execute(
-        "UPDATE timers t SET status = 'cancelled', closed_at_ms = a.at_ms
+        "UPDATE timers t SET status = 'cancelled', closed_at_ms = a.at_ms,
+                             cancel_reason = a.event_type || ' came'
          FROM (SELECT DISTINCT ON (entity, event_type) entity, event_type, at_ms
                FROM unnest($1::text[], $2::text[], $3::bigint[])
                    WITH ORDINALITY AS a (entity, event_type, at_ms, n)
@@ -787,10 +788,11 @@ fn insert_timers<C: GenericClient>(
          )
          INSERT INTO timers (id, entity, kind, event_type, data, expect_type, due_at_ms,
                              catch_up, rule_version, created_by_seq, partition, status,
-                             closed_at_ms)
+                             closed_at_ms, cancel_reason)
          OVERRIDING SYSTEM VALUE
          SELECT ids.id, t.entity, t.kind, t.event_type, t.data, t.expect_type, t.due_at_ms,
-                t.catch_up, ver.id, t.created_by_seq, t.partition, t.status, t.closed_at_ms
+                t.catch_up, ver.id, t.created_by_seq, t.partition, t.status, t.closed_at_ms,
+                CASE WHEN t.closed_at_ms IS NOT NULL THEN t.expect_type || ' came' END
          FROM t JOIN ids USING (n)
          JOIN versions ver ON ver.rule = t.rule AND ver.hash = t.rule_hash
          ORDER BY n"

@@ -370,7 +370,7 @@ fn record_processed<'a>(
 }
 
 /// Cancels the pending expects `arrival` is, found first and then closed
-/// by id. One UPDATE searching `timers_expecting`, whose `status` it
+/// by id, each saying why (`task.reviewed came`). One UPDATE searching `timers_expecting`, whose `status` it
 /// changes, would build a temporary table of row ids on every event,
 /// though almost always no expect is waiting.
 fn cancel_expects(
@@ -391,10 +391,11 @@ fn cancel_expects(
     for id in waiting {
         cancelled += w
             .get(
-                "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1
+                "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1,
+                                   cancel_reason = ?3 || ' came'
                  WHERE id = ?2 AND status = 'pending'",
             )?
-            .execute(params![at_ms, id])?;
+            .execute(params![at_ms, id, arrival.event_type])?;
     }
     Ok(cancelled)
 }

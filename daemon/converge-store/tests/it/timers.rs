@@ -216,24 +216,29 @@ fn the_expected_event_cancels_only_the_expects_waiting_for_it(db: &TestDb) {
         })
         .unwrap();
     assert_eq!((result.timers_cancelled, result.timers_created), (1, 1));
-    let statuses = |entity: &str| -> Vec<(i64, TimerStatus)> {
+    let statuses = |entity: &str| -> Vec<(i64, TimerStatus, Option<String>)> {
         store
             .entity_timers(&EntityKey::parse(entity).unwrap(), false, 10)
             .unwrap()
             .into_iter()
-            .map(|t| (t.id, t.status))
+            .map(|t| (t.id, t.status, t.cancel_reason))
             .collect()
     };
+    // The cancelled one says why, for `explain` and the record page.
     assert_eq!(
         statuses("task/T-1"),
         vec![
-            (5, TimerStatus::Pending),
-            (3, TimerStatus::Pending),
-            (2, TimerStatus::Pending),
-            (1, TimerStatus::Cancelled),
+            (5, TimerStatus::Pending, None),
+            (3, TimerStatus::Pending, None),
+            (2, TimerStatus::Pending, None),
+            (
+                1,
+                TimerStatus::Cancelled,
+                Some("task.approved came".to_string())
+            ),
         ]
     );
-    assert_eq!(statuses("task/T-2"), vec![(4, TimerStatus::Pending)]);
+    assert_eq!(statuses("task/T-2"), vec![(4, TimerStatus::Pending, None)]);
     // A cancelled expect does not fire.
     assert_eq!(store.write(&fires(&[1])).unwrap().fired, vec![None]);
 }
@@ -362,23 +367,35 @@ fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db:
         })
         .unwrap();
     assert_eq!((result.timers_cancelled, result.timers_created), (2, 3));
-    let timers = |entity: &str| -> Vec<(i64, i64, TimerStatus, Option<i64>)> {
+    let timers = |entity: &str| -> Vec<(i64, i64, TimerStatus, Option<i64>, Option<String>)> {
         store
             .entity_timers(&EntityKey::parse(entity).unwrap(), false, 10)
             .unwrap()
             .into_iter()
-            .map(|t| (t.id, t.created_by_seq, t.status, t.closed_at_ms))
+            .map(|t| {
+                (
+                    t.id,
+                    t.created_by_seq,
+                    t.status,
+                    t.closed_at_ms,
+                    t.cancel_reason,
+                )
+            })
             .collect()
     };
+    let came = || Some("task.approved came".to_string());
     assert_eq!(
         timers("task/T-1"),
         vec![
-            (4, 5, TimerStatus::Pending, None),
-            (2, 3, TimerStatus::Cancelled, Some(2_400)),
-            (1, 1, TimerStatus::Cancelled, Some(2_200)),
+            (4, 5, TimerStatus::Pending, None, None),
+            (2, 3, TimerStatus::Cancelled, Some(2_400), came()),
+            (1, 1, TimerStatus::Cancelled, Some(2_200), came()),
         ]
     );
-    assert_eq!(timers("task/T-2"), vec![(3, 4, TimerStatus::Pending, None)]);
+    assert_eq!(
+        timers("task/T-2"),
+        vec![(3, 4, TimerStatus::Pending, None, None)]
+    );
     assert_eq!(store.pending_timer_count().unwrap(), 2);
 }
 

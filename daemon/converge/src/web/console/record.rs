@@ -317,6 +317,8 @@ fn timers(
                                 (timer.status.name()) @if let Some(at) = timer.closed_at_ms { small { " " (when_ms(at, now)) } }
                                 @if let Some(by) = &timer.cancelled_by {
                                     br; small { "by " (by) @if let Some(reason) = &timer.cancel_reason { ": " (reason) } }
+                                } @else if let Some(reason) = &timer.cancel_reason {
+                                    br; small { (reason) }
                                 }
                             }
                         }
