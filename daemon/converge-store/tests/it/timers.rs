@@ -367,7 +367,9 @@ fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db:
         })
         .unwrap();
     assert_eq!((result.timers_cancelled, result.timers_created), (2, 3));
-    let timers = |entity: &str| -> Vec<(i64, i64, TimerStatus, Option<i64>, Option<String>)> {
+    // id, made by seq, status, closed at, why.
+    type Row = (i64, i64, TimerStatus, Option<i64>, Option<String>);
+    let timers = |entity: &str| -> Vec<Row> {
         store
             .entity_timers(&EntityKey::parse(entity).unwrap(), false, 10)
             .unwrap()
