@@ -205,6 +205,7 @@ async fn a_send_still_held_a_day_before_its_launch_is_escalated_to_the_campaign_
             sink.url("/escalate"),
         ),
     );
+    ws.listen_on_free_port();
     let daemon = ws.start();
     let mut owned = channel("c-0", "fall-26", "email", "approved");
     owned["data"] = json!({"owner": "mia"});
@@ -217,6 +218,23 @@ async fn a_send_still_held_a_day_before_its_launch_is_escalated_to_the_campaign_
     assert_eq!(trail["decisions"][0]["decision"]["kind"], "hold_send");
     assert_eq!(trail["decisions"][1]["decision"]["kind"], "notify");
     assert_eq!(trail["decisions"][2]["decision"]["kind"], "expect");
+    // The gate shows its deadline.
+    let open = gates(&daemon).await;
+    assert_eq!(
+        (
+            &open[0]["next_timer"]["event_type"],
+            &open[0]["next_timer"]["due_at"]
+        ),
+        (&json!("gate.deadline"), &json!("2026-11-25T09:00:00.000Z"))
+    );
+    let out = ws.converge(&["gates", "show", "fall-26"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(
+            "  next: gate.deadline unless gate.closed comes (rule convergence_gate) at 2026-11-25T09:00:00.000Z\n"
+        ),
+        "{shown}"
+    );
 
     // Another campaign's gate opens and closes: closing cancels its deadline.
     accept(&daemon, &channel("d-1", "spring", "email", "approved")).await;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Time;
+use crate::timers::PendingTimer;
 
 /// The answer of `GET /v1/gates`: every open gate, oldest held first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,11 @@ pub struct Gate {
     /// The terms of the rule's `fields.gate`; `null` when it sets none.
     pub terms: Option<Vec<GateTerm>>,
     pub overrides: Vec<GateOverride>,
+    /// The campaign's soonest pending timer: with the bundled gate rule,
+    /// the gate's deadline (`gate.deadline`, unless `gate.closed` comes
+    /// first); absent when none is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_timer: Option<PendingTimer>,
 }
 
 /// Where one channel stands.
@@ -239,6 +245,16 @@ mod tests {
                 },
             ]),
             overrides: vec![],
+            next_timer: Some(PendingTimer {
+                id: 4,
+                entity: "campaign/fall-26".into(),
+                kind: "expect".into(),
+                event_type: "gate.deadline".into(),
+                expect_type: Some("gate.closed".into()),
+                rule: "convergence_gate".into(),
+                version: "ab12".into(),
+                due_at: time("2026-11-23T09:00:00.000Z"),
+            }),
         };
         assert_wire(
             &gate,
@@ -273,6 +289,16 @@ mod tests {
                     {"term": "note", "value": null},
                 ],
                 "overrides": [],
+                "next_timer": {
+                    "id": 4,
+                    "entity": "campaign/fall-26",
+                    "kind": "expect",
+                    "event_type": "gate.deadline",
+                    "expect_type": "gate.closed",
+                    "rule": "convergence_gate",
+                    "version": "ab12",
+                    "due_at": "2026-11-23T09:00:00.000Z",
+                },
             }),
         );
         assert!(gate.held_sends[0].is_held());
@@ -306,6 +332,7 @@ mod tests {
                 released: 1,
                 event_seq: 9,
             }],
+            next_timer: None,
         };
         assert_wire(
             &Gates { gates: vec![gate] },

@@ -17,6 +17,7 @@ use converge_api::gates::{
     Gate, GateChannel, GateOverride, GateTerm, Gates, HeldSend, LastHold, OverrideAccepted,
     TermReading,
 };
+use converge_api::timers::PendingTimer;
 use converge_model::EntityState;
 use converge_store::{GateOverrideRecord, HeldSendRecord, HeldSendStatus};
 use serde_json::{Map, Value};
@@ -35,6 +36,7 @@ pub fn gate_view(
     entity: Option<&EntityState>,
     held: &[HeldSendRecord],
     overrides: &[GateOverrideRecord],
+    next_timer: Option<PendingTimer>,
 ) -> Gate {
     let still_held: Vec<&HeldSendRecord> = held
         .iter()
@@ -132,6 +134,7 @@ pub fn gate_view(
         last_hold,
         terms,
         overrides,
+        next_timer,
     }
 }
 
@@ -381,6 +384,20 @@ fn describe_gate(out: &mut String, gate: &Gate, history: bool) {
             } else {
                 String::new()
             }
+        );
+    }
+    if let Some(timer) = &gate.next_timer {
+        let _ = writeln!(
+            out,
+            "  next: {}{} (rule {}) at {}",
+            timer.event_type,
+            timer
+                .expect_type
+                .as_ref()
+                .map(|t| format!(" unless {t} comes"))
+                .unwrap_or_default(),
+            timer.rule,
+            timer.due_at
         );
     }
     if !gate.overrides.is_empty() {

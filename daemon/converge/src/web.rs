@@ -887,6 +887,8 @@ async fn entity_timers(
 
 /// Most held sends and overrides one gate lists.
 const GATE_HISTORY: usize = 200;
+/// Most pending timers of a campaign searched for its gate's next one.
+const GATE_TIMERS: usize = 100;
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -932,7 +934,14 @@ async fn open_gates(State(state): State<AppState>) -> Result<Response, ApiError>
                     .cloned()
                     .collect();
                 let overrides = reader.gate_overrides(campaign, GATE_HISTORY)?;
-                Ok(gate_view(campaign, entity.as_ref(), &sends, &overrides))
+                let next = next_timer(&**reader, campaign)?;
+                Ok(gate_view(
+                    campaign,
+                    entity.as_ref(),
+                    &sends,
+                    &overrides,
+                    next,
+                ))
             })
             .collect::<Result<Vec<_>, converge_store::StoreError>>()
     })
@@ -949,25 +958,43 @@ async fn one_gate(
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let key = entity_key(&kind, &id)?;
+    let campaign = format!("{kind}/{id}");
     let reader = state.reader.clone();
-    let (entity, gate) = tokio::task::spawn_blocking(move || {
+    let of = campaign.clone();
+    let (entity, gate, next) = tokio::task::spawn_blocking(move || {
         let reader = reader.lock().expect("reader");
         Ok::<_, converge_store::StoreError>((
             reader.entity(&key)?,
             reader.gate(&key, GATE_HISTORY)?,
+            next_timer(&**reader, &of)?,
         ))
     })
     .await
     .map_err(internal)?
     .map_err(storage)?;
-    let campaign = format!("{kind}/{id}");
     Ok(Json(gate_view(
         &campaign,
         entity.as_ref(),
         &gate.held_sends,
         &gate.overrides,
+        next,
     ))
     .into_response())
+}
+
+/// A campaign's soonest pending timer, for its gate.
+fn next_timer(
+    reader: &dyn converge_store::Backend,
+    campaign: &str,
+) -> Result<Option<converge_api::timers::PendingTimer>, converge_store::StoreError> {
+    let Some(key) = EntityKey::parse(campaign) else {
+        return Ok(None);
+    };
+    Ok(reader
+        .entity_timers(&key, true, GATE_TIMERS)?
+        .iter()
+        .min_by_key(|t| (t.due_at_ms, t.id))
+        .map(timers::pending))
 }
 
 /// Whether the request carries the admin token.

@@ -78,7 +78,8 @@ pub(super) async fn list(
     Ok(Json(PendingTimers { timers, more }).into_response())
 }
 
-fn pending(timer: &TimerRecord) -> PendingTimer {
+/// A stored timer as the API shows a pending one.
+pub(crate) fn pending(timer: &TimerRecord) -> PendingTimer {
     PendingTimer {
         id: timer.id,
         entity: timer.entity.clone(),
