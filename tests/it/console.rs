@@ -146,6 +146,10 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
     let board = browser.text_of("section.campaign").await;
     assert!(board.contains("gate holding 1 send(s)"), "{board}");
     assert!(board.contains("not approved: paid (review)"), "{board}");
+    assert!(
+        board.contains("next gate.deadline (convergence_gate) in 1d 22h"),
+        "the gate's deadline: {board}"
+    );
     let terms = browser.text_of("section.campaign p.terms").await;
     assert!(
         terms.contains("% consistency ✓") || terms.contains("% consistency ✗"),
@@ -753,6 +757,10 @@ async fn a_filtered_url_survives_a_reload_and_reads_without_javascript() {
     browser.goto(&format!("{}/ui/campaigns", daemon.url)).await;
     let board = browser.text_of("section.campaign").await;
     assert!(board.contains("not approved: paid (review)"), "{board}");
+    assert!(
+        board.contains("next gate.deadline (convergence_gate) in 1d 22h"),
+        "the gate's deadline: {board}"
+    );
     browser
         .goto(&format!("{}/ui/records/task/t-7", daemon.url))
         .await;

@@ -887,8 +887,6 @@ async fn entity_timers(
 
 /// Most held sends and overrides one gate lists.
 const GATE_HISTORY: usize = 200;
-/// Most pending timers of a campaign searched for its gate's next one.
-const GATE_TIMERS: usize = 100;
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -990,10 +988,8 @@ fn next_timer(
     let Some(key) = EntityKey::parse(campaign) else {
         return Ok(None);
     };
-    Ok(reader
-        .entity_timers(&key, true, GATE_TIMERS)?
-        .iter()
-        .min_by_key(|t| (t.due_at_ms, t.id))
+    Ok(timers::soonest_pending(reader, &key)?
+        .as_ref()
         .map(timers::pending))
 }
 

@@ -12,13 +12,14 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use converge_model::{EntityKey, EntityState};
-use converge_store::{GateRecord, HeldSendRecord, HeldSendStatus};
+use converge_store::{GateRecord, HeldSendRecord, HeldSendStatus, TimerRecord};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Page, Section, answer, encode, plain, read, record_link, time_of, when};
+use super::{Page, Section, answer, encode, plain, read, record_link, time_of, when, when_ms};
 use crate::web::AppState;
+use crate::web::timers::soonest_pending;
 
 const PER_PAGE: usize = 25;
 
@@ -42,6 +43,8 @@ pub struct PageQuery {
 struct Campaign {
     entity: EntityState,
     gate: GateRecord,
+    /// Its soonest pending timer: the gate's deadline, with the bundled rule.
+    next: Option<TimerRecord>,
 }
 
 /// `GET /ui/campaigns`.
@@ -66,7 +69,8 @@ pub async fn page(
         let mut campaigns = Vec::new();
         for entity in entities.into_iter().take_while(|e| e.kind == "campaign") {
             let gate = store.gate(&entity.key(), 20)?;
-            campaigns.push(Campaign { entity, gate });
+            let next = soonest_pending(store, &entity.key())?;
+            campaigns.push(Campaign { entity, gate, next });
         }
         Ok(campaigns)
     })
@@ -144,6 +148,9 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
                     span.tag.clear { "gate clear" }
                 } @else {
                     span.tag.held { "gate holding " (held.len()) " send(s)" }
+                }
+                @if let Some(next) = &campaign.next {
+                    span.next { "next " b { (next.event_type) } " (" (next.rule) ") " (when_ms(next.due_at_ms, now)) }
                 }
             }
             @if gate.is_some() {
