@@ -370,9 +370,10 @@ fn record_processed<'a>(
 }
 
 /// Cancels the pending expects `arrival` is, found first and then closed
-/// by id, each saying why (`task.reviewed came`). One UPDATE searching `timers_expecting`, whose `status` it
-/// changes, would build a temporary table of row ids on every event,
-/// though almost always no expect is waiting.
+/// by id, each saying why (`task.reviewed came`). One UPDATE searching
+/// `timers_expecting`, whose `status` it changes, would build a temporary
+/// table of row ids on every event, though almost always no expect is
+/// waiting.
 fn cancel_expects(
     w: &mut Statements<'_>,
     arrival: &ExpectedArrival,
