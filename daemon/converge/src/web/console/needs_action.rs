@@ -342,25 +342,7 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
     for entity in store.entities_with_open(OpenSpan::Blocked, None, PER_KIND)? {
         rows.extend(open_spans(&entity, "blocked", |f| f.blocked_since));
     }
-    let mut held = held_sends(store)?;
-    let mut waiting = handoffs(store)?;
-    // A campaign whose sends are held is a held send, not a stalled
-    // handoff: its timer (the gate's deadline) goes on its held rows.
-    waiting.retain(|row| {
-        let mut holding = held
-            .iter_mut()
-            .filter(|h| h.record == row.record)
-            .peekable();
-        if holding.peek().is_none() {
-            return true;
-        }
-        for h in holding {
-            h.next = row.next.clone();
-        }
-        false
-    });
-    rows.extend(held);
-    rows.extend(waiting);
+    rows.extend(held_with_their_timers(held_sends(store)?, handoffs(store)?));
     for retrying in store.retrying_actions(PER_KIND)? {
         let action = &retrying.detail.action;
         let next = action.next_attempt_at_ms.and_then(time_of).map(|at| {
@@ -400,6 +382,28 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
     }
     with_owners(store, &mut rows)?;
     Ok(rows)
+}
+
+/// The held sends' rows, then the items waiting on a timer. A campaign
+/// whose sends are held is a held send, not a stalled handoff: its timer
+/// (the gate's deadline) goes on its held rows instead.
+fn held_with_their_timers(mut held: Vec<Row>, waiting: Vec<Row>) -> Vec<Row> {
+    let mut rest = Vec::new();
+    for row in waiting {
+        let mut holding = held
+            .iter_mut()
+            .filter(|h| h.record == row.record)
+            .peekable();
+        if holding.peek().is_none() {
+            rest.push(row);
+            continue;
+        }
+        for h in holding {
+            h.next = row.next.clone();
+        }
+    }
+    held.extend(rest);
+    held
 }
 
 /// A row about an action (retrying, or a dead letter): which one, from
@@ -641,6 +645,71 @@ mod tests {
             action: Some(1),
             cause: Some(cause.to_string()),
         }
+    }
+
+    #[test]
+    fn a_held_campaigns_timer_goes_on_its_held_rows_not_under_stalled_handoffs() {
+        let now = Utc::now();
+        let row = |kind: &'static str, record: &str, next: Option<&str>| Row {
+            kind,
+            record: Some(record.to_string()),
+            owner: None,
+            campaign: None,
+            what: Vec::new(),
+            since: Some(now),
+            next: next.map(|n| (n.to_string(), now + chrono::Duration::hours(46))),
+            action: None,
+            cause: None,
+        };
+        let held = vec![
+            row("held", "campaign/c-1", None),
+            row("held", "campaign/c-1", None),
+            row("held", "campaign/c-2", None),
+        ];
+        let waiting = vec![
+            row(
+                "handoff",
+                "campaign/c-1",
+                Some("gate.deadline (convergence_gate)"),
+            ),
+            row(
+                "handoff",
+                "task/t-7",
+                Some("task.handoff.remind (stalled_handoff)"),
+            ),
+        ];
+        let rows = held_with_their_timers(held, waiting);
+        let shown: Vec<(&str, &str, Option<&str>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.kind,
+                    r.record.as_deref().unwrap(),
+                    r.next.as_ref().map(|(n, _)| n.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "held",
+                    "campaign/c-1",
+                    Some("gate.deadline (convergence_gate)")
+                ),
+                (
+                    "held",
+                    "campaign/c-1",
+                    Some("gate.deadline (convergence_gate)")
+                ),
+                ("held", "campaign/c-2", None),
+                (
+                    "handoff",
+                    "task/t-7",
+                    Some("task.handoff.remind (stalled_handoff)")
+                ),
+            ]
+        );
     }
 
     #[test]
