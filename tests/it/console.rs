@@ -654,6 +654,7 @@ async fn the_reports_page_shows_the_numbers_of_the_known_answer_month() {
         "blocked_work",
         "rework_rate",
         "launch_reliability",
+        "launch_spread",
         "exception_rate",
         "cycle_time",
         "approval_pass_rate",
@@ -670,10 +671,11 @@ async fn the_reports_page_shows_the_numbers_of_the_known_answer_month() {
             "review_time 4 5.0h 15.9h",
             "handoff_delay 2 4.0h 5.4h",
             "blocked_work 1 36.0h 36.0h 1",
-            "rework_rate 4 25.0%",
+            "rework_rate 6 16.7%",
             "launch_reliability 2 50.0%",
-            "exception_rate 28 7.1%",
-            "cycle_time 4 48.0h 75.3h",
+            "launch_spread 1 18.0h 18.0h",
+            "exception_rate 32 6.2%",
+            "cycle_time 6 22.0h 73.5h",
             "approval_pass_rate 3 66.7%",
         ]
     );
@@ -681,7 +683,7 @@ async fn the_reports_page_shows_the_numbers_of_the_known_answer_month() {
     let review = browser.text_of("figure#review_time").await;
     assert!(review.contains("median per week"), "{review}");
     assert!(!review.contains("No samples"), "{review}");
-    assert_eq!(browser.count("figure.metric svg.chart").await, 8);
+    assert_eq!(browser.count("figure.metric svg.chart").await, 9);
     browser.screenshot("reports").await;
 
     // A period before the month: each chart says it has nothing, rather

@@ -126,12 +126,17 @@ fn line(
 /// - handoff_delay: ben->cy, cy's comment 6h later (ben's own comment does
 ///   not count); dee->eve, eve's stage change 2h later: median 4, p85 5.4;
 /// - blocked_work: T-2 blocked 36h; T-3 blocked now;
-/// - rework_rate: 4 finishes (T-1 done, T-2 done, spring and fall
-///   launched), T-1 had changes requested: 25%;
+/// - rework_rate: 6 finishes (T-1 done, T-2 done, spring and fall
+///   launched, summer's email and social channels launched), T-1 had
+///   changes requested: 1/6;
 /// - launch_reliability: spring on its day with nothing held (yes), fall on
-///   its day with the email send still held (no): 50%;
-/// - exception_rate: 28 events, one escalated, one failed a rule: 2/28;
-/// - cycle_time: T-1 72h, T-2 78h, spring 2h, fall 24h: median 48, p85 75.3;
+///   its day with the email send still held (no): 50%; summer plans no
+///   launch, so its channels' launches are not measured;
+/// - launch_spread: summer's social launched 18h after its email;
+/// - exception_rate: 32 events, one escalated, one failed a rule: 2/32;
+/// - cycle_time: T-1 72h, T-2 78h, spring 2h, fall 24h, summer's email 2h
+///   and social 20h (from summer's first event): [2, 2, 20, 24, 72, 78]
+///   -> median 22, p85 at rank 4.25: 72 + 0.25*6 = 73.5;
 /// - approval_pass_rate: first reviews T-1 no, T-2 yes, T-3 yes: 2/3.
 fn the_month() -> Vec<Line> {
     vec![
@@ -146,18 +151,19 @@ fn the_month() -> Vec<Line> {
             None,
             Some(1),
         ),
-        line("rework_rate", None, 4, None, None, Some(0.25), None),
+        line("rework_rate", None, 6, None, None, Some(1.0 / 6.0), None),
         line("launch_reliability", None, 2, None, None, Some(0.5), None),
+        line("launch_spread", None, 1, Some(18.0), Some(18.0), None, None),
         line(
             "exception_rate",
             None,
-            28,
+            32,
             None,
             None,
-            Some(2.0 / 28.0),
+            Some(2.0 / 32.0),
             None,
         ),
-        line("cycle_time", None, 4, Some(48.0), Some(75.3), None, None),
+        line("cycle_time", None, 6, Some(22.0), Some(73.5), None, None),
         line(
             "approval_pass_rate",
             None,
@@ -222,7 +228,7 @@ async fn check_the_month(ws: &Workspace, daemon: &Daemon) {
 
     // Slices, worked out by hand: review time per owner (ana's two reviews,
     // 6h and 4h: p85 4 + 0.85*2), exceptions per week (the last week holds
-    // both of its 5 events' exceptions).
+    // both of its 9 events' exceptions).
     let by_owner = report_json(ws, &["--by", "owner", "--metric", "review_time"]);
     assert_eq!(
         lines(&by_owner["rows"]),
@@ -290,10 +296,10 @@ async fn check_the_month(ws: &Workspace, daemon: &Daemon) {
             line(
                 "exception_rate",
                 Some("2026-11-23"),
-                5,
+                9,
                 None,
                 None,
-                Some(0.4),
+                Some(0.2222),
                 None
             ),
         ]
@@ -330,7 +336,8 @@ async fn check_the_month(ws: &Workspace, daemon: &Daemon) {
         csv,
         "metric,campaign,samples,median_hours,p85_hours,rate,blocked_now\n\
          rework_rate,campaign/fall,1,,,0,\n\
-         rework_rate,campaign/spring,3,,,0.3333,\n"
+         rework_rate,campaign/spring,3,,,0.3333,\n\
+         rework_rate,campaign/summer,2,,,0,\n"
     );
     let (status, body) = daemon.get("/v1/reports?by=team").await;
     assert_eq!(status, 400, "{body}");
@@ -433,7 +440,7 @@ async fn a_scripted_month_reports_the_numbers_worked_out_by_hand() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The stages the entities have now: T-3 blocked, T-1 and T-2 done,
-    // both campaigns launched.
+    // spring and fall launched, and summer's channels.
     for expected in [
         "warning: report.stages.review: no entity has any of the stages `Needs sign-off`; \
          the stages in use are `Blocked`, `Done`, `Launched`",
@@ -480,8 +487,8 @@ async fn a_scripted_month_reports_the_numbers_worked_out_by_hand() {
         None,
         Some(1),
     );
-    expected[3] = line("rework_rate", None, 4, None, None, Some(0.0), None);
-    expected[7] = line("approval_pass_rate", None, 3, None, None, Some(1.0), None);
+    expected[3] = line("rework_rate", None, 6, None, None, Some(0.0), None);
+    expected[8] = line("approval_pass_rate", None, 3, None, None, Some(1.0), None);
     assert_eq!(lines(&report["rows"]), expected, "{report:#}");
 }
 

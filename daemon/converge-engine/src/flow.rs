@@ -320,6 +320,7 @@ pub fn observe(
         released: happened.released.clone(),
         gate_held: happened.gates.of(&key).len(),
     };
+    // The entity's own launch is not a channel's: it moves no spread.
     track(
         roles,
         &level,
@@ -332,6 +333,7 @@ pub fn observe(
 
     // Each channel, with the entity's owner standing in for a channel without one.
     let entity_owner = entity.owner.clone();
+    let mut launched = Vec::new();
     for (name, channel) in &mut entity.channels {
         let (stage_before, owner_before) = before.channel(name);
         let level = Level {
@@ -358,7 +360,7 @@ pub fn observe(
         };
         let owner = channel.owner.as_deref().or(entity_owner.as_deref());
         let owner_before = owner_before.or(before.owner.as_deref());
-        track(
+        let launch = track(
             roles,
             &level,
             (stage_before, owner_before),
@@ -367,6 +369,18 @@ pub fn observe(
             happened,
             &mut samples,
         );
+        if launch {
+            launched.push(level.sample(
+                Metric::LaunchSpread,
+                happened.now,
+                0.0,
+                owner,
+                channel.stage.as_deref(),
+            ));
+        }
+    }
+    if !launched.is_empty() {
+        spread(roles, entity, launched, happened.now, &mut samples);
     }
 
     samples.push(exception_sample(Some((entity, &key, campaign)), happened));
@@ -412,6 +426,44 @@ impl Level<'_> {
 
 type StageOwner<'a> = (Option<&'a str>, Option<&'a str>);
 
+/// `launch_spread`: how long after the campaign's first channel each later
+/// one launched. `launched` holds a sample (valued 0) for each channel that
+/// launched on this event. The first launch of a round opens it and is not
+/// a sample; the round lasts while any channel that did not launch now is
+/// launched or done. A round opened before the campaign kept its start
+/// (state from an older converge) is not measured.
+fn spread(
+    roles: &StageRoles,
+    entity: &mut EntityState,
+    launched: Vec<Sample>,
+    now: DateTime<Utc>,
+    samples: &mut Vec<Sample>,
+) {
+    let round_open = entity.channels.iter().any(|(name, channel)| {
+        !launched.iter().any(|s| s.channel.as_deref() == Some(name))
+            && roles
+                .role(channel.stage.as_deref())
+                .is_some_and(Role::finishes)
+    });
+    let flow = &mut entity.flow;
+    if !round_open {
+        flow.launch_began = None;
+    }
+    for mut sample in launched {
+        match flow.launch_began {
+            Some(began) => {
+                sample.value = seconds(began, now);
+                samples.push(sample);
+            }
+            None if !round_open => flow.launch_began = Some(now),
+            None => {}
+        }
+    }
+}
+
+/// Moves one level's flow for the event, pushing the samples it finishes;
+/// true when the level launched (entered a `launch` stage from one that
+/// does not finish).
 fn track(
     roles: &StageRoles,
     level: &Level<'_>,
@@ -420,8 +472,9 @@ fn track(
     flow: &mut Flow,
     happened: &Happened<'_>,
     samples: &mut Vec<Sample>,
-) {
+) -> bool {
     let now = happened.now;
+    let mut launched = false;
     let role_before = roles.role(stage_before);
     let role = roles.role(stage);
     let moved = stage_before != stage;
@@ -545,7 +598,8 @@ fn track(
             stage,
         ));
         flow.returns = 0;
-        if role == Some(Role::Launch) {
+        launched = role == Some(Role::Launch);
+        if launched {
             if let Some(planned) = level.planned {
                 let reliable = planned.date_naive() == now.date_naive()
                     && level.gate_held == 0
@@ -564,6 +618,7 @@ fn track(
             flow.sent.clear();
         }
     }
+    launched
 }
 
 fn exception_sample(
@@ -1059,6 +1114,132 @@ mod tests {
         assert_eq!(since, Some(start() + chrono::Duration::hours(1)));
         item.stage(3.0, "approved");
         assert_eq!(item.state.as_ref().unwrap().flow.escalated_since, None);
+    }
+
+    #[test]
+    fn launch_spread_measures_each_later_channel_from_the_campaigns_first_launch() {
+        let channel = |item: &mut Item, hours: f64, subject: &str, data: Value| {
+            item.at(hours, subject, "campaign.channel.updated", data);
+        };
+        let spread = |item: &Item| -> Vec<(f64, Option<String>, Option<String>)> {
+            item.samples
+                .iter()
+                .filter(|s| s.metric == Metric::LaunchSpread)
+                .map(|s| (s.value / 3600.0, s.channel.clone(), s.owner.clone()))
+                .collect()
+        };
+        let mut item = Item::new(&[]);
+        channel(
+            &mut item,
+            0.0,
+            "campaign/c-1",
+            json!({"channel": "email", "stage": "approved", "owner": "gia"}),
+        );
+        channel(
+            &mut item,
+            0.0,
+            "campaign/c-1",
+            json!({"channel": "social", "stage": "approved", "owner": "hal"}),
+        );
+        channel(
+            &mut item,
+            0.0,
+            "campaign/c-1",
+            json!({"channel": "paid", "stage": "approved"}),
+        );
+        // The first launch opens the round; it is not a sample.
+        channel(
+            &mut item,
+            2.0,
+            "campaign/c-1",
+            json!({"channel": "email", "stage": "launched"}),
+        );
+        assert_eq!(spread(&item), vec![]);
+        // Done is still in the round; social launches 18h after email.
+        channel(
+            &mut item,
+            10.0,
+            "campaign/c-1",
+            json!({"channel": "email", "stage": "done"}),
+        );
+        channel(
+            &mut item,
+            20.0,
+            "campaign/c-1",
+            json!({"channel": "social", "stage": "launched"}),
+        );
+        // A launched channel moving on is no new launch.
+        channel(
+            &mut item,
+            21.0,
+            "campaign/c-1",
+            json!({"channel": "social", "stage": "done"}),
+        );
+        // A channel without an owner is the campaign's (nobody here).
+        channel(
+            &mut item,
+            26.5,
+            "campaign/c-1",
+            json!({"channel": "paid", "stage": "live"}),
+        );
+        assert_eq!(
+            spread(&item),
+            vec![
+                (18.0, Some("social".into()), Some("hal".into())),
+                (24.5, Some("paid".into()), None),
+            ]
+        );
+        // Every channel back at work ends the round: the next launch opens
+        // another, and the channel following it is measured from it.
+        for name in ["email", "social", "paid"] {
+            channel(
+                &mut item,
+                30.0,
+                "campaign/c-1",
+                json!({"channel": name, "stage": "draft"}),
+            );
+        }
+        channel(
+            &mut item,
+            40.0,
+            "campaign/c-1",
+            json!({"channel": "paid", "stage": "launched"}),
+        );
+        channel(
+            &mut item,
+            43.0,
+            "campaign/c-1",
+            json!({"channel": "email", "stage": "launched"}),
+        );
+        assert_eq!(
+            spread(&item)[2..],
+            [(3.0, Some("email".into()), Some("gia".into()))]
+        );
+        // The campaign's own launch stage is not a channel's launch.
+        item.at(
+            44.0,
+            "campaign/c-1",
+            "campaign.updated",
+            json!({"stage": "launched"}),
+        );
+        assert_eq!(spread(&item).len(), 3);
+
+        // A round opened before the campaign kept its start is not measured.
+        let mut older = Item::new(&[]);
+        channel(
+            &mut older,
+            0.0,
+            "campaign/c-3",
+            json!({"channel": "email", "stage": "launched"}),
+        );
+        older.state.as_mut().unwrap().flow.launch_began = None;
+        channel(
+            &mut older,
+            5.0,
+            "campaign/c-3",
+            json!({"channel": "social", "stage": "launched"}),
+        );
+        assert_eq!(spread(&older), vec![]);
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Flow {
     /// changes): an open escalation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalated_since: Option<DateTime<Utc>>,
+    /// When a campaign's first channel launched, while any of its channels
+    /// is launched or done: `launch_spread` measures the later launches from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_began: Option<DateTime<Utc>>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -67,6 +71,7 @@ pub enum Metric {
     BlockedWork,
     ReworkRate,
     LaunchReliability,
+    LaunchSpread,
     ExceptionRate,
     CycleTime,
     ApprovalPassRate,
@@ -80,12 +85,13 @@ pub enum MetricShape {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::ReviewTime,
         Metric::HandoffDelay,
         Metric::BlockedWork,
         Metric::ReworkRate,
         Metric::LaunchReliability,
+        Metric::LaunchSpread,
         Metric::ExceptionRate,
         Metric::CycleTime,
         Metric::ApprovalPassRate,
@@ -98,6 +104,7 @@ impl Metric {
             Metric::BlockedWork => "blocked_work",
             Metric::ReworkRate => "rework_rate",
             Metric::LaunchReliability => "launch_reliability",
+            Metric::LaunchSpread => "launch_spread",
             Metric::ExceptionRate => "exception_rate",
             Metric::CycleTime => "cycle_time",
             Metric::ApprovalPassRate => "approval_pass_rate",
@@ -106,9 +113,11 @@ impl Metric {
 
     pub fn shape(self) -> MetricShape {
         match self {
-            Metric::ReviewTime | Metric::HandoffDelay | Metric::BlockedWork | Metric::CycleTime => {
-                MetricShape::Duration
-            }
+            Metric::ReviewTime
+            | Metric::HandoffDelay
+            | Metric::BlockedWork
+            | Metric::LaunchSpread
+            | Metric::CycleTime => MetricShape::Duration,
             Metric::ReworkRate
             | Metric::LaunchReliability
             | Metric::ExceptionRate

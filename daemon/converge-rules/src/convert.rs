@@ -301,14 +301,14 @@ mod tests {
                     0u32..3,
                 ),
                 (prop::collection::vec("[a-z]{1,5}", 0..3), 0u32..3),
-                proptest::option::of(time()),
+                (proptest::option::of(time()), proptest::option::of(time())),
             )
                 .prop_map(
                     |(
                         (review_since, reviews, returns),
                         (blocked_since, handoff_since, overrides),
                         (sent, corrections),
-                        escalated_since,
+                        (escalated_since, launch_began),
                     )| Flow {
                         review_since,
                         reviews,
@@ -319,6 +319,7 @@ mod tests {
                         sent,
                         corrections,
                         escalated_since,
+                        launch_began,
                     },
                 )
         }

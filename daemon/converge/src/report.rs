@@ -33,8 +33,8 @@ pub struct ReportArgs {
     #[arg(long, short, default_value = "config/converge.toml")]
     config: PathBuf,
     /// One metric (default: all of them): review_time, handoff_delay,
-    /// blocked_work, rework_rate, launch_reliability, exception_rate,
-    /// cycle_time, approval_pass_rate.
+    /// blocked_work, rework_rate, launch_reliability, launch_spread,
+    /// exception_rate, cycle_time, approval_pass_rate.
     #[arg(long)]
     metric: Option<String>,
     /// Slice by owner, campaign, channel, stage or week.
@@ -989,7 +989,7 @@ mod tests {
         assert_eq!(r.since, at("2026-11-02T00:00:00Z"));
         assert_eq!(r.until, now);
         assert_eq!(r.by, Some(Slice::Week));
-        assert_eq!(r.metrics.len(), 8);
+        assert_eq!(r.metrics, Metric::ALL);
         let r = ReportRequest::parse(Some("rework_rate"), None, Some("12h"), None, now).unwrap();
         assert_eq!(r.since, at("2026-12-01T22:00:00Z"));
         assert_eq!(r.metrics, vec![Metric::ReworkRate]);

@@ -328,6 +328,20 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE timers ADD COLUMN cancelled_by text, ADD COLUMN cancel_reason text;
     "#,
+    // 11: `launch_spread` is a duration: `report_samples` gives its hours
+    // (SQLite's version 19).
+    r#"
+    CREATE OR REPLACE VIEW report_samples AS
+        SELECT metric,
+               to_timestamp(at_ms / 1000.0) AS at,
+               week::date AS week,
+               value,
+               CASE WHEN metric IN ('review_time', 'handoff_delay', 'blocked_work',
+                                    'launch_spread', 'cycle_time')
+                    THEN value / 3600.0 END AS hours,
+               entity, campaign, owner, channel, stage, event_seq
+        FROM metric_samples;
+    "#,
 ];
 
 /// The schema version this build reads and writes.

@@ -523,6 +523,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE timers ADD COLUMN cancelled_by TEXT;
     ALTER TABLE timers ADD COLUMN cancel_reason TEXT;
     ",
+    // 19: `launch_spread` is a duration: `report_samples` gives its hours.
+    "
+    DROP VIEW report_samples;
+    CREATE VIEW report_samples AS
+        SELECT metric,
+               strftime('%Y-%m-%dT%H:%M:%fZ', at_ms / 1000.0, 'unixepoch') AS at,
+               week,
+               value,
+               CASE WHEN metric IN ('review_time', 'handoff_delay', 'blocked_work',
+                                    'launch_spread', 'cycle_time')
+                    THEN value / 3600.0 END AS hours,
+               entity, campaign, owner, channel, stage, event_seq
+        FROM metric_samples;
+    ",
 ];
 
 /// The schema version this build reads and writes.

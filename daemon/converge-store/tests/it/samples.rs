@@ -4,7 +4,7 @@
 //! escalation found from their indexes.
 
 use chrono::{DateTime, Utc};
-use converge_model::{EntityKey, EntityState, Metric, Sample, Slice};
+use converge_model::{EntityKey, EntityState, Metric, MetricShape, Sample, Slice};
 use converge_store::{Backend, OpenSpan, ProcessedEvent, SampleGroup, SampleQuery, WriteBatch};
 
 use crate::helpers::{TestDb, entity, event, processed_plain};
@@ -345,7 +345,53 @@ fn entities_with_an_open_block_or_escalation_are_found_from_their_index(db: &Tes
     assert!(ids(&*store, OpenSpan::Escalated, None).is_empty());
 }
 
+/// `report_samples` gives every duration's hours and no rate's: the view
+/// names the durations in SQL, so a new one needs a migration.
+fn the_samples_view_gives_the_hours_of_every_duration_metric(db: &TestDb) {
+    let mut store = db.open();
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/t", "a")],
+            processed: vec![ProcessedEvent {
+                samples: Metric::ALL
+                    .iter()
+                    .map(|m| sample(*m, "2026-11-02T10:00:00Z", 5400.0, None))
+                    .collect(),
+                ..processed_plain(1)
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let sql = "SELECT metric, hours FROM report_samples ORDER BY metric";
+    let hours: Vec<(String, Option<f64>)> = if db.is_postgres() {
+        db.sql()
+            .query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    } else {
+        let conn = rusqlite::Connection::open(db.path()).unwrap();
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let mut expected: Vec<(String, Option<f64>)> = Metric::ALL
+        .iter()
+        .map(|m| {
+            let hours = (m.shape() == MetricShape::Duration).then_some(1.5);
+            (m.name().to_string(), hours)
+        })
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(hours, expected);
+}
+
 conformance!(
+    the_samples_view_gives_the_hours_of_every_duration_metric,
     samples_are_grouped_by_any_slice_within_the_period,
     entities_with_an_open_block_or_escalation_are_found_from_their_index,
 );
