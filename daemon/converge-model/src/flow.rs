@@ -146,6 +146,65 @@ impl FromStr for Metric {
     }
 }
 
+/// Which samples a report reads: one metric, within `[since_ms, until_ms)`,
+/// grouped by one slice or not at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleQuery {
+    pub metric: Metric,
+    pub by: Option<Slice>,
+    pub since_ms: i64,
+    pub until_ms: i64,
+}
+
+/// The samples of one slice value (`None`: the samples without one, or all
+/// of them when the report is not sliced).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SampleGroup {
+    pub slice: Option<String>,
+    pub samples: i64,
+    /// The sum of the values: seconds, or the count of yeses.
+    pub total: f64,
+    /// Every value in ascending order, for a duration metric's percentiles;
+    /// empty for a rate.
+    pub values: Vec<f64>,
+}
+
+/// What a report says of a group: a duration's median and 85th percentile
+/// in hours, or a rate's share of yeses (0 to 1); `None` without samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    pub median_hours: Option<f64>,
+    pub p85_hours: Option<f64>,
+    pub rate: Option<f64>,
+}
+
+impl SampleGroup {
+    pub fn summary(&self, metric: Metric) -> Summary {
+        match metric.shape() {
+            MetricShape::Duration => Summary {
+                median_hours: percentile(&self.values, 0.5).map(|s| s / 3600.0),
+                p85_hours: percentile(&self.values, 0.85).map(|s| s / 3600.0),
+                rate: None,
+            },
+            MetricShape::Rate => Summary {
+                rate: (self.samples > 0).then(|| self.total / self.samples as f64),
+                ..Summary::default()
+            },
+        }
+    }
+}
+
+/// The `p` percentile (0 to 1) of ascending `values`, interpolated between
+/// the two nearest (Excel's PERCENTILE.INC: the median of an even count is
+/// the mean of the middle two).
+pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    let last = values.len().checked_sub(1)?;
+    let rank = p * last as f64;
+    let below = rank.floor() as usize;
+    let above = rank.ceil() as usize;
+    Some(values[below] + (values[above] - values[below]) * (rank - below as f64))
+}
+
 /// What a report groups samples by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -230,6 +289,16 @@ pub fn week_of(at: DateTime<Utc>) -> NaiveDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&[3.0], 0.85), Some(3.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 10.0], 0.5), Some(2.5));
+        // rank 0.85 * 3 = 2.55: 3 + 0.55 * (10 - 3)
+        let p85 = percentile(&[1.0, 2.0, 3.0, 10.0], 0.85).unwrap();
+        assert!((p85 - 6.85).abs() < 1e-9, "{p85}");
+    }
 
     #[test]
     fn metric_names_round_trip_and_unknown_ones_list_the_valid_ones() {

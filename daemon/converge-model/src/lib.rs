@@ -13,5 +13,7 @@ pub mod sources;
 pub use decision::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 pub use entity::{EntityKey, EntityState};
 pub use event::{Event, EventError, HOOK_EXTENSION, OwnEvent};
-pub use flow::{Flow, Metric, MetricShape, Sample, Slice};
+pub use flow::{
+    Flow, Metric, MetricShape, Sample, SampleGroup, SampleQuery, Slice, Summary, percentile,
+};
 pub use rule_run::{RuleFailure, RuleNote};

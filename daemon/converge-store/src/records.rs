@@ -1,8 +1,6 @@
 //! What goes into the store and what comes out of it.
 
-use converge_model::{
-    CatchUp, Decision, EntityState, Event, Metric, RuleFailure, RuleNote, Sample, Slice,
-};
+use converge_model::{CatchUp, Decision, EntityState, Event, RuleFailure, RuleNote, Sample};
 use serde::de::IntoDeserializer;
 use serde::de::value::StrDeserializer;
 use serde::{Deserialize, Serialize};
@@ -784,28 +782,7 @@ impl OpenSpan {
     }
 }
 
-/// Which samples a report reads: one metric, within `[since_ms, until_ms)`,
-/// grouped by one slice or not at all.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SampleQuery {
-    pub metric: Metric,
-    pub by: Option<Slice>,
-    pub since_ms: i64,
-    pub until_ms: i64,
-}
-
-/// The samples of one slice value (`None`: the samples without one, or all
-/// of them when the report is not sliced).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SampleGroup {
-    pub slice: Option<String>,
-    pub samples: i64,
-    /// The sum of the values: seconds, or the count of yeses.
-    pub total: f64,
-    /// Every value in ascending order, for a duration metric's percentiles;
-    /// empty for a rate.
-    pub values: Vec<f64>,
-}
+pub use converge_model::{SampleGroup, SampleQuery};
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -513,25 +513,14 @@ fn assemble<E>(
 }
 
 fn row(metric: Metric, group: &SampleGroup) -> Row {
-    let (median, p85, rate) = match metric.shape() {
-        MetricShape::Duration => (
-            percentile(&group.values, 0.5).map(hours),
-            percentile(&group.values, 0.85).map(hours),
-            None,
-        ),
-        MetricShape::Rate => (
-            None,
-            None,
-            (group.samples > 0).then(|| group.total / group.samples as f64),
-        ),
-    };
+    let summary = group.summary(metric);
     Row {
         metric,
         slice: group.slice.clone(),
         samples: group.samples,
-        median_hours: median,
-        p85_hours: p85,
-        rate,
+        median_hours: summary.median_hours,
+        p85_hours: summary.p85_hours,
+        rate: summary.rate,
         blocked_now: None,
     }
 }
@@ -615,21 +604,6 @@ fn sort_rows(rows: &mut [Row]) {
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => std::cmp::Ordering::Equal,
     });
-}
-
-/// The `p` quantile of ascending `values`, interpolated between the two
-/// nearest ranks (Excel's PERCENTILE.INC, numpy's default): the median of
-/// an even count is the mean of the middle two.
-pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
-    let last = values.len().checked_sub(1)?;
-    let rank = p * last as f64;
-    let below = rank.floor() as usize;
-    let above = rank.ceil() as usize;
-    Some(values[below] + (values[above] - values[below]) * (rank - below as f64))
-}
-
-fn hours(seconds: f64) -> f64 {
-    seconds / 3600.0
 }
 
 /// Items blocked now, counted per slice value.
@@ -970,16 +944,6 @@ mod tests {
                 (Metric::ExceptionRate, Some("bo"), 2, None, Some(0.5)),
             ]
         );
-    }
-
-    #[test]
-    fn percentiles_interpolate_between_ranks() {
-        assert_eq!(percentile(&[], 0.5), None);
-        assert_eq!(percentile(&[3.0], 0.85), Some(3.0));
-        assert_eq!(percentile(&[1.0, 2.0, 3.0, 10.0], 0.5), Some(2.5));
-        // rank 0.85 * 3 = 2.55: 3 + 0.55 * (10 - 3)
-        let p85 = percentile(&[1.0, 2.0, 3.0, 10.0], 0.85).unwrap();
-        assert!((p85 - 6.85).abs() < 1e-9, "{p85}");
     }
 
     #[test]
