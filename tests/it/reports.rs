@@ -622,9 +622,10 @@ async fn a_review_point_digest_reads_the_whole_team_on_postgres() {
 }
 
 /// The Monday review point's digest (rules/review_point_digest.rhai) reads
-/// the team's tasks through `entities(..)`: live, the states as of its
-/// event (every earlier event's results committed first, even those
-/// processed in the same batch), and in a replay of the journal the same.
+/// the team's tasks through `entities(..)` and its numbers through
+/// `report(..)`: live, the states and samples as of its event (every
+/// earlier event's results committed first, even those processed in the
+/// same batch), and in a replay of the journal the same.
 async fn digest_scenario(ws: &Workspace, daemon: &Daemon, env: &[(&str, &str)]) {
     let task = |id: &str, subject: &str, data: Value| {
         crate::support::event(id, "task.updated", subject, data)
@@ -639,6 +640,9 @@ async fn digest_scenario(ws: &Workspace, daemon: &Daemon, env: &[(&str, &str)]) 
         task("t2", "task/T-1", json!({"stage": "blocked"})),
         task("t3", "task/T-2", json!({"stage": "review", "owner": "ben"})),
         task("t4", "task/T-2", json!({"owner": "cy"})),
+        // Handed from dee to eve, who moves it 30h later (below).
+        task("t6", "task/T-3", json!({"stage": "draft", "owner": "dee"})),
+        task("t7", "task/T-3", json!({"owner": "eve"})),
         crate::support::event("rw-0", "review.weekly", "review/weekly", json!({})),
     ];
     let (status, body) = daemon.send_batch(&batch).await;
@@ -651,6 +655,11 @@ async fn digest_scenario(ws: &Workspace, daemon: &Daemon, env: &[(&str, &str)]) 
         "Review point: 1 blocked, 0 handoffs waiting over 48h\nana:\n  blocked 0h: task/T-1 (blocked)",
         "{trail:#}"
     );
+    set_clock(daemon, "2026-11-28T15:00:00Z").await;
+    let (status, body) = daemon
+        .send_event(&task("t8", "task/T-3", json!({"stage": "in progress"})))
+        .await;
+    assert_eq!(status, 202, "{body}");
     set_clock(daemon, "2026-11-30T09:00:00Z").await;
     let review = crate::support::event("rw-1", "review.weekly", "review/weekly", json!({}));
     let later = task("t5", "task/T-1", json!({"stage": "in progress"}));
@@ -658,7 +667,8 @@ async fn digest_scenario(ws: &Workspace, daemon: &Daemon, env: &[(&str, &str)]) 
     assert_eq!(status, 202, "{body}");
     let expected = "Review point: 1 blocked, 1 handoffs waiting over 48h\n\
                     ana:\n  blocked 72h: task/T-1 (blocked)\n\
-                    cy:\n  waiting for cy 72h: task/T-2 (review)";
+                    cy:\n  waiting for cy 72h: task/T-2 (review)\n\
+                    Over the line in the last 7 days: handoff delay p85 30h of 1 (line 24h)";
     let trail = daemon
         .wait_for_trail("rw-1", |t| !t["processed_at_ms"].is_null())
         .await;

@@ -1,5 +1,5 @@
-//! What a rule's `entities(..)` reads: the entity states as of the event
-//! being decided, whoever keeps them.
+//! What a rule's `entities(..)` and `report(..)` read: the entity states
+//! and the metric samples as of the event being decided, whoever keeps them.
 //!
 //! An [`EntitySource`] yields the states of one kind in key order (the
 //! daemon's database once the results of every earlier event are
@@ -8,11 +8,11 @@
 //! filtering, so the daemon, `rules test` and `replay` answer alike.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
-use converge_model::EntityState;
 use converge_model::records::TimerRecord;
+use converge_model::{EntityState, Sample, SampleGroup, SampleQuery};
 use converge_rules::{EntityQuery, World};
 use serde_json::{Value, json};
 
@@ -27,6 +27,9 @@ pub trait EntitySource: Send + Sync {
 
     /// The entity's pending timers (`kind/id`), soonest first.
     fn pending_timers(&self, entity: &str) -> Result<Vec<TimerRecord>, String>;
+
+    /// The metric samples of `query`, grouped ([`SampleQuery::group`]).
+    fn sample_groups(&self, query: &SampleQuery) -> Result<Vec<SampleGroup>, String>;
 }
 
 /// The world one event's rules query.
@@ -161,6 +164,10 @@ impl QueryWorld {
 }
 
 impl World for QueryWorld {
+    fn report(&self, query: &SampleQuery) -> Result<Vec<SampleGroup>, String> {
+        self.source.sample_groups(query)
+    }
+
     fn find(&self, query: &EntityQuery) -> Result<Vec<Value>, String> {
         if let Some(role) = &query.role {
             Role::from_name(role)?;
@@ -202,6 +209,9 @@ pub struct InMemory {
     pub entities: std::collections::BTreeMap<String, EntityState>,
     /// Pending timers by entity, soonest first.
     pub timers: HashMap<String, Vec<TimerRecord>>,
+    /// The metric samples so far, shared with the simulation that adds to
+    /// them (kept only when a rule reads the reports).
+    pub samples: Arc<Mutex<Vec<Sample>>>,
 }
 
 impl EntitySource for InMemory {
@@ -221,5 +231,13 @@ impl EntitySource for InMemory {
 
     fn pending_timers(&self, entity: &str) -> Result<Vec<TimerRecord>, String> {
         Ok(self.timers.get(entity).cloned().unwrap_or_default())
+    }
+
+    fn sample_groups(&self, query: &SampleQuery) -> Result<Vec<SampleGroup>, String> {
+        let samples = self
+            .samples
+            .lock()
+            .map_err(|_| "the samples are poisoned")?;
+        Ok(query.group(samples.iter()))
     }
 }

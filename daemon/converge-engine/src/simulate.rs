@@ -20,11 +20,11 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use converge_model::records::{NewTimer, TimerKind, TimerRecord, TimerRecordKind, TimerStatus};
-use converge_model::{EntityKey, EntityState, Event};
+use converge_model::{EntityKey, EntityState, Event, Sample};
 use converge_rules::{Evaluation, RuleSet};
 
 use crate::decide::{Engine, Input, Outcome, Rules};
@@ -87,6 +87,9 @@ pub struct Simulation<'r> {
     /// decisions asking for them are only checked, as the processor checks
     /// them (`converge replay --no-simulate`).
     carry_out: bool,
+    /// Every metric sample so far, for the rules that read the reports
+    /// (`report(..)`); none is kept when no rule does.
+    samples: Option<Arc<Mutex<Vec<Sample>>>>,
 }
 
 impl<'r> Simulation<'r> {
@@ -100,6 +103,9 @@ impl<'r> Simulation<'r> {
             timers: TimerQueue::default(),
             seq: 0,
             carry_out: true,
+            samples: (rules.live.reads_reports()
+                || rules.shadow.is_some_and(RuleSet::reads_reports))
+            .then(Arc::default),
         }
     }
 
@@ -159,6 +165,7 @@ impl<'r> Simulation<'r> {
                 .map(|(key, state)| (key.to_string(), state.clone()))
                 .collect(),
             timers,
+            samples: self.samples.clone().unwrap_or_default(),
         }
     }
 
@@ -302,6 +309,12 @@ impl<'r> Simulation<'r> {
         if let Some(state) = outcome.entity.take() {
             self.entities.insert(state.key(), state.clone());
             outcome.entity = Some(state);
+        }
+        if let Some(samples) = &self.samples {
+            samples
+                .lock()
+                .map_err(|_| "the samples are poisoned")?
+                .extend(outcome.samples.iter().cloned());
         }
         if self.carry_out {
             for timer in std::mem::take(&mut outcome.timers) {

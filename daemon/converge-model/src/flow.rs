@@ -278,6 +278,51 @@ impl Sample {
     pub fn week(&self) -> NaiveDate {
         week_of(self.at)
     }
+
+    /// The sample's value of a slice (the week as `2026-11-02`).
+    pub fn slice(&self, by: Slice) -> Option<String> {
+        match by {
+            Slice::Owner => self.owner.clone(),
+            Slice::Campaign => self.campaign.clone(),
+            Slice::Channel => self.channel.clone(),
+            Slice::Stage => self.stage.clone(),
+            Slice::Week => Some(self.week().to_string()),
+        }
+    }
+}
+
+impl SampleQuery {
+    /// The groups of `samples` this query reads, as the store gives them:
+    /// in slice order with the samples without one last, each duration's
+    /// values ascending.
+    pub fn group<'a>(&self, samples: impl IntoIterator<Item = &'a Sample>) -> Vec<SampleGroup> {
+        let mut groups: std::collections::BTreeMap<Option<String>, SampleGroup> =
+            std::collections::BTreeMap::new();
+        for sample in samples {
+            let at = sample.at.timestamp_millis();
+            if sample.metric != self.metric || at < self.since_ms || at >= self.until_ms {
+                continue;
+            }
+            let slice = self.by.and_then(|by| sample.slice(by));
+            let group = groups.entry(slice.clone()).or_insert_with(|| SampleGroup {
+                slice,
+                ..SampleGroup::default()
+            });
+            group.samples += 1;
+            group.total += sample.value;
+            if self.metric.shape() == MetricShape::Duration {
+                group.values.push(sample.value);
+            }
+        }
+        let mut groups: Vec<SampleGroup> = groups.into_values().collect();
+        for group in &mut groups {
+            group.values.sort_by(f64::total_cmp);
+        }
+        // `None` sorts first in a map; reports put it last.
+        let unsliced_first = groups.first().is_some_and(|g| g.slice.is_none());
+        groups.rotate_left(usize::from(unsliced_first));
+        groups
+    }
 }
 
 /// The Monday of `at`'s ISO week, in UTC.

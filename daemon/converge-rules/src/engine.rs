@@ -625,6 +625,7 @@ pub(crate) fn build(limits: &RuleLimits) -> Engine {
     );
     engine.register_fn("because", because);
     engine.register_fn("entities", crate::query::entities);
+    engine.register_fn("report", crate::query::report);
     engine.register_fn("seconds_between", seconds_between);
     registered_text(&mut engine);
     registered_measures(&mut engine);

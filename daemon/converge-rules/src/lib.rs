@@ -225,9 +225,13 @@ pub struct Rule {
     /// The header's `catch_up`, carried by the rule's `schedule` and `expect`
     /// decisions.
     pub catch_up: CatchUp,
-    /// Whether the rule calls `entities(..)`: the daemon settles the
-    /// results of earlier events before an event such a rule handles.
+    /// Whether the rule calls `entities(..)` or `report(..)`: the daemon
+    /// settles the results of earlier events before an event such a rule
+    /// handles.
     pub queries: bool,
+    /// Whether the rule calls `report(..)`: a simulation keeps the metric
+    /// samples for it.
+    pub reads_reports: bool,
     ast: Arc<AST>,
 }
 
@@ -340,7 +344,8 @@ impl RuleSet {
                         events: header.events,
                         order: header.order,
                         catch_up: header.catch_up,
-                        queries: script::calls(&ast, "entities"),
+                        queries: script::calls(&ast, "entities") || script::calls(&ast, "report"),
+                        reads_reports: script::calls(&ast, "report"),
                         ast: Arc::new(ast),
                     });
                 }
@@ -365,7 +370,13 @@ impl RuleSet {
         &self.rules
     }
 
-    /// Whether a rule that handles this event type reads other entities.
+    /// Whether any rule reads the reports (`report(..)`).
+    pub fn reads_reports(&self) -> bool {
+        self.rules.iter().any(|rule| rule.reads_reports)
+    }
+
+    /// Whether a rule that handles this event type reads other entities
+    /// or the reports.
     pub fn queries_for(&self, event_type: &str) -> bool {
         self.rules
             .iter()

@@ -1,6 +1,8 @@
 //! `entities(filter)`: a rule reads the states of other entities, for the
 //! review points that look at the whole team (all tasks blocked, every
-//! campaign with a held send, the handoffs older than 48h).
+//! campaign with a held send, the handoffs older than 48h); and
+//! `report(filter)`: it reads the team's numbers (docs/reports.md), for
+//! the review points that check them against a threshold.
 //!
 //! The rules crate only reads the filter and hands it to a [`World`]; what
 //! "as of this event" means (the daemon's database, a replay's simulated
@@ -10,12 +12,14 @@
 
 use std::sync::Arc;
 
-use rhai::{EvalAltResult, Map, NativeCallContext};
+use chrono::{DateTime, Duration, Utc};
+use converge_model::{Metric, SampleGroup, SampleQuery, Slice};
+use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext};
 use serde_json::Value;
 
 use crate::convert::{dynamic_to_json, json_to_dynamic};
 use crate::engine::with_run;
-use crate::measures::parse_duration;
+use crate::measures::{parse_duration, parse_time};
 
 /// Entities a query returns when the filter gives no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -82,6 +86,10 @@ pub trait World {
     /// each as the `entity` map rules know, plus `held` (the sends its gate
     /// holds) and, when asked, `timers`.
     fn find(&self, query: &EntityQuery) -> Result<Vec<Value>, String>;
+
+    /// The samples of `query` grouped as a report groups them: the samples
+    /// of the events decided before this one.
+    fn report(&self, query: &SampleQuery) -> Result<Vec<SampleGroup>, String>;
 }
 
 /// What `entities` answers with when nothing provides a world (a caller
@@ -215,6 +223,134 @@ pub(crate) fn entities(
         .collect())
 }
 
+/// The members a `report` filter may have.
+const REPORT_FILTERS: &[&str] = &["metric", "by", "since", "until"];
+
+/// How far back a report reads when its filter gives no `since`: the
+/// period `converge report` reads by default.
+const REPORT_DAYS: i64 = 28;
+
+/// Reads a rule's `report` filter: the metric, the slice and the period
+/// (`since` and `until`: a duration before `now`, or an RFC 3339 time;
+/// `until` excluded, and by default just after `now`, so the samples of
+/// every event decided before this one count).
+pub fn report_query(filter: &Map, now: DateTime<Utc>) -> Result<SampleQuery, String> {
+    let mut metric = None;
+    let mut by = None;
+    let mut since = now - Duration::days(REPORT_DAYS);
+    let mut until = now + Duration::milliseconds(1);
+    for (name, value) in filter {
+        let text = || {
+            value.clone().into_string().map_err(|_| {
+                format!(
+                    "`{name}` must be a string, got a value of type `{}`",
+                    value.type_name()
+                )
+            })
+        };
+        match name.as_str() {
+            "metric" => metric = Some(text()?.parse::<Metric>()?),
+            "by" => by = Some(text()?.parse::<Slice>()?),
+            "since" => since = report_time(name, value, now)?,
+            "until" => until = report_time(name, value, now)?,
+            other => {
+                return Err(format!(
+                    "unknown filter `{other}`: the filters are {}",
+                    REPORT_FILTERS.join(", ")
+                ));
+            }
+        }
+    }
+    let Some(metric) = metric else {
+        let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        return Err(format!("`metric` is required: one of {}", names.join(", ")));
+    };
+    if since >= until {
+        return Err(format!(
+            "`since` ({}) must be before `until` ({})",
+            since.to_rfc3339(),
+            until.to_rfc3339()
+        ));
+    }
+    Ok(SampleQuery {
+        metric,
+        by,
+        since_ms: since.timestamp_millis(),
+        until_ms: until.timestamp_millis(),
+    })
+}
+
+/// A report's bound: an RFC 3339 time, a date (its midnight UTC), or a
+/// duration before `now`, as `converge report` takes them.
+fn report_time(name: &str, value: &Dynamic, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if let Ok(text) = value.clone().into_string() {
+        if let Ok(date) = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+            return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
+        }
+        if text.contains('T') {
+            return parse_time(&format!("`{name}`"), &text);
+        }
+    }
+    let before = parse_duration(&format!("`{name}`"), value)?;
+    let before = Duration::from_std(before).map_err(|_| format!("`{name}` is too long"))?;
+    now.checked_sub_signed(before)
+        .ok_or_else(|| format!("`{name}` is too long"))
+}
+
+/// One report row as rules read it: `metric`, `slice` (`()` unsliced or
+/// for the samples without one), `samples`, `median_hours` and `p85_hours`
+/// (durations), `rate` (rates, 0 to 1); a value a group has not is `()`.
+fn report_row(metric: Metric, group: &SampleGroup) -> Dynamic {
+    let summary = group.summary(metric);
+    let number = |value: Option<f64>| value.map_or(Dynamic::UNIT, Dynamic::from_float);
+    let mut row = Map::new();
+    row.insert("metric".into(), metric.name().into());
+    row.insert(
+        "slice".into(),
+        group.slice.clone().map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    row.insert("samples".into(), Dynamic::from_int(group.samples));
+    row.insert("median_hours".into(), number(summary.median_hours));
+    row.insert("p85_hours".into(), number(summary.p85_hours));
+    row.insert("rate".into(), number(summary.rate));
+    Dynamic::from_map(row).into_read_only()
+}
+
+/// `report(#{ metric: "rework_rate", since: "7d" })`: the team's number
+/// (a map); with `by`, one row per slice value (an array, in slice order,
+/// the samples without one last). Each row spends what an entity costs.
+pub(crate) fn report(ctx: NativeCallContext, filter: Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    let now = with_run(|state| Ok(state.now))?;
+    let query = report_query(&filter, now).map_err(|e| format!("report: {e}"))?;
+    let world = with_run(|state| {
+        state.world.clone_world().ok_or_else(|| {
+            "report() reads the daemon's reports, which this run does not have".to_string()
+        })
+    })?;
+    let groups = world.report(&query).map_err(|e| format!("report: {e}"))?;
+    let max = ctx.engine().max_operations();
+    with_run(|state| {
+        state.query_operations += groups.len().max(1) as u64 * OPERATIONS_PER_ENTITY;
+        if max > 0 && state.query_operations > max {
+            return Err(format!(
+                "report: the queries of this run read more than its operation budget allows \
+                 ({OPERATIONS_PER_ENTITY} operations a row, {max} in all): narrow the filter"
+            ));
+        }
+        Ok(())
+    })?;
+    if query.by.is_none() {
+        let whole = groups.into_iter().next().unwrap_or_default();
+        return Ok(report_row(query.metric, &whole));
+    }
+    Ok(Dynamic::from_array(
+        groups
+            .iter()
+            .map(|group| report_row(query.metric, group))
+            .collect(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use rhai::Dynamic;
@@ -226,6 +362,75 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).into(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_report_filter_reads_the_metric_slice_and_period() {
+        let now: DateTime<Utc> = "2026-11-30T09:00:00Z".parse().unwrap();
+        let ms = |t: &str| t.parse::<DateTime<Utc>>().unwrap().timestamp_millis();
+        // By default the 28 days before now, now's own samples included.
+        let query = report_query(&map(&[("metric", "rework_rate".into())]), now).unwrap();
+        assert_eq!(
+            query,
+            SampleQuery {
+                metric: Metric::ReworkRate,
+                by: None,
+                since_ms: ms("2026-11-02T09:00:00Z"),
+                until_ms: ms("2026-11-30T09:00:00.001Z"),
+            }
+        );
+        let query = report_query(
+            &map(&[
+                ("metric", "launch_spread".into()),
+                ("by", "channel".into()),
+                ("since", "7d".into()),
+                ("until", "2026-11-30".into()),
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(query.by, Some(Slice::Channel));
+        assert_eq!(query.since_ms, ms("2026-11-23T09:00:00Z"));
+        assert_eq!(query.until_ms, ms("2026-11-30T00:00:00Z"));
+        let query = report_query(
+            &map(&[
+                ("metric", "cycle_time".into()),
+                ("since", "2026-11-01T12:00:00+01:00".into()),
+                ("until", Dynamic::from_int(3600)),
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(query.since_ms, ms("2026-11-01T11:00:00Z"));
+        assert_eq!(query.until_ms, ms("2026-11-30T08:00:00Z"));
+
+        let error = |pairs: &[(&str, Dynamic)]| report_query(&map(pairs), now).unwrap_err();
+        assert!(error(&[]).contains("`metric` is required: one of review_time"));
+        assert!(
+            error(&[("metric", "speed".into())])
+                .contains("unknown metric `speed`: the metrics are review_time")
+        );
+        assert!(
+            error(&[("metric", "rework_rate".into()), ("by", "team".into())])
+                .contains("a report is by owner, campaign")
+        );
+        assert!(
+            error(&[("metric", "rework_rate".into()), ("period", "7d".into())])
+                .contains("unknown filter `period`: the filters are metric, by, since, until")
+        );
+        assert!(
+            error(&[("metric", "rework_rate".into()), ("since", "a week".into())])
+                .contains("`since` must be a duration")
+        );
+        assert!(error(&[("metric", Dynamic::from_int(3))]).contains("`metric` must be a string"));
+        assert!(
+            error(&[
+                ("metric", "rework_rate".into()),
+                ("since", "1d".into()),
+                ("until", "2d".into())
+            ])
+            .contains("`since` (2026-11-29T09:00:00+00:00) must be before `until`")
+        );
     }
 
     #[test]

@@ -121,6 +121,19 @@ impl EntitySource for StoreEntities {
         }
     }
 
+    fn sample_groups(
+        &self,
+        query: &converge_model::SampleQuery,
+    ) -> Result<Vec<converge_model::SampleGroup>, String> {
+        let store = self
+            .store
+            .lock()
+            .map_err(|_| "the query connection failed")?;
+        store
+            .sample_groups(query)
+            .map_err(|e| format!("cannot read the {} samples: {e}", query.metric))
+    }
+
     fn pending_timers(&self, entity: &str) -> Result<Vec<converge_store::TimerRecord>, String> {
         let store = self
             .store

@@ -405,7 +405,7 @@ impl SampleTally {
         {
             return;
         }
-        let slice = request.by.and_then(|by| slice_of(sample, by));
+        let slice = request.by.and_then(|by| sample.slice(by));
         let group = self
             .groups
             .entry((sample.metric, slice.clone()))
@@ -449,17 +449,6 @@ impl SampleTally {
             Ok(report) => report,
             Err(never) => match never {},
         }
-    }
-}
-
-/// A sample's value for a slice, as the `metric_samples` column holds it.
-fn slice_of(sample: &Sample, by: Slice) -> Option<String> {
-    match by {
-        Slice::Owner => sample.owner.clone(),
-        Slice::Campaign => sample.campaign.clone(),
-        Slice::Channel => sample.channel.clone(),
-        Slice::Stage => sample.stage.clone(),
-        Slice::Week => Some(sample.week().to_string()),
     }
 }
 
