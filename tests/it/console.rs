@@ -197,7 +197,7 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
     let trail = browser.text_of("#trail").await;
     assert!(
         trail.contains("set_field field: handoff value: null")
-            && trail.contains("emit data: {} event_type: task.handoff.ended"),
+            && trail.contains("cancel_expects event_type: task.handoff.ended"),
         "{trail}"
     );
     let rungs = browser.texts_of("#timers tbody tr").await;
@@ -205,7 +205,7 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
     assert!(
         rungs
             .iter()
-            .all(|r| r.contains("cancelled") && r.contains("task.handoff.ended came")),
+            .all(|r| r.contains("cancelled") && r.contains("rule stalled_handoff cancelled it")),
         "{rungs:?}"
     );
 }

@@ -352,22 +352,21 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
     expected.extend(handoff_lines("h2", "T-2", "cy"));
     expected.extend([
         // Both reminders at 24h; T-2 moves at 30h, which ends its ladder:
-        // the emitted task.handoff.ended cancels its later rungs (timers 5
-        // and 6).
+        // `cancel_expects` cancels its later rungs (timers 5 and 6).
         r#"2026-11-24T10:00:00Z  timer-1  stalled_handoff  {"kind":"notify","to":"bo","message":"task/T-1 has waited 24h for you since it was handed to you (stage: review): pick it up or hand it back"}"#.into(),
         r#"2026-11-24T10:00:00Z  timer-4  stalled_handoff  {"kind":"notify","to":"cy","message":"task/T-2 has waited 24h for you since it was handed to you (stage: review): pick it up or hand it back"}"#.into(),
         r#"2026-11-24T16:00:00Z  u2  stalled_handoff  {"kind":"set_field","field":"handoff","value":null}"#.into(),
-        r#"2026-11-24T16:00:00Z  u2  stalled_handoff  {"kind":"emit","event_type":"task.handoff.ended","data":{}}"#.into(),
+        r#"2026-11-24T16:00:00Z  u2  stalled_handoff  {"kind":"cancel_expects","event_type":"task.handoff.ended"}"#.into(),
         r#"2026-11-25T10:00:00Z  timer-2  stalled_handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-1 has not moved for 48h since it was handed to bo (stage: review)","level":2}"#.into(),
         r#"2026-11-26T10:00:00Z  timer-3  stalled_handoff  {"kind":"escalate","to":"carla","reason":"task/T-1 has not moved for 72h since it was handed to bo (stage: review)","level":3}"#.into(),
         "".into(),
         "replayed 4 events in [time]".into(),
-        "simulated: 4 timers fired, 1 event emitted".into(),
-        "decisions: 1 emit, 2 escalate, 6 expect, 4 notify, 3 set_field".into(),
+        "simulated: 4 timers fired, 0 events emitted".into(),
+        "decisions: 1 cancel_expects, 2 escalate, 6 expect, 4 notify, 3 set_field".into(),
         "rule failures: none".into(),
         "metrics:".into(),
         "  review_time: median 30.0h, p85 30.0h (1 sample)".into(),
-        "  exception_rate: 22.2% (9 samples)".into(),
+        "  exception_rate: 25.0% (8 samples)".into(),
         "  approval_pass_rate: 0.0% (1 sample)".into(),
     ]);
     assert_eq!(without_timing(&stdout(&out)), expected);
@@ -381,8 +380,8 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
     assert_eq!(
         ending_at_rule_failures(&text, 3),
         [
-            "simulated: 2 timers fired, 1 event emitted; 2 timers not yet due at 2026-11-24T16:00:00Z",
-            "decisions: 1 emit, 6 expect, 4 notify, 3 set_field",
+            "simulated: 2 timers fired, 0 events emitted; 2 timers not yet due at 2026-11-24T16:00:00Z",
+            "decisions: 1 cancel_expects, 6 expect, 4 notify, 3 set_field",
             "rule failures: none",
         ]
     );
@@ -399,8 +398,8 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
     assert_eq!(
         ending_at_rule_failures(&text, 3),
         [
-            "simulated: 4 timers fired, 1 event emitted",
-            "decisions: 1 emit, 2 escalate, 6 expect, 4 notify, 3 set_field",
+            "simulated: 4 timers fired, 0 events emitted",
+            "decisions: 1 cancel_expects, 2 escalate, 6 expect, 4 notify, 3 set_field",
             "rule failures: none",
         ]
     );
@@ -575,7 +574,7 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
         [
             "u2 (task.updated task/T-2 at 2026-11-24T16:00:00Z)",
             r#"- stalled_handoff  {"kind":"set_field","field":"handoff","value":null}"#,
-            r#"- stalled_handoff  {"kind":"emit","event_type":"task.handoff.ended","data":{}}"#,
+            r#"- stalled_handoff  {"kind":"cancel_expects","event_type":"task.handoff.ended"}"#,
             "timer-5 (task.handoff.escalate_review task/T-2 at 2026-11-25T10:00:00Z)",
             r#"+ stalled_handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-2 has not moved for 48h since it was handed to cy (stage: in_progress)","level":2}"#,
             "timer-6 (task.handoff.escalate_business task/T-2 at 2026-11-26T10:00:00Z)",
@@ -583,12 +582,12 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
             "",
             "replayed 4 events in [time]",
             &format!("b is a with stalled_handoff from {b}"),
-            "a: decisions: 1 emit, 2 escalate, 6 expect, 4 notify, 3 set_field; rule failures: none; simulated: 4 timers fired, 1 event emitted",
+            "a: decisions: 1 cancel_expects, 2 escalate, 6 expect, 4 notify, 3 set_field; rule failures: none; simulated: 4 timers fired, 0 events emitted",
             "b: decisions: 4 escalate, 6 expect, 4 notify, 2 set_field; rule failures: none; simulated: 6 timers fired, 0 events emitted",
-            "3 of 11 events (4 replayed, 7 simulated) decide differently: 2 only in a (-), 2 only in b (+)",
-            "b would emit 1 fewer event, 2 more escalations, 1 fewer field change",
+            "3 of 10 events (4 replayed, 6 simulated) decide differently: 2 only in a (-), 2 only in b (+)",
+            "b would cancel 1 fewer wait, 2 more escalations, 1 fewer field change",
             "metrics (a -> b):",
-            "  exception_rate: 22.2% -> 40.0%",
+            "  exception_rate: 25.0% -> 40.0%",
         ]
     );
 
@@ -618,11 +617,11 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
     assert_eq!(summary["b"]["decisions"]["escalate"], 4, "{summary}");
     assert_eq!(
         summary["a"]["simulated"],
-        json!({"timers_fired": 4, "events_emitted": 1, "timers_pending": 0, "clock": "2026-11-26T18:00:00Z"})
+        json!({"timers_fired": 4, "events_emitted": 0, "timers_pending": 0, "clock": "2026-11-26T18:00:00Z"})
     );
     assert_eq!(
         summary["change"],
-        "b would emit 1 fewer event, 2 more escalations, 1 fewer field change"
+        "b would cancel 1 fewer wait, 2 more escalations, 1 fewer field change"
     );
     assert_eq!(
         summary["b_is_a_with"],

@@ -78,8 +78,9 @@ pub struct Outcome {
     /// What the rules printed (`print`, `debug`), in order.
     pub notes: Vec<RuleNote>,
     pub timers: Vec<NewTimer>,
-    /// The arrival this event is, for the `expect` timers waiting for it.
-    pub cancel_expects: Option<ExpectedArrival>,
+    /// The arrival this event is, for the `expect` timers waiting for it,
+    /// then the expects its rules cancelled (`cancel_expects`).
+    pub cancel_expects: Vec<ExpectedArrival>,
     /// Events the rules emitted, processed after this one.
     pub emitted: Vec<Event>,
     /// What the event did to convergence gates, in order.
@@ -249,10 +250,11 @@ impl Engine {
 
         let mut outcome = Outcome {
             now,
-            cancel_expects: key.as_ref().map(|key| ExpectedArrival {
-                entity: key.to_string(),
-                event_type: event.ty.clone(),
-            }),
+            cancel_expects: key
+                .as_ref()
+                .map(|key| ExpectedArrival::came(key.to_string(), &event.ty))
+                .into_iter()
+                .collect(),
             ..Outcome::default()
         };
         let entity_json = EntityJson::new(entity.as_ref());
@@ -411,8 +413,9 @@ impl Engine {
         Ok(decisions)
     }
 
-    /// Turns a `schedule` or `expect` decision into a timer and an `emit`
-    /// into an event; other decisions have no effect here. An `Err` is why
+    /// Turns a `schedule` or `expect` decision into a timer, an `emit` into
+    /// an event and a `cancel_expects` into the expects it ends; other
+    /// decisions have no effect here. An `Err` is why
     /// the decision cannot take effect: it is recorded as a failure of its
     /// rule instead of as a decision.
     fn effect(
@@ -427,6 +430,16 @@ impl Engine {
             let id = emitted_id(seq, outcome.emitted.len() + 1);
             let emitted = emitted_event(event, id, event_type, data, now, self.max_emit_depth)?;
             outcome.emitted.push(emitted);
+        } else if let DecisionKind::CancelExpects { event_type } = &decision.kind {
+            let entity = event.entity_key().ok_or_else(|| {
+                "`cancel_expects` needs an event about an entity (a subject like `task/T-1`)"
+                    .to_string()
+            })?;
+            outcome.cancel_expects.push(ExpectedArrival::by_rule(
+                entity.to_string(),
+                event_type,
+                &decision.rule,
+            ));
         } else if let Some(timer) = new_timer(event, decision, now)? {
             outcome.timers.push(timer);
         }

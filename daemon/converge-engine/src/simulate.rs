@@ -288,7 +288,7 @@ impl<'r> Simulation<'r> {
         self.seq = self.seq.max(seq);
         let key = event.entity_key();
         let entity = key.as_ref().and_then(|key| {
-            self.timers.cancel_expects(key, &event.ty);
+            self.timers.cancel_expects(&key.to_string(), &event.ty);
             self.entities.remove(key)
         });
         // Only the events a querying rule handles pay for a snapshot.
@@ -317,6 +317,11 @@ impl<'r> Simulation<'r> {
                 .extend(outcome.samples.iter().cloned());
         }
         if self.carry_out {
+            // The rules' `cancel_expects` (the arrival was cancelled
+            // above), before the timers this event creates.
+            for ended in &outcome.cancel_expects {
+                self.timers.cancel_expects(&ended.entity, &ended.event_type);
+            }
             for timer in std::mem::take(&mut outcome.timers) {
                 self.timers.push(timer.clone());
                 outcome.timers.push(timer);
@@ -409,13 +414,13 @@ impl TimerQueue {
         self.heap.len() - self.cancelled.len()
     }
 
-    /// An event of `event_type` about `entity` arrived.
-    fn cancel_expects(&mut self, entity: &EntityKey, event_type: &str) {
+    /// An event of `event_type` about `entity` arrived, or a rule cancelled
+    /// the expects waiting for one.
+    fn cancel_expects(&mut self, entity: &str, event_type: &str) {
         if self.expects.is_empty() {
             return;
         }
-        let entity = entity.to_string();
-        let Some(waiting) = self.expects.get_mut(&entity) else {
+        let Some(waiting) = self.expects.get_mut(entity) else {
             return;
         };
         waiting.retain(|(id, expected)| {
@@ -426,7 +431,7 @@ impl TimerQueue {
             !arrived
         });
         if waiting.is_empty() {
-            self.expects.remove(&entity);
+            self.expects.remove(entity);
         }
     }
 

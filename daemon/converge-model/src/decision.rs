@@ -109,7 +109,8 @@ pub struct DecisionInputs {
 /// Decisions that change the entity (`set_field`, `set_stage`,
 /// `assign_owner`, `pause_channel`, `resume_channel`) are applied to its
 /// state as soon as the rule that made them succeeds, so later rules see
-/// them. `schedule` and `expect` become durable timers. Every decision can
+/// them. `schedule` and `expect` become durable timers, and `cancel_expects`
+/// ends pending `expect`s. Every decision can
 /// also be routed to actions by its kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -153,6 +154,10 @@ pub enum DecisionKind {
         otherwise: String,
         catch_up: CatchUp,
     },
+    /// End the entity's pending expects of `event_type`, as its arrival
+    /// would, without journaling an event: before the timers this event's
+    /// decisions create, so an `expect` after it starts a new countdown.
+    CancelExpects { event_type: String },
 }
 
 /// What a timer that fell due while the daemon was down does at start.
@@ -182,6 +187,7 @@ impl DecisionKind {
             DecisionKind::Emit { .. } => "emit",
             DecisionKind::Schedule { .. } => "schedule",
             DecisionKind::Expect { .. } => "expect",
+            DecisionKind::CancelExpects { .. } => "cancel_expects",
         }
     }
 
@@ -205,6 +211,7 @@ impl DecisionKind {
         "emit",
         "schedule",
         "expect",
+        "cancel_expects",
     ];
 }
 
@@ -287,6 +294,9 @@ mod tests {
                 within_ms: 1,
                 otherwise: "u".into(),
                 catch_up: CatchUp::Skip,
+            },
+            DecisionKind::CancelExpects {
+                event_type: "t".into(),
             },
         ];
         for kind in &kinds {

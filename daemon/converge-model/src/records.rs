@@ -70,12 +70,39 @@ pub enum TimerKind {
     Expect { expect_type: String },
 }
 
-/// An event of `event_type` about `entity`: cancels the `expect` timers of
-/// `entity` waiting for that type.
+/// What cancels the `expect` timers of `entity` waiting for `event_type`:
+/// an event of that type about it, or a rule's `cancel_expects`. `reason`
+/// is kept with each timer it cancels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedArrival {
     pub entity: String,
     pub event_type: String,
+    pub reason: String,
+}
+
+impl ExpectedArrival {
+    /// The event of `event_type` came.
+    pub fn came(entity: impl Into<String>, event_type: impl Into<String>) -> ExpectedArrival {
+        let event_type = event_type.into();
+        ExpectedArrival {
+            entity: entity.into(),
+            reason: format!("{event_type} came"),
+            event_type,
+        }
+    }
+
+    /// A rule's `cancel_expects(event_type)`.
+    pub fn by_rule(
+        entity: impl Into<String>,
+        event_type: impl Into<String>,
+        rule: &str,
+    ) -> ExpectedArrival {
+        ExpectedArrival {
+            entity: entity.into(),
+            event_type: event_type.into(),
+            reason: format!("rule {rule} cancelled it"),
+        }
+    }
 }
 
 /// A decision and the actions its routes asked for.

@@ -350,6 +350,14 @@ fn expect(
     )
 }
 
+/// Ends the entity's pending expects of `event_type` (as that event's
+/// arrival would), before any timer this event creates.
+fn cancel_expects(at: Position, ty: ImmutableString) -> Result<(), Box<EvalAltResult>> {
+    let event_type = checked_event_type("cancel_expects", "event_type", ty)?;
+    require_entity(|| format!("cancel_expects(\"{event_type}\")"))?;
+    record(at, DecisionKind::CancelExpects { event_type })
+}
+
 fn time_arg(function: &str, what: &str, text: &str) -> Result<DateTime<Utc>, String> {
     parse_time(&format!("{function}: {what}"), text)
 }
@@ -622,6 +630,10 @@ pub(crate) fn build(limits: &RuleLimits) -> Engine {
          ty: ImmutableString,
          within: Dynamic,
          otherwise: ImmutableString| { expect(ctx.call_position(), ty, within, otherwise) },
+    );
+    engine.register_fn(
+        "cancel_expects",
+        |ctx: NativeCallContext, ty: ImmutableString| cancel_expects(ctx.call_position(), ty),
     );
     engine.register_fn("because", because);
     engine.register_fn("entities", crate::query::entities);

@@ -213,10 +213,7 @@ fn processed(i: usize) -> ProcessedEvent {
                 3,
             ),
         ],
-        cancel_expects: Some(ExpectedArrival {
-            entity: key.clone(),
-            event_type: "task.handoff".into(),
-        }),
+        cancel_expects: vec![ExpectedArrival::came(key.clone(), "task.handoff")],
         ..ProcessedEvent::default()
     }
 }

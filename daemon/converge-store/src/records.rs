@@ -167,8 +167,9 @@ pub struct ProcessedEvent {
     /// Durable timers the decisions asked for; `created_by_seq` is `seq`,
     /// and each one's entity is the event's subject.
     pub timers: Vec<NewTimer>,
-    /// The arrival this event is, for the `expect` timers waiting for it.
-    pub cancel_expects: Option<ExpectedArrival>,
+    /// The arrival this event is, for the `expect` timers waiting for it,
+    /// and the expects its rules cancelled (`cancel_expects`).
+    pub cancel_expects: Vec<ExpectedArrival>,
     /// Events the rules emitted, journaled in the same transaction.
     pub emits: Vec<NewEvent>,
     /// What the event did to convergence gates, applied in this order after

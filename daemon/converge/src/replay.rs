@@ -1364,6 +1364,7 @@ fn kind_phrase(kind: &str, n: u64, more: &str) -> (String, bool) {
         "emit" => ("event", "events", "emit "),
         "schedule" => ("timer", "timers", "schedule "),
         "expect" => ("expected event", "expected events", "wait for "),
+        "cancel_expects" => ("wait", "waits", "cancel "),
         other => (other, other, ""),
     };
     let phrase = format!("{verb}{n} {more} {}", if n == 1 { one } else { many });

@@ -48,6 +48,7 @@ emit("campaign.gate.failed", #{ score: 0.5, failing: ["timing"] });
 schedule("48h", "task.reminder");
 schedule(90, "task.reminder", #{ level: 2 });
 expect("task.updated", "1d12h", "task.stalled");
+cancel_expects("task.handoff.ended");
 "#,
     );
     assert_eq!(
@@ -100,6 +101,9 @@ expect("task.updated", "1d12h", "task.stalled");
                 within_ms: 36 * 3_600_000,
                 otherwise: "task.stalled".into(),
                 catch_up: CatchUp::FireLate
+            },
+            DecisionKind::CancelExpects {
+                event_type: "task.handoff.ended".into()
             },
         ]
     );
@@ -170,6 +174,7 @@ fn decisions_about_the_entity_need_one() {
         ("e", r#"emit("x.y");"#),
         ("f", r#"schedule("1h", "x.y");"#),
         ("g", r#"expect("x.y", "1h", "x.z");"#),
+        ("i", r#"cancel_expects("x.y");"#),
         ("h", r#"notify("ops", "fine without an entity");"#),
     ]);
     let eval = set.evaluate(&event("ping", None, json!({})), None, now());
@@ -185,6 +190,7 @@ fn decisions_about_the_entity_need_one() {
             format!("rules/e.rhai:1:1: Runtime error: emit(\"x.y\"){tail}"),
             format!("rules/f.rhai:1:1: Runtime error: schedule(1h, \"x.y\"){tail}"),
             format!("rules/g.rhai:1:1: Runtime error: expect(\"x.y\", ..){tail}"),
+            format!("rules/i.rhai:1:1: Runtime error: cancel_expects(\"x.y\"){tail}"),
         ]
     );
     assert_eq!(eval.decisions.len(), 1);
@@ -236,6 +242,10 @@ fn bad_arguments_fail_the_rule_naming_the_argument() {
         (
             r#"expect("t", "1h", "");"#,
             "rules/r.rhai:1:1: Runtime error: expect: `otherwise` must not be empty",
+        ),
+        (
+            r#"cancel_expects("task done");"#,
+            "rules/r.rhai:1:1: Runtime error: cancel_expects: `event_type` must be an event type without spaces, got \"task done\"",
         ),
         (
             r#"emit("t", #{ x: 1.0 / 0.0 });"#,

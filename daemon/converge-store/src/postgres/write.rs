@@ -679,7 +679,7 @@ fn cancel_expects<C: GenericClient>(
 ) -> Result<usize, StoreError> {
     let arrivals: Vec<(&ExpectedArrival, i64)> = processed
         .iter()
-        .filter_map(|p| Some((p.cancel_expects.as_ref()?, p.processed_at_ms)))
+        .flat_map(|p| p.cancel_expects.iter().map(|a| (a, p.processed_at_ms)))
         .collect();
     if arrivals.is_empty() {
         return Ok(0);
@@ -690,15 +690,16 @@ fn cancel_expects<C: GenericClient>(
         .map(|(a, _)| a.event_type.as_str())
         .collect();
     let at: Vec<i64> = arrivals.iter().map(|(_, at)| *at).collect();
+    let reasons: Vec<&str> = arrivals.iter().map(|(a, _)| a.reason.as_str()).collect();
     let cancelled = s.execute(
         "UPDATE timers t SET status = 'cancelled', closed_at_ms = a.at_ms,
-                             cancel_reason = a.event_type || ' came'
-         FROM (SELECT DISTINCT ON (entity, event_type) entity, event_type, at_ms
-               FROM unnest($1::text[], $2::text[], $3::bigint[])
-                   WITH ORDINALITY AS a (entity, event_type, at_ms, n)
+                             cancel_reason = a.reason
+         FROM (SELECT DISTINCT ON (entity, event_type) entity, event_type, at_ms, reason
+               FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+                   WITH ORDINALITY AS a (entity, event_type, at_ms, reason, n)
                ORDER BY entity, event_type, n) a
          WHERE t.entity = a.entity AND t.status = 'pending' AND t.expect_type = a.event_type",
-        &[&entities, &types, &at],
+        &[&entities, &types, &at, &reasons],
     )?;
     Ok(usize::try_from(cancelled).unwrap_or(usize::MAX))
 }
@@ -719,25 +720,27 @@ fn insert_timers<C: GenericClient>(
     // Walking the batch backwards, `next_arrival` holds, for each arrival,
     // the processing time of the earliest event after the current one
     // that is that arrival.
-    let mut next_arrival: HashMap<(&str, &str), i64> = HashMap::new();
-    let mut closed_at: Vec<Option<i64>> = vec![None; count];
+    let mut next_arrival: HashMap<(&str, &str), (i64, &str)> = HashMap::new();
+    let mut closed: Vec<Option<(i64, &str)>> = vec![None; count];
     let mut place = count;
     for p in processed.iter().rev() {
         for timer in p.timers.iter().rev() {
             place -= 1;
             if let TimerKind::Expect { expect_type } = &timer.kind {
-                closed_at[place] = next_arrival
+                closed[place] = next_arrival
                     .get(&(timer.entity.as_str(), expect_type.as_str()))
                     .copied();
             }
         }
-        if let Some(arrival) = &p.cancel_expects {
+        for arrival in &p.cancel_expects {
             next_arrival.insert(
                 (arrival.entity.as_str(), arrival.event_type.as_str()),
-                p.processed_at_ms,
+                (p.processed_at_ms, arrival.reason.as_str()),
             );
         }
     }
+    let closed_at: Vec<Option<i64>> = closed.iter().map(|c| c.map(|(at, _)| at)).collect();
+    let reasons: Vec<Option<&str>> = closed.iter().map(|c| c.map(|(_, why)| why)).collect();
     let timers: Vec<(i64, &NewTimer)> = processed
         .iter()
         .flat_map(|p| p.timers.iter().map(move |t| (p.seq, t)))
@@ -776,10 +779,10 @@ fn insert_timers<C: GenericClient>(
             "WITH t AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                   $6::bigint[], $7::text[], $8::text[], $9::text[], $10::bigint[],
-                                  $11::integer[], $12::text[], $13::bigint[])
+                                  $11::integer[], $12::text[], $13::bigint[], $14::text[])
                  WITH ORDINALITY AS t (entity, kind, event_type, data, expect_type, due_at_ms,
                                        catch_up, rule, rule_hash, created_by_seq, partition,
-                                       status, closed_at_ms, n)
+                                       status, closed_at_ms, cancel_reason, n)
          ), ",
             rule_versions_of!("t"),
             ", ids AS (
@@ -792,7 +795,7 @@ fn insert_timers<C: GenericClient>(
          OVERRIDING SYSTEM VALUE
          SELECT ids.id, t.entity, t.kind, t.event_type, t.data, t.expect_type, t.due_at_ms,
                 t.catch_up, ver.id, t.created_by_seq, t.partition, t.status, t.closed_at_ms,
-                CASE WHEN t.closed_at_ms IS NOT NULL THEN t.expect_type || ' came' END
+                t.cancel_reason
          FROM t JOIN ids USING (n)
          JOIN versions ver ON ver.rule = t.rule AND ver.hash = t.rule_hash
          ORDER BY n"
@@ -811,6 +814,7 @@ fn insert_timers<C: GenericClient>(
             &partitions,
             &statuses,
             &closed_at,
+            &reasons,
         ],
     )?;
     let cancelled = closed_at.iter().filter(|at| at.is_some()).count();

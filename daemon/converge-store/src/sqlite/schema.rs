@@ -1300,10 +1300,7 @@ mod tests {
             .write(&WriteBatch {
                 processed: vec![ProcessedEvent {
                     seq: 2,
-                    cancel_expects: Some(ExpectedArrival {
-                        entity: "task/T-1".into(),
-                        event_type: "task.approved".into(),
-                    }),
+                    cancel_expects: vec![ExpectedArrival::came("task/T-1", "task.approved")],
                     processed_at_ms: 3000,
                     ..ProcessedEvent::default()
                 }],

@@ -352,7 +352,7 @@ fn record_processed<'a>(
         ])?;
     }
 
-    if let Some(arrival) = &processed.cancel_expects {
+    for arrival in &processed.cancel_expects {
         result.timers_cancelled += cancel_expects(w, arrival, processed.processed_at_ms)?;
     }
     for timer in &processed.timers {
@@ -369,7 +369,7 @@ fn record_processed<'a>(
     Ok(())
 }
 
-/// Cancels the pending expects `arrival` is, found first and then closed
+/// Cancels the pending expects `arrival` ends, found first and then closed
 /// by id, each saying why (`task.reviewed came`). One UPDATE searching
 /// `timers_expecting`, whose `status` it changes, would build a temporary
 /// table of row ids on every event, though almost always no expect is
@@ -392,11 +392,10 @@ fn cancel_expects(
     for id in waiting {
         cancelled += w
             .get(
-                "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1,
-                                   cancel_reason = ?3 || ' came'
+                "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1, cancel_reason = ?3
                  WHERE id = ?2 AND status = 'pending'",
             )?
-            .execute(params![at_ms, id, arrival.event_type])?;
+            .execute(params![at_ms, id, arrival.reason])?;
     }
     Ok(cancelled)
 }

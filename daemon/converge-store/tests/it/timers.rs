@@ -204,10 +204,11 @@ fn the_expected_event_cancels_only_the_expects_waiting_for_it(db: &TestDb) {
     let result = store
         .write(&WriteBatch {
             processed: vec![ProcessedEvent {
-                cancel_expects: Some(ExpectedArrival {
-                    entity: "task/T-1".into(),
-                    event_type: "task.approved".into(),
-                }),
+                cancel_expects: vec![
+                    ExpectedArrival::came("task/T-1", "task.approved"),
+                    // A rule's `cancel_expects`.
+                    ExpectedArrival::by_rule("task/T-1", "task.assigned", "ladder"),
+                ],
                 // A new expect made by the very event that cancels: kept.
                 timers: vec![expect("task/T-1", "task.approved", "x", 9_000)],
                 ..processed_plain(3)
@@ -215,7 +216,7 @@ fn the_expected_event_cancels_only_the_expects_waiting_for_it(db: &TestDb) {
             ..WriteBatch::default()
         })
         .unwrap();
-    assert_eq!((result.timers_cancelled, result.timers_created), (1, 1));
+    assert_eq!((result.timers_cancelled, result.timers_created), (2, 1));
     let statuses = |entity: &str| -> Vec<(i64, TimerStatus, Option<String>)> {
         store
             .entity_timers(&EntityKey::parse(entity).unwrap(), false, 10)
@@ -230,7 +231,11 @@ fn the_expected_event_cancels_only_the_expects_waiting_for_it(db: &TestDb) {
         vec![
             (5, TimerStatus::Pending, None),
             (3, TimerStatus::Pending, None),
-            (2, TimerStatus::Pending, None),
+            (
+                2,
+                TimerStatus::Cancelled,
+                Some("rule ladder cancelled it".to_string())
+            ),
             (
                 1,
                 TimerStatus::Cancelled,
@@ -278,10 +283,7 @@ fn an_expect_cancelled_in_a_batch_does_not_fire_in_the_same_batch(db: &TestDb) {
         .write(&WriteBatch {
             appends: vec![event("/jira", "T-1-approved")],
             processed: vec![ProcessedEvent {
-                cancel_expects: Some(ExpectedArrival {
-                    entity: "task/T-1".into(),
-                    event_type: "task.approved".into(),
-                }),
+                cancel_expects: vec![ExpectedArrival::came("task/T-1", "task.approved")],
                 ..processed_plain(2)
             }],
             fired_timers: vec![fire(1)],
@@ -307,12 +309,7 @@ fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db:
             9_000,
         )],
     );
-    let approved = |entity: &str| {
-        Some(ExpectedArrival {
-            entity: entity.into(),
-            event_type: "task.approved".into(),
-        })
-    };
+    let approved = |entity: &str| vec![ExpectedArrival::came(entity, "task.approved")];
     store
         .write(&appends(vec![
             event_about("e-2", "T-2"),
@@ -346,7 +343,12 @@ fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db:
                     ..processed_plain(4)
                 },
                 ProcessedEvent {
-                    cancel_expects: approved("task/T-1"),
+                    // A rule's `cancel_expects` ends it as an arrival would.
+                    cancel_expects: vec![ExpectedArrival::by_rule(
+                        "task/T-1",
+                        "task.approved",
+                        "ladder",
+                    )],
                     timers: vec![timer(
                         "task/T-1",
                         TimerKind::Schedule,
@@ -390,7 +392,13 @@ fn an_expect_is_cancelled_by_the_first_later_event_of_the_batch_it_waits_for(db:
         timers("task/T-1"),
         vec![
             (4, 5, TimerStatus::Pending, None, None),
-            (2, 3, TimerStatus::Cancelled, Some(2_400), came()),
+            (
+                2,
+                3,
+                TimerStatus::Cancelled,
+                Some(2_400),
+                Some("rule ladder cancelled it".to_string())
+            ),
             (1, 1, TimerStatus::Cancelled, Some(2_200), came()),
         ]
     );
