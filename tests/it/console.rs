@@ -128,7 +128,14 @@ async fn a_held_send_and_a_stalled_handoff_appear_on_needs_action_with_their_rea
         table.contains("convergence_gate: not approved: paid (review)"),
         "every holding reason is shown: {table}"
     );
-    assert!(table.contains("Stalled handoffs"), "{table}");
+    assert_eq!(browser.count("tr[data-kind=waiting]").await, 1, "{table}");
+    assert!(
+        browser
+            .text_of("tr[data-kind=waiting]")
+            .await
+            .contains("Waiting task/t-7"),
+        "the task's row, tagged: {table}"
+    );
     assert!(
         table.contains("task.handoff.remind unless task.handoff.ended comes (stalled_handoff)")
             && table.contains("in 22h"),
@@ -725,7 +732,7 @@ async fn a_filtered_url_survives_a_reload_and_reads_without_javascript() {
     // The filter form works without script: a plain GET.
     browser.goto(&format!("{}/ui", daemon.url)).await;
     browser
-        .select("form.filters select[name=kind]", "handoff")
+        .select("form.filters select[name=kind]", "waiting")
         .await;
     browser
         .fill("form.filters input[name=owner]", "maria")
@@ -733,13 +740,13 @@ async fn a_filtered_url_survives_a_reload_and_reads_without_javascript() {
     browser.submit("form.filters").await;
     let url = browser.current_url().await;
     assert!(
-        url.contains("kind=handoff") && url.contains("owner=maria"),
+        url.contains("kind=waiting") && url.contains("owner=maria"),
         "{url}"
     );
     browser.reload().await;
     assert_eq!(browser.current_url().await, url);
     assert_eq!(browser.count("#needs-action tbody tr").await, 1);
-    assert_eq!(browser.count("tr[data-kind=handoff]").await, 1);
+    assert_eq!(browser.count("tr[data-kind=waiting]").await, 1);
     assert_eq!(
         browser
             .attr("form.filters input[name=owner]", "value")
@@ -749,7 +756,7 @@ async fn a_filtered_url_survives_a_reload_and_reads_without_javascript() {
     );
     assert_eq!(
         browser
-            .count("select[name=kind] option[value=handoff][selected]")
+            .count("select[name=kind] option[value=waiting][selected]")
             .await,
         1
     );

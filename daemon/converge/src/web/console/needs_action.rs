@@ -1,9 +1,10 @@
 //! Needs action, the console's home page: every record waiting for a
 //! person, oldest first. Open escalations and blocked work (from the
-//! store's partial indexes), held sends with every holding reason, stalled
-//! handoffs with the next rung of their ladder (the item's soonest pending
-//! timer), actions retrying after a failure and dead letters with their
-//! last error, and exceptions (rule failures, bad rows of dropped files).
+//! store's partial indexes), held sends with every holding reason, items
+//! waiting with a rule's timer to fire (a stalled handoff's next rung, a
+//! campaign's launch window: the item's soonest pending timer), actions
+//! retrying after a failure and dead letters with their last error, and
+//! exceptions (rule failures, bad rows of dropped files).
 //! The filters live in the URL.
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +25,7 @@ use crate::web::AppState;
 
 /// How many of each kind the page reads; the page says when there are more.
 const PER_KIND: usize = 500;
-/// How many pending timers, soonest first, are searched for handoffs.
+/// How many pending timers, soonest first, are searched for waiting items.
 const TIMERS_READ: usize = 2000;
 /// How many of the newest error reports of each drop folder are shown.
 const DROP_REPORTS: usize = 20;
@@ -33,7 +34,7 @@ const DROP_REPORTS: usize = 20;
 pub const KINDS: [(&str, &str); 7] = [
     ("escalation", "Escalations"),
     ("held", "Held sends"),
-    ("handoff", "Stalled handoffs"),
+    ("waiting", "Waiting"),
     ("blocked", "Blocked"),
     ("retrying", "Retrying"),
     ("dead_letter", "Dead letters"),
@@ -342,7 +343,7 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
     for entity in store.entities_with_open(OpenSpan::Blocked, None, PER_KIND)? {
         rows.extend(open_spans(&entity, "blocked", |f| f.blocked_since));
     }
-    rows.extend(held_with_their_timers(held_sends(store)?, handoffs(store)?));
+    rows.extend(held_with_their_timers(held_sends(store)?, waiting(store)?));
     for retrying in store.retrying_actions(PER_KIND)? {
         let action = &retrying.detail.action;
         let next = action.next_attempt_at_ms.and_then(time_of).map(|at| {
@@ -385,7 +386,7 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
 }
 
 /// The held sends' rows, then the items waiting on a timer. A campaign
-/// whose sends are held is a held send, not a stalled handoff: its timer
+/// whose sends are held is a held send, not a waiting item: its timer
 /// (the gate's deadline) goes on its held rows instead.
 fn held_with_their_timers(mut held: Vec<Row>, waiting: Vec<Row>) -> Vec<Row> {
     let mut rest = Vec::new();
@@ -576,10 +577,11 @@ fn held_sends(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
 }
 
 /// Items with a rule's timer still to fire (a reminder, the next rung of
-/// an escalation ladder, an expected event's deadline): stalled handoffs,
-/// with that rung and when it fires. Waiting since the handoff (the owner's
-/// change, `flow.handoff_since`), else since the stage began.
-fn handoffs(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
+/// a stalled handoff's escalation ladder, an expected event's deadline such
+/// as a campaign's launch window), with that timer and when it fires.
+/// Waiting since the handoff (the owner's change, `flow.handoff_since`),
+/// else since the stage began.
+fn waiting(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
     let timers = store.due_timers(i64::MAX, TIMERS_READ)?;
     let mut next: BTreeMap<String, &converge_store::TimerRecord> = BTreeMap::new();
     for timer in &timers {
@@ -605,7 +607,7 @@ fn handoffs(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
             None => format!("{} ({})", timer.event_type, timer.rule),
         };
         rows.push(Row {
-            kind: "handoff",
+            kind: "waiting",
             record: Some(key),
             owner: entity.owner.clone(),
             campaign: campaign_of(&entity),
@@ -648,7 +650,7 @@ mod tests {
     }
 
     #[test]
-    fn a_held_campaigns_timer_goes_on_its_held_rows_not_under_stalled_handoffs() {
+    fn a_held_campaigns_timer_goes_on_its_held_rows_not_under_waiting() {
         let now = Utc::now();
         let row = |kind: &'static str, record: &str, next: Option<&str>| Row {
             kind,
@@ -668,12 +670,12 @@ mod tests {
         ];
         let waiting = vec![
             row(
-                "handoff",
+                "waiting",
                 "campaign/c-1",
                 Some("gate.deadline (convergence_gate)"),
             ),
             row(
-                "handoff",
+                "waiting",
                 "task/t-7",
                 Some("task.handoff.remind (stalled_handoff)"),
             ),
@@ -704,7 +706,7 @@ mod tests {
                 ),
                 ("held", "campaign/c-2", None),
                 (
-                    "handoff",
+                    "waiting",
                     "task/t-7",
                     Some("task.handoff.remind (stalled_handoff)")
                 ),
