@@ -149,7 +149,8 @@ pub struct TimerRecord {
     pub closed_at_ms: Option<i64>,
     /// Who cancelled it by hand, and why; `None` for every other way a
     /// timer closes (fired, skipped). An `expect` its event met has no
-    /// `cancelled_by` and the reason `<event type> came`.
+    /// `cancelled_by` and the reason `<event type> came`; one a rule's
+    /// `cancel_expects` ended, `rule <name> cancelled it`.
     pub cancelled_by: Option<String>,
     pub cancel_reason: Option<String>,
 }

@@ -104,6 +104,7 @@ fn the_example_rules_compile_in_order() {
             "channel_approval",
             "convergence_gate",
             "launch_readiness",
+            "launch_window",
             "low_consistency_pause",
             "required_fields",
             "review_point_digest",

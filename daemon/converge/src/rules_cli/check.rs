@@ -135,6 +135,7 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
     let compiled = match RuleSet::compile(sources.clone(), &config.rules.limits) {
         Ok(rules) => {
             problems.extend(gate_conflicts(&rules, &scripts));
+            problems.extend(broad_queries(&rules));
             rules.rules().len()
         }
         Err(errors) => {
@@ -245,6 +246,50 @@ fn check(config: &Config, config_path: &Path) -> (Vec<Problem>, usize) {
         }
     }
     (problems, compiled)
+}
+
+/// A rule that reads other entities or the reports and handles every
+/// event, or a pattern of them: before each event it handles, the daemon
+/// waits for the commit of every event before it, so on busy event types
+/// it serializes processing. Meant for review points (a schedule's event).
+fn broad_queries(rules: &RuleSet) -> Vec<Problem> {
+    rules
+        .rules()
+        .iter()
+        .filter(|rule| rule.queries)
+        .filter_map(|rule| {
+            let handles = match &rule.events {
+                None => "every event".to_string(),
+                Some(patterns) => {
+                    let broad: Vec<&str> = patterns
+                        .iter()
+                        .filter(|p| p.contains('*'))
+                        .map(String::as_str)
+                        .collect();
+                    if broad.is_empty() {
+                        return None;
+                    }
+                    format!("`{}`", broad.join("`, `"))
+                }
+            };
+            Some(Problem {
+                path: rule.path.clone(),
+                line: 1,
+                column: 1,
+                error: false,
+                message: format!(
+                    "rule `{}` reads other entities or the reports (`entities`, `report`) on {handles}: \
+                     each such event waits for the events before it to be committed",
+                    rule.name
+                ),
+                hint: Some(
+                    "give it the event types it needs in its `events` header, such as a schedule's \
+                     (`events: review.weekly`, docs/schedules.md), as review points do"
+                        .into(),
+                ),
+            })
+        })
+        .collect()
 }
 
 /// The calls of decision functions (named like their decision kind) a
@@ -627,6 +672,41 @@ release_send(CHANNEL, "a constant");
             [("email", 4, 1), ("ads", 7, 7), ("paid", 9, 11)]
         );
         assert_eq!(found("release_send"), [("email", 6, 1), ("push", 11, 1)]);
+    }
+
+    #[test]
+    fn a_rule_that_queries_on_a_broad_pattern_or_every_event_is_reported() {
+        let query = "let n = entities(#{ kind: \"task\" }).len();\n";
+        let lines = problem_lines(&[
+            (
+                "digest.rhai",
+                &format!("//! events: review.weekly\n{query}"),
+            ),
+            (
+                "busy.rhai",
+                &format!("//! events: task.*, review.weekly\n{query}"),
+            ),
+            (
+                "every.rhai",
+                "let r = report(#{ metric: \"rework_rate\" });\n",
+            ),
+            (
+                "plain.rhai",
+                "//! events: task.*\nnotify(\"ops\", \"x\");\n",
+            ),
+        ]);
+        let lines: Vec<&String> = lines.iter().filter(|l| l.contains("reads other")).collect();
+        assert_eq!(
+            lines,
+            [
+                "busy.rhai:1:1: warning: rule `busy` reads other entities or the reports \
+                 (`entities`, `report`) on `task.*`: each such event waits for the events \
+                 before it to be committed",
+                "every.rhai:1:1: warning: rule `every` reads other entities or the reports \
+                 (`entities`, `report`) on every event: each such event waits for the events \
+                 before it to be committed",
+            ]
+        );
     }
 
     #[test]

@@ -590,39 +590,42 @@ fn waiting(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
     let keys: Vec<EntityKey> = next.keys().filter_map(|k| EntityKey::parse(k)).collect();
     let mut rows = Vec::new();
     for entity in store.entities(&keys)? {
-        let key = entity.key().to_string();
-        let Some(timer) = next.get(&key) else {
-            continue;
-        };
-        let since = entity
-            .flow
-            .handoff_since
-            .or(entity.stage_since)
-            .unwrap_or(entity.updated_at);
-        let rung = match &timer.expect_type {
-            Some(expected) => format!(
-                "{} unless {expected} comes ({})",
-                timer.event_type, timer.rule
-            ),
-            None => format!("{} ({})", timer.event_type, timer.rule),
-        };
-        rows.push(Row {
-            kind: "waiting",
-            record: Some(key),
-            owner: entity.owner.clone(),
-            campaign: campaign_of(&entity),
-            what: vec![format!(
-                "waiting on {} (stage: {})",
-                entity.owner.as_deref().unwrap_or("nobody"),
-                entity.stage.as_deref().unwrap_or("no stage")
-            )],
-            since: Some(since),
-            next: time_of(timer.due_at_ms).map(|at| (rung, at)),
-            action: None,
-            cause: None,
-        });
+        if let Some(timer) = next.get(&entity.key().to_string()) {
+            rows.push(waiting_row(&entity, timer));
+        }
     }
     Ok(rows)
+}
+
+/// An item's row under Waiting: who it waits on, and its soonest timer.
+fn waiting_row(entity: &EntityState, timer: &converge_store::TimerRecord) -> Row {
+    let since = entity
+        .flow
+        .handoff_since
+        .or(entity.stage_since)
+        .unwrap_or(entity.updated_at);
+    let rung = match &timer.expect_type {
+        Some(expected) => format!(
+            "{} unless {expected} comes ({})",
+            timer.event_type, timer.rule
+        ),
+        None => format!("{} ({})", timer.event_type, timer.rule),
+    };
+    let owner = entity.owner.as_deref().unwrap_or("nobody");
+    Row {
+        kind: "waiting",
+        record: Some(entity.key().to_string()),
+        owner: entity.owner.clone(),
+        campaign: campaign_of(entity),
+        what: vec![match entity.stage.as_deref() {
+            Some(stage) => format!("waiting on {owner} (stage: {stage})"),
+            None => format!("waiting on {owner}"),
+        }],
+        since: Some(since),
+        next: time_of(timer.due_at_ms).map(|at| (rung, at)),
+        action: None,
+        cause: None,
+    }
 }
 
 fn campaign_of_subject(subject: Option<&str>) -> Option<String> {
@@ -647,6 +650,70 @@ mod tests {
             action: Some(1),
             cause: Some(cause.to_string()),
         }
+    }
+
+    #[test]
+    fn a_waiting_row_names_its_owner_stage_and_soonest_timer() {
+        use converge_model::CatchUp;
+        use converge_model::records::{TimerRecordKind, TimerStatus};
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        let timer = |entity: &str, event_type: &str, expect: Option<&str>, rule: &str| {
+            converge_store::TimerRecord {
+                id: 1,
+                entity: entity.into(),
+                kind: if expect.is_some() {
+                    TimerRecordKind::Expect
+                } else {
+                    TimerRecordKind::Schedule
+                },
+                event_type: event_type.into(),
+                data: serde_json::json!({}),
+                expect_type: expect.map(str::to_string),
+                due_at_ms: at("2026-11-25T09:00:00Z").timestamp_millis(),
+                catch_up: CatchUp::FireLate,
+                rule: rule.into(),
+                rule_hash: "h".into(),
+                created_by_seq: 1,
+                status: TimerStatus::Pending,
+                fired_seq: None,
+                closed_at_ms: None,
+                cancelled_by: None,
+                cancel_reason: None,
+            }
+        };
+        // A campaign in its launch window: no stage to name.
+        let key = EntityKey::parse("campaign/fall-26").unwrap();
+        let mut campaign = EntityState::new(&key, at("2026-11-23T09:00:00Z"));
+        campaign.owner = Some("fin".into());
+        let row = waiting_row(
+            &campaign,
+            &timer(
+                "campaign/fall-26",
+                "campaign.launch.lagging",
+                Some("campaign.launch.complete"),
+                "launch_window",
+            ),
+        );
+        assert_eq!(row.what, ["waiting on fin"]);
+        assert_eq!(row.since, Some(at("2026-11-23T09:00:00Z")));
+        assert_eq!(
+            row.next,
+            Some((
+                "campaign.launch.lagging unless campaign.launch.complete comes (launch_window)"
+                    .to_string(),
+                at("2026-11-25T09:00:00Z")
+            ))
+        );
+        // A task handed on: waiting since the handoff, in its stage.
+        let key = EntityKey::parse("task/t-7").unwrap();
+        let mut task = EntityState::new(&key, at("2026-11-23T09:00:00Z"));
+        task.stage = Some("review".into());
+        task.stage_since = Some(at("2026-11-23T09:00:00Z"));
+        task.flow.handoff_since = Some(at("2026-11-23T10:00:00Z"));
+        let row = waiting_row(&task, &timer("task/t-7", "task.remind", None, "reminders"));
+        assert_eq!(row.what, ["waiting on nobody (stage: review)"]);
+        assert_eq!(row.since, Some(at("2026-11-23T10:00:00Z")));
+        assert_eq!(row.next.unwrap().0, "task.remind (reminders)");
     }
 
     #[test]
