@@ -557,6 +557,76 @@ mod tests {
         }
     }
 
+    /// What rows a query reads is spent from the rule's operation budget,
+    /// 50 each: three tasks or three report rows are 150 operations.
+    #[test]
+    fn queries_spend_the_rules_operation_budget() {
+        let source = r#"
+            if event.type == "count" {
+                let n = entities(#{ kind: "task" }).len();
+                notify("ops", `${n}`);
+            } else if event.type == "weekly" {
+                let rows = report(#{ metric: "exception_rate", by: "owner" });
+                notify("ops", `${rows.len()}`);
+            }
+        "#;
+        let limits = |max_operations| RuleLimits {
+            max_operations,
+            ..RuleLimits::default()
+        };
+        let run = |max_operations| {
+            let rules = RuleSet::compile(
+                vec![RuleSource {
+                    name: "r".into(),
+                    path: "rules/r.rhai".into(),
+                    source: source.into(),
+                }],
+                &limits(max_operations),
+            )
+            .unwrap();
+            let mut sim = Simulation::of_rules(&rules, 2, at("2026-01-01T00:00:00Z"));
+            let mut trail = Vec::new();
+            for (i, owner) in ["ana", "ben", "cy"].iter().enumerate() {
+                let e = Event::from_value(json!({"specversion": "1.0", "id": format!("t{i}"),
+                    "source": "/t", "type": "task.updated", "subject": format!("task/T-{i}"),
+                    "data": {"owner": owner}}))
+                .unwrap();
+                sim.run(&e, Origin::Input, &mut |_| {}).unwrap();
+            }
+            for ty in ["count", "weekly"] {
+                sim.run(
+                    &event(ty, ty, "2026-01-01T00:00:00Z"),
+                    Origin::Input,
+                    &mut log(&mut trail),
+                )
+                .unwrap();
+            }
+            trail
+        };
+        assert_eq!(
+            run(10_000),
+            [
+                r#"Input count count 2026-01-01T00:00:00Z: ["notify"] []"#,
+                r#"Input weekly weekly 2026-01-01T00:00:00Z: ["notify"] []"#,
+            ]
+        );
+        let over = run(120);
+        assert!(
+            over[0].contains(
+                "entities: the queries of this run read more entities than its \
+                 operation budget allows (50 operations each, 120 in all): narrow the filter"
+            ),
+            "{over:?}"
+        );
+        assert!(
+            over[1].contains(
+                "report: the queries of this run read more than its operation \
+                 budget allows (50 operations each, 120 in all): narrow the filter"
+            ),
+            "{over:?}"
+        );
+    }
+
     #[test]
     fn a_recorded_event_keeps_its_journal_seq_and_simulated_ones_number_on_from_it() {
         let rules =

@@ -179,6 +179,28 @@ pub struct Summary {
 }
 
 impl SampleGroup {
+    /// Counts one sample of `metric`: a duration's value is kept for the
+    /// percentiles.
+    pub fn add(&mut self, metric: Metric, value: f64) {
+        self.samples += 1;
+        self.total += value;
+        if metric.shape() == MetricShape::Duration {
+            self.values.push(value);
+        }
+    }
+
+    /// Groups in a report's order: in slice order (from a map, whose order
+    /// puts `None` first) with the samples without a slice last, each
+    /// duration's values ascending.
+    pub fn in_report_order(mut groups: Vec<SampleGroup>) -> Vec<SampleGroup> {
+        for group in &mut groups {
+            group.values.sort_by(f64::total_cmp);
+        }
+        let unsliced_first = groups.first().is_some_and(|g| g.slice.is_none());
+        groups.rotate_left(usize::from(unsliced_first));
+        groups
+    }
+
     pub fn summary(&self, metric: Metric) -> Summary {
         match metric.shape() {
             MetricShape::Duration => Summary {
@@ -304,24 +326,15 @@ impl SampleQuery {
                 continue;
             }
             let slice = self.by.and_then(|by| sample.slice(by));
-            let group = groups.entry(slice.clone()).or_insert_with(|| SampleGroup {
-                slice,
-                ..SampleGroup::default()
-            });
-            group.samples += 1;
-            group.total += sample.value;
-            if self.metric.shape() == MetricShape::Duration {
-                group.values.push(sample.value);
-            }
+            groups
+                .entry(slice.clone())
+                .or_insert_with(|| SampleGroup {
+                    slice,
+                    ..SampleGroup::default()
+                })
+                .add(self.metric, sample.value);
         }
-        let mut groups: Vec<SampleGroup> = groups.into_values().collect();
-        for group in &mut groups {
-            group.values.sort_by(f64::total_cmp);
-        }
-        // `None` sorts first in a map; reports put it last.
-        let unsliced_first = groups.first().is_some_and(|g| g.slice.is_none());
-        groups.rotate_left(usize::from(unsliced_first));
-        groups
+        SampleGroup::in_report_order(groups.into_values().collect())
     }
 }
 

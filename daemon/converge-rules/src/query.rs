@@ -199,28 +199,48 @@ pub(crate) fn entities(
     filter: Map,
 ) -> Result<rhai::Array, Box<EvalAltResult>> {
     let query = EntityQuery::from_map(&filter)?;
-    let world = with_run(|state| {
-        state.world.clone_world().ok_or_else(|| {
-            "entities() reads the daemon's entities, which this run does not have".to_string()
-        })
-    })?;
+    let world = world_of("entities() reads the daemon's entities")?;
     let found = world.find(&query).map_err(|e| format!("entities: {e}"))?;
-    let max = ctx.engine().max_operations();
-    with_run(|state| {
-        state.query_operations += found.len() as u64 * OPERATIONS_PER_ENTITY;
-        if max > 0 && state.query_operations > max {
-            return Err(format!(
-                "entities: the queries of this run read more entities than its operation budget \
-                 allows ({} operations each, {max} in all): narrow the filter or lower `limit`",
-                OPERATIONS_PER_ENTITY
-            ));
-        }
-        Ok(())
-    })?;
+    spend(
+        &ctx,
+        found.len(),
+        "entities: the queries of this run read more entities than its operation budget allows",
+        "narrow the filter or lower `limit`",
+    )?;
     Ok(found
         .iter()
         .map(|value| json_to_dynamic(value).into_read_only())
         .collect())
+}
+
+/// The world of the run, for a query; `what` says what is missing without one.
+fn world_of(what: &str) -> Result<SharedWorld, Box<EvalAltResult>> {
+    with_run(|state| {
+        state
+            .world
+            .clone_world()
+            .ok_or_else(|| format!("{what}, which this run does not have"))
+    })
+}
+
+/// Spends the operations `rows` read by a query cost, failing the run with
+/// `over` (and `advice`) past its budget.
+fn spend(
+    ctx: &NativeCallContext,
+    rows: usize,
+    over: &str,
+    advice: &str,
+) -> Result<(), Box<EvalAltResult>> {
+    let max = ctx.engine().max_operations();
+    with_run(|state| {
+        state.query_operations += rows as u64 * OPERATIONS_PER_ENTITY;
+        if max > 0 && state.query_operations > max {
+            return Err(format!(
+                "{over} ({OPERATIONS_PER_ENTITY} operations each, {max} in all): {advice}"
+            ));
+        }
+        Ok(())
+    })
 }
 
 /// The members a `report` filter may have.
@@ -322,23 +342,14 @@ fn report_row(metric: Metric, group: &SampleGroup) -> Dynamic {
 pub(crate) fn report(ctx: NativeCallContext, filter: Map) -> Result<Dynamic, Box<EvalAltResult>> {
     let now = with_run(|state| Ok(state.now))?;
     let query = report_query(&filter, now).map_err(|e| format!("report: {e}"))?;
-    let world = with_run(|state| {
-        state.world.clone_world().ok_or_else(|| {
-            "report() reads the daemon's reports, which this run does not have".to_string()
-        })
-    })?;
+    let world = world_of("report() reads the daemon's reports")?;
     let groups = world.report(&query).map_err(|e| format!("report: {e}"))?;
-    let max = ctx.engine().max_operations();
-    with_run(|state| {
-        state.query_operations += groups.len().max(1) as u64 * OPERATIONS_PER_ENTITY;
-        if max > 0 && state.query_operations > max {
-            return Err(format!(
-                "report: the queries of this run read more than its operation budget allows \
-                 ({OPERATIONS_PER_ENTITY} operations a row, {max} in all): narrow the filter"
-            ));
-        }
-        Ok(())
-    })?;
+    spend(
+        &ctx,
+        groups.len().max(1),
+        "report: the queries of this run read more than its operation budget allows",
+        "narrow the filter",
+    )?;
     if query.by.is_none() {
         let whole = groups.into_iter().next().unwrap_or_default();
         return Ok(report_row(query.metric, &whole));

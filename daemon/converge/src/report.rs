@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use converge_engine::flow::normalize_stage;
 use converge_engine::{StageRoles, blocked_now};
-use converge_model::{EntityKey, EntityState, Metric, MetricShape, Sample, Slice};
+use converge_model::{EntityKey, EntityState, Metric, Sample, Slice};
 use converge_store::{Backend, OpenSpan, SampleGroup, SampleQuery, StoreError};
 use serde::Serialize;
 
@@ -406,18 +406,13 @@ impl SampleTally {
             return;
         }
         let slice = request.by.and_then(|by| sample.slice(by));
-        let group = self
-            .groups
+        self.groups
             .entry((sample.metric, slice.clone()))
             .or_insert_with(|| SampleGroup {
                 slice,
                 ..SampleGroup::default()
-            });
-        group.samples += 1;
-        group.total += sample.value;
-        if sample.metric.shape() == MetricShape::Duration {
-            group.values.push(sample.value);
-        }
+            })
+            .add(sample.metric, sample.value);
     }
 
     /// The report of the samples counted, with the items blocked now among
@@ -431,19 +426,13 @@ impl SampleTally {
         });
         let result: Result<Report, std::convert::Infallible> =
             assemble(request, blocked, |query| {
-                // In slice order, `None` first (a map's order); reports put it last.
-                let mut groups: Vec<SampleGroup> = self
-                    .groups
-                    .range((query.metric, None)..)
-                    .take_while(|((metric, _), _)| *metric == query.metric)
-                    .map(|(_, group)| group.clone())
-                    .collect();
-                for group in &mut groups {
-                    group.values.sort_by(f64::total_cmp);
-                }
-                let unsliced_first = groups.first().is_some_and(|g| g.slice.is_none());
-                groups.rotate_left(usize::from(unsliced_first));
-                Ok(groups)
+                Ok(SampleGroup::in_report_order(
+                    self.groups
+                        .range((query.metric, None)..)
+                        .take_while(|((metric, _), _)| *metric == query.metric)
+                        .map(|(_, group)| group.clone())
+                        .collect(),
+                ))
             });
         match result {
             Ok(report) => report,
