@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
+use converge_model::flow::week_of;
 use converge_model::records::TimerRecord;
-use converge_model::{EntityState, Sample, SampleGroup, SampleQuery};
+use converge_model::{EntityState, Metric, Sample, SampleGroup, SampleQuery, Slice};
 use converge_rules::{EntityQuery, World};
 use serde_json::{Value, json};
 
@@ -211,7 +212,7 @@ pub struct InMemory {
     pub timers: HashMap<String, Vec<TimerRecord>>,
     /// The metric samples so far, shared with the simulation that adds to
     /// them (kept only when a rule reads the reports).
-    pub samples: Arc<Mutex<Vec<Sample>>>,
+    pub samples: Arc<Mutex<SampleLog>>,
 }
 
 impl EntitySource for InMemory {
@@ -238,6 +239,183 @@ impl EntitySource for InMemory {
             .samples
             .lock()
             .map_err(|_| "the samples are poisoned")?;
-        Ok(query.group(samples.iter()))
+        Ok(samples.group(query))
+    }
+}
+
+/// A simulation's metric samples, as `report(..)` reads them: for each
+/// metric its samples' times, values and slices, the slices' names kept
+/// once. A replay of a year keeps millions of samples; whole `Sample`s
+/// (with the entity and four strings each) took several hundred MiB.
+#[derive(Debug, Default)]
+pub struct SampleLog {
+    by_metric: HashMap<Metric, Vec<LoggedSample>>,
+    /// Each slice value once; a sample names it by its index here.
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LoggedSample {
+    at_ms: i64,
+    value: f64,
+    /// Owner, campaign, channel and stage: indexes into `names`.
+    slices: [Option<u32>; 4],
+}
+
+impl SampleLog {
+    pub fn push(&mut self, sample: &Sample) {
+        let mut name = |value: &Option<String>| {
+            let value = value.as_ref()?;
+            if let Some(i) = self.index.get(value) {
+                return Some(*i);
+            }
+            let i = u32::try_from(self.names.len()).ok()?;
+            self.names.push(value.clone());
+            self.index.insert(value.clone(), i);
+            Some(i)
+        };
+        let slices = [
+            name(&sample.owner),
+            name(&sample.campaign),
+            name(&sample.channel),
+            name(&sample.stage),
+        ];
+        self.by_metric
+            .entry(sample.metric)
+            .or_default()
+            .push(LoggedSample {
+                at_ms: sample.at.timestamp_millis(),
+                value: sample.value,
+                slices,
+            });
+    }
+
+    /// The groups of `query`, as [`SampleQuery::group`] makes them.
+    pub fn group(&self, query: &SampleQuery) -> Vec<SampleGroup> {
+        let mut groups: std::collections::BTreeMap<Option<String>, SampleGroup> =
+            std::collections::BTreeMap::new();
+        let logged = self
+            .by_metric
+            .get(&query.metric)
+            .map_or(&[][..], Vec::as_slice);
+        for sample in logged
+            .iter()
+            .filter(|s| s.at_ms >= query.since_ms && s.at_ms < query.until_ms)
+        {
+            let slice = query.by.and_then(|by| {
+                let at = |i: usize| sample.slices[i].map(|n| self.names[n as usize].clone());
+                match by {
+                    Slice::Owner => at(0),
+                    Slice::Campaign => at(1),
+                    Slice::Channel => at(2),
+                    Slice::Stage => at(3),
+                    Slice::Week => DateTime::<Utc>::from_timestamp_millis(sample.at_ms)
+                        .map(|t| week_of(t).to_string()),
+                }
+            });
+            groups
+                .entry(slice.clone())
+                .or_insert_with(|| SampleGroup {
+                    slice,
+                    ..SampleGroup::default()
+                })
+                .add(query.metric, sample.value);
+        }
+        SampleGroup::in_report_order(groups.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod sample_log_tests {
+    use super::*;
+
+    /// The log groups as the model's grouping of whole samples does, for
+    /// every slice and a period that leaves samples out on both sides.
+    #[test]
+    fn the_log_groups_like_whole_samples() {
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        let sample =
+            |metric, time: &str, value, owner: Option<&str>, channel: Option<&str>| Sample {
+                metric,
+                at: at(time),
+                value,
+                entity: "campaign/c-1".into(),
+                campaign: Some("campaign/c-1".into()),
+                owner: owner.map(str::to_string),
+                channel: channel.map(str::to_string),
+                stage: Some("launched".into()),
+            };
+        let samples = [
+            sample(
+                Metric::LaunchSpread,
+                "2026-11-02T10:00:00Z",
+                3600.0,
+                Some("ana"),
+                Some("email"),
+            ),
+            sample(
+                Metric::LaunchSpread,
+                "2026-11-03T10:00:00Z",
+                7200.0,
+                None,
+                Some("social"),
+            ),
+            sample(
+                Metric::LaunchSpread,
+                "2026-11-10T10:00:00Z",
+                60.0,
+                Some("ana"),
+                None,
+            ),
+            sample(
+                Metric::LaunchSpread,
+                "2026-11-20T10:00:00Z",
+                1.0,
+                Some("ben"),
+                Some("email"),
+            ),
+            sample(
+                Metric::ReworkRate,
+                "2026-11-03T10:00:00Z",
+                1.0,
+                Some("ana"),
+                Some("email"),
+            ),
+            sample(
+                Metric::ReworkRate,
+                "2026-11-04T10:00:00Z",
+                0.0,
+                Some("ben"),
+                None,
+            ),
+        ];
+        let mut log = SampleLog::default();
+        samples.iter().for_each(|s| log.push(s));
+        for metric in [Metric::LaunchSpread, Metric::ReworkRate, Metric::CycleTime] {
+            for by in std::iter::once(None).chain(Slice::ALL.into_iter().map(Some)) {
+                let query = SampleQuery {
+                    metric,
+                    by,
+                    since_ms: at("2026-11-02T12:00:00Z").timestamp_millis(),
+                    until_ms: at("2026-11-20T10:00:00Z").timestamp_millis(),
+                };
+                assert_eq!(log.group(&query), query.group(samples.iter()), "{query:?}");
+            }
+        }
+        // Not an empty comparison: the period holds two of the durations.
+        let query = SampleQuery {
+            metric: Metric::LaunchSpread,
+            by: Some(Slice::Owner),
+            since_ms: at("2026-11-02T12:00:00Z").timestamp_millis(),
+            until_ms: at("2026-11-20T10:00:00Z").timestamp_millis(),
+        };
+        let groups = log.group(&query);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            (groups[0].slice.as_deref(), groups[0].samples),
+            (Some("ana"), 1)
+        );
+        assert_eq!((groups[1].slice.as_deref(), groups[1].samples), (None, 1));
     }
 }

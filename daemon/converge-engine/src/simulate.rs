@@ -24,13 +24,13 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use converge_model::records::{NewTimer, TimerKind, TimerRecord, TimerRecordKind, TimerStatus};
-use converge_model::{EntityKey, EntityState, Event, Sample};
+use converge_model::{EntityKey, EntityState, Event};
 use converge_rules::{Evaluation, RuleSet};
 
 use crate::decide::{Engine, Input, Outcome, Rules};
 use crate::effects::timer_event;
 use crate::gates::Gates;
-use crate::query::{EntitySource, InMemory};
+use crate::query::{EntitySource, InMemory, SampleLog};
 
 /// Where an event the simulation processed came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ pub struct Simulation<'r> {
     carry_out: bool,
     /// Every metric sample so far, for the rules that read the reports
     /// (`report(..)`); none is kept when no rule does.
-    samples: Option<Arc<Mutex<Vec<Sample>>>>,
+    samples: Option<Arc<Mutex<SampleLog>>>,
 }
 
 impl<'r> Simulation<'r> {
@@ -311,10 +311,8 @@ impl<'r> Simulation<'r> {
             outcome.entity = Some(state);
         }
         if let Some(samples) = &self.samples {
-            samples
-                .lock()
-                .map_err(|_| "the samples are poisoned")?
-                .extend(outcome.samples.iter().cloned());
+            let mut log = samples.lock().map_err(|_| "the samples are poisoned")?;
+            outcome.samples.iter().for_each(|s| log.push(s));
         }
         if self.carry_out {
             // The rules' `cancel_expects` (the arrival was cancelled
