@@ -293,36 +293,30 @@ impl SampleLog {
 
     /// The groups of `query`, as [`SampleQuery::group`] makes them.
     pub fn group(&self, query: &SampleQuery) -> Vec<SampleGroup> {
-        let mut groups: std::collections::BTreeMap<Option<String>, SampleGroup> =
-            std::collections::BTreeMap::new();
         let logged = self
             .by_metric
             .get(&query.metric)
             .map_or(&[][..], Vec::as_slice);
-        for sample in logged
-            .iter()
-            .filter(|s| s.at_ms >= query.since_ms && s.at_ms < query.until_ms)
-        {
-            let slice = query.by.and_then(|by| {
-                let at = |i: usize| sample.slices[i].map(|n| self.names[n as usize].clone());
-                match by {
-                    Slice::Owner => at(0),
-                    Slice::Campaign => at(1),
-                    Slice::Channel => at(2),
-                    Slice::Stage => at(3),
-                    Slice::Week => DateTime::<Utc>::from_timestamp_millis(sample.at_ms)
-                        .map(|t| week_of(t).to_string()),
-                }
-            });
-            groups
-                .entry(slice.clone())
-                .or_insert_with(|| SampleGroup {
-                    slice,
-                    ..SampleGroup::default()
-                })
-                .add(query.metric, sample.value);
+        query.group_values(
+            logged
+                .iter()
+                .filter(|s| query.covers(s.at_ms))
+                .map(|s| (query.by.and_then(|by| self.slice(s, by)), s.value)),
+        )
+    }
+
+    /// A logged sample's value of a slice (the week as `2026-11-02`).
+    fn slice(&self, sample: &LoggedSample, by: Slice) -> Option<String> {
+        let name = |i: usize| sample.slices[i].map(|n| self.names[n as usize].clone());
+        match by {
+            Slice::Owner => name(0),
+            Slice::Campaign => name(1),
+            Slice::Channel => name(2),
+            Slice::Stage => name(3),
+            Slice::Week => {
+                DateTime::<Utc>::from_timestamp_millis(sample.at_ms).map(|t| week_of(t).to_string())
+            }
         }
-        SampleGroup::in_report_order(groups.into_values().collect())
     }
 }
 

@@ -314,25 +314,39 @@ impl Sample {
 }
 
 impl SampleQuery {
+    /// Whether a sample at `at_ms` falls within the query's period.
+    pub fn covers(&self, at_ms: i64) -> bool {
+        at_ms >= self.since_ms && at_ms < self.until_ms
+    }
+
     /// The groups of `samples` this query reads, as the store gives them:
     /// in slice order with the samples without one last, each duration's
     /// values ascending.
     pub fn group<'a>(&self, samples: impl IntoIterator<Item = &'a Sample>) -> Vec<SampleGroup> {
+        self.group_values(
+            samples
+                .into_iter()
+                .filter(|s| s.metric == self.metric && self.covers(s.at.timestamp_millis()))
+                .map(|s| (self.by.and_then(|by| s.slice(by)), s.value)),
+        )
+    }
+
+    /// The groups of values of this query's metric and period, each with
+    /// its slice value.
+    pub fn group_values(
+        &self,
+        values: impl IntoIterator<Item = (Option<String>, f64)>,
+    ) -> Vec<SampleGroup> {
         let mut groups: std::collections::BTreeMap<Option<String>, SampleGroup> =
             std::collections::BTreeMap::new();
-        for sample in samples {
-            let at = sample.at.timestamp_millis();
-            if sample.metric != self.metric || at < self.since_ms || at >= self.until_ms {
-                continue;
-            }
-            let slice = self.by.and_then(|by| sample.slice(by));
+        for (slice, value) in values {
             groups
                 .entry(slice.clone())
                 .or_insert_with(|| SampleGroup {
                     slice,
                     ..SampleGroup::default()
                 })
-                .add(self.metric, sample.value);
+                .add(self.metric, value);
         }
         SampleGroup::in_report_order(groups.into_values().collect())
     }
