@@ -72,12 +72,15 @@ impl TestDatabase {
         .unwrap()
     }
 
-    /// Ends every session on this database, as a server restart or an
-    /// operator would: the daemons' connections break.
+    /// Ends every client session on this database, as a server restart or
+    /// an operator would: the daemons' connections break. Only client
+    /// sessions: an autovacuum worker on the database runs as a superuser,
+    /// which the test role may not signal (the query would fail).
     pub fn terminate_connections(&self) {
         self.admin(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+             WHERE datname = '{}' AND pid <> pg_backend_pid() \
+               AND backend_type = 'client backend'",
             self.name
         ))
         .unwrap();
