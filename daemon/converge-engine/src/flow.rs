@@ -1118,8 +1118,17 @@ mod tests {
 
     #[test]
     fn launch_spread_measures_each_later_channel_from_the_campaigns_first_launch() {
+        // A channel's stage (and owner) on a campaign, `hours` in.
         let channel = |item: &mut Item, hours: f64, subject: &str, data: Value| {
             item.at(hours, subject, "campaign.channel.updated", data);
+        };
+        let stage = |item: &mut Item, hours: f64, name: &str, stage: &str| {
+            channel(
+                item,
+                hours,
+                "campaign/c-1",
+                json!({"channel": name, "stage": stage}),
+            );
         };
         let spread = |item: &Item| -> Vec<(f64, Option<String>, Option<String>)> {
             item.samples
@@ -1141,47 +1150,17 @@ mod tests {
             "campaign/c-1",
             json!({"channel": "social", "stage": "approved", "owner": "hal"}),
         );
-        channel(
-            &mut item,
-            0.0,
-            "campaign/c-1",
-            json!({"channel": "paid", "stage": "approved"}),
-        );
+        stage(&mut item, 0.0, "paid", "approved");
         // The first launch opens the round; it is not a sample.
-        channel(
-            &mut item,
-            2.0,
-            "campaign/c-1",
-            json!({"channel": "email", "stage": "launched"}),
-        );
+        stage(&mut item, 2.0, "email", "launched");
         assert_eq!(spread(&item), vec![]);
         // Done is still in the round; social launches 18h after email.
-        channel(
-            &mut item,
-            10.0,
-            "campaign/c-1",
-            json!({"channel": "email", "stage": "done"}),
-        );
-        channel(
-            &mut item,
-            20.0,
-            "campaign/c-1",
-            json!({"channel": "social", "stage": "launched"}),
-        );
+        stage(&mut item, 10.0, "email", "done");
+        stage(&mut item, 20.0, "social", "launched");
         // A launched channel moving on is no new launch.
-        channel(
-            &mut item,
-            21.0,
-            "campaign/c-1",
-            json!({"channel": "social", "stage": "done"}),
-        );
+        stage(&mut item, 21.0, "social", "done");
         // A channel without an owner is the campaign's (nobody here).
-        channel(
-            &mut item,
-            26.5,
-            "campaign/c-1",
-            json!({"channel": "paid", "stage": "live"}),
-        );
+        stage(&mut item, 26.5, "paid", "live");
         assert_eq!(
             spread(&item),
             vec![
@@ -1192,25 +1171,10 @@ mod tests {
         // Every channel back at work ends the round: the next launch opens
         // another, and the channel following it is measured from it.
         for name in ["email", "social", "paid"] {
-            channel(
-                &mut item,
-                30.0,
-                "campaign/c-1",
-                json!({"channel": name, "stage": "draft"}),
-            );
+            stage(&mut item, 30.0, name, "draft");
         }
-        channel(
-            &mut item,
-            40.0,
-            "campaign/c-1",
-            json!({"channel": "paid", "stage": "launched"}),
-        );
-        channel(
-            &mut item,
-            43.0,
-            "campaign/c-1",
-            json!({"channel": "email", "stage": "launched"}),
-        );
+        stage(&mut item, 40.0, "paid", "launched");
+        stage(&mut item, 43.0, "email", "launched");
         assert_eq!(
             spread(&item)[2..],
             [(3.0, Some("email".into()), Some("gia".into()))]
@@ -1226,19 +1190,9 @@ mod tests {
 
         // A round opened before the campaign kept its start is not measured.
         let mut older = Item::new(&[]);
-        channel(
-            &mut older,
-            0.0,
-            "campaign/c-3",
-            json!({"channel": "email", "stage": "launched"}),
-        );
+        stage(&mut older, 0.0, "email", "launched");
         older.state.as_mut().unwrap().flow.launch_began = None;
-        channel(
-            &mut older,
-            5.0,
-            "campaign/c-3",
-            json!({"channel": "social", "stage": "launched"}),
-        );
+        stage(&mut older, 5.0, "social", "launched");
         assert_eq!(spread(&older), vec![]);
     }
 

@@ -216,6 +216,21 @@ impl SampleGroup {
     }
 }
 
+/// A report's bound as people write it: a date (its midnight, UTC), an
+/// RFC 3339 time, or a duration before `now` (`28d`, `12h`); `None` for
+/// anything else, which the caller reports in its own words.
+pub fn point_in_time(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Some(date.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Some(time.with_timezone(&Utc));
+    }
+    let ago = Duration::from_std(humantime::parse_duration(text).ok()?).ok()?;
+    now.checked_sub_signed(ago)
+}
+
 /// The `p` percentile (0 to 1) of ascending `values`, interpolated between
 /// the two nearest (Excel's PERCENTILE.INC: the median of an even count is
 /// the mean of the middle two).

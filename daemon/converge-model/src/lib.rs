@@ -15,5 +15,6 @@ pub use entity::{EntityKey, EntityState};
 pub use event::{Event, EventError, HOOK_EXTENSION, OwnEvent};
 pub use flow::{
     Flow, Metric, MetricShape, Sample, SampleGroup, SampleQuery, Slice, Summary, percentile,
+    point_in_time,
 };
 pub use rule_run::{RuleFailure, RuleNote};

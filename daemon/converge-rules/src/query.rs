@@ -13,13 +13,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use converge_model::{Metric, SampleGroup, SampleQuery, Slice};
+use converge_model::{Metric, SampleGroup, SampleQuery, Slice, point_in_time};
 use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext};
 use serde_json::Value;
 
 use crate::convert::{dynamic_to_json, json_to_dynamic};
 use crate::engine::with_run;
-use crate::measures::{parse_duration, parse_time};
+use crate::measures::parse_duration;
 
 /// Entities a query returns when the filter gives no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -246,18 +246,18 @@ fn spend(
 /// The members a `report` filter may have.
 const REPORT_FILTERS: &[&str] = &["metric", "by", "since", "until"];
 
-/// How far back a report reads when its filter gives no `since`: the
-/// period `converge report` reads by default.
+/// How far before `until` a report reads when its filter gives no
+/// `since`: the period `converge report` reads by default.
 const REPORT_DAYS: i64 = 28;
 
 /// Reads a rule's `report` filter: the metric, the slice and the period
 /// (`since` and `until`: a duration before `now`, or an RFC 3339 time;
 /// `until` excluded, and by default just after `now`, so the samples of
 /// every event decided before this one count).
-pub fn report_query(filter: &Map, now: DateTime<Utc>) -> Result<SampleQuery, String> {
+fn report_query(filter: &Map, now: DateTime<Utc>) -> Result<SampleQuery, String> {
     let mut metric = None;
     let mut by = None;
-    let mut since = now - Duration::days(REPORT_DAYS);
+    let mut since = None;
     let mut until = now + Duration::milliseconds(1);
     for (name, value) in filter {
         let text = || {
@@ -271,7 +271,7 @@ pub fn report_query(filter: &Map, now: DateTime<Utc>) -> Result<SampleQuery, Str
         match name.as_str() {
             "metric" => metric = Some(text()?.parse::<Metric>()?),
             "by" => by = Some(text()?.parse::<Slice>()?),
-            "since" => since = report_time(name, value, now)?,
+            "since" => since = Some(report_time(name, value, now)?),
             "until" => until = report_time(name, value, now)?,
             other => {
                 return Err(format!(
@@ -285,6 +285,7 @@ pub fn report_query(filter: &Map, now: DateTime<Utc>) -> Result<SampleQuery, Str
         let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
         return Err(format!("`metric` is required: one of {}", names.join(", ")));
     };
+    let since = since.unwrap_or(until - Duration::days(REPORT_DAYS));
     if since >= until {
         return Err(format!(
             "`since` ({}) must be before `until` ({})",
@@ -300,21 +301,23 @@ pub fn report_query(filter: &Map, now: DateTime<Utc>) -> Result<SampleQuery, Str
     })
 }
 
-/// A report's bound: an RFC 3339 time, a date (its midnight UTC), or a
-/// duration before `now`, as `converge report` takes them.
+/// A report's bound, as `converge report` takes them: a date (its
+/// midnight UTC), an RFC 3339 time, or a duration before `now` (a string,
+/// or an integer number of seconds).
 fn report_time(name: &str, value: &Dynamic, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    if let Ok(text) = value.clone().into_string() {
-        if let Ok(date) = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
-            return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
-        }
-        if text.contains('T') {
-            return parse_time(&format!("`{name}`"), &text);
-        }
-    }
-    let before = parse_duration(&format!("`{name}`"), value)?;
-    let before = Duration::from_std(before).map_err(|_| format!("`{name}` is too long"))?;
-    now.checked_sub_signed(before)
-        .ok_or_else(|| format!("`{name}` is too long"))
+    let bound = match value.clone().into_string() {
+        Ok(text) => point_in_time(&text, now),
+        Err(_) => parse_duration(&format!("`{name}`"), value)
+            .ok()
+            .and_then(|ago| Duration::from_std(ago).ok())
+            .and_then(|ago| now.checked_sub_signed(ago)),
+    };
+    bound.ok_or_else(|| {
+        format!(
+            "`{name}` must be a date (\"2026-11-02\"), an RFC 3339 time or a duration \
+             before now (\"7d\", \"12h\", or seconds), got {value}"
+        )
+    })
 }
 
 /// One report row as rules read it: `metric`, `slice` (`()` unsliced or
@@ -379,14 +382,14 @@ mod tests {
     fn a_report_filter_reads_the_metric_slice_and_period() {
         let now: DateTime<Utc> = "2026-11-30T09:00:00Z".parse().unwrap();
         let ms = |t: &str| t.parse::<DateTime<Utc>>().unwrap().timestamp_millis();
-        // By default the 28 days before now, now's own samples included.
+        // By default the 28 days up to just after now, now's own samples included.
         let query = report_query(&map(&[("metric", "rework_rate".into())]), now).unwrap();
         assert_eq!(
             query,
             SampleQuery {
                 metric: Metric::ReworkRate,
                 by: None,
-                since_ms: ms("2026-11-02T09:00:00Z"),
+                since_ms: ms("2026-11-02T09:00:00.001Z"),
                 until_ms: ms("2026-11-30T09:00:00.001Z"),
             }
         );
@@ -431,7 +434,7 @@ mod tests {
         );
         assert!(
             error(&[("metric", "rework_rate".into()), ("since", "a week".into())])
-                .contains("`since` must be a duration")
+                .contains("`since` must be a date (\"2026-11-02\"), an RFC 3339 time or a duration before now (\"7d\", \"12h\", or seconds), got a week")
         );
         assert!(error(&[("metric", Dynamic::from_int(3))]).contains("`metric` must be a string"));
         assert!(

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use converge_engine::flow::normalize_stage;
 use converge_engine::{StageRoles, blocked_now};
 use converge_model::{EntityKey, EntityState, Metric, Sample, Slice};
@@ -114,25 +114,13 @@ impl ReportRequest {
 
 /// A date (its midnight, UTC), an RFC 3339 time, or a duration before `now`.
 fn point_in_time(name: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let text = text.trim();
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc());
-    }
-    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Ok(time.with_timezone(&Utc));
-    }
-    if let Ok(ago) = humantime::parse_duration(text)
-        && let Ok(ago) = Duration::from_std(ago)
-    {
-        return Ok(now - ago);
-    }
-    Err(format!(
-        "--{name} `{text}` is not a date (2026-11-02), an RFC 3339 time \
-         (2026-11-02T09:00:00Z) or a duration before now (28d, 12h)"
-    ))
+    converge_model::point_in_time(text, now).ok_or_else(|| {
+        format!(
+            "--{name} `{}` is not a date (2026-11-02), an RFC 3339 time \
+             (2026-11-02T09:00:00Z) or a duration before now (28d, 12h)",
+            text.trim()
+        )
+    })
 }
 
 /// How a report is printed.
