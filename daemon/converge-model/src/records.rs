@@ -71,23 +71,22 @@ pub enum TimerKind {
 }
 
 /// What cancels the `expect` timers of `entity` waiting for `event_type`:
-/// an event of that type about it, or a rule's `cancel_expects`. `reason`
-/// is kept with each timer it cancels.
+/// an event of that type about it, or a rule's `cancel_expects`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedArrival {
     pub entity: String,
     pub event_type: String,
-    pub reason: String,
+    /// The rule whose `cancel_expects` this is; `None`: the event came.
+    pub by_rule: Option<String>,
 }
 
 impl ExpectedArrival {
     /// The event of `event_type` came.
     pub fn came(entity: impl Into<String>, event_type: impl Into<String>) -> ExpectedArrival {
-        let event_type = event_type.into();
         ExpectedArrival {
             entity: entity.into(),
-            reason: format!("{event_type} came"),
-            event_type,
+            event_type: event_type.into(),
+            by_rule: None,
         }
     }
 
@@ -100,7 +99,16 @@ impl ExpectedArrival {
         ExpectedArrival {
             entity: entity.into(),
             event_type: event_type.into(),
-            reason: format!("rule {rule} cancelled it"),
+            by_rule: Some(rule.to_string()),
+        }
+    }
+
+    /// Why the timers it cancels were cancelled, as they keep it: made
+    /// only for a timer it does cancel (almost every event cancels none).
+    pub fn reason(&self) -> String {
+        match &self.by_rule {
+            None => format!("{} came", self.event_type),
+            Some(rule) => format!("rule {rule} cancelled it"),
         }
     }
 }

@@ -690,7 +690,7 @@ fn cancel_expects<C: GenericClient>(
         .map(|(a, _)| a.event_type.as_str())
         .collect();
     let at: Vec<i64> = arrivals.iter().map(|(_, at)| *at).collect();
-    let reasons: Vec<&str> = arrivals.iter().map(|(a, _)| a.reason.as_str()).collect();
+    let reasons: Vec<String> = arrivals.iter().map(|(a, _)| a.reason()).collect();
     let cancelled = s.execute(
         "UPDATE timers t SET status = 'cancelled', closed_at_ms = a.at_ms,
                              cancel_reason = a.reason
@@ -720,8 +720,8 @@ fn insert_timers<C: GenericClient>(
     // Walking the batch backwards, `next_arrival` holds, for each arrival,
     // the processing time of the earliest event after the current one
     // that is that arrival.
-    let mut next_arrival: HashMap<(&str, &str), (i64, &str)> = HashMap::new();
-    let mut closed: Vec<Option<(i64, &str)>> = vec![None; count];
+    let mut next_arrival: HashMap<(&str, &str), (i64, &ExpectedArrival)> = HashMap::new();
+    let mut closed: Vec<Option<(i64, &ExpectedArrival)>> = vec![None; count];
     let mut place = count;
     for p in processed.iter().rev() {
         for timer in p.timers.iter().rev() {
@@ -735,12 +735,15 @@ fn insert_timers<C: GenericClient>(
         for arrival in &p.cancel_expects {
             next_arrival.insert(
                 (arrival.entity.as_str(), arrival.event_type.as_str()),
-                (p.processed_at_ms, arrival.reason.as_str()),
+                (p.processed_at_ms, arrival),
             );
         }
     }
     let closed_at: Vec<Option<i64>> = closed.iter().map(|c| c.map(|(at, _)| at)).collect();
-    let reasons: Vec<Option<&str>> = closed.iter().map(|c| c.map(|(_, why)| why)).collect();
+    let reasons: Vec<Option<String>> = closed
+        .iter()
+        .map(|c| c.map(|(_, arrival)| arrival.reason()))
+        .collect();
     let timers: Vec<(i64, &NewTimer)> = processed
         .iter()
         .flat_map(|p| p.timers.iter().map(move |t| (p.seq, t)))

@@ -388,6 +388,10 @@ fn cancel_expects(
             row.get(0)
         })?
         .collect::<Result<_, _>>()?;
+    if waiting.is_empty() {
+        return Ok(0);
+    }
+    let reason = arrival.reason();
     let mut cancelled = 0;
     for id in waiting {
         cancelled += w
@@ -395,7 +399,7 @@ fn cancel_expects(
                 "UPDATE timers SET status = 'cancelled', closed_at_ms = ?1, cancel_reason = ?3
                  WHERE id = ?2 AND status = 'pending'",
             )?
-            .execute(params![at_ms, id, arrival.reason])?;
+            .execute(params![at_ms, id, reason])?;
     }
     Ok(cancelled)
 }
