@@ -195,6 +195,39 @@ pub(crate) fn agreement_with_outliers(
     Ok((top as FLOAT / values.len() as FLOAT, outliers))
 }
 
+/// The campaign's own value of `field` (its brief, in a hub-and-spoke
+/// workflow), when it has one (not absent, `()` or blank).
+fn hub_value(entity: &Dynamic, field: &str) -> Result<Option<Dynamic>, String> {
+    let entity = entity_map("consistency", entity)?;
+    let fields = member(&entity, "fields")
+        .try_cast::<Map>()
+        .unwrap_or_default();
+    let value = member(&fields, field);
+    Ok((!is_blank(&value)).then_some(value))
+}
+
+/// The agreement on one field with the hub's value: the share of channels
+/// having the field that hold the campaign's own value (1.0 when none has
+/// it), and the channels that hold another.
+fn agreement_with_hub(
+    entity: &Dynamic,
+    field: &str,
+    hub: &Dynamic,
+) -> Result<(FLOAT, Vec<String>), String> {
+    let values = channel_values("agreement", entity, field)?;
+    if values.is_empty() {
+        return Ok((1.0, Vec::new()));
+    }
+    let hub = comparable(hub);
+    let outliers: Vec<String> = values
+        .iter()
+        .filter(|(_, value)| comparable(value) != hub)
+        .map(|(channel, _)| channel.clone())
+        .collect();
+    let share = (values.len() - outliers.len()) as FLOAT / values.len() as FLOAT;
+    Ok((share, outliers))
+}
+
 /// The lowercase words of a text: maximal runs of letters and digits.
 fn words(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !c.is_alphanumeric())
@@ -230,47 +263,122 @@ fn min_pairwise<T>(values: &[T], similarity: impl Fn(&T, &T) -> FLOAT) -> FLOAT 
     lowest
 }
 
-pub(crate) fn message_consistency(entity: &Dynamic, field: &str) -> Result<FLOAT, String> {
-    let texts = channel_values("message_consistency", entity, field)?
+/// The word sets of the channels' texts in `field`.
+fn channel_words(
+    function: &str,
+    entity: &Dynamic,
+    field: &str,
+) -> Result<Vec<BTreeSet<String>>, String> {
+    channel_values(function, entity, field)?
         .into_iter()
         .map(|(channel, value)| {
             value.into_string().map(|t| words(&t)).map_err(|ty| {
-                format!("message_consistency: channels.{channel}.fields.{field} must be a string, got a value of type `{ty}`")
+                format!("{function}: channels.{channel}.fields.{field} must be a string, got a value of type `{ty}`")
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+pub(crate) fn message_consistency(entity: &Dynamic, field: &str) -> Result<FLOAT, String> {
+    let texts = channel_words("message_consistency", entity, field)?;
     Ok(min_pairwise(&texts, jaccard))
+}
+
+/// The lowest similarity of a channel's text to the hub's (1.0 when no
+/// channel has one).
+fn message_with_hub(entity: &Dynamic, field: &str, hub: Dynamic) -> Result<FLOAT, String> {
+    let hub = hub.into_string().map_err(|ty| {
+        format!("consistency: the campaign's fields.{field} must be a string, got a value of type `{ty}`")
+    })?;
+    let hub = words(&hub);
+    Ok(channel_words("consistency", entity, field)?
+        .iter()
+        .map(|text| jaccard(text, &hub))
+        .fold(1.0, FLOAT::min))
+}
+
+/// The channels' times in `field`.
+fn channel_times(
+    function: &str,
+    entity: &Dynamic,
+    field: &str,
+) -> Result<Vec<DateTime<Utc>>, String> {
+    channel_values(function, entity, field)?
+        .into_iter()
+        .map(|(channel, value)| {
+            let text = value.into_string().map_err(|ty| {
+                format!("{function}: channels.{channel}.fields.{field} must be an RFC 3339 string, got a value of type `{ty}`")
+            })?;
+            parse_time(&format!("{function}: channels.{channel}.fields.{field}"), &text)
+        })
+        .collect()
 }
 
 /// Seconds between the earliest and the latest launch (0 with fewer than two
 /// channels having the field).
 pub(crate) fn launch_spread_seconds(entity: &Dynamic, field: &str) -> Result<i64, String> {
-    let times = channel_values("launch_spread_hours", entity, field)?
-        .into_iter()
-        .map(|(channel, value)| {
-            let text = value.into_string().map_err(|ty| {
-                format!("launch_spread_hours: channels.{channel}.fields.{field} must be an RFC 3339 string, got a value of type `{ty}`")
-            })?;
-            parse_time(&format!("launch_spread_hours: channels.{channel}.fields.{field}"), &text)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let times = channel_times("launch_spread_hours", entity, field)?;
     match (times.iter().min(), times.iter().max()) {
         (Some(first), Some(last)) => Ok((*last - *first).num_seconds()),
         _ => Ok(0),
     }
 }
 
-pub(crate) fn audience_overlap(entity: &Dynamic, field: &str) -> Result<FLOAT, String> {
-    let sets = channel_values("audience_overlap", entity, field)?
+/// Seconds from the hub's launch to the channel launch furthest from it,
+/// before or after (0 when no channel has one).
+fn launch_distance_from_hub(entity: &Dynamic, field: &str, hub: Dynamic) -> Result<i64, String> {
+    let hub = hub.into_string().map_err(|ty| {
+        format!("consistency: the campaign's fields.{field} must be an RFC 3339 string, got a value of type `{ty}`")
+    })?;
+    let hub = parse_time(&format!("consistency: the campaign's fields.{field}"), &hub)?;
+    Ok(channel_times("consistency", entity, field)?
+        .iter()
+        .map(|at| (*at - hub).num_seconds().abs())
+        .max()
+        .unwrap_or(0))
+}
+
+/// The channels' segment sets in `field`.
+fn channel_segments(
+    function: &str,
+    entity: &Dynamic,
+    field: &str,
+) -> Result<Vec<BTreeSet<String>>, String> {
+    channel_values(function, entity, field)?
         .into_iter()
         .map(|(channel, value)| {
             let items = value.try_cast::<Array>().ok_or_else(|| {
-                format!("audience_overlap: channels.{channel}.fields.{field} must be an array of segments")
+                format!(
+                    "{function}: channels.{channel}.fields.{field} must be an array of segments"
+                )
             })?;
-            Ok(items.iter().map(comparable).collect::<BTreeSet<String>>())
+            Ok(items.iter().map(comparable).collect())
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect()
+}
+
+pub(crate) fn audience_overlap(entity: &Dynamic, field: &str) -> Result<FLOAT, String> {
+    let sets = channel_segments("audience_overlap", entity, field)?;
     Ok(min_pairwise(&sets, jaccard))
+}
+
+/// The lowest share of a channel's segments that are among the hub's (its
+/// taxonomy); a channel targeting a part of it is within it. 1.0 when no
+/// channel has segments.
+fn audience_within_hub(entity: &Dynamic, field: &str, hub: Dynamic) -> Result<FLOAT, String> {
+    let hub: BTreeSet<String> = hub
+        .try_cast::<Array>()
+        .ok_or_else(|| {
+            format!("consistency: the campaign's fields.{field} must be an array of segments")
+        })?
+        .iter()
+        .map(comparable)
+        .collect();
+    Ok(channel_segments("consistency", entity, field)?
+        .iter()
+        .filter(|set| !set.is_empty())
+        .map(|set| set.intersection(&hub).count() as FLOAT / set.len() as FLOAT)
+        .fold(1.0, FLOAT::min))
 }
 
 /// The timing part: 1.0 when the spread is within the window, else
@@ -285,7 +393,9 @@ pub(crate) fn timing_score(spread_seconds: i64, window_seconds: u64) -> FLOAT {
 
 /// `consistency(entity, spec)`: the parts `spec` asks for, their weighted
 /// mean, the parts below `threshold` and the channels that disagree on the
-/// `fields`.
+/// `fields`. With `hub: true` the campaign is the hub of a hub-and-spoke
+/// workflow: a part whose field the campaign itself has measures each
+/// channel against that value instead of against the other channels.
 pub(crate) fn consistency(entity: &Dynamic, spec: &Map) -> Result<Map, String> {
     const KEYS: &[&str] = &[
         "fields",
@@ -294,6 +404,7 @@ pub(crate) fn consistency(entity: &Dynamic, spec: &Map) -> Result<Map, String> {
         "window",
         "audience",
         "threshold",
+        "hub",
     ];
     if let Some(unknown) = spec.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(format!(
@@ -322,6 +433,21 @@ pub(crate) fn consistency(entity: &Dynamic, spec: &Map) -> Result<Map, String> {
             })?,
     };
 
+    let hub = match spec.get("hub") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .map_err(|_| format!("consistency: `hub` must be true or false, got {v}"))?,
+    };
+    // The value a part measures the channels against, when the hub has it.
+    let reference = |field: &str| -> Result<Option<Dynamic>, String> {
+        if hub {
+            hub_value(entity, field)
+        } else {
+            Ok(None)
+        }
+    };
+
     let mut parts = Map::new();
     let mut weighted = 0.0;
     let mut weights = 0.0;
@@ -345,7 +471,10 @@ pub(crate) fn consistency(entity: &Dynamic, spec: &Map) -> Result<Map, String> {
                         "consistency: `fields` must hold field names, got a value of type `{ty}`"
                     )
                 })?;
-                let (share, out) = agreement_with_outliers(entity, &field)?;
+                let (share, out) = match reference(&field)? {
+                    Some(value) => agreement_with_hub(entity, &field, &value)?,
+                    None => agreement_with_outliers(entity, &field)?,
+                };
                 lowest = lowest.min(share);
                 outliers.extend(out);
             }
@@ -353,17 +482,19 @@ pub(crate) fn consistency(entity: &Dynamic, spec: &Map) -> Result<Map, String> {
         }
     }
     if let Some(field) = text("message")? {
-        add(
-            &mut parts,
-            "message",
-            WEIGHT_MESSAGE,
-            message_consistency(entity, &field)?,
-        );
+        let value = match reference(&field)? {
+            Some(value) => message_with_hub(entity, &field, value)?,
+            None => message_consistency(entity, &field)?,
+        };
+        add(&mut parts, "message", WEIGHT_MESSAGE, value);
     }
     match (text("launch")?, spec.get("window")) {
         (Some(field), Some(window)) => {
             let window = parse_duration("consistency: `window`", window)?.as_secs();
-            let spread = launch_spread_seconds(entity, &field)?;
+            let spread = match reference(&field)? {
+                Some(value) => launch_distance_from_hub(entity, &field, value)?,
+                None => launch_spread_seconds(entity, &field)?,
+            };
             add(
                 &mut parts,
                 "timing",
@@ -378,12 +509,11 @@ pub(crate) fn consistency(entity: &Dynamic, spec: &Map) -> Result<Map, String> {
         (None, None) => {}
     }
     if let Some(field) = text("audience")? {
-        add(
-            &mut parts,
-            "audience",
-            WEIGHT_AUDIENCE,
-            audience_overlap(entity, &field)?,
-        );
+        let value = match reference(&field)? {
+            Some(value) => audience_within_hub(entity, &field, value)?,
+            None => audience_overlap(entity, &field)?,
+        };
+        add(&mut parts, "audience", WEIGHT_AUDIENCE, value);
     }
 
     let score = if weights > 0.0 {

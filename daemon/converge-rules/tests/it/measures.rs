@@ -55,6 +55,12 @@ fn fall_campaign() -> EntityState {
     }))
 }
 
+/// `state` after the campaign's own brief set `brief` (campaign.updated).
+fn with_brief(state: EntityState, brief: Value) -> EntityState {
+    let e = event("campaign.updated", Some("campaign/c-1"), brief);
+    entity_after(&e, Some(state))
+}
+
 #[test]
 fn durations_and_hours() {
     let state = fall_campaign();
@@ -213,7 +219,7 @@ fn consistency_combines_the_parts_it_is_asked_for() {
 
     assert_eq!(
         fails(r#"consistency(entity, #{ feilds: [] })"#, fall_campaign()),
-        "rules/r.rhai:1:18: Runtime error: consistency: unknown key `feilds` (known: fields, message, launch, window, audience, threshold)"
+        "rules/r.rhai:1:18: Runtime error: consistency: unknown key `feilds` (known: fields, message, launch, window, audience, threshold, hub)"
     );
     assert_eq!(
         fails(
@@ -221,5 +227,133 @@ fn consistency_combines_the_parts_it_is_asked_for() {
             fall_campaign()
         ),
         "rules/r.rhai:1:18: Runtime error: consistency: `launch` needs a `window`, e.g. window: \"48h\""
+    );
+}
+
+const FULL_SPEC: &str = r#"#{ fields: ["offer_code", "landing_url"], message: "key_message", launch: "launch_at", window: "48h", audience: "segments" }"#;
+
+fn consistency_with(spec: &str, hub: bool, state: EntityState) -> Value {
+    let spec = spec.replacen("#{", &format!("#{{ hub: {hub},"), 1);
+    value(&format!("consistency(entity, {spec})"), state)
+}
+
+#[test]
+fn with_a_hub_each_channel_is_measured_against_the_campaigns_own_brief() {
+    let state = with_brief(
+        fall_campaign(),
+        json!({"offer_code": "FALL25", "landing_url": "https://x.test/fall",
+               "key_message": "Save 25% on fall gear", "launch_at": "2026-11-25T09:00:00Z",
+               "segments": ["loyal", "new", "lapsed"]}),
+    );
+    // Agreement: paid's FALL20 is off the brief, 2/3. Message: social's words
+    // share 3 of 7 with the brief's (email's all, paid's 5 of 6). Timing: paid
+    // launches 72h after the brief's launch, past 48h: 48/72. Audience: every
+    // channel targets segments the brief names: 1.
+    let score = 0.4 * (2.0 / 3.0) + 0.2 * (3.0 / 7.0) + 0.2 * (48.0 / 72.0) + 0.2 * 1.0;
+    assert_eq!(
+        consistency_with(FULL_SPEC, true, state.clone()),
+        json!({
+            "score": score,
+            "parts": {"agreement": 2.0 / 3.0, "message": 3.0 / 7.0, "timing": 48.0 / 72.0, "audience": 1.0},
+            "failing": ["agreement", "message", "timing"],
+            "outliers": ["paid"],
+        })
+    );
+    // Without `hub` the brief is not read: the channels against each other.
+    assert_eq!(
+        consistency_with(FULL_SPEC, false, state),
+        consistency_with(FULL_SPEC, false, fall_campaign())
+    );
+}
+
+#[test]
+fn a_hub_settles_a_tie_and_judges_a_single_channel() {
+    // Two channels, two codes: without a hub neither is the agreed one.
+    let split = campaign(json!({"email": {"offer_code": "A"}, "social": {"offer_code": "B"}}));
+    let spec = r#"#{ fields: ["offer_code"] }"#;
+    assert_eq!(
+        consistency_with(spec, true, split.clone())["outliers"],
+        json!(["email", "social"])
+    );
+    let briefed = with_brief(split, json!({"offer_code": "A"}));
+    assert_eq!(
+        consistency_with(spec, true, briefed),
+        json!({"score": 0.5, "parts": {"agreement": 0.5}, "failing": ["agreement"], "outliers": ["social"]})
+    );
+    // One channel has nobody to disagree with, but can be off the brief.
+    let alone = with_brief(
+        campaign(json!({"paid": {"offer_code": "B"}})),
+        json!({"offer_code": "A"}),
+    );
+    assert_eq!(
+        consistency_with(spec, false, alone.clone())["outliers"],
+        json!([])
+    );
+    assert_eq!(
+        consistency_with(spec, true, alone),
+        json!({"score": 0.0, "parts": {"agreement": 0.0}, "failing": ["agreement"], "outliers": ["paid"]})
+    );
+}
+
+#[test]
+fn a_hub_without_a_field_leaves_that_part_to_the_channels() {
+    // The brief names the offer code only: the rest compares channels.
+    let state = with_brief(fall_campaign(), json!({"offer_code": "FALL20"}));
+    let got = consistency_with(FULL_SPEC, true, state);
+    // email and social are off FALL20: 1/3. The other parts as without a hub.
+    let peers = consistency_with(FULL_SPEC, false, fall_campaign());
+    assert_eq!(got["parts"]["agreement"], json!(1.0 / 3.0));
+    assert_eq!(got["outliers"], json!(["email", "social"]));
+    for part in ["message", "timing", "audience"] {
+        assert_eq!(got["parts"][part], peers["parts"][part], "{part}");
+    }
+    // No brief at all: exactly the peers' result.
+    assert_eq!(consistency_with(FULL_SPEC, true, fall_campaign()), peers);
+}
+
+#[test]
+fn a_hubs_audience_is_a_taxonomy_a_channel_may_target_part_of() {
+    let state = with_brief(
+        campaign(json!({
+            "email": {"segments": ["loyal"]},
+            "social": {"segments": ["loyal", "vip"]},
+            "paid": {"segments": []},
+        })),
+        json!({"segments": ["loyal", "new"]}),
+    );
+    // email within it, social half outside it, paid targets nothing yet.
+    assert_eq!(
+        consistency_with(r#"#{ audience: "segments" }"#, true, state)["parts"],
+        json!({"audience": 0.5})
+    );
+}
+
+#[test]
+fn a_hub_with_a_brief_of_the_wrong_type_fails_the_rule_naming_it() {
+    let brief = |brief: Value| with_brief(fall_campaign(), brief);
+    assert_eq!(
+        fails(r#"consistency(entity, #{ hub: "yes" })"#, fall_campaign()),
+        "rules/r.rhai:1:18: Runtime error: consistency: `hub` must be true or false, got yes"
+    );
+    assert_eq!(
+        fails(
+            r#"consistency(entity, #{ hub: true, launch: "launch_at", window: "48h" })"#,
+            brief(json!({"launch_at": "next week"}))
+        ),
+        "rules/r.rhai:1:18: Runtime error: consistency: the campaign's fields.launch_at `next week` is not an RFC 3339 time: premature end of input"
+    );
+    assert_eq!(
+        fails(
+            r#"consistency(entity, #{ hub: true, audience: "segments" })"#,
+            brief(json!({"segments": "loyal"}))
+        ),
+        "rules/r.rhai:1:18: Runtime error: consistency: the campaign's fields.segments must be an array of segments"
+    );
+    assert_eq!(
+        fails(
+            r#"consistency(entity, #{ hub: true, message: "key_message" })"#,
+            brief(json!({"key_message": 25}))
+        ),
+        "rules/r.rhai:1:18: Runtime error: consistency: the campaign's fields.key_message must be a string, got a value of type `i64`"
     );
 }
