@@ -193,6 +193,59 @@ async fn a_send_is_held_until_the_channels_agree_then_released_with_the_held_one
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_campaigns_brief_is_the_hub_its_channels_are_held_to_and_the_console_marks_who_is_off_it()
+{
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
+
+    // The brief says FALL26 and three segments; both channels agree with
+    // each other on FALL25, within the brief's segments.
+    let brief = |id: &str, offer: &str| {
+        event(
+            id,
+            "campaign.updated",
+            "campaign/hub-26",
+            json!({"owner": "mia", "offer_code": offer, "segments": ["loyal", "new", "lapsed"]}),
+        )
+    };
+    accept(&daemon, &brief("b-1", "FALL26")).await;
+    accept(&daemon, &channel("c-1", "hub-26", "email", "approved")).await;
+    accept(&daemon, &channel("c-2", "hub-26", "paid", "approved")).await;
+    accept(&daemon, &send("s-1", "hub-26", "email")).await;
+    let trail = processed(&daemon, "s-1").await;
+    assert_eq!(trail["decisions"][0]["decision"]["kind"], "hold_send");
+    assert_eq!(
+        trail["decisions"][0]["decision"]["reason"],
+        "consistency 60% is below 90% (failing: agreement)"
+    );
+
+    // The campaign's card shows the brief beside the channels and marks
+    // the codes off it, not the segments within it.
+    let (status, page) = daemon.get("/ui/campaigns").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(">Brief</th>"), "{page}");
+    assert!(page.contains("<td class=\"brief\">FALL26</td>"), "{page}");
+    assert_eq!(
+        page.matches("title=\"differs from the brief\"").count(),
+        2,
+        "both channels' offer codes: {page}"
+    );
+    assert!(!page.contains("differs from the other channels"), "{page}");
+
+    // The brief takes the channels' code: the gate passes on that event.
+    accept(&daemon, &brief("b-2", "FALL25")).await;
+    let received = sink.wait_for(1).await;
+    assert_eq!(received[0].body["event"]["id"], "s-1");
+    assert_eq!(
+        received[0].body["decision"]["reason"],
+        "every channel is approved, consistency 100%, launches within 48h"
+    );
+    let (_, page) = daemon.get("/ui/campaigns").await;
+    assert!(!page.contains("differs from the brief"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_send_still_held_a_day_before_its_launch_is_escalated_to_the_campaign_owner() {
     let sink = Sink::start().await;
     let rule = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();

@@ -2,8 +2,11 @@
 //! approval, the values the channels must agree on, launch times, pauses),
 //! its convergence gate (the terms its gate rule recorded in
 //! `fields.gate`, the reasons of the last hold, the sends still held).
-//! A value that differs from what most channels have is marked, so the
-//! part that fails is visible at a glance. A page at a time, in key order.
+//! A value that differs from the campaign's own brief (the hub of a
+//! hub-and-spoke workflow: the campaign's fields), or where the brief says
+//! nothing from what most channels have, is marked, as the gate rule's
+//! `consistency(.., #{ hub: true })` measures it, so the part that fails
+//! is visible at a glance. A page at a time, in key order.
 
 use std::collections::BTreeMap;
 
@@ -132,9 +135,13 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
         .and_then(|g| g.get("consistency"))
         .and_then(Value::as_f64);
     let channels: Vec<&String> = entity.channels.keys().collect();
+    let brief: BTreeMap<&str, &Value> = ROWS
+        .iter()
+        .filter_map(|(field, _, _)| brief(entity, field).map(|v| (*field, v)))
+        .collect();
     let majority: BTreeMap<&str, String> = ROWS
         .iter()
-        .filter(|(_, _, agree)| *agree)
+        .filter(|(field, _, agree)| *agree && !brief.contains_key(field))
         .filter_map(|(field, _, _)| majority(entity, field).map(|v| (*field, v)))
         .collect();
     let earliest = channels.iter().filter_map(|c| launch(entity, c)).min();
@@ -182,10 +189,17 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
                 p.empty { "No channel has reported yet." }
             } @else {
                 table.channels {
-                    thead { tr { th {} @for channel in &channels { th { (channel) } } } }
+                    thead {
+                        tr {
+                            th {}
+                            @if !brief.is_empty() { th.brief title="the campaign's own values: every channel is held to them" { "Brief" } }
+                            @for channel in &channels { th { (channel) } }
+                        }
+                    }
                     tbody {
                         tr {
                             th { "Stage" }
+                            @if !brief.is_empty() { td.brief {} }
                             @for channel in &channels {
                                 @let stage = entity.channels[*channel].stage.as_deref().unwrap_or("—");
                                 td class=(if stage == "approved" { "ok" } else { "" }) { (stage) }
@@ -193,6 +207,7 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
                         }
                         tr {
                             th { "Approval" }
+                            @if !brief.is_empty() { td.brief {} }
                             @for channel in &channels {
                                 td { (entity.channels[*channel].fields.get("approval").map(plain).unwrap_or_default()) }
                             }
@@ -200,11 +215,29 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
                         @for (field, label, agree) in ROWS {
                             tr {
                                 th { (label) }
+                                @if !brief.is_empty() {
+                                    td.brief {
+                                        @match brief.get(field) {
+                                            Some(value) if field == "launch_at" => {
+                                                @match value.as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok()) {
+                                                    Some(at) => (at.format("%a %d %b %H:%M")),
+                                                    None => (plain(value)),
+                                                }
+                                            }
+                                            Some(value) => (plain(value)),
+                                            None => "—",
+                                        }
+                                    }
+                                }
                                 @for channel in &channels {
                                     @let value = entity.channels[*channel].fields.get(field);
                                     @let text = value.map(plain).unwrap_or_default();
-                                    @let off = agree && value.is_some() && majority.get(field).is_some_and(|m| *m != text);
-                                    td class=(if off { "off" } else { "" }) title=[off.then_some("differs from the other channels")] {
+                                    @let off = match (agree, value, brief.get(field)) {
+                                        (false, _, _) | (_, None, _) => None,
+                                        (true, Some(value), Some(hub)) => off_brief(field, value, hub).then_some("differs from the brief"),
+                                        (true, Some(_), None) => majority.get(field).is_some_and(|m| *m != text).then_some("differs from the other channels"),
+                                    };
+                                    td class=(if off.is_some() { "off" } else { "" }) title=[off] {
                                         @if field == "launch_at" {
                                             @if let (Some(at), Some(first)) = (launch(entity, channel), earliest) {
                                                 (at.format("%a %d %b %H:%M"))
@@ -217,6 +250,7 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
                         }
                         tr {
                             th { "Paused" }
+                            @if !brief.is_empty() { td.brief {} }
                             @for channel in &channels {
                                 @let paused = entity.channels[*channel].fields.get("paused") == Some(&Value::Bool(true));
                                 td class=(if paused { "off" } else { "" }) { @if paused { "paused" } @else { "—" } }
@@ -224,6 +258,7 @@ fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
                         }
                         tr {
                             th { "Held sends" }
+                            @if !brief.is_empty() { td.brief {} }
                             @for channel in &channels {
                                 @let mine: Vec<&&HeldSendRecord> = held.iter().filter(|h| &&h.channel == channel).collect();
                                 td class=(if mine.is_empty() { "" } else { "off" }) {
@@ -248,6 +283,27 @@ fn check(label: &str, value: Option<bool>) -> Markup {
             None => {},
         }
         " "
+    }
+}
+
+/// The campaign's own value of `field`, its brief, when it has one (not
+/// null or blank, as the rules' measures read it).
+fn brief<'a>(entity: &'a EntityState, field: &str) -> Option<&'a Value> {
+    entity.fields.get(field).filter(|v| match v {
+        Value::Null => false,
+        Value::String(text) => !text.trim().is_empty(),
+        _ => true,
+    })
+}
+
+/// Whether a channel's value is off the brief: segments outside the
+/// brief's (a channel may target part of them), any other value unequal.
+fn off_brief(field: &str, value: &Value, brief: &Value) -> bool {
+    match (field, value, brief) {
+        ("segments", Value::Array(segments), Value::Array(allowed)) => {
+            segments.iter().any(|s| !allowed.contains(s))
+        }
+        _ => value != brief,
     }
 }
 
@@ -276,4 +332,23 @@ fn launch(entity: &EntityState, channel: &str) -> Option<DateTime<Utc>> {
         .as_str()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::off_brief;
+
+    #[test]
+    fn a_channel_is_off_the_brief_where_the_rules_hub_measure_says_so() {
+        assert!(!off_brief("offer_code", &json!("FALL25"), &json!("FALL25")));
+        assert!(off_brief("offer_code", &json!("FALL20"), &json!("FALL25")));
+        assert!(off_brief("offer_code", &json!(25), &json!("25")));
+        // Segments: a part of the brief's taxonomy is within it.
+        let taxonomy = json!(["loyal", "new"]);
+        assert!(!off_brief("segments", &json!(["loyal"]), &taxonomy));
+        assert!(!off_brief("segments", &json!([]), &taxonomy));
+        assert!(off_brief("segments", &json!(["loyal", "vip"]), &taxonomy));
+    }
 }
