@@ -222,6 +222,52 @@ fn write_config(dir: &Path, files: &[&str], extra: &str) {
 }
 
 #[test]
+fn rule_tests_read_stage_roles_by_the_configs_stage_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("live.rhai"),
+        "if stage_role(event.data.stage) == \"launch\" {\n    notify(\"ops\", `${event.subject} is out`);\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("live.test.toml"),
+        r#"
+[[case]]
+name = "the team's own launch stage"
+[[case.step]]
+event = { type = "task.updated", subject = "task/T-1", data = { stage = "In Market" } }
+expect = [{ kind = "notify", to = "ops", message = "task/T-1 is out" }]
+
+[[case]]
+name = "a default name the team's launch role no longer has"
+[[case.step]]
+event = { type = "task.updated", subject = "task/T-1", data = { stage = "Launched" } }
+expect = []
+"#,
+    )
+    .unwrap();
+    write_config(
+        dir.path(),
+        &["rules/live.rhai"],
+        "\n[report.stages]\nlaunch = [\"In Market\"]\n",
+    );
+
+    let out = converge(dir.path(), &["rules", "test", "--config", "converge.toml"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("test result: ok. 2 passed"));
+    // Without the config, the default names: both cases fail.
+    let out = converge(dir.path(), &["rules", "test", "rules/live.test.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("test result: FAILED. 0 passed; 2 failed"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
 fn rules_check_reports_unrouted_decisions_and_unused_or_doubled_files() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");

@@ -28,8 +28,9 @@ pub struct Engine {
     pub routes: Vec<Route>,
     /// Deepest chain of `emit`s allowed (`rules.max_emit_depth`).
     pub max_emit_depth: u32,
-    /// The team's stage names mapped onto the roles the metrics need.
-    pub stages: StageRoles,
+    /// The team's stage names mapped onto the roles the metrics need, and
+    /// that rules read with `stage_role(..)`.
+    pub stages: Arc<StageRoles>,
 }
 
 /// Where an event's decisions come from.
@@ -226,12 +227,20 @@ impl Engine {
                     now,
                     gate.as_ref(),
                     world.clone(),
+                    Some(&self.stages),
                 );
                 // Shadow rules change only a copy of the state, which is dropped.
                 let shadow = match rules.shadow {
                     Some(shadow) if !shadow.rules().is_empty() => {
                         let mut scratch = entity.clone();
-                        shadow.evaluate_in(event, scratch.as_mut(), now, gate.as_ref(), world)
+                        shadow.evaluate_in(
+                            event,
+                            scratch.as_mut(),
+                            now,
+                            gate.as_ref(),
+                            world,
+                            Some(&self.stages),
+                        )
                     }
                     _ => Evaluation::default(),
                 };
@@ -630,7 +639,7 @@ mod tests {
                 carry_entity: true,
             }],
             max_emit_depth: 8,
-            stages: StageRoles::default(),
+            stages: Default::default(),
         }
     }
 

@@ -40,7 +40,7 @@ pub(crate) struct QueryWorld {
     pub current: Option<EntityState>,
     /// Held sends by campaign, as rules read them in `gate.held`.
     pub held: HashMap<String, Vec<Value>>,
-    pub roles: StageRoles,
+    pub roles: Arc<StageRoles>,
     pub now: DateTime<Utc>,
 }
 
@@ -49,7 +49,7 @@ impl QueryWorld {
         source: Arc<dyn EntitySource>,
         current: Option<EntityState>,
         gates: &Gates,
-        roles: StageRoles,
+        roles: Arc<StageRoles>,
         now: DateTime<Utc>,
     ) -> QueryWorld {
         let mut held: HashMap<String, Vec<Value>> = HashMap::new();

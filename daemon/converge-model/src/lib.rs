@@ -9,6 +9,7 @@ pub mod flow;
 pub mod records;
 pub mod rule_run;
 pub mod sources;
+pub mod stages;
 
 pub use decision::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 pub use entity::{EntityKey, EntityState};
@@ -18,3 +19,4 @@ pub use flow::{
     point_in_time,
 };
 pub use rule_run::{RuleFailure, RuleNote};
+pub use stages::{Role, StageRoles};

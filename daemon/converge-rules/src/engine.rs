@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use converge_model::{CatchUp, DecisionKind};
+use converge_model::{CatchUp, DecisionKind, StageRoles};
 use rhai::packages::{
     BasicArrayPackage, BasicBlobPackage, BasicMapPackage, BasicMathPackage, BitFieldPackage,
     CorePackage, LogicPackage, MoreStringPackage, Package,
@@ -73,6 +73,8 @@ pub(crate) struct RunState {
     pub world: WorldSlot,
     /// Operations the run's queries have spent (`query::OPERATIONS_PER_ENTITY` each).
     pub query_operations: u64,
+    /// The team's stage names, for `stage_role` (`None`: the default names).
+    pub stages: Option<Arc<StageRoles>>,
 }
 
 /// The run's [`crate::World`], if any (a slot so `RunState` stays `Debug`).
@@ -370,6 +372,28 @@ fn seconds_between(from: ImmutableString, to: ImmutableString) -> Result<INT, Bo
     Ok((to - from).num_seconds())
 }
 
+/// `stage_role(stage)`: the role the team's stage names give a stage
+/// (`"review"`, `"launch"`, ...), as the reports read it; `()` for a stage
+/// no role names, and for a `()` stage.
+fn stage_role(stage: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
+    static DEFAULT: std::sync::LazyLock<StageRoles> = std::sync::LazyLock::new(StageRoles::default);
+    if stage.is_unit() {
+        return Ok(Dynamic::UNIT);
+    }
+    let name = stage.clone().into_immutable_string().map_err(|_| {
+        format!(
+            "stage_role: `stage` must be a string or (), got a value of type `{}`",
+            stage.type_name()
+        )
+    })?;
+    with_run(|state| {
+        let roles = state.stages.as_deref().unwrap_or(&DEFAULT);
+        Ok(roles
+            .role(Some(&name))
+            .map_or(Dynamic::UNIT, |role| Dynamic::from(role.name())))
+    })
+}
+
 /// Hours from `time` to the run's `now`, with the fraction (90 minutes is 1.5).
 fn hours_since(time: Dynamic) -> Result<FLOAT, Box<EvalAltResult>> {
     let Ok(text) = time.clone().into_string() else {
@@ -639,6 +663,7 @@ pub(crate) fn build(limits: &RuleLimits) -> Engine {
     engine.register_fn("entities", crate::query::entities);
     engine.register_fn("report", crate::query::report);
     engine.register_fn("seconds_between", seconds_between);
+    engine.register_fn("stage_role", stage_role);
     registered_text(&mut engine);
     registered_measures(&mut engine);
     engine

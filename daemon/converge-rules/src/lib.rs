@@ -58,7 +58,10 @@
 //! `hours_since(time)`, `duration(text)`, `missing(entity, names)`, and the
 //! convergence measures `agreement`, `text_similarity` (Jaccard of word
 //! sets), `message_consistency`, `launch_spread_hours`, `launch_within`,
-//! `audience_overlap` and `consistency` (weighted mean of the parts).
+//! `audience_overlap` and `consistency` (weighted mean of the parts, each
+//! against the campaign's own value with `hub: true`). `stage_role(stage)`
+//! reads the team's stage names (`StageRoles`, given to
+//! [`RuleSet::evaluate_in`]).
 //!
 //! Each decision is recorded with the rule's name and the hash of its source,
 //! and a [`DecisionTrace`]: the `file:line:column` of the call that made it,
@@ -111,7 +114,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use converge_model::{
     CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace, EntityState,
-    Event, RuleFailure, RuleNote,
+    Event, RuleFailure, RuleNote, StageRoles,
 };
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Position, Scope};
 use sha2::{Digest, Sha256};
@@ -411,11 +414,12 @@ impl RuleSet {
         now: DateTime<Utc>,
         gate: Option<&serde_json::Value>,
     ) -> Evaluation {
-        self.evaluate_in(event, entity, now, gate, None)
+        self.evaluate_in(event, entity, now, gate, None, None)
     }
 
     /// [`RuleSet::evaluate_at_gate`], with the [`World`] that `entities(..)`
-    /// reads (without one, a rule calling it fails).
+    /// reads (without one, a rule calling it fails) and the team's stage
+    /// names that `stage_role(..)` reads (without them, the default names).
     pub fn evaluate_in(
         &self,
         event: &Event,
@@ -423,6 +427,7 @@ impl RuleSet {
         now: DateTime<Utc>,
         gate: Option<&serde_json::Value>,
         world: Option<Arc<dyn World>>,
+        stages: Option<&Arc<StageRoles>>,
     ) -> Evaluation {
         static NOTHING_HELD: std::sync::LazyLock<Dynamic> = std::sync::LazyLock::new(|| {
             rule_input(crate::convert::json_to_dynamic(
@@ -456,6 +461,7 @@ impl RuleSet {
                 catch_up: rule.catch_up,
                 max_decisions: self.limits.max_decisions_per_rule,
                 world: crate::engine::WorldSlot(world.clone()),
+                stages: stages.cloned(),
                 ..RunState::default()
             });
             let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);

@@ -640,7 +640,7 @@ impl Config {
         converge_engine::Engine {
             routes: self.routes.clone(),
             max_emit_depth: self.rules.max_emit_depth,
-            stages: self.report.clone(),
+            stages: std::sync::Arc::new(self.report.clone()),
         }
     }
 

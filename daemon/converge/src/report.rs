@@ -1125,7 +1125,7 @@ pub fn rebuild(store: &mut converge_store::Store, config: &Config) -> Result<Reb
     let engine = converge_engine::Engine {
         routes: Vec::new(),
         max_emit_depth: config.rules.max_emit_depth,
-        stages: config.report.clone(),
+        stages: std::sync::Arc::new(config.report.clone()),
     };
     let processed_up_to = if config.storage.location.is_shared() {
         i64::MAX

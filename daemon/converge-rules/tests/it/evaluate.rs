@@ -570,6 +570,59 @@ fn seconds_between_measures_from_entity_times_to_now() {
 }
 
 #[test]
+fn stage_role_names_a_stages_role_by_the_teams_stage_names() {
+    let set = compile(&[(
+        "roles",
+        r#"
+        let roles = [];
+        for stage in ["In Review", "ready_to_launch", "Live", "Shipped", "Parked", ()] {
+            roles.push(stage_role(stage));
+        }
+        set_field("roles", roles);
+        "#,
+    )]);
+    let (e, mut state) = task_event();
+    let roles = |eval: converge_rules::Evaluation| match &eval.decisions[0].kind {
+        DecisionKind::SetField { value, .. } => value.clone(),
+        other => panic!("{other:?} {:?}", eval.failures),
+    };
+    // Without the team's names, the default ones: case, `_` and `-` aside.
+    assert_eq!(
+        roles(set.evaluate(&e, Some(&mut state.clone()), now())),
+        json!(["review", "approved", "launch", "done", null, null])
+    );
+    // The team's own: "Parked" is blocked, and "Live" is done, no longer launch.
+    let team = converge_model::StageRoles::configured(vec![
+        (converge_model::Role::Blocked, vec!["Parked".into()]),
+        (
+            converge_model::Role::Done,
+            vec!["Live".into(), "Shipped".into()],
+        ),
+    ])
+    .unwrap();
+    let eval = set.evaluate_in(
+        &e,
+        Some(&mut state),
+        now(),
+        None,
+        None,
+        Some(&Arc::new(team)),
+    );
+    assert_eq!(
+        roles(eval),
+        json!(["review", "approved", "done", "done", "blocked", null])
+    );
+
+    let wrong = compile(&[("wrong", "stage_role(3);")]);
+    let (e, mut state) = task_event();
+    let eval = wrong.evaluate(&e, Some(&mut state), now());
+    assert_eq!(
+        eval.failures[0].message,
+        "rules/wrong.rhai:1:1: Runtime error: stage_role: `stage` must be a string or (), got a value of type `i64`"
+    );
+}
+
+#[test]
 fn print_and_debug_become_notes() {
     let set = compile(&[(
         "talks",

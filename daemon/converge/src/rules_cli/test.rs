@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use super::diff;
 use crate::Exit;
 use converge_engine::effects::data_without_timer;
-use converge_engine::{Engine, Origin, Rules, Simulated, Simulation, StageRoles};
+use converge_engine::{Engine, Origin, Rules, Simulated, Simulation};
 
 /// The clock of a case that does not set `now`: fixed, so tests never depend
 /// on the day they run.
@@ -154,7 +154,7 @@ fn default_engine() -> Engine {
     Engine {
         routes: Vec::new(),
         max_emit_depth: DEFAULT_MAX_EMIT_DEPTH,
-        stages: StageRoles::default(),
+        stages: Default::default(),
     }
 }
 
@@ -176,7 +176,7 @@ pub fn run(config_path: Option<&Path>, paths: &[PathBuf]) -> ExitCode {
             let engine = Engine {
                 routes: Vec::new(),
                 max_emit_depth: config.rules.max_emit_depth,
-                stages: config.report,
+                stages: std::sync::Arc::new(config.report),
             };
             (config.rules.limits, engine, roots)
         }
