@@ -217,7 +217,7 @@ async fn a_campaigns_brief_is_the_hub_its_channels_are_held_to_and_the_console_m
     assert_eq!(trail["decisions"][0]["decision"]["kind"], "hold_send");
     assert_eq!(
         trail["decisions"][0]["decision"]["reason"],
-        "consistency 60% is below 90% (failing: agreement)"
+        "consistency 60% is below 90% (failing: agreement (email, paid))"
     );
 
     // The campaign's card shows the brief beside the channels and marks
