@@ -246,6 +246,64 @@ async fn a_campaigns_brief_is_the_hub_its_channels_are_held_to_and_the_console_m
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_gate_rule_that_fails_on_a_send_request_holds_the_send_until_it_can_judge_it() {
+    let sink = Sink::start().await;
+    let ws = workspace(&sink);
+    let daemon = ws.start_with_env(&[("CONVERGE_ADMIN_TOKEN", TOKEN)]);
+
+    // The brief's launch is not a time: the gate rule cannot judge.
+    accept(
+        &daemon,
+        &event(
+            "b-1",
+            "campaign.updated",
+            "campaign/safe-26",
+            json!({"owner": "mia", "launch_at": "next week"}),
+        ),
+    )
+    .await;
+    accept(&daemon, &channel("c-1", "safe-26", "email", "approved")).await;
+    accept(&daemon, &send("s-1", "safe-26", "email")).await;
+    let trail = processed(&daemon, "s-1").await;
+    let decision = &trail["decisions"][0]["decision"];
+    assert_eq!(decision["kind"], "hold_send", "{trail:#}");
+    assert_eq!(decision["rule"], "converge/fail-safe");
+    assert!(
+        decision["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("rule convergence_gate failed on the request, so the send is held: "),
+        "{decision}"
+    );
+    assert!(
+        trail["rule_failures"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`next week` is not an RFC 3339 time"),
+        "{trail:#}"
+    );
+    let open = gates(&daemon).await;
+    assert_eq!(open.len(), 1, "{open:#?}");
+    assert_eq!(open[0]["held_sends"][0]["event_id"], "s-1");
+
+    // The brief is corrected: the rule judges again and the send goes out.
+    accept(
+        &daemon,
+        &event(
+            "b-2",
+            "campaign.updated",
+            "campaign/safe-26",
+            json!({"launch_at": "2026-11-26T09:00:00Z"}),
+        ),
+    )
+    .await;
+    let received = sink.wait_for(1).await;
+    assert_eq!(received[0].body["event"]["id"], "s-1");
+    assert_eq!(received[0].body["rule"], "convergence_gate");
+    assert!(gates(&daemon).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_send_still_held_a_day_before_its_launch_is_escalated_to_the_campaign_owner() {
     let sink = Sink::start().await;
     let rule = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();

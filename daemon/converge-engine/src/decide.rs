@@ -17,7 +17,9 @@ use serde_json::value::RawValue;
 
 use crate::effects::{emitted_event, emitted_id, new_timer};
 use crate::flow::{Before, Happened, StageRoles, observe};
-use crate::gates::{Gates, HeldSend, OVERRIDE_RULE, Override, OverrideEvent, requested_channel};
+use crate::gates::{
+    Gates, HeldSend, OVERRIDE_RULE, Override, OverrideEvent, fail_safe_hold, requested_channel,
+};
 use crate::query::{EntitySource, QueryWorld};
 use crate::routes::{EntityJson, Route, actions};
 
@@ -221,7 +223,7 @@ impl Engine {
                     ))),
                     _ => None,
                 };
-                let evaluation = rules.live.evaluate_in(
+                let mut evaluation = rules.live.evaluate_in(
                     event,
                     entity.as_mut(),
                     now,
@@ -229,6 +231,8 @@ impl Engine {
                     world.clone(),
                     Some(&self.stages),
                 );
+                let fail_safe = fail_safe_hold(rules.live, event, &evaluation);
+                evaluation.decisions.extend(fail_safe);
                 // Shadow rules change only a copy of the state, which is dropped.
                 let shadow = match rules.shadow {
                     Some(shadow) if !shadow.rules().is_empty() => {

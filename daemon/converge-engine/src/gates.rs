@@ -7,12 +7,18 @@
 //! so it is released at most once; the store keeps the same record through
 //! `GateChange`s committed with each event's processing, which is what
 //! [`Gates::load`] reads back at start.
+//!
+//! A gate fails closed: when a rule that gates sends fails on a send
+//! request that no rule held, the engine holds the send itself
+//! ([`fail_safe_hold`]), so it is neither sent unjudged nor lost; the rule's
+//! next successful check releases it as any held send.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use converge_model::records::HeldSendRecord;
-use converge_model::{Event, OwnEvent, sources};
+use converge_model::{Decision, DecisionKind, Event, OwnEvent, sources};
+use converge_rules::{Evaluation, RuleSet};
 use serde_json::{Value, json};
 
 /// The type of an override's event.
@@ -22,6 +28,44 @@ pub const SEND_REQUESTED: &str = "send.requested";
 /// The rule name the decisions of an override are recorded under: the
 /// admin API's source, as journals already record them.
 pub const OVERRIDE_RULE: &str = sources::ADMIN;
+/// The rule name a send held because its gating rule failed is recorded
+/// under ([`fail_safe_hold`]).
+pub const FAIL_SAFE_RULE: &str = "converge/fail-safe";
+
+/// The hold the engine records when a rule that gates sends
+/// ([`converge_rules::Rule::gates_sends`]) failed on a send request and no
+/// rule held the send: a gate whose rule cannot judge a send keeps it.
+/// Its reason names the rule and its error.
+pub fn fail_safe_hold(rules: &RuleSet, event: &Event, evaluation: &Evaluation) -> Option<Decision> {
+    let channel = requested_channel(event)?;
+    event.entity_key()?;
+    let held = evaluation.decisions.iter().any(
+        |d| matches!(&d.kind, DecisionKind::HoldSend { channel: held, .. } if held == channel),
+    );
+    if held {
+        return None;
+    }
+    let failure = evaluation.failures.iter().find(|failure| {
+        rules
+            .rules()
+            .iter()
+            .any(|rule| rule.name == failure.rule && rule.gates_sends)
+    })?;
+    Some(Decision {
+        rule: FAIL_SAFE_RULE.into(),
+        rule_hash: String::new(),
+        trace: None,
+        kind: DecisionKind::HoldSend {
+            channel: channel.into(),
+            // Reasons are `; `-separated where several rules hold a send.
+            reason: format!(
+                "rule {} failed on the request, so the send is held: {}",
+                failure.rule,
+                failure.message.replace("; ", ", ")
+            ),
+        },
+    })
+}
 
 /// A send held by a gate.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +245,87 @@ pub fn requested_channel(event: &Event) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_failing_rule_that_gates_sends_makes_the_engine_hold_a_request() {
+        let rules = RuleSet::compile(
+            [
+                (
+                    "gate",
+                    "if event.data.fail { throw \"no brief\"; }\nrelease_send(\"email\", \"ok\");",
+                ),
+                ("digest", "throw \"unrelated\";"),
+                (
+                    "keeper",
+                    "if event.data.keep { hold_send(\"email\", \"legal first\"); }",
+                ),
+            ]
+            .into_iter()
+            .map(|(name, source)| converge_rules::RuleSource {
+                name: name.into(),
+                path: format!("rules/{name}.rhai").into(),
+                source: source.into(),
+            })
+            .collect(),
+            &converge_rules::RuleLimits::default(),
+        )
+        .unwrap();
+        let request = |ty: &str, data: Value| {
+            Event::from_value(json!({
+                "specversion": "1.0", "id": "e-1", "source": "/t", "type": ty,
+                "subject": "campaign/c-1", "data": data,
+            }))
+            .unwrap()
+        };
+        let hold = |event: &Event| {
+            let mut state =
+                converge_model::EntityState::new(&event.entity_key().unwrap(), Utc::now());
+            let evaluation = rules.evaluate(event, Some(&mut state), Utc::now());
+            fail_safe_hold(&rules, event, &evaluation).map(|d| (d.rule, d.kind))
+        };
+
+        let failing = request(
+            SEND_REQUESTED,
+            json!({"channel": "email", "fail": true, "keep": false}),
+        );
+        assert_eq!(
+            hold(&failing),
+            Some((
+                FAIL_SAFE_RULE.to_string(),
+                DecisionKind::HoldSend {
+                    channel: "email".into(),
+                    reason: "rule gate failed on the request, so the send is held: rules/gate.rhai:1:22: Runtime error: no brief".into(),
+                }
+            ))
+        );
+        // `digest` fails on every event, but gates nothing.
+        let passing = request(
+            SEND_REQUESTED,
+            json!({"channel": "email", "fail": false, "keep": false}),
+        );
+        assert_eq!(hold(&passing), None);
+        // Held by a rule already: nothing to add.
+        let kept = request(
+            SEND_REQUESTED,
+            json!({"channel": "email", "fail": true, "keep": true}),
+        );
+        assert_eq!(hold(&kept), None);
+        // Not a send request, or one that names no channel: nothing to hold.
+        assert_eq!(
+            hold(&request(
+                "campaign.updated",
+                json!({"fail": true, "keep": false})
+            )),
+            None
+        );
+        assert_eq!(
+            hold(&request(
+                SEND_REQUESTED,
+                json!({"fail": true, "keep": false})
+            )),
+            None
+        );
+    }
 
     fn held(seq: i64, channel: &str) -> HeldSend {
         HeldSend {

@@ -235,6 +235,10 @@ pub struct Rule {
     /// Whether the rule calls `report(..)`: a simulation keeps the metric
     /// samples for it.
     pub reads_reports: bool,
+    /// Whether the rule calls `hold_send(..)` or `release_send(..)`: it
+    /// gates sends, so when it fails on a send request the engine holds the
+    /// send rather than let it go unjudged.
+    pub gates_sends: bool,
     ast: Arc<AST>,
 }
 
@@ -349,6 +353,8 @@ impl RuleSet {
                         catch_up: header.catch_up,
                         queries: script::calls(&ast, "entities") || script::calls(&ast, "report"),
                         reads_reports: script::calls(&ast, "report"),
+                        gates_sends: script::calls(&ast, "hold_send")
+                            || script::calls(&ast, "release_send"),
                         ast: Arc::new(ast),
                     });
                 }
