@@ -159,6 +159,49 @@ fn channel_values(
     Ok(values)
 }
 
+/// Every channel's value of `field` read by `read`, which is told where the
+/// value is (`function: channels.<c>.fields.<field>`) for its error.
+fn read_channels<T>(
+    function: &str,
+    entity: &Dynamic,
+    field: &str,
+    read: fn(Dynamic, &str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    channel_values(function, entity, field)?
+        .into_iter()
+        .map(|(channel, value)| {
+            read(
+                value,
+                &format!("{function}: channels.{channel}.fields.{field}"),
+            )
+        })
+        .collect()
+}
+
+/// A text's word set; `at` names the value in the error.
+fn read_words(value: Dynamic, at: &str) -> Result<BTreeSet<String>, String> {
+    value
+        .into_string()
+        .map(|text| words(&text))
+        .map_err(|ty| format!("{at} must be a string, got a value of type `{ty}`"))
+}
+
+/// An RFC 3339 time; `at` names the value in the error.
+fn read_time(value: Dynamic, at: &str) -> Result<DateTime<Utc>, String> {
+    let text = value
+        .into_string()
+        .map_err(|ty| format!("{at} must be an RFC 3339 string, got a value of type `{ty}`"))?;
+    parse_time(at, &text)
+}
+
+/// A segment array as a set; `at` names the value in the error.
+fn read_segments(value: Dynamic, at: &str) -> Result<BTreeSet<String>, String> {
+    value
+        .try_cast::<Array>()
+        .map(|items| items.iter().map(comparable).collect())
+        .ok_or_else(|| format!("{at} must be an array of segments"))
+}
+
 /// Equality for agreement: values compare as their JSON text, so `"1"` and
 /// `1` differ and maps compare by content.
 fn comparable(value: &Dynamic) -> String {
@@ -263,61 +306,25 @@ fn min_pairwise<T>(values: &[T], similarity: impl Fn(&T, &T) -> FLOAT) -> FLOAT 
     lowest
 }
 
-/// The word sets of the channels' texts in `field`.
-fn channel_words(
-    function: &str,
-    entity: &Dynamic,
-    field: &str,
-) -> Result<Vec<BTreeSet<String>>, String> {
-    channel_values(function, entity, field)?
-        .into_iter()
-        .map(|(channel, value)| {
-            value.into_string().map(|t| words(&t)).map_err(|ty| {
-                format!("{function}: channels.{channel}.fields.{field} must be a string, got a value of type `{ty}`")
-            })
-        })
-        .collect()
-}
-
 pub(crate) fn message_consistency(entity: &Dynamic, field: &str) -> Result<FLOAT, String> {
-    let texts = channel_words("message_consistency", entity, field)?;
+    let texts = read_channels("message_consistency", entity, field, read_words)?;
     Ok(min_pairwise(&texts, jaccard))
 }
 
 /// The lowest similarity of a channel's text to the hub's (1.0 when no
 /// channel has one).
 fn message_with_hub(entity: &Dynamic, field: &str, hub: Dynamic) -> Result<FLOAT, String> {
-    let hub = hub.into_string().map_err(|ty| {
-        format!("consistency: the campaign's fields.{field} must be a string, got a value of type `{ty}`")
-    })?;
-    let hub = words(&hub);
-    Ok(channel_words("consistency", entity, field)?
+    let hub = read_words(hub, &format!("consistency: the campaign's fields.{field}"))?;
+    Ok(read_channels("consistency", entity, field, read_words)?
         .iter()
         .map(|text| jaccard(text, &hub))
         .fold(1.0, FLOAT::min))
 }
 
-/// The channels' times in `field`.
-fn channel_times(
-    function: &str,
-    entity: &Dynamic,
-    field: &str,
-) -> Result<Vec<DateTime<Utc>>, String> {
-    channel_values(function, entity, field)?
-        .into_iter()
-        .map(|(channel, value)| {
-            let text = value.into_string().map_err(|ty| {
-                format!("{function}: channels.{channel}.fields.{field} must be an RFC 3339 string, got a value of type `{ty}`")
-            })?;
-            parse_time(&format!("{function}: channels.{channel}.fields.{field}"), &text)
-        })
-        .collect()
-}
-
 /// Seconds between the earliest and the latest launch (0 with fewer than two
 /// channels having the field).
 pub(crate) fn launch_spread_seconds(entity: &Dynamic, field: &str) -> Result<i64, String> {
-    let times = channel_times("launch_spread_hours", entity, field)?;
+    let times = read_channels("launch_spread_hours", entity, field, read_time)?;
     match (times.iter().min(), times.iter().max()) {
         (Some(first), Some(last)) => Ok((*last - *first).num_seconds()),
         _ => Ok(0),
@@ -327,38 +334,16 @@ pub(crate) fn launch_spread_seconds(entity: &Dynamic, field: &str) -> Result<i64
 /// Seconds from the hub's launch to the channel launch furthest from it,
 /// before or after (0 when no channel has one).
 fn launch_distance_from_hub(entity: &Dynamic, field: &str, hub: Dynamic) -> Result<i64, String> {
-    let hub = hub.into_string().map_err(|ty| {
-        format!("consistency: the campaign's fields.{field} must be an RFC 3339 string, got a value of type `{ty}`")
-    })?;
-    let hub = parse_time(&format!("consistency: the campaign's fields.{field}"), &hub)?;
-    Ok(channel_times("consistency", entity, field)?
+    let hub = read_time(hub, &format!("consistency: the campaign's fields.{field}"))?;
+    Ok(read_channels("consistency", entity, field, read_time)?
         .iter()
         .map(|at| (*at - hub).num_seconds().abs())
         .max()
         .unwrap_or(0))
 }
 
-/// The channels' segment sets in `field`.
-fn channel_segments(
-    function: &str,
-    entity: &Dynamic,
-    field: &str,
-) -> Result<Vec<BTreeSet<String>>, String> {
-    channel_values(function, entity, field)?
-        .into_iter()
-        .map(|(channel, value)| {
-            let items = value.try_cast::<Array>().ok_or_else(|| {
-                format!(
-                    "{function}: channels.{channel}.fields.{field} must be an array of segments"
-                )
-            })?;
-            Ok(items.iter().map(comparable).collect())
-        })
-        .collect()
-}
-
 pub(crate) fn audience_overlap(entity: &Dynamic, field: &str) -> Result<FLOAT, String> {
-    let sets = channel_segments("audience_overlap", entity, field)?;
+    let sets = read_channels("audience_overlap", entity, field, read_segments)?;
     Ok(min_pairwise(&sets, jaccard))
 }
 
@@ -366,15 +351,8 @@ pub(crate) fn audience_overlap(entity: &Dynamic, field: &str) -> Result<FLOAT, S
 /// taxonomy); a channel targeting a part of it is within it. 1.0 when no
 /// channel has segments.
 fn audience_within_hub(entity: &Dynamic, field: &str, hub: Dynamic) -> Result<FLOAT, String> {
-    let hub: BTreeSet<String> = hub
-        .try_cast::<Array>()
-        .ok_or_else(|| {
-            format!("consistency: the campaign's fields.{field} must be an array of segments")
-        })?
-        .iter()
-        .map(comparable)
-        .collect();
-    Ok(channel_segments("consistency", entity, field)?
+    let hub = read_segments(hub, &format!("consistency: the campaign's fields.{field}"))?;
+    Ok(read_channels("consistency", entity, field, read_segments)?
         .iter()
         .filter(|set| !set.is_empty())
         .map(|set| set.intersection(&hub).count() as FLOAT / set.len() as FLOAT)
