@@ -99,6 +99,7 @@ pub struct DecisionInputs {
     pub stage: Option<String>,
     pub owner: Option<String>,
     /// The entity's last change, as the rule saw it.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
     /// Events applied to the entity so far, this one included: its version.
     pub events: u64,

@@ -62,10 +62,13 @@ pub struct EntityState {
     pub fields: Map<String, Value>,
     /// Per-channel sub-state of a campaign, by channel name.
     pub channels: BTreeMap<String, ChannelState>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
     /// Last time an event or a rule changed anything.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
     /// When the stage last changed: what "stalled" is measured from.
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub stage_since: Option<DateTime<Utc>>,
     /// How many events were applied.
     pub events: u64,
@@ -81,6 +84,7 @@ pub struct ChannelState {
     pub stage: Option<String>,
     pub owner: Option<String>,
     pub fields: Map<String, Value>,
+    #[serde(serialize_with = "crate::rfc3339::option")]
     pub updated_at: Option<DateTime<Utc>>,
     /// The channel's own open spans and counts, for the reports.
     #[serde(default, skip_serializing_if = "Flow::is_empty")]

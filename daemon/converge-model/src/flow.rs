@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flow {
     /// When the current review round started (a review stage entered).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::option"
+    )]
     pub review_since: Option<DateTime<Utc>>,
     /// Review decisions made so far: the first one decides `approval_pass_rate`.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -27,10 +31,18 @@ pub struct Flow {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub returns: u32,
     /// When the item entered a blocked stage, while it is blocked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::option"
+    )]
     pub blocked_since: Option<DateTime<Utc>>,
     /// When the owner last changed, until the new owner's first move.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::option"
+    )]
     pub handoff_since: Option<DateTime<Utc>>,
     /// Overrides of the campaign's gate since it last launched.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -44,11 +56,19 @@ pub struct Flow {
     pub corrections: u32,
     /// When a rule escalated the item, until it moves (its stage or owner
     /// changes): an open escalation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::option"
+    )]
     pub escalated_since: Option<DateTime<Utc>>,
     /// When a campaign's first channel launched, while any of its channels
     /// is launched or done: `launch_spread` measures the later launches from it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::option"
+    )]
     pub launch_began: Option<DateTime<Utc>>,
 }
 
@@ -300,6 +320,7 @@ impl FromStr for Slice {
 pub struct Sample {
     pub metric: Metric,
     /// When the span ended or the outcome was known: the report's time.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub at: DateTime<Utc>,
     pub value: f64,
     /// `kind/id` of the item measured.

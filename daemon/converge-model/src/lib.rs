@@ -7,6 +7,7 @@ pub mod entity;
 pub mod event;
 pub mod flow;
 pub mod records;
+pub mod rfc3339;
 pub mod rule_run;
 pub mod sources;
 pub mod stages;
