@@ -200,10 +200,16 @@ fn unescape(token: &str) -> Option<String> {
 /// The member `name` of a JSON object, as the host wrote it; `None` when
 /// `raw` is not an object or has no such member.
 fn member_of<'a>(raw: &'a RawValue, name: &str) -> Option<Value<'a>> {
-    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    let found = serde::de::DeserializeSeed::deserialize(Member(name), &mut deserializer).ok()?;
-    deserializer.end().ok()?;
-    found.map(Value::Raw)
+    last(&members_of(raw.get()).ok()??, name)
+}
+
+/// The last member named `name`, as a map would keep it of duplicates.
+fn last<'a>(members: &Members<'a>, name: &str) -> Option<Value<'a>> {
+    members
+        .iter()
+        .rev()
+        .find(|(member, _)| member.0 == name)
+        .map(|(_, value)| Value::Raw(value))
 }
 
 /// A member's name: borrowed from the JSON unless it has escapes.
@@ -225,42 +231,6 @@ impl<'de> Deserialize<'de> for Name<'de> {
             }
         }
         deserializer.deserialize_str(Text)
-    }
-}
-
-/// Reads a JSON object for its member named `.0`, without building a map of
-/// all of them: the others are only checked to be JSON. The last of
-/// duplicate members is the one read, as a map would keep it.
-struct Member<'n>(&'n str);
-
-impl<'de> serde::de::DeserializeSeed<'de> for Member<'_> {
-    type Value = Option<&'de RawValue>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Member<'_> {
-    type Value = Option<&'de RawValue>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(Name(key)) = map.next_key::<Name<'de>>()? {
-            if key == self.0 {
-                found = Some(map.next_value::<&'de RawValue>()?);
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
-        }
-        Ok(found)
     }
 }
 
@@ -286,11 +256,8 @@ impl<'a> Objects<'a> {
         let at = match self.read.iter().position(|(read, _)| *read == object) {
             Some(at) => at,
             None => {
-                let json = match object {
-                    "decision" => &action.decision_json,
-                    "event" => &action.event_json,
-                    "entity" => &action.entity_json,
-                    _ => return Ok(None),
+                let Some(json) = document(action, object) else {
+                    return Ok(None);
                 };
                 let members = members_of(json).map_err(|e| {
                     PluginError::InvalidInput(format!("action {object}: not JSON: {e}"))
@@ -299,14 +266,10 @@ impl<'a> Objects<'a> {
                 self.read.len() - 1
             }
         };
-        // The last of duplicate members, as a map would keep it.
-        Ok(self.read[at].1.as_ref().and_then(|members| {
-            members
-                .iter()
-                .rev()
-                .find(|(member, _)| member.0 == name)
-                .map(|(_, value)| Value::Raw(value))
-        }))
+        Ok(self.read[at]
+            .1
+            .as_ref()
+            .and_then(|members| last(members, name)))
     }
 }
 
@@ -354,11 +317,21 @@ fn member<'a>(action: &'a Action, name: &str) -> Result<Option<Value<'a>>, Plugi
         "action_id" => Value::Str(&action.id),
         "kind" => Value::Str(&action.kind),
         "rule" => Value::Str(&action.rule),
-        "decision" => Value::Raw(raw("decision", &action.decision_json)?),
-        "event" => Value::Raw(raw("event", &action.event_json)?),
-        "entity" => Value::Raw(raw("entity", &action.entity_json)?),
-        _ => return Ok(None),
+        _ => match document(action, name) {
+            Some(json) => Value::Raw(raw(name, json)?),
+            None => return Ok(None),
+        },
     }))
+}
+
+/// The JSON text of the decision, event or entity.
+fn document<'a>(action: &'a Action, name: &str) -> Option<&'a str> {
+    match name {
+        "decision" => Some(&action.decision_json),
+        "event" => Some(&action.event_json),
+        "entity" => Some(&action.entity_json),
+        _ => None,
+    }
 }
 
 /// One selected value: passed through as the host wrote it.
