@@ -14,6 +14,9 @@ use crate::client;
 use crate::config::Grants;
 use crate::state::{CallContext, HostState};
 
+/// The span of one request a plugin sends (see [`crate::TRACE_ONLY_SPANS`]).
+pub(crate) const REQUEST_SPAN: &str = "http.request";
+
 /// Headers a plugin may not set: they would let it steer the connection
 /// (Host selects a virtual host behind a granted address) or desynchronise
 /// framing. The host's HTTP client sets them itself.
@@ -63,7 +66,7 @@ async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpErro
     let host = prepared.url.host_str().unwrap_or_default().to_string();
     let max_response = call.limits.max_response_bytes;
     let span = tracing::info_span!(
-        "http.request",
+        REQUEST_SPAN,
         otel.kind = "client",
         http.request.method = %method,
         server.address = %host,

@@ -31,6 +31,8 @@ use crate::error::CallFailure;
 use crate::host::Shared;
 use crate::state::{CallContext, CapturedOutput, HostState, Limiter};
 
+/// The span of one call into a plugin (see [`crate::TRACE_ONLY_SPANS`]).
+pub(crate) const CALL_SPAN: &str = "plugin.call";
 /// Bytes of stdout and of stderr kept per call.
 const CAPTURE_BYTES: usize = 64 * 1024;
 /// Bytes of stderr quoted in a trap message (a Rust panic message lands there).
@@ -302,7 +304,7 @@ impl Plugin {
     /// (the action, the webhook's intake, the poll), the parent of the
     /// plugin's HTTP requests.
     fn call_span(&self, call: &'static str) -> tracing::Span {
-        tracing::info_span!("plugin.call", plugin = %self.name(), call)
+        tracing::info_span!(CALL_SPAN, plugin = %self.name(), call)
     }
 
     /// Refuses, before any instance is built, a call the plugin said at
