@@ -83,7 +83,7 @@ start_converge() {
         "$HERE/converge/converge.toml" > "$run/converge.toml"
     # Compiled plugins are kept between runs, as a deployed daemon keeps them.
     sed -i "/^\[storage\]/a plugin_cache_dir = \"$OUT/plugin-cache\"" "$run/converge.toml"
-    RUST_LOG=warn nohup "$CONVERGE" run --config "$run/converge.toml" > "$run/converge.log" 2>&1 &
+    nohup "$CONVERGE" run --config "$run/converge.toml" > "$run/converge.log" 2>&1 &
     local pid=$!
     for _ in $(seq 1 100); do
         curl -s -o /dev/null -m 1 "http://127.0.0.1:$CONVERGE_PORT/healthz" && { echo "$pid"; return; }

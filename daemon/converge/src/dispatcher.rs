@@ -38,7 +38,7 @@ use tracing::Instrument;
 use crate::clock::{Clock, Slept, sleep_unless_stopped};
 use crate::config::{Dispatch, Route};
 use crate::journal::{Journal, QueuedAction};
-use crate::telemetry::{ActionOutcomeLabel, Metrics};
+use crate::telemetry::{ActionNamed, ActionOutcomeLabel, Metrics};
 use converge_engine::ActionPayload;
 
 /// How many pending actions one read of the outbox returns.
@@ -393,7 +393,16 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
                             ActionOutcomeLabel::Retried,
                             took,
                         );
-                        tracing::warn!(error = %detail.escape_debug(), attempts, retry_in = ?delay, "action failed; will retry");
+                        tracing::warn!(
+                            action_id = action.id,
+                            plugin = %action.plugin,
+                            route = %action.route,
+                            event_id = %event_id_of(&action).escape_debug(),
+                            error = %detail.escape_debug(),
+                            attempts,
+                            retry_in = ?delay,
+                            "action failed; will retry"
+                        );
                         let next =
                             finished_at_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
                         (
@@ -411,7 +420,12 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
                             took,
                         );
                         shared.metrics.action_dead_lettered(
-                            &action.plugin,
+                            ActionNamed {
+                                id: action.id,
+                                plugin: &action.plugin,
+                                route: &action.route,
+                                event_id: &event_id_of(&action),
+                            },
                             attempts,
                             failure.retryable(),
                             &detail,
@@ -430,7 +444,7 @@ async fn run_action(shared: &Shared, action: PendingAction, mut acked_at: Option
             lease_token: action.lease_token,
         };
         if let Err(e) = shared.journal.outcomes(vec![outcome]).await {
-            tracing::error!(error = %e, "cannot record the action's outcome; it runs again at the next start");
+            tracing::error!(action_id = action.id, error = %e, "cannot record the action's outcome; it runs again at the next start");
             return false;
         }
         match retry_in {
@@ -462,6 +476,16 @@ async fn attempt(
     plugin
         .execute(action_input(id, &payload), &route.config_json)
         .await
+}
+
+/// The id of the event an action's decision came from, for its log lines
+/// (which name what they are about: the log shows no spans at `info`);
+/// empty when the payload does not say.
+fn event_id_of(action: &PendingAction) -> String {
+    ActionPayload::parse(&action.payload_json)
+        .ok()
+        .and_then(|payload| payload.event_id())
+        .unwrap_or_default()
 }
 
 /// What a plugin's `execute` gets of an action: its idempotency key `id`

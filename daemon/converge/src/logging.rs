@@ -9,7 +9,7 @@
 use std::io::IsTerminal;
 
 use converge_plugin_host::TRACE_ONLY_SPANS;
-use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
@@ -95,12 +95,18 @@ pub fn init(settings: &LogSettings, telemetry: &TelemetrySettings) -> Option<Exp
     exporting
 }
 
-/// The log: `format`, written by `writer`, filtered by `filter`, and
-/// without the spans made for exported traces only
-/// ([`converge_plugin_host::TRACE_ONLY_SPANS`]). Those are left out where they
-/// are called, so with traces off they are never made: on the gate race's
-/// workload that took the spans' cost from 35,000 to 19,000 instructions
-/// per event (of about 570,000 the daemon ran per event).
+/// The log: `format`, written by `writer`, filtered by `filter`.
+///
+/// Spans (`intake`, `process`, `action`) are the log's only when `filter`
+/// lets some `debug` line through: the per-event lines are at `debug`, and
+/// each takes its event and action from the spans it is in. At `info` and
+/// above every line names what it is about itself, and the log makes no
+/// spans: the log's layer filters them out where they are called, so with
+/// traces off no layer wants them and none is made. Made for the log, the
+/// spans cost the daemon 4.4% of its instructions per event on the gate
+/// race's workload (`benches/gate-race/count.sh`), whether or not a line
+/// was written in them. The plugin host's trace-only spans
+/// ([`converge_plugin_host::TRACE_ONLY_SPANS`]) are never the log's.
 fn log_layer<S, W>(
     filter: EnvFilter,
     format: LogFormat,
@@ -121,8 +127,12 @@ where
             .with_span_list(false)
             .boxed(),
     };
-    let for_the_log =
-        filter_fn(|meta| !(meta.is_span() && TRACE_ONLY_SPANS.contains(&meta.name())));
+    let debug = filter
+        .max_level_hint()
+        .is_none_or(|max| max >= LevelFilter::DEBUG);
+    let for_the_log = filter_fn(move |meta| {
+        !meta.is_span() || (debug && !TRACE_ONLY_SPANS.contains(&meta.name()))
+    });
     log.with_filter(filter.and(for_the_log)).boxed()
 }
 
@@ -165,34 +175,51 @@ mod tests {
         }
     }
 
+    /// What the log writes at `level` for a warning in an action's span,
+    /// inside the plugin host's trace-only spans, and whether each span was
+    /// made (action, plugin call, request).
+    fn log_in_spans(level: &str, format: LogFormat) -> (String, [bool; 3]) {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry().with(log_layer(
+            EnvFilter::new(level),
+            format,
+            move || writer.clone(),
+            false,
+        ));
+        let made = tracing::subscriber::with_default(subscriber, || {
+            let action = tracing::info_span!("action", action_id = 7, route = "notify-r");
+            let _action = action.enter();
+            let call = tracing::info_span!(TRACE_ONLY_SPANS[0], plugin = "webhook-out");
+            let _call = call.enter();
+            let request = tracing::info_span!(TRACE_ONLY_SPANS[1], server.address = "x");
+            let _request = request.enter();
+            tracing::warn!(action_id = 7, "action failed");
+            [&action, &call, &request].map(|span| !span.is_disabled())
+        });
+        (out.text(), made)
+    }
+
+    /// One test, the levels in turn: which spans are made is settled per
+    /// call site, and call sites are shared by every thread's subscriber.
     #[test]
-    fn the_plugin_hosts_trace_spans_are_not_made_for_the_log_and_a_warning_keeps_its_action() {
+    fn the_log_makes_spans_only_when_it_shows_debug_lines_and_never_the_trace_only_ones() {
         for format in [LogFormat::Text, LogFormat::Json] {
-            let out = Captured::default();
-            let writer = out.clone();
-            let subscriber = tracing_subscriber::registry().with(log_layer(
-                EnvFilter::new("info"),
-                format,
-                move || writer.clone(),
-                false,
-            ));
-            tracing::subscriber::with_default(subscriber, || {
-                let action = tracing::info_span!("action", action_id = 7, route = "notify-r");
-                let _action = action.enter();
-                assert!(!action.is_disabled());
-                let call = tracing::info_span!(TRACE_ONLY_SPANS[0], plugin = "webhook-out");
-                let request = tracing::info_span!(TRACE_ONLY_SPANS[1], server.address = "x");
-                assert!(call.is_disabled(), "{format:?}");
-                assert!(request.is_disabled(), "{format:?}");
-                let _call = call.enter();
-                let _request = request.enter();
-                tracing::warn!(plugin = "webhook-out", action_id = 7, "action failed");
-            });
-            let text = out.text();
+            // At info, a line names what it is about itself.
+            let (text, made) = log_in_spans("info", format);
+            assert_eq!(made, [false; 3], "info {format:?}");
             assert!(text.contains("action failed"), "{format:?}: {text}");
-            assert!(text.contains("notify-r"), "the action's span: {text}");
-            for name in TRACE_ONLY_SPANS {
-                assert!(!text.contains(name), "{format:?}: {name} in {text}");
+            assert!(text.contains("action_id"), "the line's own field: {text}");
+            assert!(!text.contains("notify-r"), "no span in the line: {text}");
+
+            for level in ["debug", "warn,converge=debug"] {
+                let (text, made) = log_in_spans(level, format);
+                assert_eq!(made, [true, false, false], "{level} {format:?}");
+                assert!(text.contains("action failed"), "{format:?}: {text}");
+                assert!(text.contains("notify-r"), "the action's span: {text}");
+                for name in TRACE_ONLY_SPANS {
+                    assert!(!text.contains(name), "{format:?}: {name} in {text}");
+                }
             }
         }
     }

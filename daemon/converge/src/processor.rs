@@ -426,7 +426,12 @@ impl Processor {
         }
         for failure in &outcome.failures {
             self.metrics.rule_failures.inc();
-            tracing::warn!(rule = %failure.rule, error = %failure.message.escape_debug(), "rule failed");
+            tracing::warn!(
+                rule = %failure.rule,
+                event_id = %event.id.escape_debug(),
+                error = %failure.message.escape_debug(),
+                "rule failed"
+            );
         }
         for change in &outcome.gate_changes {
             match change {
@@ -464,6 +469,7 @@ impl Processor {
         for overruled in &outcome.overruled {
             tracing::info!(
                 rule = %overruled.rule,
+                event_id = %event.id.escape_debug(),
                 channel = %overruled.channel,
                 held_by = %overruled.held_by.join(", "),
                 "release overruled: a rule held the same channel on this event"

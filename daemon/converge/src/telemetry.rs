@@ -13,6 +13,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// An action as its log lines name it: the log shows no spans at `info`,
+/// so each line says which action, plugin, route and event it is about.
+pub struct ActionNamed<'a> {
+    pub id: i64,
+    pub plugin: &'a str,
+    pub route: &'a str,
+    /// The event its decision came from (from outside: escaped when logged).
+    pub event_id: &'a str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: RejectReason,
@@ -596,8 +606,24 @@ impl Metrics {
 
     /// `retryable`: it failed for a reason that may pass, but its attempts
     /// are used up.
-    pub fn action_dead_lettered(&self, plugin: &str, attempts: u32, retryable: bool, error: &str) {
+    pub fn action_dead_lettered(
+        &self,
+        action: ActionNamed<'_>,
+        attempts: u32,
+        retryable: bool,
+        error: &str,
+    ) {
+        let ActionNamed {
+            id,
+            plugin,
+            route,
+            event_id,
+        } = action;
         tracing::error!(
+            action_id = id,
+            plugin,
+            route,
+            event_id = %event_id.escape_debug(),
             error,
             attempts,
             cause = if retryable {
