@@ -18,36 +18,21 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 EVENTS="${1:-3000}"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
-CONVERGE="${CONVERGE:-$TARGET/release/converge}"
-WEBHOOK_OUT="${WEBHOOK_OUT:-$TARGET/wasm32-wasip2/wasm/webhook_out.wasm}"
 OUT="${OUT:-$(mktemp -d /tmp/gate-count.XXXXXX)}"
-SINK_PORT=18901
-CONVERGE_PORT=18420
 
 fail() { echo "count.sh: $*" >&2; exit 1; }
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 command -v valgrind >/dev/null || fail "valgrind is not installed (apt-get install valgrind)"
 command -v callgrind_annotate >/dev/null || fail "callgrind_annotate is not installed (it comes with valgrind)"
 command -v node >/dev/null || fail "node is not installed"
 command -v wrk >/dev/null || fail "wrk is not installed: bash $HERE/install.sh"
-[ -x "$CONVERGE" ] || fail "$CONVERGE not found: cargo build --release -p converge"
-[ -f "$WEBHOOK_OUT" ] || fail "$WEBHOOK_OUT not found: cargo build --profile wasm --target wasm32-wasip2 -p webhook-out"
-for port in $SINK_PORT $CONVERGE_PORT; do
-    if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then fail "127.0.0.1:$port is taken"; fi
-done
+require_converge
+require_free_ports $SINK_PORT $CONVERGE_PORT
 mkdir -p "$OUT"
 echo "count: $EVENTS events under callgrind; files in $OUT"
 
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-node "$HERE/sink.js" "$SINK_PORT" > "$OUT/sink.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 1 50); do curl -s -o /dev/null -m 1 "http://127.0.0.1:$SINK_PORT/stats" && break; sleep 0.1; done
+start_sink
 
 node "$HERE/events.js" "$EVENTS" "$OUT/events.jsonl" "count-$(date +%s)" > /dev/null
 node "$HERE/ce.js" "$OUT/events.jsonl" "$OUT/events.ce.jsonl" "/race/count" > /dev/null
@@ -57,14 +42,8 @@ node "$HERE/ce.js" "$OUT/events.jsonl" "$OUT/events.ce.jsonl" "/race/count" > /d
 # the pool nor 64 instances of 4 GiB fit); with more, calls fail and are
 # retried, and the counts hold the retries.
 config() {
-    local run="$1"
-    mkdir -p "$run/data"
-    cp "$HERE/converge/gate.rhai" "$run/"
-    sed -e "s|^data_dir = .*|data_dir = \"$run/data\"|" \
-        -e "s|^component = .*|component = \"$WEBHOOK_OUT\"|" \
-        -e "s|^concurrency = .*|concurrency = 6|" \
-        "$HERE/converge/converge.toml" > "$run/converge.toml"
-    sed -i "/^\[storage\]/a plugin_cache_dir = \"$OUT/plugin-cache\"" "$run/converge.toml"
+    converge_config "$1"
+    sed -i "s|^concurrency = .*|concurrency = 6|" "$1/converge.toml"
 }
 
 # Starts the daemon under callgrind, runs "$2" (a command, or `true`), stops it.

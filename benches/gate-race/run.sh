@@ -21,40 +21,24 @@ RUNS="${2:-3}"
 CONCURRENCY=32
 PEERS_DIR="${PEERS_DIR:-/tmp/converge-peers}"
 export PEERS_DIR
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
-CONVERGE="${CONVERGE:-$TARGET/release/converge}"
-WEBHOOK_OUT="${WEBHOOK_OUT:-$TARGET/wasm32-wasip2/wasm/webhook_out.wasm}"
 OUT="${OUT:-$(mktemp -d /tmp/gate-race.XXXXXX)}"
-SINK_PORT=18901
 NR_PORT=18880
-CONVERGE_PORT=18420
 # The longest one run's sending may take, and its decisions' arriving after.
 SEND_LIMIT=300
 DRAIN_LIMIT=120
 
 fail() { echo "run.sh: $*" >&2; exit 1; }
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 command -v node >/dev/null || fail "node is not installed"
 command -v wrk >/dev/null || fail "wrk is not installed: bash $HERE/install.sh"
 [ -f "$PEERS_DIR/node-red/node_modules/node-red/red.js" ] || fail "Node-RED is not under $PEERS_DIR: bash $HERE/install.sh"
-[ -x "$CONVERGE" ] || fail "$CONVERGE not found: cargo build --release -p converge"
-[ -f "$WEBHOOK_OUT" ] || fail "$WEBHOOK_OUT not found: cargo build --profile wasm --target wasm32-wasip2 -p webhook-out"
-for port in $SINK_PORT $NR_PORT $CONVERGE_PORT; do
-    if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then fail "127.0.0.1:$port is taken"; fi
-done
+require_converge
+require_free_ports $SINK_PORT $NR_PORT $CONVERGE_PORT
 mkdir -p "$OUT"
 echo "gate race: $EVENTS events, $RUNS runs each, concurrency $CONCURRENCY; results in $OUT"
 
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-node "$HERE/sink.js" "$SINK_PORT" > "$OUT/sink.log" 2>&1 &
-SINK_PID=$!
-pids+=("$SINK_PID")
-for _ in $(seq 1 50); do curl -s -o /dev/null -m 1 "http://127.0.0.1:$SINK_PORT/stats" && break; sleep 0.1; done
+start_sink
 
 # CPU time (utime + stime, fields 14 and 15 of /proc/PID/stat) in ms.
 cpu_ms() {
@@ -76,13 +60,7 @@ start_nodered() {
 
 start_converge() {
     local run="$1"
-    mkdir -p "$run/data"
-    cp "$HERE/converge/gate.rhai" "$run/"
-    sed -e "s|^data_dir = .*|data_dir = \"$run/data\"|" \
-        -e "s|^component = .*|component = \"$WEBHOOK_OUT\"|" \
-        "$HERE/converge/converge.toml" > "$run/converge.toml"
-    # Compiled plugins are kept between runs, as a deployed daemon keeps them.
-    sed -i "/^\[storage\]/a plugin_cache_dir = \"$OUT/plugin-cache\"" "$run/converge.toml"
+    converge_config "$run"
     nohup "$CONVERGE" run --config "$run/converge.toml" > "$run/converge.log" 2>&1 &
     local pid=$!
     for _ in $(seq 1 100); do
