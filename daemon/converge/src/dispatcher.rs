@@ -469,8 +469,13 @@ async fn attempt(
     })?;
     let payload = ActionPayload::parse(&action.payload_json)
         .map_err(|e| CallFailure::Permanent(format!("the outbox payload is not readable: {e}")))?;
-    if let Some(event_id) = payload.event_id() {
-        tracing::Span::current().record("event_id", event_id);
+    // The action's span, when one was made (traces, or a log showing
+    // `debug` lines), names its event; without one the event is not read.
+    let span = tracing::Span::current();
+    if !span.is_disabled()
+        && let Some(event_id) = payload.event_id()
+    {
+        span.record("event_id", event_id);
     }
     let id = converge_store::idempotency_key(action.id, action.instance, payload.idempotency_key);
     plugin
