@@ -63,10 +63,11 @@ pub use plugin::{
 
 /// The spans the plugin host makes for exported traces only: a call into a
 /// plugin (`plugin.call`) and each request the plugin sends (`http.request`).
-/// The log leaves them out (`converge`'s log layer filters them): the plugin
-/// host's log lines name their plugin and action themselves, and the action's
-/// span gives the rest, so making the two spans for every action cost the
-/// daemon work for nothing the log showed.
+/// The log leaves them out at every level (`converge`'s log layer filters
+/// them): the plugin host's log lines name their plugin and action
+/// themselves, and at `debug` the action's span gives the rest, so making
+/// the two spans for every action cost the daemon work for nothing the log
+/// showed.
 pub const TRACE_ONLY_SPANS: [&str; 2] = [plugin::CALL_SPAN, http::REQUEST_SPAN];
 
 mod bindings {

@@ -33,6 +33,7 @@ use crate::state::{CallContext, CapturedOutput, HostState, Limiter};
 
 /// The span of one call into a plugin (see [`crate::TRACE_ONLY_SPANS`]).
 pub(crate) const CALL_SPAN: &str = "plugin.call";
+
 /// Bytes of stdout and of stderr kept per call.
 const CAPTURE_BYTES: usize = 64 * 1024;
 /// Bytes of stderr quoted in a trap message (a Rust panic message lands there).
