@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, Workspace, event};
+use crate::support::{Daemon, Sink, Workspace, actions_settled, event, notify_all_to_sink};
 
 const RULE: &str = r#"notify("ops", `saw ${event.id}`);"#;
 
@@ -68,6 +68,49 @@ async fn json_logs_are_one_object_per_line_with_level_and_message() {
     assert_eq!(decision["level"], "DEBUG");
     assert_eq!(decision["rule"], "say");
     assert_eq!(decision["span"]["event_id"], "e-0", "{decision}");
+}
+
+/// A failed attempt's warning names its action, route and event in its own
+/// fields: at `info` the log makes no spans. At `debug` it also shows the
+/// action's span, which names the event once however many attempts it saw.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_attempt_names_its_action_and_event_itself_and_its_span_only_at_debug() {
+    for (level, spans) in [("info", false), ("info,converge=debug", true)] {
+        let sink = Sink::start().await;
+        sink.answer_next(&[reqwest::StatusCode::SERVICE_UNAVAILABLE; 2]);
+        let ws = notify_all_to_sink(&sink);
+        let daemon = ws.start_with_env(&[("RUST_LOG", level)]);
+        let sent = event("e-1", "task.updated", "task/T-1", json!({}));
+        let (status, body) = daemon.send_event(&sent).await;
+        assert_eq!(status, 202, "{body}");
+        let trail = daemon.wait_for_trail("e-1", actions_settled).await;
+        let action = &trail["decisions"][0]["actions"][0];
+        assert_eq!(action["status"], "done", "{action:#}");
+        let route = action["route"].as_str().unwrap();
+
+        let log = daemon.log();
+        let retries: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("action failed; will retry"))
+            .collect();
+        assert_eq!(retries.len(), 2, "{level}: {log}");
+        for line in retries {
+            for field in [
+                format!("action_id={}", action["id"]),
+                "plugin=webhook-out".to_string(),
+                format!("route={route}"),
+                "event_id=e-1".to_string(),
+            ] {
+                assert!(line.contains(&field), "{level}: {field} in {line}");
+            }
+            assert_eq!(line.contains(" action{"), spans, "{level}: {line}");
+            let in_span = usize::from(spans);
+            assert_eq!(line.matches("event_id=\"e-1\"").count(), in_span, "{line}");
+            for trace_only in ["plugin.call", "http.request"] {
+                assert!(!line.contains(trace_only), "{level}: {line}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -316,10 +316,18 @@ fn spawn_action(
         plugin = %action.plugin,
         route = %action.route
     );
-    if crate::otel::exporting()
+    // The span, when one was made (traces, or a log showing `debug` lines),
+    // names its event once, whatever number of attempts follow; without
+    // one the payload is not read here.
+    if !span.is_disabled()
         && let Ok(payload) = ActionPayload::parse(&action.payload_json)
     {
-        crate::otel::continue_trace(&span, payload.event_traceparent().as_deref());
+        if let Some(event_id) = payload.event_id() {
+            span.record("event_id", event_id);
+        }
+        if crate::otel::exporting() {
+            crate::otel::continue_trace(&span, payload.event_traceparent().as_deref());
+        }
     }
     let shared = shared.clone();
     tracker.spawn(
@@ -469,14 +477,6 @@ async fn attempt(
     })?;
     let payload = ActionPayload::parse(&action.payload_json)
         .map_err(|e| CallFailure::Permanent(format!("the outbox payload is not readable: {e}")))?;
-    // The action's span, when one was made (traces, or a log showing
-    // `debug` lines), names its event; without one the event is not read.
-    let span = tracing::Span::current();
-    if !span.is_disabled()
-        && let Some(event_id) = payload.event_id()
-    {
-        span.record("event_id", event_id);
-    }
     let id = converge_store::idempotency_key(action.id, action.instance, payload.idempotency_key);
     plugin
         .execute(action_input(id, &payload), &route.config_json)
