@@ -7,6 +7,8 @@ use serde_json::value::RawValue;
 
 use crate::entity::EntityKey;
 
+mod wire;
+
 /// A validated CloudEvent as converge journals it.
 ///
 /// `json` is the event re-serialised in the CloudEvents JSON format: it is what
@@ -121,10 +123,27 @@ impl Event {
         Event::parse(value, Writer::Outside)
     }
 
-    /// One parse, straight into a CloudEvent, for the events that are
-    /// valid (nearly all); anything else is read again through
-    /// [`Event::parse`], whose errors name what is wrong.
+    /// One pass for the plainly valid events (nearly all, see
+    /// [`wire`]); anything else is read through the cloudevents crate.
     fn read(text: &[u8], writer: Writer) -> Result<Event, EventError> {
+        match wire::Wire::read(text) {
+            Some(wire) => Event::from_parts(wire.into_parts(), writer),
+            None => Event::read_through_crate(text, writer),
+        }
+    }
+
+    /// [`Event::from_json`] through the cloudevents crate alone: the
+    /// reference the one-pass reader is held to, by a property test here
+    /// and by the `cloudevent` fuzz target.
+    #[doc(hidden)]
+    pub fn from_json_through_crate(body: &[u8]) -> Result<Event, EventError> {
+        Event::read_through_crate(body, Writer::Outside)
+    }
+
+    /// One parse, straight into a CloudEvent, for the events that are
+    /// valid; anything else is read again through [`Event::parse`], whose
+    /// errors name what is wrong.
+    fn read_through_crate(text: &[u8], writer: Writer) -> Result<Event, EventError> {
         match serde_json::from_slice::<cloudevents::Event>(text) {
             Ok(event) if is_v10(&event) => Event::from_cloudevent(event, writer),
             _ => {
@@ -146,41 +165,56 @@ impl Event {
     }
 
     fn from_cloudevent(mut event: cloudevents::Event, writer: Writer) -> Result<Event, EventError> {
-        let hook = match event.extension(HOOK_EXTENSION) {
-            None => None,
-            Some(_) if writer == Writer::Outside => return Err(EventError::HookExtension),
-            Some(value) => Some(value.to_string()),
-        };
-        let id = event.id().to_string();
-        if id.is_empty() {
-            return Err(EventError::Invalid(
-                "attribute `id` must not be empty".into(),
-            ));
-        }
-        let source = event.source().to_string();
-        if source.is_empty() {
-            return Err(EventError::Invalid(
-                "attribute `source` must not be empty".into(),
-            ));
-        }
-        let ty = event.ty().to_string();
-        if ty.is_empty() {
-            return Err(EventError::Invalid(
-                "attribute `type` must not be empty".into(),
-            ));
-        }
-        let traceparent = event
-            .extension(TRACEPARENT_EXTENSION)
-            .map(ToString::to_string);
         let json = serde_json::to_string(&event).map_err(|e| EventError::Invalid(e.to_string()))?;
-        let subject = event.subject().map(str::to_string);
-        let time = event.time().copied();
-        // Written into `json` above, so the data is moved out, not copied.
-        let data = match event.take_data().2 {
-            Some(cloudevents::Data::Json(v)) => v,
-            Some(cloudevents::Data::String(s)) => Value::String(s),
-            Some(cloudevents::Data::Binary(_)) | None => Value::Null,
+        let parts = Parts {
+            hook: event.extension(HOOK_EXTENSION).map(ToString::to_string),
+            id: event.id().to_string(),
+            source: event.source().to_string(),
+            ty: event.ty().to_string(),
+            traceparent: event
+                .extension(TRACEPARENT_EXTENSION)
+                .map(ToString::to_string),
+            json,
+            subject: event.subject().map(str::to_string),
+            time: event.time().copied(),
+            // Written into `json` above, so the data is moved out, not copied.
+            data: match event.take_data().2 {
+                Some(cloudevents::Data::Json(v)) => v,
+                Some(cloudevents::Data::String(s)) => Value::String(s),
+                Some(cloudevents::Data::Binary(_)) | None => Value::Null,
+            },
         };
+        Event::from_parts(parts, writer)
+    }
+
+    /// The event, once what converge asks of every event beyond the
+    /// CloudEvents format holds.
+    fn from_parts(parts: Parts, writer: Writer) -> Result<Event, EventError> {
+        if parts.hook.is_some() && writer == Writer::Outside {
+            return Err(EventError::HookExtension);
+        }
+        for (name, value) in [
+            ("id", &parts.id),
+            ("source", &parts.source),
+            ("type", &parts.ty),
+        ] {
+            if value.is_empty() {
+                return Err(EventError::Invalid(format!(
+                    "attribute `{name}` must not be empty"
+                )));
+            }
+        }
+        let Parts {
+            hook,
+            id,
+            source,
+            ty,
+            traceparent,
+            json,
+            subject,
+            time,
+            data,
+        } = parts;
         Ok(Event {
             id,
             source,
@@ -263,6 +297,21 @@ impl Event {
     pub fn entity_key(&self) -> Option<EntityKey> {
         self.subject.as_deref().and_then(EntityKey::parse)
     }
+}
+
+/// An event as read, before converge's own checks.
+struct Parts {
+    /// The `convergehook` extension, as text.
+    hook: Option<String>,
+    id: String,
+    source: String,
+    ty: String,
+    traceparent: Option<String>,
+    /// The event written in the CloudEvents JSON format.
+    json: String,
+    subject: Option<String>,
+    time: Option<DateTime<Utc>>,
+    data: Value,
 }
 
 /// The cloudevents crate also reads CloudEvents 0.3; converge takes 1.0 only.
