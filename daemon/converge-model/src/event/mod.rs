@@ -127,7 +127,7 @@ impl Event {
     /// [`wire`]); anything else is read through the cloudevents crate.
     fn read(text: &[u8], writer: Writer) -> Result<Event, EventError> {
         match wire::Wire::read(text) {
-            Some(wire) => Event::from_parts(wire.into_parts(), writer),
+            Some(wire) => wire.into_event().checked(writer),
             None => Event::read_through_crate(text, writer),
         }
     }
@@ -166,7 +166,7 @@ impl Event {
 
     fn from_cloudevent(mut event: cloudevents::Event, writer: Writer) -> Result<Event, EventError> {
         let json = serde_json::to_string(&event).map_err(|e| EventError::Invalid(e.to_string()))?;
-        let parts = Parts {
+        let read = Event {
             hook: event.extension(HOOK_EXTENSION).map(ToString::to_string),
             id: event.id().to_string(),
             source: event.source().to_string(),
@@ -184,19 +184,20 @@ impl Event {
                 Some(cloudevents::Data::Binary(_)) | None => Value::Null,
             },
         };
-        Event::from_parts(parts, writer)
+        read.checked(writer)
     }
 
-    /// The event, once what converge asks of every event beyond the
-    /// CloudEvents format holds.
-    fn from_parts(parts: Parts, writer: Writer) -> Result<Event, EventError> {
-        if parts.hook.is_some() && writer == Writer::Outside {
+    /// The event as read, once what converge asks of every event beyond
+    /// the CloudEvents format holds: a `convergehook` only from the
+    /// journal, a non-empty `id`, `source` and `type`.
+    fn checked(self, writer: Writer) -> Result<Event, EventError> {
+        if self.hook.is_some() && writer == Writer::Outside {
             return Err(EventError::HookExtension);
         }
         for (name, value) in [
-            ("id", &parts.id),
-            ("source", &parts.source),
-            ("type", &parts.ty),
+            ("id", &self.id),
+            ("source", &self.source),
+            ("type", &self.ty),
         ] {
             if value.is_empty() {
                 return Err(EventError::Invalid(format!(
@@ -204,28 +205,7 @@ impl Event {
                 )));
             }
         }
-        let Parts {
-            hook,
-            id,
-            source,
-            ty,
-            traceparent,
-            json,
-            subject,
-            time,
-            data,
-        } = parts;
-        Ok(Event {
-            id,
-            source,
-            ty,
-            subject,
-            time,
-            hook,
-            traceparent,
-            data,
-            json,
-        })
+        Ok(self)
     }
 
     /// An event converge writes itself: see [`OwnEvent`].
@@ -272,7 +252,7 @@ impl Event {
     /// producer, and processing continues the trace its intake began.
     pub fn arrived_on(mut self, hook: &str, traceparent: Option<String>) -> Event {
         debug_assert!(self.hook.is_none());
-        // `json` is a compact object `from_cloudevent` wrote, so the
+        // `json` is a compact object written when the event was read, so the
         // extensions go in as members before its closing brace, without
         // parsing and writing the event again (a CloudEvent's extensions
         // have no order). Each value is a JSON string, escaped by serde_json.
@@ -297,21 +277,6 @@ impl Event {
     pub fn entity_key(&self) -> Option<EntityKey> {
         self.subject.as_deref().and_then(EntityKey::parse)
     }
-}
-
-/// An event as read, before converge's own checks.
-struct Parts {
-    /// The `convergehook` extension, as text.
-    hook: Option<String>,
-    id: String,
-    source: String,
-    ty: String,
-    traceparent: Option<String>,
-    /// The event written in the CloudEvents JSON format.
-    json: String,
-    subject: Option<String>,
-    time: Option<DateTime<Utc>>,
-    data: Value,
 }
 
 /// The cloudevents crate also reads CloudEvents 0.3; converge takes 1.0 only.

@@ -28,7 +28,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::{HOOK_EXTENSION, Parts, TRACEPARENT_EXTENSION};
+use super::{Event, HOOK_EXTENSION, TRACEPARENT_EXTENSION, push_member};
 
 /// A plainly valid CloudEvent, as read.
 #[derive(Default)]
@@ -55,8 +55,8 @@ impl<'a> Wire<'a> {
             .then_some(wire)
     }
 
-    /// The event's parts, with its JSON written.
-    pub(super) fn into_parts(self) -> Parts {
+    /// The event, its JSON written, before converge's own checks.
+    pub(super) fn into_event(self) -> Event {
         let (id, source, ty) = (
             self.id.unwrap_or_default().into_owned(),
             self.source.unwrap_or_default().into_owned(),
@@ -94,7 +94,7 @@ impl<'a> Wire<'a> {
             }
         }
         json.push('}');
-        Parts {
+        Event {
             hook,
             id,
             source,
@@ -106,15 +106,6 @@ impl<'a> Wire<'a> {
             data: self.data.unwrap_or(Value::Null),
         }
     }
-}
-
-/// `,"<name>":<value as a JSON string>`.
-fn push_member(json: &mut String, name: &str, value: &str) {
-    json.push_str(",\"");
-    json.push_str(name);
-    json.push_str("\":");
-    // Writing a string as JSON cannot fail.
-    json.push_str(&serde_json::to_string(value).unwrap_or_default());
 }
 
 /// `,<name as a JSON string>:<value>`.
