@@ -82,11 +82,27 @@ fn push_string(out: &mut String, text: &str) {
     out.push_str(&serde_json::to_string(text).unwrap_or_default());
 }
 
-/// `rest` without the first occurrence of `piece`, and where it was.
+/// `rest` without an occurrence of `piece`, and where it was: where the
+/// attributes usually are first (the subject right after the head, the
+/// hook last, where `Event::arrived_on` put it), then the first occurrence.
+/// Any occurrence decodes to the same text; looking at those two places
+/// first spares building a substring searcher for nearly every event.
 fn cut(rest: &str, piece: Option<&str>) -> Option<(usize, String)> {
     let piece = piece?;
-    let at = rest.find(piece)?;
-    Some((at, format!("{}{}", &rest[..at], &rest[at + piece.len()..])))
+    let last = rest.len().checked_sub(piece.len() + 1);
+    let at = if rest.starts_with(piece) {
+        0
+    } else if let Some(last) =
+        last.filter(|&at| rest.get(at..).is_some_and(|tail| tail.starts_with(piece)))
+    {
+        last
+    } else {
+        rest.find(piece)?
+    };
+    let mut cut = String::with_capacity(rest.len() - piece.len());
+    cut.push_str(&rest[..at]);
+    cut.push_str(&rest[at + piece.len()..]);
+    Some((at, cut))
 }
 
 /// The text to store for an event's `json`.
