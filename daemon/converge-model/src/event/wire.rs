@@ -12,8 +12,9 @@
 //! `specversion` `1.0`; `id`, `type`, `source` and any `datacontenttype`,
 //! `subject` and `time` as strings (a `time` in RFC 3339); `data` as JSON
 //! (no `datacontenttype`, or a JSON one); extensions that are strings,
-//! booleans or integers. It gives up on `data_base64`, `dataschema`, null
-//! members, a non-JSON `datacontenttype` and anything that is not JSON.
+//! booleans or integers. It gives up on `data_base64`, `dataschema`, a
+//! null attribute or extension, a non-JSON `datacontenttype` and anything
+//! that is not JSON (a null `data` is JSON, read as the crate reads it).
 //!
 //! The event's JSON is written as the crate writes it: the attributes in
 //! its order, `data` compact with its members sorted, then the extensions,
