@@ -220,20 +220,8 @@ enum Member<'a> {
 
 impl<'de> de::Deserialize<'de> for Member<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl<'de> Visitor<'de> for Name {
-            type Value = Member<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, name: &'de str) -> Result<Member<'de>, E> {
-                Ok(Member::known(name).unwrap_or(Member::Other(Cow::Borrowed(name))))
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Member<'de>, E> {
-                Ok(Member::known(name).unwrap_or_else(|| Member::Other(Cow::Owned(name.into()))))
-            }
-        }
-        deserializer.deserialize_str(Name)
+        let Text(name) = Text::deserialize(deserializer)?;
+        Ok(Member::known(&name).unwrap_or(Member::Other(name)))
     }
 }
 
@@ -254,7 +242,8 @@ impl Member<'_> {
     }
 }
 
-/// A string member's value, borrowed from the text when it has no escapes.
+/// A string (a member's name or value), borrowed from the text when it has
+/// no escapes.
 struct Text<'a>(Cow<'a, str>);
 
 impl<'de> de::Deserialize<'de> for Text<'de> {
