@@ -12,9 +12,14 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
+/// A time's text as chrono's `Serialize` writes it.
+pub fn format(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
 /// A time as chrono writes it.
 pub fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    serializer.serialize_str(&format(time))
 }
 
 /// An optional time as chrono writes it: `null` when there is none.

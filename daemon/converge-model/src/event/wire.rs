@@ -25,7 +25,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
@@ -75,11 +75,8 @@ impl<'a> Wire<'a> {
             push_member(&mut json, "subject", subject);
         }
         if let Some(time) = &self.time {
-            push_member(
-                &mut json,
-                "time",
-                &time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-            );
+            // As the crate writes it: through chrono's `Serialize`.
+            push_member(&mut json, "time", &crate::rfc3339::format(time));
         }
         if let Some(data) = &self.data {
             push_value(&mut json, "data", data);
