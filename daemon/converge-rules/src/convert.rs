@@ -1,6 +1,6 @@
 //! JSON <-> Rhai values, and the `event` / `entity` maps rules read.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use converge_model::entity::ChannelState;
 use converge_model::{EntityState, Event, Flow};
 use rhai::{Array, Dynamic, FLOAT, INT, ImmutableString, Map};
@@ -10,7 +10,7 @@ use serde_json::{Number, Value};
 /// same text serde writes for the entity's timestamps, so rules can compare
 /// them as strings.
 pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    converge_model::rfc3339::format(&at)
 }
 
 /// JSON numbers that fit an `i64` become integers, every other number a float.
