@@ -109,14 +109,14 @@ pub mod script;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use converge_model::{
     CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace, EntityState,
     Event, RuleFailure, RuleNote, StageRoles,
 };
-use rhai::{AST, Dynamic, Engine, EvalAltResult, Position, Scope};
+use rhai::{AST, Caches, Dynamic, Engine, EvalAltResult, Position, Scope};
 use sha2::{Digest, Sha256};
 
 use crate::convert::{entity_to_dynamic, event_to_dynamic, rfc3339};
@@ -240,9 +240,42 @@ pub struct Rule {
     /// send rather than let it go unjudged.
     pub gates_sends: bool,
     ast: Arc<AST>,
+    /// Which function each of the rule's calls resolved to, kept from one
+    /// run to the next (see [`Rule::run`]).
+    calls: Arc<Mutex<Caches>>,
 }
 
 impl Rule {
+    /// Runs the rule's script, as `Engine::run_ast_with_scope` does, but
+    /// with the function resolutions of its earlier runs: Rhai resolves each
+    /// call by searching the engine's packages, and remembers the answer
+    /// only for the run (and only from a call's second time in it), so
+    /// every event paid for every lookup again. What a call resolves to
+    /// depends on the engine and the script alone, both fixed for the
+    /// rule's life (rules cannot `import`: the engine allows no modules).
+    fn run(&self, engine: &Engine, scope: &mut Scope) -> Result<(), Box<EvalAltResult>> {
+        let mut global = engine.new_global_runtime_state();
+        global.lib.push(self.ast.shared_lib().clone());
+        // Another thread running this rule now (replays, simulations) runs
+        // it with a cache of its own.
+        let mut own = None;
+        let mut shared = self.calls.try_lock().ok();
+        let caches = match shared.as_deref_mut() {
+            Some(caches) => caches,
+            None => own.insert(Caches::new()),
+        };
+        // Rhai's one entry point that takes the caches (under `internals`,
+        // deprecated since 1.12). `run_ast_with_scope` also sets the AST's
+        // source and embedded module resolver; a rule's AST has neither.
+        debug_assert!(self.ast.source().is_none());
+        #[allow(deprecated)]
+        let result = engine.eval_statements_raw(&mut global, caches, scope, self.ast.statements());
+        // A run cut short inside a script function leaves none of its
+        // caches behind; the rule's own stays.
+        caches.rewind_fn_resolution_caches(1);
+        result.map(|_| ())
+    }
+
     /// Whether the rule runs for events of this type (its `events` header).
     pub fn handles(&self, event_type: &str) -> bool {
         self.events.as_ref().is_none_or(|patterns| {
@@ -356,6 +389,7 @@ impl RuleSet {
                         gates_sends: script::calls(&ast, "hold_send")
                             || script::calls(&ast, "release_send"),
                         ast: Arc::new(ast),
+                        calls: Arc::default(),
                     });
                 }
                 Err(err) => errors.push(script_error(name, path, &err)),
@@ -470,7 +504,7 @@ impl RuleSet {
                 stages: stages.cloned(),
                 ..RunState::default()
             });
-            let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
+            let result = rule.run(&self.engine, &mut scope);
             let run = guard.finish();
 
             evaluation

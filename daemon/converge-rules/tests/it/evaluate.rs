@@ -693,3 +693,62 @@ fn every_limit_fails_the_rule_with_its_own_message() {
     );
     assert_eq!(eval.decisions, vec![]);
 }
+
+#[test]
+fn each_run_calls_the_functions_its_own_rule_and_arguments_name() {
+    // What a call resolved to is remembered from one event to the next; it
+    // must stay the rule's own function, and follow the arguments' types.
+    let set = compile(&[
+        (
+            "first",
+            "fn label() { \"first\" }\nnotify(label(), `${event.data.v.contains(\"a\")}`);",
+        ),
+        (
+            "second",
+            "fn label() { \"second\" }\nnotify(label(), `${event.data.v.contains(\"a\")}`);",
+        ),
+    ]);
+    for round in 0..3 {
+        for (v, has) in [
+            (json!("cat"), "true"),
+            (json!(["a", "b"]), "true"),
+            (json!("dog"), "false"),
+            (json!([1, 2]), "false"),
+        ] {
+            let e = event("x", None, json!({"v": v}));
+            let eval = set.evaluate(&e, None, now());
+            assert_eq!(eval.failures, vec![], "round {round}, v = {v}");
+            assert_eq!(
+                untraced(eval.decisions),
+                vec![
+                    notify(&set, 0, "first", has),
+                    notify(&set, 1, "second", has)
+                ],
+                "round {round}, v = {v}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_rule_cut_short_inside_a_function_runs_whole_on_the_next_event() {
+    let set = compile(&[(
+        "deep",
+        "fn down(n) { if n == 0 { 0 } else { 1 + down(n - 1) } }\n\
+         notify(\"depth\", `${down(event.data.n)}`);",
+    )]);
+    for n in [5, 100_000, 7, 100_000, 3] {
+        let e = event("x", None, json!({ "n": n }));
+        let eval = set.evaluate(&e, None, now());
+        if n == 100_000 {
+            assert_eq!(eval.decisions, vec![]);
+            assert_eq!(eval.failures.len(), 1, "n = {n}");
+        } else {
+            assert_eq!(eval.failures, vec![], "n = {n}");
+            assert_eq!(
+                untraced(eval.decisions),
+                vec![notify(&set, 0, "depth", &n.to_string())]
+            );
+        }
+    }
+}
