@@ -83,26 +83,17 @@ pub(crate) fn dynamic_to_json(value: &Dynamic) -> Result<Value, String> {
 
 /// The `event` map: `id`, `source`, `type`, `subject`, `time`, `hook`, `data`.
 pub(crate) fn event_to_dynamic(event: &Event) -> Dynamic {
-    let mut map = Map::new();
-    map.insert("id".into(), Dynamic::from(event.id.clone()));
-    map.insert("source".into(), Dynamic::from(event.source.clone()));
-    map.insert("type".into(), Dynamic::from(event.ty.clone()));
-    map.insert(
-        "subject".into(),
-        event.subject.clone().map_or(Dynamic::UNIT, Dynamic::from),
-    );
-    map.insert(
-        "time".into(),
-        event
-            .time
-            .map_or(Dynamic::UNIT, |t| Dynamic::from(rfc3339(t))),
-    );
-    map.insert(
-        "hook".into(),
-        event.hook.clone().map_or(Dynamic::UNIT, Dynamic::from),
-    );
-    map.insert("data".into(), json_to_dynamic(&event.data));
-    Dynamic::from_map(map)
+    let optional = |text: &Option<String>| text.clone().map_or(Dynamic::UNIT, Dynamic::from);
+    // In key order, as in `entity_to_dynamic`.
+    Dynamic::from_map(Map::from([
+        ("data".into(), json_to_dynamic(&event.data)),
+        ("hook".into(), optional(&event.hook)),
+        ("id".into(), Dynamic::from(event.id.clone())),
+        ("source".into(), Dynamic::from(event.source.clone())),
+        ("subject".into(), optional(&event.subject)),
+        ("time".into(), optional_time(event.time)),
+        ("type".into(), Dynamic::from(event.ty.clone())),
+    ]))
 }
 
 /// The `entity` map: the entity state as serde writes it, as
@@ -115,36 +106,29 @@ pub(crate) fn entity_to_dynamic(entity: Option<&EntityState>) -> Dynamic {
     let Some(entity) = entity else {
         return Dynamic::UNIT;
     };
-    let mut map = Map::new();
-    map.insert("kind".into(), text(&entity.kind));
-    map.insert("id".into(), text(&entity.id));
-    map.insert("stage".into(), optional_text(entity.stage.as_deref()));
-    map.insert("owner".into(), optional_text(entity.owner.as_deref()));
-    map.insert("fields".into(), members_to_dynamic(&entity.fields));
-    map.insert(
-        "channels".into(),
-        Dynamic::from_map(
-            entity
-                .channels
-                .iter()
-                .map(|(name, channel)| (name.as_str().into(), channel_to_dynamic(channel)))
-                .collect(),
+    let channels = entity
+        .channels
+        .iter()
+        .map(|(name, channel)| (name.as_str().into(), channel_to_dynamic(channel)))
+        .collect();
+    // Built whole, members in key order: a map collected from sorted pairs
+    // is laid out in one pass, where inserting searched it for every key.
+    let mut map = Map::from([
+        ("channels".into(), Dynamic::from_map(channels)),
+        ("created_at".into(), time(entity.created_at)),
+        ("events".into(), unsigned(entity.events)),
+        ("fields".into(), members_to_dynamic(&entity.fields)),
+        ("id".into(), text(&entity.id)),
+        ("kind".into(), text(&entity.kind)),
+        (
+            "last_event_type".into(),
+            optional_text(entity.last_event_type.as_deref()),
         ),
-    );
-    map.insert(
-        "created_at".into(),
-        Dynamic::from(rfc3339(entity.created_at)),
-    );
-    map.insert(
-        "updated_at".into(),
-        Dynamic::from(rfc3339(entity.updated_at)),
-    );
-    map.insert("stage_since".into(), optional_time(entity.stage_since));
-    map.insert("events".into(), unsigned(entity.events));
-    map.insert(
-        "last_event_type".into(),
-        optional_text(entity.last_event_type.as_deref()),
-    );
+        ("owner".into(), optional_text(entity.owner.as_deref())),
+        ("stage".into(), optional_text(entity.stage.as_deref())),
+        ("stage_since".into(), optional_time(entity.stage_since)),
+        ("updated_at".into(), time(entity.updated_at)),
+    ]);
     if !entity.flow.is_empty() {
         map.insert("flow".into(), flow_to_dynamic(&entity.flow));
     }
@@ -152,11 +136,12 @@ pub(crate) fn entity_to_dynamic(entity: Option<&EntityState>) -> Dynamic {
 }
 
 fn channel_to_dynamic(channel: &ChannelState) -> Dynamic {
-    let mut map = Map::new();
-    map.insert("stage".into(), optional_text(channel.stage.as_deref()));
-    map.insert("owner".into(), optional_text(channel.owner.as_deref()));
-    map.insert("fields".into(), members_to_dynamic(&channel.fields));
-    map.insert("updated_at".into(), optional_time(channel.updated_at));
+    let mut map = Map::from([
+        ("fields".into(), members_to_dynamic(&channel.fields)),
+        ("owner".into(), optional_text(channel.owner.as_deref())),
+        ("stage".into(), optional_text(channel.stage.as_deref())),
+        ("updated_at".into(), optional_time(channel.updated_at)),
+    ]);
     if !channel.flow.is_empty() {
         map.insert("flow".into(), flow_to_dynamic(&channel.flow));
     }
@@ -185,8 +170,12 @@ fn optional_text(optional: Option<&str>) -> Dynamic {
     optional.map_or(Dynamic::UNIT, text)
 }
 
+fn time(at: DateTime<Utc>) -> Dynamic {
+    Dynamic::from(rfc3339(at))
+}
+
 fn optional_time(at: Option<DateTime<Utc>>) -> Dynamic {
-    at.map_or(Dynamic::UNIT, |at| Dynamic::from(rfc3339(at)))
+    at.map_or(Dynamic::UNIT, time)
 }
 
 /// As serde gives a `u64`: an integer while it fits, else a float.
