@@ -12,6 +12,7 @@ use url::Url;
 use crate::bindings::converge::plugin::http::{self, HttpError, Method, Request, Response};
 use crate::client;
 use crate::config::Grants;
+use crate::parsed_url::{self, ParsedUrl};
 use crate::state::{CallContext, HostState};
 
 /// The span of one request a plugin sends (see [`crate::TRACE_ONLY_SPANS`]).
@@ -80,7 +81,8 @@ async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpErro
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(&mut headers));
     });
-    let uri = ::http::Uri::try_from(prepared.url.as_str())
+    let uri = prepared
+        .uri
         .map_err(|e| HttpError::Denied(format!("invalid url {:?}: {e}", prepared.url.as_str())))?;
     let mut request =
         ::http::Request::new(Full::new(Bytes::from(prepared.body.unwrap_or_default())));
@@ -129,6 +131,8 @@ async fn send(call: &mut CallContext, req: Request) -> Result<Response, HttpErro
 pub(crate) struct Prepared {
     pub(crate) method: ::http::Method,
     pub(crate) url: Url,
+    /// The URL as the client reads it; `Err` says why it could not.
+    pub(crate) uri: Result<::http::Uri, String>,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Vec<u8>>,
 }
@@ -140,7 +144,7 @@ pub(crate) fn prepare(
     max_request_bytes: usize,
     req: Request,
 ) -> Result<Prepared, HttpError> {
-    let url = Url::parse(&req.url)
+    let ParsedUrl { url, uri } = parsed_url::parse(&req.url)
         .map_err(|e| HttpError::Denied(format!("invalid url {:?}: {e}", req.url)))?;
     match url.scheme() {
         "https" => {}
@@ -231,6 +235,7 @@ pub(crate) fn prepare(
             Method::Delete => ::http::Method::DELETE,
         },
         url,
+        uri,
         headers,
         body,
     })

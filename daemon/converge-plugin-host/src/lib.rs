@@ -48,6 +48,7 @@ mod error;
 mod host;
 mod http;
 mod needs;
+mod parsed_url;
 mod plugin;
 mod resolve;
 mod state;
