@@ -540,7 +540,9 @@ impl Sandbox {
         };
 
         let wall_time = self.limits.wall_time;
-        let running = async {
+        // Boxed: the guest call's future is kilobytes, which the timeout
+        // and each `.await` up the stack would otherwise copy again.
+        let running = Box::pin(async {
             let instance = match instance {
                 Some(instance) => instance,
                 None => match &self.pre {
@@ -559,7 +561,7 @@ impl Sandbox {
                 .await
                 .map_err(Failed::Call)?;
             Ok((instance, output))
-        };
+        });
         // Dropping the future on timeout abandons the guest mid-call; the
         // store is dropped below and never used for another call.
         let (result, instance) = match tokio::time::timeout(wall_time, running).await {

@@ -330,14 +330,14 @@ fn spawn_action(
         }
     }
     let shared = shared.clone();
-    tracker.spawn(
-        async move {
-            let id = action.id;
-            let finished = run_action(&shared, action, acked_at).await;
-            shared.tracked().stop(id, finished);
-        }
-        .instrument(span),
-    );
+    // Boxed where it is made: an action's future holds the plugin call's,
+    // kilobytes that each wrapper and the task would otherwise copy again.
+    let run = Box::pin(async move {
+        let id = action.id;
+        let finished = run_action(&shared, action, acked_at).await;
+        shared.tracked().stop(id, finished);
+    });
+    tracker.spawn(run.instrument(span));
 }
 
 /// Runs an action until it is done, failed for good, or the dispatcher stops.
