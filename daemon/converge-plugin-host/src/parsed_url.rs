@@ -78,8 +78,10 @@ mod tests {
                 );
             }
         }
+        // An error is not remembered: asked again, the text fails again.
         assert!(parse("not a url").is_err());
         assert!(parse("not a url").is_err());
+        assert!(PARSED.with_borrow(|parsed| parsed.peek("not a url").is_none()));
     }
 
     #[test]
