@@ -658,7 +658,7 @@ mod tests {
             .iter()
             .flat_map(|d| &d.actions)
             .map(|a| {
-                let payload: Value = serde_json::from_str(&a.payload_json).unwrap();
+                let payload: Value = serde_json::from_str(a.payload.as_str()).unwrap();
                 payload["idempotency_key"].as_str().unwrap().to_string()
             })
             .collect()
@@ -965,7 +965,7 @@ mod tests {
                 .map(|a| {
                     (
                         a.route.clone(),
-                        serde_json::from_str(&a.payload_json).unwrap(),
+                        serde_json::from_str(a.payload.as_str()).unwrap(),
                     )
                 })
                 .collect();

@@ -128,11 +128,67 @@ pub struct NewDecision {
 pub struct NewAction {
     pub route: String,
     pub plugin: String,
-    pub payload_json: String,
+    pub payload: PayloadJson,
     /// The idempotency key the payload names, when it is not the action's
     /// own (a released send's). The store keeps it beside the action, which
     /// outlives its payload.
     pub payload_key: Option<String>,
+}
+
+/// An action's payload as the outbox keeps it: one JSON object with the
+/// decision kind routed, the rule, the decision, the event, the entity and,
+/// for a released send, its idempotency key (converge-engine's
+/// `ActionPayload` writes and reads it). A payload written in this process
+/// also knows where those members lie in its text (`PayloadLayout`), so the
+/// dispatcher takes them as they are instead of parsing the payload again;
+/// one read back from the store does not, and is parsed.
+#[derive(Debug, Clone)]
+pub struct PayloadJson {
+    json: String,
+    layout: Option<Box<PayloadLayout>>,
+}
+
+impl PayloadJson {
+    /// A payload as the store kept it.
+    pub fn stored(json: String) -> PayloadJson {
+        PayloadJson { json, layout: None }
+    }
+
+    /// A payload just written, with where its members lie in `json`.
+    pub fn written(json: String, layout: PayloadLayout) -> PayloadJson {
+        PayloadJson {
+            json,
+            layout: Some(Box::new(layout)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.json
+    }
+
+    pub fn layout(&self) -> Option<&PayloadLayout> {
+        self.layout.as_deref()
+    }
+}
+
+/// Equal when the JSON is: the layout only says what the JSON holds.
+impl PartialEq for PayloadJson {
+    fn eq(&self, other: &PayloadJson) -> bool {
+        self.json == other.json
+    }
+}
+
+/// Where the members of a payload lie in its JSON, as byte ranges: the
+/// text of the kind, rule and idempotency key between their quotes (each
+/// written without escapes), and the decision, event and entity JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadLayout {
+    pub kind: std::ops::Range<usize>,
+    pub rule: std::ops::Range<usize>,
+    pub decision: std::ops::Range<usize>,
+    pub event: std::ops::Range<usize>,
+    pub entity: std::ops::Range<usize>,
+    pub idempotency_key: Option<std::ops::Range<usize>>,
 }
 
 /// A timer, as `/v1/entities/{kind}/{id}/timers` and the scheduler read it.

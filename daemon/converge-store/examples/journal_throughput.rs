@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use converge_model::{Decision, DecisionKind, EntityKey, EntityState};
 use converge_store::{
-    Durability, Location, NewAction, NewDecision, NewEvent, ProcessedEvent, Store, WriteBatch,
+    Durability, Location, NewAction, NewDecision, NewEvent, PayloadJson, ProcessedEvent, Store,
+    WriteBatch,
 };
 
 const EVENTS: usize = 200_000;
@@ -117,8 +118,9 @@ fn batches_processing(
                     actions: vec![NewAction {
                         route: "slack".into(),
                         plugin: "slack".into(),
-                        payload_json: r##"{"channel":"#reviews","text":"no progress for 48h"}"##
-                            .into(),
+                        payload: PayloadJson::stored(
+                            r##"{"channel":"#reviews","text":"no progress for 48h"}"##.into(),
+                        ),
                         payload_key: None,
                     }],
                 }]

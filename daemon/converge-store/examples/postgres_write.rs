@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use converge_model::{CatchUp, Decision, DecisionKind, EntityKey, EntityState};
 use converge_store::{
     ActionOutcome, ExpectedArrival, Location, NewAction, NewDecision, NewEvent, NewTimer,
-    OutcomeKind, ProcessedEvent, Store, TimerKind, WriteBatch,
+    OutcomeKind, PayloadJson, ProcessedEvent, Store, TimerKind, WriteBatch,
 };
 use serde_json::json;
 
@@ -194,7 +194,9 @@ fn processed(i: usize) -> ProcessedEvent {
                 vec![NewAction {
                     route: "slack".into(),
                     plugin: "slack".into(),
-                    payload_json: r##"{"channel":"#handoffs","text":"handed to bo"}"##.into(),
+                    payload: PayloadJson::stored(
+                        r##"{"channel":"#handoffs","text":"handed to bo"}"##.into(),
+                    ),
                     payload_key: None,
                 }],
             ),

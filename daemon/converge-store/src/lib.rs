@@ -72,10 +72,11 @@ pub use records::{
     ActionStatus, Appended, Counts, DeadLetterChange, DeadLetterOp, DeadLetterOutcome,
     DecisionRecord, EventTrail, ExpectedArrival, Fence, FiredTimer, GateChange, GateOverrideRecord,
     GateRecord, HeldSendRecord, HeldSendStatus, JournaledEvent, LeaseRecord, NewAction,
-    NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PendingAction, ProcessedEvent,
-    PruneCandidate, PrunePage, RecentRuleFailure, RetryingAction, RuleActivity, RuleTimers,
-    SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerCancellation, TimerKind, TimerRecord,
-    TimerRecordKind, TimerStatus, WriteBatch, WriteResult, idempotency_key, instance_hex,
+    NewDecision, NewEvent, NewTimer, OpenSpan, OutcomeKind, PayloadJson, PendingAction,
+    ProcessedEvent, PruneCandidate, PrunePage, RecentRuleFailure, RetryingAction, RuleActivity,
+    RuleTimers, SampleGroup, SampleQuery, SkippedTimer, SourceState, TimerCancellation, TimerKind,
+    TimerRecord, TimerRecordKind, TimerStatus, WriteBatch, WriteResult, idempotency_key,
+    instance_hex,
 };
 
 /// How many partitions the entities are spread over. Fixed: it is part of

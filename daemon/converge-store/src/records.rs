@@ -9,7 +9,7 @@ use crate::StoreError;
 
 pub use converge_model::records::{
     ExpectedArrival, GateChange, HeldSendRecord, HeldSendStatus, NewAction, NewDecision, NewTimer,
-    TimerKind, TimerRecord, TimerRecordKind, TimerStatus,
+    PayloadJson, TimerKind, TimerRecord, TimerRecordKind, TimerStatus,
 };
 
 // ---- writes ----
@@ -407,7 +407,7 @@ pub struct PendingAction {
     pub decision_id: i64,
     pub route: String,
     pub plugin: String,
-    pub payload_json: String,
+    pub payload: PayloadJson,
     /// Attempts made so far.
     pub attempts: u32,
     /// When to try again after a failed attempt; `None` means now.
@@ -704,7 +704,7 @@ impl PendingAction {
             decision_id,
             route: action.route.clone(),
             plugin: action.plugin.clone(),
-            payload_json: action.payload_json.clone(),
+            payload: action.payload.clone(),
             attempts: 0,
             next_attempt_at_ms: None,
             lease_token,

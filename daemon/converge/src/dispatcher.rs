@@ -320,7 +320,7 @@ fn spawn_action(
     // names its event once, whatever number of attempts follow; without
     // one the payload is not read here.
     if !span.is_disabled()
-        && let Ok(payload) = ActionPayload::parse(&action.payload_json)
+        && let Ok(payload) = ActionPayload::read(&action.payload)
     {
         if let Some(event_id) = payload.event_id() {
             span.record("event_id", event_id);
@@ -475,9 +475,13 @@ async fn attempt(
     let plugin = shared.plugins.get(&route.plugin).ok_or_else(|| {
         CallFailure::Permanent(format!("plugin `{}` is not loaded", route.plugin))
     })?;
-    let payload = ActionPayload::parse(&action.payload_json)
+    let payload = ActionPayload::read(&action.payload)
         .map_err(|e| CallFailure::Permanent(format!("the outbox payload is not readable: {e}")))?;
-    let id = converge_store::idempotency_key(action.id, action.instance, payload.idempotency_key);
+    let id = converge_store::idempotency_key(
+        action.id,
+        action.instance,
+        payload.idempotency_key.as_deref(),
+    );
     plugin
         .execute(action_input(id, &payload), &route.config_json)
         .await
@@ -487,7 +491,7 @@ async fn attempt(
 /// (which name what they are about: the log shows no spans at `info`);
 /// empty when the payload does not say.
 fn event_id_of(action: &PendingAction) -> String {
-    ActionPayload::parse(&action.payload_json)
+    ActionPayload::read(&action.payload)
         .ok()
         .and_then(|payload| payload.event_id())
         .unwrap_or_default()
@@ -500,9 +504,9 @@ pub fn action_input(id: String, payload: &ActionPayload<'_>) -> ActionInput {
         id,
         kind: payload.kind.to_string(),
         rule: payload.rule.to_string(),
-        decision_json: payload.decision.get().to_string(),
-        event_json: payload.event.get().to_string(),
-        entity_json: payload.entity.get().to_string(),
+        decision_json: payload.decision.to_string(),
+        event_json: payload.event.to_string(),
+        entity_json: payload.entity.to_string(),
     }
 }
 

@@ -10,7 +10,7 @@ use postgres::{GenericClient, Row};
 use super::{PostgresStore, Session, attempts, cluster, sql_limit};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
-    GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
+    GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PayloadJson, PendingAction,
     RecentRuleFailure, RetryingAction, RuleActivity, RuleTimers, TimerRecord, parse_stored,
 };
 use crate::{
@@ -877,7 +877,7 @@ pub(super) fn pending_action(row: &Row) -> Result<PendingAction, StoreError> {
         decision_id: row.try_get(2)?,
         route: row.try_get(3)?,
         plugin: row.try_get(4)?,
-        payload_json: row.try_get(5)?,
+        payload: PayloadJson::stored(row.try_get(5)?),
         attempts: attempts(row.try_get(6)?),
         next_attempt_at_ms: row.try_get(7)?,
         lease_token: row.try_get(8)?,

@@ -468,10 +468,7 @@ fn insert_decisions<C: GenericClient>(
     let action_decisions: Vec<i64> = actions.iter().map(|(n, _)| *n).collect();
     let routes: Vec<&str> = actions.iter().map(|(_, a)| a.route.as_str()).collect();
     let plugins: Vec<&str> = actions.iter().map(|(_, a)| a.plugin.as_str()).collect();
-    let payloads: Vec<&str> = actions
-        .iter()
-        .map(|(_, a)| a.payload_json.as_str())
-        .collect();
+    let payloads: Vec<&str> = actions.iter().map(|(_, a)| a.payload.as_str()).collect();
     let payload_keys: Vec<Option<&str>> = actions
         .iter()
         .map(|(_, a)| a.payload_key.as_deref())

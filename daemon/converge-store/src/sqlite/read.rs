@@ -10,7 +10,7 @@ use super::SqliteStore;
 use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CURSOR};
 use crate::records::{
     ActionDetail, ActionHistoryRecord, ActionRecord, Counts, DecisionRecord, EventTrail,
-    GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PendingAction,
+    GateOverrideRecord, GateRecord, HeldSendRecord, JournaledEvent, PayloadJson, PendingAction,
     RecentRuleFailure, RetryingAction, RuleActivity, RuleTimers, TimerRecord, parse_stored,
 };
 use crate::{
@@ -179,7 +179,7 @@ impl Backend for SqliteStore {
                     decision_id: row.get(2)?,
                     route: row.get(3)?,
                     plugin: row.get(4)?,
-                    payload_json: row.get(5)?,
+                    payload: PayloadJson::stored(row.get(5)?),
                     attempts: row.get(6)?,
                     next_attempt_at_ms: row.get(7)?,
                     instance: row.get(8)?,

@@ -1025,7 +1025,7 @@ mod tests {
         );
         let pending = store.pending_actions(10).unwrap();
         assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].payload_json, "{}");
+        assert_eq!(pending[0].payload.as_str(), "{}");
         let done = store.action(3).unwrap().unwrap().action;
         assert_eq!(done.payload_key.as_deref(), Some("converge-send-3-ab12"));
         assert_eq!(

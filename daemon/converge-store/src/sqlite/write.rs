@@ -7,8 +7,8 @@ use crate::StoreError;
 use crate::records::{
     ActionHistoryKind, ActionOutcome, ActionStatus, Appended, DeadLetterChange, DeadLetterOp,
     DeadLetterOutcome, ExpectedArrival, FiredTimer, GateChange, NewEvent, NewTimer, OpenSpan,
-    OutcomeKind, PendingAction, ProcessedEvent, SkippedTimer, TimerCancellation, WriteBatch,
-    WriteResult, catch_up_name, timer_kind_columns,
+    OutcomeKind, PayloadJson, PendingAction, ProcessedEvent, SkippedTimer, TimerCancellation,
+    WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
 };
 
 /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
@@ -314,7 +314,7 @@ fn record_processed<'a>(
             ])?;
             let id = w.conn.last_insert_rowid();
             w.get("INSERT INTO action_payloads (action_id, payload) VALUES (?1, ?2)")?
-                .execute(params![id, action.payload_json])?;
+                .execute(params![id, action.payload.as_str()])?;
             actions.push(PendingAction::created(
                 id,
                 seq,
@@ -642,7 +642,7 @@ fn change_dead_letter(
                         decision_id: row.get(2)?,
                         route: row.get(3)?,
                         plugin: row.get(4)?,
-                        payload_json: row.get(5)?,
+                        payload: PayloadJson::stored(row.get(5)?),
                         attempts: 0,
                         next_attempt_at_ms: None,
                         instance: row.get(6)?,

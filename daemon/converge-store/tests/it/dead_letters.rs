@@ -253,7 +253,7 @@ fn an_action_keeps_its_payload_only_while_it_may_run(db: &TestDb) {
         .unwrap();
     assert_eq!(db.kept_payloads(), [1, 2]);
     let pending = store.pending_actions(10).unwrap();
-    assert_eq!(pending[1].payload_json, r#"{"route":"mail"}"#);
+    assert_eq!(pending[1].payload.as_str(), r#"{"route":"mail"}"#);
 
     let done = OutcomeKind::Done { external_id: None };
     store
@@ -282,7 +282,7 @@ fn an_action_keeps_its_payload_only_while_it_may_run(db: &TestDb) {
     let [DeadLetterOutcome::Retried(retried)] = written.dead_letters.as_slice() else {
         panic!("{:?}", written.dead_letters);
     };
-    assert_eq!(retried.payload_json, r#"{"route":"slack"}"#);
+    assert_eq!(retried.payload.as_str(), r#"{"route":"slack"}"#);
 
     store
         .write(&WriteBatch {

@@ -6,7 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use converge_model::{Decision, DecisionKind, EntityKey, EntityState, RuleFailure};
 use converge_store::{
-    Durability, Location, NewAction, NewDecision, NewEvent, ProcessedEvent, Store, WriteBatch,
+    Durability, Location, NewAction, NewDecision, NewEvent, PayloadJson, ProcessedEvent, Store,
+    WriteBatch,
 };
 use tempfile::TempDir;
 
@@ -306,7 +307,7 @@ pub fn action(route: &str) -> NewAction {
     NewAction {
         route: route.into(),
         plugin: "webhook-out".into(),
-        payload_json: format!(r#"{{"route":"{route}"}}"#),
+        payload: PayloadJson::stored(format!(r#"{{"route":"{route}"}}"#)),
         payload_key: None,
     }
 }

@@ -1,7 +1,7 @@
 use converge_model::{EntityKey, RuleNote};
 use converge_store::{
-    ActionOutcome, Appended, Counts, NewDecision, OutcomeKind, PendingAction, ProcessedEvent,
-    SourceState, StoreError, WriteBatch,
+    ActionOutcome, Appended, Counts, NewDecision, OutcomeKind, PayloadJson, PendingAction,
+    ProcessedEvent, SourceState, StoreError, WriteBatch,
 };
 
 use crate::helpers::{
@@ -33,7 +33,7 @@ fn processing_stores_state_decisions_and_actions_and_advances_the_cursor(db: &Te
                 decision_id: 1,
                 route: "slack".into(),
                 plugin: "webhook-out".into(),
-                payload_json: r#"{"route":"slack"}"#.into(),
+                payload: PayloadJson::stored(r#"{"route":"slack"}"#.into()),
                 attempts: 0,
                 next_attempt_at_ms: None,
                 instance: Some(instance),
@@ -45,7 +45,7 @@ fn processing_stores_state_decisions_and_actions_and_advances_the_cursor(db: &Te
                 decision_id: 1,
                 route: "mail".into(),
                 plugin: "webhook-out".into(),
-                payload_json: r#"{"route":"mail"}"#.into(),
+                payload: PayloadJson::stored(r#"{"route":"mail"}"#.into()),
                 attempts: 0,
                 next_attempt_at_ms: None,
                 instance: Some(instance),

@@ -497,7 +497,7 @@ impl Plugins {
             } = routed;
             let route = config.routes.iter().find(|r| r.name == action.route);
             let plugin = self.loaded.get(&action.plugin);
-            let outcome = match (route, plugin, ActionPayload::parse(&action.payload_json)) {
+            let outcome = match (route, plugin, ActionPayload::read(&action.payload)) {
                 (Some(route), Some(plugin), Ok(payload)) => {
                     let input = action_input(format!("try-{}", n + 1), &payload);
                     plugin
