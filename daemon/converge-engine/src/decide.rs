@@ -199,7 +199,10 @@ impl Engine {
         let now = decision_time(event, clock);
         let before = Before::of(entity.as_ref());
         let key = event.entity_key();
-        let campaign = key.as_ref().map(ToString::to_string);
+        // The entity's key as text, written once: the gate's campaign (when
+        // the entity is one) and the expects this event may cancel.
+        let key_text = key.as_ref().map(ToString::to_string);
+        let campaign = key_text.as_deref();
         let mut entity = key.as_ref().map(|key| {
             let mut state = entity.unwrap_or_else(|| EntityState::new(key, now));
             if changes_entity(event) {
@@ -209,7 +212,7 @@ impl Engine {
         });
         let (evaluation, shadow) = match deciding {
             Deciding::Rules(rules) => {
-                let gate = gates.rule_view(campaign.as_deref());
+                let gate = gates.rule_view(campaign);
                 // Built only for the events a querying rule handles.
                 let queries = rules.live.queries_for(&event.ty)
                     || rules.shadow.is_some_and(|s| s.queries_for(&event.ty));
@@ -263,9 +266,9 @@ impl Engine {
 
         let mut outcome = Outcome {
             now,
-            cancel_expects: key
-                .as_ref()
-                .map(|key| ExpectedArrival::came(key.to_string(), &event.ty))
+            cancel_expects: key_text
+                .clone()
+                .map(|key| ExpectedArrival::came(key, &event.ty))
                 .into_iter()
                 .collect(),
             ..Outcome::default()
@@ -275,7 +278,7 @@ impl Engine {
         let mut sends = Sends {
             seq,
             event,
-            campaign: campaign.as_deref(),
+            campaign,
             holds: holds_by_channel(&evaluation.decisions),
             released_own: HashSet::new(),
             now,
@@ -347,7 +350,7 @@ impl Engine {
         let released = outcome
             .releases
             .iter()
-            .filter(|r| Some(r.campaign.as_str()) == campaign.as_deref())
+            .filter(|r| Some(r.campaign.as_str()) == campaign)
             .map(|r| r.channel.as_str())
             .collect();
         outcome.samples = observe(
