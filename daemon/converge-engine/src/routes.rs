@@ -143,12 +143,13 @@ impl<'a> ActionPayload<'a> {
     /// (parsing it again cost about 8,600 instructions per action), parsed
     /// when it was read back from the store.
     pub fn read(payload: &'a PayloadJson) -> Result<ActionPayload<'a>, serde_json::Error> {
-        match payload.layout() {
-            Some(layout) => match ActionPayload::laid_out(payload.as_str(), layout) {
-                Some(read) => Ok(read),
-                None => ActionPayload::parse(payload.as_str()),
-            },
-            None => ActionPayload::parse(payload.as_str()),
+        let json = payload.as_str();
+        match payload
+            .layout()
+            .and_then(|layout| ActionPayload::laid_out(json, layout))
+        {
+            Some(read) => Ok(read),
+            None => ActionPayload::parse(json),
         }
     }
 
@@ -251,9 +252,9 @@ pub fn payload_json(
     )
 }
 
-/// Appends `text` as a JSON string; returns where its text lies between the
-/// quotes. `plain` is cleared when it needed escapes, as JSON escapes
-/// control characters, `"` and `\\` (so the range holds the escaped text).
+/// Appends `text` as a JSON string; returns where it lies between the
+/// quotes. `plain` is cleared when it needed escapes (control characters,
+/// `"` and `\`): then the text there is not `text`.
 fn push_string(json: &mut String, text: &str, plain: &mut bool) -> Range<usize> {
     json.push('"');
     let start = json.len();

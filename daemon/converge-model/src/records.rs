@@ -138,10 +138,11 @@ pub struct NewAction {
 /// An action's payload as the outbox keeps it: one JSON object with the
 /// decision kind routed, the rule, the decision, the event, the entity and,
 /// for a released send, its idempotency key (converge-engine's
-/// `ActionPayload` writes and reads it). A payload written in this process
-/// also knows where those members lie in its text (`PayloadLayout`), so the
-/// dispatcher takes them as they are instead of parsing the payload again;
-/// one read back from the store does not, and is parsed.
+/// `payload_json` writes it and `ActionPayload` reads it). A payload written
+/// in this process also knows where those members lie in its text
+/// (`PayloadLayout`), so the dispatcher takes them as they are instead of
+/// parsing the payload again; one read back from the store does not, and
+/// is parsed.
 #[derive(Debug, Clone)]
 pub struct PayloadJson {
     json: String,
