@@ -292,8 +292,24 @@ mod tests {
                         text
                     );
                     // What the journal stores reads back as the same event.
+                    // Its JSON is compared parsed: an event that only the
+                    // cloudevents crate reads keeps its extensions in a hash
+                    // map, so their order in the text can change from one
+                    // reading to the next.
                     let again = Event::read(ours.json.as_bytes(), Writer::Journal).unwrap();
-                    prop_assert_eq!(&again, &ours);
+                    prop_assert_eq!(parsed(&again.json), parsed(&ours.json), "{}", text);
+                    prop_assert_eq!(
+                        Event {
+                            json: String::new(),
+                            ..again
+                        },
+                        Event {
+                            json: String::new(),
+                            ..ours
+                        },
+                        "{}",
+                        text
+                    );
                 }
                 (ours, reference) => prop_assert_eq!(ours, reference, "{}", text),
             }
