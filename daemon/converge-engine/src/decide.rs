@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use converge_model::records::{ExpectedArrival, GateChange, NewAction, NewDecision, NewTimer};
 use converge_model::{
-    Decision, DecisionKind, EntityState, Event, RuleFailure, RuleNote, Sample, sources,
+    Decision, DecisionKind, EntityKey, EntityState, Event, RuleFailure, RuleNote, Sample, sources,
 };
 use converge_rules::{Evaluation, RuleSet, World};
 use serde_json::value::RawValue;
@@ -201,7 +201,7 @@ impl Engine {
         let key = event.entity_key();
         // The entity's key as text, written once: the gate's campaign (when
         // the entity is one) and the expects this event may cancel.
-        let key_text = key.as_ref().map(ToString::to_string);
+        let key_text = key.as_ref().map(EntityKey::text);
         let campaign = key_text.as_deref();
         let mut entity = key.as_ref().map(|key| {
             let mut state = entity.unwrap_or_else(|| EntityState::new(key, now));

@@ -76,7 +76,7 @@ pub fn observe(
         samples.push(exception_sample(None, happened));
         return samples;
     };
-    let key = format!("{}/{}", entity.kind, entity.id);
+    let key = entity.key_text();
     let campaign = campaign_of(entity);
     let event_channel = happened.event.data.get("channel").and_then(Value::as_str);
     let override_channel = match Override::of(happened.event) {
@@ -453,7 +453,7 @@ pub struct Blocked {
 
 /// The entity's blocked items: itself and each channel whose flow has an open block.
 pub fn blocked_now(entity: &EntityState) -> Vec<Blocked> {
-    let key = format!("{}/{}", entity.kind, entity.id);
+    let key = entity.key_text();
     let campaign = campaign_of(entity);
     let mut blocked = Vec::new();
     if let Some(since) = entity.flow.blocked_since {
@@ -485,7 +485,7 @@ pub fn blocked_now(entity: &EntityState) -> Vec<Blocked> {
 /// `fields.campaign` (as connectors and `create_task` record it).
 pub fn campaign_of(entity: &EntityState) -> Option<String> {
     if entity.kind == "campaign" {
-        return Some(entity.key().to_string());
+        return Some(entity.key_text());
     }
     let name = entity.fields.get("campaign")?.as_str()?;
     Some(if name.starts_with("campaign/") {

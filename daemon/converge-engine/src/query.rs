@@ -68,7 +68,7 @@ impl QueryWorld {
     }
 
     fn key(state: &EntityState) -> String {
-        format!("{}/{}", state.kind, state.id)
+        state.key_text()
     }
 
     fn matches(&self, query: &EntityQuery, state: &EntityState) -> bool {

@@ -52,6 +52,27 @@ impl fmt::Display for EntityKey {
     }
 }
 
+impl EntityKey {
+    /// The key as text, `<kind>/<id>`, as `Display` writes it, built in
+    /// one allocation rather than through the formatter.
+    pub fn text(&self) -> String {
+        key_text(&self.kind, &self.id)
+    }
+}
+
+/// An entity's key as text, `<kind>/<id>`, as `EntityKey`'s `Display`
+/// writes it: built in one allocation, where `key().to_string()` copied
+/// the kind and the id into a key and then went through the formatter.
+/// Several of these are made per event (the gate, the expects cancelled,
+/// the samples, the entity's row).
+fn key_text(kind: &str, id: &str) -> String {
+    let mut text = String::with_capacity(kind.len() + 1 + id.len());
+    text.push_str(kind);
+    text.push('/');
+    text.push_str(id);
+    text
+}
+
 /// Everything converge knows about one entity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntityState {
@@ -114,6 +135,12 @@ impl EntityState {
             kind: self.kind.clone(),
             id: self.id.clone(),
         }
+    }
+
+    /// The entity's key as text, `<kind>/<id>`: `key().text()` without
+    /// copying the kind and the id into a key first.
+    pub fn key_text(&self) -> String {
+        key_text(&self.kind, &self.id)
     }
 
     /// Applies one event's `data`, as the module documentation describes.
@@ -324,5 +351,15 @@ mod tests {
         assert!(s.set_channel("email", "stage", json!("approved"), t2));
         assert_eq!(s.channels["email"].stage.as_deref(), Some("approved"));
         assert_eq!(s.stage, None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_key_as_text_is_what_its_display_writes(kind in ".{0,12}", id in ".{0,24}") {
+            let key = EntityKey { kind: kind.clone(), id: id.clone() };
+            proptest::prop_assert_eq!(key.text(), key.to_string());
+            let state = EntityState::new(&key, at("2026-12-06T18:00:00Z"));
+            proptest::prop_assert_eq!(state.key_text(), key.to_string());
+        }
     }
 }

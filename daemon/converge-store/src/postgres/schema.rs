@@ -612,10 +612,7 @@ mod tests {
             client
                 .execute(
                     "INSERT INTO entities (key, state, updated_at_ms) VALUES ($1, $2, 0)",
-                    &[
-                        &entity.key().to_string(),
-                        &serde_json::to_string(entity).unwrap(),
-                    ],
+                    &[&entity.key_text(), &serde_json::to_string(entity).unwrap()],
                 )
                 .unwrap();
         }
@@ -632,7 +629,7 @@ mod tests {
             .collect();
         let expected: Vec<(String, i64)> = states
             .iter()
-            .map(|e| (e.key().to_string(), OpenSpan::bits_of(e)))
+            .map(|e| (e.key_text(), OpenSpan::bits_of(e)))
             .collect();
         assert_eq!(bits, expected);
         let blocked: Vec<String> = client

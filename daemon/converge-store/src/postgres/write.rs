@@ -350,7 +350,7 @@ fn upsert_entities<C: GenericClient>(
 ) -> Result<(), StoreError> {
     let mut latest = BTreeMap::new();
     for entity in processed.iter().filter_map(|p| p.entity.as_ref()) {
-        latest.insert(entity.key().to_string(), entity);
+        latest.insert(entity.key_text(), entity);
     }
     if latest.is_empty() {
         return Ok(());
@@ -1075,7 +1075,7 @@ pub(super) fn replace_samples(
         }
         insert_page(&mut s, &mut page)?;
         for entity in entities {
-            let key = format!("{}/{}", entity.kind, entity.id);
+            let key = entity.key_text();
             let state = serde_json::to_string(entity)?;
             let open_spans = OpenSpan::bits_of(entity) as i16;
             s.execute(

@@ -1130,10 +1130,7 @@ mod tests {
             for entity in &states {
                 conn.execute(
                     "INSERT INTO entities (key, state, updated_at_ms) VALUES (?1, ?2, 0)",
-                    params![
-                        entity.key().to_string(),
-                        serde_json::to_string(entity).unwrap()
-                    ],
+                    params![entity.key_text(), serde_json::to_string(entity).unwrap()],
                 )
                 .unwrap();
             }
@@ -1149,7 +1146,7 @@ mod tests {
             .unwrap();
         let expected: Vec<(String, i64)> = states
             .iter()
-            .map(|e| (e.key().to_string(), OpenSpan::bits_of(e)))
+            .map(|e| (e.key_text(), OpenSpan::bits_of(e)))
             .collect();
         assert_eq!(bits, expected);
         assert_eq!(

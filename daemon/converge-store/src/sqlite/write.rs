@@ -273,7 +273,7 @@ fn record_processed<'a>(
                  open_spans = excluded.open_spans",
         )?
         .execute(params![
-            entity.key().to_string(),
+            entity.key_text(),
             serde_json::to_string(entity)?,
             entity.updated_at.timestamp_millis(),
             OpenSpan::bits_of(entity)
@@ -330,7 +330,7 @@ fn record_processed<'a>(
 
     // `entity_timers` finds timers through the events about their entity.
     debug_assert!(processed.entity.as_ref().is_none_or(|entity| {
-        let key = entity.key().to_string();
+        let key = entity.key_text();
         processed.timers.iter().all(|timer| timer.entity == key)
     }));
 
@@ -754,7 +754,7 @@ pub(super) fn replace_samples(
         insert_samples(&mut w, seq, &samples)?;
     }
     for entity in entities {
-        let key = format!("{}/{}", entity.kind, entity.id);
+        let key = entity.key_text();
         w.get("UPDATE entities SET state = ?1, open_spans = ?2 WHERE key = ?3")?
             .execute(params![
                 serde_json::to_string(entity)?,

@@ -111,7 +111,7 @@ pub async fn page(
                 @if !query.after.is_empty() { a href="/ui/campaigns" { "First page" } }
                 @if more {
                     @if let Some(last) = campaigns.last() {
-                        a href={"/ui/campaigns?after=" (encode(&last.entity.key().to_string()))} { "Next page" }
+                        a href={"/ui/campaigns?after=" (encode(&last.entity.key_text()))} { "Next page" }
                     }
                 }
             }
@@ -121,7 +121,7 @@ pub async fn page(
 
 fn card(campaign: &Campaign, now: DateTime<Utc>) -> Markup {
     let entity = &campaign.entity;
-    let key = entity.key().to_string();
+    let key = entity.key_text();
     let held: Vec<&HeldSendRecord> = campaign
         .gate
         .held_sends

@@ -455,7 +455,7 @@ fn with_owners(store: &dyn Backend, rows: &mut [Row]) -> Result<(), StoreError> 
     let states: HashMap<String, EntityState> = store
         .entities(&keys)?
         .into_iter()
-        .map(|e| (e.key().to_string(), e))
+        .map(|e| (e.key_text(), e))
         .collect();
     for row in rows.iter_mut().filter(|r| r.owner.is_none()) {
         if let Some(entity) = row.record.as_ref().and_then(|r| states.get(r)) {
@@ -472,7 +472,7 @@ fn open_spans(
     kind: &'static str,
     since: impl Fn(&converge_model::Flow) -> Option<DateTime<Utc>>,
 ) -> Vec<Row> {
-    let key = entity.key().to_string();
+    let key = entity.key_text();
     let campaign = campaign_of(entity);
     let stage = entity.stage.as_deref().unwrap_or("no stage");
     let mut rows = Vec::new();
@@ -534,7 +534,7 @@ fn held_sends(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
     let owners: HashMap<String, Option<String>> = store
         .entities(&keys)?
         .into_iter()
-        .map(|e| (e.key().to_string(), e.owner))
+        .map(|e| (e.key_text(), e.owner))
         .collect();
     let mut by_channel: BTreeMap<(String, String), Row> = BTreeMap::new();
     for send in &held {
@@ -590,7 +590,7 @@ fn waiting(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
     let keys: Vec<EntityKey> = next.keys().filter_map(|k| EntityKey::parse(k)).collect();
     let mut rows = Vec::new();
     for entity in store.entities(&keys)? {
-        if let Some(timer) = next.get(&entity.key().to_string()) {
+        if let Some(timer) = next.get(&entity.key_text()) {
             rows.push(waiting_row(&entity, timer));
         }
     }
@@ -614,7 +614,7 @@ fn waiting_row(entity: &EntityState, timer: &converge_store::TimerRecord) -> Row
     let owner = entity.owner.as_deref().unwrap_or("nobody");
     Row {
         kind: "waiting",
-        record: Some(entity.key().to_string()),
+        record: Some(entity.key_text()),
         owner: entity.owner.clone(),
         campaign: campaign_of(entity),
         what: vec![match entity.stage.as_deref() {

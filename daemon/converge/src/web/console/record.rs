@@ -175,7 +175,7 @@ fn summary(entity: &EntityState, now: DateTime<Utc>) -> Markup {
                 dt { "Stage" } dd { (entity.stage.as_deref().unwrap_or("—"))
                     @if let Some(since) = entity.stage_since { small { " since " (when(since, now)) } } }
                 dt { "Owner" } dd { (entity.owner.as_deref().unwrap_or("nobody")) }
-                @if let Some(campaign) = converge_engine::flow::campaign_of(entity).filter(|c| *c != entity.key().to_string()) {
+                @if let Some(campaign) = converge_engine::flow::campaign_of(entity).filter(|c| *c != entity.key_text()) {
                     dt { "Campaign" } dd { (record_link(&campaign)) }
                 }
                 dt { "Events" } dd { (entity.events) @if let Some(last) = &entity.last_event_type { small { " last: " (last) } } }
