@@ -67,10 +67,6 @@ impl QueryWorld {
         }
     }
 
-    fn key(state: &EntityState) -> String {
-        state.key_text()
-    }
-
     fn matches(&self, query: &EntityQuery, state: &EntityState) -> bool {
         let now = self.now;
         let older = |since: Option<DateTime<Utc>>, ms: Option<i64>| match ms {
@@ -110,7 +106,7 @@ impl QueryWorld {
             };
             is == want
         });
-        let held = self.held.get(&Self::key(state));
+        let held = self.held.get(&state.key_text());
         let held_ok = query.held.is_none_or(|want| {
             let is = held.is_some_and(|sends| {
                 sends.iter().any(|send| {
@@ -139,7 +135,7 @@ impl QueryWorld {
     }
 
     fn answer(&self, query: &EntityQuery, state: &EntityState) -> Result<Value, String> {
-        let key = Self::key(state);
+        let key = state.key_text();
         let mut value = serde_json::to_value(state).map_err(|e| e.to_string())?;
         value["held"] = json!(self.held.get(&key).cloned().unwrap_or_default());
         if query.timers {
@@ -177,12 +173,12 @@ impl World for QueryWorld {
             .current
             .as_ref()
             .filter(|state| state.kind == query.kind);
-        let current_key = current.map(Self::key);
+        let current_key = current.map(EntityState::key_text);
         // The source's states in key order, the event's own entity in place
         // of its older state; past `limit` matches, later keys cannot count.
         let mut found: Vec<EntityState> = Vec::new();
         self.source.scan(&query.kind, &mut |state| {
-            if current_key.as_deref() == Some(Self::key(&state).as_str()) {
+            if current_key.as_deref() == Some(state.key_text().as_str()) {
                 return true;
             }
             if self.matches(query, &state) {
@@ -191,8 +187,8 @@ impl World for QueryWorld {
             found.len() < query.limit
         })?;
         if let Some(current) = current.filter(|state| self.matches(query, state)) {
-            let key = Self::key(current);
-            let at = found.partition_point(|state| Self::key(state) < key);
+            let key = current.key_text();
+            let at = found.partition_point(|state| state.key_text() < key);
             found.insert(at, current.clone());
             found.truncate(query.limit);
         }

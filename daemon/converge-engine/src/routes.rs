@@ -154,7 +154,7 @@ impl<'a> ActionPayload<'a> {
     }
 
     /// A payload's JSON, parsed, and so checked.
-    pub fn parse(json: &'a str) -> Result<ActionPayload<'a>, serde_json::Error> {
+    fn parse(json: &'a str) -> Result<ActionPayload<'a>, serde_json::Error> {
         let stored: Stored<'a> = serde_json::from_str(json)?;
         Ok(ActionPayload {
             kind: stored.kind,
