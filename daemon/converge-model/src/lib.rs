@@ -4,6 +4,7 @@
 
 pub mod decision;
 pub mod entity;
+mod entity_json;
 pub mod event;
 pub mod flow;
 pub mod records;

@@ -355,10 +355,7 @@ fn upsert_entities<C: GenericClient>(
     if latest.is_empty() {
         return Ok(());
     }
-    let states = latest
-        .values()
-        .map(serde_json::to_string)
-        .collect::<Result<Vec<_>, _>>()?;
+    let states: Vec<String> = latest.values().map(|e| e.to_json()).collect();
     let updated: Vec<i64> = latest
         .values()
         .map(|e| e.updated_at.timestamp_millis())
@@ -1076,7 +1073,7 @@ pub(super) fn replace_samples(
         insert_page(&mut s, &mut page)?;
         for entity in entities {
             let key = entity.key_text();
-            let state = serde_json::to_string(entity)?;
+            let state = entity.to_json();
             let open_spans = OpenSpan::bits_of(entity) as i16;
             s.execute(
                 "UPDATE entities SET state = $1, open_spans = $2 WHERE key = $3",

@@ -274,7 +274,7 @@ fn record_processed<'a>(
         )?
         .execute(params![
             entity.key_text(),
-            serde_json::to_string(entity)?,
+            entity.to_json(),
             entity.updated_at.timestamp_millis(),
             OpenSpan::bits_of(entity)
         ])?;
@@ -756,11 +756,7 @@ pub(super) fn replace_samples(
     for entity in entities {
         let key = entity.key_text();
         w.get("UPDATE entities SET state = ?1, open_spans = ?2 WHERE key = ?3")?
-            .execute(params![
-                serde_json::to_string(entity)?,
-                OpenSpan::bits_of(entity),
-                key
-            ])?;
+            .execute(params![entity.to_json(), OpenSpan::bits_of(entity), key])?;
     }
     drop(w);
     tx.commit()?;

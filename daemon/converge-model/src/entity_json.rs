@@ -1,0 +1,289 @@
+//! An entity's state as JSON text, written directly rather than through
+//! serde: the same text `serde_json::to_string` makes of it, which the
+//! store writes with every event about the entity and reads back with
+//! serde. Through serde every member's name and every string went through
+//! serde_json's escaper a byte at a time; here names are literals and a
+//! string with nothing to escape is copied whole. Strings that need escapes
+//! and values other than strings, objects and arrays are still written by
+//! serde_json. A property test holds the two to the same text.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::entity::{ChannelState, EntityState};
+
+impl EntityState {
+    /// The state as JSON: the same text as `serde_json::to_string(self)`,
+    /// in about half the instructions.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"{\"kind\":");
+        string(&mut out, &self.kind);
+        out.extend_from_slice(b",\"id\":");
+        string(&mut out, &self.id);
+        out.extend_from_slice(b",\"stage\":");
+        optional_string(&mut out, self.stage.as_deref());
+        out.extend_from_slice(b",\"owner\":");
+        optional_string(&mut out, self.owner.as_deref());
+        out.extend_from_slice(b",\"fields\":");
+        object(&mut out, &self.fields);
+        out.extend_from_slice(b",\"channels\":{");
+        for (n, (name, channel)) in self.channels.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            string(&mut out, name);
+            out.push(b':');
+            channel_json(&mut out, channel);
+        }
+        out.extend_from_slice(b"},\"created_at\":");
+        time(&mut out, &self.created_at);
+        out.extend_from_slice(b",\"updated_at\":");
+        time(&mut out, &self.updated_at);
+        out.extend_from_slice(b",\"stage_since\":");
+        optional_time(&mut out, self.stage_since.as_ref());
+        out.extend_from_slice(b",\"events\":");
+        serde(&mut out, &self.events);
+        out.extend_from_slice(b",\"last_event_type\":");
+        optional_string(&mut out, self.last_event_type.as_deref());
+        if !self.flow.is_empty() {
+            out.extend_from_slice(b",\"flow\":");
+            serde(&mut out, &self.flow);
+        }
+        out.push(b'}');
+        String::from_utf8(out).expect("JSON written from strings is UTF-8")
+    }
+}
+
+fn channel_json(out: &mut Vec<u8>, channel: &ChannelState) {
+    out.extend_from_slice(b"{\"stage\":");
+    optional_string(out, channel.stage.as_deref());
+    out.extend_from_slice(b",\"owner\":");
+    optional_string(out, channel.owner.as_deref());
+    out.extend_from_slice(b",\"fields\":");
+    object(out, &channel.fields);
+    out.extend_from_slice(b",\"updated_at\":");
+    optional_time(out, channel.updated_at.as_ref());
+    if !channel.flow.is_empty() {
+        out.extend_from_slice(b",\"flow\":");
+        serde(out, &channel.flow);
+    }
+    out.push(b'}');
+}
+
+fn value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::String(text) => string(out, text),
+        Value::Object(members) => object(out, members),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                self::value(out, item);
+            }
+            out.push(b']');
+        }
+        other => serde(out, other),
+    }
+}
+
+fn object(out: &mut Vec<u8>, members: &Map<String, Value>) {
+    out.push(b'{');
+    for (n, (name, member)) in members.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        string(out, name);
+        out.push(b':');
+        value(out, member);
+    }
+    out.push(b'}');
+}
+
+/// A JSON string: copied whole when nothing in it needs escaping (control
+/// characters, `"` and `\`), else escaped by serde_json.
+fn string(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde(out, text);
+    }
+}
+
+fn optional_string(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => string(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn time(out: &mut Vec<u8>, at: &DateTime<Utc>) {
+    out.push(b'"');
+    out.extend_from_slice(crate::rfc3339::format(at).as_bytes());
+    out.push(b'"');
+}
+
+fn optional_time(out: &mut Vec<u8>, at: Option<&DateTime<Utc>>) {
+    match at {
+        Some(at) => time(out, at),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn serde(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    serde_json::to_writer(out, value).expect("plain data serializes");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::entity::EntityKey;
+    use crate::flow::Flow;
+
+    fn at(seconds: i64, nanos: u32) -> DateTime<Utc> {
+        Utc.timestamp_opt(seconds, nanos).unwrap()
+    }
+
+    #[test]
+    fn a_campaign_is_written_as_serde_writes_it() {
+        let key = EntityKey::parse("campaign/fall-25").unwrap();
+        let mut state = EntityState::new(&key, at(1_796_000_000, 194_000_000));
+        for (n, channel) in ["email", "social", "paid"].into_iter().enumerate() {
+            state.apply_event(
+                "asset.updated",
+                &json!({"channel": channel, "owner": "ana", "deadline": "2026-12-01",
+                        "offer_code": "FALL25", "approved": true, "n": n, "ratio": 0.25}),
+                at(1_796_000_000 + n as i64, 236_000_000),
+            );
+        }
+        state.apply_event(
+            "campaign.updated",
+            &json!({"stage": "review", "brief": "say \"hi\"", "note": "two\nlines",
+                    "labels": ["q4", {"a": null}]}),
+            at(1_796_000_100, 0),
+        );
+        state.flow.escalated_since = Some(at(1_796_000_050, 1));
+        let text = state.to_json();
+        assert_eq!(text, serde_json::to_string(&state).unwrap());
+        assert!(text.contains(r#""brief":"say \"hi\"""#), "{text}");
+        assert!(text.contains(r#""note":"two\nlines""#), "{text}");
+        let back: EntityState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, state);
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z_]{0,8}",
+            any::<String>(),
+            Just("quote \" back \\ del \u{7f} é ☃".to_owned()),
+            Just("tab \t nul \u{0} unit \u{1f} line\n".to_owned()),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e12f64..1e12).prop_map(Value::from),
+            text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(text(), inner, 0..4)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn fields() -> impl Strategy<Value = Map<String, Value>> {
+        prop::collection::btree_map(text(), json_value(), 0..5)
+            .prop_map(|members| members.into_iter().collect())
+    }
+
+    fn time() -> impl Strategy<Value = DateTime<Utc>> {
+        (-62_135_596_800i64..253_402_300_799, 0u32..1_000_000_000)
+            .prop_map(|(seconds, nanos)| at(seconds, nanos))
+    }
+
+    fn flow() -> impl Strategy<Value = Flow> {
+        (proptest::option::of(time()), 0u32..3).prop_map(|(since, returns)| Flow {
+            escalated_since: since,
+            returns,
+            ..Flow::default()
+        })
+    }
+
+    fn channel() -> impl Strategy<Value = ChannelState> {
+        (
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+            fields(),
+            proptest::option::of(time()),
+            flow(),
+        )
+            .prop_map(|(stage, owner, fields, updated_at, flow)| ChannelState {
+                stage,
+                owner,
+                fields,
+                updated_at,
+                flow,
+            })
+    }
+
+    fn state() -> impl Strategy<Value = EntityState> {
+        (
+            (
+                text(),
+                text(),
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+            ),
+            fields(),
+            prop::collection::btree_map(text(), channel(), 0..4),
+            (time(), time(), proptest::option::of(time())),
+            (any::<u64>(), proptest::option::of(text()), flow()),
+        )
+            .prop_map(
+                |(
+                    (kind, id, stage, owner),
+                    fields,
+                    channels,
+                    (created_at, updated_at, stage_since),
+                    (events, last_event_type, flow),
+                ): (_, _, BTreeMap<String, ChannelState>, _, _)| EntityState {
+                    kind,
+                    id,
+                    stage,
+                    owner,
+                    fields,
+                    channels,
+                    created_at,
+                    updated_at,
+                    stage_since,
+                    events,
+                    last_event_type,
+                    flow,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_state_is_written_as_serde_writes_it(state in state()) {
+            prop_assert_eq!(state.to_json(), serde_json::to_string(&state).unwrap());
+        }
+    }
+}
