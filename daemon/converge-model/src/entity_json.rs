@@ -140,15 +140,13 @@ fn serde(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use chrono::TimeZone;
     use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
     use crate::entity::EntityKey;
-    use crate::flow::Flow;
+    use crate::strategies;
 
     fn at(seconds: i64, nanos: u32) -> DateTime<Utc> {
         Utc.timestamp_opt(seconds, nanos).unwrap()
@@ -181,108 +179,21 @@ mod tests {
         assert_eq!(back, state);
     }
 
-    fn text() -> impl Strategy<Value = String> {
+    /// Plain words, any text, and strings that need escapes: control
+    /// characters alone, and quotes and backslashes with others.
+    fn text() -> BoxedStrategy<String> {
         prop_oneof![
             "[a-z_]{0,8}",
             any::<String>(),
             Just("quote \" back \\ del \u{7f} é ☃".to_owned()),
             Just("tab \t nul \u{0} unit \u{1f} line\n".to_owned()),
         ]
-    }
-
-    fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            (-1e12f64..1e12).prop_map(Value::from),
-            text().prop_map(Value::from),
-        ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map(text(), inner, 0..4)
-                    .prop_map(|members| Value::Object(members.into_iter().collect())),
-            ]
-        })
-    }
-
-    fn fields() -> impl Strategy<Value = Map<String, Value>> {
-        prop::collection::btree_map(text(), json_value(), 0..5)
-            .prop_map(|members| members.into_iter().collect())
-    }
-
-    fn time() -> impl Strategy<Value = DateTime<Utc>> {
-        (-62_135_596_800i64..253_402_300_799, 0u32..1_000_000_000)
-            .prop_map(|(seconds, nanos)| at(seconds, nanos))
-    }
-
-    fn flow() -> impl Strategy<Value = Flow> {
-        (proptest::option::of(time()), 0u32..3).prop_map(|(since, returns)| Flow {
-            escalated_since: since,
-            returns,
-            ..Flow::default()
-        })
-    }
-
-    fn channel() -> impl Strategy<Value = ChannelState> {
-        (
-            proptest::option::of(text()),
-            proptest::option::of(text()),
-            fields(),
-            proptest::option::of(time()),
-            flow(),
-        )
-            .prop_map(|(stage, owner, fields, updated_at, flow)| ChannelState {
-                stage,
-                owner,
-                fields,
-                updated_at,
-                flow,
-            })
-    }
-
-    fn state() -> impl Strategy<Value = EntityState> {
-        (
-            (
-                text(),
-                text(),
-                proptest::option::of(text()),
-                proptest::option::of(text()),
-            ),
-            fields(),
-            prop::collection::btree_map(text(), channel(), 0..4),
-            (time(), time(), proptest::option::of(time())),
-            (any::<u64>(), proptest::option::of(text()), flow()),
-        )
-            .prop_map(
-                |(
-                    (kind, id, stage, owner),
-                    fields,
-                    channels,
-                    (created_at, updated_at, stage_since),
-                    (events, last_event_type, flow),
-                ): (_, _, BTreeMap<String, ChannelState>, _, _)| EntityState {
-                    kind,
-                    id,
-                    stage,
-                    owner,
-                    fields,
-                    channels,
-                    created_at,
-                    updated_at,
-                    stage_since,
-                    events,
-                    last_event_type,
-                    flow,
-                },
-            )
+        .boxed()
     }
 
     proptest! {
         #[test]
-        fn any_state_is_written_as_serde_writes_it(state in state()) {
+        fn any_state_is_written_as_serde_writes_it(state in strategies::entity_state(text())) {
             prop_assert_eq!(state.to_json(), serde_json::to_string(&state).unwrap());
         }
     }

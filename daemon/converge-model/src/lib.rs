@@ -12,6 +12,8 @@ pub mod rfc3339;
 pub mod rule_run;
 pub mod sources;
 pub mod stages;
+#[cfg(any(test, feature = "strategies"))]
+pub mod strategies;
 
 pub use decision::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 pub use entity::{EntityKey, EntityState};

@@ -1,0 +1,146 @@
+//! proptest strategies for entity states, for the property tests that hold
+//! another way of writing or reading a state to serde's: its JSON written
+//! directly (`entity_json`) and its map for the rules (converge-rules'
+//! `convert`). The structs are built with literals, so a member added to a
+//! state stops these compiling until the tests are looked at.
+//!
+//! Tests only: built for this crate's tests and, with the `strategies`
+//! feature, for other crates' (as a dev-dependency).
+
+use chrono::{DateTime, TimeZone, Utc};
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::entity::{ChannelState, EntityState};
+use crate::flow::Flow;
+
+/// Whole seconds, milliseconds, micro- and nanoseconds (each written with
+/// its own number of digits), from year 1 to 9999.
+pub fn time() -> impl Strategy<Value = DateTime<Utc>> + Clone {
+    (
+        -62_135_596_800i64..253_402_300_799,
+        prop_oneof![
+            Just(0u32),
+            (0u32..1000).prop_map(|ms| ms * 1_000_000),
+            (0u32..1_000_000).prop_map(|us| us * 1000),
+            0u32..1_000_000_000,
+        ],
+    )
+        .prop_map(|(seconds, nanos)| Utc.timestamp_opt(seconds, nanos).unwrap())
+}
+
+/// Any JSON value, its strings and member names from `text`.
+pub fn json_value(text: BoxedStrategy<String>) -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e12f64..1e12).prop_map(Value::from),
+        text.clone().prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 16, 4, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(text.clone(), inner, 0..4)
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+/// An entity's or a channel's `fields`.
+pub fn fields(text: BoxedStrategy<String>) -> impl Strategy<Value = Map<String, Value>> {
+    prop::collection::btree_map(text.clone(), json_value(text), 0..5)
+        .prop_map(|members| members.into_iter().collect())
+}
+
+/// Empty half the time: an empty flow is left out of a state's JSON.
+pub fn flow() -> impl Strategy<Value = Flow> {
+    let some = (
+        (proptest::option::of(time()), 0u32..3, 0u32..3),
+        (
+            proptest::option::of(time()),
+            proptest::option::of(time()),
+            0u32..3,
+        ),
+        (prop::collection::vec("[a-z]{1,5}", 0..3), 0u32..3),
+        (proptest::option::of(time()), proptest::option::of(time())),
+    )
+        .prop_map(
+            |(
+                (review_since, reviews, returns),
+                (blocked_since, handoff_since, overrides),
+                (sent, corrections),
+                (escalated_since, launch_began),
+            )| Flow {
+                review_since,
+                reviews,
+                returns,
+                blocked_since,
+                handoff_since,
+                overrides,
+                sent,
+                corrections,
+                escalated_since,
+                launch_began,
+            },
+        );
+    prop_oneof![Just(Flow::default()), some]
+}
+
+pub fn channel(text: BoxedStrategy<String>) -> impl Strategy<Value = ChannelState> {
+    (
+        proptest::option::of(text.clone()),
+        proptest::option::of(text.clone()),
+        fields(text),
+        proptest::option::of(time()),
+        flow(),
+    )
+        .prop_map(|(stage, owner, fields, updated_at, flow)| ChannelState {
+            stage,
+            owner,
+            fields,
+            updated_at,
+            flow,
+        })
+}
+
+/// An entity's state, every string in it (names, values, stages, owners,
+/// channels) from `text`.
+pub fn entity_state(text: BoxedStrategy<String>) -> impl Strategy<Value = EntityState> {
+    (
+        (
+            text.clone(),
+            text.clone(),
+            proptest::option::of(text.clone()),
+            proptest::option::of(text.clone()),
+        ),
+        (
+            fields(text.clone()),
+            prop::collection::btree_map(text.clone(), channel(text.clone()), 0..4),
+        ),
+        (time(), time(), proptest::option::of(time())),
+        (any::<u64>(), proptest::option::of(text), flow()),
+    )
+        .prop_map(
+            |(
+                (kind, id, stage, owner),
+                (fields, channels),
+                (created_at, updated_at, stage_since),
+                (events, last_event_type, flow),
+            )| EntityState {
+                kind,
+                id,
+                stage,
+                owner,
+                fields,
+                channels,
+                created_at,
+                updated_at,
+                stage_since,
+                events,
+                last_event_type,
+                flow,
+            },
+        )
+}
