@@ -258,7 +258,7 @@ pub fn payload_json(
 fn push_string(json: &mut String, text: &str, plain: &mut bool) -> Range<usize> {
     json.push('"');
     let start = json.len();
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if converge_model::json_text::is_plain(text) {
         json.push_str(text);
     } else {
         *plain = false;

@@ -105,7 +105,7 @@ fn object(out: &mut Vec<u8>, members: &Map<String, Value>) {
 /// A JSON string: copied whole when nothing in it needs escaping (control
 /// characters, `"` and `\`), else escaped by serde_json.
 fn string(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if crate::json_text::is_plain(text) {
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');

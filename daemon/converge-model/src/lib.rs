@@ -7,6 +7,7 @@ pub mod entity;
 mod entity_json;
 pub mod event;
 pub mod flow;
+pub mod json_text;
 pub mod records;
 pub mod rfc3339;
 pub mod rule_run;

@@ -78,8 +78,14 @@ fn piece(name: &str, value: &str) -> String {
 /// `text` as a JSON string, escaped as serde_json escapes it (as the
 /// event's JSON was written).
 fn push_string(out: &mut String, text: &str) {
-    // Writing a &str to a String cannot fail.
-    out.push_str(&serde_json::to_string(text).unwrap_or_default());
+    if converge_model::json_text::is_plain(text) {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        // Writing a &str to a String cannot fail.
+        out.push_str(&serde_json::to_string(text).unwrap_or_default());
+    }
 }
 
 /// `rest` without an occurrence of `piece`, and where it was: where the
