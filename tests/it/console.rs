@@ -1172,3 +1172,61 @@ async fn the_timers_waiting_on_a_record_are_cancelled_from_its_page_and_say_by_w
     let (_, other) = daemon.get("/v1/entities/task/T-2/timers").await;
     assert!(other.contains(r#""status":"pending""#), "{other}");
 }
+
+/// More waiting items than the page reads (500), each with several timers,
+/// more timers than one read of the backlog (2,000): the page lists the
+/// 500 items whose timers fire soonest, and says that more are waiting.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_waiting_items_than_the_page_lists_are_said_to_be_more() {
+    // Task n's five reminders fire n*10+1 to n*10+5 minutes on: items in
+    // order of n, and 2,505 timers.
+    let ws = Workspace::new(
+        &[(
+            "reminders",
+            "//! events: task.created\n\
+             for k in 1..=5 { schedule(`${event.data.n * 10 + k}m`, \"task.remind\"); }\n",
+        )],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+    );
+    let daemon = ws.start();
+    let tasks: Vec<_> = (0..501)
+        .map(|n| {
+            event(
+                &format!("c-{n}"),
+                "task.created",
+                &format!("task/t-{n}"),
+                json!({"n": n}),
+            )
+        })
+        .collect();
+    for batch in tasks.chunks(100) {
+        assert_eq!(daemon.send_batch(batch).await.0, 202);
+    }
+    daemon
+        .wait_for_trail("c-500", |t| !t["processed_at_ms"].is_null())
+        .await;
+
+    let (status, page) = daemon.get("/ui?kind=waiting").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page.matches(r#"data-kind="waiting""#).count(), 500);
+    assert!(
+        page.contains(r#"href="/ui/records/task/t-0""#),
+        "the soonest is listed"
+    );
+    assert!(page.contains(r#"href="/ui/records/task/t-499""#));
+    assert!(
+        !page.contains(r#"href="/ui/records/task/t-500""#),
+        "the 501st is not"
+    );
+    assert!(page.contains("Waiting (500+)"), "{page}");
+    assert!(
+        page.contains("More than 500 waiting: listed are the items whose timers fire soonest."),
+        "{page}"
+    );
+    // Each item's soonest timer: its first reminder.
+    assert!(page.contains("task.remind (reminders)"));
+
+    // Kinds the store holds no more of than the page reads say nothing.
+    assert!(page.contains("Escalations (0)"), "{page}");
+    assert!(!page.contains("More than 500 escalations"));
+}

@@ -481,6 +481,15 @@ pub trait Backend: Send {
     /// (then creation order).
     fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError>;
 
+    /// Up to `limit` pending timers, however far off, in due order (then
+    /// creation order), starting after `after` (a timer's `(due_at_ms, id)`)
+    /// when given: the whole backlog, a page at a time.
+    fn pending_timers_after(
+        &self,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError>;
+
     /// When the earliest pending timer is due; `None` when none is pending.
     fn next_timer_due(&self) -> Result<Option<i64>, StoreError>;
 

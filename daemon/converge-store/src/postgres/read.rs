@@ -370,6 +370,27 @@ impl Backend for PostgresStore {
         rows.iter().map(timer).collect()
     }
 
+    fn pending_timers_after(
+        &self,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        let (due, id) = after.unwrap_or((i64::MIN, i64::MIN));
+        let rows = self.run(|s| {
+            s.query(
+                concat!(
+                    "SELECT ",
+                    timer_columns!(),
+                    " FROM timers WHERE status = 'pending'
+                       AND due_at_ms >= $1 AND (due_at_ms > $1 OR id > $2)
+                     ORDER BY due_at_ms, id LIMIT $3"
+                ),
+                &[&due, &id, &sql_limit(limit)],
+            )
+        })?;
+        rows.iter().map(timer).collect()
+    }
+
     fn next_timer_due(&self) -> Result<Option<i64>, StoreError> {
         self.run(|s| {
             s.value(

@@ -313,6 +313,24 @@ impl Backend for SqliteStore {
         rows.into_iter().map(TimerRow::into_record).collect()
     }
 
+    fn pending_timers_after(
+        &self,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        let (due, id) = after.unwrap_or((i64::MIN, i64::MIN));
+        let rows = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {TIMER_COLUMNS} FROM timers INDEXED BY timers_due
+                 WHERE status = 'pending' AND due_at_ms >= ?1 AND (due_at_ms > ?1 OR id > ?2)
+                 ORDER BY due_at_ms, id LIMIT ?3"
+            ))?
+            .query_map(params![due, id, sql_limit(limit)], timer_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(TimerRow::into_record).collect()
+    }
+
     fn next_timer_due(&self) -> Result<Option<i64>, StoreError> {
         Ok(self
             .conn

@@ -116,6 +116,38 @@ fn timers_are_created_with_the_processing_and_read_in_due_order(db: &TestDb) {
     assert!(store.entity_timers(&other, false, 10).unwrap().is_empty());
 }
 
+fn the_pending_backlog_is_read_in_due_order_a_page_at_a_time(db: &TestDb) {
+    // Two timers due at 2,000 (ids 2 and 3, in creation order), one far off.
+    let mut store = store_with_timers(
+        db,
+        vec![
+            timer("task/T-1", TimerKind::Schedule, "task.late", 9_000_000),
+            expect("task/T-1", "task.approved", "task.unapproved", 2_000),
+            timer("task/T-1", TimerKind::Schedule, "task.remind", 2_000),
+            timer("task/T-1", TimerKind::Schedule, "task.nudge", 4_000),
+        ],
+    );
+    let ids = |store: &converge_store::Store, after, limit| {
+        store
+            .pending_timers_after(after, limit)
+            .unwrap()
+            .iter()
+            .map(|t| (t.due_at_ms, t.id))
+            .collect::<Vec<_>>()
+    };
+    let all = vec![(2_000, 2), (2_000, 3), (4_000, 4), (9_000_000, 1)];
+    assert_eq!(ids(&store, None, 10), all);
+    // Pages: after a timer means after its place, ties broken by id.
+    assert_eq!(ids(&store, None, 1), all[..1]);
+    assert_eq!(ids(&store, Some((2_000, 2)), 2), all[1..3]);
+    assert_eq!(ids(&store, Some((2_000, 3)), 10), all[2..]);
+    assert!(ids(&store, Some((9_000_000, 1)), 10).is_empty());
+
+    // Only pending timers: a fired one leaves the backlog.
+    store.write(&fires(&[2])).unwrap();
+    assert_eq!(ids(&store, None, 10), all[1..]);
+}
+
 fn a_timer_fires_exactly_once(db: &TestDb) {
     let mut store = store_with_timers(
         db,
@@ -598,6 +630,7 @@ conformance!(
     people_cancel_the_pending_timers_of_a_rule_with_who_and_why,
     pending_timers_are_counted_by_the_rule_version_that_made_them,
     timers_are_created_with_the_processing_and_read_in_due_order,
+    the_pending_backlog_is_read_in_due_order_a_page_at_a_time,
     a_timer_fires_exactly_once,
     firing_an_unknown_timer_rolls_back_the_batch,
     a_skipped_timer_never_fires,

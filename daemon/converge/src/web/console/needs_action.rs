@@ -4,10 +4,11 @@
 //! waiting with a rule's timer to fire (a stalled handoff's next rung, a
 //! campaign's launch window: the item's soonest pending timer), actions
 //! retrying after a failure and dead letters with their last error, and
-//! exceptions (rule failures, bad rows of dropped files).
+//! exceptions (rule failures, bad rows of dropped files): at most
+//! [`PER_KIND`] of each, and a note naming the kinds the store has more of.
 //! The filters live in the URL.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -25,8 +26,9 @@ use crate::web::AppState;
 
 /// How many of each kind the page reads; the page says when there are more.
 const PER_KIND: usize = 500;
-/// How many pending timers, soonest first, are searched for waiting items.
-const TIMERS_READ: usize = 2000;
+/// How many pending timers, soonest first, are read at a time while
+/// looking for the items waiting on one.
+const TIMERS_PAGE: usize = 2000;
 /// How many of the newest error reports of each drop folder are shown.
 const DROP_REPORTS: usize = 20;
 
@@ -39,6 +41,17 @@ pub const KINDS: [(&str, &str); 7] = [
     ("retrying", "Retrying"),
     ("dead_letter", "Dead letters"),
     ("exception", "Exceptions"),
+];
+
+/// Which rows of each kind the page lists when the store holds more than
+/// [`PER_KIND`] (held sends are all listed).
+const LISTED_FIRST: [(&str, &str); 6] = [
+    ("escalation", "the first records by name"),
+    ("blocked", "the first records by name"),
+    ("waiting", "the items whose timers fire soonest"),
+    ("retrying", "the actions to be tried next"),
+    ("dead_letter", "the oldest"),
+    ("exception", "the newest"),
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,12 +119,14 @@ pub async fn page(
         Err(unchanged) => return unchanged,
     };
     let loaded = read(&state, move |store| {
-        let mut rows = rows(store, max_attempts)?;
-        rows.extend(super::health::drop_reports(&drops, DROP_REPORTS));
-        Ok(rows)
+        let mut listed = rows(store, max_attempts)?;
+        listed
+            .rows
+            .extend(super::health::drop_reports(&drops, DROP_REPORTS));
+        Ok(listed)
     })
     .await;
-    let mut rows = match loaded {
+    let Listed { mut rows, partial } = match loaded {
         Ok(loaded) => loaded,
         Err(page) => return page,
     };
@@ -140,7 +155,8 @@ pub async fn page(
         }
         .render(html! {
             (super::notice(filters.notice.as_deref()))
-            (filter_form(&filters, &totals, age_error.as_deref()))
+            (filter_form(&filters, &totals, &partial, age_error.as_deref()))
+            (partial_notice(&partial))
             @if filters.cause.trim().is_empty() {
                 (causes_table(&causes, now))
             } @else {
@@ -311,7 +327,26 @@ fn keep(row: &Row, f: &Filters, min_age: Option<std::time::Duration>, now: DateT
         })
 }
 
-fn filter_form(f: &Filters, totals: &BTreeMap<&'static str, usize>, error: Option<&str>) -> Markup {
+/// Which kinds are listed in part, and which of their rows.
+fn partial_notice(partial: &BTreeSet<&'static str>) -> Markup {
+    html! {
+        @if !partial.is_empty() {
+            div.partial role="note" {
+                @for (kind, which) in LISTED_FIRST.iter().filter(|(k, _)| partial.contains(k)) {
+                    p { "More than " (PER_KIND) " " (label(kind).to_lowercase()) ": listed are " (which) "." }
+                }
+                p { "The filters look only at what is listed." }
+            }
+        }
+    }
+}
+
+fn filter_form(
+    f: &Filters,
+    totals: &BTreeMap<&'static str, usize>,
+    partial: &BTreeSet<&'static str>,
+    error: Option<&str>,
+) -> Markup {
     html! {
         form.filters method="get" action="/ui" {
             label { "Kind "
@@ -319,7 +354,8 @@ fn filter_form(f: &Filters, totals: &BTreeMap<&'static str, usize>, error: Optio
                     option value="" selected[f.kind.is_empty()] { "All" }
                     @for (kind, label) in KINDS {
                         option value=(kind) selected[f.kind == kind] {
-                            (label) " (" (totals.get(kind).copied().unwrap_or(0)) ")"
+                            (label) " (" (totals.get(kind).copied().unwrap_or(0))
+                            @if partial.contains(kind) { "+" } ")"
                         }
                     }
                 }
@@ -334,17 +370,42 @@ fn filter_form(f: &Filters, totals: &BTreeMap<&'static str, usize>, error: Optio
     }
 }
 
+/// The rows the page lists, and the kinds the store held more of.
+pub struct Listed {
+    pub rows: Vec<Row>,
+    /// Kinds of which only the first [`PER_KIND`] are listed.
+    pub partial: BTreeSet<&'static str>,
+}
+
+/// The first [`PER_KIND`] of `read` (read one more, to know), noting
+/// `kind` in `partial` when there were more.
+fn first<T>(mut read: Vec<T>, kind: &'static str, partial: &mut BTreeSet<&'static str>) -> Vec<T> {
+    if read.len() > PER_KIND {
+        read.truncate(PER_KIND);
+        partial.insert(kind);
+    }
+    read
+}
+
 /// Every row from the store, unfiltered; an action gets `max_attempts`.
-pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreError> {
+pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Listed, StoreError> {
     let mut rows = Vec::new();
-    for entity in store.entities_with_open(OpenSpan::Escalated, None, PER_KIND)? {
+    let mut partial = BTreeSet::new();
+    let escalated = store.entities_with_open(OpenSpan::Escalated, None, PER_KIND + 1)?;
+    for entity in first(escalated, "escalation", &mut partial) {
         rows.extend(open_spans(&entity, "escalation", |f| f.escalated_since));
     }
-    for entity in store.entities_with_open(OpenSpan::Blocked, None, PER_KIND)? {
+    let blocked = store.entities_with_open(OpenSpan::Blocked, None, PER_KIND + 1)?;
+    for entity in first(blocked, "blocked", &mut partial) {
         rows.extend(open_spans(&entity, "blocked", |f| f.blocked_since));
     }
-    rows.extend(held_with_their_timers(held_sends(store)?, waiting(store)?));
-    for retrying in store.retrying_actions(PER_KIND)? {
+    let waiting = first(waiting(store)?, "waiting", &mut partial);
+    rows.extend(held_with_their_timers(held_sends(store)?, waiting));
+    for retrying in first(
+        store.retrying_actions(PER_KIND + 1)?,
+        "retrying",
+        &mut partial,
+    ) {
         let action = &retrying.detail.action;
         let next = action.next_attempt_at_ms.and_then(time_of).map(|at| {
             let attempt = format!("attempt {} of {max_attempts}", action.attempts + 1);
@@ -356,13 +417,18 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
             ..action_row("retrying", &retrying.detail, "failed attempt(s)")
         });
     }
-    for letter in store.dead_letters(0, PER_KIND)? {
+    for letter in first(
+        store.dead_letters(0, PER_KIND + 1)?,
+        "dead_letter",
+        &mut partial,
+    ) {
         rows.push(Row {
             since: letter.action.finished_at_ms.and_then(time_of),
             ..action_row("dead_letter", &letter, "attempt(s)")
         });
     }
-    for failure in store.recent_rule_failures(PER_KIND)? {
+    let failures = store.recent_rule_failures(PER_KIND + 1)?;
+    for failure in first(failures, "exception", &mut partial) {
         rows.push(Row {
             kind: "exception",
             record: failure.subject.clone(),
@@ -382,7 +448,7 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Vec<Row>, StoreErr
         });
     }
     with_owners(store, &mut rows)?;
-    Ok(rows)
+    Ok(Listed { rows, partial })
 }
 
 /// The held sends' rows, then the items waiting on a timer. A campaign
@@ -578,23 +644,53 @@ fn held_sends(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
 
 /// Items with a rule's timer still to fire (a reminder, the next rung of
 /// a stalled handoff's escalation ladder, an expected event's deadline such
-/// as a campaign's launch window), with that timer and when it fires.
-/// Waiting since the handoff (the owner's change, `flow.handoff_since`),
-/// else since the stage began.
+/// as a campaign's launch window), with that timer and when it fires: the
+/// first [`PER_KIND`] and one more, those whose soonest timers fire first,
+/// soonest first. Waiting since the handoff (the owner's change,
+/// `flow.handoff_since`), else since the stage began.
 fn waiting(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
-    let timers = store.due_timers(i64::MAX, TIMERS_READ)?;
-    let mut next: BTreeMap<String, &converge_store::TimerRecord> = BTreeMap::new();
-    for timer in &timers {
-        next.entry(timer.entity.clone()).or_insert(timer);
-    }
-    let keys: Vec<EntityKey> = next.keys().filter_map(|k| EntityKey::parse(k)).collect();
-    let mut rows = Vec::new();
-    for entity in store.entities(&keys)? {
-        if let Some(timer) = next.get(&entity.key_text()) {
-            rows.push(waiting_row(&entity, timer));
+    let soonest = soonest_timers(store, PER_KIND + 1)?;
+    let keys: Vec<EntityKey> = soonest
+        .iter()
+        .filter_map(|t| EntityKey::parse(&t.entity))
+        .collect();
+    let entities: HashMap<String, EntityState> = store
+        .entities(&keys)?
+        .into_iter()
+        .map(|e| (e.key_text(), e))
+        .collect();
+    Ok(soonest
+        .iter()
+        .filter_map(|timer| Some(waiting_row(entities.get(&timer.entity)?, timer)))
+        .collect())
+}
+
+/// Each entity's soonest pending timer, for up to `entities` entities,
+/// soonest first: the timers' backlog read in due order, a page at a time,
+/// until that many entities are found or the backlog ends.
+fn soonest_timers(
+    store: &dyn Backend,
+    entities: usize,
+) -> Result<Vec<converge_store::TimerRecord>, StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut soonest = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.pending_timers_after(after, TIMERS_PAGE)?;
+        let full = page.len() == TIMERS_PAGE;
+        after = page.last().map(|t| (t.due_at_ms, t.id));
+        for timer in page {
+            if soonest.len() == entities {
+                return Ok(soonest);
+            }
+            if seen.insert(timer.entity.clone()) {
+                soonest.push(timer);
+            }
+        }
+        if !full || soonest.len() == entities {
+            return Ok(soonest);
         }
     }
-    Ok(rows)
 }
 
 /// An item's row under Waiting: who it waits on, and its soonest timer.
