@@ -16,7 +16,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use converge_engine::flow::campaign_of;
 use converge_model::{EntityKey, EntityState};
-use converge_store::{ActionDetail, Backend, OpenSpan, StoreError};
+use converge_store::{ActionDetail, Backend, OpenSpan, StoreError, TimerRecord};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -27,8 +27,11 @@ use crate::web::AppState;
 /// How many of each kind the page reads; the page says when there are more.
 const PER_KIND: usize = 500;
 /// How many pending timers, soonest first, are read at a time while
-/// looking for the items waiting on one.
+/// looking for the items waiting on one, and at most in all: a rule that
+/// piles up timers on a few items (a reminder scheduled on every update)
+/// does not make the page read the whole backlog.
 const TIMERS_PAGE: usize = 2000;
+const TIMERS_READ_AT_MOST: usize = 50_000;
 /// How many of the newest error reports of each drop folder are shown.
 const DROP_REPORTS: usize = 20;
 
@@ -399,7 +402,11 @@ pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Listed, StoreError
     for entity in first(blocked, "blocked", &mut partial) {
         rows.extend(open_spans(&entity, "blocked", |f| f.blocked_since));
     }
-    let waiting = first(waiting(store)?, "waiting", &mut partial);
+    let (waiting, all_found) = waiting(store)?;
+    if !all_found {
+        partial.insert("waiting");
+    }
+    let waiting = first(waiting, "waiting", &mut partial);
     rows.extend(held_with_their_timers(held_sends(store)?, waiting));
     for retrying in first(
         store.retrying_actions(PER_KIND + 1)?,
@@ -646,10 +653,16 @@ fn held_sends(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
 /// a stalled handoff's escalation ladder, an expected event's deadline such
 /// as a campaign's launch window), with that timer and when it fires: the
 /// first [`PER_KIND`] and one more, those whose soonest timers fire first,
-/// soonest first. Waiting since the handoff (the owner's change,
+/// soonest first, and whether the search for them ended (see
+/// [`soonest_timers`]). Waiting since the handoff (the owner's change,
 /// `flow.handoff_since`), else since the stage began.
-fn waiting(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
-    let soonest = soonest_timers(store, PER_KIND + 1)?;
+fn waiting(store: &dyn Backend) -> Result<(Vec<Row>, bool), StoreError> {
+    let (soonest, ended) = soonest_timers(
+        |after, limit| store.pending_timers_after(after, limit),
+        PER_KIND + 1,
+        TIMERS_PAGE,
+        TIMERS_READ_AT_MOST,
+    )?;
     let keys: Vec<EntityKey> = soonest
         .iter()
         .filter_map(|t| EntityKey::parse(&t.entity))
@@ -659,42 +672,53 @@ fn waiting(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
         .into_iter()
         .map(|e| (e.key_text(), e))
         .collect();
-    Ok(soonest
+    let rows = soonest
         .iter()
         .filter_map(|timer| Some(waiting_row(entities.get(&timer.entity)?, timer)))
-        .collect())
+        .collect();
+    Ok((rows, ended))
 }
 
 /// Each entity's soonest pending timer, for up to `entities` entities,
-/// soonest first: the timers' backlog read in due order, a page at a time,
-/// until that many entities are found or the backlog ends.
+/// soonest first: the timers' backlog (`read(after, limit)`, as
+/// [`Backend::pending_timers_after`]) read in due order, `page` timers at
+/// a time, until that many entities are found or the backlog ends (then
+/// `true`), or `budget` timers were read (then `false`: more entities may
+/// wait, on later timers than all those found).
 fn soonest_timers(
-    store: &dyn Backend,
+    mut read: impl FnMut(Option<(i64, i64)>, usize) -> Result<Vec<TimerRecord>, StoreError>,
     entities: usize,
-) -> Result<Vec<converge_store::TimerRecord>, StoreError> {
+    page: usize,
+    budget: usize,
+) -> Result<(Vec<TimerRecord>, bool), StoreError> {
     let mut seen = std::collections::HashSet::new();
     let mut soonest = Vec::new();
     let mut after = None;
+    let mut read_so_far = 0;
     loop {
-        let page = store.pending_timers_after(after, TIMERS_PAGE)?;
-        let full = page.len() == TIMERS_PAGE;
-        after = page.last().map(|t| (t.due_at_ms, t.id));
-        for timer in page {
+        let timers = read(after, page.min(budget - read_so_far))?;
+        let backlog_ended = timers.len() < page.min(budget - read_so_far);
+        read_so_far += timers.len();
+        after = timers.last().map(|t| (t.due_at_ms, t.id));
+        for timer in timers {
             if soonest.len() == entities {
-                return Ok(soonest);
+                return Ok((soonest, true));
             }
             if seen.insert(timer.entity.clone()) {
                 soonest.push(timer);
             }
         }
-        if !full || soonest.len() == entities {
-            return Ok(soonest);
+        if backlog_ended || soonest.len() == entities {
+            return Ok((soonest, true));
+        }
+        if read_so_far == budget {
+            return Ok((soonest, false));
         }
     }
 }
 
 /// An item's row under Waiting: who it waits on, and its soonest timer.
-fn waiting_row(entity: &EntityState, timer: &converge_store::TimerRecord) -> Row {
+fn waiting_row(entity: &EntityState, timer: &TimerRecord) -> Row {
     let since = entity
         .flow
         .handoff_since
@@ -748,35 +772,126 @@ mod tests {
         }
     }
 
+    /// A pending `schedule` timer of rule `remind`.
+    fn pending(id: i64, entity: &str, due_at_ms: i64) -> TimerRecord {
+        TimerRecord {
+            id,
+            entity: entity.into(),
+            kind: converge_model::records::TimerRecordKind::Schedule,
+            event_type: "task.remind".into(),
+            data: serde_json::json!({}),
+            expect_type: None,
+            due_at_ms,
+            catch_up: converge_model::CatchUp::FireLate,
+            rule: "remind".into(),
+            rule_hash: "h".into(),
+            created_by_seq: 1,
+            status: converge_model::records::TimerStatus::Pending,
+            fired_seq: None,
+            closed_at_ms: None,
+            cancelled_by: None,
+            cancel_reason: None,
+        }
+    }
+
+    /// `soonest_timers` over `backlog` (in due order), counting the reads.
+    fn soonest_of(
+        backlog: &[TimerRecord],
+        entities: usize,
+        page: usize,
+        budget: usize,
+    ) -> (Vec<(String, i64)>, bool, usize) {
+        let mut reads = 0;
+        let (found, ended) = soonest_timers(
+            |after, limit| {
+                reads += 1;
+                let start = backlog
+                    .iter()
+                    .position(|t| after.is_none_or(|a| (t.due_at_ms, t.id) > a))
+                    .unwrap_or(backlog.len());
+                Ok(backlog[start..].iter().take(limit).cloned().collect())
+            },
+            entities,
+            page,
+            budget,
+        )
+        .unwrap();
+        let found = found.into_iter().map(|t| (t.entity, t.id)).collect();
+        (found, ended, reads)
+    }
+
+    #[test]
+    fn the_soonest_timer_of_each_item_is_found_across_pages_within_a_budget() {
+        // task/a has three timers due first, then b, c, d one each; a's
+        // last is due after b's.
+        let backlog = [
+            pending(1, "task/a", 10),
+            pending(2, "task/a", 20),
+            pending(3, "task/b", 25),
+            pending(4, "task/a", 30),
+            pending(5, "task/c", 40),
+            pending(6, "task/d", 50),
+        ];
+        let all = |ids: &[(&str, i64)]| -> Vec<(String, i64)> {
+            ids.iter().map(|(e, id)| (e.to_string(), *id)).collect()
+        };
+        // Pages of two: b on the second page, c and d on the third; the
+        // fourth is empty.
+        assert_eq!(
+            soonest_of(&backlog, 10, 2, 100),
+            (
+                all(&[("task/a", 1), ("task/b", 3), ("task/c", 5), ("task/d", 6)]),
+                true,
+                4
+            )
+        );
+        // Stops reading once it has as many items as asked for.
+        assert_eq!(
+            soonest_of(&backlog, 2, 2, 100),
+            (all(&[("task/a", 1), ("task/b", 3)]), true, 2)
+        );
+        // A budget of four timers finds a and b, and says there may be more.
+        assert_eq!(
+            soonest_of(&backlog, 10, 2, 4),
+            (all(&[("task/a", 1), ("task/b", 3)]), false, 2)
+        );
+        // A budget that ends within a page reads only up to it.
+        assert_eq!(
+            soonest_of(&backlog, 10, 4, 5),
+            (
+                all(&[("task/a", 1), ("task/b", 3), ("task/c", 5)]),
+                false,
+                2
+            )
+        );
+        // A backlog that ends exactly on a page's end.
+        assert_eq!(
+            soonest_of(&backlog, 10, 3, 100),
+            (
+                all(&[("task/a", 1), ("task/b", 3), ("task/c", 5), ("task/d", 6)]),
+                true,
+                3
+            )
+        );
+        assert_eq!(soonest_of(&[], 10, 3, 100), (Vec::new(), true, 1));
+    }
+
     #[test]
     fn a_waiting_row_names_its_owner_stage_and_soonest_timer() {
-        use converge_model::CatchUp;
-        use converge_model::records::{TimerRecordKind, TimerStatus};
+        use converge_model::records::TimerRecordKind;
         let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
-        let timer = |entity: &str, event_type: &str, expect: Option<&str>, rule: &str| {
-            converge_store::TimerRecord {
-                id: 1,
-                entity: entity.into(),
+        let timer =
+            |entity: &str, event_type: &str, expect: Option<&str>, rule: &str| TimerRecord {
                 kind: if expect.is_some() {
                     TimerRecordKind::Expect
                 } else {
                     TimerRecordKind::Schedule
                 },
                 event_type: event_type.into(),
-                data: serde_json::json!({}),
                 expect_type: expect.map(str::to_string),
-                due_at_ms: at("2026-11-25T09:00:00Z").timestamp_millis(),
-                catch_up: CatchUp::FireLate,
                 rule: rule.into(),
-                rule_hash: "h".into(),
-                created_by_seq: 1,
-                status: TimerStatus::Pending,
-                fired_seq: None,
-                closed_at_ms: None,
-                cancelled_by: None,
-                cancel_reason: None,
-            }
-        };
+                ..pending(1, entity, at("2026-11-25T09:00:00Z").timestamp_millis())
+            };
         // A campaign in its launch window: no stage to name.
         let key = EntityKey::parse("campaign/fall-26").unwrap();
         let mut campaign = EntityState::new(&key, at("2026-11-23T09:00:00Z"));
