@@ -432,3 +432,55 @@ if event.type == "task.reminder" { notify("owner", "reminder"); }
     );
     assert_eq!(lag().await, 0);
 }
+
+/// `GET /v1/timers?rule=` finds a rule's timers behind more than 10,000
+/// sooner ones of another rule, reading the backlog a page at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rules_timers_are_listed_behind_ten_thousand_sooner_ones() {
+    let ws = Workspace::new(
+        &[
+            (
+                "piles",
+                "//! events: task.created\n\
+                 for k in 1..=5 { schedule(`${k}m`, \"task.remind\"); }\n",
+            ),
+            (
+                "later",
+                "//! events: task.late\nschedule(\"48h\", \"task.chase\");\n",
+            ),
+        ],
+        &manual_clock(START),
+    );
+    let daemon = ws.start();
+    let created: Vec<Value> = (0..2_100)
+        .map(|n| {
+            event(
+                &format!("c-{n}"),
+                "task.created",
+                &format!("task/t-{n}"),
+                json!({}),
+            )
+        })
+        .collect();
+    for batch in created.chunks(100) {
+        assert_eq!(daemon.send_batch(batch).await.0, 202);
+    }
+    let late = event("late-1", "task.late", "task/t-0", json!({}));
+    assert_eq!(daemon.send_event(&late).await.0, 202);
+    daemon.wait_for_trail("late-1", processed).await;
+
+    let (status, listed) = daemon.get("/v1/timers?rule=later").await;
+    assert_eq!(status, 200, "{listed}");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["more"], false, "{listed}");
+    let timers = listed["timers"].as_array().unwrap();
+    assert_eq!(timers.len(), 1, "{listed}");
+    assert_eq!(timers[0]["event_type"], "task.chase");
+    assert_eq!(timers[0]["due_at"], "2026-11-25T10:00:00.000Z");
+
+    // The other rule's 10,500 are listed 1,000 at most, with more to come.
+    let (_, piles) = daemon.get("/v1/timers?rule=piles&limit=1000").await;
+    let piles: Value = serde_json::from_str(&piles).unwrap();
+    assert_eq!(piles["timers"].as_array().unwrap().len(), 1_000);
+    assert_eq!(piles["more"], true);
+}

@@ -278,6 +278,35 @@ pub fn backup(database: &std::path::Path, to: &std::path::Path) -> Result<i64, S
     sqlite::backup(database, to)
 }
 
+/// Every pending timer, in due order (then creation order), read from
+/// `store` `page` timers at a time as the iteration reaches them
+/// ([`Backend::pending_timers_after`]): readers that stop early (`take`,
+/// a due time passed, enough found) read no further. An error ends it.
+pub fn pending_timers(
+    store: &dyn Backend,
+    page: usize,
+) -> impl Iterator<Item = Result<TimerRecord, StoreError>> + '_ {
+    let mut after = None;
+    let mut read = std::collections::VecDeque::new();
+    let mut ended = false;
+    std::iter::from_fn(move || {
+        if read.is_empty() && !ended {
+            match store.pending_timers_after(after, page) {
+                Ok(timers) => {
+                    ended = timers.len() < page;
+                    after = timers.last().map(|t| (t.due_at_ms, t.id));
+                    read.extend(timers);
+                }
+                Err(e) => {
+                    ended = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        read.pop_front().map(Ok)
+    })
+}
+
 impl Deref for Store {
     type Target = dyn Backend;
     fn deref(&self) -> &(dyn Backend + 'static) {

@@ -142,6 +142,14 @@ fn the_pending_backlog_is_read_in_due_order_a_page_at_a_time(db: &TestDb) {
     assert_eq!(ids(&store, Some((2_000, 2)), 2), all[1..3]);
     assert_eq!(ids(&store, Some((2_000, 3)), 10), all[2..]);
     assert!(ids(&store, Some((9_000_000, 1)), 10).is_empty());
+    // The same, iterated a page at a time, whatever the page.
+    for page in [1, 2, 3, 4, 10] {
+        let iterated: Vec<_> = converge_store::pending_timers(&*store, page)
+            .map(|t| t.map(|t| (t.due_at_ms, t.id)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(iterated, all, "pages of {page}");
+    }
 
     // Only pending timers: a fired one leaves the backlog.
     store.write(&fires(&[2])).unwrap();

@@ -12,7 +12,7 @@ use converge_api::Time;
 use converge_api::timers::{CancelTimers, PendingTimer, PendingTimers, TimersCancelled};
 use converge_model::EntityKey;
 use converge_model::records::TimerRecord;
-use converge_store::TimerCancellation;
+use converge_store::{StoreError, TimerCancellation};
 use serde::Deserialize;
 
 use super::{ApiError, AppState, internal, require_admin, storage};
@@ -20,9 +20,11 @@ use super::{ApiError, AppState, internal, require_admin, storage};
 /// How many timers `GET /v1/timers` lists, by default and at most.
 const LISTED: usize = 100;
 const LISTED_MAX: usize = 1_000;
-/// How many of the soonest pending timers a listing reads: the answer
-/// stays quick whatever the backlog, and says `more` beyond it.
-const READ_AT_MOST: usize = 10_000;
+/// How many of the soonest pending timers a listing reads at most, a page
+/// at a time, looking for those it asks for: the answer stays quick
+/// whatever the backlog, and says `more` beyond it.
+const READ_AT_MOST: usize = 100_000;
+const READ_PAGE: usize = 1_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,27 +57,41 @@ pub(super) async fn list(
             state.clock.now_ms().saturating_add(within_ms)
         }
     };
-    let reader = state.reader.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        reader
-            .lock()
-            .expect("reader")
-            .due_timers(due_by_ms, READ_AT_MOST)
-    })
-    .await
-    .map_err(internal)?
-    .map_err(storage)?;
-    let read_all = read.len() < READ_AT_MOST;
-    let mut matching = read.iter().filter(|timer| {
+    let wanted = move |timer: &TimerRecord| {
         query.rule.as_deref().is_none_or(|rule| timer.rule == rule)
             && query
                 .version
                 .as_deref()
                 .is_none_or(|version| timer.rule_hash == version)
-    });
-    let timers: Vec<PendingTimer> = matching.by_ref().take(limit).map(pending).collect();
-    let more = matching.next().is_some() || !read_all;
-    Ok(Json(PendingTimers { timers, more }).into_response())
+    };
+    let reader = state.reader.clone();
+    let listed = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let reader = reader.lock().expect("reader");
+        let mut timers = Vec::new();
+        // In due order: the first past `due_by_ms` ends the listing.
+        let backlog = converge_store::pending_timers(&**reader, READ_PAGE)
+            .take(READ_AT_MOST)
+            .take_while(|t| !matches!(t, Ok(t) if t.due_at_ms > due_by_ms));
+        let mut read = 0;
+        for timer in backlog {
+            let timer = timer?;
+            read += 1;
+            if wanted(&timer) {
+                if timers.len() == limit {
+                    return Ok(PendingTimers { timers, more: true });
+                }
+                timers.push(pending(&timer));
+            }
+        }
+        Ok(PendingTimers {
+            timers,
+            more: read == READ_AT_MOST,
+        })
+    })
+    .await
+    .map_err(internal)?
+    .map_err(storage)?;
+    Ok(Json(listed).into_response())
 }
 
 /// Most pending timers of one entity searched for its soonest.

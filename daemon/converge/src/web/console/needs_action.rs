@@ -658,9 +658,8 @@ fn held_sends(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
 /// `flow.handoff_since`), else since the stage began.
 fn waiting(store: &dyn Backend) -> Result<(Vec<Row>, bool), StoreError> {
     let (soonest, ended) = soonest_timers(
-        |after, limit| store.pending_timers_after(after, limit),
+        converge_store::pending_timers(store, TIMERS_PAGE),
         PER_KIND + 1,
-        TIMERS_PAGE,
         TIMERS_READ_AT_MOST,
     )?;
     let keys: Vec<EntityKey> = soonest
@@ -680,41 +679,29 @@ fn waiting(store: &dyn Backend) -> Result<(Vec<Row>, bool), StoreError> {
 }
 
 /// Each entity's soonest pending timer, for up to `entities` entities,
-/// soonest first: the timers' backlog (`read(after, limit)`, as
-/// [`Backend::pending_timers_after`]) read in due order, `page` timers at
-/// a time, until that many entities are found or the backlog ends (then
-/// `true`), or `budget` timers were read (then `false`: more entities may
-/// wait, on later timers than all those found).
+/// soonest first, from `backlog` (the pending timers in due order): `true`
+/// when that many were found or the backlog ended, `false` when `budget`
+/// timers were read first (more entities may wait, on timers later than
+/// all those read).
 fn soonest_timers(
-    mut read: impl FnMut(Option<(i64, i64)>, usize) -> Result<Vec<TimerRecord>, StoreError>,
+    backlog: impl Iterator<Item = Result<TimerRecord, StoreError>>,
     entities: usize,
-    page: usize,
     budget: usize,
 ) -> Result<(Vec<TimerRecord>, bool), StoreError> {
     let mut seen = std::collections::HashSet::new();
     let mut soonest = Vec::new();
-    let mut after = None;
-    let mut read_so_far = 0;
-    loop {
-        let timers = read(after, page.min(budget - read_so_far))?;
-        let backlog_ended = timers.len() < page.min(budget - read_so_far);
-        read_so_far += timers.len();
-        after = timers.last().map(|t| (t.due_at_ms, t.id));
-        for timer in timers {
+    let mut read = 0;
+    for timer in backlog.take(budget) {
+        let timer = timer?;
+        read += 1;
+        if seen.insert(timer.entity.clone()) {
+            soonest.push(timer);
             if soonest.len() == entities {
                 return Ok((soonest, true));
             }
-            if seen.insert(timer.entity.clone()) {
-                soonest.push(timer);
-            }
-        }
-        if backlog_ended || soonest.len() == entities {
-            return Ok((soonest, true));
-        }
-        if read_so_far == budget {
-            return Ok((soonest, false));
         }
     }
+    Ok((soonest, read < budget))
 }
 
 /// An item's row under Waiting: who it waits on, and its soonest timer.
@@ -794,34 +781,22 @@ mod tests {
         }
     }
 
-    /// `soonest_timers` over `backlog` (in due order), counting the reads.
+    /// `soonest_timers` over `backlog` (in due order), counting the timers
+    /// it took.
     fn soonest_of(
         backlog: &[TimerRecord],
         entities: usize,
-        page: usize,
         budget: usize,
     ) -> (Vec<(String, i64)>, bool, usize) {
-        let mut reads = 0;
-        let (found, ended) = soonest_timers(
-            |after, limit| {
-                reads += 1;
-                let start = backlog
-                    .iter()
-                    .position(|t| after.is_none_or(|a| (t.due_at_ms, t.id) > a))
-                    .unwrap_or(backlog.len());
-                Ok(backlog[start..].iter().take(limit).cloned().collect())
-            },
-            entities,
-            page,
-            budget,
-        )
-        .unwrap();
+        let mut taken = 0;
+        let iter = backlog.iter().cloned().inspect(|_| taken += 1).map(Ok);
+        let (found, ended) = soonest_timers(iter, entities, budget).unwrap();
         let found = found.into_iter().map(|t| (t.entity, t.id)).collect();
-        (found, ended, reads)
+        (found, ended, taken)
     }
 
     #[test]
-    fn the_soonest_timer_of_each_item_is_found_across_pages_within_a_budget() {
+    fn the_soonest_timer_of_each_item_is_found_within_a_budget() {
         // task/a has three timers due first, then b, c, d one each; a's
         // last is due after b's.
         let backlog = [
@@ -835,45 +810,21 @@ mod tests {
         let all = |ids: &[(&str, i64)]| -> Vec<(String, i64)> {
             ids.iter().map(|(e, id)| (e.to_string(), *id)).collect()
         };
-        // Pages of two: b on the second page, c and d on the third; the
-        // fourth is empty.
-        assert_eq!(
-            soonest_of(&backlog, 10, 2, 100),
-            (
-                all(&[("task/a", 1), ("task/b", 3), ("task/c", 5), ("task/d", 6)]),
-                true,
-                4
-            )
-        );
+        let every = all(&[("task/a", 1), ("task/b", 3), ("task/c", 5), ("task/d", 6)]);
+        assert_eq!(soonest_of(&backlog, 10, 100), (every.clone(), true, 6));
         // Stops reading once it has as many items as asked for.
         assert_eq!(
-            soonest_of(&backlog, 2, 2, 100),
-            (all(&[("task/a", 1), ("task/b", 3)]), true, 2)
+            soonest_of(&backlog, 2, 100),
+            (all(&[("task/a", 1), ("task/b", 3)]), true, 3)
         );
         // A budget of four timers finds a and b, and says there may be more.
         assert_eq!(
-            soonest_of(&backlog, 10, 2, 4),
-            (all(&[("task/a", 1), ("task/b", 3)]), false, 2)
+            soonest_of(&backlog, 10, 4),
+            (all(&[("task/a", 1), ("task/b", 3)]), false, 4)
         );
-        // A budget that ends within a page reads only up to it.
-        assert_eq!(
-            soonest_of(&backlog, 10, 4, 5),
-            (
-                all(&[("task/a", 1), ("task/b", 3), ("task/c", 5)]),
-                false,
-                2
-            )
-        );
-        // A backlog that ends exactly on a page's end.
-        assert_eq!(
-            soonest_of(&backlog, 10, 3, 100),
-            (
-                all(&[("task/a", 1), ("task/b", 3), ("task/c", 5), ("task/d", 6)]),
-                true,
-                3
-            )
-        );
-        assert_eq!(soonest_of(&[], 10, 3, 100), (Vec::new(), true, 1));
+        // A backlog as long as the budget is not known to have ended.
+        assert_eq!(soonest_of(&backlog, 10, 6), (every, false, 6));
+        assert_eq!(soonest_of(&[], 10, 100), (Vec::new(), true, 0));
     }
 
     #[test]
