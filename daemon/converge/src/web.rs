@@ -53,9 +53,6 @@ pub use serve::{Limits, serve};
 
 /// How long intake waits for room in the in-flight budget before answering 503.
 const BACKPRESSURE_WAIT: Duration = Duration::from_secs(5);
-/// Event sources converge journals itself (`converge/timers`,
-/// `converge/rules`); intake refuses them so no sender can forge a timer's
-/// or an emit's event.
 /// Most timers `/v1/entities/{kind}/{id}/timers` lists.
 const TIMERS_LISTED: usize = 1000;
 
