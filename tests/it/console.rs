@@ -17,7 +17,9 @@ use serde_json::json;
 use crate::browser::Browser;
 use crate::gates::{accept, channel, send};
 use crate::reload::reminding;
-use crate::support::{ADMIN_TOKEN, Daemon, Sink, Workspace, event, repo_root, sends_to_sink_toml};
+use crate::support::{
+    ADMIN_TOKEN, Daemon, Sink, Workspace, event, numbered_events, repo_root, sends_to_sink_toml,
+};
 
 mod accessibility;
 
@@ -1189,19 +1191,14 @@ async fn more_waiting_items_than_the_page_lists_are_said_to_be_more() {
         "[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
     );
     let daemon = ws.start();
-    let tasks: Vec<_> = (0..501)
-        .map(|n| {
-            event(
-                &format!("c-{n}"),
-                "task.created",
-                &format!("task/t-{n}"),
-                json!({"n": n}),
-            )
-        })
-        .collect();
-    for batch in tasks.chunks(100) {
-        assert_eq!(daemon.send_batch(batch).await.0, 202);
-    }
+    daemon
+        .accept_all(&numbered_events(
+            501,
+            "task.created",
+            "task",
+            |n| json!({"n": n}),
+        ))
+        .await;
     daemon
         .wait_for_trail("c-500", |t| !t["processed_at_ms"].is_null())
         .await;

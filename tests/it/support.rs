@@ -433,6 +433,14 @@ impl Daemon {
         .await
     }
 
+    /// POSTs `events` to the `test` hook in batches of 100, each accepted.
+    pub async fn accept_all(&self, events: &[Value]) {
+        for batch in events.chunks(100) {
+            let (status, body) = self.send_batch(batch).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         // A pooled connection the daemon closed as this request went out
         // (its header read timeout, short in some tests) fails the request
@@ -572,6 +580,19 @@ pub fn is_send_key(key: &str, seq: i64) -> bool {
         .is_some_and(|(instance, send)| {
             instance.len() == 16 && send.starts_with(&format!("{seq}-"))
         })
+}
+
+/// `n` events of type `ty`, the i-th `c-<i>` about `<kind>/t-<i>` with
+/// `data(i)`.
+pub fn numbered_events(
+    n: usize,
+    ty: &str,
+    kind: &str,
+    data: impl Fn(usize) -> Value,
+) -> Vec<Value> {
+    (0..n)
+        .map(|i| event(&format!("c-{i}"), ty, &format!("{kind}/t-{i}"), data(i)))
+        .collect()
 }
 
 /// A CloudEvent with the given id, type, subject and data.

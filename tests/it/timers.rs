@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Workspace, event};
+use crate::support::{Workspace, event, numbered_events};
 
 const START: &str = "2026-11-23T10:00:00Z";
 
@@ -452,19 +452,11 @@ async fn a_rules_timers_are_listed_behind_ten_thousand_sooner_ones() {
         &manual_clock(START),
     );
     let daemon = ws.start();
-    let created: Vec<Value> = (0..2_100)
-        .map(|n| {
-            event(
-                &format!("c-{n}"),
-                "task.created",
-                &format!("task/t-{n}"),
-                json!({}),
-            )
-        })
-        .collect();
-    for batch in created.chunks(100) {
-        assert_eq!(daemon.send_batch(batch).await.0, 202);
-    }
+    daemon
+        .accept_all(&numbered_events(2_100, "task.created", "task", |_| {
+            json!({})
+        }))
+        .await;
     let late = event("late-1", "task.late", "task/t-0", json!({}));
     assert_eq!(daemon.send_event(&late).await.0, 202);
     daemon.wait_for_trail("late-1", processed).await;
