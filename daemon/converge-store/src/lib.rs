@@ -530,6 +530,10 @@ pub trait Backend: Send {
     /// edited or removed since.
     fn pending_timers_by_rule(&self, limit: usize) -> Result<Vec<RuleTimers>, StoreError>;
 
+    /// The pending timer of one entity (`kind/id`) due soonest (then the
+    /// first made): a campaign gate's deadline, a task's next rung.
+    fn soonest_pending_timer(&self, entity: &EntityKey) -> Result<Option<TimerRecord>, StoreError>;
+
     /// The timers of one entity (`kind/id`), newest first, up to `limit`;
     /// only the pending ones when `pending_only`. A timer's entity is the
     /// subject of the event that created it ([`NewTimer::entity`]): SQLite

@@ -1008,7 +1008,8 @@ fn next_timer(
     let Some(key) = EntityKey::parse(campaign) else {
         return Ok(None);
     };
-    Ok(timers::soonest_pending(reader, &key)?
+    Ok(reader
+        .soonest_pending_timer(&key)?
         .as_ref()
         .map(timers::pending))
 }

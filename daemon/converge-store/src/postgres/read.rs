@@ -444,6 +444,21 @@ impl Backend for PostgresStore {
         rows.iter().map(timer).collect()
     }
 
+    fn soonest_pending_timer(&self, entity: &EntityKey) -> Result<Option<TimerRecord>, StoreError> {
+        let rows = self.run(|s| {
+            s.query(
+                concat!(
+                    "SELECT ",
+                    timer_columns!(),
+                    " FROM timers WHERE entity = $1 AND status = 'pending'
+                     ORDER BY due_at_ms, id LIMIT 1"
+                ),
+                &[&entity.to_string()],
+            )
+        })?;
+        rows.first().map(timer).transpose()
+    }
+
     fn open_held_sends(&self) -> Result<Vec<HeldSendRecord>, StoreError> {
         self.run(|s| {
             s.rows(

@@ -391,6 +391,20 @@ impl Backend for SqliteStore {
         rows.into_iter().map(TimerRow::into_record).collect()
     }
 
+    fn soonest_pending_timer(&self, entity: &EntityKey) -> Result<Option<TimerRecord>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {TIMER_COLUMNS} FROM timers INDEXED BY timers_by_creator
+                 WHERE created_by_seq IN (SELECT seq FROM events WHERE subject = ?1)
+                   AND entity = ?1 AND status = 'pending'
+                 ORDER BY due_at_ms, id LIMIT 1"
+            ))?
+            .query_row(params![entity.to_string()], timer_row)
+            .optional()?
+            .map(TimerRow::into_record)
+            .transpose()
+    }
+
     fn open_held_sends(&self) -> Result<Vec<HeldSendRecord>, StoreError> {
         Ok(self
             .conn

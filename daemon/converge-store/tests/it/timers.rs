@@ -156,6 +156,31 @@ fn the_pending_backlog_is_read_in_due_order_a_page_at_a_time(db: &TestDb) {
     assert_eq!(ids(&store, None, 10), all[1..]);
 }
 
+fn an_entitys_soonest_pending_timer_is_the_one_due_first_not_the_newest(db: &TestDb) {
+    let mut store = store_with_timers(
+        db,
+        vec![
+            timer("task/T-1", TimerKind::Schedule, "task.late", 5_000),
+            expect("task/T-1", "task.approved", "task.unapproved", 3_000),
+            timer("task/T-1", TimerKind::Schedule, "task.remind", 3_000),
+            timer("task/T-1", TimerKind::Schedule, "task.nudge", 4_000),
+        ],
+    );
+    let soonest = |store: &converge_store::Store, entity: &str| {
+        store
+            .soonest_pending_timer(&EntityKey::parse(entity).unwrap())
+            .unwrap()
+            .map(|t| t.id)
+    };
+    // Two due at 3,000: the first made.
+    assert_eq!(soonest(&store, "task/T-1"), Some(2));
+    store.write(&fires(&[2])).unwrap();
+    assert_eq!(soonest(&store, "task/T-1"), Some(3));
+    store.write(&fires(&[3, 4, 1])).unwrap();
+    assert_eq!(soonest(&store, "task/T-1"), None, "none pending");
+    assert_eq!(soonest(&store, "task/T-2"), None, "no timer at all");
+}
+
 fn a_timer_fires_exactly_once(db: &TestDb) {
     let mut store = store_with_timers(
         db,
@@ -639,6 +664,7 @@ conformance!(
     pending_timers_are_counted_by_the_rule_version_that_made_them,
     timers_are_created_with_the_processing_and_read_in_due_order,
     the_pending_backlog_is_read_in_due_order_a_page_at_a_time,
+    an_entitys_soonest_pending_timer_is_the_one_due_first_not_the_newest,
     a_timer_fires_exactly_once,
     firing_an_unknown_timer_rolls_back_the_batch,
     a_skipped_timer_never_fires,

@@ -94,21 +94,6 @@ pub(super) async fn list(
     Ok(Json(listed).into_response())
 }
 
-/// Most pending timers of one entity searched for its soonest.
-const ENTITY_TIMERS: usize = 100;
-
-/// An entity's pending timer due soonest (of its newest
-/// [`ENTITY_TIMERS`]): a campaign gate's deadline, a task's next rung.
-pub(crate) fn soonest_pending(
-    store: &dyn converge_store::Backend,
-    entity: &EntityKey,
-) -> Result<Option<TimerRecord>, converge_store::StoreError> {
-    Ok(store
-        .entity_timers(entity, true, ENTITY_TIMERS)?
-        .into_iter()
-        .min_by_key(|t| (t.due_at_ms, t.id)))
-}
-
 /// A stored timer as the API shows a pending one.
 pub(crate) fn pending(timer: &TimerRecord) -> PendingTimer {
     PendingTimer {

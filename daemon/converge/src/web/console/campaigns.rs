@@ -22,7 +22,6 @@ use serde_json::Value;
 
 use super::{Page, Section, answer, encode, plain, read, record_link, time_of, when, when_ms};
 use crate::web::AppState;
-use crate::web::timers::soonest_pending;
 
 const PER_PAGE: usize = 25;
 
@@ -72,7 +71,7 @@ pub async fn page(
         let mut campaigns = Vec::new();
         for entity in entities.into_iter().take_while(|e| e.kind == "campaign") {
             let gate = store.gate(&entity.key(), 20)?;
-            let next = soonest_pending(store, &entity.key())?;
+            let next = store.soonest_pending_timer(&entity.key())?;
             campaigns.push(Campaign { entity, gate, next });
         }
         Ok(campaigns)
