@@ -476,3 +476,43 @@ async fn a_rules_timers_are_listed_behind_ten_thousand_sooner_ones() {
     assert_eq!(piles["timers"].as_array().unwrap().len(), 1_000);
     assert_eq!(piles["more"], true);
 }
+
+/// An item's timers are listed 1,000 at most, newest first, saying when it
+/// has more.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_items_timers_say_when_there_are_more_than_listed() {
+    let ws = Workspace::new(
+        &[(
+            "piles",
+            "//! events: task.created\n\
+             for k in 1..=5 { schedule(`${k}m`, \"task.remind\"); }\n",
+        )],
+        &manual_clock(START),
+    );
+    let daemon = ws.start();
+    // 201 events about task/busy: 1,005 timers; one about task/calm: 5.
+    let mut events: Vec<Value> = (0..201)
+        .map(|i| event(&format!("b-{i}"), "task.created", "task/busy", json!({})))
+        .collect();
+    events.push(event("calm-1", "task.created", "task/calm", json!({})));
+    daemon.accept_all(&events).await;
+    daemon.wait_for_trail("calm-1", processed).await;
+
+    for path in [
+        "/v1/entities/task/busy/timers",
+        "/v1/entities/task/busy/timers?pending=true",
+    ] {
+        let (status, listed) = daemon.get(path).await;
+        assert_eq!(status, 200, "{listed}");
+        let listed: Value = serde_json::from_str(&listed).unwrap();
+        let timers = listed["timers"].as_array().unwrap();
+        assert_eq!(timers.len(), 1_000, "{path}");
+        assert_eq!(listed["more"], true, "{path}");
+        // Newest first: the last event's five are first.
+        assert!(timers[0]["id"].as_i64() > timers[999]["id"].as_i64());
+    }
+    let (_, calm) = daemon.get("/v1/entities/task/calm/timers").await;
+    let calm: Value = serde_json::from_str(&calm).unwrap();
+    assert_eq!(calm["timers"].as_array().unwrap().len(), 5, "{calm}");
+    assert_eq!(calm["more"], false);
+}

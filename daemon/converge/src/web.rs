@@ -878,7 +878,8 @@ async fn reports(
         .into_response())
 }
 
-/// `GET /v1/entities/{kind}/{id}/timers`: the entity's timers, newest first;
+/// `GET /v1/entities/{kind}/{id}/timers`: the entity's timers, newest first
+/// (at most [`TIMERS_LISTED`], and `more` when it has others);
 /// `?pending=true` for the waiting ones only.
 async fn entity_timers(
     State(state): State<AppState>,
@@ -893,16 +894,18 @@ async fn entity_timers(
         ));
     };
     let reader = state.reader.clone();
-    let timers = tokio::task::spawn_blocking(move || {
+    let mut timers = tokio::task::spawn_blocking(move || {
         reader
             .lock()
             .expect("reader")
-            .entity_timers(&key, query.pending, TIMERS_LISTED)
+            .entity_timers(&key, query.pending, TIMERS_LISTED + 1)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
-    Ok(Json(json!({"timers": timers})).into_response())
+    let more = timers.len() > TIMERS_LISTED;
+    timers.truncate(TIMERS_LISTED);
+    Ok(Json(json!({"timers": timers, "more": more})).into_response())
 }
 
 /// Most held sends and overrides one gate lists.
