@@ -395,3 +395,80 @@ async fn an_entitys_trail_ends_with_its_timers_the_next_to_fire_first() {
     let trails: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(trails.as_array().unwrap().iter().all(|t| t["seq"].is_i64()));
 }
+
+/// A timer made long ago and still waiting (a campaign's gate deadline)
+/// stays on the entity's views when 60 later ones have fired since.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_waiting_timer_is_shown_past_many_newer_fired_ones() {
+    let ws = Workspace::new(
+        &[(
+            "deadline",
+            "//! events: task.created, task.poke\n\
+             if event.type == \"task.created\" { schedule(\"48h\", \"task.deadline\"); }\n\
+             if event.type == \"task.poke\" { schedule(\"1m\", \"task.ping\"); }\n",
+        )],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+    );
+    let daemon = ws.start();
+    let mut events = vec![event("c-1", "task.created", "task/T-1", json!({}))];
+    events.extend((0..60).map(|i| event(&format!("p-{i}"), "task.poke", "task/T-1", json!({}))));
+    daemon.accept_all(&events).await;
+    daemon
+        .wait_for_trail("p-59", |t| t["processed_at_ms"].is_i64())
+        .await;
+    daemon.advance_clock("2m").await;
+    daemon
+        .wait_for_metric("converge_timers_fired_total", 60.0)
+        .await;
+
+    let out = ws.converge(&["explain", "--entity", "task/T-1"]);
+    let report = redacted(&out, &ws, &[]);
+    let timers = report
+        .split_once("\ntimers, waiting ones first (the next to fire on top):\n")
+        .unwrap_or_else(|| panic!("no timers in {report}"))
+        .1;
+    let lines: Vec<&str> = timers.lines().collect();
+    assert_eq!(
+        lines[0], "  task.deadline  schedule by rule deadline, due 2026-11-25T09:00:00Z: pending",
+        "{report}"
+    );
+    // Then the newest 49 of the 60 that fired.
+    assert_eq!(lines.len(), 50, "{report}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains("task.ping") && l.contains(": fired at"))
+    );
+
+    let (_, page) = daemon.get("/ui/records/task/T-1").await;
+    assert!(
+        page.contains("task.deadline"),
+        "the record page shows it too"
+    );
+
+    // More waiting than listed: the newest 50, and a line saying so.
+    let pokes: Vec<_> = (0..51)
+        .map(|i| event(&format!("q-{i}"), "task.poke", "task/T-2", json!({})))
+        .collect();
+    daemon.accept_all(&pokes).await;
+    daemon
+        .wait_for_trail("q-50", |t| t["processed_at_ms"].is_i64())
+        .await;
+    let out = ws.converge(&["explain", "--entity", "task/T-2"]);
+    let report = redacted(&out, &ws, &[]);
+    let lines: Vec<&str> = report
+        .split_once("\ntimers, waiting ones first (the next to fire on top):\n")
+        .unwrap()
+        .1
+        .lines()
+        .collect();
+    assert_eq!(lines.len(), 51, "{report}");
+    assert!(
+        lines[..50].iter().all(|l| l.ends_with(": pending")),
+        "{report}"
+    );
+    assert_eq!(
+        lines[50],
+        "(only the newest 50 waiting are listed: GET /v1/entities/task/T-2/timers?pending=true has up to 1,000)"
+    );
+}

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::redact::Redaction;
 
 /// The most timers an entity's view lists (`--entity`, the console's
-/// record page), the newest.
+/// record page): see [`shown_timers`].
 pub const TIMERS_SHOWN: usize = 50;
 /// Trails read per query in `--entity` mode: a long history is printed a
 /// page at a time instead of being held in memory whole.
@@ -198,18 +198,55 @@ fn explain_entity(store: &Store, entity: &str, mut out: Output) -> Result<(), St
     // The JSON is the trails alone; `GET /v1/entities/{kind}/{id}/timers`
     // has the timers as JSON.
     if !json {
-        let timers = store
-            .entity_timers(&key, false, TIMERS_SHOWN)
+        let shown = shown_timers(&**store, &key)
             .map_err(|e| format!("cannot read the timers of {subject}: {e}"))?;
-        if !timers.is_empty() {
+        if !shown.timers.is_empty() {
             out.line("")?;
             out.line("timers, waiting ones first (the next to fire on top):")?;
-            for timer in reading_order(&timers) {
+            for timer in reading_order(&shown.timers) {
                 out.line(&timer_line(timer))?;
+            }
+            if shown.more_waiting {
+                out.line(&format!(
+                    "(only the newest {TIMERS_SHOWN} waiting are listed: GET /v1/entities/{subject}/timers?pending=true has up to 1,000)"
+                ))?;
             }
         }
     }
     out.finish()
+}
+
+/// An entity's timers as its views show them: every waiting one, however
+/// long ago it was made (a campaign's gate deadline outlives many later
+/// reminders), up to [`TIMERS_SHOWN`], then the newest of the rest up to
+/// that many in all.
+pub struct ShownTimers {
+    pub timers: Vec<TimerRecord>,
+    /// The entity has more than [`TIMERS_SHOWN`] waiting (the newest listed).
+    pub more_waiting: bool,
+}
+
+pub fn shown_timers(
+    store: &dyn converge_store::Backend,
+    key: &EntityKey,
+) -> Result<ShownTimers, converge_store::StoreError> {
+    let mut timers = store.entity_timers(key, true, TIMERS_SHOWN + 1)?;
+    let more_waiting = timers.len() > TIMERS_SHOWN;
+    timers.truncate(TIMERS_SHOWN);
+    let room = TIMERS_SHOWN - timers.len();
+    if room > 0 {
+        let closed: Vec<TimerRecord> = store
+            .entity_timers(key, false, TIMERS_SHOWN)?
+            .into_iter()
+            .filter(|t| t.status != TimerStatus::Pending)
+            .take(room)
+            .collect();
+        timers.extend(closed);
+    }
+    Ok(ShownTimers {
+        timers,
+        more_waiting,
+    })
 }
 
 /// An entity's timers as people read them: the pending ones first, the

@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use converge_model::{EntityKey, EntityState};
 use converge_store::{
-    ActionRecord, ActionStatus, DecisionRecord, EventTrail, GateRecord, HeldSendStatus,
-    TimerRecord, TimerStatus,
+    ActionRecord, ActionStatus, DecisionRecord, EventTrail, GateRecord, HeldSendStatus, TimerStatus,
 };
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -67,7 +66,7 @@ pub async fn find(Query(query): Query<FindQuery>) -> Response {
 struct Loaded {
     entity: Option<EntityState>,
     gate: GateRecord,
-    timers: Vec<TimerRecord>,
+    timers: crate::explain::ShownTimers,
     trail: Vec<(EventTrail, Facts)>,
 }
 
@@ -106,7 +105,7 @@ pub async fn page(
         Ok(Loaded {
             entity: store.entity(&lookup)?,
             gate: store.gate(&lookup, 200)?,
-            timers: store.entity_timers(&lookup, false, crate::explain::TIMERS_SHOWN)?,
+            timers: crate::explain::shown_timers(store, &lookup)?,
             trail,
         })
     })
@@ -150,7 +149,7 @@ pub async fn page(
             (super::notice(query.notice.as_deref()))
             @if let Some(entity) = &loaded.entity { (summary(entity, now)) }
             (gate(&subject, &path, &loaded.gate, viewer.as_ref(), now))
-            @if !loaded.timers.is_empty() { (timers(&subject, &path, &loaded.timers, viewer.as_ref(), now)) }
+            @if !loaded.timers.timers.is_empty() { (timers(&subject, &path, &loaded.timers, viewer.as_ref(), now)) }
             section #trail {
                 h2 { "Trail" }
                 @if after > 0 { p { a href=(path) { "From the first event" } } }
@@ -289,18 +288,24 @@ fn gate(
 fn timers(
     subject: &str,
     path: &str,
-    timers: &[TimerRecord],
+    shown: &crate::explain::ShownTimers,
     viewer: Option<&Viewer>,
     now: DateTime<Utc>,
 ) -> Markup {
     let mut waiting: Vec<(&str, usize)> = Vec::new();
-    for timer in timers.iter().filter(|t| t.status == TimerStatus::Pending) {
+    for timer in shown
+        .timers
+        .iter()
+        .filter(|t| t.status == TimerStatus::Pending)
+    {
         match waiting.iter_mut().find(|(rule, _)| *rule == timer.rule) {
             Some((_, n)) => *n += 1,
             None => waiting.push((&timer.rule, 1)),
         }
     }
-    let timers = crate::explain::reading_order(timers);
+    let timers = crate::explain::reading_order(&shown.timers);
+    // With more waiting than listed, a rule's count is a lower bound.
+    let more = if shown.more_waiting { "+" } else { "" };
     html! {
         section #timers {
             h2 { "Timers" }
@@ -332,7 +337,7 @@ fn timers(
                         input type="hidden" name="rule" value=(rule);
                         input type="hidden" name="entity" value=(subject);
                         input type="hidden" name="back" value=(path);
-                        span { b { (rule) } ": " (n) " timer(s) waiting here" }
+                        span { b { (rule) } ": " (n) (more) " timer(s) waiting here" }
                         input name="reason" required maxlength="2000" placeholder="why (kept with each)" aria-label={ "Reason to cancel the timers of " (rule) };
                         button type="submit" { "Cancel them" }
                     }
