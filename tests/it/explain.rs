@@ -59,6 +59,16 @@ fn redacted(out: &std::process::Output, ws: &Workspace, hashes: &[(String, &str)
         .join("\n")
 }
 
+/// The timers closing `converge explain --entity <subject>`, a line each.
+fn timer_lines(ws: &Workspace, subject: &str) -> Vec<String> {
+    let out = ws.converge(&["explain", "--entity", subject]);
+    let report = redacted(&out, ws, &[]);
+    let (_, timers) = report
+        .split_once("\ntimers, waiting ones first (the next to fire on top):\n")
+        .unwrap_or_else(|| panic!("no timers in {report}"));
+    timers.lines().map(str::to_string).collect()
+}
+
 fn hash(trail: &Value, rule: &str) -> String {
     trail["decisions"]
         .as_array()
@@ -368,28 +378,22 @@ async fn an_entitys_trail_ends_with_its_timers_the_next_to_fire_first() {
         .wait_for_metric("converge_timers_fired_total", 1.0)
         .await;
 
-    let out = ws.converge(&["explain", "--entity", "task/T-1"]);
-    let report = redacted(&out, &ws, &[]);
-    let timers = report
-        .split_once("\ntimers, waiting ones first (the next to fire on top):\n")
-        .unwrap_or_else(|| panic!("no timers in {report}"))
-        .1;
-    let lines: Vec<&str> = timers.lines().collect();
+    let lines = timer_lines(&ws, "task/T-1");
     assert_eq!(
         lines[..2],
         [
             "  task.remind  schedule by rule ladder, due 2026-11-24T09:00:00Z: pending",
             "  task.escalate  schedule by rule ladder, due 2026-11-25T09:00:00Z: pending",
         ],
-        "{report}"
+        "{lines:#?}"
     );
     assert!(
         lines[2].starts_with(
             "  task.nudge  schedule by rule ladder, due 2026-11-23T10:00:00Z: fired at 2026-11-23T"
         ),
-        "{report}"
+        "{lines:#?}"
     );
-    assert_eq!(lines.len(), 3, "{report}");
+    assert_eq!(lines.len(), 3, "{lines:#?}");
     // The JSON stays the trails alone.
     let out = ws.converge(&["explain", "--entity", "task/T-1", "--json"]);
     let trails: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -421,19 +425,13 @@ async fn an_old_waiting_timer_is_shown_past_many_newer_fired_ones() {
         .wait_for_metric("converge_timers_fired_total", 60.0)
         .await;
 
-    let out = ws.converge(&["explain", "--entity", "task/T-1"]);
-    let report = redacted(&out, &ws, &[]);
-    let timers = report
-        .split_once("\ntimers, waiting ones first (the next to fire on top):\n")
-        .unwrap_or_else(|| panic!("no timers in {report}"))
-        .1;
-    let lines: Vec<&str> = timers.lines().collect();
+    let lines = timer_lines(&ws, "task/T-1");
     assert_eq!(
         lines[0], "  task.deadline  schedule by rule deadline, due 2026-11-25T09:00:00Z: pending",
-        "{report}"
+        "{lines:#?}"
     );
     // Then the newest 49 of the 60 that fired.
-    assert_eq!(lines.len(), 50, "{report}");
+    assert_eq!(lines.len(), 50, "{lines:#?}");
     assert!(
         lines[1..]
             .iter()
@@ -454,18 +452,11 @@ async fn an_old_waiting_timer_is_shown_past_many_newer_fired_ones() {
     daemon
         .wait_for_trail("q-50", |t| t["processed_at_ms"].is_i64())
         .await;
-    let out = ws.converge(&["explain", "--entity", "task/T-2"]);
-    let report = redacted(&out, &ws, &[]);
-    let lines: Vec<&str> = report
-        .split_once("\ntimers, waiting ones first (the next to fire on top):\n")
-        .unwrap()
-        .1
-        .lines()
-        .collect();
-    assert_eq!(lines.len(), 51, "{report}");
+    let lines = timer_lines(&ws, "task/T-2");
+    assert_eq!(lines.len(), 51, "{lines:#?}");
     assert!(
         lines[..50].iter().all(|l| l.ends_with(": pending")),
-        "{report}"
+        "{lines:#?}"
     );
     assert_eq!(
         lines[50],

@@ -116,17 +116,24 @@ fn timers_are_created_with_the_processing_and_read_in_due_order(db: &TestDb) {
     assert!(store.entity_timers(&other, false, 10).unwrap().is_empty());
 }
 
-fn the_pending_backlog_is_read_in_due_order_a_page_at_a_time(db: &TestDb) {
-    // Two timers due at 2,000 (ids 2 and 3, in creation order), one far off.
-    let mut store = store_with_timers(
+/// task/T-1 with four pending timers, ids 1 to 4 due at `due`: the first
+/// made is not the first due, and two are due at once.
+fn four_timers(db: &TestDb, due: [i64; 3]) -> converge_store::Store {
+    let [late, twice, nudge] = due;
+    store_with_timers(
         db,
         vec![
-            timer("task/T-1", TimerKind::Schedule, "task.late", 9_000_000),
-            expect("task/T-1", "task.approved", "task.unapproved", 2_000),
-            timer("task/T-1", TimerKind::Schedule, "task.remind", 2_000),
-            timer("task/T-1", TimerKind::Schedule, "task.nudge", 4_000),
+            timer("task/T-1", TimerKind::Schedule, "task.late", late),
+            expect("task/T-1", "task.approved", "task.unapproved", twice),
+            timer("task/T-1", TimerKind::Schedule, "task.remind", twice),
+            timer("task/T-1", TimerKind::Schedule, "task.nudge", nudge),
         ],
-    );
+    )
+}
+
+fn the_pending_backlog_is_read_in_due_order_a_page_at_a_time(db: &TestDb) {
+    // Two timers due at 2,000 (ids 2 and 3, in creation order), one far off.
+    let mut store = four_timers(db, [9_000_000, 2_000, 4_000]);
     let ids = |store: &converge_store::Store, after, limit| {
         store
             .pending_timers_after(after, limit)
@@ -157,15 +164,7 @@ fn the_pending_backlog_is_read_in_due_order_a_page_at_a_time(db: &TestDb) {
 }
 
 fn an_entitys_soonest_pending_timer_is_the_one_due_first_not_the_newest(db: &TestDb) {
-    let mut store = store_with_timers(
-        db,
-        vec![
-            timer("task/T-1", TimerKind::Schedule, "task.late", 5_000),
-            expect("task/T-1", "task.approved", "task.unapproved", 3_000),
-            timer("task/T-1", TimerKind::Schedule, "task.remind", 3_000),
-            timer("task/T-1", TimerKind::Schedule, "task.nudge", 4_000),
-        ],
-    );
+    let mut store = four_timers(db, [5_000, 3_000, 4_000]);
     let soonest = |store: &converge_store::Store, entity: &str| {
         store
             .soonest_pending_timer(&EntityKey::parse(entity).unwrap())
