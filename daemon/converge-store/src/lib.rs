@@ -278,12 +278,13 @@ pub fn backup(database: &std::path::Path, to: &std::path::Path) -> Result<i64, S
     sqlite::backup(database, to)
 }
 
-/// Every pending timer, in due order (then creation order), read from
-/// `store` `page` timers at a time as the iteration reaches them
-/// ([`Backend::pending_timers_after`]): readers that stop early (`take`,
-/// a due time passed, enough found) read no further. An error ends it.
+/// Every pending timer due at or before `due_by_ms`, in due order (then
+/// creation order), read from `store` `page` timers at a time as the
+/// iteration reaches them ([`Backend::due_timers`]): readers that stop
+/// early (`take`, enough found) read no further. An error ends it.
 pub fn pending_timers(
     store: &dyn Backend,
+    due_by_ms: i64,
     page: usize,
 ) -> impl Iterator<Item = Result<TimerRecord, StoreError>> + '_ {
     let mut after = None;
@@ -291,7 +292,7 @@ pub fn pending_timers(
     let mut ended = false;
     std::iter::from_fn(move || {
         if read.is_empty() && !ended {
-            match store.pending_timers_after(after, page) {
+            match store.due_timers(due_by_ms, after, page) {
                 Ok(timers) => {
                     ended = timers.len() < page;
                     after = timers.last().map(|t| (t.due_at_ms, t.id));
@@ -506,15 +507,12 @@ pub trait Backend: Send {
 
     // ---- timers ----
 
-    /// Up to `limit` pending timers due at or before `now_ms`, in due order
-    /// (then creation order).
-    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError>;
-
-    /// Up to `limit` pending timers, however far off, in due order (then
-    /// creation order), starting after `after` (a timer's `(due_at_ms, id)`)
-    /// when given: the whole backlog, a page at a time.
-    fn pending_timers_after(
+    /// Up to `limit` pending timers due at or before `due_by_ms`, in due
+    /// order (then creation order), after `after` (a timer's
+    /// `(due_at_ms, id)`) when given: the next page of the backlog.
+    fn due_timers(
         &self,
+        due_by_ms: i64,
         after: Option<(i64, i64)>,
         limit: usize,
     ) -> Result<Vec<TimerRecord>, StoreError>;

@@ -108,18 +108,19 @@ impl Scheduler {
     /// Fires (or skips) one page of due timers. `Ok(true)`: there may be more.
     async fn fire_due(&mut self, started_at_ms: i64) -> Result<bool, Stopping> {
         let now_ms = self.clock.now_ms();
-        let due = match tokio::task::block_in_place(|| self.reader.due_timers(now_ms, self.page)) {
-            Ok(due) => {
-                self.journal.health().succeeded(TIMER_READS);
-                due
-            }
-            Err(e) => {
-                let health = self.journal.health();
-                health.failed(TIMER_READS, &e.to_string(), RETRY_AFTER_ERROR);
-                tokio::time::sleep(RETRY_AFTER_ERROR).await;
-                return Ok(true);
-            }
-        };
+        let due =
+            match tokio::task::block_in_place(|| self.reader.due_timers(now_ms, None, self.page)) {
+                Ok(due) => {
+                    self.journal.health().succeeded(TIMER_READS);
+                    due
+                }
+                Err(e) => {
+                    let health = self.journal.health();
+                    health.failed(TIMER_READS, &e.to_string(), RETRY_AFTER_ERROR);
+                    tokio::time::sleep(RETRY_AFTER_ERROR).await;
+                    return Ok(true);
+                }
+            };
         if due.is_empty() {
             return Ok(false);
         }

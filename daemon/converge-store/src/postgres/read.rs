@@ -355,37 +355,23 @@ impl Backend for PostgresStore {
         self.snapshot(|s| rule_activity(s, since_ms))
     }
 
-    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
+    fn due_timers(
+        &self,
+        due_by_ms: i64,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        let (after_due, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
         let rows = self.run(|s| {
             s.query(
                 concat!(
                     "SELECT ",
                     timer_columns!(),
                     " FROM timers WHERE status = 'pending' AND due_at_ms <= $1
-                     ORDER BY due_at_ms, id LIMIT $2"
+                       AND due_at_ms >= $2 AND (due_at_ms > $2 OR id > $3)
+                     ORDER BY due_at_ms, id LIMIT $4"
                 ),
-                &[&now_ms, &sql_limit(limit)],
-            )
-        })?;
-        rows.iter().map(timer).collect()
-    }
-
-    fn pending_timers_after(
-        &self,
-        after: Option<(i64, i64)>,
-        limit: usize,
-    ) -> Result<Vec<TimerRecord>, StoreError> {
-        let (due, id) = after.unwrap_or((i64::MIN, i64::MIN));
-        let rows = self.run(|s| {
-            s.query(
-                concat!(
-                    "SELECT ",
-                    timer_columns!(),
-                    " FROM timers WHERE status = 'pending'
-                       AND due_at_ms >= $1 AND (due_at_ms > $1 OR id > $2)
-                     ORDER BY due_at_ms, id LIMIT $3"
-                ),
-                &[&due, &id, &sql_limit(limit)],
+                &[&due_by_ms, &after_due, &after_id, &sql_limit(limit)],
             )
         })?;
         rows.iter().map(timer).collect()

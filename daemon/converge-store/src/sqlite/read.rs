@@ -300,33 +300,25 @@ impl Backend for SqliteStore {
         Ok(merge_rule_activity(decisions, failures))
     }
 
-    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRecord>, StoreError> {
+    fn due_timers(
+        &self,
+        due_by_ms: i64,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        let (after_due, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
         let rows = self
             .conn
             .prepare_cached(&format!(
                 "SELECT {TIMER_COLUMNS} FROM timers INDEXED BY timers_due
                  WHERE status = 'pending' AND due_at_ms <= ?1
-                 ORDER BY due_at_ms, id LIMIT ?2"
+                   AND due_at_ms >= ?2 AND (due_at_ms > ?2 OR id > ?3)
+                 ORDER BY due_at_ms, id LIMIT ?4"
             ))?
-            .query_map(params![now_ms, sql_limit(limit)], timer_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(TimerRow::into_record).collect()
-    }
-
-    fn pending_timers_after(
-        &self,
-        after: Option<(i64, i64)>,
-        limit: usize,
-    ) -> Result<Vec<TimerRecord>, StoreError> {
-        let (due, id) = after.unwrap_or((i64::MIN, i64::MIN));
-        let rows = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {TIMER_COLUMNS} FROM timers INDEXED BY timers_due
-                 WHERE status = 'pending' AND due_at_ms >= ?1 AND (due_at_ms > ?1 OR id > ?2)
-                 ORDER BY due_at_ms, id LIMIT ?3"
-            ))?
-            .query_map(params![due, id, sql_limit(limit)], timer_row)?
+            .query_map(
+                params![due_by_ms, after_due, after_id, sql_limit(limit)],
+                timer_row,
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(TimerRow::into_record).collect()
     }
@@ -1148,7 +1140,7 @@ mod tests {
                 ..WriteBatch::default()
             })
             .unwrap();
-        let due = store.due_timers(10, 10).unwrap();
+        let due = store.due_timers(10, None, 10).unwrap();
         assert_eq!(
             (due[0].kind, due[0].status, due[0].catch_up),
             (
@@ -1167,7 +1159,7 @@ mod tests {
                  PRAGMA ignore_check_constraints = OFF;",
             )
             .unwrap();
-        let error = store.due_timers(10, 10).unwrap_err();
+        let error = store.due_timers(10, None, 10).unwrap_err();
         assert!(
             matches!(&error, StoreError::UnknownValue { column: "timers.kind", value }
                 if value == "alarm"),

@@ -496,7 +496,7 @@ fn timers_and_held_sends_are_read_by_partition() {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.due_timers(3_000, 10).unwrap().len(), 2);
+    assert_eq!(store.due_timers(3_000, None, 10).unwrap().len(), 2);
     let held = shared(&store).held_sends_in(&[5]).unwrap();
     assert_eq!(
         held.iter().map(|h| h.campaign.as_str()).collect::<Vec<_>>(),

@@ -101,8 +101,8 @@ fn timers_are_created_with_the_processing_and_read_in_due_order(db: &TestDb) {
     );
     assert_eq!(store.next_timer_due().unwrap(), Some(2_000));
     assert_eq!(store.pending_timer_count().unwrap(), 2);
-    assert!(store.due_timers(1_999, 10).unwrap().is_empty());
-    let due = store.due_timers(3_000, 10).unwrap();
+    assert!(store.due_timers(1_999, None, 10).unwrap().is_empty());
+    let due = store.due_timers(3_000, None, 10).unwrap();
     assert_eq!(due.iter().map(|t| t.id).collect::<Vec<_>>(), vec![2, 1]);
     assert_eq!(due[0].kind, TimerRecordKind::Expect);
     assert_eq!(due[0].expect_type.as_deref(), Some("task.approved"));
@@ -134,33 +134,37 @@ fn four_timers(db: &TestDb, due: [i64; 3]) -> converge_store::Store {
 fn the_pending_backlog_is_read_in_due_order_a_page_at_a_time(db: &TestDb) {
     // Two timers due at 2,000 (ids 2 and 3, in creation order), one far off.
     let mut store = four_timers(db, [9_000_000, 2_000, 4_000]);
-    let ids = |store: &converge_store::Store, after, limit| {
+    let ids = |store: &converge_store::Store, due_by, after, limit| {
         store
-            .pending_timers_after(after, limit)
+            .due_timers(due_by, after, limit)
             .unwrap()
             .iter()
             .map(|t| (t.due_at_ms, t.id))
             .collect::<Vec<_>>()
     };
     let all = vec![(2_000, 2), (2_000, 3), (4_000, 4), (9_000_000, 1)];
-    assert_eq!(ids(&store, None, 10), all);
+    assert_eq!(ids(&store, i64::MAX, None, 10), all);
     // Pages: after a timer means after its place, ties broken by id.
-    assert_eq!(ids(&store, None, 1), all[..1]);
-    assert_eq!(ids(&store, Some((2_000, 2)), 2), all[1..3]);
-    assert_eq!(ids(&store, Some((2_000, 3)), 10), all[2..]);
-    assert!(ids(&store, Some((9_000_000, 1)), 10).is_empty());
+    assert_eq!(ids(&store, i64::MAX, None, 1), all[..1]);
+    assert_eq!(ids(&store, i64::MAX, Some((2_000, 2)), 2), all[1..3]);
+    assert_eq!(ids(&store, i64::MAX, Some((2_000, 3)), 10), all[2..]);
+    assert!(ids(&store, i64::MAX, Some((9_000_000, 1)), 10).is_empty());
+    // Due by a time, and after a timer, at once.
+    assert_eq!(ids(&store, 4_000, Some((2_000, 2)), 10), all[1..3]);
     // The same, iterated a page at a time, whatever the page.
     for page in [1, 2, 3, 4, 10] {
-        let iterated: Vec<_> = converge_store::pending_timers(&*store, page)
-            .map(|t| t.map(|t| (t.due_at_ms, t.id)))
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(iterated, all, "pages of {page}");
+        for (due_by, expected) in [(i64::MAX, &all[..]), (4_000, &all[..3])] {
+            let iterated: Vec<_> = converge_store::pending_timers(&*store, due_by, page)
+                .map(|t| t.map(|t| (t.due_at_ms, t.id)))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(iterated, expected, "pages of {page}, due by {due_by}");
+        }
     }
 
     // Only pending timers: a fired one leaves the backlog.
     store.write(&fires(&[2])).unwrap();
-    assert_eq!(ids(&store, None, 10), all[1..]);
+    assert_eq!(ids(&store, i64::MAX, None, 10), all[1..]);
 }
 
 fn an_entitys_soonest_pending_timer_is_the_one_due_first_not_the_newest(db: &TestDb) {

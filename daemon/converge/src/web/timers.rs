@@ -68,10 +68,8 @@ pub(super) async fn list(
     let listed = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let reader = reader.lock().expect("reader");
         let mut timers = Vec::new();
-        // In due order: the first past `due_by_ms` ends the listing.
-        let backlog = converge_store::pending_timers(&**reader, READ_PAGE)
-            .take(READ_AT_MOST)
-            .take_while(|t| !matches!(t, Ok(t) if t.due_at_ms > due_by_ms));
+        let backlog =
+            converge_store::pending_timers(&**reader, due_by_ms, READ_PAGE).take(READ_AT_MOST);
         let mut read = 0;
         for timer in backlog {
             let timer = timer?;

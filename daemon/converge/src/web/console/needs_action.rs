@@ -658,7 +658,7 @@ fn held_sends(store: &dyn Backend) -> Result<Vec<Row>, StoreError> {
 /// `flow.handoff_since`), else since the stage began.
 fn waiting(store: &dyn Backend) -> Result<(Vec<Row>, bool), StoreError> {
     let (soonest, ended) = soonest_timers(
-        converge_store::pending_timers(store, TIMERS_PAGE),
+        converge_store::pending_timers(store, i64::MAX, TIMERS_PAGE),
         PER_KIND + 1,
         TIMERS_READ_AT_MOST,
     )?;
