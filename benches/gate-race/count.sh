@@ -2,7 +2,7 @@
 # Instructions per gate event, by thread: converge on the race's config under
 # callgrind, EVENTS of the race's events (default 3000) sent once each by wrk
 # with once.lua, every decision waited for at the sink, then SIGTERM. Counts
-# do not move with the machine as times do (docs/reliability.md, "Counted
+# do not move with the machine as times do (docs/performance.md, "Counted
 # rather than timed"), so two builds can be compared by one run each.
 #
 #   bash benches/gate-race/count.sh [EVENTS]

@@ -5,7 +5,7 @@
 //! instructions a time, and an event's entity state alone holds half a
 //! dozen times, written again with every event about it. Formatted whole
 //! first and written as one string: the journal writer's instructions per
-//! gate event fell 5.7% (docs/reliability.md, "Speed: the gate race").
+//! gate event fell 5.7% (docs/performance.md).
 //!
 //! The text itself is written digit by digit for the years 0 to 9999
 //! (chrono's `to_rfc3339_opts` goes through `fmt` for every field: about

@@ -4,7 +4,7 @@
 //! builds that map a second time from the first, then builds `data` a third
 //! time, and the event is written again from the result: about 26,000
 //! instructions for a small event, the largest part of intake
-//! (docs/reliability.md, "Speed: the gate race").
+//! (docs/performance.md).
 //!
 //! [`Wire::read`] takes only what it is sure of and gives up on anything
 //! else: then the event is read as before, through the crate, whose result
