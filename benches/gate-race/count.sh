@@ -1,55 +1,63 @@
 #!/usr/bin/env bash
-# Instructions per gate event, by thread: converge on the race's config under
-# callgrind, EVENTS of the race's events (default 3000) sent once each by wrk
-# with once.lua, every decision waited for at the sink, then SIGTERM. Counts
-# do not move with the machine as times do (docs/performance.md, "Counted
-# rather than timed"), so two builds can be compared by one run each.
+# Instructions per event, by thread, counted under callgrind. Counts do not
+# move with the machine as times do (docs/performance.md, "Counted rather
+# than timed"), so two builds can be compared by one run each.
 #
-#   bash benches/gate-race/count.sh [EVENTS]
+#   bash benches/gate-race/count.sh [EVENTS]              # the gate workload
+#   bash benches/gate-race/count.sh --handoffs [EVENTS]   # converge-load's handoffs
 #
-# Needs valgrind, node and wrk, and converge built as for run.sh (CONVERGE and
-# WEBHOOK_OUT override where they are looked for). Under valgrind the daemon
-# runs about fifty times slower: a few minutes for 3,000 events. The daemon
-# is started three times: to compile the plugin into the cache, idle (what
-# starting and stopping cost), and under load; the idle run's count is taken
-# off the loaded one's, thread by thread. The daemon logs at its default
-# level unless RUST_LOG says otherwise. Everything listens on 127.0.0.1.
+# The gate workload: converge on the race's config, EVENTS of the race's
+# events (default 3000) sent once each by wrk with once.lua, every decision
+# waited for at the sink, then SIGTERM. Needs wrk.
+#
+# The handoff workload: converge-load's default run (the example rules, a
+# webhook-out action per event), EVENTS handoffs over EVENTS/20 tasks, so
+# that each task is handed on 20 times as in 100,000 handoffs over 5,000
+# tasks. converge-load starts the daemon through a wrapper that runs it
+# under callgrind, waits for every action and stops it with SIGTERM. Needs
+# converge-load (cargo build --release -p converge-load).
+#
+# Both need valgrind, node and converge built as for run.sh (CONVERGE and
+# WEBHOOK_OUT override where they are looked for), and run at most 6 plugin
+# calls at once: under valgrind wasmtime can reserve the memory of a few
+# instances only (neither the pool nor 64 instances of 4 GiB fit); with
+# more, calls fail and are retried, and the counts would hold the retries.
+# Under valgrind the daemon runs about fifty times slower: a few minutes
+# for 3,000 events. The daemon is started three times: to compile the
+# plugin into the cache, idle (what starting and stopping cost), and under
+# load; the idle run's count is taken off the loaded one's, thread by
+# thread. The daemon logs at its default level on the gate workload, at
+# `warn` on the handoffs (as converge-load starts it). Everything listens on
+# 127.0.0.1.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
+WORKLOAD=gate
+if [ "${1:-}" = "--handoffs" ]; then WORKLOAD=handoffs; shift; fi
 EVENTS="${1:-3000}"
-OUT="${OUT:-$(mktemp -d /tmp/gate-count.XXXXXX)}"
+OUT="${OUT:-$(mktemp -d "/tmp/$WORKLOAD-count.XXXXXX")}"
 
 fail() { echo "count.sh: $*" >&2; exit 1; }
 # shellcheck source=common.sh
 . "$HERE/common.sh"
 command -v valgrind >/dev/null || fail "valgrind is not installed (apt-get install valgrind)"
-command -v callgrind_annotate >/dev/null || fail "callgrind_annotate is not installed (it comes with valgrind)"
 command -v node >/dev/null || fail "node is not installed"
-command -v wrk >/dev/null || fail "wrk is not installed: bash $HERE/install.sh"
 require_converge
-require_free_ports $SINK_PORT $CONVERGE_PORT
 mkdir -p "$OUT"
-echo "count: $EVENTS events under callgrind; files in $OUT"
+echo "count: $EVENTS $WORKLOAD events under callgrind; files in $OUT"
 
-start_sink
-
-node "$HERE/events.js" "$EVENTS" "$OUT/events.jsonl" "count-$(date +%s)" > /dev/null
-node "$HERE/ce.js" "$OUT/events.jsonl" "$OUT/events.ce.jsonl" "/race/count" > /dev/null
-
-# The race's config, with one change: at most 6 plugin calls at once. Under
-# valgrind wasmtime can reserve the memory of a few instances only (neither
-# the pool nor 64 instances of 4 GiB fit); with more, calls fail and are
-# retried, and the counts hold the retries.
-config() {
-    converge_config "$1"
-    sed -i "s|^concurrency = .*|concurrency = 6|" "$1/converge.toml"
+no_failed_actions() {
+    if grep -q "action failed" "$1/converge.log"; then
+        fail "actions failed under valgrind (see $1/converge.log): the counts would hold their retries"
+    fi
 }
 
-# Starts the daemon under callgrind, runs "$2" (a command, or `true`), stops it.
-counted() {
+# Starts the daemon under callgrind on the race's config (6 plugin calls at
+# once), runs "$2" (a command, or `true`), stops it.
+gate_counted() {
     local run="$1" load="$2"
-    config "$run"
+    converge_config "$run"
+    sed -i "s|^concurrency = .*|concurrency = 6|" "$run/converge.toml"
     valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$run/callgrind.%p" \
         "$CONVERGE" run --config "$run/converge.toml" > "$run/converge.log" 2>&1 &
     local pid=$!
@@ -63,12 +71,10 @@ counted() {
     $load
     kill -TERM "$pid"
     wait "$pid" || true
-    if grep -q "action failed" "$run/converge.log"; then
-        fail "actions failed under valgrind (see $run/converge.log): the counts would hold their retries"
-    fi
+    no_failed_actions "$run"
 }
 
-send() {
+gate_send() {
     curl -s -m 5 -X POST "http://127.0.0.1:$SINK_PORT/reset" > /dev/null
     EVENTS="$OUT/events.ce.jsonl" CT="application/cloudevents+json" timeout 1800 \
         wrk -t1 -c32 -d1800s -s "$HERE/once.lua" "http://127.0.0.1:$CONVERGE_PORT/hooks/gate" > "$OUT/wrk.txt" 2>&1 || true
@@ -80,6 +86,47 @@ send() {
     done
     fail "the sink holds $total of $EVENTS decisions"
 }
+
+# converge-load's handoffs, $2 of them (0: idle), the daemon under
+# callgrind with its files in $1: converge-load starts it through the
+# wrapper written below, which finds the directory in COUNT_DIR.
+handoffs_counted() {
+    local run="$1" events="$2"
+    mkdir -p "$run"
+    COUNT_DIR="$run" "$LOAD" --converge "$OUT/converge-under-callgrind" \
+        --events "$events" --entities "$(( events >= 20 ? events / 20 : 1 ))" \
+        --concurrency 8 --dispatch-concurrency 6 > "$run/load.txt" 2> "$run/converge.log" ||
+        { tail -n 20 "$run/converge.log" >&2; fail "converge-load failed (see $run)"; }
+    no_failed_actions "$run"
+    if [ "$events" -gt 0 ] && ! grep -q "^actions: $events of $events arrived" "$run/load.txt"; then
+        fail "not every action arrived (see $run/load.txt)"
+    fi
+}
+
+case "$WORKLOAD" in
+gate)
+    command -v wrk >/dev/null || fail "wrk is not installed: bash $HERE/install.sh"
+    require_free_ports $SINK_PORT $CONVERGE_PORT
+    start_sink
+    node "$HERE/events.js" "$EVENTS" "$OUT/events.jsonl" "count-$(date +%s)" > /dev/null
+    node "$HERE/ce.js" "$OUT/events.jsonl" "$OUT/events.ce.jsonl" "/race/count" > /dev/null
+    gate_counted "$OUT/compile" true
+    gate_counted "$OUT/idle" true
+    gate_counted "$OUT/loaded" gate_send
+    ;;
+handoffs)
+    LOAD="${CONVERGE_LOAD:-$TARGET/release/converge-load}"
+    [ -x "$LOAD" ] || fail "$LOAD not found: cargo build --release -p converge-load"
+    printf '#!/bin/sh\nexec valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$COUNT_DIR/callgrind.%%p" "%s" "$@"\n' \
+        "$CONVERGE" > "$OUT/converge-under-callgrind"
+    chmod +x "$OUT/converge-under-callgrind"
+    # Under valgrind, as the counted runs: wasmtime sees another CPU there,
+    # and compiles for it.
+    handoffs_counted "$OUT/compile" 0
+    handoffs_counted "$OUT/idle" 0
+    handoffs_counted "$OUT/loaded" "$EVENTS"
+    ;;
+esac
 
 # Each thread's instructions, by what it runs: "<role> <instructions>".
 roles() {
@@ -95,9 +142,6 @@ roles() {
     done
 }
 
-counted "$OUT/compile" true
-counted "$OUT/idle" true
-counted "$OUT/loaded" send
 
 roles "$OUT/idle" > "$OUT/idle.txt"
 roles "$OUT/loaded" > "$OUT/loaded.txt"

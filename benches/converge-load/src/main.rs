@@ -124,6 +124,11 @@ struct Args {
     /// the database after the run. It must not exist yet.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// dispatch.concurrency: plugin calls at once. Under valgrind
+    /// (`benches/gate-race/count.sh --handoffs`) only a few plugin
+    /// instances' memory can be reserved, so the count runs with 6.
+    #[arg(long, default_value_t = 128)]
+    dispatch_concurrency: usize,
     /// The converge binary (default: release/converge in the target directory).
     #[arg(long, global = true)]
     converge: Option<PathBuf>,
@@ -554,9 +559,10 @@ allow_plain_http = true
 {routes}
 
 [dispatch]
-concurrency = 128
+concurrency = {dispatch_concurrency}
 "#,
         max_in_flight = args.max_in_flight,
+        dispatch_concurrency = args.dispatch_concurrency,
         entity_cache = args.entity_cache,
         cache = plugin
             .parent()
