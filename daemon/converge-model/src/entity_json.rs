@@ -7,10 +7,8 @@
 //! and values other than strings, objects and arrays are still written by
 //! serde_json. A property test holds the two to the same text.
 
-use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
-
 use crate::entity::{ChannelState, EntityState};
+use crate::json_text::{object, optional_string, optional_time, serialized, string, time};
 
 impl EntityState {
     /// The state as JSON: the same text as `serde_json::to_string(self)`,
@@ -43,12 +41,12 @@ impl EntityState {
         out.extend_from_slice(b",\"stage_since\":");
         optional_time(&mut out, self.stage_since.as_ref());
         out.extend_from_slice(b",\"events\":");
-        serde(&mut out, &self.events);
+        serialized(&mut out, &self.events);
         out.extend_from_slice(b",\"last_event_type\":");
         optional_string(&mut out, self.last_event_type.as_deref());
         if !self.flow.is_empty() {
             out.extend_from_slice(b",\"flow\":");
-            serde(&mut out, &self.flow);
+            serialized(&mut out, &self.flow);
         }
         out.push(b'}');
         String::from_utf8(out).expect("JSON written from strings is UTF-8")
@@ -66,81 +64,14 @@ fn channel_json(out: &mut Vec<u8>, channel: &ChannelState) {
     optional_time(out, channel.updated_at.as_ref());
     if !channel.flow.is_empty() {
         out.extend_from_slice(b",\"flow\":");
-        serde(out, &channel.flow);
+        serialized(out, &channel.flow);
     }
     out.push(b'}');
-}
-
-fn value(out: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::String(text) => string(out, text),
-        Value::Object(members) => object(out, members),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (n, item) in items.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                self::value(out, item);
-            }
-            out.push(b']');
-        }
-        other => serde(out, other),
-    }
-}
-
-fn object(out: &mut Vec<u8>, members: &Map<String, Value>) {
-    out.push(b'{');
-    for (n, (name, member)) in members.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        string(out, name);
-        out.push(b':');
-        value(out, member);
-    }
-    out.push(b'}');
-}
-
-/// A JSON string: copied whole when nothing in it needs escaping (control
-/// characters, `"` and `\`), else escaped by serde_json.
-fn string(out: &mut Vec<u8>, text: &str) {
-    if crate::json_text::is_plain(text) {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
-        serde(out, text);
-    }
-}
-
-fn optional_string(out: &mut Vec<u8>, text: Option<&str>) {
-    match text {
-        Some(text) => string(out, text),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-fn time(out: &mut Vec<u8>, at: &DateTime<Utc>) {
-    out.push(b'"');
-    out.extend_from_slice(crate::rfc3339::format(at).as_bytes());
-    out.push(b'"');
-}
-
-fn optional_time(out: &mut Vec<u8>, at: Option<&DateTime<Utc>>) {
-    match at {
-        Some(at) => time(out, at),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-fn serde(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
-    serde_json::to_writer(out, value).expect("plain data serializes");
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -452,7 +452,7 @@ fn insert_decisions<C: GenericClient>(
             event = Some(p.seq);
             encoder = crate::decision_body::EventBodies::default();
         }
-        bodies.push(encoder.encode(&d.decision, d.shadow)?);
+        bodies.push(encoder.encode(&d.decision, d.shadow));
     }
     let created_at: Vec<i64> = decisions.iter().map(|(p, _)| p.processed_at_ms).collect();
     let shadows: Vec<bool> = decisions.iter().map(|(_, d)| d.shadow).collect();

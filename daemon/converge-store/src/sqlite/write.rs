@@ -293,7 +293,7 @@ fn record_processed<'a>(
                 seq,
                 rule_version,
                 decision.kind.name(),
-                bodies.encode(decision, new.shadow)?,
+                bodies.encode(decision, new.shadow),
                 new.shadow
             ])?;
         for action in &new.actions {
