@@ -132,17 +132,19 @@ impl RulesHandle {
         }
     }
 
-    pub fn current(&self) -> Arc<LoadedRules> {
-        self.current.borrow().clone()
-    }
-
     /// What the processor reads the current version from.
     pub fn subscribe(&self) -> watch::Receiver<Arc<LoadedRules>> {
         self.current.subscribe()
     }
 
-    pub fn history(&self) -> ReloadHistory {
-        self.history.lock().expect("reload history").clone()
+    /// The rules in use and the reload history that led to them, read
+    /// together: a reload swaps the rules and records its outcome under the
+    /// history's lock, so reading the rules under it too never pairs a
+    /// reload's outcome with the rules from before it (a status that said
+    /// "reloaded" while showing the old version's hash).
+    pub fn current_with_history(&self) -> (Arc<LoadedRules>, ReloadHistory) {
+        let history = self.history.lock().expect("reload history");
+        (self.current.borrow().clone(), history.clone())
     }
 
     /// Compiles the rule files again; swaps the new version in only if
@@ -154,8 +156,8 @@ impl RulesHandle {
         match compiled {
             Ok(rules) => {
                 metrics.rules_reloaded(cause, &rules.versions());
-                // The history is updated under its lock after the swap, so
-                // whoever sees a reload in the status sees its rules in use.
+                // The swap and the history's update happen under the
+                // history's lock, which `current_with_history` reads under.
                 self.current.send_replace(Arc::new(rules));
                 history.last = Some((now, true));
                 history.error = None;

@@ -714,7 +714,7 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     // intake answers meanwhile, with the reason.
     .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string()))?;
     let (journal, counts, timers_pending, rule_timers, cluster) = store;
-    let rules = state.rules.current();
+    let (rules, history) = state.rules.current_with_history();
     let stale_timers = rules
         .stale_timers(&rule_timers)
         .map(|(t, rule_gone)| StaleTimers {
@@ -724,7 +724,6 @@ async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
             rule_gone,
         })
         .collect();
-    let history = state.rules.history();
     let describe = |shadow: bool| {
         move |(position, rule): (usize, &converge_rules::Rule)| RuleInUse {
             name: rule.name.clone(),

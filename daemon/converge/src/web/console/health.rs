@@ -209,8 +209,7 @@ pub async fn page(
         Err(page) => return page,
     };
     let viewer = state.console.sessions.viewer(&headers);
-    let rules = state.rules.current();
-    let history = state.rules.history();
+    let (rules, history) = state.rules.current_with_history();
     let wall = Utc::now();
     let stale = stale_timers(&rules, &standing.rule_timers);
     answer(|| {
