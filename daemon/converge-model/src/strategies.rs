@@ -29,6 +29,19 @@ pub fn time() -> impl Strategy<Value = DateTime<Utc>> + Clone {
         .prop_map(|(seconds, nanos)| Utc.timestamp_opt(seconds, nanos).unwrap())
 }
 
+/// Plain words, any text, and strings that need escapes in JSON: control
+/// characters alone, and quotes and backslashes with others. For the
+/// strings of states and decisions written directly.
+pub fn text() -> BoxedStrategy<String> {
+    prop_oneof![
+        "[a-z_]{0,8}",
+        any::<String>(),
+        Just("quote \" back \\ del \u{7f} é ☃".to_owned()),
+        Just("tab \t nul \u{0} unit \u{1f} line\n".to_owned()),
+    ]
+    .boxed()
+}
+
 /// Any JSON value, its strings and member names from `text`.
 pub fn json_value(text: BoxedStrategy<String>) -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

@@ -233,24 +233,13 @@ mod tests {
         use converge_model::strategies;
         use proptest::prelude::*;
 
-        /// Words, and text with quotes, control characters and more than
-        /// one byte a character.
-        fn text() -> BoxedStrategy<String> {
-            prop_oneof![
-                "[a-z -]{0,8}",
-                "\\PC{0,6}",
-                Just("\"\\\t\u{0}é☃".to_owned())
-            ]
-            .boxed()
-        }
-
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(512))]
 
             /// The direct conversion gives exactly what serde gives, down
             /// to integers against floats and each timestamp's digits.
             #[test]
-            fn an_entity_converts_as_serde_writes_it(entity in strategies::entity_state(text())) {
+            fn an_entity_converts_as_serde_writes_it(entity in strategies::entity_state(strategies::text())) {
                 let direct = entity_to_dynamic(Some(&entity));
                 let through_serde = rhai::serde::to_dynamic(&entity).unwrap();
                 prop_assert_eq!(format!("{direct:?}"), format!("{through_serde:?}"));

@@ -291,7 +291,7 @@ impl EventDecisions {
 
 #[cfg(test)]
 mod tests {
-    use converge_model::strategies;
+    use converge_model::strategies::{self, text};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -705,19 +705,6 @@ mod tests {
                 .unwrap();
             assert_eq!(&decoded, d);
         }
-    }
-
-    /// Plain words, any text, and strings that need escapes, for names,
-    /// reasons and files alike; few enough rules and files that runs and
-    /// files repeat within an event.
-    fn text() -> BoxedStrategy<String> {
-        prop_oneof![
-            "[a-z_]{0,8}",
-            any::<String>(),
-            Just("quote \" back \\ é ☃".to_owned()),
-            Just("tab \t nul \u{0} line\n".to_owned()),
-        ]
-        .boxed()
     }
 
     fn catch_up() -> impl Strategy<Value = CatchUp> {
