@@ -30,11 +30,36 @@ use serde_json::Value;
 /// ran in shadow.
 type Run<'a> = (&'a str, &'a str, bool);
 
+/// The rule runs of one event's decisions so far, each with the file of
+/// its last traced decision: what a decision's body may leave out.
+#[derive(Default)]
+struct Runs<'a> {
+    runs: Vec<(Run<'a>, Option<&'a str>)>,
+}
+
+impl<'a> Runs<'a> {
+    /// Records a decision of `run` made in `file` (none when untraced) and
+    /// says whether it is the run's first, and whether `file` is the one of
+    /// the run's previous traced decision.
+    fn visit(&mut self, run: Run<'a>, file: Option<&'a str>) -> (bool, bool) {
+        let seen = self.runs.iter().position(|(r, _)| *r == run);
+        let index = seen.unwrap_or_else(|| {
+            self.runs.push((run, None));
+            self.runs.len() - 1
+        });
+        let last_file = &mut self.runs[index].1;
+        let same_file = file.is_some() && *last_file == file;
+        if file.is_some() {
+            *last_file = file;
+        }
+        (seen.is_none(), same_file)
+    }
+}
+
 /// Encodes the decisions of one event, in the order they are inserted.
 #[derive(Default)]
 pub(crate) struct EventBodies<'a> {
-    /// Each run so far, with the file of its last traced decision.
-    runs: Vec<(Run<'a>, Option<&'a str>)>,
+    runs: Runs<'a>,
 }
 
 impl<'a> EventBodies<'a> {
@@ -53,25 +78,16 @@ impl<'a> EventBodies<'a> {
             kind,
             trace,
         } = decision;
-        let run = (rule.as_str(), rule_hash.as_str(), shadow);
-        let seen = self.runs.iter().position(|(r, _)| *r == run);
-        let first_of_run = seen.is_none();
-        let index = seen.unwrap_or_else(|| {
-            self.runs.push((run, None));
-            self.runs.len() - 1
-        });
-        let last_file = &mut self.runs[index].1;
+        let file = trace.as_ref().map(|trace| trace.at.file.as_str());
+        let (first_of_run, same_file) = self
+            .runs
+            .visit((rule.as_str(), rule_hash.as_str(), shadow), file);
         let mut out = Vec::with_capacity(160);
         out.push(b'{');
         kind_members(&mut out, kind);
         if let Some(DecisionTrace { at, inputs, terms }) = trace {
             out.extend_from_slice(b",\"trace\":{\"at\":");
-            if *last_file == Some(at.file.as_str()) {
-                site(&mut out, None, at);
-            } else {
-                site(&mut out, Some(&at.file), at);
-            }
-            *last_file = Some(at.file.as_str());
+            site(&mut out, (!same_file).then_some(at.file.as_str()), at);
             if let Some(inputs) = inputs.as_ref().filter(|_| first_of_run) {
                 out.extend_from_slice(b",\"inputs\":");
                 decision_inputs(&mut out, inputs);
@@ -309,8 +325,6 @@ mod tests {
         use serde::Serialize;
         use serde_json::Value;
 
-        type Run<'a> = (&'a str, &'a str, bool);
-
         /// Where a decision was made, as stored: whole, or without the file when
         /// it is the run's previous decision's. Two parts (`line:column`) cannot be
         /// mistaken for a whole site, which always has three.
@@ -352,8 +366,7 @@ mod tests {
         /// Encodes the decisions of one event, in the order they are inserted.
         #[derive(Default)]
         pub(super) struct EventBodies<'a> {
-            /// Each run so far, with the file of its last traced decision.
-            runs: Vec<(Run<'a>, Option<&'a str>)>,
+            runs: super::super::Runs<'a>,
         }
 
         impl<'a> EventBodies<'a> {
@@ -371,16 +384,12 @@ mod tests {
                     kind,
                     trace,
                 } = decision;
-                let run = (rule.as_str(), rule_hash.as_str(), shadow);
-                let seen = self.runs.iter().position(|(r, _)| *r == run);
-                let first_of_run = seen.is_none();
-                let index = seen.unwrap_or_else(|| {
-                    self.runs.push((run, None));
-                    self.runs.len() - 1
-                });
-                let last_file = &mut self.runs[index].1;
+                let file = trace.as_ref().map(|trace| trace.at.file.as_str());
+                let (first_of_run, same_file) = self
+                    .runs
+                    .visit((rule.as_str(), rule_hash.as_str(), shadow), file);
                 let trace = trace.as_ref().map(|DecisionTrace { at, inputs, terms }| {
-                    let site = if *last_file == Some(at.file.as_str()) {
+                    let site = if same_file {
                         Site::InPreviousFile(Position {
                             line: at.line,
                             column: at.column,
@@ -388,7 +397,6 @@ mod tests {
                     } else {
                         Site::Whole(at)
                     };
-                    *last_file = Some(at.file.as_str());
                     TraceBody {
                         at: site,
                         inputs: inputs.as_ref().filter(|_| first_of_run),
