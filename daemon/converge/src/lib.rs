@@ -271,9 +271,9 @@ pub(crate) fn async_runtime() -> Result<tokio::runtime::Runtime, String> {
 /// the core of the journal writer that woke them, the one thread every
 /// event waits on. Under load such wake-ups preempted the writer in the
 /// middle of its commits 2,400-3,700 times a second (with handoffs
-/// acknowledged at 8,000 a second), 160-220 times with this; the ack p99
-/// at 5,000 handoffs a second fell from 16-18 to 12 ms, the
-/// event-to-action p99 from 37-39 to 24 ms (docs/performance.md).
+/// acknowledged at 8,000 a second), 160-220 times with this; held at
+/// 5,000 handoffs a second, the ack and event-to-action p99s were lower
+/// in 7 of 8 alternated pairs, by 11-38% (docs/performance.md).
 /// Nothing needs a privilege for it; where the kernel refuses, the thread
 /// keeps the usual policy.
 fn not_preempting_on_wake() {
