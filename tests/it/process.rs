@@ -59,7 +59,19 @@ fn the_async_runtime_threads_yield_to_the_journal_writer() {
     const SCHED_BATCH: u32 = 3;
     let ws = Workspace::new(&[], "");
     let daemon = ws.start();
-    let threads = thread_policies(daemon.child.id());
+    // A thread takes its name once it first runs, which on a busy machine
+    // can come after the daemon already listens.
+    let named = |threads: &[(String, u32)]| {
+        ["converge-journa", "converge-proces"]
+            .iter()
+            .all(|name| threads.iter().any(|(n, _)| n == name))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut threads = thread_policies(daemon.child.id());
+    while !named(&threads) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        threads = thread_policies(daemon.child.id());
+    }
     let policies_of = |prefix: &str| -> Vec<u32> {
         threads
             .iter()
