@@ -60,15 +60,20 @@ fn the_async_runtime_threads_yield_to_the_journal_writer() {
     let ws = Workspace::new(&[], "");
     let daemon = ws.start();
     // A thread takes its name once it first runs, which on a busy machine
-    // can come after the daemon already listens.
-    let named = |threads: &[(String, u32)]| {
-        ["converge-journa", "converge-proces"]
-            .iter()
-            .all(|name| threads.iter().any(|(n, _)| n == name))
+    // can come after the daemon already listens, and a runtime thread its
+    // policy just after its name: read again until both could be seen.
+    let settled = |threads: &[(String, u32)]| {
+        let named = |name: &str| threads.iter().any(|(n, _)| n == name);
+        named("converge-journa")
+            && named("converge-proces")
+            && named("tokio-rt-worker")
+            && threads
+                .iter()
+                .all(|(n, policy)| n != "tokio-rt-worker" || *policy == SCHED_BATCH)
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut threads = thread_policies(daemon.child.id());
-    while !named(&threads) && std::time::Instant::now() < deadline {
+    while !settled(&threads) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
         threads = thread_policies(daemon.child.id());
     }
