@@ -132,11 +132,13 @@ esac
 roles() {
     local file role
     for file in "$1"/callgrind.*-*; do
+        # The processor's and the writer's files can name the runtime's
+        # worker too (a task woken from them), so they are looked for first.
         role=other
-        if grep -q "tokio::runtime::scheduler::multi_thread::worker::run" "$file"; then role=tokio
-        elif grep -q "converge::processor::Processor::run" "$file"; then role=processor
+        if grep -q "converge::processor::Processor::run" "$file"; then role=processor
         elif grep -q "converge::journal::Writer::" "$file"; then role=writer
         elif grep -q "converge_store::sqlite::checkpoint::checkpoint" "$file"; then role=checkpointer
+        elif grep -q "tokio::runtime::scheduler::multi_thread::worker::run" "$file"; then role=tokio
         fi
         echo "$role $(awk '/^summary:/ {print $2}' "$file")"
     done

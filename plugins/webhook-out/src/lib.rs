@@ -106,6 +106,10 @@ const MEMBERS: &[&str] = &["action_id", "kind", "rule", "decision", "event", "en
 struct Selection {
     /// Each pointer's reference tokens, unescaped (`~1` is `/`, `~0` is `~`).
     pointers: Vec<Vec<String>>,
+    /// The members selected in each of the decision, event and entity that
+    /// pointers reach into: each document is read once, however many
+    /// pointers go through it.
+    within: Vec<(String, Vec<String>)>,
 }
 
 impl Selection {
@@ -117,26 +121,53 @@ impl Selection {
                 "select: names no member; leave select out to send the whole document".into(),
             ));
         }
-        let pointers = select
+        let pointers: Vec<Vec<String>> = select
             .iter()
             .enumerate()
             .map(|(i, pointer)| {
                 parse_pointer(pointer).map_err(|e| invalid(format!("select[{i}]: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Selection { pointers })
+        let mut within: Vec<(String, Vec<String>)> = Vec::new();
+        for tokens in &pointers {
+            let [object, name, ..] = tokens.as_slice() else {
+                continue;
+            };
+            let at = match within.iter().position(|(read, _)| read == object) {
+                Some(at) => at,
+                None => {
+                    within.push((object.clone(), Vec::new()));
+                    within.len() - 1
+                }
+            };
+            if !within[at].1.contains(name) {
+                within[at].1.push(name.clone());
+            }
+        }
+        Ok(Selection { pointers, within })
     }
 
     /// The selected part of the action's document.
     fn pick<'a>(&'a self, action: &'a Action) -> Result<Node<'a>, PluginError> {
+        let read = self
+            .within
+            .iter()
+            .map(|(object, names)| {
+                let Some(json) = document(action, object) else {
+                    return Ok(None);
+                };
+                members_named(json, names).map_err(|e| {
+                    PluginError::InvalidInput(format!("action {object}: not JSON: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut picked = Node::Members(Vec::new());
-        let mut objects = Objects::default();
         for tokens in &self.pointers {
             let (first, rest) = tokens.split_first().expect("a parsed pointer has a token");
             let value = match rest.split_first() {
                 None => member(action, first)?,
                 Some((second, deeper)) => {
-                    let mut value = objects.member(action, first, second)?;
+                    let mut value = self.read_member(&read, first, second);
                     for token in deeper {
                         value = match value {
                             Some(Value::Raw(raw)) => member_of(raw, token),
@@ -151,6 +182,21 @@ impl Selection {
             }
         }
         Ok(picked)
+    }
+
+    /// The member `name` of the top-level member `object`, from what `pick`
+    /// read of it.
+    fn read_member<'a>(
+        &self,
+        read: &[Option<Vec<Option<&'a RawValue>>>],
+        object: &str,
+        name: &str,
+    ) -> Option<Value<'a>> {
+        let at = self.within.iter().position(|(read, _)| read == object)?;
+        let names = &self.within[at].1;
+        let found = read[at].as_ref()?;
+        let raw = found[names.iter().position(|wanted| wanted == name)?]?;
+        Some(Value::Raw(raw))
     }
 }
 
@@ -200,16 +246,8 @@ fn unescape(token: &str) -> Option<String> {
 /// The member `name` of a JSON object, as the host wrote it; `None` when
 /// `raw` is not an object or has no such member.
 fn member_of<'a>(raw: &'a RawValue, name: &str) -> Option<Value<'a>> {
-    last(&members_of(raw.get()).ok()??, name)
-}
-
-/// The last member named `name`, as a map would keep it of duplicates.
-fn last<'a>(members: &Members<'a>, name: &str) -> Option<Value<'a>> {
-    members
-        .iter()
-        .rev()
-        .find(|(member, _)| member.0 == name)
-        .map(|(_, value)| Value::Raw(value))
+    let found = members_named(raw.get(), &[name]).ok()??;
+    found[0].map(Value::Raw)
 }
 
 /// A member's name: borrowed from the JSON unless it has escapes.
@@ -234,79 +272,79 @@ impl<'de> Deserialize<'de> for Name<'de> {
     }
 }
 
-/// The decision, event and entity as objects, each read once however many
-/// pointers reach into it: the gate race's `/decision/kind`, `/decision/to`
-/// and `/event/id` read each document once instead of checking it whole
-/// and then reading it again for every member: building such a request
-/// took 17,300 instructions instead of 30,500 (natively, under cachegrind).
-#[derive(Default)]
-struct Objects<'a> {
-    read: Vec<(&'a str, Option<Members<'a>>)>,
-}
-
-impl<'a> Objects<'a> {
-    /// The member `name` of the top-level member `object`; `None` when that
-    /// is not an object or has no such member.
-    fn member(
-        &mut self,
-        action: &'a Action,
-        object: &'a str,
-        name: &str,
-    ) -> Result<Option<Value<'a>>, PluginError> {
-        let at = match self.read.iter().position(|(read, _)| *read == object) {
-            Some(at) => at,
-            None => {
-                let Some(json) = document(action, object) else {
-                    return Ok(None);
-                };
-                let members = members_of(json).map_err(|e| {
-                    PluginError::InvalidInput(format!("action {object}: not JSON: {e}"))
-                })?;
-                self.read.push((object, members));
-                self.read.len() - 1
-            }
-        };
-        Ok(self.read[at]
-            .1
-            .as_ref()
-            .and_then(|members| last(members, name)))
-    }
-}
-
-/// A JSON object's members, in order, each value as the host wrote it.
-type Members<'a> = Vec<(Name<'a>, &'a RawValue)>;
-
-/// The members of a JSON object; `None` when `json` is JSON but not an
+/// The members `names` of the JSON object `json`, each as the host wrote
+/// it, in the order of `names`; `None` when `json` is JSON but not an
 /// object.
-fn members_of(json: &str) -> Result<Option<Members<'_>>, serde_json::Error> {
+///
+/// The host writes each object of an action naming each member once (the
+/// WIT's `action` record), so the object is read only up to the last
+/// member asked for: what follows it is neither parsed nor checked. The
+/// race's `/decision/kind`, `/decision/to` and `/event/id` stop before the
+/// decision's trace and right after the event's `id`; reading both
+/// documents whole was about 16,000 of the 44,000 instructions of an
+/// action's guest code (docs/performance.md).
+fn members_named<'a>(
+    json: &'a str,
+    names: &[impl AsRef<str>],
+) -> Result<Option<Vec<Option<&'a RawValue>>>, serde_json::Error> {
+    let mut found = vec![None; names.len()];
+    let mut all_found = false;
     let mut deserializer = serde_json::Deserializer::from_str(json);
-    match serde::Deserializer::deserialize_map(&mut deserializer, AllMembers) {
-        Ok(members) => {
+    let read = serde::Deserializer::deserialize_map(
+        &mut deserializer,
+        Named {
+            names,
+            found: &mut found,
+            all_found: &mut all_found,
+        },
+    );
+    match read {
+        Ok(()) => {
             deserializer.end()?;
-            Ok(Some(members))
+            Ok(Some(found))
         }
+        // Every member asked for was found and the rest left unread: the
+        // error is the reader's, finding the object not yet closed.
+        Err(_) if all_found => Ok(Some(found)),
         // JSON of another type, or not JSON at all.
         Err(e) if e.is_data() => serde_json::from_str::<&RawValue>(json).map(|_| None),
         Err(e) => Err(e),
     }
 }
 
-/// Reads a JSON object into its members, values left as written.
-struct AllMembers;
+/// Reads a JSON object's members until those named are found, skipping
+/// the others' values.
+struct Named<'n, 'f, 'a, N> {
+    names: &'n [N],
+    found: &'f mut Vec<Option<&'a RawValue>>,
+    all_found: &'f mut bool,
+}
 
-impl<'de> serde::de::Visitor<'de> for AllMembers {
-    type Value = Members<'de>;
+impl<'de, N: AsRef<str>> serde::de::Visitor<'de> for Named<'_, '_, 'de, N> {
+    type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::new();
-        while let Some(name) = map.next_key::<Name<'de>>()? {
-            members.push((name, map.next_value::<&'de RawValue>()?));
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut left = self.names.len();
+        while left > 0 {
+            let Some(name) = map.next_key::<Name<'de>>()? else {
+                return Ok(());
+            };
+            match self.names.iter().position(|n| n.as_ref() == name.0) {
+                Some(at) if self.found[at].is_none() => {
+                    self.found[at] = Some(map.next_value::<&'de RawValue>()?);
+                    left -= 1;
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
         }
-        Ok(members)
+        *self.all_found = true;
+        Ok(())
     }
 }
 
@@ -541,16 +579,15 @@ mod tests {
     }
 
     #[test]
-    fn a_member_is_found_by_its_name_as_a_map_would_find_it() {
+    fn a_member_is_found_by_its_name_with_its_escapes_read() {
         let object: &RawValue =
-            serde_json::from_str(r#"{"a":1,"a\u0062":[2,{"x":3}],"c":{"d":null},"a":"last"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"a":1,"a\u0062":[2,{"x":3}],"c":{"d":null}}"#).unwrap();
         let found = |name: &str| match member_of(object, name) {
             Some(super::Value::Raw(raw)) => Some(raw.get().to_string()),
             Some(super::Value::Str(_)) => unreachable!("members are raw"),
             None => None,
         };
-        assert_eq!(found("a").as_deref(), Some(r#""last""#));
+        assert_eq!(found("a").as_deref(), Some("1"));
         assert_eq!(found("ab").as_deref(), Some(r#"[2,{"x":3}]"#));
         assert_eq!(found("c").as_deref(), Some(r#"{"d":null}"#));
         assert_eq!(found("z"), None);
@@ -660,11 +697,12 @@ mod tests {
     }
 
     #[test]
-    fn members_read_through_select_are_read_as_a_map_would_read_them() {
-        // The last of duplicate members, names with escapes, and values as
-        // the host wrote them.
+    fn members_are_read_through_select_up_to_the_last_one_selected() {
+        // Names with escapes, values as the host wrote them, and nothing
+        // read after the last member selected: the host names each member
+        // once, so the rest cannot change what is sent.
         let action = Action {
-            decision_json: r#"{"to": "first", "kind": "notify", "t\u006f": "last"}"#.into(),
+            decision_json: r#"{"kind": "notify", "t\u006f": "ops", "trace": not read"#.into(),
             event_json: r#"[{"id": "e1"}]"#.into(),
             entity_json: r#""campaign""#.into(),
             ..rich_action()
@@ -674,22 +712,31 @@ mod tests {
                 r#"["/decision/to", "/decision/kind", "/event/id", "/entity/kind"]"#,
                 &action
             ),
-            r#"{"decision":{"to":"last","kind":"notify"}}"#
+            r#"{"decision":{"to":"ops","kind":"notify"}}"#
         );
-        // Not JSON, however it goes wrong, is refused.
-        for broken in [r#"{"to": "x"} trailing"#, r#"{"to": "x""#, "[1, 2", "12x"] {
+        // Not JSON up to what is selected, however it goes wrong, is
+        // refused; so is anything after an object read to its end.
+        for (broken, select) in [
+            (r#"{"kind": "notify", "trace": not read"#, "/decision/trace"),
+            (r#"{"kind": "notify", "trace": not read"#, "/decision/to"),
+            (r#"{"to" "x"}"#, "/decision/to"),
+            (r#"{"to": "x"} trailing"#, "/decision/to"),
+            (r#"{"kind": "notify"}, 1"#, "/decision/to"),
+            ("[1, 2", "/decision/to"),
+            ("12x", "/decision/to"),
+        ] {
             let action = Action {
                 decision_json: broken.into(),
                 ..rich_action()
             };
-            let config = Config::parse(
-                r#"{"url": "https://hooks.example.com/in", "select": ["/decision/to"]}"#,
-            )
+            let config = Config::parse(&format!(
+                r#"{{"url": "https://hooks.example.com/in", "select": ["{select}"]}}"#
+            ))
             .unwrap();
             let err = request(&config, &action).unwrap_err();
             assert!(
                 matches!(&err, PluginError::InvalidInput(m) if m.starts_with("action decision: not JSON")),
-                "{broken}: {err:?}"
+                "{broken} {select}: {err:?}"
             );
         }
     }
