@@ -1,7 +1,9 @@
 //! The `http.send` import: the only way out of the sandbox. Every request is
 //! checked against the plugin's grants and limits before the host sends it.
 
-use ::http::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use ::http::header::{
+    ACCEPT, CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use opentelemetry_http::HeaderInjector;
@@ -304,21 +306,49 @@ async fn read_response(
         Err(error) if error.is::<LengthLimitError>() => return Err(HttpError::TooLarge),
         Err(error) => return Err(HttpError::Transport(error_chain(&*error))),
     };
-    let headers = parts
-        .headers
+    Ok(Response {
+        status: parts.status.as_u16(),
+        headers: end_to_end(&parts.headers),
+        body: body.into(),
+    })
+}
+
+/// The response's headers a plugin is given: all but the hop-by-hop ones
+/// (RFC 9110, 7.6.1), which describe the host's connection to the server
+/// (`connection`, `keep-alive`, `transfer-encoding`, ...), not the answer.
+/// The host owns that connection and has decoded the body; most servers
+/// send two of them on every answer, each two strings copied into the
+/// sandbox and freed there.
+fn end_to_end(headers: &HeaderMap) -> Vec<(String, String)> {
+    const HOP_BY_HOP: [&str; 7] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    // Any other header the connection header names is hop-by-hop too.
+    let named_by_connection = |name: &HeaderName| {
+        headers.get_all(CONNECTION).iter().any(|value| {
+            value.to_str().is_ok_and(|listed| {
+                listed
+                    .split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+            })
+        })
+    };
+    headers
         .iter()
+        .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()) && !named_by_connection(name))
         .map(|(name, value)| {
             (
                 name.as_str().to_string(),
                 String::from_utf8_lossy(value.as_bytes()).into_owned(),
             )
         })
-        .collect();
-    Ok(Response {
-        status: parts.status.as_u16(),
-        headers,
-        body: body.into(),
-    })
+        .collect()
 }
 
 fn transport_error(error: hyper_util::client::legacy::Error) -> HttpError {
@@ -346,6 +376,42 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_is_given_the_end_to_end_headers_of_a_response() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "application/json"),
+            ("connection", "keep-alive, X-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("x-hop", "named by connection"),
+            ("x-request-id", "r-1"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("x-name", "caf\u{e9}"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            );
+        }
+        let given = end_to_end(&headers);
+        let given: Vec<(&str, &str)> = given
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            given,
+            [
+                ("content-type", "application/json"),
+                ("x-request-id", "r-1"),
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2"),
+                ("x-name", "caf\u{e9}"),
+            ]
+        );
+    }
     use crate::config::Credential;
 
     fn patterns(p: &[&str]) -> Vec<String> {
