@@ -13,7 +13,6 @@ use converge_model::{
     Decision, DecisionKind, EntityKey, EntityState, Event, RuleFailure, RuleNote, Sample, sources,
 };
 use converge_rules::{Evaluation, RuleSet, World};
-use serde_json::value::RawValue;
 
 use crate::effects::{emitted_event, emitted_id, new_timer};
 use crate::flow::{Before, Happened, StageRoles, observe};
@@ -274,7 +273,7 @@ impl Engine {
             ..Outcome::default()
         };
         let entity_json = EntityJson::new(entity.as_ref());
-        let event_json: &RawValue = serde_json::from_str(&event.json).map_err(|e| e.to_string())?;
+        let event_json = event.json.as_str();
         let mut sends = Sends {
             seq,
             event,
@@ -579,7 +578,6 @@ impl Sends<'_> {
         }
         let mut all = Vec::new();
         for (send_seq, _, send) in sends {
-            let send: &RawValue = serde_json::from_str(send).map_err(|e| e.to_string())?;
             all.extend(actions(
                 &engine.routes,
                 decision,

@@ -3,6 +3,7 @@
 //! make. Nothing here does I/O.
 
 pub mod decision;
+pub mod decision_json;
 pub mod entity;
 mod entity_json;
 pub mod event;

@@ -1,8 +1,9 @@
-//! proptest strategies for entity states, for the property tests that hold
-//! another way of writing or reading a state to serde's: its JSON written
-//! directly (`entity_json`) and its map for the rules (converge-rules'
+//! proptest strategies for entity states and decisions, for the property
+//! tests that hold another way of writing or reading them to serde's: their
+//! JSON written directly (`entity_json`, `decision_json`, the store's
+//! decision bodies) and the state's map for the rules (converge-rules'
 //! `convert`). The structs are built with literals, so a member added to a
-//! state stops these compiling until the tests are looked at.
+//! state or a decision stops these compiling until the tests are looked at.
 //!
 //! Tests only: built for this crate's tests and, with the `strategies`
 //! feature, for other crates' (as a dev-dependency).
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::entity::{ChannelState, EntityState};
 use crate::flow::Flow;
+use crate::{CatchUp, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 
 /// Whole seconds, milliseconds, micro- and nanoseconds (each written with
 /// its own number of digits), from year 1 to 9999.
@@ -156,4 +158,88 @@ pub fn entity_state(text: BoxedStrategy<String>) -> impl Strategy<Value = Entity
                 flow,
             },
         )
+}
+
+fn catch_up() -> impl Strategy<Value = CatchUp> {
+    prop_oneof![Just(CatchUp::FireLate), Just(CatchUp::Skip)]
+}
+
+/// A timer's or an emit's `data`: often empty, as most are.
+fn data() -> BoxedStrategy<Value> {
+    prop_oneof![Just(serde_json::json!({})), json_value(text()).boxed()].boxed()
+}
+
+/// Every kind of decision, each member from its whole range.
+pub fn decision_kind() -> impl Strategy<Value = DecisionKind> {
+    let t = text;
+    prop_oneof![
+        (t(), t(), any::<u32>()).prop_map(|(to, reason, level)| DecisionKind::Escalate {
+            to,
+            reason,
+            level
+        }),
+        (t(), t()).prop_map(|(to, message)| DecisionKind::Notify { to, message }),
+        (t(), json_value(t())).prop_map(|(field, value)| DecisionKind::SetField { field, value }),
+        t().prop_map(|stage| DecisionKind::SetStage { stage }),
+        t().prop_map(|owner| DecisionKind::AssignOwner { owner }),
+        (t(), t()).prop_map(|(channel, reason)| DecisionKind::PauseChannel { channel, reason }),
+        (t(), t()).prop_map(|(channel, reason)| DecisionKind::ResumeChannel { channel, reason }),
+        (t(), t()).prop_map(|(channel, reason)| DecisionKind::HoldSend { channel, reason }),
+        (t(), t()).prop_map(|(channel, reason)| DecisionKind::ReleaseSend { channel, reason }),
+        (t(), data()).prop_map(|(event_type, data)| DecisionKind::Emit { event_type, data }),
+        (any::<u64>(), t(), data(), catch_up()).prop_map(
+            |(after_ms, event_type, data, catch_up)| DecisionKind::Schedule {
+                after_ms,
+                event_type,
+                data,
+                catch_up,
+            }
+        ),
+        (t(), any::<u64>(), t(), catch_up()).prop_map(
+            |(event_type, within_ms, otherwise, catch_up)| DecisionKind::Expect {
+                event_type,
+                within_ms,
+                otherwise,
+                catch_up,
+            }
+        ),
+        t().prop_map(|event_type| DecisionKind::CancelExpects { event_type }),
+    ]
+}
+
+/// No trace, or one made in a rule file (a plain path, one with a colon,
+/// any text), with or without inputs and terms.
+pub fn decision_trace() -> impl Strategy<Value = Option<DecisionTrace>> {
+    let file = prop_oneof![
+        Just("rules/gate.rhai".to_owned()),
+        Just("/srv/rules/a:b.rhai".to_owned()),
+        text(),
+    ];
+    let inputs = (
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+        time(),
+        any::<u64>(),
+    )
+        .prop_map(|(stage, owner, updated_at, events)| DecisionInputs {
+            stage,
+            owner,
+            updated_at,
+            events,
+        });
+    let terms = prop::collection::btree_map(text(), json_value(text()), 0..3);
+    proptest::option::of(
+        (
+            file,
+            any::<u32>(),
+            any::<u32>(),
+            proptest::option::of(inputs),
+            terms,
+        )
+            .prop_map(|(file, line, column, inputs, terms)| DecisionTrace {
+                at: DecisionSite { file, line, column },
+                inputs,
+                terms,
+            }),
+    )
 }

@@ -21,9 +21,10 @@
 //! rare read (an event's trail), never on the hot write. Bodies written
 //! whole before this layout read the same.
 
-use converge_model::{
-    CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace, json_text,
+use converge_model::decision_json::{
+    TimerDefaults, decision_inputs, decision_terms, kind_members, site,
 };
+use converge_model::{Decision, DecisionTrace};
 use serde_json::Value;
 
 /// One rule run on an event: the rule, its version (hash) and whether it
@@ -84,7 +85,7 @@ impl<'a> EventBodies<'a> {
             .visit((rule.as_str(), rule_hash.as_str(), shadow), file);
         let mut out = Vec::with_capacity(160);
         out.push(b'{');
-        kind_members(&mut out, kind);
+        kind_members(&mut out, kind, TimerDefaults::LeftOut);
         if let Some(DecisionTrace { at, inputs, terms }) = trace {
             out.extend_from_slice(b",\"trace\":{\"at\":");
             site(&mut out, (!same_file).then_some(at.file.as_str()), at);
@@ -93,147 +94,14 @@ impl<'a> EventBodies<'a> {
                 decision_inputs(&mut out, inputs);
             }
             if !terms.is_empty() {
-                out.extend_from_slice(b",\"terms\":{");
-                for (n, (name, term)) in terms.iter().enumerate() {
-                    if n > 0 {
-                        out.push(b',');
-                    }
-                    json_text::string(&mut out, name);
-                    out.push(b':');
-                    json_text::value(&mut out, term);
-                }
-                out.push(b'}');
+                out.extend_from_slice(b",\"terms\":");
+                decision_terms(&mut out, terms);
             }
             out.push(b'}');
         }
         out.push(b'}');
         String::from_utf8(out).expect("JSON written from strings is UTF-8")
     }
-}
-
-/// The kind's members as serde writes them, in their declared order,
-/// without the `kind` tag (the row's column) and the timers' defaults: a
-/// `schedule`'s empty `data`, and with it its `catch_up` of `fire_late`;
-/// an `expect`'s `catch_up` of `fire_late`.
-fn kind_members(out: &mut Vec<u8>, kind: &DecisionKind) {
-    let member = |out: &mut Vec<u8>, first: bool, name: &str| {
-        if !first {
-            out.push(b',');
-        }
-        out.push(b'"');
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\":");
-    };
-    let text = |out: &mut Vec<u8>, first: bool, name: &str, text: &str| {
-        member(out, first, name);
-        json_text::string(out, text);
-    };
-    let catch_up = |out: &mut Vec<u8>, catch_up: &CatchUp| {
-        member(out, false, "catch_up");
-        json_text::serialized(out, catch_up);
-    };
-    match kind {
-        DecisionKind::Escalate { to, reason, level } => {
-            text(out, true, "to", to);
-            text(out, false, "reason", reason);
-            member(out, false, "level");
-            json_text::serialized(out, level);
-        }
-        DecisionKind::Notify { to, message } => {
-            text(out, true, "to", to);
-            text(out, false, "message", message);
-        }
-        DecisionKind::SetField { field, value } => {
-            text(out, true, "field", field);
-            member(out, false, "value");
-            json_text::value(out, value);
-        }
-        DecisionKind::SetStage { stage } => text(out, true, "stage", stage),
-        DecisionKind::AssignOwner { owner } => text(out, true, "owner", owner),
-        DecisionKind::PauseChannel { channel, reason }
-        | DecisionKind::ResumeChannel { channel, reason }
-        | DecisionKind::HoldSend { channel, reason }
-        | DecisionKind::ReleaseSend { channel, reason } => {
-            text(out, true, "channel", channel);
-            text(out, false, "reason", reason);
-        }
-        DecisionKind::Emit { event_type, data } => {
-            text(out, true, "event_type", event_type);
-            member(out, false, "data");
-            json_text::value(out, data);
-        }
-        DecisionKind::Schedule {
-            after_ms,
-            event_type,
-            data,
-            catch_up: when_late,
-        } => {
-            member(out, true, "after_ms");
-            json_text::serialized(out, after_ms);
-            text(out, false, "event_type", event_type);
-            if data.as_object().is_some_and(|o| o.is_empty()) {
-                if *when_late != CatchUp::FireLate {
-                    catch_up(out, when_late);
-                }
-            } else {
-                member(out, false, "data");
-                json_text::value(out, data);
-                catch_up(out, when_late);
-            }
-        }
-        DecisionKind::Expect {
-            event_type,
-            within_ms,
-            otherwise,
-            catch_up: when_late,
-        } => {
-            text(out, true, "event_type", event_type);
-            member(out, false, "within_ms");
-            json_text::serialized(out, within_ms);
-            text(out, false, "otherwise", otherwise);
-            if *when_late != CatchUp::FireLate {
-                catch_up(out, when_late);
-            }
-        }
-        DecisionKind::CancelExpects { event_type } => text(out, true, "event_type", event_type),
-    }
-}
-
-/// Where the decision was made: `"file:line:column"`, or `"line:column"`
-/// when the file is the run's previous decision's (`file` is `None`). Two
-/// parts cannot be mistaken for a whole site, which always has three.
-fn site(out: &mut Vec<u8>, file: Option<&str>, at: &DecisionSite) {
-    let position = format!("{}:{}", at.line, at.column);
-    match file {
-        Some(file) if json_text::is_plain(file) => {
-            out.push(b'"');
-            out.extend_from_slice(file.as_bytes());
-            out.push(b':');
-            out.extend_from_slice(position.as_bytes());
-            out.push(b'"');
-        }
-        Some(file) => json_text::serialized(out, &format!("{file}:{position}")),
-        None => json_text::string(out, &position),
-    }
-}
-
-/// `DecisionInputs` as serde writes it.
-fn decision_inputs(out: &mut Vec<u8>, inputs: &DecisionInputs) {
-    let DecisionInputs {
-        stage,
-        owner,
-        updated_at,
-        events,
-    } = inputs;
-    out.extend_from_slice(b"{\"stage\":");
-    json_text::optional_string(out, stage.as_deref());
-    out.extend_from_slice(b",\"owner\":");
-    json_text::optional_string(out, owner.as_deref());
-    out.extend_from_slice(b",\"updated_at\":");
-    json_text::time(out, updated_at);
-    out.extend_from_slice(b",\"events\":");
-    json_text::serialized(out, events);
-    out.push(b'}');
 }
 
 /// Decodes the decisions of one event, in the order they were inserted.
@@ -307,7 +175,8 @@ impl EventDecisions {
 
 #[cfg(test)]
 mod tests {
-    use converge_model::strategies::{self, text};
+    use converge_model::strategies::{decision_kind, decision_trace};
+    use converge_model::{CatchUp, DecisionInputs, DecisionKind, DecisionSite};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -715,93 +584,6 @@ mod tests {
         }
     }
 
-    fn catch_up() -> impl Strategy<Value = CatchUp> {
-        prop_oneof![Just(CatchUp::FireLate), Just(CatchUp::Skip)]
-    }
-
-    fn data() -> BoxedStrategy<Value> {
-        prop_oneof![Just(json!({})), strategies::json_value(text()).boxed(),].boxed()
-    }
-
-    /// Every kind, each member from its whole range.
-    fn kind() -> impl Strategy<Value = DecisionKind> {
-        let t = text;
-        prop_oneof![
-            (t(), t(), any::<u32>()).prop_map(|(to, reason, level)| DecisionKind::Escalate {
-                to,
-                reason,
-                level
-            }),
-            (t(), t()).prop_map(|(to, message)| DecisionKind::Notify { to, message }),
-            (t(), strategies::json_value(t()))
-                .prop_map(|(field, value)| DecisionKind::SetField { field, value }),
-            t().prop_map(|stage| DecisionKind::SetStage { stage }),
-            t().prop_map(|owner| DecisionKind::AssignOwner { owner }),
-            (t(), t()).prop_map(|(channel, reason)| DecisionKind::PauseChannel { channel, reason }),
-            (t(), t())
-                .prop_map(|(channel, reason)| DecisionKind::ResumeChannel { channel, reason }),
-            (t(), t()).prop_map(|(channel, reason)| DecisionKind::HoldSend { channel, reason }),
-            (t(), t()).prop_map(|(channel, reason)| DecisionKind::ReleaseSend { channel, reason }),
-            (t(), data()).prop_map(|(event_type, data)| DecisionKind::Emit { event_type, data }),
-            (any::<u64>(), t(), data(), catch_up()).prop_map(
-                |(after_ms, event_type, data, catch_up)| {
-                    DecisionKind::Schedule {
-                        after_ms,
-                        event_type,
-                        data,
-                        catch_up,
-                    }
-                }
-            ),
-            (t(), any::<u64>(), t(), catch_up()).prop_map(
-                |(event_type, within_ms, otherwise, catch_up)| {
-                    DecisionKind::Expect {
-                        event_type,
-                        within_ms,
-                        otherwise,
-                        catch_up,
-                    }
-                }
-            ),
-            t().prop_map(|event_type| DecisionKind::CancelExpects { event_type }),
-        ]
-    }
-
-    fn trace() -> impl Strategy<Value = Option<DecisionTrace>> {
-        let file = prop_oneof![
-            Just("rules/gate.rhai".to_owned()),
-            Just("/srv/rules/a:b.rhai".to_owned()),
-            text(),
-        ];
-        let inputs = (
-            proptest::option::of(text()),
-            proptest::option::of(text()),
-            strategies::time(),
-            any::<u64>(),
-        )
-            .prop_map(|(stage, owner, updated_at, events)| DecisionInputs {
-                stage,
-                owner,
-                updated_at,
-                events,
-            });
-        let terms = prop::collection::btree_map(text(), strategies::json_value(text()), 0..3);
-        proptest::option::of(
-            (
-                file,
-                any::<u32>(),
-                any::<u32>(),
-                proptest::option::of(inputs),
-                terms,
-            )
-                .prop_map(|(file, line, column, inputs, terms)| DecisionTrace {
-                    at: DecisionSite { file, line, column },
-                    inputs,
-                    terms,
-                }),
-        )
-    }
-
     /// An event's decisions. (Not read back here: the decisions of one run
     /// share their inputs, which these do not; the unit tests above read
     /// bodies back.)
@@ -809,7 +591,7 @@ mod tests {
         let rule = prop_oneof![Just("gate"), Just("ladder"), Just("fields")];
         let hash = prop_oneof![Just("b54c3c0b1825aa80"), Just("0a1b2c3d4e5f6071")];
         prop::collection::vec(
-            (rule, hash, kind(), trace(), any::<bool>()).prop_map(
+            (rule, hash, decision_kind(), decision_trace(), any::<bool>()).prop_map(
                 |(rule, hash, kind, trace, shadow)| {
                     let decision = Decision {
                         rule: rule.to_owned(),
