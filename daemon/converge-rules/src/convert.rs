@@ -22,7 +22,7 @@ pub(crate) fn json_to_dynamic(value: &Value) -> Dynamic {
             Some(i) => Dynamic::from_int(i),
             None => Dynamic::from_float(n.as_f64().unwrap_or(FLOAT::NAN)),
         },
-        Value::String(s) => Dynamic::from(s.clone()),
+        Value::String(s) => text(s),
         Value::Array(items) => {
             Dynamic::from_array(items.iter().map(json_to_dynamic).collect::<Array>())
         }
@@ -83,16 +83,15 @@ pub(crate) fn dynamic_to_json(value: &Dynamic) -> Result<Value, String> {
 
 /// The `event` map: `id`, `source`, `type`, `subject`, `time`, `hook`, `data`.
 pub(crate) fn event_to_dynamic(event: &Event) -> Dynamic {
-    let optional = |text: &Option<String>| text.clone().map_or(Dynamic::UNIT, Dynamic::from);
     // In key order, as in `entity_to_dynamic`.
     Dynamic::from_map(Map::from([
         ("data".into(), json_to_dynamic(&event.data)),
-        ("hook".into(), optional(&event.hook)),
-        ("id".into(), Dynamic::from(event.id.clone())),
-        ("source".into(), Dynamic::from(event.source.clone())),
-        ("subject".into(), optional(&event.subject)),
+        ("hook".into(), optional_text(event.hook.as_deref())),
+        ("id".into(), text(&event.id)),
+        ("source".into(), text(&event.source)),
+        ("subject".into(), optional_text(event.subject.as_deref())),
         ("time".into(), optional_time(event.time)),
-        ("type".into(), Dynamic::from(event.ty.clone())),
+        ("type".into(), text(&event.ty)),
     ]))
 }
 
@@ -162,6 +161,9 @@ fn members_to_dynamic(members: &serde_json::Map<String, Value>) -> Dynamic {
     )
 }
 
+/// A string as rules read it, copied once: Rhai keeps a short string
+/// inline, so building it from a `String` would copy it into its own
+/// allocation and free that.
 fn text(text: &str) -> Dynamic {
     Dynamic::from(ImmutableString::from(text))
 }
