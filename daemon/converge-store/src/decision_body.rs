@@ -176,7 +176,6 @@ impl EventDecisions {
 #[cfg(test)]
 mod tests {
     use converge_model::strategies::{decision_kind, decision_trace};
-    use converge_model::{CatchUp, DecisionInputs, DecisionKind, DecisionSite};
     use proptest::prelude::*;
     use serde_json::json;
 
