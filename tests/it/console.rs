@@ -1227,3 +1227,49 @@ async fn more_waiting_items_than_the_page_lists_are_said_to_be_more() {
     assert!(page.contains("Escalations (0)"), "{page}");
     assert!(!page.contains("More than 500 escalations"));
 }
+
+/// With more open escalations than the page lists, the oldest are listed,
+/// whatever their names: the store finds them by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_escalations_than_the_page_lists_are_listed_oldest_first() {
+    let ws = Workspace::new(
+        &[(
+            "stalled",
+            "//! events: task.created\nescalate(\"ops\", \"stalled\");\n",
+        )],
+        "[clock]\nmode = \"manual\"\nstart = \"2026-11-23T09:00:00Z\"\n",
+    );
+    let daemon = ws.start();
+    // t-0 to t-299 escalated at 09:00, t-300 to t-599 an hour later. By
+    // name t-6 to t-99 come last, after every t-5xx.
+    let events = numbered_events(600, "task.created", "task", |n| json!({"n": n}));
+    daemon.accept_all(&events[..300]).await;
+    daemon
+        .wait_for_trail("c-299", |t| !t["processed_at_ms"].is_null())
+        .await;
+    daemon.advance_clock("1h").await;
+    daemon.accept_all(&events[300..]).await;
+    daemon
+        .wait_for_trail("c-599", |t| !t["processed_at_ms"].is_null())
+        .await;
+
+    let (status, page) = daemon.get("/ui?kind=escalation").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page.matches(r#"data-kind="escalation""#).count(), 500);
+    for older in ["t-0", "t-7", "t-99", "t-299"] {
+        assert!(
+            page.contains(&format!(r#"href="/ui/records/task/{older}""#)),
+            "{older}, escalated first, is listed"
+        );
+    }
+    // Of the later ones, as old as each other, the first 200 by name.
+    assert!(page.contains(r#"href="/ui/records/task/t-499""#), "{page}");
+    assert!(!page.contains(r#"href="/ui/records/task/t-500""#), "{page}");
+    assert!(!page.contains(r#"href="/ui/records/task/t-599""#), "{page}");
+    assert!(
+        page.contains(
+            "More than 500 escalations: listed are the oldest (of at most the first 20,000 records by name)."
+        ),
+        "{page}"
+    );
+}

@@ -32,6 +32,12 @@ const PER_KIND: usize = 500;
 /// does not make the page read the whole backlog.
 const TIMERS_PAGE: usize = 2000;
 const TIMERS_READ_AT_MOST: usize = 50_000;
+/// How many records with an open escalation (or an open block) are read at
+/// a time, and at most in all, to list the oldest [`PER_KIND`] of their
+/// spans: the store finds them by name, and the oldest are the ones a
+/// person should see first.
+const OPEN_PAGE: usize = 1000;
+const OPEN_READ_AT_MOST: usize = 20_000;
 /// How many of the newest error reports of each drop folder are shown.
 const DROP_REPORTS: usize = 20;
 
@@ -49,8 +55,14 @@ pub const KINDS: [(&str, &str); 7] = [
 /// Which rows of each kind the page lists when the store holds more than
 /// [`PER_KIND`] (held sends are all listed).
 const LISTED_FIRST: [(&str, &str); 6] = [
-    ("escalation", "the first records by name"),
-    ("blocked", "the first records by name"),
+    (
+        "escalation",
+        "the oldest (of at most the first 20,000 records by name)",
+    ),
+    (
+        "blocked",
+        "the oldest (of at most the first 20,000 records by name)",
+    ),
     ("waiting", "the items whose timers fire soonest"),
     ("retrying", "the actions to be tried next"),
     ("dead_letter", "the oldest"),
@@ -390,18 +402,63 @@ fn first<T>(mut read: Vec<T>, kind: &'static str, partial: &mut BTreeSet<&'stati
     read
 }
 
+/// The oldest [`PER_KIND`] open spans of `span` (an entity's own and its
+/// channels'), read from at most [`OPEN_READ_AT_MOST`] records, noting
+/// `kind` in `partial` when there were more.
+fn oldest_open(
+    store: &dyn Backend,
+    span: OpenSpan,
+    kind: &'static str,
+    since: impl Fn(&converge_model::Flow) -> Option<DateTime<Utc>> + Copy,
+    partial: &mut BTreeSet<&'static str>,
+) -> Result<Vec<Row>, StoreError> {
+    let oldest_first = |rows: &mut Vec<Row>| {
+        rows.sort_by(|a, b| (a.since, &a.record).cmp(&(b.since, &b.record)));
+        // One more than listed, to know there were more.
+        rows.truncate(PER_KIND + 1);
+    };
+    let mut rows = Vec::new();
+    let (mut after, mut read) = (None, 0);
+    loop {
+        let page = store.entities_with_open(span, after.as_ref(), OPEN_PAGE)?;
+        read += page.len();
+        for entity in &page {
+            rows.extend(open_spans(entity, kind, since));
+        }
+        if rows.len() > 2 * PER_KIND {
+            oldest_first(&mut rows);
+        }
+        if page.len() < OPEN_PAGE {
+            break;
+        }
+        if read >= OPEN_READ_AT_MOST {
+            partial.insert(kind);
+            break;
+        }
+        after = page.last().map(EntityState::key);
+    }
+    oldest_first(&mut rows);
+    Ok(first(rows, kind, partial))
+}
+
 /// Every row from the store, unfiltered; an action gets `max_attempts`.
 pub fn rows(store: &dyn Backend, max_attempts: u32) -> Result<Listed, StoreError> {
     let mut rows = Vec::new();
     let mut partial = BTreeSet::new();
-    let escalated = store.entities_with_open(OpenSpan::Escalated, None, PER_KIND + 1)?;
-    for entity in first(escalated, "escalation", &mut partial) {
-        rows.extend(open_spans(&entity, "escalation", |f| f.escalated_since));
-    }
-    let blocked = store.entities_with_open(OpenSpan::Blocked, None, PER_KIND + 1)?;
-    for entity in first(blocked, "blocked", &mut partial) {
-        rows.extend(open_spans(&entity, "blocked", |f| f.blocked_since));
-    }
+    rows.extend(oldest_open(
+        store,
+        OpenSpan::Escalated,
+        "escalation",
+        |f| f.escalated_since,
+        &mut partial,
+    )?);
+    rows.extend(oldest_open(
+        store,
+        OpenSpan::Blocked,
+        "blocked",
+        |f| f.blocked_since,
+        &mut partial,
+    )?);
     let (waiting, all_found) = waiting(store)?;
     if !all_found {
         partial.insert("waiting");
