@@ -10,7 +10,7 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use crate::json_text::{optional_string, serialized, string, time, value};
+use crate::json_text::{object, optional_string, serialized, string, time, value};
 use crate::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 
 impl Decision {
@@ -34,17 +34,8 @@ impl Decision {
         out.extend_from_slice(b"\",");
         kind_members(&mut out, kind, TimerDefaults::Written);
         if let Some(DecisionTrace { at, inputs, terms }) = trace {
-            out.extend_from_slice(b",\"trace\":{\"at\":");
-            site(&mut out, Some(&at.file), at);
-            if let Some(inputs) = inputs {
-                out.extend_from_slice(b",\"inputs\":");
-                decision_inputs(&mut out, inputs);
-            }
-            if !terms.is_empty() {
-                out.extend_from_slice(b",\"terms\":");
-                decision_terms(&mut out, terms);
-            }
-            out.push(b'}');
+            out.extend_from_slice(b",\"trace\":");
+            decision_trace(&mut out, Some(&at.file), at, inputs.as_ref(), terms);
         }
         out.push(b'}');
         String::from_utf8(out).expect("JSON written from strings is UTF-8")
@@ -146,10 +137,33 @@ pub fn kind_members(out: &mut Vec<u8>, kind: &DecisionKind, defaults: TimerDefau
     }
 }
 
+/// Appends a decision's trace as serde writes a [`DecisionTrace`], its
+/// site in `file` (`None`: only `line:column`, the store's short form for a
+/// decision made in its run's previous file) and with `inputs` when given
+/// (the store keeps them with a run's first decision only).
+pub fn decision_trace(
+    out: &mut Vec<u8>,
+    file: Option<&str>,
+    at: &DecisionSite,
+    inputs: Option<&DecisionInputs>,
+    terms: &BTreeMap<String, Value>,
+) {
+    out.extend_from_slice(b"{\"at\":");
+    site(out, file, at);
+    if let Some(inputs) = inputs {
+        out.extend_from_slice(b",\"inputs\":");
+        decision_inputs(out, inputs);
+    }
+    if !terms.is_empty() {
+        out.extend_from_slice(b",\"terms\":");
+        object(out, terms);
+    }
+    out.push(b'}');
+}
+
 /// Appends where the decision was made: `"file:line:column"` as serde
-/// writes a [`DecisionSite`], or `"line:column"` when `file` is `None` (the
-/// store's short form, for a decision made in its run's previous file).
-pub fn site(out: &mut Vec<u8>, file: Option<&str>, at: &DecisionSite) {
+/// writes a [`DecisionSite`], or `"line:column"` when `file` is `None`.
+fn site(out: &mut Vec<u8>, file: Option<&str>, at: &DecisionSite) {
     match file {
         Some(file) if !crate::json_text::is_plain(file) => {
             serialized(out, &format!("{file}:{}:{}", at.line, at.column));
@@ -167,7 +181,7 @@ pub fn site(out: &mut Vec<u8>, file: Option<&str>, at: &DecisionSite) {
 }
 
 /// Appends [`DecisionInputs`] as serde writes them.
-pub fn decision_inputs(out: &mut Vec<u8>, inputs: &DecisionInputs) {
+fn decision_inputs(out: &mut Vec<u8>, inputs: &DecisionInputs) {
     let DecisionInputs {
         stage,
         owner,
@@ -182,20 +196,6 @@ pub fn decision_inputs(out: &mut Vec<u8>, inputs: &DecisionInputs) {
     time(out, updated_at);
     out.extend_from_slice(b",\"events\":");
     serialized(out, events);
-    out.push(b'}');
-}
-
-/// Appends a trace's condition terms, by name, as a JSON object.
-pub fn decision_terms(out: &mut Vec<u8>, terms: &BTreeMap<String, Value>) {
-    out.push(b'{');
-    for (n, (name, term)) in terms.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        string(out, name);
-        out.push(b':');
-        value(out, term);
-    }
     out.push(b'}');
 }
 

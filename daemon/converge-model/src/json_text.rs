@@ -5,7 +5,7 @@
 //! hold them to it).
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Whether `text` goes into a JSON string as it is: it holds nothing that
 /// serde_json escapes (control characters, `"` and `\`), so its JSON is
@@ -33,10 +33,11 @@ pub fn value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-/// Appends `members` as a JSON object, in their order.
-pub fn object(out: &mut Vec<u8>, members: &Map<String, Value>) {
+/// Appends `members` (a `serde_json::Map`, or a `BTreeMap` of values) as a
+/// JSON object, in their order.
+pub fn object<'a>(out: &mut Vec<u8>, members: impl IntoIterator<Item = (&'a String, &'a Value)>) {
     out.push(b'{');
-    for (n, (name, member)) in members.iter().enumerate() {
+    for (n, (name, member)) in members.into_iter().enumerate() {
         if n > 0 {
             out.push(b',');
         }

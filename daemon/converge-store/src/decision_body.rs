@@ -21,9 +21,7 @@
 //! rare read (an event's trail), never on the hot write. Bodies written
 //! whole before this layout read the same.
 
-use converge_model::decision_json::{
-    TimerDefaults, decision_inputs, decision_terms, kind_members, site,
-};
+use converge_model::decision_json::{TimerDefaults, decision_trace, kind_members};
 use converge_model::{Decision, DecisionTrace};
 use serde_json::Value;
 
@@ -87,17 +85,14 @@ impl<'a> EventBodies<'a> {
         out.push(b'{');
         kind_members(&mut out, kind, TimerDefaults::LeftOut);
         if let Some(DecisionTrace { at, inputs, terms }) = trace {
-            out.extend_from_slice(b",\"trace\":{\"at\":");
-            site(&mut out, (!same_file).then_some(at.file.as_str()), at);
-            if let Some(inputs) = inputs.as_ref().filter(|_| first_of_run) {
-                out.extend_from_slice(b",\"inputs\":");
-                decision_inputs(&mut out, inputs);
-            }
-            if !terms.is_empty() {
-                out.extend_from_slice(b",\"terms\":");
-                decision_terms(&mut out, terms);
-            }
-            out.push(b'}');
+            out.extend_from_slice(b",\"trace\":");
+            decision_trace(
+                &mut out,
+                (!same_file).then_some(at.file.as_str()),
+                at,
+                inputs.as_ref().filter(|_| first_of_run),
+                terms,
+            );
         }
         out.push(b'}');
         String::from_utf8(out).expect("JSON written from strings is UTF-8")
