@@ -297,7 +297,7 @@ impl Engine {
             let actions = match &decision.kind {
                 DecisionKind::HoldSend { channel, .. } => {
                     sends.hold(channel, gates, &mut outcome);
-                    actions(&self.routes, &decision, event_json, &entity_json, None)?
+                    actions(&self.routes, &decision, event_json, &entity_json, None)
                 }
                 DecisionKind::ReleaseSend { channel, .. } => {
                     if let Some(held_by) = sends.holds.get(channel.as_str()) {
@@ -317,10 +317,10 @@ impl Engine {
                             &entity_json,
                             gates,
                             &mut outcome,
-                        )?
+                        )
                     }
                 }
-                _ => actions(&self.routes, &decision, event_json, &entity_json, None)?,
+                _ => actions(&self.routes, &decision, event_json, &entity_json, None),
             };
             outcome.decisions.push(NewDecision {
                 decision,
@@ -331,7 +331,7 @@ impl Engine {
         match Override::of(event) {
             Some(Ok(request)) => {
                 let decisions =
-                    self.apply_override(&request, &mut sends, &entity_json, gates, &mut outcome)?;
+                    self.apply_override(&request, &mut sends, &entity_json, gates, &mut outcome);
                 outcome.decisions.extend(decisions);
             }
             Some(Err(message)) => outcome.failures.push(RuleFailure {
@@ -389,9 +389,9 @@ impl Engine {
         entity_json: &EntityJson<'_>,
         gates: &mut Gates,
         outcome: &mut Outcome,
-    ) -> Result<Vec<NewDecision>, String> {
+    ) -> Vec<NewDecision> {
         let Some(campaign) = sends.campaign else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let channels = match &request.channel {
             Some(channel) => vec![channel.clone()],
@@ -411,7 +411,7 @@ impl Engine {
                 },
             };
             let actions =
-                sends.release(self, &decision, &channel, &by, entity_json, gates, outcome)?;
+                sends.release(self, &decision, &channel, &by, entity_json, gates, outcome);
             decisions.push(NewDecision {
                 decision,
                 shadow: false,
@@ -425,7 +425,7 @@ impl Engine {
             reason: request.reason.clone(),
             released: before - gates.held(),
         });
-        Ok(decisions)
+        decisions
     }
 
     /// Turns a `schedule` or `expect` decision into a timer, an `emit` into
@@ -544,9 +544,9 @@ impl Sends<'_> {
         entity_json: &EntityJson<'_>,
         gates: &mut Gates,
         outcome: &mut Outcome,
-    ) -> Result<Vec<NewAction>, String> {
+    ) -> Vec<NewAction> {
         let Some(campaign) = self.campaign else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let released = gates.release(campaign, channel);
         let mut sends: Vec<(i64, &str, &str)> = released
@@ -584,9 +584,9 @@ impl Sends<'_> {
                 send,
                 entity_json,
                 Some((send_seq, channel)),
-            )?);
+            ));
         }
-        Ok(all)
+        all
     }
 }
 

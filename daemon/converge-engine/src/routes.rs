@@ -326,10 +326,10 @@ pub fn actions(
     event: &str,
     entity: &EntityJson<'_>,
     send: Option<(i64, &str)>,
-) -> Result<Vec<NewAction>, String> {
+) -> Vec<NewAction> {
     let mut matching = routes.iter().filter(|r| r.matches(decision)).peekable();
     if matching.peek().is_none() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let decision_json = decision.to_json();
     matching
@@ -348,12 +348,12 @@ pub fn actions(
                 entity,
                 key.as_deref(),
             );
-            Ok(NewAction {
+            NewAction {
                 route: route.name.clone(),
                 plugin: route.plugin.clone(),
                 payload,
                 payload_key: key,
-            })
+            }
         })
         .collect()
 }
