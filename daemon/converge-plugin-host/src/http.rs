@@ -376,6 +376,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Credential;
 
     #[test]
     fn a_plugin_is_given_the_end_to_end_headers_of_a_response() {
@@ -412,7 +413,6 @@ mod tests {
             ]
         );
     }
-    use crate::config::Credential;
 
     fn patterns(p: &[&str]) -> Vec<String> {
         p.iter().map(|s| s.to_string()).collect()

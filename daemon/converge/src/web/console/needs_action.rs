@@ -38,6 +38,8 @@ const TIMERS_READ_AT_MOST: usize = 50_000;
 /// person should see first.
 const OPEN_PAGE: usize = 1000;
 const OPEN_READ_AT_MOST: usize = 20_000;
+/// Which open escalations and blocks are listed when there are more.
+const OLDEST_OPEN: &str = "the oldest (of at most the first 20,000 records by name)";
 /// How many of the newest error reports of each drop folder are shown.
 const DROP_REPORTS: usize = 20;
 
@@ -55,14 +57,8 @@ pub const KINDS: [(&str, &str); 7] = [
 /// Which rows of each kind the page lists when the store holds more than
 /// [`PER_KIND`] (held sends are all listed).
 const LISTED_FIRST: [(&str, &str); 6] = [
-    (
-        "escalation",
-        "the oldest (of at most the first 20,000 records by name)",
-    ),
-    (
-        "blocked",
-        "the oldest (of at most the first 20,000 records by name)",
-    ),
+    ("escalation", OLDEST_OPEN),
+    ("blocked", OLDEST_OPEN),
     ("waiting", "the items whose timers fire soonest"),
     ("retrying", "the actions to be tried next"),
     ("dead_letter", "the oldest"),
@@ -801,6 +797,22 @@ fn campaign_of_subject(subject: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_note_on_open_spans_names_the_bound_read() {
+        let bound = OPEN_READ_AT_MOST
+            .to_string()
+            .as_bytes()
+            .rchunks(3)
+            .rev()
+            .map(|digits| std::str::from_utf8(digits).unwrap())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(
+            OLDEST_OPEN.contains(&format!("first {bound} records")),
+            "{OLDEST_OPEN}"
+        );
+    }
 
     fn failing(kind: &'static str, cause: &str, hours_ago: i64, now: DateTime<Utc>) -> Row {
         Row {
