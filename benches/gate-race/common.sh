@@ -23,6 +23,14 @@ require_free_ports() {
     done
 }
 
+# Creates $OUT, failing if it holds files: a run's databases would answer a
+# second run's events as duplicates (202 and no decision), and its counts
+# and logs would mix with the new ones.
+make_out() {
+    mkdir -p "$OUT"
+    [ -z "$(ls -A "$OUT")" ] || fail "$OUT holds an earlier run: give OUT a new or empty directory"
+}
+
 # Every process started is stopped when the script ends, however it ends.
 pids=()
 cleanup() {

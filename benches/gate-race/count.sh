@@ -43,7 +43,7 @@ fail() { echo "count.sh: $*" >&2; exit 1; }
 command -v valgrind >/dev/null || fail "valgrind is not installed (apt-get install valgrind)"
 command -v node >/dev/null || fail "node is not installed"
 require_converge
-mkdir -p "$OUT"
+make_out
 echo "count: $EVENTS $WORKLOAD events under callgrind; files in $OUT"
 
 no_failed_actions() {

@@ -35,7 +35,7 @@ command -v wrk >/dev/null || fail "wrk is not installed: bash $HERE/install.sh"
 [ -f "$PEERS_DIR/node-red/node_modules/node-red/red.js" ] || fail "Node-RED is not under $PEERS_DIR: bash $HERE/install.sh"
 require_converge
 require_free_ports $SINK_PORT $NR_PORT $CONVERGE_PORT
-mkdir -p "$OUT"
+make_out
 echo "gate race: $EVENTS events, $RUNS runs each, concurrency $CONCURRENCY; results in $OUT"
 
 start_sink
