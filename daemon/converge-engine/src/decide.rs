@@ -451,7 +451,7 @@ impl Engine {
                     .to_string()
             })?;
             outcome.cancel_expects.push(ExpectedArrival::by_rule(
-                entity.to_string(),
+                entity.text(),
                 event_type,
                 &decision.rule,
             ));

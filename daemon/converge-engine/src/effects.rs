@@ -119,7 +119,7 @@ pub fn new_timer(
         .and_then(|after| now.timestamp_millis().checked_add(after))
         .ok_or_else(|| format!("`{name}`: {after_ms} ms is too far in the future"))?;
     Ok(Some(NewTimer {
-        entity: entity.to_string(),
+        entity: entity.text(),
         kind,
         event_type: event_type.clone(),
         data,

@@ -192,7 +192,7 @@ fn non_empty(function: &str, argument: &str, value: ImmutableString) -> Result<S
     if value.trim().is_empty() {
         Err(format!("{function}: `{argument}` must not be empty"))
     } else {
-        Ok(value.to_string())
+        Ok(value.into_owned())
     }
 }
 
@@ -209,7 +209,7 @@ fn escalate(
         at,
         DecisionKind::Escalate {
             to,
-            reason: reason.to_string(),
+            reason: reason.into_owned(),
             level,
         },
     )
@@ -225,7 +225,7 @@ fn notify(
         at,
         DecisionKind::Notify {
             to,
-            message: message.to_string(),
+            message: message.into_owned(),
         },
     )
 }
@@ -278,7 +278,7 @@ fn channel_decision(
 ) -> Result<(), Box<EvalAltResult>> {
     let channel = non_empty(function, "channel", channel)?;
     require_entity(|| format!("{function}(\"{channel}\", ..)"))?;
-    record(at, kind(channel, reason.to_string()))
+    record(at, kind(channel, reason.into_owned()))
 }
 
 /// An event type a rule asks converge to journal: not empty, no whitespace.

@@ -239,6 +239,9 @@ pub struct Rule {
     /// gates sends, so when it fails on a send request the engine holds the
     /// send rather than let it go unjudged.
     pub gates_sends: bool,
+    /// `path` as text, as every decision's trace names it: made once here
+    /// rather than for each run that decides.
+    file: String,
     ast: Arc<AST>,
     /// Which function each of the rule's calls resolved to, kept from one
     /// run to the next (see [`Rule::run`]).
@@ -379,6 +382,7 @@ impl RuleSet {
                     rules.push(Rule {
                         hash: source_hash(&source),
                         name,
+                        file: path.display().to_string(),
                         path,
                         description: header.description,
                         events: header.events,
@@ -536,7 +540,6 @@ impl RuleSet {
                 updated_at: state.updated_at,
                 events: state.events,
             });
-            let file = rule.path.display().to_string();
             let mut changed = false;
             for recorded in run.decisions {
                 if let Some(state) = entity.as_deref_mut() {
@@ -548,7 +551,7 @@ impl RuleSet {
                     kind: recorded.kind,
                     trace: Some(DecisionTrace {
                         at: DecisionSite {
-                            file: file.clone(),
+                            file: rule.file.clone(),
                             line: recorded.line,
                             column: recorded.column,
                         },

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rhai::{Array, Dynamic, FLOAT, Map};
+use rhai::{Array, Dynamic, DynamicReadLock, FLOAT, Map};
 
 use crate::convert::dynamic_to_json;
 
@@ -90,15 +90,17 @@ fn is_blank(value: &Dynamic) -> bool {
 }
 
 /// The entity map a measure was given, or an error naming the function.
-fn entity_map(function: &str, entity: &Dynamic) -> Result<Map, String> {
-    let entity = entity.flatten_clone();
+/// Borrowed, not copied: the measures read a few members of it, and a copy
+/// of the whole entity (its channels and their fields) cost more than the
+/// measure itself.
+fn entity_map<'a>(function: &str, entity: &'a Dynamic) -> Result<DynamicReadLock<'a, Map>, String> {
     if entity.is_unit() {
         return Err(format!(
             "{function}: the entity is () (check `entity != ()` first)"
         ));
     }
     entity
-        .try_cast::<Map>()
+        .read_lock::<Map>()
         .ok_or_else(|| format!("{function}: the first argument must be the `entity` map"))
 }
 
@@ -106,14 +108,18 @@ fn member(map: &Map, name: &str) -> Dynamic {
     map.get(name).cloned().unwrap_or(Dynamic::UNIT)
 }
 
+/// The map under `name` in `map`, borrowed; `None` when it is absent or
+/// not a map.
+fn member_map<'a>(map: &'a Map, name: &str) -> Option<DynamicReadLock<'a, Map>> {
+    map.get(name).and_then(|value| value.read_lock::<Map>())
+}
+
 /// `missing(entity, names)`: the names that are missing, in the order given.
 /// `stage` and `owner` are read from the entity, every other name from
 /// `fields`; a name is missing when it is absent, `()` or blank.
 pub(crate) fn missing(entity: &Dynamic, names: &Array) -> Result<Array, String> {
     let entity = entity_map("missing", entity)?;
-    let fields = member(&entity, "fields")
-        .try_cast::<Map>()
-        .unwrap_or_default();
+    let fields = member_map(&entity, "fields");
     let mut out = Array::new();
     for name in names {
         let Some(name) = name.clone().into_immutable_string().ok() else {
@@ -124,7 +130,9 @@ pub(crate) fn missing(entity: &Dynamic, names: &Array) -> Result<Array, String> 
         };
         let value = match name.as_str() {
             "stage" | "owner" => member(&entity, &name),
-            other => member(&fields, other),
+            other => fields
+                .as_deref()
+                .map_or(Dynamic::UNIT, |fields| member(fields, other)),
         };
         if is_blank(&value) {
             out.push(Dynamic::from(name));
@@ -141,17 +149,15 @@ fn channel_values(
     field: &str,
 ) -> Result<Vec<(String, Dynamic)>, String> {
     let entity = entity_map(function, entity)?;
-    let Some(channels) = member(&entity, "channels").try_cast::<Map>() else {
+    let Some(channels) = member_map(&entity, "channels") else {
         return Ok(Vec::new());
     };
     let mut values = Vec::new();
-    for (name, channel) in channels {
-        let fields = channel
-            .try_cast::<Map>()
-            .and_then(|c| c.get("fields").cloned())
-            .and_then(|f| f.try_cast::<Map>())
-            .unwrap_or_default();
-        let value = member(&fields, field);
+    for (name, channel) in channels.iter() {
+        let value = channel
+            .read_lock::<Map>()
+            .and_then(|channel| member_map(&channel, "fields").map(|fields| member(&fields, field)))
+            .unwrap_or(Dynamic::UNIT);
         if !is_blank(&value) {
             values.push((name.to_string(), value));
         }
@@ -242,10 +248,8 @@ pub(crate) fn agreement_with_outliers(
 /// workflow), when it has one (not absent, `()` or blank).
 fn hub_value(entity: &Dynamic, field: &str) -> Result<Option<Dynamic>, String> {
     let entity = entity_map("consistency", entity)?;
-    let fields = member(&entity, "fields")
-        .try_cast::<Map>()
-        .unwrap_or_default();
-    let value = member(&fields, field);
+    let value =
+        member_map(&entity, "fields").map_or(Dynamic::UNIT, |fields| member(&fields, field));
     Ok((!is_blank(&value)).then_some(value))
 }
 

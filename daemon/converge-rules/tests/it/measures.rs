@@ -102,8 +102,18 @@ fn missing_lists_blank_and_absent_names_in_order() {
         json!(["owner", "brief", "approvals"])
     );
     assert_eq!(
-        fails(r#"missing((), ["owner"])"#, state),
+        fails(r#"missing((), ["owner"])"#, state.clone()),
         "rules/r.rhai:1:18: Runtime error: missing: the entity is () (check `entity != ()` first)"
+    );
+    assert_eq!(
+        fails(r#"missing(entity.owner, ["owner"])"#, state.clone()),
+        "rules/r.rhai:1:18: Runtime error: missing: the first argument must be the `entity` map"
+    );
+    // A `fields` that is not a map has no members: each name read from it
+    // is missing.
+    assert_eq!(
+        value(r#"missing(#{ stage: "draft", fields: 42 }, ["stage", "brief"])"#, state),
+        json!(["brief"])
     );
 }
 
