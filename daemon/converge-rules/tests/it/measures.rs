@@ -112,7 +112,10 @@ fn missing_lists_blank_and_absent_names_in_order() {
     // A `fields` that is not a map has no members: each name read from it
     // is missing.
     assert_eq!(
-        value(r#"missing(#{ stage: "draft", fields: 42 }, ["stage", "brief"])"#, state),
+        value(
+            r#"missing(#{ stage: "draft", fields: 42 }, ["stage", "brief"])"#,
+            state
+        ),
         json!(["brief"])
     );
 }
