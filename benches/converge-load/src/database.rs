@@ -163,7 +163,7 @@ fn build(store: &mut Store, events: usize) -> anyhow::Result<()> {
             samples += outcome.samples.len();
             processed.push(ProcessedEvent {
                 seq,
-                entity: outcome.entity,
+                entity: outcome.entity.map(Into::into),
                 processed_at_ms: *at,
                 samples: outcome.samples,
                 ..ProcessedEvent::default()

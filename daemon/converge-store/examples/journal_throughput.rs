@@ -129,7 +129,7 @@ fn batches_processing(
             };
             processed.push(ProcessedEvent {
                 seq,
-                entity: Some(entity),
+                entity: Some(entity.into()),
                 decisions,
                 rule_failures: Vec::new(),
                 processed_at_ms: event.received_at_ms + 1,

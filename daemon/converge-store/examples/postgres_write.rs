@@ -187,7 +187,7 @@ fn processed(i: usize) -> ProcessedEvent {
     let received_at_ms = 1_790_000_000_000 + i as i64;
     ProcessedEvent {
         seq: i as i64 + 1,
-        entity: Some(entity),
+        entity: Some(entity.into()),
         decisions: vec![
             decision(
                 "handoff",

@@ -1,5 +1,7 @@
 //! What goes into the store and what comes out of it.
 
+use std::sync::Arc;
+
 use converge_model::{CatchUp, Decision, EntityState, Event, RuleFailure, RuleNote, Sample};
 use serde::de::IntoDeserializer;
 use serde::de::value::StrDeserializer;
@@ -158,7 +160,9 @@ impl NewEvent {
 pub struct ProcessedEvent {
     pub seq: i64,
     /// The entity's state after the event, when the event is about an entity.
-    pub entity: Option<EntityState>,
+    /// Shared: the processor keeps the same state in its cache for the
+    /// entity's next event, rather than a copy of it per event.
+    pub entity: Option<Arc<EntityState>>,
     pub decisions: Vec<NewDecision>,
     pub rule_failures: Vec<RuleFailure>,
     /// What the rules printed, bounded by the caller.

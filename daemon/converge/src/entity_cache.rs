@@ -9,6 +9,7 @@
 //! stale from the store.
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use converge_model::{EntityKey, EntityState};
 use lru::LruCache;
@@ -23,7 +24,8 @@ pub struct EntityCache {
 }
 
 struct Cached {
-    state: EntityState,
+    /// Shared with the journal's batch that writes it, until that commits.
+    state: Arc<EntityState>,
     /// The journal `seq` of the event whose processing wrote it; 0 for a
     /// state read from the store.
     seq: i64,
@@ -40,8 +42,10 @@ impl EntityCache {
     /// The state, taken out: for an event about to change it, whose new
     /// state goes back in with [`EntityCache::insert`] as the most recently
     /// used (taking it saves a copy of the state per event).
+    /// The journal has usually written the state by the entity's next
+    /// event and let go of it; when it has not, the state is copied.
     pub fn take(&mut self, key: &EntityKey) -> Option<EntityState> {
-        self.entries.pop(key).map(|c| c.state)
+        self.entries.pop(key).map(|c| Arc::unwrap_or_clone(c.state))
     }
 
     pub fn contains(&self, key: &EntityKey) -> bool {
@@ -49,7 +53,8 @@ impl EntityCache {
     }
 
     /// Keeps `state` as written by the event at `seq` (0: read from the store).
-    pub fn insert(&mut self, state: EntityState, seq: i64) {
+    pub fn insert(&mut self, state: impl Into<Arc<EntityState>>, seq: i64) {
+        let state = state.into();
         self.entries.put(state.key(), Cached { state, seq });
     }
 
@@ -110,6 +115,22 @@ mod tests {
         assert!(!cache.contains(&key("1")));
         assert!(cache.contains(&key("0")));
         assert!(!cache.is_full());
+    }
+
+    #[test]
+    fn a_state_the_journal_still_holds_is_copied_when_taken() {
+        let mut cache = EntityCache::new(0);
+        let written = Arc::new(state("0"));
+        cache.insert(Arc::clone(&written), 1);
+        // The next event changes the state it took; the batch being
+        // committed keeps the state as the event before left it.
+        let mut taken = cache.take(&key("0")).unwrap();
+        taken.events += 1;
+        assert_eq!((written.events, taken.events), (0, 1));
+        // Once the journal has let go, the state is taken as it is.
+        cache.insert(taken, 2);
+        drop(written);
+        assert_eq!(cache.take(&key("0")).unwrap().events, 1);
     }
 
     #[test]

@@ -377,15 +377,16 @@ impl Processor {
             &mut self.gates,
         )?;
         self.observe(event, &outcome);
-        if let Some(state) = &outcome.entity {
-            self.cache.insert(state.clone(), item.seq);
+        let entity = outcome.entity.map(Arc::new);
+        if let Some(state) = &entity {
+            self.cache.insert(Arc::clone(state), item.seq);
         }
         let now_ms = outcome.now.timestamp_millis();
         let rule_notes = kept_notes(&outcome.notes);
         Ok(Processed {
             result: ProcessedEvent {
                 seq: item.seq,
-                entity: outcome.entity,
+                entity,
                 decisions: outcome.decisions,
                 rule_failures: outcome.failures,
                 rule_notes,

@@ -316,7 +316,7 @@ pub fn action(route: &str) -> NewAction {
 pub fn processed_with_actions(seq: i64, id: &str, to: &str) -> ProcessedEvent {
     ProcessedEvent {
         seq,
-        entity: Some(entity(id, "review")),
+        entity: Some(entity(id, "review").into()),
         decisions: vec![NewDecision {
             decision: notify("stalled", to),
             shadow: false,

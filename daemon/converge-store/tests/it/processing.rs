@@ -74,7 +74,7 @@ fn processing_stores_state_decisions_and_actions_and_advances_the_cursor(db: &Te
 
     // A later event replaces the state.
     let mut later = processed_plain(2);
-    later.entity = Some(entity("T-1", "approved"));
+    later.entity = Some(entity("T-1", "approved").into());
     store
         .write(&WriteBatch {
             processed: vec![later],
@@ -215,7 +215,7 @@ fn an_entity_changed_twice_in_one_batch_keeps_the_last_state(db: &TestDb) {
         .into_iter()
         .zip(1..)
         .map(|(stage, seq)| ProcessedEvent {
-            entity: Some(entity("T-1", stage)),
+            entity: Some(entity("T-1", stage).into()),
             ..processed_plain(seq)
         })
         .collect();
@@ -237,11 +237,11 @@ fn entities_are_read_by_the_page(db: &TestDb) {
             appends: vec![event("/jira", "T-1"), event("/jira", "T-2")],
             processed: vec![
                 ProcessedEvent {
-                    entity: Some(entity("T-1", "review")),
+                    entity: Some(entity("T-1", "review").into()),
                     ..processed_plain(1)
                 },
                 ProcessedEvent {
-                    entity: Some(entity("T-2", "draft")),
+                    entity: Some(entity("T-2", "draft").into()),
                     ..processed_plain(2)
                 },
             ],
@@ -318,7 +318,7 @@ fn entities_are_listed_in_key_order_a_page_at_a_time(db: &TestDb) {
         .zip(1..)
         .map(|(id, seq)| {
             let mut p = processed_plain(seq);
-            p.entity = Some(entity(id, "review"));
+            p.entity = Some(entity(id, "review").into());
             p
         })
         .collect();

@@ -295,7 +295,7 @@ fn entities_with_an_open_block_or_escalation_are_found_from_their_index(db: &Tes
             .into_iter()
             .zip(first..)
             .map(|(state, seq)| ProcessedEvent {
-                entity: Some(state),
+                entity: Some(state.into()),
                 ..processed_plain(seq)
             })
             .collect();
