@@ -6,7 +6,6 @@
 //! with the same functions, less what the row's columns hold.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
 use serde_json::Value;
 
@@ -174,7 +173,9 @@ fn site(out: &mut Vec<u8>, file: Option<&str>, at: &DecisionSite) {
                 out.extend_from_slice(file.as_bytes());
                 out.push(b':');
             }
-            write!(out, "{}:{}", at.line, at.column).expect("writing to a Vec cannot fail");
+            serialized(out, &at.line);
+            out.push(b':');
+            serialized(out, &at.column);
             out.push(b'"');
         }
     }

@@ -429,8 +429,14 @@ fn joined(
         if index > 0 {
             text.push_str(separator);
         }
-        // Writing to a String cannot fail.
-        let _ = write!(text, "{item}");
+        // A string is written as it is (as `Display` writes it, without
+        // the formatter); writing to a String cannot fail.
+        match item.read_lock::<ImmutableString>() {
+            Some(string) => text.push_str(&string),
+            None => {
+                let _ = write!(text, "{item}");
+            }
+        }
         if limit > 0 && text.len() > limit {
             return Err(EvalAltResult::ErrorDataTooLarge(
                 "Length of string".to_string(),
