@@ -158,7 +158,7 @@ impl Event {
         if !value.is_object() {
             return Err(EventError::Invalid("an event must be a JSON object".into()));
         }
-        check_required_attributes(&value)?;
+        check_attributes(&value)?;
         let event: cloudevents::Event =
             serde_json::from_value(value).map_err(|e| EventError::Invalid(e.to_string()))?;
         Event::from_cloudevent(event, writer)
@@ -293,30 +293,120 @@ fn push_member(out: &mut String, name: &str, value: &str) {
     out.push_str(&serde_json::to_string(value).unwrap_or_default());
 }
 
-/// The cloudevents crate reports a missing attribute as a generic serde error;
-/// checking first gives the sender an error that names the attribute.
-fn check_required_attributes(value: &Value) -> Result<(), EventError> {
+/// What the cloudevents crate refuses, checked first so that the sender's
+/// error names the attribute: the crate reports a missing attribute as a
+/// generic serde error, and a bad one as what its parser said (`premature
+/// end of input` for a `time` of `yesterday`). It refuses no event the
+/// crate reads: the same parsers, the same members; a null attribute or
+/// extension counts as absent, as there.
+fn check_attributes(value: &Value) -> Result<(), EventError> {
+    let invalid = |message: String| Err(EventError::Invalid(message));
     for name in ["specversion", "id", "source", "type"] {
         match value.get(name) {
-            None => {
-                return Err(EventError::Invalid(format!(
-                    "required attribute `{name}` is missing"
-                )));
-            }
+            None => return invalid(format!("required attribute `{name}` is missing")),
             Some(Value::String(_)) => {}
-            Some(_) => {
-                return Err(EventError::Invalid(format!(
-                    "attribute `{name}` must be a string"
-                )));
-            }
+            Some(_) => return invalid(format!("attribute `{name}` must be a string")),
         }
     }
     match value.get("specversion").and_then(Value::as_str) {
-        Some("1.0") => Ok(()),
-        Some(other) => Err(EventError::Invalid(format!(
-            "unsupported specversion `{other}`: converge accepts CloudEvents 1.0"
-        ))),
+        Some("1.0") => {}
+        Some(other) => {
+            return invalid(format!(
+                "unsupported specversion `{other}`: converge accepts CloudEvents 1.0"
+            ));
+        }
         None => unreachable!("checked above"),
+    }
+    let Some(members) = value.as_object() else {
+        unreachable!("an object, checked by the caller")
+    };
+    for (name, value) in members {
+        if name == "data" {
+            // Under a content type that is not JSON the crate reads `data`
+            // as text (a null too).
+            let content_type = members.get("datacontenttype").and_then(Value::as_str);
+            if let Some(content_type) = content_type.filter(|t| !wire::is_json_content_type(t))
+                && !value.is_string()
+            {
+                return invalid(format!(
+                    "with `datacontenttype` {}, `data` must be a string: JSON data needs a JSON content type such as application/json",
+                    quoted(content_type)
+                ));
+            }
+            continue;
+        }
+        let text = match value {
+            Value::Null => continue,
+            Value::String(text) => Some(text.as_str()),
+            _ => None,
+        };
+        match (name.as_str(), text) {
+            ("specversion" | "id" | "source" | "type", _) => {}
+            ("datacontenttype" | "subject", Some(_)) => {}
+            ("time", Some(time)) => {
+                if DateTime::parse_from_rfc3339(time).is_err() {
+                    return invalid(format!(
+                        "attribute `time` must be an RFC 3339 time such as 2026-11-02T09:00:00Z, got {}",
+                        quoted(time)
+                    ));
+                }
+            }
+            ("dataschema", Some(uri)) => {
+                if let Err(e) = url::Url::parse(uri) {
+                    return invalid(format!(
+                        "attribute `dataschema` must be an absolute URI, got {}: {e}",
+                        quoted(uri)
+                    ));
+                }
+            }
+            ("data_base64", Some(encoded)) => {
+                use base64::prelude::*;
+                if members.contains_key("data") {
+                    return invalid("an event carries `data` or `data_base64`, not both".into());
+                }
+                if let Err(e) = BASE64_STANDARD.decode(encoded) {
+                    return invalid(format!("attribute `data_base64` is not base64: {e}"));
+                }
+            }
+            ("datacontenttype" | "subject" | "time" | "dataschema" | "data_base64", None) => {
+                return invalid(format!("attribute `{name}` must be a string"));
+            }
+            (_, _) => {
+                let plain = match value {
+                    Value::String(_) | Value::Bool(_) => true,
+                    Value::Number(n) => n.as_i64().is_some(),
+                    _ => false,
+                };
+                if !plain {
+                    return invalid(format!(
+                        "extension attribute `{name}` must be a string, a boolean or an integer, got {}",
+                        kind_of(value)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A sender's value in an error: quoted, and cut when long.
+fn quoted(text: &str) -> String {
+    const SHOWN: usize = 64;
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("`{}...`", &text[..cut]),
+        None => format!("`{text}`"),
+    }
+}
+
+/// What a JSON value is, for an error.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number that is not a 64-bit signed integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -402,6 +492,96 @@ mod tests {
             err.to_string(),
             "not a valid CloudEvent: required attribute `id` is missing"
         );
+    }
+
+    #[test]
+    fn names_the_attribute_the_crate_refuses() {
+        let refused = |members: &str| {
+            let text =
+                format!(r#"{{"specversion":"1.0","id":"1","source":"/x","type":"t",{members}}}"#);
+            // Both readers answer alike: the one pass gives up on each of these.
+            let through_crate = Event::from_json_through_crate(text.as_bytes()).unwrap_err();
+            let err = event(&text).unwrap_err();
+            assert_eq!(err, through_crate, "{members}");
+            err.to_string()
+        };
+        let cases = [
+            (
+                r#""time":"yesterday""#,
+                "attribute `time` must be an RFC 3339 time such as 2026-11-02T09:00:00Z, got `yesterday`",
+            ),
+            (
+                r#""time":"2026-12-01T10:00:00""#,
+                "attribute `time` must be an RFC 3339 time such as 2026-11-02T09:00:00Z, got `2026-12-01T10:00:00`",
+            ),
+            (r#""time":5"#, "attribute `time` must be a string"),
+            (r#""subject":["a"]"#, "attribute `subject` must be a string"),
+            (
+                r#""datacontenttype":5"#,
+                "attribute `datacontenttype` must be a string",
+            ),
+            (
+                r#""dataschema":"schemas/brief.json""#,
+                "attribute `dataschema` must be an absolute URI, got `schemas/brief.json`: relative URL without a base",
+            ),
+            (
+                r#""data_base64":"!!!""#,
+                "attribute `data_base64` is not base64: Invalid symbol 33, offset 0.",
+            ),
+            (
+                r#""data":{"a":1},"data_base64":"aGk=""#,
+                "an event carries `data` or `data_base64`, not both",
+            ),
+            (
+                r#""datacontenttype":"text/plain","data":{"a":1}"#,
+                "with `datacontenttype` `text/plain`, `data` must be a string: JSON data needs a JSON content type such as application/json",
+            ),
+            (
+                r#""brief":{"id":7}"#,
+                "extension attribute `brief` must be a string, a boolean or an integer, got an object",
+            ),
+            (
+                r#""weight":0.5"#,
+                "extension attribute `weight` must be a string, a boolean or an integer, got a number that is not a 64-bit signed integer",
+            ),
+        ];
+        for (members, message) in cases {
+            assert_eq!(
+                refused(members),
+                format!("not a valid CloudEvent: {message}"),
+                "{members}"
+            );
+        }
+        // A long value is cut in the error.
+        let long = format!(r#""time":"{}""#, "9".repeat(10_000));
+        let err = refused(&long);
+        assert!(
+            err.ends_with(&format!("got `{}...`", "9".repeat(64))),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn what_the_crate_reads_is_still_read() {
+        // Nulls count as absent; text under a text content type; integer,
+        // boolean and string extensions; base64 data alone.
+        for members in [
+            r#""time":null,"subject":null,"dataschema":null,"ext":null"#,
+            r#""datacontenttype":"text/plain","data":"hello""#,
+            r#""datacontenttype":"application/vnd.brief+json","data":{"a":1}"#,
+            r#""depth":3,"flag":true,"note":"x","time":"2026-12-01T10:00:00+01:00""#,
+            r#""data_base64":"aGVsbG8=","dataschema":"https://example.com/s.json""#,
+        ] {
+            let text =
+                format!(r#"{{"specversion":"1.0","id":"1","source":"/x","type":"t",{members}}}"#);
+            let read = event(&text).unwrap_or_else(|e| panic!("{members}: {e}"));
+            let mut through_crate = Event::from_json_through_crate(text.as_bytes()).unwrap();
+            // The crate writes extensions in a hash map's order.
+            let json = |e: &Event| serde_json::from_str::<Value>(&e.json).unwrap();
+            assert_eq!(json(&through_crate), json(&read), "{members}");
+            through_crate.json = read.json.clone();
+            assert_eq!(through_crate, read, "{members}");
+        }
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn not_plain<E: de::Error>() -> E {
 }
 
 /// Whether the crate reads `data` as JSON under this content type.
-fn is_json_content_type(content_type: &str) -> bool {
+pub(super) fn is_json_content_type(content_type: &str) -> bool {
     content_type.starts_with("application/json")
         || content_type.starts_with("text/json")
         || content_type.ends_with("+json")
