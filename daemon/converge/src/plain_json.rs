@@ -142,7 +142,15 @@ impl JsonMapping {
             attributes.insert("subject".into(), json!(fill("subject", template)?));
         }
         if let Some(template) = &self.time {
-            attributes.insert("time".into(), json!(fill("time", template)?));
+            let time = fill("time", template)?;
+            // Said here, where the sender can tell which template: form
+            // tools often send Unix seconds or a bare date.
+            if chrono::DateTime::parse_from_rfc3339(&time).is_err() {
+                return Err(format!(
+                    "`time` template: `{time}` is not an RFC 3339 time such as 2026-11-02T09:00:00Z"
+                ));
+            }
+            attributes.insert("time".into(), json!(time));
         }
         attributes.insert("datacontenttype".into(), json!("application/json"));
         attributes.insert("data".into(), object);
@@ -253,12 +261,23 @@ mod tests {
     }
 
     #[test]
-    fn a_time_that_is_not_rfc_3339_is_refused_by_the_event_rules() {
+    fn a_time_that_is_not_rfc_3339_is_refused_naming_its_template() {
         let m = JsonMapping {
             time: Some(Template::parse("{/at}").unwrap()),
             ..mapping("t", None, None)
         };
-        assert!(m.events(br#"{"at": "yesterday"}"#).is_err());
+        for (at, shown) in [
+            (r#""yesterday""#, "yesterday"),
+            ("1733000000", "1733000000"),
+        ] {
+            let body = format!(r#"{{"at": {at}}}"#);
+            assert_eq!(
+                m.events(body.as_bytes()).unwrap_err().to_string(),
+                format!(
+                    "`time` template: `{shown}` is not an RFC 3339 time such as 2026-11-02T09:00:00Z"
+                )
+            );
+        }
         let ok = m.events(br#"{"at": "2026-11-23T10:00:00Z"}"#).unwrap();
         assert!(ok[0].time.is_some());
     }
