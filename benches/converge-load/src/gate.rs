@@ -36,6 +36,11 @@ pub struct GateArgs {
     /// daemon's RSS after each: whether memory stays flat run after run.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// `storage.durability` for this run instead of the race's "full": with
+    /// "normal" a commit is not fsync'd, which tells how much the fsync
+    /// costs.
+    #[arg(long, value_parser = ["full", "normal"])]
+    durability: Option<String>,
 }
 
 const CHANNELS: [&str; 3] = ["email", "social", "paid"];
@@ -140,6 +145,7 @@ fn write_config(
     root: &Path,
     plugin: &Path,
     sink: SocketAddr,
+    durability: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
     let race = root.join("benches/gate-race/converge");
     let source = race.join("converge.toml");
@@ -152,7 +158,12 @@ fn write_config(
     let mut replaced = 0;
     let mut config = String::new();
     for line in text.lines() {
-        let line = match line.split_once(" = ").map(|(key, _)| key) {
+        let key = line.split_once(" = ").map(|(key, _)| key);
+        if let (Some("durability"), Some(durability)) = (key, durability) {
+            config.push_str(&format!("durability = {durability:?}\n"));
+            continue;
+        }
+        let line = match key {
             Some("listen") => r#"listen = "127.0.0.1:0""#.to_string(),
             Some("data_dir") => format!(
                 "data_dir = {:?}\nplugin_cache_dir = {:?}",
@@ -194,15 +205,21 @@ pub async fn run(
     let counts = Arc::new(Mutex::new(Counts::default()));
     let sink = start_sink(counts.clone()).await?;
     let dir = tempfile::tempdir()?;
-    let config = write_config(dir.path(), root, plugin, sink)?;
+    let config = write_config(dir.path(), root, plugin, sink, args.durability.as_deref())?;
     let mut daemon = {
         let converge = converge.to_path_buf();
         tokio::task::spawn_blocking(move || Daemon::start(&converge, &config)).await??
     };
     let url = Arc::new(format!("{}/hooks/gate", daemon.url));
     println!(
-        "converge-load gate: {} events, concurrency {}, {} run(s) on one daemon, the race's rule and config (benches/gate-race/converge)",
-        args.events, args.concurrency, args.runs
+        "converge-load gate: {} events, concurrency {}, {} run(s) on one daemon, the race's rule and config (benches/gate-race/converge){}",
+        args.events,
+        args.concurrency,
+        args.runs,
+        args.durability
+            .as_deref()
+            .map(|d| format!(", durability {d}"))
+            .unwrap_or_default()
     );
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(args.concurrency)
@@ -366,6 +383,34 @@ mod tests {
         let fourth: Value = serde_json::from_str(&events[3]).unwrap();
         assert_eq!(fourth["data"]["channel"], "email");
         assert!(fourth["data"].get("offer_code").is_none());
+    }
+
+    #[test]
+    fn the_config_is_the_races_with_this_runs_places_and_durability() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = tempfile::tempdir().unwrap();
+        let sink: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        let plugin = Path::new("/plugins/webhook_out.wasm");
+        let storage = |durability| {
+            let path = write_config(dir.path(), &root, plugin, sink, durability).unwrap();
+            let config: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+            let storage = &config["storage"];
+            assert_eq!(
+                storage["data_dir"].as_str(),
+                dir.path().join("data").to_str()
+            );
+            assert_eq!(config["server"]["listen"].as_str(), Some("127.0.0.1:0"));
+            assert!(
+                config["routes"][0]["config"]["url"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("http://127.0.0.1:4321/"),
+                "{config}"
+            );
+            storage["durability"].as_str().unwrap().to_string()
+        };
+        assert_eq!(storage(None), "full", "the race's own");
+        assert_eq!(storage(Some("normal")), "normal");
     }
 
     #[test]
