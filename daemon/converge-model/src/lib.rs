@@ -16,6 +16,7 @@ pub mod sources;
 pub mod stages;
 #[cfg(any(test, feature = "strategies"))]
 pub mod strategies;
+pub mod text;
 
 pub use decision::{CatchUp, Decision, DecisionInputs, DecisionKind, DecisionSite, DecisionTrace};
 pub use entity::{EntityKey, EntityState};

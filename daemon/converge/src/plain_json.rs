@@ -147,7 +147,8 @@ impl JsonMapping {
             // tools often send Unix seconds or a bare date.
             if chrono::DateTime::parse_from_rfc3339(&time).is_err() {
                 return Err(format!(
-                    "`time` template: `{time}` is not an RFC 3339 time such as 2026-11-02T09:00:00Z"
+                    "`time` template: {} is not an RFC 3339 time such as 2026-11-02T09:00:00Z",
+                    converge_model::text::quoted(&time)
                 ));
             }
             attributes.insert("time".into(), json!(time));

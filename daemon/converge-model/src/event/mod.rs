@@ -6,6 +6,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::entity::EntityKey;
+use crate::text::quoted;
 
 mod wire;
 
@@ -389,15 +390,6 @@ fn check_attributes(value: &Value) -> Result<(), EventError> {
     Ok(())
 }
 
-/// A sender's value in an error: quoted, and cut when long.
-fn quoted(text: &str) -> String {
-    const SHOWN: usize = 64;
-    match text.char_indices().nth(SHOWN) {
-        Some((cut, _)) => format!("`{}...`", &text[..cut]),
-        None => format!("`{text}`"),
-    }
-}
-
 /// What a JSON value is, for an error.
 fn kind_of(value: &Value) -> &'static str {
     match value {
@@ -556,7 +548,7 @@ mod tests {
         let long = format!(r#""time":"{}""#, "9".repeat(10_000));
         let err = refused(&long);
         assert!(
-            err.ends_with(&format!("got `{}...`", "9".repeat(64))),
+            err.ends_with(&format!("got `{}…`", "9".repeat(64))),
             "{err}"
         );
     }

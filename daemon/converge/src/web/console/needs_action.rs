@@ -15,6 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use converge_engine::flow::campaign_of;
+use converge_model::text::cut;
 use converge_model::{EntityKey, EntityState};
 use converge_store::{ActionDetail, Backend, OpenSpan, StoreError, TimerRecord};
 use maud::{Markup, html};
@@ -235,14 +236,6 @@ fn retry_shown(rows: &[Row], viewer: Option<&Viewer>, back: &str) -> Markup {
 /// How much of an error a cause keeps: enough to tell causes apart, and
 /// short enough for the link that shows its actions.
 const CAUSE_CHARS: usize = 300;
-
-/// The first `max` characters of `text`, with `…` when there were more.
-fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_string(),
-    }
-}
 
 /// The failing actions that share a cause: how many are dead letters, how
 /// many are retrying, and since when the oldest fails.
@@ -1039,12 +1032,5 @@ mod tests {
             listed,
             [("slack: not_authed", 2, 1, 3), ("hook: HTTP 503", 1, 1, 5),]
         );
-    }
-
-    #[test]
-    fn a_long_error_is_cut_on_a_character() {
-        assert_eq!(cut("abc", 3), "abc");
-        assert_eq!(cut("abcd", 3), "abc…");
-        assert_eq!(cut("ééé€", 3), "ééé…");
     }
 }
