@@ -373,12 +373,7 @@ fn check_attributes(value: &Value) -> Result<(), EventError> {
                 return invalid(format!("attribute `{name}` must be a string"));
             }
             (_, _) => {
-                let plain = match value {
-                    Value::String(_) | Value::Bool(_) => true,
-                    Value::Number(n) => n.as_i64().is_some(),
-                    _ => false,
-                };
-                if !plain {
+                if !wire::is_extension_value(value) {
                     return invalid(format!(
                         "extension attribute `{name}` must be a string, a boolean or an integer, got {}",
                         kind_of(value)

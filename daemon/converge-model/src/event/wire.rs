@@ -120,6 +120,16 @@ fn not_plain<E: de::Error>() -> E {
     E::custom("not a plainly valid CloudEvent")
 }
 
+/// Whether the crate reads this as an extension attribute's value: a
+/// string, a boolean or an integer that fits an `i64`.
+pub(super) fn is_extension_value(value: &Value) -> bool {
+    match value {
+        Value::String(_) | Value::Bool(_) => true,
+        Value::Number(n) => n.as_i64().is_some(),
+        _ => false,
+    }
+}
+
 /// Whether the crate reads `data` as JSON under this content type.
 pub(super) fn is_json_content_type(content_type: &str) -> bool {
     content_type.starts_with("application/json")
@@ -169,14 +179,9 @@ impl<'de> Visitor<'de> for WireVisitor {
                 }
                 Member::Other(name) => {
                     let value = map.next_value::<Value>()?;
-                    let plain = match &value {
-                        Value::String(_) | Value::Bool(_) => true,
-                        Value::Number(n) => n.as_i64().is_some(),
-                        _ => false,
-                    };
                     // converge's own extensions are read as strings only.
                     let text_only = name == HOOK_EXTENSION || name == TRACEPARENT_EXTENSION;
-                    if !plain
+                    if !is_extension_value(&value)
                         || (text_only && !value.is_string())
                         || wire.extensions.iter().any(|(seen, _)| *seen == name)
                     {
