@@ -479,6 +479,52 @@ fn an_event_without_an_entity_gives_unit() {
     );
 }
 
+/// What docs/rules.md teaches of `?.`: it reads `()` through a missing
+/// entity or channel, the rest of the chain unread (methods included), and
+/// reads members as `.` does when there is something to read.
+#[test]
+fn elvis_reads_unit_through_a_missing_entity_or_channel() {
+    let rule = r#"
+        let email = if entity?.kind == "campaign" { entity.channels.get("email") } else { () };
+        notify("kind", `${entity?.kind}`);
+        notify("approved", `${email?.fields.get("approved")}`);
+        notify("stage", `${email?.stage}`);
+        notify("keys", `${email?.fields.keys()}`);
+    "#;
+    let set = compile(&[("elvis", rule)]);
+    let texts = |decisions: Vec<Decision>| -> Vec<String> {
+        decisions
+            .into_iter()
+            .map(|d| match d.kind {
+                DecisionKind::Notify { message, .. } => message,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+
+    let none = set.evaluate(&event("ping", None, json!(null)), None, now());
+    assert_eq!(none.failures, vec![]);
+    assert_eq!(texts(none.decisions), ["", "", "", ""]);
+
+    let no_email = event("campaign.updated", Some("campaign/c-1"), json!({}));
+    let mut state = entity_after(&no_email, None);
+    let eval = set.evaluate(&no_email, Some(&mut state), now());
+    assert_eq!(eval.failures, vec![]);
+    assert_eq!(texts(eval.decisions), ["campaign", "", "", ""]);
+
+    let email = event(
+        "campaign.channel.updated",
+        Some("campaign/c-1"),
+        json!({"channel": "email", "stage": "approved", "approved": true}),
+    );
+    let mut state = entity_after(&email, Some(state));
+    let eval = set.evaluate(&email, Some(&mut state), now());
+    assert_eq!(eval.failures, vec![]);
+    assert_eq!(
+        texts(eval.decisions),
+        ["campaign", "true", "approved", "[\"approved\"]"]
+    );
+}
 #[test]
 fn inputs_are_read_only() {
     let attempts = [
