@@ -625,7 +625,6 @@ pub(crate) fn build(limits: &RuleLimits) -> Engine {
     engine.set_max_map_size(limits.max_map_size);
     engine.set_max_variables(256);
     engine.set_max_functions(64);
-    engine.set_max_modules(0);
     engine.set_strict_variables(true);
     engine.set_fail_on_invalid_map_property(true);
     engine.set_optimization_level(OptimizationLevel::Simple);

@@ -255,7 +255,7 @@ impl Rule {
     /// only for the run (and only from a call's second time in it), so
     /// every event paid for every lookup again. What a call resolves to
     /// depends on the engine and the script alone, both fixed for the
-    /// rule's life (rules cannot `import`: the engine allows no modules).
+    /// rule's life (rules cannot `import`: Rhai is built without modules).
     fn run(&self, engine: &Engine, scope: &mut Scope) -> Result<(), Box<EvalAltResult>> {
         let mut global = engine.new_global_runtime_state();
         global.lib.push(self.ast.shared_lib().clone());
