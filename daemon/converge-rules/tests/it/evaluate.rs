@@ -525,6 +525,7 @@ fn elvis_reads_unit_through_a_missing_entity_or_channel() {
         ["campaign", "true", "approved", "[\"approved\"]"]
     );
 }
+
 #[test]
 fn inputs_are_read_only() {
     let attempts = [
