@@ -47,6 +47,21 @@ async fn bad_requests_get_clear_errors_and_journal_nothing() {
             "invalid_event",
         ),
         (ce, "[1, 2]".into(), 400, "invalid_event"),
+        // CloudEvents 1.0: a subject is not empty; extension names are a-z, 0-9.
+        (
+            ce,
+            json!({"specversion": "1.0", "id": "1", "source": "/x", "type": "t", "subject": ""})
+                .to_string(),
+            400,
+            "invalid_event",
+        ),
+        (
+            ce,
+            json!({"specversion": "1.0", "id": "1", "source": "/x", "type": "t", "Trace-Id": "a"})
+                .to_string(),
+            400,
+            "invalid_event",
+        ),
         // Nested past serde_json's recursion limit, within the body limit.
         (
             ce,

@@ -128,7 +128,12 @@ impl Event {
     /// [`wire`]); anything else is read through the cloudevents crate.
     fn read(text: &[u8], writer: Writer) -> Result<Event, EventError> {
         match wire::Wire::read(text) {
-            Some(wire) => wire.into_event().checked(writer),
+            Some(wire) => {
+                if writer == Writer::Outside {
+                    wire.extension_names().try_for_each(check_extension_name)?;
+                }
+                wire.into_event().checked(writer)
+            }
             None => Event::read_through_crate(text, writer),
         }
     }
@@ -166,6 +171,11 @@ impl Event {
     }
 
     fn from_cloudevent(mut event: cloudevents::Event, writer: Writer) -> Result<Event, EventError> {
+        if writer == Writer::Outside {
+            event
+                .iter_extensions()
+                .try_for_each(|(name, _)| check_extension_name(name))?;
+        }
         let json = serde_json::to_string(&event).map_err(|e| EventError::Invalid(e.to_string()))?;
         let read = Event {
             hook: event.extension(HOOK_EXTENSION).map(ToString::to_string),
@@ -190,7 +200,10 @@ impl Event {
 
     /// The event as read, once what converge asks of every event beyond
     /// the CloudEvents format holds: a `convergehook` only from the
-    /// journal, a non-empty `id`, `source` and `type`.
+    /// journal, a non-empty `id`, `source` and `type`, and from outside a
+    /// `subject` that is not empty when present (as CloudEvents 1.0 asks).
+    /// The journal's events are read as they were accepted, so an event an
+    /// older converge took is never refused on its way back.
     fn checked(self, writer: Writer) -> Result<Event, EventError> {
         if self.hook.is_some() && writer == Writer::Outside {
             return Err(EventError::HookExtension);
@@ -205,6 +218,12 @@ impl Event {
                     "attribute `{name}` must not be empty"
                 )));
             }
+        }
+        if writer == Writer::Outside && self.subject.as_deref() == Some("") {
+            return Err(EventError::Invalid(
+                "attribute `subject` must not be empty: leave it out when the event is about no entity"
+                    .into(),
+            ));
         }
         Ok(self)
     }
@@ -226,7 +245,10 @@ impl Event {
             .ty(ty)
             .time(time.trunc_subsecs(3))
             .data("application/json", data);
-        if let Some(subject) = subject {
+        // An empty subject is refused from senders; one carried over from
+        // an event journaled before that (an emit's cause) means, as it
+        // did, no entity.
+        if let Some(subject) = subject.filter(|subject| !subject.is_empty()) {
             builder = builder.subject(subject);
         }
         for &(name, value) in extensions {
@@ -385,6 +407,23 @@ fn check_attributes(value: &Value) -> Result<(), EventError> {
     Ok(())
 }
 
+/// CloudEvents 1.0: attribute names consist of lower-case ASCII letters
+/// and digits. Checked on events from outside only (see
+/// [`Event::checked`]).
+fn check_extension_name(name: &str) -> Result<(), EventError> {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Ok(());
+    }
+    Err(EventError::Invalid(format!(
+        "extension attribute {} must be named with lower-case letters and digits only (a-z, 0-9)",
+        quoted(name)
+    )))
+}
+
 /// What a JSON value is, for an error.
 fn kind_of(value: &Value) -> &'static str {
     match value {
@@ -528,6 +567,22 @@ mod tests {
                 "extension attribute `brief` must be a string, a boolean or an integer, got an object",
             ),
             (
+                r#""subject":"""#,
+                "attribute `subject` must not be empty: leave it out when the event is about no entity",
+            ),
+            (
+                r#""Brief":"b-1""#,
+                "extension attribute `Brief` must be named with lower-case letters and digits only (a-z, 0-9)",
+            ),
+            (
+                r#""trace-id":"t-1""#,
+                "extension attribute `trace-id` must be named with lower-case letters and digits only (a-z, 0-9)",
+            ),
+            (
+                r#""\u00e9t\u00e9":true"#,
+                "extension attribute `\u{e9}t\u{e9}` must be named with lower-case letters and digits only (a-z, 0-9)",
+            ),
+            (
                 r#""weight":0.5"#,
                 "extension attribute `weight` must be a string, a boolean or an integer, got a number that is not a 64-bit signed integer",
             ),
@@ -568,6 +623,19 @@ mod tests {
             assert_eq!(json(&through_crate), json(&read), "{members}");
             through_crate.json = read.json.clone();
             assert_eq!(through_crate, read, "{members}");
+        }
+    }
+
+    #[test]
+    fn the_journal_reads_back_what_an_older_converge_accepted() {
+        // An empty subject and extension names outside a-z and 0-9 are
+        // refused from senders; events journaled before that read back.
+        for members in [r#""subject":"""#, r#""Odd-Name":"x","ext2":1"#] {
+            let text =
+                format!(r#"{{"specversion":"1.0","id":"1","source":"/x","type":"t",{members}}}"#);
+            assert!(event(&text).is_err(), "{members}");
+            let back = Event::from_journal(&text).unwrap_or_else(|e| panic!("{members}: {e}"));
+            assert_eq!(back.id, "1");
         }
     }
 
@@ -637,19 +705,25 @@ mod tests {
         assert_eq!(Event::from_journal(&own.json).unwrap(), own);
 
         // Without a subject the event is about no entity.
-        let bare = |id: &str, source: &'static str| {
+        let about = |id: &str, source: &'static str, subject: Option<&str>| {
             Event::own(OwnEvent {
                 id: id.into(),
                 source,
                 ty: "t",
-                subject: None,
+                subject,
                 time,
                 data: serde_json::json!({}),
                 extensions: &[],
             })
         };
+        let bare = |id: &str, source: &'static str| about(id, source, None);
         let timer = bare("timer-1", "converge/timers").unwrap();
         assert!(timer.entity_key().is_none() && !timer.json.contains("subject"));
+        // So is an emit caused by an event journaled with an empty subject
+        // before senders' empty subjects were refused.
+        let emitted = about("emit-1", "converge/rules", Some("")).unwrap();
+        assert_eq!(emitted.subject, None);
+        assert!(!emitted.json.contains("subject"));
         // An empty id or source is refused, as from outside.
         assert!(matches!(
             bare("", "converge/timers"),

@@ -56,6 +56,11 @@ impl<'a> Wire<'a> {
             .then_some(wire)
     }
 
+    /// The names of the extension attributes read, in their order.
+    pub(super) fn extension_names(&self) -> impl Iterator<Item = &str> {
+        self.extensions.iter().map(|(name, _)| name.as_ref())
+    }
+
     /// The event, its JSON written, before converge's own checks.
     pub(super) fn into_event(self) -> Event {
         let (id, source, ty) = (
