@@ -238,7 +238,7 @@ fn require_entity(call: impl FnOnce() -> String) -> Result<(), Box<EvalAltResult
             Ok(())
         } else {
             Err(format!(
-                "{}: this event names no entity (check `entity != ()` first)",
+                "{}: this event names no entity (guard the rule first, as in `if entity?.kind != \"task\" {{ return; }}`)",
                 call()
             ))
         }

@@ -179,7 +179,7 @@ fn decisions_about_the_entity_need_one() {
     ]);
     let eval = set.evaluate(&event("ping", None, json!({})), None, now());
     let messages: Vec<String> = eval.failures.iter().map(|f| f.message.clone()).collect();
-    let tail = ": this event names no entity (check `entity != ()` first)";
+    let tail = ": this event names no entity (guard the rule first, as in `if entity?.kind != \"task\" { return; }`)";
     assert_eq!(
         messages,
         [

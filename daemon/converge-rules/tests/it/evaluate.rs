@@ -474,7 +474,7 @@ fn an_event_without_an_entity_gives_unit() {
         vec![failure(
             &set,
             1,
-            "rules/sets.rhai:1:1: Runtime error: set_field(\"x\", ..): this event names no entity (check `entity != ()` first)"
+            "rules/sets.rhai:1:1: Runtime error: set_field(\"x\", ..): this event names no entity (guard the rule first, as in `if entity?.kind != \"task\" { return; }`)"
         )]
     );
 }

@@ -103,7 +103,7 @@ fn missing_lists_blank_and_absent_names_in_order() {
     );
     assert_eq!(
         fails(r#"missing((), ["owner"])"#, state.clone()),
-        "rules/r.rhai:1:18: Runtime error: missing: the entity is () (check `entity != ()` first)"
+        "rules/r.rhai:1:18: Runtime error: missing: the entity is () (guard the rule first, as in `if entity?.kind != \"task\" { return; }`)"
     );
     assert_eq!(
         fails(r#"missing(entity.owner, ["owner"])"#, state.clone()),
