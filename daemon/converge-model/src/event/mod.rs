@@ -130,7 +130,7 @@ impl Event {
         match wire::Wire::read(text) {
             Some(wire) => {
                 if writer == Writer::Outside {
-                    wire.extension_names().try_for_each(check_extension_name)?;
+                    check_extension_names(wire.extension_names())?;
                 }
                 wire.into_event().checked(writer)
             }
@@ -172,9 +172,7 @@ impl Event {
 
     fn from_cloudevent(mut event: cloudevents::Event, writer: Writer) -> Result<Event, EventError> {
         if writer == Writer::Outside {
-            event
-                .iter_extensions()
-                .try_for_each(|(name, _)| check_extension_name(name))?;
+            check_extension_names(event.iter_extensions().map(|(name, _)| name))?;
         }
         let json = serde_json::to_string(&event).map_err(|e| EventError::Invalid(e.to_string()))?;
         let read = Event {
@@ -409,18 +407,30 @@ fn check_attributes(value: &Value) -> Result<(), EventError> {
 
 /// CloudEvents 1.0: attribute names consist of lower-case ASCII letters
 /// and digits. Checked on events from outside only (see
-/// [`Event::checked`]).
-fn check_extension_name(name: &str) -> Result<(), EventError> {
-    if !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
+/// [`Event::checked`]). The error names every bad name, sorted: the
+/// cloudevents crate keeps extensions in a hash map, so the order they
+/// come in differs between the two readers and from one reading to the
+/// next.
+fn check_extension_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), EventError> {
+    let is_valid = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    let mut bad: Vec<&str> = names.filter(|name| !is_valid(name)).collect();
+    if bad.is_empty() {
         return Ok(());
     }
+    bad.sort_unstable();
+    let listed = bad.iter().map(|name| quoted(name)).collect::<Vec<_>>();
+    let (attributes, them) = if bad.len() == 1 {
+        ("extension attribute", listed[0].clone())
+    } else {
+        ("extension attributes", listed.join(", "))
+    };
     Err(EventError::Invalid(format!(
-        "extension attribute {} must be named with lower-case letters and digits only (a-z, 0-9)",
-        quoted(name)
+        "{attributes} {them} must be named with lower-case letters and digits only (a-z, 0-9)"
     )))
 }
 
@@ -579,6 +589,10 @@ mod tests {
                 "extension attribute `trace-id` must be named with lower-case letters and digits only (a-z, 0-9)",
             ),
             (
+                r#""sAbject":"","Odd":true"#,
+                "extension attributes `Odd`, `sAbject` must be named with lower-case letters and digits only (a-z, 0-9)",
+            ),
+            (
                 r#""\u00e9t\u00e9":true"#,
                 "extension attribute `\u{e9}t\u{e9}` must be named with lower-case letters and digits only (a-z, 0-9)",
             ),
@@ -623,6 +637,30 @@ mod tests {
             assert_eq!(json(&through_crate), json(&read), "{members}");
             through_crate.json = read.json.clone();
             assert_eq!(through_crate, read, "{members}");
+        }
+    }
+
+    #[test]
+    fn numbers_in_data_read_back_from_the_journal_unchanged() {
+        // Each read as the nearest double, so written and read again it is
+        // the same double (serde_json's `float_roundtrip`): without it,
+        // 70000000000000000344811693 was journaled as 7e+25 and read back
+        // as 7.000000000000001e+25.
+        for number in [
+            "70000000000000000344811693",
+            "7e25",
+            "0.1",
+            "2.2250738585072014e-308",
+            "1.7976931348623157e308",
+            "-0.0",
+            "123456789.12345679",
+        ] {
+            let text = format!(
+                r#"{{"specversion":"1.0","id":"1","source":"/x","type":"t","data":{{"a":{number}}}}}"#
+            );
+            let read = event(&text).unwrap();
+            let back = Event::from_journal(&read.json).unwrap();
+            assert_eq!(back, read, "{number}");
         }
     }
 
