@@ -230,6 +230,11 @@ fn notify(
     )
 }
 
+/// How a rule avoids failing where the event names no entity: the guard
+/// docs/rules.md teaches, which reads through `()` without copying.
+pub(crate) const GUARD_HINT: &str =
+    "guard the rule first, as in `if entity?.kind != \"task\" { return; }`";
+
 /// Fails the rule unless the event names an entity; `call` is how the
 /// message shows the call, e.g. `set_stage("review")`.
 fn require_entity(call: impl FnOnce() -> String) -> Result<(), Box<EvalAltResult>> {
@@ -238,7 +243,7 @@ fn require_entity(call: impl FnOnce() -> String) -> Result<(), Box<EvalAltResult
             Ok(())
         } else {
             Err(format!(
-                "{}: this event names no entity (guard the rule first, as in `if entity?.kind != \"task\" {{ return; }}`)",
+                "{}: this event names no entity ({GUARD_HINT})",
                 call()
             ))
         }

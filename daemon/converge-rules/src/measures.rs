@@ -96,7 +96,8 @@ fn is_blank(value: &Dynamic) -> bool {
 fn entity_map<'a>(function: &str, entity: &'a Dynamic) -> Result<DynamicReadLock<'a, Map>, String> {
     if entity.is_unit() {
         return Err(format!(
-            "{function}: the entity is () (guard the rule first, as in `if entity?.kind != \"task\" {{ return; }}`)"
+            "{function}: the entity is () ({})",
+            crate::engine::GUARD_HINT
         ));
     }
     entity

@@ -423,14 +423,15 @@ fn check_extension_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<(),
         return Ok(());
     }
     bad.sort_unstable();
-    let listed = bad.iter().map(|name| quoted(name)).collect::<Vec<_>>();
-    let (attributes, them) = if bad.len() == 1 {
-        ("extension attribute", listed[0].clone())
+    let attributes = if bad.len() == 1 {
+        "extension attribute"
     } else {
-        ("extension attributes", listed.join(", "))
+        "extension attributes"
     };
+    let names: Vec<String> = bad.into_iter().map(quoted).collect();
     Err(EventError::Invalid(format!(
-        "{attributes} {them} must be named with lower-case letters and digits only (a-z, 0-9)"
+        "{attributes} {} must be named with lower-case letters and digits only (a-z, 0-9)",
+        names.join(", ")
     )))
 }
 
