@@ -57,6 +57,7 @@ mod event_body;
 mod postgres;
 mod records;
 mod sqlite;
+mod write;
 
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};

@@ -1,5 +1,5 @@
-//! The PostgreSQL write: one batch, one transaction, in the order
-//! [`WriteBatch`] documents, safe against other daemons writing at once.
+//! The PostgreSQL write: one batch, one transaction, the steps of
+//! `crate::write` in its order, safe against other daemons writing at once.
 //!
 //! Each step's `WHERE` is its guard against another daemon: an event is
 //! marked processed only while unprocessed, a timer fired only while
@@ -12,14 +12,14 @@
 //! timers, cancelled expects, rule failures, emitted events, outcomes...)
 //! goes in one statement over arrays (`unnest`), whatever the batch's
 //! size, because a round trip costs far more than the rows. Where the
-//! order of a batch's events matters (an expect created by an earlier
-//! event, cancelled by a later one; two outcomes for one action), the
-//! result is what writing them one by one, as SQLite does, would leave.
+//! order of a batch's events matters (two outcomes for one action, the
+//! same event journaled twice), the result is what writing them one by
+//! one, as SQLite does, would leave.
 //!
 //! What the outbox's attempts and people's decisions change is in
 //! `outbox.rs`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use converge_model::{RuleFailure, RuleNote, Sample};
 use postgres::GenericClient;
@@ -27,11 +27,12 @@ use postgres::error::SqlState;
 
 use super::{Conn, PostgresStore, Session, outbox, sql_partition};
 use crate::records::{
-    ActionLease, Appended, ExpectedArrival, FiredTimer, GateChange, NewAction, NewDecision,
-    NewEvent, NewTimer, OpenSpan, PendingAction, ProcessedEvent, SkippedTimer, SourceState,
-    TimerCancellation, TimerKind, TimerStatus, WriteBatch, WriteResult, catch_up_name,
-    timer_kind_columns,
+    ActionLease, ActionOutcome, Appended, DeadLetterChange, DeadLetterOutcome, FiredTimer,
+    GateChange, NewAction, NewDecision, NewEvent, NewTimer, OpenSpan, PendingAction,
+    ProcessedEvent, SkippedTimer, SourceState, TimerCancellation, WriteBatch, WriteResult,
+    catch_up_name, timer_kind_columns,
 };
+use crate::write::{Arrival, BatchTimer, WriteSteps};
 use crate::{StoreError, event_partition, partition_of};
 
 /// The common table expressions `new_versions` and `versions`: the ids of
@@ -83,7 +84,7 @@ pub(super) fn write(
     let mut attempt = 1;
     loop {
         let mut tx = client.transaction()?;
-        let written = write_in(
+        let written = crate::write::write(
             &mut Session {
                 client: &mut tx,
                 statements,
@@ -127,48 +128,91 @@ pub(super) fn write(
     }
 }
 
-fn write_in<C: GenericClient>(
-    s: &mut Session<'_, C>,
-    batch: &WriteBatch,
-) -> Result<WriteResult, StoreError> {
-    check_fences(s, batch)?;
-    let mut result = WriteResult::default();
-    let appends: Vec<&NewEvent> = batch.appends.iter().collect();
-    result.appended = append(s, &appends)?;
-    mark_processed(s, &batch.processed)?;
-    upsert_entities(s, &batch.processed)?;
-    let lease = new_action_lease(s, batch)?;
-    result.actions = insert_decisions(s, &batch.processed, lease.as_ref())?;
-    insert_rule_failures(s, &batch.processed)?;
-    insert_rule_notes(s, &batch.processed)?;
-    insert_samples(s, &batch.processed)?;
-    result.timers_cancelled = cancel_expects(s, &batch.processed)?;
-    let (created, cancelled) = insert_timers(s, &batch.processed)?;
-    result.timers_created = created;
-    result.timers_cancelled += cancelled;
-    let emits: Vec<&NewEvent> = batch.processed.iter().flat_map(|p| &p.emits).collect();
-    result.emitted = append(s, &emits)?;
-    for processed in &batch.processed {
-        for change in &processed.gate_changes {
-            record_gate_change(s, processed.seq, processed.processed_at_ms, change)?;
-        }
+impl<C: GenericClient> WriteSteps for Session<'_, C> {
+    fn check_fences(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        check_fences(self, batch)
     }
-    result.fired = fire_timers(s, &batch.fired_timers)?;
-    result.timers_skipped = skip_timers(s, &batch.skipped_timers)?;
-    outbox::record_outcomes(s, &batch.outcomes, &mut result)?;
-    for change in &batch.dead_letters {
-        result
-            .dead_letters
-            .push(outbox::change_dead_letter(s, change)?);
+
+    fn append(&mut self, events: &[&NewEvent]) -> Result<Vec<Appended>, StoreError> {
+        append(self, events)
     }
-    for cancellation in &batch.timer_cancellations {
-        let cancelled = cancel_timers(s, cancellation)?;
-        result.timers_cancelled += cancelled;
-        result.cancelled_by_people.push(cancelled);
+
+    fn mark_processed(&mut self, processed: &[ProcessedEvent]) -> Result<(), StoreError> {
+        mark_processed(self, processed)
     }
-    write_source_state(s, &batch.source_state)?;
-    result.pruned = super::prune::prune(s, &batch.prune)?;
-    Ok(result)
+
+    fn upsert_entities(&mut self, processed: &[ProcessedEvent]) -> Result<(), StoreError> {
+        upsert_entities(self, processed)
+    }
+
+    fn insert_decisions(&mut self, batch: &WriteBatch) -> Result<Vec<PendingAction>, StoreError> {
+        let lease = new_action_lease(self, batch)?;
+        insert_decisions(self, &batch.processed, lease.as_ref())
+    }
+
+    fn insert_rule_failures(&mut self, processed: &[ProcessedEvent]) -> Result<(), StoreError> {
+        insert_rule_failures(self, processed)
+    }
+
+    fn insert_rule_notes(&mut self, processed: &[ProcessedEvent]) -> Result<(), StoreError> {
+        insert_rule_notes(self, processed)
+    }
+
+    fn insert_samples(&mut self, processed: &[ProcessedEvent]) -> Result<(), StoreError> {
+        insert_samples(self, processed)
+    }
+
+    fn cancel_expects(&mut self, arrivals: &[Arrival<'_>]) -> Result<usize, StoreError> {
+        cancel_expects(self, arrivals)
+    }
+
+    fn insert_timers(&mut self, timers: &[BatchTimer<'_>]) -> Result<(), StoreError> {
+        insert_timers(self, timers)
+    }
+
+    fn record_gate_change(
+        &mut self,
+        seq: i64,
+        at_ms: i64,
+        change: &GateChange,
+    ) -> Result<(), StoreError> {
+        record_gate_change(self, seq, at_ms, change)
+    }
+
+    fn fire_timers(&mut self, fired: &[FiredTimer]) -> Result<Vec<Option<Appended>>, StoreError> {
+        fire_timers(self, fired)
+    }
+
+    fn skip_timers(&mut self, skipped: &[SkippedTimer]) -> Result<usize, StoreError> {
+        skip_timers(self, skipped)
+    }
+
+    fn record_outcomes(
+        &mut self,
+        outcomes: &[ActionOutcome],
+        result: &mut WriteResult,
+    ) -> Result<(), StoreError> {
+        outbox::record_outcomes(self, outcomes, result)
+    }
+
+    fn change_dead_letter(
+        &mut self,
+        change: &DeadLetterChange,
+    ) -> Result<DeadLetterOutcome, StoreError> {
+        outbox::change_dead_letter(self, change)
+    }
+
+    fn cancel_timers(&mut self, cancellation: &TimerCancellation) -> Result<usize, StoreError> {
+        cancel_timers(self, cancellation)
+    }
+
+    fn write_source_state(&mut self, states: &[SourceState]) -> Result<(), StoreError> {
+        write_source_state(self, states)
+    }
+
+    fn prune(&mut self, seqs: &[i64]) -> Result<usize, StoreError> {
+        super::prune::prune(self, seqs)
+    }
 }
 
 /// Whether a write journaled any new event (appended, emitted, fired).
@@ -664,27 +708,21 @@ fn insert_rule_notes<C: GenericClient>(
 /// Cancels the pending expects, created before this batch, that the
 /// batch's events arrive for, in one statement; returns how many. Each is
 /// closed at the processing time of the first event in the batch that
-/// cancels it. (The batch's own timers are not written yet: those a later
-/// event of the batch cancels are created cancelled, by
-/// [`insert_timers`].)
+/// cancels it.
 fn cancel_expects<C: GenericClient>(
     s: &mut Session<'_, C>,
-    processed: &[ProcessedEvent],
+    arrivals: &[Arrival<'_>],
 ) -> Result<usize, StoreError> {
-    let arrivals: Vec<(&ExpectedArrival, i64)> = processed
-        .iter()
-        .flat_map(|p| p.cancel_expects.iter().map(|a| (a, p.processed_at_ms)))
-        .collect();
     if arrivals.is_empty() {
         return Ok(0);
     }
-    let entities: Vec<&str> = arrivals.iter().map(|(a, _)| a.entity.as_str()).collect();
+    let entities: Vec<&str> = arrivals.iter().map(|a| a.arrival.entity.as_str()).collect();
     let types: Vec<&str> = arrivals
         .iter()
-        .map(|(a, _)| a.event_type.as_str())
+        .map(|a| a.arrival.event_type.as_str())
         .collect();
-    let at: Vec<i64> = arrivals.iter().map(|(_, at)| *at).collect();
-    let reasons: Vec<String> = arrivals.iter().map(|(a, _)| a.reason()).collect();
+    let at: Vec<i64> = arrivals.iter().map(|a| a.at_ms).collect();
+    let reasons: Vec<String> = arrivals.iter().map(|a| a.arrival.reason()).collect();
     let cancelled = s.execute(
         "UPDATE timers t SET status = 'cancelled', closed_at_ms = a.at_ms,
                              cancel_reason = a.reason
@@ -699,48 +737,20 @@ fn cancel_expects<C: GenericClient>(
 }
 
 /// Creates every timer of the batch, in one statement, with ids in the
-/// batch's order. An expect that a later event of the same batch arrives
-/// for is created already cancelled, at that event's processing time, as
-/// if that event's cancellation had run after it was created. Returns how
-/// many timers were created, and how many of them were cancelled so.
+/// batch's order.
 fn insert_timers<C: GenericClient>(
     s: &mut Session<'_, C>,
-    processed: &[ProcessedEvent],
-) -> Result<(usize, usize), StoreError> {
-    let count = processed.iter().map(|p| p.timers.len()).sum();
-    if count == 0 {
-        return Ok((0, 0));
+    batch_timers: &[BatchTimer<'_>],
+) -> Result<(), StoreError> {
+    if batch_timers.is_empty() {
+        return Ok(());
     }
-    // Walking the batch backwards, `next_arrival` holds, for each arrival,
-    // the processing time of the earliest event after the current one
-    // that is that arrival.
-    let mut next_arrival: HashMap<(&str, &str), (i64, &ExpectedArrival)> = HashMap::new();
-    let mut closed: Vec<Option<(i64, &ExpectedArrival)>> = vec![None; count];
-    let mut place = count;
-    for p in processed.iter().rev() {
-        for timer in p.timers.iter().rev() {
-            place -= 1;
-            if let TimerKind::Expect { expect_type } = &timer.kind {
-                closed[place] = next_arrival
-                    .get(&(timer.entity.as_str(), expect_type.as_str()))
-                    .copied();
-            }
-        }
-        for arrival in &p.cancel_expects {
-            next_arrival.insert(
-                (arrival.entity.as_str(), arrival.event_type.as_str()),
-                (p.processed_at_ms, arrival),
-            );
-        }
-    }
-    let closed_at: Vec<Option<i64>> = closed.iter().map(|c| c.map(|(at, _)| at)).collect();
-    let reasons: Vec<Option<String>> = closed
+    let closed_at: Vec<Option<i64>> = batch_timers.iter().map(BatchTimer::closed_at_ms).collect();
+    let reasons: Vec<Option<String>> = batch_timers.iter().map(BatchTimer::cancel_reason).collect();
+    let statuses: Vec<&str> = batch_timers.iter().map(|t| t.status().name()).collect();
+    let timers: Vec<(i64, &NewTimer)> = batch_timers
         .iter()
-        .map(|c| c.map(|(_, arrival)| arrival.reason()))
-        .collect();
-    let timers: Vec<(i64, &NewTimer)> = processed
-        .iter()
-        .flat_map(|p| p.timers.iter().map(move |t| (p.seq, t)))
+        .map(|t| (t.created_by_seq, t.timer))
         .collect();
     let entities: Vec<&str> = timers.iter().map(|(_, t)| t.entity.as_str()).collect();
     let (kinds, expect_types): (Vec<&str>, Vec<Option<&str>>) = timers
@@ -763,13 +773,6 @@ fn insert_timers<C: GenericClient>(
     let partitions: Vec<i32> = timers
         .iter()
         .map(|(_, t)| sql_partition(partition_of(&t.entity)))
-        .collect();
-    let statuses: Vec<&str> = closed_at
-        .iter()
-        .map(|at| match at {
-            Some(_) => TimerStatus::Cancelled.name(),
-            None => TimerStatus::Pending.name(),
-        })
         .collect();
     s.execute(
         concat!(
@@ -814,8 +817,7 @@ fn insert_timers<C: GenericClient>(
             &reasons,
         ],
     )?;
-    let cancelled = closed_at.iter().filter(|at| at.is_some()).count();
-    Ok((count, cancelled))
+    Ok(())
 }
 
 /// Gate changes are rare (a few per campaign send), and each depends on

@@ -1,4 +1,5 @@
-//! The SQLite write: one batch, one transaction, one fsync.
+//! The SQLite write: one batch, one transaction, one fsync; the steps of
+//! `crate::write` written row by row.
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -6,10 +7,11 @@ use super::schema::{ACTIONS_DEAD_LETTERED, ACTIONS_DONE, INSTANCE, PROCESSED_CUR
 use crate::StoreError;
 use crate::records::{
     ActionHistoryKind, ActionOutcome, ActionStatus, Appended, DeadLetterChange, DeadLetterOp,
-    DeadLetterOutcome, ExpectedArrival, FiredTimer, GateChange, NewEvent, NewTimer, OpenSpan,
-    OutcomeKind, PayloadJson, PendingAction, ProcessedEvent, SkippedTimer, TimerCancellation,
-    WriteBatch, WriteResult, catch_up_name, timer_kind_columns,
+    DeadLetterOutcome, FiredTimer, GateChange, NewEvent, OpenSpan, OutcomeKind, PayloadJson,
+    PendingAction, ProcessedEvent, SkippedTimer, SourceState, TimerCancellation, WriteBatch,
+    WriteResult, catch_up_name, timer_kind_columns,
 };
+use crate::write::{Arrival, BatchTimer, WriteSteps};
 
 /// Commits everything in `batch` in one transaction (`BEGIN IMMEDIATE` ..
 /// `COMMIT`), in the order [`WriteBatch`] documents.
@@ -17,65 +19,208 @@ pub(super) fn write(conn: &mut Connection, batch: &WriteBatch) -> Result<WriteRe
     if batch.is_empty() {
         return Ok(WriteResult::default());
     }
-    if !batch.fences.is_empty() || batch.new_action_lease.is_some() {
-        return Err(StoreError::NotShared);
-    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let result = write_in(&mut Statements::new(&tx), batch)?;
+    let result = crate::write::write(
+        &mut Steps {
+            w: Statements::new(&tx),
+            rule_versions: RuleVersions::default(),
+            instance: None,
+        },
+        batch,
+    )?;
     tx.commit()?;
     Ok(result)
 }
 
-fn write_in(w: &mut Statements<'_>, batch: &WriteBatch) -> Result<WriteResult, StoreError> {
-    let mut result = WriteResult {
-        appended: Vec::with_capacity(batch.appends.len()),
-        fired: Vec::with_capacity(batch.fired_timers.len()),
-        ..WriteResult::default()
-    };
-    for event in &batch.appends {
-        result.appended.push(append(w, event)?);
+/// The steps of one write, row by row: SQLite is in the process, so a
+/// statement per row costs no round trip.
+struct Steps<'c> {
+    w: Statements<'c>,
+    rule_versions: RuleVersions,
+    /// The database's instance, which each new action keeps: read once,
+    /// when the batch creates its first action.
+    instance: Option<i64>,
+}
+
+impl WriteSteps for Steps<'_> {
+    /// A database of one daemon has no leases: a batch that depends on one
+    /// or asks for one is refused.
+    fn check_fences(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if !batch.fences.is_empty() || batch.new_action_lease.is_some() {
+            return Err(StoreError::NotShared);
+        }
+        Ok(())
     }
-    let mut cursor = None;
-    let instance: i64 = if batch.processed.is_empty() {
-        0
-    } else {
-        w.get("SELECT value FROM meta WHERE key = ?1")?
-            .query_row([INSTANCE], |row| row.get(0))?
-    };
-    let mut rule_versions = RuleVersions::default();
-    for processed in &batch.processed {
-        record_processed(w, processed, instance, &mut rule_versions, &mut result)?;
-        cursor = cursor.max(Some(processed.seq));
+
+    fn append(&mut self, events: &[&NewEvent]) -> Result<Vec<Appended>, StoreError> {
+        events
+            .iter()
+            .map(|event| append(&mut self.w, event))
+            .collect()
     }
-    if let Some(seq) = cursor {
-        w.get("UPDATE meta SET value = max(value, ?1) WHERE key = ?2")?
-            .execute(params![seq, PROCESSED_CURSOR])?;
+
+    fn mark_processed(&mut self, processed: &[ProcessedEvent]) -> Result<(), StoreError> {
+        let mut cursor = None;
+        for p in processed {
+            mark_processed(&mut self.w, p)?;
+            cursor = cursor.max(Some(p.seq));
+        }
+        if let Some(seq) = cursor {
+            self.w
+                .get("UPDATE meta SET value = max(value, ?1) WHERE key = ?2")?
+                .execute(params![seq, PROCESSED_CURSOR])?;
+        }
+        Ok(())
     }
-    for fired in &batch.fired_timers {
-        result.fired.push(fire_timer(w, fired)?);
+
+    /// One upsert per event: an entity's later state in the batch
+    /// overwrites its earlier one.
+    fn upsert_entities(&mut self, processed: &[ProcessedEvent]) -> Result<(), StoreError> {
+        for entity in processed.iter().filter_map(|p| p.entity.as_ref()) {
+            self.w
+                .get(
+                    "INSERT INTO entities (key, state, updated_at_ms, open_spans)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (key) DO UPDATE
+                     SET state = excluded.state, updated_at_ms = excluded.updated_at_ms,
+                         open_spans = excluded.open_spans",
+                )?
+                .execute(params![
+                    entity.key_text(),
+                    entity.to_json(),
+                    entity.updated_at.timestamp_millis(),
+                    OpenSpan::bits_of(entity)
+                ])?;
+        }
+        Ok(())
     }
-    for skipped in &batch.skipped_timers {
-        result.timers_skipped += skip_timer(w, skipped)?;
+
+    fn insert_decisions(&mut self, batch: &WriteBatch) -> Result<Vec<PendingAction>, StoreError> {
+        let mut actions = Vec::new();
+        for p in &batch.processed {
+            insert_decisions(self, p, &mut actions)?;
+        }
+        Ok(actions)
     }
-    result.dead_lettered = record_outcomes(w, &batch.outcomes)?;
-    for change in &batch.dead_letters {
-        result.dead_letters.push(change_dead_letter(w, change)?);
+
+    fn insert_rule_failures(&mut self, processed: &[ProcessedEvent]) -> Result<(), StoreError> {
+        for p in processed {
+            for failure in &p.rule_failures {
+                self.w
+                    .get(
+                        "INSERT INTO rule_failures (event_seq, rule, rule_hash, message)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![
+                        p.seq,
+                        failure.rule,
+                        failure.rule_hash,
+                        failure.message
+                    ])?;
+            }
+        }
+        Ok(())
     }
-    for cancellation in &batch.timer_cancellations {
-        let cancelled = cancel_timers(w, cancellation)?;
-        result.timers_cancelled += cancelled;
-        result.cancelled_by_people.push(cancelled);
+
+    fn insert_rule_notes(&mut self, processed: &[ProcessedEvent]) -> Result<(), StoreError> {
+        for p in processed {
+            for note in &p.rule_notes {
+                self.w
+                    .get("INSERT INTO rule_notes (event_seq, rule, message) VALUES (?1, ?2, ?3)")?
+                    .execute(params![p.seq, note.rule, note.message])?;
+            }
+        }
+        Ok(())
     }
-    for state in &batch.source_state {
-        w.get(
-            "INSERT INTO source_state (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value,
-                                                 updated_at_ms = excluded.updated_at_ms",
-        )?
-        .execute(params![state.key, state.value, state.updated_at_ms])?;
+
+    fn insert_samples(&mut self, processed: &[ProcessedEvent]) -> Result<(), StoreError> {
+        for p in processed {
+            insert_samples(&mut self.w, p.seq, &p.samples)?;
+        }
+        Ok(())
     }
-    result.pruned = super::prune::prune(w.conn, &batch.prune)?;
-    Ok(result)
+
+    fn cancel_expects(&mut self, arrivals: &[Arrival<'_>]) -> Result<usize, StoreError> {
+        let mut cancelled = 0;
+        for arrival in arrivals {
+            cancelled += cancel_expects(&mut self.w, arrival)?;
+        }
+        Ok(cancelled)
+    }
+
+    fn insert_timers(&mut self, timers: &[BatchTimer<'_>]) -> Result<(), StoreError> {
+        for timer in timers {
+            insert_timer(self, timer)?;
+        }
+        Ok(())
+    }
+
+    fn record_gate_change(
+        &mut self,
+        seq: i64,
+        at_ms: i64,
+        change: &GateChange,
+    ) -> Result<(), StoreError> {
+        record_gate_change(&mut self.w, seq, at_ms, change)
+    }
+
+    fn fire_timers(&mut self, fired: &[FiredTimer]) -> Result<Vec<Option<Appended>>, StoreError> {
+        fired
+            .iter()
+            .map(|fired| fire_timer(&mut self.w, fired))
+            .collect()
+    }
+
+    fn skip_timers(&mut self, skipped: &[SkippedTimer]) -> Result<usize, StoreError> {
+        let mut closed = 0;
+        for skipped in skipped {
+            closed += self
+                .w
+                .get(
+                    "UPDATE timers SET status = 'skipped', closed_at_ms = ?1
+                     WHERE id = ?2 AND status = 'pending'",
+                )?
+                .execute(params![skipped.skipped_at_ms, skipped.timer_id])?;
+        }
+        Ok(closed)
+    }
+
+    fn record_outcomes(
+        &mut self,
+        outcomes: &[ActionOutcome],
+        result: &mut WriteResult,
+    ) -> Result<(), StoreError> {
+        result.dead_lettered += record_outcomes(&mut self.w, outcomes)?;
+        Ok(())
+    }
+
+    fn change_dead_letter(
+        &mut self,
+        change: &DeadLetterChange,
+    ) -> Result<DeadLetterOutcome, StoreError> {
+        change_dead_letter(&mut self.w, change)
+    }
+
+    fn cancel_timers(&mut self, cancellation: &TimerCancellation) -> Result<usize, StoreError> {
+        cancel_timers(&mut self.w, cancellation)
+    }
+
+    fn write_source_state(&mut self, states: &[SourceState]) -> Result<(), StoreError> {
+        for state in states {
+            self.w
+                .get(
+                    "INSERT INTO source_state (key, value, updated_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+                                                     updated_at_ms = excluded.updated_at_ms",
+                )?
+                .execute(params![state.key, state.value, state.updated_at_ms])?;
+        }
+        Ok(())
+    }
+
+    fn prune(&mut self, seqs: &[i64]) -> Result<usize, StoreError> {
+        super::prune::prune(self.w.conn, seqs)
+    }
 }
 
 /// The statements of one transaction, each taken from the connection's
@@ -167,30 +312,17 @@ fn fire_timer(w: &mut Statements<'_>, fired: &FiredTimer) -> Result<Option<Appen
     Ok(Some(appended))
 }
 
-fn skip_timer(w: &mut Statements<'_>, skipped: &SkippedTimer) -> Result<usize, StoreError> {
-    Ok(w.get(
-        "UPDATE timers SET status = 'skipped', closed_at_ms = ?1
-             WHERE id = ?2 AND status = 'pending'",
-    )?
-    .execute(params![skipped.skipped_at_ms, skipped.timer_id])?)
-}
-
 /// The ids of the rule versions (`rule_versions`) a batch's rows name,
 /// looked up or added once per batch. Not kept across batches: an id added
 /// by a transaction that then fails would not exist.
 #[derive(Default)]
-struct RuleVersions<'a> {
-    known: Vec<(&'a str, &'a str, i64)>,
+struct RuleVersions {
+    known: Vec<(String, String, i64)>,
 }
 
-impl<'a> RuleVersions<'a> {
-    fn id(
-        &mut self,
-        w: &mut Statements<'_>,
-        rule: &'a str,
-        hash: &'a str,
-    ) -> Result<i64, StoreError> {
-        if let Some((_, _, id)) = self.known.iter().find(|(r, h, _)| *r == rule && *h == hash) {
+impl RuleVersions {
+    fn id(&mut self, w: &mut Statements<'_>, rule: &str, hash: &str) -> Result<i64, StoreError> {
+        if let Some((_, _, id)) = self.known.iter().find(|(r, h, _)| r == rule && h == hash) {
             return Ok(*id);
         }
         let found: Option<i64> = w
@@ -205,48 +337,43 @@ impl<'a> RuleVersions<'a> {
                 w.conn.last_insert_rowid()
             }
         };
-        self.known.push((rule, hash, id));
+        self.known.push((rule.to_owned(), hash.to_owned(), id));
         Ok(id)
     }
 }
 
-fn insert_timer<'a>(
-    w: &mut Statements<'_>,
-    seq: i64,
-    timer: &'a NewTimer,
-    rule_versions: &mut RuleVersions<'a>,
-) -> Result<(), StoreError> {
+fn insert_timer(steps: &mut Steps<'_>, batch_timer: &BatchTimer<'_>) -> Result<(), StoreError> {
+    let timer = batch_timer.timer;
     let (kind, expect_type) = timer_kind_columns(&timer.kind);
-    let catch_up = catch_up_name(timer.catch_up);
-    let rule_version = rule_versions.id(w, &timer.rule, &timer.rule_hash)?;
-    w.get(
-        "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
-                             catch_up, rule_version, created_by_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        timer.entity,
-        kind,
-        timer.event_type,
-        serde_json::to_string(&timer.data)?,
-        expect_type,
-        timer.due_at_ms,
-        catch_up,
-        rule_version,
-        seq
-    ])?;
+    let rule_version = steps
+        .rule_versions
+        .id(&mut steps.w, &timer.rule, &timer.rule_hash)?;
+    steps
+        .w
+        .get(
+            "INSERT INTO timers (entity, kind, event_type, data, expect_type, due_at_ms,
+                                 catch_up, rule_version, created_by_seq, status,
+                                 closed_at_ms, cancel_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            timer.entity,
+            kind,
+            timer.event_type,
+            serde_json::to_string(&timer.data)?,
+            expect_type,
+            timer.due_at_ms,
+            catch_up_name(timer.catch_up),
+            rule_version,
+            batch_timer.created_by_seq,
+            batch_timer.status().name(),
+            batch_timer.closed_at_ms(),
+            batch_timer.cancel_reason()
+        ])?;
     Ok(())
 }
 
-/// `instance` is the database's, which each new action keeps.
-fn record_processed<'a>(
-    w: &mut Statements<'_>,
-    processed: &'a ProcessedEvent,
-    instance: i64,
-    rule_versions: &mut RuleVersions<'a>,
-    result: &mut WriteResult,
-) -> Result<(), StoreError> {
-    let actions = &mut result.actions;
+fn mark_processed(w: &mut Statements<'_>, processed: &ProcessedEvent) -> Result<(), StoreError> {
     let seq = processed.seq;
     let marked = w
         .get(
@@ -264,26 +391,29 @@ fn record_processed<'a>(
             StoreError::UnknownEvent { seq }
         });
     }
+    // `entity_timers` finds timers through the events about their entity.
+    debug_assert!(processed.entity.as_ref().is_none_or(|entity| {
+        let key = entity.key_text();
+        processed.timers.iter().all(|timer| timer.entity == key)
+    }));
+    Ok(())
+}
 
-    if let Some(entity) = &processed.entity {
-        w.get(
-            "INSERT INTO entities (key, state, updated_at_ms, open_spans) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (key) DO UPDATE
-             SET state = excluded.state, updated_at_ms = excluded.updated_at_ms,
-                 open_spans = excluded.open_spans",
-        )?
-        .execute(params![
-            entity.key_text(),
-            entity.to_json(),
-            entity.updated_at.timestamp_millis(),
-            OpenSpan::bits_of(entity)
-        ])?;
-    }
-
+/// The event's decisions and their actions, pushed onto `actions`.
+fn insert_decisions(
+    steps: &mut Steps<'_>,
+    processed: &ProcessedEvent,
+    actions: &mut Vec<PendingAction>,
+) -> Result<(), StoreError> {
+    let seq = processed.seq;
     let mut bodies = crate::decision_body::EventBodies::default();
     for new in &processed.decisions {
         let decision = &new.decision;
-        let rule_version = rule_versions.id(w, &decision.rule, &decision.rule_hash)?;
+        let rule_version =
+            steps
+                .rule_versions
+                .id(&mut steps.w, &decision.rule, &decision.rule_hash)?;
+        let w = &mut steps.w;
         let decision_id = w
             .get(
                 "INSERT INTO decisions (event_seq, rule_version, kind, body, shadow)
@@ -296,6 +426,18 @@ fn record_processed<'a>(
                 bodies.encode(decision, new.shadow),
                 new.shadow
             ])?;
+        if new.actions.is_empty() {
+            continue;
+        }
+        let instance = match steps.instance {
+            Some(instance) => instance,
+            None => {
+                let instance: i64 = w
+                    .get("SELECT value FROM meta WHERE key = ?1")?
+                    .query_row([INSTANCE], |row| row.get(0))?;
+                *steps.instance.insert(instance)
+            }
+        };
         for action in &new.actions {
             // Not `RETURNING`: it builds a temporary table per row (see `append`).
             w.get(
@@ -325,47 +467,6 @@ fn record_processed<'a>(
             ));
         }
     }
-
-    insert_samples(w, seq, &processed.samples)?;
-
-    // `entity_timers` finds timers through the events about their entity.
-    debug_assert!(processed.entity.as_ref().is_none_or(|entity| {
-        let key = entity.key_text();
-        processed.timers.iter().all(|timer| timer.entity == key)
-    }));
-
-    for note in &processed.rule_notes {
-        w.get("INSERT INTO rule_notes (event_seq, rule, message) VALUES (?1, ?2, ?3)")?
-            .execute(params![seq, note.rule, note.message])?;
-    }
-
-    for failure in &processed.rule_failures {
-        w.get(
-            "INSERT INTO rule_failures (event_seq, rule, rule_hash, message)
-             VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![
-            seq,
-            failure.rule,
-            failure.rule_hash,
-            failure.message
-        ])?;
-    }
-
-    for arrival in &processed.cancel_expects {
-        result.timers_cancelled += cancel_expects(w, arrival, processed.processed_at_ms)?;
-    }
-    for timer in &processed.timers {
-        insert_timer(w, seq, timer, rule_versions)?;
-    }
-    result.timers_created += processed.timers.len();
-    for event in &processed.emits {
-        let appended = append(w, event)?;
-        result.emitted.push(appended);
-    }
-    for change in &processed.gate_changes {
-        record_gate_change(w, seq, processed.processed_at_ms, change)?;
-    }
     Ok(())
 }
 
@@ -374,11 +475,8 @@ fn record_processed<'a>(
 /// `timers_expecting`, whose `status` it changes, would build a temporary
 /// table of row ids on every event, though almost always no expect is
 /// waiting.
-fn cancel_expects(
-    w: &mut Statements<'_>,
-    arrival: &ExpectedArrival,
-    at_ms: i64,
-) -> Result<usize, StoreError> {
+fn cancel_expects(w: &mut Statements<'_>, arrival: &Arrival<'_>) -> Result<usize, StoreError> {
+    let Arrival { arrival, at_ms } = *arrival;
     let waiting: Vec<i64> = w
         .get(
             "SELECT id FROM timers INDEXED BY timers_expecting
