@@ -242,7 +242,10 @@ pub(crate) fn batch_timers(processed: &[ProcessedEvent]) -> Vec<BatchTimer<'_>> 
                     .copied();
             }
         }
-        for arrival in &p.cancel_expects {
+        // Backwards within the event too: its first arrival for a type
+        // is the one that ends the expect (`task.done came` before a
+        // rule's cancelling of the same type).
+        for arrival in p.cancel_expects.iter().rev() {
             next_arrival.insert(
                 (arrival.entity.as_str(), arrival.event_type.as_str()),
                 Arrival {
@@ -318,5 +321,23 @@ mod tests {
             timers.iter().map(|t| t.created_by_seq).collect::<Vec<_>>(),
             [1, 2]
         );
+    }
+
+    #[test]
+    fn an_events_first_arrival_for_a_type_is_the_one_that_ends_an_expect() {
+        let mut arriving = processed(2, vec![], &[("task:a", "task.done")]);
+        arriving.cancel_expects.push(ExpectedArrival {
+            entity: "task:a".into(),
+            event_type: "task.done".into(),
+            by_rule: Some("ladder".into()),
+        });
+        let batch = [
+            processed(1, vec![expect("task:a", "task.done")], &[]),
+            arriving,
+        ];
+        let timers = batch_timers(&batch);
+        // As cancelling one arrival after the other would leave it: the
+        // event came before its rule cancelled anything.
+        assert_eq!(timers[0].cancel_reason().as_deref(), Some("task.done came"));
     }
 }

@@ -11,6 +11,7 @@ mod helpers;
 
 mod activity;
 mod append;
+mod batching;
 mod cluster;
 mod dead_letters;
 mod durability;
