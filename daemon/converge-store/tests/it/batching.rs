@@ -3,13 +3,14 @@
 //! processed events fall into batches is chance; what the store keeps must
 //! not depend on it. Most at stake: an expect created by one event and
 //! ended by a later one of the same batch, which the write works out
-//! before the timers exist.
+//! before the timers exist, and two outcomes of one action in a batch,
+//! which PostgreSQL records in rounds.
 
 use converge_model::EntityState;
 use converge_model::{CatchUp, EntityKey};
 use converge_store::{
-    ExpectedArrival, NewDecision, NewTimer, PendingAction, ProcessedEvent, TimerKind, TimerRecord,
-    WriteBatch,
+    ActionDetail, ActionOutcome, Counts, ExpectedArrival, NewDecision, NewTimer, OutcomeKind,
+    PendingAction, ProcessedEvent, TimerKind, TimerRecord, WriteBatch,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -50,17 +51,69 @@ fn planned() -> impl Strategy<Value = Planned> {
         })
 }
 
-/// The events, and where the batches end: each cut is the number of
-/// events before it, so `[2, 5]` writes events 0-1, 2-4 and the rest.
-fn plan() -> impl Strategy<Value = (Vec<Planned>, Vec<usize>)> {
-    prop::collection::vec(planned(), 1..12).prop_flat_map(|events| {
-        let n = events.len();
-        (
-            Just(events),
-            prop::collection::btree_set(1..n.max(2), 0..n)
-                .prop_map(|cuts| cuts.into_iter().collect::<Vec<_>>()),
-        )
-    })
+/// What an attempt of a planned outcome ended in.
+#[derive(Debug, Clone, Copy)]
+enum Ended {
+    Retry,
+    Done,
+    DeadLetter,
+}
+
+/// The events to process, then outcomes of the actions they create, each
+/// with where its batches end: a cut is the number of items before it, so
+/// `[2, 5]` writes items 0-1, 2-4 and the rest.
+#[derive(Debug, Clone)]
+struct Plan {
+    events: Vec<Planned>,
+    event_cuts: Vec<usize>,
+    /// Each names an action by its place among those created (modulo
+    /// their number): two outcomes may name one action.
+    outcomes: Vec<(prop::sample::Index, Ended)>,
+    outcome_cuts: Vec<usize>,
+}
+
+/// Cuts of `n` items into batches: none (one batch) up to every one.
+fn cuts(n: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::btree_set(1..n.max(2), 0..n.max(1))
+        .prop_map(move |cuts| cuts.into_iter().filter(|&c| c < n).collect())
+}
+
+fn plan() -> impl Strategy<Value = Plan> {
+    let ended = prop_oneof![
+        Just(Ended::Retry),
+        Just(Ended::Done),
+        Just(Ended::DeadLetter)
+    ];
+    (
+        prop::collection::vec(planned(), 1..12),
+        prop::collection::vec((any::<prop::sample::Index>(), ended), 0..10),
+    )
+        .prop_flat_map(|(events, outcomes)| {
+            let (n, m) = (events.len(), outcomes.len());
+            (Just(events), cuts(n), Just(outcomes), cuts(m))
+        })
+        .prop_map(|(events, event_cuts, outcomes, outcome_cuts)| Plan {
+            events,
+            event_cuts,
+            outcomes,
+            outcome_cuts,
+        })
+}
+
+/// Every cut: one item per batch.
+fn one_by_one(n: usize) -> Vec<usize> {
+    (1..n).collect()
+}
+
+/// The batches `cuts` makes of `items`.
+fn batches<T>(items: &[T], cuts: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut start = 0;
+    let mut ranges = Vec::new();
+    for end in cuts.iter().copied().chain([items.len()]) {
+        ranges.push(start..end);
+        start = end;
+    }
+    ranges
 }
 
 fn key(entity: usize) -> String {
@@ -115,16 +168,21 @@ fn processed(n: usize, planned: &Planned) -> ProcessedEvent {
 struct Kept {
     entities: Vec<Option<EntityState>>,
     timers: Vec<TimerRecord>,
-    actions: Vec<(i64, i64, i64)>,
+    /// Each action as it ended, with its history, without the database's
+    /// instance (each database has its own).
+    actions: Vec<ActionDetail>,
     created: usize,
     cancelled: usize,
+    dead_lettered: usize,
     pending_timers: i64,
+    counts: Counts,
 }
 
-fn write_plan(db: &TestDb, events: &[Planned], cuts: &[usize]) -> Kept {
+fn write_plan(db: &TestDb, plan: &Plan, event_cuts: &[usize], outcome_cuts: &[usize]) -> Kept {
     let mut store = db.open();
     // Journaled first, each about its planned entity.
-    let journaled: Vec<_> = events
+    let journaled: Vec<_> = plan
+        .events
         .iter()
         .enumerate()
         .map(|(n, planned)| {
@@ -137,21 +195,34 @@ fn write_plan(db: &TestDb, events: &[Planned], cuts: &[usize]) -> Kept {
         .collect();
     store.write(&appends(journaled)).unwrap();
 
-    let (mut created, mut cancelled) = (0, 0);
+    let (mut created, mut cancelled, mut dead_lettered) = (0, 0, 0);
     let mut actions: Vec<PendingAction> = Vec::new();
-    let mut start = 0;
-    for end in cuts.iter().copied().chain([events.len()]) {
+    for batch in batches(&plan.events, event_cuts) {
         let result = store
             .write(&WriteBatch {
-                processed: (start..end).map(|n| processed(n, &events[n])).collect(),
+                processed: batch.map(|n| processed(n, &plan.events[n])).collect(),
                 ..WriteBatch::default()
             })
             .unwrap();
         created += result.timers_created;
         cancelled += result.timers_cancelled;
         actions.extend(result.actions);
-        start = end;
     }
+    if !actions.is_empty() {
+        for batch in batches(&plan.outcomes, outcome_cuts) {
+            let outcomes = batch
+                .map(|k| outcome(k, &plan.outcomes[k], &actions))
+                .collect();
+            let result = store
+                .write(&WriteBatch {
+                    outcomes,
+                    ..WriteBatch::default()
+                })
+                .unwrap();
+            dead_lettered += result.dead_lettered;
+        }
+    }
+
     let keys: Vec<EntityKey> = (0..ENTITIES.len())
         .map(|e| EntityKey::parse(&key(e)).unwrap())
         .collect();
@@ -165,28 +236,62 @@ fn write_plan(db: &TestDb, events: &[Planned], cuts: &[usize]) -> Kept {
         timers,
         actions: actions
             .iter()
-            .map(|a| (a.id, a.event_seq, a.decision_id))
+            .map(|a| {
+                let mut detail = store.action(a.id).unwrap().unwrap();
+                detail.action.instance = None;
+                detail
+            })
             .collect(),
         created,
         cancelled,
+        dead_lettered,
         pending_timers: store.pending_timer_count().unwrap(),
+        counts: store.counts().unwrap(),
     }
 }
 
-/// The plan written one event per batch, and as `cuts` batch it: the
+/// Outcome `k` of the plan, for one of `actions`: the attempt it says.
+fn outcome(
+    k: usize,
+    (which, ended): &(prop::sample::Index, Ended),
+    actions: &[PendingAction],
+) -> ActionOutcome {
+    let k = k as i64;
+    ActionOutcome {
+        action_id: actions[which.index(actions.len())].id,
+        result: match ended {
+            Ended::Retry => OutcomeKind::Retry {
+                next_attempt_at_ms: 50_000 + k,
+            },
+            Ended::Done => OutcomeKind::Done {
+                external_id: Some(format!("x-{k}")),
+            },
+            Ended::DeadLetter => OutcomeKind::DeadLetter,
+        },
+        attempts: u32::try_from(k).unwrap() + 1,
+        detail: format!("attempt {k}"),
+        finished_at_ms: 20_000 + k,
+        lease_token: None,
+    }
+}
+
+/// The plan written one item per batch, and as its cuts batch it: the
 /// same entity states, timers (ids, statuses, when and why each closed),
-/// actions and counts.
+/// actions (statuses, attempts, histories) and counts.
 fn batches_leave_what_one_by_one_leaves(
     fresh: impl Fn() -> Option<TestDb>,
-    events: &[Planned],
-    cuts: &[usize],
+    plan: &Plan,
 ) -> Result<(), TestCaseError> {
-    let (Some(one_by_one), Some(batched)) = (fresh(), fresh()) else {
+    let (Some(one_at_a_time), Some(batched)) = (fresh(), fresh()) else {
         return Ok(());
     };
-    let every: Vec<usize> = (1..events.len()).collect();
-    let expected = write_plan(&one_by_one, events, &every);
-    let kept = write_plan(&batched, events, cuts);
+    let expected = write_plan(
+        &one_at_a_time,
+        plan,
+        &one_by_one(plan.events.len()),
+        &one_by_one(plan.outcomes.len()),
+    );
+    let kept = write_plan(&batched, plan, &plan.event_cuts, &plan.outcome_cuts);
     prop_assert_eq!(kept, expected);
     Ok(())
 }
@@ -194,8 +299,8 @@ fn batches_leave_what_one_by_one_leaves(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
     #[test]
-    fn sqlite_batches_leave_what_one_by_one_leaves((events, cuts) in plan()) {
-        batches_leave_what_one_by_one_leaves(|| Some(TestDb::sqlite()), &events, &cuts)?;
+    fn sqlite_batches_leave_what_one_by_one_leaves(plan in plan()) {
+        batches_leave_what_one_by_one_leaves(|| Some(TestDb::sqlite()), &plan)?;
     }
 }
 
@@ -203,7 +308,7 @@ proptest! {
     // Two databases of its own per case on the server: fewer cases.
     #![proptest_config(ProptestConfig::with_cases(12))]
     #[test]
-    fn postgres_batches_leave_what_one_by_one_leaves((events, cuts) in plan()) {
-        batches_leave_what_one_by_one_leaves(TestDb::postgres, &events, &cuts)?;
+    fn postgres_batches_leave_what_one_by_one_leaves(plan in plan()) {
+        batches_leave_what_one_by_one_leaves(TestDb::postgres, &plan)?;
     }
 }
