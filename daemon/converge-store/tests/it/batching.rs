@@ -9,8 +9,8 @@
 use converge_model::EntityState;
 use converge_model::{CatchUp, EntityKey};
 use converge_store::{
-    ActionDetail, ActionOutcome, Counts, ExpectedArrival, NewDecision, NewTimer, OutcomeKind,
-    PendingAction, ProcessedEvent, TimerKind, TimerRecord, WriteBatch,
+    ActionDetail, ActionOutcome, Appended, Counts, ExpectedArrival, FiredTimer, NewDecision,
+    NewTimer, OutcomeKind, PendingAction, ProcessedEvent, TimerKind, TimerRecord, WriteBatch,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -310,5 +310,147 @@ proptest! {
     #[test]
     fn postgres_batches_leave_what_one_by_one_leaves(plan in plan()) {
         batches_leave_what_one_by_one_leaves(TestDb::postgres, &plan)?;
+    }
+}
+
+/// Events journaled in batches as `cuts` makes them, some sent twice: what
+/// each append answered (its `seq`, or the `seq` it duplicates), in order.
+fn journal(db: &TestDb, ids: &[usize], cuts: &[usize]) -> Vec<Appended> {
+    let mut store = db.open();
+    let mut answered = Vec::new();
+    for batch in batches(ids, cuts) {
+        let events = ids[batch]
+            .iter()
+            .map(|id| event("/jira", &format!("e-{id}")))
+            .collect();
+        answered.extend(store.write(&appends(events)).unwrap().appended);
+    }
+    answered
+}
+
+fn journal_plan() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    prop::collection::vec(0_usize..5, 1..12).prop_flat_map(|ids| {
+        let n = ids.len();
+        (Just(ids), cuts(n))
+    })
+}
+
+/// An event sent twice is journaled once, at its first sending, whether
+/// the second is in the same batch or a later one; `seq`s have no gaps.
+fn batches_journal_what_one_by_one_journals(
+    fresh: impl Fn() -> Option<TestDb>,
+    ids: &[usize],
+    cuts: &[usize],
+) -> Result<(), TestCaseError> {
+    let (Some(one_at_a_time), Some(batched)) = (fresh(), fresh()) else {
+        return Ok(());
+    };
+    let expected = journal(&one_at_a_time, ids, &one_by_one(ids.len()));
+    prop_assert_eq!(journal(&batched, ids, cuts), expected);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+    #[test]
+    fn sqlite_batches_journal_what_one_by_one_journals((ids, cuts) in journal_plan()) {
+        batches_journal_what_one_by_one_journals(|| Some(TestDb::sqlite()), &ids, &cuts)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    #[test]
+    fn postgres_batches_journal_what_one_by_one_journals((ids, cuts) in journal_plan()) {
+        batches_journal_what_one_by_one_journals(TestDb::postgres, &ids, &cuts)?;
+    }
+}
+
+/// Four timers, then `fires` (timer ids, some named twice) fired in
+/// batches as `cuts` makes them: what each firing answered, and the timers.
+fn fire(db: &TestDb, fires: &[i64], cuts: &[usize]) -> (Vec<Option<Appended>>, Vec<TimerRecord>) {
+    let mut store = db.open();
+    let timers = (0..4)
+        .map(|n| NewTimer {
+            entity: key(0),
+            kind: TimerKind::Schedule,
+            event_type: "task.reminder".into(),
+            data: json!({"n": n}),
+            due_at_ms: 3_000 + n,
+            catch_up: CatchUp::FireLate,
+            rule: "reminders".into(),
+            rule_hash: "reminders-hash".into(),
+        })
+        .collect();
+    store
+        .write(&WriteBatch {
+            appends: vec![event("/jira", "A")],
+            processed: vec![ProcessedEvent {
+                timers,
+                ..processed_plain(1)
+            }],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let mut answered = Vec::new();
+    for batch in batches(fires, cuts) {
+        let fired_timers = fires[batch]
+            .iter()
+            .map(|&id| FiredTimer {
+                timer_id: id,
+                event: event("converge/timers", &format!("timer-{id}")),
+                fired_at_ms: 5_000 + id,
+            })
+            .collect();
+        let result = store
+            .write(&WriteBatch {
+                fired_timers,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        answered.extend(result.fired);
+    }
+    let mut timers = store
+        .entity_timers(&EntityKey::parse(&key(0)).unwrap(), false, 10)
+        .unwrap();
+    timers.sort_by_key(|t| t.id);
+    (answered, timers)
+}
+
+fn fire_plan() -> impl Strategy<Value = (Vec<i64>, Vec<usize>)> {
+    prop::collection::vec(1_i64..=4, 1..10).prop_flat_map(|fires| {
+        let n = fires.len();
+        (Just(fires), cuts(n))
+    })
+}
+
+/// A timer fires once, at its first mention, whether it is named again in
+/// the same batch or a later one.
+fn batches_fire_what_one_by_one_fires(
+    fresh: impl Fn() -> Option<TestDb>,
+    fires: &[i64],
+    cuts: &[usize],
+) -> Result<(), TestCaseError> {
+    let (Some(one_at_a_time), Some(batched)) = (fresh(), fresh()) else {
+        return Ok(());
+    };
+    let expected = fire(&one_at_a_time, fires, &one_by_one(fires.len()));
+    prop_assert_eq!(fire(&batched, fires, cuts), expected);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+    #[test]
+    fn sqlite_batches_fire_what_one_by_one_fires((fires, cuts) in fire_plan()) {
+        batches_fire_what_one_by_one_fires(|| Some(TestDb::sqlite()), &fires, &cuts)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    #[test]
+    fn postgres_batches_fire_what_one_by_one_fires((fires, cuts) in fire_plan()) {
+        batches_fire_what_one_by_one_fires(TestDb::postgres, &fires, &cuts)?;
     }
 }
