@@ -7,6 +7,9 @@
 //! which PostgreSQL records in rounds.
 
 use converge_model::EntityState;
+use std::fmt::Debug;
+use std::ops::Range;
+
 use converge_model::{CatchUp, EntityKey};
 use converge_store::{
     ActionDetail, ActionOutcome, Appended, Counts, ExpectedArrival, FiredTimer, NewDecision,
@@ -100,13 +103,11 @@ fn plan() -> impl Strategy<Value = Plan> {
         })
 }
 
-/// Every cut: one item per batch.
-fn one_by_one(n: usize) -> Vec<usize> {
-    (1..n).collect()
-}
-
-/// The batches `cuts` makes of `items`.
-fn batches<T>(items: &[T], cuts: &[usize]) -> Vec<std::ops::Range<usize>> {
+/// The batches `cuts` makes of `items`; `None`: one item per batch.
+fn batches<T>(items: &[T], cuts: Option<&[usize]>) -> Vec<Range<usize>> {
+    let Some(cuts) = cuts else {
+        return (0..items.len()).map(|n| n..n + 1).collect();
+    };
     let mut start = 0;
     let mut ranges = Vec::new();
     for end in cuts.iter().copied().chain([items.len()]) {
@@ -114,6 +115,21 @@ fn batches<T>(items: &[T], cuts: &[usize]) -> Vec<std::ops::Range<usize>> {
         start = end;
     }
     ranges
+}
+
+/// What `write` keeps on a fresh database writing one item per batch
+/// (`as_planned` false) and on another writing the batches the plan cut
+/// (true): the same, or the case fails.
+fn same_either_way<T: PartialEq + Debug>(
+    fresh: impl Fn() -> Option<TestDb>,
+    write: impl Fn(&TestDb, bool) -> T,
+) -> Result<(), TestCaseError> {
+    let (Some(one_at_a_time), Some(batched)) = (fresh(), fresh()) else {
+        return Ok(());
+    };
+    let expected = write(&one_at_a_time, false);
+    prop_assert_eq!(write(&batched, true), expected);
+    Ok(())
 }
 
 fn key(entity: usize) -> String {
@@ -178,7 +194,8 @@ struct Kept {
     counts: Counts,
 }
 
-fn write_plan(db: &TestDb, plan: &Plan, event_cuts: &[usize], outcome_cuts: &[usize]) -> Kept {
+/// The plan written in its batches (`as_planned`) or one item per batch.
+fn write_plan(db: &TestDb, plan: &Plan, as_planned: bool) -> Kept {
     let mut store = db.open();
     // Journaled first, each about its planned entity.
     let journaled: Vec<_> = plan
@@ -197,7 +214,7 @@ fn write_plan(db: &TestDb, plan: &Plan, event_cuts: &[usize], outcome_cuts: &[us
 
     let (mut created, mut cancelled, mut dead_lettered) = (0, 0, 0);
     let mut actions: Vec<PendingAction> = Vec::new();
-    for batch in batches(&plan.events, event_cuts) {
+    for batch in batches(&plan.events, as_planned.then_some(&plan.event_cuts)) {
         let result = store
             .write(&WriteBatch {
                 processed: batch.map(|n| processed(n, &plan.events[n])).collect(),
@@ -209,7 +226,7 @@ fn write_plan(db: &TestDb, plan: &Plan, event_cuts: &[usize], outcome_cuts: &[us
         actions.extend(result.actions);
     }
     if !actions.is_empty() {
-        for batch in batches(&plan.outcomes, outcome_cuts) {
+        for batch in batches(&plan.outcomes, as_planned.then_some(&plan.outcome_cuts)) {
             let outcomes = batch
                 .map(|k| outcome(k, &plan.outcomes[k], &actions))
                 .collect();
@@ -275,47 +292,9 @@ fn outcome(
     }
 }
 
-/// The plan written one item per batch, and as its cuts batch it: the
-/// same entity states, timers (ids, statuses, when and why each closed),
-/// actions (statuses, attempts, histories) and counts.
-fn batches_leave_what_one_by_one_leaves(
-    fresh: impl Fn() -> Option<TestDb>,
-    plan: &Plan,
-) -> Result<(), TestCaseError> {
-    let (Some(one_at_a_time), Some(batched)) = (fresh(), fresh()) else {
-        return Ok(());
-    };
-    let expected = write_plan(
-        &one_at_a_time,
-        plan,
-        &one_by_one(plan.events.len()),
-        &one_by_one(plan.outcomes.len()),
-    );
-    let kept = write_plan(&batched, plan, &plan.event_cuts, &plan.outcome_cuts);
-    prop_assert_eq!(kept, expected);
-    Ok(())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
-    #[test]
-    fn sqlite_batches_leave_what_one_by_one_leaves(plan in plan()) {
-        batches_leave_what_one_by_one_leaves(|| Some(TestDb::sqlite()), &plan)?;
-    }
-}
-
-proptest! {
-    // Two databases of its own per case on the server: fewer cases.
-    #![proptest_config(ProptestConfig::with_cases(12))]
-    #[test]
-    fn postgres_batches_leave_what_one_by_one_leaves(plan in plan()) {
-        batches_leave_what_one_by_one_leaves(TestDb::postgres, &plan)?;
-    }
-}
-
 /// Events journaled in batches as `cuts` makes them, some sent twice: what
 /// each append answered (its `seq`, or the `seq` it duplicates), in order.
-fn journal(db: &TestDb, ids: &[usize], cuts: &[usize]) -> Vec<Appended> {
+fn journal(db: &TestDb, ids: &[usize], cuts: Option<&[usize]>) -> Vec<Appended> {
     let mut store = db.open();
     let mut answered = Vec::new();
     for batch in batches(ids, cuts) {
@@ -335,40 +314,13 @@ fn journal_plan() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
     })
 }
 
-/// An event sent twice is journaled once, at its first sending, whether
-/// the second is in the same batch or a later one; `seq`s have no gaps.
-fn batches_journal_what_one_by_one_journals(
-    fresh: impl Fn() -> Option<TestDb>,
-    ids: &[usize],
-    cuts: &[usize],
-) -> Result<(), TestCaseError> {
-    let (Some(one_at_a_time), Some(batched)) = (fresh(), fresh()) else {
-        return Ok(());
-    };
-    let expected = journal(&one_at_a_time, ids, &one_by_one(ids.len()));
-    prop_assert_eq!(journal(&batched, ids, cuts), expected);
-    Ok(())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
-    #[test]
-    fn sqlite_batches_journal_what_one_by_one_journals((ids, cuts) in journal_plan()) {
-        batches_journal_what_one_by_one_journals(|| Some(TestDb::sqlite()), &ids, &cuts)?;
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(12))]
-    #[test]
-    fn postgres_batches_journal_what_one_by_one_journals((ids, cuts) in journal_plan()) {
-        batches_journal_what_one_by_one_journals(TestDb::postgres, &ids, &cuts)?;
-    }
-}
-
 /// Four timers, then `fires` (timer ids, some named twice) fired in
 /// batches as `cuts` makes them: what each firing answered, and the timers.
-fn fire(db: &TestDb, fires: &[i64], cuts: &[usize]) -> (Vec<Option<Appended>>, Vec<TimerRecord>) {
+fn fire(
+    db: &TestDb,
+    fires: &[i64],
+    cuts: Option<&[usize]>,
+) -> (Vec<Option<Appended>>, Vec<TimerRecord>) {
     let mut store = db.open();
     let timers = (0..4)
         .map(|n| NewTimer {
@@ -424,33 +376,47 @@ fn fire_plan() -> impl Strategy<Value = (Vec<i64>, Vec<usize>)> {
     })
 }
 
-/// A timer fires once, at its first mention, whether it is named again in
-/// the same batch or a later one.
-fn batches_fire_what_one_by_one_fires(
-    fresh: impl Fn() -> Option<TestDb>,
-    fires: &[i64],
-    cuts: &[usize],
-) -> Result<(), TestCaseError> {
-    let (Some(one_at_a_time), Some(batched)) = (fresh(), fresh()) else {
-        return Ok(());
-    };
-    let expected = fire(&one_at_a_time, fires, &one_by_one(fires.len()));
-    prop_assert_eq!(fire(&batched, fires, cuts), expected);
-    Ok(())
-}
-
+// A batch leaves what its items written one by one leave: the same
+// entity states, timers (ids, statuses, when and why each closed),
+// actions (statuses, attempts, histories) and counts. An event sent
+// twice is journaled once, at its first sending, and `seq`s have no
+// gaps; a timer fires once, at its first mention; whether the second is
+// in the same batch or a later one.
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn sqlite_batches_leave_what_one_by_one_leaves(plan in plan()) {
+        same_either_way(|| Some(TestDb::sqlite()), |db, as_planned| write_plan(db, &plan, as_planned))?;
+    }
+
+    #[test]
+    fn sqlite_batches_journal_what_one_by_one_journals((ids, cuts) in journal_plan()) {
+        same_either_way(|| Some(TestDb::sqlite()), |db, as_planned| journal(db, &ids, as_planned.then_some(&cuts)))?;
+    }
+
     #[test]
     fn sqlite_batches_fire_what_one_by_one_fires((fires, cuts) in fire_plan()) {
-        batches_fire_what_one_by_one_fires(|| Some(TestDb::sqlite()), &fires, &cuts)?;
+        same_either_way(|| Some(TestDb::sqlite()), |db, as_planned| fire(db, &fires, as_planned.then_some(&cuts)))?;
     }
 }
 
 proptest! {
+    // Two databases of its own per case on the server: fewer cases.
     #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn postgres_batches_leave_what_one_by_one_leaves(plan in plan()) {
+        same_either_way(TestDb::postgres, |db, as_planned| write_plan(db, &plan, as_planned))?;
+    }
+
+    #[test]
+    fn postgres_batches_journal_what_one_by_one_journals((ids, cuts) in journal_plan()) {
+        same_either_way(TestDb::postgres, |db, as_planned| journal(db, &ids, as_planned.then_some(&cuts)))?;
+    }
+
     #[test]
     fn postgres_batches_fire_what_one_by_one_fires((fires, cuts) in fire_plan()) {
-        batches_fire_what_one_by_one_fires(TestDb::postgres, &fires, &cuts)?;
+        same_either_way(TestDb::postgres, |db, as_planned| fire(db, &fires, as_planned.then_some(&cuts)))?;
     }
 }
