@@ -144,8 +144,10 @@ pub(crate) fn write(
 ) -> Result<WriteResult, StoreError> {
     steps.check_fences(batch)?;
     let mut result = WriteResult::default();
-    let appends: Vec<&NewEvent> = batch.appends.iter().collect();
-    result.appended = steps.append(&appends)?;
+    if !batch.appends.is_empty() {
+        let appends: Vec<&NewEvent> = batch.appends.iter().collect();
+        result.appended = steps.append(&appends)?;
+    }
 
     let processed = batch.processed.as_slice();
     if !processed.is_empty() {
