@@ -748,31 +748,23 @@ fn insert_timers<C: GenericClient>(
     let closed_at: Vec<Option<i64>> = batch_timers.iter().map(BatchTimer::closed_at_ms).collect();
     let reasons: Vec<Option<String>> = batch_timers.iter().map(BatchTimer::cancel_reason).collect();
     let statuses: Vec<&str> = batch_timers.iter().map(|t| t.status().name()).collect();
-    let timers: Vec<(i64, &NewTimer)> = batch_timers
-        .iter()
-        .map(|t| (t.created_by_seq, t.timer))
-        .collect();
-    let entities: Vec<&str> = timers.iter().map(|(_, t)| t.entity.as_str()).collect();
-    let (kinds, expect_types): (Vec<&str>, Vec<Option<&str>>) = timers
-        .iter()
-        .map(|(_, t)| timer_kind_columns(&t.kind))
-        .unzip();
-    let event_types: Vec<&str> = timers.iter().map(|(_, t)| t.event_type.as_str()).collect();
+    let timers: Vec<&NewTimer> = batch_timers.iter().map(|t| t.timer).collect();
+    let entities: Vec<&str> = timers.iter().map(|t| t.entity.as_str()).collect();
+    let (kinds, expect_types): (Vec<&str>, Vec<Option<&str>>) =
+        timers.iter().map(|t| timer_kind_columns(&t.kind)).unzip();
+    let event_types: Vec<&str> = timers.iter().map(|t| t.event_type.as_str()).collect();
     let data = timers
         .iter()
-        .map(|(_, t)| serde_json::to_string(&t.data))
+        .map(|t| serde_json::to_string(&t.data))
         .collect::<Result<Vec<_>, _>>()?;
-    let due: Vec<i64> = timers.iter().map(|(_, t)| t.due_at_ms).collect();
-    let catch_ups: Vec<&str> = timers
-        .iter()
-        .map(|(_, t)| catch_up_name(t.catch_up))
-        .collect();
-    let rules: Vec<&str> = timers.iter().map(|(_, t)| t.rule.as_str()).collect();
-    let hashes: Vec<&str> = timers.iter().map(|(_, t)| t.rule_hash.as_str()).collect();
-    let created_by: Vec<i64> = timers.iter().map(|(seq, _)| *seq).collect();
+    let due: Vec<i64> = timers.iter().map(|t| t.due_at_ms).collect();
+    let catch_ups: Vec<&str> = timers.iter().map(|t| catch_up_name(t.catch_up)).collect();
+    let rules: Vec<&str> = timers.iter().map(|t| t.rule.as_str()).collect();
+    let hashes: Vec<&str> = timers.iter().map(|t| t.rule_hash.as_str()).collect();
+    let created_by: Vec<i64> = batch_timers.iter().map(|t| t.created_by_seq).collect();
     let partitions: Vec<i32> = timers
         .iter()
-        .map(|(_, t)| sql_partition(partition_of(&t.entity)))
+        .map(|t| sql_partition(partition_of(&t.entity)))
         .collect();
     s.execute(
         concat!(

@@ -18,7 +18,9 @@ use converge_store::{
 use proptest::prelude::*;
 use serde_json::json;
 
-use crate::helpers::{TestDb, action, appends, entity, event, notify, processed_plain};
+use crate::helpers::{
+    TestDb, action, appends, entity, event, event_about, notify, processed_plain,
+};
 
 const ENTITIES: [&str; 2] = ["A", "B"];
 const TYPES: [&str; 2] = ["task.approved", "task.reviewed"];
@@ -214,13 +216,7 @@ fn write_plan(db: &TestDb, plan: &Plan, as_planned: bool) -> Kept {
         .events
         .iter()
         .enumerate()
-        .map(|(n, planned)| {
-            let mut about = event("/jira", &format!("e-{n}"));
-            let subject = key(planned.entity);
-            about.json = about.json.replace(&format!("task/e-{n}"), &subject);
-            about.subject = Some(subject);
-            about
-        })
+        .map(|(n, planned)| event_about(&format!("e-{n}"), ENTITIES[planned.entity]))
         .collect();
     store.write(&appends(journaled)).unwrap();
 

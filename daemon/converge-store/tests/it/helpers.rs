@@ -273,6 +273,15 @@ pub fn event(source: &str, id: &str) -> NewEvent {
     }
 }
 
+/// An event from `/jira` with id `id`, about `task/<entity_id>`.
+pub fn event_about(id: &str, entity_id: &str) -> NewEvent {
+    let mut about = event("/jira", id);
+    let subject = format!("task/{entity_id}");
+    about.json = about.json.replace(&format!("task/{id}"), &subject);
+    about.subject = Some(subject);
+    about
+}
+
 pub fn appends(events: Vec<NewEvent>) -> WriteBatch {
     WriteBatch {
         appends: events,

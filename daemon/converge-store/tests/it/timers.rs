@@ -5,7 +5,7 @@ use converge_store::{
 };
 use serde_json::json;
 
-use crate::helpers::{TestDb, appends, event, processed_plain};
+use crate::helpers::{TestDb, appends, event, event_about, processed_plain};
 
 fn timer(entity: &str, kind: TimerKind, event_type: &str, due_at_ms: i64) -> NewTimer {
     NewTimer {
@@ -70,14 +70,6 @@ fn processed_with(seq: i64, timers: Vec<NewTimer>) -> ProcessedEvent {
 /// Another event about `task/<entity_id>` (the events' subject is what a
 /// timer's entity is: the store lists an entity's timers through the
 /// events about it).
-fn event_about(id: &str, entity_id: &str) -> NewEvent {
-    let mut about = event("/jira", id);
-    let subject = format!("task/{entity_id}");
-    about.json = about.json.replace(&format!("task/{id}"), &subject);
-    about.subject = Some(subject);
-    about
-}
-
 /// One journaled event, about `task/T-1`, that created `timers`.
 fn store_with_timers(db: &TestDb, timers: Vec<NewTimer>) -> converge_store::Store {
     let mut store = db.open();
