@@ -320,7 +320,7 @@ const LADDER: &str = r#"{"specversion":"1.0","id":"h1","source":"/jira","type":"
 {"specversion":"1.0","id":"c1","source":"/jira","type":"task.commented","subject":"task/T-1","time":"2026-11-26T18:00:00Z","data":{}}
 "#;
 
-/// The decisions of the handoffs (notify, set_field, the three rungs).
+/// The decisions of the handoffs (notify, set_field, the first rung).
 fn handoff_lines(id: &str, task: &str, owner: &str) -> Vec<String> {
     let at = "2026-11-23T10:00:00Z";
     vec![
@@ -333,11 +333,18 @@ fn handoff_lines(id: &str, task: &str, owner: &str) -> Vec<String> {
         format!(
             r#"{at}  {id}  stalled_handoff  {{"kind":"expect","event_type":"task.handoff.ended","within_ms":86400000,"otherwise":"task.handoff.remind","catch_up":"fire_late"}}"#
         ),
+    ]
+}
+
+/// The decisions of a rung that fires: its notice, then the next rung.
+fn rung_lines(at: &str, id: &str, notice: &str, next: &str) -> Vec<String> {
+    vec![
+        format!(r#"{at}  {id}  stalled_handoff  {notice}"#),
         format!(
-            r#"{at}  {id}  stalled_handoff  {{"kind":"expect","event_type":"task.handoff.ended","within_ms":172800000,"otherwise":"task.handoff.escalate_review","catch_up":"fire_late"}}"#
+            r#"{at}  {id}  stalled_handoff  {{"kind":"cancel_expects","event_type":"task.handoff.ended"}}"#
         ),
         format!(
-            r#"{at}  {id}  stalled_handoff  {{"kind":"expect","event_type":"task.handoff.ended","within_ms":259200000,"otherwise":"task.handoff.escalate_business","catch_up":"fire_late"}}"#
+            r#"{at}  {id}  stalled_handoff  {{"kind":"expect","event_type":"task.handoff.ended","within_ms":86400000,"otherwise":"task.handoff.{next}","catch_up":"fire_late"}}"#
         ),
     ]
 }
@@ -350,19 +357,37 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
     assert!(out.status.success(), "{}", stderr(&out));
     let mut expected = handoff_lines("h1", "T-1", "bo");
     expected.extend(handoff_lines("h2", "T-2", "cy"));
+    // Both reminders at 24h, each expecting its 48h rung; T-2 moves at 30h,
+    // which ends its ladder: `cancel_expects` cancels its waiting rung
+    // (timer 4).
+    expected.extend(rung_lines(
+        "2026-11-24T10:00:00Z",
+        "timer-1",
+        r#"{"kind":"notify","to":"bo","message":"task/T-1 has waited 24h for you since it was handed to you (stage: review): pick it up or hand it back"}"#,
+        "escalate_review",
+    ));
+    expected.extend(rung_lines(
+        "2026-11-24T10:00:00Z",
+        "timer-2",
+        r#"{"kind":"notify","to":"cy","message":"task/T-2 has waited 24h for you since it was handed to you (stage: review): pick it up or hand it back"}"#,
+        "escalate_review",
+    ));
     expected.extend([
-        // Both reminders at 24h; T-2 moves at 30h, which ends its ladder:
-        // `cancel_expects` cancels its later rungs (timers 5 and 6).
-        r#"2026-11-24T10:00:00Z  timer-1  stalled_handoff  {"kind":"notify","to":"bo","message":"task/T-1 has waited 24h for you since it was handed to you (stage: review): pick it up or hand it back"}"#.into(),
-        r#"2026-11-24T10:00:00Z  timer-4  stalled_handoff  {"kind":"notify","to":"cy","message":"task/T-2 has waited 24h for you since it was handed to you (stage: review): pick it up or hand it back"}"#.into(),
         r#"2026-11-24T16:00:00Z  u2  stalled_handoff  {"kind":"set_field","field":"handoff","value":null}"#.into(),
         r#"2026-11-24T16:00:00Z  u2  stalled_handoff  {"kind":"cancel_expects","event_type":"task.handoff.ended"}"#.into(),
-        r#"2026-11-25T10:00:00Z  timer-2  stalled_handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-1 has not moved for 48h since it was handed to bo (stage: review)","level":2}"#.into(),
-        r#"2026-11-26T10:00:00Z  timer-3  stalled_handoff  {"kind":"escalate","to":"carla","reason":"task/T-1 has not moved for 72h since it was handed to bo (stage: review)","level":3}"#.into(),
+    ]);
+    expected.extend(rung_lines(
+        "2026-11-25T10:00:00Z",
+        "timer-3",
+        r#"{"kind":"escalate","to":"review_owner","reason":"task/T-1 has not moved for 48h since it was handed to bo (stage: review)","level":2}"#,
+        "escalate_business",
+    ));
+    expected.extend([
+        r#"2026-11-26T10:00:00Z  timer-5  stalled_handoff  {"kind":"escalate","to":"carla","reason":"task/T-1 has not moved for 72h since it was handed to bo (stage: review)","level":3}"#.into(),
         "".into(),
         "replayed 4 events in [time]".into(),
         "simulated: 4 timers fired, 0 events emitted".into(),
-        "decisions: 1 cancel_expects, 2 escalate, 6 expect, 4 notify, 3 set_field".into(),
+        "decisions: 4 cancel_expects, 2 escalate, 5 expect, 4 notify, 3 set_field".into(),
         "rule failures: none".into(),
         "metrics:".into(),
         "  review_time: median 30.0h, p85 30.0h (1 sample)".into(),
@@ -380,8 +405,8 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
     assert_eq!(
         ending_at_rule_failures(&text, 3),
         [
-            "simulated: 2 timers fired, 0 events emitted; 2 timers not yet due at 2026-11-24T16:00:00Z",
-            "decisions: 1 cancel_expects, 6 expect, 4 notify, 3 set_field",
+            "simulated: 2 timers fired, 0 events emitted; 1 timer not yet due at 2026-11-24T16:00:00Z",
+            "decisions: 3 cancel_expects, 4 expect, 4 notify, 3 set_field",
             "rule failures: none",
         ]
     );
@@ -399,7 +424,7 @@ fn a_stalled_handoff_climbs_the_ladder_on_the_virtual_clock_until_the_task_moves
         ending_at_rule_failures(&text, 3),
         [
             "simulated: 4 timers fired, 0 events emitted",
-            "decisions: 1 cancel_expects, 2 escalate, 6 expect, 4 notify, 3 set_field",
+            "decisions: 4 cancel_expects, 2 escalate, 5 expect, 4 notify, 3 set_field",
             "rule failures: none",
         ]
     );
@@ -441,7 +466,7 @@ fn recorded_timer_events_are_simulated_instead_unless_no_simulate() {
         [
             "replayed 2 events in [time]",
             "simulated: 3 timers fired, 0 events emitted",
-            "decisions: 2 escalate, 3 expect, 2 notify, 1 set_field",
+            "decisions: 2 cancel_expects, 2 escalate, 3 expect, 2 notify, 1 set_field",
             "rule failures: none",
         ]
     );
@@ -454,7 +479,7 @@ fn recorded_timer_events_are_simulated_instead_unless_no_simulate() {
         ending_at_rule_failures(&text, 3),
         [
             "replayed 3 events in [time]",
-            "decisions: 3 expect, 2 notify, 1 set_field",
+            "decisions: 1 cancel_expects, 2 expect, 2 notify, 1 set_field",
             "rule failures: none",
         ]
     );
@@ -575,17 +600,19 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
             "u2 (task.updated task/T-2 at 2026-11-24T16:00:00Z)",
             r#"- stalled_handoff  {"kind":"set_field","field":"handoff","value":null}"#,
             r#"- stalled_handoff  {"kind":"cancel_expects","event_type":"task.handoff.ended"}"#,
-            "timer-5 (task.handoff.escalate_review task/T-2 at 2026-11-25T10:00:00Z)",
+            "timer-4 (task.handoff.escalate_review task/T-2 at 2026-11-25T10:00:00Z)",
             r#"+ stalled_handoff  {"kind":"escalate","to":"review_owner","reason":"task/T-2 has not moved for 48h since it was handed to cy (stage: in_progress)","level":2}"#,
+            r#"+ stalled_handoff  {"kind":"cancel_expects","event_type":"task.handoff.ended"}"#,
+            r#"+ stalled_handoff  {"kind":"expect","event_type":"task.handoff.ended","within_ms":86400000,"otherwise":"task.handoff.escalate_business","catch_up":"fire_late"}"#,
             "timer-6 (task.handoff.escalate_business task/T-2 at 2026-11-26T10:00:00Z)",
             r#"+ stalled_handoff  {"kind":"escalate","to":"business_owner","reason":"task/T-2 has not moved for 72h since it was handed to cy (stage: in_progress)","level":3}"#,
             "",
             "replayed 4 events in [time]",
             &format!("b is a with stalled_handoff from {b}"),
-            "a: decisions: 1 cancel_expects, 2 escalate, 6 expect, 4 notify, 3 set_field; rule failures: none; simulated: 4 timers fired, 0 events emitted",
-            "b: decisions: 4 escalate, 6 expect, 4 notify, 2 set_field; rule failures: none; simulated: 6 timers fired, 0 events emitted",
-            "3 of 10 events (4 replayed, 6 simulated) decide differently: 2 only in a (-), 2 only in b (+)",
-            "b would cancel 1 fewer wait, 2 more escalations, 1 fewer field change",
+            "a: decisions: 4 cancel_expects, 2 escalate, 5 expect, 4 notify, 3 set_field; rule failures: none; simulated: 4 timers fired, 0 events emitted",
+            "b: decisions: 4 cancel_expects, 4 escalate, 6 expect, 4 notify, 2 set_field; rule failures: none; simulated: 6 timers fired, 0 events emitted",
+            "3 of 10 events (4 replayed, 6 simulated) decide differently: 2 only in a (-), 4 only in b (+)",
+            "b would wait for 1 more expected event, 2 more escalations, 1 fewer field change; cancel_expects decisions differ in what they say",
             "metrics (a -> b):",
             "  exception_rate: 25.0% -> 40.0%",
         ]
@@ -599,7 +626,7 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert_eq!(lines.len(), 7, "{lines:#?}");
     assert_eq!(
         (&lines[0]["origin"], &lines[0]["only_in"], &lines[0]["now"]),
         (
@@ -613,7 +640,7 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
         (&json!("timer"), &json!("b"), &json!("2026-11-25T10:00:00Z"))
     );
     assert!(lines[2]["trace"]["at"].is_string(), "{}", lines[2]);
-    let summary = &lines[4]["summary"];
+    let summary = &lines[6]["summary"];
     assert_eq!(summary["b"]["decisions"]["escalate"], 4, "{summary}");
     assert_eq!(
         summary["a"]["simulated"],
@@ -621,7 +648,7 @@ fn a_diff_counts_the_decisions_timers_lead_to() {
     );
     assert_eq!(
         summary["change"],
-        "b would cancel 1 fewer wait, 2 more escalations, 1 fewer field change"
+        "b would wait for 1 more expected event, 2 more escalations, 1 fewer field change; cancel_expects decisions differ in what they say"
     );
     assert_eq!(
         summary["b_is_a_with"],

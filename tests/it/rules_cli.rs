@@ -623,7 +623,7 @@ fn rules_try_climbs_the_bundled_handoff_ladder_rung_by_rung() {
     }
     assert!(
         text.ends_with(
-            "1 event(s), 3 timer(s) fired, 8 decision(s), 4 action(s), 4 request(s) shown; nothing was sent\n"
+            "1 event(s), 3 timer(s) fired, 10 decision(s), 4 action(s), 4 request(s) shown; nothing was sent\n"
         ),
         "{text}"
     );

@@ -516,3 +516,247 @@ async fn an_items_timers_say_when_there_are_more_than_listed() {
     assert_eq!(calm["timers"].as_array().unwrap().len(), 5, "{calm}");
     assert_eq!(calm["more"], false);
 }
+
+/// The example escalation ladder (`rules/stalled_handoff.rhai`), whose rungs
+/// wait one at a time: each rung that fires expects the next.
+fn ladder_workspace(rule: &str) -> Workspace {
+    Workspace::new(&[("stalled_handoff", rule)], &manual_clock(START))
+}
+
+fn example_ladder() -> String {
+    std::fs::read_to_string(crate::support::repo_root().join("rules/stalled_handoff.rhai")).unwrap()
+}
+
+async fn hand_off(daemon: &crate::support::Daemon) {
+    let (status, body) = daemon
+        .send_event(&event(
+            "h-1",
+            "task.handoff",
+            "task/T-1",
+            json!({"owner": "bo", "stage": "review"}),
+        ))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    daemon.wait_for_trail("h-1", processed).await;
+}
+
+/// Each decision of a trail as `kind to|otherwise level`, the parts it has.
+fn decisions(trail: &Value) -> Vec<String> {
+    trail["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let d = &d["decision"];
+            let mut parts = vec![d["kind"].as_str().unwrap().to_string()];
+            for key in ["to", "otherwise", "level"] {
+                if !d[key].is_null() {
+                    parts.push(d[key].to_string().trim_matches('"').to_string());
+                }
+            }
+            parts.join(" ")
+        })
+        .collect()
+}
+
+/// Each timer's id and due time, in RFC 3339.
+fn due_times(timers: &[Value]) -> Vec<(i64, String)> {
+    let mut due: Vec<(i64, String)> = timers
+        .iter()
+        .map(|t| {
+            let at = chrono::DateTime::from_timestamp_millis(t["due_at_ms"].as_i64().unwrap());
+            let at = at
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            (t["id"].as_i64().unwrap(), at)
+        })
+        .collect();
+    due.sort();
+    due
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_ladder_keeps_its_times_with_one_rung_waiting() {
+    let ws = ladder_workspace(&example_ladder());
+    let daemon = ws.start();
+    hand_off(&daemon).await;
+    assert_eq!(
+        statuses(&daemon.timers("task/T-1").await),
+        [(1, "pending".into())]
+    );
+
+    daemon.advance_clock("24h").await;
+    let remind = daemon.wait_for_trail("timer-1", processed).await;
+    assert_eq!(
+        decisions(&remind),
+        [
+            "notify bo",
+            "cancel_expects",
+            "expect task.handoff.escalate_review"
+        ],
+        "{remind}"
+    );
+    daemon.advance_clock("24h").await;
+    let review = daemon.wait_for_trail("timer-2", processed).await;
+    assert_eq!(
+        decisions(&review),
+        [
+            "escalate review_owner 2",
+            "cancel_expects",
+            "expect task.handoff.escalate_business"
+        ],
+        "{review}"
+    );
+    daemon.advance_clock("24h").await;
+    let business = daemon.wait_for_trail("timer-3", processed).await;
+    assert_eq!(
+        decisions(&business),
+        ["escalate business_owner 3"],
+        "{business}"
+    );
+
+    // Each rung was due its hours after the handoff, to the millisecond.
+    let timers = daemon.timers("task/T-1").await;
+    assert_eq!(
+        due_times(&timers),
+        [
+            (1, "2026-11-24T10:00:00.000Z".into()),
+            (2, "2026-11-25T10:00:00.000Z".into()),
+            (3, "2026-11-26T10:00:00.000Z".into()),
+        ]
+    );
+    assert_eq!(
+        statuses(&timers),
+        [
+            (1, "fired".into()),
+            (2, "fired".into()),
+            (3, "fired".into())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ladder_rung_that_fires_late_brings_the_next_rungs_at_once() {
+    let ws = ladder_workspace(&example_ladder());
+    let daemon = ws.start();
+    hand_off(&daemon).await;
+    daemon.kill9();
+
+    // Down for four days: every rung's time has passed.
+    ws.edit_config(START, "2026-11-27T10:00:00Z");
+    let daemon = ws.start();
+    let remind = daemon.wait_for_trail("timer-1", processed).await;
+    assert_eq!(
+        decisions(&remind),
+        [
+            "notify bo",
+            "cancel_expects",
+            "expect task.handoff.escalate_review"
+        ],
+        "{remind}"
+    );
+    // The next rung's time (48h after the handoff) has passed: it is due
+    // a second after the late one fired.
+    assert_eq!(
+        due_times(&daemon.timers("task/T-1").await)[1],
+        (2, "2026-11-27T10:00:01.000Z".into())
+    );
+    daemon.advance_clock("1s").await;
+    let review = daemon.wait_for_trail("timer-2", processed).await;
+    assert_eq!(
+        decisions(&review),
+        [
+            "escalate review_owner 2",
+            "cancel_expects",
+            "expect task.handoff.escalate_business"
+        ],
+        "{review}"
+    );
+    daemon.advance_clock("1s").await;
+    let business = daemon.wait_for_trail("timer-3", processed).await;
+    assert_eq!(
+        decisions(&business),
+        ["escalate business_owner 3"],
+        "{business}"
+    );
+}
+
+/// A ladder started when the example rule set all three rungs at the
+/// handoff (`tests/fixtures/rules/stalled_handoff_three_timers.rhai`)
+/// climbs once under today's rule: its first rung ends the other two and
+/// expects the next itself, so no rung escalates twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ladder_of_three_waiting_rungs_climbs_once_under_the_example_rule() {
+    let three_timers = std::fs::read_to_string(
+        crate::support::repo_root().join("tests/fixtures/rules/stalled_handoff_three_timers.rhai"),
+    )
+    .unwrap();
+    let ws = ladder_workspace(&three_timers);
+    let daemon = ws.start();
+    hand_off(&daemon).await;
+    assert_eq!(
+        statuses(&daemon.timers("task/T-1").await),
+        [
+            (1, "pending".into()),
+            (2, "pending".into()),
+            (3, "pending".into())
+        ]
+    );
+    daemon.terminate();
+
+    std::fs::write(ws.dir.path().join("stalled_handoff.rhai"), example_ladder()).unwrap();
+    let daemon = ws.start();
+    daemon.advance_clock("24h").await;
+    let remind = daemon.wait_for_trail("timer-1", processed).await;
+    assert_eq!(
+        decisions(&remind),
+        [
+            "notify bo",
+            "cancel_expects",
+            "expect task.handoff.escalate_review"
+        ],
+        "{remind}"
+    );
+    daemon.advance_clock("24h").await;
+    let review = daemon.wait_for_trail("timer-4", processed).await;
+    assert_eq!(decisions(&review)[0], "escalate review_owner 2", "{review}");
+    daemon.advance_clock("24h").await;
+    let business = daemon.wait_for_trail("timer-5", processed).await;
+    assert_eq!(
+        decisions(&business),
+        ["escalate business_owner 3"],
+        "{business}"
+    );
+    daemon.advance_clock("7d").await;
+    daemon.wait_for_metric("converge_timers_pending", 0.0).await;
+
+    not_journaled(&daemon, "timer-2").await;
+    not_journaled(&daemon, "timer-3").await;
+    let timers = daemon.timers("task/T-1").await;
+    assert_eq!(
+        statuses(&timers),
+        [
+            (1, "fired".into()),
+            (2, "cancelled".into()),
+            (3, "cancelled".into()),
+            (4, "fired".into()),
+            (5, "fired".into()),
+        ]
+    );
+    for cancelled in &timers[..] {
+        if cancelled["status"] == "cancelled" {
+            assert_eq!(
+                cancelled["cancel_reason"],
+                "rule stalled_handoff cancelled it"
+            );
+        }
+    }
+    assert_eq!(
+        due_times(&timers)[3],
+        (4, "2026-11-25T10:00:00.000Z".into())
+    );
+    assert_eq!(
+        due_times(&timers)[4],
+        (5, "2026-11-26T10:00:00.000Z".into())
+    );
+}
