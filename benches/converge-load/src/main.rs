@@ -8,7 +8,8 @@
 //! example rules of `rules/` and one `webhook-out` action per event. Each
 //! event is a `task.handoff` with its required fields present: the example
 //! rules notify the new owner (routed to `webhook-out`), remember the
-//! handoff and schedule the three rungs of its escalation ladder.
+//! handoff, end the task's earlier ladder and expect the first rung of its
+//! new one.
 //!
 //! With `--max-in-flight` set low it floods the daemon past its in-flight
 //! budget: refused requests (503 with Retry-After) are counted and sent

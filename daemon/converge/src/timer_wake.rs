@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 /// How the journal wakes the scheduler: only for a new timer due before
 /// the time the scheduler will look again on its own. Waking it after
 /// every commit that created timers cost two queries (due timers, next
-/// due time) per commit: with the example rules' three timers per event,
-/// due days later, ~7% of the tokio workers' CPU. A cancelled timer needs
+/// due time) per commit: with a timer or three per event (the example
+/// rules' ladder), due days later, ~7% of the tokio workers' CPU. A cancelled timer needs
 /// no wake: the scheduler finds nothing due then and looks again.
 #[derive(Debug)]
 pub struct TimerWake {
