@@ -459,9 +459,12 @@ fn new_action_lease<'b, C: GenericClient>(
 /// events, their decisions, their actions).
 ///
 /// The ids are taken from the sequences first and handed out in ascending
-/// order (`row_number() OVER (ORDER BY id)`), so each action knows its
+/// order (the `n`th smallest to the `n`th row), so each action knows its
 /// decision's id within the statement, and ids follow the batch's order
-/// whatever order PostgreSQL evaluates `nextval` in.
+/// whatever order PostgreSQL evaluates `nextval` in. They are looked up
+/// by place in one sorted array, not joined row to row: the planner takes
+/// an `unnest` for 10 rows and would join a page's thousands of decisions
+/// to their ids in a nested loop, in time growing with their square.
 fn insert_decisions<C: GenericClient>(
     s: &mut Session<'_, C>,
     processed: &[ProcessedEvent],
@@ -524,39 +527,37 @@ fn insert_decisions<C: GenericClient>(
          ), ",
             rule_versions_of!("d"),
             ", d_ids AS (
-             SELECT id, row_number() OVER (ORDER BY id) AS n
+             SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids
              FROM (SELECT nextval('decisions_id_seq') AS id FROM d) taken
          ), a AS (
              SELECT * FROM unnest($8::bigint[], $9::text[], $10::text[], $11::text[],
                                   $15::text[])
                  WITH ORDINALITY AS a (decision, route, plugin, payload, payload_key, n)
          ), a_ids AS (
-             SELECT id, row_number() OVER (ORDER BY id) AS n
+             SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids
              FROM (SELECT nextval('actions_id_seq') AS id FROM a) taken
          ), inserted_decisions AS (
              INSERT INTO decisions (id, event_seq, rule_version, kind, body, shadow)
              OVERRIDING SYSTEM VALUE
-             SELECT i.id, d.event_seq, ver.id, d.kind, d.body, d.shadow
-             FROM d JOIN d_ids i USING (n)
+             SELECT i.ids[d.n], d.event_seq, ver.id, d.kind, d.body, d.shadow
+             FROM d CROSS JOIN d_ids i
              JOIN versions ver ON ver.rule = d.rule AND ver.hash = d.rule_hash
-             ORDER BY n
+             ORDER BY d.n
          ), inserted_actions AS (
              INSERT INTO actions (id, decision_id, event_seq, route, plugin, payload_key,
                                   created_at_ms, lease_holder, lease_token, lease_until_ms,
                                   instance)
              OVERRIDING SYSTEM VALUE
-             SELECT i.id, di.id, d.event_seq, a.route, a.plugin, a.payload_key, d.created_at_ms,
+             SELECT i.ids[a.n], di.ids[a.decision], ($1::bigint[])[a.decision], a.route,
+                    a.plugin, a.payload_key, ($6::bigint[])[a.decision],
                     $12, $13, $14, (SELECT id FROM instance)
-             FROM a JOIN a_ids i USING (n)
-             JOIN d ON d.n = a.decision
-             JOIN d_ids di ON di.n = a.decision
+             FROM a CROSS JOIN a_ids i CROSS JOIN d_ids di
              ORDER BY a.n
          ), inserted_payloads AS (
              INSERT INTO action_payloads (action_id, payload)
-             SELECT i.id, a.payload FROM a JOIN a_ids i USING (n)
+             SELECT i.ids[a.n], a.payload FROM a CROSS JOIN a_ids i
          )
-         SELECT array(SELECT id FROM d_ids ORDER BY n), array(SELECT id FROM a_ids ORDER BY n),
-                (SELECT id FROM instance)"
+         SELECT (SELECT ids FROM d_ids), (SELECT ids FROM a_ids), (SELECT id FROM instance)"
         ),
         &[
             &event_seqs,
@@ -778,19 +779,19 @@ fn insert_timers<C: GenericClient>(
          ), ",
             rule_versions_of!("t"),
             ", ids AS (
-             SELECT id, row_number() OVER (ORDER BY id) AS n
+             SELECT array_agg(id ORDER BY id) AS ids
              FROM (SELECT nextval('timers_id_seq') AS id FROM t) taken
          )
          INSERT INTO timers (id, entity, kind, event_type, data, expect_type, due_at_ms,
                              catch_up, rule_version, created_by_seq, partition, status,
                              closed_at_ms, cancel_reason)
          OVERRIDING SYSTEM VALUE
-         SELECT ids.id, t.entity, t.kind, t.event_type, t.data, t.expect_type, t.due_at_ms,
-                t.catch_up, ver.id, t.created_by_seq, t.partition, t.status, t.closed_at_ms,
-                t.cancel_reason
-         FROM t JOIN ids USING (n)
+         SELECT ids.ids[t.n], t.entity, t.kind, t.event_type, t.data, t.expect_type,
+                t.due_at_ms, t.catch_up, ver.id, t.created_by_seq, t.partition, t.status,
+                t.closed_at_ms, t.cancel_reason
+         FROM t CROSS JOIN ids
          JOIN versions ver ON ver.rule = t.rule AND ver.hash = t.rule_hash
-         ORDER BY n"
+         ORDER BY t.n"
         ),
         &[
             &entities,
