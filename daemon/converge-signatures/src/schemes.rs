@@ -410,7 +410,7 @@ fn any_hmac<M: Mac + KeyInit>(keys: &[Secret], parts: &[&[u8]], candidates: &[Ve
         let tag = mac.finalize().into_bytes();
         candidates
             .iter()
-            .any(|candidate| bool::from(tag.as_slice().ct_eq(candidate)))
+            .any(|candidate| bool::from(tag[..].ct_eq(candidate)))
     })
 }
 
@@ -422,7 +422,7 @@ fn any_prefixed_sha256(keys: &[Secret], parts: &[&[u8]], candidate: &[u8]) -> bo
         for part in parts {
             hash.update(part);
         }
-        bool::from(hash.finalize().as_slice().ct_eq(candidate))
+        bool::from(hash.finalize()[..].ct_eq(candidate))
     })
 }
 
