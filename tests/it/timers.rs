@@ -575,6 +575,26 @@ fn due_times(timers: &[Value]) -> Vec<(i64, String)> {
     due
 }
 
+/// What each rung of the example ladder decides for task/T-1: its notice,
+/// then, but for the last, the next rung.
+const REMIND: &[&str] = &[
+    "notify bo",
+    "cancel_expects",
+    "expect task.handoff.escalate_review",
+];
+const REVIEW: &[&str] = &[
+    "escalate review_owner 2",
+    "cancel_expects",
+    "expect task.handoff.escalate_business",
+];
+const BUSINESS: &[&str] = &["escalate business_owner 3"];
+
+/// Waits for the timer event `id` to be processed and checks its decisions.
+async fn rung(daemon: &crate::support::Daemon, id: &str, expected: &[&str]) {
+    let trail = daemon.wait_for_trail(id, processed).await;
+    assert_eq!(decisions(&trail), expected, "{trail}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_ladder_keeps_its_times_with_one_rung_waiting() {
     let ws = ladder_workspace(&example_ladder());
@@ -586,34 +606,11 @@ async fn the_example_ladder_keeps_its_times_with_one_rung_waiting() {
     );
 
     daemon.advance_clock("24h").await;
-    let remind = daemon.wait_for_trail("timer-1", processed).await;
-    assert_eq!(
-        decisions(&remind),
-        [
-            "notify bo",
-            "cancel_expects",
-            "expect task.handoff.escalate_review"
-        ],
-        "{remind}"
-    );
+    rung(&daemon, "timer-1", REMIND).await;
     daemon.advance_clock("24h").await;
-    let review = daemon.wait_for_trail("timer-2", processed).await;
-    assert_eq!(
-        decisions(&review),
-        [
-            "escalate review_owner 2",
-            "cancel_expects",
-            "expect task.handoff.escalate_business"
-        ],
-        "{review}"
-    );
+    rung(&daemon, "timer-2", REVIEW).await;
     daemon.advance_clock("24h").await;
-    let business = daemon.wait_for_trail("timer-3", processed).await;
-    assert_eq!(
-        decisions(&business),
-        ["escalate business_owner 3"],
-        "{business}"
-    );
+    rung(&daemon, "timer-3", BUSINESS).await;
 
     // Each rung was due its hours after the handoff, to the millisecond.
     let timers = daemon.timers("task/T-1").await;
@@ -645,16 +642,7 @@ async fn a_ladder_rung_that_fires_late_brings_the_next_rungs_at_once() {
     // Down for four days: every rung's time has passed.
     ws.edit_config(START, "2026-11-27T10:00:00Z");
     let daemon = ws.start();
-    let remind = daemon.wait_for_trail("timer-1", processed).await;
-    assert_eq!(
-        decisions(&remind),
-        [
-            "notify bo",
-            "cancel_expects",
-            "expect task.handoff.escalate_review"
-        ],
-        "{remind}"
-    );
+    rung(&daemon, "timer-1", REMIND).await;
     // The next rung's time (48h after the handoff) has passed: it is due
     // a second after the late one fired.
     assert_eq!(
@@ -662,23 +650,9 @@ async fn a_ladder_rung_that_fires_late_brings_the_next_rungs_at_once() {
         (2, "2026-11-27T10:00:01.000Z".into())
     );
     daemon.advance_clock("1s").await;
-    let review = daemon.wait_for_trail("timer-2", processed).await;
-    assert_eq!(
-        decisions(&review),
-        [
-            "escalate review_owner 2",
-            "cancel_expects",
-            "expect task.handoff.escalate_business"
-        ],
-        "{review}"
-    );
+    rung(&daemon, "timer-2", REVIEW).await;
     daemon.advance_clock("1s").await;
-    let business = daemon.wait_for_trail("timer-3", processed).await;
-    assert_eq!(
-        decisions(&business),
-        ["escalate business_owner 3"],
-        "{business}"
-    );
+    rung(&daemon, "timer-3", BUSINESS).await;
 }
 
 /// A ladder started when the example rule set all three rungs at the
@@ -707,26 +681,11 @@ async fn a_ladder_of_three_waiting_rungs_climbs_once_under_the_example_rule() {
     std::fs::write(ws.dir.path().join("stalled_handoff.rhai"), example_ladder()).unwrap();
     let daemon = ws.start();
     daemon.advance_clock("24h").await;
-    let remind = daemon.wait_for_trail("timer-1", processed).await;
-    assert_eq!(
-        decisions(&remind),
-        [
-            "notify bo",
-            "cancel_expects",
-            "expect task.handoff.escalate_review"
-        ],
-        "{remind}"
-    );
+    rung(&daemon, "timer-1", REMIND).await;
     daemon.advance_clock("24h").await;
-    let review = daemon.wait_for_trail("timer-4", processed).await;
-    assert_eq!(decisions(&review)[0], "escalate review_owner 2", "{review}");
+    rung(&daemon, "timer-4", REVIEW).await;
     daemon.advance_clock("24h").await;
-    let business = daemon.wait_for_trail("timer-5", processed).await;
-    assert_eq!(
-        decisions(&business),
-        ["escalate business_owner 3"],
-        "{business}"
-    );
+    rung(&daemon, "timer-5", BUSINESS).await;
     daemon.advance_clock("7d").await;
     daemon.wait_for_metric("converge_timers_pending", 0.0).await;
 
