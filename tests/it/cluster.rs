@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::gates::{TOKEN, accept, channel, override_gate, send};
 use crate::postgres::TestDatabase;
 use crate::support::{
-    Daemon, Sink, Workspace, event, plugins_toml, repo_root, sends_to_sink_toml, under_load_toml,
+    Daemon, Sink, Workspace, event, example_rule, plugins_toml, sends_to_sink_toml, under_load_toml,
 };
 
 /// Every created task is notified with its number and what its entity has
@@ -323,7 +323,7 @@ async fn three_daemons_share_the_work_and_survive_a_sigkill() {
 /// convergence gate and a `greet` rule, rule files not watched: only SIGHUP
 /// (or the other daemon) reloads them.
 fn gate_workspace(db: &TestDatabase, sink: &Sink) -> Workspace {
-    let gate = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();
+    let gate = example_rule("convergence_gate");
     let greet = r#"if event.type == "hello" { notify("ops", "v1"); }"#;
     let ws = Workspace::new(
         &[("convergence_gate", &gate), ("greet", greet)],

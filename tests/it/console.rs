@@ -18,7 +18,7 @@ use crate::browser::Browser;
 use crate::gates::{accept, channel, send};
 use crate::reload::reminding;
 use crate::support::{
-    ADMIN_TOKEN, Daemon, Sink, Workspace, event, numbered_events, repo_root, sends_to_sink_toml,
+    ADMIN_TOKEN, Daemon, Sink, Workspace, event, example_rule, numbered_events, sends_to_sink_toml,
 };
 
 mod accessibility;
@@ -33,9 +33,7 @@ fn workspace(sink: &Sink) -> Workspace {
 
 /// [`workspace`] with `extra` appended to its config.
 fn workspace_with(sink: &Sink, extra: &str) -> Workspace {
-    let rule = |name: &str| {
-        std::fs::read_to_string(repo_root().join(format!("rules/{name}.rhai"))).unwrap()
-    };
+    let rule = |name: &str| example_rule(name);
     Workspace::new(
         &[
             ("convergence_gate", &rule("convergence_gate")),

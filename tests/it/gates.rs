@@ -6,13 +6,13 @@
 use serde_json::{Value, json};
 
 use crate::support::{
-    Daemon, Sink, Workspace, actions_settled, event, is_send_key, repo_root, sends_to_sink_toml,
+    Daemon, Sink, Workspace, actions_settled, event, example_rule, is_send_key, sends_to_sink_toml,
 };
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
 fn workspace(sink: &Sink) -> Workspace {
-    let rule = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();
+    let rule = example_rule("convergence_gate");
     let ws = Workspace::new(&[("convergence_gate", &rule)], &sends_to_sink_toml(sink));
     // So `converge gates` can find the daemon.
     ws.listen_on_free_port();
@@ -306,7 +306,7 @@ async fn a_gate_rule_that_fails_on_a_send_request_holds_the_send_until_it_can_ju
 #[tokio::test(flavor = "multi_thread")]
 async fn a_send_still_held_a_day_before_its_launch_is_escalated_to_the_campaign_owner() {
     let sink = Sink::start().await;
-    let rule = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();
+    let rule = example_rule("convergence_gate");
     let ws = Workspace::new(
         &[("convergence_gate", &rule)],
         &format!(

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use serde_json::{Value, json};
 
-use crate::support::{Workspace, event};
+use crate::support::{Workspace, event, example_rule};
 
 /// Tells the new owner (with the replay clock's `now`), and escalates every
 /// event about a task while it is blocked: a decision that depends on history.
@@ -309,7 +309,7 @@ fn a_diff_of_one_edited_rule_runs_the_configs_other_rules_on_both_sides() {
 }
 
 fn stalled_handoff() -> String {
-    std::fs::read_to_string(crate::support::repo_root().join("rules/stalled_handoff.rhai")).unwrap()
+    example_rule("stalled_handoff")
 }
 
 /// Two tasks handed off at once; T-2 moves after 30h, T-1 never does. The

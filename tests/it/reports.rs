@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::postgres::TestDatabase;
-use crate::support::{Daemon, Workspace, repo_root};
+use crate::support::{Daemon, Workspace, example_rule, repo_root};
 
 pub const MONTH: (&str, &str) = ("2026-11-01", "2026-12-01");
 
@@ -594,8 +594,7 @@ fn bad_report_parameters_exit_2_naming_the_valid_ones() {
 }
 
 fn digest_workspace() -> Workspace {
-    let digest =
-        std::fs::read_to_string(repo_root().join("rules/review_point_digest.rhai")).unwrap();
+    let digest = example_rule("review_point_digest");
     Workspace::new(
         &[("review_point_digest", &digest)],
         "[clock]\nmode = \"manual\"\nstart = \"2026-11-27T09:00:00Z\"\n",

@@ -7,7 +7,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Sink, Workspace, actions_settled, event, plugins_toml, repo_root};
+use crate::support::{Sink, Workspace, actions_settled, event, example_rule, plugins_toml};
 
 const ADMIN_TOKEN: &str = "adm-SECRET-5f2a9c1e7b3d4068a1";
 const SLACK_TOKEN: &str = "xoxb-SECRET-91c3e5a7d2f40b68c";
@@ -32,7 +32,7 @@ fn assert_no_secret(place: &str, text: &str) {
 }
 
 fn workspace(sink: &Sink) -> Workspace {
-    let gate = std::fs::read_to_string(repo_root().join("rules/convergence_gate.rhai")).unwrap();
+    let gate = example_rule("convergence_gate");
     let ws = Workspace::new(
         &[("ops", OPS_RULE), ("convergence_gate", &gate)],
         &format!(

@@ -595,6 +595,11 @@ pub fn numbered_events(
         .collect()
 }
 
+/// The source of the example rule `rules/<name>.rhai`.
+pub fn example_rule(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join(format!("rules/{name}.rhai"))).unwrap()
+}
+
 /// A CloudEvent with the given id, type, subject and data.
 pub fn event(id: &str, ty: &str, subject: &str, data: Value) -> Value {
     serde_json::json!({

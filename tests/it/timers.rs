@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Workspace, event, numbered_events};
+use crate::support::{Workspace, event, example_rule, numbered_events};
 
 const START: &str = "2026-11-23T10:00:00Z";
 
@@ -524,7 +524,7 @@ fn ladder_workspace(rule: &str) -> Workspace {
 }
 
 fn example_ladder() -> String {
-    std::fs::read_to_string(crate::support::repo_root().join("rules/stalled_handoff.rhai")).unwrap()
+    example_rule("stalled_handoff")
 }
 
 async fn hand_off(daemon: &crate::support::Daemon) {
@@ -702,7 +702,7 @@ async fn a_ladder_of_three_waiting_rungs_climbs_once_under_the_example_rule() {
             (5, "fired".into()),
         ]
     );
-    for cancelled in &timers[..] {
+    for cancelled in &timers {
         if cancelled["status"] == "cancelled" {
             assert_eq!(
                 cancelled["cancel_reason"],
