@@ -1,6 +1,6 @@
-# What run.sh and count.sh share, sourced by both after they set HERE, ROOT
-# and OUT and define fail: where converge and its plugin are, the ports, the
-# sink, and converge's config for one run.
+# What run.sh, count.sh and kernel.sh share, sourced by each after they set
+# HERE, ROOT and OUT and define fail: where converge and its plugin are, the
+# ports, the sink, and converge's config for one run.
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
