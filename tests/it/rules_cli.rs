@@ -59,6 +59,27 @@ fn the_rule_tests_in_the_repository_pass() {
     assert!(!text.contains("FAILED"), "{text}");
 }
 
+/// The gate race's rule (benches/gate-race) decides what the race counts:
+/// its tests are held to the race's expected decisions.
+#[test]
+fn the_gate_race_rule_tests_pass() {
+    let out = converge(
+        &repo_root(),
+        &["rules", "test", "benches/gate-race/converge"],
+    );
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("test gate.test.toml :: "), "{text}");
+    assert!(
+        text.contains("\ntest result: ok. 6 passed; 0 failed"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_failing_rule_test_shows_the_diff_and_fails_the_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -538,6 +538,24 @@ fn registered_measures(engine: &mut Engine) {
     engine.register_fn("missing", |entity: Dynamic, names: Array| {
         measures::missing(&entity, &names).map_err(Box::<EvalAltResult>::from)
     });
+    // The map by reference: a rule's own map (`event.data` read into a
+    // variable) is not copied for the call.
+    engine.register_fn("missing_in", |map: &mut Map, names: Array| {
+        measures::missing_in(Some(map), &names).map_err(Box::<EvalAltResult>::from)
+    });
+    engine.register_fn("missing_in", |_: (), names: Array| {
+        measures::missing_in(None, &names).map_err(Box::<EvalAltResult>::from)
+    });
+    engine.register_fn(
+        "missing_in",
+        |value: Dynamic, _: Array| -> Result<Array, Box<EvalAltResult>> {
+            Err(format!(
+                "missing_in: the first argument must be a map or (), got a value of type `{}`",
+                value.type_name()
+            )
+            .into())
+        },
+    );
     engine.register_fn("agreement", |entity: Dynamic, field: ImmutableString| {
         measures::agreement_with_outliers(&entity, &field)
             .map(|(share, _)| share)

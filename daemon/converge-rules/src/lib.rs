@@ -55,7 +55,8 @@
 //! entity. Text helpers: `items.join(separator)` and `lines(items)` (joined
 //! with line breaks, which backtick strings cannot write). Helpers (pure;
 //! module `measures`): `seconds_between(from, to)`,
-//! `hours_since(time)`, `duration(text)`, `missing(entity, names)`, and the
+//! `hours_since(time)`, `duration(text)`, `missing(entity, names)`,
+//! `missing_in(map, names)`, and the
 //! convergence measures `agreement`, `text_similarity` (Jaccard of word
 //! sets), `message_consistency`, `launch_spread_hours`, `launch_within`,
 //! `audience_overlap` and `consistency` (weighted mean of the parts, each

@@ -78,15 +78,9 @@ fn is_blank(value: &Dynamic) -> bool {
     if value.is_unit() {
         return true;
     }
-    if value.is_string() {
-        return value
-            .clone()
-            .into_string()
-            .unwrap_or_default()
-            .trim()
-            .is_empty();
-    }
-    false
+    value
+        .as_immutable_string_ref()
+        .is_ok_and(|text| text.trim().is_empty())
 }
 
 /// The entity map a measure was given, or an error naming the function.
@@ -121,22 +115,38 @@ fn member_map<'a>(map: &'a Map, name: &str) -> Option<DynamicReadLock<'a, Map>> 
 pub(crate) fn missing(entity: &Dynamic, names: &Array) -> Result<Array, String> {
     let entity = entity_map("missing", entity)?;
     let fields = member_map(&entity, "fields");
+    blank_names("missing", names, |name| match name {
+        "stage" | "owner" => entity.get(name),
+        other => fields.as_deref().and_then(|fields| fields.get(other)),
+    })
+}
+
+/// `missing_in(map, names)`: the names, in the order given, that are
+/// missing among the members of any map (an event's `data`, say), by the
+/// same measure as `missing`. `()` has no members: every name is missing.
+pub(crate) fn missing_in(map: Option<&Map>, names: &Array) -> Result<Array, String> {
+    blank_names("missing_in", names, |name| {
+        map.and_then(|map| map.get(name))
+    })
+}
+
+/// The names in `names` whose value, as `lookup` finds it, is absent, `()`
+/// or blank; an error names `function` when a name is not a string.
+fn blank_names<'a>(
+    function: &str,
+    names: &Array,
+    lookup: impl Fn(&str) -> Option<&'a Dynamic>,
+) -> Result<Array, String> {
     let mut out = Array::new();
     for name in names {
-        let Some(name) = name.clone().into_immutable_string().ok() else {
+        let Ok(text) = name.as_immutable_string_ref() else {
             return Err(format!(
-                "missing: names must be strings, got a value of type `{}`",
+                "{function}: names must be strings, got a value of type `{}`",
                 name.type_name()
             ));
         };
-        let value = match name.as_str() {
-            "stage" | "owner" => member(&entity, &name),
-            other => fields
-                .as_deref()
-                .map_or(Dynamic::UNIT, |fields| member(fields, other)),
-        };
-        if is_blank(&value) {
-            out.push(Dynamic::from(name));
+        if lookup(&text).is_none_or(is_blank) {
+            out.push(name.clone());
         }
     }
     Ok(out)

@@ -1,5 +1,5 @@
-//! The helpers: durations, missing data and the convergence measures, with
-//! the exact values `docs/rules.md` gives.
+//! The helpers: durations, missing data (of an entity or any map) and the
+//! convergence measures, with the exact values `docs/rules.md` gives.
 
 use converge_model::{DecisionKind, EntityState};
 use serde_json::{Value, json};
@@ -117,6 +117,96 @@ fn missing_lists_blank_and_absent_names_in_order() {
             state
         ),
         json!(["brief"])
+    );
+}
+
+/// What `expr` evaluates to in a rule run on an event carrying `data`
+/// (about no entity), as JSON; or the rule's failure.
+fn on_data(expr: &str, data: Value) -> Result<Value, String> {
+    let set = compile(&[("r", &format!("notify(\"ops\", `${{{expr}}}`);"))]);
+    let eval = set.evaluate(&event("x.y", None, data), None, now());
+    if let Some(failure) = eval.failures.first() {
+        return Err(failure.message.clone());
+    }
+    match &eval.decisions[0].kind {
+        DecisionKind::Notify { message, .. } => Ok(Value::String(message.clone())),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_in_lists_the_blank_and_absent_members_of_any_map_in_order() {
+    let data = json!({"owner": "  ", "brief": "", "deadline": "2026-12-01", "budget": 0,
+                      "approved": false, "tags": [], "stage": null});
+    let names =
+        r#"["owner", "deadline", "brief", "approvals", "budget", "approved", "tags", "stage"]"#;
+    // Read into a variable, as a rule reads `event.data`, and straight from
+    // the event: the same answer.
+    let expected = json!(r#"["owner", "brief", "approvals", "stage"]"#);
+    assert_eq!(
+        on_data(
+            &format!("{{ let data = event.data; missing_in(data, {names}) }}"),
+            data.clone()
+        ),
+        Ok(expected.clone())
+    );
+    assert_eq!(
+        on_data(&format!("missing_in(event.data, {names})"), data.clone()),
+        Ok(expected.clone())
+    );
+    assert_eq!(
+        on_data(
+            &format!("{{ let data = event.data; data.missing_in({names}) }}"),
+            data.clone()
+        ),
+        Ok(expected)
+    );
+    // The map read is left as it was.
+    assert_eq!(
+        on_data(
+            r#"{ let data = event.data; missing_in(data, ["owner"]); data.owner }"#,
+            data.clone()
+        ),
+        Ok(json!("  "))
+    );
+    // `()` (no data) has no members; nothing asked for, nothing missing.
+    assert_eq!(
+        on_data(r#"missing_in((), ["owner", "brief"])"#, json!({})),
+        Ok(json!(r#"["owner", "brief"]"#))
+    );
+    assert_eq!(
+        on_data("missing_in(event.data, [])", data.clone()),
+        Ok(json!("[]"))
+    );
+    // docs/rules.md's example.
+    assert_eq!(
+        on_data(
+            r#"missing_in(event.data, ["owner", "deadline", "offer_code"])"#,
+            json!({"owner": "ana", "deadline": ""})
+        ),
+        Ok(json!(r#"["deadline", "offer_code"]"#))
+    );
+    // Only `stage` and `owner` of an entity are read from its top level by
+    // `missing`; `missing_in` reads the map it is given, `fields` or not.
+    assert_eq!(
+        on_data(
+            r#"missing_in(#{ stage: "draft", fields: #{ brief: "b" } }, ["stage", "brief"])"#,
+            json!({})
+        ),
+        Ok(json!(r#"["brief"]"#))
+    );
+}
+
+#[test]
+fn missing_in_refuses_what_is_not_a_map_and_names_that_are_not_strings() {
+    let data = json!({"owner": "ana"});
+    assert_eq!(
+        on_data(r#"missing_in(event.data, ["owner", 42])"#, data.clone()),
+        Err("rules/r.rhai:1:18: Runtime error: missing_in: names must be strings, got a value of type `i64`".into())
+    );
+    assert_eq!(
+        on_data(r#"missing_in(event.data.owner, ["owner"])"#, data),
+        Err("rules/r.rhai:1:18: Runtime error: missing_in: the first argument must be a map or (), got a value of type `string`".into())
     );
 }
 
