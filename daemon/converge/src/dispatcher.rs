@@ -262,7 +262,8 @@ fn claim_actions(
     }
 }
 
-/// Which actions this dispatcher is running or has just finished.
+/// Which actions this dispatcher is running or has just finished, by id
+/// (hashed as `Shared`'s maps are: each action looks here several times).
 #[derive(Default)]
 struct Tracked {
     /// Running actions and their lease tokens (with several daemons).
