@@ -15,6 +15,13 @@ require_converge() {
     [ -f "$WEBHOOK_OUT" ] || fail "$WEBHOOK_OUT not found: cargo build --profile wasm --target wasm32-wasip2 -p webhook-out"
 }
 
+# Fails unless converge-load is built (CONVERGE_LOAD overrides where it is
+# looked for); sets LOAD.
+require_load() {
+    LOAD="${CONVERGE_LOAD:-$TARGET/release/converge-load}"
+    [ -x "$LOAD" ] || fail "$LOAD not found: cargo build --release -p converge-load"
+}
+
 # Fails unless each port given is free on 127.0.0.1.
 require_free_ports() {
     local port

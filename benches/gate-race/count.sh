@@ -115,8 +115,7 @@ gate)
     gate_counted "$OUT/loaded" gate_send
     ;;
 handoffs)
-    LOAD="${CONVERGE_LOAD:-$TARGET/release/converge-load}"
-    [ -x "$LOAD" ] || fail "$LOAD not found: cargo build --release -p converge-load"
+    require_load
     printf '#!/bin/sh\nexec valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$COUNT_DIR/callgrind.%%p" "%s" "$@"\n' \
         "$CONVERGE" > "$OUT/converge-under-callgrind"
     chmod +x "$OUT/converge-under-callgrind"

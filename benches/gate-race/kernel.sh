@@ -35,8 +35,7 @@ fail() { echo "kernel.sh: $*" >&2; exit 1; }
 command -v perf >/dev/null || fail "perf is not installed (apt-get install linux-perf)"
 command -v node >/dev/null || fail "node is not installed"
 require_converge
-LOAD="${CONVERGE_LOAD:-$TARGET/release/converge-load}"
-[ -x "$LOAD" ] || fail "$LOAD not found: cargo build --release -p converge-load"
+require_load
 make_out
 
 # converge-load starts the daemon through this wrapper, which leaves the
