@@ -7,9 +7,11 @@
 // [kernel.kallsyms]. Its system call is named from the kernel's frames
 // (`__x64_sys_<name>`, `__do_sys_<name>`, `ksys_<name>`, `do_futex`) or, where the
 // kernel inlined those away, from the C library's wrapper that made it (the
-// first frame outside the kernel: `__GI___writev` is writev). A kernel
-// sample with neither ran on no system call's behalf: an interrupt, a page
-// fault or the scheduler switching threads.
+// first frame outside the kernel: `__GI___writev` is writev; `syscall` is
+// libc's generic wrapper, through which Rust's locks and thread parking
+// make their futex calls). A kernel sample with neither ran on no system
+// call's behalf: an interrupt, a page fault or the scheduler switching
+// threads.
 "use strict";
 
 const THREADS = [
