@@ -11,8 +11,8 @@
 # config and sink). The handoff workload: converge-load's default run
 # (the example rules, a webhook-out action per event), 300,000 events.
 # Either way perf samples the daemon (`cpu-clock`, 999 a second, with call
-# chains) for SECONDS (default 5), from 2 s after it answers: the samples
-# fall in the middle of the load, not its start or end. Samples are timed,
+# chains) for SECONDS (default 5), from 2 s after the daemon starts: the
+# samples fall in the middle of the load, not its start or end. Samples are timed,
 # so shares move with the machine less than times do, but they move; take
 # two runs before trusting a difference of a few percent.
 #
